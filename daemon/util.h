@@ -7,7 +7,9 @@
  */
 #pragma once
 
+#include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,6 +25,9 @@
 #define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _sentinel_ __attribute__((sentinel))
+#define _noreturn_ __attribute__((noreturn))
+
+#define new0(t, n) ((t *) calloc((n) ?: 1, sizeof(t)))
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define STR_IN_SET(x, ...) strv_contains((const char *const[]) { __VA_ARGS__, NULL }, x)

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * org.example.Snapshot1.Domain: properties, lifecycle methods and the
+ * monitor passthrough. Every handler reads its arguments, validates them,
+ * checks the domain can take the call, asks polkit, and only then acts;
+ * lifecycle calls reply from the model's completion callback.
+ */
+#include "bus-domain.h"
+#include "bus-errors.h"
+#include "util.h"
+
+#define ACTION_MANAGE_DOMAINS "org.example.snapshot1.manage-domains"
+#define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
+
+char *bus_domain_path(const Domain *d) {
+        char *p = NULL;
+
+        if (sd_bus_path_encode(QSNAP_DOMAIN_PREFIX, d->def->name, &p) < 0)
+                return NULL;
+        return p;
+}
+
+static int verify_manage_domains(sd_bus_message *m, Domain *d, sd_bus_error *error) {
+        const char *details[] = { "domain", d->def->name, NULL };
+
+        return bus_verify_polkit_async(m, ACTION_MANAGE_DOMAINS, details, &bus_from_manager(d->manager)->polkit, error);
+}
+
+/* ---- properties ---- */
+
+static int property_get_name(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        return sd_bus_message_append(reply, "s", d->def->name);
+}
+
+static int property_get_uuid(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        return sd_bus_message_append(reply, "s", d->def->uuid);
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        return sd_bus_message_append(reply, "s", domain_state_to_string(d->state));
+}
+
+static int property_get_managed(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        return sd_bus_message_append(reply, "b", domain_is_managed(d));
+}
+
+static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        DomainDiskInfo *infos = NULL;
+        size_t n = 0;
+        int r;
+
+        r = domain_get_disks(d, &infos, &n);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssss)");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = sd_bus_message_append(reply, "(ssss)", infos[i].target, infos[i].format, infos[i].active, infos[i].chain);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        domain_disk_info_free_many(infos, n);
+        return r;
+}
+
+void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
+        _cleanup_free_ char *path = bus_domain_path(d);
+        const char *names[3];
+        size_t n = 0;
+
+        if (!path)
+                return (void) log_oom();
+        if (what & DOMAIN_CHANGE_STATE)
+                names[n++] = "State";
+        if (what & DOMAIN_CHANGE_DISKS)
+                names[n++] = "Disks";
+        names[n] = NULL;
+        if (n > 0)
+                (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_DOMAIN_INTERFACE, (char **) names);
+}
+
+/* ---- methods ---- */
+
+/* The model's completion: the reply to the call that started it. */
+static void reply_when_done(Domain *d, int error, const char *message, const char *reply, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        if (error < 0) {
+                bus_error_set_errno_message(&e, error, message);
+                r = sd_bus_reply_method_error(m, &e);
+        } else if (reply)
+                r = sd_bus_reply_method_return(m, "s", reply);
+        else
+                r = sd_bus_reply_method_return(m, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a reply: %m");
+}
+
+typedef int (*domain_call_t)(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
+
+/* The shape every asynchronous lifecycle call shares, after its own
+ * argument and state checks: authorize, act, reply later. */
+static int domain_call_async(sd_bus_message *m, Domain *d, domain_call_t call, uint64_t flags, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        r = verify_manage_domains(m, d, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = call(d, flags, reply_when_done, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
+static int read_flags(sd_bus_message *m, const char *method, uint64_t known, uint64_t *ret, sd_bus_error *error) {
+        uint64_t flags = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~known)
+                return bus_error_unknown_flags(error, method, flags, known);
+        *ret = flags;
+        return 0;
+}
+
+static int check_result(int r, char *message, sd_bus_error *error) {
+        _cleanup_free_ char *m = message;
+        return r < 0 ? bus_error_set_errno_message(error, r, m) : 0;
+}
+
+static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        char *message = NULL;
+        uint64_t flags = 0;
+        int r;
+
+        r = read_flags(m, "Start", DOMAIN_START_PAUSED, &flags, error);
+        if (r < 0)
+                return r;
+        r = check_result(domain_check_start(d, &message), message, error);
+        if (r < 0)
+                return r;
+        return domain_call_async(m, d, domain_start, flags, error);
+}
+
+static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        char *message = NULL;
+        uint64_t flags = 0;
+        int r;
+
+        r = read_flags(m, "Stop", DOMAIN_STOP_GRACEFUL, &flags, error);
+        if (r < 0)
+                return r;
+        r = check_result(domain_check_stop(d, &message), message, error);
+        if (r < 0)
+                return r;
+        return domain_call_async(m, d, domain_stop, flags, error);
+}
+
+static int domain_pause_call(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
+        return domain_pause(d, done, userdata, ret_message);
+}
+
+static int domain_resume_call(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
+        return domain_resume(d, done, userdata, ret_message);
+}
+
+static int method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        char *message = NULL;
+        int r;
+
+        r = domain_check_pause(d, true, &message);
+        if (r != 0)
+                return r < 0 ? check_result(r, message, error) : sd_bus_reply_method_return(m, NULL);
+        return domain_call_async(m, d, domain_pause_call, 0, error);
+}
+
+static int method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        char *message = NULL;
+        int r;
+
+        r = domain_check_pause(d, false, &message);
+        if (r != 0)
+                return r < 0 ? check_result(r, message, error) : sd_bus_reply_method_return(m, NULL);
+        return domain_call_async(m, d, domain_resume_call, 0, error);
+}
+
+static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        char *message = NULL;
+        uint64_t flags = 0;
+        int r;
+
+        r = read_flags(m, "Undefine", DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+                       &flags, error);
+        if (r < 0)
+                return r;
+        r = check_result(domain_check_undefine(d, &message), message, error);
+        if (r < 0)
+                return r;
+        r = verify_manage_domains(m, d, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = manager_undefine_domain(d->manager, d);
+        if (r < 0)
+                return bus_error_set_errno_message(error, r, "Cannot remove the stored definition.");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *xml = NULL;
+        Domain *d = userdata;
+        uint64_t flags = 0;
+        int r;
+
+        r = read_flags(m, "GetXMLDesc", DOMAIN_XML_SECURE | DOMAIN_XML_INACTIVE, &flags, error);
+        if (r < 0)
+                return r;
+        if (flags & DOMAIN_XML_SECURE) {
+                const char *details[] = { "domain", d->def->name, NULL };
+
+                r = bus_verify_polkit_async(m, ACTION_READ_SECURE, details, &bus_from_manager(d->manager)->polkit, error);
+                if (r <= 0)
+                        return r < 0 ? r : 1;
+        }
+        r = domain_def_format(flags & DOMAIN_XML_INACTIVE ? d->def : domain_current_def(d), 0, &xml);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(m, "s", xml);
+}
+
+static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = userdata;
+        const char *command;
+        uint64_t flags = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &command);
+        if (r < 0)
+                return r;
+        r = read_flags(m, "QemuMonitorCommand", DOMAIN_MONITOR_HMP, &flags, error);
+        if (r < 0)
+                return r;
+        if (isempty(command))
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The monitor command is empty.");
+        r = check_result(domain_check_running(d, &message), TAKE_PTR(message), error);
+        if (r < 0)
+                return r;
+        r = verify_manage_domains(m, d, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = domain_monitor_command(d, command, flags, reply_when_done, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
+/* ---- object tree ---- */
+
+static int domain_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                              sd_bus_error *error) {
+        Bus *b = userdata;
+        _cleanup_free_ char *name = NULL;
+        Domain *d;
+        int r;
+
+        r = sd_bus_path_decode(path, QSNAP_DOMAIN_PREFIX, &name);
+        if (r <= 0)
+                return 0;
+        d = manager_find_domain(b->manager, name);
+        if (!d)
+                return 0;
+        *found = d;
+        return 1;
+}
+
+static int domain_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        _cleanup_strv_free_ char **l = NULL;
+        Bus *b = userdata;
+
+        for (Domain *d = b->manager->domains; d; d = d->next) {
+                char *p = bus_domain_path(d);
+                if (!p || strv_push(&l, p) < 0) {
+                        free(p);
+                        return -ENOMEM;
+                }
+        }
+        *nodes = TAKE_PTR(l);
+        return 1;
+}
+
+static const sd_bus_vtable domain_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("UUID", "s", property_get_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Disks", "a(ssss)", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Managed", "b", property_get_managed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_start,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_stop,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Pause", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_pause, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Resume", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Undefine", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_undefine,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetXMLDesc", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("s", xml), method_get_xml_desc,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("QemuMonitorCommand", SD_BUS_ARGS("s", command, "t", flags), SD_BUS_RESULT("s", reply),
+                                method_qemu_monitor_command, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
+
+int bus_domain_register(Bus *b) {
+        int r;
+
+        r = sd_bus_add_fallback_vtable(b->bus, NULL, QSNAP_DOMAIN_PREFIX, QSNAP_DOMAIN_INTERFACE, domain_vtable,
+                                       domain_object_find, b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the Domain interface: %m");
+        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, domain_node_enumerator, b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the domain enumerator: %m");
+        return 0;
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The named D-Bus errors of DESIGN §7, the errno each one maps to (the
+ * model speaks errno, the bus speaks names), and the error map handed to
+ * sd-bus so that clients built on sd-bus get the errno back.
+ */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#define QSNAP_ERROR_PREFIX "org.example.Snapshot1.Error."
+#define QSNAP_ERROR_NO_SUCH_DOMAIN QSNAP_ERROR_PREFIX "NoSuchDomain"
+#define QSNAP_ERROR_NO_SUCH_SNAPSHOT QSNAP_ERROR_PREFIX "NoSuchSnapshot"
+#define QSNAP_ERROR_NO_SUCH_CHECKPOINT QSNAP_ERROR_PREFIX "NoSuchCheckpoint"
+#define QSNAP_ERROR_NO_SUCH_DISK QSNAP_ERROR_PREFIX "NoSuchDisk"
+#define QSNAP_ERROR_NO_SUCH_JOB QSNAP_ERROR_PREFIX "NoSuchJob"
+#define QSNAP_ERROR_INVALID_XML QSNAP_ERROR_PREFIX "InvalidXML"
+#define QSNAP_ERROR_INVALID_ARGUMENT QSNAP_ERROR_PREFIX "InvalidArgument"
+#define QSNAP_ERROR_ALREADY_EXISTS QSNAP_ERROR_PREFIX "AlreadyExists"
+#define QSNAP_ERROR_BUSY QSNAP_ERROR_PREFIX "Busy"
+#define QSNAP_ERROR_OPERATION_INVALID QSNAP_ERROR_PREFIX "OperationInvalid"
+#define QSNAP_ERROR_HAS_SNAPSHOTS QSNAP_ERROR_PREFIX "HasSnapshots"
+#define QSNAP_ERROR_PATH_NOT_ALLOWED QSNAP_ERROR_PREFIX "PathNotAllowed"
+#define QSNAP_ERROR_NO_SPACE QSNAP_ERROR_PREFIX "NoSpace"
+#define QSNAP_ERROR_NOT_RUNNING QSNAP_ERROR_PREFIX "NotRunning"
+#define QSNAP_ERROR_QEMU_FAILED QSNAP_ERROR_PREFIX "QemuFailed"
+#define QSNAP_ERROR_UNSUPPORTED QSNAP_ERROR_PREFIX "Unsupported"
+
+extern const sd_bus_error_map qsnap_error_map[];
+
+/* Sets *error from a model errno and its message (NULL: strerror). Returns
+ * r (negative), ready to be returned from a method handler. */
+int bus_error_set_errno_message(sd_bus_error *error, int r, const char *message);
+
+/* "Unknown flag bits 0x… for Method (known: 0x…)". */
+int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t flags, uint64_t known);

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Asynchronous polkit checks over D-Bus, the way systemd's daemons do
+ * them: the first call of a method handler sends CheckAuthorization and
+ * returns "pending"; when polkit answers, the original message is put
+ * back into the bus's read queue, the handler runs again and this time
+ * gets the verdict. uid 0 is allowed without asking.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+
+typedef struct PolkitQuery PolkitQuery;
+
+typedef struct PolkitRegistry {
+        bool enabled;        /* false: everybody is allowed (the --user bus already limits callers) */
+        PolkitQuery *queries;
+        unsigned n_pending;  /* queries polkit has not answered yet */
+} PolkitRegistry;
+
+void polkit_registry_done(PolkitRegistry *registry);
+
+/* details: NULL-terminated key, value, key, value, … (may be NULL).
+ * Returns 1 when allowed, 0 when the answer is pending (the handler must
+ * return 1 and will be called again), < 0 with *error set when denied
+ * (org.freedesktop.DBus.Error.AccessDenied or
+ * org.freedesktop.DBus.Error.InteractiveAuthorizationRequired). */
+int bus_verify_polkit_async(
+                sd_bus_message *call,
+                const char *action,
+                const char *const *details,
+                PolkitRegistry *registry,
+                sd_bus_error *error);

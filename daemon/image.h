@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Disk image facts read straight from the files: the backing chain of a
+ * qcow2 image from its header (no qemu-img process per property read),
+ * and creation of overlays through qemu-img.
+ */
+#pragma once
+
+#include "xml-domain.h"
+
+typedef struct ImageLayer {
+        char *path;       /* absolute */
+        DiskFormat format;
+} ImageLayer;
+
+typedef struct ImageChain {
+        ImageLayer *layers; /* active first, base last */
+        size_t n_layers;
+} ImageChain;
+
+void image_chain_done(ImageChain *c);
+
+/* Follows backing file names (relative ones resolve against the folder of
+ * the image naming them) down to the base. At most 256 layers; a loop or a
+ * missing file ends the chain with an error. */
+int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
+
+/* "base <- mid <- active", the way Domain.Disks shows a chain. */
+char *image_chain_to_string(const ImageChain *c);
+
+/* qemu-img create -f qcow2 -b backing -F fmt path, mode 0600, never over an
+ * existing file. On failure *ret_message holds qemu-img's own words. */
+int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message);

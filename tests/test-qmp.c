@@ -1,0 +1,1065 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The QMP client against a scripted fake QEMU on the other end of a
+ * socketpair(), both driven by one sd-event loop: the peer checks each
+ * line we send and answers with bytes chosen to hit the faults a real
+ * QEMU rarely shows. Every callback appends a line to a record, and the
+ * tests compare the record in order, so "exactly once" and "never after
+ * cancel" are checked, not assumed. Ends with a smoke test against a real
+ * qemu-system-x86_64 when one is installed.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/param.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "qmp-commands.h"
+#include "qmp.h"
+#include "util.h"
+
+#define GREETING                                                                                            \
+        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": "     \
+        "\"Debian 1:7.2+dfsg-7+deb12u7\"}, \"capabilities\": [\"oob\"]}}\r\n"
+
+#define check(expr)                                                                              \
+        do {                                                                                     \
+                if (!(expr)) {                                                                   \
+                        fprintf(stderr, "%s:%i: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        exit(EXIT_FAILURE);                                                      \
+                }                                                                                \
+        } while (0)
+
+static sd_event *event;
+
+/* ---- the record of callbacks ---- */
+
+static char *records[256];
+static size_t n_records;
+
+static void record(const char *fmt, ...) _printf_(1, 2);
+static void record(const char *fmt, ...) {
+        va_list ap;
+
+        check(n_records < ELEMENTSOF(records));
+        va_start(ap, fmt);
+        check(vasprintf(&records[n_records++], fmt, ap) >= 0);
+        va_end(ap);
+}
+
+#define expect_record(s) expect_record_at(__LINE__, s)
+static void expect_record_at(int line, const char *s) {
+        if (n_records == 0 || !streq(records[0], s)) {
+                fprintf(stderr, "line %i: expected record \"%s\", got \"%s\"\n", line, s,
+                        n_records > 0 ? records[0] : "(none)");
+                exit(EXIT_FAILURE);
+        }
+        free(records[0]);
+        memmove(records, records + 1, --n_records * sizeof(char *));
+}
+
+#define expect_no_record() expect_no_record_at(__LINE__)
+static void expect_no_record_at(int line) {
+        if (n_records > 0) {
+                fprintf(stderr, "line %i: expected no record, got \"%s\"\n", line, records[0]);
+                exit(EXIT_FAILURE);
+        }
+}
+
+static bool startswith(const char *s, const char *prefix) {
+        return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static const char *errname(int error) {
+        switch (-error) {
+        case 0: return "0";
+        case EIO: return "-EIO";
+        case ECONNRESET: return "-ECONNRESET";
+        case EBADMSG: return "-EBADMSG";
+        case EMSGSIZE: return "-EMSGSIZE";
+        case EPROTO: return "-EPROTO";
+        case EPIPE: return "-EPIPE";
+        default: return "-E?";
+        }
+}
+
+static const char *json_text(json_object *o) {
+        return o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : "NULL";
+}
+
+/* userdata: a tag naming the command in the record */
+static void on_reply(Qmp *q, int error, json_object *result, const char *err_class, const char *err_desc, void *userdata) {
+        if (error == -EIO)
+                record("%s -EIO %s: %s", (const char *) userdata, err_class, err_desc);
+        else if (error < 0)
+                record("%s %s", (const char *) userdata, errname(error));
+        else
+                record("%s 0 %s", (const char *) userdata, json_text(result));
+}
+
+static void on_event(Qmp *q, const char *name, json_object *data, uint64_t ts, void *userdata) {
+        record("%s %s %s %" PRIu64, (const char *) userdata, name, json_text(data), ts);
+}
+
+static void on_ready(Qmp *q, int error, void *userdata) {
+        record("ready %s", errname(error));
+}
+
+static void on_disconnect(Qmp *q, int error, void *userdata) {
+        record("disconnect %s", errname(error));
+}
+
+/* ---- the fake QEMU ---- */
+
+#define PEER_BUF_SIZE (8U * 1024U * 1024U)
+
+typedef struct Peer {
+        int fd;
+        sd_event_source *io;
+        char *buf; /* PEER_BUF_SIZE */
+        size_t len;
+        bool eof;
+} Peer;
+
+static int peer_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Peer *p = userdata;
+        ssize_t k;
+
+        check(p->len < PEER_BUF_SIZE);
+        k = read(fd, p->buf + p->len, PEER_BUF_SIZE - p->len);
+        if (k < 0 && errno == EAGAIN)
+                return 0;
+        if (k <= 0) {
+                p->eof = true;
+                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        }
+        p->len += k;
+        return 0;
+}
+
+/* Runs the loop until nothing is left to do. */
+static void drain(void) {
+        for (int i = 0; i < 10000; i++) {
+                int r = sd_event_run(event, 0);
+                check(r >= 0);
+                if (r == 0)
+                        return;
+        }
+        check(!"event loop never went idle");
+}
+
+/* Runs the loop until *flag or 10 s passed. */
+static void run_until(const bool *flag) {
+        for (int i = 0; i < 1000 && !*flag; i++)
+                check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
+        check(*flag);
+}
+
+static void peer_write(Peer *p, const void *data, size_t n) {
+        const char *s = data;
+
+        while (n > 0) {
+                /* MSG_NOSIGNAL: the client may hang up on purpose. */
+                ssize_t k = send(p->fd, s, n, MSG_NOSIGNAL);
+                if (k < 0 && (errno == EPIPE || errno == ECONNRESET))
+                        break;
+                if (k < 0) {
+                        check(errno == EAGAIN);
+                        check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
+                        continue;
+                }
+                s += k;
+                n -= k;
+        }
+        drain();
+}
+
+static void peer_say(Peer *p, const char *fmt, ...) _printf_(2, 3);
+static void peer_say(Peer *p, const char *fmt, ...) {
+        _cleanup_free_ char *s = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        check(vasprintf(&s, fmt, ap) >= 0);
+        va_end(ap);
+        peer_write(p, s, strlen(s));
+}
+
+/* Waits for the next line we sent, compares it with `expected` apart from
+ * "id" (must be an integer) and returns that id. */
+#define peer_expect(p, expected) peer_expect_at(__LINE__, p, expected)
+static int64_t peer_expect_at(int line, Peer *p, const char *expected) {
+        json_object *got, *want, *id;
+        char *nl = NULL;
+        int64_t r;
+
+        for (int i = 0; i < 500 && !(nl = memchr(p->buf, '\n', p->len)); i++)
+                check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
+        if (!nl) {
+                fprintf(stderr, "line %i: nothing sent, expected %.200s\n", line, expected);
+                exit(EXIT_FAILURE);
+        }
+
+        *nl = '\0';
+        got = json_tokener_parse(p->buf);
+        want = json_tokener_parse(expected);
+        check(want);
+        if (!got || !json_object_object_get_ex(got, "id", &id) || !json_object_is_type(id, json_type_int)) {
+                fprintf(stderr, "line %i: sent a line without an integer id: %.200s\n", line, p->buf);
+                exit(EXIT_FAILURE);
+        }
+        r = json_object_get_int64(id);
+        json_object_object_del(got, "id");
+        if (!json_object_equal(got, want)) {
+                fprintf(stderr, "line %i: expected %.200s, got %.200s\n", line, expected, p->buf);
+                exit(EXIT_FAILURE);
+        }
+        json_object_put(got);
+        json_object_put(want);
+
+        p->len -= nl + 1 - p->buf;
+        memmove(p->buf, nl + 1, p->len);
+        return r;
+}
+
+static void peer_expect_nothing(Peer *p) {
+        drain();
+        if (p->len > 0) {
+                fprintf(stderr, "expected silence, got: %.*s\n", (int) MIN(p->len, 200U), p->buf);
+                exit(EXIT_FAILURE);
+        }
+}
+
+static void peer_close(Peer *p) {
+        p->io = sd_event_source_disable_unref(p->io);
+        p->fd = safe_close(p->fd);
+        free(p->buf);
+        p->buf = NULL;
+}
+
+static Qmp *setup(Peer *p) {
+        Qmp *q;
+        int fds[2];
+
+        check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) >= 0);
+        check(qmp_new_from_fd(event, fds[0], &q) >= 0);
+        check(qmp_set_description(q, "test") >= 0);
+        qmp_set_ready_callback(q, on_ready, NULL);
+        qmp_set_disconnect_callback(q, on_disconnect, NULL);
+
+        *p = (Peer) { .fd = fds[1], .buf = malloc(PEER_BUF_SIZE) };
+        check(p->buf);
+        check(sd_event_add_io(event, &p->io, p->fd, EPOLLIN, peer_on_io, p) >= 0);
+        return q;
+}
+
+/* Greeting and capabilities, as QEMU 7.2 says them. */
+static void handshake(Qmp *q, Peer *p) {
+        int64_t id;
+
+        peer_say(p, GREETING);
+        id = peer_expect(p, "{\"execute\":\"qmp_capabilities\"}");
+        check(!qmp_is_ready(q));
+        peer_say(p, "{\"return\": {}, \"id\": %" PRIi64 "}\r\n", id);
+        expect_record("ready 0");
+        check(qmp_is_ready(q));
+}
+
+static void teardown(Qmp *q, Peer *p) {
+        qmp_unref(q);
+        peer_close(p);
+        drain();
+        expect_no_record();
+}
+
+/* ---- the tests ---- */
+
+static void test_capabilities_gate(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t a, b, c, caps, id;
+
+        printf("commands sent before the greeting wait for qmp_capabilities\n");
+        check(qmp_is_connected(q) && !qmp_is_ready(q));
+        a = qmp_cmd_query_status(q, on_reply, "a");
+        b = qmp_cmd_stop(q, on_reply, "b");
+        c = qmp_cmd_cont(q, on_reply, "c");
+        check(a == 1 && b == 2 && c == 3);
+        check(qmp_cancel(q, b) == 0); /* held, so never sent at all */
+        peer_expect_nothing(&p);
+
+        peer_say(&p, GREETING);
+        caps = peer_expect(&p, "{\"execute\":\"qmp_capabilities\"}");
+        check(caps > c);
+        check(qmp_cancel(q, caps) == -ENOENT); /* ours, not the caller's */
+        peer_expect_nothing(&p); /* still held until the capabilities reply */
+        /* A reply to a command not sent yet is bogus. */
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\n", a);
+        expect_no_record();
+        check(qmp_cmd_query_block(q, on_reply, "d") == caps + 1);
+
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\n", caps);
+        expect_record("ready 0");
+        check(peer_expect(&p, "{\"execute\":\"query-status\"}") == a);
+        check(peer_expect(&p, "{\"execute\":\"cont\"}") == c);
+        check(peer_expect(&p, "{\"execute\":\"query-block\"}") == caps + 1);
+        id = qmp_cmd_system_powerdown(q, on_reply, "e");
+        check(peer_expect(&p, "{\"execute\":\"system_powerdown\"}") == id);
+        peer_expect_nothing(&p);
+
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\n", id);
+        expect_record("e 0 {}");
+        qmp_close(q);
+        expect_record("a -ECONNRESET");
+        expect_record("c -ECONNRESET");
+        expect_record("d -ECONNRESET");
+        teardown(q, &p);
+}
+
+static void test_capabilities_refused(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t id;
+
+        printf("a failed qmp_capabilities fails the connection\n");
+        qmp_cmd_query_status(q, on_reply, "a");
+        peer_say(&p, GREETING);
+        id = peer_expect(&p, "{\"execute\":\"qmp_capabilities\"}");
+        peer_say(&p, "{\"id\": %" PRIi64 ", \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"x\"}}\n", id);
+        expect_record("a -ECONNRESET");
+        expect_record("ready -EPROTO");
+        expect_record("disconnect -EPROTO");
+        check(!qmp_is_connected(q));
+        peer_expect_nothing(&p);
+        teardown(q, &p);
+}
+
+static void test_routing(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t a, b, c;
+
+        printf("replies are routed by id, out of order; errors carry class and desc\n");
+        handshake(q, &p);
+        a = qmp_cmd_query_status(q, on_reply, "a");
+        check(peer_expect(&p, "{\"execute\":\"query-status\"}") == a);
+        b = qmp_cmd_human_monitor_command(q, "info status", on_reply, "b");
+        check(peer_expect(&p, "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"info status\"}}") == b);
+        c = qmp_send(q, "blockdev-del", json_tokener_parse("{\"node-name\":\"nope\"}"), on_reply, "c");
+        check(peer_expect(&p, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"nope\"}}") == c);
+        check(a < b && b < c);
+
+        peer_say(&p, "{\"return\": \"VM status: paused\\r\\n\", \"id\": %" PRIi64 "}\n", b);
+        peer_say(&p, "{\"id\": %" PRIi64 ", \"error\": {\"class\": \"GenericError\", \"desc\": "
+                     "\"Failed to find node with node-name='nope'\"}}\n", c);
+        peer_say(&p, "{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}, "
+                     "\"id\": %" PRIi64 "}\n", a);
+        expect_record("b 0 \"VM status: paused\\r\\n\"");
+        expect_record("c -EIO GenericError: Failed to find node with node-name='nope'");
+        expect_record("a 0 {\"status\":\"running\",\"singlestep\":false,\"running\":true}");
+        expect_no_record();
+        teardown(q, &p);
+}
+
+static void test_framing(void) {
+        static const char split[] = "{\"return\": \"h\xc3\xa9 \xe2\x9c\x93\", \"id\": 2}\n";
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t a, b;
+        size_t cut;
+
+        printf("replies split across reads (also inside UTF-8), several in one read\n");
+        handshake(q, &p);
+
+        a = qmp_cmd_human_monitor_command(q, "info name", on_reply, "a");
+        check(a == 2);
+        peer_expect(&p, "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"info name\"}}");
+        cut = strchr(split, '\x9c') - split; /* between the 1st and 2nd byte of ✓ */
+        peer_write(&p, split, cut);
+        expect_no_record();
+        peer_write(&p, split + cut, 3);
+        expect_no_record();
+        peer_write(&p, split + cut + 3, strlen(split) - cut - 3);
+        expect_record("a 0 \"h\xc3\xa9 \xe2\x9c\x93\"");
+
+        a = qmp_cmd_stop(q, on_reply, "a");
+        b = qmp_cmd_cont(q, on_reply, "b");
+        peer_expect(&p, "{\"execute\":\"stop\"}");
+        peer_expect(&p, "{\"execute\":\"cont\"}");
+        check(qmp_subscribe(q, NULL, on_event, "all") > 0);
+        /* Two replies, an event and half of the next event in one write;
+         * blank lines are allowed. */
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\n\r\n"
+                     "{\"timestamp\": {\"seconds\": 1700000000, \"microseconds\": 123456}, \"event\": \"STOP\"}\n"
+                     "{\"return\": {}, \"id\": %" PRIi64 "}\n{\"timestamp\": {\"seconds\": 1,",
+                 a, b);
+        expect_record("a 0 {}");
+        expect_record("all STOP NULL 1700000000123456");
+        expect_record("b 0 {}");
+        expect_no_record();
+        peer_say(&p, " \"microseconds\": 2}, \"event\": \"RESUME\"}\n");
+        expect_record("all RESUME NULL 1000002");
+
+        /* 100 backing files deep, as query-block nests them; json-c's
+         * default depth limit is 32. */
+        a = qmp_cmd_query_block(q, on_reply, "deep");
+        peer_expect(&p, "{\"execute\":\"query-block\"}");
+        peer_say(&p, "{\"id\": %" PRIi64 ", \"return\": ", a);
+        for (int i = 0; i < 100; i++)
+                peer_say(&p, "{\"backing-image\": ");
+        peer_say(&p, "{}");
+        for (int i = 0; i < 100; i++)
+                peer_say(&p, "}");
+        expect_no_record();
+        peer_say(&p, "}\n");
+        check(n_records == 1 && startswith(records[0], "deep 0 {\"backing-image\":{\"backing-image\":"));
+        expect_record(records[0]);
+
+        /* 4 MiB out: far more than the socket buffer takes at once. */
+        {
+                const size_t n = 4 * 1024 * 1024;
+                _cleanup_free_ char *big = malloc(n + 1), *expected = NULL;
+
+                check(big);
+                memset(big, 'x', n);
+                big[n] = '\0';
+                a = qmp_cmd_human_monitor_command(q, big, on_reply, "big");
+                check(a > 0);
+                check(asprintf(&expected, "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"%s\"}}", big) > 0);
+                check(peer_expect(&p, expected) == a);
+                peer_say(&p, "{\"return\": \"\", \"id\": %" PRIi64 "}\n", a);
+                expect_record("big 0 \"\"");
+        }
+        teardown(q, &p);
+}
+
+static void test_unknown(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t a;
+
+        printf("unknown events and keys are ignored, replies to ids we did not send dropped\n");
+        handshake(q, &p);
+        check(qmp_subscribe(q, "SHUTDOWN", on_event, "shutdown") > 0);
+        check(qmp_subscribe(q, NULL, on_event, "all") > 0);
+
+        a = qmp_cmd_quit(q, on_reply, "a");
+        peer_expect(&p, "{\"execute\":\"quit\"}");
+        peer_say(&p, "{\"event\": \"FUTURE_THING\", \"data\": {\"x\": [1, 2]}, \"new-key\": true, "
+                     "\"timestamp\": {\"seconds\": 2, \"microseconds\": 0}}\n");
+        expect_record("all FUTURE_THING {\"x\":[1,2]} 2000000");
+        peer_say(&p, "{\"return\": {}, \"id\": 999}\n"               /* never sent */
+                     "{\"return\": {}, \"id\": \"%" PRIi64 "\"}\n"   /* a string */
+                     "{\"return\": {}, \"id\": %" PRIi64 ".0}\n"     /* a double */
+                     "{\"return\": {}}\n"                            /* none */
+                     "{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error\"}}\n"
+                     "{\"something\": \"else\", \"id\": %" PRIi64 "}\n",
+                 a, a, a);
+        expect_no_record();
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 ", \"extra\": {\"k\": 1}}\n"
+                     "{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}, "
+                     "\"timestamp\": {\"seconds\": 3, \"microseconds\": 4}}\n",
+                 a);
+        expect_record("a 0 {}");
+        expect_record("shutdown SHUTDOWN {\"guest\":false,\"reason\":\"host-qmp-quit\"} 3000004");
+        expect_record("all SHUTDOWN {\"guest\":false,\"reason\":\"host-qmp-quit\"} 3000004");
+        check(qmp_is_connected(q));
+        teardown(q, &p);
+}
+
+static void test_cancel(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t a, b;
+        int s;
+
+        printf("a cancelled command's callback never runs; unsubscribe\n");
+        handshake(q, &p);
+        a = qmp_cmd_stop(q, on_reply, "a");
+        b = qmp_cmd_cont(q, on_reply, "b");
+        peer_expect(&p, "{\"execute\":\"stop\"}");
+        peer_expect(&p, "{\"execute\":\"cont\"}");
+        check(qmp_cancel(q, a) == 0);
+        check(qmp_cancel(q, a) == -ENOENT);
+        check(qmp_cancel(q, 12345) == -ENOENT);
+        check(qmp_cancel(q, 1) == -ENOENT); /* qmp_capabilities is ours */
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\n{\"return\": {}, \"id\": %" PRIi64 "}\n", a, b);
+        expect_record("b 0 {}");
+        expect_no_record();
+
+        s = qmp_subscribe(q, "STOP", on_event, "stop");
+        check(s > 0);
+        check(qmp_unsubscribe(q, s) == 0);
+        check(qmp_unsubscribe(q, s) == -ENOENT);
+        peer_say(&p, "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n");
+        expect_no_record();
+
+        qmp_cmd_stop(q, on_reply, "c");
+        check(qmp_cancel(q, qmp_cmd_cont(q, on_reply, "d")) == 0);
+        peer_close(&p);
+        drain();
+        expect_record("c -ECONNRESET"); /* d was cancelled: nothing */
+        expect_record("disconnect -ECONNRESET");
+        teardown(q, &p);
+}
+
+static void test_disconnect(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+
+        printf("disconnect mid-command: every pending reply fails once, then the disconnect callback\n");
+        handshake(q, &p);
+        qmp_cmd_stop(q, on_reply, "a");
+        qmp_cmd_query_block(q, on_reply, "b");
+        peer_expect(&p, "{\"execute\":\"stop\"}");
+        peer_say(&p, "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n"
+                     "{\"return\": {}, \"id\": 2}\n{\"return\": [], \"id\""); /* b half answered */
+        expect_record("a 0 {}");
+        peer_close(&p);
+        drain();
+        expect_record("b -ECONNRESET");
+        expect_record("disconnect -ECONNRESET");
+        check(!qmp_is_connected(q) && !qmp_is_ready(q));
+        check(qmp_cmd_cont(q, on_reply, "c") == -ENOTCONN);
+        check(qmp_send(q, "cont", json_object_new_object(), on_reply, "c") == -ENOTCONN); /* args not leaked */
+        qmp_close(q);
+        drain();
+        teardown(q, &p);
+
+        printf("a write error (peer stopped reading) disconnects, without SIGPIPE\n");
+        q = setup(&p);
+        handshake(q, &p);
+        check(shutdown(p.fd, SHUT_RD) >= 0);
+        qmp_cmd_stop(q, on_reply, "a");
+        drain();
+        expect_record("a -ECONNRESET");
+        expect_record("disconnect -EPIPE");
+        teardown(q, &p);
+
+        printf("disconnect before the greeting is a failed negotiation\n");
+        q = setup(&p);
+        qmp_cmd_stop(q, on_reply, "a");
+        peer_say(&p, "{\"QMP\": {\"vers");
+        peer_close(&p);
+        drain();
+        expect_record("a -ECONNRESET");
+        expect_record("ready -ECONNRESET");
+        expect_record("disconnect -ECONNRESET");
+        teardown(q, &p);
+
+        printf("something else than a greeting first\n");
+        q = setup(&p);
+        peer_say(&p, "{\"return\": {}, \"id\": 1}\n");
+        expect_record("ready -EPROTO");
+        expect_record("disconnect -EPROTO");
+        teardown(q, &p);
+}
+
+static void test_malformed(void) {
+#define BAD(s) { s, sizeof(s) - 1 }
+        static const struct {
+                const char *data;
+                size_t size;
+        } bad[] = {
+                BAD("{\"return\": {}, \"id\": 2\n"),                   /* cut short */
+                BAD("{\"return\": {}, \"id\": 2} trailing\n"),         /* garbage after */
+                BAD("{\"return\": {}, \"id\": 2}\0junk\n"),            /* json-c stops at NUL */
+                BAD("{\"return\": \"\xff\xfe\", \"id\": 2}\n"),        /* not UTF-8 */
+                BAD("[1, 2, 3]\n"),                                    /* not an object */
+                BAD("{\"return\": {}, \"id\": 2}{\"return\": {}}\n"),  /* two on one line */
+        };
+#undef BAD
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                Peer p;
+                Qmp *q = setup(&p);
+
+                printf("malformed JSON #%zu disconnects with -EBADMSG\n", i);
+                handshake(q, &p);
+                qmp_cmd_stop(q, on_reply, "a");
+                qmp_cmd_cont(q, on_reply, "b");
+                peer_write(&p, bad[i].data, bad[i].size);
+                expect_record("a -ECONNRESET");
+                expect_record("b -ECONNRESET");
+                expect_record("disconnect -EBADMSG");
+                check(!qmp_is_connected(q));
+                teardown(q, &p);
+        }
+}
+
+static void test_oversize(void) {
+        const size_t n = 16 * 1024 * 1024 + 4096;
+        _cleanup_free_ char *big = malloc(n);
+        Peer p;
+        Qmp *q = setup(&p);
+
+        printf("a message over 16 MiB disconnects with -EMSGSIZE\n");
+        check(big);
+        handshake(q, &p);
+        qmp_cmd_query_block(q, on_reply, "a");
+        memset(big, ' ', n);
+        memcpy(big, "{\"return\": \"", 12);
+        peer_write(&p, big, n);
+        expect_record("a -ECONNRESET");
+        expect_record("disconnect -EMSGSIZE");
+        teardown(q, &p);
+}
+
+static void on_reply_unref(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
+        Qmp **owner = userdata;
+
+        record("unref %s", errname(error));
+        *owner = qmp_unref(*owner);
+}
+
+static void test_unref_in_callback(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        int64_t a;
+
+        printf("a reply callback that drops the last reference stops all further callbacks\n");
+        handshake(q, &p);
+        check(qmp_subscribe(q, NULL, on_event, "all") > 0);
+        qmp_cmd_stop(q, on_reply, "x");
+        a = qmp_send(q, "query-status", NULL, on_reply_unref, &q);
+        qmp_cmd_cont(q, on_reply, "y");
+        peer_expect(&p, "{\"execute\":\"stop\"}");
+        peer_expect(&p, "{\"execute\":\"query-status\"}");
+        peer_expect(&p, "{\"execute\":\"cont\"}");
+        /* Under ASan this is also the use-after-free check. */
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\n"
+                     "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n"
+                     "{\"return\": {}, \"id\": 2}\n",
+                 a);
+        expect_record("unref 0");
+        expect_no_record();
+        check(!q);
+        drain();
+        check(p.eof); /* the socket was closed */
+        peer_close(&p);
+
+        printf("the same while failing pending replies on disconnect\n");
+        q = setup(&p);
+        handshake(q, &p);
+        qmp_send(q, "stop", NULL, on_reply_unref, &q);
+        qmp_cmd_cont(q, on_reply, "y");
+        peer_close(&p);
+        drain();
+        expect_record("unref -ECONNRESET");
+        expect_no_record();
+        check(!q);
+}
+
+static int victim_sub, meddle_sub;
+
+static void on_event_meddle(Qmp *q, const char *name, json_object *data, uint64_t ts, void *userdata) {
+        const char *what = userdata;
+
+        record("meddle %s %s", what, name);
+        if (streq(what, "unsubscribe")) {
+                check(qmp_unsubscribe(q, meddle_sub) == 0); /* itself */
+                check(qmp_unsubscribe(q, victim_sub) == 0);
+                check(qmp_unsubscribe(q, victim_sub) == -ENOENT);
+                check(qmp_subscribe(q, NULL, on_event, "late") > 0); /* not for this event */
+        } else if (streq(what, "close"))
+                qmp_close(q);
+}
+
+static void test_event_reentrancy(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+
+        printf("event callbacks that unsubscribe, subscribe and close during dispatch\n");
+        handshake(q, &p);
+        meddle_sub = qmp_subscribe(q, NULL, on_event_meddle, "unsubscribe");
+        victim_sub = qmp_subscribe(q, NULL, on_event, "victim");
+        check(qmp_subscribe(q, NULL, on_event, "other") > 0);
+        peer_say(&p, "{\"event\": \"A\", \"timestamp\": {\"seconds\": 0, \"microseconds\": 1}}\n");
+        expect_record("meddle unsubscribe A");
+        expect_record("other A NULL 1");
+        expect_no_record();
+        check(qmp_unsubscribe(q, meddle_sub) == -ENOENT);
+        peer_say(&p, "{\"event\": \"B\", \"timestamp\": {\"seconds\": 0, \"microseconds\": 2}}\n");
+        expect_record("other B NULL 2");
+        expect_record("late B NULL 2");
+
+        check(qmp_subscribe(q, "C", on_event_meddle, "close") > 0);
+        check(qmp_subscribe(q, "C", on_event, "after-close") > 0); /* no callbacks after qmp_close() */
+        qmp_cmd_stop(q, on_reply, "a");
+        peer_say(&p, "{\"event\": \"C\", \"timestamp\": {\"seconds\": 0, \"microseconds\": 3}}\n"
+                     "{\"event\": \"C\", \"timestamp\": {\"seconds\": 0, \"microseconds\": 4}}\n");
+        expect_record("other C NULL 3");
+        expect_record("late C NULL 3");
+        expect_record("meddle close C");
+        expect_record("a -ECONNRESET"); /* from qmp_close(), no disconnect callback */
+        expect_no_record();
+        check(!qmp_is_connected(q));
+        teardown(q, &p);
+}
+
+static void on_reply_keep(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
+        json_object **ret = userdata;
+
+        check(error == 0 && !c && !d);
+        *ret = json_object_get(result);
+}
+
+static void test_raw(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+        json_object *r1 = NULL, *r2 = NULL, *r3 = NULL;
+        int64_t a, b, c;
+
+        printf("qmp_send_raw(): the caller's id is replaced and restored, the whole reply handed back\n");
+        handshake(q, &p);
+        check(qmp_send_raw(q, json_tokener_parse("{\"arguments\": {}}"), on_reply, "x") == -EINVAL);
+        check(qmp_send_raw(q, json_tokener_parse("{\"execute\": 5}"), on_reply, "x") == -EINVAL);
+        check(qmp_send_raw(q, json_tokener_parse("[\"execute\"]"), on_reply, "x") == -EINVAL);
+
+        a = qmp_send_raw(q, json_tokener_parse("{\"execute\": \"query-status\", \"id\": \"user-1\"}"), on_reply_keep, &r1);
+        b = qmp_send_raw(q, json_tokener_parse("{\"execute\": \"query-foo\"}"), on_reply_keep, &r2);
+        c = qmp_send_raw(q, json_tokener_parse("{\"id\": {\"n\": [7]}, \"execute\": \"stop\", \"arguments\": {}}"),
+                         on_reply_keep, &r3);
+        check(a > 0 && b == a + 1 && c == b + 1);
+        check(peer_expect(&p, "{\"execute\":\"query-status\"}") == a);
+        check(peer_expect(&p, "{\"execute\":\"query-foo\"}") == b);
+        check(peer_expect(&p, "{\"execute\":\"stop\",\"arguments\":{}}") == c);
+        peer_say(&p, "{\"return\": {\"status\": \"running\"}, \"id\": %" PRIi64 "}\n"
+                     "{\"id\": %" PRIi64 ", \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command query-foo has not been found\"}}\n"
+                     "{\"return\": {}, \"id\": %" PRIi64 "}\n",
+                 a, b, c);
+        check(r1 && r2 && r3);
+        check(streq(json_text(r1), "{\"return\":{\"status\":\"running\"},\"id\":\"user-1\"}"));
+        check(streq(json_text(r2), "{\"error\":{\"class\":\"CommandNotFound\",\"desc\":\"The command query-foo has not been found\"}}"));
+        check(streq(json_text(r3), "{\"return\":{},\"id\":{\"n\":[7]}}"));
+        json_object_put(r1);
+        json_object_put(r2);
+        json_object_put(r3);
+        teardown(q, &p);
+}
+
+static void test_close(void) {
+        Peer p;
+        Qmp *q = setup(&p);
+
+        printf("qmp_close(): pending replies fail, no disconnect callback\n");
+        handshake(q, &p);
+        qmp_cmd_stop(q, on_reply, "a");
+        qmp_cmd_cont(q, on_reply, "b");
+        qmp_close(q);
+        expect_record("a -ECONNRESET");
+        expect_record("b -ECONNRESET");
+        check(!qmp_is_connected(q));
+        qmp_close(q);
+        drain();
+        expect_no_record();
+        check(p.eof);
+        teardown(q, &p);
+
+        printf("qmp_close() before ready: no ready callback\n");
+        q = setup(&p);
+        qmp_cmd_stop(q, on_reply, "a");
+        peer_say(&p, GREETING);
+        peer_expect(&p, "{\"execute\":\"qmp_capabilities\"}");
+        qmp_close(q);
+        expect_record("a -ECONNRESET");
+        teardown(q, &p);
+
+        printf("qmp_unref() to zero: no callbacks at all\n");
+        q = setup(&p);
+        handshake(q, &p);
+        qmp_cmd_stop(q, on_reply, "a");
+        teardown(q, &p);
+}
+
+static void test_connect(void) {
+        char dir[] = "/tmp/test-qmp-XXXXXX", path[128];
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        Qmp *q = NULL;
+        int fd;
+
+        printf("qmp_connect() fails at once when nobody listens\n");
+        check(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/none.sock", dir);
+        check(qmp_connect(event, path, &q) == -ENOENT);
+
+        snprintf(path, sizeof(path), "%s/stale.sock", dir);
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        check(fd >= 0 && bind(fd, (struct sockaddr *) &sa, sizeof(sa)) >= 0);
+        safe_close(fd); /* the file stays, nobody behind it */
+        check(qmp_connect(event, path, &q) == -ECONNREFUSED);
+        check(!q);
+        unlink(path);
+        rmdir(dir);
+}
+
+static void test_parsers(void) {
+        static const struct {
+                const char *status;
+                QmpRunState state;
+        } states[] = {
+                { "running", QMP_RUN_STATE_RUNNING },         { "paused", QMP_RUN_STATE_PAUSED },
+                { "prelaunch", QMP_RUN_STATE_PAUSED },        { "postmigrate", QMP_RUN_STATE_PAUSED },
+                { "finish-migrate", QMP_RUN_STATE_PAUSED },   { "restore-vm", QMP_RUN_STATE_PAUSED },
+                { "inmigrate", QMP_RUN_STATE_PAUSED },        { "suspended", QMP_RUN_STATE_PAUSED },
+                { "io-error", QMP_RUN_STATE_PAUSED },         { "debug", QMP_RUN_STATE_PAUSED },
+                { "save-vm", QMP_RUN_STATE_PAUSED },          { "colo", QMP_RUN_STATE_PAUSED },
+                { "watchdog", QMP_RUN_STATE_PAUSED },         { "guest-panicked", QMP_RUN_STATE_CRASHED },
+                { "internal-error", QMP_RUN_STATE_CRASHED },  { "shutdown", QMP_RUN_STATE_SHUTDOWN },
+                { "some-future-state", QMP_RUN_STATE_PAUSED },
+        };
+        static const char *const bad_status[] = {
+                "[]", "{}", "{\"status\": 1}", "{\"status\": null}", "\"running\"",
+        };
+        static const char *const bad_block[] = {
+                "{}", "[1]", "[{\"qdev\": 5}]", "[{\"qdev\": \"x\", \"inserted\": 1}]",
+                "[{\"qdev\": \"x\", \"inserted\": {\"node-name\": []}}]",
+        };
+        json_object *o;
+        const char *s;
+        QmpBlockInfo *infos = (QmpBlockInfo *) 0x1;
+        size_t n = 77;
+
+        printf("parsers\n");
+        for (size_t i = 0; i < ELEMENTSOF(states); i++) {
+                _cleanup_free_ char *text = NULL;
+                QmpRunState st = _QMP_RUN_STATE_INVALID;
+                char buf[128];
+
+                snprintf(buf, sizeof(buf), "{\"status\": \"%s\", \"singlestep\": false, \"running\": false}",
+                         states[i].status);
+                o = json_tokener_parse(buf);
+                check(qmp_parse_query_status(o, &st, &text) == 0);
+                check(st == states[i].state);
+                check(streq(text, states[i].status));
+                json_object_put(o);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad_status); i++) {
+                char *text = (char *) 0x1;
+                QmpRunState st = _QMP_RUN_STATE_INVALID;
+
+                o = json_tokener_parse(bad_status[i]);
+                check(qmp_parse_query_status(o, &st, &text) == -EBADMSG);
+                check(st == _QMP_RUN_STATE_INVALID && text == (char *) 0x1); /* untouched */
+                json_object_put(o);
+        }
+        check(qmp_parse_query_status(NULL, NULL, NULL) == -EBADMSG);
+
+        o = json_object_new_string("Error: Device 'x' not found\r\n");
+        check(qmp_parse_string(o, &s) == 0 && streq(s, "Error: Device 'x' not found\r\n"));
+        json_object_put(o);
+        o = json_object_new_object();
+        check(qmp_parse_string(o, &s) == -EBADMSG);
+        json_object_put(o);
+
+        /* Shaped like QEMU 7.2's answer with one -blockdev disk, an empty
+         * CD-ROM and a -drive without a device. */
+        o = json_tokener_parse(
+                "[{\"io-status\": \"ok\", \"device\": \"\", \"locked\": false, \"removable\": false, "
+                "  \"inserted\": {\"iops_rd\": 0, \"image\": {\"virtual-size\": 67108864, \"filename\": \"/d/s1.qcow2\", "
+                "     \"backing-image\": {\"filename\": \"/d/base.qcow2\", \"format\": \"qcow2\"}}, "
+                "     \"node-name\": \"s1\", \"drv\": \"qcow2\", \"file\": \"/d/s1.qcow2\", \"backing_file\": \"base.qcow2\"}, "
+                "  \"qdev\": \"/machine/peripheral/vd0/virtio-backend\", \"type\": \"unknown\"}, "
+                " {\"device\": \"\", \"qdev\": \"/machine/peripheral/cd0\", \"tray_open\": false, \"removable\": true, \"locked\": false, \"type\": \"unknown\"}, "
+                " {\"device\": \"drive0\", \"inserted\": {\"node-name\": \"#block123\", \"file\": \"x.img\"}, \"type\": \"unknown\"}]");
+        check(o);
+        check(qmp_parse_query_block(o, &infos, &n) == 0);
+        check(n == 2);
+        check(streq(infos[0].qdev, "/machine/peripheral/vd0/virtio-backend"));
+        check(streq(infos[0].node_name, "s1"));
+        check(streq(infos[0].file, "/d/s1.qcow2"));
+        check(streq(infos[1].qdev, "/machine/peripheral/cd0"));
+        check(!infos[1].node_name && !infos[1].file);
+        check(!infos[2].qdev); /* the NULL entry */
+        qmp_block_info_free_many(infos, n);
+        json_object_put(o);
+
+        o = json_object_new_array();
+        check(qmp_parse_query_block(o, &infos, &n) == 0 && n == 0 && infos && !infos[0].qdev);
+        qmp_block_info_free_many(infos, n);
+        json_object_put(o);
+
+        for (size_t i = 0; i < ELEMENTSOF(bad_block); i++) {
+                infos = (QmpBlockInfo *) 0x1;
+                n = 77;
+                o = json_tokener_parse(bad_block[i]);
+                check(o);
+                check(qmp_parse_query_block(o, &infos, &n) == -EBADMSG);
+                check(infos == (QmpBlockInfo *) 0x1 && n == 77);
+                json_object_put(o);
+        }
+}
+
+/* ---- against a real QEMU ---- */
+
+typedef struct Smoke {
+        bool done;
+        int error;
+        json_object *result;
+} Smoke;
+
+static void on_smoke_reply(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
+        Smoke *s = userdata;
+
+        if (error == -EIO)
+                fprintf(stderr, "QEMU error: %s: %s\n", c, d);
+        s->done = true;
+        s->error = error;
+        s->result = json_object_get(result);
+}
+
+static void on_smoke_ready(Qmp *q, int error, void *userdata) {
+        Smoke *s = userdata;
+
+        s->done = true;
+        s->error = error;
+}
+
+static void on_smoke_disconnect(Qmp *q, int error, void *userdata) {
+        *(bool *) userdata = true;
+}
+
+static pid_t qemu_pid;
+
+/* A failed check() exits: do not leave QEMU behind. */
+static void kill_qemu(void) {
+        if (qemu_pid > 0) {
+                (void) kill(qemu_pid, SIGKILL);
+                (void) waitpid(qemu_pid, NULL, 0);
+        }
+}
+
+static void test_real_qemu(void) {
+        static const char qemu[] = "/usr/bin/qemu-system-x86_64";
+        char dir[] = "/tmp/test-qmp-XXXXXX", path[128], qmparg[192], logpath[128];
+        Smoke s = {}, st = {}, blk = {}, hmp = {}, quit = {};
+        _cleanup_free_ char *text = NULL;
+        QmpBlockInfo *infos;
+        QmpRunState state;
+        bool gone = false;
+        const char *str;
+        Qmp *q = NULL;
+        size_t n;
+        pid_t pid;
+        int r = -ENOENT, status;
+
+        if (access(qemu, X_OK) < 0) {
+                printf("real QEMU: %s not installed, skipped\n", qemu);
+                return;
+        }
+        printf("real QEMU: query-status, query-block, human-monitor-command, quit\n");
+        check(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/qmp.sock", dir);
+        snprintf(qmparg, sizeof(qmparg), "unix:%s,server=on,wait=off", path);
+        snprintf(logpath, sizeof(logpath), "%s/qemu.log", dir);
+
+        pid = fork();
+        check(pid >= 0);
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL); /* also when the test itself is killed */
+                dup2(null, STDIN_FILENO);
+                dup2(logfd, STDOUT_FILENO);
+                dup2(logfd, STDERR_FILENO);
+                execl(qemu, qemu, "-accel", "kvm", "-accel", "tcg", "-nodefaults", "-display", "none",
+                      "-machine", "q35", "-m", "64", "-blockdev", "driver=null-co,node-name=null0,size=1048576",
+                      "-device", "virtio-blk-pci,drive=null0,id=vd0", "-qmp", qmparg, NULL);
+                _exit(127);
+        }
+        qemu_pid = pid;
+        check(atexit(kill_qemu) == 0);
+
+        /* Wait for QEMU to listen. */
+        for (int i = 0; i < 1000; i++) {
+                r = qmp_connect(event, path, &q);
+                if (r >= 0 || (r != -ENOENT && r != -ECONNREFUSED) || waitpid(pid, &status, WNOHANG) == pid)
+                        break;
+                usleep(10 * USEC_PER_MSEC);
+        }
+        if (r < 0) {
+                _cleanup_free_ char *qemu_log = NULL;
+                (void) read_full_file(logpath, 65536, &qemu_log, NULL);
+                fprintf(stderr, "Could not connect to QEMU: %s\n%s\n", strerror(-r), strna(qemu_log));
+                exit(EXIT_FAILURE);
+        }
+        qmp_set_ready_callback(q, on_smoke_ready, &s);
+        qmp_set_disconnect_callback(q, on_smoke_disconnect, &gone);
+        run_until(&s.done);
+        check(s.error == 0);
+
+        check(qmp_cmd_query_status(q, on_smoke_reply, &st) > 0);
+        check(qmp_cmd_query_block(q, on_smoke_reply, &blk) > 0);
+        check(qmp_cmd_human_monitor_command(q, "info status", on_smoke_reply, &hmp) > 0);
+        run_until(&hmp.done);
+        check(st.done && blk.done);
+
+        check(st.error == 0 && qmp_parse_query_status(st.result, &state, &text) == 0);
+        printf("  status: %s\n", text);
+        check(state == QMP_RUN_STATE_RUNNING);
+
+        check(blk.error == 0 && qmp_parse_query_block(blk.result, &infos, &n) == 0);
+        check(n == 1);
+        printf("  block: qdev=%s node-name=%s file=%s\n", infos[0].qdev, strna(infos[0].node_name),
+               strna(infos[0].file));
+        check(streq(infos[0].qdev, "/machine/peripheral/vd0/virtio-backend"));
+        check(streq_ptr(infos[0].node_name, "null0"));
+        qmp_block_info_free_many(infos, n);
+
+        check(hmp.error == 0 && qmp_parse_string(hmp.result, &str) == 0);
+        printf("  info status: %s", str);
+        check(strstr(str, "running"));
+
+        check(qmp_cmd_quit(q, on_smoke_reply, &quit) > 0);
+        run_until(&gone);
+        check(quit.done && quit.error == 0);
+        check(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        qemu_pid = 0;
+
+        json_object_put(st.result);
+        json_object_put(blk.result);
+        json_object_put(hmp.result);
+        json_object_put(quit.result);
+        qmp_unref(q);
+        unlink(path);
+        unlink(logpath);
+        rmdir(dir);
+}
+
+int main(int argc, char *argv[]) {
+        if (getenv("QMP_TEST_DEBUG"))
+                log_set_max_level(LOG_DEBUG);
+        else
+                log_set_max_level(LOG_CRIT); /* the tests provoke errors on purpose */
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        check(sd_event_new(&event) >= 0);
+
+        test_capabilities_gate();
+        test_capabilities_refused();
+        test_routing();
+        test_framing();
+        test_unknown();
+        test_cancel();
+        test_disconnect();
+        test_malformed();
+        test_oversize();
+        test_unref_in_callback();
+        test_event_reentrancy();
+        test_raw();
+        test_close();
+        test_connect();
+        test_parsers();
+        test_real_qemu();
+
+        expect_no_record();
+        sd_event_unref(event);
+        printf("all QMP tests passed\n");
+        return EXIT_SUCCESS;
+}

@@ -244,7 +244,7 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
                 if (r <= 0)
                         return r < 0 ? r : 1;
         }
-        r = domain_def_format(flags & DOMAIN_XML_INACTIVE ? d->def : domain_current_def(d), 0, &xml);
+        r = domain_format_xml(d, flags & DOMAIN_XML_INACTIVE, &xml);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(m, "s", xml);

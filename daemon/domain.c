@@ -164,6 +164,13 @@ static void domain_op_finish(Domain *d, int error, const char *message) {
         domain_unref(d);
 }
 
+/* The call failed before anything started: no completion. */
+static void domain_op_abandon(Domain *d) {
+        domain_op_free(TAKE_PTR(d->op));
+        manager_busy_unref(d->manager);
+        domain_unref(d);
+}
+
 static int on_op_defer(sd_event_source *s, void *userdata) {
         Domain *d = userdata;
 
@@ -672,10 +679,12 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
                 return; /* the disconnect callback reports it */
 
         d->op->timer = sd_event_source_disable_unref(d->op->timer);
-        domain_set_state(d, DOMAIN_PAUSED);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
-        if (d->op->flags & DOMAIN_START_PAUSED)
+        /* QEMU waits in prelaunch (-S) until told to run. */
+        if (d->op->flags & DOMAIN_START_PAUSED) {
+                domain_set_state(d, DOMAIN_PAUSED);
                 return domain_op_finish(d, 0, NULL);
+        }
         if (qmp_cmd_cont(qmp, on_start_cont, d) < 0)
                 domain_op_finish(d, -EIO, "Failed to send cont");
 }
@@ -695,12 +704,6 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 int domain_check_start(Domain *d, char **ret_message) {
-        if (!domain_is_managed(d)) {
-                if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is attached to a QEMU started elsewhere (%s); qsnapd does not launch it.",
-                                                 d->def->name, d->def->monitor_path);
-                return -EOPNOTSUPP;
-        }
         if (d->op) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
@@ -710,6 +713,26 @@ int domain_check_start(Domain *d, char **ret_message) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is already %s.", d->def->name, domain_state_to_string(d->state));
                 return -ESTALE;
+        }
+        return 0;
+}
+
+/* Start of a domain whose QEMU somebody else launches: attach to it. */
+static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message) {
+        int r;
+
+        r = domain_op_begin(d, DOMAIN_OP_ATTACH, 0, done, userdata);
+        if (r < 0)
+                return r;
+        r = domain_connect_monitor(d, d->def->monitor_path, on_attach_ready);
+        if (r >= 0)
+                r = domain_op_arm_timer(d, ATTACH_TIMEOUT_USEC, on_attach_timeout);
+        if (r < 0) {
+                domain_op_abandon(d);
+                *ret_message = strprintf("Nothing answers on the monitor socket %s of domain '%s' (%s); qsnapd does not "
+                                         "launch an attached domain's QEMU: start it first.",
+                                         d->def->monitor_path, d->def->name, strerror(-r));
+                return -ESRCH;
         }
         return 0;
 }
@@ -727,6 +750,8 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
         r = domain_check_start(d, ret_message);
         if (r < 0)
                 return r;
+        if (!domain_is_managed(d))
+                return domain_start_attached(d, done, userdata, ret_message);
 
         /* A crashed domain leaves its transient overlays and sockets behind. */
         domain_reset(d, DOMAIN_SHUTOFF);
@@ -804,9 +829,7 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
         if (r >= 0)
                 r = domain_op_arm_timer(d, d->manager->config.start_timeout_usec, on_start_timeout);
         if (r < 0) {
-                d->op = (domain_op_free(d->op), NULL);
-                manager_busy_unref(d->manager);
-                domain_unref(d);
+                domain_op_abandon(d);
                 *ret_message = strprintf("Cannot connect to the monitor of QEMU: %s", strerror(-r));
                 goto kill;
         }
@@ -1106,4 +1129,31 @@ int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n) {
 oom:
         domain_disk_info_free_many(infos, def->n_disks);
         return -ENOMEM;
+}
+
+int domain_format_xml(Domain *d, bool inactive, char **ret) {
+        _cleanup_(domain_def_freep) DomainDef *copy = NULL;
+        int r;
+
+        r = domain_def_copy(inactive ? d->def : domain_current_def(d), &copy);
+        if (r < 0)
+                return r;
+        /* As libvirt does: each disk's backing chain as <backingStore>. */
+        for (size_t i = 0; i < copy->n_disks; i++) {
+                DomainDisk *disk = copy->disks + i;
+                _cleanup_(image_chain_done) ImageChain chain = {};
+
+                if (image_read_chain(disk->source, disk->format, &chain) < 0 || chain.n_layers < 1)
+                        continue;
+                disk->backing_formats = new0(DiskFormat, chain.n_layers);
+                if (!disk->backing_formats)
+                        return -ENOMEM;
+                for (size_t j = 1; j < chain.n_layers; j++) {
+                        r = strv_extend(&disk->backing_chain, chain.layers[j].path);
+                        if (r < 0)
+                                return r;
+                        disk->backing_formats[j - 1] = chain.layers[j].format;
+                }
+        }
+        return domain_def_format(copy, DOMAIN_FORMAT_BACKING_CHAIN, ret);
 }

@@ -125,6 +125,10 @@ typedef struct DomainDiskInfo {
 int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n);
 void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
 
+/* GetXMLDesc: the live definition while running (the stored one with
+ * `inactive`), each disk's backing chain as <backingStore>. */
+int domain_format_xml(Domain *d, bool inactive, char **ret);
+
 /* Files under the runtime and state dirs. */
 char *domain_runtime_path(Domain *d, const char *suffix);
 char *domain_log_path(Domain *d);

@@ -134,7 +134,7 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
                 return r;
 
         existing = manager_find_domain(m, def->name);
-        clash = manager_find_domain_by_uuid(m, def->uuid);
+        clash = def->uuid_generated ? NULL : manager_find_domain_by_uuid(m, def->uuid);
         if (existing && clash != existing && clash) {
                 *ret_message = strprintf("UUID %s belongs to domain '%s'.", def->uuid, clash->def->name);
                 return -EEXIST;
@@ -143,7 +143,7 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
                 *ret_message = strprintf("Domain '%s' already has UUID %s.", clash->def->name, def->uuid);
                 return -EEXIST;
         }
-        if (existing && !strstr(xml, "<uuid"))
+        if (existing && def->uuid_generated)
                 /* Redefinition without a UUID keeps the domain's own. */
                 (void) free_and_strdup(&def->uuid, existing->def->uuid);
         if (existing && !streq(existing->def->uuid, def->uuid)) {
@@ -174,6 +174,9 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
         log_info("Domain '%s' defined (UUID %s).", d->def->name, d->def->uuid);
         if (m->observer && m->observer->domain_added)
                 m->observer->domain_added(d, m->observer_userdata);
+        /* A QEMU started elsewhere is attached to right away; State follows. */
+        if (!domain_is_managed(d) && domain_attach(d, NULL, NULL, NULL) < 0)
+                log_warning("Domain '%s': cannot attach to %s.", d->def->name, d->def->monitor_path);
         *ret = d;
         *ret_created = true;
         return 0;

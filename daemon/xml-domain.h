@@ -43,12 +43,18 @@ typedef struct DomainDisk {
          * attributes as name="value" text). */
         char **extra_elements;
         char **extra_attributes;
+        /* Unknown attributes of <driver>, <source> and <target> (cache='none',
+         * io=, discard=, index=, rotation_rate=…), same form. */
+        char **extra_driver_attributes;
+        char **extra_source_attributes;
+        char **extra_target_attributes;
 } DomainDisk;
 
 typedef struct DomainDef {
         char *type;        /* <domain type=…>, "kvm" when absent */
         char *name;        /* any non-empty text */
         char *uuid;        /* canonical lower-case; generated when absent */
+        bool uuid_generated; /* the document had no <uuid> */
         char *description; /* may be NULL */
         uint64_t memory_kib;         /* <memory unit=…>, converted; required */
         uint64_t current_memory_kib; /* <currentMemory>, = memory when absent */
@@ -67,6 +73,11 @@ typedef struct DomainDef {
         char **extra_domain;
         char **extra_os;
         char **extra_devices;
+        /* Unknown attributes (and xmlns: declarations) of <domain>, <vcpu>
+         * (placement=, current=) and <os> (firmware=), as name="value" text. */
+        char **extra_domain_attributes;
+        char **extra_vcpu_attributes;
+        char **extra_os_attributes;
 } DomainDef;
 
 DomainDef *domain_def_free(DomainDef *def);

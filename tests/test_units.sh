@@ -1,0 +1,80 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Checks the built systemd unit with `systemd-analyze verify` and the D-Bus
+# activation file's keys.
+#
+#   test_units.sh BUILT_UNIT BUILT_ACTIVATION_FILE QSNAPD_BINARY
+#
+# verify insists that ExecStart= names an existing executable, and the
+# installed path (@libexecdir@/qsnapd) does not exist in a build tree, so the
+# unit is verified as a copy whose ExecStart= points at the built binary.
+# Everything else is the built file, byte for byte.
+set -euo pipefail
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+[ $# -eq 3 ] || fail "usage: $0 BUILT_UNIT BUILT_ACTIVATION_FILE QSNAPD_BINARY"
+unit=$1 activation=$2 binary=$3
+
+[ -f "$unit" ] || fail "built unit $unit is missing"
+[ -f "$activation" ] || fail "built activation file $activation is missing"
+[ -x "$binary" ] || fail "qsnapd binary $binary is missing or not executable (is the daemon built?)"
+command -v systemd-analyze >/dev/null || fail "systemd-analyze not found (install systemd)"
+
+tmp=$(mktemp -d)
+units_load=/run/systemd/systemd-units-load
+had_units_load=no
+[ -e "$units_load" ] && had_units_load=yes
+cleanup() {
+        rm -rf "$tmp"
+        # verify touches this file; leave /run as we found it.
+        if [ "$had_units_load" = no ]; then rm -f "$units_load"; fi
+}
+trap cleanup EXIT
+
+# key FILE KEY: the value of the single KEY= line of FILE; fails on 0 or >1.
+key() {
+        local n
+        n=$(grep -c "^$2=" "$1" || true)
+        [ "$n" -eq 1 ] || fail "$1: expected exactly one $2= line, found $n"
+        sed -n "s/^$2=//p" "$1"
+}
+
+grep -n '@' "$unit" "$activation" | grep -v '^[^:]*:[0-9]*:#' && fail "unsubstituted @…@ left in the built files"
+
+exec_start=$(key "$unit" ExecStart)
+exec_path=${exec_start%% *}
+case "$exec_path" in
+        /*/qsnapd) ;;
+        *) fail "ExecStart= must be an absolute path to qsnapd, got '$exec_path'" ;;
+esac
+[ "${exec_start#"$exec_path"}" = " --system" ] || fail "ExecStart= must run qsnapd --system, got '$exec_start'"
+[ "$(key "$unit" Type)" = dbus ] || fail "Type= must be dbus"
+[ "$(key "$unit" BusName)" = org.example.Snapshot1 ] || fail "BusName= must be org.example.Snapshot1"
+[ "$(key "$unit" RuntimeDirectoryPreserve)" = yes ] || fail "RuntimeDirectoryPreserve= must be yes (VMs outlive qsnapd)"
+
+# The activation file: a [D-BUS Service] group with the four keys, Exec= the
+# same command as the unit, SystemdService= this unit.
+[ "$(grep -v '^\s*\(#\|$\)' "$activation" | head -n 1)" = "[D-BUS Service]" ] ||
+        fail "$activation does not start with a [D-BUS Service] group"
+[ "$(key "$activation" Name)" = org.example.Snapshot1 ] || fail "activation Name= must be org.example.Snapshot1"
+[ "$(key "$activation" Exec)" = "$exec_start" ] ||
+        fail "activation Exec= '$(key "$activation" Exec)' differs from the unit's ExecStart= '$exec_start'"
+[ "$(key "$activation" User)" = root ] || fail "activation User= must be root"
+[ "$(key "$activation" SystemdService)" = "$(basename "$unit")" ] ||
+        fail "activation SystemdService= must name $(basename "$unit")"
+
+# verify wants the unit file name as the unit name.
+sed "s|^ExecStart=$exec_path |ExecStart=$binary |" "$unit" >"$tmp/$(basename "$unit")"
+grep -q "^ExecStart=$binary --system\$" "$tmp/$(basename "$unit")" || fail "could not point ExecStart= at $binary"
+
+rc=0
+out=$(cd "$tmp" && systemd-analyze verify --man=no "$tmp/$(basename "$unit")" 2>&1) || rc=$?
+# verify exits 0 for some problems (unknown keys, bad values it ignores)
+# and only prints them: any output is a failure too.
+if [ $rc -ne 0 ] || [ -n "$out" ]; then
+        echo "$out" >&2
+        fail "systemd-analyze verify rejected the unit (rc=$rc)"
+fi
+echo "ok: $(basename "$unit") verifies, $(basename "$activation") matches it"

@@ -853,7 +853,8 @@ class Harness:
         self._bus_proc = None
         self._daemon_proc = None
         self._daemon_procs = []       # every qsnapd we started, for exit checks
-        self._signaled = set()        # qsnapd pids we killed on purpose
+        self._signaled = set()        # qsnapd pids we killed on purpose (any exit status is fine)
+        self._terminated = set()      # qsnapd pids we sent SIGTERM: they must exit 0
         self._host = _HostSetup()
         self._rules = []
         self._helpers = []
@@ -1041,7 +1042,7 @@ class Harness:
         pid = self.daemon_pid() or (self._daemon_proc.pid if self._daemon_proc and self._daemon_proc.poll() is None else None)
         if pid is None:
             raise RuntimeError('qsnapd is not running')
-        self._signaled.add(pid)
+        (self._terminated if sig == signal.SIGTERM else self._signaled).add(pid)
         os.kill(pid, sig)
         if not spin(lambda: not _alive(pid), timeout):
             raise RuntimeError('qsnapd %d still alive %.0f s after signal %d' % (pid, timeout, sig))
@@ -1057,7 +1058,7 @@ class Harness:
             pids.add(pid)
         if self._daemon_proc is not None and self._daemon_proc.poll() is None:
             pids.add(self._daemon_proc.pid)
-        self._signaled.update(pids)
+        self._terminated.update(pids)
         if pids:
             _kill_pids(pids, timeout)
         if self._daemon_proc is not None:
@@ -1075,9 +1076,15 @@ class Harness:
         return self.start_daemon()
 
     def daemon_exit_problems(self):
-        """How qsnapd instances ended that we did not end ourselves
-        (non-zero status or a signal): a crash a later activation hid."""
+        """How qsnapd instances ended that we did not kill ourselves
+        (non-zero status or a signal): a crash a later activation hid, or
+        an unclean exit after SIGTERM (a sanitizer's leak report exits
+        non-zero too). Sanitizer reports anywhere in the log count as well."""
         problems = []
+        with contextlib.suppress(FileNotFoundError):
+            with open(self.daemon_log, errors='replace') as f:
+                for m in re.finditer(r'^.*(ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:).*$', f.read(), re.M):
+                    problems.append('sanitizer report in the qsnapd log: %s' % m.group(0).strip())
         for p in self._daemon_procs:
             if p.poll() is not None and p.returncode != 0 and p.pid not in self._signaled:
                 problems.append('qsnapd %d exited with status %d' % (p.pid, p.returncode))

@@ -78,3 +78,22 @@ if [ $rc -ne 0 ] || [ -n "$out" ]; then
         fail "systemd-analyze verify rejected the unit (rc=$rc)"
 fi
 echo "ok: $(basename "$unit") verifies, $(basename "$activation") matches it"
+
+# The session-bus pair, when given: qsnapd --user under the user manager.
+if [ -n "${QSNAP_USER_UNIT:-}" ]; then
+        uunit=$QSNAP_USER_UNIT uactivation=$QSNAP_SESSION_ACTIVATION
+        [ "$(key "$uunit" ExecStart)" = "${exec_path} --user" ] || fail "user unit must run ${exec_path} --user"
+        [ "$(key "$uunit" Type)" = dbus ] || fail "user unit Type= must be dbus"
+        [ "$(key "$uunit" BusName)" = org.example.Snapshot1 ] || fail "user unit BusName= must be org.example.Snapshot1"
+        [ "$(key "$uactivation" Exec)" = "${exec_path} --user" ] || fail "session activation Exec= must run --user"
+        [ "$(key "$uactivation" SystemdService)" = qsnapd.service ] || fail "session activation SystemdService= must be qsnapd.service"
+        mkdir -p "$tmp/user" "$tmp/xdg"
+        sed "s|^ExecStart=$exec_path |ExecStart=$binary |" "$uunit" >"$tmp/user/qsnapd.service"
+        rc=0
+        out=$(cd "$tmp/user" && XDG_RUNTIME_DIR="$tmp/xdg" systemd-analyze --user verify --man=no "$tmp/user/qsnapd.service" 2>&1) || rc=$?
+        if [ $rc -ne 0 ] || [ -n "$out" ]; then
+                echo "$out" >&2
+                fail "systemd-analyze --user verify rejected the user unit (rc=$rc)"
+        fi
+        echo "ok: the user unit verifies and its session activation file matches it"
+fi

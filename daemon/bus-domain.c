@@ -7,10 +7,13 @@
  */
 #include "bus-domain.h"
 #include "bus-errors.h"
+#include "bus-snapshot.h"
+#include "domain-snapshot.h"
 #include "util.h"
 
 #define ACTION_MANAGE_DOMAINS "org.example.snapshot1.manage-domains"
 #define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
+#define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 
 char *bus_domain_path(const Domain *d) {
         char *p = NULL;
@@ -71,9 +74,33 @@ static int property_get_disks(sd_bus *bus, const char *path, const char *interfa
         return r;
 }
 
+static int property_get_snapshots(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        for (Snapshot *s = d->snapshots.first; r >= 0 && s; s = s->next) {
+                _cleanup_free_ char *p = bus_snapshot_path(s);
+                r = p ? sd_bus_message_append(reply, "o", p) : -ENOMEM;
+        }
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
+static int property_get_current_snapshot(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                         sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        _cleanup_free_ char *p = NULL;
+
+        if (!d->snapshots.current)
+                return sd_bus_message_append(reply, "o", "/");
+        p = bus_snapshot_path(d->snapshots.current);
+        return p ? sd_bus_message_append(reply, "o", p) : -ENOMEM;
+}
+
 void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
         _cleanup_free_ char *path = bus_domain_path(d);
-        const char *names[3];
+        const char *names[5];
         size_t n = 0;
 
         if (!path)
@@ -82,6 +109,10 @@ void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
                 names[n++] = "State";
         if (what & DOMAIN_CHANGE_DISKS)
                 names[n++] = "Disks";
+        if (what & DOMAIN_CHANGE_SNAPSHOTS)
+                names[n++] = "Snapshots";
+        if (what & DOMAIN_CHANGE_CURRENT_SNAPSHOT)
+                names[n++] = "CurrentSnapshot";
         names[n] = NULL;
         if (n > 0)
                 (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_DOMAIN_INTERFACE, (char **) names);
@@ -154,7 +185,8 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) 
         r = read_flags(m, "Start", DOMAIN_START_PAUSED, &flags, error);
         if (r < 0)
                 return r;
-        r = check_result(domain_check_start(d, &message), message, error);
+        r = domain_check_start(d, &message);
+        r = check_result(r, TAKE_PTR(message), error);
         if (r < 0)
                 return r;
         return domain_call_async(m, d, domain_start, flags, error);
@@ -169,7 +201,8 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         r = read_flags(m, "Stop", DOMAIN_STOP_GRACEFUL, &flags, error);
         if (r < 0)
                 return r;
-        r = check_result(domain_check_stop(d, &message), message, error);
+        r = domain_check_stop(d, &message);
+        r = check_result(r, TAKE_PTR(message), error);
         if (r < 0)
                 return r;
         return domain_call_async(m, d, domain_stop, flags, error);
@@ -215,16 +248,22 @@ static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *erro
                        &flags, error);
         if (r < 0)
                 return r;
-        r = check_result(domain_check_undefine(d, &message), message, error);
+        r = domain_check_undefine(d, &message);
+        r = check_result(r, TAKE_PTR(message), error);
         if (r < 0)
                 return r;
+        message = NULL;
+        if (d->snapshots.n > 0 && !(flags & DOMAIN_UNDEFINE_SNAPSHOTS_METADATA))
+                return sd_bus_error_setf(error, QSNAP_ERROR_HAS_SNAPSHOTS,
+                                         "Domain '%s' has %zu snapshot(s); Undefine with flag 1 (SNAPSHOTS_METADATA) "
+                                         "drops their metadata (images stay).", d->def->name, d->snapshots.n);
         r = verify_manage_domains(m, d, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = manager_undefine_domain(d->manager, d);
+        r = manager_undefine_domain(d->manager, d, flags & DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, &message);
         if (r < 0)
-                return bus_error_set_errno_message(error, r, "Cannot remove the stored definition.");
+                return check_result(r, message, error);
         return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -265,7 +304,8 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
                 return r;
         if (isempty(command))
                 return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The monitor command is empty.");
-        r = check_result(domain_check_running(d, &message), TAKE_PTR(message), error);
+        r = domain_check_running(d, &message);
+        r = check_result(r, TAKE_PTR(message), error);
         if (r < 0)
                 return r;
         r = verify_manage_domains(m, d, error);
@@ -281,6 +321,140 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
         return 1;
 }
 
+/* ---- snapshots ---- */
+
+static void reply_snapshot_created(Domain *d, int error, const char *message, Snapshot *s, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (error < 0) {
+                bus_error_set_errno_message(&e, error, message);
+                r = sd_bus_reply_method_error(m, &e);
+        } else {
+                path = s ? bus_snapshot_path(s) : strdup("/");
+                r = path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a reply: %m");
+}
+
+static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint64_t flags, sd_bus_error *error) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *message = NULL, *path = NULL;
+        const char *details[] = { "domain", d->def->name, NULL };
+        Snapshot *s, *previous = d->snapshots.current;
+        int r;
+
+        r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
+        if (r < 0)
+                return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
+        if (!def->name)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_XML, "REDEFINE needs the snapshot's <name>.");
+        if (snapshot_tree_find(&d->snapshots, def->name))
+                return sd_bus_error_setf(error, QSNAP_ERROR_ALREADY_EXISTS, "Domain '%s' has a snapshot named '%s' already.",
+                                         d->def->name, def->name);
+        if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
+                return sd_bus_error_setf(error, QSNAP_ERROR_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
+                                         def->parent);
+        r = bus_verify_polkit_async(m, ACTION_MANAGE_SNAPSHOTS, details, &bus_from_manager(d->manager)->polkit, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(def), flags & SNAPSHOT_CREATE_CURRENT, &s);
+        if (r < 0)
+                return bus_error_set_errno_message(error, r, "Cannot store the snapshot metadata.");
+        bus_snapshot_emit_added(bus_from_manager(d->manager), s, previous);
+        path = bus_snapshot_path(s);
+        return path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
+}
+
+static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(snapshot_plan_freep) SnapshotPlan *plan = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *xml, *details[] = { "domain", NULL, NULL };
+        Domain *d = userdata;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "st", &xml, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~SNAPSHOT_CREATE_ALL)
+                return bus_error_unknown_flags(error, "CreateSnapshot", flags, SNAPSHOT_CREATE_ALL);
+        if ((flags & SNAPSHOT_CREATE_CURRENT) && !(flags & SNAPSHOT_CREATE_REDEFINE))
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "CURRENT goes only with REDEFINE.");
+        if ((flags & SNAPSHOT_CREATE_REDEFINE) && (flags & ~(SNAPSHOT_CREATE_REDEFINE | SNAPSHOT_CREATE_CURRENT |
+                                                            SNAPSHOT_CREATE_VALIDATE)))
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT,
+                                        "REDEFINE only records metadata: it goes only with CURRENT and VALIDATE.");
+        if ((flags & SNAPSHOT_CREATE_NO_METADATA) && (flags & SNAPSHOT_CREATE_REDEFINE))
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "NO_METADATA and REDEFINE exclude each other.");
+        if (flags & SNAPSHOT_CREATE_REDEFINE)
+                return redefine_snapshot(m, d, xml, flags, error);
+
+        r = snapshot_plan_new(d, xml, flags, &plan, &message);
+        if (r < 0) {
+                if (r == -EBADMSG)
+                        return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
+                return bus_error_set_errno_message(error, r, message);
+        }
+        details[1] = d->def->name;
+        r = bus_verify_polkit_async(m, ACTION_MANAGE_SNAPSHOTS, details, &bus_from_manager(d->manager)->polkit, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = domain_create_snapshot(d, TAKE_PTR(plan), reply_snapshot_created, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
+static int method_list_snapshots(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ Snapshot **list = NULL;
+        Domain *d = userdata;
+        uint64_t flags = 0;
+        size_t n;
+        int r;
+
+        r = read_flags(m, "ListSnapshots", SNAPSHOT_LIST_ALL, &flags, error);
+        if (r < 0)
+                return r;
+        r = snapshot_tree_list(&d->snapshots, NULL, flags, &list, &n);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = bus_append_snapshot_paths(reply, list, n);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_lookup_snapshot(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *path = NULL;
+        Domain *d = userdata;
+        const char *name;
+        Snapshot *s;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &name);
+        if (r < 0)
+                return r;
+        s = snapshot_tree_find(&d->snapshots, name);
+        if (!s)
+                return sd_bus_error_setf(error, QSNAP_ERROR_NO_SUCH_SNAPSHOT, "Domain '%s' has no snapshot named '%s'.",
+                                         d->def->name, name);
+        path = bus_snapshot_path(s);
+        return path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
+}
+
 /* ---- object tree ---- */
 
 static int domain_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
@@ -290,6 +464,9 @@ static int domain_object_find(sd_bus *bus, const char *path, const char *interfa
         Domain *d;
         int r;
 
+        /* Deeper paths are snapshots and jobs, not domains. */
+        if (strchr(path + STRLEN(QSNAP_DOMAIN_PREFIX "/"), '/'))
+                return 0;
         r = sd_bus_path_decode(path, QSNAP_DOMAIN_PREFIX, &name);
         if (r <= 0)
                 return 0;
@@ -322,6 +499,8 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Disks", "a(ssss)", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Managed", "b", property_get_managed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CurrentSnapshot", "o", property_get_current_snapshot, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Snapshots", "ao", property_get_snapshots, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_start,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_stop,
@@ -334,6 +513,12 @@ static const sd_bus_vtable domain_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("QemuMonitorCommand", SD_BUS_ARGS("s", command, "t", flags), SD_BUS_RESULT("s", reply),
                                 method_qemu_monitor_command, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", xml, "t", flags), SD_BUS_RESULT("o", snapshot),
+                                method_create_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListSnapshots", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", snapshots),
+                                method_list_snapshots, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("LookupSnapshot", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", snapshot),
+                                method_lookup_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

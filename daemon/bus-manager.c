@@ -9,6 +9,7 @@
 #include "bus-domain.h"
 #include "bus-errors.h"
 #include "bus-manager.h"
+#include "bus-snapshot.h"
 #include "util.h"
 
 #define ACTION_MANAGE_DOMAINS "org.example.snapshot1.manage-domains"
@@ -85,7 +86,18 @@ static void on_domain_launched(Domain *d, pid_t pid, void *userdata) {
                 log_debug("Moving QEMU pid %d into %s.", (int) pid, unit);
 }
 
+static void on_snapshot_added(Domain *d, Snapshot *s, void *userdata) {
+        /* The tree made s current already; its parent was current before. */
+        bus_snapshot_emit_added(userdata, s, s->parent);
+}
+
+static void on_snapshots_removed(Domain *d, void *userdata) {
+        bus_snapshot_emit_all_removed(userdata, d);
+}
+
 static const DomainObserver bus_observer = {
+        .snapshot_added = on_snapshot_added,
+        .snapshots_removed = on_snapshots_removed,
         .domain_added = on_domain_added,
         .domain_removed = on_domain_removed,
         .domain_changed = on_domain_changed,
@@ -209,6 +221,9 @@ int bus_manager_register(Bus *b) {
         if (r < 0)
                 return log_error_errno(r, "Failed to register the object manager: %m");
         r = bus_domain_register(b);
+        if (r < 0)
+                return r;
+        r = bus_snapshot_register(b);
         if (r < 0)
                 return r;
         manager_set_observer(b->manager, &bus_observer, b);

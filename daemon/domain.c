@@ -29,6 +29,7 @@
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define ATTACH_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define QMP_FD_IN_CHILD 3
+#define REAP_POLL_USEC (50 * USEC_PER_MSEC)
 
 typedef enum DomainOpType {
         DOMAIN_OP_ATTACH,
@@ -45,6 +46,7 @@ struct DomainOp {
         void *userdata;
         sd_event_source *timer;
         sd_event_source *defer; /* completion decided, delivered from the loop */
+        uint64_t deadline;      /* CLOCK_MONOTONIC, for polls that give up */
         int result;
         char *message;
 };
@@ -78,6 +80,8 @@ int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         d->n_ref = 1;
         d->def = def;
         d->state = DOMAIN_SHUTOFF;
+        d->node_seq = now_usec(CLOCK_REALTIME);
+        snapshot_tree_init(&d->snapshots, d);
         *ret = d;
         return 0;
 }
@@ -102,6 +106,7 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_op_free(d->op);
+        snapshot_tree_done(&d->snapshots);
         domain_def_free(d->def);
         domain_def_free(d->live);
         free(d);
@@ -132,6 +137,17 @@ static void domain_set_state(Domain *d, DomainState s) {
                  domain_state_to_string(d->state));
         d->state = s;
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_STATE);
+}
+
+/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU. */
+static bool process_is_gone(pid_t pid) {
+        _cleanup_free_ char *path = strprintf("/proc/%d/stat", (int) pid), *stat = NULL;
+        const char *p;
+
+        if (!path || read_full_file(path, 4096, &stat, NULL) < 0)
+                return true;
+        p = strrchr(stat, ')');
+        return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
 }
 
 /* ---- lifecycle call bookkeeping ---- */
@@ -248,6 +264,34 @@ static void on_qmp_event(Qmp *qmp, const char *event, json_object *data, uint64_
                 d->shutdown_seen = true;
 }
 
+#define LOG_START_MARK "qsnapd starting: "
+
+/* What QEMU printed since our last start header, at most 2 KiB of it. */
+static int read_start_output(const char *path, char **ret) {
+        _cleanup_free_ char *tail = NULL;
+        const char *p, *nl;
+        size_t n;
+        int r;
+
+        r = read_file_tail(path, 16384, &tail);
+        if (r < 0)
+                return r;
+        p = tail;
+        for (const char *m; (m = strstr(p, LOG_START_MARK)); p = m + 1)
+                ;
+        if (p != tail && (nl = strchr(p, '\n')))
+                p = nl + 1;
+        n = strlen(p);
+        if (n > 2048) {
+                p += n - 2048;
+                n = 2048;
+        }
+        while (n > 0 && p[n - 1] == '\n')
+                n--;
+        *ret = strndup(p, n);
+        return *ret ? 0 : -ENOMEM;
+}
+
 static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
         DomainOpType op = d->op ? d->op->type : (DomainOpType) -1;
@@ -258,7 +302,7 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                 _cleanup_free_ char *log = NULL, *path = domain_log_path(d), *message = NULL;
 
                 if (op == DOMAIN_OP_START && path)
-                        (void) read_file_tail(path, 1024, &log);
+                        (void) read_start_output(path, &log);
                 message = op == DOMAIN_OP_START
                         ? strprintf("QEMU exited while starting: %s", isempty(log) ? "(no output)" : log)
                         : strprintf("QEMU closed its monitor while qsnapd attached");
@@ -373,6 +417,8 @@ static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         if (d->qmp)
                 qmp_close(d->qmp);
         d->qmp = qmp_unref(d->qmp);
+        /* Keep the pid: Stop must be able to end a hung QEMU. */
+        domain_load_live(d);
         domain_set_state(d, DOMAIN_CRASHED);
         domain_op_finish(d, -ETIMEDOUT, "QEMU did not answer on its monitor");
         return 0;
@@ -658,7 +704,7 @@ static int write_log_header(int fd, char **argv) {
         struct tm tm;
 
         strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-        return dprintf(fd, "%s: qsnapd starting: %s\n", stamp, strna(cmdline)) < 0 ? -errno : 0;
+        return dprintf(fd, "%s: " LOG_START_MARK "%s\n", stamp, strna(cmdline)) < 0 ? -errno : 0;
 }
 
 static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
@@ -902,6 +948,32 @@ int domain_check_stop(Domain *d, char **ret_message) {
         return 0;
 }
 
+/* True when d->pid is a live process started for this domain. */
+static bool qemu_pid_is_ours(Domain *d) {
+        _cleanup_free_ char *path = NULL, *cmdline = NULL, *needle = NULL;
+        size_t n = 0;
+
+        if (!domain_is_managed(d) || d->pid <= 0)
+                return false;
+        path = strprintf("/proc/%d/cmdline", (int) d->pid);
+        needle = strprintf("-uuid%c%s", 0, d->def->uuid);
+        if (!path || !needle || read_full_file(path, 1 << 20, &cmdline, &n) < 0)
+                return false;
+        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !process_is_gone(d->pid);
+}
+
+static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        Domain *d = userdata;
+
+        if (!process_is_gone(d->pid) && now_usec(CLOCK_MONOTONIC) < d->op->deadline) {
+                (void) sd_event_source_set_time_relative(s, REAP_POLL_USEC);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        domain_reset(d, DOMAIN_SHUTOFF);
+        domain_op_finish(d, 0, NULL);
+        return 0;
+}
+
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
         int r;
 
@@ -917,6 +989,16 @@ int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, 
                 return r;
 
         if (d->state == DOMAIN_CRASHED || !d->qmp) {
+                /* A hung QEMU that still holds its images is killed, as
+                 * virsh destroy would; then the runtime files go. */
+                if (qemu_pid_is_ours(d)) {
+                        log_warning("Domain '%s': killing unresponsive QEMU pid %d.", d->def->name, (int) d->pid);
+                        (void) kill(d->pid, SIGKILL);
+                        d->op->deadline = now_usec(CLOCK_MONOTONIC) + QEMU_QUIT_TIMEOUT_USEC;
+                        r = domain_op_arm_timer(d, REAP_POLL_USEC, on_reap_poll);
+                        if (r >= 0)
+                                return 0;
+                }
                 domain_reset(d, DOMAIN_SHUTOFF);
                 domain_op_finish_later(d, 0, NULL);
                 return 0;
@@ -1047,12 +1129,24 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 return r;
 
         if (!(flags & DOMAIN_MONITOR_HMP)) {
-                enum json_tokener_error jerr;
+                json_tokener *tok = json_tokener_new();
+                const char *why = "not an object";
+                size_t len = strlen(command);
 
-                cmd = json_tokener_parse_verbose(command, &jerr);
+                if (!tok)
+                        return -ENOMEM;
+                cmd = json_tokener_parse_ex(tok, command, (int) len);
+                if (!cmd)
+                        why = json_tokener_error_desc(json_tokener_get_error(tok));
+                else if (strspn(command + json_tokener_get_parse_end(tok), " \t\r\n") !=
+                         len - json_tokener_get_parse_end(tok)) {
+                        why = "text after the command";
+                        json_object_put(cmd);
+                        cmd = NULL;
+                }
+                json_tokener_free(tok);
                 if (!cmd || !json_object_is_type(cmd, json_type_object)) {
-                        *ret_message = strprintf("Not a QMP command object (%s): %s",
-                                                 cmd ? "not an object" : json_tokener_error_desc(jerr), command);
+                        *ret_message = strprintf("Not one QMP command object (%s): %s", why, command);
                         json_object_put(cmd);
                         return -EINVAL;
                 }

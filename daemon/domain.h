@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "qmp.h"
+#include "snapshot.h"
 #include "xml-domain.h"
 
 typedef struct Manager Manager;
@@ -32,6 +33,8 @@ const char *domain_state_to_string(DomainState s);
 typedef enum DomainChange {
         DOMAIN_CHANGE_STATE = 1 << 0,
         DOMAIN_CHANGE_DISKS = 1 << 1,
+        DOMAIN_CHANGE_SNAPSHOTS = 1 << 2,
+        DOMAIN_CHANGE_CURRENT_SNAPSHOT = 1 << 3,
 } DomainChange;
 
 /* Flags, libvirt's values. */
@@ -66,6 +69,10 @@ struct Domain {
         Qmp *qmp;
 
         DomainOp *op;         /* the one lifecycle call in flight, if any */
+        bool snapshot_busy;   /* a snapshot operation is in flight */
+        uint64_t node_seq;    /* for unique QEMU node names */
+
+        SnapshotTree snapshots;
 
         Domain *next;
 };
@@ -128,6 +135,9 @@ void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
 /* GetXMLDesc: the live definition while running (the stored one with
  * `inactive`), each disk's backing chain as <backingStore>. */
 int domain_format_xml(Domain *d, bool inactive, char **ret);
+
+/* Writes the stored definition to <state>/domains/<uuid>.xml. */
+int domain_save(Domain *d);
 
 /* Files under the runtime and state dirs. */
 char *domain_runtime_path(Domain *d, const char *suffix);

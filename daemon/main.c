@@ -6,6 +6,7 @@
  * exits: nothing here stops a QEMU.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -31,6 +32,8 @@ static uint64_t arg_idle_timeout_usec = 30 * USEC_PER_SEC;
 static uint64_t arg_graceful_timeout_usec = 60 * USEC_PER_SEC;
 static uint64_t arg_start_timeout_usec = 30 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
+static char **arg_image_roots = NULL;
+static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
 
 typedef struct Daemon {
         sd_event *event;
@@ -59,6 +62,12 @@ static void help(void) {
                "                             before QEMU is told to quit (default 60)\n"
                "     --qemu=PATH             QEMU binary for domains without <emulator>\n"
                "                             (default %s)\n"
+               "     --image-root=DIR        Snapshot overlays and memory files may also be\n"
+               "                             created below DIR (repeatable); by default only\n"
+               "                             in the folders of a domain's own images\n"
+               "     --metadata-read-cap=BYTES\n"
+               "                             Refuse snapshot metadata files larger than this\n"
+               "                             (default 128 MiB, as libvirt)\n"
                "     --log-level=LEVEL       emerg…debug or 0…7 (default info)\n",
                program_invocation_short_name, QEMU_SYSTEM_BINARY);
 }
@@ -88,6 +97,8 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_GRACEFUL_TIMEOUT,
                 ARG_QEMU,
                 ARG_LOG_LEVEL,
+                ARG_IMAGE_ROOT,
+                ARG_METADATA_READ_CAP,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -102,6 +113,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "graceful-timeout", required_argument, NULL, ARG_GRACEFUL_TIMEOUT },
                 { "qemu", required_argument, NULL, ARG_QEMU },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "image-root", required_argument, NULL, ARG_IMAGE_ROOT },
+                { "metadata-read-cap", required_argument, NULL, ARG_METADATA_READ_CAP },
                 {}
         };
         int c, r;
@@ -157,6 +170,24 @@ static int parse_argv(int argc, char *argv[]) {
                                 return log_error_errno(r, "Unknown log level '%s'.", optarg);
                         log_set_max_level(r);
                         break;
+                case ARG_IMAGE_ROOT: {
+                        char resolved[PATH_MAX];
+
+                        if (optarg[0] != '/' || !realpath(optarg, resolved))
+                                return log_error_errno(EINVAL, "--image-root= needs an existing absolute folder: %s", optarg);
+                        if (strv_extend(&arg_image_roots, resolved) < 0)
+                                return log_oom();
+                        break;
+                }
+                case ARG_METADATA_READ_CAP: {
+                        char *end;
+
+                        errno = 0;
+                        arg_metadata_read_cap = strtoull(optarg, &end, 10);
+                        if (errno || end == optarg || *end || arg_metadata_read_cap == 0)
+                                return log_error_errno(EINVAL, "--metadata-read-cap= takes a positive number of bytes: %s", optarg);
+                        break;
+                }
                 case '?':
                         return -EINVAL;
                 default:
@@ -297,6 +328,8 @@ static int run(void) {
                 .qemu_binary = arg_qemu ?: (char *) QEMU_SYSTEM_BINARY,
                 .graceful_timeout_usec = arg_graceful_timeout_usec,
                 .start_timeout_usec = arg_start_timeout_usec,
+                .image_roots = arg_image_roots,
+                .metadata_read_cap = arg_metadata_read_cap,
         };
         r = mkdir_p(arg_state_dir, 0700);
         if (r >= 0)
@@ -363,5 +396,6 @@ int main(int argc, char *argv[]) {
         free(arg_state_dir);
         free(arg_runtime_dir);
         free(arg_qemu);
+        strv_free(arg_image_roots);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -26,7 +26,13 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                 .qemu_binary = strdup(config->qemu_binary),
                 .graceful_timeout_usec = config->graceful_timeout_usec,
                 .start_timeout_usec = config->start_timeout_usec,
+                .metadata_read_cap = config->metadata_read_cap,
         };
+        for (char **root = config->image_roots; root && *root; root++)
+                if (strv_extend(&m->config.image_roots, *root) < 0) {
+                        manager_free(m);
+                        return -ENOMEM;
+                }
         if (!m->config.state_dir || !m->config.runtime_dir || !m->config.qemu_binary) {
                 manager_free(m);
                 return -ENOMEM;
@@ -48,6 +54,7 @@ Manager *manager_free(Manager *m) {
         free(m->config.state_dir);
         free(m->config.runtime_dir);
         free(m->config.qemu_binary);
+        strv_free(m->config.image_roots);
         sd_event_unref(m->event);
         free(m);
         return NULL;
@@ -66,6 +73,15 @@ void manager_notify_changed(Manager *m, Domain *d, DomainChange what) {
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid) {
         if (m->observer && m->observer->domain_launched)
                 m->observer->domain_launched(d, pid, m->observer_userdata);
+}
+
+void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s) {
+        if (m->observer && m->observer->snapshot_added)
+                m->observer->snapshot_added(d, s, m->observer_userdata);
+}
+
+char *manager_snapshot_dir(Manager *m) {
+        return strprintf("%s/snapshots", m->config.state_dir);
 }
 
 void manager_busy_ref(Manager *m) {
@@ -100,8 +116,15 @@ static void manager_append(Manager *m, Domain *d) {
         m->n_domains++;
 }
 
+static int manager_store_def(Manager *m, const DomainDef *def);
+static int manager_load_snapshots(Manager *m, Domain *d);
+
 static char *manager_domain_file(Manager *m, const char *uuid) {
         return strprintf("%s/domains/%s.xml", m->config.state_dir, uuid);
+}
+
+int domain_save(Domain *d) {
+        return manager_store_def(d->manager, d->def);
 }
 
 static int manager_store_def(Manager *m, const DomainDef *def) {
@@ -170,6 +193,15 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
         r = domain_new(m, TAKE_PTR(def), &d);
         if (r < 0)
                 return r;
+        r = manager_load_snapshots(m, d);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot open the snapshot metadata of the new domain: %s", strerror(-r));
+                _cleanup_free_ char *p = manager_domain_file(m, d->def->uuid);
+                if (p)
+                        (void) unlink(p);
+                domain_unref(d);
+                return r;
+        }
         manager_append(m, d);
         log_info("Domain '%s' defined (UUID %s).", d->def->name, d->def->uuid);
         if (m->observer && m->observer->domain_added)
@@ -182,13 +214,34 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
         return 0;
 }
 
-int manager_undefine_domain(Manager *m, Domain *d) {
+int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message) {
         _cleanup_free_ char *path = manager_domain_file(m, d->def->uuid);
+        int r;
 
         if (!path)
                 return -ENOMEM;
-        if (unlink(path) < 0 && errno != ENOENT)
-                return log_error_errno(errno, "Failed to remove %s: %m", path);
+        if (d->snapshots.n > 0) {
+                if (!drop_snapshots) {
+                        *ret_message = strprintf("Domain '%s' has %zu snapshot(s); undefining it needs the "
+                                                 "SNAPSHOTS_METADATA flag, which drops their metadata (images stay).",
+                                                 d->def->name, d->snapshots.n);
+                        return -ENOTEMPTY;
+                }
+                if (m->observer && m->observer->snapshots_removed)
+                        m->observer->snapshots_removed(d, m->observer_userdata);
+        }
+        /* The metadata goes first: a domain file without metadata is a
+         * consistent state, metadata without its domain is not. */
+        r = snapshot_tree_remove_all(&d->snapshots);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot remove the snapshot metadata: %s", strerror(-r));
+                return r;
+        }
+        if (unlink(path) < 0 && errno != ENOENT) {
+                r = -errno;
+                *ret_message = strprintf("Cannot remove %s: %s", path, strerror(-r));
+                return log_error_errno(r, "Failed to remove %s: %m", path);
+        }
 
         for (Domain **p = &m->domains; *p; p = &(*p)->next)
                 if (*p == d) {
@@ -211,6 +264,18 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
         if (error < 0)
                 log_warning("Domain '%s': %s", d->def->name, strna(message));
         m->n_attaching--;
+}
+
+static int manager_load_snapshots(Manager *m, Domain *d) {
+        _cleanup_free_ char *dir = manager_snapshot_dir(m), *message = NULL;
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = snapshot_tree_load(&d->snapshots, dir, d->def->uuid, m->config.metadata_read_cap, &message);
+        if (r < 0 && message)
+                log_error("Domain '%s': %s", d->def->name, message);
+        return r;
 }
 
 static int manager_load_one(Manager *m, const char *path) {
@@ -236,6 +301,10 @@ static int manager_load_one(Manager *m, const char *path) {
                 return r;
         }
         manager_append(m, d);
+
+        r = manager_load_snapshots(m, d);
+        if (r < 0)
+                log_error_errno(r, "Domain '%s': snapshot metadata unusable: %m", d->def->name);
 
         r = domain_attach(d, on_attached, m, &message);
         if (r > 0)

@@ -19,6 +19,9 @@ typedef struct DomainObserver {
         /* A managed QEMU was launched (pid known); the bus layer moves it
          * into a systemd scope of its own when systemd runs the show. */
         void (*domain_launched)(Domain *d, pid_t pid, void *userdata);
+        void (*snapshot_added)(Domain *d, Snapshot *s, void *userdata);
+        /* Before the snapshots of a domain are forgotten (Undefine). */
+        void (*snapshots_removed)(Domain *d, void *userdata);
 } DomainObserver;
 
 typedef struct ManagerConfig {
@@ -27,6 +30,8 @@ typedef struct ManagerConfig {
         char *qemu_binary;            /* when a domain names no <emulator> */
         uint64_t graceful_timeout_usec; /* Stop(GRACEFUL): powerdown, then quit after this */
         uint64_t start_timeout_usec;  /* QEMU must greet us within this */
+        char **image_roots;           /* folders below which images may be created */
+        uint64_t metadata_read_cap;   /* bytes; a larger metadata file is an error */
 } ManagerConfig;
 
 typedef struct Manager {
@@ -60,7 +65,9 @@ int manager_load(Manager *m);
  * *ret_message says what was wrong (-EBADMSG/-EINVAL: bad XML, -EEXIST: UUID
  * clash). ret_created tells a new domain from an update. */
 int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_created, char **ret_message);
-int manager_undefine_domain(Manager *m, Domain *d);
+/* With snapshots, only when drop_snapshots says their metadata goes too
+ * (-ENOTEMPTY otherwise). */
+int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message);
 
 Domain *manager_find_domain(Manager *m, const char *name);
 
@@ -74,3 +81,7 @@ static inline bool manager_is_busy(Manager *m) {
 /* Observer fan-out, used by domain.c. */
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what);
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid);
+void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);
+
+/* <state>/snapshots: the snapshot metadata files. */
+char *manager_snapshot_dir(Manager *m);

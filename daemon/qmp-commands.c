@@ -6,6 +6,8 @@
  * (-EBADMSG) but ignore members they do not know.
  */
 #include "qmp-commands.h"
+#include <stdarg.h>
+
 #include "util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -185,5 +187,196 @@ int qmp_parse_query_block(json_object *result, QmpBlockInfo **ret, size_t *ret_n
         *ret = infos;
         if (ret_n)
                 *ret_n = n;
+        return 0;
+}
+
+/* ---- block graph, snapshots, jobs, migration ---- */
+
+/* Builds {k1: v1, …} from (key, json_object*) pairs ending in NULL; takes
+ * every value, even on failure. */
+static json_object *json_build(const char *key, ...) {
+        json_object *o = json_object_new_object();
+        bool failed = !o;
+        va_list ap;
+
+        va_start(ap, key);
+        for (const char *k = key; k; k = va_arg(ap, const char *)) {
+                json_object *v = va_arg(ap, json_object *);
+                /* NULL is JSON null ("backing": null). */
+                if (failed || json_object_object_add(o, k, v) < 0) {
+                        json_object_put(v);
+                        failed = true;
+                }
+        }
+        va_end(ap);
+        if (failed) {
+                json_object_put(o);
+                return NULL;
+        }
+        return o;
+}
+
+#define JSTR(s) json_object_new_string(s)
+
+static json_object *json_string_array(const char *const *l, size_t n) {
+        json_object *a = json_object_new_array();
+
+        for (size_t i = 0; a && i < n; i++) {
+                json_object *s = JSTR(l[i]);
+                if (!s || json_object_array_add(a, s) < 0) {
+                        json_object_put(s);
+                        json_object_put(a);
+                        return NULL;
+                }
+        }
+        return a;
+}
+
+int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+
+        /* "backing": null, or QEMU opens the backing file a second time and
+         * trips over its own write lock (see the notes). */
+        args = json_build("driver", JSTR("qcow2"),
+                          "node-name", JSTR(node),
+                          "file", json_build("driver", JSTR("file"), "filename", JSTR(filename), NULL),
+                          "backing", NULL,
+                          NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "blockdev-add", args, cb, userdata);
+}
+
+int64_t qmp_cmd_blockdev_del(Qmp *qmp, const char *node, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("node-name", JSTR(node), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "blockdev-del", args, cb, userdata);
+}
+
+int64_t qmp_cmd_transaction_blockdev_snapshot(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,
+                                              qmp_reply_func_t cb, void *userdata) {
+        json_object *actions = json_object_new_array(), *args;
+
+        for (size_t i = 0; actions && i < n; i++) {
+                json_object *a = json_build("type", JSTR("blockdev-snapshot"),
+                                            "data", json_build("node", JSTR(nodes[i]), "overlay", JSTR(overlays[i]), NULL),
+                                            NULL);
+                if (!a || json_object_array_add(actions, a) < 0) {
+                        json_object_put(a);
+                        json_object_put(actions);
+                        return -ENOMEM;
+                }
+        }
+        if (!actions)
+                return -ENOMEM;
+        args = json_build("actions", actions, NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "transaction", args, cb, userdata);
+}
+
+int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
+                              const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("job-id", JSTR(job_id), "tag", JSTR(tag), "vmstate", JSTR(vmstate_node),
+                                       "devices", json_string_array(devices, n), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "snapshot-save", args, cb, userdata);
+}
+
+int64_t qmp_cmd_job_dismiss(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("id", JSTR(job_id), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "job-dismiss", args, cb, userdata);
+}
+
+int64_t qmp_cmd_query_jobs(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "query-jobs", NULL, cb, userdata);
+}
+
+int64_t qmp_cmd_migrate_enable_events(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        json_object *cap = json_build("capability", JSTR("events"), "state", json_object_new_boolean(true), NULL);
+        json_object *caps = json_object_new_array(), *args;
+
+        if (!cap || !caps || json_object_array_add(caps, cap) < 0) {
+                json_object_put(cap);
+                json_object_put(caps);
+                return -ENOMEM;
+        }
+        args = json_build("capabilities", caps, NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "migrate-set-capabilities", args, cb, userdata);
+}
+
+int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_free_ char *uri = strjoin("exec:", shell_command);
+        json_object *args;
+
+        if (!uri)
+                return -ENOMEM;
+        args = json_build("uri", JSTR(uri), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "migrate", args, cb, userdata);
+}
+
+int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "query-migrate", NULL, cb, userdata);
+}
+
+int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error) {
+        const char *status, *error;
+
+        if (!json_object_is_type(result, json_type_object) || json_get_string(result, "status", &status) < 0 ||
+            json_get_string(result, "error-desc", &error) < 0)
+                return -EBADMSG;
+        *ret_status = status ?: "none";
+        *ret_error = error;
+        return 0;
+}
+
+int qmp_parse_query_jobs(json_object *result, const char *job_id, QmpJobInfo *ret) {
+        if (!json_object_is_type(result, json_type_array))
+                return -EBADMSG;
+        for (size_t i = 0; i < json_object_array_length(result); i++) {
+                json_object *e = json_object_array_get_idx(result, i), *v;
+                const char *id, *type, *status, *error;
+
+                if (!json_object_is_type(e, json_type_object) || json_get_string(e, "id", &id) < 0 ||
+                    json_get_string(e, "type", &type) < 0 || json_get_string(e, "status", &status) < 0 ||
+                    json_get_string(e, "error", &error) < 0)
+                        return -EBADMSG;
+                if (!id || !streq(id, job_id))
+                        continue;
+                *ret = (QmpJobInfo) { .id = id, .type = type, .status = status, .error = error };
+                if (json_object_object_get_ex(e, "current-progress", &v))
+                        ret->current = (uint64_t) json_object_get_int64(v);
+                if (json_object_object_get_ex(e, "total-progress", &v))
+                        ret->total = (uint64_t) json_object_get_int64(v);
+                return 1;
+        }
+        return 0;
+}
+
+int qmp_parse_job_status_change(json_object *data, const char **ret_id, const char **ret_status) {
+        const char *id, *status;
+
+        if (!json_object_is_type(data, json_type_object) || json_get_string(data, "id", &id) < 0 ||
+            json_get_string(data, "status", &status) < 0 || !id || !status)
+                return -EBADMSG;
+        *ret_id = id;
+        *ret_status = status;
+        return 0;
+}
+
+int qmp_parse_migration_event(json_object *data, const char **ret_status) {
+        const char *status;
+
+        if (!json_object_is_type(data, json_type_object) || json_get_string(data, "status", &status) < 0 || !status)
+                return -EBADMSG;
+        *ret_status = status;
         return 0;
 }

@@ -46,3 +46,32 @@ typedef struct QmpBlockInfo {
 } QmpBlockInfo;
 int qmp_parse_query_block(json_object *result, QmpBlockInfo **ret, size_t *ret_n);
 void qmp_block_info_free_many(QmpBlockInfo *infos, size_t n);
+
+/* Block graph and external snapshots. */
+int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_blockdev_del(Qmp *qmp, const char *node, qmp_reply_func_t cb, void *userdata);
+/* One transaction of blockdev-snapshot actions: node[i] gets overlay[i]. */
+int64_t qmp_cmd_transaction_blockdev_snapshot(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,
+                                              qmp_reply_func_t cb, void *userdata);
+
+/* Internal snapshots and jobs. */
+int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
+                              const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_job_dismiss(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_query_jobs(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+
+typedef struct QmpJobInfo {
+        const char *id, *type, *status, *error; /* borrowed from the reply */
+        uint64_t current, total;
+} QmpJobInfo;
+/* 1 and *ret filled when job_id is in the query-jobs reply, 0 when not. */
+int qmp_parse_query_jobs(json_object *result, const char *job_id, QmpJobInfo *ret);
+/* JOB_STATUS_CHANGE data. */
+int qmp_parse_job_status_change(json_object *data, const char **ret_id, const char **ret_status);
+
+/* Memory state to a file through migration. */
+int64_t qmp_cmd_migrate_enable_events(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error);
+int qmp_parse_migration_event(json_object *data, const char **ret_status);

@@ -30,6 +30,7 @@
 #define new0(t, n) ((t *) calloc((n) ?: 1, sizeof(t)))
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#define STRLEN(s) (sizeof("" s "") - 1)
 #define STR_IN_SET(x, ...) strv_contains((const char *const[]) { __VA_ARGS__, NULL }, x)
 
 /* Move ownership out of a _cleanup_ variable. */
@@ -51,6 +52,11 @@
                 if (*p)                             \
                         func(*p);                   \
         }
+
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
 
 static inline void freep(void *p) {
         free(*(void **) p);
@@ -77,6 +83,10 @@ static inline bool streq_ptr(const char *a, const char *b) {
 }
 #define streq(a, b) (strcmp((a), (b)) == 0)
 #define isempty(s) (!(s) || (s)[0] == '\0')
+
+static inline const char *strempty(const char *s) {
+        return s ?: "";
+}
 
 static inline const char *strna(const char *s) {
         return s ?: "n/a";

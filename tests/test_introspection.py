@@ -62,7 +62,9 @@ class IntrospectionTest(q.QsnapTestCase):
     def make_objects(self):
         """At least one object of each interface kind the daemon has."""
         img = self.h.create_image('introspect.qcow2')
-        self.h.define_domain('introspect', [q.Disk('vda', img)])
+        path = self.h.define_domain('introspect', [q.Disk('vda', img)])
+        self.h.call(path, q.DOMAIN_IFACE, 'CreateSnapshot',
+                    ('<domainsnapshot><name>s1</name></domainsnapshot>', 0), 'st')
 
     def live_interfaces(self):
         """{interface name: [(object path, <interface> element)]} over the

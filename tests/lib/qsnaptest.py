@@ -381,8 +381,13 @@ class DBusCallError(Exception):
 def _convert_error(e, call):
     name = Gio.DBusError.get_remote_error(e)
     if name:
-        Gio.DBusError.strip_remote_error(e)
-        return DBusCallError(name, e.message, True, call)
+        # strip_remote_error() would strip a copy: PyGObject hands C a new
+        # GError. Drop the "GDBus.Error:<name>: " prefix here.
+        message = e.message
+        prefix = 'GDBus.Error:%s: ' % name
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+        return DBusCallError(name, message, True, call)
     if e.matches(Gio.io_error_quark(), Gio.IOErrorEnum.TIMED_OUT):
         return DBusCallError('org.freedesktop.DBus.Error.Timeout', e.message, False, call)
     return DBusCallError('org.freedesktop.DBus.Error.Failed', e.message, False, call)

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Snapshot objects at /org/example/Snapshot1/domain/<dom>/snapshot/<snap>.
+ */
+#pragma once
+
+#include "bus-manager.h"
+#include "snapshot.h"
+
+#define QSNAP_SNAPSHOT_INTERFACE "org.example.Snapshot1.Snapshot"
+
+char *bus_snapshot_path(const Snapshot *s);
+int bus_snapshot_register(Bus *b);
+
+/* Appends the paths of `list` as "ao". */
+int bus_append_snapshot_paths(sd_bus_message *m, Snapshot *const *list, size_t n);
+
+/* A new snapshot: InterfacesAdded for it, and the properties of its
+ * parent, of the previous current snapshot and of the domain. */
+void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current);
+/* The current snapshot moved from `previous` to the tree's current one. */
+void bus_snapshot_emit_current_changed(Bus *b, Domain *d, Snapshot *previous);
+/* Before a domain's snapshots are forgotten: InterfacesRemoved for each. */
+void bus_snapshot_emit_all_removed(Bus *b, Domain *d);

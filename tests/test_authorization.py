@@ -1,0 +1,608 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Authorization of every domain-changing call (DESIGN.md section 6).
+
+- uid 0 is allowed without polkit ever being asked, even when a rule
+  would say no.
+- uid 65534 (nobody) is denied with org.freedesktop.DBus.Error.AccessDenied
+  for DefineDomain, Start, Stop, Pause, Resume, Undefine,
+  QemuMonitorCommand (QMP and HMP) and GetXMLDesc(SECURE), and after each
+  denial nothing changed: ListDomains, every property, the stored
+  <uuid>.xml (byte for byte), the runtime and log folders, the running
+  QEMUs (same pids), and no signal was sent.
+- nobody can read: properties, ListDomains, GetDomain, GetXMLDesc(0) and
+  (INACTIVE), GetManagedObjects, Introspect.
+- a rules.d rule by group grants the test user; a rule reading the
+  `domain` detail grants one domain only (Start, Stop and DefineDomain
+  of other names stay denied); removing a rule takes effect at once.
+- a rule answering AUTH_ADMIN makes a call without the
+  ALLOW_INTERACTIVE_AUTHORIZATION flag fail with
+  InteractiveAuthorizationRequired; the flag reaches polkit as
+  AllowUserInteraction (seen on the bus with busctl monitor).
+- a slow polkit answer: the daemon keeps serving other calls, does not
+  exit on idle while the check is pending, and the call is still denied.
+
+Calls as other users go through gdbus (it prints the D-Bus error name;
+busctl prints only the message) and busctl (its JSON output for reads).
+"""
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+from gi.repository import GLib
+
+import qsnaptest as q
+
+NOBODY = q.NOBODY_UID
+USER = q.TEST_USER
+MANAGE = q.ACTION_MANAGE_DOMAINS
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+def variant_text(sig, value):
+    """An argument as gdbus call parses it: GVariant text with its type."""
+    return GLib.Variant(sig, value).print_(True)
+
+
+def call_as(h, user, path, iface, method, args=(), interactive=False, timeout=30):
+    """gdbus call as user. args: (signature, value) pairs. Returns
+    (error_name or None, message or stdout)."""
+    argv = ['--dest', q.BUS_NAME, '--object-path', path, '--method', iface + '.' + method,
+            '--timeout', str(timeout)]
+    if interactive:
+        argv.insert(0, '--interactive')
+    argv += [variant_text(s, v) for s, v in args]
+    rc, out, err = h.gdbus_as(user, 'call', *argv, timeout=timeout + 10)
+    if rc == 0:
+        return None, out
+    m = re.search(r'GDBus\.Error:([A-Za-z0-9_.]+): (.*)', err, re.S)
+    if not m:
+        raise AssertionError('gdbus call %s.%s as %s failed without a D-Bus error: rc %d, %r'
+                             % (iface, method, user, rc, err))
+    return m.group(1), m.group(2).strip()
+
+
+def busctl_json_as(h, user, *args):
+    """busctl --json=short ARGS as user: the parsed "data" of the reply."""
+    rc, out, err = h.busctl_as(user, '--json=short', *args)
+    if rc != 0:
+        raise AssertionError('busctl %s as %s failed: %s' % (' '.join(args), user, err.strip()))
+    return json.loads(out)['data']
+
+
+def qemu_pids(h):
+    """Every live QEMU whose command line names our temp dir (all our
+    domains have their disks there)."""
+    return sorted(p for p in q._pids_mentioning(h.root)
+                  if 'qemu-system' in (q._proc_cmdline(p) or '').split(' ')[0])
+
+
+def read_dir(path, content=True):
+    """{name: bytes (or size)} of the files in path; {} when it is missing."""
+    result = {}
+    if not os.path.isdir(path):
+        return result
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if content and os.path.isfile(full):
+            with open(full, 'rb') as f:
+                result[name] = f.read()
+        else:
+            result[name] = os.lstat(full).st_size
+    return result
+
+
+def observe(h):
+    """Everything a denied call must leave as it was."""
+    domains = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains')
+    return {
+        'ListDomains': domains,
+        'Domains': h.get_property(q.MANAGER_PATH, q.MANAGER_IFACE, 'Domains'),
+        'properties': {p: h.get_all(p, q.DOMAIN_IFACE) for p in domains},
+        'stored definitions': read_dir(os.path.join(h.state_dir, 'domains')),
+        'runtime files': read_dir(h.runtime_dir, content=False),
+        'QEMU logs': read_dir(os.path.join(h.state_dir, 'log'), content=False),
+        'QEMU processes': qemu_pids(h),
+    }
+
+
+def domain_pid(h, path):
+    uuid = h.get_property(path, q.DOMAIN_IFACE, 'UUID')
+    with open(os.path.join(h.runtime_dir, uuid + '.pid')) as f:
+        return int(f.read())
+
+
+class PolkitMonitor:
+    """busctl monitor on our bus: every CheckAuthorization call, so a test
+    can see which ones qsnapd sent and with which arguments."""
+
+    MATCH = "type='method_call',interface='%s',member='CheckAuthorization'" % q.POLKIT_IFACE
+
+    def __init__(self, h):
+        self.h = h
+        self.calls = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(['busctl', '--address=' + h.address, 'monitor', '--json=short',
+                                      '--match=' + self.MATCH],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     stdin=subprocess.DEVNULL)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        # A barrier: our own CheckAuthorization shows up once the monitor is in place.
+        token = 'monitor-probe-%d-%f' % (os.getpid(), time.time())
+
+        def seen():
+            h.check_authorization(q.subject_bus_name(h.client.unique_name), q.ACTION_READ_SECURE,
+                                  {'qsnaptest-monitor': token})
+            return any(c['details'].get('qsnaptest-monitor') == token for c in self.snapshot())
+        if not q.spin(seen, 10):
+            self.close()
+            raise RuntimeError('busctl monitor saw nothing within 10 s')
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get('member') != 'CheckAuthorization':
+                continue
+            subject, action, details, flags, _ = msg['payload']['data']
+            with self._lock:
+                self.calls.append({'sender': msg.get('sender'), 'subject': subject, 'action': action,
+                                   'details': details, 'flags': flags})
+
+    def snapshot(self):
+        with self._lock:
+            return list(self.calls)
+
+    def from_daemon(self):
+        """The checks qsnapd sent (by the unique name owning our bus name)."""
+        owner = self.h.client.bus('GetNameOwner', (q.BUS_NAME,), 's')
+        # Let anything already on its way arrive.
+        self.h.client.sync()
+        time.sleep(0.2)
+        return [c for c in self.snapshot() if c['sender'] == owner]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._thread.join(5)
+        self.proc.stdout.close()
+
+
+class AuthTestCase(q.QsnapTestCase):
+    maxDiff = None
+
+    def define(self, name, **kw):
+        img = self.h.create_image('%s.qcow2' % name.replace('/', '_'))
+        return self.h.define_domain(name, [q.Disk('vda', img)], **kw)
+
+    def start(self, path, flags=0):
+        self.h.call(path, q.DOMAIN_IFACE, 'Start', (flags,), 't')
+
+    def state(self, path):
+        return self.h.get_property(path, q.DOMAIN_IFACE, 'State')
+
+    def monitor(self):
+        m = PolkitMonitor(self.h)
+        self.addCleanup(m.close)
+        return m
+
+    def assertNothingChanged(self, before, recorder, what):
+        self.h.client.sync()
+        q.spin(lambda: False, 0.1)
+        self.assertEqual(observe(self.h), before, 'state changed after: %s' % what)
+        self.assertEqual(recorder.records, [], 'signals were sent after: %s' % what)
+
+    def assertCallDenied(self, user, path, iface, method, args=(), error=q.ACCESS_DENIED, interactive=False):
+        """The call as user fails with error and changes nothing."""
+        h = self.h
+        before = observe(h)
+        rec = h.record_signals()
+        try:
+            what = '%s.%s%r on %s as %s' % (iface.rsplit('.', 1)[-1], method, tuple(v for _, v in args), path, user)
+            name, message = call_as(h, user, path, iface, method, args, interactive=interactive)
+            self.assertEqual(name, error, '%s: expected %s, got %s (%s)' % (what, error, name, message))
+            self.assertNothingChanged(before, rec, what)
+        finally:
+            rec.close()
+        return message
+
+
+# --------------------------------------------------------------------------
+
+class RootTest(AuthTestCase):
+    def test_root_is_allowed_without_asking_polkit(self):
+        h = self.h
+        # A rule that would refuse these very domains to anybody it is asked
+        # about: root's calls must not depend on it (polkit is not asked).
+        prefix = 'root-%d-' % os.getpid()
+        h.add_polkit_rule('polkit.addRule(function(action, subject) {\n'
+                          '    var d = action.lookup("domain");\n'
+                          '    if (action.id.indexOf("org.example.snapshot1.") == 0 && d && d.indexOf(%s) == 0)\n'
+                          '        return polkit.Result.NO;\n'
+                          '});\n' % json.dumps(prefix))
+        mon = self.monitor()
+        name = prefix + 'vm'
+        path = self.define(name)
+        self.assertEqual(self.state(path), 'shutoff')
+        self.start(path)
+        self.assertEqual(self.state(path), 'running')
+        pid = domain_pid(h, path)
+        self.assertTrue(q._alive(pid))
+        h.call(path, q.DOMAIN_IFACE, 'Pause')
+        self.assertEqual(self.state(path), 'paused')
+        h.call(path, q.DOMAIN_IFACE, 'Resume')
+        self.assertEqual(self.state(path), 'running')
+        self.assertEqual(h.qmp(path, 'query-status')['return']['status'], 'running')
+        self.assertIn('running', h.hmp(path, 'info status'))
+        xml = h.call(path, q.DOMAIN_IFACE, 'GetXMLDesc', (1,), 't')
+        self.assertIn('<name>%s</name>' % name, xml)
+        h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
+        self.assertEqual(self.state(path), 'shutoff')
+        self.assertEqual(q._wait_gone([pid], 10), [])
+        h.call(path, q.DOMAIN_IFACE, 'Undefine', (0,), 't')
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'), [])
+        self.assertEqual(mon.from_daemon(), [], 'qsnapd asked polkit about calls of uid 0')
+
+
+class NobodyTest(AuthTestCase):
+    """alpha running, beta shut off, gamma paused; nobody may look, not touch."""
+
+    def setUp(self):
+        super().setUp()
+        self.alpha = self.define('alpha')
+        self.beta = self.define('beta')
+        self.gamma = self.define('gamma')
+        self.start(self.alpha)
+        self.start(self.gamma, 1)
+        self.assertEqual([self.state(p) for p in (self.alpha, self.beta, self.gamma)],
+                         ['running', 'shutoff', 'paused'])
+
+    def test_denied_and_nothing_changed(self):
+        h = self.h
+        D = q.DOMAIN_IFACE
+        alpha_uuid = h.get_property(self.alpha, D, 'UUID')
+        img = h.create_image('intruder.qcow2')
+        new_xml = q.domain_xml('intruder', [q.Disk('vda', img)])
+        # Same name and UUID as alpha, other contents: a redefinition.
+        redefine_xml = q.domain_xml('alpha', [q.Disk('vda', img)], uuid=alpha_uuid, memory_mib=256,
+                                    description='changed by nobody')
+        alpha_pid, gamma_pid = domain_pid(h, self.alpha), domain_pid(h, self.gamma)
+        cases = [
+            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', [('s', new_xml), ('t', 0)]),
+            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', [('s', redefine_xml), ('t', 0)]),
+            (self.beta, D, 'Start', [('t', 0)]),
+            (self.beta, D, 'Start', [('t', 1)]),
+            (self.alpha, D, 'Stop', [('t', 0)]),
+            (self.alpha, D, 'Stop', [('t', 1)]),
+            (self.gamma, D, 'Stop', [('t', 0)]),
+            (self.alpha, D, 'Pause', []),
+            (self.gamma, D, 'Resume', []),
+            (self.beta, D, 'Undefine', [('t', 0)]),
+            (self.beta, D, 'Undefine', [('t', 3)]),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "stop"}'), ('t', 0)]),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "quit"}'), ('t', 0)]),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "query-status"}'), ('t', 0)]),
+            (self.gamma, D, 'QemuMonitorCommand', [('s', '{"execute": "cont"}'), ('t', 0)]),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', 'stop'), ('t', 1)]),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', 'quit'), ('t', 1)]),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)]),
+            (self.alpha, D, 'GetXMLDesc', [('t', 1)]),
+            (self.alpha, D, 'GetXMLDesc', [('t', 3)]),
+            (self.beta, D, 'GetXMLDesc', [('t', 1)]),
+        ]
+        for path, iface, method, args in cases:
+            with self.subTest(method=method, path=path, args=[v if s != 's' or len(v) < 40 else v[:30] + '…'
+                                                              for s, v in args]):
+                message = self.assertCallDenied(NOBODY, path, iface, method, args)
+                self.assertIn('org.example.snapshot1.', message)
+        # The same through busctl (another client library), with and without
+        # interactive authorization allowed.
+        for extra in ([], ['--allow-interactive-authorization=no']):
+            before = observe(h)
+            rc, _, err = h.busctl_as(NOBODY, *extra, 'call', q.BUS_NAME, self.beta, D, 'Start', 't', '0')
+            self.assertNotEqual(rc, 0, 'busctl Start as nobody succeeded')
+            self.assertEqual(observe(h), before)
+        self.assertEqual(sorted(qemu_pids(h)), sorted([alpha_pid, gamma_pid]))
+        self.assertEqual([self.state(p) for p in (self.alpha, self.beta, self.gamma)],
+                         ['running', 'shutoff', 'paused'])
+
+    def test_noop_pause_resume_needs_no_authorization(self):
+        # Pause of a paused domain and Resume of a running one change
+        # nothing. STYLE.md puts "return early if nothing would change"
+        # before "authorize", so they succeed without asking polkit, and
+        # still change nothing (docs/decisions.md).
+        h = self.h
+        for path, method in ((self.gamma, 'Pause'), (self.alpha, 'Resume')):
+            before = observe(h)
+            rec = h.record_signals()
+            try:
+                name, message = call_as(h, NOBODY, path, q.DOMAIN_IFACE, method)
+                self.assertIsNone(name, '%s as nobody: %s' % (method, message))
+                self.assertNothingChanged(before, rec, method)
+            finally:
+                rec.close()
+
+    def test_reads_are_allowed(self):
+        h = self.h
+        D = q.DOMAIN_IFACE
+        root_list = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains')
+        self.assertEqual(busctl_json_as(h, NOBODY, 'call', q.BUS_NAME, q.MANAGER_PATH, q.MANAGER_IFACE,
+                                        'ListDomains'), [root_list])
+        self.assertEqual(busctl_json_as(h, NOBODY, 'get-property', q.BUS_NAME, q.MANAGER_PATH,
+                                        q.MANAGER_IFACE, 'Domains'), root_list)
+        self.assertTrue(busctl_json_as(h, NOBODY, 'get-property', q.BUS_NAME, q.MANAGER_PATH,
+                                       q.MANAGER_IFACE, 'Version'))
+        for name, path, state in (('alpha', self.alpha, 'running'), ('beta', self.beta, 'shutoff'),
+                                  ('gamma', self.gamma, 'paused')):
+            with self.subTest(domain=name):
+                self.assertEqual(busctl_json_as(h, NOBODY, 'call', q.BUS_NAME, q.MANAGER_PATH, q.MANAGER_IFACE,
+                                                'GetDomain', 's', name), [path])
+                for prop, want in (('Name', name), ('State', state),
+                                   ('UUID', h.get_property(path, D, 'UUID')), ('Managed', True)):
+                    self.assertEqual(busctl_json_as(h, NOBODY, 'get-property', q.BUS_NAME, path, D, prop), want)
+                disks = busctl_json_as(h, NOBODY, 'get-property', q.BUS_NAME, path, D, 'Disks')
+                self.assertEqual([tuple(d) for d in disks], list(h.get_property(path, D, 'Disks')))
+                # GetAll through gdbus too.
+                err, out = call_as(h, NOBODY, path, q.PROPERTIES_IFACE, 'GetAll', [('s', D)])
+                self.assertIsNone(err, out)
+                self.assertIn("'State': <'%s'>" % state, out)
+                for flags in (0, 2):
+                    xml = busctl_json_as(h, NOBODY, 'call', q.BUS_NAME, path, D, 'GetXMLDesc', 't', str(flags))
+                    self.assertEqual(xml, [h.call(path, D, 'GetXMLDesc', (flags,), 't')])
+        objects = busctl_json_as(h, NOBODY, 'call', q.BUS_NAME, q.MANAGER_PATH, q.OBJECT_MANAGER_IFACE,
+                                 'GetManagedObjects')[0]
+        self.assertEqual(sorted(objects), sorted(root_list))
+        for path in root_list:
+            self.assertIn(D, objects[path])
+        err, out = call_as(h, NOBODY, self.alpha, 'org.freedesktop.DBus.Introspectable', 'Introspect')
+        self.assertIsNone(err, out)
+        self.assertIn(D, out)
+
+
+class GrantTest(AuthTestCase):
+    def test_group_rule_grants_the_test_user(self):
+        h = self.h
+        D = q.DOMAIN_IFACE
+        path = self.define('beta')
+        # Without a rule: denied (polkit's default for a user with no
+        # active session is "no").
+        self.assertCallDenied(USER, path, D, 'Start', [('t', 0)])
+
+        rule = h.grant(group=q.TEST_GROUP)
+        err, out = call_as(h, USER, path, D, 'Start', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertEqual(self.state(path), 'running')
+        pid = domain_pid(h, path)
+        self.assertTrue(q._alive(pid))
+        for method, args, state in (('Pause', [], 'paused'), ('Resume', [], 'running')):
+            err, out = call_as(h, USER, path, D, method, args)
+            self.assertIsNone(err, out)
+            self.assertEqual(self.state(path), state)
+        err, out = call_as(h, USER, path, D, 'QemuMonitorCommand', [('s', '{"execute":"query-status"}'), ('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertIn('running', out)
+        err, out = call_as(h, USER, path, D, 'GetXMLDesc', [('t', 1)])
+        self.assertIsNone(err, out)
+        # The rule is for the group: nobody is still refused.
+        self.assertCallDenied(NOBODY, path, D, 'Stop', [('t', 0)])
+        err, out = call_as(h, USER, path, D, 'Stop', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertEqual(self.state(path), 'shutoff')
+        self.assertEqual(q._wait_gone([pid], 10), [])
+
+        img = h.create_image('user-made.qcow2')
+        err, out = call_as(h, USER, q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                           [('s', q.domain_xml('user-made', [q.Disk('vda', img)])), ('t', 0)])
+        self.assertIsNone(err, out)
+        made = h.domain_path('user-made')
+        err, out = call_as(h, USER, made, D, 'Undefine', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertNotIn(made, h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'))
+
+        # qsnapd keeps no authorization of its own: without the rule, denied again.
+        h.remove_polkit_rule(rule)
+        self.assertCallDenied(USER, path, D, 'Start', [('t', 0)])
+
+    def test_domain_detail_rule_grants_one_domain(self):
+        h = self.h
+        D = q.DOMAIN_IFACE
+        alpha = self.define('alpha')
+        h.grant(actions=[MANAGE], group=q.TEST_GROUP, domain='alpha')
+        mon = self.monitor()
+
+        # A new domain of another name: denied, nothing stored.
+        img = h.create_image('beta.qcow2')
+        self.assertCallDenied(USER, q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                              [('s', q.domain_xml('beta', [q.Disk('vda', img)])), ('t', 0)])
+        # Names that only look like alpha are other domains.
+        for near in ('Alpha', 'alpha ', 'alpha2'):
+            with self.subTest(name=near):
+                self.assertCallDenied(USER, q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                                      [('s', q.domain_xml(near, [q.Disk('vda', img)])), ('t', 0)])
+
+        beta = self.define('beta')
+        err, out = call_as(h, USER, alpha, D, 'Start', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertEqual(self.state(alpha), 'running')
+        self.assertCallDenied(USER, beta, D, 'Start', [('t', 0)])
+        self.start(beta)
+        self.assertCallDenied(USER, beta, D, 'Stop', [('t', 0)])
+        self.assertCallDenied(USER, beta, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)])
+        # Redefining alpha is alpha's business: allowed.
+        err, out = call_as(h, USER, q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                           [('s', q.domain_xml('alpha', [q.Disk('vda', h.image_path('alpha.qcow2'))],
+                                               description='by the user')), ('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertIn('by the user', h.call(alpha, D, 'GetXMLDesc', (2,), 't'))
+        err, out = call_as(h, USER, alpha, D, 'Stop', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertEqual(self.state(alpha), 'shutoff')
+        self.assertEqual(self.state(beta), 'running')
+
+        # What polkit was told: the action and the domain's name, per call.
+        seen = [(c['action'], c['details']) for c in mon.from_daemon()]
+        self.assertIn((MANAGE, {'domain': 'beta'}), seen)
+        self.assertIn((MANAGE, {'domain': 'alpha'}), seen)
+        self.assertIn((MANAGE, {'domain': 'alpha '}), seen)
+        self.assertEqual({a for a, _ in seen}, {MANAGE})
+
+
+class InteractiveTest(AuthTestCase):
+    def test_auth_admin_needs_interaction(self):
+        h = self.h
+        D = q.DOMAIN_IFACE
+        alpha = self.define('alpha')
+        h.add_polkit_rule('polkit.addRule(function(action, subject) {\n'
+                          '    if (action.id == %s && subject.user == %s && action.lookup("domain") == "alpha")\n'
+                          '        return polkit.Result.AUTH_ADMIN;\n'
+                          '});\n' % (json.dumps(MANAGE), json.dumps(USER)))
+        mon = self.monitor()
+
+        # Without the flag: InteractiveAuthorizationRequired, nothing changed.
+        message = self.assertCallDenied(USER, alpha, D, 'Start', [('t', 0)], error=q.INTERACTIVE_AUTH_REQUIRED)
+        self.assertIn(MANAGE, message)
+        rc, _, err = h.busctl_as(USER, '--allow-interactive-authorization=no', 'call', q.BUS_NAME, alpha, D,
+                                 'Start', 't', '0')
+        self.assertNotEqual(rc, 0)
+        self.assertIn('Interactive authentication required', err)
+        without = mon.from_daemon()
+        self.assertEqual([(c['action'], c['details'], c['flags']) for c in without],
+                         [(MANAGE, {'domain': 'alpha'}, 0)] * 2)
+
+        # With the flag, qsnapd passes AllowUserInteraction (1) on to polkit.
+        # No authentication agent runs here, and polkitd then answers exactly
+        # as without the flag: not authorized, is_challenge true (checked
+        # directly below). qsnapd turns a challenge into
+        # InteractiveAuthorizationRequired, as systemd's daemons do, so the
+        # caller's error name is the same; what differs is what polkit was
+        # asked. A real agent would have been asked to authenticate.
+        peer = h.bus_peer_as(USER)
+        for flags in (0, 1):
+            ok, challenge, _ = h.check_authorization(q.subject_bus_name(peer.unique_name), MANAGE,
+                                                     {'domain': 'alpha'}, flags)
+            self.assertEqual((ok, challenge), (False, True), 'polkitd without an agent, flags %d' % flags)
+        self.assertCallDenied(USER, alpha, D, 'Start', [('t', 0)], error=q.INTERACTIVE_AUTH_REQUIRED,
+                              interactive=True)
+        # busctl allows interactive authorization unless told otherwise.
+        rc, _, err = h.busctl_as(USER, 'call', q.BUS_NAME, alpha, D, 'Start', 't', '0')
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(self.state(alpha), 'shutoff')
+        with_flag = mon.from_daemon()[len(without):]
+        self.assertEqual([(c['action'], c['details'], c['flags']) for c in with_flag],
+                         [(MANAGE, {'domain': 'alpha'}, 1)] * 2)
+        # The subject is the caller's bus name, never qsnapd's own.
+        owner = h.client.bus('GetNameOwner', (q.BUS_NAME,), 's')
+        for c in without + with_flag:
+            self.assertEqual(c['subject'][0], 'system-bus-name')
+            self.assertNotEqual(c['subject'][1]['name']['data'], owner)
+
+    def test_no_is_access_denied_with_or_without_flag(self):
+        # polkit's "no" (nobody has no session): AccessDenied, never a
+        # request for interaction, whatever the flag says.
+        alpha = self.define('alpha')
+        for interactive in (False, True):
+            with self.subTest(interactive=interactive):
+                self.assertCallDenied(NOBODY, alpha, q.DOMAIN_IFACE, 'Start', [('t', 0)], interactive=interactive)
+
+
+class SlowPolkitTest(AuthTestCase):
+    harness_options = {'idle_timeout': 2}
+
+    def test_slow_denial(self):
+        h = self.h
+        D = q.DOMAIN_IFACE
+        slow = self.define('slowpoke')
+        other = self.define('other')
+        self.start(slow)
+        qemu = domain_pid(h, slow)
+        # polkitd evaluates rules one at a time: this one holds it for 4 s
+        # and then says no.
+        h.add_polkit_rule('polkit.addRule(function(action, subject) {\n'
+                          '    if (action.id == %s && subject.user == "nobody" && action.lookup("domain") == "slowpoke") {\n'
+                          '        polkit.spawn(["/bin/sleep", "4"]);\n'
+                          '        return polkit.Result.NO;\n'
+                          '    }\n'
+                          '});\n' % json.dumps(MANAGE))
+        before = observe(h)    # also restarts qsnapd's idle timer
+        daemon = h.daemon_pid()
+        t0 = time.monotonic()
+        caller = subprocess.Popen(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                                   'gdbus', 'call', '--address', h.address, '--dest', q.BUS_NAME,
+                                   '--object-path', slow, '--method', D + '.Stop', 'uint64 0'],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: caller.poll() is None and caller.kill())
+        time.sleep(0.5)
+        # While polkit thinks, qsnapd answers everybody else at once.
+        t = time.monotonic()
+        self.assertEqual(self.state(slow), 'running')
+        self.assertEqual(len(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains')), 2)
+        self.start(other)
+        h.call(other, D, 'Stop', (0,), 't')
+        self.assertLess(time.monotonic() - t, 2.0, 'qsnapd was blocked by a pending polkit check')
+        out, err = caller.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+        self.assertNotEqual(caller.returncode, 0, out)
+        self.assertIn('GDBus.Error:' + q.ACCESS_DENIED, err)
+        self.assertGreater(elapsed, 3.5, 'the rule did not slow polkit down; the test tests nothing')
+        # More than the idle timeout passed with only the check in flight:
+        # qsnapd must still be the same process.
+        self.assertTrue(q._alive(daemon), 'qsnapd exited while a polkit check was pending')
+        self.assertEqual(h.daemon_pid(), daemon)
+        self.assertTrue(q._alive(qemu))
+        after = observe(h)
+        # 'other' was started and stopped meanwhile: its log grew.
+        before['QEMU logs'].pop(h.get_property(other, D, 'UUID') + '.log', None)
+        after['QEMU logs'].pop(h.get_property(other, D, 'UUID') + '.log', None)
+        self.assertEqual(after, before)
+        # And once nothing is pending it does exit on idle; the VM stays.
+        self.assertEqual(q._wait_gone([daemon], 10), [], 'qsnapd did not exit on idle afterwards')
+        self.assertTrue(q._alive(qemu))
+
+    def test_state_rechecked_after_slow_grant(self):
+        # The answer comes after the domain changed: the call is judged
+        # against the state it finds then, not the one it was asked in.
+        h = self.h
+        D = q.DOMAIN_IFACE
+        slow = self.define('slowpoke')
+        self.start(slow)
+        h.add_polkit_rule('polkit.addRule(function(action, subject) {\n'
+                          '    if (action.id == %s && subject.user == %s && action.lookup("domain") == "slowpoke") {\n'
+                          '        polkit.spawn(["/bin/sleep", "3"]);\n'
+                          '        return polkit.Result.YES;\n'
+                          '    }\n'
+                          '});\n' % (json.dumps(MANAGE), json.dumps(USER)))
+        self.assertEqual(self.state(slow), 'running')
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=h.address, LC_ALL='C')
+        caller = subprocess.Popen(['setpriv'] + q._user_args(USER) +
+                                  ['gdbus', 'call', '--address', h.address, '--dest', q.BUS_NAME,
+                                   '--object-path', slow, '--method', D + '.Pause'],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL, env=env)
+        self.addCleanup(lambda: caller.poll() is None and caller.kill())
+        time.sleep(0.5)
+        h.call(slow, D, 'Stop', (0,), 't')
+        self.assertEqual(self.state(slow), 'shutoff')
+        out, err = caller.communicate(timeout=30)
+        self.assertNotEqual(caller.returncode, 0, 'Pause of a domain stopped meanwhile succeeded: %s' % out)
+        self.assertIn('GDBus.Error:' + q.ERROR_PREFIX + 'NotRunning', err)
+        self.assertEqual(self.state(slow), 'shutoff')
+        self.assertEqual(qemu_pids(h), [])
+
+
+if __name__ == '__main__':
+    q.main()

@@ -1884,8 +1884,15 @@ int store_remove(Store *s) {
                 if (r < 0)
                         return log_oom();
                 r = write_file_atomic(s->base_path, buf, size, 0600);
-                if (r < 0)
+                s->generation++; /* used up even on failure, see store_compact() */
+                if (r < 0) {
+                        s->needs_compaction = true;
                         return log_error_errno(r, "Failed to write %s: %m", s->base_path);
+                }
+                /* Memory follows the disk at once, should an unlink below fail. */
+                index_done(&s->index);
+                s->base_size = size;
+                s->needs_compaction = true;
         }
         if (unlink(s->journal_path) < 0 && errno != ENOENT)
                 return log_error_errno(errno, "Failed to remove %s: %m", s->journal_path);

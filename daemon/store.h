@@ -12,10 +12,13 @@
  * The store deals in opaque entry XML keyed by the decoded text of each
  * entry's <name>; it does not know what a snapshot is. See the top of
  * store.c for the file formats. One writer per store (the daemon); any
- * number of read-only loaders, also in other processes.
+ * number of read-only loaders, also in other processes, see whole states.
+ * Not thread-safe: one thread per Store (libxml2's error handlers are
+ * per thread).
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -93,7 +96,7 @@ typedef struct StoreStats {
         uint64_t n_compactions;   /* by this Store object */
         uint64_t n_stale_records; /* last load: records older than the bulk file, skipped */
         uint64_t ignored_bytes;   /* last load: torn or damaged journal tail */
-        int needs_compaction;     /* the next commit rewrites the bulk file */
+        bool needs_compaction;    /* the next commit rewrites the bulk file */
 } StoreStats;
 
 void store_get_stats(const Store *s, StoreStats *ret);

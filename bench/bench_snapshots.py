@@ -15,6 +15,7 @@ Runs the real qsnapd on a private bus (tests/lib/qsnaptest.py), as the tests do.
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -69,6 +70,13 @@ def main():
         wall = time.monotonic() - t_all
 
         meta = dir_bytes(os.path.join(h.state_dir, 'snapshots'))
+        # qsnapd logs each snapshot's own time and the part spent waiting for QEMU.
+        inside, qemu = [], []
+        with open(h.daemon_log, errors='replace') as f:
+            for m in re.finditer(r"snapshot 's\d+' taken in ([0-9.]+) ms, ([0-9.]+) ms of it waiting for QEMU", f.read()):
+                inside.append(float(m.group(1)))
+                qemu.append(float(m.group(2)))
+        ours = [a - b for a, b in zip(inside, qemu)]
         rss_end = rss_kib(pid)
         first, last = statistics.median(lat[:10]), statistics.median(lat[-10:])
         lines += [
@@ -77,6 +85,12 @@ def main():
             'latency ms: median first 10 = %.2f, median last 10 = %.2f, ratio = %.2f, overall median = %.2f, max = %.2f'
             % (first, last, last / first, statistics.median(lat), max(lat)),
             'latency ms at every 100th: ' + ', '.join('%d:%.1f' % (i, lat[i]) for i in range(0, args.count, 100)),
+            'inside qsnapd ms (median first 10 / last 10): QEMU %.2f / %.2f, qsnapd itself %.2f / %.2f'
+            % (statistics.median(qemu[:10]), statistics.median(qemu[-10:]),
+               statistics.median(ours[:10]), statistics.median(ours[-10:])),
+            'bus round trip outside qsnapd (client, dbus-daemon) ms, median first 10 / last 10: %.2f / %.2f'
+            % (statistics.median(lat[:10]) - statistics.median(inside[:10]),
+               statistics.median(lat[-10:]) - statistics.median(inside[-10:])),
             'metadata bytes: %d total, %.0f per snapshot' % (meta, meta / args.count),
             'qsnapd RSS KiB: %d at start, %d after' % (rss_start, rss_end),
             'wall: %.1f s' % wall,

@@ -58,6 +58,8 @@ struct SnapshotPlan {
         SnapshotDoneFunc done;
         void *userdata;
         unsigned pending;     /* QMP replies still to come in the current step */
+        uint64_t started_usec, qemu_usec; /* for the log: time in all, and waiting for QEMU */
+        uint64_t qmp_sent_usec;
         int error;
         char *message;
         int subscription;
@@ -91,21 +93,20 @@ const char *snapshot_plan_name(const SnapshotPlan *p) {
 
 /* ---- checks ---- */
 
+/* Adds the folder of `file` once (text first: chains are deep, folders few). */
 static int add_allowed_dir(char ***dirs, const char *file) {
-        _cleanup_free_ char *copy = strdup(file);
-        char resolved[PATH_MAX];
+        const char *slash = strrchr(file, '/');
+        _cleanup_free_ char *dir = slash ? strndup(file, slash == file ? 1 : (size_t) (slash - file)) : NULL;
 
-        if (!copy)
-                return -ENOMEM;
-        if (!realpath(dirname(copy), resolved))
-                return 0; /* a folder that is gone allows nothing */
-        if (strv_contains((const char *const *) *dirs, resolved))
+        if (!dir)
+                return slash ? -ENOMEM : 0;
+        if (strv_contains((const char *const *) *dirs, dir))
                 return 0;
-        return strv_extend(dirs, resolved);
+        return strv_push(dirs, TAKE_PTR(dir));
 }
 
 int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
-        _cleanup_strv_free_ char **dirs = NULL;
+        _cleanup_strv_free_ char **raw = NULL, **dirs = NULL;
         _cleanup_free_ char *copy = NULL;
         const DomainDef *def = domain_current_def(d);
         char parent[PATH_MAX];
@@ -117,17 +118,26 @@ int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
                 return -EINVAL;
         }
         for (size_t i = 0; i < def->n_disks; i++) {
-                _cleanup_(image_chain_done) ImageChain chain = {};
+                const ImageChain *chain = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
 
-                r = add_allowed_dir(&dirs, def->disks[i].source);
+                r = add_allowed_dir(&raw, def->disks[i].source);
                 if (r < 0)
                         return r;
-                if (image_read_chain(def->disks[i].source, def->disks[i].format, &chain) >= 0)
-                        for (size_t j = 1; j < chain.n_layers; j++) {
-                                r = add_allowed_dir(&dirs, chain.layers[j].path);
-                                if (r < 0)
-                                        return r;
-                        }
+                for (size_t j = 1; chain && j < chain->n_layers; j++) {
+                        r = add_allowed_dir(&raw, chain->layers[j].path);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        for (char **dir = raw; dir && *dir; dir++) {
+                char resolved[PATH_MAX];
+
+                /* A folder that is gone allows nothing. */
+                if (realpath(*dir, resolved) && !strv_contains((const char *const *) dirs, resolved)) {
+                        r = strv_extend(&dirs, resolved);
+                        if (r < 0)
+                                return r;
+                }
         }
         copy = strdup(path);
         if (!copy)
@@ -212,6 +222,7 @@ static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
         char a[PATH_MAX], b[PATH_MAX];
         struct stat st;
 
+        /* This file is not ours yet: read it, do not cache it. */
         if (lstat(pd->overlay, &st) < 0 || !S_ISREG(st.st_mode)) {
                 *ret_message = strprintf("REUSE_EXT: %s is not an existing regular file.", pd->overlay);
                 return -EINVAL;
@@ -567,12 +578,21 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                 for (size_t i = 0; i < p->n_disks; i++) {
                         const PlanDisk *pd = p->disks + i;
                         DomainDef *defs[2] = { d->live, d->def };
+                        _cleanup_free_ char *below = NULL;
 
                         if (pd->location != SNAPSHOT_LOCATION_EXTERNAL)
                                 continue;
+                        /* pd->disk lives in one of the two definitions: keep
+                         * the old name apart before it is replaced. */
+                        below = strdup(pd->disk->source);
+                        if (!below) {
+                                log_oom();
+                                continue;
+                        }
+                        domain_chain_add_overlay(d, below, pd->overlay);
                         for (size_t k = 0; k < 2; k++) {
                                 DomainDisk *disk = defs[k] ? domain_def_find_disk(defs[k], pd->disk->target) : NULL;
-                                if (disk && streq(disk->source, pd->disk->source) && !streq(disk->source, pd->overlay)) {
+                                if (disk && streq(disk->source, below)) {
                                         (void) free_and_strdup(&disk->source, pd->overlay);
                                         disk->format = DISK_FORMAT_QCOW2;
                                 }
@@ -593,7 +613,9 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                                 message = "The snapshot was taken, but its metadata could not be stored.";
                                 log_error_errno(r, "Domain '%s': %s (%m)", d->def->name, message);
                         } else {
-                                log_info("Domain '%s': snapshot '%s' taken.", d->def->name, snapshot_name(s));
+                                log_info("Domain '%s': snapshot '%s' taken in %.1f ms, %.1f ms of it waiting for QEMU.",
+                                         d->def->name, snapshot_name(s),
+                                         (now_usec(CLOCK_MONOTONIC) - p->started_usec) / 1000.0, p->qemu_usec / 1000.0);
                                 manager_notify_snapshot_added(d->manager, d, s);
                         }
                 }
@@ -679,11 +701,24 @@ static void plan_execute_offline(SnapshotPlan *p) {
         plan_finish(p, 0, NULL);
 }
 
+/* The time QEMU takes is the time between a step's first request and
+ * its last reply; steps do not overlap. */
+static void qemu_wait_begin(SnapshotPlan *p) {
+        p->qmp_sent_usec = now_usec(CLOCK_MONOTONIC);
+}
+
+static void qemu_wait_end(SnapshotPlan *p) {
+        if (p->qmp_sent_usec > 0)
+                p->qemu_usec += now_usec(CLOCK_MONOTONIC) - p->qmp_sent_usec;
+        p->qmp_sent_usec = 0;
+}
+
 /* ---- live: external ---- */
 
 static void on_transaction(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
 
+        qemu_wait_end(p);
         if (error < 0)
                 return plan_fail(p, -EIO, "QEMU refused the snapshot transaction: %s", strna(desc));
         /* The overlays are in the graph now; undo must not delete them. */
@@ -706,6 +741,7 @@ static void plan_transaction(SnapshotPlan *p) {
                         nodes[n] = p->disks[i].top_node;
                         overlays[n++] = p->disks[i].node;
                 }
+        qemu_wait_begin(p);
         if (qmp_cmd_transaction_blockdev_snapshot(p->domain->qmp, nodes, overlays, n, on_transaction, p) < 0)
                 plan_fail(p, -EIO, "Cannot send the snapshot transaction.");
 }
@@ -729,12 +765,14 @@ static void on_overlay_added(Qmp *qmp, int error, json_object *result, const cha
         free(c);
         if (--p->pending > 0)
                 return;
+        qemu_wait_end(p);
         if (p->error < 0)
                 return plan_finish(p, p->error, p->message);
         plan_transaction(p);
 }
 
 static void plan_add_overlays(SnapshotPlan *p) {
+        qemu_wait_begin(p);
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
                 AddCall *c;
@@ -935,36 +973,15 @@ static void plan_save_internal(SnapshotPlan *p) {
 
 /* ---- live: which node is each disk's top ---- */
 
-static void on_query_block(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
-        SnapshotPlan *p = userdata;
+typedef struct NodeCall {
+        SnapshotPlan *plan;
+        PlanDisk *disk;
+} NodeCall;
+
+/* Every disk knows its top node: go on with the snapshot proper. */
+static void plan_nodes_known(SnapshotPlan *p) {
         _cleanup_free_ char *message = NULL;
-        QmpBlockInfo *infos = NULL;
-        size_t n = 0;
         int r;
-
-        if (error < 0 || qmp_parse_query_block(result, &infos, &n) < 0)
-                return plan_fail(p, -EIO, "query-block failed: %s", strna(desc));
-
-        for (size_t i = 0; i < p->n_disks; i++) {
-                PlanDisk *pd = p->disks + i;
-                _cleanup_free_ char *qdev = strprintf("/machine/peripheral/%s/virtio-backend", pd->disk->target);
-
-                if (pd->location == SNAPSHOT_LOCATION_NO)
-                        continue;
-                for (size_t k = 0; qdev && k < n; k++)
-                        if (infos[k].qdev && streq(infos[k].qdev, qdev) && infos[k].node_name)
-                                pd->top_node = strdup(infos[k].node_name);
-                if (!pd->top_node) {
-                        qmp_block_info_free_many(infos, n);
-                        return plan_fail(p, -EIO, "QEMU shows no block node for disk %s.", pd->disk->target);
-                }
-                pd->node = strprintf("%s-%" PRIx64, pd->disk->target, (uint64_t) (++p->domain->node_seq & 0xffffffffffULL));
-                if (!pd->node) {
-                        qmp_block_info_free_many(infos, n);
-                        return plan_fail(p, -ENOMEM, "Out of memory.");
-                }
-        }
-        qmp_block_info_free_many(infos, n);
 
         if (p->memory == SNAPSHOT_LOCATION_INTERNAL)
                 return plan_save_internal(p);
@@ -977,15 +994,66 @@ static void on_query_block(Qmp *qmp, int error, json_object *result, const char 
         plan_add_overlays(p);
 }
 
+static void on_root_node(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        NodeCall *c = userdata;
+        SnapshotPlan *p = c->plan;
+        PlanDisk *pd = c->disk;
+        const char *node;
+
+        free(c);
+        if (error < 0 || qmp_parse_string(result, &node) < 0 || isempty(node)) {
+                if (p->error == 0) {
+                        p->error = -EIO;
+                        p->message = strprintf("QEMU shows no block node for disk %s: %s", pd->disk->target, strna(desc));
+                }
+        } else {
+                pd->top_node = strdup(node);
+                pd->node = strprintf("%s-%" PRIx64, pd->disk->target, (uint64_t) (++p->domain->node_seq & 0xffffffffffULL));
+                if ((!pd->top_node || !pd->node) && p->error == 0)
+                        p->error = -ENOMEM;
+        }
+        if (--p->pending > 0)
+                return;
+        qemu_wait_end(p);
+        if (p->error < 0)
+                return plan_finish(p, p->error, p->message);
+        plan_nodes_known(p);
+}
+
+static void plan_find_nodes(SnapshotPlan *p) {
+        qemu_wait_begin(p);
+        for (size_t i = 0; i < p->n_disks; i++) {
+                PlanDisk *pd = p->disks + i;
+                NodeCall *c;
+
+                if (pd->location == SNAPSHOT_LOCATION_NO)
+                        continue;
+                c = new0(NodeCall, 1);
+                if (!c || qmp_cmd_disk_root_node(p->domain->qmp, pd->disk->target, on_root_node, c) < 0) {
+                        free(c);
+                        p->error = -EIO;
+                        p->message = strdup("Cannot send qom-get.");
+                        break;
+                }
+                *c = (NodeCall) { .plan = p, .disk = pd };
+                p->pending++;
+        }
+        if (p->pending == 0)
+                plan_finish(p, p->error ?: -EIO, p->message ?: "No disk to snapshot.");
+}
+
 static int on_plan_start(sd_event_source *s, void *userdata) {
         SnapshotPlan *p = userdata;
 
         p->defer = sd_event_source_disable_unref(p->defer);
+        p->started_usec = now_usec(CLOCK_MONOTONIC);
         p->was_running = p->domain->state == DOMAIN_RUNNING;
         if (!p->live)
                 plan_execute_offline(p);
-        else if (!p->domain->qmp || qmp_cmd_query_block(p->domain->qmp, on_query_block, p) < 0)
+        else if (!p->domain->qmp)
                 plan_fail(p, -ESRCH, "Domain '%s' has no monitor connection.", p->domain->def->name);
+        else
+                plan_find_nodes(p);
         return 0;
 }
 

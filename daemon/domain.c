@@ -107,6 +107,7 @@ Domain *domain_unref(Domain *d) {
         domain_disconnect(d);
         domain_op_free(d->op);
         snapshot_tree_done(&d->snapshots);
+        domain_chains_invalidate(d);
         domain_def_free(d->def);
         domain_def_free(d->live);
         free(d);
@@ -116,6 +117,7 @@ Domain *domain_unref(Domain *d) {
 void domain_set_def(Domain *d, DomainDef *def) {
         domain_def_free(d->def);
         d->def = def;
+        domain_chains_invalidate(d);
 }
 
 char *domain_runtime_path(Domain *d, const char *suffix) {
@@ -1183,6 +1185,95 @@ void domain_disconnect(Domain *d) {
 
 /* ---- Disks ---- */
 
+/* ---- backing chains ---- */
+
+#define CHAIN_CACHE_MAX 16
+
+static int image_chain_copy_with_top(const ImageChain *below, const char *top, ImageChain *ret) {
+        ImageChain c = {};
+
+        c.layers = new0(ImageLayer, below->n_layers + 1);
+        if (!c.layers)
+                return -ENOMEM;
+        c.layers[0] = (ImageLayer) { .path = strdup(top), .format = DISK_FORMAT_QCOW2 };
+        c.n_layers = 1;
+        if (!c.layers[0].path)
+                goto oom;
+        for (size_t i = 0; i < below->n_layers; i++, c.n_layers++) {
+                c.layers[i + 1] = (ImageLayer) { .path = strdup(below->layers[i].path), .format = below->layers[i].format };
+                if (!c.layers[i + 1].path)
+                        goto oom;
+        }
+        *ret = c;
+        return 0;
+oom:
+        image_chain_done(&c);
+        return -ENOMEM;
+}
+
+static ChainCacheEntry *chain_cache_add(Domain *d) {
+        if (d->n_chain_cache == CHAIN_CACHE_MAX) {
+                /* Drop the oldest: it belongs to an active file long gone. */
+                free(d->chain_cache[0].active);
+                image_chain_done(&d->chain_cache[0].chain);
+                memmove(d->chain_cache, d->chain_cache + 1, (CHAIN_CACHE_MAX - 1) * sizeof(ChainCacheEntry));
+                d->n_chain_cache--;
+        }
+        d->chain_cache[d->n_chain_cache] = (ChainCacheEntry) {};
+        return d->chain_cache + d->n_chain_cache++;
+}
+
+static ChainCacheEntry *chain_cache_find(Domain *d, const char *active) {
+        for (size_t i = d->n_chain_cache; i > 0; i--)
+                if (streq(d->chain_cache[i - 1].active, active))
+                        return d->chain_cache + i - 1;
+        return NULL;
+}
+
+const ImageChain *domain_disk_chain(Domain *d, const char *active, DiskFormat format) {
+        ChainCacheEntry *e = chain_cache_find(d, active);
+        ImageChain chain = {};
+
+        if (e)
+                return &e->chain;
+        if (image_read_chain(active, format, &chain) < 0)
+                return NULL;
+        e = chain_cache_add(d);
+        e->active = strdup(active);
+        if (!e->active) {
+                d->n_chain_cache--;
+                image_chain_done(&chain);
+                return NULL;
+        }
+        e->chain = chain;
+        return &e->chain;
+}
+
+void domain_chain_add_overlay(Domain *d, const char *below, const char *overlay) {
+        ChainCacheEntry *old = chain_cache_find(d, below), *e;
+        ImageChain chain;
+
+        /* Without the chain below cached, the next lookup reads it. */
+        if (!old || chain_cache_find(d, overlay) || image_chain_copy_with_top(&old->chain, overlay, &chain) < 0)
+                return;
+        e = chain_cache_add(d);
+        e->active = strdup(overlay);
+        if (!e->active) {
+                d->n_chain_cache--;
+                image_chain_done(&chain);
+                return;
+        }
+        e->chain = chain;
+}
+
+void domain_chains_invalidate(Domain *d) {
+        for (size_t i = 0; i < d->n_chain_cache; i++) {
+                free(d->chain_cache[i].active);
+                image_chain_done(&d->chain_cache[i].chain);
+        }
+        d->n_chain_cache = 0;
+}
+
 void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 free(infos[i].active);
@@ -1201,8 +1292,8 @@ int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n) {
         for (size_t i = 0; i < def->n_disks; i++) {
                 const DomainDisk *disk = def->disks + i;
                 bool overlay = disk->transient && d->live;
-                _cleanup_(image_chain_done) ImageChain chain = {};
                 DiskFormat format = overlay ? DISK_FORMAT_QCOW2 : disk->format;
+                const ImageChain *chain;
 
                 infos[i].target = disk->target;
                 infos[i].format = disk_format_to_string(format);
@@ -1210,8 +1301,9 @@ int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n) {
                 if (!infos[i].active)
                         goto oom;
                 /* A missing or unreadable image shows as itself alone. */
-                if (image_read_chain(infos[i].active, format, &chain) >= 0)
-                        infos[i].chain = image_chain_to_string(&chain);
+                chain = domain_disk_chain(d, infos[i].active, format);
+                if (chain)
+                        infos[i].chain = image_chain_to_string(chain);
                 else
                         infos[i].chain = strdup(infos[i].active);
                 if (!infos[i].chain)
@@ -1235,18 +1327,18 @@ int domain_format_xml(Domain *d, bool inactive, char **ret) {
         /* As libvirt does: each disk's backing chain as <backingStore>. */
         for (size_t i = 0; i < copy->n_disks; i++) {
                 DomainDisk *disk = copy->disks + i;
-                _cleanup_(image_chain_done) ImageChain chain = {};
+                const ImageChain *chain = domain_disk_chain(d, disk->source, disk->format);
 
-                if (image_read_chain(disk->source, disk->format, &chain) < 0 || chain.n_layers < 1)
+                if (!chain || chain->n_layers < 1)
                         continue;
-                disk->backing_formats = new0(DiskFormat, chain.n_layers);
+                disk->backing_formats = new0(DiskFormat, chain->n_layers);
                 if (!disk->backing_formats)
                         return -ENOMEM;
-                for (size_t j = 1; j < chain.n_layers; j++) {
-                        r = strv_extend(&disk->backing_chain, chain.layers[j].path);
+                for (size_t j = 1; j < chain->n_layers; j++) {
+                        r = strv_extend(&disk->backing_chain, chain->layers[j].path);
                         if (r < 0)
                                 return r;
-                        disk->backing_formats[j - 1] = chain.layers[j].format;
+                        disk->backing_formats[j - 1] = chain->layers[j].format;
                 }
         }
         return domain_def_format(copy, DOMAIN_FORMAT_BACKING_CHAIN, ret);

@@ -15,6 +15,8 @@
 #include "snapshot.h"
 #include "xml-domain.h"
 
+#include "image.h"
+
 typedef struct Manager Manager;
 typedef struct Domain Domain;
 typedef struct DomainOp DomainOp;
@@ -53,6 +55,12 @@ typedef enum DomainChange {
  * never from inside the call itself. */
 typedef void (*DomainDoneFunc)(Domain *d, int error, const char *message, const char *reply, void *userdata);
 
+/* The backing chain of an active file, read once. */
+typedef struct ChainCacheEntry {
+        char *active;
+        ImageChain chain;
+} ChainCacheEntry;
+
 struct Domain {
         Manager *manager;
         unsigned n_ref;
@@ -73,6 +81,9 @@ struct Domain {
         uint64_t node_seq;    /* for unique QEMU node names */
 
         SnapshotTree snapshots;
+
+        ChainCacheEntry chain_cache[16];
+        size_t n_chain_cache;
 
         Domain *next;
 };
@@ -138,6 +149,14 @@ int domain_format_xml(Domain *d, bool inactive, char **ret);
 
 /* Writes the stored definition to <state>/domains/<uuid>.xml. */
 int domain_save(Domain *d);
+
+/* The backing chain of active file `active` (active first), from a cache:
+ * headers are read once per chain, not once per property read. NULL when
+ * the image cannot be read. Block jobs that change a chain invalidate. */
+const ImageChain *domain_disk_chain(Domain *d, const char *active, DiskFormat format);
+/* `overlay` was put on top of `below`: its chain is known without I/O. */
+void domain_chain_add_overlay(Domain *d, const char *below, const char *overlay);
+void domain_chains_invalidate(Domain *d);
 
 /* Files under the runtime and state dirs. */
 char *domain_runtime_path(Domain *d, const char *suffix);

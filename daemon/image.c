@@ -165,33 +165,129 @@ char *image_chain_to_string(const ImageChain *c) {
         return strv_join(l, " <- ");
 }
 
-int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
-        _cleanup_free_ char *output = NULL;
-        char *argv[] = {
-                (char *) QEMU_IMG_BINARY, (char *) "create", (char *) "-q", (char *) "-f", (char *) "qcow2",
-                (char *) "-b", (char *) backing, (char *) "-F", (char *) disk_format_to_string(backing_format),
-                (char *) path, NULL,
-        };
+/* The virtual size of an image: the qcow2 header's size field, or the
+ * length of a raw file. */
+static int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
         _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+        uint8_t h[32];
         int r;
 
-        /* Claim the name first: O_EXCL refuses an existing file and O_NOFOLLOW
-         * a symlink; qemu-img then writes into the file we own. */
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
+        if (format == DISK_FORMAT_RAW) {
+                if (fstat(fd, &st) < 0)
+                        return -errno;
+                *ret = (uint64_t) st.st_size;
+                return 0;
+        }
+        r = pread_exact(fd, h, sizeof(h), 0);
+        if (r < 0)
+                return r;
+        if (be32toh(*(uint32_t *) h) != QCOW2_MAGIC)
+                return -EMEDIUMTYPE;
+        *ret = be64toh(*(uint64_t *) (h + 24));
+        return 0;
+}
 
-        r = run_command(argv, &output);
-        if (r != 0) {
+static void put_be32(uint8_t *p, uint32_t v) {
+        v = htobe32(v);
+        memcpy(p, &v, 4);
+}
+
+static void put_be64(uint8_t *p, uint64_t v) {
+        v = htobe64(v);
+        memcpy(p, &v, 8);
+}
+
+#define QCOW2_CLUSTER_BITS 16
+#define QCOW2_CLUSTER_SIZE (1U << QCOW2_CLUSTER_BITS)
+#define QCOW2_HEADER_LENGTH 112
+
+/* Writes an empty qcow2 v3 overlay the way `qemu-img create -f qcow2 -b
+ * backing -F fmt` lays it out: header, backing format extension and
+ * backing file name in cluster 0, the refcount table in cluster 1, one
+ * refcount block in cluster 2, the (all-zero) L1 table from cluster 3.
+ * qemu-img would open the whole backing chain to learn the size, which
+ * grows with the chain's depth; this reads only the backing file's header. */
+static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_format, uint64_t size) {
+        const char *fmt = disk_format_to_string(backing_format);
+        size_t name_len = strlen(backing), fmt_len = strlen(fmt), ext_len = 8 + ((fmt_len + 7) & ~7U);
+        uint64_t l1_entries = (size + (1ULL << (2 * QCOW2_CLUSTER_BITS - 3)) - 1) >> (2 * QCOW2_CLUSTER_BITS - 3);
+        uint64_t l1_clusters = (l1_entries * 8 + QCOW2_CLUSTER_SIZE - 1) / QCOW2_CLUSTER_SIZE;
+        uint64_t n_clusters = 3 + l1_clusters, backing_offset = QCOW2_HEADER_LENGTH + ext_len + 8;
+        _cleanup_free_ uint8_t *header = NULL, *refblock = NULL, *l1 = NULL;
+        uint8_t reftable[8];
+
+        if (name_len == 0 || backing_offset + name_len > QCOW2_CLUSTER_SIZE || l1_entries == 0 ||
+            n_clusters > QCOW2_CLUSTER_SIZE / 2 || l1_entries > UINT32_MAX)
+                return -EINVAL;
+
+        header = calloc(1, backing_offset + name_len);
+        refblock = calloc(n_clusters, 2);
+        l1 = calloc(l1_entries, 8);
+        if (!header || !refblock || !l1)
+                return -ENOMEM;
+
+        put_be32(header + 0, QCOW2_MAGIC);
+        put_be32(header + 4, 3);
+        put_be64(header + 8, backing_offset);
+        put_be32(header + 16, (uint32_t) name_len);
+        put_be32(header + 20, QCOW2_CLUSTER_BITS);
+        put_be64(header + 24, size);
+        put_be32(header + 36, (uint32_t) l1_entries);
+        put_be64(header + 40, 3ULL * QCOW2_CLUSTER_SIZE);
+        put_be64(header + 48, 1ULL * QCOW2_CLUSTER_SIZE);
+        put_be32(header + 56, 1);
+        put_be32(header + 96, 4); /* refcount_order: 16-bit refcounts */
+        put_be32(header + 100, QCOW2_HEADER_LENGTH);
+        /* byte 104, compression type: 0 = zlib */
+        put_be32(header + QCOW2_HEADER_LENGTH, QCOW2_EXT_BACKING_FORMAT);
+        put_be32(header + QCOW2_HEADER_LENGTH + 4, (uint32_t) fmt_len);
+        memcpy(header + QCOW2_HEADER_LENGTH + 8, fmt, fmt_len);
+        /* then the end-of-extensions marker: 8 zero bytes */
+        memcpy(header + backing_offset, backing, name_len);
+
+        put_be64(reftable, 2ULL * QCOW2_CLUSTER_SIZE);
+        for (uint64_t i = 0; i < n_clusters; i++)
+                refblock[2 * i + 1] = 1;
+
+        if (pwrite(fd, header, backing_offset + name_len, 0) != (ssize_t) (backing_offset + name_len) ||
+            pwrite(fd, reftable, sizeof(reftable), QCOW2_CLUSTER_SIZE) != (ssize_t) sizeof(reftable) ||
+            pwrite(fd, refblock, n_clusters * 2, 2 * QCOW2_CLUSTER_SIZE) != (ssize_t) (n_clusters * 2) ||
+            pwrite(fd, l1, l1_entries * 8, 3 * QCOW2_CLUSTER_SIZE) != (ssize_t) (l1_entries * 8))
+                return errno > 0 ? -errno : -EIO;
+        if (fdatasync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
+        uint64_t size = 0;
+        int r;
+
+        r = image_virtual_size(backing, backing_format, &size);
+        if (r < 0) {
+                if (ret_message)
+                        *ret_message = strprintf("Cannot read the size of %s: %s", backing, strerror(-r));
+                return r;
+        }
+        /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                r = -errno;
+                if (ret_message)
+                        *ret_message = strprintf("Cannot create %s: %s", path, strerror(-r));
+                return r;
+        }
+        r = write_qcow2_overlay(fd, backing, backing_format, size);
+        if (r < 0) {
                 (void) unlink(path);
-                if (ret_message && output) {
-                        /* qemu-img ends its message with a newline */
-                        size_t n = strlen(output);
-                        while (n > 0 && output[n - 1] == '\n')
-                                output[--n] = 0;
-                        *ret_message = TAKE_PTR(output);
-                }
-                return r < 0 ? r : -EIO;
+                if (ret_message)
+                        *ret_message = strprintf("Cannot write %s: %s", path, strerror(-r));
+                return r;
         }
         return 0;
 }

@@ -2,7 +2,8 @@
 /*
  * Disk image facts read straight from the files: the backing chain of a
  * qcow2 image from its header (no qemu-img process per property read),
- * and creation of overlays through qemu-img.
+ * and empty qcow2 overlays written directly, in constant time whatever
+ * the depth of the chain below.
  */
 #pragma once
 
@@ -28,6 +29,7 @@ int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
 /* "base <- mid <- active", the way Domain.Disks shows a chain. */
 char *image_chain_to_string(const ImageChain *c);
 
-/* qemu-img create -f qcow2 -b backing -F fmt path, mode 0600, never over an
- * existing file. On failure *ret_message holds qemu-img's own words. */
+/* What `qemu-img create -f qcow2 -b backing -F fmt path` makes (same
+ * layout, same size as the backing file), mode 0600, never over an
+ * existing file nor through a symlink. On failure *ret_message says why. */
 int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message);

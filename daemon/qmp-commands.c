@@ -380,3 +380,20 @@ int qmp_parse_migration_event(json_object *data, const char **ret_status) {
         *ret_status = status;
         return 0;
 }
+
+int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("path", JSTR(path), "property", JSTR(property), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "qom-get", args, cb, userdata);
+}
+
+int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_free_ char *path = strprintf("/machine/peripheral/%s/virtio-backend", device_id);
+
+        /* O(1), unlike query-block, whose reply nests the whole backing
+         * chain and grows with its depth. */
+        if (!path)
+                return -ENOMEM;
+        return qmp_cmd_qom_get(qmp, path, "drive", cb, userdata);
+}

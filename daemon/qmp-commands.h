@@ -75,3 +75,8 @@ int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_repl
 int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error);
 int qmp_parse_migration_event(json_object *data, const char **ret_status);
+
+int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_reply_func_t cb, void *userdata);
+/* The node name of the root of the block graph under a virtio-blk disk
+ * (device id = its target name); the reply is a string. */
+int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata);

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * image.c against the real qemu-img and qemu-io: the overlays we write
+ * must be what qemu-img would have made (check clean, same backing, size
+ * and format, readable and writable through QEMU's block layer), and the
+ * chain reader must agree with `qemu-img info --backing-chain`.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "image.h"
+#include "util.h"
+
+static unsigned n_failed, n_checks;
+
+#define CHECK(expr)                                                                  \
+        do {                                                                         \
+                n_checks++;                                                          \
+                if (!(expr)) {                                                       \
+                        n_failed++;                                                  \
+                        fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #expr); \
+                }                                                                    \
+        } while (0)
+
+static int sh(const char *fmt, ...) _printf_(1, 2);
+static int sh(const char *fmt, ...) {
+        _cleanup_free_ char *cmd = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&cmd, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        r = system(cmd);
+        return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
+}
+
+static char *capture(const char *fmt, ...) _printf_(1, 2);
+static char *capture(const char *fmt, ...) {
+        _cleanup_free_ char *cmd = NULL;
+        char *out = NULL;
+        va_list ap;
+        FILE *f;
+        size_t n = 0;
+
+        va_start(ap, fmt);
+        if (vasprintf(&cmd, fmt, ap) < 0)
+                cmd = NULL;
+        va_end(ap);
+        if (!cmd || !(f = popen(cmd, "r")))
+                return NULL;
+        if (getdelim(&out, &n, 0, f) < 0) {
+                free(out);
+                out = NULL;
+        }
+        pclose(f);
+        return out;
+}
+
+static void test_overlay_like_qemu_img(const char *dir, const char *base_fmt, const char *size) {
+        _cleanup_free_ char *base = strprintf("%s/base-%s-%s", dir, base_fmt, size);
+        _cleanup_free_ char *ours = strprintf("%s/ours-%s-%s.qcow2", dir, base_fmt, size);
+        _cleanup_free_ char *theirs = strprintf("%s/theirs-%s-%s.qcow2", dir, base_fmt, size);
+        _cleanup_free_ char *info = NULL, *info_theirs = NULL, *message = NULL;
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        DiskFormat f = disk_format_from_string(base_fmt);
+        struct stat a, b;
+
+        printf("overlay on a %s %s base\n", size, base_fmt);
+        CHECK(sh("qemu-img create -q -f %s %s %s", base_fmt, base, size) == 0);
+        CHECK(sh("qemu-io -f %s -c 'write -P 0x5a 0 64k' %s >/dev/null", base_fmt, base) == 0);
+        CHECK(image_create_overlay(ours, base, f, &message) == 0);
+        CHECK(sh("qemu-img create -q -f qcow2 -b %s -F %s %s", base, base_fmt, theirs) == 0);
+
+        CHECK(sh("qemu-img check -q %s", ours) == 0);
+        CHECK(stat(ours, &a) == 0 && stat(theirs, &b) == 0);
+        CHECK(a.st_size == b.st_size);
+        CHECK((a.st_mode & 0777) == 0600);
+        /* Everything qemu-img info says is the same, but the file names. */
+        info = capture("qemu-img info --output=json %s | grep -v -e '\"filename\"' -e actual-size -e dirty-flag", ours);
+        info_theirs = capture("qemu-img info --output=json %s | grep -v -e '\"filename\"' -e actual-size -e dirty-flag", theirs);
+        CHECK(info && info_theirs && streq(info, info_theirs));
+        if (info && info_theirs && !streq(info, info_theirs))
+                fprintf(stderr, "ours:\n%s\ntheirs:\n%s\n", info, info_theirs);
+
+        /* QEMU reads the backing data through it and writes into it. */
+        CHECK(sh("qemu-io -f qcow2 -c 'read -P 0x5a 0 64k' -c 'write -P 0xa5 64k 64k' -c 'read -P 0xa5 64k 64k' %s "
+                 "| grep -q 'Pattern verification failed'", ours) != 0);
+        CHECK(sh("qemu-io -r -f qcow2 -c 'read -P 0xa5 64k 64k' %s | grep -q 'read 65536/65536'", ours) == 0);
+        CHECK(sh("qemu-img check -q %s", ours) == 0);
+
+        CHECK(image_read_chain(ours, DISK_FORMAT_QCOW2, &chain) == 0);
+        CHECK(chain.n_layers == 2 && streq(chain.layers[1].path, base) && chain.layers[1].format == f);
+        /* Never over an existing file. */
+        CHECK(image_create_overlay(ours, base, f, NULL) == -EEXIST);
+}
+
+static void test_chain_agrees_with_qemu_img(const char *dir) {
+        _cleanup_free_ char *a = strprintf("%s/c0.qcow2", dir), *b = strprintf("%s/c1.qcow2", dir),
+                            *c = strprintf("%s/c2.qcow2", dir), *text = NULL, *expected = NULL, *link = NULL;
+        _cleanup_(image_chain_done) ImageChain chain = {};
+
+        printf("chain reading\n");
+        CHECK(sh("qemu-img create -q -f qcow2 %s 1M", a) == 0);
+        /* A relative backing name resolves against the image's folder. */
+        CHECK(sh("cd %s && qemu-img create -q -f qcow2 -b c0.qcow2 -F qcow2 c1.qcow2", dir) == 0);
+        CHECK(image_create_overlay(c, b, DISK_FORMAT_QCOW2, NULL) == 0);
+        CHECK(image_read_chain(c, DISK_FORMAT_QCOW2, &chain) == 0);
+        CHECK(chain.n_layers == 3);
+        text = image_chain_to_string(&chain);
+        expected = strprintf("%s <- %s <- %s", a, b, c);
+        CHECK(text && streq(text, expected));
+        CHECK(sh("test \"$(qemu-img info --backing-chain --output=json %s | grep -c '\"backing-filename\"')\" = 2", c) == 0);
+
+        /* A loop ends with an error, not a hang. */
+        link = strprintf("%s/loop.qcow2", dir);
+        CHECK(sh("qemu-img create -q -f qcow2 %s 1M && qemu-img rebase -u -f qcow2 -b %s -F qcow2 %s", link, link, link) == 0);
+        image_chain_done(&chain);
+        CHECK(image_read_chain(link, DISK_FORMAT_QCOW2, &chain) == -ELOOP);
+}
+
+int main(void) {
+        char dir[] = "/tmp/test-image.XXXXXX";
+
+        if (!mkdtemp(dir))
+                return 1;
+        test_overlay_like_qemu_img(dir, "qcow2", "64M");
+        test_overlay_like_qemu_img(dir, "raw", "3M");
+        test_overlay_like_qemu_img(dir, "qcow2", "5T"); /* an L1 table of several clusters */
+        test_overlay_like_qemu_img(dir, "qcow2", "1000000"); /* not a multiple of the cluster size */
+        test_chain_agrees_with_qemu_img(dir);
+        sh("rm -rf %s", dir);
+        printf("%u checks, %u failed\n", n_checks, n_failed);
+        return n_failed ? 1 : 0;
+}

@@ -415,26 +415,8 @@ static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
 }
 
 static int method_list_snapshots(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ Snapshot **list = NULL;
         Domain *d = userdata;
-        uint64_t flags = 0;
-        size_t n;
-        int r;
-
-        r = read_flags(m, "ListSnapshots", SNAPSHOT_LIST_ALL, &flags, error);
-        if (r < 0)
-                return r;
-        r = snapshot_tree_list(&d->snapshots, NULL, flags, &list, &n);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_new_method_return(m, &reply);
-        if (r < 0)
-                return r;
-        r = bus_append_snapshot_paths(reply, list, n);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return bus_reply_snapshot_list(m, &d->snapshots, NULL, "ListSnapshots", error);
 }
 
 static int method_lookup_snapshot(sd_bus_message *m, void *userdata, sd_bus_error *error) {

@@ -133,10 +133,10 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         return sd_bus_reply_method_return(m, "s", xml);
 }
 
-static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+int bus_reply_snapshot_list(sd_bus_message *m, const SnapshotTree *t, const Snapshot *parent, const char *method,
+                            sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ Snapshot **list = NULL;
-        Snapshot *s = userdata;
         uint64_t flags;
         size_t n;
         int r;
@@ -145,8 +145,8 @@ static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error 
         if (r < 0)
                 return r;
         if (flags & ~SNAPSHOT_LIST_ALL)
-                return bus_error_unknown_flags(error, "ListChildren", flags, SNAPSHOT_LIST_ALL);
-        r = snapshot_tree_list(s->tree, s, flags, &list, &n);
+                return bus_error_unknown_flags(error, method, flags, SNAPSHOT_LIST_ALL);
+        r = snapshot_tree_list(t, parent, flags, &list, &n);
         if (r < 0)
                 return r;
         r = sd_bus_message_new_method_return(m, &reply);
@@ -156,6 +156,11 @@ static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error 
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Snapshot *s = userdata;
+        return bus_reply_snapshot_list(m, s->tree, s, "ListChildren", error);
 }
 
 /* ---- signals ---- */

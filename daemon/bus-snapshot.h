@@ -15,6 +15,11 @@ int bus_snapshot_register(Bus *b);
 /* Appends the paths of `list` as "ao". */
 int bus_append_snapshot_paths(sd_bus_message *m, Snapshot *const *list, size_t n);
 
+/* Reads the flags of ListSnapshots (parent NULL) or ListChildren and
+ * replies with the matching snapshots. */
+int bus_reply_snapshot_list(sd_bus_message *m, const SnapshotTree *t, const Snapshot *parent, const char *method,
+                            sd_bus_error *error);
+
 /* A new snapshot: InterfacesAdded for it, and the properties of its
  * parent, of the previous current snapshot and of the domain. */
 void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current);

@@ -25,6 +25,7 @@
 #include "image.h"
 #include "manager.h"
 #include "qmp-commands.h"
+#include "snapshot-intent.h"
 #include "util.h"
 
 #define MIN_FREE_BYTES (1024ULL * 1024ULL)
@@ -63,6 +64,8 @@ struct SnapshotPlan {
         int error;
         char *message;
         int subscription;
+        Snapshot *snapshot;   /* the result, while HALT stops the domain */
+        bool intent_written;
         sd_event_source *timer;
         sd_event_source *defer;
 };
@@ -180,6 +183,25 @@ static int check_free_space(const char *path, char **ret_message) {
         if (avail < MIN_FREE_BYTES) {
                 *ret_message = strprintf("No space for %s: only %" PRIu64 " bytes free there.", path, avail);
                 return -ENOSPC;
+        }
+        return 0;
+}
+
+/* A file we are to create: a name the file system takes, in a folder we
+ * can write (EROFS shows even to root). */
+static int check_writable_path(const char *path, char **ret_message) {
+        _cleanup_free_ char *copy = strdup(path);
+        const char *base = strrchr(path, '/');
+
+        if (!copy)
+                return -ENOMEM;
+        if (strlen(path) >= PATH_MAX || (base && strlen(base + 1) > NAME_MAX)) {
+                *ret_message = strprintf("The file name %s is too long for the file system.", path);
+                return -EINVAL;
+        }
+        if (access(dirname(copy), W_OK) < 0) {
+                *ret_message = strprintf("Cannot create files next to %s: %m.", path);
+                return errno == ENOENT || errno == EROFS || errno == EACCES || errno == EPERM ? -EXDEV : -errno;
         }
         return 0;
 }
@@ -334,12 +356,16 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
                 r = domain_path_allowed(p->domain, pd->overlay, ret_message);
                 if (r < 0)
                         return r;
-                pd->reuse = p->flags & SNAPSHOT_CREATE_REUSE_EXT;
+                /* REUSE_EXT allows an existing file; a missing one is made (libvirt). */
+                pd->reuse = (p->flags & SNAPSHOT_CREATE_REUSE_EXT) && access(pd->overlay, F_OK) >= 0;
                 if (pd->reuse) {
                         r = check_reused_overlay(pd, ret_message);
                         if (r < 0)
                                 return r;
                 } else {
+                        r = check_writable_path(pd->overlay, ret_message);
+                        if (r < 0)
+                                return r;
                         if (access(pd->overlay, F_OK) >= 0) {
                                 *ret_message = strprintf("%s exists already; qsnapd overwrites nothing unless told "
                                                          "REUSE_EXT.", pd->overlay);
@@ -454,7 +480,7 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
                 *ret_message = strprintf("QUIESCE needs a guest agent channel, and domain '%s' has none.", d->def->name);
                 return -EOPNOTSUPP;
         }
-        if (d->op || d->snapshot_busy) {
+        if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
                 return -EBUSY;
         }
@@ -521,6 +547,9 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
                         *ret_message = strprintf("Memory file %s exists already.", req->memory_file);
                         return -EXDEV;
                 }
+                r = check_writable_path(req->memory_file, ret_message);
+                if (r < 0)
+                        return r;
                 r = check_free_space(req->memory_file, ret_message);
                 if (r < 0)
                         return r;
@@ -556,6 +585,24 @@ static void plan_undo(SnapshotPlan *p) {
                 (void) unlink(p->memory_file);
         if (p->stopped && d->qmp)
                 (void) qmp_cmd_cont(d->qmp, NULL, NULL);
+}
+
+static void plan_reply(SnapshotPlan *p, int error, const char *message, Snapshot *s) {
+        Domain *d = p->domain;
+
+        if (p->done)
+                p->done(d, error, message, s, p->userdata);
+        manager_busy_unref(d->manager);
+        snapshot_plan_free(p);
+        domain_unref(d);
+}
+
+static void on_halted(Domain *d, int error, const char *message, const char *reply, void *userdata) {
+        SnapshotPlan *p = userdata;
+
+        if (error < 0)
+                log_warning("Domain '%s': HALT after snapshot failed: %s", d->def->name, strna(message));
+        plan_reply(p, 0, NULL, p->snapshot);
 }
 
 static void plan_finish(SnapshotPlan *p, int error, const char *message) {
@@ -601,6 +648,8 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                 }
                 if (changed) {
                         r = domain_save(d);
+                        if (r >= 0)
+                                r = domain_save_live(d);
                         if (r < 0)
                                 log_error_errno(r, "Domain '%s': cannot store the new active files: %m", d->def->name);
                         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
@@ -619,16 +668,22 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                                 manager_notify_snapshot_added(d->manager, d, s);
                         }
                 }
-                if (p->flags & SNAPSHOT_CREATE_HALT && domain_is_active(d) && !d->op)
-                        (void) domain_stop(d, 0, NULL, NULL, NULL);
         }
 
+        /* Done or undone: nothing is left for a restarted qsnapd to do. */
+        if (p->intent_written)
+                snapshot_intent_remove(d);
         d->snapshot_busy = false;
-        if (p->done)
-                p->done(d, error, message, s, p->userdata);
-        manager_busy_unref(d->manager);
-        snapshot_plan_free(p);
-        domain_unref(d);
+        /* HALT: the call returns once the domain is off. */
+        if (error >= 0 && (p->flags & SNAPSHOT_CREATE_HALT) && domain_is_active(d) && !d->op) {
+                _cleanup_free_ char *stop_message = NULL;
+
+                p->snapshot = s;
+                if (domain_stop(d, 0, on_halted, p, &stop_message) >= 0)
+                        return;
+                log_warning("Domain '%s': HALT after snapshot failed: %s", d->def->name, strna(stop_message));
+        }
+        plan_reply(p, error, message, s);
 }
 
 static void plan_fail(SnapshotPlan *p, int error, const char *fmt, ...) _printf_(3, 4);
@@ -643,6 +698,39 @@ static void plan_fail(SnapshotPlan *p, int error, const char *fmt, ...) {
         plan_finish(p, error, message);
 }
 
+/* Before anything is touched: what a restarted qsnapd needs to finish or
+ * roll back this snapshot (snapshot-intent.c). */
+static int plan_write_intent(SnapshotPlan *p) {
+        _cleanup_free_ char *xml = NULL;
+        SnapshotIntentDisk disks[p->n_disks ?: 1];
+        size_t n = 0;
+        int r;
+
+        r = snapshot_def_format(p->def, SNAPSHOT_FORMAT_SECURE, &xml);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < p->n_disks; i++) {
+                const PlanDisk *pd = p->disks + i;
+
+                if (pd->location != SNAPSHOT_LOCATION_EXTERNAL)
+                        continue;
+                disks[n++] = (SnapshotIntentDisk) { .target = pd->disk->target, .below = pd->disk->source,
+                                                    .overlay = pd->overlay, .node = pd->node, .created = !pd->reuse };
+        }
+        r = snapshot_intent_write(p->domain, &(SnapshotIntent) {
+                .snapshot_xml = xml,
+                .metadata = !(p->flags & SNAPSHOT_CREATE_NO_METADATA),
+                .resume = p->memory == SNAPSHOT_LOCATION_EXTERNAL && p->was_running,
+                .memory_file = p->memory_file,
+                .disks = disks,
+                .n_disks = n,
+        });
+        if (r < 0)
+                return log_error_errno(r, "Domain '%s': cannot write the snapshot intent: %m", p->domain->def->name);
+        p->intent_written = true;
+        return 0;
+}
+
 static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
@@ -653,8 +741,10 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
                         continue;
                 r = image_create_overlay(pd->overlay, pd->disk->source, pd->disk->format, &output);
                 if (r < 0) {
-                        if (r == -EEXIST || r == -ELOOP)
+                        if (IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM))
                                 r = -EXDEV;
+                        else if (r == -ENAMETOOLONG)
+                                r = -EINVAL;
                         else if (out_of_space(pd->overlay) || (output && strstr(output, "No space left")))
                                 r = -ENOSPC;
                         *ret_message = strprintf("Cannot create overlay %s for disk %s: %s", pd->overlay,
@@ -677,6 +767,9 @@ static void plan_execute_offline(SnapshotPlan *p) {
         _cleanup_free_ char *message = NULL;
         int r;
 
+        r = plan_write_intent(p);
+        if (r < 0)
+                return plan_finish(p, r, "Cannot record the snapshot's intent.");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
@@ -715,6 +808,16 @@ static void qemu_wait_end(SnapshotPlan *p) {
 
 /* ---- live: external ---- */
 
+static void on_resumed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        SnapshotPlan *p = userdata;
+
+        if (error < 0)
+                log_warning("Domain '%s': the guest did not resume after the snapshot: %s", p->domain->def->name, strna(desc));
+        else
+                domain_note_running(p->domain);
+        plan_finish(p, 0, NULL);
+}
+
 static void on_transaction(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
 
@@ -726,8 +829,10 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
                 p->disks[i].added = p->disks[i].created = false;
         p->memory_created = false;
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
+                /* The reply waits for the guest to run again. */
                 p->stopped = false;
-                (void) qmp_cmd_cont(qmp, NULL, NULL);
+                if (qmp_cmd_cont(qmp, on_resumed, p) >= 0)
+                        return;
         }
         plan_finish(p, 0, NULL);
 }
@@ -986,6 +1091,9 @@ static void plan_nodes_known(SnapshotPlan *p) {
         if (p->memory == SNAPSHOT_LOCATION_INTERNAL)
                 return plan_save_internal(p);
 
+        r = plan_write_intent(p);
+        if (r < 0)
+                return plan_finish(p, r, "Cannot record the snapshot's intent.");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
@@ -1061,7 +1169,7 @@ int domain_create_snapshot(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done,
         _cleanup_(snapshot_plan_freep) SnapshotPlan *p = plan;
         int r;
 
-        if (d->op || d->snapshot_busy) {
+        if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
                 return -EBUSY;
         }

@@ -24,6 +24,7 @@
 #include "image.h"
 #include "manager.h"
 #include "qmp-commands.h"
+#include "snapshot-intent.h"
 #include "util.h"
 
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
@@ -150,6 +151,11 @@ static bool process_is_gone(pid_t pid) {
                 return true;
         p = strrchr(stat, ')');
         return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
+}
+
+void domain_note_running(Domain *d) {
+        if (domain_is_active(d))
+                domain_set_state(d, DOMAIN_RUNNING);
 }
 
 /* ---- lifecycle call bookkeeping ---- */
@@ -366,6 +372,10 @@ static void domain_load_live(Domain *d) {
                 d->pid = (pid_t) atoi(pid);
 }
 
+static void on_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
+        domain_op_finish(d, 0, NULL);
+}
+
 static void on_attach_status(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Domain *d = userdata;
         QmpRunState s;
@@ -399,6 +409,9 @@ static void on_attach_status(Qmp *qmp, int error, json_object *result, const cha
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
         log_info("Domain '%s': attached to its QEMU (pid %d), %s.", d->def->name, (int) d->pid,
                  domain_state_to_string(d->state));
+        /* An interrupted snapshot is finished or undone before anyone asks. */
+        if (domain_recover_snapshot(d, on_recovered, NULL) > 0)
+                return;
         domain_op_finish(d, 0, NULL);
 }
 
@@ -609,9 +622,10 @@ static int domain_create_transient_overlays(Domain *d, const DomainDef *def, cha
                 (void) unlink(path); /* a leftover of a crashed run is ours to replace */
                 r = image_create_overlay(path, def->disks[i].source, def->disks[i].format, &output);
                 if (r < 0) {
+                        /* As for any disk QEMU cannot open: the start failed. */
                         *ret_message = strprintf("Cannot create the transient overlay of disk %s: %s",
                                                  def->disks[i].target, output ?: strerror(-r));
-                        return r;
+                        return r == -ENOMEM ? r : -EIO;
                 }
         }
         return 0;
@@ -752,7 +766,7 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 int domain_check_start(Domain *d, char **ret_message) {
-        if (d->op) {
+        if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
                 return -EBUSY;
@@ -937,7 +951,7 @@ static void on_powerdown_reply(Qmp *qmp, int error, json_object *result, const c
 }
 
 int domain_check_stop(Domain *d, char **ret_message) {
-        if (d->op && d->op->type != DOMAIN_OP_START) {
+        if (d->snapshot_busy || (d->op && d->op->type != DOMAIN_OP_START)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
                 return -EBUSY;
@@ -1030,9 +1044,9 @@ int domain_check_pause(Domain *d, bool pause, char **ret_message) {
         int r = domain_check_running(d, ret_message);
         if (r < 0)
                 return r;
-        if (d->op) {
+        if (domain_is_busy(d)) {
                 if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
+                        *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
                 return -EBUSY;
         }
         /* Already there: nothing to do, as in libvirt. */
@@ -1082,7 +1096,7 @@ int domain_resume(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
 }
 
 int domain_check_undefine(Domain *d, char **ret_message) {
-        if (d->op) {
+        if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
                 return -EBUSY;
@@ -1315,6 +1329,21 @@ int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n) {
 oom:
         domain_disk_info_free_many(infos, def->n_disks);
         return -ENOMEM;
+}
+
+int domain_save_live(Domain *d) {
+        _cleanup_free_ char *path = NULL, *xml = NULL;
+        int r;
+
+        if (!d->live || !domain_is_managed(d))
+                return 0;
+        path = domain_runtime_path(d, ".xml");
+        if (!path)
+                return -ENOMEM;
+        r = domain_def_format(d->live, 0, &xml);
+        if (r < 0)
+                return r;
+        return write_file_atomic(path, xml, strlen(xml), 0600);
 }
 
 int domain_format_xml(Domain *d, bool inactive, char **ret) {

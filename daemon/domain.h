@@ -96,6 +96,11 @@ static inline void domain_unrefp(Domain **d) {
                 domain_unref(*d);
 }
 
+/* A lifecycle call or a snapshot operation is in flight. */
+static inline bool domain_is_busy(const Domain *d) {
+        return d->op || d->snapshot_busy;
+}
+
 static inline bool domain_is_managed(const Domain *d) {
         return !d->def->monitor_path;
 }
@@ -127,6 +132,10 @@ int domain_check_pause(Domain *d, bool pause, char **ret_message);
 int domain_check_running(Domain *d, char **ret_message);
 int domain_check_undefine(Domain *d, char **ret_message);
 
+/* The guest runs again (a cont of ours was answered): State says so now,
+ * without waiting for the RESUME event. */
+void domain_note_running(Domain *d);
+
 /* Replaces the persistent definition (takes def); the live one stays. */
 void domain_set_def(Domain *d, DomainDef *def);
 
@@ -147,8 +156,10 @@ void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
  * `inactive`), each disk's backing chain as <backingStore>. */
 int domain_format_xml(Domain *d, bool inactive, char **ret);
 
-/* Writes the stored definition to <state>/domains/<uuid>.xml. */
+/* Writes the stored definition to <state>/domains/<uuid>.xml, and the
+ * live one (what a restarted qsnapd believes QEMU runs) to <run>/<uuid>.xml. */
 int domain_save(Domain *d);
+int domain_save_live(Domain *d);
 
 /* The backing chain of active file `active` (active first), from a cache:
  * headers are read once per chain, not once per property read. NULL when

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "domain.h"
+#include "snapshot-intent.h"
 #include "manager.h"
 #include "util.h"
 
@@ -263,6 +264,9 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
 
         if (error < 0)
                 log_warning("Domain '%s': %s", d->def->name, strna(message));
+        /* Attached QEMUs were asked already; for a vanished one the files tell. */
+        if (!d->qmp)
+                (void) domain_recover_snapshot(d, NULL, NULL);
         m->n_attaching--;
 }
 
@@ -309,8 +313,12 @@ static int manager_load_one(Manager *m, const char *path) {
         r = domain_attach(d, on_attached, m, &message);
         if (r > 0)
                 m->n_attaching++;
-        else if (r < 0)
-                log_warning_errno(r, "Domain '%s': cannot attach: %s", d->def->name, strna(message));
+        else {
+                if (r < 0)
+                        log_warning_errno(r, "Domain '%s': cannot attach: %s", d->def->name, strna(message));
+                /* No QEMU: an interrupted snapshot is undone from the files alone. */
+                (void) domain_recover_snapshot(d, NULL, NULL);
+        }
         return 0;
 }
 

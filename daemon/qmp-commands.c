@@ -397,3 +397,240 @@ int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t
                 return -ENOMEM;
         return qmp_cmd_qom_get(qmp, path, "drive", cb, userdata);
 }
+
+/* ---- block jobs (job.c) ---- */
+
+/* Adds key: s when s is not NULL. Takes nothing. */
+static int json_add_string_opt(json_object *o, const char *key, const char *s) {
+        json_object *v;
+
+        if (!s)
+                return 0;
+        v = JSTR(s);
+        if (!v || json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int json_add_speed(json_object *o, uint64_t speed) {
+        json_object *v;
+
+        if (speed == 0)
+                return 0;
+        if (speed > INT64_MAX)
+                return -EINVAL;
+        v = json_object_new_int64((int64_t) speed);
+        if (!v || json_object_object_add(o, "speed", v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* {"job-id": …, "device": …, "auto-finalize": false, "auto-dismiss": false} */
+static json_object *json_block_job_args(const char *job_id, const char *device, uint64_t speed) {
+        json_object *args;
+
+        if (!job_id || !device || speed > INT64_MAX)
+                return NULL;
+        args = json_build("job-id", JSTR(job_id),
+                          "device", JSTR(device),
+                          "auto-finalize", json_object_new_boolean(false),
+                          "auto-dismiss", json_object_new_boolean(false),
+                          NULL);
+        if (args && json_add_speed(args, speed) < 0) {
+                json_object_put(args);
+                return NULL;
+        }
+        return args;
+}
+
+int64_t qmp_cmd_block_stream(Qmp *qmp, const char *job_id, const char *device, const char *base_node,
+                             const char *backing_file, uint64_t speed, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_(json_object_putp) json_object *args = NULL;
+
+        if (!job_id || !device || speed > INT64_MAX)
+                return -EINVAL;
+        args = json_block_job_args(job_id, device, speed);
+        if (!args || json_add_string_opt(args, "base-node", base_node) < 0 ||
+            json_add_string_opt(args, "backing-file", backing_file) < 0)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-stream", TAKE_PTR(args), cb, userdata);
+}
+
+int64_t qmp_cmd_block_commit(Qmp *qmp, const char *job_id, const char *device, const char *top_node,
+                             const char *base_node, const char *backing_file, uint64_t speed, qmp_reply_func_t cb,
+                             void *userdata) {
+        _cleanup_(json_object_putp) json_object *args = NULL;
+
+        if (!job_id || !device || speed > INT64_MAX)
+                return -EINVAL;
+        args = json_block_job_args(job_id, device, speed);
+        if (!args || json_add_string_opt(args, "top-node", top_node) < 0 ||
+            json_add_string_opt(args, "base-node", base_node) < 0 ||
+            json_add_string_opt(args, "backing-file", backing_file) < 0)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-commit", TAKE_PTR(args), cb, userdata);
+}
+
+int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device, const char *target,
+                                const char *sync, uint64_t speed, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_(json_object_putp) json_object *args = NULL;
+
+        if (!job_id || !device || !target || !sync || speed > INT64_MAX)
+                return -EINVAL;
+        args = json_block_job_args(job_id, device, speed);
+        if (!args || json_add_string_opt(args, "target", target) < 0 || json_add_string_opt(args, "sync", sync) < 0)
+                return -ENOMEM;
+        return qmp_send(qmp, "blockdev-mirror", TAKE_PTR(args), cb, userdata);
+}
+
+static int64_t qmp_cmd_job_verb(Qmp *qmp, const char *command, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+
+        if (!job_id)
+                return -EINVAL;
+        args = json_build("id", JSTR(job_id), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, command, args, cb, userdata);
+}
+
+int64_t qmp_cmd_job_complete(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        return qmp_cmd_job_verb(qmp, "job-complete", job_id, cb, userdata);
+}
+
+int64_t qmp_cmd_job_finalize(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        return qmp_cmd_job_verb(qmp, "job-finalize", job_id, cb, userdata);
+}
+
+int64_t qmp_cmd_job_pause(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        return qmp_cmd_job_verb(qmp, "job-pause", job_id, cb, userdata);
+}
+
+int64_t qmp_cmd_job_resume(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        return qmp_cmd_job_verb(qmp, "job-resume", job_id, cb, userdata);
+}
+
+int64_t qmp_cmd_job_cancel(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
+        return qmp_cmd_job_verb(qmp, "job-cancel", job_id, cb, userdata);
+}
+
+int64_t qmp_cmd_block_job_cancel(Qmp *qmp, const char *job_id, bool force, qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+
+        if (!job_id)
+                return -EINVAL;
+        args = force ? json_build("device", JSTR(job_id), "force", json_object_new_boolean(true), NULL)
+                     : json_build("device", JSTR(job_id), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-job-cancel", args, cb, userdata);
+}
+
+int64_t qmp_cmd_block_job_set_speed(Qmp *qmp, const char *job_id, uint64_t speed, qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+
+        /* Here 0 is sent: it lifts the limit. */
+        if (!job_id || speed > INT64_MAX)
+                return -EINVAL;
+        args = json_build("device", JSTR(job_id), "speed", json_object_new_int64((int64_t) speed), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-job-set-speed", args, cb, userdata);
+}
+
+int64_t qmp_cmd_query_block_jobs(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "query-block-jobs", NULL, cb, userdata);
+}
+
+/* Member `key` as a non-negative integer: 0 and *ret untouched when
+ * absent, 1 when set, -EBADMSG for another type or a negative value. */
+static int json_get_uint64(json_object *o, const char *key, uint64_t *ret) {
+        json_object *v;
+        int64_t i;
+
+        if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+                return 0;
+        if (!json_object_is_type(v, json_type_int))
+                return -EBADMSG;
+        i = json_object_get_int64(v);
+        if (i < 0)
+                return -EBADMSG;
+        *ret = (uint64_t) i;
+        return 1;
+}
+
+int qmp_parse_query_jobs_all(json_object *result, QmpJobInfo **ret, size_t *ret_n) {
+        _cleanup_free_ QmpJobInfo *infos = NULL;
+        size_t n;
+
+        if (!json_object_is_type(result, json_type_array))
+                return log_debug_errno(EBADMSG, "query-jobs reply is not an array.");
+        n = json_object_array_length(result);
+        infos = new0(QmpJobInfo, n);
+        if (!infos)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = json_object_array_get_idx(result, i);
+                QmpJobInfo *info = infos + i;
+
+                if (!json_object_is_type(e, json_type_object) || json_get_string(e, "id", &info->id) < 0 ||
+                    json_get_string(e, "type", &info->type) < 0 || json_get_string(e, "status", &info->status) < 0 ||
+                    json_get_string(e, "error", &info->error) < 0 || !info->id || !info->status ||
+                    json_get_uint64(e, "current-progress", &info->current) < 0 ||
+                    json_get_uint64(e, "total-progress", &info->total) < 0)
+                        return log_debug_errno(EBADMSG, "Malformed query-jobs entry #%zu.", i);
+        }
+        *ret = TAKE_PTR(infos);
+        *ret_n = n;
+        return 0;
+}
+
+int qmp_parse_query_block_jobs(json_object *result, QmpBlockJobInfo **ret, size_t *ret_n) {
+        _cleanup_free_ QmpBlockJobInfo *infos = NULL;
+        size_t n;
+
+        if (!json_object_is_type(result, json_type_array))
+                return log_debug_errno(EBADMSG, "query-block-jobs reply is not an array.");
+        n = json_object_array_length(result);
+        infos = new0(QmpBlockJobInfo, n);
+        if (!infos)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = json_object_array_get_idx(result, i);
+                QmpBlockJobInfo *info = infos + i;
+
+                if (!json_object_is_type(e, json_type_object) || json_get_string(e, "device", &info->id) < 0 ||
+                    json_get_string(e, "type", &info->type) < 0 || !info->id ||
+                    json_get_uint64(e, "len", &info->len) < 0 || json_get_uint64(e, "offset", &info->offset) < 0 ||
+                    json_get_uint64(e, "speed", &info->speed) < 0)
+                        return log_debug_errno(EBADMSG, "Malformed query-block-jobs entry #%zu.", i);
+        }
+        *ret = TAKE_PTR(infos);
+        *ret_n = n;
+        return 0;
+}
+
+int qmp_parse_block_job_event(json_object *data, QmpBlockJobEvent *ret) {
+        QmpBlockJobEvent e = {};
+        int a, b;
+
+        if (!json_object_is_type(data, json_type_object) || json_get_string(data, "device", &e.id) < 0 ||
+            json_get_string(data, "type", &e.type) < 0 || json_get_string(data, "error", &e.error) < 0 ||
+            json_get_string(data, "operation", &e.operation) < 0 || json_get_string(data, "action", &e.action) < 0)
+                return -EBADMSG;
+        if (!e.id && json_get_string(data, "id", &e.id) < 0)
+                return -EBADMSG;
+        if (!e.id)
+                return -EBADMSG;
+        a = json_get_uint64(data, "len", &e.len);
+        b = json_get_uint64(data, "offset", &e.offset);
+        if (a < 0 || b < 0 || json_get_uint64(data, "speed", &e.speed) < 0)
+                return -EBADMSG;
+        e.has_progress = a > 0 && b > 0;
+        *ret = e;
+        return 0;
+}

@@ -80,3 +80,62 @@ int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_re
 /* The node name of the root of the block graph under a virtio-blk disk
  * (device id = its target name); the reply is a string. */
 int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata);
+
+/* ---- block jobs (job.c) ----
+ * Every block job is started with "auto-finalize": false and
+ * "auto-dismiss": false, so that its end waits in QEMU ("pending", then
+ * "concluded") until we took note of it, also across a restart of ours.
+ * speed: bytes per second, 0 = unlimited (then not sent); -EINVAL above
+ * INT64_MAX. Optional strings may be NULL (then not sent). */
+
+/* block-stream: pull into `device` (a node name) what lies above base_node
+ * (NULL: the whole chain). backing_file: the name to write into the
+ * header, NULL for QEMU's choice. */
+int64_t qmp_cmd_block_stream(Qmp *qmp, const char *job_id, const char *device, const char *base_node,
+                             const char *backing_file, uint64_t speed, qmp_reply_func_t cb, void *userdata);
+/* block-commit: top_node (NULL: the active layer, an active commit that
+ * reaches READY and needs job-complete) into base_node (NULL: the bottom). */
+int64_t qmp_cmd_block_commit(Qmp *qmp, const char *job_id, const char *device, const char *top_node,
+                             const char *base_node, const char *backing_file, uint64_t speed, qmp_reply_func_t cb,
+                             void *userdata);
+/* blockdev-mirror onto an existing node; sync: "full", "top" or "none". */
+int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device, const char *target,
+                                const char *sync, uint64_t speed, qmp_reply_func_t cb, void *userdata);
+
+/* The job-* verbs name the job by "id"; the block-job-* ones by "device"
+ * (which is the job id too). */
+int64_t qmp_cmd_job_complete(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_job_finalize(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_job_pause(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_job_resume(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
+/* job-cancel: always a hard cancel; works on any job, also in "pending". */
+int64_t qmp_cmd_job_cancel(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
+/* block-job-cancel: without force, a mirror that is READY ends keeping a
+ * consistent copy (and emits BLOCK_JOB_COMPLETED, not CANCELLED). */
+int64_t qmp_cmd_block_job_cancel(Qmp *qmp, const char *job_id, bool force, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_block_job_set_speed(Qmp *qmp, const char *job_id, uint64_t speed, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_query_block_jobs(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+
+/* Every entry of a query-jobs "return" (strings borrowed from it); the
+ * array is freed with free(). Entries need "id" and "status". */
+int qmp_parse_query_jobs_all(json_object *result, QmpJobInfo **ret, size_t *ret_n);
+
+/* query-block-jobs entries: "device" is the job id. */
+typedef struct QmpBlockJobInfo {
+        const char *id, *type; /* borrowed */
+        uint64_t len, offset, speed;
+} QmpBlockJobInfo;
+int qmp_parse_query_block_jobs(json_object *result, QmpBlockJobInfo **ret, size_t *ret_n);
+
+/* The data of BLOCK_JOB_READY / _COMPLETED / _CANCELLED / _PENDING /
+ * _ERROR. Strings borrowed; absent members are NULL / has_progress false. */
+typedef struct QmpBlockJobEvent {
+        const char *id;        /* "device" (the job id), or "id" (BLOCK_JOB_PENDING) */
+        const char *type;      /* "commit", "stream", "mirror", "backup", … */
+        const char *error;     /* BLOCK_JOB_COMPLETED: QEMU's text when the job failed */
+        const char *operation; /* BLOCK_JOB_ERROR: "read" or "write" */
+        const char *action;    /* BLOCK_JOB_ERROR: "ignore", "report" or "stop" */
+        bool has_progress;     /* len and offset were present */
+        uint64_t len, offset, speed;
+} QmpBlockJobEvent;
+int qmp_parse_block_job_event(json_object *data, QmpBlockJobEvent *ret);

@@ -31,6 +31,16 @@
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define STRLEN(s) (sizeof("" s "") - 1)
+#define IN_SET(x, first, ...)                                                        \
+        ({                                                                          \
+                __typeof__(x) _v_ = (x);                                            \
+                const __typeof__(x) _l_[] = { first, __VA_ARGS__ };                 \
+                bool _f_ = false;                                                   \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_l_); _i_++)                  \
+                        if (_l_[_i_] == _v_)                                        \
+                                _f_ = true;                                         \
+                _f_;                                                                \
+        })
 #define STR_IN_SET(x, ...) strv_contains((const char *const[]) { __VA_ARGS__, NULL }, x)
 
 /* Move ownership out of a _cleanup_ variable. */

@@ -2,7 +2,8 @@
 # The main job, end to end: installs what is missing (as root), builds
 # qsnapd, starts a private bus and qsnapd on it (no system changes beyond
 # packages), then drives a VM through busctl: define, start, write guest
-# data live, pause, resume, stop — printing every call and every signal.
+# data live, snapshots (disk-only and with memory), pause, resume, stop —
+# printing every call and every signal, and checking the data at the end.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${QSNAP_BUILD_DIR:-$top/build}
@@ -64,15 +65,27 @@ echo "== write a pattern into the live disk through the monitor"
 bc call org.example.Snapshot1 "$dom" $I QemuMonitorCommand st \
         'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0xab 0 1M"' 1
 bc call org.example.Snapshot1 "$dom" $I QemuMonitorCommand st '{"execute":"query-status"}' 0
+echo "== an external disk-only snapshot (16 = DISK_ONLY): a new overlay, the old file frozen"
+bc call org.example.Snapshot1 "$dom" $I CreateSnapshot st '<domainsnapshot><name>before-upgrade</name><description>first</description></domainsnapshot>' 16
+bc call org.example.Snapshot1 "$dom" $I QemuMonitorCommand st \
+        'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0xcd 1M 1M"' 1
+echo "== a full-system snapshot: memory saved to a file, disks switched, the guest keeps running"
+bc call org.example.Snapshot1 "$dom" $I CreateSnapshot st \
+        "<domainsnapshot><name>with-memory</name><memory snapshot='external' file='$work/mem.state'/></domainsnapshot>" 0
+bc get-property org.example.Snapshot1 "$dom" $I State Disks CurrentSnapshot
+bc call org.example.Snapshot1 "$dom" $I ListSnapshots t 0
+bc call org.example.Snapshot1 "$dom/snapshot/before_2dupgrade" org.example.Snapshot1.Snapshot GetXMLDesc t 0 | sed "s/\\\\n/\n/g" | head -13
 echo "== pause, resume, stop"
 bc call org.example.Snapshot1 "$dom" $I Pause
 bc get-property org.example.Snapshot1 "$dom" $I State
 bc call org.example.Snapshot1 "$dom" $I Resume
 bc call org.example.Snapshot1 "$dom" $I Stop t 0
 bc get-property org.example.Snapshot1 "$dom" $I State
-echo "== the guest's data is on disk"
-qemu-io -r -f qcow2 -c 'read -P 0xab 0 1M' "$work/disk.qcow2"
+echo "== the guest's data is on disk: the frozen base has the first write only, the chain both"
+qemu-io -r -f qcow2 -c 'read -P 0xab 0 1M' -c 'read -P 0 1M 1M' "$work/disk.qcow2"
+qemu-io -r -f qcow2 -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 1M 1M' "$work/disk.with-memory"
+qemu-img info --backing-chain "$work/disk.with-memory" | grep -E '^(image|backing file):'
 sleep 0.3
 echo "== signals qsnapd sent"
-grep -E 'Member=|STRING "(running|paused|shutoff)"' "$work/signals" | sed 's/^ *//' | grep -v '^$' | head -40 || true
+grep -E 'Member=|STRING "(running|paused|shutoff)"' "$work/signals" | sed 's/^ *//' | grep -v '^$' | head -60 || true
 echo "== done"

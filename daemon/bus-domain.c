@@ -446,8 +446,9 @@ static int domain_object_find(sd_bus *bus, const char *path, const char *interfa
         Domain *d;
         int r;
 
-        /* Deeper paths are snapshots and jobs, not domains. */
-        if (strchr(path + STRLEN(QSNAP_DOMAIN_PREFIX "/"), '/'))
+        /* Only QSNAP_DOMAIN_PREFIX/<name>: deeper paths are snapshots and jobs. */
+        if (strncmp(path, QSNAP_DOMAIN_PREFIX "/", STRLEN(QSNAP_DOMAIN_PREFIX "/")) != 0 ||
+            strchr(path + STRLEN(QSNAP_DOMAIN_PREFIX "/"), '/'))
                 return 0;
         r = sd_bus_path_decode(path, QSNAP_DOMAIN_PREFIX, &name);
         if (r <= 0)

@@ -30,7 +30,7 @@ typedef enum JobPhase {
         PHASE_ACTIVE,     /* running, ready or paused */
         PHASE_PENDING,    /* waiting for the owner's job_finalize() */
         PHASE_FINALIZING, /* job-finalize or job-cancel sent */
-        PHASE_CONCLUDED,  /* the outcome is known, job-dismiss sent */
+        PHASE_CONCLUDED,  /* concluded in QEMU: query-jobs (for its error), then job-dismiss sent */
         PHASE_FINISHED,   /* ended and reported */
 } JobPhase;
 
@@ -662,7 +662,7 @@ static void job_conclude(Job *j) {
 
 /* Gone from QEMU without a concluded status we saw. */
 static void job_vanished(Job *j) {
-        if (j->phase == PHASE_CONCLUDED || j->completed_seen || j->cancelled_seen)
+        if (j->end_known)
                 return job_end_with_outcome(j);
         job_end(j, JOB_STATE_FAILED, "Job vanished from QEMU (dismissed by someone else?)");
 }
@@ -1126,8 +1126,7 @@ static void tracker_connection_lost(JobTracker *t) {
                         continue;
                 /* A job seen ending before QEMU went ends as it did:
                  * the images on disk were changed (or not) already. */
-                if (j->phase == PHASE_CONCLUDED ||
-                    (j->phase == PHASE_FINALIZING && (j->completed_seen || j->cancelled_seen)))
+                if (j->phase >= PHASE_FINALIZING && j->end_known)
                         job_end_with_outcome(j);
                 else
                         job_end(j, JOB_STATE_FAILED, MESSAGE_GONE);

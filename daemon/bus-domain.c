@@ -350,6 +350,10 @@ static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint
         r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
         if (r < 0)
                 return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
+        /* A snapshot being taken picked its parent already; the tree waits. */
+        if (d->snapshot_busy)
+                return sd_bus_error_setf(error, QSNAP_ERROR_BUSY, "Domain '%s' is taking a snapshot; try again after it.",
+                                         d->def->name);
         if (!def->name)
                 return sd_bus_error_set(error, QSNAP_ERROR_INVALID_XML, "REDEFINE needs the snapshot's <name>.");
         if (snapshot_tree_find(&d->snapshots, def->name))

@@ -16,7 +16,8 @@ query-block.
   default overlay names (<image-without-ext>.<snap>), an explicit <source
   file>, per-disk snapshot='no'; overlays 0600; every Snapshot property,
   InterfacesAdded and PropertiesChanged as they come; the snapshot XML's
-  elements in libvirt's order; after Stop the domain keeps its overlays.
+  elements in libvirt's order; after Stop the domain keeps its overlays,
+  and started again it never writes into a file a snapshot froze.
 - external disk-only of a shut-off domain (qemu-img create -b -F); a
   default name (the creation time); NO_METADATA (answers "/", the chain
   changes, nothing is listed or current).
@@ -39,6 +40,12 @@ query-block.
 - no space (tmpfs): for an overlay and a memory file (refused up front),
   a memory file that fills up during the save, an internal snapshot whose
   image fills up: NoSpace and nothing left behind.
+- while a (deliberately slowed) memory snapshot runs: reads answer, a second
+  snapshot and Resume are Busy, the reply comes with the guest running; a
+  qsnapd killed with -9 in its middle is followed by one that finishes or
+  rolls it back (no files or journal left, guest running again).
+- read-only and transient disks are left out by default (snapshot='no');
+  asking for a transient one is Unsupported; a paused domain stays paused.
 """
 
 import contextlib
@@ -211,6 +218,21 @@ class SnapshotTestCase(q.QsnapTestCase):
         uuid = self.uuid(dom)
         return sorted(f for f in os.listdir(d) if f.startswith(uuid)) if os.path.isdir(d) else []
 
+    def stray_state_files(self, dom):
+        """Files of dom under the state folder besides its definition, its
+        snapshot metadata and its log: an operation's journal or temporary
+        files must be gone once the operation finished or was undone."""
+        uuid = self.uuid(dom)
+        known = {os.path.join('domains', uuid + '.xml'), os.path.join('snapshots', uuid + '.xml'),
+                 os.path.join('snapshots', uuid + '.journal'), os.path.join('log', uuid + '.log')}
+        stray = []
+        for dirpath, _, filenames in os.walk(self.h.state_dir):
+            for f in filenames:
+                rel = os.path.relpath(os.path.join(dirpath, f), self.h.state_dir)
+                if uuid in f and rel not in known:
+                    stray.append(rel)
+        return sorted(stray)
+
     def fingerprint(self, dom, extra_dirs=()):
         """Everything a refused or failed CreateSnapshot must leave as it was."""
         h = self.h
@@ -237,6 +259,7 @@ class SnapshotTestCase(q.QsnapTestCase):
             'CurrentSnapshot': self.dprop(dom, 'CurrentSnapshot'),
             'List': h.call(dom, D, 'ListSnapshots', (0,), 't'),
             'State': state,
+            'stray state files': self.stray_state_files(dom),
             'qemu': self.qemu_chains(dom) if state in ('running', 'paused') else None,
             'nodes': sorted(n['node-name'] for n in h.qmp(dom, 'query-named-block-nodes')['return'])
             if state in ('running', 'paused') else None,
@@ -321,6 +344,7 @@ class ExternalTest(SnapshotTestCase):
                     self.assertEqual(self.chain_files(expect[t])[1], before[t])
                     self.assertEqual(stat.S_IMODE(os.stat(expect[t]).st_mode), 0o600, expect[t])
             self.assertEqual(self.dprop(dom, 'State'), 'running')
+            self.assertEqual(self.stray_state_files(dom), [])
 
             p = self.props(path)
             self.assertEqual(p['Name'], name)
@@ -951,6 +975,11 @@ class ConcurrencyTest(SnapshotTestCase):
             self.assertTrue(running, 'after the crash the guest stays %s (QEMU: %s)'
                             % (self.dprop(dom, 'State'), h.qmp(dom, 'query-status')['return']['status']))
         self.assert_disks_agree(dom, 'after the crash')
+        self.assertEqual(self.stray_state_files(dom), [], 'the interrupted operation is still pending')
+        self.write(dom, 'vda', 0xa1, MiB)
+        # and the next snapshot works
+        self.create(dom, snap_xml('next'), DISK_ONLY)
+        self.assert_disks_agree(dom, 'after the next snapshot')
 
 
 class DiskKindsTest(SnapshotTestCase):

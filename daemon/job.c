@@ -175,10 +175,6 @@ static JobType job_type_from_qemu(const char *type, const char *status) {
         return _JOB_TYPE_INVALID;
 }
 
-static bool startswith(const char *s, const char *prefix) {
-        return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
 static int message_set(char **ret_message, int r, const char *fmt, ...) _printf_(3, 4);
 static int message_set(char **ret_message, int r, const char *fmt, ...) {
         va_list ap;
@@ -320,6 +316,35 @@ Job *job_tracker_first(JobTracker *t) {
 /* ---- commands ---- */
 
 static void on_call_reply(Qmp *qmp, int error, json_object *result, const char *err_class, const char *err_desc, void *userdata);
+
+/* For log lines and messages. */
+static const char *call_command(const Call *c) {
+        switch (c->kind) {
+        case CALL_POLL:
+        case CALL_ADOPT_JOBS:
+        case CALL_CONCLUDE_QUERY:
+                return "query-jobs";
+        case CALL_ADOPT_BLOCK_JOBS:
+                return "query-block-jobs";
+        case CALL_COMPLETE:
+                return "job-complete";
+        case CALL_CANCEL:
+                return c->job && !job_type_is_block_job(c->job->type) ? "job-cancel" : "block-job-cancel";
+        case CALL_SET_SPEED:
+                return "block-job-set-speed";
+        case CALL_PAUSE:
+                return "job-pause";
+        case CALL_RESUME:
+                return "job-resume";
+        case CALL_FINALIZE:
+                return "job-finalize";
+        case CALL_FINALIZE_CANCEL:
+                return "job-cancel";
+        case CALL_DISMISS:
+                return "job-dismiss";
+        }
+        return "?";
+}
 
 static void call_free(Call *c) {
         job_unref(c->job);
@@ -721,6 +746,9 @@ static void job_apply_status(Job *j, const char *status) {
                 if (j->phase != PHASE_ACTIVE)
                         return;
                 j->phase = PHASE_PENDING;
+                /* BLOCK_JOB_PENDING has no figures and the last poll may be
+                 * 150 ms old: fetch the final ones once. */
+                t->sync_wanted = true;
                 if (!job_set_state(j, JOB_STATE_PENDING, false))
                         return;
                 /* Still waiting? The owner may have finalized from state_changed. */
@@ -764,7 +792,9 @@ static void on_event(Qmp *qmp, const char *event, json_object *data, uint64_t ti
                         job_apply_status(j, status);
                 return;
         }
-        if (!startswith(event, "BLOCK_JOB_"))
+        /* Only the ones we know: a newer QEMU's event may mean anything. */
+        if (!STR_IN_SET(event, "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_PENDING",
+                        "BLOCK_JOB_ERROR"))
                 return;
         if (qmp_parse_block_job_event(data, &e) < 0) {
                 log_debug("Ignoring a malformed %s event.", event);
@@ -1001,11 +1031,7 @@ static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *d
         Job *j = c->job;
 
         if (error < 0) {
-                log_warning("Job %s: %s failed: %s", j->id,
-                            c->kind == CALL_COMPLETE ? "job-complete" : c->kind == CALL_CANCEL ? "cancel" :
-                            c->kind == CALL_SET_SPEED ? "block-job-set-speed" :
-                            c->kind == CALL_PAUSE ? "job-pause" : "job-resume",
-                            call_error_message(error, desc));
+                log_warning("Job %s: %s failed: %s", j->id, call_command(c), call_error_message(error, desc));
                 if (c->kind == CALL_COMPLETE)
                         j->pivoting = false;
                 else if (c->kind == CALL_CANCEL)

@@ -142,7 +142,8 @@ struct Job {
  * that returns 1 had nothing to do and does not call it. done may be NULL. */
 typedef void (*JobDoneFunc)(Job *j, int error, const char *message, void *userdata);
 
-/* Subscribes to qmp's events and takes a reference on it. The owner keeps
+/* One tracker per QMP connection: it subscribes to its events and takes a
+ * reference on it (a new connection needs a new tracker). The owner keeps
  * the QMP disconnect callback and tells us through
  * job_tracker_disconnected(). */
 int job_tracker_new(Qmp *qmp, sd_event *event, const JobObserver *o, void *userdata, JobTracker **ret);
@@ -166,11 +167,14 @@ void job_tracker_set_poll_interval(JobTracker *t, uint64_t usec);
  * -ECONNRESET. Idempotent. */
 void job_tracker_disconnected(JobTracker *t);
 
-/* Registers a job the owner has just started with auto-finalize=false,
- * auto-dismiss=false (send the command first: QMP answers in order, and a
- * query-jobs sent after the job was added must find it). The tracker syncs
- * its state with an immediate query-jobs. -EEXIST when the id is tracked,
- * -ENOTCONN after a disconnect. *ret is borrowed (may be NULL). */
+/* Registers a job the owner started with auto-finalize=false,
+ * auto-dismiss=false (qmp_cmd_block_stream() & co.). Call it from the start
+ * command's success reply; right after sending it works too (QMP answers
+ * in order), but then a start QEMU refuses ends the job as failed,
+ * "vanished". The tracker syncs with an immediate query-jobs: events QEMU
+ * sent before do not matter. -EEXIST when the id is tracked, -ENOTCONN
+ * after a disconnect. *ret is borrowed (may be NULL); the tracker keeps the
+ * job until it finished. */
 int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *disk, uint64_t bandwidth, Job **ret);
 
 /* After a restart of ours: query-jobs + query-block-jobs, and a Job for

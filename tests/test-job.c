@@ -1,1 +1,1393 @@
-int main(void){return 0;}
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The block job tracker (daemon/job.c) against a scripted fake QEMU on the
+ * other end of a socketpair(), both driven by one sd-event loop: the peer
+ * checks every command the tracker sends (exact JSON) and answers with
+ * the events and replies QEMU 7.2 gives, in its order. Observer and done
+ * callbacks append lines to a record that the tests compare in order;
+ * progress callbacks go to a separate, timestamped log because their
+ * timing is the thing tested. Ends with a block-stream through the
+ * tracker against a real qemu-system-x86_64 when one is installed.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/param.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "job.h"
+#include "qmp-commands.h"
+#include "qmp.h"
+#include "util.h"
+
+#define GREETING                                                                                            \
+        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": "     \
+        "\"Debian 1:7.2+dfsg-7+deb12u7\"}, \"capabilities\": [\"oob\"]}}\r\n"
+
+#define check(expr)                                                                              \
+        do {                                                                                     \
+                if (!(expr)) {                                                                   \
+                        fprintf(stderr, "%s:%i: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        exit(EXIT_FAILURE);                                                      \
+                }                                                                                \
+        } while (0)
+
+#define MiB (UINT64_C(1024) * UINT64_C(1024))
+#define LONG_POLL (60 * USEC_PER_SEC) /* only the sync polls come */
+
+static sd_event *event;
+
+/* ---- the record of callbacks ---- */
+
+static char *records[256];
+static size_t n_records;
+
+static void record(const char *fmt, ...) _printf_(1, 2);
+static void record(const char *fmt, ...) {
+        va_list ap;
+
+        check(n_records < ELEMENTSOF(records));
+        va_start(ap, fmt);
+        check(vasprintf(&records[n_records++], fmt, ap) >= 0);
+        va_end(ap);
+}
+
+#define expect_record(s) expect_record_at(__LINE__, s)
+static void expect_record_at(int line, const char *s) {
+        if (n_records == 0 || !streq(records[0], s)) {
+                fprintf(stderr, "line %i: expected record \"%s\", got \"%s\"\n", line, s,
+                        n_records > 0 ? records[0] : "(none)");
+                for (size_t i = 1; i < n_records; i++)
+                        fprintf(stderr, "  then \"%s\"\n", records[i]);
+                exit(EXIT_FAILURE);
+        }
+        free(records[0]);
+        memmove(records, records + 1, --n_records * sizeof(char *));
+}
+
+#define expect_no_record() expect_no_record_at(__LINE__)
+static void expect_no_record_at(int line) {
+        if (n_records > 0) {
+                fprintf(stderr, "line %i: expected no record, got \"%s\"\n", line, records[0]);
+                exit(EXIT_FAILURE);
+        }
+}
+
+static const char *errname(int error) {
+        switch (-error) {
+        case 0: return "0";
+        case EIO: return "-EIO";
+        case ECONNRESET: return "-ECONNRESET";
+        case ECANCELED: return "-ECANCELED";
+        default: return "-E?";
+        }
+}
+
+/* ---- the owner ---- */
+
+typedef struct ProgressSample {
+        uint64_t usec, cur, end;
+} ProgressSample;
+
+static ProgressSample progress_log[4096];
+static size_t n_progress;
+
+/* What the owner does from inside a callback. */
+static enum {
+        PENDING_WAIT,         /* record only; the test finalizes later */
+        PENDING_FINALIZE,     /* job_finalize(j, true) at once */
+        PENDING_REFUSE,       /* job_finalize(j, false, reason) */
+} pending_action;
+static JobTracker **free_tracker_on_finished; /* job_tracker_free() from finished() */
+static Job *kept_job;                          /* job_ref()'d in finished() */
+
+static void on_progress(Job *j, void *userdata) {
+        check(n_progress < ELEMENTSOF(progress_log));
+        progress_log[n_progress++] = (ProgressSample) { now_usec(CLOCK_MONOTONIC), j->cur, j->end };
+}
+
+static void on_state_changed(Job *j, void *userdata) {
+        char bw[32] = "";
+
+        check(streq((const char *) userdata, "owner"));
+        if (j->bandwidth > 0)
+                snprintf(bw, sizeof(bw), " bw=%" PRIu64, j->bandwidth);
+        record("state %s %s%s%s%s%s", j->id, job_state_to_string(j->state), j->ready ? " ready" : "", bw,
+               j->error ? " error=" : "", strempty(j->error));
+}
+
+static void on_ready(Job *j, void *userdata) {
+        record("ready %s", j->id);
+}
+
+static void on_pending(Job *j, void *userdata) {
+        record("pending %s%s%s", j->id, j->pivoting ? " pivoting" : "", j->aborting ? " aborting" : "");
+        if (pending_action == PENDING_FINALIZE)
+                check(job_finalize(j, true, NULL) == 0);
+        else if (pending_action == PENDING_REFUSE)
+                check(job_finalize(j, false, "Cannot save the snapshot metadata: No space left on device") == 0);
+}
+
+static void on_finished(Job *j, void *userdata) {
+        check(!j->tracker);
+        check(j->rate == 0 && j->eta == 0 && !j->ready);
+        record("finished %s %s %s", j->id, job_state_to_string(j->state), j->error ?: "-");
+        if (free_tracker_on_finished) {
+                *free_tracker_on_finished = job_tracker_free(*free_tracker_on_finished);
+                free_tracker_on_finished = NULL;
+        }
+        if (!kept_job)
+                kept_job = job_ref(j);
+}
+
+static void on_done(Job *j, int error, const char *message, void *userdata) {
+        record("done %s %s %s", j->id, errname(error), message ?: "-");
+}
+
+static const JobObserver observer = {
+        .progress = on_progress,
+        .state_changed = on_state_changed,
+        .ready = on_ready,
+        .pending = on_pending,
+        .finished = on_finished,
+};
+
+static void on_reply(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
+        record("%s %s", (const char *) userdata, errname(error));
+}
+
+/* ---- the fake QEMU ---- */
+
+#define PEER_BUF_SIZE (1024U * 1024U)
+
+typedef struct Peer {
+        int fd;
+        sd_event_source *io;
+        char *buf;
+        size_t len;
+        bool eof;
+} Peer;
+
+static int peer_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Peer *p = userdata;
+        ssize_t k;
+
+        check(p->len < PEER_BUF_SIZE);
+        k = read(fd, p->buf + p->len, PEER_BUF_SIZE - p->len);
+        if (k < 0 && errno == EAGAIN)
+                return 0;
+        if (k <= 0) {
+                p->eof = true;
+                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        }
+        p->len += k;
+        return 0;
+}
+
+/* Runs the loop until nothing is ready (timers in the future wait). */
+static void drain(void) {
+        for (int i = 0; i < 10000; i++) {
+                int r = sd_event_run(event, 0);
+                check(r >= 0);
+                if (r == 0)
+                        return;
+        }
+        check(!"event loop never went idle");
+}
+
+static void run_for(uint64_t usec) {
+        uint64_t until = now_usec(CLOCK_MONOTONIC) + usec, now;
+
+        while ((now = now_usec(CLOCK_MONOTONIC)) < until)
+                check(sd_event_run(event, until - now) >= 0);
+}
+
+static void peer_say(Peer *p, const char *fmt, ...) _printf_(2, 3);
+static void peer_say(Peer *p, const char *fmt, ...) {
+        _cleanup_free_ char *s = NULL;
+        const char *d;
+        size_t n;
+        va_list ap;
+
+        va_start(ap, fmt);
+        check(vasprintf(&s, fmt, ap) >= 0);
+        va_end(ap);
+        for (d = s, n = strlen(s); n > 0;) {
+                ssize_t k = send(p->fd, d, n, MSG_NOSIGNAL);
+                if (k < 0) {
+                        check(errno == EAGAIN);
+                        check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
+                        continue;
+                }
+                d += k;
+                n -= (size_t) k;
+        }
+        drain();
+}
+
+static void peer_event(Peer *p, const char *name, const char *data) {
+        peer_say(p, "{\"timestamp\": {\"seconds\": 1700000000, \"microseconds\": 1}, \"event\": \"%s\", \"data\": %s}\r\n",
+                 name, data);
+}
+
+static void peer_status(Peer *p, const char *id, const char *status) {
+        char data[256];
+
+        snprintf(data, sizeof(data), "{\"status\": \"%s\", \"id\": \"%s\"}", status, id);
+        peer_event(p, "JOB_STATUS_CHANGE", data);
+}
+
+static void peer_reply(Peer *p, int64_t id, const char *ret) {
+        peer_say(p, "{\"return\": %s, \"id\": %" PRIi64 "}\r\n", ret, id);
+}
+
+static void peer_error(Peer *p, int64_t id, const char *desc) {
+        peer_say(p, "{\"id\": %" PRIi64 ", \"error\": {\"class\": \"GenericError\", \"desc\": \"%s\"}}\r\n", id, desc);
+}
+
+static bool peer_has_line(Peer *p) {
+        return memchr(p->buf, '\n', p->len);
+}
+
+/* Waits (up to 10 s) for the next line we sent, compares it with
+ * `expected` apart from "id" and returns that id. */
+#define peer_expect(p, expected) peer_expect_at(__LINE__, p, expected)
+static int64_t peer_expect_at(int line, Peer *p, const char *expected) {
+        json_object *got, *want, *id;
+        char *nl = NULL;
+        int64_t r;
+
+        for (int i = 0; i < 1000 && !(nl = memchr(p->buf, '\n', p->len)); i++)
+                check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
+        if (!nl) {
+                fprintf(stderr, "line %i: nothing sent, expected %.300s\n", line, expected);
+                exit(EXIT_FAILURE);
+        }
+        *nl = '\0';
+        got = json_tokener_parse(p->buf);
+        want = json_tokener_parse(expected);
+        check(want);
+        if (!got || !json_object_object_get_ex(got, "id", &id) || !json_object_is_type(id, json_type_int)) {
+                fprintf(stderr, "line %i: sent a line without an integer id: %.300s\n", line, p->buf);
+                exit(EXIT_FAILURE);
+        }
+        r = json_object_get_int64(id);
+        json_object_object_del(got, "id");
+        if (!json_object_equal(got, want)) {
+                fprintf(stderr, "line %i: expected %.300s, got %.300s\n", line, expected, p->buf);
+                exit(EXIT_FAILURE);
+        }
+        json_object_put(got);
+        json_object_put(want);
+        p->len -= nl + 1 - p->buf;
+        memmove(p->buf, nl + 1, p->len);
+        return r;
+}
+
+#define peer_expect_nothing(p) peer_expect_nothing_at(__LINE__, p)
+static void peer_expect_nothing_at(int line, Peer *p) {
+        drain();
+        if (p->len > 0) {
+                fprintf(stderr, "line %i: expected silence, got: %.*s\n", line, (int) MIN(p->len, 300U), p->buf);
+                exit(EXIT_FAILURE);
+        }
+}
+
+static void peer_close(Peer *p) {
+        p->io = sd_event_source_disable_unref(p->io);
+        p->fd = safe_close(p->fd);
+        free(p->buf);
+        p->buf = NULL;
+}
+
+typedef struct Fixture {
+        Peer peer;
+        Qmp *qmp;
+        JobTracker *tracker;
+} Fixture;
+
+/* The owner's QMP disconnect callback, as the domain layer does it. */
+static void on_disconnect(Qmp *q, int error, void *userdata) {
+        Fixture *f = userdata;
+
+        record("disconnect");
+        job_tracker_disconnected(f->tracker);
+}
+
+static void setup(Fixture *f, uint64_t poll_interval) {
+        int fds[2];
+        int64_t id;
+
+        *f = (Fixture) {};
+        check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) >= 0);
+        check(qmp_new_from_fd(event, fds[0], &f->qmp) >= 0);
+        qmp_set_disconnect_callback(f->qmp, on_disconnect, f);
+        f->peer = (Peer) { .fd = fds[1], .buf = malloc(PEER_BUF_SIZE) };
+        check(f->peer.buf);
+        check(sd_event_add_io(event, &f->peer.io, f->peer.fd, EPOLLIN, peer_on_io, &f->peer) >= 0);
+
+        check(job_tracker_new(f->qmp, event, &observer, (void *) "owner", &f->tracker) >= 0);
+        job_tracker_set_poll_interval(f->tracker, poll_interval);
+
+        peer_say(&f->peer, GREETING);
+        id = peer_expect(&f->peer, "{\"execute\":\"qmp_capabilities\"}");
+        peer_reply(&f->peer, id, "{}");
+        check(qmp_is_ready(f->qmp));
+}
+
+static void teardown(Fixture *f) {
+        f->tracker = job_tracker_free(f->tracker);
+        qmp_unref(f->qmp);
+        peer_close(&f->peer);
+        drain();
+        expect_no_record();
+        kept_job = job_unref(kept_job);
+        pending_action = PENDING_WAIT;
+        n_progress = 0;
+}
+
+/* One query-jobs entry, as QEMU 7.2 words it. */
+static char *job_entry(const char *id, const char *type, const char *status, uint64_t cur, uint64_t total, const char *error) {
+        char *s = NULL;
+
+        check(asprintf(&s, "{\"current-progress\": %" PRIu64 ", \"status\": \"%s\", \"total-progress\": %" PRIu64 ", "
+                           "\"type\": \"%s\", \"id\": \"%s\"%s%s%s}",
+                       cur, status, total, type, id, error ? ", \"error\": \"" : "", strempty(error), error ? "\"" : "") > 0);
+        return s;
+}
+
+/* Expects a poll and answers it with one job. */
+static void answer_poll(Fixture *f, const char *id, const char *type, const char *status, uint64_t cur, uint64_t total) {
+        _cleanup_free_ char *e = job_entry(id, type, status, cur, total, NULL), *ret = NULL;
+        int64_t qid = peer_expect(&f->peer, "{\"execute\":\"query-jobs\"}");
+
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f->peer, qid, ret);
+}
+
+static const char *qemu_status(const Job *j) {
+        switch (j->state) {
+        case JOB_STATE_RUNNING: return "running";
+        case JOB_STATE_READY: return "ready";
+        case JOB_STATE_PAUSED: return j->ready ? "standby" : "paused";
+        case JOB_STATE_PENDING: return "pending";
+        default: return "concluded";
+        }
+}
+
+/* Registers a running job and answers the tracker's sync poll, which
+ * lists the other jobs as they are. */
+static Job *add_job(Fixture *f, const char *id, JobType type, const char *qemu_type, uint64_t cur, uint64_t total) {
+        char ret[4096] = "[";
+        Job *j = NULL;
+
+        check(job_tracker_add(f->tracker, id, type, "vda", 0, &j) == 0);
+        check(j && j->state == JOB_STATE_RUNNING && j->tracker == f->tracker);
+        JOB_TRACKER_FOREACH(i, f->tracker) {
+                _cleanup_free_ char *e = i == j ? job_entry(id, qemu_type, "running", cur, total, NULL)
+                                                : job_entry(i->id, "stream", qemu_status(i), i->cur, i->end, NULL);
+
+                check(strlen(ret) + strlen(e) + 4 < sizeof(ret));
+                strcat(ret, ret[1] ? ", " : "");
+                strcat(ret, e);
+        }
+        strcat(ret, "]");
+        peer_reply(&f->peer, peer_expect(&f->peer, "{\"execute\":\"query-jobs\"}"), ret);
+        return j;
+}
+
+static void expect_dismiss(Fixture *f, const char *id) {
+        char want[256];
+
+        snprintf(want, sizeof(want), "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"%s\"}}", id);
+        peer_reply(&f->peer, peer_expect(&f->peer, want), "{}");
+        peer_status(&f->peer, id, "null");
+}
+
+/* ---- the tests ---- */
+
+static void test_strings(void) {
+        printf("type and state strings\n");
+        check(streq(job_type_to_string(JOB_TYPE_ACTIVE_COMMIT), "active-commit"));
+        check(streq(job_type_to_string(JOB_TYPE_SNAPSHOT_CREATE), "snapshot-create"));
+        check(!job_type_to_string(_JOB_TYPE_MAX) && !job_type_to_string(_JOB_TYPE_INVALID));
+        for (int i = 0; i < _JOB_TYPE_MAX; i++)
+                check(job_type_from_string(job_type_to_string(i)) == i);
+        for (int i = 0; i < _JOB_STATE_MAX; i++)
+                check(job_state_from_string(job_state_to_string(i)) == i);
+        check(job_type_from_string("mirror") == _JOB_TYPE_INVALID);
+        check(job_state_from_string("concluded") == _JOB_STATE_INVALID);
+        check(streq(job_state_to_string(JOB_STATE_CANCELED), "canceled"));
+        check(job_state_is_final(JOB_STATE_FAILED) && !job_state_is_final(JOB_STATE_PENDING));
+}
+
+static void test_commit_lifecycle(void) {
+        Fixture f;
+        Job *j;
+        int64_t id;
+
+        printf("commit: running → pending → owner finalizes → concluded → dismissed → completed\n");
+        setup(&f, LONG_POLL);
+
+        /* The owner starts it through the wrapper… */
+        check(qmp_cmd_block_commit(f.qmp, "commit0", "s4", "s3", "s1", NULL, 0, on_reply, (void *) "block-commit") > 0);
+        id = peer_expect(&f.peer, "{\"execute\":\"block-commit\",\"arguments\":{\"job-id\":\"commit0\",\"device\":\"s4\","
+                                  "\"top-node\":\"s3\",\"base-node\":\"s1\",\"auto-finalize\":false,\"auto-dismiss\":false}}");
+        peer_status(&f.peer, "commit0", "created");
+        peer_status(&f.peer, "commit0", "running");
+        peer_reply(&f.peer, id, "{}");
+        expect_record("block-commit 0");
+
+        /* …then registers it: one sync poll. */
+        j = add_job(&f, "commit0", JOB_TYPE_COMMIT, "commit", 0, 4 * MiB);
+        check(job_tracker_add(f.tracker, "commit0", JOB_TYPE_COMMIT, "vda", 0, NULL) == -EEXIST);
+        check(job_tracker_find(f.tracker, "commit0") == j);
+        check(streq(j->disk, "vda") && j->type == JOB_TYPE_COMMIT && j->end == 4 * MiB);
+        check(j->start_time > 0);
+        check(n_progress == 1 && progress_log[0].cur == 0 && progress_log[0].end == 4 * MiB);
+        expect_no_record();
+
+        peer_status(&f.peer, "commit0", "waiting");
+        expect_no_record();
+        check(j->state == JOB_STATE_RUNNING);
+        peer_status(&f.peer, "commit0", "pending");
+        peer_event(&f.peer, "BLOCK_JOB_PENDING", "{\"type\": \"commit\", \"id\": \"commit0\"}");
+        expect_record("state commit0 pending");
+        expect_record("pending commit0");
+        expect_no_record();
+        /* The final figures, once; then nothing until the owner's
+         * bookkeeping is done. */
+        answer_poll(&f, "commit0", "commit", "pending", 4 * MiB, 4 * MiB);
+        peer_expect_nothing(&f.peer);
+        check(job_abort(j, false, on_done, NULL, NULL) == -ESTALE);
+        check(job_pivot(j, on_done, NULL, NULL) == -ESTALE);
+
+        check(job_finalize(j, true, NULL) == 0);
+        check(job_finalize(j, true, NULL) == -ESTALE);
+        id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"commit0\"}}");
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"commit0\", \"len\": 4194304, \"offset\": 4194304, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "commit0", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        expect_no_record(); /* not before it is dismissed */
+        check(j->state == JOB_STATE_PENDING);
+
+        id = peer_expect(&f.peer, "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"commit0\"}}");
+        peer_status(&f.peer, "commit0", "null");
+        peer_reply(&f.peer, id, "{}");
+        expect_record("state commit0 completed");
+        expect_record("finished commit0 completed -");
+        check(!job_tracker_find(f.tracker, "commit0"));
+        check(kept_job == j && j->cur == 4 * MiB);
+        /* Progress reached the end before the end was told. */
+        check(n_progress == 2 && progress_log[1].cur == 4 * MiB);
+        check(job_pivot(j, on_done, NULL, NULL) == -ESTALE);
+        peer_expect_nothing(&f.peer);
+        teardown(&f);
+}
+
+static void test_active_commit_pivot(void) {
+        _cleanup_free_ char *message = NULL;
+        Fixture f;
+        Job *j;
+        int64_t id;
+
+        printf("active commit: pivot refused before READY (also at cur == end), job-complete after\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "ac0", JOB_TYPE_ACTIVE_COMMIT, "commit", 4 * MiB, 4 * MiB);
+        check(j->cur == j->end);
+        check(job_pivot(j, on_done, NULL, &message) == -ESTALE);
+        check(message && strstr(message, "not ready"));
+        message = mfree(message);
+        check(job_abort(j, true, on_done, NULL, &message) == -ESTALE);
+        peer_expect_nothing(&f.peer);
+
+        peer_status(&f.peer, "ac0", "ready");
+        peer_event(&f.peer, "BLOCK_JOB_READY",
+                   "{\"device\": \"ac0\", \"len\": 5242880, \"offset\": 5242880, \"speed\": 0, \"type\": \"commit\"}");
+        expect_record("state ac0 ready ready");
+        expect_record("ready ac0");
+        expect_no_record();
+        check(j->end == 5 * MiB); /* grew with guest writes */
+
+        check(job_pivot(j, on_done, NULL, NULL) == 0);
+        message = mfree(message);
+        check(job_pivot(j, on_done, NULL, &message) == -EBUSY);
+        id = peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"ac0\"}}");
+        expect_no_record(); /* done never from inside the call */
+        peer_reply(&f.peer, id, "{}");
+        expect_record("done ac0 0 -");
+
+        pending_action = PENDING_FINALIZE;
+        peer_status(&f.peer, "ac0", "waiting");
+        peer_status(&f.peer, "ac0", "pending");
+        expect_record("state ac0 running");
+        expect_record("state ac0 pending");
+        expect_record("pending ac0 pivoting");
+        id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"ac0\"}}");
+        answer_poll(&f, "ac0", "commit", "pending", 5 * MiB, 5 * MiB);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"ac0\", \"len\": 5242880, \"offset\": 5242880, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "ac0", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        expect_dismiss(&f, "ac0");
+        expect_record("state ac0 completed");
+        expect_record("finished ac0 completed -");
+        peer_expect_nothing(&f.peer);
+        teardown(&f);
+}
+
+static void test_pivot_refused_by_qemu(void) {
+        Fixture f;
+        Job *j;
+
+        printf("a pivot QEMU refuses: done gets QEMU's text verbatim, a retry is possible\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m0", JOB_TYPE_COPY, "mirror", 0, MiB);
+        peer_status(&f.peer, "m0", "ready");
+        expect_record("state m0 ready ready");
+        expect_record("ready m0");
+        check(job_pivot(j, on_done, NULL, NULL) == 0);
+        peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"m0\"}}"),
+                   "Job 'm0' in state 'standby' cannot accept command verb 'complete'");
+        expect_record("done m0 -EIO Job 'm0' in state 'standby' cannot accept command verb 'complete'");
+        check(!j->pivoting);
+        check(job_pivot(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"m0\"}}"), "{}");
+        expect_record("done m0 0 -");
+        teardown(&f);
+}
+
+static void check_progress_spacing(size_t from, uint64_t max_gap) {
+        for (size_t i = from + 1; i < n_progress; i++) {
+                uint64_t gap = progress_log[i].usec - progress_log[i - 1].usec;
+                if (gap + 2 * USEC_PER_MSEC < 100 * USEC_PER_MSEC || gap > max_gap) {
+                        fprintf(stderr, "progress #%zu came %" PRIu64 " µs after the one before\n", i, gap);
+                        exit(EXIT_FAILURE);
+                }
+        }
+}
+
+static void test_progress(void) {
+        const uint64_t end = 100 * MiB;
+        uint64_t t0, cur = 0, moved;
+        size_t first, polls;
+        Fixture f;
+        Job *j;
+
+        printf("progress: at most 10 a second, one per 5 %% or per second; rate and eta\n");
+        setup(&f, 5 * USEC_PER_MSEC);
+        j = add_job(&f, "m1", JOB_TYPE_COPY, "mirror", 0, end);
+        check(n_progress == 1);
+
+        /* Fast: 1 % per poll every 5 ms, 5 % per 25 ms: the cap rules. */
+        t0 = now_usec(CLOCK_MONOTONIC);
+        for (int i = 1; i <= 60; i++)
+                answer_poll(&f, "m1", "mirror", "running", cur += end / 100, end);
+        run_for(150 * USEC_PER_MSEC); /* the last one comes when the cap allows */
+        answer_poll(&f, "m1", "mirror", "running", cur, end);
+        printf("  fast: %zu reports in %" PRIu64 " ms\n", n_progress, (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
+        check(n_progress >= 2);
+        check(n_progress - 1 <= (now_usec(CLOCK_MONOTONIC) - t0) / (100 * USEC_PER_MSEC) + 1);
+        check_progress_spacing(0, USEC_PER_SEC);
+        check(progress_log[n_progress - 1].cur == cur); /* nothing left unreported */
+        check(j->rate > 0);
+
+        /* Moderate: 1 % per poll every 40 ms: a report at each 5 % step. */
+        job_tracker_set_poll_interval(f.tracker, 40 * USEC_PER_MSEC);
+        answer_poll(&f, "m1", "mirror", "running", cur, end); /* the one already armed */
+        first = n_progress;
+        for (int i = 1; i <= 20; i++)
+                answer_poll(&f, "m1", "mirror", "running", cur += end / 100, end);
+        printf("  moderate: %zu reports for 20 %%\n", n_progress - first);
+        check(n_progress - first >= 4);
+        for (size_t i = first; i < n_progress; i++)
+                check(progress_log[i].cur - (i > 0 ? progress_log[i - 1].cur : 0) <= end / 20);
+        check_progress_spacing(first, USEC_PER_SEC);
+
+        /* A pause forgets the rate. */
+        peer_status(&f.peer, "m1", "paused");
+        expect_record("state m1 paused");
+        check(j->rate == 0 && j->eta == 0);
+        if (peer_has_line(&f.peer))
+                answer_poll(&f, "m1", "mirror", "paused", cur, end);
+        run_for(50 * USEC_PER_MSEC);
+        peer_expect_nothing(&f.peer);
+        job_tracker_set_poll_interval(f.tracker, 100 * USEC_PER_MSEC);
+        peer_status(&f.peer, "m1", "running");
+        expect_record("state m1 running");
+
+        /* Slow: 0.1 % per poll every 100 ms: 5 % would take 5 s, so one
+         * report a second carries it. */
+        first = n_progress;
+        t0 = now_usec(CLOCK_MONOTONIC);
+        moved = 0;
+        for (polls = 0; now_usec(CLOCK_MONOTONIC) - t0 < 3500 * USEC_PER_MSEC; polls++) {
+                answer_poll(&f, "m1", "mirror", "running", cur += end / 1000, end);
+                moved += end / 1000;
+        }
+        printf("  slow: %zu reports in %zu polls (3.5 s), rate %" PRIu64 " B/s, eta %" PRIu64 " s\n",
+               n_progress - first, polls, j->rate, j->eta);
+        check(n_progress - first >= 3 && n_progress - first <= 5);
+        check(progress_log[first].usec - t0 < 1500 * USEC_PER_MSEC);
+        check_progress_spacing(first, 1500 * USEC_PER_MSEC);
+        for (size_t i = first + 1; i < n_progress; i++)
+                check(progress_log[i].usec - progress_log[i - 1].usec >= 900 * USEC_PER_MSEC);
+        {
+                /* Smoothed over 2 s, it has converged to the slow rate. */
+                double expected = (double) moved * USEC_PER_SEC / (double) (now_usec(CLOCK_MONOTONIC) - t0);
+                check(j->rate > expected * 0.5 && j->rate < expected * 1.6);
+                check(j->eta == (end - cur + j->rate - 1) / j->rate);
+        }
+
+        teardown(&f);
+}
+
+static void test_polling_stops(void) {
+        Fixture f;
+        Job *j;
+        int n = 0;
+
+        printf("query-jobs only while a job runs\n");
+        setup(&f, 20 * USEC_PER_MSEC);
+        peer_expect_nothing(&f.peer);
+        run_for(100 * USEC_PER_MSEC);
+        peer_expect_nothing(&f.peer); /* no job: no poll */
+
+        j = add_job(&f, "m2", JOB_TYPE_COPY, "mirror", 0, MiB);
+        for (int i = 0; i < 3; i++)
+                answer_poll(&f, "m2", "mirror", "running", 0, MiB);
+        peer_status(&f.peer, "m2", "ready");
+        expect_record("state m2 ready ready");
+        expect_record("ready m2");
+        if (peer_has_line(&f.peer)) /* sent before the event */
+                answer_poll(&f, "m2", "mirror", "ready", MiB, MiB);
+        for (int i = 0; i < 10; i++) {
+                run_for(30 * USEC_PER_MSEC);
+                peer_expect_nothing(&f.peer);
+        }
+
+        /* Running again (after a pause): polls again. */
+        peer_status(&f.peer, "m2", "standby");
+        expect_record("state m2 paused ready");
+        run_for(60 * USEC_PER_MSEC);
+        peer_expect_nothing(&f.peer);
+        peer_status(&f.peer, "m2", "running");
+        expect_record("state m2 running");
+        answer_poll(&f, "m2", "mirror", "running", MiB / 2, MiB);
+        answer_poll(&f, "m2", "mirror", "running", MiB / 2, MiB);
+
+        /* Pending and concluded jobs do not run either. */
+        peer_status(&f.peer, "m2", "waiting");
+        peer_status(&f.peer, "m2", "pending");
+        expect_record("state m2 pending");
+        expect_record("pending m2");
+        while (peer_has_line(&f.peer) && n++ < 2)
+                answer_poll(&f, "m2", "mirror", "pending", MiB, MiB);
+        run_for(100 * USEC_PER_MSEC);
+        peer_expect_nothing(&f.peer);
+        check(j->state == JOB_STATE_PENDING);
+        teardown(&f);
+}
+
+static void test_failure(void) {
+        _cleanup_free_ char *e = NULL, *ret = NULL;
+        Fixture f;
+        int64_t id;
+
+        printf("failing job: BLOCK_JOB_ERROR, then concluded with QEMU's error → failed with its text\n");
+        setup(&f, LONG_POLL);
+        add_job(&f, "s0", JOB_TYPE_PULL, "stream", MiB, 256 * MiB);
+        for (int i = 0; i < 3; i++)
+                peer_event(&f.peer, "BLOCK_JOB_ERROR", "{\"device\": \"s0\", \"operation\": \"read\", \"action\": \"report\"}");
+        expect_no_record();
+        peer_status(&f.peer, "s0", "aborting");
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"s0\", \"len\": 268435456, \"offset\": 2097152, \"speed\": 0, \"type\": \"stream\", "
+                   "\"error\": \"Input/output error\"}");
+        peer_status(&f.peer, "s0", "concluded");
+        expect_no_record();
+        expect_dismiss(&f, "s0");
+        expect_record("state s0 failed error=Input/output error");
+        expect_record("finished s0 failed Input/output error");
+        teardown(&f);
+
+        printf("failing snapshot job (no BLOCK_JOB_* events): the error comes from query-jobs\n");
+        setup(&f, LONG_POLL);
+        add_job(&f, "save0", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", 0, 0);
+        peer_status(&f.peer, "save0", "aborting");
+        peer_status(&f.peer, "save0", "concluded");
+        id = peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}");
+        e = job_entry("save0", "snapshot-save", "concluded", 0, 0, "Snapshot 'snap1' already exists in one or more devices");
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f.peer, id, ret);
+        expect_dismiss(&f, "save0");
+        expect_record("state save0 failed error=Snapshot 'snap1' already exists in one or more devices");
+        expect_record("finished save0 failed Snapshot 'snap1' already exists in one or more devices");
+        teardown(&f);
+}
+
+static void test_abort(void) {
+        _cleanup_free_ char *message = NULL;
+        Fixture f;
+        Job *j;
+        int64_t id;
+
+        printf("abort a running pull: block-job-cancel, BLOCK_JOB_CANCELLED → canceled\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "s1", JOB_TYPE_PULL, "stream", 0, MiB);
+        check(job_abort(j, false, on_done, NULL, NULL) == 0);
+        check(job_abort(j, false, on_done, NULL, &message) == -EBUSY);
+        id = peer_expect(&f.peer, "{\"execute\":\"block-job-cancel\",\"arguments\":{\"device\":\"s1\"}}");
+        peer_reply(&f.peer, id, "{}");
+        expect_record("done s1 0 -");
+        peer_status(&f.peer, "s1", "aborting");
+        peer_event(&f.peer, "BLOCK_JOB_CANCELLED",
+                   "{\"device\": \"s1\", \"len\": 1048576, \"offset\": 65536, \"speed\": 0, \"type\": \"stream\"}");
+        peer_status(&f.peer, "s1", "concluded");
+        expect_dismiss(&f, "s1");
+        expect_record("state s1 canceled");
+        expect_record("finished s1 canceled -");
+        teardown(&f);
+
+        printf("abort a READY copy without pivot: QEMU says COMPLETED, we say canceled (source kept)\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m3", JOB_TYPE_COPY, "mirror", 0, MiB);
+        peer_status(&f.peer, "m3", "ready");
+        expect_record("state m3 ready ready");
+        expect_record("ready m3");
+        check(job_abort(j, false, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"block-job-cancel\",\"arguments\":{\"device\":\"m3\"}}"), "{}");
+        expect_record("done m3 0 -");
+        pending_action = PENDING_FINALIZE;
+        peer_status(&f.peer, "m3", "waiting");
+        peer_status(&f.peer, "m3", "pending");
+        expect_record("state m3 running");
+        expect_record("state m3 pending");
+        expect_record("pending m3 aborting");
+        id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"m3\"}}");
+        answer_poll(&f, "m3", "mirror", "pending", MiB, MiB);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"m3\", \"len\": 1048576, \"offset\": 1048576, \"speed\": 0, \"type\": \"mirror\"}");
+        peer_status(&f.peer, "m3", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        expect_dismiss(&f, "m3");
+        expect_record("state m3 canceled");
+        expect_record("finished m3 canceled -");
+        teardown(&f);
+
+        printf("abort with pivot on a READY copy: job-complete → completed\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m4", JOB_TYPE_COPY, "mirror", 0, MiB);
+        check(job_abort(j, true, on_done, NULL, NULL) == -ESTALE);
+        peer_status(&f.peer, "m4", "ready");
+        expect_record("state m4 ready ready");
+        expect_record("ready m4");
+        check(job_abort(j, true, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"m4\"}}"), "{}");
+        expect_record("done m4 0 -");
+        pending_action = PENDING_FINALIZE;
+        peer_status(&f.peer, "m4", "pending");
+        expect_record("state m4 pending");
+        expect_record("pending m4 pivoting");
+        id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"m4\"}}");
+        answer_poll(&f, "m4", "mirror", "pending", MiB, MiB);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"m4\", \"len\": 1048576, \"offset\": 1048576, \"speed\": 0, \"type\": \"mirror\"}");
+        peer_status(&f.peer, "m4", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        expect_dismiss(&f, "m4");
+        expect_record("state m4 completed");
+        expect_record("finished m4 completed -");
+        teardown(&f);
+
+        printf("abort a snapshot job: job-cancel (block-job-cancel does not find it)\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "del0", JOB_TYPE_SNAPSHOT_DELETE, "snapshot-delete", 0, 0);
+        check(job_abort(j, false, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-cancel\",\"arguments\":{\"id\":\"del0\"}}"), "{}");
+        expect_record("done del0 0 -");
+        teardown(&f);
+
+        printf("the owner refuses in pending: job-cancel → failed with the owner's reason, or canceled\n");
+        setup(&f, LONG_POLL);
+        add_job(&f, "c1", JOB_TYPE_COMMIT, "commit", MiB, MiB);
+        pending_action = PENDING_REFUSE;
+        peer_status(&f.peer, "c1", "pending");
+        expect_record("state c1 pending");
+        expect_record("pending c1");
+        id = peer_expect(&f.peer, "{\"execute\":\"job-cancel\",\"arguments\":{\"id\":\"c1\"}}");
+        answer_poll(&f, "c1", "commit", "pending", MiB, MiB);
+        peer_status(&f.peer, "c1", "aborting");
+        peer_event(&f.peer, "BLOCK_JOB_CANCELLED",
+                   "{\"device\": \"c1\", \"len\": 1048576, \"offset\": 1048576, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "c1", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        expect_dismiss(&f, "c1");
+        expect_record("state c1 failed error=Cannot save the snapshot metadata: No space left on device");
+        expect_record("finished c1 failed Cannot save the snapshot metadata: No space left on device");
+
+        j = add_job(&f, "c2", JOB_TYPE_COMMIT, "commit", MiB, MiB);
+        pending_action = PENDING_WAIT;
+        peer_status(&f.peer, "c2", "pending");
+        expect_record("state c2 pending");
+        expect_record("pending c2");
+        answer_poll(&f, "c2", "commit", "pending", MiB, MiB);
+        check(job_finalize(j, false, NULL) == 0);
+        id = peer_expect(&f.peer, "{\"execute\":\"job-cancel\",\"arguments\":{\"id\":\"c2\"}}");
+        peer_status(&f.peer, "c2", "aborting");
+        peer_status(&f.peer, "c2", "concluded"); /* no BLOCK_JOB_CANCELLED: asks query-jobs */
+        peer_reply(&f.peer, id, "{}");
+        id = peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}");
+        peer_reply(&f.peer, id, "[{\"current-progress\": 1048576, \"status\": \"concluded\", \"total-progress\": 1048576, "
+                                "\"type\": \"commit\", \"id\": \"c2\", \"error\": \"Operation canceled\"}]");
+        expect_dismiss(&f, "c2");
+        expect_record("state c2 canceled");
+        expect_record("finished c2 canceled -");
+        teardown(&f);
+}
+
+static void test_set_speed(void) {
+        _cleanup_free_ char *message = NULL;
+        Fixture f;
+        Job *j;
+
+        printf("set-speed: block-job-set-speed, Bandwidth changes after QEMU agreed\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m5", JOB_TYPE_COPY, "mirror", 0, MiB);
+        check(job_set_speed(j, 16 * MiB, on_done, NULL, NULL) == 0);
+        check(j->bandwidth == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"m5\",\"speed\":16777216}}"), "{}");
+        expect_record("state m5 running bw=16777216");
+        expect_record("done m5 0 -");
+        check(job_set_speed(j, 0, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"m5\",\"speed\":0}}"), "{}");
+        expect_record("state m5 running");
+        expect_record("done m5 0 -");
+
+        check(job_set_speed(j, 5, on_done, NULL, NULL) == 0);
+        peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"m5\",\"speed\":5}}"),
+                   "Parameter 'speed' expects a non-negative value");
+        expect_record("done m5 -EIO Parameter 'speed' expects a non-negative value");
+        check(j->bandwidth == 0);
+
+        check(job_set_speed(j, UINT64_MAX, on_done, NULL, &message) == -EINVAL);
+        check(message && strstr(message, "out of range"));
+        message = mfree(message);
+        peer_expect_nothing(&f.peer);
+
+        j = add_job(&f, "save1", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", 0, 0);
+        message = mfree(message);
+        check(job_set_speed(j, MiB, on_done, NULL, &message) == -EOPNOTSUPP);
+        peer_expect_nothing(&f.peer);
+        teardown(&f);
+}
+
+static void test_pause_resume(void) {
+        Fixture f;
+        Job *j;
+
+        printf("pause/resume: job-pause/job-resume, state from JOB_STATUS_CHANGE; READY ↔ standby\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m6", JOB_TYPE_COPY, "mirror", 0, MiB);
+        check(job_resume(j, on_done, NULL, NULL) == 1); /* not paused: nothing to do */
+        check(job_pause(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("done m6 0 -");
+        check(j->state == JOB_STATE_RUNNING); /* QEMU says when */
+        peer_status(&f.peer, "m6", "paused");
+        expect_record("state m6 paused");
+        check(job_pause(j, on_done, NULL, NULL) == 1);
+        check(job_resume(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("done m6 0 -");
+        peer_status(&f.peer, "m6", "running");
+        expect_record("state m6 running");
+
+        peer_status(&f.peer, "m6", "ready");
+        expect_record("state m6 ready ready");
+        expect_record("ready m6");
+        check(job_pause(j, on_done, NULL, NULL) == 0);
+        peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"),
+                   "Job is already paused");
+        expect_record("done m6 -EIO Job is already paused");
+        check(job_pause(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("done m6 0 -");
+        peer_status(&f.peer, "m6", "standby");
+        expect_record("state m6 paused ready");
+        check(job_resume(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("done m6 0 -");
+        peer_status(&f.peer, "m6", "ready");
+        expect_record("state m6 ready ready"); /* no second ready() */
+        teardown(&f);
+}
+
+static Fixture *adopt_fixture;
+
+static void on_adopted(JobTracker *t, int error, void *userdata) {
+        size_t n = 0;
+
+        record("adopted %s", errname(error));
+        JOB_TRACKER_FOREACH(j, t) {
+                record("  %s %s %s%s %" PRIu64 "/%" PRIu64 " bw=%" PRIu64 "%s%s", j->id, job_type_to_string(j->type),
+                       job_state_to_string(j->state), j->ready ? " ready" : "", j->cur, j->end, j->bandwidth,
+                       j->error ? " error=" : "", strempty(j->error));
+                check(j->adopted);
+                n++;
+        }
+        /* The owner corrects what QEMU cannot know. */
+        if (n > 0) {
+                Job *j = job_tracker_find(t, "pend0");
+                check(j);
+                job_set_type(j, JOB_TYPE_ACTIVE_COMMIT);
+                check(job_set_disk(j, "vdb") == 0);
+                job_set_start_time(j, 1700000000 * USEC_PER_SEC);
+        }
+}
+
+static void test_adopt(void) {
+        Fixture f;
+        Job *j;
+        int64_t qj, qbj;
+
+        printf("adoption: query-jobs with a running, a pending and concluded jobs\n");
+        setup(&f, LONG_POLL);
+        adopt_fixture = &f;
+        check(job_tracker_adopt(f.tracker, on_adopted, NULL) == 0);
+        check(job_tracker_adopt(f.tracker, on_adopted, NULL) == -EBUSY);
+        qj = peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}");
+        qbj = peer_expect(&f.peer, "{\"execute\":\"query-block-jobs\"}");
+        peer_reply(&f.peer, qj,
+                   "[{\"current-progress\": 1048576, \"status\": \"running\", \"total-progress\": 268435456, \"type\": \"stream\", \"id\": \"run0\"},"
+                   " {\"current-progress\": 4194304, \"status\": \"pending\", \"total-progress\": 4194304, \"type\": \"commit\", \"id\": \"pend0\"},"
+                   " {\"current-progress\": 1048576, \"status\": \"concluded\", \"total-progress\": 268435456, \"type\": \"mirror\", \"id\": \"conc0\","
+                   "  \"error\": \"No space left on device\"},"
+                   " {\"current-progress\": 65536, \"status\": \"concluded\", \"total-progress\": 65536, \"type\": \"commit\", \"id\": \"conc1\"},"
+                   " {\"current-progress\": 5, \"status\": \"concluded\", \"total-progress\": 9, \"type\": \"stream\", \"id\": \"canc0\","
+                   "  \"error\": \"Operation canceled\"},"
+                   " {\"current-progress\": 0, \"status\": \"ready\", \"total-progress\": 0, \"type\": \"commit\", \"id\": \"ac1\"},"
+                   " {\"current-progress\": 1, \"status\": \"concluded\", \"total-progress\": 1, \"type\": \"create\", \"id\": \"create0\"}]");
+        expect_no_record(); /* until both replies are in */
+        peer_reply(&f.peer, qbj,
+                   "[{\"auto-finalize\": false, \"io-status\": \"ok\", \"device\": \"run0\", \"auto-dismiss\": false, \"busy\": true, "
+                   "  \"len\": 268435456, \"offset\": 1048576, \"status\": \"running\", \"paused\": false, \"speed\": 16777216, "
+                   "  \"ready\": false, \"type\": \"stream\"}]");
+        expect_record("adopted 0");
+        expect_record("  run0 pull running 1048576/268435456 bw=16777216");
+        expect_record("  pend0 commit pending 4194304/4194304 bw=0");
+        expect_record("  conc0 copy failed 1048576/268435456 bw=0 error=No space left on device");
+        expect_record("  conc1 commit completed 65536/65536 bw=0");
+        expect_record("  canc0 pull canceled 5/9 bw=0");
+        expect_record("  ac1 active-commit ready ready 0/0 bw=0");
+        expect_record("pending pend0");
+        expect_no_record();
+        j = job_tracker_find(f.tracker, "pend0");
+        check(j->type == JOB_TYPE_ACTIVE_COMMIT && streq(j->disk, "vdb") && j->start_time == 1700000000 * USEC_PER_SEC);
+        check(!job_tracker_find(f.tracker, "create0")); /* not ours */
+
+        expect_dismiss(&f, "conc0");
+        expect_record("state conc0 failed error=No space left on device");
+        expect_record("finished conc0 failed No space left on device");
+        expect_dismiss(&f, "conc1");
+        expect_record("state conc1 completed");
+        expect_record("finished conc1 completed -");
+        expect_dismiss(&f, "canc0");
+        expect_record("state canc0 canceled");
+        expect_record("finished canc0 canceled -");
+
+        /* The pending one finishes as any other. */
+        check(job_finalize(j, true, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"pend0\"}}"), "{}");
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"pend0\", \"len\": 4194304, \"offset\": 4194304, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "pend0", "concluded");
+        expect_dismiss(&f, "pend0");
+        expect_record("state pend0 completed");
+        expect_record("finished pend0 completed -");
+
+        peer_status(&f.peer, "run0", "running"); /* no change: no record, no effect */
+        expect_no_record();
+        check(job_tracker_find(f.tracker, "ac1")->ready);
+        teardown(&f);
+
+        printf("adoption: query-jobs refused\n");
+        setup(&f, LONG_POLL);
+        check(job_tracker_adopt(f.tracker, on_adopted, NULL) == 0);
+        peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"), "nope");
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-block-jobs\"}"), "[]");
+        expect_record("adopted -EIO");
+        teardown(&f);
+}
+
+static void test_disconnect(void) {
+        _cleanup_free_ char *message = NULL;
+        Fixture f;
+        Job *j, *k;
+        int64_t id;
+
+        printf("disconnect with a poll and a command in flight: every job fails, \"QEMU went away\"\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "s2", JOB_TYPE_PULL, "stream", 0, MiB);
+        k = add_job(&f, "m7", JOB_TYPE_COPY, "mirror", 0, MiB);
+        (void) k;
+        check(job_tracker_add(f.tracker, "b0", JOB_TYPE_BACKUP, "vda", 0, NULL) == 0);
+        peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"); /* its sync poll, left unanswered */
+        check(job_set_speed(j, MiB, on_done, NULL, NULL) == 0);
+        peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"s2\",\"speed\":1048576}}");
+        peer_close(&f.peer);
+        drain();
+        expect_record("state s2 failed error=QEMU went away");
+        expect_record("finished s2 failed QEMU went away");
+        expect_record("state m7 failed error=QEMU went away");
+        expect_record("finished m7 failed QEMU went away");
+        expect_record("state b0 failed error=QEMU went away");
+        expect_record("finished b0 failed QEMU went away");
+        expect_record("done s2 -ECONNRESET QEMU went away");
+        expect_record("disconnect");
+        check(j->bandwidth == 0);
+        check(job_tracker_add(f.tracker, "x", JOB_TYPE_PULL, "vda", 0, NULL) == -ENOTCONN);
+        check(job_tracker_adopt(f.tracker, on_adopted, NULL) == -ENOTCONN);
+        check(!job_tracker_first(f.tracker));
+        teardown(&f);
+
+        printf("disconnect with nothing in flight (a READY job): the owner's call ends it\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m8", JOB_TYPE_COPY, "mirror", 0, MiB);
+        peer_status(&f.peer, "m8", "ready");
+        expect_record("state m8 ready ready");
+        expect_record("ready m8");
+        peer_close(&f.peer);
+        drain();
+        expect_record("disconnect");
+        expect_record("state m8 failed error=QEMU went away");
+        expect_record("finished m8 failed QEMU went away");
+        check(job_pivot(j, on_done, NULL, &message) == -ESTALE);
+        teardown(&f);
+
+        printf("disconnect after the job concluded: it ends as it did\n");
+        setup(&f, LONG_POLL);
+        add_job(&f, "c3", JOB_TYPE_COMMIT, "commit", MiB, MiB);
+        pending_action = PENDING_FINALIZE;
+        peer_status(&f.peer, "c3", "pending");
+        expect_record("state c3 pending");
+        expect_record("pending c3");
+        id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"c3\"}}");
+        answer_poll(&f, "c3", "commit", "pending", MiB, MiB);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"c3\", \"len\": 1048576, \"offset\": 1048576, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "c3", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        peer_expect(&f.peer, "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"c3\"}}");
+        peer_close(&f.peer);
+        drain();
+        expect_record("state c3 completed");
+        expect_record("finished c3 completed -");
+        expect_record("disconnect");
+        teardown(&f);
+}
+
+static void test_unknown_events(void) {
+        Fixture f;
+        Job *j;
+
+        printf("unknown and malformed events, other jobs' events: ignored\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m9", JOB_TYPE_COPY, "mirror", 5, 10);
+        peer_event(&f.peer, "FUTURE_EVENT", "{\"id\": \"m9\", \"status\": \"concluded\"}");
+        peer_event(&f.peer, "BLOCK_JOB_FUTURE", "{\"device\": \"m9\", \"len\": 99, \"offset\": 99}");
+        peer_event(&f.peer, "BLOCK_JOB_READY", "{\"device\": 5}");
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED", "{\"len\": 1}");
+        peer_event(&f.peer, "JOB_STATUS_CHANGE", "{\"id\": \"m9\"}");
+        peer_event(&f.peer, "JOB_STATUS_CHANGE", "[]");
+        peer_status(&f.peer, "m9", "some-future-status");
+        peer_status(&f.peer, "m9", "created");
+        peer_status(&f.peer, "other", "concluded"); /* not ours: e.g. a snapshot-save of domain-snapshot.c */
+        peer_event(&f.peer, "BLOCK_JOB_CANCELLED", "{\"device\": \"other\", \"len\": 1, \"offset\": 1, \"speed\": 0, \"type\": \"stream\"}");
+        peer_say(&f.peer, "{\"event\": \"JOB_STATUS_CHANGE\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n");
+        expect_no_record();
+        peer_expect_nothing(&f.peer);
+        check(j->state == JOB_STATE_RUNNING && j->cur == 5 && j->end == 10 && !j->cancelled_seen);
+        teardown(&f);
+}
+
+static void test_vanished(void) {
+        Fixture f;
+
+        printf("a job someone else dismissed, or missing from query-jobs: failed, \"vanished\"\n");
+        setup(&f, LONG_POLL);
+        add_job(&f, "s3", JOB_TYPE_PULL, "stream", 0, MiB);
+        peer_status(&f.peer, "s3", "null");
+        expect_record("state s3 failed error=Job vanished from QEMU (dismissed by someone else?)");
+        expect_record("finished s3 failed Job vanished from QEMU (dismissed by someone else?)");
+        check(job_tracker_add(f.tracker, "s4", JOB_TYPE_PULL, "vda", 0, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"), "[]");
+        expect_record("state s4 failed error=Job vanished from QEMU (dismissed by someone else?)");
+        expect_record("finished s4 failed Job vanished from QEMU (dismissed by someone else?)");
+        peer_expect_nothing(&f.peer);
+        teardown(&f);
+}
+
+static void test_free_in_callbacks(void) {
+        Fixture f;
+        Job *j, *k;
+
+        printf("the owner frees the tracker from finished() while another job ends too\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "s5", JOB_TYPE_PULL, "stream", 0, MiB);
+        k = add_job(&f, "s6", JOB_TYPE_PULL, "stream", 0, MiB);
+        check(job_pause(j, on_done, NULL, NULL) == 0);
+        check(job_set_speed(k, MiB, on_done, NULL, NULL) == 0);
+        peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"s5\"}}");
+        free_tracker_on_finished = &f.tracker;
+        peer_close(&f.peer);
+        drain();
+        /* s5 ended; the tracker went in its finished(): s6 silently
+         * detached, its caller told that nobody tracks it any more, and
+         * the job-pause caller that QEMU went away. */
+        expect_record("state s5 failed error=QEMU went away");
+        expect_record("finished s5 failed QEMU went away");
+        expect_record("done s6 -ECANCELED qsnapd stopped tracking the job");
+        expect_record("done s5 -ECONNRESET QEMU went away");
+        expect_record("disconnect");
+        check(!f.tracker && kept_job == j);
+        teardown(&f);
+
+        printf("job_tracker_free() with jobs and commands in flight: no observer calls, jobs detached\n");
+        setup(&f, LONG_POLL);
+        j = job_ref(add_job(&f, "s7", JOB_TYPE_PULL, "stream", 0, MiB));
+        check(job_set_speed(j, MiB, on_done, NULL, NULL) == 0);
+        f.tracker = job_tracker_free(f.tracker);
+        expect_record("done s7 -ECANCELED qsnapd stopped tracking the job");
+        check(!j->tracker && j->state == JOB_STATE_RUNNING);
+        check(job_pause(j, on_done, NULL, NULL) == -ESTALE);
+        peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"s7\",\"speed\":1048576}}");
+        peer_status(&f.peer, "s7", "concluded");
+        run_for(50 * USEC_PER_MSEC);
+        peer_expect_nothing(&f.peer);
+        job_unref(j);
+        teardown(&f);
+}
+
+/* ---- against a real QEMU ---- */
+
+typedef struct Smoke {
+        bool done, finished, pending;
+        int error;
+        JobTracker *tracker;
+        Job *job;
+} Smoke;
+
+static Smoke smoke;
+
+static void on_smoke_reply(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
+        if (error == -EIO)
+                fprintf(stderr, "QEMU error: %s: %s\n", c, d);
+        smoke.done = true;
+        smoke.error = error;
+}
+
+/* The owner registers the job once QEMU accepted the command. */
+static void on_smoke_stream_started(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
+        on_smoke_reply(q, error, result, c, d, userdata);
+        if (error == 0)
+                check(job_tracker_add(smoke.tracker, "stream0", JOB_TYPE_PULL, "vda", 4 * MiB, &smoke.job) == 0);
+}
+
+static void on_smoke_qmp_ready(Qmp *q, int error, void *userdata) {
+        smoke.done = true;
+        smoke.error = error;
+}
+
+static void on_smoke_pending(Job *j, void *userdata) {
+        printf("  pending at %" PRIu64 "/%" PRIu64 "; chain bookkeeping would go here\n", j->cur, j->end);
+        smoke.pending = true;
+        check(job_finalize(j, true, NULL) == 0);
+}
+
+static void on_smoke_state(Job *j, void *userdata) {
+        printf("  state %s\n", job_state_to_string(j->state));
+}
+
+static void on_smoke_progress(Job *j, void *userdata) {
+        printf("  progress %" PRIu64 "/%" PRIu64 " rate %" PRIu64 " B/s\n", j->cur, j->end, j->rate);
+}
+
+static void on_smoke_finished(Job *j, void *userdata) {
+        printf("  finished %s %s\n", job_state_to_string(j->state), strna(j->error));
+        smoke.finished = true;
+        check(!kept_job);
+        kept_job = job_ref(j);
+}
+
+static void run_until(const bool *flag, uint64_t timeout) {
+        uint64_t until = now_usec(CLOCK_MONOTONIC) + timeout;
+
+        while (!*flag && now_usec(CLOCK_MONOTONIC) < until)
+                check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
+        check(*flag);
+}
+
+static pid_t qemu_pid;
+
+static void kill_qemu(void) {
+        if (qemu_pid > 0) {
+                (void) kill(qemu_pid, SIGKILL);
+                (void) waitpid(qemu_pid, NULL, 0);
+        }
+}
+
+static int run(const char *cmdline) {
+        int r = system(cmdline);
+        return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static void test_real_qemu(void) {
+        static const char qemu[] = "/usr/bin/qemu-system-x86_64";
+        static const JobObserver smoke_observer = {
+                .progress = on_smoke_progress,
+                .state_changed = on_smoke_state,
+                .pending = on_smoke_pending,
+                .finished = on_smoke_finished,
+        };
+        char dir[] = "/tmp/test-job-XXXXXX", path[128], qmparg[192], logpath[128], base_arg[256], top_arg[256],
+             cmd[1024];
+        _cleanup_free_ char *info = NULL;
+        JobTracker *t = NULL;
+        Qmp *q = NULL;
+        Job *j = NULL;
+        pid_t pid;
+        int r = -ENOENT, status;
+
+        if (access(qemu, X_OK) < 0 || access("/usr/bin/qemu-img", X_OK) < 0 || access("/usr/bin/qemu-io", X_OK) < 0) {
+                printf("real QEMU: not installed, skipped\n");
+                return;
+        }
+        printf("real QEMU: block-stream with auto-finalize=false through the tracker\n");
+        check(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/qmp.sock", dir);
+        snprintf(qmparg, sizeof(qmparg), "unix:%s,server=on,wait=off", path);
+        snprintf(logpath, sizeof(logpath), "%s/qemu.log", dir);
+
+        /* base (pattern 0xab in its first 8 MiB) <- top */
+        snprintf(cmd, sizeof(cmd),
+                 "cd %s && qemu-img create -q -f qcow2 base.qcow2 64M && "
+                 "qemu-io -c 'write -P 0xab 0 8M' base.qcow2 >/dev/null && "
+                 "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 64M", dir);
+        check(run(cmd) == 0);
+        snprintf(base_arg, sizeof(base_arg),
+                 "driver=qcow2,node-name=base-fmt,file.driver=file,file.filename=%s/base.qcow2", dir);
+        snprintf(top_arg, sizeof(top_arg),
+                 "driver=qcow2,node-name=top-fmt,file.driver=file,file.filename=%s/top.qcow2,backing=base-fmt", dir);
+
+        pid = fork();
+        check(pid >= 0);
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                dup2(null, STDIN_FILENO);
+                dup2(logfd, STDOUT_FILENO);
+                dup2(logfd, STDERR_FILENO);
+                execl(qemu, qemu, "-accel", "kvm", "-accel", "tcg", "-nodefaults", "-display", "none", "-machine", "q35",
+                      "-m", "64", "-blockdev", base_arg, "-blockdev", top_arg, "-device",
+                      "virtio-blk-pci,drive=top-fmt,id=vd0", "-qmp", qmparg, NULL);
+                _exit(127);
+        }
+        qemu_pid = pid;
+        check(atexit(kill_qemu) == 0);
+
+        for (int i = 0; i < 1000; i++) {
+                r = qmp_connect(event, path, &q);
+                if (r >= 0 || (r != -ENOENT && r != -ECONNREFUSED) || waitpid(pid, &status, WNOHANG) == pid)
+                        break;
+                usleep(10 * USEC_PER_MSEC);
+        }
+        if (r < 0) {
+                _cleanup_free_ char *qemu_log = NULL;
+                (void) read_full_file(logpath, 65536, &qemu_log, NULL);
+                fprintf(stderr, "Could not connect to QEMU: %s\n%s\n", strerror(-r), strna(qemu_log));
+                exit(EXIT_FAILURE);
+        }
+        smoke = (Smoke) {};
+        qmp_set_ready_callback(q, on_smoke_qmp_ready, NULL);
+        run_until(&smoke.done, 10 * USEC_PER_SEC);
+        check(smoke.error == 0);
+
+        check(job_tracker_new(q, event, &smoke_observer, NULL, &t) >= 0);
+        smoke.tracker = t;
+        smoke.done = false;
+        /* Throttled at first, so that it runs long enough to be polled. */
+        check(qmp_cmd_block_stream(q, "stream0", "top-fmt", NULL, NULL, 4 * MiB, on_smoke_stream_started, NULL) > 0);
+        run_until(&smoke.done, 10 * USEC_PER_SEC);
+        check(smoke.error == 0);
+        j = smoke.job;
+        check(j && j->bandwidth == 4 * MiB);
+        run_for(600 * USEC_PER_MSEC);
+        check(j->state == JOB_STATE_RUNNING && j->cur > 0 && j->cur < j->end);
+        printf("  throttled: %" PRIu64 "/%" PRIu64 ", rate %" PRIu64 " B/s\n", j->cur, j->end, j->rate);
+        smoke.done = false;
+        check(job_set_speed(j, 0, NULL, NULL, NULL) == 0);
+        run_until(&smoke.finished, 60 * USEC_PER_SEC);
+        check(smoke.pending);
+        check(kept_job == j && j->state == JOB_STATE_COMPLETED && !j->error && j->bandwidth == 0);
+        check(j->cur == j->end && j->end == 64 * MiB);
+        kept_job = job_unref(kept_job);
+
+        /* The top no longer has a backing file and holds the data. */
+        snprintf(cmd, sizeof(cmd), "qemu-img info -U --output=json %s/top.qcow2", dir);
+        {
+                char *argv[] = { (char *) "/bin/sh", (char *) "-c", cmd, NULL };
+                check(run_command(argv, &info) == 0);
+        }
+        check(!strstr(info, "backing-filename"));
+        snprintf(cmd, sizeof(cmd), "qemu-io -U -r -c 'read -P 0xab 0 8M' %s/top.qcow2 | grep -q 'read 8388608'", dir);
+        check(run(cmd) == 0);
+
+        t = job_tracker_free(t);
+        smoke.done = false;
+        check(qmp_cmd_quit(q, on_smoke_reply, NULL) > 0);
+        run_until(&smoke.done, 10 * USEC_PER_SEC);
+        check(waitpid(pid, &status, 0) == pid);
+        qemu_pid = 0;
+        qmp_unref(q);
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        check(run(cmd) == 0);
+}
+
+int main(int argc, char *argv[]) {
+        if (getenv("JOB_TEST_DEBUG"))
+                log_set_max_level(LOG_DEBUG);
+        else
+                log_set_max_level(LOG_CRIT); /* the tests provoke errors on purpose */
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        check(sd_event_new(&event) >= 0);
+
+        test_strings();
+        test_commit_lifecycle();
+        test_active_commit_pivot();
+        test_pivot_refused_by_qemu();
+        test_failure();
+        test_abort();
+        test_set_speed();
+        test_pause_resume();
+        test_adopt();
+        test_disconnect();
+        test_unknown_events();
+        test_vanished();
+        test_free_in_callbacks();
+        test_polling_stops();
+        test_progress();
+        test_real_qemu();
+
+        expect_no_record();
+        sd_event_unref(event);
+        printf("all job tests passed\n");
+        return EXIT_SUCCESS;
+}

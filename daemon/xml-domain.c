@@ -474,10 +474,7 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
                         continue;
 
                 if (xml_node_is(c, "type")) {
-                        r = xml_parser_check_once(p, c, &seen_type);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &def->os_type);
+                        r = xml_parser_text_once(p, c, &seen_type, &def->os_type);
                         if (r < 0)
                                 return r;
                         if (check_text(def->os_type))
@@ -520,10 +517,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                 if (xml_node_is(c, "emulator")) {
                         const char *problem;
 
-                        r = xml_parser_check_once(p, c, &seen_emulator);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &def->emulator);
+                        r = xml_parser_text_once(p, c, &seen_emulator, &def->emulator);
                         if (r < 0)
                                 return r;
                         problem = check_absolute_path(def->emulator);
@@ -619,10 +613,7 @@ static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
                         continue;
 
                 if (xml_node_is(c, "name")) {
-                        r = xml_parser_check_once(p, c, &seen_name);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &def->name);
+                        r = xml_parser_text_once(p, c, &seen_name, &def->name);
                         if (r < 0)
                                 return r;
                         problem = check_name(def->name);
@@ -633,10 +624,7 @@ static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
                         _cleanup_free_ char *text = NULL;
                         char uuid[37];
 
-                        r = xml_parser_check_once(p, c, &seen_uuid);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &text);
+                        r = xml_parser_text_once(p, c, &seen_uuid, &text);
                         if (r < 0)
                                 return r;
                         if (uuid_canonicalize(xml_strip_blank(text), uuid) < 0)
@@ -646,10 +634,7 @@ static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
                                 return -ENOMEM;
 
                 } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_check_once(p, c, &seen_description);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &def->description);
+                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
                         if (r < 0)
                                 return r;
 

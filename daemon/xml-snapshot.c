@@ -595,10 +595,7 @@ static int parser_parent(XmlParser *p, const xmlNode *n, char **ret) {
                 if (!xml_node_is(c, "name"))
                         return xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <parent>, expected <name>",
                                                 XML_QUOTE((const char *) c->name));
-                r = xml_parser_check_once(p, c, &seen_name);
-                if (r < 0)
-                        return r;
-                r = xml_node_text(p, c, &name);
+                r = xml_parser_text_once(p, c, &seen_name, &name);
                 if (r < 0)
                         return r;
                 if (check_name(name))
@@ -652,10 +649,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                         continue;
 
                 if (xml_node_is(c, "name")) {
-                        r = xml_parser_check_once(p, c, &seen_name);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &def->name);
+                        r = xml_parser_text_once(p, c, &seen_name, &def->name);
                         if (r < 0)
                                 return r;
                         problem = check_name(def->name);
@@ -663,10 +657,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                                 return xml_parser_error(p, -EINVAL, c, "<name> %s", problem);
 
                 } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_check_once(p, c, &seen_description);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &def->description);
+                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
                         if (r < 0)
                                 return r;
                         /* libvirt reads an empty description as none. */
@@ -695,10 +686,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                         const char *number;
                         int64_t v;
 
-                        r = xml_parser_check_once(p, c, &seen_active);
-                        if (r < 0)
-                                return r;
-                        r = xml_node_text(p, c, &text);
+                        r = xml_parser_text_once(p, c, &seen_active, &text);
                         if (r < 0)
                                 return r;
                         number = xml_strip_blank(text);
@@ -718,10 +706,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                                 _cleanup_free_ char *text = NULL;
                                 const char *value;
 
-                                r = xml_parser_check_once(p, c, &seen_state);
-                                if (r < 0)
-                                        return r;
-                                r = xml_node_text(p, c, &text);
+                                r = xml_parser_text_once(p, c, &seen_state, &text);
                                 if (r < 0)
                                         return r;
                                 value = xml_strip_blank(text);
@@ -739,10 +724,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                                 _cleanup_free_ char *text = NULL;
                                 const char *number;
 
-                                r = xml_parser_check_once(p, c, &seen_creation);
-                                if (r < 0)
-                                        return r;
-                                r = xml_node_text(p, c, &text);
+                                r = xml_parser_text_once(p, c, &seen_creation, &text);
                                 if (r < 0)
                                         return r;
                                 number = xml_strip_blank(text);

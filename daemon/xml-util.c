@@ -553,6 +553,15 @@ int xml_parser_check_once(XmlParser *p, const xmlNode *n, const xmlNode **seen) 
         return 0;
 }
 
+int xml_parser_text_once(XmlParser *p, const xmlNode *n, const xmlNode **seen, char **ret) {
+        int r;
+
+        r = xml_parser_check_once(p, n, seen);
+        if (r < 0)
+                return r;
+        return xml_node_text(p, n, ret);
+}
+
 /* Keeps the attributes of n that are not in known (and the namespace
  * declarations they need) as name="value" text. Declarations come first so
  * that a second round trip yields the same order. */

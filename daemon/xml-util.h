@@ -110,6 +110,8 @@ int xml_node_text(XmlParser *p, const xmlNode *n, char **ret);
 
 /* Refuses a second occurrence of an element, naming the first one's line. */
 int xml_parser_check_once(XmlParser *p, const xmlNode *n, const xmlNode **seen);
+/* Both: an element that may appear once, and its text. */
+int xml_parser_text_once(XmlParser *p, const xmlNode *n, const xmlNode **seen, char **ret);
 
 /* The attributes of n not in known, and the namespace declarations they
  * need, as name="value" text; declarations of skip_namespace (NULL: none)

@@ -11,18 +11,8 @@
 #include <sys/wait.h>
 
 #include "image.h"
+#include "test-check.h"
 #include "util.h"
-
-static unsigned n_failed, n_checks;
-
-#define CHECK(expr)                                                                  \
-        do {                                                                         \
-                n_checks++;                                                          \
-                if (!(expr)) {                                                       \
-                        n_failed++;                                                  \
-                        fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #expr); \
-                }                                                                    \
-        } while (0)
 
 static int sh(const char *fmt, ...) _printf_(1, 2);
 static int sh(const char *fmt, ...) {
@@ -134,6 +124,5 @@ int main(void) {
         test_overlay_like_qemu_img(dir, "qcow2", "1000000"); /* not a multiple of the cluster size */
         test_chain_agrees_with_qemu_img(dir);
         sh("rm -rf %s", dir);
-        printf("%u checks, %u failed\n", n_checks, n_failed);
-        return n_failed ? 1 : 0;
+        return test_summary();
 }

@@ -30,23 +30,12 @@
 #include <libxml/tree.h>
 
 #include "store.h"
+#include "test-check.h"
 #include "util.h"
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 #define UUID "0b7a5d43-5a3e-4f5e-8d4e-6c1f2a9b3c7d"
-
-static unsigned n_checks, n_failed;
-
-#define CHECK(expr)                                                                     \
-        do {                                                                            \
-                n_checks++;                                                             \
-                if (!(expr)) {                                                          \
-                        n_failed++;                                                     \
-                        fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__,      \
-                                __LINE__, __func__, #expr);                             \
-                }                                                                       \
-        } while (0)
 
 #define CHECK_R(call, want)                                                             \
         do {                                                                            \
@@ -1714,6 +1703,5 @@ int main(int argc, char **argv) {
         test_crash();
 
         xmlCleanupParser();
-        printf("%u checks, %u failed\n", n_checks, n_failed);
-        return n_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return test_summary();
 }

@@ -21,56 +21,12 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlversion.h>
 
+#include "test-check.h"
 #include "util.h"
 #include "xml-domain.h"
 #include "xml-snapshot.h"
 
 static const char *fixtures;
-static unsigned n_checks, n_failed;
-
-#define CHECK(expr)                                                                     \
-        do {                                                                            \
-                n_checks++;                                                             \
-                if (!(expr)) {                                                          \
-                        n_failed++;                                                     \
-                        fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__,      \
-                                __LINE__, __func__, #expr);                             \
-                }                                                                       \
-        } while (0)
-
-#define CHECK_STREQ(a, b)                                                               \
-        do {                                                                            \
-                const char *_a = (a), *_b = (b);                                        \
-                n_checks++;                                                             \
-                if (!streq_ptr(_a, _b)) {                                               \
-                        n_failed++;                                                     \
-                        fprintf(stderr, "%s:%d: %s: %s == %s failed:\n  got:  %s\n  want: %s\n", \
-                                __FILE__, __LINE__, __func__, #a, #b, strna(_a), strna(_b)); \
-                }                                                                       \
-        } while (0)
-
-#define CHECK_CONTAINS(haystack, needle)                                                \
-        do {                                                                            \
-                const char *_h = (haystack), *_n = (needle);                            \
-                n_checks++;                                                             \
-                if (!_h || !strstr(_h, _n)) {                                           \
-                        n_failed++;                                                     \
-                        fprintf(stderr, "%s:%d: %s: '%s' not found in: %s\n", __FILE__, \
-                                __LINE__, __func__, _n, strna(_h));                     \
-                }                                                                       \
-        } while (0)
-
-#define CHECK_NOT_CONTAINS(haystack, needle)                                            \
-        do {                                                                            \
-                const char *_h = (haystack), *_n = (needle);                            \
-                n_checks++;                                                             \
-                if (!_h || strstr(_h, _n)) {                                            \
-                        n_failed++;                                                     \
-                        fprintf(stderr, "%s:%d: %s: '%s' unexpectedly in: %s\n",        \
-                                __FILE__, __LINE__, __func__, _n, strna(_h));           \
-                }                                                                       \
-        } while (0)
-
 static char *read_fixture(const char *name, size_t *ret_size) {
         _cleanup_free_ char *path = strprintf("%s/%s", fixtures, name);
         FILE *f;
@@ -1626,6 +1582,5 @@ int main(int argc, char **argv) {
         test_active();
         test_copy();
 
-        printf("%u checks, %u failed\n", n_checks, n_failed);
-        return n_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return test_summary();
 }

@@ -721,6 +721,15 @@ static bool job_set_state(Job *j, JobState state, bool ready) {
         return true;
 }
 
+/* State from QEMU's status and whether the job is paused for real. */
+static bool job_update_state(Job *j) {
+        if (j->phase != PHASE_ACTIVE)
+                return true;
+        if (j->qemu_paused && j->user_paused)
+                return job_set_state(j, JOB_STATE_PAUSED, j->qemu_ready);
+        return job_set_state(j, j->qemu_ready ? JOB_STATE_READY : JOB_STATE_RUNNING, j->qemu_ready);
+}
+
 /* A QEMU job status, from JOB_STATUS_CHANGE or query-jobs; idempotent. */
 static void job_apply_status(Job *j, const char *status) {
         JobTracker *t = j->tracker;
@@ -759,15 +768,14 @@ static void job_apply_status(Job *j, const char *status) {
         if (j->phase != PHASE_ACTIVE)
                 return;
 
-        if (STR_IN_SET(status, "running", "waiting"))
-                (void) job_set_state(j, JOB_STATE_RUNNING, false);
-        else if (streq(status, "paused"))
-                (void) job_set_state(j, JOB_STATE_PAUSED, false);
-        else if (streq(status, "standby")) /* paused after READY */
-                (void) job_set_state(j, JOB_STATE_PAUSED, true);
-        else if (streq(status, "ready"))
-                (void) job_set_state(j, JOB_STATE_READY, true);
         /* "created", "undefined" and statuses of newer QEMUs change nothing. */
+        if (!STR_IN_SET(status, "running", "waiting", "paused", "standby", "ready"))
+                return;
+        j->qemu_paused = STR_IN_SET(status, "paused", "standby"); /* standby: paused after READY */
+        j->qemu_ready = STR_IN_SET(status, "ready", "standby");
+        if (!j->qemu_paused)
+                j->user_paused = false; /* resumed, by whoever */
+        (void) job_update_state(j);
 }
 
 /* ---- events ---- */
@@ -788,8 +796,14 @@ static void on_event(Qmp *qmp, const char *event, json_object *data, uint64_t ti
                         return;
                 }
                 j = job_ref(job_tracker_find(t, id));
-                if (j)
-                        job_apply_status(j, status);
+                if (!j)
+                        return;
+                /* The first READY of a block job comes with its figures in
+                 * BLOCK_JOB_READY, right after: take it from there, so that
+                 * ready() sees Cur at End. */
+                if (streq(status, "ready") && !j->ready_notified && job_type_is_block_job(j->type))
+                        return;
+                job_apply_status(j, status);
                 return;
         }
         /* Only the ones we know: a newer QEMU's event may mean anything. */
@@ -805,8 +819,14 @@ static void on_event(Qmp *qmp, const char *event, json_object *data, uint64_t ti
                 return;
 
         if (streq(event, "BLOCK_JOB_ERROR")) {
-                /* No text here: QEMU's reason comes with the end. */
+                /* No text here: QEMU's reason comes with the end. With
+                 * on-error=stop the job waits for a resume, as after
+                 * job-pause. */
                 log_warning("Job %s: I/O error on %s (action: %s).", j->id, strna(e.operation), strna(e.action));
+                if (streq_ptr(e.action, "stop") && j->phase == PHASE_ACTIVE) {
+                        j->user_paused = true;
+                        (void) job_update_state(j);
+                }
                 return;
         }
         if (e.has_progress && !job_set_progress(j, e.offset, e.len, false))
@@ -933,6 +953,7 @@ static void tracker_adopt_finish(JobTracker *t) {
                 const QmpJobInfo *info = infos + i;
                 JobType type = job_type_from_qemu(info->type, info->status);
                 uint64_t speed = 0;
+                bool paused = true; /* no block job: trust the status */
                 Job *j;
 
                 if (job_tracker_find(t, info->id) || streq(info->status, "null"))
@@ -942,8 +963,10 @@ static void tracker_adopt_finish(JobTracker *t) {
                         continue;
                 }
                 for (size_t k = 0; k < nb; k++)
-                        if (streq(binfos[k].id, info->id))
+                        if (streq(binfos[k].id, info->id)) {
                                 speed = binfos[k].speed;
+                                paused = binfos[k].paused;
+                        }
                 j = job_new(info->id, type, NULL, speed);
                 if (!j || (info->error && free_and_strdup(&j->end_error, info->error) < 0)) {
                         job_unref(j);
@@ -969,14 +992,15 @@ static void tracker_adopt_finish(JobTracker *t) {
                                 r = -ENOMEM;
                                 break;
                         }
-                } else if (STR_IN_SET(info->status, "paused", "standby")) {
-                        j->state = JOB_STATE_PAUSED;
-                        j->ready = streq(info->status, "standby");
-                } else if (streq(info->status, "ready")) {
-                        j->state = JOB_STATE_READY;
-                        j->ready = j->ready_notified = true;
-                } else
+                } else {
+                        j->qemu_paused = STR_IN_SET(info->status, "paused", "standby");
+                        j->qemu_ready = j->ready = j->ready_notified = STR_IN_SET(info->status, "ready", "standby");
+                        j->user_paused = j->qemu_paused && paused;
+                        j->state = j->qemu_paused && j->user_paused ? JOB_STATE_PAUSED
+                                 : j->qemu_ready                   ? JOB_STATE_READY
+                                                                   : JOB_STATE_RUNNING;
                         j->status_aborting = streq(info->status, "aborting");
+                }
 
                 log_info("Adopted QEMU job %s (%s, %s).", j->id, job_type_to_string(j->type), info->status);
                 tracker_link(t, j); /* takes the reference */
@@ -1040,6 +1064,10 @@ static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *d
                 j->bandwidth = c->value;
                 if (job_alive(j, t))
                         (void) notify(t, j, t->observer.state_changed);
+        } else if (c->kind == CALL_PAUSE || c->kind == CALL_RESUME) {
+                j->user_paused = c->kind == CALL_PAUSE;
+                if (job_alive(j, t))
+                        (void) job_update_state(j);
         }
         /* Exactly once, even when the owner freed the tracker meanwhile. */
         if (c->done)
@@ -1406,7 +1434,7 @@ int job_pause(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
         r = job_check_active(j, "paused", ret_message);
         if (r < 0)
                 return r;
-        if (j->state == JOB_STATE_PAUSED)
+        if (j->user_paused)
                 return 1;
         return job_send(j, CALL_PAUSE, 0, done, userdata, "job-pause", ret_message);
 }
@@ -1417,7 +1445,7 @@ int job_resume(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
         r = job_check_active(j, "resumed", ret_message);
         if (r < 0)
                 return r;
-        if (j->state != JOB_STATE_PAUSED)
+        if (!j->user_paused)
                 return 1;
         return job_send(j, CALL_RESUME, 0, done, userdata, "job-resume", ret_message);
 }

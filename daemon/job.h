@@ -11,8 +11,14 @@
  * learns everything through a JobObserver. No D-Bus in here.
  *
  * State mapping, QEMU job status → Job.state:
- *   created, running, waiting → running     paused → paused
- *   ready → ready (ready = true)            standby → paused (ready = true)
+ *   created, running, waiting → running     ready → ready (ready = true; the
+ *            first time from BLOCK_JOB_READY, which carries the figures)
+ *   paused → paused, standby → paused (ready = true), but only while the job
+ *            is paused for real: by job_pause(), by an I/O error with
+ *            on-error=stop (BLOCK_JOB_ERROR action "stop"), or, when adopted,
+ *            as query-block-jobs "paused" says. QEMU also pauses jobs for a
+ *            moment during its own drained sections (a READY mirror goes
+ *            ready → standby → ready): that stays running / ready.
  *   pending → pending (observer's pending(); stays pending until dismissed)
  *   aborting → unchanged (the end follows)
  *   concluded → job-dismiss sent; after its reply: completed, failed or
@@ -125,6 +131,7 @@ struct Job {
         /* private to job.c */
         unsigned phase;
         bool soft_cancel, cancelled_seen, completed_seen, end_known, status_aborting, ready_notified, rate_seeded;
+        bool user_paused, qemu_paused, qemu_ready; /* State is computed from these */
         char *end_error;     /* from BLOCK_JOB_COMPLETED / query-jobs, kept for the end */
         char *fail_reason;   /* job_finalize(j, false, reason) */
         uint64_t add_seq;    /* polls numbered above this one were sent after the job was added */
@@ -217,8 +224,8 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
 /* block-job-set-speed; j->bandwidth is updated (and state_changed called)
  * before done(0). -EOPNOTSUPP for snapshot jobs. */
 int job_set_speed(Job *j, uint64_t bandwidth, JobDoneFunc done, void *userdata, char **ret_message);
-/* job-pause / job-resume; 1 when already paused (resp. not paused). The
- * state follows from QEMU's JOB_STATUS_CHANGE. */
+/* job-pause / job-resume; 1 when already paused (resp. not paused). State
+ * becomes paused once QEMU agreed and the job stopped (both orders occur). */
 int job_pause(Job *j, JobDoneFunc done, void *userdata, char **ret_message);
 int job_resume(Job *j, JobDoneFunc done, void *userdata, char **ret_message);
 

@@ -600,7 +600,7 @@ int qmp_parse_query_block_jobs(json_object *result, QmpBlockJobInfo **ret, size_
         if (!infos)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                json_object *e = json_object_array_get_idx(result, i);
+                json_object *e = json_object_array_get_idx(result, i), *v;
                 QmpBlockJobInfo *info = infos + i;
 
                 if (!json_object_is_type(e, json_type_object) || json_get_string(e, "device", &info->id) < 0 ||
@@ -608,6 +608,11 @@ int qmp_parse_query_block_jobs(json_object *result, QmpBlockJobInfo **ret, size_
                     json_get_uint64(e, "len", &info->len) < 0 || json_get_uint64(e, "offset", &info->offset) < 0 ||
                     json_get_uint64(e, "speed", &info->speed) < 0)
                         return log_debug_errno(EBADMSG, "Malformed query-block-jobs entry #%zu.", i);
+                if (json_object_object_get_ex(e, "paused", &v)) {
+                        if (!json_object_is_type(v, json_type_boolean))
+                                return log_debug_errno(EBADMSG, "Malformed query-block-jobs entry #%zu.", i);
+                        info->paused = json_object_get_boolean(v);
+                }
         }
         *ret = TAKE_PTR(infos);
         *ret_n = n;

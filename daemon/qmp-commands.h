@@ -124,6 +124,7 @@ int qmp_parse_query_jobs_all(json_object *result, QmpJobInfo **ret, size_t *ret_
 typedef struct QmpBlockJobInfo {
         const char *id, *type; /* borrowed */
         uint64_t len, offset, speed;
+        bool paused;           /* paused by the user (job-pause, or an error with on-error=stop) */
 } QmpBlockJobInfo;
 int qmp_parse_query_block_jobs(json_object *result, QmpBlockJobInfo **ret, size_t *ret_n);
 

@@ -6,8 +6,9 @@
  * the events and replies QEMU 7.2 gives, in its order. Observer and done
  * callbacks append lines to a record that the tests compare in order;
  * progress callbacks go to a separate, timestamped log because their
- * timing is the thing tested. Ends with a block-stream through the
- * tracker against a real qemu-system-x86_64 when one is installed.
+ * timing is the thing tested. Ends with a block-stream and a mirror
+ * aborted after READY through the tracker against a real
+ * qemu-system-x86_64 (its absence is a failure, not a skip).
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -121,7 +122,10 @@ static void on_state_changed(Job *j, void *userdata) {
 }
 
 static void on_ready(Job *j, void *userdata) {
-        record("ready %s", j->id);
+        if (j->cur != j->end || j->end == 0)
+                record("ready %s %" PRIu64 "/%" PRIu64, j->id, j->cur, j->end);
+        else
+                record("ready %s", j->id);
 }
 
 static void on_pending(Job *j, void *userdata) {
@@ -239,6 +243,16 @@ static void peer_status(Peer *p, const char *id, const char *status) {
 
         snprintf(data, sizeof(data), "{\"status\": \"%s\", \"id\": \"%s\"}", status, id);
         peer_event(p, "JOB_STATUS_CHANGE", data);
+}
+
+/* A block job becomes READY the first time: both events, in QEMU's order. */
+static void peer_ready(Peer *p, const char *id, const char *type, uint64_t len) {
+        char data[256];
+
+        peer_status(p, id, "ready");
+        snprintf(data, sizeof(data), "{\"device\": \"%s\", \"len\": %" PRIu64 ", \"offset\": %" PRIu64 ", "
+                 "\"speed\": 0, \"type\": \"%s\"}", id, len, len, type);
+        peer_event(p, "BLOCK_JOB_READY", data);
 }
 
 static void peer_reply(Peer *p, int64_t id, const char *ret) {
@@ -507,10 +521,11 @@ static void test_active_commit_pivot(void) {
         peer_expect_nothing(&f.peer);
 
         peer_status(&f.peer, "ac0", "ready");
+        expect_no_record(); /* its figures come with BLOCK_JOB_READY */
         peer_event(&f.peer, "BLOCK_JOB_READY",
                    "{\"device\": \"ac0\", \"len\": 5242880, \"offset\": 5242880, \"speed\": 0, \"type\": \"commit\"}");
         expect_record("state ac0 ready ready");
-        expect_record("ready ac0");
+        expect_record("ready ac0"); /* at 5242880/5242880 */
         expect_no_record();
         check(j->end == 5 * MiB); /* grew with guest writes */
 
@@ -548,7 +563,7 @@ static void test_pivot_refused_by_qemu(void) {
         printf("a pivot QEMU refuses: done gets QEMU's text verbatim, a retry is possible\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "m0", JOB_TYPE_COPY, "mirror", 0, MiB);
-        peer_status(&f.peer, "m0", "ready");
+        peer_ready(&f.peer, "m0", "mirror", MiB);
         expect_record("state m0 ready ready");
         expect_record("ready m0");
         check(job_pivot(j, on_done, NULL, NULL) == 0);
@@ -610,7 +625,12 @@ static void test_progress(void) {
         check_progress_spacing(first, USEC_PER_SEC);
 
         /* A pause forgets the rate. */
+        check(job_pause(j, on_done, NULL, NULL) == 0);
+        while (drain(), f.peer.len >= 25 && strncmp(f.peer.buf, "{\"execute\":\"query-jobs\"", 25) == 0)
+                answer_poll(&f, "m1", "mirror", "running", cur, end); /* a poll that went first */
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m1\"}}"), "{}");
         peer_status(&f.peer, "m1", "paused");
+        expect_record("done m1 0 -");
         expect_record("state m1 paused");
         check(j->rate == 0 && j->eta == 0);
         if (peer_has_line(&f.peer))
@@ -618,8 +638,11 @@ static void test_progress(void) {
         run_for(50 * USEC_PER_MSEC);
         peer_expect_nothing(&f.peer);
         job_tracker_set_poll_interval(f.tracker, 100 * USEC_PER_MSEC);
-        peer_status(&f.peer, "m1", "running");
+        check(job_resume(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"m1\"}}"), "{}");
         expect_record("state m1 running");
+        expect_record("done m1 0 -");
+        peer_status(&f.peer, "m1", "running");
 
         /* Slow: 0.1 % per poll every 100 ms: 5 % would take 5 s, so one
          * report a second carries it. */
@@ -661,28 +684,24 @@ static void test_polling_stops(void) {
         j = add_job(&f, "m2", JOB_TYPE_COPY, "mirror", 0, MiB);
         for (int i = 0; i < 3; i++)
                 answer_poll(&f, "m2", "mirror", "running", 0, MiB);
-        peer_status(&f.peer, "m2", "ready");
+        peer_ready(&f.peer, "m2", "mirror", MiB);
         expect_record("state m2 ready ready");
         expect_record("ready m2");
-        if (peer_has_line(&f.peer)) /* sent before the event */
+        if (peer_has_line(&f.peer)) /* sent before the events */
                 answer_poll(&f, "m2", "mirror", "ready", MiB, MiB);
         for (int i = 0; i < 10; i++) {
                 run_for(30 * USEC_PER_MSEC);
                 peer_expect_nothing(&f.peer);
         }
 
-        /* Running again (after a pause): polls again. */
-        peer_status(&f.peer, "m2", "standby");
-        expect_record("state m2 paused ready");
-        run_for(60 * USEC_PER_MSEC);
-        peer_expect_nothing(&f.peer);
-        peer_status(&f.peer, "m2", "running");
+        /* Running again (pivoted: waiting for the others in its
+         * transaction): polls again. */
+        peer_status(&f.peer, "m2", "waiting");
         expect_record("state m2 running");
-        answer_poll(&f, "m2", "mirror", "running", MiB / 2, MiB);
-        answer_poll(&f, "m2", "mirror", "running", MiB / 2, MiB);
+        answer_poll(&f, "m2", "mirror", "waiting", MiB, MiB);
+        answer_poll(&f, "m2", "mirror", "waiting", MiB, MiB);
 
         /* Pending and concluded jobs do not run either. */
-        peer_status(&f.peer, "m2", "waiting");
         peer_status(&f.peer, "m2", "pending");
         expect_record("state m2 pending");
         expect_record("pending m2");
@@ -757,7 +776,7 @@ static void test_abort(void) {
         printf("abort a READY copy without pivot: QEMU says COMPLETED, we say canceled (source kept)\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "m3", JOB_TYPE_COPY, "mirror", 0, MiB);
-        peer_status(&f.peer, "m3", "ready");
+        peer_ready(&f.peer, "m3", "mirror", MiB);
         expect_record("state m3 ready ready");
         expect_record("ready m3");
         check(job_abort(j, false, on_done, NULL, NULL) == 0);
@@ -784,7 +803,7 @@ static void test_abort(void) {
         setup(&f, LONG_POLL);
         j = add_job(&f, "m4", JOB_TYPE_COPY, "mirror", 0, MiB);
         check(job_abort(j, true, on_done, NULL, NULL) == -ESTALE);
-        peer_status(&f.peer, "m4", "ready");
+        peer_ready(&f.peer, "m4", "mirror", MiB);
         expect_record("state m4 ready ready");
         expect_record("ready m4");
         check(job_abort(j, true, on_done, NULL, NULL) == 0);
@@ -891,30 +910,53 @@ static void test_pause_resume(void) {
         Fixture f;
         Job *j;
 
-        printf("pause/resume: job-pause/job-resume, state from JOB_STATUS_CHANGE; READY ↔ standby\n");
+        printf("pause/resume: job-pause/job-resume; paused once QEMU agreed and the job stopped\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "m6", JOB_TYPE_COPY, "mirror", 0, MiB);
         check(job_resume(j, on_done, NULL, NULL) == 1); /* not paused: nothing to do */
         check(job_pause(j, on_done, NULL, NULL) == 0);
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
         expect_record("done m6 0 -");
-        check(j->state == JOB_STATE_RUNNING); /* QEMU says when */
+        check(j->state == JOB_STATE_RUNNING); /* not stopped yet */
         peer_status(&f.peer, "m6", "paused");
         expect_record("state m6 paused");
         check(job_pause(j, on_done, NULL, NULL) == 1);
         check(job_resume(j, on_done, NULL, NULL) == 0);
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("state m6 running");
         expect_record("done m6 0 -");
         peer_status(&f.peer, "m6", "running");
-        expect_record("state m6 running");
+        expect_no_record();
 
-        peer_status(&f.peer, "m6", "ready");
+        printf("  QEMU's own short pauses (drained sections) are no Paused state\n");
+        peer_status(&f.peer, "m6", "paused");
+        peer_status(&f.peer, "m6", "running");
+        expect_no_record();
+
+        printf("  the job stops before QEMU's reply\n");
+        check(job_pause(j, on_done, NULL, NULL) == 0);
+        peer_status(&f.peer, "m6", "paused");
+        expect_no_record();
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("state m6 paused");
+        expect_record("done m6 0 -");
+        check(job_resume(j, on_done, NULL, NULL) == 0);
+        peer_status(&f.peer, "m6", "running"); /* also before the reply */
+        expect_record("state m6 running");
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("done m6 0 -");
+
+        printf("  READY: standby while paused, a drain's standby is no pause\n");
+        peer_ready(&f.peer, "m6", "mirror", MiB);
         expect_record("state m6 ready ready");
         expect_record("ready m6");
+        peer_status(&f.peer, "m6", "standby");
+        peer_status(&f.peer, "m6", "ready");
+        expect_no_record();
         check(job_pause(j, on_done, NULL, NULL) == 0);
         peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"),
-                   "Job is already paused");
-        expect_record("done m6 -EIO Job is already paused");
+                   "Job 'm6' in state 'ready' cannot accept command verb 'pause'");
+        expect_record("done m6 -EIO Job 'm6' in state 'ready' cannot accept command verb 'pause'");
         check(job_pause(j, on_done, NULL, NULL) == 0);
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
         expect_record("done m6 0 -");
@@ -922,9 +964,23 @@ static void test_pause_resume(void) {
         expect_record("state m6 paused ready");
         check(job_resume(j, on_done, NULL, NULL) == 0);
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
+        expect_record("state m6 ready ready"); /* no second ready() */
         expect_record("done m6 0 -");
         peer_status(&f.peer, "m6", "ready");
-        expect_record("state m6 ready ready"); /* no second ready() */
+        expect_no_record();
+        teardown(&f);
+
+        printf("an I/O error with on-error=stop pauses the job until resumed\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "s8", JOB_TYPE_PULL, "stream", 0, MiB);
+        peer_event(&f.peer, "BLOCK_JOB_ERROR", "{\"device\": \"s8\", \"operation\": \"write\", \"action\": \"stop\"}");
+        peer_status(&f.peer, "s8", "paused");
+        expect_record("state s8 paused");
+        check(job_pause(j, on_done, NULL, NULL) == 1);
+        check(job_resume(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-resume\",\"arguments\":{\"id\":\"s8\"}}"), "{}");
+        expect_record("state s8 running");
+        expect_record("done s8 0 -");
         teardown(&f);
 }
 
@@ -972,12 +1028,16 @@ static void test_adopt(void) {
                    " {\"current-progress\": 5, \"status\": \"concluded\", \"total-progress\": 9, \"type\": \"stream\", \"id\": \"canc0\","
                    "  \"error\": \"Operation canceled\"},"
                    " {\"current-progress\": 0, \"status\": \"ready\", \"total-progress\": 0, \"type\": \"commit\", \"id\": \"ac1\"},"
+                   " {\"current-progress\": 7, \"status\": \"paused\", \"total-progress\": 9, \"type\": \"backup\", \"id\": \"pz0\"},"
+                   " {\"current-progress\": 7, \"status\": \"standby\", \"total-progress\": 7, \"type\": \"mirror\", \"id\": \"dr0\"},"
                    " {\"current-progress\": 1, \"status\": \"concluded\", \"total-progress\": 1, \"type\": \"create\", \"id\": \"create0\"}]");
         expect_no_record(); /* until both replies are in */
         peer_reply(&f.peer, qbj,
                    "[{\"auto-finalize\": false, \"io-status\": \"ok\", \"device\": \"run0\", \"auto-dismiss\": false, \"busy\": true, "
                    "  \"len\": 268435456, \"offset\": 1048576, \"status\": \"running\", \"paused\": false, \"speed\": 16777216, "
-                   "  \"ready\": false, \"type\": \"stream\"}]");
+                   "  \"ready\": false, \"type\": \"stream\"},"
+                   " {\"device\": \"pz0\", \"len\": 9, \"offset\": 7, \"paused\": true, \"speed\": 0, \"type\": \"backup\"},"
+                   " {\"device\": \"dr0\", \"len\": 7, \"offset\": 7, \"paused\": false, \"speed\": 0, \"type\": \"mirror\"}]");
         expect_record("adopted 0");
         expect_record("  run0 pull running 1048576/268435456 bw=16777216");
         expect_record("  pend0 commit pending 4194304/4194304 bw=0");
@@ -985,6 +1045,8 @@ static void test_adopt(void) {
         expect_record("  conc1 commit completed 65536/65536 bw=0");
         expect_record("  canc0 pull canceled 5/9 bw=0");
         expect_record("  ac1 active-commit ready ready 0/0 bw=0");
+        expect_record("  pz0 backup paused 7/9 bw=0");
+        expect_record("  dr0 copy ready ready 7/7 bw=0");
         expect_record("pending pend0");
         expect_no_record();
         j = job_tracker_find(f.tracker, "pend0");
@@ -1059,7 +1121,7 @@ static void test_disconnect(void) {
         printf("disconnect with nothing in flight (a READY job): the owner's call ends it\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "m8", JOB_TYPE_COPY, "mirror", 0, MiB);
-        peer_status(&f.peer, "m8", "ready");
+        peer_ready(&f.peer, "m8", "mirror", MiB);
         expect_record("state m8 ready ready");
         expect_record("ready m8");
         peer_close(&f.peer);
@@ -1177,7 +1239,8 @@ static void test_free_in_callbacks(void) {
 /* ---- against a real QEMU ---- */
 
 typedef struct Smoke {
-        bool done, finished, pending;
+        bool done, finished, pending, ready;
+        unsigned n_ready;
         int error;
         JobTracker *tracker;
         Job *job;
@@ -1204,8 +1267,15 @@ static void on_smoke_qmp_ready(Qmp *q, int error, void *userdata) {
         smoke.error = error;
 }
 
+static void on_smoke_ready(Job *j, void *userdata) {
+        printf("  ready at %" PRIu64 "/%" PRIu64 "\n", j->cur, j->end);
+        smoke.ready = true;
+        smoke.n_ready++;
+}
+
 static void on_smoke_pending(Job *j, void *userdata) {
-        printf("  pending at %" PRIu64 "/%" PRIu64 "; chain bookkeeping would go here\n", j->cur, j->end);
+        printf("  pending at %" PRIu64 "/%" PRIu64 "%s; chain bookkeeping would go here\n", j->cur, j->end,
+               j->aborting ? " (aborted)" : "");
         smoke.pending = true;
         check(job_finalize(j, true, NULL) == 0);
 }
@@ -1252,6 +1322,7 @@ static void test_real_qemu(void) {
         static const JobObserver smoke_observer = {
                 .progress = on_smoke_progress,
                 .state_changed = on_smoke_state,
+                .ready = on_smoke_ready,
                 .pending = on_smoke_pending,
                 .finished = on_smoke_finished,
         };
@@ -1264,10 +1335,8 @@ static void test_real_qemu(void) {
         pid_t pid;
         int r = -ENOENT, status;
 
-        if (access(qemu, X_OK) < 0 || access("/usr/bin/qemu-img", X_OK) < 0 || access("/usr/bin/qemu-io", X_OK) < 0) {
-                printf("real QEMU: not installed, skipped\n");
-                return;
-        }
+        /* Loud, not skipped: CI must have QEMU (as in test-qmp.c). */
+        check(access(qemu, X_OK) >= 0 && access("/usr/bin/qemu-img", X_OK) >= 0 && access("/usr/bin/qemu-io", X_OK) >= 0);
         printf("real QEMU: block-stream with auto-finalize=false through the tracker\n");
         check(mkdtemp(dir));
         snprintf(path, sizeof(path), "%s/qmp.sock", dir);
@@ -1348,6 +1417,31 @@ static void test_real_qemu(void) {
         }
         check(!strstr(info, "backing-filename"));
         snprintf(cmd, sizeof(cmd), "qemu-io -U -r -c 'read -P 0xab 0 8M' %s/top.qcow2 | grep -q 'read 8388608'", dir);
+        check(run(cmd) == 0);
+
+        /* A copy aborted without pivot once READY: QEMU ends it with
+         * BLOCK_JOB_COMPLETED, we call it canceled; the copy is whole. */
+        printf("real QEMU: blockdev-mirror, READY, abort without pivot → canceled, copy consistent\n");
+        snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 %s/copy.qcow2 64M", dir);
+        check(run(cmd) == 0);
+        snprintf(path, sizeof(path), "%s/copy.qcow2", dir);
+        smoke.done = false;
+        check(qmp_cmd_blockdev_add_overlay(q, "copy-fmt", path, on_smoke_reply, NULL) > 0);
+        run_until(&smoke.done, 10 * USEC_PER_SEC);
+        check(smoke.error == 0);
+        smoke.done = smoke.finished = smoke.pending = false;
+        check(qmp_cmd_blockdev_mirror(q, "copy0", "top-fmt", "copy-fmt", "full", 0, on_smoke_reply, NULL) > 0);
+        check(job_tracker_add(t, "copy0", JOB_TYPE_COPY, "vda", 0, &j) == 0);
+        run_until(&smoke.ready, 60 * USEC_PER_SEC);
+        check(smoke.done && smoke.error == 0 && j->state == JOB_STATE_READY && j->cur == j->end);
+        run_for(300 * USEC_PER_MSEC); /* QEMU's own ready → standby → ready shows as nothing */
+        check(j->state == JOB_STATE_READY && smoke.n_ready == 1);
+        smoke.done = false;
+        check(job_abort(j, false, NULL, NULL, NULL) == 0);
+        run_until(&smoke.finished, 60 * USEC_PER_SEC);
+        check(smoke.pending && kept_job == j && j->state == JOB_STATE_CANCELED && !j->error);
+        kept_job = job_unref(kept_job);
+        snprintf(cmd, sizeof(cmd), "qemu-img compare -U %s/top.qcow2 %s/copy.qcow2 >/dev/null", dir, dir);
         check(run(cmd) == 0);
 
         t = job_tracker_free(t);

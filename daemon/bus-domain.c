@@ -7,7 +7,9 @@
  */
 #include "bus-domain.h"
 #include "bus-errors.h"
+#include "bus-job.h"
 #include "bus-snapshot.h"
+#include "domain-job.h"
 #include "domain-snapshot.h"
 #include "util.h"
 
@@ -98,9 +100,26 @@ static int property_get_current_snapshot(sd_bus *bus, const char *path, const ch
         return p ? sd_bus_message_append(reply, "o", p) : -ENOMEM;
 }
 
+static int property_get_jobs(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ Job **jobs = NULL;
+        Domain *d = userdata;
+        size_t n = 0;
+        int r;
+
+        r = domain_list_jobs(d, &jobs, &n);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "o");
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_free_ char *p = bus_job_path(d, jobs[i]);
+                r = p ? sd_bus_message_append(reply, "o", p) : -ENOMEM;
+        }
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
         _cleanup_free_ char *path = bus_domain_path(d);
-        const char *names[5];
+        const char *names[6];
         size_t n = 0;
 
         if (!path)
@@ -113,6 +132,8 @@ void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
                 names[n++] = "Snapshots";
         if (what & DOMAIN_CHANGE_CURRENT_SNAPSHOT)
                 names[n++] = "CurrentSnapshot";
+        if (what & DOMAIN_CHANGE_JOBS)
+                names[n++] = "Jobs";
         names[n] = NULL;
         if (n > 0)
                 (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_DOMAIN_INTERFACE, (char **) names);
@@ -441,6 +462,81 @@ static int method_lookup_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
         return path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
 }
 
+/* ---- block jobs ---- */
+
+#define ACTION_BLOCK_JOBS "org.example.snapshot1.block-jobs"
+
+static void reply_job_started(Domain *d, int error, const char *message, Job *j, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *path = NULL;
+
+        if (error < 0) {
+                bus_error_set_errno_message(&e, error, message);
+                (void) sd_bus_reply_method_error(m, &e);
+                return;
+        }
+        path = bus_job_path(d, j);
+        (void) sd_bus_reply_method_return(m, "o", path ?: "/");
+}
+
+static int verify_block_jobs(sd_bus_message *m, Domain *d, const char *disk, sd_bus_error *error) {
+        const char *details[] = { "domain", d->def->name, "disk", disk, NULL };
+        return bus_verify_polkit_async(m, ACTION_BLOCK_JOBS, details, &bus_from_manager(d->manager)->polkit, error);
+}
+
+static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = userdata;
+        uint64_t bandwidth, flags;
+        const char *disk;
+        int r;
+
+        r = sd_bus_message_read(m, "stt", &disk, &bandwidth, &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return bus_error_unknown_flags(error, "BlockPull", flags, 0);
+        if (bandwidth > INT64_MAX)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = verify_block_jobs(m, d, disk, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        sd_bus_message_ref(m);
+        r = domain_block_pull(d, disk, bandwidth, flags, reply_job_started, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
+static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        const char *disk, *base, *top;
+        Domain *d = userdata;
+        uint64_t bandwidth, flags;
+        int r;
+
+        r = sd_bus_message_read(m, "ssstt", &disk, &base, &top, &bandwidth, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~BLOCK_COMMIT_ALL)
+                return bus_error_unknown_flags(error, "BlockCommit", flags, BLOCK_COMMIT_ALL);
+        if (bandwidth > INT64_MAX)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = verify_block_jobs(m, d, disk, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        sd_bus_message_ref(m);
+        r = domain_block_commit(d, disk, base, top, bandwidth, flags, reply_job_started, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
 /* ---- object tree ---- */
 
 static int domain_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
@@ -488,6 +584,7 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_PROPERTY("Managed", "b", property_get_managed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CurrentSnapshot", "o", property_get_current_snapshot, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Snapshots", "ao", property_get_snapshots, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Jobs", "ao", property_get_jobs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_start,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_stop,
@@ -506,6 +603,12 @@ static const sd_bus_vtable domain_vtable[] = {
                                 method_list_snapshots, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("LookupSnapshot", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", snapshot),
                                 method_lookup_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BlockPull", SD_BUS_ARGS("s", disk, "t", bandwidth, "t", flags), SD_BUS_RESULT("o", job),
+                                method_block_pull, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BlockCommit",
+                                SD_BUS_ARGS("s", disk, "s", base, "s", top, "t", bandwidth, "t", flags),
+                                SD_BUS_RESULT("o", job), method_block_commit, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("BlockJobEvent", SD_BUS_ARGS("o", job, "s", disk, "s", type, "s", status, "s", error), 0),
         SD_BUS_VTABLE_END
 };
 

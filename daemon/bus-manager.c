@@ -9,6 +9,7 @@
 #include "bus-domain.h"
 #include "bus-errors.h"
 #include "bus-manager.h"
+#include "bus-job.h"
 #include "bus-snapshot.h"
 #include "util.h"
 
@@ -95,7 +96,12 @@ static void on_snapshots_removed(Domain *d, void *userdata) {
         bus_snapshot_emit_all_removed(userdata, d);
 }
 
+static void on_job_event(Domain *d, Job *j, JobEvent e, void *userdata) {
+        bus_job_emit(userdata, d, j, e);
+}
+
 static const DomainObserver bus_observer = {
+        .job_event = on_job_event,
         .snapshot_added = on_snapshot_added,
         .snapshots_removed = on_snapshots_removed,
         .domain_added = on_domain_added,
@@ -224,6 +230,9 @@ int bus_manager_register(Bus *b) {
         if (r < 0)
                 return r;
         r = bus_snapshot_register(b);
+        if (r < 0)
+                return r;
+        r = bus_job_register(b);
         if (r < 0)
                 return r;
         manager_set_observer(b->manager, &bus_observer, b);

@@ -21,6 +21,7 @@
 #include <sys/statvfs.h>
 
 #include "config.h"
+#include "domain-job.h"
 #include "domain-snapshot.h"
 #include "image.h"
 #include "manager.h"
@@ -307,6 +308,10 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
 
+                if (pd->location != SNAPSHOT_LOCATION_NO && domain_disk_job(p->domain, pd->disk->target)) {
+                        *ret_message = strprintf("Disk %s is busy with a block job.", pd->disk->target);
+                        return -EBUSY;
+                }
                 switch (pd->location) {
                 case SNAPSHOT_LOCATION_NO:
                 case SNAPSHOT_LOCATION_DEFAULT:

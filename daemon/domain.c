@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 
 #include "config.h"
+#include "domain-job.h"
 #include "domain.h"
 #include "image.h"
 #include "manager.h"
@@ -107,6 +108,7 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_op_free(d->op);
+        domain_jobs_free(d);
         snapshot_tree_done(&d->snapshots);
         domain_chains_invalidate(d);
         domain_def_free(d->def);
@@ -249,6 +251,7 @@ static void domain_remove_runtime_files(Domain *d) {
 static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
 
+        domain_jobs_disconnected(d, true);
         d->qmp = qmp_unref(d->qmp);
         domain_remove_runtime_files(d);
         d->live = domain_def_free(d->live);
@@ -376,6 +379,12 @@ static void on_recovered(Domain *d, int error, const char *message, const char *
         domain_op_finish(d, 0, NULL);
 }
 
+static void on_jobs_adopted(Domain *d, void *userdata) {
+        if (domain_recover_snapshot(d, on_recovered, NULL) > 0)
+                return;
+        domain_op_finish(d, 0, NULL);
+}
+
 static void on_attach_status(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Domain *d = userdata;
         QmpRunState s;
@@ -409,10 +418,12 @@ static void on_attach_status(Qmp *qmp, int error, json_object *result, const cha
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
         log_info("Domain '%s': attached to its QEMU (pid %d), %s.", d->def->name, (int) d->pid,
                  domain_state_to_string(d->state));
-        /* An interrupted snapshot is finished or undone before anyone asks. */
-        if (domain_recover_snapshot(d, on_recovered, NULL) > 0)
+        /* QEMU's jobs are adopted, then an interrupted snapshot is finished
+         * or undone, all before anyone asks. */
+        if (domain_jobs_attach(d, on_jobs_adopted, NULL) >= 0)
                 return;
-        domain_op_finish(d, 0, NULL);
+        log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
+        on_jobs_adopted(d, NULL);
 }
 
 static void on_attach_ready(Qmp *qmp, int error, void *userdata) {
@@ -742,6 +753,8 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
 
         d->op->timer = sd_event_source_disable_unref(d->op->timer);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        if (domain_jobs_attach(d, NULL, NULL) < 0)
+                log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
         /* QEMU waits in prelaunch (-S) until told to run. */
         if (d->op->flags & DOMAIN_START_PAUSED) {
                 domain_set_state(d, DOMAIN_PAUSED);
@@ -1192,6 +1205,8 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
 }
 
 void domain_disconnect(Domain *d) {
+        /* Jobs go on in QEMU; the next qsnapd adopts them. */
+        domain_jobs_disconnected(d, false);
         if (d->qmp)
                 qmp_close(d->qmp);
         d->qmp = qmp_unref(d->qmp);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "job.h"
 #include "qmp.h"
 #include "snapshot.h"
 #include "xml-domain.h"
@@ -37,7 +38,17 @@ typedef enum DomainChange {
         DOMAIN_CHANGE_DISKS = 1 << 1,
         DOMAIN_CHANGE_SNAPSHOTS = 1 << 2,
         DOMAIN_CHANGE_CURRENT_SNAPSHOT = 1 << 3,
+        DOMAIN_CHANGE_JOBS = 1 << 4,
 } DomainChange;
+
+typedef enum JobEvent {
+        JOB_EVENT_ADDED,
+        JOB_EVENT_PROGRESS,
+        JOB_EVENT_CHANGED,
+        JOB_EVENT_READY,
+        JOB_EVENT_FINISHED, /* after the chain bookkeeping */
+        JOB_EVENT_REMOVED,
+} JobEvent;
 
 /* Flags, libvirt's values. */
 #define DOMAIN_START_PAUSED 1ULL
@@ -81,6 +92,10 @@ struct Domain {
         uint64_t node_seq;    /* for unique QEMU node names */
 
         SnapshotTree snapshots;
+
+        JobTracker *jobs;     /* while QMP is up */
+        Job **lingering;      /* finished jobs, kept for a while */
+        size_t n_lingering;
 
         ChainCacheEntry chain_cache[16];
         size_t n_chain_cache;

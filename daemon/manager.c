@@ -81,6 +81,11 @@ void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s) {
                 m->observer->snapshot_added(d, s, m->observer_userdata);
 }
 
+void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
+        if (m->observer && m->observer->job_event)
+                m->observer->job_event(d, j, e, m->observer_userdata);
+}
+
 char *manager_snapshot_dir(Manager *m) {
         return strprintf("%s/snapshots", m->config.state_dir);
 }

@@ -22,6 +22,7 @@ typedef struct DomainObserver {
         void (*snapshot_added)(Domain *d, Snapshot *s, void *userdata);
         /* Before the snapshots of a domain are forgotten (Undefine). */
         void (*snapshots_removed)(Domain *d, void *userdata);
+        void (*job_event)(Domain *d, Job *j, JobEvent e, void *userdata);
 } DomainObserver;
 
 typedef struct ManagerConfig {
@@ -82,6 +83,7 @@ static inline bool manager_is_busy(Manager *m) {
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what);
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid);
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);
+void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e);
 
 /* <state>/snapshots: the snapshot metadata files. */
 char *manager_snapshot_dir(Manager *m);

@@ -639,3 +639,29 @@ int qmp_parse_block_job_event(json_object *data, QmpBlockJobEvent *ret) {
         *ret = e;
         return 0;
 }
+
+int64_t qmp_cmd_query_named_block_nodes(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("flat", json_object_new_boolean(true), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "query-named-block-nodes", args, cb, userdata);
+}
+
+int qmp_find_format_node(json_object *result, const char *file, const char **ret_node) {
+        if (!json_object_is_type(result, json_type_array))
+                return -EBADMSG;
+        for (size_t i = 0; i < json_object_array_length(result); i++) {
+                json_object *e = json_object_array_get_idx(result, i);
+                const char *node, *drv, *f;
+
+                if (!json_object_is_type(e, json_type_object) || json_get_string(e, "node-name", &node) < 0 ||
+                    json_get_string(e, "drv", &drv) < 0 || json_get_string(e, "file", &f) < 0)
+                        return -EBADMSG;
+                /* The protocol node ("file") has the same file name; we want the format node. */
+                if (node && drv && f && !streq(drv, "file") && streq(f, file)) {
+                        *ret_node = node;
+                        return 1;
+                }
+        }
+        return 0;
+}

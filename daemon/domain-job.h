@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Block jobs of a domain: BlockPull and BlockCommit started over QMP and
+ * tracked by the domain's JobTracker (job.c), the chain bookkeeping when
+ * one ends, finished jobs kept for a while, and adoption after a restart.
+ * No D-Bus in here.
+ */
+#pragma once
+
+#include "domain.h"
+#include "job.h"
+
+#define BLOCK_COMMIT_SHALLOW 1ULL
+#define BLOCK_COMMIT_DELETE 2ULL
+#define BLOCK_COMMIT_ACTIVE 4ULL
+#define BLOCK_COMMIT_ALL 7ULL
+
+/* How long a finished job's object stays. */
+#define JOB_LINGER_USEC (60 * USEC_PER_SEC)
+
+/* Job.userdata of our jobs. */
+typedef struct BlockJobInfo {
+        Domain *domain;
+        char **old_chain;   /* the disk's files when the job started, active first */
+        bool delete_files;  /* BlockCommit DELETE */
+        sd_event_source *linger;
+} BlockJobInfo;
+
+typedef void (*BlockJobStartedFunc)(Domain *d, int error, const char *message, Job *j, void *userdata);
+
+/* Both check everything first (-ENODEV disk, -EINVAL base/top/flags,
+ * -ESRCH not running, -EBUSY), return < 0 with *ret_message at once, or
+ * call done once QEMU accepted or refused the job. */
+int domain_block_pull(Domain *d, const char *disk, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
+                      void *userdata, char **ret_message);
+int domain_block_commit(Domain *d, const char *disk, const char *base, const char *top, uint64_t bandwidth,
+                        uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
+
+/* The job of that id: running, or finished within JOB_LINGER_USEC. */
+Job *domain_find_job(Domain *d, const char *id);
+/* Running and lingering jobs, in that order; returns a malloc'ed array. */
+int domain_list_jobs(Domain *d, Job ***ret, size_t *ret_n);
+/* A job not ended holds this disk. */
+Job *domain_disk_job(Domain *d, const char *target);
+
+/* QMP is up: a tracker for it, and the jobs QEMU has adopted (done follows). */
+int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata);
+/* QEMU went away (fail what runs) or we leave it running (detach only). */
+void domain_jobs_disconnected(Domain *d, bool qemu_gone);
+void domain_jobs_free(Domain *d);

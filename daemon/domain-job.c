@@ -230,7 +230,9 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 if (domain_save(d) < 0 || domain_save_live(d) < 0)
                         log_error("Domain '%s': cannot store the disks' new active files.", d->def->name);
         }
-        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        /* A job changed a chain even where the active file stayed. */
+        if (changed || rs->job)
+                manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
         resync_end(rs);
 }
 
@@ -408,16 +410,27 @@ int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void 
         return 0;
 }
 
+/* Lets go of the tracker; jobs still in it are QEMU's business now. */
+static void tracker_release(Domain *d) {
+        if (!d->jobs)
+                return;
+        JOB_TRACKER_FOREACH(j, d->jobs) {
+                info_free(j->userdata);
+                j->userdata = NULL;
+        }
+        d->jobs = job_tracker_free(d->jobs);
+}
+
 void domain_jobs_disconnected(Domain *d, bool qemu_gone) {
         if (!d->jobs)
                 return;
         if (qemu_gone)
                 job_tracker_disconnected(d->jobs); /* fails them; finished() reports */
-        d->jobs = job_tracker_free(d->jobs);
+        tracker_release(d);
 }
 
 void domain_jobs_free(Domain *d) {
-        d->jobs = job_tracker_free(d->jobs);
+        tracker_release(d);
         while (d->n_lingering > 0) {
                 Job *j = d->lingering[--d->n_lingering];
                 info_free(j->userdata);

@@ -66,12 +66,46 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 static void reply_job_done(Job *j, int error, const char *message, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        Domain *d = job_domain(j);
 
         if (error < 0) {
                 bus_error_set_errno_message(&e, error, message);
                 (void) sd_bus_reply_method_error(m, &e);
-        } else
-                (void) sd_bus_reply_method_return(m, NULL);
+                return;
+        }
+        /* Abort without ASYNC returns when the job is over, as in libvirt. */
+        if (d && sd_bus_message_is_method_call(m, QSNAP_JOB_INTERFACE, "Abort") && !job_state_is_final(j->state)) {
+                uint64_t flags = 0;
+                JobWaiter *w;
+
+                (void) sd_bus_message_rewind(m, true);
+                (void) sd_bus_message_read(m, "t", &flags);
+                if (!(flags & JOB_ABORT_ASYNC) && (w = new0(JobWaiter, 1))) {
+                        Bus *b = bus_from_manager(d->manager);
+
+                        *w = (JobWaiter) { .job = j, .message = sd_bus_message_ref(m), .next = b->job_waiters };
+                        b->job_waiters = w;
+                        manager_busy_ref(d->manager);
+                        return;
+                }
+        }
+        (void) sd_bus_reply_method_return(m, NULL);
+}
+
+static void reply_job_waiters(Bus *b, Domain *d, Job *j) {
+        for (JobWaiter **p = &b->job_waiters; *p;) {
+                JobWaiter *w = *p;
+
+                if (w->job != j) {
+                        p = &w->next;
+                        continue;
+                }
+                *p = w->next;
+                (void) sd_bus_reply_method_return(w->message, NULL);
+                sd_bus_message_unref(w->message);
+                free(w);
+                manager_busy_unref(d->manager);
+        }
 }
 
 typedef int (*job_call_t)(Job *j, uint64_t arg, JobDoneFunc done, void *userdata, char **ret_message);
@@ -191,8 +225,10 @@ void bus_job_emit(Bus *b, Domain *d, Job *j, JobEvent e) {
                 (void) sd_bus_emit_signal(b->bus, path, QSNAP_JOB_INTERFACE, "Completed", "ss",
                                           job_state_to_string(j->state), strempty(j->error));
                 emit_domain_event(b, d, j, path, job_state_to_string(j->state));
+                reply_job_waiters(b, d, j);
                 break;
         case JOB_EVENT_REMOVED:
+                reply_job_waiters(b, d, j);
                 (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_JOB_INTERFACE, NULL);
                 bus_domain_emit_changed(b, d, DOMAIN_CHANGE_JOBS);
                 break;

@@ -15,8 +15,16 @@
 #define QSNAP_ROOT_PATH "/org/example/Snapshot1"
 #define QSNAP_MANAGER_INTERFACE "org.example.Snapshot1.Manager"
 
+/* A call waiting for a job's end (Abort without ASYNC, as libvirt). */
+typedef struct JobWaiter {
+        void *job;               /* Job *, compared only */
+        sd_bus_message *message;
+        struct JobWaiter *next;
+} JobWaiter;
+
 typedef struct Bus {
         sd_bus *bus;
+        JobWaiter *job_waiters;
         Manager *manager;
         PolkitRegistry polkit;
         bool use_scopes; /* move each QEMU into a transient systemd scope */

@@ -213,7 +213,9 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                         continue;
                 name = json_object_get_string(node);
                 f = json_object_get_string(file);
-                if (!name || name[0] == '#' || strstr(name, "-fmt") || strstr(name, "-base"))
+                /* Implicit nodes ('#…') go with their parent; QEMU refuses to
+                 * delete a node that is still attached, so trying is safe. */
+                if (!name || name[0] == '#')
                         continue;
                 for (size_t i = 0; live && i < live->n_disks && !in_use; i++) {
                         const ImageChain *c;

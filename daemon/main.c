@@ -294,6 +294,12 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
 
 static void daemon_done(Daemon *daemon) {
         sd_event_source_disable_unref(daemon->idle_timer);
+        while (daemon->bus.job_waiters) {
+                JobWaiter *w = daemon->bus.job_waiters;
+                daemon->bus.job_waiters = w->next;
+                sd_bus_message_unref(w->message);
+                free(w);
+        }
         polkit_registry_done(&daemon->bus.polkit);
         manager_free(daemon->bus.manager);
         sd_bus_flush_close_unref(daemon->bus.bus);

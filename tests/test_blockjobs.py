@@ -1,0 +1,786 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Block jobs end to end (DESIGN.md sections 2, 3 and 8): Domain.BlockPull
+and Domain.BlockCommit, the org.example.BlockJob1 objects they return, with
+the real qsnapd, the real polkitd and real QEMU.
+
+Every test builds the same three-layer chain with qemu-img before the
+domain starts, base <- mid <- top (64 MiB qcow2 each), and writes one
+pattern into each layer with qemu-io: 0x11 at 0 into base, 0x22 at 1 MiB
+into mid, 0x33 at 2 MiB into top (1 MiB each). Tests that need a job to
+stay running add a filler, 0x44 from 4 MiB on, into mid (the layer every
+job here copies), and throttle the job to 1 MiB/s; they raise the speed
+(SetSpeed 0) to finish quickly. Afterwards the data is read through QEMU
+(HMP qemu-io) and from the host (qemu-io -U -r, after a flush), chains are
+compared with qemu-img info and QEMU's query-block, and qemu-img check must
+be clean.
+
+- BlockPull: Progress signals with a non-decreasing cur, at most 10 a
+  second; exactly one Completed('completed', ''), after the Domain's
+  PropertiesChanged(Disks) with the new chain; BlockJobEvent on the Domain;
+  the job's properties (InterfacesAdded, Type, Disk, Domain, Bandwidth,
+  StartTime, State, Cur == End, Error) and its id ("pull-vda-..."); top
+  has no backing file and reads every pattern; QEMU dropped the old nodes.
+- BlockCommit non-active (top = mid, base = base, DELETE, disk given as
+  the active file's path): mid's data is in base, the chain is base <- top,
+  mid is deleted, the guest view is bit for bit what it was (qemu-img
+  compare against a raw copy taken before), the guest writes on.
+- BlockCommit ACTIVE (top "", base ""): throttled, Pivot before READY is
+  OperationInvalid and changes nothing; SetSpeed(0) → Ready() signal, State
+  ready, BlockJobEvent 'ready'; a guest write while READY survives; Pivot →
+  Completed; the active file is base (Disks, query-block, the stored and the
+  live XML, and after Stop), guest writes after the pivot land in base.
+- Abort of a throttled pull: Completed('canceled'), State canceled when the
+  synchronous Abort returns, the chain and data as before.
+- SetSpeed: Bandwidth follows (PropertiesChanged), the measured progress
+  rate follows the bandwidth (slow window vs fast window), Progress comes at
+  least about once a second while moving; Pause/Resume.
+- Refusals change nothing (no job object, no QEMU job, Disks, files, no
+  signals): unknown disk → NoSuchDisk; unknown flags, base/top not in the
+  chain or in the wrong order, top = active without ACTIVE → InvalidArgument;
+  a shut-off domain → NotRunning; a second job on the disk → Busy; Abort
+  ASYNC; then SHALLOW with base "" commits into the image right below top.
+- uid 65534: BlockPull/BlockCommit and the job methods → AccessDenied, and
+  nothing changes (the job keeps running at its speed).
+- kill -9 of qsnapd while a throttled pull runs: the next qsnapd shows the
+  same job path with State running on its first answer, progress moves on,
+  and the job ends with Completed and the chain bookkeeping done; the same
+  with an active commit that was READY (adopted as active-commit, READY,
+  Abort(PIVOT) pivots).
+"""
+
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+
+from gi.repository import GLib
+
+import qsnaptest as q
+
+D = q.DOMAIN_IFACE
+J = q.JOB_IFACE
+E = q.ERROR_PREFIX
+MiB = 1 << 20
+
+# BlockCommit flags (libvirt's values)
+SHALLOW, DELETE, ACTIVE = 1, 2, 4
+# BlockJob1.Abort flags
+ABORT_ASYNC, ABORT_PIVOT = 1, 2
+
+P_BASE, P_MID, P_TOP = 0x11, 0x22, 0x33
+OFF_BASE, OFF_MID, OFF_TOP = 0, MiB, 2 * MiB
+PLEN = MiB
+P_FILL, OFF_FILL = 0x44, 4 * MiB    # the filler of throttled tests, in mid
+
+JOB_PROPS = ('Type', 'Disk', 'Domain', 'Cur', 'End', 'Bandwidth', 'State', 'Ready', 'Error', 'StartTime',
+             'Rate', 'Eta')
+FINAL_STATES = ('completed', 'failed', 'canceled')
+
+
+def path_decode(element):
+    """The inverse of sd_bus_path_encode() for one path element."""
+    return re.sub(r'_([0-9a-f]{2})', lambda m: chr(int(m.group(1), 16)), element)
+
+
+def variant_text(sig, value):
+    return GLib.Variant(sig, value).print_(True)
+
+
+class TimedRecorder(q.SignalRecorder):
+    """A SignalRecorder that also notes when each signal was dispatched
+    (wait with q.spin(), never time.sleep(), so that dispatch time is
+    arrival time)."""
+
+    def __init__(self, client):
+        self.times = []
+        super().__init__(client)
+
+    def _on_signal(self, conn, sender, path, interface, member, params):
+        n = len(self.records)
+        super()._on_signal(conn, sender, path, interface, member, params)
+        if len(self.records) > n:
+            self.times.append(time.monotonic())
+
+
+class BlockJobTestCase(q.QsnapTestCase):
+
+    # ---- set-up
+    def make_chain(self, name='vm', filler_mib=0, start=True):
+        """base <- mid <- top with one pattern per layer (and a filler of
+        filler_mib MiB in mid), a domain on top, started. Returns
+        (dom, base, mid, top)."""
+        h = self.h
+        base = h.create_image('base.qcow2')
+        mid = h.create_image('mid.qcow2', backing=base)
+        top = h.create_image('top.qcow2', backing=mid)
+        q.qemu_io_write_pattern(base, P_BASE, OFF_BASE, PLEN)
+        q.qemu_io_write_pattern(mid, P_MID, OFF_MID, PLEN)
+        if filler_mib:
+            q.qemu_io_write_pattern(mid, P_FILL, OFF_FILL, filler_mib * MiB)
+        q.qemu_io_write_pattern(top, P_TOP, OFF_TOP, PLEN)
+        self.filler_mib = filler_mib
+        dom = h.define_domain(name, [q.Disk('vda', top)])
+        if start:
+            h.call(dom, D, 'Start', (0,), 't')
+        return dom, base, mid, top
+
+    # ---- calls
+    def pull(self, dom, disk='vda', bandwidth=0, flags=0):
+        return self.h.call(dom, D, 'BlockPull', (disk, bandwidth, flags), 'stt')
+
+    def commit(self, dom, base, top, disk='vda', bandwidth=0, flags=0):
+        return self.h.call(dom, D, 'BlockCommit', (disk, base, top, bandwidth, flags), 'ssstt')
+
+    def jprop(self, job, name):
+        return self.h.get_property(job, J, name)
+
+    def dprop(self, dom, name):
+        return self.h.get_property(dom, D, name)
+
+    # ---- waiting
+    def wait_end(self, rec, job, timeout=30.0, start=0):
+        """(status, error) of the job's Completed signal."""
+        return rec.wait_for(lambda s: s.path == job and s.interface == J and s.member == 'Completed',
+                            timeout, start).args
+
+    def wait_cur(self, job, minimum, timeout=20.0):
+        """Polls Cur until it is >= minimum; returns it."""
+        cur = q.spin(lambda: (lambda c: c if c >= minimum else None)(self.jprop(job, 'Cur')), timeout)
+        self.assertIsNotNone(cur, 'Cur of %s did not reach %d within %.0f s (now %d, State %s)'
+                             % (job, minimum, timeout, self.jprop(job, 'Cur'), self.jprop(job, 'State')))
+        return cur
+
+    def settle(self, seconds=0.3):
+        """Lets late (duplicate) signals arrive."""
+        self.h.client.sync()
+        q.spin(lambda: False, seconds)
+
+    # ---- looking at signals
+    def signals(self, rec, path, member, interface=None):
+        q.spin(lambda: True, 0)
+        return [s for s in rec.records if s.path == path and s.member == member
+                and (interface is None or s.interface == interface)]
+
+    def completed_signals(self, rec, job):
+        return self.signals(rec, job, 'Completed', J)
+
+    def job_events(self, rec, dom, job):
+        return [s.args for s in self.signals(rec, dom, 'BlockJobEvent', D) if s.args[0] == job]
+
+    def progress(self, rec, job):
+        return [s.args for s in self.signals(rec, job, 'Progress', J)]
+
+    def assert_one_end(self, rec, dom, job, jtype, status, error=''):
+        """Exactly one Completed(status, error) on the job, exactly one
+        BlockJobEvent for its end on the Domain, the final properties."""
+        self.settle()
+        ends = [s.args for s in self.completed_signals(rec, job)]
+        self.assertEqual(ends, [(status, error)], 'Completed signals of %s' % job)
+        events = [e for e in self.job_events(rec, dom, job) if e[3] != 'ready']
+        self.assertEqual(events, [(job, 'vda', jtype, status, error)], 'BlockJobEvent for the end of %s' % job)
+        props = self.h.get_all(job, J)
+        self.assertEqual(props['State'], status, 'State of %s after Completed' % job)
+        self.assertEqual(props['Error'], error)
+        self.assertEqual(props['Type'], jtype)
+        states = rec.property_values(job, 'State')
+        self.assertTrue(states and states[-1] == status, 'PropertiesChanged(State) of %s: %s' % (job, states))
+        self.assertEqual([s for s in states if s in FINAL_STATES], [status],
+                         'State of %s went through %s' % (job, states))
+        self.assertFalse(rec.invalidated(job, 'State') or rec.invalidated(job, 'Cur'),
+                         'PropertiesChanged must carry values, not invalidate')
+        return props
+
+    def assert_job_added(self, rec, dom, job, jtype, bandwidth, t0, t1):
+        """InterfacesAdded with BlockJob1, the id, the first properties,
+        the Domain's Jobs."""
+        added = rec.wait_for(lambda s: s.member == 'InterfacesAdded' and s.path == q.MANAGER_PATH
+                             and s.args[0] == job)
+        self.assertIn(J, added.args[1], 'InterfacesAdded of %s lacks %s' % (job, J))
+        props = added.args[1][J]
+        for p in JOB_PROPS:
+            self.assertIn(p, props, 'InterfacesAdded of %s lacks property %s' % (job, p))
+        self.assertEqual(props['Type'], jtype)
+        self.assertEqual(props['Disk'], 'vda')
+        self.assertEqual(props['Domain'], dom)
+        self.assertEqual(props['Bandwidth'], bandwidth)
+        self.assertEqual(props['Error'], '')
+        self.assertIn(props['State'], ('running', 'ready', 'pending', 'completed'),
+                      'State of a new job: %r' % props['State'])
+        self.assertTrue(job.startswith(dom + '/job/'), 'job path %s is not below %s/job/' % (job, dom))
+        jid = path_decode(job.rsplit('/', 1)[1])
+        # The id spells the type with '.' for '-' ("active.commit-vda-…"):
+        # '-' separates type, disk and number (docs/decisions.md).
+        spelled = jtype.replace('-', '.')
+        self.assertTrue(jid.startswith('%s-vda-' % spelled), 'job id %r does not start with "%s-vda-"' % (jid, spelled))
+        # StartTime: seconds since the epoch, between call and reply.
+        st = props['StartTime']
+        self.assertTrue(int(t0) - 1 <= st <= t1 + 1, 'StartTime %d is not the time the job started (%d..%d)'
+                        % (st, t0, t1))
+        jobs_seen = rec.property_values(dom, 'Jobs')
+        self.assertTrue(any(job in v for v in jobs_seen),
+                        'no PropertiesChanged(Jobs) on the Domain listed %s: %s' % (job, jobs_seen))
+        return props
+
+    def assert_progress(self, rec, job, what=''):
+        """Progress: cur never decreases, cur <= end, at most 10 a second."""
+        prog = self.progress(rec, job)
+        self.assertTrue(prog, '%s: no Progress signal from %s' % (what, job))
+        curs = [c for c, e in prog]
+        self.assertEqual(curs, sorted(curs), '%s: Progress cur went backwards: %s' % (what, prog))
+        for c, e in prog:
+            self.assertTrue(0 < e and c <= e, '%s: Progress(%d, %d)' % (what, c, e))
+        if isinstance(rec, TimedRecorder):
+            times = [t for s, t in zip(rec.records, rec.times)
+                     if s.path == job and s.member == 'Progress' and s.interface == J]
+            if len(times) > 1:
+                span = times[-1] - times[0]
+                self.assertLessEqual(len(times), 10 * span + 3,
+                                     '%s: %d Progress signals within %.2f s (at most 10 a second)'
+                                     % (what, len(times), span))
+        return prog
+
+    # ---- chains and data
+    def disks(self, dom):
+        return {d[0]: (d[2], d[3]) for d in self.dprop(dom, 'Disks')}
+
+    def qemu_chain(self, dom, target='vda'):
+        """The files QEMU runs target on, top first (query-block)."""
+        for b in self.h.qmp(dom, 'query-block')['return']:
+            if b.get('qdev', '').split('/')[3:4] == [target]:
+                files, img = [], b.get('inserted', {}).get('image')
+                while img:
+                    files.append(img['filename'])
+                    img = img.get('backing-image')
+                return files
+        self.fail('QEMU has no disk %s' % target)
+
+    def img_chain(self, img):
+        return [i['filename'] for i in q.qemu_img_info(img, backing_chain=True)]
+
+    def assert_chain(self, dom, files, what):
+        """files (base first) is the chain: Domain.Disks, qemu-img info
+        and, while it runs, QEMU."""
+        top = files[-1]
+        self.assertEqual(self.disks(dom).get('vda'), (top, ' <- '.join(files)), '%s: Domain.Disks' % what)
+        self.assertEqual(self.img_chain(top), list(reversed(files)), '%s: qemu-img info --backing-chain' % what)
+        if self.dprop(dom, 'State') in ('running', 'paused'):
+            self.assertEqual(self.qemu_chain(dom), list(reversed(files)), '%s: QEMU query-block' % what)
+
+    def assert_no_nodes_on(self, dom, files, what):
+        """No block node of QEMU still has one of files open (a node left
+        behind keeps the file's lock)."""
+        nodes = self.h.qmp(dom, 'query-named-block-nodes')['return']
+        left = sorted((n['node-name'], n['file']) for n in nodes if n.get('file') in files)
+        self.assertEqual(left, [], '%s: QEMU still has nodes open on dropped files' % what)
+
+    def xml_disk_chain(self, xml_text, target='vda'):
+        """(source file, [backingStore files, top first]) of target."""
+        root = ET.fromstring(xml_text)
+        for disk in root.iter('disk'):
+            t = disk.find('target')
+            if t is None or t.get('dev') != target:
+                continue
+            src = disk.find('source')
+            files = []
+            bs = disk.find('backingStore')
+            while bs is not None and bs.find('source') is not None:
+                files.append(bs.find('source').get('file'))
+                bs = bs.find('backingStore')
+            return (src.get('file') if src is not None else None), files
+        self.fail('no disk %s in %s' % (target, xml_text))
+
+    def stored_source(self, dom):
+        uuid = self.dprop(dom, 'UUID')
+        with open(os.path.join(self.h.state_dir, 'domains', uuid + '.xml')) as f:
+            return self.xml_disk_chain(f.read())[0]
+
+    def flush(self, dom):
+        self.h.flush_live(dom, 'vda')
+
+    def expected_patterns(self):
+        pats = [(P_BASE, OFF_BASE, PLEN), (P_MID, OFF_MID, PLEN), (P_TOP, OFF_TOP, PLEN)]
+        if self.filler_mib:
+            pats.append((P_FILL, OFF_FILL, self.filler_mib * MiB))
+        return pats
+
+    def assert_reads(self, img, patterns, what):
+        """img (with its backing chain, from the host) holds patterns."""
+        for p, off, n in patterns:
+            self.assertTrue(q.qemu_io_read_pattern(img, p, off, n),
+                            '%s: %s does not read 0x%02x at %d+%d' % (what, img, p, off, n))
+
+    def assert_guest_reads(self, dom, patterns, what):
+        for p, off, n in patterns:
+            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', p, off, n),
+                            '%s: the guest does not read 0x%02x at %d+%d' % (what, p, off, n))
+
+    def assert_clean(self, *images):
+        for img in images:
+            ok, out = q.qemu_img_check(img, force_share=True)
+            self.assertTrue(ok, 'qemu-img check %s: %s' % (img, out))
+
+    def backing_of(self, img):
+        info = q.qemu_img_info(img)
+        return info.get('full-backing-filename', info.get('backing-filename'))
+
+    def raw_copy(self, img, name):
+        """The guest view of img's chain as a raw file."""
+        out = self.h.image_path(name)
+        r = q.run([q.QEMU_IMG, 'convert', '-U', '-f', 'qcow2', '-O', 'raw', img, out])
+        self.assertEqual(r.returncode, 0, 'qemu-img convert: %s' % r.stderr)
+        return out
+
+    def assert_same_view(self, raw, img, what):
+        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', '-F', 'qcow2', raw, img])
+        self.assertEqual(r.returncode, 0, '%s: qemu-img compare %s %s: %s' % (what, raw, img,
+                                                                           (r.stdout + r.stderr).strip()))
+
+    # ---- "nothing changed"
+    def fingerprint(self, dom):
+        h = self.h
+        files = {}
+        for f in sorted(os.listdir(h.images_dir)):
+            files[f] = os.path.getsize(os.path.join(h.images_dir, f))
+        running = self.dprop(dom, 'State') in ('running', 'paused')
+        objs = h.client.managed_objects()
+        return {
+            'Disks': self.dprop(dom, 'Disks'),
+            'Jobs': self.dprop(dom, 'Jobs'),
+            'job objects': sorted(p for p, ifaces in objs.items() if J in ifaces),
+            'files': files,
+            'qemu jobs': h.qmp(dom, 'query-jobs')['return'] if running else None,
+            'qemu chain': self.qemu_chain(dom) if running else None,
+        }
+
+    def assert_refused(self, dom, error, method, args, sig, others=()):
+        """method(args) on dom answers error and changes nothing, sends no
+        signal about dom or a job."""
+        before = self.fingerprint(dom)
+        rec = self.h.record_signals()
+        try:
+            with self.assertDBusError(error) as cm:
+                self.h.call(dom, D, method, args, sig)
+            self.settle(0.1)
+            self.assertEqual(self.fingerprint(dom), before, '%s%r changed something' % (method, args))
+            seen = [s for s in rec.records if s.path.startswith(dom) or
+                    (s.member in ('InterfacesAdded', 'InterfacesRemoved') and str(s.args[0]).startswith(dom))]
+            self.assertEqual(seen, [], '%s%r: signals sent for a refused call' % (method, args))
+        finally:
+            rec.close()
+        return cm.exception
+
+
+# --------------------------------------------------------------------------
+
+class PullTest(BlockJobTestCase):
+    def test_pull(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        self.assert_chain(dom, [base, mid, top], 'before')
+        rec = TimedRecorder(h.client)
+        bw = 1 * MiB    # about 2 s for the 2 MiB below top: several Progress signals
+        t0 = time.time()
+        job = self.pull(dom, 'vda', bw)
+        t1 = time.time()
+        self.assert_job_added(rec, dom, job, 'pull', bw, t0, t1)
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job], 'Domain.Jobs while the pull runs')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        # Completed comes after the chain is right: the very next Get agrees.
+        self.assertEqual(self.disks(dom)['vda'], (top, top), 'Domain.Disks right after Completed')
+        props = self.assert_one_end(rec, dom, job, 'pull', 'completed')
+        self.assertEqual(props['Cur'], props['End'], 'Cur != End after a completed pull')
+        self.assertEqual(props['Disk'], 'vda')
+        self.assertEqual(props['Domain'], dom)
+        self.assertEqual(props['Bandwidth'], bw)
+        prog = self.assert_progress(rec, job, 'pull')
+        print('\nProgress of a ~2 s pull: %s' % prog, flush=True)
+        self.assertGreaterEqual(len(prog), 2, 'a ~2 s pull sent only %s' % prog)
+
+        # The Domain's PropertiesChanged(Disks) with the new chain comes
+        # before the job's Completed.
+        idx_disks = [i for i, s in enumerate(rec.records) if s.path == dom and s.member == 'PropertiesChanged'
+                     and 'Disks' in s.args[1] and any(d[0] == 'vda' and d[3] == top for d in s.args[1]['Disks'])]
+        idx_end = [i for i, s in enumerate(rec.records) if s.path == job and s.member == 'Completed']
+        self.assertTrue(idx_disks, 'no PropertiesChanged(Disks) with the pulled chain')
+        self.assertLess(idx_disks[0], idx_end[0], 'Completed was sent before PropertiesChanged(Disks)')
+
+        self.flush(dom)
+        self.assert_chain(dom, [top], 'after the pull')
+        self.assertIsNone(self.backing_of(top), 'top still has a backing file after the pull')
+        self.assert_no_nodes_on(dom, [base, mid], 'after the pull')
+        self.assertEqual(self.xml_disk_chain(h.call(dom, D, 'GetXMLDesc', (0,), 't')), (top, []),
+                         'the live XML after the pull')
+        self.assert_reads(top, self.expected_patterns(), 'after the pull (top alone)')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the pull')
+        # base and mid are untouched (and no longer needed)
+        self.assert_reads(mid, [(P_BASE, OFF_BASE, PLEN), (P_MID, OFF_MID, PLEN), (0, OFF_TOP, PLEN)], 'mid')
+
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_chain(dom, [top], 'after Stop')
+        self.assert_clean(top, mid, base)
+        self.assert_reads(top, self.expected_patterns(), 'offline')
+
+
+class CommitTest(BlockJobTestCase):
+    def test_commit_non_active(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        self.flush(dom)
+        before = self.raw_copy(top, 'before.raw')
+        rec = h.record_signals()
+        t0 = time.time()
+        # disk named by the active file's path; DELETE removes mid after success
+        job = self.commit(dom, base, mid, disk=top, flags=DELETE)
+        t1 = time.time()
+        self.assert_job_added(rec, dom, job, 'commit', 0, t0, t1)
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assertEqual(self.disks(dom)['vda'], (top, '%s <- %s' % (base, top)), 'Domain.Disks right after Completed')
+        self.assertFalse(os.path.exists(mid), 'DELETE: %s still exists after Completed' % mid)
+        props = self.assert_one_end(rec, dom, job, 'commit', 'completed')
+        self.assertEqual(props['Disk'], 'vda', 'Disk must be the target name even when the call gave the path')
+        self.assertEqual(props['Cur'], props['End'])
+
+        self.flush(dom)
+        self.assert_chain(dom, [base, top], 'after the commit')
+        self.assertEqual(self.backing_of(top), base)
+        self.assert_no_nodes_on(dom, [mid], 'after the commit')
+        self.assertEqual(self.xml_disk_chain(h.call(dom, D, 'GetXMLDesc', (0,), 't')), (top, [base]),
+                         'the live XML after the commit')
+        self.assert_reads(base, [(P_BASE, OFF_BASE, PLEN), (P_MID, OFF_MID, PLEN), (0, OFF_TOP, PLEN)],
+                          'base holds mid\'s data')
+        self.assert_same_view(before, top, 'the guest view after the commit')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the commit')
+        # the guest writes on, into top
+        h.write_pattern_live(dom, 'vda', 0x55, 3 * MiB, MiB)
+        self.assert_reads(top, [(0x55, 3 * MiB, MiB)], 'a write after the commit')
+        self.assert_reads(base, [(0, 3 * MiB, MiB)], 'a write after the commit must not reach base')
+
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_chain(dom, [base, top], 'after Stop')
+        self.assert_clean(base, top)
+
+    def test_active_commit_pivot(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        rec = h.record_signals()
+        bw = 1 * MiB
+        t0 = time.time()
+        job = self.commit(dom, '', '', bandwidth=bw, flags=ACTIVE)
+        t1 = time.time()
+        self.assert_job_added(rec, dom, job, 'active-commit', bw, t0, t1)
+
+        # ~10 MiB to copy at 1 MiB/s: not READY for seconds.
+        self.assertEqual(self.jprop(job, 'State'), 'running')
+        mark = rec.mark()
+        with self.assertDBusError(E + 'OperationInvalid'):
+            h.call(job, J, 'Pivot')
+        self.assertEqual(self.jprop(job, 'State'), 'running', 'a refused Pivot changed the State')
+        self.assertFalse(self.jprop(job, 'Ready'))
+        self.assertEqual(self.disks(dom)['vda'][0], top, 'a refused Pivot changed the active file')
+        self.assertEqual(self.completed_signals(rec, job), [], 'a refused Pivot ended the job')
+
+        h.call(job, J, 'SetSpeed', (0,), 't')
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=30, start=mark)
+        self.assertEqual(self.jprop(job, 'State'), 'ready')
+        self.assertTrue(self.jprop(job, 'Ready'))
+        rec.wait_for_property(job, 'State', 'ready', start=mark)
+        rec.wait_for_property(job, 'Ready', True, start=mark)
+        self.assertEqual([e for e in self.job_events(rec, dom, job) if e[3] == 'ready'],
+                         [(job, 'vda', 'active-commit', 'ready', '')], 'BlockJobEvent ready')
+        self.assertEqual(self.disks(dom)['vda'][0], top, 'READY must not change the active file yet')
+
+        # A guest write while READY survives the pivot.
+        # (No host-side copy of the chain now: while an active commit writes
+        # into base, QEMU shares no consistent read of it, even with -U.)
+        h.write_pattern_live(dom, 'vda', 0x55, 3 * MiB, MiB)
+        h.call(job, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assertEqual(self.disks(dom)['vda'], (base, base), 'Domain.Disks right after Completed')
+        self.assert_one_end(rec, dom, job, 'active-commit', 'completed')
+
+        self.flush(dom)
+        self.assert_chain(dom, [base], 'after the pivot')
+        self.assert_no_nodes_on(dom, [mid, top], 'after the pivot')
+        self.assertEqual(self.xml_disk_chain(h.call(dom, D, 'GetXMLDesc', (0,), 't')), (base, []),
+                         'the live XML after the pivot')
+        self.assertEqual(self.stored_source(dom), base, 'the stored definition after the pivot')
+        self.assert_guest_reads(dom, self.expected_patterns() + [(0x55, 3 * MiB, MiB)], 'after the pivot')
+        # Guest writes land in base now.
+        h.write_pattern_live(dom, 'vda', 0x66, 20 * MiB, MiB)
+        self.assert_reads(base, [(0x66, 20 * MiB, MiB)], 'a write after the pivot')
+
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_chain(dom, [base], 'after Stop')
+        self.assert_clean(base)
+        self.assert_reads(base, self.expected_patterns() + [(0x55, 3 * MiB, MiB), (0x66, 20 * MiB, MiB)], 'offline')
+
+
+class ControlTest(BlockJobTestCase):
+    def test_abort_pull(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        self.flush(dom)
+        before = self.raw_copy(top, 'before.raw')
+        rec = h.record_signals()
+        job = self.pull(dom, 'vda', 1 * MiB)
+        self.wait_cur(job, 1)
+        self.assertEqual(self.jprop(job, 'State'), 'running')
+        h.call(job, J, 'Abort', (0,), 't')
+        with self.subTest('Abort without ASYNC returns once the job is over (libvirt\'s meaning)'):
+            self.assertEqual(self.jprop(job, 'State'), 'canceled', 'State when the synchronous Abort returned')
+        self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
+        props = self.assert_one_end(rec, dom, job, 'pull', 'canceled')
+        self.assertLess(props['Cur'], props['End'], 'the aborted pull says it had finished')
+        self.flush(dom)
+        self.assert_chain(dom, [base, mid, top], 'after the abort')
+        self.assertEqual(self.backing_of(top), mid)
+        self.assert_same_view(before, top, 'the guest view after the abort')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the abort')
+        self.assert_clean(top, mid, base)
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job after the abort')
+        # the disk is free again
+        job2 = self.pull(dom, 'vda', 0)
+        self.assertNotEqual(job2, job, 'a new job got the path of a finished one')
+        self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
+        self.assert_chain(dom, [top], 'after the second pull')
+
+    def test_set_speed_pause_resume(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=16)
+        rec = TimedRecorder(h.client)
+        job = self.pull(dom, 'vda', 4 * MiB)
+        # Past base's and mid's first MiB and top's (skipped) 2-4 MiB, into the filler.
+        self.wait_cur(job, OFF_FILL + MiB // 2)
+
+        def measure(seconds):
+            c0, t0 = self.jprop(job, 'Cur'), time.monotonic()
+            q.spin(lambda: False, seconds)
+            c1, t1 = self.jprop(job, 'Cur'), time.monotonic()
+            return (c1 - c0) / (t1 - t0), t0, t1
+
+        mark = rec.mark()
+        h.call(job, J, 'SetSpeed', (1 * MiB,), 't')
+        self.assertEqual(self.jprop(job, 'Bandwidth'), 1 * MiB, 'Bandwidth after SetSpeed')
+        rec.wait_for_property(job, 'Bandwidth', 1 * MiB, start=mark)
+        q.spin(lambda: False, 0.3)    # what was in flight at the old speed
+        slow, s0, s1 = measure(1.5)
+        mark = rec.mark()
+        h.call(job, J, 'SetSpeed', (6 * MiB,), 't')
+        self.assertEqual(self.jprop(job, 'Bandwidth'), 6 * MiB)
+        rec.wait_for_property(job, 'Bandwidth', 6 * MiB, start=mark)
+        fast, f0, f1 = measure(1.5)
+        sys_msg = 'progress rate at 1 MiB/s: %.0f KiB/s, at 6 MiB/s: %.0f KiB/s' % (slow / 1024, fast / 1024)
+        print('\n' + sys_msg, flush=True)
+        self.assertLess(slow, 2.2 * MiB, sys_msg)
+        self.assertGreater(slow, 0, sys_msg)
+        self.assertGreater(fast, 2.5 * slow, sys_msg)
+        rate = self.jprop(job, 'Rate')
+        self.assertGreater(rate, 0, 'Rate of a running job')
+
+        # Progress at least about once a second while moving (the slow window).
+        times = [t for s, t in zip(rec.records, rec.times)
+                 if s.path == job and s.member == 'Progress' and s0 <= t <= s1]
+        edges = [s0] + times + [s1]
+        gaps = [b - a for a, b in zip(edges, edges[1:])]
+        self.assertLessEqual(max(gaps), 1.6, 'Progress gaps at 1 MiB/s: %s' % ['%.2f' % g for g in gaps])
+
+        # Pause / Resume
+        mark = rec.mark()
+        h.call(job, J, 'Pause')
+        rec.wait_for_property(job, 'State', 'paused', start=mark)
+        self.assertEqual(self.jprop(job, 'State'), 'paused')
+        q.spin(lambda: False, 0.3)
+        c0 = self.jprop(job, 'Cur')
+        q.spin(lambda: False, 0.8)
+        self.assertEqual(self.jprop(job, 'Cur'), c0, 'a paused job moved on')
+        self.assertEqual(self.jprop(job, 'Rate'), 0, 'Rate of a paused job')
+        mark = rec.mark()
+        h.call(job, J, 'Resume')
+        rec.wait_for_property(job, 'State', 'running', start=mark)
+
+        h.call(job, J, 'SetSpeed', (0,), 't')
+        self.assertEqual(self.jprop(job, 'Bandwidth'), 0)
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assert_one_end(rec, dom, job, 'pull', 'completed')
+        self.assert_progress(rec, job, 'throttled pull')
+        self.flush(dom)
+        self.assert_chain(dom, [top], 'after the pull')
+        self.assert_reads(top, self.expected_patterns(), 'after the pull')
+
+
+class RefusalTest(BlockJobTestCase):
+    def test_refusals_busy_and_shallow(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        nowhere = h.create_image('other.qcow2')
+        ia = E + 'InvalidArgument'
+
+        # unknown disk
+        self.assert_refused(dom, E + 'NoSuchDisk', 'BlockPull', ('vdz', 0, 0), 'stt')
+        self.assert_refused(dom, E + 'NoSuchDisk', 'BlockPull', (nowhere, 0, 0), 'stt')
+        self.assert_refused(dom, E + 'NoSuchDisk', 'BlockCommit', ('vdz', base, mid, 0, 0), 'ssstt')
+        # unknown flags
+        self.assert_refused(dom, ia, 'BlockPull', ('vda', 0, 1), 'stt')
+        self.assert_refused(dom, ia, 'BlockPull', ('vda', 0, 1 << 40), 'stt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', base, mid, 0, 1 << 10), 'ssstt')
+        # base / top not in the chain, or in the wrong order
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', nowhere, mid, 0, 0), 'ssstt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', base, nowhere, 0, 0), 'ssstt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', mid, base, 0, 0), 'ssstt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', mid, mid, 0, 0), 'ssstt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', top, mid, 0, 0), 'ssstt')
+        # the active layer without ACTIVE
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', base, top, 0, 0), 'ssstt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', '', '', 0, 0), 'ssstt')
+        self.assert_refused(dom, ia, 'BlockCommit', ('vda', base, '', 0, 0), 'ssstt')
+
+        # a shut-off domain
+        off_img = h.create_image('off-top.qcow2', backing=h.create_image('off-base.qcow2'))
+        off = h.define_domain('off', [q.Disk('vda', off_img)])
+        self.assert_refused(off, E + 'NotRunning', 'BlockPull', ('vda', 0, 0), 'stt')
+        self.assert_refused(off, E + 'NotRunning', 'BlockCommit', ('vda', '', '', 0, ACTIVE), 'ssstt')
+        self.assertEqual(self.img_chain(off_img), [off_img, h.image_path('off-base.qcow2')])
+
+        # a second job on the same disk
+        rec = h.record_signals()
+        job = self.pull(dom, 'vda', 1 * MiB)
+        self.assertEqual(self.jprop(job, 'State'), 'running')
+        busy = E + 'Busy'
+        with self.assertDBusError(busy):
+            self.pull(dom, 'vda', 0)
+        with self.assertDBusError(busy):
+            self.commit(dom, base, mid)
+        with self.assertDBusError(busy):
+            self.commit(dom, '', '', flags=ACTIVE)
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job], 'Domain.Jobs after refused second jobs')
+        self.assertEqual([j['id'] for j in h.qmp(dom, 'query-jobs')['return']],
+                         [path_decode(job.rsplit('/', 1)[1])], 'QEMU jobs after refused second jobs')
+
+        # Abort ASYNC: returns at once, the end follows.
+        mark = rec.mark()
+        h.call(job, J, 'Abort', (ABORT_ASYNC,), 't')
+        self.assertEqual(self.wait_end(rec, job, start=mark), ('canceled', ''))
+        self.assert_one_end(rec, dom, job, 'pull', 'canceled')
+        self.assert_chain(dom, [base, mid, top], 'after the abort')
+
+        # SHALLOW with base "": mid into the image right below it (base).
+        job2 = self.commit(dom, '', mid, flags=SHALLOW)
+        self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
+        self.assert_one_end(rec, dom, job2, 'commit', 'completed')
+        self.flush(dom)
+        self.assert_chain(dom, [base, top], 'after the SHALLOW commit')
+        self.assertTrue(os.path.exists(mid), 'mid removed without DELETE')
+        self.assert_reads(base, [(P_BASE, OFF_BASE, PLEN), (P_MID, OFF_MID, PLEN)], 'base after the commit')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the SHALLOW commit')
+
+    def test_access_denied(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+
+        def call_as(path, iface, method, args=()):
+            argv = ['--dest', q.BUS_NAME, '--object-path', path, '--method', iface + '.' + method,
+                    '--timeout', '30'] + [variant_text(s, v) for s, v in args]
+            rc, out, err = h.gdbus_as(q.NOBODY_UID, 'call', *argv, timeout=40)
+            if rc == 0:
+                return None
+            m = re.search(r'GDBus\.Error:([A-Za-z0-9_.]+):', err)
+            self.assertTrue(m, 'gdbus %s as nobody: rc %d %r' % (method, rc, err))
+            return m.group(1)
+
+        before = self.fingerprint(dom)
+        rec = h.record_signals()
+        self.assertEqual(call_as(dom, D, 'BlockPull', [('s', 'vda'), ('t', 0), ('t', 0)]), q.ACCESS_DENIED)
+        self.assertEqual(call_as(dom, D, 'BlockCommit', [('s', 'vda'), ('s', ''), ('s', ''), ('t', 0), ('t', ACTIVE)]),
+                         q.ACCESS_DENIED)
+        self.settle(0.1)
+        self.assertEqual(self.fingerprint(dom), before, 'a denied call changed something')
+        self.assertEqual([s for s in rec.records if s.path.startswith(dom) or s.member == 'InterfacesAdded'], [],
+                         'signals sent for denied calls')
+
+        # The job methods of a running job (root's).
+        bw = 1 * MiB
+        job = self.pull(dom, 'vda', bw)
+        for method, args in (('SetSpeed', [('t', 0)]), ('Abort', [('t', 0)]), ('Pivot', []), ('Pause', []),
+                             ('Resume', [])):
+            self.assertEqual(call_as(job, J, method, args), q.ACCESS_DENIED, 'BlockJob1.%s as nobody' % method)
+        props = h.get_all(job, J)
+        self.assertEqual(props['State'], 'running', 'after denied calls')
+        self.assertEqual(props['Bandwidth'], bw, 'after a denied SetSpeed')
+        self.assertEqual([j['status'] for j in h.qmp(dom, 'query-jobs')['return']], ['running'])
+        self.assertEqual(self.completed_signals(rec, job), [])
+        # reads need nothing
+        rc, out, err = h.gdbus_as(q.NOBODY_UID, 'call', '--dest', q.BUS_NAME, '--object-path', job, '--method',
+                                  q.PROPERTIES_IFACE + '.Get', variant_text('s', J),
+                                  variant_text('s', 'State'))
+        self.assertEqual(rc, 0, 'reading a job property as nobody: %s' % err)
+        h.call(job, J, 'SetSpeed', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assert_chain(dom, [top], 'after the pull')
+
+
+class RestartTest(BlockJobTestCase):
+    def first_get_all(self, path):
+        """GetAll on a fresh connection: the first answer of the new qsnapd."""
+        client = self.h.new_client()
+        try:
+            return client.get_all(path, J)
+        finally:
+            client.close()
+
+    def test_kill9_during_pull(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        rec = h.record_signals()
+        bw = 1 * MiB
+        job = self.pull(dom, 'vda', bw)
+        cur0 = self.wait_cur(job, 1)
+        before = h.get_all(job, J)
+        h.restart_daemon()
+        after = self.first_get_all(job)    # DBusCallError if the path is gone
+        self.assertEqual(after['State'], 'running', 'State of the adopted job')
+        for p in ('Type', 'Disk', 'Domain', 'End', 'Bandwidth'):
+            self.assertEqual(after[p], before[p], 'adopted job: %s' % p)
+        self.assertGreaterEqual(after['Cur'], cur0, 'adopted job: Cur went backwards')
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job], 'Domain.Jobs after the restart')
+        mark = rec.mark()
+        # it moves on (progress after the restart)
+        self.wait_cur(job, after['Cur'] + 1, timeout=10)
+        rec.wait_for(lambda s: s.path == job and s.member == 'Progress', timeout=5, start=mark)
+        h.call(job, J, 'SetSpeed', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job, start=mark), ('completed', ''))
+        self.assertEqual(self.disks(dom)['vda'], (top, top), 'Domain.Disks right after Completed')
+        self.assert_one_end(rec, dom, job, 'pull', 'completed')
+        self.flush(dom)
+        self.assert_chain(dom, [top], 'after the adopted pull')
+        self.assertIsNone(self.backing_of(top))
+        self.assert_no_nodes_on(dom, [base, mid], 'after the adopted pull')
+        self.assert_reads(top, self.expected_patterns(), 'after the adopted pull')
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_chain(dom, [top], 'after Stop')
+        self.assert_clean(top)
+
+    def test_kill9_with_active_commit_ready(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        rec = h.record_signals()
+        job = self.commit(dom, '', '', flags=ACTIVE)
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=30)
+        h.restart_daemon()
+        after = self.first_get_all(job)
+        self.assertEqual((after['Type'], after['State'], after['Ready'], after['Disk']),
+                         ('active-commit', 'ready', True, 'vda'), 'the adopted active commit')
+        self.assertEqual(self.disks(dom)['vda'][0], top)
+        mark = rec.mark()
+        h.call(job, J, 'Abort', (ABORT_PIVOT,), 't')
+        self.assertEqual(self.wait_end(rec, job, start=mark), ('completed', ''))
+        self.assertEqual(self.disks(dom)['vda'], (base, base), 'Domain.Disks right after Completed')
+        self.flush(dom)
+        self.assert_chain(dom, [base], 'after the adopted pivot')
+        self.assertEqual(self.stored_source(dom), base, 'the stored definition after the adopted pivot')
+        self.assert_reads(base, self.expected_patterns(), 'after the adopted pivot')
+
+
+if __name__ == '__main__':
+    q.main()

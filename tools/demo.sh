@@ -2,7 +2,8 @@
 # The main job, end to end: installs what is missing (as root), builds
 # qsnapd, starts a private bus and qsnapd on it (no system changes beyond
 # packages), then drives a VM through busctl: define, start, write guest
-# data live, snapshots (disk-only and with memory), pause, resume, stop —
+# data live, snapshots (disk-only and with memory), an active commit with
+# progress and pivot, pause, resume, stop —
 # printing every call and every signal, and checking the data at the end.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,17 +76,30 @@ bc call org.example.Snapshot1 "$dom" $I CreateSnapshot st \
 bc get-property org.example.Snapshot1 "$dom" $I State Disks CurrentSnapshot
 bc call org.example.Snapshot1 "$dom" $I ListSnapshots t 0
 bc call org.example.Snapshot1 "$dom/snapshot/before_2dupgrade" org.example.Snapshot1.Snapshot GetXMLDesc t 0 | sed "s/\\\\n/\n/g" | head -13
+echo "== commit the whole chain back into the base while the guest runs (ACTIVE commit, 4), then pivot"
+out=$(bc call org.example.Snapshot1 "$dom" $I BlockCommit ssstt vda "" "" 0 4)
+echo "$out"
+job=$(echo "$out" | sed -n 's/^o "\(.*\)"$/\1/p')
+for _ in $(seq 100); do
+        st=$(busctl --address="$addr" get-property org.example.Snapshot1 "$job" org.example.BlockJob1 State)
+        [ "$st" = 's "ready"' ] && break; sleep 0.1
+done
+bc get-property org.example.Snapshot1 "$job" org.example.BlockJob1 Type State Cur End
+bc call org.example.Snapshot1 "$job" org.example.BlockJob1 Pivot
+sleep 0.5
+bc get-property org.example.Snapshot1 "$job" org.example.BlockJob1 State
+bc get-property org.example.Snapshot1 "$dom" $I Disks
 echo "== pause, resume, stop"
 bc call org.example.Snapshot1 "$dom" $I Pause
 bc get-property org.example.Snapshot1 "$dom" $I State
 bc call org.example.Snapshot1 "$dom" $I Resume
 bc call org.example.Snapshot1 "$dom" $I Stop t 0
 bc get-property org.example.Snapshot1 "$dom" $I State
-echo "== the guest's data is on disk: the frozen base has the first write only, the chain both"
-qemu-io -r -f qcow2 -c 'read -P 0xab 0 1M' -c 'read -P 0 1M 1M' "$work/disk.qcow2"
-qemu-io -r -f qcow2 -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 1M 1M' "$work/disk.with-memory"
-qemu-img info --backing-chain "$work/disk.with-memory" | grep -E '^(image|backing file):'
+echo "== after the commit the base holds everything"
+qemu-io -r -f qcow2 -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 1M 1M' "$work/disk.qcow2"
+qemu-img check -q "$work/disk.qcow2" && echo "qemu-img check: clean"
+
 sleep 0.3
 echo "== signals qsnapd sent"
-grep -E 'Member=|STRING "(running|paused|shutoff)"' "$work/signals" | sed 's/^ *//' | grep -v '^$' | head -60 || true
+grep -E 'Member=(InterfacesAdded|Progress|Ready|Completed|BlockJobEvent)|STRING "(running|paused|shutoff|completed)"' "$work/signals" | sed 's/^ *//' | grep -v '^$' | head -60 || true
 echo "== done"

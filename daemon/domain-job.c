@@ -379,6 +379,8 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
         AttachCall *c = userdata;
         Domain *d = c->domain;
 
+        d->jobs_attach = NULL;
+
         if (error < 0)
                 log_warning("Domain '%s': cannot list QEMU's jobs: %s", d->def->name, strerror(-error));
         JOB_TRACKER_FOREACH(j, t) {
@@ -409,11 +411,21 @@ int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void 
                 free(c);
                 return r;
         }
+        d->jobs_attach = c;
         return 0;
 }
 
 /* Lets go of the tracker; jobs still in it are QEMU's business now. */
 static void tracker_release(Domain *d) {
+        /* A freed tracker calls no adopt callback: the attach in flight ends
+         * here (a disconnect reports the failure of the attach itself). */
+        if (d->jobs_attach) {
+                AttachCall *c = d->jobs_attach;
+
+                d->jobs_attach = NULL;
+                free(c);
+                domain_unref(d);
+        }
         if (!d->jobs)
                 return;
         JOB_TRACKER_FOREACH(j, d->jobs) {

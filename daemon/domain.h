@@ -94,6 +94,7 @@ struct Domain {
         SnapshotTree snapshots;
 
         JobTracker *jobs;     /* while QMP is up */
+        void *jobs_attach;    /* the adoption in flight (domain-job.c) */
         Job **lingering;      /* finished jobs, kept for a while */
         size_t n_lingering;
 

@@ -511,6 +511,32 @@ static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *er
         return 1;
 }
 
+static int method_block_rebase(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        const char *disk, *base;
+        Domain *d = userdata;
+        uint64_t bandwidth, flags;
+        int r;
+
+        r = sd_bus_message_read(m, "sstt", &disk, &base, &bandwidth, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~BLOCK_REBASE_ALL)
+                return bus_error_unknown_flags(error, "BlockRebase", flags, BLOCK_REBASE_ALL);
+        if (bandwidth > INT64_MAX)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = verify_block_jobs(m, d, disk, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        sd_bus_message_ref(m);
+        r = domain_block_rebase(d, disk, base, bandwidth, flags, reply_job_started, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
 static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_free_ char *message = NULL;
         const char *disk, *base, *top;
@@ -605,6 +631,8 @@ static const sd_bus_vtable domain_vtable[] = {
                                 method_lookup_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockPull", SD_BUS_ARGS("s", disk, "t", bandwidth, "t", flags), SD_BUS_RESULT("o", job),
                                 method_block_pull, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BlockRebase", SD_BUS_ARGS("s", disk, "s", base, "t", bandwidth, "t", flags),
+                                SD_BUS_RESULT("o", job), method_block_rebase, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockCommit",
                                 SD_BUS_ARGS("s", disk, "s", base, "s", top, "t", bandwidth, "t", flags),
                                 SD_BUS_RESULT("o", job), method_block_commit, SD_BUS_VTABLE_UNPRIVILEGED),

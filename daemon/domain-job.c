@@ -607,12 +607,24 @@ static int job_begin(Domain *d, JobType type, const DomainDisk *disk, const Imag
         return 0;
 }
 
-int domain_block_pull(Domain *d, const char *disk_name, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
-                      void *userdata, char **ret_message) {
+int domain_block_rebase(Domain *d, const char *disk_name, const char *base, uint64_t bandwidth, uint64_t flags,
+                        BlockJobStartedFunc done, void *userdata, char **ret_message) {
         const DomainDisk *disk;
         const ImageChain *chain;
-        int r;
+        int r, b;
 
+        if (flags & BLOCK_REBASE_COPY) {
+                *ret_message = strdup("BlockRebase with COPY (a mirror to a new file) is not implemented yet.");
+                return -EOPNOTSUPP;
+        }
+        if (flags & BLOCK_REBASE_RELATIVE) {
+                *ret_message = strdup("RELATIVE backing names are not implemented yet.");
+                return -EOPNOTSUPP;
+        }
+        if (flags & (BLOCK_REBASE_SHALLOW | BLOCK_REBASE_REUSE_EXT | BLOCK_REBASE_COPY_RAW)) {
+                *ret_message = strdup("SHALLOW, REUSE_EXT and COPY_RAW go only with COPY.");
+                return -EINVAL;
+        }
         r = job_prepare(d, disk_name, &disk, &chain, ret_message);
         if (r < 0)
                 return r;
@@ -620,7 +632,20 @@ int domain_block_pull(Domain *d, const char *disk_name, uint64_t bandwidth, uint
                 *ret_message = strprintf("Disk %s has no backing file to pull from.", disk->target);
                 return -EINVAL;
         }
-        return job_begin(d, JOB_TYPE_PULL, disk, chain, NULL, NULL, bandwidth, false, done, userdata);
+        if (isempty(base))
+                return job_begin(d, JOB_TYPE_PULL, disk, chain, NULL, NULL, bandwidth, false, done, userdata);
+        /* A partial pull: what lies above base comes into the active file. */
+        b = chain_index(chain, base);
+        if (b < 1) {
+                *ret_message = strprintf("'%s' is not a backing file of disk %s.", base, disk->target);
+                return -EINVAL;
+        }
+        return job_begin(d, JOB_TYPE_PULL, disk, chain, chain->layers[b].path, NULL, bandwidth, false, done, userdata);
+}
+
+int domain_block_pull(Domain *d, const char *disk_name, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
+                      void *userdata, char **ret_message) {
+        return domain_block_rebase(d, disk_name, NULL, bandwidth, 0, done, userdata, ret_message);
 }
 
 int domain_block_commit(Domain *d, const char *disk_name, const char *base, const char *top, uint64_t bandwidth,

@@ -15,6 +15,13 @@
 #define BLOCK_COMMIT_ACTIVE 4ULL
 #define BLOCK_COMMIT_ALL 7ULL
 
+#define BLOCK_REBASE_SHALLOW 1ULL
+#define BLOCK_REBASE_REUSE_EXT 2ULL
+#define BLOCK_REBASE_COPY_RAW 4ULL
+#define BLOCK_REBASE_COPY 8ULL
+#define BLOCK_REBASE_RELATIVE 16ULL
+#define BLOCK_REBASE_ALL 31ULL
+
 /* How long a finished job's object stays. */
 #define JOB_LINGER_USEC (60 * USEC_PER_SEC)
 
@@ -33,6 +40,10 @@ typedef void (*BlockJobStartedFunc)(Domain *d, int error, const char *message, J
  * call done once QEMU accepted or refused the job. */
 int domain_block_pull(Domain *d, const char *disk, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
                       void *userdata, char **ret_message);
+/* base "" or NULL: a full pull (BlockPull); a file of the chain: a
+ * partial one, everything above it copied into the active file. */
+int domain_block_rebase(Domain *d, const char *disk, const char *base, uint64_t bandwidth, uint64_t flags,
+                        BlockJobStartedFunc done, void *userdata, char **ret_message);
 int domain_block_commit(Domain *d, const char *disk, const char *base, const char *top, uint64_t bandwidth,
                         uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
 

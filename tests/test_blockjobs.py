@@ -31,7 +31,11 @@ be clean.
   Completed; the active file is base (Disks, query-block, the stored and the
   live XML, and after Stop), guest writes after the pivot land in base.
 - Abort of a throttled pull: Completed('canceled'), State canceled when the
-  synchronous Abort returns, the chain and data as before.
+  synchronous Abort returns, the chain and data as before; the job object
+  answers Get at every instant while a job ends (polled from another
+  connection with 8 calls in flight). Every end: the Domain's
+  PropertiesChanged(Disks) with the new chain comes before Completed, and
+  the object stays (no InterfacesRemoved; Jobs still lists it).
 - SetSpeed: Bandwidth follows (PropertiesChanged), the measured progress
   rate follows the bandwidth (slow window vs fast window), Progress comes at
   least about once a second while moving; Pause/Resume.
@@ -39,16 +43,21 @@ be clean.
   signals): unknown disk → NoSuchDisk; unknown flags, base/top not in the
   chain or in the wrong order, top = active without ACTIVE → InvalidArgument;
   a shut-off domain → NotRunning; a second job on the disk → Busy; Abort
-  ASYNC; then SHALLOW with base "" commits into the image right below top.
+  ASYNC, and the disk stays Busy until the aborted job has sent Completed;
+  then SHALLOW with base "" commits into the image right below top.
 - uid 65534: BlockPull/BlockCommit and the job methods → AccessDenied, and
   nothing changes (the job keeps running at its speed).
 - kill -9 of qsnapd while a throttled pull runs: the next qsnapd shows the
   same job path with State running on its first answer, progress moves on,
   and the job ends with Completed and the chain bookkeeping done; the same
   with an active commit that was READY (adopted as active-commit, READY,
-  Abort(PIVOT) pivots).
+  Abort(PIVOT) pivots); a pull that ended while no qsnapd ran (waiting in
+  QEMU) is finished by the next one and reported completed, once.
+- Stop during a job: the job ends (failed or canceled, once), the chain
+  stays; after the next Start jobs work again.
 """
 
+import contextlib
 import os
 import re
 import time
@@ -104,6 +113,7 @@ class TimedRecorder(q.SignalRecorder):
 
 
 class BlockJobTestCase(q.QsnapTestCase):
+    maxDiff = None
 
     # ---- set-up
     def make_chain(self, name='vm', filler_mib=0, start=True):
@@ -191,6 +201,21 @@ class BlockJobTestCase(q.QsnapTestCase):
                          'PropertiesChanged must carry values, not invalidate')
         return props
 
+    def assert_disks_before_end(self, rec, dom, job, active, chain_text, what):
+        """The Domain's PropertiesChanged(Disks) with the new chain came
+        before the job's Completed (a GUI following signals never sees a
+        completed job next to the old chain), and the object was not
+        removed (it stays 60 s)."""
+        q.spin(lambda: True, 0)
+        idx_disks = [i for i, s in enumerate(rec.records) if s.path == dom and s.member == 'PropertiesChanged'
+                     and 'Disks' in s.args[1] and ('vda', 'qcow2', active, chain_text) in s.args[1]['Disks']]
+        idx_end = [i for i, s in enumerate(rec.records) if s.path == job and s.member == 'Completed']
+        self.assertTrue(idx_disks, '%s: no PropertiesChanged(Disks) with %s' % (what, chain_text))
+        self.assertTrue(idx_end, '%s: no Completed' % what)
+        self.assertLess(idx_disks[0], idx_end[0], '%s: Completed was sent before PropertiesChanged(Disks)' % what)
+        removed = [s for s in rec.records if s.member == 'InterfacesRemoved' and s.args[0] == job]
+        self.assertEqual(removed, [], '%s: the job object was removed at once (it stays 60 s)' % what)
+
     def assert_job_added(self, rec, dom, job, jtype, bandwidth, t0, t1):
         """InterfacesAdded with BlockJob1, the id, the first properties,
         the Domain's Jobs."""
@@ -272,7 +297,7 @@ class BlockJobTestCase(q.QsnapTestCase):
         behind keeps the file's lock)."""
         nodes = self.h.qmp(dom, 'query-named-block-nodes')['return']
         left = sorted((n['node-name'], n['file']) for n in nodes if n.get('file') in files)
-        self.assertEqual(left, [], '%s: QEMU still has nodes open on dropped files' % what)
+        self.assertEqual(left, [], '%s: QEMU still has nodes open on dropped files: %s' % (what, left))
 
     def xml_disk_chain(self, xml_text, target='vda'):
         """(source file, [backingStore files, top first]) of target."""
@@ -397,13 +422,7 @@ class PullTest(BlockJobTestCase):
         print('\nProgress of a ~2 s pull: %s' % prog, flush=True)
         self.assertGreaterEqual(len(prog), 2, 'a ~2 s pull sent only %s' % prog)
 
-        # The Domain's PropertiesChanged(Disks) with the new chain comes
-        # before the job's Completed.
-        idx_disks = [i for i, s in enumerate(rec.records) if s.path == dom and s.member == 'PropertiesChanged'
-                     and 'Disks' in s.args[1] and any(d[0] == 'vda' and d[3] == top for d in s.args[1]['Disks'])]
-        idx_end = [i for i, s in enumerate(rec.records) if s.path == job and s.member == 'Completed']
-        self.assertTrue(idx_disks, 'no PropertiesChanged(Disks) with the pulled chain')
-        self.assertLess(idx_disks[0], idx_end[0], 'Completed was sent before PropertiesChanged(Disks)')
+        self.assert_disks_before_end(rec, dom, job, top, top, 'pull')
 
         self.flush(dom)
         self.assert_chain(dom, [top], 'after the pull')
@@ -422,6 +441,35 @@ class PullTest(BlockJobTestCase):
         self.assert_reads(top, self.expected_patterns(), 'offline')
 
 
+class RebaseTest(BlockJobTestCase):
+    def test_partial_pull_to_base(self):
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        rec = TimedRecorder(h.client)
+        with self.assertDBusError(E + 'Unsupported'):
+            h.call(dom, D, 'BlockRebase', ('vda', base, 0, 8), 'sstt')
+        with self.assertDBusError(E + 'InvalidArgument'):
+            h.call(dom, D, 'BlockRebase', ('vda', base, 0, 1), 'sstt')
+        with self.assertDBusError(E + 'InvalidArgument'):
+            h.call(dom, D, 'BlockRebase', ('vda', top, 0, 0), 'sstt')
+        with self.assertDBusError(E + 'InvalidArgument'):
+            h.call(dom, D, 'BlockRebase', ('vda', '/nonexistent.qcow2', 0, 0), 'sstt')
+        self.assertEqual(self.dprop(dom, 'Jobs'), [], 'a refused BlockRebase left a job')
+        self.assert_chain(dom, [base, mid, top], 'after refusals')
+
+        job = h.call(dom, D, 'BlockRebase', ('vda', base, 0, 0), 'sstt')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assertEqual(h.get_property(job, J, 'Type'), 'pull')
+        # mid's data came into top; top now rests on base directly.
+        self.assertEqual(self.disks(dom)['vda'], (top, '%s <- %s' % (base, top)), 'Domain.Disks after the rebase')
+        self.flush(dom)
+        self.assert_chain(dom, [base, top], 'after the rebase')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the rebase')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_reads(top, self.expected_patterns(), 'offline, through base')
+        self.assert_clean(top, base)
+
+
 class CommitTest(BlockJobTestCase):
     def test_commit_non_active(self):
         h = self.h
@@ -438,6 +486,7 @@ class CommitTest(BlockJobTestCase):
         self.assertEqual(self.disks(dom)['vda'], (top, '%s <- %s' % (base, top)), 'Domain.Disks right after Completed')
         self.assertFalse(os.path.exists(mid), 'DELETE: %s still exists after Completed' % mid)
         props = self.assert_one_end(rec, dom, job, 'commit', 'completed')
+        self.assert_disks_before_end(rec, dom, job, top, '%s <- %s' % (base, top), 'commit')
         self.assertEqual(props['Disk'], 'vda', 'Disk must be the target name even when the call gave the path')
         self.assertEqual(props['Cur'], props['End'])
 
@@ -463,6 +512,11 @@ class CommitTest(BlockJobTestCase):
     def test_active_commit_pivot(self):
         h = self.h
         dom, base, mid, top = self.make_chain(filler_mib=8)
+        self.flush(dom)
+        # The guest view, taken now: while an active commit writes into base,
+        # QEMU shares no consistent read of it, even with -U; the write made
+        # while READY is applied to this copy too.
+        expected_view = self.raw_copy(top, 'expected.raw')
         rec = h.record_signals()
         bw = 1 * MiB
         t0 = time.time()
@@ -491,13 +545,13 @@ class CommitTest(BlockJobTestCase):
         self.assertEqual(self.disks(dom)['vda'][0], top, 'READY must not change the active file yet')
 
         # A guest write while READY survives the pivot.
-        # (No host-side copy of the chain now: while an active commit writes
-        # into base, QEMU shares no consistent read of it, even with -U.)
         h.write_pattern_live(dom, 'vda', 0x55, 3 * MiB, MiB)
+        q.qemu_io_write_pattern(expected_view, 0x55, 3 * MiB, MiB, fmt='raw')
         h.call(job, J, 'Pivot')
         self.assertEqual(self.wait_end(rec, job), ('completed', ''))
         self.assertEqual(self.disks(dom)['vda'], (base, base), 'Domain.Disks right after Completed')
         self.assert_one_end(rec, dom, job, 'active-commit', 'completed')
+        self.assert_disks_before_end(rec, dom, job, base, base, 'active commit')
 
         self.flush(dom)
         self.assert_chain(dom, [base], 'after the pivot')
@@ -505,6 +559,7 @@ class CommitTest(BlockJobTestCase):
         self.assertEqual(self.xml_disk_chain(h.call(dom, D, 'GetXMLDesc', (0,), 't')), (base, []),
                          'the live XML after the pivot')
         self.assertEqual(self.stored_source(dom), base, 'the stored definition after the pivot')
+        self.assert_same_view(expected_view, base, 'the guest view after the pivot')
         self.assert_guest_reads(dom, self.expected_patterns() + [(0x55, 3 * MiB, MiB)], 'after the pivot')
         # Guest writes land in base now.
         h.write_pattern_live(dom, 'vda', 0x66, 20 * MiB, MiB)
@@ -517,6 +572,33 @@ class CommitTest(BlockJobTestCase):
 
 
 class ControlTest(BlockJobTestCase):
+    def hammer_until_end(self, job, timeout=15.0, in_flight=8):
+        """Gets the job's State from another connection, with in_flight
+        calls always pending (so the daemon answers one after the other),
+        until a final State comes: (states seen, errors seen)."""
+        c = self.h.new_client()
+        states, errors, pending = [], [], []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and not (states and states[-1] in FINAL_STATES):
+                while len(pending) < in_flight:
+                    pending.append(c.call_async(job, q.PROPERTIES_IFACE, 'Get', (J, 'State'), '(ss)'))
+                q.spin(lambda: pending[0].done(), 5)
+                while pending and pending[0].done():
+                    try:
+                        st = pending.pop(0).wait()
+                    except q.DBusCallError as e:
+                        errors.append(e.name)
+                        continue
+                    if not states or states[-1] != st:
+                        states.append(st)
+            for p in pending:
+                with contextlib.suppress(q.DBusCallError):
+                    p.wait()
+        finally:
+            c.close()
+        return states, errors
+
     def test_abort_pull(self):
         h = self.h
         dom, base, mid, top = self.make_chain(filler_mib=8)
@@ -528,7 +610,11 @@ class ControlTest(BlockJobTestCase):
         self.assertEqual(self.jprop(job, 'State'), 'running')
         h.call(job, J, 'Abort', (0,), 't')
         with self.subTest('Abort without ASYNC returns once the job is over (libvirt\'s meaning)'):
-            self.assertEqual(self.jprop(job, 'State'), 'canceled', 'State when the synchronous Abort returned')
+            try:
+                st = self.jprop(job, 'State')
+            except q.DBusCallError as e:
+                st = e.name
+            self.assertEqual(st, 'canceled', 'State when the synchronous Abort returned')
         self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
         props = self.assert_one_end(rec, dom, job, 'pull', 'canceled')
         self.assertLess(props['Cur'], props['End'], 'the aborted pull says it had finished')
@@ -540,10 +626,18 @@ class ControlTest(BlockJobTestCase):
         self.assert_clean(top, mid, base)
         self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job after the abort')
         # the disk is free again
-        job2 = self.pull(dom, 'vda', 0)
+        job2 = self.pull(dom, 'vda', 8 * MiB)    # ~1 s: polled from start to end
         self.assertNotEqual(job2, job, 'a new job got the path of a finished one')
+        # The job object answers at every instant until it has ended (and 60 s
+        # after). The gap this looks for, between QEMU's end of the job and
+        # qsnapd's bookkeeping, is short: one run catches it about every other time.
+        states, errors = self.hammer_until_end(job2)
+        with self.subTest('the job object never vanishes while it ends'):
+            self.assertEqual(errors, [], 'Get(State) of %s while it ended; states seen %s' % (job2, states))
         self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
         self.assert_chain(dom, [top], 'after the second pull')
+        self.assertEqual(sorted(self.dprop(dom, 'Jobs')), sorted([job, job2]),
+                         'Domain.Jobs: ended jobs stay listed for 60 s')
 
     def test_set_speed_pause_resume(self):
         h = self.h
@@ -609,6 +703,28 @@ class ControlTest(BlockJobTestCase):
         self.assert_reads(top, self.expected_patterns(), 'after the pull')
 
 
+    def test_stop_during_job(self):
+        # libvirt lets a domain be destroyed under a block job: the job ends
+        # (not completed), once, and the chain stays as it was.
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        rec = h.record_signals()
+        job = self.pull(dom, 'vda', 1 * MiB)
+        self.wait_cur(job, 1)
+        h.call(dom, D, 'Stop', (0,), 't')
+        status, error = self.wait_end(rec, job)
+        self.assertIn(status, ('failed', 'canceled'), 'a job whose QEMU quit ended %r (%r)' % (status, error))
+        self.assert_one_end(rec, dom, job, 'pull', status, error)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assert_chain(dom, [base, mid, top], 'after Stop')
+        self.assert_clean(top, mid, base)
+        # and the next start runs jobs again
+        h.call(dom, D, 'Start', (0,), 't')
+        job2 = self.pull(dom, 'vda', 0)
+        self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
+        self.assert_chain(dom, [top], 'after a pull in the next run')
+
+
 class RefusalTest(BlockJobTestCase):
     def test_refusals_busy_and_shallow(self):
         h = self.h
@@ -657,15 +773,31 @@ class RefusalTest(BlockJobTestCase):
         self.assertEqual([j['id'] for j in h.qmp(dom, 'query-jobs')['return']],
                          [path_decode(job.rsplit('/', 1)[1])], 'QEMU jobs after refused second jobs')
 
-        # Abort ASYNC: returns at once, the end follows.
+        # Abort ASYNC: returns at once, the end follows. The disk stays
+        # Busy until the job has reported its end: the next job (SHALLOW with
+        # base "": mid into the image right below it, base) is tried at once
+        # and again until accepted; by then the Completed of the first must
+        # have been sent (the daemon's messages reach us in order).
         mark = rec.mark()
         h.call(job, J, 'Abort', (ABORT_ASYNC,), 't')
+        refused, job2 = [], None
+        deadline = time.monotonic() + 15
+        while job2 is None and time.monotonic() < deadline:
+            try:
+                job2 = self.commit(dom, '', mid, flags=SHALLOW)
+            except q.DBusCallError as e:
+                refused.append(e.name)
+                if e.name != busy:
+                    break
+        self.assertIsNotNone(job2, 'the SHALLOW commit after the abort was refused: %s' % refused[-1:])
+        self.assertLessEqual(set(refused), {busy}, 'errors before the disk was free: %s' % sorted(set(refused)))
+        q.spin(lambda: True, 0)
+        with self.subTest('a disk stays Busy until its job has reported its end'):
+            self.assertEqual([s.args for s in self.completed_signals(rec, job)], [('canceled', '')],
+                             'a new job on vda was accepted (after %d Busy answers) before the aborted '
+                             'job had sent Completed' % len(refused))
         self.assertEqual(self.wait_end(rec, job, start=mark), ('canceled', ''))
         self.assert_one_end(rec, dom, job, 'pull', 'canceled')
-        self.assert_chain(dom, [base, mid, top], 'after the abort')
-
-        # SHALLOW with base "": mid into the image right below it (base).
-        job2 = self.commit(dom, '', mid, flags=SHALLOW)
         self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
         self.assert_one_end(rec, dom, job2, 'commit', 'completed')
         self.flush(dom)
@@ -751,6 +883,7 @@ class RestartTest(BlockJobTestCase):
         self.assertEqual(self.wait_end(rec, job, start=mark), ('completed', ''))
         self.assertEqual(self.disks(dom)['vda'], (top, top), 'Domain.Disks right after Completed')
         self.assert_one_end(rec, dom, job, 'pull', 'completed')
+        self.assert_disks_before_end(rec, dom, job, top, top, 'adopted pull')
         self.flush(dom)
         self.assert_chain(dom, [top], 'after the adopted pull')
         self.assertIsNone(self.backing_of(top))
@@ -760,6 +893,34 @@ class RestartTest(BlockJobTestCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assert_chain(dom, [top], 'after Stop')
         self.assert_clean(top)
+
+    def test_job_ends_while_qsnapd_is_away(self):
+        # DESIGN 8: jobs run with auto-finalize=false, so a job that ends
+        # while no qsnapd runs waits in QEMU; the next qsnapd finishes it,
+        # and reports it under the same path.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        rec = h.record_signals()
+        job = self.pull(dom, 'vda', 2 * MiB)    # ~1 s
+        h.kill_daemon()
+        q.spin(lambda: False, 2.5)
+        mark = rec.mark()
+        h.start_daemon()
+        first = self.first_get_all(job)
+        self.assertIn(first['State'], ('pending', 'completed'), 'the first answer about a job that ended meanwhile')
+        self.assertEqual((first['Type'], first['Disk']), ('pull', 'vda'))
+        if first['State'] == 'completed':
+            self.assertEqual(self.disks(dom)['vda'], (top, top), 'State completed, but Domain.Disks is old')
+        self.assertEqual(self.wait_end(rec, job, start=mark), ('completed', ''))
+        self.settle()
+        self.assertEqual([s.args for s in self.completed_signals(rec, job)], [('completed', '')])
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.flush(dom)
+        self.assert_chain(dom, [top], 'after the pull that ended while qsnapd was away')
+        self.assertIsNone(self.backing_of(top))
+        self.assert_no_nodes_on(dom, [base, mid], 'after the pull that ended while qsnapd was away')
+        self.assert_reads(top, self.expected_patterns(), 'after the pull that ended while qsnapd was away')
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has the job')
 
     def test_kill9_with_active_commit_ready(self):
         h = self.h

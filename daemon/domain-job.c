@@ -389,7 +389,11 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
                          strna(j->disk), job_state_to_string(j->state));
                 notify(d, j, JOB_EVENT_ADDED);
         }
-        /* A job that ended while we were away changed the chain already. */
+        /* A job that ended while we were away changed the chain already.
+         * With jobs still in QEMU their own ends resync; block queries while
+         * QEMU finalizes a job can crash QEMU 7.2, so none are sent now. */
+        if (job_tracker_first(t))
+                return on_resynced_after_adopt(d, c);
         domain_resync_disks(d, NULL, on_resynced_after_adopt, c);
 }
 

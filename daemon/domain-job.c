@@ -105,26 +105,30 @@ static int on_linger_end(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static void job_report_end(Domain *d, Job *j) {
-        BlockJobInfo *info = j->userdata;
+/* A job that left QEMU's list stays findable (its object must not blink
+ * out while its end is being accounted for), and then for a while. */
+static void linger_add(Domain *d, Job *j) {
         Job **l;
 
+        for (size_t i = 0; i < d->n_lingering; i++)
+                if (d->lingering[i] == j)
+                        return;
         l = reallocarray(d->lingering, d->n_lingering + 1, sizeof(Job *));
-        if (l) {
-                d->lingering = l;
-                d->lingering[d->n_lingering++] = job_ref(j);
-                if (info)
-                        (void) sd_event_add_time_relative(d->manager->event, &info->linger, CLOCK_MONOTONIC,
-                                                          JOB_LINGER_USEC, USEC_PER_SEC, on_linger_end, j);
-        }
+        if (!l)
+                return (void) log_oom();
+        d->lingering = l;
+        d->lingering[d->n_lingering++] = job_ref(j);
+}
+
+static void job_report_end(Domain *d, Job *j) {
+        BlockJobInfo *info = j->userdata;
+
+        if (info && !info->linger)
+                (void) sd_event_add_time_relative(d->manager->event, &info->linger, CLOCK_MONOTONIC, JOB_LINGER_USEC,
+                                                  USEC_PER_SEC, on_linger_end, j);
         log_info("Domain '%s': %s job %s on %s %s%s%s.", d->def->name, job_type_to_string(j->type), j->id,
                  strna(j->disk), job_state_to_string(j->state), j->error ? ": " : "", strempty(j->error));
         notify(d, j, JOB_EVENT_FINISHED);
-        if (!l) {
-                notify(d, j, JOB_EVENT_REMOVED);
-                info_free(j->userdata);
-                j->userdata = NULL;
-        }
 }
 
 static void resync_end(Resync *rs) {
@@ -318,6 +322,7 @@ static void on_job_finished(Job *j, void *userdata) {
                         info->domain = d;
                 j->userdata = info;
         }
+        linger_add(d, j);
         domain_resync_disks(d, j, NULL, NULL);
 }
 

@@ -306,11 +306,66 @@ static void on_job_ready(Job *j, void *userdata) {
         notify(userdata, j, JOB_EVENT_READY);
 }
 
+/* One graph change at a time: QEMU 7.2 can crash when block-graph queries
+ * run while it finalizes a job, so finalizing a job and reading the disks
+ * back after one are queued per domain and run one after the other. */
+static void graph_next(Domain *d);
+
+static void graph_enqueue(Domain *d, Job *j, bool finalize) {
+        GraphTask *t = new0(GraphTask, 1), **p;
+
+        if (!t)
+                return (void) log_oom();
+        *t = (GraphTask) { .job = job_ref(j), .finalize = finalize };
+        for (p = &d->graph_tasks; *p; p = &(*p)->next)
+                ;
+        *p = t;
+        if (!d->graph_busy)
+                graph_next(d);
+}
+
+static void graph_done(Domain *d, void *userdata) {
+        d->graph_busy = false;
+        graph_next(d);
+}
+
+static void graph_next(Domain *d) {
+        GraphTask *t = d->graph_tasks;
+
+        if (!t || d->graph_busy)
+                return;
+        d->graph_tasks = t->next;
+        d->graph_busy = true;
+        if (t->finalize) {
+                /* QEMU applies the chain change when it finalizes; finished()
+                 * follows, and with it the read-back. */
+                d->graph_finalizing = t->job;
+                if (job_finalize(t->job, true, NULL) < 0) {
+                        log_warning("Domain '%s': cannot finalize job %s.", d->def->name, t->job->id);
+                        d->graph_finalizing = NULL;
+                        d->graph_busy = false;
+                }
+        } else
+                domain_resync_disks(d, t->job, graph_done, NULL);
+        job_unref(t->job);
+        free(t);
+        if (!d->graph_busy)
+                graph_next(d);
+}
+
+void domain_graph_tasks_free(Domain *d) {
+        while (d->graph_tasks) {
+                GraphTask *t = d->graph_tasks;
+                d->graph_tasks = t->next;
+                job_unref(t->job);
+                free(t);
+        }
+        d->graph_busy = false;
+        d->graph_finalizing = NULL;
+}
+
 static void on_job_pending(Job *j, void *userdata) {
-        /* QEMU applies the chain change when it finalizes; the bookkeeping
-         * follows once the job is gone (resync). */
-        if (job_finalize(j, true, NULL) < 0)
-                log_warning("Domain '%s': cannot finalize job %s.", ((Domain *) userdata)->def->name, j->id);
+        graph_enqueue(userdata, j, true);
 }
 
 static void on_job_finished(Job *j, void *userdata) {
@@ -323,7 +378,13 @@ static void on_job_finished(Job *j, void *userdata) {
                 j->userdata = info;
         }
         linger_add(d, j);
-        domain_resync_disks(d, j, NULL, NULL);
+        /* The job whose finalize holds the queue reads back at once. */
+        if (d->graph_finalizing == j) {
+                d->graph_finalizing = NULL;
+                domain_resync_disks(d, j, graph_done, NULL);
+                return;
+        }
+        graph_enqueue(d, j, false);
 }
 
 static const JobObserver job_observer = {
@@ -450,9 +511,11 @@ void domain_jobs_disconnected(Domain *d, bool qemu_gone) {
         if (qemu_gone)
                 job_tracker_disconnected(d->jobs); /* fails them; finished() reports */
         tracker_release(d);
+        domain_graph_tasks_free(d);
 }
 
 void domain_jobs_free(Domain *d) {
+        domain_graph_tasks_free(d);
         tracker_release(d);
         while (d->n_lingering > 0) {
                 Job *j = d->lingering[--d->n_lingering];
@@ -551,6 +614,12 @@ static int job_prepare(Domain *d, const char *disk_name, const DomainDisk **ret_
         if (!domain_is_active(d) || !d->qmp || !d->jobs) {
                 *ret_message = strprintf("Domain '%s' is not running; block jobs need its QEMU.", def->name);
                 return -ESRCH;
+        }
+        /* While a job of this domain is being finalized, block-graph queries
+         * can crash QEMU 7.2 (a new job needs one): wait for it. */
+        if (d->graph_busy) {
+                *ret_message = strprintf("A block job of domain '%s' is finishing; try again in a moment.", def->name);
+                return -EBUSY;
         }
         if (d->snapshot_busy || domain_disk_job(d, disk->target)) {
                 *ret_message = strprintf("Disk %s of domain '%s' is busy with another job or operation.", disk->target,

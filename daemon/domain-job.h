@@ -33,6 +33,15 @@ typedef struct BlockJobInfo {
         sd_event_source *linger;
 } BlockJobInfo;
 
+/* A queued change of the block graph (domain-job.c). */
+typedef struct GraphTask {
+        Job *job;
+        bool finalize;     /* job_finalize(), else read the disks back */
+        struct GraphTask *next;
+} GraphTask;
+
+void domain_graph_tasks_free(Domain *d);
+
 typedef void (*BlockJobStartedFunc)(Domain *d, int error, const char *message, Job *j, void *userdata);
 
 /* Both check everything first (-ENODEV disk, -EINVAL base/top/flags,

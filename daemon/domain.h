@@ -95,6 +95,9 @@ struct Domain {
 
         JobTracker *jobs;     /* while QMP is up */
         void *jobs_attach;    /* the adoption in flight (domain-job.c) */
+        struct GraphTask *graph_tasks; /* finalizes and read-backs, one at a time */
+        bool graph_busy;
+        Job *graph_finalizing;
         Job **lingering;      /* finished jobs, kept for a while */
         size_t n_lingering;
 

@@ -55,6 +55,9 @@ be clean.
   QEMU) is finished by the next one and reported completed, once.
 - Stop during a job: the job ends (failed or canceled, once), the chain
   stays; after the next Start jobs work again.
+- Two disks: a pull on vdb starts while one runs on vda (only vda is Busy);
+  both end completed at about the same time, each chain right, the guest
+  still running.
 """
 
 import contextlib
@@ -723,6 +726,41 @@ class ControlTest(BlockJobTestCase):
         job2 = self.pull(dom, 'vda', 0)
         self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
         self.assert_chain(dom, [top], 'after a pull in the next run')
+
+
+    def test_two_disks_in_parallel(self):
+        # DESIGN 8: locks are per disk. A job on vdb starts while one runs on
+        # vda (only vda is Busy), both end completed, each chain is right,
+        # and the guest keeps running.
+        h = self.h
+        dom, base, mid, top = self.make_chain(start=False)
+        bbase = h.create_image('b-base.qcow2')
+        btop = h.create_image('b-top.qcow2', backing=bbase)
+        q.qemu_io_write_pattern(bbase, 0x77, 0, 2 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        rec = h.record_signals()
+        ja = self.pull(dom, 'vda', 2 * MiB)     # ~1 s each: they end at about the same time
+        jb = self.pull(dom, 'vdb', 2 * MiB)
+        self.assertEqual(self.jprop(jb, 'Disk'), 'vdb')
+        with self.assertDBusError(E + 'Busy'):
+            self.pull(dom, 'vda', 0)
+        self.assertEqual(sorted(self.dprop(dom, 'Jobs')), sorted([ja, jb]))
+        self.assertEqual(self.wait_end(rec, ja), ('completed', ''))
+        self.assertEqual(self.wait_end(rec, jb), ('completed', ''))
+        self.settle()
+        self.assertEqual(self.dprop(dom, 'State'), 'running', 'the guest did not survive two jobs ending together')
+        ev = sorted((e[1], e[3]) for e in self.signals(rec, dom, 'BlockJobEvent', D) for e in [e.args])
+        self.assertEqual(ev, [('vda', 'completed'), ('vdb', 'completed')])
+        disks = self.disks(dom)
+        self.assertEqual(disks['vda'], (top, top))
+        self.assertEqual(disks['vdb'], (btop, btop))
+        self.flush(dom)
+        h.flush_live(dom, 'vdb')
+        self.assert_reads(top, self.expected_patterns(), 'vda after the pull')
+        self.assert_reads(btop, [(0x77, 0, 2 * MiB)], 'vdb after the pull')
+        self.assertIsNone(self.backing_of(btop))
 
 
 class RefusalTest(BlockJobTestCase):

@@ -197,36 +197,31 @@ static int check_result(int r, char *message, sd_bus_error *error) {
         return r < 0 ? bus_error_set_errno_message(error, r, m) : 0;
 }
 
-static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Domain *d = userdata;
+typedef int (*domain_check_t)(Domain *d, char **ret_message);
+
+/* Start and Stop: flags, the state check, then authorize and act. */
+static int lifecycle_method(sd_bus_message *m, Domain *d, const char *method, uint64_t known, domain_check_t check,
+                            domain_call_t call, sd_bus_error *error) {
         char *message = NULL;
         uint64_t flags = 0;
         int r;
 
-        r = read_flags(m, "Start", DOMAIN_START_PAUSED, &flags, error);
+        r = read_flags(m, method, known, &flags, error);
         if (r < 0)
                 return r;
-        r = domain_check_start(d, &message);
+        r = check(d, &message);
         r = check_result(r, TAKE_PTR(message), error);
         if (r < 0)
                 return r;
-        return domain_call_async(m, d, domain_start, flags, error);
+        return domain_call_async(m, d, call, flags, error);
+}
+
+static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return lifecycle_method(m, userdata, "Start", DOMAIN_START_PAUSED, domain_check_start, domain_start, error);
 }
 
 static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Domain *d = userdata;
-        char *message = NULL;
-        uint64_t flags = 0;
-        int r;
-
-        r = read_flags(m, "Stop", DOMAIN_STOP_GRACEFUL, &flags, error);
-        if (r < 0)
-                return r;
-        r = domain_check_stop(d, &message);
-        r = check_result(r, TAKE_PTR(message), error);
-        if (r < 0)
-                return r;
-        return domain_call_async(m, d, domain_stop, flags, error);
+        return lifecycle_method(m, userdata, "Stop", DOMAIN_STOP_GRACEFUL, domain_check_stop, domain_stop, error);
 }
 
 static int domain_pause_call(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {

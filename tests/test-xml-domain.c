@@ -15,34 +15,9 @@
 #include <libxml/xmlversion.h>
 
 #include "test-check.h"
+#include "test-fixture.h"
 #include "util.h"
 #include "xml-domain.h"
-
-static const char *fixtures;
-static char *read_fixture(const char *name, size_t *ret_size) {
-        _cleanup_free_ char *path = strprintf("%s/%s", fixtures, name);
-        FILE *f;
-        char *buf;
-        long n;
-
-        if (!path || !(f = fopen(path, "re"))) {
-                fprintf(stderr, "cannot open fixture %s\n", strna(path));
-                exit(EXIT_FAILURE);
-        }
-        (void) fseek(f, 0, SEEK_END);
-        n = ftell(f);
-        rewind(f);
-        buf = malloc((size_t) n + 1);
-        if (!buf || fread(buf, 1, (size_t) n, f) != (size_t) n) {
-                fprintf(stderr, "cannot read fixture %s\n", path);
-                exit(EXIT_FAILURE);
-        }
-        buf[n] = '\0';
-        fclose(f);
-        if (ret_size)
-                *ret_size = (size_t) n;
-        return buf;
-}
 
 static DomainDef *parse_ok(const char *xml) {
         _cleanup_free_ char *error = NULL;

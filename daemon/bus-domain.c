@@ -232,26 +232,23 @@ static int domain_resume_call(Domain *d, uint64_t flags, DomainDoneFunc done, vo
         return domain_resume(d, done, userdata, ret_message);
 }
 
-static int method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Domain *d = userdata;
+/* Pause and Resume: nothing to do when already there (no polkit asked). */
+static int pause_resume_method(sd_bus_message *m, Domain *d, bool pause, sd_bus_error *error) {
         char *message = NULL;
         int r;
 
-        r = domain_check_pause(d, true, &message);
+        r = domain_check_pause(d, pause, &message);
         if (r != 0)
                 return r < 0 ? check_result(r, message, error) : sd_bus_reply_method_return(m, NULL);
-        return domain_call_async(m, d, domain_pause_call, 0, error);
+        return domain_call_async(m, d, pause ? domain_pause_call : domain_resume_call, 0, error);
+}
+
+static int method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return pause_resume_method(m, userdata, true, error);
 }
 
 static int method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Domain *d = userdata;
-        char *message = NULL;
-        int r;
-
-        r = domain_check_pause(d, false, &message);
-        if (r != 0)
-                return r < 0 ? check_result(r, message, error) : sd_bus_reply_method_return(m, NULL);
-        return domain_call_async(m, d, domain_resume_call, 0, error);
+        return pause_resume_method(m, userdata, false, error);
 }
 
 static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *error) {

@@ -5,6 +5,7 @@
  */
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -443,4 +444,13 @@ int run_command(char *const *argv, char **ret_output) {
         if (WIFEXITED(status))
                 return WEXITSTATUS(status);
         return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+void crash_point(const char *name) {
+        const char *at = getenv("QSNAPD_TEST_CRASH_AT");
+
+        if (!at || !streq(at, name))
+                return;
+        log_warning("Crash point %s reached: killing qsnapd (QSNAPD_TEST_CRASH_AT).", name);
+        (void) raise(SIGKILL);
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "qmp.h"
@@ -101,6 +102,18 @@ int64_t qmp_cmd_block_commit(Qmp *qmp, const char *job_id, const char *device, c
 /* blockdev-mirror onto an existing node; sync: "full", "top" or "none". */
 int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device, const char *target,
                                 const char *sync, uint64_t speed, qmp_reply_func_t cb, void *userdata);
+
+/* The target node of a copy: format "qcow2" or "raw" on a file node;
+ * backing_node (qcow2 only): NULL for "backing": null, else the node it
+ * stands on; direct: cache.direct (O_DIRECT) for node and file. */
+int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
+                                         const char *backing_node, bool direct, qmp_reply_func_t cb, void *userdata);
+/* blockdev-mirror for BlockCopy: write_blocking = "copy-mode":
+ * "write-blocking" (guest writes reach the target before they complete);
+ * buf_size 0 = QEMU's default. */
+int64_t qmp_cmd_blockdev_mirror_copy(Qmp *qmp, const char *job_id, const char *device, const char *target,
+                                     const char *sync, uint64_t speed, bool write_blocking, uint64_t buf_size,
+                                     qmp_reply_func_t cb, void *userdata);
 
 /* The job-* verbs name the job by "id"; the block-job-* ones by "device"
  * (which is the job id too). */

@@ -1027,10 +1027,10 @@ static void test_backing_chain(void) {
 
         out = format_ok(def, DOMAIN_FORMAT_BACKING_CHAIN);
         CHECK_CONTAINS(out, "      <source file='/var/lib/qsnap/images/system.qcow2'/>\n"
-                            "      <backingStore type='file'>\n"
+                            "      <backingStore type='file' index='1'>\n"
                             "        <format type='qcow2'/>\n"
                             "        <source file='/images/mid.qcow2'/>\n"
-                            "        <backingStore type='file'>\n"
+                            "        <backingStore type='file' index='2'>\n"
                             "          <format type='raw'/>\n"
                             "          <source file='/images/base &lt;&amp;&gt;.raw'/>\n"
                             "          <backingStore/>\n"

@@ -252,15 +252,14 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                         continue;
                 /* The file under the root node is the disk's active file. */
                 for (size_t k = 0; k < json_object_array_length(result); k++) {
-                        json_object *node = NULL, *file = NULL, *drv = NULL;
+                        json_object *node = NULL, *drv = NULL;
+                        _cleanup_free_ char *f = NULL;
                         DiskFormat format;
-                        const char *f;
 
                         e = json_object_array_get_idx(result, k);
                         if (!json_object_object_get_ex(e, "node-name", &node) ||
-                            !streq(json_object_get_string(node), rs->roots[i]) || !json_object_object_get_ex(e, "file", &file))
+                            !streq(json_object_get_string(node), rs->roots[i]) || qmp_node_file(e, &f) < 0)
                                 continue;
-                        f = json_object_get_string(file);
                         /* A copy may have changed the format too (COPY_RAW). */
                         format = json_object_object_get_ex(e, "drv", &drv) ? disk_format_from_string(json_object_get_string(drv))
                                                                           : disk->format;
@@ -290,14 +289,14 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
          * chain and keep their files locked (see the notes): let go of them. */
         domain_chains_invalidate(d);
         for (size_t k = 0; error >= 0 && k < json_object_array_length(result); k++) {
-                json_object *e = json_object_array_get_idx(result, k), *node = NULL, *file = NULL;
-                const char *name, *f;
+                json_object *e = json_object_array_get_idx(result, k), *node = NULL;
+                _cleanup_free_ char *f = NULL;
+                const char *name;
                 bool in_use = false;
 
-                if (!json_object_object_get_ex(e, "node-name", &node) || !json_object_object_get_ex(e, "file", &file))
+                if (!json_object_object_get_ex(e, "node-name", &node) || qmp_node_file(e, &f) < 0)
                         continue;
                 name = json_object_get_string(node);
-                f = json_object_get_string(file);
                 /* Implicit nodes ('#…') go with their parent; QEMU refuses to
                  * delete a node that is still attached, so trying is safe. */
                 if (!name || name[0] == '#')

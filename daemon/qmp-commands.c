@@ -702,16 +702,40 @@ int64_t qmp_cmd_query_named_block_nodes(Qmp *qmp, qmp_reply_func_t cb, void *use
         return qmp_send(qmp, "query-named-block-nodes", args, cb, userdata);
 }
 
+int qmp_node_file(json_object *entry, char **ret) {
+        _cleanup_(json_object_putp) json_object *spec = NULL;
+        json_object *file = NULL, *filename = NULL;
+        const char *f;
+
+        if (json_get_string(entry, "file", &f) < 0 || !f)
+                return -EBADMSG;
+        /* A node whose backing differs from what its header names (a
+         * relative name written by block-stream/-commit) is shown as
+         * json:{…, "file": {"driver": "file", "filename": …}}. */
+        if (strncmp(f, "json:", 5) == 0) {
+                spec = json_tokener_parse(f + 5);
+                if (!spec || !json_object_object_get_ex(spec, "file", &file) ||
+                    !json_object_object_get_ex(file, "filename", &filename) ||
+                    !json_object_is_type(filename, json_type_string))
+                        return -EBADMSG;
+                f = json_object_get_string(filename);
+        }
+        return (*ret = strdup(f)) ? 0 : -ENOMEM;
+}
+
 int qmp_find_format_node(json_object *result, const char *file, const char **ret_node) {
         if (!json_object_is_type(result, json_type_array))
                 return -EBADMSG;
         for (size_t i = 0; i < json_object_array_length(result); i++) {
                 json_object *e = json_object_array_get_idx(result, i);
-                const char *node, *drv, *f;
+                _cleanup_free_ char *f = NULL;
+                const char *node, *drv;
 
                 if (!json_object_is_type(e, json_type_object) || json_get_string(e, "node-name", &node) < 0 ||
-                    json_get_string(e, "drv", &drv) < 0 || json_get_string(e, "file", &f) < 0)
+                    json_get_string(e, "drv", &drv) < 0)
                         return -EBADMSG;
+                if (qmp_node_file(e, &f) == -ENOMEM)
+                        return -ENOMEM;
                 /* The protocol node ("file") has the same file name; we want the format node. */
                 if (node && drv && f && !streq(drv, "file") && streq(f, file)) {
                         *ret_node = node;

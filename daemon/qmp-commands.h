@@ -156,6 +156,9 @@ int qmp_parse_block_job_event(json_object *data, QmpBlockJobEvent *ret);
 
 /* query-named-block-nodes, flat (no nested backing images). */
 int64_t qmp_cmd_query_named_block_nodes(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+/* The file of one of its entries, also when QEMU shows it as json:{…}
+ * (a node whose backing file is not the one its header names). */
+int qmp_node_file(json_object *entry, char **ret);
 /* In its reply: the format node (not the protocol node) of a file. 1 and
  * *ret_node (borrowed) when found, 0 when not. */
 int qmp_find_format_node(json_object *result, const char *file, const char **ret_node);

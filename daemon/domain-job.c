@@ -1141,8 +1141,9 @@ int domain_block_copy(Domain *d, const char *disk_name, const char *dest, DiskFo
         const DomainDisk *disk;
         const ImageChain *chain;
         const char *backing = NULL;
-        char resolved_dest[PATH_MAX];
+        char resolved_dest[PATH_MAX], resolved_layer[PATH_MAX];
         DiskFormat format = dest_format;
+        bool have_resolved;
         uint64_t size = 0;
         StartCall *c;
         struct stat st;
@@ -1159,12 +1160,14 @@ int domain_block_copy(Domain *d, const char *disk_name, const char *dest, DiskFo
         if (r < 0)
                 return r;
         /* Never a file the domain reads: QEMU would mirror an image onto itself. */
+        have_resolved = realpath(dest, resolved_dest);
         for (size_t i = 0; i < def->n_disks; i++) {
                 const ImageChain *ch = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
 
                 for (size_t l = 0; ch && l < ch->n_layers; l++)
                         if (streq(ch->layers[l].path, dest) ||
-                            (realpath(dest, resolved_dest) && chain_index(ch, resolved_dest) == (int) l)) {
+                            (have_resolved && realpath(ch->layers[l].path, resolved_layer) &&
+                             streq(resolved_layer, resolved_dest))) {
                                 *ret_message = strprintf("The destination %s is an image of disk %s of domain '%s'.",
                                                          dest, def->disks[i].target, def->name);
                                 return -EINVAL;

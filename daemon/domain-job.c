@@ -261,10 +261,10 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                             !streq(json_object_get_string(node), rs->roots[i]) || qmp_node_file(e, &f) < 0)
                                 continue;
                         /* A copy may have changed the format too (COPY_RAW). */
-                        format = json_object_object_get_ex(e, "drv", &drv) ? disk_format_from_string(json_object_get_string(drv))
-                                                                          : disk->format;
-                        if (format < 0)
-                                format = disk->format;
+                        format = disk->format;
+                        if (json_object_object_get_ex(e, "drv", &drv) &&
+                            disk_format_from_string(json_object_get_string(drv)) >= 0)
+                                format = disk_format_from_string(json_object_get_string(drv));
                         if (disk->transient || !f || f[0] != '/' || (streq(f, disk->source) && format == disk->format))
                                 break;
                         log_info("Domain '%s': disk %s is now %s (%s; was %s).", d->def->name, disk->target, f,

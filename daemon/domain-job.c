@@ -11,6 +11,7 @@
  * the end. The same resynchronization runs after an adoption, so a job
  * that ended while qsnapd was away is accounted for too.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -132,6 +133,52 @@ static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
         info->transient = transient;
         (void) free_and_strdup(&info->copy_node, node);
         (void) free_and_strdup(&info->copy_dest, nl + 1);
+}
+
+/* Journals an earlier qsnapd left for copies QEMU does not run: it was
+ * killed after creating the destination and before the mirror started.
+ * Their destination goes unless a node of QEMU's has it open; journals
+ * this qsnapd wrote (newer than its start) are never touched: their
+ * copies may be starting right now. `nodes`: query-named-block-nodes. */
+static uint64_t jobs_epoch; /* CLOCK_REALTIME µs of the first attach */
+
+static void copy_journals_sweep(Domain *d, json_object *nodes) {
+        _cleanup_free_ char *prefix = strprintf("%s.job-", d->def->uuid);
+        const char *dir = d->manager->config.runtime_dir;
+        DIR *dh;
+        struct dirent *de;
+
+        if (!prefix || !(dh = opendir(dir)))
+                return;
+        while ((de = readdir(dh))) {
+                _cleanup_free_ char *path = NULL;
+                BlockJobInfo info = {};
+                Job stub = {};
+                struct stat st;
+                bool open = false;
+
+                if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 || domain_find_job(d, de->d_name + strlen(prefix)))
+                        continue;
+                path = strjoin(dir, "/", de->d_name);
+                if (!path || stat(path, &st) < 0 ||
+                    (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC + (uint64_t) st.st_mtim.tv_nsec / 1000 >= jobs_epoch)
+                        continue;
+                stub.id = de->d_name + strlen(prefix);
+                copy_journal_load(d, &stub, &info);
+                for (size_t k = 0; info.copy_dest && k < json_object_array_length(nodes) && !open; k++) {
+                        _cleanup_free_ char *f = NULL;
+
+                        open = qmp_node_file(json_object_array_get_idx(nodes, k), &f) >= 0 && streq(f, info.copy_dest);
+                }
+                if (info.copy_dest && info.copy_created && !open && unlink(info.copy_dest) >= 0)
+                        log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
+                                 d->def->name, info.copy_dest, stub.id);
+                if (!open)
+                        (void) unlink(path);
+                free(info.copy_dest);
+                free(info.copy_node);
+        }
+        closedir(dh);
 }
 
 /* A copy's end: a destination qsnapd created goes when the copy failed
@@ -311,6 +358,9 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 if (!in_use)
                         (void) qmp_cmd_blockdev_del(qmp, name, NULL, NULL);
         }
+
+        if (error >= 0)
+                copy_journals_sweep(d, result);
 
         if (changed) {
                 if (domain_save(d) < 0 || domain_save_live(d) < 0)
@@ -565,6 +615,8 @@ int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void 
         int r;
 
         domain_jobs_free(d);
+        if (jobs_epoch == 0)
+                jobs_epoch = now_usec(CLOCK_REALTIME);
         r = job_tracker_new(d->qmp, d->manager->event, &job_observer, d, &d->jobs);
         if (r < 0)
                 return r;
@@ -1234,5 +1286,6 @@ int domain_block_copy(Domain *d, const char *disk_name, const char *dest, DiskFo
         }
         log_info("Domain '%s': copying disk %s to %s (%s, %s%s).", d->def->name, disk->target, dest,
                  disk_format_to_string(format), backing ? "shallow" : "full", c->copy_direct ? ", O_DIRECT" : "");
+        crash_point("block-copy:journal-written");
         return start_call_send(c);
 }

@@ -36,7 +36,9 @@ test needs a copy that runs for a while at 1 MiB/s.
   partial destination removed.
 - kill -9 of qsnapd during a throttled copy: the same job path, adopted as
   a copy, READY, Pivot works; a TRANSIENT_JOB copy is cancelled by the next
-  qsnapd instead and its destination removed.
+  qsnapd instead and its destination removed; qsnapd killed after creating
+  the destination but before QEMU had the job (crash point): the next one
+  removes the destination and the copy's journal.
 - Refusals change nothing, create no file: NoSuchDisk, InvalidXML (the
   line named), InvalidArgument, PathNotAllowed, AlreadyExists, NotRunning,
   Busy; uid 65534 → AccessDenied.
@@ -563,6 +565,38 @@ class CopyRestartTest(CopyTestCase):
         self.assert_reads(dest, self.expected_patterns(), 'after the adopted copy')
         self.assert_clean(dest)
         self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'copy journal left behind')
+
+    def test_crash_before_the_mirror_started(self):
+        # qsnapd killed after it created the destination and wrote the copy's
+        # journal, before QEMU had the job: the next qsnapd removes both.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        dest = h.image_path('orphan.qcow2')
+        os.environ['QSNAPD_TEST_CRASH_AT'] = 'block-copy:journal-written'
+        try:
+            h.restart_daemon(kill=False)
+            with self.assertRaises(q.DBusCallError):
+                self.copy(dom, dest)
+            h._wait_name_gone()
+        finally:
+            del os.environ['QSNAPD_TEST_CRASH_AT']
+        h.acknowledge_daemon_exits()
+        journals = [f for f in os.listdir(h.runtime_dir) if '.job-copy-vda-' in f]
+        self.assertEqual(len(journals), 1, 'the crash point is after the journal')
+        self.assertTrue(os.path.exists(dest), 'the crash point is after the destination was created')
+        h.start_daemon()
+        self.assertEqual(self.dprop(dom, 'Jobs'), [])
+        q.spin(lambda: not os.path.exists(dest), 5)
+        self.assertFalse(os.path.exists(dest), 'the orphaned destination stayed')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'the orphaned journal stayed')
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [])
+        self.assert_chain(dom, [base, mid, top], 'after the crash')
+        self.assert_no_nodes_on(dom, [dest], 'after the crash')
+        # The disk works as before.
+        rec = h.record_signals()
+        job = self.copy(dom, dest)
+        self.wait_ready(rec, job)
+        h.call(job, J, 'Abort', (0,), 't')
 
     def test_kill9_transient_job_is_cancelled(self):
         h = self.h

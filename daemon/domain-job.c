@@ -84,6 +84,7 @@ int domain_list_jobs(Domain *d, Job ***ret, size_t *ret_n) {
 
 typedef struct Resync {
         Domain *domain;
+        char **sweep;      /* copy journals to sweep (adoption) */
         Job *job;          /* reported finished when done; may be NULL */
         char **roots;      /* per disk of the live definition: its root node */
         size_t pending;
@@ -135,35 +136,35 @@ static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
         (void) free_and_strdup(&info->copy_dest, nl + 1);
 }
 
-/* Journals an earlier qsnapd left for copies QEMU does not run: it was
- * killed after creating the destination and before the mirror started.
- * Their destination goes unless a node of QEMU's has it open; journals
- * this qsnapd wrote (newer than its start) are never touched: their
- * copies may be starting right now. `nodes`: query-named-block-nodes. */
-static uint64_t jobs_epoch; /* CLOCK_REALTIME µs of the first attach */
-
-static void copy_journals_sweep(Domain *d, json_object *nodes) {
+/* The copy journals of this domain on disk now: at attach time, before
+ * this connection can start a copy, they are all an earlier qsnapd's. */
+static char **copy_journals_list(Domain *d) {
         _cleanup_free_ char *prefix = strprintf("%s.job-", d->def->uuid);
-        const char *dir = d->manager->config.runtime_dir;
+        char **l = NULL;
         DIR *dh;
         struct dirent *de;
 
-        if (!prefix || !(dh = opendir(dir)))
-                return;
-        while ((de = readdir(dh))) {
-                _cleanup_free_ char *path = NULL;
+        if (!prefix || !(dh = opendir(d->manager->config.runtime_dir)))
+                return NULL;
+        while ((de = readdir(dh)))
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 && strv_extend(&l, de->d_name + strlen(prefix)) < 0)
+                        break;
+        closedir(dh);
+        return l;
+}
+
+/* Journals an earlier qsnapd left for copies QEMU does not run: it was
+ * killed after creating the destination and before the mirror started.
+ * Their destination goes unless a node of QEMU's has it open. `nodes`:
+ * query-named-block-nodes; `ids`: from copy_journals_list() at attach. */
+static void copy_journals_sweep(Domain *d, json_object *nodes, char **ids) {
+        for (char **id = ids; id && *id; id++) {
                 BlockJobInfo info = {};
-                Job stub = {};
-                struct stat st;
+                Job stub = { .id = *id };
                 bool open = false;
 
-                if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 || domain_find_job(d, de->d_name + strlen(prefix)))
+                if (domain_find_job(d, *id))
                         continue;
-                path = strjoin(dir, "/", de->d_name);
-                if (!path || stat(path, &st) < 0 ||
-                    (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC + (uint64_t) st.st_mtim.tv_nsec / 1000 >= jobs_epoch)
-                        continue;
-                stub.id = de->d_name + strlen(prefix);
                 copy_journal_load(d, &stub, &info);
                 for (size_t k = 0; info.copy_dest && k < json_object_array_length(nodes) && !open; k++) {
                         _cleanup_free_ char *f = NULL;
@@ -172,13 +173,12 @@ static void copy_journals_sweep(Domain *d, json_object *nodes) {
                 }
                 if (info.copy_dest && info.copy_created && !open && unlink(info.copy_dest) >= 0)
                         log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
-                                 d->def->name, info.copy_dest, stub.id);
+                                 d->def->name, info.copy_dest, *id);
                 if (!open)
-                        (void) unlink(path);
+                        copy_journal_remove(d, *id);
                 free(info.copy_dest);
                 free(info.copy_node);
         }
-        closedir(dh);
 }
 
 /* A copy's end: a destination qsnapd created goes when the copy failed
@@ -261,6 +261,7 @@ static void resync_end(Resync *rs) {
                 rs->done(d, rs->userdata);
         manager_busy_unref(d->manager);
         strv_free(rs->roots);
+        strv_free(rs->sweep);
         domain_unref(d);
         free(rs);
 }
@@ -359,8 +360,8 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                         (void) qmp_cmd_blockdev_del(qmp, name, NULL, NULL);
         }
 
-        if (error >= 0)
-                copy_journals_sweep(d, result);
+        if (error >= 0 && rs->sweep)
+                copy_journals_sweep(d, result, rs->sweep);
 
         if (changed) {
                 if (domain_save(d) < 0 || domain_save_live(d) < 0)
@@ -392,12 +393,14 @@ static void on_resync_root(Qmp *qmp, int error, json_object *result, const char 
 }
 
 /* Reads the disks back from QEMU, then reports job (if any) as finished. */
-static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata) {
+static void domain_resync_disks_sweep(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata,
+                                     char **sweep) {
         Resync *rs = new0(Resync, 1);
         size_t n = d->live ? d->live->n_disks : 0;
 
         if (!rs || !(rs->roots = new0(char *, n + 1))) {
                 free(rs);
+                strv_free(sweep);
                 log_oom();
                 if (job)
                         job_report_end(d, job);
@@ -406,7 +409,7 @@ static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, voi
                 return;
         }
         *rs = (Resync) { .domain = domain_ref(d), .job = job ? job_ref(job) : NULL, .roots = rs->roots, .done = done,
-                         .userdata = userdata };
+                         .userdata = userdata, .sweep = sweep };
         manager_busy_ref(d->manager);
         for (size_t i = 0; d->qmp && i < n; i++) {
                 RootCall *c = new0(RootCall, 1);
@@ -420,6 +423,10 @@ static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, voi
         }
         if (rs->pending == 0)
                 resync_end(rs);
+}
+
+static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata) {
+        domain_resync_disks_sweep(d, job, done, userdata, NULL);
 }
 
 /* ---- the tracker's observer ---- */
@@ -529,6 +536,7 @@ static const JobObserver job_observer = {
 
 typedef struct AttachCall {
         Domain *domain;
+        char **orphans;    /* copy journals found at attach */
         void (*done)(Domain *d, void *userdata);
         void *userdata;
 } AttachCall;
@@ -570,6 +578,7 @@ static void on_resynced_after_adopt(Domain *d, void *userdata) {
         if (c->done)
                 c->done(d, c->userdata);
         domain_unref(c->domain);
+        strv_free(c->orphans);
         free(c);
 }
 
@@ -607,7 +616,7 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
          * QEMU finalizes a job can crash QEMU 7.2, so none are sent now. */
         if (job_tracker_first(t))
                 return on_resynced_after_adopt(d, c);
-        domain_resync_disks(d, NULL, on_resynced_after_adopt, c);
+        domain_resync_disks_sweep(d, NULL, on_resynced_after_adopt, c, TAKE_PTR(c->orphans));
 }
 
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata) {
@@ -615,18 +624,18 @@ int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void 
         int r;
 
         domain_jobs_free(d);
-        if (jobs_epoch == 0)
-                jobs_epoch = now_usec(CLOCK_REALTIME);
         r = job_tracker_new(d->qmp, d->manager->event, &job_observer, d, &d->jobs);
         if (r < 0)
                 return r;
         c = new0(AttachCall, 1);
         if (!c)
                 return -ENOMEM;
-        *c = (AttachCall) { .domain = domain_ref(d), .done = done, .userdata = userdata };
+        *c = (AttachCall) { .domain = domain_ref(d), .done = done, .userdata = userdata,
+                            .orphans = copy_journals_list(d) };
         r = job_tracker_adopt(d->jobs, on_adopted, c);
         if (r < 0) {
                 domain_unref(d);
+                strv_free(c->orphans);
                 free(c);
                 return r;
         }
@@ -642,6 +651,7 @@ static void tracker_release(Domain *d) {
                 AttachCall *c = d->jobs_attach;
 
                 d->jobs_attach = NULL;
+                strv_free(c->orphans);
                 free(c);
                 domain_unref(d);
         }

@@ -181,8 +181,10 @@ static void copy_journals_sweep(Domain *d, json_object *nodes, char **ids) {
         }
 }
 
-/* A copy's end: a destination qsnapd created goes when the copy failed
- * (or was abandoned); after a pivot it is the disk and stays. */
+/* A copy's end: a destination qsnapd created goes when the copy failed,
+ * was abandoned, or ended without anyone's Abort (QEMU quit under it: it
+ * cancels its jobs) — a half-made copy is no use. After the user's Abort
+ * it stays (libvirt's behaviour); after a pivot it is the disk. */
 static void copy_end(Domain *d, Job *j) {
         BlockJobInfo *info = j->userdata;
         const DomainDisk *disk;
@@ -190,7 +192,8 @@ static void copy_end(Domain *d, Job *j) {
         if (j->type != JOB_TYPE_COPY || !info || !info->copy_dest)
                 return;
         disk = j->disk ? domain_def_find_disk(domain_current_def(d), j->disk) : NULL;
-        if (info->copy_created && (j->state == JOB_STATE_FAILED || info->abandoned) &&
+        if (info->copy_created &&
+            (j->state == JOB_STATE_FAILED || info->abandoned || (j->state == JOB_STATE_CANCELED && !j->aborting)) &&
             !(disk && streq(disk->source, info->copy_dest))) {
                 if (unlink(info->copy_dest) >= 0)
                         log_info("Domain '%s': removed %s, the destination of the %s copy job %s.", d->def->name,

@@ -263,6 +263,30 @@ class CopyTest(CopyTestCase):
         h.call(job2, J, 'Abort', (0,), 't')
 
 
+class StopTest(CopyTestCase):
+    def test_stop_during_copy(self):
+        # The guest's QEMU quits under a running copy: the job ends (QEMU
+        # cancels its jobs when it quits), once; the disk stays on its chain
+        # and the half-made destination qsnapd created goes (only the user's
+        # Abort keeps it).
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        dest = h.image_path('stopped.qcow2')
+        rec = h.record_signals()
+        job = self.copy(dom, dest, bandwidth=MiB)
+        self.wait_cur(job, 1)
+        h.call(dom, D, 'Stop', (0,), 't')
+        status, error = self.wait_end(rec, job)
+        self.assertIn(status, ('failed', 'canceled'), 'a copy whose QEMU quit ended %r (%r)' % (status, error))
+        self.assert_one_end(rec, dom, job, 'copy', status, error)
+        self.assertFalse(os.path.exists(dest), 'the half-made destination stayed')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'copy journal left behind')
+        self.assert_chain(dom, [base, mid, top], 'after Stop')
+        self.assertEqual(self.stored_source(dom), top)
+        self.assert_clean(top, mid, base)
+        self.assert_reads(top, self.expected_patterns(), 'after Stop')
+
+
 class RebaseCopyTest(CopyTestCase):
     def test_rebase_copy(self):
         h = self.h

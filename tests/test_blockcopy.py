@@ -34,6 +34,8 @@ test needs a copy that runs for a while at 1 MiB/s.
 - A destination on an 8 MiB tmpfs: Completed('failed', QEMU's "No space
   left on device"), State failed, Error set, chain and data intact, the
   partial destination removed.
+- Stop of the domain during a copy: the job ends once, the chain stays, the
+  half-made destination goes.
 - kill -9 of qsnapd during a throttled copy: the same job path, adopted as
   a copy, READY, Pivot works; a TRANSIENT_JOB copy is cancelled by the next
   qsnapd instead and its destination removed; qsnapd killed after creating

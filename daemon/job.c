@@ -730,8 +730,9 @@ static bool job_update_state(Job *j) {
         return job_set_state(j, j->qemu_ready ? JOB_STATE_READY : JOB_STATE_RUNNING, j->qemu_ready);
 }
 
-/* A QEMU job status, from JOB_STATUS_CHANGE or query-jobs; idempotent. */
-static void job_apply_status(Job *j, const char *status) {
+/* A QEMU job status, from JOB_STATUS_CHANGE or query-jobs (polled);
+ * idempotent. */
+static void job_apply_status_full(Job *j, const char *status, bool polled) {
         JobTracker *t = j->tracker;
 
         if (!job_alive(j, t))
@@ -773,9 +774,15 @@ static void job_apply_status(Job *j, const char *status) {
                 return;
         j->qemu_paused = STR_IN_SET(status, "paused", "standby"); /* standby: paused after READY */
         j->qemu_ready = STR_IN_SET(status, "ready", "standby");
-        if (!j->qemu_paused)
-                j->user_paused = false; /* resumed, by whoever */
+        /* Resumed, by whoever: an event says so. A poll answered before a
+         * job-pause took effect still says "running" and must not undo it. */
+        if (!j->qemu_paused && !polled)
+                j->user_paused = false;
         (void) job_update_state(j);
+}
+
+static void job_apply_status(Job *j, const char *status) {
+        job_apply_status_full(j, status, false);
 }
 
 /* ---- events ---- */
@@ -890,7 +897,7 @@ static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *resu
                         j->end_known = true;
                 if (!job_set_progress(j, info->current, info->total, true))
                         continue;
-                job_apply_status(j, info->status);
+                job_apply_status_full(j, info->status, true);
         }
         job_list_free(jobs, m);
         if (!t->freed)

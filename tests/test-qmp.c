@@ -712,6 +712,33 @@ static void test_parsers(void) {
         }
 }
 
+/* query-named-block-nodes: a node whose header names its backing file
+ * relatively (after block-stream/-commit with backing-file) shows its file
+ * as json:{...}; the format node is still found by the plain file name. */
+static void test_node_files(void) {
+        static const char reply[] =
+                "[{\"node-name\": \"#block1\", \"drv\": \"file\", \"file\": \"/d/top.qcow2\"},"
+                " {\"node-name\": \"vda-fmt\", \"drv\": \"qcow2\", \"file\": \"json:{\\\"backing\\\": "
+                "{\\\"driver\\\": \\\"qcow2\\\"}, \\\"driver\\\": \\\"qcow2\\\", \\\"file\\\": "
+                "{\\\"driver\\\": \\\"file\\\", \\\"filename\\\": \\\"/d/top.qcow2\\\"}}\"},"
+                " {\"node-name\": \"#block2\", \"drv\": \"qcow2\", \"file\": \"/d/base.qcow2\"},"
+                " {\"node-name\": \"bad\", \"drv\": \"qcow2\", \"file\": \"json:{nonsense\"}]";
+        json_object *o = json_tokener_parse(reply);
+        const char *node = NULL;
+        char *f = NULL;
+
+        printf("node files\n");
+        check(o);
+        check(qmp_find_format_node(o, "/d/top.qcow2", &node) == 1 && streq(node, "vda-fmt"));
+        check(qmp_find_format_node(o, "/d/base.qcow2", &node) == 1 && streq(node, "#block2"));
+        check(qmp_find_format_node(o, "/d/none.qcow2", &node) == 0);
+        check(qmp_node_file(json_object_array_get_idx(o, 1), &f) == 0 && streq(f, "/d/top.qcow2"));
+        free(f);
+        f = NULL;
+        check(qmp_node_file(json_object_array_get_idx(o, 3), &f) == -EBADMSG && !f);
+        json_object_put(o);
+}
+
 /* ---- against a real QEMU ---- */
 
 typedef struct Smoke {
@@ -870,6 +897,7 @@ int main(int argc, char *argv[]) {
         test_close();
         test_connect();
         test_parsers();
+        test_node_files();
         test_real_qemu();
 
         expect_no_record();

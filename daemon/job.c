@@ -383,8 +383,10 @@ static int tracker_call(JobTracker *t, CallKind kind, Job *j, uint64_t value, Jo
                 id = qmp_cmd_job_complete(t->qmp, j->id, on_call_reply, c);
                 break;
         case CALL_CANCEL:
-                /* Without force: a READY mirror keeps a consistent copy. */
-                id = job_type_is_block_job(j->type) ? qmp_cmd_block_job_cancel(t->qmp, j->id, false, on_call_reply, c)
+                /* Without force a READY mirror keeps a consistent copy; but
+                 * QEMU refuses that for a paused job, which needs force. */
+                id = job_type_is_block_job(j->type)
+                             ? qmp_cmd_block_job_cancel(t->qmp, j->id, j->user_paused || j->qemu_paused, on_call_reply, c)
                                                     : qmp_cmd_job_cancel(t->qmp, j->id, on_call_reply, c);
                 break;
         case CALL_SET_SPEED:

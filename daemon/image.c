@@ -270,7 +270,6 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
 }
 
 int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
-        _cleanup_close_ int fd = -EBADF;
         uint64_t size = 0;
         int r;
 
@@ -280,22 +279,7 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
                         *ret_message = strprintf("Cannot read the size of %s: %s", backing, strerror(-r));
                 return r;
         }
-        /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0) {
-                r = -errno;
-                if (ret_message)
-                        *ret_message = strprintf("Cannot create %s: %s", path, strerror(-r));
-                return r;
-        }
-        r = write_qcow2_overlay(fd, backing, backing_format, size);
-        if (r < 0) {
-                (void) unlink(path);
-                if (ret_message)
-                        *ret_message = strprintf("Cannot write %s: %s", path, strerror(-r));
-                return r;
-        }
-        return 0;
+        return image_create(path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);
 }
 
 int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
@@ -305,6 +289,7 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
 
         if (format == DISK_FORMAT_RAW && backing)
                 return -EINVAL;
+        /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
                 r = -errno;

@@ -79,6 +79,26 @@ def check_data(img, size):
         raise RuntimeError('%s does not hold the data after the job: %s' % (img, (r.stdout + r.stderr)[-300:]))
 
 
+class TimedRecorder(q.SignalRecorder):
+    """Notes when each signal was dispatched."""
+
+    def __init__(self, client):
+        self.times = []
+        super().__init__(client)
+
+    def _on_signal(self, conn, sender, path, interface, member, params):
+        n = len(self.records)
+        super()._on_signal(conn, sender, path, interface, member, params)
+        if len(self.records) > n:
+            self.times.append(time.monotonic())
+
+    def first_state(self, path, state):
+        for s, t in zip(self.records, self.times):
+            if s.path == path and s.member == 'PropertiesChanged' and s.args[1].get('State') == state:
+                return t
+        return None
+
+
 def timed(argv):
     t0 = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True)
@@ -130,7 +150,7 @@ class Bench:
         name = 'bench%d' % self.n
         dom = h.define_domain(name, [q.Disk('vda', disk)])
         h.call(dom, D, 'Start', (0,), 't')
-        rec = h.record_signals()
+        rec = TimedRecorder(h.client)
         pid = h.daemon_pid()
         drop_caches()
         c0 = cpu(pid)
@@ -152,6 +172,7 @@ class Bench:
         c1 = cpu(pid)
         if end.args[0] != 'completed':
             raise RuntimeError('%s ended %r' % (kind, end.args))
+        t_pending = rec.first_state(job, 'pending')
         t_sync = timed(['sync'])
         rec.close()
         h.call(dom, D, 'Stop', (0,), 't', timeout=120)
@@ -160,6 +181,7 @@ class Bench:
             os.unlink(f)
         wall = t1 - t0
         return {'time': wall, 'rate': self.rate(wall), 'ready': (t_ready - t0) if t_ready else None,
+                'pending': (t_pending - t0) if t_pending else None,
                 'sync': t_sync, 'rate_sync': self.rate(wall + t_sync),
                 'cpu_stat': c1[0] - c0[0], 'cpu_sched': c1[1] - c0[1],
                 'cpu_pct': 100.0 * (c1[1] - c0[1]) / wall, 'cpu_stat_pct': 100.0 * (c1[0] - c0[0]) / wall}
@@ -214,9 +236,10 @@ def main():
                 ratios[op].append(r['rate'] / dd)
                 ratios_sync[op].append(r['rate_sync'] / dd)
                 cpus[op].append(r['cpu_pct'])
-                out('  %-6s %6.0f MiB/s (%.2f s%s) = %.2f x dd direct; +sync %.2f s -> %.0f MiB/s = %.2f x; '
+                out('  %-6s %6.0f MiB/s (%.2f s%s%s) = %.2f x dd direct; +sync %.2f s -> %.0f MiB/s = %.2f x; '
                     'qsnapd CPU %.1f ms = %.2f %% (stat: %.0f ms = %.1f %%)'
                     % (op, r['rate'], r['time'], (', READY at %.2f s' % r['ready']) if r['ready'] else '',
+                       (', pending at %.2f s' % r['pending']) if r['pending'] else '',
                        r['rate'] / dd, r['sync'], r['rate_sync'], r['rate_sync'] / dd,
                        r['cpu_sched'] * 1000, r['cpu_pct'], r['cpu_stat'] * 1000, r['cpu_stat_pct']))
         out('load at the end: %s' % load())

@@ -134,6 +134,35 @@ class QemuKilledTest(FailureTestCase):
         self.run_killed(lambda dom: self.commit(dom, '', '', bandwidth=1 * MiB, flags=ACTIVE), 'active-commit')
 
 
+    def test_qemu_killed_with_jobs_on_two_disks(self):
+        # Both jobs end failed, once each, whatever each was doing.
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8, start=False)
+        bbase = h.create_image('b-base.qcow2')
+        btop = h.create_image('b-top.qcow2', backing=bbase)
+        q.qemu_io_write_pattern(bbase, 0x77, 0, 8 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        rec = h.record_signals()
+        ja = self.pull(dom, 'vda', 1 * MiB)
+        jb = self.pull(dom, 'vdb', 1 * MiB)
+        self.wait_cur(ja, 1)
+        self.wait_cur(jb, 1)
+        self.kill_qemu(dom, rec)
+        for job, disk in ((ja, 'vda'), (jb, 'vdb')):
+            status, error = self.wait_end(rec, job)
+            self.assertEqual(status, 'failed')
+            self.settle()
+            self.assertEqual([x.args for x in self.completed_signals(rec, job)], [(status, error)])
+            self.assertEqual([e[3] for e in self.job_events(rec, dom, job)], ['failed'], 'BlockJobEvent of %s' % disk)
+            self.assert_job_lingers(dom, job, 'failed', disk)
+        self.assert_intact(dom, base, mid, top, 'vda after the crash')
+        self.assertEqual(self.img_chain(btop), [btop, bbase])
+        self.assert_reads(btop, [(0x77, 0, 8 * MiB)], 'vdb after the crash')
+        self.assert_clean(btop, bbase)
+
+
 class QemuKilledWhileFinishingTest(FailureTestCase):
     """qsnapd's own test hook kills QEMU at a named point of a job's end
     (QSNAPD_TEST_KILL_QEMU_AT): right after job-finalize went out, and right
@@ -184,6 +213,42 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
 
     def test_qemu_killed_during_commit_read_back(self):
         self.run_point('job-resync', 'commit')
+
+    def test_qemu_killed_after_job_finalize_two_disks(self):
+        # Two pulls that end together: one is finalized (and QEMU killed
+        # right then) while the other may wait its turn in the queue.
+        h = self.h
+        h.stop_daemon()
+        os.environ['QSNAPD_TEST_KILL_QEMU_AT'] = 'job-finalize'
+        try:
+            h.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
+        dom, base, mid, top = self.make_chain(start=False)
+        bbase = h.create_image('b-base.qcow2')
+        btop = h.create_image('b-top.qcow2', backing=bbase)
+        q.qemu_io_write_pattern(bbase, 0x77, 0, 2 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        rec = h.record_signals()
+        ja = self.pull(dom, 'vda', 0)
+        jb = self.pull(dom, 'vdb', 0)
+        ends = [self.wait_end(rec, j, timeout=20) for j in (ja, jb)]
+        rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
+        print('\nTwo pulls, QEMU killed at the first job-finalize: %r' % ends, flush=True)
+        self.settle()
+        for job, end in zip((ja, jb), ends):
+            self.assertEqual([x.args for x in self.completed_signals(rec, job)], [end])
+            self.assert_job_lingers(dom, job, end[0], job)
+        for active, files in ((top, ([top, mid, base], [top])), (btop, ([btop, bbase], [btop]))):
+            chain = self.img_chain(active)
+            self.assertIn(chain, files)
+            for f in chain:
+                self.assert_clean(f)
+        self.assert_reads(top, self.expected_patterns(), 'vda after the crash')
+        self.assert_reads(btop, [(0x77, 0, 2 * MiB)], 'vdb after the crash')
+        self.assertIsNotNone(h.daemon_pid(), 'qsnapd is gone')
 
 
 class NoSpaceTest(FailureTestCase):

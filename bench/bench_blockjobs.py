@@ -4,7 +4,9 @@
 
 Per run, on the same filesystem (the harness's images dir) and with the
 page cache dropped before every step:
-- dd, direct:   dd if=src.raw of=dst.raw bs=1M iflag=direct oflag=direct
+- dd, direct:   dd if=src.raw of=dst.raw bs=1M iflag=direct oflag=direct,
+                once before and once after the jobs (the run's baseline is
+                the mean of the two times)
 - dd, buffered: dd if=src.raw of=dst.raw bs=1M conv=fdatasync
 - active commit + pivot: base (empty) <- top (SIZE of data); BlockCommit
   ACTIVE, Ready, Pivot, Completed
@@ -19,7 +21,9 @@ is SIZE over that time. "+sync" is the time of a host `sync` right after
 from /proc/<pid>/stat (utime+stime, clock ticks) and /proc/<pid>/schedstat
 (ns), as a share of the job's wall time. The data is checked afterwards.
 
-    sudo bench/bench_blockjobs.py [--runs 3] [--size-mib 1024] [--build build-bench] [--out FILE]
+    sudo bench/bench_blockjobs.py [--runs 3] [--size-mib 1024] [--build build-bench] [--ops commit,pull,copy] [--out FILE]
+
+build-bench: meson setup build-bench --buildtype=debugoptimized (no sanitizers).
 
 Runs the real qsnapd on a private bus (tests/lib/qsnaptest.py), as the tests do.
 """
@@ -221,19 +225,28 @@ def main():
         ratios = {op: [] for op in ops}
         ratios_sync = {op: [] for op in ops}
         cpus = {op: [] for op in ops}
+        rates = {op: [] for op in ops}
+        dd_rates = []
         for run in range(args.runs):
             res = {'load': load()}
             res['dd-direct'] = b.dd(True)
             res['dd-buffered'] = b.dd(False)
             for op in ops:
                 res[op] = b.job(op)
-            dd = res['dd-direct']['rate']
-            out('run %d (load %s): dd direct %.0f MiB/s (%.2f s), dd buffered+fdatasync %.0f MiB/s (%.2f s)'
-                % (run + 1, res['load'], dd, res['dd-direct']['time'], res['dd-buffered']['rate'],
-                   res['dd-buffered']['time']))
+            # dd direct once before and once after the jobs: the baseline of
+            # this run is their mean time (the load moves within a run too).
+            res['dd-direct-after'] = b.dd(True)
+            dd_time = (res['dd-direct']['time'] + res['dd-direct-after']['time']) / 2
+            dd = b.rate(dd_time)
+            out('run %d (load %s): dd direct %.0f MiB/s (%.2f s; %.0f before, %.0f after the jobs), '
+                'dd buffered+fdatasync %.0f MiB/s (%.2f s)'
+                % (run + 1, res['load'], dd, dd_time, res['dd-direct']['rate'], res['dd-direct-after']['rate'],
+                   res['dd-buffered']['rate'], res['dd-buffered']['time']))
+            dd_rates.append(dd)
             for op in ops:
                 r = res[op]
                 ratios[op].append(r['rate'] / dd)
+                rates[op].append(r['rate'])
                 ratios_sync[op].append(r['rate_sync'] / dd)
                 cpus[op].append(r['cpu_pct'])
                 out('  %-6s %6.0f MiB/s (%.2f s%s%s) = %.2f x dd direct; +sync %.2f s -> %.0f MiB/s = %.2f x; '
@@ -243,6 +256,8 @@ def main():
                        r['rate'] / dd, r['sync'], r['rate_sync'], r['rate_sync'] / dd,
                        r['cpu_sched'] * 1000, r['cpu_pct'], r['cpu_stat'] * 1000, r['cpu_stat_pct']))
         out('load at the end: %s' % load())
+        out('median of the runs: dd direct %.0f MiB/s; %s' % (
+            statistics.median(dd_rates), ', '.join('%s %.0f MiB/s' % (op, statistics.median(rates[op])) for op in ops)))
         for op in ops:
             out('%-6s same-run ratio to dd direct: median %.2f (min %.2f, max %.2f); with sync: median %.2f; '
                 'qsnapd CPU median %.2f %% (max %.2f %%)'

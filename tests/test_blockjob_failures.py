@@ -10,15 +10,23 @@ tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
   State, a non-empty Error naming QEMU), the Domain is crashed, the chain is
   as before on disk, qemu-img check is clean, every pattern reads back; the
   failed job object stays with its final State (also after the next Start);
-  Start works and a new job runs to completion.
+  Start works and a new job runs to completion. The same with a pull on
+  each of two disks: both end failed, once each.
 - QEMU killed by qsnapd's test hook (QSNAPD_TEST_KILL_QEMU_AT) right after
   qsnapd sent job-finalize, and right after it asked QEMU for the disks
-  after a job: the job still ends exactly once (no hang), qsnapd survives.
+  after a job (pull, commit; and two pulls ending together): each job ends
+  exactly once (no hang), qsnapd survives, the files on disk agree with
+  Disks, and every pattern reads back. For a pull this needs qsnapd's flush
+  before job-finalize: without it QEMU 7.2 left top standalone but without
+  the pulled data (its L2 tables were still in QEMU's memory).
 - ENOSPC: a commit whose base lives on a tiny tmpfs, with more data in mid
   than fits: Completed('failed', QEMU's "No space left on device"), the
   chain as before, every pattern readable through QEMU and from the host,
   the guest writes on; the same for an active commit. A pull into an active
-  overlay on a full tmpfs: see test_pull_into_full_tmpfs for what QEMU does.
+  overlay on a full tmpfs: QEMU 7.2 behaves sanely, the job fails with
+  "No space left on device" and the guest keeps running (the device's own
+  werror policy is not involved: the job's writes are not the guest's), the
+  chain and every pattern as before, qemu-img check clean.
 """
 
 import contextlib

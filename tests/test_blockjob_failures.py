@@ -5,8 +5,8 @@ real qsnapd, polkitd and QEMU. The chain and its patterns are those of
 tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
 0x22 / 0x33 at 0 / 1 / 2 MiB, a 0x44 filler in mid from 4 MiB on).
 
-- QEMU killed (SIGKILL) while a throttled pull runs, and while a throttled
-  active commit runs: the job ends failed, once (Completed, BlockJobEvent,
+- QEMU killed (SIGKILL) while a throttled pull runs, while a throttled
+  active commit runs, and while an active commit is READY: the job ends failed, once (Completed, BlockJobEvent,
   State, a non-empty Error naming QEMU), the Domain is crashed, the chain is
   as before on disk, qemu-img check is clean, every pattern reads back; the
   failed job object stays with its final State (also after the next Start);
@@ -97,13 +97,18 @@ class FailureTestCase(tb.BlockJobTestCase):
 # --------------------------------------------------------------------------
 
 class QemuKilledTest(FailureTestCase):
-    def run_killed(self, start_job, jtype):
+    def run_killed(self, start_job, jtype, ready=False):
         h = self.h
         dom, base, mid, top = self.make_chain(filler_mib=8)
         rec = h.record_signals()
         job = start_job(dom)
-        self.wait_cur(job, 1)
-        self.assertEqual(self.jprop(job, 'State'), 'running')
+        if ready:
+            h.call(job, J, 'SetSpeed', (0,), 't')
+            rec.wait_for_signal('Ready', path=job, interface=J, timeout=30)
+            self.assertEqual(self.jprop(job, 'State'), 'ready')
+        else:
+            self.wait_cur(job, 1)
+            self.assertEqual(self.jprop(job, 'State'), 'running')
         self.kill_qemu(dom, rec)
         error = self.assert_failed_once(rec, dom, job, jtype, 'QEMU killed')
         print('\nError of a %s whose QEMU was killed: %r' % (jtype, error), flush=True)
@@ -141,6 +146,12 @@ class QemuKilledTest(FailureTestCase):
     def test_qemu_killed_during_active_commit(self):
         self.run_killed(lambda dom: self.commit(dom, '', '', bandwidth=1 * MiB, flags=ACTIVE), 'active-commit')
 
+
+    def test_qemu_killed_during_ready_active_commit(self):
+        # READY, not pivoted: base holds everything, but top stays the
+        # active file (the pivot never happened).
+        self.run_killed(lambda dom: self.commit(dom, '', '', bandwidth=1 * MiB, flags=ACTIVE), 'active-commit',
+                        ready=True)
 
     def test_qemu_killed_with_jobs_on_two_disks(self):
         # Both jobs end failed, once each, whatever each was doing.

@@ -19,7 +19,8 @@ arrival of its Completed signal (Ready → Pivot is part of it); its MiB/s
 is SIZE over that time. "+sync" is the time of a host `sync` right after
 (what the page cache still held). qsnapd's CPU time during the job comes
 from /proc/<pid>/stat (utime+stime, clock ticks) and /proc/<pid>/schedstat
-(ns), as a share of the job's wall time. The data is checked afterwards.
+(ns), as a share of the job's wall time; QEMU's (all its threads: stat
+utime+stime) likewise. The data is checked afterwards.
 
     sudo bench/bench_blockjobs.py [--runs 3] [--size-mib 1024] [--build build-bench] [--ops commit,pull,copy] [--out FILE]
 
@@ -156,8 +157,11 @@ class Bench:
         h.call(dom, D, 'Start', (0,), 't')
         rec = TimedRecorder(h.client)
         pid = h.daemon_pid()
+        with open(os.path.join(h.runtime_dir, h.get_property(dom, D, 'UUID') + '.pid')) as f:
+            qemu_pid = int(f.read().strip())
         drop_caches()
         c0 = cpu(pid)
+        qc0 = cpu(qemu_pid)
         t0 = time.monotonic()
         if kind == 'commit':
             job = h.call(dom, D, 'BlockCommit', ('vda', '', '', 0, 4), 'ssstt', timeout=300)
@@ -174,6 +178,7 @@ class Bench:
         end = rec.wait_for_signal('Completed', path=job, interface=J, timeout=300)
         t1 = time.monotonic()
         c1 = cpu(pid)
+        qc1 = cpu(qemu_pid)
         if end.args[0] != 'completed':
             raise RuntimeError('%s ended %r' % (kind, end.args))
         t_pending = rec.first_state(job, 'pending')
@@ -188,7 +193,8 @@ class Bench:
                 'pending': (t_pending - t0) if t_pending else None,
                 'sync': t_sync, 'rate_sync': self.rate(wall + t_sync),
                 'cpu_stat': c1[0] - c0[0], 'cpu_sched': c1[1] - c0[1],
-                'cpu_pct': 100.0 * (c1[1] - c0[1]) / wall, 'cpu_stat_pct': 100.0 * (c1[0] - c0[0]) / wall}
+                'cpu_pct': 100.0 * (c1[1] - c0[1]) / wall, 'cpu_stat_pct': 100.0 * (c1[0] - c0[0]) / wall,
+                'qemu_cpu_pct': 100.0 * (qc1[0] - qc0[0]) / wall}
 
 
 def main():
@@ -250,11 +256,12 @@ def main():
                 ratios_sync[op].append(r['rate_sync'] / dd)
                 cpus[op].append(r['cpu_pct'])
                 out('  %-6s %6.0f MiB/s (%.2f s%s%s) = %.2f x dd direct; +sync %.2f s -> %.0f MiB/s = %.2f x; '
-                    'qsnapd CPU %.1f ms = %.2f %% (stat: %.0f ms = %.1f %%)'
+                    'qsnapd CPU %.1f ms = %.2f %% (stat: %.0f ms = %.1f %%); QEMU CPU %.0f %%'
                     % (op, r['rate'], r['time'], (', READY at %.2f s' % r['ready']) if r['ready'] else '',
                        (', pending at %.2f s' % r['pending']) if r['pending'] else '',
                        r['rate'] / dd, r['sync'], r['rate_sync'], r['rate_sync'] / dd,
-                       r['cpu_sched'] * 1000, r['cpu_pct'], r['cpu_stat'] * 1000, r['cpu_stat_pct']))
+                       r['cpu_sched'] * 1000, r['cpu_pct'], r['cpu_stat'] * 1000, r['cpu_stat_pct'],
+                       r['qemu_cpu_pct']))
         out('load at the end: %s' % load())
         out('median of the runs: dd direct %.0f MiB/s; %s' % (
             statistics.median(dd_rates), ', '.join('%s %.0f MiB/s' % (op, statistics.median(rates[op])) for op in ops)))

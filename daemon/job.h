@@ -170,9 +170,9 @@ static inline void job_tracker_freep(JobTracker **t) {
 void job_tracker_set_poll_interval(JobTracker *t, uint64_t usec);
 
 /* QEMU went away: every job not yet ended fails with "QEMU went away
- * before the job ended …" and finished() is called for each (a job already concluded ends with its
- * own outcome). Also happens by itself when one of our commands gets
- * -ECONNRESET. Idempotent. */
+ * before the job ended …" and finished() is called for each (a job
+ * already concluded ends with its own outcome). Also happens by itself
+ * when one of our commands gets -ECONNRESET. Idempotent. */
 void job_tracker_disconnected(JobTracker *t);
 
 /* Registers a job the owner started with auto-finalize=false,

@@ -426,6 +426,8 @@ static void domain_resync_disks_sweep(Domain *d, Job *job, void (*done)(Domain *
         }
         if (rs->pending == 0)
                 resync_end(rs);
+        else if (job)
+                kill_point("job-resync", d->pid);
 }
 
 static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata) {
@@ -469,6 +471,71 @@ static void graph_done(Domain *d, void *userdata) {
         graph_next(d);
 }
 
+/* QEMU applies the chain change when it finalizes; finished() follows,
+ * and with it the read-back. */
+static void graph_finalize(Domain *d, Job *j) {
+        d->graph_finalizing = j;
+        if (job_finalize(j, true, NULL) < 0) {
+                log_warning("Domain '%s': cannot finalize job %s.", d->def->name, j->id);
+                d->graph_finalizing = NULL;
+                d->graph_busy = false;
+        } else
+                kill_point("job-finalize", d->pid);
+}
+
+typedef struct FlushCall {
+        Domain *domain;
+        Job *job;
+} FlushCall;
+
+static void on_flushed_for_finalize(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                                    void *userdata) {
+        FlushCall *c = userdata;
+        Domain *d = c->domain;
+        Job *j = c->job;
+        const char *text = NULL;
+
+        if (error < 0 || (qmp_parse_string(result, &text) >= 0 && !isempty(text)))
+                log_warning("Domain '%s': flushing %s before finalizing job %s failed: %s", d->def->name, strna(j->disk),
+                            j->id, error < 0 ? strna(desc) : text);
+        /* Still ours to finalize (the job did not end meanwhile, QEMU is
+         * still there)? A failed flush is no reason to lose the job: QEMU
+         * flushes on its own later, as it would have without us. */
+        if (d->graph_finalizing == j) {
+                graph_finalize(d, j);
+                if (!d->graph_busy)
+                        graph_next(d);
+        }
+        job_unref(j);
+        domain_unref(d);
+        free(c);
+}
+
+/* A pull wrote the data into the disk's active node, whose qcow2 L2
+ * tables QEMU 7.2 keeps in memory; job-finalize then writes the header
+ * without the backing file at once. A QEMU that dies before its next flush
+ * leaves a standalone image that lacks the pulled data (measured:
+ * tests/test_blockjob_failures.py). So the node is flushed first.
+ * Commit and mirror flush their target themselves. */
+static int graph_flush_then_finalize(Domain *d, Job *j) {
+        FlushCall *c;
+
+        if (j->type != JOB_TYPE_PULL || !j->disk || !d->qmp)
+                return -EOPNOTSUPP;
+        c = new0(FlushCall, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (FlushCall) { .domain = domain_ref(d), .job = job_ref(j) };
+        if (qmp_cmd_flush_disk(d->qmp, j->disk, on_flushed_for_finalize, c) < 0) {
+                job_unref(j);
+                domain_unref(d);
+                free(c);
+                return -EIO;
+        }
+        d->graph_finalizing = j;
+        return 0;
+}
+
 static void graph_next(Domain *d) {
         GraphTask *t = d->graph_tasks;
 
@@ -477,14 +544,8 @@ static void graph_next(Domain *d) {
         d->graph_tasks = t->next;
         d->graph_busy = true;
         if (t->finalize) {
-                /* QEMU applies the chain change when it finalizes; finished()
-                 * follows, and with it the read-back. */
-                d->graph_finalizing = t->job;
-                if (job_finalize(t->job, true, NULL) < 0) {
-                        log_warning("Domain '%s': cannot finalize job %s.", d->def->name, t->job->id);
-                        d->graph_finalizing = NULL;
-                        d->graph_busy = false;
-                }
+                if (graph_flush_then_finalize(d, t->job) < 0)
+                        graph_finalize(d, t->job);
         } else
                 domain_resync_disks(d, t->job, graph_done, NULL);
         job_unref(t->job);
@@ -622,11 +683,16 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
         domain_resync_disks_sweep(d, NULL, on_resynced_after_adopt, c, TAKE_PTR(c->orphans));
 }
 
+static void tracker_release(Domain *d);
+
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata) {
         AttachCall *c;
         int r;
 
-        domain_jobs_free(d);
+        /* A new QEMU (or a new connection): ended jobs of the last one
+         * stay for their 60 s, with their final State. */
+        domain_graph_tasks_free(d);
+        tracker_release(d);
         r = job_tracker_new(d->qmp, d->manager->event, &job_observer, d, &d->jobs);
         if (r < 0)
                 return r;

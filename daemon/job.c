@@ -22,7 +22,7 @@
 #define PROGRESS_STEP 0.05                          /* … or one per 5 % */
 #define RATE_TIME_CONSTANT (2 * USEC_PER_SEC)       /* smoothing of the measured rate */
 
-#define MESSAGE_GONE "QEMU went away"
+#define MESSAGE_GONE "QEMU went away before the job ended (its process exited or closed the monitor)"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 

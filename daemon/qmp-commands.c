@@ -398,6 +398,16 @@ int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t
         return qmp_cmd_qom_get(qmp, path, "drive", cb, userdata);
 }
 
+int64_t qmp_cmd_flush_disk(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_free_ char *line = strprintf("qemu-io -d /machine/peripheral/%s/virtio-backend \"flush\"", device_id);
+
+        /* QMP (7.2) has no flush command. HMP qemu-io flushes the device's
+         * root node with its qcow2 metadata caches, then fdatasync()s. */
+        if (!line)
+                return -ENOMEM;
+        return qmp_cmd_human_monitor_command(qmp, line, cb, userdata);
+}
+
 /* ---- block jobs (job.c) ---- */
 
 /* Adds key: s when s is not NULL. Takes nothing. */

@@ -81,6 +81,9 @@ int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_re
 /* The node name of the root of the block graph under a virtio-blk disk
  * (device id = its target name); the reply is a string. */
 int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata);
+/* Flushes the disk's root node (metadata caches and the file) to stable
+ * storage; the reply is HMP's string, "" on success. */
+int64_t qmp_cmd_flush_disk(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata);
 
 /* ---- block jobs (job.c) ----
  * Every block job is started with "auto-finalize": false and

@@ -454,3 +454,12 @@ void crash_point(const char *name) {
         log_warning("Crash point %s reached: killing qsnapd (QSNAPD_TEST_CRASH_AT).", name);
         (void) raise(SIGKILL);
 }
+
+void kill_point(const char *name, pid_t pid) {
+        const char *at = getenv("QSNAPD_TEST_KILL_QEMU_AT");
+
+        if (!at || !streq(at, name) || pid <= 1)
+                return;
+        log_warning("Kill point %s reached: killing QEMU %d (QSNAPD_TEST_KILL_QEMU_AT).", name, (int) pid);
+        (void) kill(pid, SIGKILL);
+}

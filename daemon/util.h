@@ -173,3 +173,8 @@ int run_command(char *const *argv, char **ret_output);
  * or power cut would stop it there. Points are named
  * "<operation>:<step>", e.g. "revert:overlays-created". */
 void crash_point(const char *name);
+
+/* The same for QEMU dying at a point of ours: when $QSNAPD_TEST_KILL_QEMU_AT
+ * names this point, qsnapd logs it and sends SIGKILL to pid (the domain's
+ * QEMU), e.g. "job-finalize" right after job-finalize went out. */
+void kill_point(const char *name, pid_t pid);

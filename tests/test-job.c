@@ -917,7 +917,7 @@ static void test_disconnect(void) {
         Job *j, *k;
         int64_t id;
 
-        printf("disconnect with a poll and a command in flight: every job fails, \"QEMU went away\"\n");
+        printf("disconnect with a poll and a command in flight: every job fails, \"QEMU went away before the job ended (its process exited or closed the monitor)\"\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "s2", JOB_TYPE_PULL, "stream", 0, MiB);
         k = add_job(&f, "m7", JOB_TYPE_COPY, "mirror", 0, MiB);
@@ -928,13 +928,13 @@ static void test_disconnect(void) {
         peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"s2\",\"speed\":1048576}}");
         peer_close(&f.peer);
         drain();
-        expect_record("state s2 failed error=QEMU went away");
-        expect_record("finished s2 failed QEMU went away");
-        expect_record("state m7 failed error=QEMU went away");
-        expect_record("finished m7 failed QEMU went away");
-        expect_record("state b0 failed error=QEMU went away");
-        expect_record("finished b0 failed QEMU went away");
-        expect_record("done s2 -ECONNRESET QEMU went away");
+        expect_record("state s2 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished s2 failed QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("state m7 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished m7 failed QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("state b0 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished b0 failed QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("done s2 -ECONNRESET QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("disconnect");
         check(j->bandwidth == 0);
         check(job_tracker_add(f.tracker, "x", JOB_TYPE_PULL, "vda", 0, NULL) == -ENOTCONN);
@@ -951,8 +951,8 @@ static void test_disconnect(void) {
         peer_close(&f.peer);
         drain();
         expect_record("disconnect");
-        expect_record("state m8 failed error=QEMU went away");
-        expect_record("finished m8 failed QEMU went away");
+        expect_record("state m8 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished m8 failed QEMU went away before the job ended (its process exited or closed the monitor)");
         check(job_pivot(j, on_done, NULL, &message) == -ESTALE);
         teardown(&f);
 
@@ -1035,11 +1035,11 @@ static void test_free_in_callbacks(void) {
         drain();
         /* s5 ended; the tracker went in its finished(): s6 silently
          * detached, its caller told that nobody tracks it any more, and
-         * the job-pause caller that QEMU went away. */
-        expect_record("state s5 failed error=QEMU went away");
-        expect_record("finished s5 failed QEMU went away");
+         * the job-pause caller that QEMU went away before the job ended (its process exited or closed the monitor). */
+        expect_record("state s5 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished s5 failed QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("done s6 -ECANCELED qsnapd stopped tracking the job");
-        expect_record("done s5 -ECONNRESET QEMU went away");
+        expect_record("done s5 -ECONNRESET QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("disconnect");
         check(!f.tracker && kept_job == j);
         teardown(&f);

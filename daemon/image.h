@@ -33,3 +33,6 @@ char *image_chain_to_string(const ImageChain *c);
  * layout, same size as the backing file), mode 0600, never over an
  * existing file nor through a symlink. On failure *ret_message says why. */
 int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message);
+
+/* The number of internal snapshots in a qcow2 image's header (0 for raw). */
+int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);

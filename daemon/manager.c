@@ -81,6 +81,12 @@ void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s) {
                 m->observer->snapshot_added(d, s, m->observer_userdata);
 }
 
+void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
+                                      size_t n_changed, Snapshot *previous_current) {
+        if (m->observer && m->observer->snapshots_deleted)
+                m->observer->snapshots_deleted(d, names, changed, n_changed, previous_current, m->observer_userdata);
+}
+
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
         if (m->observer && m->observer->job_event)
                 m->observer->job_event(d, j, e, m->observer_userdata);

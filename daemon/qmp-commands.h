@@ -57,6 +57,9 @@ int64_t qmp_cmd_transaction_blockdev_snapshot(Qmp *qmp, const char *const *nodes
 /* Internal snapshots and jobs. */
 int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
                               const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata);
+/* snapshot-delete: removes internal snapshot `tag` from each device node (a job). */
+int64_t qmp_cmd_snapshot_delete(Qmp *qmp, const char *job_id, const char *tag, const char *const *devices, size_t n,
+                                qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_job_dismiss(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_query_jobs(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 

@@ -1,0 +1,1123 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Deleting snapshots. The snapshots to delete ("victims") are handled one
+ * at a time, leaves first; each one is planned against the disks as they
+ * are at that moment:
+ *   internal disks: `qemu-img snapshot -d` offline, one snapshot-delete
+ *     job live (only where the tag lives in the disk's active file);
+ *   external disks (S's overlay O on the frozen file F, F read from S's
+ *     embedded <domain>): forward = commit O into F (offline `qemu-img
+ *     commit`, then the other overlays of O are re-pointed at F), possible
+ *     only while O is the only file based on F; backward = `qemu-img
+ *     rebase -b <F's backing>` of every overlay of F, then F goes unless
+ *     something still needs it. The XML's <on_delete> picks; the other
+ *     direction is used where the preferred one is impossible.
+ * The merge runs as one local BlockJob1 ("snapshot-delete") whose Cur/End
+ * add up the steps (100 per step). Only once every step of a victim
+ * succeeded are its metadata removed and the recorded file names
+ * rewritten, in one store transaction, and only then are files no longer
+ * referenced unlinked. A failure leaves that victim (and those after it)
+ * in place and deletable again.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "child.h"
+#include "config.h"
+#include "domain-job.h"
+#include "image.h"
+#include "manager.h"
+#include "qmp-commands.h"
+#include "snapshot-delete.h"
+#include "util.h"
+
+#ifndef MAX
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+
+typedef enum ActionKind {
+        ACTION_COMMAND,       /* argv, offline */
+        ACTION_QMP_INTERNAL,  /* snapshot-delete job over QMP */
+} ActionKind;
+
+typedef struct Action {
+        ActionKind kind;
+        char **argv;
+        char *what;           /* for messages and the log */
+        char **targets;       /* QMP: the disks whose active file holds the tag */
+} Action;
+
+typedef struct Rename {
+        char *target;
+        char *from, *to;
+        DiskFormat to_format;
+        bool recorded;        /* also in the embedded <domain>s (what snapshots froze) */
+} Rename;
+
+/* What deleting one snapshot takes. */
+typedef struct VictimPlan {
+        Action *actions;
+        size_t n_actions;
+        Rename *renames;
+        size_t n_renames;
+        char **unlink;        /* files that go once the metadata is stored, if unreferenced */
+        bool merge;           /* an external merge: runs as a job */
+        uint64_t bytes;       /* what the merges may need on disk */
+        char *space_dir;      /* where they need it */
+} VictimPlan;
+
+static void victim_plan_done(VictimPlan *vp) {
+        for (size_t i = 0; i < vp->n_actions; i++) {
+                strv_free(vp->actions[i].argv);
+                strv_free(vp->actions[i].targets);
+                free(vp->actions[i].what);
+        }
+        free(vp->actions);
+        for (size_t i = 0; i < vp->n_renames; i++) {
+                free(vp->renames[i].target);
+                free(vp->renames[i].from);
+                free(vp->renames[i].to);
+        }
+        free(vp->renames);
+        strv_free(vp->unlink);
+        free(vp->space_dir);
+        *vp = (VictimPlan) {};
+}
+
+static int message_set(char **ret_message, int r, const char *fmt, ...) _printf_(3, 4);
+static int message_set(char **ret_message, int r, const char *fmt, ...) {
+        va_list ap;
+
+        if (ret_message) {
+                free(*ret_message);
+                va_start(ap, fmt);
+                if (vasprintf(ret_message, fmt, ap) < 0)
+                        *ret_message = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+static Action *action_add(VictimPlan *vp, ActionKind kind) {
+        Action *a = reallocarray(vp->actions, vp->n_actions + 1, sizeof(Action));
+
+        if (!a)
+                return NULL;
+        vp->actions = a;
+        a += vp->n_actions++;
+        *a = (Action) { .kind = kind };
+        return a;
+}
+
+static int action_add_command(VictimPlan *vp, const char *what, ...) _sentinel_;
+static int action_add_command(VictimPlan *vp, const char *what, ...) {
+        Action *a = action_add(vp, ACTION_COMMAND);
+        const char *arg;
+        va_list ap;
+
+        if (!a)
+                return -ENOMEM;
+        a->what = strdup(what);
+        if (!a->what)
+                return -ENOMEM;
+        va_start(ap, what);
+        while ((arg = va_arg(ap, const char *)))
+                if (strv_extend(&a->argv, arg) < 0) {
+                        va_end(ap);
+                        return -ENOMEM;
+                }
+        va_end(ap);
+        return 0;
+}
+
+static int rename_add(VictimPlan *vp, const char *target, const char *from, const char *to, DiskFormat to_format,
+                      bool recorded) {
+        Rename *r = reallocarray(vp->renames, vp->n_renames + 1, sizeof(Rename));
+
+        if (!r)
+                return -ENOMEM;
+        vp->renames = r;
+        r += vp->n_renames++;
+        *r = (Rename) { .target = strdup(target), .from = strdup(from), .to = strdup(to), .to_format = to_format,
+                        .recorded = recorded };
+        return r->target && r->from && r->to ? 0 : -ENOMEM;
+}
+
+/* ---- what the metadata records ---- */
+
+/* The source of disk `target` in the <domain> the snapshot recorded. */
+static char *recorded_source(const SnapshotDef *def, const char *target) {
+        _cleanup_free_ char *error = NULL;
+        DomainDef *dd = NULL;
+        DomainDisk *disk;
+        char *r = NULL;
+
+        if (!def->domain_xml || domain_def_parse(def->domain_xml, strlen(def->domain_xml), &dd, &error) < 0)
+                return NULL;
+        disk = domain_def_find_disk(dd, target);
+        if (disk && disk->source)
+                r = strdup(disk->source);
+        domain_def_free(dd);
+        return r;
+}
+
+static DiskFormat recorded_format(const SnapshotDef *def, const char *target) {
+        _cleanup_free_ char *error = NULL;
+        DomainDef *dd = NULL;
+        DomainDisk *disk;
+        DiskFormat f = DISK_FORMAT_QCOW2;
+
+        if (!def->domain_xml || domain_def_parse(def->domain_xml, strlen(def->domain_xml), &dd, &error) < 0)
+                return f;
+        disk = domain_def_find_disk(dd, target);
+        if (disk)
+                f = disk->format;
+        domain_def_free(dd);
+        return f;
+}
+
+/* A disk of a snapshot's XML, by target name. */
+static const SnapshotDisk *snapshot_disk(const SnapshotDef *def, const char *target) {
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (streq(def->disks[i].name, target))
+                        return def->disks + i;
+        return NULL;
+}
+
+/* Whether a snapshot other than `except` (and not in `skip`) names `file`
+ * for disk `target`: as its overlay, as its recorded source, or in
+ * <revertDisks>. */
+static bool file_referenced(SnapshotTree *t, Snapshot *const *skip, size_t n_skip, const char *target, const char *file,
+                            bool recorded_too) {
+        for (Snapshot *s = t->first; s; s = s->next) {
+                const SnapshotDisk *sd;
+                bool skipped = false;
+
+                for (size_t i = 0; i < n_skip; i++)
+                        skipped = skipped || skip[i] == s;
+                if (skipped)
+                        continue;
+                sd = snapshot_disk(s->def, target);
+                if (sd && streq_ptr(sd->source, file))
+                        return true;
+                for (size_t i = 0; i < s->def->n_revert_disks; i++)
+                        if (streq_ptr(s->def->revert_disks[i].source, file))
+                                return true;
+                if (recorded_too) {
+                        _cleanup_free_ char *src = recorded_source(s->def, target);
+                        if (streq_ptr(src, file))
+                                return true;
+                }
+        }
+        return false;
+}
+
+/* ---- the files of one disk, and who is based on whom ---- */
+
+typedef struct FileGraph {
+        char **files;         /* every file seen */
+        char **backings;      /* per file: its backing file ("" for none) */
+        DiskFormat *formats;  /* per file */
+        size_t n;
+} FileGraph;
+
+static void file_graph_done(FileGraph *g) {
+        strv_free(g->files);
+        strv_free(g->backings);
+        free(g->formats);
+        *g = (FileGraph) {};
+}
+
+static ssize_t file_graph_find(const FileGraph *g, const char *file) {
+        for (size_t i = 0; i < g->n; i++)
+                if (streq(g->files[i], file))
+                        return (ssize_t) i;
+        return -1;
+}
+
+static int file_graph_add_chain(FileGraph *g, const char *top, DiskFormat format) {
+        ImageChain c = {};
+        int r;
+
+        if (!top || file_graph_find(g, top) >= 0 || access(top, F_OK) < 0)
+                return 0;
+        r = image_read_chain(top, format, &c);
+        if (r < 0)
+                return 0; /* an unreadable file is nobody's backing */
+        for (size_t i = 0; i < c.n_layers; i++) {
+                DiskFormat *f;
+
+                if (file_graph_find(g, c.layers[i].path) >= 0)
+                        break;
+                f = reallocarray(g->formats, g->n + 1, sizeof(DiskFormat));
+                if (!f) {
+                        r = -ENOMEM;
+                        break;
+                }
+                g->formats = f;
+                g->formats[g->n] = c.layers[i].format;
+                if (strv_extend(&g->files, c.layers[i].path) < 0 ||
+                    strv_extend(&g->backings, i + 1 < c.n_layers ? c.layers[i + 1].path : "") < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                g->n++;
+                r = 0;
+        }
+        image_chain_done(&c);
+        return r < 0 ? r : 0;
+}
+
+/* Every file of disk `target` that the domain or any snapshot names, with
+ * its chain. */
+static int file_graph_build(Domain *d, const char *target, FileGraph *g) {
+        const DomainDef *defs[2] = { domain_current_def(d), d->def };
+        int r;
+
+        for (size_t k = 0; k < 2; k++) {
+                const DomainDisk *disk = domain_def_find_disk(defs[k], target);
+                if (disk) {
+                        r = file_graph_add_chain(g, disk->source, disk->format);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        for (Snapshot *s = d->snapshots.first; s; s = s->next) {
+                const SnapshotDisk *sd = snapshot_disk(s->def, target);
+                _cleanup_free_ char *src = recorded_source(s->def, target);
+
+                if (sd && sd->source && (r = file_graph_add_chain(g, sd->source, DISK_FORMAT_QCOW2)) < 0)
+                        return r;
+                if (src && (r = file_graph_add_chain(g, src, recorded_format(s->def, target))) < 0)
+                        return r;
+                for (size_t i = 0; i < s->def->n_revert_disks; i++)
+                        if (streq_ptr(s->def->revert_disks[i].name, target) && s->def->revert_disks[i].source &&
+                            (r = file_graph_add_chain(g, s->def->revert_disks[i].source, DISK_FORMAT_QCOW2)) < 0)
+                                return r;
+        }
+        return 0;
+}
+
+/* The files whose backing file is `file`. */
+static char **file_graph_overlays(const FileGraph *g, const char *file) {
+        char **l = NULL;
+
+        for (size_t i = 0; i < g->n; i++)
+                if (streq(g->backings[i], file) && strv_extend(&l, g->files[i]) < 0)
+                        return strv_free(l);
+        return l ?: new0(char *, 1);
+}
+
+static uint32_t internal_count(const char *file, DiskFormat format) {
+        uint32_t n = 0;
+        (void) image_count_internal_snapshots(file, format, &n);
+        return n;
+}
+
+static uint64_t file_allocated(const char *file) {
+        struct stat st;
+        return stat(file, &st) >= 0 ? (uint64_t) st.st_blocks * 512 : 0;
+}
+
+static char *dir_of(const char *file) {
+        const char *slash = strrchr(file, '/');
+        return slash ? strndup(file, slash == file ? 1 : (size_t) (slash - file)) : strdup(".");
+}
+
+/* ---- planning one victim ---- */
+
+static const char *format_name(DiskFormat f) {
+        return disk_format_to_string(f) ?: "qcow2";
+}
+
+/* One external disk of `s`: forward or backward, whichever is possible,
+ * preferring what <on_delete> says. */
+static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, VictimPlan *vp, char **ret_message) {
+        _cleanup_(file_graph_done) FileGraph g = {};
+        _cleanup_strv_free_ char **over_f = NULL, **over_o = NULL;
+        _cleanup_free_ char *f = NULL;
+        const char *o = sd->source, *target = sd->name, *backing;
+        const char *why_not_forward = NULL, *why_not_backward = NULL;
+        _cleanup_free_ char *why_f = NULL, *why_b = NULL;
+        bool forward, live = domain_is_active(d);
+        ssize_t fi, oi;
+        int r;
+
+        f = recorded_source(s->def, target);
+        if (!f)
+                return message_set(ret_message, -EOPNOTSUPP,
+                                   "Snapshot '%s' recorded no source for disk %s: nothing tells which file it froze.",
+                                   snapshot_name(s), target);
+        if (!o || access(o, F_OK) < 0)
+                return message_set(ret_message, -ESTALE, "Disk %s of snapshot '%s': its overlay %s is gone.", target,
+                                   snapshot_name(s), strna(o));
+        if (access(f, F_OK) < 0)
+                return message_set(ret_message, -ESTALE, "Disk %s of snapshot '%s': its frozen file %s is gone.", target,
+                                   snapshot_name(s), f);
+        r = file_graph_build(d, target, &g);
+        if (r < 0)
+                return r;
+        fi = file_graph_find(&g, f);
+        oi = file_graph_find(&g, o);
+        if (fi < 0 || oi < 0 || !streq(g.backings[oi], f))
+                return message_set(ret_message, -ESTALE,
+                                   "Disk %s of snapshot '%s': overlay %s is no longer based on %s; refusing to guess.",
+                                   target, snapshot_name(s), o, f);
+        over_f = file_graph_overlays(&g, f);
+        over_o = file_graph_overlays(&g, o);
+        if (!over_f || !over_o)
+                return -ENOMEM;
+        backing = g.backings[fi];
+
+        /* Forward: O into F, then O goes: nothing else may be based on F,
+         * and O may hold no internal snapshots (they would go with it). */
+        if (strv_length(over_f) != 1)
+                why_not_forward = why_f = strprintf("%zu files are based on %s (forward needs %s to be the only one)",
+                                                    strv_length(over_f), f, o);
+        else if (internal_count(o, DISK_FORMAT_QCOW2) > 0)
+                why_not_forward = why_f = strprintf("%s holds internal snapshots", o);
+        else if (live)
+                why_not_forward = "the domain is running (live merges are not implemented yet)";
+        /* Backward: F into every overlay, which must hold no internal
+         * snapshots (their view would lose F's data). */
+        for (char **x = over_f; *x && !why_not_backward; x++)
+                if (internal_count(*x, DISK_FORMAT_QCOW2) > 0)
+                        why_not_backward = why_b = strprintf("%s holds internal snapshots", *x);
+        if (!why_not_backward && live)
+                why_not_backward = "the domain is running (live merges are not implemented yet)";
+        if (!why_not_backward && !isempty(backing) && g.formats[file_graph_find(&g, backing)] != DISK_FORMAT_QCOW2 &&
+            g.formats[file_graph_find(&g, backing)] != DISK_FORMAT_RAW)
+                why_not_backward = "the backing file's format is unknown";
+
+        if (why_not_forward && why_not_backward)
+                return message_set(ret_message, live ? -EOPNOTSUPP : -ESTALE,
+                                   "Disk %s of snapshot '%s' can be merged neither forward (%s) nor backward (%s).",
+                                   target, snapshot_name(s), why_not_forward, why_not_backward);
+        forward = !why_not_forward && (sd->on_delete != MERGE_BACKWARD || why_not_backward);
+
+        vp->merge = true;
+        if (!vp->space_dir)
+                vp->space_dir = dir_of(f);
+        if (forward) {
+                /* F grows by at most what O holds. */
+                vp->bytes += file_allocated(o);
+                r = action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-f", "qcow2", "-d", o, NULL);
+                if (r < 0)
+                        return r;
+                /* O's other overlays (branches on O) read F from now on;
+                 * F now reads as O did, so their content stays. */
+                for (char **x = over_o; *x; x++) {
+                        r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-u", "-f", "qcow2", "-F",
+                                               format_name(g.formats[fi]), "-b", f, *x, NULL);
+                        if (r < 0)
+                                return r;
+                }
+                r = rename_add(vp, target, o, f, g.formats[fi], true);
+                if (r < 0)
+                        return r;
+                if (strv_extend(&vp->unlink, o) < 0)
+                        return -ENOMEM;
+        } else {
+                /* Every overlay of F gets F's data and F's backing. */
+                for (char **x = over_f; *x; x++) {
+                        vp->bytes += file_allocated(f);
+                        if (isempty(backing))
+                                r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-f", "qcow2", "-b",
+                                                       "", *x, NULL);
+                        else
+                                r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-f", "qcow2", "-F",
+                                                       format_name(g.formats[file_graph_find(&g, backing)]), "-b",
+                                                       backing, *x, NULL);
+                        if (r < 0)
+                                return r;
+                }
+                /* What named F as an overlay (the parent's <source>) names
+                 * the overlay that took F's place: O, the one S made. */
+                r = rename_add(vp, target, f, o, DISK_FORMAT_QCOW2, false);
+                if (r < 0)
+                        return r;
+                if (internal_count(f, g.formats[fi]) == 0 && strv_extend(&vp->unlink, f) < 0)
+                        return -ENOMEM;
+        }
+        log_debug("Domain '%s': deleting snapshot '%s' merges disk %s %s (%s <- %s).", d->def->name, snapshot_name(s),
+                  target, forward ? "forward" : "backward", f, o);
+        return 0;
+}
+
+static int plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *vp, char **ret_message) {
+        const DomainDef *cur = domain_current_def(d);
+        bool live = domain_is_active(d);
+        Action *qmp_action = NULL;
+        int r;
+
+        if (metadata_only)
+                return 0;
+        if (snapshot_memory(s) == SNAPSHOT_LOCATION_EXTERNAL && s->def->memory_file &&
+            strv_extend(&vp->unlink, s->def->memory_file) < 0)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < s->def->n_disks; i++) {
+                const SnapshotDisk *sd = s->def->disks + i;
+                const DomainDisk *disk = domain_def_find_disk(cur, sd->name);
+                _cleanup_free_ char *file = NULL;
+
+                if (sd->snapshot == SNAPSHOT_LOCATION_EXTERNAL) {
+                        r = plan_external_disk(d, s, sd, vp, ret_message);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (sd->snapshot != SNAPSHOT_LOCATION_INTERNAL)
+                        continue;
+                /* The tag lives in the file that was active when it was taken. */
+                file = recorded_source(s->def, sd->name);
+                if (!file && disk)
+                        file = strdup(disk->source);
+                if (!file)
+                        return message_set(ret_message, -ESTALE, "Snapshot '%s': no file is known for disk %s.",
+                                           snapshot_name(s), sd->name);
+                if (live) {
+                        if (!disk || !streq(disk->source, file))
+                                return message_set(ret_message, -EOPNOTSUPP,
+                                                   "Snapshot '%s' of disk %s lives in %s, which the running QEMU holds "
+                                                   "read-only as a backing file; shut the domain off to delete it.",
+                                                   snapshot_name(s), sd->name, file);
+                        if (!qmp_action) {
+                                qmp_action = action_add(vp, ACTION_QMP_INTERNAL);
+                                if (!qmp_action || !(qmp_action->what = strdup("snapshot-delete")))
+                                        return -ENOMEM;
+                        }
+                        if (strv_extend(&qmp_action->targets, sd->name) < 0)
+                                return -ENOMEM;
+                } else {
+                        if (access(file, F_OK) < 0)
+                                return message_set(ret_message, -ESTALE, "Snapshot '%s': disk %s's file %s is gone.",
+                                                   snapshot_name(s), sd->name, file);
+                        r = action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s), file,
+                                               NULL);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* ---- which snapshots ---- */
+
+/* Leaves first. */
+static int collect_victims(Snapshot *s, uint64_t flags, Snapshot ***ret, size_t *ret_n) {
+        _cleanup_free_ Snapshot **desc = NULL;
+        Snapshot **l;
+        size_t n = 0, k = 0;
+        int r;
+
+        if (flags & (SNAPSHOT_DELETE_CHILDREN | SNAPSHOT_DELETE_CHILDREN_ONLY)) {
+                r = snapshot_tree_list(s->tree, s, SNAPSHOT_LIST_DESCENDANTS | SNAPSHOT_LIST_TOPOLOGICAL, &desc, &n);
+                if (r < 0)
+                        return r;
+        }
+        l = new0(Snapshot *, n + 1);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = n; i > 0; i--)
+                l[k++] = desc[i - 1];
+        if (!(flags & SNAPSHOT_DELETE_CHILDREN_ONLY))
+                l[k++] = s;
+        *ret = l;
+        *ret_n = k;
+        return 0;
+}
+
+static int check_domain(Domain *d, char **ret_message) {
+        const DomainDef *cur = domain_current_def(d);
+
+        if (domain_is_busy(d))
+                return message_set(ret_message, -EBUSY, "Domain '%s' is busy with another operation; try again after it.",
+                                   d->def->name);
+        if (d->attaching)
+                return message_set(ret_message, -EBUSY, "Domain '%s' is being reconnected; try again.", d->def->name);
+        for (size_t i = 0; i < cur->n_disks; i++) {
+                Job *j = domain_disk_job(d, cur->disks[i].target);
+                if (j)
+                        return message_set(ret_message, -EBUSY, "Disk %s of domain '%s' has a %s job (%s) running.",
+                                           cur->disks[i].target, d->def->name, job_type_to_string(j->type), j->id);
+        }
+        if (d->graph_busy)
+                return message_set(ret_message, -EBUSY, "Domain '%s' is finishing a block job; try again.", d->def->name);
+        return 0;
+}
+
+static int check_space(const char *dir, uint64_t bytes, char **ret_message) {
+        struct statvfs sv;
+
+        if (!dir || bytes == 0 || statvfs(dir, &sv) < 0)
+                return 0;
+        if ((uint64_t) sv.f_bavail * sv.f_frsize < bytes)
+                return message_set(ret_message, -ENOSPC,
+                                   "The merge needs up to %" PRIu64 " bytes in %s, but only %" PRIu64 " are free.", bytes,
+                                   dir, (uint64_t) sv.f_bavail * sv.f_frsize);
+        return 0;
+}
+
+int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char **ret_message) {
+        Domain *d = s->tree->domain;
+        _cleanup_free_ Snapshot **victims = NULL;
+        uint64_t bytes = 0;
+        size_t n;
+        int r;
+
+        if (ret_bytes)
+                *ret_bytes = 0;
+        if (flags & ~SNAPSHOT_DELETE_ALL)
+                return message_set(ret_message, -EINVAL, "Unknown flag bits 0x%" PRIx64 " (known: 0x%llx).",
+                                   (uint64_t) (flags & ~SNAPSHOT_DELETE_ALL), SNAPSHOT_DELETE_ALL);
+        if ((flags & SNAPSHOT_DELETE_CHILDREN) && (flags & SNAPSHOT_DELETE_CHILDREN_ONLY))
+                return message_set(ret_message, -EINVAL, "CHILDREN and CHILDREN_ONLY exclude each other.");
+        r = check_domain(d, ret_message);
+        if (r < 0)
+                return r;
+        r = collect_victims(s, flags, &victims, &n);
+        if (r < 0)
+                return r;
+        /* Each one against the disks as they are now: exact for one
+         * snapshot, a good approximation for a subtree (leaves first). */
+        for (size_t i = 0; i < n; i++) {
+                VictimPlan vp = {};
+
+                r = plan_victim(d, victims[i], flags & SNAPSHOT_DELETE_METADATA_ONLY, &vp, ret_message);
+                if (r >= 0) {
+                        bytes += vp.bytes;
+                        r = check_space(vp.space_dir, bytes, ret_message);
+                }
+                victim_plan_done(&vp);
+                if (r < 0) {
+                        if (ret_bytes)
+                                *ret_bytes = bytes;
+                        return r;
+                }
+        }
+        if (ret_bytes)
+                *ret_bytes = bytes;
+        return 0;
+}
+
+/* ---- metadata after a victim's data is gone ---- */
+
+/* def's copy with the renames applied; NULL in *ret when nothing changed. */
+static int def_apply_renames(const SnapshotDef *def, const Rename *renames, size_t n, SnapshotDef **ret) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *copy = NULL;
+        bool changed = false;
+        int r;
+
+        *ret = NULL;
+        r = snapshot_def_copy(def, &copy);
+        if (r < 0)
+                return r;
+        for (size_t k = 0; k < n; k++) {
+                const Rename *rn = renames + k;
+
+                for (size_t i = 0; i < copy->n_disks; i++)
+                        if (streq(copy->disks[i].name, rn->target) && streq_ptr(copy->disks[i].source, rn->from)) {
+                                if (free_and_strdup(&copy->disks[i].source, rn->to) < 0)
+                                        return -ENOMEM;
+                                changed = true;
+                        }
+                for (size_t i = 0; i < copy->n_revert_disks; i++)
+                        if (streq_ptr(copy->revert_disks[i].name, rn->target) &&
+                            streq_ptr(copy->revert_disks[i].source, rn->from)) {
+                                if (free_and_strdup(&copy->revert_disks[i].source, rn->to) < 0)
+                                        return -ENOMEM;
+                                changed = true;
+                        }
+                if (copy->domain_xml && rn->recorded) {
+                        _cleanup_free_ char *error = NULL, *xml = NULL;
+                        DomainDef *dd = NULL;
+                        DomainDisk *disk;
+
+                        if (domain_def_parse(copy->domain_xml, strlen(copy->domain_xml), &dd, &error) < 0)
+                                continue;
+                        disk = domain_def_find_disk(dd, rn->target);
+                        if (disk && streq_ptr(disk->source, rn->from)) {
+                                r = free_and_strdup(&disk->source, rn->to);
+                                if (r >= 0)
+                                        r = domain_def_format(dd, 0, &xml);
+                                if (r >= 0) {
+                                        free(copy->domain_xml);
+                                        copy->domain_xml = TAKE_PTR(xml);
+                                        changed = true;
+                                }
+                        }
+                        domain_def_free(dd);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        if (changed)
+                *ret = TAKE_PTR(copy);
+        return 0;
+}
+
+static void domain_apply_renames(Domain *d, const Rename *renames, size_t n) {
+        DomainDef *defs[2] = { d->live, d->def };
+        bool changed = false;
+
+        for (size_t k = 0; k < n; k++)
+                for (size_t i = 0; i < 2; i++) {
+                        DomainDisk *disk = defs[i] ? domain_def_find_disk(defs[i], renames[k].target) : NULL;
+
+                        if (disk && streq_ptr(disk->source, renames[k].from)) {
+                                log_info("Domain '%s': disk %s is now %s (was %s).", d->def->name, disk->target,
+                                         renames[k].to, disk->source);
+                                (void) free_and_strdup(&disk->source, renames[k].to);
+                                disk->format = renames[k].to_format;
+                                changed = true;
+                        }
+                }
+        domain_chains_invalidate(d);
+        if (changed && (domain_save(d) < 0 || (d->live && domain_save_live(d) < 0)))
+                log_error("Domain '%s': cannot store the disks' new active files.", d->def->name);
+        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+}
+
+/* Whether any disk of the domain still reads `file`. */
+static bool file_in_use(Domain *d, const char *file) {
+        const DomainDef *defs[2] = { domain_current_def(d), d->def };
+
+        domain_chains_invalidate(d);
+        for (size_t k = 0; k < 2; k++)
+                for (size_t i = 0; i < defs[k]->n_disks; i++) {
+                        const ImageChain *c = domain_disk_chain(d, defs[k]->disks[i].source, defs[k]->disks[i].format);
+
+                        if (streq(defs[k]->disks[i].source, file))
+                                return true;
+                        for (size_t l = 0; c && l < c->n_layers; l++)
+                                if (streq(c->layers[l].path, file))
+                                        return true;
+                }
+        return false;
+}
+
+/* Removes the victims' metadata and applies the renames to everything
+ * else, in one transaction, then tells the observers. */
+static int commit_metadata(Domain *d, Snapshot *const *victims, size_t n_victims, const Rename *renames, size_t n_renames,
+                           char **ret_message) {
+        SnapshotTree *t = &d->snapshots;
+        _cleanup_free_ Snapshot **update = NULL, **changed = NULL;
+        _cleanup_free_ SnapshotDef **defs = NULL;
+        _cleanup_strv_free_ char **names = NULL;
+        Snapshot *previous_current = t->current;
+        size_t n_update = 0, n_changed = 0;
+        int r;
+
+        update = new0(Snapshot *, t->n + 1);
+        defs = new0(SnapshotDef *, t->n + 1);
+        if (!update || !defs)
+                return -ENOMEM;
+        for (Snapshot *s = t->first; s && n_renames > 0; s = s->next) {
+                bool victim = false;
+
+                for (size_t i = 0; i < n_victims; i++)
+                        victim = victim || victims[i] == s;
+                if (victim)
+                        continue;
+                r = def_apply_renames(s->def, renames, n_renames, &defs[n_update]);
+                if (r < 0)
+                        goto fail;
+                if (defs[n_update])
+                        update[n_update++] = s;
+        }
+        for (size_t i = 0; i < n_victims; i++)
+                if (strv_extend(&names, snapshot_name(victims[i])) < 0) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        if (previous_current)
+                for (size_t i = 0; i < n_victims; i++)
+                        if (victims[i] == previous_current)
+                                previous_current = NULL; /* gone: no IsCurrent to announce on it */
+        r = snapshot_tree_remove(t, victims, n_victims, update, defs, n_update, &changed, &n_changed);
+        if (r < 0)
+                return message_set(ret_message, r, "Cannot store the snapshot metadata: %s", strerror(-r));
+        manager_notify_snapshots_deleted(d->manager, d, names, changed, n_changed, previous_current);
+        return 0;
+fail:
+        for (size_t i = 0; i < n_update; i++)
+                snapshot_def_free(defs[i]);
+        return r;
+}
+
+/* ---- execution ---- */
+
+typedef struct DeleteOp {
+        Domain *domain;
+        uint64_t flags;
+        char **victims;        /* names, leaves first */
+        size_t index;          /* the victim at work */
+        VictimPlan plan;
+        size_t action;         /* the action at work */
+        size_t steps_done, steps_total;
+        unsigned step_percent;
+        Job *job;              /* the merge's job, once there is one */
+        Child *child;
+        char *qmp_job_id;
+        char **qmp_nodes;
+        size_t pending;
+        int subscription;
+        int error;
+        char *message;
+        SnapshotDeleteFunc done;
+        void *userdata;
+        bool replied;
+        sd_event_source *defer;
+} DeleteOp;
+
+static void op_free(DeleteOp *op) {
+        strv_free(op->victims);
+        victim_plan_done(&op->plan);
+        child_free(op->child);
+        free(op->qmp_job_id);
+        strv_free(op->qmp_nodes);
+        free(op->message);
+        sd_event_source_disable_unref(op->defer);
+        job_unref(op->job);
+        free(op);
+}
+
+static void op_reply(DeleteOp *op, int error, const char *message) {
+        if (op->replied)
+                return;
+        op->replied = true;
+        if (op->done)
+                op->done(op->domain, error, message, error < 0 ? NULL : op->job, op->userdata);
+}
+
+static void op_progress(DeleteOp *op) {
+        if (!op->job)
+                return;
+        job_local_update(op->job, JOB_STATE_RUNNING, op->steps_done * 100 + op->step_percent,
+                         MAX(op->steps_total, op->steps_done + 1) * 100, NULL);
+        domain_local_job_progress(op->domain, op->job);
+}
+
+static void op_finish(DeleteOp *op, int error, const char *message) {
+        Domain *d = op->domain;
+
+        if (op->subscription > 0 && d->qmp)
+                (void) qmp_unsubscribe(d->qmp, op->subscription);
+        op->subscription = 0;
+        if (error < 0)
+                log_warning("Domain '%s': deleting snapshot '%s' failed: %s", d->def->name,
+                            op->index < strv_length(op->victims) ? op->victims[op->index] : "?", strna(message));
+        d->snapshot_busy = false;
+        if (op->job) {
+                job_local_update(op->job, error < 0 ? JOB_STATE_FAILED : JOB_STATE_COMPLETED,
+                                 error < 0 ? op->job->cur : op->job->end, op->job->end, error < 0 ? strna(message) : NULL);
+                domain_local_job_end(d, op->job);
+        }
+        op_reply(op, error, message);
+        manager_busy_unref(d->manager);
+        op_free(op);
+        domain_unref(d);
+}
+
+static void op_next_victim(DeleteOp *op);
+static void op_run_action(DeleteOp *op);
+
+/* Every action of the victim succeeded: its metadata go, then its files. */
+static void op_victim_done(DeleteOp *op) {
+        Domain *d = op->domain;
+        _cleanup_free_ char *message = NULL;
+        Snapshot *s = snapshot_tree_find(&d->snapshots, op->victims[op->index]);
+        int r;
+
+        if (op->plan.n_renames > 0)
+                domain_apply_renames(d, op->plan.renames, op->plan.n_renames);
+        crash_point("delete:merged");
+        if (s) {
+                r = commit_metadata(d, &s, 1, op->plan.renames, op->plan.n_renames, &message);
+                if (r < 0)
+                        return op_finish(op, r, message ?: "Cannot store the snapshot metadata.");
+        }
+        crash_point("delete:metadata");
+        for (char **f = op->plan.unlink; f && *f; f++) {
+                bool referenced = false;
+
+                for (size_t i = 0; i < domain_current_def(d)->n_disks && !referenced; i++)
+                        referenced = file_referenced(&d->snapshots, NULL, 0, domain_current_def(d)->disks[i].target, *f,
+                                                     true);
+                for (Snapshot *o = d->snapshots.first; o && !referenced; o = o->next)
+                        referenced = streq_ptr(o->def->memory_file, *f);
+                if (referenced || file_in_use(d, *f)) {
+                        log_info("Domain '%s': keeping %s, still in use.", d->def->name, *f);
+                        continue;
+                }
+                if (unlink(*f) < 0 && errno != ENOENT)
+                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, *f);
+                else
+                        log_info("Domain '%s': removed %s.", d->def->name, *f);
+        }
+        log_info("Domain '%s': snapshot '%s' deleted.", d->def->name, op->victims[op->index]);
+        victim_plan_done(&op->plan);
+        op->index++;
+        op_next_victim(op);
+}
+
+static void on_command_output(Child *c, const char *chunk, void *userdata) {
+        DeleteOp *op = userdata;
+        const char *p = chunk, *last = NULL;
+        double v;
+
+        /* qemu-img -p: "    (12.34/100%)" */
+        while ((p = strchr(p, '(')))
+                last = p++;
+        if (last && sscanf(last, "(%lf/100%%)", &v) == 1 && v >= 0 && v <= 100) {
+                op->step_percent = (unsigned) v;
+                op_progress(op);
+        }
+}
+
+static void on_command_done(Child *c, int status, const char *output, void *userdata) {
+        DeleteOp *op = userdata;
+        Action *a = op->plan.actions + op->action;
+
+        op->child = child_free(op->child);
+        if (status != 0) {
+                _cleanup_free_ char *message = strprintf("qemu-img %s failed (status %d): %s", a->what, status, output);
+                return op_finish(op, -EIO, message);
+        }
+        op->action++;
+        op->steps_done++;
+        op->step_percent = 0;
+        op_progress(op);
+        op_run_action(op);
+}
+
+/* ---- live internal: a snapshot-delete job ---- */
+
+static void on_qmp_dismissed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        DeleteOp *op = userdata;
+
+        if (op->error < 0)
+                return op_finish(op, op->error, op->message);
+        op->action++;
+        op->steps_done++;
+        op_run_action(op);
+}
+
+static void on_qmp_job_queried(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                               void *userdata) {
+        DeleteOp *op = userdata;
+        QmpJobInfo info;
+
+        if (error < 0 || qmp_parse_query_jobs(result, op->qmp_job_id, &info) <= 0)
+                return op_finish(op, -EIO, "Lost track of the snapshot-delete job.");
+        if (!streq(info.status, "concluded"))
+                return;
+        if (info.error) {
+                op->error = -EIO;
+                op->message = strprintf("QEMU could not delete the snapshot: %s", info.error);
+        }
+        if (qmp_cmd_job_dismiss(qmp, op->qmp_job_id, on_qmp_dismissed, op) < 0)
+                op_finish(op, -EIO, "Cannot dismiss the snapshot-delete job.");
+}
+
+static void on_qmp_job_status(Qmp *qmp, const char *event, json_object *data, uint64_t ts, void *userdata) {
+        DeleteOp *op = userdata;
+        const char *id, *status;
+
+        if (qmp_parse_job_status_change(data, &id, &status) < 0 || !op->qmp_job_id || !streq(id, op->qmp_job_id) ||
+            !streq(status, "concluded"))
+                return;
+        (void) qmp_unsubscribe(qmp, op->subscription);
+        op->subscription = 0;
+        if (qmp_cmd_query_jobs(qmp, on_qmp_job_queried, op) < 0)
+                op_finish(op, -EIO, "Cannot send query-jobs.");
+}
+
+static void on_qmp_delete_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                                  void *userdata) {
+        DeleteOp *op = userdata;
+
+        if (error < 0) {
+                _cleanup_free_ char *message = strprintf("QEMU cannot delete the snapshot: %s", strna(desc));
+                op_finish(op, -EIO, message);
+        }
+}
+
+static void qmp_delete_start(DeleteOp *op) {
+        Domain *d = op->domain;
+        size_t n = strv_length(op->qmp_nodes);
+
+        free(op->qmp_job_id);
+        op->qmp_job_id = strprintf("qsnap-delete-%" PRIx64, now_usec(CLOCK_MONOTONIC));
+        if (!op->qmp_job_id)
+                return op_finish(op, -ENOMEM, "Out of memory.");
+        op->subscription = qmp_subscribe(d->qmp, "JOB_STATUS_CHANGE", on_qmp_job_status, op);
+        if (op->subscription < 0 ||
+            qmp_cmd_snapshot_delete(d->qmp, op->qmp_job_id, op->victims[op->index], (const char *const *) op->qmp_nodes,
+                                    n, on_qmp_delete_started, op) < 0)
+                op_finish(op, -EIO, "Cannot send snapshot-delete.");
+}
+
+static void on_qmp_root_node(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        DeleteOp *op = userdata;
+        const char *node;
+
+        if (error < 0 || qmp_parse_string(result, &node) < 0 || isempty(node)) {
+                if (op->error == 0) {
+                        op->error = -EIO;
+                        op->message = strprintf("QEMU shows no block node for a disk: %s", strna(desc));
+                }
+        } else if (strv_extend(&op->qmp_nodes, node) < 0 && op->error == 0)
+                op->error = -ENOMEM;
+        if (--op->pending > 0)
+                return;
+        if (op->error < 0)
+                return op_finish(op, op->error, op->message);
+        qmp_delete_start(op);
+}
+
+static void op_run_qmp_internal(DeleteOp *op, Action *a) {
+        Domain *d = op->domain;
+
+        if (!d->qmp)
+                return op_finish(op, -ESRCH, "The domain's QEMU went away.");
+        op->qmp_nodes = strv_free(op->qmp_nodes);
+        for (char **t = a->targets; t && *t; t++) {
+                if (qmp_cmd_disk_root_node(d->qmp, *t, on_qmp_root_node, op) < 0)
+                        return op_finish(op, -EIO, "Cannot send qom-get.");
+                op->pending++;
+        }
+        if (op->pending == 0)
+                op_finish(op, -EIO, "No disk to delete the snapshot from.");
+}
+
+static void op_run_action(DeleteOp *op) {
+        Action *a;
+        int r;
+
+        if (op->action >= op->plan.n_actions)
+                return op_victim_done(op);
+        a = op->plan.actions + op->action;
+        if (a->kind == ACTION_QMP_INTERNAL)
+                return op_run_qmp_internal(op, a);
+        {
+                _cleanup_free_ char *step = strprintf("delete:%s", a->what);
+                crash_point(step ?: "delete:step");
+        }
+        log_debug("Domain '%s': running qemu-img %s on %s.", op->domain->def->name, a->what,
+                  a->argv[strv_length(a->argv) - 1]);
+        r = child_spawn(op->domain->manager->event, a->argv, on_command_output, on_command_done, op, &op->child);
+        if (r < 0)
+                op_finish(op, r, "Cannot run qemu-img.");
+}
+
+static void op_next_victim(DeleteOp *op) {
+        Domain *d = op->domain;
+        _cleanup_free_ char *message = NULL;
+        Snapshot *s;
+        int r;
+
+        if (op->index >= strv_length(op->victims))
+                return op_finish(op, 0, NULL);
+        s = snapshot_tree_find(&d->snapshots, op->victims[op->index]);
+        if (!s) {
+                op->index++;
+                return op_next_victim(op);
+        }
+        r = plan_victim(d, s, false, &op->plan, &message);
+        if (r < 0)
+                return op_finish(op, r, message);
+        r = check_space(op->plan.space_dir, op->plan.bytes, &message);
+        if (r < 0)
+                return op_finish(op, r, message);
+        op->action = 0;
+        op->steps_total += op->plan.n_actions;
+        if (op->plan.merge && !op->job) {
+                _cleanup_free_ char *id = NULL;
+                const char *disk = NULL;
+
+                for (size_t i = 0; i < s->def->n_disks && !disk; i++)
+                        if (s->def->disks[i].snapshot == SNAPSHOT_LOCATION_EXTERNAL)
+                                disk = s->def->disks[i].name;
+                id = strprintf("snapshot.delete-%s-%" PRIx64, strna(disk), (uint64_t) (now_usec(CLOCK_REALTIME) & 0xffffffffffULL));
+                op->job = id ? job_new_local(id, JOB_TYPE_SNAPSHOT_DELETE, disk) : NULL;
+                if (!op->job || domain_local_job_add(d, op->job) < 0)
+                        return op_finish(op, -ENOMEM, "Out of memory.");
+                op_progress(op);
+                log_info("Domain '%s': deleting snapshot '%s' merges data as job %s.", d->def->name, snapshot_name(s),
+                         op->job->id);
+                op_reply(op, 0, NULL);
+        }
+        op_run_action(op);
+}
+
+static int on_op_start(sd_event_source *s, void *userdata) {
+        DeleteOp *op = userdata;
+        Domain *d = op->domain;
+
+        op->defer = sd_event_source_disable_unref(op->defer);
+        crash_point("delete:start");
+        if (op->flags & SNAPSHOT_DELETE_METADATA_ONLY) {
+                _cleanup_free_ Snapshot **victims = new0(Snapshot *, strv_length(op->victims) + 1);
+                _cleanup_free_ char *message = NULL;
+                size_t n = 0;
+                int r;
+
+                if (!victims)
+                        return op_finish(op, -ENOMEM, "Out of memory."), 0;
+                for (char **v = op->victims; *v; v++) {
+                        Snapshot *x = snapshot_tree_find(&d->snapshots, *v);
+                        if (x)
+                                victims[n++] = x;
+                }
+                r = commit_metadata(d, victims, n, NULL, 0, &message);
+                if (r >= 0)
+                        log_info("Domain '%s': metadata of %zu snapshot(s) deleted; their data stay.", d->def->name, n);
+                op_finish(op, r, message);
+                return 0;
+        }
+        op_next_victim(op);
+        return 0;
+}
+
+int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata,
+                           char **ret_message) {
+        _cleanup_free_ Snapshot **victims = NULL;
+        DeleteOp *op;
+        size_t n;
+        int r;
+
+        r = snapshot_delete_check(s, flags, NULL, ret_message);
+        if (r < 0)
+                return r;
+        r = collect_victims(s, flags, &victims, &n);
+        if (r < 0)
+                return r;
+        op = new0(DeleteOp, 1);
+        if (!op)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (strv_extend(&op->victims, snapshot_name(victims[i])) < 0) {
+                        op_free(op);
+                        return -ENOMEM;
+                }
+        if (!op->victims && !(op->victims = new0(char *, 1))) {
+                op_free(op);
+                return -ENOMEM;
+        }
+        r = sd_event_add_defer(d->manager->event, &op->defer, on_op_start, op);
+        if (r < 0) {
+                op_free(op);
+                return r;
+        }
+        op->domain = domain_ref(d);
+        op->flags = flags;
+        op->done = done;
+        op->userdata = userdata;
+        d->snapshot_busy = true;
+        manager_busy_ref(d->manager);
+        return 0;
+}

@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Snapshot.Delete and Snapshot.CheckDelete end to end (DESIGN.md sections
+2, 3, 8): real qsnapd, polkitd, QEMU and qemu-img on 64 MiB images.
+
+Each layer gets its own pattern (0xA0+k at offset k MiB) before snapshot k;
+after every delete every remaining snapshot's frozen file (read from its
+GetXMLDesc <domain>) still reads exactly the patterns of its time and zeros
+after, the active file reads all of them, `qemu-img check` is clean on
+every file, Domain.Disks agrees with `qemu-img info --backing-chain`, and
+the metadata names existing files only.
+
+- external, shut off: delete the middle (forward: qemu-img commit), the
+  current leaf with <on_delete merge='backward'/> (qemu-img rebase), the
+  root; each returns a snapshot-delete BlockJob1 that completes with
+  progress; children move to the parent, current moves to the parent.
+- external, several overlays on one frozen file (a second branch made by
+  hand): forward is impossible, backward is used for every branch.
+- internal: offline (qemu-img snapshot -d) and live (snapshot-delete job):
+  the tag is gone from the image, the other tags and their data stay.
+- flags: METADATA_ONLY keeps every file; CHILDREN deletes the subtree;
+  CHILDREN_ONLY keeps the snapshot; unknown bits and CHILDREN|CHILDREN_ONLY
+  are InvalidArgument.
+- refusals change nothing and CheckDelete says the same reason: an
+  external delete while running (Unsupported for now); uid 65534 is denied.
+"""
+
+import os
+import xml.etree.ElementTree as ET
+
+import qsnaptest as q
+from test_snapshots import D, DISK_ONLY, E, LEN, S, SnapshotTestCase, qemu_img_snapshot_tags, snap_xml
+
+MiB = 1 << 20
+J = q.JOB_IFACE
+CHILDREN, METADATA_ONLY, CHILDREN_ONLY = 1, 2, 4
+
+
+def on_delete_xml(name, target, merge):
+    return ("<domainsnapshot><name>%s</name><disks><disk name='%s' snapshot='external'>"
+            "<on_delete merge='%s'/></disk></disks></domainsnapshot>" % (name, target, merge))
+
+
+class DeleteTestCase(SnapshotTestCase):
+    def delete(self, snap, flags=0, timeout=120):
+        """Delete; when it answers a job, waits for its end (must complete)."""
+        path = self.h.call(snap, S, 'Delete', (flags,), 't', timeout=timeout)
+        if path != '/':
+            self.assertIn('/job/snapshot_2edelete_2d', path)
+            self.assertEqual(self.h.get_property(path, J, 'Type'), 'snapshot-delete')
+            q.spin(lambda: self.h.get_property(path, J, 'State') in ('completed', 'failed', 'canceled'), timeout)
+            self.assertEqual(self.h.get_property(path, J, 'State'), 'completed',
+                             self.h.get_property(path, J, 'Error'))
+            self.assertEqual(self.h.get_property(path, J, 'Cur'), self.h.get_property(path, J, 'End'))
+        return path
+
+    def check_delete(self, snap, flags=0):
+        return self.h.call(snap, S, 'CheckDelete', (flags,), 't')
+
+    def names(self, dom):
+        return sorted(self.h.get_property(p, S, 'Name') for p in self.dprop(dom, 'Snapshots'))
+
+    def frozen(self, snap, target='vda'):
+        root = ET.fromstring(self.h.call(snap, S, 'GetXMLDesc', (0,), 't'))
+        for disk in root.findall('./domain/devices/disk'):
+            if disk.find('target').get('dev') == target:
+                return disk.find('source').get('file')
+        return None
+
+    def assert_metadata_files_exist(self, dom):
+        for p in self.dprop(dom, 'Snapshots'):
+            root = ET.fromstring(self.h.call(p, S, 'GetXMLDesc', (0,), 't'))
+            for src in root.iter('source'):
+                f = src.get('file')
+                if f:
+                    self.assertTrue(os.path.exists(f), '%s names %s, which is gone' %
+                                    (self.h.get_property(p, S, 'Name'), f))
+
+    def assert_all(self, dom, expected, n_layers, msg=''):
+        """expected: {snapshot name: k} — its frozen file holds patterns
+        0..k-1. The active file holds 0..n_layers-1."""
+        for name, k in expected.items():
+            snap = self.snap_path(dom, name)
+            f = self.frozen(snap)
+            self.assertTrue(os.path.exists(f), '%s: %s froze %s, which is gone' % (msg, name, f))
+            self.assert_layer(f, [(0xA0 + i, i * MiB) for i in range(k)], [i * MiB for i in range(k, n_layers)],
+                              '%s %s' % (msg, name))
+        active = self.active(dom)['vda']
+        self.assert_layer(active, [(0xA0 + i, i * MiB) for i in range(n_layers)], [], msg + ' active')
+        self.assert_check_clean(*self.chain_files(active))
+        self.assert_disks_agree(dom, msg)
+        self.assert_metadata_files_exist(dom)
+
+    def offline_chain(self, name, n, xml=None):
+        """A shut-off domain with snapshots s1..sn (external), pattern k
+        written before s(k+1); returns (dom, base)."""
+        h = self.h
+        base = h.create_image(name + '.qcow2')
+        dom = h.define_domain(name, [q.Disk('vda', base)])
+        for k in range(n):
+            q.qemu_io_write_pattern(self.active(dom)['vda'], 0xA0 + k, k * MiB, LEN)
+            self.create(dom, (xml or {}).get(k + 1) or snap_xml('s%d' % (k + 1)), DISK_ONLY)
+        q.qemu_io_write_pattern(self.active(dom)['vda'], 0xA0 + n, n * MiB, LEN)
+        return dom, base
+
+
+class ExternalOfflineTest(DeleteTestCase):
+    def test_linear_middle_leaf_root(self):
+        h = self.h
+        dom, base = self.offline_chain('lin', 3, {3: on_delete_xml('s3', 'vda', 'backward')})
+        expected = {'s1': 1, 's2': 2, 's3': 3}
+        self.assert_all(dom, expected, 4, 'before')
+        s1, s2, s3 = (self.snap_path(dom, n) for n in ('s1', 's2', 's3'))
+        o2 = h.image_path('lin.s1')  # s1's overlay, frozen by s2
+        self.assertEqual(self.frozen(s2), o2)
+
+        ok, reason, needed = self.check_delete(s2)
+        self.assertTrue(ok, reason)
+        self.assertGreater(needed, 0)
+
+        # middle, forward: s2's overlay goes into s2's frozen file
+        rec = h.record_signals()
+        self.delete(s2)
+        del expected['s2']
+        self.assertEqual(self.names(dom), ['s1', 's3'])
+        self.assertEqual(h.get_property(s3, S, 'Parent'), s1)
+        self.assertEqual(h.get_property(s1, S, 'Children'), [s3])
+        self.assertEqual(self.frozen(s3), o2, 's3 now freezes the file s2 froze')
+        self.assertFalse(os.path.exists(h.image_path('lin.s2')))
+        rec.wait_for(lambda s: s.member == 'InterfacesRemoved' and s.args[0] == s2)
+        self.assert_all(dom, expected, 4, 'after s2')
+
+        # current leaf, backward (its XML says so)
+        self.assertTrue(h.get_property(s3, S, 'IsCurrent'))
+        f3 = self.frozen(s3)
+        self.delete(s3)
+        del expected['s3']
+        self.assertEqual(self.names(dom), ['s1'])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
+        self.assertTrue(h.get_property(s1, S, 'IsCurrent'))
+        self.assertFalse(os.path.exists(f3), 'backward: the frozen file goes')
+        self.assert_all(dom, expected, 4, 'after s3')
+
+        # root: the last one
+        self.delete(s1)
+        self.assertEqual(self.names(dom), [])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), '/')
+        self.assertEqual(self.active(dom)['vda'], base)
+        self.assert_all(dom, {}, 4, 'after s1')
+
+        # the daemon agrees after a restart
+        h.restart_daemon()
+        self.assertEqual(self.names(dom), [])
+
+    def test_two_branches_backward(self):
+        """Two overlays on one frozen file (a revert's branch): forward is
+        impossible, backward streams into both."""
+        h = self.h
+        dom, base = self.offline_chain('br', 2)
+        s1, s2 = self.snap_path(dom, 's1'), self.snap_path(dom, 's2')
+        f2 = self.frozen(s2)
+        # The branch a revert to s2 makes: R on s2's frozen file, and a
+        # snapshot 'side' taken there (frozen R, overlay R2).
+        r = h.image_path('branch.qcow2')
+        r2 = h.image_path('branch2.qcow2')
+        q.qemu_img_create(r, backing=f2)
+        q.qemu_io_write_pattern(r, 0xEE, 5 * MiB, LEN)
+        q.qemu_img_create(r2, backing=r)
+        xml = snap_xml('side', disks=[('vda', 'external', r2)], parent='s2', state='shutoff')
+        xml = xml.replace('</domainsnapshot>', "<domain type='kvm'><name>br</name><memory>131072</memory>"
+                          "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                          "<source file='%s'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+                          "</domainsnapshot>" % r)
+        h.call(dom, D, 'CreateSnapshot', (xml, 1), 'st')
+        side = self.snap_path(dom, 'side')
+        ok, reason, needed = self.check_delete(s2)
+        self.assertTrue(ok, reason)
+        self.delete(s2)
+        self.assertFalse(os.path.exists(f2), 'nothing needs the frozen file any more')
+        self.assertEqual(h.get_property(side, S, 'Parent'), s1)
+        self.assert_all(dom, {'s1': 1}, 3, 'after s2')
+        # the branch kept its own data and everything below it
+        self.assertEqual(self.frozen(side), r)
+        self.assert_layer(r, [(0xA0, 0), (0xA1, MiB), (0xEE, 5 * MiB)], [2 * MiB], 'branch')
+        self.assertEqual(self.chain_files(r)[1:], [base])
+        self.assert_check_clean(r, r2)
+        # s1's overlay (it was s2's frozen file) is now the file that replaced it
+        root = ET.fromstring(h.call(s1, S, 'GetXMLDesc', (0,), 't'))
+        self.assertEqual(root.find('./disks/disk/source').get('file'), h.image_path('br.s2'))
+        # s1 forward is impossible now (two files on its frozen file): backward
+        self.delete(s1)
+        self.assert_layer(r, [(0xA0, 0), (0xA1, MiB), (0xEE, 5 * MiB)], [2 * MiB], 'branch after s1')
+        self.assert_all(dom, {}, 3, 'after s1')
+        self.assertEqual(self.names(dom), ['side'])
+
+
+class InternalTest(DeleteTestCase):
+    def test_internal_offline(self):
+        h = self.h
+        a = h.create_image('int.qcow2')
+        dom = h.define_domain('int', [q.Disk('vda', a)])
+        for k in range(3):
+            q.qemu_io_write_pattern(a, 0xA0 + k, k * MiB, LEN)
+            self.create(dom, snap_xml('i%d' % k))
+        self.assertEqual(qemu_img_snapshot_tags(a), ['i0', 'i1', 'i2'])
+        i1 = self.snap_path(dom, 'i1')
+        path = self.delete(i1)
+        self.assertEqual(path, '/')
+        self.assertEqual(qemu_img_snapshot_tags(a), ['i0', 'i2'])
+        self.assertEqual(h.get_property(self.snap_path(dom, 'i2'), S, 'Parent'), self.snap_path(dom, 'i0'))
+        self.assert_check_clean(a)
+        # the other tags keep their data
+        r = q.run([q.QEMU_IMG, 'snapshot', '-a', 'i0', a])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_layer(a, [(0xA0, 0)], [MiB, 2 * MiB], 'i0 applied')
+
+    def test_internal_live(self):
+        h = self.h
+        a = h.create_image('live.qcow2')
+        dom = h.define_domain('live', [q.Disk('vda', a)])
+        self.start(dom)
+        for k in range(2):
+            self.write(dom, 'vda', 0xA0 + k, k * MiB)
+            self.create(dom, snap_xml('l%d' % k))
+        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l1'])
+        self.assertEqual(self.delete(self.snap_path(dom, 'l1')), '/')
+        self.assertEqual(qemu_img_snapshot_tags(a), ['l0'])
+        self.assertEqual(self.names(dom), ['l0'])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), self.snap_path(dom, 'l0'))
+        h.verify_pattern_live(dom, 'vda', 0xA1, MiB, LEN)
+        self.stop(dom)
+        self.assert_check_clean(a)
+
+
+class FlagsTest(DeleteTestCase):
+    def test_flags(self):
+        h = self.h
+        dom, base = self.offline_chain('fl', 3)
+        s1, s2, s3 = (self.snap_path(dom, n) for n in ('s1', 's2', 's3'))
+        for bad in (8, 1 << 40, CHILDREN | CHILDREN_ONLY):
+            with self.unchanged(dom):
+                with self.assertDBusError(E + 'InvalidArgument'):
+                    h.call(s2, S, 'Delete', (bad,), 't')
+        with self.assertDBusError(E + 'InvalidArgument'):
+            self.check_delete(s2, 8)
+        files = sorted(os.listdir(h.images_dir))
+        # METADATA_ONLY + CHILDREN_ONLY: s3's metadata goes, its files stay
+        self.assertEqual(self.delete(s2, METADATA_ONLY | CHILDREN_ONLY), '/')
+        self.assertEqual(self.names(dom), ['s1', 's2'])
+        self.assertTrue(h.get_property(s2, S, 'IsCurrent'))
+        self.assertEqual(sorted(os.listdir(h.images_dir)), files)
+        # CHILDREN: s1 and s2 with their data merged away
+        self.delete(s1, CHILDREN)
+        self.assertEqual(self.names(dom), [])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), '/')
+        active = self.active(dom)['vda']
+        self.assert_layer(active, [(0xA0 + i, i * MiB) for i in range(4)], [], 'active')
+        self.assert_check_clean(*self.chain_files(active))
+        self.assert_disks_agree(dom)
+
+
+class RefusalTest(DeleteTestCase):
+    def test_running_external_and_denied(self):
+        h = self.h
+        a = h.create_image('run.qcow2')
+        dom = h.define_domain('run', [q.Disk('vda', a)])
+        self.start(dom)
+        self.create(dom, snap_xml('e1'), DISK_ONLY)
+        e1 = self.snap_path(dom, 'e1')
+        ok, reason, _ = self.check_delete(e1)
+        self.assertFalse(ok)
+        with self.unchanged(dom):
+            with self.assertDBusError(E + 'Unsupported') as cm:
+                h.call(e1, S, 'Delete', (0,), 't')
+        self.assertEqual(cm.exception.message, reason)
+        # METADATA_ONLY is fine while running, but not for uid 65534
+        with self.unchanged(dom):
+            rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, e1, S, 'Delete', 't', str(METADATA_ONLY))
+            self.assertNotEqual(rc, 0)
+            self.assertIn('Access denied', err + out)
+        rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, e1, S, 'CheckDelete', 't', str(METADATA_ONLY))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.delete(e1, METADATA_ONLY), '/')
+        self.assertEqual(self.names(dom), [])
+
+
+if __name__ == '__main__':
+    q.main()

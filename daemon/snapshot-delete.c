@@ -40,6 +40,8 @@
 typedef enum ActionKind {
         ACTION_COMMAND,       /* argv, offline */
         ACTION_QMP_INTERNAL,  /* snapshot-delete job over QMP */
+        ACTION_QMP_COMMIT,    /* block-commit: top_file (NULL: active, with pivot) into base_file */
+        ACTION_QMP_STREAM,    /* block-stream into top_file down to base_file (NULL: everything) */
 } ActionKind;
 
 typedef struct Action {
@@ -47,6 +49,9 @@ typedef struct Action {
         char **argv;
         char *what;           /* for messages and the log */
         char **targets;       /* QMP: the disks whose active file holds the tag */
+        char *target;         /* commit/stream: the disk */
+        char *top_file, *base_file;
+        char *drop_file;      /* commit/stream: the file that leaves the graph (its node is released) */
 } Action;
 
 typedef struct Rename {
@@ -73,6 +78,10 @@ static void victim_plan_done(VictimPlan *vp) {
                 strv_free(vp->actions[i].argv);
                 strv_free(vp->actions[i].targets);
                 free(vp->actions[i].what);
+                free(vp->actions[i].target);
+                free(vp->actions[i].top_file);
+                free(vp->actions[i].base_file);
+                free(vp->actions[i].drop_file);
         }
         free(vp->actions);
         for (size_t i = 0; i < vp->n_renames; i++) {
@@ -129,6 +138,22 @@ static int action_add_command(VictimPlan *vp, const char *what, ...) {
                         return -ENOMEM;
                 }
         va_end(ap);
+        return 0;
+}
+
+static int action_add_qmp(VictimPlan *vp, ActionKind kind, const char *target, const char *top, const char *base,
+                          const char *drop) {
+        Action *a = action_add(vp, kind);
+
+        if (!a)
+                return -ENOMEM;
+        a->what = strdup(kind == ACTION_QMP_COMMIT ? (top ? "commit" : "active-commit") : "stream");
+        a->target = strdup(target);
+        a->top_file = top ? strdup(top) : NULL;
+        a->base_file = base ? strdup(base) : NULL;
+        a->drop_file = strdup(drop);
+        if (!a->what || !a->target || (top && !a->top_file) || (base && !a->base_file) || !a->drop_file)
+                return -ENOMEM;
         return 0;
 }
 
@@ -332,6 +357,13 @@ static const char *format_name(DiskFormat f) {
         return disk_format_to_string(f) ?: "qcow2";
 }
 
+static bool in_running(const ImageChain *c, const char *file) {
+        for (size_t i = 0; c && i < c->n_layers; i++)
+                if (streq(c->layers[i].path, file))
+                        return true;
+        return false;
+}
+
 /* One external disk of `s`: forward or backward, whichever is possible,
  * preferring what <on_delete> says. */
 static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, VictimPlan *vp, char **ret_message) {
@@ -341,9 +373,21 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         const char *o = sd->source, *target = sd->name, *backing;
         const char *why_not_forward = NULL, *why_not_backward = NULL;
         _cleanup_free_ char *why_f = NULL, *why_b = NULL;
-        bool forward, live = domain_is_active(d);
+        const DomainDisk *live_disk = d->live && domain_is_active(d) ? domain_def_find_disk(d->live, target) : NULL;
+        const ImageChain *running = NULL;
+        const char *running_top = NULL;
+        bool forward;
         ssize_t fi, oi;
         int r;
+
+        /* The chain QEMU runs: merged there by QEMU's own jobs. */
+        if (live_disk) {
+                running = domain_disk_chain(d, live_disk->source, live_disk->format);
+                running_top = live_disk->source;
+                if (!running)
+                        return message_set(ret_message, -EIO, "Cannot read the chain of disk %s (%s).", target,
+                                           live_disk->source);
+        }
 
         f = recorded_source(s->def, target);
         if (!f)
@@ -378,21 +422,17 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                                                     strv_length(over_f), f, o);
         else if (internal_count(o, DISK_FORMAT_QCOW2) > 0)
                 why_not_forward = why_f = strprintf("%s holds internal snapshots", o);
-        else if (live)
-                why_not_forward = "the domain is running (live merges are not implemented yet)";
         /* Backward: F into every overlay, which must hold no internal
          * snapshots (their view would lose F's data). */
         for (char **x = over_f; *x && !why_not_backward; x++)
                 if (internal_count(*x, DISK_FORMAT_QCOW2) > 0)
                         why_not_backward = why_b = strprintf("%s holds internal snapshots", *x);
-        if (!why_not_backward && live)
-                why_not_backward = "the domain is running (live merges are not implemented yet)";
         if (!why_not_backward && !isempty(backing) && g.formats[file_graph_find(&g, backing)] != DISK_FORMAT_QCOW2 &&
             g.formats[file_graph_find(&g, backing)] != DISK_FORMAT_RAW)
                 why_not_backward = "the backing file's format is unknown";
 
         if (why_not_forward && why_not_backward)
-                return message_set(ret_message, live ? -EOPNOTSUPP : -ESTALE,
+                return message_set(ret_message, -ESTALE,
                                    "Disk %s of snapshot '%s' can be merged neither forward (%s) nor backward (%s).",
                                    target, snapshot_name(s), why_not_forward, why_not_backward);
         forward = !why_not_forward && (sd->on_delete != MERGE_BACKWARD || why_not_backward);
@@ -403,12 +443,21 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         if (forward) {
                 /* F grows by at most what O holds. */
                 vp->bytes += file_allocated(o);
-                r = action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-f", "qcow2", "-d", o, NULL);
+                if (running && streq(o, running_top))
+                        r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, NULL, f, o);
+                else if (running && in_running(running, o))
+                        r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, o, f, o);
+                else
+                        r = action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-f", "qcow2", "-d", o,
+                                               NULL);
                 if (r < 0)
                         return r;
                 /* O's other overlays (branches on O) read F from now on;
-                 * F now reads as O did, so their content stays. */
+                 * F now reads as O did, so their content stays. The one
+                 * QEMU runs is re-pointed by QEMU itself. */
                 for (char **x = over_o; *x; x++) {
+                        if (running && in_running(running, *x))
+                                continue;
                         r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-u", "-f", "qcow2", "-F",
                                                format_name(g.formats[fi]), "-b", f, *x, NULL);
                         if (r < 0)
@@ -423,7 +472,9 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 /* Every overlay of F gets F's data and F's backing. */
                 for (char **x = over_f; *x; x++) {
                         vp->bytes += file_allocated(f);
-                        if (isempty(backing))
+                        if (running && in_running(running, *x))
+                                r = action_add_qmp(vp, ACTION_QMP_STREAM, target, *x, isempty(backing) ? NULL : backing, f);
+                        else if (isempty(backing))
                                 r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-f", "qcow2", "-b",
                                                        "", *x, NULL);
                         else
@@ -771,6 +822,10 @@ typedef struct DeleteOp {
         void *userdata;
         bool replied;
         sd_event_source *defer;
+        /* a QEMU block job step */
+        sd_event_source *poll;
+        char *drop_node;
+        bool completing, finalizing, dismissing;
 } DeleteOp;
 
 static void op_free(DeleteOp *op) {
@@ -781,6 +836,8 @@ static void op_free(DeleteOp *op) {
         strv_free(op->qmp_nodes);
         free(op->message);
         sd_event_source_disable_unref(op->defer);
+        sd_event_source_disable_unref(op->poll);
+        free(op->drop_node);
         job_unref(op->job);
         free(op);
 }
@@ -994,6 +1051,147 @@ static void op_run_qmp_internal(DeleteOp *op, Action *a) {
                 op_finish(op, -EIO, "No disk to delete the snapshot from.");
 }
 
+/* ---- live external: block-commit / block-stream, one at a time ---- */
+
+#define BLOCK_POLL_USEC (100 * USEC_PER_MSEC)
+
+static void block_step_done(DeleteOp *op) {
+        op->poll = sd_event_source_disable_unref(op->poll);
+        op->completing = op->finalizing = op->dismissing = false;
+        /* A node we added stays open after the job dropped it (notes). */
+        if (op->drop_node && op->drop_node[0] != '#' && op->domain->qmp)
+                (void) qmp_cmd_blockdev_del(op->domain->qmp, op->drop_node, NULL, NULL);
+        op->drop_node = mfree(op->drop_node);
+        /* QEMU switched the chain: the cache must read it again. */
+        domain_chains_invalidate(op->domain);
+        op->action++;
+        op->steps_done++;
+        op->step_percent = 0;
+        op_progress(op);
+        op_run_action(op);
+}
+
+static void on_block_dismissed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                               void *userdata) {
+        DeleteOp *op = userdata;
+
+        if (op->error < 0)
+                return op_finish(op, op->error, op->message);
+        block_step_done(op);
+}
+
+static void on_block_verb(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        DeleteOp *op = userdata;
+
+        if (error < 0 && op->error == 0)
+                log_debug("Domain '%s': job verb refused: %s", op->domain->def->name, strna(desc));
+}
+
+static void on_block_poll(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        DeleteOp *op = userdata;
+        QmpJobInfo info;
+        int r;
+
+        if (error < 0)
+                return op_finish(op, -EIO, "QEMU went away during the merge.");
+        r = qmp_parse_query_jobs(result, op->job->id, &info);
+        if (r <= 0)
+                return op_finish(op, -EIO, "The merge job vanished from QEMU.");
+        if (info.total > 0) {
+                unsigned p = (unsigned) (info.current * 100 / info.total);
+                if (p != op->step_percent && p <= 100) {
+                        op->step_percent = p;
+                        op_progress(op);
+                }
+        }
+        if (streq(info.status, "ready") && !op->completing) {
+                op->completing = true;
+                crash_point("delete:ready");
+                if (qmp_cmd_job_complete(qmp, op->job->id, on_block_verb, op) < 0)
+                        return op_finish(op, -EIO, "Cannot send job-complete.");
+        } else if (streq(info.status, "pending") && !op->finalizing) {
+                op->finalizing = true;
+                crash_point("delete:pending");
+                if (qmp_cmd_job_finalize(qmp, op->job->id, on_block_verb, op) < 0)
+                        return op_finish(op, -EIO, "Cannot send job-finalize.");
+        } else if (streq(info.status, "concluded") && !op->dismissing) {
+                op->dismissing = true;
+                op->poll = sd_event_source_disable_unref(op->poll);
+                if (info.error) {
+                        op->error = -EIO;
+                        op->message = strprintf("QEMU's merge job failed: %s", info.error);
+                }
+                if (qmp_cmd_job_dismiss(qmp, op->job->id, on_block_dismissed, op) < 0)
+                        return op_finish(op, -EIO, "Cannot dismiss the merge job.");
+        }
+}
+
+static int on_block_poll_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        DeleteOp *op = userdata;
+
+        if (!op->domain->qmp)
+                return op_finish(op, -EIO, "QEMU went away during the merge."), 0;
+        if (qmp_cmd_query_jobs(op->domain->qmp, on_block_poll, op) < 0)
+                return op_finish(op, -EIO, "Cannot send query-jobs."), 0;
+        (void) sd_event_source_set_time_relative(s, BLOCK_POLL_USEC);
+        return 0;
+}
+
+static void on_block_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        DeleteOp *op = userdata;
+        int r;
+
+        if (error < 0) {
+                _cleanup_free_ char *message = strprintf("QEMU cannot start the merge: %s", strna(desc));
+                return op_finish(op, -EIO, message);
+        }
+        r = sd_event_add_time_relative(op->domain->manager->event, &op->poll, CLOCK_MONOTONIC, BLOCK_POLL_USEC,
+                                       10 * USEC_PER_MSEC, on_block_poll_timer, op);
+        if (r < 0)
+                return op_finish(op, r, "Cannot watch the merge job.");
+        (void) sd_event_source_set_enabled(op->poll, SD_EVENT_ON);
+}
+
+static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        DeleteOp *op = userdata;
+        Action *a = op->plan.actions + op->action;
+        const DomainDisk *disk = op->domain->live ? domain_def_find_disk(op->domain->live, a->target) : NULL;
+        const char *device = NULL, *top = NULL, *base = NULL, *drop = NULL;
+        int64_t k;
+
+        if (error < 0 || !disk)
+                return op_finish(op, -EIO, "Cannot list QEMU's block nodes.");
+        if (qmp_find_format_node(result, a->kind == ACTION_QMP_STREAM ? a->top_file : disk->source, &device) <= 0 ||
+            (a->kind == ACTION_QMP_COMMIT && a->top_file && qmp_find_format_node(result, a->top_file, &top) <= 0) ||
+            (a->base_file && qmp_find_format_node(result, a->base_file, &base) <= 0)) {
+                _cleanup_free_ char *message = strprintf("QEMU does not run the files of disk %s as expected.", a->target);
+                return op_finish(op, -EIO, message);
+        }
+        if (qmp_find_format_node(result, a->drop_file, &drop) > 0) {
+                op->drop_node = strdup(drop);
+                if (!op->drop_node)
+                        return op_finish(op, -ENOMEM, "Out of memory.");
+        }
+        log_debug("Domain '%s': %s on disk %s: device %s, top %s, base %s.", op->domain->def->name, a->what, a->target,
+                  device, strna(top), strna(base));
+        if (a->kind == ACTION_QMP_COMMIT)
+                k = qmp_cmd_block_commit(qmp, op->job->id, device, top, base, NULL, 0, on_block_started, op);
+        else
+                k = qmp_cmd_block_stream(qmp, op->job->id, device, base, NULL, 0, on_block_started, op);
+        if (k < 0)
+                op_finish(op, -EIO, "Cannot start the merge job.");
+}
+
+static void op_run_qmp_block(DeleteOp *op, Action *a) {
+        _cleanup_free_ char *step = strprintf("delete:%s", a->what);
+
+        crash_point(step ?: "delete:step");
+        if (!op->domain->qmp || !op->job)
+                return op_finish(op, -ESRCH, "The domain's QEMU went away.");
+        if (qmp_cmd_query_named_block_nodes(op->domain->qmp, on_block_nodes, op) < 0)
+                op_finish(op, -EIO, "Cannot send query-named-block-nodes.");
+}
+
 static void op_run_action(DeleteOp *op) {
         Action *a;
         int r;
@@ -1003,6 +1201,8 @@ static void op_run_action(DeleteOp *op) {
         a = op->plan.actions + op->action;
         if (a->kind == ACTION_QMP_INTERNAL)
                 return op_run_qmp_internal(op, a);
+        if (a->kind == ACTION_QMP_COMMIT || a->kind == ACTION_QMP_STREAM)
+                return op_run_qmp_block(op, a);
         {
                 _cleanup_free_ char *step = strprintf("delete:%s", a->what);
                 crash_point(step ?: "delete:step");

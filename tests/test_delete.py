@@ -194,6 +194,69 @@ class ExternalOfflineTest(DeleteTestCase):
         self.assertEqual(self.names(dom), ['side'])
 
 
+class ExternalLiveTest(DeleteTestCase):
+    def live_chain(self, name, n, xml=None):
+        h = self.h
+        base = h.create_image(name + '.qcow2')
+        dom = h.define_domain(name, [q.Disk('vda', base)])
+        self.start(dom)
+        for k in range(n):
+            self.write(dom, 'vda', 0xA0 + k, k * MiB)
+            self.create(dom, (xml or {}).get(k + 1) or snap_xml('s%d' % (k + 1)), DISK_ONLY)
+        self.write(dom, 'vda', 0xA0 + n, n * MiB)
+        return dom, base
+
+    def assert_live(self, dom, n_layers):
+        for k in range(n_layers):
+            self.h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+
+    def test_live_every_position(self):
+        h = self.h
+        dom, base = self.live_chain('lv', 4, {2: on_delete_xml('s2', 'vda', 'backward')})
+        expected = {'s1': 1, 's2': 2, 's3': 3, 's4': 4}
+        self.assert_all(dom, expected, 5, 'before')
+        s1, s2, s3, s4 = (self.snap_path(dom, n) for n in ('s1', 's2', 's3', 's4'))
+
+        # middle, backward: s2's frozen file streamed into the file above
+        # it, which QEMU runs as an intermediate layer
+        f2 = self.frozen(s2)
+        self.delete(s2)
+        del expected['s2']
+        self.assertFalse(os.path.exists(f2))
+        self.assertEqual(h.get_property(s3, S, 'Parent'), s1)
+        self.assert_all(dom, expected, 5, 'after s2')
+        self.assert_live(dom, 5)
+
+        # current leaf, forward: active commit + pivot
+        active = self.active(dom)['vda']
+        f4 = self.frozen(s4)
+        self.delete(s4)
+        del expected['s4']
+        self.assertEqual(self.active(dom)['vda'], f4)
+        self.assertFalse(os.path.exists(active))
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s3)
+        self.assert_all(dom, expected, 5, 'after s4')
+        self.assert_live(dom, 5)
+        # the guest writes on into the new active file
+        self.write(dom, 'vda', 0xA5, 5 * MiB)
+
+        # root, forward: non-active commit into the base
+        self.delete(s1)
+        del expected['s1']
+        self.assertEqual(h.get_property(s3, S, 'Parent'), '/')
+        self.assertEqual(self.frozen(s3), h.image_path('lv.s1') if os.path.exists(h.image_path('lv.s1')) else base)
+        self.assert_all(dom, expected, 6, 'after s1')
+        self.assert_live(dom, 6)
+
+        self.delete(s3)
+        self.assertEqual(self.names(dom), [])
+        self.assertEqual(self.active(dom)['vda'], base)
+        self.assert_all(dom, {}, 6, 'after s3')
+        self.assert_live(dom, 6)
+        self.stop(dom)
+        self.assert_all(dom, {}, 6, 'stopped')
+
+
 class InternalTest(DeleteTestCase):
     def test_internal_offline(self):
         h = self.h
@@ -260,28 +323,42 @@ class FlagsTest(DeleteTestCase):
 
 
 class RefusalTest(DeleteTestCase):
-    def test_running_external_and_denied(self):
+    def test_denied_and_busy(self):
         h = self.h
         a = h.create_image('run.qcow2')
         dom = h.define_domain('run', [q.Disk('vda', a)])
         self.start(dom)
         self.create(dom, snap_xml('e1'), DISK_ONLY)
         e1 = self.snap_path(dom, 'e1')
-        ok, reason, _ = self.check_delete(e1)
-        self.assertFalse(ok)
-        with self.unchanged(dom):
-            with self.assertDBusError(E + 'Unsupported') as cm:
-                h.call(e1, S, 'Delete', (0,), 't')
-        self.assertEqual(cm.exception.message, reason)
-        # METADATA_ONLY is fine while running, but not for uid 65534
-        with self.unchanged(dom):
-            rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, e1, S, 'Delete', 't', str(METADATA_ONLY))
-            self.assertNotEqual(rc, 0)
-            self.assertIn('Access denied', err + out)
+        ok, reason, needed = self.check_delete(e1)
+        self.assertTrue(ok, reason)
+        for flags in (0, METADATA_ONLY):
+            with self.unchanged(dom):
+                rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, e1, S, 'Delete', 't', str(flags))
+                self.assertNotEqual(rc, 0)
+                self.assertIn('Access denied', err + out)
         rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, e1, S, 'CheckDelete', 't', str(METADATA_ONLY))
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.delete(e1, METADATA_ONLY), '/')
         self.assertEqual(self.names(dom), [])
+
+    def test_gone_file_refused(self):
+        h = self.h
+        dom, base = self.offline_chain('gone', 2)
+        s2 = self.snap_path(dom, 's2')
+        f2 = self.frozen(s2)
+        # s2's overlay is s3's... take s1's overlay away from under s2: rename it
+        os.rename(f2, f2 + '.moved')
+        try:
+            ok, reason, _ = self.check_delete(s2)
+            self.assertFalse(ok)
+            self.assertIn(f2, reason)
+            with self.unchanged(dom):
+                with self.assertDBusError(E + 'OperationInvalid') as cm:
+                    h.call(s2, S, 'Delete', (0,), 't')
+            self.assertEqual(cm.exception.message, reason)
+        finally:
+            os.rename(f2 + '.moved', f2)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@
 #include "image.h"
 #include "manager.h"
 #include "qmp-commands.h"
+#include "snapshot-delete.h"
 #include "snapshot-intent.h"
 #include "util.h"
 
@@ -380,6 +381,8 @@ static void on_recovered(Domain *d, int error, const char *message, const char *
 }
 
 static void on_jobs_adopted(Domain *d, void *userdata) {
+        /* Runs from the loop once the domain is free (waits for its jobs). */
+        (void) domain_recover_delete(d);
         if (domain_recover_snapshot(d, on_recovered, NULL) > 0)
                 return;
         domain_op_finish(d, 0, NULL);

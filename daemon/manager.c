@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "domain.h"
+#include "snapshot-delete.h"
 #include "snapshot-intent.h"
 #include "manager.h"
 #include "util.h"
@@ -276,8 +277,10 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
         if (error < 0)
                 log_warning("Domain '%s': %s", d->def->name, strna(message));
         /* Attached QEMUs were asked already; for a vanished one the files tell. */
-        if (!d->qmp)
+        if (!d->qmp) {
                 (void) domain_recover_snapshot(d, NULL, NULL);
+                (void) domain_recover_delete(d);
+        }
         m->n_attaching--;
 }
 
@@ -329,6 +332,7 @@ static int manager_load_one(Manager *m, const char *path) {
                         log_warning_errno(r, "Domain '%s': cannot attach: %s", d->def->name, strna(message));
                 /* No QEMU: an interrupted snapshot is undone from the files alone. */
                 (void) domain_recover_snapshot(d, NULL, NULL);
+                (void) domain_recover_delete(d);
         }
         return 0;
 }

@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <json-c/json.h>
+
 #include "child.h"
 #include "config.h"
 #include "domain-job.h"
@@ -376,7 +378,7 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         const DomainDisk *live_disk = d->live && domain_is_active(d) ? domain_def_find_disk(d->live, target) : NULL;
         const ImageChain *running = NULL;
         const char *running_top = NULL;
-        bool forward;
+        bool forward, rebased;
         ssize_t fi, oi;
         int r;
 
@@ -405,7 +407,10 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 return r;
         fi = file_graph_find(&g, f);
         oi = file_graph_find(&g, o);
-        if (fi < 0 || oi < 0 || !streq(g.backings[oi], f))
+        /* A backward merge cut short (a restart finishes it): O got F's
+         * data and F's backing already. */
+        rebased = fi >= 0 && oi >= 0 && !streq(g.backings[oi], f) && streq(g.backings[oi], g.backings[fi]);
+        if (fi < 0 || oi < 0 || (!streq(g.backings[oi], f) && !rebased))
                 return message_set(ret_message, -ESTALE,
                                    "Disk %s of snapshot '%s': overlay %s is no longer based on %s; refusing to guess.",
                                    target, snapshot_name(s), o, f);
@@ -417,7 +422,9 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
 
         /* Forward: O into F, then O goes: nothing else may be based on F,
          * and O may hold no internal snapshots (they would go with it). */
-        if (strv_length(over_f) != 1)
+        if (rebased)
+                why_not_forward = "a backward merge of it was interrupted";
+        else if (strv_length(over_f) != 1)
                 why_not_forward = why_f = strprintf("%zu files are based on %s (forward needs %s to be the only one)",
                                                     strv_length(over_f), f, o);
         else if (internal_count(o, DISK_FORMAT_QCOW2) > 0)
@@ -799,6 +806,86 @@ fail:
         return r;
 }
 
+/* ---- the operation journal: <state>/ops/<uuid>.snapshot-delete ---- */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
+
+static char *journal_path(Domain *d) {
+        return strprintf("%s/ops/%s.snapshot-delete", d->manager->config.state_dir, d->def->uuid);
+}
+
+/* phase "merging": the data may be anywhere between before and after;
+ * "metadata": the metadata are stored, only files are left to remove. */
+static int journal_write(Domain *d, const char *snapshot, const char *job_id, const char *phase, const VictimPlan *vp) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        _cleanup_free_ char *path = journal_path(d), *dir = NULL;
+        json_object *renames = json_object_new_array(), *files = json_object_new_array();
+        const char *text;
+        int r;
+
+        if (!o || !path || !renames || !files) {
+                json_object_put(renames);
+                json_object_put(files);
+                return -ENOMEM;
+        }
+        json_object_object_add(o, "snapshot", json_object_new_string(snapshot));
+        if (job_id)
+                json_object_object_add(o, "job", json_object_new_string(job_id));
+        json_object_object_add(o, "phase", json_object_new_string(phase));
+        for (size_t i = 0; i < vp->n_renames; i++) {
+                json_object *e = json_object_new_object();
+
+                if (!e)
+                        break;
+                json_object_object_add(e, "target", json_object_new_string(vp->renames[i].target));
+                json_object_object_add(e, "from", json_object_new_string(vp->renames[i].from));
+                json_object_object_add(e, "to", json_object_new_string(vp->renames[i].to));
+                json_object_object_add(e, "forward", json_object_new_boolean(vp->renames[i].recorded));
+                json_object_array_add(renames, e);
+        }
+        json_object_object_add(o, "renames", renames);
+        for (char **f = vp->unlink; f && *f; f++)
+                json_object_array_add(files, json_object_new_string(*f));
+        json_object_object_add(o, "unlink", files);
+
+        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        dir = strprintf("%s/ops", d->manager->config.state_dir);
+        if (!text || !dir)
+                return -ENOMEM;
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return r;
+        return write_file_atomic(path, text, strlen(text), 0600);
+}
+
+static void journal_remove(Domain *d) {
+        _cleanup_free_ char *path = journal_path(d);
+
+        if (path && unlink(path) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Failed to remove %s: %m", path);
+}
+
+/* Files of a deleted snapshot that nothing references any more go. */
+static void unlink_unreferenced(Domain *d, char *const *files) {
+        for (char *const *f = files; f && *f; f++) {
+                bool referenced = false;
+
+                for (size_t i = 0; i < domain_current_def(d)->n_disks && !referenced; i++)
+                        referenced = file_referenced(&d->snapshots, NULL, 0, domain_current_def(d)->disks[i].target, *f,
+                                                     true);
+                for (Snapshot *o = d->snapshots.first; o && !referenced; o = o->next)
+                        referenced = streq_ptr(o->def->memory_file, *f);
+                if (referenced || file_in_use(d, *f)) {
+                        log_info("Domain '%s': keeping %s, still in use.", d->def->name, *f);
+                        continue;
+                }
+                if (unlink(*f) < 0 && errno != ENOENT)
+                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, *f);
+                else
+                        log_info("Domain '%s': removed %s.", d->def->name, *f);
+        }
+}
+
 /* ---- execution ---- */
 
 typedef struct DeleteOp {
@@ -864,9 +951,14 @@ static void op_finish(DeleteOp *op, int error, const char *message) {
         if (op->subscription > 0 && d->qmp)
                 (void) qmp_unsubscribe(d->qmp, op->subscription);
         op->subscription = 0;
-        if (error < 0)
+        op->poll = sd_event_source_disable_unref(op->poll);
+        op->child = child_free(op->child);
+        if (error < 0) {
                 log_warning("Domain '%s': deleting snapshot '%s' failed: %s", d->def->name,
                             op->index < strv_length(op->victims) ? op->victims[op->index] : "?", strna(message));
+                /* The snapshot stays and can be deleted again. */
+                journal_remove(d);
+        }
         d->snapshot_busy = false;
         if (op->job) {
                 job_local_update(op->job, error < 0 ? JOB_STATE_FAILED : JOB_STATE_COMPLETED,
@@ -897,24 +989,10 @@ static void op_victim_done(DeleteOp *op) {
                 if (r < 0)
                         return op_finish(op, r, message ?: "Cannot store the snapshot metadata.");
         }
+        (void) journal_write(d, op->victims[op->index], op->job ? op->job->id : NULL, "metadata", &op->plan);
         crash_point("delete:metadata");
-        for (char **f = op->plan.unlink; f && *f; f++) {
-                bool referenced = false;
-
-                for (size_t i = 0; i < domain_current_def(d)->n_disks && !referenced; i++)
-                        referenced = file_referenced(&d->snapshots, NULL, 0, domain_current_def(d)->disks[i].target, *f,
-                                                     true);
-                for (Snapshot *o = d->snapshots.first; o && !referenced; o = o->next)
-                        referenced = streq_ptr(o->def->memory_file, *f);
-                if (referenced || file_in_use(d, *f)) {
-                        log_info("Domain '%s': keeping %s, still in use.", d->def->name, *f);
-                        continue;
-                }
-                if (unlink(*f) < 0 && errno != ENOENT)
-                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, *f);
-                else
-                        log_info("Domain '%s': removed %s.", d->def->name, *f);
-        }
+        unlink_unreferenced(d, op->plan.unlink);
+        journal_remove(d);
         log_info("Domain '%s': snapshot '%s' deleted.", d->def->name, op->victims[op->index]);
         victim_plan_done(&op->plan);
         op->index++;
@@ -940,6 +1018,12 @@ static void on_command_done(Child *c, int status, const char *output, void *user
         Action *a = op->plan.actions + op->action;
 
         op->child = child_free(op->child);
+        /* A delete interrupted after QEMU removed the tag: nothing to do. */
+        if (status != 0 && streq(a->what, "snapshot") && strstr(output, "not found")) {
+                log_info("Domain '%s': the internal snapshot was gone from %s already.", op->domain->def->name,
+                         a->argv[strv_length(a->argv) - 1]);
+                status = 0;
+        }
         if (status != 0) {
                 _cleanup_free_ char *message = strprintf("qemu-img %s failed (status %d): %s", a->what, status, output);
                 return op_finish(op, -EIO, message);
@@ -1251,6 +1335,13 @@ static void op_next_victim(DeleteOp *op) {
                          op->job->id);
                 op_reply(op, 0, NULL);
         }
+        /* Before anything is touched: what a restarted qsnapd needs. */
+        if (op->plan.n_actions > 0) {
+                r = journal_write(d, snapshot_name(s), op->job ? op->job->id : NULL, "merging", &op->plan);
+                if (r < 0)
+                        return op_finish(op, r, "Cannot record the delete's intent.");
+                crash_point("delete:intent");
+        }
         op_run_action(op);
 }
 
@@ -1320,4 +1411,199 @@ int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDelet
         d->snapshot_busy = true;
         manager_busy_ref(d->manager);
         return 0;
+}
+
+/* ---- start-up: an interrupted delete ---- */
+
+#define RECOVERY_RETRY_USEC (200 * USEC_PER_MSEC)
+#define RECOVERY_MAX_TRIES 3000
+
+typedef struct DeleteRecovery {
+        Domain *domain;
+        sd_event_source *timer;
+        unsigned tries;
+} DeleteRecovery;
+
+static const char *jstr(json_object *o, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                                                 : NULL;
+}
+
+static void recovery_free(DeleteRecovery *rc) {
+        Domain *d = rc->domain;
+
+        sd_event_source_disable_unref(rc->timer);
+        manager_busy_unref(d->manager);
+        free(rc);
+        domain_unref(d);
+}
+
+/* Whether a file of disk `target` is based on `file`, or it is active. */
+static bool file_still_used(Domain *d, const char *target, const char *file) {
+        _cleanup_(file_graph_done) FileGraph g = {};
+        const DomainDef *defs[2] = { domain_current_def(d), d->def };
+
+        for (size_t k = 0; k < 2; k++) {
+                const DomainDisk *disk = domain_def_find_disk(defs[k], target);
+                if (disk && streq(disk->source, file))
+                        return true;
+        }
+        if (file_graph_build(d, target, &g) < 0)
+                return true;
+        for (size_t i = 0; i < g.n; i++)
+                if (streq(g.backings[i], file))
+                        return true;
+        return false;
+}
+
+/* 1: handled (finished, rolled back or restarted), 0: try again later. */
+static int recovery_step(DeleteRecovery *rc) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_free_ char *path = journal_path(rc->domain), *text = NULL, *message = NULL;
+        _cleanup_strv_free_ char **files = NULL;
+        Domain *d = rc->domain;
+        VictimPlan vp = {};
+        json_object *renames = NULL, *unl = NULL;
+        const char *name, *job_id, *phase;
+        bool done = true;
+        Snapshot *s;
+        int r;
+
+        if (!path || read_full_file(path, 4U << 20, &text, NULL) < 0)
+                return 1;
+        o = json_tokener_parse(text);
+        name = o ? jstr(o, "snapshot") : NULL;
+        if (!name) {
+                log_error("Domain '%s': unreadable delete journal %s, removing it.", d->def->name, path);
+                journal_remove(d);
+                return 1;
+        }
+        job_id = jstr(o, "job");
+        phase = jstr(o, "phase");
+
+        /* The merge job of the interrupted qsnapd may still run in QEMU
+         * (adopted): let it end; an active commit waiting for its pivot
+         * gets it, since the delete wanted it. */
+        if (job_id && d->jobs) {
+                Job *j = job_tracker_find(d->jobs, job_id);
+                if (j && !job_state_is_final(j->state)) {
+                        if (j->state == JOB_STATE_READY && !j->pivoting) {
+                                log_notice("Domain '%s': pivoting merge job %s of an interrupted delete.", d->def->name,
+                                           job_id);
+                                (void) job_pivot(j, NULL, NULL, &message);
+                        }
+                        return 0;
+                }
+        }
+        if (domain_is_busy(d) || d->attaching || d->graph_busy)
+                return 0;
+
+        if (json_object_object_get_ex(o, "unlink", &unl) && json_object_is_type(unl, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(unl); i++) {
+                        const char *f = json_object_get_string(json_object_array_get_idx(unl, i));
+                        if (f && strv_extend(&files, f) < 0)
+                                return log_oom(), 1;
+                }
+        s = snapshot_tree_find(&d->snapshots, name);
+        if (streq_ptr(phase, "metadata") || !s) {
+                unlink_unreferenced(d, files);
+                journal_remove(d);
+                log_notice("Domain '%s': finished the interrupted delete of snapshot '%s' (its metadata were stored).",
+                           d->def->name, name);
+                return 1;
+        }
+
+        /* Did the merge of every disk complete? */
+        if (json_object_object_get_ex(o, "renames", &renames) && json_object_is_type(renames, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(renames); i++) {
+                        json_object *e = json_object_array_get_idx(renames, i), *fw = NULL;
+                        const char *target = jstr(e, "target"), *from = jstr(e, "from"), *to = jstr(e, "to");
+                        bool forward = json_object_object_get_ex(e, "forward", &fw) && json_object_get_boolean(fw);
+
+                        if (!target || !from || !to) {
+                                done = false;
+                                continue;
+                        }
+                        /* forward: O (from) left every chain; backward: F (from) did. */
+                        if (file_still_used(d, target, from))
+                                done = false;
+                        else if (rename_add(&vp, target, from, to, DISK_FORMAT_QCOW2, forward) < 0) {
+                                victim_plan_done(&vp);
+                                return log_oom(), 1;
+                        }
+                }
+        if (done && vp.n_renames > 0) {
+                for (size_t i = 0; i < vp.n_renames; i++) {
+                        ImageChain c = {};
+                        /* The file that takes over keeps its own format. */
+                        if (image_read_chain(vp.renames[i].to, DISK_FORMAT_QCOW2, &c) >= 0 && c.n_layers > 0)
+                                vp.renames[i].to_format = c.layers[0].format;
+                        image_chain_done(&c);
+                }
+                domain_apply_renames(d, vp.renames, vp.n_renames);
+                r = commit_metadata(d, &s, 1, vp.renames, vp.n_renames, &message);
+                victim_plan_done(&vp);
+                if (r < 0) {
+                        log_error("Domain '%s': cannot finish the interrupted delete of snapshot '%s': %s", d->def->name,
+                                  name, strna(message));
+                        return 0;
+                }
+                unlink_unreferenced(d, files);
+                journal_remove(d);
+                log_notice("Domain '%s': finished the interrupted delete of snapshot '%s' (the merge had completed).",
+                           d->def->name, name);
+                return 1;
+        }
+        victim_plan_done(&vp);
+
+        /* Not merged (or not everywhere): every step is safe to repeat, so
+         * the delete runs again from where the files are now. */
+        journal_remove(d);
+        r = domain_delete_snapshot(d, s, 0, NULL, NULL, &message);
+        if (r < 0)
+                log_notice("Domain '%s': rolled back the interrupted delete of snapshot '%s'; it stays and can be "
+                           "deleted again (%s).", d->def->name, name, strna(message));
+        else
+                log_notice("Domain '%s': finishing the interrupted delete of snapshot '%s' by merging again.",
+                           d->def->name, name);
+        return 1;
+}
+
+static int on_recovery_timer(sd_event_source *es, uint64_t usec, void *userdata) {
+        DeleteRecovery *rc = userdata;
+
+        if (recovery_step(rc) > 0 || ++rc->tries >= RECOVERY_MAX_TRIES) {
+                if (rc->tries >= RECOVERY_MAX_TRIES)
+                        log_error("Domain '%s': gave up waiting to recover an interrupted delete.", rc->domain->def->name);
+                recovery_free(rc);
+                return 0;
+        }
+        (void) sd_event_source_set_time_relative(es, RECOVERY_RETRY_USEC);
+        return 0;
+}
+
+int domain_recover_delete(Domain *d) {
+        _cleanup_free_ char *path = journal_path(d);
+        DeleteRecovery *rc;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        if (access(path, F_OK) < 0)
+                return 0;
+        rc = new0(DeleteRecovery, 1);
+        if (!rc)
+                return -ENOMEM;
+        r = sd_event_add_time_relative(d->manager->event, &rc->timer, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC,
+                                       on_recovery_timer, rc);
+        if (r < 0) {
+                free(rc);
+                return r;
+        }
+        (void) sd_event_source_set_enabled(rc->timer, SD_EVENT_ON);
+        rc->domain = domain_ref(d);
+        manager_busy_ref(d->manager);
+        log_notice("Domain '%s': a snapshot delete was interrupted; checking how far it got.", d->def->name);
+        return 1;
 }

@@ -36,3 +36,11 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
  * `done` later, exactly once, never from inside this call. */
 int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata,
                            char **ret_message);
+
+/* At start-up, after the QEMU (if any) was attached and its jobs adopted:
+ * when <state>/ops/<uuid>.snapshot-delete is there, finishes the delete it
+ * describes (metadata stored: only files left; merge complete: metadata;
+ * else the delete runs again, every step being safe to repeat) or, when
+ * that is refused, leaves the snapshot in place, deletable again. Logs
+ * which. Runs from the event loop (waits for adopted merge jobs). */
+int domain_recover_delete(Domain *d);

@@ -25,6 +25,7 @@ the metadata names existing files only.
   external delete while running (Unsupported for now); uid 65534 is denied.
 """
 
+import contextlib
 import os
 import xml.etree.ElementTree as ET
 
@@ -255,6 +256,106 @@ class ExternalLiveTest(DeleteTestCase):
         self.assert_live(dom, 6)
         self.stop(dom)
         self.assert_all(dom, {}, 6, 'stopped')
+
+
+class CrashTest(DeleteTestCase):
+    """kill -9 of qsnapd at each step (QSNAPD_TEST_CRASH_AT), restart:
+    the delete is finished or rolled back, the journal is gone, all data
+    are where they belong, and a snapshot that stayed can be deleted."""
+
+    recovery_logs = []
+
+    def crash_at(self, point, call):
+        h = self.h
+        os.environ['QSNAPD_TEST_CRASH_AT'] = point
+        try:
+            h.restart_daemon(kill=False)
+            pid = h.daemon_pid()
+            h._signaled.add(pid)
+            pending = h.client.call_async(*call)
+            self.assertTrue(q.spin(lambda: not q._alive(pid), 30), 'qsnapd did not crash at %s' % point)
+            h._daemon_proc.wait()
+            h._wait_name_gone()
+            with contextlib.suppress(Exception):
+                pending.wait(1)
+        finally:
+            del os.environ['QSNAPD_TEST_CRASH_AT']
+        h.start_daemon()
+
+    def journal(self, dom):
+        return os.path.join(self.h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')
+
+    def settle(self, dom):
+        h = self.h
+        self.assertTrue(q.spin(lambda: not os.path.exists(self.journal(dom)), 60), 'journal left behind')
+        # a delete started again by the recovery ends too
+        q.spin(lambda: all(h.get_property(j, J, 'State') in ('completed', 'failed', 'canceled')
+                           for j in self.dprop(dom, 'Jobs')), 60)
+        q.spin(lambda: False, 0.3)
+
+    def run_crash(self, point, live, merge='forward'):
+        h = self.h
+        name = ('c%s%s%s' % (point.split(':')[1], 'l' if live else 'o', merge[0])).replace('-', '')
+        xml = {2: on_delete_xml('s2', 'vda', merge)}
+        if live:
+            dom, base = ExternalLiveTest.live_chain(self, name, 3, xml)
+        else:
+            dom, base = self.offline_chain(name, 3, xml)
+        s2 = self.snap_path(dom, 's2')
+        mark = os.path.getsize(h.daemon_log)
+        self.crash_at(point, (s2, S, 'Delete', (0,), 't'))
+        self.settle(dom)
+        with open(h.daemon_log, errors='replace') as f:
+            log = f.read()[mark:]
+        self.assertIn('Crash point %s reached' % point, log)
+        if point != 'delete:start':
+            self.assertRegex(log, r"(finished|finishing|rolled back) the interrupted delete of snapshot 's2'")
+        self.recovery_logs.append((point, merge, live, [l for l in log.splitlines() if 'interrupted delete' in l]))
+        expected = {'s1': 1, 's3': 3}
+        if 's2' in self.names(dom):
+            # rolled back: still there, and deletable
+            self.delete(s2)
+        self.assertEqual(self.names(dom), ['s1', 's3'])
+        self.assert_all(dom, expected, 4, 'crash at %s' % point)
+        if live:
+            for k in range(4):
+                h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+
+    def test_offline_forward(self):
+        for point in ('delete:start', 'delete:intent', 'delete:commit', 'delete:merged', 'delete:metadata'):
+            with self.subTest(point=point):
+                self.run_crash(point, False, 'forward')
+
+    def test_offline_backward(self):
+        for point in ('delete:intent', 'delete:rebase', 'delete:merged', 'delete:metadata'):
+            with self.subTest(point=point):
+                self.run_crash(point, False, 'backward')
+
+    def test_live(self):
+        for point, merge in (('delete:intent', 'forward'), ('delete:commit', 'forward'), ('delete:pending', 'forward'),
+                             ('delete:merged', 'forward'), ('delete:metadata', 'forward'),
+                             ('delete:stream', 'backward'), ('delete:pending', 'backward')):
+            with self.subTest(point=point, merge=merge):
+                self.run_crash(point, True, merge)
+
+    def test_qemu_killed_during_merge(self):
+        """QEMU dies while the merge job runs: the job fails, the snapshot
+        stays and is deleted once the domain runs again."""
+        h = self.h
+        dom, base = ExternalLiveTest.live_chain(self, 'qk', 3, {})
+        s2 = self.snap_path(dom, 's2')
+        with open(os.path.join(h.runtime_dir, self.uuid(dom) + '.pid')) as f:
+            pid = int(f.read())
+        path = h.call(s2, S, 'Delete', (0,), 't')
+        os.kill(pid, 9)
+        q.spin(lambda: self.dprop(dom, 'State') != 'running', 30)
+        if path != '/':
+            q.spin(lambda: h.get_property(path, J, 'State') in ('completed', 'failed'), 30)
+        self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')))
+        if 's2' in self.names(dom):
+            self.delete(s2)
+        self.assertEqual(self.names(dom), ['s1', 's3'])
+        self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after QEMU died')
 
 
 class InternalTest(DeleteTestCase):

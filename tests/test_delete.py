@@ -293,15 +293,17 @@ class CrashTest(DeleteTestCase):
                            for j in self.dprop(dom, 'Jobs')), 60)
         q.spin(lambda: False, 0.3)
 
-    def run_crash(self, point, live, merge='forward'):
+    def run_crash(self, point, live, merge='forward', victim=2):
         h = self.h
         name = ('c%s%s%s' % (point.split(':')[1], 'l' if live else 'o', merge[0])).replace('-', '')
-        xml = {2: on_delete_xml('s2', 'vda', merge)}
+        name += str(victim)
+        vname = 's%d' % victim
+        xml = {victim: on_delete_xml(vname, 'vda', merge)}
         if live:
             dom, base = ExternalLiveTest.live_chain(self, name, 3, xml)
         else:
             dom, base = self.offline_chain(name, 3, xml)
-        s2 = self.snap_path(dom, 's2')
+        s2 = self.snap_path(dom, vname)
         mark = os.path.getsize(h.daemon_log)
         self.crash_at(point, (s2, S, 'Delete', (0,), 't'))
         self.settle(dom)
@@ -309,13 +311,13 @@ class CrashTest(DeleteTestCase):
             log = f.read()[mark:]
         self.assertIn('Crash point %s reached' % point, log)
         if point != 'delete:start':
-            self.assertRegex(log, r"(finished|finishing|rolled back) the interrupted delete of snapshot 's2'")
+            self.assertRegex(log, r"(finished|finishing|rolled back) the interrupted delete of snapshot '%s'" % vname)
         self.recovery_logs.append((point, merge, live, [l for l in log.splitlines() if 'interrupted delete' in l]))
-        expected = {'s1': 1, 's3': 3}
-        if 's2' in self.names(dom):
+        expected = {k: v for k, v in {'s1': 1, 's2': 2, 's3': 3}.items() if k != vname}
+        if vname in self.names(dom):
             # rolled back: still there, and deletable
             self.delete(s2)
-        self.assertEqual(self.names(dom), ['s1', 's3'])
+        self.assertEqual(self.names(dom), sorted(expected))
         self.assert_all(dom, expected, 4, 'crash at %s' % point)
         if live:
             for k in range(4):
@@ -337,6 +339,10 @@ class CrashTest(DeleteTestCase):
                              ('delete:stream', 'backward'), ('delete:pending', 'backward')):
             with self.subTest(point=point, merge=merge):
                 self.run_crash(point, True, merge)
+        # the current leaf: an active commit, killed before and after READY
+        for point in ('delete:active-commit', 'delete:ready', 'delete:pending'):
+            with self.subTest(point=point, victim=3):
+                self.run_crash(point, True, 'forward', victim=3)
 
     def test_qemu_killed_during_merge(self):
         """QEMU dies while the merge job runs: the job fails, the snapshot

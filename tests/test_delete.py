@@ -30,7 +30,8 @@ import os
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
-from test_snapshots import D, DISK_ONLY, E, LEN, S, SnapshotTestCase, qemu_img_snapshot_tags, snap_xml
+from test_snapshots import (D, DISK_ONLY, E, LEN, S, SnapshotTestCase, mounted_tmpfs, qemu_img_snapshot_tags,
+                            snap_xml)
 
 MiB = 1 << 20
 J = q.JOB_IFACE
@@ -362,6 +363,91 @@ class CrashTest(DeleteTestCase):
             self.delete(s2)
         self.assertEqual(self.names(dom), ['s1', 's3'])
         self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after QEMU died')
+
+
+class LiveTreeTest(DeleteTestCase):
+    def test_branch_and_memory(self):
+        """Running: s2's frozen file has a second branch (not the one QEMU
+        runs): backward streams into the running chain and rebases the
+        branch with qemu-img; a memory file goes with its snapshot."""
+        h = self.h
+        dom, base = ExternalLiveTest.live_chain(self, 'lt', 2)
+        s1, s2 = self.snap_path(dom, 's1'), self.snap_path(dom, 's2')
+        f2 = self.frozen(s2)
+        r = h.image_path('ltbranch.qcow2')
+        r2 = h.image_path('ltbranch2.qcow2')
+        q.qemu_img_create(r, backing=f2)
+        q.qemu_io_write_pattern(r, 0xEE, 5 * MiB, LEN)
+        q.qemu_img_create(r2, backing=r)
+        xml = snap_xml('side', disks=[('vda', 'external', r2)], parent='s2', state='shutoff')
+        xml = xml.replace('</domainsnapshot>', "<domain type='kvm'><name>lt</name><memory>131072</memory>"
+                          "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                          "<source file='%s'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+                          "</domainsnapshot>" % r)
+        h.call(dom, D, 'CreateSnapshot', (xml, 1), 'st')
+        side = self.snap_path(dom, 'side')
+        # a full-system snapshot on top: memory file + overlay
+        mem = h.image_path('lt.mem')
+        h.call(dom, D, 'CreateSnapshot', (snap_xml('m3', memory='external', memory_file=mem), 0), 'st')
+        m3 = self.snap_path(dom, 'm3')
+        self.assertTrue(os.path.exists(mem))
+
+        self.delete(s2)
+        self.assertFalse(os.path.exists(f2))
+        self.assertEqual(h.get_property(side, S, 'Parent'), s1)
+        self.assert_layer(r, [(0xA0, 0), (0xA1, MiB), (0xEE, 5 * MiB)], [2 * MiB], 'branch')
+        self.assertEqual(self.chain_files(r)[1:], self.chain_files(self.frozen(s1)))
+        self.assert_check_clean(r, r2)
+        for k in range(3):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+        self.assert_disks_agree(dom)
+        self.assert_metadata_files_exist(dom)
+
+        # the memory file goes with its snapshot
+        self.delete(m3)
+        self.assertFalse(os.path.exists(mem))
+        for k in range(3):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+        self.assert_disks_agree(dom)
+        self.stop(dom)
+        self.assert_all(dom, {'s1': 1}, 3, 'stopped')
+
+
+class NoSpaceTest(DeleteTestCase):
+    def test_no_space(self):
+        h = self.h
+        mnt = os.path.join(h.images_dir, 'small')
+        with mounted_tmpfs(mnt, '12M'):
+            base = os.path.join(mnt, 'ns.qcow2')
+            q.qemu_img_create(base)
+            dom = h.define_domain('ns', [q.Disk('vda', base)])
+            q.qemu_io_write_pattern(base, 0xA0, 0, LEN)
+            self.create(dom, snap_xml('s1'), DISK_ONLY)
+            q.qemu_io_write_pattern(self.active(dom)['vda'], 0xA1, MiB, 4 * MiB)
+            self.create(dom, snap_xml('s2'), DISK_ONLY)
+            s1 = self.snap_path(dom, 's1')
+            ok, reason, needed = self.check_delete(s1)
+            self.assertTrue(ok, reason)
+            self.assertGreaterEqual(needed, 4 * MiB)
+            filler = os.path.join(mnt, 'filler')
+            st = os.statvfs(mnt)
+            with open(filler, 'wb') as f:
+                f.write(b'x' * (st.f_bavail * st.f_frsize - 2 * MiB))
+            ok, reason, needed2 = self.check_delete(s1)
+            self.assertFalse(ok)
+            self.assertIn('free', reason)
+            self.assertEqual(needed2, needed)
+            with self.unchanged(dom, extra_dirs=(mnt,)):
+                with self.assertDBusError(E + 'NoSpace') as cm:
+                    h.call(s1, S, 'Delete', (0,), 't')
+            self.assertEqual(cm.exception.message, reason)
+            os.unlink(filler)
+            self.delete(s1)
+            self.assertEqual(self.names(dom), ['s2'])
+            active = self.active(dom)['vda']
+            self.assert_layer(active, [(0xA0, 0), (0xA1, MiB)], [], 'active')
+            self.assert_check_clean(*self.chain_files(active))
+            h.call(dom, D, 'Undefine', (1,), 't')
 
 
 class InternalTest(DeleteTestCase):

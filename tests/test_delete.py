@@ -13,16 +13,29 @@ the metadata names existing files only.
 - external, shut off: delete the middle (forward: qemu-img commit), the
   current leaf with <on_delete merge='backward'/> (qemu-img rebase), the
   root; each returns a snapshot-delete BlockJob1 that completes with
-  progress; children move to the parent, current moves to the parent.
-- external, several overlays on one frozen file (a second branch made by
-  hand): forward is impossible, backward is used for every branch.
+  progress; children move to the parent, current moves to the parent;
+  InterfacesRemoved and PropertiesChanged (Parent, Children, Snapshots,
+  CurrentSnapshot) follow.
+- external, running: every position of a chain (backward stream into an
+  intermediate layer, active commit + pivot, non-active commit), the guest
+  data checked live too; a second branch on the frozen file (stream for the
+  running chain, qemu-img rebase beside it); a memory file goes with its
+  snapshot.
+- several overlays on one frozen file (a revert's branch): forward is
+  impossible, backward is used for every branch; the branch keeps its data.
 - internal: offline (qemu-img snapshot -d) and live (snapshot-delete job):
   the tag is gone from the image, the other tags and their data stay.
 - flags: METADATA_ONLY keeps every file; CHILDREN deletes the subtree;
   CHILDREN_ONLY keeps the snapshot; unknown bits and CHILDREN|CHILDREN_ONLY
   are InvalidArgument.
-- refusals change nothing and CheckDelete says the same reason: an
-  external delete while running (Unsupported for now); uid 65534 is denied.
+- refusals change nothing and CheckDelete says the same reason: a frozen
+  file that is gone (OperationInvalid), too little free space (NoSpace);
+  uid 65534 is denied.
+- crashes: qsnapd killed with -9 at each step (QSNAPD_TEST_CRASH_AT),
+  offline and live, forward and backward, active commit before and after
+  READY: after a restart the delete is finished (or the snapshot stays and
+  is deleted again), the journal is gone, all data are in place. QEMU
+  killed during a merge: the snapshot stays and is deleted afterwards.
 """
 
 import contextlib
@@ -130,12 +143,18 @@ class ExternalOfflineTest(DeleteTestCase):
         self.assertEqual(self.frozen(s3), o2, 's3 now freezes the file s2 froze')
         self.assertFalse(os.path.exists(h.image_path('lin.s2')))
         rec.wait_for(lambda s: s.member == 'InterfacesRemoved' and s.args[0] == s2)
+        rec.wait_for_property(s3, 'Parent', s1, interface=S)
+        rec.wait_for_property(s1, 'Children', [s3], interface=S)
+        rec.wait_for_property(dom, 'Snapshots', [s1, s3], interface=D)
         self.assert_all(dom, expected, 4, 'after s2')
 
         # current leaf, backward (its XML says so)
         self.assertTrue(h.get_property(s3, S, 'IsCurrent'))
         f3 = self.frozen(s3)
+        rec = h.record_signals()
         self.delete(s3)
+        rec.wait_for_property(dom, 'CurrentSnapshot', s1, interface=D)
+        rec.wait_for_property(s1, 'IsCurrent', True, interface=S)
         del expected['s3']
         self.assertEqual(self.names(dom), ['s1'])
         self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)

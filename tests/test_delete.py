@@ -535,7 +535,7 @@ class FlagsTest(DeleteTestCase):
 
 
 class RefusalTest(DeleteTestCase):
-    def test_denied_and_busy(self):
+    def test_denied(self):
         h = self.h
         a = h.create_image('run.qcow2')
         dom = h.define_domain('run', [q.Disk('vda', a)])
@@ -553,6 +553,26 @@ class RefusalTest(DeleteTestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.delete(e1, METADATA_ONLY), '/')
         self.assertEqual(self.names(dom), [])
+
+    def test_busy_with_a_block_job(self):
+        h = self.h
+        dom, base = ExternalLiveTest.live_chain(self, 'bz', 2)
+        s1 = self.snap_path(dom, 's1')
+        job = h.call(dom, D, 'BlockPull', ('vda', 1024, 0), 'stt')
+        try:
+            ok, reason, _ = self.check_delete(s1, METADATA_ONLY)
+            self.assertFalse(ok)
+            self.assertIn('job', reason)
+            with self.assertDBusError(E + 'Busy') as cm:
+                h.call(s1, S, 'Delete', (0,), 't')
+            self.assertEqual(cm.exception.message, reason)
+            self.assertEqual(self.names(dom), ['s1', 's2'])
+        finally:
+            h.call(job, J, 'Abort', (0,), 't')
+        q.spin(lambda: self.check_delete(s1)[0], 30)
+        self.delete(s1)
+        self.assertEqual(self.names(dom), ['s2'])
+        self.assert_all(dom, {'s2': 2}, 3, 'after the job')
 
     def test_gone_file_refused(self):
         h = self.h

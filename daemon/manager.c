@@ -11,6 +11,7 @@
 
 #include "domain.h"
 #include "snapshot-intent.h"
+#include "snapshot-revert.h"
 #include "manager.h"
 #include "util.h"
 
@@ -270,8 +271,10 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
         if (error < 0)
                 log_warning("Domain '%s': %s", d->def->name, strna(message));
         /* Attached QEMUs were asked already; for a vanished one the files tell. */
-        if (!d->qmp)
+        if (!d->qmp) {
                 (void) domain_recover_snapshot(d, NULL, NULL);
+                (void) domain_recover_revert(d, NULL, NULL);
+        }
         m->n_attaching--;
 }
 
@@ -323,6 +326,7 @@ static int manager_load_one(Manager *m, const char *path) {
                         log_warning_errno(r, "Domain '%s': cannot attach: %s", d->def->name, strna(message));
                 /* No QEMU: an interrupted snapshot is undone from the files alone. */
                 (void) domain_recover_snapshot(d, NULL, NULL);
+                (void) domain_recover_revert(d, NULL, NULL);
         }
         return 0;
 }

@@ -247,6 +247,33 @@ class InternalTest(RevertTestCase):
         self.refused_revert(dom, i1, FORCE, E + 'OperationInvalid', 'no longer the disk\'s active file')
 
 
+    def test_failed_load_is_recovered(self):
+        # A snapshot recorded (REDEFINE) as having memory whose tag in the
+        # image is disk-only: QEMU's snapshot-load fails and leaves the VM in
+        # restore-vm; qsnapd stops it and reports QEMU's text.
+        h = self.h
+        a = h.create_image('a.qcow2')
+        q.run([q.QEMU_IMG, 'snapshot', '-c', 'fake', a], check=True)
+        dom = h.define_domain('fail', [q.Disk('vda', a)])
+        fake = h.call(dom, D, 'CreateSnapshot', (snap_xml('fake', memory='internal', state='running',
+                                                          disks=[('vda', 'internal')]), 1), 'st')
+        self.start(dom)
+        self.write(dom, 'vda', 0xf3, 0)
+        self.assertEqual(self.check(fake), (False, self.check(fake)[1]))   # no recorded domain
+        self.assertEqual(self.check(fake, FORCE), (True, ''))
+        with self.assertDBusError(E + 'QemuFailed') as cm:
+            self.revert(fake, FORCE)
+        self.assertIn('disk-only snapshot', cm.exception.message)
+        self.assertIn('shut off', cm.exception.message)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), '/')
+        self.assertEqual(self.active(dom), {'vda': a})
+        self.assertEqual(self.stray_state_files(dom), [])
+        self.assert_layer(a, [(0xf3, 0)], [])
+        self.start(dom)
+        self.live_reads(dom, [(0xf3, 0)], [], 'after the failed load')
+
+
 class MemoryTest(RevertTestCase):
     def test_external_with_memory(self):
         h = self.h
@@ -296,6 +323,28 @@ class MemoryTest(RevertTestCase):
         self.assertEqual(self.active(dom), {'vda': h.image_path('a.m1-revert2')})
         h.call(dom, D, 'Resume')
         self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'second revert to m1')
+
+        # A memory file QEMU cannot load: QemuFailed with QEMU's text, the
+        # domain shut off on its old disks, no new overlay, metadata as it was.
+        mem = h.image_path('m2.mem')
+        os.rename(mem, mem + '.good')
+        with open(mem, 'wb') as f:
+            f.write(b'QEVM' + b'\xff' * 4096)
+        overlays = self.revert_overlays()
+        disks = self.dprop(dom, 'Disks')
+        try:
+            with self.assertDBusError(E + 'QemuFailed') as cm:
+                self.revert(m2)
+        finally:
+            os.replace(mem + '.good', mem)
+        self.assertIn('QEMU', cm.exception.message)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assertEqual(self.dprop(dom, 'Disks'), disks)
+        self.assertEqual(self.revert_overlays(), overlays)
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), m1)
+        self.assertEqual(self.revert_disks(m2), {'vda': h.image_path('a.m2-revert2')})
+        self.assertEqual(self.stray_state_files(dom), [])
+        self.start(dom)
 
         # A running configuration the memory state does not fit: FORCE.
         self.stop(dom)
@@ -379,6 +428,10 @@ class CrashTest(RevertTestCase):
             self.assertIn('Crash point revert:%s reached' % step, f.read())
         h.start_daemon()
 
+    def daemon_log_text(self):
+        with open(self.h.daemon_log, errors='replace') as f:
+            return f.read()
+
     def assert_consistent(self, dom, msg, orphans=True):
         """Definition, files and metadata agree; no orphan overlay of dom
         (its image's name starts every overlay name); no journal."""
@@ -410,7 +463,7 @@ class CrashTest(RevertTestCase):
                 s2 = self.snap(dom, 's2')
                 before = self.active(dom)['vda']
                 self.crash_revert(s1, FORCE | RUNNING, step)
-                log = open(h.daemon_log, errors='replace').read()
+                log = self.daemon_log_text()
                 self.assertIn('finished a revert' if finished else 'rolled back a revert', log)
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
@@ -449,7 +502,7 @@ class CrashTest(RevertTestCase):
                 self.start(dom)
                 self.write(dom, 'vda', 0xe3, 0)
                 self.crash_revert(o1, FORCE, step)
-                log = open(h.daemon_log, errors='replace').read()
+                log = self.daemon_log_text()
                 self.assertIn('finished an interrupted revert' if finished else 'rolled back a revert', log)
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 self.assertEqual(self.stray_state_files(dom), [])

@@ -142,7 +142,13 @@ class ExternalTest(RevertTestCase):
         reason = self.refused_revert(dom, s2, 0, E + 'OperationInvalid', 'FORCE')
         self.assertIn('running', reason)
         self.assertEqual(self.check(s2, FORCE), (True, ''))
+        rec = h.record_signals()
         self.revert(s2, FORCE)
+        rec.wait_for_property(dom, 'State', 'shutoff', interface=D)
+        rec.wait_for_property(dom, 'CurrentSnapshot', s2, interface=D)
+        rec.wait_for_property(s3, 'IsCurrent', False, interface=S)
+        rec.wait_for_property(s2, 'IsCurrent', True, interface=S)
+        rec.close()
         ov2 = h.image_path('a.s2-revert1')
         self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
         self.assertEqual(self.active(dom), {'vda': ov2})
@@ -395,6 +401,19 @@ class RefusalTest(RevertTestCase):
             reason = self.refused_revert(dom, s1, FORCE, E + 'Busy', 'block job', fingerprint=False)
         finally:
             h.call(job, q.JOB_IFACE, 'Abort', (0,), 't')
+        # A snapshot being taken (a memory save slowed down): Busy.
+        h.qmp(dom, 'migrate-set-parameters', {'max-bandwidth': 256 * 1024})
+        pending = h.client.call_async(dom, D, 'CreateSnapshot',
+                                      (snap_xml('slow', memory='external', memory_file=h.image_path('slow.mem')), 0),
+                                      'st', timeout=90)
+        self.assertTrue(q.spin(lambda: h.qmp(dom, 'query-migrate')['return'].get('status') == 'active', 10))
+        ok, why = self.check(s1, FORCE)
+        self.assertFalse(ok)
+        self.assertIn('busy', why)
+        with self.assertDBusError(E + 'Busy'):
+            self.revert(s1, FORCE)
+        self.assertFalse(pending.done(), 'the slow snapshot ended early; the check above proved nothing')
+        pending.wait()
         # A missing frozen file: OperationInvalid, nothing touched.
         self.stop(dom)
         os.rename(a, a + '.away')

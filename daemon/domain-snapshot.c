@@ -905,29 +905,6 @@ static void plan_add_overlays(SnapshotPlan *p) {
 
 /* ---- live: memory to a file ---- */
 
-static char *shell_quote(const char *s) {
-        size_t n = 2;
-        char *r, *o;
-
-        for (const char *c = s; *c; c++)
-                n += *c == '\'' ? 4 : 1;
-        r = malloc(n + 1);
-        if (!r)
-                return NULL;
-        o = r;
-        *o++ = '\'';
-        for (const char *c = s; *c; c++) {
-                if (*c == '\'') {
-                        memcpy(o, "'\\''", 4);
-                        o += 4;
-                } else
-                        *o++ = *c;
-        }
-        *o++ = '\'';
-        *o = 0;
-        return r;
-}
-
 static void plan_migration_done(SnapshotPlan *p, const char *status, const char *error) {
         if (streq(status, "completed")) {
                 p->timer = sd_event_source_disable_unref(p->timer);

@@ -12,6 +12,7 @@
 #include "domain.h"
 #include "snapshot-delete.h"
 #include "snapshot-intent.h"
+#include "snapshot-revert.h"
 #include "manager.h"
 #include "util.h"
 
@@ -280,6 +281,7 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
         if (!d->qmp) {
                 (void) domain_recover_snapshot(d, NULL, NULL);
                 (void) domain_recover_delete(d);
+                (void) domain_recover_revert(d, NULL, NULL);
         }
         m->n_attaching--;
 }
@@ -333,6 +335,7 @@ static int manager_load_one(Manager *m, const char *path) {
                 /* No QEMU: an interrupted snapshot is undone from the files alone. */
                 (void) domain_recover_snapshot(d, NULL, NULL);
                 (void) domain_recover_delete(d);
+                (void) domain_recover_revert(d, NULL, NULL);
         }
         return 0;
 }

@@ -204,6 +204,35 @@ int snapshot_tree_add(SnapshotTree *t, SnapshotDef *def, bool make_current, Snap
         return 0;
 }
 
+int snapshot_tree_update(SnapshotTree *t, Snapshot *s, SnapshotDef *def, bool make_current) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *owned = def;
+        _cleanup_free_ char *xml = NULL;
+        StoreOp ops[2];
+        int r;
+
+        if (!def->name || !streq(def->name, s->def->name) || !streq_ptr(def->parent, s->def->parent))
+                return -EINVAL;
+        r = snapshot_def_format(def, SNAPSHOT_FORMAT_SECURE, &xml);
+        if (r < 0)
+                return r;
+        ops[0] = (StoreOp) { .type = STORE_OP_PUT, .name = def->name, .xml = xml };
+        ops[1] = (StoreOp) { .type = STORE_OP_CURRENT, .name = def->name };
+        r = store_commit(t->store, ops, make_current ? 2 : 1);
+        if (r < 0)
+                return r;
+        /* The name map borrows the old name string: the new def keeps it. */
+        {
+                char *name = owned->name;
+                owned->name = s->def->name;
+                s->def->name = name;
+        }
+        snapshot_def_free(s->def);
+        s->def = TAKE_PTR(owned);
+        if (make_current)
+                t->current = s;
+        return 0;
+}
+
 int snapshot_tree_set_current(SnapshotTree *t, Snapshot *s) {
         StoreOp op = { .type = STORE_OP_CURRENT, .name = s ? s->def->name : NULL };
         int r;

@@ -97,6 +97,11 @@ Snapshot *snapshot_tree_find(const SnapshotTree *t, const char *name);
  * Nothing changes in memory when the store refuses. */
 int snapshot_tree_add(SnapshotTree *t, SnapshotDef *def, bool make_current, Snapshot **ret);
 
+/* Replaces the definition of s with def (taken; same name and parent) and,
+ * with make_current, makes s current, as one store transaction. Nothing
+ * changes in memory when the store refuses. */
+int snapshot_tree_update(SnapshotTree *t, Snapshot *s, SnapshotDef *def, bool make_current);
+
 /* Persists a new current snapshot (NULL: none). */
 int snapshot_tree_set_current(SnapshotTree *t, Snapshot *s);
 

@@ -454,3 +454,26 @@ void crash_point(const char *name) {
         log_warning("Crash point %s reached: killing qsnapd (QSNAPD_TEST_CRASH_AT).", name);
         (void) raise(SIGKILL);
 }
+
+char *shell_quote(const char *s) {
+        size_t n = 2;
+        char *r, *o;
+
+        for (const char *c = s; *c; c++)
+                n += *c == '\'' ? 4 : 1;
+        r = malloc(n + 1);
+        if (!r)
+                return NULL;
+        o = r;
+        *o++ = '\'';
+        for (const char *c = s; *c; c++) {
+                if (*c == '\'') {
+                        memcpy(o, "'\\''", 4);
+                        o += 4;
+                } else
+                        *o++ = *c;
+        }
+        *o++ = '\'';
+        *o = 0;
+        return r;
+}

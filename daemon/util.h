@@ -173,3 +173,6 @@ int run_command(char *const *argv, char **ret_output);
  * or power cut would stop it there. Points are named
  * "<operation>:<step>", e.g. "revert:overlays-created". */
 void crash_point(const char *name);
+
+/* s in single quotes for /bin/sh, embedded quotes escaped. */
+char *shell_quote(const char *s);

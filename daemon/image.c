@@ -112,6 +112,22 @@ static char *resolve_relative(const char *image, const char *name) {
         return strjoin(dirname(copy), "/", name);
 }
 
+int image_read_backing(const char *path, char **ret_backing) {
+        _cleanup_free_ char *backing = NULL;
+        DiskFormat format;
+        int r;
+
+        r = qcow2_read_backing(path, &backing, &format);
+        if (r < 0)
+                return r;
+        if (!backing) {
+                *ret_backing = NULL;
+                return 0;
+        }
+        *ret_backing = resolve_relative(path, backing);
+        return *ret_backing ? 0 : -ENOMEM;
+}
+
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret) {
         _cleanup_close_ int fd = -EBADF;
         uint8_t h[72];

@@ -36,3 +36,7 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
 
 /* The number of internal snapshots in a qcow2 image's header (0 for raw). */
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
+
+/* The backing file named in a qcow2 header, made absolute (NULL: none).
+ * -EMEDIUMTYPE when path is not a qcow2 image. */
+int image_read_backing(const char *path, char **ret_backing);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <dirent.h>
 
 #include <json-c/json.h>
 
@@ -241,6 +242,16 @@ static bool file_referenced(SnapshotTree *t, Snapshot *const *skip, size_t n_ski
         return false;
 }
 
+static char *dir_of(const char *file) {
+        const char *slash = strrchr(file, '/');
+        return slash ? strndup(file, slash == file ? 1 : (size_t) (slash - file)) : strdup(".");
+}
+
+static void closedirp(DIR **d) {
+        if (*d)
+                closedir(*d);
+}
+
 /* ---- the files of one disk, and who is based on whom ---- */
 
 typedef struct FileGraph {
@@ -248,9 +259,13 @@ typedef struct FileGraph {
         char **backings;      /* per file: its backing file ("" for none) */
         DiskFormat *formats;  /* per file */
         size_t n;
+        char **foreign;       /* qcow2 files in the same folders that nothing of ours names */
+        char **foreign_backings;
 } FileGraph;
 
 static void file_graph_done(FileGraph *g) {
+        strv_free(g->foreign);
+        strv_free(g->foreign_backings);
         strv_free(g->files);
         strv_free(g->backings);
         free(g->formats);
@@ -327,6 +342,54 @@ static int file_graph_build(Domain *d, const char *target, FileGraph *g) {
         return 0;
 }
 
+/* Every qcow2 image in the folders of the graph's files that the graph
+ * does not know: a branch nothing records any more, another domain's
+ * overlay on a shared base. Never touched, but what they read stays. */
+static int file_graph_scan_folders(FileGraph *g) {
+        _cleanup_strv_free_ char **dirs = NULL;
+
+        for (size_t i = 0; i < g->n; i++) {
+                _cleanup_free_ char *dir = dir_of(g->files[i]);
+                if (!dir)
+                        return -ENOMEM;
+                if (!strv_contains((const char *const *) dirs, dir) && strv_extend(&dirs, dir) < 0)
+                        return -ENOMEM;
+        }
+        for (char **dir = dirs; dir && *dir; dir++) {
+                _cleanup_(closedirp) DIR *dh = opendir(*dir);
+                struct dirent *de;
+
+                if (!dh)
+                        continue;
+                while ((de = readdir(dh))) {
+                        _cleanup_free_ char *path = NULL, *backing = NULL;
+                        struct stat st;
+
+                        if (de->d_name[0] == '.')
+                                continue;
+                        path = strjoin(*dir, streq(*dir, "/") ? "" : "/", de->d_name);
+                        if (!path)
+                                return -ENOMEM;
+                        if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || file_graph_find(g, path) >= 0)
+                                continue;
+                        if (image_read_backing(path, &backing) < 0 || !backing)
+                                continue;
+                        if (strv_extend(&g->foreign, path) < 0 || strv_extend(&g->foreign_backings, backing) < 0)
+                                return -ENOMEM;
+                }
+        }
+        return 0;
+}
+
+static size_t file_graph_foreign_overlays(const FileGraph *g, const char *file) {
+        size_t n = 0;
+
+        for (char **b = g->foreign_backings; b && *b; b++)
+                if (streq(*b, file))
+                        n++;
+        return n;
+}
+
 /* The files whose backing file is `file`. */
 static char **file_graph_overlays(const FileGraph *g, const char *file) {
         char **l = NULL;
@@ -343,15 +406,12 @@ static uint32_t internal_count(const char *file, DiskFormat format) {
         return n;
 }
 
+
 static uint64_t file_allocated(const char *file) {
         struct stat st;
         return stat(file, &st) >= 0 ? (uint64_t) st.st_blocks * 512 : 0;
 }
 
-static char *dir_of(const char *file) {
-        const char *slash = strrchr(file, '/');
-        return slash ? strndup(file, slash == file ? 1 : (size_t) (slash - file)) : strdup(".");
-}
 
 /* ---- planning one victim ---- */
 
@@ -403,6 +463,8 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 return message_set(ret_message, -ESTALE, "Disk %s of snapshot '%s': its frozen file %s is gone.", target,
                                    snapshot_name(s), f);
         r = file_graph_build(d, target, &g);
+        if (r >= 0)
+                r = file_graph_scan_folders(&g);
         if (r < 0)
                 return r;
         fi = file_graph_find(&g, f);
@@ -424,9 +486,9 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
          * and O may hold no internal snapshots (they would go with it). */
         if (rebased)
                 why_not_forward = "a backward merge of it was interrupted";
-        else if (strv_length(over_f) != 1)
+        else if (strv_length(over_f) + file_graph_foreign_overlays(&g, f) != 1)
                 why_not_forward = why_f = strprintf("%zu files are based on %s (forward needs %s to be the only one)",
-                                                    strv_length(over_f), f, o);
+                                                    strv_length(over_f) + file_graph_foreign_overlays(&g, f), f, o);
         else if (internal_count(o, DISK_FORMAT_QCOW2) > 0)
                 why_not_forward = why_f = strprintf("%s holds internal snapshots", o);
         /* Backward: F into every overlay, which must hold no internal
@@ -473,7 +535,7 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 r = rename_add(vp, target, o, f, g.formats[fi], true);
                 if (r < 0)
                         return r;
-                if (strv_extend(&vp->unlink, o) < 0)
+                if (file_graph_foreign_overlays(&g, o) == 0 && strv_extend(&vp->unlink, o) < 0)
                         return -ENOMEM;
         } else {
                 /* Every overlay of F gets F's data and F's backing. */
@@ -496,7 +558,9 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 r = rename_add(vp, target, f, o, DISK_FORMAT_QCOW2, false);
                 if (r < 0)
                         return r;
-                if (internal_count(f, g.formats[fi]) == 0 && strv_extend(&vp->unlink, f) < 0)
+                /* Files nothing of ours names may still read F: it stays then. */
+                if (internal_count(f, g.formats[fi]) == 0 && file_graph_foreign_overlays(&g, f) == 0 &&
+                    strv_extend(&vp->unlink, f) < 0)
                         return -ENOMEM;
         }
         log_debug("Domain '%s': deleting snapshot '%s' merges disk %s %s (%s <- %s).", d->def->name, snapshot_name(s),
@@ -875,6 +939,18 @@ static void unlink_unreferenced(Domain *d, char *const *files) {
                                                      true);
                 for (Snapshot *o = d->snapshots.first; o && !referenced; o = o->next)
                         referenced = streq_ptr(o->def->memory_file, *f);
+                if (!referenced) {
+                        /* Any image beside it that still reads it keeps it. */
+                        _cleanup_(file_graph_done) FileGraph g = {};
+                        _cleanup_free_ char *copy = strdup(*f);
+
+                        if (copy && strv_push(&g.files, TAKE_PTR(copy)) >= 0 && strv_extend(&g.backings, "") >= 0) {
+                                g.formats = new0(DiskFormat, 1);
+                                g.n = 1;
+                                referenced = file_graph_scan_folders(&g) < 0 || file_graph_foreign_overlays(&g, *f) > 0;
+                        } else
+                                referenced = true;
+                }
                 if (referenced || file_in_use(d, *f)) {
                         log_info("Domain '%s': keeping %s, still in use.", d->def->name, *f);
                         continue;

@@ -469,6 +469,32 @@ class NoSpaceTest(DeleteTestCase):
             h.call(dom, D, 'Undefine', (1,), 't')
 
 
+class ForeignOverlayTest(DeleteTestCase):
+    def test_unrecorded_overlay_keeps_its_backing(self):
+        """A qcow2 beside the domain's files that no metadata names (an old
+        revert branch, another domain on a shared base) and that is based on
+        the frozen file: forward is impossible, the backward merge leaves
+        that file alone and keeps what it reads."""
+        h = self.h
+        dom, base = self.offline_chain('fo', 2)
+        s1, s2 = self.snap_path(dom, 's1'), self.snap_path(dom, 's2')
+        f2 = self.frozen(s2)
+        stray = h.image_path('stray.qcow2')
+        q.qemu_img_create(stray, backing=f2)
+        q.qemu_io_write_pattern(stray, 0xEE, 6 * MiB, LEN)
+        before = os.stat(stray)
+        self.delete(s2)
+        self.assertTrue(os.path.exists(f2), 'the stray overlay still reads it')
+        self.assertEqual(os.stat(stray).st_mtime_ns, before.st_mtime_ns, 'a file nobody named was touched')
+        self.assert_layer(stray, [(0xA0, 0), (0xA1, MiB), (0xEE, 6 * MiB)], [2 * MiB], 'stray')
+        self.assert_all(dom, {'s1': 1}, 3, 'after s2')
+        # s1: its frozen file is the base of f2 too: it stays as well
+        self.delete(s1)
+        self.assertTrue(os.path.exists(base))
+        self.assert_layer(stray, [(0xA0, 0), (0xA1, MiB), (0xEE, 6 * MiB)], [2 * MiB], 'stray after s1')
+        self.assert_all(dom, {}, 3, 'after s1')
+
+
 class InternalTest(DeleteTestCase):
     def test_internal_offline(self):
         h = self.h

@@ -495,6 +495,75 @@ class ForeignOverlayTest(DeleteTestCase):
         self.assert_all(dom, {}, 3, 'after s1')
 
 
+class RevertTreeTest(DeleteTestCase):
+    """A tree with branches made by Revert; after each delete every
+    remaining snapshot still reverts to its own data."""
+
+    def revert_reads(self, dom, name, present, absent):
+        snap = self.snap_path(dom, name)
+        self.h.call(snap, S, 'Revert', (4,), 't', timeout=90)
+        active = self.active(dom)['vda']
+        self.assert_layer(active, present, absent, 'revert to %s' % name)
+        self.assert_check_clean(*self.chain_files(active))
+        self.assert_disks_agree(dom, 'revert to %s' % name)
+
+    def test_branched_tree(self):
+        h = self.h
+        a = h.create_image('rt.qcow2')
+        dom = h.define_domain('rt', [q.Disk('vda', a)])
+        w = lambda p, off: q.qemu_io_write_pattern(self.active(dom)['vda'], p, off, LEN)
+        w(0xA0, 0)
+        self.create(dom, snap_xml('s1'), DISK_ONLY)
+        w(0xA1, MiB)
+        self.create(dom, snap_xml('s2'), DISK_ONLY)
+        w(0xA2, 2 * MiB)
+        h.call(self.snap_path(dom, 's1'), S, 'Revert', (0,), 't')
+        w(0xB1, 3 * MiB)
+        self.create(dom, snap_xml('s3'), DISK_ONLY)
+        w(0xB2, 4 * MiB)
+        self.create(dom, snap_xml('s4'), DISK_ONLY)
+        w(0xB3, 5 * MiB)
+        s1 = self.snap_path(dom, 's1')
+        self.assertEqual(sorted(h.get_property(s1, S, 'Children')),
+                         sorted([self.snap_path(dom, 's2'), self.snap_path(dom, 's3')]))
+        want = {
+            's1': ([(0xA0, 0)], [MiB, 3 * MiB]),
+            's2': ([(0xA0, 0), (0xA1, MiB)], [2 * MiB, 3 * MiB]),
+            's3': ([(0xA0, 0), (0xB1, 3 * MiB)], [MiB, 4 * MiB]),
+            's4': ([(0xA0, 0), (0xB1, 3 * MiB), (0xB2, 4 * MiB)], [MiB, 5 * MiB]),
+        }
+
+        # a node with two children (s2's branch and s3's): backward into both
+        ok, reason, _ = self.check_delete(s1)
+        self.assertTrue(ok, reason)
+        self.delete(s1)
+        del want['s1']
+        self.assertEqual(self.names(dom), ['s2', 's3', 's4'])
+        self.assertEqual(h.get_property(self.snap_path(dom, 's2'), S, 'Parent'), '/')
+        self.assert_metadata_files_exist(dom)
+        for name, (present, absent) in want.items():
+            self.revert_reads(dom, name, present, absent)
+
+        # s3: the root of its branch now, not current (the last revert made s4 current)
+        self.delete(self.snap_path(dom, 's3'))
+        del want['s3']
+        self.assert_metadata_files_exist(dom)
+        self.assertEqual(h.get_property(self.snap_path(dom, 's4'), S, 'Parent'), '/')
+        for name, (present, absent) in want.items():
+            self.revert_reads(dom, name, present, absent)
+
+        # the current one, then the last
+        self.assertTrue(h.get_property(self.snap_path(dom, 's4'), S, 'IsCurrent'))
+        self.delete(self.snap_path(dom, 's4'))
+        self.revert_reads(dom, 's2', *want['s2'])
+        self.delete(self.snap_path(dom, 's2'))
+        self.assertEqual(self.names(dom), [])
+        active = self.active(dom)['vda']
+        self.assert_layer(active, [(0xA0, 0), (0xA1, MiB)], [2 * MiB], 'last')
+        self.assert_check_clean(*self.chain_files(active))
+        self.assert_disks_agree(dom)
+
+
 class InternalTest(DeleteTestCase):
     def test_internal_offline(self):
         h = self.h

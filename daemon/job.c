@@ -1428,6 +1428,12 @@ int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
 int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_message) {
         int r;
 
+        if (j->local && !pivot && j->local_abort && !job_state_is_final(j->state)) {
+                r = j->local_abort(j, j->local_abort_data);
+                if (r < 0)
+                        return message_set(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
+                return 1;
+        }
         if (pivot)
                 return job_pivot(j, done, userdata, ret_message);
         r = job_check_active(j, "aborted", ret_message);

@@ -989,6 +989,7 @@ typedef struct DeleteOp {
         sd_event_source *poll;
         char *drop_node;
         bool completing, finalizing, dismissing;
+        bool aborted;
 } DeleteOp;
 
 static void op_free(DeleteOp *op) {
@@ -1037,7 +1038,8 @@ static void op_finish(DeleteOp *op, int error, const char *message) {
         }
         d->snapshot_busy = false;
         if (op->job) {
-                job_local_update(op->job, error < 0 ? JOB_STATE_FAILED : JOB_STATE_COMPLETED,
+                op->job->local_abort = NULL;
+                job_local_update(op->job, error < 0 ? (op->aborted ? JOB_STATE_CANCELED : JOB_STATE_FAILED) : JOB_STATE_COMPLETED,
                                  error < 0 ? op->job->cur : op->job->end, op->job->end, error < 0 ? strna(message) : NULL);
                 domain_local_job_end(d, op->job);
         }
@@ -1305,11 +1307,20 @@ static void on_block_started(Qmp *qmp, int error, json_object *result, const cha
                 _cleanup_free_ char *message = strprintf("QEMU cannot start the merge: %s", strna(desc));
                 return op_finish(op, -EIO, message);
         }
+        if (op->aborted)
+                (void) qmp_cmd_job_cancel(qmp, op->job->id, NULL, NULL);
         r = sd_event_add_time_relative(op->domain->manager->event, &op->poll, CLOCK_MONOTONIC, BLOCK_POLL_USEC,
                                        10 * USEC_PER_MSEC, on_block_poll_timer, op);
         if (r < 0)
                 return op_finish(op, r, "Cannot watch the merge job.");
         (void) sd_event_source_set_enabled(op->poll, SD_EVENT_ON);
+}
+
+/* Test hook: $QSNAPD_TEST_DELETE_SPEED (bytes/s) throttles the QEMU merge
+ * jobs, so that tests can abort a merge or kill QEMU in its middle. */
+static uint64_t test_speed(void) {
+        const char *e = getenv("QSNAPD_TEST_DELETE_SPEED");
+        return e ? strtoull(e, NULL, 10) : 0;
 }
 
 static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
@@ -1335,9 +1346,9 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
         log_debug("Domain '%s': %s on disk %s: device %s, top %s, base %s.", op->domain->def->name, a->what, a->target,
                   device, strna(top), strna(base));
         if (a->kind == ACTION_QMP_COMMIT)
-                k = qmp_cmd_block_commit(qmp, op->job->id, device, top, base, NULL, 0, on_block_started, op);
+                k = qmp_cmd_block_commit(qmp, op->job->id, device, top, base, NULL, test_speed(), on_block_started, op);
         else
-                k = qmp_cmd_block_stream(qmp, op->job->id, device, base, NULL, 0, on_block_started, op);
+                k = qmp_cmd_block_stream(qmp, op->job->id, device, base, NULL, test_speed(), on_block_started, op);
         if (k < 0)
                 op_finish(op, -EIO, "Cannot start the merge job.");
 }
@@ -1356,6 +1367,8 @@ static void op_run_action(DeleteOp *op) {
         Action *a;
         int r;
 
+        if (op->aborted)
+                return op_finish(op, -ECANCELED, "The merge was aborted.");
         if (op->action >= op->plan.n_actions)
                 return op_victim_done(op);
         a = op->plan.actions + op->action;
@@ -1372,6 +1385,28 @@ static void op_run_action(DeleteOp *op) {
         r = child_spawn(op->domain->manager->event, a->argv, on_command_output, on_command_done, op, &op->child);
         if (r < 0)
                 op_finish(op, r, "Cannot run qemu-img.");
+}
+
+/* Abort of the merge job: the step at work stops (qemu-img killed, the
+ * QEMU job cancelled); the snapshot stays, deletable again. */
+static int op_abort(Job *j, void *data) {
+        DeleteOp *op = data;
+
+        if (op->aborted)
+                return 0;
+        op->aborted = true;
+        log_info("Domain '%s': the merge job %s is aborted.", op->domain->def->name, j->id);
+        if (op->child) {
+                op->child = child_free(op->child);
+                op_finish(op, -ECANCELED, "The merge was aborted.");
+                return 0;
+        }
+        if (op->poll && op->domain->qmp && !op->dismissing) {
+                (void) qmp_cmd_job_cancel(op->domain->qmp, op->job->id, NULL, NULL);
+                return 0;
+        }
+        /* Between two steps: the next one does not start. */
+        return 0;
 }
 
 static void op_next_victim(DeleteOp *op) {
@@ -1406,6 +1441,8 @@ static void op_next_victim(DeleteOp *op) {
                 op->job = id ? job_new_local(id, JOB_TYPE_SNAPSHOT_DELETE, disk) : NULL;
                 if (!op->job || domain_local_job_add(d, op->job) < 0)
                         return op_finish(op, -ENOMEM, "Out of memory.");
+                op->job->local_abort = op_abort;
+                op->job->local_abort_data = op;
                 op_progress(op);
                 log_info("Domain '%s': deleting snapshot '%s' merges data as job %s.", d->def->name, snapshot_name(s),
                          op->job->id);

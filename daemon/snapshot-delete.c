@@ -1018,7 +1018,7 @@ static void op_progress(DeleteOp *op) {
         if (!op->job)
                 return;
         job_local_update(op->job, JOB_STATE_RUNNING, op->steps_done * 100 + op->step_percent,
-                         MAX(op->steps_total, op->steps_done + 1) * 100, NULL);
+                         MAX(op->steps_total, op->steps_done) * 100, NULL);
         domain_local_job_progress(op->domain, op->job);
 }
 

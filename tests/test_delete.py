@@ -595,6 +595,45 @@ class RevertTreeTest(DeleteTestCase):
         self.assert_disks_agree(dom)
 
 
+class TwoDiskTest(DeleteTestCase):
+    def test_two_disks_live_mixed_directions(self):
+        """vda merges forward, vdb backward (its <on_delete>), in one job
+        whose Cur/End add up both steps; both disks keep every layer."""
+        h = self.h
+        a = h.create_image('td-a.qcow2')
+        b = h.create_image('td-b.qcow2')
+        dom = h.define_domain('td', [q.Disk('vda', a), q.Disk('vdb', b)])
+        self.start(dom)
+        for k in range(3):
+            self.write(dom, 'vda', 0xA0 + k, k * MiB)
+            self.write(dom, 'vdb', 0xB0 + k, k * MiB)
+            xml = ("<domainsnapshot><name>t%d</name><disks><disk name='vda' snapshot='external'/>"
+                   "<disk name='vdb' snapshot='external'><on_delete merge='backward'/></disk></disks>"
+                   "</domainsnapshot>" % (k + 1))
+            self.create(dom, xml, DISK_ONLY)
+        self.write(dom, 'vda', 0xA3, 3 * MiB)
+        self.write(dom, 'vdb', 0xB3, 3 * MiB)
+        t2 = self.snap_path(dom, 't2')
+        rec = h.record_signals()
+        job = self.delete(t2)
+        self.assertEqual(h.get_property(job, J, 'End'), 200)
+        progress = [s.args for s in rec.records if s.member == 'Progress' and s.path == job]
+        self.assertTrue(progress, 'no Progress signal')
+        self.assertEqual(list(progress[-1]), [200, 200])
+        self.assertEqual(self.names(dom), ['t1', 't3'])
+        for target, p in (('vda', 0xA0), ('vdb', 0xB0)):
+            for k in range(4):
+                h.verify_pattern_live(dom, target, p + k, k * MiB, LEN)
+            t3 = self.snap_path(dom, 't3')
+            f = self.frozen(t3, target)
+            self.assert_layer(f, [(p + i, i * MiB) for i in range(3)], [3 * MiB], target)
+            self.assert_check_clean(*self.chain_files(self.active(dom)[target]))
+        self.assert_disks_agree(dom)
+        self.assert_metadata_files_exist(dom)
+        self.stop(dom)
+        self.assert_disks_agree(dom)
+
+
 class InternalTest(DeleteTestCase):
     def test_internal_offline(self):
         h = self.h

@@ -634,6 +634,56 @@ class TwoDiskTest(DeleteTestCase):
         self.assert_disks_agree(dom)
 
 
+class MixedTreeTest(DeleteTestCase):
+    def test_internal_and_external(self):
+        """Internal snapshots below and above an external one."""
+        h = self.h
+        a = h.create_image('mx.qcow2')
+        dom = h.define_domain('mx', [q.Disk('vda', a)])
+        self.start(dom)
+        self.write(dom, 'vda', 0xA0, 0)
+        self.create(dom, snap_xml('i1'))                 # internal, tag in mx.qcow2
+        self.write(dom, 'vda', 0xA1, MiB)
+        self.create(dom, snap_xml('e1'), DISK_ONLY)      # mx.qcow2 becomes a backing file
+        self.write(dom, 'vda', 0xA2, 2 * MiB)
+        self.create(dom, snap_xml('i2'))                 # tag in the overlay mx.e1
+        self.write(dom, 'vda', 0xA3, 3 * MiB)
+        i1, e1, i2 = (self.snap_path(dom, n) for n in ('i1', 'e1', 'i2'))
+
+        # i1's tag lives in a file QEMU holds read-only now
+        ok, reason, _ = self.check_delete(i1)
+        self.assertFalse(ok)
+        with self.unchanged(dom):
+            with self.assertDBusError(E + 'Unsupported') as cm:
+                h.call(i1, S, 'Delete', (0,), 't')
+        self.assertEqual(cm.exception.message, reason)
+        # e1: its overlay holds i2's tag (forward would drop it) and so does
+        # the only overlay of the frozen file (backward would spoil it)
+        ok, reason, _ = self.check_delete(e1)
+        self.assertFalse(ok)
+        self.assertIn('internal snapshots', reason)
+        with self.unchanged(dom):
+            with self.assertDBusError(E + 'OperationInvalid') as cm:
+                h.call(e1, S, 'Delete', (0,), 't')
+        self.assertEqual(cm.exception.message, reason)
+
+        # i2 live (its tag is in the active file), then e1 can go
+        self.assertEqual(self.delete(i2), '/')
+        self.assertEqual(qemu_img_snapshot_tags(h.image_path('mx.e1')), [])
+        self.delete(e1)
+        self.assertEqual(self.active(dom)['vda'], a)
+        for k in range(4):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+        # i1 is in the active file again: live delete works now
+        self.assertEqual(qemu_img_snapshot_tags(a), ['i1'])
+        self.assertEqual(self.delete(i1), '/')
+        self.assertEqual(qemu_img_snapshot_tags(a), [])
+        self.assertEqual(self.names(dom), [])
+        self.stop(dom)
+        self.assert_check_clean(a)
+        self.assert_layer(a, [(0xA0 + k, k * MiB) for k in range(4)], [], 'all layers')
+
+
 class InternalTest(DeleteTestCase):
     def test_internal_offline(self):
         h = self.h

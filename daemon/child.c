@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "child.h"
@@ -79,6 +80,7 @@ static int on_child_io(sd_event_source *s, int fd, uint32_t revents, void *userd
 int child_spawn(sd_event *e, char *const *argv, ChildOutputFunc output, ChildDoneFunc done, void *userdata, Child **ret) {
         _cleanup_(child_freep) Child *c = NULL;
         int pipefd[2], r;
+        pid_t parent;
 
         c = new0(Child, 1);
         if (!c)
@@ -86,6 +88,7 @@ int child_spawn(sd_event *e, char *const *argv, ChildOutputFunc output, ChildDon
         c->fd = -EBADF;
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
+        parent = getpid();
         c->pid = fork();
         if (c->pid < 0) {
                 r = -errno;
@@ -95,7 +98,13 @@ int child_spawn(sd_event *e, char *const *argv, ChildOutputFunc output, ChildDon
                 return r;
         }
         if (c->pid == 0) {
-                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                int null;
+
+                /* A child outlives no crash of ours: the restarted qsnapd
+                 * repeats the step, never racing an orphan for the image. */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                        _exit(127);
+                null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0 ||
                     dup2(pipefd[1], STDERR_FILENO) < 0)
                         _exit(127);

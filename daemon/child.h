@@ -5,7 +5,8 @@
  * sees every chunk, e.g. for `qemu-img -p` progress), and `done` gets the
  * exit status and everything it printed once the pipe is closed and the
  * child reaped. No SIGCHLD handling is needed: a child that closed its
- * output is at its end, so the reap after EOF does not wait. No D-Bus.
+ * output is at its end, so the reap after EOF does not wait. The child
+ * is killed when qsnapd dies (PR_SET_PDEATHSIG). No D-Bus.
  */
 #pragma once
 

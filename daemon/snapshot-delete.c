@@ -112,6 +112,13 @@ static int message_set(char **ret_message, int r, const char *fmt, ...) {
         return r;
 }
 
+/* Test hook: $QSNAPD_TEST_DELETE_SPEED (bytes/s) throttles the merges (QEMU
+ * jobs, qemu-img commit -r), so that tests can abort a merge or kill QEMU in its middle. */
+static uint64_t test_speed(void) {
+        const char *e = getenv("QSNAPD_TEST_DELETE_SPEED");
+        return e ? strtoull(e, NULL, 10) : 0;
+}
+
 static Action *action_add(VictimPlan *vp, ActionKind kind) {
         Action *a = reallocarray(vp->actions, vp->n_actions + 1, sizeof(Action));
 
@@ -516,7 +523,12 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                         r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, NULL, f, o);
                 else if (running && in_running(running, o))
                         r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, o, f, o);
-                else
+                else if (test_speed() > 0) {
+                        _cleanup_free_ char *rate = strprintf("%" PRIu64, test_speed());
+                        r = rate ? action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-r", rate, "-f",
+                                                      "qcow2", "-d", o, NULL)
+                                 : -ENOMEM;
+                } else
                         r = action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-f", "qcow2", "-d", o,
                                                NULL);
                 if (r < 0)
@@ -1316,12 +1328,6 @@ static void on_block_started(Qmp *qmp, int error, json_object *result, const cha
         (void) sd_event_source_set_enabled(op->poll, SD_EVENT_ON);
 }
 
-/* Test hook: $QSNAPD_TEST_DELETE_SPEED (bytes/s) throttles the QEMU merge
- * jobs, so that tests can abort a merge or kill QEMU in its middle. */
-static uint64_t test_speed(void) {
-        const char *e = getenv("QSNAPD_TEST_DELETE_SPEED");
-        return e ? strtoull(e, NULL, 10) : 0;
-}
 
 static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         DeleteOp *op = userdata;
@@ -1380,8 +1386,10 @@ static void op_run_action(DeleteOp *op) {
                 _cleanup_free_ char *step = strprintf("delete:%s", a->what);
                 crash_point(step ?: "delete:step");
         }
-        log_debug("Domain '%s': running qemu-img %s on %s.", op->domain->def->name, a->what,
-                  a->argv[strv_length(a->argv) - 1]);
+        {
+                _cleanup_free_ char *cmdline = strv_join(a->argv, " ");
+                log_debug("Domain '%s': running %s", op->domain->def->name, strna(cmdline));
+        }
         r = child_spawn(op->domain->manager->event, a->argv, on_command_output, on_command_done, op, &op->child);
         if (r < 0)
                 op_finish(op, r, "Cannot run qemu-img.");

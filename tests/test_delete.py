@@ -364,6 +364,37 @@ class CrashTest(DeleteTestCase):
             with self.subTest(point=point, victim=3):
                 self.run_crash(point, True, 'forward', victim=3)
 
+    def test_killed_during_qemu_img_commit(self):
+        """qsnapd killed (not at a crash point) while a throttled qemu-img
+        commit runs: qemu-img dies with it, the restarted qsnapd merges
+        again and finishes."""
+        h = self.h
+        dom, base = self.offline_chain('kq', 3)
+        q.qemu_io_write_pattern(self.frozen(self.snap_path(dom, 's3')), 0x77, 8 * MiB, 8 * MiB)
+        s2 = self.snap_path(dom, 's2')
+        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(2 * MiB)
+        try:
+            h.restart_daemon(kill=False)
+        finally:
+            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        job = h.call(s2, S, 'Delete', (0,), 't')
+        self.assertTrue(q.spin(lambda: 0 < h.get_property(job, J, 'Cur') < 100, 10), 'the commit did not move')
+        pids = [p for p in q._pids_mentioning(h.image_path('kq.s2')) if 'qemu-img' in (q._proc_cmdline(p) or '')]
+        self.assertTrue(pids, 'no qemu-img commit seen')
+        h.kill_daemon()
+        q.spin(lambda: not any(q._alive(p) for p in pids), 10)
+        self.assertFalse(any(q._alive(p) for p in pids), 'qemu-img outlived qsnapd')
+        h.start_daemon()
+        self.assertTrue(q.spin(lambda: not os.path.exists(self.journal(dom)) and 's2' not in self.names(dom), 60))
+        q.spin(lambda: all(h.get_property(j, J, 'State') != 'running' for j in self.dprop(dom, 'Jobs')), 60)
+        self.assertEqual(self.names(dom), ['s1', 's3'])
+        self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after the restart')
+        self.assert_layer(self.frozen(self.snap_path(dom, 's3')), [(0x77, 8 * MiB)], [], 'the bulk')
+        with open(h.daemon_log, errors='replace') as f:
+            log = f.read()
+        self.assertIn("finishing the interrupted delete of snapshot 's2' by merging again", log)
+        self.assertIn('commit -p -r %d' % (2 * MiB), log)
+
     def test_abort_and_qemu_killed_during_merge(self):
         """A slow active commit (s3, the current leaf): Abort ends the job
         canceled and the snapshot stays, deletable again; then QEMU is

@@ -833,7 +833,9 @@ static void start_incoming(Domain *d) {
         log_info("Domain '%s': loading the memory state (%s).", d->def->name, d->op->incoming);
         d->op->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
         if (qmp_cmd_migrate_incoming(d->qmp, d->op->incoming, on_migrate_incoming, d) < 0)
-                start_incoming_fail(d, "cannot send migrate-incoming");
+                return start_incoming_fail(d, "cannot send migrate-incoming");
+        /* Only a revert loads a memory state this way. */
+        crash_point("revert:incoming");
 }
 
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {

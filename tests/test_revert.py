@@ -185,6 +185,40 @@ class ExternalTest(RevertTestCase):
         self.assertEqual((self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1)), before)
 
 
+    def test_two_disks_and_the_recorded_definition(self):
+        # Two disks taken externally, a third left out (snapshot='no'); the
+        # domain is redefined afterwards (more memory, 2 vCPUs, a disk
+        # added): a shut-off revert applies the recorded definition.
+        h = self.h
+        a, b, c = h.create_image('a.qcow2'), h.create_image('b.qcow2'), h.create_image('c.qcow2')
+        dom = h.define_domain('two', [q.Disk('vda', a), q.Disk('vdb', b), q.Disk('vdc', c)])
+        self.start(dom)
+        self.write(dom, 'vda', 0x11, 0)
+        h.write_pattern_live(dom, 'vdb', 0x21, 0, LEN)
+        s1 = self.snap(dom, 's1', DISK_ONLY, snap_xml('s1', disks=[('vdc', 'no')]))
+        self.write(dom, 'vda', 0x12, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x22, MiB, LEN)
+        self.stop(dom)
+        d_img = h.create_image('d.qcow2')
+        h.define_domain('two', [q.Disk('vda', h.image_path('a.s1')), q.Disk('vdb', h.image_path('b.s1')),
+                                q.Disk('vdc', c), q.Disk('vdd', d_img)], memory_mib=160, vcpus=2)
+        self.revert(s1)
+        active = self.active(dom)
+        self.assertEqual(active, {'vda': h.image_path('a.s1-revert1'), 'vdb': h.image_path('b.s1-revert1'),
+                                  'vdc': c})
+        self.assertEqual(self.revert_disks(s1), {'vda': active['vda'], 'vdb': active['vdb']})
+        root = ET.fromstring(h.call(dom, D, 'GetXMLDesc', (2,), 't'))
+        self.assertEqual(root.find('memory').text, str(128 * 1024))
+        self.assertEqual(root.find('vcpu').text, '1')
+        self.assertEqual(root.find('name').text, 'two')
+        self.assert_layer(active['vda'], [(0x11, 0)], [MiB])
+        self.assert_layer(active['vdb'], [(0x21, 0)], [MiB])
+        self.assert_layer(h.image_path('b.s1'), [(0x21, 0), (0x22, MiB)], [])
+        self.start(dom)
+        self.assert_disks_agree(dom, 'two disks after the revert')
+        self.assert_all_clean()
+
+
 class InternalTest(RevertTestCase):
     def test_live_and_offline(self):
         h = self.h

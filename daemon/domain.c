@@ -796,7 +796,9 @@ static void on_incoming_query(Qmp *qmp, int error, json_object *result, const ch
         Domain *d = userdata;
         const char *status, *err;
 
-        if (!d->op || d->op->type != DOMAIN_OP_START || !d->op->incoming)
+        /* QEMU went away (a failed load ends it): the disconnect callback
+         * reports that, after every pending reply had its say. */
+        if (!d->op || d->op->type != DOMAIN_OP_START || !d->op->incoming || error == -ECONNRESET)
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
                 return start_incoming_fail(d, desc ?: "query-migrate failed");
@@ -822,7 +824,7 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
                                 void *userdata) {
         Domain *d = userdata;
 
-        if (!d->op || d->op->type != DOMAIN_OP_START)
+        if (!d->op || d->op->type != DOMAIN_OP_START || error == -ECONNRESET)
                 return;
         if (error < 0)
                 return start_incoming_fail(d, desc);

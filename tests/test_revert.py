@@ -28,7 +28,9 @@ check is clean on every file.
 """
 
 import contextlib
+import json
 import os
+import subprocess
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
@@ -458,6 +460,36 @@ class RefusalTest(RevertTestCase):
         self.revert(s2)
         self.assert_layer(self.active(dom)['vda'], [(0xf1, 0), (0xf2, MiB)], [])
         del reason
+
+
+    def test_attached_domain(self):
+        # A QEMU qsnapd did not launch: in place (internal, memory) only.
+        h = self.h
+        img = h.create_image('x.qcow2')
+        sock = os.path.join(h.images_dir, 'ext.qmp')
+        qemu = subprocess.Popen(
+            [q.QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
+             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % sock,
+             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
+                                      'file': {'driver': 'file', 'filename': img}}),
+             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
+        self.assertTrue(q.spin(lambda: os.path.exists(sock), 20))
+        dom = h.define_domain('att', [q.Disk('vda', img)], monitor=sock)
+        self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
+        i1 = self.snap(dom, 'i1', 0)
+        # (QEMU's output is not in our log: write, flush, read from the host)
+        h.hmp(dom, 'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0x31 0 %d"' % LEN)
+        h.flush_live(dom, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(img, 0x31, 0, LEN))
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        h.flush_live(dom, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(img, 0, 0, LEN), 'attached, in place: the write is still there')
+        # Anything that needs QEMU stopped or restarted: Unsupported.
+        e1 = self.snap(dom, 'e1')
+        self.refused_revert(dom, e1, FORCE, E + 'Unsupported', 'started elsewhere')
 
 
 class CrashTest(RevertTestCase):

@@ -799,7 +799,9 @@ static void on_incoming_query(Qmp *qmp, int error, json_object *result, const ch
         Domain *d = userdata;
         const char *status, *err;
 
-        if (!d->op || d->op->type != DOMAIN_OP_START || !d->op->incoming)
+        /* QEMU went away (a failed load ends it): the disconnect callback
+         * reports that, after every pending reply had its say. */
+        if (!d->op || d->op->type != DOMAIN_OP_START || !d->op->incoming || error == -ECONNRESET)
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
                 return start_incoming_fail(d, desc ?: "query-migrate failed");
@@ -825,7 +827,7 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
                                 void *userdata) {
         Domain *d = userdata;
 
-        if (!d->op || d->op->type != DOMAIN_OP_START)
+        if (!d->op || d->op->type != DOMAIN_OP_START || error == -ECONNRESET)
                 return;
         if (error < 0)
                 return start_incoming_fail(d, desc);
@@ -836,7 +838,9 @@ static void start_incoming(Domain *d) {
         log_info("Domain '%s': loading the memory state (%s).", d->def->name, d->op->incoming);
         d->op->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
         if (qmp_cmd_migrate_incoming(d->qmp, d->op->incoming, on_migrate_incoming, d) < 0)
-                start_incoming_fail(d, "cannot send migrate-incoming");
+                return start_incoming_fail(d, "cannot send migrate-incoming");
+        /* Only a revert loads a memory state this way. */
+        crash_point("revert:incoming");
 }
 
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {

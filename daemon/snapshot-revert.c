@@ -460,6 +460,8 @@ static int intent_write(RevertPlan *p) {
         json_object_object_add(o, "memory", json_object_new_boolean(p->memory));
         json_object_object_add(o, "after", json_object_new_string(domain_state_to_string(p->after)));
         json_object_object_add(o, "loaded", json_object_new_boolean(p->loaded));
+        if (p->memory_file)
+                json_object_object_add(o, "memory_file", json_object_new_string(p->memory_file));
         for (size_t i = 0; i < p->n_disks; i++) {
                 json_object *e = json_object_new_object();
 
@@ -930,6 +932,9 @@ typedef struct Recovery {
         Domain *domain;
         json_object *intent;
         bool stop_qemu;     /* a QEMU that cannot be trusted goes once the attach is done */
+        sd_event_source *timer;
+        uint64_t deadline;
+        bool incoming_sent;
         DomainDoneFunc done;
         void *userdata;
 } Recovery;
@@ -966,6 +971,7 @@ static void recovery_end(Recovery *rc) {
                         log_warning("Domain '%s': cannot stop QEMU: %s", d->def->name, strna(message));
         }
         json_object_put(rc->intent);
+        sd_event_source_disable_unref(rc->timer);
         domain_unref(d);
         free(rc);
 }
@@ -1009,6 +1015,8 @@ static void recovery_stop_qemu(Recovery *rc, const char *why) {
         recovery_end(rc);
 }
 
+static int on_recovery_poll(sd_event_source *s, uint64_t usec, void *userdata);
+
 static void on_recovery_migrate(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                                 void *userdata) {
         Recovery *rc = userdata;
@@ -1017,11 +1025,45 @@ static void on_recovery_migrate(Qmp *qmp, int error, json_object *result, const 
         if (error >= 0)
                 (void) qmp_parse_query_migrate(result, &status, &err);
         if (status && streq(status, "completed")) {
-                log_notice("Domain '%s': the interrupted revert had loaded the memory state; left as it is.",
-                           rc->domain->def->name);
+                const char *after = jstr(rc->intent, "after");
+                bool run = after && streq(after, "running") && rc->domain->state == DOMAIN_PAUSED;
+
+                /* The state asked for; the RESUME event updates State. */
+                if (run)
+                        (void) qmp_cmd_cont(qmp, NULL, NULL);
+                log_notice("Domain '%s': the interrupted revert had loaded the memory state; the guest %s.",
+                           rc->domain->def->name, run ? "runs again" : "stays as it is");
                 return recovery_end(rc);
         }
+        /* Started with -incoming defer, but migrate-incoming never arrived:
+         * send it now and finish the load. */
+        if (status && streq(status, "none") && !rc->incoming_sent && jstr(rc->intent, "memory_file")) {
+                _cleanup_free_ char *quoted = shell_quote(jstr(rc->intent, "memory_file"));
+                _cleanup_free_ char *uri = quoted ? strjoin("exec:cat ", quoted) : NULL;
+
+                rc->incoming_sent = true;
+                if (uri && qmp_cmd_migrate_incoming(qmp, uri, NULL, NULL) >= 0) {
+                        log_notice("Domain '%s': loading the memory state the interrupted revert had not asked for yet.",
+                                   rc->domain->def->name);
+                        status = "setup";
+                }
+        }
+        /* Still loading: wait for it, within reason. */
+        if (status && STR_IN_SET(status, "setup", "active", "device") && now_usec(CLOCK_MONOTONIC) < rc->deadline &&
+            sd_event_add_time_relative(rc->domain->manager->event, &rc->timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC, 0,
+                                       on_recovery_poll, rc) >= 0)
+                return;
+        log_debug("Domain '%s': migration status %s (%s).", rc->domain->def->name, strna(status), strna(desc));
         recovery_stop_qemu(rc, "the memory state of the interrupted revert was not loaded completely");
+}
+
+static int on_recovery_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        Recovery *rc = userdata;
+
+        rc->timer = sd_event_source_disable_unref(rc->timer);
+        if (!rc->domain->qmp || qmp_cmd_query_migrate(rc->domain->qmp, on_recovery_migrate, rc) < 0)
+                recovery_stop_qemu(rc, "the memory state of the interrupted revert cannot be checked");
+        return 0;
 }
 
 static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
@@ -1114,6 +1156,7 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
                 recovery_set_current(rc, true);
                 log_notice("Domain '%s': finished a revert interrupted after the definition was switched (the "
                            "domain is %s).", d->def->name, domain_state_to_string(d->state));
+                rc->deadline = now_usec(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;
                 if (memory && d->qmp && domain_is_active(d) &&
                     qmp_cmd_query_migrate(d->qmp, on_recovery_migrate, rc) >= 0)
                         return 1;

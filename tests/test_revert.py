@@ -28,7 +28,9 @@ check is clean on every file.
 """
 
 import contextlib
+import json
 import os
+import subprocess
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
@@ -183,6 +185,40 @@ class ExternalTest(RevertTestCase):
         before = (self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1))
         h.restart_daemon(kill=False)
         self.assertEqual((self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1)), before)
+
+
+    def test_two_disks_and_the_recorded_definition(self):
+        # Two disks taken externally, a third left out (snapshot='no'); the
+        # domain is redefined afterwards (more memory, 2 vCPUs, a disk
+        # added): a shut-off revert applies the recorded definition.
+        h = self.h
+        a, b, c = h.create_image('a.qcow2'), h.create_image('b.qcow2'), h.create_image('c.qcow2')
+        dom = h.define_domain('two', [q.Disk('vda', a), q.Disk('vdb', b), q.Disk('vdc', c)])
+        self.start(dom)
+        self.write(dom, 'vda', 0x11, 0)
+        h.write_pattern_live(dom, 'vdb', 0x21, 0, LEN)
+        s1 = self.snap(dom, 's1', DISK_ONLY, snap_xml('s1', disks=[('vdc', 'no')]))
+        self.write(dom, 'vda', 0x12, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x22, MiB, LEN)
+        self.stop(dom)
+        d_img = h.create_image('d.qcow2')
+        h.define_domain('two', [q.Disk('vda', h.image_path('a.s1')), q.Disk('vdb', h.image_path('b.s1')),
+                                q.Disk('vdc', c), q.Disk('vdd', d_img)], memory_mib=160, vcpus=2)
+        self.revert(s1)
+        active = self.active(dom)
+        self.assertEqual(active, {'vda': h.image_path('a.s1-revert1'), 'vdb': h.image_path('b.s1-revert1'),
+                                  'vdc': c})
+        self.assertEqual(self.revert_disks(s1), {'vda': active['vda'], 'vdb': active['vdb']})
+        root = ET.fromstring(h.call(dom, D, 'GetXMLDesc', (2,), 't'))
+        self.assertEqual(root.find('memory').text, str(128 * 1024))
+        self.assertEqual(root.find('vcpu').text, '1')
+        self.assertEqual(root.find('name').text, 'two')
+        self.assert_layer(active['vda'], [(0x11, 0)], [MiB])
+        self.assert_layer(active['vdb'], [(0x21, 0)], [MiB])
+        self.assert_layer(h.image_path('b.s1'), [(0x21, 0), (0x22, MiB)], [])
+        self.start(dom)
+        self.assert_disks_agree(dom, 'two disks after the revert')
+        self.assert_all_clean()
 
 
 class InternalTest(RevertTestCase):
@@ -426,6 +462,36 @@ class RefusalTest(RevertTestCase):
         del reason
 
 
+    def test_attached_domain(self):
+        # A QEMU qsnapd did not launch: in place (internal, memory) only.
+        h = self.h
+        img = h.create_image('x.qcow2')
+        sock = os.path.join(h.images_dir, 'ext.qmp')
+        qemu = subprocess.Popen(
+            [q.QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
+             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % sock,
+             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
+                                      'file': {'driver': 'file', 'filename': img}}),
+             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
+        self.assertTrue(q.spin(lambda: os.path.exists(sock), 20))
+        dom = h.define_domain('att', [q.Disk('vda', img)], monitor=sock)
+        self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
+        i1 = self.snap(dom, 'i1', 0)
+        # (QEMU's output is not in our log: write, flush, read from the host)
+        h.hmp(dom, 'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0x31 0 %d"' % LEN)
+        h.flush_live(dom, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(img, 0x31, 0, LEN))
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        h.flush_live(dom, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(img, 0, 0, LEN), 'attached, in place: the write is still there')
+        # Anything that needs QEMU stopped or restarted: Unsupported.
+        e1 = self.snap(dom, 'e1')
+        self.refused_revert(dom, e1, FORCE, E + 'Unsupported', 'started elsewhere')
+
+
 class CrashTest(RevertTestCase):
     """kill -9 of qsnapd at each step of a revert (crash_point()): the
     restarted qsnapd finishes (definition switched) or rolls back."""
@@ -552,8 +618,10 @@ class CrashTest(RevertTestCase):
 
     def test_memory(self):
         h = self.h
+        # 'incoming': killed as migrate-incoming was being sent; the new
+        # qsnapd finishes the load (sending it again if QEMU never got it).
         for step, finished, state in (('overlays', False, 'shutoff'), ('switched', True, 'shutoff'),
-                                      ('started', True, 'running')):
+                                      ('incoming', True, None), ('started', True, 'running')):
             with self.subTest(step=step):
                 img = h.create_image('m%s.qcow2' % step)
                 dom = h.define_domain('m' + step, [q.Disk('vda', img)], memory_mib=64)
@@ -563,6 +631,12 @@ class CrashTest(RevertTestCase):
                                                       memory_file=h.image_path('m%s.mem' % step)))
                 self.write(dom, 'vda', 0xe6, MiB)
                 self.crash_revert(m1, 0, step)
+                if state is None:
+                    self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10),
+                                    'the interrupted load was not finished')
+                    state = 'running'
+                    self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
+                    self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
                 if finished:

@@ -780,6 +780,27 @@ class FlagsTest(DeleteTestCase):
         self.assert_disks_agree(dom)
 
 
+class LiveFlagsTest(DeleteTestCase):
+    def test_children_and_children_only_live(self):
+        h = self.h
+        dom, base = ExternalLiveTest.live_chain(self, 'lc', 4)
+        s1, s2 = self.snap_path(dom, 's1'), self.snap_path(dom, 's2')
+        # CHILDREN_ONLY on s2: s3 and s4 go (an active commit among them), s2 stays and becomes current
+        self.delete(s2, CHILDREN_ONLY)
+        self.assertEqual(self.names(dom), ['s1', 's2'])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s2)
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 5, 'CHILDREN_ONLY')
+        for k in range(5):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+        # CHILDREN on s1: everything
+        self.delete(s1, CHILDREN)
+        self.assertEqual(self.names(dom), [])
+        self.assertEqual(self.active(dom)['vda'], base)
+        self.assert_all(dom, {}, 5, 'CHILDREN')
+        for k in range(5):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+
+
 class RefusalTest(DeleteTestCase):
     def test_denied(self):
         h = self.h

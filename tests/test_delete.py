@@ -73,7 +73,22 @@ class DeleteTestCase(SnapshotTestCase):
         return self.h.call(snap, S, 'CheckDelete', (flags,), 't')
 
     def names(self, dom):
-        return sorted(self.h.get_property(p, S, 'Name') for p in self.dprop(dom, 'Snapshots'))
+        # the object path encodes the name; no second call that could race a delete
+        prefix = dom + '/snapshot/'
+        return sorted(self._decode(p[len(prefix):]) for p in self.dprop(dom, 'Snapshots'))
+
+    @staticmethod
+    def _decode(element):
+        """sd_bus_path_decode() of one element."""
+        out, i = b'', 0
+        while i < len(element):
+            if element[i] == '_' and i + 2 < len(element):
+                out += bytes([int(element[i + 1:i + 3], 16)])
+                i += 3
+            else:
+                out += element[i].encode()
+                i += 1
+        return out.decode()
 
     def frozen(self, snap, target='vda'):
         root = ET.fromstring(self.h.call(snap, S, 'GetXMLDesc', (0,), 't'))
@@ -394,6 +409,31 @@ class CrashTest(DeleteTestCase):
             log = f.read()
         self.assertIn("finishing the interrupted delete of snapshot 's2' by merging again", log)
         self.assertIn('commit -p -r %d' % (2 * MiB), log)
+
+    def test_sigterm_during_merge(self):
+        """SIGTERM (systemctl stop) while a merge runs: qsnapd exits cleanly,
+        QEMU runs on, and the next qsnapd finishes the delete."""
+        h = self.h
+        dom, base = ExternalLiveTest.live_chain(self, 'st', 3, {})
+        self.write(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
+        s3 = self.snap_path(dom, 's3')
+        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(MiB)
+        try:
+            h.restart_daemon(kill=False)
+        finally:
+            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        job = h.call(s3, S, 'Delete', (0,), 't')
+        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        h.restart_daemon(kill=False)
+        self.assertEqual(h.daemon_exit_problems(), [])
+        self.assertTrue(q.spin(lambda: 's3' not in self.names(dom) and not os.path.exists(self.journal(dom)), 60))
+        q.spin(lambda: all(h.get_property(j, J, 'State') not in ('running', 'ready')
+                           for j in self.dprop(dom, 'Jobs')), 60)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after SIGTERM')
+        for k in range(4):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+        h.verify_pattern_live(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
 
     def test_abort_and_qemu_killed_during_merge(self):
         """A slow active commit (s3, the current leaf): Abort ends the job

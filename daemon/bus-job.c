@@ -133,7 +133,7 @@ static int job_method(sd_bus_message *m, Job *j, job_call_t call, uint64_t arg, 
         const char *details[] = { "domain", d ? d->def->name : "", "disk", strempty(j->disk), NULL };
         int r;
 
-        if (!d || job_state_is_final(j->state) || !j->tracker)
+        if (!d || job_state_is_final(j->state) || (!j->tracker && !j->local))
                 return sd_bus_error_setf(error, QSNAP_ERROR_OPERATION_INVALID, "Job %s has ended (%s).", j->id,
                                          job_state_to_string(j->state));
         r = bus_verify_polkit_async(m, ACTION_BLOCK_JOBS, details, &bus_from_manager(d->manager)->polkit, error);

@@ -96,6 +96,11 @@ static void on_snapshots_removed(Domain *d, void *userdata) {
         bus_snapshot_emit_all_removed(userdata, d);
 }
 
+static void on_snapshots_deleted(Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
+                                 Snapshot *previous_current, void *userdata) {
+        bus_snapshot_emit_deleted(userdata, d, names, changed, n_changed, previous_current);
+}
+
 static void on_job_event(Domain *d, Job *j, JobEvent e, void *userdata) {
         bus_job_emit(userdata, d, j, e);
 }
@@ -104,6 +109,7 @@ static const DomainObserver bus_observer = {
         .job_event = on_job_event,
         .snapshot_added = on_snapshot_added,
         .snapshots_removed = on_snapshots_removed,
+        .snapshots_deleted = on_snapshots_deleted,
         .domain_added = on_domain_added,
         .domain_removed = on_domain_removed,
         .domain_changed = on_domain_changed,

@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * org.example.Snapshot1.Snapshot: the properties of one snapshot, its XML
- * and its children. Revert and Delete come with their own issue.
+ * and its children; Delete and CheckDelete (snapshot-delete.c does the work),
+ * Revert and CheckRevert (snapshot-revert.c does the work).
  */
 #include "bus-domain.h"
 #include "bus-errors.h"
+#include "bus-job.h"
 #include "bus-snapshot.h"
 #include "domain.h"
+#include "snapshot-delete.h"
+#include "snapshot-revert.h"
 #include "util.h"
 
 #define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
+#define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 
 char *bus_snapshot_path(const Snapshot *s) {
         _cleanup_free_ char *domain_path = bus_domain_path(s->tree->domain), *prefix = NULL;
@@ -163,6 +168,70 @@ static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error 
         return bus_reply_snapshot_list(m, s->tree, s, "ListChildren", error);
 }
 
+static int method_check_delete(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        Snapshot *s = userdata;
+        uint64_t flags, bytes = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~SNAPSHOT_DELETE_ALL)
+                return bus_error_unknown_flags(error, "CheckDelete", flags, SNAPSHOT_DELETE_ALL);
+        r = snapshot_delete_check(s, flags, &bytes, &message);
+        if (r == -ENOMEM)
+                return r;
+        return sd_bus_reply_method_return(m, "bst", r >= 0, r >= 0 ? "" : strna(message), bytes);
+}
+
+static void reply_deleted(Domain *d, int error, const char *message, Job *job, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (error < 0) {
+                bus_error_set_errno_message(&e, error, message);
+                r = sd_bus_reply_method_error(m, &e);
+        } else {
+                path = job ? bus_job_path(d, job) : strdup("/");
+                r = path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a reply: %m");
+}
+
+static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        Snapshot *s = userdata;
+        Domain *d = s->tree->domain;
+        const char *details[] = { "domain", d->def->name, NULL };
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~SNAPSHOT_DELETE_ALL)
+                return bus_error_unknown_flags(error, "Delete", flags, SNAPSHOT_DELETE_ALL);
+        /* Refused calls cost no polkit round trip and say what CheckDelete says. */
+        r = snapshot_delete_check(s, flags, NULL, &message);
+        if (r < 0)
+                return bus_error_set_errno_message(error, r, message);
+        r = bus_verify_polkit_async(m, ACTION_MANAGE_SNAPSHOTS, details, &bus_from_manager(d->manager)->polkit, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = domain_delete_snapshot(d, s, flags, reply_deleted, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
 /* ---- signals ---- */
 
 static void emit_snapshot_properties(Bus *b, const Snapshot *s, const char *property) {
@@ -170,6 +239,118 @@ static void emit_snapshot_properties(Bus *b, const Snapshot *s, const char *prop
 
         if (path)
                 (void) sd_bus_emit_properties_changed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, property, NULL);
+}
+
+static void emit_snapshot_properties2(Bus *b, const Snapshot *s, const char *p1, const char *p2) {
+        _cleanup_free_ char *path = bus_snapshot_path(s);
+
+        if (path)
+                (void) sd_bus_emit_properties_changed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, p1, p2, NULL);
+}
+
+/* ---- revert ---- */
+
+typedef struct RevertCall {
+        sd_bus_message *message;
+        char *previous; /* the current snapshot's name before, NULL when none */
+} RevertCall;
+
+static void reply_reverted(Domain *d, int error, const char *message, void *userdata) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        RevertCall *c = userdata;
+        Bus *b = bus_from_manager(d->manager);
+        Snapshot *previous = c->previous ? snapshot_tree_find(&d->snapshots, c->previous) : NULL;
+        int r;
+
+        /* State and Disks went out as they changed; CurrentSnapshot too. */
+        if (previous != d->snapshots.current) {
+                if (previous)
+                        emit_snapshot_properties(b, previous, "IsCurrent");
+                if (d->snapshots.current)
+                        emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
+        }
+        if (error < 0) {
+                bus_error_set_errno_message(&e, error, message);
+                r = sd_bus_reply_method_error(c->message, &e);
+        } else
+                r = sd_bus_reply_method_return(c->message, "");
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a reply: %m");
+        sd_bus_message_unref(c->message);
+        free(c->previous);
+        free(c);
+}
+
+static int check_revert_flags(uint64_t flags, const char *method, sd_bus_error *error) {
+        if (flags & ~SNAPSHOT_REVERT_ALL)
+                return bus_error_unknown_flags(error, method, flags, SNAPSHOT_REVERT_ALL);
+        if ((flags & SNAPSHOT_REVERT_RUNNING) && (flags & SNAPSHOT_REVERT_PAUSED))
+                return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_ARGUMENT,
+                                         "%s: RUNNING (1) and PAUSED (2) exclude each other.", method);
+        return 0;
+}
+
+static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(revert_plan_freep) RevertPlan *plan = NULL;
+        _cleanup_free_ char *message = NULL;
+        Snapshot *s = userdata;
+        Domain *d = s->tree->domain;
+        const char *details[] = { "domain", d->def->name, NULL };
+        RevertCall *c;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_revert_flags(flags, "Revert", error);
+        if (r < 0)
+                return r;
+        /* The same checks as CheckRevert, before polkit is asked. */
+        r = revert_plan_new(s, flags, &plan, &message);
+        if (r < 0)
+                return bus_error_set_errno_message(error, r, message);
+        r = bus_verify_polkit_async(m, ACTION_MANAGE_SNAPSHOTS, details, &bus_from_manager(d->manager)->polkit, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        c = new0(RevertCall, 1);
+        if (!c)
+                return -ENOMEM;
+        if (d->snapshots.current && !(c->previous = strdup(snapshot_name(d->snapshots.current)))) {
+                free(c);
+                return -ENOMEM;
+        }
+        c->message = sd_bus_message_ref(m);
+        r = snapshot_revert(TAKE_PTR(plan), reply_reverted, c, &message);
+        if (r < 0) {
+                sd_bus_message_unref(c->message);
+                free(c->previous);
+                free(c);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
+static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(revert_plan_freep) RevertPlan *plan = NULL;
+        _cleanup_free_ char *message = NULL;
+        Snapshot *s = userdata;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
+        r = check_revert_flags(flags, "CheckRevert", error);
+        if (r < 0)
+                return r;
+        r = revert_plan_new(s, flags, &plan, &message);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return sd_bus_reply_method_return(m, "bs", false, message ?: strerror(-r));
+        return sd_bus_reply_method_return(m, "bs", true, "");
 }
 
 void bus_snapshot_emit_current_changed(Bus *b, Domain *d, Snapshot *previous) {
@@ -190,6 +371,26 @@ void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current) {
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
                 bus_snapshot_emit_current_changed(b, d, previous_current);
+}
+
+void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
+                               Snapshot *previous_current) {
+        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
+
+        prefix = domain_path ? strjoin(domain_path, "/snapshot") : NULL;
+        for (char *const *n = names; prefix && n && *n; n++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (sd_bus_path_encode(prefix, *n, &path) >= 0)
+                        (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, NULL);
+        }
+        for (size_t i = 0; i < n_changed; i++)
+                emit_snapshot_properties2(b, changed[i], "Parent", "Children");
+        bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
+        if (previous_current != d->snapshots.current)
+                bus_snapshot_emit_current_changed(b, d, previous_current);
+        if (d->snapshots.current && previous_current != d->snapshots.current)
+                emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
 }
 
 void bus_snapshot_emit_all_removed(Bus *b, Domain *d) {
@@ -255,6 +456,15 @@ static const sd_bus_vtable snapshot_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListChildren", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", snapshots),
                                 method_list_children, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("o", job), method_delete,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CheckDelete", SD_BUS_ARGS("t", flags),
+                                SD_BUS_RESULT("b", ok, "s", reason, "t", bytes_needed), method_check_delete,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Revert", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_revert,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CheckRevert", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("b", ok, "s", reason),
+                                method_check_revert, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

@@ -25,5 +25,9 @@ int bus_reply_snapshot_list(sd_bus_message *m, const SnapshotTree *t, const Snap
 void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current);
 /* The current snapshot moved from `previous` to the tree's current one. */
 void bus_snapshot_emit_current_changed(Bus *b, Domain *d, Snapshot *previous);
+/* Snapshots were deleted: InterfacesRemoved for each name, Parent and
+ * Children of `changed`, the domain's Snapshots and CurrentSnapshot. */
+void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
+                               Snapshot *previous_current);
 /* Before a domain's snapshots are forgotten: InterfacesRemoved for each. */
 void bus_snapshot_emit_all_removed(Bus *b, Domain *d);

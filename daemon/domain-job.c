@@ -252,6 +252,33 @@ static void job_report_end(Domain *d, Job *j) {
         notify(d, j, JOB_EVENT_FINISHED);
 }
 
+int domain_local_job_add(Domain *d, Job *j) {
+        BlockJobInfo *info = new0(BlockJobInfo, 1);
+        size_t n = d->n_lingering;
+
+        if (!info)
+                return -ENOMEM;
+        info->domain = d;
+        j->userdata = info;
+        linger_add(d, j);
+        if (d->n_lingering == n) {
+                j->userdata = NULL;
+                info_free(info);
+                return -ENOMEM;
+        }
+        notify(d, j, JOB_EVENT_ADDED);
+        return 0;
+}
+
+void domain_local_job_progress(Domain *d, Job *j) {
+        notify(d, j, JOB_EVENT_PROGRESS);
+}
+
+void domain_local_job_end(Domain *d, Job *j) {
+        notify(d, j, JOB_EVENT_CHANGED);
+        job_report_end(d, j);
+}
+
 static void resync_end(Resync *rs) {
         Domain *d = rs->domain;
 

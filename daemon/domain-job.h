@@ -84,6 +84,13 @@ int domain_list_jobs(Domain *d, Job ***ret, size_t *ret_n);
 /* A job not ended holds this disk. */
 Job *domain_disk_job(Domain *d, const char *target);
 
+/* A job qsnapd runs itself (job_new_local()): from now on findable and
+ * listed like the others (ADDED is reported); local_job_end() reports its
+ * end and lets it linger. Works with QEMU off too. */
+int domain_local_job_add(Domain *d, Job *j);
+void domain_local_job_end(Domain *d, Job *j);
+void domain_local_job_progress(Domain *d, Job *j);
+
 /* QMP is up: a tracker for it, and the jobs QEMU has adopted (done follows). */
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata);
 /* QEMU went away (fail what runs) or we leave it running (detach only). */

@@ -67,6 +67,7 @@ struct SnapshotPlan {
         int subscription;
         Snapshot *snapshot;   /* the result, while HALT stops the domain */
         bool intent_written;
+        unsigned cont_retries;
         sd_event_source *timer;
         sd_event_source *defer;
 };
@@ -818,9 +819,39 @@ static void qemu_wait_end(SnapshotPlan *p) {
 
 /* ---- live: external ---- */
 
+static void on_resumed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata);
+
+static int on_cont_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        SnapshotPlan *p = userdata;
+
+        p->timer = sd_event_source_disable_unref(p->timer);
+        if (!p->domain->qmp || qmp_cmd_cont(p->domain->qmp, on_resumed, p) < 0)
+                plan_finish(p, 0, NULL);
+        return 0;
+}
+
+/* QEMU reports the migration completed a moment before it leaves
+ * finish-migrate, and refuses cont until then: ask again shortly. */
+static void on_resume_status(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        SnapshotPlan *p = userdata;
+        _cleanup_free_ char *status = NULL;
+        QmpRunState state;
+
+        if (error >= 0 && qmp_parse_query_status(result, &state, &status) >= 0 && streq_ptr(status, "finish-migrate") &&
+            p->cont_retries++ < 100 &&
+            sd_event_add_time_relative(p->domain->manager->event, &p->timer, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0,
+                                       on_cont_retry, p) >= 0)
+                return;
+        log_warning("Domain '%s': the guest did not resume after the snapshot (QEMU is %s).", p->domain->def->name,
+                    strna(status));
+        plan_finish(p, 0, NULL);
+}
+
 static void on_resumed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
 
+        if (error < 0 && error != -ECONNRESET && qmp_cmd_query_status(qmp, on_resume_status, p) >= 0)
+                return;
         if (error < 0)
                 log_warning("Domain '%s': the guest did not resume after the snapshot: %s", p->domain->def->name, strna(desc));
         else
@@ -909,29 +940,6 @@ static void plan_add_overlays(SnapshotPlan *p) {
 }
 
 /* ---- live: memory to a file ---- */
-
-static char *shell_quote(const char *s) {
-        size_t n = 2;
-        char *r, *o;
-
-        for (const char *c = s; *c; c++)
-                n += *c == '\'' ? 4 : 1;
-        r = malloc(n + 1);
-        if (!r)
-                return NULL;
-        o = r;
-        *o++ = '\'';
-        for (const char *c = s; *c; c++) {
-                if (*c == '\'') {
-                        memcpy(o, "'\\''", 4);
-                        o += 4;
-                } else
-                        *o++ = *c;
-        }
-        *o++ = '\'';
-        *o = 0;
-        return r;
-}
 
 static void plan_migration_done(SnapshotPlan *p, const char *status, const char *error) {
         if (streq(status, "completed")) {

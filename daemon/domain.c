@@ -25,7 +25,9 @@
 #include "image.h"
 #include "manager.h"
 #include "qmp-commands.h"
+#include "snapshot-delete.h"
 #include "snapshot-intent.h"
+#include "snapshot-revert.h"
 #include "util.h"
 
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
@@ -51,6 +53,7 @@ struct DomainOp {
         uint64_t deadline;      /* CLOCK_MONOTONIC, for polls that give up */
         int result;
         char *message;
+        char *incoming;         /* Start: the migration URI to load the memory state from */
 };
 
 typedef struct MonitorCall {
@@ -100,6 +103,7 @@ static void domain_op_free(DomainOp *op) {
         sd_event_source_disable_unref(op->timer);
         sd_event_source_disable_unref(op->defer);
         free(op->message);
+        free(op->incoming);
         free(op);
 }
 
@@ -158,6 +162,11 @@ static bool process_is_gone(pid_t pid) {
 void domain_note_running(Domain *d) {
         if (domain_is_active(d))
                 domain_set_state(d, DOMAIN_RUNNING);
+}
+
+void domain_note_paused(Domain *d) {
+        if (domain_is_active(d))
+                domain_set_state(d, DOMAIN_PAUSED);
 }
 
 /* ---- lifecycle call bookkeeping ---- */
@@ -375,14 +384,23 @@ static void domain_load_live(Domain *d) {
                 d->pid = (pid_t) atoi(pid);
 }
 
+static void on_revert_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
+        domain_op_finish(d, 0, NULL);
+}
+
+/* After an interrupted snapshot, an interrupted revert. */
 static void on_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
+        if (domain_recover_revert(d, on_revert_recovered, NULL) > 0)
+                return;
         domain_op_finish(d, 0, NULL);
 }
 
 static void on_jobs_adopted(Domain *d, void *userdata) {
+        /* Runs from the loop once the domain is free (waits for its jobs). */
+        (void) domain_recover_delete(d);
         if (domain_recover_snapshot(d, on_recovered, NULL) > 0)
                 return;
-        domain_op_finish(d, 0, NULL);
+        on_recovered(d, 0, NULL, NULL, NULL);
 }
 
 static void on_attach_status(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
@@ -542,7 +560,7 @@ static int strv_extend_json(char ***argv, json_object *o) {
         return r;
 }
 
-static int domain_build_argv(Domain *d, const DomainDef *def, char ***ret) {
+static int domain_build_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
         const char *emulator = def->emulator ?: d->manager->config.qemu_binary;
@@ -584,6 +602,11 @@ static int domain_build_argv(Domain *d, const DomainDef *def, char ***ret) {
         ADD("socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
         ADD("-mon");
         ADD("chardev=qmp,mode=control");
+        if (incoming) {
+                /* migrate-incoming names the source once the monitor is up. */
+                ADD("-incoming");
+                ADD("defer");
+        }
 
         for (size_t i = 0; i < def->n_disks; i++) {
                 const DomainDisk *disk = def->disks + i;
@@ -745,6 +768,81 @@ static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *
         domain_op_finish(d, 0, NULL);
 }
 
+/* The memory state is in: run, or stay paused as asked. */
+static void start_incoming_done(Domain *d) {
+        if (d->op->flags & DOMAIN_START_PAUSED) {
+                domain_set_state(d, DOMAIN_PAUSED);
+                return domain_op_finish(d, 0, NULL);
+        }
+        if (qmp_cmd_cont(d->qmp, on_start_cont, d) < 0)
+                domain_op_finish(d, -EIO, "Failed to send cont");
+}
+
+/* A failed incoming migration normally ends QEMU (the disconnect reports
+ * it); one that stays up with nothing loaded is ended here. */
+static void start_incoming_fail(Domain *d, const char *why) {
+        _cleanup_free_ char *message = strprintf("QEMU could not load the memory state: %s", strna(why));
+
+        log_error("Domain '%s': %s", d->def->name, strna(message));
+        if (d->pid > 0)
+                (void) kill(d->pid, SIGKILL);
+        d->quit_requested = true;
+        if (d->qmp)
+                qmp_close(d->qmp);
+        domain_reset(d, DOMAIN_SHUTOFF);
+        domain_op_finish(d, -EIO, message);
+}
+
+static int on_incoming_poll(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void on_incoming_query(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+        Domain *d = userdata;
+        const char *status, *err;
+
+        /* QEMU went away (a failed load ends it): the disconnect callback
+         * reports that, after every pending reply had its say. */
+        if (!d->op || d->op->type != DOMAIN_OP_START || !d->op->incoming || error == -ECONNRESET)
+                return;
+        if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
+                return start_incoming_fail(d, desc ?: "query-migrate failed");
+        if (streq(status, "completed"))
+                return start_incoming_done(d);
+        if (STR_IN_SET(status, "failed", "cancelled"))
+                return start_incoming_fail(d, err ?: status);
+        if (now_usec(CLOCK_MONOTONIC) > d->op->deadline)
+                return start_incoming_fail(d, "it took too long");
+        if (domain_op_arm_timer(d, 50 * USEC_PER_MSEC, on_incoming_poll) < 0)
+                start_incoming_fail(d, "cannot arm a timer");
+}
+
+static int on_incoming_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        Domain *d = userdata;
+
+        if (qmp_cmd_query_migrate(d->qmp, on_incoming_query, d) < 0)
+                start_incoming_fail(d, "cannot send query-migrate");
+        return 0;
+}
+
+static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                                void *userdata) {
+        Domain *d = userdata;
+
+        if (!d->op || d->op->type != DOMAIN_OP_START || error == -ECONNRESET)
+                return;
+        if (error < 0)
+                return start_incoming_fail(d, desc);
+        on_incoming_poll(NULL, 0, d);
+}
+
+static void start_incoming(Domain *d) {
+        log_info("Domain '%s': loading the memory state (%s).", d->def->name, d->op->incoming);
+        d->op->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
+        if (qmp_cmd_migrate_incoming(d->qmp, d->op->incoming, on_migrate_incoming, d) < 0)
+                return start_incoming_fail(d, "cannot send migrate-incoming");
+        /* Only a revert loads a memory state this way. */
+        crash_point("revert:incoming");
+}
+
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
 
@@ -755,6 +853,8 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
+        if (d->op->incoming)
+                return start_incoming(d);
         /* QEMU waits in prelaunch (-S) until told to run. */
         if (d->op->flags & DOMAIN_START_PAUSED) {
                 domain_set_state(d, DOMAIN_PAUSED);
@@ -812,7 +912,8 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
         return 0;
 }
 
-int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
+static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, DomainDoneFunc done, void *userdata,
+                             char **ret_message) {
         _cleanup_free_ char *sock = NULL, *pidfile = NULL, *live_xml_path = NULL, *log_path = NULL, *live_xml = NULL,
                             *logdir = NULL;
         _cleanup_(domain_def_freep) DomainDef *live = NULL;
@@ -851,7 +952,7 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
                 return r;
         }
 
-        r = domain_build_argv(d, live, &argv);
+        r = domain_build_argv(d, live, incoming, &argv);
         if (r < 0)
                 return r;
         r = domain_def_format(live, 0, &live_xml);
@@ -900,6 +1001,14 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
         r = domain_op_begin(d, DOMAIN_OP_START, flags, done, userdata);
         if (r < 0)
                 goto kill;
+        if (incoming) {
+                d->op->incoming = strdup(incoming);
+                if (!d->op->incoming) {
+                        domain_op_abandon(d);
+                        r = -ENOMEM;
+                        goto kill;
+                }
+        }
         r = domain_connect_monitor(d, sock, on_start_ready);
         if (r >= 0)
                 r = domain_op_arm_timer(d, d->manager->config.start_timeout_usec, on_start_timeout);
@@ -917,6 +1026,20 @@ fail:
         /* live is a copy of def: the same transient overlays go. */
         domain_reset(d, DOMAIN_SHUTOFF);
         return r;
+}
+
+int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
+        return domain_start_full(d, flags, NULL, done, userdata, ret_message);
+}
+
+int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainDoneFunc done, void *userdata,
+                          char **ret_message) {
+        if (!domain_is_managed(d)) {
+                *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
+                                         "a memory state.", d->def->name);
+                return -EOPNOTSUPP;
+        }
+        return domain_start_full(d, flags, uri, done, userdata, ret_message);
 }
 
 /* ---- stop, pause, resume ---- */

@@ -136,6 +136,12 @@ static inline const DomainDef *domain_current_def(const Domain *d) {
 int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
 
 int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
+/* Start with -incoming defer, then migrate-incoming from uri (the memory
+ * state of a snapshot); with DOMAIN_START_PAUSED the guest stays paused
+ * afterwards. A failed load leaves the domain shut off (-EIO, QEMU's text).
+ * Only for domains qsnapd launches (-EOPNOTSUPP otherwise). */
+int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainDoneFunc done, void *userdata,
+                          char **ret_message);
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_pause(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_resume(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
@@ -154,6 +160,8 @@ int domain_check_undefine(Domain *d, char **ret_message);
 /* The guest runs again (a cont of ours was answered): State says so now,
  * without waiting for the RESUME event. */
 void domain_note_running(Domain *d);
+/* Likewise for a stop of ours. */
+void domain_note_paused(Domain *d);
 
 /* Replaces the persistent definition (takes def); the live one stays. */
 void domain_set_def(Domain *d, DomainDef *def);

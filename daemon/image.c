@@ -112,6 +112,43 @@ static char *resolve_relative(const char *image, const char *name) {
         return strjoin(dirname(copy), "/", name);
 }
 
+int image_read_backing(const char *path, char **ret_backing) {
+        _cleanup_free_ char *backing = NULL;
+        DiskFormat format;
+        int r;
+
+        r = qcow2_read_backing(path, &backing, &format);
+        if (r < 0)
+                return r;
+        if (!backing) {
+                *ret_backing = NULL;
+                return 0;
+        }
+        *ret_backing = resolve_relative(path, backing);
+        return *ret_backing ? 0 : -ENOMEM;
+}
+
+int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret) {
+        _cleanup_close_ int fd = -EBADF;
+        uint8_t h[72];
+        int r;
+
+        if (format != DISK_FORMAT_QCOW2) {
+                *ret = 0;
+                return 0;
+        }
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        r = pread_exact(fd, h, sizeof(h), 0);
+        if (r < 0)
+                return r;
+        if (be32toh(*(uint32_t *) h) != QCOW2_MAGIC)
+                return -EMEDIUMTYPE;
+        *ret = be32toh(*(uint32_t *) (h + 60)); /* nb_snapshots */
+        return 0;
+}
+
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
         _cleanup_(image_chain_done) ImageChain c = {};
         _cleanup_free_ char *current = NULL;

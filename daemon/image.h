@@ -49,3 +49,10 @@ int image_read_backing_name(const char *path, char **ret);
 
 /* The file starts with the qcow2 magic (never through a symlink). */
 bool image_is_qcow2(const char *path);
+
+/* The number of internal snapshots in a qcow2 image's header (0 for raw). */
+int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
+
+/* The backing file named in a qcow2 header, made absolute (NULL: none).
+ * -EMEDIUMTYPE when path is not a qcow2 image. */
+int image_read_backing(const char *path, char **ret_backing);

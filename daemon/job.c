@@ -930,6 +930,33 @@ static Job *job_new(const char *id, JobType type, const char *disk, uint64_t ban
         return j;
 }
 
+Job *job_new_local(const char *id, JobType type, const char *disk) {
+        Job *j = job_new(id, type, disk, 0);
+
+        if (j) {
+                j->local = true;
+                j->phase = PHASE_FINISHED;
+        }
+        return j;
+}
+
+void job_local_update(Job *j, JobState state, uint64_t cur, uint64_t end, const char *error) {
+        uint64_t now = now_usec(CLOCK_REALTIME);
+
+        assert(j->local);
+        if (state == JOB_STATE_RUNNING && cur > j->cur && now > j->start_time) {
+                j->rate = (uint64_t) ((double) cur * USEC_PER_SEC / (double) (now - j->start_time));
+                j->eta = j->rate > 0 && end > cur ? (end - cur) / j->rate : 0;
+        }
+        if (state != JOB_STATE_RUNNING)
+                j->rate = j->eta = 0;
+        j->state = state;
+        j->cur = cur;
+        j->end = end;
+        if (error && !j->error)
+                j->error = strdup(error);
+}
+
 static void tracker_adopt_finish(JobTracker *t) {
         _cleanup_(json_object_putp) json_object *jobs_reply = TAKE_PTR(t->adopt_jobs),
                                                 *block_reply = TAKE_PTR(t->adopt_block_jobs);
@@ -1360,6 +1387,9 @@ void job_set_start_time(Job *j, uint64_t realtime_usec) {
 
 /* May a call act on j now? */
 static int job_check_active(Job *j, const char *verb, char **ret_message) {
+        if (j->local)
+                return message_set(ret_message, -EOPNOTSUPP, "Job '%s' is qsnapd's own %s job: it cannot be %s; it ends by itself.",
+                                   j->id, job_type_to_string(j->type), verb);
         if (!j->tracker || j->phase == PHASE_FINISHED)
                 return message_set(ret_message, -ESTALE, "Job '%s' has ended (%s): it can no longer be %s.", j->id,
                                    job_state_to_string(j->state), verb);
@@ -1407,6 +1437,12 @@ int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
 int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_message) {
         int r;
 
+        if (j->local && !pivot && j->local_abort && !job_state_is_final(j->state)) {
+                r = j->local_abort(j, j->local_abort_data);
+                if (r < 0)
+                        return message_set(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
+                return 1;
+        }
         if (pivot)
                 return job_pivot(j, done, userdata, ret_message);
         r = job_check_active(j, "aborted", ret_message);

@@ -119,6 +119,9 @@ struct Job {
         bool pivoting;       /* job_pivot() was accepted */
         bool aborting;       /* job_abort() was accepted */
         bool adopted;        /* found by job_tracker_adopt() */
+        bool local;          /* run by qsnapd itself (job_new_local()), not a QEMU job */
+        int (*local_abort)(Job *j, void *data); /* local: what Abort does (NULL: -EOPNOTSUPP) */
+        void *local_abort_data;
         uint64_t cur, end;   /* QEMU's current-progress/total-progress; their meaning varies by job */
         uint64_t bandwidth;  /* bytes/s, 0 = unlimited */
         char *error;         /* QEMU's own text, NULL unless failed */
@@ -209,6 +212,15 @@ static inline void job_unrefp(Job **j) {
         if (*j)
                 job_unref(*j);
 }
+
+/* A job qsnapd runs itself (a snapshot delete's merge: qemu-img steps
+ * or several QEMU jobs in a row), shown like the others; no tracker. The
+ * owner moves it with job_local_update(); job_abort() calls local_abort
+ * (and returns 1: the end follows as the owner reports it); pivot, speed,
+ * pause and resume answer -EOPNOTSUPP. */
+Job *job_new_local(const char *id, JobType type, const char *disk);
+/* error: NULL unless failed. */
+void job_local_update(Job *j, JobState state, uint64_t cur, uint64_t end, const char *error);
 
 /* What the owner knows better than QEMU (adoption). */
 int job_set_disk(Job *j, const char *disk);

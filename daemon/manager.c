@@ -10,7 +10,9 @@
 #include <stdio.h>
 
 #include "domain.h"
+#include "snapshot-delete.h"
 #include "snapshot-intent.h"
+#include "snapshot-revert.h"
 #include "manager.h"
 #include "util.h"
 
@@ -79,6 +81,12 @@ void manager_notify_launched(Manager *m, Domain *d, pid_t pid) {
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s) {
         if (m->observer && m->observer->snapshot_added)
                 m->observer->snapshot_added(d, s, m->observer_userdata);
+}
+
+void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
+                                      size_t n_changed, Snapshot *previous_current) {
+        if (m->observer && m->observer->snapshots_deleted)
+                m->observer->snapshots_deleted(d, names, changed, n_changed, previous_current, m->observer_userdata);
 }
 
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
@@ -270,8 +278,11 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
         if (error < 0)
                 log_warning("Domain '%s': %s", d->def->name, strna(message));
         /* Attached QEMUs were asked already; for a vanished one the files tell. */
-        if (!d->qmp)
+        if (!d->qmp) {
                 (void) domain_recover_snapshot(d, NULL, NULL);
+                (void) domain_recover_delete(d);
+                (void) domain_recover_revert(d, NULL, NULL);
+        }
         m->n_attaching--;
 }
 
@@ -323,6 +334,8 @@ static int manager_load_one(Manager *m, const char *path) {
                         log_warning_errno(r, "Domain '%s': cannot attach: %s", d->def->name, strna(message));
                 /* No QEMU: an interrupted snapshot is undone from the files alone. */
                 (void) domain_recover_snapshot(d, NULL, NULL);
+                (void) domain_recover_delete(d);
+                (void) domain_recover_revert(d, NULL, NULL);
         }
         return 0;
 }

@@ -23,6 +23,11 @@ typedef struct DomainObserver {
         /* Before the snapshots of a domain are forgotten (Undefine). */
         void (*snapshots_removed)(Domain *d, void *userdata);
         void (*job_event)(Domain *d, Job *j, JobEvent e, void *userdata);
+        /* Snapshots were deleted (already gone from the tree): their names;
+         * the survivors whose Parent or Children changed; the current
+         * snapshot before. */
+        void (*snapshots_deleted)(Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
+                                  Snapshot *previous_current, void *userdata);
 } DomainObserver;
 
 typedef struct ManagerConfig {
@@ -83,6 +88,8 @@ static inline bool manager_is_busy(Manager *m) {
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what);
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid);
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);
+void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
+                                      size_t n_changed, Snapshot *previous_current);
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e);
 
 /* <state>/snapshots: the snapshot metadata files. */

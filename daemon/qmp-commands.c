@@ -285,6 +285,24 @@ int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, con
         return qmp_send(qmp, "snapshot-save", args, cb, userdata);
 }
 
+int64_t qmp_cmd_snapshot_delete(Qmp *qmp, const char *job_id, const char *tag, const char *const *devices, size_t n,
+                                qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("job-id", JSTR(job_id), "tag", JSTR(tag), "devices", json_string_array(devices, n),
+                                       NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "snapshot-delete", args, cb, userdata);
+}
+
+int64_t qmp_cmd_snapshot_load(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
+                              const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("job-id", JSTR(job_id), "tag", JSTR(tag), "vmstate", JSTR(vmstate_node),
+                                       "devices", json_string_array(devices, n), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "snapshot-load", args, cb, userdata);
+}
+
 int64_t qmp_cmd_job_dismiss(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("id", JSTR(job_id), NULL);
         if (!args)
@@ -321,6 +339,13 @@ int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_repl
         if (!args)
                 return -ENOMEM;
         return qmp_send(qmp, "migrate", args, cb, userdata);
+}
+
+int64_t qmp_cmd_migrate_incoming(Qmp *qmp, const char *uri, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("uri", JSTR(uri), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "migrate-incoming", args, cb, userdata);
 }
 
 int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {

@@ -58,6 +58,13 @@ int64_t qmp_cmd_transaction_blockdev_snapshot(Qmp *qmp, const char *const *nodes
 /* Internal snapshots and jobs. */
 int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
                               const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata);
+/* snapshot-delete: removes internal snapshot `tag` from each device node (a job). */
+int64_t qmp_cmd_snapshot_delete(Qmp *qmp, const char *job_id, const char *tag, const char *const *devices, size_t n,
+                                qmp_reply_func_t cb, void *userdata);
+/* snapshot-load: same arguments as snapshot-save; a failure leaves QEMU
+ * stopped in run state restore-vm. */
+int64_t qmp_cmd_snapshot_load(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
+                              const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_job_dismiss(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_query_jobs(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 
@@ -73,6 +80,9 @@ int qmp_parse_job_status_change(json_object *data, const char **ret_id, const ch
 /* Memory state to a file through migration. */
 int64_t qmp_cmd_migrate_enable_events(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_reply_func_t cb, void *userdata);
+/* A QEMU started with -incoming defer loads the state from uri
+ * ("exec:cat '<file>'"). */
+int64_t qmp_cmd_migrate_incoming(Qmp *qmp, const char *uri, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error);
 int qmp_parse_migration_event(json_object *data, const char **ret_status);

@@ -204,6 +204,35 @@ int snapshot_tree_add(SnapshotTree *t, SnapshotDef *def, bool make_current, Snap
         return 0;
 }
 
+int snapshot_tree_update(SnapshotTree *t, Snapshot *s, SnapshotDef *def, bool make_current) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *owned = def;
+        _cleanup_free_ char *xml = NULL;
+        StoreOp ops[2];
+        int r;
+
+        if (!def->name || !streq(def->name, s->def->name) || !streq_ptr(def->parent, s->def->parent))
+                return -EINVAL;
+        r = snapshot_def_format(def, SNAPSHOT_FORMAT_SECURE, &xml);
+        if (r < 0)
+                return r;
+        ops[0] = (StoreOp) { .type = STORE_OP_PUT, .name = def->name, .xml = xml };
+        ops[1] = (StoreOp) { .type = STORE_OP_CURRENT, .name = def->name };
+        r = store_commit(t->store, ops, make_current ? 2 : 1);
+        if (r < 0)
+                return r;
+        /* The name map borrows the old name string: the new def keeps it. */
+        {
+                char *name = owned->name;
+                owned->name = s->def->name;
+                s->def->name = name;
+        }
+        snapshot_def_free(s->def);
+        s->def = TAKE_PTR(owned);
+        if (make_current)
+                t->current = s;
+        return 0;
+}
+
 int snapshot_tree_set_current(SnapshotTree *t, Snapshot *s) {
         StoreOp op = { .type = STORE_OP_CURRENT, .name = s ? s->def->name : NULL };
         int r;
@@ -215,6 +244,190 @@ int snapshot_tree_set_current(SnapshotTree *t, Snapshot *s) {
                 return r;
         t->current = s;
         return 0;
+}
+
+static bool in_list(Snapshot *const *l, size_t n, const Snapshot *s) {
+        for (size_t i = 0; i < n; i++)
+                if (l[i] == s)
+                        return true;
+        return false;
+}
+
+static Snapshot *surviving_ancestor(Snapshot *s, Snapshot *const *remove, size_t n_remove) {
+        Snapshot *p = s->parent;
+
+        while (p && in_list(remove, n_remove, p))
+                p = p->parent;
+        return p;
+}
+
+static int changed_push(Snapshot ***l, size_t *n, Snapshot *s) {
+        Snapshot **a;
+
+        if (!s || in_list(*l, *n, s))
+                return 0;
+        a = reallocarray(*l, *n + 1, sizeof(Snapshot *));
+        if (!a)
+                return -ENOMEM;
+        a[(*n)++] = s;
+        *l = a;
+        return 0;
+}
+
+int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remove, Snapshot *const *update,
+                         SnapshotDef **new_defs, size_t n_update, Snapshot ***ret_changed, size_t *ret_n_changed) {
+        /* Per surviving snapshot touched: its new definition. */
+        Snapshot **touched = NULL, **changed = NULL;
+        SnapshotDef **defs = NULL;
+        char **xmls = NULL;
+        StoreOp *ops = NULL;
+        size_t n_touched = 0, n_changed = 0, n_ops = 0;
+        Snapshot *new_current = t->current;
+        int r = -ENOMEM;
+
+        touched = new0(Snapshot *, n_update + t->n + 1);
+        defs = new0(SnapshotDef *, n_update + t->n + 1);
+        if (!touched || !defs)
+                goto finish;
+        for (size_t i = 0; i < n_update; i++) {
+                touched[n_touched] = update[i];
+                defs[n_touched++] = TAKE_PTR(new_defs[i]);
+        }
+        /* Children of removed snapshots: to the nearest survivor above. */
+        for (Snapshot *s = t->first; s; s = s->next) {
+                Snapshot *p;
+                size_t k;
+
+                if (in_list(remove, n_remove, s) || !s->parent || !in_list(remove, n_remove, s->parent))
+                        continue;
+                p = surviving_ancestor(s, remove, n_remove);
+                for (k = 0; k < n_touched && touched[k] != s; k++)
+                        ;
+                if (k == n_touched) {
+                        r = snapshot_def_copy(s->def, &defs[k]);
+                        if (r < 0)
+                                goto finish;
+                        touched[n_touched++] = s;
+                        r = -ENOMEM;
+                }
+                if (free_and_strdup(&defs[k]->parent, p ? p->def->name : NULL) < 0)
+                        goto finish;
+                if (changed_push(&changed, &n_changed, s) < 0 || changed_push(&changed, &n_changed, p) < 0)
+                        goto finish;
+        }
+        /* Updated definitions keep the parent the tree gives them. */
+        for (size_t k = 0; k < n_update; k++) {
+                Snapshot *p = touched[k]->parent;
+
+                if (p && in_list(remove, n_remove, p))
+                        continue; /* set above */
+                if (free_and_strdup(&defs[k]->parent, p ? p->def->name : NULL) < 0)
+                        goto finish;
+        }
+        for (size_t i = 0; i < n_remove; i++) {
+                Snapshot *p = surviving_ancestor(remove[i], remove, n_remove);
+
+                if (!in_list(remove, n_remove, remove[i]->parent) && changed_push(&changed, &n_changed, p) < 0)
+                        goto finish;
+        }
+        if (new_current && in_list(remove, n_remove, new_current))
+                new_current = surviving_ancestor(new_current, remove, n_remove);
+
+        ops = new0(StoreOp, n_remove + n_touched + 1);
+        xmls = new0(char *, n_touched + 1);
+        if (!ops || !xmls)
+                goto finish;
+        for (size_t i = 0; i < n_remove; i++)
+                ops[n_ops++] = (StoreOp) { .type = STORE_OP_DELETE, .name = remove[i]->def->name };
+        for (size_t k = 0; k < n_touched; k++) {
+                if (!streq_ptr(defs[k]->name, touched[k]->def->name)) {
+                        r = -EINVAL;
+                        goto finish;
+                }
+                r = snapshot_def_format(defs[k], SNAPSHOT_FORMAT_SECURE, &xmls[k]);
+                if (r < 0)
+                        goto finish;
+                ops[n_ops++] = (StoreOp) { .type = STORE_OP_PUT, .name = defs[k]->name, .xml = xmls[k] };
+        }
+        /* DELETE of the current entry leaves none current. */
+        if (new_current)
+                ops[n_ops++] = (StoreOp) { .type = STORE_OP_CURRENT, .name = new_current->def->name };
+        r = store_commit(t->store, ops, n_ops);
+        if (r < 0)
+                goto finish;
+
+        /* Stored: now the same in memory, which cannot fail but for OOM
+         * in a realloc that only shrinks or stays. */
+        for (size_t k = 0; k < n_touched; k++) {
+                Snapshot *s = touched[k];
+                Snapshot *p = defs[k]->parent ? snapshot_tree_find(t, defs[k]->parent) : NULL;
+
+                SnapshotDef *old = s->def;
+
+                /* The map borrows the name: re-key before the old one goes. */
+                s->def = TAKE_PTR(defs[k]);
+                (void) hashmap_replace(t->by_name, s->def->name, s);
+                snapshot_def_free(old);
+                if (p != s->parent) {
+                        s->parent = p;
+                        if (p)
+                                (void) snapshot_add_child(p, s);
+                }
+        }
+        for (size_t i = 0; i < n_remove; i++) {
+                Snapshot *s = remove[i];
+                Snapshot *p = s->parent;
+
+                if (p) {
+                        for (size_t c = 0; c < p->n_children; c++)
+                                if (p->children[c] == s) {
+                                        memmove(p->children + c, p->children + c + 1,
+                                                (p->n_children - c - 1) * sizeof(Snapshot *));
+                                        p->n_children--;
+                                        break;
+                                }
+                }
+                hashmap_remove(t->by_name, s->def->name);
+                if (s->prev)
+                        s->prev->next = s->next;
+                else
+                        t->first = s->next;
+                if (s->next)
+                        s->next->prev = s->prev;
+                else
+                        t->last = s->prev;
+                t->n--;
+        }
+        for (size_t i = 0; i < n_remove; i++)
+                snapshot_free(remove[i]);
+        t->current = new_current;
+        /* Children arrays of survivors: keep creation order. */
+        for (size_t i = 0; i < n_changed; i++) {
+                Snapshot *p = changed[i];
+                size_t k = 0;
+
+                for (Snapshot *s = t->first; s; s = s->next)
+                        if (s->parent == p && k < p->n_children)
+                                p->children[k++] = s;
+        }
+        if (ret_changed) {
+                *ret_changed = TAKE_PTR(changed);
+                *ret_n_changed = n_changed;
+        }
+        r = 0;
+finish:
+        for (size_t k = 0; defs && k < n_touched; k++)
+                snapshot_def_free(defs[k]);
+        for (size_t i = 0; i < n_update; i++)
+                new_defs[i] = snapshot_def_free(new_defs[i]);
+        for (size_t k = 0; xmls && k < n_touched; k++)
+                free(xmls[k]);
+        free(xmls);
+        free(ops);
+        free(defs);
+        free(touched);
+        free(changed);
+        return r;
 }
 
 int snapshot_tree_remove_all(SnapshotTree *t) {

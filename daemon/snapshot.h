@@ -97,8 +97,24 @@ Snapshot *snapshot_tree_find(const SnapshotTree *t, const char *name);
  * Nothing changes in memory when the store refuses. */
 int snapshot_tree_add(SnapshotTree *t, SnapshotDef *def, bool make_current, Snapshot **ret);
 
+/* Replaces the definition of s with def (taken; same name and parent) and,
+ * with make_current, makes s current, as one store transaction. Nothing
+ * changes in memory when the store refuses. */
+int snapshot_tree_update(SnapshotTree *t, Snapshot *s, SnapshotDef *def, bool make_current);
+
 /* Persists a new current snapshot (NULL: none). */
 int snapshot_tree_set_current(SnapshotTree *t, Snapshot *s);
+
+/* Removes the `n_remove` snapshots (distinct) and stores, in ONE
+ * transaction, everything that follows: their surviving children move to
+ * the nearest surviving ancestor (libvirt), the current snapshot moves to
+ * its nearest surviving ancestor when it is removed, and each
+ * update[i] gets new_defs[i] (taken, also on failure; its name must stay;
+ * its <parent> is set here). Nothing changes in memory when the store
+ * refuses. *ret_changed (may be NULL) lists, malloc'ed, the surviving
+ * snapshots whose Parent or Children changed. */
+int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remove, Snapshot *const *update,
+                         SnapshotDef **new_defs, size_t n_update, Snapshot ***ret_changed, size_t *ret_n_changed);
 
 /* Forgets all metadata (Undefine with SNAPSHOTS_METADATA). */
 int snapshot_tree_remove_all(SnapshotTree *t);

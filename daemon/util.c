@@ -463,3 +463,26 @@ void kill_point(const char *name, pid_t pid) {
         log_warning("Kill point %s reached: killing QEMU %d (QSNAPD_TEST_KILL_QEMU_AT).", name, (int) pid);
         (void) kill(pid, SIGKILL);
 }
+
+char *shell_quote(const char *s) {
+        size_t n = 2;
+        char *r, *o;
+
+        for (const char *c = s; *c; c++)
+                n += *c == '\'' ? 4 : 1;
+        r = malloc(n + 1);
+        if (!r)
+                return NULL;
+        o = r;
+        *o++ = '\'';
+        for (const char *c = s; *c; c++) {
+                if (*c == '\'') {
+                        memcpy(o, "'\\''", 4);
+                        o += 4;
+                } else
+                        *o++ = *c;
+        }
+        *o++ = '\'';
+        *o = 0;
+        return r;
+}

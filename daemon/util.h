@@ -178,3 +178,6 @@ void crash_point(const char *name);
  * names this point, qsnapd logs it and sends SIGKILL to pid (the domain's
  * QEMU), e.g. "job-finalize" right after job-finalize went out. */
 void kill_point(const char *name, pid_t pid);
+
+/* s in single quotes for /bin/sh, embedded quotes escaped. */
+char *shell_quote(const char *s);

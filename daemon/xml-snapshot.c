@@ -1458,3 +1458,17 @@ int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret) {
         *ret = TAKE_PTR(c);
         return 0;
 }
+
+int snapshot_def_set_revert_disks(SnapshotDef *def, const SnapshotDisk *disks, size_t n) {
+        SnapshotDisk *c;
+        size_t n_c;
+        int r;
+
+        r = snapshot_disks_copy(disks, n, &c, &n_c);
+        if (r < 0)
+                return r;
+        snapshot_disks_free(def->revert_disks, def->n_revert_disks);
+        def->revert_disks = c;
+        def->n_revert_disks = n_c;
+        return 0;
+}

@@ -148,6 +148,9 @@ typedef enum SnapshotFormatFlags {
  * cannot carry, …) or for unknown flags. */
 int snapshot_def_format(const SnapshotDef *def, SnapshotFormatFlags flags, char **ret);
 
+/* Replaces <revertDisks> with a deep copy of disks (n = 0: none). */
+int snapshot_def_set_revert_disks(SnapshotDef *def, const SnapshotDisk *disks, size_t n);
+
 /* Deep copy. */
 int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret);
 

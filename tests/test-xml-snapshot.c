@@ -472,6 +472,49 @@ static void test_revert_disks(void) {
         }
 }
 
+/* What a revert records: snapshot_def_set_revert_disks() replaces the list
+ * (libvirt keeps the latest revert's overlays), and the result round-trips
+ * through the store's format (SECURE) and a REDEFINE parse. */
+static void test_set_revert_disks(void) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("revert-disks.xml", SNAPSHOT_PARSE_REDEFINE);
+        SnapshotDisk disks[2] = {
+                { .name = (char *) "vda", .snapshot = SNAPSHOT_LOCATION_EXTERNAL, .format = DISK_FORMAT_QCOW2,
+                  .source = (char *) "/var/lib/libvirt/images/fedora.before-upgrade-revert2" },
+                { .name = (char *) "vdb", .snapshot = SNAPSHOT_LOCATION_EXTERNAL, .format = DISK_FORMAT_QCOW2,
+                  .source = (char *) "/var/lib/libvirt/images/scratch.before-upgrade-revert1" },
+        };
+
+        if (!def)
+                return;
+        CHECK(snapshot_def_set_revert_disks(def, disks, 2) == 0);
+        CHECK(def->n_revert_disks == 2);
+        if (def->n_revert_disks == 2) {
+                CHECK(def->revert_disks[0].source != disks[0].source); /* a copy */
+                CHECK_STREQ(def->revert_disks[1].source, "/var/lib/libvirt/images/scratch.before-upgrade-revert1");
+        }
+        {
+                _cleanup_free_ char *out = format_ok(def, SNAPSHOT_FORMAT_SECURE), *again = NULL;
+                _cleanup_(snapshot_def_freep) SnapshotDef *back = out ? parse_ok(out, SNAPSHOT_PARSE_REDEFINE) : NULL;
+
+                CHECK(back && back->n_revert_disks == 2);
+                if (back && back->n_revert_disks == 2) {
+                        CHECK_STREQ(back->revert_disks[0].name, "vda");
+                        CHECK_STREQ(back->revert_disks[0].source, disks[0].source);
+                        CHECK_STREQ(back->revert_disks[1].name, "vdb");
+                        CHECK(back->revert_disks[1].format == DISK_FORMAT_QCOW2);
+                        again = format_ok(back, SNAPSHOT_FORMAT_SECURE);
+                        CHECK_STREQ(again, out);
+                }
+        }
+        /* Back to none: the element goes. */
+        CHECK(snapshot_def_set_revert_disks(def, NULL, 0) == 0);
+        CHECK(def->n_revert_disks == 0 && !def->revert_disks);
+        {
+                _cleanup_free_ char *out = format_ok(def, SNAPSHOT_FORMAT_SECURE);
+                CHECK(out && !strstr(out, "<revertDisks"));
+        }
+}
+
 static void test_on_delete(void) {
         _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("on-delete.xml", 0);
         _cleanup_free_ char *out = NULL;
@@ -1539,6 +1582,7 @@ int main(int argc, char **argv) {
         test_libvirt_inputs();
         test_disks();
         test_revert_disks();
+        test_set_revert_disks();
         test_on_delete();
         test_qsnap_written();
         test_bulk();

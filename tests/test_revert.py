@@ -1,0 +1,654 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Snapshot.Revert and CheckRevert end to end (DESIGN.md sections 2, 3, 7,
+8): the real qsnapd, polkitd and QEMU on small qcow2 images.
+
+Each layer gets its own data pattern, written live into the guest's disk at
+its own offset; after every revert the live disk (HMP qemu-io in the guest's
+QEMU) or, for a shut-off domain, the active file (qemu-io on the host) reads
+the snapshot's patterns and zeros where later layers wrote, and qemu-img
+check is clean on every file.
+
+- external disk-only, a branched tree: create s1, s2, revert to s1 (shut
+  off), create s3 on the new branch, revert to s2 (running: refused without
+  FORCE, CheckRevert says why; with FORCE), to s3 with RUNNING, to s1 again
+  (a second overlay): every old branch stays revertible, no file of another
+  chain changes, <revertDisks> names the new overlays, IsCurrent /
+  CurrentSnapshot / State / Disks follow with PropertiesChanged.
+- internal: live snapshot-load (running; PAUSED), offline qemu-img snapshot
+  -a, refusals (a running domain to a shut-off snapshot without FORCE; a
+  snapshot whose file is now another chain's backing file).
+- external with memory: QEMU restarted with incoming migration from the
+  memory file; the recorded state (running / paused) or RUNNING / PAUSED;
+  a changed configuration needs FORCE.
+- bad flags, uid 65534 denied (nothing changes), a block job makes it Busy.
+- kill -9 of qsnapd at each step of a revert (QSNAPD_TEST_CRASH_AT): the
+  restarted qsnapd finishes or rolls back; definition, files and metadata
+  agree, no orphan overlays, the data is the snapshot's.
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+
+import qsnaptest as q
+from test_snapshots import D, DISK_ONLY, E, LEN, S, SnapshotTestCase, snap_xml
+
+MiB = 1 << 20
+RUNNING, PAUSED, FORCE = 1, 2, 4
+
+
+class RevertTestCase(SnapshotTestCase):
+    def revert(self, snap, flags=0, timeout=90):
+        return self.h.call(snap, S, 'Revert', (flags,), 't', timeout=timeout)
+
+    def check(self, snap, flags=0):
+        return tuple(self.h.call(snap, S, 'CheckRevert', (flags,), 't'))
+
+    def snap(self, dom, name, flags=DISK_ONLY, xml=None):
+        return self.create(dom, xml or snap_xml(name), flags)
+
+    def refused_revert(self, dom, snap, flags, error, message_has=None, fingerprint=True):
+        ok, reason = self.check(snap, flags)
+        self.assertFalse(ok, 'CheckRevert(%d) allowed what Revert must refuse' % flags)
+        before = (self.dprop(dom, 'Disks'), self.dprop(dom, 'CurrentSnapshot'), self.dprop(dom, 'State'))
+        with self.unchanged(dom) if fingerprint else contextlib.nullcontext():
+            with self.assertDBusError(error) as cm:
+                self.revert(snap, flags)
+        self.assertEqual((self.dprop(dom, 'Disks'), self.dprop(dom, 'CurrentSnapshot'), self.dprop(dom, 'State')),
+                         before)
+        self.assertEqual(cm.exception.message, reason, 'Revert and CheckRevert disagree')
+        if message_has:
+            self.assertIn(message_has, reason)
+        return reason
+
+    def live_reads(self, dom, present, absent, what=''):
+        for pattern, offset in present:
+            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', pattern, offset, LEN),
+                            '%s: live disk lacks 0x%02x at %d' % (what, pattern, offset))
+        for offset in absent:
+            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', 0, offset, LEN),
+                            '%s: live disk has data at %d, where a later layer wrote' % (what, offset))
+
+    def revert_overlays(self):
+        return sorted(f for f in os.listdir(self.h.images_dir) if '-revert' in f)
+
+    def assert_all_clean(self):
+        for f in os.listdir(self.h.images_dir):
+            p = os.path.join(self.h.images_dir, f)
+            if f.endswith('.mem'):
+                continue
+            ok, out = q.qemu_img_check(p, force_share=True)
+            self.assertTrue(ok, 'qemu-img check %s: %s' % (p, out))
+
+    def revert_disks(self, snap):
+        root = ET.fromstring(self.h.call(snap, S, 'GetXMLDesc', (0,), 't'))
+        rd = root.find('revertDisks')
+        return {} if rd is None else {d.get('name'): d.find('source').get('file') for d in rd}
+
+
+class ExternalTest(RevertTestCase):
+    def _tree(self):
+        """base <- a.s1 <- a.s2 (active): s1 froze 0xa1, s2 froze 0xa1+0xa2."""
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom = h.define_domain('ext', [q.Disk('vda', a)])
+        self.start(dom)
+        self.write(dom, 'vda', 0xa1, 0)
+        s1 = self.snap(dom, 's1')
+        self.write(dom, 'vda', 0xa2, MiB)
+        s2 = self.snap(dom, 's2')
+        self.write(dom, 'vda', 0xa3, 2 * MiB)
+        return a, dom, s1, s2
+
+    def test_branched_tree(self):
+        h = self.h
+        a, dom, s1, s2 = self._tree()
+        self.stop(dom)
+        a_s1, a_s2 = h.image_path('a.s1'), h.image_path('a.s2')
+
+        # s1, shut off: a new overlay on a.qcow2, the old branch intact.
+        self.assertEqual(self.check(s1), (True, ''))
+        rec = h.record_signals()
+        self.revert(s1)
+        ov1 = h.image_path('a.s1-revert1')
+        self.assertEqual(self.active(dom), {'vda': ov1})
+        self.assertEqual(self.chain_files(ov1), [ov1, a])
+        self.assertEqual(os.stat(ov1).st_mode & 0o777, 0o600)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
+        self.assertTrue(self.props(s1)['IsCurrent'])
+        self.assertFalse(self.props(s2)['IsCurrent'])
+        self.assertEqual(self.revert_disks(s1), {'vda': ov1})
+        self.assertEqual(self.revert_disks(s2), {})
+        rec.wait_for_property(dom, 'CurrentSnapshot', s1, interface=D)
+        rec.wait_for_property(dom, 'Disks', interface=D)
+        rec.wait_for_property(s1, 'IsCurrent', True, interface=S)
+        rec.wait_for_property(s2, 'IsCurrent', False, interface=S)
+        rec.close()
+        self.assert_layer(ov1, [(0xa1, 0)], [MiB, 2 * MiB], 'revert to s1')
+        self.assert_layer(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], [], 'old branch')
+        self.assert_disks_agree(dom, 'after revert to s1')
+
+        # The new branch runs, gets data and a snapshot of its own.
+        self.start(dom)
+        self.live_reads(dom, [(0xa1, 0)], [MiB, 2 * MiB], 'running on the s1 branch')
+        self.write(dom, 'vda', 0xb1, 3 * MiB)
+        s3 = self.snap(dom, 's3')
+        self.assertEqual(self.props(s3)['Parent'], s1)
+        self.write(dom, 'vda', 0xb2, 4 * MiB)
+
+        # s2 while running: FORCE needed, CheckRevert says so.
+        reason = self.refused_revert(dom, s2, 0, E + 'OperationInvalid', 'FORCE')
+        self.assertIn('running', reason)
+        self.assertEqual(self.check(s2, FORCE), (True, ''))
+        rec = h.record_signals()
+        self.revert(s2, FORCE)
+        rec.wait_for_property(dom, 'State', 'shutoff', interface=D)
+        rec.wait_for_property(dom, 'CurrentSnapshot', s2, interface=D)
+        rec.wait_for_property(s3, 'IsCurrent', False, interface=S)
+        rec.wait_for_property(s2, 'IsCurrent', True, interface=S)
+        rec.close()
+        ov2 = h.image_path('a.s2-revert1')
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assertEqual(self.active(dom), {'vda': ov2})
+        self.assertEqual(self.chain_files(ov2), [ov2, a_s1, a])
+        self.assert_layer(ov2, [(0xa1, 0), (0xa2, MiB)], [2 * MiB, 3 * MiB, 4 * MiB], 'revert to s2')
+
+        # s3 (on the branch made by the first revert), RUNNING.
+        self.revert(s3, RUNNING)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.live_reads(dom, [(0xa1, 0), (0xb1, 3 * MiB)], [MiB, 2 * MiB, 4 * MiB], 'revert to s3')
+        self.assert_disks_agree(dom, 'after revert to s3')
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s3)
+
+        # s1 again with PAUSED and FORCE: a second overlay, the first one intact.
+        self.revert(s1, FORCE | PAUSED)
+        ov3 = h.image_path('a.s1-revert2')
+        self.assertEqual(self.dprop(dom, 'State'), 'paused')
+        self.assertEqual(self.active(dom), {'vda': ov3})
+        self.assertEqual(self.revert_disks(s1), {'vda': ov3})
+        h.call(dom, D, 'Resume')
+        self.live_reads(dom, [(0xa1, 0)], [MiB, 2 * MiB, 3 * MiB, 4 * MiB], 'second revert to s1')
+        self.stop(dom)
+        # Every branch still holds its data.
+        self.assert_layer(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], [3 * MiB], 'branch of s2')
+        self.assert_layer(ov1, [(0xa1, 0), (0xb1, 3 * MiB)], [MiB], 'branch of s1 (first revert)')
+        self.assert_layer(h.image_path('a.s3'), [(0xa1, 0), (0xb1, 3 * MiB), (0xb2, 4 * MiB)], [MiB], 'branch of s3')
+        self.assertEqual(self.revert_overlays(), ['a.s1-revert1', 'a.s1-revert2', 'a.s2-revert1', 'a.s3-revert1'])
+        self.assert_all_clean()
+        self.assertEqual(self.stray_state_files(dom), [])
+
+        # After a restart of qsnapd everything is as it was.
+        before = (self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1))
+        h.restart_daemon(kill=False)
+        self.assertEqual((self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1)), before)
+
+
+    def test_two_disks_and_the_recorded_definition(self):
+        # Two disks taken externally, a third left out (snapshot='no'); the
+        # domain is redefined afterwards (more memory, 2 vCPUs, a disk
+        # added): a shut-off revert applies the recorded definition.
+        h = self.h
+        a, b, c = h.create_image('a.qcow2'), h.create_image('b.qcow2'), h.create_image('c.qcow2')
+        dom = h.define_domain('two', [q.Disk('vda', a), q.Disk('vdb', b), q.Disk('vdc', c)])
+        self.start(dom)
+        self.write(dom, 'vda', 0x11, 0)
+        h.write_pattern_live(dom, 'vdb', 0x21, 0, LEN)
+        s1 = self.snap(dom, 's1', DISK_ONLY, snap_xml('s1', disks=[('vdc', 'no')]))
+        self.write(dom, 'vda', 0x12, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x22, MiB, LEN)
+        self.stop(dom)
+        d_img = h.create_image('d.qcow2')
+        h.define_domain('two', [q.Disk('vda', h.image_path('a.s1')), q.Disk('vdb', h.image_path('b.s1')),
+                                q.Disk('vdc', c), q.Disk('vdd', d_img)], memory_mib=160, vcpus=2)
+        self.revert(s1)
+        active = self.active(dom)
+        self.assertEqual(active, {'vda': h.image_path('a.s1-revert1'), 'vdb': h.image_path('b.s1-revert1'),
+                                  'vdc': c})
+        self.assertEqual(self.revert_disks(s1), {'vda': active['vda'], 'vdb': active['vdb']})
+        root = ET.fromstring(h.call(dom, D, 'GetXMLDesc', (2,), 't'))
+        self.assertEqual(root.find('memory').text, str(128 * 1024))
+        self.assertEqual(root.find('vcpu').text, '1')
+        self.assertEqual(root.find('name').text, 'two')
+        self.assert_layer(active['vda'], [(0x11, 0)], [MiB])
+        self.assert_layer(active['vdb'], [(0x21, 0)], [MiB])
+        self.assert_layer(h.image_path('b.s1'), [(0x21, 0), (0x22, MiB)], [])
+        self.start(dom)
+        self.assert_disks_agree(dom, 'two disks after the revert')
+        self.assert_all_clean()
+
+
+class InternalTest(RevertTestCase):
+    def test_live_and_offline(self):
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom = h.define_domain('int', [q.Disk('vda', a)])
+        self.start(dom)
+        self.write(dom, 'vda', 0xc1, 0)
+        i1 = self.snap(dom, 'i1', 0)           # running, qcow2: internal with memory
+        self.assertEqual(self.props(i1)['Memory'], 'internal')
+        self.write(dom, 'vda', 0xc2, MiB)
+        i2 = self.snap(dom, 'i2', 0)
+        self.write(dom, 'vda', 0xc3, 2 * MiB)
+        pid = self.dprop(dom, 'UUID') and h.qmp(dom, 'query-status')['return']['status']
+
+        # Live snapshot-load into the same QEMU.
+        self.assertEqual(self.check(i1), (True, ''))
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
+        self.assertTrue(self.props(i1)['IsCurrent'])
+        self.live_reads(dom, [(0xc1, 0)], [MiB, 2 * MiB], 'live revert to i1')
+        self.assertEqual(self.active(dom), {'vda': a})
+
+        # PAUSED: the guest stays stopped afterwards.
+        self.revert(i2, PAUSED)
+        self.assertEqual(self.dprop(dom, 'State'), 'paused')
+        self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'paused')
+        h.call(dom, D, 'Resume')
+        self.live_reads(dom, [(0xc1, 0), (0xc2, MiB)], [2 * MiB], 'live revert to i2')
+
+        # Shut off: QEMU is started for the load and ends in the recorded state.
+        self.stop(dom)
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.live_reads(dom, [(0xc1, 0)], [MiB, 2 * MiB], 'revert of a shut-off domain to i1')
+        self.write(dom, 'vda', 0xc4, 3 * MiB)
+
+        # A disk-only internal snapshot taken shut off: qemu-img snapshot -a.
+        self.stop(dom)
+        o1 = self.snap(dom, 'o1', 0)
+        self.assertEqual(self.props(o1)['State'], 'shutoff')
+        self.start(dom)
+        self.write(dom, 'vda', 0xc5, 4 * MiB)
+        reason = self.refused_revert(dom, o1, 0, E + 'OperationInvalid', 'FORCE')
+        self.revert(o1, FORCE)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assert_layer(a, [(0xc1, 0), (0xc4, 3 * MiB)], [MiB, 2 * MiB, 4 * MiB], 'offline revert to o1')
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o1)
+        # Shut off to a running snapshot, PAUSED.
+        self.revert(i2, PAUSED)
+        self.assertEqual(self.dprop(dom, 'State'), 'paused')
+        h.call(dom, D, 'Resume')
+        self.live_reads(dom, [(0xc1, 0), (0xc2, MiB)], [2 * MiB, 3 * MiB, 4 * MiB], 'revert to i2 from shut off')
+        self.assert_all_clean()
+        self.assertEqual(self.stray_state_files(dom), [])
+        del reason, pid
+
+    def test_internal_below_an_external_overlay_is_refused(self):
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom = h.define_domain('intx', [q.Disk('vda', a)])
+        self.start(dom)
+        i1 = self.snap(dom, 'i1', 0)
+        self.snap(dom, 'e1')                   # a.qcow2 is now e1's frozen file
+        self.refused_revert(dom, i1, FORCE, E + 'OperationInvalid', 'no longer the disk\'s active file')
+
+
+    def test_failed_load_is_recovered(self):
+        # A snapshot recorded (REDEFINE) as having memory whose tag in the
+        # image is disk-only: QEMU's snapshot-load fails and leaves the VM in
+        # restore-vm; qsnapd stops it and reports QEMU's text.
+        h = self.h
+        a = h.create_image('a.qcow2')
+        q.run([q.QEMU_IMG, 'snapshot', '-c', 'fake', a], check=True)
+        dom = h.define_domain('fail', [q.Disk('vda', a)])
+        fake = h.call(dom, D, 'CreateSnapshot', (snap_xml('fake', memory='internal', state='running',
+                                                          disks=[('vda', 'internal')]), 1), 'st')
+        self.start(dom)
+        self.write(dom, 'vda', 0xf3, 0)
+        self.assertEqual(self.check(fake), (False, self.check(fake)[1]))   # no recorded domain
+        self.assertEqual(self.check(fake, FORCE), (True, ''))
+        with self.assertDBusError(E + 'QemuFailed') as cm:
+            self.revert(fake, FORCE)
+        self.assertIn('disk-only snapshot', cm.exception.message)
+        self.assertIn('shut off', cm.exception.message)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), '/')
+        self.assertEqual(self.active(dom), {'vda': a})
+        self.assertEqual(self.stray_state_files(dom), [])
+        self.assert_layer(a, [(0xf3, 0)], [])
+        self.start(dom)
+        self.live_reads(dom, [(0xf3, 0)], [], 'after the failed load')
+
+
+class MemoryTest(RevertTestCase):
+    def test_external_with_memory(self):
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom = h.define_domain('mem', [q.Disk('vda', a)], memory_mib=64)
+        self.start(dom)
+        self.write(dom, 'vda', 0xd1, 0)
+        m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external', memory_file=h.image_path('m1.mem')))
+        self.assertEqual(self.props(m1)['State'], 'running')
+        self.write(dom, 'vda', 0xd2, MiB)
+        h.call(dom, D, 'Pause')
+        m2 = self.snap(dom, 'm2', 0, snap_xml('m2', memory='external', memory_file=h.image_path('m2.mem')))
+        self.assertEqual(self.props(m2)['State'], 'paused')
+        h.call(dom, D, 'Resume')
+        self.write(dom, 'vda', 0xd3, 2 * MiB)
+        uuid = self.uuid(dom)
+
+        def qemu_pid():
+            with open(os.path.join(h.runtime_dir, uuid + '.pid')) as f:
+                return int(f.read())
+
+        pid = qemu_pid()
+        # Running to the recorded state (running): a new QEMU loaded the memory.
+        self.assertEqual(self.check(m1), (True, ''))
+        self.revert(m1)
+        self.assertNotEqual(qemu_pid(), pid)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
+        self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
+        ov = h.image_path('a.m1-revert1')
+        self.assertEqual(self.active(dom), {'vda': ov})
+        self.assertEqual(self.revert_disks(m1), {'vda': ov})
+        self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'revert to m1')
+        self.assert_disks_agree(dom, 'after revert to m1')
+
+        # The paused snapshot comes back paused; RUNNING overrides.
+        self.revert(m2)
+        self.assertEqual(self.dprop(dom, 'State'), 'paused')
+        self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'paused')
+        self.revert(m2, RUNNING)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.live_reads(dom, [(0xd1, 0), (0xd2, MiB)], [2 * MiB], 'revert to m2')
+        # Shut off, PAUSED.
+        self.stop(dom)
+        self.revert(m1, PAUSED)
+        self.assertEqual(self.dprop(dom, 'State'), 'paused')
+        self.assertEqual(self.active(dom), {'vda': h.image_path('a.m1-revert2')})
+        h.call(dom, D, 'Resume')
+        self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'second revert to m1')
+
+        # A memory file QEMU cannot load: QemuFailed with QEMU's text, the
+        # domain shut off on its old disks, no new overlay, metadata as it was.
+        mem = h.image_path('m2.mem')
+        os.rename(mem, mem + '.good')
+        with open(mem, 'wb') as f:
+            f.write(b'QEVM' + b'\xff' * 4096)
+        overlays = self.revert_overlays()
+        disks = self.dprop(dom, 'Disks')
+        try:
+            with self.assertDBusError(E + 'QemuFailed') as cm:
+                self.revert(m2)
+        finally:
+            os.replace(mem + '.good', mem)
+        self.assertIn('QEMU', cm.exception.message)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        self.assertEqual(self.dprop(dom, 'Disks'), disks)
+        self.assertEqual(self.revert_overlays(), overlays)
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), m1)
+        self.assertEqual(self.revert_disks(m2), {'vda': h.image_path('a.m2-revert2')})
+        self.assertEqual(self.stray_state_files(dom), [])
+        self.start(dom)
+
+        # A running configuration the memory state does not fit: FORCE.
+        self.stop(dom)
+        h.define_domain('mem', [q.Disk('vda', self.active(dom)['vda'])], memory_mib=96)
+        self.start(dom)
+        reason = self.refused_revert(dom, m1, 0, E + 'OperationInvalid', 'memory')
+        self.assertIn('FORCE', reason)
+        self.revert(m1, FORCE)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        size = h.qmp(dom, 'query-memory-size-summary')['return']['base-memory']
+        self.assertEqual(size, 64 * MiB)
+        self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'forced revert to m1')
+        self.assert_all_clean()
+        self.assertEqual(self.stray_state_files(dom), [])
+
+
+class RefusalTest(RevertTestCase):
+    def test_flags_auth_and_busy(self):
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom = h.define_domain('ref', [q.Disk('vda', a)])
+        self.start(dom)
+        self.write(dom, 'vda', 0xf1, 0)
+        s1 = self.snap(dom, 's1')
+        self.write(dom, 'vda', 0xf2, MiB)
+        s2 = self.snap(dom, 's2')
+        for flags in (8, 1 << 40, RUNNING | PAUSED):
+            with self.subTest(flags=flags):
+                with self.unchanged(dom):
+                    with self.assertDBusError(E + 'InvalidArgument'):
+                        self.revert(s1, flags)
+                    with self.assertDBusError(E + 'InvalidArgument'):
+                        self.check(s1, flags)
+
+        # uid 65534: CheckRevert is a read; Revert is denied and changes nothing.
+        with self.unchanged(dom):
+            rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, s1, S, 'Revert', 't', str(FORCE))
+            self.assertNotEqual(rc, 0)
+            self.assertIn('Access denied', err + out)
+            rc, out, err = h.busctl_as(q.NOBODY_UID, 'call', q.BUS_NAME, s1, S, 'CheckRevert', 't', str(FORCE))
+            self.assertEqual(rc, 0, err)
+            self.assertIn('true', out)
+
+        # A block job on the disk: Busy, with the job named.
+        job = h.call(dom, D, 'BlockPull', ('vda', 64 * 1024, 0), 'stt')
+        try:
+            # (the pull itself writes into the active file meanwhile)
+            reason = self.refused_revert(dom, s1, FORCE, E + 'Busy', 'block job', fingerprint=False)
+        finally:
+            h.call(job, q.JOB_IFACE, 'Abort', (0,), 't')
+        # A snapshot being taken (a memory save slowed down): Busy.
+        h.qmp(dom, 'migrate-set-parameters', {'max-bandwidth': 256 * 1024})
+        pending = h.client.call_async(dom, D, 'CreateSnapshot',
+                                      (snap_xml('slow', memory='external', memory_file=h.image_path('slow.mem')), 0),
+                                      'st', timeout=90)
+        self.assertTrue(q.spin(lambda: h.qmp(dom, 'query-migrate')['return'].get('status') == 'active', 10))
+        ok, why = self.check(s1, FORCE)
+        self.assertFalse(ok)
+        self.assertIn('busy', why)
+        with self.assertDBusError(E + 'Busy'):
+            self.revert(s1, FORCE)
+        self.assertFalse(pending.done(), 'the slow snapshot ended early; the check above proved nothing')
+        pending.wait()
+        # A missing frozen file: OperationInvalid, nothing touched.
+        self.stop(dom)
+        os.rename(a, a + '.away')
+        try:
+            self.refused_revert(dom, s1, 0, E + 'OperationInvalid', 'missing')
+        finally:
+            os.rename(a + '.away', a)
+        self.revert(s2)
+        self.assert_layer(self.active(dom)['vda'], [(0xf1, 0), (0xf2, MiB)], [])
+        del reason
+
+
+    def test_attached_domain(self):
+        # A QEMU qsnapd did not launch: in place (internal, memory) only.
+        h = self.h
+        img = h.create_image('x.qcow2')
+        sock = os.path.join(h.images_dir, 'ext.qmp')
+        qemu = subprocess.Popen(
+            [q.QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
+             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % sock,
+             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
+                                      'file': {'driver': 'file', 'filename': img}}),
+             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
+        self.assertTrue(q.spin(lambda: os.path.exists(sock), 20))
+        dom = h.define_domain('att', [q.Disk('vda', img)], monitor=sock)
+        self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
+        i1 = self.snap(dom, 'i1', 0)
+        # (QEMU's output is not in our log: write, flush, read from the host)
+        h.hmp(dom, 'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0x31 0 %d"' % LEN)
+        h.flush_live(dom, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(img, 0x31, 0, LEN))
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        h.flush_live(dom, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(img, 0, 0, LEN), 'attached, in place: the write is still there')
+        # Anything that needs QEMU stopped or restarted: Unsupported.
+        e1 = self.snap(dom, 'e1')
+        self.refused_revert(dom, e1, FORCE, E + 'Unsupported', 'started elsewhere')
+
+
+class CrashTest(RevertTestCase):
+    """kill -9 of qsnapd at each step of a revert (crash_point()): the
+    restarted qsnapd finishes (definition switched) or rolls back."""
+
+    def crash_revert(self, snap, flags, step):
+        h = self.h
+        h.kill_daemon()
+        os.environ['QSNAPD_TEST_CRASH_AT'] = 'revert:' + step
+        try:
+            h.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_CRASH_AT']
+        pending = h.client.call_async(snap, S, 'Revert', (flags,), 't', timeout=60)
+        with self.assertRaises(q.DBusCallError):
+            pending.wait()
+        self.assertTrue(q.spin(lambda: h.daemon_pid() is None, 10), 'qsnapd did not die at revert:' + step)
+        h.acknowledge_daemon_exits()
+        with open(h.daemon_log, errors='replace') as f:
+            self.assertIn('Crash point revert:%s reached' % step, f.read())
+        h.start_daemon()
+
+    def daemon_log_text(self):
+        with open(self.h.daemon_log, errors='replace') as f:
+            return f.read()
+
+    def assert_consistent(self, dom, msg, orphans=True):
+        """Definition, files and metadata agree; no orphan overlay of dom
+        (its image's name starts every overlay name); no journal."""
+        h = self.h
+        active = self.active(dom)['vda']
+        prefix = os.path.basename(self.chain_files(active)[-1]).split('.')[0] + '.'
+        for f in self.revert_overlays() if orphans else ():
+            if not f.startswith(prefix):
+                continue
+            self.assertEqual(h.image_path(f), active, '%s: orphan overlay %s' % (msg, f))
+        self.assertEqual(self.stray_state_files(dom), [], msg)
+        self.assert_disks_agree(dom, msg)
+        self.assert_all_clean()
+        return active
+
+    def test_external(self):
+        # step -> (finished, state afterwards)
+        steps = {'intent': (False, 'running'), 'stopped': (False, 'shutoff'), 'overlays': (False, 'shutoff'),
+                 'switched': (True, 'shutoff'), 'started': (True, 'running'), 'metadata': (True, 'running')}
+        h = self.h
+        for step, (finished, state) in steps.items():
+            with self.subTest(step=step):
+                img = h.create_image('x%s.qcow2' % step)
+                dom = h.define_domain('x' + step, [q.Disk('vda', img)])
+                self.start(dom)
+                self.write(dom, 'vda', 0xe1, 0)
+                s1 = self.snap(dom, 's1')
+                self.write(dom, 'vda', 0xe2, MiB)
+                s2 = self.snap(dom, 's2')
+                before = self.active(dom)['vda']
+                self.crash_revert(s1, FORCE | RUNNING, step)
+                log = self.daemon_log_text()
+                self.assertIn('finished a revert' if finished else 'rolled back a revert', log)
+                self.assertEqual(self.dprop(dom, 'State'), state)
+                active = self.assert_consistent(dom, step)
+                ov = h.image_path('x%s.s1-revert1' % step)
+                if finished:
+                    self.assertEqual(active, ov)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
+                    self.assertEqual(self.revert_disks(s1), {'vda': ov})
+                else:
+                    self.assertEqual(active, before)
+                    self.assertFalse(os.path.exists(ov))
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s2)
+                if state == 'running':
+                    self.live_reads(dom, [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)]),
+                                    [MiB] if finished else [], step)
+                else:
+                    self.assert_layer(active, [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)]),
+                                      [MiB] if finished else [], step)
+                # and it reverts for real now
+                self.revert(s1, FORCE)
+                self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
+                self.assert_layer(self.active(dom)['vda'], [(0xe1, 0)], [MiB], step + ', then reverted')
+                self.assert_consistent(dom, step + ', then reverted', orphans=False)
+                self.assertEqual(self.revert_disks(s2), {})
+
+    def test_internal(self):
+        h = self.h
+        # offline (qemu-img snapshot -a) from a running domain with FORCE
+        steps = {'intent': (False, 'running'), 'stopped': (True, 'shutoff'), 'applied': (True, 'shutoff'),
+                 'switched': (True, 'shutoff'), 'metadata': (True, 'shutoff')}
+        for step, (finished, state) in steps.items():
+            with self.subTest(step=step):
+                img = h.create_image('i%s.qcow2' % step)
+                dom = h.define_domain('i' + step, [q.Disk('vda', img)])
+                o1 = self.snap(dom, 'o1', 0)                 # shut off: internal, disk-only
+                self.start(dom)
+                self.write(dom, 'vda', 0xe3, 0)
+                self.crash_revert(o1, FORCE, step)
+                log = self.daemon_log_text()
+                self.assertIn('finished an interrupted revert' if finished else 'rolled back a revert', log)
+                self.assertEqual(self.dprop(dom, 'State'), state)
+                self.assertEqual(self.stray_state_files(dom), [])
+                if finished:
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o1)
+                    self.assert_layer(img, [], [0], step)
+                else:
+                    self.live_reads(dom, [(0xe3, 0)], [], step)
+                self.assert_all_clean()
+        # live snapshot-load
+        for step, finished in (('load', False), ('loaded', True)):
+            with self.subTest(step=step):
+                img = h.create_image('l%s.qcow2' % step)
+                dom = h.define_domain('l' + step, [q.Disk('vda', img)])
+                self.start(dom)
+                i1 = self.snap(dom, 'i1', 0)
+                self.write(dom, 'vda', 0xe4, 0)
+                self.crash_revert(i1, 0, step)
+                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
+                self.assertEqual(self.stray_state_files(dom), [])
+                self.assertEqual(self.dprop(dom, 'CurrentSnapshot') == i1, True)
+                if finished:
+                    self.live_reads(dom, [], [0], step)
+                else:
+                    self.live_reads(dom, [(0xe4, 0)], [], step)
+                self.revert(i1)
+                self.live_reads(dom, [], [0], step + ', then reverted')
+
+    def test_memory(self):
+        h = self.h
+        # 'incoming': killed as migrate-incoming was being sent; the new
+        # qsnapd finishes the load (sending it again if QEMU never got it).
+        for step, finished, state in (('overlays', False, 'shutoff'), ('switched', True, 'shutoff'),
+                                      ('incoming', True, None), ('started', True, 'running')):
+            with self.subTest(step=step):
+                img = h.create_image('m%s.qcow2' % step)
+                dom = h.define_domain('m' + step, [q.Disk('vda', img)], memory_mib=64)
+                self.start(dom)
+                self.write(dom, 'vda', 0xe5, 0)
+                m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external',
+                                                      memory_file=h.image_path('m%s.mem' % step)))
+                self.write(dom, 'vda', 0xe6, MiB)
+                self.crash_revert(m1, 0, step)
+                if state is None:
+                    self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10),
+                                    'the interrupted load was not finished')
+                    state = 'running'
+                    self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
+                    self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
+                self.assertEqual(self.dprop(dom, 'State'), state)
+                active = self.assert_consistent(dom, step)
+                if finished:
+                    self.assertEqual(active, h.image_path('m%s.m1-revert1' % step))
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), m1)
+                if state == 'running':
+                    self.live_reads(dom, [(0xe5, 0)], [MiB], step)
+                self.revert(m1)
+                self.assertEqual(self.dprop(dom, 'State'), 'running')
+                self.live_reads(dom, [(0xe5, 0)], [MiB], step + ', then reverted')
+                self.assert_consistent(dom, step + ', then reverted', orphans=False)
+
+
+if __name__ == '__main__':
+    q.main()

@@ -619,6 +619,30 @@ class CrashTest(RevertTestCase):
                     self.live_reads(dom, [(0xe4, 0)], [], step)
                 self.revert(i1)
                 self.live_reads(dom, [], [0], step + ', then reverted')
+        # snapshot-load into a QEMU started for it (the domain was shut off)
+        for step, finished in (('load', False), ('loaded', True)):
+            with self.subTest(step=step, shut_off=True):
+                img = h.create_image('s%s.qcow2' % step)
+                dom = h.define_domain('s' + step, [q.Disk('vda', img)])
+                self.start(dom)
+                i1 = self.snap(dom, 'i1', 0)
+                self.write(dom, 'vda', 0xe7, 0)
+                self.stop(dom)
+                self.crash_revert(i1, 0, step)
+                # finished: the guest runs the snapshot; else the QEMU started
+                # for the load is of no use and goes.
+                want = 'running' if finished else 'shutoff'
+                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == want, 15),
+                                'after a crash at %s the domain is %s' % (step, self.dprop(dom, 'State')))
+                self.assertEqual(self.stray_state_files(dom), [])
+                if finished:
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
+                    self.live_reads(dom, [], [0], step)
+                else:
+                    self.assert_layer(img, [(0xe7, 0)], [], step)
+                self.revert(i1)
+                self.assertEqual(self.dprop(dom, 'State'), 'running')
+                self.live_reads(dom, [], [0], step + ', then reverted')
 
     def test_memory(self):
         h = self.h

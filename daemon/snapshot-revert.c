@@ -68,7 +68,6 @@ struct RevertPlan {
         uint64_t deadline;
         bool intent_written;
         bool def_switched;
-        bool load_started;
         bool loaded;         /* the snapshot-load job succeeded (journaled) */
         int error;
         char *message;
@@ -716,7 +715,6 @@ static void on_snapshot_load(Qmp *qmp, int error, json_object *result, const cha
 
         if (error < 0)
                 return revert_fail(p, -EIO, "QEMU cannot start loading snapshot '%s': %s", p->name, strna(desc));
-        p->load_started = true;
         p->deadline = now_usec(CLOCK_MONOTONIC) + LOAD_TIMEOUT_USEC;
         r = sd_event_add_time_relative(p->domain->manager->event, &p->timer, CLOCK_MONOTONIC, LOAD_POLL_USEC, 0,
                                        on_load_poll, p);

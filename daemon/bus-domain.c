@@ -555,6 +555,39 @@ static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *
         return 1;
 }
 
+static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL, *dest = NULL, *xml_error = NULL;
+        const char *disk, *dest_xml;
+        Domain *d = userdata;
+        uint64_t bandwidth, flags;
+        DiskFormat format;
+        int r;
+
+        r = sd_bus_message_read(m, "sstt", &disk, &dest_xml, &bandwidth, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~BLOCK_COPY_ALL)
+                return bus_error_unknown_flags(error, "BlockCopy", flags, BLOCK_COPY_ALL);
+        if (bandwidth > INT64_MAX)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = domain_copy_dest_parse(dest_xml, strlen(dest_xml), &dest, &format, &xml_error);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "The destination XML is not usable: %s",
+                                         strna(xml_error));
+        r = verify_block_jobs(m, d, disk, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        sd_bus_message_ref(m);
+        r = domain_block_copy(d, disk, dest, format, bandwidth, flags, reply_job_started, m, &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return bus_error_set_errno_message(error, r, message);
+        }
+        return 1;
+}
+
 /* ---- object tree ---- */
 
 static int domain_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
@@ -628,6 +661,8 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("BlockCommit",
                                 SD_BUS_ARGS("s", disk, "s", base, "s", top, "t", bandwidth, "t", flags),
                                 SD_BUS_RESULT("o", job), method_block_commit, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BlockCopy", SD_BUS_ARGS("s", disk, "s", dest_xml, "t", bandwidth, "t", flags),
+                                SD_BUS_RESULT("o", job), method_block_copy, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("BlockJobEvent", SD_BUS_ARGS("o", job, "s", disk, "s", type, "s", status, "s", error), 0),
         SD_BUS_VTABLE_END
 };

@@ -52,6 +52,9 @@ static const struct {
         { EXDEV, QSNAP_ERROR_PATH_NOT_ALLOWED },
         { ENOSPC, QSNAP_ERROR_NO_SPACE },
         { ESRCH, QSNAP_ERROR_NOT_RUNNING },
+        /* QEMU went away while a call of ours was in flight */
+        { ENOTCONN, QSNAP_ERROR_NOT_RUNNING },
+        { ECONNRESET, QSNAP_ERROR_NOT_RUNNING },
         { EIO, QSNAP_ERROR_QEMU_FAILED },
         { ETIMEDOUT, QSNAP_ERROR_QEMU_FAILED },
         { EOPNOTSUPP, QSNAP_ERROR_UNSUPPORTED },

@@ -11,10 +11,15 @@
  * the end. The same resynchronization runs after an adoption, so a job
  * that ended while qsnapd was away is accounted for too.
  */
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "domain-job.h"
+#include "domain-snapshot.h"
 #include "manager.h"
 #include "qmp-commands.h"
 #include "util.h"
@@ -23,6 +28,8 @@ static void info_free(BlockJobInfo *info) {
         if (!info)
                 return;
         strv_free(info->old_chain);
+        free(info->copy_dest);
+        free(info->copy_node);
         sd_event_source_disable_unref(info->linger);
         free(info);
 }
@@ -77,12 +84,125 @@ int domain_list_jobs(Domain *d, Job ***ret, size_t *ret_n) {
 
 typedef struct Resync {
         Domain *domain;
+        char **sweep;      /* copy journals to sweep (adoption) */
         Job *job;          /* reported finished when done; may be NULL */
         char **roots;      /* per disk of the live definition: its root node */
         size_t pending;
         void (*done)(Domain *d, void *userdata);
         void *userdata;
 } Resync;
+
+/* ---- the copy journal: <run>/<uuid>.job-<id> ----
+ * "qsnap-copy <created> <transient> <node>\n<dest>", written before the
+ * mirror starts and removed when its end is accounted for, so that a
+ * restarted qsnapd knows the destination of an adopted copy. */
+
+static char *copy_journal_path(Domain *d, const char *job_id) {
+        _cleanup_free_ char *suffix = strprintf(".job-%s", job_id);
+        return suffix ? domain_runtime_path(d, suffix) : NULL;
+}
+
+static int copy_journal_write(Domain *d, const char *job_id, const BlockJobInfo *info) {
+        _cleanup_free_ char *path = copy_journal_path(d, job_id), *text = NULL;
+
+        text = strprintf("qsnap-copy %d %d %s\n%s", info->copy_created, info->transient, info->copy_node,
+                         info->copy_dest);
+        if (!path || !text)
+                return -ENOMEM;
+        return write_file_atomic(path, text, strlen(text), 0600);
+}
+
+static void copy_journal_remove(Domain *d, const char *job_id) {
+        _cleanup_free_ char *path = copy_journal_path(d, job_id);
+
+        if (path)
+                (void) unlink(path);
+}
+
+static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
+        _cleanup_free_ char *path = copy_journal_path(d, j->id), *text = NULL;
+        char node[64], *nl;
+        int created, transient;
+
+        if (!path || read_full_file(path, 64 * 1024, &text, NULL) < 0)
+                return (void) log_warning("Domain '%s': copy job %s has no journal; its destination is unknown.",
+                                          d->def->name, j->id);
+        nl = strchr(text, '\n');
+        if (!nl || sscanf(text, "qsnap-copy %d %d %63s", &created, &transient, node) != 3 || nl[1] != '/')
+                return (void) log_warning("Domain '%s': the journal of copy job %s is damaged.", d->def->name, j->id);
+        info->copy_created = created;
+        info->transient = transient;
+        (void) free_and_strdup(&info->copy_node, node);
+        (void) free_and_strdup(&info->copy_dest, nl + 1);
+}
+
+/* The copy journals of this domain on disk now: at attach time, before
+ * this connection can start a copy, they are all an earlier qsnapd's. */
+static char **copy_journals_list(Domain *d) {
+        _cleanup_free_ char *prefix = strprintf("%s.job-", d->def->uuid);
+        char **l = NULL;
+        DIR *dh;
+        struct dirent *de;
+
+        if (!prefix || !(dh = opendir(d->manager->config.runtime_dir)))
+                return NULL;
+        while ((de = readdir(dh)))
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 && strv_extend(&l, de->d_name + strlen(prefix)) < 0)
+                        break;
+        closedir(dh);
+        return l;
+}
+
+/* Journals an earlier qsnapd left for copies QEMU does not run: it was
+ * killed after creating the destination and before the mirror started.
+ * Their destination goes unless a node of QEMU's has it open. `nodes`:
+ * query-named-block-nodes; `ids`: from copy_journals_list() at attach. */
+static void copy_journals_sweep(Domain *d, json_object *nodes, char **ids) {
+        for (char **id = ids; id && *id; id++) {
+                BlockJobInfo info = {};
+                Job stub = { .id = *id };
+                bool open = false;
+
+                if (domain_find_job(d, *id))
+                        continue;
+                copy_journal_load(d, &stub, &info);
+                for (size_t k = 0; info.copy_dest && k < json_object_array_length(nodes) && !open; k++) {
+                        _cleanup_free_ char *f = NULL;
+
+                        open = qmp_node_file(json_object_array_get_idx(nodes, k), &f) >= 0 && streq(f, info.copy_dest);
+                }
+                if (info.copy_dest && info.copy_created && !open && unlink(info.copy_dest) >= 0)
+                        log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
+                                 d->def->name, info.copy_dest, *id);
+                if (!open)
+                        copy_journal_remove(d, *id);
+                free(info.copy_dest);
+                free(info.copy_node);
+        }
+}
+
+/* A copy's end: a destination qsnapd created goes when the copy failed,
+ * was abandoned, or ended without anyone's Abort (QEMU quit under it: it
+ * cancels its jobs) — a half-made copy is no use. After the user's Abort
+ * it stays (libvirt's behaviour); after a pivot it is the disk. */
+static void copy_end(Domain *d, Job *j) {
+        BlockJobInfo *info = j->userdata;
+        const DomainDisk *disk;
+
+        if (j->type != JOB_TYPE_COPY || !info || !info->copy_dest)
+                return;
+        disk = j->disk ? domain_def_find_disk(domain_current_def(d), j->disk) : NULL;
+        if (info->copy_created &&
+            (j->state == JOB_STATE_FAILED || info->abandoned || (j->state == JOB_STATE_CANCELED && !j->aborting)) &&
+            !(disk && streq(disk->source, info->copy_dest))) {
+                if (unlink(info->copy_dest) >= 0)
+                        log_info("Domain '%s': removed %s, the destination of the %s copy job %s.", d->def->name,
+                                 info->copy_dest, job_state_to_string(j->state), j->id);
+                else if (errno != ENOENT)
+                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, info->copy_dest);
+        }
+        copy_journal_remove(d, j->id);
+}
 
 static void linger_remove(Domain *d, Job *j) {
         for (size_t i = 0; i < d->n_lingering; i++)
@@ -123,6 +243,7 @@ static void linger_add(Domain *d, Job *j) {
 static void job_report_end(Domain *d, Job *j) {
         BlockJobInfo *info = j->userdata;
 
+        copy_end(d, j);
         if (info && !info->linger)
                 (void) sd_event_add_time_relative(d->manager->event, &info->linger, CLOCK_MONOTONIC, JOB_LINGER_USEC,
                                                   USEC_PER_SEC, on_linger_end, j);
@@ -143,6 +264,7 @@ static void resync_end(Resync *rs) {
                 rs->done(d, rs->userdata);
         manager_busy_unref(d->manager);
         strv_free(rs->roots);
+        strv_free(rs->sweep);
         domain_unref(d);
         free(rs);
 }
@@ -181,23 +303,32 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                         continue;
                 /* The file under the root node is the disk's active file. */
                 for (size_t k = 0; k < json_object_array_length(result); k++) {
-                        json_object *node = NULL, *file = NULL;
-                        const char *f;
+                        json_object *node = NULL, *drv = NULL;
+                        _cleanup_free_ char *f = NULL;
+                        DiskFormat format;
 
                         e = json_object_array_get_idx(result, k);
                         if (!json_object_object_get_ex(e, "node-name", &node) ||
-                            !streq(json_object_get_string(node), rs->roots[i]) || !json_object_object_get_ex(e, "file", &file))
+                            !streq(json_object_get_string(node), rs->roots[i]) || qmp_node_file(e, &f) < 0)
                                 continue;
-                        f = json_object_get_string(file);
-                        if (disk->transient || !f || f[0] != '/' || streq(f, disk->source))
+                        /* A copy may have changed the format too (COPY_RAW). */
+                        format = disk->format;
+                        if (json_object_object_get_ex(e, "drv", &drv) &&
+                            disk_format_from_string(json_object_get_string(drv)) >= 0)
+                                format = disk_format_from_string(json_object_get_string(drv));
+                        if (disk->transient || !f || f[0] != '/' || (streq(f, disk->source) && format == disk->format))
                                 break;
-                        log_info("Domain '%s': disk %s is now %s (was %s).", d->def->name, disk->target, f, disk->source);
+                        log_info("Domain '%s': disk %s is now %s (%s; was %s).", d->def->name, disk->target, f,
+                                 disk_format_to_string(format), disk->source);
                         {
                                 DomainDisk *stored = domain_def_find_disk(d->def, disk->target);
-                                if (stored && streq(stored->source, disk->source))
+                                if (stored && streq(stored->source, disk->source)) {
                                         (void) free_and_strdup(&stored->source, f);
+                                        stored->format = format;
+                                }
                         }
                         (void) free_and_strdup(&disk->source, f);
+                        disk->format = format;
                         changed = true;
                         break;
                 }
@@ -209,14 +340,14 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
          * chain and keep their files locked (see the notes): let go of them. */
         domain_chains_invalidate(d);
         for (size_t k = 0; error >= 0 && k < json_object_array_length(result); k++) {
-                json_object *e = json_object_array_get_idx(result, k), *node = NULL, *file = NULL;
-                const char *name, *f;
+                json_object *e = json_object_array_get_idx(result, k), *node = NULL;
+                _cleanup_free_ char *f = NULL;
+                const char *name;
                 bool in_use = false;
 
-                if (!json_object_object_get_ex(e, "node-name", &node) || !json_object_object_get_ex(e, "file", &file))
+                if (!json_object_object_get_ex(e, "node-name", &node) || qmp_node_file(e, &f) < 0)
                         continue;
                 name = json_object_get_string(node);
-                f = json_object_get_string(file);
                 /* Implicit nodes ('#…') go with their parent; QEMU refuses to
                  * delete a node that is still attached, so trying is safe. */
                 if (!name || name[0] == '#')
@@ -231,6 +362,9 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 if (!in_use)
                         (void) qmp_cmd_blockdev_del(qmp, name, NULL, NULL);
         }
+
+        if (error >= 0 && rs->sweep)
+                copy_journals_sweep(d, result, rs->sweep);
 
         if (changed) {
                 if (domain_save(d) < 0 || domain_save_live(d) < 0)
@@ -262,12 +396,14 @@ static void on_resync_root(Qmp *qmp, int error, json_object *result, const char 
 }
 
 /* Reads the disks back from QEMU, then reports job (if any) as finished. */
-static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata) {
+static void domain_resync_disks_sweep(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata,
+                                     char **sweep) {
         Resync *rs = new0(Resync, 1);
         size_t n = d->live ? d->live->n_disks : 0;
 
         if (!rs || !(rs->roots = new0(char *, n + 1))) {
                 free(rs);
+                strv_free(sweep);
                 log_oom();
                 if (job)
                         job_report_end(d, job);
@@ -276,7 +412,7 @@ static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, voi
                 return;
         }
         *rs = (Resync) { .domain = domain_ref(d), .job = job ? job_ref(job) : NULL, .roots = rs->roots, .done = done,
-                         .userdata = userdata };
+                         .userdata = userdata, .sweep = sweep };
         manager_busy_ref(d->manager);
         for (size_t i = 0; d->qmp && i < n; i++) {
                 RootCall *c = new0(RootCall, 1);
@@ -290,6 +426,12 @@ static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, voi
         }
         if (rs->pending == 0)
                 resync_end(rs);
+        else if (job)
+                kill_point("job-resync", d->pid);
+}
+
+static void domain_resync_disks(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata) {
+        domain_resync_disks_sweep(d, job, done, userdata, NULL);
 }
 
 /* ---- the tracker's observer ---- */
@@ -329,6 +471,71 @@ static void graph_done(Domain *d, void *userdata) {
         graph_next(d);
 }
 
+/* QEMU applies the chain change when it finalizes; finished() follows,
+ * and with it the read-back. */
+static void graph_finalize(Domain *d, Job *j) {
+        d->graph_finalizing = j;
+        if (job_finalize(j, true, NULL) < 0) {
+                log_warning("Domain '%s': cannot finalize job %s.", d->def->name, j->id);
+                d->graph_finalizing = NULL;
+                d->graph_busy = false;
+        } else
+                kill_point("job-finalize", d->pid);
+}
+
+typedef struct FlushCall {
+        Domain *domain;
+        Job *job;
+} FlushCall;
+
+static void on_flushed_for_finalize(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                                    void *userdata) {
+        FlushCall *c = userdata;
+        Domain *d = c->domain;
+        Job *j = c->job;
+        const char *text = NULL;
+
+        if (error < 0 || (qmp_parse_string(result, &text) >= 0 && !isempty(text)))
+                log_warning("Domain '%s': flushing %s before finalizing job %s failed: %s", d->def->name, strna(j->disk),
+                            j->id, error < 0 ? strna(desc) : text);
+        /* Still ours to finalize (the job did not end meanwhile, QEMU is
+         * still there)? A failed flush is no reason to lose the job: QEMU
+         * flushes on its own later, as it would have without us. */
+        if (d->graph_finalizing == j) {
+                graph_finalize(d, j);
+                if (!d->graph_busy)
+                        graph_next(d);
+        }
+        job_unref(j);
+        domain_unref(d);
+        free(c);
+}
+
+/* A pull wrote the data into the disk's active node, whose qcow2 L2
+ * tables QEMU 7.2 keeps in memory; job-finalize then writes the header
+ * without the backing file at once. A QEMU that dies before its next flush
+ * leaves a standalone image that lacks the pulled data (measured:
+ * tests/test_blockjob_failures.py). So the node is flushed first.
+ * Commit and mirror flush their target themselves. */
+static int graph_flush_then_finalize(Domain *d, Job *j) {
+        FlushCall *c;
+
+        if (j->type != JOB_TYPE_PULL || !j->disk || !d->qmp)
+                return -EOPNOTSUPP;
+        c = new0(FlushCall, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (FlushCall) { .domain = domain_ref(d), .job = job_ref(j) };
+        if (qmp_cmd_flush_disk(d->qmp, j->disk, on_flushed_for_finalize, c) < 0) {
+                job_unref(j);
+                domain_unref(d);
+                free(c);
+                return -EIO;
+        }
+        d->graph_finalizing = j;
+        return 0;
+}
+
 static void graph_next(Domain *d) {
         GraphTask *t = d->graph_tasks;
 
@@ -337,14 +544,8 @@ static void graph_next(Domain *d) {
         d->graph_tasks = t->next;
         d->graph_busy = true;
         if (t->finalize) {
-                /* QEMU applies the chain change when it finalizes; finished()
-                 * follows, and with it the read-back. */
-                d->graph_finalizing = t->job;
-                if (job_finalize(t->job, true, NULL) < 0) {
-                        log_warning("Domain '%s': cannot finalize job %s.", d->def->name, t->job->id);
-                        d->graph_finalizing = NULL;
-                        d->graph_busy = false;
-                }
+                if (graph_flush_then_finalize(d, t->job) < 0)
+                        graph_finalize(d, t->job);
         } else
                 domain_resync_disks(d, t->job, graph_done, NULL);
         job_unref(t->job);
@@ -399,6 +600,7 @@ static const JobObserver job_observer = {
 
 typedef struct AttachCall {
         Domain *domain;
+        char **orphans;    /* copy journals found at attach */
         void (*done)(Domain *d, void *userdata);
         void *userdata;
 } AttachCall;
@@ -430,6 +632,8 @@ static void job_learn_from_id(Domain *d, Job *j) {
                         info->domain = d;
                 j->userdata = info;
         }
+        if (j->type == JOB_TYPE_COPY && j->userdata)
+                copy_journal_load(d, j, j->userdata);
 }
 
 static void on_resynced_after_adopt(Domain *d, void *userdata) {
@@ -438,6 +642,7 @@ static void on_resynced_after_adopt(Domain *d, void *userdata) {
         if (c->done)
                 c->done(d, c->userdata);
         domain_unref(c->domain);
+        strv_free(c->orphans);
         free(c);
 }
 
@@ -455,29 +660,51 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
                          strna(j->disk), job_state_to_string(j->state));
                 notify(d, j, JOB_EVENT_ADDED);
         }
+        /* TRANSIENT_JOB copies do not outlive the qsnapd that started them
+         * (docs/decisions.md): cancelled, their destination removed. */
+        JOB_TRACKER_FOREACH(j, t) {
+                BlockJobInfo *info = j->userdata;
+                _cleanup_free_ char *m = NULL;
+
+                if (j->type != JOB_TYPE_COPY || !info || !info->transient || job_state_is_final(j->state))
+                        continue;
+                info->abandoned = true;
+                if (job_abort(j, false, NULL, NULL, &m) < 0)
+                        log_warning("Domain '%s': cannot cancel transient copy job %s: %s", d->def->name, j->id, strna(m));
+                else
+                        log_info("Domain '%s': cancelling transient copy job %s (TRANSIENT_JOB jobs are not adopted).",
+                                 d->def->name, j->id);
+        }
         /* A job that ended while we were away changed the chain already.
          * With jobs still in QEMU their own ends resync; block queries while
          * QEMU finalizes a job can crash QEMU 7.2, so none are sent now. */
         if (job_tracker_first(t))
                 return on_resynced_after_adopt(d, c);
-        domain_resync_disks(d, NULL, on_resynced_after_adopt, c);
+        domain_resync_disks_sweep(d, NULL, on_resynced_after_adopt, c, TAKE_PTR(c->orphans));
 }
+
+static void tracker_release(Domain *d);
 
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata) {
         AttachCall *c;
         int r;
 
-        domain_jobs_free(d);
+        /* A new QEMU (or a new connection): ended jobs of the last one
+         * stay for their 60 s, with their final State. */
+        domain_graph_tasks_free(d);
+        tracker_release(d);
         r = job_tracker_new(d->qmp, d->manager->event, &job_observer, d, &d->jobs);
         if (r < 0)
                 return r;
         c = new0(AttachCall, 1);
         if (!c)
                 return -ENOMEM;
-        *c = (AttachCall) { .domain = domain_ref(d), .done = done, .userdata = userdata };
+        *c = (AttachCall) { .domain = domain_ref(d), .done = done, .userdata = userdata,
+                            .orphans = copy_journals_list(d) };
         r = job_tracker_adopt(d->jobs, on_adopted, c);
         if (r < 0) {
                 domain_unref(d);
+                strv_free(c->orphans);
                 free(c);
                 return r;
         }
@@ -493,6 +720,7 @@ static void tracker_release(Domain *d) {
                 AttachCall *c = d->jobs_attach;
 
                 d->jobs_attach = NULL;
+                strv_free(c->orphans);
                 free(c);
                 domain_unref(d);
         }
@@ -539,7 +767,11 @@ typedef struct StartCall {
         void *userdata;
         /* what to send, once the node names are known */
         char *base_file, *top_file; /* NULL: bottom / active */
-        bool shallow_base;
+        char *backing_name;         /* RELATIVE: the name to write into the header */
+        /* copies: the target's format, the file its top stands on (shallow) */
+        DiskFormat copy_format;
+        bool copy_shallow, copy_write_blocking, copy_direct;
+        bool target_added;          /* the target node exists in QEMU */
 } StartCall;
 
 static void start_call_free(StartCall *c) {
@@ -547,13 +779,35 @@ static void start_call_free(StartCall *c) {
         free(c->disk);
         free(c->base_file);
         free(c->top_file);
+        free(c->backing_name);
         info_free(c->info);
         manager_busy_unref(c->domain->manager);
         domain_unref(c->domain);
         free(c);
 }
 
+/* A copy that did not start leaves nothing behind: no node, no file of
+ * ours, no journal. */
+static void start_call_undo(StartCall *c) {
+        BlockJobInfo *info = c->info;
+
+        if (info && info->copy_dest) {
+                if (c->target_added && c->domain->qmp)
+                        (void) qmp_cmd_blockdev_del(c->domain->qmp, info->copy_node, NULL, NULL);
+                if (info->copy_created)
+                        (void) unlink(info->copy_dest);
+                copy_journal_remove(c->domain, c->id);
+        }
+}
+
+static void start_call_discard(StartCall *c) {
+        start_call_undo(c);
+        start_call_free(c);
+}
+
+/* Undone before the caller hears of it. */
 static void start_fail(StartCall *c, int error, const char *message) {
+        start_call_undo(c);
         c->done(c->domain, error, message, NULL, c->userdata);
         start_call_free(c);
 }
@@ -578,6 +832,33 @@ static void on_job_started(Qmp *qmp, int error, json_object *result, const char 
         start_call_free(c);
 }
 
+typedef struct CopyStart {
+        StartCall *call;
+        char *device;
+} CopyStart;
+
+static void on_copy_target_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                                 void *userdata) {
+        CopyStart *cs = userdata;
+        _cleanup_free_ char *device = cs->device;
+        StartCall *c = cs->call;
+        int64_t id;
+
+        free(cs);
+        if (error < 0) {
+                _cleanup_free_ char *m = strprintf("QEMU cannot open the destination %s: %s", c->info->copy_dest,
+                                                   strna(desc));
+                return start_fail(c, -EIO, m);
+        }
+        c->target_added = true;
+        /* "full" copies the whole chain; "top" only what the top holds, the
+         * target standing on the same backing node. */
+        id = qmp_cmd_blockdev_mirror_copy(qmp, c->id, device, c->info->copy_node, c->base_file ? "top" : "full",
+                                          c->bandwidth, c->copy_write_blocking, 0, on_job_started, c);
+        if (id < 0)
+                start_fail(c, (int) id, "Cannot send the job to QEMU.");
+}
+
 static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         StartCall *c = userdata;
         const char *device = NULL, *base = NULL, *top = NULL;
@@ -589,10 +870,24 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
             (c->top_file && qmp_find_format_node(result, c->top_file, &top) <= 0))
                 return start_fail(c, -EIO, "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
 
-        if (c->type == JOB_TYPE_PULL)
-                id = qmp_cmd_block_stream(qmp, c->id, device, base, NULL, c->bandwidth, on_job_started, c);
+        if (c->type == JOB_TYPE_COPY) {
+                CopyStart *cs = new0(CopyStart, 1);
+
+                if (!cs || !(cs->device = strdup(device))) {
+                        free(cs);
+                        return start_fail(c, -ENOMEM, "Out of memory.");
+                }
+                cs->call = c;
+                id = qmp_cmd_blockdev_add_copy_target(qmp, c->info->copy_node, disk_format_to_string(c->copy_format),
+                                                      c->info->copy_dest, base, c->copy_direct, on_copy_target_added, cs);
+                if (id < 0) {
+                        free(cs->device);
+                        free(cs);
+                }
+        } else if (c->type == JOB_TYPE_PULL)
+                id = qmp_cmd_block_stream(qmp, c->id, device, base, c->backing_name, c->bandwidth, on_job_started, c);
         else
-                id = qmp_cmd_block_commit(qmp, c->id, device, top, base, NULL, c->bandwidth, on_job_started, c);
+                id = qmp_cmd_block_commit(qmp, c->id, device, top, base, c->backing_name, c->bandwidth, on_job_started, c);
         if (id < 0)
                 start_fail(c, (int) id, "Cannot send the job to QEMU.");
 }
@@ -651,56 +946,173 @@ static int chain_index(const ImageChain *chain, const char *file) {
         return -EINVAL;
 }
 
-static int job_begin(Domain *d, JobType type, const DomainDisk *disk, const ImageChain *chain, const char *base_file,
-                     const char *top_file, uint64_t bandwidth, bool delete_files, BlockJobStartedFunc done,
-                     void *userdata) {
+/* base/top as the caller named it: a file of the chain, or libvirt's
+ * "vda[N]" (N as GetXMLDesc numbers the chain: 0 the active image, N the
+ * <backingStore index='N'>). Its index, or -EINVAL with *ret_message. */
+static int chain_lookup(const DomainDisk *disk, const ImageChain *chain, const char *name, const char *what,
+                        char **ret_message) {
+        const char *open = strchr(name, '[');
+        int i;
+
+        if (open && name[strlen(name) - 1] == ']') {
+                _cleanup_free_ char *target = strndup(name, (size_t) (open - name));
+                unsigned long n;
+                char *end;
+
+                if (!target)
+                        return -ENOMEM;
+                errno = 0;
+                n = strtoul(open + 1, &end, 10);
+                if (streq(target, disk->target) && end != open + 1 && *end == ']' && end[1] == 0 && errno == 0 &&
+                    open[1] >= '0' && open[1] <= '9') {
+                        if (n < chain->n_layers)
+                                return (int) n;
+                        *ret_message = strprintf("%s '%s': disk %s has %zu images, %s[0] (the active one) to %s[%zu].",
+                                                 what, name, disk->target, chain->n_layers, disk->target, disk->target,
+                                                 chain->n_layers - 1);
+                        return -EINVAL;
+                }
+                if (!streq(target, disk->target) && target[0] != '/') {
+                        *ret_message = strprintf("%s '%s' names another disk than %s.", what, name, disk->target);
+                        return -EINVAL;
+                }
+        }
+        i = chain_index(chain, name);
+        if (i < 0)
+                *ret_message = strprintf("%s '%s' is not a file of the chain of disk %s (nor %s[N]).", what, name,
+                                         disk->target, disk->target);
+        return i;
+}
+
+/* RELATIVE: the name of chain layer `to` as seen from layer `from` (above
+ * it), composed from the relative names the headers in between hold, the
+ * way libvirt does; -EINVAL when one of them is absolute. */
+static int relative_backing_name(const ImageChain *chain, int from, int to, char **ret, char **ret_message) {
+        _cleanup_free_ char *path = strdup("");
+
+        if (!path)
+                return -ENOMEM;
+        for (int i = from; i < to; i++) {
+                _cleanup_free_ char *name = NULL;
+                const char *slash;
+                char *next;
+                int r;
+
+                r = image_read_backing_name(chain->layers[i].path, &name);
+                if (r < 0 || !name) {
+                        *ret_message = strprintf("Cannot read the backing file name of %s.", chain->layers[i].path);
+                        return r < 0 ? r : -EIO;
+                }
+                if (name[0] == '/') {
+                        *ret_message = strprintf("RELATIVE: %s names its backing file by the absolute path %s, so "
+                                                 "there is no relative name to keep.", chain->layers[i].path, name);
+                        return -EINVAL;
+                }
+                slash = strrchr(path, '/');
+                next = strprintf("%.*s%s", slash ? (int) (slash - path + 1) : 0, path, name);
+                if (!next)
+                        return -ENOMEM;
+                free(path);
+                path = next;
+        }
+        *ret = TAKE_PTR(path);
+        return 0;
+}
+
+static StartCall *start_call_new(Domain *d, JobType type, const DomainDisk *disk, const ImageChain *chain,
+                                 const char *base_file, const char *top_file, uint64_t bandwidth, BlockJobStartedFunc done,
+                                 void *userdata) {
         StartCall *c = new0(StartCall, 1);
+        uint64_t seq;
 
         if (!c)
-                return -ENOMEM;
+                return NULL;
         *c = (StartCall) { .domain = domain_ref(d), .type = type, .bandwidth = bandwidth, .done = done, .userdata = userdata };
         manager_busy_ref(d->manager);
+        seq = ++d->node_seq & 0xffffffffffULL;
         /* '-' separates the parts, so "active-commit" is spelled "active.commit". */
         c->id = strprintf("%s-%s-%" PRIx64, type == JOB_TYPE_ACTIVE_COMMIT ? "active.commit" : job_type_to_string(type),
-                          disk->target, (uint64_t) (++d->node_seq & 0xffffffffffULL));
+                          disk->target, seq);
         c->disk = strdup(disk->target);
         c->base_file = base_file ? strdup(base_file) : NULL;
         c->top_file = top_file ? strdup(top_file) : NULL;
         c->info = new0(BlockJobInfo, 1);
         if (!c->id || !c->disk || (base_file && !c->base_file) || (top_file && !c->top_file) || !c->info) {
                 start_call_free(c);
-                return -ENOMEM;
+                return NULL;
         }
         c->info->domain = d;
-        c->info->delete_files = delete_files;
+        if (type == JOB_TYPE_COPY) {
+                c->info->copy_node = strprintf("copy-%" PRIx64, seq);
+                if (!c->info->copy_node) {
+                        start_call_free(c);
+                        return NULL;
+                }
+        }
         for (size_t i = 0; i < chain->n_layers; i++)
                 if (strv_extend(&c->info->old_chain, chain->layers[i].path) < 0) {
                         start_call_free(c);
-                        return -ENOMEM;
+                        return NULL;
                 }
-        if (qmp_cmd_query_named_block_nodes(d->qmp, on_nodes_for_job, c) < 0) {
-                start_call_free(c);
+        return c;
+}
+
+static int start_call_send(StartCall *c) {
+        if (qmp_cmd_query_named_block_nodes(c->domain->qmp, on_nodes_for_job, c) < 0) {
+                start_call_discard(c);
                 return -EIO;
         }
         return 0;
 }
 
+static int job_begin(Domain *d, JobType type, const DomainDisk *disk, const ImageChain *chain, const char *base_file,
+                     const char *top_file, const char *backing_name, uint64_t bandwidth, bool delete_files,
+                     BlockJobStartedFunc done, void *userdata) {
+        StartCall *c = start_call_new(d, type, disk, chain, base_file, top_file, bandwidth, done, userdata);
+
+        if (!c)
+                return -ENOMEM;
+        c->info->delete_files = delete_files;
+        if (backing_name && !(c->backing_name = strdup(backing_name))) {
+                start_call_free(c);
+                return -ENOMEM;
+        }
+        return start_call_send(c);
+}
+
 int domain_block_rebase(Domain *d, const char *disk_name, const char *base, uint64_t bandwidth, uint64_t flags,
                         BlockJobStartedFunc done, void *userdata, char **ret_message) {
+        _cleanup_free_ char *relative = NULL;
         const DomainDisk *disk;
         const ImageChain *chain;
         int r, b;
 
         if (flags & BLOCK_REBASE_COPY) {
-                *ret_message = strdup("BlockRebase with COPY (a mirror to a new file) is not implemented yet.");
-                return -EOPNOTSUPP;
-        }
-        if (flags & BLOCK_REBASE_RELATIVE) {
-                *ret_message = strdup("RELATIVE backing names are not implemented yet.");
-                return -EOPNOTSUPP;
+                uint64_t copy_flags = 0;
+
+                if (flags & BLOCK_REBASE_RELATIVE) {
+                        *ret_message = strdup("RELATIVE does not go with COPY: the copy's backing file is named as the "
+                                              "disk's is.");
+                        return -EINVAL;
+                }
+                if (isempty(base)) {
+                        *ret_message = strdup("BlockRebase with COPY needs the destination file as base.");
+                        return -EINVAL;
+                }
+                if (flags & BLOCK_REBASE_SHALLOW)
+                        copy_flags |= BLOCK_COPY_SHALLOW;
+                if (flags & BLOCK_REBASE_REUSE_EXT)
+                        copy_flags |= BLOCK_COPY_REUSE_EXT;
+                return domain_block_copy(d, disk_name, base,
+                                         (flags & BLOCK_REBASE_COPY_RAW) ? DISK_FORMAT_RAW : _DISK_FORMAT_INVALID,
+                                         bandwidth, copy_flags, done, userdata, ret_message);
         }
         if (flags & (BLOCK_REBASE_SHALLOW | BLOCK_REBASE_REUSE_EXT | BLOCK_REBASE_COPY_RAW)) {
                 *ret_message = strdup("SHALLOW, REUSE_EXT and COPY_RAW go only with COPY.");
+                return -EINVAL;
+        }
+        if ((flags & BLOCK_REBASE_RELATIVE) && isempty(base)) {
+                *ret_message = strdup("RELATIVE needs a base: a full pull leaves no backing file to name.");
                 return -EINVAL;
         }
         r = job_prepare(d, disk_name, &disk, &chain, ret_message);
@@ -711,14 +1123,23 @@ int domain_block_rebase(Domain *d, const char *disk_name, const char *base, uint
                 return -EINVAL;
         }
         if (isempty(base))
-                return job_begin(d, JOB_TYPE_PULL, disk, chain, NULL, NULL, bandwidth, false, done, userdata);
+                return job_begin(d, JOB_TYPE_PULL, disk, chain, NULL, NULL, NULL, bandwidth, false, done, userdata);
         /* A partial pull: what lies above base comes into the active file. */
-        b = chain_index(chain, base);
+        b = chain_lookup(disk, chain, base, "Base", ret_message);
+        if (b < 0)
+                return b;
         if (b < 1) {
-                *ret_message = strprintf("'%s' is not a backing file of disk %s.", base, disk->target);
+                *ret_message = strprintf("Base '%s' is the active image of disk %s, not one of its backing files.", base,
+                                         disk->target);
                 return -EINVAL;
         }
-        return job_begin(d, JOB_TYPE_PULL, disk, chain, chain->layers[b].path, NULL, bandwidth, false, done, userdata);
+        if (flags & BLOCK_REBASE_RELATIVE) {
+                r = relative_backing_name(chain, 0, b, &relative, ret_message);
+                if (r < 0)
+                        return r;
+        }
+        return job_begin(d, JOB_TYPE_PULL, disk, chain, chain->layers[b].path, NULL, relative, bandwidth, false, done,
+                         userdata);
 }
 
 int domain_block_pull(Domain *d, const char *disk_name, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
@@ -728,6 +1149,7 @@ int domain_block_pull(Domain *d, const char *disk_name, uint64_t bandwidth, uint
 
 int domain_block_commit(Domain *d, const char *disk_name, const char *base, const char *top, uint64_t bandwidth,
                         uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message) {
+        _cleanup_free_ char *relative = NULL;
         const DomainDisk *disk;
         const ImageChain *chain;
         int r, t, b;
@@ -735,25 +1157,214 @@ int domain_block_commit(Domain *d, const char *disk_name, const char *base, cons
         r = job_prepare(d, disk_name, &disk, &chain, ret_message);
         if (r < 0)
                 return r;
-        t = isempty(top) ? 0 : chain_index(chain, top);
-        if (t < 0) {
-                *ret_message = strprintf("'%s' is not a file of the chain of disk %s.", top, disk->target);
-                return -EINVAL;
-        }
+        t = isempty(top) ? 0 : chain_lookup(disk, chain, top, "Top", ret_message);
+        if (t < 0)
+                return t;
         if (t == 0 && !(flags & BLOCK_COMMIT_ACTIVE)) {
                 *ret_message = strprintf("Committing the active layer of disk %s needs the ACTIVE flag (4).", disk->target);
                 return -EINVAL;
         }
         if (isempty(base))
                 b = (flags & BLOCK_COMMIT_SHALLOW) ? t + 1 : (int) chain->n_layers - 1;
-        else
-                b = chain_index(chain, base);
-        if (b < 0 || b <= t || b >= (int) chain->n_layers) {
+        else {
+                b = chain_lookup(disk, chain, base, "Base", ret_message);
+                if (b < 0)
+                        return b;
+        }
+        if (b <= t || b >= (int) chain->n_layers) {
                 *ret_message = strprintf("'%s' is not a file below '%s' in the chain of disk %s.",
                                          isempty(base) ? "(the bottom)" : base,
                                          isempty(top) ? "(the active layer)" : top, disk->target);
                 return -EINVAL;
         }
+        /* RELATIVE: the overlay of top gets base's relative name. An active
+         * commit leaves no overlay above base: nothing to keep (libvirt). */
+        if ((flags & BLOCK_COMMIT_RELATIVE) && t > 0) {
+                r = relative_backing_name(chain, t - 1, b, &relative, ret_message);
+                if (r < 0)
+                        return r;
+        }
         return job_begin(d, t == 0 ? JOB_TYPE_ACTIVE_COMMIT : JOB_TYPE_COMMIT, disk, chain, chain->layers[b].path,
-                         t == 0 ? NULL : chain->layers[t].path, bandwidth, flags & BLOCK_COMMIT_DELETE, done, userdata);
+                         t == 0 ? NULL : chain->layers[t].path, relative, bandwidth, flags & BLOCK_COMMIT_DELETE, done,
+                         userdata);
+}
+
+/* ---- BlockCopy ---- */
+
+/* Whether the file system under path takes O_DIRECT (tmpfs does not). */
+static bool supports_direct_io(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        return fd >= 0;
+}
+
+/* REUSE_EXT: the file is there, of the right kind and size; a qcow2 one
+ * stands on what the copy expects (nothing, or the source's backing file
+ * when shallow). *format is resolved when unknown (probed: qcow2 magic). */
+static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size, const char *backing,
+                             char **ret_message) {
+        _cleanup_free_ char *name = NULL, *copy = NULL, *resolved = NULL;
+        bool qcow2 = image_is_qcow2(dest);
+        char a[PATH_MAX], b[PATH_MAX];
+        uint64_t dest_size = 0;
+        struct stat st;
+        int r;
+
+        if (lstat(dest, &st) < 0) {
+                *ret_message = strprintf("REUSE_EXT: the destination %s does not exist: %m.", dest);
+                return errno == ENOENT ? -EINVAL : -errno;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                *ret_message = strprintf("REUSE_EXT: the destination %s is not a regular file.", dest);
+                return -EINVAL;
+        }
+        if (*format < 0)
+                *format = qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW;
+        if (*format == DISK_FORMAT_QCOW2 && !qcow2) {
+                *ret_message = strprintf("REUSE_EXT: the destination %s is not a qcow2 image.", dest);
+                return -EINVAL;
+        }
+        if (*format == DISK_FORMAT_RAW && qcow2) {
+                *ret_message = strprintf("REUSE_EXT: the destination %s is a qcow2 image, not raw; say "
+                                         "<driver type='qcow2'/>.", dest);
+                return -EINVAL;
+        }
+        r = image_virtual_size(dest, *format, &dest_size);
+        if (r < 0) {
+                *ret_message = strprintf("REUSE_EXT: cannot read the size of %s: %s.", dest, strerror(-r));
+                return -EINVAL;
+        }
+        if (dest_size != size) {
+                *ret_message = strprintf("REUSE_EXT: the destination %s has %" PRIu64 " bytes, the disk %" PRIu64 ".",
+                                         dest, dest_size, size);
+                return -EINVAL;
+        }
+        if (*format != DISK_FORMAT_QCOW2)
+                return 0;
+        r = image_read_backing_name(dest, &name);
+        if (r < 0) {
+                *ret_message = strprintf("REUSE_EXT: cannot read the header of %s: %s.", dest, strerror(-r));
+                return -EINVAL;
+        }
+        if (!backing && name) {
+                *ret_message = strprintf("REUSE_EXT: the destination %s has a backing file (%s); a full copy needs a "
+                                         "standalone image.", dest, name);
+                return -EINVAL;
+        }
+        if (!backing)
+                return 0;
+        if (name && name[0] != '/') {
+                copy = strdup(dest);
+                resolved = copy ? strjoin(dirname(copy), "/", name) : NULL;
+                if (!resolved)
+                        return -ENOMEM;
+        }
+        if (!name || !realpath(resolved ?: name, a) || !realpath(backing, b) || !streq(a, b)) {
+                *ret_message = strprintf("REUSE_EXT with SHALLOW: the destination %s must stand on %s (it names %s).",
+                                         dest, backing, strna(name));
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int domain_block_copy(Domain *d, const char *disk_name, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
+                      uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message) {
+        const DomainDef *def = domain_current_def(d);
+        const DomainDisk *disk;
+        const ImageChain *chain;
+        const char *backing = NULL;
+        char resolved_dest[PATH_MAX], resolved_layer[PATH_MAX];
+        DiskFormat format = dest_format;
+        bool have_resolved;
+        uint64_t size = 0;
+        StartCall *c;
+        struct stat st;
+        int r;
+
+        if (flags & ~BLOCK_COPY_ALL) {
+                *ret_message = strprintf("Unknown BlockCopy flags 0x%" PRIx64 ".", (uint64_t) (flags & ~BLOCK_COPY_ALL));
+                return -EINVAL;
+        }
+        r = job_prepare(d, disk_name, &disk, &chain, ret_message);
+        if (r < 0)
+                return r;
+        r = domain_path_allowed(d, dest, ret_message);
+        if (r < 0)
+                return r;
+        /* Never a file the domain reads: QEMU would mirror an image onto itself. */
+        have_resolved = realpath(dest, resolved_dest);
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const ImageChain *ch = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
+
+                for (size_t l = 0; ch && l < ch->n_layers; l++)
+                        if (streq(ch->layers[l].path, dest) ||
+                            (have_resolved && realpath(ch->layers[l].path, resolved_layer) &&
+                             streq(resolved_layer, resolved_dest))) {
+                                *ret_message = strprintf("The destination %s is an image of disk %s of domain '%s'.",
+                                                         dest, def->disks[i].target, def->name);
+                                return -EINVAL;
+                        }
+        }
+        if ((flags & BLOCK_COPY_SHALLOW) && chain->n_layers > 1)
+                backing = chain->layers[1].path;
+        r = image_virtual_size(disk->source, disk->format, &size);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, strerror(-r));
+                return -EIO;
+        }
+        if (flags & BLOCK_COPY_REUSE_EXT) {
+                r = check_reused_dest(dest, &format, size, backing, ret_message);
+                if (r < 0)
+                        return r;
+        } else {
+                if (format < 0)
+                        format = disk->format;
+                if (lstat(dest, &st) >= 0) {
+                        *ret_message = strprintf("The destination %s exists already; pass REUSE_EXT (2) to copy into it.",
+                                                 dest);
+                        return -EEXIST;
+                }
+                r = domain_check_new_file(dest, ret_message);
+                if (r < 0)
+                        return r;
+        }
+        if (backing && format != DISK_FORMAT_QCOW2) {
+                *ret_message = strprintf("A shallow copy of disk %s needs a qcow2 destination to stand on %s; %s would "
+                                         "be %s.", disk->target, backing, dest, disk_format_to_string(format));
+                return -EINVAL;
+        }
+
+        c = start_call_new(d, JOB_TYPE_COPY, disk, chain, backing, NULL, bandwidth, done, userdata);
+        if (!c)
+                return -ENOMEM;
+        c->copy_format = format;
+        c->copy_write_blocking = flags & BLOCK_COPY_SYNCHRONOUS_WRITES;
+        c->info->transient = flags & BLOCK_COPY_TRANSIENT_JOB;
+        c->info->copy_dest = strdup(dest);
+        if (!c->info->copy_dest) {
+                start_call_free(c);
+                return -ENOMEM;
+        }
+        if (!(flags & BLOCK_COPY_REUSE_EXT)) {
+                /* Named in the header as the disk's chain names it: absolute. */
+                r = image_create(dest, format, size, backing, backing ? chain->layers[1].format : DISK_FORMAT_QCOW2,
+                                 ret_message);
+                if (r < 0) {
+                        start_call_free(c);
+                        return r == -EEXIST ? -EEXIST : r == -ENOSPC ? -ENOSPC : r == -ELOOP ? -EXDEV : -EIO;
+                }
+                c->info->copy_created = true;
+        }
+        c->copy_direct = supports_direct_io(dest);
+        r = copy_journal_write(d, c->id, c->info);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot write the journal of the copy: %s", strerror(-r));
+                if (c->info->copy_created)
+                        (void) unlink(dest);
+                start_call_free(c);
+                return r;
+        }
+        log_info("Domain '%s': copying disk %s to %s (%s, %s%s).", d->def->name, disk->target, dest,
+                 disk_format_to_string(format), backing ? "shallow" : "full", c->copy_direct ? ", O_DIRECT" : "");
+        crash_point("block-copy:journal-written");
+        return start_call_send(c);
 }

@@ -13,7 +13,8 @@
 #define BLOCK_COMMIT_SHALLOW 1ULL
 #define BLOCK_COMMIT_DELETE 2ULL
 #define BLOCK_COMMIT_ACTIVE 4ULL
-#define BLOCK_COMMIT_ALL 7ULL
+#define BLOCK_COMMIT_RELATIVE 8ULL
+#define BLOCK_COMMIT_ALL 15ULL
 
 #define BLOCK_REBASE_SHALLOW 1ULL
 #define BLOCK_REBASE_REUSE_EXT 2ULL
@@ -21,6 +22,12 @@
 #define BLOCK_REBASE_COPY 8ULL
 #define BLOCK_REBASE_RELATIVE 16ULL
 #define BLOCK_REBASE_ALL 31ULL
+
+#define BLOCK_COPY_SHALLOW 1ULL
+#define BLOCK_COPY_REUSE_EXT 2ULL
+#define BLOCK_COPY_TRANSIENT_JOB 4ULL
+#define BLOCK_COPY_SYNCHRONOUS_WRITES 8ULL
+#define BLOCK_COPY_ALL 15ULL
 
 /* How long a finished job's object stays. */
 #define JOB_LINGER_USEC (60 * USEC_PER_SEC)
@@ -30,6 +37,13 @@ typedef struct BlockJobInfo {
         Domain *domain;
         char **old_chain;   /* the disk's files when the job started, active first */
         bool delete_files;  /* BlockCommit DELETE */
+        /* BlockCopy (and BlockRebase COPY); kept in a small journal in the
+         * runtime dir so that an adopting qsnapd knows them too. */
+        char *copy_dest;    /* the destination file */
+        char *copy_node;    /* its node name in QEMU */
+        bool copy_created;  /* qsnapd created it (no REUSE_EXT): removed when the copy fails */
+        bool transient;     /* TRANSIENT_JOB: abandoned, not adopted, by a restarted qsnapd */
+        bool abandoned;     /* a transient copy a restarted qsnapd cancels: its file goes too */
         sd_event_source *linger;
 } BlockJobInfo;
 
@@ -55,6 +69,13 @@ int domain_block_rebase(Domain *d, const char *disk, const char *base, uint64_t 
                         BlockJobStartedFunc done, void *userdata, char **ret_message);
 int domain_block_commit(Domain *d, const char *disk, const char *base, const char *top, uint64_t bandwidth,
                         uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
+
+/* BlockCopy, and BlockRebase with COPY: a mirror of the disk to dest
+ * (format _DISK_FORMAT_INVALID: the disk's own, or with REUSE_EXT what the
+ * file is), flags BLOCK_COPY_*. -EXDEV dest not allowed, -EEXIST dest
+ * exists (without REUSE_EXT), -ENOSPC, besides the errors above. */
+int domain_block_copy(Domain *d, const char *disk, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
+                      uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
 
 /* The job of that id: running, or finished within JOB_LINGER_USEC. */
 Job *domain_find_job(Domain *d, const char *id);

@@ -214,6 +214,11 @@ static bool out_of_space(const char *path) {
         return check_free_space(path, &msg) == -ENOSPC;
 }
 
+int domain_check_new_file(const char *path, char **ret_message) {
+        int r = check_writable_path(path, ret_message);
+        return r < 0 ? r : check_free_space(path, ret_message);
+}
+
 /* libvirt's default: the image name without its extension, dot, the
  * snapshot name ('/' would leave the folder, so it becomes '_'). */
 static char *default_overlay_path(const char *source, const char *name) {

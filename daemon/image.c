@@ -167,7 +167,7 @@ char *image_chain_to_string(const ImageChain *c) {
 
 /* The virtual size of an image: the qcow2 header's size field, or the
  * length of a raw file. */
-static int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
+int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
         uint8_t h[32];
@@ -212,19 +212,21 @@ static void put_be64(uint8_t *p, uint64_t v) {
  * qemu-img would open the whole backing chain to learn the size, which
  * grows with the chain's depth; this reads only the backing file's header. */
 static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_format, uint64_t size) {
-        const char *fmt = disk_format_to_string(backing_format);
-        size_t name_len = strlen(backing), fmt_len = strlen(fmt), ext_len = 8 + ((fmt_len + 7) & ~7U);
+        const char *fmt = backing ? disk_format_to_string(backing_format) : NULL;
+        size_t name_len = backing ? strlen(backing) : 0, fmt_len = fmt ? strlen(fmt) : 0;
+        size_t ext_len = fmt ? 8 + ((fmt_len + 7) & ~7U) : 0;
         uint64_t l1_entries = (size + (1ULL << (2 * QCOW2_CLUSTER_BITS - 3)) - 1) >> (2 * QCOW2_CLUSTER_BITS - 3);
         uint64_t l1_clusters = (l1_entries * 8 + QCOW2_CLUSTER_SIZE - 1) / QCOW2_CLUSTER_SIZE;
         uint64_t n_clusters = 3 + l1_clusters, backing_offset = QCOW2_HEADER_LENGTH + ext_len + 8;
+        size_t header_len = backing_offset + name_len;
         _cleanup_free_ uint8_t *header = NULL, *refblock = NULL, *l1 = NULL;
         uint8_t reftable[8];
 
-        if (name_len == 0 || backing_offset + name_len > QCOW2_CLUSTER_SIZE || l1_entries == 0 ||
+        if ((backing && (name_len == 0 || !fmt)) || backing_offset + name_len > QCOW2_CLUSTER_SIZE || l1_entries == 0 ||
             n_clusters > QCOW2_CLUSTER_SIZE / 2 || l1_entries > UINT32_MAX)
                 return -EINVAL;
 
-        header = calloc(1, backing_offset + name_len);
+        header = calloc(1, header_len);
         refblock = calloc(n_clusters, 2);
         l1 = calloc(l1_entries, 8);
         if (!header || !refblock || !l1)
@@ -232,8 +234,10 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
 
         put_be32(header + 0, QCOW2_MAGIC);
         put_be32(header + 4, 3);
-        put_be64(header + 8, backing_offset);
-        put_be32(header + 16, (uint32_t) name_len);
+        if (backing) {
+                put_be64(header + 8, backing_offset);
+                put_be32(header + 16, (uint32_t) name_len);
+        }
         put_be32(header + 20, QCOW2_CLUSTER_BITS);
         put_be64(header + 24, size);
         put_be32(header + 36, (uint32_t) l1_entries);
@@ -243,17 +247,19 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
         put_be32(header + 96, 4); /* refcount_order: 16-bit refcounts */
         put_be32(header + 100, QCOW2_HEADER_LENGTH);
         /* byte 104, compression type: 0 = zlib */
-        put_be32(header + QCOW2_HEADER_LENGTH, QCOW2_EXT_BACKING_FORMAT);
-        put_be32(header + QCOW2_HEADER_LENGTH + 4, (uint32_t) fmt_len);
-        memcpy(header + QCOW2_HEADER_LENGTH + 8, fmt, fmt_len);
-        /* then the end-of-extensions marker: 8 zero bytes */
-        memcpy(header + backing_offset, backing, name_len);
+        if (backing) {
+                put_be32(header + QCOW2_HEADER_LENGTH, QCOW2_EXT_BACKING_FORMAT);
+                put_be32(header + QCOW2_HEADER_LENGTH + 4, (uint32_t) fmt_len);
+                memcpy(header + QCOW2_HEADER_LENGTH + 8, fmt, fmt_len);
+                /* then the end-of-extensions marker: 8 zero bytes */
+                memcpy(header + backing_offset, backing, name_len);
+        }
 
         put_be64(reftable, 2ULL * QCOW2_CLUSTER_SIZE);
         for (uint64_t i = 0; i < n_clusters; i++)
                 refblock[2 * i + 1] = 1;
 
-        if (pwrite(fd, header, backing_offset + name_len, 0) != (ssize_t) (backing_offset + name_len) ||
+        if (pwrite(fd, header, header_len, 0) != (ssize_t) header_len ||
             pwrite(fd, reftable, sizeof(reftable), QCOW2_CLUSTER_SIZE) != (ssize_t) sizeof(reftable) ||
             pwrite(fd, refblock, n_clusters * 2, 2 * QCOW2_CLUSTER_SIZE) != (ssize_t) (n_clusters * 2) ||
             pwrite(fd, l1, l1_entries * 8, 3 * QCOW2_CLUSTER_SIZE) != (ssize_t) (l1_entries * 8))
@@ -264,7 +270,6 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
 }
 
 int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
-        _cleanup_close_ int fd = -EBADF;
         uint64_t size = 0;
         int r;
 
@@ -274,6 +279,16 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
                         *ret_message = strprintf("Cannot read the size of %s: %s", backing, strerror(-r));
                 return r;
         }
+        return image_create(path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);
+}
+
+int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
+                 char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (format == DISK_FORMAT_RAW && backing)
+                return -EINVAL;
         /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
@@ -282,7 +297,10 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
                         *ret_message = strprintf("Cannot create %s: %s", path, strerror(-r));
                 return r;
         }
-        r = write_qcow2_overlay(fd, backing, backing_format, size);
+        if (format == DISK_FORMAT_RAW)
+                r = ftruncate(fd, (off_t) size) < 0 ? -errno : 0; /* sparse: the copy writes what it needs */
+        else
+                r = write_qcow2_overlay(fd, backing, backing_format, size);
         if (r < 0) {
                 (void) unlink(path);
                 if (ret_message)
@@ -290,4 +308,17 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
                 return r;
         }
         return 0;
+}
+
+int image_read_backing_name(const char *path, char **ret) {
+        DiskFormat format;
+
+        return qcow2_read_backing(path, ret, &format);
+}
+
+bool image_is_qcow2(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        uint8_t h[4];
+
+        return fd >= 0 && pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;
 }

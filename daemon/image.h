@@ -33,3 +33,19 @@ char *image_chain_to_string(const ImageChain *c);
  * layout, same size as the backing file), mode 0600, never over an
  * existing file nor through a symlink. On failure *ret_message says why. */
 int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message);
+
+/* The virtual size: the qcow2 header's size field, or a raw file's length. */
+int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret);
+
+/* A new, empty image of `size` bytes (qcow2 standalone or on `backing`,
+ * whose name goes into the header as given; or a sparse raw file), with
+ * the guarantees of image_create_overlay(). */
+int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
+                 char **ret_message);
+
+/* The backing file name as the qcow2 header spells it (relative or not);
+ * *ret NULL when the image has none. */
+int image_read_backing_name(const char *path, char **ret);
+
+/* The file starts with the qcow2 magic (never through a symlink). */
+bool image_is_qcow2(const char *path);

@@ -22,7 +22,7 @@
 #define PROGRESS_STEP 0.05                          /* … or one per 5 % */
 #define RATE_TIME_CONSTANT (2 * USEC_PER_SEC)       /* smoothing of the measured rate */
 
-#define MESSAGE_GONE "QEMU went away"
+#define MESSAGE_GONE "QEMU went away before the job ended (its process exited or closed the monitor)"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
@@ -383,8 +383,10 @@ static int tracker_call(JobTracker *t, CallKind kind, Job *j, uint64_t value, Jo
                 id = qmp_cmd_job_complete(t->qmp, j->id, on_call_reply, c);
                 break;
         case CALL_CANCEL:
-                /* Without force: a READY mirror keeps a consistent copy. */
-                id = job_type_is_block_job(j->type) ? qmp_cmd_block_job_cancel(t->qmp, j->id, false, on_call_reply, c)
+                /* Without force a READY mirror keeps a consistent copy; but
+                 * QEMU refuses that for a paused job, which needs force. */
+                id = job_type_is_block_job(j->type)
+                             ? qmp_cmd_block_job_cancel(t->qmp, j->id, j->user_paused || j->qemu_paused, on_call_reply, c)
                                                     : qmp_cmd_job_cancel(t->qmp, j->id, on_call_reply, c);
                 break;
         case CALL_SET_SPEED:
@@ -730,8 +732,9 @@ static bool job_update_state(Job *j) {
         return job_set_state(j, j->qemu_ready ? JOB_STATE_READY : JOB_STATE_RUNNING, j->qemu_ready);
 }
 
-/* A QEMU job status, from JOB_STATUS_CHANGE or query-jobs; idempotent. */
-static void job_apply_status(Job *j, const char *status) {
+/* A QEMU job status, from JOB_STATUS_CHANGE or query-jobs (polled);
+ * idempotent. */
+static void job_apply_status_full(Job *j, const char *status, bool polled) {
         JobTracker *t = j->tracker;
 
         if (!job_alive(j, t))
@@ -773,9 +776,15 @@ static void job_apply_status(Job *j, const char *status) {
                 return;
         j->qemu_paused = STR_IN_SET(status, "paused", "standby"); /* standby: paused after READY */
         j->qemu_ready = STR_IN_SET(status, "ready", "standby");
-        if (!j->qemu_paused)
-                j->user_paused = false; /* resumed, by whoever */
+        /* Resumed, by whoever: an event says so. A poll answered before a
+         * job-pause took effect still says "running" and must not undo it. */
+        if (!j->qemu_paused && !polled)
+                j->user_paused = false;
         (void) job_update_state(j);
+}
+
+static void job_apply_status(Job *j, const char *status) {
+        job_apply_status_full(j, status, false);
 }
 
 /* ---- events ---- */
@@ -890,7 +899,7 @@ static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *resu
                         j->end_known = true;
                 if (!job_set_progress(j, info->current, info->total, true))
                         continue;
-                job_apply_status(j, info->status);
+                job_apply_status_full(j, info->status, true);
         }
         job_list_free(jobs, m);
         if (!t->freed)

@@ -143,7 +143,8 @@ struct Job {
 };
 
 /* The end of an asynchronous job_*() call: error 0, or -errno with a
- * message (QEMU's own text for -EIO; "QEMU went away" for -ECONNRESET).
+ * message (QEMU's own text for -EIO; "QEMU went away before the job
+ * ended …" for -ECONNRESET).
  * A call that returns < 0 (with *ret_message) never calls done; one that
  * returns 0 calls it exactly once, never from inside the call itself; one
  * that returns 1 had nothing to do and does not call it. done may be NULL. */
@@ -168,10 +169,10 @@ static inline void job_tracker_freep(JobTracker **t) {
 /* Progress poll period while a job runs (default 150 ms). */
 void job_tracker_set_poll_interval(JobTracker *t, uint64_t usec);
 
-/* QEMU went away: every job not yet ended fails with "QEMU went away" and
- * finished() is called for each (a job already concluded ends with its
- * own outcome). Also happens by itself when one of our commands gets
- * -ECONNRESET. Idempotent. */
+/* QEMU went away: every job not yet ended fails with "QEMU went away
+ * before the job ended …" and finished() is called for each (a job
+ * already concluded ends with its own outcome). Also happens by itself
+ * when one of our commands gets -ECONNRESET. Idempotent. */
 void job_tracker_disconnected(JobTracker *t);
 
 /* Registers a job the owner started with auto-finalize=false,

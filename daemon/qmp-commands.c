@@ -414,6 +414,16 @@ int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t
         return qmp_cmd_qom_get(qmp, path, "drive", cb, userdata);
 }
 
+int64_t qmp_cmd_flush_disk(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_free_ char *line = strprintf("qemu-io -d /machine/peripheral/%s/virtio-backend \"flush\"", device_id);
+
+        /* QMP (7.2) has no flush command. HMP qemu-io flushes the device's
+         * root node with its qcow2 metadata caches, then fdatasync()s. */
+        if (!line)
+                return -ENOMEM;
+        return qmp_cmd_human_monitor_command(qmp, line, cb, userdata);
+}
+
 /* ---- block jobs (job.c) ---- */
 
 /* Adds key: s when s is not NULL. Takes nothing. */
@@ -500,6 +510,61 @@ int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device
         args = json_block_job_args(job_id, device, speed);
         if (!args || json_add_string_opt(args, "target", target) < 0 || json_add_string_opt(args, "sync", sync) < 0)
                 return -ENOMEM;
+        return qmp_send(qmp, "blockdev-mirror", TAKE_PTR(args), cb, userdata);
+}
+
+int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
+                                         const char *backing_node, bool direct, qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+        bool qcow2;
+
+        if (!node || !format || !filename)
+                return -EINVAL;
+        qcow2 = streq(format, "qcow2");
+        if (!qcow2 && backing_node)
+                return -EINVAL;
+        /* cache.direct bypasses the host page cache: a bulk copy should not
+         * evict everything else, and it measured faster here (see notes). */
+        args = json_build("driver", JSTR(format),
+                          "node-name", JSTR(node),
+                          "discard", JSTR("unmap"),
+                          "cache", json_build("direct", json_object_new_boolean(direct),
+                                              "no-flush", json_object_new_boolean(false), NULL),
+                          "file", json_build("driver", JSTR("file"), "filename", JSTR(filename),
+                                             "cache", json_build("direct", json_object_new_boolean(direct),
+                                                                 "no-flush", json_object_new_boolean(false), NULL),
+                                             NULL),
+                          NULL);
+        if (!args)
+                return -ENOMEM;
+        /* qcow2: "backing": null (a full copy stands alone), or the node
+         * the source's top stands on (a shallow copy shares it). */
+        if (qcow2 && json_object_object_add(args, "backing", backing_node ? JSTR(backing_node) : NULL) < 0) {
+                json_object_put(args);
+                return -ENOMEM;
+        }
+        return qmp_send(qmp, "blockdev-add", args, cb, userdata);
+}
+
+int64_t qmp_cmd_blockdev_mirror_copy(Qmp *qmp, const char *job_id, const char *device, const char *target,
+                                     const char *sync, uint64_t speed, bool write_blocking, uint64_t buf_size,
+                                     qmp_reply_func_t cb, void *userdata) {
+        _cleanup_(json_object_putp) json_object *args = NULL;
+        json_object *v;
+
+        if (!job_id || !device || !target || !sync || speed > INT64_MAX || buf_size > INT64_MAX)
+                return -EINVAL;
+        args = json_block_job_args(job_id, device, speed);
+        if (!args || json_add_string_opt(args, "target", target) < 0 || json_add_string_opt(args, "sync", sync) < 0 ||
+            (write_blocking && json_add_string_opt(args, "copy-mode", "write-blocking") < 0))
+                return -ENOMEM;
+        if (buf_size > 0) {
+                v = json_object_new_int64((int64_t) buf_size);
+                if (!v || json_object_object_add(args, "buf-size", v) < 0) {
+                        json_object_put(v);
+                        return -ENOMEM;
+                }
+        }
         return qmp_send(qmp, "blockdev-mirror", TAKE_PTR(args), cb, userdata);
 }
 
@@ -663,16 +728,40 @@ int64_t qmp_cmd_query_named_block_nodes(Qmp *qmp, qmp_reply_func_t cb, void *use
         return qmp_send(qmp, "query-named-block-nodes", args, cb, userdata);
 }
 
+int qmp_node_file(json_object *entry, char **ret) {
+        _cleanup_(json_object_putp) json_object *spec = NULL;
+        json_object *file = NULL, *filename = NULL;
+        const char *f;
+
+        if (json_get_string(entry, "file", &f) < 0 || !f)
+                return -EBADMSG;
+        /* A node whose backing differs from what its header names (a
+         * relative name written by block-stream/-commit) is shown as
+         * json:{…, "file": {"driver": "file", "filename": …}}. */
+        if (strncmp(f, "json:", 5) == 0) {
+                spec = json_tokener_parse(f + 5);
+                if (!spec || !json_object_object_get_ex(spec, "file", &file) ||
+                    !json_object_object_get_ex(file, "filename", &filename) ||
+                    !json_object_is_type(filename, json_type_string))
+                        return -EBADMSG;
+                f = json_object_get_string(filename);
+        }
+        return (*ret = strdup(f)) ? 0 : -ENOMEM;
+}
+
 int qmp_find_format_node(json_object *result, const char *file, const char **ret_node) {
         if (!json_object_is_type(result, json_type_array))
                 return -EBADMSG;
         for (size_t i = 0; i < json_object_array_length(result); i++) {
                 json_object *e = json_object_array_get_idx(result, i);
-                const char *node, *drv, *f;
+                _cleanup_free_ char *f = NULL;
+                const char *node, *drv;
 
                 if (!json_object_is_type(e, json_type_object) || json_get_string(e, "node-name", &node) < 0 ||
-                    json_get_string(e, "drv", &drv) < 0 || json_get_string(e, "file", &f) < 0)
+                    json_get_string(e, "drv", &drv) < 0)
                         return -EBADMSG;
+                if (qmp_node_file(e, &f) == -ENOMEM)
+                        return -ENOMEM;
                 /* The protocol node ("file") has the same file name; we want the format node. */
                 if (node && drv && f && !streq(drv, "file") && streq(f, file)) {
                         *ret_node = node;

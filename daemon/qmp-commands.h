@@ -8,6 +8,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "qmp.h"
@@ -87,6 +88,9 @@ int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_re
 /* The node name of the root of the block graph under a virtio-blk disk
  * (device id = its target name); the reply is a string. */
 int64_t qmp_cmd_disk_root_node(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata);
+/* Flushes the disk's root node (metadata caches and the file) to stable
+ * storage; the reply is HMP's string, "" on success. */
+int64_t qmp_cmd_flush_disk(Qmp *qmp, const char *device_id, qmp_reply_func_t cb, void *userdata);
 
 /* ---- block jobs (job.c) ----
  * Every block job is started with "auto-finalize": false and
@@ -108,6 +112,18 @@ int64_t qmp_cmd_block_commit(Qmp *qmp, const char *job_id, const char *device, c
 /* blockdev-mirror onto an existing node; sync: "full", "top" or "none". */
 int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device, const char *target,
                                 const char *sync, uint64_t speed, qmp_reply_func_t cb, void *userdata);
+
+/* The target node of a copy: format "qcow2" or "raw" on a file node;
+ * backing_node (qcow2 only): NULL for "backing": null, else the node it
+ * stands on; direct: cache.direct (O_DIRECT) for node and file. */
+int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
+                                         const char *backing_node, bool direct, qmp_reply_func_t cb, void *userdata);
+/* blockdev-mirror for BlockCopy: write_blocking = "copy-mode":
+ * "write-blocking" (guest writes reach the target before they complete);
+ * buf_size 0 = QEMU's default. */
+int64_t qmp_cmd_blockdev_mirror_copy(Qmp *qmp, const char *job_id, const char *device, const char *target,
+                                     const char *sync, uint64_t speed, bool write_blocking, uint64_t buf_size,
+                                     qmp_reply_func_t cb, void *userdata);
 
 /* The job-* verbs name the job by "id"; the block-job-* ones by "device"
  * (which is the job id too). */
@@ -150,6 +166,9 @@ int qmp_parse_block_job_event(json_object *data, QmpBlockJobEvent *ret);
 
 /* query-named-block-nodes, flat (no nested backing images). */
 int64_t qmp_cmd_query_named_block_nodes(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+/* The file of one of its entries, also when QEMU shows it as json:{…}
+ * (a node whose backing file is not the one its header names). */
+int qmp_node_file(json_object *entry, char **ret);
 /* In its reply: the format node (not the protocol node) of a file. 1 and
  * *ret_node (borrowed) when found, 0 when not. */
 int qmp_find_format_node(json_object *result, const char *file, const char **ret_node);

@@ -455,6 +455,15 @@ void crash_point(const char *name) {
         (void) raise(SIGKILL);
 }
 
+void kill_point(const char *name, pid_t pid) {
+        const char *at = getenv("QSNAPD_TEST_KILL_QEMU_AT");
+
+        if (!at || !streq(at, name) || pid <= 1)
+                return;
+        log_warning("Kill point %s reached: killing QEMU %d (QSNAPD_TEST_KILL_QEMU_AT).", name, (int) pid);
+        (void) kill(pid, SIGKILL);
+}
+
 char *shell_quote(const char *s) {
         size_t n = 2;
         char *r, *o;

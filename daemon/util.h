@@ -174,5 +174,10 @@ int run_command(char *const *argv, char **ret_output);
  * "<operation>:<step>", e.g. "revert:overlays-created". */
 void crash_point(const char *name);
 
+/* The same for QEMU dying at a point of ours: when $QSNAPD_TEST_KILL_QEMU_AT
+ * names this point, qsnapd logs it and sends SIGKILL to pid (the domain's
+ * QEMU), e.g. "job-finalize" right after job-finalize went out. */
+void kill_point(const char *name, pid_t pid);
+
 /* s in single quotes for /bin/sh, embedded quotes escaped. */
 char *shell_quote(const char *s);

@@ -795,14 +795,16 @@ static int writer_check_def(const DomainDef *def) {
 }
 
 /* libvirt nests the chain: each <backingStore> holds the next one, and an
- * empty <backingStore/> says the chain ends there. */
+ * empty <backingStore/> says the chain ends there. index='N' is what
+ * "vda[N]" names in block job calls: the active image is 0, its backing
+ * file 1, and so on down. */
 static void w_backing_chain(XmlWriter *w, const DomainDisk *d) {
         size_t n = strv_length(d->backing_chain);
 
         for (size_t i = 0; i < n; i++) {
                 int level = 2 * (LEVEL_DISK_CHILD + (int) i);
 
-                xml_w_printf(w, "%*s<backingStore type='file'>\n", level, "");
+                xml_w_printf(w, "%*s<backingStore type='file' index='%zu'>\n", level, "", i + 1);
                 if (d->backing_formats)
                         xml_w_printf(w, "%*s<format type='%s'/>\n", level + 2, "",
                                      disk_format_to_string(d->backing_formats[i]));
@@ -1018,4 +1020,78 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
 
         *ret = TAKE_PTR(c);
         return 0;
+}
+
+/* ---- BlockCopy's destination: <disk type='file'><source file/><driver type/></disk> ---- */
+
+static int parser_copy_dest(XmlParser *p, const xmlNode *n, char **ret_file, DiskFormat *ret_format) {
+        _cleanup_free_ char *type = NULL, *file = NULL, *fmt = NULL;
+        const xmlNode *seen_source = NULL, *seen_driver = NULL;
+        DiskFormat format = _DISK_FORMAT_INVALID;
+        int r;
+
+        if (!n || !xml_node_is(n, "disk"))
+                return xml_parser_error(p, -EINVAL, n, "the root element must be <disk>, not <%s>",
+                                        n ? (const char *) n->name : "");
+        r = xml_attr_get(n, "type", &type);
+        if (r < 0)
+                return r;
+        if (type && !streq(type, "file"))
+                return xml_parser_error(p, -EINVAL, n, "<disk type='%s'> is not supported: only type='file'",
+                                        XML_QUOTE(type));
+        for (xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (xml_node_is(c, "source")) {
+                        r = xml_parser_check_once(p, c, &seen_source);
+                        if (r < 0)
+                                return r;
+                        r = parser_path_attr(p, c, "file", true, &file);
+                        if (r < 0)
+                                return r;
+                } else if (xml_node_is(c, "driver")) {
+                        r = xml_parser_check_once(p, c, &seen_driver);
+                        if (r < 0)
+                                return r;
+                        r = xml_attr_get(c, "type", &fmt);
+                        if (r < 0)
+                                return r;
+                        if (fmt) {
+                                format = disk_format_from_string(fmt);
+                                if (format < 0)
+                                        return xml_parser_error(p, -EINVAL, c,
+                                                                "<driver type='%s'> is not supported: qcow2 or raw",
+                                                                XML_QUOTE(fmt));
+                        }
+                }
+                /* <target>, <backingStore> and the like say nothing about the copy. */
+        }
+        if (!file)
+                return xml_parser_error(p, -EINVAL, n, "<disk> has no <source file=…/>");
+        *ret_file = TAKE_PTR(file);
+        *ret_format = format;
+        return 0;
+}
+
+int domain_copy_dest_parse(const char *xml, size_t size, char **ret_file, DiskFormat *ret_format, char **ret_error) {
+        _cleanup_(xml_parser_done) XmlParser p = {};
+        int r;
+
+        if (!ret_file || !ret_format || (!xml && size > 0))
+                return -EINVAL;
+        if (size > XML_MAX_DOCUMENT_SIZE)
+                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes", size,
+                                     XML_MAX_DOCUMENT_SIZE);
+        else {
+                xml_parser_install_handlers(&p);
+                r = xml_parser_read(&p, xml, size);
+                if (r >= 0)
+                        r = parser_copy_dest(&p, xmlDocGetRootElement(p.doc), ret_file, ret_format);
+        }
+        if (r < 0 && ret_error && p.error)
+                *ret_error = TAKE_PTR(p.error);
+        return r;
 }

@@ -104,3 +104,9 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret);
 
 /* Lookup by target name. */
 DomainDisk *domain_def_find_disk(const DomainDef *def, const char *target);
+
+/* BlockCopy's destination, libvirt's <disk type='file'><source file='…'/>
+ * <driver type='qcow2|raw'/></disk>: the file (absolute) and the format
+ * (_DISK_FORMAT_INVALID when <driver type> is absent). Same parser limits
+ * and errors as domain_def_parse(). */
+int domain_copy_dest_parse(const char *xml, size_t size, char **ret_file, DiskFormat *ret_format, char **ret_error);

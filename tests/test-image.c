@@ -113,6 +113,38 @@ static void test_chain_agrees_with_qemu_img(const char *dir) {
         CHECK(image_read_chain(link, DISK_FORMAT_QCOW2, &chain) == -ELOOP);
 }
 
+/* BlockCopy's destinations: a standalone qcow2 like `qemu-img create -f
+ * qcow2 PATH SIZE`, a sparse raw file, and the header helpers. */
+static void test_create_standalone(const char *dir, uint64_t size) {
+        _cleanup_free_ char *ours = strprintf("%s/copy-%" PRIu64 ".qcow2", dir, size),
+                            *theirs = strprintf("%s/copy-%" PRIu64 "-qemu.qcow2", dir, size),
+                            *raw = strprintf("%s/copy-%" PRIu64 ".raw", dir, size), *info = NULL, *info_theirs = NULL,
+                            *name = NULL;
+        uint64_t got = 0;
+        struct stat st;
+
+        CHECK(image_create(ours, DISK_FORMAT_QCOW2, size, NULL, DISK_FORMAT_QCOW2, NULL) == 0);
+        CHECK(sh("qemu-img create -q -f qcow2 %s %" PRIu64, theirs, size) == 0);
+        CHECK(sh("qemu-img check -q %s", ours) == 0);
+        info = capture("qemu-img info --output=json %s | grep -v -e '\"filename\"' -e actual-size -e dirty-flag", ours);
+        info_theirs = capture("qemu-img info --output=json %s | grep -v -e '\"filename\"' -e actual-size -e dirty-flag",
+                              theirs);
+        CHECK(info && info_theirs);
+        if (info && info_theirs)
+                CHECK_STREQ(info, info_theirs);
+        CHECK(image_is_qcow2(ours));
+        CHECK(image_read_backing_name(ours, &name) == 0 && !name);
+        CHECK(image_virtual_size(ours, DISK_FORMAT_QCOW2, &got) == 0 && got == size);
+        CHECK(stat(ours, &st) == 0 && (st.st_mode & 0777) == 0600);
+        CHECK(image_create(ours, DISK_FORMAT_QCOW2, size, NULL, DISK_FORMAT_QCOW2, NULL) == -EEXIST);
+
+        CHECK(image_create(raw, DISK_FORMAT_RAW, size, NULL, DISK_FORMAT_QCOW2, NULL) == 0);
+        CHECK(!image_is_qcow2(raw));
+        CHECK(image_virtual_size(raw, DISK_FORMAT_RAW, &got) == 0 && got == size);
+        CHECK(stat(raw, &st) == 0 && (st.st_mode & 0777) == 0600 && st.st_blocks == 0);
+        CHECK(image_create(raw, DISK_FORMAT_RAW, size, ours, DISK_FORMAT_QCOW2, NULL) == -EINVAL);
+}
+
 int main(void) {
         char dir[] = "/tmp/test-image.XXXXXX";
 
@@ -123,6 +155,8 @@ int main(void) {
         test_overlay_like_qemu_img(dir, "qcow2", "5T"); /* an L1 table of several clusters */
         test_overlay_like_qemu_img(dir, "qcow2", "1000000"); /* not a multiple of the cluster size */
         test_chain_agrees_with_qemu_img(dir);
+        test_create_standalone(dir, 64ULL << 20);
+        test_create_standalone(dir, 5ULL << 40); /* an L1 table of several clusters */
         sh("rm -rf %s", dir);
         return test_summary();
 }

@@ -25,68 +25,10 @@
 #include "qmp.h"
 #include "util.h"
 
-#define GREETING                                                                                            \
-        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": "     \
-        "\"Debian 1:7.2+dfsg-7+deb12u7\"}, \"capabilities\": [\"oob\"]}}\r\n"
-
-#define check(expr)                                                                              \
-        do {                                                                                     \
-                if (!(expr)) {                                                                   \
-                        fprintf(stderr, "%s:%i: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        exit(EXIT_FAILURE);                                                      \
-                }                                                                                \
-        } while (0)
+#include "fake-qmp.h"
 
 #define MiB (UINT64_C(1024) * UINT64_C(1024))
 #define LONG_POLL (60 * USEC_PER_SEC) /* only the sync polls come */
-
-static sd_event *event;
-
-/* ---- the record of callbacks ---- */
-
-static char *records[256];
-static size_t n_records;
-
-static void record(const char *fmt, ...) _printf_(1, 2);
-static void record(const char *fmt, ...) {
-        va_list ap;
-
-        check(n_records < ELEMENTSOF(records));
-        va_start(ap, fmt);
-        check(vasprintf(&records[n_records++], fmt, ap) >= 0);
-        va_end(ap);
-}
-
-#define expect_record(s) expect_record_at(__LINE__, s)
-static void expect_record_at(int line, const char *s) {
-        if (n_records == 0 || !streq(records[0], s)) {
-                fprintf(stderr, "line %i: expected record \"%s\", got \"%s\"\n", line, s,
-                        n_records > 0 ? records[0] : "(none)");
-                for (size_t i = 1; i < n_records; i++)
-                        fprintf(stderr, "  then \"%s\"\n", records[i]);
-                exit(EXIT_FAILURE);
-        }
-        free(records[0]);
-        memmove(records, records + 1, --n_records * sizeof(char *));
-}
-
-#define expect_no_record() expect_no_record_at(__LINE__)
-static void expect_no_record_at(int line) {
-        if (n_records > 0) {
-                fprintf(stderr, "line %i: expected no record, got \"%s\"\n", line, records[0]);
-                exit(EXIT_FAILURE);
-        }
-}
-
-static const char *errname(int error) {
-        switch (-error) {
-        case 0: return "0";
-        case EIO: return "-EIO";
-        case ECONNRESET: return "-ECONNRESET";
-        case ECANCELED: return "-ECANCELED";
-        default: return "-E?";
-        }
-}
 
 /* ---- the owner ---- */
 
@@ -164,45 +106,6 @@ static void on_reply(Qmp *q, int error, json_object *result, const char *c, cons
         record("%s %s", (const char *) userdata, errname(error));
 }
 
-/* ---- the fake QEMU ---- */
-
-#define PEER_BUF_SIZE (1024U * 1024U)
-
-typedef struct Peer {
-        int fd;
-        sd_event_source *io;
-        char *buf;
-        size_t len;
-        bool eof;
-} Peer;
-
-static int peer_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Peer *p = userdata;
-        ssize_t k;
-
-        check(p->len < PEER_BUF_SIZE);
-        k = read(fd, p->buf + p->len, PEER_BUF_SIZE - p->len);
-        if (k < 0 && errno == EAGAIN)
-                return 0;
-        if (k <= 0) {
-                p->eof = true;
-                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
-        }
-        p->len += k;
-        return 0;
-}
-
-/* Runs the loop until nothing is ready (timers in the future wait). */
-static void drain(void) {
-        for (int i = 0; i < 10000; i++) {
-                int r = sd_event_run(event, 0);
-                check(r >= 0);
-                if (r == 0)
-                        return;
-        }
-        check(!"event loop never went idle");
-}
-
 static void run_for(uint64_t usec) {
         uint64_t until = now_usec(CLOCK_MONOTONIC) + usec, now;
 
@@ -210,28 +113,7 @@ static void run_for(uint64_t usec) {
                 check(sd_event_run(event, until - now) >= 0);
 }
 
-static void peer_say(Peer *p, const char *fmt, ...) _printf_(2, 3);
-static void peer_say(Peer *p, const char *fmt, ...) {
-        _cleanup_free_ char *s = NULL;
-        const char *d;
-        size_t n;
-        va_list ap;
-
-        va_start(ap, fmt);
-        check(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        for (d = s, n = strlen(s); n > 0;) {
-                ssize_t k = send(p->fd, d, n, MSG_NOSIGNAL);
-                if (k < 0) {
-                        check(errno == EAGAIN);
-                        check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
-                        continue;
-                }
-                d += k;
-                n -= (size_t) k;
-        }
-        drain();
-}
+/* ---- what QEMU 7.2 says about jobs ---- */
 
 static void peer_event(Peer *p, const char *name, const char *data) {
         peer_say(p, "{\"timestamp\": {\"seconds\": 1700000000, \"microseconds\": 1}, \"event\": \"%s\", \"data\": %s}\r\n",
@@ -263,61 +145,6 @@ static void peer_error(Peer *p, int64_t id, const char *desc) {
         peer_say(p, "{\"id\": %" PRIi64 ", \"error\": {\"class\": \"GenericError\", \"desc\": \"%s\"}}\r\n", id, desc);
 }
 
-static bool peer_has_line(Peer *p) {
-        return memchr(p->buf, '\n', p->len);
-}
-
-/* Waits (up to 10 s) for the next line we sent, compares it with
- * `expected` apart from "id" and returns that id. */
-#define peer_expect(p, expected) peer_expect_at(__LINE__, p, expected)
-static int64_t peer_expect_at(int line, Peer *p, const char *expected) {
-        json_object *got, *want, *id;
-        char *nl = NULL;
-        int64_t r;
-
-        for (int i = 0; i < 1000 && !(nl = memchr(p->buf, '\n', p->len)); i++)
-                check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
-        if (!nl) {
-                fprintf(stderr, "line %i: nothing sent, expected %.300s\n", line, expected);
-                exit(EXIT_FAILURE);
-        }
-        *nl = '\0';
-        got = json_tokener_parse(p->buf);
-        want = json_tokener_parse(expected);
-        check(want);
-        if (!got || !json_object_object_get_ex(got, "id", &id) || !json_object_is_type(id, json_type_int)) {
-                fprintf(stderr, "line %i: sent a line without an integer id: %.300s\n", line, p->buf);
-                exit(EXIT_FAILURE);
-        }
-        r = json_object_get_int64(id);
-        json_object_object_del(got, "id");
-        if (!json_object_equal(got, want)) {
-                fprintf(stderr, "line %i: expected %.300s, got %.300s\n", line, expected, p->buf);
-                exit(EXIT_FAILURE);
-        }
-        json_object_put(got);
-        json_object_put(want);
-        p->len -= nl + 1 - p->buf;
-        memmove(p->buf, nl + 1, p->len);
-        return r;
-}
-
-#define peer_expect_nothing(p) peer_expect_nothing_at(__LINE__, p)
-static void peer_expect_nothing_at(int line, Peer *p) {
-        drain();
-        if (p->len > 0) {
-                fprintf(stderr, "line %i: expected silence, got: %.*s\n", line, (int) MIN(p->len, 300U), p->buf);
-                exit(EXIT_FAILURE);
-        }
-}
-
-static void peer_close(Peer *p) {
-        p->io = sd_event_source_disable_unref(p->io);
-        p->fd = safe_close(p->fd);
-        free(p->buf);
-        p->buf = NULL;
-}
-
 typedef struct Fixture {
         Peer peer;
         Qmp *qmp;
@@ -333,16 +160,13 @@ static void on_disconnect(Qmp *q, int error, void *userdata) {
 }
 
 static void setup(Fixture *f, uint64_t poll_interval) {
-        int fds[2];
+        int fd;
         int64_t id;
 
         *f = (Fixture) {};
-        check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) >= 0);
-        check(qmp_new_from_fd(event, fds[0], &f->qmp) >= 0);
+        peer_open(&f->peer, &fd);
+        check(qmp_new_from_fd(event, fd, &f->qmp) >= 0);
         qmp_set_disconnect_callback(f->qmp, on_disconnect, f);
-        f->peer = (Peer) { .fd = fds[1], .buf = malloc(PEER_BUF_SIZE) };
-        check(f->peer.buf);
-        check(sd_event_add_io(event, &f->peer.io, f->peer.fd, EPOLLIN, peer_on_io, &f->peer) >= 0);
 
         check(job_tracker_new(f->qmp, event, &observer, (void *) "owner", &f->tracker) >= 0);
         job_tracker_set_poll_interval(f->tracker, poll_interval);
@@ -1093,7 +917,7 @@ static void test_disconnect(void) {
         Job *j, *k;
         int64_t id;
 
-        printf("disconnect with a poll and a command in flight: every job fails, \"QEMU went away\"\n");
+        printf("disconnect with a poll and a command in flight: every job fails, \"QEMU went away before the job ended (its process exited or closed the monitor)\"\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "s2", JOB_TYPE_PULL, "stream", 0, MiB);
         k = add_job(&f, "m7", JOB_TYPE_COPY, "mirror", 0, MiB);
@@ -1104,13 +928,13 @@ static void test_disconnect(void) {
         peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"s2\",\"speed\":1048576}}");
         peer_close(&f.peer);
         drain();
-        expect_record("state s2 failed error=QEMU went away");
-        expect_record("finished s2 failed QEMU went away");
-        expect_record("state m7 failed error=QEMU went away");
-        expect_record("finished m7 failed QEMU went away");
-        expect_record("state b0 failed error=QEMU went away");
-        expect_record("finished b0 failed QEMU went away");
-        expect_record("done s2 -ECONNRESET QEMU went away");
+        expect_record("state s2 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished s2 failed QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("state m7 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished m7 failed QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("state b0 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished b0 failed QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("done s2 -ECONNRESET QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("disconnect");
         check(j->bandwidth == 0);
         check(job_tracker_add(f.tracker, "x", JOB_TYPE_PULL, "vda", 0, NULL) == -ENOTCONN);
@@ -1127,8 +951,8 @@ static void test_disconnect(void) {
         peer_close(&f.peer);
         drain();
         expect_record("disconnect");
-        expect_record("state m8 failed error=QEMU went away");
-        expect_record("finished m8 failed QEMU went away");
+        expect_record("state m8 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished m8 failed QEMU went away before the job ended (its process exited or closed the monitor)");
         check(job_pivot(j, on_done, NULL, &message) == -ESTALE);
         teardown(&f);
 
@@ -1211,11 +1035,11 @@ static void test_free_in_callbacks(void) {
         drain();
         /* s5 ended; the tracker went in its finished(): s6 silently
          * detached, its caller told that nobody tracks it any more, and
-         * the job-pause caller that QEMU went away. */
-        expect_record("state s5 failed error=QEMU went away");
-        expect_record("finished s5 failed QEMU went away");
+         * the job-pause caller that QEMU went away before the job ended (its process exited or closed the monitor). */
+        expect_record("state s5 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("finished s5 failed QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("done s6 -ECANCELED qsnapd stopped tracking the job");
-        expect_record("done s5 -ECONNRESET QEMU went away");
+        expect_record("done s5 -ECONNRESET QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("disconnect");
         check(!f.tracker && kept_job == j);
         teardown(&f);

@@ -23,69 +23,10 @@
 #include "qmp.h"
 #include "util.h"
 
-#define GREETING                                                                                            \
-        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, \"package\": "     \
-        "\"Debian 1:7.2+dfsg-7+deb12u7\"}, \"capabilities\": [\"oob\"]}}\r\n"
-
-#define check(expr)                                                                              \
-        do {                                                                                     \
-                if (!(expr)) {                                                                   \
-                        fprintf(stderr, "%s:%i: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        exit(EXIT_FAILURE);                                                      \
-                }                                                                                \
-        } while (0)
-
-static sd_event *event;
-
-/* ---- the record of callbacks ---- */
-
-static char *records[256];
-static size_t n_records;
-
-static void record(const char *fmt, ...) _printf_(1, 2);
-static void record(const char *fmt, ...) {
-        va_list ap;
-
-        check(n_records < ELEMENTSOF(records));
-        va_start(ap, fmt);
-        check(vasprintf(&records[n_records++], fmt, ap) >= 0);
-        va_end(ap);
-}
-
-#define expect_record(s) expect_record_at(__LINE__, s)
-static void expect_record_at(int line, const char *s) {
-        if (n_records == 0 || !streq(records[0], s)) {
-                fprintf(stderr, "line %i: expected record \"%s\", got \"%s\"\n", line, s,
-                        n_records > 0 ? records[0] : "(none)");
-                exit(EXIT_FAILURE);
-        }
-        free(records[0]);
-        memmove(records, records + 1, --n_records * sizeof(char *));
-}
-
-#define expect_no_record() expect_no_record_at(__LINE__)
-static void expect_no_record_at(int line) {
-        if (n_records > 0) {
-                fprintf(stderr, "line %i: expected no record, got \"%s\"\n", line, records[0]);
-                exit(EXIT_FAILURE);
-        }
-}
+#include "fake-qmp.h"
 
 static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-static const char *errname(int error) {
-        switch (-error) {
-        case 0: return "0";
-        case EIO: return "-EIO";
-        case ECONNRESET: return "-ECONNRESET";
-        case EBADMSG: return "-EBADMSG";
-        case EMSGSIZE: return "-EMSGSIZE";
-        case EPROTO: return "-EPROTO";
-        case EPIPE: return "-EPIPE";
-        default: return "-E?";
-        }
 }
 
 static const char *json_text(json_object *o) {
@@ -114,45 +55,6 @@ static void on_disconnect(Qmp *q, int error, void *userdata) {
         record("disconnect %s", errname(error));
 }
 
-/* ---- the fake QEMU ---- */
-
-#define PEER_BUF_SIZE (8U * 1024U * 1024U)
-
-typedef struct Peer {
-        int fd;
-        sd_event_source *io;
-        char *buf; /* PEER_BUF_SIZE */
-        size_t len;
-        bool eof;
-} Peer;
-
-static int peer_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Peer *p = userdata;
-        ssize_t k;
-
-        check(p->len < PEER_BUF_SIZE);
-        k = read(fd, p->buf + p->len, PEER_BUF_SIZE - p->len);
-        if (k < 0 && errno == EAGAIN)
-                return 0;
-        if (k <= 0) {
-                p->eof = true;
-                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
-        }
-        p->len += k;
-        return 0;
-}
-
-/* Runs the loop until nothing is left to do. */
-static void drain(void) {
-        for (int i = 0; i < 10000; i++) {
-                int r = sd_event_run(event, 0);
-                check(r >= 0);
-                if (r == 0)
-                        return;
-        }
-        check(!"event loop never went idle");
-}
-
 /* Runs the loop until *flag or 10 s passed. */
 static void run_until(const bool *flag) {
         for (int i = 0; i < 1000 && !*flag; i++)
@@ -160,101 +62,15 @@ static void run_until(const bool *flag) {
         check(*flag);
 }
 
-static void peer_write(Peer *p, const void *data, size_t n) {
-        const char *s = data;
-
-        while (n > 0) {
-                /* MSG_NOSIGNAL: the client may hang up on purpose. */
-                ssize_t k = send(p->fd, s, n, MSG_NOSIGNAL);
-                if (k < 0 && (errno == EPIPE || errno == ECONNRESET))
-                        break;
-                if (k < 0) {
-                        check(errno == EAGAIN);
-                        check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
-                        continue;
-                }
-                s += k;
-                n -= k;
-        }
-        drain();
-}
-
-static void peer_say(Peer *p, const char *fmt, ...) _printf_(2, 3);
-static void peer_say(Peer *p, const char *fmt, ...) {
-        _cleanup_free_ char *s = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        check(vasprintf(&s, fmt, ap) >= 0);
-        va_end(ap);
-        peer_write(p, s, strlen(s));
-}
-
-/* Waits for the next line we sent, compares it with `expected` apart from
- * "id" (must be an integer) and returns that id. */
-#define peer_expect(p, expected) peer_expect_at(__LINE__, p, expected)
-static int64_t peer_expect_at(int line, Peer *p, const char *expected) {
-        json_object *got, *want, *id;
-        char *nl = NULL;
-        int64_t r;
-
-        for (int i = 0; i < 500 && !(nl = memchr(p->buf, '\n', p->len)); i++)
-                check(sd_event_run(event, 10 * USEC_PER_MSEC) >= 0);
-        if (!nl) {
-                fprintf(stderr, "line %i: nothing sent, expected %.200s\n", line, expected);
-                exit(EXIT_FAILURE);
-        }
-
-        *nl = '\0';
-        got = json_tokener_parse(p->buf);
-        want = json_tokener_parse(expected);
-        check(want);
-        if (!got || !json_object_object_get_ex(got, "id", &id) || !json_object_is_type(id, json_type_int)) {
-                fprintf(stderr, "line %i: sent a line without an integer id: %.200s\n", line, p->buf);
-                exit(EXIT_FAILURE);
-        }
-        r = json_object_get_int64(id);
-        json_object_object_del(got, "id");
-        if (!json_object_equal(got, want)) {
-                fprintf(stderr, "line %i: expected %.200s, got %.200s\n", line, expected, p->buf);
-                exit(EXIT_FAILURE);
-        }
-        json_object_put(got);
-        json_object_put(want);
-
-        p->len -= nl + 1 - p->buf;
-        memmove(p->buf, nl + 1, p->len);
-        return r;
-}
-
-static void peer_expect_nothing(Peer *p) {
-        drain();
-        if (p->len > 0) {
-                fprintf(stderr, "expected silence, got: %.*s\n", (int) MIN(p->len, 200U), p->buf);
-                exit(EXIT_FAILURE);
-        }
-}
-
-static void peer_close(Peer *p) {
-        p->io = sd_event_source_disable_unref(p->io);
-        p->fd = safe_close(p->fd);
-        free(p->buf);
-        p->buf = NULL;
-}
-
 static Qmp *setup(Peer *p) {
         Qmp *q;
-        int fds[2];
+        int fd;
 
-        check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) >= 0);
-        check(qmp_new_from_fd(event, fds[0], &q) >= 0);
+        peer_open(p, &fd);
+        check(qmp_new_from_fd(event, fd, &q) >= 0);
         check(qmp_set_description(q, "test") >= 0);
         qmp_set_ready_callback(q, on_ready, NULL);
         qmp_set_disconnect_callback(q, on_disconnect, NULL);
-
-        *p = (Peer) { .fd = fds[1], .buf = malloc(PEER_BUF_SIZE) };
-        check(p->buf);
-        check(sd_event_add_io(event, &p->io, p->fd, EPOLLIN, peer_on_io, p) >= 0);
         return q;
 }
 
@@ -896,6 +712,33 @@ static void test_parsers(void) {
         }
 }
 
+/* query-named-block-nodes: a node whose header names its backing file
+ * relatively (after block-stream/-commit with backing-file) shows its file
+ * as json:{...}; the format node is still found by the plain file name. */
+static void test_node_files(void) {
+        static const char reply[] =
+                "[{\"node-name\": \"#block1\", \"drv\": \"file\", \"file\": \"/d/top.qcow2\"},"
+                " {\"node-name\": \"vda-fmt\", \"drv\": \"qcow2\", \"file\": \"json:{\\\"backing\\\": "
+                "{\\\"driver\\\": \\\"qcow2\\\"}, \\\"driver\\\": \\\"qcow2\\\", \\\"file\\\": "
+                "{\\\"driver\\\": \\\"file\\\", \\\"filename\\\": \\\"/d/top.qcow2\\\"}}\"},"
+                " {\"node-name\": \"#block2\", \"drv\": \"qcow2\", \"file\": \"/d/base.qcow2\"},"
+                " {\"node-name\": \"bad\", \"drv\": \"qcow2\", \"file\": \"json:{nonsense\"}]";
+        json_object *o = json_tokener_parse(reply);
+        const char *node = NULL;
+        char *f = NULL;
+
+        printf("node files\n");
+        check(o);
+        check(qmp_find_format_node(o, "/d/top.qcow2", &node) == 1 && streq(node, "vda-fmt"));
+        check(qmp_find_format_node(o, "/d/base.qcow2", &node) == 1 && streq(node, "#block2"));
+        check(qmp_find_format_node(o, "/d/none.qcow2", &node) == 0);
+        check(qmp_node_file(json_object_array_get_idx(o, 1), &f) == 0 && streq(f, "/d/top.qcow2"));
+        free(f);
+        f = NULL;
+        check(qmp_node_file(json_object_array_get_idx(o, 3), &f) == -EBADMSG && !f);
+        json_object_put(o);
+}
+
 /* ---- against a real QEMU ---- */
 
 typedef struct Smoke {
@@ -1054,6 +897,7 @@ int main(int argc, char *argv[]) {
         test_close();
         test_connect();
         test_parsers();
+        test_node_files();
         test_real_qemu();
 
         expect_no_record();

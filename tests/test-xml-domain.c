@@ -1027,10 +1027,10 @@ static void test_backing_chain(void) {
 
         out = format_ok(def, DOMAIN_FORMAT_BACKING_CHAIN);
         CHECK_CONTAINS(out, "      <source file='/var/lib/qsnap/images/system.qcow2'/>\n"
-                            "      <backingStore type='file'>\n"
+                            "      <backingStore type='file' index='1'>\n"
                             "        <format type='qcow2'/>\n"
                             "        <source file='/images/mid.qcow2'/>\n"
-                            "        <backingStore type='file'>\n"
+                            "        <backingStore type='file' index='2'>\n"
                             "          <format type='raw'/>\n"
                             "          <source file='/images/base &lt;&amp;&gt;.raw'/>\n"
                             "          <backingStore/>\n"
@@ -1103,6 +1103,58 @@ static void test_disk_format_strings(void) {
         CHECK(disk_format_from_string(NULL) == -EINVAL);
 }
 
+/* BlockCopy's <disk> destination: the file and format, or an error naming
+ * the line; the hardened parser refuses what DefineDomain refuses. */
+static void check_copy_dest_bad(const char *xml, int expected, const char *needle) {
+        _cleanup_free_ char *file = NULL, *error = NULL;
+        DiskFormat format = DISK_FORMAT_QCOW2;
+        int r = domain_copy_dest_parse(xml, strlen(xml), &file, &format, &error);
+
+        CHECK(r == expected);
+        CHECK(!file);
+        CHECK(error);
+        if (error)
+                CHECK_CONTAINS(error, needle);
+}
+
+static void test_copy_dest(void) {
+        _cleanup_free_ char *file = NULL, *file2 = NULL, *error = NULL;
+        DiskFormat format = _DISK_FORMAT_INVALID;
+
+        CHECK(domain_copy_dest_parse("<disk type='file'>\n  <source file='/images/copy.qcow2'/>\n"
+                                     "  <driver type='raw'/>\n  <target dev='vda'/>\n</disk>",
+                                     strlen("<disk type='file'>\n  <source file='/images/copy.qcow2'/>\n"
+                                            "  <driver type='raw'/>\n  <target dev='vda'/>\n</disk>"),
+                                     &file, &format, &error) == 0);
+        CHECK_STREQ(file, "/images/copy.qcow2");
+        CHECK(format == DISK_FORMAT_RAW);
+        /* No <driver type>: the caller decides. */
+        CHECK(domain_copy_dest_parse("<disk><source file='/a b/c'/></disk>", strlen("<disk><source file='/a b/c'/></disk>"),
+                                     &file2, &format, &error) == 0);
+        CHECK_STREQ(file2, "/a b/c");
+        CHECK(format == _DISK_FORMAT_INVALID);
+
+        check_copy_dest_bad("<disk type='file'><source file='/x'/>", -EBADMSG, "line 1");
+        check_copy_dest_bad("<domain/>", -EINVAL, "<disk>");
+        check_copy_dest_bad("<disk type='block'><source dev='/dev/sda'/></disk>", -EINVAL, "block");
+        check_copy_dest_bad("<disk type='file'>\n<driver type='qcow2'/>\n</disk>", -EINVAL, "line 1");
+        check_copy_dest_bad("<disk>\n<source file='rel.qcow2'/></disk>", -EINVAL, "line 2");
+        check_copy_dest_bad("<disk><source file='/x'/><driver type='vmdk'/></disk>", -EINVAL, "vmdk");
+        check_copy_dest_bad("<disk><source file='/x'/>\n<source file='/y'/></disk>", -EINVAL, "more than once");
+        check_copy_dest_bad("<!DOCTYPE d [<!ENTITY e 'x'>]><disk><source file='/&e;'/></disk>", -EINVAL, "");
+        {
+                size_t n = XML_MAX_DOCUMENT_SIZE + 1;
+                _cleanup_free_ char *big = malloc(n + 1);
+
+                if (!big)
+                        abort();
+                memset(big, ' ', n);
+                big[n] = 0;
+                memcpy(big, "<disk>", 6);
+                check_copy_dest_bad(big, -EFBIG, "limit");
+        }
+}
+
 static void test_round_trip_fixtures(void) {
         static const char *const names[] = {
                 "libvirt-full.xml", "minimal.xml", "two-disks.xml", "transient-readonly.xml",
@@ -1138,6 +1190,7 @@ int main(int argc, char **argv) {
         test_extras();
         test_backing_chain();
         test_copy();
+        test_copy_dest();
         test_round_trip_fixtures();
 
         return test_summary();

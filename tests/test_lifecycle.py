@@ -221,7 +221,7 @@ class LifecycleTest(q.QsnapTestCase):
         self.assertIn('<acpi/>', out)
         self.assertIn('<on_crash>destroy</on_crash>', out)
         self.assertIn('a &amp; b &lt;c&gt;', out)
-        self.assertIn("<backingStore type='file'>", out)
+        self.assertIn("<backingStore type='file' index='1'>", out)
         self.assertIn("<source file='%s'/>" % base, out)
         self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'Disks'), [('vda', 'qcow2', top, '%s <- %s' % (base, top))])
         # What GetXMLDesc says can be defined again, unchanged.

@@ -1,0 +1,374 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Block jobs that fail (DESIGN.md section 2, issue 4 "Failures"), with the
+real qsnapd, polkitd and QEMU. The chain and its patterns are those of
+tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
+0x22 / 0x33 at 0 / 1 / 2 MiB, a 0x44 filler in mid from 4 MiB on).
+
+- QEMU killed (SIGKILL) while a throttled pull runs, while a throttled
+  active commit runs, and while an active commit is READY: the job ends failed, once (Completed, BlockJobEvent,
+  State, a non-empty Error naming QEMU), the Domain is crashed, the chain is
+  as before on disk, qemu-img check is clean, every pattern reads back; the
+  failed job object stays with its final State (also after the next Start);
+  Start works and a new job runs to completion. The same with a pull on
+  each of two disks: both end failed, once each.
+- QEMU killed by qsnapd's test hook (QSNAPD_TEST_KILL_QEMU_AT) right after
+  qsnapd sent job-finalize, and right after it asked QEMU for the disks
+  after a job (pull, commit; and two pulls ending together): each job ends
+  exactly once (no hang), qsnapd survives, the files on disk agree with
+  Disks, and every pattern reads back. For a pull this needs qsnapd's flush
+  before job-finalize: without it QEMU 7.2 left top standalone but without
+  the pulled data (its L2 tables were still in QEMU's memory).
+- ENOSPC: a commit whose base lives on a tiny tmpfs, with more data in mid
+  than fits: Completed('failed', QEMU's "No space left on device"), the
+  chain as before, every pattern readable through QEMU and from the host,
+  the guest writes on; the same for an active commit. A pull into an active
+  overlay on a full tmpfs: QEMU 7.2 behaves sanely, the job fails with
+  "No space left on device" and the guest keeps running (the device's own
+  werror policy is not involved: the job's writes are not the guest's), the
+  chain and every pattern as before, qemu-img check clean.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+import qsnaptest as q
+import test_blockjobs as tb
+
+D = q.DOMAIN_IFACE
+J = q.JOB_IFACE
+E = q.ERROR_PREFIX
+MiB = tb.MiB
+ACTIVE = tb.ACTIVE
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path, size):
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0755' % size, 'tmpfs', path], check=True)
+    try:
+        yield path
+    finally:
+        # Lazy: a QEMU may still hold a file on it; the harness kills QEMU later.
+        subprocess.run(['umount', '-l', path], check=False)
+
+
+class FailureTestCase(tb.BlockJobTestCase):
+    def qemu_pid(self, dom):
+        uuid = self.dprop(dom, 'UUID')
+        with open(os.path.join(self.h.runtime_dir, uuid + '.pid')) as f:
+            return int(f.read().strip())
+
+    def kill_qemu(self, dom, rec, mark=0):
+        os.kill(self.qemu_pid(dom), signal.SIGKILL)
+        rec.wait_for_property(dom, 'State', 'crashed', timeout=10, start=mark)
+
+    def tmpfs(self, name, size):
+        path = os.path.join(self.h.root, name)
+        stack = contextlib.ExitStack()
+        stack.enter_context(mounted_tmpfs(path, size))
+        self.addCleanup(stack.close)
+        return path
+
+    def assert_failed_once(self, rec, dom, job, jtype, what):
+        """Exactly one Completed('failed', error) with a non-empty error,
+        one BlockJobEvent for it, State failed: returns error."""
+        status, error = self.wait_end(rec, job)
+        self.assertEqual(status, 'failed', '%s: Completed(%r, %r)' % (what, status, error))
+        self.assertTrue(error.strip(), '%s: Completed(failed) without an error text' % what)
+        self.assert_one_end(rec, dom, job, jtype, 'failed', error)
+        return error
+
+    def assert_job_lingers(self, dom, job, state, what):
+        self.assertEqual(self.jprop(job, 'State'), state, '%s: State of the ended job' % what)
+        self.assertIn(job, self.dprop(dom, 'Jobs'), '%s: Domain.Jobs lost the ended job (it stays 60 s)' % what)
+        self.assertIn(job, self.h.client.managed_objects(), '%s: GetManagedObjects lost the ended job' % what)
+
+    def assert_intact(self, dom, base, mid, top, what):
+        """The chain as before on disk and in Disks, clean, every pattern."""
+        self.assert_chain(dom, [base, mid, top], what)
+        self.assert_clean(top, mid, base)
+        self.assert_reads(top, self.expected_patterns(), what)
+
+
+# --------------------------------------------------------------------------
+
+class QemuKilledTest(FailureTestCase):
+    def run_killed(self, start_job, jtype, ready=False):
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        rec = h.record_signals()
+        job = start_job(dom)
+        if ready:
+            h.call(job, J, 'SetSpeed', (0,), 't')
+            rec.wait_for_signal('Ready', path=job, interface=J, timeout=30)
+            self.assertEqual(self.jprop(job, 'State'), 'ready')
+        else:
+            self.wait_cur(job, 1)
+            self.assertEqual(self.jprop(job, 'State'), 'running')
+        self.kill_qemu(dom, rec)
+        error = self.assert_failed_once(rec, dom, job, jtype, 'QEMU killed')
+        print('\nError of a %s whose QEMU was killed: %r' % (jtype, error), flush=True)
+        self.assertIn('QEMU', error, 'the error does not say QEMU went away')
+        self.assertEqual(self.dprop(dom, 'State'), 'crashed')
+        self.assert_job_lingers(dom, job, 'failed', 'after the crash')
+        self.assert_intact(dom, base, mid, top, 'after the crash')
+
+        # Start works, the failed job object is still there, a new job runs.
+        mark = rec.mark()
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_job_lingers(dom, job, 'failed', 'after the next Start')
+        self.assertEqual(self.jprop(job, 'Error'), error, 'Error of the failed job after the next Start')
+        self.assertEqual(self.completed_signals(rec, job)[1:], [], 'a second Completed after Start')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the restart')
+        job2 = start_job(dom)
+        self.assertNotEqual(job2, job)
+        h.call(job2, J, 'SetSpeed', (0,), 't')
+        if jtype == 'active-commit':
+            rec.wait_for_signal('Ready', path=job2, interface=J, timeout=30, start=mark)
+            h.call(job2, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job2, start=mark), ('completed', ''))
+        self.flush(dom)
+        final = [top] if jtype == 'pull' else [base]
+        self.assert_chain(dom, final, 'after the job in the next run')
+        self.assert_reads(final[0], self.expected_patterns(), 'after the job in the next run')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the job in the next run')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_clean(final[0])
+
+    def test_qemu_killed_during_pull(self):
+        self.run_killed(lambda dom: self.pull(dom, 'vda', 1 * MiB), 'pull')
+
+    def test_qemu_killed_during_active_commit(self):
+        self.run_killed(lambda dom: self.commit(dom, '', '', bandwidth=1 * MiB, flags=ACTIVE), 'active-commit')
+
+
+    def test_qemu_killed_during_ready_active_commit(self):
+        # READY, not pivoted: base holds everything, but top stays the
+        # active file (the pivot never happened).
+        self.run_killed(lambda dom: self.commit(dom, '', '', bandwidth=1 * MiB, flags=ACTIVE), 'active-commit',
+                        ready=True)
+
+    def test_qemu_killed_with_jobs_on_two_disks(self):
+        # Both jobs end failed, once each, whatever each was doing.
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8, start=False)
+        bbase = h.create_image('b-base.qcow2')
+        btop = h.create_image('b-top.qcow2', backing=bbase)
+        q.qemu_io_write_pattern(bbase, 0x77, 0, 8 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        rec = h.record_signals()
+        ja = self.pull(dom, 'vda', 1 * MiB)
+        jb = self.pull(dom, 'vdb', 1 * MiB)
+        self.wait_cur(ja, 1)
+        self.wait_cur(jb, 1)
+        self.kill_qemu(dom, rec)
+        for job, disk in ((ja, 'vda'), (jb, 'vdb')):
+            status, error = self.wait_end(rec, job)
+            self.assertEqual(status, 'failed')
+            self.settle()
+            self.assertEqual([x.args for x in self.completed_signals(rec, job)], [(status, error)])
+            self.assertEqual([e[3] for e in self.job_events(rec, dom, job)], ['failed'], 'BlockJobEvent of %s' % disk)
+            self.assert_job_lingers(dom, job, 'failed', disk)
+        self.assert_intact(dom, base, mid, top, 'vda after the crash')
+        self.assertEqual(self.img_chain(btop), [btop, bbase])
+        self.assert_reads(btop, [(0x77, 0, 8 * MiB)], 'vdb after the crash')
+        self.assert_clean(btop, bbase)
+
+
+class QemuKilledWhileFinishingTest(FailureTestCase):
+    """qsnapd's own test hook kills QEMU at a named point of a job's end
+    (QSNAPD_TEST_KILL_QEMU_AT): right after job-finalize went out, and right
+    after the read-back of the disks went out."""
+
+    def run_point(self, point, kind='pull'):
+        h = self.h
+        h.stop_daemon()
+        os.environ['QSNAPD_TEST_KILL_QEMU_AT'] = point
+        try:
+            h.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
+        dom, base, mid, top = self.make_chain()
+        rec = h.record_signals()
+        job = self.pull(dom, 'vda', 0) if kind == 'pull' else self.commit(dom, base, mid)
+        status, error = self.wait_end(rec, job, timeout=20)
+        rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
+        print('\nA %s whose QEMU was killed at %s: %r' % (kind, point, (status, error)), flush=True)
+        # QEMU may or may not have written the new header before it died:
+        # either end is fine if it is reported once and the files agree.
+        self.assertIn(status, ('failed', 'completed'))
+        if status == 'failed':
+            self.assertTrue(error.strip(), 'failed without an error text')
+        self.assert_one_end(rec, dom, job, kind, status, error)
+        self.assert_job_lingers(dom, job, status, 'after the crash')
+        chain = self.img_chain(top)
+        self.assertIn(chain, ([top, mid, base], [top] if kind == 'pull' else [top, base]),
+                      'the chain on disk after the crash')
+        self.assertEqual(self.disks(dom)['vda'], (top, ' <- '.join(reversed(chain))),
+                         'Domain.Disks does not match the files')
+        for f in chain:
+            self.assert_clean(f)
+        self.assert_reads(top, self.expected_patterns(), 'after the crash')
+        self.assertIsNotNone(h.daemon_pid(), 'qsnapd is gone')
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the restart')
+        h.call(dom, D, 'Stop', (0,), 't')
+
+    def test_qemu_killed_after_job_finalize(self):
+        self.run_point('job-finalize')
+
+    def test_qemu_killed_during_read_back(self):
+        self.run_point('job-resync')
+
+    def test_qemu_killed_after_commit_finalize(self):
+        self.run_point('job-finalize', 'commit')
+
+    def test_qemu_killed_during_commit_read_back(self):
+        self.run_point('job-resync', 'commit')
+
+    def test_qemu_killed_after_job_finalize_two_disks(self):
+        # Two pulls that end together: one is finalized (and QEMU killed
+        # right then) while the other may wait its turn in the queue.
+        h = self.h
+        h.stop_daemon()
+        os.environ['QSNAPD_TEST_KILL_QEMU_AT'] = 'job-finalize'
+        try:
+            h.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
+        dom, base, mid, top = self.make_chain(start=False)
+        bbase = h.create_image('b-base.qcow2')
+        btop = h.create_image('b-top.qcow2', backing=bbase)
+        q.qemu_io_write_pattern(bbase, 0x77, 0, 2 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        rec = h.record_signals()
+        # Throttled, so that the second starts before the first ends (a new
+        # job is Busy while one is finishing), then both let go at once.
+        ja = self.pull(dom, 'vda', 256 * 1024)
+        jb = self.pull(dom, 'vdb', 256 * 1024)
+        h.call(ja, J, 'SetSpeed', (0,), 't')
+        try:
+            h.call(jb, J, 'SetSpeed', (0,), 't')
+        except q.DBusCallError as e:
+            # QEMU may already be dead (killed at ja's finalize): a named
+            # error, not a generic Failed.
+            self.assertIn(e.name, (E + 'NotRunning', E + 'OperationInvalid'), str(e))
+        ends = [self.wait_end(rec, j, timeout=20) for j in (ja, jb)]
+        rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
+        print('\nTwo pulls, QEMU killed at the first job-finalize: %r' % ends, flush=True)
+        self.settle()
+        for job, end in zip((ja, jb), ends):
+            self.assertEqual([x.args for x in self.completed_signals(rec, job)], [end])
+            self.assert_job_lingers(dom, job, end[0], job)
+        for active, files in ((top, ([top, mid, base], [top])), (btop, ([btop, bbase], [btop]))):
+            chain = self.img_chain(active)
+            self.assertIn(chain, files)
+            for f in chain:
+                self.assert_clean(f)
+        self.assert_reads(top, self.expected_patterns(), 'vda after the crash')
+        self.assert_reads(btop, [(0x77, 0, 2 * MiB)], 'vdb after the crash')
+        self.assertIsNotNone(h.daemon_pid(), 'qsnapd is gone')
+
+
+class NoSpaceTest(FailureTestCase):
+    def chain_with_base_on(self, fs, filler_mib):
+        """base on fs (a tmpfs), mid and top in the images dir."""
+        h = self.h
+        base = q.qemu_img_create(os.path.join(fs, 'base.qcow2'), '64M')
+        mid = h.create_image('mid.qcow2', backing=base)
+        top = h.create_image('top.qcow2', backing=mid)
+        q.qemu_io_write_pattern(base, tb.P_BASE, tb.OFF_BASE, tb.PLEN)
+        q.qemu_io_write_pattern(mid, tb.P_MID, tb.OFF_MID, tb.PLEN)
+        q.qemu_io_write_pattern(mid, tb.P_FILL, tb.OFF_FILL, filler_mib * MiB)
+        q.qemu_io_write_pattern(top, tb.P_TOP, tb.OFF_TOP, tb.PLEN)
+        self.filler_mib = filler_mib
+        dom = h.define_domain('vm', [q.Disk('vda', top)])
+        h.call(dom, D, 'Start', (0,), 't')
+        return dom, base, mid, top
+
+    def run_enospc_commit(self, active):
+        h = self.h
+        # base holds ~1.3 MiB; 4 MiB of room, 16 MiB to commit.
+        fs = self.tmpfs('tiny', '4m')
+        dom, base, mid, top = self.chain_with_base_on(fs, 16)
+        self.flush(dom)
+        before = self.raw_copy(top, 'before.raw')
+        rec = h.record_signals()
+        if active:
+            job = self.commit(dom, '', '', flags=ACTIVE)
+        else:
+            job = self.commit(dom, base, mid)
+        jtype = 'active-commit' if active else 'commit'
+        error = self.assert_failed_once(rec, dom, job, jtype, 'ENOSPC commit')
+        print('\nError of a %s into a full tmpfs: %r' % (jtype, error), flush=True)
+        self.assertIn('No space left on device', error)
+        self.assertEqual(self.dprop(dom, 'State'), 'running', 'the guest stopped after a job hit ENOSPC')
+        self.assert_job_lingers(dom, job, 'failed', 'after ENOSPC')
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has the failed job')
+        self.flush(dom)
+        self.assert_chain(dom, [base, mid, top], 'after ENOSPC')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after ENOSPC')
+        self.assert_same_view(before, top, 'the guest view after ENOSPC')
+        # The guest writes on (into top, which has room).
+        h.write_pattern_live(dom, 'vda', 0x55, 40 * MiB, MiB)
+        self.assert_reads(top, [(0x55, 40 * MiB, MiB)], 'a write after ENOSPC')
+        # and the disk is free for the next job
+        job2 = self.pull(dom, 'vda', 0)
+        self.assertEqual(self.wait_end(rec, job2), ('completed', ''))
+        self.flush(dom)
+        self.assert_chain(dom, [top], 'a pull after ENOSPC')
+        self.assert_reads(top, self.expected_patterns() + [(0x55, 40 * MiB, MiB)], 'a pull after ENOSPC')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_clean(top, mid, base)
+        self.assert_reads(mid, self.expected_patterns()[:2] + [(tb.P_FILL, tb.OFF_FILL, 16 * MiB)], 'mid')
+
+    def test_commit_into_full_tmpfs(self):
+        self.run_enospc_commit(active=False)
+
+    def test_active_commit_into_full_tmpfs(self):
+        self.run_enospc_commit(active=True)
+
+    def test_pull_into_full_tmpfs(self):
+        # The active overlay lives on the tmpfs, the data comes from below:
+        # the pull writes into the very node the guest uses.
+        h = self.h
+        fs = self.tmpfs('tiny', '4m')
+        base = h.create_image('base.qcow2')
+        mid = h.create_image('mid.qcow2', backing=base)
+        top = q.qemu_img_create(os.path.join(fs, 'top.qcow2'), '64M', backing=mid)
+        q.qemu_io_write_pattern(base, tb.P_BASE, tb.OFF_BASE, tb.PLEN)
+        q.qemu_io_write_pattern(mid, tb.P_MID, tb.OFF_MID, tb.PLEN)
+        q.qemu_io_write_pattern(mid, tb.P_FILL, tb.OFF_FILL, 16 * MiB)
+        q.qemu_io_write_pattern(top, tb.P_TOP, tb.OFF_TOP, tb.PLEN)
+        self.filler_mib = 16
+        dom = h.define_domain('vm', [q.Disk('vda', top)])
+        h.call(dom, D, 'Start', (0,), 't')
+        self.flush(dom)
+        before = self.raw_copy(top, 'before.raw')
+        rec = h.record_signals()
+        job = self.pull(dom, 'vda', 0)
+        error = self.assert_failed_once(rec, dom, job, 'pull', 'ENOSPC pull')
+        print('\nError of a pull into a full tmpfs: %r; domain %s' % (error, self.dprop(dom, 'State')), flush=True)
+        self.assertIn('No space left on device', error)
+        self.assertEqual(self.dprop(dom, 'State'), 'running', 'the guest stopped after a pull hit ENOSPC')
+        self.assert_job_lingers(dom, job, 'failed', 'after ENOSPC')
+        self.flush(dom)
+        self.assert_chain(dom, [base, mid, top], 'after ENOSPC')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after ENOSPC')
+        self.assert_same_view(before, top, 'the guest view after ENOSPC')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_clean(top, mid, base)
+        self.assert_reads(top, self.expected_patterns(), 'offline after ENOSPC')
+
+
+if __name__ == '__main__':
+    q.main()

@@ -12,19 +12,33 @@ check is clean on every file.
 - external disk-only, a branched tree: create s1, s2, revert to s1 (shut
   off), create s3 on the new branch, revert to s2 (running: refused without
   FORCE, CheckRevert says why; with FORCE), to s3 with RUNNING, to s1 again
-  (a second overlay): every old branch stays revertible, no file of another
-  chain changes, <revertDisks> names the new overlays, IsCurrent /
-  CurrentSnapshot / State / Disks follow with PropertiesChanged.
-- internal: live snapshot-load (running; PAUSED), offline qemu-img snapshot
-  -a, refusals (a running domain to a shut-off snapshot without FORCE; a
-  snapshot whose file is now another chain's backing file).
+  with PAUSED (a second overlay): every old branch stays revertible, no file
+  of another chain changes, <revertDisks> names the new overlays, IsCurrent /
+  CurrentSnapshot / State / Disks follow with PropertiesChanged, and all of
+  it survives a restart of qsnapd. Two disks (one raw) and a left-out one: the
+  recorded definition (memory, vCPUs, disk set) is applied.
+- internal: live snapshot-load (running; PAUSED; into a QEMU started for it
+  when shut off), offline qemu-img snapshot -a; refusals (a running domain to
+  a shut-off snapshot without FORCE; a snapshot whose file is now another
+  chain's backing file); a failing snapshot-load (restore-vm) is recovered:
+  QemuFailed with QEMU's text, QEMU stopped, definition and metadata as
+  before.
 - external with memory: QEMU restarted with incoming migration from the
-  memory file; the recorded state (running / paused) or RUNNING / PAUSED;
-  a changed configuration needs FORCE.
-- bad flags, uid 65534 denied (nothing changes), a block job makes it Busy.
-- kill -9 of qsnapd at each step of a revert (QSNAPD_TEST_CRASH_AT): the
-  restarted qsnapd finishes or rolls back; definition, files and metadata
-  agree, no orphan overlays, the data is the snapshot's.
+  memory file (a new QEMU, query-migrate completed); the recorded state
+  (running / paused) or RUNNING / PAUSED; a memory file QEMU cannot load
+  (QemuFailed, nothing changed, no new overlay); a changed configuration
+  needs FORCE and QEMU then runs with the recorded memory size.
+- refusals, each also answered by CheckRevert with the same text: bad flags,
+  uid 65534 denied (nothing changes; CheckRevert is allowed), a block job or
+  a snapshot in progress (Busy), a mixed snapshot (Unsupported), a missing
+  frozen file, no recorded domain without FORCE; an attached domain (QEMU
+  not launched by qsnapd) reverts in place only.
+- kill -9 of qsnapd at each step of a revert (QSNAPD_TEST_CRASH_AT), for
+  external disk-only, internal offline, internal live and into a QEMU
+  started for the load, and external with memory: the restarted qsnapd
+  finishes or rolls back (its log says which); definition, files and
+  metadata agree, no orphan overlays, no journal left, the data is the
+  snapshot's, and the next revert works.
 """
 
 import contextlib
@@ -454,6 +468,11 @@ class RefusalTest(RevertTestCase):
             self.revert(s1, FORCE)
         self.assertFalse(pending.done(), 'the slow snapshot ended early; the check above proved nothing')
         pending.wait()
+        # A snapshot mixing internal and external parts (REDEFINE): Unsupported.
+        mixed = h.call(dom, D, 'CreateSnapshot', (snap_xml('mixed', memory='internal', state='running',
+                                                           disks=[('vda', 'external', h.image_path('nowhere'))]), 1),
+                       'st')
+        self.refused_revert(dom, mixed, FORCE, E + 'Unsupported', 'mixes')
         # A missing frozen file: OperationInvalid, nothing touched.
         self.stop(dom)
         os.rename(a, a + '.away')

@@ -68,7 +68,6 @@ struct RevertPlan {
         uint64_t deadline;
         bool intent_written;
         bool def_switched;
-        bool load_started;
         bool loaded;         /* the snapshot-load job succeeded (journaled) */
         int error;
         char *message;
@@ -460,6 +459,8 @@ static int intent_write(RevertPlan *p) {
         json_object_object_add(o, "memory", json_object_new_boolean(p->memory));
         json_object_object_add(o, "after", json_object_new_string(domain_state_to_string(p->after)));
         json_object_object_add(o, "loaded", json_object_new_boolean(p->loaded));
+        /* QEMU was (re)started for the load: one that loaded nothing is of no use. */
+        json_object_object_add(o, "restarted", json_object_new_boolean(!p->live_load));
         if (p->memory_file)
                 json_object_object_add(o, "memory_file", json_object_new_string(p->memory_file));
         for (size_t i = 0; i < p->n_disks; i++) {
@@ -714,7 +715,6 @@ static void on_snapshot_load(Qmp *qmp, int error, json_object *result, const cha
 
         if (error < 0)
                 return revert_fail(p, -EIO, "QEMU cannot start loading snapshot '%s': %s", p->name, strna(desc));
-        p->load_started = true;
         p->deadline = now_usec(CLOCK_MONOTONIC) + LOAD_TIMEOUT_USEC;
         r = sd_event_add_time_relative(p->domain->manager->event, &p->timer, CLOCK_MONOTONIC, LOAD_POLL_USEC, 0,
                                        on_load_poll, p);
@@ -1066,6 +1066,20 @@ static int on_recovery_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The load is done: the state the revert asked for (the RESUME/STOP
+ * events update State). */
+static void recovery_apply_after(Recovery *rc) {
+        Domain *d = rc->domain;
+        const char *after = jstr(rc->intent, "after");
+
+        if (!d->qmp || !after)
+                return;
+        if (streq(after, "running") && d->state == DOMAIN_PAUSED)
+                (void) qmp_cmd_cont(d->qmp, NULL, NULL);
+        else if (streq(after, "paused") && d->state == DOMAIN_RUNNING)
+                (void) qmp_cmd_stop(d->qmp, NULL, NULL);
+}
+
 static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Recovery *rc = userdata;
         _cleanup_free_ QmpJobInfo *jobs = NULL;
@@ -1083,9 +1097,12 @@ static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const cha
                 }
         if (seen && ok) {
                 recovery_set_current(rc, false);
+                recovery_apply_after(rc);
                 log_notice("Domain '%s': finished an interrupted revert (the snapshot was loaded).", rc->domain->def->name);
                 return recovery_end(rc);
         }
+        if (!seen && jbool(rc->intent, "restarted"))
+                return recovery_stop_qemu(rc, "the QEMU started for the interrupted revert had not loaded the snapshot");
         if (!seen) {
                 log_notice("Domain '%s': rolled back an interrupted revert that had not loaded anything yet.",
                            rc->domain->def->name);
@@ -1167,6 +1184,7 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
         /* Internal. */
         if (memory && jbool(rc->intent, "loaded")) {
                 recovery_set_current(rc, false);
+                recovery_apply_after(rc);
                 log_notice("Domain '%s': finished an interrupted revert (the snapshot was loaded already).",
                            d->def->name);
                 recovery_end(rc);

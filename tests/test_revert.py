@@ -12,19 +12,33 @@ check is clean on every file.
 - external disk-only, a branched tree: create s1, s2, revert to s1 (shut
   off), create s3 on the new branch, revert to s2 (running: refused without
   FORCE, CheckRevert says why; with FORCE), to s3 with RUNNING, to s1 again
-  (a second overlay): every old branch stays revertible, no file of another
-  chain changes, <revertDisks> names the new overlays, IsCurrent /
-  CurrentSnapshot / State / Disks follow with PropertiesChanged.
-- internal: live snapshot-load (running; PAUSED), offline qemu-img snapshot
-  -a, refusals (a running domain to a shut-off snapshot without FORCE; a
-  snapshot whose file is now another chain's backing file).
+  with PAUSED (a second overlay): every old branch stays revertible, no file
+  of another chain changes, <revertDisks> names the new overlays, IsCurrent /
+  CurrentSnapshot / State / Disks follow with PropertiesChanged, and all of
+  it survives a restart of qsnapd. Two disks (one raw) and a left-out one: the
+  recorded definition (memory, vCPUs, disk set) is applied.
+- internal: live snapshot-load (running; PAUSED; into a QEMU started for it
+  when shut off), offline qemu-img snapshot -a; refusals (a running domain to
+  a shut-off snapshot without FORCE; a snapshot whose file is now another
+  chain's backing file); a failing snapshot-load (restore-vm) is recovered:
+  QemuFailed with QEMU's text, QEMU stopped, definition and metadata as
+  before.
 - external with memory: QEMU restarted with incoming migration from the
-  memory file; the recorded state (running / paused) or RUNNING / PAUSED;
-  a changed configuration needs FORCE.
-- bad flags, uid 65534 denied (nothing changes), a block job makes it Busy.
-- kill -9 of qsnapd at each step of a revert (QSNAPD_TEST_CRASH_AT): the
-  restarted qsnapd finishes or rolls back; definition, files and metadata
-  agree, no orphan overlays, the data is the snapshot's.
+  memory file (a new QEMU, query-migrate completed); the recorded state
+  (running / paused) or RUNNING / PAUSED; a memory file QEMU cannot load
+  (QemuFailed, nothing changed, no new overlay); a changed configuration
+  needs FORCE and QEMU then runs with the recorded memory size.
+- refusals, each also answered by CheckRevert with the same text: bad flags,
+  uid 65534 denied (nothing changes; CheckRevert is allowed), a block job or
+  a snapshot in progress (Busy), a mixed snapshot (Unsupported), a missing
+  frozen file, no recorded domain without FORCE; an attached domain (QEMU
+  not launched by qsnapd) reverts in place only.
+- kill -9 of qsnapd at each step of a revert (QSNAPD_TEST_CRASH_AT), for
+  external disk-only, internal offline, internal live and into a QEMU
+  started for the load, and external with memory: the restarted qsnapd
+  finishes or rolls back (its log says which); definition, files and
+  metadata agree, no orphan overlays, no journal left, the data is the
+  snapshot's, and the next revert works.
 """
 
 import contextlib
@@ -78,7 +92,7 @@ class RevertTestCase(SnapshotTestCase):
     def assert_all_clean(self):
         for f in os.listdir(self.h.images_dir):
             p = os.path.join(self.h.images_dir, f)
-            if f.endswith('.mem'):
+            if f.endswith(('.mem', '.img')):    # memory states, raw images
                 continue
             ok, out = q.qemu_img_check(p, force_share=True)
             self.assertTrue(ok, 'qemu-img check %s: %s' % (p, out))
@@ -192,8 +206,9 @@ class ExternalTest(RevertTestCase):
         # domain is redefined afterwards (more memory, 2 vCPUs, a disk
         # added): a shut-off revert applies the recorded definition.
         h = self.h
-        a, b, c = h.create_image('a.qcow2'), h.create_image('b.qcow2'), h.create_image('c.qcow2')
-        dom = h.define_domain('two', [q.Disk('vda', a), q.Disk('vdb', b), q.Disk('vdc', c)])
+        # vdb is raw: its revert overlay is a qcow2 on a raw file.
+        a, b, c = h.create_image('a.qcow2'), h.create_image('b.img', fmt='raw'), h.create_image('c.qcow2')
+        dom = h.define_domain('two', [q.Disk('vda', a), q.Disk('vdb', b, 'raw'), q.Disk('vdc', c)])
         self.start(dom)
         self.write(dom, 'vda', 0x11, 0)
         h.write_pattern_live(dom, 'vdb', 0x21, 0, LEN)
@@ -208,14 +223,17 @@ class ExternalTest(RevertTestCase):
         active = self.active(dom)
         self.assertEqual(active, {'vda': h.image_path('a.s1-revert1'), 'vdb': h.image_path('b.s1-revert1'),
                                   'vdc': c})
+        self.assertEqual(q.qemu_img_info(active['vdb'])['backing-filename-format'], 'raw')
         self.assertEqual(self.revert_disks(s1), {'vda': active['vda'], 'vdb': active['vdb']})
         root = ET.fromstring(h.call(dom, D, 'GetXMLDesc', (2,), 't'))
         self.assertEqual(root.find('memory').text, str(128 * 1024))
         self.assertEqual(root.find('vcpu').text, '1')
         self.assertEqual(root.find('name').text, 'two')
         self.assert_layer(active['vda'], [(0x11, 0)], [MiB])
-        self.assert_layer(active['vdb'], [(0x21, 0)], [MiB])
-        self.assert_layer(h.image_path('b.s1'), [(0x21, 0), (0x22, MiB)], [])
+        for pattern, offset in ((0x21, 0), (0, MiB)):
+            self.assertTrue(q.qemu_io_read_pattern(active['vdb'], pattern, offset, LEN), 'vdb at %d' % offset)
+        for pattern, offset in ((0x21, 0), (0x22, MiB)):
+            self.assertTrue(q.qemu_io_read_pattern(h.image_path('b.s1'), pattern, offset, LEN), 'b.s1 at %d' % offset)
         self.start(dom)
         self.assert_disks_agree(dom, 'two disks after the revert')
         self.assert_all_clean()
@@ -450,6 +468,11 @@ class RefusalTest(RevertTestCase):
             self.revert(s1, FORCE)
         self.assertFalse(pending.done(), 'the slow snapshot ended early; the check above proved nothing')
         pending.wait()
+        # A snapshot mixing internal and external parts (REDEFINE): Unsupported.
+        mixed = h.call(dom, D, 'CreateSnapshot', (snap_xml('mixed', memory='internal', state='running',
+                                                           disks=[('vda', 'external', h.image_path('nowhere'))]), 1),
+                       'st')
+        self.refused_revert(dom, mixed, FORCE, E + 'Unsupported', 'mixes')
         # A missing frozen file: OperationInvalid, nothing touched.
         self.stop(dom)
         os.rename(a, a + '.away')
@@ -614,6 +637,30 @@ class CrashTest(RevertTestCase):
                 else:
                     self.live_reads(dom, [(0xe4, 0)], [], step)
                 self.revert(i1)
+                self.live_reads(dom, [], [0], step + ', then reverted')
+        # snapshot-load into a QEMU started for it (the domain was shut off)
+        for step, finished in (('load', False), ('loaded', True)):
+            with self.subTest(step=step, shut_off=True):
+                img = h.create_image('s%s.qcow2' % step)
+                dom = h.define_domain('s' + step, [q.Disk('vda', img)])
+                self.start(dom)
+                i1 = self.snap(dom, 'i1', 0)
+                self.write(dom, 'vda', 0xe7, 0)
+                self.stop(dom)
+                self.crash_revert(i1, 0, step)
+                # finished: the guest runs the snapshot; else the QEMU started
+                # for the load is of no use and goes.
+                want = 'running' if finished else 'shutoff'
+                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == want, 15),
+                                'after a crash at %s the domain is %s' % (step, self.dprop(dom, 'State')))
+                self.assertEqual(self.stray_state_files(dom), [])
+                if finished:
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
+                    self.live_reads(dom, [], [0], step)
+                else:
+                    self.assert_layer(img, [(0xe7, 0)], [], step)
+                self.revert(i1)
+                self.assertEqual(self.dprop(dom, 'State'), 'running')
                 self.live_reads(dom, [], [0], step + ', then reverted')
 
     def test_memory(self):

@@ -247,9 +247,19 @@ static void job_report_end(Domain *d, Job *j) {
         if (info && !info->linger)
                 (void) sd_event_add_time_relative(d->manager->event, &info->linger, CLOCK_MONOTONIC, JOB_LINGER_USEC,
                                                   USEC_PER_SEC, on_linger_end, j);
+        if (info)
+                info->end_reported = true;
         log_info("Domain '%s': %s job %s on %s %s%s%s.", d->def->name, job_type_to_string(j->type), j->id,
                  strna(j->disk), job_state_to_string(j->state), j->error ? ": " : "", strempty(j->error));
         notify(d, j, JOB_EVENT_FINISHED);
+}
+
+JobState domain_job_state(const Job *j) {
+        const BlockJobInfo *info = j->userdata;
+
+        if (job_state_is_final(j->state) && info && !info->end_reported)
+                return JOB_STATE_PENDING;
+        return j->state;
 }
 
 int domain_local_job_add(Domain *d, Job *j) {

@@ -44,6 +44,7 @@ typedef struct BlockJobInfo {
         bool copy_created;  /* qsnapd created it (no REUSE_EXT): removed when the copy fails */
         bool transient;     /* TRANSIENT_JOB: abandoned, not adopted, by a restarted qsnapd */
         bool abandoned;     /* a transient copy a restarted qsnapd cancels: its file goes too */
+        bool end_reported;  /* the chain bookkeeping is done and the end was announced */
         sd_event_source *linger;
 } BlockJobInfo;
 
@@ -76,6 +77,10 @@ int domain_block_commit(Domain *d, const char *disk, const char *base, const cha
  * exists (without REUSE_EXT), -ENOSPC, besides the errors above. */
 int domain_block_copy(Domain *d, const char *disk, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
                       uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
+
+/* The State the bus shows: an ended job stays "pending" until its chain
+ * bookkeeping is done, so that nobody sees "completed" with old Disks. */
+JobState domain_job_state(const Job *j);
 
 /* The job of that id: running, or finished within JOB_LINGER_USEC. */
 Job *domain_find_job(Domain *d, const char *id);

@@ -36,6 +36,8 @@
 #include "snapshot-delete.h"
 #include "util.h"
 
+DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
+
 #ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif
@@ -414,16 +416,43 @@ static uint32_t internal_count(const char *file, DiskFormat format) {
 }
 
 
-static uint64_t file_allocated(const char *file) {
-        struct stat st;
-        return stat(file, &st) >= 0 ? (uint64_t) st.st_blocks * 512 : 0;
-}
-
-
 /* ---- planning one victim ---- */
 
 static const char *format_name(DiskFormat f) {
         return disk_format_to_string(f) ?: "qcow2";
+}
+
+/* What merging this file's own data elsewhere may take: `qemu-img
+ * measure` of the file without its backing chain (-U: QEMU may hold it
+ * open), or its allocated size when qemu-img cannot say. */
+static uint64_t merge_bytes(const char *file, DiskFormat format) {
+        _cleanup_(json_object_putp) json_object *spec = json_object_new_object(), *o = NULL;
+        _cleanup_free_ char *out = NULL;
+        json_object *f = json_object_new_object(), *required;
+        const char *text;
+        struct stat st;
+
+        if (spec && f) {
+                json_object_object_add(spec, "driver", json_object_new_string(format_name(format)));
+                json_object_object_add(f, "driver", json_object_new_string("file"));
+                json_object_object_add(f, "filename", json_object_new_string(file));
+                json_object_object_add(spec, "file", TAKE_PTR(f));
+                if (format == DISK_FORMAT_QCOW2)
+                        json_object_object_add(spec, "backing", NULL);
+        }
+        json_object_put(f);
+        text = spec ? json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
+        if (text) {
+                _cleanup_free_ char *name = strjoin("json:", text);
+                char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "measure", (char *) "-U", (char *) "--output=json",
+                                 (char *) "-O", (char *) "qcow2", name, NULL };
+
+                if (name && run_command(argv, &out) == 0 && (o = json_tokener_parse(out)) &&
+                    json_object_object_get_ex(o, "required", &required))
+                        return (uint64_t) json_object_get_int64(required);
+        }
+        log_debug("qemu-img measure of %s gave no answer (%s); counting its allocated size.", file, strna(out));
+        return stat(file, &st) >= 0 ? (uint64_t) st.st_blocks * 512 : 0;
 }
 
 static bool in_running(const ImageChain *c, const char *file) {
@@ -518,7 +547,7 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 vp->space_dir = dir_of(f);
         if (forward) {
                 /* F grows by at most what O holds. */
-                vp->bytes += file_allocated(o);
+                vp->bytes += merge_bytes(o, DISK_FORMAT_QCOW2);
                 if (running && streq(o, running_top))
                         r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, NULL, f, o);
                 else if (running && in_running(running, o))
@@ -552,7 +581,7 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         } else {
                 /* Every overlay of F gets F's data and F's backing. */
                 for (char **x = over_f; *x; x++) {
-                        vp->bytes += file_allocated(f);
+                        vp->bytes += merge_bytes(f, g.formats[fi]);
                         if (running && in_running(running, *x))
                                 r = action_add_qmp(vp, ACTION_QMP_STREAM, target, *x, isempty(backing) ? NULL : backing, f);
                         else if (isempty(backing))
@@ -884,7 +913,6 @@ fail:
 
 /* ---- the operation journal: <state>/ops/<uuid>.snapshot-delete ---- */
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 static char *journal_path(Domain *d) {
         return strprintf("%s/ops/%s.snapshot-delete", d->manager->config.state_dir, d->def->uuid);

@@ -39,7 +39,9 @@ the metadata names existing files only.
 """
 
 import contextlib
+import json
 import os
+import subprocess
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
@@ -544,12 +546,19 @@ class NoSpaceTest(DeleteTestCase):
             dom = h.define_domain('ns', [q.Disk('vda', base)])
             q.qemu_io_write_pattern(base, 0xA0, 0, LEN)
             self.create(dom, snap_xml('s1'), DISK_ONLY)
-            q.qemu_io_write_pattern(self.active(dom)['vda'], 0xA1, MiB, 4 * MiB)
+            o1 = self.active(dom)['vda']
+            q.qemu_io_write_pattern(o1, 0xA1, MiB, 4 * MiB)
             self.create(dom, snap_xml('s2'), DISK_ONLY)
             s1 = self.snap_path(dom, 's1')
             ok, reason, needed = self.check_delete(s1)
             self.assertTrue(ok, reason)
             self.assertGreaterEqual(needed, 4 * MiB)
+            # forward: what s1's overlay holds on its own, as qemu-img measure says
+            spec = json.dumps({'driver': 'qcow2', 'file': {'driver': 'file', 'filename': o1}, 'backing': None})
+            measured = json.loads(subprocess.run(['qemu-img', 'measure', '-U', '--output=json', '-O', 'qcow2',
+                                                  'json:' + spec], check=True, capture_output=True,
+                                                 text=True).stdout)['required']
+            self.assertEqual(needed, measured, 'bytes_needed is not what qemu-img measure says')
             filler = os.path.join(mnt, 'filler')
             st = os.statvfs(mnt)
             with open(filler, 'wb') as f:

@@ -142,12 +142,12 @@ static int job_method(sd_bus_message *m, Job *j, job_call_t call, uint64_t arg, 
 
         sd_bus_message_ref(m);
         r = call(j, arg, reply_job_done, m, &message);
-        if (r != 0)
+        if (r < 0) {
                 sd_bus_message_unref(m);
-        if (r < 0)
                 return bus_error_set_errno_message(error, r, message);
-        if (r > 0)
-                return sd_bus_reply_method_return(m, NULL);
+        }
+        if (r > 0) /* done at once (a local job's Abort still waits for its end) */
+                reply_job_done(j, 0, NULL, m);
         return 1;
 }
 

@@ -22,6 +22,7 @@
 #include "domain-snapshot.h"
 #include "manager.h"
 #include "qmp-commands.h"
+#include "snapshot-delete.h"
 #include "util.h"
 
 static void info_free(BlockJobInfo *info) {
@@ -306,8 +307,14 @@ static void resync_end(Resync *rs) {
         free(rs);
 }
 
-/* Files a finished job took out of the chain: gone with DELETE. */
-static void delete_dropped_files(Domain *d, BlockJobInfo *info, const char *active) {
+/* Files a finished commit took out of the chain: with DELETE they go,
+ * after every snapshot that named them names the file that now holds
+ * their data (the commit's base), so the metadata never names a file
+ * that is gone. */
+static void delete_dropped_files(Domain *d, Job *j, const char *active) {
+        BlockJobInfo *info = j->userdata;
+        _cleanup_strv_free_ char **dropped = NULL;
+        const char *into = NULL;
         const ImageChain *now;
 
         if (!info || !info->delete_files || !info->old_chain)
@@ -321,9 +328,16 @@ static void delete_dropped_files(Domain *d, BlockJobInfo *info, const char *acti
 
                 for (size_t i = 0; i < now->n_layers && !kept; i++)
                         kept = streq(now->layers[i].path, *f);
-                if (!kept && unlink(*f) >= 0)
-                        log_info("Domain '%s': deleted %s, committed by the job.", d->def->name, *f);
+                if (!kept && strv_extend(&dropped, *f) < 0)
+                        return (void) log_oom();
+                if (kept && dropped && !into)
+                        into = *f; /* the first file below the dropped ones */
         }
+        if (into && snapshot_metadata_rename_files(d, j->disk, dropped, into) < 0)
+                return; /* logged; the files stay rather than leave names of nothing */
+        for (char **f = dropped; f && *f; f++)
+                if (unlink(*f) >= 0)
+                        log_info("Domain '%s': deleted %s, committed by the job.", d->def->name, *f);
 }
 
 static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
@@ -370,7 +384,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                         break;
                 }
                 if (rs->job && rs->job->disk && streq(rs->job->disk, disk->target))
-                        delete_dropped_files(d, rs->job->userdata, disk->source);
+                        delete_dropped_files(d, rs->job, disk->source);
         }
 
         /* Overlay nodes we added stay open after a job dropped them from the

@@ -911,6 +911,31 @@ fail:
         return r;
 }
 
+int snapshot_metadata_rename_files(Domain *d, const char *target, char *const *from, const char *into) {
+        _cleanup_free_ char *message = NULL;
+        _cleanup_free_ Rename *renames = NULL;
+        size_t n = strv_length(from);
+        DiskFormat format = DISK_FORMAT_QCOW2;
+        int r;
+
+        if (n == 0 || d->snapshots.n == 0)
+                return 0;
+        if (!image_is_qcow2(into))
+                format = DISK_FORMAT_RAW;
+        renames = new0(Rename, n);
+        if (!renames)
+                return log_oom();
+        for (size_t i = 0; i < n; i++)
+                renames[i] = (Rename) { .target = (char *) target, .from = from[i], .to = (char *) into,
+                                        .to_format = format, .recorded = true };
+        r = commit_metadata(d, NULL, 0, renames, n, &message);
+        if (r < 0)
+                return log_error_errno(r, "Domain '%s': cannot record in the snapshot metadata that %s holds the "
+                                       "committed data: %s", d->def->name, into, strna(message));
+        log_info("Domain '%s': snapshot metadata names %s for the %zu file(s) committed into it.", d->def->name, into, n);
+        return 0;
+}
+
 /* ---- the operation journal: <state>/ops/<uuid>.snapshot-delete ---- */
 
 

@@ -16,7 +16,9 @@ check is clean on every file.
   of another chain changes, <revertDisks> names the new overlays, IsCurrent /
   CurrentSnapshot / State / Disks follow with PropertiesChanged, and all of
   it survives a restart of qsnapd. Two disks (one raw) and a left-out one: the
-  recorded definition (memory, vCPUs, disk set) is applied.
+  recorded definition (memory, vCPUs, disk set) is applied. BlockCommit
+  with DELETE of a snapshot's frozen file: the metadata names the base that
+  holds its data now, and the snapshot still reverts to its data.
 - internal: live snapshot-load (running; PAUSED; into a QEMU started for it
   when shut off), offline qemu-img snapshot -a; refusals (a running domain to
   a shut-off snapshot without FORCE; a snapshot whose file is now another
@@ -200,6 +202,27 @@ class ExternalTest(RevertTestCase):
         h.restart_daemon(kill=False)
         self.assertEqual((self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1)), before)
 
+
+    def test_block_commit_delete_renames_in_the_metadata(self):
+        """BlockCommit(DELETE) of s1's overlay into the base: the file s2
+        froze is gone, so the metadata names the base (which holds its data
+        now) and s2 still reverts to its own data."""
+        h = self.h
+        a, dom, s1, s2 = self._tree()
+        a_s1 = h.image_path('a.s1')
+        job = h.call(dom, D, 'BlockCommit', ('vda', a, a_s1, 0, 2), 'ssstt')   # DELETE
+        q.spin(lambda: h.get_property(job, q.JOB_IFACE, 'State') in ('completed', 'failed', 'canceled'), 60)
+        self.assertEqual(h.get_property(job, q.JOB_IFACE, 'State'), 'completed')
+        self.assertFalse(os.path.exists(a_s1), 'DELETE left the committed file')
+        for snap in (s1, s2):
+            xml = h.call(snap, S, 'GetXMLDesc', (0,), 't')
+            self.assertNotIn(a_s1, xml, 'the metadata still names the deleted file')
+        dom_xml = ET.fromstring(h.call(s2, S, 'GetXMLDesc', (0,), 't')).find('domain')
+        self.assertEqual(dom_xml.find('devices/disk/source').get('file'), a, 'what s2 froze is in the base now')
+        self.stop(dom)
+        self.revert(s2, RUNNING)
+        self.live_reads(dom, [(0xa1, 0), (0xa2, MiB)], [2 * MiB], 'after reverting to s2')
+        self.assert_all_clean()
 
     def test_two_disks_and_the_recorded_definition(self):
         # Two disks taken externally, a third left out (snapshot='no'); the

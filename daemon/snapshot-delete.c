@@ -995,7 +995,7 @@ static void journal_remove(Domain *d) {
 }
 
 /* Files of a deleted snapshot that nothing references any more go. */
-static void unlink_unreferenced(Domain *d, char *const *files) {
+void domain_remove_unreferenced_files(Domain *d, char *const *files) {
         for (char *const *f = files; f && *f; f++) {
                 bool referenced = false;
 
@@ -1134,7 +1134,7 @@ static void op_victim_done(DeleteOp *op) {
         }
         (void) journal_write(d, op->victims[op->index], op->job ? op->job->id : NULL, "metadata", &op->plan);
         crash_point("delete:metadata");
-        unlink_unreferenced(d, op->plan.unlink);
+        domain_remove_unreferenced_files(d, op->plan.unlink);
         journal_remove(d);
         log_info("Domain '%s': snapshot '%s' deleted.", d->def->name, op->victims[op->index]);
         victim_plan_done(&op->plan);
@@ -1681,7 +1681,7 @@ static int recovery_step(DeleteRecovery *rc) {
                 }
         s = snapshot_tree_find(&d->snapshots, name);
         if (streq_ptr(phase, "metadata") || !s) {
-                unlink_unreferenced(d, files);
+                domain_remove_unreferenced_files(d, files);
                 journal_remove(d);
                 log_notice("Domain '%s': finished the interrupted delete of snapshot '%s' (its metadata were stored).",
                            d->def->name, name);
@@ -1723,7 +1723,7 @@ static int recovery_step(DeleteRecovery *rc) {
                                   name, strna(message));
                         return 0;
                 }
-                unlink_unreferenced(d, files);
+                domain_remove_unreferenced_files(d, files);
                 journal_remove(d);
                 log_notice("Domain '%s': finished the interrupted delete of snapshot '%s' (the merge had completed).",
                            d->def->name, name);

@@ -43,6 +43,11 @@ int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDelet
  * Logs a failure. */
 int snapshot_metadata_rename_files(Domain *d, const char *target, char *const *from, const char *into);
 
+/* Removes those of `files` that nothing reads or names any more: no
+ * chain of the domain, no snapshot's metadata (<source>, <revertDisks>,
+ * recorded <domain>, memory file), no image beside it based on it. */
+void domain_remove_unreferenced_files(Domain *d, char *const *files);
+
 /* At start-up, after the QEMU (if any) was attached and its jobs adopted:
  * when <state>/ops/<uuid>.snapshot-delete is there, finishes the delete it
  * describes (metadata stored: only files left; merge complete: metadata;

@@ -31,6 +31,7 @@
 #include "image.h"
 #include "manager.h"
 #include "qmp-commands.h"
+#include "snapshot-delete.h"
 #include "snapshot-revert.h"
 #include "util.h"
 
@@ -547,14 +548,50 @@ static void revert_fail(RevertPlan *p, int error, const char *fmt, ...) {
         revert_reply(p, error, message);
 }
 
-/* The domain is in its new state: the metadata says so too. */
+static bool in_revert_disks(SnapshotTree *t, const char *file) {
+        for (Snapshot *o = t->first; o; o = o->next)
+                for (size_t i = 0; i < o->def->n_revert_disks; i++)
+                        if (streq_ptr(o->def->revert_disks[i].source, file))
+                                return true;
+        return false;
+}
+
+/* Overlays an earlier revert made that this one leaves behind: the ones
+ * the domain ran on, and the ones s's <revertDisks> named until now. Only
+ * files qsnapd made for a revert, never an image the user brought. */
+static int revert_discarded_overlays(RevertPlan *p, Snapshot *s, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+
+        for (size_t i = 0; i < p->old_def->n_disks; i++) {
+                const char *f = p->old_def->disks[i].source;
+
+                if (f && in_revert_disks(&p->domain->snapshots, f) && !strv_contains((const char *const *) l, f) &&
+                    strv_extend(&l, f) < 0)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < s->def->n_revert_disks; i++) {
+                const char *f = s->def->revert_disks[i].source;
+
+                if (f && !strv_contains((const char *const *) l, f) && strv_extend(&l, f) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* The domain is in its new state: the metadata says so too. Overlays of
+ * an earlier revert that nothing names any more go (libvirt removes them
+ * too), so that revert loops do not fill the disk. */
 static void revert_finish(RevertPlan *p) {
         Domain *d = p->domain;
         Snapshot *s = snapshot_tree_find(&d->snapshots, p->name);
+        _cleanup_strv_free_ char **discarded = NULL;
         int r;
 
         if (!s)
                 return revert_fail(p, -ESTALE, "Snapshot '%s' went away during the revert.", p->name);
+        if (p->external && revert_discarded_overlays(p, s, &discarded) < 0)
+                log_oom(); /* they stay */
         if (p->external) {
                 _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
                 SnapshotDisk rd[p->n_disks ?: 1];
@@ -573,6 +610,8 @@ static void revert_finish(RevertPlan *p) {
                 log_error_errno(r, "Domain '%s': reverted to '%s', but the metadata could not be stored: %m",
                                 d->def->name, p->name);
         crash_point("revert:metadata");
+        if (r >= 0 && discarded)
+                domain_remove_unreferenced_files(d, discarded);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
         log_info("Domain '%s': reverted to snapshot '%s', now %s.", d->def->name, p->name,
                  domain_state_to_string(d->state));

@@ -203,6 +203,29 @@ class ExternalTest(RevertTestCase):
         self.assertEqual((self.active(dom), self.dprop(dom, 'CurrentSnapshot'), self.revert_disks(s1)), before)
 
 
+    def test_revert_loop_leaves_one_overlay(self):
+        """Reverting again and again (a CI farm's loop) keeps one revert
+        overlay per snapshot: the one an earlier revert made, that nothing
+        names any more, goes; one a later snapshot froze stays."""
+        h = self.h
+        a, dom, s1, s2 = self._tree()
+        self.stop(dom)
+        for k in range(3):
+            self.revert(s1, RUNNING | FORCE)
+            self.write(dom, 'vda', 0xc0 + k, 3 * MiB)   # the state each loop throws away
+            self.live_reads(dom, [(0xa1, 0)], [MiB, 2 * MiB], 'loop %d' % k)
+            overlays = self.revert_overlays()
+            self.assertEqual(len(overlays), 1, 'loop %d: %s' % (k, overlays))
+            self.assertEqual(self.revert_disks(s1), {'vda': h.image_path(overlays[0])}, 'loop %d' % k)
+        # a snapshot on the revert overlay keeps it, as what that snapshot froze
+        s3 = self.snap(dom, 's3')
+        self.revert(s2, RUNNING | FORCE)
+        self.revert(s1, RUNNING | FORCE)
+        self.assertIn(overlays[0], self.revert_overlays(), 'the file s3 froze went away')
+        self.revert(s3, RUNNING | FORCE)
+        self.live_reads(dom, [(0xa1, 0), (0xc2, 3 * MiB)], [MiB, 2 * MiB], 'back to s3')
+        self.assert_all_clean()
+
     def test_block_commit_delete_renames_in_the_metadata(self):
         """BlockCommit(DELETE) of s1's overlay into the base: the file s2
         froze is gone, so the metadata names the base (which holds its data

@@ -113,9 +113,7 @@ def observe(h):
 
 
 def domain_pid(h, path):
-    uuid = h.get_property(path, q.DOMAIN_IFACE, 'UUID')
-    with open(os.path.join(h.runtime_dir, uuid + '.pid')) as f:
-        return int(f.read())
+    return h.qemu_pid(path)
 
 
 class PolkitMonitor:

@@ -32,8 +32,6 @@ tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
 import contextlib
 import os
 import signal
-import subprocess
-import time
 
 import qsnaptest as q
 import test_blockjobs as tb
@@ -45,31 +43,15 @@ MiB = tb.MiB
 ACTIVE = tb.ACTIVE
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(path, size):
-    os.makedirs(path, exist_ok=True)
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0755' % size, 'tmpfs', path], check=True)
-    try:
-        yield path
-    finally:
-        # Lazy: a QEMU may still hold a file on it; the harness kills QEMU later.
-        subprocess.run(['umount', '-l', path], check=False)
-
-
 class FailureTestCase(tb.BlockJobTestCase):
-    def qemu_pid(self, dom):
-        uuid = self.dprop(dom, 'UUID')
-        with open(os.path.join(self.h.runtime_dir, uuid + '.pid')) as f:
-            return int(f.read().strip())
-
     def kill_qemu(self, dom, rec, mark=0):
-        os.kill(self.qemu_pid(dom), signal.SIGKILL)
+        os.kill(self.h.qemu_pid(dom), signal.SIGKILL)
         rec.wait_for_property(dom, 'State', 'crashed', timeout=10, start=mark)
 
     def tmpfs(self, name, size):
         path = os.path.join(self.h.root, name)
         stack = contextlib.ExitStack()
-        stack.enter_context(mounted_tmpfs(path, size))
+        stack.enter_context(q.mounted_tmpfs(path, size))
         self.addCleanup(stack.close)
         return path
 

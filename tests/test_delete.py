@@ -469,8 +469,7 @@ class CrashTest(DeleteTestCase):
             h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
 
         # again, and QEMU dies in the middle
-        with open(os.path.join(h.runtime_dir, self.uuid(dom) + '.pid')) as f:
-            pid = int(f.read())
+        pid = h.qemu_pid(dom)
         job = h.call(s3, S, 'Delete', (0,), 't')
         q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
         os.kill(pid, 9)

@@ -43,8 +43,7 @@ class RestartTestCase(q.QsnapTestCase):
         return sorted(f for f in os.listdir(self.h.runtime_dir) if f.startswith(uuid))
 
     def qemu_pid(self, path):
-        with open(os.path.join(self.h.runtime_dir, self.uuid(path) + '.pid')) as f:
-            pid = int(f.read())
+        pid = self.h.qemu_pid(path)
         self.assertTrue(q._alive(pid), 'QEMU pid %d of %s is not running' % (pid, path))
         return pid
 

@@ -395,11 +395,9 @@ class MemoryTest(RevertTestCase):
         self.assertEqual(self.props(m2)['State'], 'paused')
         h.call(dom, D, 'Resume')
         self.write(dom, 'vda', 0xd3, 2 * MiB)
-        uuid = self.uuid(dom)
 
         def qemu_pid():
-            with open(os.path.join(h.runtime_dir, uuid + '.pid')) as f:
-                return int(f.read())
+            return h.qemu_pid(dom)
 
         pid = qemu_pid()
         # Running to the recorded state (running): a new QEMU loaded the memory.

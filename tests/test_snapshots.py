@@ -122,15 +122,7 @@ def qemu_img_snapshot_tags(img):
     return tags
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(path, size):
-    os.makedirs(path, exist_ok=True)
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0755' % size, 'tmpfs', path], check=True)
-    try:
-        yield path
-    finally:
-        # Lazy: a QEMU may still hold a file on it; the harness kills QEMU later.
-        subprocess.run(['umount', '-l', path], check=False)
+mounted_tmpfs = q.mounted_tmpfs
 
 
 class SnapshotTestCase(q.QsnapTestCase):
@@ -724,8 +716,7 @@ class FlagsAndErrorsTest(SnapshotTestCase):
         refused(E + 'OperationInvalid', snap_xml('x', memory='internal'), 0)
         # A crashed one is refused.
         self.start(dom)
-        with open(os.path.join(h.runtime_dir, self.uuid(dom) + '.pid')) as f:
-            os.kill(int(f.read()), signal.SIGKILL)
+        os.kill(h.qemu_pid(dom), signal.SIGKILL)
         self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'crashed', 10))
         refused(E + 'OperationInvalid', snap_xml('x'))
 

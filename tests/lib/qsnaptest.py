@@ -731,6 +731,19 @@ def qemu_img_info(path, backing_chain=False, force_share=True):
     return json.loads(r.stdout)
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(path, size):
+    """A tmpfs of `size` (mount's spelling: '4m', '12M') at path, for
+    running out of space on purpose."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0755' % size, 'tmpfs', path], check=True)
+    try:
+        yield path
+    finally:
+        # Lazy: a QEMU may still hold a file on it; the harness kills QEMU later.
+        subprocess.run(['umount', '-l', path], check=False)
+
+
 def qemu_img_check(path, fmt='qcow2', force_share=False):
     """(ok, output) of qemu-img check."""
     argv = [QEMU_IMG, 'check', '-f', fmt]
@@ -898,6 +911,12 @@ class Harness:
 
     def image_path(self, name):
         return os.path.join(self.images_dir, name)
+
+    def qemu_pid(self, domain_path):
+        """The pid of the domain's QEMU, from qsnapd's <runtime>/<uuid>.pid."""
+        uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')
+        with open(os.path.join(self.runtime_dir, uuid + '.pid')) as f:
+            return int(f.read().strip())
 
     # ---- life cycle
     def start(self):

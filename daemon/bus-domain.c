@@ -144,12 +144,10 @@ void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
 /* The model's completion: the reply to the call that started it. */
 static void reply_when_done(Domain *d, int error, const char *message, const char *reply, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         int r;
 
         if (error < 0) {
-                bus_error_set_errno_message(&e, error, message);
-                r = sd_bus_reply_method_error(m, &e);
+                r = bus_reply_errno_message(m, error, message);
         } else if (reply)
                 r = sd_bus_reply_method_return(m, "s", reply);
         else
@@ -338,13 +336,11 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
 
 static void reply_snapshot_created(Domain *d, int error, const char *message, Snapshot *s, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *path = NULL;
         int r;
 
         if (error < 0) {
-                bus_error_set_errno_message(&e, error, message);
-                r = sd_bus_reply_method_error(m, &e);
+                r = bus_reply_errno_message(m, error, message);
         } else {
                 path = s ? bus_snapshot_path(s) : strdup("/");
                 r = path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
@@ -460,12 +456,10 @@ static int method_lookup_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
 
 static void reply_job_started(Domain *d, int error, const char *message, Job *j, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *path = NULL;
 
         if (error < 0) {
-                bus_error_set_errno_message(&e, error, message);
-                (void) sd_bus_reply_method_error(m, &e);
+                (void) bus_reply_errno_message(m, error, message);
                 return;
         }
         path = bus_job_path(d, j);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "bus-errors.h"
+#include "util.h"
 
 const sd_bus_error_map qsnap_error_map[] = {
         SD_BUS_ERROR_MAP(QSNAP_ERROR_NO_SUCH_DOMAIN, ENXIO),
@@ -74,6 +75,13 @@ int bus_error_set_errno_message(sd_bus_error *error, int r, const char *message)
                 }
         sd_bus_error_set(error, name, message ?: strerror(-r));
         return r;
+}
+
+int bus_reply_errno_message(sd_bus_message *m, int r, const char *message) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+
+        bus_error_set_errno_message(&e, r, message);
+        return sd_bus_reply_method_error(m, &e);
 }
 
 int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t flags, uint64_t known) {

@@ -32,5 +32,9 @@ extern const sd_bus_error_map qsnap_error_map[];
  * r (negative), ready to be returned from a method handler. */
 int bus_error_set_errno_message(sd_bus_error *error, int r, const char *message);
 
+/* Replies to m with the error of a model errno and its message, like
+ * bus_error_set_errno_message(). Returns what sd_bus_reply_method_error() did. */
+int bus_reply_errno_message(sd_bus_message *m, int r, const char *message);
+
 /* "Unknown flag bits 0x… for Method (known: 0x…)". */
 int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t flags, uint64_t known);

@@ -65,12 +65,10 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 
 static void reply_job_done(Job *j, int error, const char *message, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         Domain *d = job_domain(j);
 
         if (error < 0) {
-                bus_error_set_errno_message(&e, error, message);
-                (void) sd_bus_reply_method_error(m, &e);
+                (void) bus_reply_errno_message(m, error, message);
                 return;
         }
         /* Abort without ASYNC returns when the job is over, as in libvirt. */

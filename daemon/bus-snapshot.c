@@ -187,13 +187,11 @@ static int method_check_delete(sd_bus_message *m, void *userdata, sd_bus_error *
 
 static void reply_deleted(Domain *d, int error, const char *message, Job *job, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *path = NULL;
         int r;
 
         if (error < 0) {
-                bus_error_set_errno_message(&e, error, message);
-                r = sd_bus_reply_method_error(m, &e);
+                r = bus_reply_errno_message(m, error, message);
         } else {
                 path = job ? bus_job_path(d, job) : strdup("/");
                 r = path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
@@ -256,7 +254,6 @@ typedef struct RevertCall {
 } RevertCall;
 
 static void reply_reverted(Domain *d, int error, const char *message, void *userdata) {
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         RevertCall *c = userdata;
         Bus *b = bus_from_manager(d->manager);
         Snapshot *previous = c->previous ? snapshot_tree_find(&d->snapshots, c->previous) : NULL;
@@ -270,8 +267,7 @@ static void reply_reverted(Domain *d, int error, const char *message, void *user
                         emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
         }
         if (error < 0) {
-                bus_error_set_errno_message(&e, error, message);
-                r = sd_bus_reply_method_error(c->message, &e);
+                r = bus_reply_errno_message(c->message, error, message);
         } else
                 r = sd_bus_reply_method_return(c->message, "");
         if (r < 0)

@@ -98,18 +98,11 @@ int child_spawn(sd_event *e, char *const *argv, ChildOutputFunc output, ChildDon
                 return r;
         }
         if (c->pid == 0) {
-                int null;
-
                 /* A child outlives no crash of ours: the restarted qsnapd
                  * repeats the step, never racing an orphan for the image. */
                 if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                         _exit(127);
-                null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0 ||
-                    dup2(pipefd[1], STDERR_FILENO) < 0)
-                        _exit(127);
-                execv(argv[0], argv);
-                _exit(127);
+                exec_with_output(argv, pipefd[1]);
         }
         safe_close(pipefd[1]);
         c->fd = pipefd[0];

@@ -768,8 +768,8 @@ static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *
         domain_op_finish(d, 0, NULL);
 }
 
-/* The memory state is in: run, or stay paused as asked. */
-static void start_incoming_done(Domain *d) {
+/* QEMU is up (and the memory state in): run, or stay paused as asked. */
+static void start_run_or_pause(Domain *d) {
         if (d->op->flags & DOMAIN_START_PAUSED) {
                 domain_set_state(d, DOMAIN_PAUSED);
                 return domain_op_finish(d, 0, NULL);
@@ -778,19 +778,24 @@ static void start_incoming_done(Domain *d) {
                 domain_op_finish(d, -EIO, "Failed to send cont");
 }
 
-/* A failed incoming migration normally ends QEMU (the disconnect reports
- * it); one that stays up with nothing loaded is ended here. */
-static void start_incoming_fail(Domain *d, const char *why) {
-        _cleanup_free_ char *message = strprintf("QEMU could not load the memory state: %s", strna(why));
-
-        log_error("Domain '%s': %s", d->def->name, strna(message));
+/* A start that cannot finish: QEMU goes, the start fails. */
+static void start_abort(Domain *d, int error, const char *message) {
         if (d->pid > 0)
                 (void) kill(d->pid, SIGKILL);
         d->quit_requested = true;
         if (d->qmp)
                 qmp_close(d->qmp);
         domain_reset(d, DOMAIN_SHUTOFF);
-        domain_op_finish(d, -EIO, message);
+        domain_op_finish(d, error, message);
+}
+
+/* A failed incoming migration normally ends QEMU (the disconnect reports
+ * it); one that stays up with nothing loaded is ended here. */
+static void start_incoming_fail(Domain *d, const char *why) {
+        _cleanup_free_ char *message = strprintf("QEMU could not load the memory state: %s", strna(why));
+
+        log_error("Domain '%s': %s", d->def->name, strna(message));
+        start_abort(d, -EIO, message);
 }
 
 static int on_incoming_poll(sd_event_source *s, uint64_t usec, void *userdata);
@@ -806,7 +811,7 @@ static void on_incoming_query(Qmp *qmp, int error, json_object *result, const ch
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
                 return start_incoming_fail(d, desc ?: "query-migrate failed");
         if (streq(status, "completed"))
-                return start_incoming_done(d);
+                return start_run_or_pause(d);
         if (STR_IN_SET(status, "failed", "cancelled"))
                 return start_incoming_fail(d, err ?: status);
         if (now_usec(CLOCK_MONOTONIC) > d->op->deadline)
@@ -856,25 +861,14 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         if (d->op->incoming)
                 return start_incoming(d);
         /* QEMU waits in prelaunch (-S) until told to run. */
-        if (d->op->flags & DOMAIN_START_PAUSED) {
-                domain_set_state(d, DOMAIN_PAUSED);
-                return domain_op_finish(d, 0, NULL);
-        }
-        if (qmp_cmd_cont(qmp, on_start_cont, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send cont");
+        start_run_or_pause(d);
 }
 
 static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
         log_error("Domain '%s': QEMU did not come up in time, killing it.", d->def->name);
-        if (d->pid > 0)
-                (void) kill(d->pid, SIGKILL);
-        d->quit_requested = true;
-        if (d->qmp)
-                qmp_close(d->qmp);
-        domain_reset(d, DOMAIN_SHUTOFF);
-        domain_op_finish(d, -ETIMEDOUT, "QEMU did not answer on its monitor in time");
+        start_abort(d, -ETIMEDOUT, "QEMU did not answer on its monitor in time");
         return 0;
 }
 

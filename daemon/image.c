@@ -33,6 +33,14 @@ static int pread_exact(int fd, void *buf, size_t n, off_t offset) {
         return (size_t) k == n ? 0 : -EBADMSG;
 }
 
+/* The first `size` bytes of a qcow2 header; -EMEDIUMTYPE for another format. */
+static int qcow2_read_header(int fd, uint8_t *h, size_t size) {
+        int r = pread_exact(fd, h, size, 0);
+        if (r < 0)
+                return r;
+        return be32toh(*(uint32_t *) h) == QCOW2_MAGIC ? 0 : -EMEDIUMTYPE;
+}
+
 /* Reads the backing file name and format of one qcow2 image. *ret_backing
  * is NULL for a base image. */
 static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *ret_format) {
@@ -47,11 +55,9 @@ static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        r = pread_exact(fd, h, 72, 0);
+        r = qcow2_read_header(fd, h, 72);
         if (r < 0)
                 return r;
-        if (be32toh(*(uint32_t *) h) != QCOW2_MAGIC)
-                return -EMEDIUMTYPE;
         version = be32toh(*(uint32_t *) (h + 4));
         offset = be64toh(*(uint64_t *) (h + 8));
         size = be32toh(*(uint32_t *) (h + 16));
@@ -140,11 +146,9 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        r = pread_exact(fd, h, sizeof(h), 0);
+        r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;
-        if (be32toh(*(uint32_t *) h) != QCOW2_MAGIC)
-                return -EMEDIUMTYPE;
         *ret = be32toh(*(uint32_t *) (h + 60)); /* nb_snapshots */
         return 0;
 }
@@ -219,11 +223,9 @@ int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
                 *ret = (uint64_t) st.st_size;
                 return 0;
         }
-        r = pread_exact(fd, h, sizeof(h), 0);
+        r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;
-        if (be32toh(*(uint32_t *) h) != QCOW2_MAGIC)
-                return -EMEDIUMTYPE;
         *ret = be64toh(*(uint64_t *) (h + 24));
         return 0;
 }

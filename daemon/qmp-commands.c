@@ -276,13 +276,20 @@ int64_t qmp_cmd_transaction_blockdev_snapshot(Qmp *qmp, const char *const *nodes
         return qmp_send(qmp, "transaction", args, cb, userdata);
 }
 
-int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
-                              const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata) {
+/* snapshot-save and snapshot-load take the same arguments. */
+static int64_t snapshot_vmstate_job(Qmp *qmp, const char *command, const char *job_id, const char *tag,
+                                    const char *vmstate_node, const char *const *devices, size_t n,
+                                    qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("job-id", JSTR(job_id), "tag", JSTR(tag), "vmstate", JSTR(vmstate_node),
                                        "devices", json_string_array(devices, n), NULL);
         if (!args)
                 return -ENOMEM;
-        return qmp_send(qmp, "snapshot-save", args, cb, userdata);
+        return qmp_send(qmp, command, args, cb, userdata);
+}
+
+int64_t qmp_cmd_snapshot_save(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
+                              const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata) {
+        return snapshot_vmstate_job(qmp, "snapshot-save", job_id, tag, vmstate_node, devices, n, cb, userdata);
 }
 
 int64_t qmp_cmd_snapshot_delete(Qmp *qmp, const char *job_id, const char *tag, const char *const *devices, size_t n,
@@ -296,11 +303,7 @@ int64_t qmp_cmd_snapshot_delete(Qmp *qmp, const char *job_id, const char *tag, c
 
 int64_t qmp_cmd_snapshot_load(Qmp *qmp, const char *job_id, const char *tag, const char *vmstate_node,
                               const char *const *devices, size_t n, qmp_reply_func_t cb, void *userdata) {
-        json_object *args = json_build("job-id", JSTR(job_id), "tag", JSTR(tag), "vmstate", JSTR(vmstate_node),
-                                       "devices", json_string_array(devices, n), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "snapshot-load", args, cb, userdata);
+        return snapshot_vmstate_job(qmp, "snapshot-load", job_id, tag, vmstate_node, devices, n, cb, userdata);
 }
 
 int64_t qmp_cmd_job_dismiss(Qmp *qmp, const char *job_id, qmp_reply_func_t cb, void *userdata) {

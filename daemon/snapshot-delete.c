@@ -32,6 +32,7 @@
 #include "domain-job.h"
 #include "image.h"
 #include "manager.h"
+#include "op-journal.h"
 #include "qmp-commands.h"
 #include "snapshot-delete.h"
 #include "util.h"
@@ -938,21 +939,15 @@ int snapshot_metadata_rename_files(Domain *d, const char *target, char *const *f
 
 /* ---- the operation journal: <state>/ops/<uuid>.snapshot-delete ---- */
 
-
-static char *journal_path(Domain *d) {
-        return strprintf("%s/ops/%s.snapshot-delete", d->manager->config.state_dir, d->def->uuid);
-}
+#define JOURNAL_KIND "snapshot-delete"
 
 /* phase "merging": the data may be anywhere between before and after;
  * "metadata": the metadata are stored, only files are left to remove. */
 static int journal_write(Domain *d, const char *snapshot, const char *job_id, const char *phase, const VictimPlan *vp) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        _cleanup_free_ char *path = journal_path(d), *dir = NULL;
         json_object *renames = json_object_new_array(), *files = json_object_new_array();
-        const char *text;
-        int r;
 
-        if (!o || !path || !renames || !files) {
+        if (!o || !renames || !files) {
                 json_object_put(renames);
                 json_object_put(files);
                 return -ENOMEM;
@@ -976,22 +971,11 @@ static int journal_write(Domain *d, const char *snapshot, const char *job_id, co
         for (char **f = vp->unlink; f && *f; f++)
                 json_object_array_add(files, json_object_new_string(*f));
         json_object_object_add(o, "unlink", files);
-
-        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        dir = strprintf("%s/ops", d->manager->config.state_dir);
-        if (!text || !dir)
-                return -ENOMEM;
-        r = mkdir_p(dir, 0700);
-        if (r < 0)
-                return r;
-        return write_file_atomic(path, text, strlen(text), 0600);
+        return op_journal_write(d, JOURNAL_KIND, o);
 }
 
 static void journal_remove(Domain *d) {
-        _cleanup_free_ char *path = journal_path(d);
-
-        if (path && unlink(path) < 0 && errno != ENOENT)
-                log_warning_errno(errno, "Failed to remove %s: %m", path);
+        op_journal_remove(d, JOURNAL_KIND);
 }
 
 /* Files of a deleted snapshot that nothing references any more go. */
@@ -1598,12 +1582,6 @@ typedef struct DeleteRecovery {
         unsigned tries;
 } DeleteRecovery;
 
-static const char *jstr(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-                                                                                                 : NULL;
-}
-
 static void recovery_free(DeleteRecovery *rc) {
         Domain *d = rc->domain;
 
@@ -1634,7 +1612,7 @@ static bool file_still_used(Domain *d, const char *target, const char *file) {
 /* 1: handled (finished, rolled back or restarted), 0: try again later. */
 static int recovery_step(DeleteRecovery *rc) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        _cleanup_free_ char *path = journal_path(rc->domain), *text = NULL, *message = NULL;
+        _cleanup_free_ char *message = NULL;
         _cleanup_strv_free_ char **files = NULL;
         Domain *d = rc->domain;
         VictimPlan vp = {};
@@ -1644,17 +1622,19 @@ static int recovery_step(DeleteRecovery *rc) {
         Snapshot *s;
         int r;
 
-        if (!path || read_full_file(path, 4U << 20, &text, NULL) < 0)
+        r = op_journal_read(d, JOURNAL_KIND, &o);
+        if (r == 0 || (r < 0 && r != -EBADMSG))
                 return 1;
-        o = json_tokener_parse(text);
-        name = o ? jstr(o, "snapshot") : NULL;
+        name = o ? json_get_string(o, "snapshot") : NULL;
         if (!name) {
-                log_error("Domain '%s': unreadable delete journal %s, removing it.", d->def->name, path);
+                /* Not JSON (logged) or not a delete journal. */
+                if (o)
+                        log_error("Domain '%s': unreadable delete journal, removing it.", d->def->name);
                 journal_remove(d);
                 return 1;
         }
-        job_id = jstr(o, "job");
-        phase = jstr(o, "phase");
+        job_id = json_get_string(o, "job");
+        phase = json_get_string(o, "phase");
 
         /* The merge job of the interrupted qsnapd may still run in QEMU
          * (adopted): let it end; an active commit waiting for its pivot
@@ -1692,7 +1672,7 @@ static int recovery_step(DeleteRecovery *rc) {
         if (json_object_object_get_ex(o, "renames", &renames) && json_object_is_type(renames, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(renames); i++) {
                         json_object *e = json_object_array_get_idx(renames, i), *fw = NULL;
-                        const char *target = jstr(e, "target"), *from = jstr(e, "from"), *to = jstr(e, "to");
+                        const char *target = json_get_string(e, "target"), *from = json_get_string(e, "from"), *to = json_get_string(e, "to");
                         bool forward = json_object_object_get_ex(e, "forward", &fw) && json_object_get_boolean(fw);
 
                         if (!target || !from || !to) {
@@ -1758,13 +1738,10 @@ static int on_recovery_timer(sd_event_source *es, uint64_t usec, void *userdata)
 }
 
 int domain_recover_delete(Domain *d) {
-        _cleanup_free_ char *path = journal_path(d);
         DeleteRecovery *rc;
         int r;
 
-        if (!path)
-                return -ENOMEM;
-        if (access(path, F_OK) < 0)
+        if (!op_journal_exists(d, JOURNAL_KIND))
                 return 0;
         rc = new0(DeleteRecovery, 1);
         if (!rc)

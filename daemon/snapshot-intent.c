@@ -15,23 +15,19 @@
 
 #include "domain-snapshot.h"
 #include "manager.h"
+#include "op-journal.h"
 #include "qmp-commands.h"
 #include "snapshot-intent.h"
 #include "util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
-static char *intent_path(Domain *d) {
-        return strprintf("%s/ops/%s.snapshot-create", d->manager->config.state_dir, d->def->uuid);
-}
+#define INTENT_KIND "snapshot-create"
 
 int snapshot_intent_write(Domain *d, const SnapshotIntent *in) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object(), *disks = json_object_new_array();
-        _cleanup_free_ char *path = intent_path(d), *dir = NULL;
-        const char *text;
-        int r;
 
-        if (!o || !disks || !path)
+        if (!o || !disks)
                 return -ENOMEM;
         json_object_object_add(o, "snapshot_xml", json_object_new_string(in->snapshot_xml));
         json_object_object_add(o, "metadata", json_object_new_boolean(in->metadata));
@@ -52,22 +48,11 @@ int snapshot_intent_write(Domain *d, const SnapshotIntent *in) {
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "disks", json_object_get(disks));
-
-        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        dir = strprintf("%s/ops", d->manager->config.state_dir);
-        if (!text || !dir)
-                return -ENOMEM;
-        r = mkdir_p(dir, 0700);
-        if (r < 0)
-                return r;
-        return write_file_atomic(path, text, strlen(text), 0600);
+        return op_journal_write(d, INTENT_KIND, o);
 }
 
 void snapshot_intent_remove(Domain *d) {
-        _cleanup_free_ char *path = intent_path(d);
-
-        if (path && unlink(path) < 0 && errno != ENOENT)
-                log_warning_errno(errno, "Failed to remove %s: %m", path);
+        op_journal_remove(d, INTENT_KIND);
 }
 
 /* ---- recovery ---- */
@@ -80,41 +65,21 @@ typedef struct Recovery {
         void *userdata;
 } Recovery;
 
-static const char *intent_string(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-                                                                                                 : NULL;
-}
-
-static bool intent_bool(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
-}
-
 static json_object *intent_disk(json_object *intent, size_t i) {
-        json_object *disks;
-        if (!json_object_object_get_ex(intent, "disks", &disks) || !json_object_is_type(disks, json_type_array))
-                return NULL;
-        return json_object_array_get_idx(disks, i);
-}
-
-static size_t intent_n_disks(json_object *intent) {
-        json_object *disks;
-        if (!json_object_object_get_ex(intent, "disks", &disks) || !json_object_is_type(disks, json_type_array))
-                return 0;
-        return json_object_array_length(disks);
+        json_object *disks = NULL;
+        return json_get_array(intent, "disks", &disks) > 0 ? json_object_array_get_idx(disks, i) : NULL;
 }
 
 /* QEMU never switched: everything made for the snapshot goes. */
 static void recovery_roll_back(Recovery *rc) {
         Domain *d = rc->domain;
-        const char *mem = intent_string(rc->intent, "memory_file");
+        const char *mem = json_get_string(rc->intent, "memory_file");
 
         for (size_t i = 0; i < rc->n_disks; i++) {
                 json_object *e = intent_disk(rc->intent, i);
-                const char *node = intent_string(e, "node"), *overlay = intent_string(e, "overlay");
+                const char *node = json_get_string(e, "node"), *overlay = json_get_string(e, "overlay");
 
-                const char *target = intent_string(e, "target");
+                const char *target = json_get_string(e, "target");
                 const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
 
                 if (node && d->qmp)
@@ -122,7 +87,7 @@ static void recovery_roll_back(Recovery *rc) {
                 /* Never a file the stored definition already uses. */
                 if (disk && overlay && streq(disk->source, overlay))
                         continue;
-                if (overlay && intent_bool(e, "created") && unlink(overlay) >= 0)
+                if (overlay && json_get_bool(e, "created") && unlink(overlay) >= 0)
                         log_info("Domain '%s': removed overlay %s of an interrupted snapshot.", d->def->name, overlay);
         }
         if (mem && unlink(mem) >= 0)
@@ -134,15 +99,15 @@ static void recovery_roll_back(Recovery *rc) {
 static void recovery_roll_forward(Recovery *rc) {
         _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
         _cleanup_free_ char *message = NULL;
-        const char *xml = intent_string(rc->intent, "snapshot_xml");
+        const char *xml = json_get_string(rc->intent, "snapshot_xml");
         Domain *d = rc->domain;
         Snapshot *s;
         int r;
 
         for (size_t i = 0; i < rc->n_disks; i++) {
                 json_object *e = intent_disk(rc->intent, i);
-                const char *target = intent_string(e, "target"), *overlay = intent_string(e, "overlay"),
-                           *below = intent_string(e, "below");
+                const char *target = json_get_string(e, "target"), *overlay = json_get_string(e, "overlay"),
+                           *below = json_get_string(e, "below");
                 DomainDef *defs[2] = { d->live, d->def };
 
                 for (size_t k = 0; target && overlay && below && k < 2; k++) {
@@ -161,7 +126,7 @@ static void recovery_roll_forward(Recovery *rc) {
                 log_error_errno(r, "Domain '%s': cannot store the new active files: %m", d->def->name);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
 
-        if (xml && intent_bool(rc->intent, "metadata")) {
+        if (xml && json_get_bool(rc->intent, "metadata")) {
                 r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
                 if (r >= 0 && !snapshot_tree_find(&d->snapshots, def->name)) {
                         r = snapshot_tree_add(&d->snapshots, TAKE_PTR(def), true, &s);
@@ -183,7 +148,7 @@ static void recovery_end(Recovery *rc) {
         else
                 recovery_roll_back(rc);
         /* A guest stopped for the memory save runs again. */
-        if (intent_bool(rc->intent, "resume") && d->qmp && d->state == DOMAIN_PAUSED)
+        if (json_get_bool(rc->intent, "resume") && d->qmp && d->state == DOMAIN_PAUSED)
                 (void) qmp_cmd_cont(d->qmp, NULL, NULL);
         snapshot_intent_remove(d);
         if (rc->done)
@@ -202,7 +167,7 @@ static void on_recovery_root_node(Qmp *qmp, int error, json_object *result, cons
                                   void *userdata) {
         RecoveryCall *c = userdata;
         Recovery *rc = c->rc;
-        const char *node, *planned = intent_string(intent_disk(rc->intent, c->index), "node");
+        const char *node, *planned = json_get_string(intent_disk(rc->intent, c->index), "node");
 
         if (error >= 0 && qmp_parse_string(result, &node) >= 0 && planned && streq(node, planned))
                 rc->switched++;
@@ -212,32 +177,29 @@ static void on_recovery_root_node(Qmp *qmp, int error, json_object *result, cons
 }
 
 int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata) {
-        _cleanup_free_ char *path = intent_path(d), *text = NULL;
+        json_object *intent = NULL, *disks = NULL;
         Recovery *rc;
         int r;
 
-        if (!path)
-                return -ENOMEM;
-        r = read_full_file(path, 4U << 20, &text, NULL);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return log_error_errno(r, "Failed to read %s: %m", path);
+        r = op_journal_read(d, INTENT_KIND, &intent);
+        if (r == 0 || (r < 0 && r != -EBADMSG))
+                return r;
+        /* An unreadable intent is rolled back as one of no disks, and goes. */
+        if (!intent)
+                intent = json_object_new_object();
 
         rc = new0(Recovery, 1);
-        if (!rc)
+        if (!rc) {
+                json_object_put(intent);
                 return -ENOMEM;
-        *rc = (Recovery) { .domain = domain_ref(d), .intent = json_tokener_parse(text), .done = done, .userdata = userdata };
-        if (!rc->intent) {
-                log_error("Domain '%s': unreadable intent %s, removing it.", d->def->name, path);
-                rc->intent = json_object_new_object();
         }
-        rc->n_disks = intent_n_disks(rc->intent);
+        *rc = (Recovery) { .domain = domain_ref(d), .intent = intent, .done = done, .userdata = userdata };
+        rc->n_disks = json_get_array(rc->intent, "disks", &disks);
         log_notice("Domain '%s': a snapshot was interrupted; checking how far it got.", d->def->name);
 
         /* Without a QEMU to ask, nothing was switched that qsnapd knows of. */
         for (size_t i = 0; d->qmp && i < rc->n_disks; i++) {
-                const char *target = intent_string(intent_disk(rc->intent, i), "target");
+                const char *target = json_get_string(intent_disk(rc->intent, i), "target");
                 RecoveryCall *c = new0(RecoveryCall, 1);
 
                 if (!c || !target || qmp_cmd_disk_root_node(d->qmp, target, on_recovery_root_node, c) < 0) {

@@ -30,6 +30,7 @@
 #include "domain-snapshot.h"
 #include "image.h"
 #include "manager.h"
+#include "op-journal.h"
 #include "qmp-commands.h"
 #include "snapshot-delete.h"
 #include "snapshot-revert.h"
@@ -440,18 +441,14 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
 
 /* ---- intent journal ---- */
 
-static char *intent_path(Domain *d) {
-        return strprintf("%s/ops/%s.snapshot-revert", d->manager->config.state_dir, d->def->uuid);
-}
+#define INTENT_KIND "snapshot-revert"
 
 static int intent_write(RevertPlan *p) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
         json_object *disks = json_object_new_array();
-        _cleanup_free_ char *path = intent_path(p->domain), *dir = NULL;
-        const char *text;
         int r;
 
-        if (!o || !disks || !path) {
+        if (!o || !disks) {
                 json_object_put(disks);
                 return -ENOMEM;
         }
@@ -476,24 +473,14 @@ static int intent_write(RevertPlan *p) {
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "disks", disks);
-        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        dir = strprintf("%s/ops", p->domain->manager->config.state_dir);
-        if (!text || !dir)
-                return -ENOMEM;
-        r = mkdir_p(dir, 0700);
-        if (r < 0)
-                return r;
-        r = write_file_atomic(path, text, strlen(text), 0600);
+        r = op_journal_write(p->domain, INTENT_KIND, o);
         if (r >= 0)
                 p->intent_written = true;
         return r;
 }
 
 static void intent_remove(Domain *d) {
-        _cleanup_free_ char *path = intent_path(d);
-
-        if (path && unlink(path) < 0 && errno != ENOENT)
-                log_warning_errno(errno, "Failed to remove %s: %m", path);
+        op_journal_remove(d, INTENT_KIND);
 }
 
 /* ---- execution ---- */
@@ -978,24 +965,6 @@ typedef struct Recovery {
         void *userdata;
 } Recovery;
 
-static const char *jstr(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-                                                                                                 : NULL;
-}
-
-static bool jbool(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
-}
-
-static size_t jdisks(json_object *o, json_object **ret) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, "disks", &v) || !json_object_is_type(v, json_type_array))
-                return 0;
-        *ret = v;
-        return json_object_array_length(v);
-}
 
 static void recovery_end(Recovery *rc) {
         Domain *d = rc->domain;
@@ -1017,10 +986,10 @@ static void recovery_end(Recovery *rc) {
 
 static void recovery_set_current(Recovery *rc, bool record_overlays) {
         Domain *d = rc->domain;
-        const char *name = jstr(rc->intent, "snapshot");
+        const char *name = json_get_string(rc->intent, "snapshot");
         Snapshot *s = name ? snapshot_tree_find(&d->snapshots, name) : NULL;
         json_object *disks = NULL;
-        size_t n = jdisks(rc->intent, &disks);
+        size_t n = json_get_array(rc->intent, "disks", &disks);
         int r;
 
         if (!s)
@@ -1031,8 +1000,8 @@ static void recovery_set_current(Recovery *rc, bool record_overlays) {
 
                 for (size_t i = 0; i < n; i++) {
                         json_object *e = json_object_array_get_idx(disks, i);
-                        rd[i] = (SnapshotDisk) { .name = (char *) jstr(e, "target"), .snapshot = SNAPSHOT_LOCATION_EXTERNAL,
-                                                 .format = DISK_FORMAT_QCOW2, .source = (char *) jstr(e, "overlay") };
+                        rd[i] = (SnapshotDisk) { .name = (char *) json_get_string(e, "target"), .snapshot = SNAPSHOT_LOCATION_EXTERNAL,
+                                                 .format = DISK_FORMAT_QCOW2, .source = (char *) json_get_string(e, "overlay") };
                 }
                 r = snapshot_def_copy(s->def, &def);
                 if (r >= 0)
@@ -1064,7 +1033,7 @@ static void on_recovery_migrate(Qmp *qmp, int error, json_object *result, const 
         if (error >= 0)
                 (void) qmp_parse_query_migrate(result, &status, &err);
         if (status && streq(status, "completed")) {
-                const char *after = jstr(rc->intent, "after");
+                const char *after = json_get_string(rc->intent, "after");
                 bool run = after && streq(after, "running") && rc->domain->state == DOMAIN_PAUSED;
 
                 /* The state asked for; the RESUME event updates State. */
@@ -1076,8 +1045,8 @@ static void on_recovery_migrate(Qmp *qmp, int error, json_object *result, const 
         }
         /* Started with -incoming defer, but migrate-incoming never arrived:
          * send it now and finish the load. */
-        if (status && streq(status, "none") && !rc->incoming_sent && jstr(rc->intent, "memory_file")) {
-                _cleanup_free_ char *quoted = shell_quote(jstr(rc->intent, "memory_file"));
+        if (status && streq(status, "none") && !rc->incoming_sent && json_get_string(rc->intent, "memory_file")) {
+                _cleanup_free_ char *quoted = shell_quote(json_get_string(rc->intent, "memory_file"));
                 _cleanup_free_ char *uri = quoted ? strjoin("exec:cat ", quoted) : NULL;
 
                 rc->incoming_sent = true;
@@ -1109,7 +1078,7 @@ static int on_recovery_poll(sd_event_source *s, uint64_t usec, void *userdata) {
  * events update State). */
 static void recovery_apply_after(Recovery *rc) {
         Domain *d = rc->domain;
-        const char *after = jstr(rc->intent, "after");
+        const char *after = json_get_string(rc->intent, "after");
 
         if (!d->qmp || !after)
                 return;
@@ -1140,7 +1109,7 @@ static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const cha
                 log_notice("Domain '%s': finished an interrupted revert (the snapshot was loaded).", rc->domain->def->name);
                 return recovery_end(rc);
         }
-        if (!seen && jbool(rc->intent, "restarted"))
+        if (!seen && json_get_bool(rc->intent, "restarted"))
                 return recovery_stop_qemu(rc, "the QEMU started for the interrupted revert had not loaded the snapshot");
         if (!seen) {
                 log_notice("Domain '%s': rolled back an interrupted revert that had not loaded anything yet.",
@@ -1151,41 +1120,37 @@ static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const cha
 }
 
 int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
-        _cleanup_free_ char *path = intent_path(d), *text = NULL;
-        json_object *disks = NULL;
+        json_object *intent = NULL, *disks = NULL;
         bool external, memory, switched = true, any = false;
         Recovery *rc;
         size_t n;
         int r;
 
-        if (!path)
-                return -ENOMEM;
-        r = read_full_file(path, 4U << 20, &text, NULL);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return log_error_errno(r, "Failed to read %s: %m", path);
+        r = op_journal_read(d, INTENT_KIND, &intent);
+        if (r == 0 || (r < 0 && r != -EBADMSG))
+                return r;
         rc = new0(Recovery, 1);
-        if (!rc)
+        if (!rc) {
+                json_object_put(intent);
                 return -ENOMEM;
-        *rc = (Recovery) { .domain = domain_ref(d), .intent = json_tokener_parse(text), .done = done, .userdata = userdata };
+        }
+        *rc = (Recovery) { .domain = domain_ref(d), .intent = intent, .done = done, .userdata = userdata };
         if (!rc->intent) {
-                log_error("Domain '%s': unreadable revert intent %s, removing it.", d->def->name, path);
-                rc->intent = json_object_new_object();
+                /* Unreadable (logged): it goes. */
                 recovery_end(rc);
                 return 1;
         }
-        external = jbool(rc->intent, "external");
-        memory = jbool(rc->intent, "memory");
-        n = jdisks(rc->intent, &disks);
+        external = json_get_bool(rc->intent, "external");
+        memory = json_get_bool(rc->intent, "memory");
+        n = json_get_array(rc->intent, "disks", &disks);
         log_notice("Domain '%s': a revert to snapshot '%s' was interrupted; checking how far it got.", d->def->name,
-                   strna(jstr(rc->intent, "snapshot")));
+                   strna(json_get_string(rc->intent, "snapshot")));
 
         if (external) {
                 /* Switched: the stored definition runs on the new overlays. */
                 for (size_t i = 0; i < n; i++) {
                         json_object *e = json_object_array_get_idx(disks, i);
-                        const char *target = jstr(e, "target"), *overlay = jstr(e, "overlay");
+                        const char *target = json_get_string(e, "target"), *overlay = json_get_string(e, "overlay");
                         const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
 
                         any = true;
@@ -1194,7 +1159,7 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
                 }
                 if (!any || !switched) {
                         for (size_t i = 0; i < n; i++) {
-                                const char *overlay = jstr(json_object_array_get_idx(disks, i), "overlay");
+                                const char *overlay = json_get_string(json_object_array_get_idx(disks, i), "overlay");
                                 bool used = false;
 
                                 for (size_t k = 0; overlay && k < d->def->n_disks; k++)
@@ -1221,7 +1186,7 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
         }
 
         /* Internal. */
-        if (memory && jbool(rc->intent, "loaded")) {
+        if (memory && json_get_bool(rc->intent, "loaded")) {
                 recovery_set_current(rc, false);
                 recovery_apply_after(rc);
                 log_notice("Domain '%s': finished an interrupted revert (the snapshot was loaded already).",
@@ -1245,16 +1210,16 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
         }
         /* QEMU is gone: applying the snapshot again is harmless and finishes it. */
         for (size_t i = 0; i < n; i++) {
-                const char *file = jstr(json_object_array_get_idx(disks, i), "file");
+                const char *file = json_get_string(json_object_array_get_idx(disks, i), "file");
                 _cleanup_free_ char *output = NULL;
 
-                if (file && run_qemu_img_apply(jstr(rc->intent, "snapshot"), file, &output) < 0)
+                if (file && run_qemu_img_apply(json_get_string(rc->intent, "snapshot"), file, &output) < 0)
                         log_error("Domain '%s': qemu-img snapshot -a on %s failed: %s", d->def->name, file,
                                   strna(output));
         }
         recovery_set_current(rc, false);
         log_notice("Domain '%s': finished an interrupted revert to internal snapshot '%s' (shut off).", d->def->name,
-                   strna(jstr(rc->intent, "snapshot")));
+                   strna(json_get_string(rc->intent, "snapshot")));
         recovery_end(rc);
         return 1;
 }

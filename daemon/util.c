@@ -387,6 +387,16 @@ bool uuid_is_valid(const char *s) {
         return true;
 }
 
+_noreturn_ void exec_with_output(char *const *argv, int output_fd) {
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+        if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(output_fd, STDOUT_FILENO) < 0 ||
+            dup2(output_fd, STDERR_FILENO) < 0)
+                _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+}
+
 int run_command(char *const *argv, char **ret_output) {
         _cleanup_close_ int rfd = -EBADF;
         _cleanup_free_ char *out = NULL;
@@ -403,14 +413,8 @@ int run_command(char *const *argv, char **ret_output) {
                 safe_close(pipefd[1]);
                 return -errno;
         }
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0 ||
-                    dup2(pipefd[1], STDERR_FILENO) < 0)
-                        _exit(127);
-                execv(argv[0], argv);
-                _exit(127);
-        }
+        if (pid == 0)
+                exec_with_output(argv, pipefd[1]);
         safe_close(pipefd[1]);
         rfd = pipefd[0];
 

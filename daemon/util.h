@@ -164,6 +164,10 @@ uint64_t now_usec(clockid_t clock);
 int uuid_generate_string(char ret[static 37]);
 bool uuid_is_valid(const char *s);
 
+/* In a forked child: stdin /dev/null, stdout and stderr to output_fd,
+ * exec argv[0]; exit status 127 when that fails. */
+_noreturn_ void exec_with_output(char *const *argv, int output_fd);
+
 /* Runs argv synchronously (stdin /dev/null), collecting stdout+stderr
  * into *ret_output (may be NULL). Returns the exit status (>= 0) or -errno. */
 int run_command(char *const *argv, char **ret_output);

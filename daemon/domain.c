@@ -873,15 +873,17 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 int domain_check_start(Domain *d, char **ret_message) {
-        if (domain_is_busy(d)) {
-                if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
-        }
+        /* Running already says more than "busy": an attach that is still
+         * adopting jobs (or a Stop under way) has a State to show. */
         if (domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is already %s.", d->def->name, domain_state_to_string(d->state));
                 return -ESTALE;
+        }
+        if (domain_is_busy(d)) {
+                if (ret_message)
+                        *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
+                return -EBUSY;
         }
         return 0;
 }

@@ -74,7 +74,8 @@ const char *json_get_string(json_object *o, const char *key) {
 
 bool json_get_bool(json_object *o, const char *key) {
         json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
+        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_boolean) &&
+               json_object_get_boolean(v);
 }
 
 size_t json_get_array(json_object *o, const char *key, json_object **ret) {

@@ -93,18 +93,21 @@ typedef struct Resync {
         void *userdata;
 } Resync;
 
-/* ---- the copy journal: <run>/<uuid>.job-<id> ----
- * "qsnap-copy <created> <transient> <node>\n<dest>", written before the
- * mirror starts and removed when its end is accounted for, so that a
- * restarted qsnapd knows the destination of an adopted copy. */
+/* ---- the job journal: <run>/<uuid>.job-<id> ----
+ * One small file per job of ours while it runs, removed when its end is
+ * accounted for: a qsnapd that finds QEMU gone at start-up reports those
+ * jobs failed instead of losing them. A copy's says
+ * "qsnap-copy <created> <transient> <node>\n<dest>" and is written before
+ * the mirror starts, so that a restarted qsnapd knows the destination of
+ * an adopted copy; any other job's says "qsnap-job". */
 
-static char *copy_journal_path(Domain *d, const char *job_id) {
+static char *job_journal_path(Domain *d, const char *job_id) {
         _cleanup_free_ char *suffix = strprintf(".job-%s", job_id);
         return suffix ? domain_runtime_path(d, suffix) : NULL;
 }
 
 static int copy_journal_write(Domain *d, const char *job_id, const BlockJobInfo *info) {
-        _cleanup_free_ char *path = copy_journal_path(d, job_id), *text = NULL;
+        _cleanup_free_ char *path = job_journal_path(d, job_id), *text = NULL;
 
         text = strprintf("qsnap-copy %d %d %s\n%s", info->copy_created, info->transient, info->copy_node,
                          info->copy_dest);
@@ -113,21 +116,33 @@ static int copy_journal_write(Domain *d, const char *job_id, const BlockJobInfo 
         return write_file_atomic(path, text, strlen(text), 0600);
 }
 
-static void copy_journal_remove(Domain *d, const char *job_id) {
-        _cleanup_free_ char *path = copy_journal_path(d, job_id);
+#define JOB_JOURNAL_PLAIN "qsnap-job"
+
+static int job_journal_write_plain(Domain *d, const char *job_id) {
+        _cleanup_free_ char *path = job_journal_path(d, job_id);
+
+        if (!path)
+                return -ENOMEM;
+        return write_file_atomic(path, JOB_JOURNAL_PLAIN "\n", strlen(JOB_JOURNAL_PLAIN "\n"), 0600);
+}
+
+static void job_journal_remove(Domain *d, const char *job_id) {
+        _cleanup_free_ char *path = job_journal_path(d, job_id);
 
         if (path)
                 (void) unlink(path);
 }
 
 static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
-        _cleanup_free_ char *path = copy_journal_path(d, j->id), *text = NULL;
+        _cleanup_free_ char *path = job_journal_path(d, j->id), *text = NULL;
         char node[64], *nl;
         int created, transient;
 
         if (!path || read_full_file(path, 64 * 1024, &text, NULL) < 0)
                 return (void) log_warning("Domain '%s': copy job %s has no journal; its destination is unknown.",
                                           d->def->name, j->id);
+        if (strncmp(text, JOB_JOURNAL_PLAIN, strlen(JOB_JOURNAL_PLAIN)) == 0)
+                return; /* not a copy's */
         nl = strchr(text, '\n');
         if (!nl || sscanf(text, "qsnap-copy %d %d %63s", &created, &transient, node) != 3 || nl[1] != '/')
                 return (void) log_warning("Domain '%s': the journal of copy job %s is damaged.", d->def->name, j->id);
@@ -139,7 +154,7 @@ static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
 
 /* The copy journals of this domain on disk now: at attach time, before
  * this connection can start a copy, they are all an earlier qsnapd's. */
-static char **copy_journals_list(Domain *d) {
+static char **job_journals_list(Domain *d) {
         _cleanup_free_ char *prefix = strprintf("%s.job-", d->def->uuid);
         char **l = NULL;
         DIR *dh;
@@ -157,8 +172,8 @@ static char **copy_journals_list(Domain *d) {
 /* Journals an earlier qsnapd left for copies QEMU does not run: it was
  * killed after creating the destination and before the mirror started.
  * Their destination goes unless a node of QEMU's has it open. `nodes`:
- * query-named-block-nodes; `ids`: from copy_journals_list() at attach. */
-static void copy_journals_sweep(Domain *d, json_object *nodes, char **ids) {
+ * query-named-block-nodes; `ids`: from job_journals_list() at attach. */
+static void job_journals_sweep(Domain *d, json_object *nodes, char **ids) {
         for (char **id = ids; id && *id; id++) {
                 BlockJobInfo info = {};
                 Job stub = { .id = *id };
@@ -176,7 +191,7 @@ static void copy_journals_sweep(Domain *d, json_object *nodes, char **ids) {
                         log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
                                  d->def->name, info.copy_dest, *id);
                 if (!open)
-                        copy_journal_remove(d, *id);
+                        job_journal_remove(d, *id);
                 free(info.copy_dest);
                 free(info.copy_node);
         }
@@ -202,7 +217,7 @@ static void copy_end(Domain *d, Job *j) {
                 else if (errno != ENOENT)
                         log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, info->copy_dest);
         }
-        copy_journal_remove(d, j->id);
+        job_journal_remove(d, j->id);
 }
 
 static void linger_remove(Domain *d, Job *j) {
@@ -245,6 +260,7 @@ static void job_report_end(Domain *d, Job *j) {
         BlockJobInfo *info = j->userdata;
 
         copy_end(d, j);
+        job_journal_remove(d, j->id);
         if (info && !info->linger)
                 (void) sd_event_add_time_relative(d->manager->event, &info->linger, CLOCK_MONOTONIC, JOB_LINGER_USEC,
                                                   USEC_PER_SEC, on_linger_end, j);
@@ -415,7 +431,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
         }
 
         if (error >= 0 && rs->sweep)
-                copy_journals_sweep(d, result, rs->sweep);
+                job_journals_sweep(d, result, rs->sweep);
 
         if (changed) {
                 if (domain_save(d) < 0 || domain_save_live(d) < 0)
@@ -687,6 +703,28 @@ static void job_learn_from_id(Domain *d, Job *j) {
                 copy_journal_load(d, j, j->userdata);
 }
 
+void domain_jobs_lost(Domain *d) {
+        _cleanup_strv_free_ char **ids = job_journals_list(d);
+
+        for (char **id = ids; id && *id; id++) {
+                Job *j = domain_find_job(d, *id) ? NULL : job_new_local(*id, JOB_TYPE_PULL, NULL);
+
+                if (!j)
+                        continue;
+                if (domain_local_job_add(d, j) < 0) {
+                        job_unref(j);
+                        continue;
+                }
+                job_learn_from_id(d, j);
+                job_local_update(j, JOB_STATE_FAILED, 0, 0,
+                                 "QEMU went away while qsnapd was not running; the job did not finish.");
+                log_warning("Domain '%s': %s job %s ended with its QEMU while qsnapd was not running.", d->def->name,
+                            job_type_to_string(j->type), j->id);
+                domain_local_job_end(d, j);
+                job_unref(j);
+        }
+}
+
 static void on_resynced_after_adopt(Domain *d, void *userdata) {
         AttachCall *c = userdata;
 
@@ -751,7 +789,7 @@ int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void 
         if (!c)
                 return -ENOMEM;
         *c = (AttachCall) { .domain = domain_ref(d), .done = done, .userdata = userdata,
-                            .orphans = copy_journals_list(d) };
+                            .orphans = job_journals_list(d) };
         r = job_tracker_adopt(d->jobs, on_adopted, c);
         if (r < 0) {
                 domain_unref(d);
@@ -847,7 +885,7 @@ static void start_call_undo(StartCall *c) {
                         (void) qmp_cmd_blockdev_del(c->domain->qmp, info->copy_node, NULL, NULL);
                 if (info->copy_created)
                         (void) unlink(info->copy_dest);
-                copy_journal_remove(c->domain, c->id);
+                job_journal_remove(c->domain, c->id);
         }
 }
 
@@ -877,6 +915,9 @@ static void on_job_started(Qmp *qmp, int error, json_object *result, const char 
         if (r < 0)
                 return start_fail(c, r, "Cannot track the job.");
         j->userdata = TAKE_PTR(c->info);
+        if (c->type != JOB_TYPE_COPY && (r = job_journal_write_plain(d, c->id)) < 0)
+                log_warning_errno(r, "Domain '%s': cannot write the journal of job %s (if QEMU and qsnapd both die "
+                                  "now, its end goes unreported): %m", d->def->name, c->id);
         log_info("Domain '%s': started %s job %s on %s.", d->def->name, job_type_to_string(c->type), c->id, c->disk);
         notify(d, j, JOB_EVENT_ADDED);
         c->done(d, 0, NULL, j, c->userdata);

@@ -96,6 +96,11 @@ int domain_local_job_add(Domain *d, Job *j);
 void domain_local_job_end(Domain *d, Job *j);
 void domain_local_job_progress(Domain *d, Job *j);
 
+/* QEMU died while no qsnapd ran: every job of ours it ran (per the job
+ * journals in the runtime dir) ends failed, with its object, Completed and
+ * BlockJobEvent like any other end, and its journal goes. */
+void domain_jobs_lost(Domain *d);
+
 /* QMP is up: a tracker for it, and the jobs QEMU has adopted (done follows). */
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata);
 /* QEMU went away (fail what runs) or we leave it running (detach only). */

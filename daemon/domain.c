@@ -491,6 +491,7 @@ int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
         if (r < 0) {
                 /* The socket is there but nobody listens: QEMU died while we
                  * were away. An attached domain is simply off. */
+                domain_jobs_lost(d);
                 if (domain_is_managed(d)) {
                         log_warning_errno(r, "Domain '%s': QEMU vanished while qsnapd was not running (%m).",
                                           d->def->name);

@@ -12,6 +12,9 @@ tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
   failed job object stays with its final State (also after the next Start);
   Start works and a new job runs to completion. The same with a pull on
   each of two disks: both end failed, once each.
+- qsnapd killed (-9) and then QEMU while a pull runs: the next qsnapd finds
+  the domain crashed and shows the job failed under its path, from the job
+  journal in the runtime dir, which then goes.
 - QEMU killed by qsnapd's test hook (QSNAPD_TEST_KILL_QEMU_AT) right after
   qsnapd sent job-finalize, and right after it asked QEMU for the disks
   after a job (pull, commit; and two pulls ending together): each job ends
@@ -162,6 +165,32 @@ class QemuKilledTest(FailureTestCase):
         self.assertEqual(self.img_chain(btop), [btop, bbase])
         self.assert_reads(btop, [(0x77, 0, 8 * MiB)], 'vdb after the crash')
         self.assert_clean(btop, bbase)
+
+
+class BothKilledTest(FailureTestCase):
+    def test_qsnapd_and_qemu_killed_during_pull(self):
+        """kill -9 of qsnapd, then of QEMU, while a throttled pull runs: the
+        next qsnapd finds the domain crashed and reports the job failed under
+        its path (State, Error, in Domain.Jobs) instead of losing it."""
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=8)
+        job = self.pull(dom, 'vda', 1 * MiB)
+        self.wait_cur(job, 1)
+        pid = h.qemu_pid(dom)
+        h.kill_daemon()
+        os.kill(pid, signal.SIGKILL)
+        q.spin(lambda: not os.path.exists('/proc/%d' % pid), 10)
+        h.start_daemon()
+        self.assertEqual(self.dprop(dom, 'State'), 'crashed')
+        self.assert_job_lingers(dom, job, 'failed', 'after both died')
+        self.assertEqual((self.jprop(job, 'Type'), self.jprop(job, 'Disk')), ('pull', 'vda'))
+        self.assertIn('QEMU went away', self.jprop(job, 'Error'))
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'a job journal stayed')
+        self.assert_intact(dom, base, mid, top, 'after both died')
+        # the next run of the domain has no trace of it but the object
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assert_guest_reads(dom, self.expected_patterns(), 'after the restart')
+        h.call(dom, D, 'Stop', (0,), 't')
 
 
 class QemuKilledWhileFinishingTest(FailureTestCase):

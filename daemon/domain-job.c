@@ -433,10 +433,8 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
         if (error >= 0 && rs->sweep)
                 job_journals_sweep(d, result, rs->sweep);
 
-        if (changed) {
-                if (domain_save(d) < 0 || domain_save_live(d) < 0)
-                        log_error("Domain '%s': cannot store the disks' new active files.", d->def->name);
-        }
+        if (changed)
+                (void) domain_save_disks(d);
         /* A job changed a chain even where the active file stayed. */
         if (changed || rs->job)
                 manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);

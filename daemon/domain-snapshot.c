@@ -658,11 +658,7 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                         changed = true;
                 }
                 if (changed) {
-                        r = domain_save(d);
-                        if (r >= 0)
-                                r = domain_save_live(d);
-                        if (r < 0)
-                                log_error_errno(r, "Domain '%s': cannot store the new active files: %m", d->def->name);
+                        (void) domain_save_disks(d);
                         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
                 }
 

@@ -1481,6 +1481,17 @@ int domain_save_live(Domain *d) {
         return write_file_atomic(path, xml, strlen(xml), 0600);
 }
 
+int domain_save_disks(Domain *d) {
+        int r;
+
+        r = domain_save(d);
+        if (r >= 0)
+                r = domain_save_live(d);
+        if (r < 0)
+                log_error_errno(r, "Domain '%s': cannot store the disks' new active files: %m", d->def->name);
+        return r;
+}
+
 int domain_format_xml(Domain *d, bool inactive, char **ret) {
         _cleanup_(domain_def_freep) DomainDef *copy = NULL;
         int r;

@@ -187,6 +187,8 @@ int domain_format_xml(Domain *d, bool inactive, char **ret);
  * live one (what a restarted qsnapd believes QEMU runs) to <run>/<uuid>.xml. */
 int domain_save(Domain *d);
 int domain_save_live(Domain *d);
+/* Both, after the disks' active files changed; a failure is logged. */
+int domain_save_disks(Domain *d);
 
 /* The backing chain of active file `active` (active first), from a cache:
  * headers are read once per chain, not once per property read. NULL when

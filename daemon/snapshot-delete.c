@@ -840,8 +840,8 @@ static void domain_apply_renames(Domain *d, const Rename *renames, size_t n) {
                         }
                 }
         domain_chains_invalidate(d);
-        if (changed && (domain_save(d) < 0 || (d->live && domain_save_live(d) < 0)))
-                log_error("Domain '%s': cannot store the disks' new active files.", d->def->name);
+        if (changed)
+                (void) domain_save_disks(d);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
 }
 

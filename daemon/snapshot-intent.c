@@ -119,11 +119,7 @@ static void recovery_roll_forward(Recovery *rc) {
                 }
         }
         domain_chains_invalidate(d);
-        r = domain_save(d);
-        if (r >= 0)
-                r = domain_save_live(d);
-        if (r < 0)
-                log_error_errno(r, "Domain '%s': cannot store the new active files: %m", d->def->name);
+        (void) domain_save_disks(d);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
 
         if (xml && json_get_bool(rc->intent, "metadata")) {

@@ -26,6 +26,7 @@
 #include "util.h"
 
 #include "fake-qmp.h"
+#include "real-qemu.h"
 
 #define MiB (UINT64_C(1024) * UINT64_C(1024))
 #define LONG_POLL (60 * USEC_PER_SEC) /* only the sync polls come */
@@ -1127,22 +1128,12 @@ static void run_until(const bool *flag, uint64_t timeout) {
         check(*flag);
 }
 
-static pid_t qemu_pid;
-
-static void kill_qemu(void) {
-        if (qemu_pid > 0) {
-                (void) kill(qemu_pid, SIGKILL);
-                (void) waitpid(qemu_pid, NULL, 0);
-        }
-}
-
 static int run(const char *cmdline) {
         int r = system(cmdline);
         return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
 }
 
 static void test_real_qemu(void) {
-        static const char qemu[] = "/usr/bin/qemu-system-x86_64";
         static const JobObserver smoke_observer = {
                 .progress = on_smoke_progress,
                 .state_changed = on_smoke_state,
@@ -1150,22 +1141,16 @@ static void test_real_qemu(void) {
                 .pending = on_smoke_pending,
                 .finished = on_smoke_finished,
         };
-        char dir[] = "/tmp/test-job-XXXXXX", path[128], qmparg[192], logpath[128], base_arg[256], top_arg[256],
-             cmd[1024];
+        char dir[] = "/tmp/test-job-XXXXXX", path[128], base_arg[256], top_arg[256], cmd[1024];
         _cleanup_free_ char *info = NULL;
         JobTracker *t = NULL;
         Qmp *q = NULL;
         Job *j = NULL;
-        pid_t pid;
-        int r = -ENOENT, status;
 
         /* Loud, not skipped: CI must have QEMU (as in test-qmp.c). */
-        check(access(qemu, X_OK) >= 0 && access("/usr/bin/qemu-img", X_OK) >= 0 && access("/usr/bin/qemu-io", X_OK) >= 0);
+        check(access(REAL_QEMU, X_OK) >= 0 && access("/usr/bin/qemu-img", X_OK) >= 0 && access("/usr/bin/qemu-io", X_OK) >= 0);
         printf("real QEMU: block-stream with auto-finalize=false through the tracker\n");
         check(mkdtemp(dir));
-        snprintf(path, sizeof(path), "%s/qmp.sock", dir);
-        snprintf(qmparg, sizeof(qmparg), "unix:%s,server=on,wait=off", path);
-        snprintf(logpath, sizeof(logpath), "%s/qemu.log", dir);
 
         /* base (pattern 0xab in its first 8 MiB) <- top */
         snprintf(cmd, sizeof(cmd),
@@ -1178,35 +1163,10 @@ static void test_real_qemu(void) {
         snprintf(top_arg, sizeof(top_arg),
                  "driver=qcow2,node-name=top-fmt,file.driver=file,file.filename=%s/top.qcow2,backing=base-fmt", dir);
 
-        pid = fork();
-        check(pid >= 0);
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                dup2(null, STDIN_FILENO);
-                dup2(logfd, STDOUT_FILENO);
-                dup2(logfd, STDERR_FILENO);
-                execl(qemu, qemu, "-accel", "kvm", "-accel", "tcg", "-nodefaults", "-display", "none", "-machine", "q35",
-                      "-m", "64", "-blockdev", base_arg, "-blockdev", top_arg, "-device",
-                      "virtio-blk-pci,drive=top-fmt,id=vd0", "-qmp", qmparg, NULL);
-                _exit(127);
-        }
-        qemu_pid = pid;
-        check(atexit(kill_qemu) == 0);
-
-        for (int i = 0; i < 1000; i++) {
-                r = qmp_connect(event, path, &q);
-                if (r >= 0 || (r != -ENOENT && r != -ECONNREFUSED) || waitpid(pid, &status, WNOHANG) == pid)
-                        break;
-                usleep(10 * USEC_PER_MSEC);
-        }
-        if (r < 0) {
-                _cleanup_free_ char *qemu_log = NULL;
-                (void) read_full_file(logpath, 65536, &qemu_log, NULL);
-                fprintf(stderr, "Could not connect to QEMU: %s\n%s\n", strerror(-r), strna(qemu_log));
-                exit(EXIT_FAILURE);
+        {
+                const char *const disks[] = { "-blockdev", base_arg, "-blockdev", top_arg, "-device",
+                                              "virtio-blk-pci,drive=top-fmt,id=vd0", NULL };
+                q = real_qemu_launch(dir, disks);
         }
         smoke = (Smoke) {};
         qmp_set_ready_callback(q, on_smoke_qmp_ready, NULL);
@@ -1272,8 +1232,7 @@ static void test_real_qemu(void) {
         smoke.done = false;
         check(qmp_cmd_quit(q, on_smoke_reply, NULL) > 0);
         run_until(&smoke.done, 10 * USEC_PER_SEC);
-        check(waitpid(pid, &status, 0) == pid);
-        qemu_pid = 0;
+        real_qemu_wait(false);
         qmp_unref(q);
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         check(run(cmd) == 0);

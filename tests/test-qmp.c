@@ -24,6 +24,7 @@
 #include "util.h"
 
 #include "fake-qmp.h"
+#include "real-qemu.h"
 
 static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -768,69 +769,23 @@ static void on_smoke_disconnect(Qmp *q, int error, void *userdata) {
         *(bool *) userdata = true;
 }
 
-static pid_t qemu_pid;
-
-/* A failed check() exits: do not leave QEMU behind. */
-static void kill_qemu(void) {
-        if (qemu_pid > 0) {
-                (void) kill(qemu_pid, SIGKILL);
-                (void) waitpid(qemu_pid, NULL, 0);
-        }
-}
-
 static void test_real_qemu(void) {
-        static const char qemu[] = "/usr/bin/qemu-system-x86_64";
-        char dir[] = "/tmp/test-qmp-XXXXXX", path[128], qmparg[192], logpath[128];
+        static const char *const disks[] = { "-blockdev", "driver=null-co,node-name=null0,size=1048576", "-device",
+                                             "virtio-blk-pci,drive=null0,id=vd0", NULL };
+        char dir[] = "/tmp/test-qmp-XXXXXX";
+        _cleanup_free_ char *sock = NULL, *log = NULL;
         Smoke s = {}, st = {}, blk = {}, hmp = {}, quit = {};
         _cleanup_free_ char *text = NULL;
         QmpBlockInfo *infos;
         QmpRunState state;
         bool gone = false;
         const char *str;
-        Qmp *q = NULL;
+        Qmp *q;
         size_t n;
-        pid_t pid;
-        int r = -ENOENT, status;
 
-        /* Loud, not skipped: CI must have QEMU (tools/packages.txt). */
-        check(access(qemu, X_OK) >= 0);
         printf("real QEMU: query-status, query-block, human-monitor-command, quit\n");
         check(mkdtemp(dir));
-        snprintf(path, sizeof(path), "%s/qmp.sock", dir);
-        snprintf(qmparg, sizeof(qmparg), "unix:%s,server=on,wait=off", path);
-        snprintf(logpath, sizeof(logpath), "%s/qemu.log", dir);
-
-        pid = fork();
-        check(pid >= 0);
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL); /* also when the test itself is killed */
-                dup2(null, STDIN_FILENO);
-                dup2(logfd, STDOUT_FILENO);
-                dup2(logfd, STDERR_FILENO);
-                execl(qemu, qemu, "-accel", "kvm", "-accel", "tcg", "-nodefaults", "-display", "none",
-                      "-machine", "q35", "-m", "64", "-blockdev", "driver=null-co,node-name=null0,size=1048576",
-                      "-device", "virtio-blk-pci,drive=null0,id=vd0", "-qmp", qmparg, NULL);
-                _exit(127);
-        }
-        qemu_pid = pid;
-        check(atexit(kill_qemu) == 0);
-
-        /* Wait for QEMU to listen. */
-        for (int i = 0; i < 1000; i++) {
-                r = qmp_connect(event, path, &q);
-                if (r >= 0 || (r != -ENOENT && r != -ECONNREFUSED) || waitpid(pid, &status, WNOHANG) == pid)
-                        break;
-                usleep(10 * USEC_PER_MSEC);
-        }
-        if (r < 0) {
-                _cleanup_free_ char *qemu_log = NULL;
-                (void) read_full_file(logpath, 65536, &qemu_log, NULL);
-                fprintf(stderr, "Could not connect to QEMU: %s\n%s\n", strerror(-r), strna(qemu_log));
-                exit(EXIT_FAILURE);
-        }
+        q = real_qemu_launch(dir, disks);
         qmp_set_ready_callback(q, on_smoke_ready, &s);
         qmp_set_disconnect_callback(q, on_smoke_disconnect, &gone);
         run_until(&s.done);
@@ -861,16 +816,18 @@ static void test_real_qemu(void) {
         check(qmp_cmd_quit(q, on_smoke_reply, &quit) > 0);
         run_until(&gone);
         check(quit.done && quit.error == 0);
-        check(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        qemu_pid = 0;
+        real_qemu_wait(true);
 
         json_object_put(st.result);
         json_object_put(blk.result);
         json_object_put(hmp.result);
         json_object_put(quit.result);
         qmp_unref(q);
-        unlink(path);
-        unlink(logpath);
+        sock = strprintf("%s/qmp.sock", dir);
+        log = strprintf("%s/qemu.log", dir);
+        check(sock && log);
+        unlink(sock);
+        unlink(log);
         rmdir(dir);
 }
 

@@ -84,19 +84,7 @@ def check_data(img, size):
         raise RuntimeError('%s does not hold the data after the job: %s' % (img, (r.stdout + r.stderr)[-300:]))
 
 
-class TimedRecorder(q.SignalRecorder):
-    """Notes when each signal was dispatched."""
-
-    def __init__(self, client):
-        self.times = []
-        super().__init__(client)
-
-    def _on_signal(self, conn, sender, path, interface, member, params):
-        n = len(self.records)
-        super()._on_signal(conn, sender, path, interface, member, params)
-        if len(self.records) > n:
-            self.times.append(time.monotonic())
-
+class TimedRecorder(q.TimedRecorder):
     def first_state(self, path, state):
         for s, t in zip(self.records, self.times):
             if s.path == path and s.member == 'PropertiesChanged' and s.args[1].get('State') == state:

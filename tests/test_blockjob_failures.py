@@ -141,13 +141,7 @@ class QemuKilledTest(FailureTestCase):
     def test_qemu_killed_with_jobs_on_two_disks(self):
         # Both jobs end failed, once each, whatever each was doing.
         h = self.h
-        dom, base, mid, top = self.make_chain(filler_mib=8, start=False)
-        bbase = h.create_image('b-base.qcow2')
-        btop = h.create_image('b-top.qcow2', backing=bbase)
-        q.qemu_io_write_pattern(bbase, 0x77, 0, 8 * MiB)
-        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
-        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
-        h.call(dom, D, 'Start', (0,), 't')
+        dom, base, mid, top, bbase, btop = self.make_two_disks(8, filler_mib=8)
         rec = h.record_signals()
         ja = self.pull(dom, 'vda', 1 * MiB)
         jb = self.pull(dom, 'vdb', 1 * MiB)
@@ -254,13 +248,7 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
             h.start_daemon()
         finally:
             del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
-        dom, base, mid, top = self.make_chain(start=False)
-        bbase = h.create_image('b-base.qcow2')
-        btop = h.create_image('b-top.qcow2', backing=bbase)
-        q.qemu_io_write_pattern(bbase, 0x77, 0, 2 * MiB)
-        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
-        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
-        h.call(dom, D, 'Start', (0,), 't')
+        dom, base, mid, top, bbase, btop = self.make_two_disks(2)
         rec = h.record_signals()
         # Throttled, so that the second starts before the first ends (a new
         # job is Busy while one is finishing), then both let go at once.

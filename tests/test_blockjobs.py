@@ -99,20 +99,7 @@ def variant_text(sig, value):
     return GLib.Variant(sig, value).print_(True)
 
 
-class TimedRecorder(q.SignalRecorder):
-    """A SignalRecorder that also notes when each signal was dispatched
-    (wait with q.spin(), never time.sleep(), so that dispatch time is
-    arrival time)."""
-
-    def __init__(self, client):
-        self.times = []
-        super().__init__(client)
-
-    def _on_signal(self, conn, sender, path, interface, member, params):
-        n = len(self.records)
-        super()._on_signal(conn, sender, path, interface, member, params)
-        if len(self.records) > n:
-            self.times.append(time.monotonic())
+TimedRecorder = q.TimedRecorder
 
 
 class BlockJobTestCase(q.QsnapTestCase):
@@ -137,6 +124,20 @@ class BlockJobTestCase(q.QsnapTestCase):
         if start:
             h.call(dom, D, 'Start', (0,), 't')
         return dom, base, mid, top
+
+    def make_two_disks(self, vdb_mib, filler_mib=0):
+        """make_chain() on vda plus vdb: b-base (0x77 in its first vdb_mib
+        MiB) <- b-top, the domain redefined with both and started. Returns
+        (dom, base, mid, top, bbase, btop)."""
+        h = self.h
+        dom, base, mid, top = self.make_chain(filler_mib=filler_mib, start=False)
+        bbase = h.create_image('b-base.qcow2')
+        btop = h.create_image('b-top.qcow2', backing=bbase)
+        q.qemu_io_write_pattern(bbase, 0x77, 0, vdb_mib * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        return dom, base, mid, top, bbase, btop
 
     # ---- calls
     def pull(self, dom, disk='vda', bandwidth=0, flags=0):
@@ -738,13 +739,7 @@ class ControlTest(BlockJobTestCase):
         # vda (only vda is Busy), both end completed, each chain is right,
         # and the guest keeps running.
         h = self.h
-        dom, base, mid, top = self.make_chain(start=False)
-        bbase = h.create_image('b-base.qcow2')
-        btop = h.create_image('b-top.qcow2', backing=bbase)
-        q.qemu_io_write_pattern(bbase, 0x77, 0, 2 * MiB)
-        xml = q.domain_xml('vm', [q.Disk('vda', top), q.Disk('vdb', btop)])
-        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
-        h.call(dom, D, 'Start', (0,), 't')
+        dom, base, mid, top, bbase, btop = self.make_two_disks(2)
         rec = h.record_signals()
         ja = self.pull(dom, 'vda', 2 * MiB)     # ~1 s each: they end at about the same time
         jb = self.pull(dom, 'vdb', 2 * MiB)

@@ -547,6 +547,22 @@ class SignalRecorder:
                    for s in self.records)
 
 
+class TimedRecorder(SignalRecorder):
+    """A SignalRecorder that also notes when each signal was dispatched
+    (wait with spin(), never time.sleep(), so that dispatch time is
+    arrival time)."""
+
+    def __init__(self, client):
+        self.times = []
+        super().__init__(client)
+
+    def _on_signal(self, conn, sender, path, interface, member, params):
+        n = len(self.records)
+        super()._on_signal(conn, sender, path, interface, member, params)
+        if len(self.records) > n:
+            self.times.append(time.monotonic())
+
+
 class Client:
     """A Gio connection to the private bus (what GUIs use)."""
 

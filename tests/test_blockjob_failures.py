@@ -173,7 +173,7 @@ class BothKilledTest(FailureTestCase):
         pid = h.qemu_pid(dom)
         h.kill_daemon()
         os.kill(pid, signal.SIGKILL)
-        q.spin(lambda: not os.path.exists('/proc/%d' % pid), 10)
+        q.wait_until(lambda: not q._alive(pid), 10, 'the killed QEMU %d is gone' % pid)
         h.start_daemon()
         self.assertEqual(self.dprop(dom, 'State'), 'crashed')
         self.assert_job_lingers(dom, job, 'failed', 'after both died')

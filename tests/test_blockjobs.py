@@ -341,8 +341,7 @@ class BlockJobTestCase(q.QsnapTestCase):
 
     def assert_guest_reads(self, dom, patterns, what):
         for p, off, n in patterns:
-            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', p, off, n),
-                            '%s: the guest does not read 0x%02x at %d+%d' % (what, p, off, n))
+            self.h.verify_pattern_live(dom, 'vda', p, off, n, what)
 
     def assert_clean(self, *images):
         for img in images:
@@ -615,8 +614,7 @@ class ControlTest(BlockJobTestCase):
         self.assertEqual(self.jprop(job, 'State'), 'running')
         # Paused first: QEMU refuses a plain block-job-cancel of a paused job.
         h.call(job, J, 'Pause')
-        q.spin(lambda: self.jprop(job, 'State') == 'paused', 10)
-        self.assertEqual(self.jprop(job, 'State'), 'paused')
+        q.wait_until(lambda: self.jprop(job, 'State') == 'paused', 10, 'State paused after Pause')
         h.call(job, J, 'Abort', (0,), 't')
         with self.subTest('Abort without ASYNC returns once the job is over (libvirt\'s meaning)'):
             try:

@@ -65,7 +65,8 @@ class DeleteTestCase(SnapshotTestCase):
         if path != '/':
             self.assertIn('/job/snapshot_2edelete_2d', path)
             self.assertEqual(self.h.get_property(path, J, 'Type'), 'snapshot-delete')
-            q.spin(lambda: self.h.get_property(path, J, 'State') in ('completed', 'failed', 'canceled'), timeout)
+            q.wait_until(lambda: self.h.get_property(path, J, 'State') in ('completed', 'failed', 'canceled'), timeout,
+                         'the delete job %s ends' % path)
             self.assertEqual(self.h.get_property(path, J, 'State'), 'completed',
                              self.h.get_property(path, J, 'Error'))
             self.assertEqual(self.h.get_property(path, J, 'Cur'), self.h.get_property(path, J, 'End'))
@@ -108,17 +109,30 @@ class DeleteTestCase(SnapshotTestCase):
                     self.assertTrue(os.path.exists(f), '%s names %s, which is gone' %
                                     (self.h.get_property(p, S, 'Name'), f))
 
-    def assert_all(self, dom, expected, n_layers, msg=''):
+    @staticmethod
+    def layers(k, bulk=None):
+        """What a file holding layers 0..k-1 reads: pattern 0xA0+i at i MiB
+        (LEN bytes), plus bulk (byte, offset, length, first layer it belongs
+        to) when k is past that layer."""
+        patterns = [(0xA0 + i, i * MiB, LEN) for i in range(k)]
+        if bulk and k > bulk[3]:
+            patterns.append(bulk[:3])
+        return patterns
+
+    def assert_all(self, dom, expected, n_layers, msg='', bulk=None):
         """expected: {snapshot name: k} — its frozen file holds patterns
-        0..k-1. The active file holds 0..n_layers-1."""
+        0..k-1. The active file holds 0..n_layers-1. Each is compared
+        whole against a reference of exactly those patterns."""
         for name, k in expected.items():
             snap = self.snap_path(dom, name)
             f = self.frozen(snap)
             self.assertTrue(os.path.exists(f), '%s: %s froze %s, which is gone' % (msg, name, f))
             self.assert_layer(f, [(0xA0 + i, i * MiB) for i in range(k)], [i * MiB for i in range(k, n_layers)],
                               '%s %s' % (msg, name))
+            self.assert_disk_is(f, self.layers(k, bulk), '%s %s' % (msg, name))
         active = self.active(dom)['vda']
         self.assert_layer(active, [(0xA0 + i, i * MiB) for i in range(n_layers)], [], msg + ' active')
+        self.assert_disk_is(active, self.layers(n_layers, bulk), msg + ' active')
         self.assert_check_clean(*self.chain_files(active))
         self.assert_disks_agree(dom, msg)
         self.assert_metadata_files_exist(dom)
@@ -399,13 +413,13 @@ class CrashTest(DeleteTestCase):
         pids = [p for p in q._pids_mentioning(h.image_path('kq.s2')) if 'qemu-img' in (q._proc_cmdline(p) or '')]
         self.assertTrue(pids, 'no qemu-img commit seen')
         h.kill_daemon()
-        q.spin(lambda: not any(q._alive(p) for p in pids), 10)
-        self.assertFalse(any(q._alive(p) for p in pids), 'qemu-img outlived qsnapd')
+        q.wait_until(lambda: not any(q._alive(p) for p in pids), 10, 'qemu-img ends with the qsnapd that ran it')
         h.start_daemon()
         self.assertTrue(q.spin(lambda: not os.path.exists(self.journal(dom)) and 's2' not in self.names(dom), 60))
-        q.spin(lambda: all(h.get_property(j, J, 'State') != 'running' for j in self.dprop(dom, 'Jobs')), 60)
+        q.wait_until(lambda: all(h.get_property(j, J, 'State') != 'running' for j in self.dprop(dom, 'Jobs')), 60,
+                     'every job of the domain ended')
         self.assertEqual(self.names(dom), ['s1', 's3'])
-        self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after the restart')
+        self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after the restart', bulk=(0x77, 8 * MiB, 8 * MiB, 2))
         self.assert_layer(self.frozen(self.snap_path(dom, 's3')), [(0x77, 8 * MiB)], [], 'the bulk')
         with open(h.daemon_log, errors='replace') as f:
             log = f.read()
@@ -425,14 +439,14 @@ class CrashTest(DeleteTestCase):
         finally:
             del os.environ['QSNAPD_TEST_DELETE_SPEED']
         job = h.call(s3, S, 'Delete', (0,), 't')
-        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         h.restart_daemon(kill=False)
         self.assertEqual(h.daemon_exit_problems(), [])
         self.assertTrue(q.spin(lambda: 's3' not in self.names(dom) and not os.path.exists(self.journal(dom)), 60))
-        q.spin(lambda: all(h.get_property(j, J, 'State') not in ('running', 'ready')
-                           for j in self.dprop(dom, 'Jobs')), 60)
+        q.wait_until(lambda: all(h.get_property(j, J, 'State') not in ('running', 'ready')
+                                 for j in self.dprop(dom, 'Jobs')), 60, 'every job of the domain ended')
         self.assertEqual(self.dprop(dom, 'State'), 'running')
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after SIGTERM')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after SIGTERM', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
         for k in range(4):
             h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
         h.verify_pattern_live(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
@@ -454,7 +468,7 @@ class CrashTest(DeleteTestCase):
 
         job = h.call(s3, S, 'Delete', (0,), 't')
         self.assertNotEqual(job, '/')
-        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         self.assertEqual(h.get_property(job, J, 'State'), 'running')
         h.call(job, J, 'Abort', (0,), 't')
         # without ASYNC, Abort returns when the job is over (libvirt)
@@ -464,27 +478,27 @@ class CrashTest(DeleteTestCase):
         ok, reason, _ = self.check_delete(s3)
         self.assertTrue(ok, reason)
         # (s3's own frozen file took part of the commit: decisions.md)
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after abort')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after abort', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
         for k in range(4):
             h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
 
         # again, and QEMU dies in the middle
         pid = h.qemu_pid(dom)
         job = h.call(s3, S, 'Delete', (0,), 't')
-        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         os.kill(pid, 9)
-        q.spin(lambda: h.get_property(job, J, 'State') not in ('running', 'ready'), 30)
+        q.wait_until(lambda: h.get_property(job, J, 'State') not in ('running', 'ready'), 30, 'the merge job ends')
         self.assertEqual(h.get_property(job, J, 'State'), 'failed')
-        q.spin(lambda: self.dprop(dom, 'State') != 'running', 30)
+        q.wait_until(lambda: self.dprop(dom, 'State') == 'crashed', 30, 'the domain whose QEMU was killed is crashed')
         self.assertIn('s3', self.names(dom))
         self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')))
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after QEMU died')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after QEMU died', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
 
         # deletable again, shut off (qemu-img) and the data is all there
         h.restart_daemon(kill=False)
         self.delete(s3)
         self.assertEqual(self.names(dom), ['s1', 's2'])
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'deleted after all')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'deleted after all', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
         self.assert_layer(self.active(dom)['vda'], [(0x77, 8 * MiB)], [], 'the bulk')
 
 class LiveTreeTest(DeleteTestCase):
@@ -778,27 +792,38 @@ class InternalTest(DeleteTestCase):
         self.assertEqual(qemu_img_snapshot_tags(a), ['i0', 'i2'])
         self.assertEqual(h.get_property(self.snap_path(dom, 'i2'), S, 'Parent'), self.snap_path(dom, 'i0'))
         self.assert_check_clean(a)
-        # the other tags keep their data
+        # the other tags keep their data, whole, and so does the disk
+        self.assert_internal_is(a, 'i0', self.layers(1), 'i0 after deleting i1')
+        self.assert_internal_is(a, 'i2', self.layers(3), 'i2 after deleting i1')
+        self.assert_disk_is(a, self.layers(3), 'the disk after deleting i1')
         r = q.run([q.QEMU_IMG, 'snapshot', '-a', 'i0', a])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assert_layer(a, [(0xA0, 0)], [MiB, 2 * MiB], 'i0 applied')
+        self.assert_disk_is(a, self.layers(1), 'i0 applied')
 
     def test_internal_live(self):
         h = self.h
         a = h.create_image('live.qcow2')
         dom = h.define_domain('live', [q.Disk('vda', a)])
         self.start(dom)
-        for k in range(2):
+        for k in range(3):
             self.write(dom, 'vda', 0xA0 + k, k * MiB)
             self.create(dom, snap_xml('l%d' % k))
-        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l1'])
+        self.write(dom, 'vda', 0xA3, 3 * MiB)
+        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l1', 'l2'])
         self.assertEqual(self.delete(self.snap_path(dom, 'l1')), '/')
-        self.assertEqual(qemu_img_snapshot_tags(a), ['l0'])
-        self.assertEqual(self.names(dom), ['l0'])
-        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), self.snap_path(dom, 'l0'))
-        h.verify_pattern_live(dom, 'vda', 0xA1, MiB, LEN)
+        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l2'])
+        self.assertEqual(self.names(dom), ['l0', 'l2'])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), self.snap_path(dom, 'l2'))
+        self.assertEqual(h.get_property(self.snap_path(dom, 'l2'), S, 'Parent'), self.snap_path(dom, 'l0'))
+        # the guest reads every layer, the tags left keep theirs, whole
+        for k in range(4):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN, 'after the live delete of l1')
+        self.assert_internal_is(a, 'l0', self.layers(1), 'l0 after deleting l1')
+        self.assert_internal_is(a, 'l2', self.layers(3), 'l2 after deleting l1')
         self.stop(dom)
         self.assert_check_clean(a)
+        self.assert_disk_is(a, self.layers(4), 'the disk after the live delete')
 
 
 class FlagsTest(DeleteTestCase):
@@ -884,7 +909,7 @@ class RefusalTest(DeleteTestCase):
             self.assertEqual(self.names(dom), ['s1', 's2'])
         finally:
             h.call(job, J, 'Abort', (0,), 't')
-        q.spin(lambda: self.check_delete(s1)[0], 30)
+        q.wait_until(lambda: self.check_delete(s1)[0], 30, 'CheckDelete allows s1 once the aborted job is gone')
         self.delete(s1)
         self.assertEqual(self.names(dom), ['s2'])
         self.assert_all(dom, {'s2': 2}, 3, 'after the job')

@@ -53,8 +53,8 @@ class LifecycleTest(q.QsnapTestCase):
         self.assertIn('qemu-system', read('/proc/%d/cmdline' % pid))
 
         h.write_pattern_live(path, 'vda', 0xa1, 0, 1 << 20)
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0xa1, 0, 1 << 20))
-        self.assertFalse(h.verify_pattern_live(path, 'vda', 0xa2, 0, 1 << 20))
+        h.verify_pattern_live(path, 'vda', 0xa1, 0, 1 << 20)
+        h.verify_not_pattern_live(path, 'vda', 0xa2, 0, 1 << 20)
 
         h.call(path, q.DOMAIN_IFACE, 'Pause')
         self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'paused')
@@ -163,10 +163,10 @@ class LifecycleTest(q.QsnapTestCase):
         rec.wait_for_property(path, 'Disks')
         self.assertEqual(os.stat(overlay).st_mode & 0o777, 0o600)
 
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0x11, 0, 1 << 20))
+        h.verify_pattern_live(path, 'vda', 0x11, 0, 1 << 20)
         h.write_pattern_live(path, 'vda', 0x22, 0, 1 << 20)
         h.write_pattern_live(path, 'vdb', 0x33, 0, 1 << 20)
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0x22, 0, 1 << 20))
+        h.verify_pattern_live(path, 'vda', 0x22, 0, 1 << 20)
         h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
 
         self.assertFalse(os.path.exists(overlay))

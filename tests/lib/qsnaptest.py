@@ -431,6 +431,15 @@ def spin(predicate, timeout):
         time.sleep(0.01)
 
 
+def wait_until(predicate, timeout, what):
+    """spin() that cannot be ignored: the predicate's true value, or
+    AssertionError naming what did not happen within timeout seconds."""
+    value = spin(predicate, timeout)
+    if not value:
+        raise AssertionError('%s: not so within %.0f s' % (what, timeout))
+    return value
+
+
 class PendingCall:
     """An asynchronous call; wait() returns its unpacked result or raises."""
 
@@ -769,10 +778,34 @@ def qemu_img_check(path, fmt='qcow2', force_share=False):
     return r.returncode == 0, (r.stdout + r.stderr).strip()
 
 
-def qemu_img_compare(a, b, force_share=True):
-    """(identical, output) of qemu-img compare."""
-    r = run([QEMU_IMG, 'compare'] + (['-U'] if force_share else []) + [a, b])
+def qemu_img_compare(a, b, force_share=True, fmt_a=None, fmt_b=None):
+    """(identical, output) of qemu-img compare (formats probed unless given)."""
+    argv = [QEMU_IMG, 'compare'] + (['-U'] if force_share else [])
+    argv += (['-f', fmt_a] if fmt_a else []) + (['-F', fmt_b] if fmt_b else [])
+    r = run(argv + [a, b])
     return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
+def write_reference(path, size, patterns):
+    """A sparse raw image of size bytes holding exactly patterns, each
+    (byte, offset, length), and zeros everywhere else: what a whole disk
+    must read at one point in time, for qemu-img compare."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for pattern, offset, length in patterns:
+            f.seek(offset)
+            f.write(bytes([pattern]) * length)
+    return path
+
+
+def qemu_img_internal_snapshot_copy(image, tag, out):
+    """The contents of internal snapshot tag of image (with its backing
+    chain) as a raw file out (qemu-img convert -l): RuntimeError when
+    qemu-img cannot read it."""
+    r = run([QEMU_IMG, 'convert', '-U', '-f', 'qcow2', '-l', 'snapshot.name=' + tag, '-O', 'raw', image, out])
+    if r.returncode != 0:
+        raise RuntimeError('qemu-img convert -l snapshot.name=%s %s: %s' % (tag, image, r.stderr.strip()))
+    return out
 
 
 def qemu_io(image, command, fmt='qcow2', read_only=True, force_share=True):
@@ -1441,13 +1474,31 @@ class Harness:
         if reply.strip():
             raise RuntimeError('HMP qemu-io flush on %s: %s' % (target, reply.strip()))
 
-    def verify_pattern_live(self, domain_path, target, pattern, offset, length, timeout=30.0):
-        """True when the running guest's disk target reads back pattern
-        (QEMU's qemu-io prints the verdict into the domain's log)."""
+    def _read_pattern_live(self, domain_path, target, pattern, offset, length, timeout):
+        """qemu-io's answer to read -P in the guest's QEMU: True when the
+        disk holds pattern, False on "Pattern verification failed";
+        RuntimeError when the read itself failed."""
         text = self._qemu_io_live(domain_path, target, 'read -P 0x%02x %d %d' % (pattern, offset, length),
                                   r'read \d+/\d+ bytes at offset %d|read failed' % offset, timeout)
-        return ('Pattern verification failed' not in text
-                and 'read %d/%d bytes at offset %d' % (length, length, offset) in text)
+        if 'Pattern verification failed' in text:
+            return False
+        if 'read %d/%d bytes at offset %d' % (length, length, offset) not in text:
+            raise RuntimeError('live read on %s failed: %s' % (target, text.strip()))
+        return True
+
+    def verify_pattern_live(self, domain_path, target, pattern, offset, length, what='', timeout=30.0):
+        """The running guest's disk target reads back pattern in
+        [offset, offset+length) (QEMU's qemu-io prints the verdict into the
+        domain's log); AssertionError saying what was expected otherwise."""
+        if not self._read_pattern_live(domain_path, target, pattern, offset, length, timeout):
+            raise AssertionError('%s%s of %s does not read 0x%02x at %d+%d (qemu-io: Pattern verification failed)'
+                                 % (what + ': ' if what else '', target, domain_path, pattern, offset, length))
+
+    def verify_not_pattern_live(self, domain_path, target, pattern, offset, length, what='', timeout=30.0):
+        """The opposite: the read succeeds and finds other data there."""
+        if self._read_pattern_live(domain_path, target, pattern, offset, length, timeout):
+            raise AssertionError('%s%s of %s reads 0x%02x at %d+%d, which it must not'
+                                 % (what + ': ' if what else '', target, domain_path, pattern, offset, length))
 
 
 class QsnapTestCase(unittest.TestCase):

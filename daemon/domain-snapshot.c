@@ -660,6 +660,7 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                 if (changed) {
                         (void) domain_save_disks(d);
                         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+                        crash_point("create:disks");
                 }
 
                 if (!(p->flags & SNAPSHOT_CREATE_NO_METADATA)) {
@@ -673,6 +674,7 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                                          d->def->name, snapshot_name(s),
                                          (now_usec(CLOCK_MONOTONIC) - p->started_usec) / 1000.0, p->qemu_usec / 1000.0);
                                 manager_notify_snapshot_added(d->manager, d, s);
+                                crash_point("create:metadata");
                         }
                 }
         }
@@ -777,9 +779,11 @@ static void plan_execute_offline(SnapshotPlan *p) {
         r = plan_write_intent(p);
         if (r < 0)
                 return plan_finish(p, r, "Cannot record the snapshot's intent.");
+        crash_point("create:intent");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
+        crash_point("create:overlays");
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
@@ -865,6 +869,7 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         for (size_t i = 0; i < p->n_disks; i++)
                 p->disks[i].added = p->disks[i].created = false;
         p->memory_created = false;
+        crash_point("create:switched");
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
                 /* The reply waits for the guest to run again. */
                 p->stopped = false;
@@ -945,6 +950,7 @@ static void plan_migration_done(SnapshotPlan *p, const char *status, const char 
                 p->subscription = 0;
                 /* QEMU is in postmigrate now: paused, memory saved. */
                 p->stopped = p->was_running;
+                crash_point("create:memory");
                 plan_add_overlays(p);
         } else if (STR_IN_SET(status, "failed", "cancelled")) {
                 int r = out_of_space(p->memory_file) ? -ENOSPC : -EIO;
@@ -1108,9 +1114,11 @@ static void plan_nodes_known(SnapshotPlan *p) {
         r = plan_write_intent(p);
         if (r < 0)
                 return plan_finish(p, r, "Cannot record the snapshot's intent.");
+        crash_point("create:intent");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
+        crash_point("create:overlays");
         if (p->memory == SNAPSHOT_LOCATION_EXTERNAL)
                 return plan_save_memory(p);
         plan_add_overlays(p);
@@ -1168,6 +1176,7 @@ static int on_plan_start(sd_event_source *s, void *userdata) {
         SnapshotPlan *p = userdata;
 
         p->defer = sd_event_source_disable_unref(p->defer);
+        crash_point("create:start");
         p->started_usec = now_usec(CLOCK_MONOTONIC);
         p->was_running = p->domain->state == DOMAIN_RUNNING;
         if (!p->live)

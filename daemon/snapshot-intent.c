@@ -4,9 +4,10 @@
  * file or node it writes what it is about to do to
  * <state>/ops/<uuid>.snapshot-create (crash-safely), and removes that file
  * once it finished or rolled back. A qsnapd that finds the file at
- * start-up, after re-attaching to the QEMU, finishes the snapshot when QEMU
- * switched the disks already (each disk's root node is the planned
- * overlay node) and rolls it back otherwise: planned nodes deleted, files
+ * start-up, after re-attaching to the QEMU, finishes the snapshot when the
+ * disks were switched already (each disk's root node in QEMU is the planned
+ * overlay node; without a QEMU, the stored definition names the planned
+ * overlay) and rolls it back otherwise: planned nodes deleted, files
  * made for it removed, and a guest stopped for the memory save resumed.
  * No state ever needs a person to clear it.
  */
@@ -92,7 +93,7 @@ static void recovery_roll_back(Recovery *rc) {
         }
         if (mem && unlink(mem) >= 0)
                 log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
-        log_notice("Domain '%s': rolled back a snapshot interrupted before QEMU switched the disks.", d->def->name);
+        log_notice("Domain '%s': rolled back a snapshot interrupted before the disks were switched.", d->def->name);
 }
 
 /* QEMU switched: record what the interrupted qsnapd could not. */
@@ -133,13 +134,24 @@ static void recovery_roll_forward(Recovery *rc) {
                         log_error_errno(r, "Domain '%s': cannot record the interrupted snapshot: %s", d->def->name,
                                         strna(message));
         }
-        log_notice("Domain '%s': finished a snapshot interrupted after QEMU switched the disks.", d->def->name);
+        log_notice("Domain '%s': finished a snapshot interrupted after the disks were switched.", d->def->name);
+}
+
+/* The metadata are stored only after the disks switched: a snapshot
+ * whose metadata made it is finished, whatever kind it is. */
+static bool recovery_recorded(Recovery *rc) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *xml = json_get_string(rc->intent, "snapshot_xml");
+
+        return xml && snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message) >= 0 &&
+               snapshot_tree_find(&rc->domain->snapshots, def->name);
 }
 
 static void recovery_end(Recovery *rc) {
         Domain *d = rc->domain;
 
-        if (rc->switched == rc->n_disks && rc->n_disks > 0)
+        if ((rc->switched == rc->n_disks && rc->n_disks > 0) || recovery_recorded(rc))
                 recovery_roll_forward(rc);
         else
                 recovery_roll_back(rc);
@@ -193,7 +205,16 @@ int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata) {
         rc->n_disks = json_get_array(rc->intent, "disks", &disks);
         log_notice("Domain '%s': a snapshot was interrupted; checking how far it got.", d->def->name);
 
-        /* Without a QEMU to ask, nothing was switched that qsnapd knows of. */
+        /* Without a QEMU to ask (a shut-off domain), the stored definition
+         * tells: a disk it runs on the planned overlay was switched. */
+        for (size_t i = 0; !d->qmp && i < rc->n_disks; i++) {
+                json_object *e = intent_disk(rc->intent, i);
+                const char *target = json_get_string(e, "target"), *overlay = json_get_string(e, "overlay");
+                const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
+
+                if (disk && overlay && streq(disk->source, overlay))
+                        rc->switched++;
+        }
         for (size_t i = 0; d->qmp && i < rc->n_disks; i++) {
                 const char *target = json_get_string(intent_disk(rc->intent, i), "target");
                 RecoveryCall *c = new0(RecoveryCall, 1);

@@ -50,6 +50,7 @@ query-block.
 
 import contextlib
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -1005,6 +1006,203 @@ class ConcurrencyTest(SnapshotTestCase):
         # and the next snapshot works
         self.create(dom, snap_xml('next'), DISK_ONLY)
         self.assert_disks_agree(dom, 'after the next snapshot')
+
+
+# What the qsnapd started after a crash in CreateSnapshot does with the
+# intent journal (daemon/snapshot-intent.c), and what is left.
+TAKEN, NOT_TAKEN = 'taken', 'not taken'
+FINISHED = 'finished a snapshot interrupted after the disks were switched'
+ROLLED_BACK = 'rolled back a snapshot interrupted before the disks were switched'
+NOTHING = None          # no intent (yet): the next qsnapd has nothing to recover
+
+
+class CrashTest(SnapshotTestCase):
+    """kill -9 of qsnapd at each step of CreateSnapshot
+    (QSNAPD_TEST_CRASH_AT=create:<step>): the next qsnapd finishes the
+    snapshot or rolls it back, exactly as written beside each point; then
+    the data (whole disks against references), the chain (Disks, qemu-img
+    info, QEMU), the metadata (list, properties, XML), the files and the
+    log line of the recovery are checked, and the next snapshot works."""
+
+    # point              the snapshot  what the next qsnapd logs
+    LIVE_DISK_ONLY = (
+        ('create:start',    NOT_TAKEN, NOTHING),      # before the intent: nothing was touched
+        ('create:intent',   NOT_TAKEN, ROLLED_BACK),  # intent written, nothing made yet
+        ('create:overlays', NOT_TAKEN, ROLLED_BACK),  # overlay made, QEMU never saw it: removed
+        ('create:switched', TAKEN,     FINISHED),     # QEMU runs on the overlay: definition and metadata recorded
+        ('create:disks',    TAKEN,     FINISHED),     # definition stored, metadata not yet: recorded
+        ('create:metadata', TAKEN,     FINISHED),     # all done but removing the intent
+    )
+    LIVE_FULL_SYSTEM = (
+        ('create:memory',   NOT_TAKEN, ROLLED_BACK),  # memory saved, disks not switched: overlay and memory file go
+        ('create:switched', TAKEN,     FINISHED),     # switched in postmigrate: recorded, the guest runs again
+    )
+    OFFLINE_DISK_ONLY = (
+        ('create:start',    NOT_TAKEN, NOTHING),
+        ('create:intent',   NOT_TAKEN, ROLLED_BACK),
+        ('create:overlays', NOT_TAKEN, ROLLED_BACK),  # qemu-img made the overlay: removed
+        ('create:disks',    TAKEN,     FINISHED),     # the stored definition names the overlay: recorded
+        ('create:metadata', TAKEN,     FINISHED),
+    )
+    INTERNAL = (
+        # (live, point, ...): the snapshot-save job of a running domain writes no intent
+        (False, 'create:intent',   NOT_TAKEN, ROLLED_BACK),  # before qemu-img snapshot -c
+        (False, 'create:metadata', TAKEN,     FINISHED),     # tag and metadata there: nothing to undo
+        (True,  'create:metadata', TAKEN,     NOTHING),      # live: no intent, the metadata made it
+    )
+
+    def crash_create(self, dom, name, xml_text, flags, point):
+        mark, _ = self.h.crash_at(point, dom, D, 'CreateSnapshot', (xml_text, flags), 'st', timeout=90)
+        return mark
+
+    def assert_recovery(self, mark, recovery, point):
+        h = self.h
+        log = h.daemon_log_since(mark)
+        if recovery is NOTHING:
+            # the new qsnapd took its bus name: start-up recovery is over
+            self.assertNotIn('a snapshot was interrupted', log, '%s: there was no intent to recover' % point)
+        else:
+            h.wait_for_log(r"a snapshot was interrupted; checking how far it got", mark)
+            h.wait_for_log(re.escape(recovery), mark)
+            other = ROLLED_BACK if recovery == FINISHED else FINISHED
+            self.assertNotIn(other, h.daemon_log_since(mark), point)
+
+    def assert_after(self, dom, name, outcome, overlays, base_patterns, point, memory_file=None, live=True):
+        """outcome TAKEN: the snapshot is listed, current, its XML names the
+        overlays, the disks run on them; NOT_TAKEN: nothing of it is left.
+        overlays: {target: (frozen file, planned overlay)}."""
+        h = self.h
+        self.assertEqual(self.stray_state_files(dom), [], '%s: the intent journal is left' % point)
+        snaps = h.call(dom, D, 'ListSnapshots', (0,), 't')
+        active = self.active(dom)
+        if outcome == TAKEN:
+            self.assertEqual([self.props(p)['Name'] for p in snaps], [name], point)
+            path = snaps[0]
+            self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), path, point)
+            self.assertTrue(self.props(path)['IsCurrent'], point)
+            root = self.assert_snapshot_xml(path)
+            self.assertEqual(root.findtext('name'), name)
+            xml_disks = {d.get('name'): d for d in root.find('disks')}
+            for target, (frozen, overlay) in overlays.items():
+                self.assertEqual(active[target], overlay, '%s: %s does not run on its overlay' % (point, target))
+                self.assertEqual(self.chain_files(overlay)[1], frozen, point)
+                self.assertEqual(xml_disks[target].get('snapshot'), 'external', point)
+                self.assertEqual(xml_disks[target].find('source').get('file'), overlay, point)
+            if memory_file:
+                self.assertEqual(root.find('memory').attrib, {'snapshot': 'external', 'file': memory_file}, point)
+                with open(memory_file, 'rb') as f:
+                    self.assertEqual(f.read(4), b'QEVM', '%s: the memory file is not a migration stream' % point)
+        else:
+            self.assertEqual(snaps, [], point)
+            self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), '/', point)
+            for target, (frozen, overlay) in overlays.items():
+                self.assertEqual(active[target], frozen, '%s: %s left its file' % (point, target))
+                self.assertFalse(os.path.exists(overlay), '%s: overlay %s left behind' % (point, overlay))
+            if memory_file:
+                self.assertFalse(os.path.exists(memory_file), '%s: memory file left behind' % point)
+        self.assert_disks_agree(dom, point)
+        for target, (frozen, overlay) in overlays.items():
+            self.assert_disk_is(frozen, base_patterns, '%s: what %s froze' % (point, target))
+            self.assert_disk_is(active[target], base_patterns, '%s: %s' % (point, target))
+            self.assert_check_clean(*self.chain_files(active[target]))
+        if live:
+            self.assertTrue(q.wait_until(lambda: self.dprop(dom, 'State') == 'running', 10,
+                                         '%s: the guest runs again' % point))
+            self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running', point)
+            self.assertEqual(self.qemu_chains(dom), {t: self.chain_files(f) for t, f in active.items()}, point)
+
+    def test_live_disk_only(self):
+        h = self.h
+        for point, outcome, recovery in self.LIVE_DISK_ONLY:
+            with self.subTest(point=point):
+                tag = point.split(':')[1]
+                a = h.create_image('l%s.qcow2' % tag)
+                dom = h.define_domain('l' + tag, [q.Disk('vda', a)])
+                self.start(dom)
+                self.write(dom, 'vda', 0xa0, 0)
+                mark = self.crash_create(dom, 's', snap_xml('s'), DISK_ONLY, point)
+                self.assert_recovery(mark, recovery, point)
+                overlay = h.image_path('l%s.s' % tag)
+                self.assert_after(dom, 's', outcome, {'vda': (a, overlay)}, [(0xa0, 0)], point)
+                # the guest writes on, into the active file only
+                self.write(dom, 'vda', 0xa1, MiB)
+                self.assert_disk_is(self.active(dom)['vda'], [(0xa0, 0), (0xa1, MiB)], point + ', written on')
+                self.assert_disk_is(a, [(0xa0, 0)] + ([] if outcome == TAKEN else [(0xa1, MiB)]), point + ', base')
+                # and the next snapshot works
+                self.create(dom, snap_xml('next'), DISK_ONLY)
+                self.assert_disks_agree(dom, point + ', the next snapshot')
+                self.stop(dom)
+
+    def test_live_full_system(self):
+        h = self.h
+        for point, outcome, recovery in self.LIVE_FULL_SYSTEM:
+            with self.subTest(point=point):
+                tag = point.split(':')[1]
+                a = h.create_image('m%s.qcow2' % tag)
+                dom = h.define_domain('m' + tag, [q.Disk('vda', a)])
+                self.start(dom)
+                self.write(dom, 'vda', 0xa0, 0)
+                mem = h.image_path('m%s.mem' % tag)
+                mark = self.crash_create(dom, 'f', snap_xml('f', memory='external', memory_file=mem), 0, point)
+                self.assert_recovery(mark, recovery, point)
+                overlay = h.image_path('m%s.f' % tag)
+                self.assert_after(dom, 'f', outcome, {'vda': (a, overlay)}, [(0xa0, 0)], point, memory_file=mem)
+                if outcome == TAKEN:
+                    self.assertEqual(self.props(self.snap_path(dom, 'f'))['State'], 'running', point)
+                self.write(dom, 'vda', 0xa1, MiB)
+                self.assert_disk_is(a, [(0xa0, 0)] + ([] if outcome == TAKEN else [(0xa1, MiB)]), point + ', base')
+                self.create(dom, snap_xml('next'), DISK_ONLY)
+                self.stop(dom)
+
+    def test_offline_disk_only(self):
+        h = self.h
+        for point, outcome, recovery in self.OFFLINE_DISK_ONLY:
+            with self.subTest(point=point):
+                tag = point.split(':')[1]
+                a = h.create_image('o%s.qcow2' % tag)
+                q.qemu_io_write_pattern(a, 0xa0, 0, LEN)
+                dom = h.define_domain('o' + tag, [q.Disk('vda', a)])
+                mark = self.crash_create(dom, 's', snap_xml('s'), DISK_ONLY, point)
+                self.assert_recovery(mark, recovery, point)
+                overlay = h.image_path('o%s.s' % tag)
+                self.assert_after(dom, 's', outcome, {'vda': (a, overlay)}, [(0xa0, 0)], point, live=False)
+                self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+                self.create(dom, snap_xml('next'), DISK_ONLY)
+                self.assert_disks_agree(dom, point + ', the next snapshot')
+
+    def test_internal(self):
+        h = self.h
+        for live, point, outcome, recovery in self.INTERNAL:
+            with self.subTest(point=point, live=live):
+                tag = ('l' if live else 'o') + point.split(':')[1]
+                a = h.create_image('i%s.qcow2' % tag)
+                dom = h.define_domain('i' + tag, [q.Disk('vda', a)])
+                if live:
+                    self.start(dom)
+                    self.write(dom, 'vda', 0xa0, 0)
+                else:
+                    q.qemu_io_write_pattern(a, 0xa0, 0, LEN)
+                mark = self.crash_create(dom, 'i', snap_xml('i'), 0, point)
+                self.assert_recovery(mark, recovery, point)
+                self.assertEqual(self.stray_state_files(dom), [], point)
+                self.assertEqual(self.active(dom), {'vda': a}, point)
+                self.assert_disks_agree(dom, point)
+                names = [self.props(p)['Name'] for p in h.call(dom, D, 'ListSnapshots', (0,), 't')]
+                if outcome == TAKEN:
+                    self.assertEqual(names, ['i'], point)
+                    p = self.props(self.snap_path(dom, 'i'))
+                    self.assertEqual((p['Location'], p['Memory'], p['IsCurrent']),
+                                     ('internal', 'internal' if live else 'no', True), point)
+                    self.assertEqual(qemu_img_snapshot_tags(a), ['i'], point)
+                    self.assert_internal_is(a, 'i', [(0xa0, 0)], point)
+                else:
+                    self.assertEqual(names, [], point)
+                    self.assertEqual(qemu_img_snapshot_tags(a), [], point)
+                self.assert_disk_is(a, [(0xa0, 0)], point)
+                self.create(dom, snap_xml('next'))
+                self.assertIn('next', qemu_img_snapshot_tags(a), point)
+                if live:
+                    self.stop(dom)
 
 
 class DiskKindsTest(SnapshotTestCase):

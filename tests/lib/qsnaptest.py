@@ -1169,6 +1169,64 @@ class Harness:
                         problems.append('bus-activated qsnapd %d exited with status %d' % (pid, status))
         return problems
 
+    # ---- qsnapd's log and its crash points
+    def daemon_log_mark(self):
+        """The current end of qsnapd's log, to pass as start= below."""
+        try:
+            return os.path.getsize(self.daemon_log)
+        except FileNotFoundError:
+            return 0
+
+    def daemon_log_since(self, start=0):
+        with open(self.daemon_log, errors='replace') as f:
+            f.seek(start)
+            return f.read()
+
+    def wait_for_log(self, pattern, start=0, timeout=30.0):
+        """The first match of regex pattern in qsnapd's log after offset
+        start, as soon as qsnapd has written it; AssertionError after
+        timeout naming the pattern."""
+        found = spin(lambda: re.search(pattern, self.daemon_log_since(start)), timeout)
+        if not found:
+            raise AssertionError('qsnapd did not log %r within %.0f s; its log since then:\n%s'
+                                 % (pattern, timeout, self.daemon_log_since(start)[-4000:]))
+        return found
+
+    def crash_at(self, point, path, iface, method, args=None, sig=None, timeout=60.0, start_again=True):
+        """Restarts qsnapd (SIGTERM) with QSNAPD_TEST_CRASH_AT=point, makes
+        the call, and waits until that qsnapd killed itself at point (gone,
+        its log saying "Crash point <point> reached": a point that does not
+        exist fails here). Then a new qsnapd starts (start_again), and
+        recovers at start-up. Returns (the log offset where the new qsnapd
+        starts, the call's outcome: its result or the DBusCallError)."""
+        self.stop_daemon()
+        self._wait_name_gone()
+        os.environ['QSNAPD_TEST_CRASH_AT'] = point
+        try:
+            self.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_CRASH_AT']
+        pid = self.daemon_pid()
+        self._signaled.add(pid)
+        mark = self.daemon_log_mark()
+        pending = self.client.call_async(path, iface, method, args, sig, timeout=timeout)
+        if not spin(lambda: not _alive(pid), timeout):
+            raise AssertionError('qsnapd did not kill itself at crash point %s within %.0f s' % (point, timeout))
+        if self._daemon_proc is not None and self._daemon_proc.pid == pid:
+            self._daemon_proc.wait()
+        self._wait_name_gone()
+        if 'Crash point %s reached' % point not in self.daemon_log_since(mark):
+            raise AssertionError('qsnapd died, but not at crash point %s; its log:\n%s'
+                                 % (point, self.daemon_log_since(mark)[-4000:]))
+        try:
+            outcome = pending.wait()
+        except DBusCallError as e:
+            outcome = e
+        mark = self.daemon_log_mark()
+        if start_again:
+            self.start_daemon()
+        return mark, outcome
+
     def acknowledge_daemon_exits(self):
         """Marks every qsnapd exit so far as expected (for tests that make
         it fail on purpose), so that stop() does not report it."""

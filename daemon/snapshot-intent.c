@@ -91,6 +91,10 @@ static void recovery_roll_back(Recovery *rc) {
                 if (overlay && json_get_bool(e, "created") && unlink(overlay) >= 0)
                         log_info("Domain '%s': removed overlay %s of an interrupted snapshot.", d->def->name, overlay);
         }
+        /* QEMU may still be saving the memory: stop that, or it would pause
+         * the guest (postmigrate) once done, into a file that is gone. */
+        if (mem && d->qmp)
+                (void) qmp_cmd_migrate_cancel(d->qmp, NULL, NULL);
         if (mem && unlink(mem) >= 0)
                 log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
         log_notice("Domain '%s': rolled back a snapshot interrupted before the disks were switched.", d->def->name);

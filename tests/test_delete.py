@@ -41,6 +41,7 @@ the metadata names existing files only.
 import contextlib
 import json
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -309,42 +310,102 @@ class ExternalLiveTest(DeleteTestCase):
         self.assert_all(dom, {}, 6, 'stopped')
 
 
+# What the qsnapd started after a crash in Delete does with the journal
+# (daemon/snapshot-delete.c, recovery_step()): its log line, %s = the victim.
+STAYS = None    # no journal yet: nothing to recover, the snapshot stays
+AGAIN = "finishing the interrupted delete of snapshot '%s' by merging again"
+MERGED = "finished the interrupted delete of snapshot '%s' (the merge had completed)"
+STORED = "finished the interrupted delete of snapshot '%s' (its metadata were stored)"
+ROLLED_BACK = "rolled back the interrupted delete of snapshot '%s'"
+
+
 class CrashTest(DeleteTestCase):
-    """kill -9 of qsnapd at each step (QSNAPD_TEST_CRASH_AT), restart:
-    the delete is finished or rolled back, the journal is gone, all data
-    are where they belong, and a snapshot that stayed can be deleted."""
+    """kill -9 of qsnapd at each step (QSNAPD_TEST_CRASH_AT), restart: each
+    point has its one outcome, written beside it (the recovery's log line;
+    with AGAIN, MERGED, STORED the snapshot ends deleted, with STAYS it is
+    still there and is deleted afterwards); then the data (whole disks),
+    chains, metadata and files are checked, and no journal is left."""
 
-    recovery_logs = []
-
-    def crash_at(self, point, call):
-        h = self.h
-        os.environ['QSNAPD_TEST_CRASH_AT'] = point
-        try:
-            h.restart_daemon(kill=False)
-            pid = h.daemon_pid()
-            h._signaled.add(pid)
-            pending = h.client.call_async(*call)
-            self.assertTrue(q.spin(lambda: not q._alive(pid), 30), 'qsnapd did not crash at %s' % point)
-            h._daemon_proc.wait()
-            h._wait_name_gone()
-            with contextlib.suppress(Exception):
-                pending.wait(1)
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
-        h.start_daemon()
+    # point                     the recovery
+    OFFLINE_FORWARD = (
+        ('delete:start',    STAYS),    # before the journal: nothing was touched
+        ('delete:intent',   AGAIN),    # journal written, nothing merged: the delete runs again
+        ('delete:commit',   AGAIN),    # before qemu-img commit
+        ('delete:merged',   MERGED),   # every merge done, metadata not stored: recorded from the journal
+        ('delete:metadata', STORED),   # metadata stored: only the files are left to remove
+    )
+    OFFLINE_BACKWARD = (
+        ('delete:intent',   AGAIN),
+        ('delete:rebase',   AGAIN),    # before qemu-img rebase of the overlay onto F's backing
+        ('delete:merged',   MERGED),
+        ('delete:metadata', STORED),
+    )
+    LIVE = (
+        # (point, merge), the recovery: s2, a middle snapshot
+        (('delete:intent',   'forward'),  AGAIN),
+        (('delete:commit',   'forward'),  AGAIN),    # before QEMU's block-commit
+        (('delete:pending',  'forward'),  MERGED),   # QEMU's commit waits to be finalized: adopted, finalized
+        (('delete:merged',   'forward'),  MERGED),
+        (('delete:metadata', 'forward'),  STORED),
+        (('delete:stream',   'backward'), AGAIN),    # before QEMU's block-stream
+        (('delete:pending',  'backward'), MERGED),
+    )
+    LIVE_CURRENT = (
+        # s3, the current leaf: an active commit
+        ('delete:active-commit', AGAIN),
+        ('delete:ready',    MERGED),   # READY, not pivoted: the recovery pivots it
+        ('delete:pending',  MERGED),   # pivoted, not finalized
+    )
+    INTERNAL = (
+        # (live, point), the recovery: internal snapshot i1 of i0, i1, i2
+        ((False, 'delete:intent'),          AGAIN),
+        ((False, 'delete:snapshot'),        AGAIN),    # before qemu-img snapshot -d
+        ((False, 'delete:metadata'),        STORED),
+        ((True,  'delete:intent'),          AGAIN),
+        ((True,  'delete:snapshot-delete'), AGAIN),    # before QEMU's snapshot-delete job
+        ((True,  'delete:metadata'),        STORED),
+    )
 
     def journal(self, dom):
         return os.path.join(self.h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')
 
-    def settle(self, dom):
+    def crash_and_recover(self, dom, snap, vname, point, recovery):
+        """Crashes qsnapd at point in Delete of snap, starts a new one and
+        waits for its recovery: the log line, and with AGAIN the delete
+        that runs again to its end."""
         h = self.h
-        self.assertTrue(q.spin(lambda: not os.path.exists(self.journal(dom)), 60), 'journal left behind')
-        # a delete started again by the recovery ends too
-        q.spin(lambda: all(h.get_property(j, J, 'State') in ('completed', 'failed', 'canceled')
-                           for j in self.dprop(dom, 'Jobs')), 60)
-        q.spin(lambda: False, 0.3)
+        mark, _ = h.crash_at(point, snap, S, 'Delete', (0,), 't')
+        if recovery is STAYS:
+            self.assertNotIn('a snapshot delete was interrupted', h.daemon_log_since(mark), point)
+            self.assertFalse(os.path.exists(self.journal(dom)), point)
+            return
+        h.wait_for_log(r"a snapshot delete was interrupted; checking how far it got", mark)
+        h.wait_for_log(re.escape(recovery % vname), mark, timeout=60)
+        if recovery == AGAIN:
+            h.wait_for_log(r"snapshot '%s' deleted\." % re.escape(vname), mark, timeout=60)
+        log = h.daemon_log_since(mark)
+        for other in (AGAIN, MERGED, STORED, ROLLED_BACK):
+            if other != recovery:
+                self.assertNotIn(other % vname, log, '%s: a second verdict' % point)
+        # every job the recovery ran (a merge again, an adopted one) completed
+        for j in self.dprop(dom, 'Jobs'):
+            q.wait_until(lambda: h.get_property(j, J, 'State') in ('completed', 'failed', 'canceled'), 60,
+                         '%s: job %s ends' % (point, j))
+            self.assertEqual(h.get_property(j, J, 'State'), 'completed', '%s: %s' % (point, j))
+        self.assertFalse(os.path.exists(self.journal(dom)), '%s: journal left behind' % point)
 
-    def run_crash(self, point, live, merge='forward', victim=2):
+    def assert_no_orphans(self, dom, what):
+        """Every image in the folder is in a chain the domain or one of its
+        snapshots still reads: a delete leaves no file behind."""
+        used = set(self.chain_files(self.active(dom)['vda']))
+        for p in self.dprop(dom, 'Snapshots'):
+            used.update(self.chain_files(self.frozen(p)))
+        prefix = self.h.get_property(dom, D, 'Name')
+        left = sorted(f for f in os.listdir(self.h.images_dir)
+                      if f.startswith(prefix + '.') and self.h.image_path(f) not in used)
+        self.assertEqual(left, [], '%s: files nothing reads any more' % what)
+
+    def run_crash(self, point, recovery, live, merge='forward', victim=2):
         h = self.h
         name = ('c%s%s%s' % (point.split(':')[1], 'l' if live else 'o', merge[0])).replace('-', '')
         name += str(victim)
@@ -354,46 +415,79 @@ class CrashTest(DeleteTestCase):
             dom, base = ExternalLiveTest.live_chain(self, name, 3, xml)
         else:
             dom, base = self.offline_chain(name, 3, xml)
-        s2 = self.snap_path(dom, vname)
-        mark = os.path.getsize(h.daemon_log)
-        self.crash_at(point, (s2, S, 'Delete', (0,), 't'))
-        self.settle(dom)
-        with open(h.daemon_log, errors='replace') as f:
-            log = f.read()[mark:]
-        self.assertIn('Crash point %s reached' % point, log)
-        if point != 'delete:start':
-            self.assertRegex(log, r"(finished|finishing|rolled back) the interrupted delete of snapshot '%s'" % vname)
-        self.recovery_logs.append((point, merge, live, [l for l in log.splitlines() if 'interrupted delete' in l]))
+        victim_path = self.snap_path(dom, vname)
+        self.crash_and_recover(dom, victim_path, vname, point, recovery)
         expected = {k: v for k, v in {'s1': 1, 's2': 2, 's3': 3}.items() if k != vname}
-        if vname in self.names(dom):
-            # rolled back: still there, and deletable
-            self.delete(s2)
-        self.assertEqual(self.names(dom), sorted(expected))
+        if recovery is STAYS:
+            self.assertEqual(self.names(dom), ['s1', 's2', 's3'], point)
+            self.assert_all(dom, {'s1': 1, 's2': 2, 's3': 3}, 4, 'crash at %s, before deleting again' % point)
+            self.delete(victim_path)
+        self.assertEqual(self.names(dom), sorted(expected), point)
         self.assert_all(dom, expected, 4, 'crash at %s' % point)
+        self.assert_no_orphans(dom, 'crash at %s' % point)
+        # the tree: s1 <- s3, or s1 <- s2 with s2 current
+        s1 = self.snap_path(dom, 's1')
+        survivor = self.snap_path(dom, 's3' if victim == 2 else 's2')
+        self.assertEqual(h.get_property(survivor, S, 'Parent'), s1, point)
+        self.assertEqual(h.get_property(s1, S, 'Children'), [survivor], point)
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), survivor, point)
+        root = ET.fromstring(h.call(survivor, S, 'GetXMLDesc', (0,), 't'))
+        self.assertEqual(root.findtext('parent/name'), 's1', point)
+        self.assertEqual(self.stray_state_files(dom), [], point)
         if live:
             for k in range(4):
-                h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+                h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN, 'crash at %s' % point)
 
     def test_offline_forward(self):
-        for point in ('delete:start', 'delete:intent', 'delete:commit', 'delete:merged', 'delete:metadata'):
+        for point, recovery in self.OFFLINE_FORWARD:
             with self.subTest(point=point):
-                self.run_crash(point, False, 'forward')
+                self.run_crash(point, recovery, False, 'forward')
 
     def test_offline_backward(self):
-        for point in ('delete:intent', 'delete:rebase', 'delete:merged', 'delete:metadata'):
+        for point, recovery in self.OFFLINE_BACKWARD:
             with self.subTest(point=point):
-                self.run_crash(point, False, 'backward')
+                self.run_crash(point, recovery, False, 'backward')
 
     def test_live(self):
-        for point, merge in (('delete:intent', 'forward'), ('delete:commit', 'forward'), ('delete:pending', 'forward'),
-                             ('delete:merged', 'forward'), ('delete:metadata', 'forward'),
-                             ('delete:stream', 'backward'), ('delete:pending', 'backward')):
+        for (point, merge), recovery in self.LIVE:
             with self.subTest(point=point, merge=merge):
-                self.run_crash(point, True, merge)
-        # the current leaf: an active commit, killed before and after READY
-        for point in ('delete:active-commit', 'delete:ready', 'delete:pending'):
+                self.run_crash(point, recovery, True, merge)
+        for point, recovery in self.LIVE_CURRENT:
             with self.subTest(point=point, victim=3):
-                self.run_crash(point, True, 'forward', victim=3)
+                self.run_crash(point, recovery, True, 'forward', victim=3)
+
+    def test_internal(self):
+        h = self.h
+        for (live, point), recovery in self.INTERNAL:
+            with self.subTest(point=point, live=live):
+                tag = ('l' if live else 'o') + point.split(':')[1].replace('-', '')
+                a = h.create_image('ci%s.qcow2' % tag)
+                dom = h.define_domain('ci' + tag, [q.Disk('vda', a)])
+                if live:
+                    self.start(dom)
+                for k in range(3):
+                    if live:
+                        self.write(dom, 'vda', 0xA0 + k, k * MiB)
+                    else:
+                        q.qemu_io_write_pattern(a, 0xA0 + k, k * MiB, LEN)
+                    self.create(dom, snap_xml('i%d' % k))
+                self.crash_and_recover(dom, self.snap_path(dom, 'i1'), 'i1', point, recovery)
+                self.assertEqual(self.names(dom), ['i0', 'i2'], point)
+                self.assertEqual(qemu_img_snapshot_tags(a), ['i0', 'i2'], point)
+                i0, i2 = self.snap_path(dom, 'i0'), self.snap_path(dom, 'i2')
+                self.assertEqual(h.get_property(i2, S, 'Parent'), i0, point)
+                self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i2, point)
+                self.assertEqual(self.stray_state_files(dom), [], point)
+                self.assert_internal_is(a, 'i0', self.layers(1), point)
+                self.assert_internal_is(a, 'i2', self.layers(3), point)
+                self.assert_disks_agree(dom, point)
+                if live:
+                    self.assertEqual(self.dprop(dom, 'State'), 'running', point)
+                    for k in range(3):
+                        h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN, point)
+                    self.stop(dom)
+                self.assert_check_clean(a)
+                self.assert_disk_is(a, self.layers(3), point)
 
     def test_killed_during_qemu_img_commit(self):
         """qsnapd killed (not at a crash point) while a throttled qemu-img

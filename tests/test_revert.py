@@ -46,6 +46,7 @@ check is clean on every file.
 import contextlib
 import json
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -558,30 +559,41 @@ class RefusalTest(RevertTestCase):
         self.refused_revert(dom, e1, FORCE, E + 'Unsupported', 'started elsewhere')
 
 
+# What the qsnapd started after a crash in Revert logs (daemon/snapshot-revert.c,
+# domain_recover_revert()).
+EXT_ROLLED_BACK = 'rolled back a revert interrupted before the definition was switched'
+EXT_FINISHED = 'finished a revert interrupted after the definition was switched'
+OFF_ROLLED_BACK = 'rolled back a revert interrupted before QEMU was stopped (nothing changed)'
+OFF_FINISHED = "finished an interrupted revert to internal snapshot 'o1' (shut off)"
+LOAD_ROLLED_BACK = 'rolled back an interrupted revert that had not loaded anything yet'
+LOAD_FINISHED = 'finished an interrupted revert (the snapshot was loaded already)'
+LOAD_STOPPED = 'the QEMU started for the interrupted revert had not loaded the snapshot'
+MEM_LOADED = 'the interrupted revert had loaded the memory state; the guest stays as it is'
+MEM_LOADED_RUNS = 'the interrupted revert had loaded the memory state; the guest runs again'
+MEM_LOADING = 'loading the memory state the interrupted revert had not asked for yet'
+REVERT_VERDICTS = (MEM_LOADED, MEM_LOADED_RUNS, MEM_LOADING, EXT_ROLLED_BACK, EXT_FINISHED, OFF_ROLLED_BACK, 'finished an interrupted revert to internal',
+                   LOAD_ROLLED_BACK, LOAD_FINISHED, LOAD_STOPPED, 'rolled back an interrupted revert (no QEMU')
+
+
 class CrashTest(RevertTestCase):
     """kill -9 of qsnapd at each step of a revert (crash_point()): the
-    restarted qsnapd finishes (definition switched) or rolls back."""
+    restarted qsnapd finishes (definition switched) or rolls back, as
+    written beside each step; its log line says which, and the state
+    after is checked: data (live, and whole disks), chain, metadata."""
 
-    def crash_revert(self, snap, flags, step):
+    def crash_revert(self, snap, flags, step, verdicts):
+        """qsnapd killed at revert:<step>; the next one's recovery logs
+        every line of verdicts and no other verdict."""
         h = self.h
-        h.kill_daemon()
-        os.environ['QSNAPD_TEST_CRASH_AT'] = 'revert:' + step
-        try:
-            h.start_daemon()
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
-        pending = h.client.call_async(snap, S, 'Revert', (flags,), 't', timeout=60)
-        with self.assertRaises(q.DBusCallError):
-            pending.wait()
-        self.assertTrue(q.spin(lambda: h.daemon_pid() is None, 10), 'qsnapd did not die at revert:' + step)
-        h.acknowledge_daemon_exits()
-        with open(h.daemon_log, errors='replace') as f:
-            self.assertIn('Crash point revert:%s reached' % step, f.read())
-        h.start_daemon()
-
-    def daemon_log_text(self):
-        with open(self.h.daemon_log, errors='replace') as f:
-            return f.read()
+        mark, outcome = h.crash_at('revert:' + step, snap, S, 'Revert', (flags,), 't')
+        self.assertIsInstance(outcome, q.DBusCallError, 'Revert answered though qsnapd died at ' + step)
+        h.wait_for_log(r'a revert to snapshot .* was interrupted; checking how far it got', mark)
+        for line in verdicts:
+            h.wait_for_log(re.escape(line), mark)
+        log = h.daemon_log_since(mark)
+        for other in REVERT_VERDICTS:
+            if not any(other in line for line in verdicts):
+                self.assertNotIn(other, log, '%s: a second verdict' % step)
 
     def assert_consistent(self, dom, msg, orphans=True):
         """Definition, files and metadata agree; no orphan overlay of dom
@@ -600,8 +612,12 @@ class CrashTest(RevertTestCase):
 
     def test_external(self):
         # step -> (finished, state afterwards)
-        steps = {'intent': (False, 'running'), 'stopped': (False, 'shutoff'), 'overlays': (False, 'shutoff'),
-                 'switched': (True, 'shutoff'), 'started': (True, 'running'), 'metadata': (True, 'running')}
+        steps = {'intent': (False, 'running'),     # journal written, QEMU still runs the old chain
+                 'stopped': (False, 'shutoff'),    # QEMU stopped (FORCE), no overlay yet
+                 'overlays': (False, 'shutoff'),   # overlay made, definition not switched: it goes
+                 'switched': (True, 'shutoff'),    # definition names the new overlay: recorded
+                 'started': (True, 'running'),     # QEMU runs on it (RUNNING)
+                 'metadata': (True, 'running')}    # all but removing the journal
         h = self.h
         for step, (finished, state) in steps.items():
             with self.subTest(step=step):
@@ -613,38 +629,44 @@ class CrashTest(RevertTestCase):
                 self.write(dom, 'vda', 0xe2, MiB)
                 s2 = self.snap(dom, 's2')
                 before = self.active(dom)['vda']
-                self.crash_revert(s1, FORCE | RUNNING, step)
-                log = self.daemon_log_text()
-                self.assertIn('finished a revert' if finished else 'rolled back a revert', log)
+                self.crash_revert(s1, FORCE | RUNNING, step, [EXT_FINISHED if finished else EXT_ROLLED_BACK])
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
                 ov = h.image_path('x%s.s1-revert1' % step)
                 if finished:
                     self.assertEqual(active, ov)
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
+                    self.assertTrue(self.props(s1)['IsCurrent'])
                     self.assertEqual(self.revert_disks(s1), {'vda': ov})
                 else:
                     self.assertEqual(active, before)
                     self.assertFalse(os.path.exists(ov))
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s2)
+                    self.assertEqual(self.revert_disks(s1), {})
+                want = [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)])
                 if state == 'running':
-                    self.live_reads(dom, [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)]),
-                                    [MiB] if finished else [], step)
+                    self.live_reads(dom, want, [MiB] if finished else [], step)
                 else:
-                    self.assert_layer(active, [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)]),
-                                      [MiB] if finished else [], step)
+                    self.assert_layer(active, want, [MiB] if finished else [], step)
+                self.assert_disk_is(active, want, step)
+                self.assert_disk_is(h.image_path('x%s.s1' % step), [(0xe1, 0), (0xe2, MiB)], step + ": s2's file")
                 # and it reverts for real now
                 self.revert(s1, FORCE)
                 self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
                 self.assert_layer(self.active(dom)['vda'], [(0xe1, 0)], [MiB], step + ', then reverted')
+                self.assert_disk_is(self.active(dom)['vda'], [(0xe1, 0)], step + ', then reverted')
                 self.assert_consistent(dom, step + ', then reverted', orphans=False)
                 self.assertEqual(self.revert_disks(s2), {})
 
     def test_internal(self):
         h = self.h
-        # offline (qemu-img snapshot -a) from a running domain with FORCE
-        steps = {'intent': (False, 'running'), 'stopped': (True, 'shutoff'), 'applied': (True, 'shutoff'),
-                 'switched': (True, 'shutoff'), 'metadata': (True, 'shutoff')}
+        # offline (qemu-img snapshot -a) from a running domain with FORCE:
+        # step -> (finished, state afterwards)
+        steps = {'intent': (False, 'running'),    # QEMU still runs: nothing was touched
+                 'stopped': (True, 'shutoff'),    # QEMU gone: snapshot -a (again) finishes it
+                 'applied': (True, 'shutoff'),
+                 'switched': (True, 'shutoff'),
+                 'metadata': (True, 'shutoff')}
         for step, (finished, state) in steps.items():
             with self.subTest(step=step):
                 img = h.create_image('i%s.qcow2' % step)
@@ -652,66 +674,90 @@ class CrashTest(RevertTestCase):
                 o1 = self.snap(dom, 'o1', 0)                 # shut off: internal, disk-only
                 self.start(dom)
                 self.write(dom, 'vda', 0xe3, 0)
-                self.crash_revert(o1, FORCE, step)
-                log = self.daemon_log_text()
-                self.assertIn('finished an interrupted revert' if finished else 'rolled back a revert', log)
+                o2 = self.snap(dom, 'o2', 0)                 # running: internal with memory, current
+                self.write(dom, 'vda', 0xe4, MiB)
+                self.crash_revert(o1, FORCE, step, [OFF_FINISHED if finished else OFF_ROLLED_BACK])
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 self.assertEqual(self.stray_state_files(dom), [])
+                self.assert_disks_agree(dom, step)
                 if finished:
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o1)
-                    self.assert_layer(img, [], [0], step)
+                    self.assert_layer(img, [], [0, MiB], step)
+                    self.assert_disk_is(img, [], step)
                 else:
-                    self.live_reads(dom, [(0xe3, 0)], [], step)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o2)
+                    self.live_reads(dom, [(0xe3, 0), (0xe4, MiB)], [], step)
+                    self.assert_disk_is(img, [(0xe3, 0), (0xe4, MiB)], step)
+                self.assert_internal_is(img, 'o1', [], step)
+                self.assert_internal_is(img, 'o2', [(0xe3, 0)], step)
                 self.assert_all_clean()
-        # live snapshot-load
-        for step, finished in (('load', False), ('loaded', True)):
+        # live snapshot-load into the running QEMU:
+        for step, finished in (('load', False),     # journal says nothing loaded, the old QEMU runs on
+                               ('loaded', True)):   # journaled as loaded: recorded
             with self.subTest(step=step):
                 img = h.create_image('l%s.qcow2' % step)
                 dom = h.define_domain('l' + step, [q.Disk('vda', img)])
                 self.start(dom)
-                i1 = self.snap(dom, 'i1', 0)
                 self.write(dom, 'vda', 0xe4, 0)
-                self.crash_revert(i1, 0, step)
-                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
+                i1 = self.snap(dom, 'i1', 0)
+                self.write(dom, 'vda', 0xe5, MiB)
+                i2 = self.snap(dom, 'i2', 0)         # the current one, until the revert finishes
+                self.write(dom, 'vda', 0xe6, 2 * MiB)
+                self.crash_revert(i1, 0, step, [LOAD_FINISHED if finished else LOAD_ROLLED_BACK])
+                q.wait_until(lambda: self.dprop(dom, 'State') == 'running', 10, step + ': running')
                 self.assertEqual(self.stray_state_files(dom), [])
-                self.assertEqual(self.dprop(dom, 'CurrentSnapshot') == i1, True)
                 if finished:
-                    self.live_reads(dom, [], [0], step)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
+                    want = [(0xe4, 0)]
+                    self.live_reads(dom, want, [MiB, 2 * MiB], step)
                 else:
-                    self.live_reads(dom, [(0xe4, 0)], [], step)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i2)
+                    want = [(0xe4, 0), (0xe5, MiB), (0xe6, 2 * MiB)]
+                    self.live_reads(dom, want, [], step)
+                h.flush_live(dom, 'vda')
+                self.assert_disk_is(img, want, step)
                 self.revert(i1)
-                self.live_reads(dom, [], [0], step + ', then reverted')
+                self.live_reads(dom, [(0xe4, 0)], [MiB, 2 * MiB], step + ', then reverted')
+                self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
         # snapshot-load into a QEMU started for it (the domain was shut off)
-        for step, finished in (('load', False), ('loaded', True)):
+        for step, finished in (('load', False),     # the QEMU started for the load is of no use: stopped
+                               ('loaded', True)):   # the guest runs the snapshot
             with self.subTest(step=step, shut_off=True):
                 img = h.create_image('s%s.qcow2' % step)
                 dom = h.define_domain('s' + step, [q.Disk('vda', img)])
                 self.start(dom)
-                i1 = self.snap(dom, 'i1', 0)
                 self.write(dom, 'vda', 0xe7, 0)
+                i1 = self.snap(dom, 'i1', 0)
+                self.write(dom, 'vda', 0xe8, MiB)
+                i2 = self.snap(dom, 'i2', 0)
                 self.stop(dom)
-                self.crash_revert(i1, 0, step)
-                # finished: the guest runs the snapshot; else the QEMU started
-                # for the load is of no use and goes.
+                self.crash_revert(i1, 0, step, [LOAD_FINISHED if finished else LOAD_STOPPED])
                 want = 'running' if finished else 'shutoff'
-                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == want, 15),
-                                'after a crash at %s the domain is %s' % (step, self.dprop(dom, 'State')))
+                q.wait_until(lambda: self.dprop(dom, 'State') == want, 15,
+                             'after a crash at %s the domain is %s' % (step, want))
                 self.assertEqual(self.stray_state_files(dom), [])
                 if finished:
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
-                    self.live_reads(dom, [], [0], step)
+                    self.live_reads(dom, [(0xe7, 0)], [MiB], step)
+                    h.flush_live(dom, 'vda')
+                    self.assert_disk_is(img, [(0xe7, 0)], step)
                 else:
-                    self.assert_layer(img, [(0xe7, 0)], [], step)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i2)
+                    self.assert_disk_is(img, [(0xe7, 0), (0xe8, MiB)], step)
                 self.revert(i1)
                 self.assertEqual(self.dprop(dom, 'State'), 'running')
-                self.live_reads(dom, [], [0], step + ', then reverted')
+                self.live_reads(dom, [(0xe7, 0)], [MiB], step + ', then reverted')
 
     def test_memory(self):
         h = self.h
-        # 'incoming': killed as migrate-incoming was being sent; the new
-        # qsnapd finishes the load (sending it again if QEMU never got it).
-        for step, finished, state in (('overlays', False, 'shutoff'), ('switched', True, 'shutoff'),
-                                      ('incoming', True, None), ('started', True, 'running')):
+        # step -> (finished, state afterwards, what the recovery logs)
+        steps = (('overlays', False, 'shutoff', [EXT_ROLLED_BACK]),   # QEMU stopped, overlay made: it goes
+                 ('switched', True, 'shutoff', [EXT_FINISHED]),       # switched, no QEMU started yet
+                 # killed with migrate-incoming queued, not yet sent: the new
+                 # qsnapd sends it, waits for the load and resumes the guest
+                 ('incoming', True, 'running', [EXT_FINISHED, MEM_LOADING, MEM_LOADED_RUNS]),
+                 ('started', True, 'running', [EXT_FINISHED, MEM_LOADED]))   # loaded and running
+        for step, finished, state, verdicts in steps:
             with self.subTest(step=step):
                 img = h.create_image('m%s.qcow2' % step)
                 dom = h.define_domain('m' + step, [q.Disk('vda', img)], memory_mib=64)
@@ -720,20 +766,24 @@ class CrashTest(RevertTestCase):
                 m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external',
                                                       memory_file=h.image_path('m%s.mem' % step)))
                 self.write(dom, 'vda', 0xe6, MiB)
-                self.crash_revert(m1, 0, step)
-                if state is None:
-                    self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10),
-                                    'the interrupted load was not finished')
-                    state = 'running'
+                self.crash_revert(m1, 0, step, verdicts)
+                q.wait_until(lambda: self.dprop(dom, 'State') == state, 10,
+                             'after a crash at %s the domain is %s' % (step, state))
+                if state == 'running':
                     self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
                     self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
-                self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
                 if finished:
                     self.assertEqual(active, h.image_path('m%s.m1-revert1' % step))
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), m1)
+                    want = [(0xe5, 0)]
+                else:
+                    self.assertEqual(active, h.image_path('m%s.m1' % step))
+                    self.assertFalse(os.path.exists(h.image_path('m%s.m1-revert1' % step)))
+                    want = [(0xe5, 0), (0xe6, MiB)]
                 if state == 'running':
-                    self.live_reads(dom, [(0xe5, 0)], [MiB], step)
+                    self.live_reads(dom, want, [MiB] if finished else [], step)
+                self.assert_disk_is(active, want, step)
                 self.revert(m1)
                 self.assertEqual(self.dprop(dom, 'State'), 'running')
                 self.live_reads(dom, [(0xe5, 0)], [MiB], step + ', then reverted')

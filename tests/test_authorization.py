@@ -199,9 +199,8 @@ class AuthTestCase(q.QsnapTestCase):
         return m
 
     def assertNothingChanged(self, before, recorder, what):
-        self.h.client.sync()
-        q.spin(lambda: False, 0.1)
         self.assertEqual(observe(self.h), before, 'state changed after: %s' % what)
+        self.h.barrier(*before['ListDomains'])
         self.assertEqual(recorder.records, [], 'signals were sent after: %s' % what)
 
     def assertCallDenied(self, user, path, iface, method, args=(), error=q.ACCESS_DENIED, interactive=False):

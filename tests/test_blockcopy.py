@@ -546,8 +546,8 @@ class FailureTest(CopyTestCase):
             rc, out, err = h.gdbus_as(q.NOBODY_UID, 'call', *argv, timeout=40)
             self.assertNotEqual(rc, 0, '%s as nobody succeeded' % method)
             self.assertIn(q.ACCESS_DENIED, err, '%s as nobody: %s' % (method, err))
-        self.settle(0.1)
         self.assertEqual(self.fingerprint(dom), before, 'a denied call changed something')
+        self.settle(dom)
         self.assertFalse(os.path.exists(dest))
         self.assertEqual([s for s in rec.records if s.path.startswith(dom) or s.member == 'InterfacesAdded'], [],
                          'signals sent for denied calls')

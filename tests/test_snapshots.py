@@ -302,9 +302,8 @@ class SnapshotTestCase(q.QsnapTestCase):
         rec = self.h.record_signals()
         try:
             yield
-            self.h.client.sync()
-            q.spin(lambda: False, 0.05)
             after = self.fingerprint(dom, extra_dirs)
+            self.h.barrier(dom)
             for key in before:
                 self.assertEqual(after[key], before[key], '%s changed' % key)
             if signals:

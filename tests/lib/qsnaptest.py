@@ -730,6 +730,39 @@ Disk = collections.namedtuple('Disk', 'target path format transient readonly',
                               defaults=('qcow2', False, False))
 
 
+class QmpSocket:
+    """A QMP connection of our own to a QEMU's monitor socket, for the
+    moments no qsnapd is connected to it (QEMU serves one client at a
+    time). command() returns the 'return' value; events are skipped."""
+
+    def __init__(self, path, timeout=10.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile('rw')
+        greeting = json.loads(self.file.readline())
+        if 'QMP' not in greeting:
+            raise RuntimeError('no QMP greeting on %s: %r' % (path, greeting))
+        self.command('qmp_capabilities')
+
+    def command(self, execute, arguments=None):
+        msg = {'execute': execute}
+        if arguments is not None:
+            msg['arguments'] = arguments
+        self.file.write(json.dumps(msg) + '\n')
+        self.file.flush()
+        while True:
+            reply = json.loads(self.file.readline())
+            if 'error' in reply:
+                raise RuntimeError('QMP %s: %s' % (execute, reply['error']))
+            if 'return' in reply:
+                return reply['return']
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
 def qemu_img_create(path, size='64M', fmt='qcow2', backing=None, backing_fmt='qcow2'):
     argv = [QEMU_IMG, 'create', '-q', '-f', fmt]
     if backing:
@@ -1350,6 +1383,21 @@ class Harness:
             out.write('\n===== QEMU log %s =====\n%s' % (path, self._tail(path, 60)))
         out.write('\n===== end of logs =====\n')
         out.flush()
+
+    def barrier(self, *domain_paths):
+        """Returns once every signal qsnapd sent before now has been
+        dispatched to our recorders, instead of waiting a while for a
+        signal that must not come: first a round trip through the QEMU of
+        each running domain given (qsnapd handles the events QEMU sent
+        before its reply, and sends their signals, before it answers), then
+        one to qsnapd itself (the bus keeps the order of one sender's
+        messages: what qsnapd sent before its reply arrives before it);
+        then the main context is drained."""
+        for path in domain_paths:
+            if self.get_property(path, DOMAIN_IFACE, 'State') in ('running', 'paused'):
+                self.qmp(path, 'query-status')
+        self.client.call(MANAGER_PATH, 'org.freedesktop.DBus.Peer', 'Ping')
+        spin(lambda: True, 0)
 
     # ---- client helpers (on the harness's own root connection)
     def call(self, *args, **kw):

@@ -598,15 +598,10 @@ class CopyRestartTest(CopyTestCase):
         h = self.h
         dom, base, mid, top = self.make_chain()
         dest = h.image_path('orphan.qcow2')
-        os.environ['QSNAPD_TEST_CRASH_AT'] = 'block-copy:journal-written'
-        try:
-            h.restart_daemon(kill=False)
-            with self.assertRaises(q.DBusCallError):
-                self.copy(dom, dest)
-            h._wait_name_gone()
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
-        h.acknowledge_daemon_exits()
+        mark, outcome = h.crash_at('block-copy:journal-written', dom, D, 'BlockCopy',
+                                   ('vda', dest_xml(dest), 0, 0), 'sstt', start_again=False)
+        self.assertIsInstance(outcome, q.DBusCallError)
+        self.assertEqual(outcome.name, 'org.freedesktop.DBus.Error.NoReply', outcome)
         journals = [f for f in os.listdir(h.runtime_dir) if '.job-copy-vda-' in f]
         self.assertEqual(len(journals), 1, 'the crash point is after the journal')
         self.assertTrue(os.path.exists(dest), 'the crash point is after the destination was created')

@@ -181,8 +181,10 @@ class LifecycleTest(q.QsnapTestCase):
         q.qemu_io_write_pattern(img, 0x44, 0, 65536)
         path = h.define_domain('readonly', [q.Disk('vda', img, readonly=True)])
         h.call(path, q.DOMAIN_IFACE, 'Start', (0,), 't')
-        with self.assertRaises(RuntimeError):
+        # QEMU itself refuses the write: the device's node is read-only.
+        with self.assertRaises(q.HmpError) as cm:
             h.write_pattern_live(path, 'vda', 0x55, 0, 65536)
+        self.assertEqual(cm.exception.reply, 'Block node is read-only')
         h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
         self.assertTrue(q.qemu_io_read_pattern(img, 0x44, 0, 65536))
 

@@ -465,7 +465,7 @@ class TreeTest(SnapshotTestCase):
         self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'domains', uuid + '.xml')))
         self.assertEqual(sorted(os.listdir(h.images_dir)), ['a.e1', 'a.qcow2'])
         self.assertEqual(qemu_img_snapshot_tags(a), ['o1'], 'Undefine must not touch images')
-        with self.assertRaises(q.DBusCallError):
+        with self.assertDBusError('org.freedesktop.DBus.Error.UnknownObject'):
             h.get_property(o1, S, 'Name')
         # Defined again (same UUID): no metadata comes back from anywhere.
         again = h.define_domain('gone', [q.Disk('vda', h.image_path('a.e1'))], uuid=uuid)

@@ -378,6 +378,16 @@ class DBusCallError(Exception):
         self.remote = remote
 
 
+class HmpError(RuntimeError):
+    """An HMP command QEMU answered with an error text (reply): QEMU's own
+    refusal, not a failed D-Bus call."""
+
+    def __init__(self, command, reply):
+        super().__init__('HMP %s: %s' % (command, reply))
+        self.command = command
+        self.reply = reply
+
+
 def _convert_error(e, call):
     name = Gio.DBusError.get_remote_error(e)
     if name:
@@ -1548,9 +1558,10 @@ class Harness:
     def _qemu_io_live(self, domain_path, target, command, done_re, timeout):
         log = self.domain_log(domain_path)
         start = os.path.getsize(log) if os.path.exists(log) else 0
-        reply = self.hmp(domain_path, 'qemu-io -d /machine/peripheral/%s/virtio-backend "%s"' % (target, command))
+        line = 'qemu-io -d /machine/peripheral/%s/virtio-backend "%s"' % (target, command)
+        reply = self.hmp(domain_path, line)
         if reply.strip():
-            raise RuntimeError('HMP qemu-io %r on %s: %s' % (command, target, reply.strip()))
+            raise HmpError(line, reply.strip())
 
         def new_output():
             try:
@@ -1576,9 +1587,10 @@ class Harness:
         self.flush_live(domain_path, target)
 
     def flush_live(self, domain_path, target):
-        reply = self.hmp(domain_path, 'qemu-io -d /machine/peripheral/%s/virtio-backend "flush"' % target)
+        line = 'qemu-io -d /machine/peripheral/%s/virtio-backend "flush"' % target
+        reply = self.hmp(domain_path, line)
         if reply.strip():
-            raise RuntimeError('HMP qemu-io flush on %s: %s' % (target, reply.strip()))
+            raise HmpError(line, reply.strip())
 
     def _read_pattern_live(self, domain_path, target, pattern, offset, length, timeout):
         """qemu-io's answer to read -P in the guest's QEMU: True when the

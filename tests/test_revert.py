@@ -581,19 +581,19 @@ class CrashTest(RevertTestCase):
     written beside each step; its log line says which, and the state
     after is checked: data (live, and whole disks), chain, metadata."""
 
-    def crash_revert(self, snap, flags, step, verdicts):
-        """qsnapd killed at revert:<step>; the next one's recovery logs
-        every line of verdicts and no other verdict."""
+    def crash_revert(self, snap, flags, point, verdicts):
+        """qsnapd killed at point; the next one's recovery logs every line
+        of verdicts and no other verdict."""
         h = self.h
-        mark, outcome = h.crash_at('revert:' + step, snap, S, 'Revert', (flags,), 't')
-        self.assertIsInstance(outcome, q.DBusCallError, 'Revert answered though qsnapd died at ' + step)
+        mark, outcome = h.crash_at(point, snap, S, 'Revert', (flags,), 't')
+        self.assertIsInstance(outcome, q.DBusCallError, 'Revert answered though qsnapd died at ' + point)
         h.wait_for_log(r'a revert to snapshot .* was interrupted; checking how far it got', mark)
         for line in verdicts:
             h.wait_for_log(re.escape(line), mark)
         log = h.daemon_log_since(mark)
         for other in REVERT_VERDICTS:
             if not any(other in line for line in verdicts):
-                self.assertNotIn(other, log, '%s: a second verdict' % step)
+                self.assertNotIn(other, log, '%s: a second verdict' % point)
 
     def assert_consistent(self, dom, msg, orphans=True):
         """Definition, files and metadata agree; no orphan overlay of dom
@@ -612,17 +612,18 @@ class CrashTest(RevertTestCase):
 
     def test_external(self):
         # step -> (finished, state afterwards)
-        steps = {'intent': (False, 'running'),     # journal written, QEMU still runs the old chain
-                 'stopped': (False, 'shutoff'),    # QEMU stopped (FORCE), no overlay yet
-                 'overlays': (False, 'shutoff'),   # overlay made, definition not switched: it goes
-                 'switched': (True, 'shutoff'),    # definition names the new overlay: recorded
-                 'started': (True, 'running'),     # QEMU runs on it (RUNNING)
-                 'metadata': (True, 'running')}    # all but removing the journal
+        steps = {'revert:intent': (False, 'running'),     # journal written, QEMU still runs the old chain
+                 'revert:stopped': (False, 'shutoff'),    # QEMU stopped (FORCE), no overlay yet
+                 'revert:overlays': (False, 'shutoff'),   # overlay made, definition not switched: it goes
+                 'revert:switched': (True, 'shutoff'),    # definition names the new overlay: recorded
+                 'revert:started': (True, 'running'),     # QEMU runs on it (RUNNING)
+                 'revert:metadata': (True, 'running')}    # all but removing the journal
         h = self.h
         for step, (finished, state) in steps.items():
             with self.subTest(step=step):
-                img = h.create_image('x%s.qcow2' % step)
-                dom = h.define_domain('x' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('x%s.qcow2' % tag)
+                dom = h.define_domain('x' + tag, [q.Disk('vda', img)])
                 self.start(dom)
                 self.write(dom, 'vda', 0xe1, 0)
                 s1 = self.snap(dom, 's1')
@@ -632,7 +633,7 @@ class CrashTest(RevertTestCase):
                 self.crash_revert(s1, FORCE | RUNNING, step, [EXT_FINISHED if finished else EXT_ROLLED_BACK])
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
-                ov = h.image_path('x%s.s1-revert1' % step)
+                ov = h.image_path('x%s.s1-revert1' % tag)
                 if finished:
                     self.assertEqual(active, ov)
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
@@ -649,7 +650,7 @@ class CrashTest(RevertTestCase):
                 else:
                     self.assert_layer(active, want, [MiB] if finished else [], step)
                 self.assert_disk_is(active, want, step)
-                self.assert_disk_is(h.image_path('x%s.s1' % step), [(0xe1, 0), (0xe2, MiB)], step + ": s2's file")
+                self.assert_disk_is(h.image_path('x%s.s1' % tag), [(0xe1, 0), (0xe2, MiB)], step + ": s2's file")
                 # and it reverts for real now
                 self.revert(s1, FORCE)
                 self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
@@ -662,15 +663,16 @@ class CrashTest(RevertTestCase):
         h = self.h
         # offline (qemu-img snapshot -a) from a running domain with FORCE:
         # step -> (finished, state afterwards)
-        steps = {'intent': (False, 'running'),    # QEMU still runs: nothing was touched
-                 'stopped': (True, 'shutoff'),    # QEMU gone: snapshot -a (again) finishes it
-                 'applied': (True, 'shutoff'),
-                 'switched': (True, 'shutoff'),
-                 'metadata': (True, 'shutoff')}
+        steps = {'revert:intent': (False, 'running'),    # QEMU still runs: nothing was touched
+                 'revert:stopped': (True, 'shutoff'),    # QEMU gone: snapshot -a (again) finishes it
+                 'revert:applied': (True, 'shutoff'),
+                 'revert:switched': (True, 'shutoff'),
+                 'revert:metadata': (True, 'shutoff')}
         for step, (finished, state) in steps.items():
             with self.subTest(step=step):
-                img = h.create_image('i%s.qcow2' % step)
-                dom = h.define_domain('i' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('i%s.qcow2' % tag)
+                dom = h.define_domain('i' + tag, [q.Disk('vda', img)])
                 o1 = self.snap(dom, 'o1', 0)                 # shut off: internal, disk-only
                 self.start(dom)
                 self.write(dom, 'vda', 0xe3, 0)
@@ -692,11 +694,12 @@ class CrashTest(RevertTestCase):
                 self.assert_internal_is(img, 'o2', [(0xe3, 0)], step)
                 self.assert_all_clean()
         # live snapshot-load into the running QEMU:
-        for step, finished in (('load', False),     # journal says nothing loaded, the old QEMU runs on
-                               ('loaded', True)):   # journaled as loaded: recorded
+        for step, finished in (('revert:load', False),     # journal says nothing loaded, the old QEMU runs on
+                               ('revert:loaded', True)):   # journaled as loaded: recorded
             with self.subTest(step=step):
-                img = h.create_image('l%s.qcow2' % step)
-                dom = h.define_domain('l' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('l%s.qcow2' % tag)
+                dom = h.define_domain('l' + tag, [q.Disk('vda', img)])
                 self.start(dom)
                 self.write(dom, 'vda', 0xe4, 0)
                 i1 = self.snap(dom, 'i1', 0)
@@ -720,11 +723,12 @@ class CrashTest(RevertTestCase):
                 self.live_reads(dom, [(0xe4, 0)], [MiB, 2 * MiB], step + ', then reverted')
                 self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
         # snapshot-load into a QEMU started for it (the domain was shut off)
-        for step, finished in (('load', False),     # the QEMU started for the load is of no use: stopped
-                               ('loaded', True)):   # the guest runs the snapshot
+        for step, finished in (('revert:load', False),     # the QEMU started for the load is of no use: stopped
+                               ('revert:loaded', True)):   # the guest runs the snapshot
             with self.subTest(step=step, shut_off=True):
-                img = h.create_image('s%s.qcow2' % step)
-                dom = h.define_domain('s' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('s%s.qcow2' % tag)
+                dom = h.define_domain('s' + tag, [q.Disk('vda', img)])
                 self.start(dom)
                 self.write(dom, 'vda', 0xe7, 0)
                 i1 = self.snap(dom, 'i1', 0)
@@ -751,20 +755,21 @@ class CrashTest(RevertTestCase):
     def test_memory(self):
         h = self.h
         # step -> (finished, state afterwards, what the recovery logs)
-        steps = (('overlays', False, 'shutoff', [EXT_ROLLED_BACK]),   # QEMU stopped, overlay made: it goes
-                 ('switched', True, 'shutoff', [EXT_FINISHED]),       # switched, no QEMU started yet
+        steps = (('revert:overlays', False, 'shutoff', [EXT_ROLLED_BACK]),   # QEMU stopped, overlay made: it goes
+                 ('revert:switched', True, 'shutoff', [EXT_FINISHED]),       # switched, no QEMU started yet
                  # killed with migrate-incoming queued, not yet sent: the new
                  # qsnapd sends it, waits for the load and resumes the guest
-                 ('incoming', True, 'running', [EXT_FINISHED, MEM_LOADING, MEM_LOADED_RUNS]),
-                 ('started', True, 'running', [EXT_FINISHED, MEM_LOADED]))   # loaded and running
+                 ('revert:incoming', True, 'running', [EXT_FINISHED, MEM_LOADING, MEM_LOADED_RUNS]),
+                 ('revert:started', True, 'running', [EXT_FINISHED, MEM_LOADED]))   # loaded and running
         for step, finished, state, verdicts in steps:
             with self.subTest(step=step):
-                img = h.create_image('m%s.qcow2' % step)
-                dom = h.define_domain('m' + step, [q.Disk('vda', img)], memory_mib=64)
+                tag = step.split(':')[1]
+                img = h.create_image('m%s.qcow2' % tag)
+                dom = h.define_domain('m' + tag, [q.Disk('vda', img)], memory_mib=64)
                 self.start(dom)
                 self.write(dom, 'vda', 0xe5, 0)
                 m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external',
-                                                      memory_file=h.image_path('m%s.mem' % step)))
+                                                      memory_file=h.image_path('m%s.mem' % tag)))
                 self.write(dom, 'vda', 0xe6, MiB)
                 self.crash_revert(m1, 0, step, verdicts)
                 q.wait_until(lambda: self.dprop(dom, 'State') == state, 10,
@@ -774,12 +779,12 @@ class CrashTest(RevertTestCase):
                     self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
                 active = self.assert_consistent(dom, step)
                 if finished:
-                    self.assertEqual(active, h.image_path('m%s.m1-revert1' % step))
+                    self.assertEqual(active, h.image_path('m%s.m1-revert1' % tag))
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), m1)
                     want = [(0xe5, 0)]
                 else:
-                    self.assertEqual(active, h.image_path('m%s.m1' % step))
-                    self.assertFalse(os.path.exists(h.image_path('m%s.m1-revert1' % step)))
+                    self.assertEqual(active, h.image_path('m%s.m1' % tag))
+                    self.assertFalse(os.path.exists(h.image_path('m%s.m1-revert1' % tag)))
                     want = [(0xe5, 0), (0xe6, MiB)]
                 if state == 'running':
                     self.live_reads(dom, want, [MiB] if finished else [], step)

@@ -98,6 +98,44 @@ class RevertTestCase(SnapshotTestCase):
             ok, out = q.qemu_img_check(p, force_share=True)
             self.assertTrue(ok, 'qemu-img check %s: %s' % (p, out))
 
+    # ---- guest RAM the test can write from the host
+    RAM_ADDR = 32 * MiB          # a guest-physical address nothing in the guest uses (no OS boots)
+
+    def ram_domain(self, name, disks, memory_mib=64):
+        """A domain whose guest RAM is a file on the host: its <emulator> is
+        a wrapper adding -object memory-backend-file,share=on (QEMU's own
+        option; qsnapd launches whatever <emulator> names), so the test
+        writes a marker into the running guest's memory by writing the file.
+        Returns (domain path, RAM file)."""
+        h = self.h
+        ram = os.path.join(h.root, name + '.ram')
+        wrapper = os.path.join(h.root, name + '-qemu')
+        with open(wrapper, 'w') as f:
+            f.write('#!/bin/sh\nexec %s "$@" -object memory-backend-file,id=qsnaptest-ram,size=%dM,mem-path=%s,'
+                    'share=on -machine memory-backend=qsnaptest-ram\n' % (q.QEMU_SYSTEM, memory_mib, ram))
+        os.chmod(wrapper, 0o755)
+        return h.define_domain(name, disks, memory_mib=memory_mib, emulator=wrapper), ram
+
+    def poke_ram(self, ram, marker):
+        with open(ram, 'r+b') as f:
+            f.seek(self.RAM_ADDR)
+            f.write(marker)
+
+    def assert_guest_ram(self, dom, marker, what):
+        """The guest's RAM at RAM_ADDR, as QEMU reads it (QMP pmemsave, and
+        HMP xp for the first bytes), is marker."""
+        h = self.h
+        out = os.path.join(h.root, 'pmemsave.bin')
+        reply = h.qmp(dom, 'pmemsave', {'val': self.RAM_ADDR, 'size': len(marker), 'filename': out})
+        self.assertEqual(reply, {'return': {}}, what)
+        with open(out, 'rb') as f:
+            seen = f.read()
+        os.unlink(out)
+        self.assertEqual(seen == marker, True, '%s: guest RAM at 0x%x reads %r..., expected %r...'
+                         % (what, self.RAM_ADDR, seen[:16], marker[:16]))
+        xp = h.hmp(dom, 'xp /8xb 0x%x' % self.RAM_ADDR)
+        self.assertEqual([int(v, 16) for v in xp.split(':')[1].split()], list(marker[:8]), '%s: xp says %r' % (what, xp))
+
     def revert_disks(self, snap):
         root = ET.fromstring(self.h.call(snap, S, 'GetXMLDesc', (0,), 't'))
         rd = root.find('revertDisks')
@@ -145,6 +183,8 @@ class ExternalTest(RevertTestCase):
         rec.close()
         self.assert_layer(ov1, [(0xa1, 0)], [MiB, 2 * MiB], 'revert to s1')
         self.assert_layer(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], [], 'old branch')
+        self.assert_disk_is(ov1, [(0xa1, 0)], 'revert to s1')
+        self.assert_disk_is(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], 'old branch')
         self.assert_disks_agree(dom, 'after revert to s1')
 
         # The new branch runs, gets data and a snapshot of its own.
@@ -171,11 +211,13 @@ class ExternalTest(RevertTestCase):
         self.assertEqual(self.active(dom), {'vda': ov2})
         self.assertEqual(self.chain_files(ov2), [ov2, a_s1, a])
         self.assert_layer(ov2, [(0xa1, 0), (0xa2, MiB)], [2 * MiB, 3 * MiB, 4 * MiB], 'revert to s2')
+        self.assert_disk_is(ov2, [(0xa1, 0), (0xa2, MiB)], 'revert to s2')
 
         # s3 (on the branch made by the first revert), RUNNING.
         self.revert(s3, RUNNING)
         self.assertEqual(self.dprop(dom, 'State'), 'running')
         self.live_reads(dom, [(0xa1, 0), (0xb1, 3 * MiB)], [MiB, 2 * MiB, 4 * MiB], 'revert to s3')
+        self.assert_disk_is(self.active(dom)['vda'], [(0xa1, 0), (0xb1, 3 * MiB)], 'revert to s3')
         self.assert_disks_agree(dom, 'after revert to s3')
         self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s3)
 
@@ -192,6 +234,10 @@ class ExternalTest(RevertTestCase):
         self.assert_layer(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], [3 * MiB], 'branch of s2')
         self.assert_layer(ov1, [(0xa1, 0), (0xb1, 3 * MiB)], [MiB], 'branch of s1 (first revert)')
         self.assert_layer(h.image_path('a.s3'), [(0xa1, 0), (0xb1, 3 * MiB), (0xb2, 4 * MiB)], [MiB], 'branch of s3')
+        self.assert_disk_is(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], 'branch of s2')
+        self.assert_disk_is(ov1, [(0xa1, 0), (0xb1, 3 * MiB)], 'branch of s1 (first revert)')
+        self.assert_disk_is(h.image_path('a.s3'), [(0xa1, 0), (0xb1, 3 * MiB), (0xb2, 4 * MiB)], 'branch of s3')
+        self.assert_disk_is(ov3, [(0xa1, 0)], 'second revert to s1')
         self.assertEqual(self.revert_overlays(), ['a.s1-revert1', 'a.s1-revert2', 'a.s2-revert1', 'a.s3-revert1'])
         self.assert_all_clean()
         self.assertEqual(self.stray_state_files(dom), [])
@@ -308,6 +354,8 @@ class InternalTest(RevertTestCase):
         self.assertTrue(self.props(i1)['IsCurrent'])
         self.live_reads(dom, [(0xc1, 0)], [MiB, 2 * MiB], 'live revert to i1')
         self.assertEqual(self.active(dom), {'vda': a})
+        h.flush_live(dom, 'vda')
+        self.assert_disk_is(a, [(0xc1, 0)], 'live revert to i1')
 
         # PAUSED: the guest stays stopped afterwards.
         self.revert(i2, PAUSED)
@@ -315,6 +363,8 @@ class InternalTest(RevertTestCase):
         self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'paused')
         h.call(dom, D, 'Resume')
         self.live_reads(dom, [(0xc1, 0), (0xc2, MiB)], [2 * MiB], 'live revert to i2')
+        h.flush_live(dom, 'vda')
+        self.assert_disk_is(a, [(0xc1, 0), (0xc2, MiB)], 'live revert to i2')
 
         # Shut off: QEMU is started for the load and ends in the recorded state.
         self.stop(dom)
@@ -333,6 +383,11 @@ class InternalTest(RevertTestCase):
         self.revert(o1, FORCE)
         self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
         self.assert_layer(a, [(0xc1, 0), (0xc4, 3 * MiB)], [MiB, 2 * MiB, 4 * MiB], 'offline revert to o1')
+        self.assert_disk_is(a, [(0xc1, 0), (0xc4, 3 * MiB)], 'offline revert to o1')
+        # every internal snapshot keeps its own point in time
+        for tag, patterns in (('i1', [(0xc1, 0)]), ('i2', [(0xc1, 0), (0xc2, MiB)]),
+                              ('o1', [(0xc1, 0), (0xc4, 3 * MiB)])):
+            self.assert_internal_is(a, tag, patterns, 'after the offline revert')
         self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o1)
         # Shut off to a running snapshot, PAUSED.
         self.revert(i2, PAUSED)
@@ -411,6 +466,7 @@ class MemoryTest(RevertTestCase):
         self.assertEqual(self.active(dom), {'vda': ov})
         self.assertEqual(self.revert_disks(m1), {'vda': ov})
         self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'revert to m1')
+        self.assert_disk_is(ov, [(0xd1, 0)], 'revert to m1')
         self.assert_disks_agree(dom, 'after revert to m1')
 
         # The paused snapshot comes back paused; RUNNING overrides.
@@ -420,6 +476,7 @@ class MemoryTest(RevertTestCase):
         self.revert(m2, RUNNING)
         self.assertEqual(self.dprop(dom, 'State'), 'running')
         self.live_reads(dom, [(0xd1, 0), (0xd2, MiB)], [2 * MiB], 'revert to m2')
+        self.assert_disk_is(self.active(dom)['vda'], [(0xd1, 0), (0xd2, MiB)], 'revert to m2')
         # Shut off, PAUSED.
         self.stop(dom)
         self.revert(m1, PAUSED)
@@ -463,6 +520,39 @@ class MemoryTest(RevertTestCase):
         self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'forced revert to m1')
         self.assert_all_clean()
         self.assertEqual(self.stray_state_files(dom), [])
+
+
+class GuestRamTest(RevertTestCase):
+    def test_memory_revert_restores_guest_ram(self):
+        """A marker in guest RAM before a snapshot with memory, other RAM
+        contents afterwards: after the revert QEMU reads the marker again,
+        for an internal snapshot (snapshot-load into the running QEMU) and
+        an external one (a new QEMU loading the memory file)."""
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom, ram = self.ram_domain('ram', [q.Disk('vda', a)])
+        self.start(dom)
+        markers = {k: os.urandom(4096) for k in ('internal', 'after internal', 'external', 'after external')}
+        self.poke_ram(ram, markers['internal'])
+        self.assert_guest_ram(dom, markers['internal'], 'written through the RAM file')
+        i1 = self.snap(dom, 'i1', 0)
+        self.assertEqual(self.props(i1)['Memory'], 'internal')
+        self.poke_ram(ram, markers['after internal'])
+        self.assert_guest_ram(dom, markers['after internal'], 'changed after i1')
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_guest_ram(dom, markers['internal'], 'after the revert to i1')
+
+        self.poke_ram(ram, markers['external'])
+        m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external', memory_file=h.image_path('m1.mem')))
+        self.poke_ram(ram, markers['after external'])
+        self.assert_guest_ram(dom, markers['after external'], 'changed after m1')
+        pid = h.qemu_pid(dom)
+        self.revert(m1)
+        self.assertNotEqual(h.qemu_pid(dom), pid, 'the external revert did not start a new QEMU')
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_guest_ram(dom, markers['external'], 'after the revert to m1')
+        self.assert_disk_is(self.active(dom)['vda'], [], 'the disk after the revert to m1')
 
 
 class RefusalTest(RevertTestCase):

@@ -435,8 +435,11 @@ class ExternalTest(SnapshotTestCase):
                     n = i + 1
                     self.assert_layer(img, [(base + j, offsets[j]) for j in range(n)], offsets[n:],
                                       '%s: %s layer %d' % (when, t, i))
+                    self.assert_disk_is(img, [(base + j, offsets[j]) for j in range(n)],
+                                        '%s: %s layer %d' % (when, t, i))
                 self.assert_layer(final[t], [(base + j, offsets[j]) for j in range(4)], [],
                                   '%s: %s active' % (when, t))
+                self.assert_disk_is(final[t], [(base + j, offsets[j]) for j in range(4)], '%s: %s active' % (when, t))
         check_layers('live')
         self.assertEqual(frozen['vda'], [a, h.image_path('a.s0'), custom])
         self.assertEqual(frozen['vdb'], [b, h.image_path('b.s0')])
@@ -465,8 +468,12 @@ class ExternalTest(SnapshotTestCase):
             for i, img in enumerate(frozen[t]):
                 self.assert_layer(img, [(base + j, offsets[j]) for j in range(i + 1)], offsets[i + 1:] + [4 * MiB],
                                   'after a restart of the domain: %s frozen layer %d' % (t, i))
+                self.assert_disk_is(img, [(base + j, offsets[j]) for j in range(i + 1)],
+                                    'after a restart of the domain: %s frozen layer %d' % (t, i))
             self.assert_layer(final[t], [(base + j, offsets[j]) for j in range(4)] + [(base + 4, 4 * MiB)], [],
                               'after a restart of the domain: %s active' % t)
+            self.assert_disk_is(final[t], [(base + j, offsets[j]) for j in range(4)] + [(base + 4, 4 * MiB)],
+                                'after a restart of the domain: %s active' % t)
 
     def test_offline_disk_only_default_name_and_no_metadata(self):
         h = self.h
@@ -523,6 +530,9 @@ class ExternalTest(SnapshotTestCase):
         self.assert_layer(a, [(0xa0, 0)], [MiB])
         self.assert_layer(overlay, [(0xa0, 0)], [MiB])
         self.assert_layer(hidden, [(0xa0, 0), (0xa1, MiB)], [])
+        self.assert_disk_is(a, [(0xa0, 0)], 'base')
+        self.assert_disk_is(overlay, [(0xa0, 0)], 'the overlay frozen by NO_METADATA')
+        self.assert_disk_is(hidden, [(0xa0, 0), (0xa1, MiB)], 'active')
         self.assert_check_clean(a, overlay, hidden)
 
     def test_full_system_external(self):
@@ -585,6 +595,14 @@ class ExternalTest(SnapshotTestCase):
             self.assertEqual(self.active(dom), {'vda': h.image_path('a.f3'), 'vdb': h.image_path('b.f3')})
         self.assert_disks_agree(dom, 'after HALT')
         self.assert_layer(h.image_path('b.f2'), [(0xb0, 0), (0xb2, 2 * MiB)], [])
+        # every point in time, whole: f1 froze a and b, f2 a.f1 and b.f1, f3 a.f2 and b.f2
+        for img, patterns in ((a, [(0xa0, 0)]), (b, [(0xb0, 0)]),
+                              (h.image_path('a.f1'), [(0xa0, 0), (0xa1, MiB)]), (h.image_path('b.f1'), [(0xb0, 0)]),
+                              (h.image_path('a.f2'), [(0xa0, 0), (0xa1, MiB)]),
+                              (h.image_path('b.f2'), [(0xb0, 0), (0xb2, 2 * MiB)]),
+                              (h.image_path('a.f3'), [(0xa0, 0), (0xa1, MiB)]),
+                              (h.image_path('b.f3'), [(0xb0, 0), (0xb2, 2 * MiB)])):
+            self.assert_disk_is(img, patterns, 'full-system snapshots')
         self.assert_check_clean(a, b, *[h.image_path(x + y) for x in 'ab' for y in ('.f1', '.f2', '.f3')])
 
 
@@ -636,12 +654,19 @@ class InternalTest(SnapshotTestCase):
         self.assertEqual(self.active(dom), {'vda': a, 'vdb': b})
         self.assert_disks_agree(dom)
 
-        # What i1 keeps is the data of its time.
+        # What each snapshot keeps is the data of its time, whole, on both disks.
         saved = h.image_path('i1-export.qcow2')
         r = q.run([q.QEMU_IMG, 'convert', '-U', '-l', 'snapshot.name=i1', '-O', 'qcow2', a, saved])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assert_layer(saved, [(0xc0, 0)], [MiB], 'i1')
+        os.unlink(saved)
+        for tag, patterns in (('i1', [(0xc0, 0)]), ('i2', [(0xc1, 0), (0xc2, MiB)]),
+                              ('i3', [(0xc1, 0), (0xc2, MiB)]), ('o1', [(0xc1, 0), (0xc2, MiB)])):
+            self.assert_internal_is(a, tag, patterns, 'vda')
+            self.assert_internal_is(b, tag, [], 'vdb')
         self.assert_layer(a, [(0xc1, 0), (0xc2, MiB)], [], 'active')
+        self.assert_disk_is(a, [(0xc1, 0), (0xc2, MiB)], 'active vda')
+        self.assert_disk_is(b, [], 'active vdb')
         self.assert_check_clean(a, b)
 
         # Internal snapshots of a running domain always hold its memory.

@@ -38,7 +38,6 @@ the metadata names existing files only.
   killed during a merge: the snapshot stays and is deleted afterwards.
 """
 
-import contextlib
 import json
 import os
 import re

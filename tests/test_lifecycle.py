@@ -7,7 +7,6 @@ written live must be on disk afterwards."""
 import json
 import os
 import signal
-import subprocess
 import time
 
 import qsnaptest as q
@@ -248,19 +247,14 @@ class LifecycleTest(q.QsnapTestCase):
         h = self.h
         img = h.create_image('x.qcow2')
         sock = os.path.join(h.images_dir, 'ext.qmp')
-        qemu = subprocess.Popen(
-            [q.QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
-             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % sock,
-             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
-                                      'file': {'driver': 'file', 'filename': img}}),
-             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        qemu = h.start_foreign_qemu(img, sock)
         self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
-        self.assertTrue(q.spin(lambda: os.path.exists(sock), 20))
 
         rec = h.record_signals()
         path = h.define_domain('external', [q.Disk('vda', img)], monitor=sock)
-        # Defining attaches at once; State follows as a signal.
+        # Defining attaches at once and answers once attached: State is
+        # final, and its signal came first.
+        self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'running')
         rec.wait_for_property(path, 'State', 'running')
         self.assertFalse(h.get_property(path, q.DOMAIN_IFACE, 'Managed'))
         with self.assertDBusError(q.ERROR_PREFIX + 'OperationInvalid'):

@@ -1537,6 +1537,33 @@ class Harness:
     def domain_path(self, name):
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'GetDomain', (name,), 's')
 
+    def start_foreign_qemu(self, image, socket_path):
+        """A QEMU qsnapd did not launch (for <qsnap:monitor>): one virtio
+        disk vda on image, QMP on socket_path. Returns its Popen once QMP
+        answers there (the socket file exists at bind(), before listen():
+        only a greeting proves it is ready); killed at teardown."""
+        qemu = subprocess.Popen(
+            [QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
+             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % socket_path,
+             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
+                                      'file': {'driver': 'file', 'filename': image}}),
+             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers():
+            if qemu.poll() is not None:
+                raise RuntimeError('the foreign QEMU exited with %d' % qemu.returncode)
+            try:
+                QmpSocket(socket_path).close()
+                return True
+            except OSError:
+                return False
+        if not spin(answers, 20):
+            qemu.kill()
+            qemu.wait()
+            raise RuntimeError('the foreign QEMU does not answer on %s' % socket_path)
+        return qemu
+
     def domain_log(self, domain_path):
         """<state-dir>/log/<uuid>.log: QEMU's output (HMP qemu-io prints there)."""
         uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')

@@ -206,14 +206,8 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
     }
 
     def start_with_kill_point(self, point):
-        h = self.h
-        h.stop_daemon()
-        os.environ['QSNAPD_TEST_KILL_QEMU_AT'] = point
-        try:
-            h.start_daemon()
-        finally:
-            del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
-        return h.daemon_log_mark()
+        self.h.restart_daemon(kill=False, env={'QSNAPD_TEST_KILL_QEMU_AT': point})
+        return self.h.daemon_log_mark()
 
     def run_point(self, point, kind='pull'):
         h = self.h

@@ -496,11 +496,7 @@ class CrashTest(DeleteTestCase):
         dom, base = self.offline_chain('kq', 3)
         q.qemu_io_write_pattern(self.frozen(self.snap_path(dom, 's3')), 0x77, 8 * MiB, 8 * MiB)
         s2 = self.snap_path(dom, 's2')
-        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(2 * MiB)
-        try:
-            h.restart_daemon(kill=False)
-        finally:
-            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(2 * MiB)})
         job = h.call(s2, S, 'Delete', (0,), 't')
         self.assertTrue(q.spin(lambda: 0 < h.get_property(job, J, 'Cur') < 100, 10), 'the commit did not move')
         pids = [p for p in q._pids_mentioning(h.image_path('kq.s2')) if 'qemu-img' in (q._proc_cmdline(p) or '')]
@@ -526,11 +522,7 @@ class CrashTest(DeleteTestCase):
         dom, base = ExternalLiveTest.live_chain(self, 'st', 3, {})
         self.write(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
         s3 = self.snap_path(dom, 's3')
-        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(MiB)
-        try:
-            h.restart_daemon(kill=False)
-        finally:
-            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(MiB)})
         job = h.call(s3, S, 'Delete', (0,), 't')
         q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         h.restart_daemon(kill=False)
@@ -553,11 +545,7 @@ class CrashTest(DeleteTestCase):
         dom, base = ExternalLiveTest.live_chain(self, 'ab', 3, {})
         self.write(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
         s3 = self.snap_path(dom, 's3')
-        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(MiB)
-        try:
-            h.restart_daemon(kill=False)
-        finally:
-            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(MiB)})
 
         job = h.call(s3, S, 'Delete', (0,), 't')
         self.assertNotEqual(job, '/')

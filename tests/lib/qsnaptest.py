@@ -1181,15 +1181,25 @@ class Harness:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._daemon_proc.wait(1)
 
-    def restart_daemon(self, kill=True):
+    def restart_daemon(self, kill=True, env=None):
         """kill -9 (or SIGTERM with kill=False) and start again with the
-        same state and runtime directories."""
+        same state and runtime directories; env: variables for the new
+        qsnapd only (test hooks such as QSNAPD_TEST_CRASH_AT)."""
         if kill:
             self.kill_daemon()
         else:
             self.stop_daemon()
             self._wait_name_gone()
-        return self.start_daemon()
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})
+        try:
+            return self.start_daemon()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
 
     def daemon_exit_problems(self):
         """How qsnapd instances ended that we did not kill ourselves
@@ -1242,13 +1252,7 @@ class Harness:
         exist fails here). Then a new qsnapd starts (start_again), and
         recovers at start-up. Returns (the log offset where the new qsnapd
         starts, the call's outcome: its result or the DBusCallError)."""
-        self.stop_daemon()
-        self._wait_name_gone()
-        os.environ['QSNAPD_TEST_CRASH_AT'] = point
-        try:
-            self.start_daemon()
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
+        self.restart_daemon(kill=False, env={'QSNAPD_TEST_CRASH_AT': point})
         pid = self.daemon_pid()
         self._signaled.add(pid)
         mark = self.daemon_log_mark()

@@ -129,8 +129,8 @@ class RevertTestCase(SnapshotTestCase):
         with open(out, 'rb') as f:
             seen = f.read()
         os.unlink(out)
-        self.assertEqual(seen == marker, True, '%s: guest RAM at 0x%x reads %r..., expected %r...'
-                         % (what, self.RAM_ADDR, seen[:16], marker[:16]))
+        self.assertTrue(seen == marker, '%s: guest RAM at 0x%x reads %r..., expected %r...'
+                        % (what, self.RAM_ADDR, seen[:16], marker[:16]))
         xp = h.hmp(dom, 'xp /8xb 0x%x' % self.RAM_ADDR)
         self.assertEqual([int(v, 16) for v in xp.split(':')[1].split()], list(marker[:8]), '%s: xp says %r' % (what, xp))
 

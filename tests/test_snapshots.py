@@ -1130,8 +1130,7 @@ class CrashTest(SnapshotTestCase):
             self.assert_disk_is(active[target], base_patterns, '%s: %s' % (point, target))
             self.assert_check_clean(*self.chain_files(active[target]))
         if live:
-            self.assertTrue(q.wait_until(lambda: self.dprop(dom, 'State') == 'running', 10,
-                                         '%s: the guest runs again' % point))
+            q.wait_until(lambda: self.dprop(dom, 'State') == 'running', 10, '%s: the guest runs again' % point)
             self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running', point)
             self.assertEqual(self.qemu_chains(dom), {t: self.chain_files(f) for t, f in active.items()}, point)
 

@@ -51,15 +51,6 @@ static const char *const merge_direction_table[_MERGE_MAX] = {
         [MERGE_BACKWARD] = "backward",
 };
 
-static int table_lookup(const char *const *table, int n, const char *s) {
-        if (!s)
-                return -EINVAL;
-        for (int i = 0; i < n; i++)
-                if (streq(table[i], s))
-                        return i;
-        return -EINVAL;
-}
-
 const char *snapshot_location_to_string(SnapshotLocation l) {
         if (l < 0 || l >= _SNAPSHOT_LOCATION_MAX)
                 return NULL;
@@ -67,7 +58,7 @@ const char *snapshot_location_to_string(SnapshotLocation l) {
 }
 
 SnapshotLocation snapshot_location_from_string(const char *s) {
-        return (SnapshotLocation) table_lookup(snapshot_location_table, _SNAPSHOT_LOCATION_MAX, s);
+        return (SnapshotLocation) xml_table_lookup(snapshot_location_table, _SNAPSHOT_LOCATION_MAX, s);
 }
 
 const char *snapshot_state_to_string(SnapshotState s) {
@@ -77,7 +68,7 @@ const char *snapshot_state_to_string(SnapshotState s) {
 }
 
 SnapshotState snapshot_state_from_string(const char *s) {
-        return (SnapshotState) table_lookup(snapshot_state_table, _SNAPSHOT_STATE_MAX, s);
+        return (SnapshotState) xml_table_lookup(snapshot_state_table, _SNAPSHOT_STATE_MAX, s);
 }
 
 const char *merge_direction_to_string(MergeDirection m) {
@@ -87,7 +78,7 @@ const char *merge_direction_to_string(MergeDirection m) {
 }
 
 MergeDirection merge_direction_from_string(const char *s) {
-        return (MergeDirection) table_lookup(merge_direction_table, _MERGE_MAX, s);
+        return (MergeDirection) xml_table_lookup(merge_direction_table, _MERGE_MAX, s);
 }
 
 static void snapshot_disk_done(SnapshotDisk *d) {
@@ -145,114 +136,12 @@ static const char *check_name(const char *s) {
         return NULL;
 }
 
-static const char *check_absolute_path(const char *s) {
-        if (isempty(s))
-                return "is empty";
-        if (s[0] != '/')
-                return "is not an absolute path";
-        return NULL;
-}
-
-/* libvirt matches a disk by target ("vda") or by source path. */
-static const char *check_disk_name(const char *s) {
-        if (isempty(s) || xml_is_blank(s))
-                return "is empty";
-        if (strchr(s, '/') && s[0] != '/')
-                return "is neither a disk target nor an absolute path";
-        return NULL;
-}
-
 static bool state_is_offline(SnapshotState s) {
         return s == SNAPSHOT_STATE_SHUTOFF || s == SNAPSHOT_STATE_DISK_SNAPSHOT;
 }
 
 static bool location_has_state(SnapshotLocation l) {
         return l == SNAPSHOT_LOCATION_INTERNAL || l == SNAPSHOT_LOCATION_EXTERNAL;
-}
-
-/* Optional sign, decimal digits, int64 range. */
-static int parse_i64(const char *s, int64_t *ret) {
-        bool negative = s[0] == '-';
-        uint64_t v;
-        int r;
-
-        r = xml_parse_u64(s + negative, &v);
-        if (r < 0)
-                return r;
-        if (v > (uint64_t) INT64_MAX + negative)
-                return -ERANGE;
-        *ret = negative ? (int64_t) (0 - v) : (int64_t) v;
-        return 0;
-}
-
-typedef struct NameRef {
-        const char *name;
-        size_t index;
-} NameRef;
-
-static int compare_name_refs(const void *a, const void *b) {
-        const NameRef *x = a, *y = b;
-        int c = strcmp(x->name, y->name);
-
-        if (c != 0)
-                return c;
-        return x->index < y->index ? -1 : x->index > y->index;
-}
-
-/* Sorted (name, index) pairs, for duplicate checks and lookups that stay
- * O(n log n) with thousands of snapshots or disks. Entries without a name
- * are left out. */
-static int name_index_new(const char *(*get)(const void *item), const void *items, size_t item_size, size_t n,
-                          NameRef **ret, size_t *ret_n) {
-        _cleanup_free_ NameRef *refs = NULL;
-        size_t k = 0;
-
-        refs = new0(NameRef, n);
-        if (!refs)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                const char *name = get((const char *) items + i * item_size);
-
-                if (name)
-                        refs[k++] = (NameRef) { .name = name, .index = i };
-        }
-        qsort(refs, k, sizeof(NameRef), compare_name_refs);
-        *ret = TAKE_PTR(refs);
-        *ret_n = k;
-        return 0;
-}
-
-/* 1 and the first two indices of a name that occurs more than once, 0 if
- * all names differ. */
-static int name_index_find_duplicate(const NameRef *refs, size_t n, size_t *ret_first, size_t *ret_second) {
-        for (size_t i = 1; i < n; i++)
-                if (streq(refs[i - 1].name, refs[i].name)) {
-                        /* Among equal names the sort is by position. */
-                        *ret_first = refs[i - 1].index;
-                        *ret_second = refs[i].index;
-                        return 1;
-                }
-        return 0;
-}
-
-static const NameRef *name_index_lookup(const NameRef *refs, size_t n, const char *name) {
-        size_t lo = 0, hi = n;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(refs[mid].name, name);
-
-                if (c == 0) {
-                        while (mid > lo && streq(refs[mid - 1].name, name))
-                                mid--;
-                        return &refs[mid];
-                }
-                if (c < 0)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return NULL;
 }
 
 static const char *disk_name_get(const void *item) {
@@ -264,16 +153,16 @@ static const char *def_name_get(const void *item) {
 }
 
 static int find_duplicate_disk(const SnapshotDisk *disks, size_t n, size_t *ret_first, size_t *ret_second) {
-        _cleanup_free_ NameRef *refs = NULL;
+        _cleanup_free_ XmlNameRef *refs = NULL;
         size_t n_refs;
         int r;
 
         if (n < 2)
                 return 0;
-        r = name_index_new(disk_name_get, disks, sizeof(SnapshotDisk), n, &refs, &n_refs);
+        r = xml_name_index_new(disk_name_get, disks, sizeof(SnapshotDisk), n, &refs, &n_refs);
         if (r < 0)
                 return r;
-        return name_index_find_duplicate(refs, n_refs, ret_first, ret_second);
+        return xml_name_index_find_duplicate(refs, n_refs, ret_first, ret_second);
 }
 
 /* ---- Parser ---------------------------------------------------------------- */
@@ -282,24 +171,6 @@ static int find_duplicate_disk(const SnapshotDisk *disks, size_t n, size_t *ret_
  * wherever it goes (a snapshot nests one level deeper in the bulk file). */
 static int keep_element(XmlParser *p, xmlNode *n, XmlList *list) {
         return xml_parser_keep_element(p, n, 0, list);
-}
-
-static int parser_path_attr(XmlParser *p, const xmlNode *n, const char *attr, char **ret) {
-        _cleanup_free_ char *v = NULL;
-        const char *problem;
-        int r;
-
-        r = xml_attr_get(n, attr, &v);
-        if (r < 0)
-                return r;
-        if (v) {
-                problem = check_absolute_path(v);
-                if (problem)
-                        return xml_parser_error(p, -EINVAL, n, "<%s %s='%s'> %s", (const char *) n->name, attr,
-                                                XML_QUOTE(v), problem);
-        }
-        *ret = TAKE_PTR(v);
-        return 0;
 }
 
 /* snapshot= of <disk> and <memory>: libvirt refuses an explicit "default". */
@@ -325,20 +196,6 @@ static int parser_location_attr(XmlParser *p, const xmlNode *n, SnapshotLocation
         return 0;
 }
 
-/* Elements of our own design, and libvirt's that hold nothing. */
-static int parser_check_empty(XmlParser *p, const xmlNode *n) {
-        for (const xmlNode *c = n->children; c; c = c->next) {
-                int r = xml_parser_skip_node(p, n, c);
-
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        return xml_parser_error(p, -EINVAL, c, "<%s> must be empty, found <%s>", (const char *) n->name,
-                                                (const char *) c->name);
-        }
-        return 0;
-}
-
 static int parser_on_delete(XmlParser *p, const xmlNode *n, MergeDirection *ret) {
         _cleanup_free_ char *merge = NULL;
         MergeDirection m;
@@ -358,28 +215,10 @@ static int parser_on_delete(XmlParser *p, const xmlNode *n, MergeDirection *ret)
                 return xml_parser_error(p, -EINVAL, n,
                                         "<on_delete merge='%s'> is not supported, expected 'forward' or 'backward'",
                                         XML_QUOTE(merge));
-        r = parser_check_empty(p, n);
+        r = xml_parser_check_empty(p, n);
         if (r < 0)
                 return r;
         *ret = m;
-        return 0;
-}
-
-/* Children of <driver> and <source> that we do not model. */
-static int parser_keep_children(XmlParser *p, xmlNode *n, char ***strv) {
-        XmlList extra = { .strv = strv };
-
-        for (xmlNode *c = n->children; c; c = c->next) {
-                int r = xml_parser_skip_node(p, n, c);
-
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        continue;
-                r = keep_element(p, c, &extra);
-                if (r < 0)
-                        return r;
-        }
         return 0;
 }
 
@@ -396,7 +235,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, SnapshotDisk *ret) {
                 return r;
         if (!d.name)
                 return xml_parser_error(p, -EINVAL, n, "<disk> has no name= attribute");
-        problem = check_disk_name(d.name);
+        problem = xml_check_disk_name(d.name);
         if (problem)
                 return xml_parser_error(p, -EINVAL, n, "<disk name='%s'> %s", XML_QUOTE(d.name), problem);
         r = parser_location_attr(p, n, &d.snapshot);
@@ -440,7 +279,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, SnapshotDisk *ret) {
                                                    &d.extra_driver_attributes);
                         if (r < 0)
                                 return r;
-                        r = parser_keep_children(p, c, &d.extra_driver_elements);
+                        r = xml_parser_keep_children(p, c, &d.extra_driver_elements);
                         if (r < 0)
                                 return r;
 
@@ -448,14 +287,14 @@ static int parser_disk(XmlParser *p, xmlNode *n, SnapshotDisk *ret) {
                         r = xml_parser_check_once(p, c, &seen_source);
                         if (r < 0)
                                 return r;
-                        r = parser_path_attr(p, c, "file", &d.source);
+                        r = xml_parser_path_attr(p, c, "file", &d.source);
                         if (r < 0)
                                 return r;
                         r = xml_collect_attributes(c, (const char *const[]) { "file", NULL }, NULL,
                                                    &d.extra_source_attributes);
                         if (r < 0)
                                 return r;
-                        r = parser_keep_children(p, c, &d.extra_source_elements);
+                        r = xml_parser_keep_children(p, c, &d.extra_source_elements);
                         if (r < 0)
                                 return r;
 
@@ -571,40 +410,14 @@ static int parser_memory(XmlParser *p, const xmlNode *n, SnapshotDef *def) {
                 if (def->memory != SNAPSHOT_LOCATION_EXTERNAL)
                         return xml_parser_error(p, -EINVAL, n, "<memory file='%s'> needs snapshot='external', not '%s'",
                                                 XML_QUOTE(def->memory_file), snapshot_location_to_string(def->memory));
-                problem = check_absolute_path(def->memory_file);
+                problem = xml_check_absolute_path(def->memory_file);
                 if (problem)
                         return xml_parser_error(p, -EINVAL, n, "<memory file='%s'> %s", XML_QUOTE(def->memory_file),
                                                 problem);
         } else if (def->memory == SNAPSHOT_LOCATION_EXTERNAL)
                 return xml_parser_error(p, -EINVAL, n, "<memory snapshot='external'> needs a file= attribute");
 
-        return parser_check_empty(p, n);
-}
-
-static int parser_parent(XmlParser *p, const xmlNode *n, char **ret) {
-        const xmlNode *seen_name = NULL;
-        _cleanup_free_ char *name = NULL;
-        int r;
-
-        for (const xmlNode *c = n->children; c; c = c->next) {
-                r = xml_parser_skip_node(p, n, c);
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        continue;
-                if (!xml_node_is(c, "name"))
-                        return xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <parent>, expected <name>",
-                                                XML_QUOTE((const char *) c->name));
-                r = xml_parser_text_once(p, c, &seen_name, &name);
-                if (r < 0)
-                        return r;
-                if (check_name(name))
-                        return xml_parser_error(p, -EINVAL, c, "<parent><name> is empty");
-        }
-        if (!seen_name)
-                return xml_parser_error(p, -EINVAL, n, "<parent> has no <name>");
-        *ret = TAKE_PTR(name);
-        return 0;
+        return xml_parser_check_empty(p, n);
 }
 
 static int parser_verbatim(XmlParser *p, xmlNode *n, char **ret) {
@@ -690,7 +503,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                         if (r < 0)
                                 return r;
                         number = xml_strip_blank(text);
-                        if (parse_i64(number, &v) < 0 || v < INT_MIN || v > INT_MAX)
+                        if (xml_parse_i64(number, &v) < 0 || v < INT_MIN || v > INT_MAX)
                                 return xml_parser_error(p, -EINVAL, c, "<active> is not a number: '%s'", XML_QUOTE(number));
                         def->active = v != 0;
 
@@ -728,7 +541,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                                 if (r < 0)
                                         return r;
                                 number = xml_strip_blank(text);
-                                r = parse_i64(number, &def->creation_time);
+                                r = xml_parse_i64(number, &def->creation_time);
                                 if (r == -ERANGE)
                                         return xml_parser_error(p, -EINVAL, c, "<creationTime> is out of range: '%s'",
                                                                 XML_QUOTE(number));
@@ -741,7 +554,7 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                                 r = xml_parser_check_once(p, c, &seen_parent);
                                 if (r < 0)
                                         return r;
-                                r = parser_parent(p, c, &def->parent);
+                                r = xml_parser_parent(p, c, check_name, &def->parent);
                                 if (r < 0)
                                         return r;
 
@@ -832,7 +645,7 @@ typedef enum ListProblem {
 
 static int list_check(SnapshotDef *const *defs, size_t n, const char *current, ListProblem *ret_problem,
                       size_t *ret_index, size_t *ret_other) {
-        _cleanup_free_ NameRef *refs = NULL;
+        _cleanup_free_ XmlNameRef *refs = NULL;
         _cleanup_free_ size_t *parent = NULL;
         _cleanup_free_ uint8_t *state = NULL;
         size_t n_refs, first, second;
@@ -846,10 +659,10 @@ static int list_check(SnapshotDef *const *defs, size_t n, const char *current, L
                         return -EINVAL;
                 }
 
-        r = name_index_new(def_name_get, defs, sizeof(SnapshotDef *), n, &refs, &n_refs);
+        r = xml_name_index_new(def_name_get, defs, sizeof(SnapshotDef *), n, &refs, &n_refs);
         if (r < 0)
                 return r;
-        if (name_index_find_duplicate(refs, n_refs, &first, &second) > 0) {
+        if (xml_name_index_find_duplicate(refs, n_refs, &first, &second) > 0) {
                 *ret_problem = LIST_DUPLICATE;
                 *ret_index = second;
                 *ret_other = first;
@@ -861,12 +674,12 @@ static int list_check(SnapshotDef *const *defs, size_t n, const char *current, L
         if (!parent || !state)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                const NameRef *ref;
+                const XmlNameRef *ref;
 
                 parent[i] = SIZE_MAX;
                 if (!defs[i]->parent)
                         continue;
-                ref = name_index_lookup(refs, n_refs, defs[i]->parent);
+                ref = xml_name_index_lookup(refs, n_refs, defs[i]->parent);
                 if (!ref) {
                         *ret_problem = LIST_NO_PARENT;
                         *ret_index = i;
@@ -893,7 +706,7 @@ static int list_check(SnapshotDef *const *defs, size_t n, const char *current, L
                         state[j] = 2;
         }
 
-        if (current && !name_index_lookup(refs, n_refs, current)) {
+        if (current && !xml_name_index_lookup(refs, n_refs, current)) {
                 *ret_problem = LIST_NO_CURRENT;
                 *ret_index = SIZE_MAX;
                 return -EINVAL;
@@ -1052,29 +865,22 @@ fail:
 
 /* ---- Writer ---------------------------------------------------------------- */
 
-static bool strv_has_blank(char *const *l) {
-        for (; l && *l; l++)
-                if (isempty(*l))
-                        return true;
-        return false;
-}
-
 static int writer_check_disk(const SnapshotDisk *d) {
-        if (check_disk_name(d->name))
+        if (xml_check_disk_name(d->name))
                 return -EINVAL;
         if (d->snapshot < 0 || d->snapshot >= _SNAPSHOT_LOCATION_MAX)
                 return -EINVAL;
         if (d->format != _DISK_FORMAT_INVALID && !disk_format_to_string(d->format))
                 return -EINVAL;
-        if (d->source && check_absolute_path(d->source))
+        if (d->source && xml_check_absolute_path(d->source))
                 return -EINVAL;
         if ((d->source || d->format >= 0) && d->snapshot != SNAPSHOT_LOCATION_DEFAULT &&
             d->snapshot != SNAPSHOT_LOCATION_EXTERNAL)
                 return -EINVAL;
         if (d->on_delete < 0 || d->on_delete >= _MERGE_MAX)
                 return -EINVAL;
-        if (strv_has_blank(d->extra_elements) || strv_has_blank(d->extra_driver_elements) ||
-            strv_has_blank(d->extra_source_elements))
+        if (xml_strv_has_blank(d->extra_elements) || xml_strv_has_blank(d->extra_driver_elements) ||
+            xml_strv_has_blank(d->extra_source_elements))
                 return -EINVAL;
         return 0;
 }
@@ -1106,76 +912,16 @@ static int writer_check_def(const SnapshotDef *def) {
                 return -EINVAL;
         if ((def->memory == SNAPSHOT_LOCATION_EXTERNAL) != !!def->memory_file)
                 return -EINVAL;
-        if (def->memory_file && check_absolute_path(def->memory_file))
+        if (def->memory_file && xml_check_absolute_path(def->memory_file))
                 return -EINVAL;
         if (def->has_state && state_is_offline(def->state) && location_has_state(def->memory))
                 return -EINVAL;
-        if (strv_has_blank(def->extra_elements))
+        if (xml_strv_has_blank(def->extra_elements))
                 return -EINVAL;
         r = writer_check_disks(def->disks, def->n_disks);
         if (r < 0)
                 return r;
         return writer_check_disks(def->revert_disks, def->n_revert_disks);
-}
-
-/* libvirt leaves <graphics passwd=…> out unless asked for secure output. */
-static void strip_secrets(xmlNode *n) {
-        for (; n; n = n->next) {
-                if (n->type != XML_ELEMENT_NODE)
-                        continue;
-                if (xml_node_is(n, "graphics")) {
-                        xmlAttr *a = xmlHasNsProp(n, BAD_CAST "passwd", NULL);
-
-                        if (a)
-                                xmlRemoveProp(a);
-                }
-                strip_secrets(n->children);
-        }
-}
-
-/* A kept element, stored unindented, re-serialized for nesting `level`
- * deep. root_name, when set, is what the element must be. */
-static int reindent(const char *xml, const char *root_name, int level, bool secure, char **ret) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        xmlNode *root;
-        int r;
-
-        /* Serialized text only indents after line breaks: a one-line
-         * element reads the same at any depth. */
-        if (!root_name && !strchr(xml, '\n')) {
-                *ret = strdup(xml);
-                return *ret ? 0 : -ENOMEM;
-        }
-
-        xml_parser_install_handlers(&p);
-        r = xml_parser_read(&p, xml, strlen(xml));
-        if (r < 0)
-                return -EINVAL;
-        root = xmlDocGetRootElement(p.doc);
-        if (!root || (root_name && !xml_node_is(root, root_name)))
-                return -EINVAL;
-        if (!secure)
-                strip_secrets(root->children);
-        return xml_dump_element(p.doc, root, level, ret);
-}
-
-static void w_kept(XmlWriter *w, int level, const char *xml, const char *root_name, bool secure) {
-        _cleanup_free_ char *s = NULL;
-        int r;
-
-        if (w->error != 0)
-                return;
-        r = reindent(xml, root_name, level, secure, &s);
-        if (r < 0) {
-                xml_writer_fail(w, r);
-                return;
-        }
-        xml_w_printf(w, "%*s%s\n", level * 2, "", s);
-}
-
-static void w_kept_list(XmlWriter *w, int level, char *const *l) {
-        for (; l && *l; l++)
-                w_kept(w, level, *l, NULL, true);
 }
 
 static void w_disk(XmlWriter *w, int base, const SnapshotDisk *d) {
@@ -1209,7 +955,7 @@ static void w_disk(XmlWriter *w, int base, const SnapshotDisk *d) {
                 xml_w_extra_attributes(w, d->extra_driver_attributes);
                 if (d->extra_driver_elements) {
                         xml_w_puts(w, ">\n");
-                        w_kept_list(w, level + 2, d->extra_driver_elements);
+                        xml_w_kept_list(w, level + 2, d->extra_driver_elements);
                         xml_w_printf(w, "%*s</driver>\n", (level + 1) * 2, "");
                 } else
                         xml_w_puts(w, "/>\n");
@@ -1220,7 +966,7 @@ static void w_disk(XmlWriter *w, int base, const SnapshotDisk *d) {
                 xml_w_extra_attributes(w, d->extra_source_attributes);
                 if (d->extra_source_elements) {
                         xml_w_puts(w, ">\n");
-                        w_kept_list(w, level + 2, d->extra_source_elements);
+                        xml_w_kept_list(w, level + 2, d->extra_source_elements);
                         xml_w_printf(w, "%*s</source>\n", (level + 1) * 2, "");
                 } else
                         xml_w_puts(w, "/>\n");
@@ -1230,7 +976,7 @@ static void w_disk(XmlWriter *w, int base, const SnapshotDisk *d) {
                 xml_w_attr(w, "merge", merge_direction_to_string(d->on_delete));
                 xml_w_puts(w, "/>\n");
         }
-        w_kept_list(w, level + 1, d->extra_elements);
+        xml_w_kept_list(w, level + 1, d->extra_elements);
         xml_w_printf(w, "%*s</disk>\n", level * 2, "");
 }
 
@@ -1283,42 +1029,16 @@ static int write_def(XmlWriter *w, const SnapshotDef *def, int base, SnapshotFor
         if (def->n_revert_disks > 0)
                 w_disks(w, base, "revertDisks", def->revert_disks, def->n_revert_disks);
         if (def->domain_xml)
-                w_kept(w, level, def->domain_xml, "domain", secure);
+                xml_w_kept(w, level, def->domain_xml, "domain", secure);
         if (def->inactive_domain_xml)
-                w_kept(w, level, def->inactive_domain_xml, "inactiveDomain", secure);
+                xml_w_kept(w, level, def->inactive_domain_xml, "inactiveDomain", secure);
         /* libvirt's <cookie> comes here, after the domains. */
-        w_kept_list(w, level, def->extra_elements);
+        xml_w_kept_list(w, level, def->extra_elements);
         if (flags & SNAPSHOT_FORMAT_ACTIVE)
                 xml_w_printf(w, "%*s<active>%d</active>\n", level * 2, "", def->active > 0);
         xml_w_printf(w, "%*s</domainsnapshot>\n", base * 2, "");
 
         return w->error;
-}
-
-/* Runs write() into a fresh string. */
-static int format_to_string(int (*write)(XmlWriter *w, const void *userdata), const void *userdata, char **ret) {
-        _cleanup_free_ char *buf = NULL;
-        _cleanup_(fclosep) FILE *f = NULL;
-        XmlWriter w = {};
-        size_t size = 0;
-        int r;
-
-        f = open_memstream(&buf, &size);
-        if (!f)
-                return -ENOMEM;
-        w.f = f;
-
-        r = write(&w, userdata);
-        if (r < 0)
-                return r;
-        if (w.error < 0)
-                return w.error;
-        if (fflush(f) != 0 || ferror(f))
-                return -ENOMEM;
-        f = (fclose(f), NULL);
-
-        *ret = TAKE_PTR(buf);
-        return 0;
 }
 
 typedef struct DefFormat {
@@ -1334,7 +1054,7 @@ static int write_one(XmlWriter *w, const void *userdata) {
 int snapshot_def_format(const SnapshotDef *def, SnapshotFormatFlags flags, char **ret) {
         if (!def || !ret || (flags & ~(SNAPSHOT_FORMAT_SECURE | SNAPSHOT_FORMAT_ACTIVE)))
                 return -EINVAL;
-        return format_to_string(write_one, &(DefFormat) { .def = def, .flags = flags }, ret);
+        return xml_format_to_string(write_one, &(DefFormat) { .def = def, .flags = flags }, ret);
 }
 
 typedef struct ListFormat {
@@ -1371,7 +1091,7 @@ int snapshot_list_format(SnapshotDef *const *defs, size_t n, const char *current
         for (size_t i = 0; i < n; i++)
                 if (!defs[i])
                         return -EINVAL;
-        return format_to_string(write_list, &(ListFormat) { .defs = defs, .n = n, .current = current }, ret);
+        return xml_format_to_string(write_list, &(ListFormat) { .defs = defs, .n = n, .current = current }, ret);
 }
 
 /* ---- Copy ------------------------------------------------------------------ */

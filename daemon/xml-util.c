@@ -149,6 +149,115 @@ int xml_parse_u64(const char *s, uint64_t *ret) {
         return 0;
 }
 
+/* Optional sign, decimal digits, int64 range. */
+int xml_parse_i64(const char *s, int64_t *ret) {
+        bool negative = s[0] == '-';
+        uint64_t v;
+        int r;
+
+        r = xml_parse_u64(s + negative, &v);
+        if (r < 0)
+                return r;
+        if (v > (uint64_t) INT64_MAX + negative)
+                return -ERANGE;
+        *ret = negative ? (int64_t) (0 - v) : (int64_t) v;
+        return 0;
+}
+
+int xml_table_lookup(const char *const *table, int n, const char *s) {
+        if (!s)
+                return -EINVAL;
+        for (int i = 0; i < n; i++)
+                if (table[i] && streq(table[i], s))
+                        return i;
+        return -EINVAL;
+}
+
+const char *xml_check_absolute_path(const char *s) {
+        if (isempty(s))
+                return "is empty";
+        if (s[0] != '/')
+                return "is not an absolute path";
+        return NULL;
+}
+
+const char *xml_check_disk_name(const char *s) {
+        if (isempty(s) || xml_is_blank(s))
+                return "is empty";
+        if (strchr(s, '/') && s[0] != '/')
+                return "is neither a disk target nor an absolute path";
+        return NULL;
+}
+
+bool xml_strv_has_blank(char *const *l) {
+        for (; l && *l; l++)
+                if (isempty(*l))
+                        return true;
+        return false;
+}
+
+/* ---- Name index ------------------------------------------------------------ */
+
+static int compare_name_refs(const void *a, const void *b) {
+        const XmlNameRef *x = a, *y = b;
+        int c = strcmp(x->name, y->name);
+
+        if (c != 0)
+                return c;
+        return x->index < y->index ? -1 : x->index > y->index;
+}
+
+int xml_name_index_new(const char *(*get)(const void *item), const void *items, size_t item_size, size_t n,
+                       XmlNameRef **ret, size_t *ret_n) {
+        _cleanup_free_ XmlNameRef *refs = NULL;
+        size_t k = 0;
+
+        refs = new0(XmlNameRef, n);
+        if (!refs)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *name = get((const char *) items + i * item_size);
+
+                if (name)
+                        refs[k++] = (XmlNameRef) { .name = name, .index = i };
+        }
+        qsort(refs, k, sizeof(XmlNameRef), compare_name_refs);
+        *ret = TAKE_PTR(refs);
+        *ret_n = k;
+        return 0;
+}
+
+int xml_name_index_find_duplicate(const XmlNameRef *refs, size_t n, size_t *ret_first, size_t *ret_second) {
+        for (size_t i = 1; i < n; i++)
+                if (streq(refs[i - 1].name, refs[i].name)) {
+                        /* Among equal names the sort is by position. */
+                        *ret_first = refs[i - 1].index;
+                        *ret_second = refs[i].index;
+                        return 1;
+                }
+        return 0;
+}
+
+const XmlNameRef *xml_name_index_lookup(const XmlNameRef *refs, size_t n, const char *name) {
+        size_t lo = 0, hi = n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = strcmp(refs[mid].name, name);
+
+                if (c == 0) {
+                        while (mid > lo && streq(refs[mid - 1].name, name))
+                                mid--;
+                        return &refs[mid];
+                }
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
 /* ---- Parser --------------------------------------------------------------- */
 
 int xml_parser_error(XmlParser *p, int r, const xmlNode *node, const char *fmt, ...) {
@@ -679,6 +788,82 @@ int xml_parser_keep_element(XmlParser *p, xmlNode *n, int level, XmlList *list) 
         return 0;
 }
 
+int xml_parser_keep_children(XmlParser *p, xmlNode *n, char ***strv) {
+        XmlList extra = { .strv = strv };
+
+        for (xmlNode *c = n->children; c; c = c->next) {
+                int r = xml_parser_skip_node(p, n, c);
+
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                r = xml_parser_keep_element(p, c, 0, &extra);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int xml_parser_check_empty(XmlParser *p, const xmlNode *n) {
+        for (const xmlNode *c = n->children; c; c = c->next) {
+                int r = xml_parser_skip_node(p, n, c);
+
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return xml_parser_error(p, -EINVAL, c, "<%s> must be empty, found <%s>", (const char *) n->name,
+                                                (const char *) c->name);
+        }
+        return 0;
+}
+
+int xml_parser_path_attr(XmlParser *p, const xmlNode *n, const char *attr, char **ret) {
+        _cleanup_free_ char *v = NULL;
+        const char *problem;
+        int r;
+
+        r = xml_attr_get(n, attr, &v);
+        if (r < 0)
+                return r;
+        if (v) {
+                problem = xml_check_absolute_path(v);
+                if (problem)
+                        return xml_parser_error(p, -EINVAL, n, "<%s %s='%s'> %s", (const char *) n->name, attr,
+                                                XML_QUOTE(v), problem);
+        }
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+int xml_parser_parent(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret) {
+        const xmlNode *seen_name = NULL;
+        _cleanup_free_ char *name = NULL;
+        const char *problem;
+        int r;
+
+        for (const xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (!xml_node_is(c, "name"))
+                        return xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <parent>, expected <name>",
+                                                XML_QUOTE((const char *) c->name));
+                r = xml_parser_text_once(p, c, &seen_name, &name);
+                if (r < 0)
+                        return r;
+                problem = check(name);
+                if (problem)
+                        return xml_parser_error(p, -EINVAL, c, "<parent><name> %s", problem);
+        }
+        if (!seen_name)
+                return xml_parser_error(p, -EINVAL, n, "<parent> has no <name>");
+        *ret = TAKE_PTR(name);
+        return 0;
+}
+
 /* ---- Writer --------------------------------------------------------------- */
 
 void xml_writer_fail(XmlWriter *w, int r) {
@@ -784,6 +969,89 @@ void xml_w_text_element(XmlWriter *w, int level, const char *tag, const char *te
         xml_w_printf(w, "%*s<%s>", level * 2, "", tag);
         xml_w_escaped(w, text, false);
         xml_w_printf(w, "</%s>\n", tag);
+}
+
+/* libvirt leaves <graphics passwd=…> out unless asked for secure output. */
+static void strip_secrets(xmlNode *n) {
+        for (; n; n = n->next) {
+                if (n->type != XML_ELEMENT_NODE)
+                        continue;
+                if (xml_node_is(n, "graphics")) {
+                        xmlAttr *a = xmlHasNsProp(n, BAD_CAST "passwd", NULL);
+
+                        if (a)
+                                xmlRemoveProp(a);
+                }
+                strip_secrets(n->children);
+        }
+}
+
+int xml_reindent(const char *xml, const char *root_name, int level, bool secure, char **ret) {
+        _cleanup_(xml_parser_done) XmlParser p = {};
+        xmlNode *root;
+        int r;
+
+        /* Serialized text only indents after line breaks: a one-line
+         * element reads the same at any depth. */
+        if (!root_name && !strchr(xml, '\n')) {
+                *ret = strdup(xml);
+                return *ret ? 0 : -ENOMEM;
+        }
+
+        xml_parser_install_handlers(&p);
+        r = xml_parser_read(&p, xml, strlen(xml));
+        if (r < 0)
+                return -EINVAL;
+        root = xmlDocGetRootElement(p.doc);
+        if (!root || (root_name && !xml_node_is(root, root_name)))
+                return -EINVAL;
+        if (!secure)
+                strip_secrets(root->children);
+        return xml_dump_element(p.doc, root, level, ret);
+}
+
+void xml_w_kept(XmlWriter *w, int level, const char *xml, const char *root_name, bool secure) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        if (w->error != 0)
+                return;
+        r = xml_reindent(xml, root_name, level, secure, &s);
+        if (r < 0) {
+                xml_writer_fail(w, r);
+                return;
+        }
+        xml_w_printf(w, "%*s%s\n", level * 2, "", s);
+}
+
+void xml_w_kept_list(XmlWriter *w, int level, char *const *l) {
+        for (; l && *l; l++)
+                xml_w_kept(w, level, *l, NULL, true);
+}
+
+int xml_format_to_string(int (*write)(XmlWriter *w, const void *userdata), const void *userdata, char **ret) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_(fclosep) FILE *f = NULL;
+        XmlWriter w = {};
+        size_t size = 0;
+        int r;
+
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return -ENOMEM;
+        w.f = f;
+
+        r = write(&w, userdata);
+        if (r < 0)
+                return r;
+        if (w.error < 0)
+                return w.error;
+        if (fflush(f) != 0 || ferror(f))
+                return -ENOMEM;
+        f = (fclose(f), NULL);
+
+        *ret = TAKE_PTR(buf);
+        return 0;
 }
 
 int xml_strv_extend_escaped_attr(char ***l, const char *prefix, const char *name, const char *value) {

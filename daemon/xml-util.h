@@ -48,6 +48,36 @@ bool xml_is_blank(const char *s);
 char *xml_strip_blank(char *s);
 /* Decimal digits only; -ERANGE past UINT64_MAX. */
 int xml_parse_u64(const char *s, uint64_t *ret);
+/* Optional '-', decimal digits; -ERANGE outside int64_t. */
+int xml_parse_i64(const char *s, int64_t *ret);
+
+/* The index of s in table (n entries), -EINVAL when absent or NULL: the
+ * body of every codec's _from_string(). */
+int xml_table_lookup(const char *const *table, int n, const char *s);
+
+/* Checks shared by parsers and writers (what we write we can read back):
+ * NULL when the value is fine, else what is wrong with it. */
+const char *xml_check_absolute_path(const char *s);
+/* libvirt matches a disk by target ("vda") or by an absolute source path. */
+const char *xml_check_disk_name(const char *s);
+/* Some kept element is an empty string (the writer would emit nothing). */
+bool xml_strv_has_blank(char *const *l);
+
+/* Sorted (name, index) pairs, for duplicate checks and lookups that stay
+ * O(n log n) with thousands of entries. get() reads the name of the item
+ * at items + i * item_size; items without a name are left out. */
+typedef struct XmlNameRef {
+        const char *name;
+        size_t index;
+} XmlNameRef;
+
+int xml_name_index_new(const char *(*get)(const void *item), const void *items, size_t item_size, size_t n,
+                       XmlNameRef **ret, size_t *ret_n);
+/* 1 and the first two indices of a name that occurs more than once, 0 if
+ * all names differ. */
+int xml_name_index_find_duplicate(const XmlNameRef *refs, size_t n, size_t *ret_first, size_t *ret_second);
+/* The first entry of that name, NULL when there is none. */
+const XmlNameRef *xml_name_index_lookup(const XmlNameRef *refs, size_t n, const char *name);
 
 /* User values quoted in error messages are cut to this many bytes. */
 #define XML_QUOTE_MAX 64
@@ -130,6 +160,20 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret);
 /* xml_dump_element(), appended to list. */
 int xml_parser_keep_element(XmlParser *p, xmlNode *n, int level, XmlList *list);
 
+/* Every element child of n kept verbatim and unindented into *strv (the
+ * children of <driver>, <source>, <target>… that a codec does not model). */
+int xml_parser_keep_children(XmlParser *p, xmlNode *n, char ***strv);
+
+/* n may hold no element (comments and whitespace are fine). */
+int xml_parser_check_empty(XmlParser *p, const xmlNode *n);
+
+/* An attribute that must be an absolute path when present; NULL when absent. */
+int xml_parser_path_attr(XmlParser *p, const xmlNode *n, const char *attr, char **ret);
+
+/* libvirt's <parent><name>NAME</name></parent>; check() judges NAME as
+ * the document's own <name> is judged (NULL: fine). */
+int xml_parser_parent(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret);
+
 /* ---- Writer ---------------------------------------------------------------- */
 
 /* Remembers the first failure so that the writing code reads straight. */
@@ -155,6 +199,19 @@ void xml_w_text_element(XmlWriter *w, int level, const char *tag, const char *te
 
 /* Appends prefix:name="value" (escaped) to *l. */
 int xml_strv_extend_escaped_attr(char ***l, const char *prefix, const char *name, const char *value);
+
+/* A kept element (stored unindented) re-serialized to nest `level` deep.
+ * root_name, when set, is what the element must be (-EINVAL otherwise);
+ * without secure, <graphics passwd=…> is left out of it, as libvirt does
+ * for an embedded <domain>. */
+int xml_reindent(const char *xml, const char *root_name, int level, bool secure, char **ret);
+/* xml_reindent() written on its own line(s), `level` deep. */
+void xml_w_kept(XmlWriter *w, int level, const char *xml, const char *root_name, bool secure);
+void xml_w_kept_list(XmlWriter *w, int level, char *const *l);
+
+/* Runs write() on a memory stream and returns what it wrote; write()'s
+ * failure or the writer's first one is returned instead. */
+int xml_format_to_string(int (*write)(XmlWriter *w, const void *userdata), const void *userdata, char **ret);
 
 /* ---- Copy ------------------------------------------------------------------ */
 

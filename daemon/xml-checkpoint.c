@@ -83,7 +83,7 @@ const char *checkpoint_name_check(const char *s) {
         return NULL;
 }
 
-static const char *check_bitmap(const char *s) {
+const char *checkpoint_bitmap_name_check(const char *s) {
         if (isempty(s))
                 return "is empty";
         if (strlen(s) > CHECKPOINT_BITMAP_NAME_MAX)
@@ -149,7 +149,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, CheckpointDisk *ret) {
                 return xml_parser_error(p, -EINVAL, n, "<disk name='%s' checkpoint='no'> cannot have %s=",
                                         XML_QUOTE(d.name), d.bitmap ? "bitmap" : "size");
         if (d.bitmap) {
-                problem = check_bitmap(d.bitmap);
+                problem = checkpoint_bitmap_name_check(d.bitmap);
                 if (problem)
                         return xml_parser_error(p, -EINVAL, n, "<disk name='%s' bitmap='%s'> %s", XML_QUOTE(d.name),
                                                 XML_QUOTE(d.bitmap), problem);
@@ -404,7 +404,7 @@ static int writer_check_def(const CheckpointDef *def) {
 
                 if (xml_check_disk_name(d->name) || !checkpoint_type_to_string(d->type))
                         return -EINVAL;
-                if (d->bitmap && (d->type != CHECKPOINT_TYPE_BITMAP || check_bitmap(d->bitmap)))
+                if (d->bitmap && (d->type != CHECKPOINT_TYPE_BITMAP || checkpoint_bitmap_name_check(d->bitmap)))
                         return -EINVAL;
                 if (xml_strv_has_blank(d->extra_elements))
                         return -EINVAL;

@@ -115,6 +115,9 @@ int checkpoint_def_copy(const CheckpointDef *def, CheckpointDef **ret);
  * bus layer checks LookupCheckpoint's argument with it). */
 const char *checkpoint_name_check(const char *s);
 
+/* NULL when s can name a QEMU dirty bitmap (1 to 1023 bytes). */
+const char *checkpoint_bitmap_name_check(const char *s);
+
 /* libvirt's virDomainCheckpointAlignDisks(), pure: afterwards def has one
  * <disk> per disk of dom, in dom's order, named by target. A disk named by
  * its source path becomes its target. Without <disks> every disk gets a

@@ -4,6 +4,7 @@
  * store first, as one transaction, and applied in memory only when that
  * worked, so the tree in memory never disagrees with the file.
  */
+#include "moment.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -103,6 +104,7 @@ static int snapshot_tree_link(SnapshotTree *t, SnapshotDef *def, Snapshot **ret)
                 return -ENOMEM;
         s->tree = t;
         s->def = def;
+        s->seq = t->next_seq++;
         r = hashmap_put(t->by_name, def->name, s);
         if (r < 0) {
                 free(s);
@@ -246,61 +248,92 @@ int snapshot_tree_set_current(SnapshotTree *t, Snapshot *s) {
         return 0;
 }
 
-static bool in_list(Snapshot *const *l, size_t n, const Snapshot *s) {
-        for (size_t i = 0; i < n; i++)
-                if (l[i] == s)
-                        return true;
-        return false;
+/* How moment.c sees the tree. */
+static void *ops_first(const void *tree) {
+        return ((const SnapshotTree *) tree)->first;
 }
 
-static Snapshot *surviving_ancestor(Snapshot *s, Snapshot *const *remove, size_t n_remove) {
-        Snapshot *p = s->parent;
-
-        while (p && in_list(remove, n_remove, p))
-                p = p->parent;
-        return p;
+static void *ops_next(const void *node) {
+        return ((const Snapshot *) node)->next;
 }
 
-static int changed_push(Snapshot ***l, size_t *n, Snapshot *s) {
-        Snapshot **a;
+static void *ops_parent(const void *node) {
+        return ((const Snapshot *) node)->parent;
+}
 
-        if (!s || in_list(*l, *n, s))
-                return 0;
-        a = reallocarray(*l, *n + 1, sizeof(Snapshot *));
-        if (!a)
-                return -ENOMEM;
-        a[(*n)++] = s;
-        *l = a;
-        return 0;
+static size_t ops_n_children(const void *node) {
+        return ((const Snapshot *) node)->n_children;
+}
+
+static void *ops_child(const void *node, size_t i) {
+        return ((const Snapshot *) node)->children[i];
+}
+
+static uint64_t ops_seq(const void *node) {
+        return ((const Snapshot *) node)->seq;
+}
+
+static const MomentOps snapshot_moment_ops = {
+        .first = ops_first,
+        .next = ops_next,
+        .parent = ops_parent,
+        .n_children = ops_n_children,
+        .child = ops_child,
+        .seq = ops_seq,
+};
+
+/* The plan's nodes as snapshots (malloc'ed). */
+static Snapshot **snapshots_from(void *const *nodes, size_t n) {
+        Snapshot **l = new0(Snapshot *, n);
+
+        for (size_t i = 0; l && i < n; i++)
+                l[i] = nodes[i];
+        return l;
 }
 
 int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remove, Snapshot *const *update,
                          SnapshotDef **new_defs, size_t n_update, Snapshot ***ret_changed, size_t *ret_n_changed) {
-        /* Per surviving snapshot touched: its new definition. */
-        Snapshot **touched = NULL, **changed = NULL;
+        _cleanup_(moment_removal_done) MomentRemoval plan = {};
+        /* Per surviving snapshot touched (updated or moved): its new definition. */
+        Snapshot **touched = NULL, **changed = NULL, **removed = NULL;
         SnapshotDef **defs = NULL;
         char **xmls = NULL;
         StoreOp *ops = NULL;
-        size_t n_touched = 0, n_changed = 0, n_ops = 0;
-        Snapshot *new_current = t->current;
+        size_t n_touched = 0, n_ops = 0;
         int r = -ENOMEM;
 
-        touched = new0(Snapshot *, n_update + t->n + 1);
-        defs = new0(SnapshotDef *, n_update + t->n + 1);
+        removed = new0(Snapshot *, n_remove);
+        if (!removed)
+                goto finish;
+        /* moment.c wants void pointers: an array of them, not a cast one. */
+        {
+                void **nodes = new0(void *, n_remove);
+
+                if (!nodes)
+                        goto finish;
+                for (size_t i = 0; i < n_remove; i++)
+                        nodes[i] = removed[i] = remove[i];
+                r = moment_plan_removal(&snapshot_moment_ops, nodes, n_remove, t->current, &plan);
+                free(nodes);
+                if (r < 0)
+                        goto finish;
+                r = -ENOMEM;
+        }
+
+        touched = new0(Snapshot *, n_update + plan.n_moves + 1);
+        defs = new0(SnapshotDef *, n_update + plan.n_moves + 1);
         if (!touched || !defs)
                 goto finish;
         for (size_t i = 0; i < n_update; i++) {
                 touched[n_touched] = update[i];
                 defs[n_touched++] = TAKE_PTR(new_defs[i]);
         }
-        /* Children of removed snapshots: to the nearest survivor above. */
-        for (Snapshot *s = t->first; s; s = s->next) {
-                Snapshot *p;
+        /* Moved children: a copy of their definition, unless updated anyway,
+         * naming their new parent (libvirt). */
+        for (size_t m = 0; m < plan.n_moves; m++) {
+                Snapshot *s = plan.moves[m].node, *p = plan.moves[m].parent;
                 size_t k;
 
-                if (in_list(remove, n_remove, s) || !s->parent || !in_list(remove, n_remove, s->parent))
-                        continue;
-                p = surviving_ancestor(s, remove, n_remove);
                 for (k = 0; k < n_touched && touched[k] != s; k++)
                         ;
                 if (k == n_touched) {
@@ -312,26 +345,16 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
                 }
                 if (free_and_strdup(&defs[k]->parent, p ? p->def->name : NULL) < 0)
                         goto finish;
-                if (changed_push(&changed, &n_changed, s) < 0 || changed_push(&changed, &n_changed, p) < 0)
-                        goto finish;
         }
         /* Updated definitions keep the parent the tree gives them. */
         for (size_t k = 0; k < n_update; k++) {
                 Snapshot *p = touched[k]->parent;
 
-                if (p && in_list(remove, n_remove, p))
+                if (p && moment_removal_removes(&plan, p))
                         continue; /* set above */
                 if (free_and_strdup(&defs[k]->parent, p ? p->def->name : NULL) < 0)
                         goto finish;
         }
-        for (size_t i = 0; i < n_remove; i++) {
-                Snapshot *p = surviving_ancestor(remove[i], remove, n_remove);
-
-                if (!in_list(remove, n_remove, remove[i]->parent) && changed_push(&changed, &n_changed, p) < 0)
-                        goto finish;
-        }
-        if (new_current && in_list(remove, n_remove, new_current))
-                new_current = surviving_ancestor(new_current, remove, n_remove);
 
         ops = new0(StoreOp, n_remove + n_touched + 1);
         xmls = new0(char *, n_touched + 1);
@@ -350,43 +373,55 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
                 ops[n_ops++] = (StoreOp) { .type = STORE_OP_PUT, .name = defs[k]->name, .xml = xmls[k] };
         }
         /* DELETE of the current entry leaves none current. */
-        if (new_current)
-                ops[n_ops++] = (StoreOp) { .type = STORE_OP_CURRENT, .name = new_current->def->name };
+        if (plan.new_current)
+                ops[n_ops++] = (StoreOp) { .type = STORE_OP_CURRENT, .name = ((Snapshot *) plan.new_current)->def->name };
         r = store_commit(t->store, ops, n_ops);
         if (r < 0)
                 goto finish;
 
-        /* Stored: now the same in memory, which cannot fail but for OOM
-         * in a realloc that only shrinks or stays. */
+        /* Stored: now the same in memory. Allocate first, so that nothing
+         * below can fail half-way. */
+        r = -ENOMEM;
+        changed = snapshots_from(plan.changed, plan.n_changed);
+        if (!changed)
+                goto finish;
+        {
+                Snapshot ***children = new0(Snapshot **, plan.n_parents);
+
+                if (!children)
+                        goto finish;
+                for (size_t i = 0; i < plan.n_parents; i++) {
+                        children[i] = snapshots_from(plan.parents[i].children, plan.parents[i].n);
+                        if (!children[i]) {
+                                for (size_t j = 0; j < i; j++)
+                                        free(children[j]);
+                                free(children);
+                                goto finish;
+                        }
+                }
+                for (size_t i = 0; i < plan.n_parents; i++) {
+                        Snapshot *p = plan.parents[i].parent;
+
+                        free(p->children);
+                        p->children = children[i];
+                        p->n_children = plan.parents[i].n;
+                }
+                free(children);
+        }
         for (size_t k = 0; k < n_touched; k++) {
                 Snapshot *s = touched[k];
-                Snapshot *p = defs[k]->parent ? snapshot_tree_find(t, defs[k]->parent) : NULL;
-
                 SnapshotDef *old = s->def;
 
                 /* The map borrows the name: re-key before the old one goes. */
                 s->def = TAKE_PTR(defs[k]);
                 (void) hashmap_replace(t->by_name, s->def->name, s);
                 snapshot_def_free(old);
-                if (p != s->parent) {
-                        s->parent = p;
-                        if (p)
-                                (void) snapshot_add_child(p, s);
-                }
         }
+        for (size_t m = 0; m < plan.n_moves; m++)
+                ((Snapshot *) plan.moves[m].node)->parent = plan.moves[m].parent;
         for (size_t i = 0; i < n_remove; i++) {
-                Snapshot *s = remove[i];
-                Snapshot *p = s->parent;
+                Snapshot *s = removed[i];
 
-                if (p) {
-                        for (size_t c = 0; c < p->n_children; c++)
-                                if (p->children[c] == s) {
-                                        memmove(p->children + c, p->children + c + 1,
-                                                (p->n_children - c - 1) * sizeof(Snapshot *));
-                                        p->n_children--;
-                                        break;
-                                }
-                }
                 hashmap_remove(t->by_name, s->def->name);
                 if (s->prev)
                         s->prev->next = s->next;
@@ -399,20 +434,11 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
                 t->n--;
         }
         for (size_t i = 0; i < n_remove; i++)
-                snapshot_free(remove[i]);
-        t->current = new_current;
-        /* Children arrays of survivors: keep creation order. */
-        for (size_t i = 0; i < n_changed; i++) {
-                Snapshot *p = changed[i];
-                size_t k = 0;
-
-                for (Snapshot *s = t->first; s; s = s->next)
-                        if (s->parent == p && k < p->n_children)
-                                p->children[k++] = s;
-        }
+                snapshot_free(removed[i]);
+        t->current = plan.new_current;
         if (ret_changed) {
                 *ret_changed = TAKE_PTR(changed);
-                *ret_n_changed = n_changed;
+                *ret_n_changed = plan.n_changed;
         }
         r = 0;
 finish:
@@ -427,6 +453,7 @@ finish:
         free(defs);
         free(touched);
         free(changed);
+        free(removed);
         return r;
 }
 
@@ -459,17 +486,14 @@ static bool state_is_disk_only(SnapshotState s) {
 }
 
 /* libvirt's filter groups: within a group, no bit set means "any". */
-static bool snapshot_matches(const Snapshot *s, uint64_t flags) {
+/* The filters only snapshots have; moment.c does LEAVES and NO_LEAVES. */
+static bool snapshot_matches(const void *node, const void *userdata) {
+        const Snapshot *s = node;
+        uint64_t flags = *(const uint64_t *) userdata;
         SnapshotState st = s->def->state;
         SnapshotKind k = snapshot_kind(s);
         uint64_t f;
 
-        f = flags & (SNAPSHOT_LIST_LEAVES | SNAPSHOT_LIST_NO_LEAVES);
-        if (f && f != (SNAPSHOT_LIST_LEAVES | SNAPSHOT_LIST_NO_LEAVES)) {
-                bool leaf = s->n_children == 0;
-                if (leaf != !!(f & SNAPSHOT_LIST_LEAVES))
-                        return false;
-        }
         /* Every snapshot we list has metadata. */
         f = flags & (SNAPSHOT_LIST_METADATA | SNAPSHOT_LIST_NO_METADATA);
         if (f == SNAPSHOT_LIST_NO_METADATA)
@@ -497,88 +521,30 @@ static bool snapshot_matches(const Snapshot *s, uint64_t flags) {
         return true;
 }
 
-typedef struct SnapshotList {
-        Snapshot **items;
-        size_t n, allocated;
-} SnapshotList;
-
-static int list_push(SnapshotList *l, Snapshot *s) {
-        if (l->n == l->allocated) {
-                size_t a = l->allocated ? l->allocated * 2 : 16;
-                Snapshot **p = reallocarray(l->items, a, sizeof(Snapshot *));
-                if (!p)
-                        return -ENOMEM;
-                l->items = p;
-                l->allocated = a;
-        }
-        l->items[l->n++] = s;
-        return 0;
-}
-
-/* Parents before children: a breadth-first walk from the given roots. */
-static int list_topological(SnapshotList *out, Snapshot *const *roots, size_t n_roots, bool recurse, uint64_t flags) {
-        SnapshotList queue = {};
-        int r = 0;
-
-        for (size_t i = 0; i < n_roots && r >= 0; i++)
-                r = list_push(&queue, roots[i]);
-        for (size_t i = 0; i < queue.n && r >= 0; i++) {
-                Snapshot *s = queue.items[i];
-
-                if (snapshot_matches(s, flags))
-                        r = list_push(out, s);
-                for (size_t j = 0; recurse && j < s->n_children && r >= 0; j++)
-                        r = list_push(&queue, s->children[j]);
-        }
-        free(queue.items);
-        return r;
-}
-
-static bool is_descendant_of(const Snapshot *s, const Snapshot *ancestor) {
-        for (const Snapshot *p = s->parent; p; p = p->parent)
-                if (p == ancestor)
-                        return true;
-        return false;
-}
-
 int snapshot_tree_list(const SnapshotTree *t, const Snapshot *parent, uint64_t flags, Snapshot ***ret, size_t *ret_n) {
-        SnapshotList out = {};
-        int r = 0;
+        MomentListFlags mf = 0;
+        void **nodes = NULL;
+        size_t n = 0;
+        Snapshot **l;
+        int r;
 
-        if (parent) {
-                bool descendants = flags & SNAPSHOT_LIST_DESCENDANTS;
+        if (flags & SNAPSHOT_LIST_ROOTS)
+                mf |= MOMENT_LIST_ROOTS_OR_DESCENDANTS;
+        if (flags & SNAPSHOT_LIST_TOPOLOGICAL)
+                mf |= MOMENT_LIST_TOPOLOGICAL;
+        if (flags & SNAPSHOT_LIST_LEAVES)
+                mf |= MOMENT_LIST_LEAVES;
+        if (flags & SNAPSHOT_LIST_NO_LEAVES)
+                mf |= MOMENT_LIST_NO_LEAVES;
 
-                if (flags & SNAPSHOT_LIST_TOPOLOGICAL)
-                        r = list_topological(&out, parent->children, parent->n_children, descendants, flags);
-                else
-                        for (Snapshot *s = t->first; s && r >= 0; s = s->next) {
-                                if (descendants ? !is_descendant_of(s, parent) : s->parent != parent)
-                                        continue;
-                                if (snapshot_matches(s, flags))
-                                        r = list_push(&out, s);
-                        }
-        } else if (flags & SNAPSHOT_LIST_TOPOLOGICAL) {
-                SnapshotList roots = {};
-
-                for (Snapshot *s = t->first; s && r >= 0; s = s->next)
-                        if (!s->parent)
-                                r = list_push(&roots, s);
-                if (r >= 0)
-                        r = list_topological(&out, roots.items, roots.n, !(flags & SNAPSHOT_LIST_ROOTS), flags);
-                free(roots.items);
-        } else
-                for (Snapshot *s = t->first; s && r >= 0; s = s->next) {
-                        if ((flags & SNAPSHOT_LIST_ROOTS) && s->parent)
-                                continue;
-                        if (snapshot_matches(s, flags))
-                                r = list_push(&out, s);
-                }
-
-        if (r < 0) {
-                free(out.items);
+        r = moment_list(&snapshot_moment_ops, t, parent, mf, snapshot_matches, &flags, &nodes, &n);
+        if (r < 0)
                 return r;
-        }
-        *ret = out.items;
-        *ret_n = out.n;
+        l = n > 0 ? snapshots_from(nodes, n) : NULL;
+        free(nodes);
+        if (n > 0 && !l)
+                return -ENOMEM;
+        *ret = l;
+        *ret_n = n;
         return 0;
 }

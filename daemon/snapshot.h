@@ -4,7 +4,8 @@
  * <domainsnapshot> definition and knows its parent and children; the tree
  * finds snapshots by name in O(1), keeps creation order, knows the current
  * one, and persists every change as one transaction of the metadata store.
- * Listing filters (libvirt's flags) are pure functions over the tree.
+ * Listing filters (libvirt's flags) are pure functions over the tree. The
+ * walk and the removal plan are moment.c's, shared with checkpoint.c.
  */
 #pragma once
 
@@ -27,6 +28,7 @@ struct Snapshot {
         Snapshot **children; /* creation order */
         size_t n_children;
         Snapshot *prev, *next; /* the tree's creation-order list */
+        uint64_t seq;          /* creation order, for moment.c */
 };
 
 struct SnapshotTree {
@@ -36,6 +38,7 @@ struct SnapshotTree {
         size_t n;
         Snapshot *current;
         Store *store; /* NULL until opened */
+        uint64_t next_seq;
 };
 
 /* Flags, libvirt's values. */

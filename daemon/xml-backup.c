@@ -10,7 +10,6 @@
  */
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 
 #include "util.h"
@@ -445,65 +444,24 @@ done:
         return 0;
 }
 
+static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata) {
+        return parser_disk(p, c, *(const BackupMode *) userdata, item);
+}
+
+static void disk_item_done(void *item) {
+        backup_disk_done(item);
+}
+
 static int parser_disks(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk **ret, size_t *ret_n) {
-        _cleanup_free_ const xmlNode **nodes = NULL;
-        BackupDisk *disks = NULL;
-        size_t n_disks = 0, allocated = 0, first, second;
+        void *items = NULL;
         int r;
 
-        for (xmlNode *c = n->children; c; c = c->next) {
-                r = xml_parser_skip_node(p, n, c);
-                if (r < 0)
-                        goto fail;
-                if (r > 0)
-                        continue;
-                if (!xml_node_is(c, "disk")) {
-                        r = xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <disks>, expected <disk>",
-                                             XML_QUOTE((const char *) c->name));
-                        goto fail;
-                }
-                if (n_disks == allocated) {
-                        size_t a = allocated > 0 ? allocated * 2 : 4;
-                        BackupDisk *k = reallocarray(disks, a, sizeof(BackupDisk));
-                        const xmlNode **m;
-
-                        if (!k) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        disks = k;
-                        m = reallocarray(nodes, a, sizeof(xmlNode *));
-                        if (!m) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        nodes = m;
-                        allocated = a;
-                }
-                r = parser_disk(p, c, mode, &disks[n_disks]);
-                if (r < 0)
-                        goto fail;
-                nodes[n_disks++] = c;
-        }
-
-        if (n_disks == 0) {
-                r = xml_parser_error(p, -EINVAL, n, "<disks> has no <disk>; leave <disks> out to back up every disk");
-                goto fail;
-        }
-        r = find_duplicate_disk(disks, n_disks, &first, &second);
-        if (r > 0)
-                r = xml_parser_error(p, -EINVAL, nodes[second], "disk '%s' appears more than once in <disks>, first on line %ld",
-                                     XML_QUOTE(disks[second].name), xmlGetLineNo(nodes[first]));
+        r = xml_parser_items(p, n, "disk", sizeof(BackupDisk), parse_disk_item, disk_item_done, disk_name_get, &mode,
+                             "leave <disks> out to back up every disk", &items, ret_n);
         if (r < 0)
-                goto fail;
-
-        *ret = disks;
-        *ret_n = n_disks;
+                return r;
+        *ret = items;
         return 0;
-
-fail:
-        backup_disks_free(disks, n_disks);
-        return r;
 }
 
 static int parser_backup(XmlParser *p, xmlNode *root, BackupDef **ret) {
@@ -841,24 +799,6 @@ int backup_def_copy(const BackupDef *def, BackupDef **ret) {
 
 /* ---- Align ------------------------------------------------------------------ */
 
-static int align_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int align_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-        char *m = NULL;
-
-        if (!ret_error)
-                return r;
-        va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
-        va_end(ap);
-        if (!m)
-                return -ENOMEM;
-        free(*ret_error);
-        *ret_error = m;
-        return r;
-}
-
 static ssize_t find_domain_disk(const DomainDef *dom, const char *target) {
         for (size_t i = 0; i < dom->n_disks; i++)
                 if (streq_ptr(dom->disks[i].target, target))
@@ -873,7 +813,7 @@ static int align_disk(BackupDef *def, BackupDisk *d, const DomainDef *dom, const
                 d->mode = d->incremental || def->incremental ? BACKUP_DISK_MODE_INCREMENTAL : BACKUP_DISK_MODE_FULL;
         if (d->mode == BACKUP_DISK_MODE_INCREMENTAL && !d->incremental) {
                 if (!def->incremental)
-                        return align_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -EINVAL,
                                            "Disk '%s' has backupmode='incremental' but names no checkpoint; give it "
                                            "incremental= or the backup an <incremental>.", d->name);
                 d->incremental = strdup(def->incremental);
@@ -885,7 +825,7 @@ static int align_disk(BackupDef *def, BackupDisk *d, const DomainDef *dom, const
 
         if (!d->path) {
                 if (d->type == BACKUP_DISK_TYPE_BLOCK)
-                        return align_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -EINVAL,
                                            "Disk '%s' has type 'block' but no <%s dev=…>: a device cannot be made up.",
                                            d->name, path_element(def->mode));
                 if (def->mode == BACKUP_MODE_PUSH && defaults && defaults->suffix && dd->source)
@@ -927,10 +867,10 @@ static int align_check_unique(const BackupDef *def, const BackupDisk *disks, siz
                         if (!disks[j].backup)
                                 continue;
                         if (disks[i].path && streq_ptr(disks[i].path, disks[j].path))
-                                return align_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both write %s.",
+                                return xml_set_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both write %s.",
                                                    disks[i].name, disks[j].name, disks[i].path);
                         if (disks[i].export_name && streq_ptr(disks[i].export_name, disks[j].export_name))
-                                return align_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both be exported as '%s'.",
+                                return xml_set_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both be exported as '%s'.",
                                                    disks[i].name, disks[j].name, disks[i].export_name);
                 }
         }
@@ -947,7 +887,7 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
         if (!def || !dom)
                 return -EINVAL;
         if (dom->n_disks == 0)
-                return align_error(ret_error, -EOPNOTSUPP, "Domain '%s' has no disks to back up.", dom->name);
+                return xml_set_error(ret_error, -EOPNOTSUPP, "Domain '%s' has no disks to back up.", dom->name);
 
         given = new0(ssize_t, dom->n_disks);
         if (!given)
@@ -958,10 +898,10 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
                 ssize_t i = find_domain_disk(dom, def->disks[k].name);
 
                 if (i < 0)
-                        return align_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name,
+                        return xml_set_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name,
                                            def->disks[k].name);
                 if (given[i] >= 0)
-                        return align_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the backup's <disks>.",
+                        return xml_set_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the backup's <disks>.",
                                            def->disks[k].name);
                 given[i] = (ssize_t) k;
         }
@@ -997,7 +937,7 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
                         goto fail;
         }
         if (n_backed_up == 0) {
-                r = align_error(ret_error, -EINVAL, "No disk of domain '%s' would be backed up.", dom->name);
+                r = xml_set_error(ret_error, -EINVAL, "No disk of domain '%s' would be backed up.", dom->name);
                 goto fail;
         }
         r = align_check_unique(def, disks, n, ret_error);

@@ -11,7 +11,6 @@
  */
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 
 #include "util.h"
@@ -181,66 +180,25 @@ static int parser_disk(XmlParser *p, xmlNode *n, CheckpointDisk *ret) {
         return 0;
 }
 
+static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata) {
+        return parser_disk(p, c, item);
+}
+
+static void disk_item_done(void *item) {
+        checkpoint_disk_done(item);
+}
+
 static int parser_disks(XmlParser *p, xmlNode *n, CheckpointDisk **ret, size_t *ret_n) {
-        _cleanup_free_ const xmlNode **nodes = NULL;
-        CheckpointDisk *disks = NULL;
-        size_t n_disks = 0, allocated = 0, first, second;
+        void *items = NULL;
         int r;
 
-        for (xmlNode *c = n->children; c; c = c->next) {
-                r = xml_parser_skip_node(p, n, c);
-                if (r < 0)
-                        goto fail;
-                if (r > 0)
-                        continue;
-                if (!xml_node_is(c, "disk")) {
-                        r = xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <disks>, expected <disk>",
-                                             XML_QUOTE((const char *) c->name));
-                        goto fail;
-                }
-                if (n_disks == allocated) {
-                        size_t a = allocated > 0 ? allocated * 2 : 4;
-                        CheckpointDisk *k = reallocarray(disks, a, sizeof(CheckpointDisk));
-                        const xmlNode **m;
-
-                        if (!k) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        disks = k;
-                        m = reallocarray(nodes, a, sizeof(xmlNode *));
-                        if (!m) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        nodes = m;
-                        allocated = a;
-                }
-                r = parser_disk(p, c, &disks[n_disks]);
-                if (r < 0)
-                        goto fail;
-                nodes[n_disks++] = c;
-        }
-
-        if (n_disks == 0) {
-                /* libvirt's schema: oneOrMore. Leave <disks> out for "all disks". */
-                r = xml_parser_error(p, -EINVAL, n, "<disks> has no <disk>; leave <disks> out to include every disk");
-                goto fail;
-        }
-        r = find_duplicate_disk(disks, n_disks, &first, &second);
-        if (r > 0)
-                r = xml_parser_error(p, -EINVAL, nodes[second], "disk '%s' appears more than once in <disks>, first on line %ld",
-                                     XML_QUOTE(disks[second].name), xmlGetLineNo(nodes[first]));
+        /* libvirt's schema: oneOrMore. Leaving <disks> out means all disks. */
+        r = xml_parser_items(p, n, "disk", sizeof(CheckpointDisk), parse_disk_item, disk_item_done, disk_name_get, NULL,
+                             "leave <disks> out to include every disk", &items, ret_n);
         if (r < 0)
-                goto fail;
-
-        *ret = disks;
-        *ret_n = n_disks;
+                return r;
+        *ret = items;
         return 0;
-
-fail:
-        checkpoint_disks_free(disks, n_disks);
-        return r;
 }
 
 static int parser_checkpoint(XmlParser *p, xmlNode *root, CheckpointParseFlags flags, CheckpointDef **ret) {
@@ -535,24 +493,6 @@ int checkpoint_def_copy(const CheckpointDef *def, CheckpointDef **ret) {
 
 /* ---- Align ------------------------------------------------------------------ */
 
-static int align_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int align_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-        char *m = NULL;
-
-        if (!ret_error)
-                return r;
-        va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
-        va_end(ap);
-        if (!m)
-                return -ENOMEM;
-        free(*ret_error);
-        *ret_error = m;
-        return r;
-}
-
 /* The domain disk a checkpoint <disk name=…> means: by target, else by an
  * absolute source path that only one disk has (libvirt's
  * virDomainDiskByName() without ambiguity). -1 when none, -2 when several. */
@@ -597,9 +537,9 @@ int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_er
         if (!def || !dom)
                 return -EINVAL;
         if (!def->name)
-                return align_error(ret_error, -EINVAL, "The checkpoint has no name.");
+                return xml_set_error(ret_error, -EINVAL, "The checkpoint has no name.");
         if (dom->n_disks == 0)
-                return align_error(ret_error, -EOPNOTSUPP,
+                return xml_set_error(ret_error, -EOPNOTSUPP,
                                    "Domain '%s' has no disks: a checkpoint needs at least one.", dom->name);
 
         given = new0(ssize_t, dom->n_disks);
@@ -613,16 +553,16 @@ int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_er
                 ssize_t i = find_domain_disk(dom, d->name);
 
                 if (i == -2)
-                        return align_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -EINVAL,
                                            "Disk '%s' of the checkpoint names the source of more than one disk of "
                                            "domain '%s'; name it by its target.", d->name, dom->name);
                 if (i < 0)
-                        return align_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name, d->name);
+                        return xml_set_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name, d->name);
                 if (given[i] >= 0)
-                        return align_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the checkpoint's <disks>.",
+                        return xml_set_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the checkpoint's <disks>.",
                                            dom->disks[i].target);
                 if (d->type == CHECKPOINT_TYPE_BITMAP && (dom->disks[i].readonly || dom->disks[i].transient))
-                        return align_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -EINVAL,
                                            "Disk '%s' is %s: it cannot track changes; give it checkpoint='no'.",
                                            dom->disks[i].target, dom->disks[i].readonly ? "read-only" : "transient");
                 given[i] = (ssize_t) k;

@@ -328,66 +328,25 @@ static int parser_disk(XmlParser *p, xmlNode *n, SnapshotDisk *ret) {
         return 0;
 }
 
+static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata) {
+        return parser_disk(p, c, item);
+}
+
+static void disk_item_done(void *item) {
+        snapshot_disk_done(item);
+}
+
 /* <disks> and <revertDisks>: a list of <disk>, each name once. */
 static int parser_disks(XmlParser *p, xmlNode *n, SnapshotDisk **ret, size_t *ret_n) {
-        _cleanup_free_ const xmlNode **disk_nodes = NULL;
-        SnapshotDisk *disks = NULL;
-        size_t n_disks = 0, allocated = 0, first, second;
+        void *items = NULL;
         int r;
 
-        for (xmlNode *c = n->children; c; c = c->next) {
-                r = xml_parser_skip_node(p, n, c);
-                if (r < 0)
-                        goto fail;
-                if (r > 0)
-                        continue;
-                if (!xml_node_is(c, "disk")) {
-                        r = xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <%s>, expected <disk>",
-                                             XML_QUOTE((const char *) c->name), (const char *) n->name);
-                        goto fail;
-                }
-
-                if (n_disks == allocated) {
-                        size_t a = allocated > 0 ? allocated * 2 : 4;
-                        SnapshotDisk *k;
-                        const xmlNode **nodes;
-
-                        k = reallocarray(disks, a, sizeof(SnapshotDisk));
-                        if (!k) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        disks = k;
-                        nodes = reallocarray(disk_nodes, a, sizeof(xmlNode *));
-                        if (!nodes) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        disk_nodes = nodes;
-                        allocated = a;
-                }
-                r = parser_disk(p, c, &disks[n_disks]);
-                if (r < 0)
-                        goto fail;
-                disk_nodes[n_disks++] = c;
-        }
-
-        r = find_duplicate_disk(disks, n_disks, &first, &second);
-        if (r > 0)
-                r = xml_parser_error(p, -EINVAL, disk_nodes[second],
-                                     "disk '%s' appears more than once in <%s>, first on line %ld",
-                                     XML_QUOTE(disks[second].name), (const char *) n->name,
-                                     xmlGetLineNo(disk_nodes[first]));
+        r = xml_parser_items(p, n, "disk", sizeof(SnapshotDisk), parse_disk_item, disk_item_done, disk_name_get, NULL,
+                             NULL, &items, ret_n);
         if (r < 0)
-                goto fail;
-
-        *ret = disks;
-        *ret_n = n_disks;
+                return r;
+        *ret = items;
         return 0;
-
-fail:
-        snapshot_disks_free(disks, n_disks);
-        return r;
 }
 
 static int parser_memory(XmlParser *p, const xmlNode *n, SnapshotDef *def) {

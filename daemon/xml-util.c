@@ -805,6 +805,103 @@ int xml_parser_keep_children(XmlParser *p, xmlNode *n, char ***strv) {
         return 0;
 }
 
+int xml_parser_items(XmlParser *p,
+                     xmlNode *n,
+                     const char *child,
+                     size_t item_size,
+                     int (*parse)(XmlParser *p, xmlNode *c, void *item, void *userdata),
+                     void (*done)(void *item),
+                     const char *(*name)(const void *item),
+                     void *userdata,
+                     const char *empty_hint,
+                     void **ret,
+                     size_t *ret_n) {
+        _cleanup_free_ const xmlNode **nodes = NULL;
+        _cleanup_free_ XmlNameRef *refs = NULL;
+        char *items = NULL;
+        size_t n_items = 0, allocated = 0, n_refs, first, second;
+        int r;
+
+        for (xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        goto fail;
+                if (r > 0)
+                        continue;
+                if (!xml_node_is(c, child)) {
+                        r = xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <%s>, expected <%s>",
+                                             XML_QUOTE((const char *) c->name), (const char *) n->name, child);
+                        goto fail;
+                }
+                if (n_items == allocated) {
+                        size_t a = allocated > 0 ? allocated * 2 : 4;
+                        char *k = reallocarray(items, a, item_size);
+                        const xmlNode **m;
+
+                        if (!k) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        items = k;
+                        m = reallocarray(nodes, a, sizeof(xmlNode *));
+                        if (!m) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        nodes = m;
+                        allocated = a;
+                }
+                memset(items + n_items * item_size, 0, item_size);
+                r = parse(p, c, items + n_items * item_size, userdata);
+                if (r < 0)
+                        goto fail;
+                nodes[n_items++] = c;
+        }
+
+        if (n_items == 0 && empty_hint) {
+                r = xml_parser_error(p, -EINVAL, n, "<%s> has no <%s>; %s", (const char *) n->name, child, empty_hint);
+                goto fail;
+        }
+        if (name && n_items > 1) {
+                r = xml_name_index_new(name, items, item_size, n_items, &refs, &n_refs);
+                if (r < 0)
+                        goto fail;
+                if (xml_name_index_find_duplicate(refs, n_refs, &first, &second) > 0) {
+                        r = xml_parser_error(p, -EINVAL, nodes[second], "%s '%s' appears more than once in <%s>, first on line %ld",
+                                             child, XML_QUOTE(name(items + second * item_size)), (const char *) n->name,
+                                             xmlGetLineNo(nodes[first]));
+                        goto fail;
+                }
+        }
+
+        *ret = items;
+        *ret_n = n_items;
+        return 0;
+
+fail:
+        for (size_t i = 0; i < n_items; i++)
+                done(items + i * item_size);
+        free(items);
+        return r;
+}
+
+int xml_set_error(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+        char *m = NULL;
+
+        if (!ret_error)
+                return r;
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (!m)
+                return -ENOMEM;
+        free(*ret_error);
+        *ret_error = m;
+        return r;
+}
+
 int xml_parser_check_empty(XmlParser *p, const xmlNode *n) {
         for (const xmlNode *c = n->children; c; c = c->next) {
                 int r = xml_parser_skip_node(p, n, c);

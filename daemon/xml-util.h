@@ -164,6 +164,29 @@ int xml_parser_keep_element(XmlParser *p, xmlNode *n, int level, XmlList *list);
  * children of <driver>, <source>, <target>… that a codec does not model). */
 int xml_parser_keep_children(XmlParser *p, xmlNode *n, char ***strv);
 
+/* The <child> elements of n (libvirt's <disks><disk…/></disks>), each
+ * parsed by parse() into the next item_size bytes of a growing array; any
+ * other element is an error naming n. Items must differ in name() (NULL:
+ * not checked); the second of a pair is named with the first one's line.
+ * No <child> at all is an error saying empty_hint, or fine when it is
+ * NULL. done() frees one item; on failure everything is freed. */
+int xml_parser_items(XmlParser *p,
+                     xmlNode *n,
+                     const char *child,
+                     size_t item_size,
+                     int (*parse)(XmlParser *p, xmlNode *c, void *item, void *userdata),
+                     void (*done)(void *item),
+                     const char *(*name)(const void *item),
+                     void *userdata,
+                     const char *empty_hint,
+                     void **ret,
+                     size_t *ret_n);
+
+/* *ret_error (when ret_error is set) = the formatted message; returns r.
+ * For the pure functions beside the parsers that report errors the same
+ * way but have no XmlParser (the align functions). */
+int xml_set_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
+
 /* n may hold no element (comments and whitespace are fine). */
 int xml_parser_check_empty(XmlParser *p, const xmlNode *n);
 

@@ -295,7 +295,7 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
                          SnapshotDef **new_defs, size_t n_update, Snapshot ***ret_changed, size_t *ret_n_changed) {
         _cleanup_(moment_removal_done) MomentRemoval plan = {};
         /* Per surviving snapshot touched (updated or moved): its new definition. */
-        Snapshot **touched = NULL, **changed = NULL, **removed = NULL;
+        Snapshot **touched = NULL, **changed = NULL, **removed = NULL, ***children = NULL;
         SnapshotDef **defs = NULL;
         char **xmls = NULL;
         StoreOp *ops = NULL;
@@ -363,7 +363,8 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         for (size_t i = 0; i < n_remove; i++)
                 ops[n_ops++] = (StoreOp) { .type = STORE_OP_DELETE, .name = remove[i]->def->name };
         for (size_t k = 0; k < n_touched; k++) {
-                if (!streq_ptr(defs[k]->name, touched[k]->def->name)) {
+                /* An update keeps the name, and a removed snapshot gets none. */
+                if (!streq_ptr(defs[k]->name, touched[k]->def->name) || moment_removal_removes(&plan, touched[k])) {
                         r = -EINVAL;
                         goto finish;
                 }
@@ -375,38 +376,30 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         /* DELETE of the current entry leaves none current. */
         if (plan.new_current)
                 ops[n_ops++] = (StoreOp) { .type = STORE_OP_CURRENT, .name = ((Snapshot *) plan.new_current)->def->name };
+
+        /* Everything the memory update needs, before the commit: after it,
+         * nothing may fail. */
+        r = -ENOMEM;
+        changed = snapshots_from(plan.changed, plan.n_changed);
+        children = new0(Snapshot **, plan.n_parents);
+        if (!changed || !children)
+                goto finish;
+        for (size_t i = 0; i < plan.n_parents; i++) {
+                children[i] = snapshots_from(plan.parents[i].children, plan.parents[i].n);
+                if (!children[i])
+                        goto finish;
+        }
+
         r = store_commit(t->store, ops, n_ops);
         if (r < 0)
                 goto finish;
 
-        /* Stored: now the same in memory. Allocate first, so that nothing
-         * below can fail half-way. */
-        r = -ENOMEM;
-        changed = snapshots_from(plan.changed, plan.n_changed);
-        if (!changed)
-                goto finish;
-        {
-                Snapshot ***children = new0(Snapshot **, plan.n_parents);
+        for (size_t i = 0; i < plan.n_parents; i++) {
+                Snapshot *p = plan.parents[i].parent;
 
-                if (!children)
-                        goto finish;
-                for (size_t i = 0; i < plan.n_parents; i++) {
-                        children[i] = snapshots_from(plan.parents[i].children, plan.parents[i].n);
-                        if (!children[i]) {
-                                for (size_t j = 0; j < i; j++)
-                                        free(children[j]);
-                                free(children);
-                                goto finish;
-                        }
-                }
-                for (size_t i = 0; i < plan.n_parents; i++) {
-                        Snapshot *p = plan.parents[i].parent;
-
-                        free(p->children);
-                        p->children = children[i];
-                        p->n_children = plan.parents[i].n;
-                }
-                free(children);
+                free(p->children);
+                p->children = TAKE_PTR(children[i]);
+                p->n_children = plan.parents[i].n;
         }
         for (size_t k = 0; k < n_touched; k++) {
                 Snapshot *s = touched[k];
@@ -442,6 +435,9 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         }
         r = 0;
 finish:
+        for (size_t i = 0; children && i < plan.n_parents; i++)
+                free(children[i]);
+        free(children);
         for (size_t k = 0; defs && k < n_touched; k++)
                 snapshot_def_free(defs[k]);
         for (size_t i = 0; i < n_update; i++)

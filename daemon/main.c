@@ -13,9 +13,9 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
-#include "bus-errors.h"
-#include "bus-manager.h"
-#include "util.h"
+#include "bus/bus-errors.h"
+#include "bus/bus-manager.h"
+#include "util/util.h"
 
 typedef enum BusMode {
         BUS_MODE_SYSTEM,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The operation journal files (daemon/op-journal.c): where they go, that
+ * The operation journal files (daemon/store/op-journal.c): where they go, that
  * a write replaces the whole file with mode 0600 in a 0700 ops folder,
  * what a read gives for no file, a damaged file and a good one, and the
  * lenient getters the recoveries rely on. Against a temporary state folder.
@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "manager.h"
-#include "op-journal.h"
+#include "core/manager.h"
+#include "store/op-journal.h"
 #include "test-check.h"
 
 static void test_files(const char *state_dir) {

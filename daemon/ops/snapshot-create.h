@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Taking snapshots of a domain: the plan (what each disk and the memory
+ * get, checked completely before anything is touched) and its execution,
+ * live over QMP or offline with qemu-img. No D-Bus in here.
+ */
+#pragma once
+
+#include "core/domain.h"
+#include "core/snapshot.h"
+
+typedef struct SnapshotPlan SnapshotPlan;
+
+typedef void (*SnapshotDoneFunc)(Domain *d, int error, const char *message, Snapshot *s, void *userdata);
+
+/* Parses and checks a CreateSnapshot request against the domain as it is
+ * now; touches nothing. Errors: -EBADMSG (XML), -EINVAL, -EEXIST (name),
+ * -ENODEV (disk), -EXDEV (path not allowed), -ENOSPC, -EOPNOTSUPP, -EBUSY,
+ * -ESTALE, each with *ret_message. */
+int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan **ret, char **ret_message);
+SnapshotPlan *snapshot_plan_free(SnapshotPlan *p);
+static inline void snapshot_plan_freep(SnapshotPlan **p) {
+        if (*p)
+                snapshot_plan_free(*p);
+}
+/* The snapshot's name (the default one when the XML had none). */
+const char *snapshot_plan_name(const SnapshotPlan *p);
+
+/* Carries the plan out (takes it). Same return conventions as the
+ * domain_* calls: < 0 at once, or `done` later, exactly once. With
+ * NO_METADATA `done` gets no Snapshot. */
+int domain_create_snapshot(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message);
+
+/* Directories where qsnapd may create files for this domain: the folders
+ * of every image in its disks' chains and the configured image roots. */
+int domain_path_allowed(Domain *d, const char *path, char **ret_message);
+
+/* A file qsnapd is about to create there: a name the file system takes, a
+ * folder it can write (-EXDEV), and the minimum free space (-ENOSPC). */
+int domain_check_new_file(const char *path, char **ret_message);

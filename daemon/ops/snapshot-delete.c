@@ -971,11 +971,11 @@ static int journal_write(Domain *d, const char *snapshot, const char *job_id, co
         for (char **f = vp->unlink; f && *f; f++)
                 json_object_array_add(files, json_object_new_string(*f));
         json_object_object_add(o, "unlink", files);
-        return op_journal_write(d, JOURNAL_KIND, o);
+        return op_journal_write(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND, o);
 }
 
 static void journal_remove(Domain *d) {
-        op_journal_remove(d, JOURNAL_KIND);
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND);
 }
 
 /* Files of a deleted snapshot that nothing references any more go. */
@@ -1622,7 +1622,7 @@ static int recovery_step(DeleteRecovery *rc) {
         Snapshot *s;
         int r;
 
-        r = op_journal_read(d, JOURNAL_KIND, &o);
+        r = op_journal_read(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND, &o);
         if (r == 0 || (r < 0 && r != -EBADMSG))
                 return 1;
         name = o ? json_get_string(o, "snapshot") : NULL;
@@ -1741,7 +1741,7 @@ int domain_recover_delete(Domain *d) {
         DeleteRecovery *rc;
         int r;
 
-        if (!op_journal_exists(d, JOURNAL_KIND))
+        if (!op_journal_exists(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND))
                 return 0;
         rc = new0(DeleteRecovery, 1);
         if (!rc)

@@ -48,11 +48,11 @@ int snapshot_intent_write(Domain *d, const SnapshotIntent *in) {
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "disks", json_object_get(disks));
-        return op_journal_write(d, INTENT_KIND, o);
+        return op_journal_write(d->manager->config.state_dir, d->def->uuid, INTENT_KIND, o);
 }
 
 void snapshot_intent_remove(Domain *d) {
-        op_journal_remove(d, INTENT_KIND);
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
 }
 
 /* ---- recovery ---- */
@@ -177,7 +177,7 @@ int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata) {
         Recovery *rc;
         int r;
 
-        r = op_journal_read(d, INTENT_KIND, &intent);
+        r = op_journal_read(d->manager->config.state_dir, d->def->uuid, INTENT_KIND, &intent);
         if (r == 0 || (r < 0 && r != -EBADMSG))
                 return r;
         /* An unreadable intent is rolled back as one of no disks, and goes. */

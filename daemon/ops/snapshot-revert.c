@@ -473,14 +473,14 @@ static int intent_write(RevertPlan *p) {
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "disks", disks);
-        r = op_journal_write(p->domain, INTENT_KIND, o);
+        r = op_journal_write(p->domain->manager->config.state_dir, p->domain->def->uuid, INTENT_KIND, o);
         if (r >= 0)
                 p->intent_written = true;
         return r;
 }
 
 static void intent_remove(Domain *d) {
-        op_journal_remove(d, INTENT_KIND);
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
 }
 
 /* ---- execution ---- */
@@ -1126,7 +1126,7 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
         size_t n;
         int r;
 
-        r = op_journal_read(d, INTENT_KIND, &intent);
+        r = op_journal_read(d->manager->config.state_dir, d->def->uuid, INTENT_KIND, &intent);
         if (r == 0 || (r < 0 && r != -EBADMSG))
                 return r;
         rc = new0(Recovery, 1);

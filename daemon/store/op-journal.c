@@ -6,24 +6,23 @@
  */
 #include <unistd.h>
 
-#include "core/manager.h"
 #include "store/op-journal.h"
 #include "util/util.h"
 
 /* Large enough for any journal we write; a bigger file is not ours. */
 #define OP_JOURNAL_MAX (4U << 20)
 
-char *op_journal_path(Domain *d, const char *kind) {
-        return strprintf("%s/ops/%s.%s", d->manager->config.state_dir, d->def->uuid, kind);
+char *op_journal_path(const char *state_dir, const char *id, const char *kind) {
+        return strprintf("%s/ops/%s.%s", state_dir, id, kind);
 }
 
-int op_journal_write(Domain *d, const char *kind, json_object *o) {
-        _cleanup_free_ char *path = op_journal_path(d, kind), *dir = NULL;
+int op_journal_write(const char *state_dir, const char *id, const char *kind, json_object *o) {
+        _cleanup_free_ char *path = op_journal_path(state_dir, id, kind), *dir = NULL;
         const char *text;
         int r;
 
         text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        dir = strprintf("%s/ops", d->manager->config.state_dir);
+        dir = strprintf("%s/ops", state_dir);
         if (!path || !text || !dir)
                 return -ENOMEM;
         r = mkdir_p(dir, 0700);
@@ -32,21 +31,21 @@ int op_journal_write(Domain *d, const char *kind, json_object *o) {
         return write_file_atomic(path, text, strlen(text), 0600);
 }
 
-void op_journal_remove(Domain *d, const char *kind) {
-        _cleanup_free_ char *path = op_journal_path(d, kind);
+void op_journal_remove(const char *state_dir, const char *id, const char *kind) {
+        _cleanup_free_ char *path = op_journal_path(state_dir, id, kind);
 
         if (path && unlink(path) < 0 && errno != ENOENT)
                 log_warning_errno(errno, "Failed to remove %s: %m", path);
 }
 
-bool op_journal_exists(Domain *d, const char *kind) {
-        _cleanup_free_ char *path = op_journal_path(d, kind);
+bool op_journal_exists(const char *state_dir, const char *id, const char *kind) {
+        _cleanup_free_ char *path = op_journal_path(state_dir, id, kind);
 
         return path && access(path, F_OK) >= 0;
 }
 
-int op_journal_read(Domain *d, const char *kind, json_object **ret) {
-        _cleanup_free_ char *path = op_journal_path(d, kind), *text = NULL;
+int op_journal_read(const char *state_dir, const char *id, const char *kind, json_object **ret) {
+        _cleanup_free_ char *path = op_journal_path(state_dir, id, kind), *text = NULL;
         json_object *o;
         int r;
 
@@ -59,7 +58,7 @@ int op_journal_read(Domain *d, const char *kind, json_object **ret) {
                 return log_error_errno(r, "Failed to read %s: %m", path);
         o = json_tokener_parse(text);
         if (!o) {
-                log_error("Domain '%s': unreadable journal %s, removing it.", d->def->name, path);
+                log_error("Unreadable journal %s, removing it.", path);
                 return -EBADMSG;
         }
         *ret = o;

@@ -9,6 +9,7 @@
 #include "bus/bus-errors.h"
 #include "bus/bus-job.h"
 #include "bus/bus-snapshot.h"
+#include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "ops/snapshot-create.h"
 #include "util/util.h"

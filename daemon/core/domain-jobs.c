@@ -18,9 +18,9 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
-#include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
 #include "qemu/qmp-commands.h"
 #include "util/util.h"
@@ -40,15 +40,6 @@ static void notify(Domain *d, Job *j, JobEvent e) {
 }
 
 /* ---- lookups ---- */
-
-Job *domain_disk_job(Domain *d, const char *target) {
-        if (!d->jobs)
-                return NULL;
-        JOB_TRACKER_FOREACH(j, d->jobs)
-                if (j->disk && streq(j->disk, target) && !job_state_is_final(j->state))
-                        return j;
-        return NULL;
-}
 
 Job *domain_find_job(Domain *d, const char *id) {
         Job *j = d->jobs ? job_tracker_find(d->jobs, id) : NULL;

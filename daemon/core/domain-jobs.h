@@ -86,8 +86,6 @@ JobState domain_job_state(const Job *j);
 Job *domain_find_job(Domain *d, const char *id);
 /* Running and lingering jobs, in that order; returns a malloc'ed array. */
 int domain_list_jobs(Domain *d, Job ***ret, size_t *ret_n);
-/* A job not ended holds this disk. */
-Job *domain_disk_job(Domain *d, const char *target);
 
 /* A job qsnapd runs itself (job_new_local()): from now on findable and
  * listed like the others (ADDED is reported); local_job_end() reports its

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 
 #include "config.h"
+#include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/domain.h"
 #include "core/manager.h"
@@ -135,7 +136,7 @@ char *domain_log_path(Domain *d) {
         return strprintf("%s/log/%s.log", d->manager->config.state_dir, d->def->uuid);
 }
 
-static char *domain_transient_path(Domain *d, const DomainDisk *disk) {
+char *domain_transient_path(Domain *d, const DomainDisk *disk) {
         return strprintf("%s/%s-%s.transient.qcow2", d->manager->config.runtime_dir, d->def->uuid, disk->target);
 }
 
@@ -1330,140 +1331,6 @@ void domain_disconnect(Domain *d) {
         if (d->qmp)
                 qmp_close(d->qmp);
         d->qmp = qmp_unref(d->qmp);
-}
-
-/* ---- Disks ---- */
-
-/* ---- backing chains ---- */
-
-#define CHAIN_CACHE_MAX 16
-
-static int image_chain_copy_with_top(const ImageChain *below, const char *top, ImageChain *ret) {
-        ImageChain c = {};
-
-        c.layers = new0(ImageLayer, below->n_layers + 1);
-        if (!c.layers)
-                return -ENOMEM;
-        c.layers[0] = (ImageLayer) { .path = strdup(top), .format = DISK_FORMAT_QCOW2 };
-        c.n_layers = 1;
-        if (!c.layers[0].path)
-                goto oom;
-        for (size_t i = 0; i < below->n_layers; i++, c.n_layers++) {
-                c.layers[i + 1] = (ImageLayer) { .path = strdup(below->layers[i].path), .format = below->layers[i].format };
-                if (!c.layers[i + 1].path)
-                        goto oom;
-        }
-        *ret = c;
-        return 0;
-oom:
-        image_chain_done(&c);
-        return -ENOMEM;
-}
-
-static ChainCacheEntry *chain_cache_add(Domain *d) {
-        if (d->n_chain_cache == CHAIN_CACHE_MAX) {
-                /* Drop the oldest: it belongs to an active file long gone. */
-                free(d->chain_cache[0].active);
-                image_chain_done(&d->chain_cache[0].chain);
-                memmove(d->chain_cache, d->chain_cache + 1, (CHAIN_CACHE_MAX - 1) * sizeof(ChainCacheEntry));
-                d->n_chain_cache--;
-        }
-        d->chain_cache[d->n_chain_cache] = (ChainCacheEntry) {};
-        return d->chain_cache + d->n_chain_cache++;
-}
-
-static ChainCacheEntry *chain_cache_find(Domain *d, const char *active) {
-        for (size_t i = d->n_chain_cache; i > 0; i--)
-                if (streq(d->chain_cache[i - 1].active, active))
-                        return d->chain_cache + i - 1;
-        return NULL;
-}
-
-const ImageChain *domain_disk_chain(Domain *d, const char *active, DiskFormat format) {
-        ChainCacheEntry *e = chain_cache_find(d, active);
-        ImageChain chain = {};
-
-        if (e)
-                return &e->chain;
-        if (image_read_chain(active, format, &chain) < 0)
-                return NULL;
-        e = chain_cache_add(d);
-        e->active = strdup(active);
-        if (!e->active) {
-                d->n_chain_cache--;
-                image_chain_done(&chain);
-                return NULL;
-        }
-        e->chain = chain;
-        return &e->chain;
-}
-
-void domain_chain_add_overlay(Domain *d, const char *below, const char *overlay) {
-        ChainCacheEntry *old = chain_cache_find(d, below), *e;
-        ImageChain chain;
-
-        /* Without the chain below cached, the next lookup reads it. */
-        if (!old || chain_cache_find(d, overlay) || image_chain_copy_with_top(&old->chain, overlay, &chain) < 0)
-                return;
-        e = chain_cache_add(d);
-        e->active = strdup(overlay);
-        if (!e->active) {
-                d->n_chain_cache--;
-                image_chain_done(&chain);
-                return;
-        }
-        e->chain = chain;
-}
-
-void domain_chains_invalidate(Domain *d) {
-        for (size_t i = 0; i < d->n_chain_cache; i++) {
-                free(d->chain_cache[i].active);
-                image_chain_done(&d->chain_cache[i].chain);
-        }
-        d->n_chain_cache = 0;
-}
-
-void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-                free(infos[i].active);
-                free(infos[i].chain);
-        }
-        free(infos);
-}
-
-int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n) {
-        const DomainDef *def = domain_current_def(d);
-        DomainDiskInfo *infos;
-
-        infos = new0(DomainDiskInfo, def->n_disks ?: 1);
-        if (!infos)
-                return -ENOMEM;
-        for (size_t i = 0; i < def->n_disks; i++) {
-                const DomainDisk *disk = def->disks + i;
-                bool overlay = disk->transient && d->live;
-                DiskFormat format = overlay ? DISK_FORMAT_QCOW2 : disk->format;
-                const ImageChain *chain;
-
-                infos[i].target = disk->target;
-                infos[i].format = disk_format_to_string(format);
-                infos[i].active = overlay ? domain_transient_path(d, disk) : strdup(disk->source);
-                if (!infos[i].active)
-                        goto oom;
-                /* A missing or unreadable image shows as itself alone. */
-                chain = domain_disk_chain(d, infos[i].active, format);
-                if (chain)
-                        infos[i].chain = image_chain_to_string(chain);
-                else
-                        infos[i].chain = strdup(infos[i].active);
-                if (!infos[i].chain)
-                        goto oom;
-        }
-        *ret = infos;
-        *ret_n = def->n_disks;
-        return 0;
-oom:
-        domain_disk_info_free_many(infos, def->n_disks);
-        return -ENOMEM;
 }
 
 int domain_save_live(Domain *d) {

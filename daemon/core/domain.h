@@ -168,16 +168,6 @@ void domain_set_def(Domain *d, DomainDef *def);
 /* Disconnects from QEMU (leaving it running) and stops all timers. */
 void domain_disconnect(Domain *d);
 
-/* Domain.Disks: per disk target, format, active file and chain text. */
-typedef struct DomainDiskInfo {
-        const char *target;
-        const char *format;
-        char *active;
-        char *chain;
-} DomainDiskInfo;
-int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n);
-void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
-
 /* GetXMLDesc: the live definition while running (the stored one with
  * `inactive`), each disk's backing chain as <backingStore>. */
 int domain_format_xml(Domain *d, bool inactive, char **ret);
@@ -189,14 +179,8 @@ int domain_save_live(Domain *d);
 /* Both, after the disks' active files changed; a failure is logged. */
 int domain_save_disks(Domain *d);
 
-/* The backing chain of active file `active` (active first), from a cache:
- * headers are read once per chain, not once per property read. NULL when
- * the image cannot be read. Block jobs that change a chain invalidate. */
-const ImageChain *domain_disk_chain(Domain *d, const char *active, DiskFormat format);
-/* `overlay` was put on top of `below`: its chain is known without I/O. */
-void domain_chain_add_overlay(Domain *d, const char *below, const char *overlay);
-void domain_chains_invalidate(Domain *d);
-
 /* Files under the runtime and state dirs. */
 char *domain_runtime_path(Domain *d, const char *suffix);
 char *domain_log_path(Domain *d);
+/* The throw-away overlay of a <transient/> disk while QEMU runs. */
+char *domain_transient_path(Domain *d, const DomainDisk *disk);

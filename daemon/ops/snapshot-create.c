@@ -13,14 +13,13 @@
  * the domain definition and the snapshot metadata written.
  */
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 
 #include "config.h"
+#include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "ops/snapshot-create.h"
@@ -29,7 +28,6 @@
 #include "qemu/qmp-commands.h"
 #include "util/util.h"
 
-#define MIN_FREE_BYTES (1024ULL * 1024ULL)
 #define MIGRATION_POLL_USEC (100 * USEC_PER_MSEC)
 
 typedef struct PlanDisk {
@@ -97,127 +95,6 @@ const char *snapshot_plan_name(const SnapshotPlan *p) {
 }
 
 /* ---- checks ---- */
-
-/* Adds the folder of `file` once (text first: chains are deep, folders few). */
-static int add_allowed_dir(char ***dirs, const char *file) {
-        const char *slash = strrchr(file, '/');
-        _cleanup_free_ char *dir = slash ? strndup(file, slash == file ? 1 : (size_t) (slash - file)) : NULL;
-
-        if (!dir)
-                return slash ? -ENOMEM : 0;
-        if (strv_contains((const char *const *) *dirs, dir))
-                return 0;
-        return strv_push(dirs, TAKE_PTR(dir));
-}
-
-int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
-        _cleanup_strv_free_ char **raw = NULL, **dirs = NULL;
-        _cleanup_free_ char *copy = NULL;
-        const DomainDef *def = domain_current_def(d);
-        char parent[PATH_MAX];
-        struct stat st;
-        int r;
-
-        if (!path || path[0] != '/') {
-                *ret_message = strprintf("'%s' is not an absolute path.", strna(path));
-                return -EINVAL;
-        }
-        for (size_t i = 0; i < def->n_disks; i++) {
-                const ImageChain *chain = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
-
-                r = add_allowed_dir(&raw, def->disks[i].source);
-                if (r < 0)
-                        return r;
-                for (size_t j = 1; chain && j < chain->n_layers; j++) {
-                        r = add_allowed_dir(&raw, chain->layers[j].path);
-                        if (r < 0)
-                                return r;
-                }
-        }
-        for (char **dir = raw; dir && *dir; dir++) {
-                char resolved[PATH_MAX];
-
-                /* A folder that is gone allows nothing. */
-                if (realpath(*dir, resolved) && !strv_contains((const char *const *) dirs, resolved)) {
-                        r = strv_extend(&dirs, resolved);
-                        if (r < 0)
-                                return r;
-                }
-        }
-        copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        if (!realpath(dirname(copy), parent)) {
-                *ret_message = strprintf("The folder of %s does not exist.", path);
-                return -EXDEV;
-        }
-        /* The folder itself, or below a configured image root. */
-        if (!strv_contains((const char *const *) dirs, parent)) {
-                bool below = false;
-
-                for (char **root = d->manager->config.image_roots; root && *root && !below; root++) {
-                        size_t n = strlen(*root);
-                        below = strncmp(parent, *root, n) == 0 && (parent[n] == '/' || parent[n] == 0 || streq(*root, "/"));
-                }
-                if (!below) {
-                        *ret_message = strprintf("%s is outside the folders of domain '%s' (its disks' folders and the "
-                                                 "image roots given with --image-root=).", path, def->name);
-                        return -EXDEV;
-                }
-        }
-        if (lstat(path, &st) >= 0 && S_ISLNK(st.st_mode)) {
-                *ret_message = strprintf("%s is a symbolic link; qsnapd never writes through one.", path);
-                return -EXDEV;
-        }
-        return 0;
-}
-
-static int check_free_space(const char *path, char **ret_message) {
-        _cleanup_free_ char *copy = strdup(path);
-        struct statvfs sv;
-        uint64_t avail;
-
-        if (!copy)
-                return -ENOMEM;
-        if (statvfs(dirname(copy), &sv) < 0)
-                return 0; /* the create itself will say what is wrong */
-        avail = (uint64_t) sv.f_bavail * sv.f_frsize;
-        if (avail < MIN_FREE_BYTES) {
-                *ret_message = strprintf("No space for %s: only %" PRIu64 " bytes free there.", path, avail);
-                return -ENOSPC;
-        }
-        return 0;
-}
-
-/* A file we are to create: a name the file system takes, in a folder we
- * can write (EROFS shows even to root). */
-static int check_writable_path(const char *path, char **ret_message) {
-        _cleanup_free_ char *copy = strdup(path);
-        const char *base = strrchr(path, '/');
-
-        if (!copy)
-                return -ENOMEM;
-        if (strlen(path) >= PATH_MAX || (base && strlen(base + 1) > NAME_MAX)) {
-                *ret_message = strprintf("The file name %s is too long for the file system.", path);
-                return -EINVAL;
-        }
-        if (access(dirname(copy), W_OK) < 0) {
-                *ret_message = strprintf("Cannot create files next to %s: %m.", path);
-                return errno == ENOENT || errno == EROFS || errno == EACCES || errno == EPERM ? -EXDEV : -errno;
-        }
-        return 0;
-}
-
-/* After a failed write: was it the disk filling up? */
-static bool out_of_space(const char *path) {
-        _cleanup_free_ char *msg = NULL;
-        return check_free_space(path, &msg) == -ENOSPC;
-}
-
-int domain_check_new_file(const char *path, char **ret_message) {
-        int r = check_writable_path(path, ret_message);
-        return r < 0 ? r : check_free_space(path, ret_message);
-}
 
 /* libvirt's default: the image name without its extension, dot, the
  * snapshot name ('/' would leave the folder, so it becomes '_'). */
@@ -374,7 +251,7 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
                         if (r < 0)
                                 return r;
                 } else {
-                        r = check_writable_path(pd->overlay, ret_message);
+                        r = path_check_writable(pd->overlay, ret_message);
                         if (r < 0)
                                 return r;
                         if (access(pd->overlay, F_OK) >= 0) {
@@ -382,7 +259,7 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
                                                          "REUSE_EXT.", pd->overlay);
                                 return -EXDEV;
                         }
-                        r = check_free_space(pd->overlay, ret_message);
+                        r = path_check_free_space(pd->overlay, ret_message);
                         if (r < 0)
                                 return r;
                 }
@@ -558,10 +435,10 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
                         *ret_message = strprintf("Memory file %s exists already.", req->memory_file);
                         return -EXDEV;
                 }
-                r = check_writable_path(req->memory_file, ret_message);
+                r = path_check_writable(req->memory_file, ret_message);
                 if (r < 0)
                         return r;
-                r = check_free_space(req->memory_file, ret_message);
+                r = path_check_free_space(req->memory_file, ret_message);
                 if (r < 0)
                         return r;
                 p->memory_file = TAKE_PTR(req->memory_file);
@@ -752,7 +629,7 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
                                 r = -EXDEV;
                         else if (r == -ENAMETOOLONG)
                                 r = -EINVAL;
-                        else if (out_of_space(pd->overlay) || (output && strstr(output, "No space left")))
+                        else if (path_out_of_space(pd->overlay) || (output && strstr(output, "No space left")))
                                 r = -ENOSPC;
                         *ret_message = strprintf("Cannot create overlay %s for disk %s: %s", pd->overlay,
                                                  pd->disk->target, output ?: strerror(-r));
@@ -793,7 +670,7 @@ static void plan_execute_offline(SnapshotPlan *p) {
                         for (size_t j = 0; j < i; j++)
                                 if (p->disks[j].location == SNAPSHOT_LOCATION_INTERNAL)
                                         (void) run_qemu_img_snapshot("-d", p->def->name, p->disks[j].disk->source, NULL);
-                        if (out_of_space(pd->disk->source))
+                        if (path_out_of_space(pd->disk->source))
                                 r = -ENOSPC;
                         return plan_fail(p, r, "qemu-img snapshot of disk %s failed: %s", pd->disk->target, strna(output));
                 }
@@ -947,7 +824,7 @@ static void plan_migration_done(SnapshotPlan *p, const char *status, const char 
                 p->stopped = p->was_running;
                 plan_add_overlays(p);
         } else if (STR_IN_SET(status, "failed", "cancelled")) {
-                int r = out_of_space(p->memory_file) ? -ENOSPC : -EIO;
+                int r = path_out_of_space(p->memory_file) ? -ENOSPC : -EIO;
                 plan_fail(p, r, "Saving the memory state to %s failed: %s", p->memory_file, error ?: status);
         }
 }
@@ -1038,7 +915,7 @@ static void on_save_job_queried(Qmp *qmp, int error, json_object *result, const 
         if (!streq(info.status, "concluded"))
                 return; /* a later JOB_STATUS_CHANGE comes */
         if (info.error) {
-                p->error = out_of_space(p->domain->def->disks[0].source) ? -ENOSPC : -EIO;
+                p->error = path_out_of_space(p->domain->def->disks[0].source) ? -ENOSPC : -EIO;
                 p->message = strprintf("QEMU could not take the snapshot: %s", info.error);
         }
         if (qmp_cmd_job_dismiss(qmp, p->job_id, on_save_job_dismissed, p) < 0)

@@ -30,11 +30,3 @@ const char *snapshot_plan_name(const SnapshotPlan *p);
  * domain_* calls: < 0 at once, or `done` later, exactly once. With
  * NO_METADATA `done` gets no Snapshot. */
 int domain_create_snapshot(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message);
-
-/* Directories where qsnapd may create files for this domain: the folders
- * of every image in its disks' chains and the configured image roots. */
-int domain_path_allowed(Domain *d, const char *path, char **ret_message);
-
-/* A file qsnapd is about to create there: a name the file system takes, a
- * folder it can write (-EXDEV), and the minimum free space (-ENOSPC). */
-int domain_check_new_file(const char *path, char **ret_message);

@@ -28,6 +28,7 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "ops/snapshot-delete.h"

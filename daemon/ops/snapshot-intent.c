@@ -13,8 +13,8 @@
 #include <json-c/json.h>
 #include <stdio.h>
 
+#include "core/disk.h"
 #include "core/manager.h"
-#include "ops/snapshot-create.h"
 #include "ops/snapshot-intent.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"

@@ -26,9 +26,9 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
-#include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-revert.h"
 #include "qemu/image.h"

@@ -20,8 +20,8 @@
 
 #include "core/disk.h"
 #include "core/domain-jobs.h"
+#include "core/files.h"
 #include "core/manager.h"
-#include "ops/snapshot-delete.h"
 #include "qemu/qmp-commands.h"
 #include "util/util.h"
 

@@ -37,17 +37,6 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
 int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata,
                            char **ret_message);
 
-/* A block commit merged the files `from` of disk `target` into `into`:
- * every snapshot that names one of them (<source>, <revertDisks>, the
- * recorded <domain>) names `into` from now on, in one store transaction.
- * Logs a failure. */
-int snapshot_metadata_rename_files(Domain *d, const char *target, char *const *from, const char *into);
-
-/* Removes those of `files` that nothing reads or names any more: no
- * chain of the domain, no snapshot's metadata (<source>, <revertDisks>,
- * recorded <domain>, memory file), no image beside it based on it. */
-void domain_remove_unreferenced_files(Domain *d, char *const *files);
-
 /* At start-up, after the QEMU (if any) was attached and its jobs adopted:
  * when <state>/ops/<uuid>.snapshot-delete is there, finishes the delete it
  * describes (metadata stored: only files left; merge complete: metadata;

@@ -11,6 +11,7 @@
 #include "bus/bus-snapshot.h"
 #include "core/disk.h"
 #include "core/domain-jobs.h"
+#include "ops/block-jobs.h"
 #include "ops/snapshot-create.h"
 #include "util/util.h"
 
@@ -490,7 +491,7 @@ static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *er
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
-        r = domain_block_pull(d, disk, bandwidth, flags, reply_job_started, m, &message);
+        r = block_job_pull(d, disk, bandwidth, flags, reply_job_started, m, &message);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);
@@ -516,7 +517,7 @@ static int method_block_rebase(sd_bus_message *m, void *userdata, sd_bus_error *
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
-        r = domain_block_rebase(d, disk, base, bandwidth, flags, reply_job_started, m, &message);
+        r = block_job_rebase(d, disk, base, bandwidth, flags, reply_job_started, m, &message);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);
@@ -542,7 +543,7 @@ static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
-        r = domain_block_commit(d, disk, base, top, bandwidth, flags, reply_job_started, m, &message);
+        r = block_job_commit(d, disk, base, top, bandwidth, flags, reply_job_started, m, &message);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);
@@ -575,7 +576,7 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
-        r = domain_block_copy(d, disk, dest, format, bandwidth, flags, reply_job_started, m, &message);
+        r = block_job_copy(d, disk, dest, format, bandwidth, flags, reply_job_started, m, &message);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);

@@ -1,33 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Block jobs of a domain: BlockPull and BlockCommit started over QMP and
- * tracked by the domain's JobTracker (job.c), the chain bookkeeping when
- * one ends, finished jobs kept for a while, and adoption after a restart.
- * No D-Bus in here.
+ * The domain's job glue: the JobTracker (qemu/job.c) of its QEMU and what
+ * the domain does around it — lookups, the job journals in the runtime
+ * dir, the chain bookkeeping when a job ends (one block-graph change at a
+ * time), finished jobs kept for a while, jobs qsnapd runs itself, and
+ * adoption after a restart. Starting block jobs is an operation
+ * (ops/block-jobs.c). No D-Bus in here.
  */
 #pragma once
 
 #include "core/domain.h"
 #include "qemu/job.h"
-
-#define BLOCK_COMMIT_SHALLOW 1ULL
-#define BLOCK_COMMIT_DELETE 2ULL
-#define BLOCK_COMMIT_ACTIVE 4ULL
-#define BLOCK_COMMIT_RELATIVE 8ULL
-#define BLOCK_COMMIT_ALL 15ULL
-
-#define BLOCK_REBASE_SHALLOW 1ULL
-#define BLOCK_REBASE_REUSE_EXT 2ULL
-#define BLOCK_REBASE_COPY_RAW 4ULL
-#define BLOCK_REBASE_COPY 8ULL
-#define BLOCK_REBASE_RELATIVE 16ULL
-#define BLOCK_REBASE_ALL 31ULL
-
-#define BLOCK_COPY_SHALLOW 1ULL
-#define BLOCK_COPY_REUSE_EXT 2ULL
-#define BLOCK_COPY_TRANSIENT_JOB 4ULL
-#define BLOCK_COPY_SYNCHRONOUS_WRITES 8ULL
-#define BLOCK_COPY_ALL 15ULL
 
 /* How long a finished job's object stays. */
 #define JOB_LINGER_USEC (60 * USEC_PER_SEC)
@@ -57,26 +40,14 @@ typedef struct GraphTask {
 
 void domain_graph_tasks_free(Domain *d);
 
-typedef void (*BlockJobStartedFunc)(Domain *d, int error, const char *message, Job *j, void *userdata);
+void block_job_info_free(BlockJobInfo *info);
 
-/* Both check everything first (-ENODEV disk, -EINVAL base/top/flags,
- * -ESRCH not running, -EBUSY), return < 0 with *ret_message at once, or
- * call done once QEMU accepted or refused the job. */
-int domain_block_pull(Domain *d, const char *disk, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
-                      void *userdata, char **ret_message);
-/* base "" or NULL: a full pull (BlockPull); a file of the chain: a
- * partial one, everything above it copied into the active file. */
-int domain_block_rebase(Domain *d, const char *disk, const char *base, uint64_t bandwidth, uint64_t flags,
-                        BlockJobStartedFunc done, void *userdata, char **ret_message);
-int domain_block_commit(Domain *d, const char *disk, const char *base, const char *top, uint64_t bandwidth,
-                        uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
-
-/* BlockCopy, and BlockRebase with COPY: a mirror of the disk to dest
- * (format _DISK_FORMAT_INVALID: the disk's own, or with REUSE_EXT what the
- * file is), flags BLOCK_COPY_*. -EXDEV dest not allowed, -EEXIST dest
- * exists (without REUSE_EXT), -ENOSPC, besides the errors above. */
-int domain_block_copy(Domain *d, const char *disk, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
-                      uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);
+/* The job journal <run>/<uuid>.job-<id> of a job of ours, written when it
+ * starts and removed when its end is accounted for: a copy's names its
+ * destination (written before the mirror starts), any other's is plain. */
+int domain_job_journal_write_copy(Domain *d, const char *job_id, const BlockJobInfo *info);
+int domain_job_journal_write_plain(Domain *d, const char *job_id);
+void domain_job_journal_remove(Domain *d, const char *job_id);
 
 /* The State the bus shows: an ended job stays "pending" until its chain
  * bookkeeping is done, so that nobody sees "completed" with old Disks. */

@@ -421,7 +421,7 @@ static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
                 return r < 0 ? r : 1;
 
         sd_bus_message_ref(m);
-        r = domain_create_snapshot(d, TAKE_PTR(plan), reply_snapshot_created, m, &message);
+        r = snapshot_create(d, TAKE_PTR(plan), reply_snapshot_created, m, &message);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);

@@ -11,8 +11,8 @@
 
 #include "core/domain.h"
 #include "core/manager.h"
+#include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
-#include "ops/snapshot-intent.h"
 #include "ops/snapshot-revert.h"
 #include "util/util.h"
 

@@ -11,8 +11,18 @@
  * For a shut-off domain qemu-img does the work. On any failure every file
  * and node made so far is removed again. Only when the disks are done are
  * the domain definition and the snapshot metadata written.
+ *
+ * Before a snapshot touches any file or node it writes what it is about
+ * to do to <state>/ops/<uuid>.snapshot-create (crash-safely), and removes
+ * that file once it finished or rolled back. A qsnapd that finds the file
+ * at start-up, after re-attaching to the QEMU, finishes the snapshot when
+ * QEMU switched the disks already (each disk's root node is the planned
+ * overlay node) and rolls it back otherwise: planned nodes deleted, files
+ * made for it removed, and a guest stopped for the memory save resumed.
+ * No state ever needs a person to clear it.
  */
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,12 +33,15 @@
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "ops/snapshot-create.h"
-#include "ops/snapshot-intent.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "store/op-journal.h"
 #include "util/util.h"
 
 #define MIGRATION_POLL_USEC (100 * USEC_PER_MSEC)
+#define INTENT_KIND "snapshot-create"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 typedef struct PlanDisk {
         const DomainDisk *disk; /* in the domain's current definition */
@@ -455,6 +468,56 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
         return 0;
 }
 
+/* ---- the intent journal ---- */
+
+typedef struct SnapshotIntentDisk {
+        const char *target;
+        const char *below;   /* the active file before the snapshot */
+        const char *overlay; /* the planned new active file */
+        const char *node;    /* live: the planned overlay node */
+        bool created;        /* qsnapd creates the file (not REUSE_EXT) */
+} SnapshotIntentDisk;
+
+typedef struct SnapshotIntent {
+        const char *snapshot_xml; /* the metadata to record */
+        bool metadata;            /* not NO_METADATA */
+        bool resume;              /* the guest is stopped for the memory save */
+        const char *memory_file;
+        const SnapshotIntentDisk *disks;
+        size_t n_disks;
+} SnapshotIntent;
+
+static int snapshot_intent_write(Domain *d, const SnapshotIntent *in) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object(), *disks = json_object_new_array();
+
+        if (!o || !disks)
+                return -ENOMEM;
+        json_object_object_add(o, "snapshot_xml", json_object_new_string(in->snapshot_xml));
+        json_object_object_add(o, "metadata", json_object_new_boolean(in->metadata));
+        json_object_object_add(o, "resume", json_object_new_boolean(in->resume));
+        if (in->memory_file)
+                json_object_object_add(o, "memory_file", json_object_new_string(in->memory_file));
+        for (size_t i = 0; i < in->n_disks; i++) {
+                json_object *e = json_object_new_object();
+
+                if (!e)
+                        return -ENOMEM;
+                json_object_object_add(e, "target", json_object_new_string(in->disks[i].target));
+                json_object_object_add(e, "below", json_object_new_string(in->disks[i].below));
+                json_object_object_add(e, "overlay", json_object_new_string(in->disks[i].overlay));
+                if (in->disks[i].node)
+                        json_object_object_add(e, "node", json_object_new_string(in->disks[i].node));
+                json_object_object_add(e, "created", json_object_new_boolean(in->disks[i].created));
+                json_object_array_add(disks, e);
+        }
+        json_object_object_add(o, "disks", json_object_get(disks));
+        return op_journal_write(d->manager->config.state_dir, d->def->uuid, INTENT_KIND, o);
+}
+
+static void snapshot_intent_remove(Domain *d) {
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
+}
+
 /* ---- execution ---- */
 
 /* Removes what the failed attempt made; the guest runs again if we paused it. */
@@ -583,7 +646,7 @@ static void plan_fail(SnapshotPlan *p, int error, const char *fmt, ...) {
 }
 
 /* Before anything is touched: what a restarted qsnapd needs to finish or
- * roll back this snapshot (snapshot-intent.c). */
+ * roll back this snapshot (see the recovery below). */
 static int plan_write_intent(SnapshotPlan *p) {
         _cleanup_free_ char *xml = NULL;
         SnapshotIntentDisk disks[p->n_disks ?: 1];
@@ -1056,7 +1119,7 @@ static int on_plan_start(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int domain_create_snapshot(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message) {
+int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_(snapshot_plan_freep) SnapshotPlan *p = plan;
         int r;
 
@@ -1079,4 +1142,159 @@ int domain_create_snapshot(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done,
         manager_busy_ref(d->manager);
         TAKE_PTR(p);
         return 0;
+}
+
+/* ---- recovery ---- */
+
+typedef struct Recovery {
+        Domain *domain;
+        json_object *intent;
+        size_t n_disks, pending, switched;
+        DomainDoneFunc done;
+        void *userdata;
+} Recovery;
+
+static json_object *intent_disk(json_object *intent, size_t i) {
+        json_object *disks = NULL;
+        return json_get_array(intent, "disks", &disks) > 0 ? json_object_array_get_idx(disks, i) : NULL;
+}
+
+/* QEMU never switched: everything made for the snapshot goes. */
+static void recovery_roll_back(Recovery *rc) {
+        Domain *d = rc->domain;
+        const char *mem = json_get_string(rc->intent, "memory_file");
+
+        for (size_t i = 0; i < rc->n_disks; i++) {
+                json_object *e = intent_disk(rc->intent, i);
+                const char *node = json_get_string(e, "node"), *overlay = json_get_string(e, "overlay");
+
+                const char *target = json_get_string(e, "target");
+                const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
+
+                if (node && d->qmp)
+                        (void) qmp_cmd_blockdev_del(d->qmp, node, NULL, NULL);
+                /* Never a file the stored definition already uses. */
+                if (disk && overlay && streq(disk->source, overlay))
+                        continue;
+                if (overlay && json_get_bool(e, "created") && unlink(overlay) >= 0)
+                        log_info("Domain '%s': removed overlay %s of an interrupted snapshot.", d->def->name, overlay);
+        }
+        if (mem && unlink(mem) >= 0)
+                log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
+        log_notice("Domain '%s': rolled back a snapshot interrupted before QEMU switched the disks.", d->def->name);
+}
+
+/* QEMU switched: record what the interrupted qsnapd could not. */
+static void recovery_roll_forward(Recovery *rc) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *xml = json_get_string(rc->intent, "snapshot_xml");
+        Domain *d = rc->domain;
+        Snapshot *s;
+        int r;
+
+        for (size_t i = 0; i < rc->n_disks; i++) {
+                json_object *e = intent_disk(rc->intent, i);
+                const char *target = json_get_string(e, "target"), *overlay = json_get_string(e, "overlay"),
+                           *below = json_get_string(e, "below");
+                DomainDef *defs[2] = { d->live, d->def };
+
+                for (size_t k = 0; target && overlay && below && k < 2; k++) {
+                        DomainDisk *disk = defs[k] ? domain_def_find_disk(defs[k], target) : NULL;
+                        if (disk && streq(disk->source, below)) {
+                                (void) free_and_strdup(&disk->source, overlay);
+                                disk->format = DISK_FORMAT_QCOW2;
+                        }
+                }
+        }
+        domain_chains_invalidate(d);
+        (void) domain_save_disks(d);
+        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+
+        if (xml && json_get_bool(rc->intent, "metadata")) {
+                r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
+                if (r >= 0 && !snapshot_tree_find(&d->snapshots, def->name)) {
+                        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(def), true, &s);
+                        if (r >= 0)
+                                manager_notify_snapshot_added(d->manager, d, s);
+                }
+                if (r < 0)
+                        log_error_errno(r, "Domain '%s': cannot record the interrupted snapshot: %s", d->def->name,
+                                        strna(message));
+        }
+        log_notice("Domain '%s': finished a snapshot interrupted after QEMU switched the disks.", d->def->name);
+}
+
+static void recovery_end(Recovery *rc) {
+        Domain *d = rc->domain;
+
+        if (rc->switched == rc->n_disks && rc->n_disks > 0)
+                recovery_roll_forward(rc);
+        else
+                recovery_roll_back(rc);
+        /* A guest stopped for the memory save runs again. */
+        if (json_get_bool(rc->intent, "resume") && d->qmp && d->state == DOMAIN_PAUSED)
+                (void) qmp_cmd_cont(d->qmp, NULL, NULL);
+        snapshot_intent_remove(d);
+        if (rc->done)
+                rc->done(d, 0, NULL, NULL, rc->userdata);
+        json_object_put(rc->intent);
+        domain_unref(d);
+        free(rc);
+}
+
+typedef struct RecoveryCall {
+        Recovery *rc;
+        size_t index;
+} RecoveryCall;
+
+static void on_recovery_root_node(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                                  void *userdata) {
+        RecoveryCall *c = userdata;
+        Recovery *rc = c->rc;
+        const char *node, *planned = json_get_string(intent_disk(rc->intent, c->index), "node");
+
+        if (error >= 0 && qmp_parse_string(result, &node) >= 0 && planned && streq(node, planned))
+                rc->switched++;
+        free(c);
+        if (--rc->pending == 0)
+                recovery_end(rc);
+}
+
+int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata) {
+        json_object *intent = NULL, *disks = NULL;
+        Recovery *rc;
+        int r;
+
+        r = op_journal_read(d->manager->config.state_dir, d->def->uuid, INTENT_KIND, &intent);
+        if (r == 0 || (r < 0 && r != -EBADMSG))
+                return r;
+        /* An unreadable intent is rolled back as one of no disks, and goes. */
+        if (!intent)
+                intent = json_object_new_object();
+
+        rc = new0(Recovery, 1);
+        if (!rc) {
+                json_object_put(intent);
+                return -ENOMEM;
+        }
+        *rc = (Recovery) { .domain = domain_ref(d), .intent = intent, .done = done, .userdata = userdata };
+        rc->n_disks = json_get_array(rc->intent, "disks", &disks);
+        log_notice("Domain '%s': a snapshot was interrupted; checking how far it got.", d->def->name);
+
+        /* Without a QEMU to ask, nothing was switched that qsnapd knows of. */
+        for (size_t i = 0; d->qmp && i < rc->n_disks; i++) {
+                const char *target = json_get_string(intent_disk(rc->intent, i), "target");
+                RecoveryCall *c = new0(RecoveryCall, 1);
+
+                if (!c || !target || qmp_cmd_disk_root_node(d->qmp, target, on_recovery_root_node, c) < 0) {
+                        free(c);
+                        continue;
+                }
+                *c = (RecoveryCall) { .rc = rc, .index = i };
+                rc->pending++;
+        }
+        if (rc->pending == 0)
+                recovery_end(rc);
+        return 1;
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Taking snapshots of a domain: the plan (what each disk and the memory
- * get, checked completely before anything is touched) and its execution,
- * live over QMP or offline with qemu-img. No D-Bus in here.
+ * get, checked completely before anything is touched), its execution,
+ * live over QMP or offline with qemu-img, its intent journal
+ * <state>/ops/<uuid>.snapshot-create and the recovery of an interrupted
+ * snapshot at start-up. No D-Bus in here.
  */
 #pragma once
 
@@ -29,4 +31,9 @@ const char *snapshot_plan_name(const SnapshotPlan *p);
 /* Carries the plan out (takes it). Same return conventions as the
  * domain_* calls: < 0 at once, or `done` later, exactly once. With
  * NO_METADATA `done` gets no Snapshot. */
-int domain_create_snapshot(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message);
+int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message);
+
+/* When an intent is on disk: finishes or rolls back the snapshot it
+ * describes (asking QEMU, if attached, whether the disks were switched)
+ * and returns 1; `done` follows. 0 when there is nothing to recover. */
+int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata);

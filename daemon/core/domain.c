@@ -55,6 +55,7 @@ struct DomainOp {
         int result;
         char *message;
         char *incoming;         /* Start: the migration URI to load the memory state from */
+        DomainStepFunc incoming_sent; /* Start: migrate-incoming is on its way */
 };
 
 typedef struct MonitorCall {
@@ -846,8 +847,8 @@ static void start_incoming(Domain *d) {
         d->op->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
         if (qmp_cmd_migrate_incoming(d->qmp, d->op->incoming, on_migrate_incoming, d) < 0)
                 return start_incoming_fail(d, "cannot send migrate-incoming");
-        /* Only a revert loads a memory state this way. */
-        crash_point("revert:incoming");
+        if (d->op->incoming_sent)
+                d->op->incoming_sent(d, d->op->userdata);
 }
 
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {
@@ -910,8 +911,8 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
         return 0;
 }
 
-static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, DomainDoneFunc done, void *userdata,
-                             char **ret_message) {
+static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, DomainStepFunc incoming_sent,
+                             DomainDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_free_ char *sock = NULL, *pidfile = NULL, *live_xml_path = NULL, *log_path = NULL, *live_xml = NULL,
                             *logdir = NULL;
         _cleanup_(domain_def_freep) DomainDef *live = NULL;
@@ -1000,6 +1001,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         if (r < 0)
                 goto kill;
         if (incoming) {
+                d->op->incoming_sent = incoming_sent;
                 d->op->incoming = strdup(incoming);
                 if (!d->op->incoming) {
                         domain_op_abandon(d);
@@ -1027,17 +1029,17 @@ fail:
 }
 
 int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
-        return domain_start_full(d, flags, NULL, done, userdata, ret_message);
+        return domain_start_full(d, flags, NULL, NULL, done, userdata, ret_message);
 }
 
-int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainDoneFunc done, void *userdata,
-                          char **ret_message) {
+int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
+                          void *userdata, char **ret_message) {
         if (!domain_is_managed(d)) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
                                          "a memory state.", d->def->name);
                 return -EOPNOTSUPP;
         }
-        return domain_start_full(d, flags, uri, done, userdata, ret_message);
+        return domain_start_full(d, flags, uri, sent, done, userdata, ret_message);
 }
 
 /* ---- stop, pause, resume ---- */

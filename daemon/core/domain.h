@@ -64,6 +64,9 @@ typedef enum JobEvent {
  * and then never call `done`; otherwise `done` is called exactly once,
  * never from inside the call itself. */
 typedef void (*DomainDoneFunc)(Domain *d, int error, const char *message, const char *reply, void *userdata);
+/* A step of a call was taken (the call goes on; it must not be ended from
+ * in here). Operations hang their crash points on it. */
+typedef void (*DomainStepFunc)(Domain *d, void *userdata);
 
 /* The backing chain of an active file, read once. */
 typedef struct ChainCacheEntry {
@@ -137,10 +140,12 @@ int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
 int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
 /* Start with -incoming defer, then migrate-incoming from uri (the memory
  * state of a snapshot); with DOMAIN_START_PAUSED the guest stays paused
- * afterwards. A failed load leaves the domain shut off (-EIO, QEMU's text).
- * Only for domains qsnapd launches (-EOPNOTSUPP otherwise). */
-int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainDoneFunc done, void *userdata,
-                          char **ret_message);
+ * afterwards. `sent` (may be NULL) is called with userdata once
+ * migrate-incoming is on its way. A failed load leaves the domain shut off
+ * (-EIO, QEMU's text). Only for domains qsnapd launches (-EOPNOTSUPP
+ * otherwise). */
+int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
+                          void *userdata, char **ret_message);
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_pause(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_resume(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);

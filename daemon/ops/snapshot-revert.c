@@ -614,6 +614,11 @@ static void on_started(Domain *d, int error, const char *message, const char *re
         revert_finish(p);
 }
 
+/* QEMU was started for the memory state and asked to load it. */
+static void on_incoming_sent(Domain *d, void *userdata) {
+        crash_point("revert:incoming");
+}
+
 static int revert_start(RevertPlan *p, bool paused, DomainDoneFunc done) {
         _cleanup_free_ char *message = NULL, *quoted = NULL, *uri = NULL;
         Domain *d = p->domain;
@@ -625,7 +630,7 @@ static int revert_start(RevertPlan *p, bool paused, DomainDoneFunc done) {
         if (p->external && p->memory) {
                 quoted = shell_quote(p->memory_file);
                 uri = quoted ? strjoin("exec:cat ", quoted) : NULL;
-                r = uri ? domain_start_incoming(d, flags, uri, done, p, &message) : -ENOMEM;
+                r = uri ? domain_start_incoming(d, flags, uri, on_incoming_sent, done, p, &message) : -ENOMEM;
         } else
                 r = domain_start(d, flags, done, p, &message);
         d->snapshot_busy = true;

@@ -222,7 +222,7 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return r < 0 ? r : 1;
 
         sd_bus_message_ref(m);
-        r = domain_delete_snapshot(d, s, flags, reply_deleted, m, &message);
+        r = snapshot_delete(d, s, flags, reply_deleted, m, &message);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);

@@ -1096,8 +1096,7 @@ static int on_op_start(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata,
-                           char **ret_message) {
+int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata, char **ret_message) {
         _cleanup_free_ Snapshot **victims = NULL;
         DeleteOp *op;
         size_t n;
@@ -1278,7 +1277,7 @@ static int recovery_step(DeleteRecovery *rc) {
         /* Not merged (or not everywhere): every step is safe to repeat, so
          * the delete runs again from where the files are now. */
         journal_remove(d);
-        r = domain_delete_snapshot(d, s, 0, NULL, NULL, &message);
+        r = snapshot_delete(d, s, 0, NULL, NULL, &message);
         if (r < 0)
                 log_notice("Domain '%s': rolled back the interrupted delete of snapshot '%s'; it stays and can be "
                            "deleted again (%s).", d->def->name, name, strna(message));

@@ -34,8 +34,7 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
 
 /* Runs the same check, then deletes. < 0 at once with *ret_message, or
  * `done` later, exactly once, never from inside this call. */
-int domain_delete_snapshot(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata,
-                           char **ret_message);
+int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata, char **ret_message);
 
 /* At start-up, after the QEMU (if any) was attached and its jobs adopted:
  * when <state>/ops/<uuid>.snapshot-delete is there, finishes the delete it

@@ -24,9 +24,7 @@
 #include "core/domain-jobs.h"
 #include "core/domain.h"
 #include "core/manager.h"
-#include "ops/snapshot-create.h"
-#include "ops/snapshot-delete.h"
-#include "ops/snapshot-revert.h"
+#include "core/operation.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/util.h"
@@ -386,23 +384,14 @@ static void domain_load_live(Domain *d) {
                 d->pid = (pid_t) atoi(pid);
 }
 
-static void on_revert_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
-        domain_op_finish(d, 0, NULL);
-}
-
-/* After an interrupted snapshot, an interrupted revert. */
 static void on_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
-        if (domain_recover_revert(d, on_revert_recovered, NULL) > 0)
-                return;
         domain_op_finish(d, 0, NULL);
 }
 
 static void on_jobs_adopted(Domain *d, void *userdata) {
-        /* Runs from the loop once the domain is free (waits for its jobs). */
-        (void) domain_recover_delete(d);
-        if (domain_recover_snapshot(d, on_recovered, NULL) > 0)
-                return;
-        on_recovered(d, 0, NULL, NULL, NULL);
+        /* Interrupted operations: finished or rolled back through the
+         * handlers their kinds registered, before the attach call ends. */
+        operation_recover_attached(d, on_recovered, NULL);
 }
 
 static void on_attach_status(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {

@@ -11,9 +11,7 @@
 
 #include "core/domain.h"
 #include "core/manager.h"
-#include "ops/snapshot-create.h"
-#include "ops/snapshot-delete.h"
-#include "ops/snapshot-revert.h"
+#include "core/operation.h"
 #include "util/util.h"
 
 int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
@@ -54,6 +52,7 @@ Manager *manager_free(Manager *m) {
                 d->manager = m; /* stays valid until the unref below */
                 domain_unref(d);
         }
+        operation_kinds_free(m);
         free(m->config.state_dir);
         free(m->config.runtime_dir);
         free(m->config.qemu_binary);
@@ -278,11 +277,8 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
         if (error < 0)
                 log_warning("Domain '%s': %s", d->def->name, strna(message));
         /* Attached QEMUs were asked already; for a vanished one the files tell. */
-        if (!d->qmp) {
-                (void) domain_recover_snapshot(d, NULL, NULL);
-                (void) domain_recover_delete(d);
-                (void) domain_recover_revert(d, NULL, NULL);
-        }
+        if (!d->qmp)
+                operation_recover_offline(d);
         m->n_attaching--;
 }
 
@@ -332,10 +328,9 @@ static int manager_load_one(Manager *m, const char *path) {
         else {
                 if (r < 0)
                         log_warning_errno(r, "Domain '%s': cannot attach: %s", d->def->name, strna(message));
-                /* No QEMU: an interrupted snapshot is undone from the files alone. */
-                (void) domain_recover_snapshot(d, NULL, NULL);
-                (void) domain_recover_delete(d);
-                (void) domain_recover_revert(d, NULL, NULL);
+                /* No QEMU: an interrupted operation is finished or undone
+                 * from the files alone. */
+                operation_recover_offline(d);
         }
         return 0;
 }

@@ -52,6 +52,10 @@ typedef struct Manager {
 
         unsigned n_busy;       /* calls, jobs and checks in flight */
         unsigned n_attaching;  /* monitors still being reconnected at start-up */
+
+        /* core/operation.c: what recovers which journal, in order */
+        const struct OperationKind **operation_kinds;
+        size_t n_operation_kinds;
 } Manager;
 
 int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret);

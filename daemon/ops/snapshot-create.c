@@ -1261,7 +1261,7 @@ static void on_recovery_root_node(Qmp *qmp, int error, json_object *result, cons
                 recovery_end(rc);
 }
 
-int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata) {
+static int snapshot_create_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         json_object *intent = NULL, *disks = NULL;
         Recovery *rc;
         int r;
@@ -1298,3 +1298,8 @@ int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata) {
                 recovery_end(rc);
         return 1;
 }
+
+const OperationKind snapshot_create_kind = {
+        .name = INTENT_KIND,
+        .recover = snapshot_create_recover,
+};

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "core/domain.h"
+#include "core/operation.h"
 #include "core/snapshot.h"
 
 typedef struct SnapshotPlan SnapshotPlan;
@@ -33,7 +34,7 @@ const char *snapshot_plan_name(const SnapshotPlan *p);
  * NO_METADATA `done` gets no Snapshot. */
 int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message);
 
-/* When an intent is on disk: finishes or rolls back the snapshot it
- * describes (asking QEMU, if attached, whether the disks were switched)
- * and returns 1; `done` follows. 0 when there is nothing to recover. */
-int domain_recover_snapshot(Domain *d, DomainDoneFunc done, void *userdata);
+/* Journal kind "snapshot-create": when an intent is on disk, its recovery
+ * finishes or rolls back the snapshot it describes (asking QEMU, if
+ * attached, whether the disks were switched). */
+extern const OperationKind snapshot_create_kind;

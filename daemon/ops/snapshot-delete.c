@@ -1300,7 +1300,7 @@ static int on_recovery_timer(sd_event_source *es, uint64_t usec, void *userdata)
         return 0;
 }
 
-int domain_recover_delete(Domain *d) {
+static int snapshot_delete_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         DeleteRecovery *rc;
         int r;
 
@@ -1321,3 +1321,9 @@ int domain_recover_delete(Domain *d) {
         log_notice("Domain '%s': a snapshot delete was interrupted; checking how far it got.", d->def->name);
         return 1;
 }
+
+const OperationKind snapshot_delete_kind = {
+        .name = JOURNAL_KIND,
+        .recover = snapshot_delete_recover,
+        .deferred = true,
+};

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "core/domain.h"
+#include "core/operation.h"
 #include "core/snapshot.h"
 #include "qemu/job.h"
 
@@ -36,10 +37,11 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
  * `done` later, exactly once, never from inside this call. */
 int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata, char **ret_message);
 
-/* At start-up, after the QEMU (if any) was attached and its jobs adopted:
- * when <state>/ops/<uuid>.snapshot-delete is there, finishes the delete it
- * describes (metadata stored: only files left; merge complete: metadata;
- * else the delete runs again, every step being safe to repeat) or, when
- * that is refused, leaves the snapshot in place, deletable again. Logs
- * which. Runs from the event loop (waits for adopted merge jobs). */
-int domain_recover_delete(Domain *d);
+/* Journal kind "snapshot-delete", deferred: at start-up, after the QEMU
+ * (if any) was attached and its jobs adopted, its recovery finishes the
+ * delete the journal describes (metadata stored: only files left; merge
+ * complete: metadata; else the delete runs again, every step being safe
+ * to repeat) or, when that is refused, leaves the snapshot in place,
+ * deletable again. Logs which. Runs from the event loop (waits for
+ * adopted merge jobs). */
+extern const OperationKind snapshot_delete_kind;

@@ -16,9 +16,9 @@
  *                      -incoming defer + migrate-incoming.
  * The old branch and every child stay untouched. The intent is journaled
  * in <state>/ops/<uuid>.snapshot-revert before anything is touched and
- * removed after; domain_recover_revert() finishes or rolls back an
- * interrupted one at start-up. crash_point("revert:<step>") marks each
- * step for the crash tests.
+ * removed after; its recovery (snapshot_revert_kind) finishes or rolls
+ * back an interrupted one at start-up. crash_point("revert:<step>") marks
+ * each step for the crash tests.
  */
 #include <json-c/json.h>
 #include <limits.h>
@@ -1124,7 +1124,7 @@ static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const cha
         recovery_stop_qemu(rc, "the snapshot load of the interrupted revert did not finish");
 }
 
-int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
+static int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         json_object *intent = NULL, *disks = NULL;
         bool external, memory, switched = true, any = false;
         Recovery *rc;
@@ -1228,3 +1228,8 @@ int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata) {
         recovery_end(rc);
         return 1;
 }
+
+const OperationKind snapshot_revert_kind = {
+        .name = INTENT_KIND,
+        .recover = snapshot_revert_recover,
+};

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "core/domain.h"
+#include "core/operation.h"
 #include "core/snapshot.h"
 
 /* Revert flags, libvirt's values. */
@@ -39,6 +40,6 @@ static inline void revert_plan_freep(RevertPlan **p) {
  * `done` later, exactly once, when the domain is in its new state. */
 int snapshot_revert(RevertPlan *plan, RevertDoneFunc done, void *userdata, char **ret_message);
 
-/* When a revert intent is on disk: finishes or rolls back the revert it
- * describes and returns 1; `done` follows. 0 when there is nothing to do. */
-int domain_recover_revert(Domain *d, DomainDoneFunc done, void *userdata);
+/* Journal kind "snapshot-revert": when a revert intent is on disk, its
+ * recovery finishes or rolls back the revert it describes. */
+extern const OperationKind snapshot_revert_kind;

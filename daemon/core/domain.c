@@ -1324,6 +1324,10 @@ void domain_disconnect(Domain *d) {
         d->qmp = qmp_unref(d->qmp);
 }
 
+int domain_save(Domain *d) {
+        return manager_store_def(d->manager, d->def);
+}
+
 int domain_save_live(Domain *d) {
         _cleanup_free_ char *path = NULL, *xml = NULL;
         int r;

@@ -129,18 +129,13 @@ static void manager_append(Manager *m, Domain *d) {
         m->n_domains++;
 }
 
-static int manager_store_def(Manager *m, const DomainDef *def);
 static int manager_load_snapshots(Manager *m, Domain *d);
 
 static char *manager_domain_file(Manager *m, const char *uuid) {
         return strprintf("%s/domains/%s.xml", m->config.state_dir, uuid);
 }
 
-int domain_save(Domain *d) {
-        return manager_store_def(d->manager, d->def);
-}
-
-static int manager_store_def(Manager *m, const DomainDef *def) {
+int manager_store_def(Manager *m, const DomainDef *def) {
         _cleanup_free_ char *xml = NULL, *dir = NULL, *path = NULL;
         int r;
 

@@ -81,6 +81,9 @@ int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **r
 
 Domain *manager_find_domain(Manager *m, const char *name);
 
+/* Writes def to <state>/domains/<uuid>.xml, crash-safely; logs a failure. */
+int manager_store_def(Manager *m, const DomainDef *def);
+
 /* Pending-work counter for the idle timeout. */
 void manager_busy_ref(Manager *m);
 void manager_busy_unref(Manager *m);

@@ -24,8 +24,8 @@
 
 #include <libxml/parser.h>
 
-#include "checkpoint.h"
-#include "moment.h"
+#include "core/checkpoint.h"
+#include "core/moment.h"
 #include "test-check.h"
 
 #define UUID "5c8e1f0a-2b3d-4e5f-8a9b-0c1d2e3f4a5b"

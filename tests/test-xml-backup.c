@@ -16,9 +16,9 @@
 
 #include "test-check.h"
 #include "test-fixture.h"
-#include "util.h"
-#include "xml-backup.h"
-#include "xml-domain.h"
+#include "util/util.h"
+#include "store/xml-backup.h"
+#include "store/xml-domain.h"
 
 static BackupDef *parse_ok(const char *xml) {
         _cleanup_free_ char *error = NULL;

@@ -18,9 +18,9 @@
 
 #include "test-check.h"
 #include "test-fixture.h"
-#include "util.h"
-#include "xml-checkpoint.h"
-#include "xml-domain.h"
+#include "util/util.h"
+#include "store/xml-checkpoint.h"
+#include "store/xml-domain.h"
 
 static CheckpointDef *parse_ok(const char *xml, CheckpointParseFlags flags) {
         _cleanup_free_ char *error = NULL;

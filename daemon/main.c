@@ -230,6 +230,11 @@ static int resolve_directories(void) {
                 return log_oom();
         if (arg_polkit < 0)
                 arg_polkit = arg_bus_mode != BUS_MODE_USER;
+        /* On the system bus every local user may call us: without polkit
+         * each of them would act as root. */
+        if (arg_bus_mode == BUS_MODE_SYSTEM && !arg_polkit)
+                return log_error_errno(EINVAL, "--polkit=no is refused with --system: every user on the system bus "
+                                       "could then act as root. Use --user for your own VMs, or --address= for tests.");
         return 0;
 }
 

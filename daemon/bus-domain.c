@@ -294,7 +294,7 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
                 if (r <= 0)
                         return r < 0 ? r : 1;
         }
-        r = domain_format_xml(d, flags & DOMAIN_XML_INACTIVE, &xml);
+        r = domain_format_xml(d, flags & DOMAIN_XML_INACTIVE, flags & DOMAIN_XML_SECURE, &xml);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(m, "s", xml);

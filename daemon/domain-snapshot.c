@@ -476,7 +476,7 @@ static int plan_metadata(SnapshotPlan *p, SnapshotDef *req) {
         def->n_disks = n;
 
         /* The domain as it is at this moment: what a revert goes back to. */
-        r = domain_def_format(domain_current_def(d), 0, &def->domain_xml);
+        r = domain_def_format(domain_current_def(d), DOMAIN_FORMAT_SECURE, &def->domain_xml);
         if (r < 0)
                 return r;
         return 0;

@@ -952,7 +952,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         r = domain_build_argv(d, live, incoming, &argv);
         if (r < 0)
                 return r;
-        r = domain_def_format(live, 0, &live_xml);
+        r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
         if (r < 0)
                 return r;
 
@@ -1475,7 +1475,7 @@ int domain_save_live(Domain *d) {
         path = domain_runtime_path(d, ".xml");
         if (!path)
                 return -ENOMEM;
-        r = domain_def_format(d->live, 0, &xml);
+        r = domain_def_format(d->live, DOMAIN_FORMAT_SECURE, &xml);
         if (r < 0)
                 return r;
         return write_file_atomic(path, xml, strlen(xml), 0600);
@@ -1492,7 +1492,7 @@ int domain_save_disks(Domain *d) {
         return r;
 }
 
-int domain_format_xml(Domain *d, bool inactive, char **ret) {
+int domain_format_xml(Domain *d, bool inactive, bool secure, char **ret) {
         _cleanup_(domain_def_freep) DomainDef *copy = NULL;
         int r;
 
@@ -1516,5 +1516,5 @@ int domain_format_xml(Domain *d, bool inactive, char **ret) {
                         disk->backing_formats[j - 1] = chain->layers[j].format;
                 }
         }
-        return domain_def_format(copy, DOMAIN_FORMAT_BACKING_CHAIN, ret);
+        return domain_def_format(copy, DOMAIN_FORMAT_BACKING_CHAIN | (secure ? DOMAIN_FORMAT_SECURE : 0), ret);
 }

@@ -180,8 +180,9 @@ int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n);
 void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
 
 /* GetXMLDesc: the live definition while running (the stored one with
- * `inactive`), each disk's backing chain as <backingStore>. */
-int domain_format_xml(Domain *d, bool inactive, char **ret);
+ * `inactive`), each disk's backing chain as <backingStore>; secrets
+ * (<graphics passwd=…>) only with `secure`. */
+int domain_format_xml(Domain *d, bool inactive, bool secure, char **ret);
 
 /* Writes the stored definition to <state>/domains/<uuid>.xml, and the
  * live one (what a restarted qsnapd believes QEMU runs) to <run>/<uuid>.xml. */

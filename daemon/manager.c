@@ -145,7 +145,7 @@ static int manager_store_def(Manager *m, const DomainDef *def) {
         _cleanup_free_ char *xml = NULL, *dir = NULL, *path = NULL;
         int r;
 
-        r = domain_def_format(def, 0, &xml);
+        r = domain_def_format(def, DOMAIN_FORMAT_SECURE, &xml);
         if (r < 0)
                 return r;
         dir = strprintf("%s/domains", m->config.state_dir);

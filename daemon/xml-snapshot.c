@@ -1118,21 +1118,6 @@ static int writer_check_def(const SnapshotDef *def) {
         return writer_check_disks(def->revert_disks, def->n_revert_disks);
 }
 
-/* libvirt leaves <graphics passwd=…> out unless asked for secure output. */
-static void strip_secrets(xmlNode *n) {
-        for (; n; n = n->next) {
-                if (n->type != XML_ELEMENT_NODE)
-                        continue;
-                if (xml_node_is(n, "graphics")) {
-                        xmlAttr *a = xmlHasNsProp(n, BAD_CAST "passwd", NULL);
-
-                        if (a)
-                                xmlRemoveProp(a);
-                }
-                strip_secrets(n->children);
-        }
-}
-
 /* A kept element, stored unindented, re-serialized for nesting `level`
  * deep. root_name, when set, is what the element must be. */
 static int reindent(const char *xml, const char *root_name, int level, bool secure, char **ret) {
@@ -1155,7 +1140,7 @@ static int reindent(const char *xml, const char *root_name, int level, bool secu
         if (!root || (root_name && !xml_node_is(root, root_name)))
                 return -EINVAL;
         if (!secure)
-                strip_secrets(root->children);
+                xml_strip_secrets(root->children);
         return xml_dump_element(p.doc, root, level, ret);
 }
 

@@ -130,6 +130,15 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret);
 /* xml_dump_element(), appended to list. */
 int xml_parser_keep_element(XmlParser *p, xmlNode *n, int level, XmlList *list);
 
+/* What libvirt leaves out unless asked for secure output
+ * (VIR_DOMAIN_XML_SECURE): the passwd= of every <graphics> in n, its
+ * siblings and below. */
+void xml_strip_secrets(xmlNode *n);
+
+/* A kept element (as xml_dump_element() wrote it for `level`) without its
+ * secrets; a copy when it holds none. */
+int xml_element_without_secrets(const char *element, int level, char **ret);
+
 /* ---- Writer ---------------------------------------------------------------- */
 
 /* Remembers the first failure so that the writing code reads straight. */

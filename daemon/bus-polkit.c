@@ -292,3 +292,16 @@ int bus_verify_polkit_async(
         registry->queries = q;
         return 0;
 }
+
+int bus_polkit_explain_denial(sd_bus_error *error, const char *text) {
+        _cleanup_free_ char *name = NULL, *copy = NULL;
+
+        if (!sd_bus_error_has_names(error, SD_BUS_ERROR_ACCESS_DENIED, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                return sd_bus_error_get_errno(error) > 0 ? -sd_bus_error_get_errno(error) : -EACCES;
+        name = strdup(error->name);
+        copy = strdup(text);
+        if (!name || !copy)
+                return -ENOMEM;
+        sd_bus_error_free(error);
+        return sd_bus_error_set(error, name, copy);
+}

@@ -46,3 +46,8 @@ int bus_verify_polkit_async(
                 const char *const *details,
                 PolkitRegistry *registry,
                 sd_bus_error *error);
+
+/* Replaces the message of a denial (AccessDenied or
+ * InteractiveAuthorizationRequired) by text, so the caller learns why an
+ * action was needed; other errors stay. Returns the error's errno (< 0). */
+int bus_polkit_explain_denial(sd_bus_error *error, const char *text);

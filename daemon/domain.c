@@ -1492,6 +1492,15 @@ int domain_save_disks(Domain *d) {
         return r;
 }
 
+const DomainDisk *domain_lookup_disk(const Domain *d, const char *name) {
+        const DomainDef *def = domain_current_def(d);
+
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (streq(def->disks[i].target, name) || streq(def->disks[i].source, name))
+                        return def->disks + i;
+        return NULL;
+}
+
 int domain_format_xml(Domain *d, bool inactive, bool secure, char **ret) {
         _cleanup_(domain_def_freep) DomainDef *copy = NULL;
         int r;

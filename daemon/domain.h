@@ -131,6 +131,10 @@ static inline const DomainDef *domain_current_def(const Domain *d) {
         return d->live ?: d->def;
 }
 
+/* A disk of the running (else stored) definition named by its target
+ * ("vda") or its active file's path, as block job calls name disks. */
+const DomainDisk *domain_lookup_disk(const Domain *d, const char *name);
+
 /* Reconnects to a QEMU left running by an earlier qsnapd (or the attach
  * target). `done` fires once the State is known, error or not. */
 int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);

@@ -1280,7 +1280,7 @@ int domain_block_commit(Domain *d, const char *disk_name, const char *base, cons
 
 /* Whether the file system under path takes O_DIRECT (tmpfs does not). */
 static bool supports_direct_io(const char *path) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECT | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         return fd >= 0;
 }
 

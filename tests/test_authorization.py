@@ -5,16 +5,28 @@
 - uid 0 is allowed without polkit ever being asked, even when a rule
   would say no.
 - uid 65534 (nobody) is denied with org.freedesktop.DBus.Error.AccessDenied
-  for DefineDomain, Start, Stop, Pause, Resume, Undefine,
-  QemuMonitorCommand (QMP and HMP) and GetXMLDesc(SECURE), and after each
-  denial nothing changed: ListDomains, every property, the stored
-  <uuid>.xml (byte for byte), the runtime and log folders, the running
-  QEMUs (same pids), and no signal was sent.
+  for DefineDomain, Start, Stop, Pause, Resume, Undefine and
+  GetXMLDesc(SECURE), and with InteractiveAuthorizationRequired for what
+  needs the root-equivalent host-admin (auth_admin for any subject):
+  QemuMonitorCommand (QMP and HMP) and DefineDomain of a disk outside the
+  image roots; after each denial nothing changed: ListDomains, every
+  property, the stored <uuid>.xml (byte for byte), the runtime and log
+  folders, the running QEMUs (same pids), and no signal was sent.
 - nobody can read: properties, ListDomains, GetDomain, GetXMLDesc(0) and
   (INACTIVE), GetManagedObjects, Introspect.
 - a rules.d rule by group grants the test user; a rule reading the
   `domain` detail grants one domain only (Start, Stop and DefineDomain
   of other names stay denied); removing a rule takes effect at once.
+- two tiers: manage-domains defines a domain whose disks are below an
+  --image-root=; another emulator, a monitor socket, QEMU arguments, a disk
+  source outside the roots (or a symlink leading out, or a FIFO) and
+  QemuMonitorCommand need host-admin (the denial says why); a
+  redefinition keeps what the domain already had; REDEFINE of a snapshot
+  whose <domain> names another emulator needs host-admin too.
+- polkit queries: one that the call never uses again (the domain was
+  undefined, or redefined so that another action is needed, while polkit
+  was deciding) is dropped (logged; qsnapd exits clean under ASan); checks
+  in flight are limited per caller (LimitsExceeded beyond 16).
 - a rule answering AUTH_ADMIN makes a call without the
   ALLOW_INTERACTIVE_AUTHORIZATION flag fail with
   InteractiveAuthorizationRequired; the flag reaches polkit as
@@ -279,34 +291,40 @@ class NobodyTest(AuthTestCase):
         redefine_xml = q.domain_xml('alpha', [q.Disk('vda', img)], uuid=alpha_uuid, memory_mib=256,
                                     description='changed by nobody')
         alpha_pid, gamma_pid = domain_pid(h, self.alpha), domain_pid(h, self.gamma)
+        # host-admin is auth_admin for any subject: polkit would ask for an
+        # admin password, so the answer without interaction is
+        # InteractiveAuthorizationRequired; the rest is "no" for nobody.
+        ADMIN = q.INTERACTIVE_AUTH_REQUIRED
         cases = [
-            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', [('s', new_xml), ('t', 0)]),
-            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', [('s', redefine_xml), ('t', 0)]),
-            (self.beta, D, 'Start', [('t', 0)]),
-            (self.beta, D, 'Start', [('t', 1)]),
-            (self.alpha, D, 'Stop', [('t', 0)]),
-            (self.alpha, D, 'Stop', [('t', 1)]),
-            (self.gamma, D, 'Stop', [('t', 0)]),
-            (self.alpha, D, 'Pause', []),
-            (self.gamma, D, 'Resume', []),
-            (self.beta, D, 'Undefine', [('t', 0)]),
-            (self.beta, D, 'Undefine', [('t', 3)]),
-            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "stop"}'), ('t', 0)]),
-            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "quit"}'), ('t', 0)]),
-            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "query-status"}'), ('t', 0)]),
-            (self.gamma, D, 'QemuMonitorCommand', [('s', '{"execute": "cont"}'), ('t', 0)]),
-            (self.alpha, D, 'QemuMonitorCommand', [('s', 'stop'), ('t', 1)]),
-            (self.alpha, D, 'QemuMonitorCommand', [('s', 'quit'), ('t', 1)]),
-            (self.alpha, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)]),
-            (self.alpha, D, 'GetXMLDesc', [('t', 1)]),
-            (self.alpha, D, 'GetXMLDesc', [('t', 3)]),
-            (self.beta, D, 'GetXMLDesc', [('t', 1)]),
+            # a disk outside the image roots (none configured): host-admin
+            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', [('s', new_xml), ('t', 0)], ADMIN),
+            # alpha's own folder: manage-domains
+            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', [('s', redefine_xml), ('t', 0)], q.ACCESS_DENIED),
+            (self.beta, D, 'Start', [('t', 0)], q.ACCESS_DENIED),
+            (self.beta, D, 'Start', [('t', 1)], q.ACCESS_DENIED),
+            (self.alpha, D, 'Stop', [('t', 0)], q.ACCESS_DENIED),
+            (self.alpha, D, 'Stop', [('t', 1)], q.ACCESS_DENIED),
+            (self.gamma, D, 'Stop', [('t', 0)], q.ACCESS_DENIED),
+            (self.alpha, D, 'Pause', [], q.ACCESS_DENIED),
+            (self.gamma, D, 'Resume', [], q.ACCESS_DENIED),
+            (self.beta, D, 'Undefine', [('t', 0)], q.ACCESS_DENIED),
+            (self.beta, D, 'Undefine', [('t', 3)], q.ACCESS_DENIED),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "stop"}'), ('t', 0)], ADMIN),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "quit"}'), ('t', 0)], ADMIN),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', '{"execute": "query-status"}'), ('t', 0)], ADMIN),
+            (self.gamma, D, 'QemuMonitorCommand', [('s', '{"execute": "cont"}'), ('t', 0)], ADMIN),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', 'stop'), ('t', 1)], ADMIN),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', 'quit'), ('t', 1)], ADMIN),
+            (self.alpha, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)], ADMIN),
+            (self.alpha, D, 'GetXMLDesc', [('t', 1)], q.ACCESS_DENIED),
+            (self.alpha, D, 'GetXMLDesc', [('t', 3)], q.ACCESS_DENIED),
+            (self.beta, D, 'GetXMLDesc', [('t', 1)], q.ACCESS_DENIED),
         ]
-        for path, iface, method, args in cases:
+        for path, iface, method, args, error in cases:
             with self.subTest(method=method, path=path, args=[v if s != 's' or len(v) < 40 else v[:30] + '…'
                                                               for s, v in args]):
-                message = self.assertCallDenied(NOBODY, path, iface, method, args)
-                self.assertIn('org.example.snapshot1.', message)
+                message = self.assertCallDenied(NOBODY, path, iface, method, args, error=error)
+                self.assertIn('org.example.snapshot1.' + ('host-admin' if error == ADMIN else ''), message)
         # The same through busctl (another client library), with and without
         # interactive authorization allowed.
         for extra in ([], ['--allow-interactive-authorization=no']):
@@ -372,6 +390,10 @@ class NobodyTest(AuthTestCase):
 
 
 class GrantTest(AuthTestCase):
+    # The test user defines domains on images in images_dir: an image root,
+    # so manage-domains is enough (no host-admin).
+    harness_options = {'image_root': True}
+
     def test_group_rule_grants_the_test_user(self):
         h = self.h
         D = q.DOMAIN_IFACE
@@ -439,7 +461,9 @@ class GrantTest(AuthTestCase):
         self.assertCallDenied(USER, beta, D, 'Start', [('t', 0)])
         self.start(beta)
         self.assertCallDenied(USER, beta, D, 'Stop', [('t', 0)])
-        self.assertCallDenied(USER, beta, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)])
+        # host-admin (auth_admin for everybody): a password would be asked.
+        self.assertCallDenied(USER, beta, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)],
+                              error=q.INTERACTIVE_AUTH_REQUIRED)
         # Redefining alpha is alpha's business: allowed.
         err, out = call_as(h, USER, q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
                            [('s', q.domain_xml('alpha', [q.Disk('vda', h.image_path('alpha.qcow2'))],
@@ -451,12 +475,14 @@ class GrantTest(AuthTestCase):
         self.assertEqual(self.state(alpha), 'shutoff')
         self.assertEqual(self.state(beta), 'running')
 
-        # What polkit was told: the action and the domain's name, per call.
+        # What polkit was told: the action and the domain's name, per call;
+        # the monitor passthrough is the root-equivalent tier.
         seen = [(c['action'], c['details']) for c in mon.from_daemon()]
         self.assertIn((MANAGE, {'domain': 'beta'}), seen)
         self.assertIn((MANAGE, {'domain': 'alpha'}), seen)
         self.assertIn((MANAGE, {'domain': 'alpha '}), seen)
-        self.assertEqual({a for a, _ in seen}, {MANAGE})
+        self.assertIn((q.ACTION_HOST_ADMIN, {'domain': 'beta'}), seen)
+        self.assertEqual({a for a, _ in seen}, {MANAGE, q.ACTION_HOST_ADMIN})
 
 
 class InteractiveTest(AuthTestCase):

@@ -13,9 +13,13 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
-#include "bus-errors.h"
-#include "bus-manager.h"
-#include "util.h"
+#include "bus/bus-errors.h"
+#include "bus/bus-manager.h"
+#include "core/operation.h"
+#include "ops/snapshot-create.h"
+#include "ops/snapshot-delete.h"
+#include "ops/snapshot-revert.h"
+#include "util/util.h"
 
 typedef enum BusMode {
         BUS_MODE_SYSTEM,
@@ -34,6 +38,14 @@ static uint64_t arg_start_timeout_usec = 30 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
 static char **arg_image_roots = NULL;
 static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
+
+/* Every operation that journals itself, with its recovery. The order is
+ * the order in which interrupted ones are recovered at start-up. */
+static const OperationKind *const operation_kinds[] = {
+        &snapshot_create_kind,
+        &snapshot_delete_kind,
+        &snapshot_revert_kind,
+};
 
 typedef struct Daemon {
         sd_event *event;
@@ -353,6 +365,11 @@ static int run(void) {
         r = manager_new(daemon.event, &config, &daemon.bus.manager);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up: %m");
+        for (size_t i = 0; i < ELEMENTSOF(operation_kinds); i++) {
+                r = operation_kind_register(daemon.bus.manager, operation_kinds[i]);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to register operation %s: %m", operation_kinds[i]->name);
+        }
         daemon.bus.polkit.enabled = arg_polkit;
 
         (void) sd_notify(false, "STATUS=Loading state and re-attaching to running VMs.");

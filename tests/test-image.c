@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "image.h"
+#include "qemu/image.h"
 #include "test-check.h"
-#include "util.h"
+#include "util/util.h"
 
 static int sh(const char *fmt, ...) _printf_(1, 2);
 static int sh(const char *fmt, ...) {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The block job tracker (daemon/job.c) against a scripted fake QEMU on the
+ * The block job tracker (daemon/qemu/job.c) against a scripted fake QEMU on the
  * other end of a socketpair(), both driven by one sd-event loop: the peer
  * checks every command the tracker sends (exact JSON) and answers with
  * the events and replies QEMU 7.2 gives, in its order. Observer and done
@@ -20,10 +20,10 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-#include "job.h"
-#include "qmp-commands.h"
-#include "qmp.h"
-#include "util.h"
+#include "qemu/job.h"
+#include "qemu/qmp-commands.h"
+#include "qemu/qmp.h"
+#include "util/util.h"
 
 #include "fake-qmp.h"
 #include "real-qemu.h"
@@ -994,7 +994,7 @@ static void test_unknown_events(void) {
         peer_event(&f.peer, "JOB_STATUS_CHANGE", "[]");
         peer_status(&f.peer, "m9", "some-future-status");
         peer_status(&f.peer, "m9", "created");
-        peer_status(&f.peer, "other", "concluded"); /* not ours: e.g. a snapshot-save of domain-snapshot.c */
+        peer_status(&f.peer, "other", "concluded"); /* not ours: e.g. a snapshot-save of ops/snapshot-create.c */
         peer_event(&f.peer, "BLOCK_JOB_CANCELLED", "{\"device\": \"other\", \"len\": 1, \"offset\": 1, \"speed\": 0, \"type\": \"stream\"}");
         peer_say(&f.peer, "{\"event\": \"JOB_STATUS_CHANGE\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n");
         expect_no_record();

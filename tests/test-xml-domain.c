@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Unit tests for the <domain> codec (daemon/xml-domain.c): virsh-shaped
+ * Unit tests for the <domain> codec (daemon/store/xml-domain.c): virsh-shaped
  * fixtures, byte-stable round trips, odd names, malformed and hostile input
  * (entities, DTDs, oversized documents) and the writer's escaping. The one
  * argument is the fixtures directory. Exits non-zero when a check failed.
@@ -14,10 +14,10 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlversion.h>
 
+#include "store/xml-domain.h"
 #include "test-check.h"
 #include "test-fixture.h"
-#include "util.h"
-#include "xml-domain.h"
+#include "util/util.h"
 
 static DomainDef *parse_ok(const char *xml) {
         _cleanup_free_ char *error = NULL;

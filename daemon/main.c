@@ -67,16 +67,18 @@ static void help(void) {
                "     --address=ADDRESS       Serve the bus at ADDRESS (tests, development)\n"
                "     --state-dir=DIR         Where definitions and metadata are kept\n"
                "     --runtime-dir=DIR       Where monitor sockets and pid files go\n"
-               "     --polkit=yes|no         Ask polkit before privileged calls\n"
+               "     --polkit=yes|no         Ask polkit before privileged calls (no is\n"
+               "                             refused with --system)\n"
                "     --idle-timeout=SECONDS  Exit when idle this long (default 30, 0 = never)\n"
                "     --graceful-timeout=SECONDS\n"
                "                             Stop(GRACEFUL) waits this long for the guest\n"
                "                             before QEMU is told to quit (default 60)\n"
                "     --qemu=PATH             QEMU binary for domains without <emulator>\n"
                "                             (default %s)\n"
-               "     --image-root=DIR        Snapshot overlays and memory files may also be\n"
-               "                             created below DIR (repeatable); by default only\n"
-               "                             in the folders of a domain's own images\n"
+               "     --image-root=DIR        Disks, snapshot overlays and memory files may be\n"
+               "                             below DIR (repeatable): manage-domains defines\n"
+               "                             domains whose disks are there; others need\n"
+               "                             host-admin\n"
                "     --metadata-read-cap=BYTES\n"
                "                             Refuse snapshot metadata files larger than this\n"
                "                             (default 128 MiB, as libvirt)\n"
@@ -242,6 +244,11 @@ static int resolve_directories(void) {
                 return log_oom();
         if (arg_polkit < 0)
                 arg_polkit = arg_bus_mode != BUS_MODE_USER;
+        /* On the system bus every local user may call us: without polkit
+         * each of them would act as root. */
+        if (arg_bus_mode == BUS_MODE_SYSTEM && !arg_polkit)
+                return log_error_errno(EINVAL, "--polkit=no is refused with --system: every user on the system bus "
+                                       "could then act as root. Use --user for your own VMs, or --address= for tests.");
         return 0;
 }
 

@@ -18,6 +18,7 @@
 #define ACTION_MANAGE_DOMAINS "org.example.snapshot1.manage-domains"
 #define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
+#define ACTION_HOST_ADMIN "org.example.snapshot1.host-admin"
 
 char *bus_domain_path(const Domain *d) {
         char *p = NULL;
@@ -296,7 +297,7 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
                 if (r <= 0)
                         return r < 0 ? r : 1;
         }
-        r = domain_format_xml(d, flags & DOMAIN_XML_INACTIVE, &xml);
+        r = domain_format_xml(d, flags & DOMAIN_XML_INACTIVE, flags & DOMAIN_XML_SECURE, &xml);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(m, "s", xml);
@@ -321,7 +322,10 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
         r = check_result(r, TAKE_PTR(message), error);
         if (r < 0)
                 return r;
-        r = verify_manage_domains(m, d, error);
+        /* QEMU's monitor reaches every host file and process QEMU can
+         * (migrate to exec:, drive_add, …): root-equivalent. */
+        r = bus_verify_polkit_async(m, ACTION_HOST_ADMIN, (const char *[]) { "domain", d->def->name, NULL },
+                                    &bus_from_manager(d->manager)->polkit, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -353,7 +357,7 @@ static void reply_snapshot_created(Domain *d, int error, const char *message, Sn
 
 static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint64_t flags, sd_bus_error *error) {
         _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
-        _cleanup_free_ char *message = NULL, *path = NULL;
+        _cleanup_free_ char *message = NULL, *path = NULL, *why = NULL;
         const char *details[] = { "domain", d->def->name, NULL };
         Snapshot *s, *previous = d->snapshots.current;
         int r;
@@ -373,7 +377,26 @@ static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint
         if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
                 return sd_bus_error_setf(error, QSNAP_ERROR_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
                                          def->parent);
-        r = bus_verify_polkit_async(m, ACTION_MANAGE_SNAPSHOTS, details, &bus_from_manager(d->manager)->polkit, error);
+        /* A revert applies the recorded <domain>: what it names is judged
+         * as DefineDomain would judge it. */
+        if (def->domain_xml) {
+                _cleanup_(domain_def_freep) DomainDef *recorded = NULL;
+
+                /* One we cannot read is never applied (Revert refuses it). */
+                if (domain_def_parse(def->domain_xml, strlen(def->domain_xml), &recorded, NULL) >= 0) {
+                        r = manager_def_needs_host_admin(d->manager, recorded, d->def, &why);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        r = bus_verify_polkit_async(m, why ? ACTION_HOST_ADMIN : ACTION_MANAGE_SNAPSHOTS, details,
+                                    &bus_from_manager(d->manager)->polkit, error);
+        if (r < 0 && why) {
+                _cleanup_free_ char *text = strprintf("Not authorized: %s is needed to record snapshot '%s' because the "
+                                                      "<domain> it records (which Revert would apply) %s.",
+                                                      ACTION_HOST_ADMIN, def->name, why);
+                return text ? bus_polkit_explain_denial(error, text) : -ENOMEM;
+        }
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -468,8 +491,17 @@ static void reply_job_started(Domain *d, int error, const char *message, Job *j,
         (void) sd_bus_reply_method_return(m, "o", path ?: "/");
 }
 
+/* The detail "disk" is always the target: a rule on disk == "vda" must hold
+ * whether the caller named vda or its file. A name that is no disk is
+ * NoSuchDisk before polkit is asked (Disks tells anybody the same). */
 static int verify_block_jobs(sd_bus_message *m, Domain *d, const char *disk, sd_bus_error *error) {
-        const char *details[] = { "domain", d->def->name, "disk", disk, NULL };
+        const DomainDisk *found = domain_lookup_disk(d, disk);
+        const char *details[] = { "domain", d->def->name, "disk", NULL, NULL };
+
+        if (!found)
+                return sd_bus_error_setf(error, QSNAP_ERROR_NO_SUCH_DISK, "Domain '%s' has no disk '%s'.", d->def->name,
+                                         disk);
+        details[3] = found->target;
         return bus_verify_polkit_async(m, ACTION_BLOCK_JOBS, details, &bus_from_manager(d->manager)->polkit, error);
 }
 

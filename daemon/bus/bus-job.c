@@ -12,6 +12,8 @@
 #include "util/util.h"
 
 #define ACTION_BLOCK_JOBS "org.example.snapshot1.block-jobs"
+#define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
+#define ACTION_BACKUP "org.example.snapshot1.backup"
 #define JOB_ABORT_ASYNC 1ULL
 #define JOB_ABORT_PIVOT 2ULL
 
@@ -124,6 +126,28 @@ static int call_resume(Job *j, uint64_t arg, JobDoneFunc done, void *userdata, c
         return job_resume(j, done, userdata, ret_message);
 }
 
+/* A job is controlled with the right that started it: a snapshot
+ * operation's merge with manage-snapshots, a backup with backup. */
+static const char *job_action(const Job *j) {
+        switch (j->type) {
+        case JOB_TYPE_PULL:
+        case JOB_TYPE_COPY:
+        case JOB_TYPE_COMMIT:
+        case JOB_TYPE_ACTIVE_COMMIT:
+                return ACTION_BLOCK_JOBS;
+        case JOB_TYPE_BACKUP:
+                return ACTION_BACKUP;
+        case JOB_TYPE_SNAPSHOT_DELETE:
+        case JOB_TYPE_SNAPSHOT_REVERT:
+        case JOB_TYPE_SNAPSHOT_CREATE:
+                return ACTION_MANAGE_SNAPSHOTS;
+        case _JOB_TYPE_MAX:
+        case _JOB_TYPE_INVALID:
+                break;
+        }
+        return ACTION_BLOCK_JOBS;
+}
+
 /* Authorize, then let the tracker ask QEMU; reply from its answer. */
 static int job_method(sd_bus_message *m, Job *j, job_call_t call, uint64_t arg, sd_bus_error *error) {
         _cleanup_free_ char *message = NULL;
@@ -134,7 +158,7 @@ static int job_method(sd_bus_message *m, Job *j, job_call_t call, uint64_t arg, 
         if (!d || job_state_is_final(j->state) || (!j->tracker && !j->local))
                 return sd_bus_error_setf(error, QSNAP_ERROR_OPERATION_INVALID, "Job %s has ended (%s).", j->id,
                                          job_state_to_string(j->state));
-        r = bus_verify_polkit_async(m, ACTION_BLOCK_JOBS, details, &bus_from_manager(d->manager)->polkit, error);
+        r = bus_verify_polkit_async(m, job_action(j), details, &bus_from_manager(d->manager)->polkit, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 

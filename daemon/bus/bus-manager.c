@@ -14,6 +14,7 @@
 #include "util/util.h"
 
 #define ACTION_MANAGE_DOMAINS "org.example.snapshot1.manage-domains"
+#define ACTION_HOST_ADMIN "org.example.snapshot1.host-admin"
 
 static int emit_domains_changed(Bus *b) {
         return sd_bus_emit_properties_changed(b->bus, QSNAP_ROOT_PATH, QSNAP_MANAGER_INTERFACE, "Domains", NULL);
@@ -146,11 +147,11 @@ static int property_get_domains(sd_bus *bus, const char *path, const char *inter
 
 static int method_define_domain(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        _cleanup_free_ char *message = NULL, *path = NULL;
+        _cleanup_free_ char *message = NULL, *path = NULL, *why = NULL;
         const char *xml, *details[3] = { "domain", NULL, NULL };
         Bus *b = userdata;
         uint64_t flags;
-        Domain *d;
+        Domain *d, *existing;
         bool created;
         int r;
 
@@ -165,7 +166,22 @@ static int method_define_domain(sd_bus_message *m, void *userdata, sd_bus_error 
         if (r < 0)
                 return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid domain XML: %s", strna(message));
         details[1] = def->name;
-        r = bus_verify_polkit_async(m, ACTION_MANAGE_DOMAINS, details, &b->polkit, error);
+        /* Judged against the definition the domain has now, on every run
+         * of the handler: it may have changed while polkit was deciding. */
+        existing = manager_find_domain(b->manager, def->name);
+        r = manager_def_needs_host_admin(b->manager, def, existing ? existing->def : NULL, &why);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                log_debug("DefineDomain of '%s' needs %s: %s.", def->name, ACTION_HOST_ADMIN, why);
+        r = bus_verify_polkit_async(m, why ? ACTION_HOST_ADMIN : ACTION_MANAGE_DOMAINS, details, &b->polkit, error);
+        if (r < 0 && why) {
+                _cleanup_free_ char *text = strprintf("Not authorized: %s is needed to define '%s' because %s "
+                                                      "(manage-domains defines only domains whose disks are regular "
+                                                      "files below the image roots).",
+                                                      ACTION_HOST_ADMIN, def->name, why);
+                return text ? bus_polkit_explain_denial(error, text) : -ENOMEM;
+        }
         if (r <= 0)
                 return r < 0 ? r : 1;
 

@@ -943,7 +943,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         r = domain_build_argv(d, live, incoming, &argv);
         if (r < 0)
                 return r;
-        r = domain_def_format(live, 0, &live_xml);
+        r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
         if (r < 0)
                 return r;
 
@@ -1337,7 +1337,7 @@ int domain_save_live(Domain *d) {
         path = domain_runtime_path(d, ".xml");
         if (!path)
                 return -ENOMEM;
-        r = domain_def_format(d->live, 0, &xml);
+        r = domain_def_format(d->live, DOMAIN_FORMAT_SECURE, &xml);
         if (r < 0)
                 return r;
         return write_file_atomic(path, xml, strlen(xml), 0600);
@@ -1354,7 +1354,16 @@ int domain_save_disks(Domain *d) {
         return r;
 }
 
-int domain_format_xml(Domain *d, bool inactive, char **ret) {
+const DomainDisk *domain_lookup_disk(const Domain *d, const char *name) {
+        const DomainDef *def = domain_current_def(d);
+
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (streq(def->disks[i].target, name) || streq(def->disks[i].source, name))
+                        return def->disks + i;
+        return NULL;
+}
+
+int domain_format_xml(Domain *d, bool inactive, bool secure, char **ret) {
         _cleanup_(domain_def_freep) DomainDef *copy = NULL;
         int r;
 
@@ -1378,5 +1387,5 @@ int domain_format_xml(Domain *d, bool inactive, char **ret) {
                         disk->backing_formats[j - 1] = chain->layers[j].format;
                 }
         }
-        return domain_def_format(copy, DOMAIN_FORMAT_BACKING_CHAIN, ret);
+        return domain_def_format(copy, DOMAIN_FORMAT_BACKING_CHAIN | (secure ? DOMAIN_FORMAT_SECURE : 0), ret);
 }

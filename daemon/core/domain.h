@@ -133,6 +133,10 @@ static inline const DomainDef *domain_current_def(const Domain *d) {
         return d->live ?: d->def;
 }
 
+/* A disk of the running (else stored) definition named by its target
+ * ("vda") or its active file's path, as block job calls name disks. */
+const DomainDisk *domain_lookup_disk(const Domain *d, const char *name);
+
 /* Reconnects to a QEMU left running by an earlier qsnapd (or the attach
  * target). `done` fires once the State is known, error or not. */
 int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
@@ -174,8 +178,9 @@ void domain_set_def(Domain *d, DomainDef *def);
 void domain_disconnect(Domain *d);
 
 /* GetXMLDesc: the live definition while running (the stored one with
- * `inactive`), each disk's backing chain as <backingStore>. */
-int domain_format_xml(Domain *d, bool inactive, char **ret);
+ * `inactive`), each disk's backing chain as <backingStore>; secrets
+ * (<graphics passwd=…>) only with `secure`. */
+int domain_format_xml(Domain *d, bool inactive, bool secure, char **ret);
 
 /* Writes the stored definition to <state>/domains/<uuid>.xml, and the
  * live one (what a restarted qsnapd believes QEMU runs) to <run>/<uuid>.xml. */

@@ -274,7 +274,7 @@ static int def_apply_renames(const SnapshotDef *def, const FileRename *renames, 
                         if (disk && streq_ptr(disk->source, rn->from)) {
                                 r = free_and_strdup(&disk->source, rn->to);
                                 if (r >= 0)
-                                        r = domain_def_format(dd, 0, &xml);
+                                        r = domain_def_format(dd, DOMAIN_FORMAT_SECURE, &xml);
                                 if (r >= 0) {
                                         free(copy->domain_xml);
                                         copy->domain_xml = TAKE_PTR(xml);

@@ -7,7 +7,10 @@
  * daemon takes its bus name.
  */
 #include <dirent.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "core/domain.h"
 #include "core/manager.h"
@@ -120,6 +123,91 @@ static Domain *manager_find_domain_by_uuid(Manager *m, const char *uuid) {
         return NULL;
 }
 
+/* ---- the host-admin tier ---- */
+
+/* The same program: the same name, or the same file behind two names. */
+static bool same_program(const char *a, const char *b) {
+        struct stat sa, sb;
+
+        if (streq(a, b))
+                return true;
+        return stat(a, &sa) >= 0 && stat(b, &sb) >= 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The folder a disk source really lives in (symbolic links resolved, also
+ * for the file itself); NULL when that folder does not exist. */
+static char *real_folder_of(const char *path) {
+        _cleanup_free_ char *copy = NULL;
+        char resolved[PATH_MAX];
+
+        if (realpath(path, resolved)) {
+                copy = strdup(resolved);
+                return copy ? strdup(dirname(copy)) : NULL;
+        }
+        copy = strdup(path);
+        if (!copy || !realpath(dirname(copy), resolved))
+                return NULL;
+        return strdup(resolved);
+}
+
+static bool folder_below(const char *folder, const char *root) {
+        size_t n = strlen(root);
+
+        return streq(root, "/") || (strncmp(folder, root, n) == 0 && (folder[n] == '/' || folder[n] == 0));
+}
+
+/* A source manage-domains may name: a regular file (or none yet) in a
+ * folder below an image root or in a folder of a source the approved
+ * definition names. */
+static bool source_is_confined(Manager *m, const char *source, char *const *approved_folders) {
+        _cleanup_free_ char *folder = real_folder_of(source);
+        struct stat st;
+
+        if (!folder)
+                return false;
+        if (stat(source, &st) >= 0 && !S_ISREG(st.st_mode))
+                return false;
+        for (char **root = m->config.image_roots; root && *root; root++)
+                if (folder_below(folder, *root))
+                        return true;
+        return strv_contains((const char *const *) approved_folders, folder);
+}
+
+int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainDef *approved, char **ret_why) {
+        _cleanup_strv_free_ char **approved_folders = NULL;
+
+        if (def->monitor_path && !(approved && streq_ptr(approved->monitor_path, def->monitor_path))) {
+                *ret_why = strprintf("it attaches to the monitor socket %s", def->monitor_path);
+                return *ret_why ? 1 : -ENOMEM;
+        }
+        if (def->emulator && !same_program(def->emulator, m->config.qemu_binary) &&
+            !(approved && approved->emulator && same_program(def->emulator, approved->emulator))) {
+                *ret_why = strprintf("it names the emulator %s (the default is %s)", def->emulator, m->config.qemu_binary);
+                return *ret_why ? 1 : -ENOMEM;
+        }
+        if (def->qemu_passthrough) {
+                *ret_why = strdup("it passes arguments to QEMU (libvirt's QEMU namespace, <qemu:commandline>)");
+                return *ret_why ? 1 : -ENOMEM;
+        }
+        for (size_t i = 0; approved && i < approved->n_disks; i++) {
+                char *folder = real_folder_of(approved->disks[i].source);
+
+                if (folder && strv_push(&approved_folders, folder) < 0) {
+                        free(folder);
+                        return -ENOMEM;
+                }
+        }
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (!source_is_confined(m, def->disks[i].source, approved_folders)) {
+                        /* Not which of the two: that would tell what lies in
+                         * folders the caller may not be able to list. */
+                        *ret_why = strprintf("the source of disk %s is outside the image roots%s or not a regular file",
+                                             def->disks[i].target, approved ? " and its own disks' folders" : "");
+                        return *ret_why ? 1 : -ENOMEM;
+                }
+        return 0;
+}
+
 static void manager_append(Manager *m, Domain *d) {
         Domain **p = &m->domains;
 
@@ -139,7 +227,7 @@ int manager_store_def(Manager *m, const DomainDef *def) {
         _cleanup_free_ char *xml = NULL, *dir = NULL, *path = NULL;
         int r;
 
-        r = domain_def_format(def, 0, &xml);
+        r = domain_def_format(def, DOMAIN_FORMAT_SECURE, &xml);
         if (r < 0)
                 return r;
         dir = strprintf("%s/domains", m->config.state_dir);

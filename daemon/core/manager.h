@@ -81,6 +81,17 @@ int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **r
 
 Domain *manager_find_domain(Manager *m, const char *name);
 
+/* Whether def reaches beyond one domain's images, so that defining it (or
+ * recording it with a snapshot) needs the host-admin tier rather than
+ * manage-domains (docs/security.md): a monitor socket, an emulator other
+ * than the configured one, QEMU arguments, or a disk source that is not a
+ * regular file (or none yet) in a folder below an --image-root= (none
+ * configured: every source needs host-admin). approved, the definition the
+ * domain has now (may be NULL), grandfathers its own monitor socket,
+ * emulator and disk folders. Returns 1 with *ret_why saying which, 0 when
+ * manage-domains suffices. */
+int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainDef *approved, char **ret_why);
+
 /* Writes def to <state>/domains/<uuid>.xml, crash-safely; logs a failure. */
 int manager_store_def(Manager *m, const DomainDef *def);
 

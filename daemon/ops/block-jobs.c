@@ -166,12 +166,9 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
 static int job_prepare(Domain *d, const char *disk_name, const DomainDisk **ret_disk, const ImageChain **ret_chain,
                        char **ret_message) {
         const DomainDef *def = domain_current_def(d);
-        const DomainDisk *disk = NULL;
+        const DomainDisk *disk = domain_lookup_disk(d, disk_name);
         const ImageChain *chain;
 
-        for (size_t i = 0; i < def->n_disks && !disk; i++)
-                if (streq(def->disks[i].target, disk_name) || streq(def->disks[i].source, disk_name))
-                        disk = def->disks + i;
         if (!disk) {
                 *ret_message = strprintf("Domain '%s' has no disk '%s'.", def->name, disk_name);
                 return -ENODEV;
@@ -463,7 +460,7 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
 
 /* Whether the file system under path takes O_DIRECT (tmpfs does not). */
 static bool supports_direct_io(const char *path) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECT | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         return fd >= 0;
 }
 

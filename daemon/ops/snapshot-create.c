@@ -228,6 +228,12 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
                         return -EOPNOTSUPP;
                 }
                 any = true;
+                /* Shut off, qemu-img and our header reader open the file. */
+                if (!p->live) {
+                        r = image_check_regular(pd->disk->source, "The image", ret_message);
+                        if (r < 0)
+                                return r;
+                }
                 if (pd->location == SNAPSHOT_LOCATION_INTERNAL) {
                         if (pd->disk->format != DISK_FORMAT_QCOW2) {
                                 *ret_message = strprintf("Disk %s is %s; internal snapshots need qcow2.", pd->disk->target,
@@ -366,7 +372,7 @@ static int plan_metadata(SnapshotPlan *p, SnapshotDef *req) {
         def->n_disks = n;
 
         /* The domain as it is at this moment: what a revert goes back to. */
-        r = domain_def_format(domain_current_def(d), 0, &def->domain_xml);
+        r = domain_def_format(domain_current_def(d), DOMAIN_FORMAT_SECURE, &def->domain_xml);
         if (r < 0)
                 return r;
         return 0;

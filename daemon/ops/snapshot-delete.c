@@ -266,6 +266,12 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         if (access(f, F_OK) < 0)
                 return message_set(ret_message, -ESTALE, "Disk %s of snapshot '%s': its frozen file %s is gone.", target,
                                    snapshot_name(s), f);
+        /* qemu-img measures, commits and rebases them: never a FIFO or a device. */
+        r = image_check_regular(o, "The overlay", ret_message);
+        if (r >= 0)
+                r = image_check_regular(f, "The frozen file", ret_message);
+        if (r < 0)
+                return r;
         r = file_graph_build(d, target, &g);
         if (r >= 0)
                 r = file_graph_scan_folders(&g);
@@ -385,9 +391,15 @@ static int plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
 
         if (metadata_only)
                 return 0;
-        if (snapshot_memory(s) == SNAPSHOT_LOCATION_EXTERNAL && s->def->memory_file &&
-            strv_extend(&vp->unlink, s->def->memory_file) < 0)
-                return -ENOMEM;
+        if (snapshot_memory(s) == SNAPSHOT_LOCATION_EXTERNAL && s->def->memory_file) {
+                /* Only a memory state file goes with its snapshot, never a
+                 * FIFO or a device node the metadata happens to name. */
+                r = image_check_regular(s->def->memory_file, "The memory state file", ret_message);
+                if (r < 0)
+                        return r;
+                if (strv_extend(&vp->unlink, s->def->memory_file) < 0)
+                        return -ENOMEM;
+        }
 
         for (size_t i = 0; i < s->def->n_disks; i++) {
                 const SnapshotDisk *sd = s->def->disks + i;
@@ -426,6 +438,9 @@ static int plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                         if (access(file, F_OK) < 0)
                                 return message_set(ret_message, -ESTALE, "Snapshot '%s': disk %s's file %s is gone.",
                                                    snapshot_name(s), sd->name, file);
+                        r = image_check_regular(file, "The image", ret_message);
+                        if (r < 0)
+                                return r;
                         r = action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s), file,
                                                NULL);
                         if (r < 0)

@@ -222,6 +222,9 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
                                                  "read.", sd->name, s->def->name, rec->source, cur->source);
                         return -ESTALE;
                 }
+                r = image_check_regular(rec->source, "The image", ret_message);
+                if (r < 0)
+                        return r;
                 r = qemu_img_has_tag(rec->source, s->def->name);
                 if (r <= 0) {
                         *ret_message = strprintf("Disk %s: %s holds no internal snapshot '%s'%s.", sd->name, rec->source,
@@ -319,6 +322,10 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                                                  strna(s->def->memory_file), s->def->name);
                         return -ESTALE;
                 }
+                /* QEMU reads it (exec:cat): a FIFO would hang the load. */
+                r = image_check_regular(s->def->memory_file, "The memory state file", ret_message);
+                if (r < 0)
+                        return r;
                 p->memory_file = strdup(s->def->memory_file);
                 if (!p->memory_file)
                         return -ENOMEM;

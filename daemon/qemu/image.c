@@ -26,6 +26,38 @@ void image_chain_done(ImageChain *c) {
         *c = (ImageChain) {};
 }
 
+int image_open_regular(const char *path, int flags) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        /* stat first: opening a device node can have effects of its own
+         * (a watchdog arms, a tape rewinds), and a FIFO blocks open(). */
+        if (stat(path, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EXDEV;
+        /* O_NONBLOCK: a FIFO swapped in meanwhile cannot block us either. */
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | flags);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EXDEV;
+        return TAKE_FD(fd);
+}
+
+int image_check_regular(const char *path, const char *what, char **ret_message) {
+        struct stat st;
+
+        if (stat(path, &st) < 0 || S_ISREG(st.st_mode))
+                return 0; /* a missing file: the caller's own checks say so */
+        *ret_message = strprintf("%s %s is not a regular file (%s); qsnapd opens only regular files.", what, path,
+                                 S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a folder" :
+                                 S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or other special file");
+        return *ret_message ? -EXDEV : -ENOMEM;
+}
+
 static int pread_exact(int fd, void *buf, size_t n, off_t offset) {
         ssize_t k = pread(fd, buf, n, offset);
         if (k < 0)
@@ -52,9 +84,9 @@ static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *
         DiskFormat format = DISK_FORMAT_RAW; /* QEMU probes; raw is what it finds for a non-qcow2 */
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        fd = image_open_regular(path, 0);
         if (fd < 0)
-                return -errno;
+                return fd;
         r = qcow2_read_header(fd, h, 72);
         if (r < 0)
                 return r;
@@ -143,9 +175,9 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
                 *ret = 0;
                 return 0;
         }
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        fd = image_open_regular(path, 0);
         if (fd < 0)
-                return -errno;
+                return fd;
         r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;
@@ -179,8 +211,15 @@ int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
                 c.layers = l;
                 c.layers[c.n_layers++] = (ImageLayer) { .path = TAKE_PTR(current), .format = format };
 
-                if (format != DISK_FORMAT_QCOW2)
+                if (format != DISK_FORMAT_QCOW2) {
+                        struct stat st;
+
+                        /* Not opened (a raw base has no header), but a FIFO or
+                         * a device is no image of ours either. */
+                        if (stat(c.layers[c.n_layers - 1].path, &st) >= 0 && !S_ISREG(st.st_mode))
+                                return -EXDEV;
                         break;
+                }
                 r = qcow2_read_backing(c.layers[c.n_layers - 1].path, &backing, &backing_format);
                 if (r < 0)
                         return r;
@@ -214,9 +253,9 @@ int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
         uint8_t h[32];
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        fd = image_open_regular(path, 0);
         if (fd < 0)
-                return -errno;
+                return fd;
         if (format == DISK_FORMAT_RAW) {
                 if (fstat(fd, &st) < 0)
                         return -errno;
@@ -315,7 +354,8 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
         r = image_virtual_size(backing, backing_format, &size);
         if (r < 0) {
                 if (ret_message)
-                        *ret_message = strprintf("Cannot read the size of %s: %s", backing, strerror(-r));
+                        *ret_message = strprintf("Cannot read the size of %s: %s", backing,
+                                                 r == -EXDEV ? "not a regular file" : strerror(-r));
                 return r;
         }
         return image_create(path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);
@@ -356,7 +396,7 @@ int image_read_backing_name(const char *path, char **ret) {
 }
 
 bool image_is_qcow2(const char *path) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        _cleanup_close_ int fd = image_open_regular(path, O_NOFOLLOW);
         uint8_t h[4];
 
         return fd >= 0 && pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;

@@ -9,6 +9,21 @@
 
 #include "store/xml-domain.h"
 
+/* Every file named by a definition, by snapshot metadata or by an image
+ * header is opened through this: stat first (a device is never opened,
+ * a FIFO never blocks), O_RDONLY|O_NONBLOCK plus `flags` (O_NOFOLLOW), and
+ * fstat again. Returns the descriptor, or -EXDEV for anything that is not
+ * a regular file (FIFO, device, folder, socket), or -errno. Every reader
+ * below uses it, so a chain with such a file in it is an error (-EXDEV),
+ * never a stall. */
+int image_open_regular(const char *path, int flags);
+
+/* -EXDEV with *ret_message "<what> <path> is not a regular file (a FIFO)…"
+ * when path exists and is no regular file; 0 otherwise (a missing file is
+ * left to the caller's own checks). For checks before qemu-img or QEMU is
+ * handed a path. */
+int image_check_regular(const char *path, const char *what, char **ret_message);
+
 typedef struct ImageLayer {
         char *path;       /* absolute */
         DiskFormat format;
@@ -23,7 +38,8 @@ void image_chain_done(ImageChain *c);
 
 /* Follows backing file names (relative ones resolve against the folder of
  * the image naming them) down to the base. At most 256 layers; a loop or a
- * missing file ends the chain with an error. */
+ * missing file ends the chain with an error, a FIFO, device or folder in
+ * it with -EXDEV (never a stall). */
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
 
 /* "base <- mid <- active", the way Domain.Disks shows a chain. */

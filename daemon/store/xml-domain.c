@@ -727,6 +727,23 @@ static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
         return 0;
 }
 
+/* Any element or attribute in libvirt's QEMU namespace (<qemu:commandline>,
+ * <qemu:override>, …) hands QEMU arguments of the document's choosing. */
+static bool uses_qemu_namespace(const xmlNode *n) {
+        for (; n; n = n->next) {
+                if (n->type != XML_ELEMENT_NODE)
+                        continue;
+                if (n->ns && n->ns->href && xmlStrEqual(n->ns->href, BAD_CAST LIBVIRT_QEMU_NAMESPACE))
+                        return true;
+                for (const xmlAttr *a = n->properties; a; a = a->next)
+                        if (a->ns && a->ns->href && xmlStrEqual(a->ns->href, BAD_CAST LIBVIRT_QEMU_NAMESPACE))
+                                return true;
+                if (uses_qemu_namespace(n->children))
+                        return true;
+        }
+        return false;
+}
+
 int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_error) {
         _cleanup_(xml_parser_done) XmlParser p = {};
         DomainDef *def = NULL;
@@ -750,6 +767,7 @@ int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_e
                 return r;
         }
 
+        def->qemu_passthrough = uses_qemu_namespace(xmlDocGetRootElement(p.doc));
         *ret = def;
         return 0;
 }
@@ -817,6 +835,23 @@ static void w_backing_chain(XmlWriter *w, const DomainDisk *d) {
                 xml_w_printf(w, "%*s</backingStore>\n", 2 * (LEVEL_DISK_CHILD + (int) i), "");
 }
 
+/* Kept elements, without their secrets unless SECURE. */
+static void w_kept_elements(XmlWriter *w, int level, char *const *l, DomainFormatFlags flags) {
+        if (flags & DOMAIN_FORMAT_SECURE) {
+                xml_w_extra_elements(w, level, l);
+                return;
+        }
+        for (; l && *l && w->error == 0; l++) {
+                _cleanup_free_ char *s = NULL;
+                int r = xml_element_without_secrets(*l, level, &s);
+
+                if (r < 0)
+                        xml_writer_fail(w, r);
+                else
+                        xml_w_printf(w, "%*s%s\n", level * 2, "", s);
+        }
+}
+
 static void w_disk(XmlWriter *w, const DomainDisk *d, DomainFormatFlags flags) {
         int level = 2 * LEVEL_DISK_CHILD;
 
@@ -846,7 +881,7 @@ static void w_disk(XmlWriter *w, const DomainDisk *d, DomainFormatFlags flags) {
                 xml_w_printf(w, "%*s<readonly/>\n", level, "");
         if (d->transient)
                 xml_w_printf(w, "%*s<transient/>\n", level, "");
-        xml_w_extra_elements(w, LEVEL_DISK_CHILD, d->extra_elements);
+        w_kept_elements(w, LEVEL_DISK_CHILD, d->extra_elements, flags);
         xml_w_printf(w, "%*s</disk>\n", level - 2, "");
 }
 
@@ -911,10 +946,10 @@ int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret)
         xml_w_puts(&w, ">");
         xml_w_escaped(&w, def->os_type ?: "hvm", false);
         xml_w_puts(&w, "</type>\n");
-        xml_w_extra_elements(&w, LEVEL_DEVICES_CHILD, def->extra_os);
+        w_kept_elements(&w, LEVEL_DEVICES_CHILD, def->extra_os, flags);
         xml_w_puts(&w, "  </os>\n");
 
-        xml_w_extra_elements(&w, LEVEL_DOMAIN_CHILD, def->extra_domain);
+        w_kept_elements(&w, LEVEL_DOMAIN_CHILD, def->extra_domain, flags);
 
         xml_w_puts(&w, "  <devices>\n");
         if (def->emulator)
@@ -928,7 +963,7 @@ int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret)
                 xml_w_attr(&w, "path", def->monitor_path);
                 xml_w_puts(&w, "/>\n");
         }
-        xml_w_extra_elements(&w, LEVEL_DEVICES_CHILD, def->extra_devices);
+        w_kept_elements(&w, LEVEL_DEVICES_CHILD, def->extra_devices, flags);
         xml_w_puts(&w, "  </devices>\n");
         xml_w_puts(&w, "</domain>\n");
 
@@ -988,6 +1023,7 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
         c->current_memory_kib = def->current_memory_kib;
         c->vcpus = def->vcpus;
         c->uuid_generated = def->uuid_generated;
+        c->qemu_passthrough = def->qemu_passthrough;
 
         if (xml_strdup_to(def->type, &c->type) < 0 ||
             xml_strdup_to(def->name, &c->name) < 0 ||

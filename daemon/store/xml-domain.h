@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define QSNAP_XML_NAMESPACE "http://example.org/qsnap/1"
+#define LIBVIRT_QEMU_NAMESPACE "http://libvirt.org/schemas/domain/qemu/1.0"
 #define XML_MAX_DOCUMENT_SIZE (4U * 1024U * 1024U)
 
 typedef enum DiskFormat {
@@ -65,6 +66,8 @@ typedef struct DomainDef {
         char *emulator;   /* <devices><emulator>, may be NULL */
         char *monitor_path; /* <qsnap:monitor path=…/> (any place under <domain>
                              * or <devices>): attach, do not launch. NULL = managed */
+        bool qemu_passthrough; /* parsed only: something in libvirt's QEMU namespace
+                                * (<qemu:commandline>, …), kept verbatim */
 
         DomainDisk *disks;
         size_t n_disks;
@@ -95,6 +98,8 @@ int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_e
 
 typedef enum DomainFormatFlags {
         DOMAIN_FORMAT_BACKING_CHAIN = 1 << 0, /* write <backingStore> elements */
+        DOMAIN_FORMAT_SECURE = 1 << 1,        /* keep secrets (libvirt's VIR_DOMAIN_XML_SECURE): what
+                                               * is stored; without it <graphics passwd=…> is left out */
 } DomainFormatFlags;
 
 int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret);

@@ -774,6 +774,41 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret) {
         return 0;
 }
 
+void xml_strip_secrets(xmlNode *n) {
+        for (; n; n = n->next) {
+                if (n->type != XML_ELEMENT_NODE)
+                        continue;
+                if (xml_node_is(n, "graphics")) {
+                        xmlAttr *a = xmlHasNsProp(n, BAD_CAST "passwd", NULL);
+
+                        if (a)
+                                xmlRemoveProp(a);
+                }
+                xml_strip_secrets(n->children);
+        }
+}
+
+int xml_element_without_secrets(const char *element, int level, char **ret) {
+        _cleanup_(xml_parser_done) XmlParser p = {};
+        xmlNode *root;
+        int r;
+
+        /* Only <graphics passwd=…> is secret: most elements need no parse. */
+        if (!strstr(element, "passwd") || !strstr(element, "graphics")) {
+                *ret = strdup(element);
+                return *ret ? 0 : -ENOMEM;
+        }
+        xml_parser_install_handlers(&p);
+        r = xml_parser_read(&p, element, strlen(element));
+        if (r < 0)
+                return -EINVAL;
+        root = xmlDocGetRootElement(p.doc);
+        if (!root)
+                return -EINVAL;
+        xml_strip_secrets(root);
+        return xml_dump_element(p.doc, root, level, ret);
+}
+
 int xml_parser_keep_element(XmlParser *p, xmlNode *n, int level, XmlList *list) {
         _cleanup_free_ char *s = NULL;
         int r;
@@ -1068,21 +1103,6 @@ void xml_w_text_element(XmlWriter *w, int level, const char *tag, const char *te
         xml_w_printf(w, "</%s>\n", tag);
 }
 
-/* libvirt leaves <graphics passwd=…> out unless asked for secure output. */
-static void strip_secrets(xmlNode *n) {
-        for (; n; n = n->next) {
-                if (n->type != XML_ELEMENT_NODE)
-                        continue;
-                if (xml_node_is(n, "graphics")) {
-                        xmlAttr *a = xmlHasNsProp(n, BAD_CAST "passwd", NULL);
-
-                        if (a)
-                                xmlRemoveProp(a);
-                }
-                strip_secrets(n->children);
-        }
-}
-
 int xml_reindent(const char *xml, const char *root_name, int level, bool secure, char **ret) {
         _cleanup_(xml_parser_done) XmlParser p = {};
         xmlNode *root;
@@ -1103,7 +1123,7 @@ int xml_reindent(const char *xml, const char *root_name, int level, bool secure,
         if (!root || (root_name && !xml_node_is(root, root_name)))
                 return -EINVAL;
         if (!secure)
-                strip_secrets(root->children);
+                xml_strip_secrets(root->children);
         return xml_dump_element(p.doc, root, level, ret);
 }
 

@@ -197,6 +197,15 @@ int xml_parser_path_attr(XmlParser *p, const xmlNode *n, const char *attr, char 
  * the document's own <name> is judged (NULL: fine). */
 int xml_parser_parent(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret);
 
+/* What libvirt leaves out unless asked for secure output
+ * (VIR_DOMAIN_XML_SECURE): the passwd= of every <graphics> in n, its
+ * siblings and below. */
+void xml_strip_secrets(xmlNode *n);
+
+/* A kept element (as xml_dump_element() wrote it for `level`) without its
+ * secrets; a copy when it holds none. */
+int xml_element_without_secrets(const char *element, int level, char **ret);
+
 /* ---- Writer ---------------------------------------------------------------- */
 
 /* Remembers the first failure so that the writing code reads straight. */

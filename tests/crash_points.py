@@ -12,7 +12,11 @@ table of docs/reliability.md's "## Crash points" section.
 - A call with a string literal names its point. A call with a computed
   name must have a comment "crash points: NAME NAME ..." (or "kill
   points: ...") on one of the five lines above it, listing every name it
-  can take; otherwise this script fails.
+  can take; otherwise this script fails. operation_crash_point(o, "STEP")
+  (daemon/core/operation.c: the point "<the operation's crash name>:STEP")
+  is such a call: its comment names the point in full. "crash points: -"
+  marks a call that has no names of its own (the one inside
+  operation_crash_point(), whose callers list theirs).
 - A test covers a point when a string constant in it is exactly the
   point's name, inside a test_* method, or in a class-level table that a
   test_* method of that class reads (self.TABLE), in a file that injects
@@ -40,7 +44,7 @@ KINDS = {
     'crash_point': ('QSNAPD_TEST_CRASH_AT', 'qsnapd killed with SIGKILL', ('crash_at(', 'QSNAPD_TEST_CRASH_AT')),
     'kill_point': ('QSNAPD_TEST_KILL_QEMU_AT', "the domain's QEMU killed", ('QSNAPD_TEST_KILL_QEMU_AT',)),
 }
-CALL = re.compile(r'\b(crash_point|kill_point)\s*\(')
+CALL = re.compile(r'\b(operation_crash_point|crash_point|kill_point)\s*\(')
 ANNOTATION = re.compile(r'\b(crash|kill) points:')
 
 
@@ -91,13 +95,16 @@ def daemon_points(root):
         rel = os.path.relpath(path, root)
         for m in CALL.finditer(code):
             kind = m.group(1)
+            operation = kind == 'operation_crash_point'
+            if operation:
+                kind = 'crash_point'
             lineno = code.count('\n', 0, m.start()) + 1
             rest = code[m.end():].lstrip()
-            # the definitions in util.c, not calls
-            if re.match(r'const\s+char\b', rest):
+            # the definitions (util.c, core/operation.c), not calls
+            if re.match(r'(const\s+char|Operation\s*\*)\b', rest):
                 continue
             literal = re.match(r'"((?:[^"\\]|\\.)*)"\s*[,)]', rest)
-            if literal:
+            if literal and not operation:
                 points[literal.group(1)] = kind
                 continue
             listed = []
@@ -109,6 +116,8 @@ def daemon_points(root):
                 end = window.find('*/', a.end())
                 text = window[a.end():end if end >= 0 else len(window)]
                 listed += [w for w in re.split(r'[\s*/]+', text) if w]
+            if listed[:1] == ['-']:
+                continue
             if not listed:
                 problems.append('%s:%d: %s() with a computed name and no "%s points: NAME ..." comment above it '
                                 'listing the names it takes' % (rel, lineno, kind, kind.split('_')[0]))

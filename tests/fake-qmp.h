@@ -19,7 +19,7 @@
 
 #include <systemd/sd-event.h>
 
-#include "util.h"
+#include "util/util.h"
 
 /* QEMU 7.2's greeting, word for word. */
 #define GREETING                                                                                            \

@@ -19,9 +19,9 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
-#include "qmp-commands.h"
-#include "qmp.h"
-#include "util.h"
+#include "qemu/qmp-commands.h"
+#include "qemu/qmp.h"
+#include "util/util.h"
 
 #include "fake-qmp.h"
 #include "real-qemu.h"

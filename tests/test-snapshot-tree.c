@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * snapshot_tree_remove() (daemon/snapshot.c): children move to the nearest
+ * snapshot_tree_remove() (daemon/core/snapshot.c): children move to the nearest
  * surviving ancestor, the current snapshot moves up, replaced definitions
  * take effect, creation order stays, and the store holds exactly the same
  * after a reload (one transaction). Against a temporary metadata folder.
@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "snapshot.h"
+#include "core/snapshot.h"
 #include "test-check.h"
 
 static char *make_dir(void) {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Unit tests for the <domain> codec (daemon/xml-domain.c): virsh-shaped
+ * Unit tests for the <domain> codec (daemon/store/xml-domain.c): virsh-shaped
  * fixtures, byte-stable round trips, odd names, malformed and hostile input
  * (entities, DTDs, oversized documents) and the writer's escaping. The one
  * argument is the fixtures directory. Exits non-zero when a check failed.
@@ -14,10 +14,10 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlversion.h>
 
+#include "store/xml-domain.h"
 #include "test-check.h"
 #include "test-fixture.h"
-#include "util.h"
-#include "xml-domain.h"
+#include "util/util.h"
 
 static DomainDef *parse_ok(const char *xml) {
         _cleanup_free_ char *error = NULL;
@@ -140,7 +140,8 @@ static char *check_round_trip(const DomainDef *def) {
         _cleanup_free_ char *out2 = NULL;
         char *out1;
 
-        out1 = format_ok(def, 0);
+        /* What is stored: secrets included. */
+        out1 = format_ok(def, DOMAIN_FORMAT_SECURE);
         if (!out1)
                 return NULL;
         again = parse_ok(out1);
@@ -999,6 +1000,77 @@ static void test_extras(void) {
         CHECK(!strstr(out, "dropped"));
 }
 
+/* GetXMLDesc without SECURE leaves <graphics passwd=…> out, wherever the
+ * kept element sits; SECURE (what is stored) keeps it. */
+static void test_secrets(void) {
+        _cleanup_(domain_def_freep) DomainDef *def = NULL, *again = NULL;
+        _cleanup_free_ char *hidden = NULL, *secure = NULL, *error = NULL;
+
+        def = parse_ok("<domain>\n"
+                       "  <name>s</name>\n"
+                       "  <memory>1</memory>\n"
+                       "  <devices>\n"
+                       "    <graphics type='vnc' port='-1' passwd='vnc-s3cret' passwdValidTo='2030-01-01T00:00:00'/>\n"
+                       "    <graphics type='spice' autoport='yes' passwd='spice-s3cret'>\n"
+                       "      <listen type='address' address='127.0.0.1'/>\n"
+                       "    </graphics>\n"
+                       "    <video><model type='passwd graphics'/></video>\n"
+                       "  </devices>\n"
+                       "  <wrapper><graphics type='rdp' passwd='rdp-s3cret'/></wrapper>\n"
+                       "</domain>\n");
+        if (!def)
+                return;
+        hidden = format_ok(def, 0);
+        secure = format_ok(def, DOMAIN_FORMAT_SECURE);
+        if (!hidden || !secure)
+                return;
+        CHECK(!strstr(hidden, "s3cret"));
+        CHECK(!strstr(hidden, " passwd="));
+        CHECK_CONTAINS(hidden, "<graphics type=\"vnc\" port=\"-1\" passwdValidTo=\"2030-01-01T00:00:00\"/>");
+        CHECK_CONTAINS(hidden, "    <graphics type=\"spice\" autoport=\"yes\">\n"
+                               "      <listen type=\"address\" address=\"127.0.0.1\"/>\n"
+                               "    </graphics>\n");
+        CHECK_CONTAINS(hidden, "<wrapper>\n    <graphics type=\"rdp\"/>\n  </wrapper>");
+        CHECK_CONTAINS(hidden, "<model type=\"passwd graphics\"/>");
+        CHECK_CONTAINS(secure, "passwd=\"vnc-s3cret\"");
+        CHECK_CONTAINS(secure, "passwd=\"spice-s3cret\"");
+        CHECK_CONTAINS(secure, "passwd=\"rdp-s3cret\"");
+        /* The output without secrets is a valid definition too. */
+        CHECK(domain_def_parse(hidden, strlen(hidden), &again, &error) == 0);
+        CHECK(!error);
+}
+
+/* Anything in libvirt's QEMU namespace is passthrough (host-admin). */
+static void test_qemu_passthrough(void) {
+        static const struct {
+                const char *xml;
+                bool passthrough;
+        } cases[] = {
+                { "<domain><name>q</name><memory>1</memory></domain>", false },
+                { "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>q</name><memory>1</memory>"
+                  "<qemu:commandline><qemu:arg value='-S'/></qemu:commandline></domain>", true },
+                { "<domain><name>q</name><memory>1</memory><devices><x xmlns='http://libvirt.org/schemas/domain/qemu/1.0'/>"
+                  "</devices></domain>", true },
+                { "<domain xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'><name>q</name><memory>1</memory>"
+                  "<os><type>hvm</type><boot q:dev='x'/></os></domain>", true },
+                /* The namespace declared, nothing in it used. */
+                { "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>q</name><memory>1</memory></domain>",
+                  false },
+                { "<domain xmlns:qemu='http://example.org/not-qemu'><name>q</name><memory>1</memory>"
+                  "<qemu:commandline/></domain>", false },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(domain_def_freep) DomainDef *def = parse_ok(cases[i].xml), *copy = NULL;
+
+                if (!def)
+                        continue;
+                CHECK(def->qemu_passthrough == cases[i].passthrough);
+                CHECK(domain_def_copy(def, &copy) == 0);
+                CHECK(copy && copy->qemu_passthrough == cases[i].passthrough);
+        }
+}
+
 static void test_backing_chain(void) {
         _cleanup_(domain_def_freep) DomainDef *def = parse_fixture("two-disks.xml"), *back = NULL;
         _cleanup_free_ char *out = NULL, *plain = NULL, *empty = NULL;
@@ -1188,6 +1260,8 @@ int main(int argc, char **argv) {
         test_pathological();
         test_unknown_attributes();
         test_extras();
+        test_secrets();
+        test_qemu_passthrough();
         test_backing_chain();
         test_copy();
         test_copy_dest();

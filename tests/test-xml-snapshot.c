@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for the <domainsnapshot> and <snapshots> codec
- * (daemon/xml-snapshot.c): libvirt's own test outputs parsed with REDEFINE
+ * (daemon/store/xml-snapshot.c): libvirt's own test outputs parsed with REDEFINE
  * and written back equal after canonicalization, byte-stable second round
  * trips, the REDEFINE-only elements, <revertDisks>, our <on_delete>
  * extension, the bulk file, odd names, secrets, malformed and hostile input.
@@ -21,11 +21,11 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlversion.h>
 
+#include "store/xml-domain.h"
+#include "store/xml-snapshot.h"
 #include "test-check.h"
 #include "test-fixture.h"
-#include "util.h"
-#include "xml-domain.h"
-#include "xml-snapshot.h"
+#include "util/util.h"
 
 static SnapshotDef *parse_ok(const char *xml, SnapshotParseFlags flags) {
         _cleanup_free_ char *error = NULL;

@@ -82,8 +82,11 @@ class BusAndPolkitTest(q.QsnapTestCase):
             _, description, message, vendor, _, _, any_, inactive, active, _ = actions[action]
             self.assertTrue(description and message, action)
             self.assertEqual(vendor, 'The qsnapd Project')
-            want = AUTH_ADMIN if action == q.ACTION_BACKUP else AUTH_ADMIN_KEEP
-            self.assertEqual((any_, inactive, active), (NO, NO, want), action)
+            if action == q.ACTION_HOST_ADMIN:    # root-equivalent: asked always, never remembered
+                want = (AUTH_ADMIN, AUTH_ADMIN, AUTH_ADMIN)
+            else:
+                want = (NO, NO, AUTH_ADMIN if action == q.ACTION_BACKUP else AUTH_ADMIN_KEEP)
+            self.assertEqual((any_, inactive, active), want, action)
         self.assertEqual(sorted(a for a in actions if a.startswith('org.example.')), sorted(q.ALL_ACTIONS))
 
     def test_rules_grant_the_test_user(self):

@@ -76,8 +76,9 @@ ACTION_MANAGE_SNAPSHOTS = 'org.example.snapshot1.manage-snapshots'
 ACTION_BLOCK_JOBS = 'org.example.snapshot1.block-jobs'
 ACTION_BACKUP = 'org.example.snapshot1.backup'
 ACTION_READ_SECURE = 'org.example.snapshot1.read-secure'
+ACTION_HOST_ADMIN = 'org.example.snapshot1.host-admin'
 ALL_ACTIONS = (ACTION_MANAGE_DOMAINS, ACTION_MANAGE_SNAPSHOTS, ACTION_BLOCK_JOBS,
-               ACTION_BACKUP, ACTION_READ_SECURE)
+               ACTION_BACKUP, ACTION_READ_SECURE, ACTION_HOST_ADMIN)
 
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_PATH = '/org/freedesktop/PolicyKit1/Authority'
@@ -945,14 +946,17 @@ class Harness:
 
     daemon: start qsnapd in start() (False: bus and polkit only).
     polkit: qsnapd's --polkit=yes|no. idle_timeout: its --idle-timeout.
+    image_root: images_dir is an --image-root= (manage-domains then
+    defines domains whose disks are there without host-admin).
     daemon_args: more qsnapd arguments. The same command line is written
     to the bus's activation file, so a call after qsnapd exited activates
     it again (its output goes to the same log).
     """
 
     def __init__(self, daemon=True, polkit=True, idle_timeout=0, log_level='debug',
-                 daemon_args=(), activation=True):
+                 daemon_args=(), activation=True, image_root=False):
         self.want_daemon = daemon
+        self.image_root = image_root
         self.polkit = polkit
         self.idle_timeout = idle_timeout
         self.log_level = log_level
@@ -1066,7 +1070,8 @@ class Harness:
     def _daemon_argv(self):
         return [qsnapd_binary(), '--address=' + self.address, '--state-dir=' + self.state_dir,
                 '--runtime-dir=' + self.runtime_dir, '--polkit=' + ('yes' if self.polkit else 'no'),
-                '--idle-timeout=%d' % self.idle_timeout, '--log-level=' + self.log_level] + self.daemon_args
+                '--idle-timeout=%d' % self.idle_timeout, '--log-level=' + self.log_level] + \
+            (['--image-root=' + self.images_dir] if self.image_root else []) + self.daemon_args
 
     def update_activation_file(self):
         """(Re)writes the bus's activation file for qsnapd from the current

@@ -54,6 +54,8 @@ import xml.sax.saxutils
 
 import gi
 
+import interface_docs
+
 gi.require_version('Gio', '2.0')
 gi.require_version('GLib', '2.0')
 from gi.repository import Gio, GLib  # noqa: E402
@@ -389,8 +391,88 @@ class HmpError(RuntimeError):
         self.reply = reply
 
 
-def _convert_error(e, call):
+# --------------------------------------------------------------------------
+# Errors received: documented? provoked as tests/errors_matrix.py says?
+
+OUR_INTERFACES = (MANAGER_IFACE, DOMAIN_IFACE, SNAPSHOT_IFACE, CHECKPOINT_IFACE, JOB_IFACE)
+_CHECKED_STANDARD_ERRORS = (ACCESS_DENIED, INTERACTIVE_AUTH_REQUIRED)
+ERRORS_SEEN_ENV = 'QSNAPTEST_ERRORS_SEEN'
+
+_errors = {'test': None, 'seen': [], 'undocumented': []}
+
+
+def note_error(interface, method, name):
+    """A call of interface.method answered with the D-Bus error name.
+    Every test's errors are checked when it ends (QsnapTestCase): an error
+    of ours (org.example.Snapshot1.Error.*, AccessDenied,
+    InteractiveAuthorizationRequired) that interfaces/ does not document
+    for that method fails the test, and so does a row of
+    tests/errors_matrix.py naming this test for an error it did not
+    receive. With $QSNAPTEST_ERRORS_SEEN set, each error is also appended
+    to that file as a JSON line (tests/errors_matrix.py --suggest reads it)."""
+    if interface not in OUR_INTERFACES:
+        return
+    _errors['seen'].append((interface, method, name))
+    if name.startswith(ERROR_PREFIX) or name in _CHECKED_STANDARD_ERRORS:
+        documented = interface_docs.documented(interface, method)
+        if documented is not None and name not in documented:
+            _errors['undocumented'].append('%s.%s answered %s, which interfaces/ does not document for it'
+                                           % (interface, method, name))
+    seen_file = os.environ.get(ERRORS_SEEN_ENV)
+    if seen_file:
+        with open(seen_file, 'a') as f:
+            f.write(json.dumps({'test': _errors['test'], 'interface': interface, 'method': method,
+                                'error': name}) + '\n')
+
+
+def _gdbus_call_error(argv, rc, err):
+    """note_error() for a `gdbus call` run as another user."""
+    if rc == 0 or not argv or argv[0] != 'call':
+        return
+    m = re.search(r'GDBus\.Error:([A-Za-z0-9_.]+):', err)
+    if not m or '--method' not in argv:
+        return
+    iface, _, method = argv[argv.index('--method') + 1].rpartition('.')
+    note_error(iface, method, m.group(1))
+
+
+def _matrix():
+    """tests/errors_matrix.py's MATRIX, loaded once (None outside a source tree)."""
+    if 'matrix' not in _errors:
+        import importlib.util
+        path = source_path('tests', 'errors_matrix.py')
+        _errors['matrix'] = None
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location('errors_matrix', path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _errors['matrix'] = module
+    return _errors['matrix']
+
+
+def _begin_test(test_id):
+    _errors.update(test=test_id, seen=[], undocumented=[])
+
+
+def _end_test(test_id):
+    """The problems with the errors test_id received (see note_error)."""
+    problems = list(_errors['undocumented'])
+    matrix = _matrix()
+    if matrix is not None:
+        seen = {(interface_docs.short_interface(i) + '.' + m, interface_docs.short_name(e))
+                for i, m, e in _errors['seen']}
+        for method, error in matrix.rows_of_test(test_id):
+            if (method, error) not in seen:
+                problems.append('tests/errors_matrix.py says this test provokes %s -> %s, but no call of %s '
+                                'answered %s here' % (method, error, method, error))
+    _errors.update(test=None, seen=[], undocumented=[])
+    return problems
+
+
+def _convert_error(e, call, interface=None, method=None):
     name = Gio.DBusError.get_remote_error(e)
+    if name and interface:
+        note_error(interface, method, name)
     if name:
         # strip_remote_error() would strip a copy: PyGObject hands C a new
         # GError. Drop the "GDBus.Error:<name>: " prefix here.
@@ -460,6 +542,7 @@ class PendingCall:
         self._error = None
         self._what = what
         self._timeout = timeout
+        self._interface, self._method = iface, method
         conn.call(dest, path, iface, method, args, reply_sig, flags, int(timeout * 1000), None,
                   self._finish)
 
@@ -467,7 +550,7 @@ class PendingCall:
         try:
             self._result = conn.call_finish(res)
         except GLib.Error as e:
-            self._error = _convert_error(e, self._what)
+            self._error = _convert_error(e, self._what, self._interface, self._method)
         self._done = True
 
     def done(self):
@@ -614,7 +697,7 @@ class Client:
             res = self.conn.call_sync(dest, path, iface, method, _as_variant(args, sig), rs, flags,
                                       int(timeout * 1000), None)
         except GLib.Error as e:
-            raise _convert_error(e, what) from None
+            raise _convert_error(e, what, iface, method) from None
         return _unpack(res)
 
     def call_async(self, path, iface, method, args=None, sig=None, timeout=30.0, dest=BUS_NAME,
@@ -1455,8 +1538,11 @@ class Harness:
         return self.run_as(user, ['busctl', '--address=' + self.address] + list(args), timeout)
 
     def gdbus_as(self, user, command, *args, timeout=60):
-        """gdbus COMMAND --address <our bus> ARGS as user."""
-        return self.run_as(user, ['gdbus', command, '--address', self.address] + list(args), timeout)
+        """gdbus COMMAND --address <our bus> ARGS as user (a `call`'s D-Bus
+        error goes through note_error())."""
+        rc, out, err = self.run_as(user, ['gdbus', command, '--address', self.address] + list(args), timeout)
+        _gdbus_call_error([command] + list(args), rc, err)
+        return rc, out, err
 
     def bus_peer_as(self, user):
         """A connection held open by user (BusPeer); closed at teardown."""
@@ -1670,6 +1756,8 @@ class QsnapTestCase(unittest.TestCase):
     def setUp(self):
         super().setUp()
         self._problems_before = self._problem_count()
+        _begin_test(self.test_id())
+        self.addCleanup(self._check_errors)
         self.h = Harness(**self.harness_options)
         self.addCleanup(self._stop_harness)
         self.h.start()
@@ -1691,6 +1779,18 @@ class QsnapTestCase(unittest.TestCase):
             return True
         now = self._problem_count()
         return now is None or self._problems_before is None or now > self._problems_before
+
+    def test_id(self):
+        """'test_file.Class.test_method' (self.id() says '__main__' for a
+        test file run as a script)."""
+        module = os.path.splitext(os.path.basename(sys.modules[type(self).__module__].__file__))[0]
+        return '%s.%s.%s' % (module, type(self).__name__, self._testMethodName)
+
+    def _check_errors(self):
+        # Runs after the harness stopped (cleanups run last-in first-out).
+        problems = _end_test(self.test_id())
+        if problems:
+            raise AssertionError('errors received:\n  ' + '\n  '.join(problems))
 
     def _stop_harness(self):
         if self._failed():

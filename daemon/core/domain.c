@@ -27,6 +27,7 @@
 #include "core/operation.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
 #include "util/util.h"
 
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
@@ -328,7 +329,7 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                         : strprintf("QEMU closed its monitor while qsnapd attached");
                 log_error("Domain '%s': %s", d->def->name, strna(message));
                 domain_reset(d, op == DOMAIN_OP_START ? DOMAIN_SHUTOFF : DOMAIN_CRASHED);
-                domain_op_finish(d, -EIO, message);
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         } else {
                 if (!orderly)
                         log_warning("Domain '%s': QEMU went away without shutting down.", d->def->name);
@@ -337,7 +338,7 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                 if (op == DOMAIN_OP_STOP)
                         domain_op_finish(d, 0, NULL);
                 else if (d->op)
-                        domain_op_finish(d, -ESRCH, "QEMU went away");
+                        domain_op_finish(d, -QSNAP_E_NOT_RUNNING, "QEMU went away");
         }
         domain_unref(d);
 }
@@ -441,7 +442,7 @@ static void on_attach_ready(Qmp *qmp, int error, void *userdata) {
         if (error < 0)
                 return; /* the disconnect callback follows */
         if (qmp_cmd_query_status(qmp, on_attach_status, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send query-status");
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send query-status");
 }
 
 static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -455,7 +456,7 @@ static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         /* Keep the pid: Stop must be able to end a hung QEMU. */
         domain_load_live(d);
         domain_set_state(d, DOMAIN_CRASHED);
-        domain_op_finish(d, -ETIMEDOUT, "QEMU did not answer on its monitor");
+        domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "QEMU did not answer on its monitor");
         return 0;
 }
 
@@ -465,7 +466,7 @@ int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
         int r;
 
         if (d->op)
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         if (domain_is_managed(d)) {
                 managed_path = domain_runtime_path(d, ".qmp");
                 if (!managed_path)
@@ -651,7 +652,7 @@ static int domain_create_transient_overlays(Domain *d, const DomainDef *def, cha
                         /* As for any disk QEMU cannot open: the start failed. */
                         *ret_message = strprintf("Cannot create the transient overlay of disk %s: %s",
                                                  def->disks[i].target, output ?: strerror(-r));
-                        return r == -ENOMEM ? r : -EIO;
+                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
                 }
         }
         return 0;
@@ -754,7 +755,7 @@ static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *
 
         if (error < 0) {
                 _cleanup_free_ char *message = strprintf("QEMU refused to run: %s", strna(desc));
-                return domain_op_finish(d, -EIO, message);
+                return domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         }
         domain_set_state(d, DOMAIN_RUNNING);
         domain_op_finish(d, 0, NULL);
@@ -767,7 +768,7 @@ static void start_run_or_pause(Domain *d) {
                 return domain_op_finish(d, 0, NULL);
         }
         if (qmp_cmd_cont(d->qmp, on_start_cont, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send cont");
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send cont");
 }
 
 /* A start that cannot finish: QEMU goes, the start fails. */
@@ -787,7 +788,7 @@ static void start_incoming_fail(Domain *d, const char *why) {
         _cleanup_free_ char *message = strprintf("QEMU could not load the memory state: %s", strna(why));
 
         log_error("Domain '%s': %s", d->def->name, strna(message));
-        start_abort(d, -EIO, message);
+        start_abort(d, -QSNAP_E_QEMU_FAILED, message);
 }
 
 static int on_incoming_poll(sd_event_source *s, uint64_t usec, void *userdata);
@@ -860,7 +861,7 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
         log_error("Domain '%s': QEMU did not come up in time, killing it.", d->def->name);
-        start_abort(d, -ETIMEDOUT, "QEMU did not answer on its monitor in time");
+        start_abort(d, -QSNAP_E_QEMU_FAILED, "QEMU did not answer on its monitor in time");
         return 0;
 }
 
@@ -870,12 +871,12 @@ int domain_check_start(Domain *d, char **ret_message) {
         if (domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is already %s.", d->def->name, domain_state_to_string(d->state));
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         return 0;
 }
@@ -895,7 +896,7 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
                 *ret_message = strprintf("Nothing answers on the monitor socket %s of domain '%s' (%s); qsnapd does not "
                                          "launch an attached domain's QEMU: start it first.",
                                          d->def->monitor_path, d->def->name, strerror(-r));
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -1026,7 +1027,7 @@ int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStep
         if (!domain_is_managed(d)) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
                                          "a memory state.", d->def->name);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         return domain_start_full(d, flags, uri, sent, done, userdata, ret_message);
 }
@@ -1079,12 +1080,12 @@ int domain_check_stop(Domain *d, char **ret_message) {
         if (d->snapshot_busy || (d->op && d->op->type != DOMAIN_OP_START)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (d->state == DOMAIN_SHUTOFF) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is not running.", d->def->name);
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -1123,7 +1124,7 @@ int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, 
                 return r;
         /* Stop wins over a Start still waiting for QEMU. */
         if (d->op)
-                domain_op_finish(d, -ECANCELED, "Stopped before it finished starting");
+                domain_op_finish(d, -QSNAP_E_OPERATION_INVALID, "Stopped before it finished starting");
 
         r = domain_op_begin(d, DOMAIN_OP_STOP, flags, done, userdata);
         if (r < 0)
@@ -1160,7 +1161,7 @@ int domain_check_running(Domain *d, char **ret_message) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; its QEMU must be running.", d->def->name,
                                                  d->op && d->op->type == DOMAIN_OP_START ? "starting" : domain_state_to_string(d->state));
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -1172,7 +1173,7 @@ int domain_check_pause(Domain *d, bool pause, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         /* Already there: nothing to do, as in libvirt. */
         return d->state == (pause ? DOMAIN_PAUSED : DOMAIN_RUNNING) ? 1 : 0;
@@ -1183,7 +1184,7 @@ static void on_pause_resume_reply(Qmp *qmp, int error, json_object *result, cons
 
         if (error < 0) {
                 _cleanup_free_ char *message = strprintf("QEMU: %s", strna(desc));
-                return domain_op_finish(d, -EIO, message);
+                return domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         }
         /* The STOP/RESUME event normally came first; do not depend on it. */
         domain_set_state(d, d->op->type == DOMAIN_OP_PAUSE ? DOMAIN_PAUSED : DOMAIN_RUNNING);
@@ -1224,13 +1225,13 @@ int domain_check_undefine(Domain *d, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (domain_is_managed(d) && domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; stop it before undefining it.", d->def->name,
                                                  domain_state_to_string(d->state));
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         return 0;
 }
@@ -1241,9 +1242,9 @@ static void on_monitor_reply(Qmp *qmp, int error, json_object *result, const cha
         MonitorCall *c = userdata;
         Domain *d = c->domain;
 
-        if (error == -EIO) {
+        if (error == -QSNAP_E_QEMU_FAILED) {
                 _cleanup_free_ char *message = strprintf("QEMU: %s", strna(desc));
-                c->done(d, -EIO, message, NULL, c->userdata);
+                c->done(d, error, message, NULL, c->userdata);
         } else if (error < 0)
                 c->done(d, error, "The monitor connection went away", NULL, c->userdata);
         else if (json_object_is_type(result, json_type_string))
@@ -1289,7 +1290,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 if (!cmd || !json_object_is_type(cmd, json_type_object)) {
                         *ret_message = strprintf("Not one QMP command object (%s): %s", why, command);
                         json_object_put(cmd);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
         }
 
@@ -1306,8 +1307,10 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
         else
                 id = qmp_send_raw(d->qmp, cmd, on_monitor_reply, c);
         if (id < 0) {
-                if (id == -EINVAL)
+                if (id == -EINVAL) {
                         *ret_message = strprintf("A QMP command object needs a string member \"execute\": %s", command);
+                        id = -QSNAP_E_INVALID_ARGUMENT;
+                }
                 domain_unref(d);
                 free(c);
                 return (int) id;

@@ -15,6 +15,7 @@
 #include "core/domain.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "util/error.h"
 #include "util/util.h"
 
 int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
@@ -256,18 +257,18 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
         clash = def->uuid_generated ? NULL : manager_find_domain_by_uuid(m, def->uuid);
         if (existing && clash != existing && clash) {
                 *ret_message = strprintf("UUID %s belongs to domain '%s'.", def->uuid, clash->def->name);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
         if (!existing && clash) {
                 *ret_message = strprintf("Domain '%s' already has UUID %s.", clash->def->name, def->uuid);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
         if (existing && def->uuid_generated)
                 /* Redefinition without a UUID keeps the domain's own. */
                 (void) free_and_strdup(&def->uuid, existing->def->uuid);
         if (existing && !streq(existing->def->uuid, def->uuid)) {
                 *ret_message = strprintf("Domain '%s' already exists with UUID %s.", def->name, existing->def->uuid);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
 
         r = manager_store_def(m, def);
@@ -321,7 +322,7 @@ int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **r
                         *ret_message = strprintf("Domain '%s' has %zu snapshot(s); undefining it needs the "
                                                  "SNAPSHOTS_METADATA flag, which drops their metadata (images stay).",
                                                  d->def->name, d->snapshots.n);
-                        return -ENOTEMPTY;
+                        return -QSNAP_E_HAS_SNAPSHOTS;
                 }
                 if (m->observer && m->observer->snapshots_removed)
                         m->observer->snapshots_removed(d, m->observer_userdata);
@@ -392,7 +393,7 @@ static int manager_load_one(Manager *m, const char *path) {
         if (manager_find_domain(m, def->name) || manager_find_domain_by_uuid(m, def->uuid)) {
                 log_error("Ignoring %s: domain '%s' is defined twice.", path, def->name);
                 domain_def_free(def);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
         r = domain_new(m, def, &d);
         if (r < 0) {

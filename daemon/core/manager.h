@@ -72,11 +72,12 @@ void manager_set_observer(Manager *m, const DomainObserver *o, void *userdata);
 int manager_load(Manager *m);
 
 /* Parses and stores a definition; an existing name is updated. On error
- * *ret_message says what was wrong (-EBADMSG/-EINVAL: bad XML, -EEXIST: UUID
- * clash). ret_created tells a new domain from an update. */
+ * *ret_message says what was wrong (-QSNAP_E_INVALID_XML: bad XML,
+ * -QSNAP_E_ALREADY_EXISTS: UUID clash). ret_created tells a new domain from
+ * an update. */
 int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_created, char **ret_message);
 /* With snapshots, only when drop_snapshots says their metadata goes too
- * (-ENOTEMPTY otherwise). */
+ * (-QSNAP_E_HAS_SNAPSHOTS otherwise). */
 int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message);
 
 Domain *manager_find_domain(Manager *m, const char *name);

@@ -8,6 +8,7 @@
 #include "core/manager.h"
 #include "core/operation.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 int operation_kind_register(Manager *m, const OperationKind *kind) {
@@ -16,7 +17,7 @@ int operation_kind_register(Manager *m, const OperationKind *kind) {
         assert(kind && kind->name && kind->recover);
         for (size_t i = 0; i < m->n_operation_kinds; i++)
                 if (streq(m->operation_kinds[i]->name, kind->name))
-                        return -EEXIST;
+                        return -QSNAP_E_ALREADY_EXISTS;
         l = reallocarray(m->operation_kinds, m->n_operation_kinds + 1, sizeof(*l));
         if (!l)
                 return -ENOMEM;

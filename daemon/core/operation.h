@@ -28,7 +28,7 @@ typedef struct OperationKind {
         bool deferred;
 } OperationKind;
 
-/* -EEXIST when a kind of that name is registered already. */
+/* -QSNAP_E_ALREADY_EXISTS when a kind of that name is registered already. */
 int operation_kind_register(Manager *m, const OperationKind *kind);
 void operation_kinds_free(Manager *m);
 

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 
 #include "qemu/qmp.h"
+#include "util/error.h"
 #include "util/util.h"
 
 #define QMP_READ_CHUNK (64U * 1024U)
@@ -493,7 +494,7 @@ static void qmp_dispatch_reply(Qmp *q, json_object *msg, json_object *id) {
                 if (json_object_object_get_ex(err, "desc", &v) && json_object_is_type(v, json_type_string))
                         err_desc = json_object_get_string(v);
                 if (c->cb)
-                        c->cb(q, -EIO, NULL, err_class, err_desc, c->userdata);
+                        c->cb(q, -QSNAP_E_QEMU_FAILED, NULL, err_class, err_desc, c->userdata);
         } else {
                 json_object_object_get_ex(msg, "return", &v);
                 if (c->cb)

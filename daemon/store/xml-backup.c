@@ -548,29 +548,19 @@ static int parser_backup(XmlParser *p, xmlNode *root, BackupDef **ret) {
         return 0;
 }
 
+static int parse_backup_document(XmlParser *p, xmlNode *root, void *userdata) {
+        return parser_backup(p, root, userdata);
+}
+
 int backup_def_parse(const char *xml, size_t size, BackupDef **ret, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
         BackupDef *def = NULL;
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
-        if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_backup(&p, xmlDocGetRootElement(p.doc), &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_backup_document, &def, ret_error);
+        if (r < 0)
                 return r;
-        }
-
         *ret = def;
         return 0;
 }
@@ -813,7 +803,7 @@ static int align_disk(BackupDef *def, BackupDisk *d, const DomainDef *dom, const
                 d->mode = d->incremental || def->incremental ? BACKUP_DISK_MODE_INCREMENTAL : BACKUP_DISK_MODE_FULL;
         if (d->mode == BACKUP_DISK_MODE_INCREMENTAL && !d->incremental) {
                 if (!def->incremental)
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' has backupmode='incremental' but names no checkpoint; give it "
                                            "incremental= or the backup an <incremental>.", d->name);
                 d->incremental = strdup(def->incremental);
@@ -825,7 +815,7 @@ static int align_disk(BackupDef *def, BackupDisk *d, const DomainDef *dom, const
 
         if (!d->path) {
                 if (d->type == BACKUP_DISK_TYPE_BLOCK)
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' has type 'block' but no <%s dev=…>: a device cannot be made up.",
                                            d->name, path_element(def->mode));
                 if (def->mode == BACKUP_MODE_PUSH && defaults && defaults->suffix && dd->source)
@@ -867,10 +857,10 @@ static int align_check_unique(const BackupDef *def, const BackupDisk *disks, siz
                         if (!disks[j].backup)
                                 continue;
                         if (disks[i].path && streq_ptr(disks[i].path, disks[j].path))
-                                return xml_set_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both write %s.",
+                                return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disks '%s' and '%s' would both write %s.",
                                                    disks[i].name, disks[j].name, disks[i].path);
                         if (disks[i].export_name && streq_ptr(disks[i].export_name, disks[j].export_name))
-                                return xml_set_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both be exported as '%s'.",
+                                return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disks '%s' and '%s' would both be exported as '%s'.",
                                                    disks[i].name, disks[j].name, disks[i].export_name);
                 }
         }
@@ -887,7 +877,7 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
         if (!def || !dom)
                 return -EINVAL;
         if (dom->n_disks == 0)
-                return xml_set_error(ret_error, -EOPNOTSUPP, "Domain '%s' has no disks to back up.", dom->name);
+                return xml_set_error(ret_error, -QSNAP_E_UNSUPPORTED, "Domain '%s' has no disks to back up.", dom->name);
 
         given = new0(ssize_t, dom->n_disks);
         if (!given)
@@ -898,10 +888,10 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
                 ssize_t i = find_domain_disk(dom, def->disks[k].name);
 
                 if (i < 0)
-                        return xml_set_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name,
+                        return xml_set_error(ret_error, -QSNAP_E_NO_SUCH_DISK, "Domain '%s' has no disk '%s'.", dom->name,
                                            def->disks[k].name);
                 if (given[i] >= 0)
-                        return xml_set_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the backup's <disks>.",
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disk '%s' is listed twice in the backup's <disks>.",
                                            def->disks[k].name);
                 given[i] = (ssize_t) k;
         }
@@ -937,7 +927,7 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
                         goto fail;
         }
         if (n_backed_up == 0) {
-                r = xml_set_error(ret_error, -EINVAL, "No disk of domain '%s' would be backed up.", dom->name);
+                r = xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "No disk of domain '%s' would be backed up.", dom->name);
                 goto fail;
         }
         r = align_check_unique(def, disks, n, ret_error);

@@ -314,33 +314,29 @@ static int parser_checkpoint(XmlParser *p, xmlNode *root, CheckpointParseFlags f
         return 0;
 }
 
+typedef struct CheckpointParse {
+        CheckpointParseFlags flags;
+        CheckpointDef *def;
+} CheckpointParse;
+
+static int parse_checkpoint_document(XmlParser *p, xmlNode *root, void *userdata) {
+        CheckpointParse *cp = userdata;
+        return parser_checkpoint(p, root, cp->flags, &cp->def);
+}
+
 int checkpoint_def_parse(const char *xml, size_t size, CheckpointParseFlags flags, CheckpointDef **ret,
                          char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        CheckpointDef *def = NULL;
+        CheckpointParse cp = { .flags = flags };
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
         if (flags & ~CHECKPOINT_PARSE_REDEFINE)
-                r = xml_parser_error(&p, -EINVAL, NULL, "unknown parse flags 0x%x", (unsigned) flags);
-        else if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_checkpoint(&p, xmlDocGetRootElement(p.doc), flags, &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+                return xml_set_error(ret_error, -EINVAL, "unknown parse flags 0x%x", (unsigned) flags);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_checkpoint_document, &cp, ret_error);
+        if (r < 0)
                 return r;
-        }
-
-        *ret = def;
+        *ret = cp.def;
         return 0;
 }
 
@@ -537,9 +533,9 @@ int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_er
         if (!def || !dom)
                 return -EINVAL;
         if (!def->name)
-                return xml_set_error(ret_error, -EINVAL, "The checkpoint has no name.");
+                return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "The checkpoint has no name.");
         if (dom->n_disks == 0)
-                return xml_set_error(ret_error, -EOPNOTSUPP,
+                return xml_set_error(ret_error, -QSNAP_E_UNSUPPORTED,
                                    "Domain '%s' has no disks: a checkpoint needs at least one.", dom->name);
 
         given = new0(ssize_t, dom->n_disks);
@@ -553,16 +549,16 @@ int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_er
                 ssize_t i = find_domain_disk(dom, d->name);
 
                 if (i == -2)
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' of the checkpoint names the source of more than one disk of "
                                            "domain '%s'; name it by its target.", d->name, dom->name);
                 if (i < 0)
-                        return xml_set_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name, d->name);
+                        return xml_set_error(ret_error, -QSNAP_E_NO_SUCH_DISK, "Domain '%s' has no disk '%s'.", dom->name, d->name);
                 if (given[i] >= 0)
-                        return xml_set_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the checkpoint's <disks>.",
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disk '%s' is listed twice in the checkpoint's <disks>.",
                                            dom->disks[i].target);
                 if (d->type == CHECKPOINT_TYPE_BITMAP && (dom->disks[i].readonly || dom->disks[i].transient))
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' is %s: it cannot track changes; give it checkpoint='no'.",
                                            dom->disks[i].target, dom->disks[i].readonly ? "read-only" : "transient");
                 given[i] = (ssize_t) k;

@@ -744,30 +744,25 @@ static bool uses_qemu_namespace(const xmlNode *n) {
         return false;
 }
 
+static int parse_domain_document(XmlParser *p, xmlNode *root, void *userdata) {
+        DomainDef **ret = userdata;
+        int r;
+
+        r = parser_domain(p, root, ret);
+        if (r >= 0)
+                (*ret)->qemu_passthrough = uses_qemu_namespace(root);
+        return r;
+}
+
 int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
         DomainDef *def = NULL;
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
-        if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_domain(&p, xmlDocGetRootElement(p.doc), &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_domain_document, &def, ret_error);
+        if (r < 0)
                 return r;
-        }
-
-        def->qemu_passthrough = uses_qemu_namespace(xmlDocGetRootElement(p.doc));
         *ret = def;
         return 0;
 }
@@ -1112,22 +1107,26 @@ static int parser_copy_dest(XmlParser *p, const xmlNode *n, char **ret_file, Dis
         return 0;
 }
 
+typedef struct CopyDest {
+        char *file;
+        DiskFormat format;
+} CopyDest;
+
+static int parse_copy_dest_document(XmlParser *p, xmlNode *root, void *userdata) {
+        CopyDest *c = userdata;
+        return parser_copy_dest(p, root, &c->file, &c->format);
+}
+
 int domain_copy_dest_parse(const char *xml, size_t size, char **ret_file, DiskFormat *ret_format, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
+        CopyDest c = {};
         int r;
 
         if (!ret_file || !ret_format || (!xml && size > 0))
                 return -EINVAL;
-        if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes", size,
-                                     XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_copy_dest(&p, xmlDocGetRootElement(p.doc), ret_file, ret_format);
-        }
-        if (r < 0 && ret_error && p.error)
-                *ret_error = TAKE_PTR(p.error);
-        return r;
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_copy_dest_document, &c, ret_error);
+        if (r < 0)
+                return r;
+        *ret_file = c.file;
+        *ret_format = c.format;
+        return 0;
 }

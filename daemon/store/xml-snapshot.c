@@ -558,32 +558,28 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
         return 0;
 }
 
+typedef struct SnapshotParse {
+        SnapshotParseFlags flags;
+        SnapshotDef *def;
+} SnapshotParse;
+
+static int parse_snapshot_document(XmlParser *p, xmlNode *root, void *userdata) {
+        SnapshotParse *sp = userdata;
+        return parser_snapshot(p, root, sp->flags, &sp->def);
+}
+
 int snapshot_def_parse(const char *xml, size_t size, SnapshotParseFlags flags, SnapshotDef **ret, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        SnapshotDef *def = NULL;
+        SnapshotParse sp = { .flags = flags };
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
         if (flags & ~SNAPSHOT_PARSE_REDEFINE)
-                r = xml_parser_error(&p, -EINVAL, NULL, "unknown parse flags 0x%x", (unsigned) flags);
-        else if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_snapshot(&p, xmlDocGetRootElement(p.doc), flags, &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+                return xml_set_error(ret_error, -EINVAL, "unknown parse flags 0x%x", (unsigned) flags);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_snapshot_document, &sp, ret_error);
+        if (r < 0)
                 return r;
-        }
-
-        *ret = def;
+        *ret = sp.def;
         return 0;
 }
 
@@ -675,6 +671,125 @@ static int list_check(SnapshotDef *const *defs, size_t n, const char *current, L
 
 /* ---- Bulk list: parser ------------------------------------------------------ */
 
+typedef struct ListParse {
+        SnapshotDef **defs;
+        const xmlNode **nodes; /* where each def was, for error lines */
+        size_t n, allocated;
+        size_t active;         /* the one with <active>1</active>, SIZE_MAX for none */
+        char *current;
+} ListParse;
+
+static void list_parse_done(ListParse *l) {
+        snapshot_def_array_free(l->defs, l->n);
+        free(l->nodes);
+        free(l->current);
+        *l = (ListParse) {};
+}
+
+static int list_parse_snapshot(XmlParser *p, ListParse *l, xmlNode *c) {
+        int r;
+
+        if (l->n == l->allocated) {
+                size_t a = l->allocated > 0 ? l->allocated * 2 : 16;
+                SnapshotDef **k = reallocarray(l->defs, a, sizeof(SnapshotDef *));
+                const xmlNode **m;
+
+                if (!k)
+                        return -ENOMEM;
+                l->defs = k;
+                m = reallocarray(l->nodes, a, sizeof(xmlNode *));
+                if (!m)
+                        return -ENOMEM;
+                l->nodes = m;
+                l->allocated = a;
+        }
+        r = parser_snapshot(p, c, SNAPSHOT_PARSE_REDEFINE, &l->defs[l->n]);
+        if (r < 0)
+                return r;
+        l->nodes[l->n++] = c;
+
+        /* libvirt's per-snapshot files mark the current one so. */
+        if (l->defs[l->n - 1]->active > 0) {
+                if (l->active != SIZE_MAX)
+                        return xml_parser_error(p, -EINVAL, c, "more than one snapshot has <active>1</active>, "
+                                                "the first on line %ld", xmlGetLineNo(l->nodes[l->active]));
+                l->active = l->n - 1;
+        }
+        return 0;
+}
+
+/* What list_check() found wrong with the tree, as a parser error. */
+static int list_parse_check(XmlParser *p, const xmlNode *root, ListParse *l) {
+        size_t index = 0, other = 0;
+        ListProblem problem;
+        int r;
+
+        r = list_check(l->defs, l->n, l->current, &problem, &index, &other);
+        switch (problem) {
+        case LIST_OK:
+                break;
+        case LIST_NO_NAME:
+                return xml_parser_error(p, -EINVAL, l->nodes[index], "<domainsnapshot> has no <name>");
+        case LIST_DUPLICATE:
+                return xml_parser_error(p, -EINVAL, l->nodes[index], "snapshot '%s' appears more than once, first on line %ld",
+                                        XML_QUOTE(l->defs[index]->name), xmlGetLineNo(l->nodes[other]));
+        case LIST_NO_PARENT:
+                return xml_parser_error(p, -EINVAL, l->nodes[index],
+                                        "snapshot '%s' names parent '%s', which is not in the file",
+                                        XML_QUOTE(l->defs[index]->name), XML_QUOTE(l->defs[index]->parent));
+        case LIST_CYCLE:
+                return xml_parser_error(p, -EINVAL, l->nodes[index], "snapshot '%s' is its own ancestor",
+                                        XML_QUOTE(l->defs[index]->name));
+        case LIST_NO_CURRENT:
+                return xml_parser_error(p, -EINVAL, root, "<snapshots current='%s'> names no snapshot in the file",
+                                        XML_QUOTE(l->current));
+        }
+        return r;
+}
+
+static int parse_list_document(XmlParser *p, xmlNode *root, void *userdata) {
+        ListParse *l = userdata;
+        int r;
+
+        if (!root || !xml_node_is(root, "snapshots"))
+                return xml_parser_error(p, -EINVAL, root, "root element is <%s>, expected <snapshots>",
+                                        root ? XML_QUOTE((const char *) root->name) : "");
+        r = xml_attr_get(root, "current", &l->current);
+        if (r < 0)
+                return r;
+        if (l->current && check_name(l->current))
+                return xml_parser_error(p, -EINVAL, root, "<snapshots current=''> is empty");
+
+        for (xmlNode *c = root->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, root, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (!xml_node_is(c, "domainsnapshot"))
+                        return xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <snapshots>, expected <domainsnapshot>",
+                                                XML_QUOTE((const char *) c->name));
+                r = list_parse_snapshot(p, l, c);
+                if (r < 0)
+                        return r;
+        }
+
+        r = list_parse_check(p, root, l);
+        if (r < 0)
+                return r;
+        if (l->active != SIZE_MAX) {
+                const char *name = l->defs[l->active]->name;
+
+                if (l->current && !streq(l->current, name))
+                        return xml_parser_error(p, -EINVAL, l->nodes[l->active],
+                                                "snapshot '%s' has <active>1</active>, but <snapshots current='%s'>",
+                                                XML_QUOTE(name), XML_QUOTE(l->current));
+                if (!l->current && !(l->current = strdup(name)))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 int snapshot_list_parse(
                 const char *xml,
                 size_t size,
@@ -683,143 +798,20 @@ int snapshot_list_parse(
                 char **ret_current,
                 char **ret_error) {
 
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        _cleanup_free_ const xmlNode **nodes = NULL;
-        _cleanup_free_ char *current = NULL;
-        SnapshotDef **defs = NULL;
-        size_t n = 0, allocated = 0, index = 0, other = 0, active = SIZE_MAX;
-        const xmlNode *root;
-        ListProblem problem;
+        _cleanup_(list_parse_done) ListParse l = { .active = SIZE_MAX };
         int r;
 
         if (!ret_defs || !ret_n || (!xml && size > 0))
                 return -EINVAL;
-
-        if (size > SNAPSHOT_LIST_MAX_SIZE) {
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %zu bytes", size,
-                                     SNAPSHOT_LIST_MAX_SIZE);
-                goto fail;
-        }
-        xml_parser_install_handlers(&p);
-        r = xml_parser_read(&p, xml, size);
+        r = xml_parse_document(xml, size, SNAPSHOT_LIST_MAX_SIZE, parse_list_document, &l, ret_error);
         if (r < 0)
-                goto fail;
-
-        root = xmlDocGetRootElement(p.doc);
-        if (!root || !xml_node_is(root, "snapshots")) {
-                r = xml_parser_error(&p, -EINVAL, root, "root element is <%s>, expected <snapshots>",
-                                     root ? XML_QUOTE((const char *) root->name) : "");
-                goto fail;
-        }
-        r = xml_attr_get(root, "current", &current);
-        if (r < 0)
-                goto fail;
-        if (current && check_name(current)) {
-                r = xml_parser_error(&p, -EINVAL, root, "<snapshots current=''> is empty");
-                goto fail;
-        }
-
-        for (xmlNode *c = root->children; c; c = c->next) {
-                r = xml_parser_skip_node(&p, root, c);
-                if (r < 0)
-                        goto fail;
-                if (r > 0)
-                        continue;
-                if (!xml_node_is(c, "domainsnapshot")) {
-                        r = xml_parser_error(&p, -EINVAL, c, "unexpected <%s> in <snapshots>, expected <domainsnapshot>",
-                                             XML_QUOTE((const char *) c->name));
-                        goto fail;
-                }
-                if (n == allocated) {
-                        size_t a = allocated > 0 ? allocated * 2 : 16;
-                        SnapshotDef **k = reallocarray(defs, a, sizeof(SnapshotDef *));
-                        const xmlNode **m;
-
-                        if (!k) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        defs = k;
-                        m = reallocarray(nodes, a, sizeof(xmlNode *));
-                        if (!m) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        nodes = m;
-                        allocated = a;
-                }
-                r = parser_snapshot(&p, c, SNAPSHOT_PARSE_REDEFINE, &defs[n]);
-                if (r < 0)
-                        goto fail;
-                nodes[n++] = c;
-
-                /* libvirt's per-snapshot files mark the current one so. */
-                if (defs[n - 1]->active > 0) {
-                        if (active != SIZE_MAX) {
-                                r = xml_parser_error(&p, -EINVAL, c, "more than one snapshot has <active>1</active>, "
-                                                     "the first on line %ld", xmlGetLineNo(nodes[active]));
-                                goto fail;
-                        }
-                        active = n - 1;
-                }
-        }
-
-        r = list_check(defs, n, current, &problem, &index, &other);
-        switch (problem) {
-        case LIST_OK:
-                break;
-        case LIST_NO_NAME:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "<domainsnapshot> has no <name>");
-                break;
-        case LIST_DUPLICATE:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "snapshot '%s' appears more than once, first on line %ld",
-                                     XML_QUOTE(defs[index]->name), xmlGetLineNo(nodes[other]));
-                break;
-        case LIST_NO_PARENT:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "snapshot '%s' names parent '%s', which is not in the file",
-                                     XML_QUOTE(defs[index]->name), XML_QUOTE(defs[index]->parent));
-                break;
-        case LIST_CYCLE:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "snapshot '%s' is its own ancestor",
-                                     XML_QUOTE(defs[index]->name));
-                break;
-        case LIST_NO_CURRENT:
-                r = xml_parser_error(&p, -EINVAL, root, "<snapshots current='%s'> names no snapshot in the file",
-                                     XML_QUOTE(current));
-                break;
-        }
-        if (r < 0)
-                goto fail;
-
-        if (active != SIZE_MAX) {
-                const char *name = defs[active]->name;
-
-                if (current && !streq(current, name)) {
-                        r = xml_parser_error(&p, -EINVAL, nodes[active],
-                                             "snapshot '%s' has <active>1</active>, but <snapshots current='%s'>",
-                                             XML_QUOTE(name), XML_QUOTE(current));
-                        goto fail;
-                }
-                if (!current) {
-                        current = strdup(name);
-                        if (!current) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                }
-        }
-
-        *ret_defs = n > 0 ? defs : mfree(defs);
-        *ret_n = n;
+                return r;
+        *ret_defs = l.n > 0 ? TAKE_PTR(l.defs) : NULL;
+        *ret_n = l.n;
+        l.n = 0;
         if (ret_current)
-                *ret_current = TAKE_PTR(current);
+                *ret_current = TAKE_PTR(l.current);
         return 0;
-
-fail:
-        snapshot_def_array_free(defs, n);
-        if (ret_error && p.error)
-                *ret_error = TAKE_PTR(p.error);
-        return r;
 }
 
 /* ---- Writer ---------------------------------------------------------------- */

@@ -589,6 +589,31 @@ int xml_parser_read(XmlParser *p, const char *xml, size_t size) {
         return 0;
 }
 
+int xml_parse_document(const char *xml,
+                       size_t size,
+                       size_t max_size,
+                       int (*parse)(XmlParser *p, xmlNode *root, void *userdata),
+                       void *userdata,
+                       char **ret_error) {
+        _cleanup_(xml_parser_done) XmlParser p = {};
+        int r;
+
+        if (size > max_size)
+                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %zu bytes", size,
+                                     max_size);
+        else {
+                xml_parser_install_handlers(&p);
+                r = xml_parser_read(&p, xml, size);
+                if (r >= 0)
+                        r = parse(&p, xmlDocGetRootElement(p.doc), userdata);
+        }
+        if (r >= 0)
+                return r;
+        if (ret_error && p.error)
+                *ret_error = TAKE_PTR(p.error);
+        return r == -ENOMEM ? r : -QSNAP_E_INVALID_XML;
+}
+
 bool xml_node_is(const xmlNode *n, const char *name) {
         return n->type == XML_ELEMENT_NODE && !n->ns && xmlStrEqual(n->name, BAD_CAST name);
 }

@@ -18,6 +18,7 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlversion.h>
 
+#include "util/error.h"
 #include "util/util.h"
 
 /* libxml2 2.12 made the structured error argument const. */
@@ -123,6 +124,20 @@ void xml_parser_done(XmlParser *p);
  * entities, DTD declarations or too many attributes or namespaces. The
  * caller checks the size cap before. */
 int xml_parser_read(XmlParser *p, const char *xml, size_t size);
+
+/* The skeleton of every codec's _parse(): a document above max_size is
+ * refused, any other one read by the hardened parser and handed to
+ * parse() with its root element (NULL when it has none). Every refusal,
+ * the parser's or parse()'s, is -QSNAP_E_INVALID_XML with *ret_error (when
+ * ret_error is set) saying "line N: what was wrong"; running out of memory
+ * stays -ENOMEM. parse() returns 0 or a negative errno (-EINVAL for what
+ * it refuses, through xml_parser_error()). */
+int xml_parse_document(const char *xml,
+                       size_t size,
+                       size_t max_size,
+                       int (*parse)(XmlParser *p, xmlNode *root, void *userdata),
+                       void *userdata,
+                       char **ret_error);
 
 /* An element of that name in no namespace. */
 bool xml_node_is(const xmlNode *n, const char *name);

@@ -359,24 +359,12 @@ static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint
         _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
         _cleanup_free_ char *message = NULL, *path = NULL, *why = NULL;
         const char *details[] = { "domain", d->def->name, NULL };
-        Snapshot *s, *previous = d->snapshots.current;
+        Snapshot *s;
         int r;
 
-        r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
+        r = snapshot_redefine_prepare(d, xml, &def, &message);
         if (r < 0)
-                return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
-        /* A snapshot being taken picked its parent already; the tree waits. */
-        if (d->snapshot_busy)
-                return sd_bus_error_setf(error, QSNAP_ERROR_BUSY, "Domain '%s' is taking a snapshot; try again after it.",
-                                         d->def->name);
-        if (!def->name)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_XML, "REDEFINE needs the snapshot's <name>.");
-        if (snapshot_tree_find(&d->snapshots, def->name))
-                return sd_bus_error_setf(error, QSNAP_ERROR_ALREADY_EXISTS, "Domain '%s' has a snapshot named '%s' already.",
-                                         d->def->name, def->name);
-        if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
-                return sd_bus_error_setf(error, QSNAP_ERROR_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
-                                         def->parent);
+                return bus_error_set_errno_message(error, r, message);
         /* A revert applies the recorded <domain>: what it names is judged
          * as DefineDomain would judge it. */
         if (def->domain_xml) {
@@ -400,10 +388,9 @@ static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(def), flags & SNAPSHOT_CREATE_CURRENT, &s);
+        r = snapshot_redefine(d, TAKE_PTR(def), flags & SNAPSHOT_CREATE_CURRENT, &s, &message);
         if (r < 0)
-                return bus_error_set_errno_message(error, r, "Cannot store the snapshot metadata.");
-        bus_snapshot_emit_added(bus_from_manager(d->manager), s, previous);
+                return bus_error_set_errno_message(error, r, message);
         path = bus_snapshot_path(s);
         return path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
 }

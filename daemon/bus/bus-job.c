@@ -17,11 +17,6 @@
 #define JOB_ABORT_ASYNC 1ULL
 #define JOB_ABORT_PIVOT 2ULL
 
-static Domain *job_domain(Job *j) {
-        BlockJobInfo *info = j->userdata;
-        return info ? info->domain : NULL;
-}
-
 char *bus_job_path(Domain *d, const Job *j) {
         _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
         char *p = NULL;
@@ -57,7 +52,7 @@ JOB_PROPERTY(eta, "t", j->eta)
 
 static int property_get_domain(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Domain *d = job_domain(userdata);
+        Domain *d = domain_job_domain(userdata);
         _cleanup_free_ char *p = d ? bus_domain_path(d) : NULL;
 
         return sd_bus_message_append(reply, "o", p ?: "/");
@@ -67,7 +62,7 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 
 static void reply_job_done(Job *j, int error, const char *message, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        Domain *d = job_domain(j);
+        Domain *d = domain_job_domain(j);
 
         if (error < 0) {
                 (void) bus_reply_errno_message(m, error, message);
@@ -151,7 +146,7 @@ static const char *job_action(const Job *j) {
 /* Authorize, then let the tracker ask QEMU; reply from its answer. */
 static int job_method(sd_bus_message *m, Job *j, job_call_t call, uint64_t arg, sd_bus_error *error) {
         _cleanup_free_ char *message = NULL;
-        Domain *d = job_domain(j);
+        Domain *d = domain_job_domain(j);
         const char *details[] = { "domain", d ? d->def->name : "", "disk", strempty(j->disk), NULL };
         int r;
 
@@ -272,7 +267,7 @@ static int job_object_find(sd_bus *bus, const char *path, const char *interface,
                 return 0;
         d = manager_find_domain(b->manager, domain);
         j = d ? domain_find_job(d, id) : NULL;
-        if (!j || !j->userdata)
+        if (!j || !domain_job_domain(j))
                 return 0;
         *found = j;
         return 1;
@@ -289,7 +284,7 @@ static int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, ch
                 if (domain_list_jobs(d, &jobs, &n) < 0)
                         return -ENOMEM;
                 for (size_t i = 0; i < n; i++) {
-                        char *p = jobs[i]->userdata ? bus_job_path(d, jobs[i]) : NULL;
+                        char *p = domain_job_domain(jobs[i]) ? bus_job_path(d, jobs[i]) : NULL;
                         if (p && strv_push(&l, p) < 0) {
                                 free(p);
                                 return -ENOMEM;

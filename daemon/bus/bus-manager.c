@@ -88,9 +88,12 @@ static void on_domain_launched(Domain *d, pid_t pid, void *userdata) {
                 log_debug("Moving QEMU pid %d into %s.", (int) pid, unit);
 }
 
-static void on_snapshot_added(Domain *d, Snapshot *s, void *userdata) {
-        /* The tree made s current already; its parent was current before. */
-        bus_snapshot_emit_added(userdata, s, s->parent);
+static void on_snapshot_added(Domain *d, Snapshot *s, Snapshot *previous_current, void *userdata) {
+        bus_snapshot_emit_added(userdata, s, previous_current);
+}
+
+static void on_current_snapshot_changed(Domain *d, Snapshot *previous, void *userdata) {
+        bus_snapshot_emit_is_current(userdata, d, previous);
 }
 
 static void on_snapshots_removed(Domain *d, void *userdata) {
@@ -109,6 +112,7 @@ static void on_job_event(Domain *d, Job *j, JobEvent e, void *userdata) {
 static const DomainObserver bus_observer = {
         .job_event = on_job_event,
         .snapshot_added = on_snapshot_added,
+        .current_snapshot_changed = on_current_snapshot_changed,
         .snapshots_removed = on_snapshots_removed,
         .snapshots_deleted = on_snapshots_deleted,
         .domain_added = on_domain_added,

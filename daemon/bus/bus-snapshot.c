@@ -248,33 +248,17 @@ static void emit_snapshot_properties2(Bus *b, const Snapshot *s, const char *p1,
 
 /* ---- revert ---- */
 
-typedef struct RevertCall {
-        sd_bus_message *message;
-        char *previous; /* the current snapshot's name before, NULL when none */
-} RevertCall;
-
 static void reply_reverted(Domain *d, int error, const char *message, void *userdata) {
-        RevertCall *c = userdata;
-        Bus *b = bus_from_manager(d->manager);
-        Snapshot *previous = c->previous ? snapshot_tree_find(&d->snapshots, c->previous) : NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
         int r;
 
-        /* State and Disks went out as they changed; CurrentSnapshot too. */
-        if (previous != d->snapshots.current) {
-                if (previous)
-                        emit_snapshot_properties(b, previous, "IsCurrent");
-                if (d->snapshots.current)
-                        emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
-        }
-        if (error < 0) {
-                r = bus_reply_errno_message(c->message, error, message);
-        } else
-                r = sd_bus_reply_method_return(c->message, "");
+        /* State, Disks, CurrentSnapshot and IsCurrent went out as they changed. */
+        if (error < 0)
+                r = bus_reply_errno_message(m, error, message);
+        else
+                r = sd_bus_reply_method_return(m, "");
         if (r < 0)
                 log_debug_errno(r, "Failed to send a reply: %m");
-        sd_bus_message_unref(c->message);
-        free(c->previous);
-        free(c);
 }
 
 static int check_revert_flags(uint64_t flags, const char *method, sd_bus_error *error) {
@@ -292,7 +276,6 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
         Snapshot *s = userdata;
         Domain *d = s->tree->domain;
         const char *details[] = { "domain", d->def->name, NULL };
-        RevertCall *c;
         uint64_t flags;
         int r;
 
@@ -310,19 +293,10 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        c = new0(RevertCall, 1);
-        if (!c)
-                return -ENOMEM;
-        if (d->snapshots.current && !(c->previous = strdup(snapshot_name(d->snapshots.current)))) {
-                free(c);
-                return -ENOMEM;
-        }
-        c->message = sd_bus_message_ref(m);
-        r = snapshot_revert(TAKE_PTR(plan), reply_reverted, c, &message);
+        sd_bus_message_ref(m);
+        r = snapshot_revert(TAKE_PTR(plan), reply_reverted, m, &message);
         if (r < 0) {
-                sd_bus_message_unref(c->message);
-                free(c->previous);
-                free(c);
+                sd_bus_message_unref(m);
                 return bus_error_set_errno_message(error, r, message);
         }
         return 1;
@@ -349,7 +323,14 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
         return sd_bus_reply_method_return(m, "bs", true, "");
 }
 
-void bus_snapshot_emit_current_changed(Bus *b, Domain *d, Snapshot *previous) {
+void bus_snapshot_emit_is_current(Bus *b, Domain *d, Snapshot *previous) {
+        if (previous && previous != d->snapshots.current)
+                emit_snapshot_properties(b, previous, "IsCurrent");
+        if (d->snapshots.current && previous != d->snapshots.current)
+                emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
+}
+
+static void emit_current_changed(Bus *b, Domain *d, Snapshot *previous) {
         if (previous && previous != d->snapshots.current)
                 emit_snapshot_properties(b, previous, "IsCurrent");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
@@ -366,7 +347,7 @@ void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current) {
                 emit_snapshot_properties(b, s->parent, "Children");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
-                bus_snapshot_emit_current_changed(b, d, previous_current);
+                emit_current_changed(b, d, previous_current);
 }
 
 void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
@@ -384,7 +365,7 @@ void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *
                 emit_snapshot_properties2(b, changed[i], "Parent", "Children");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
-                bus_snapshot_emit_current_changed(b, d, previous_current);
+                emit_current_changed(b, d, previous_current);
         if (d->snapshots.current && previous_current != d->snapshots.current)
                 emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
 }

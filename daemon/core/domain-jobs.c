@@ -259,6 +259,11 @@ static void job_report_end(Domain *d, Job *j) {
         notify(d, j, JOB_EVENT_FINISHED);
 }
 
+Domain *domain_job_domain(const Job *j) {
+        const BlockJobInfo *info = j->userdata;
+        return info ? info->domain : NULL;
+}
+
 JobState domain_job_state(const Job *j) {
         const BlockJobInfo *info = j->userdata;
 

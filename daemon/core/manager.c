@@ -72,8 +72,15 @@ void manager_set_observer(Manager *m, const DomainObserver *o, void *userdata) {
 }
 
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what) {
+        Snapshot *previous = d->snapshots.reported_current;
+
+        if (what & DOMAIN_CHANGE_CURRENT_SNAPSHOT)
+                d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->domain_changed)
                 m->observer->domain_changed(d, what, m->observer_userdata);
+        if ((what & DOMAIN_CHANGE_CURRENT_SNAPSHOT) && previous != d->snapshots.current && m->observer &&
+            m->observer->current_snapshot_changed)
+                m->observer->current_snapshot_changed(d, previous, m->observer_userdata);
 }
 
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid) {
@@ -82,12 +89,16 @@ void manager_notify_launched(Manager *m, Domain *d, pid_t pid) {
 }
 
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s) {
+        Snapshot *previous = d->snapshots.reported_current;
+
+        d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->snapshot_added)
-                m->observer->snapshot_added(d, s, m->observer_userdata);
+                m->observer->snapshot_added(d, s, previous, m->observer_userdata);
 }
 
 void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
                                       size_t n_changed, Snapshot *previous_current) {
+        d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->snapshots_deleted)
                 m->observer->snapshots_deleted(d, names, changed, n_changed, previous_current, m->observer_userdata);
 }

@@ -19,7 +19,13 @@ typedef struct DomainObserver {
         /* A managed QEMU was launched (pid known); the bus layer moves it
          * into a systemd scope of its own when systemd runs the show. */
         void (*domain_launched)(Domain *d, pid_t pid, void *userdata);
-        void (*snapshot_added)(Domain *d, Snapshot *s, void *userdata);
+        /* s is new; previous_current is the current snapshot the observer
+         * heard of before (s may be current now, or not). */
+        void (*snapshot_added)(Domain *d, Snapshot *s, Snapshot *previous_current, void *userdata);
+        /* The current snapshot moved (a revert): from previous (NULL: none)
+         * to d->snapshots.current. After domain_changed() with
+         * DOMAIN_CHANGE_CURRENT_SNAPSHOT, only when it really moved. */
+        void (*current_snapshot_changed)(Domain *d, Snapshot *previous, void *userdata);
         /* Before the snapshots of a domain are forgotten (Undefine). */
         void (*snapshots_removed)(Domain *d, void *userdata);
         void (*job_event)(Domain *d, Job *j, JobEvent e, void *userdata);
@@ -103,7 +109,9 @@ static inline bool manager_is_busy(Manager *m) {
         return m->n_busy > 0;
 }
 
-/* Observer fan-out, used by domain.c. */
+/* Observer fan-out. The core remembers which current snapshot it reported
+ * last (SnapshotTree.reported_current), so that the observer hears what
+ * changed, not just that something did. */
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what);
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid);
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);

@@ -57,20 +57,9 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-#include <libxml/xmlerror.h>
-#include <libxml/xmlversion.h>
-
 #include "store/store.h"
+#include "store/xml-util.h"
 #include "util/util.h"
-
-/* libxml2 2.12 made the structured error argument const. */
-#if LIBXML_VERSION >= 21200
-#define XML_ERROR_CONST const
-#else
-#define XML_ERROR_CONST
-#endif
 
 #define RECORD_MAGIC "QSJ1 "
 #define RECORD_HEADER_SIZE 40U
@@ -84,13 +73,7 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(xmlDoc *, xmlFreeDoc);
 DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
-
-static inline void xml_freep(xmlChar **p) {
-        if (*p)
-                xmlFree(*p);
-}
 
 /* ---- CRC-32 (IEEE 802.3, reflected, as zlib's crc32()) ---- */
 
@@ -566,7 +549,7 @@ void store_get_stats(const Store *s, StoreStats *ret) {
         };
 }
 
-/* ---- libxml2: one hardened parse ---- */
+/* ---- entries, checked by xml-util's hardened parser ---- */
 
 static bool is_xml_space(char c) {
         return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -582,60 +565,6 @@ static char *quote(const char *s) {
         while (n > 0 && ((unsigned char) s[n] & 0xc0) == 0x80)
                 n--;
         return strprintf("%.*s…", (int) n, s);
-}
-
-static void xml_capture_error(void *userdata, XML_ERROR_CONST xmlError *e) {
-        char **error = userdata;
-        char buf[256];
-        size_t n = 0;
-
-        if (!e || e->level < XML_ERR_ERROR || *error)
-                return;
-        /* One line: libxml2 ends messages with a newline. */
-        for (const char *m = e->message ?: "unknown XML error"; *m && n < sizeof(buf) - 1; m++)
-                buf[n++] = (unsigned char) *m < 0x20 ? ' ' : *m;
-        while (n > 0 && buf[n - 1] == ' ')
-                n--;
-        buf[n] = 0;
-        *error = e->line > 0 ? strprintf("line %d: %s", e->line, buf) : strdup(buf);
-}
-
-static void xml_ignore_generic_error(void *userdata, const char *fmt, ...) {
-}
-
-/* Parses text as a document: no network, no entity substitution, no DTD
- * loading (and the callers make sure no DOCTYPE reaches here). libxml2's
- * error handlers are ours only for the duration of the call. */
-static int xml_parse(const char *text, size_t len, xmlDoc **ret_doc, char **ret_error) {
-        xmlStructuredErrorFunc saved_serror = xmlStructuredError;
-        void *saved_serror_data = xmlStructuredErrorContext;
-        xmlGenericErrorFunc saved_gerror = xmlGenericError;
-        void *saved_gerror_data = xmlGenericErrorContext;
-        int options = XML_PARSE_NONET;
-        char *error = NULL;
-        xmlDoc *doc;
-
-#if LIBXML_VERSION >= 21300
-        options |= XML_PARSE_NO_XXE;
-#endif
-        if (len > INT_MAX) {
-                *ret_error = strdup("document too large for libxml2");
-                return -EFBIG;
-        }
-
-        xmlSetStructuredErrorFunc(&error, xml_capture_error);
-        xmlSetGenericErrorFunc(NULL, xml_ignore_generic_error);
-        doc = xmlReadMemory(text, (int) len, NULL, NULL, options);
-        xmlSetStructuredErrorFunc(saved_serror_data, saved_serror);
-        xmlSetGenericErrorFunc(saved_gerror_data, saved_gerror);
-
-        if (!doc) {
-                *ret_error = error ?: strdup("not well-formed XML");
-                return -EINVAL;
-        }
-        free(error);
-        *ret_doc = doc;
-        return 0;
 }
 
 static bool node_is(const xmlNode *n, const char *name) {
@@ -664,7 +593,7 @@ static int entry_parse(const char *text, size_t len, const char *entry_element, 
                                        entry_element);
                 return -EINVAL;
         }
-        r = xml_parse(text, len, &doc, ret_error);
+        r = xml_read_document(text, len, &doc, ret_error);
         if (r < 0)
                 return r;
         root = xmlDocGetRootElement(doc);
@@ -917,7 +846,7 @@ static int base_parse_head(const Store *s, const char *buf, const char *head_end
         text = root_empty ? memdup_nul(buf, head) : strprintf("%.*s</%s>", (int) head, buf, s->root_element);
         if (!text)
                 return -ENOMEM;
-        r = xml_parse(text, strlen(text), &doc, &error);
+        r = xml_read_document(text, strlen(text), &doc, &error);
         if (r == -EINVAL)
                 return base_error(ret_error, s->base_path, NULL, NULL, "%s", error);
         if (r < 0)

@@ -552,6 +552,8 @@ int xml_parser_read(XmlParser *p, const char *xml, size_t size) {
                 size--;
         if (size == 0)
                 return xml_parser_error(p, -EBADMSG, NULL, "document is empty");
+        if (size > INT_MAX)
+                return xml_parser_error(p, -EFBIG, NULL, "document too large for libxml2");
 
         r = parser_prescan(p, xml, size);
         if (r < 0)
@@ -586,6 +588,22 @@ int xml_parser_read(XmlParser *p, const char *xml, size_t size) {
                 return r;
 
         p->doc = TAKE_PTR(doc);
+        return 0;
+}
+
+int xml_read_document(const char *xml, size_t size, xmlDoc **ret_doc, char **ret_error) {
+        _cleanup_(xml_parser_done) XmlParser p = {};
+        int r;
+
+        xml_parser_install_handlers(&p);
+        r = xml_parser_read(&p, xml, size);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                *ret_error = p.error ? TAKE_PTR(p.error) : strdup("not well-formed XML");
+                return -EINVAL;
+        }
+        *ret_doc = TAKE_PTR(p.doc);
         return 0;
 }
 

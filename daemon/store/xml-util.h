@@ -125,6 +125,11 @@ void xml_parser_done(XmlParser *p);
  * caller checks the size cap before. */
 int xml_parser_read(XmlParser *p, const char *xml, size_t size);
 
+/* One document read by the same hardened parser, for code that walks the
+ * tree itself (store.c): *ret_doc is the caller's. -EINVAL with *ret_error
+ * ("line N: what") when refused, -ENOMEM. */
+int xml_read_document(const char *xml, size_t size, xmlDoc **ret_doc, char **ret_error);
+
 /* The skeleton of every codec's _parse(): a document above max_size is
  * refused, any other one read by the hardened parser and handed to
  * parse() with its root element (NULL when it has none). Every refusal,

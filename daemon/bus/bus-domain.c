@@ -28,6 +28,34 @@ char *bus_domain_path(const Domain *d) {
         return p;
 }
 
+char *bus_domain_child_path(const Domain *d, const char *kind, const char *name) {
+        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
+        char *p = NULL;
+
+        if (!domain_path)
+                return NULL;
+        prefix = strjoin(domain_path, "/", kind);
+        if (!prefix || sd_bus_path_encode(prefix, name, &p) < 0)
+                return NULL;
+        return p;
+}
+
+int bus_domain_child_decode(Bus *b, const char *path, const char *kind, Domain **ret_domain, char **ret_name) {
+        _cleanup_free_ char *pattern = strjoin(QSNAP_DOMAIN_PREFIX "/%/", kind, "/%"), *domain = NULL, *name = NULL;
+        Domain *d;
+
+        if (!pattern)
+                return -ENOMEM;
+        if (sd_bus_path_decode_many(path, pattern, &domain, &name) <= 0)
+                return 0;
+        d = manager_find_domain(b->manager, domain);
+        if (!d)
+                return 0;
+        *ret_domain = d;
+        *ret_name = TAKE_PTR(name);
+        return 1;
+}
+
 static int verify_manage_domains(sd_bus_message *m, Domain *d, sd_bus_error *error) {
         const char *details[] = { "domain", d->def->name, NULL };
 
@@ -627,21 +655,6 @@ static int domain_object_find(sd_bus *bus, const char *path, const char *interfa
         return 1;
 }
 
-static int domain_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
-        _cleanup_strv_free_ char **l = NULL;
-        Bus *b = userdata;
-
-        for (Domain *d = b->manager->domains; d; d = d->next) {
-                char *p = bus_domain_path(d);
-                if (!p || strv_push(&l, p) < 0) {
-                        free(p);
-                        return -ENOMEM;
-                }
-        }
-        *nodes = TAKE_PTR(l);
-        return 1;
-}
-
 static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -690,8 +703,5 @@ int bus_domain_register(Bus *b) {
                                        domain_object_find, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the Domain interface: %m");
-        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, domain_node_enumerator, b);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the domain enumerator: %m");
         return 0;
 }

@@ -18,15 +18,7 @@
 #define JOB_ABORT_PIVOT 2ULL
 
 char *bus_job_path(Domain *d, const Job *j) {
-        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
-        char *p = NULL;
-
-        if (!domain_path)
-                return NULL;
-        prefix = strjoin(domain_path, "/job");
-        if (!prefix || sd_bus_path_encode(prefix, j->id, &p) < 0)
-                return NULL;
-        return p;
+        return bus_domain_child_path(d, "job", j->id);
 }
 
 /* ---- properties ---- */
@@ -256,42 +248,18 @@ void bus_job_emit(Bus *b, Domain *d, Job *j, JobEvent e) {
 
 static int job_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                            sd_bus_error *error) {
-        _cleanup_free_ char *domain = NULL, *id = NULL;
-        Bus *b = userdata;
+        _cleanup_free_ char *id = NULL;
         Domain *d;
         Job *j;
         int r;
 
-        r = sd_bus_path_decode_many(path, QSNAP_DOMAIN_PREFIX "/%/job/%", &domain, &id);
+        r = bus_domain_child_decode(userdata, path, "job", &d, &id);
         if (r <= 0)
-                return 0;
-        d = manager_find_domain(b->manager, domain);
-        j = d ? domain_find_job(d, id) : NULL;
+                return r;
+        j = domain_find_job(d, id);
         if (!j || !domain_job_domain(j))
                 return 0;
         *found = j;
-        return 1;
-}
-
-static int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
-        _cleanup_strv_free_ char **l = NULL;
-        Bus *b = userdata;
-
-        for (Domain *d = b->manager->domains; d; d = d->next) {
-                _cleanup_free_ Job **jobs = NULL;
-                size_t n = 0;
-
-                if (domain_list_jobs(d, &jobs, &n) < 0)
-                        return -ENOMEM;
-                for (size_t i = 0; i < n; i++) {
-                        char *p = domain_job_domain(jobs[i]) ? bus_job_path(d, jobs[i]) : NULL;
-                        if (p && strv_push(&l, p) < 0) {
-                                free(p);
-                                return -ENOMEM;
-                        }
-                }
-        }
-        *nodes = TAKE_PTR(l);
         return 1;
 }
 
@@ -327,8 +295,5 @@ int bus_job_register(Bus *b) {
         r = sd_bus_add_fallback_vtable(b->bus, NULL, QSNAP_DOMAIN_PREFIX, QSNAP_JOB_INTERFACE, job_vtable, job_object_find, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the BlockJob1 interface: %m");
-        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, job_node_enumerator, b);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the job enumerator: %m");
         return 0;
 }

@@ -17,15 +17,7 @@
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 
 char *bus_snapshot_path(const Snapshot *s) {
-        _cleanup_free_ char *domain_path = bus_domain_path(s->tree->domain), *prefix = NULL;
-        char *p = NULL;
-
-        if (!domain_path)
-                return NULL;
-        prefix = strjoin(domain_path, "/snapshot");
-        if (!prefix || sd_bus_path_encode(prefix, s->def->name, &p) < 0)
-                return NULL;
-        return p;
+        return bus_domain_child_path(s->tree->domain, "snapshot", s->def->name);
 }
 
 static int append_snapshot_path(sd_bus_message *m, const Snapshot *s) {
@@ -352,13 +344,10 @@ void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current) {
 
 void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
                                Snapshot *previous_current) {
-        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
+        for (char *const *n = names; n && *n; n++) {
+                _cleanup_free_ char *path = bus_domain_child_path(d, "snapshot", *n);
 
-        prefix = domain_path ? strjoin(domain_path, "/snapshot") : NULL;
-        for (char *const *n = names; prefix && n && *n; n++) {
-                _cleanup_free_ char *path = NULL;
-
-                if (sd_bus_path_encode(prefix, *n, &path) >= 0)
+                if (path)
                         (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, NULL);
         }
         for (size_t i = 0; i < n_changed; i++)
@@ -382,38 +371,18 @@ void bus_snapshot_emit_all_removed(Bus *b, Domain *d) {
 
 static int snapshot_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                                 sd_bus_error *error) {
-        _cleanup_free_ char *domain = NULL, *name = NULL;
-        Bus *b = userdata;
+        _cleanup_free_ char *name = NULL;
         Snapshot *s;
         Domain *d;
         int r;
 
-        r = sd_bus_path_decode_many(path, QSNAP_DOMAIN_PREFIX "/%/snapshot/%", &domain, &name);
+        r = bus_domain_child_decode(userdata, path, "snapshot", &d, &name);
         if (r <= 0)
-                return 0;
-        d = manager_find_domain(b->manager, domain);
-        if (!d)
-                return 0;
+                return r;
         s = snapshot_tree_find(&d->snapshots, name);
         if (!s)
                 return 0;
         *found = s;
-        return 1;
-}
-
-static int snapshot_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
-        _cleanup_strv_free_ char **l = NULL;
-        Bus *b = userdata;
-
-        for (Domain *d = b->manager->domains; d; d = d->next)
-                for (Snapshot *s = d->snapshots.first; s; s = s->next) {
-                        char *p = bus_snapshot_path(s);
-                        if (!p || strv_push(&l, p) < 0) {
-                                free(p);
-                                return -ENOMEM;
-                        }
-                }
-        *nodes = TAKE_PTR(l);
         return 1;
 }
 
@@ -452,8 +421,5 @@ int bus_snapshot_register(Bus *b) {
                                        snapshot_object_find, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the Snapshot interface: %m");
-        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, snapshot_node_enumerator, b);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the snapshot enumerator: %m");
         return 0;
 }

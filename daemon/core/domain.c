@@ -28,6 +28,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
@@ -70,11 +71,7 @@ static const char *const domain_state_table[_DOMAIN_STATE_MAX] = {
         [DOMAIN_CRASHED] = "crashed",
 };
 
-const char *domain_state_to_string(DomainState s) {
-        if (s < 0 || s >= _DOMAIN_STATE_MAX)
-                return NULL;
-        return domain_state_table[s];
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(domain_state, DomainState, );
 
 int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         Domain *d;

@@ -9,6 +9,7 @@
 #include "core/moment.h"
 #include "core/snapshot.h"
 #include "util/error.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 static const char *const snapshot_kind_table[_SNAPSHOT_KIND_MAX] = {
@@ -17,11 +18,7 @@ static const char *const snapshot_kind_table[_SNAPSHOT_KIND_MAX] = {
         [SNAPSHOT_KIND_MIXED] = "mixed",
 };
 
-const char *snapshot_kind_to_string(SnapshotKind k) {
-        if (k < 0 || k >= _SNAPSHOT_KIND_MAX)
-                return NULL;
-        return snapshot_kind_table[k];
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(snapshot_kind, SnapshotKind, );
 
 const char *snapshot_name(const Snapshot *s) {
         return s->def->name;

@@ -41,8 +41,6 @@
 #define MIGRATION_POLL_USEC (100 * USEC_PER_MSEC)
 #define INTENT_KIND "snapshot-create"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
-
 typedef struct PlanDisk {
         const DomainDisk *disk; /* in the domain's current definition */
         SnapshotLocation location;

@@ -15,6 +15,8 @@
 
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
+#include "util/json-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 #define JOB_POLL_INTERVAL_DEFAULT (150 * USEC_PER_MSEC)
@@ -24,8 +26,6 @@
 #define RATE_TIME_CONSTANT (2 * USEC_PER_SEC)       /* smoothing of the measured rate */
 
 #define MESSAGE_GONE "QEMU went away before the job ended (its process exited or closed the monitor)"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 typedef enum JobPhase {
         PHASE_ACTIVE,     /* running, ready or paused */
@@ -112,27 +112,8 @@ static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_STATE_CANCELED] = "canceled",
 };
 
-const char *job_type_to_string(JobType t) {
-        return t >= 0 && t < _JOB_TYPE_MAX ? job_type_table[t] : NULL;
-}
-
-JobType job_type_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_TYPE_MAX; i++)
-                if (streq(job_type_table[i], s))
-                        return (JobType) i;
-        return _JOB_TYPE_INVALID;
-}
-
-const char *job_state_to_string(JobState s) {
-        return s >= 0 && s < _JOB_STATE_MAX ? job_state_table[s] : NULL;
-}
-
-JobState job_state_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_STATE_MAX; i++)
-                if (streq(job_state_table[i], s))
-                        return (JobState) i;
-        return _JOB_STATE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(job_type, JobType);
+DEFINE_STRING_TABLE_LOOKUP(job_state, JobState);
 
 /* Internal snapshot jobs are not block jobs: the block-job-* verbs do
  * not find them. */

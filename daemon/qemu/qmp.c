@@ -21,6 +21,7 @@
 
 #include "qemu/qmp.h"
 #include "util/error.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
 #define QMP_READ_CHUNK (64U * 1024U)
@@ -31,8 +32,6 @@
  * object deeper in query-block. */
 #define QMP_JSON_DEPTH 512
 #define QMP_LOG_MAX 300
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 /* json_object_object_add() that always takes v, also on failure. */
 static int json_add(json_object *o, const char *key, json_object *v) {

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "util/string-table.h"
 #include "util/util.h"
 #include "store/xml-backup.h"
 #include "store/xml-checkpoint.h"
@@ -44,20 +45,10 @@ static const char *const backup_disk_mode_table[_BACKUP_DISK_MODE_MAX] = {
         [BACKUP_DISK_MODE_INCREMENTAL] = "incremental",
 };
 
-#define DEFINE_STRING_TABLE(name, type, table, max)                              \
-        const char *name##_to_string(type v) {                                  \
-                if (v < 0 || v >= max)                                          \
-                        return NULL;                                            \
-                return table[v];                                                \
-        }                                                                       \
-        type name##_from_string(const char *s) {                                \
-                return (type) xml_table_lookup(table, max, s);                  \
-        }
-
-DEFINE_STRING_TABLE(backup_mode, BackupMode, backup_mode_table, _BACKUP_MODE_MAX)
-DEFINE_STRING_TABLE(backup_transport, BackupTransport, backup_transport_table, _BACKUP_TRANSPORT_MAX)
-DEFINE_STRING_TABLE(backup_disk_type, BackupDiskType, backup_disk_type_table, _BACKUP_DISK_TYPE_MAX)
-DEFINE_STRING_TABLE(backup_disk_mode, BackupDiskMode, backup_disk_mode_table, _BACKUP_DISK_MODE_MAX)
+DEFINE_STRING_TABLE_LOOKUP(backup_mode, BackupMode);
+DEFINE_STRING_TABLE_LOOKUP(backup_transport, BackupTransport);
+DEFINE_STRING_TABLE_LOOKUP(backup_disk_type, BackupDiskType);
+DEFINE_STRING_TABLE_LOOKUP(backup_disk_mode, BackupDiskMode);
 
 static void backup_server_free(BackupServer *s) {
         if (!s)
@@ -81,10 +72,12 @@ static void backup_disk_done(BackupDisk *d) {
         *d = (BackupDisk) { .format = _DISK_FORMAT_INVALID };
 }
 
+static void disk_item_done(void *item) {
+        backup_disk_done(item);
+}
+
 static void backup_disks_free(BackupDisk *disks, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                backup_disk_done(&disks[i]);
-        free(disks);
+        xml_items_free(disks, n, sizeof(BackupDisk), disk_item_done);
 }
 
 BackupDef *backup_def_free(BackupDef *def) {
@@ -448,10 +441,6 @@ static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata)
         return parser_disk(p, c, *(const BackupMode *) userdata, item);
 }
 
-static void disk_item_done(void *item) {
-        backup_disk_done(item);
-}
-
 static int parser_disks(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk **ret, size_t *ret_n) {
         void *items = NULL;
         int r;
@@ -732,6 +721,10 @@ static int backup_disk_copy(const BackupDisk *s, BackupDisk *ret) {
         return 0;
 }
 
+static int disk_item_copy(const void *from, void *to) {
+        return backup_disk_copy(from, to);
+}
+
 static int backup_server_copy(const BackupServer *s, BackupServer **ret) {
         BackupServer *c;
 
@@ -772,17 +765,10 @@ int backup_def_copy(const BackupDef *def, BackupDef **ret) {
         r = backup_server_copy(def->server, &c->server);
         if (r < 0)
                 return r;
-        if (def->n_disks > 0) {
-                c->disks = new0(BackupDisk, def->n_disks);
-                if (!c->disks)
-                        return -ENOMEM;
-                for (size_t i = 0; i < def->n_disks; i++) {
-                        r = backup_disk_copy(&def->disks[i], &c->disks[i]);
-                        if (r < 0)
-                                return r;
-                        c->n_disks = i + 1;
-                }
-        }
+        r = xml_items_copy(def->disks, def->n_disks, sizeof(BackupDisk), disk_item_copy, disk_item_done,
+                           (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(c);
         return 0;
 }

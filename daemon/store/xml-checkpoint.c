@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "util/string-table.h"
 #include "util/util.h"
 #include "store/xml-checkpoint.h"
 #include "store/xml-util.h"
@@ -26,15 +27,7 @@ static const char *const checkpoint_type_table[_CHECKPOINT_TYPE_MAX] = {
         [CHECKPOINT_TYPE_BITMAP] = "bitmap",
 };
 
-const char *checkpoint_type_to_string(CheckpointType t) {
-        if (t < 0 || t >= _CHECKPOINT_TYPE_MAX)
-                return NULL;
-        return checkpoint_type_table[t];
-}
-
-CheckpointType checkpoint_type_from_string(const char *s) {
-        return (CheckpointType) xml_table_lookup(checkpoint_type_table, _CHECKPOINT_TYPE_MAX, s);
-}
+DEFINE_STRING_TABLE_LOOKUP(checkpoint_type, CheckpointType);
 
 static void checkpoint_disk_done(CheckpointDisk *d) {
         free(d->name);
@@ -44,10 +37,12 @@ static void checkpoint_disk_done(CheckpointDisk *d) {
         *d = (CheckpointDisk) {};
 }
 
+static void disk_item_done(void *item) {
+        checkpoint_disk_done(item);
+}
+
 static void checkpoint_disks_free(CheckpointDisk *disks, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                checkpoint_disk_done(&disks[i]);
-        free(disks);
+        xml_items_free(disks, n, sizeof(CheckpointDisk), disk_item_done);
 }
 
 CheckpointDef *checkpoint_def_free(CheckpointDef *def) {
@@ -182,10 +177,6 @@ static int parser_disk(XmlParser *p, xmlNode *n, CheckpointDisk *ret) {
 
 static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata) {
         return parser_disk(p, c, item);
-}
-
-static void disk_item_done(void *item) {
-        checkpoint_disk_done(item);
 }
 
 static int parser_disks(XmlParser *p, xmlNode *n, CheckpointDisk **ret, size_t *ret_n) {
@@ -455,8 +446,13 @@ static int checkpoint_disk_copy(const CheckpointDisk *s, CheckpointDisk *ret) {
         return 0;
 }
 
+static int disk_item_copy(const void *from, void *to) {
+        return checkpoint_disk_copy(from, to);
+}
+
 int checkpoint_def_copy(const CheckpointDef *def, CheckpointDef **ret) {
         _cleanup_(checkpoint_def_freep) CheckpointDef *c = NULL;
+        int r;
 
         if (!def || !ret)
                 return -EINVAL;
@@ -471,18 +467,10 @@ int checkpoint_def_copy(const CheckpointDef *def, CheckpointDef **ret) {
             xml_strdup_to(def->domain_xml, &c->domain_xml) < 0 ||
             xml_strv_copy(def->extra_elements, &c->extra_elements) < 0)
                 return -ENOMEM;
-        if (def->n_disks > 0) {
-                c->disks = new0(CheckpointDisk, def->n_disks);
-                if (!c->disks)
-                        return -ENOMEM;
-                for (size_t i = 0; i < def->n_disks; i++) {
-                        int r = checkpoint_disk_copy(&def->disks[i], &c->disks[i]);
-
-                        if (r < 0)
-                                return r;
-                        c->n_disks = i + 1;
-                }
-        }
+        r = xml_items_copy(def->disks, def->n_disks, sizeof(CheckpointDisk), disk_item_copy, disk_item_done,
+                           (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(c);
         return 0;
 }

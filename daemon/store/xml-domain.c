@@ -16,6 +16,7 @@
 
 #include "store/xml-domain.h"
 #include "store/xml-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 /* Depth of the elements whose unknown children we keep, for indentation. */
@@ -28,20 +29,7 @@ static const char *const disk_format_table[_DISK_FORMAT_MAX] = {
         [DISK_FORMAT_RAW] = "raw",
 };
 
-const char *disk_format_to_string(DiskFormat f) {
-        if (f < 0 || f >= _DISK_FORMAT_MAX)
-                return NULL;
-        return disk_format_table[f];
-}
-
-DiskFormat disk_format_from_string(const char *s) {
-        if (!s)
-                return _DISK_FORMAT_INVALID;
-        for (DiskFormat f = 0; f < _DISK_FORMAT_MAX; f++)
-                if (streq(disk_format_table[f], s))
-                        return f;
-        return _DISK_FORMAT_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(disk_format, DiskFormat);
 
 static void domain_disk_done(DomainDisk *d) {
         free(d->target);
@@ -57,6 +45,10 @@ static void domain_disk_done(DomainDisk *d) {
         *d = (DomainDisk) {};
 }
 
+static void disk_item_done(void *item) {
+        domain_disk_done(item);
+}
+
 DomainDef *domain_def_free(DomainDef *def) {
         if (!def)
                 return NULL;
@@ -70,9 +62,7 @@ DomainDef *domain_def_free(DomainDef *def) {
         free(def->machine);
         free(def->emulator);
         free(def->monitor_path);
-        for (size_t i = 0; i < def->n_disks; i++)
-                domain_disk_done(&def->disks[i]);
-        free(def->disks);
+        xml_items_free(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_done);
         strv_free(def->extra_domain);
         strv_free(def->extra_os);
         strv_free(def->extra_devices);
@@ -1004,6 +994,10 @@ static int domain_disk_copy(const DomainDisk *s, DomainDisk *ret) {
         return 0;
 }
 
+static int disk_item_copy(const void *from, void *to) {
+        return domain_disk_copy(from, to);
+}
+
 int domain_def_copy(const DomainDef *def, DomainDef **ret) {
         _cleanup_(domain_def_freep) DomainDef *c = NULL;
         int r;
@@ -1037,17 +1031,10 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
             xml_strv_copy(def->extra_os_attributes, &c->extra_os_attributes) < 0)
                 return -ENOMEM;
 
-        if (def->n_disks > 0) {
-                c->disks = calloc(def->n_disks, sizeof(DomainDisk));
-                if (!c->disks)
-                        return -ENOMEM;
-                for (size_t i = 0; i < def->n_disks; i++) {
-                        r = domain_disk_copy(&def->disks[i], &c->disks[i]);
-                        if (r < 0)
-                                return r;
-                        c->n_disks++;
-                }
-        }
+        r = xml_items_copy(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_copy, disk_item_done,
+                           (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(c);
         return 0;

@@ -16,6 +16,7 @@
 
 #include "store/xml-snapshot.h"
 #include "store/xml-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 /* Depth of elements below <domainsnapshot>, for indentation. */
@@ -51,35 +52,9 @@ static const char *const merge_direction_table[_MERGE_MAX] = {
         [MERGE_BACKWARD] = "backward",
 };
 
-const char *snapshot_location_to_string(SnapshotLocation l) {
-        if (l < 0 || l >= _SNAPSHOT_LOCATION_MAX)
-                return NULL;
-        return snapshot_location_table[l];
-}
-
-SnapshotLocation snapshot_location_from_string(const char *s) {
-        return (SnapshotLocation) xml_table_lookup(snapshot_location_table, _SNAPSHOT_LOCATION_MAX, s);
-}
-
-const char *snapshot_state_to_string(SnapshotState s) {
-        if (s < 0 || s >= _SNAPSHOT_STATE_MAX)
-                return NULL;
-        return snapshot_state_table[s];
-}
-
-SnapshotState snapshot_state_from_string(const char *s) {
-        return (SnapshotState) xml_table_lookup(snapshot_state_table, _SNAPSHOT_STATE_MAX, s);
-}
-
-const char *merge_direction_to_string(MergeDirection m) {
-        if (m < 0 || m >= _MERGE_MAX)
-                return NULL;
-        return merge_direction_table[m];
-}
-
-MergeDirection merge_direction_from_string(const char *s) {
-        return (MergeDirection) xml_table_lookup(merge_direction_table, _MERGE_MAX, s);
-}
+DEFINE_STRING_TABLE_LOOKUP(snapshot_location, SnapshotLocation);
+DEFINE_STRING_TABLE_LOOKUP(snapshot_state, SnapshotState);
+DEFINE_STRING_TABLE_LOOKUP(merge_direction, MergeDirection);
 
 static void snapshot_disk_done(SnapshotDisk *d) {
         free(d->name);
@@ -93,10 +68,12 @@ static void snapshot_disk_done(SnapshotDisk *d) {
         *d = (SnapshotDisk) { .format = _DISK_FORMAT_INVALID };
 }
 
+static void disk_item_done(void *item) {
+        snapshot_disk_done(item);
+}
+
 static void snapshot_disks_free(SnapshotDisk *disks, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                snapshot_disk_done(&disks[i]);
-        free(disks);
+        xml_items_free(disks, n, sizeof(SnapshotDisk), disk_item_done);
 }
 
 SnapshotDef *snapshot_def_free(SnapshotDef *def) {
@@ -330,10 +307,6 @@ static int parser_disk(XmlParser *p, xmlNode *n, SnapshotDisk *ret) {
 
 static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata) {
         return parser_disk(p, c, item);
-}
-
-static void disk_item_done(void *item) {
-        snapshot_disk_done(item);
 }
 
 /* <disks> and <revertDisks>: a list of <disk>, each name once. */
@@ -1069,27 +1042,12 @@ static int snapshot_disk_copy(const SnapshotDisk *s, SnapshotDisk *ret) {
         return 0;
 }
 
-static int snapshot_disks_copy(const SnapshotDisk *disks, size_t n, SnapshotDisk **ret, size_t *ret_n) {
-        SnapshotDisk *c;
-        int r;
+static int disk_item_copy(const void *from, void *to) {
+        return snapshot_disk_copy(from, to);
+}
 
-        *ret = NULL;
-        *ret_n = 0;
-        if (n == 0)
-                return 0;
-        c = new0(SnapshotDisk, n);
-        if (!c)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                r = snapshot_disk_copy(&disks[i], &c[i]);
-                if (r < 0) {
-                        snapshot_disks_free(c, i);
-                        return r;
-                }
-        }
-        *ret = c;
-        *ret_n = n;
-        return 0;
+static int snapshot_disks_copy(const SnapshotDisk *disks, size_t n, SnapshotDisk **ret, size_t *ret_n) {
+        return xml_items_copy(disks, n, sizeof(SnapshotDisk), disk_item_copy, disk_item_done, (void **) ret, ret_n);
 }
 
 int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret) {

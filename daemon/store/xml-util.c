@@ -164,15 +164,6 @@ int xml_parse_i64(const char *s, int64_t *ret) {
         return 0;
 }
 
-int xml_table_lookup(const char *const *table, int n, const char *s) {
-        if (!s)
-                return -EINVAL;
-        for (int i = 0; i < n; i++)
-                if (table[i] && streq(table[i], s))
-                        return i;
-        return -EINVAL;
-}
-
 const char *xml_check_absolute_path(const char *s) {
         if (isempty(s))
                 return "is empty";
@@ -1269,4 +1260,39 @@ int xml_strdup_to(const char *s, char **ret) {
         }
         *ret = strdup(s);
         return *ret ? 0 : -ENOMEM;
+}
+
+void xml_items_free(void *items, size_t n, size_t item_size, void (*done)(void *item)) {
+        for (size_t i = 0; i < n; i++)
+                done((char *) items + i * item_size);
+        free(items);
+}
+
+int xml_items_copy(const void *items,
+                   size_t n,
+                   size_t item_size,
+                   int (*copy)(const void *from, void *to),
+                   void (*done)(void *item),
+                   void **ret,
+                   size_t *ret_n) {
+        char *c;
+        int r;
+
+        *ret = NULL;
+        *ret_n = 0;
+        if (n == 0)
+                return 0;
+        c = calloc(n, item_size);
+        if (!c)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                r = copy((const char *) items + i * item_size, c + i * item_size);
+                if (r < 0) {
+                        xml_items_free(c, i, item_size, done);
+                        return r;
+                }
+        }
+        *ret = c;
+        *ret_n = n;
+        return 0;
 }

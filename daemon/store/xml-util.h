@@ -52,10 +52,6 @@ int xml_parse_u64(const char *s, uint64_t *ret);
 /* Optional '-', decimal digits; -ERANGE outside int64_t. */
 int xml_parse_i64(const char *s, int64_t *ret);
 
-/* The index of s in table (n entries), -EINVAL when absent or NULL: the
- * body of every codec's _from_string(). */
-int xml_table_lookup(const char *const *table, int n, const char *s);
-
 /* Checks shared by parsers and writers (what we write we can read back):
  * NULL when the value is fine, else what is wrong with it. */
 const char *xml_check_absolute_path(const char *s);
@@ -266,6 +262,19 @@ void xml_w_kept_list(XmlWriter *w, int level, char *const *l);
 int xml_format_to_string(int (*write)(XmlWriter *w, const void *userdata), const void *userdata, char **ret);
 
 /* ---- Copy ------------------------------------------------------------------ */
+
+/* Arrays of items of item_size bytes (a codec's disks). _free() runs done()
+ * on each, then frees the array. _copy() makes a new array with copy(from,
+ * to) per item (to starts zeroed; on failure copy() leaves nothing behind
+ * in it); NULL and 0 for none; on failure nothing is left allocated. */
+void xml_items_free(void *items, size_t n, size_t item_size, void (*done)(void *item));
+int xml_items_copy(const void *items,
+                   size_t n,
+                   size_t item_size,
+                   int (*copy)(const void *from, void *to),
+                   void (*done)(void *item),
+                   void **ret,
+                   size_t *ret_n);
 
 /* Keeps NULL apart from an empty vector. */
 int xml_strv_copy(char *const *l, char ***ret);

@@ -295,10 +295,127 @@ static int parser_path(XmlParser *p, xmlNode *n, BackupDisk *d) {
         return xml_parser_keep_children(p, n, &d->extra_path_elements);
 }
 
+/* A backup='no' disk: libvirt reads nothing else of it, and its schema has
+ * no destination for one. */
+static int parser_excluded_disk(XmlParser *p, xmlNode *n, BackupDisk *d, XmlList *extra) {
+        int r;
+
+        if (has_attribute(n, "type"))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' has backup='no' and a type=", XML_QUOTE(d->name));
+        for (xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (xml_node_is(c, "target") || xml_node_is(c, "scratch") || xml_node_is(c, "driver"))
+                        return xml_parser_error(p, -EINVAL, c, "disk '%s' has backup='no' and a <%s>", XML_QUOTE(d->name),
+                                                (const char *) c->name);
+                r = xml_parser_keep_element(p, c, 0, extra);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* type=, backupmode=, incremental=, exportname=, exportbitmap= of a disk
+ * that is backed up. */
+static int parser_disk_attributes(XmlParser *p, const xmlNode *n, BackupMode mode, BackupDisk *d) {
+        _cleanup_free_ char *type = NULL, *backupmode = NULL;
+        const char *problem;
+        int r;
+
+        r = xml_attr_get(n, "type", &type);
+        if (r < 0)
+                return r;
+        if (type) {
+                d->type = backup_disk_type_from_string(type);
+                if (d->type < 0)
+                        return xml_parser_error(p, -EINVAL, n, "disk '%s' has type '%s', expected 'file' or 'block'",
+                                                XML_QUOTE(d->name), XML_QUOTE(type));
+        }
+        r = xml_attr_get(n, "backupmode", &backupmode);
+        if (r < 0)
+                return r;
+        if (backupmode) {
+                d->mode = backup_disk_mode_from_string(backupmode);
+                if (d->mode <= BACKUP_DISK_MODE_DEFAULT)
+                        return xml_parser_error(p, -EINVAL, n,
+                                                "disk '%s' has backupmode '%s', expected 'full' or 'incremental'",
+                                                XML_QUOTE(d->name), XML_QUOTE(backupmode));
+        }
+        r = xml_attr_get(n, "incremental", &d->incremental);
+        if (r < 0)
+                return r;
+        if (d->incremental) {
+                if (d->mode == BACKUP_DISK_MODE_FULL)
+                        return xml_parser_error(p, -EINVAL, n,
+                                                "disk '%s' has backupmode='full' and incremental='%s': a full backup "
+                                                "starts from no checkpoint",
+                                                XML_QUOTE(d->name), XML_QUOTE(d->incremental));
+                r = parser_checkpoint_ref(p, n, "incremental=", d->incremental);
+                if (r < 0)
+                        return r;
+        }
+
+        r = xml_attr_get(n, "exportname", &d->export_name);
+        if (r < 0)
+                return r;
+        r = xml_attr_get(n, "exportbitmap", &d->export_bitmap);
+        if (r < 0)
+                return r;
+        if (mode == BACKUP_MODE_PUSH && (d->export_name || d->export_bitmap))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' has %s=, which only a pull mode backup exports",
+                                        XML_QUOTE(d->name), d->export_name ? "exportname" : "exportbitmap");
+        if (d->export_name && (problem = check_export_name(d->export_name)))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportname='%s' %s", XML_QUOTE(d->name),
+                                        XML_QUOTE(d->export_name), problem);
+        if (d->export_bitmap && (problem = checkpoint_bitmap_name_check(d->export_bitmap)))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportbitmap='%s' %s", XML_QUOTE(d->name),
+                                        XML_QUOTE(d->export_bitmap), problem);
+        return 0;
+}
+
+/* <driver>, and <target> (push) or <scratch> (pull), of a disk that is
+ * backed up. */
+static int parser_disk_children(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *d, XmlList *extra) {
+        const xmlNode *seen_driver = NULL, *seen_path = NULL;
+        int r;
+
+        for (xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+
+                if (xml_node_is(c, "driver")) {
+                        r = xml_parser_check_once(p, c, &seen_driver);
+                        if (r >= 0)
+                                r = parser_driver(p, c, mode, d);
+                } else if (xml_node_is(c, path_element(mode))) {
+                        r = xml_parser_check_once(p, c, &seen_path);
+                        if (r >= 0)
+                                r = parser_path(p, c, d);
+                } else if (xml_node_is(c, path_element(mode == BACKUP_MODE_PULL ? BACKUP_MODE_PUSH : BACKUP_MODE_PULL)))
+                        return xml_parser_error(p, -EINVAL, c, "disk '%s' has <%s>, but a %s mode backup writes to <%s>",
+                                                XML_QUOTE(d->name), (const char *) c->name, backup_mode_to_string(mode),
+                                                path_element(mode));
+                else
+                        r = xml_parser_keep_element(p, c, 0, extra);
+                if (r < 0)
+                        return r;
+        }
+
+        /* libvirt's schema: a pull mode block scratch device must be named. */
+        if (mode == BACKUP_MODE_PULL && d->type == BACKUP_DISK_TYPE_BLOCK && !d->path)
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' of type 'block' needs <scratch dev=…>",
+                                        XML_QUOTE(d->name));
+        return 0;
+}
+
 static int parser_disk(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *ret) {
         _cleanup_(backup_disk_done) BackupDisk d = { .format = _DISK_FORMAT_INVALID };
-        _cleanup_free_ char *type = NULL, *backupmode = NULL;
-        const xmlNode *seen_driver = NULL, *seen_path = NULL;
         XmlList extra = { .strv = &d.extra_elements };
         const char *problem;
         int backup, r;
@@ -323,115 +440,16 @@ static int parser_disk(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *re
         if (r < 0)
                 return r;
 
-        if (!d.backup) {
-                /* libvirt reads nothing else of an excluded disk; its schema
-                 * has no destination for one. */
-                if (has_attribute(n, "type"))
-                        return xml_parser_error(p, -EINVAL, n, "disk '%s' has backup='no' and a type=",
-                                                XML_QUOTE(d.name));
-                for (xmlNode *c = n->children; c; c = c->next) {
-                        r = xml_parser_skip_node(p, n, c);
-                        if (r < 0)
-                                return r;
-                        if (r > 0)
-                                continue;
-                        if (xml_node_is(c, "target") || xml_node_is(c, "scratch") || xml_node_is(c, "driver"))
-                                return xml_parser_error(p, -EINVAL, c, "disk '%s' has backup='no' and a <%s>",
-                                                        XML_QUOTE(d.name), (const char *) c->name);
-                        r = xml_parser_keep_element(p, c, 0, &extra);
-                        if (r < 0)
-                                return r;
-                }
-                goto done;
+        if (!d.backup)
+                r = parser_excluded_disk(p, n, &d, &extra);
+        else {
+                r = parser_disk_attributes(p, n, mode, &d);
+                if (r >= 0)
+                        r = parser_disk_children(p, n, mode, &d, &extra);
         }
-
-        r = xml_attr_get(n, "type", &type);
         if (r < 0)
                 return r;
-        if (type) {
-                d.type = backup_disk_type_from_string(type);
-                if (d.type < 0)
-                        return xml_parser_error(p, -EINVAL, n, "disk '%s' has type '%s', expected 'file' or 'block'",
-                                                XML_QUOTE(d.name), XML_QUOTE(type));
-        }
-        r = xml_attr_get(n, "backupmode", &backupmode);
-        if (r < 0)
-                return r;
-        if (backupmode) {
-                d.mode = backup_disk_mode_from_string(backupmode);
-                if (d.mode <= BACKUP_DISK_MODE_DEFAULT)
-                        return xml_parser_error(p, -EINVAL, n,
-                                                "disk '%s' has backupmode '%s', expected 'full' or 'incremental'",
-                                                XML_QUOTE(d.name), XML_QUOTE(backupmode));
-        }
-        r = xml_attr_get(n, "incremental", &d.incremental);
-        if (r < 0)
-                return r;
-        if (d.incremental) {
-                if (d.mode == BACKUP_DISK_MODE_FULL)
-                        return xml_parser_error(p, -EINVAL, n,
-                                                "disk '%s' has backupmode='full' and incremental='%s': a full backup "
-                                                "starts from no checkpoint",
-                                                XML_QUOTE(d.name), XML_QUOTE(d.incremental));
-                r = parser_checkpoint_ref(p, n, "incremental=", d.incremental);
-                if (r < 0)
-                        return r;
-        }
 
-        r = xml_attr_get(n, "exportname", &d.export_name);
-        if (r < 0)
-                return r;
-        r = xml_attr_get(n, "exportbitmap", &d.export_bitmap);
-        if (r < 0)
-                return r;
-        if (mode == BACKUP_MODE_PUSH && (d.export_name || d.export_bitmap))
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' has %s=, which only a pull mode backup exports",
-                                        XML_QUOTE(d.name), d.export_name ? "exportname" : "exportbitmap");
-        if (d.export_name && (problem = check_export_name(d.export_name)))
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportname='%s' %s", XML_QUOTE(d.name),
-                                        XML_QUOTE(d.export_name), problem);
-        if (d.export_bitmap && (problem = checkpoint_bitmap_name_check(d.export_bitmap)))
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportbitmap='%s' %s", XML_QUOTE(d.name),
-                                        XML_QUOTE(d.export_bitmap), problem);
-
-        for (xmlNode *c = n->children; c; c = c->next) {
-                r = xml_parser_skip_node(p, n, c);
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        continue;
-
-                if (xml_node_is(c, "driver")) {
-                        r = xml_parser_check_once(p, c, &seen_driver);
-                        if (r < 0)
-                                return r;
-                        r = parser_driver(p, c, mode, &d);
-                        if (r < 0)
-                                return r;
-                } else if (xml_node_is(c, path_element(mode))) {
-                        r = xml_parser_check_once(p, c, &seen_path);
-                        if (r < 0)
-                                return r;
-                        r = parser_path(p, c, &d);
-                        if (r < 0)
-                                return r;
-                } else if (xml_node_is(c, path_element(mode == BACKUP_MODE_PULL ? BACKUP_MODE_PUSH : BACKUP_MODE_PULL))) {
-                        return xml_parser_error(p, -EINVAL, c, "disk '%s' has <%s>, but a %s mode backup writes to <%s>",
-                                                XML_QUOTE(d.name), (const char *) c->name, backup_mode_to_string(mode),
-                                                path_element(mode));
-                } else {
-                        r = xml_parser_keep_element(p, c, 0, &extra);
-                        if (r < 0)
-                                return r;
-                }
-        }
-
-        /* libvirt's schema: a pull mode block scratch device must be named. */
-        if (mode == BACKUP_MODE_PULL && d.type == BACKUP_DISK_TYPE_BLOCK && !d.path)
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' of type 'block' needs <scratch dev=…>",
-                                        XML_QUOTE(d.name));
-
-done:
         *ret = d;
         d = (BackupDisk) { .format = _DISK_FORMAT_INVALID };
         return 0;
@@ -460,17 +478,6 @@ static int parser_backup(XmlParser *p, xmlNode *root, BackupDef **ret) {
         XmlList extra = {};
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domainbackup")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domainbackup"))
-                        return xml_parser_error(p, -EINVAL, root,
-                                                "root element <domainbackup> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domainbackup>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
-        }
 
         def = new0(BackupDef, 1);
         if (!def)
@@ -547,7 +554,7 @@ int backup_def_parse(const char *xml, size_t size, BackupDef **ret, char **ret_e
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_backup_document, &def, ret_error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domainbackup", parse_backup_document, &def, ret_error);
         if (r < 0)
                 return r;
         *ret = def;

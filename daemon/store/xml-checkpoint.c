@@ -201,17 +201,6 @@ static int parser_checkpoint(XmlParser *p, xmlNode *root, CheckpointParseFlags f
         const char *problem;
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domaincheckpoint")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domaincheckpoint"))
-                        return xml_parser_error(p, -EINVAL, root,
-                                                "root element <domaincheckpoint> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domaincheckpoint>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
-        }
 
         def = new0(CheckpointDef, 1);
         if (!def)
@@ -324,7 +313,7 @@ int checkpoint_def_parse(const char *xml, size_t size, CheckpointParseFlags flag
                 return -EINVAL;
         if (flags & ~CHECKPOINT_PARSE_REDEFINE)
                 return xml_set_error(ret_error, -EINVAL, "unknown parse flags 0x%x", (unsigned) flags);
-        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_checkpoint_document, &cp, ret_error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domaincheckpoint", parse_checkpoint_document, &cp, ret_error);
         if (r < 0)
                 return r;
         *ret = cp.def;

@@ -324,12 +324,59 @@ static int parser_monitor(XmlParser *p, const xmlNode *n, const xmlNode **seen, 
         return 0;
 }
 
+/* <driver name='qemu' type='qcow2|raw'/> */
+static int parser_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d) {
+        _cleanup_free_ char *name = NULL, *format = NULL;
+        int r;
+
+        r = xml_attr_get(c, "name", &name);
+        if (r < 0)
+                return r;
+        if (name && !streq(name, "qemu"))
+                return xml_parser_error(p, -EINVAL, c, "disk driver name '%s' is not supported, expected 'qemu'",
+                                        XML_QUOTE(name));
+        r = xml_attr_get(c, "type", &format);
+        if (r < 0)
+                return r;
+        if (format) {
+                d->format = disk_format_from_string(format);
+                if (d->format < 0)
+                        return xml_parser_error(p, -EINVAL, c,
+                                                "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
+                                                XML_QUOTE(format));
+        }
+        return xml_collect_attributes(c, (const char *const[]) { "name", "type", NULL }, QSNAP_XML_NAMESPACE,
+                                      &d->extra_driver_attributes);
+}
+
+/* <target dev='vda' bus='virtio'/> */
+static int parser_disk_target(XmlParser *p, const xmlNode *c, DomainDisk *d) {
+        const char *problem;
+        int r;
+
+        r = xml_attr_get(c, "dev", &d->target);
+        if (r < 0)
+                return r;
+        if (!d->target)
+                return xml_parser_error(p, -EINVAL, c, "<target> has no dev= attribute");
+        problem = check_target_dev(d->target);
+        if (problem)
+                return xml_parser_error(p, -EINVAL, c, "<target dev='%s'> %s", XML_QUOTE(d->target), problem);
+        r = xml_attr_get(c, "bus", &d->bus);
+        if (r < 0)
+                return r;
+        problem = d->bus ? check_bus(d->bus) : NULL;
+        if (problem)
+                return xml_parser_error(p, -EINVAL, c, "<target bus='%s'> %s", XML_QUOTE(d->bus), problem);
+        return xml_collect_attributes(c, (const char *const[]) { "dev", "bus", NULL }, QSNAP_XML_NAMESPACE,
+                                      &d->extra_target_attributes);
+}
+
 static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
         _cleanup_(domain_disk_done) DomainDisk d = { .format = DISK_FORMAT_QCOW2 };
         _cleanup_free_ char *type = NULL, *device = NULL;
         const xmlNode *seen_driver = NULL, *seen_source = NULL, *seen_target = NULL;
         XmlList extra = { .strv = &d.extra_elements };
-        const char *problem;
         int r;
 
         r = xml_attr_get(n, "type", &type);
@@ -357,29 +404,10 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
                         continue;
 
                 if (xml_node_is(c, "driver")) {
-                        _cleanup_free_ char *name = NULL, *format = NULL;
-
                         r = xml_parser_check_once(p, c, &seen_driver);
                         if (r < 0)
                                 return r;
-                        r = xml_attr_get(c, "name", &name);
-                        if (r < 0)
-                                return r;
-                        if (name && !streq(name, "qemu"))
-                                return xml_parser_error(p, -EINVAL, c, "disk driver name '%s' is not supported, expected 'qemu'",
-                                                        XML_QUOTE(name));
-                        r = xml_attr_get(c, "type", &format);
-                        if (r < 0)
-                                return r;
-                        if (format) {
-                                d.format = disk_format_from_string(format);
-                                if (d.format < 0)
-                                        return xml_parser_error(p, -EINVAL, c,
-                                                                "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
-                                                                XML_QUOTE(format));
-                        }
-                        r = xml_collect_attributes(c, (const char *const[]) { "name", "type", NULL }, QSNAP_XML_NAMESPACE,
-                                                   &d.extra_driver_attributes);
+                        r = parser_disk_driver(p, c, &d);
                         if (r < 0)
                                 return r;
 
@@ -399,22 +427,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
                         r = xml_parser_check_once(p, c, &seen_target);
                         if (r < 0)
                                 return r;
-                        r = xml_attr_get(c, "dev", &d.target);
-                        if (r < 0)
-                                return r;
-                        if (!d.target)
-                                return xml_parser_error(p, -EINVAL, c, "<target> has no dev= attribute");
-                        problem = check_target_dev(d.target);
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "<target dev='%s'> %s", XML_QUOTE(d.target), problem);
-                        r = xml_attr_get(c, "bus", &d.bus);
-                        if (r < 0)
-                                return r;
-                        problem = d.bus ? check_bus(d.bus) : NULL;
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "<target bus='%s'> %s", XML_QUOTE(d.bus), problem);
-                        r = xml_collect_attributes(c, (const char *const[]) { "dev", "bus", NULL }, QSNAP_XML_NAMESPACE,
-                                                   &d.extra_target_attributes);
+                        r = parser_disk_target(p, c, &d);
                         if (r < 0)
                                 return r;
 
@@ -556,25 +569,106 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
         return 0;
 }
 
-static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
-        _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        const xmlNode *seen_name = NULL, *seen_uuid = NULL, *seen_description = NULL, *seen_memory = NULL,
-                *seen_current = NULL, *seen_vcpu = NULL, *seen_os = NULL, *seen_devices = NULL,
-                *seen_monitor = NULL;
-        XmlList extra = {};
+/* Where each element was first seen: the second one is an error naming it. */
+typedef struct DomainSeen {
+        const xmlNode *name, *uuid, *description, *memory, *current, *vcpu, *os, *devices, *monitor;
+} DomainSeen;
+
+static int parser_uuid(XmlParser *p, const xmlNode *c, DomainSeen *seen, DomainDef *def) {
+        _cleanup_free_ char *text = NULL;
+        char uuid[37];
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->uuid, &text);
+        if (r < 0)
+                return r;
+        if (uuid_canonicalize(xml_strip_blank(text), uuid) < 0)
+                return xml_parser_error(p, -EINVAL, c, "<uuid> is not a valid UUID: '%s'", XML_QUOTE(text));
+        def->uuid = strdup(uuid);
+        return def->uuid ? 0 : -ENOMEM;
+}
+
+static int parser_domain_child(XmlParser *p, xmlNode *c, DomainSeen *seen, DomainDef *def, XmlList *extra) {
         const char *problem;
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domain")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domain"))
-                        return xml_parser_error(p, -EINVAL, root, "root element <domain> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domain>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
+        if (xml_node_is(c, "name")) {
+                r = xml_parser_text_once(p, c, &seen->name, &def->name);
+                if (r < 0)
+                        return r;
+                problem = check_name(def->name);
+                return problem ? xml_parser_error(p, -EINVAL, c, "%s", problem) : 0;
         }
+        if (xml_node_is(c, "uuid"))
+                return parser_uuid(p, c, seen, def);
+        if (xml_node_is(c, "description"))
+                return xml_parser_text_once(p, c, &seen->description, &def->description);
+        if (xml_node_is(c, "memory")) {
+                r = xml_parser_check_once(p, c, &seen->memory);
+                return r < 0 ? r : parser_memory(p, c, &def->memory_kib);
+        }
+        if (xml_node_is(c, "currentMemory")) {
+                r = xml_parser_check_once(p, c, &seen->current);
+                return r < 0 ? r : parser_memory(p, c, &def->current_memory_kib);
+        }
+        if (xml_node_is(c, "vcpu")) {
+                r = xml_parser_check_once(p, c, &seen->vcpu);
+                if (r >= 0)
+                        r = parser_vcpu(p, c, &def->vcpus);
+                return r < 0 ? r : xml_collect_attributes(c, (const char *const[]) { NULL }, QSNAP_XML_NAMESPACE,
+                                                          &def->extra_vcpu_attributes);
+        }
+        if (xml_node_is(c, "os")) {
+                r = xml_parser_check_once(p, c, &seen->os);
+                return r < 0 ? r : parser_os(p, c, def);
+        }
+        if (xml_node_is(c, "devices")) {
+                r = xml_parser_check_once(p, c, &seen->devices);
+                return r < 0 ? r : parser_devices(p, c, def, &seen->monitor);
+        }
+        if (node_is_monitor(c))
+                return parser_monitor(p, c, &seen->monitor, def);
+        return xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, extra);
+}
+
+/* What must be there, and the defaults of what may be left out. */
+static int parser_domain_finish(XmlParser *p, const xmlNode *root, const DomainSeen *seen, DomainDef *def) {
+        int r;
+
+        if (!seen->name)
+                return xml_parser_error(p, -EINVAL, root, "<domain> has no <name>");
+        if (!seen->memory)
+                return xml_parser_error(p, -EINVAL, root, "<domain> has no <memory>");
+        if (!seen->current)
+                def->current_memory_kib = def->memory_kib;
+        else if (def->current_memory_kib > def->memory_kib)
+                return xml_parser_error(p, -EINVAL, seen->current,
+                                        "<currentMemory> (%" PRIu64 " KiB) is larger than <memory> (%" PRIu64 " KiB)",
+                                        def->current_memory_kib, def->memory_kib);
+
+        if (!def->uuid) {
+                char uuid[37];
+
+                r = uuid_generate_string(uuid);
+                if (r < 0)
+                        return r;
+                def->uuid = strdup(uuid);
+                if (!def->uuid)
+                        return -ENOMEM;
+                def->uuid_generated = true;
+        }
+        r = free_and_strdup(&def->type, def->type ?: "kvm");
+        if (r < 0)
+                return r;
+        return free_and_strdup(&def->os_type, def->os_type ?: "hvm");
+}
+
+static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
+        _cleanup_(domain_def_freep) DomainDef *def = NULL;
+        DomainSeen seen = {};
+        XmlList extra = {};
+        const char *problem;
+        int r;
 
         def = calloc(1, sizeof(DomainDef));
         if (!def)
@@ -601,115 +695,11 @@ static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
                         return r;
                 if (r > 0)
                         continue;
-
-                if (xml_node_is(c, "name")) {
-                        r = xml_parser_text_once(p, c, &seen_name, &def->name);
-                        if (r < 0)
-                                return r;
-                        problem = check_name(def->name);
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "%s", problem);
-
-                } else if (xml_node_is(c, "uuid")) {
-                        _cleanup_free_ char *text = NULL;
-                        char uuid[37];
-
-                        r = xml_parser_text_once(p, c, &seen_uuid, &text);
-                        if (r < 0)
-                                return r;
-                        if (uuid_canonicalize(xml_strip_blank(text), uuid) < 0)
-                                return xml_parser_error(p, -EINVAL, c, "<uuid> is not a valid UUID: '%s'", XML_QUOTE(text));
-                        def->uuid = strdup(uuid);
-                        if (!def->uuid)
-                                return -ENOMEM;
-
-                } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "memory")) {
-                        r = xml_parser_check_once(p, c, &seen_memory);
-                        if (r < 0)
-                                return r;
-                        r = parser_memory(p, c, &def->memory_kib);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "currentMemory")) {
-                        r = xml_parser_check_once(p, c, &seen_current);
-                        if (r < 0)
-                                return r;
-                        r = parser_memory(p, c, &def->current_memory_kib);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "vcpu")) {
-                        r = xml_parser_check_once(p, c, &seen_vcpu);
-                        if (r < 0)
-                                return r;
-                        r = parser_vcpu(p, c, &def->vcpus);
-                        if (r < 0)
-                                return r;
-                        r = xml_collect_attributes(c, (const char *const[]) { NULL }, QSNAP_XML_NAMESPACE,
-                                                   &def->extra_vcpu_attributes);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "os")) {
-                        r = xml_parser_check_once(p, c, &seen_os);
-                        if (r < 0)
-                                return r;
-                        r = parser_os(p, c, def);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "devices")) {
-                        r = xml_parser_check_once(p, c, &seen_devices);
-                        if (r < 0)
-                                return r;
-                        r = parser_devices(p, c, def, &seen_monitor);
-                        if (r < 0)
-                                return r;
-
-                } else if (node_is_monitor(c)) {
-                        r = parser_monitor(p, c, &seen_monitor, def);
-                        if (r < 0)
-                                return r;
-
-                } else {
-                        r = xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, &extra);
-                        if (r < 0)
-                                return r;
-                }
-        }
-
-        if (!seen_name)
-                return xml_parser_error(p, -EINVAL, root, "<domain> has no <name>");
-        if (!seen_memory)
-                return xml_parser_error(p, -EINVAL, root, "<domain> has no <memory>");
-        if (!seen_current)
-                def->current_memory_kib = def->memory_kib;
-        else if (def->current_memory_kib > def->memory_kib)
-                return xml_parser_error(p, -EINVAL, seen_current,
-                                        "<currentMemory> (%" PRIu64 " KiB) is larger than <memory> (%" PRIu64 " KiB)",
-                                        def->current_memory_kib, def->memory_kib);
-
-        if (!def->uuid) {
-                char uuid[37];
-
-                r = uuid_generate_string(uuid);
+                r = parser_domain_child(p, c, &seen, def, &extra);
                 if (r < 0)
                         return r;
-                def->uuid = strdup(uuid);
-                if (!def->uuid)
-                        return -ENOMEM;
-                def->uuid_generated = true;
         }
-        r = free_and_strdup(&def->type, def->type ?: "kvm");
-        if (r < 0)
-                return r;
-        r = free_and_strdup(&def->os_type, def->os_type ?: "hvm");
+        r = parser_domain_finish(p, root, &seen, def);
         if (r < 0)
                 return r;
 
@@ -750,7 +740,7 @@ int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_e
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_domain_document, &def, ret_error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domain", parse_domain_document, &def, ret_error);
         if (r < 0)
                 return r;
         *ret = def;
@@ -1110,7 +1100,7 @@ int domain_copy_dest_parse(const char *xml, size_t size, char **ret_file, DiskFo
 
         if (!ret_file || !ret_format || (!xml && size > 0))
                 return -EINVAL;
-        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_copy_dest_document, &c, ret_error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, NULL, parse_copy_dest_document, &c, ret_error);
         if (r < 0)
                 return r;
         *ret_file = c.file;

@@ -358,27 +358,137 @@ static int parser_verbatim(XmlParser *p, xmlNode *n, char **ret) {
 
 /* One <domainsnapshot> element, the root of a document or a child of
  * <snapshots>. */
-static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags, SnapshotDef **ret) {
-        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
-        const xmlNode *seen_name = NULL, *seen_description = NULL, *seen_state = NULL, *seen_creation = NULL,
-                *seen_parent = NULL, *seen_memory = NULL, *seen_disks = NULL, *seen_revert = NULL, *seen_domain = NULL,
-                *seen_inactive = NULL, *seen_active = NULL;
-        bool redefine = flags & SNAPSHOT_PARSE_REDEFINE;
-        XmlList extra = {};
+/* Where each element was first seen: the second one is an error naming it. */
+typedef struct SnapshotSeen {
+        const xmlNode *name, *description, *state, *creation, *parent, *memory, *disks, *revert, *domain, *inactive,
+                *active;
+} SnapshotSeen;
+
+static int parser_state(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *text = NULL;
+        const char *value;
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->state, &text);
+        if (r < 0)
+                return r;
+        value = xml_strip_blank(text);
+        def->state = snapshot_state_from_string(value);
+        if (def->state < 0)
+                return xml_parser_error(p, -EINVAL, c,
+                                        "<state> '%s' is not a snapshot state, expected running, paused, shutoff, "
+                                        "disk-snapshot, nostate, blocked, shutdown, crashed or pmsuspended",
+                                        XML_QUOTE(value));
+        def->has_state = true;
+        return 0;
+}
+
+static int parser_creation_time(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *text = NULL;
+        const char *number;
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->creation, &text);
+        if (r < 0)
+                return r;
+        number = xml_strip_blank(text);
+        r = xml_parse_i64(number, &def->creation_time);
+        if (r == -ERANGE)
+                return xml_parser_error(p, -EINVAL, c, "<creationTime> is out of range: '%s'", XML_QUOTE(number));
+        if (r < 0)
+                return xml_parser_error(p, -EINVAL, c, "<creationTime> is not an integer: '%s'", XML_QUOTE(number));
+        def->has_creation_time = true;
+        return 0;
+}
+
+static int parser_active(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *text = NULL;
+        const char *number;
+        int64_t v;
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->active, &text);
+        if (r < 0)
+                return r;
+        number = xml_strip_blank(text);
+        if (xml_parse_i64(number, &v) < 0 || v < INT_MIN || v > INT_MAX)
+                return xml_parser_error(p, -EINVAL, c, "<active> is not a number: '%s'", XML_QUOTE(number));
+        def->active = v != 0;
+        return 0;
+}
+
+static bool is_output_element(const xmlNode *c) {
+        return xml_node_is(c, "state") || xml_node_is(c, "creationTime") || xml_node_is(c, "parent") ||
+                xml_node_is(c, "revertDisks") || xml_node_is(c, "domain") || xml_node_is(c, "inactiveDomain");
+}
+
+/* libvirt's read-only output: only a redefinition may set it. */
+static int parser_output_element(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        int r;
+
+        if (xml_node_is(c, "state"))
+                return parser_state(p, c, seen, def);
+        if (xml_node_is(c, "creationTime"))
+                return parser_creation_time(p, c, seen, def);
+        if (xml_node_is(c, "parent")) {
+                r = xml_parser_check_once(p, c, &seen->parent);
+                return r < 0 ? r : xml_parser_parent(p, c, check_name, &def->parent);
+        }
+        if (xml_node_is(c, "revertDisks")) {
+                r = xml_parser_check_once(p, c, &seen->revert);
+                return r < 0 ? r : parser_disks(p, c, &def->revert_disks, &def->n_revert_disks);
+        }
+        if (xml_node_is(c, "domain")) {
+                r = xml_parser_check_once(p, c, &seen->domain);
+                return r < 0 ? r : parser_verbatim(p, c, &def->domain_xml);
+        }
+        r = xml_parser_check_once(p, c, &seen->inactive);
+        return r < 0 ? r : parser_verbatim(p, c, &def->inactive_domain_xml);
+}
+
+static int parser_snapshot_child(XmlParser *p, xmlNode *c, bool redefine, SnapshotSeen *seen, SnapshotDef *def,
+                                 XmlList *extra) {
         const char *problem;
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domainsnapshot")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domainsnapshot"))
-                        return xml_parser_error(p, -EINVAL, root,
-                                                "root element <domainsnapshot> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domainsnapshot>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
+        if (xml_node_is(c, "name")) {
+                r = xml_parser_text_once(p, c, &seen->name, &def->name);
+                if (r < 0)
+                        return r;
+                problem = check_name(def->name);
+                return problem ? xml_parser_error(p, -EINVAL, c, "<name> %s", problem) : 0;
         }
+        if (xml_node_is(c, "description")) {
+                r = xml_parser_text_once(p, c, &seen->description, &def->description);
+                /* libvirt reads an empty description as none. */
+                if (r >= 0 && isempty(def->description))
+                        def->description = mfree(def->description);
+                return r;
+        }
+        if (xml_node_is(c, "memory")) {
+                r = xml_parser_check_once(p, c, &seen->memory);
+                return r < 0 ? r : parser_memory(p, c, def);
+        }
+        if (xml_node_is(c, "disks")) {
+                r = xml_parser_check_once(p, c, &seen->disks);
+                if (r >= 0)
+                        r = parser_disks(p, c, &def->disks, &def->n_disks);
+                def->has_disks = r >= 0;
+                return r;
+        }
+        if (xml_node_is(c, "active"))
+                return parser_active(p, c, seen, def);
+        if (is_output_element(c))
+                /* A new snapshot ignores them. */
+                return redefine ? parser_output_element(p, c, seen, def) : 0;
+        return keep_element(p, c, extra);
+}
+
+static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags, SnapshotDef **ret) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        SnapshotSeen seen = {};
+        XmlList extra = {};
+        int r;
 
         def = new0(SnapshotDef, 1);
         if (!def)
@@ -392,138 +502,13 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                         return r;
                 if (r > 0)
                         continue;
-
-                if (xml_node_is(c, "name")) {
-                        r = xml_parser_text_once(p, c, &seen_name, &def->name);
-                        if (r < 0)
-                                return r;
-                        problem = check_name(def->name);
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "<name> %s", problem);
-
-                } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
-                        if (r < 0)
-                                return r;
-                        /* libvirt reads an empty description as none. */
-                        if (isempty(def->description))
-                                def->description = mfree(def->description);
-
-                } else if (xml_node_is(c, "memory")) {
-                        r = xml_parser_check_once(p, c, &seen_memory);
-                        if (r < 0)
-                                return r;
-                        r = parser_memory(p, c, def);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "disks")) {
-                        r = xml_parser_check_once(p, c, &seen_disks);
-                        if (r < 0)
-                                return r;
-                        r = parser_disks(p, c, &def->disks, &def->n_disks);
-                        if (r < 0)
-                                return r;
-                        def->has_disks = true;
-
-                } else if (xml_node_is(c, "active")) {
-                        _cleanup_free_ char *text = NULL;
-                        const char *number;
-                        int64_t v;
-
-                        r = xml_parser_text_once(p, c, &seen_active, &text);
-                        if (r < 0)
-                                return r;
-                        number = xml_strip_blank(text);
-                        if (xml_parse_i64(number, &v) < 0 || v < INT_MIN || v > INT_MAX)
-                                return xml_parser_error(p, -EINVAL, c, "<active> is not a number: '%s'", XML_QUOTE(number));
-                        def->active = v != 0;
-
-                } else if (xml_node_is(c, "state") || xml_node_is(c, "creationTime") || xml_node_is(c, "parent") ||
-                           xml_node_is(c, "revertDisks") || xml_node_is(c, "domain") ||
-                           xml_node_is(c, "inactiveDomain")) {
-                        /* Read-only output of libvirt: only a redefinition
-                         * may set them, a new snapshot ignores them. */
-                        if (!redefine)
-                                continue;
-
-                        if (xml_node_is(c, "state")) {
-                                _cleanup_free_ char *text = NULL;
-                                const char *value;
-
-                                r = xml_parser_text_once(p, c, &seen_state, &text);
-                                if (r < 0)
-                                        return r;
-                                value = xml_strip_blank(text);
-                                def->state = snapshot_state_from_string(value);
-                                if (def->state < 0)
-                                        return xml_parser_error(
-                                                        p, -EINVAL, c,
-                                                        "<state> '%s' is not a snapshot state, expected running, paused, "
-                                                        "shutoff, disk-snapshot, nostate, blocked, shutdown, crashed or "
-                                                        "pmsuspended",
-                                                        XML_QUOTE(value));
-                                def->has_state = true;
-
-                        } else if (xml_node_is(c, "creationTime")) {
-                                _cleanup_free_ char *text = NULL;
-                                const char *number;
-
-                                r = xml_parser_text_once(p, c, &seen_creation, &text);
-                                if (r < 0)
-                                        return r;
-                                number = xml_strip_blank(text);
-                                r = xml_parse_i64(number, &def->creation_time);
-                                if (r == -ERANGE)
-                                        return xml_parser_error(p, -EINVAL, c, "<creationTime> is out of range: '%s'",
-                                                                XML_QUOTE(number));
-                                if (r < 0)
-                                        return xml_parser_error(p, -EINVAL, c, "<creationTime> is not an integer: '%s'",
-                                                                XML_QUOTE(number));
-                                def->has_creation_time = true;
-
-                        } else if (xml_node_is(c, "parent")) {
-                                r = xml_parser_check_once(p, c, &seen_parent);
-                                if (r < 0)
-                                        return r;
-                                r = xml_parser_parent(p, c, check_name, &def->parent);
-                                if (r < 0)
-                                        return r;
-
-                        } else if (xml_node_is(c, "revertDisks")) {
-                                r = xml_parser_check_once(p, c, &seen_revert);
-                                if (r < 0)
-                                        return r;
-                                r = parser_disks(p, c, &def->revert_disks, &def->n_revert_disks);
-                                if (r < 0)
-                                        return r;
-
-                        } else if (xml_node_is(c, "domain")) {
-                                r = xml_parser_check_once(p, c, &seen_domain);
-                                if (r < 0)
-                                        return r;
-                                r = parser_verbatim(p, c, &def->domain_xml);
-                                if (r < 0)
-                                        return r;
-
-                        } else {
-                                r = xml_parser_check_once(p, c, &seen_inactive);
-                                if (r < 0)
-                                        return r;
-                                r = parser_verbatim(p, c, &def->inactive_domain_xml);
-                                if (r < 0)
-                                        return r;
-                        }
-
-                } else {
-                        r = keep_element(p, c, &extra);
-                        if (r < 0)
-                                return r;
-                }
+                r = parser_snapshot_child(p, c, flags & SNAPSHOT_PARSE_REDEFINE, &seen, def, &extra);
+                if (r < 0)
+                        return r;
         }
 
         if (def->has_state && state_is_offline(def->state) && location_has_state(def->memory))
-                return xml_parser_error(p, -EINVAL, seen_memory,
+                return xml_parser_error(p, -EINVAL, seen.memory,
                                         "<memory snapshot='%s'>: a snapshot in state '%s' has no memory state to save",
                                         snapshot_location_to_string(def->memory), snapshot_state_to_string(def->state));
 
@@ -549,7 +534,7 @@ int snapshot_def_parse(const char *xml, size_t size, SnapshotParseFlags flags, S
                 return -EINVAL;
         if (flags & ~SNAPSHOT_PARSE_REDEFINE)
                 return xml_set_error(ret_error, -EINVAL, "unknown parse flags 0x%x", (unsigned) flags);
-        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, parse_snapshot_document, &sp, ret_error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domainsnapshot", parse_snapshot_document, &sp, ret_error);
         if (r < 0)
                 return r;
         *ret = sp.def;
@@ -776,7 +761,7 @@ int snapshot_list_parse(
 
         if (!ret_defs || !ret_n || (!xml && size > 0))
                 return -EINVAL;
-        r = xml_parse_document(xml, size, SNAPSHOT_LIST_MAX_SIZE, parse_list_document, &l, ret_error);
+        r = xml_parse_document(xml, size, SNAPSHOT_LIST_MAX_SIZE, NULL, parse_list_document, &l, ret_error);
         if (r < 0)
                 return r;
         *ret_defs = l.n > 0 ? TAKE_PTR(l.defs) : NULL;

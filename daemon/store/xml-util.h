@@ -126,9 +126,14 @@ int xml_parser_read(XmlParser *p, const char *xml, size_t size);
  * ("line N: what") when refused, -ENOMEM. */
 int xml_read_document(const char *xml, size_t size, xmlDoc **ret_doc, char **ret_error);
 
+/* The root element is <name> in no namespace; else an error saying what it
+ * is instead. */
+int xml_parser_check_root(XmlParser *p, const xmlNode *root, const char *name);
+
 /* The skeleton of every codec's _parse(): a document above max_size is
- * refused, any other one read by the hardened parser and handed to
- * parse() with its root element (NULL when it has none). Every refusal,
+ * refused, any other one read by the hardened parser, its root checked to
+ * be <root_name> (unless NULL) and handed to parse() (NULL when there is
+ * none and root_name is NULL). Every refusal,
  * the parser's or parse()'s, is -QSNAP_E_INVALID_XML with *ret_error (when
  * ret_error is set) saying "line N: what was wrong"; running out of memory
  * stays -ENOMEM. parse() returns 0 or a negative errno (-EINVAL for what
@@ -136,6 +141,7 @@ int xml_read_document(const char *xml, size_t size, xmlDoc **ret_doc, char **ret
 int xml_parse_document(const char *xml,
                        size_t size,
                        size_t max_size,
+                       const char *root_name,
                        int (*parse)(XmlParser *p, xmlNode *root, void *userdata),
                        void *userdata,
                        char **ret_error);

@@ -201,11 +201,7 @@ static int domain_call_async(sd_bus_message *m, Domain *d, domain_call_t call, u
 
         sd_bus_message_ref(m);
         r = call(d, flags, reply_when_done, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int read_flags(sd_bus_message *m, const char *method, uint64_t known, uint64_t *ret, sd_bus_error *error) {
@@ -359,11 +355,7 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
 
         sd_bus_message_ref(m);
         r = domain_monitor_command(d, command, flags, reply_when_done, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 /* ---- snapshots ---- */
@@ -461,11 +453,7 @@ static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
 
         sd_bus_message_ref(m);
         r = snapshot_create(d, TAKE_PTR(plan), reply_snapshot_created, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_list_snapshots(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -521,6 +509,15 @@ static int verify_block_jobs(sd_bus_message *m, Domain *d, const char *disk, sd_
         return bus_verify_polkit_async(m, ACTION_BLOCK_JOBS, details, &bus_from_manager(d->manager)->polkit, error);
 }
 
+static int check_block_job_args(const char *method, uint64_t flags, uint64_t known, uint64_t bandwidth,
+                                sd_bus_error *error) {
+        if (flags & ~known)
+                return bus_error_unknown_flags(error, method, flags, known);
+        if (bandwidth > INT64_MAX)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        return 0;
+}
+
 static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_free_ char *message = NULL;
         Domain *d = userdata;
@@ -531,20 +528,15 @@ static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *er
         r = sd_bus_message_read(m, "stt", &disk, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags != 0)
-                return bus_error_unknown_flags(error, "BlockPull", flags, 0);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockPull", flags, 0, bandwidth, error);
+        if (r < 0)
+                return r;
         r = verify_block_jobs(m, d, disk, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_pull(d, disk, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_block_rebase(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -557,20 +549,15 @@ static int method_block_rebase(sd_bus_message *m, void *userdata, sd_bus_error *
         r = sd_bus_message_read(m, "sstt", &disk, &base, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags & ~BLOCK_REBASE_ALL)
-                return bus_error_unknown_flags(error, "BlockRebase", flags, BLOCK_REBASE_ALL);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockRebase", flags, BLOCK_REBASE_ALL, bandwidth, error);
+        if (r < 0)
+                return r;
         r = verify_block_jobs(m, d, disk, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_rebase(d, disk, base, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -583,20 +570,15 @@ static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *
         r = sd_bus_message_read(m, "ssstt", &disk, &base, &top, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags & ~BLOCK_COMMIT_ALL)
-                return bus_error_unknown_flags(error, "BlockCommit", flags, BLOCK_COMMIT_ALL);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockCommit", flags, BLOCK_COMMIT_ALL, bandwidth, error);
+        if (r < 0)
+                return r;
         r = verify_block_jobs(m, d, disk, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_commit(d, disk, base, top, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -610,10 +592,9 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
         r = sd_bus_message_read(m, "sstt", &disk, &dest_xml, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags & ~BLOCK_COPY_ALL)
-                return bus_error_unknown_flags(error, "BlockCopy", flags, BLOCK_COPY_ALL);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockCopy", flags, BLOCK_COPY_ALL, bandwidth, error);
+        if (r < 0)
+                return r;
         r = domain_copy_dest_parse(dest_xml, strlen(dest_xml), &dest, &format, &xml_error);
         if (r == -ENOMEM)
                 return r;
@@ -625,11 +606,7 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_copy(d, disk, dest, format, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 /* ---- object tree ---- */

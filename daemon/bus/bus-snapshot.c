@@ -215,11 +215,7 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
         sd_bus_message_ref(m);
         r = snapshot_delete(d, s, flags, reply_deleted, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 /* ---- signals ---- */
@@ -287,11 +283,7 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
         sd_bus_message_ref(m);
         r = snapshot_revert(TAKE_PTR(plan), reply_reverted, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *error) {

@@ -249,12 +249,20 @@ static void reply_reverted(Domain *d, int error, const char *message, void *user
                 log_debug_errno(r, "Failed to send a reply: %m");
 }
 
-static int check_revert_flags(uint64_t flags, const char *method, sd_bus_error *error) {
+/* Revert's and CheckRevert's flags, read and checked. */
+static int read_revert_flags(sd_bus_message *m, const char *method, uint64_t *ret, sd_bus_error *error) {
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
         if (flags & ~SNAPSHOT_REVERT_ALL)
                 return bus_error_unknown_flags(error, method, flags, SNAPSHOT_REVERT_ALL);
         if ((flags & SNAPSHOT_REVERT_RUNNING) && (flags & SNAPSHOT_REVERT_PAUSED))
                 return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_ARGUMENT,
                                          "%s: RUNNING (1) and PAUSED (2) exclude each other.", method);
+        *ret = flags;
         return 0;
 }
 
@@ -267,10 +275,7 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_revert_flags(flags, "Revert", error);
+        r = read_revert_flags(m, "Revert", &flags, error);
         if (r < 0)
                 return r;
         /* The same checks as CheckRevert, before polkit is asked. */
@@ -293,10 +298,7 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_revert_flags(flags, "CheckRevert", error);
+        r = read_revert_flags(m, "CheckRevert", &flags, error);
         if (r < 0)
                 return r;
         r = revert_plan_new(s, flags, &plan, &message);

@@ -135,7 +135,7 @@ struct Job {
         bool owned;          /* has an observer of its own: the tracker's observer never sees it */
         bool auto_finalize;  /* QEMU finalizes it by itself (snapshot-save/-load/-delete): no pending() */
         bool local;          /* run by qsnapd itself (job_new_local()), not a QEMU job */
-        int (*local_abort)(Job *j, void *data); /* local: what Abort does (NULL: -EOPNOTSUPP) */
+        int (*local_abort)(Job *j, void *data); /* local: what Abort does (NULL: -QSNAP_E_UNSUPPORTED) */
         void *local_abort_data;
         uint64_t cur, end;   /* QEMU's current-progress/total-progress; their meaning varies by job */
         uint64_t bandwidth;  /* bytes/s, 0 = unlimited */

@@ -42,8 +42,6 @@
 #define MIGRATION_POLL_USEC (100 * USEC_PER_MSEC)
 #define INTENT_KIND "snapshot-create"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
-
 typedef struct PlanDisk {
         const DomainDisk *disk; /* in the domain's current definition */
         SnapshotLocation location;
@@ -77,6 +75,7 @@ struct SnapshotPlan {
         int error;
         char *message;
         int subscription;
+        int64_t migrate_query; /* the query-migrate in flight, 0: none */
         Snapshot *snapshot;   /* the result, while HALT stops the domain */
         bool intent_written;
         unsigned cont_retries;
@@ -98,6 +97,9 @@ SnapshotPlan *snapshot_plan_free(SnapshotPlan *p) {
         free(p->memory_file);
         free(p->job_id);
         free(p->message);
+        /* Its reply must not find the plan gone. */
+        if (p->migrate_query > 0 && p->domain->qmp)
+                (void) qmp_cancel(p->domain->qmp, p->migrate_query);
         sd_event_source_disable_unref(p->timer);
         sd_event_source_disable_unref(p->defer);
         free(p);
@@ -909,6 +911,7 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         SnapshotPlan *p = userdata;
         const char *status, *err;
 
+        p->migrate_query = 0;
         if (!p->timer) /* finished meanwhile */
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
@@ -916,11 +919,24 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         plan_migration_done(p, status, err);
 }
 
+/* One query-migrate at a time: the poll and the event may both ask. */
+static int plan_query_migrate(SnapshotPlan *p) {
+        int64_t id;
+
+        if (p->migrate_query > 0)
+                return 0;
+        id = qmp_cmd_query_migrate(p->domain->qmp, on_query_migrate, p);
+        if (id < 0)
+                return (int) id;
+        p->migrate_query = id;
+        return 0;
+}
+
 static int on_migration_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         SnapshotPlan *p = userdata;
 
         /* Events are the main path; polling catches a missed one. */
-        if (qmp_cmd_query_migrate(p->domain->qmp, on_query_migrate, p) < 0)
+        if (plan_query_migrate(p) < 0)
                 return plan_fail(p, -EIO, "Cannot send query-migrate."), 0;
         (void) sd_event_source_set_time_relative(s, MIGRATION_POLL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
@@ -933,7 +949,7 @@ static void on_migration_event(Qmp *qmp, const char *event, json_object *data, u
         if (qmp_parse_migration_event(data, &status) < 0 || !STR_IN_SET(status, "completed", "failed", "cancelled"))
                 return;
         /* Ask for the details (error text) once more, then decide. */
-        if (qmp_cmd_query_migrate(qmp, on_query_migrate, p) < 0)
+        if (plan_query_migrate(p) < 0)
                 plan_fail(p, -EIO, "Cannot send query-migrate.");
 }
 

@@ -39,8 +39,6 @@
 #define LOAD_POLL_USEC (50 * USEC_PER_MSEC)
 #define LOAD_TIMEOUT_USEC (300 * USEC_PER_SEC)
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
-
 typedef struct RevertDisk {
         char *target;
         char *file;          /* internal: the image holding the tag; external: the frozen file */

@@ -15,6 +15,9 @@
 #include <stdio.h>
 
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/json-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 #define JOB_POLL_INTERVAL_DEFAULT (150 * USEC_PER_MSEC)
@@ -24,8 +27,6 @@
 #define RATE_TIME_CONSTANT (2 * USEC_PER_SEC)       /* smoothing of the measured rate */
 
 #define MESSAGE_GONE "QEMU went away before the job ended (its process exited or closed the monitor)"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 typedef enum JobPhase {
         PHASE_ACTIVE,     /* running, ready or paused */
@@ -112,27 +113,8 @@ static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_STATE_CANCELED] = "canceled",
 };
 
-const char *job_type_to_string(JobType t) {
-        return t >= 0 && t < _JOB_TYPE_MAX ? job_type_table[t] : NULL;
-}
-
-JobType job_type_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_TYPE_MAX; i++)
-                if (streq(job_type_table[i], s))
-                        return (JobType) i;
-        return _JOB_TYPE_INVALID;
-}
-
-const char *job_state_to_string(JobState s) {
-        return s >= 0 && s < _JOB_STATE_MAX ? job_state_table[s] : NULL;
-}
-
-JobState job_state_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_STATE_MAX; i++)
-                if (streq(job_state_table[i], s))
-                        return (JobState) i;
-        return _JOB_STATE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(job_type, JobType);
+DEFINE_STRING_TABLE_LOOKUP(job_state, JobState);
 
 /* Internal snapshot jobs are not block jobs: the block-job-* verbs do
  * not find them. */
@@ -174,19 +156,6 @@ static JobType job_type_from_qemu(const char *type, const char *status) {
         if (streq(type, "snapshot-delete"))
                 return JOB_TYPE_SNAPSHOT_DELETE;
         return _JOB_TYPE_INVALID;
-}
-
-static int message_set(char **ret_message, int r, const char *fmt, ...) _printf_(3, 4);
-static int message_set(char **ret_message, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_message) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_message, fmt, ap) < 0)
-                        *ret_message = NULL;
-                va_end(ap);
-        }
-        return r;
 }
 
 /* ---- references ---- */
@@ -871,6 +840,15 @@ static void on_event(Qmp *qmp, const char *event, json_object *data, uint64_t ti
 
 /* ---- replies ---- */
 
+/* QEMU's words for a failed command, or ours. */
+static const char *call_error_message(int error, const char *desc) {
+        if (error == -QSNAP_E_QEMU_FAILED)
+                return strna(desc);
+        if (error == -ECONNRESET)
+                return MESSAGE_GONE;
+        return qsnap_strerror(error);
+}
+
 static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *result, const char *desc) {
         _cleanup_free_ QmpJobInfo *infos = NULL;
         Job **jobs;
@@ -879,7 +857,7 @@ static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *resu
 
         t->poll_in_flight = false;
         if (error < 0) {
-                log_warning("query-jobs failed: %s", error == -EIO ? desc : strerror(-error));
+                log_warning("query-jobs failed: %s", call_error_message(error, desc));
                 return tracker_update_polling(t);
         }
         r = qmp_parse_query_jobs_all(result, &infos, &n);
@@ -1084,7 +1062,7 @@ static void tracker_adopt_finish(JobTracker *t) {
 static void tracker_on_adopt_reply(JobTracker *t, Call *c, int error, json_object *result, const char *desc) {
         if (error < 0) {
                 if (c->kind == CALL_ADOPT_JOBS) {
-                        log_error("query-jobs failed: %s", error == -EIO ? desc : strerror(-error));
+                        log_error("query-jobs failed: %s", call_error_message(error, desc));
                         t->adopt_error = error;
                 }
         } else if (c->kind == CALL_ADOPT_JOBS)
@@ -1093,14 +1071,6 @@ static void tracker_on_adopt_reply(JobTracker *t, Call *c, int error, json_objec
                 t->adopt_block_jobs = json_object_get(result);
         if (++t->adopt_replies == 2)
                 tracker_adopt_finish(t);
-}
-
-static const char *call_error_message(int error, const char *desc) {
-        if (error == -EIO)
-                return desc;
-        if (error == -ECONNRESET)
-                return MESSAGE_GONE;
-        return strerror(-error);
 }
 
 /* The reply to a job_*() call: done() after our own bookkeeping. */
@@ -1150,7 +1120,7 @@ static void tracker_on_finalize_reply(JobTracker *t, Call *c, int error, const c
 
 static void tracker_on_conclude_query(JobTracker *t, Job *j, int error, json_object *result, const char *desc) {
         QmpJobInfo info;
-        int r = -EIO;
+        int r = -EBADMSG;
 
         if (error >= 0)
                 r = qmp_parse_query_jobs(result, j->id, &info);
@@ -1324,7 +1294,7 @@ JobTracker *job_tracker_free(JobTracker *t) {
 
                 calls = c->next;
                 if (c->done)
-                        c->done(c->job, -ECANCELED, "qsnapd stopped tracking the job", c->userdata);
+                        c->done(c->job, -QSNAP_E_OPERATION_INVALID, "qsnapd stopped tracking the job", c->userdata);
                 call_free(c);
         }
 
@@ -1346,7 +1316,7 @@ int job_tracker_add_job(JobTracker *t, const char *id, const JobSpec *spec, Job 
         if (t->disconnected || !qmp_is_connected(t->qmp))
                 return -ENOTCONN;
         if (job_tracker_find(t, id))
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
 
         j = job_new(id, spec->type, spec->disk, spec->bandwidth);
         if (!j)
@@ -1383,7 +1353,7 @@ int job_tracker_adopt(JobTracker *t, JobAdoptFunc done, void *userdata) {
         if (t->disconnected || !qmp_is_connected(t->qmp))
                 return -ENOTCONN;
         if (t->adopting)
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
 
         r = tracker_call(t, CALL_ADOPT_JOBS, NULL, 0, NULL, NULL, &c);
         if (r < 0)
@@ -1419,15 +1389,15 @@ void job_set_start_time(Job *j, uint64_t realtime_usec) {
 /* May a call act on j now? */
 static int job_check_active(Job *j, const char *verb, char **ret_message) {
         if (j->local)
-                return message_set(ret_message, -EOPNOTSUPP, "Job '%s' is qsnapd's own %s job: it cannot be %s; it ends by itself.",
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED, "Job '%s' is qsnapd's own %s job: it cannot be %s; it ends by itself.",
                                    j->id, job_type_to_string(j->type), verb);
         if (!j->tracker || j->phase == PHASE_FINISHED)
-                return message_set(ret_message, -ESTALE, "Job '%s' has ended (%s): it can no longer be %s.", j->id,
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID, "Job '%s' has ended (%s): it can no longer be %s.", j->id,
                                    job_state_to_string(j->state), verb);
         if (j->tracker->disconnected)
-                return message_set(ret_message, -ENOTCONN, MESSAGE_GONE);
+                return error_message(ret_message, -ENOTCONN, MESSAGE_GONE);
         if (j->phase != PHASE_ACTIVE)
-                return message_set(ret_message, -ESTALE, "Job '%s' is finishing (%s): it can no longer be %s.", j->id,
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID, "Job '%s' is finishing (%s): it can no longer be %s.", j->id,
                                    job_state_to_string(j->state), verb);
         return 0;
 }
@@ -1438,9 +1408,9 @@ static int job_send(Job *j, CallKind kind, uint64_t value, JobDoneFunc done, voi
 
         r = tracker_call(j->tracker, kind, j, value, done, userdata, NULL);
         if (r == -ENOTCONN)
-                return message_set(ret_message, r, MESSAGE_GONE);
+                return error_message(ret_message, r, MESSAGE_GONE);
         if (r < 0)
-                return message_set(ret_message, log_error_errno(r, "Job %s: failed to send %s: %m", j->id, command),
+                return error_message(ret_message, log_error_errno(r, "Job %s: failed to send %s: %m", j->id, command),
                                    "Failed to send %s: %s", command, strerror(-r));
         return 0;
 }
@@ -1452,9 +1422,9 @@ int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
         if (r < 0)
                 return r;
         if (j->pivoting)
-                return message_set(ret_message, -EBUSY, "Job '%s' is pivoting already.", j->id);
+                return error_message(ret_message, -QSNAP_E_BUSY, "Job '%s' is pivoting already.", j->id);
         if (j->state != JOB_STATE_READY)
-                return message_set(ret_message, -ESTALE,
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
                                    "Job '%s' is not ready to pivot (it is %s): wait for its Ready signal; "
                                    "Cur reaching End is not enough.",
                                    j->id, job_state_to_string(j->state));
@@ -1471,7 +1441,7 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
         if (j->local && !pivot && j->local_abort && !job_state_is_final(j->state)) {
                 r = j->local_abort(j, j->local_abort_data);
                 if (r < 0)
-                        return message_set(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
+                        return error_message(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
                 return 1;
         }
         if (pivot)
@@ -1480,7 +1450,7 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
         if (r < 0)
                 return r;
         if (j->aborting)
-                return message_set(ret_message, -EBUSY, "Job '%s' is being aborted already.", j->id);
+                return error_message(ret_message, -QSNAP_E_BUSY, "Job '%s' is being aborted already.", j->id);
         r = job_send(j, CALL_CANCEL, 0, done, userdata, "block-job-cancel", ret_message);
         if (r < 0)
                 return r;
@@ -1496,11 +1466,11 @@ int job_set_speed(Job *j, uint64_t bandwidth, JobDoneFunc done, void *userdata, 
         if (r < 0)
                 return r;
         if (!job_type_is_block_job(j->type))
-                return message_set(ret_message, -EOPNOTSUPP, "A %s job has no bandwidth to set.",
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED, "A %s job has no bandwidth to set.",
                                    job_type_to_string(j->type));
         if (bandwidth > INT64_MAX)
-                return message_set(ret_message, -EINVAL, "Bandwidth %" PRIu64 " is out of range (at most %" PRIi64 ").",
-                                   bandwidth, INT64_MAX);
+                return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT, "Bandwidth %" PRIu64 " is out of range (at most %" PRIi64 ").",
+                                     bandwidth, INT64_MAX);
         return job_send(j, CALL_SET_SPEED, bandwidth, done, userdata, "block-job-set-speed", ret_message);
 }
 
@@ -1530,7 +1500,7 @@ int job_finalize(Job *j, bool commit, const char *reason) {
         int r;
 
         if (!j || !j->tracker || j->phase != PHASE_PENDING || j->tracker->disconnected)
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         if (!commit && reason && free_and_strdup(&j->fail_reason, reason) < 0)
                 return log_oom();
         r = tracker_call(j->tracker, commit ? CALL_FINALIZE : CALL_FINALIZE_CANCEL, j, 0, NULL, NULL, NULL);

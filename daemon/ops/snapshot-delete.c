@@ -720,18 +720,20 @@ static void on_command_output(Child *c, const char *chunk, void *userdata) {
 static void on_command_done(Child *c, int status, const char *output, void *userdata) {
         DeleteOp *op = userdata;
         Action *a = op->plan.actions + op->action;
+        _cleanup_free_ char *message = NULL;
 
-        op->child = child_free(op->child);
         /* A delete interrupted after QEMU removed the tag: nothing to do. */
         if (status != 0 && streq(a->what, "snapshot") && strstr(output, "not found")) {
                 log_info("Domain '%s': the internal snapshot was gone from %s already.", op->domain->def->name,
                          a->argv[strv_length(a->argv) - 1]);
                 status = 0;
         }
-        if (status != 0) {
-                _cleanup_free_ char *message = strprintf("qemu-img %s failed (status %d): %s", a->what, status, output);
+        if (status != 0 && !(message = strprintf("qemu-img %s failed (status %d): %s", a->what, status, output)))
+                (void) log_oom();
+        /* output is the child's: used above, before the child goes. */
+        op->child = child_free(op->child);
+        if (status != 0)
                 return op_finish(op, -EIO, message);
-        }
         op->action++;
         op->steps_done++;
         op->step_percent = 0;

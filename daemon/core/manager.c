@@ -282,6 +282,14 @@ int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, 
                 *ret_message = strprintf("Domain '%s' already exists with UUID %s.", def->name, existing->def->uuid);
                 return -QSNAP_E_ALREADY_EXISTS;
         }
+        /* A snapshot operation or a lifecycle call in flight writes the
+         * definition when it ends (a merge renames the disks' files): it
+         * would undo this one, or this one its result. */
+        if (existing && domain_is_busy(existing)) {
+                *ret_message = strprintf("Domain '%s' is busy with another operation; redefine it after that ended.",
+                                         def->name);
+                return -QSNAP_E_BUSY;
+        }
 
         r = manager_store_def(m, def);
         if (r < 0) {

@@ -857,6 +857,124 @@ class QmpSocket:
         self.sock.close()
 
 
+class QmpProxy:
+    """A QMP proxy between qsnapd and a domain's real QEMU
+    (Harness.proxy_monitor()), for the refusals a real QEMU rarely shows:
+    a command named with refuse() is not passed on but answered as QEMU
+    answers a command it refuses ({"error": {"class": "GenericError",
+    "desc": ...}}, with the command's id); everything else passes both ways
+    unchanged (file descriptors do not: no memory snapshots through it).
+    commands is every command qsnapd sent, in order, and refused those
+    answered here."""
+
+    def __init__(self, listen_path, upstream_path):
+        self.listen_path = listen_path
+        self.upstream_path = upstream_path
+        self.commands = []
+        self.refused = []
+        self._refuse = {}
+        self._lock = threading.Lock()
+        self._socks = []
+        self._closed = False
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(listen_path)
+        self._listener.listen(4)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def refuse(self, command, desc):
+        with self._lock:
+            self._refuse[command] = desc
+
+    def allow(self, command):
+        with self._lock:
+            self._refuse.pop(command, None)
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                up.connect(self.upstream_path)
+            except OSError:
+                conn.close()
+                continue
+            with self._lock:
+                self._socks += [conn, up]
+            lock = threading.Lock()    # one writer at a time towards qsnapd
+            threading.Thread(target=self._pump_down, args=(up, conn, lock), daemon=True).start()
+            threading.Thread(target=self._pump_up, args=(conn, up, lock), daemon=True).start()
+
+    @staticmethod
+    def _shut(*socks):
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _pump_down(self, up, conn, lock):
+        while True:
+            try:
+                data = up.recv(65536)
+                if not data:
+                    break
+                with lock:
+                    conn.sendall(data)
+            except OSError:
+                break
+        self._shut(conn, up)
+
+    def _pump_up(self, conn, up, lock):
+        buf = b''
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            buf += data
+            while b'\n' in buf:
+                line, buf = buf.split(b'\n', 1)
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    msg = None
+                command = msg.get('execute') if isinstance(msg, dict) else None
+                with self._lock:
+                    desc = self._refuse.get(command)
+                    if command:
+                        self.commands.append(command)
+                        if desc is not None:
+                            self.refused.append(command)
+                try:
+                    if desc is None:
+                        up.sendall(line + b'\n')
+                        continue
+                    reply = {'error': {'class': 'GenericError', 'desc': desc}}
+                    if 'id' in msg:
+                        reply['id'] = msg['id']
+                    with lock:
+                        conn.sendall(json.dumps(reply).encode() + b'\r\n')
+                except OSError:
+                    break
+        self._shut(conn, up)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        self._shut(*socks)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
 def qemu_img_create(path, size='64M', fmt='qcow2', backing=None, backing_fmt='qcow2'):
     argv = [QEMU_IMG, 'create', '-q', '-f', fmt]
     if backing:
@@ -1659,6 +1777,22 @@ class Harness:
             raise RuntimeError('the foreign QEMU does not answer on %s' % socket_path)
         return qemu
 
+    def proxy_monitor(self, domain_path):
+        """Puts a QmpProxy between qsnapd and the running domain's QEMU:
+        qsnapd is stopped (SIGTERM: QEMU and its jobs go on), QEMU's
+        monitor socket renamed, the proxy listens at the old name, and a
+        new qsnapd re-attaches through it (and adopts the jobs). Returns
+        the proxy; closed at teardown."""
+        uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')
+        sock = os.path.join(self.runtime_dir, uuid + '.qmp')
+        self.stop_daemon()
+        self._wait_name_gone()
+        os.rename(sock, sock + '-qemu')
+        proxy = QmpProxy(sock, sock + '-qemu')
+        self._helpers.append(proxy)
+        self.start_daemon()
+        return proxy
+
     def domain_log(self, domain_path):
         """<state-dir>/log/<uuid>.log: QEMU's output (HMP qemu-io prints there)."""
         uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')
@@ -1756,7 +1890,7 @@ class QsnapTestCase(unittest.TestCase):
     def setUp(self):
         super().setUp()
         self._problems_before = self._problem_count()
-        _begin_test(self.test_id())
+        _begin_test(self.full_test_id())
         self.addCleanup(self._check_errors)
         self.h = Harness(**self.harness_options)
         self.addCleanup(self._stop_harness)
@@ -1780,7 +1914,7 @@ class QsnapTestCase(unittest.TestCase):
         now = self._problem_count()
         return now is None or self._problems_before is None or now > self._problems_before
 
-    def test_id(self):
+    def full_test_id(self):
         """'test_file.Class.test_method' (self.id() says '__main__' for a
         test file run as a script)."""
         module = os.path.splitext(os.path.basename(sys.modules[type(self).__module__].__file__))[0]
@@ -1788,7 +1922,7 @@ class QsnapTestCase(unittest.TestCase):
 
     def _check_errors(self):
         # Runs after the harness stopped (cleanups run last-in first-out).
-        problems = _end_test(self.test_id())
+        problems = _end_test(self.full_test_id())
         if problems:
             raise AssertionError('errors received:\n  ' + '\n  '.join(problems))
 

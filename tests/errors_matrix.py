@@ -39,8 +39,368 @@ import interface_docs  # noqa: E402
 
 HEADING = '## Errors'
 
-# method -> {error: ['test_file.py Class.test_method', ...]}
+# method -> {error: ['test_file.py Class.test_method', ...]}: up to two
+# tests per error, the dedicated ones first (tests/test_errors.py,
+# tests/test_auth_matrix.py, tests/test_bad_input.py). Collected from a run
+# of the whole suite with QSNAPTEST_ERRORS_SEEN set (--suggest).
 MATRIX = {
+    'BlockJob1.Abort': {
+        'InvalidArgument': ['test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job'],
+        'OperationInvalid': ['test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job'],
+        'Busy': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'Unsupported': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'QemuFailed': ['test_errors.py InjectedRefusalTest.test_job_controls_refused'],
+        'NotRunning': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'BlockJob1.Pivot': {
+        'OperationInvalid': [
+            'test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job',
+            'test_blockjobs.py CommitTest.test_active_commit_pivot',
+        ],
+        'Busy': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'Unsupported': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'NotRunning': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'QemuFailed': ['test_errors.py InjectedRefusalTest.test_job_controls_refused'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'BlockJob1.SetSpeed': {
+        'InvalidArgument': ['test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job'],
+        'OperationInvalid': ['test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job'],
+        'Unsupported': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'NotRunning': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'QemuFailed': ['test_errors.py InjectedRefusalTest.test_job_controls_refused'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'BlockJob1.Pause': {
+        'OperationInvalid': ['test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job'],
+        'Unsupported': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'NotRunning': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'QemuFailed': ['test_errors.py QemuRefusesTest.test_job_paused_behind_qsnapds_back'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'BlockJob1.Resume': {
+        'OperationInvalid': ['test_errors.py JobRefusalsTest.test_bad_arguments_and_an_ended_job'],
+        'Unsupported': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'NotRunning': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'QemuFailed': ['test_errors.py InjectedRefusalTest.test_job_controls_refused'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.Start': {
+        'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
+        'OperationInvalid': [
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
+        ],
+        'NotRunning': ['test_lifecycle.py LifecycleTest.test_attach_to_qemu_started_elsewhere'],
+        'Busy': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'QemuFailed': [
+            'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',
+            'test_bad_input.py QemuFailedTest.test_missing_image',
+        ],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py GrantTest.test_domain_detail_rule_grants_one_domain',
+        ],
+        'InteractiveAuthorizationRequired': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py InteractiveTest.test_auth_admin_needs_interaction',
+        ],
+    },
+    'Domain.Stop': {
+        'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
+        'NotRunning': [
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
+        ],
+        'Busy': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py GrantTest.test_domain_detail_rule_grants_one_domain',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.Pause': {
+        'NotRunning': [
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
+        ],
+        'Busy': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'QemuFailed': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py NobodyTest.test_denied_and_nothing_changed',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.Resume': {
+        'NotRunning': [
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
+        ],
+        'Busy': [
+            'test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait',
+            'test_snapshots.py ConcurrencyTest.test_busy_while_a_snapshot_runs',
+        ],
+        'QemuFailed': ['test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py NobodyTest.test_denied_and_nothing_changed',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.Undefine': {
+        'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
+        'HasSnapshots': ['test_snapshots_tree.py TreeTest.test_undefine_with_snapshots'],
+        'OperationInvalid': [
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
+        ],
+        'Busy': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py NobodyTest.test_denied_and_nothing_changed',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.GetXMLDesc': {
+        'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py NobodyTest.test_denied_and_nothing_changed',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.QemuMonitorCommand': {
+        'InvalidArgument': [
+            'test_bad_input.py FlagsTest.test_unknown_flag_bits',
+            'test_bad_input.py LifecycleErrorsTest.test_bad_monitor_commands',
+        ],
+        'NotRunning': [
+            'test_errors.py QemuKilledMidCallTest.test_killed_while_calls_wait',
+            'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
+        ],
+        'AccessDenied': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+        'InteractiveAuthorizationRequired': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py GrantTest.test_domain_detail_rule_grants_one_domain',
+        ],
+    },
+    'Domain.CreateSnapshot': {
+        'InvalidArgument': [
+            'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
+            'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
+        ],
+        'InvalidXML': [
+            'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
+            'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
+        ],
+        'AlreadyExists': [
+            'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
+            'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
+        ],
+        'NoSuchDisk': ['test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing'],
+        'NoSuchSnapshot': ['test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart'],
+        'PathNotAllowed': [
+            'test_snapshots.py FlagsAndErrorsTest.test_atomic_failure_on_second_disk',
+            'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
+        ],
+        'NoSpace': ['test_snapshots.py FlagsAndErrorsTest.test_no_space'],
+        'OperationInvalid': ['test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing'],
+        'Unsupported': [
+            'test_snapshots.py DiskKindsTest.test_readonly_and_transient_disks_are_left_out',
+            'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
+        ],
+        'Busy': ['test_snapshots.py ConcurrencyTest.test_busy_while_a_snapshot_runs'],
+        'QemuFailed': ['test_snapshots.py FlagsAndErrorsTest.test_atomic_failure_on_second_disk'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_snapshots_tree.py TreeTest.test_authorization',
+        ],
+        'InteractiveAuthorizationRequired': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py TierTest.test_define_within_and_beyond_the_roots',
+        ],
+    },
+    'Domain.ListSnapshots': {
+        'InvalidArgument': ['test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart'],
+    },
+    'Domain.LookupSnapshot': {
+        'NoSuchSnapshot': [
+            'test_snapshots.py ExternalTest.test_offline_disk_only_default_name_and_no_metadata',
+            'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
+        ],
+    },
+    'Domain.BlockPull': {
+        'InvalidArgument': ['test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow'],
+        'NoSuchDisk': [
+            'test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow',
+            'test_security.py DiskDetailTest.test_disk_detail_is_the_target',
+        ],
+        'NotRunning': [
+            'test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow',
+            'test_security.py DiskDetailTest.test_disk_detail_is_the_target',
+        ],
+        'Busy': [
+            'test_blockjobs.py ControlTest.test_two_disks_in_parallel',
+            'test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow',
+        ],
+        'Unsupported': ['test_errors.py TransientDiskTest.test_block_methods_refuse_a_transient_disk'],
+        'QemuFailed': ['test_errors.py QemuRefusesTest.test_block_jobs_on_a_node_busy_with_a_job_of_its_own'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.BlockRebase': {
+        'InvalidArgument': [
+            'test_blockjobs.py RebaseTest.test_partial_pull_to_base',
+            'test_blockcopy.py IndexRelativeTest.test_index_notation',
+        ],
+        'PathNotAllowed': ['test_errors.py RebaseRefusalsTest.test_rebase_refusals'],
+        'AlreadyExists': ['test_errors.py RebaseRefusalsTest.test_rebase_refusals'],
+        'NoSpace': ['test_errors.py NoSpaceTest.test_full_file_system'],
+        'Unsupported': ['test_errors.py TransientDiskTest.test_block_methods_refuse_a_transient_disk'],
+        'NoSuchDisk': ['test_errors.py RebaseRefusalsTest.test_rebase_refusals'],
+        'NotRunning': ['test_errors.py RebaseRefusalsTest.test_rebase_refusals'],
+        'Busy': ['test_errors.py RebaseRefusalsTest.test_rebase_refusals'],
+        'QemuFailed': ['test_errors.py QemuRefusesTest.test_block_jobs_on_a_node_busy_with_a_job_of_its_own'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockcopy.py FailureTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.BlockCommit': {
+        'InvalidArgument': [
+            'test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow',
+            'test_blockcopy.py IndexRelativeTest.test_index_notation',
+        ],
+        'NoSuchDisk': ['test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow'],
+        'NotRunning': ['test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow'],
+        'Busy': ['test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow'],
+        'Unsupported': ['test_errors.py TransientDiskTest.test_block_methods_refuse_a_transient_disk'],
+        'QemuFailed': ['test_errors.py QemuRefusesTest.test_block_jobs_on_a_node_busy_with_a_job_of_its_own'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockjobs.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.BlockCopy': {
+        'InvalidXML': ['test_blockcopy.py FailureTest.test_refusals'],
+        'InvalidArgument': ['test_blockcopy.py FailureTest.test_refusals'],
+        'PathNotAllowed': ['test_blockcopy.py FailureTest.test_refusals'],
+        'AlreadyExists': ['test_blockcopy.py FailureTest.test_refusals'],
+        'NoSpace': ['test_errors.py NoSpaceTest.test_full_file_system'],
+        'NoSuchDisk': ['test_blockcopy.py FailureTest.test_refusals'],
+        'NotRunning': ['test_blockcopy.py FailureTest.test_refusals'],
+        'Busy': ['test_blockcopy.py FailureTest.test_refusals'],
+        'Unsupported': ['test_errors.py TransientDiskTest.test_block_methods_refuse_a_transient_disk'],
+        'QemuFailed': ['test_errors.py QemuRefusesTest.test_block_jobs_on_a_node_busy_with_a_job_of_its_own'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_blockcopy.py FailureTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Manager.DefineDomain': {
+        'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
+        'InvalidXML': [
+            'test_bad_input.py MalformedXMLTest.test_five_mib_document',
+            'test_bad_input.py MalformedXMLTest.test_invalid_definitions',
+        ],
+        'AlreadyExists': ['test_bad_input.py RedefineTest.test_uuid_clashes'],
+        'Busy': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py GrantTest.test_domain_detail_rule_grants_one_domain',
+        ],
+        'InteractiveAuthorizationRequired': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_authorization.py NobodyTest.test_denied_and_nothing_changed',
+        ],
+    },
+    'Manager.ListDomains': {
+    },
+    'Manager.GetDomain': {
+        'NoSuchDomain': [
+            'test_bad_input.py LookupTest.test_unknown_names_and_paths',
+            'test_bad_input.py OddNamesTest.test_odd_names',
+        ],
+    },
+    'Snapshot.GetXMLDesc': {
+        'InvalidArgument': ['test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_snapshots_tree.py TreeTest.test_authorization',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Snapshot.ListChildren': {
+        'InvalidArgument': ['test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart'],
+    },
+    'Snapshot.Delete': {
+        'InvalidArgument': ['test_delete.py FlagsTest.test_flags'],
+        'Busy': ['test_delete.py RefusalTest.test_busy_with_a_block_job'],
+        'OperationInvalid': [
+            'test_delete.py MixedTreeTest.test_internal_and_external',
+            'test_delete.py RefusalTest.test_gone_file_refused',
+        ],
+        'Unsupported': ['test_delete.py MixedTreeTest.test_internal_and_external'],
+        'NoSpace': ['test_delete.py NoSpaceTest.test_no_space'],
+        'PathNotAllowed': ['test_security.py FifoTest.test_fifo_and_device_in_metadata'],
+        'QemuFailed': ['test_errors.py QemuRefusesTest.test_delete_of_an_image_another_process_holds'],
+        'AccessDenied': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Snapshot.CheckDelete': {
+        'InvalidArgument': ['test_delete.py FlagsTest.test_flags'],
+    },
+    'Snapshot.Revert': {
+        'InvalidArgument': ['test_revert.py RefusalTest.test_flags_auth_and_busy'],
+        'Busy': ['test_revert.py RefusalTest.test_flags_auth_and_busy'],
+        'OperationInvalid': [
+            'test_revert.py ExternalTest.test_branched_tree',
+            'test_revert.py InternalTest.test_internal_below_an_external_overlay_is_refused',
+        ],
+        'PathNotAllowed': ['test_security.py FifoTest.test_fifo_and_device_in_metadata'],
+        'Unsupported': [
+            'test_revert.py RefusalTest.test_attached_domain',
+            'test_revert.py RefusalTest.test_flags_auth_and_busy',
+        ],
+        'QemuFailed': [
+            'test_revert.py InternalTest.test_failed_load_is_recovered',
+            'test_revert.py MemoryTest.test_external_with_memory',
+        ],
+        'NoSpace': ['test_errors.py NoSpaceTest.test_full_file_system'],
+        'AccessDenied': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Snapshot.CheckRevert': {
+        'InvalidArgument': ['test_revert.py RefusalTest.test_flags_auth_and_busy'],
+    },
 }
 
 

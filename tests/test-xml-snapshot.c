@@ -182,8 +182,11 @@ static char *canonical(const char *xml) {
         return ret;
 }
 
-/* A libvirt output: parses with REDEFINE, round-trips, and what we write is
- * what libvirt wrote, up to quoting and whitespace. */
+/* A fixture written by hand in libvirt's layout (virsh snapshot-dumpxml's:
+ * the element order and the attributes libvirt's formatter writes, see
+ * fixtures/snapshot/README.md): parses with REDEFINE, round-trips, and what
+ * we write is the fixture, up to quoting and whitespace. The expectation is
+ * the fixture itself, not our own output. */
 static void check_libvirt_output(const char *name) {
         _cleanup_free_ char *xml = read_fixture(name, NULL), *out = NULL, *c_in = NULL, *c_out = NULL;
         _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_ok(xml, SNAPSHOT_PARSE_REDEFINE);
@@ -199,7 +202,7 @@ static void check_libvirt_output(const char *name) {
         n_checks++;
         if (!streq_ptr(c_in, c_out)) {
                 n_failed++;
-                fprintf(stderr, "%s: written form differs from libvirt's:\n--- libvirt\n%s\n--- ours\n%s\n", name,
+                fprintf(stderr, "%s: written form differs from libvirt's layout:\n--- fixture\n%s\n--- ours\n%s\n", name,
                         strna(c_in), strna(c_out));
         }
 }
@@ -245,15 +248,15 @@ static void test_enum_strings(void) {
 
 static void test_libvirt_outputs(void) {
         static const char *const names[] = {
-                "libvirt-all_parameters.xml",
-                "libvirt-disk-seclabel.xml",
-                "libvirt-disk_driver_name_null.xml",
-                "libvirt-external_vm.xml",
-                "libvirt-external_vm_redefine.xml",
-                "libvirt-full_domain.xml",
-                "libvirt-memory-snapshot-inactivedomain.xml",
-                "libvirt-noparent_nodescription_noactive.xml",
-                "libvirt-qcow2-metadata-cache.xml",
+                "all-parameters.xml",
+                "disk-seclabel.xml",
+                "disk-source-only.xml",
+                "external-memory.xml",
+                "external-memory-redefine.xml",
+                "full-domain.xml",
+                "memory-inactive-domain.xml",
+                "no-parent-description-active.xml",
+                "metadata-cache.xml",
                 "revert-disks.xml",
         };
 
@@ -262,27 +265,28 @@ static void test_libvirt_outputs(void) {
 }
 
 static void test_all_parameters(void) {
-        _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("libvirt-all_parameters.xml", SNAPSHOT_PARSE_REDEFINE);
-        _cleanup_(snapshot_def_freep) SnapshotDef *fresh = parse_fixture("libvirt-all_parameters.xml", 0);
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("all-parameters.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *fresh = parse_fixture("all-parameters.xml", 0);
         _cleanup_free_ char *out = NULL, *plain = NULL;
 
         if (!def || !fresh)
                 return;
-        CHECK_STREQ(def->name, "my snap name");
-        CHECK_STREQ(def->description, "!@#$%^");
+        CHECK_STREQ(def->name, "before the upgrade #2");
+        CHECK_STREQ(def->description, "Kernel 6.1 & the old <nvidia> driver, 100% working");
         CHECK(def->has_state && def->state == SNAPSHOT_STATE_RUNNING);
-        CHECK_STREQ(def->parent, "earlier_snap");
-        CHECK(def->has_creation_time && def->creation_time == 1272917631);
+        CHECK_STREQ(def->parent, "fresh install");
+        CHECK(def->has_creation_time && def->creation_time == 1700000000);
         CHECK(def->memory == SNAPSHOT_LOCATION_INTERNAL && !def->memory_file);
         CHECK(!def->has_disks && def->n_disks == 0 && !def->disks);
-        /* Old libvirt's <domain> with only a <uuid>, kept as it is. */
-        CHECK_STREQ(def->domain_xml, "<domain>\n  <uuid>9d37b878-a7cc-9f9a-b78f-49b3abad25a8</uuid>\n</domain>");
+        /* formatsnapshot: older libvirt stored a <domain> with only a <uuid>; kept as it is. */
+        CHECK_STREQ(def->domain_xml, "<domain>\n  <uuid>5d0c4f1e-2b7a-4c39-8e61-3f9a0b7c2d44</uuid>\n</domain>");
         CHECK(!def->inactive_domain_xml);
         CHECK(def->active == 1);
         CHECK(!def->extra_elements);
 
-        /* A new snapshot ignores what only libvirt may write. */
-        CHECK_STREQ(fresh->name, "my snap name");
+        /* formatsnapshot: on creation only name, description, memory and
+         * disks are settable; the rest is ignored. */
+        CHECK_STREQ(fresh->name, "before the upgrade #2");
         CHECK(!fresh->has_state && !fresh->has_creation_time && !fresh->parent && !fresh->domain_xml);
         CHECK(fresh->memory == SNAPSHOT_LOCATION_INTERNAL);
         CHECK(fresh->active == 1);
@@ -296,16 +300,16 @@ static void test_all_parameters(void) {
 
 static void test_inactive_domain_and_cookie(void) {
         _cleanup_(snapshot_def_freep) SnapshotDef *def =
-                parse_fixture("libvirt-memory-snapshot-inactivedomain.xml", SNAPSHOT_PARSE_REDEFINE);
-        _cleanup_(snapshot_def_freep) SnapshotDef *fresh = parse_fixture("libvirt-memory-snapshot-inactivedomain.xml", 0);
+                parse_fixture("memory-inactive-domain.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *fresh = parse_fixture("memory-inactive-domain.xml", 0);
         _cleanup_free_ char *out = NULL;
 
         if (!def || !fresh)
                 return;
         CHECK(def->memory == SNAPSHOT_LOCATION_EXTERNAL);
-        CHECK_STREQ(def->memory_file, "/tmp/ble.img");
+        CHECK_STREQ(def->memory_file, "/srv/images/pending.mem");
         CHECK(def->active == -1);
-        CHECK(def->domain_xml && strncmp(def->domain_xml, "<domain type=\"kvm\">\n  <name>snapshot-inactivedomain</name>", 57) == 0);
+        CHECK(def->domain_xml && strncmp(def->domain_xml, "<domain type=\"kvm\">\n  <name>workstation</name>", 46) == 0);
         CHECK(def->inactive_domain_xml && strncmp(def->inactive_domain_xml, "<inactiveDomain type=\"kvm\">\n", 28) == 0);
         CHECK(strv_length(def->extra_elements) == 1);
         if (def->extra_elements)
@@ -317,8 +321,8 @@ static void test_inactive_domain_and_cookie(void) {
         CHECK(position(out, "  <domain ") < position(out, "  <inactiveDomain "));
         CHECK(position(out, "  <inactiveDomain ") < position(out, "  <cookie>"));
         /* The embedded domain nests. */
-        CHECK_CONTAINS(out, "\n  <domain type=\"kvm\">\n    <name>snapshot-inactivedomain</name>\n");
-        CHECK_CONTAINS(out, "\n      <controller type=\"usb\" index=\"0\" model=\"ich9-ehci1\">\n"
+        CHECK_CONTAINS(out, "\n  <domain type=\"kvm\">\n    <name>workstation</name>\n");
+        CHECK_CONTAINS(out, "\n      <controller type=\"usb\" index=\"0\" model=\"qemu-xhci\">\n"
                             "        <address type=\"pci\"");
         CHECK_CONTAINS(out, "\n  </inactiveDomain>\n  <cookie>\n    <cpu mode=\"custom\"");
 
@@ -327,48 +331,79 @@ static void test_inactive_domain_and_cookie(void) {
 }
 
 static void test_libvirt_inputs(void) {
-        _cleanup_(snapshot_def_freep) SnapshotDef *noparent = parse_fixture("libvirt-in-noparent.xml", SNAPSHOT_PARSE_REDEFINE);
-        _cleanup_(snapshot_def_freep) SnapshotDef *external = parse_fixture("libvirt-in-external_vm.xml", SNAPSHOT_PARSE_REDEFINE);
-        _cleanup_(snapshot_def_freep) SnapshotDef *external_new = parse_fixture("libvirt-in-external_vm.xml", 0);
-        _cleanup_(snapshot_def_freep) SnapshotDef *seclabel = parse_fixture("libvirt-in-disk-seclabel-invalid.xml", 0);
-        _cleanup_free_ char *out = NULL, *in_disk = read_fixture("libvirt-in-disk_snapshot.xml", NULL);
-        _cleanup_free_ char *out_disk = read_fixture("libvirt-disk_snapshot.xml", NULL);
+        _cleanup_(snapshot_def_freep) SnapshotDef *shuffled = parse_fixture("in-any-order.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *external = parse_fixture("in-external-memory.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *external_new = parse_fixture("in-external-memory.xml", 0);
+        _cleanup_(snapshot_def_freep) SnapshotDef *seclabel = parse_fixture("in-disk-seclabel.xml", 0);
+        _cleanup_free_ char *out = NULL, *kinds = read_fixture("in-disks-unsupported.xml", NULL);
 
-        if (noparent) {
-                CHECK(noparent->has_state && noparent->state == SNAPSHOT_STATE_RUNNING);
-                CHECK(noparent->memory == SNAPSHOT_LOCATION_INTERNAL);
-                CHECK(noparent->creation_time == 1272917631 && !noparent->parent);
-                /* Written in libvirt's order, whatever the input's. */
-                out = check_round_trip(noparent, SNAPSHOT_PARSE_REDEFINE);
+        /* domainsnapshot.rng: the children of <domainsnapshot> interleave,
+         * any order is valid input. */
+        if (shuffled) {
+                CHECK_STREQ(shuffled->name, "shuffled");
+                CHECK(shuffled->has_state && shuffled->state == SNAPSHOT_STATE_RUNNING);
+                CHECK(shuffled->memory == SNAPSHOT_LOCATION_INTERNAL);
+                CHECK(shuffled->creation_time == 1700000800 && !shuffled->parent);
+                /* Written in libvirt's order (its formatter's), whatever the input's. */
+                out = check_round_trip(shuffled, SNAPSHOT_PARSE_REDEFINE);
+                CHECK(position(out, "<name>") < position(out, "<description>"));
+                CHECK(position(out, "<description>") < position(out, "<state>"));
                 CHECK(position(out, "<state>") < position(out, "<creationTime>"));
                 CHECK(position(out, "<creationTime>") < position(out, "<memory "));
                 CHECK(position(out, "<memory ") < position(out, "<domain>"));
         }
         if (external) {
                 CHECK(external->memory == SNAPSHOT_LOCATION_EXTERNAL);
-                CHECK_STREQ(external->memory_file, "/dev/HostVG/GuestMemory");
-                CHECK_STREQ(external->parent, "earlier_snap");
+                CHECK_STREQ(external->memory_file, "/srv/images/hibernated.mem");
+                CHECK_STREQ(external->parent, "nightly");
         }
+        /* Read-only fields (parent, state) are ignored on creation. */
         if (external_new) {
                 CHECK(!external_new->parent && !external_new->has_state);
                 CHECK(external_new->memory == SNAPSHOT_LOCATION_EXTERNAL);
         }
-        /* The qemu driver accepts it (its output is libvirt-disk-seclabel.xml). */
+        /* formatsnapshot: <source> may hold a <seclabel>; a <source> without
+         * snapshot= makes the disk external (the mode "inherited"). */
         if (seclabel && seclabel->n_disks == 1) {
-                CHECK_STREQ(seclabel->disks[0].source, "/path/to/new2");
+                CHECK(seclabel->disks[0].snapshot == SNAPSHOT_LOCATION_EXTERNAL);
+                CHECK_STREQ(seclabel->disks[0].source, "/srv/images/data.labelled");
                 CHECK(strv_equal(seclabel->disks[0].extra_source_elements,
                                  (char *[]) { "<seclabel model=\"dac\" relabel=\"no\"/>", NULL }));
         }
 
-        /* libvirt's generic test of every disk type: qed, block and network
-         * disks are not ours, and the first of them is named. */
-        parse_fails_str(in_disk, 0, -QSNAP_E_INVALID_XML, 10, "disk 'hdd' has driver type 'qed', expected 'qcow2' or 'raw'");
-        parse_fails_str(out_disk, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 10, "driver type 'qed'");
+        /* Every kind of disk the schema allows: by path, no, internal, then a
+         * qed file, a block device and a network disk, which are not ours.
+         * The first refused one is named, at its line. */
+        parse_fails_str(kinds, 0, -QSNAP_E_INVALID_XML, 8, "disk 'vdd' has driver type 'qed', expected 'qcow2' or 'raw'");
+        parse_fails_str(kinds, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 8, "driver type 'qed'");
+        parse_fails_str("<domainsnapshot><disks>\n<disk name='vde' snapshot='external' type='block'>"
+                        "<source dev='/dev/vg0/vde-new'/></disk></disks></domainsnapshot>",
+                        0, -QSNAP_E_INVALID_XML, 2, "disk 'vde' has type 'block': only type='file' is supported");
+        parse_fails_str("<domainsnapshot><disks>\n<disk name='vdf' snapshot='external' type='network'>"
+                        "<source protocol='gluster' name='vol/vdf-new'><host name='storage.example'/></source>"
+                        "</disk></disks></domainsnapshot>",
+                        0, -QSNAP_E_INVALID_XML, 2, "disk 'vdf' has type 'network': only type='file' is supported");
+        /* The disks before the refused ones are fine. */
+        {
+                _cleanup_(snapshot_def_freep) SnapshotDef *d = parse_ok(
+                        "<domainsnapshot><disks><disk name='/srv/images/root.qcow2'/><disk name='vdb' snapshot='no'/>"
+                        "<disk name='vdc' snapshot='internal'/></disks></domainsnapshot>",
+                        0);
+
+                CHECK(d && d->n_disks == 3);
+                if (d && d->n_disks == 3) {
+                        CHECK_STREQ(d->disks[0].name, "/srv/images/root.qcow2");
+                        CHECK(d->disks[0].snapshot == SNAPSHOT_LOCATION_DEFAULT);
+                        CHECK(d->disks[1].snapshot == SNAPSHOT_LOCATION_NO);
+                        CHECK(d->disks[2].snapshot == SNAPSHOT_LOCATION_INTERNAL);
+                }
+        }
 }
 
 static void test_disks(void) {
-        _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("libvirt-qcow2-metadata-cache.xml", SNAPSHOT_PARSE_REDEFINE);
-        _cleanup_(snapshot_def_freep) SnapshotDef *sec = parse_fixture("libvirt-disk-seclabel.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("metadata-cache.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *sec = parse_fixture("disk-seclabel.xml", SNAPSHOT_PARSE_REDEFINE);
+        _cleanup_(snapshot_def_freep) SnapshotDef *bare = parse_fixture("disk-source-only.xml", SNAPSHOT_PARSE_REDEFINE);
         _cleanup_(snapshot_def_freep) SnapshotDef *inferred = NULL;
         _cleanup_free_ char *out = NULL;
 
@@ -376,19 +411,28 @@ static void test_disks(void) {
                 const SnapshotDisk *d = &def->disks[0];
 
                 CHECK(def->has_disks);
-                CHECK_STREQ(d->name, "hdd");
+                CHECK_STREQ(d->name, "vda");
                 CHECK(d->snapshot == SNAPSHOT_LOCATION_EXTERNAL);
                 CHECK(d->format == DISK_FORMAT_QCOW2);
-                CHECK_STREQ(d->source, "/path/to/new");
+                CHECK_STREQ(d->source, "/srv/images/root.small-cache");
                 CHECK(d->on_delete == MERGE_DEFAULT);
                 CHECK(strv_equal(d->extra_driver_elements,
-                                 (char *[]) { "<metadata_cache>\n  <max_size unit=\"bytes\">1234</max_size>\n</metadata_cache>",
+                                 (char *[]) { "<metadata_cache>\n  <max_size unit=\"bytes\">65536</max_size>\n</metadata_cache>",
                                               NULL }));
                 CHECK(!d->extra_elements && !d->extra_attributes && !d->extra_source_elements);
         }
         if (sec && sec->n_disks == 1)
                 CHECK(strv_equal(sec->disks[0].extra_source_elements,
                                  (char *[]) { "<seclabel model=\"dac\" relabel=\"no\"/>", NULL }));
+        /* A new file and no driver: no format, and libvirt writes no <driver>. */
+        if (bare && bare->n_disks == 1) {
+                CHECK(bare->disks[0].snapshot == SNAPSHOT_LOCATION_EXTERNAL);
+                CHECK(bare->disks[0].format == _DISK_FORMAT_INVALID);
+                CHECK_STREQ(bare->disks[0].source, "/srv/images/root.nightly");
+                out = format_ok(bare, SNAPSHOT_FORMAT_SECURE);
+                CHECK_NOT_CONTAINS(out, "<driver");
+                out = mfree(out);
+        }
 
         /* libvirt: a file or a format without snapshot= means external, and
          * it writes type='file' back for such disks only. */
@@ -1533,7 +1577,7 @@ static void test_active(void) {
 
 static void test_copy(void) {
         _cleanup_(snapshot_def_freep) SnapshotDef *def = parse_fixture("revert-disks.xml", SNAPSHOT_PARSE_REDEFINE);
-        _cleanup_(snapshot_def_freep) SnapshotDef *other = parse_fixture("libvirt-memory-snapshot-inactivedomain.xml",
+        _cleanup_(snapshot_def_freep) SnapshotDef *other = parse_fixture("memory-inactive-domain.xml",
                                                                           SNAPSHOT_PARSE_REDEFINE);
         _cleanup_(snapshot_def_freep) SnapshotDef *copy = NULL, *copy2 = NULL, *copy3 = NULL;
         _cleanup_free_ char *a = NULL, *b = NULL;

@@ -271,14 +271,15 @@ class TreeTest(SnapshotTestCase):
     def test_libvirt_dumpxml_fixtures_redefine(self):
         h = self.h
         img = h.create_image('a.qcow2')
-        # libvirt's outputs (xml2xmlout) and ours come back element for
-        # element; libvirt's inputs (xml2xmlin) as libvirt would write them.
-        outputs = ['libvirt-all_parameters.xml', 'libvirt-disk-seclabel.xml', 'libvirt-disk_driver_name_null.xml',
-                   'libvirt-external_vm.xml', 'libvirt-external_vm_redefine.xml', 'libvirt-full_domain.xml',
-                   'libvirt-memory-snapshot-inactivedomain.xml', 'libvirt-noparent_nodescription_noactive.xml',
-                   'libvirt-qcow2-metadata-cache.xml', 'revert-disks.xml', 'qsnap-written.expected.xml']
-        inputs = ['libvirt-in-noparent.xml', 'libvirt-in-external_vm.xml', 'libvirt-in-disk-seclabel-invalid.xml',
-                  'on-delete.xml', 'qsnap-written.xml']
+        # Fixtures in libvirt's layout (tests/fixtures/snapshot/README.md)
+        # and ours come back element for element; inputs in another shape
+        # as libvirt would write them.
+        outputs = ['all-parameters.xml', 'disk-seclabel.xml', 'disk-source-only.xml', 'external-memory.xml',
+                   'external-memory-redefine.xml', 'full-domain.xml', 'memory-inactive-domain.xml',
+                   'no-parent-description-active.xml', 'metadata-cache.xml', 'revert-disks.xml',
+                   'qsnap-written.expected.xml']
+        inputs = ['in-any-order.xml', 'in-external-memory.xml', 'in-disk-seclabel.xml', 'on-delete.xml',
+                  'qsnap-written.xml']
         for i, fixture in enumerate(outputs + inputs):
             relaxed = fixture in inputs
             with self.subTest(fixture=fixture):

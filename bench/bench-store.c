@@ -4,9 +4,11 @@
  * entries (~1.5 KiB of <domainsnapshot> XML each) committed one by one as
  * CreateSnapshot does (PUT + CURRENT in one transaction), then redefines
  * and deletes at full size. Prints per-commit latency for the first and
- * the last 1,000 commits (median, 99th percentile, max), compactions, file
- * sizes, and the time a fresh load takes at several sizes: the cost of
- * one operation must not grow with the number of entries.
+ * the last 1,000 commits (median, 99th percentile, max), and the CPU time
+ * of each commit (this thread's, CLOCK_THREAD_CPUTIME_ID: what a loaded
+ * machine's fdatasync() waits do not enter), compactions, file sizes, and
+ * the time a fresh load takes at several sizes: the cost of one operation
+ * must not grow with the number of entries.
  *
  *     bench-store [--count N] [DIR]
  *
@@ -67,18 +69,31 @@ static char *entry_xml(unsigned i) {
                 i, i, i > 0 ? i - 1 : 0, 1700000000U + i, i, pad);
 }
 
+static uint64_t cpu_ns(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
 static int cmp_u64(const void *a, const void *b) {
         uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
         return x < y ? -1 : x > y;
 }
 
-static void print_window(const char *what, const uint64_t *lat, size_t n) {
+/* lat in µs, or in ns with ns. */
+static void print_window_unit(const char *what, const uint64_t *lat, size_t n, bool ns) {
         _cleanup_free_ uint64_t *s = new0(uint64_t, n);
+        double unit = ns ? 1e6 : 1e3;
 
         memcpy(s, lat, n * sizeof(uint64_t));
         qsort(s, n, sizeof(uint64_t), cmp_u64);
         printf("  %-34s median %7.3f ms   p99 %7.3f ms   max %8.3f ms\n", what,
-               (double) s[n / 2] / 1000.0, (double) s[n * 99 / 100] / 1000.0, (double) s[n - 1] / 1000.0);
+               (double) s[n / 2] / unit, (double) s[n * 99 / 100] / unit, (double) s[n - 1] / unit);
+}
+
+static void print_window(const char *what, const uint64_t *lat, size_t n) {
+        print_window_unit(what, lat, n, false);
 }
 
 static uint64_t size_of(const char *dir, const char *suffix) {
@@ -88,12 +103,13 @@ static uint64_t size_of(const char *dir, const char *suffix) {
         return stat(p, &st) < 0 ? 0 : (uint64_t) st.st_size;
 }
 
-/* A fresh Store, as at daemon start: open + load. */
-static uint64_t time_load(const char *dir, size_t *ret_n) {
+/* A fresh Store, as at daemon start: open + load. Wall time in µs, CPU
+ * time in ns in *ret_cpu. */
+static uint64_t time_load(const char *dir, size_t *ret_n, uint64_t *ret_cpu) {
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_free_ char *error = NULL, *current = NULL;
         StoreEntry *entries = NULL;
-        uint64_t t0 = now_usec(CLOCK_MONOTONIC), t;
+        uint64_t c0 = cpu_ns(), t0 = now_usec(CLOCK_MONOTONIC), t;
         size_t n = 0;
 
         if (store_open(dir, UUID, "snapshots", "domainsnapshot", 0, &s) < 0 ||
@@ -102,6 +118,7 @@ static uint64_t time_load(const char *dir, size_t *ret_n) {
                 exit(EXIT_FAILURE);
         }
         t = now_usec(CLOCK_MONOTONIC) - t0;
+        *ret_cpu = cpu_ns() - c0;
         store_entries_free(entries, n);
         *ret_n = n;
         return t;
@@ -121,7 +138,7 @@ static void remove_dir(const char *dir) {
 
 int main(int argc, char **argv) {
         _cleanup_(store_freep) Store *s = NULL;
-        _cleanup_free_ uint64_t *lat = NULL, *lat2 = NULL;
+        _cleanup_free_ uint64_t *lat = NULL, *lat2 = NULL, *cpu = NULL;
         _cleanup_free_ char *tmp = NULL;
         const char *dir = NULL;
         unsigned count = 10000;
@@ -156,6 +173,7 @@ int main(int argc, char **argv) {
                 return EXIT_FAILURE;
         }
         lat = new0(uint64_t, count);
+        cpu = new0(uint64_t, count);
         lat2 = new0(uint64_t, WINDOW);
 
         printf("store benchmark in %s: %u commits of PUT + CURRENT\n", dir, count);
@@ -166,11 +184,12 @@ int main(int argc, char **argv) {
                         { .type = STORE_OP_PUT, .name = name, .xml = xml },
                         { .type = STORE_OP_CURRENT, .name = name },
                 };
-                uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+                uint64_t c0 = cpu_ns(), t0 = now_usec(CLOCK_MONOTONIC);
 
                 if (store_commit(s, ops, ELEMENTSOF(ops)) < 0)
                         return EXIT_FAILURE;
                 lat[i] = now_usec(CLOCK_MONOTONIC) - t0;
+                cpu[i] = cpu_ns() - c0;
                 total_xml += strlen(xml);
                 if (lat[i] > worst) {
                         worst = lat[i];
@@ -178,10 +197,11 @@ int main(int argc, char **argv) {
                 }
                 if (i + 1 == 1000 || i + 1 == count / 2 || i + 1 == count) {
                         size_t n;
-                        uint64_t t = time_load(dir, &n);
+                        uint64_t c, t = time_load(dir, &n, &c);
 
-                        printf("  load of %5zu entries (fresh process state): %8.1f ms, %6.2f µs per entry\n",
-                               n, (double) t / 1000.0, (double) t / (double) n);
+                        printf("  load of %5zu entries (fresh process state): %8.1f ms, %6.2f µs per entry; "
+                               "CPU %6.2f µs per entry\n",
+                               n, (double) t / 1000.0, (double) t / (double) n, (double) c / 1000.0 / (double) n);
                 }
         }
         t_all = now_usec(CLOCK_MONOTONIC) - t_all;
@@ -191,6 +211,8 @@ int main(int argc, char **argv) {
                total_xml / count, st.n_compactions, st.generation, (double) worst / 1000.0, worst_at + 1);
         print_window("first 1000 commits:", lat, WINDOW);
         print_window("last 1000 commits:", lat + count - WINDOW, WINDOW);
+        print_window_unit("first 1000 commits, CPU:", cpu, WINDOW, true);
+        print_window_unit("last 1000 commits, CPU:", cpu + count - WINDOW, WINDOW, true);
         printf("  all %u commits: %.2f s, %.3f ms per commit on average (compactions included)\n", count,
                (double) t_all / USEC_PER_SEC, (double) t_all / 1000.0 / count);
 
@@ -221,9 +243,9 @@ int main(int argc, char **argv) {
                size_of(dir, ".xml"), UUID, size_of(dir, ".journal"), st.n_entries);
         {
                 size_t n;
-                uint64_t t = time_load(dir, &n);
+                uint64_t c, t = time_load(dir, &n, &c);
 
-                printf("  final load of %zu entries: %.1f ms\n", n, (double) t / 1000.0);
+                printf("  final load of %zu entries: %.1f ms (CPU %.1f ms)\n", n, (double) t / 1000.0, (double) c / 1e6);
         }
 
         if (tmp)

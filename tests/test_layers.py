@@ -14,6 +14,19 @@ layer or a lower one. A file of ops/ includes no other operation's header
 sources include daemon headers the same way. Each violation fails with the
 file and line.
 
+One QEMU job driver: qemu/job.c is the only code that reads QEMU's job
+states. Outside it (and qemu/qmp-commands.[ch], which build the commands
+and parse the replies for it), no C string literal names job-state
+vocabulary (query-jobs, query-block-jobs, JOB_STATUS_CHANGE, BLOCK_JOB_*,
+"concluded", job-dismiss, job-finalize, job-complete, job-cancel,
+block-job-cancel) and no code calls the QMP helpers that read or steer a
+job (qmp_cmd_query_jobs, qmp_cmd_query_block_jobs, qmp_cmd_job_*,
+qmp_cmd_block_job_*, qmp_parse_query_jobs*, qmp_parse_query_block_jobs,
+qmp_parse_job_status_change, qmp_parse_block_job_event) or uses their
+reply types (QmpJobInfo, QmpBlockJobInfo, QmpBlockJobEvent). Comments do
+not count, nor the names of crash and kill points. Starting a job
+(block-commit, snapshot-save, …) is an operation's business: allowed.
+
 Function and file lengths are reported against the limits below; the next
 phase of issue #9 enforces them (ENFORCE_SIZES), today they only print.
 The checker is run on a small made-up tree first, so it is known to catch
@@ -31,6 +44,16 @@ TOP = 'main.c'  # above every folder
 MAX_FUNCTION_LINES = 120
 MAX_FILE_LINES = 1200
 ENFORCE_SIZES = False
+
+# The one QEMU job driver and the command layer under it.
+JOB_DRIVER_FILES = ('qemu/job.c', 'qemu/qmp-commands.c', 'qemu/qmp-commands.h')
+JOB_STATE_WORDS = ('query-jobs', 'query-block-jobs', 'JOB_STATUS_CHANGE', 'BLOCK_JOB_', 'concluded', 'job-dismiss',
+                   'job-finalize', 'job-complete', 'job-cancel', 'block-job-cancel')
+JOB_STATE_CODE = re.compile(r'\b(qmp_cmd_query_jobs|qmp_cmd_query_block_jobs|qmp_cmd_job_\w+|qmp_cmd_block_job_\w+|'
+                            r'qmp_parse_query_jobs\w*|qmp_parse_query_block_jobs|qmp_parse_job_status_change|'
+                            r'qmp_parse_block_job_event|QmpJobInfo|QmpBlockJobInfo|QmpBlockJobEvent)\b')
+STRING_LITERAL = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+POINT_NAME = re.compile(r'\b(?:crash_point|kill_point|operation_crash_point)\s*\([^;]*')
 
 QUOTED_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
 SD_BUS_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"](systemd/)?sd-bus[^>"]*\.h[>"]')
@@ -104,6 +127,55 @@ def check_daemon(root):
                 if mine != theirs:
                     problems.append('%s:%d: includes "%s", another operation\'s header (operations stand side '
                                     'by side; shared services belong in core/)' % (where, n, target))
+    return problems
+
+
+def strip_comments(text):
+    """C comments blanked out (newlines kept, so line numbers hold)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        if text.startswith('/*', i):
+            j = text.find('*/', i + 2)
+            j = n if j < 0 else j + 2
+            out.append(re.sub(r'[^\n]', ' ', text[i:j]))
+            i = j
+        elif text.startswith('//', i):
+            j = text.find('\n', i)
+            j = n if j < 0 else j
+            out.append(' ' * (j - i))
+            i = j
+        elif text[i] in '"\'':
+            quote, j = text[i], i + 1
+            while j < n and text[j] != quote and text[j] != '\n':
+                j += 2 if text[j] == '\\' else 1
+            out.append(text[i:j + 1])
+            i = j + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return ''.join(out)
+
+
+def check_job_driver(root):
+    """Every reading of QEMU job states outside the job driver, as
+    'daemon/<file>:<line>: why'."""
+    daemon = os.path.join(root, 'daemon')
+    problems = []
+    for rel in sources(daemon):
+        if rel in JOB_DRIVER_FILES:
+            continue
+        with open(os.path.join(daemon, rel), encoding='utf-8') as f:
+            code = strip_comments(f.read())
+        for n, line in enumerate(code.split('\n'), 1):
+            line = POINT_NAME.sub('', line)
+            for m in JOB_STATE_CODE.finditer(line):
+                problems.append('daemon/%s:%d: uses %s: only the job driver (qemu/job.c) reads QEMU job states'
+                                % (rel, n, m.group(1)))
+            for lit in STRING_LITERAL.finditer(line):
+                for w in JOB_STATE_WORDS:
+                    if w in lit.group(1):
+                        problems.append('daemon/%s:%d: names "%s": only the job driver (qemu/job.c) reads QEMU job '
+                                        'states' % (rel, n, w))
     return problems
 
 
@@ -212,6 +284,39 @@ class CheckerTest(unittest.TestCase):
             self.assertEqual(len(got), 1, got)
             self.assertTrue(got[0].startswith('tests/t.c:3: includes "c.h"'), got)
 
+    def test_catches_job_state_readers(self):
+        with tempfile.TemporaryDirectory() as root:
+            write(root, 'daemon/qemu/job.c', 'x = qmp_cmd_query_jobs(q); s = "concluded"; qmp_cmd_job_dismiss(q);\n')
+            write(root, 'daemon/qemu/qmp-commands.c', 'qmp_send(q, "query-jobs", NULL); qmp_send(q, "job-dismiss");\n')
+            write(root, 'daemon/ops/op.c', '\n'.join([
+                '/* query-jobs in a comment, "concluded" too */',
+                'kill_point("job-finalize", pid); crash_point("x:job-dismiss");',
+                'operation_crash_point(o, "concluded");',
+                'qmp_cmd_query_jobs(qmp, cb, op);',
+                'if (streq(status, "concluded")) return;',
+                'qmp_subscribe(qmp, "JOB_STATUS_CHANGE", cb, op);',
+                'QmpJobInfo info; // a comment with qmp_parse_query_jobs',
+                'x = "BLOCK_JOB_READY"; qmp_cmd_job_finalize(qmp, id, cb, op);',
+                'qmp_send(qmp, "job-dismiss", args, cb, op); qmp_parse_job_status_change(data, &id, &st);',
+                'qmp_cmd_block_commit(qmp, id, dev, top, base, NULL, 0, cb, op); /* starting one is fine */',
+                'job_finalize(j, true, NULL); job_pivot(j, NULL, NULL, &m); /* the driver\'s API is fine */',
+            ]) + '\n')
+            write(root, 'daemon/core/c.h', '#define BLOCK_JOB_KIND 1 /* an identifier, no literal */\n')
+            got = check_job_driver(root)
+            expected = [
+                'daemon/ops/op.c:4: uses qmp_cmd_query_jobs',
+                'daemon/ops/op.c:5: names "concluded"',
+                'daemon/ops/op.c:6: names "JOB_STATUS_CHANGE"',
+                'daemon/ops/op.c:7: uses QmpJobInfo',
+                'daemon/ops/op.c:8: uses qmp_cmd_job_finalize',
+                'daemon/ops/op.c:8: names "BLOCK_JOB_"',
+                'daemon/ops/op.c:9: uses qmp_parse_job_status_change',
+                'daemon/ops/op.c:9: names "job-dismiss"',
+            ]
+            self.assertEqual(len(got), len(expected), '\n'.join(got))
+            for e in expected:
+                self.assertTrue(any(p.startswith(e) for p in got), 'missing: %s\ngot:\n%s' % (e, '\n'.join(got)))
+
     def test_function_lengths(self):
         text = '\n'.join([
             '#include "util/util.h"',
@@ -249,6 +354,10 @@ class LayersTest(unittest.TestCase):
                         % (TOP, source_root()))
         self.assertGreater(len(sources(daemon)), 20)
         problems = check_daemon(source_root())
+        self.assertEqual(problems, [], '\n' + '\n'.join(problems))
+
+    def test_one_job_driver(self):
+        problems = check_job_driver(source_root())
         self.assertEqual(problems, [], '\n' + '\n'.join(problems))
 
     def test_tests_and_bench(self):

@@ -62,11 +62,11 @@ static void start_call_reply(Operation *o, int error, const char *message) {
         c->done(o->domain, error, message, error < 0 ? NULL : c->job, c->userdata);
 }
 
-#define BLOCK_JOB_KIND(n, crash) \
+#define START_CALL_KIND(n, crash) \
         { .name = n, .crash_name = crash, .free_plan = start_call_free, .reply = start_call_reply }
-static const OperationKind block_pull_kind = BLOCK_JOB_KIND("block-pull", NULL);
-static const OperationKind block_commit_kind = BLOCK_JOB_KIND("block-commit", NULL);
-static const OperationKind block_copy_kind = BLOCK_JOB_KIND("block-copy", "block-copy");
+static const OperationKind block_pull_kind = START_CALL_KIND("block-pull", NULL);
+static const OperationKind block_commit_kind = START_CALL_KIND("block-commit", NULL);
+static const OperationKind block_copy_kind = START_CALL_KIND("block-copy", "block-copy");
 
 static const OperationKind *start_call_kind(JobType type) {
         return type == JOB_TYPE_COPY ? &block_copy_kind : type == JOB_TYPE_PULL ? &block_pull_kind : &block_commit_kind;

@@ -48,14 +48,13 @@ typedef struct PlanDisk {
         SnapshotLocation location;
         char *overlay;        /* external: the new active file */
         bool reuse;           /* REUSE_EXT: the overlay exists already */
-        bool created;         /* we made the overlay file */
         char *top_node;       /* live: the node the overlay goes on */
         char *node;           /* live: the overlay's node */
-        bool added;           /* live: blockdev-add succeeded */
 } PlanDisk;
 
 struct SnapshotPlan {
-        Domain *domain;
+        Domain *domain;       /* borrowed: the operation holds the reference */
+        Operation *op;        /* once it runs */
         uint64_t flags;
         SnapshotDef *def;     /* the metadata to store */
         PlanDisk *disks;
@@ -63,10 +62,10 @@ struct SnapshotPlan {
         bool live;
         SnapshotLocation memory;
         char *memory_file;
-        bool memory_created;
         bool was_running;     /* the guest ran when we started */
         bool stopped;         /* we paused the guest for the memory save */
         char *job_id;
+        Job *save_job;        /* internal: the snapshot-save job, ours (owned) */
 
         SnapshotDoneFunc done;
         void *userdata;
@@ -76,13 +75,10 @@ struct SnapshotPlan {
         int error;
         char *message;
         int subscription;
-        Snapshot *snapshot;   /* the result, while HALT stops the domain */
-        bool intent_written;
+        Snapshot *snapshot;   /* the result */
         unsigned cont_retries;
         sd_event_source *timer;
-        sd_event_source *defer;
 };
-
 
 SnapshotPlan *snapshot_plan_free(SnapshotPlan *p) {
         if (!p)
@@ -96,9 +92,10 @@ SnapshotPlan *snapshot_plan_free(SnapshotPlan *p) {
         snapshot_def_free(p->def);
         free(p->memory_file);
         free(p->job_id);
+        job_disown(p->save_job);
+        job_unref(p->save_job);
         free(p->message);
         sd_event_source_disable_unref(p->timer);
-        sd_event_source_disable_unref(p->defer);
         free(p);
         return NULL;
 }
@@ -493,7 +490,7 @@ typedef struct SnapshotIntent {
         size_t n_disks;
 } SnapshotIntent;
 
-static int snapshot_intent_write(Domain *d, const SnapshotIntent *in) {
+static int snapshot_intent_write(Operation *op, const SnapshotIntent *in) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object(), *disks = json_object_new_array();
 
         if (!o || !disks)
@@ -517,126 +514,162 @@ static int snapshot_intent_write(Domain *d, const SnapshotIntent *in) {
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "disks", json_object_get(disks));
-        return op_journal_write(d->manager->config.state_dir, d->def->uuid, INTENT_KIND, o);
-}
-
-static void snapshot_intent_remove(Domain *d) {
-        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
+        return operation_journal_write(op, o);
 }
 
 /* ---- execution ---- */
 
-/* Removes what the failed attempt made; the guest runs again if we paused it. */
-static void plan_undo(SnapshotPlan *p) {
-        Domain *d = p->domain;
+/* The steps that made something: undone in reverse when the snapshot
+ * fails (core/operation.c runs them). */
 
-        for (size_t i = 0; i < p->n_disks; i++) {
-                PlanDisk *pd = p->disks + i;
+static int undo_overlay_file(Operation *o, void *data) {
+        PlanDisk *pd = data;
 
-                if (pd->added && d->qmp)
-                        (void) qmp_cmd_blockdev_del(d->qmp, pd->node, NULL, NULL);
-                if (pd->created && unlink(pd->overlay) >= 0)
-                        log_debug("Removed overlay %s of the failed snapshot.", pd->overlay);
-        }
-        if (p->memory_created)
-                (void) unlink(p->memory_file);
-        if (p->stopped && d->qmp)
-                (void) qmp_cmd_cont(d->qmp, NULL, NULL);
+        if (unlink(pd->overlay) >= 0)
+                log_debug("Removed overlay %s of the failed snapshot.", pd->overlay);
+        return 0;
 }
 
-static void plan_reply(SnapshotPlan *p, int error, const char *message, Snapshot *s) {
-        Domain *d = p->domain;
+static int undo_overlay_node(Operation *o, void *data) {
+        PlanDisk *pd = data;
+
+        if (o->domain->qmp)
+                (void) qmp_cmd_blockdev_del(o->domain->qmp, pd->node, NULL, NULL);
+        return 0;
+}
+
+static int undo_memory_file(Operation *o, void *data) {
+        SnapshotPlan *p = o->plan;
+
+        (void) unlink(p->memory_file);
+        return 0;
+}
+
+/* The guest runs again if we paused it. */
+static int undo_stop(Operation *o, void *data) {
+        SnapshotPlan *p = o->plan;
+
+        if (p->stopped && o->domain->qmp)
+                (void) qmp_cmd_cont(o->domain->qmp, NULL, NULL);
+        return 0;
+}
+
+static int run_qemu_img_snapshot(const char *op, const char *tag, const char *file, char **ret_output) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) op, (char *) tag, (char *) file, NULL };
+        int r = run_command(argv, ret_output);
+        return r == 0 ? 0 : r < 0 ? r : -EIO;
+}
+
+static int undo_internal_offline(Operation *o, void *data) {
+        SnapshotPlan *p = o->plan;
+        PlanDisk *pd = data;
+
+        (void) run_qemu_img_snapshot("-d", p->def->name, pd->disk->source, NULL);
+        return 0;
+}
+
+static void snapshot_create_reply(Operation *o, int error, const char *message) {
+        SnapshotPlan *p = o->plan;
 
         if (p->done)
-                p->done(d, error, message, s, p->userdata);
-        manager_busy_unref(d->manager);
+                p->done(o->domain, error, message, error < 0 ? NULL : p->snapshot, p->userdata);
+}
+
+static void snapshot_plan_free_op(void *p) {
         snapshot_plan_free(p);
-        domain_unref(d);
 }
 
 static void on_halted(Domain *d, int error, const char *message, const char *reply, void *userdata) {
-        SnapshotPlan *p = userdata;
+        Operation *o = userdata;
 
         if (error < 0)
                 log_warning("Domain '%s': HALT after snapshot failed: %s", d->def->name, strna(message));
-        plan_reply(p, 0, NULL, p->snapshot);
+        operation_finish(o, 0, NULL);
+}
+
+/* The disks are done: the new overlays are the disks' active files from
+ * now on, in the running and in the stored definition alike. */
+static void plan_switch_disks(SnapshotPlan *p) {
+        Domain *d = p->domain;
+        bool changed = false;
+
+        for (size_t i = 0; i < p->n_disks; i++) {
+                const PlanDisk *pd = p->disks + i;
+                DomainDef *defs[2] = { d->live, d->def };
+                _cleanup_free_ char *below = NULL;
+
+                if (pd->location != SNAPSHOT_LOCATION_EXTERNAL)
+                        continue;
+                /* pd->disk lives in one of the two definitions: keep
+                 * the old name apart before it is replaced. */
+                below = strdup(pd->disk->source);
+                if (!below) {
+                        log_oom();
+                        continue;
+                }
+                domain_chain_add_overlay(d, below, pd->overlay);
+                for (size_t k = 0; k < 2; k++) {
+                        DomainDisk *disk = defs[k] ? domain_def_find_disk(defs[k], pd->disk->target) : NULL;
+                        if (disk && streq(disk->source, below)) {
+                                (void) free_and_strdup(&disk->source, pd->overlay);
+                                disk->format = DISK_FORMAT_QCOW2;
+                        }
+                }
+                changed = true;
+        }
+        if (changed) {
+                (void) domain_save_disks(d);
+                manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+                operation_crash_point(p->op, "disks");
+        }
 }
 
 static void plan_finish(SnapshotPlan *p, int error, const char *message) {
+        Operation *o = p->op;
         Domain *d = p->domain;
-        Snapshot *s = NULL;
         int r;
 
         if (p->subscription > 0 && d->qmp)
                 (void) qmp_unsubscribe(d->qmp, p->subscription);
+        p->subscription = 0;
         p->timer = sd_event_source_disable_unref(p->timer);
 
         if (error < 0) {
-                plan_undo(p);
+                /* What was made goes again (the operation's undo stack). */
                 log_warning("Domain '%s': snapshot '%s' failed: %s", d->def->name, p->def->name, strna(message));
-        } else {
-                bool changed = false;
+                return operation_finish(o, error, message);
+        }
 
-                /* The new overlays are the disks' active files from now on,
-                 * in the running and in the stored definition alike. */
-                for (size_t i = 0; i < p->n_disks; i++) {
-                        const PlanDisk *pd = p->disks + i;
-                        DomainDef *defs[2] = { d->live, d->def };
-                        _cleanup_free_ char *below = NULL;
-
-                        if (pd->location != SNAPSHOT_LOCATION_EXTERNAL)
-                                continue;
-                        /* pd->disk lives in one of the two definitions: keep
-                         * the old name apart before it is replaced. */
-                        below = strdup(pd->disk->source);
-                        if (!below) {
-                                log_oom();
-                                continue;
-                        }
-                        domain_chain_add_overlay(d, below, pd->overlay);
-                        for (size_t k = 0; k < 2; k++) {
-                                DomainDisk *disk = defs[k] ? domain_def_find_disk(defs[k], pd->disk->target) : NULL;
-                                if (disk && streq(disk->source, below)) {
-                                        (void) free_and_strdup(&disk->source, pd->overlay);
-                                        disk->format = DISK_FORMAT_QCOW2;
-                                }
-                        }
-                        changed = true;
-                }
-                if (changed) {
-                        (void) domain_save_disks(d);
-                        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
-                }
-
-                if (!(p->flags & SNAPSHOT_CREATE_NO_METADATA)) {
-                        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(p->def), true, &s);
-                        if (r < 0) {
-                                error = r;
-                                message = "The snapshot was taken, but its metadata could not be stored.";
-                                log_error_errno(r, "Domain '%s': %s (%m)", d->def->name, message);
-                        } else {
-                                log_info("Domain '%s': snapshot '%s' taken in %.1f ms, %.1f ms of it waiting for QEMU.",
-                                         d->def->name, snapshot_name(s),
-                                         (now_usec(CLOCK_MONOTONIC) - p->started_usec) / 1000.0, p->qemu_usec / 1000.0);
-                                manager_notify_snapshot_added(d->manager, d, s);
-                        }
+        /* Taken: nothing is undone from here on, whatever follows. */
+        operation_undo_clear(o);
+        plan_switch_disks(p);
+        if (!(p->flags & SNAPSHOT_CREATE_NO_METADATA)) {
+                r = snapshot_tree_add(&d->snapshots, TAKE_PTR(p->def), true, &p->snapshot);
+                if (r < 0) {
+                        error = r;
+                        message = "The snapshot was taken, but its metadata could not be stored.";
+                        log_error_errno(r, "Domain '%s': %s (%m)", d->def->name, message);
+                } else {
+                        log_info("Domain '%s': snapshot '%s' taken in %.1f ms, %.1f ms of it waiting for QEMU.",
+                                 d->def->name, snapshot_name(p->snapshot),
+                                 (now_usec(CLOCK_MONOTONIC) - p->started_usec) / 1000.0, p->qemu_usec / 1000.0);
+                        manager_notify_snapshot_added(d->manager, d, p->snapshot);
+                        operation_crash_point(o, "metadata");
                 }
         }
 
-        /* Done or undone: nothing is left for a restarted qsnapd to do. */
-        if (p->intent_written)
-                snapshot_intent_remove(d);
-        d->snapshot_busy = false;
-        /* HALT: the call returns once the domain is off. */
+        /* HALT: the call returns once the domain is off. Done: nothing is
+         * left for a restarted qsnapd to do, and the lock is free for Stop. */
         if (error >= 0 && (p->flags & SNAPSHOT_CREATE_HALT) && domain_is_active(d) && !d->op) {
                 _cleanup_free_ char *stop_message = NULL;
 
-                p->snapshot = s;
-                if (domain_stop(d, 0, on_halted, p, &stop_message) >= 0)
+                operation_journal_remove(o);
+                operation_unlock(o);
+                if (domain_stop(d, 0, on_halted, o, &stop_message) >= 0)
                         return;
                 log_warning("Domain '%s': HALT after snapshot failed: %s", d->def->name, strna(stop_message));
         }
-        plan_reply(p, error, message, s);
+        operation_finish(o, error, message);
 }
 
 static void plan_fail(SnapshotPlan *p, int error, const char *fmt, ...) _printf_(3, 4);
@@ -670,7 +703,7 @@ static int plan_write_intent(SnapshotPlan *p) {
                 disks[n++] = (SnapshotIntentDisk) { .target = pd->disk->target, .below = pd->disk->source,
                                                     .overlay = pd->overlay, .node = pd->node, .created = !pd->reuse };
         }
-        r = snapshot_intent_write(p->domain, &(SnapshotIntent) {
+        r = snapshot_intent_write(p->op, &(SnapshotIntent) {
                 .snapshot_xml = xml,
                 .metadata = !(p->flags & SNAPSHOT_CREATE_NO_METADATA),
                 .resume = p->memory == SNAPSHOT_LOCATION_EXTERNAL && p->was_running,
@@ -679,8 +712,8 @@ static int plan_write_intent(SnapshotPlan *p) {
                 .n_disks = n,
         });
         if (r < 0)
-                return log_error_errno(r, "Domain '%s': cannot write the snapshot intent: %m", p->domain->def->name);
-        p->intent_written = true;
+                return r;
+        operation_crash_point(p->op, "intent");
         return 0;
 }
 
@@ -704,15 +737,14 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
                                                  pd->disk->target, output ?: strerror(-r));
                         return r;
                 }
-                pd->created = true;
+                r = operation_undo_push(p->op, undo_overlay_file, pd);
+                if (r < 0) {
+                        (void) undo_overlay_file(p->op, pd);
+                        return r;
+                }
         }
+        operation_crash_point(p->op, "overlays");
         return 0;
-}
-
-static int run_qemu_img_snapshot(const char *op, const char *tag, const char *file, char **ret_output) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) op, (char *) tag, (char *) file, NULL };
-        int r = run_command(argv, ret_output);
-        return r == 0 ? 0 : r < 0 ? r : -EIO;
 }
 
 /* A shut-off domain: qemu-img does it all, synchronously. */
@@ -735,13 +767,14 @@ static void plan_execute_offline(SnapshotPlan *p) {
                         continue;
                 r = run_qemu_img_snapshot("-c", p->def->name, pd->disk->source, &output);
                 if (r < 0) {
-                        /* Take back the ones made before this one. */
-                        for (size_t j = 0; j < i; j++)
-                                if (p->disks[j].location == SNAPSHOT_LOCATION_INTERNAL)
-                                        (void) run_qemu_img_snapshot("-d", p->def->name, p->disks[j].disk->source, NULL);
+                        /* The ones made before this one are taken back (undo). */
                         if (path_out_of_space(pd->disk->source))
                                 r = -ENOSPC;
                         return plan_fail(p, r, "qemu-img snapshot of disk %s failed: %s", pd->disk->target, strna(output));
+                }
+                if (operation_undo_push(p->op, undo_internal_offline, pd) < 0) {
+                        (void) undo_internal_offline(p->op, pd);
+                        return plan_fail(p, -ENOMEM, "Out of memory.");
                 }
         }
         plan_finish(p, 0, NULL);
@@ -807,10 +840,10 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         qemu_wait_end(p);
         if (error < 0)
                 return plan_fail(p, -EIO, "QEMU refused the snapshot transaction: %s", strna(desc));
-        /* The overlays are in the graph now; undo must not delete them. */
-        for (size_t i = 0; i < p->n_disks; i++)
-                p->disks[i].added = p->disks[i].created = false;
-        p->memory_created = false;
+        /* The overlays are in the graph now, the memory saved: undo must
+         * not delete them. */
+        operation_undo_clear(p->op);
+        operation_crash_point(p->op, "switched");
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
                 /* The reply waits for the guest to run again. */
                 p->stopped = false;
@@ -848,8 +881,11 @@ static void on_overlay_added(Qmp *qmp, int error, json_object *result, const cha
                         p->error = -EIO;
                         p->message = strprintf("QEMU cannot open overlay %s: %s", c->disk->overlay, strna(desc));
                 }
-        } else
-                c->disk->added = true;
+        } else if (operation_undo_push(p->op, undo_overlay_node, c->disk) < 0) {
+                (void) undo_overlay_node(p->op, c->disk);
+                if (p->error == 0)
+                        p->error = -ENOMEM;
+        }
         free(c);
         if (--p->pending > 0)
                 return;
@@ -891,6 +927,7 @@ static void plan_migration_done(SnapshotPlan *p, const char *status, const char 
                 p->subscription = 0;
                 /* QEMU is in postmigrate now: paused, memory saved. */
                 p->stopped = p->was_running;
+                operation_crash_point(p->op, "memory");
                 plan_add_overlays(p);
         } else if (STR_IN_SET(status, "failed", "cancelled")) {
                 int r = path_out_of_space(p->memory_file) ? -ENOSPC : -EIO;
@@ -949,7 +986,11 @@ static void plan_save_memory(SnapshotPlan *p) {
         fd = open(p->memory_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
                 return plan_fail(p, errno == ENOSPC ? -ENOSPC : -EXDEV, "Cannot create memory file %s: %m", p->memory_file);
-        p->memory_created = true;
+        if (operation_undo_push(p->op, undo_memory_file, NULL) < 0 || operation_undo_push(p->op, undo_stop, NULL) < 0) {
+                (void) undo_memory_file(p->op, NULL);
+                operation_undo_clear(p->op);
+                return plan_fail(p, -ENOMEM, "Out of memory.");
+        }
         quoted = shell_quote(p->memory_file);
         command = quoted ? strjoin("cat >> ", quoted) : NULL;
         if (!command)
@@ -965,54 +1006,47 @@ static void plan_save_memory(SnapshotPlan *p) {
                 plan_fail(p, -EIO, "Cannot send migrate.");
 }
 
-/* ---- live: internal ---- */
+/* ---- live: internal, a snapshot-save job (qemu/job.c drives it) ---- */
 
-static void on_save_job_dismissed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+static void on_save_job_finished(Job *j, void *userdata) {
         SnapshotPlan *p = userdata;
+        int r;
 
-        if (p->error < 0)
-                return plan_finish(p, p->error, p->message);
-        plan_finish(p, 0, NULL);
+        if (j->state == JOB_STATE_COMPLETED)
+                return plan_finish(p, 0, NULL);
+        r = j->state == JOB_STATE_FAILED && path_out_of_space(p->domain->def->disks[0].source) ? -ENOSPC : -EIO;
+        plan_fail(p, r, "QEMU could not take the snapshot: %s", j->error ?: job_state_to_string(j->state));
 }
 
-static void on_save_job_queried(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+/* qsnapd leaves while QEMU saves: nothing to undo, and nothing journaled. */
+static void on_save_job_detached(Job *j, void *userdata) {
         SnapshotPlan *p = userdata;
-        QmpJobInfo info;
 
-        if (error < 0 || qmp_parse_query_jobs(result, p->job_id, &info) <= 0)
-                return plan_fail(p, -EIO, "Lost track of snapshot job %s.", p->job_id);
-        if (!streq(info.status, "concluded"))
-                return; /* a later JOB_STATUS_CHANGE comes */
-        if (info.error) {
-                p->error = path_out_of_space(p->domain->def->disks[0].source) ? -ENOSPC : -EIO;
-                p->message = strprintf("QEMU could not take the snapshot: %s", info.error);
-        }
-        if (qmp_cmd_job_dismiss(qmp, p->job_id, on_save_job_dismissed, p) < 0)
-                plan_fail(p, -EIO, "Cannot dismiss job %s.", p->job_id);
+        operation_abandon(p->op);
 }
 
-static void on_job_status_change(Qmp *qmp, const char *event, json_object *data, uint64_t ts, void *userdata) {
-        SnapshotPlan *p = userdata;
-        const char *id, *status;
-
-        if (qmp_parse_job_status_change(data, &id, &status) < 0 || !streq(id, p->job_id) || !streq(status, "concluded"))
-                return;
-        (void) qmp_unsubscribe(qmp, p->subscription);
-        p->subscription = 0;
-        if (qmp_cmd_query_jobs(qmp, on_save_job_queried, p) < 0)
-                plan_fail(p, -EIO, "Cannot send query-jobs.");
-}
+static const JobObserver save_job_observer = {
+        .finished = on_save_job_finished,
+        .detached = on_save_job_detached,
+};
 
 static void on_snapshot_save(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
+        int r;
 
-        if (error < 0) {
-                if (p->subscription > 0)
-                        (void) qmp_unsubscribe(qmp, p->subscription);
-                p->subscription = 0;
-                plan_fail(p, -EIO, "QEMU cannot start the snapshot: %s", strna(desc));
-        }
-        /* The job's end arrives as JOB_STATUS_CHANGE. */
+        if (error < 0)
+                return plan_fail(p, -EIO, "QEMU cannot start the snapshot: %s", strna(desc));
+        /* The job's end arrives through the tracker. */
+        r = p->domain->jobs ? job_tracker_add_job(p->domain->jobs, p->job_id, &(JobSpec) {
+                                      .type = JOB_TYPE_SNAPSHOT_CREATE,
+                                      .auto_finalize = true,
+                                      .observer = &save_job_observer,
+                                      .observer_userdata = p,
+                              }, &p->save_job)
+                            : -ENOTCONN;
+        if (r < 0)
+                return plan_fail(p, -EIO, "Cannot follow snapshot job %s: %s", p->job_id, strerror(-r));
+        job_ref(p->save_job);
 }
 
 static void plan_save_internal(SnapshotPlan *p) {
@@ -1030,9 +1064,7 @@ static void plan_save_internal(SnapshotPlan *p) {
         p->job_id = strprintf("qsnap-save-%" PRIx64, now_usec(CLOCK_MONOTONIC));
         if (!p->job_id)
                 return plan_fail(p, -ENOMEM, "Out of memory.");
-        p->subscription = qmp_subscribe(p->domain->qmp, "JOB_STATUS_CHANGE", on_job_status_change, p);
-        if (p->subscription < 0 ||
-            qmp_cmd_snapshot_save(p->domain->qmp, p->job_id, p->def->name, vmstate, devices, n, on_snapshot_save, p) < 0)
+        if (qmp_cmd_snapshot_save(p->domain->qmp, p->job_id, p->def->name, vmstate, devices, n, on_snapshot_save, p) < 0)
                 plan_fail(p, -EIO, "Cannot send snapshot-save.");
 }
 
@@ -1048,6 +1080,7 @@ static void plan_nodes_known(SnapshotPlan *p) {
         _cleanup_free_ char *message = NULL;
         int r;
 
+        /* One job in QEMU: nothing of ours to roll back, no intent. */
         if (p->memory == SNAPSHOT_LOCATION_INTERNAL)
                 return plan_save_internal(p);
 
@@ -1110,10 +1143,10 @@ static void plan_find_nodes(SnapshotPlan *p) {
                 plan_finish(p, p->error ?: -EIO, p->message ?: "No disk to snapshot.");
 }
 
-static int on_plan_start(sd_event_source *s, void *userdata) {
-        SnapshotPlan *p = userdata;
+static void plan_start(Operation *o) {
+        SnapshotPlan *p = o->plan;
 
-        p->defer = sd_event_source_disable_unref(p->defer);
+        operation_crash_point(o, "start");
         p->started_usec = now_usec(CLOCK_MONOTONIC);
         p->was_running = p->domain->state == DOMAIN_RUNNING;
         if (!p->live)
@@ -1122,11 +1155,11 @@ static int on_plan_start(sd_event_source *s, void *userdata) {
                 plan_fail(p, -ESRCH, "Domain '%s' has no monitor connection.", p->domain->def->name);
         else
                 plan_find_nodes(p);
-        return 0;
 }
 
 int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_(snapshot_plan_freep) SnapshotPlan *p = plan;
+        Operation *o;
         int r;
 
         if (domain_is_busy(d)) {
@@ -1137,16 +1170,18 @@ int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *
                 *ret_message = strprintf("Domain '%s' changed state meanwhile; try again.", d->def->name);
                 return -EBUSY;
         }
-        /* Started from the loop, so `done` is never called from in here. */
-        r = sd_event_add_defer(d->manager->event, &p->defer, on_plan_start, p);
-        if (r < 0)
-                return r;
         p->done = done;
         p->userdata = userdata;
-        d->snapshot_busy = true;
-        domain_ref(d);
-        manager_busy_ref(d->manager);
-        TAKE_PTR(p);
+        r = operation_new(d, &snapshot_create_kind, TAKE_PTR(p), &o);
+        if (r < 0)
+                return r;
+        plan->op = o;
+        /* Started from the loop, so `done` is never called from in here. */
+        r = operation_start_deferred(o, plan_start);
+        if (r < 0) {
+                operation_cancel(o);
+                return r;
+        }
         return 0;
 }
 
@@ -1241,7 +1276,7 @@ static void recovery_end(Recovery *rc) {
         /* A guest stopped for the memory save runs again. */
         if (json_get_bool(rc->intent, "resume") && d->qmp && d->state == DOMAIN_PAUSED)
                 (void) qmp_cmd_cont(d->qmp, NULL, NULL);
-        snapshot_intent_remove(d);
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
         if (rc->done)
                 rc->done(d, 0, NULL, NULL, rc->userdata);
         json_object_put(rc->intent);
@@ -1307,5 +1342,9 @@ static int snapshot_create_recover(Domain *d, DomainDoneFunc done, void *userdat
 
 const OperationKind snapshot_create_kind = {
         .name = INTENT_KIND,
+        .crash_name = "create",
+        .lock = OPERATION_LOCK_SNAPSHOT,
+        .free_plan = snapshot_plan_free_op,
+        .reply = snapshot_create_reply,
         .recover = snapshot_create_recover,
 };

@@ -31,6 +31,7 @@
 #include "core/domain-jobs.h"
 #include "core/files.h"
 #include "core/manager.h"
+#include "core/operation.h"
 #include "ops/snapshot-delete.h"
 #include "qemu/child.h"
 #include "qemu/image.h"
@@ -42,6 +43,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 #ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 #endif
 
 typedef enum ActionKind {
@@ -555,7 +559,7 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
 
 /* phase "merging": the data may be anywhere between before and after;
  * "metadata": the metadata are stored, only files are left to remove. */
-static int journal_write(Domain *d, const char *snapshot, const char *job_id, const char *phase, const VictimPlan *vp) {
+static int journal_write(Operation *op, const char *snapshot, const char *job_id, const char *phase, const VictimPlan *vp) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
         json_object *renames = json_object_new_array(), *files = json_object_new_array();
 
@@ -583,7 +587,7 @@ static int journal_write(Domain *d, const char *snapshot, const char *job_id, co
         for (char **f = vp->unlink; f && *f; f++)
                 json_object_array_add(files, json_object_new_string(*f));
         json_object_object_add(o, "unlink", files);
-        return op_journal_write(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND, o);
+        return operation_journal_write(op, o);
 }
 
 static void journal_remove(Domain *d) {
@@ -593,7 +597,8 @@ static void journal_remove(Domain *d) {
 /* ---- execution ---- */
 
 typedef struct DeleteOp {
-        Domain *domain;
+        Domain *domain;        /* borrowed: the operation holds the reference */
+        Operation *op;
         uint64_t flags;
         char **victims;        /* names, leaves first */
         size_t index;          /* the victim at work */
@@ -601,45 +606,43 @@ typedef struct DeleteOp {
         size_t action;         /* the action at work */
         size_t steps_done, steps_total;
         unsigned step_percent;
-        Job *job;              /* the merge's job, once there is one */
+        Job *job;              /* the merge's job (qsnapd's own, on the bus), once there is one */
+        Job *step;             /* the QEMU job of the step at work (owned: qemu/job.c drives it) */
         Child *child;
-        char *qmp_job_id;
+        char *step_id;         /* a QEMU step's job id while QEMU starts it */
         char **qmp_nodes;
         size_t pending;
-        int subscription;
         int error;
         char *message;
         SnapshotDeleteFunc done;
         void *userdata;
-        bool replied;
-        sd_event_source *defer;
-        /* a QEMU block job step */
-        sd_event_source *poll;
-        char *drop_node;
-        bool completing, finalizing, dismissing;
+        char *drop_node;       /* a QEMU merge step: the node that leaves the graph */
         bool aborted;
 } DeleteOp;
 
-static void op_free(DeleteOp *op) {
+static void delete_op_free(void *p) {
+        DeleteOp *op = p;
+
         strv_free(op->victims);
         victim_plan_done(&op->plan);
         child_free(op->child);
-        free(op->qmp_job_id);
+        free(op->step_id);
         strv_free(op->qmp_nodes);
         free(op->message);
-        sd_event_source_disable_unref(op->defer);
-        sd_event_source_disable_unref(op->poll);
         free(op->drop_node);
+        job_disown(op->step);
+        job_unref(op->step);
+        if (op->job)
+                op->job->local_abort = NULL;
         job_unref(op->job);
         free(op);
 }
 
-static void op_reply(DeleteOp *op, int error, const char *message) {
-        if (op->replied)
-                return;
-        op->replied = true;
+static void delete_op_reply(Operation *o, int error, const char *message) {
+        DeleteOp *op = o->plan;
+
         if (op->done)
-                op->done(op->domain, error, message, error < 0 ? NULL : op->job, op->userdata);
+                op->done(o->domain, error, message, error < 0 ? NULL : op->job, op->userdata);
 }
 
 static void op_progress(DeleteOp *op) {
@@ -653,28 +656,33 @@ static void op_progress(DeleteOp *op) {
 static void op_finish(DeleteOp *op, int error, const char *message) {
         Domain *d = op->domain;
 
-        if (op->subscription > 0 && d->qmp)
-                (void) qmp_unsubscribe(d->qmp, op->subscription);
-        op->subscription = 0;
-        op->poll = sd_event_source_disable_unref(op->poll);
         op->child = child_free(op->child);
-        if (error < 0) {
+        if (error < 0)
+                /* The snapshot stays and can be deleted again (the journal goes). */
                 log_warning("Domain '%s': deleting snapshot '%s' failed: %s", d->def->name,
                             op->index < strv_length(op->victims) ? op->victims[op->index] : "?", strna(message));
-                /* The snapshot stays and can be deleted again. */
-                journal_remove(d);
-        }
-        d->snapshot_busy = false;
+        /* Free for the next call, journal gone, before anyone hears of the end. */
+        operation_journal_remove(op->op);
+        operation_unlock(op->op);
         if (op->job) {
                 op->job->local_abort = NULL;
                 job_local_update(op->job, error < 0 ? (op->aborted ? JOB_STATE_CANCELED : JOB_STATE_FAILED) : JOB_STATE_COMPLETED,
                                  error < 0 ? op->job->cur : op->job->end, op->job->end, error < 0 ? strna(message) : NULL);
                 domain_local_job_end(d, op->job);
         }
-        op_reply(op, error, message);
-        manager_busy_unref(d->manager);
-        op_free(op);
-        domain_unref(d);
+        operation_finish(op->op, error, message);
+}
+
+static void op_finishf(DeleteOp *op, int error, const char *fmt, ...) _printf_(3, 4);
+static void op_finishf(DeleteOp *op, int error, const char *fmt, ...) {
+        _cleanup_free_ char *message = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&message, fmt, ap) < 0)
+                message = NULL;
+        va_end(ap);
+        op_finish(op, error, message);
 }
 
 static void op_next_victim(DeleteOp *op);
@@ -689,20 +697,29 @@ static void op_victim_done(DeleteOp *op) {
 
         if (op->plan.n_renames > 0)
                 domain_apply_renames(d, op->plan.renames, op->plan.n_renames);
-        crash_point("delete:merged");
+        operation_crash_point(op->op, "merged");
         if (s) {
                 r = snapshot_metadata_commit(d, &s, 1, op->plan.renames, op->plan.n_renames, &message);
                 if (r < 0)
                         return op_finish(op, r, message ?: "Cannot store the snapshot metadata.");
         }
-        (void) journal_write(d, op->victims[op->index], op->job ? op->job->id : NULL, "metadata", &op->plan);
-        crash_point("delete:metadata");
+        (void) journal_write(op->op, op->victims[op->index], op->job ? op->job->id : NULL, "metadata", &op->plan);
+        operation_crash_point(op->op, "metadata");
         domain_remove_unreferenced_files(d, op->plan.unlink);
-        journal_remove(d);
+        operation_journal_remove(op->op);
         log_info("Domain '%s': snapshot '%s' deleted.", d->def->name, op->victims[op->index]);
         victim_plan_done(&op->plan);
         op->index++;
         op_next_victim(op);
+}
+
+/* One step done: on to the next. */
+static void op_step_done(DeleteOp *op) {
+        op->action++;
+        op->steps_done++;
+        op->step_percent = 0;
+        op_progress(op);
+        op_run_action(op);
 }
 
 static void on_command_output(Child *c, const char *chunk, void *userdata) {
@@ -730,81 +747,89 @@ static void on_command_done(Child *c, int status, const char *output, void *user
                          a->argv[strv_length(a->argv) - 1]);
                 status = 0;
         }
-        if (status != 0) {
-                _cleanup_free_ char *message = strprintf("qemu-img %s failed (status %d): %s", a->what, status, output);
-                return op_finish(op, -EIO, message);
-        }
-        op->action++;
-        op->steps_done++;
-        op->step_percent = 0;
-        op_progress(op);
-        op_run_action(op);
+        if (status != 0)
+                return op_finishf(op, -EIO, "qemu-img %s failed (status %d): %s", a->what, status, output);
+        op_step_done(op);
+}
+
+/* ---- live steps: QEMU jobs, driven by the job tracker (qemu/job.c) ---- */
+
+/* Tracks the QEMU job of this step as ours (owned: the domain's job glue
+ * leaves it alone, the bus shows the delete's own job). */
+static int op_track_step(DeleteOp *op, const char *id, const char *disk, bool auto_finalize,
+                         const JobObserver *observer) {
+        Domain *d = op->domain;
+        int r;
+
+        r = d->jobs ? job_tracker_add_job(d->jobs, id, &(JobSpec) {
+                              .type = JOB_TYPE_SNAPSHOT_DELETE,
+                              .disk = disk,
+                              .auto_finalize = auto_finalize,
+                              .observer = observer,
+                              .observer_userdata = op,
+                      }, &op->step)
+                    : -ENOTCONN;
+        if (r < 0)
+                return r;
+        job_ref(op->step);
+        return 0;
+}
+
+/* qsnapd leaves while QEMU works on a step: the journal stays, and the
+ * next qsnapd adopts the job (a merge's has the delete job's id). */
+static void on_step_detached(Job *j, void *userdata) {
+        DeleteOp *op = userdata;
+
+        operation_abandon(op->op);
+}
+
+static void op_step_ended(DeleteOp *op, Job *j) {
+        assert(op->step == j);
+        op->step = job_unref(op->step);
 }
 
 /* ---- live internal: a snapshot-delete job ---- */
 
-static void on_qmp_dismissed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+static void on_internal_step_finished(Job *j, void *userdata) {
         DeleteOp *op = userdata;
 
-        if (op->error < 0)
-                return op_finish(op, op->error, op->message);
-        op->action++;
-        op->steps_done++;
-        op_run_action(op);
+        op_step_ended(op, j);
+        if (j->state != JOB_STATE_COMPLETED)
+                return op_finishf(op, -EIO, "QEMU could not delete the snapshot: %s",
+                                  j->error ?: job_state_to_string(j->state));
+        op_step_done(op);
 }
 
-static void on_qmp_job_queried(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
-                               void *userdata) {
-        DeleteOp *op = userdata;
-        QmpJobInfo info;
-
-        if (error < 0 || qmp_parse_query_jobs(result, op->qmp_job_id, &info) <= 0)
-                return op_finish(op, -EIO, "Lost track of the snapshot-delete job.");
-        if (!streq(info.status, "concluded"))
-                return;
-        if (info.error) {
-                op->error = -EIO;
-                op->message = strprintf("QEMU could not delete the snapshot: %s", info.error);
-        }
-        if (qmp_cmd_job_dismiss(qmp, op->qmp_job_id, on_qmp_dismissed, op) < 0)
-                op_finish(op, -EIO, "Cannot dismiss the snapshot-delete job.");
-}
-
-static void on_qmp_job_status(Qmp *qmp, const char *event, json_object *data, uint64_t ts, void *userdata) {
-        DeleteOp *op = userdata;
-        const char *id, *status;
-
-        if (qmp_parse_job_status_change(data, &id, &status) < 0 || !op->qmp_job_id || !streq(id, op->qmp_job_id) ||
-            !streq(status, "concluded"))
-                return;
-        (void) qmp_unsubscribe(qmp, op->subscription);
-        op->subscription = 0;
-        if (qmp_cmd_query_jobs(qmp, on_qmp_job_queried, op) < 0)
-                op_finish(op, -EIO, "Cannot send query-jobs.");
-}
+static const JobObserver internal_step_observer = {
+        .finished = on_internal_step_finished,
+        .detached = on_step_detached,
+};
 
 static void on_qmp_delete_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                                   void *userdata) {
         DeleteOp *op = userdata;
+        _cleanup_free_ char *id = NULL;
+        int r;
 
-        if (error < 0) {
-                _cleanup_free_ char *message = strprintf("QEMU cannot delete the snapshot: %s", strna(desc));
-                op_finish(op, -EIO, message);
-        }
+        if (error < 0)
+                return op_finishf(op, -EIO, "QEMU cannot delete the snapshot: %s", strna(desc));
+        id = op->step_id;
+        op->step_id = NULL;
+        r = op_track_step(op, id, NULL, true, &internal_step_observer);
+        if (r < 0)
+                op_finishf(op, -EIO, "Cannot follow the snapshot-delete job: %s", strerror(-r));
 }
 
 static void qmp_delete_start(DeleteOp *op) {
         Domain *d = op->domain;
         size_t n = strv_length(op->qmp_nodes);
 
-        free(op->qmp_job_id);
-        op->qmp_job_id = strprintf("qsnap-delete-%" PRIx64, now_usec(CLOCK_MONOTONIC));
-        if (!op->qmp_job_id)
+        free(op->step_id);
+        op->step_id = strprintf("qsnap-delete-%" PRIx64, now_usec(CLOCK_MONOTONIC));
+        if (!op->step_id)
                 return op_finish(op, -ENOMEM, "Out of memory.");
-        op->subscription = qmp_subscribe(d->qmp, "JOB_STATUS_CHANGE", on_qmp_job_status, op);
-        if (op->subscription < 0 ||
-            qmp_cmd_snapshot_delete(d->qmp, op->qmp_job_id, op->victims[op->index], (const char *const *) op->qmp_nodes,
-                                    n, on_qmp_delete_started, op) < 0)
+        if (qmp_cmd_snapshot_delete(d->qmp, op->step_id, op->victims[op->index], (const char *const *) op->qmp_nodes, n,
+                                    on_qmp_delete_started, op) < 0)
                 op_finish(op, -EIO, "Cannot send snapshot-delete.");
 }
 
@@ -843,107 +868,77 @@ static void op_run_qmp_internal(DeleteOp *op, Action *a) {
 
 /* ---- live external: block-commit / block-stream, one at a time ---- */
 
-#define BLOCK_POLL_USEC (100 * USEC_PER_MSEC)
+static void on_merge_step_progress(Job *j, void *userdata) {
+        DeleteOp *op = userdata;
+        unsigned p;
 
-static void block_step_done(DeleteOp *op) {
-        op->poll = sd_event_source_disable_unref(op->poll);
-        op->completing = op->finalizing = op->dismissing = false;
+        if (j->end == 0)
+                return;
+        p = (unsigned) (MIN(j->cur, j->end) * 100 / j->end);
+        if (p != op->step_percent) {
+                op->step_percent = p;
+                op_progress(op);
+        }
+}
+
+/* An active commit is ready: the delete pivots by itself. */
+static void on_merge_step_ready(Job *j, void *userdata) {
+        DeleteOp *op = userdata;
+        _cleanup_free_ char *message = NULL;
+
+        operation_crash_point(op->op, "ready");
+        if (job_pivot(j, NULL, NULL, &message) < 0)
+                log_debug("Domain '%s': job verb refused: %s", op->domain->def->name, strna(message));
+}
+
+static void on_merge_step_pending(Job *j, void *userdata) {
+        DeleteOp *op = userdata;
+
+        operation_crash_point(op->op, "pending");
+        if (job_finalize(j, true, NULL) < 0)
+                log_debug("Domain '%s': cannot finalize merge job %s.", op->domain->def->name, j->id);
+}
+
+static void on_merge_step_finished(Job *j, void *userdata) {
+        DeleteOp *op = userdata;
+
+        op_step_ended(op, j);
+        if (j->state == JOB_STATE_CANCELED || op->aborted)
+                return op_finish(op, -ECANCELED, "The merge was aborted.");
+        if (j->state != JOB_STATE_COMPLETED)
+                return op_finishf(op, -EIO, "QEMU's merge job failed: %s", strna(j->error));
         /* A node we added stays open after the job dropped it (notes). */
         if (op->drop_node && op->drop_node[0] != '#' && op->domain->qmp)
                 (void) qmp_cmd_blockdev_del(op->domain->qmp, op->drop_node, NULL, NULL);
         op->drop_node = mfree(op->drop_node);
         /* QEMU switched the chain: the cache must read it again. */
         domain_chains_invalidate(op->domain);
-        op->action++;
-        op->steps_done++;
-        op->step_percent = 0;
-        op_progress(op);
-        op_run_action(op);
+        op_step_done(op);
 }
 
-static void on_block_dismissed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
-                               void *userdata) {
-        DeleteOp *op = userdata;
-
-        if (op->error < 0)
-                return op_finish(op, op->error, op->message);
-        block_step_done(op);
-}
-
-static void on_block_verb(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
-        DeleteOp *op = userdata;
-
-        if (error < 0 && op->error == 0)
-                log_debug("Domain '%s': job verb refused: %s", op->domain->def->name, strna(desc));
-}
-
-static void on_block_poll(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
-        DeleteOp *op = userdata;
-        QmpJobInfo info;
-        int r;
-
-        if (error < 0)
-                return op_finish(op, -EIO, "QEMU went away during the merge.");
-        r = qmp_parse_query_jobs(result, op->job->id, &info);
-        if (r <= 0)
-                return op_finish(op, -EIO, "The merge job vanished from QEMU.");
-        if (info.total > 0) {
-                unsigned p = (unsigned) (info.current * 100 / info.total);
-                if (p != op->step_percent && p <= 100) {
-                        op->step_percent = p;
-                        op_progress(op);
-                }
-        }
-        if (streq(info.status, "ready") && !op->completing) {
-                op->completing = true;
-                crash_point("delete:ready");
-                if (qmp_cmd_job_complete(qmp, op->job->id, on_block_verb, op) < 0)
-                        return op_finish(op, -EIO, "Cannot send job-complete.");
-        } else if (streq(info.status, "pending") && !op->finalizing) {
-                op->finalizing = true;
-                crash_point("delete:pending");
-                if (qmp_cmd_job_finalize(qmp, op->job->id, on_block_verb, op) < 0)
-                        return op_finish(op, -EIO, "Cannot send job-finalize.");
-        } else if (streq(info.status, "concluded") && !op->dismissing) {
-                op->dismissing = true;
-                op->poll = sd_event_source_disable_unref(op->poll);
-                if (info.error) {
-                        op->error = -EIO;
-                        op->message = strprintf("QEMU's merge job failed: %s", info.error);
-                }
-                if (qmp_cmd_job_dismiss(qmp, op->job->id, on_block_dismissed, op) < 0)
-                        return op_finish(op, -EIO, "Cannot dismiss the merge job.");
-        }
-}
-
-static int on_block_poll_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        DeleteOp *op = userdata;
-
-        if (!op->domain->qmp)
-                return op_finish(op, -EIO, "QEMU went away during the merge."), 0;
-        if (qmp_cmd_query_jobs(op->domain->qmp, on_block_poll, op) < 0)
-                return op_finish(op, -EIO, "Cannot send query-jobs."), 0;
-        (void) sd_event_source_set_time_relative(s, BLOCK_POLL_USEC);
-        return 0;
-}
+static const JobObserver merge_step_observer = {
+        .progress = on_merge_step_progress,
+        .ready = on_merge_step_ready,
+        .pending = on_merge_step_pending,
+        .finished = on_merge_step_finished,
+        .detached = on_step_detached,
+};
 
 static void on_block_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         DeleteOp *op = userdata;
+        Action *a = op->plan.actions + op->action;
+        _cleanup_free_ char *message = NULL;
         int r;
 
-        if (error < 0) {
-                _cleanup_free_ char *message = strprintf("QEMU cannot start the merge: %s", strna(desc));
-                return op_finish(op, -EIO, message);
-        }
-        if (op->aborted)
-                (void) qmp_cmd_job_cancel(qmp, op->job->id, NULL, NULL);
-        r = sd_event_add_time_relative(op->domain->manager->event, &op->poll, CLOCK_MONOTONIC, BLOCK_POLL_USEC,
-                                       10 * USEC_PER_MSEC, on_block_poll_timer, op);
+        if (error < 0)
+                return op_finishf(op, -EIO, "QEMU cannot start the merge: %s", strna(desc));
+        r = op_track_step(op, op->job->id, a->target, false, &merge_step_observer);
         if (r < 0)
-                return op_finish(op, r, "Cannot watch the merge job.");
-        (void) sd_event_source_set_enabled(op->poll, SD_EVENT_ON);
+                return op_finishf(op, -EIO, "Cannot follow the merge job: %s", strerror(-r));
+        /* Aborted while QEMU started it. */
+        if (op->aborted && job_abort(op->step, false, NULL, NULL, &message) < 0)
+                log_debug("Domain '%s': cannot cancel the merge job: %s", op->domain->def->name, strna(message));
 }
-
 
 static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         DeleteOp *op = userdata;
@@ -956,10 +951,8 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
                 return op_finish(op, -EIO, "Cannot list QEMU's block nodes.");
         if (qmp_find_format_node(result, a->kind == ACTION_QMP_STREAM ? a->top_file : disk->source, &device) <= 0 ||
             (a->kind == ACTION_QMP_COMMIT && a->top_file && qmp_find_format_node(result, a->top_file, &top) <= 0) ||
-            (a->base_file && qmp_find_format_node(result, a->base_file, &base) <= 0)) {
-                _cleanup_free_ char *message = strprintf("QEMU does not run the files of disk %s as expected.", a->target);
-                return op_finish(op, -EIO, message);
-        }
+            (a->base_file && qmp_find_format_node(result, a->base_file, &base) <= 0))
+                return op_finishf(op, -EIO, "QEMU does not run the files of disk %s as expected.", a->target);
         if (qmp_find_format_node(result, a->drop_file, &drop) > 0) {
                 op->drop_node = strdup(drop);
                 if (!op->drop_node)
@@ -976,9 +969,6 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
 }
 
 static void op_run_qmp_block(DeleteOp *op, Action *a) {
-        _cleanup_free_ char *step = strprintf("delete:%s", a->what);
-
-        crash_point(step ?: "delete:step");
         if (!op->domain->qmp || !op->job)
                 return op_finish(op, -ESRCH, "The domain's QEMU went away.");
         if (qmp_cmd_query_named_block_nodes(op->domain->qmp, on_block_nodes, op) < 0)
@@ -994,14 +984,13 @@ static void op_run_action(DeleteOp *op) {
         if (op->action >= op->plan.n_actions)
                 return op_victim_done(op);
         a = op->plan.actions + op->action;
+        /* Before each step, named after it: commit, rebase, snapshot,
+         * active-commit, stream, snapshot-delete. */
+        operation_crash_point(op->op, a->what);
         if (a->kind == ACTION_QMP_INTERNAL)
                 return op_run_qmp_internal(op, a);
         if (a->kind == ACTION_QMP_COMMIT || a->kind == ACTION_QMP_STREAM)
                 return op_run_qmp_block(op, a);
-        {
-                _cleanup_free_ char *step = strprintf("delete:%s", a->what);
-                crash_point(step ?: "delete:step");
-        }
         {
                 _cleanup_free_ char *cmdline = strv_join(a->argv, " ");
                 log_debug("Domain '%s': running %s", op->domain->def->name, strna(cmdline));
@@ -1015,6 +1004,7 @@ static void op_run_action(DeleteOp *op) {
  * QEMU job cancelled); the snapshot stays, deletable again. */
 static int op_abort(Job *j, void *data) {
         DeleteOp *op = data;
+        _cleanup_free_ char *message = NULL;
 
         if (op->aborted)
                 return 0;
@@ -1025,11 +1015,10 @@ static int op_abort(Job *j, void *data) {
                 op_finish(op, -ECANCELED, "The merge was aborted.");
                 return 0;
         }
-        if (op->poll && op->domain->qmp && !op->dismissing) {
-                (void) qmp_cmd_job_cancel(op->domain->qmp, op->job->id, NULL, NULL);
-                return 0;
-        }
-        /* Between two steps: the next one does not start. */
+        /* The QEMU job ends canceled, and with it the delete. */
+        if (op->step && job_abort(op->step, false, NULL, NULL, &message) < 0)
+                log_debug("Domain '%s': cannot cancel the merge job: %s", op->domain->def->name, strna(message));
+        /* Between two steps (or QEMU starting one): the next one does not start. */
         return 0;
 }
 
@@ -1070,50 +1059,48 @@ static void op_next_victim(DeleteOp *op) {
                 op_progress(op);
                 log_info("Domain '%s': deleting snapshot '%s' merges data as job %s.", d->def->name, snapshot_name(s),
                          op->job->id);
-                op_reply(op, 0, NULL);
+                operation_reply(op->op, 0, NULL);
         }
         /* Before anything is touched: what a restarted qsnapd needs. */
         if (op->plan.n_actions > 0) {
-                r = journal_write(d, snapshot_name(s), op->job ? op->job->id : NULL, "merging", &op->plan);
+                r = journal_write(op->op, snapshot_name(s), op->job ? op->job->id : NULL, "merging", &op->plan);
                 if (r < 0)
                         return op_finish(op, r, "Cannot record the delete's intent.");
-                crash_point("delete:intent");
+                operation_crash_point(op->op, "intent");
         }
         op_run_action(op);
 }
 
-static int on_op_start(sd_event_source *s, void *userdata) {
-        DeleteOp *op = userdata;
+static void delete_start(Operation *o) {
+        DeleteOp *op = o->plan;
         Domain *d = op->domain;
+        _cleanup_free_ Snapshot **victims = NULL;
+        _cleanup_free_ char *message = NULL;
+        size_t n = 0;
+        int r;
 
-        op->defer = sd_event_source_disable_unref(op->defer);
-        crash_point("delete:start");
-        if (op->flags & SNAPSHOT_DELETE_METADATA_ONLY) {
-                _cleanup_free_ Snapshot **victims = new0(Snapshot *, strv_length(op->victims) + 1);
-                _cleanup_free_ char *message = NULL;
-                size_t n = 0;
-                int r;
+        operation_crash_point(o, "start");
+        if (!(op->flags & SNAPSHOT_DELETE_METADATA_ONLY))
+                return op_next_victim(op);
 
-                if (!victims)
-                        return op_finish(op, -ENOMEM, "Out of memory."), 0;
-                for (char **v = op->victims; *v; v++) {
-                        Snapshot *x = snapshot_tree_find(&d->snapshots, *v);
-                        if (x)
-                                victims[n++] = x;
-                }
-                r = snapshot_metadata_commit(d, victims, n, NULL, 0, &message);
-                if (r >= 0)
-                        log_info("Domain '%s': metadata of %zu snapshot(s) deleted; their data stay.", d->def->name, n);
-                op_finish(op, r, message);
-                return 0;
+        victims = new0(Snapshot *, strv_length(op->victims) + 1);
+        if (!victims)
+                return op_finish(op, -ENOMEM, "Out of memory.");
+        for (char **v = op->victims; *v; v++) {
+                Snapshot *x = snapshot_tree_find(&d->snapshots, *v);
+                if (x)
+                        victims[n++] = x;
         }
-        op_next_victim(op);
-        return 0;
+        r = snapshot_metadata_commit(d, victims, n, NULL, 0, &message);
+        if (r >= 0)
+                log_info("Domain '%s': metadata of %zu snapshot(s) deleted; their data stay.", d->def->name, n);
+        op_finish(op, r, message);
 }
 
 int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata, char **ret_message) {
         _cleanup_free_ Snapshot **victims = NULL;
         DeleteOp *op;
+        Operation *o;
         size_t n;
         int r;
 
@@ -1126,26 +1113,26 @@ int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc d
         op = new0(DeleteOp, 1);
         if (!op)
                 return -ENOMEM;
+        *op = (DeleteOp) { .domain = d, .flags = flags, .done = done, .userdata = userdata };
+        r = operation_new(d, &snapshot_delete_kind, op, &o);
+        if (r < 0)
+                return r;
+        op->op = o;
         for (size_t i = 0; i < n; i++)
                 if (strv_extend(&op->victims, snapshot_name(victims[i])) < 0) {
-                        op_free(op);
+                        operation_cancel(o);
                         return -ENOMEM;
                 }
         if (!op->victims && !(op->victims = new0(char *, 1))) {
-                op_free(op);
+                operation_cancel(o);
                 return -ENOMEM;
         }
-        r = sd_event_add_defer(d->manager->event, &op->defer, on_op_start, op);
+        /* Started from the loop, so `done` is never called from in here. */
+        r = operation_start_deferred(o, delete_start);
         if (r < 0) {
-                op_free(op);
+                operation_cancel(o);
                 return r;
         }
-        op->domain = domain_ref(d);
-        op->flags = flags;
-        op->done = done;
-        op->userdata = userdata;
-        d->snapshot_busy = true;
-        manager_busy_ref(d->manager);
         return 0;
 }
 
@@ -1339,6 +1326,10 @@ static int snapshot_delete_recover(Domain *d, DomainDoneFunc done, void *userdat
 
 const OperationKind snapshot_delete_kind = {
         .name = JOURNAL_KIND,
+        .crash_name = "delete",
+        .lock = OPERATION_LOCK_SNAPSHOT,
+        .free_plan = delete_op_free,
+        .reply = delete_op_reply,
         .recover = snapshot_delete_recover,
         .deferred = true,
 };

@@ -17,8 +17,8 @@
  * The old branch and every child stay untouched. The intent is journaled
  * in <state>/ops/<uuid>.snapshot-revert before anything is touched and
  * removed after; its recovery (snapshot_revert_kind) finishes or rolls
- * back an interrupted one at start-up. crash_point("revert:<step>") marks
- * each step for the crash tests.
+ * back an interrupted one at start-up. operation_crash_point(o, "<step>")
+ * (revert:<step>) marks each step for the crash tests.
  */
 #include <json-c/json.h>
 #include <limits.h>
@@ -30,13 +30,13 @@
 #include "core/domain-jobs.h"
 #include "core/files.h"
 #include "core/manager.h"
+#include "core/operation.h"
 #include "ops/snapshot-revert.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/util.h"
 
-#define LOAD_POLL_USEC (50 * USEC_PER_MSEC)
 #define LOAD_TIMEOUT_USEC (300 * USEC_PER_SEC)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -46,12 +46,12 @@ typedef struct RevertDisk {
         char *file;          /* internal: the image holding the tag; external: the frozen file */
         DiskFormat format;   /* of file */
         char *overlay;       /* external: the new overlay */
-        bool created;
         char *node;          /* internal, live: the disk's top node */
 } RevertDisk;
 
 struct RevertPlan {
-        Domain *domain;
+        Domain *domain;      /* borrowed: the operation holds the reference */
+        Operation *op;       /* once it runs */
         char *name;          /* the snapshot's */
         uint64_t flags;
         bool external;
@@ -66,16 +66,13 @@ struct RevertPlan {
         char *memory_file;
 
         char *job_id;
+        Job *load_job;       /* the snapshot-load job, ours (owned) */
         unsigned pending;
-        uint64_t deadline;
-        bool intent_written;
-        bool def_switched;
         bool loaded;         /* the snapshot-load job succeeded (journaled) */
         int error;
         char *message;
         RevertDoneFunc done;
         void *userdata;
-        sd_event_source *defer;
         sd_event_source *timer;
 };
 
@@ -94,8 +91,9 @@ RevertPlan *revert_plan_free(RevertPlan *p) {
         domain_def_free(p->old_def);
         free(p->memory_file);
         free(p->job_id);
+        job_disown(p->load_job);
+        job_unref(p->load_job);
         free(p->message);
-        sd_event_source_disable_unref(p->defer);
         sd_event_source_disable_unref(p->timer);
         free(p);
         return NULL;
@@ -453,7 +451,6 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
 static int intent_write(RevertPlan *p) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
         json_object *disks = json_object_new_array();
-        int r;
 
         if (!o || !disks) {
                 json_object_put(disks);
@@ -480,10 +477,7 @@ static int intent_write(RevertPlan *p) {
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "disks", disks);
-        r = op_journal_write(p->domain->manager->config.state_dir, p->domain->def->uuid, INTENT_KIND, o);
-        if (r >= 0)
-                p->intent_written = true;
-        return r;
+        return operation_journal_write(p->op, o);
 }
 
 static void intent_remove(Domain *d) {
@@ -492,40 +486,41 @@ static void intent_remove(Domain *d) {
 
 /* ---- execution ---- */
 
-static void revert_reply(RevertPlan *p, int error, const char *message) {
-        Domain *d = p->domain;
+static void snapshot_revert_reply(Operation *o, int error, const char *message) {
+        RevertPlan *p = o->plan;
 
-        if (p->intent_written)
-                intent_remove(d);
-        d->snapshot_busy = false;
         if (p->done)
-                p->done(d, error, message, p->userdata);
-        manager_busy_unref(d->manager);
-        revert_plan_free(p);
-        domain_unref(d);
+                p->done(o->domain, error, message, p->userdata);
 }
 
-/* Puts the stored definition back and removes the new overlays: only
- * while no QEMU runs on them. */
-static void revert_roll_back_files(RevertPlan *p) {
-        Domain *d = p->domain;
+static void revert_plan_free_op(void *p) {
+        revert_plan_free(p);
+}
 
-        if (p->def_switched && !domain_is_active(d)) {
-                DomainDef *old = NULL;
+/* The new overlays go again: only while no QEMU runs on them (the
+ * definition was put back first). */
+static int undo_overlay(Operation *o, void *data) {
+        RevertDisk *rd = data;
 
-                if (domain_def_copy(p->old_def, &old) >= 0) {
-                        domain_set_def(d, old);
-                        if (domain_save(d) < 0)
-                                log_error("Domain '%s': cannot store its definition back.", d->def->name);
-                        p->def_switched = false;
-                        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
-                }
-        }
-        if (p->def_switched)
-                return;
-        for (size_t i = 0; i < p->n_disks; i++)
-                if (p->disks[i].created && unlink(p->disks[i].overlay) >= 0)
-                        log_debug("Removed overlay %s of the failed revert.", p->disks[i].overlay);
+        if (unlink(rd->overlay) >= 0)
+                log_debug("Removed overlay %s of the failed revert.", rd->overlay);
+        return 0;
+}
+
+/* The stored definition comes back, but not under a running QEMU: then
+ * the overlays it runs on stay too. */
+static int undo_definition(Operation *o, void *data) {
+        RevertPlan *p = o->plan;
+        Domain *d = o->domain;
+        DomainDef *old = NULL;
+
+        if (domain_is_active(d) || domain_def_copy(p->old_def, &old) < 0)
+                return -EBUSY;
+        domain_set_def(d, old);
+        if (domain_save(d) < 0)
+                log_error("Domain '%s': cannot store its definition back.", d->def->name);
+        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        return 0;
 }
 
 static void revert_fail(RevertPlan *p, int error, const char *fmt, ...) _printf_(3, 4);
@@ -537,9 +532,8 @@ static void revert_fail(RevertPlan *p, int error, const char *fmt, ...) {
         if (vasprintf(&message, fmt, ap) < 0)
                 message = NULL;
         va_end(ap);
-        revert_roll_back_files(p);
         log_warning("Domain '%s': revert to snapshot '%s' failed: %s", p->domain->def->name, p->name, strna(message));
-        revert_reply(p, error, message);
+        operation_finish(p->op, error, message);
 }
 
 static bool in_revert_disks(SnapshotTree *t, const char *file) {
@@ -603,13 +597,15 @@ static void revert_finish(RevertPlan *p) {
         if (r < 0)
                 log_error_errno(r, "Domain '%s': reverted to '%s', but the metadata could not be stored: %m",
                                 d->def->name, p->name);
-        crash_point("revert:metadata");
+        operation_crash_point(p->op, "metadata");
         if (r >= 0 && discarded)
                 domain_remove_unreferenced_files(d, discarded);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
         log_info("Domain '%s': reverted to snapshot '%s', now %s.", d->def->name, p->name,
                  domain_state_to_string(d->state));
-        revert_reply(p, r < 0 ? r : 0, r < 0 ? "Reverted, but the snapshot metadata could not be stored." : NULL);
+        /* Reverted: a metadata failure undoes nothing. */
+        operation_undo_clear(p->op);
+        operation_finish(p->op, r < 0 ? r : 0, r < 0 ? "Reverted, but the snapshot metadata could not be stored." : NULL);
 }
 
 static void on_started(Domain *d, int error, const char *message, const char *reply, void *userdata) {
@@ -617,13 +613,15 @@ static void on_started(Domain *d, int error, const char *message, const char *re
 
         if (error < 0)
                 return revert_fail(p, error, "%s", strna(message));
-        crash_point("revert:started");
+        operation_crash_point(p->op, "started");
         revert_finish(p);
 }
 
 /* QEMU was started for the memory state and asked to load it. */
 static void on_incoming_sent(Domain *d, void *userdata) {
-        crash_point("revert:incoming");
+        RevertPlan *p = userdata;
+
+        operation_crash_point(p->op, "incoming");
 }
 
 static int revert_start(RevertPlan *p, bool paused, DomainDoneFunc done) {
@@ -633,14 +631,14 @@ static int revert_start(RevertPlan *p, bool paused, DomainDoneFunc done) {
         int r;
 
         /* Our own lifecycle call: the snapshot lock is ours already. */
-        d->snapshot_busy = false;
+        operation_unlock(p->op);
         if (p->external && p->memory) {
                 quoted = shell_quote(p->memory_file);
                 uri = quoted ? strjoin("exec:cat ", quoted) : NULL;
                 r = uri ? domain_start_incoming(d, flags, uri, on_incoming_sent, done, p, &message) : -ENOMEM;
         } else
                 r = domain_start(d, flags, done, p, &message);
-        d->snapshot_busy = true;
+        operation_lock(p->op);
         if (r < 0)
                 revert_fail(p, r, "Cannot start domain '%s': %s", d->def->name, strna(message));
         return r;
@@ -666,7 +664,7 @@ static void load_after_state(RevertPlan *p) {
         Domain *d = p->domain;
         int64_t r = 0;
 
-        crash_point("revert:loaded");
+        operation_crash_point(p->op, "loaded");
         if (p->after == DOMAIN_RUNNING)
                 r = qmp_cmd_cont(d->qmp, on_state_set, p);
         else
@@ -694,21 +692,20 @@ static void load_failed(RevertPlan *p, const char *why) {
         p->message = strprintf("QEMU could not load snapshot '%s': %s.", p->name, strna(why));
         if (!domain_is_active(d))
                 return on_load_failed_stopped(d, 0, NULL, NULL, p);
-        d->snapshot_busy = false;
+        operation_unlock(p->op);
         r = domain_stop(d, 0, on_load_failed_stopped, p, &message);
-        d->snapshot_busy = true;
+        operation_lock(p->op);
         if (r < 0)
                 on_load_failed_stopped(d, r, message, NULL, p);
 }
 
-static int on_load_poll(sd_event_source *s, uint64_t usec, void *userdata);
-
-static void on_load_dismissed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+/* The load job ended (qemu/job.c drove it: QEMU finalizes it itself). */
+static void on_load_job_finished(Job *j, void *userdata) {
         RevertPlan *p = userdata;
-        _cleanup_free_ char *why = TAKE_PTR(p->message);
 
-        if (why)
-                return load_failed(p, why);
+        p->timer = sd_event_source_disable_unref(p->timer);
+        if (j->state != JOB_STATE_COMPLETED)
+                return load_failed(p, j->error ?: job_state_to_string(j->state));
         /* A restarted qsnapd must know the guest runs the snapshot now. */
         p->loaded = true;
         if (intent_write(p) < 0)
@@ -716,48 +713,48 @@ static void on_load_dismissed(Qmp *qmp, int error, json_object *result, const ch
         load_after_state(p);
 }
 
-static void on_load_jobs(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
+/* qsnapd leaves during the load: the journal says what the next one finds. */
+static void on_load_job_detached(Job *j, void *userdata) {
         RevertPlan *p = userdata;
-        QmpJobInfo info;
-        int r;
 
-        if (error < 0)
-                return load_failed(p, desc ?: "the monitor connection went away");
-        r = qmp_parse_query_jobs(result, p->job_id, &info);
-        if (r <= 0)
-                return load_failed(p, "the snapshot-load job vanished");
-        if (!streq(info.status, "concluded")) {
-                if (now_usec(CLOCK_MONOTONIC) > p->deadline)
-                        return load_failed(p, "it took too long");
-                (void) sd_event_source_set_time_relative(p->timer, LOAD_POLL_USEC);
-                (void) sd_event_source_set_enabled(p->timer, SD_EVENT_ONESHOT);
-                return;
-        }
-        if (info.error)
-                p->message = strdup(info.error);
-        if (qmp_cmd_job_dismiss(qmp, p->job_id, on_load_dismissed, p) < 0)
-                load_failed(p, "cannot dismiss the job");
+        operation_abandon(p->op);
 }
 
-static int on_load_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+static const JobObserver load_job_observer = {
+        .finished = on_load_job_finished,
+        .detached = on_load_job_detached,
+};
+
+static int on_load_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         RevertPlan *p = userdata;
 
-        if (!p->domain->qmp || qmp_cmd_query_jobs(p->domain->qmp, on_load_jobs, p) < 0)
-                load_failed(p, "cannot send query-jobs");
+        p->timer = sd_event_source_disable_unref(p->timer);
+        job_disown(p->load_job);
+        load_failed(p, "it took too long");
         return 0;
 }
 
 static void on_snapshot_load(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         RevertPlan *p = userdata;
+        Domain *d = p->domain;
         int r;
 
         if (error < 0)
                 return revert_fail(p, -EIO, "QEMU cannot start loading snapshot '%s': %s", p->name, strna(desc));
-        p->deadline = now_usec(CLOCK_MONOTONIC) + LOAD_TIMEOUT_USEC;
-        r = sd_event_add_time_relative(p->domain->manager->event, &p->timer, CLOCK_MONOTONIC, LOAD_POLL_USEC, 0,
-                                       on_load_poll, p);
+        r = d->jobs ? job_tracker_add_job(d->jobs, p->job_id, &(JobSpec) {
+                              .type = JOB_TYPE_SNAPSHOT_REVERT,
+                              .auto_finalize = true,
+                              .observer = &load_job_observer,
+                              .observer_userdata = p,
+                      }, &p->load_job)
+                    : -ENOTCONN;
         if (r < 0)
-                load_failed(p, "cannot arm a timer");
+                return load_failed(p, "qsnapd cannot follow the snapshot-load job");
+        job_ref(p->load_job);
+        r = sd_event_add_time_relative(d->manager->event, &p->timer, CLOCK_MONOTONIC, LOAD_TIMEOUT_USEC, 0,
+                                       on_load_timeout, p);
+        if (r < 0)
+                log_warning_errno(r, "Domain '%s': cannot arm the load's deadline: %m", d->def->name);
 }
 
 static void load_send(RevertPlan *p) {
@@ -770,7 +767,7 @@ static void load_send(RevertPlan *p) {
         p->job_id = strprintf("qsnap-load-%" PRIx64, now_usec(CLOCK_MONOTONIC));
         if (!p->job_id)
                 return revert_fail(p, -ENOMEM, "Out of memory.");
-        crash_point("revert:load");
+        operation_crash_point(p->op, "load");
         if (qmp_cmd_snapshot_load(p->domain->qmp, p->job_id, p->name, devices[0], devices, p->n_disks, on_snapshot_load,
                                   p) < 0)
                 revert_fail(p, -EIO, "Cannot send snapshot-load.");
@@ -851,12 +848,16 @@ static int switch_definition(RevertPlan *p) {
         if (r < 0)
                 return r;
         domain_set_def(d, def);
-        p->def_switched = true;
+        r = operation_undo_push(p->op, undo_definition, NULL);
+        if (r < 0) {
+                (void) undo_definition(p->op, NULL);
+                return r;
+        }
         r = domain_save(d);
         if (r < 0)
                 return r;
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
-        crash_point("revert:switched");
+        operation_crash_point(p->op, "switched");
         return 0;
 }
 
@@ -875,11 +876,14 @@ static void revert_offline_steps(RevertPlan *p) {
                                                                                                    : r == -ENOSPC ? -ENOSPC : -EIO,
                                                    "Cannot create overlay %s for disk %s: %s", rd->overlay, rd->target,
                                                    output ?: strerror(-r));
-                        rd->created = true;
+                        if (operation_undo_push(p->op, undo_overlay, rd) < 0) {
+                                (void) undo_overlay(p->op, rd);
+                                return revert_fail(p, -ENOMEM, "Out of memory.");
+                        }
                         log_debug("Domain '%s': overlay %s on %s for the revert.", p->domain->def->name, rd->overlay,
                                   rd->file);
                 }
-                crash_point("revert:overlays");
+                operation_crash_point(p->op, "overlays");
         } else if (!p->memory) {
                 for (size_t i = 0; i < p->n_disks; i++) {
                         _cleanup_free_ char *output = NULL;
@@ -889,7 +893,7 @@ static void revert_offline_steps(RevertPlan *p) {
                                 return revert_fail(p, -EIO, "qemu-img snapshot -a %s %s failed: %s", p->name,
                                                    p->disks[i].file, strna(output));
                 }
-                crash_point("revert:applied");
+                operation_crash_point(p->op, "applied");
         }
 
         if (!p->live_load) {
@@ -915,52 +919,51 @@ static void on_stopped(Domain *d, int error, const char *message, const char *re
         if (error < 0 || domain_is_active(d))
                 return revert_fail(p, error < 0 ? error : -EIO, "Cannot stop domain '%s' for the revert: %s", d->def->name,
                                    strna(message));
-        crash_point("revert:stopped");
+        operation_crash_point(p->op, "stopped");
         revert_offline_steps(p);
 }
 
-static int on_revert_start(sd_event_source *s, void *userdata) {
-        RevertPlan *p = userdata;
+static void revert_start_op(Operation *o) {
+        RevertPlan *p = o->plan;
         _cleanup_free_ char *message = NULL;
         Domain *d = p->domain;
         int r;
 
-        p->defer = sd_event_source_disable_unref(p->defer);
         r = intent_write(p);
         if (r < 0)
-                return revert_fail(p, r, "Cannot record the revert's intent: %s", strerror(-r)), 0;
-        crash_point("revert:intent");
-        if (!p->stop_first || !domain_is_active(d)) {
-                revert_offline_steps(p);
-                return 0;
-        }
-        d->snapshot_busy = false;
+                return revert_fail(p, r, "Cannot record the revert's intent: %s", strerror(-r));
+        operation_crash_point(o, "intent");
+        if (!p->stop_first || !domain_is_active(d))
+                return revert_offline_steps(p);
+        operation_unlock(o);
         r = domain_stop(d, 0, on_stopped, p, &message);
-        d->snapshot_busy = true;
+        operation_lock(o);
         if (r < 0)
                 revert_fail(p, r, "Cannot stop domain '%s' for the revert: %s", d->def->name, strna(message));
-        return 0;
 }
 
 int snapshot_revert(RevertPlan *plan, RevertDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_(revert_plan_freep) RevertPlan *p = plan;
         Domain *d = p->domain;
+        Operation *o;
         int r;
 
         if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
                 return -EBUSY;
         }
-        /* Started from the loop, so `done` is never called from in here. */
-        r = sd_event_add_defer(d->manager->event, &p->defer, on_revert_start, p);
-        if (r < 0)
-                return r;
         p->done = done;
         p->userdata = userdata;
-        d->snapshot_busy = true;
-        domain_ref(d);
-        manager_busy_ref(d->manager);
-        TAKE_PTR(p);
+        r = operation_new(d, &snapshot_revert_kind, TAKE_PTR(p), &o);
+        if (r < 0)
+                return r;
+        plan->op = o;
+        /* Started from the loop, so `done` is never called from in here. */
+        r = operation_start_deferred(o, revert_start_op);
+        if (r < 0) {
+                operation_cancel(o);
+                return r;
+        }
         return 0;
 }
 
@@ -1100,30 +1103,34 @@ static void recovery_apply_after(Recovery *rc) {
                 (void) qmp_cmd_stop(d->qmp, NULL, NULL);
 }
 
-static void on_recovery_jobs(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
-        Recovery *rc = userdata;
-        _cleanup_free_ QmpJobInfo *jobs = NULL;
+/* The load job of the interrupted revert, as the job tracker adopted it
+ * (or ended it since): 1 loaded, 0 not (failed or unfinished), -ENOENT
+ * none in this QEMU. */
+static int recovery_load_job(Domain *d) {
+        _cleanup_free_ Job **jobs = NULL;
         size_t n = 0;
-        bool ok = false, seen = false;
+        int r = -ENOENT;
 
-        if (error >= 0 && qmp_parse_query_jobs_all(result, &jobs, &n) >= 0)
-                for (size_t i = 0; i < n; i++) {
-                        if (!jobs[i].id || strncmp(jobs[i].id, "qsnap-load-", STRLEN("qsnap-load-")) != 0)
-                                continue;
-                        seen = true;
-                        ok = streq(jobs[i].status, "concluded") && !jobs[i].error;
-                        if (streq(jobs[i].status, "concluded"))
-                                (void) qmp_cmd_job_dismiss(qmp, jobs[i].id, NULL, NULL);
-                }
-        if (seen && ok) {
+        if (domain_list_jobs(d, &jobs, &n) < 0)
+                return log_oom();
+        for (size_t i = 0; i < n; i++)
+                if (jobs[i]->type == JOB_TYPE_SNAPSHOT_REVERT && strncmp(jobs[i]->id, "qsnap-load-", STRLEN("qsnap-load-")) == 0)
+                        r = jobs[i]->state == JOB_STATE_COMPLETED;
+        return r;
+}
+
+static void recovery_after_load(Recovery *rc) {
+        int r = recovery_load_job(rc->domain);
+
+        if (r > 0) {
                 recovery_set_current(rc, false);
                 recovery_apply_after(rc);
                 log_notice("Domain '%s': finished an interrupted revert (the snapshot was loaded).", rc->domain->def->name);
                 return recovery_end(rc);
         }
-        if (!seen && json_get_bool(rc->intent, "restarted"))
+        if (r < 0 && json_get_bool(rc->intent, "restarted"))
                 return recovery_stop_qemu(rc, "the QEMU started for the interrupted revert had not loaded the snapshot");
-        if (!seen) {
+        if (r < 0) {
                 log_notice("Domain '%s': rolled back an interrupted revert that had not loaded anything yet.",
                            rc->domain->def->name);
                 return recovery_end(rc);
@@ -1207,8 +1214,10 @@ static int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdat
                 return 1;
         }
         if (memory) {
-                if (d->qmp && domain_is_active(d) && qmp_cmd_query_jobs(d->qmp, on_recovery_jobs, rc) >= 0)
+                if (d->qmp && domain_is_active(d)) {
+                        recovery_after_load(rc);
                         return 1;
+                }
                 log_notice("Domain '%s': rolled back an interrupted revert (no QEMU had loaded the snapshot).",
                            d->def->name);
                 recovery_end(rc);
@@ -1238,5 +1247,9 @@ static int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdat
 
 const OperationKind snapshot_revert_kind = {
         .name = INTENT_KIND,
+        .crash_name = "revert",
+        .lock = OPERATION_LOCK_SNAPSHOT,
+        .free_plan = revert_plan_free_op,
+        .reply = snapshot_revert_reply,
         .recover = snapshot_revert_recover,
 };

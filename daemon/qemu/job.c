@@ -1403,6 +1403,13 @@ int job_tracker_adopt(JobTracker *t, JobAdoptFunc done, void *userdata) {
 
 /* ---- the owner's calls ---- */
 
+void job_disown(Job *j) {
+        if (!j || !j->owned)
+                return;
+        j->owner = (JobObserver) {};
+        j->owner_userdata = NULL;
+}
+
 int job_set_disk(Job *j, const char *disk) {
         return free_and_strdup(&j->disk, disk);
 }

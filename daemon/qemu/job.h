@@ -243,6 +243,13 @@ static inline Job *job_next(Job *j) {
 }
 #define JOB_TRACKER_FOREACH(j, t) for (Job *j = job_tracker_first(t); j; j = job_next(j))
 
+/* The owner of an owned job lets go of it before it ended (it gave up
+ * waiting, or is being freed): no callback reaches the owner any more,
+ * and the job stays out of the tracker observer's sight. Only for
+ * auto_finalize jobs, which QEMU ends by itself (the tracker dismisses
+ * them when they conclude); idempotent. */
+void job_disown(Job *j);
+
 Job *job_ref(Job *j);
 Job *job_unref(Job *j);
 static inline void job_unrefp(Job **j) {

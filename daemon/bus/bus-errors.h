@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The named D-Bus errors of DESIGN §7, the errno each one maps to (the
- * model speaks errno, the bus speaks names), and the error map handed to
- * sd-bus so that clients built on sd-bus get the errno back.
+ * The named D-Bus errors of DESIGN §7, the mapping from the model's
+ * failures (a QSNAP_E_* code or an errno, util/error.h) to them, and the
+ * error map handed to sd-bus so that clients built on sd-bus get an errno
+ * back.
  */
 #pragma once
 
 #include <systemd/sd-bus.h>
+
+#include "util/error.h"
 
 #define QSNAP_ERROR_PREFIX "org.example.Snapshot1.Error."
 #define QSNAP_ERROR_NO_SUCH_DOMAIN QSNAP_ERROR_PREFIX "NoSuchDomain"
@@ -28,11 +31,20 @@
 
 extern const sd_bus_error_map qsnap_error_map[];
 
-/* Sets *error from a model errno and its message (NULL: strerror). Returns
- * r (negative), ready to be returned from a method handler. */
+/* The D-Bus name of a QSNAP_E_* code (NULL for none: a missing case). */
+const char *bus_error_name_of_code(QsnapError e);
+/* The D-Bus name for a failure r (negative or positive): a QSNAP_E_* code's
+ * own; for an errno NoSpace (ENOSPC), NotRunning (ECONNRESET, ENOTCONN),
+ * the name of an errno pun ops/ still returns, else
+ * org.freedesktop.DBus.Error.Failed. (ENOMEM: see below.) */
+const char *bus_error_name(int r);
+
+/* Sets *error from a failure of the model and its message (NULL:
+ * qsnap_strerror()); ENOMEM is sd-bus's NoMemory. Returns r (negative),
+ * ready to be returned from a method handler. */
 int bus_error_set_errno_message(sd_bus_error *error, int r, const char *message);
 
-/* Replies to m with the error of a model errno and its message, like
+/* Replies to m with the error of a failure and its message, like
  * bus_error_set_errno_message(). Returns what sd_bus_reply_method_error() did. */
 int bus_reply_errno_message(sd_bus_message *m, int r, const char *message);
 

@@ -345,7 +345,7 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return sd_bus_reply_method_return(m, "bs", false, message ?: strerror(-r));
+                return sd_bus_reply_method_return(m, "bs", false, message ?: qsnap_strerror(r));
         return sd_bus_reply_method_return(m, "bs", true, "");
 }
 

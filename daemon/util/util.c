@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "util/error.h"
 #include "util/util.h"
 
 int free_and_strdup(char **p, const char *s) {
@@ -180,6 +181,33 @@ int log_parse_level(const char *s) {
         return -EINVAL;
 }
 
+/* glibc's "%m" knows errnos only: a QSNAP_E_* code is written by its name
+ * into a copy of fmt ("%%m" stays). Returns fmt when there is nothing to do. */
+static const char *format_named_error(const char *fmt, int error, char *buf, size_t size) {
+        const char *name = qsnap_error_to_string(error);
+        size_t n = 0;
+
+        if (!name || !strstr(fmt, "%m"))
+                return fmt;
+        for (const char *p = fmt; *p; p++) {
+                const char *add = p, *end = p + 1;
+
+                if (p[0] == '%' && p[1] == '%')
+                        end = ++p + 1;
+                else if (p[0] == '%' && p[1] == 'm') {
+                        add = name;
+                        end = name + strlen(name);
+                        p++;
+                }
+                if (n + (size_t) (end - add) >= size)
+                        return fmt;
+                memcpy(buf + n, add, end - add);
+                n += end - add;
+        }
+        buf[n] = 0;
+        return buf;
+}
+
 int log_internal(int level, int error, const char *file, int line, const char *func, const char *fmt, ...) {
         static const char *const words[] = {
                 [LOG_EMERG] = "emergency", [LOG_ALERT] = "alert",     [LOG_CRIT] = "critical",
@@ -187,7 +215,7 @@ int log_internal(int level, int error, const char *file, int line, const char *f
                 [LOG_INFO] = "info",       [LOG_DEBUG] = "debug",
         };
         int saved = errno;
-        char buf[2048];
+        char buf[2048], format[1024];
         va_list ap;
 
         if (error < 0)
@@ -202,7 +230,10 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 
         errno = error;
         va_start(ap, fmt);
-        vsnprintf(buf, sizeof(buf), fmt, ap);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        vsnprintf(buf, sizeof(buf), format_named_error(fmt, error, format, sizeof(format)), ap);
+#pragma GCC diagnostic pop
         va_end(ap);
 
         if (log_use_prefix)

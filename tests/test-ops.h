@@ -292,7 +292,7 @@ static inline void ops_setup(OpsFixture *f, size_t n) {
         xml = strprintf("<domain type='kvm'><name>vm</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>"
                         "<devices>%s</devices></domain>", disks);
         check(xml);
-        if (manager_define_domain(f->manager, xml, &f->domain, &created, &message) < 0) {
+        if (manager_define_domain(f->manager, xml, NULL, NULL, &f->domain, &created, &message) < 0) {
                 fprintf(stderr, "cannot define: %s\n", strna(message));
                 exit(EXIT_FAILURE);
         }

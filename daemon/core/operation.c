@@ -237,6 +237,7 @@ void operation_crash_point(Operation *o, const char *step) {
         if (!o->kind->crash_name)
                 return;
         name = strprintf("%s:%s", o->kind->crash_name, step);
+        /* crash points: - (each operation_crash_point() call names its own) */
         if (name)
                 crash_point(name);
 }

@@ -659,6 +659,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         }
         log_info("Domain '%s': copying disk %s to %s (%s, %s%s).", d->def->name, disk->target, dest,
                  disk_format_to_string(format), backing ? "shallow" : "full", c->copy_direct ? ", O_DIRECT" : "");
+        /* crash points: block-copy:journal-written */
         operation_crash_point(c->op, "journal-written");
         return start_call_send(c);
 }

@@ -16,8 +16,9 @@
  * to do to <state>/ops/<uuid>.snapshot-create (crash-safely), and removes
  * that file once it finished or rolled back. A qsnapd that finds the file
  * at start-up, after re-attaching to the QEMU, finishes the snapshot when
- * QEMU switched the disks already (each disk's root node is the planned
- * overlay node) and rolls it back otherwise: planned nodes deleted, files
+ * the disks were switched already (each disk's root node in QEMU is the
+ * planned overlay node; without a QEMU, the stored definition names the
+ * planned overlay) and rolls it back otherwise: planned nodes deleted, files
  * made for it removed, and a guest stopped for the memory save resumed.
  * No state ever needs a person to clear it.
  */
@@ -75,6 +76,7 @@ struct SnapshotPlan {
         int error;
         char *message;
         int subscription;
+        int64_t migrate_query; /* the query-migrate in flight, 0: none */
         Snapshot *snapshot;   /* the result */
         unsigned cont_retries;
         sd_event_source *timer;
@@ -95,6 +97,9 @@ SnapshotPlan *snapshot_plan_free(SnapshotPlan *p) {
         job_disown(p->save_job);
         job_unref(p->save_job);
         free(p->message);
+        /* Its reply must not find the plan gone. */
+        if (p->migrate_query > 0 && p->domain->qmp)
+                (void) qmp_cancel(p->domain->qmp, p->migrate_query);
         sd_event_source_disable_unref(p->timer);
         free(p);
         return NULL;
@@ -620,6 +625,7 @@ static void plan_switch_disks(SnapshotPlan *p) {
         if (changed) {
                 (void) domain_save_disks(d);
                 manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+                /* crash points: create:disks */
                 operation_crash_point(p->op, "disks");
         }
 }
@@ -654,6 +660,7 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                                  d->def->name, snapshot_name(p->snapshot),
                                  (now_usec(CLOCK_MONOTONIC) - p->started_usec) / 1000.0, p->qemu_usec / 1000.0);
                         manager_notify_snapshot_added(d->manager, d, p->snapshot);
+                        /* crash points: create:metadata */
                         operation_crash_point(o, "metadata");
                 }
         }
@@ -713,6 +720,7 @@ static int plan_write_intent(SnapshotPlan *p) {
         });
         if (r < 0)
                 return r;
+        /* crash points: create:intent */
         operation_crash_point(p->op, "intent");
         return 0;
 }
@@ -743,6 +751,7 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
                         return r;
                 }
         }
+        /* crash points: create:overlays */
         operation_crash_point(p->op, "overlays");
         return 0;
 }
@@ -755,9 +764,11 @@ static void plan_execute_offline(SnapshotPlan *p) {
         r = plan_write_intent(p);
         if (r < 0)
                 return plan_finish(p, r, "Cannot record the snapshot's intent.");
+        crash_point("create:intent");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
+        crash_point("create:overlays");
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
@@ -843,6 +854,7 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         /* The overlays are in the graph now, the memory saved: undo must
          * not delete them. */
         operation_undo_clear(p->op);
+        /* crash points: create:switched */
         operation_crash_point(p->op, "switched");
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
                 /* The reply waits for the guest to run again. */
@@ -927,6 +939,7 @@ static void plan_migration_done(SnapshotPlan *p, const char *status, const char 
                 p->subscription = 0;
                 /* QEMU is in postmigrate now: paused, memory saved. */
                 p->stopped = p->was_running;
+                /* crash points: create:memory */
                 operation_crash_point(p->op, "memory");
                 plan_add_overlays(p);
         } else if (STR_IN_SET(status, "failed", "cancelled")) {
@@ -939,6 +952,7 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         SnapshotPlan *p = userdata;
         const char *status, *err;
 
+        p->migrate_query = 0;
         if (!p->timer) /* finished meanwhile */
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
@@ -946,11 +960,24 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         plan_migration_done(p, status, err);
 }
 
+/* One query-migrate at a time: the poll and the event may both ask. */
+static int plan_query_migrate(SnapshotPlan *p) {
+        int64_t id;
+
+        if (p->migrate_query > 0)
+                return 0;
+        id = qmp_cmd_query_migrate(p->domain->qmp, on_query_migrate, p);
+        if (id < 0)
+                return (int) id;
+        p->migrate_query = id;
+        return 0;
+}
+
 static int on_migration_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         SnapshotPlan *p = userdata;
 
         /* Events are the main path; polling catches a missed one. */
-        if (qmp_cmd_query_migrate(p->domain->qmp, on_query_migrate, p) < 0)
+        if (plan_query_migrate(p) < 0)
                 return plan_fail(p, -EIO, "Cannot send query-migrate."), 0;
         (void) sd_event_source_set_time_relative(s, MIGRATION_POLL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
@@ -963,7 +990,7 @@ static void on_migration_event(Qmp *qmp, const char *event, json_object *data, u
         if (qmp_parse_migration_event(data, &status) < 0 || !STR_IN_SET(status, "completed", "failed", "cancelled"))
                 return;
         /* Ask for the details (error text) once more, then decide. */
-        if (qmp_cmd_query_migrate(qmp, on_query_migrate, p) < 0)
+        if (plan_query_migrate(p) < 0)
                 plan_fail(p, -EIO, "Cannot send query-migrate.");
 }
 
@@ -1087,9 +1114,11 @@ static void plan_nodes_known(SnapshotPlan *p) {
         r = plan_write_intent(p);
         if (r < 0)
                 return plan_finish(p, r, "Cannot record the snapshot's intent.");
+        crash_point("create:intent");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
+        crash_point("create:overlays");
         if (p->memory == SNAPSHOT_LOCATION_EXTERNAL)
                 return plan_save_memory(p);
         plan_add_overlays(p);
@@ -1146,6 +1175,7 @@ static void plan_find_nodes(SnapshotPlan *p) {
 static void plan_start(Operation *o) {
         SnapshotPlan *p = o->plan;
 
+        /* crash points: create:start */
         operation_crash_point(o, "start");
         p->started_usec = now_usec(CLOCK_MONOTONIC);
         p->was_running = p->domain->state == DOMAIN_RUNNING;
@@ -1220,9 +1250,13 @@ static void recovery_roll_back(Recovery *rc) {
                 if (overlay && json_get_bool(e, "created") && unlink(overlay) >= 0)
                         log_info("Domain '%s': removed overlay %s of an interrupted snapshot.", d->def->name, overlay);
         }
+        /* QEMU may still be saving the memory: stop that, or it would pause
+         * the guest (postmigrate) once done, into a file that is gone. */
+        if (mem && d->qmp)
+                (void) qmp_cmd_migrate_cancel(d->qmp, NULL, NULL);
         if (mem && unlink(mem) >= 0)
                 log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
-        log_notice("Domain '%s': rolled back a snapshot interrupted before QEMU switched the disks.", d->def->name);
+        log_notice("Domain '%s': rolled back a snapshot interrupted before the disks were switched.", d->def->name);
 }
 
 /* QEMU switched: record what the interrupted qsnapd could not. */
@@ -1263,13 +1297,24 @@ static void recovery_roll_forward(Recovery *rc) {
                         log_error_errno(r, "Domain '%s': cannot record the interrupted snapshot: %s", d->def->name,
                                         strna(message));
         }
-        log_notice("Domain '%s': finished a snapshot interrupted after QEMU switched the disks.", d->def->name);
+        log_notice("Domain '%s': finished a snapshot interrupted after the disks were switched.", d->def->name);
+}
+
+/* The metadata are stored only after the disks switched: a snapshot
+ * whose metadata made it is finished, whatever kind it is. */
+static bool recovery_recorded(Recovery *rc) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *xml = json_get_string(rc->intent, "snapshot_xml");
+
+        return xml && snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message) >= 0 &&
+               snapshot_tree_find(&rc->domain->snapshots, def->name);
 }
 
 static void recovery_end(Recovery *rc) {
         Domain *d = rc->domain;
 
-        if (rc->switched == rc->n_disks && rc->n_disks > 0)
+        if ((rc->switched == rc->n_disks && rc->n_disks > 0) || recovery_recorded(rc))
                 recovery_roll_forward(rc);
         else
                 recovery_roll_back(rc);
@@ -1323,7 +1368,16 @@ static int snapshot_create_recover(Domain *d, DomainDoneFunc done, void *userdat
         rc->n_disks = json_get_array(rc->intent, "disks", &disks);
         log_notice("Domain '%s': a snapshot was interrupted; checking how far it got.", d->def->name);
 
-        /* Without a QEMU to ask, nothing was switched that qsnapd knows of. */
+        /* Without a QEMU to ask (a shut-off domain), the stored definition
+         * tells: a disk it runs on the planned overlay was switched. */
+        for (size_t i = 0; !d->qmp && i < rc->n_disks; i++) {
+                json_object *e = intent_disk(rc->intent, i);
+                const char *target = json_get_string(e, "target"), *overlay = json_get_string(e, "overlay");
+                const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
+
+                if (disk && overlay && streq(disk->source, overlay))
+                        rc->switched++;
+        }
         for (size_t i = 0; d->qmp && i < rc->n_disks; i++) {
                 const char *target = json_get_string(intent_disk(rc->intent, i), "target");
                 RecoveryCall *c = new0(RecoveryCall, 1);

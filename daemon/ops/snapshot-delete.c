@@ -697,6 +697,7 @@ static void op_victim_done(DeleteOp *op) {
 
         if (op->plan.n_renames > 0)
                 domain_apply_renames(d, op->plan.renames, op->plan.n_renames);
+        /* crash points: delete:merged */
         operation_crash_point(op->op, "merged");
         if (s) {
                 r = snapshot_metadata_commit(d, &s, 1, op->plan.renames, op->plan.n_renames, &message);
@@ -704,6 +705,7 @@ static void op_victim_done(DeleteOp *op) {
                         return op_finish(op, r, message ?: "Cannot store the snapshot metadata.");
         }
         (void) journal_write(op->op, op->victims[op->index], op->job ? op->job->id : NULL, "metadata", &op->plan);
+        /* crash points: delete:metadata */
         operation_crash_point(op->op, "metadata");
         domain_remove_unreferenced_files(d, op->plan.unlink);
         operation_journal_remove(op->op);
@@ -886,6 +888,7 @@ static void on_merge_step_ready(Job *j, void *userdata) {
         DeleteOp *op = userdata;
         _cleanup_free_ char *message = NULL;
 
+        /* crash points: delete:ready */
         operation_crash_point(op->op, "ready");
         if (job_pivot(j, NULL, NULL, &message) < 0)
                 log_debug("Domain '%s': job verb refused: %s", op->domain->def->name, strna(message));
@@ -894,6 +897,7 @@ static void on_merge_step_ready(Job *j, void *userdata) {
 static void on_merge_step_pending(Job *j, void *userdata) {
         DeleteOp *op = userdata;
 
+        /* crash points: delete:pending */
         operation_crash_point(op->op, "pending");
         if (job_finalize(j, true, NULL) < 0)
                 log_debug("Domain '%s': cannot finalize merge job %s.", op->domain->def->name, j->id);
@@ -984,8 +988,8 @@ static void op_run_action(DeleteOp *op) {
         if (op->action >= op->plan.n_actions)
                 return op_victim_done(op);
         a = op->plan.actions + op->action;
-        /* Before each step, named after it: commit, rebase, snapshot,
-         * active-commit, stream, snapshot-delete. */
+        /* Before each step, named after it. crash points: delete:commit delete:rebase
+         * delete:snapshot delete:active-commit delete:stream delete:snapshot-delete */
         operation_crash_point(op->op, a->what);
         if (a->kind == ACTION_QMP_INTERNAL)
                 return op_run_qmp_internal(op, a);
@@ -1066,6 +1070,7 @@ static void op_next_victim(DeleteOp *op) {
                 r = journal_write(op->op, snapshot_name(s), op->job ? op->job->id : NULL, "merging", &op->plan);
                 if (r < 0)
                         return op_finish(op, r, "Cannot record the delete's intent.");
+                /* crash points: delete:intent */
                 operation_crash_point(op->op, "intent");
         }
         op_run_action(op);
@@ -1079,6 +1084,7 @@ static void delete_start(Operation *o) {
         size_t n = 0;
         int r;
 
+        /* crash points: delete:start */
         operation_crash_point(o, "start");
         if (!(op->flags & SNAPSHOT_DELETE_METADATA_ONLY))
                 return op_next_victim(op);

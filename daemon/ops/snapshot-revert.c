@@ -597,6 +597,7 @@ static void revert_finish(RevertPlan *p) {
         if (r < 0)
                 log_error_errno(r, "Domain '%s': reverted to '%s', but the metadata could not be stored: %m",
                                 d->def->name, p->name);
+        /* crash points: revert:metadata */
         operation_crash_point(p->op, "metadata");
         if (r >= 0 && discarded)
                 domain_remove_unreferenced_files(d, discarded);
@@ -613,6 +614,7 @@ static void on_started(Domain *d, int error, const char *message, const char *re
 
         if (error < 0)
                 return revert_fail(p, error, "%s", strna(message));
+        /* crash points: revert:started */
         operation_crash_point(p->op, "started");
         revert_finish(p);
 }
@@ -621,6 +623,7 @@ static void on_started(Domain *d, int error, const char *message, const char *re
 static void on_incoming_sent(Domain *d, void *userdata) {
         RevertPlan *p = userdata;
 
+        /* crash points: revert:incoming */
         operation_crash_point(p->op, "incoming");
 }
 
@@ -664,6 +667,7 @@ static void load_after_state(RevertPlan *p) {
         Domain *d = p->domain;
         int64_t r = 0;
 
+        /* crash points: revert:loaded */
         operation_crash_point(p->op, "loaded");
         if (p->after == DOMAIN_RUNNING)
                 r = qmp_cmd_cont(d->qmp, on_state_set, p);
@@ -767,6 +771,7 @@ static void load_send(RevertPlan *p) {
         p->job_id = strprintf("qsnap-load-%" PRIx64, now_usec(CLOCK_MONOTONIC));
         if (!p->job_id)
                 return revert_fail(p, -ENOMEM, "Out of memory.");
+        /* crash points: revert:load */
         operation_crash_point(p->op, "load");
         if (qmp_cmd_snapshot_load(p->domain->qmp, p->job_id, p->name, devices[0], devices, p->n_disks, on_snapshot_load,
                                   p) < 0)
@@ -857,6 +862,7 @@ static int switch_definition(RevertPlan *p) {
         if (r < 0)
                 return r;
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        /* crash points: revert:switched */
         operation_crash_point(p->op, "switched");
         return 0;
 }
@@ -883,6 +889,7 @@ static void revert_offline_steps(RevertPlan *p) {
                         log_debug("Domain '%s': overlay %s on %s for the revert.", p->domain->def->name, rd->overlay,
                                   rd->file);
                 }
+                /* crash points: revert:overlays */
                 operation_crash_point(p->op, "overlays");
         } else if (!p->memory) {
                 for (size_t i = 0; i < p->n_disks; i++) {
@@ -893,6 +900,7 @@ static void revert_offline_steps(RevertPlan *p) {
                                 return revert_fail(p, -EIO, "qemu-img snapshot -a %s %s failed: %s", p->name,
                                                    p->disks[i].file, strna(output));
                 }
+                /* crash points: revert:applied */
                 operation_crash_point(p->op, "applied");
         }
 
@@ -919,6 +927,7 @@ static void on_stopped(Domain *d, int error, const char *message, const char *re
         if (error < 0 || domain_is_active(d))
                 return revert_fail(p, error < 0 ? error : -EIO, "Cannot stop domain '%s' for the revert: %s", d->def->name,
                                    strna(message));
+        /* crash points: revert:stopped */
         operation_crash_point(p->op, "stopped");
         revert_offline_steps(p);
 }
@@ -932,6 +941,7 @@ static void revert_start_op(Operation *o) {
         r = intent_write(p);
         if (r < 0)
                 return revert_fail(p, r, "Cannot record the revert's intent: %s", strerror(-r));
+        /* crash points: revert:intent */
         operation_crash_point(o, "intent");
         if (!p->stop_first || !domain_is_active(d))
                 return revert_offline_steps(p);

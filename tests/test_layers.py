@@ -9,14 +9,17 @@ The folders of daemon/ are layers, lowest first:
 Every `#include "…"` of a daemon file is folder-qualified from daemon/
 ("core/domain.h"; "config.h" is the build's) and names a file of the same
 layer or a lower one. A file of ops/ includes no other operation's header
-(operations stand side by side; an op header is for bus/ and main.c).
+(operations stand side by side; an op header is for bus/ and main.c). An
+operation is ops/<op>.c and ops/<op>.h, or, split in parts, the files of
+the folder ops/<op>/, whose headers are private to it.
 <systemd/sd-bus.h> is included in bus/ and main.c only. Test and bench
 sources include daemon headers the same way. Each violation fails with the
 file and line.
 
-One QEMU job driver: qemu/job.c is the only code that reads QEMU's job
-states. Outside it (and qemu/qmp-commands.[ch], which build the commands
-and parse the replies for it), no C string literal names job-state
+One QEMU job driver: qemu/job.c (with its parts qemu/job-adopt.c,
+job-control.c, job-progress.c and job-internal.h) is the only code that
+reads QEMU's job states. Outside it (and qemu/qmp-commands.[ch], which
+build the commands and parse the replies for it), no C string literal names job-state
 vocabulary (query-jobs, query-block-jobs, JOB_STATUS_CHANGE, BLOCK_JOB_*,
 "concluded", job-dismiss, job-finalize, job-complete, job-cancel,
 block-job-cancel) and no code calls the QMP helpers that read or steer a
@@ -27,8 +30,8 @@ reply types (QmpJobInfo, QmpBlockJobInfo, QmpBlockJobEvent). Comments do
 not count, nor the names of crash and kill points. Starting a job
 (block-commit, snapshot-save, …) is an operation's business: allowed.
 
-Function and file lengths are reported against the limits below; the next
-phase of issue #9 enforces them (ENFORCE_SIZES), today they only print.
+Function and file lengths are held to the limits below in every layer
+except those in SIZE_REPORT_ONLY, whose offenders are only printed.
 The checker is run on a small made-up tree first, so it is known to catch
 each kind of violation.
 """
@@ -43,10 +46,14 @@ LAYERS = ('util', 'store', 'qemu', 'core', 'ops', 'bus')
 TOP = 'main.c'  # above every folder
 MAX_FUNCTION_LINES = 120
 MAX_FILE_LINES = 1200
-ENFORCE_SIZES = False
+# Sizes are enforced in every layer but these, which are reported only until
+# they are split (issue #9: store/ belongs to the errors+bus work).
+SIZE_REPORT_ONLY = ('store',)
 
-# The one QEMU job driver and the command layer under it.
-JOB_DRIVER_FILES = ('qemu/job.c', 'qemu/qmp-commands.c', 'qemu/qmp-commands.h')
+# The one QEMU job driver (qemu/job.c and the files it is split into, joined
+# by qemu/job-internal.h) and the command layer under it.
+JOB_DRIVER_FILES = ('qemu/job.c', 'qemu/job-adopt.c', 'qemu/job-control.c', 'qemu/job-progress.c',
+                    'qemu/job-internal.h', 'qemu/qmp-commands.c', 'qemu/qmp-commands.h')
 JOB_STATE_WORDS = ('query-jobs', 'query-block-jobs', 'JOB_STATUS_CHANGE', 'BLOCK_JOB_', 'concluded', 'job-dismiss',
                    'job-finalize', 'job-complete', 'job-cancel', 'block-job-cancel')
 JOB_STATE_CODE = re.compile(r'\b(qmp_cmd_query_jobs|qmp_cmd_query_block_jobs|qmp_cmd_job_\w+|qmp_cmd_block_job_\w+|'
@@ -94,6 +101,22 @@ def read_lines(path):
         return f.read().split('\n')
 
 
+def operation_of(rel):
+    """The operation an ops/ path belongs to: ops/<op>.c and ops/<op>.h, or
+    any file of the folder ops/<op>/ (an operation split in parts); None
+    outside ops/."""
+    parts = rel.split('/')
+    if len(parts) < 2 or parts[0] != 'ops':
+        return None
+    return os.path.splitext(parts[1])[0]
+
+
+def is_private(rel):
+    """A header inside an operation's own folder: for that operation only."""
+    parts = rel.split('/')
+    return len(parts) > 2 and parts[0] == 'ops'
+
+
 def check_daemon(root):
     """Every layering problem of root/daemon, as 'daemon/<file>:<line>: why'."""
     daemon = os.path.join(root, 'daemon')
@@ -122,11 +145,12 @@ def check_daemon(root):
                 problems.append('%s:%d: includes "%s", a higher layer (%s above %s)'
                                 % (where, n, target, layer_name(there), layer_name(here)))
             elif here == there == LAYERS.index('ops'):
-                mine = os.path.splitext(os.path.basename(rel))[0]
-                theirs = os.path.splitext(os.path.basename(target))[0]
-                if mine != theirs:
+                if operation_of(rel) != operation_of(target):
                     problems.append('%s:%d: includes "%s", another operation\'s header (operations stand side '
                                     'by side; shared services belong in core/)' % (where, n, target))
+            if there == LAYERS.index('ops') and is_private(target) and operation_of(rel) != operation_of(target):
+                problems.append('%s:%d: includes "%s", the private header of operation %s (its public header is '
+                                'ops/%s.h)' % (where, n, target, operation_of(target), operation_of(target)))
     return problems
 
 
@@ -169,7 +193,7 @@ def check_job_driver(root):
         for n, line in enumerate(code.split('\n'), 1):
             line = POINT_NAME.sub('', line)
             for m in JOB_STATE_CODE.finditer(line):
-                problems.append('daemon/%s:%d: uses %s: only the job driver (qemu/job.c) reads QEMU job states'
+                problems.append('daemon/%s:%d: uses %s: only the job driver (qemu/job*.c) reads QEMU job states'
                                 % (rel, n, m.group(1)))
             for lit in STRING_LITERAL.finditer(line):
                 for w in JOB_STATE_WORDS:
@@ -260,6 +284,10 @@ class CheckerTest(unittest.TestCase):
             write(root, 'daemon/ops/one.c', '#include "config.h"\n#include "ops/one.h"\n#include "ops/two.h"\n')
             write(root, 'daemon/ops/two.h', '#pragma once\n')
             write(root, 'daemon/ops/plain.c', '#include "one.h"\n#include "store/gone.h"\n')
+            write(root, 'daemon/ops/one/part.c', '#include "ops/one.h"\n#include "ops/one/internal.h"\n')
+            write(root, 'daemon/ops/one/internal.h', '#pragma once\n#include "ops/one.h"\n')
+            write(root, 'daemon/ops/two/run.c', '#include "ops/two.h"\n#include "ops/one/internal.h"\n')
+            write(root, 'daemon/bus/c.c', '#include "ops/one.h"\n#include "ops/one/internal.h"\n')
             write(root, 'daemon/bus/b.c', '#include <systemd/sd-bus.h>\n#include "ops/one.h"\n')
             write(root, 'daemon/stray.c', '\n')
             write(root, 'daemon/main.c', '#include <systemd/sd-bus.h>\n#include "bus/b.h"\n#include "ops/two.h"\n')
@@ -275,6 +303,9 @@ class CheckerTest(unittest.TestCase):
                 'daemon/ops/plain.c:2: includes "store/gone.h", which is not a folder-qualified daemon header',
                 'daemon/stray.c:1: not in a layer folder',
                 'daemon/util/up.c:2: includes "core/c.h", a higher layer (core above util)',
+                'daemon/ops/two/run.c:2: includes "ops/one/internal.h", another operation\'s header',
+                'daemon/ops/two/run.c:2: includes "ops/one/internal.h", the private header of operation one',
+                'daemon/bus/c.c:2: includes "ops/one/internal.h", the private header of operation one',
             ]
             self.assertEqual(len(got), len(expected), '\n'.join(got))
             for e in expected:
@@ -366,13 +397,14 @@ class LayersTest(unittest.TestCase):
 
     def test_sizes(self):
         found = size_offenders(source_root())
-        if found:
-            print('\n%s: %d over the limits of %d lines per function, %d per file:\n  %s'
-                  % ('FAIL' if ENFORCE_SIZES else 'report only', len(found), MAX_FUNCTION_LINES, MAX_FILE_LINES,
-                     '\n  '.join(found)), file=sys.stderr)
-        if ENFORCE_SIZES:
-            self.assertEqual(found, [])
-
+        enforced = [f for f in found if f.split('/')[1] not in SIZE_REPORT_ONLY]
+        reported = [f for f in found if f not in enforced]
+        if reported:
+            print('\nreport only (%s): %d over the limits of %d lines per function, %d per file:\n  %s'
+                  % (', '.join(SIZE_REPORT_ONLY), len(reported), MAX_FUNCTION_LINES, MAX_FILE_LINES,
+                     '\n  '.join(reported)), file=sys.stderr)
+        self.assertEqual(enforced, [], '\nover the limits of %d lines per function, %d per file:\n  %s'
+                         % (MAX_FUNCTION_LINES, MAX_FILE_LINES, '\n  '.join(enforced)))
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)

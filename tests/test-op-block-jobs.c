@@ -82,7 +82,7 @@ static void test_pull(void) {
         peer_error(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"block-stream\",\"arguments\":{\"job-id\":\"$id2\","
                                        "\"device\":\"vda-fmt\",\"auto-finalize\":false,\"auto-dismiss\":false}}"),
                    "Node 'vda-fmt' is busy: block device is in use by block job: commit");
-        expect_record("started -EIO QEMU refused the job: Node 'vda-fmt' is busy: block device is in use by block job: "
+        expect_record("started QemuFailed QEMU refused the job: Node 'vda-fmt' is busy: block device is in use by block job: "
                       "commit -");
         check(!domain_find_job(f.domain, captured("id2")) && !domain_disk_job(f.domain, "vda"));
         free(journal);
@@ -116,7 +116,7 @@ static void test_copy_refused(void) {
         journal = job_journal(&f, captured("id"));
         peer_reply(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"%s\"}}",
                                        captured("node")), "{}");
-        expect_record("started -EIO QEMU refused the job: Permission conflict on node 'vda-fmt' -");
+        expect_record("started QemuFailed QEMU refused the job: Permission conflict on node 'vda-fmt' -");
         check(!exists(dest) && !exists(journal));
         ops_teardown(&f);
 
@@ -129,7 +129,7 @@ static void test_copy_refused(void) {
         peer_error(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"blockdev-add\",\"arguments\":\"$args\"}"),
                    "Could not open 'copy.qcow2': Permission denied");
         {
-                _cleanup_free_ char *want = strprintf("started -EIO QEMU cannot open the destination %s: Could not open "
+                _cleanup_free_ char *want = strprintf("started QemuFailed QEMU cannot open the destination %s: Could not open "
                                                       "'copy.qcow2': Permission denied -", dest);
                 expect_record(want);
         }

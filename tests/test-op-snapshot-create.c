@@ -97,7 +97,7 @@ static void test_external_live_refused(void) {
                    "Node 'vdb-fmt' is busy: block device is in use by block job: stream");
         expect_qmp(&f.peer, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"vda-1\"}}");
         expect_qmp(&f.peer, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"vdb-2\"}}");
-        expect_record("done -EIO QEMU refused the snapshot transaction: Node 'vdb-fmt' is busy: block device is in use "
+        expect_record("done QemuFailed QEMU refused the snapshot transaction: Node 'vdb-fmt' is busy: block device is in use "
                       "by block job: stream -");
         check(!exists(ova) && !exists(ovb));
         check(!journal_exists(&f, "snapshot-create"));
@@ -126,7 +126,7 @@ static void test_blockdev_add_refused(void) {
         peer_error(&f.peer, b, "Could not open 'x': Permission denied");
         expect_qmp(&f.peer, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"vda-1\"}}");
         {
-                _cleanup_free_ char *want = strprintf("done -EIO QEMU cannot open overlay %s: Could not open 'x': "
+                _cleanup_free_ char *want = strprintf("done QemuFailed QEMU cannot open overlay %s: Could not open 'x': "
                                                       "Permission denied -", ovb);
                 expect_record(want);
         }
@@ -173,7 +173,7 @@ static void test_internal_live(void) {
         answer_jobs(&f.peer, captured("job2"), "snapshot-save", "concluded", 0, 1,
                     "Snapshot 'm1' already exists in one or more devices");
         expect_dismiss(&f.peer, captured("job2"));
-        expect_record("done -EIO QEMU could not take the snapshot: Snapshot 'm1' already exists in one or more "
+        expect_record("done QemuFailed QEMU could not take the snapshot: Snapshot 'm1' already exists in one or more "
                       "devices -");
         check(!f.domain->snapshots.first && !f.domain->snapshot_busy);
         ops_teardown(&f);

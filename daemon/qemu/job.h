@@ -119,7 +119,7 @@ typedef struct JobObserver {
         void (*detached)(Job *j, void *userdata);
 } JobObserver;
 
-/* Read-only outside job.c. */
+/* Read-only outside the tracker (qemu/job*.c). */
 struct Job {
         unsigned n_ref;
         JobTracker *tracker; /* NULL once finished, or once the tracker is gone */
@@ -146,7 +146,7 @@ struct Job {
 
         void *userdata;      /* the owner's */
 
-        /* private to job.c */
+        /* private to the tracker (qemu/job*.c) */
         JobObserver owner;   /* owned: its observer, and the userdata for it */
         void *owner_userdata;
         unsigned phase;

@@ -22,6 +22,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -77,7 +78,7 @@ static int find_disk_index(const DomainDef *def, const char *name) {
         for (size_t i = 0; i < def->n_disks; i++)
                 if (streq(def->disks[i].target, name) || streq(def->disks[i].source, name))
                         return (int) i;
-        return -ENODEV;
+        return -QSNAP_E_NO_SUCH_DISK;
 }
 
 /* REUSE_EXT: the file must be a qcow2 whose backing file is the disk's
@@ -90,13 +91,13 @@ static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
         /* This file is not ours yet: read it, do not cache it. */
         if (lstat(pd->overlay, &st) < 0 || !S_ISREG(st.st_mode)) {
                 *ret_message = strprintf("REUSE_EXT: %s is not an existing regular file.", pd->overlay);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (image_read_chain(pd->overlay, DISK_FORMAT_QCOW2, &chain) < 0 || chain.n_layers < 2 ||
             !realpath(chain.layers[1].path, a) || !realpath(pd->disk->source, b) || !streq(a, b)) {
                 *ret_message = strprintf("REUSE_EXT: %s must be a qcow2 image whose backing file is %s.", pd->overlay,
                                          pd->disk->source);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         return 0;
 }
@@ -111,7 +112,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
 
         if (pd->location != SNAPSHOT_LOCATION_NO && domain_disk_job(p->domain, pd->disk->target)) {
                 *ret_message = strprintf("Disk %s is busy with a block job.", pd->disk->target);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         switch (pd->location) {
         case SNAPSHOT_LOCATION_NO:
@@ -120,7 +121,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
                 return 0;
         case SNAPSHOT_LOCATION_MANUAL:
                 *ret_message = strprintf("Disk %s: snapshot='manual' is not supported.", pd->disk->target);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         case SNAPSHOT_LOCATION_INTERNAL:
         case SNAPSHOT_LOCATION_EXTERNAL:
         case _SNAPSHOT_LOCATION_MAX:
@@ -130,7 +131,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
         if (pd->disk->transient) {
                 *ret_message = strprintf("Disk %s is transient; its changes are thrown away, so it cannot be "
                                          "snapshotted (use snapshot='no').", pd->disk->target);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         *any = true;
         /* Shut off, qemu-img and our header reader open the file. */
@@ -143,12 +144,12 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
                 if (pd->disk->format != DISK_FORMAT_QCOW2) {
                         *ret_message = strprintf("Disk %s is %s; internal snapshots need qcow2.", pd->disk->target,
                                                  disk_format_to_string(pd->disk->format));
-                        return -EOPNOTSUPP;
+                        return -QSNAP_E_UNSUPPORTED;
                 }
                 if (p->live && disk_only) {
                         *ret_message = strprintf("An internal snapshot of running domain '%s' always includes its "
                                                  "memory: leave out DISK_ONLY, or take an external one.", def->name);
-                        return -EOPNOTSUPP;
+                        return -QSNAP_E_UNSUPPORTED;
                 }
                 return 0;
         }
@@ -163,7 +164,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
                 if (p->disks[j].overlay && streq(p->disks[j].overlay, pd->overlay)) {
                         *ret_message = strprintf("Disks %s and %s would both get overlay %s.",
                                                  p->disks[j].disk->target, pd->disk->target, pd->overlay);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
         r = domain_path_allowed(p->domain, pd->overlay, ret_message);
         if (r < 0)
@@ -181,7 +182,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
                 if (access(pd->overlay, F_OK) >= 0) {
                         *ret_message = strprintf("%s exists already; qsnapd overwrites nothing unless told "
                                                  "REUSE_EXT.", pd->overlay);
-                        return -EXDEV;
+                        return -QSNAP_E_PATH_NOT_ALLOWED;
                 }
                 r = path_check_free_space(pd->overlay, ret_message);
                 if (r < 0)
@@ -201,7 +202,7 @@ static int plan_check_one_kind(SnapshotPlan *p, char **ret_message) {
                         *ret_message = strprintf("Disk %s would be %s while the memory is %s: one snapshot cannot mix "
                                                  "internal and external parts.", p->disks[i].disk->target,
                                                  snapshot_location_to_string(l), snapshot_location_to_string(p->memory));
-                        return -EOPNOTSUPP;
+                        return -QSNAP_E_UNSUPPORTED;
                 }
                 for (size_t j = 0; j < i; j++)
                         if (p->disks[j].location != SNAPSHOT_LOCATION_NO && p->disks[j].location != l) {
@@ -210,7 +211,7 @@ static int plan_check_one_kind(SnapshotPlan *p, char **ret_message) {
                                                          p->disks[j].disk->target, p->disks[i].disk->target,
                                                          snapshot_location_to_string(p->disks[j].location),
                                                          snapshot_location_to_string(l));
-                                return -EOPNOTSUPP;
+                                return -QSNAP_E_UNSUPPORTED;
                         }
         }
         return 0;
@@ -246,7 +247,7 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
 
                 if (k < 0) {
                         *ret_message = strprintf("Domain '%s' has no disk '%s'.", def->name, sd->name);
-                        return -ENODEV;
+                        return -QSNAP_E_NO_SUCH_DISK;
                 }
                 pd = p->disks + k;
                 if (sd->snapshot != SNAPSHOT_LOCATION_DEFAULT)
@@ -273,7 +274,7 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
         if (!any && p->memory == SNAPSHOT_LOCATION_NO) {
                 *ret_message = strprintf("Nothing to snapshot: every disk of '%s' is excluded and there is no memory state.",
                                          def->name);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         return 0;
 }
@@ -349,20 +350,20 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
 
         if (flags & SNAPSHOT_CREATE_QUIESCE) {
                 *ret_message = strprintf("QUIESCE needs a guest agent channel, and domain '%s' has none.", d->def->name);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (d->state == DOMAIN_CRASHED) {
                 *ret_message = strprintf("Domain '%s' crashed; stop it first.", d->def->name);
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
 
         r = snapshot_def_parse(xml, strlen(xml), 0, &req, ret_message);
         if (r < 0)
-                return r == -EINVAL || r == -EFBIG ? -EBADMSG : r;
+                return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
 
         p = new0(SnapshotPlan, 1);
         if (!p)
@@ -382,7 +383,7 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
                 return -ENOMEM;
         if (snapshot_tree_find(&d->snapshots, p->def->name)) {
                 *ret_message = strprintf("Domain '%s' has a snapshot named '%s' already.", d->def->name, p->def->name);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
 
         /* Memory: as asked; by default with memory for a running domain. */
@@ -396,27 +397,27 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
         }
         if (p->memory == SNAPSHOT_LOCATION_MANUAL) {
                 *ret_message = strdup("<memory snapshot='manual'/> is not supported.");
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         if (p->memory != SNAPSHOT_LOCATION_NO && (flags & SNAPSHOT_CREATE_DISK_ONLY)) {
                 *ret_message = strdup("DISK_ONLY and a memory snapshot exclude each other.");
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (p->memory != SNAPSHOT_LOCATION_NO && !p->live) {
                 *ret_message = strprintf("Domain '%s' is not running: there is no memory state to save.", d->def->name);
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if (p->memory == SNAPSHOT_LOCATION_EXTERNAL) {
                 if (!req->memory_file) {
                         *ret_message = strdup("<memory snapshot='external'/> needs a file= to save the memory state to.");
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
                 r = domain_path_allowed(d, req->memory_file, ret_message);
                 if (r < 0)
                         return r;
                 if (access(req->memory_file, F_OK) >= 0) {
                         *ret_message = strprintf("Memory file %s exists already.", req->memory_file);
-                        return -EXDEV;
+                        return -QSNAP_E_PATH_NOT_ALLOWED;
                 }
                 r = path_check_writable(req->memory_file, ret_message);
                 if (r < 0)

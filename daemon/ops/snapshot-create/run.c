@@ -33,6 +33,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -125,7 +126,7 @@ static int undo_stop(Operation *o, void *data) {
 static int run_qemu_img_snapshot(const char *op, const char *tag, const char *file, char **ret_output) {
         char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) op, (char *) tag, (char *) file, NULL };
         int r = run_command(argv, ret_output);
-        return r == 0 ? 0 : r < 0 ? r : -EIO;
+        return r == 0 ? 0 : r < 0 ? r : -QSNAP_E_QEMU_FAILED;
 }
 
 static int undo_internal_offline(Operation *o, void *data) {
@@ -299,13 +300,13 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
                 r = image_create_overlay(pd->overlay, pd->disk->source, pd->disk->format, &output);
                 if (r < 0) {
                         if (IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM))
-                                r = -EXDEV;
+                                r = -QSNAP_E_PATH_NOT_ALLOWED;
                         else if (r == -ENAMETOOLONG)
-                                r = -EINVAL;
+                                r = -QSNAP_E_INVALID_ARGUMENT;
                         else if (path_out_of_space(pd->overlay) || (output && strstr(output, "No space left")))
                                 r = -ENOSPC;
                         *ret_message = strprintf("Cannot create overlay %s for disk %s: %s", pd->overlay,
-                                                 pd->disk->target, output ?: strerror(-r));
+                                                 pd->disk->target, output ?: qsnap_strerror(r));
                         return r;
                 }
                 r = operation_undo_push(p->op, undo_overlay_file, pd);
@@ -413,7 +414,7 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
 
         qemu_wait_end(p);
         if (error < 0)
-                return plan_fail(p, -EIO, "QEMU refused the snapshot transaction: %s", strna(desc));
+                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "QEMU refused the snapshot transaction: %s", strna(desc));
         /* The overlays are in the graph now, the memory saved: undo must
          * not delete them. */
         operation_undo_clear(p->op);
@@ -439,7 +440,7 @@ static void plan_transaction(SnapshotPlan *p) {
                 }
         qemu_wait_begin(p);
         if (qmp_cmd_transaction_blockdev_snapshot(p->domain->qmp, nodes, overlays, n, on_transaction, p) < 0)
-                plan_fail(p, -EIO, "Cannot send the snapshot transaction.");
+                plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send the snapshot transaction.");
 }
 
 typedef struct AddCall {
@@ -453,7 +454,7 @@ static void on_overlay_added(Qmp *qmp, int error, json_object *result, const cha
 
         if (error < 0) {
                 if (p->error == 0) {
-                        p->error = -EIO;
+                        p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strprintf("QEMU cannot open overlay %s: %s", c->disk->overlay, strna(desc));
                 }
         } else if (operation_undo_push(p->op, undo_overlay_node, c->disk) < 0) {
@@ -482,8 +483,8 @@ static void plan_add_overlays(SnapshotPlan *p) {
                 if (!c || qmp_cmd_blockdev_add_overlay(p->domain->qmp, pd->node, pd->overlay, on_overlay_added, c) < 0) {
                         free(c);
                         if (p->pending == 0)
-                                return plan_fail(p, -EIO, "Cannot send blockdev-add.");
-                        p->error = -EIO;
+                                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
+                        p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strdup("Cannot send blockdev-add.");
                         return;
                 }
@@ -506,7 +507,7 @@ static void plan_migration_done(SnapshotPlan *p, const char *status, const char 
                 operation_crash_point(p->op, "memory");
                 plan_add_overlays(p);
         } else if (STR_IN_SET(status, "failed", "cancelled")) {
-                int r = path_out_of_space(p->memory_file) ? -ENOSPC : -EIO;
+                int r = path_out_of_space(p->memory_file) ? -ENOSPC : -QSNAP_E_QEMU_FAILED;
                 plan_fail(p, r, "Saving the memory state to %s failed: %s", p->memory_file, error ?: status);
         }
 }
@@ -519,7 +520,7 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         if (!p->timer) /* finished meanwhile */
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
-                return plan_fail(p, -EIO, "query-migrate failed: %s", strna(desc));
+                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "query-migrate failed: %s", strna(desc));
         plan_migration_done(p, status, err);
 }
 
@@ -541,7 +542,7 @@ static int on_migration_poll(sd_event_source *s, uint64_t usec, void *userdata) 
 
         /* Events are the main path; polling catches a missed one. */
         if (plan_query_migrate(p) < 0)
-                return plan_fail(p, -EIO, "Cannot send query-migrate."), 0;
+                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send query-migrate."), 0;
         (void) sd_event_source_set_time_relative(s, MIGRATION_POLL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
@@ -554,14 +555,14 @@ static void on_migration_event(Qmp *qmp, const char *event, json_object *data, u
                 return;
         /* Ask for the details (error text) once more, then decide. */
         if (plan_query_migrate(p) < 0)
-                plan_fail(p, -EIO, "Cannot send query-migrate.");
+                plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send query-migrate.");
 }
 
 static void on_migrate(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
 
         if (error < 0)
-                return plan_fail(p, -EIO, "QEMU cannot save the memory state: %s", strna(desc));
+                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "QEMU cannot save the memory state: %s", strna(desc));
         p->subscription = qmp_subscribe(qmp, "MIGRATION", on_migration_event, p);
         if (sd_event_add_time_relative(p->domain->manager->event, &p->timer, CLOCK_MONOTONIC, MIGRATION_POLL_USEC, 0,
                                        on_migration_poll, p) < 0)
@@ -575,7 +576,8 @@ static void plan_save_memory(SnapshotPlan *p) {
         /* Created here, 0600 and exclusive; cat only appends into our file. */
         fd = open(p->memory_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
-                return plan_fail(p, errno == ENOSPC ? -ENOSPC : -EXDEV, "Cannot create memory file %s: %m", p->memory_file);
+                return plan_fail(p, errno == ENOSPC ? -ENOSPC : -QSNAP_E_PATH_NOT_ALLOWED, "Cannot create memory file %s: %m",
+                                 p->memory_file);
         if (operation_undo_push(p->op, undo_memory_file, NULL) < 0 || operation_undo_push(p->op, undo_stop, NULL) < 0) {
                 (void) undo_memory_file(p->op, NULL);
                 operation_undo_clear(p->op);
@@ -593,7 +595,7 @@ static void plan_save_memory(SnapshotPlan *p) {
                 p->stopped = true;
         }
         if (qmp_cmd_migrate_to_command(p->domain->qmp, command, on_migrate, p) < 0)
-                plan_fail(p, -EIO, "Cannot send migrate.");
+                plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send migrate.");
 }
 
 /* ---- live: internal, a snapshot-save job (qemu/job.c drives it) ---- */
@@ -604,7 +606,7 @@ static void on_save_job_finished(Job *j, void *userdata) {
 
         if (j->state == JOB_STATE_COMPLETED)
                 return plan_finish(p, 0, NULL);
-        r = j->state == JOB_STATE_FAILED && path_out_of_space(p->domain->def->disks[0].source) ? -ENOSPC : -EIO;
+        r = j->state == JOB_STATE_FAILED && path_out_of_space(p->domain->def->disks[0].source) ? -ENOSPC : -QSNAP_E_QEMU_FAILED;
         plan_fail(p, r, "QEMU could not take the snapshot: %s", j->error ?: job_state_to_string(j->state));
 }
 
@@ -625,7 +627,7 @@ static void on_snapshot_save(Qmp *qmp, int error, json_object *result, const cha
         int r;
 
         if (error < 0)
-                return plan_fail(p, -EIO, "QEMU cannot start the snapshot: %s", strna(desc));
+                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "QEMU cannot start the snapshot: %s", strna(desc));
         /* The job's end arrives through the tracker. */
         r = p->domain->jobs ? job_tracker_add_job(p->domain->jobs, p->job_id, &(JobSpec) {
                                       .type = JOB_TYPE_SNAPSHOT_CREATE,
@@ -635,7 +637,7 @@ static void on_snapshot_save(Qmp *qmp, int error, json_object *result, const cha
                               }, &p->save_job)
                             : -ENOTCONN;
         if (r < 0)
-                return plan_fail(p, -EIO, "Cannot follow snapshot job %s: %s", p->job_id, strerror(-r));
+                return plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot follow snapshot job %s: %s", p->job_id, qsnap_strerror(r));
         job_ref(p->save_job);
 }
 
@@ -650,12 +652,12 @@ static void plan_save_internal(SnapshotPlan *p) {
                         vmstate = vmstate ?: p->disks[i].top_node;
                 }
         if (!vmstate)
-                return plan_fail(p, -EOPNOTSUPP, "An internal snapshot with memory needs at least one qcow2 disk to hold it.");
+                return plan_fail(p, -QSNAP_E_UNSUPPORTED, "An internal snapshot with memory needs at least one qcow2 disk to hold it.");
         p->job_id = strprintf("qsnap-save-%" PRIx64, now_usec(CLOCK_MONOTONIC));
         if (!p->job_id)
                 return plan_fail(p, -ENOMEM, "Out of memory.");
         if (qmp_cmd_snapshot_save(p->domain->qmp, p->job_id, p->def->name, vmstate, devices, n, on_snapshot_save, p) < 0)
-                plan_fail(p, -EIO, "Cannot send snapshot-save.");
+                plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send snapshot-save.");
 }
 
 /* ---- live: which node is each disk's top ---- */
@@ -696,7 +698,7 @@ static void on_root_node(Qmp *qmp, int error, json_object *result, const char *c
         free(c);
         if (error < 0 || qmp_parse_string(result, &node) < 0 || isempty(node)) {
                 if (p->error == 0) {
-                        p->error = -EIO;
+                        p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strprintf("QEMU shows no block node for disk %s: %s", pd->disk->target, strna(desc));
                 }
         } else {
@@ -724,7 +726,7 @@ static void plan_find_nodes(SnapshotPlan *p) {
                 c = new0(NodeCall, 1);
                 if (!c || qmp_cmd_disk_root_node(p->domain->qmp, pd->disk->target, on_root_node, c) < 0) {
                         free(c);
-                        p->error = -EIO;
+                        p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strdup("Cannot send qom-get.");
                         break;
                 }
@@ -732,7 +734,7 @@ static void plan_find_nodes(SnapshotPlan *p) {
                 p->pending++;
         }
         if (p->pending == 0)
-                plan_finish(p, p->error ?: -EIO, p->message ?: "No disk to snapshot.");
+                plan_finish(p, p->error ?: -QSNAP_E_QEMU_FAILED, p->message ?: "No disk to snapshot.");
 }
 
 static void plan_start(Operation *o) {
@@ -745,7 +747,7 @@ static void plan_start(Operation *o) {
         if (!p->live)
                 plan_execute_offline(p);
         else if (!p->domain->qmp)
-                plan_fail(p, -ESRCH, "Domain '%s' has no monitor connection.", p->domain->def->name);
+                plan_fail(p, -QSNAP_E_NOT_RUNNING, "Domain '%s' has no monitor connection.", p->domain->def->name);
         else
                 plan_find_nodes(p);
 }
@@ -757,11 +759,11 @@ int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *
 
         if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (p->live != domain_is_active(d) || (p->live && !d->qmp)) {
                 *ret_message = strprintf("Domain '%s' changed state meanwhile; try again.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         p->done = done;
         p->userdata = userdata;

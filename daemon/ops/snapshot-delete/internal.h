@@ -66,7 +66,7 @@ uint64_t delete_test_speed(void);
 int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *vp, char **ret_message);
 /* The snapshots a delete of s with flags takes, leaves first. */
 int delete_collect_victims(Snapshot *s, uint64_t flags, Snapshot ***ret, size_t *ret_n);
-/* -ENOSPC with *ret_message when dir has less than bytes free. */
+/* -QSNAP_E_NO_SPACE with *ret_message when dir has less than bytes free. */
 int delete_check_space(const char *dir, uint64_t bytes, char **ret_message);
 
 /* The journal: phase "merging" (the data may be anywhere between before

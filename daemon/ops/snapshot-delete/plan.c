@@ -34,6 +34,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -304,20 +305,20 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 running = domain_disk_chain(d, live_disk->source, live_disk->format);
                 running_top = live_disk->source;
                 if (!running)
-                        return message_set(ret_message, -EIO, "Cannot read the chain of disk %s (%s).", target,
+                        return message_set(ret_message, -QSNAP_E_QEMU_FAILED, "Cannot read the chain of disk %s (%s).", target,
                                            live_disk->source);
         }
 
         f = snapshot_recorded_source(s->def, target);
         if (!f)
-                return message_set(ret_message, -EOPNOTSUPP,
+                return message_set(ret_message, -QSNAP_E_UNSUPPORTED,
                                    "Snapshot '%s' recorded no source for disk %s: nothing tells which file it froze.",
                                    snapshot_name(s), target);
         if (!o || access(o, F_OK) < 0)
-                return message_set(ret_message, -ESTALE, "Disk %s of snapshot '%s': its overlay %s is gone.", target,
+                return message_set(ret_message, -QSNAP_E_OPERATION_INVALID, "Disk %s of snapshot '%s': its overlay %s is gone.", target,
                                    snapshot_name(s), strna(o));
         if (access(f, F_OK) < 0)
-                return message_set(ret_message, -ESTALE, "Disk %s of snapshot '%s': its frozen file %s is gone.", target,
+                return message_set(ret_message, -QSNAP_E_OPERATION_INVALID, "Disk %s of snapshot '%s': its frozen file %s is gone.", target,
                                    snapshot_name(s), f);
         /* qemu-img measures, commits and rebases them: never a FIFO or a device. */
         r = image_check_regular(o, "The overlay", ret_message);
@@ -336,7 +337,7 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
          * data and F's backing already. */
         rebased = fi >= 0 && oi >= 0 && !streq(g.backings[oi], f) && streq(g.backings[oi], g.backings[fi]);
         if (fi < 0 || oi < 0 || (!streq(g.backings[oi], f) && !rebased))
-                return message_set(ret_message, -ESTALE,
+                return message_set(ret_message, -QSNAP_E_OPERATION_INVALID,
                                    "Disk %s of snapshot '%s': overlay %s is no longer based on %s; refusing to guess.",
                                    target, snapshot_name(s), o, f);
         over_f = file_graph_overlays(&g, f);
@@ -364,7 +365,7 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 why_not_backward = "the backing file's format is unknown";
 
         if (why_not_forward && why_not_backward)
-                return message_set(ret_message, -ESTALE,
+                return message_set(ret_message, -QSNAP_E_OPERATION_INVALID,
                                    "Disk %s of snapshot '%s' can be merged neither forward (%s) nor backward (%s).",
                                    target, snapshot_name(s), why_not_forward, why_not_backward);
         forward = !why_not_forward && (sd->on_delete != MERGE_BACKWARD || why_not_backward);
@@ -417,11 +418,11 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                 if (!file && disk)
                         file = strdup(disk->source);
                 if (!file)
-                        return message_set(ret_message, -ESTALE, "Snapshot '%s': no file is known for disk %s.",
+                        return message_set(ret_message, -QSNAP_E_OPERATION_INVALID, "Snapshot '%s': no file is known for disk %s.",
                                            snapshot_name(s), sd->name);
                 if (live) {
                         if (!disk || !streq(disk->source, file))
-                                return message_set(ret_message, -EOPNOTSUPP,
+                                return message_set(ret_message, -QSNAP_E_UNSUPPORTED,
                                                    "Snapshot '%s' of disk %s lives in %s, which the running QEMU holds "
                                                    "read-only as a backing file; shut the domain off to delete it.",
                                                    snapshot_name(s), sd->name, file);
@@ -434,7 +435,7 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                                 return -ENOMEM;
                 } else {
                         if (access(file, F_OK) < 0)
-                                return message_set(ret_message, -ESTALE, "Snapshot '%s': disk %s's file %s is gone.",
+                                return message_set(ret_message, -QSNAP_E_OPERATION_INVALID, "Snapshot '%s': disk %s's file %s is gone.",
                                                    snapshot_name(s), sd->name, file);
                         r = image_check_regular(file, "The image", ret_message);
                         if (r < 0)
@@ -478,18 +479,18 @@ static int check_domain(Domain *d, char **ret_message) {
         const DomainDef *cur = domain_current_def(d);
 
         if (domain_is_busy(d))
-                return message_set(ret_message, -EBUSY, "Domain '%s' is busy with another operation; try again after it.",
+                return message_set(ret_message, -QSNAP_E_BUSY, "Domain '%s' is busy with another operation; try again after it.",
                                    d->def->name);
         if (d->attaching)
-                return message_set(ret_message, -EBUSY, "Domain '%s' is being reconnected; try again.", d->def->name);
+                return message_set(ret_message, -QSNAP_E_BUSY, "Domain '%s' is being reconnected; try again.", d->def->name);
         for (size_t i = 0; i < cur->n_disks; i++) {
                 Job *j = domain_disk_job(d, cur->disks[i].target);
                 if (j)
-                        return message_set(ret_message, -EBUSY, "Disk %s of domain '%s' has a %s job (%s) running.",
+                        return message_set(ret_message, -QSNAP_E_BUSY, "Disk %s of domain '%s' has a %s job (%s) running.",
                                            cur->disks[i].target, d->def->name, job_type_to_string(j->type), j->id);
         }
         if (d->graph_busy)
-                return message_set(ret_message, -EBUSY, "Domain '%s' is finishing a block job; try again.", d->def->name);
+                return message_set(ret_message, -QSNAP_E_BUSY, "Domain '%s' is finishing a block job; try again.", d->def->name);
         return 0;
 }
 
@@ -499,7 +500,7 @@ int delete_check_space(const char *dir, uint64_t bytes, char **ret_message) {
         if (!dir || bytes == 0 || statvfs(dir, &sv) < 0)
                 return 0;
         if ((uint64_t) sv.f_bavail * sv.f_frsize < bytes)
-                return message_set(ret_message, -ENOSPC,
+                return message_set(ret_message, -QSNAP_E_NO_SPACE,
                                    "The merge needs up to %" PRIu64 " bytes in %s, but only %" PRIu64 " are free.", bytes,
                                    dir, (uint64_t) sv.f_bavail * sv.f_frsize);
         return 0;
@@ -515,10 +516,10 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
         if (ret_bytes)
                 *ret_bytes = 0;
         if (flags & ~SNAPSHOT_DELETE_ALL)
-                return message_set(ret_message, -EINVAL, "Unknown flag bits 0x%" PRIx64 " (known: 0x%llx).",
+                return message_set(ret_message, -QSNAP_E_INVALID_ARGUMENT, "Unknown flag bits 0x%" PRIx64 " (known: 0x%llx).",
                                    (uint64_t) (flags & ~SNAPSHOT_DELETE_ALL), SNAPSHOT_DELETE_ALL);
         if ((flags & SNAPSHOT_DELETE_CHILDREN) && (flags & SNAPSHOT_DELETE_CHILDREN_ONLY))
-                return message_set(ret_message, -EINVAL, "CHILDREN and CHILDREN_ONLY exclude each other.");
+                return message_set(ret_message, -QSNAP_E_INVALID_ARGUMENT, "CHILDREN and CHILDREN_ONLY exclude each other.");
         r = check_domain(d, ret_message);
         if (r < 0)
                 return r;

@@ -31,6 +31,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -191,7 +192,7 @@ static void on_command_done(Child *c, int status, const char *output, void *user
                 status = 0;
         }
         if (status != 0)
-                return op_finishf(op, -EIO, "qemu-img %s failed (status %d): %s", a->what, status, output);
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "qemu-img %s failed (status %d): %s", a->what, status, output);
         op_step_done(op);
 }
 
@@ -238,7 +239,7 @@ static void on_internal_step_finished(Job *j, void *userdata) {
 
         op_step_ended(op, j);
         if (j->state != JOB_STATE_COMPLETED)
-                return op_finishf(op, -EIO, "QEMU could not delete the snapshot: %s",
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU could not delete the snapshot: %s",
                                   j->error ?: job_state_to_string(j->state));
         op_step_done(op);
 }
@@ -255,12 +256,12 @@ static void on_qmp_delete_started(Qmp *qmp, int error, json_object *result, cons
         int r;
 
         if (error < 0)
-                return op_finishf(op, -EIO, "QEMU cannot delete the snapshot: %s", strna(desc));
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU cannot delete the snapshot: %s", strna(desc));
         id = op->step_id;
         op->step_id = NULL;
         r = op_track_step(op, id, NULL, true, &internal_step_observer);
         if (r < 0)
-                op_finishf(op, -EIO, "Cannot follow the snapshot-delete job: %s", strerror(-r));
+                op_finishf(op, -QSNAP_E_QEMU_FAILED, "Cannot follow the snapshot-delete job: %s", qsnap_strerror(r));
 }
 
 static void qmp_delete_start(DeleteOp *op) {
@@ -273,7 +274,7 @@ static void qmp_delete_start(DeleteOp *op) {
                 return op_finish(op, -ENOMEM, "Out of memory.");
         if (qmp_cmd_snapshot_delete(d->qmp, op->step_id, op->victims[op->index], (const char *const *) op->qmp_nodes, n,
                                     on_qmp_delete_started, op) < 0)
-                op_finish(op, -EIO, "Cannot send snapshot-delete.");
+                op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot send snapshot-delete.");
 }
 
 static void on_qmp_root_node(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
@@ -282,7 +283,7 @@ static void on_qmp_root_node(Qmp *qmp, int error, json_object *result, const cha
 
         if (error < 0 || qmp_parse_string(result, &node) < 0 || isempty(node)) {
                 if (op->error == 0) {
-                        op->error = -EIO;
+                        op->error = -QSNAP_E_QEMU_FAILED;
                         op->message = strprintf("QEMU shows no block node for a disk: %s", strna(desc));
                 }
         } else if (strv_extend(&op->qmp_nodes, node) < 0 && op->error == 0)
@@ -298,15 +299,15 @@ static void op_run_qmp_internal(DeleteOp *op, Action *a) {
         Domain *d = op->domain;
 
         if (!d->qmp)
-                return op_finish(op, -ESRCH, "The domain's QEMU went away.");
+                return op_finish(op, -QSNAP_E_NOT_RUNNING, "The domain's QEMU went away.");
         op->qmp_nodes = strv_free(op->qmp_nodes);
         for (char **t = a->targets; t && *t; t++) {
                 if (qmp_cmd_disk_root_node(d->qmp, *t, on_qmp_root_node, op) < 0)
-                        return op_finish(op, -EIO, "Cannot send qom-get.");
+                        return op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot send qom-get.");
                 op->pending++;
         }
         if (op->pending == 0)
-                op_finish(op, -EIO, "No disk to delete the snapshot from.");
+                op_finish(op, -QSNAP_E_QEMU_FAILED, "No disk to delete the snapshot from.");
 }
 
 /* ---- live external: block-commit / block-stream, one at a time ---- */
@@ -351,7 +352,7 @@ static void on_merge_step_finished(Job *j, void *userdata) {
         if (j->state == JOB_STATE_CANCELED || op->aborted)
                 return op_finish(op, -ECANCELED, "The merge was aborted.");
         if (j->state != JOB_STATE_COMPLETED)
-                return op_finishf(op, -EIO, "QEMU's merge job failed: %s", strna(j->error));
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU's merge job failed: %s", strna(j->error));
         /* A node we added stays open after the job dropped it (notes). */
         if (op->drop_node && op->drop_node[0] != '#' && op->domain->qmp)
                 (void) qmp_cmd_blockdev_del(op->domain->qmp, op->drop_node, NULL, NULL);
@@ -376,10 +377,10 @@ static void on_block_started(Qmp *qmp, int error, json_object *result, const cha
         int r;
 
         if (error < 0)
-                return op_finishf(op, -EIO, "QEMU cannot start the merge: %s", strna(desc));
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU cannot start the merge: %s", strna(desc));
         r = op_track_step(op, op->job->id, a->target, false, &merge_step_observer);
         if (r < 0)
-                return op_finishf(op, -EIO, "Cannot follow the merge job: %s", strerror(-r));
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "Cannot follow the merge job: %s", qsnap_strerror(r));
         /* Aborted while QEMU started it. */
         if (op->aborted && job_abort(op->step, false, NULL, NULL, &message) < 0)
                 log_debug("Domain '%s': cannot cancel the merge job: %s", op->domain->def->name, strna(message));
@@ -393,11 +394,11 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
         int64_t k;
 
         if (error < 0 || !disk)
-                return op_finish(op, -EIO, "Cannot list QEMU's block nodes.");
+                return op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot list QEMU's block nodes.");
         if (qmp_find_format_node(result, a->kind == ACTION_QMP_STREAM ? a->top_file : disk->source, &device) <= 0 ||
             (a->kind == ACTION_QMP_COMMIT && a->top_file && qmp_find_format_node(result, a->top_file, &top) <= 0) ||
             (a->base_file && qmp_find_format_node(result, a->base_file, &base) <= 0))
-                return op_finishf(op, -EIO, "QEMU does not run the files of disk %s as expected.", a->target);
+                return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU does not run the files of disk %s as expected.", a->target);
         if (qmp_find_format_node(result, a->drop_file, &drop) > 0) {
                 op->drop_node = strdup(drop);
                 if (!op->drop_node)
@@ -410,14 +411,14 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
         else
                 k = qmp_cmd_block_stream(qmp, op->job->id, device, base, NULL, delete_test_speed(), on_block_started, op);
         if (k < 0)
-                op_finish(op, -EIO, "Cannot start the merge job.");
+                op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot start the merge job.");
 }
 
 static void op_run_qmp_block(DeleteOp *op, Action *a) {
         if (!op->domain->qmp || !op->job)
-                return op_finish(op, -ESRCH, "The domain's QEMU went away.");
+                return op_finish(op, -QSNAP_E_NOT_RUNNING, "The domain's QEMU went away.");
         if (qmp_cmd_query_named_block_nodes(op->domain->qmp, on_block_nodes, op) < 0)
-                op_finish(op, -EIO, "Cannot send query-named-block-nodes.");
+                op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot send query-named-block-nodes.");
 }
 
 static void op_run_action(DeleteOp *op) {

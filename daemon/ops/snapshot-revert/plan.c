@@ -24,6 +24,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -63,7 +64,7 @@ static int qemu_img_has_tag(const char *file, const char *tag) {
 
         r = run_command(argv, &output);
         if (r != 0)
-                return r < 0 ? r : -EIO;
+                return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
         info = json_tokener_parse(output);
         if (!info)
                 return -EBADMSG;
@@ -131,7 +132,7 @@ static int pick_overlay_name(const char *frozen, const char *snapshot, char **re
                         return 0;
                 }
         }
-        return -EEXIST;
+        return -QSNAP_E_ALREADY_EXISTS;
 }
 
 static DomainState state_after(const Snapshot *s, uint64_t flags, bool memory) {
@@ -162,7 +163,7 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
                 if (!rec || !cur) {
                         *ret_message = strprintf("Snapshot '%s' holds disk %s, which the domain %s.", s->def->name,
                                                  sd->name, cur ? "did not have then" : "no longer has");
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 /* In place only: a file that became another chain's backing
                  * file would change under that chain. */
@@ -170,7 +171,7 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
                         *ret_message = strprintf("Disk %s: snapshot '%s' is inside %s, which is no longer the disk's "
                                                  "active file (%s is); reverting it would change data other chains "
                                                  "read.", sd->name, s->def->name, rec->source, cur->source);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 r = image_check_regular(rec->source, "The image", ret_message);
                 if (r < 0)
@@ -179,7 +180,7 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
                 if (r <= 0) {
                         *ret_message = strprintf("Disk %s: %s holds no internal snapshot '%s'%s.", sd->name, rec->source,
                                                  s->def->name, r < 0 ? " (qemu-img cannot read it)" : "");
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 rd = p->disks + p->n_disks++;
                 rd->target = strdup(sd->name);
@@ -191,7 +192,7 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
         if (p->n_disks == 0 && !p->memory) {
                 *ret_message = strprintf("Snapshot '%s' holds no disk and no memory state: nothing to revert to.",
                                          s->def->name);
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         return 0;
 }
@@ -215,7 +216,7 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                 if (!rec) {
                         *ret_message = strprintf("Snapshot '%s' holds disk %s, which its recorded domain does not have.",
                                                  s->def->name, sd->name);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 rd = p->disks + p->n_disks++;
                 rd->target = strdup(sd->name);
@@ -232,14 +233,14 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                 } else {
                         *ret_message = strprintf("Disk %s: cannot tell which file snapshot '%s' froze.", sd->name,
                                                  s->def->name);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 if (!rd->file)
                         return -ENOMEM;
                 if (stat(rd->file, &st) < 0 || !S_ISREG(st.st_mode)) {
                         *ret_message = strprintf("Disk %s: %s, the file snapshot '%s' froze, is missing.", sd->name,
                                                  rd->file, s->def->name);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 r = pick_overlay_name(rd->file, s->def->name, &rd->overlay);
                 if (r < 0)
@@ -248,14 +249,14 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                         if (streq(p->disks[j].file, rd->file)) {
                                 *ret_message = strprintf("Disks %s and %s of snapshot '%s' froze the same file %s.",
                                                          p->disks[j].target, rd->target, s->def->name, rd->file);
-                                return -ESTALE;
+                                return -QSNAP_E_OPERATION_INVALID;
                         }
                 r = domain_path_allowed(d, rd->overlay, ret_message);
                 if (r < 0)
                         return r;
                 if (access(rd->file, R_OK) < 0 || access(rd->overlay, F_OK) >= 0) {
                         *ret_message = strprintf("Cannot create %s next to %s.", rd->overlay, rd->file);
-                        return -EXDEV;
+                        return -QSNAP_E_PATH_NOT_ALLOWED;
                 }
                 /* From now on the definition runs on the new overlay. */
                 if (free_and_strdup(&rec->source, rd->overlay) < 0)
@@ -264,13 +265,13 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
         }
         if (p->n_disks == 0) {
                 *ret_message = strprintf("Snapshot '%s' holds no external disk.", s->def->name);
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if (p->memory) {
                 if (!s->def->memory_file || access(s->def->memory_file, R_OK) < 0) {
                         *ret_message = strprintf("The memory state %s of snapshot '%s' is missing.",
                                                  strna(s->def->memory_file), s->def->name);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 /* QEMU reads it (exec:cat): a FIFO would hang the load. */
                 r = image_check_regular(s->def->memory_file, "The memory state file", ret_message);
@@ -294,37 +295,37 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
         if (flags & ~SNAPSHOT_REVERT_ALL) {
                 *ret_message = strprintf("Unknown flag bits 0x%" PRIx64 " for Revert (known flags: 0x%" PRIx64 ").",
                                          (uint64_t) (flags & ~SNAPSHOT_REVERT_ALL), (uint64_t) SNAPSHOT_REVERT_ALL);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if ((flags & SNAPSHOT_REVERT_RUNNING) && (flags & SNAPSHOT_REVERT_PAUSED)) {
                 *ret_message = strdup("RUNNING and PAUSED exclude each other.");
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (domain_is_busy(d) || d->graph_busy) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation; try again after it.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         for (size_t i = 0; i < now->n_disks; i++) {
                 Job *j = domain_disk_job(d, now->disks[i].target);
                 if (j) {
                         *ret_message = strprintf("Disk %s is busy with block job %s; a revert would pull the files from "
                                                  "under it.", now->disks[i].target, j->id);
-                        return -EBUSY;
+                        return -QSNAP_E_BUSY;
                 }
         }
         if (d->state == DOMAIN_CRASHED) {
                 *ret_message = strprintf("Domain '%s' crashed; stop it first.", d->def->name);
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if (snapshot_kind(s) == SNAPSHOT_KIND_MIXED) {
                 *ret_message = strprintf("Snapshot '%s' mixes internal and external parts; qsnapd cannot revert it.",
                                          s->def->name);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         if (!have_record && !(flags & SNAPSHOT_REVERT_FORCE)) {
                 *ret_message = strprintf("Snapshot '%s' has no recorded domain definition, so qsnapd cannot prove the "
                                          "current one fits it; FORCE reverts with the current definition.", s->def->name);
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
 
         p = new0(RevertPlan, 1);
@@ -351,7 +352,7 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
                 if (r < 0) {
                         *ret_message = strprintf("The domain recorded in snapshot '%s' is unreadable: %s", s->def->name,
                                                  strna(why));
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 if (free_and_strdup(&p->new_def->name, d->def->name) < 0 ||
                     free_and_strdup(&p->new_def->uuid, d->def->uuid) < 0 ||
@@ -375,13 +376,13 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
                                                  "throws the running state away. Use FORCE to do so, or stop the "
                                                  "domain first.", d->def->name, domain_state_to_string(d->state),
                                                  s->def->name);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 if (p->memory && why && !(flags & SNAPSHOT_REVERT_FORCE)) {
                         *ret_message = strprintf("Snapshot '%s' was taken of a different configuration (%s); the running "
                                                  "QEMU cannot take its state. FORCE restarts QEMU with the recorded "
                                                  "definition.", s->def->name, why);
-                        return -ESTALE;
+                        return -QSNAP_E_OPERATION_INVALID;
                 }
                 /* Internal memory into the same configuration: in place. */
                 p->live_load = p->memory && !p->external && !why;
@@ -390,7 +391,7 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
         if (!domain_is_managed(d) && (p->stop_first || p->after != DOMAIN_SHUTOFF || p->external) && !p->live_load) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd can only revert it in place "
                                          "to an internal snapshot with memory.", d->def->name);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         *ret = TAKE_PTR(p);
         return 0;
@@ -399,5 +400,5 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
 int revert_qemu_img_apply(const char *tag, const char *file, char **ret_output) {
         char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) "-a", (char *) tag, (char *) file, NULL };
         int r = run_command(argv, ret_output);
-        return r == 0 ? 0 : r < 0 ? r : -EIO;
+        return r == 0 ? 0 : r < 0 ? r : -QSNAP_E_QEMU_FAILED;
 }

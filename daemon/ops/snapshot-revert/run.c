@@ -35,6 +35,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
@@ -106,7 +107,7 @@ static int undo_definition(Operation *o, void *data) {
         DomainDef *old = NULL;
 
         if (domain_is_active(d) || domain_def_copy(p->old_def, &old) < 0)
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         domain_set_def(d, old);
         if (domain_save(d) < 0)
                 log_error("Domain '%s': cannot store its definition back.", d->def->name);
@@ -168,7 +169,7 @@ static void revert_finish(RevertPlan *p) {
         int r;
 
         if (!s)
-                return revert_fail(p, -ESTALE, "Snapshot '%s' went away during the revert.", p->name);
+                return revert_fail(p, -QSNAP_E_OPERATION_INVALID, "Snapshot '%s' went away during the revert.", p->name);
         if (p->external && revert_discarded_overlays(p, s, &discarded) < 0)
                 log_oom(); /* they stay */
         if (p->external) {
@@ -246,7 +247,7 @@ static void on_state_set(Qmp *qmp, int error, json_object *result, const char *c
         RevertPlan *p = userdata;
 
         if (error < 0)
-                return revert_fail(p, -EIO, "QEMU did not take the state after the revert: %s", strna(desc));
+                return revert_fail(p, -QSNAP_E_QEMU_FAILED, "QEMU did not take the state after the revert: %s", strna(desc));
         if (p->after == DOMAIN_RUNNING)
                 domain_note_running(p->domain);
         else
@@ -265,7 +266,7 @@ static void load_after_state(RevertPlan *p) {
         else
                 r = qmp_cmd_stop(d->qmp, on_state_set, p);
         if (r < 0)
-                revert_fail(p, -EIO, "Cannot send the state change to QEMU.");
+                revert_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send the state change to QEMU.");
 }
 
 static void on_load_failed_stopped(Domain *d, int error, const char *message, const char *reply, void *userdata) {
@@ -283,7 +284,7 @@ static void load_failed(RevertPlan *p, const char *why) {
         Domain *d = p->domain;
         int r;
 
-        p->error = -EIO;
+        p->error = -QSNAP_E_QEMU_FAILED;
         p->message = strprintf("QEMU could not load snapshot '%s': %s.", p->name, strna(why));
         if (!domain_is_active(d))
                 return on_load_failed_stopped(d, 0, NULL, NULL, p);
@@ -335,7 +336,7 @@ static void on_snapshot_load(Qmp *qmp, int error, json_object *result, const cha
         int r;
 
         if (error < 0)
-                return revert_fail(p, -EIO, "QEMU cannot start loading snapshot '%s': %s", p->name, strna(desc));
+                return revert_fail(p, -QSNAP_E_QEMU_FAILED, "QEMU cannot start loading snapshot '%s': %s", p->name, strna(desc));
         r = d->jobs ? job_tracker_add_job(d->jobs, p->job_id, &(JobSpec) {
                               .type = JOB_TYPE_SNAPSHOT_REVERT,
                               .auto_finalize = true,
@@ -358,7 +359,7 @@ static void load_send(RevertPlan *p) {
         for (size_t i = 0; i < p->n_disks; i++)
                 devices[i] = p->disks[i].node;
         if (p->n_disks == 0)
-                return revert_fail(p, -EOPNOTSUPP, "Snapshot '%s' has no disk to load its memory state from.", p->name);
+                return revert_fail(p, -QSNAP_E_UNSUPPORTED, "Snapshot '%s' has no disk to load its memory state from.", p->name);
         p->job_id = strprintf("qsnap-load-%" PRIx64, now_usec(CLOCK_MONOTONIC));
         if (!p->job_id)
                 return revert_fail(p, -ENOMEM, "Out of memory.");
@@ -366,7 +367,7 @@ static void load_send(RevertPlan *p) {
         operation_crash_point(p->op, "load");
         if (qmp_cmd_snapshot_load(p->domain->qmp, p->job_id, p->name, devices[0], devices, p->n_disks, on_snapshot_load,
                                   p) < 0)
-                revert_fail(p, -EIO, "Cannot send snapshot-load.");
+                revert_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send snapshot-load.");
 }
 
 typedef struct NodeCall {
@@ -381,7 +382,7 @@ static void on_root_node(Qmp *qmp, int error, json_object *result, const char *c
 
         if (error < 0 || qmp_parse_string(result, &node) < 0 || isempty(node)) {
                 if (p->error == 0) {
-                        p->error = -EIO;
+                        p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strprintf("QEMU shows no block node for disk %s: %s", c->disk->target, strna(desc));
                 }
         } else if (!(c->disk->node = strdup(node)) && p->error == 0)
@@ -400,13 +401,13 @@ static void load_begin(RevertPlan *p) {
         Domain *d = p->domain;
 
         if (!d->qmp)
-                return revert_fail(p, -ESRCH, "Domain '%s' has no monitor connection.", d->def->name);
+                return revert_fail(p, -QSNAP_E_NOT_RUNNING, "Domain '%s' has no monitor connection.", d->def->name);
         for (size_t i = 0; i < p->n_disks; i++) {
                 NodeCall *c = new0(NodeCall, 1);
 
                 if (!c || qmp_cmd_disk_root_node(d->qmp, p->disks[i].target, on_root_node, c) < 0) {
                         free(c);
-                        p->error = -EIO;
+                        p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strdup("Cannot send qom-get.");
                         break;
                 }
@@ -415,7 +416,7 @@ static void load_begin(RevertPlan *p) {
         }
         if (p->pending == 0) {
                 _cleanup_free_ char *m = TAKE_PTR(p->message);
-                revert_fail(p, p->error ?: -EIO, "%s", m ?: "No disk to load from.");
+                revert_fail(p, p->error ?: -QSNAP_E_QEMU_FAILED, "%s", m ?: "No disk to load from.");
         }
 }
 
@@ -464,10 +465,10 @@ static void revert_offline_steps(RevertPlan *p) {
 
                         r = image_create_overlay(rd->overlay, rd->file, rd->format, &output);
                         if (r < 0)
-                                return revert_fail(p, IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM) ? -EXDEV
-                                                                                                   : r == -ENOSPC ? -ENOSPC : -EIO,
+                                return revert_fail(p, IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM)
+                                                              ? -QSNAP_E_PATH_NOT_ALLOWED : r,
                                                    "Cannot create overlay %s for disk %s: %s", rd->overlay, rd->target,
-                                                   output ?: strerror(-r));
+                                                   output ?: qsnap_strerror(r));
                         if (operation_undo_push(p->op, undo_overlay, rd) < 0) {
                                 (void) undo_overlay(p->op, rd);
                                 return revert_fail(p, -ENOMEM, "Out of memory.");
@@ -483,7 +484,7 @@ static void revert_offline_steps(RevertPlan *p) {
 
                         r = revert_qemu_img_apply(p->name, p->disks[i].file, &output);
                         if (r < 0)
-                                return revert_fail(p, -EIO, "qemu-img snapshot -a %s %s failed: %s", p->name,
+                                return revert_fail(p, -QSNAP_E_QEMU_FAILED, "qemu-img snapshot -a %s %s failed: %s", p->name,
                                                    p->disks[i].file, strna(output));
                 }
                 /* crash points: revert:applied */
@@ -511,7 +512,7 @@ static void on_stopped(Domain *d, int error, const char *message, const char *re
         RevertPlan *p = userdata;
 
         if (error < 0 || domain_is_active(d))
-                return revert_fail(p, error < 0 ? error : -EIO, "Cannot stop domain '%s' for the revert: %s", d->def->name,
+                return revert_fail(p, error < 0 ? error : -QSNAP_E_QEMU_FAILED, "Cannot stop domain '%s' for the revert: %s", d->def->name,
                                    strna(message));
         /* crash points: revert:stopped */
         operation_crash_point(p->op, "stopped");
@@ -526,7 +527,7 @@ static void revert_start_op(Operation *o) {
 
         r = intent_write(p);
         if (r < 0)
-                return revert_fail(p, r, "Cannot record the revert's intent: %s", strerror(-r));
+                return revert_fail(p, r, "Cannot record the revert's intent: %s", qsnap_strerror(r));
         /* crash points: revert:intent */
         operation_crash_point(o, "intent");
         if (!p->stop_first || !domain_is_active(d))
@@ -546,7 +547,7 @@ int snapshot_revert(RevertPlan *plan, RevertDoneFunc done, void *userdata, char 
 
         if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         p->done = done;
         p->userdata = userdata;

@@ -249,9 +249,9 @@ int checkpoint_tree_add(CheckpointTree *t, CheckpointDef *def, bool make_current
         if (!def->name)
                 return -EINVAL;
         if (checkpoint_tree_find(t, def->name))
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         if (def->parent && !checkpoint_tree_find(t, def->parent))
-                return -ENOENT;
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
         /* The store keeps everything, secrets included; GetXMLDesc filters. */
         r = checkpoint_def_format(def, CHECKPOINT_FORMAT_SECURE, &xml);
         if (r < 0)

@@ -22,6 +22,7 @@
 #include "core/domain-launch.h"
 #include "core/manager.h"
 #include "qemu/image.h"
+#include "util/error.h"
 #include "util/util.h"
 
 #define QMP_FD_IN_CHILD 3
@@ -201,7 +202,7 @@ int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret
                         /* As for any disk QEMU cannot open: the start failed. */
                         *ret_message = strprintf("Cannot create the transient overlay of disk %s: %s",
                                                  def->disks[i].target, output ?: strerror(-r));
-                        return r == -ENOMEM ? r : -EIO;
+                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
                 }
         }
         return 0;

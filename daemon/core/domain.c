@@ -25,6 +25,8 @@
 #include "core/operation.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
@@ -67,11 +69,7 @@ static const char *const domain_state_table[_DOMAIN_STATE_MAX] = {
         [DOMAIN_CRASHED] = "crashed",
 };
 
-const char *domain_state_to_string(DomainState s) {
-        if (s < 0 || s >= _DOMAIN_STATE_MAX)
-                return NULL;
-        return domain_state_table[s];
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(domain_state, DomainState, );
 
 int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         Domain *d;
@@ -294,7 +292,7 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                         : strprintf("QEMU closed its monitor while qsnapd attached");
                 log_error("Domain '%s': %s", d->def->name, strna(message));
                 domain_reset(d, op == DOMAIN_OP_START ? DOMAIN_SHUTOFF : DOMAIN_CRASHED);
-                domain_op_finish(d, -EIO, message);
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         } else {
                 if (!orderly)
                         log_warning("Domain '%s': QEMU went away without shutting down.", d->def->name);
@@ -303,7 +301,7 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                 if (op == DOMAIN_OP_STOP)
                         domain_op_finish(d, 0, NULL);
                 else if (d->op)
-                        domain_op_finish(d, -ESRCH, "QEMU went away");
+                        domain_op_finish(d, -QSNAP_E_NOT_RUNNING, "QEMU went away");
         }
         domain_unref(d);
 }
@@ -407,7 +405,7 @@ static void on_attach_ready(Qmp *qmp, int error, void *userdata) {
         if (error < 0)
                 return; /* the disconnect callback follows */
         if (qmp_cmd_query_status(qmp, on_attach_status, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send query-status");
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send query-status");
 }
 
 static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -421,7 +419,7 @@ static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         /* Keep the pid: Stop must be able to end a hung QEMU. */
         domain_load_live(d);
         domain_set_state(d, DOMAIN_CRASHED);
-        domain_op_finish(d, -ETIMEDOUT, "QEMU did not answer on its monitor");
+        domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "QEMU did not answer on its monitor");
         return 0;
 }
 
@@ -431,7 +429,7 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
         int r;
 
         if (d->op)
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         if (domain_is_managed(d)) {
                 managed_path = domain_runtime_path(d, ".qmp");
                 if (!managed_path)
@@ -479,7 +477,7 @@ static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *
 
         if (error < 0) {
                 _cleanup_free_ char *message = strprintf("QEMU refused to run: %s", strna(desc));
-                return domain_op_finish(d, -EIO, message);
+                return domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         }
         domain_set_state(d, DOMAIN_RUNNING);
         domain_op_finish(d, 0, NULL);
@@ -492,7 +490,7 @@ static void start_run_or_pause(Domain *d) {
                 return domain_op_finish(d, 0, NULL);
         }
         if (qmp_cmd_cont(d->qmp, on_start_cont, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send cont");
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send cont");
 }
 
 /* A start that cannot finish: QEMU goes, the start fails. */
@@ -512,7 +510,7 @@ static void start_incoming_fail(Domain *d, const char *why) {
         _cleanup_free_ char *message = strprintf("QEMU could not load the memory state: %s", strna(why));
 
         log_error("Domain '%s': %s", d->def->name, strna(message));
-        start_abort(d, -EIO, message);
+        start_abort(d, -QSNAP_E_QEMU_FAILED, message);
 }
 
 static int on_incoming_poll(sd_event_source *s, uint64_t usec, void *userdata);
@@ -585,7 +583,7 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
         log_error("Domain '%s': QEMU did not come up in time, killing it.", d->def->name);
-        start_abort(d, -ETIMEDOUT, "QEMU did not answer on its monitor in time");
+        start_abort(d, -QSNAP_E_QEMU_FAILED, "QEMU did not answer on its monitor in time");
         return 0;
 }
 
@@ -595,12 +593,12 @@ int domain_check_start(Domain *d, char **ret_message) {
         if (domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is already %s.", d->def->name, domain_state_to_string(d->state));
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         return 0;
 }
@@ -620,7 +618,7 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
                 *ret_message = strprintf("Nothing answers on the monitor socket %s of domain '%s' (%s); qsnapd does not "
                                          "launch an attached domain's QEMU: start it first.",
                                          d->def->monitor_path, d->def->name, strerror(-r));
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -751,7 +749,7 @@ int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStep
         if (!domain_is_managed(d)) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
                                          "a memory state.", d->def->name);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         return domain_op_started(d, domain_start_full(d, flags, uri, sent, done, userdata, ret_message));
 }
@@ -804,12 +802,12 @@ int domain_check_stop(Domain *d, char **ret_message) {
         if (d->snapshot_busy || (d->op && call(d)->type != DOMAIN_OP_START)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (d->state == DOMAIN_SHUTOFF) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is not running.", d->def->name);
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -848,7 +846,7 @@ static int domain_stop_begin(Domain *d, uint64_t flags, DomainDoneFunc done, voi
                 return r;
         /* Stop wins over a Start still waiting for QEMU. */
         if (d->op)
-                domain_op_finish(d, -ECANCELED, "Stopped before it finished starting");
+                domain_op_finish(d, -QSNAP_E_OPERATION_INVALID, "Stopped before it finished starting");
 
         r = domain_op_begin(d, DOMAIN_OP_STOP, flags, done, userdata);
         if (r < 0)
@@ -889,7 +887,7 @@ int domain_check_running(Domain *d, char **ret_message) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; its QEMU must be running.", d->def->name,
                                                  d->op && call(d)->type == DOMAIN_OP_START ? "starting" : domain_state_to_string(d->state));
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -901,7 +899,7 @@ int domain_check_pause(Domain *d, bool pause, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         /* Already there: nothing to do, as in libvirt. */
         return d->state == (pause ? DOMAIN_PAUSED : DOMAIN_RUNNING) ? 1 : 0;
@@ -912,7 +910,7 @@ static void on_pause_resume_reply(Qmp *qmp, int error, json_object *result, cons
 
         if (error < 0) {
                 _cleanup_free_ char *message = strprintf("QEMU: %s", strna(desc));
-                return domain_op_finish(d, -EIO, message);
+                return domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         }
         /* The STOP/RESUME event normally came first; do not depend on it. */
         domain_set_state(d, call(d)->type == DOMAIN_OP_PAUSE ? DOMAIN_PAUSED : DOMAIN_RUNNING);
@@ -953,13 +951,13 @@ int domain_check_undefine(Domain *d, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (domain_is_managed(d) && domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; stop it before undefining it.", d->def->name,
                                                  domain_state_to_string(d->state));
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         return 0;
 }
@@ -983,8 +981,8 @@ static void on_monitor_reply(Qmp *qmp, int error, json_object *result, const cha
         Operation *o = userdata;
         MonitorCall *c = o->plan;
 
-        if (error == -EIO)
-                return operation_finishf(o, -EIO, "QEMU: %s", strna(desc));
+        if (error == -QSNAP_E_QEMU_FAILED)
+                return operation_finishf(o, error, "QEMU: %s", strna(desc));
         if (error < 0)
                 return operation_finish(o, error, "The monitor connection went away");
         c->reply = json_object_is_type(result, json_type_string)
@@ -1025,7 +1023,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 if (!cmd || !json_object_is_type(cmd, json_type_object)) {
                         *ret_message = strprintf("Not one QMP command object (%s): %s", why, command);
                         json_object_put(cmd);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
         }
 
@@ -1047,8 +1045,10 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
         else
                 id = qmp_send_raw(d->qmp, cmd, on_monitor_reply, o);
         if (id < 0) {
-                if (id == -EINVAL)
+                if (id == -EINVAL) {
                         *ret_message = strprintf("A QMP command object needs a string member \"execute\": %s", command);
+                        id = -QSNAP_E_INVALID_ARGUMENT;
+                }
                 operation_cancel(o);
                 return (int) id;
         }

@@ -4,8 +4,12 @@
  * store first, as one transaction, and applied in memory only when that
  * worked, so the tree in memory never disagrees with the file.
  */
+#include "core/domain.h"
+#include "core/manager.h"
 #include "core/moment.h"
 #include "core/snapshot.h"
+#include "util/error.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 static const char *const snapshot_kind_table[_SNAPSHOT_KIND_MAX] = {
@@ -14,11 +18,7 @@ static const char *const snapshot_kind_table[_SNAPSHOT_KIND_MAX] = {
         [SNAPSHOT_KIND_MIXED] = "mixed",
 };
 
-const char *snapshot_kind_to_string(SnapshotKind k) {
-        if (k < 0 || k >= _SNAPSHOT_KIND_MAX)
-                return NULL;
-        return snapshot_kind_table[k];
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(snapshot_kind, SnapshotKind, );
 
 const char *snapshot_name(const Snapshot *s) {
         return s->def->name;
@@ -172,6 +172,7 @@ int snapshot_tree_load(SnapshotTree *t, const char *dir, const char *uuid, uint6
         store_entries_free(entries, n);
         if (current)
                 t->current = snapshot_tree_find(t, current);
+        t->reported_current = t->current;
         return 0;
 }
 
@@ -337,8 +338,11 @@ static void tree_apply_removal(SnapshotTree *t, const MomentRemoval *plan, Snaps
                         t->last = s->prev;
                 t->n--;
         }
-        for (size_t i = 0; i < n_remove; i++)
+        for (size_t i = 0; i < n_remove; i++) {
+                if (t->reported_current == removed[i])
+                        t->reported_current = NULL;
                 snapshot_free(removed[i]);
+        }
         t->current = plan->new_current;
 }
 
@@ -479,7 +483,7 @@ int snapshot_tree_remove_all(SnapshotTree *t) {
         }
         hashmap_free(t->by_name);
         t->by_name = NULL;
-        t->first = t->last = t->current = NULL;
+        t->first = t->last = t->current = t->reported_current = NULL;
         t->n = 0;
         return 0;
 }
@@ -555,5 +559,57 @@ int snapshot_tree_list(const SnapshotTree *t, const Snapshot *parent, uint64_t f
                 return -ENOMEM;
         *ret = l;
         *ret_n = n;
+        return 0;
+}
+
+/* ---- REDEFINE ---- */
+
+static int redefine_check(Domain *d, const SnapshotDef *def, char **ret_message) {
+        /* A snapshot being taken picked its parent already; the tree waits. */
+        if (d->snapshot_busy)
+                return error_message(ret_message, -QSNAP_E_BUSY, "Domain '%s' is taking a snapshot; try again after it.",
+                                     d->def->name);
+        if (!def->name)
+                return error_message(ret_message, -QSNAP_E_INVALID_XML, "REDEFINE needs the snapshot's <name>.");
+        if (snapshot_tree_find(&d->snapshots, def->name))
+                return error_message(ret_message, -QSNAP_E_ALREADY_EXISTS,
+                                     "Domain '%s' has a snapshot named '%s' already.", d->def->name, def->name);
+        if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
+                return error_message(ret_message, -QSNAP_E_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
+                                     def->parent);
+        return 0;
+}
+
+int snapshot_redefine_prepare(Domain *d, const char *xml, SnapshotDef **ret, char **ret_message) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &why);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return error_message(ret_message, -QSNAP_E_INVALID_XML, "Invalid snapshot XML: %s", strna(why));
+        r = redefine_check(d, def, ret_message);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(def);
+        return 0;
+}
+
+int snapshot_redefine(Domain *d, SnapshotDef *def, bool make_current, Snapshot **ret, char **ret_message) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *owned = def;
+        Snapshot *s;
+        int r;
+
+        r = redefine_check(d, def, ret_message);
+        if (r < 0)
+                return r;
+        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(owned), make_current, &s);
+        if (r < 0)
+                return error_message(ret_message, r, "Cannot store the snapshot metadata.");
+        manager_notify_snapshot_added(d->manager, d, s);
+        if (ret)
+                *ret = s;
         return 0;
 }

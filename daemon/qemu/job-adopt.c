@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "qemu/job-internal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 /* QEMU's job type, for adoption; the owner corrects it from its journal.
@@ -144,7 +145,7 @@ static void tracker_adopt_finish(JobTracker *t) {
 void tracker_on_adopt_reply(JobTracker *t, Call *c, int error, json_object *result, const char *desc) {
         if (error < 0) {
                 if (c->kind == CALL_ADOPT_JOBS) {
-                        log_error("query-jobs failed: %s", error == -EIO ? desc : strerror(-error));
+                        log_error("query-jobs failed: %s", job_call_error_message(error, desc));
                         t->adopt_error = error;
                 }
         } else if (c->kind == CALL_ADOPT_JOBS)
@@ -164,7 +165,7 @@ int job_tracker_adopt(JobTracker *t, JobAdoptFunc done, void *userdata) {
         if (t->disconnected || !qmp_is_connected(t->qmp))
                 return -ENOTCONN;
         if (t->adopting)
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
 
         r = tracker_call(t, CALL_ADOPT_JOBS, NULL, 0, NULL, NULL, &c);
         if (r < 0)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "qemu/job-internal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 void job_disown(Job *j) {
@@ -34,15 +35,15 @@ void job_set_start_time(Job *j, uint64_t realtime_usec) {
 /* May a call act on j now? */
 static int job_check_active(Job *j, const char *verb, char **ret_message) {
         if (j->local)
-                return job_message_set(ret_message, -EOPNOTSUPP, "Job '%s' is qsnapd's own %s job: it cannot be %s; it ends by itself.",
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED, "Job '%s' is qsnapd's own %s job: it cannot be %s; it ends by itself.",
                                    j->id, job_type_to_string(j->type), verb);
         if (!j->tracker || j->phase == PHASE_FINISHED)
-                return job_message_set(ret_message, -ESTALE, "Job '%s' has ended (%s): it can no longer be %s.", j->id,
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID, "Job '%s' has ended (%s): it can no longer be %s.", j->id,
                                    job_state_to_string(j->state), verb);
         if (j->tracker->disconnected)
-                return job_message_set(ret_message, -ENOTCONN, MESSAGE_GONE);
+                return error_message(ret_message, -ENOTCONN, MESSAGE_GONE);
         if (j->phase != PHASE_ACTIVE)
-                return job_message_set(ret_message, -ESTALE, "Job '%s' is finishing (%s): it can no longer be %s.", j->id,
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID, "Job '%s' is finishing (%s): it can no longer be %s.", j->id,
                                    job_state_to_string(j->state), verb);
         return 0;
 }
@@ -53,9 +54,9 @@ static int job_send(Job *j, CallKind kind, uint64_t value, JobDoneFunc done, voi
 
         r = tracker_call(j->tracker, kind, j, value, done, userdata, NULL);
         if (r == -ENOTCONN)
-                return job_message_set(ret_message, r, MESSAGE_GONE);
+                return error_message(ret_message, r, MESSAGE_GONE);
         if (r < 0)
-                return job_message_set(ret_message, log_error_errno(r, "Job %s: failed to send %s: %m", j->id, command),
+                return error_message(ret_message, log_error_errno(r, "Job %s: failed to send %s: %m", j->id, command),
                                    "Failed to send %s: %s", command, strerror(-r));
         return 0;
 }
@@ -67,9 +68,9 @@ int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
         if (r < 0)
                 return r;
         if (j->pivoting)
-                return job_message_set(ret_message, -EBUSY, "Job '%s' is pivoting already.", j->id);
+                return error_message(ret_message, -QSNAP_E_BUSY, "Job '%s' is pivoting already.", j->id);
         if (j->state != JOB_STATE_READY)
-                return job_message_set(ret_message, -ESTALE,
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
                                    "Job '%s' is not ready to pivot (it is %s): wait for its Ready signal; "
                                    "Cur reaching End is not enough.",
                                    j->id, job_state_to_string(j->state));
@@ -86,7 +87,7 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
         if (j->local && !pivot && j->local_abort && !job_state_is_final(j->state)) {
                 r = j->local_abort(j, j->local_abort_data);
                 if (r < 0)
-                        return job_message_set(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
+                        return error_message(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
                 return 1;
         }
         if (pivot)
@@ -95,7 +96,7 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
         if (r < 0)
                 return r;
         if (j->aborting)
-                return job_message_set(ret_message, -EBUSY, "Job '%s' is being aborted already.", j->id);
+                return error_message(ret_message, -QSNAP_E_BUSY, "Job '%s' is being aborted already.", j->id);
         r = job_send(j, CALL_CANCEL, 0, done, userdata, "block-job-cancel", ret_message);
         if (r < 0)
                 return r;
@@ -111,11 +112,11 @@ int job_set_speed(Job *j, uint64_t bandwidth, JobDoneFunc done, void *userdata, 
         if (r < 0)
                 return r;
         if (!job_type_is_block_job(j->type))
-                return job_message_set(ret_message, -EOPNOTSUPP, "A %s job has no bandwidth to set.",
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED, "A %s job has no bandwidth to set.",
                                    job_type_to_string(j->type));
         if (bandwidth > INT64_MAX)
-                return job_message_set(ret_message, -EINVAL, "Bandwidth %" PRIu64 " is out of range (at most %" PRIi64 ").",
-                                   bandwidth, INT64_MAX);
+                return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT, "Bandwidth %" PRIu64 " is out of range (at most %" PRIi64 ").",
+                                     bandwidth, INT64_MAX);
         return job_send(j, CALL_SET_SPEED, bandwidth, done, userdata, "block-job-set-speed", ret_message);
 }
 
@@ -145,7 +146,7 @@ int job_finalize(Job *j, bool commit, const char *reason) {
         int r;
 
         if (!j || !j->tracker || j->phase != PHASE_PENDING || j->tracker->disconnected)
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         if (!commit && reason && free_and_strdup(&j->fail_reason, reason) < 0)
                 return log_oom();
         r = tracker_call(j->tracker, commit ? CALL_FINALIZE : CALL_FINALIZE_CANCEL, j, 0, NULL, NULL, NULL);

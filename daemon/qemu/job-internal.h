@@ -15,6 +15,8 @@
 
 #include "qemu/job.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
 #define JOB_POLL_INTERVAL_DEFAULT (150 * USEC_PER_MSEC)
@@ -25,7 +27,6 @@
 
 #define MESSAGE_GONE "QEMU went away before the job ended (its process exited or closed the monitor)"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 typedef enum JobPhase {
         PHASE_ACTIVE,     /* running, ready or paused */
@@ -95,7 +96,8 @@ struct JobTracker {
 
 /* job.c: strings, references, the job list, commands, the lifecycle */
 bool job_type_is_block_job(JobType type);
-int job_message_set(char **ret_message, int r, const char *fmt, ...) _printf_(3, 4);
+/* QEMU's words for a failed command, or ours. */
+const char *job_call_error_message(int error, const char *desc);
 JobTracker *tracker_hold(JobTracker *t);
 void tracker_releasep(JobTracker **t);
 void job_list_free(Job **l, size_t n);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "qemu/job-internal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 static bool job_progress_dirty(Job *j) {

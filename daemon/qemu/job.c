@@ -17,8 +17,10 @@
 
 #include "qemu/job-internal.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/json-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
-
 
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_TYPE_PULL] = "pull",
@@ -41,27 +43,8 @@ static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_STATE_CANCELED] = "canceled",
 };
 
-const char *job_type_to_string(JobType t) {
-        return t >= 0 && t < _JOB_TYPE_MAX ? job_type_table[t] : NULL;
-}
-
-JobType job_type_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_TYPE_MAX; i++)
-                if (streq(job_type_table[i], s))
-                        return (JobType) i;
-        return _JOB_TYPE_INVALID;
-}
-
-const char *job_state_to_string(JobState s) {
-        return s >= 0 && s < _JOB_STATE_MAX ? job_state_table[s] : NULL;
-}
-
-JobState job_state_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_STATE_MAX; i++)
-                if (streq(job_state_table[i], s))
-                        return (JobState) i;
-        return _JOB_STATE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(job_type, JobType);
+DEFINE_STRING_TABLE_LOOKUP(job_state, JobState);
 
 /* Internal snapshot jobs are not block jobs: the block-job-* verbs do
  * not find them. */
@@ -81,19 +64,6 @@ bool job_type_is_block_job(JobType type) {
                 break;
         }
         return false;
-}
-
-int job_message_set(char **ret_message, int r, const char *fmt, ...) _printf_(3, 4);
-int job_message_set(char **ret_message, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_message) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_message, fmt, ap) < 0)
-                        *ret_message = NULL;
-                va_end(ap);
-        }
-        return r;
 }
 
 /* ---- references ---- */
@@ -651,6 +621,15 @@ static void on_event(Qmp *qmp, const char *event, json_object *data, uint64_t ti
 
 /* ---- replies ---- */
 
+/* QEMU's words for a failed command, or ours. */
+const char *job_call_error_message(int error, const char *desc) {
+        if (error == -QSNAP_E_QEMU_FAILED)
+                return strna(desc);
+        if (error == -ECONNRESET)
+                return MESSAGE_GONE;
+        return qsnap_strerror(error);
+}
+
 static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *result, const char *desc) {
         _cleanup_free_ QmpJobInfo *infos = NULL;
         Job **jobs;
@@ -659,7 +638,7 @@ static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *resu
 
         t->poll_in_flight = false;
         if (error < 0) {
-                log_warning("query-jobs failed: %s", error == -EIO ? desc : strerror(-error));
+                log_warning("query-jobs failed: %s", job_call_error_message(error, desc));
                 return tracker_update_polling(t);
         }
         r = qmp_parse_query_jobs_all(result, &infos, &n);
@@ -753,20 +732,12 @@ void job_local_update(Job *j, JobState state, uint64_t cur, uint64_t end, const 
                 j->error = strdup(error);
 }
 
-static const char *call_error_message(int error, const char *desc) {
-        if (error == -EIO)
-                return desc;
-        if (error == -ECONNRESET)
-                return MESSAGE_GONE;
-        return strerror(-error);
-}
-
 /* The reply to a job_*() call: done() after our own bookkeeping. */
 static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *desc) {
         Job *j = c->job;
 
         if (error < 0) {
-                log_warning("Job %s: %s failed: %s", j->id, call_command(c), call_error_message(error, desc));
+                log_warning("Job %s: %s failed: %s", j->id, call_command(c), job_call_error_message(error, desc));
                 if (c->kind == CALL_COMPLETE)
                         j->pivoting = false;
                 else if (c->kind == CALL_CANCEL)
@@ -782,7 +753,7 @@ static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *d
         }
         /* Exactly once, even when the owner freed the tracker meanwhile. */
         if (c->done)
-                c->done(j, error, error < 0 ? call_error_message(error, desc) : NULL, c->userdata);
+                c->done(j, error, error < 0 ? job_call_error_message(error, desc) : NULL, c->userdata);
 }
 
 static void tracker_on_finalize_reply(JobTracker *t, Call *c, int error, const char *desc) {
@@ -808,7 +779,7 @@ static void tracker_on_finalize_reply(JobTracker *t, Call *c, int error, const c
 
 static void tracker_on_conclude_query(JobTracker *t, Job *j, int error, json_object *result, const char *desc) {
         QmpJobInfo info;
-        int r = -EIO;
+        int r = -EBADMSG;
 
         if (error >= 0)
                 r = qmp_parse_query_jobs(result, j->id, &info);
@@ -816,7 +787,7 @@ static void tracker_on_conclude_query(JobTracker *t, Job *j, int error, json_obj
                 log_oom();
         else if (r <= 0) /* dismiss anyway: a concluded job is no use to anyone */
                 log_warning("Job %s: cannot learn how it ended: %s", j->id,
-                            error < 0 ? call_error_message(error, desc) : r == 0 ? "not in query-jobs" : "bad reply");
+                            error < 0 ? job_call_error_message(error, desc) : r == 0 ? "not in query-jobs" : "bad reply");
         job_dismiss(j);
 }
 
@@ -859,7 +830,7 @@ static void on_call_reply(Qmp *qmp, int error, json_object *result, const char *
                 if (t->freed || !job_alive(c->job, t) || c->job->phase != PHASE_CONCLUDED)
                         break;
                 if (error < 0)
-                        log_warning("Job %s: job-dismiss failed: %s", c->job->id, call_error_message(error, err_desc));
+                        log_warning("Job %s: job-dismiss failed: %s", c->job->id, job_call_error_message(error, err_desc));
                 job_end_with_outcome(c->job);
                 break;
         }
@@ -982,7 +953,7 @@ JobTracker *job_tracker_free(JobTracker *t) {
 
                 calls = c->next;
                 if (c->done)
-                        c->done(c->job, -ECANCELED, "qsnapd stopped tracking the job", c->userdata);
+                        c->done(c->job, -QSNAP_E_OPERATION_INVALID, "qsnapd stopped tracking the job", c->userdata);
                 tracker_call_free(c);
         }
 
@@ -1004,7 +975,7 @@ int job_tracker_add_job(JobTracker *t, const char *id, const JobSpec *spec, Job 
         if (t->disconnected || !qmp_is_connected(t->qmp))
                 return -ENOTCONN;
         if (job_tracker_find(t, id))
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
 
         j = job_new(id, spec->type, spec->disk, spec->bandwidth);
         if (!j)

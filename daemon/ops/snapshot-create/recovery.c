@@ -26,9 +26,9 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 /* ---- recovery ---- */
 

@@ -34,9 +34,9 @@
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 #define MIGRATION_POLL_USEC (100 * USEC_PER_MSEC)
 

@@ -35,9 +35,9 @@
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 void delete_victim_plan_done(VictimPlan *vp) {
         for (size_t i = 0; i < vp->n_actions; i++) {

@@ -25,9 +25,9 @@
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 RevertPlan *revert_plan_free(RevertPlan *p) {
         if (!p)

@@ -54,7 +54,7 @@ E = q.ERROR_PREFIX
 MiB = 1 << 20
 
 ACTIVE = 4                     # BlockCommit
-SHALLOW, REUSE_EXT, COPY = 1, 2, 8     # BlockRebase
+COPY = 8                       # BlockRebase
 DISK_ONLY = 16                 # CreateSnapshot
 ABORT_ASYNC, ABORT_PIVOT = 1, 2
 FORCE = 4                      # Revert

@@ -644,6 +644,7 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret) {
         _cleanup_(xmlFreeNodep) xmlNode *copy = NULL;
         _cleanup_(xmlBufferFreep) xmlBuffer *buf = NULL;
         char *s;
+        int r;
 
         /* xmlDocCopyNode() declares on the copy the namespaces that n uses
          * but an ancestor declares. */
@@ -655,8 +656,19 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret) {
         buf = xmlBufferCreate();
         if (!buf)
                 return -ENOMEM;
-        if (xmlNodeDump(buf, doc, copy, level, 1) < 0)
-                return -ENOMEM;
+        /* libxml2 writes non-ASCII in attribute values as character
+         * references when the document declared no encoding, and as UTF-8
+         * when it did: dump as UTF-8 always, or a document with
+         * encoding="UTF-8" would change bytes on its second round trip. */
+        {
+                const xmlChar *saved = doc->encoding;
+
+                doc->encoding = BAD_CAST "UTF-8";
+                r = xmlNodeDump(buf, doc, copy, level, 1);
+                doc->encoding = saved;
+                if (r < 0)
+                        return -ENOMEM;
+        }
 
         s = strdup((const char *) xmlBufferContent(buf));
         if (!s)

@@ -12,7 +12,7 @@
 # in tools/packages.txt). Targets: xml-domain xml-snapshot store qmp image.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${QSNAP_FUZZ_BUILD_DIR:-$top/build-fuzz}
+build=$(realpath -m "${QSNAP_FUZZ_BUILD_DIR:-$top/build-fuzz}")
 all=(xml-domain xml-snapshot store qmp image)
 
 usage() {

@@ -14,7 +14,7 @@
 # Needs root (as the e2e tests do) and valgrind.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${QSNAP_VG_BUILD_DIR:-$top/build-vg}
+build=$(realpath -m "${QSNAP_VG_BUILD_DIR:-$top/build-vg}")
 out=$build/valgrind
 
 if [ "$(id -u)" != 0 ]; then

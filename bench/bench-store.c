@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Benchmark of the metadata store (daemon/store.c): N snapshot-sized
+ * Benchmark of the metadata store (daemon/store/store.c): N snapshot-sized
  * entries (~1.5 KiB of <domainsnapshot> XML each) committed one by one as
  * CreateSnapshot does (PUT + CURRENT in one transaction), then redefines
  * and deletes at full size. Prints per-commit latency for the first and
@@ -20,8 +20,8 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "store.h"
-#include "util.h"
+#include "store/store.h"
+#include "util/util.h"
 
 #define UUID "5d0c1b6e-3f3a-4a43-9a51-bd1c3f9d2e11"
 #define WINDOW 1000U

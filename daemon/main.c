@@ -13,9 +13,13 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
-#include "bus-errors.h"
-#include "bus-manager.h"
-#include "util.h"
+#include "bus/bus-errors.h"
+#include "bus/bus-manager.h"
+#include "core/operation.h"
+#include "ops/snapshot-create.h"
+#include "ops/snapshot-delete.h"
+#include "ops/snapshot-revert.h"
+#include "util/util.h"
 
 typedef enum BusMode {
         BUS_MODE_SYSTEM,
@@ -34,6 +38,14 @@ static uint64_t arg_start_timeout_usec = 30 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
 static char **arg_image_roots = NULL;
 static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
+
+/* Every operation that journals itself, with its recovery. The order is
+ * the order in which interrupted ones are recovered at start-up. */
+static const OperationKind *const operation_kinds[] = {
+        &snapshot_create_kind,
+        &snapshot_delete_kind,
+        &snapshot_revert_kind,
+};
 
 typedef struct Daemon {
         sd_event *event;
@@ -55,16 +67,18 @@ static void help(void) {
                "     --address=ADDRESS       Serve the bus at ADDRESS (tests, development)\n"
                "     --state-dir=DIR         Where definitions and metadata are kept\n"
                "     --runtime-dir=DIR       Where monitor sockets and pid files go\n"
-               "     --polkit=yes|no         Ask polkit before privileged calls\n"
+               "     --polkit=yes|no         Ask polkit before privileged calls (no is\n"
+               "                             refused with --system)\n"
                "     --idle-timeout=SECONDS  Exit when idle this long (default 30, 0 = never)\n"
                "     --graceful-timeout=SECONDS\n"
                "                             Stop(GRACEFUL) waits this long for the guest\n"
                "                             before QEMU is told to quit (default 60)\n"
                "     --qemu=PATH             QEMU binary for domains without <emulator>\n"
                "                             (default %s)\n"
-               "     --image-root=DIR        Snapshot overlays and memory files may also be\n"
-               "                             created below DIR (repeatable); by default only\n"
-               "                             in the folders of a domain's own images\n"
+               "     --image-root=DIR        Disks, snapshot overlays and memory files may be\n"
+               "                             below DIR (repeatable): manage-domains defines\n"
+               "                             domains whose disks are there; others need\n"
+               "                             host-admin\n"
                "     --metadata-read-cap=BYTES\n"
                "                             Refuse snapshot metadata files larger than this\n"
                "                             (default 128 MiB, as libvirt)\n"
@@ -230,6 +244,11 @@ static int resolve_directories(void) {
                 return log_oom();
         if (arg_polkit < 0)
                 arg_polkit = arg_bus_mode != BUS_MODE_USER;
+        /* On the system bus every local user may call us: without polkit
+         * each of them would act as root. */
+        if (arg_bus_mode == BUS_MODE_SYSTEM && !arg_polkit)
+                return log_error_errno(EINVAL, "--polkit=no is refused with --system: every user on the system bus "
+                                       "could then act as root. Use --user for your own VMs, or --address= for tests.");
         return 0;
 }
 
@@ -346,6 +365,11 @@ static int run(void) {
         r = manager_new(daemon.event, &config, &daemon.bus.manager);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up: %m");
+        for (size_t i = 0; i < ELEMENTSOF(operation_kinds); i++) {
+                r = operation_kind_register(daemon.bus.manager, operation_kinds[i]);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to register operation %s: %m", operation_kinds[i]->name);
+        }
         daemon.bus.polkit.enabled = arg_polkit;
 
         (void) sd_notify(false, "STATUS=Loading state and re-attaching to running VMs.");

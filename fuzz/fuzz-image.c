@@ -15,8 +15,9 @@
  * most 2 PiB); a larger one is refused as unsupported, with a message.
  */
 #include "fuzz.h"
-#include "image.h"
-#include "util.h"
+#include "qemu/image.h"
+#include "util/error.h"
+#include "util/util.h"
 
 #define SEPARATOR "--next-file--"
 #define MAX_FILES 8
@@ -90,7 +91,7 @@ FUZZ_TARGET(image) {
                         FUZZ_CHECK(over_size == vsize);
                 } else {
                         FUZZ_CHECK(message);
-                        FUZZ_CHECK(vsize <= QCOW2_MAX_VIRTUAL_SIZE || r == -EOPNOTSUPP);
+                        FUZZ_CHECK(vsize <= QCOW2_MAX_VIRTUAL_SIZE || r == -QSNAP_E_UNSUPPORTED);
                 }
         }
 

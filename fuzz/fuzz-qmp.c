@@ -16,9 +16,10 @@
 #include <sys/socket.h>
 
 #include "fuzz.h"
-#include "qmp-commands.h"
-#include "qmp.h"
-#include "util.h"
+#include "qemu/qmp-commands.h"
+#include "qemu/qmp.h"
+#include "util/error.h"
+#include "util/util.h"
 
 typedef enum Kind {
         KIND_STATUS,
@@ -124,7 +125,7 @@ static void on_reply(Qmp *q, int error, json_object *result, const char *err_cla
 
         s->calls[c->kind]++;
         FUZZ_CHECK(s->calls[c->kind] == 1);
-        if (error == -EIO) {
+        if (error == -QSNAP_E_QEMU_FAILED) {
                 FUZZ_CHECK(err_class && err_desc);
                 return;
         }

@@ -17,9 +17,9 @@
 #include <endian.h>
 
 #include "fuzz.h"
-#include "snapshot.h"
-#include "store.h"
-#include "util.h"
+#include "core/snapshot.h"
+#include "store/store.h"
+#include "util/util.h"
 
 #define SEPARATOR "\n@@journal@@\n"
 #define RECORD_MAGIC "QSJ1 "

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "fuzz.h"
-#include "util.h"
+#include "util/util.h"
 
 void fuzz_setup(void) {
         static bool done;

@@ -8,11 +8,12 @@
  * the same.
  */
 #include "fuzz.h"
-#include "util.h"
-#include "xml-domain.h"
+#include "util/error.h"
+#include "util/util.h"
+#include "store/xml-domain.h"
 
 static void check_refusal(int r, const char *message) {
-        FUZZ_CHECK(IN_SET(r, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
+        FUZZ_CHECK(IN_SET(r, -QSNAP_E_INVALID_XML, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
         FUZZ_CHECK(message);
 }
 

@@ -8,11 +8,12 @@
  * so a stored snapshot is never lost or changed by a restart.
  */
 #include "fuzz.h"
-#include "util.h"
-#include "xml-snapshot.h"
+#include "util/error.h"
+#include "util/util.h"
+#include "store/xml-snapshot.h"
 
 static void check_refusal(int r, const char *message) {
-        FUZZ_CHECK(IN_SET(r, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
+        FUZZ_CHECK(IN_SET(r, -QSNAP_E_INVALID_XML, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
         FUZZ_CHECK(message);
 }
 
@@ -103,7 +104,7 @@ static void check_list(const uint8_t *data, size_t size) {
                 FUZZ_CHECK(snapshot_list_format(defs2, n2, current2, &out2) == 0);
                 FUZZ_CHECK(streq(out1, out2));
         } else
-                FUZZ_CHECK(IN_SET(r, -EINVAL, -ENOMEM));
+                FUZZ_CHECK(IN_SET(r, -QSNAP_E_INVALID_XML, -EINVAL, -ENOMEM));
         snapshot_def_array_free(defs, n);
         snapshot_def_array_free(defs2, n2);
 }

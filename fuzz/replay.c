@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 
 #include "fuzz.h"
-#include "util.h"
+#include "util/util.h"
 
 typedef struct Target {
         const char *name;

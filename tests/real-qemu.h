@@ -14,8 +14,8 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-#include "qmp.h"
-#include "util.h"
+#include "qemu/qmp.h"
+#include "util/util.h"
 
 #define REAL_QEMU "/usr/bin/qemu-system-x86_64"
 

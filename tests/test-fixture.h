@@ -7,7 +7,7 @@
 
 #include <stdio.h>
 
-#include "util.h"
+#include "util/util.h"
 
 static const char *fixtures;
 

@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "image.h"
+#include "qemu/image.h"
 #include "test-check.h"
-#include "util.h"
+#include "util/util.h"
 
 static int sh(const char *fmt, ...) _printf_(1, 2);
 static int sh(const char *fmt, ...) {
@@ -145,6 +145,57 @@ static void test_create_standalone(const char *dir, uint64_t size) {
         CHECK(image_create(raw, DISK_FORMAT_RAW, size, ours, DISK_FORMAT_QCOW2, NULL) == -EINVAL);
 }
 
+/* FIFOs, devices and folders named by a header or metadata: refused with
+ * -QSNAP_E_PATH_NOT_ALLOWED, never opened for long (an alarm turns a blocking open into a
+ * failure instead of a hang). */
+static void test_not_regular(const char *dir) {
+        _cleanup_free_ char *fifo = strprintf("%s/fifo", dir), *top = strprintf("%s/on-fifo.qcow2", dir);
+        _cleanup_free_ char *on_null = strprintf("%s/on-null.qcow2", dir), *on_dir = strprintf("%s/on-dir.qcow2", dir);
+        _cleanup_free_ char *message = NULL, *name = NULL, *want = NULL;
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        const char *specials[] = { fifo, "/dev/null", "/dev/zero", dir };
+        uint64_t size = 0;
+        uint32_t n = 0;
+
+        CHECK(mkfifo(fifo, 0600) == 0);
+        alarm(10);
+        /* qemu-img would not make these (it probes the backing file). */
+        CHECK(sh("qemu-img create -q -f qcow2 -u -b %s -F raw %s 1M", fifo, top) == 0);
+        CHECK(sh("qemu-img create -q -f qcow2 -u -b /dev/null -F raw %s 1M", on_null) == 0);
+        CHECK(sh("qemu-img create -q -f qcow2 -u -b %s -F raw %s 1M", dir, on_dir) == 0);
+
+        CHECK(image_read_chain(top, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        image_chain_done(&chain);
+        CHECK(image_read_chain(on_null, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        image_chain_done(&chain);
+        CHECK(image_read_chain(on_dir, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        image_chain_done(&chain);
+        /* The header naming the FIFO is itself fine to read. */
+        CHECK(image_read_backing_name(top, &name) == 0 && name && streq(name, fifo));
+        for (size_t i = 0; i < ELEMENTSOF(specials); i++) {
+                CHECK(image_read_chain(specials[i], DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+                image_chain_done(&chain);
+                CHECK(image_virtual_size(specials[i], DISK_FORMAT_QCOW2, &size) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_virtual_size(specials[i], DISK_FORMAT_RAW, &size) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_count_internal_snapshots(specials[i], DISK_FORMAT_QCOW2, &n) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(!image_is_qcow2(specials[i]));
+                CHECK(image_open_regular(specials[i], 0) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_create_overlay(top, specials[i], DISK_FORMAT_RAW, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(message && strstr(message, "not a regular file"));
+                message = mfree(message);
+                CHECK(image_check_regular(specials[i], "The thing", &message) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(message && strstr(message, "is not a regular file ("));
+                message = mfree(message);
+        }
+        want = strjoin("The memory state file ", fifo, " is not a regular file (a FIFO); qsnapd opens only regular files.");
+        CHECK(image_check_regular(fifo, "The memory state file", &message) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(message && want && streq(message, want));
+        message = mfree(message);
+        CHECK(image_check_regular("/nonexistent/x", "The image", &message) == 0 && !message);
+        CHECK(image_check_regular(top, "The image", &message) == 0 && !message);
+        alarm(0);
+}
+
 /* qemu-img creates no qcow2 above 2 PiB (64 KiB clusters; QEMU's 32 MiB L1
  * limit) and QEMU opens none: neither do we, whatever size a backing
  * file's header claims, and nothing is left behind. */
@@ -154,7 +205,7 @@ static void test_size_limit(const char *dir) {
         const uint64_t max = 1ULL << 51;
 
         CHECK(sh("qemu-img create -q -f qcow2 %s 2049T 2>/dev/null", top) != 0); /* qemu-img's limit, too */
-        CHECK(image_create(top, DISK_FORMAT_QCOW2, max + 1, NULL, DISK_FORMAT_QCOW2, &message) == -EOPNOTSUPP);
+        CHECK(image_create(top, DISK_FORMAT_QCOW2, max + 1, NULL, DISK_FORMAT_QCOW2, &message) == -QSNAP_E_UNSUPPORTED);
         CHECK_CONTAINS(message, "2 PiB");
         CHECK(access(top, F_OK) < 0 && errno == ENOENT);
 
@@ -164,7 +215,7 @@ static void test_size_limit(const char *dir) {
         CHECK(sh("printf '\\000\\010\\000\\000\\000\\000\\000\\001' | "
                  "dd of=%s bs=1 seek=24 conv=notrunc status=none", base) == 0);
         message = mfree(message);
-        CHECK(image_create_overlay(over, base, DISK_FORMAT_QCOW2, &message) == -EOPNOTSUPP);
+        CHECK(image_create_overlay(over, base, DISK_FORMAT_QCOW2, &message) == -QSNAP_E_UNSUPPORTED);
         CHECK(access(over, F_OK) < 0 && errno == ENOENT);
 }
 
@@ -180,6 +231,7 @@ int main(void) {
         test_chain_agrees_with_qemu_img(dir);
         test_create_standalone(dir, 64ULL << 20);
         test_create_standalone(dir, 5ULL << 40); /* an L1 table of several clusters */
+        test_not_regular(dir);
         test_size_limit(dir);
         sh("rm -rf %s", dir);
         return test_summary();

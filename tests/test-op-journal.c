@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The operation journal files (daemon/op-journal.c): where they go, that
+ * The operation journal files (daemon/store/op-journal.c): where they go, that
  * a write replaces the whole file with mode 0600 in a 0700 ops folder,
  * what a read gives for no file, a damaged file and a good one, and the
  * lenient getters the recoveries rely on. Against a temporary state folder.
@@ -8,37 +8,34 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "manager.h"
-#include "op-journal.h"
+#include "store/op-journal.h"
 #include "test-check.h"
 
 static void test_files(const char *state_dir) {
-        Manager m = { .config = { .state_dir = (char *) state_dir } };
-        DomainDef def = { .name = (char *) "vm", .uuid = (char *) "0b7c1a9e-2f44-4c1e-9a55-3f0d2c1e8b77" };
-        Domain d = { .manager = &m, .def = &def };
-        _cleanup_free_ char *path = op_journal_path(&d, "snapshot-revert");
+        static const char uuid[] = "0b7c1a9e-2f44-4c1e-9a55-3f0d2c1e8b77";
+        _cleanup_free_ char *path = op_journal_path(state_dir, uuid, "snapshot-revert");
         _cleanup_free_ char *ops = strprintf("%s/ops", state_dir), *expected = NULL;
         json_object *o = json_object_new_object(), *got = NULL, *arr = NULL;
         struct stat st;
         FILE *f;
 
-        expected = strprintf("%s/ops/%s.snapshot-revert", state_dir, def.uuid);
+        expected = strprintf("%s/ops/%s.snapshot-revert", state_dir, uuid);
         CHECK_STREQ(path, expected);
-        CHECK(!op_journal_exists(&d, "snapshot-revert"));
-        CHECK(op_journal_read(&d, "snapshot-revert", &got) == 0);
+        CHECK(!op_journal_exists(state_dir, uuid, "snapshot-revert"));
+        CHECK(op_journal_read(state_dir, uuid, "snapshot-revert", &got) == 0);
 
         json_object_object_add(o, "snapshot", json_object_new_string("s/1 ü"));
         json_object_object_add(o, "external", json_object_new_boolean(true));
         json_object_object_add(o, "count", json_object_new_int(1));
         json_object_object_add(o, "disks", json_object_new_array());
         json_object_array_add(json_object_object_get(o, "disks"), json_object_new_string("vda"));
-        CHECK(op_journal_write(&d, "snapshot-revert", o) == 0);
+        CHECK(op_journal_write(state_dir, uuid, "snapshot-revert", o) == 0);
         CHECK(stat(ops, &st) == 0 && (st.st_mode & 0777) == 0700);
         CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
-        CHECK(op_journal_exists(&d, "snapshot-revert"));
-        CHECK(!op_journal_exists(&d, "snapshot-delete"));
+        CHECK(op_journal_exists(state_dir, uuid, "snapshot-revert"));
+        CHECK(!op_journal_exists(state_dir, uuid, "snapshot-delete"));
 
-        CHECK(op_journal_read(&d, "snapshot-revert", &got) == 1);
+        CHECK(op_journal_read(state_dir, uuid, "snapshot-revert", &got) == 1);
         CHECK(got && json_object_equal(got, o));
         CHECK_STREQ(json_get_string(got, "snapshot"), "s/1 ü");
         CHECK(json_get_string(got, "external") == NULL); /* another type */
@@ -53,8 +50,8 @@ static void test_files(const char *state_dir) {
 
         /* A second write replaces the whole file. */
         json_object_object_del(o, "disks");
-        CHECK(op_journal_write(&d, "snapshot-revert", o) == 0);
-        CHECK(op_journal_read(&d, "snapshot-revert", &got) == 1);
+        CHECK(op_journal_write(state_dir, uuid, "snapshot-revert", o) == 0);
+        CHECK(op_journal_read(state_dir, uuid, "snapshot-revert", &got) == 1);
         CHECK(got && json_object_equal(got, o));
         json_object_put(got);
         got = NULL;
@@ -62,13 +59,13 @@ static void test_files(const char *state_dir) {
         /* A torn or foreign file is reported, not trusted. */
         f = fopen(path, "we");
         CHECK(f && fputs("{ \"snapshot\": \"s1\", \"exter", f) >= 0 && fclose(f) == 0);
-        CHECK(op_journal_read(&d, "snapshot-revert", &got) == -EBADMSG);
+        CHECK(op_journal_read(state_dir, uuid, "snapshot-revert", &got) == -EBADMSG);
         CHECK(got == NULL);
 
-        op_journal_remove(&d, "snapshot-revert");
-        op_journal_remove(&d, "snapshot-revert"); /* gone already: quiet */
-        CHECK(!op_journal_exists(&d, "snapshot-revert"));
-        CHECK(op_journal_read(&d, "snapshot-revert", &got) == 0);
+        op_journal_remove(state_dir, uuid, "snapshot-revert");
+        op_journal_remove(state_dir, uuid, "snapshot-revert"); /* gone already: quiet */
+        CHECK(!op_journal_exists(state_dir, uuid, "snapshot-revert"));
+        CHECK(op_journal_read(state_dir, uuid, "snapshot-revert", &got) == 0);
         CHECK(rmdir(ops) == 0);
         json_object_put(o);
 }

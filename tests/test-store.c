@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Unit tests for the metadata store (daemon/store.c): round trips against
+ * Unit tests for the metadata store (daemon/store/store.c): round trips against
  * a model, transactions, compaction, the exact file formats, generations
  * (a crash between the bulk file's rename and the journal's replacement),
  * a torn journal tail at every byte, damaged records, the read cap, odd
@@ -29,9 +29,9 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "store.h"
+#include "store/store.h"
 #include "test-check.h"
-#include "util.h"
+#include "util/util.h"
 
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -9,7 +9,9 @@
   InteractiveAuthorizationRequired.
 - policy/org.example.Snapshot1.conf: root owns the name; the default
   context denies the destination, then allows exactly our interfaces.
-- policy/org.example.snapshot1.policy: the five actions and their defaults.
+- policy/org.example.snapshot1.policy: the six actions and their defaults;
+  host-admin is auth_admin everywhere and no action's defaults ever say
+  "_keep" for it.
 """
 
 import glob
@@ -28,6 +30,7 @@ DESIGN_ERRORS = {'NoSuchDomain', 'NoSuchSnapshot', 'NoSuchCheckpoint', 'NoSuchDi
                  'NoSpace', 'NotRunning', 'QemuFailed', 'Unsupported'}
 STANDARD_ERRORS = {'org.freedesktop.DBus.Error.AccessDenied',
                    'org.freedesktop.DBus.Error.InteractiveAuthorizationRequired',
+                   'org.freedesktop.DBus.Error.LimitsExceeded',
                    'org.freedesktop.DBus.Error.UnknownObject'}
 
 BUS_INTERFACES = {q.MANAGER_IFACE, q.DOMAIN_IFACE, q.SNAPSHOT_IFACE, q.CHECKPOINT_IFACE, q.JOB_IFACE,
@@ -41,6 +44,8 @@ ACTION_DEFAULTS = {
     q.ACTION_BLOCK_JOBS: ('no', 'no', 'auth_admin_keep'),
     q.ACTION_BACKUP: ('no', 'no', 'auth_admin'),
     q.ACTION_READ_SECURE: ('no', 'no', 'auth_admin_keep'),
+    # root-equivalent: asked every time, from any session, never kept
+    q.ACTION_HOST_ADMIN: ('auth_admin', 'auth_admin', 'auth_admin'),
 }
 
 
@@ -104,6 +109,35 @@ class InterfaceFilesTest(unittest.TestCase):
                             if 'flags' in [a.get('name') for a in el.findall('arg')]:
                                 self.assertIn('InvalidArgument', errors, 'unknown flag bits → InvalidArgument')
                 previous = el
+
+
+class ActionsInDocsTest(unittest.TestCase):
+    """The interface docs name only actions the policy defines, and the
+    root-equivalent members name host-admin."""
+
+    def docs(self):
+        out = {}
+        for path in sorted(glob.glob(q.source_path('interfaces', '*.xml'))):
+            previous = None
+            for el in parse_with_comments(path).find('interface'):
+                if el.tag == 'method' and previous is not None and previous.tag is ET.Comment:
+                    out[el.get('name')] = previous.text
+                previous = el
+            with open(path) as f:
+                out[os.path.basename(path)] = f.read()
+        return out
+
+    def test_actions_exist(self):
+        for where, text in self.docs().items():
+            for action in re.findall(r'org\.example\.snapshot1\.[a-z-]+', text):
+                self.assertIn(action.rstrip('-'), ACTION_DEFAULTS, '%s names an unknown action' % where)
+
+    def test_host_admin_members(self):
+        docs = self.docs()
+        self.assertIn('polkit: org.example.snapshot1.host-admin', docs['QemuMonitorCommand'])
+        self.assertNotIn('manage-domains', docs['QemuMonitorCommand'])
+        self.assertIn('org.example.snapshot1.host-admin', docs['DefineDomain'])
+        self.assertIn('host-admin', docs['CreateSnapshot'])
 
 
 class BusPolicyTest(unittest.TestCase):

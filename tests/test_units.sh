@@ -41,7 +41,7 @@ key() {
         sed -n "s/^$2=//p" "$1"
 }
 
-grep -n '@' "$unit" "$activation" | grep -v '^[^:]*:[0-9]*:#' && fail "unsubstituted @…@ left in the built files"
+grep -nE '@[A-Za-z_]+@' "$unit" "$activation" | grep -v '^[^:]*:[0-9]*:#' && fail "unsubstituted @…@ left in the built files"
 
 exec_start=$(key "$unit" ExecStart)
 exec_path=${exec_start%% *}
@@ -78,6 +78,29 @@ if [ $rc -ne 0 ] || [ -n "$out" ]; then
         fail "systemd-analyze verify rejected the unit (rc=$rc)"
 fi
 echo "ok: $(basename "$unit") verifies, $(basename "$activation") matches it"
+
+# The hardening (docs/security.md): the settings as written, and the
+# exposure systemd-analyze computes from them. 6.7 before this hardening,
+# 3.4 with it; a change that loosens the unit fails here.
+[ "$(key "$unit" DevicePolicy)" = closed ] || fail "DevicePolicy= must be closed"
+[ "$(grep '^DeviceAllow=' "$unit" | sort | tr '\n' ' ')" = "DeviceAllow=/dev/kvm rw DeviceAllow=/dev/net/tun rw DeviceAllow=/dev/vhost-net rw " ] ||
+        fail "DeviceAllow= must list /dev/kvm, /dev/net/tun and /dev/vhost-net (rw), got: $(grep '^DeviceAllow=' "$unit" | tr '\n' ' ')"
+caps=" $(key "$unit" CapabilityBoundingSet) "
+for c in CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_SYS_MODULE CAP_SYS_RAWIO CAP_MKNOD CAP_BPF CAP_SYS_TIME CAP_SYS_BOOT CAP_SETPCAP; do
+        case "$caps" in *" $c "*) fail "CapabilityBoundingSet= keeps $c" ;; esac
+done
+for group in @reboot @swap @module @clock @obsolete @debug @cpu-emulation @mount @raw-io; do
+        filter=$(key "$unit" SystemCallFilter)
+        case " ${filter#\~} " in *" $group "*) ;; *) fail "SystemCallFilter= does not deny $group" ;; esac
+done
+[ "$(key "$unit" SystemCallFilter | cut -c1)" = "~" ] || fail "SystemCallFilter= must be a deny list (~…)"
+[ "$(key "$unit" ProtectProc)" = invisible ] || fail "ProtectProc= must be invisible"
+[ "$(key "$unit" PrivateMounts)" = yes ] || fail "PrivateMounts= must be yes"
+score=$(cd "$tmp" && systemd-analyze security --offline=yes --no-pager "$tmp/$(basename "$unit")" 2>&1 |
+        sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+[ -n "$score" ] || fail "systemd-analyze security --offline=yes gave no exposure level"
+awk -v s="$score" 'BEGIN { exit !(s <= 3.4) }' || fail "exposure level $score is above 3.4 (the hardened unit's)"
+echo "ok: hardening settings present, systemd-analyze security exposure $score"
 
 # The session-bus pair, when given: qsnapd --user under the user manager.
 if [ -n "${QSNAP_USER_UNIT:-}" ]; then

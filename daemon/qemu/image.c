@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Reads qcow2 headers to learn backing chains, and wraps `qemu-img create`
+ * for overlays. The qcow2 header layout is from QEMU's docs/interop/qcow2.txt:
+ * big-endian magic "QFI\xfb", version, backing_file_offset (u64 at 8),
+ * backing_file_size (u32 at 16), and for version 3 header extensions after
+ * the header, one of which (0xe2792aca) names the backing format.
+ */
+#include <endian.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "qemu/image.h"
+#include "util/error.h"
+#include "util/util.h"
+
+#define QCOW2_MAGIC 0x514649fbU
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acaU
+#define IMAGE_CHAIN_MAX 256
+
+void image_chain_done(ImageChain *c) {
+        for (size_t i = 0; i < c->n_layers; i++)
+                free(c->layers[i].path);
+        free(c->layers);
+        *c = (ImageChain) {};
+}
+
+int image_open_regular(const char *path, int flags) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        /* stat first: opening a device node can have effects of its own
+         * (a watchdog arms, a tape rewinds), and a FIFO blocks open(). */
+        if (stat(path, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        /* O_NONBLOCK: a FIFO swapped in meanwhile cannot block us either. */
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | flags);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        return TAKE_FD(fd);
+}
+
+int image_check_regular(const char *path, const char *what, char **ret_message) {
+        struct stat st;
+
+        if (stat(path, &st) < 0 || S_ISREG(st.st_mode))
+                return 0; /* a missing file: the caller's own checks say so */
+        *ret_message = strprintf("%s %s is not a regular file (%s); qsnapd opens only regular files.", what, path,
+                                 S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a folder" :
+                                 S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or other special file");
+        return *ret_message ? -QSNAP_E_PATH_NOT_ALLOWED : -ENOMEM;
+}
+
+static int pread_exact(int fd, void *buf, size_t n, off_t offset) {
+        ssize_t k = pread(fd, buf, n, offset);
+        if (k < 0)
+                return -errno;
+        return (size_t) k == n ? 0 : -EBADMSG;
+}
+
+/* The first `size` bytes of a qcow2 header; -EMEDIUMTYPE for another format. */
+static int qcow2_read_header(int fd, uint8_t *h, size_t size) {
+        int r = pread_exact(fd, h, size, 0);
+        if (r < 0)
+                return r;
+        return be32toh(*(uint32_t *) h) == QCOW2_MAGIC ? 0 : -EMEDIUMTYPE;
+}
+
+/* Reads the backing file name and format of one qcow2 image. *ret_backing
+ * is NULL for a base image. */
+static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *ret_format) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *name = NULL;
+        uint8_t h[112];
+        uint64_t offset;
+        uint32_t size, version, header_length = 72;
+        DiskFormat format = DISK_FORMAT_RAW; /* QEMU probes; raw is what it finds for a non-qcow2 */
+        int r;
+
+        fd = image_open_regular(path, 0);
+        if (fd < 0)
+                return fd;
+        r = qcow2_read_header(fd, h, 72);
+        if (r < 0)
+                return r;
+        version = be32toh(*(uint32_t *) (h + 4));
+        offset = be64toh(*(uint64_t *) (h + 8));
+        size = be32toh(*(uint32_t *) (h + 16));
+
+        if (offset == 0 || size == 0) {
+                *ret_backing = NULL;
+                *ret_format = _DISK_FORMAT_INVALID;
+                return 0;
+        }
+        if (size > 1023)
+                return -EBADMSG;
+        name = malloc(size + 1);
+        if (!name)
+                return -ENOMEM;
+        r = pread_exact(fd, name, size, (off_t) offset);
+        if (r < 0)
+                return r;
+        name[size] = 0;
+
+        if (version >= 3) {
+                r = pread_exact(fd, h + 72, 4, 100);
+                if (r < 0)
+                        return r;
+                header_length = be32toh(*(uint32_t *) (h + 72));
+        }
+        /* Header extensions: (type u32, length u32, data padded to 8). */
+        for (off_t at = header_length, n = 0; n < 64; n++) {
+                uint8_t e[8];
+                uint32_t type, len;
+
+                if (pread_exact(fd, e, 8, at) < 0)
+                        break;
+                type = be32toh(*(uint32_t *) e);
+                len = be32toh(*(uint32_t *) (e + 4));
+                if (type == 0)
+                        break;
+                if (type == QCOW2_EXT_BACKING_FORMAT && len < 32) {
+                        char f[32] = {};
+                        if (pread_exact(fd, f, len, at + 8) == 0 && disk_format_from_string(f) >= 0)
+                                format = disk_format_from_string(f);
+                }
+                at += 8 + ((len + 7) & ~7U);
+        }
+
+        *ret_backing = TAKE_PTR(name);
+        *ret_format = format;
+        return 0;
+}
+
+static char *resolve_relative(const char *image, const char *name) {
+        _cleanup_free_ char *copy = NULL;
+
+        if (name[0] == '/')
+                return strdup(name);
+        copy = strdup(image);
+        if (!copy)
+                return NULL;
+        return strjoin(dirname(copy), "/", name);
+}
+
+int image_read_backing(const char *path, char **ret_backing) {
+        _cleanup_free_ char *backing = NULL;
+        DiskFormat format;
+        int r;
+
+        r = qcow2_read_backing(path, &backing, &format);
+        if (r < 0)
+                return r;
+        if (!backing) {
+                *ret_backing = NULL;
+                return 0;
+        }
+        *ret_backing = resolve_relative(path, backing);
+        return *ret_backing ? 0 : -ENOMEM;
+}
+
+int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret) {
+        _cleanup_close_ int fd = -EBADF;
+        uint8_t h[72];
+        int r;
+
+        if (format != DISK_FORMAT_QCOW2) {
+                *ret = 0;
+                return 0;
+        }
+        fd = image_open_regular(path, 0);
+        if (fd < 0)
+                return fd;
+        r = qcow2_read_header(fd, h, sizeof(h));
+        if (r < 0)
+                return r;
+        *ret = be32toh(*(uint32_t *) (h + 60)); /* nb_snapshots */
+        return 0;
+}
+
+int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
+        _cleanup_(image_chain_done) ImageChain c = {};
+        _cleanup_free_ char *current = NULL;
+        int r;
+
+        current = strdup(path);
+        if (!current)
+                return -ENOMEM;
+
+        for (;;) {
+                _cleanup_free_ char *backing = NULL;
+                DiskFormat backing_format;
+                ImageLayer *l;
+
+                if (c.n_layers >= IMAGE_CHAIN_MAX)
+                        return -ELOOP;
+                for (size_t i = 0; i < c.n_layers; i++)
+                        if (streq(c.layers[i].path, current))
+                                return -ELOOP;
+
+                l = reallocarray(c.layers, c.n_layers + 1, sizeof(ImageLayer));
+                if (!l)
+                        return -ENOMEM;
+                c.layers = l;
+                c.layers[c.n_layers++] = (ImageLayer) { .path = TAKE_PTR(current), .format = format };
+
+                if (format != DISK_FORMAT_QCOW2) {
+                        struct stat st;
+
+                        /* Not opened (a raw base has no header), but a FIFO or
+                         * a device is no image of ours either. */
+                        if (stat(c.layers[c.n_layers - 1].path, &st) >= 0 && !S_ISREG(st.st_mode))
+                                return -QSNAP_E_PATH_NOT_ALLOWED;
+                        break;
+                }
+                r = qcow2_read_backing(c.layers[c.n_layers - 1].path, &backing, &backing_format);
+                if (r < 0)
+                        return r;
+                if (!backing)
+                        break;
+                current = resolve_relative(c.layers[c.n_layers - 1].path, backing);
+                if (!current)
+                        return -ENOMEM;
+                format = backing_format;
+        }
+
+        *ret = c;
+        c = (ImageChain) {};
+        return 0;
+}
+
+char *image_chain_to_string(const ImageChain *c) {
+        _cleanup_strv_free_ char **l = NULL;
+
+        for (size_t i = c->n_layers; i > 0; i--)
+                if (strv_extend(&l, c->layers[i - 1].path) < 0)
+                        return NULL;
+        return strv_join(l, " <- ");
+}
+
+/* The virtual size of an image: the qcow2 header's size field, or the
+ * length of a raw file. */
+int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+        uint8_t h[32];
+        int r;
+
+        fd = image_open_regular(path, 0);
+        if (fd < 0)
+                return fd;
+        if (format == DISK_FORMAT_RAW) {
+                if (fstat(fd, &st) < 0)
+                        return -errno;
+                *ret = (uint64_t) st.st_size;
+                return 0;
+        }
+        r = qcow2_read_header(fd, h, sizeof(h));
+        if (r < 0)
+                return r;
+        *ret = be64toh(*(uint64_t *) (h + 24));
+        return 0;
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+        v = htobe32(v);
+        memcpy(p, &v, 4);
+}
+
+static void put_be64(uint8_t *p, uint64_t v) {
+        v = htobe64(v);
+        memcpy(p, &v, 8);
+}
+
+#define QCOW2_CLUSTER_BITS 16
+#define QCOW2_CLUSTER_SIZE (1U << QCOW2_CLUSTER_BITS)
+#define QCOW2_HEADER_LENGTH 112
+/* QEMU opens no qcow2 whose L1 table exceeds 32 MiB (QCOW_MAX_L1_SIZE),
+ * and qemu-img create refuses to make one: with our 64 KiB clusters that
+ * is 2 PiB of virtual size. */
+#define QCOW2_MAX_L1_ENTRIES (32U * 1024U * 1024U / 8U)
+#define QCOW2_MAX_VIRTUAL_SIZE ((uint64_t) QCOW2_MAX_L1_ENTRIES << (2 * QCOW2_CLUSTER_BITS - 3))
+
+/* Writes an empty qcow2 v3 overlay the way `qemu-img create -f qcow2 -b
+ * backing -F fmt` lays it out: header, backing format extension and
+ * backing file name in cluster 0, the refcount table in cluster 1, one
+ * refcount block in cluster 2, the (all-zero) L1 table from cluster 3.
+ * qemu-img would open the whole backing chain to learn the size, which
+ * grows with the chain's depth; this reads only the backing file's header. */
+static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_format, uint64_t size) {
+        const char *fmt = backing ? disk_format_to_string(backing_format) : NULL;
+        size_t name_len = backing ? strlen(backing) : 0, fmt_len = fmt ? strlen(fmt) : 0;
+        size_t ext_len = fmt ? 8 + ((fmt_len + 7) & ~7U) : 0;
+        uint64_t l1_entries = (size + (1ULL << (2 * QCOW2_CLUSTER_BITS - 3)) - 1) >> (2 * QCOW2_CLUSTER_BITS - 3);
+        uint64_t l1_clusters = (l1_entries * 8 + QCOW2_CLUSTER_SIZE - 1) / QCOW2_CLUSTER_SIZE;
+        uint64_t n_clusters = 3 + l1_clusters, backing_offset = QCOW2_HEADER_LENGTH + ext_len + 8;
+        size_t header_len = backing_offset + name_len;
+        _cleanup_free_ uint8_t *header = NULL, *refblock = NULL, *l1 = NULL;
+        uint8_t reftable[8];
+
+        if ((backing && (name_len == 0 || !fmt)) || backing_offset + name_len > QCOW2_CLUSTER_SIZE || l1_entries == 0 ||
+            n_clusters > QCOW2_CLUSTER_SIZE / 2 || l1_entries > QCOW2_MAX_L1_ENTRIES)
+                return -EINVAL;
+
+        header = calloc(1, header_len);
+        refblock = calloc(n_clusters, 2);
+        l1 = calloc(l1_entries, 8);
+        if (!header || !refblock || !l1)
+                return -ENOMEM;
+
+        put_be32(header + 0, QCOW2_MAGIC);
+        put_be32(header + 4, 3);
+        if (backing) {
+                put_be64(header + 8, backing_offset);
+                put_be32(header + 16, (uint32_t) name_len);
+        }
+        put_be32(header + 20, QCOW2_CLUSTER_BITS);
+        put_be64(header + 24, size);
+        put_be32(header + 36, (uint32_t) l1_entries);
+        put_be64(header + 40, 3ULL * QCOW2_CLUSTER_SIZE);
+        put_be64(header + 48, 1ULL * QCOW2_CLUSTER_SIZE);
+        put_be32(header + 56, 1);
+        put_be32(header + 96, 4); /* refcount_order: 16-bit refcounts */
+        put_be32(header + 100, QCOW2_HEADER_LENGTH);
+        /* byte 104, compression type: 0 = zlib */
+        if (backing) {
+                put_be32(header + QCOW2_HEADER_LENGTH, QCOW2_EXT_BACKING_FORMAT);
+                put_be32(header + QCOW2_HEADER_LENGTH + 4, (uint32_t) fmt_len);
+                memcpy(header + QCOW2_HEADER_LENGTH + 8, fmt, fmt_len);
+                /* then the end-of-extensions marker: 8 zero bytes */
+                memcpy(header + backing_offset, backing, name_len);
+        }
+
+        put_be64(reftable, 2ULL * QCOW2_CLUSTER_SIZE);
+        for (uint64_t i = 0; i < n_clusters; i++)
+                refblock[2 * i + 1] = 1;
+
+        if (pwrite(fd, header, header_len, 0) != (ssize_t) header_len ||
+            pwrite(fd, reftable, sizeof(reftable), QCOW2_CLUSTER_SIZE) != (ssize_t) sizeof(reftable) ||
+            pwrite(fd, refblock, n_clusters * 2, 2 * QCOW2_CLUSTER_SIZE) != (ssize_t) (n_clusters * 2) ||
+            pwrite(fd, l1, l1_entries * 8, 3 * QCOW2_CLUSTER_SIZE) != (ssize_t) (l1_entries * 8))
+                return errno > 0 ? -errno : -EIO;
+        if (fdatasync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
+        uint64_t size = 0;
+        int r;
+
+        r = image_virtual_size(backing, backing_format, &size);
+        if (r < 0) {
+                if (ret_message)
+                        *ret_message = strprintf("Cannot read the size of %s: %s", backing,
+                                                 r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r));
+                return r;
+        }
+        return image_create(path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);
+}
+
+int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
+                 char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (format == DISK_FORMAT_RAW && backing)
+                return -EINVAL;
+        /* A backing file's header may claim any size; its L1 table would be
+         * allocated and written here, up to gigabytes, for an image QEMU
+         * refuses to open. */
+        if (format == DISK_FORMAT_QCOW2 && size > QCOW2_MAX_VIRTUAL_SIZE) {
+                if (ret_message)
+                        *ret_message = strprintf("Cannot create %s: a virtual size of %" PRIu64 " bytes is more than a "
+                                                 "qcow2 image with 64 KiB clusters holds (2 PiB)", path, size);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                r = -errno;
+                if (ret_message)
+                        *ret_message = strprintf("Cannot create %s: %s", path, strerror(-r));
+                return r;
+        }
+        if (format == DISK_FORMAT_RAW)
+                r = ftruncate(fd, (off_t) size) < 0 ? -errno : 0; /* sparse: the copy writes what it needs */
+        else
+                r = write_qcow2_overlay(fd, backing, backing_format, size);
+        if (r < 0) {
+                (void) unlink(path);
+                if (ret_message)
+                        *ret_message = strprintf("Cannot write %s: %s", path, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+int image_read_backing_name(const char *path, char **ret) {
+        DiskFormat format;
+
+        return qcow2_read_backing(path, ret, &format);
+}
+
+bool image_is_qcow2(const char *path) {
+        _cleanup_close_ int fd = image_open_regular(path, O_NOFOLLOW);
+        uint8_t h[4];
+
+        return fd >= 0 && pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;
+}

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Disk image facts read straight from the files: the backing chain of a
+ * qcow2 image from its header (no qemu-img process per property read),
+ * and empty qcow2 overlays written directly, in constant time whatever
+ * the depth of the chain below.
+ */
+#pragma once
+
+#include "store/xml-domain.h"
+#include "util/error.h"
+
+/* Every file named by a definition, by snapshot metadata or by an image
+ * header is opened through this: stat first (a device is never opened,
+ * a FIFO never blocks), O_RDONLY|O_NONBLOCK plus `flags` (O_NOFOLLOW), and
+ * fstat again. Returns the descriptor, or -QSNAP_E_PATH_NOT_ALLOWED for
+ * anything that is not a regular file (FIFO, device, folder, socket), or
+ * -errno. Every reader below uses it, so a chain with such a file in it is
+ * an error (-QSNAP_E_PATH_NOT_ALLOWED), never a stall. */
+int image_open_regular(const char *path, int flags);
+
+/* -QSNAP_E_PATH_NOT_ALLOWED with *ret_message "<what> <path> is not a
+ * regular file (a FIFO)…"
+ * when path exists and is no regular file; 0 otherwise (a missing file is
+ * left to the caller's own checks). For checks before qemu-img or QEMU is
+ * handed a path. */
+int image_check_regular(const char *path, const char *what, char **ret_message);
+
+typedef struct ImageLayer {
+        char *path;       /* absolute */
+        DiskFormat format;
+} ImageLayer;
+
+typedef struct ImageChain {
+        ImageLayer *layers; /* active first, base last */
+        size_t n_layers;
+} ImageChain;
+
+void image_chain_done(ImageChain *c);
+
+/* Follows backing file names (relative ones resolve against the folder of
+ * the image naming them) down to the base. At most 256 layers; a loop or a
+ * missing file ends the chain with an error, a FIFO, device or folder in
+ * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall). */
+int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
+
+/* "base <- mid <- active", the way Domain.Disks shows a chain. */
+char *image_chain_to_string(const ImageChain *c);
+
+/* What `qemu-img create -f qcow2 -b backing -F fmt path` makes (same
+ * layout, same size as the backing file), mode 0600, never over an
+ * existing file nor through a symlink. On failure *ret_message says why. */
+int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message);
+
+/* The virtual size: the qcow2 header's size field, or a raw file's length. */
+int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret);
+
+/* A new, empty image of `size` bytes (qcow2 standalone or on `backing`,
+ * whose name goes into the header as given; or a sparse raw file), with
+ * the guarantees of image_create_overlay(). A qcow2 above 2 PiB (more than
+ * QEMU opens with 64 KiB clusters) is -EOPNOTSUPP, nothing created. */
+int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
+                 char **ret_message);
+
+/* The backing file name as the qcow2 header spells it (relative or not);
+ * *ret NULL when the image has none. */
+int image_read_backing_name(const char *path, char **ret);
+
+/* The file starts with the qcow2 magic (never through a symlink). */
+bool image_is_qcow2(const char *path);
+
+/* The number of internal snapshots in a qcow2 image's header (0 for raw). */
+int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
+
+/* The backing file named in a qcow2 header, made absolute (NULL: none).
+ * -EMEDIUMTYPE when path is not a qcow2 image. */
+int image_read_backing(const char *path, char **ret_backing);

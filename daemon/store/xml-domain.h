@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The libvirt <domain> subset qsnapd understands, as plain C structs, with
+ * a pure parser (text in, struct out) and formatter (struct in, text out).
+ * libxml2 stays inside xml-*.c. Elements and attributes we do not model
+ * are kept verbatim and written back in their place.
+ */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+#define QSNAP_XML_NAMESPACE "http://example.org/qsnap/1"
+#define LIBVIRT_QEMU_NAMESPACE "http://libvirt.org/schemas/domain/qemu/1.0"
+#define XML_MAX_DOCUMENT_SIZE (4U * 1024U * 1024U)
+
+typedef enum DiskFormat {
+        DISK_FORMAT_QCOW2,
+        DISK_FORMAT_RAW,
+        _DISK_FORMAT_MAX,
+        _DISK_FORMAT_INVALID = -EINVAL,
+} DiskFormat;
+
+const char *disk_format_to_string(DiskFormat f);
+DiskFormat disk_format_from_string(const char *s);
+
+typedef struct DomainDisk {
+        char *target;    /* <target dev='vda'/>: [a-z][a-z0-9]*, at most 16 chars */
+        char *bus;       /* <target bus=…/>, "virtio" when absent */
+        DiskFormat format; /* <driver name='qemu' type='qcow2|raw'/>, qcow2 when absent */
+        char *source;    /* <source file=…/>: an absolute path */
+        bool readonly;   /* <readonly/> */
+        bool transient;  /* <transient/> */
+
+        /* Output only (never parsed): the backing chain below `source`, top
+         * first, written as nested <backingStore> elements when set. */
+        char **backing_chain;
+        DiskFormat *backing_formats;
+
+        /* Unknown child elements of this <disk> and unknown attributes of
+         * <disk>, serialized verbatim (each a complete XML fragment;
+         * attributes as name="value" text). */
+        char **extra_elements;
+        char **extra_attributes;
+        /* Unknown attributes of <driver>, <source> and <target> (cache='none',
+         * io=, discard=, index=, rotation_rate=…), same form. */
+        char **extra_driver_attributes;
+        char **extra_source_attributes;
+        char **extra_target_attributes;
+} DomainDisk;
+
+typedef struct DomainDef {
+        char *type;        /* <domain type=…>, "kvm" when absent */
+        char *name;        /* any non-empty text */
+        char *uuid;        /* canonical lower-case; generated when absent */
+        bool uuid_generated; /* the document had no <uuid> */
+        char *description; /* may be NULL */
+        uint64_t memory_kib;         /* <memory unit=…>, converted; required */
+        uint64_t current_memory_kib; /* <currentMemory>, = memory when absent */
+        unsigned vcpus;              /* <vcpu>, 1 when absent */
+        char *os_type;    /* <os><type>hvm</type>, "hvm" when absent */
+        char *arch;       /* <type arch=…>, may be NULL */
+        char *machine;    /* <type machine=…>, may be NULL */
+        char *emulator;   /* <devices><emulator>, may be NULL */
+        char *monitor_path; /* <qsnap:monitor path=…/> (any place under <domain>
+                             * or <devices>): attach, do not launch. NULL = managed */
+        bool qemu_passthrough; /* parsed only: something in libvirt's QEMU namespace
+                                * (<qemu:commandline>, …), kept verbatim */
+
+        DomainDisk *disks;
+        size_t n_disks;
+
+        /* Unknown children of <domain>, <os> and <devices>, verbatim, in order. */
+        char **extra_domain;
+        char **extra_os;
+        char **extra_devices;
+        /* Unknown attributes (and xmlns: declarations) of <domain>, <vcpu>
+         * (placement=, current=) and <os> (firmware=), as name="value" text. */
+        char **extra_domain_attributes;
+        char **extra_vcpu_attributes;
+        char **extra_os_attributes;
+} DomainDef;
+
+DomainDef *domain_def_free(DomainDef *def);
+static inline void domain_def_freep(DomainDef **d) {
+        if (*d)
+                domain_def_free(*d);
+}
+
+/* Parses with XML_PARSE_NONET, no entity expansion, no DTD loading, at most
+ * XML_MAX_DOCUMENT_SIZE bytes. A document that is not well-formed, not a
+ * valid definition or too big is -QSNAP_E_INVALID_XML, with *ret_error set
+ * to a message naming the line and the problem, e.g. "line 3: <memory> is
+ * not a number: 'lots'". */
+int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_error);
+
+typedef enum DomainFormatFlags {
+        DOMAIN_FORMAT_BACKING_CHAIN = 1 << 0, /* write <backingStore> elements */
+        DOMAIN_FORMAT_SECURE = 1 << 1,        /* keep secrets (libvirt's VIR_DOMAIN_XML_SECURE): what
+                                               * is stored; without it <graphics passwd=…> is left out */
+} DomainFormatFlags;
+
+int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret);
+
+/* Deep copy. */
+int domain_def_copy(const DomainDef *def, DomainDef **ret);
+
+/* Lookup by target name. */
+DomainDisk *domain_def_find_disk(const DomainDef *def, const char *target);
+
+/* BlockCopy's destination, libvirt's <disk type='file'><source file='…'/>
+ * <driver type='qcow2|raw'/></disk>: the file (absolute) and the format
+ * (_DISK_FORMAT_INVALID when <driver type> is absent). Same parser limits
+ * and errors as domain_def_parse(). */
+int domain_copy_dest_parse(const char *xml, size_t size, char **ret_file, DiskFormat *ret_format, char **ret_error);

@@ -1,0 +1,472 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The attack suite, first part (docs/security.md): what a caller holding
+per-domain rights only can try, on the real bus with the real polkitd.
+
+The attacker is the test user, whom a rules.d rule grants manage-domains,
+manage-snapshots and block-jobs for ONE domain, "mine", whose image lives
+below the --image-root=. Another domain, "theirs", is root's. Every test
+checksums victim files (/etc/shadow, /etc/passwd, a root-only file and an
+image outside the roots) before and after, and checks that qsnapd answers
+and "theirs" is as it was.
+
+- QemuMonitorCommand (QMP and HMP, migrate to exec:) needs host-admin: refused,
+  and the command never runs (its marker file stays absent; root's run of
+  the same command creates it, so the marker works).
+- DefineDomain naming an emulator, another domain's monitor socket,
+  /etc/shadow as a disk, a disk outside the image roots: refused (host-admin),
+  nothing defined or changed, and the emulator never runs.
+- <graphics passwd=…> is left out of GetXMLDesc without SECURE (domain and
+  snapshot), SECURE needs read-secure; the stored definition keeps it.
+- FIFOs and device nodes: a backing file that is a FIFO (property reads),
+  a REDEFINE'd memory file, overlay or image that is a FIFO or a device
+  node (CheckDelete, Delete, CheckRevert, Revert): qsnapd answers another
+  call within a second meanwhile, and the call gets PathNotAllowed (or the
+  reason says "not a regular file").
+- The polkit detail "disk" is the target also when the caller names the
+  disk by its file: a rule refusing vda is not sidestepped by vda's path; a
+  path that names no disk is NoSuchDisk without asking polkit.
+- Abort (and the other controls) of a snapshot-delete job need
+  manage-snapshots: block-jobs alone is refused.
+- The other domain is untouchable.
+- `qsnapd --system --polkit=no` refuses to start.
+"""
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import threading
+import time
+
+import qsnaptest as q
+from test_authorization import PolkitMonitor, call_as, observe, variant_text
+
+USER = q.TEST_USER
+NOBODY = q.NOBODY_UID
+D = q.DOMAIN_IFACE
+S = q.SNAPSHOT_IFACE
+J = q.JOB_IFACE
+HOST_ADMIN = q.ACTION_HOST_ADMIN
+ADMIN_NEEDED = q.INTERACTIVE_AUTH_REQUIRED    # host-admin is auth_admin: polkit would ask a password
+PATH_NOT_ALLOWED = q.ERROR_PREFIX + 'PathNotAllowed'
+MiB = 1024 * 1024
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+class AttackTestCase(q.QsnapTestCase):
+    harness_options = {'image_root': True}
+    maxDiff = None
+
+    def setUp(self):
+        super().setUp()
+        h = self.h
+        self.outside = os.path.join(h.root, 'outside')
+        os.mkdir(self.outside, 0o700)
+        secret = os.path.join(h.root, 'root-only-secret')
+        with open(secret, 'w') as f:
+            f.write('the root-only secret\n')
+        os.chmod(secret, 0o600)
+        self.victims = ['/etc/shadow', '/etc/passwd', secret,
+                        q.qemu_img_create(os.path.join(self.outside, 'victim.qcow2'), '16M')]
+        self.sums = {v: sha256(v) for v in self.victims}
+        self.marker = os.path.join(h.root, 'pwned')
+
+        self.base = h.create_image('mine.qcow2')
+        self.mine = h.define_domain('mine', [q.Disk('vda', self.base)])
+        self.theirs_image = q.qemu_img_create(os.path.join(self.outside, 'theirs.qcow2'))
+        self.theirs = h.define_domain('theirs', [q.Disk('vda', self.theirs_image)])
+        h.grant([q.ACTION_MANAGE_DOMAINS, q.ACTION_MANAGE_SNAPSHOTS, q.ACTION_BLOCK_JOBS], user=USER, domain='mine')
+        self.theirs_before = self.theirs_state()
+        self.fifos = []
+        self.addCleanup(self.unjam_fifos)
+
+    # ---- helpers
+
+    def theirs_state(self):
+        h = self.h
+        uuid = h.get_property(self.theirs, D, 'UUID')
+        with open(os.path.join(h.state_dir, 'domains', uuid + '.xml'), 'rb') as f:
+            stored = f.read()
+        return (h.get_all(self.theirs, D), stored, sha256(self.theirs_image))
+
+    def make_fifo(self, name):
+        path = self.h.image_path(name)
+        os.mkfifo(path, 0o600)
+        self.fifos.append(path)
+        return path
+
+    def unjam_fifos(self):
+        """Should qsnapd be stuck in open() of a FIFO (the fix undone), a
+        writer lets it go, so that teardown does not hang too."""
+        for path in self.fifos:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                os.close(fd)
+            except OSError:
+                pass
+
+    def assertAnswering(self, what):
+        t = time.monotonic()
+        client = self.h.new_client()
+        try:
+            client.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains', timeout=1.0)
+        except q.DBusCallError as e:
+            self.fail('qsnapd did not answer ListDomains within a second (%s): %s' % (what, e))
+        finally:
+            client.close()
+        self.assertLess(time.monotonic() - t, 1.0, 'qsnapd was slow to answer (%s)' % what)
+
+    def assertFinished(self):
+        """What every attack must leave: the victims, a responsive qsnapd,
+        the other domain."""
+        for v in self.victims:
+            self.assertEqual(sha256(v), self.sums[v], '%s changed' % v)
+        self.assertFalse(os.path.exists(self.marker), 'a command of the attacker ran')
+        self.assertAnswering('at the end')
+        self.assertEqual(self.theirs_state(), self.theirs_before, 'the other domain changed')
+
+    def as_user(self, path, iface, method, args=(), user=USER, interactive=False):
+        return call_as(self.h, user, path, iface, method, args, interactive=interactive)
+
+    def during(self, path, iface, method, args, sig):
+        """Calls method (as root, asynchronously); while it is in flight
+        another call must be answered within a second; returns its result
+        or raises its D-Bus error."""
+        pending = self.h.call_async(path, iface, method, args, sig, timeout=20)
+        self.assertAnswering('during %s' % method)
+        return pending.wait()
+
+    def monitor(self):
+        m = PolkitMonitor(self.h)
+        self.addCleanup(m.close)
+        return m
+
+
+class MonitorPassthroughTest(AttackTestCase):
+    def test_qemu_monitor_command_needs_host_admin(self):
+        h = self.h
+        h.call(self.mine, D, 'Start', (0,), 't')
+        pid = h.qemu_pid(self.mine)
+        exec_uri = 'exec:touch %s' % self.marker
+        qmp = json.dumps({'execute': 'migrate', 'arguments': {'uri': exec_uri}})
+        hmp = 'migrate "%s"' % exec_uri
+        for interactive in (False, True):
+            for command, flags in ((qmp, 0), (hmp, 1), ('{"execute": "query-status"}', 0), ('info status', 1)):
+                with self.subTest(command=command, interactive=interactive):
+                    err, message = self.as_user(self.mine, D, 'QemuMonitorCommand', [('s', command), ('t', flags)],
+                                                interactive=interactive)
+                    self.assertEqual(err, ADMIN_NEEDED, message)
+                    self.assertIn(HOST_ADMIN, message)
+        err, message = self.as_user(self.mine, D, 'QemuMonitorCommand', [('s', qmp), ('t', 0)], user=NOBODY)
+        self.assertEqual(err, ADMIN_NEEDED, message)
+        time.sleep(0.5)    # a spawned "touch" would have run by now
+        self.assertFalse(os.path.exists(self.marker), 'migrate to exec: ran')
+        self.assertEqual(h.qmp(self.mine, 'query-status')['return']['status'], 'running')
+        self.assertEqual(h.qmp(self.mine, 'query-migrate')['return'], {})
+        self.assertEqual(h.qemu_pid(self.mine), pid)
+        self.assertFinished()
+
+        # The marker works: root may do this, and then the command runs.
+        h.qmp(self.mine, 'migrate', {'uri': exec_uri})
+        self.assertTrue(q.spin(lambda: os.path.exists(self.marker), 10), "root's migrate to exec: did not run")
+        os.unlink(self.marker)
+
+
+class DefineBeyondTheRootsTest(AttackTestCase):
+    def test_define_needs_host_admin(self):
+        h = self.h
+        evil = os.path.join(h.root, 'evil-emulator')
+        with open(evil, 'w') as f:
+            f.write('#!/bin/sh\ntouch %s\nexec %s "$@"\n' % (self.marker, q.QEMU_SYSTEM))
+        os.chmod(evil, 0o755)
+        h.call(self.theirs, D, 'Start', (0,), 't')
+        theirs_monitor = os.path.join(h.runtime_dir, h.get_property(self.theirs, D, 'UUID') + '.qmp')
+        self.assertTrue(os.path.exists(theirs_monitor))
+        self.theirs_before = self.theirs_state()
+        victim_copy = os.path.join(self.outside, 'victim.qcow2')
+        cases = {
+            'emulator': dict(disks=[q.Disk('vda', self.base)], emulator=evil),
+            'monitor': dict(disks=[q.Disk('vda', self.base)], monitor=theirs_monitor),
+            'shadow': dict(disks=[q.Disk('vda', '/etc/shadow', 'raw', False, True)]),
+            'outside': dict(disks=[q.Disk('vda', victim_copy)]),
+            'second disk outside': dict(disks=[q.Disk('vda', self.base), q.Disk('vdb', victim_copy)]),
+        }
+        before = observe(h)
+        for name in ('mine', 'newdomain'):
+            for what, kw in cases.items():
+                with self.subTest(domain=name, what=what):
+                    err, message = self.as_user(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                                                [('s', q.domain_xml(name, **kw)), ('t', 0)])
+                    self.assertEqual(err, ADMIN_NEEDED, message)
+                    self.assertIn(HOST_ADMIN, message)
+        after = observe(h)
+        # theirs runs (started above): its runtime files are as they were too.
+        self.assertEqual(after, before, 'a refused DefineDomain changed something')
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'), [self.mine, self.theirs])
+        # The stored definition is the old one: Start runs the default QEMU.
+        err, out = self.as_user(self.mine, D, 'Start', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertIn(q.QEMU_SYSTEM, q._proc_cmdline(h.qemu_pid(self.mine)))
+        self.assertFinished()
+
+
+class SecretsTest(AttackTestCase):
+    def test_graphics_password_hidden(self):
+        h = self.h
+        graphics = "    <graphics type='vnc' port='-1' autoport='yes' passwd='vnc-secret-42'/>"
+        xml = q.domain_xml('mine', [q.Disk('vda', self.base)]).replace('  </devices>', graphics + '\n  </devices>')
+        h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st')
+        uuid = h.get_property(self.mine, D, 'UUID')
+        with open(os.path.join(h.state_dir, 'domains', uuid + '.xml')) as f:
+            self.assertIn('vnc-secret-42', f.read(), 'the stored definition lost the password')
+        snap = h.call(self.mine, D, 'CreateSnapshot', ('<domainsnapshot><name>s</name></domainsnapshot>', 16), 'st')
+        for user in (USER, NOBODY):
+            for path, iface, flags in ((self.mine, D, 0), (self.mine, D, 2), (snap, S, 0)):
+                with self.subTest(user=user, path=path, flags=flags):
+                    err, out = self.as_user(path, iface, 'GetXMLDesc', [('t', flags)], user=user)
+                    self.assertIsNone(err, out)
+                    self.assertIn('<graphics type=', out)
+                    self.assertNotIn('vnc-secret-42', out)
+                    self.assertNotIn('passwd=', out)
+            for path, iface, flags in ((self.mine, D, 1), (self.mine, D, 3), (snap, S, 1)):
+                with self.subTest(user=user, path=path, flags=flags):
+                    err, out = self.as_user(path, iface, 'GetXMLDesc', [('t', flags)], user=user)
+                    self.assertEqual(err, q.ACCESS_DENIED, out)
+                    self.assertIn(q.ACTION_READ_SECURE, out)
+        rc, out, err = h.busctl_as(NOBODY, 'call', q.BUS_NAME, self.mine, D, 'GetXMLDesc', 't', '0')
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn('vnc-secret-42', out)
+        # With read-secure: the password.
+        h.grant([q.ACTION_READ_SECURE], user=USER, domain='mine')
+        for path, iface in ((self.mine, D), (snap, S)):
+            err, out = self.as_user(path, iface, 'GetXMLDesc', [('t', 1)])
+            self.assertIsNone(err, out)
+            self.assertIn('vnc-secret-42', out)
+        self.assertFinished()
+
+
+class FifoTest(AttackTestCase):
+    """FIFOs and device nodes named by an image header or by REDEFINE'd
+    metadata: qsnapd never blocks on them, and refuses them by name."""
+
+    def redefine(self, name, memory='', source=None, state='shutoff'):
+        """REDEFINE (as the attacker) a snapshot of "mine" that froze the
+        base image with the overlay `source`."""
+        h = self.h
+        disks = "<disks><disk name='vda' snapshot='external'><driver type='qcow2'/><source file='%s'/></disk></disks>" \
+            % (source or h.image_path('%s.overlay' % name))
+        xml = ('<domainsnapshot><name>%s</name><state>%s</state>%s%s%s</domainsnapshot>'
+               % (name, state, memory, disks, q.domain_xml('mine', [q.Disk('vda', self.base)])))
+        err, out = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', 1)])
+        self.assertIsNone(err, out)
+        return self.mine + '/snapshot/' + name
+
+    def test_fifo_as_backing_file(self):
+        h = self.h
+        fifo = self.make_fifo('backing-fifo')
+        dev = h.image_path('backing-dev')
+        os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 3))    # /dev/null's numbers
+        # -u: qemu-img itself would open the FIFO (and wait for a writer).
+        on_fifo, on_dev = h.image_path('on-fifo.qcow2'), h.image_path('on-dev.qcow2')
+        for image, backing in ((on_fifo, fifo), (on_dev, dev)):
+            q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', 'raw', image, '64M'],
+                  check=True, timeout=30)
+        err, out = self.as_user(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                                [('s', q.domain_xml('mine', [q.Disk('vda', self.base), q.Disk('vdb', on_fifo),
+                                                             q.Disk('vdc', on_dev)])), ('t', 0)])
+        self.assertIsNone(err, out)
+        disks = self.during(self.mine, q.PROPERTIES_IFACE, 'Get', (D, 'Disks'), 'ss')
+        chains = {d[0]: d[3] for d in disks}
+        self.assertEqual(chains, {'vda': self.base, 'vdb': on_fifo, 'vdc': on_dev})
+        xml = self.during(self.mine, D, 'GetXMLDesc', (0,), 't')
+        self.assertIn(on_fifo, xml)
+        # as the attacker, through another client library
+        rc, out, err = h.busctl_as(USER, 'get-property', q.BUS_NAME, self.mine, D, 'Disks')
+        self.assertEqual(rc, 0, err)
+        self.assertIn(on_fifo, out)
+        self.assertFinished()
+
+    def test_fifo_and_device_in_metadata(self):
+        h = self.h
+        fifo = self.make_fifo('memory-fifo')
+        dev = h.image_path('overlay-dev')
+        os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        overlay = h.create_image('mem.overlay', backing=self.base)
+        mem = self.redefine('mem', memory="<memory snapshot='external' file='%s'/>" % fifo, source=overlay,
+                            state='running')
+        src_fifo = self.redefine('srcfifo', source=self.make_fifo('overlay-fifo'))
+        src_dev = self.redefine('srcdev', source=dev)
+        cases = [
+            (mem, 'CheckDelete', 'The memory state file %s is not a regular file (a FIFO)' % fifo),
+            (mem, 'CheckRevert', 'The memory state file %s is not a regular file (a FIFO)' % fifo),
+            (src_fifo, 'CheckDelete', 'is not a regular file (a FIFO)'),
+            (src_dev, 'CheckDelete', 'The overlay %s is not a regular file (a device)' % dev),
+        ]
+        for snap, method, why in cases:
+            with self.subTest(snapshot=snap, method=method):
+                sig_out = self.during(snap, S, method, (0,), 't')
+                self.assertFalse(sig_out[0], '%s said yes' % method)
+                self.assertIn(why, sig_out[1])
+                # the attacker needs no right for the dry run, nor does nobody
+                err, out = self.as_user(snap, S, method, [('t', 0)], user=NOBODY)
+                self.assertIsNone(err, out)
+                self.assertIn('not a regular file', out)
+        for snap, method, flags in ((mem, 'Delete', 0), (mem, 'Revert', 0), (src_fifo, 'Delete', 0),
+                                    (src_dev, 'Delete', 0)):
+            with self.subTest(snapshot=snap, method=method):
+                err, message = self.as_user(snap, S, method, [('t', flags)])
+                self.assertEqual(err, PATH_NOT_ALLOWED, message)
+                self.assertIn('not a regular file', message)
+                self.assertAnswering('after %s' % method)
+        self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
+        self.assertTrue(stat.S_ISCHR(os.stat(dev).st_mode), 'the device node was removed')
+        self.assertEqual(sorted(os.path.basename(p) for p in h.call(self.mine, D, 'ListSnapshots', (0,), 't')),
+                         ['mem', 'srcdev', 'srcfifo'])
+        self.assertEqual(h.get_property(self.mine, D, 'State'), 'shutoff')
+        self.assertFinished()
+
+
+class DiskDetailTest(AttackTestCase):
+    def test_disk_detail_is_the_target(self):
+        h = self.h
+        vdb = h.create_image('mine-b.qcow2')
+        h.define_domain('mine', [q.Disk('vda', self.base), q.Disk('vdb', vdb)])
+        # nobody may run block jobs on mine, except on its system disk vda.
+        h.add_polkit_rule('polkit.addRule(function(action, subject) {\n'
+                          '    if (action.id == %s && subject.user == "nobody" && action.lookup("domain") == "mine") {\n'
+                          '        if (action.lookup("disk") == "vda")\n'
+                          '            return polkit.Result.NO;\n'
+                          '        return polkit.Result.YES;\n'
+                          '    }\n'
+                          '});\n' % json.dumps(q.ACTION_BLOCK_JOBS))
+        mon = self.monitor()
+        before = observe(h)
+        for disk in ('vda', self.base):
+            err, message = self.as_user(self.mine, D, 'BlockPull', [('s', disk), ('t', 0), ('t', 0)], user=NOBODY)
+            self.assertEqual(err, q.ACCESS_DENIED, '%s: %s' % (disk, message))
+        # vdb, by name or by file, is the rule's business: granted, then the
+        # call fails on its own merits (the domain is shut off).
+        for disk in ('vdb', vdb):
+            err, message = self.as_user(self.mine, D, 'BlockPull', [('s', disk), ('t', 0), ('t', 0)], user=NOBODY)
+            self.assertEqual(err, q.ERROR_PREFIX + 'NotRunning', '%s: %s' % (disk, message))
+        checks = [(c['action'], c['details']) for c in mon.from_daemon()]
+        want = [(q.ACTION_BLOCK_JOBS, {'domain': 'mine', 'disk': t}) for t in ('vda', 'vda', 'vdb', 'vdb')]
+        self.assertEqual(checks, want)
+        # A path that is no disk: NoSuchDisk, and polkit is not asked.
+        for disk in (os.path.join(self.outside, 'victim.qcow2'), '/etc/shadow', 'vdz'):
+            err, message = self.as_user(self.mine, D, 'BlockPull', [('s', disk), ('t', 0), ('t', 0)], user=NOBODY)
+            self.assertEqual(err, q.ERROR_PREFIX + 'NoSuchDisk', message)
+        self.assertEqual(len(mon.from_daemon()), len(want))
+        self.assertEqual(observe(h), before)
+        self.assertFinished()
+
+
+class SnapshotDeleteJobTest(AttackTestCase):
+    def test_abort_needs_manage_snapshots(self):
+        h = self.h
+        h.call(self.mine, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', 16), 'st')
+        o1 = h.get_property(self.mine, D, 'Disks')[0][2]
+        h.call(self.mine, D, 'CreateSnapshot', ('<domainsnapshot><name>s2</name></domainsnapshot>', 16), 'st')
+        q.qemu_io_write_pattern(o1, 0x5a, 0, 16 * MiB)
+        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(MiB)
+        try:
+            h.restart_daemon(kill=False)
+        finally:
+            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        # nobody holds block-jobs on mine, not manage-snapshots.
+        h.grant([q.ACTION_BLOCK_JOBS], user='nobody', domain='mine')
+        mon = self.monitor()
+        err, out = self.as_user(self.mine + '/snapshot/s1', S, 'Delete', [('t', 0)])
+        self.assertIsNone(err, out)
+        job = re.search(r"objectpath '([^']+)'", out).group(1)
+        self.assertEqual(h.get_property(job, J, 'Type'), 'snapshot-delete')
+        self.assertTrue(q.spin(lambda: 0 < h.get_property(job, J, 'Cur'), 10), 'the merge did not move')
+        for method, args in (('Abort', [('t', 0)]), ('Abort', [('t', 1)]), ('SetSpeed', [('t', 0)]),
+                             ('Pause', []), ('Resume', []), ('Pivot', [])):
+            with self.subTest(method=method, args=args):
+                err, message = self.as_user(job, J, method, args, user=NOBODY)
+                self.assertEqual(err, q.ACCESS_DENIED, message)
+                self.assertIn(q.ACTION_MANAGE_SNAPSHOTS, message)
+        self.assertEqual(h.get_property(job, J, 'State'), 'running')
+        actions = {(c['action'], c['details'].get('domain')) for c in mon.from_daemon()}
+        self.assertIn((q.ACTION_MANAGE_SNAPSHOTS, 'mine'), actions)
+        self.assertNotIn(q.ACTION_BLOCK_JOBS, {a for a, _ in actions})
+        # The attacker holds manage-snapshots: allowed.
+        err, out = self.as_user(job, J, 'Abort', [('t', 0)])
+        self.assertIsNone(err, out)
+        self.assertEqual(h.get_property(job, J, 'State'), 'canceled')
+        self.assertIn(self.mine + '/snapshot/s1', h.call(self.mine, D, 'ListSnapshots', (0,), 't'))
+        self.assertFinished()
+
+
+class OtherDomainTest(AttackTestCase):
+    def test_other_domain_untouchable(self):
+        h = self.h
+        before = observe(h)
+        cases = [
+            (self.theirs, D, 'Start', [('t', 0)]),
+            (self.theirs, D, 'Undefine', [('t', 1)]),
+            (self.theirs, D, 'GetXMLDesc', [('t', 1)]),
+            (self.theirs, D, 'CreateSnapshot', [('s', '<domainsnapshot><name>x</name></domainsnapshot>'), ('t', 16)]),
+            (self.theirs, D, 'CreateSnapshot', [('s', '<domainsnapshot><name>x</name></domainsnapshot>'), ('t', 1)]),
+            (q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+             [('s', q.domain_xml('theirs', [q.Disk('vda', self.theirs_image)], description='mine now')), ('t', 0)]),
+        ]
+        for path, iface, method, args in cases:
+            with self.subTest(method=method, args=args):
+                err, message = self.as_user(path, iface, method, args)
+                self.assertEqual(err, q.ACCESS_DENIED, message)
+        h.call(self.theirs, D, 'Start', (0,), 't')
+        self.theirs_before = self.theirs_state()
+        running = observe(h)
+        for path, iface, method, args in [
+                (self.theirs, D, 'Stop', [('t', 0)]),
+                (self.theirs, D, 'Pause', []),
+                (self.theirs, D, 'BlockPull', [('s', 'vda'), ('t', 0), ('t', 0)]),
+                (self.theirs, D, 'BlockCommit', [('s', 'vda'), ('s', ''), ('s', ''), ('t', 0), ('t', 4)])]:
+            with self.subTest(method=method, args=args):
+                err, message = self.as_user(path, iface, method, args)
+                self.assertEqual(err, q.ACCESS_DENIED, message)
+        err, message = self.as_user(self.theirs, D, 'QemuMonitorCommand', [('s', 'info status'), ('t', 1)])
+        self.assertEqual(err, ADMIN_NEEDED, message)
+        self.assertEqual(observe(h), running)
+        self.assertEqual(before['stored definitions'], running['stored definitions'])
+        self.assertFinished()
+
+
+class StartupTest(q.QsnapTestCase):
+    harness_options = {'daemon': False}
+
+    def test_system_bus_without_polkit_refused(self):
+        h = self.h
+        state = os.path.join(h.root, 'system-state')
+        env = dict(os.environ, LC_ALL='C',
+                   DBUS_SYSTEM_BUS_ADDRESS='unix:path=' + os.path.join(h.root, 'no-such-bus'))
+        for argv in (['--system', '--polkit=no'], ['--polkit=no']):
+            with self.subTest(argv=argv):
+                r = subprocess.run([q.qsnapd_binary()] + argv + ['--state-dir=' + state,
+                                                                 '--runtime-dir=' + state + '-run'],
+                                   env=env, capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn('--polkit=no is refused with --system', r.stderr)
+                self.assertFalse(os.path.exists(state), 'it set up its state before refusing')
+        # --user and --address may run without polkit (the harness does).
+        r = subprocess.run([q.qsnapd_binary(), '--address=unix:path=' + os.path.join(h.root, 'no-such-bus'),
+                            '--polkit=no', '--state-dir=' + state, '--runtime-dir=' + state + '-run'],
+                           env=env, capture_output=True, text=True, timeout=30)
+        self.assertNotIn('refused', r.stderr)
+        self.assertIn('Failed to connect to the bus', r.stderr)
+
+
+if __name__ == '__main__':
+    q.main()

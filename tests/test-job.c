@@ -943,6 +943,164 @@ static void test_adopt(void) {
         teardown(&f);
 }
 
+
+static void on_adopted_quiet(JobTracker *t, int error, void *userdata) {
+        JOB_TRACKER_FOREACH(j, t)
+                record("adopted %s %s %s%s", j->id, job_type_to_string(j->type), job_state_to_string(j->state),
+                       j->auto_finalize ? " auto_finalize" : "");
+}
+
+/* ---- jobs with an owner of their own (an operation's step) ---- */
+
+static bool owner_finalizes = true;
+
+static void on_owned_state_changed(Job *j, void *userdata) {
+        check(streq((const char *) userdata, "op"));
+        record("op: state %s %s%s%s", j->id, job_state_to_string(j->state), j->error ? " error=" : "", strempty(j->error));
+}
+
+static void on_owned_ready(Job *j, void *userdata) {
+        record("op: ready %s", j->id);
+}
+
+static void on_owned_pending(Job *j, void *userdata) {
+        record("op: pending %s", j->id);
+        if (owner_finalizes)
+                check(job_finalize(j, true, NULL) == 0);
+}
+
+static void on_owned_finished(Job *j, void *userdata) {
+        check(!j->tracker);
+        record("op: finished %s %s %s", j->id, job_state_to_string(j->state), j->error ?: "-");
+}
+
+static void on_owned_detached(Job *j, void *userdata) {
+        check(!j->tracker);
+        record("op: detached %s %s", j->id, job_state_to_string(j->state));
+}
+
+static const JobObserver owned_observer = {
+        .state_changed = on_owned_state_changed,
+        .ready = on_owned_ready,
+        .pending = on_owned_pending,
+        .finished = on_owned_finished,
+        .detached = on_owned_detached,
+};
+
+/* Registers an owned job and answers the tracker's sync poll. */
+static Job *add_owned(Fixture *f, const char *id, JobType type, const char *qemu_type, bool auto_finalize) {
+        _cleanup_free_ char *e = job_entry(id, qemu_type, "running", 0, 0, NULL), *ret = NULL;
+        Job *j = NULL;
+
+        check(job_tracker_add_job(f->tracker, id, &(JobSpec) {
+                .type = type,
+                .auto_finalize = auto_finalize,
+                .observer = &owned_observer,
+                .observer_userdata = (void *) "op",
+        }, &j) == 0);
+        check(j && j->owned && j->auto_finalize == auto_finalize && !j->disk);
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f->peer, peer_expect(&f->peer, "{\"execute\":\"query-jobs\"}"), ret);
+        return j;
+}
+
+static void test_owned(void) {
+        _cleanup_free_ char *e = NULL, *ret = NULL;
+        Fixture f;
+        Job *j;
+        int64_t id;
+
+        printf("owned snapshot-save: pending passes by, the end from query-jobs, only the owner hears\n");
+        setup(&f, LONG_POLL);
+        j = add_owned(&f, "save0", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", true);
+        check(job_tracker_add_job(f.tracker, "save0", &(JobSpec) { .type = JOB_TYPE_SNAPSHOT_CREATE }, NULL) == -QSNAP_E_ALREADY_EXISTS);
+        peer_status(&f.peer, "save0", "waiting");
+        peer_status(&f.peer, "save0", "pending"); /* QEMU finalizes it itself */
+        expect_no_record();
+        check(j->state == JOB_STATE_RUNNING);
+        peer_expect_nothing(&f.peer);
+        peer_status(&f.peer, "save0", "concluded");
+        id = peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}");
+        e = job_entry("save0", "snapshot-save", "concluded", 1, 1, NULL);
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f.peer, id, ret);
+        expect_dismiss(&f, "save0");
+        expect_record("op: state save0 completed");
+        expect_record("op: finished save0 completed -");
+        expect_no_record(); /* the tracker's observer heard nothing */
+        check(!kept_job);
+        teardown(&f);
+
+        printf("owned block job: ready and pending go to the owner, who finalizes\n");
+        setup(&f, LONG_POLL);
+        j = add_owned(&f, "snapshot.delete-vda-1", JOB_TYPE_SNAPSHOT_DELETE, "commit", false);
+        peer_status(&f.peer, "snapshot.delete-vda-1", "ready");
+        expect_record("op: state snapshot.delete-vda-1 ready");
+        expect_record("op: ready snapshot.delete-vda-1");
+        check(job_pivot(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"snapshot.delete-vda-1\"}}"),
+                   "{}");
+        expect_record("done snapshot.delete-vda-1 0 -");
+        peer_status(&f.peer, "snapshot.delete-vda-1", "waiting");
+        expect_record("op: state snapshot.delete-vda-1 running");
+        peer_status(&f.peer, "snapshot.delete-vda-1", "pending");
+        expect_record("op: state snapshot.delete-vda-1 pending");
+        expect_record("op: pending snapshot.delete-vda-1");
+        /* the owner's finalize (from pending()), then the sync poll of pending */
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"snapshot.delete-vda-1\"}}"),
+                   "{}");
+        answer_poll(&f, "snapshot.delete-vda-1", "commit", "pending", 1, 1);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"snapshot.delete-vda-1\", \"len\": 1, \"offset\": 1, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "snapshot.delete-vda-1", "concluded");
+        expect_dismiss(&f, "snapshot.delete-vda-1");
+        expect_record("op: state snapshot.delete-vda-1 completed");
+        expect_record("op: finished snapshot.delete-vda-1 completed -");
+        teardown(&f);
+
+        printf("owned jobs when the tracker goes: detached; a disowned one hears nothing and is dismissed\n");
+        setup(&f, LONG_POLL);
+        j = add_owned(&f, "load0", JOB_TYPE_SNAPSHOT_REVERT, "snapshot-load", true);
+        job_disown(j);
+        job_disown(j);
+        check(j->owned);
+        peer_status(&f.peer, "load0", "concluded");
+        ret = mfree(ret);
+        e = mfree(e);
+        e = job_entry("load0", "snapshot-load", "concluded", 1, 1, "Device 'vda-fmt' is writable but does not support snapshots");
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"), ret);
+        expect_dismiss(&f, "load0");
+        expect_no_record();
+        check(!job_tracker_find(f.tracker, "load0"));
+        add_owned(&f, "save1", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", true);
+        f.tracker = job_tracker_free(f.tracker);
+        expect_record("op: detached save1 running");
+        teardown(&f);
+
+        printf("owned jobs when QEMU goes: they fail, the owner hears\n");
+        setup(&f, LONG_POLL);
+        add_owned(&f, "save2", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", true);
+        job_tracker_disconnected(f.tracker);
+        expect_record("op: state save2 failed error=" "QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("op: finished save2 failed " "QEMU went away before the job ended (its process exited or closed the monitor)");
+        teardown(&f);
+
+        printf("adoption: a pending snapshot job is QEMU's to finalize: adopted running\n");
+        setup(&f, LONG_POLL);
+        check(job_tracker_adopt(f.tracker, on_adopted_quiet, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"),
+                   "[{\"current-progress\": 0, \"status\": \"pending\", \"total-progress\": 1, \"type\": \"snapshot-save\", "
+                   "\"id\": \"qsnap-save-1\"}]");
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-block-jobs\"}"), "[]");
+        expect_record("adopted qsnap-save-1 snapshot-create running auto_finalize");
+        expect_no_record(); /* no pending(): nobody may finalize it */
+        peer_expect_nothing(&f.peer);
+        j = job_tracker_find(f.tracker, "qsnap-save-1");
+        check(j && !j->owned && j->state == JOB_STATE_RUNNING);
+        teardown(&f);
+}
+
 static void test_disconnect(void) {
         _cleanup_free_ char *message = NULL;
         Fixture f;
@@ -1290,6 +1448,7 @@ int main(int argc, char *argv[]) {
         test_unknown_events();
         test_vanished();
         test_free_in_callbacks();
+        test_owned();
         test_polling_stops();
         test_progress();
         test_real_qemu();

@@ -441,8 +441,7 @@ static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
 
         r = snapshot_plan_new(d, xml, flags, &plan, &message);
         if (r < 0) {
-                /* -EBADMSG: until ops/ is converted (issue #9). */
-                if (IN_SET(r, -QSNAP_E_INVALID_XML, -EBADMSG))
+                if (r == -QSNAP_E_INVALID_XML)
                         return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
                 return bus_error_set_errno_message(error, r, message);
         }

@@ -283,6 +283,69 @@ static const MomentOps snapshot_moment_ops = {
         .seq = ops_seq,
 };
 
+/* moment.c's plan of the removal; *ret_removed: a copy of `remove`. */
+static int tree_plan_removal(SnapshotTree *t, Snapshot *const *remove, size_t n_remove, Snapshot ***ret_removed,
+                             MomentRemoval *plan) {
+        _cleanup_free_ Snapshot **removed = new0(Snapshot *, n_remove);
+        /* moment.c wants void pointers: an array of them, not a cast one. */
+        _cleanup_free_ void **nodes = new0(void *, n_remove);
+        int r;
+
+        if (!removed || !nodes)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_remove; i++)
+                nodes[i] = removed[i] = remove[i];
+        r = moment_plan_removal(&snapshot_moment_ops, nodes, n_remove, t->current, plan);
+        if (r < 0)
+                return r;
+        *ret_removed = TAKE_PTR(removed);
+        return 0;
+}
+
+/* After the store commit, the tree in memory follows: nothing here can
+ * fail. Takes children[i] and defs[k]; frees the removed snapshots. */
+static void tree_apply_removal(SnapshotTree *t, const MomentRemoval *plan, Snapshot ***children, Snapshot **touched,
+                               SnapshotDef **defs, size_t n_touched, Snapshot **removed, size_t n_remove) {
+        for (size_t i = 0; i < plan->n_parents; i++) {
+                Snapshot *p = plan->parents[i].parent;
+
+                free(p->children);
+                p->children = TAKE_PTR(children[i]);
+                p->n_children = plan->parents[i].n;
+        }
+        for (size_t k = 0; k < n_touched; k++) {
+                Snapshot *s = touched[k];
+                SnapshotDef *old = s->def;
+
+                /* The map borrows the name: re-key before the old one goes. */
+                s->def = TAKE_PTR(defs[k]);
+                (void) hashmap_replace(t->by_name, s->def->name, s);
+                snapshot_def_free(old);
+        }
+        for (size_t m = 0; m < plan->n_moves; m++)
+                ((Snapshot *) plan->moves[m].node)->parent = plan->moves[m].parent;
+        for (size_t i = 0; i < n_remove; i++) {
+                Snapshot *s = removed[i];
+
+                hashmap_remove(t->by_name, s->def->name);
+                if (s->prev)
+                        s->prev->next = s->next;
+                else
+                        t->first = s->next;
+                if (s->next)
+                        s->next->prev = s->prev;
+                else
+                        t->last = s->prev;
+                t->n--;
+        }
+        for (size_t i = 0; i < n_remove; i++) {
+                if (t->reported_current == removed[i])
+                        t->reported_current = NULL;
+                snapshot_free(removed[i]);
+        }
+        t->current = plan->new_current;
+}
+
 /* The plan's nodes as snapshots (malloc'ed). */
 static Snapshot **snapshots_from(void *const *nodes, size_t n) {
         Snapshot **l = new0(Snapshot *, n);
@@ -303,23 +366,10 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         size_t n_touched = 0, n_ops = 0;
         int r = -ENOMEM;
 
-        removed = new0(Snapshot *, n_remove);
-        if (!removed)
+        r = tree_plan_removal(t, remove, n_remove, &removed, &plan);
+        if (r < 0)
                 goto finish;
-        /* moment.c wants void pointers: an array of them, not a cast one. */
-        {
-                void **nodes = new0(void *, n_remove);
-
-                if (!nodes)
-                        goto finish;
-                for (size_t i = 0; i < n_remove; i++)
-                        nodes[i] = removed[i] = remove[i];
-                r = moment_plan_removal(&snapshot_moment_ops, nodes, n_remove, t->current, &plan);
-                free(nodes);
-                if (r < 0)
-                        goto finish;
-                r = -ENOMEM;
-        }
+        r = -ENOMEM;
 
         touched = new0(Snapshot *, n_update + plan.n_moves + 1);
         defs = new0(SnapshotDef *, n_update + plan.n_moves + 1);
@@ -395,44 +445,7 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         if (r < 0)
                 goto finish;
 
-        for (size_t i = 0; i < plan.n_parents; i++) {
-                Snapshot *p = plan.parents[i].parent;
-
-                free(p->children);
-                p->children = TAKE_PTR(children[i]);
-                p->n_children = plan.parents[i].n;
-        }
-        for (size_t k = 0; k < n_touched; k++) {
-                Snapshot *s = touched[k];
-                SnapshotDef *old = s->def;
-
-                /* The map borrows the name: re-key before the old one goes. */
-                s->def = TAKE_PTR(defs[k]);
-                (void) hashmap_replace(t->by_name, s->def->name, s);
-                snapshot_def_free(old);
-        }
-        for (size_t m = 0; m < plan.n_moves; m++)
-                ((Snapshot *) plan.moves[m].node)->parent = plan.moves[m].parent;
-        for (size_t i = 0; i < n_remove; i++) {
-                Snapshot *s = removed[i];
-
-                hashmap_remove(t->by_name, s->def->name);
-                if (s->prev)
-                        s->prev->next = s->next;
-                else
-                        t->first = s->next;
-                if (s->next)
-                        s->next->prev = s->prev;
-                else
-                        t->last = s->prev;
-                t->n--;
-        }
-        for (size_t i = 0; i < n_remove; i++) {
-                if (t->reported_current == removed[i])
-                        t->reported_current = NULL;
-                snapshot_free(removed[i]);
-        }
-        t->current = plan.new_current;
+        tree_apply_removal(t, &plan, children, touched, defs, n_touched, removed, n_remove);
         if (ret_changed) {
                 *ret_changed = TAKE_PTR(changed);
                 *ret_n_changed = plan.n_changed;

@@ -119,7 +119,7 @@ typedef struct JobObserver {
         void (*detached)(Job *j, void *userdata);
 } JobObserver;
 
-/* Read-only outside job.c. */
+/* Read-only outside the tracker (qemu/job*.c). */
 struct Job {
         unsigned n_ref;
         JobTracker *tracker; /* NULL once finished, or once the tracker is gone */
@@ -146,7 +146,7 @@ struct Job {
 
         void *userdata;      /* the owner's */
 
-        /* private to job.c */
+        /* private to the tracker (qemu/job*.c) */
         JobObserver owner;   /* owned: its observer, and the userdata for it */
         void *owner_userdata;
         unsigned phase;
@@ -242,6 +242,13 @@ static inline Job *job_next(Job *j) {
         return j->next;
 }
 #define JOB_TRACKER_FOREACH(j, t) for (Job *j = job_tracker_first(t); j; j = job_next(j))
+
+/* The owner of an owned job lets go of it before it ended (it gave up
+ * waiting, or is being freed): no callback reaches the owner any more,
+ * and the job stays out of the tracker observer's sight. Only for
+ * auto_finalize jobs, which QEMU ends by itself (the tracker dismisses
+ * them when they conclude); idempotent. */
+void job_disown(Job *j);
 
 Job *job_ref(Job *j);
 Job *job_unref(Job *j);

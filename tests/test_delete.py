@@ -1033,7 +1033,7 @@ class RefusalTest(DeleteTestCase):
             h.call(job, J, 'Abort', (0,), 't')
         for k in range(2):
             h.verify_pattern_live(dom, "vda", 0xA0 + k, k * MiB, LEN)
-        self.assertTrue(h.verify_pattern_live(dom, 'vdb', 0xB0, 0, LEN))
+        h.verify_pattern_live(dom, 'vdb', 0xB0, 0, LEN)
         self.assert_disks_agree(dom)
         self.assert_metadata_files_exist(dom)
 

@@ -156,6 +156,59 @@ class Pty:
         return self.proc.returncode
 
 
+class BusMonitor:
+    """busctl monitor on the private bus (BecomeMonitor, root), one JSON
+    message per line; wait_for() returns the first message that matches."""
+
+    def __init__(self, matches):
+        argv = ['busctl', '--address=' + H.address, 'monitor', '--json=short']
+        for m in matches:
+            argv += ['--match', m]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.fd = self.proc.stdout.fileno()
+        self.buf = b''
+        self.seen = []
+        # Monitoring is on once our own probe call shows up.
+        probe = 'qsnapctl-test-probe-%d' % os.getpid()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not self._read(0.2):
+            subprocess.run(['busctl', '--address=' + H.address, 'call', 'org.freedesktop.DBus',
+                            '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetConnectionCredentials', 's', probe],
+                           capture_output=True)
+
+    def _read(self, timeout):
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return False
+        data = os.read(self.fd, 65536)
+        if not data:
+            return False
+        self.buf += data
+        while b'\n' in self.buf:
+            line, self.buf = self.buf.split(b'\n', 1)
+            try:
+                self.seen.append(json.loads(line))
+            except ValueError:
+                pass
+        return True
+
+    def wait_for(self, predicate, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.seen:
+                if predicate(m):
+                    return m
+            if time.monotonic() >= deadline:
+                raise AssertionError('bus monitor: no matching message within %d s; saw %s'
+                                     % (timeout, self.seen[-20:]))
+            self._read(0.5)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc.stdout.close()
+
+
 class QsnapctlTest(unittest.TestCase):
     def setUp(self):
         self.h = H
@@ -332,6 +385,412 @@ class DomainTest(QsnapctlTest):
         self.assertEqual(rc, 1)
         self.assertIn('error: Failed to connect to the system bus', err)
 
+
+
+# --------------------------------------------------------------------------
+
+TREE_S1_S2_S3_S4 = ('s1\n'
+                    '  |\n'
+                    '  +- s2\n'
+                    '  |   |\n'
+                    '  |   +- s3\n'
+                    '  |     \n'
+                    '  +- s4\n'
+                    '    \n')
+
+LIST_FLAGS = {'roots': 1, 'metadata': 2, 'leaves': 4, 'no-leaves': 8, 'no-metadata': 16, 'inactive': 32,
+              'active': 64, 'disk-only': 128, 'internal': 256, 'external': 512, 'topological': 1024}
+
+
+def last_name(path):
+    return path.rsplit('/', 1)[1]
+
+
+class SnapshotTest(QsnapctlTest):
+    def test_snapshots(self):
+        h = self.h
+        base = h.create_image('snapbase.qcow2', '64M')
+        self.ok('define', '-', stdin=q.domain_xml('snap vm', [q.Disk('vda', base)]))
+        dom = h.domain_path('snap vm')
+        self.ok('start', 'snap vm')
+        h.write_pattern_live(dom, 'vda', 0x11, 0, MiB)
+
+        self.assertEqual(self.ok('snapshot-create-as', 'snap vm', 's1', 'the first', '--disk-only'),
+                         'Domain snapshot s1 created\n')
+        s1_overlay = os.path.join(h.images_dir, 'snapbase.s1')
+        self.assertEqual(h.get_property(dom, D, 'Disks')[0][2], s1_overlay)
+        h.write_pattern_live(dom, 'vda', 0x22, MiB, MiB)
+
+        # --diskspec with a file of our own and the on_delete extension; --print-xml first.
+        s2_overlay = os.path.join(h.images_dir, 'second, layer.qcow2')
+        spec = 'vda,snapshot=external,driver=qcow2,file=%s,on-delete=backward' % s2_overlay.replace(',', ',,')
+        xml = self.ok('snapshot-create-as', 'snap vm', '--name', 's2', '--memspec', 'snapshot=no', '--diskspec', spec,
+                      '--print-xml')
+        self.assertEqual(xml, "<domainsnapshot>\n  <name>s2</name>\n  <memory snapshot='no'/>\n  <disks>\n"
+                              "    <disk name='vda' snapshot='external'>\n      <driver type='qcow2'/>\n"
+                              "      <source file='%s'/>\n      <on_delete merge='backward'/>\n    </disk>\n"
+                              "  </disks>\n</domainsnapshot>\n" % s2_overlay)
+        self.assertEqual(h.get_property(dom, D, 'Snapshots'), [dom + '/snapshot/s1'], '--print-xml takes nothing')
+        self.ok('snapshot-create-as', 'snap vm', '--name', 's2', '--diskspec', spec, '--disk-only')
+        self.assertEqual(h.get_property(dom, D, 'Disks')[0][2], s2_overlay)
+        self.assertIn("<on_delete merge='backward'/>", self.ok('snapshot-dumpxml', 'snap vm', 's2').replace('"', "'"))
+        h.write_pattern_live(dom, 'vda', 0x33, 2 * MiB, MiB)
+
+        # snapshot-create from standard input, then from a file with --redefine.
+        self.assertEqual(self.ok('snapshot-create', 'snap vm', '-', '--disk-only',
+                                 stdin='<domainsnapshot><name>s3</name><description>from stdin</description>'
+                                       '</domainsnapshot>'), 'Domain snapshot s3 created\n')
+        s3_xml = self.ok('snapshot-dumpxml', 'snap vm', 's3')
+        self.assertIn('<description>from stdin</description>', s3_xml)
+        self.assertEqual(self.ok('snapshot-delete', 'snap vm', 's3', '--metadata'), 'Domain snapshot s3 deleted\n')
+        self.assertEqual(h.get_property(dom, D, 'CurrentSnapshot'), dom + '/snapshot/s2')
+        xml_file = os.path.join(h.root, 's3.xml')
+        with open(xml_file, 'w') as f:
+            f.write(s3_xml)
+        self.assertEqual(self.ok('snapshot-create', 'snap vm', xml_file, '--redefine', '--current'),
+                         'Domain snapshot s3 redefined\n')
+        self.assertEqual(h.get_property(dom, D, 'CurrentSnapshot'), dom + '/snapshot/s3')
+        out, err = self.fails(1, 'snapshot-create', 'snap vm', xml_file, '--redefine')
+        self.assertNamedError(err, 'AlreadyExists')
+        # --no-metadata: taken, nothing recorded.
+        nometa = os.path.join(h.images_dir, 'nometa.qcow2')
+        self.assertEqual(self.ok('snapshot-create-as', 'snap vm', 'nm', '--disk-only', '--no-metadata',
+                                 '--diskspec', 'vda,file=' + nometa), 'Domain snapshot taken (no metadata kept)\n')
+        self.assertEqual(h.get_property(dom, D, 'Disks')[0][2], nometa)
+        self.assertEqual(len(h.get_property(dom, D, 'Snapshots')), 3)
+
+        # A branch: back to s1 (a new overlay), then s4 on it.
+        out, err = self.fails(1, 'snapshot-revert', 'snap vm', 's1')
+        self.assertNamedError(err, 'OperationInvalid')
+        self.assertEqual(self.ok('snapshot-revert', 'snap vm', 's1', '--force', '--running'),
+                         "Domain 'snap vm' reverted to snapshot s1 (now running)\n")
+        active = h.get_property(dom, D, 'Disks')[0][2]
+        self.assertEqual(active, os.path.join(h.images_dir, 'snapbase.s1-revert1'))
+        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0x11, 0, MiB))
+        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0x00, MiB, MiB), "s1 froze the base: no 0x22")
+        self.ok('snapshot-create-as', 'snap vm', 's4', '--disk-only')
+
+        names = lambda out: out.split()
+        self.assertEqual(self.ok('snapshot-list', 'snap vm', '--tree'), TREE_S1_S2_S3_S4)
+        self.assertEqual(self.ok('snapshot-list', 'snap vm', '--tree', '--from', 's2'), 's2\n  |\n  +- s3\n    \n')
+        for flag, bit in LIST_FLAGS.items():
+            with self.subTest(flag=flag):
+                expect = [last_name(p) for p in h.call(dom, D, 'ListSnapshots', (bit,), 't')]
+                self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--' + flag, '--name')), expect)
+        self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--name')), ['s1', 's2', 's3', 's4'])
+        self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--leaves', '--name')), ['s3', 's4'])
+        self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--from', 's1', '--name')), ['s2', 's4'])
+        self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--from', 's1', '--descendants', '--name')),
+                         ['s2', 's3', 's4'])
+        self.assertEqual(self.ok('snapshot-list', 'snap vm', '--current', '--name'), '')
+        table = self.ok('snapshot-list', 'snap vm', '--parent').splitlines()
+        self.assertEqual(table[0].split(), ['Name', 'Creation', 'Time', 'State', 'Parent'])
+        self.assertRegex(table[2], r'^ s1\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0000\s+disk-snapshot\s+-$')
+        self.assertRegex(table[5], r'^ s4\s+.*\s+disk-snapshot\s+s1$')
+        snaps = {s['name']: s for s in self.json_of('snapshot-list', 'snap vm')}
+        s1 = snaps['s1']
+        self.assertEqual(s1['creation_time'], h.get_property(dom + '/snapshot/s1', S, 'CreationTime'))
+        self.assertEqual({k: v for k, v in s1.items() if k != 'creation_time'},
+                         {'name': 's1', 'domain': 'snap vm', 'description': 'the first', 'state': 'disk-snapshot',
+                          'location': 'external', 'memory': 'no', 'parent': None, 'children': ['s2', 's4'],
+                          'current': False, 'metadata': True})
+        self.assertTrue(snaps['s4']['current'])
+        info = self.json_of('snapshot-info', 'snap vm', 's1')
+        self.assertEqual((info['descendants'], info['children']), (3, ['s2', 's4']))
+        text = self.ok('snapshot-info', 'snap vm', '--current')
+        for line in ('Name:           s4', 'Domain:         snap vm', 'Current:        yes', 'Parent:         s1',
+                     'Children:       0', 'Location:       external'):
+            self.assertIn(line + '\n', text)
+        self.assertEqual(self.ok('snapshot-current', 'snap vm', '--name'), 's4\n')
+        self.assertIn('<name>s4</name>', self.ok('snapshot-current', 'snap vm'))
+        self.assertEqual(self.json_of('snapshot-current', 'snap vm'), {'domain': 'snap vm', 'current': 's4'})
+        self.assertEqual(self.ok('snapshot-parent', 'snap vm', 's3'), 's2\n')
+        self.assertEqual(self.json_of('snapshot-parent', 'snap vm', '--current'), {'name': 's4', 'parent': 's1'})
+        _, err = self.fails(1, 'snapshot-parent', 'snap vm', 's1')
+        self.assertEqual(err, "error: Snapshot 's1' has no parent (it is a root).\n")
+        _, err = self.fails(1, 'snapshot-info', 'snap vm', 'nope')
+        self.assertNamedError(err, 'NoSuchSnapshot', 'no snapshot of that name')
+
+        # Dry runs: a disk-only revert of a running domain needs --force.
+        chk = self.json_of_rc(1, 'snapshot-check-revert', 'snap vm', 's2')
+        self.assertFalse(chk['ok'])
+        self.assertEqual(chk['reason'], h.call(dom + '/snapshot/s2', S, 'CheckRevert', (0,), 't')[1])
+        self.assertTrue(chk['reason'])
+        out, _ = self.fails(1, 'snapshot-check-revert', 'snap vm', 's2')
+        self.assertEqual(out, "A revert of domain 'snap vm' to snapshot s2 would be refused: %s\n" % chk['reason'])
+        self.assertEqual(self.json_of('snapshot-check-revert', 'snap vm', 's2', '--force'),
+                         {'snapshot': 's2', 'ok': True, 'reason': ''})
+        ok, reason, need = h.call(dom + '/snapshot/s4', S, 'CheckDelete', (0,), 't')
+        chk = self.json_of('snapshot-check-delete', 'snap vm', 's4')
+        self.assertEqual((chk['ok'], chk['reason'], chk['bytes_needed']), (ok, reason, need))
+        self.assertGreater(need, 0)
+        self.assertEqual(chk['free_dir'], h.images_dir)
+        st = os.statvfs(h.images_dir)
+        self.assertAlmostEqual(chk['free_bytes'], st.f_bavail * st.f_frsize, delta=256 * MiB)
+        text = self.ok('snapshot-check-delete', 'snap vm', 's4')
+        self.assertRegex(text, r"^A delete of snapshot s4 of domain 'snap vm' would go ahead now\.\n"
+                               r"Data to merge:  \d+(\.\d)? [KMG]iB\nFree space:     \d+(\.\d)? [KMGT]iB in %s\n$"
+                         % re.escape(h.images_dir))
+
+        # Delete the current snapshot: its overlay is merged by a job that qsnapctl follows.
+        out = self.ok('snapshot-delete', 'snap vm', '--current')
+        self.assertRegex(out, r'^Snapshot delete: completed \(.*\)\n$')
+        self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--name')), ['s1', 's2', 's3'])
+        self.assertEqual(self.ok('snapshot-current', 'snap vm', '--name'), 's1\n')
+        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0x11, 0, MiB))
+        self.assertEqual(self.ok('snapshot-delete', 'snap vm', 's2', '--children', '--metadata'),
+                         'Domain snapshot s2 and its descendants deleted\n')
+        self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--name')), ['s1'])
+
+        self.ok('stop', 'snap vm')
+        _, err = self.fails(1, 'undefine', 'snap vm')
+        self.assertNamedError(err, 'HasSnapshots')
+        self.ok('undefine', 'snap vm', '--snapshots-metadata')
+        ok, outp = q.qemu_img_check(active)
+        self.assertTrue(ok, outp)
+
+    def json_of_rc(self, rc, *args):
+        out, err = self.fails(rc, *args, '--json')
+        return json.loads(out)
+
+
+# --------------------------------------------------------------------------
+
+class BlockJobTest(QsnapctlTest):
+    """One VM on base <- mid <- top: 0x11 at 0 in base, 0x22 at 1 MiB and a
+    32 MiB filler 0x44 at 4 MiB in mid, 0x33 at 2 MiB in top."""
+
+    def setUp(self):
+        super().setUp()
+        h = self.h
+        self.base = h.create_image('jbase.qcow2', '64M')
+        self.mid = h.create_image('jmid.qcow2', '64M', backing=self.base)
+        self.top = h.create_image('jtop.qcow2', '64M', backing=self.mid)
+        q.qemu_io_write_pattern(self.base, 0x11, 0, MiB)
+        q.qemu_io_write_pattern(self.mid, 0x22, MiB, MiB)
+        q.qemu_io_write_pattern(self.mid, 0x44, 4 * MiB, 32 * MiB)
+        q.qemu_io_write_pattern(self.top, 0x33, 2 * MiB, MiB)
+        self.ok('define', '-', stdin=q.domain_xml('job vm', [q.Disk('vda', self.top)]))
+        self.dom = h.domain_path('job vm')
+        self.ok('start', 'job vm')
+        self.addCleanup(self.cleanup_vm)
+
+    def cleanup_vm(self):
+        qc('stop', 'job vm')
+        qc('undefine', 'job vm', '--snapshots-metadata')
+
+    def chain(self):
+        return self.h.get_property(self.dom, D, 'Disks')[0][3].split(' <- ')
+
+    def job_path(self):
+        """The domain's newest job (ended ones linger in Jobs for 60 s)."""
+        jobs = self.h.get_property(self.dom, D, 'Jobs')
+        return max(jobs, key=lambda j: (self.h.get_property(j, J, 'StartTime'), j))
+
+    def overlay(self, name, filler_mib=0):
+        """A new active overlay (no metadata), with filler_mib of guest data."""
+        path = os.path.join(self.h.images_dir, name)
+        self.ok('snapshot-create-as', 'job vm', '--disk-only', '--no-metadata', '--diskspec', 'vda,file=' + path)
+        if filler_mib:
+            self.h.write_pattern_live(self.dom, 'vda', 0x55, 8 * MiB, filler_mib * MiB)
+        return path
+
+    def test_bar_from_progress_signals(self):
+        h = self.h
+        rec = h.record_signals(self.dom, J, 'Progress')
+        pty = Pty('blockcommit', 'job vm', 'vda', '--top', self.mid, '--base', 'vda[2]', '--delete',
+                  '--bandwidth', '8MiB/s', '--wait')
+        rc = pty.finish()
+        text = pty.text()
+        self.assertEqual(rc, 0, text)
+        q.spin(lambda: False, 0.3)
+        # Every percentage drawn is one a Progress signal (or the first reading) carried.
+        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
+        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+        self.assertGreaterEqual(len(set(drawn)), 3, text)
+        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
+        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
+        self.assertEqual(drawn[-1], 100)
+        self.assertIn('\r\x1b[KBlock Commit: [', text)
+        self.assertRegex(text, r'\d+(\.\d)? MiB of \d+(\.\d)? MiB  \d+(\.\d)? [KM]iB/s  ETA \d+:\d\d')
+        self.assertRegex(text, r'\nBlock Commit: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
+        self.assertEqual(self.chain(), [self.base, self.top])
+        self.assertFalse(os.path.exists(self.mid), '--delete removed the committed file')
+        for pattern, off in ((0x11, 0), (0x22, MiB), (0x33, 2 * MiB), (0x44, 4 * MiB)):
+            self.assertTrue(h.verify_pattern_live(self.dom, 'vda', pattern, off, MiB))
+
+        # Into a pipe: no bar; with --verbose plain lines; then blockpull.
+        rc, out, err = qc('blockpull', 'job vm', 'vda', '--verbose', '--bandwidth', '16M')
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertNotIn('\r', out)
+        self.assertRegex(lines[-1], r'^Block Pull: completed \(\d+ MiB in \d+:\d\d\)$')
+        for line in lines[:-1]:
+            self.assertRegex(line, r'^Block Pull: \d+ % \(\d+(\.\d)? ([KM]i)?B of \d+ MiB(, \d+(\.\d)? [KM]iB/s)?(, ETA \d+:\d\d)?\)$')
+        self.assertEqual(self.chain(), [self.top])
+        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x11, 0, MiB))
+
+    def test_ctrl_c_aborts_and_waits(self):
+        h = self.h
+        o1 = self.overlay('o1.qcow2', filler_mib=24)
+        before = self.chain()
+        pty = Pty('blockcommit', 'job vm', 'vda', '--active', '--pivot', '--bandwidth', '1M', '--wait')
+        self.assertTrue(pty.wait_for(r'\] +\d+ %'), pty.text())
+        job = self.job_path()
+        pty.ctrl_c()
+        rc = pty.finish()
+        text = pty.text()
+        self.assertEqual(rc, 1, text)
+        self.assertIn('interrupted: aborting the job and waiting for it to end', text)
+        self.assertIn('Active Block Commit: interrupted; the job was aborted and has ended (canceled)', text)
+        self.assertEqual(h.get_property(job, J, 'State'), 'canceled')
+        self.assertEqual(self.chain(), before)
+        self.assertEqual(h.get_property(self.dom, D, 'Disks')[0][2], o1)
+
+        # A second Ctrl-C stops waiting. QEMU is stopped (SIGSTOP) so that
+        # the aborted job cannot end before the second Ctrl-C; that comes
+        # once a bus monitor has seen qsnapctl's Abort reach qsnapd and
+        # qsnapd get the caller's credentials back (it acts on the call
+        # then, whether or not the caller is still there).
+        pty = Pty('blockcommit', 'job vm', 'vda', '--active', '--pivot', '--bandwidth', '1M', '--wait')
+        self.assertTrue(pty.wait_for(r'\] +\d+ %'), pty.text())
+        job = self.job_path()
+        qemu = h.qemu_pid(self.dom)
+        mon = BusMonitor(["type='method_call',interface='org.example.BlockJob1',member='Abort'",
+                          "type='method_call',destination='org.freedesktop.DBus'",
+                          "type='method_return',sender='org.freedesktop.DBus'"])
+        os.kill(qemu, signal.SIGSTOP)
+        try:
+            pty.ctrl_c()
+            self.assertTrue(pty.wait_for('interrupted: aborting'), pty.text())
+            abort = mon.wait_for(lambda m: m.get('member') == 'Abort' and m.get('path') == job)
+            creds = mon.wait_for(lambda m: m.get('member', '').startswith('GetConnection')
+                                 and m['payload']['data'] == [abort['sender']])
+            mon.wait_for(lambda m: m.get('type') == 'method_return' and m.get('reply_cookie') == creds['cookie']
+                         and m.get('destination') == creds['sender'])
+            pty.ctrl_c()
+            rc = pty.finish(timeout=20)
+            self.assertEqual(rc, 1, pty.text())
+            self.assertIn('no longer waiting; the job goes on without qsnapctl', pty.text())
+            self.assertNotIn('has ended', pty.text())
+            self.assertIn(h.get_property(job, J, 'State'), ('running', 'ready'))
+        finally:
+            os.kill(qemu, signal.SIGCONT)
+            mon.close()
+        self.assertTrue(q.spin(lambda: h.get_property(job, J, 'State') == 'canceled', 30))
+        self.assertEqual(self.chain(), before)
+
+        # --timeout aborts too.
+        rc, out, err = qc('blockcommit', 'job vm', 'vda', '--active', '--pivot', '--bandwidth', '1M', '--timeout', '1')
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn('timed out: aborting the job', err)
+        self.assertIn('timed out; the job was aborted and has ended (canceled)', out)
+        self.assertEqual(h.get_property(self.job_path(), J, 'State'), 'canceled')
+        self.assertEqual(self.chain(), before)
+
+    def test_blockjob_jobs_copy_rebase(self):
+        h = self.h
+        o1 = self.overlay('c1.qcow2', filler_mib=16)
+        out = self.ok('blockcommit', 'job vm', 'vda', '--active', '--bandwidth', '1M')
+        self.assertRegex(out, r'^Active Block Commit started \(job active\.commit-vda-[0-9a-f]+\)\n$')
+        job = self.job_path()
+        info = self.ok('blockjob', 'job vm', 'vda')
+        self.assertRegex(info, r'^Active Block Commit: \[ *\d+ %\]  .* of .*, state running\n    Bandwidth limit: 1.0 MiB/s\n')
+        j = self.json_of('blockjob', 'job vm', o1)        # the disk named by its file
+        self.assertEqual((j['type'], j['disk'], j['domain'], j['path'], j['bandwidth'], j['state']),
+                         ('active-commit', 'vda', 'job vm', job, MiB, 'running'))
+        self.assertIn(' Type=active-commit\n', self.ok('blockjob', 'job vm', 'vda', '--raw'))
+        self.assertEqual(self.ok('blockjob', 'job vm', 'vda', '--bandwidth', '2M'),
+                         'Active Block Commit on vda: bandwidth limit 2.0 MiB/s\n')
+        self.assertEqual(h.get_property(job, J, 'Bandwidth'), 2 * MiB)
+        self.assertEqual(self.ok('blockjob', 'job vm', 'vda', '--pause'), 'Active Block Commit on vda: paused\n')
+        self.assertTrue(q.spin(lambda: h.get_property(job, J, 'State') == 'paused', 10))
+        self.assertEqual(self.ok('blockjob', 'job vm', 'vda', '--resume'), 'Active Block Commit on vda: resumed\n')
+        self.assertTrue(q.spin(lambda: h.get_property(job, J, 'State') == 'running', 10))
+        jobs = [x for x in self.json_of('jobs') if x['path'] == job]
+        self.assertEqual(len(jobs), 1)
+        self.assertEqual(self.json_of('jobs', 'job vm')[-1]['path'], job)
+        self.assertIn(' job vm   vda    active-commit   running', self.ok('jobs'))
+        _, err = self.fails(1, 'blockjob', 'job vm', 'vda', '--pivot')
+        self.assertNamedError(err, 'OperationInvalid')
+        self.ok('blockjob', 'job vm', 'vda', '--bandwidth', '0')
+        self.assertTrue(q.spin(lambda: h.get_property(job, J, 'State') == 'ready', 60))
+        self.assertEqual(self.ok('blockjob', 'job vm', 'vda', '--pivot'), 'Active Block Commit on vda: pivoted\n')
+        self.assertTrue(q.spin(lambda: h.get_property(job, J, 'State') == 'completed', 30))
+        self.assertEqual(self.chain(), [self.base], 'base "" is the bottom of the chain')
+        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x33, 2 * MiB, MiB))
+
+        # blockcommit --active --keep-overlay: ends at READY, the overlay stays active.
+        self.overlay('c2.qcow2')
+        out = self.ok('blockcommit', 'job vm', 'vda', '--active', '--keep-overlay')
+        self.assertRegex(out, r'^Active Block Commit: finished; the disk stays as it was')
+        self.assertEqual(self.chain()[-1], os.path.join(h.images_dir, 'c2.qcow2'))
+
+        # blockcopy --finish keeps the disk, --pivot switches.
+        copy1, copy2 = os.path.join(h.images_dir, 'copy1.qcow2'), os.path.join(h.images_dir, 'copy2.raw')
+        active = self.chain()[-1]
+        out = self.ok('blockcopy', 'job vm', 'vda', copy1, '--finish', '--verbose')
+        self.assertRegex(out.splitlines()[-1], r'^Block Copy: finished; the disk stays as it was')
+        self.assertEqual(self.chain()[-1], active)
+        self.assertTrue(q.qemu_img_compare(active, copy1)[0])
+        out = self.ok('blockcopy', 'job vm', 'vda', '--dest', copy2, '--format', 'raw', '--pivot')
+        self.assertRegex(out, r'^Block Copy: successfully pivoted')
+        self.assertEqual(h.get_property(self.dom, D, 'Disks')[0][:3], ('vda', 'raw', copy2))
+        out = self.ok('blockcopy', 'job vm', 'vda', '--dest', os.path.join(h.images_dir, 'copy3.qcow2'), '--wait')
+        self.assertIn('Block Copy: ready; now in mirroring phase', out)
+        self.ok('blockjob', 'job vm', 'vda', '--abort')
+        self.assertEqual(h.get_property(self.job_path(), J, 'State'), 'canceled')
+
+        # blockrebase onto a base: copy2 <- r1 <- r2 becomes copy2 <- r2.
+        r1 = self.overlay('r1.qcow2')
+        h.write_pattern_live(self.dom, 'vda', 0x66, 48 * MiB, MiB)
+        r2 = self.overlay('r2.qcow2')
+        out = self.ok('blockrebase', 'job vm', 'vda', '--base', copy2, '--wait')
+        self.assertRegex(out, r'^Block Pull: completed')
+        self.assertEqual(self.chain(), [copy2, r2])
+        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x66, 48 * MiB, MiB))
+        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x11, 0, MiB))
+        self.assertTrue(os.path.exists(r1))
+        _, err = self.fails(1, 'blockpull', 'job vm', 'vdz')
+        self.assertNamedError(err, 'NoSuchDisk')
+        self.assertEqual(self.ok('blockjob', 'job vm', 'vdb'), 'No current block job for vdb\n')
+
+
+# --------------------------------------------------------------------------
+
+class MonitorTest(QsnapctlTest):
+    def test_monitor_json(self):
+        h = self.h
+        img = h.create_image('mon.qcow2', '64M')
+        self.ok('define', '-', stdin=q.domain_xml('mon vm', [q.Disk('vda', img)]))
+        mon = subprocess.Popen([QSNAPCTL, '--address=' + h.address, 'monitor', 'mon vm', '--json'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for())
+        try:
+            self.assertIn("Monitoring qsnapd's signals for domain 'mon vm'", mon.stderr.readline())
+            self.ok('start', 'mon vm')
+            self.ok('snapshot-create-as', 'mon vm', 'm1', '--disk-only')
+            self.ok('stop', 'mon vm')
+            seen = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                line = mon.stdout.readline()
+                ev = json.loads(line)
+                seen.append(ev)
+                if ev['member'] == 'PropertiesChanged' and ['State', 'shutoff'] in ev['args'][1]:
+                    break
+        finally:
+            mon.send_signal(signal.SIGINT)
+            rc = mon.wait(10)
+            mon.stdout.close()
+            mon.stderr.close()
+        self.assertEqual(rc, 0)
+        dom = h.domain_path('mon vm')
+        states = [kv[1] for ev in seen if ev['member'] == 'PropertiesChanged' and ev['path'] == dom
+                  for kv in ev['args'][1] if kv[0] == 'State']
+        self.assertEqual(states, ['running', 'shutoff'])
+        self.assertTrue(all(ev['object'] == 'mon vm' for ev in seen if ev['path'] == dom))
+        self.assertTrue(all(set(ev) == {'time', 'object', 'path', 'interface', 'member', 'args'} for ev in seen))
+        self.ok('undefine', 'mon vm', '--snapshots-metadata')
 
 if __name__ == '__main__':
     q.main()

@@ -364,7 +364,7 @@ static void on_completed(JobWatch *w, const char *status, const char *error) {
         w->completed = true;
         free_and_strdup(&w->status, status);
         free_and_strdup(&w->error, error);
-        if (streq_ptr(status, "completed") && w->end > 0) {
+        if (streq_ptr(status, "completed") && w->end > 0 && !(w->drawn && w->drawn_cur == w->end)) {
                 w->cur = w->end;
                 w->have_progress = true;
                 draw(w);
@@ -433,7 +433,8 @@ static int on_interrupt(sd_event_source *s, const struct signalfd_siginfo *si, v
                 send_abort(w);
                 return 0;
         }
-        fprintf(stderr, "%s: leaving the job running: %s (qsnapctl blockjob shows it)\n", w->label, w->job);
+        fprintf(stderr, "%s: no longer waiting; the job goes on without qsnapctl: %s (qsnapctl blockjob shows it)\n",
+                w->label, w->job);
         finish(w, EXIT_FAILED);
         return 0;
 }

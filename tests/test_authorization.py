@@ -130,31 +130,31 @@ def domain_pid(h, path):
 
 
 class PolkitMonitor:
-    """busctl monitor on our bus: every CheckAuthorization call, so a test
-    can see which ones qsnapd sent and with which arguments."""
+    """busctl monitor on our bus: every CheckAuthorization call and
+    polkitd's answers to them, so a test can see which checks qsnapd sent,
+    with which arguments, and whether polkit has answered yet."""
 
-    MATCH = "type='method_call',interface='%s',member='CheckAuthorization'" % q.POLKIT_IFACE
+    CALLS = "type='method_call',interface='%s',member='CheckAuthorization'" % q.POLKIT_IFACE
+    ANSWERS = "type='method_return',sender='%s'" % q.POLKIT_NAME
 
     def __init__(self, h):
         self.h = h
         self.calls = []
+        self.answers = {}     # (destination, reply cookie) -> polkit's (is_authorized, is_challenge, details)
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(['busctl', '--address=' + h.address, 'monitor', '--json=short',
-                                      '--match=' + self.MATCH],
+                                      '--match=' + self.CALLS, '--match=' + self.ANSWERS],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      stdin=subprocess.DEVNULL)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
-        # A barrier: our own CheckAuthorization shows up once the monitor is in place.
-        token = 'monitor-probe-%d-%f' % (os.getpid(), time.time())
-
-        def seen():
-            h.check_authorization(q.subject_bus_name(h.client.unique_name), q.ACTION_READ_SECURE,
-                                  {'qsnaptest-monitor': token})
-            return any(c['details'].get('qsnaptest-monitor') == token for c in self.snapshot())
-        if not q.spin(seen, 10):
+        # The monitor is in place once it sees a check of ours: until then,
+        # send another now and then.
+        try:
+            q.wait_until(lambda: self._probe(0.2), 10, 'busctl monitor sees our own CheckAuthorization')
+        except AssertionError:
             self.close()
-            raise RuntimeError('busctl monitor saw nothing within 10 s')
+            raise
 
     def _read(self):
         for line in self.proc.stdout:
@@ -162,24 +162,56 @@ class PolkitMonitor:
                 msg = json.loads(line)
             except ValueError:
                 continue
+            if msg.get('type') == 'method_return':
+                with self._lock:
+                    self.answers[(msg.get('destination'), msg.get('reply_cookie'))] = msg['payload']['data'][0]
+                continue
             if msg.get('member') != 'CheckAuthorization':
                 continue
             subject, action, details, flags, _ = msg['payload']['data']
             with self._lock:
-                self.calls.append({'sender': msg.get('sender'), 'subject': subject, 'action': action,
-                                   'details': details, 'flags': flags})
+                self.calls.append({'sender': msg.get('sender'), 'cookie': msg.get('cookie'), 'subject': subject,
+                                   'action': action, 'details': details, 'flags': flags})
 
     def snapshot(self):
         with self._lock:
             return list(self.calls)
 
+    def answered(self, call):
+        """polkit's answer to call (a snapshot() entry), or None so far."""
+        with self._lock:
+            return self.answers.get((call['sender'], call['cookie']))
+
+    def _probe(self, timeout):
+        """A check of our own; True once the monitor has read it. Its answer
+        is not waited for: polkitd evaluates one check at a time, and a slow
+        rule in the test would hold it back."""
+        token = 'monitor-probe-%d-%f' % (os.getpid(), time.monotonic())
+        args = GLib.Variant('((sa{sv})sa{ss}us)', (q.subject_bus_name(self.h.client.unique_name),
+                                                   q.ACTION_READ_SECURE, {'qsnaptest-monitor': token}, 0, ''))
+        self.h.client.call_async(q.POLKIT_PATH, q.POLKIT_IFACE, 'CheckAuthorization', args, dest=q.POLKIT_NAME)
+        return q.spin(lambda: any(c['details'].get('qsnaptest-monitor') == token for c in self.snapshot()), timeout)
+
+    def sync(self):
+        """Every check and answer the bus routed before now has been read:
+        a check of our own goes through the bus after them, and the monitor
+        gets messages in the order the bus routes them."""
+        if not self._probe(10):
+            raise AssertionError('busctl monitor did not see our own CheckAuthorization within 10 s')
+
     def from_daemon(self):
         """The checks qsnapd sent (by the unique name owning our bus name)."""
         owner = self.h.client.bus('GetNameOwner', (q.BUS_NAME,), 's')
-        # Let anything already on its way arrive.
-        self.h.client.sync()
-        time.sleep(0.2)
+        self.sync()
         return [c for c in self.snapshot() if c['sender'] == owner]
+
+    def wait_for_check(self, action, details, timeout=10.0):
+        """The CheckAuthorization qsnapd sends for action with details, as
+        soon as the bus has routed it to polkitd."""
+        owner = self.h.client.bus('GetNameOwner', (q.BUS_NAME,), 's')
+        return q.wait_until(lambda: next((c for c in self.snapshot() if c['sender'] == owner and
+                                          c['action'] == action and c['details'] == details), None),
+                            timeout, 'qsnapd asks polkit about %s %s' % (action, details))
 
     def close(self):
         if self.proc.poll() is None:
@@ -212,9 +244,8 @@ class AuthTestCase(q.QsnapTestCase):
         return m
 
     def assertNothingChanged(self, before, recorder, what):
-        self.h.client.sync()
-        q.spin(lambda: False, 0.1)
         self.assertEqual(observe(self.h), before, 'state changed after: %s' % what)
+        self.h.barrier(*before['ListDomains'])
         self.assertEqual(recorder.records, [], 'signals were sent after: %s' % what)
 
     def assertCallDenied(self, user, path, iface, method, args=(), error=q.ACCESS_DENIED, interactive=False):
@@ -562,6 +593,7 @@ class SlowPolkitTest(AuthTestCase):
                           '        return polkit.Result.NO;\n'
                           '    }\n'
                           '});\n' % json.dumps(MANAGE))
+        mon = self.monitor()
         before = observe(h)    # also restarts qsnapd's idle timer
         daemon = h.daemon_pid()
         t0 = time.monotonic()
@@ -571,19 +603,24 @@ class SlowPolkitTest(AuthTestCase):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   stdin=subprocess.DEVNULL)
         self.addCleanup(lambda: caller.poll() is None and caller.kill())
-        time.sleep(0.5)
-        # While polkit thinks, qsnapd answers everybody else at once.
-        t = time.monotonic()
+        check = mon.wait_for_check(MANAGE, {'domain': 'slowpoke'})
+        # While polkit thinks, qsnapd answers everybody else: all of this is
+        # done before polkit has answered that check.
         self.assertEqual(self.state(slow), 'running')
         self.assertEqual(len(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains')), 2)
         self.start(other)
         h.call(other, D, 'Stop', (0,), 't')
-        self.assertLess(time.monotonic() - t, 2.0, 'qsnapd was blocked by a pending polkit check')
+        mon.sync()
+        self.assertIsNone(mon.answered(check), 'polkit answered before the other calls were done: this proves '
+                          'nothing about qsnapd serving them meanwhile')
+        self.assertIsNone(caller.poll(), 'the denied Stop was answered before polkit')
         out, err = caller.communicate(timeout=30)
         elapsed = time.monotonic() - t0
         self.assertNotEqual(caller.returncode, 0, out)
         self.assertIn('GDBus.Error:' + q.ACCESS_DENIED, err)
         self.assertGreater(elapsed, 3.5, 'the rule did not slow polkit down; the test tests nothing')
+        mon.sync()
+        self.assertEqual(mon.answered(check)[:2], [False, False], "polkit's answer to the slow check")
         # More than the idle timeout passed with only the check in flight:
         # qsnapd must still be the same process.
         self.assertTrue(q._alive(daemon), 'qsnapd exited while a polkit check was pending')
@@ -607,10 +644,11 @@ class SlowPolkitTest(AuthTestCase):
         self.start(slow)
         h.add_polkit_rule('polkit.addRule(function(action, subject) {\n'
                           '    if (action.id == %s && subject.user == %s && action.lookup("domain") == "slowpoke") {\n'
-                          '        polkit.spawn(["/bin/sleep", "3"]);\n'
+                          '        polkit.spawn(["/bin/sleep", "4"]);\n'
                           '        return polkit.Result.YES;\n'
                           '    }\n'
                           '});\n' % (json.dumps(MANAGE), json.dumps(USER)))
+        mon = self.monitor()
         self.assertEqual(self.state(slow), 'running')
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=h.address, LC_ALL='C')
         caller = subprocess.Popen(['setpriv'] + q._user_args(USER) +
@@ -619,10 +657,17 @@ class SlowPolkitTest(AuthTestCase):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   stdin=subprocess.DEVNULL, env=env)
         self.addCleanup(lambda: caller.poll() is None and caller.kill())
-        time.sleep(0.5)
+        # qsnapd checked Pause against a running domain and asked polkit;
+        # the domain stops before polkit answers (it sleeps 4 s first).
+        check = mon.wait_for_check(MANAGE, {'domain': 'slowpoke'})
         h.call(slow, D, 'Stop', (0,), 't')
         self.assertEqual(self.state(slow), 'shutoff')
+        mon.sync()
+        self.assertIsNone(mon.answered(check), 'polkit answered before Stop was done: the re-check after a '
+                          'slow answer was not exercised')
         out, err = caller.communicate(timeout=30)
+        mon.sync()
+        self.assertEqual(mon.answered(check)[:2], [True, False], "polkit's answer to the slow check")
         self.assertNotEqual(caller.returncode, 0, 'Pause of a domain stopped meanwhile succeeded: %s' % out)
         self.assertIn('GDBus.Error:' + q.ERROR_PREFIX + 'NotRunning', err)
         self.assertEqual(self.state(slow), 'shutoff')

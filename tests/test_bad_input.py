@@ -114,9 +114,8 @@ class BadInputTestCase(q.QsnapTestCase):
         try:
             with self.assertDBusError(error) as caught:
                 fn(*args, **kw)
-            h.client.sync()
-            q.spin(lambda: False, 0.1)
             self.assertEqual(observe(h), before, 'state changed after a refused call')
+            h.barrier(*before['ListDomains'])
             self.assertEqual(rec.records, [], 'signals were sent after a refused call')
         finally:
             rec.close()
@@ -393,8 +392,7 @@ class RedefineTest(BadInputTestCase):
         self.assertIn('second', text)
         self.assertIn(img, text)
         self.assertEqual(h.get_property(alpha, D, 'Disks')[0][2], img)
-        h.client.sync()
-        q.spin(lambda: False, 0.1)
+        h.barrier()
         self.assertEqual([s for s in rec.records if s.member in ('InterfacesAdded', 'InterfacesRemoved')], [],
                          'a redefinition is not a new object')
         # Same with the UUID spelled in upper case: still the same domain.
@@ -469,8 +467,7 @@ class LifecycleErrorsTest(BadInputTestCase):
         rec = h.record_signals()
         h.call(self.paused, D, 'Pause')
         h.call(self.on, D, 'Resume')
-        h.client.sync()
-        q.spin(lambda: False, 0.1)
+        h.barrier(self.paused, self.on)
         self.assertEqual((self.state(self.paused), self.state(self.on)), ('paused', 'running'))
         self.assertEqual(rec.property_values(self.paused, 'State') + rec.property_values(self.on, 'State'), [])
         rec.close()
@@ -514,8 +511,7 @@ class QemuFailedTest(BadInputTestCase):
         self.assertIn('Could not open', message)
         self.assertIn(missing, message)
         self.assertEqual(self.state(path), 'shutoff')
-        h.client.sync()
-        q.spin(lambda: False, 0.1)
+        h.barrier(path)
         states = rec.property_values(path, 'State')
         self.assertTrue(not states or states[-1] == 'shutoff', states)
         rec.close()

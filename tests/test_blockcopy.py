@@ -546,8 +546,8 @@ class FailureTest(CopyTestCase):
             rc, out, err = h.gdbus_as(q.NOBODY_UID, 'call', *argv, timeout=40)
             self.assertNotEqual(rc, 0, '%s as nobody succeeded' % method)
             self.assertIn(q.ACCESS_DENIED, err, '%s as nobody: %s' % (method, err))
-        self.settle(0.1)
         self.assertEqual(self.fingerprint(dom), before, 'a denied call changed something')
+        self.settle(dom)
         self.assertFalse(os.path.exists(dest))
         self.assertEqual([s for s in rec.records if s.path.startswith(dom) or s.member == 'InterfacesAdded'], [],
                          'signals sent for denied calls')
@@ -598,22 +598,16 @@ class CopyRestartTest(CopyTestCase):
         h = self.h
         dom, base, mid, top = self.make_chain()
         dest = h.image_path('orphan.qcow2')
-        os.environ['QSNAPD_TEST_CRASH_AT'] = 'block-copy:journal-written'
-        try:
-            h.restart_daemon(kill=False)
-            with self.assertRaises(q.DBusCallError):
-                self.copy(dom, dest)
-            h._wait_name_gone()
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
-        h.acknowledge_daemon_exits()
+        mark, outcome = h.crash_at('block-copy:journal-written', dom, D, 'BlockCopy',
+                                   ('vda', dest_xml(dest), 0, 0), 'sstt', start_again=False)
+        self.assertIsInstance(outcome, q.DBusCallError)
+        self.assertEqual(outcome.name, 'org.freedesktop.DBus.Error.NoReply', outcome)
         journals = [f for f in os.listdir(h.runtime_dir) if '.job-copy-vda-' in f]
         self.assertEqual(len(journals), 1, 'the crash point is after the journal')
         self.assertTrue(os.path.exists(dest), 'the crash point is after the destination was created')
         h.start_daemon()
         self.assertEqual(self.dprop(dom, 'Jobs'), [])
-        q.spin(lambda: not os.path.exists(dest), 5)
-        self.assertFalse(os.path.exists(dest), 'the orphaned destination stayed')
+        q.wait_until(lambda: not os.path.exists(dest), 5, 'the orphaned destination is removed')
         self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'the orphaned journal stayed')
         self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [])
         self.assert_chain(dom, [base, mid, top], 'after the crash')

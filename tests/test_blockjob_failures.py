@@ -173,7 +173,7 @@ class BothKilledTest(FailureTestCase):
         pid = h.qemu_pid(dom)
         h.kill_daemon()
         os.kill(pid, signal.SIGKILL)
-        q.spin(lambda: not os.path.exists('/proc/%d' % pid), 10)
+        q.wait_until(lambda: not os.path.exists('/proc/%d' % pid), 10, 'the killed QEMU %d is reaped' % pid)
         h.start_daemon()
         self.assertEqual(self.dprop(dom, 'State'), 'crashed')
         self.assert_job_lingers(dom, job, 'failed', 'after both died')
@@ -192,39 +192,59 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
     (QSNAPD_TEST_KILL_QEMU_AT): right after job-finalize went out, and right
     after the read-back of the disks went out."""
 
+    # (point, kind) -> (the job's end, the chain on disk afterwards, top
+    # first). kill_point() runs right after qsnapd queued the QMP command,
+    # and qsnapd writes queued commands from its event loop: QEMU dies
+    # before it reads the command. So at job-finalize it never finalized
+    # (the chain stays, the job failed), at job-resync it had (the job ended
+    # in QEMU, the chain changed, only the read-back is lost).
+    POINTS = {
+        ('job-finalize', 'pull'):   ('failed',    ('top', 'mid', 'base')),
+        ('job-finalize', 'commit'): ('failed',    ('top', 'mid', 'base')),
+        ('job-resync', 'pull'):     ('completed', ('top',)),
+        ('job-resync', 'commit'):   ('completed', ('top', 'base')),
+    }
+
+    def start_with_kill_point(self, point):
+        self.h.restart_daemon(kill=False, env={'QSNAPD_TEST_KILL_QEMU_AT': point})
+        return self.h.daemon_log_mark()
+
     def run_point(self, point, kind='pull'):
         h = self.h
-        h.stop_daemon()
-        os.environ['QSNAPD_TEST_KILL_QEMU_AT'] = point
-        try:
-            h.start_daemon()
-        finally:
-            del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
+        status_wanted, chain_wanted = self.POINTS[(point, kind)]
+        mark = self.start_with_kill_point(point)
         dom, base, mid, top = self.make_chain()
+        files = {'top': top, 'mid': mid, 'base': base}
         rec = h.record_signals()
         job = self.pull(dom, 'vda', 0) if kind == 'pull' else self.commit(dom, base, mid)
         status, error = self.wait_end(rec, job, timeout=20)
         rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
-        print('\nA %s whose QEMU was killed at %s: %r' % (kind, point, (status, error)), flush=True)
-        # QEMU may or may not have written the new header before it died:
-        # either end is fine if it is reported once and the files agree.
-        self.assertIn(status, ('failed', 'completed'))
+        h.wait_for_log(r'Kill point %s reached: killing QEMU' % point, mark)
+        self.assertEqual(status, status_wanted, 'a %s whose QEMU was killed at %s: %r' % (kind, point, error))
         if status == 'failed':
-            self.assertTrue(error.strip(), 'failed without an error text')
+            self.assertIn('QEMU went away', error)
+        else:
+            self.assertEqual(error, '')
         self.assert_one_end(rec, dom, job, kind, status, error)
         self.assert_job_lingers(dom, job, status, 'after the crash')
-        chain = self.img_chain(top)
-        self.assertIn(chain, ([top, mid, base], [top] if kind == 'pull' else [top, base]),
-                      'the chain on disk after the crash')
+        chain = [files[f] for f in chain_wanted]
+        self.assertEqual(self.img_chain(top), chain, 'the chain on disk after the crash')
         self.assertEqual(self.disks(dom)['vda'], (top, ' <- '.join(reversed(chain))),
                          'Domain.Disks does not match the files')
         for f in chain:
             self.assert_clean(f)
         self.assert_reads(top, self.expected_patterns(), 'after the crash')
+        self.assert_same_view(self.reference_view(), top, 'the whole disk after the crash')
         self.assertIsNotNone(h.daemon_pid(), 'qsnapd is gone')
         h.call(dom, D, 'Start', (0,), 't')
         self.assert_guest_reads(dom, self.expected_patterns(), 'after the restart')
         h.call(dom, D, 'Stop', (0,), 't')
+
+    def reference_view(self):
+        """A raw image with exactly the chain's patterns: what the guest
+        sees whatever the job did."""
+        path = os.path.join(self.h.root, 'expected-view.raw')
+        return q.write_reference(path, 64 * MiB, self.expected_patterns())
 
     def test_qemu_killed_after_job_finalize(self):
         self.run_point('job-finalize')
@@ -242,12 +262,7 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
         # Two pulls that end together: one is finalized (and QEMU killed
         # right then) while the other may wait its turn in the queue.
         h = self.h
-        h.stop_daemon()
-        os.environ['QSNAPD_TEST_KILL_QEMU_AT'] = 'job-finalize'
-        try:
-            h.start_daemon()
-        finally:
-            del os.environ['QSNAPD_TEST_KILL_QEMU_AT']
+        mark = self.start_with_kill_point('job-finalize')
         dom, base, mid, top, bbase, btop = self.make_two_disks(2)
         rec = h.record_signals()
         # Throttled, so that the second starts before the first ends (a new
@@ -263,14 +278,17 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
             self.assertIn(e.name, (E + 'NotRunning', E + 'OperationInvalid'), str(e))
         ends = [self.wait_end(rec, j, timeout=20) for j in (ja, jb)]
         rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
-        print('\nTwo pulls, QEMU killed at the first job-finalize: %r' % ends, flush=True)
+        h.wait_for_log(r'Kill point job-finalize reached: killing QEMU', mark)
+        # QEMU died before it read the first job-finalize: neither pull was
+        # finalized, both fail, both chains stay.
         self.settle()
-        for job, end in zip((ja, jb), ends):
-            self.assertEqual([x.args for x in self.completed_signals(rec, job)], [end])
-            self.assert_job_lingers(dom, job, end[0], job)
-        for active, files in ((top, ([top, mid, base], [top])), (btop, ([btop, bbase], [btop]))):
-            chain = self.img_chain(active)
-            self.assertIn(chain, files)
+        for job, (status, error) in zip((ja, jb), ends):
+            self.assertEqual(status, 'failed', '%s: %r' % (job, error))
+            self.assertIn('QEMU went away', error)
+            self.assertEqual([x.args for x in self.completed_signals(rec, job)], [(status, error)])
+            self.assert_job_lingers(dom, job, status, job)
+        for active, chain in ((top, [top, mid, base]), (btop, [btop, bbase])):
+            self.assertEqual(self.img_chain(active), chain)
             for f in chain:
                 self.assert_clean(f)
         self.assert_reads(top, self.expected_patterns(), 'vda after the crash')

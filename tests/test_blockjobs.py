@@ -36,9 +36,12 @@ be clean.
   connection with 8 calls in flight). Every end: the Domain's
   PropertiesChanged(Disks) with the new chain comes before Completed, and
   the object stays (no InterfacesRemoved; Jobs still lists it).
-- SetSpeed: Bandwidth follows (PropertiesChanged), the measured progress
-  rate follows the bandwidth (slow window vs fast window), Progress comes at
-  least about once a second while moving; Pause/Resume.
+- SetSpeed: Bandwidth follows (PropertiesChanged) and QEMU's speed too;
+  over a measured window QEMU's offset moves, and never by more than the
+  speed allows (an upper bound with generous slack: no ratio between two
+  noisy windows, which a loaded machine could flip); Progress comes at
+  least about once a second while moving; Pause/Resume (once QEMU says
+  paused, its offset stands).
 - Refusals change nothing (no job object, no QEMU job, Disks, files, no
   signals): unknown disk → NoSuchDisk; unknown flags, base/top not in the
   chain or in the wrong order, top = active without ACTIVE → InvalidArgument;
@@ -165,10 +168,10 @@ class BlockJobTestCase(q.QsnapTestCase):
                              % (job, minimum, timeout, self.jprop(job, 'Cur'), self.jprop(job, 'State')))
         return cur
 
-    def settle(self, seconds=0.3):
-        """Lets late (duplicate) signals arrive."""
-        self.h.client.sync()
-        q.spin(lambda: False, seconds)
+    def settle(self, dom=None):
+        """Every signal qsnapd sent so far (a late duplicate among them)
+        has arrived: the harness's barrier through dom's QEMU and qsnapd."""
+        self.h.barrier(*([dom] if dom else []))
 
     # ---- looking at signals
     def signals(self, rec, path, member, interface=None):
@@ -188,7 +191,7 @@ class BlockJobTestCase(q.QsnapTestCase):
     def assert_one_end(self, rec, dom, job, jtype, status, error=''):
         """Exactly one Completed(status, error) on the job, exactly one
         BlockJobEvent for its end on the Domain, the final properties."""
-        self.settle()
+        self.settle(dom)
         ends = [s.args for s in self.completed_signals(rec, job)]
         self.assertEqual(ends, [(status, error)], 'Completed signals of %s' % job)
         events = [e for e in self.job_events(rec, dom, job) if e[3] != 'ready']
@@ -341,8 +344,7 @@ class BlockJobTestCase(q.QsnapTestCase):
 
     def assert_guest_reads(self, dom, patterns, what):
         for p, off, n in patterns:
-            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', p, off, n),
-                            '%s: the guest does not read 0x%02x at %d+%d' % (what, p, off, n))
+            self.h.verify_pattern_live(dom, 'vda', p, off, n, what)
 
     def assert_clean(self, *images):
         for img in images:
@@ -390,8 +392,8 @@ class BlockJobTestCase(q.QsnapTestCase):
         try:
             with self.assertDBusError(error) as cm:
                 self.h.call(dom, D, method, args, sig)
-            self.settle(0.1)
             self.assertEqual(self.fingerprint(dom), before, '%s%r changed something' % (method, args))
+            self.settle(dom)
             seen = [s for s in rec.records if s.path.startswith(dom) or
                     (s.member in ('InterfacesAdded', 'InterfacesRemoved') and str(s.args[0]).startswith(dom))]
             self.assertEqual(seen, [], '%s%r: signals sent for a refused call' % (method, args))
@@ -615,8 +617,7 @@ class ControlTest(BlockJobTestCase):
         self.assertEqual(self.jprop(job, 'State'), 'running')
         # Paused first: QEMU refuses a plain block-job-cancel of a paused job.
         h.call(job, J, 'Pause')
-        q.spin(lambda: self.jprop(job, 'State') == 'paused', 10)
-        self.assertEqual(self.jprop(job, 'State'), 'paused')
+        q.wait_until(lambda: self.jprop(job, 'State') == 'paused', 10, 'State paused after Pause')
         h.call(job, J, 'Abort', (0,), 't')
         with self.subTest('Abort without ASYNC returns once the job is over (libvirt\'s meaning)'):
             try:
@@ -656,28 +657,47 @@ class ControlTest(BlockJobTestCase):
         # Past base's and mid's first MiB and top's (skipped) 2-4 MiB, into the filler.
         self.wait_cur(job, OFF_FILL + MiB // 2)
 
-        def measure(seconds):
-            c0, t0 = self.jprop(job, 'Cur'), time.monotonic()
-            q.spin(lambda: False, seconds)
-            c1, t1 = self.jprop(job, 'Cur'), time.monotonic()
-            return (c1 - c0) / (t1 - t0), t0, t1
+        def qemu_offset():
+            """The job's offset as QEMU counts it (qsnapd's Cur is polled)."""
+            jobs = [j for j in h.qmp(dom, 'query-block-jobs')['return'] if j['device'] == jid]
+            self.assertEqual(len(jobs), 1, 'QEMU does not run %s' % jid)
+            return jobs[0]['offset']
 
+        def measure(seconds):
+            """Bytes the job moved in QEMU over about seconds: (bytes, t0, t1)."""
+            c0, t0 = qemu_offset(), time.monotonic()
+            q.spin(lambda: time.monotonic() - t0 >= seconds, seconds + 1)
+            c1, t1 = qemu_offset(), time.monotonic()
+            return c1 - c0, t0, t1
+
+        def assert_throttled(moved, t0, t1, speed, what):
+            """Only bounds a loaded 2-core machine cannot flip: the job moves,
+            and never faster than its speed allows (plus a second of slack
+            for the measuring and a chunk in flight at the old speed). No
+            ratio between two noisy windows."""
+            limit = speed * (t1 - t0 + 1.0) + MiB
+            msg = '%s: %.0f KiB in %.2f s at %d KiB/s (limit %.0f KiB)' % (what, moved / 1024, t1 - t0,
+                                                                            speed // 1024, limit / 1024)
+            print('\n' + msg, flush=True)
+            self.assertGreater(moved, 0, msg)
+            self.assertLessEqual(moved, limit, msg)
+
+        jid = path_decode(job.rsplit('/', 1)[1])
         mark = rec.mark()
         h.call(job, J, 'SetSpeed', (1 * MiB,), 't')
         self.assertEqual(self.jprop(job, 'Bandwidth'), 1 * MiB, 'Bandwidth after SetSpeed')
         rec.wait_for_property(job, 'Bandwidth', 1 * MiB, start=mark)
-        q.spin(lambda: False, 0.3)    # what was in flight at the old speed
-        slow, s0, s1 = measure(1.5)
+        self.assertEqual([j['speed'] for j in h.qmp(dom, 'query-block-jobs')['return']], [1 * MiB])
+        # 2 s at 1 MiB/s allow at most 4 MiB; the 4 MiB/s it ran at before would make 8 MiB
+        moved, s0, s1 = measure(2.0)
+        assert_throttled(moved, s0, s1, 1 * MiB, 'at 1 MiB/s')
         mark = rec.mark()
         h.call(job, J, 'SetSpeed', (6 * MiB,), 't')
         self.assertEqual(self.jprop(job, 'Bandwidth'), 6 * MiB)
         rec.wait_for_property(job, 'Bandwidth', 6 * MiB, start=mark)
-        fast, f0, f1 = measure(1.5)
-        sys_msg = 'progress rate at 1 MiB/s: %.0f KiB/s, at 6 MiB/s: %.0f KiB/s' % (slow / 1024, fast / 1024)
-        print('\n' + sys_msg, flush=True)
-        self.assertLess(slow, 2.2 * MiB, sys_msg)
-        self.assertGreater(slow, 0, sys_msg)
-        self.assertGreater(fast, 2.5 * slow, sys_msg)
+        self.assertEqual([j['speed'] for j in h.qmp(dom, 'query-block-jobs')['return']], [6 * MiB])
+        moved, f0, f1 = measure(0.5)
+        assert_throttled(moved, f0, f1, 6 * MiB, 'at 6 MiB/s')
         rate = self.jprop(job, 'Rate')
         self.assertGreater(rate, 0, 'Rate of a running job')
 
@@ -688,15 +708,15 @@ class ControlTest(BlockJobTestCase):
         gaps = [b - a for a, b in zip(edges, edges[1:])]
         self.assertLessEqual(max(gaps), 1.6, 'Progress gaps at 1 MiB/s: %s' % ['%.2f' % g for g in gaps])
 
-        # Pause / Resume
+        # Pause / Resume: once QEMU says the job is paused, its offset stands
         mark = rec.mark()
         h.call(job, J, 'Pause')
         rec.wait_for_property(job, 'State', 'paused', start=mark)
         self.assertEqual(self.jprop(job, 'State'), 'paused')
-        q.spin(lambda: False, 0.3)
-        c0 = self.jprop(job, 'Cur')
-        q.spin(lambda: False, 0.8)
-        self.assertEqual(self.jprop(job, 'Cur'), c0, 'a paused job moved on')
+        q.wait_until(lambda: [j['status'] for j in h.qmp(dom, 'query-jobs')['return']] == ['paused'], 10,
+                     'QEMU says the job is paused')
+        moved, p0, p1 = measure(0.8)
+        self.assertEqual(moved, 0, 'a paused job moved on')
         self.assertEqual(self.jprop(job, 'Rate'), 0, 'Rate of a paused job')
         mark = rec.mark()
         h.call(job, J, 'Resume')
@@ -749,7 +769,7 @@ class ControlTest(BlockJobTestCase):
         self.assertEqual(sorted(self.dprop(dom, 'Jobs')), sorted([ja, jb]))
         self.assertEqual(self.wait_end(rec, ja), ('completed', ''))
         self.assertEqual(self.wait_end(rec, jb), ('completed', ''))
-        self.settle()
+        self.settle(dom)
         self.assertEqual(self.dprop(dom, 'State'), 'running', 'the guest did not survive two jobs ending together')
         ev = sorted((e[1], e[3]) for e in self.signals(rec, dom, 'BlockJobEvent', D) for e in [e.args])
         self.assertEqual(ev, [('vda', 'completed'), ('vdb', 'completed')])
@@ -863,8 +883,8 @@ class RefusalTest(BlockJobTestCase):
         self.assertEqual(call_as(dom, D, 'BlockPull', [('s', 'vda'), ('t', 0), ('t', 0)]), q.ACCESS_DENIED)
         self.assertEqual(call_as(dom, D, 'BlockCommit', [('s', 'vda'), ('s', ''), ('s', ''), ('t', 0), ('t', ACTIVE)]),
                          q.ACCESS_DENIED)
-        self.settle(0.1)
         self.assertEqual(self.fingerprint(dom), before, 'a denied call changed something')
+        self.settle(dom)
         self.assertEqual([s for s in rec.records if s.path.startswith(dom) or s.member == 'InterfacesAdded'], [],
                          'signals sent for denied calls')
 
@@ -940,8 +960,19 @@ class RestartTest(BlockJobTestCase):
         dom, base, mid, top = self.make_chain()
         rec = h.record_signals()
         job = self.pull(dom, 'vda', 2 * MiB)    # ~1 s
+        jid = path_decode(job.rsplit('/', 1)[1])
+        sock = os.path.join(h.runtime_dir, self.dprop(dom, 'UUID') + '.qmp')
         h.kill_daemon()
-        q.spin(lambda: False, 2.5)
+        # Wait for the job's end in QEMU itself, on its monitor socket (free
+        # while no qsnapd runs): without auto-finalize it waits in pending.
+        qmp = q.QmpSocket(sock)
+        try:
+            jobs = q.wait_until(lambda: [j for j in qmp.command('query-jobs') if j['id'] == jid and
+                                         j['status'] == 'pending'], 30, 'the pull ended in QEMU (pending)')
+        finally:
+            qmp.close()
+        self.assertEqual(jobs[0]['type'], 'stream')
+        self.assertEqual(self.img_chain(top), [top, mid, base], 'QEMU finalized a job nobody finalized')
         mark = rec.mark()
         h.start_daemon()
         first = self.first_get_all(job)
@@ -950,7 +981,7 @@ class RestartTest(BlockJobTestCase):
         if first['State'] == 'completed':
             self.assertEqual(self.disks(dom)['vda'], (top, top), 'State completed, but Domain.Disks is old')
         self.assertEqual(self.wait_end(rec, job, start=mark), ('completed', ''))
-        self.settle()
+        self.settle(dom)
         # QEMU 7.2 segfaults on query-named-block-nodes while a block-stream
         # job is concluded (finalized, not yet dismissed): qsnapd must not
         # ask for the nodes in that state.

@@ -38,9 +38,9 @@ the metadata names existing files only.
   killed during a merge: the snapshot stays and is deleted afterwards.
 """
 
-import contextlib
 import json
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -65,7 +65,8 @@ class DeleteTestCase(SnapshotTestCase):
         if path != '/':
             self.assertIn('/job/snapshot_2edelete_2d', path)
             self.assertEqual(self.h.get_property(path, J, 'Type'), 'snapshot-delete')
-            q.spin(lambda: self.h.get_property(path, J, 'State') in ('completed', 'failed', 'canceled'), timeout)
+            q.wait_until(lambda: self.h.get_property(path, J, 'State') in ('completed', 'failed', 'canceled'), timeout,
+                         'the delete job %s ends' % path)
             self.assertEqual(self.h.get_property(path, J, 'State'), 'completed',
                              self.h.get_property(path, J, 'Error'))
             self.assertEqual(self.h.get_property(path, J, 'Cur'), self.h.get_property(path, J, 'End'))
@@ -108,17 +109,30 @@ class DeleteTestCase(SnapshotTestCase):
                     self.assertTrue(os.path.exists(f), '%s names %s, which is gone' %
                                     (self.h.get_property(p, S, 'Name'), f))
 
-    def assert_all(self, dom, expected, n_layers, msg=''):
+    @staticmethod
+    def layers(k, bulk=None):
+        """What a file holding layers 0..k-1 reads: pattern 0xA0+i at i MiB
+        (LEN bytes), plus bulk (byte, offset, length, first layer it belongs
+        to) when k is past that layer."""
+        patterns = [(0xA0 + i, i * MiB, LEN) for i in range(k)]
+        if bulk and k > bulk[3]:
+            patterns.append(bulk[:3])
+        return patterns
+
+    def assert_all(self, dom, expected, n_layers, msg='', bulk=None):
         """expected: {snapshot name: k} — its frozen file holds patterns
-        0..k-1. The active file holds 0..n_layers-1."""
+        0..k-1. The active file holds 0..n_layers-1. Each is compared
+        whole against a reference of exactly those patterns."""
         for name, k in expected.items():
             snap = self.snap_path(dom, name)
             f = self.frozen(snap)
             self.assertTrue(os.path.exists(f), '%s: %s froze %s, which is gone' % (msg, name, f))
             self.assert_layer(f, [(0xA0 + i, i * MiB) for i in range(k)], [i * MiB for i in range(k, n_layers)],
                               '%s %s' % (msg, name))
+            self.assert_disk_is(f, self.layers(k, bulk), '%s %s' % (msg, name))
         active = self.active(dom)['vda']
         self.assert_layer(active, [(0xA0 + i, i * MiB) for i in range(n_layers)], [], msg + ' active')
+        self.assert_disk_is(active, self.layers(n_layers, bulk), msg + ' active')
         self.assert_check_clean(*self.chain_files(active))
         self.assert_disks_agree(dom, msg)
         self.assert_metadata_files_exist(dom)
@@ -295,42 +309,102 @@ class ExternalLiveTest(DeleteTestCase):
         self.assert_all(dom, {}, 6, 'stopped')
 
 
+# What the qsnapd started after a crash in Delete does with the journal
+# (daemon/snapshot-delete.c, recovery_step()): its log line, %s = the victim.
+STAYS = None    # no journal yet: nothing to recover, the snapshot stays
+AGAIN = "finishing the interrupted delete of snapshot '%s' by merging again"
+MERGED = "finished the interrupted delete of snapshot '%s' (the merge had completed)"
+STORED = "finished the interrupted delete of snapshot '%s' (its metadata were stored)"
+ROLLED_BACK = "rolled back the interrupted delete of snapshot '%s'"
+
+
 class CrashTest(DeleteTestCase):
-    """kill -9 of qsnapd at each step (QSNAPD_TEST_CRASH_AT), restart:
-    the delete is finished or rolled back, the journal is gone, all data
-    are where they belong, and a snapshot that stayed can be deleted."""
+    """kill -9 of qsnapd at each step (QSNAPD_TEST_CRASH_AT), restart: each
+    point has its one outcome, written beside it (the recovery's log line;
+    with AGAIN, MERGED, STORED the snapshot ends deleted, with STAYS it is
+    still there and is deleted afterwards); then the data (whole disks),
+    chains, metadata and files are checked, and no journal is left."""
 
-    recovery_logs = []
-
-    def crash_at(self, point, call):
-        h = self.h
-        os.environ['QSNAPD_TEST_CRASH_AT'] = point
-        try:
-            h.restart_daemon(kill=False)
-            pid = h.daemon_pid()
-            h._signaled.add(pid)
-            pending = h.client.call_async(*call)
-            self.assertTrue(q.spin(lambda: not q._alive(pid), 30), 'qsnapd did not crash at %s' % point)
-            h._daemon_proc.wait()
-            h._wait_name_gone()
-            with contextlib.suppress(Exception):
-                pending.wait(1)
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
-        h.start_daemon()
+    # point                     the recovery
+    OFFLINE_FORWARD = (
+        ('delete:start',    STAYS),    # before the journal: nothing was touched
+        ('delete:intent',   AGAIN),    # journal written, nothing merged: the delete runs again
+        ('delete:commit',   AGAIN),    # before qemu-img commit
+        ('delete:merged',   MERGED),   # every merge done, metadata not stored: recorded from the journal
+        ('delete:metadata', STORED),   # metadata stored: only the files are left to remove
+    )
+    OFFLINE_BACKWARD = (
+        ('delete:intent',   AGAIN),
+        ('delete:rebase',   AGAIN),    # before qemu-img rebase of the overlay onto F's backing
+        ('delete:merged',   MERGED),
+        ('delete:metadata', STORED),
+    )
+    LIVE = (
+        # (point, merge), the recovery: s2, a middle snapshot
+        (('delete:intent',   'forward'),  AGAIN),
+        (('delete:commit',   'forward'),  AGAIN),    # before QEMU's block-commit
+        (('delete:pending',  'forward'),  MERGED),   # QEMU's commit waits to be finalized: adopted, finalized
+        (('delete:merged',   'forward'),  MERGED),
+        (('delete:metadata', 'forward'),  STORED),
+        (('delete:stream',   'backward'), AGAIN),    # before QEMU's block-stream
+        (('delete:pending',  'backward'), MERGED),
+    )
+    LIVE_CURRENT = (
+        # s3, the current leaf: an active commit
+        ('delete:active-commit', AGAIN),
+        ('delete:ready',    MERGED),   # READY, not pivoted: the recovery pivots it
+        ('delete:pending',  MERGED),   # pivoted, not finalized
+    )
+    INTERNAL = (
+        # (live, point), the recovery: internal snapshot i1 of i0, i1, i2
+        ((False, 'delete:intent'),          AGAIN),
+        ((False, 'delete:snapshot'),        AGAIN),    # before qemu-img snapshot -d
+        ((False, 'delete:metadata'),        STORED),
+        ((True,  'delete:intent'),          AGAIN),
+        ((True,  'delete:snapshot-delete'), AGAIN),    # before QEMU's snapshot-delete job
+        ((True,  'delete:metadata'),        STORED),
+    )
 
     def journal(self, dom):
         return os.path.join(self.h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')
 
-    def settle(self, dom):
+    def crash_and_recover(self, dom, snap, vname, point, recovery):
+        """Crashes qsnapd at point in Delete of snap, starts a new one and
+        waits for its recovery: the log line, and with AGAIN the delete
+        that runs again to its end."""
         h = self.h
-        self.assertTrue(q.spin(lambda: not os.path.exists(self.journal(dom)), 60), 'journal left behind')
-        # a delete started again by the recovery ends too
-        q.spin(lambda: all(h.get_property(j, J, 'State') in ('completed', 'failed', 'canceled')
-                           for j in self.dprop(dom, 'Jobs')), 60)
-        q.spin(lambda: False, 0.3)
+        mark, _ = h.crash_at(point, snap, S, 'Delete', (0,), 't')
+        if recovery is STAYS:
+            self.assertNotIn('a snapshot delete was interrupted', h.daemon_log_since(mark), point)
+            self.assertFalse(os.path.exists(self.journal(dom)), point)
+            return
+        h.wait_for_log(r"a snapshot delete was interrupted; checking how far it got", mark)
+        h.wait_for_log(re.escape(recovery % vname), mark, timeout=60)
+        if recovery == AGAIN:
+            h.wait_for_log(r"snapshot '%s' deleted\." % re.escape(vname), mark, timeout=60)
+        log = h.daemon_log_since(mark)
+        for other in (AGAIN, MERGED, STORED, ROLLED_BACK):
+            if other != recovery:
+                self.assertNotIn(other % vname, log, '%s: a second verdict' % point)
+        # every job the recovery ran (a merge again, an adopted one) completed
+        for j in self.dprop(dom, 'Jobs'):
+            q.wait_until(lambda: h.get_property(j, J, 'State') in ('completed', 'failed', 'canceled'), 60,
+                         '%s: job %s ends' % (point, j))
+            self.assertEqual(h.get_property(j, J, 'State'), 'completed', '%s: %s' % (point, j))
+        self.assertFalse(os.path.exists(self.journal(dom)), '%s: journal left behind' % point)
 
-    def run_crash(self, point, live, merge='forward', victim=2):
+    def assert_no_orphans(self, dom, what):
+        """Every image in the folder is in a chain the domain or one of its
+        snapshots still reads: a delete leaves no file behind."""
+        used = set(self.chain_files(self.active(dom)['vda']))
+        for p in self.dprop(dom, 'Snapshots'):
+            used.update(self.chain_files(self.frozen(p)))
+        prefix = self.h.get_property(dom, D, 'Name')
+        left = sorted(f for f in os.listdir(self.h.images_dir)
+                      if f.startswith(prefix + '.') and self.h.image_path(f) not in used)
+        self.assertEqual(left, [], '%s: files nothing reads any more' % what)
+
+    def run_crash(self, point, recovery, live, merge='forward', victim=2):
         h = self.h
         name = ('c%s%s%s' % (point.split(':')[1], 'l' if live else 'o', merge[0])).replace('-', '')
         name += str(victim)
@@ -340,46 +414,79 @@ class CrashTest(DeleteTestCase):
             dom, base = ExternalLiveTest.live_chain(self, name, 3, xml)
         else:
             dom, base = self.offline_chain(name, 3, xml)
-        s2 = self.snap_path(dom, vname)
-        mark = os.path.getsize(h.daemon_log)
-        self.crash_at(point, (s2, S, 'Delete', (0,), 't'))
-        self.settle(dom)
-        with open(h.daemon_log, errors='replace') as f:
-            log = f.read()[mark:]
-        self.assertIn('Crash point %s reached' % point, log)
-        if point != 'delete:start':
-            self.assertRegex(log, r"(finished|finishing|rolled back) the interrupted delete of snapshot '%s'" % vname)
-        self.recovery_logs.append((point, merge, live, [l for l in log.splitlines() if 'interrupted delete' in l]))
+        victim_path = self.snap_path(dom, vname)
+        self.crash_and_recover(dom, victim_path, vname, point, recovery)
         expected = {k: v for k, v in {'s1': 1, 's2': 2, 's3': 3}.items() if k != vname}
-        if vname in self.names(dom):
-            # rolled back: still there, and deletable
-            self.delete(s2)
-        self.assertEqual(self.names(dom), sorted(expected))
+        if recovery is STAYS:
+            self.assertEqual(self.names(dom), ['s1', 's2', 's3'], point)
+            self.assert_all(dom, {'s1': 1, 's2': 2, 's3': 3}, 4, 'crash at %s, before deleting again' % point)
+            self.delete(victim_path)
+        self.assertEqual(self.names(dom), sorted(expected), point)
         self.assert_all(dom, expected, 4, 'crash at %s' % point)
+        self.assert_no_orphans(dom, 'crash at %s' % point)
+        # the tree: s1 <- s3, or s1 <- s2 with s2 current
+        s1 = self.snap_path(dom, 's1')
+        survivor = self.snap_path(dom, 's3' if victim == 2 else 's2')
+        self.assertEqual(h.get_property(survivor, S, 'Parent'), s1, point)
+        self.assertEqual(h.get_property(s1, S, 'Children'), [survivor], point)
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), survivor, point)
+        root = ET.fromstring(h.call(survivor, S, 'GetXMLDesc', (0,), 't'))
+        self.assertEqual(root.findtext('parent/name'), 's1', point)
+        self.assertEqual(self.stray_state_files(dom), [], point)
         if live:
             for k in range(4):
-                h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
+                h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN, 'crash at %s' % point)
 
     def test_offline_forward(self):
-        for point in ('delete:start', 'delete:intent', 'delete:commit', 'delete:merged', 'delete:metadata'):
+        for point, recovery in self.OFFLINE_FORWARD:
             with self.subTest(point=point):
-                self.run_crash(point, False, 'forward')
+                self.run_crash(point, recovery, False, 'forward')
 
     def test_offline_backward(self):
-        for point in ('delete:intent', 'delete:rebase', 'delete:merged', 'delete:metadata'):
+        for point, recovery in self.OFFLINE_BACKWARD:
             with self.subTest(point=point):
-                self.run_crash(point, False, 'backward')
+                self.run_crash(point, recovery, False, 'backward')
 
     def test_live(self):
-        for point, merge in (('delete:intent', 'forward'), ('delete:commit', 'forward'), ('delete:pending', 'forward'),
-                             ('delete:merged', 'forward'), ('delete:metadata', 'forward'),
-                             ('delete:stream', 'backward'), ('delete:pending', 'backward')):
+        for (point, merge), recovery in self.LIVE:
             with self.subTest(point=point, merge=merge):
-                self.run_crash(point, True, merge)
-        # the current leaf: an active commit, killed before and after READY
-        for point in ('delete:active-commit', 'delete:ready', 'delete:pending'):
+                self.run_crash(point, recovery, True, merge)
+        for point, recovery in self.LIVE_CURRENT:
             with self.subTest(point=point, victim=3):
-                self.run_crash(point, True, 'forward', victim=3)
+                self.run_crash(point, recovery, True, 'forward', victim=3)
+
+    def test_internal(self):
+        h = self.h
+        for (live, point), recovery in self.INTERNAL:
+            with self.subTest(point=point, live=live):
+                tag = ('l' if live else 'o') + point.split(':')[1].replace('-', '')
+                a = h.create_image('ci%s.qcow2' % tag)
+                dom = h.define_domain('ci' + tag, [q.Disk('vda', a)])
+                if live:
+                    self.start(dom)
+                for k in range(3):
+                    if live:
+                        self.write(dom, 'vda', 0xA0 + k, k * MiB)
+                    else:
+                        q.qemu_io_write_pattern(a, 0xA0 + k, k * MiB, LEN)
+                    self.create(dom, snap_xml('i%d' % k))
+                self.crash_and_recover(dom, self.snap_path(dom, 'i1'), 'i1', point, recovery)
+                self.assertEqual(self.names(dom), ['i0', 'i2'], point)
+                self.assertEqual(qemu_img_snapshot_tags(a), ['i0', 'i2'], point)
+                i0, i2 = self.snap_path(dom, 'i0'), self.snap_path(dom, 'i2')
+                self.assertEqual(h.get_property(i2, S, 'Parent'), i0, point)
+                self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i2, point)
+                self.assertEqual(self.stray_state_files(dom), [], point)
+                self.assert_internal_is(a, 'i0', self.layers(1), point)
+                self.assert_internal_is(a, 'i2', self.layers(3), point)
+                self.assert_disks_agree(dom, point)
+                if live:
+                    self.assertEqual(self.dprop(dom, 'State'), 'running', point)
+                    for k in range(3):
+                        h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN, point)
+                    self.stop(dom)
+                self.assert_check_clean(a)
+                self.assert_disk_is(a, self.layers(3), point)
 
     def test_killed_during_qemu_img_commit(self):
         """qsnapd killed (not at a crash point) while a throttled qemu-img
@@ -389,23 +496,19 @@ class CrashTest(DeleteTestCase):
         dom, base = self.offline_chain('kq', 3)
         q.qemu_io_write_pattern(self.frozen(self.snap_path(dom, 's3')), 0x77, 8 * MiB, 8 * MiB)
         s2 = self.snap_path(dom, 's2')
-        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(2 * MiB)
-        try:
-            h.restart_daemon(kill=False)
-        finally:
-            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(2 * MiB)})
         job = h.call(s2, S, 'Delete', (0,), 't')
         self.assertTrue(q.spin(lambda: 0 < h.get_property(job, J, 'Cur') < 100, 10), 'the commit did not move')
         pids = [p for p in q._pids_mentioning(h.image_path('kq.s2')) if 'qemu-img' in (q._proc_cmdline(p) or '')]
         self.assertTrue(pids, 'no qemu-img commit seen')
         h.kill_daemon()
-        q.spin(lambda: not any(q._alive(p) for p in pids), 10)
-        self.assertFalse(any(q._alive(p) for p in pids), 'qemu-img outlived qsnapd')
+        q.wait_until(lambda: not any(q._alive(p) for p in pids), 10, 'qemu-img ends with the qsnapd that ran it')
         h.start_daemon()
         self.assertTrue(q.spin(lambda: not os.path.exists(self.journal(dom)) and 's2' not in self.names(dom), 60))
-        q.spin(lambda: all(h.get_property(j, J, 'State') != 'running' for j in self.dprop(dom, 'Jobs')), 60)
+        q.wait_until(lambda: all(h.get_property(j, J, 'State') != 'running' for j in self.dprop(dom, 'Jobs')), 60,
+                     'every job of the domain ended')
         self.assertEqual(self.names(dom), ['s1', 's3'])
-        self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after the restart')
+        self.assert_all(dom, {'s1': 1, 's3': 3}, 4, 'after the restart', bulk=(0x77, 8 * MiB, 8 * MiB, 2))
         self.assert_layer(self.frozen(self.snap_path(dom, 's3')), [(0x77, 8 * MiB)], [], 'the bulk')
         with open(h.daemon_log, errors='replace') as f:
             log = f.read()
@@ -419,20 +522,16 @@ class CrashTest(DeleteTestCase):
         dom, base = ExternalLiveTest.live_chain(self, 'st', 3, {})
         self.write(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
         s3 = self.snap_path(dom, 's3')
-        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(MiB)
-        try:
-            h.restart_daemon(kill=False)
-        finally:
-            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(MiB)})
         job = h.call(s3, S, 'Delete', (0,), 't')
-        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         h.restart_daemon(kill=False)
         self.assertEqual(h.daemon_exit_problems(), [])
         self.assertTrue(q.spin(lambda: 's3' not in self.names(dom) and not os.path.exists(self.journal(dom)), 60))
-        q.spin(lambda: all(h.get_property(j, J, 'State') not in ('running', 'ready')
-                           for j in self.dprop(dom, 'Jobs')), 60)
+        q.wait_until(lambda: all(h.get_property(j, J, 'State') not in ('running', 'ready')
+                                 for j in self.dprop(dom, 'Jobs')), 60, 'every job of the domain ended')
         self.assertEqual(self.dprop(dom, 'State'), 'running')
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after SIGTERM')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after SIGTERM', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
         for k in range(4):
             h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
         h.verify_pattern_live(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
@@ -446,15 +545,11 @@ class CrashTest(DeleteTestCase):
         dom, base = ExternalLiveTest.live_chain(self, 'ab', 3, {})
         self.write(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
         s3 = self.snap_path(dom, 's3')
-        os.environ['QSNAPD_TEST_DELETE_SPEED'] = str(MiB)
-        try:
-            h.restart_daemon(kill=False)
-        finally:
-            del os.environ['QSNAPD_TEST_DELETE_SPEED']
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(MiB)})
 
         job = h.call(s3, S, 'Delete', (0,), 't')
         self.assertNotEqual(job, '/')
-        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         self.assertEqual(h.get_property(job, J, 'State'), 'running')
         h.call(job, J, 'Abort', (0,), 't')
         # without ASYNC, Abort returns when the job is over (libvirt)
@@ -464,27 +559,27 @@ class CrashTest(DeleteTestCase):
         ok, reason, _ = self.check_delete(s3)
         self.assertTrue(ok, reason)
         # (s3's own frozen file took part of the commit: decisions.md)
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after abort')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after abort', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
         for k in range(4):
             h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
 
         # again, and QEMU dies in the middle
         pid = h.qemu_pid(dom)
         job = h.call(s3, S, 'Delete', (0,), 't')
-        q.spin(lambda: h.get_property(job, J, 'Cur') > 0, 10)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 10, 'the throttled merge moved (Cur > 0)')
         os.kill(pid, 9)
-        q.spin(lambda: h.get_property(job, J, 'State') not in ('running', 'ready'), 30)
+        q.wait_until(lambda: h.get_property(job, J, 'State') not in ('running', 'ready'), 30, 'the merge job ends')
         self.assertEqual(h.get_property(job, J, 'State'), 'failed')
-        q.spin(lambda: self.dprop(dom, 'State') != 'running', 30)
+        q.wait_until(lambda: self.dprop(dom, 'State') == 'crashed', 30, 'the domain whose QEMU was killed is crashed')
         self.assertIn('s3', self.names(dom))
         self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')))
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after QEMU died')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after QEMU died', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
 
         # deletable again, shut off (qemu-img) and the data is all there
         h.restart_daemon(kill=False)
         self.delete(s3)
         self.assertEqual(self.names(dom), ['s1', 's2'])
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'deleted after all')
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'deleted after all', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
         self.assert_layer(self.active(dom)['vda'], [(0x77, 8 * MiB)], [], 'the bulk')
 
 class LiveTreeTest(DeleteTestCase):
@@ -778,27 +873,38 @@ class InternalTest(DeleteTestCase):
         self.assertEqual(qemu_img_snapshot_tags(a), ['i0', 'i2'])
         self.assertEqual(h.get_property(self.snap_path(dom, 'i2'), S, 'Parent'), self.snap_path(dom, 'i0'))
         self.assert_check_clean(a)
-        # the other tags keep their data
+        # the other tags keep their data, whole, and so does the disk
+        self.assert_internal_is(a, 'i0', self.layers(1), 'i0 after deleting i1')
+        self.assert_internal_is(a, 'i2', self.layers(3), 'i2 after deleting i1')
+        self.assert_disk_is(a, self.layers(3), 'the disk after deleting i1')
         r = q.run([q.QEMU_IMG, 'snapshot', '-a', 'i0', a])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assert_layer(a, [(0xA0, 0)], [MiB, 2 * MiB], 'i0 applied')
+        self.assert_disk_is(a, self.layers(1), 'i0 applied')
 
     def test_internal_live(self):
         h = self.h
         a = h.create_image('live.qcow2')
         dom = h.define_domain('live', [q.Disk('vda', a)])
         self.start(dom)
-        for k in range(2):
+        for k in range(3):
             self.write(dom, 'vda', 0xA0 + k, k * MiB)
             self.create(dom, snap_xml('l%d' % k))
-        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l1'])
+        self.write(dom, 'vda', 0xA3, 3 * MiB)
+        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l1', 'l2'])
         self.assertEqual(self.delete(self.snap_path(dom, 'l1')), '/')
-        self.assertEqual(qemu_img_snapshot_tags(a), ['l0'])
-        self.assertEqual(self.names(dom), ['l0'])
-        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), self.snap_path(dom, 'l0'))
-        h.verify_pattern_live(dom, 'vda', 0xA1, MiB, LEN)
+        self.assertEqual(qemu_img_snapshot_tags(a), ['l0', 'l2'])
+        self.assertEqual(self.names(dom), ['l0', 'l2'])
+        self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), self.snap_path(dom, 'l2'))
+        self.assertEqual(h.get_property(self.snap_path(dom, 'l2'), S, 'Parent'), self.snap_path(dom, 'l0'))
+        # the guest reads every layer, the tags left keep theirs, whole
+        for k in range(4):
+            h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN, 'after the live delete of l1')
+        self.assert_internal_is(a, 'l0', self.layers(1), 'l0 after deleting l1')
+        self.assert_internal_is(a, 'l2', self.layers(3), 'l2 after deleting l1')
         self.stop(dom)
         self.assert_check_clean(a)
+        self.assert_disk_is(a, self.layers(4), 'the disk after the live delete')
 
 
 class FlagsTest(DeleteTestCase):
@@ -884,7 +990,7 @@ class RefusalTest(DeleteTestCase):
             self.assertEqual(self.names(dom), ['s1', 's2'])
         finally:
             h.call(job, J, 'Abort', (0,), 't')
-        q.spin(lambda: self.check_delete(s1)[0], 30)
+        q.wait_until(lambda: self.check_delete(s1)[0], 30, 'CheckDelete allows s1 once the aborted job is gone')
         self.delete(s1)
         self.assertEqual(self.names(dom), ['s2'])
         self.assert_all(dom, {'s2': 2}, 3, 'after the job')

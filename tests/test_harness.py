@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import unittest
 
 import qsnaptest as q
@@ -239,7 +238,7 @@ class FakeDaemonTest(q.QsnapTestCase):
         h.stop_daemon()
         h.daemon_args = ['--exit-status=3']
         h.update_activation_file()
-        with self.assertRaises(q.DBusCallError):
+        with self.assertDBusError('org.freedesktop.DBus.Error.NoReply'):
             h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains')
         self.assertTrue(q.spin(lambda: h.daemon_exit_problems(), 10))
         self.assertRegex(h.daemon_exit_problems()[0], r'bus-activated qsnapd \d+ exited with status 3')
@@ -307,7 +306,8 @@ class TeardownTest(unittest.TestCase):
         if sig_after_marker:
             line = p.stdout.readline()
             root = line.split()[1] if line.startswith('ROOT') else None
-            time.sleep(0.5)
+            # ROOT is printed from inside the test: the harness (and its
+            # SIGTERM handler) is up, the test is running.
             p.send_signal(sig_after_marker)
         out, err = p.communicate(timeout=60)
         if root is None:

@@ -7,7 +7,6 @@ written live must be on disk afterwards."""
 import json
 import os
 import signal
-import subprocess
 import time
 
 import qsnaptest as q
@@ -53,8 +52,8 @@ class LifecycleTest(q.QsnapTestCase):
         self.assertIn('qemu-system', read('/proc/%d/cmdline' % pid))
 
         h.write_pattern_live(path, 'vda', 0xa1, 0, 1 << 20)
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0xa1, 0, 1 << 20))
-        self.assertFalse(h.verify_pattern_live(path, 'vda', 0xa2, 0, 1 << 20))
+        h.verify_pattern_live(path, 'vda', 0xa1, 0, 1 << 20)
+        h.verify_not_pattern_live(path, 'vda', 0xa2, 0, 1 << 20)
 
         h.call(path, q.DOMAIN_IFACE, 'Pause')
         self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'paused')
@@ -163,10 +162,10 @@ class LifecycleTest(q.QsnapTestCase):
         rec.wait_for_property(path, 'Disks')
         self.assertEqual(os.stat(overlay).st_mode & 0o777, 0o600)
 
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0x11, 0, 1 << 20))
+        h.verify_pattern_live(path, 'vda', 0x11, 0, 1 << 20)
         h.write_pattern_live(path, 'vda', 0x22, 0, 1 << 20)
         h.write_pattern_live(path, 'vdb', 0x33, 0, 1 << 20)
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0x22, 0, 1 << 20))
+        h.verify_pattern_live(path, 'vda', 0x22, 0, 1 << 20)
         h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
 
         self.assertFalse(os.path.exists(overlay))
@@ -181,8 +180,10 @@ class LifecycleTest(q.QsnapTestCase):
         q.qemu_io_write_pattern(img, 0x44, 0, 65536)
         path = h.define_domain('readonly', [q.Disk('vda', img, readonly=True)])
         h.call(path, q.DOMAIN_IFACE, 'Start', (0,), 't')
-        with self.assertRaises(RuntimeError):
+        # QEMU itself refuses the write: the device's node is read-only.
+        with self.assertRaises(q.HmpError) as cm:
             h.write_pattern_live(path, 'vda', 0x55, 0, 65536)
+        self.assertEqual(cm.exception.reply, 'Block node is read-only')
         h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
         self.assertTrue(q.qemu_io_read_pattern(img, 0x44, 0, 65536))
 
@@ -246,19 +247,14 @@ class LifecycleTest(q.QsnapTestCase):
         h = self.h
         img = h.create_image('x.qcow2')
         sock = os.path.join(h.images_dir, 'ext.qmp')
-        qemu = subprocess.Popen(
-            [q.QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
-             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % sock,
-             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
-                                      'file': {'driver': 'file', 'filename': img}}),
-             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        qemu = h.start_foreign_qemu(img, sock)
         self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
-        self.assertTrue(q.spin(lambda: os.path.exists(sock), 20))
 
         rec = h.record_signals()
         path = h.define_domain('external', [q.Disk('vda', img)], monitor=sock)
-        # Defining attaches at once; State follows as a signal.
+        # Defining attaches at once and answers once attached: State is
+        # final, and its signal came first.
+        self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'running')
         rec.wait_for_property(path, 'State', 'running')
         self.assertFalse(h.get_property(path, q.DOMAIN_IFACE, 'Managed'))
         with self.assertDBusError(q.ERROR_PREFIX + 'OperationInvalid'):

@@ -83,7 +83,7 @@ class KillTest(RestartTestCase):
         self.assertTrue(h.get_property(path, D, 'Managed'))
         # The monitor works again, and the data is there.
         self.assertEqual(h.qmp(path, 'query-status')['return']['status'], 'running')
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0xab, 0, MiB))
+        h.verify_pattern_live(path, 'vda', 0xab, 0, MiB)
 
         h.call(path, D, 'Stop', (0,), 't')
         self.assertEqual(self.state(path), 'shutoff')
@@ -166,7 +166,7 @@ class KillTest(RestartTestCase):
         self.assertEqual(self.first_get(path), 'running')
         self.assertTrue(os.path.exists(overlay), 'the transient overlay went with qsnapd')
         self.assertEqual(h.get_property(path, D, 'Disks'), disks)
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0xcd, 0, MiB))
+        h.verify_pattern_live(path, 'vda', 0xcd, 0, MiB)
 
         h.call(path, D, 'Stop', (0,), 't')
         self.assertFalse(os.path.exists(overlay), 'the transient overlay outlived Stop')
@@ -176,7 +176,7 @@ class KillTest(RestartTestCase):
         self.assertEqual(h.get_property(path, D, 'Disks')[0][2], base)
         # The next start begins from the base again.
         h.call(path, D, 'Start', (0,), 't')
-        self.assertTrue(h.verify_pattern_live(path, 'vda', 0x00, 0, MiB))
+        h.verify_pattern_live(path, 'vda', 0x00, 0, MiB)
         h.call(path, D, 'Stop', (0,), 't')
 
     def test_sigterm_leaves_vm_running(self):

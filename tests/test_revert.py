@@ -44,9 +44,8 @@ check is clean on every file.
 """
 
 import contextlib
-import json
 import os
-import subprocess
+import re
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
@@ -82,11 +81,9 @@ class RevertTestCase(SnapshotTestCase):
 
     def live_reads(self, dom, present, absent, what=''):
         for pattern, offset in present:
-            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', pattern, offset, LEN),
-                            '%s: live disk lacks 0x%02x at %d' % (what, pattern, offset))
+            self.h.verify_pattern_live(dom, 'vda', pattern, offset, LEN, '%s: live disk' % what)
         for offset in absent:
-            self.assertTrue(self.h.verify_pattern_live(dom, 'vda', 0, offset, LEN),
-                            '%s: live disk has data at %d, where a later layer wrote' % (what, offset))
+            self.h.verify_pattern_live(dom, 'vda', 0, offset, LEN, '%s: live disk (zeros where a later layer wrote)' % what)
 
     def revert_overlays(self):
         return sorted(f for f in os.listdir(self.h.images_dir) if '-revert' in f)
@@ -98,6 +95,44 @@ class RevertTestCase(SnapshotTestCase):
                 continue
             ok, out = q.qemu_img_check(p, force_share=True)
             self.assertTrue(ok, 'qemu-img check %s: %s' % (p, out))
+
+    # ---- guest RAM the test can write from the host
+    RAM_ADDR = 32 * MiB          # a guest-physical address nothing in the guest uses (no OS boots)
+
+    def ram_domain(self, name, disks, memory_mib=64):
+        """A domain whose guest RAM is a file on the host: its <emulator> is
+        a wrapper adding -object memory-backend-file,share=on (QEMU's own
+        option; qsnapd launches whatever <emulator> names), so the test
+        writes a marker into the running guest's memory by writing the file.
+        Returns (domain path, RAM file)."""
+        h = self.h
+        ram = os.path.join(h.root, name + '.ram')
+        wrapper = os.path.join(h.root, name + '-qemu')
+        with open(wrapper, 'w') as f:
+            f.write('#!/bin/sh\nexec %s "$@" -object memory-backend-file,id=qsnaptest-ram,size=%dM,mem-path=%s,'
+                    'share=on -machine memory-backend=qsnaptest-ram\n' % (q.QEMU_SYSTEM, memory_mib, ram))
+        os.chmod(wrapper, 0o755)
+        return h.define_domain(name, disks, memory_mib=memory_mib, emulator=wrapper), ram
+
+    def poke_ram(self, ram, marker):
+        with open(ram, 'r+b') as f:
+            f.seek(self.RAM_ADDR)
+            f.write(marker)
+
+    def assert_guest_ram(self, dom, marker, what):
+        """The guest's RAM at RAM_ADDR, as QEMU reads it (QMP pmemsave, and
+        HMP xp for the first bytes), is marker."""
+        h = self.h
+        out = os.path.join(h.root, 'pmemsave.bin')
+        reply = h.qmp(dom, 'pmemsave', {'val': self.RAM_ADDR, 'size': len(marker), 'filename': out})
+        self.assertEqual(reply, {'return': {}}, what)
+        with open(out, 'rb') as f:
+            seen = f.read()
+        os.unlink(out)
+        self.assertTrue(seen == marker, '%s: guest RAM at 0x%x reads %r..., expected %r...'
+                        % (what, self.RAM_ADDR, seen[:16], marker[:16]))
+        xp = h.hmp(dom, 'xp /8xb 0x%x' % self.RAM_ADDR)
+        self.assertEqual([int(v, 16) for v in xp.split(':')[1].split()], list(marker[:8]), '%s: xp says %r' % (what, xp))
 
     def revert_disks(self, snap):
         root = ET.fromstring(self.h.call(snap, S, 'GetXMLDesc', (0,), 't'))
@@ -146,6 +181,8 @@ class ExternalTest(RevertTestCase):
         rec.close()
         self.assert_layer(ov1, [(0xa1, 0)], [MiB, 2 * MiB], 'revert to s1')
         self.assert_layer(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], [], 'old branch')
+        self.assert_disk_is(ov1, [(0xa1, 0)], 'revert to s1')
+        self.assert_disk_is(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], 'old branch')
         self.assert_disks_agree(dom, 'after revert to s1')
 
         # The new branch runs, gets data and a snapshot of its own.
@@ -172,11 +209,13 @@ class ExternalTest(RevertTestCase):
         self.assertEqual(self.active(dom), {'vda': ov2})
         self.assertEqual(self.chain_files(ov2), [ov2, a_s1, a])
         self.assert_layer(ov2, [(0xa1, 0), (0xa2, MiB)], [2 * MiB, 3 * MiB, 4 * MiB], 'revert to s2')
+        self.assert_disk_is(ov2, [(0xa1, 0), (0xa2, MiB)], 'revert to s2')
 
         # s3 (on the branch made by the first revert), RUNNING.
         self.revert(s3, RUNNING)
         self.assertEqual(self.dprop(dom, 'State'), 'running')
         self.live_reads(dom, [(0xa1, 0), (0xb1, 3 * MiB)], [MiB, 2 * MiB, 4 * MiB], 'revert to s3')
+        self.assert_disk_is(self.active(dom)['vda'], [(0xa1, 0), (0xb1, 3 * MiB)], 'revert to s3')
         self.assert_disks_agree(dom, 'after revert to s3')
         self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s3)
 
@@ -193,6 +232,10 @@ class ExternalTest(RevertTestCase):
         self.assert_layer(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], [3 * MiB], 'branch of s2')
         self.assert_layer(ov1, [(0xa1, 0), (0xb1, 3 * MiB)], [MiB], 'branch of s1 (first revert)')
         self.assert_layer(h.image_path('a.s3'), [(0xa1, 0), (0xb1, 3 * MiB), (0xb2, 4 * MiB)], [MiB], 'branch of s3')
+        self.assert_disk_is(a_s2, [(0xa1, 0), (0xa2, MiB), (0xa3, 2 * MiB)], 'branch of s2')
+        self.assert_disk_is(ov1, [(0xa1, 0), (0xb1, 3 * MiB)], 'branch of s1 (first revert)')
+        self.assert_disk_is(h.image_path('a.s3'), [(0xa1, 0), (0xb1, 3 * MiB), (0xb2, 4 * MiB)], 'branch of s3')
+        self.assert_disk_is(ov3, [(0xa1, 0)], 'second revert to s1')
         self.assertEqual(self.revert_overlays(), ['a.s1-revert1', 'a.s1-revert2', 'a.s2-revert1', 'a.s3-revert1'])
         self.assert_all_clean()
         self.assertEqual(self.stray_state_files(dom), [])
@@ -234,7 +277,8 @@ class ExternalTest(RevertTestCase):
         a, dom, s1, s2 = self._tree()
         a_s1 = h.image_path('a.s1')
         job = h.call(dom, D, 'BlockCommit', ('vda', a, a_s1, 0, 2), 'ssstt')   # DELETE
-        q.spin(lambda: h.get_property(job, q.JOB_IFACE, 'State') in ('completed', 'failed', 'canceled'), 60)
+        q.wait_until(lambda: h.get_property(job, q.JOB_IFACE, 'State') in ('completed', 'failed', 'canceled'), 60,
+                     'the commit job ends')
         self.assertEqual(h.get_property(job, q.JOB_IFACE, 'State'), 'completed')
         self.assertFalse(os.path.exists(a_s1), 'DELETE left the committed file')
         for snap in (s1, s2):
@@ -308,6 +352,8 @@ class InternalTest(RevertTestCase):
         self.assertTrue(self.props(i1)['IsCurrent'])
         self.live_reads(dom, [(0xc1, 0)], [MiB, 2 * MiB], 'live revert to i1')
         self.assertEqual(self.active(dom), {'vda': a})
+        h.flush_live(dom, 'vda')
+        self.assert_disk_is(a, [(0xc1, 0)], 'live revert to i1')
 
         # PAUSED: the guest stays stopped afterwards.
         self.revert(i2, PAUSED)
@@ -315,6 +361,8 @@ class InternalTest(RevertTestCase):
         self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'paused')
         h.call(dom, D, 'Resume')
         self.live_reads(dom, [(0xc1, 0), (0xc2, MiB)], [2 * MiB], 'live revert to i2')
+        h.flush_live(dom, 'vda')
+        self.assert_disk_is(a, [(0xc1, 0), (0xc2, MiB)], 'live revert to i2')
 
         # Shut off: QEMU is started for the load and ends in the recorded state.
         self.stop(dom)
@@ -333,6 +381,11 @@ class InternalTest(RevertTestCase):
         self.revert(o1, FORCE)
         self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
         self.assert_layer(a, [(0xc1, 0), (0xc4, 3 * MiB)], [MiB, 2 * MiB, 4 * MiB], 'offline revert to o1')
+        self.assert_disk_is(a, [(0xc1, 0), (0xc4, 3 * MiB)], 'offline revert to o1')
+        # every internal snapshot keeps its own point in time
+        for tag, patterns in (('i1', [(0xc1, 0)]), ('i2', [(0xc1, 0), (0xc2, MiB)]),
+                              ('o1', [(0xc1, 0), (0xc4, 3 * MiB)])):
+            self.assert_internal_is(a, tag, patterns, 'after the offline revert')
         self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o1)
         # Shut off to a running snapshot, PAUSED.
         self.revert(i2, PAUSED)
@@ -411,6 +464,7 @@ class MemoryTest(RevertTestCase):
         self.assertEqual(self.active(dom), {'vda': ov})
         self.assertEqual(self.revert_disks(m1), {'vda': ov})
         self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'revert to m1')
+        self.assert_disk_is(ov, [(0xd1, 0)], 'revert to m1')
         self.assert_disks_agree(dom, 'after revert to m1')
 
         # The paused snapshot comes back paused; RUNNING overrides.
@@ -420,6 +474,7 @@ class MemoryTest(RevertTestCase):
         self.revert(m2, RUNNING)
         self.assertEqual(self.dprop(dom, 'State'), 'running')
         self.live_reads(dom, [(0xd1, 0), (0xd2, MiB)], [2 * MiB], 'revert to m2')
+        self.assert_disk_is(self.active(dom)['vda'], [(0xd1, 0), (0xd2, MiB)], 'revert to m2')
         # Shut off, PAUSED.
         self.stop(dom)
         self.revert(m1, PAUSED)
@@ -463,6 +518,39 @@ class MemoryTest(RevertTestCase):
         self.live_reads(dom, [(0xd1, 0)], [MiB, 2 * MiB], 'forced revert to m1')
         self.assert_all_clean()
         self.assertEqual(self.stray_state_files(dom), [])
+
+
+class GuestRamTest(RevertTestCase):
+    def test_memory_revert_restores_guest_ram(self):
+        """A marker in guest RAM before a snapshot with memory, other RAM
+        contents afterwards: after the revert QEMU reads the marker again,
+        for an internal snapshot (snapshot-load into the running QEMU) and
+        an external one (a new QEMU loading the memory file)."""
+        h = self.h
+        a = h.create_image('a.qcow2')
+        dom, ram = self.ram_domain('ram', [q.Disk('vda', a)])
+        self.start(dom)
+        markers = {k: os.urandom(4096) for k in ('internal', 'after internal', 'external', 'after external')}
+        self.poke_ram(ram, markers['internal'])
+        self.assert_guest_ram(dom, markers['internal'], 'written through the RAM file')
+        i1 = self.snap(dom, 'i1', 0)
+        self.assertEqual(self.props(i1)['Memory'], 'internal')
+        self.poke_ram(ram, markers['after internal'])
+        self.assert_guest_ram(dom, markers['after internal'], 'changed after i1')
+        self.revert(i1)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_guest_ram(dom, markers['internal'], 'after the revert to i1')
+
+        self.poke_ram(ram, markers['external'])
+        m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external', memory_file=h.image_path('m1.mem')))
+        self.poke_ram(ram, markers['after external'])
+        self.assert_guest_ram(dom, markers['after external'], 'changed after m1')
+        pid = h.qemu_pid(dom)
+        self.revert(m1)
+        self.assertNotEqual(h.qemu_pid(dom), pid, 'the external revert did not start a new QEMU')
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_guest_ram(dom, markers['external'], 'after the revert to m1')
+        self.assert_disk_is(self.active(dom)['vda'], [], 'the disk after the revert to m1')
 
 
 class RefusalTest(RevertTestCase):
@@ -534,17 +622,13 @@ class RefusalTest(RevertTestCase):
         h = self.h
         img = h.create_image('x.qcow2')
         sock = os.path.join(h.images_dir, 'ext.qmp')
-        qemu = subprocess.Popen(
-            [q.QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
-             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % sock,
-             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
-                                      'file': {'driver': 'file', 'filename': img}}),
-             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        qemu = h.start_foreign_qemu(img, sock)
         self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
-        self.assertTrue(q.spin(lambda: os.path.exists(sock), 20))
+        # DefineDomain answers once qsnapd has attached (it used to answer
+        # at once: State turned running while the attach still held the
+        # domain, and a snapshot right then was Busy).
         dom = h.define_domain('att', [q.Disk('vda', img)], monitor=sock)
-        self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
         i1 = self.snap(dom, 'i1', 0)
         # (QEMU's output is not in our log: write, flush, read from the host)
         h.hmp(dom, 'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0x31 0 %d"' % LEN)
@@ -559,30 +643,41 @@ class RefusalTest(RevertTestCase):
         self.refused_revert(dom, e1, FORCE, E + 'Unsupported', 'started elsewhere')
 
 
+# What the qsnapd started after a crash in Revert logs (daemon/snapshot-revert.c,
+# domain_recover_revert()).
+EXT_ROLLED_BACK = 'rolled back a revert interrupted before the definition was switched'
+EXT_FINISHED = 'finished a revert interrupted after the definition was switched'
+OFF_ROLLED_BACK = 'rolled back a revert interrupted before QEMU was stopped (nothing changed)'
+OFF_FINISHED = "finished an interrupted revert to internal snapshot 'o1' (shut off)"
+LOAD_ROLLED_BACK = 'rolled back an interrupted revert that had not loaded anything yet'
+LOAD_FINISHED = 'finished an interrupted revert (the snapshot was loaded already)'
+LOAD_STOPPED = 'the QEMU started for the interrupted revert had not loaded the snapshot'
+MEM_LOADED = 'the interrupted revert had loaded the memory state; the guest stays as it is'
+MEM_LOADED_RUNS = 'the interrupted revert had loaded the memory state; the guest runs again'
+MEM_LOADING = 'loading the memory state the interrupted revert had not asked for yet'
+REVERT_VERDICTS = (MEM_LOADED, MEM_LOADED_RUNS, MEM_LOADING, EXT_ROLLED_BACK, EXT_FINISHED, OFF_ROLLED_BACK, 'finished an interrupted revert to internal',
+                   LOAD_ROLLED_BACK, LOAD_FINISHED, LOAD_STOPPED, 'rolled back an interrupted revert (no QEMU')
+
+
 class CrashTest(RevertTestCase):
     """kill -9 of qsnapd at each step of a revert (crash_point()): the
-    restarted qsnapd finishes (definition switched) or rolls back."""
+    restarted qsnapd finishes (definition switched) or rolls back, as
+    written beside each step; its log line says which, and the state
+    after is checked: data (live, and whole disks), chain, metadata."""
 
-    def crash_revert(self, snap, flags, step):
+    def crash_revert(self, snap, flags, point, verdicts):
+        """qsnapd killed at point; the next one's recovery logs every line
+        of verdicts and no other verdict."""
         h = self.h
-        h.kill_daemon()
-        os.environ['QSNAPD_TEST_CRASH_AT'] = 'revert:' + step
-        try:
-            h.start_daemon()
-        finally:
-            del os.environ['QSNAPD_TEST_CRASH_AT']
-        pending = h.client.call_async(snap, S, 'Revert', (flags,), 't', timeout=60)
-        with self.assertRaises(q.DBusCallError):
-            pending.wait()
-        self.assertTrue(q.spin(lambda: h.daemon_pid() is None, 10), 'qsnapd did not die at revert:' + step)
-        h.acknowledge_daemon_exits()
-        with open(h.daemon_log, errors='replace') as f:
-            self.assertIn('Crash point revert:%s reached' % step, f.read())
-        h.start_daemon()
-
-    def daemon_log_text(self):
-        with open(self.h.daemon_log, errors='replace') as f:
-            return f.read()
+        mark, outcome = h.crash_at(point, snap, S, 'Revert', (flags,), 't')
+        self.assertIsInstance(outcome, q.DBusCallError, 'Revert answered though qsnapd died at ' + point)
+        h.wait_for_log(r'a revert to snapshot .* was interrupted; checking how far it got', mark)
+        for line in verdicts:
+            h.wait_for_log(re.escape(line), mark)
+        log = h.daemon_log_since(mark)
+        for other in REVERT_VERDICTS:
+            if not any(other in line for line in verdicts):
+                self.assertNotIn(other, log, '%s: a second verdict' % point)
 
     def assert_consistent(self, dom, msg, orphans=True):
         """Definition, files and metadata agree; no orphan overlay of dom
@@ -601,140 +696,183 @@ class CrashTest(RevertTestCase):
 
     def test_external(self):
         # step -> (finished, state afterwards)
-        steps = {'intent': (False, 'running'), 'stopped': (False, 'shutoff'), 'overlays': (False, 'shutoff'),
-                 'switched': (True, 'shutoff'), 'started': (True, 'running'), 'metadata': (True, 'running')}
+        steps = {'revert:intent': (False, 'running'),     # journal written, QEMU still runs the old chain
+                 'revert:stopped': (False, 'shutoff'),    # QEMU stopped (FORCE), no overlay yet
+                 'revert:overlays': (False, 'shutoff'),   # overlay made, definition not switched: it goes
+                 'revert:switched': (True, 'shutoff'),    # definition names the new overlay: recorded
+                 'revert:started': (True, 'running'),     # QEMU runs on it (RUNNING)
+                 'revert:metadata': (True, 'running')}    # all but removing the journal
         h = self.h
         for step, (finished, state) in steps.items():
             with self.subTest(step=step):
-                img = h.create_image('x%s.qcow2' % step)
-                dom = h.define_domain('x' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('x%s.qcow2' % tag)
+                dom = h.define_domain('x' + tag, [q.Disk('vda', img)])
                 self.start(dom)
                 self.write(dom, 'vda', 0xe1, 0)
                 s1 = self.snap(dom, 's1')
                 self.write(dom, 'vda', 0xe2, MiB)
                 s2 = self.snap(dom, 's2')
                 before = self.active(dom)['vda']
-                self.crash_revert(s1, FORCE | RUNNING, step)
-                log = self.daemon_log_text()
-                self.assertIn('finished a revert' if finished else 'rolled back a revert', log)
+                self.crash_revert(s1, FORCE | RUNNING, step, [EXT_FINISHED if finished else EXT_ROLLED_BACK])
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
-                ov = h.image_path('x%s.s1-revert1' % step)
+                ov = h.image_path('x%s.s1-revert1' % tag)
                 if finished:
                     self.assertEqual(active, ov)
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
+                    self.assertTrue(self.props(s1)['IsCurrent'])
                     self.assertEqual(self.revert_disks(s1), {'vda': ov})
                 else:
                     self.assertEqual(active, before)
                     self.assertFalse(os.path.exists(ov))
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s2)
+                    self.assertEqual(self.revert_disks(s1), {})
+                want = [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)])
                 if state == 'running':
-                    self.live_reads(dom, [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)]),
-                                    [MiB] if finished else [], step)
+                    self.live_reads(dom, want, [MiB] if finished else [], step)
                 else:
-                    self.assert_layer(active, [(0xe1, 0)] + ([] if finished else [(0xe2, MiB)]),
-                                      [MiB] if finished else [], step)
+                    self.assert_layer(active, want, [MiB] if finished else [], step)
+                self.assert_disk_is(active, want, step)
+                self.assert_disk_is(h.image_path('x%s.s1' % tag), [(0xe1, 0), (0xe2, MiB)], step + ": s2's file")
                 # and it reverts for real now
                 self.revert(s1, FORCE)
                 self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), s1)
                 self.assert_layer(self.active(dom)['vda'], [(0xe1, 0)], [MiB], step + ', then reverted')
+                self.assert_disk_is(self.active(dom)['vda'], [(0xe1, 0)], step + ', then reverted')
                 self.assert_consistent(dom, step + ', then reverted', orphans=False)
                 self.assertEqual(self.revert_disks(s2), {})
 
     def test_internal(self):
         h = self.h
-        # offline (qemu-img snapshot -a) from a running domain with FORCE
-        steps = {'intent': (False, 'running'), 'stopped': (True, 'shutoff'), 'applied': (True, 'shutoff'),
-                 'switched': (True, 'shutoff'), 'metadata': (True, 'shutoff')}
+        # offline (qemu-img snapshot -a) from a running domain with FORCE:
+        # step -> (finished, state afterwards)
+        steps = {'revert:intent': (False, 'running'),    # QEMU still runs: nothing was touched
+                 'revert:stopped': (True, 'shutoff'),    # QEMU gone: snapshot -a (again) finishes it
+                 'revert:applied': (True, 'shutoff'),
+                 'revert:switched': (True, 'shutoff'),
+                 'revert:metadata': (True, 'shutoff')}
         for step, (finished, state) in steps.items():
             with self.subTest(step=step):
-                img = h.create_image('i%s.qcow2' % step)
-                dom = h.define_domain('i' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('i%s.qcow2' % tag)
+                dom = h.define_domain('i' + tag, [q.Disk('vda', img)])
                 o1 = self.snap(dom, 'o1', 0)                 # shut off: internal, disk-only
                 self.start(dom)
                 self.write(dom, 'vda', 0xe3, 0)
-                self.crash_revert(o1, FORCE, step)
-                log = self.daemon_log_text()
-                self.assertIn('finished an interrupted revert' if finished else 'rolled back a revert', log)
+                o2 = self.snap(dom, 'o2', 0)                 # running: internal with memory, current
+                self.write(dom, 'vda', 0xe4, MiB)
+                self.crash_revert(o1, FORCE, step, [OFF_FINISHED if finished else OFF_ROLLED_BACK])
                 self.assertEqual(self.dprop(dom, 'State'), state)
                 self.assertEqual(self.stray_state_files(dom), [])
+                self.assert_disks_agree(dom, step)
                 if finished:
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o1)
-                    self.assert_layer(img, [], [0], step)
+                    self.assert_layer(img, [], [0, MiB], step)
+                    self.assert_disk_is(img, [], step)
                 else:
-                    self.live_reads(dom, [(0xe3, 0)], [], step)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), o2)
+                    self.live_reads(dom, [(0xe3, 0), (0xe4, MiB)], [], step)
+                    self.assert_disk_is(img, [(0xe3, 0), (0xe4, MiB)], step)
+                self.assert_internal_is(img, 'o1', [], step)
+                self.assert_internal_is(img, 'o2', [(0xe3, 0)], step)
                 self.assert_all_clean()
-        # live snapshot-load
-        for step, finished in (('load', False), ('loaded', True)):
+        # live snapshot-load into the running QEMU:
+        for step, finished in (('revert:load', False),     # journal says nothing loaded, the old QEMU runs on
+                               ('revert:loaded', True)):   # journaled as loaded: recorded
             with self.subTest(step=step):
-                img = h.create_image('l%s.qcow2' % step)
-                dom = h.define_domain('l' + step, [q.Disk('vda', img)])
+                tag = step.split(':')[1]
+                img = h.create_image('l%s.qcow2' % tag)
+                dom = h.define_domain('l' + tag, [q.Disk('vda', img)])
                 self.start(dom)
-                i1 = self.snap(dom, 'i1', 0)
                 self.write(dom, 'vda', 0xe4, 0)
-                self.crash_revert(i1, 0, step)
-                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10))
-                self.assertEqual(self.stray_state_files(dom), [])
-                self.assertEqual(self.dprop(dom, 'CurrentSnapshot') == i1, True)
-                if finished:
-                    self.live_reads(dom, [], [0], step)
-                else:
-                    self.live_reads(dom, [(0xe4, 0)], [], step)
-                self.revert(i1)
-                self.live_reads(dom, [], [0], step + ', then reverted')
-        # snapshot-load into a QEMU started for it (the domain was shut off)
-        for step, finished in (('load', False), ('loaded', True)):
-            with self.subTest(step=step, shut_off=True):
-                img = h.create_image('s%s.qcow2' % step)
-                dom = h.define_domain('s' + step, [q.Disk('vda', img)])
-                self.start(dom)
                 i1 = self.snap(dom, 'i1', 0)
-                self.write(dom, 'vda', 0xe7, 0)
-                self.stop(dom)
-                self.crash_revert(i1, 0, step)
-                # finished: the guest runs the snapshot; else the QEMU started
-                # for the load is of no use and goes.
-                want = 'running' if finished else 'shutoff'
-                self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == want, 15),
-                                'after a crash at %s the domain is %s' % (step, self.dprop(dom, 'State')))
+                self.write(dom, 'vda', 0xe5, MiB)
+                i2 = self.snap(dom, 'i2', 0)         # the current one, until the revert finishes
+                self.write(dom, 'vda', 0xe6, 2 * MiB)
+                self.crash_revert(i1, 0, step, [LOAD_FINISHED if finished else LOAD_ROLLED_BACK])
+                q.wait_until(lambda: self.dprop(dom, 'State') == 'running', 10, step + ': running')
                 self.assertEqual(self.stray_state_files(dom), [])
                 if finished:
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
-                    self.live_reads(dom, [], [0], step)
+                    want = [(0xe4, 0)]
+                    self.live_reads(dom, want, [MiB, 2 * MiB], step)
                 else:
-                    self.assert_layer(img, [(0xe7, 0)], [], step)
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i2)
+                    want = [(0xe4, 0), (0xe5, MiB), (0xe6, 2 * MiB)]
+                    self.live_reads(dom, want, [], step)
+                h.flush_live(dom, 'vda')
+                self.assert_disk_is(img, want, step)
+                self.revert(i1)
+                self.live_reads(dom, [(0xe4, 0)], [MiB, 2 * MiB], step + ', then reverted')
+                self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
+        # snapshot-load into a QEMU started for it (the domain was shut off)
+        for step, finished in (('revert:load', False),     # the QEMU started for the load is of no use: stopped
+                               ('revert:loaded', True)):   # the guest runs the snapshot
+            with self.subTest(step=step, shut_off=True):
+                tag = step.split(':')[1]
+                img = h.create_image('s%s.qcow2' % tag)
+                dom = h.define_domain('s' + tag, [q.Disk('vda', img)])
+                self.start(dom)
+                self.write(dom, 'vda', 0xe7, 0)
+                i1 = self.snap(dom, 'i1', 0)
+                self.write(dom, 'vda', 0xe8, MiB)
+                i2 = self.snap(dom, 'i2', 0)
+                self.stop(dom)
+                self.crash_revert(i1, 0, step, [LOAD_FINISHED if finished else LOAD_STOPPED])
+                want = 'running' if finished else 'shutoff'
+                q.wait_until(lambda: self.dprop(dom, 'State') == want, 15,
+                             'after a crash at %s the domain is %s' % (step, want))
+                self.assertEqual(self.stray_state_files(dom), [])
+                if finished:
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i1)
+                    self.live_reads(dom, [(0xe7, 0)], [MiB], step)
+                    h.flush_live(dom, 'vda')
+                    self.assert_disk_is(img, [(0xe7, 0)], step)
+                else:
+                    self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), i2)
+                    self.assert_disk_is(img, [(0xe7, 0), (0xe8, MiB)], step)
                 self.revert(i1)
                 self.assertEqual(self.dprop(dom, 'State'), 'running')
-                self.live_reads(dom, [], [0], step + ', then reverted')
+                self.live_reads(dom, [(0xe7, 0)], [MiB], step + ', then reverted')
 
     def test_memory(self):
         h = self.h
-        # 'incoming': killed as migrate-incoming was being sent; the new
-        # qsnapd finishes the load (sending it again if QEMU never got it).
-        for step, finished, state in (('overlays', False, 'shutoff'), ('switched', True, 'shutoff'),
-                                      ('incoming', True, None), ('started', True, 'running')):
+        # step -> (finished, state afterwards, what the recovery logs)
+        steps = (('revert:overlays', False, 'shutoff', [EXT_ROLLED_BACK]),   # QEMU stopped, overlay made: it goes
+                 ('revert:switched', True, 'shutoff', [EXT_FINISHED]),       # switched, no QEMU started yet
+                 # killed with migrate-incoming queued, not yet sent: the new
+                 # qsnapd sends it, waits for the load and resumes the guest
+                 ('revert:incoming', True, 'running', [EXT_FINISHED, MEM_LOADING, MEM_LOADED_RUNS]),
+                 ('revert:started', True, 'running', [EXT_FINISHED, MEM_LOADED]))   # loaded and running
+        for step, finished, state, verdicts in steps:
             with self.subTest(step=step):
-                img = h.create_image('m%s.qcow2' % step)
-                dom = h.define_domain('m' + step, [q.Disk('vda', img)], memory_mib=64)
+                tag = step.split(':')[1]
+                img = h.create_image('m%s.qcow2' % tag)
+                dom = h.define_domain('m' + tag, [q.Disk('vda', img)], memory_mib=64)
                 self.start(dom)
                 self.write(dom, 'vda', 0xe5, 0)
                 m1 = self.snap(dom, 'm1', 0, snap_xml('m1', memory='external',
-                                                      memory_file=h.image_path('m%s.mem' % step)))
+                                                      memory_file=h.image_path('m%s.mem' % tag)))
                 self.write(dom, 'vda', 0xe6, MiB)
-                self.crash_revert(m1, 0, step)
-                if state is None:
-                    self.assertTrue(q.spin(lambda: self.dprop(dom, 'State') == 'running', 10),
-                                    'the interrupted load was not finished')
-                    state = 'running'
+                self.crash_revert(m1, 0, step, verdicts)
+                q.wait_until(lambda: self.dprop(dom, 'State') == state, 10,
+                             'after a crash at %s the domain is %s' % (step, state))
+                if state == 'running':
                     self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
                     self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
-                self.assertEqual(self.dprop(dom, 'State'), state)
                 active = self.assert_consistent(dom, step)
                 if finished:
-                    self.assertEqual(active, h.image_path('m%s.m1-revert1' % step))
+                    self.assertEqual(active, h.image_path('m%s.m1-revert1' % tag))
                     self.assertEqual(self.dprop(dom, 'CurrentSnapshot'), m1)
+                    want = [(0xe5, 0)]
+                else:
+                    self.assertEqual(active, h.image_path('m%s.m1' % tag))
+                    self.assertFalse(os.path.exists(h.image_path('m%s.m1-revert1' % tag)))
+                    want = [(0xe5, 0), (0xe6, MiB)]
                 if state == 'running':
-                    self.live_reads(dom, [(0xe5, 0)], [MiB], step)
+                    self.live_reads(dom, want, [MiB] if finished else [], step)
+                self.assert_disk_is(active, want, step)
                 self.revert(m1)
                 self.assertEqual(self.dprop(dom, 'State'), 'running')
                 self.live_reads(dom, [(0xe5, 0)], [MiB], step + ', then reverted')

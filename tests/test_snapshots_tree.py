@@ -360,7 +360,7 @@ class TreeTest(SnapshotTestCase):
                                  'a restarted qsnapd reads the live definition QEMU was started with, '
                                  'from before the live external snapshot')
                 self.assert_disks_agree(dom, 'after %s' % how)
-        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0xa1, 1 << 20, 1 << 16))
+        h.verify_pattern_live(dom, 'vda', 0xa1, 1 << 20, 1 << 16)
         # The next live snapshot after the restarts goes on top of the file
         # QEMU really writes (a.l1), with that file as the overlay's backing.
         l3 = h.image_path('a.l3')
@@ -465,7 +465,7 @@ class TreeTest(SnapshotTestCase):
         self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'domains', uuid + '.xml')))
         self.assertEqual(sorted(os.listdir(h.images_dir)), ['a.e1', 'a.qcow2'])
         self.assertEqual(qemu_img_snapshot_tags(a), ['o1'], 'Undefine must not touch images')
-        with self.assertRaises(q.DBusCallError):
+        with self.assertDBusError('org.freedesktop.DBus.Error.UnknownObject'):
             h.get_property(o1, S, 'Name')
         # Defined again (same UUID): no metadata comes back from anywhere.
         again = h.define_domain('gone', [q.Disk('vda', h.image_path('a.e1'))], uuid=uuid)

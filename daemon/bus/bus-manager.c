@@ -145,6 +145,19 @@ static int property_get_domains(sd_bus *bus, const char *path, const char *inter
 
 /* ---- methods ---- */
 
+/* A new attached domain: the reply waits for the attach, so that State is
+ * final and the domain free for calls when the caller hears of it. */
+static void on_defined_attached(Domain *d, int error, const char *message, const char *reply, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        _cleanup_free_ char *path = bus_domain_path(d);
+
+        /* Defined whatever the attach found: State says what it found. */
+        if (path)
+                (void) sd_bus_reply_method_return(m, "o", path);
+        else
+                (void) sd_bus_reply_method_errno(m, -ENOMEM, NULL);
+}
+
 static int method_define_domain(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
         _cleanup_free_ char *message = NULL, *path = NULL, *why = NULL;
@@ -185,7 +198,12 @@ static int method_define_domain(sd_bus_message *m, void *userdata, sd_bus_error 
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = manager_define_domain(b->manager, xml, &d, &created, &message);
+        /* The reference goes to on_defined_attached() when an attach began. */
+        r = manager_define_domain(b->manager, xml, on_defined_attached, sd_bus_message_ref(m), &d, &created,
+                                  &message);
+        if (r > 0)
+                return 1;
+        sd_bus_message_unref(m);
         if (r < 0)
                 return bus_error_set_errno_message(error, r, message);
         path = bus_domain_path(d);

@@ -37,10 +37,12 @@ static void notify(Domain *d, Job *j, JobEvent e) {
 
 /* ---- lookups ---- */
 
+/* An operation's own step (a snapshot-save, a delete's merge) is the
+ * operation's business: not the domain's job, not on the bus. */
 Job *domain_find_job(Domain *d, const char *id) {
         Job *j = d->jobs ? job_tracker_find(d->jobs, id) : NULL;
 
-        if (j)
+        if (j && !j->owned)
                 return j;
         for (size_t i = 0; i < d->n_lingering; i++)
                 if (streq(d->lingering[i]->id, id))
@@ -60,7 +62,8 @@ int domain_list_jobs(Domain *d, Job ***ret, size_t *ret_n) {
                 return -ENOMEM;
         if (d->jobs)
                 JOB_TRACKER_FOREACH(j, d->jobs)
-                        l[k++] = j;
+                        if (!j->owned)
+                                l[k++] = j;
         for (size_t i = 0; i < d->n_lingering; i++)
                 l[k++] = d->lingering[i];
         *ret = l;
@@ -800,10 +803,11 @@ static void tracker_release(Domain *d) {
         }
         if (!d->jobs)
                 return;
-        JOB_TRACKER_FOREACH(j, d->jobs) {
-                block_job_info_free(j->userdata);
-                j->userdata = NULL;
-        }
+        JOB_TRACKER_FOREACH(j, d->jobs)
+                if (!j->owned) {
+                        block_job_info_free(j->userdata);
+                        j->userdata = NULL;
+                }
         d->jobs = job_tracker_free(d->jobs);
 }
 

@@ -40,26 +40,27 @@ typedef enum DomainOpType {
         DOMAIN_OP_STOP,
         DOMAIN_OP_PAUSE,
         DOMAIN_OP_RESUME,
+        _DOMAIN_OP_MAX,
 } DomainOpType;
 
-struct DomainOp {
+/* The plan of a lifecycle call: an Operation (core/operation.h) holding
+ * the domain's lifecycle lock, Domain.op. */
+typedef struct DomainCall {
         DomainOpType type;
         uint64_t flags;
         DomainDoneFunc done;
         void *userdata;
         sd_event_source *timer;
-        sd_event_source *defer; /* completion decided, delivered from the loop */
         uint64_t deadline;      /* CLOCK_MONOTONIC, for polls that give up */
-        int result;
-        char *message;
         char *incoming;         /* Start: the migration URI to load the memory state from */
         DomainStepFunc incoming_sent; /* Start: migrate-incoming is on its way */
-};
+} DomainCall;
 
+/* The monitor passthrough: an Operation without a lock. */
 typedef struct MonitorCall {
-        Domain *domain;
         DomainDoneFunc done;
         void *userdata;
+        const char *reply;      /* borrowed while the reply is given */
 } MonitorCall;
 
 static const char *const domain_state_table[_DOMAIN_STATE_MAX] = {
@@ -97,21 +98,10 @@ Domain *domain_ref(Domain *d) {
         return d;
 }
 
-static void domain_op_free(DomainOp *op) {
-        if (!op)
-                return;
-        sd_event_source_disable_unref(op->timer);
-        sd_event_source_disable_unref(op->defer);
-        free(op->message);
-        free(op->incoming);
-        free(op);
-}
-
 Domain *domain_unref(Domain *d) {
         if (!d || --d->n_ref > 0)
                 return NULL;
         domain_disconnect(d);
-        domain_op_free(d->op);
         domain_jobs_free(d);
         snapshot_tree_done(&d->snapshots);
         domain_chains_invalidate(d);
@@ -171,65 +161,72 @@ void domain_note_paused(Domain *d) {
 
 /* ---- lifecycle call bookkeeping ---- */
 
-static int domain_op_begin(Domain *d, DomainOpType type, uint64_t flags, DomainDoneFunc done, void *userdata) {
-        DomainOp *op;
+static void domain_call_free(void *p) {
+        DomainCall *c = p;
 
-        assert(!d->op);
-        op = new0(DomainOp, 1);
-        if (!op)
-                return -ENOMEM;
-        *op = (DomainOp) { .type = type, .flags = flags, .done = done, .userdata = userdata };
-        d->op = op;
-        domain_ref(d);
-        manager_busy_ref(d->manager);
-        return 0;
+        sd_event_source_disable_unref(c->timer);
+        free(c->incoming);
+        free(c);
 }
 
-static void domain_op_finish(Domain *d, int error, const char *message) {
-        DomainOp *op = TAKE_PTR(d->op);
+static void domain_call_reply(Operation *o, int error, const char *message) {
+        DomainCall *c = o->plan;
 
-        if (!op)
-                return;
-        if (error < 0)
-                log_debug("Domain '%s': call failed: %s", d->def->name, strna(message));
-        if (op->done)
-                op->done(d, error, message, NULL, op->userdata);
-        domain_op_free(op);
-        manager_busy_unref(d->manager);
-        domain_unref(d);
+        if (c->done)
+                c->done(o->domain, error, message, NULL, c->userdata);
+}
+
+#define DOMAIN_CALL_KIND(n) \
+        { .name = n, .lock = OPERATION_LOCK_LIFECYCLE, .free_plan = domain_call_free, .reply = domain_call_reply }
+static const OperationKind domain_call_kinds[_DOMAIN_OP_MAX] = {
+        [DOMAIN_OP_ATTACH] = DOMAIN_CALL_KIND("attach"),
+        [DOMAIN_OP_START] = DOMAIN_CALL_KIND("start"),
+        [DOMAIN_OP_STOP] = DOMAIN_CALL_KIND("stop"),
+        [DOMAIN_OP_PAUSE] = DOMAIN_CALL_KIND("pause"),
+        [DOMAIN_OP_RESUME] = DOMAIN_CALL_KIND("resume"),
+};
+
+/* The lifecycle call in flight, if any. */
+static DomainCall *call(Domain *d) {
+        return d->op ? d->op->plan : NULL;
+}
+
+static int domain_op_begin(Domain *d, DomainOpType type, uint64_t flags, DomainDoneFunc done, void *userdata) {
+        DomainCall *c;
+        Operation *o;
+
+        assert(!d->op);
+        c = new0(DomainCall, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (DomainCall) { .type = type, .flags = flags, .done = done, .userdata = userdata };
+        return operation_new(d, domain_call_kinds + type, c, &o);
+}
+
+/* The caller hears once, from the loop when this is still inside the
+ * call that began it. */
+static void domain_op_finish(Domain *d, int error, const char *message) {
+        if (d->op && !d->op->finished)
+                operation_finish(d->op, error, message);
 }
 
 /* The call failed before anything started: no completion. */
 static void domain_op_abandon(Domain *d) {
-        domain_op_free(TAKE_PTR(d->op));
-        manager_busy_unref(d->manager);
-        domain_unref(d);
+        operation_cancel(d->op);
 }
 
-static int on_op_defer(sd_event_source *s, void *userdata) {
-        Domain *d = userdata;
-
-        domain_op_finish(d, d->op->result, d->op->message);
-        return 0;
-}
-
-/* Completion must never run inside the call that started the work (the
- * caller is not ready for it), so it is delivered from the event loop. */
-static void domain_op_finish_later(Domain *d, int error, const char *message) {
-        int r;
-
-        d->op->result = error;
-        (void) free_and_strdup(&d->op->message, message);
-        r = sd_event_add_defer(d->manager->event, &d->op->defer, on_op_defer, d);
-        if (r < 0) {
-                log_error_errno(r, "Failed to schedule completion: %m");
-                domain_op_finish(d, error, message);
-        }
+/* The call that began it returns: completions are direct from now on. */
+static int domain_op_started(Domain *d, int r) {
+        if (d->op)
+                operation_started(d->op);
+        return r;
 }
 
 static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t handler) {
-        d->op->timer = sd_event_source_disable_unref(d->op->timer);
-        return sd_event_add_time_relative(d->manager->event, &d->op->timer, CLOCK_MONOTONIC, usec, 0, handler, d);
+        DomainCall *c = call(d);
+
+        c->timer = sd_event_source_disable_unref(c->timer);
+        return sd_event_add_time_relative(d->manager->event, &c->timer, CLOCK_MONOTONIC, usec, 0, handler, d);
 }
 
 /* ---- runtime files ---- */
@@ -314,7 +311,7 @@ static int read_start_output(const char *path, char **ret) {
 
 static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
-        DomainOpType op = d->op ? d->op->type : (DomainOpType) -1;
+        DomainOpType op = call(d) ? call(d)->type : (DomainOpType) -1;
         bool orderly = d->shutdown_seen || d->quit_requested;
 
         domain_ref(d);
@@ -459,7 +456,7 @@ static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         return 0;
 }
 
-int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message) {
+static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_free_ char *managed_path = NULL;
         const char *path = d->def->monitor_path;
         int r;
@@ -491,15 +488,19 @@ int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
                 } else
                         log_info("Domain '%s': nothing answers on %s (%s), shut off.", d->def->name, path,
                                  strerror(-r));
-                domain_op_finish_later(d, 0, NULL);
+                domain_op_finish(d, 0, NULL);
                 return 1;
         }
         r = domain_op_arm_timer(d, ATTACH_TIMEOUT_USEC, on_attach_timeout);
         if (r < 0) {
-                domain_op_finish_later(d, r, "Failed to arm a timer");
+                domain_op_finish(d, r, "Failed to arm a timer");
                 return 1;
         }
         return 1;
+}
+
+int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message) {
+        return domain_op_started(d, domain_attach_begin(d, done, userdata, ret_message));
 }
 
 /* ---- start ---- */
@@ -762,7 +763,7 @@ static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *
 
 /* QEMU is up (and the memory state in): run, or stay paused as asked. */
 static void start_run_or_pause(Domain *d) {
-        if (d->op->flags & DOMAIN_START_PAUSED) {
+        if (call(d)->flags & DOMAIN_START_PAUSED) {
                 domain_set_state(d, DOMAIN_PAUSED);
                 return domain_op_finish(d, 0, NULL);
         }
@@ -798,7 +799,7 @@ static void on_incoming_query(Qmp *qmp, int error, json_object *result, const ch
 
         /* QEMU went away (a failed load ends it): the disconnect callback
          * reports that, after every pending reply had its say. */
-        if (!d->op || d->op->type != DOMAIN_OP_START || !d->op->incoming || error == -ECONNRESET)
+        if (!d->op || call(d)->type != DOMAIN_OP_START || !call(d)->incoming || error == -ECONNRESET)
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
                 return start_incoming_fail(d, desc ?: "query-migrate failed");
@@ -806,7 +807,7 @@ static void on_incoming_query(Qmp *qmp, int error, json_object *result, const ch
                 return start_run_or_pause(d);
         if (STR_IN_SET(status, "failed", "cancelled"))
                 return start_incoming_fail(d, err ?: status);
-        if (now_usec(CLOCK_MONOTONIC) > d->op->deadline)
+        if (now_usec(CLOCK_MONOTONIC) > call(d)->deadline)
                 return start_incoming_fail(d, "it took too long");
         if (domain_op_arm_timer(d, 50 * USEC_PER_MSEC, on_incoming_poll) < 0)
                 start_incoming_fail(d, "cannot arm a timer");
@@ -824,7 +825,7 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
                                 void *userdata) {
         Domain *d = userdata;
 
-        if (!d->op || d->op->type != DOMAIN_OP_START || error == -ECONNRESET)
+        if (!d->op || call(d)->type != DOMAIN_OP_START || error == -ECONNRESET)
                 return;
         if (error < 0)
                 return start_incoming_fail(d, desc);
@@ -832,12 +833,12 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
 }
 
 static void start_incoming(Domain *d) {
-        log_info("Domain '%s': loading the memory state (%s).", d->def->name, d->op->incoming);
-        d->op->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
-        if (qmp_cmd_migrate_incoming(d->qmp, d->op->incoming, on_migrate_incoming, d) < 0)
+        log_info("Domain '%s': loading the memory state (%s).", d->def->name, call(d)->incoming);
+        call(d)->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
+        if (qmp_cmd_migrate_incoming(d->qmp, call(d)->incoming, on_migrate_incoming, d) < 0)
                 return start_incoming_fail(d, "cannot send migrate-incoming");
-        if (d->op->incoming_sent)
-                d->op->incoming_sent(d, d->op->userdata);
+        if (call(d)->incoming_sent)
+                call(d)->incoming_sent(d, call(d)->userdata);
 }
 
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {
@@ -846,11 +847,11 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         if (error < 0)
                 return; /* the disconnect callback reports it */
 
-        d->op->timer = sd_event_source_disable_unref(d->op->timer);
+        call(d)->timer = sd_event_source_disable_unref(call(d)->timer);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
-        if (d->op->incoming)
+        if (call(d)->incoming)
                 return start_incoming(d);
         /* QEMU waits in prelaunch (-S) until told to run. */
         start_run_or_pause(d);
@@ -990,9 +991,9 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         if (r < 0)
                 goto kill;
         if (incoming) {
-                d->op->incoming_sent = incoming_sent;
-                d->op->incoming = strdup(incoming);
-                if (!d->op->incoming) {
+                call(d)->incoming_sent = incoming_sent;
+                call(d)->incoming = strdup(incoming);
+                if (!call(d)->incoming) {
                         domain_op_abandon(d);
                         r = -ENOMEM;
                         goto kill;
@@ -1018,7 +1019,7 @@ fail:
 }
 
 int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
-        return domain_start_full(d, flags, NULL, NULL, done, userdata, ret_message);
+        return domain_op_started(d, domain_start_full(d, flags, NULL, NULL, done, userdata, ret_message));
 }
 
 int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
@@ -1028,7 +1029,7 @@ int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStep
                                          "a memory state.", d->def->name);
                 return -EOPNOTSUPP;
         }
-        return domain_start_full(d, flags, uri, sent, done, userdata, ret_message);
+        return domain_op_started(d, domain_start_full(d, flags, uri, sent, done, userdata, ret_message));
 }
 
 /* ---- stop, pause, resume ---- */
@@ -1069,14 +1070,14 @@ static int on_graceful_timeout(sd_event_source *s, uint64_t usec, void *userdata
 static void on_powerdown_reply(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Domain *d = userdata;
 
-        if (error < 0 && d->op && d->op->type == DOMAIN_OP_STOP) {
+        if (error < 0 && d->op && call(d)->type == DOMAIN_OP_STOP) {
                 log_info("Domain '%s': system_powerdown failed (%s), quitting QEMU.", d->def->name, strna(desc));
                 domain_quit(d);
         }
 }
 
 int domain_check_stop(Domain *d, char **ret_message) {
-        if (d->snapshot_busy || (d->op && d->op->type != DOMAIN_OP_START)) {
+        if (d->snapshot_busy || (d->op && call(d)->type != DOMAIN_OP_START)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
                 return -EBUSY;
@@ -1106,7 +1107,7 @@ static bool qemu_pid_is_ours(Domain *d) {
 static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
-        if (!process_is_gone(d->pid) && now_usec(CLOCK_MONOTONIC) < d->op->deadline) {
+        if (!process_is_gone(d->pid) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
                 (void) sd_event_source_set_time_relative(s, REAP_POLL_USEC);
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }
@@ -1115,7 +1116,7 @@ static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
+static int domain_stop_begin(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
         int r;
 
         r = domain_check_stop(d, ret_message);
@@ -1135,13 +1136,13 @@ int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, 
                 if (qemu_pid_is_ours(d)) {
                         log_warning("Domain '%s': killing unresponsive QEMU pid %d.", d->def->name, (int) d->pid);
                         (void) kill(d->pid, SIGKILL);
-                        d->op->deadline = now_usec(CLOCK_MONOTONIC) + QEMU_QUIT_TIMEOUT_USEC;
+                        call(d)->deadline = now_usec(CLOCK_MONOTONIC) + QEMU_QUIT_TIMEOUT_USEC;
                         r = domain_op_arm_timer(d, REAP_POLL_USEC, on_reap_poll);
                         if (r >= 0)
                                 return 0;
                 }
                 domain_reset(d, DOMAIN_SHUTOFF);
-                domain_op_finish_later(d, 0, NULL);
+                domain_op_finish(d, 0, NULL);
                 return 0;
         }
         if (flags & DOMAIN_STOP_GRACEFUL) {
@@ -1155,11 +1156,15 @@ int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, 
         return 0;
 }
 
+int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message) {
+        return domain_op_started(d, domain_stop_begin(d, flags, done, userdata, ret_message));
+}
+
 int domain_check_running(Domain *d, char **ret_message) {
         if (!domain_is_active(d) || !d->qmp || !qmp_is_ready(d->qmp)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; its QEMU must be running.", d->def->name,
-                                                 d->op && d->op->type == DOMAIN_OP_START ? "starting" : domain_state_to_string(d->state));
+                                                 d->op && call(d)->type == DOMAIN_OP_START ? "starting" : domain_state_to_string(d->state));
                 return -ESRCH;
         }
         return 0;
@@ -1186,7 +1191,7 @@ static void on_pause_resume_reply(Qmp *qmp, int error, json_object *result, cons
                 return domain_op_finish(d, -EIO, message);
         }
         /* The STOP/RESUME event normally came first; do not depend on it. */
-        domain_set_state(d, d->op->type == DOMAIN_OP_PAUSE ? DOMAIN_PAUSED : DOMAIN_RUNNING);
+        domain_set_state(d, call(d)->type == DOMAIN_OP_PAUSE ? DOMAIN_PAUSED : DOMAIN_RUNNING);
         domain_op_finish(d, 0, NULL);
 }
 
@@ -1200,7 +1205,7 @@ static int domain_pause_resume(Domain *d, bool pause, DomainDoneFunc done, void 
         if (r > 0) {
                 r = domain_op_begin(d, pause ? DOMAIN_OP_PAUSE : DOMAIN_OP_RESUME, 0, done, userdata);
                 if (r >= 0)
-                        domain_op_finish_later(d, 0, NULL);
+                        domain_op_finish(d, 0, NULL);
                 return r;
         }
         r = domain_op_begin(d, pause ? DOMAIN_OP_PAUSE : DOMAIN_OP_RESUME, 0, done, userdata);
@@ -1208,16 +1213,16 @@ static int domain_pause_resume(Domain *d, bool pause, DomainDoneFunc done, void 
                 return r;
         id = pause ? qmp_cmd_stop(d->qmp, on_pause_resume_reply, d) : qmp_cmd_cont(d->qmp, on_pause_resume_reply, d);
         if (id < 0)
-                domain_op_finish_later(d, (int) id, "Cannot send the command to QEMU");
+                domain_op_finish(d, (int) id, "Cannot send the command to QEMU");
         return 0;
 }
 
 int domain_pause(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message) {
-        return domain_pause_resume(d, true, done, userdata, ret_message);
+        return domain_op_started(d, domain_pause_resume(d, true, done, userdata, ret_message));
 }
 
 int domain_resume(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message) {
-        return domain_pause_resume(d, false, done, userdata, ret_message);
+        return domain_op_started(d, domain_pause_resume(d, false, done, userdata, ret_message));
 }
 
 int domain_check_undefine(Domain *d, char **ret_message) {
@@ -1237,31 +1242,38 @@ int domain_check_undefine(Domain *d, char **ret_message) {
 
 /* ---- monitor passthrough ---- */
 
+static void monitor_call_reply(Operation *o, int error, const char *message) {
+        MonitorCall *c = o->plan;
+
+        c->done(o->domain, error, message, c->reply, c->userdata);
+}
+
+static const OperationKind monitor_call_kind = {
+        .name = "monitor command",
+        .lock = OPERATION_LOCK_NONE,
+        .free_plan = free,
+        .reply = monitor_call_reply,
+};
+
 static void on_monitor_reply(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
-        MonitorCall *c = userdata;
-        Domain *d = c->domain;
+        Operation *o = userdata;
+        MonitorCall *c = o->plan;
 
-        if (error == -EIO) {
-                _cleanup_free_ char *message = strprintf("QEMU: %s", strna(desc));
-                c->done(d, -EIO, message, NULL, c->userdata);
-        } else if (error < 0)
-                c->done(d, error, "The monitor connection went away", NULL, c->userdata);
-        else if (json_object_is_type(result, json_type_string))
-                c->done(d, 0, NULL, json_object_get_string(result), c->userdata);
-        else
-                c->done(d, 0, NULL,
-                        json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-                        c->userdata);
-
-        manager_busy_unref(d->manager);
-        domain_unref(d);
-        free(c);
+        if (error == -EIO)
+                return operation_finishf(o, -EIO, "QEMU: %s", strna(desc));
+        if (error < 0)
+                return operation_finish(o, error, "The monitor connection went away");
+        c->reply = json_object_is_type(result, json_type_string)
+                ? json_object_get_string(result)
+                : json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        operation_finish(o, 0, NULL);
 }
 
 int domain_monitor_command(Domain *d, const char *command, uint64_t flags, DomainDoneFunc done, void *userdata,
                            char **ret_message) {
         json_object *cmd = NULL;
         MonitorCall *c;
+        Operation *o;
         int64_t id;
         int r;
 
@@ -1298,21 +1310,25 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 json_object_put(cmd);
                 return -ENOMEM;
         }
-        *c = (MonitorCall) { .domain = domain_ref(d), .done = done, .userdata = userdata };
+        *c = (MonitorCall) { .done = done, .userdata = userdata };
+        r = operation_new(d, &monitor_call_kind, c, &o);
+        if (r < 0) {
+                json_object_put(cmd);
+                return r;
+        }
         log_warning("Domain '%s' tainted: monitor command passed through: %s", d->def->name, command);
 
         if (flags & DOMAIN_MONITOR_HMP)
-                id = qmp_cmd_human_monitor_command(d->qmp, command, on_monitor_reply, c);
+                id = qmp_cmd_human_monitor_command(d->qmp, command, on_monitor_reply, o);
         else
-                id = qmp_send_raw(d->qmp, cmd, on_monitor_reply, c);
+                id = qmp_send_raw(d->qmp, cmd, on_monitor_reply, o);
         if (id < 0) {
                 if (id == -EINVAL)
                         *ret_message = strprintf("A QMP command object needs a string member \"execute\": %s", command);
-                domain_unref(d);
-                free(c);
+                operation_cancel(o);
                 return (int) id;
         }
-        manager_busy_ref(d->manager);
+        operation_started(o);
         return 0;
 }
 

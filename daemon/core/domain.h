@@ -19,7 +19,7 @@
 
 typedef struct Manager Manager;
 typedef struct Domain Domain;
-typedef struct DomainOp DomainOp;
+typedef struct Operation Operation;
 
 typedef enum DomainState {
         DOMAIN_SHUTOFF,
@@ -89,7 +89,7 @@ struct Domain {
         pid_t pid;            /* managed QEMU, 0 when unknown */
         Qmp *qmp;
 
-        DomainOp *op;         /* the one lifecycle call in flight, if any */
+        Operation *op;        /* the one lifecycle call in flight, if any (core/operation.h) */
         bool snapshot_busy;   /* a snapshot operation is in flight */
         uint64_t node_seq;    /* for unique QEMU node names */
 

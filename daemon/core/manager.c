@@ -243,7 +243,8 @@ int manager_store_def(Manager *m, const DomainDef *def) {
         return 0;
 }
 
-int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_created, char **ret_message) {
+int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, void *userdata, Domain **ret,
+                          bool *ret_created, char **ret_message) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
         Domain *existing, *clash, *d;
         int r;
@@ -303,10 +304,15 @@ int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_c
         if (m->observer && m->observer->domain_added)
                 m->observer->domain_added(d, m->observer_userdata);
         /* A QEMU started elsewhere is attached to right away; State follows. */
-        if (!domain_is_managed(d) && domain_attach(d, NULL, NULL, NULL) < 0)
-                log_warning("Domain '%s': cannot attach to %s.", d->def->name, d->def->monitor_path);
         *ret = d;
         *ret_created = true;
+        if (!domain_is_managed(d)) {
+                r = domain_attach(d, attached, userdata, NULL);
+                if (r > 0)
+                        return 1;
+                if (r < 0)
+                        log_warning("Domain '%s': cannot attach to %s.", d->def->name, d->def->monitor_path);
+        }
         return 0;
 }
 

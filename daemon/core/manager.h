@@ -73,8 +73,12 @@ int manager_load(Manager *m);
 
 /* Parses and stores a definition; an existing name is updated. On error
  * *ret_message says what was wrong (-EBADMSG/-EINVAL: bad XML, -EEXIST: UUID
- * clash). ret_created tells a new domain from an update. */
-int manager_define_domain(Manager *m, const char *xml, Domain **ret, bool *ret_created, char **ret_message);
+ * clash). ret_created tells a new domain from an update. A new domain whose
+ * QEMU runs elsewhere is attached to: then 1 is returned and attached() is
+ * called (from the loop) once the attach is over, with State final and the
+ * domain free for calls; 0 otherwise. */
+int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, void *userdata, Domain **ret,
+                          bool *ret_created, char **ret_message);
 /* With snapshots, only when drop_snapshots says their metadata goes too
  * (-ENOTEMPTY otherwise). */
 int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message);

@@ -19,12 +19,15 @@
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
+#include "core/operation.h"
 #include "ops/block-jobs.h"
 #include "qemu/qmp-commands.h"
 #include "util/util.h"
 
+/* The plan of a job start; its Operation (core/operation.h) does the
+ * rest: the one reply, undoing a start QEMU refused. */
 typedef struct StartCall {
-        Domain *domain;
+        Operation *op;
         char *id;
         JobType type;
         char *disk;
@@ -32,74 +35,88 @@ typedef struct StartCall {
         BlockJobInfo *info;
         BlockJobStartedFunc done;
         void *userdata;
+        Job *job;                   /* QEMU took it */
         /* what to send, once the node names are known */
         char *base_file, *top_file; /* NULL: bottom / active */
         char *backing_name;         /* RELATIVE: the name to write into the header */
         /* copies: the target's format, the file its top stands on (shallow) */
         DiskFormat copy_format;
         bool copy_shallow, copy_write_blocking, copy_direct;
-        bool target_added;          /* the target node exists in QEMU */
 } StartCall;
 
-static void start_call_free(StartCall *c) {
+static void start_call_free(void *p) {
+        StartCall *c = p;
+
         free(c->id);
         free(c->disk);
         free(c->base_file);
         free(c->top_file);
         free(c->backing_name);
         block_job_info_free(c->info);
-        manager_busy_unref(c->domain->manager);
-        domain_unref(c->domain);
         free(c);
 }
 
+static void start_call_reply(Operation *o, int error, const char *message) {
+        StartCall *c = o->plan;
+
+        c->done(o->domain, error, message, error < 0 ? NULL : c->job, c->userdata);
+}
+
+#define BLOCK_JOB_KIND(n, crash) \
+        { .name = n, .crash_name = crash, .free_plan = start_call_free, .reply = start_call_reply }
+static const OperationKind block_pull_kind = BLOCK_JOB_KIND("block-pull", NULL);
+static const OperationKind block_commit_kind = BLOCK_JOB_KIND("block-commit", NULL);
+static const OperationKind block_copy_kind = BLOCK_JOB_KIND("block-copy", "block-copy");
+
+static const OperationKind *start_call_kind(JobType type) {
+        return type == JOB_TYPE_COPY ? &block_copy_kind : type == JOB_TYPE_PULL ? &block_pull_kind : &block_commit_kind;
+}
+
 /* A copy that did not start leaves nothing behind: no node, no file of
- * ours, no journal. */
-static void start_call_undo(StartCall *c) {
-        BlockJobInfo *info = c->info;
+ * ours, no journal. Undone in reverse, before the caller hears of it. */
+static int undo_copy_journal(Operation *o, void *data) {
+        StartCall *c = o->plan;
 
-        if (info && info->copy_dest) {
-                if (c->target_added && c->domain->qmp)
-                        (void) qmp_cmd_blockdev_del(c->domain->qmp, info->copy_node, NULL, NULL);
-                if (info->copy_created)
-                        (void) unlink(info->copy_dest);
-                domain_job_journal_remove(c->domain, c->id);
-        }
+        domain_job_journal_remove(o->domain, c->id);
+        return 0;
 }
 
-static void start_call_discard(StartCall *c) {
-        start_call_undo(c);
-        start_call_free(c);
+static int undo_copy_dest(Operation *o, void *data) {
+        StartCall *c = o->plan;
+
+        (void) unlink(c->info->copy_dest);
+        return 0;
 }
 
-/* Undone before the caller hears of it. */
-static void start_fail(StartCall *c, int error, const char *message) {
-        start_call_undo(c);
-        c->done(c->domain, error, message, NULL, c->userdata);
-        start_call_free(c);
+static int undo_copy_target(Operation *o, void *data) {
+        StartCall *c = o->plan;
+
+        if (o->domain->qmp)
+                (void) qmp_cmd_blockdev_del(o->domain->qmp, c->info->copy_node, NULL, NULL);
+        return 0;
 }
 
 static void on_job_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         StartCall *c = userdata;
-        Domain *d = c->domain;
+        Domain *d = c->op->domain;
         Job *j = NULL;
         int r;
 
-        if (error < 0) {
-                _cleanup_free_ char *m = strprintf("QEMU refused the job: %s", strna(desc));
-                return start_fail(c, -EIO, m);
-        }
+        if (error < 0)
+                return operation_finishf(c->op, -EIO, "QEMU refused the job: %s", strna(desc));
         r = d->jobs ? job_tracker_add(d->jobs, c->id, c->type, c->disk, c->bandwidth, &j) : -ENOTCONN;
         if (r < 0)
-                return start_fail(c, r, "Cannot track the job.");
+                return operation_finish(c->op, r, "Cannot track the job.");
+        /* QEMU runs it: from here on it is the domain's job glue's. */
+        operation_undo_clear(c->op);
         j->userdata = TAKE_PTR(c->info);
         if (c->type != JOB_TYPE_COPY && (r = domain_job_journal_write_plain(d, c->id)) < 0)
                 log_warning_errno(r, "Domain '%s': cannot write the journal of job %s (if QEMU and qsnapd both die "
                                   "now, its end goes unreported): %m", d->def->name, c->id);
         log_info("Domain '%s': started %s job %s on %s.", d->def->name, job_type_to_string(c->type), c->id, c->disk);
         manager_notify_job(d->manager, d, j, JOB_EVENT_ADDED);
-        c->done(d, 0, NULL, j, c->userdata);
-        start_call_free(c);
+        c->job = j;
+        operation_finish(c->op, 0, NULL);
 }
 
 typedef struct CopyStart {
@@ -115,37 +132,37 @@ static void on_copy_target_added(Qmp *qmp, int error, json_object *result, const
         int64_t id;
 
         free(cs);
-        if (error < 0) {
-                _cleanup_free_ char *m = strprintf("QEMU cannot open the destination %s: %s", c->info->copy_dest,
-                                                   strna(desc));
-                return start_fail(c, -EIO, m);
-        }
-        c->target_added = true;
+        if (error < 0)
+                return operation_finishf(c->op, -EIO, "QEMU cannot open the destination %s: %s", c->info->copy_dest,
+                                         strna(desc));
+        if (operation_undo_push(c->op, undo_copy_target, NULL) < 0)
+                return operation_finish(c->op, -ENOMEM, "Out of memory.");
         /* "full" copies the whole chain; "top" only what the top holds, the
          * target standing on the same backing node. */
         id = qmp_cmd_blockdev_mirror_copy(qmp, c->id, device, c->info->copy_node, c->base_file ? "top" : "full",
                                           c->bandwidth, c->copy_write_blocking, 0, on_job_started, c);
         if (id < 0)
-                start_fail(c, (int) id, "Cannot send the job to QEMU.");
+                operation_finish(c->op, (int) id, "Cannot send the job to QEMU.");
 }
 
 static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         StartCall *c = userdata;
         const char *device = NULL, *base = NULL, *top = NULL;
-        const DomainDisk *disk = domain_def_find_disk(domain_current_def(c->domain), c->disk);
+        const DomainDisk *disk = domain_def_find_disk(domain_current_def(c->op->domain), c->disk);
         int64_t id;
 
         if (error < 0 || !disk || qmp_find_format_node(result, disk->source, &device) <= 0 ||
             (c->base_file && qmp_find_format_node(result, c->base_file, &base) <= 0) ||
             (c->top_file && qmp_find_format_node(result, c->top_file, &top) <= 0))
-                return start_fail(c, -EIO, "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
+                return operation_finish(c->op, -EIO,
+                                        "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
 
         if (c->type == JOB_TYPE_COPY) {
                 CopyStart *cs = new0(CopyStart, 1);
 
                 if (!cs || !(cs->device = strdup(device))) {
                         free(cs);
-                        return start_fail(c, -ENOMEM, "Out of memory.");
+                        return operation_finish(c->op, -ENOMEM, "Out of memory.");
                 }
                 cs->call = c;
                 id = qmp_cmd_blockdev_add_copy_target(qmp, c->info->copy_node, disk_format_to_string(c->copy_format),
@@ -159,7 +176,7 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
         else
                 id = qmp_cmd_block_commit(qmp, c->id, device, top, base, c->backing_name, c->bandwidth, on_job_started, c);
         if (id < 0)
-                start_fail(c, (int) id, "Cannot send the job to QEMU.");
+                operation_finish(c->op, (int) id, "Cannot send the job to QEMU.");
 }
 
 /* The disk, its chain, and the common refusals. */
@@ -286,6 +303,7 @@ static int relative_backing_name(const ImageChain *chain, int from, int to, char
         return 0;
 }
 
+/* The plan and its operation; NULL when out of memory. */
 static StartCall *start_call_new(Domain *d, JobType type, const DomainDisk *disk, const ImageChain *chain,
                                  const char *base_file, const char *top_file, uint64_t bandwidth, BlockJobStartedFunc done,
                                  void *userdata) {
@@ -294,8 +312,9 @@ static StartCall *start_call_new(Domain *d, JobType type, const DomainDisk *disk
 
         if (!c)
                 return NULL;
-        *c = (StartCall) { .domain = domain_ref(d), .type = type, .bandwidth = bandwidth, .done = done, .userdata = userdata };
-        manager_busy_ref(d->manager);
+        *c = (StartCall) { .type = type, .bandwidth = bandwidth, .done = done, .userdata = userdata };
+        if (operation_new(d, start_call_kind(type), c, &c->op) < 0)
+                return NULL;
         seq = ++d->node_seq & 0xffffffffffULL;
         /* '-' separates the parts, so "active-commit" is spelled "active.commit". */
         c->id = strprintf("%s-%s-%" PRIx64, type == JOB_TYPE_ACTIVE_COMMIT ? "active.commit" : job_type_to_string(type),
@@ -304,31 +323,29 @@ static StartCall *start_call_new(Domain *d, JobType type, const DomainDisk *disk
         c->base_file = base_file ? strdup(base_file) : NULL;
         c->top_file = top_file ? strdup(top_file) : NULL;
         c->info = new0(BlockJobInfo, 1);
-        if (!c->id || !c->disk || (base_file && !c->base_file) || (top_file && !c->top_file) || !c->info) {
-                start_call_free(c);
-                return NULL;
-        }
+        if (!c->id || !c->disk || (base_file && !c->base_file) || (top_file && !c->top_file) || !c->info)
+                goto fail;
         c->info->domain = d;
-        if (type == JOB_TYPE_COPY) {
-                c->info->copy_node = strprintf("copy-%" PRIx64, seq);
-                if (!c->info->copy_node) {
-                        start_call_free(c);
-                        return NULL;
-                }
-        }
+        if (type == JOB_TYPE_COPY && !(c->info->copy_node = strprintf("copy-%" PRIx64, seq)))
+                goto fail;
         for (size_t i = 0; i < chain->n_layers; i++)
-                if (strv_extend(&c->info->old_chain, chain->layers[i].path) < 0) {
-                        start_call_free(c);
-                        return NULL;
-                }
+                if (strv_extend(&c->info->old_chain, chain->layers[i].path) < 0)
+                        goto fail;
         return c;
+fail:
+        operation_cancel(c->op);
+        return NULL;
 }
 
+/* The graph first: the job's nodes are named from it. */
 static int start_call_send(StartCall *c) {
-        if (qmp_cmd_query_named_block_nodes(c->domain->qmp, on_nodes_for_job, c) < 0) {
-                start_call_discard(c);
+        Operation *o = c->op;
+
+        if (qmp_cmd_query_named_block_nodes(o->domain->qmp, on_nodes_for_job, c) < 0) {
+                operation_cancel(o);
                 return -EIO;
         }
+        operation_started(o);
         return 0;
 }
 
@@ -341,7 +358,7 @@ static int job_begin(Domain *d, JobType type, const DomainDisk *disk, const Imag
                 return -ENOMEM;
         c->info->delete_files = delete_files;
         if (backing_name && !(c->backing_name = strdup(backing_name))) {
-                start_call_free(c);
+                operation_cancel(c->op);
                 return -ENOMEM;
         }
         return start_call_send(c);
@@ -608,7 +625,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         c->info->transient = flags & BLOCK_COPY_TRANSIENT_JOB;
         c->info->copy_dest = strdup(dest);
         if (!c->info->copy_dest) {
-                start_call_free(c);
+                operation_cancel(c->op);
                 return -ENOMEM;
         }
         if (!(flags & BLOCK_COPY_REUSE_EXT)) {
@@ -616,22 +633,33 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
                 r = image_create(dest, format, size, backing, backing ? chain->layers[1].format : DISK_FORMAT_QCOW2,
                                  ret_message);
                 if (r < 0) {
-                        start_call_free(c);
+                        operation_cancel(c->op);
                         return r == -EEXIST ? -EEXIST : r == -ENOSPC ? -ENOSPC : r == -ELOOP ? -EXDEV : -EIO;
                 }
                 c->info->copy_created = true;
+                r = operation_undo_push(c->op, undo_copy_dest, NULL);
+                if (r < 0) {
+                        (void) unlink(dest);
+                        operation_cancel(c->op);
+                        return r;
+                }
         }
         c->copy_direct = supports_direct_io(dest);
         r = domain_job_journal_write_copy(d, c->id, c->info);
         if (r < 0) {
                 *ret_message = strprintf("Cannot write the journal of the copy: %s", strerror(-r));
-                if (c->info->copy_created)
-                        (void) unlink(dest);
-                start_call_free(c);
+                operation_cancel(c->op);
+                return r;
+        }
+        r = operation_undo_push(c->op, undo_copy_journal, NULL);
+        if (r < 0) {
+                domain_job_journal_remove(d, c->id);
+                operation_cancel(c->op);
                 return r;
         }
         log_info("Domain '%s': copying disk %s to %s (%s, %s%s).", d->def->name, disk->target, dest,
                  disk_format_to_string(format), backing ? "shallow" : "full", c->copy_direct ? ", O_DIRECT" : "");
-        crash_point("block-copy:journal-written");
+        /* crash points: block-copy:journal-written */
+        operation_crash_point(c->op, "journal-written");
         return start_call_send(c);
 }

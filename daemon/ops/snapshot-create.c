@@ -16,8 +16,9 @@
  * to do to <state>/ops/<uuid>.snapshot-create (crash-safely), and removes
  * that file once it finished or rolled back. A qsnapd that finds the file
  * at start-up, after re-attaching to the QEMU, finishes the snapshot when
- * QEMU switched the disks already (each disk's root node is the planned
- * overlay node) and rolls it back otherwise: planned nodes deleted, files
+ * the disks were switched already (each disk's root node in QEMU is the
+ * planned overlay node; without a QEMU, the stored definition names the
+ * planned overlay) and rolls it back otherwise: planned nodes deleted, files
  * made for it removed, and a guest stopped for the memory save resumed.
  * No state ever needs a person to clear it.
  */
@@ -76,6 +77,7 @@ struct SnapshotPlan {
         int error;
         char *message;
         int subscription;
+        int64_t migrate_query; /* the query-migrate in flight, 0: none */
         Snapshot *snapshot;   /* the result, while HALT stops the domain */
         bool intent_written;
         unsigned cont_retries;
@@ -97,6 +99,9 @@ SnapshotPlan *snapshot_plan_free(SnapshotPlan *p) {
         free(p->memory_file);
         free(p->job_id);
         free(p->message);
+        /* Its reply must not find the plan gone. */
+        if (p->migrate_query > 0 && p->domain->qmp)
+                (void) qmp_cancel(p->domain->qmp, p->migrate_query);
         sd_event_source_disable_unref(p->timer);
         sd_event_source_disable_unref(p->defer);
         free(p);
@@ -606,6 +611,7 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                 if (changed) {
                         (void) domain_save_disks(d);
                         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+                        crash_point("create:disks");
                 }
 
                 if (!(p->flags & SNAPSHOT_CREATE_NO_METADATA)) {
@@ -619,6 +625,7 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
                                          d->def->name, snapshot_name(s),
                                          (now_usec(CLOCK_MONOTONIC) - p->started_usec) / 1000.0, p->qemu_usec / 1000.0);
                                 manager_notify_snapshot_added(d->manager, d, s);
+                                crash_point("create:metadata");
                         }
                 }
         }
@@ -723,9 +730,11 @@ static void plan_execute_offline(SnapshotPlan *p) {
         r = plan_write_intent(p);
         if (r < 0)
                 return plan_finish(p, r, "Cannot record the snapshot's intent.");
+        crash_point("create:intent");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
+        crash_point("create:overlays");
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
@@ -811,6 +820,7 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         for (size_t i = 0; i < p->n_disks; i++)
                 p->disks[i].added = p->disks[i].created = false;
         p->memory_created = false;
+        crash_point("create:switched");
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
                 /* The reply waits for the guest to run again. */
                 p->stopped = false;
@@ -891,6 +901,7 @@ static void plan_migration_done(SnapshotPlan *p, const char *status, const char 
                 p->subscription = 0;
                 /* QEMU is in postmigrate now: paused, memory saved. */
                 p->stopped = p->was_running;
+                crash_point("create:memory");
                 plan_add_overlays(p);
         } else if (STR_IN_SET(status, "failed", "cancelled")) {
                 int r = path_out_of_space(p->memory_file) ? -ENOSPC : -EIO;
@@ -902,6 +913,7 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         SnapshotPlan *p = userdata;
         const char *status, *err;
 
+        p->migrate_query = 0;
         if (!p->timer) /* finished meanwhile */
                 return;
         if (error < 0 || qmp_parse_query_migrate(result, &status, &err) < 0)
@@ -909,11 +921,24 @@ static void on_query_migrate(Qmp *qmp, int error, json_object *result, const cha
         plan_migration_done(p, status, err);
 }
 
+/* One query-migrate at a time: the poll and the event may both ask. */
+static int plan_query_migrate(SnapshotPlan *p) {
+        int64_t id;
+
+        if (p->migrate_query > 0)
+                return 0;
+        id = qmp_cmd_query_migrate(p->domain->qmp, on_query_migrate, p);
+        if (id < 0)
+                return (int) id;
+        p->migrate_query = id;
+        return 0;
+}
+
 static int on_migration_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         SnapshotPlan *p = userdata;
 
         /* Events are the main path; polling catches a missed one. */
-        if (qmp_cmd_query_migrate(p->domain->qmp, on_query_migrate, p) < 0)
+        if (plan_query_migrate(p) < 0)
                 return plan_fail(p, -EIO, "Cannot send query-migrate."), 0;
         (void) sd_event_source_set_time_relative(s, MIGRATION_POLL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
@@ -926,7 +951,7 @@ static void on_migration_event(Qmp *qmp, const char *event, json_object *data, u
         if (qmp_parse_migration_event(data, &status) < 0 || !STR_IN_SET(status, "completed", "failed", "cancelled"))
                 return;
         /* Ask for the details (error text) once more, then decide. */
-        if (qmp_cmd_query_migrate(qmp, on_query_migrate, p) < 0)
+        if (plan_query_migrate(p) < 0)
                 plan_fail(p, -EIO, "Cannot send query-migrate.");
 }
 
@@ -1054,9 +1079,11 @@ static void plan_nodes_known(SnapshotPlan *p) {
         r = plan_write_intent(p);
         if (r < 0)
                 return plan_finish(p, r, "Cannot record the snapshot's intent.");
+        crash_point("create:intent");
         r = create_overlay_files(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
+        crash_point("create:overlays");
         if (p->memory == SNAPSHOT_LOCATION_EXTERNAL)
                 return plan_save_memory(p);
         plan_add_overlays(p);
@@ -1114,6 +1141,7 @@ static int on_plan_start(sd_event_source *s, void *userdata) {
         SnapshotPlan *p = userdata;
 
         p->defer = sd_event_source_disable_unref(p->defer);
+        crash_point("create:start");
         p->started_usec = now_usec(CLOCK_MONOTONIC);
         p->was_running = p->domain->state == DOMAIN_RUNNING;
         if (!p->live)
@@ -1185,9 +1213,13 @@ static void recovery_roll_back(Recovery *rc) {
                 if (overlay && json_get_bool(e, "created") && unlink(overlay) >= 0)
                         log_info("Domain '%s': removed overlay %s of an interrupted snapshot.", d->def->name, overlay);
         }
+        /* QEMU may still be saving the memory: stop that, or it would pause
+         * the guest (postmigrate) once done, into a file that is gone. */
+        if (mem && d->qmp)
+                (void) qmp_cmd_migrate_cancel(d->qmp, NULL, NULL);
         if (mem && unlink(mem) >= 0)
                 log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
-        log_notice("Domain '%s': rolled back a snapshot interrupted before QEMU switched the disks.", d->def->name);
+        log_notice("Domain '%s': rolled back a snapshot interrupted before the disks were switched.", d->def->name);
 }
 
 /* QEMU switched: record what the interrupted qsnapd could not. */
@@ -1228,13 +1260,24 @@ static void recovery_roll_forward(Recovery *rc) {
                         log_error_errno(r, "Domain '%s': cannot record the interrupted snapshot: %s", d->def->name,
                                         strna(message));
         }
-        log_notice("Domain '%s': finished a snapshot interrupted after QEMU switched the disks.", d->def->name);
+        log_notice("Domain '%s': finished a snapshot interrupted after the disks were switched.", d->def->name);
+}
+
+/* The metadata are stored only after the disks switched: a snapshot
+ * whose metadata made it is finished, whatever kind it is. */
+static bool recovery_recorded(Recovery *rc) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *xml = json_get_string(rc->intent, "snapshot_xml");
+
+        return xml && snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message) >= 0 &&
+               snapshot_tree_find(&rc->domain->snapshots, def->name);
 }
 
 static void recovery_end(Recovery *rc) {
         Domain *d = rc->domain;
 
-        if (rc->switched == rc->n_disks && rc->n_disks > 0)
+        if ((rc->switched == rc->n_disks && rc->n_disks > 0) || recovery_recorded(rc))
                 recovery_roll_forward(rc);
         else
                 recovery_roll_back(rc);
@@ -1288,7 +1331,16 @@ static int snapshot_create_recover(Domain *d, DomainDoneFunc done, void *userdat
         rc->n_disks = json_get_array(rc->intent, "disks", &disks);
         log_notice("Domain '%s': a snapshot was interrupted; checking how far it got.", d->def->name);
 
-        /* Without a QEMU to ask, nothing was switched that qsnapd knows of. */
+        /* Without a QEMU to ask (a shut-off domain), the stored definition
+         * tells: a disk it runs on the planned overlay was switched. */
+        for (size_t i = 0; !d->qmp && i < rc->n_disks; i++) {
+                json_object *e = intent_disk(rc->intent, i);
+                const char *target = json_get_string(e, "target"), *overlay = json_get_string(e, "overlay");
+                const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
+
+                if (disk && overlay && streq(disk->source, overlay))
+                        rc->switched++;
+        }
         for (size_t i = 0; d->qmp && i < rc->n_disks; i++) {
                 const char *target = json_get_string(intent_disk(rc->intent, i), "target");
                 RecoveryCall *c = new0(RecoveryCall, 1);

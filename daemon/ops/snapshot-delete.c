@@ -976,9 +976,6 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
 }
 
 static void op_run_qmp_block(DeleteOp *op, Action *a) {
-        _cleanup_free_ char *step = strprintf("delete:%s", a->what);
-
-        crash_point(step ?: "delete:step");
         if (!op->domain->qmp || !op->job)
                 return op_finish(op, -ESRCH, "The domain's QEMU went away.");
         if (qmp_cmd_query_named_block_nodes(op->domain->qmp, on_block_nodes, op) < 0)
@@ -994,14 +991,16 @@ static void op_run_action(DeleteOp *op) {
         if (op->action >= op->plan.n_actions)
                 return op_victim_done(op);
         a = op->plan.actions + op->action;
+        {
+                /* Before each step, named after it. crash points: delete:commit delete:rebase
+                 * delete:snapshot delete:active-commit delete:stream delete:snapshot-delete */
+                _cleanup_free_ char *step = strprintf("delete:%s", a->what);
+                crash_point(step ?: "delete:step");
+        }
         if (a->kind == ACTION_QMP_INTERNAL)
                 return op_run_qmp_internal(op, a);
         if (a->kind == ACTION_QMP_COMMIT || a->kind == ACTION_QMP_STREAM)
                 return op_run_qmp_block(op, a);
-        {
-                _cleanup_free_ char *step = strprintf("delete:%s", a->what);
-                crash_point(step ?: "delete:step");
-        }
         {
                 _cleanup_free_ char *cmdline = strv_join(a->argv, " ");
                 log_debug("Domain '%s': running %s", op->domain->def->name, strna(cmdline));

@@ -11,6 +11,7 @@
  */
 #include "qemu/job.h"
 
+#include <stddef.h>
 #include <stdio.h>
 
 #include "qemu/qmp-commands.h"
@@ -259,15 +260,28 @@ static bool job_alive(Job *j, JobTracker *t) {
         return !t->freed && j->tracker == t && j->phase != PHASE_FINISHED;
 }
 
-/* Calls one observer callback; false when the owner freed the tracker
- * meanwhile. */
-static bool notify(JobTracker *t, Job *j, void (*cb)(Job *j, void *userdata)) {
+/* The observer of j: its owner's, or the tracker's. */
+static const JobObserver *job_observer(JobTracker *t, Job *j, void **ret_userdata) {
+        *ret_userdata = j->owned ? j->owner_userdata : t->userdata;
+        return j->owned ? &j->owner : &t->observer;
+}
+
+/* Calls one observer callback (the offset of its member in JobObserver);
+ * false when the owner freed the tracker meanwhile. */
+static bool notify_at(JobTracker *t, Job *j, size_t member) {
+        void (*cb)(Job *j, void *userdata);
+        const JobObserver *o;
+        void *userdata;
+
         if (t->freed)
                 return false;
+        o = job_observer(t, j, &userdata);
+        memcpy(&cb, (const char *) o + member, sizeof(cb));
         if (cb)
-                cb(j, t->userdata);
+                cb(j, userdata);
         return !t->freed;
 }
+#define notify(t, j, member) notify_at(t, j, offsetof(JobObserver, member))
 
 static void tracker_link(JobTracker *t, Job *j) {
         j->tracker = t;
@@ -505,7 +519,7 @@ static bool job_progress_emit(Job *j) {
         j->reported_end = j->end;
         j->reported_usec = now_usec(CLOCK_MONOTONIC);
         (void) sd_event_source_set_enabled(j->progress_timer, SD_EVENT_OFF);
-        return notify(t, j, t->observer.progress) && job_alive(j, t);
+        return notify(t, j, progress) && job_alive(j, t);
 }
 
 /* Reports now what is not reported yet, rate limit or not (before a
@@ -653,9 +667,9 @@ static void job_end(Job *j, JobState state, const char *error) {
         tracker_unlink(t, j);
         tracker_update_polling(t);
 
-        if (!notify(t, j, t->observer.state_changed))
+        if (!notify(t, j, state_changed))
                 return;
-        (void) notify(t, j, t->observer.finished);
+        (void) notify(t, j, finished);
 }
 
 static void job_end_with_outcome(Job *j) {
@@ -716,9 +730,9 @@ static bool job_set_state(Job *j, JobState state, bool ready) {
         j->ready = ready;
         tracker_update_polling(t);
 
-        if (!notify(t, j, t->observer.state_changed) || !job_alive(j, t))
+        if (!notify(t, j, state_changed) || !job_alive(j, t))
                 return false;
-        if (became_ready && (!notify(t, j, t->observer.ready) || !job_alive(j, t)))
+        if (became_ready && (!notify(t, j, ready) || !job_alive(j, t)))
                 return false;
         return true;
 }
@@ -754,6 +768,8 @@ static void job_apply_status_full(Job *j, const char *status, bool polled) {
                 tracker_update_polling(t);
                 return;
         }
+        if (streq(status, "pending") && j->auto_finalize)
+                status = "running"; /* QEMU finalizes it: nothing waits for us */
         if (streq(status, "pending")) {
                 if (j->phase != PHASE_ACTIVE)
                         return;
@@ -765,7 +781,7 @@ static void job_apply_status_full(Job *j, const char *status, bool polled) {
                         return;
                 /* Still waiting? The owner may have finalized from state_changed. */
                 if (j->phase == PHASE_PENDING)
-                        (void) notify(t, j, t->observer.pending);
+                        (void) notify(t, j, pending);
                 return;
         }
         if (j->phase != PHASE_ACTIVE)
@@ -1010,11 +1026,12 @@ static void tracker_adopt_finish(JobTracker *t) {
                         break;
                 }
                 j->adopted = true;
+                j->auto_finalize = STR_IN_SET(info->type, "snapshot-save", "snapshot-load", "snapshot-delete");
                 j->cur = j->reported_cur = info->current;
                 j->end = j->reported_end = info->total;
                 j->add_seq = t->poll_seq;
 
-                if (streq(info->status, "pending")) {
+                if (streq(info->status, "pending") && !j->auto_finalize) {
                         j->phase = PHASE_PENDING;
                         j->state = JOB_STATE_PENDING;
                 } else if (streq(info->status, "concluded")) {
@@ -1055,7 +1072,7 @@ static void tracker_adopt_finish(JobTracker *t) {
                 if (!job_alive(j, t))
                         continue;
                 if (j->phase == PHASE_PENDING)
-                        (void) notify(t, j, t->observer.pending);
+                        (void) notify(t, j, pending);
                 else if (j->phase == PHASE_CONCLUDED)
                         job_dismiss(j);
         }
@@ -1099,7 +1116,7 @@ static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *d
         } else if (c->kind == CALL_SET_SPEED && j->bandwidth != c->value) {
                 j->bandwidth = c->value;
                 if (job_alive(j, t))
-                        (void) notify(t, j, t->observer.state_changed);
+                        (void) notify(t, j, state_changed);
         } else if (c->kind == CALL_PAUSE || c->kind == CALL_RESUME) {
                 j->user_paused = c->kind == CALL_PAUSE;
                 if (job_alive(j, t))
@@ -1287,6 +1304,9 @@ JobTracker *job_tracker_free(JobTracker *t) {
                 j->next = NULL;
                 j->tracker = NULL;
                 (void) sd_event_source_set_enabled(j->progress_timer, SD_EVENT_OFF);
+                /* An owner hears that its step goes on without us. */
+                if (j->owned && j->phase != PHASE_FINISHED && j->owner.detached)
+                        j->owner.detached(j, j->owner_userdata);
                 job_unref(j);
         }
         t->jobs_tail = NULL;
@@ -1318,22 +1338,29 @@ void job_tracker_set_poll_interval(JobTracker *t, uint64_t usec) {
         t->poll_interval = usec ?: JOB_POLL_INTERVAL_DEFAULT;
 }
 
-int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *disk, uint64_t bandwidth, Job **ret) {
+int job_tracker_add_job(JobTracker *t, const char *id, const JobSpec *spec, Job **ret) {
         Job *j;
 
-        if (!t || t->freed || isempty(id) || type < 0 || type >= _JOB_TYPE_MAX)
+        if (!t || t->freed || isempty(id) || !spec || spec->type < 0 || spec->type >= _JOB_TYPE_MAX)
                 return -EINVAL;
         if (t->disconnected || !qmp_is_connected(t->qmp))
                 return -ENOTCONN;
         if (job_tracker_find(t, id))
                 return -EEXIST;
 
-        j = job_new(id, type, disk, bandwidth);
+        j = job_new(id, spec->type, spec->disk, spec->bandwidth);
         if (!j)
                 return -ENOMEM;
+        j->auto_finalize = spec->auto_finalize;
+        if (spec->observer) {
+                j->owned = true;
+                j->owner = *spec->observer;
+                j->owner_userdata = spec->observer_userdata;
+        }
         j->add_seq = t->poll_seq;
         tracker_link(t, j);
-        log_debug("Tracking job %s (%s on %s).", id, job_type_to_string(type), strna(disk));
+        log_debug("Tracking job %s (%s on %s%s).", id, job_type_to_string(spec->type), strna(spec->disk),
+                  j->owned ? ", owned" : "");
 
         /* Sync at once: events before the add were not ours to see. */
         t->sync_wanted = true;
@@ -1341,6 +1368,10 @@ int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *dis
         if (ret)
                 *ret = j;
         return 0;
+}
+
+int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *disk, uint64_t bandwidth, Job **ret) {
+        return job_tracker_add_job(t, id, &(JobSpec) { .type = type, .disk = disk, .bandwidth = bandwidth }, ret);
 }
 
 int job_tracker_adopt(JobTracker *t, JobAdoptFunc done, void *userdata) {

@@ -8,7 +8,13 @@
  * its chains and metadata and calls job_finalize(); the tracker then
  * finalizes and dismisses it and reports the end. The owner (the domain
  * layer; the bus layer wraps each Job as an org.example.BlockJob1 object)
- * learns everything through a JobObserver. No D-Bus in here.
+ * learns everything through a JobObserver. A job may have an owner of its
+ * own instead (job_tracker_add_job() with an observer): an operation that
+ * drives a QEMU job as one step of its work (a snapshot-save, a delete's
+ * merge) hears that job's events alone, and the domain's observer never
+ * sees it. Jobs that QEMU finalizes by itself (snapshot-save, -load,
+ * -delete: `auto_finalize`) pass "pending" by; their end and QEMU's error
+ * come from query-jobs. No D-Bus in here.
  *
  * State mapping, QEMU job status → Job.state:
  *   created, running, waiting → running     ready → ready (ready = true; the
@@ -19,7 +25,8 @@
  *            as query-block-jobs "paused" says. QEMU also pauses jobs for a
  *            moment during its own drained sections (a READY mirror goes
  *            ready → standby → ready): that stays running / ready.
- *   pending → pending (observer's pending(); stays pending until dismissed)
+ *   pending → pending (observer's pending(); stays pending until dismissed),
+ *             except for auto_finalize jobs: running (QEMU goes on by itself)
  *   aborting → unchanged (the end follows)
  *   concluded → job-dismiss sent; after its reply: completed, failed or
  *               canceled (observer's finished())
@@ -104,6 +111,12 @@ typedef struct JobObserver {
          * The tracker let go of it before this call (job_tracker_find()
          * no longer finds it); job_ref() it to keep it. */
         void (*finished)(Job *j, void *userdata);
+        /* Owned jobs only (an observer of their own): the tracker went
+         * (job_tracker_free(): qsnapd leaves QEMU running) before the job
+         * ended. QEMU goes on with it and a restarted qsnapd adopts it; the
+         * owner lets go of its work without undoing anything. The tracker
+         * let go of the job before this call (j->tracker == NULL). */
+        void (*detached)(Job *j, void *userdata);
 } JobObserver;
 
 /* Read-only outside job.c. */
@@ -119,6 +132,8 @@ struct Job {
         bool pivoting;       /* job_pivot() was accepted */
         bool aborting;       /* job_abort() was accepted */
         bool adopted;        /* found by job_tracker_adopt() */
+        bool owned;          /* has an observer of its own: the tracker's observer never sees it */
+        bool auto_finalize;  /* QEMU finalizes it by itself (snapshot-save/-load/-delete): no pending() */
         bool local;          /* run by qsnapd itself (job_new_local()), not a QEMU job */
         int (*local_abort)(Job *j, void *data); /* local: what Abort does (NULL: -EOPNOTSUPP) */
         void *local_abort_data;
@@ -132,6 +147,8 @@ struct Job {
         void *userdata;      /* the owner's */
 
         /* private to job.c */
+        JobObserver owner;   /* owned: its observer, and the userdata for it */
+        void *owner_userdata;
         unsigned phase;
         bool soft_cancel, cancelled_seen, completed_seen, end_known, status_aborting, ready_notified, rate_seeded;
         bool user_paused, qemu_paused, qemu_ready; /* State is computed from these */
@@ -188,11 +205,31 @@ void job_tracker_disconnected(JobTracker *t);
  * job until it finished. */
 int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *disk, uint64_t bandwidth, Job **ret);
 
+/* A job as job_tracker_add_job() registers it. */
+typedef struct JobSpec {
+        JobType type;
+        const char *disk;            /* the target; NULL for a job of no one disk (snapshot-*) */
+        uint64_t bandwidth;
+        /* QEMU finalizes it by itself (snapshot-save, snapshot-load,
+         * snapshot-delete): "pending" passes by without pending(), and
+         * how it ended comes from query-jobs once it is concluded. Else it
+         * was started with auto-finalize=false and waits for job_finalize(). */
+        bool auto_finalize;
+        /* Its own observer (NULL: the tracker's): every callback of this
+         * job goes there, with observer_userdata, and never to the
+         * tracker's observer; Job.userdata stays the owner's to use or not. */
+        const JobObserver *observer;
+        void *observer_userdata;
+} JobSpec;
+
+/* job_tracker_add() with everything said: the same rules and errors. */
+int job_tracker_add_job(JobTracker *t, const char *id, const JobSpec *spec, Job **ret);
+
 /* After a restart of ours: query-jobs + query-block-jobs, and a Job for
  * every QEMU job of a kind we know (commit → commit, or active-commit when
  * READY; stream → pull; mirror → copy; backup; snapshot-save/-load/-delete
- * → snapshot-create/-revert/-delete), running, paused, ready, pending or
- * concluded. done(t, 0) comes once they all exist, without state_changed
+ * → snapshot-create/-revert/-delete, auto_finalize), running, paused,
+ * ready, pending or concluded. Adopted jobs are the tracker observer's. done(t, 0) comes once they all exist, without state_changed
  * for them; correct j->type/disk from the journal there (job_set_*()).
  * Afterwards jobs found pending get pending(), concluded ones are dismissed
  * and get finished(). -EBUSY while an adoption is in flight. */

@@ -355,6 +355,10 @@ int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
         return qmp_send(qmp, "query-migrate", NULL, cb, userdata);
 }
 
+int64_t qmp_cmd_migrate_cancel(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "migrate_cancel", NULL, cb, userdata);
+}
+
 int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error) {
         const char *status, *error;
 

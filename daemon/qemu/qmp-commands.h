@@ -84,6 +84,8 @@ int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_repl
  * ("exec:cat '<file>'"). */
 int64_t qmp_cmd_migrate_incoming(Qmp *qmp, const char *uri, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+/* Stops an outgoing migration that is still running (nothing when none is). */
+int64_t qmp_cmd_migrate_cancel(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error);
 int qmp_parse_migration_event(json_object *data, const char **ret_status);
 

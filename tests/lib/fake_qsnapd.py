@@ -114,6 +114,9 @@ def main():
     conn.register_object(qsnaptest.MANAGER_PATH, iface, on_call, on_get, None)
     if args.fake_qemu:
         spawn_fake_qemu(args.runtime_dir)
+    # Before the name is taken: the harness may send SIGTERM as soon as it
+    # sees the name owned.
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
     reply = conn.call_sync('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus',
                            'RequestName', GLib.Variant('(su)', (qsnaptest.BUS_NAME, 4)), None,
                            Gio.DBusCallFlags.NONE, -1, None).unpack()[0]
@@ -123,7 +126,6 @@ def main():
     sys.stderr.write('fake qsnapd %d: owns %s\n' % (os.getpid(), qsnaptest.BUS_NAME))
     if args.exit_status is not None:
         return args.exit_status
-    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
     loop.run()
     sys.stderr.write('fake qsnapd %d: SIGTERM, exiting\n' % os.getpid())
     return 0

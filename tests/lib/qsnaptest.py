@@ -379,6 +379,16 @@ class DBusCallError(Exception):
         self.remote = remote
 
 
+class HmpError(RuntimeError):
+    """An HMP command QEMU answered with an error text (reply): QEMU's own
+    refusal, not a failed D-Bus call."""
+
+    def __init__(self, command, reply):
+        super().__init__('HMP %s: %s' % (command, reply))
+        self.command = command
+        self.reply = reply
+
+
 def _convert_error(e, call):
     name = Gio.DBusError.get_remote_error(e)
     if name:
@@ -430,6 +440,15 @@ def spin(predicate, timeout):
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.01)
+
+
+def wait_until(predicate, timeout, what):
+    """spin() that cannot be ignored: the predicate's true value, or
+    AssertionError naming what did not happen within timeout seconds."""
+    value = spin(predicate, timeout)
+    if not value:
+        raise AssertionError('%s: not so within %.0f s' % (what, timeout))
+    return value
 
 
 class PendingCall:
@@ -722,6 +741,39 @@ Disk = collections.namedtuple('Disk', 'target path format transient readonly',
                               defaults=('qcow2', False, False))
 
 
+class QmpSocket:
+    """A QMP connection of our own to a QEMU's monitor socket, for the
+    moments no qsnapd is connected to it (QEMU serves one client at a
+    time). command() returns the 'return' value; events are skipped."""
+
+    def __init__(self, path, timeout=10.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile('rw')
+        greeting = json.loads(self.file.readline())
+        if 'QMP' not in greeting:
+            raise RuntimeError('no QMP greeting on %s: %r' % (path, greeting))
+        self.command('qmp_capabilities')
+
+    def command(self, execute, arguments=None):
+        msg = {'execute': execute}
+        if arguments is not None:
+            msg['arguments'] = arguments
+        self.file.write(json.dumps(msg) + '\n')
+        self.file.flush()
+        while True:
+            reply = json.loads(self.file.readline())
+            if 'error' in reply:
+                raise RuntimeError('QMP %s: %s' % (execute, reply['error']))
+            if 'return' in reply:
+                return reply['return']
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
 def qemu_img_create(path, size='64M', fmt='qcow2', backing=None, backing_fmt='qcow2'):
     argv = [QEMU_IMG, 'create', '-q', '-f', fmt]
     if backing:
@@ -770,10 +822,34 @@ def qemu_img_check(path, fmt='qcow2', force_share=False):
     return r.returncode == 0, (r.stdout + r.stderr).strip()
 
 
-def qemu_img_compare(a, b, force_share=True):
-    """(identical, output) of qemu-img compare."""
-    r = run([QEMU_IMG, 'compare'] + (['-U'] if force_share else []) + [a, b])
+def qemu_img_compare(a, b, force_share=True, fmt_a=None, fmt_b=None):
+    """(identical, output) of qemu-img compare (formats probed unless given)."""
+    argv = [QEMU_IMG, 'compare'] + (['-U'] if force_share else [])
+    argv += (['-f', fmt_a] if fmt_a else []) + (['-F', fmt_b] if fmt_b else [])
+    r = run(argv + [a, b])
     return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
+def write_reference(path, size, patterns):
+    """A sparse raw image of size bytes holding exactly patterns, each
+    (byte, offset, length), and zeros everywhere else: what a whole disk
+    must read at one point in time, for qemu-img compare."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for pattern, offset, length in patterns:
+            f.seek(offset)
+            f.write(bytes([pattern]) * length)
+    return path
+
+
+def qemu_img_internal_snapshot_copy(image, tag, out):
+    """The contents of internal snapshot tag of image (with its backing
+    chain) as a raw file out (qemu-img convert -l): RuntimeError when
+    qemu-img cannot read it."""
+    r = run([QEMU_IMG, 'convert', '-U', '-f', 'qcow2', '-l', 'snapshot.name=' + tag, '-O', 'raw', image, out])
+    if r.returncode != 0:
+        raise RuntimeError('qemu-img convert -l snapshot.name=%s %s: %s' % (tag, image, r.stderr.strip()))
+    return out
 
 
 def qemu_io(image, command, fmt='qcow2', read_only=True, force_share=True):
@@ -1110,15 +1186,25 @@ class Harness:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._daemon_proc.wait(1)
 
-    def restart_daemon(self, kill=True):
+    def restart_daemon(self, kill=True, env=None):
         """kill -9 (or SIGTERM with kill=False) and start again with the
-        same state and runtime directories."""
+        same state and runtime directories; env: variables for the new
+        qsnapd only (test hooks such as QSNAPD_TEST_CRASH_AT)."""
         if kill:
             self.kill_daemon()
         else:
             self.stop_daemon()
             self._wait_name_gone()
-        return self.start_daemon()
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})
+        try:
+            return self.start_daemon()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
 
     def daemon_exit_problems(self):
         """How qsnapd instances ended that we did not kill ourselves
@@ -1140,6 +1226,58 @@ class Harness:
                     if status != 0 and pid not in self._signaled:
                         problems.append('bus-activated qsnapd %d exited with status %d' % (pid, status))
         return problems
+
+    # ---- qsnapd's log and its crash points
+    def daemon_log_mark(self):
+        """The current end of qsnapd's log, to pass as start= below."""
+        try:
+            return os.path.getsize(self.daemon_log)
+        except FileNotFoundError:
+            return 0
+
+    def daemon_log_since(self, start=0):
+        with open(self.daemon_log, errors='replace') as f:
+            f.seek(start)
+            return f.read()
+
+    def wait_for_log(self, pattern, start=0, timeout=30.0):
+        """The first match of regex pattern in qsnapd's log after offset
+        start, as soon as qsnapd has written it; AssertionError after
+        timeout naming the pattern."""
+        found = spin(lambda: re.search(pattern, self.daemon_log_since(start)), timeout)
+        if not found:
+            raise AssertionError('qsnapd did not log %r within %.0f s; its log since then:\n%s'
+                                 % (pattern, timeout, self.daemon_log_since(start)[-4000:]))
+        return found
+
+    def crash_at(self, point, path, iface, method, args=None, sig=None, timeout=60.0, start_again=True):
+        """Restarts qsnapd (SIGTERM) with QSNAPD_TEST_CRASH_AT=point, makes
+        the call, and waits until that qsnapd killed itself at point (gone,
+        its log saying "Crash point <point> reached": a point that does not
+        exist fails here). Then a new qsnapd starts (start_again), and
+        recovers at start-up. Returns (the log offset where the new qsnapd
+        starts, the call's outcome: its result or the DBusCallError)."""
+        self.restart_daemon(kill=False, env={'QSNAPD_TEST_CRASH_AT': point})
+        pid = self.daemon_pid()
+        self._signaled.add(pid)
+        mark = self.daemon_log_mark()
+        pending = self.client.call_async(path, iface, method, args, sig, timeout=timeout)
+        if not spin(lambda: not _alive(pid), timeout):
+            raise AssertionError('qsnapd did not kill itself at crash point %s within %.0f s' % (point, timeout))
+        if self._daemon_proc is not None and self._daemon_proc.pid == pid:
+            self._daemon_proc.wait()
+        self._wait_name_gone()
+        if 'Crash point %s reached' % point not in self.daemon_log_since(mark):
+            raise AssertionError('qsnapd died, but not at crash point %s; its log:\n%s'
+                                 % (point, self.daemon_log_since(mark)[-4000:]))
+        try:
+            outcome = pending.wait()
+        except DBusCallError as e:
+            outcome = e
+        mark = self.daemon_log_mark()
+        if start_again:
+            self.start_daemon()
+        return mark, outcome
 
     def acknowledge_daemon_exits(self):
         """Marks every qsnapd exit so far as expected (for tests that make
@@ -1264,6 +1402,21 @@ class Harness:
             out.write('\n===== QEMU log %s =====\n%s' % (path, self._tail(path, 60)))
         out.write('\n===== end of logs =====\n')
         out.flush()
+
+    def barrier(self, *domain_paths):
+        """Returns once every signal qsnapd sent before now has been
+        dispatched to our recorders, instead of waiting a while for a
+        signal that must not come: first a round trip through the QEMU of
+        each running domain given (qsnapd handles the events QEMU sent
+        before its reply, and sends their signals, before it answers), then
+        one to qsnapd itself (the bus keeps the order of one sender's
+        messages: what qsnapd sent before its reply arrives before it);
+        then the main context is drained."""
+        for path in domain_paths:
+            if self.get_property(path, DOMAIN_IFACE, 'State') in ('running', 'paused'):
+                self.qmp(path, 'query-status')
+        self.client.call(MANAGER_PATH, 'org.freedesktop.DBus.Peer', 'Ping')
+        spin(lambda: True, 0)
 
     # ---- client helpers (on the harness's own root connection)
     def call(self, *args, **kw):
@@ -1393,6 +1546,33 @@ class Harness:
     def domain_path(self, name):
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'GetDomain', (name,), 's')
 
+    def start_foreign_qemu(self, image, socket_path):
+        """A QEMU qsnapd did not launch (for <qsnap:monitor>): one virtio
+        disk vda on image, QMP on socket_path. Returns its Popen once QMP
+        answers there (the socket file exists at bind(), before listen():
+        only a greeting proves it is ready); killed at teardown."""
+        qemu = subprocess.Popen(
+            [QEMU_SYSTEM, '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-accel', 'tcg',
+             '-m', '128', '-qmp', 'unix:%s,server=on,wait=off' % socket_path,
+             '-blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'vda-fmt',
+                                      'file': {'driver': 'file', 'filename': image}}),
+             '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers():
+            if qemu.poll() is not None:
+                raise RuntimeError('the foreign QEMU exited with %d' % qemu.returncode)
+            try:
+                QmpSocket(socket_path).close()
+                return True
+            except OSError:
+                return False
+        if not spin(answers, 20):
+            qemu.kill()
+            qemu.wait()
+            raise RuntimeError('the foreign QEMU does not answer on %s' % socket_path)
+        return qemu
+
     def domain_log(self, domain_path):
         """<state-dir>/log/<uuid>.log: QEMU's output (HMP qemu-io prints there)."""
         uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')
@@ -1414,9 +1594,10 @@ class Harness:
     def _qemu_io_live(self, domain_path, target, command, done_re, timeout):
         log = self.domain_log(domain_path)
         start = os.path.getsize(log) if os.path.exists(log) else 0
-        reply = self.hmp(domain_path, 'qemu-io -d /machine/peripheral/%s/virtio-backend "%s"' % (target, command))
+        line = 'qemu-io -d /machine/peripheral/%s/virtio-backend "%s"' % (target, command)
+        reply = self.hmp(domain_path, line)
         if reply.strip():
-            raise RuntimeError('HMP qemu-io %r on %s: %s' % (command, target, reply.strip()))
+            raise HmpError(line, reply.strip())
 
         def new_output():
             try:
@@ -1442,17 +1623,36 @@ class Harness:
         self.flush_live(domain_path, target)
 
     def flush_live(self, domain_path, target):
-        reply = self.hmp(domain_path, 'qemu-io -d /machine/peripheral/%s/virtio-backend "flush"' % target)
+        line = 'qemu-io -d /machine/peripheral/%s/virtio-backend "flush"' % target
+        reply = self.hmp(domain_path, line)
         if reply.strip():
-            raise RuntimeError('HMP qemu-io flush on %s: %s' % (target, reply.strip()))
+            raise HmpError(line, reply.strip())
 
-    def verify_pattern_live(self, domain_path, target, pattern, offset, length, timeout=30.0):
-        """True when the running guest's disk target reads back pattern
-        (QEMU's qemu-io prints the verdict into the domain's log)."""
+    def _read_pattern_live(self, domain_path, target, pattern, offset, length, timeout):
+        """qemu-io's answer to read -P in the guest's QEMU: True when the
+        disk holds pattern, False on "Pattern verification failed";
+        RuntimeError when the read itself failed."""
         text = self._qemu_io_live(domain_path, target, 'read -P 0x%02x %d %d' % (pattern, offset, length),
                                   r'read \d+/\d+ bytes at offset %d|read failed' % offset, timeout)
-        return ('Pattern verification failed' not in text
-                and 'read %d/%d bytes at offset %d' % (length, length, offset) in text)
+        if 'Pattern verification failed' in text:
+            return False
+        if 'read %d/%d bytes at offset %d' % (length, length, offset) not in text:
+            raise RuntimeError('live read on %s failed: %s' % (target, text.strip()))
+        return True
+
+    def verify_pattern_live(self, domain_path, target, pattern, offset, length, what='', timeout=30.0):
+        """The running guest's disk target reads back pattern in
+        [offset, offset+length) (QEMU's qemu-io prints the verdict into the
+        domain's log); AssertionError saying what was expected otherwise."""
+        if not self._read_pattern_live(domain_path, target, pattern, offset, length, timeout):
+            raise AssertionError('%s%s of %s does not read 0x%02x at %d+%d (qemu-io: Pattern verification failed)'
+                                 % (what + ': ' if what else '', target, domain_path, pattern, offset, length))
+
+    def verify_not_pattern_live(self, domain_path, target, pattern, offset, length, what='', timeout=30.0):
+        """The opposite: the read succeeds and finds other data there."""
+        if self._read_pattern_live(domain_path, target, pattern, offset, length, timeout):
+            raise AssertionError('%s%s of %s reads 0x%02x at %d+%d, which it must not'
+                                 % (what + ': ' if what else '', target, domain_path, pattern, offset, length))
 
 
 class QsnapTestCase(unittest.TestCase):

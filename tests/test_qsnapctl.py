@@ -39,10 +39,12 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
 """
 
 import fcntl
+import glob
 import json
 import os
 import re
 import select
+import shlex
 import signal
 import struct
 import subprocess
@@ -50,6 +52,7 @@ import tempfile
 import termios
 import time
 import unittest
+import xml.etree.ElementTree as ET
 
 import qsnaptest as q
 
@@ -791,6 +794,101 @@ class MonitorTest(QsnapctlTest):
         self.assertTrue(all(ev['object'] == 'mon vm' for ev in seen if ev['path'] == dom))
         self.assertTrue(all(set(ev) == {'time', 'object', 'path', 'interface', 'member', 'args'} for ev in seen))
         self.ok('undefine', 'mon vm', '--snapshots-metadata')
+
+
+# --------------------------------------------------------------------------
+
+class CompletionTest(QsnapctlTest):
+    """The installed bash completion, sourced into a real bash, with
+    COMP_WORDS/COMP_LINE as bash sets them for a partial word."""
+
+    def complete(self, words, typed_line=None):
+        """words: what bash splits (as typed); the last one is completed."""
+        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
+        line = typed_line if typed_line is not None else ' '.join(words)
+        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
+                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
+                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
+        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
+        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [x for x in r.stdout.split('\n') if x]
+
+    def test_completion(self):
+        h = self.h
+        img = h.create_image('comp.qcow2', '64M')
+        self.ok('define', '-', stdin=q.domain_xml('comp vm', [q.Disk('vda', img), q.Disk('vdb', h.create_image('comp2.qcow2'))]))
+        self.ok('snapshot-create-as', 'comp vm', 'cold one')
+        self.ok('snapshot-create-as', 'comp vm', 'cold two')
+        self.ok('snapshot-create-as', 'comp vm', 'other')
+        a = ['--address', self.h.address]
+        self.assertEqual(self.complete(['qsnapctl', 'snapshot-l']), ['snapshot-list'])
+        self.assertEqual(self.complete(['qsnapctl', 'blockc']), ['blockcommit', 'blockcopy'])
+        self.assertEqual(self.complete(['qsnapctl', '--no-a']), ['--no-ask-password'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['start', 'comp']), ['comp\\ vm'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['start', "'comp"]), ['comp vm'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['snapshot-info', 'comp\\ vm', 'co']),
+                         ['cold\\ one', 'cold\\ two'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['snapshot-list', '--domain', 'comp\\ vm', '--from', 'o']),
+                         ['other'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['blockpull', 'comp\\ vm', 'vd']), ['vda', 'vdb'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['blockcommit', 'comp\\ vm', 'vda', '--piv']), ['--pivot'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['snapshot-list', 'comp\\ vm', '--js']), ['--json'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['start', 'comp\\ vm', '--js']), [],
+                         '--json only where a verb prints data')
+        # "--address=unix:path=..." is split by bash at '=' and ':'.
+        addr = self.h.address
+        words = ['qsnapctl', '--address', '=', addr.split(':', 1)[0], ':', addr.split(':', 1)[1], 'domstate', 'com']
+        self.assertEqual(self.complete(words, 'qsnapctl --address=%s domstate com' % addr), ['comp\\ vm'])
+        # A file argument: bash's file names.
+        xml = os.path.join(self.h.root, 'complete-me.xml')
+        open(xml, 'w').close()
+        self.assertEqual(self.complete(['qsnapctl', 'define', os.path.join(self.h.root, 'complete-m')]), [xml])
+        self.ok('undefine', 'comp vm', '--snapshots-metadata')
+
+
+class ManPageTest(QsnapctlTest):
+    """man renders each page without a warning; qsnapctl(1) names every verb
+    and option qsnapctl knows, org.example.Snapshot1(5) every member of
+    interfaces/*.xml."""
+
+    def render(self, path):
+        r = subprocess.run(['man', '--warnings', '-l', path], capture_output=True, text=True,
+                           env=dict(os.environ, LC_ALL='C.UTF-8', MANWIDTH='100', MANPAGER='cat', PAGER='cat'))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, '', 'man warns about %s' % path)
+        self.assertGreater(len(r.stdout), 1000)
+        return r.stdout
+
+    def test_pages(self):
+        page1 = q.source_path('docs', 'qsnapctl.1')
+        self.render(page1)
+        self.render(q.source_path('docs', 'qsnapd.8'))
+        bus_page = os.environ.get('QSNAP_BUS_MAN', '')
+        self.assertTrue(os.path.exists(bus_page), 'QSNAP_BUS_MAN=%r is not built' % bus_page)
+        text5 = self.render(bus_page)
+
+        with open(page1) as f:
+            src = f.read().replace('\\-', '-')
+        src = re.sub(r'\\f[BIRP]', '', src)
+        verbs = [l.split()[0] for l in self.ok('--help').split('\n') if re.match(r'^  [a-z]', l)]
+        self.assertGreater(len(verbs), 30)
+        for verb in verbs:
+            self.assertRegex(src, r'(^|\n|[ ,])%s([ ,\n])' % re.escape(verb), 'qsnapctl(1) lacks the verb %s' % verb)
+            for opt in re.findall(r'^  (--[a-z-]+)', self.ok('help', verb), re.M):
+                self.assertIn(opt, src, 'qsnapctl(1) lacks %s of %s' % (opt, verb))
+        for opt in re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]):
+            self.assertIn(opt, src)
+
+        for path in glob.glob(q.source_path('interfaces', '*.xml')):
+            root = ET.parse(path).getroot()
+            for iface in root.findall('interface'):
+                self.assertIn('INTERFACE %s' % iface.get('name'), text5)
+                for el in iface:
+                    if el.tag in ('method', 'signal', 'property'):
+                        self.assertRegex(text5, r'\n {7}%s[( ]' % re.escape(el.get('name')),
+                                         '%s.%s missing from org.example.Snapshot1(5)' % (iface.get('name'), el.get('name')))
 
 if __name__ == '__main__':
     q.main()

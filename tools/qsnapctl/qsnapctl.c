@@ -718,7 +718,7 @@ static int run_complete(int argc, char **argv) {
         const Verb *v = NULL;
         size_t npos = 0;
         _cleanup_strv_free_ char **given = NULL; /* option names given (for positional slots) */
-        _cleanup_free_ char *domain = NULL;
+        _cleanup_free_ char *domain = NULL, *inline_key = NULL;
 
         if (argc < 2)
                 return EXIT_OK;
@@ -730,6 +730,13 @@ static int run_complete(int argc, char **argv) {
         cur = cword < nwords ? words[cword] : "";
         if (streq(cur, "="))
                 cur = "";
+        /* "--opt=val": complete the value of --opt */
+        if (strncmp(cur, "--", 2) == 0 && strchr(cur, '=')) {
+                inline_key = strndup(cur + 2, (size_t) (strchr(cur, '=') - cur - 2));
+                if (!inline_key)
+                        return EXIT_FAILED;
+                cur = strchr(cur, '=') + 1;
+        }
         /* Walk the words before the cursor. */
         for (i = 1; i < cword; i++) {
                 const char *w = words[i];
@@ -753,11 +760,15 @@ static int run_complete(int argc, char **argv) {
                         inline_value = strchr(key, '=') != NULL;
                         if (inline_value)
                                 *strchr(key, '=') = '\0';
+                        if (inline_value && streq(key, "domain"))
+                                free_and_strdup(&domain, strchr(w, '=') + 1);
                         if (i + 1 < cword && streq(words[i + 1], "=")) { /* bash split "--opt=value" */
                                 inline_value = true;
-                                if (i + 2 < cword)
+                                if (i + 2 < cword) {
+                                        if (streq(key, "domain"))
+                                                free_and_strdup(&domain, words[i + 2]);
                                         i += 2;
-                                else {
+                                } else {
                                         prev_opt = NULL;
                                         i++;
                                         o = v ? find_option(v->options, key, NULL) : NULL;
@@ -825,9 +836,11 @@ static int run_complete(int argc, char **argv) {
                         npos++;
                 }
         }
+        if (inline_key)
+                prev_opt = inline_key;
         if (!v) {
                 if (prev_opt)
-                        return EXIT_OK;
+                        goto done;
                 if (cur[0] == '-') {
                         for (size_t k = 0; global_options[k].name; k++) {
                                 _cleanup_free_ char *s = strjoin("--", global_options[k].name);

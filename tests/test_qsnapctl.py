@@ -45,6 +45,7 @@ import os
 import re
 import select
 import shlex
+import socket
 import signal
 import struct
 import subprocess
@@ -877,9 +878,9 @@ class ManPageTest(QsnapctlTest):
         for verb in verbs:
             self.assertRegex(src, r'(^|\n|[ ,])%s([ ,\n])' % re.escape(verb), 'qsnapctl(1) lacks the verb %s' % verb)
             for opt in re.findall(r'^  (--[a-z-]+)', self.ok('help', verb), re.M):
-                self.assertIn(opt, src, 'qsnapctl(1) lacks %s of %s' % (opt, verb))
+                self.assertTrue(opt in src, 'qsnapctl(1) lacks %s of %s' % (opt, verb))
         for opt in re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]):
-            self.assertIn(opt, src)
+            self.assertTrue(opt in src, 'qsnapctl(1) lacks %s' % opt)
 
         for path in glob.glob(q.source_path('interfaces', '*.xml')):
             root = ET.parse(path).getroot()
@@ -889,6 +890,97 @@ class ManPageTest(QsnapctlTest):
                     if el.tag in ('method', 'signal', 'property'):
                         self.assertRegex(text5, r'\n {7}%s[( ]' % re.escape(el.get('name')),
                                          '%s.%s missing from org.example.Snapshot1(5)' % (iface.get('name'), el.get('name')))
+
+
+# --------------------------------------------------------------------------
+
+class RemoteTest(QsnapctlTest):
+    """-H root@127.0.0.1:PORT through a real sshd (Debian's openssh-server)
+    started here on a free port with a throwaway host key and client key,
+    exactly the way sd-bus does it for hostnamectl: ssh from PATH (here a
+    wrapper naming our key and known_hosts) runs systemd-stdio-bridge on
+    the "remote" host, whose system bus is our private one (sshd's
+    ForceCommand adds --bus-path: the bridge does not read the environment)."""
+
+    def setUp(self):
+        super().setUp()
+        if not os.access('/usr/sbin/sshd', os.X_OK):
+            raise AssertionError('/usr/sbin/sshd is missing: apt-get install openssh-server (tools/packages.txt)')
+        self.dir = tempfile.mkdtemp(prefix='ssh-', dir=self.h.root)
+        d = self.dir
+        for key in ('host_key', 'id'):
+            subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', os.path.join(d, key)], check=True)
+        with open(os.path.join(d, 'id.pub')) as f, open(os.path.join(d, 'authorized_keys'), 'w') as g:
+            g.write(f.read())
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            self.port = sock.getsockname()[1]
+        with open(os.path.join(d, 'sshd_config'), 'w') as f:
+            f.write('Port %d\nListenAddress 127.0.0.1\nHostKey %s/host_key\nPidFile %s/sshd.pid\n'
+                    'AuthorizedKeysFile %s/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\n'
+                    'PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n'
+                    'ForceCommand /usr/bin/systemd-stdio-bridge --bus-path=%s\n' % (self.port, d, d, d, self.h.address))
+        with open(os.path.join(d, 'known_hosts'), 'w') as f, open(os.path.join(d, 'host_key.pub')) as k:
+            f.write('[127.0.0.1]:%d %s' % (self.port, k.read()))
+        os.makedirs(os.path.join(d, 'bin'))
+        wrapper = os.path.join(d, 'bin', 'ssh')
+        with open(wrapper, 'w') as f:
+            f.write('#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -i %s/id -o IdentitiesOnly=yes '
+                    '-o UserKnownHostsFile=%s/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes "$@"\n' % (d, d))
+        os.chmod(wrapper, 0o755)
+        os.makedirs('/run/sshd', mode=0o755, exist_ok=True)     # sshd's privilege separation folder
+        self.log = open(os.path.join(d, 'sshd.log'), 'w')
+        self.sshd = subprocess.Popen(['/usr/sbin/sshd', '-D', '-e', '-f', os.path.join(d, 'sshd_config')],
+                                     stdout=self.log, stderr=self.log)
+        self.addCleanup(self.stop_sshd)
+
+        def listening():
+            if self.sshd.poll() is not None:
+                raise AssertionError('sshd exited: %s' % open(os.path.join(d, 'sshd.log')).read())
+            with socket.socket() as sock:
+                return sock.connect_ex(('127.0.0.1', self.port)) == 0
+        self.assertTrue(q.spin(listening, 20), 'sshd does not listen on 127.0.0.1:%d' % self.port)
+
+    def stop_sshd(self):
+        self.sshd.terminate()
+        self.sshd.wait(10)
+        self.log.close()
+
+    def remote(self, *args, stdin=None):
+        env = env_for({'PATH': os.path.join(self.dir, 'bin') + ':' + os.environ['PATH']})
+        env['DBUS_SYSTEM_BUS_ADDRESS'] = 'unix:path=/nonexistent/not-this-one'   # only the remote side's counts
+        return qc('-H', 'root@127.0.0.1:%d' % self.port, *args, stdin=stdin, env=env, address=False)
+
+    def test_host_over_ssh(self):
+        img = self.h.create_image('remote.qcow2', '64M')
+        rc, out, err = self.remote('define', '-', stdin=q.domain_xml('remote vm', [q.Disk('vda', img)]))
+        self.assertEqual((rc, out), (0, "Domain 'remote vm' defined from standard input\n"), err)
+        dom = self.h.domain_path('remote vm')
+        rc, out, err = self.remote('start', 'remote vm')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
+        rc, out, err = self.remote('snapshot-create-as', 'remote vm', 'far', '--disk-only')
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.remote('list', '--json')
+        self.assertEqual(rc, 0, err)
+        doms = {d['name']: d for d in json.loads(out)}
+        self.assertEqual((doms['remote vm']['state'], doms['remote vm']['current_snapshot']), ('running', 'far'))
+        rc, out, err = self.remote('domblklist', 'remote vm', '--json')
+        self.assertEqual(json.loads(out)[0]['chain'], [img, os.path.join(self.h.images_dir, 'remote.far')])
+        rc, out, err = self.remote('stop', 'remote vm')
+        self.assertEqual((rc, out), (0, "Domain 'remote vm' stopped\n"), err)
+        rc, out, err = self.remote('undefine', 'remote vm')
+        self.assertEqual(rc, 1)
+        self.assertNamedError(err, 'HasSnapshots')
+        self.assertEqual(self.remote('undefine', 'remote vm', '--snapshots-metadata')[0], 0)
+        with open(os.path.join(self.dir, 'sshd.log')) as f:
+            self.assertIn('Accepted publickey for root from 127.0.0.1', f.read())
+        # Nobody on that port: a failure, not a hang.
+        env = env_for({'PATH': os.path.join(self.dir, 'bin') + ':' + os.environ['PATH']})
+        rc, out, err = qc('-H', 'root@127.0.0.1:1', 'list', env=env, address=False, timeout=60)
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn('Connection refused', err)          # ssh's own words
+        self.assertRegex(err, r'\nerror: ENOTCONN \([^)]+\): ', err)
 
 if __name__ == '__main__':
     q.main()

@@ -70,6 +70,8 @@ int print_bus_error(const sd_bus_error *e, int r) {
         s = strrchr(name, '.');
         s = s ? s + 1 : name;
         meaning = error_meaning(s);
+        if (!meaning && strncmp(name, "System.Error.", 13) == 0)
+                meaning = "the connection to the bus failed, or a system call did";
         if (meaning && message)
                 fprintf(stderr, "error: %s (%s): %s\n", s, meaning, message);
         else if (meaning)

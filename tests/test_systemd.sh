@@ -18,6 +18,8 @@
 #     capability bounding set, seccomp, no_new_privs; /proc mounted with
 #     hidepid=invisible) — and QEMU still runs under it: an external
 #     snapshot of the running VM and a block job (BlockPull) complete;
+#   - qsnapctl -M CONTAINER from the host (and qsnapctl inside) drives that
+#     qsnapd: list --json, domblklist, suspend/resume, a named error;
 #   - Stop quits QEMU and the scope goes away.
 #
 #   test_systemd.sh BUILD_ROOT SOURCE_ROOT        (as root)
@@ -237,7 +239,7 @@ case "$prefix" in
 esac
 [ -z "$(find "$TMP/stage" -mindepth 1 -maxdepth 1 ! -name usr)" ] ||
         fail "meson install put files outside /usr: $(find "$TMP/stage" -mindepth 1 -maxdepth 1 ! -name usr)"
-for f in "libexec/qsnapd" "share/dbus-1/system-services/$NAME.service" "share/dbus-1/system.d/$NAME.conf" \
+for f in "libexec/qsnapd" "bin/qsnapctl" "share/dbus-1/system-services/$NAME.service" "share/dbus-1/system.d/$NAME.conf" \
          "share/polkit-1/actions/org.example.snapshot1.policy"; do
         [ -e "$TMP/stage$prefix/$f" ] || fail "meson install did not install $prefix/$f (contents: $(cd "$TMP/stage" && find . -type f))"
 done
@@ -496,6 +498,41 @@ disks=$(bus get-property "$NAME" "$DOM_PATH" org.example.Snapshot1.Domain Disks)
         fail "Disks after the pull: $disks"
 [ "$(prop "$DOM_PATH" org.example.Snapshot1.Domain State)" = running ] || fail "the VM is not running after the job"
 log "BlockPull completed under the hardened unit"
+
+# ---- 2c. qsnapctl -M: the container's qsnapd from the host ----
+
+# sd-bus finds a container's leader in /run/systemd/machines/NAME, which
+# systemd-machined writes; nspawn runs with --register=no here, so a private
+# /run (in a mount namespace of qsnapctl's own) holds that one file.
+QSNAPCTL=$BUILD/tools/qsnapctl/qsnapctl
+[ -x "$QSNAPCTL" ] || fail "$QSNAPCTL is not built"
+qm() {
+        # shellcheck disable=SC2016
+        timeout -k 5 60 unshare --mount --propagation private sh -c \
+                'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/systemd/machines &&
+                 printf "LEADER=%s\nCLASS=container\n" "$1" >/run/systemd/machines/qsnaptest && shift && exec "$@"' \
+                sh "$LEADER" "$QSNAPCTL" -M qsnaptest "$@"
+}
+json_get() {    # json_get EXPRESSION: evaluates EXPRESSION on the JSON document j from stdin
+        /usr/bin/python3 -c 'import json, sys; j = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
+out=$(qm list --json 2>&1) || fail "qsnapctl -M qsnaptest list --json failed: $out"
+got=$(json_get '[(d["name"], d["state"], d["current_snapshot"]) for d in j]' <<<"$out") ||
+        fail "qsnapctl -M qsnaptest list --json printed no JSON: $out"
+[ "$got" = "[('$DOM_NAME', 'running', 's1')]" ] || fail "qsnapctl -M qsnaptest list --json: $got"
+out=$(qm domblklist "$DOM_NAME" 2>&1) || fail "qsnapctl -M domblklist failed: $out"
+grep -qE "^ vda +qcow2 +$IMAGES_IN/disk.s1 " <<<"$out" || fail "qsnapctl -M domblklist: $out"
+out=$(qm suspend "$DOM_NAME" 2>&1) || fail "qsnapctl -M suspend failed: $out"
+[ "$(prop "$DOM_PATH" org.example.Snapshot1.Domain State)" = paused ] || fail "qsnapctl -M suspend did not pause the VM"
+qm resume "$DOM_NAME" >/dev/null 2>&1 || fail "qsnapctl -M resume failed"
+[ "$(prop "$DOM_PATH" org.example.Snapshot1.Domain State)" = running ] || fail "qsnapctl -M resume did not resume the VM"
+out=$(qm domstate "no such domain" 2>&1)
+rc=$?
+[ "$rc" = 1 ] && grep -q "^error: NoSuchDomain (" <<<"$out" || fail "qsnapctl -M with a bad name: exit $rc, $out"
+# The installed qsnapctl inside the container, on its own system bus.
+out=$(inside qsnapctl snapshot-list "$DOM_NAME" --name 2>&1) || fail "qsnapctl inside the container failed: $out"
+[ "$out" = s1 ] || fail "qsnapctl snapshot-list inside the container: $out"
+log "qsnapctl -M qsnaptest drives the container's qsnapd (list, domblklist, suspend, resume, a named error)"
 
 # ---- 3. systemctl stop qsnapd.service leaves the VM running ----
 

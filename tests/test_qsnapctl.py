@@ -470,8 +470,8 @@ class SnapshotTest(QsnapctlTest):
                          "Domain 'snap vm' reverted to snapshot s1 (now running)\n")
         active = h.get_property(dom, D, 'Disks')[0][2]
         self.assertEqual(active, os.path.join(h.images_dir, 'snapbase.s1-revert1'))
-        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0x11, 0, MiB))
-        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0x00, MiB, MiB), "s1 froze the base: no 0x22")
+        h.verify_pattern_live(dom, 'vda', 0x11, 0, MiB)
+        h.verify_pattern_live(dom, 'vda', 0x00, MiB, MiB, what="s1 froze the base: no 0x22")
         self.ok('snapshot-create-as', 'snap vm', 's4', '--disk-only')
 
         names = lambda out: out.split()
@@ -541,7 +541,7 @@ class SnapshotTest(QsnapctlTest):
         self.assertRegex(out, r'^Snapshot delete: completed \(.*\)\n$')
         self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--name')), ['s1', 's2', 's3'])
         self.assertEqual(self.ok('snapshot-current', 'snap vm', '--name'), 's1\n')
-        self.assertTrue(h.verify_pattern_live(dom, 'vda', 0x11, 0, MiB))
+        h.verify_pattern_live(dom, 'vda', 0x11, 0, MiB)
         self.assertEqual(self.ok('snapshot-delete', 'snap vm', 's2', '--children', '--metadata'),
                          'Domain snapshot s2 and its descendants deleted\n')
         self.assertEqual(names(self.ok('snapshot-list', 'snap vm', '--name')), ['s1'])
@@ -621,7 +621,7 @@ class BlockJobTest(QsnapctlTest):
         self.assertEqual(self.chain(), [self.base, self.top])
         self.assertFalse(os.path.exists(self.mid), '--delete removed the committed file')
         for pattern, off in ((0x11, 0), (0x22, MiB), (0x33, 2 * MiB), (0x44, 4 * MiB)):
-            self.assertTrue(h.verify_pattern_live(self.dom, 'vda', pattern, off, MiB))
+            h.verify_pattern_live(self.dom, 'vda', pattern, off, MiB)
 
         # Into a pipe: no bar; with --verbose plain lines; then blockpull.
         rc, out, err = qc('blockpull', 'job vm', 'vda', '--verbose', '--bandwidth', '16M')
@@ -632,7 +632,7 @@ class BlockJobTest(QsnapctlTest):
         for line in lines[:-1]:
             self.assertRegex(line, r'^Block Pull: \d+ % \(\d+(\.\d)? ([KM]i)?B of \d+ MiB(, \d+(\.\d)? [KM]iB/s)?(, ETA \d+:\d\d)?\)$')
         self.assertEqual(self.chain(), [self.top])
-        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x11, 0, MiB))
+        h.verify_pattern_live(self.dom, 'vda', 0x11, 0, MiB)
 
     def test_ctrl_c_aborts_and_waits(self):
         h = self.h
@@ -722,7 +722,7 @@ class BlockJobTest(QsnapctlTest):
         self.assertEqual(self.ok('blockjob', 'job vm', 'vda', '--pivot'), 'Active Block Commit on vda: pivoted\n')
         self.assertTrue(q.spin(lambda: h.get_property(job, J, 'State') == 'completed', 30))
         self.assertEqual(self.chain(), [self.base], 'base "" is the bottom of the chain')
-        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x33, 2 * MiB, MiB))
+        h.verify_pattern_live(self.dom, 'vda', 0x33, 2 * MiB, MiB)
 
         # blockcommit --active --keep-overlay: ends at READY, the overlay stays active.
         self.overlay('c2.qcow2')
@@ -752,8 +752,8 @@ class BlockJobTest(QsnapctlTest):
         out = self.ok('blockrebase', 'job vm', 'vda', '--base', copy2, '--wait')
         self.assertRegex(out, r'^Block Pull: completed')
         self.assertEqual(self.chain(), [copy2, r2])
-        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x66, 48 * MiB, MiB))
-        self.assertTrue(h.verify_pattern_live(self.dom, 'vda', 0x11, 0, MiB))
+        h.verify_pattern_live(self.dom, 'vda', 0x66, 48 * MiB, MiB)
+        h.verify_pattern_live(self.dom, 'vda', 0x11, 0, MiB)
         self.assertTrue(os.path.exists(r1))
         _, err = self.fails(1, 'blockpull', 'job vm', 'vdz')
         self.assertNamedError(err, 'NoSuchDisk')

@@ -42,6 +42,7 @@ struct JobWatch {
         bool abort_async;
         uint64_t cur, end;
         bool have_progress;
+        bool steps; /* Cur/End count steps (100 per step), not bytes: snapshot-* jobs */
         bool ready, ready_handled, completed;
         char *status, *error;
         int interrupts;
@@ -220,6 +221,11 @@ static char *progress_text(JobWatch *w, bool bar) {
                 if (w->end > w->cur)
                         eta = format_duration((w->end - w->cur + rate - 1) / rate);
         }
+        if (w->steps) { /* no bytes to show: percent and ETA */
+                if (bar)
+                        return strprintf("%s: [%s] %3u %%%s%s", w->label, bars, pct, eta ? "  ETA " : "", strempty(eta));
+                return strprintf("%s: %u %%%s%s%s", w->label, pct, eta ? " (ETA " : "", strempty(eta), eta ? ")" : "");
+        }
         if (bar)
                 return strprintf("%s: [%s] %3u %%  %s of %s%s%s%s%s", w->label, bars, pct, strna(cur), strna(end),
                                  r ? "  " : "", strempty(r), eta ? "  ETA " : "", strempty(eta));
@@ -237,8 +243,8 @@ static void draw(JobWatch *w) {
 
         if (!w->have_progress)
                 return;
-        /* Never draw backwards: a queued older signal after a newer reading. */
-        if (w->drawn && w->end == w->drawn_end && w->cur < w->drawn_cur)
+        /* Never draw backwards (a queued older signal after a newer reading), nor the same twice. */
+        if (w->drawn && w->end == w->drawn_end && w->cur <= w->drawn_cur)
                 return;
         if (showing_bar(w)) {
                 text = progress_text(w, true);
@@ -372,7 +378,8 @@ static void on_completed(JobWatch *w, const char *status, const char *error) {
         end_bar(w);
         secs = (now_usec(CLOCK_MONOTONIC) - w->start_usec) / USEC_PER_SEC;
         took = format_duration(secs);
-        size = format_size(w->end);
+        size = w->steps ? strprintf("%" PRIu64 " step%s", (w->end + 99) / 100, (w->end + 99) / 100 == 1 ? "" : "s")
+                        : format_size(w->end);
         if (streq_ptr(status, "completed")) {
                 if (w->pivoting)
                         printf("%s: successfully pivoted (%s in %s)\n", w->label, strna(size), strna(took));
@@ -469,6 +476,7 @@ int job_wait(Ctx *c, JobWatch *w, const char *job_path, const char *label, JobEn
         if (props_get_all(c, job_path, QSNAP_JOB_IFACE, &p) < 0)
                 return EXIT_FAILED;
         w->label = label ?: job_label(props_str(p, "Type"));
+        w->steps = props_str(p, "Type") && strncmp(props_str(p, "Type"), "snapshot-", 9) == 0;
         state = strempty(props_str(p, "State"));
         w->cur = props_u64(p, "Cur");
         w->end = props_u64(p, "End");
@@ -756,8 +764,10 @@ int verb_jobs(Ctx *c) {
                         uint64_t cur = props_u64(a[i], "Cur"), end = props_u64(a[i], "End");
                         uint64_t rate = props_u64(a[i], "Rate"), eta = props_u64(a[i], "Eta");
                         const char *state = props_str(a[i], "State");
+                        bool steps = props_str(a[i], "Type") && strncmp(props_str(a[i], "Type"), "snapshot-", 9) == 0;
                         _cleanup_free_ char *pct = strprintf("%u %%", percent_of(cur, end)), *c1 = format_size(cur),
-                                            *e1 = format_size(end), *done = strprintf("%s of %s", strna(c1), strna(e1)),
+                                            *e1 = format_size(end),
+                                            *done = steps ? strdup("-") : strprintf("%s of %s", strna(c1), strna(e1)),
                                             *r1 = rate ? format_rate(rate) : NULL,
                                             *eta1 = eta && !job_state_final(state) ? format_duration(eta) : NULL;
                         table_add(t, json_object_get_string(json_object_object_get(o, "domain")), props_str(a[i], "Disk"),

@@ -107,7 +107,7 @@ class Pty:
     """qsnapctl on a pseudo-terminal of its own (its controlling terminal,
     so ^C is a real Ctrl-C): read() collects what it draws."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, prefix=(), address=True):
         self.master, slave = os.openpty()
         # A wide terminal, so the bar is never wrapped.
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 50, 200, 0, 0))
@@ -115,7 +115,8 @@ class Pty:
         def ctty():
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        self.proc = subprocess.Popen([QSNAPCTL, '--address=' + H.address] + list(args), stdin=slave, stdout=slave,
+        self.proc = subprocess.Popen(list(prefix) + [QSNAPCTL] + (['--address=' + H.address] if address else [])
+                                     + list(args), stdin=slave, stdout=slave,
                                      stderr=slave, env=env or env_for(), preexec_fn=ctty, close_fds=True)
         os.close(slave)
         self.output = b''
@@ -981,6 +982,57 @@ class RemoteTest(QsnapctlTest):
         self.assertEqual(rc, 1, out + err)
         self.assertIn('Connection refused', err)          # ssh's own words
         self.assertRegex(err, r'\nerror: ENOTCONN \([^)]+\): ', err)
+
+
+# --------------------------------------------------------------------------
+
+class PolkitTest(QsnapctlTest):
+    """A user without rights: a denial is named (AccessDenied), and where
+    polkit would ask for an administrator's password (host-admin is
+    auth_admin), --no-ask-password or no terminal gets
+    InteractiveAuthorizationRequired at once, with polkit's reason.
+
+    Not tested here: the password prompt itself. qsnapctl starts pkttyagent
+    on a terminal as systemctl does, but on this private bus without logind
+    polkitd refuses the agent's registration for the calling process ("User
+    of caller and user of subject differs": the subject's uid is read from
+    /proc, which a uid switched by setpriv leaves owned by root)."""
+
+    def test_denials_named_and_no_prompt_without_a_terminal(self):
+        h = self.h
+        img = h.create_image('pk.qcow2', '64M')
+        xml = os.path.join(h.root, 'pk.xml')
+        with open(xml, 'w') as f:
+            f.write(q.domain_xml('pk vm', [q.Disk('vda', img)]))
+        os.chmod(xml, 0o644)
+        as_user = ['setpriv'] + q._user_args(q.TEST_USER)
+        env = env_for()                     # --system: DBUS_SYSTEM_BUS_ADDRESS is the private bus
+
+        # manage-domains is "no" for users without a session: denied, no prompt.
+        self.ok('define', xml)
+        pty = Pty('start', 'pk vm', env=env, prefix=as_user, address=False)
+        self.assertEqual(pty.finish(), 1, pty.text())
+        self.assertIn('error: AccessDenied (polkit did not authorize the call): ', pty.text())
+        self.assertEqual(h.get_property(h.domain_path('pk vm'), D, 'State'), 'shutoff')
+        self.ok('undefine', 'pk vm')
+
+        # Defining it needs host-admin (auth_admin): polkit would ask.
+        pty = Pty('define', xml, '--no-ask-password', env=env, prefix=as_user, address=False)
+        self.assertEqual(pty.finish(), 1, pty.text())
+        self.assertIn('error: InteractiveAuthorizationRequired (authentication is needed: run on a terminal '
+                      'without --no-ask-password, or get a polkit rule): Not authorized: '
+                      'org.example.snapshot1.host-admin is needed', pty.text())
+        r = subprocess.run(as_user + [QSNAPCTL, 'define', xml], capture_output=True, text=True, env=env,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('error: InteractiveAuthorizationRequired', r.stderr)
+        self.assertNotIn('pk vm', self.ok('list', '--all', '--name').splitlines())
+        # A rule granting it: the same command works.
+        h.grant(q.ACTION_HOST_ADMIN, domain='pk vm')
+        r = subprocess.run(as_user + [QSNAPCTL, 'define', xml], capture_output=True, text=True, env=env,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        self.assertEqual((r.returncode, r.stdout), (0, "Domain 'pk vm' defined from %s\n" % xml), r.stderr)
+        self.ok('undefine', 'pk vm')
 
 if __name__ == '__main__':
     q.main()

@@ -215,9 +215,6 @@ int get_property_string(Ctx *c, const char *path, const char *iface, const char 
                 sd_bus_error_free(&error);
                 return r;
         }
-        r = sd_bus_message_peek_type(reply, NULL, NULL);
-        if (r < 0)
-                return r;
         r = sd_bus_message_peek_type(reply, &t, &s);
         if (r < 0)
                 return r;

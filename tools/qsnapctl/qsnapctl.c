@@ -716,7 +716,6 @@ static int run_complete(int argc, char **argv) {
         char **words;
         const char *cur, *prev_opt = NULL;
         const Verb *v = NULL;
-        size_t npos = 0;
         _cleanup_strv_free_ char **given = NULL; /* option names given (for positional slots) */
         _cleanup_free_ char *domain = NULL, *inline_key = NULL;
 
@@ -833,7 +832,6 @@ static int run_complete(int argc, char **argv) {
                                         break;
                                 }
                         }
-                        npos++;
                 }
         }
         if (inline_key)
@@ -903,7 +901,6 @@ static int run_complete(int argc, char **argv) {
                 }
         }
 done:
-        (void) npos;
         ctx_done(&c);
         return EXIT_OK;
 }

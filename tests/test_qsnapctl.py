@@ -197,10 +197,16 @@ class BusMonitor:
                 pass
         return True
 
-    def wait_for(self, predicate, timeout=30):
+    def mark(self):
+        """Everything seen so far; pass as start= to wait_for()."""
+        while self._read(0):
+            pass
+        return len(self.seen)
+
+    def wait_for(self, predicate, timeout=30, start=0):
         deadline = time.monotonic() + timeout
         while True:
-            for m in self.seen:
+            for m in self.seen[start:]:
                 if predicate(m):
                     return m
             if time.monotonic() >= deadline:
@@ -1033,6 +1039,117 @@ class PolkitTest(QsnapctlTest):
                            stdin=subprocess.DEVNULL, timeout=60)
         self.assertEqual((r.returncode, r.stdout), (0, "Domain 'pk vm' defined from %s\n" % xml), r.stderr)
         self.ok('undefine', 'pk vm')
+
+
+# --------------------------------------------------------------------------
+
+class FlagMappingTest(QsnapctlTest):
+    """Every flag of the bus API is reached by its named option: each
+    command's method call is read off a bus monitor (member, flags, and the
+    other arguments), whether qsnapd then accepts the call or refuses it.
+    "flag vm" runs (with a throttled pull for the job controls), "off vm" is
+    shut off, so most calls are refused and change nothing."""
+
+    def test_options_set_the_flags(self):
+        h = self.h
+        base = h.create_image('fbase.qcow2', '64M')
+        top = h.create_image('ftop.qcow2', '64M', backing=base)
+        q.qemu_io_write_pattern(base, 0x11, 0, 32 * MiB)
+        self.ok('define', '-', stdin=q.domain_xml('flag vm', [q.Disk('vda', top)]))
+        self.ok('define', '-', stdin=q.domain_xml('off vm', [q.Disk('vda', h.create_image('off.qcow2', '64M'))]))
+        self.ok('start', 'flag vm')
+        self.ok('snapshot-create-as', 'off vm', 'o1')
+        xml, xml_text = os.path.join(h.root, 'flags.xml'), \
+            "<domainsnapshot><name>redef</name><creationTime>1</creationTime></domainsnapshot>"
+        dest_xml, dest_xml_text = os.path.join(h.root, 'dest.xml'), \
+            "<disk type='file'><source file='/nonexistent/d.qcow2'/></disk>"
+        for path, text in ((xml, xml_text), (dest_xml, dest_xml_text)):
+            with open(path, 'w') as f:
+                f.write(text)
+        mon = BusMonitor(["type='method_call',destination='org.example.Snapshot1'"])
+        self.addCleanup(mon.close)
+        dest = os.path.join(h.images_dir, 'never.qcow2')
+
+        def call_of(args, member):
+            start = mon.mark()
+            qc(*args)
+            return mon.wait_for(lambda m: m.get('member') == member, start=start)['payload']['data']
+
+        F, V = 'flag vm', 'off vm'
+        cases = [
+            (['undefine', F, '--snapshots-metadata'], 'Undefine', [1]),
+            (['undefine', F, '--checkpoints-metadata'], 'Undefine', [2]),
+            (['undefine', F], 'Undefine', [0]),
+            (['start', F, '--paused'], 'Start', [1]),
+            (['start', F], 'Start', [0]),
+            (['stop', V, '--graceful'], 'Stop', [1]),
+            (['shutdown', V], 'Stop', [1]),
+            (['destroy', V], 'Stop', [0]),
+            (['suspend', V], 'Pause', []),
+            (['resume', V], 'Resume', []),
+            (['dumpxml', F, '--security-info'], 'GetXMLDesc', [1]),
+            (['dumpxml', F, '--inactive'], 'GetXMLDesc', [2]),
+            (['qemu-monitor-command', F, '--hmp', 'info', 'status'], 'QemuMonitorCommand', ['info status', 1]),
+            (['qemu-monitor-command', F, '{"execute":"query-status"}'], 'QemuMonitorCommand',
+             ['{"execute":"query-status"}', 0]),
+            (['snapshot-create', V, xml, '--redefine', '--current', '--validate'], 'CreateSnapshot',
+             [xml_text, 1 | 2 | 512]),
+            (['snapshot-create-as', V, 'x', '--no-metadata', '--halt', '--disk-only', '--reuse-external',
+              '--diskspec', 'vdz'], 'CreateSnapshot', [None, 4 | 8 | 16 | 32]),
+            (['snapshot-create-as', V, 'x', '--quiesce', '--atomic', '--live', '--diskspec', 'vdz'],
+             'CreateSnapshot', [None, 64 | 128 | 256]),
+            (['snapshot-dumpxml', V, 'o1', '--security-info'], 'GetXMLDesc', [1]),
+            (['snapshot-current', V, '--security-info'], 'GetXMLDesc', [1]),
+            (['snapshot-revert', V, 'o1', '--running', '--paused', '--force'], 'Revert', [7]),
+            (['snapshot-check-revert', V, 'o1', '--running', '--force'], 'CheckRevert', [5]),
+            (['snapshot-check-revert', V, 'o1', '--paused'], 'CheckRevert', [2]),
+            (['snapshot-delete', V, 'o1', '--children', '--children-only', '--metadata'], 'Delete', [7]),
+            (['snapshot-check-delete', V, 'o1', '--metadata'], 'CheckDelete', [2]),
+            (['snapshot-check-delete', V, 'o1', '--children'], 'CheckDelete', [1]),
+            (['snapshot-check-delete', V, 'o1', '--children-only'], 'CheckDelete', [4]),
+            (['snapshot-list', V, '--from', 'o1', '--descendants', '--leaves', '--internal'], 'ListChildren',
+             [1 | 4 | 256]),
+            (['blockpull', V, 'vda', '--bandwidth', '1.5M'], 'BlockPull', ['vda', 1572864, 0]),
+            (['blockpull', V, 'vda', '--base', 'vda[1]', '--keep-relative'], 'BlockRebase', ['vda', 'vda[1]', 0, 16]),
+            (['blockrebase', V, 'vda', '--base', dest, '--copy', '--shallow', '--reuse-external', '--copy-raw'],
+             'BlockRebase', ['vda', dest, 0, 8 | 1 | 2 | 4]),
+            (['blockrebase', V, 'vda', '--base', 'vda[1]', '--keep-relative', '--bandwidth', '200MiB/s'],
+             'BlockRebase', ['vda', 'vda[1]', 200 * MiB, 16]),
+            (['blockcommit', V, 'vda', '--shallow', '--delete', '--keep-relative', '--top', 'vda[1]'], 'BlockCommit',
+             ['vda', '', 'vda[1]', 0, 1 | 2 | 8]),
+            (['blockcommit', V, 'vda', '--active', '--base', 'vda[1]', '--bandwidth', '1G'], 'BlockCommit',
+             ['vda', 'vda[1]', '', 1 << 30, 4]),
+            (['blockcopy', V, 'vda', dest, '--shallow', '--reuse-external', '--transient-job', '--synchronous-writes'],
+             'BlockCopy', ['vda', "<disk type='file'><source file='%s'/></disk>" % dest, 0, 1 | 2 | 4 | 8]),
+            (['blockcopy', V, 'vda', '--dest', dest, '--format', 'raw'], 'BlockCopy',
+             ['vda', "<disk type='file'><driver type='raw'/><source file='%s'/></disk>" % dest, 0, 0]),
+            (['blockcopy', V, 'vda', '--xml', dest_xml], 'BlockCopy', ['vda', dest_xml_text, 0, 0]),
+        ]
+        for args, member, expect in cases:
+            with self.subTest(args=args):
+                data = call_of(args, member)
+                if member == 'CreateSnapshot' and expect[0] is None:
+                    expect = [data[0]] + expect[1:]
+                self.assertEqual(data[len(data) - len(expect):] if member in ('Undefine', 'Start', 'Stop')
+                                 else data, expect)
+        for bit, name in LIST_FLAGS.items():
+            with self.subTest(flag=bit):
+                self.assertEqual(call_of(['snapshot-list', V, '--' + bit, '--name'], 'ListSnapshots'), [name])
+
+        # The job controls, on a throttled pull of "flag vm".
+        self.ok('blockpull', F, 'vda', '--bandwidth', '1M')
+        for args, member, expect in [
+                (['blockjob', F, 'vda', '--bandwidth', '2MiB/s'], 'SetSpeed', [2 * MiB]),
+                (['blockjob', F, 'vda', '--pause'], 'Pause', []),
+                (['blockjob', F, 'vda', '--resume'], 'Resume', []),
+                (['blockjob', F, 'vda', '--pivot'], 'Pivot', []),
+                (['blockjob', F, 'vda', '--abort', '--pivot'], 'Abort', [2]),
+                (['blockjob', F, 'vda', '--abort', '--async'], 'Abort', [1])]:
+            with self.subTest(args=args):
+                self.assertEqual(call_of(args, member), expect)
+        self.ok('stop', F)
+        self.ok('undefine', F)
+        self.ok('undefine', V, '--snapshots-metadata')
 
 if __name__ == '__main__':
     q.main()

@@ -998,11 +998,9 @@ class PolkitTest(QsnapctlTest):
     auth_admin), --no-ask-password or no terminal gets
     InteractiveAuthorizationRequired at once, with polkit's reason.
 
-    Not tested here: the password prompt itself. qsnapctl starts pkttyagent
-    on a terminal as systemctl does, but on this private bus without logind
-    polkitd refuses the agent's registration for the calling process ("User
-    of caller and user of subject differs": the subject's uid is read from
-    /proc, which a uid switched by setpriv leaves owned by root)."""
+    The password prompt itself is tested in tests/test_systemd.sh: polkitd
+    matches a terminal agent to a caller through the caller's logind
+    session, and only the nspawn container has logind."""
 
     def test_denials_named_and_no_prompt_without_a_terminal(self):
         h = self.h

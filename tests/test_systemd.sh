@@ -20,6 +20,9 @@
 #     snapshot of the running VM and a block job (BlockPull) complete;
 #   - qsnapctl -M CONTAINER from the host (and qsnapctl inside) drives that
 #     qsnapd: list --json, domblklist, suspend/resume, a named error;
+#   - qsnapctl on a terminal in a logind session (systemd-run -p
+#     PAMName=login) starts pkttyagent, which asks for host-admin's password;
+#     a wrong one is AccessDenied; --no-ask-password asks nothing;
 #   - Stop quits QEMU and the scope goes away.
 #
 #   test_systemd.sh BUILD_ROOT SOURCE_ROOT        (as root)
@@ -533,6 +536,67 @@ rc=$?
 out=$(inside qsnapctl snapshot-list "$DOM_NAME" --name 2>&1) || fail "qsnapctl inside the container failed: $out"
 [ "$out" = s1 ] || fail "qsnapctl snapshot-list inside the container: $out"
 log "qsnapctl -M qsnaptest drives the container's qsnapd (list, domblklist, suspend, resume, a named error)"
+
+# polkit's password prompt on a terminal: a user with a logind session of
+# its own (systemd-run -p PAMName=login) runs qsnapctl on a pseudo-terminal;
+# defining a domain needs host-admin (auth_admin), so qsnapctl's pkttyagent
+# asks for an administrator's password; a wrong one is refused (AccessDenied)
+# and nothing is defined.
+qemu-img create -q -f qcow2 "$TMP/shared/pk.qcow2" 64M || fail "qemu-img create failed"
+printf "<domain type='kvm'><name>pk vm</name><memory unit='MiB'>128</memory><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s/pk.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>\n" "$IMAGES_IN" >"$TMP/shared/pk.xml"
+chmod 0644 "$TMP/shared/pk.xml"
+# answer_on_tty PATTERN ANSWER CMD...: runs CMD on a pseudo-terminal of its
+# own, types ANSWER once its output matches PATTERN, prints all it wrote.
+answer_on_tty() {
+        # shellcheck disable=SC2016
+        /usr/bin/python3 -c '
+import os, re, select, subprocess, sys, time, fcntl, termios
+pattern, answer, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+master, slave = os.openpty()
+def ctty():
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=ctty, close_fds=True)
+os.close(slave)
+out, answered, answered_len, tries, end = b"", 0, 0, 0, time.monotonic() + 60
+while time.monotonic() < end:
+    r, _, _ = select.select([master], [], [], 0.2)
+    if r:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        out += data
+    # Type once the prompt is there. Behind systemd-run --pty the terminal
+    # that matters is the inner one: typed before the prompt turned its echo
+    # off, the answer comes back echoed and is flushed; then type it again
+    # (at most 5 times) until it goes unechoed and something else follows.
+    since = out[answered_len:].strip()
+    if tries < 5 and ((not answered and re.search(pattern.encode(), out)) or
+                      (answered and time.monotonic() - answered > 1 and since == answer.encode())):
+        os.write(master, answer.encode() + b"\n")
+        answered, answered_len, tries = time.monotonic(), len(out), tries + 1
+sys.stdout.write(out.decode("utf-8", "replace"))
+p.kill() if p.poll() is None else None
+sys.exit(p.wait())' "$@"
+}
+out=$(answer_on_tty 'Password: ?$' not-the-password timeout -k 5 60 \
+        nsenter -t "$LEADER" -m -u -i -n -p -C -r -w env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        systemd-run --wait --pty --quiet -p PAMName=login --uid=nobody qsnapctl define "$IMAGES_IN/pk.xml" 2>&1)
+grep -q "AUTHENTICATING FOR org.example.snapshot1.host-admin" <<<"$out" || fail "no polkit prompt on the terminal: $out"
+grep -q "Password:" <<<"$out" || fail "no password prompt: $out"
+grep -q "AUTHENTICATION FAILED" <<<"$out" || fail "the wrong password was not refused: $out"
+grep -q "error: AccessDenied (polkit did not authorize the call)" <<<"$out" || fail "qsnapctl did not say AccessDenied: $out"
+[ "$(bus call "$NAME" "$ROOT_PATH" org.example.Snapshot1.Manager ListDomains | grep -c pk_20vm)" = 0 ] ||
+        fail "the refused define defined the domain"
+out=$(answer_on_tty 'never asked' - timeout -k 5 60 \
+        nsenter -t "$LEADER" -m -u -i -n -p -C -r -w env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        systemd-run --wait --pty --quiet -p PAMName=login --uid=nobody qsnapctl define --no-ask-password "$IMAGES_IN/pk.xml" 2>&1)
+grep -q "AUTHENTICATING" <<<"$out" && fail "--no-ask-password asked: $out"
+grep -q "error: InteractiveAuthorizationRequired (" <<<"$out" || fail "--no-ask-password: $out"
+log "qsnapctl on a terminal: pkttyagent asked for the password of host-admin; a wrong one is AccessDenied; --no-ask-password asks nothing"
 
 # ---- 3. systemctl stop qsnapd.service leaves the VM running ----
 

@@ -19,6 +19,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "util/error.h"
 #include "util/util.h"
 
 /* QEMU 7.2's greeting, word for word. */
@@ -72,8 +73,14 @@ static inline void expect_no_record_at(int line) {
         }
 }
 
-/* An error as the record spells it. */
+/* An error as the record spells it: "-EIO", or a named one "-QemuFailed". */
 static inline const char *errname(int error) {
+        static char named[64];
+
+        if (qsnap_error_is_named(error)) {
+                snprintf(named, sizeof(named), "-%s", qsnap_error_to_string(error));
+                return named;
+        }
         switch (-error) {
         case 0: return "0";
         case EIO: return "-EIO";

@@ -192,8 +192,8 @@ static void test_add_and_find(const char *dir) {
         CHECK(!checkpoint_tree_find(&t, NULL));
 
         /* Refusals change nothing, in memory or on disk. */
-        CHECK(checkpoint_tree_add(&t, make_def("a", NULL, NULL), false, NULL) == -EEXIST);
-        CHECK(checkpoint_tree_add(&t, make_def("x", "missing", NULL), false, NULL) == -ENOENT);
+        CHECK(checkpoint_tree_add(&t, make_def("a", NULL, NULL), false, NULL) == -QSNAP_E_ALREADY_EXISTS);
+        CHECK(checkpoint_tree_add(&t, make_def("x", "missing", NULL), false, NULL) == -QSNAP_E_NO_SUCH_CHECKPOINT);
         {
                 CheckpointDef *unnamed = make_def("tmp", NULL, NULL);
 

@@ -146,7 +146,7 @@ static void test_create_standalone(const char *dir, uint64_t size) {
 }
 
 /* FIFOs, devices and folders named by a header or metadata: refused with
- * -EXDEV, never opened for long (an alarm turns a blocking open into a
+ * -QSNAP_E_PATH_NOT_ALLOWED, never opened for long (an alarm turns a blocking open into a
  * failure instead of a hang). */
 static void test_not_regular(const char *dir) {
         _cleanup_free_ char *fifo = strprintf("%s/fifo", dir), *top = strprintf("%s/on-fifo.qcow2", dir);
@@ -164,31 +164,31 @@ static void test_not_regular(const char *dir) {
         CHECK(sh("qemu-img create -q -f qcow2 -u -b /dev/null -F raw %s 1M", on_null) == 0);
         CHECK(sh("qemu-img create -q -f qcow2 -u -b %s -F raw %s 1M", dir, on_dir) == 0);
 
-        CHECK(image_read_chain(top, DISK_FORMAT_QCOW2, &chain) == -EXDEV);
+        CHECK(image_read_chain(top, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
         image_chain_done(&chain);
-        CHECK(image_read_chain(on_null, DISK_FORMAT_QCOW2, &chain) == -EXDEV);
+        CHECK(image_read_chain(on_null, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
         image_chain_done(&chain);
-        CHECK(image_read_chain(on_dir, DISK_FORMAT_QCOW2, &chain) == -EXDEV);
+        CHECK(image_read_chain(on_dir, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
         image_chain_done(&chain);
         /* The header naming the FIFO is itself fine to read. */
         CHECK(image_read_backing_name(top, &name) == 0 && name && streq(name, fifo));
         for (size_t i = 0; i < ELEMENTSOF(specials); i++) {
-                CHECK(image_read_chain(specials[i], DISK_FORMAT_QCOW2, &chain) == -EXDEV);
+                CHECK(image_read_chain(specials[i], DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
                 image_chain_done(&chain);
-                CHECK(image_virtual_size(specials[i], DISK_FORMAT_QCOW2, &size) == -EXDEV);
-                CHECK(image_virtual_size(specials[i], DISK_FORMAT_RAW, &size) == -EXDEV);
-                CHECK(image_count_internal_snapshots(specials[i], DISK_FORMAT_QCOW2, &n) == -EXDEV);
+                CHECK(image_virtual_size(specials[i], DISK_FORMAT_QCOW2, &size) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_virtual_size(specials[i], DISK_FORMAT_RAW, &size) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_count_internal_snapshots(specials[i], DISK_FORMAT_QCOW2, &n) == -QSNAP_E_PATH_NOT_ALLOWED);
                 CHECK(!image_is_qcow2(specials[i]));
-                CHECK(image_open_regular(specials[i], 0) == -EXDEV);
-                CHECK(image_create_overlay(top, specials[i], DISK_FORMAT_RAW, &message) == -EXDEV);
+                CHECK(image_open_regular(specials[i], 0) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_create_overlay(top, specials[i], DISK_FORMAT_RAW, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
                 CHECK(message && strstr(message, "not a regular file"));
                 message = mfree(message);
-                CHECK(image_check_regular(specials[i], "The thing", &message) == -EXDEV);
+                CHECK(image_check_regular(specials[i], "The thing", &message) == -QSNAP_E_PATH_NOT_ALLOWED);
                 CHECK(message && strstr(message, "is not a regular file ("));
                 message = mfree(message);
         }
         want = strjoin("The memory state file ", fifo, " is not a regular file (a FIFO); qsnapd opens only regular files.");
-        CHECK(image_check_regular(fifo, "The memory state file", &message) == -EXDEV);
+        CHECK(image_check_regular(fifo, "The memory state file", &message) == -QSNAP_E_PATH_NOT_ALLOWED);
         CHECK(message && want && streq(message, want));
         message = mfree(message);
         CHECK(image_check_regular("/nonexistent/x", "The image", &message) == 0 && !message);

@@ -301,7 +301,7 @@ static void test_commit_lifecycle(void) {
 
         /* …then registers it: one sync poll. */
         j = add_job(&f, "commit0", JOB_TYPE_COMMIT, "commit", 0, 4 * MiB);
-        check(job_tracker_add(f.tracker, "commit0", JOB_TYPE_COMMIT, "vda", 0, NULL) == -EEXIST);
+        check(job_tracker_add(f.tracker, "commit0", JOB_TYPE_COMMIT, "vda", 0, NULL) == -QSNAP_E_ALREADY_EXISTS);
         check(job_tracker_find(f.tracker, "commit0") == j);
         check(streq(j->disk, "vda") && j->type == JOB_TYPE_COMMIT && j->end == 4 * MiB);
         check(j->start_time > 0);
@@ -320,11 +320,11 @@ static void test_commit_lifecycle(void) {
          * bookkeeping is done. */
         answer_poll(&f, "commit0", "commit", "pending", 4 * MiB, 4 * MiB);
         peer_expect_nothing(&f.peer);
-        check(job_abort(j, false, on_done, NULL, NULL) == -ESTALE);
-        check(job_pivot(j, on_done, NULL, NULL) == -ESTALE);
+        check(job_abort(j, false, on_done, NULL, NULL) == -QSNAP_E_OPERATION_INVALID);
+        check(job_pivot(j, on_done, NULL, NULL) == -QSNAP_E_OPERATION_INVALID);
 
         check(job_finalize(j, true, NULL) == 0);
-        check(job_finalize(j, true, NULL) == -ESTALE);
+        check(job_finalize(j, true, NULL) == -QSNAP_E_OPERATION_INVALID);
         id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"commit0\"}}");
         peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
                    "{\"device\": \"commit0\", \"len\": 4194304, \"offset\": 4194304, \"speed\": 0, \"type\": \"commit\"}");
@@ -342,7 +342,7 @@ static void test_commit_lifecycle(void) {
         check(kept_job == j && j->cur == 4 * MiB);
         /* Progress reached the end before the end was told. */
         check(n_progress == 2 && progress_log[1].cur == 4 * MiB);
-        check(job_pivot(j, on_done, NULL, NULL) == -ESTALE);
+        check(job_pivot(j, on_done, NULL, NULL) == -QSNAP_E_OPERATION_INVALID);
         peer_expect_nothing(&f.peer);
         teardown(&f);
 }
@@ -357,10 +357,10 @@ static void test_active_commit_pivot(void) {
         setup(&f, LONG_POLL);
         j = add_job(&f, "ac0", JOB_TYPE_ACTIVE_COMMIT, "commit", 4 * MiB, 4 * MiB);
         check(j->cur == j->end);
-        check(job_pivot(j, on_done, NULL, &message) == -ESTALE);
+        check(job_pivot(j, on_done, NULL, &message) == -QSNAP_E_OPERATION_INVALID);
         check(message && strstr(message, "not ready"));
         message = mfree(message);
-        check(job_abort(j, true, on_done, NULL, &message) == -ESTALE);
+        check(job_abort(j, true, on_done, NULL, &message) == -QSNAP_E_OPERATION_INVALID);
         peer_expect_nothing(&f.peer);
 
         peer_status(&f.peer, "ac0", "ready");
@@ -374,7 +374,7 @@ static void test_active_commit_pivot(void) {
 
         check(job_pivot(j, on_done, NULL, NULL) == 0);
         message = mfree(message);
-        check(job_pivot(j, on_done, NULL, &message) == -EBUSY);
+        check(job_pivot(j, on_done, NULL, &message) == -QSNAP_E_BUSY);
         id = peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"ac0\"}}");
         expect_no_record(); /* done never from inside the call */
         peer_reply(&f.peer, id, "{}");
@@ -412,7 +412,7 @@ static void test_pivot_refused_by_qemu(void) {
         check(job_pivot(j, on_done, NULL, NULL) == 0);
         peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"m0\"}}"),
                    "Job 'm0' in state 'standby' cannot accept command verb 'complete'");
-        expect_record("done m0 -EIO Job 'm0' in state 'standby' cannot accept command verb 'complete'");
+        expect_record("done m0 -QemuFailed Job 'm0' in state 'standby' cannot accept command verb 'complete'");
         check(!j->pivoting);
         check(job_pivot(j, on_done, NULL, NULL) == 0);
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"m0\"}}"), "{}");
@@ -616,7 +616,7 @@ static void test_abort(void) {
         setup(&f, LONG_POLL);
         j = add_job(&f, "s1", JOB_TYPE_PULL, "stream", 0, MiB);
         check(job_abort(j, false, on_done, NULL, NULL) == 0);
-        check(job_abort(j, false, on_done, NULL, &message) == -EBUSY);
+        check(job_abort(j, false, on_done, NULL, &message) == -QSNAP_E_BUSY);
         id = peer_expect(&f.peer, "{\"execute\":\"block-job-cancel\",\"arguments\":{\"device\":\"s1\"}}");
         peer_reply(&f.peer, id, "{}");
         expect_record("done s1 0 -");
@@ -658,7 +658,7 @@ static void test_abort(void) {
         printf("abort with pivot on a READY copy: job-complete → completed\n");
         setup(&f, LONG_POLL);
         j = add_job(&f, "m4", JOB_TYPE_COPY, "mirror", 0, MiB);
-        check(job_abort(j, true, on_done, NULL, NULL) == -ESTALE);
+        check(job_abort(j, true, on_done, NULL, NULL) == -QSNAP_E_OPERATION_INVALID);
         peer_ready(&f.peer, "m4", "mirror", MiB);
         expect_record("state m4 ready ready");
         expect_record("ready m4");
@@ -747,17 +747,17 @@ static void test_set_speed(void) {
         check(job_set_speed(j, 5, on_done, NULL, NULL) == 0);
         peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"m5\",\"speed\":5}}"),
                    "Parameter 'speed' expects a non-negative value");
-        expect_record("done m5 -EIO Parameter 'speed' expects a non-negative value");
+        expect_record("done m5 -QemuFailed Parameter 'speed' expects a non-negative value");
         check(j->bandwidth == 0);
 
-        check(job_set_speed(j, UINT64_MAX, on_done, NULL, &message) == -EINVAL);
+        check(job_set_speed(j, UINT64_MAX, on_done, NULL, &message) == -QSNAP_E_INVALID_ARGUMENT);
         check(message && strstr(message, "out of range"));
         message = mfree(message);
         peer_expect_nothing(&f.peer);
 
         j = add_job(&f, "save1", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", 0, 0);
         message = mfree(message);
-        check(job_set_speed(j, MiB, on_done, NULL, &message) == -EOPNOTSUPP);
+        check(job_set_speed(j, MiB, on_done, NULL, &message) == -QSNAP_E_UNSUPPORTED);
         peer_expect_nothing(&f.peer);
         teardown(&f);
 }
@@ -812,7 +812,7 @@ static void test_pause_resume(void) {
         check(job_pause(j, on_done, NULL, NULL) == 0);
         peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"),
                    "Job 'm6' in state 'ready' cannot accept command verb 'pause'");
-        expect_record("done m6 -EIO Job 'm6' in state 'ready' cannot accept command verb 'pause'");
+        expect_record("done m6 -QemuFailed Job 'm6' in state 'ready' cannot accept command verb 'pause'");
         check(job_pause(j, on_done, NULL, NULL) == 0);
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-pause\",\"arguments\":{\"id\":\"m6\"}}"), "{}");
         expect_record("done m6 0 -");
@@ -872,7 +872,7 @@ static void test_adopt(void) {
         setup(&f, LONG_POLL);
         adopt_fixture = &f;
         check(job_tracker_adopt(f.tracker, on_adopted, NULL) == 0);
-        check(job_tracker_adopt(f.tracker, on_adopted, NULL) == -EBUSY);
+        check(job_tracker_adopt(f.tracker, on_adopted, NULL) == -QSNAP_E_BUSY);
         qj = peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}");
         qbj = peer_expect(&f.peer, "{\"execute\":\"query-block-jobs\"}");
         peer_reply(&f.peer, qj,
@@ -939,7 +939,165 @@ static void test_adopt(void) {
         check(job_tracker_adopt(f.tracker, on_adopted, NULL) == 0);
         peer_error(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"), "nope");
         peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-block-jobs\"}"), "[]");
-        expect_record("adopted -EIO");
+        expect_record("adopted -QemuFailed");
+        teardown(&f);
+}
+
+
+static void on_adopted_quiet(JobTracker *t, int error, void *userdata) {
+        JOB_TRACKER_FOREACH(j, t)
+                record("adopted %s %s %s%s", j->id, job_type_to_string(j->type), job_state_to_string(j->state),
+                       j->auto_finalize ? " auto_finalize" : "");
+}
+
+/* ---- jobs with an owner of their own (an operation's step) ---- */
+
+static bool owner_finalizes = true;
+
+static void on_owned_state_changed(Job *j, void *userdata) {
+        check(streq((const char *) userdata, "op"));
+        record("op: state %s %s%s%s", j->id, job_state_to_string(j->state), j->error ? " error=" : "", strempty(j->error));
+}
+
+static void on_owned_ready(Job *j, void *userdata) {
+        record("op: ready %s", j->id);
+}
+
+static void on_owned_pending(Job *j, void *userdata) {
+        record("op: pending %s", j->id);
+        if (owner_finalizes)
+                check(job_finalize(j, true, NULL) == 0);
+}
+
+static void on_owned_finished(Job *j, void *userdata) {
+        check(!j->tracker);
+        record("op: finished %s %s %s", j->id, job_state_to_string(j->state), j->error ?: "-");
+}
+
+static void on_owned_detached(Job *j, void *userdata) {
+        check(!j->tracker);
+        record("op: detached %s %s", j->id, job_state_to_string(j->state));
+}
+
+static const JobObserver owned_observer = {
+        .state_changed = on_owned_state_changed,
+        .ready = on_owned_ready,
+        .pending = on_owned_pending,
+        .finished = on_owned_finished,
+        .detached = on_owned_detached,
+};
+
+/* Registers an owned job and answers the tracker's sync poll. */
+static Job *add_owned(Fixture *f, const char *id, JobType type, const char *qemu_type, bool auto_finalize) {
+        _cleanup_free_ char *e = job_entry(id, qemu_type, "running", 0, 0, NULL), *ret = NULL;
+        Job *j = NULL;
+
+        check(job_tracker_add_job(f->tracker, id, &(JobSpec) {
+                .type = type,
+                .auto_finalize = auto_finalize,
+                .observer = &owned_observer,
+                .observer_userdata = (void *) "op",
+        }, &j) == 0);
+        check(j && j->owned && j->auto_finalize == auto_finalize && !j->disk);
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f->peer, peer_expect(&f->peer, "{\"execute\":\"query-jobs\"}"), ret);
+        return j;
+}
+
+static void test_owned(void) {
+        _cleanup_free_ char *e = NULL, *ret = NULL;
+        Fixture f;
+        Job *j;
+        int64_t id;
+
+        printf("owned snapshot-save: pending passes by, the end from query-jobs, only the owner hears\n");
+        setup(&f, LONG_POLL);
+        j = add_owned(&f, "save0", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", true);
+        check(job_tracker_add_job(f.tracker, "save0", &(JobSpec) { .type = JOB_TYPE_SNAPSHOT_CREATE }, NULL) == -QSNAP_E_ALREADY_EXISTS);
+        peer_status(&f.peer, "save0", "waiting");
+        peer_status(&f.peer, "save0", "pending"); /* QEMU finalizes it itself */
+        expect_no_record();
+        check(j->state == JOB_STATE_RUNNING);
+        peer_expect_nothing(&f.peer);
+        peer_status(&f.peer, "save0", "concluded");
+        id = peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}");
+        e = job_entry("save0", "snapshot-save", "concluded", 1, 1, NULL);
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f.peer, id, ret);
+        expect_dismiss(&f, "save0");
+        expect_record("op: state save0 completed");
+        expect_record("op: finished save0 completed -");
+        expect_no_record(); /* the tracker's observer heard nothing */
+        check(!kept_job);
+        teardown(&f);
+
+        printf("owned block job: ready and pending go to the owner, who finalizes\n");
+        setup(&f, LONG_POLL);
+        j = add_owned(&f, "snapshot.delete-vda-1", JOB_TYPE_SNAPSHOT_DELETE, "commit", false);
+        peer_status(&f.peer, "snapshot.delete-vda-1", "ready");
+        expect_record("op: state snapshot.delete-vda-1 ready");
+        expect_record("op: ready snapshot.delete-vda-1");
+        check(job_pivot(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"snapshot.delete-vda-1\"}}"),
+                   "{}");
+        expect_record("done snapshot.delete-vda-1 0 -");
+        peer_status(&f.peer, "snapshot.delete-vda-1", "waiting");
+        expect_record("op: state snapshot.delete-vda-1 running");
+        peer_status(&f.peer, "snapshot.delete-vda-1", "pending");
+        expect_record("op: state snapshot.delete-vda-1 pending");
+        expect_record("op: pending snapshot.delete-vda-1");
+        /* the owner's finalize (from pending()), then the sync poll of pending */
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"snapshot.delete-vda-1\"}}"),
+                   "{}");
+        answer_poll(&f, "snapshot.delete-vda-1", "commit", "pending", 1, 1);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"snapshot.delete-vda-1\", \"len\": 1, \"offset\": 1, \"speed\": 0, \"type\": \"commit\"}");
+        peer_status(&f.peer, "snapshot.delete-vda-1", "concluded");
+        expect_dismiss(&f, "snapshot.delete-vda-1");
+        expect_record("op: state snapshot.delete-vda-1 completed");
+        expect_record("op: finished snapshot.delete-vda-1 completed -");
+        teardown(&f);
+
+        printf("owned jobs when the tracker goes: detached; a disowned one hears nothing and is dismissed\n");
+        setup(&f, LONG_POLL);
+        j = add_owned(&f, "load0", JOB_TYPE_SNAPSHOT_REVERT, "snapshot-load", true);
+        job_disown(j);
+        job_disown(j);
+        check(j->owned);
+        peer_status(&f.peer, "load0", "concluded");
+        ret = mfree(ret);
+        e = mfree(e);
+        e = job_entry("load0", "snapshot-load", "concluded", 1, 1, "Device 'vda-fmt' is writable but does not support snapshots");
+        check(asprintf(&ret, "[%s]", e) > 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"), ret);
+        expect_dismiss(&f, "load0");
+        expect_no_record();
+        check(!job_tracker_find(f.tracker, "load0"));
+        add_owned(&f, "save1", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", true);
+        f.tracker = job_tracker_free(f.tracker);
+        expect_record("op: detached save1 running");
+        teardown(&f);
+
+        printf("owned jobs when QEMU goes: they fail, the owner hears\n");
+        setup(&f, LONG_POLL);
+        add_owned(&f, "save2", JOB_TYPE_SNAPSHOT_CREATE, "snapshot-save", true);
+        job_tracker_disconnected(f.tracker);
+        expect_record("op: state save2 failed error=" "QEMU went away before the job ended (its process exited or closed the monitor)");
+        expect_record("op: finished save2 failed " "QEMU went away before the job ended (its process exited or closed the monitor)");
+        teardown(&f);
+
+        printf("adoption: a pending snapshot job is QEMU's to finalize: adopted running\n");
+        setup(&f, LONG_POLL);
+        check(job_tracker_adopt(f.tracker, on_adopted_quiet, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-jobs\"}"),
+                   "[{\"current-progress\": 0, \"status\": \"pending\", \"total-progress\": 1, \"type\": \"snapshot-save\", "
+                   "\"id\": \"qsnap-save-1\"}]");
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"query-block-jobs\"}"), "[]");
+        expect_record("adopted qsnap-save-1 snapshot-create running auto_finalize");
+        expect_no_record(); /* no pending(): nobody may finalize it */
+        peer_expect_nothing(&f.peer);
+        j = job_tracker_find(f.tracker, "qsnap-save-1");
+        check(j && !j->owned && j->state == JOB_STATE_RUNNING);
         teardown(&f);
 }
 
@@ -985,7 +1143,7 @@ static void test_disconnect(void) {
         expect_record("disconnect");
         expect_record("state m8 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("finished m8 failed QEMU went away before the job ended (its process exited or closed the monitor)");
-        check(job_pivot(j, on_done, NULL, &message) == -ESTALE);
+        check(job_pivot(j, on_done, NULL, &message) == -QSNAP_E_OPERATION_INVALID);
         teardown(&f);
 
         printf("disconnect after the job concluded: it ends as it did\n");
@@ -1070,7 +1228,7 @@ static void test_free_in_callbacks(void) {
          * the job-pause caller that QEMU went away before the job ended (its process exited or closed the monitor). */
         expect_record("state s5 failed error=QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("finished s5 failed QEMU went away before the job ended (its process exited or closed the monitor)");
-        expect_record("done s6 -ECANCELED qsnapd stopped tracking the job");
+        expect_record("done s6 -OperationInvalid qsnapd stopped tracking the job");
         expect_record("done s5 -ECONNRESET QEMU went away before the job ended (its process exited or closed the monitor)");
         expect_record("disconnect");
         check(!f.tracker && kept_job == j);
@@ -1081,9 +1239,9 @@ static void test_free_in_callbacks(void) {
         j = job_ref(add_job(&f, "s7", JOB_TYPE_PULL, "stream", 0, MiB));
         check(job_set_speed(j, MiB, on_done, NULL, NULL) == 0);
         f.tracker = job_tracker_free(f.tracker);
-        expect_record("done s7 -ECANCELED qsnapd stopped tracking the job");
+        expect_record("done s7 -OperationInvalid qsnapd stopped tracking the job");
         check(!j->tracker && j->state == JOB_STATE_RUNNING);
-        check(job_pause(j, on_done, NULL, NULL) == -ESTALE);
+        check(job_pause(j, on_done, NULL, NULL) == -QSNAP_E_OPERATION_INVALID);
         peer_expect(&f.peer, "{\"execute\":\"block-job-set-speed\",\"arguments\":{\"device\":\"s7\",\"speed\":1048576}}");
         peer_status(&f.peer, "s7", "concluded");
         run_for(50 * USEC_PER_MSEC);
@@ -1105,7 +1263,7 @@ typedef struct Smoke {
 static Smoke smoke;
 
 static void on_smoke_reply(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
-        if (error == -EIO)
+        if (error == -QSNAP_E_QEMU_FAILED)
                 fprintf(stderr, "QEMU error: %s: %s\n", c, d);
         smoke.done = true;
         smoke.error = error;
@@ -1290,6 +1448,7 @@ int main(int argc, char *argv[]) {
         test_unknown_events();
         test_vanished();
         test_free_in_callbacks();
+        test_owned();
         test_polling_stops();
         test_progress();
         test_real_qemu();

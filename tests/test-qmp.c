@@ -36,8 +36,8 @@ static const char *json_text(json_object *o) {
 
 /* userdata: a tag naming the command in the record */
 static void on_reply(Qmp *q, int error, json_object *result, const char *err_class, const char *err_desc, void *userdata) {
-        if (error == -EIO)
-                record("%s -EIO %s: %s", (const char *) userdata, err_class, err_desc);
+        if (error == -QSNAP_E_QEMU_FAILED)
+                record("%s -QemuFailed %s: %s", (const char *) userdata, err_class, err_desc);
         else if (error < 0)
                 record("%s %s", (const char *) userdata, errname(error));
         else
@@ -177,7 +177,7 @@ static void test_routing(void) {
         peer_say(&p, "{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}, "
                      "\"id\": %" PRIi64 "}\n", a);
         expect_record("b 0 \"VM status: paused\\r\\n\"");
-        expect_record("c -EIO GenericError: Failed to find node with node-name='nope'");
+        expect_record("c -QemuFailed GenericError: Failed to find node with node-name='nope'");
         expect_record("a 0 {\"status\":\"running\",\"singlestep\":false,\"running\":true}");
         expect_no_record();
         teardown(q, &p);
@@ -751,7 +751,7 @@ typedef struct Smoke {
 static void on_smoke_reply(Qmp *q, int error, json_object *result, const char *c, const char *d, void *userdata) {
         Smoke *s = userdata;
 
-        if (error == -EIO)
+        if (error == -QSNAP_E_QEMU_FAILED)
                 fprintf(stderr, "QEMU error: %s: %s\n", c, d);
         s->done = true;
         s->error = error;

@@ -6,9 +6,12 @@
  * after a reload (one transaction). Against a temporary metadata folder.
  */
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "core/domain.h"
+#include "core/manager.h"
 #include "core/snapshot.h"
 #include "test-check.h"
 
@@ -98,6 +101,102 @@ static void check_tree(SnapshotTree *t, const char *what) {
         CHECK(ac == NULL || streq(ac, ""));
 }
 
+/* What the observer heard, one line per call. */
+static char heard[1024];
+
+static void hear(const char *fmt, ...) _printf_(1, 2);
+static void hear(const char *fmt, ...) {
+        size_t n = strlen(heard);
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(heard + n, sizeof(heard) - n, fmt, ap);
+        va_end(ap);
+}
+
+static void on_added(Domain *d, Snapshot *s, Snapshot *previous_current, void *userdata) {
+        hear("added %s (current was %s)\n", snapshot_name(s), previous_current ? snapshot_name(previous_current) : "n/a");
+}
+
+static void on_changed(Domain *d, DomainChange what, void *userdata) {
+        if (what & DOMAIN_CHANGE_CURRENT_SNAPSHOT)
+                hear("CurrentSnapshot\n");
+}
+
+static void on_current_moved(Domain *d, Snapshot *previous, void *userdata) {
+        hear("IsCurrent: %s -> %s\n", previous ? snapshot_name(previous) : "n/a",
+             d->snapshots.current ? snapshot_name(d->snapshots.current) : "n/a");
+}
+
+static int prepare(Domain *d, const char *xml, SnapshotDef **ret, char **ret_message) {
+        *ret_message = mfree(*ret_message);
+        return snapshot_redefine_prepare(d, xml, ret, ret_message);
+}
+
+/* REDEFINE through the model (core/snapshot.c), and what the observer is
+ * told about the current snapshot: the one before, only when it moved. */
+static void test_redefine_and_reports(void) {
+        static const DomainObserver observer = {
+                .snapshot_added = on_added,
+                .domain_changed = on_changed,
+                .current_snapshot_changed = on_current_moved,
+        };
+        _cleanup_free_ char *dir = make_dir(), *message = NULL;
+        DomainDef def = { .name = (char *) "dom" };
+        Manager m = {};
+        Domain d = { .manager = &m, .def = &def };
+        SnapshotDef *sd = NULL;
+        Snapshot *s1, *s2;
+
+        manager_set_observer(&m, &observer, NULL);
+        snapshot_tree_init(&d.snapshots, &d);
+        CHECK(snapshot_tree_load(&d.snapshots, dir, "dom", 0, NULL) >= 0);
+
+        CHECK(prepare(&d, "<domainsnapshot><name>s1</nam", &sd, &message) == -QSNAP_E_INVALID_XML);
+        CHECK(message && strncmp(message, "Invalid snapshot XML: line 1: ", 30) == 0);
+        CHECK(prepare(&d, "<domainsnapshot/>", &sd, &message) == -QSNAP_E_INVALID_XML);
+        CHECK_STREQ(message, "REDEFINE needs the snapshot's <name>.");
+        d.snapshot_busy = true;
+        CHECK(prepare(&d, "<domainsnapshot><name>s1</name></domainsnapshot>", &sd, &message) == -QSNAP_E_BUSY);
+        CHECK_STREQ(message, "Domain 'dom' is taking a snapshot; try again after it.");
+        d.snapshot_busy = false;
+        CHECK(prepare(&d, "<domainsnapshot><name>s0</name><parent><name>nope</name></parent></domainsnapshot>", &sd,
+                      &message) == -QSNAP_E_NO_SUCH_SNAPSHOT);
+        CHECK_STREQ(message, "The parent snapshot 'nope' does not exist.");
+        CHECK(sd == NULL && d.snapshots.n == 0 && heard[0] == 0);
+
+        /* Recorded as the current one: the observer hears there was none. */
+        CHECK(prepare(&d, "<domainsnapshot><name>s1</name></domainsnapshot>", &sd, &message) == 0);
+        CHECK(snapshot_redefine(&d, TAKE_PTR(sd), true, &s1, &message) == 0);
+        CHECK(d.snapshots.current == s1);
+        CHECK(prepare(&d, "<domainsnapshot><name>s1</name></domainsnapshot>", &sd, &message) == -QSNAP_E_ALREADY_EXISTS);
+        CHECK_STREQ(message, "Domain 'dom' has a snapshot named 's1' already.");
+
+        /* Not current: s1 stays, and the observer hears that it was. */
+        CHECK(prepare(&d, "<domainsnapshot><name>s2</name><parent><name>s1</name></parent></domainsnapshot>", &sd,
+                      &message) == 0);
+        CHECK(snapshot_redefine(&d, TAKE_PTR(sd), false, &s2, &message) == 0);
+        CHECK(d.snapshots.current == s1 && s2->parent == s1);
+        CHECK_STREQ(heard, "added s1 (current was n/a)\nadded s2 (current was s1)\n");
+        heard[0] = 0;
+
+        /* A revert's report: what moved, once. */
+        CHECK(snapshot_tree_set_current(&d.snapshots, s2) >= 0);
+        manager_notify_changed(&m, &d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
+        manager_notify_changed(&m, &d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
+        CHECK_STREQ(heard, "CurrentSnapshot\nIsCurrent: s1 -> s2\nCurrentSnapshot\n");
+        heard[0] = 0;
+
+        /* The reported one removed: nothing is said about it afterwards. */
+        CHECK(snapshot_tree_remove(&d.snapshots, &s2, 1, NULL, NULL, 0, NULL, NULL) >= 0);
+        CHECK(d.snapshots.current == s1 && d.snapshots.reported_current == NULL);
+        manager_notify_changed(&m, &d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
+        CHECK_STREQ(heard, "CurrentSnapshot\nIsCurrent: n/a -> s1\n");
+
+        snapshot_tree_done(&d.snapshots);
+        remove_dir(dir);
+}
+
 int main(void) {
         _cleanup_free_ char *dir = make_dir();
         SnapshotTree t, t2;
@@ -157,5 +256,6 @@ int main(void) {
         snapshot_tree_done(&t2);
 
         remove_dir(dir);
+        test_redefine_and_reports();
         return test_summary();
 }

@@ -254,116 +254,116 @@ static void test_server(void) {
                 CHECK_CONTAINS(out, "<server transport='tcp' name='::1' port='65535'/>");
         }
 
-        parse_fails_str("<domainbackup>\n<server transport='unix' socket='/run/s'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup>\n<server transport='unix' socket='/run/s'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server> is for pull mode backups; add mode='pull'");
-        parse_fails_str("<domainbackup mode='push'>\n<server name='h'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='push'>\n<server name='h'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server> is for pull mode backups");
-        parse_fails_str("<domainbackup mode='pull'>\n<server transport='unix'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='pull'>\n<server transport='unix'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server transport='unix'> has no socket= attribute");
-        parse_fails_str("<domainbackup mode='pull'>\n<server transport='unix' socket='run/s'/></domainbackup>", -EINVAL,
+        parse_fails_str("<domainbackup mode='pull'>\n<server transport='unix' socket='run/s'/></domainbackup>", -QSNAP_E_INVALID_XML,
                         2, "<server socket='run/s'> is not an absolute path");
         parse_fails_str("<domainbackup mode='pull'>\n<server transport='unix' socket='/s' name='h'/></domainbackup>",
-                        -EINVAL, 2, "<server transport='unix'> takes socket=, not name=");
+                        -QSNAP_E_INVALID_XML, 2, "<server transport='unix'> takes socket=, not name=");
         parse_fails_str("<domainbackup mode='pull'>\n<server transport='unix' socket='/s' port='1'/></domainbackup>",
-                        -EINVAL, 2, "takes socket=, not port=");
-        parse_fails_str("<domainbackup mode='pull'>\n<server/></domainbackup>", -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 2, "takes socket=, not port=");
+        parse_fails_str("<domainbackup mode='pull'>\n<server/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server> with transport 'tcp' needs a host name=");
         parse_fails_str("<domainbackup mode='pull'>\n<server transport='tcp' name='h' socket='/s'/></domainbackup>",
-                        -EINVAL, 2, "not socket=; add transport='unix'");
-        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' port='0'/></domainbackup>", -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 2, "not socket=; add transport='unix'");
+        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' port='0'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server port='0'> is not a port number (1-65535)");
-        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' port='65536'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' port='65536'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "port='65536'> is not a port number");
-        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' port='http'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' port='http'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "port='http'> is not a port number");
-        parse_fails_str("<domainbackup mode='pull'>\n<server transport='rdma' name='h'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='pull'>\n<server transport='rdma' name='h'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server transport='rdma'> is not supported, expected 'tcp' or 'unix'");
-        parse_fails_str("<domainbackup mode='pull'>\n<server transport='fd' fdgroup='g'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='pull'>\n<server transport='fd' fdgroup='g'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server transport='fd'> is not supported");
-        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' tls='maybe'/></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='pull'>\n<server name='h' tls='maybe'/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<server tls='maybe'>: expected 'yes' or 'no'");
-        parse_fails_str("<domainbackup mode='pull'>\n<server name='h'>\n<host/></server></domainbackup>", -EINVAL, 3,
+        parse_fails_str("<domainbackup mode='pull'>\n<server name='h'>\n<host/></server></domainbackup>", -QSNAP_E_INVALID_XML, 3,
                         "<server> must be empty, found <host>");
-        parse_fails_str("<domainbackup mode='pull'>\n<server name='a'/>\n<server name='b'/></domainbackup>", -EINVAL, 3,
+        parse_fails_str("<domainbackup mode='pull'>\n<server name='a'/>\n<server name='b'/></domainbackup>", -QSNAP_E_INVALID_XML, 3,
                         "<server> appears more than once, first on line 2");
 }
 
 static void test_disk_errors(void) {
-        parse_fails_str("<domainbackup><disks>\n<disk backup='yes'/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<disk backup='yes'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<disk> has no name= attribute");
-        parse_fails_str("<domainbackup><disks>\n<disk name='/img/vda.qcow2'/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<disk name='/img/vda.qcow2'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<disk name='/img/vda.qcow2'> is not a disk target such as 'vda'");
-        parse_fails_str("<domainbackup><disks>\n<disk name=''/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<disk name=''/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<disk name=''> is empty");
-        parse_fails_str("<domainbackup><disks>\n<disk name='vda' backup='maybe'/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<disk name='vda' backup='maybe'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<disk backup='maybe'>: expected 'yes' or 'no'");
-        parse_fails_str("<domainbackup><disks>\n<disk name='vda' type='network'/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<disk name='vda' type='network'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "disk 'vda' has type 'network', expected 'file' or 'block'");
         parse_fails_str("<domainbackup><disks>\n<disk name='vda' backupmode='differential'/></disks></domainbackup>",
-                        -EINVAL, 2, "backupmode 'differential', expected 'full' or 'incremental'");
-        parse_fails_str("<domainbackup><disks>\n<disk name='vda' backupmode='default'/></disks></domainbackup>", -EINVAL,
+                        -QSNAP_E_INVALID_XML, 2, "backupmode 'differential', expected 'full' or 'incremental'");
+        parse_fails_str("<domainbackup><disks>\n<disk name='vda' backupmode='default'/></disks></domainbackup>", -QSNAP_E_INVALID_XML,
                         2, "backupmode 'default'");
         parse_fails_str("<domainbackup><disks>\n<disk name='vda' backupmode='full' incremental='c1'/></disks>"
                         "</domainbackup>",
-                        -EINVAL, 2, "backupmode='full' and incremental='c1'");
-        parse_fails_str("<domainbackup><disks>\n<disk name='vda' incremental='a/b'/></disks></domainbackup>", -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 2, "backupmode='full' and incremental='c1'");
+        parse_fails_str("<domainbackup><disks>\n<disk name='vda' incremental='a/b'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "incremental= 'a/b' is not a checkpoint name");
-        parse_fails_str("<domainbackup>\n<incremental>.hidden</incremental></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup>\n<incremental>.hidden</incremental></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<incremental> '.hidden' is not a checkpoint name: it starts with '.'");
         parse_fails_str("<domainbackup>\n<incremental>a</incremental>\n<incremental>b</incremental></domainbackup>",
-                        -EINVAL, 3, "<incremental> appears more than once, first on line 2");
-        parse_fails_str("<domainbackup><disks>\n<disk name='vda' exportname='x'/></disks></domainbackup>", -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 3, "<incremental> appears more than once, first on line 2");
+        parse_fails_str("<domainbackup><disks>\n<disk name='vda' exportname='x'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "disk 'vda' has exportname=, which only a pull mode backup exports");
-        parse_fails_str("<domainbackup><disks>\n<disk name='vda' exportbitmap='x'/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<disk name='vda' exportbitmap='x'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "has exportbitmap=, which only a pull mode backup exports");
         parse_fails_str("<domainbackup mode='pull'><disks>\n<disk name='vda' exportname=''/></disks></domainbackup>",
-                        -EINVAL, 2, "exportname='' is empty");
+                        -QSNAP_E_INVALID_XML, 2, "exportname='' is empty");
         parse_fails_str("<domainbackup mode='pull'><disks>\n<disk name='vda' exportbitmap=''/></disks></domainbackup>",
-                        -EINVAL, 2, "exportbitmap='' is empty");
+                        -QSNAP_E_INVALID_XML, 2, "exportbitmap='' is empty");
         parse_fails_str("<domainbackup mode='pull'><disks><disk name='vda'>\n<target file='/b/v'/></disk></disks>"
                         "</domainbackup>",
-                        -EINVAL, 2, "disk 'vda' has <target>, but a pull mode backup writes to <scratch>");
+                        -QSNAP_E_INVALID_XML, 2, "disk 'vda' has <target>, but a pull mode backup writes to <scratch>");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<scratch file='/b/v'/></disk></disks></domainbackup>",
-                        -EINVAL, 2, "disk 'vda' has <scratch>, but a push mode backup writes to <target>");
+                        -QSNAP_E_INVALID_XML, 2, "disk 'vda' has <scratch>, but a push mode backup writes to <target>");
         parse_fails_str("<domainbackup mode='pull'><disks><disk name='vda'>\n<driver type='raw'/></disk></disks>"
                         "</domainbackup>",
-                        -EINVAL, 2, "a pull mode scratch file is qcow2, not 'raw'");
+                        -QSNAP_E_INVALID_XML, 2, "a pull mode scratch file is qcow2, not 'raw'");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<driver type='vmdk'/></disk></disks></domainbackup>",
-                        -EINVAL, 2, "driver type 'vmdk', expected 'qcow2' or 'raw'");
-        parse_fails_str("<domainbackup><disks><disk name='vda'>\n<driver/></disk></disks></domainbackup>", -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 2, "driver type 'vmdk', expected 'qcow2' or 'raw'");
+        parse_fails_str("<domainbackup><disks><disk name='vda'>\n<driver/></disk></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<driver> of disk 'vda' has no type= attribute");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<driver type='raw' cache='none'/></disk></disks>"
                         "</domainbackup>",
-                        -EINVAL, 2, "<driver> of disk 'vda' has an unknown attribute 'cache'");
+                        -QSNAP_E_INVALID_XML, 2, "<driver> of disk 'vda' has an unknown attribute 'cache'");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<driver type='raw'/>\n<driver type='raw'/></disk>"
                         "</disks></domainbackup>",
-                        -EINVAL, 3, "<driver> appears more than once, first on line 2");
+                        -QSNAP_E_INVALID_XML, 3, "<driver> appears more than once, first on line 2");
         parse_fails_str("<domainbackup><disks><disk name='vda' type='block'>\n<target file='/b/v'/></disk></disks>"
                         "</domainbackup>",
-                        -EINVAL, 2, "<target> of a type='block' disk names it with dev=, not file=");
+                        -QSNAP_E_INVALID_XML, 2, "<target> of a type='block' disk names it with dev=, not file=");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<target dev='/dev/sdb'/></disk></disks></domainbackup>",
-                        -EINVAL, 2, "<target> of a type='file' disk names it with file=, not dev=");
+                        -QSNAP_E_INVALID_XML, 2, "<target> of a type='file' disk names it with file=, not dev=");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<target file='b/v'/></disk></disks></domainbackup>",
-                        -EINVAL, 2, "<target file='b/v'> is not an absolute path");
+                        -QSNAP_E_INVALID_XML, 2, "<target file='b/v'> is not an absolute path");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<target file=''/></disk></disks></domainbackup>",
-                        -EINVAL, 2, "<target file=''> is empty");
+                        -QSNAP_E_INVALID_XML, 2, "<target file=''> is empty");
         parse_fails_str("<domainbackup><disks><disk name='vda'>\n<target file='/a'/>\n<target file='/b'/></disk>"
                         "</disks></domainbackup>",
-                        -EINVAL, 3, "<target> appears more than once, first on line 2");
+                        -QSNAP_E_INVALID_XML, 3, "<target> appears more than once, first on line 2");
         parse_fails_str("<domainbackup><disks>\n<disk name='vda' backup='no' type='file'/></disks></domainbackup>",
-                        -EINVAL, 2, "disk 'vda' has backup='no' and a type=");
+                        -QSNAP_E_INVALID_XML, 2, "disk 'vda' has backup='no' and a type=");
         parse_fails_str("<domainbackup><disks><disk name='vda' backup='no'>\n<target file='/b/v'/></disk></disks>"
                         "</domainbackup>",
-                        -EINVAL, 2, "disk 'vda' has backup='no' and a <target>");
+                        -QSNAP_E_INVALID_XML, 2, "disk 'vda' has backup='no' and a <target>");
         parse_fails_str("<domainbackup mode='pull'><disks>\n<disk name='vda' type='block'/></disks></domainbackup>",
-                        -EINVAL, 2, "disk 'vda' of type 'block' needs <scratch dev=");
+                        -QSNAP_E_INVALID_XML, 2, "disk 'vda' of type 'block' needs <scratch dev=");
         parse_fails_str("<domainbackup><disks>\n<disk name='vda'/>\n<disk name='vda' backup='no'/></disks></domainbackup>",
-                        -EINVAL, 3, "disk 'vda' appears more than once in <disks>, first on line 2");
-        parse_fails_str("<domainbackup>\n<disks/></domainbackup>", -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 3, "disk 'vda' appears more than once in <disks>, first on line 2");
+        parse_fails_str("<domainbackup>\n<disks/></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<disks> has no <disk>; leave <disks> out to back up every disk");
-        parse_fails_str("<domainbackup><disks>\n<volume name='vda'/></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks>\n<volume name='vda'/></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "unexpected <volume> in <disks>, expected <disk>");
-        parse_fails_str("<domainbackup><disks><disk name='vda'>\ntext</disk></disks></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup><disks><disk name='vda'>\ntext</disk></disks></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "unexpected text in <disk>: 'text'");
 
         /* What libvirt ignores on an excluded disk, we ignore too. */
@@ -379,13 +379,13 @@ static void test_disk_errors(void) {
 static void test_root_errors(void) {
         _cleanup_free_ char *wrong = read_fixture("wrong-root.xml", NULL);
 
-        parse_fails_str(wrong, -EINVAL, 1, "root element is <domaincheckpoint>, expected <domainbackup>");
-        parse_fails_str("<b:domainbackup xmlns:b='urn:b'/>", -EINVAL, 1,
+        parse_fails_str(wrong, -QSNAP_E_INVALID_XML, 1, "root element is <domaincheckpoint>, expected <domainbackup>");
+        parse_fails_str("<b:domainbackup xmlns:b='urn:b'/>", -QSNAP_E_INVALID_XML, 1,
                         "root element <domainbackup> is in namespace 'urn:b', expected none");
-        parse_fails_str("<domainbackup mode='both'/>", -EINVAL, 1, "<domainbackup mode='both'>: expected 'push' or 'pull'");
-        parse_fails_str("<domainbackup>\n<incremental>a<b/></incremental></domainbackup>", -EINVAL, 2,
+        parse_fails_str("<domainbackup mode='both'/>", -QSNAP_E_INVALID_XML, 1, "<domainbackup mode='both'>: expected 'push' or 'pull'");
+        parse_fails_str("<domainbackup>\n<incremental>a<b/></incremental></domainbackup>", -QSNAP_E_INVALID_XML, 2,
                         "<incremental> may only contain text, found <b>");
-        parse_fails_str("<domainbackup>\n stray\n</domainbackup>", -EINVAL, 3, "unexpected text in <domainbackup>");
+        parse_fails_str("<domainbackup>\n stray\n</domainbackup>", -QSNAP_E_INVALID_XML, 3, "unexpected text in <domainbackup>");
 }
 
 static void test_malformed_and_hostile(void) {
@@ -397,17 +397,17 @@ static void test_malformed_and_hostile(void) {
         BackupDef *def = NULL;
         size_t n = XML_MAX_DOCUMENT_SIZE + 1;
 
-        parse_fails_str(truncated, -EBADMSG, 5, NULL);
-        parse_fails_str(mismatch, -EBADMSG, 5, "mismatch");
-        parse_fails_str("", -EBADMSG, 0, "document is empty");
-        parse_fails("<domainbackup>\0</domainbackup>", 30, -EBADMSG, 1, "NUL byte");
-        parse_fails_str(laughs, -EINVAL, 3, "entity declarations are not allowed: 'b'");
-        parse_fails_str(xxe, -EINVAL, 3, "entity declarations are not allowed: 'key'");
+        parse_fails_str(truncated, -QSNAP_E_INVALID_XML, 5, NULL);
+        parse_fails_str(mismatch, -QSNAP_E_INVALID_XML, 5, "mismatch");
+        parse_fails_str("", -QSNAP_E_INVALID_XML, 0, "document is empty");
+        parse_fails("<domainbackup>\0</domainbackup>", 30, -QSNAP_E_INVALID_XML, 1, "NUL byte");
+        parse_fails_str(laughs, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'b'");
+        parse_fails_str(xxe, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'key'");
         CHECK(backup_def_parse(xxe, strlen(xxe), &def, &error) < 0);
         CHECK_NOT_CONTAINS(error, "PRIVATE KEY");
-        parse_fails_str("<domainbackup><incremental>&nope;</incremental></domainbackup>", -EBADMSG, 1, NULL);
+        parse_fails_str("<domainbackup><incremental>&nope;</incremental></domainbackup>", -QSNAP_E_INVALID_XML, 1, NULL);
         parse_fails_str("<!DOCTYPE domainbackup [\n<!ATTLIST domainbackup mode CDATA 'pull'>\n]><domainbackup/>",
-                        -EINVAL, 2, "DTD attribute declarations are not allowed");
+                        -QSNAP_E_INVALID_XML, 2, "DTD attribute declarations are not allowed");
 
         big = malloc(n + 1);
         if (!big)
@@ -416,7 +416,7 @@ static void test_malformed_and_hostile(void) {
         memcpy(big, "<domainbackup>", 14);
         memcpy(big + n - 15, "</domainbackup>", 15);
         big[n] = '\0';
-        parse_fails(big, n, -EFBIG, 0, "larger than the limit of 4194304 bytes");
+        parse_fails(big, n, -QSNAP_E_INVALID_XML, 0, "larger than the limit of 4194304 bytes");
 }
 
 static void test_writer_checks(void) {
@@ -610,21 +610,21 @@ static void test_align(void) {
                 CHECK_CONTAINS(out, "exportname='vda'");
         }
 
-        align_fails(dom, "<domainbackup><disks><disk name='vdz'/></disks></domainbackup>", &defaults, -ENODEV,
+        align_fails(dom, "<domainbackup><disks><disk name='vdz'/></disks></domainbackup>", &defaults, -QSNAP_E_NO_SUCH_DISK,
                     "Domain 'web1' has no disk 'vdz'.");
         align_fails(dom, "<domainbackup><disks><disk name='vda' backupmode='incremental'/></disks></domainbackup>",
-                    &defaults, -EINVAL, "Disk 'vda' has backupmode='incremental' but names no checkpoint");
+                    &defaults, -QSNAP_E_INVALID_ARGUMENT, "Disk 'vda' has backupmode='incremental' but names no checkpoint");
         align_fails(dom, "<domainbackup><disks><disk name='vda' type='block'/></disks></domainbackup>", &defaults,
-                    -EINVAL, "Disk 'vda' has type 'block' but no <target dev=");
+                    -QSNAP_E_INVALID_ARGUMENT, "Disk 'vda' has type 'block' but no <target dev=");
         align_fails(dom,
                     "<domainbackup><disks><disk name='vda'><target file='/b/x'/></disk>"
                     "<disk name='vdb'><target file='/b/x'/></disk></disks></domainbackup>",
-                    &defaults, -EINVAL, "Disks 'vda' and 'vdb' would both write /b/x.");
+                    &defaults, -QSNAP_E_INVALID_ARGUMENT, "Disks 'vda' and 'vdb' would both write /b/x.");
         align_fails(dom,
                     "<domainbackup mode='pull'><disks><disk name='vda' exportname='x'/><disk name='vdb' exportname='x'/>"
                     "</disks></domainbackup>",
-                    &defaults, -EINVAL, "would both be exported as 'x'");
-        align_fails(dom, "<domainbackup><disks><disk name='vda' backup='no'/></disks></domainbackup>", &defaults, -EINVAL,
+                    &defaults, -QSNAP_E_INVALID_ARGUMENT, "would both be exported as 'x'");
+        align_fails(dom, "<domainbackup><disks><disk name='vda' backup='no'/></disks></domainbackup>", &defaults, -QSNAP_E_INVALID_ARGUMENT,
                     "No disk of domain 'web1' would be backed up.");
 
         {
@@ -633,7 +633,7 @@ static void test_align(void) {
 
                 CHECK(domain_def_parse(bare, strlen(bare), &none, &e) == 0);
                 if (none)
-                        align_fails(none, "<domainbackup/>", &defaults, -EOPNOTSUPP, "Domain 'bare' has no disks to back up.");
+                        align_fails(none, "<domainbackup/>", &defaults, -QSNAP_E_UNSUPPORTED, "Domain 'bare' has no disks to back up.");
         }
 }
 

@@ -189,9 +189,9 @@ static void test_minimal(void) {
         out = format_ok(def, 0);
         CHECK_STREQ(out, "<domaincheckpoint>\n</domaincheckpoint>\n");
         /* Our own stored metadata always has a name: REDEFINE needs it. */
-        parse_fails_str("<domaincheckpoint/>", CHECKPOINT_PARSE_REDEFINE, -EINVAL, 1,
+        parse_fails_str("<domaincheckpoint/>", CHECKPOINT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 1,
                         "a redefined checkpoint needs a <name>");
-        parse_fails_str("<domaincheckpoint><name>c</name></domaincheckpoint>", CHECKPOINT_PARSE_REDEFINE, -EINVAL, 1,
+        parse_fails_str("<domaincheckpoint><name>c</name></domaincheckpoint>", CHECKPOINT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 1,
                         "a redefined checkpoint needs a <creationTime>");
 }
 
@@ -245,7 +245,7 @@ static void test_create_ignores_output_fields(void) {
         CHECK(!def->domain_xml);
         CHECK(!def->extra_elements);
         /* The same document as a redefinition is checked, and fails. */
-        parse_fails_str(xml, CHECKPOINT_PARSE_REDEFINE, -EINVAL, 6, "<parent><name> may only hold letters");
+        parse_fails_str(xml, CHECKPOINT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 6, "<parent><name> may only hold letters");
 }
 
 /* What `virsh checkpoint-dumpxml` writes: read with REDEFINE, written back
@@ -381,7 +381,7 @@ static void test_names(void) {
         for (const char *const *s = bad; *s; s++) {
                 _cleanup_free_ char *doc = strprintf("<domaincheckpoint>\n<name>%s</name></domaincheckpoint>", *s);
                 CHECK(checkpoint_name_check(*s));
-                parse_fails_str(doc, 0, -EINVAL, 2, "<name>");
+                parse_fails_str(doc, 0, -QSNAP_E_INVALID_XML, 2, "<name>");
         }
         longest = malloc(CHECKPOINT_BITMAP_NAME_MAX + 2);
         too_long = malloc(CHECKPOINT_BITMAP_NAME_MAX + 2);
@@ -394,79 +394,79 @@ static void test_names(void) {
         CHECK(!checkpoint_name_check(longest));
         CHECK(checkpoint_name_check(too_long));
         xml = strprintf("<domaincheckpoint><disks><disk name='vda' bitmap='%s'/></disks></domaincheckpoint>", too_long);
-        parse_fails_str(xml, 0, -EINVAL, 1, "longer than 1023 bytes");
+        parse_fails_str(xml, 0, -QSNAP_E_INVALID_XML, 1, "longer than 1023 bytes");
 }
 
 static void test_errors(void) {
         const CheckpointParseFlags R = CHECKPOINT_PARSE_REDEFINE;
 
         parse_fails_str("<domaincheckpoint>\n<disks>\n<disk name='vda' checkpoint='yes'/>\n</disks>\n</domaincheckpoint>",
-                        0, -EINVAL, 3, "checkpoint='yes'>: expected 'bitmap' or 'no'");
+                        0, -QSNAP_E_INVALID_XML, 3, "checkpoint='yes'>: expected 'bitmap' or 'no'");
         parse_fails_str("<domaincheckpoint>\n<disks>\n<disk name='vda' checkpoint='default'/></disks></domaincheckpoint>",
-                        0, -EINVAL, 3, "expected 'bitmap' or 'no'");
+                        0, -QSNAP_E_INVALID_XML, 3, "expected 'bitmap' or 'no'");
         parse_fails_str("<domaincheckpoint><disks>\n<disk name='vdb' checkpoint='no' bitmap='b'/></disks></domaincheckpoint>",
-                        0, -EINVAL, 2, "<disk name='vdb' checkpoint='no'> cannot have bitmap=");
+                        0, -QSNAP_E_INVALID_XML, 2, "<disk name='vdb' checkpoint='no'> cannot have bitmap=");
         parse_fails_str("<domaincheckpoint><disks>\n<disk name='vdb' checkpoint='no' size='1'/></disks></domaincheckpoint>",
-                        0, -EINVAL, 2, "cannot have size=");
+                        0, -QSNAP_E_INVALID_XML, 2, "cannot have size=");
         parse_fails_str("<domaincheckpoint><disks>\n\n<disk name='vda' size='-1'/></disks></domaincheckpoint>", 0,
-                        -EINVAL, 3, "size='-1'> is not a number of bytes");
+                        -QSNAP_E_INVALID_XML, 3, "size='-1'> is not a number of bytes");
         parse_fails_str("<domaincheckpoint><disks>\n<disk name='vda' size='99999999999999999999'/></disks></domaincheckpoint>",
-                        0, -EINVAL, 2, "is not a number of bytes");
-        parse_fails_str("<domaincheckpoint><disks>\n<disk name='vda' bitmap=''/></disks></domaincheckpoint>", 0, -EINVAL,
+                        0, -QSNAP_E_INVALID_XML, 2, "is not a number of bytes");
+        parse_fails_str("<domaincheckpoint><disks>\n<disk name='vda' bitmap=''/></disks></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML,
                         2, "bitmap=''> is empty");
-        parse_fails_str("<domaincheckpoint><disks>\n<disk checkpoint='no'/></disks></domaincheckpoint>", 0, -EINVAL, 2,
+        parse_fails_str("<domaincheckpoint><disks>\n<disk checkpoint='no'/></disks></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 2,
                         "<disk> has no name= attribute");
         parse_fails_str("<domaincheckpoint><disks>\n<disk name='images/vda.qcow2'/></disks></domaincheckpoint>", 0,
-                        -EINVAL, 2, "is neither a disk target nor an absolute path");
-        parse_fails_str("<domaincheckpoint><disks>\n<disk name=' '/></disks></domaincheckpoint>", 0, -EINVAL, 2,
+                        -QSNAP_E_INVALID_XML, 2, "is neither a disk target nor an absolute path");
+        parse_fails_str("<domaincheckpoint><disks>\n<disk name=' '/></disks></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 2,
                         "<disk name=' '> is empty");
         parse_fails_str("<domaincheckpoint>\n<disks>\n<disk name='vda'/>\n<disk name='vda' checkpoint='no'/>\n</disks>"
                         "</domaincheckpoint>",
-                        0, -EINVAL, 4, "disk 'vda' appears more than once in <disks>, first on line 3");
-        parse_fails_str("<domaincheckpoint>\n<disks/>\n</domaincheckpoint>", 0, -EINVAL, 2,
+                        0, -QSNAP_E_INVALID_XML, 4, "disk 'vda' appears more than once in <disks>, first on line 3");
+        parse_fails_str("<domaincheckpoint>\n<disks/>\n</domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 2,
                         "<disks> has no <disk>; leave <disks> out");
-        parse_fails_str("<domaincheckpoint>\n<disks>\n<drive name='vda'/></disks></domaincheckpoint>", 0, -EINVAL, 3,
+        parse_fails_str("<domaincheckpoint>\n<disks>\n<drive name='vda'/></disks></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 3,
                         "unexpected <drive> in <disks>, expected <disk>");
         parse_fails_str("<domaincheckpoint>\n<disks><disk name='vda'/></disks>\n<disks><disk name='vdb'/></disks>"
                         "</domaincheckpoint>",
-                        0, -EINVAL, 3, "<disks> appears more than once, first on line 2");
-        parse_fails_str("<domaincheckpoint>\n<name>a</name>\n<name>b</name></domaincheckpoint>", 0, -EINVAL, 3,
+                        0, -QSNAP_E_INVALID_XML, 3, "<disks> appears more than once, first on line 2");
+        parse_fails_str("<domaincheckpoint>\n<name>a</name>\n<name>b</name></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 3,
                         "<name> appears more than once, first on line 2");
-        parse_fails_str("<domaincheckpoint>\n<description>a<b/></description></domaincheckpoint>", 0, -EINVAL, 2,
+        parse_fails_str("<domaincheckpoint>\n<description>a<b/></description></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 2,
                         "<description> may only contain text, found <b>");
-        parse_fails_str("<domaincheckpoint>\n  stray text\n</domaincheckpoint>", 0, -EINVAL, 3,
+        parse_fails_str("<domaincheckpoint>\n  stray text\n</domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 3,
                         "unexpected text in <domaincheckpoint>: 'stray text");
         parse_fails_str("<domaincheckpoint><disks><disk name='vda'>\ntext</disk></disks></domaincheckpoint>", 0,
-                        -EINVAL, 2, "unexpected text in <disk>");
+                        -QSNAP_E_INVALID_XML, 2, "unexpected text in <disk>");
 
         /* The REDEFINE-only elements are checked when they count. */
         parse_fails_str("<domaincheckpoint><name>c</name>\n<parent/>\n<creationTime>1</creationTime></domaincheckpoint>",
-                        R, -EINVAL, 2, "<parent> has no <name>");
+                        R, -QSNAP_E_INVALID_XML, 2, "<parent> has no <name>");
         parse_fails_str("<domaincheckpoint><name>c</name>\n<parent>\n<name>.x</name></parent>"
                         "<creationTime>1</creationTime></domaincheckpoint>",
-                        R, -EINVAL, 3, "<parent><name> starts with '.'");
+                        R, -QSNAP_E_INVALID_XML, 3, "<parent><name> starts with '.'");
         parse_fails_str("<domaincheckpoint><name>c</name>\n<parent><uuid>x</uuid></parent></domaincheckpoint>", R,
-                        -EINVAL, 2, "unexpected <uuid> in <parent>, expected <name>");
+                        -QSNAP_E_INVALID_XML, 2, "unexpected <uuid> in <parent>, expected <name>");
         parse_fails_str("<domaincheckpoint><name>c</name>\n<parent><name>c</name></parent>"
                         "<creationTime>1</creationTime></domaincheckpoint>",
-                        R, -EINVAL, 2, "checkpoint 'c' names itself as its parent");
+                        R, -QSNAP_E_INVALID_XML, 2, "checkpoint 'c' names itself as its parent");
         parse_fails_str("<domaincheckpoint><name>c</name>\n<creationTime>-5</creationTime></domaincheckpoint>", R,
-                        -EINVAL, 2, "<creationTime> is not a number of seconds: '-5'");
+                        -QSNAP_E_INVALID_XML, 2, "<creationTime> is not a number of seconds: '-5'");
         parse_fails_str("<domaincheckpoint><name>c</name>\n<creationTime>soon</creationTime></domaincheckpoint>", R,
-                        -EINVAL, 2, "not a number of seconds: 'soon'");
+                        -QSNAP_E_INVALID_XML, 2, "not a number of seconds: 'soon'");
         parse_fails_str("<domaincheckpoint><name>c</name>\n<creationTime>1</creationTime>\n"
                         "<creationTime>2</creationTime></domaincheckpoint>",
-                        R, -EINVAL, 3, "<creationTime> appears more than once, first on line 2");
+                        R, -QSNAP_E_INVALID_XML, 3, "<creationTime> appears more than once, first on line 2");
         parse_fails_str("<domaincheckpoint><name>c</name><creationTime>1</creationTime>\n<domain/>\n<domain/>"
                         "</domaincheckpoint>",
-                        R, -EINVAL, 3, "<domain> appears more than once, first on line 2");
+                        R, -QSNAP_E_INVALID_XML, 3, "<domain> appears more than once, first on line 2");
 
         /* Root. */
         {
                 _cleanup_free_ char *wrong = read_fixture("wrong-root.xml", NULL);
-                parse_fails_str(wrong, 0, -EINVAL, 1, "root element is <domainsnapshot>, expected <domaincheckpoint>");
+                parse_fails_str(wrong, 0, -QSNAP_E_INVALID_XML, 1, "root element is <domainsnapshot>, expected <domaincheckpoint>");
         }
-        parse_fails_str("<x:domaincheckpoint xmlns:x='urn:x'/>", 0, -EINVAL, 1,
+        parse_fails_str("<x:domaincheckpoint xmlns:x='urn:x'/>", 0, -QSNAP_E_INVALID_XML, 1,
                         "root element <domaincheckpoint> is in namespace 'urn:x', expected none");
         parse_fails_str("<domaincheckpoint/>", 1 << 5, -EINVAL, 0, "unknown parse flags 0x20");
 }
@@ -477,11 +477,11 @@ static void test_malformed(void) {
         _cleanup_free_ char *big = NULL;
         size_t n = XML_MAX_DOCUMENT_SIZE + 1;
 
-        parse_fails_str(truncated, 0, -EBADMSG, 5, NULL);
-        parse_fails_str(mismatch, 0, -EBADMSG, 5, "mismatch");
-        parse_fails_str("", 0, -EBADMSG, 0, "document is empty");
-        parse_fails_str("not xml at all", 0, -EBADMSG, 1, NULL);
-        parse_fails("<domaincheckpoint>\0</domaincheckpoint>", 38, 0, -EBADMSG, 1, "NUL byte");
+        parse_fails_str(truncated, 0, -QSNAP_E_INVALID_XML, 5, NULL);
+        parse_fails_str(mismatch, 0, -QSNAP_E_INVALID_XML, 5, "mismatch");
+        parse_fails_str("", 0, -QSNAP_E_INVALID_XML, 0, "document is empty");
+        parse_fails_str("not xml at all", 0, -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails("<domaincheckpoint>\0</domaincheckpoint>", 38, 0, -QSNAP_E_INVALID_XML, 1, "NUL byte");
 
         big = malloc(n + 1);
         if (!big)
@@ -490,7 +490,7 @@ static void test_malformed(void) {
         memcpy(big, "<domaincheckpoint>", 18);
         memcpy(big + n - 19, "</domaincheckpoint>", 19);
         big[n] = '\0';
-        parse_fails(big, n, 0, -EFBIG, 0, "larger than the limit of 4194304 bytes");
+        parse_fails(big, n, 0, -QSNAP_E_INVALID_XML, 0, "larger than the limit of 4194304 bytes");
         /* Exactly at the cap is fine. */
         memcpy(big + n - 20, "</domaincheckpoint>", 19);
         big[n - 1] = '\0';
@@ -509,17 +509,17 @@ static void test_entities(void) {
         _cleanup_free_ char *error = NULL;
         CheckpointDef *def = NULL;
 
-        parse_fails_str(laughs, 0, -EINVAL, 3, "entity declarations are not allowed: 'ha'");
-        parse_fails_str(xxe, CHECKPOINT_PARSE_REDEFINE, -EINVAL, 3, "entity declarations are not allowed: 'leak'");
-        parse_fails_str(xxe_param, CHECKPOINT_PARSE_REDEFINE, -EINVAL, 3, "entity declarations are not allowed: 'dtd'");
+        parse_fails_str(laughs, 0, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'ha'");
+        parse_fails_str(xxe, CHECKPOINT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'leak'");
+        parse_fails_str(xxe_param, CHECKPOINT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'dtd'");
         CHECK(checkpoint_def_parse(xxe, strlen(xxe), 0, &def, &error) < 0);
         CHECK_NOT_CONTAINS(error, "root:");
         /* An undeclared entity is not well-formed. */
-        parse_fails_str("<domaincheckpoint><name>&undeclared;</name></domaincheckpoint>", 0, -EBADMSG, 1, NULL);
+        parse_fails_str("<domaincheckpoint><name>&undeclared;</name></domaincheckpoint>", 0, -QSNAP_E_INVALID_XML, 1, NULL);
         parse_fails_str("<!DOCTYPE domaincheckpoint [\n<!ELEMENT domaincheckpoint ANY>\n]><domaincheckpoint/>", 0,
-                        -EINVAL, 2, "DTD element declarations are not allowed");
+                        -QSNAP_E_INVALID_XML, 2, "DTD element declarations are not allowed");
         parse_fails_str("<!DOCTYPE domaincheckpoint [\n<!ATTLIST disk checkpoint CDATA 'no'>\n]><domaincheckpoint/>",
-                        0, -EINVAL, 2, "DTD attribute declarations are not allowed");
+                        0, -QSNAP_E_INVALID_XML, 2, "DTD attribute declarations are not allowed");
         /* A bare DOCTYPE is harmless. */
         {
                 _cleanup_(checkpoint_def_freep) CheckpointDef *ok = parse_ok("<!DOCTYPE domaincheckpoint><domaincheckpoint/>", 0);
@@ -685,19 +685,19 @@ static void test_align(void) {
                 }
         }
 
-        align_fails(dom, "<domaincheckpoint><name>c</name><disks><disk name='vdz'/></disks></domaincheckpoint>", -ENODEV,
+        align_fails(dom, "<domaincheckpoint><name>c</name><disks><disk name='vdz'/></disks></domaincheckpoint>", -QSNAP_E_NO_SUCH_DISK,
                     "Domain 'vm' has no disk 'vdz'.");
         align_fails(dom, "<domaincheckpoint><name>c</name><disks><disk name='/img/nope.qcow2'/></disks></domaincheckpoint>",
-                    -ENODEV, "has no disk '/img/nope.qcow2'");
+                    -QSNAP_E_NO_SUCH_DISK, "has no disk '/img/nope.qcow2'");
         align_fails(dom,
                     "<domaincheckpoint><name>c</name><disks><disk name='vda'/><disk name='/img/a.qcow2'/></disks>"
                     "</domaincheckpoint>",
-                    -EINVAL, "Disk 'vda' is listed twice");
-        align_fails(dom, "<domaincheckpoint><name>c</name><disks><disk name='vdb'/></disks></domaincheckpoint>", -EINVAL,
+                    -QSNAP_E_INVALID_ARGUMENT, "Disk 'vda' is listed twice");
+        align_fails(dom, "<domaincheckpoint><name>c</name><disks><disk name='vdb'/></disks></domaincheckpoint>", -QSNAP_E_INVALID_ARGUMENT,
                     "Disk 'vdb' is read-only");
         align_fails(dom, "<domaincheckpoint><name>c</name><disks><disk name='vdd' bitmap='x'/></disks></domaincheckpoint>",
-                    -EINVAL, "Disk 'vdd' is transient");
-        align_fails(dom, "<domaincheckpoint><disks><disk name='vda'/></disks></domaincheckpoint>", -EINVAL,
+                    -QSNAP_E_INVALID_ARGUMENT, "Disk 'vdd' is transient");
+        align_fails(dom, "<domaincheckpoint><disks><disk name='vda'/></disks></domaincheckpoint>", -QSNAP_E_INVALID_ARGUMENT,
                     "has no name");
 
         /* A source two disks share cannot name one of them. */
@@ -713,7 +713,7 @@ static void test_align(void) {
                 if (tw)
                         align_fails(tw, "<domaincheckpoint><name>c</name><disks><disk name='/img/s.qcow2' checkpoint='no'/>"
                                         "</disks></domaincheckpoint>",
-                                    -EINVAL, "names the source of more than one disk");
+                                    -QSNAP_E_INVALID_ARGUMENT, "names the source of more than one disk");
         }
 
         /* A domain without disks. */
@@ -723,7 +723,7 @@ static void test_align(void) {
 
                 CHECK(domain_def_parse(none, strlen(none), &empty, &e) == 0);
                 if (empty)
-                        align_fails(empty, "<domaincheckpoint><name>c</name></domaincheckpoint>", -EOPNOTSUPP,
+                        align_fails(empty, "<domaincheckpoint><name>c</name></domaincheckpoint>", -QSNAP_E_UNSUPPORTED,
                                     "has no disks");
         }
 }

@@ -391,13 +391,13 @@ static void test_monitor(void) {
 
         parse_fails_str("<domain><name>m</name><memory>1</memory>\n<q:monitor xmlns:q='http://example.org/qsnap/1' "
                         "path='run/m.sock'/></domain>",
-                        -EINVAL, 2, "not an absolute path");
+                        -QSNAP_E_INVALID_XML, 2, "not an absolute path");
         parse_fails_str("<domain><name>m</name><memory>1</memory>\n<q:monitor xmlns:q='http://example.org/qsnap/1'/>"
                         "</domain>",
-                        -EINVAL, 2, "has no path= attribute");
+                        -QSNAP_E_INVALID_XML, 2, "has no path= attribute");
         parse_fails_str("<domain xmlns:q='http://example.org/qsnap/1'><name>m</name><memory>1</memory>\n"
                         "<q:monitor path='/a'/><devices>\n<q:monitor path='/b'/></devices></domain>",
-                        -EINVAL, 3, "more than once");
+                        -QSNAP_E_INVALID_XML, 3, "more than once");
 }
 
 /* Names, paths and texts that a writer without escaping would break. */
@@ -562,21 +562,21 @@ static void test_malformed(void) {
                 dup2(capture, STDERR_FILENO);
         xmlSetStructuredErrorFunc((void *) &sentinel_calls, sentinel_handler);
 
-        parse_fails_str(mismatch, -EBADMSG, 4, "Opening and ending tag mismatch: memory line 3 and domain");
-        parse_fails_str("<domain>\n  <memory>\n</domain>\n", -EBADMSG, 3,
+        parse_fails_str(mismatch, -QSNAP_E_INVALID_XML, 4, "Opening and ending tag mismatch: memory line 3 and domain");
+        parse_fails_str("<domain>\n  <memory>\n</domain>\n", -QSNAP_E_INVALID_XML, 3,
                         "Opening and ending tag mismatch: memory line 2 and domain");
-        parse_fails_str(truncated, -EBADMSG, 3, NULL);
-        parse_fails_str("<domain><name>x</na", -EBADMSG, 1, NULL);
-        parse_fails_str("this is not XML at all", -EBADMSG, 1, "Start tag expected");
-        parse_fails_str("\n\n<domain><name>a</name></domain><domain/>", -EBADMSG, 3, "Extra content");
-        parse_fails_str("<domain><name>a & b</name></domain>", -EBADMSG, 1, NULL);
-        parse_fails_str("<domain><name a='1' a='2'>x</name></domain>", -EBADMSG, 1, "redefined");
-        parse_fails_str("<domain>\n<x:y/></domain>", -EBADMSG, 2, "Namespace prefix x");
-        parse_fails_str("<domain><name>\xff\xfe</name></domain>", -EBADMSG, 1, NULL);
-        parse_fails_str("<?xml version='1.0' encoding='no-such-charset'?><domain/>", -EBADMSG, 0, NULL);
-        parse_fails("", 0, -EBADMSG, 0, "empty");
-        parse_fails(NULL, 0, -EBADMSG, 0, "empty");
-        parse_fails("<domain>\0<name>x</name></domain>", 30, -EBADMSG, 1, NULL);
+        parse_fails_str(truncated, -QSNAP_E_INVALID_XML, 3, NULL);
+        parse_fails_str("<domain><name>x</na", -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails_str("this is not XML at all", -QSNAP_E_INVALID_XML, 1, "Start tag expected");
+        parse_fails_str("\n\n<domain><name>a</name></domain><domain/>", -QSNAP_E_INVALID_XML, 3, "Extra content");
+        parse_fails_str("<domain><name>a & b</name></domain>", -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails_str("<domain><name a='1' a='2'>x</name></domain>", -QSNAP_E_INVALID_XML, 1, "redefined");
+        parse_fails_str("<domain>\n<x:y/></domain>", -QSNAP_E_INVALID_XML, 2, "Namespace prefix x");
+        parse_fails_str("<domain><name>\xff\xfe</name></domain>", -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails_str("<?xml version='1.0' encoding='no-such-charset'?><domain/>", -QSNAP_E_INVALID_XML, 0, NULL);
+        parse_fails("", 0, -QSNAP_E_INVALID_XML, 0, "empty");
+        parse_fails(NULL, 0, -QSNAP_E_INVALID_XML, 0, "empty");
+        parse_fails("<domain>\0<name>x</name></domain>", 30, -QSNAP_E_INVALID_XML, 1, NULL);
 
         CHECK(xmlStructuredError == sentinel_handler);
         CHECK(xmlStructuredErrorContext == (void *) &sentinel_calls);
@@ -719,7 +719,7 @@ static void test_semantic_errors(void) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-                parse_fails_str(cases[i].xml, -EINVAL, cases[i].line, cases[i].message);
+                parse_fails_str(cases[i].xml, -QSNAP_E_INVALID_XML, cases[i].line, cases[i].message);
 }
 
 static void test_memory_units(void) {
@@ -789,7 +789,7 @@ static void check_rejected_no_leak(const char *xml, const char *secret) {
         int r;
 
         r = domain_def_parse(xml, strlen(xml), &def, &error);
-        CHECK(r == -EINVAL || r == -EBADMSG);
+        CHECK(r == -QSNAP_E_INVALID_XML);
         CHECK(!def);
         CHECK(error);
         if (error && secret)
@@ -803,8 +803,8 @@ static void test_entities(void) {
         _cleanup_free_ char *xxe = read_fixture("xxe.xml", NULL);
         const char *secret = passwd_line();
 
-        parse_fails_str(laughs, -EINVAL, 3, "entity declarations are not allowed: 'lol'");
-        parse_fails_str(xxe, -EINVAL, 3, "entity declarations are not allowed: 'xxe'");
+        parse_fails_str(laughs, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'lol'");
+        parse_fails_str(xxe, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'xxe'");
         check_rejected_no_leak(xxe, secret);
 
         /* Parameter entities, external DTDs, references to undeclared
@@ -821,9 +821,9 @@ static void test_entities(void) {
         check_rejected_no_leak("<domain><name>&undeclared;</name><memory>1</memory></domain>", secret);
         parse_fails_str("<!DOCTYPE domain [\n<!ATTLIST domain type CDATA 'xen'>\n]>"
                         "<domain><name>a</name><memory>1</memory></domain>",
-                        -EINVAL, 2, "DTD attribute declarations are not allowed");
+                        -QSNAP_E_INVALID_XML, 2, "DTD attribute declarations are not allowed");
         parse_fails_str("<!DOCTYPE domain [\n<!ELEMENT domain ANY>\n]><domain><name>a</name><memory>1</memory></domain>",
-                        -EINVAL, 2, "DTD element declarations are not allowed");
+                        -QSNAP_E_INVALID_XML, 2, "DTD element declarations are not allowed");
 
         /* A bare DOCTYPE declares nothing and is harmless. */
         {
@@ -870,8 +870,8 @@ static void test_size_limit(void) {
         memcpy(xml + size - strlen(tail), "   ", 3);
         memcpy(xml + size + 1 - strlen(tail), tail, strlen(tail));
         xml[size + 1] = '\0';
-        parse_fails(xml, size + 1, -EFBIG, 0, "larger than the limit of 4194304 bytes");
-        CHECK(domain_def_parse(xml, SIZE_MAX, &def, NULL) == -EFBIG);
+        parse_fails(xml, size + 1, -QSNAP_E_INVALID_XML, 0, "larger than the limit of 4194304 bytes");
+        CHECK(domain_def_parse(xml, SIZE_MAX, &def, NULL) == -QSNAP_E_INVALID_XML);
         CHECK(!def);
 }
 
@@ -892,7 +892,7 @@ static void test_pathological(void) {
         for (int i = 0; i < 257; i++)
                 p += sprintf(p, " a%d='='", i);
         strcpy(p, "/></domain>");
-        parse_fails_str(attrs, -EINVAL, 2, "element has more than 256 attributes");
+        parse_fails_str(attrs, -QSNAP_E_INVALID_XML, 2, "element has more than 256 attributes");
         p = stpcpy(attrs_ok, "<domain><name>a</name><memory>1</memory><x");
         for (int i = 0; i < 256; i++)
                 p += sprintf(p, " a%d='='", i);
@@ -904,7 +904,7 @@ static void test_pathological(void) {
         for (int i = 0; i < 129; i++)
                 p += sprintf(p, " xmlns:p%d='urn:%d'", i, i);
         strcpy(p, "><name>a</name><memory>1</memory></domain>");
-        parse_fails_str(ns, -EINVAL, 1, "document declares more than 128 namespaces");
+        parse_fails_str(ns, -QSNAP_E_INVALID_XML, 1, "document declares more than 128 namespaces");
 
         /* A quarter of a million unknown elements: quick, not quadratic. */
         many = malloc(250000 * 4 + 128);
@@ -924,9 +924,9 @@ static void test_pathological(void) {
         p = stpcpy(lines, "<domain><name>a</name>");
         memset(p, '\n', 70000);
         strcpy(p + 70000, "<memory>lots</memory></domain>");
-        parse_fails_str(lines, -EINVAL, 70001, "<memory> is not a number");
+        parse_fails_str(lines, -QSNAP_E_INVALID_XML, 70001, "<memory> is not a number");
         p[70000 + 14] = 'X'; /* </Xemory> */
-        parse_fails_str(lines, -EBADMSG, 70001, "Opening and ending tag mismatch");
+        parse_fails_str(lines, -QSNAP_E_INVALID_XML, 70001, "Opening and ending tag mismatch");
 }
 
 static void test_unknown_attributes(void) {
@@ -1206,14 +1206,14 @@ static void test_copy_dest(void) {
         CHECK_STREQ(file2, "/a b/c");
         CHECK(format == _DISK_FORMAT_INVALID);
 
-        check_copy_dest_bad("<disk type='file'><source file='/x'/>", -EBADMSG, "line 1");
-        check_copy_dest_bad("<domain/>", -EINVAL, "<disk>");
-        check_copy_dest_bad("<disk type='block'><source dev='/dev/sda'/></disk>", -EINVAL, "block");
-        check_copy_dest_bad("<disk type='file'>\n<driver type='qcow2'/>\n</disk>", -EINVAL, "line 1");
-        check_copy_dest_bad("<disk>\n<source file='rel.qcow2'/></disk>", -EINVAL, "line 2");
-        check_copy_dest_bad("<disk><source file='/x'/><driver type='vmdk'/></disk>", -EINVAL, "vmdk");
-        check_copy_dest_bad("<disk><source file='/x'/>\n<source file='/y'/></disk>", -EINVAL, "more than once");
-        check_copy_dest_bad("<!DOCTYPE d [<!ENTITY e 'x'>]><disk><source file='/&e;'/></disk>", -EINVAL, "");
+        check_copy_dest_bad("<disk type='file'><source file='/x'/>", -QSNAP_E_INVALID_XML, "line 1");
+        check_copy_dest_bad("<domain/>", -QSNAP_E_INVALID_XML, "<disk>");
+        check_copy_dest_bad("<disk type='block'><source dev='/dev/sda'/></disk>", -QSNAP_E_INVALID_XML, "block");
+        check_copy_dest_bad("<disk type='file'>\n<driver type='qcow2'/>\n</disk>", -QSNAP_E_INVALID_XML, "line 1");
+        check_copy_dest_bad("<disk>\n<source file='rel.qcow2'/></disk>", -QSNAP_E_INVALID_XML, "line 2");
+        check_copy_dest_bad("<disk><source file='/x'/><driver type='vmdk'/></disk>", -QSNAP_E_INVALID_XML, "vmdk");
+        check_copy_dest_bad("<disk><source file='/x'/>\n<source file='/y'/></disk>", -QSNAP_E_INVALID_XML, "more than once");
+        check_copy_dest_bad("<!DOCTYPE d [<!ENTITY e 'x'>]><disk><source file='/&e;'/></disk>", -QSNAP_E_INVALID_XML, "");
         {
                 size_t n = XML_MAX_DOCUMENT_SIZE + 1;
                 _cleanup_free_ char *big = malloc(n + 1);
@@ -1223,7 +1223,7 @@ static void test_copy_dest(void) {
                 memset(big, ' ', n);
                 big[n] = 0;
                 memcpy(big, "<disk>", 6);
-                check_copy_dest_bad(big, -EFBIG, "limit");
+                check_copy_dest_bad(big, -QSNAP_E_INVALID_XML, "limit");
         }
 }
 

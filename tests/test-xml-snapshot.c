@@ -362,8 +362,8 @@ static void test_libvirt_inputs(void) {
 
         /* libvirt's generic test of every disk type: qed, block and network
          * disks are not ours, and the first of them is named. */
-        parse_fails_str(in_disk, 0, -EINVAL, 10, "disk 'hdd' has driver type 'qed', expected 'qcow2' or 'raw'");
-        parse_fails_str(out_disk, SNAPSHOT_PARSE_REDEFINE, -EINVAL, 10, "driver type 'qed'");
+        parse_fails_str(in_disk, 0, -QSNAP_E_INVALID_XML, 10, "disk 'hdd' has driver type 'qed', expected 'qcow2' or 'raw'");
+        parse_fails_str(out_disk, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 10, "driver type 'qed'");
 }
 
 static void test_disks(void) {
@@ -463,7 +463,7 @@ static void test_revert_disks(void) {
         CHECK(fresh->n_disks == 2 && fresh->n_revert_disks == 0 && !fresh->revert_disks);
 
         parse_fails_str("<domainsnapshot><revertDisks>\n<disk name='vda'/><disk name='vda'/></revertDisks></domainsnapshot>",
-                        SNAPSHOT_PARSE_REDEFINE, -EINVAL, 2, "disk 'vda' appears more than once in <revertDisks>");
+                        SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 2, "disk 'vda' appears more than once in <revertDisks>");
         /* Without REDEFINE nothing in them is looked at. */
         {
                 _cleanup_(snapshot_def_freep) SnapshotDef *d =
@@ -552,21 +552,21 @@ static void test_on_delete(void) {
                 }
         }
 
-        parse_fails_str("<domainsnapshot><disks><disk name='vda'>\n<on_delete/></disk></disks></domainsnapshot>", 0, -EINVAL, 2,
+        parse_fails_str("<domainsnapshot><disks><disk name='vda'>\n<on_delete/></disk></disks></domainsnapshot>", 0, -QSNAP_E_INVALID_XML, 2,
                         "<on_delete> has no merge= attribute");
         parse_fails_str("<domainsnapshot><disks><disk name='vda'>\n<on_delete merge='sideways'/></disk></disks></domainsnapshot>",
-                        0, -EINVAL, 2, "<on_delete merge='sideways'> is not supported, expected 'forward' or 'backward'");
+                        0, -QSNAP_E_INVALID_XML, 2, "<on_delete merge='sideways'> is not supported, expected 'forward' or 'backward'");
         parse_fails_str("<domainsnapshot><disks><disk name='vda'>\n<on_delete merge='default'/></disk></disks></domainsnapshot>",
-                        0, -EINVAL, 2, "merge='default'");
+                        0, -QSNAP_E_INVALID_XML, 2, "merge='default'");
         parse_fails_str("<domainsnapshot><disks><disk name='vda'>\n<on_delete merge='forward' mode='x'/></disk></disks>"
                         "</domainsnapshot>",
-                        0, -EINVAL, 2, "<on_delete> has an unknown attribute 'mode'");
+                        0, -QSNAP_E_INVALID_XML, 2, "<on_delete> has an unknown attribute 'mode'");
         parse_fails_str("<domainsnapshot><disks><disk name='vda'><on_delete merge='forward'>\n<x/></on_delete></disk></disks>"
                         "</domainsnapshot>",
-                        0, -EINVAL, 2, "<on_delete> must be empty, found <x>");
+                        0, -QSNAP_E_INVALID_XML, 2, "<on_delete> must be empty, found <x>");
         parse_fails_str("<domainsnapshot><disks><disk name='vda'><on_delete merge='forward'/>\n<on_delete merge='forward'/>"
                         "</disk></disks></domainsnapshot>",
-                        0, -EINVAL, 2, "<on_delete> appears more than once, first on line 1");
+                        0, -QSNAP_E_INVALID_XML, 2, "<on_delete> appears more than once, first on line 1");
         /* Our element in a namespace is not ours: kept verbatim. */
         {
                 _cleanup_(snapshot_def_freep) SnapshotDef *d = parse_ok(
@@ -757,9 +757,9 @@ static void test_bulk_errors(void) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-                list_fails(cases[i].xml, -EINVAL, cases[i].line, cases[i].message);
-        list_fails("<snapshots><domainsnapshot>", -EBADMSG, 1, NULL);
-        list_fails("", -EBADMSG, 0, "empty");
+                list_fails(cases[i].xml, -QSNAP_E_INVALID_XML, cases[i].line, cases[i].message);
+        list_fails("<snapshots><domainsnapshot>", -QSNAP_E_INVALID_XML, 1, NULL);
+        list_fails("", -QSNAP_E_INVALID_XML, 0, "empty");
 
         /* Empty lists, and the current one from libvirt's <active>. */
         {
@@ -771,7 +771,7 @@ static void test_bulk_errors(void) {
                 CHECK(!defs && n == 0 && !current);
                 CHECK(snapshot_list_parse("<snapshots>\n<domainsnapshot><name>a</name><active>0</active></domainsnapshot>"
                                           "<domainsnapshot><name>b</name><active>1</active></domainsnapshot></snapshots>",
-                                          SIZE_MAX / 4, &defs, &n, &current, NULL) == -EFBIG);
+                                          SIZE_MAX / 4, &defs, &n, &current, NULL) == -QSNAP_E_INVALID_XML);
                 CHECK(!current);
         }
         {
@@ -888,7 +888,7 @@ static void test_redefine_rules(void) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-                parse_fails_str(cases[i].xml, cases[i].flags, -EINVAL, cases[i].line, cases[i].message);
+                parse_fails_str(cases[i].xml, cases[i].flags, -QSNAP_E_INVALID_XML, cases[i].line, cases[i].message);
 
         /* Without REDEFINE those elements are ignored, bad or not, and an
          * offline state no longer constrains the memory. */
@@ -1023,7 +1023,7 @@ static void test_semantic_errors(void) {
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-                parse_fails_str(cases[i].xml, SNAPSHOT_PARSE_REDEFINE, -EINVAL, cases[i].line, cases[i].message);
+                parse_fails_str(cases[i].xml, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, cases[i].line, cases[i].message);
 
         /* Unknown flags are an error, not ignored. */
         parse_fails_str("<domainsnapshot/>", 1 << 5, -EINVAL, 0, "unknown parse flags 0x20");
@@ -1056,24 +1056,24 @@ static void test_malformed(void) {
                 dup2(capture, STDERR_FILENO);
         xmlSetStructuredErrorFunc((void *) &sentinel_calls, sentinel_handler);
 
-        parse_fails_str(mismatch, 0, -EBADMSG, 4, "Opening and ending tag mismatch: description line 3 and domainsnapshot");
-        parse_fails_str(truncated, SNAPSHOT_PARSE_REDEFINE, -EBADMSG, 3, NULL);
-        parse_fails_str("<domainsnapshot><name>x</na", 0, -EBADMSG, 1, NULL);
-        parse_fails_str("not XML", 0, -EBADMSG, 1, "Start tag expected");
-        parse_fails_str("\n\n<domainsnapshot/><domainsnapshot/>", 0, -EBADMSG, 3, "Extra content");
-        parse_fails_str("<domainsnapshot><name>a & b</name></domainsnapshot>", 0, -EBADMSG, 1, NULL);
-        parse_fails_str("<domainsnapshot><disks><disk name='a' name='b'/></disks></domainsnapshot>", 0, -EBADMSG, 1,
+        parse_fails_str(mismatch, 0, -QSNAP_E_INVALID_XML, 4, "Opening and ending tag mismatch: description line 3 and domainsnapshot");
+        parse_fails_str(truncated, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 3, NULL);
+        parse_fails_str("<domainsnapshot><name>x</na", 0, -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails_str("not XML", 0, -QSNAP_E_INVALID_XML, 1, "Start tag expected");
+        parse_fails_str("\n\n<domainsnapshot/><domainsnapshot/>", 0, -QSNAP_E_INVALID_XML, 3, "Extra content");
+        parse_fails_str("<domainsnapshot><name>a & b</name></domainsnapshot>", 0, -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails_str("<domainsnapshot><disks><disk name='a' name='b'/></disks></domainsnapshot>", 0, -QSNAP_E_INVALID_XML, 1,
                         "redefined");
-        parse_fails_str("<domainsnapshot>\n<q:x/></domainsnapshot>", 0, -EBADMSG, 2, "Namespace prefix q");
-        parse_fails_str("<domainsnapshot><name>\xff\xfe</name></domainsnapshot>", 0, -EBADMSG, 1, NULL);
-        parse_fails("", 0, 0, -EBADMSG, 0, "empty");
-        parse_fails(NULL, 0, 0, -EBADMSG, 0, "empty");
-        parse_fails("<domainsnapshot>\0</domainsnapshot>", 34, 0, -EBADMSG, 1, "NUL byte");
+        parse_fails_str("<domainsnapshot>\n<q:x/></domainsnapshot>", 0, -QSNAP_E_INVALID_XML, 2, "Namespace prefix q");
+        parse_fails_str("<domainsnapshot><name>\xff\xfe</name></domainsnapshot>", 0, -QSNAP_E_INVALID_XML, 1, NULL);
+        parse_fails("", 0, 0, -QSNAP_E_INVALID_XML, 0, "empty");
+        parse_fails(NULL, 0, 0, -QSNAP_E_INVALID_XML, 0, "empty");
+        parse_fails("<domainsnapshot>\0</domainsnapshot>", 34, 0, -QSNAP_E_INVALID_XML, 1, "NUL byte");
         {
                 SnapshotDef **defs = NULL;
                 size_t n = 0;
 
-                CHECK(snapshot_list_parse("<snapshots><x></snapshots>", 26, &defs, &n, NULL, NULL) == -EBADMSG);
+                CHECK(snapshot_list_parse("<snapshots><x></snapshots>", 26, &defs, &n, NULL, NULL) == -QSNAP_E_INVALID_XML);
         }
 
         CHECK(xmlStructuredError == sentinel_handler);
@@ -1126,7 +1126,7 @@ static void check_rejected_no_leak(const char *xml, const char *secret) {
         int r;
 
         r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &error);
-        CHECK(r == -EINVAL || r == -EBADMSG);
+        CHECK(r == -QSNAP_E_INVALID_XML);
         CHECK(!def);
         CHECK(error);
         if (error && secret)
@@ -1141,18 +1141,18 @@ static void test_entities(void) {
         _cleanup_free_ char *xxe_domain = read_fixture("xxe-in-domain.xml", NULL);
         const char *secret = passwd_line();
 
-        parse_fails_str(laughs, 0, -EINVAL, 3, "entity declarations are not allowed: 'lol'");
-        parse_fails_str(xxe, SNAPSHOT_PARSE_REDEFINE, -EINVAL, 3, "entity declarations are not allowed: 'xxe'");
-        parse_fails_str(xxe_domain, SNAPSHOT_PARSE_REDEFINE, -EINVAL, 3, "entity declarations are not allowed: 'remote'");
+        parse_fails_str(laughs, 0, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'lol'");
+        parse_fails_str(xxe, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'xxe'");
+        parse_fails_str(xxe_domain, SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 3, "entity declarations are not allowed: 'remote'");
         check_rejected_no_leak(xxe, secret);
         check_rejected_no_leak(xxe_domain, secret);
         check_rejected_no_leak("<!DOCTYPE domainsnapshot SYSTEM 'file:///etc/passwd'>\n"
                                "<domainsnapshot><domain><name>&xxe;</name></domain></domainsnapshot>",
                                secret);
         check_rejected_no_leak("<domainsnapshot><cookie>&undeclared;</cookie></domainsnapshot>", secret);
-        parse_fails_str("<!DOCTYPE domainsnapshot [\n<!ATTLIST disk snapshot CDATA 'external'>\n]><domainsnapshot/>", 0, -EINVAL,
+        parse_fails_str("<!DOCTYPE domainsnapshot [\n<!ATTLIST disk snapshot CDATA 'external'>\n]><domainsnapshot/>", 0, -QSNAP_E_INVALID_XML,
                         2, "DTD attribute declarations are not allowed");
-        parse_fails_str("<!DOCTYPE domainsnapshot [\n<!ELEMENT domainsnapshot ANY>\n]><domainsnapshot/>", 0, -EINVAL, 2,
+        parse_fails_str("<!DOCTYPE domainsnapshot [\n<!ELEMENT domainsnapshot ANY>\n]><domainsnapshot/>", 0, -QSNAP_E_INVALID_XML, 2,
                         "DTD element declarations are not allowed");
 
         /* The same hardening for the bulk file. */
@@ -1163,7 +1163,7 @@ static void test_entities(void) {
                 const char *bulk = "<!DOCTYPE snapshots [\n<!ENTITY xxe SYSTEM 'file:///etc/passwd'>\n]>\n"
                                    "<snapshots><domainsnapshot><name>&xxe;</name></domainsnapshot></snapshots>";
 
-                CHECK(snapshot_list_parse(bulk, strlen(bulk), &defs, &n, NULL, &error) == -EINVAL);
+                CHECK(snapshot_list_parse(bulk, strlen(bulk), &defs, &n, NULL, &error) == -QSNAP_E_INVALID_XML);
                 CHECK(!defs && error && !strstr(error, secret));
                 CHECK_CONTAINS(error, "line 2: entity declarations are not allowed: 'xxe'");
         }
@@ -1206,8 +1206,8 @@ static void test_size_limit(void) {
         memcpy(xml + size - strlen(tail), "   ", 3);
         memcpy(xml + size + 1 - strlen(tail), tail, strlen(tail));
         xml[size + 1] = '\0';
-        parse_fails(xml, size + 1, 0, -EFBIG, 0, "larger than the limit of 4194304 bytes");
-        CHECK(snapshot_def_parse(xml, SIZE_MAX, 0, &def, NULL) == -EFBIG);
+        parse_fails(xml, size + 1, 0, -QSNAP_E_INVALID_XML, 0, "larger than the limit of 4194304 bytes");
+        CHECK(snapshot_def_parse(xml, SIZE_MAX, 0, &def, NULL) == -QSNAP_E_INVALID_XML);
         CHECK(!def);
 }
 
@@ -1225,7 +1225,7 @@ static void test_pathological(void) {
         for (int i = 0; i < 257; i++)
                 p += sprintf(p, " a%d='='", i);
         strcpy(p, "/></domainsnapshot>");
-        parse_fails_str(attrs, 0, -EINVAL, 2, "element has more than 256 attributes");
+        parse_fails_str(attrs, 0, -QSNAP_E_INVALID_XML, 2, "element has more than 256 attributes");
 
         /* 129 namespaces in scope at once; spread over siblings they are fine
          * (see test_bulk_large()). */
@@ -1233,7 +1233,7 @@ static void test_pathological(void) {
         for (int i = 0; i < 129; i++)
                 p += sprintf(p, " xmlns:p%d='urn:%d'", i, i);
         strcpy(p, "/></domainsnapshot>");
-        parse_fails_str(ns, 0, -EINVAL, 2, "document declares more than 128 namespaces in scope");
+        parse_fails_str(ns, 0, -QSNAP_E_INVALID_XML, 2, "document declares more than 128 namespaces in scope");
         p = stpcpy(ns, "<domainsnapshot xmlns:r='urn:r'>");
         for (int i = 0; i < 129; i++)
                 p += sprintf(p, "<x xmlns:p='urn:%d'/>", i);
@@ -1270,7 +1270,7 @@ static void test_pathological(void) {
         p = stpcpy(lines, "<domainsnapshot>");
         memset(p, '\n', 70000);
         strcpy(p + 70000, "<memory snapshot='manual'/></domainsnapshot>");
-        parse_fails_str(lines, 0, -EINVAL, 70001, "<memory snapshot='manual'> is not supported");
+        parse_fails_str(lines, 0, -QSNAP_E_INVALID_XML, 70001, "<memory snapshot='manual'> is not supported");
 }
 
 static const char *const odd_names[] = {

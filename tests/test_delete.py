@@ -791,6 +791,9 @@ class TwoDiskTest(DeleteTestCase):
         rec = h.record_signals()
         job = self.delete(t2)
         self.assertEqual(h.get_property(job, J, 'End'), 200)
+        # Completed comes after the last Progress: once it is recorded, so is that one
+        # (the State read above can return before queued signals were dispatched)
+        rec.wait_for(lambda s: s.member == 'Completed' and s.path == job)
         progress = [s.args for s in rec.records if s.member == 'Progress' and s.path == job]
         self.assertTrue(progress, 'no Progress signal')
         self.assertEqual(list(progress[-1]), [200, 200])

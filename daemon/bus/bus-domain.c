@@ -28,6 +28,34 @@ char *bus_domain_path(const Domain *d) {
         return p;
 }
 
+char *bus_domain_child_path(const Domain *d, const char *kind, const char *name) {
+        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
+        char *p = NULL;
+
+        if (!domain_path)
+                return NULL;
+        prefix = strjoin(domain_path, "/", kind);
+        if (!prefix || sd_bus_path_encode(prefix, name, &p) < 0)
+                return NULL;
+        return p;
+}
+
+int bus_domain_child_decode(Bus *b, const char *path, const char *kind, Domain **ret_domain, char **ret_name) {
+        _cleanup_free_ char *pattern = strjoin(QSNAP_DOMAIN_PREFIX "/%/", kind, "/%"), *domain = NULL, *name = NULL;
+        Domain *d;
+
+        if (!pattern)
+                return -ENOMEM;
+        if (sd_bus_path_decode_many(path, pattern, &domain, &name) <= 0)
+                return 0;
+        d = manager_find_domain(b->manager, domain);
+        if (!d)
+                return 0;
+        *ret_domain = d;
+        *ret_name = TAKE_PTR(name);
+        return 1;
+}
+
 static int verify_manage_domains(sd_bus_message *m, Domain *d, sd_bus_error *error) {
         const char *details[] = { "domain", d->def->name, NULL };
 
@@ -173,11 +201,7 @@ static int domain_call_async(sd_bus_message *m, Domain *d, domain_call_t call, u
 
         sd_bus_message_ref(m);
         r = call(d, flags, reply_when_done, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int read_flags(sd_bus_message *m, const char *method, uint64_t known, uint64_t *ret, sd_bus_error *error) {
@@ -331,11 +355,7 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
 
         sd_bus_message_ref(m);
         r = domain_monitor_command(d, command, flags, reply_when_done, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 /* ---- snapshots ---- */
@@ -359,24 +379,12 @@ static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint
         _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
         _cleanup_free_ char *message = NULL, *path = NULL, *why = NULL;
         const char *details[] = { "domain", d->def->name, NULL };
-        Snapshot *s, *previous = d->snapshots.current;
+        Snapshot *s;
         int r;
 
-        r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
+        r = snapshot_redefine_prepare(d, xml, &def, &message);
         if (r < 0)
-                return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
-        /* A snapshot being taken picked its parent already; the tree waits. */
-        if (d->snapshot_busy)
-                return sd_bus_error_setf(error, QSNAP_ERROR_BUSY, "Domain '%s' is taking a snapshot; try again after it.",
-                                         d->def->name);
-        if (!def->name)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_XML, "REDEFINE needs the snapshot's <name>.");
-        if (snapshot_tree_find(&d->snapshots, def->name))
-                return sd_bus_error_setf(error, QSNAP_ERROR_ALREADY_EXISTS, "Domain '%s' has a snapshot named '%s' already.",
-                                         d->def->name, def->name);
-        if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
-                return sd_bus_error_setf(error, QSNAP_ERROR_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
-                                         def->parent);
+                return bus_error_set_errno_message(error, r, message);
         /* A revert applies the recorded <domain>: what it names is judged
          * as DefineDomain would judge it. */
         if (def->domain_xml) {
@@ -400,10 +408,9 @@ static int redefine_snapshot(sd_bus_message *m, Domain *d, const char *xml, uint
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(def), flags & SNAPSHOT_CREATE_CURRENT, &s);
+        r = snapshot_redefine(d, TAKE_PTR(def), flags & SNAPSHOT_CREATE_CURRENT, &s, &message);
         if (r < 0)
-                return bus_error_set_errno_message(error, r, "Cannot store the snapshot metadata.");
-        bus_snapshot_emit_added(bus_from_manager(d->manager), s, previous);
+                return bus_error_set_errno_message(error, r, message);
         path = bus_snapshot_path(s);
         return path ? sd_bus_reply_method_return(m, "o", path) : -ENOMEM;
 }
@@ -434,7 +441,7 @@ static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
 
         r = snapshot_plan_new(d, xml, flags, &plan, &message);
         if (r < 0) {
-                if (r == -EBADMSG)
+                if (r == -QSNAP_E_INVALID_XML)
                         return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid snapshot XML: %s", strna(message));
                 return bus_error_set_errno_message(error, r, message);
         }
@@ -445,11 +452,7 @@ static int method_create_snapshot(sd_bus_message *m, void *userdata, sd_bus_erro
 
         sd_bus_message_ref(m);
         r = snapshot_create(d, TAKE_PTR(plan), reply_snapshot_created, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_list_snapshots(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -505,6 +508,15 @@ static int verify_block_jobs(sd_bus_message *m, Domain *d, const char *disk, sd_
         return bus_verify_polkit_async(m, ACTION_BLOCK_JOBS, details, &bus_from_manager(d->manager)->polkit, error);
 }
 
+static int check_block_job_args(const char *method, uint64_t flags, uint64_t known, uint64_t bandwidth,
+                                sd_bus_error *error) {
+        if (flags & ~known)
+                return bus_error_unknown_flags(error, method, flags, known);
+        if (bandwidth > INT64_MAX)
+                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        return 0;
+}
+
 static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_free_ char *message = NULL;
         Domain *d = userdata;
@@ -515,20 +527,15 @@ static int method_block_pull(sd_bus_message *m, void *userdata, sd_bus_error *er
         r = sd_bus_message_read(m, "stt", &disk, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags != 0)
-                return bus_error_unknown_flags(error, "BlockPull", flags, 0);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockPull", flags, 0, bandwidth, error);
+        if (r < 0)
+                return r;
         r = verify_block_jobs(m, d, disk, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_pull(d, disk, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_block_rebase(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -541,20 +548,15 @@ static int method_block_rebase(sd_bus_message *m, void *userdata, sd_bus_error *
         r = sd_bus_message_read(m, "sstt", &disk, &base, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags & ~BLOCK_REBASE_ALL)
-                return bus_error_unknown_flags(error, "BlockRebase", flags, BLOCK_REBASE_ALL);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockRebase", flags, BLOCK_REBASE_ALL, bandwidth, error);
+        if (r < 0)
+                return r;
         r = verify_block_jobs(m, d, disk, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_rebase(d, disk, base, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -567,20 +569,15 @@ static int method_block_commit(sd_bus_message *m, void *userdata, sd_bus_error *
         r = sd_bus_message_read(m, "ssstt", &disk, &base, &top, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags & ~BLOCK_COMMIT_ALL)
-                return bus_error_unknown_flags(error, "BlockCommit", flags, BLOCK_COMMIT_ALL);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockCommit", flags, BLOCK_COMMIT_ALL, bandwidth, error);
+        if (r < 0)
+                return r;
         r = verify_block_jobs(m, d, disk, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_commit(d, disk, base, top, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -594,10 +591,9 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
         r = sd_bus_message_read(m, "sstt", &disk, &dest_xml, &bandwidth, &flags);
         if (r < 0)
                 return r;
-        if (flags & ~BLOCK_COPY_ALL)
-                return bus_error_unknown_flags(error, "BlockCopy", flags, BLOCK_COPY_ALL);
-        if (bandwidth > INT64_MAX)
-                return sd_bus_error_set(error, QSNAP_ERROR_INVALID_ARGUMENT, "The bandwidth is too large.");
+        r = check_block_job_args("BlockCopy", flags, BLOCK_COPY_ALL, bandwidth, error);
+        if (r < 0)
+                return r;
         r = domain_copy_dest_parse(dest_xml, strlen(dest_xml), &dest, &format, &xml_error);
         if (r == -ENOMEM)
                 return r;
@@ -609,11 +605,7 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
                 return r < 0 ? r : 1;
         sd_bus_message_ref(m);
         r = block_job_copy(d, disk, dest, format, bandwidth, flags, reply_job_started, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 /* ---- object tree ---- */
@@ -636,21 +628,6 @@ static int domain_object_find(sd_bus *bus, const char *path, const char *interfa
         if (!d)
                 return 0;
         *found = d;
-        return 1;
-}
-
-static int domain_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
-        _cleanup_strv_free_ char **l = NULL;
-        Bus *b = userdata;
-
-        for (Domain *d = b->manager->domains; d; d = d->next) {
-                char *p = bus_domain_path(d);
-                if (!p || strv_push(&l, p) < 0) {
-                        free(p);
-                        return -ENOMEM;
-                }
-        }
-        *nodes = TAKE_PTR(l);
         return 1;
 }
 
@@ -702,8 +679,5 @@ int bus_domain_register(Bus *b) {
                                        domain_object_find, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the Domain interface: %m");
-        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, domain_node_enumerator, b);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the domain enumerator: %m");
         return 0;
 }

@@ -11,6 +11,13 @@
 #define QSNAP_DOMAIN_INTERFACE "org.example.Snapshot1.Domain"
 
 char *bus_domain_path(const Domain *d);
+/* The object of a domain's snapshot or job: <domain path>/<kind>/<name>,
+ * each element escaped; NULL on OOM. */
+char *bus_domain_child_path(const Domain *d, const char *kind, const char *name);
+/* The inverse for an object finder: 1 with the domain and the (unescaped)
+ * name when path is <prefix>/<domain>/<kind>/<name> of a known domain,
+ * 0 otherwise. */
+int bus_domain_child_decode(Bus *b, const char *path, const char *kind, Domain **ret_domain, char **ret_name);
 int bus_domain_register(Bus *b);
 
 /* Emits the properties that `what` names. */

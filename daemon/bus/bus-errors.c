@@ -143,6 +143,13 @@ int bus_reply_errno_message(sd_bus_message *m, int r, const char *message) {
         return sd_bus_reply_method_error(m, &e);
 }
 
+int bus_async_call_result(sd_bus_message *m, int r, const char *message, sd_bus_error *error) {
+        if (r >= 0)
+                return 1;
+        sd_bus_message_unref(m);
+        return bus_error_set_errno_message(error, r, message);
+}
+
 int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t flags, uint64_t known) {
         return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_ARGUMENT,
                                  "Unknown flag bits 0x%" PRIx64 " for %s (known flags: 0x%" PRIx64 ").",

@@ -48,5 +48,10 @@ int bus_error_set_errno_message(sd_bus_error *error, int r, const char *message)
  * bus_error_set_errno_message(). Returns what sd_bus_reply_method_error() did. */
 int bus_reply_errno_message(sd_bus_message *m, int r, const char *message);
 
+/* The end of a handler that handed m (referenced) to an asynchronous call
+ * of the model, which returned r: 1 when the call took it (the reply comes
+ * later); otherwise the reference goes and *error says what failed. */
+int bus_async_call_result(sd_bus_message *m, int r, const char *message, sd_bus_error *error);
+
 /* "Unknown flag bits 0x… for Method (known: 0x…)". */
 int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t flags, uint64_t known);

@@ -17,21 +17,8 @@
 #define JOB_ABORT_ASYNC 1ULL
 #define JOB_ABORT_PIVOT 2ULL
 
-static Domain *job_domain(Job *j) {
-        BlockJobInfo *info = j->userdata;
-        return info ? info->domain : NULL;
-}
-
 char *bus_job_path(Domain *d, const Job *j) {
-        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
-        char *p = NULL;
-
-        if (!domain_path)
-                return NULL;
-        prefix = strjoin(domain_path, "/job");
-        if (!prefix || sd_bus_path_encode(prefix, j->id, &p) < 0)
-                return NULL;
-        return p;
+        return bus_domain_child_path(d, "job", j->id);
 }
 
 /* ---- properties ---- */
@@ -57,7 +44,7 @@ JOB_PROPERTY(eta, "t", j->eta)
 
 static int property_get_domain(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Domain *d = job_domain(userdata);
+        Domain *d = domain_job_domain(userdata);
         _cleanup_free_ char *p = d ? bus_domain_path(d) : NULL;
 
         return sd_bus_message_append(reply, "o", p ?: "/");
@@ -67,7 +54,7 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 
 static void reply_job_done(Job *j, int error, const char *message, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        Domain *d = job_domain(j);
+        Domain *d = domain_job_domain(j);
 
         if (error < 0) {
                 (void) bus_reply_errno_message(m, error, message);
@@ -151,7 +138,7 @@ static const char *job_action(const Job *j) {
 /* Authorize, then let the tracker ask QEMU; reply from its answer. */
 static int job_method(sd_bus_message *m, Job *j, job_call_t call, uint64_t arg, sd_bus_error *error) {
         _cleanup_free_ char *message = NULL;
-        Domain *d = job_domain(j);
+        Domain *d = domain_job_domain(j);
         const char *details[] = { "domain", d ? d->def->name : "", "disk", strempty(j->disk), NULL };
         int r;
 
@@ -261,42 +248,18 @@ void bus_job_emit(Bus *b, Domain *d, Job *j, JobEvent e) {
 
 static int job_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                            sd_bus_error *error) {
-        _cleanup_free_ char *domain = NULL, *id = NULL;
-        Bus *b = userdata;
+        _cleanup_free_ char *id = NULL;
         Domain *d;
         Job *j;
         int r;
 
-        r = sd_bus_path_decode_many(path, QSNAP_DOMAIN_PREFIX "/%/job/%", &domain, &id);
+        r = bus_domain_child_decode(userdata, path, "job", &d, &id);
         if (r <= 0)
-                return 0;
-        d = manager_find_domain(b->manager, domain);
-        j = d ? domain_find_job(d, id) : NULL;
-        if (!j || !j->userdata)
+                return r;
+        j = domain_find_job(d, id);
+        if (!j || !domain_job_domain(j))
                 return 0;
         *found = j;
-        return 1;
-}
-
-static int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
-        _cleanup_strv_free_ char **l = NULL;
-        Bus *b = userdata;
-
-        for (Domain *d = b->manager->domains; d; d = d->next) {
-                _cleanup_free_ Job **jobs = NULL;
-                size_t n = 0;
-
-                if (domain_list_jobs(d, &jobs, &n) < 0)
-                        return -ENOMEM;
-                for (size_t i = 0; i < n; i++) {
-                        char *p = jobs[i]->userdata ? bus_job_path(d, jobs[i]) : NULL;
-                        if (p && strv_push(&l, p) < 0) {
-                                free(p);
-                                return -ENOMEM;
-                        }
-                }
-        }
-        *nodes = TAKE_PTR(l);
         return 1;
 }
 
@@ -332,8 +295,5 @@ int bus_job_register(Bus *b) {
         r = sd_bus_add_fallback_vtable(b->bus, NULL, QSNAP_DOMAIN_PREFIX, QSNAP_JOB_INTERFACE, job_vtable, job_object_find, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the BlockJob1 interface: %m");
-        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, job_node_enumerator, b);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the job enumerator: %m");
         return 0;
 }

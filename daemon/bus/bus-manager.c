@@ -11,6 +11,7 @@
 #include "bus/bus-job.h"
 #include "bus/bus-manager.h"
 #include "bus/bus-snapshot.h"
+#include "core/domain-jobs.h"
 #include "util/util.h"
 
 #define ACTION_MANAGE_DOMAINS "org.example.snapshot1.manage-domains"
@@ -88,9 +89,12 @@ static void on_domain_launched(Domain *d, pid_t pid, void *userdata) {
                 log_debug("Moving QEMU pid %d into %s.", (int) pid, unit);
 }
 
-static void on_snapshot_added(Domain *d, Snapshot *s, void *userdata) {
-        /* The tree made s current already; its parent was current before. */
-        bus_snapshot_emit_added(userdata, s, s->parent);
+static void on_snapshot_added(Domain *d, Snapshot *s, Snapshot *previous_current, void *userdata) {
+        bus_snapshot_emit_added(userdata, s, previous_current);
+}
+
+static void on_current_snapshot_changed(Domain *d, Snapshot *previous, void *userdata) {
+        bus_snapshot_emit_is_current(userdata, d, previous);
 }
 
 static void on_snapshots_removed(Domain *d, void *userdata) {
@@ -109,6 +113,7 @@ static void on_job_event(Domain *d, Job *j, JobEvent e, void *userdata) {
 static const DomainObserver bus_observer = {
         .job_event = on_job_event,
         .snapshot_added = on_snapshot_added,
+        .current_snapshot_changed = on_current_snapshot_changed,
         .snapshots_removed = on_snapshots_removed,
         .snapshots_deleted = on_snapshots_deleted,
         .domain_added = on_domain_added,
@@ -244,6 +249,45 @@ static int method_get_domain(sd_bus_message *m, void *userdata, sd_bus_error *er
         return sd_bus_reply_method_return(m, "o", path);
 }
 
+/* ---- object tree ---- */
+
+static int push_path(char ***l, char *path) {
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        r = strv_push(l, path);
+        if (r < 0)
+                free(path);
+        return r;
+}
+
+/* The one enumerator below QSNAP_DOMAIN_PREFIX: every domain, its
+ * snapshots and its jobs (the finders are beside their vtables). */
+static int node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        _cleanup_strv_free_ char **l = NULL;
+        Bus *b = userdata;
+        int r;
+
+        for (Domain *d = b->manager->domains; d; d = d->next) {
+                _cleanup_free_ Job **jobs = NULL;
+                size_t n = 0;
+
+                r = push_path(&l, bus_domain_path(d));
+                for (Snapshot *s = d->snapshots.first; r >= 0 && s; s = s->next)
+                        r = push_path(&l, bus_snapshot_path(s));
+                if (r >= 0)
+                        r = domain_list_jobs(d, &jobs, &n);
+                for (size_t i = 0; r >= 0 && i < n; i++)
+                        if (domain_job_domain(jobs[i]))
+                                r = push_path(&l, bus_job_path(d, jobs[i]));
+                if (r < 0)
+                        return r;
+        }
+        *nodes = TAKE_PTR(l);
+        return 1;
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -266,6 +310,9 @@ int bus_manager_register(Bus *b) {
         r = sd_bus_add_object_manager(b->bus, NULL, QSNAP_ROOT_PATH);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the object manager: %m");
+        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, node_enumerator, b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the object enumerator: %m");
         r = bus_domain_register(b);
         if (r < 0)
                 return r;

@@ -17,15 +17,7 @@
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 
 char *bus_snapshot_path(const Snapshot *s) {
-        _cleanup_free_ char *domain_path = bus_domain_path(s->tree->domain), *prefix = NULL;
-        char *p = NULL;
-
-        if (!domain_path)
-                return NULL;
-        prefix = strjoin(domain_path, "/snapshot");
-        if (!prefix || sd_bus_path_encode(prefix, s->def->name, &p) < 0)
-                return NULL;
-        return p;
+        return bus_domain_child_path(s->tree->domain, "snapshot", s->def->name);
 }
 
 static int append_snapshot_path(sd_bus_message *m, const Snapshot *s) {
@@ -223,11 +215,7 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
         sd_bus_message_ref(m);
         r = snapshot_delete(d, s, flags, reply_deleted, m, &message);
-        if (r < 0) {
-                sd_bus_message_unref(m);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        return bus_async_call_result(m, r, message, error);
 }
 
 /* ---- signals ---- */
@@ -248,41 +236,33 @@ static void emit_snapshot_properties2(Bus *b, const Snapshot *s, const char *p1,
 
 /* ---- revert ---- */
 
-typedef struct RevertCall {
-        sd_bus_message *message;
-        char *previous; /* the current snapshot's name before, NULL when none */
-} RevertCall;
-
 static void reply_reverted(Domain *d, int error, const char *message, void *userdata) {
-        RevertCall *c = userdata;
-        Bus *b = bus_from_manager(d->manager);
-        Snapshot *previous = c->previous ? snapshot_tree_find(&d->snapshots, c->previous) : NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
         int r;
 
-        /* State and Disks went out as they changed; CurrentSnapshot too. */
-        if (previous != d->snapshots.current) {
-                if (previous)
-                        emit_snapshot_properties(b, previous, "IsCurrent");
-                if (d->snapshots.current)
-                        emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
-        }
-        if (error < 0) {
-                r = bus_reply_errno_message(c->message, error, message);
-        } else
-                r = sd_bus_reply_method_return(c->message, "");
+        /* State, Disks, CurrentSnapshot and IsCurrent went out as they changed. */
+        if (error < 0)
+                r = bus_reply_errno_message(m, error, message);
+        else
+                r = sd_bus_reply_method_return(m, "");
         if (r < 0)
                 log_debug_errno(r, "Failed to send a reply: %m");
-        sd_bus_message_unref(c->message);
-        free(c->previous);
-        free(c);
 }
 
-static int check_revert_flags(uint64_t flags, const char *method, sd_bus_error *error) {
+/* Revert's and CheckRevert's flags, read and checked. */
+static int read_revert_flags(sd_bus_message *m, const char *method, uint64_t *ret, sd_bus_error *error) {
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
         if (flags & ~SNAPSHOT_REVERT_ALL)
                 return bus_error_unknown_flags(error, method, flags, SNAPSHOT_REVERT_ALL);
         if ((flags & SNAPSHOT_REVERT_RUNNING) && (flags & SNAPSHOT_REVERT_PAUSED))
                 return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_ARGUMENT,
                                          "%s: RUNNING (1) and PAUSED (2) exclude each other.", method);
+        *ret = flags;
         return 0;
 }
 
@@ -292,14 +272,10 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
         Snapshot *s = userdata;
         Domain *d = s->tree->domain;
         const char *details[] = { "domain", d->def->name, NULL };
-        RevertCall *c;
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_revert_flags(flags, "Revert", error);
+        r = read_revert_flags(m, "Revert", &flags, error);
         if (r < 0)
                 return r;
         /* The same checks as CheckRevert, before polkit is asked. */
@@ -310,22 +286,9 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        c = new0(RevertCall, 1);
-        if (!c)
-                return -ENOMEM;
-        if (d->snapshots.current && !(c->previous = strdup(snapshot_name(d->snapshots.current)))) {
-                free(c);
-                return -ENOMEM;
-        }
-        c->message = sd_bus_message_ref(m);
-        r = snapshot_revert(TAKE_PTR(plan), reply_reverted, c, &message);
-        if (r < 0) {
-                sd_bus_message_unref(c->message);
-                free(c->previous);
-                free(c);
-                return bus_error_set_errno_message(error, r, message);
-        }
-        return 1;
+        sd_bus_message_ref(m);
+        r = snapshot_revert(TAKE_PTR(plan), reply_reverted, m, &message);
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -335,10 +298,7 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        r = check_revert_flags(flags, "CheckRevert", error);
+        r = read_revert_flags(m, "CheckRevert", &flags, error);
         if (r < 0)
                 return r;
         r = revert_plan_new(s, flags, &plan, &message);
@@ -349,7 +309,14 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
         return sd_bus_reply_method_return(m, "bs", true, "");
 }
 
-void bus_snapshot_emit_current_changed(Bus *b, Domain *d, Snapshot *previous) {
+void bus_snapshot_emit_is_current(Bus *b, Domain *d, Snapshot *previous) {
+        if (previous && previous != d->snapshots.current)
+                emit_snapshot_properties(b, previous, "IsCurrent");
+        if (d->snapshots.current && previous != d->snapshots.current)
+                emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
+}
+
+static void emit_current_changed(Bus *b, Domain *d, Snapshot *previous) {
         if (previous && previous != d->snapshots.current)
                 emit_snapshot_properties(b, previous, "IsCurrent");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
@@ -366,25 +333,22 @@ void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current) {
                 emit_snapshot_properties(b, s->parent, "Children");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
-                bus_snapshot_emit_current_changed(b, d, previous_current);
+                emit_current_changed(b, d, previous_current);
 }
 
 void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
                                Snapshot *previous_current) {
-        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
+        for (char *const *n = names; n && *n; n++) {
+                _cleanup_free_ char *path = bus_domain_child_path(d, "snapshot", *n);
 
-        prefix = domain_path ? strjoin(domain_path, "/snapshot") : NULL;
-        for (char *const *n = names; prefix && n && *n; n++) {
-                _cleanup_free_ char *path = NULL;
-
-                if (sd_bus_path_encode(prefix, *n, &path) >= 0)
+                if (path)
                         (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, NULL);
         }
         for (size_t i = 0; i < n_changed; i++)
                 emit_snapshot_properties2(b, changed[i], "Parent", "Children");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
-                bus_snapshot_emit_current_changed(b, d, previous_current);
+                emit_current_changed(b, d, previous_current);
         if (d->snapshots.current && previous_current != d->snapshots.current)
                 emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
 }
@@ -401,38 +365,18 @@ void bus_snapshot_emit_all_removed(Bus *b, Domain *d) {
 
 static int snapshot_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                                 sd_bus_error *error) {
-        _cleanup_free_ char *domain = NULL, *name = NULL;
-        Bus *b = userdata;
+        _cleanup_free_ char *name = NULL;
         Snapshot *s;
         Domain *d;
         int r;
 
-        r = sd_bus_path_decode_many(path, QSNAP_DOMAIN_PREFIX "/%/snapshot/%", &domain, &name);
+        r = bus_domain_child_decode(userdata, path, "snapshot", &d, &name);
         if (r <= 0)
-                return 0;
-        d = manager_find_domain(b->manager, domain);
-        if (!d)
-                return 0;
+                return r;
         s = snapshot_tree_find(&d->snapshots, name);
         if (!s)
                 return 0;
         *found = s;
-        return 1;
-}
-
-static int snapshot_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
-        _cleanup_strv_free_ char **l = NULL;
-        Bus *b = userdata;
-
-        for (Domain *d = b->manager->domains; d; d = d->next)
-                for (Snapshot *s = d->snapshots.first; s; s = s->next) {
-                        char *p = bus_snapshot_path(s);
-                        if (!p || strv_push(&l, p) < 0) {
-                                free(p);
-                                return -ENOMEM;
-                        }
-                }
-        *nodes = TAKE_PTR(l);
         return 1;
 }
 
@@ -471,8 +415,5 @@ int bus_snapshot_register(Bus *b) {
                                        snapshot_object_find, b);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the Snapshot interface: %m");
-        r = sd_bus_add_node_enumerator(b->bus, NULL, QSNAP_DOMAIN_PREFIX, snapshot_node_enumerator, b);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register the snapshot enumerator: %m");
         return 0;
 }

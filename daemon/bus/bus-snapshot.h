@@ -23,8 +23,9 @@ int bus_reply_snapshot_list(sd_bus_message *m, const SnapshotTree *t, const Snap
 /* A new snapshot: InterfacesAdded for it, and the properties of its
  * parent, of the previous current snapshot and of the domain. */
 void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current);
-/* The current snapshot moved from `previous` to the tree's current one. */
-void bus_snapshot_emit_current_changed(Bus *b, Domain *d, Snapshot *previous);
+/* The current snapshot moved from `previous` (may be NULL) to the tree's
+ * current one: IsCurrent of both. */
+void bus_snapshot_emit_is_current(Bus *b, Domain *d, Snapshot *previous);
 /* Snapshots were deleted: InterfacesRemoved for each name, Parent and
  * Children of `changed`, the domain's Snapshots and CurrentSnapshot. */
 void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,

@@ -98,6 +98,48 @@ static int add_child(Checkpoint *parent, Checkpoint *child) {
         return 0;
 }
 
+/* After the store commit, the tree in memory follows: nothing here can
+ * fail. Takes children[i] and defs[k]; frees the removed checkpoints. */
+static void tree_apply_removal(CheckpointTree *t, const MomentRemoval *plan, Checkpoint ***children,
+                               Checkpoint **touched, CheckpointDef **defs, size_t n_touched, Checkpoint *const *remove,
+                               size_t n_remove) {
+        for (size_t i = 0; i < plan->n_parents; i++) {
+                Checkpoint *p = plan->parents[i].parent;
+
+                free(p->children);
+                p->children = TAKE_PTR(children[i]);
+                p->n_children = plan->parents[i].n;
+        }
+        for (size_t k = 0; k < n_touched; k++) {
+                Checkpoint *c = touched[k];
+                CheckpointDef *old = c->def;
+
+                /* The map borrows the name: re-key before the old one goes. */
+                c->def = TAKE_PTR(defs[k]);
+                (void) hashmap_replace(t->by_name, c->def->name, c);
+                checkpoint_def_free(old);
+        }
+        for (size_t m = 0; m < plan->n_moves; m++)
+                ((Checkpoint *) plan->moves[m].node)->parent = plan->moves[m].parent;
+        for (size_t i = 0; i < n_remove; i++) {
+                Checkpoint *c = remove[i];
+
+                hashmap_remove(t->by_name, c->def->name);
+                if (c->prev)
+                        c->prev->next = c->next;
+                else
+                        t->first = c->next;
+                if (c->next)
+                        c->next->prev = c->prev;
+                else
+                        t->last = c->prev;
+                t->n--;
+        }
+        for (size_t i = 0; i < n_remove; i++)
+                checkpoint_free(remove[i]);
+        t->current = plan->new_current;
+}
+
 /* Links def (taken on success) into the tree in memory; no I/O. */
 static int tree_link(CheckpointTree *t, CheckpointDef *def, Checkpoint **ret) {
         Checkpoint *c, *parent = NULL;
@@ -207,9 +249,9 @@ int checkpoint_tree_add(CheckpointTree *t, CheckpointDef *def, bool make_current
         if (!def->name)
                 return -EINVAL;
         if (checkpoint_tree_find(t, def->name))
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         if (def->parent && !checkpoint_tree_find(t, def->parent))
-                return -ENOENT;
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
         /* The store keeps everything, secrets included; GetXMLDesc filters. */
         r = checkpoint_def_format(def, CHECKPOINT_FORMAT_SECURE, &xml);
         if (r < 0)
@@ -364,41 +406,7 @@ int checkpoint_tree_remove(CheckpointTree *t, Checkpoint *const *remove, size_t 
         if (r < 0)
                 goto finish;
 
-        for (size_t i = 0; i < plan.n_parents; i++) {
-                Checkpoint *p = plan.parents[i].parent;
-
-                free(p->children);
-                p->children = TAKE_PTR(children[i]);
-                p->n_children = plan.parents[i].n;
-        }
-        for (size_t k = 0; k < n_touched; k++) {
-                Checkpoint *c = touched[k];
-                CheckpointDef *old = c->def;
-
-                /* The map borrows the name: re-key before the old one goes. */
-                c->def = TAKE_PTR(defs[k]);
-                (void) hashmap_replace(t->by_name, c->def->name, c);
-                checkpoint_def_free(old);
-        }
-        for (size_t m = 0; m < plan.n_moves; m++)
-                ((Checkpoint *) plan.moves[m].node)->parent = plan.moves[m].parent;
-        for (size_t i = 0; i < n_remove; i++) {
-                Checkpoint *c = remove[i];
-
-                hashmap_remove(t->by_name, c->def->name);
-                if (c->prev)
-                        c->prev->next = c->next;
-                else
-                        t->first = c->next;
-                if (c->next)
-                        c->next->prev = c->prev;
-                else
-                        t->last = c->prev;
-                t->n--;
-        }
-        for (size_t i = 0; i < n_remove; i++)
-                checkpoint_free(remove[i]);
-        t->current = plan.new_current;
+        tree_apply_removal(t, &plan, children, touched, defs, n_touched, remove, n_remove);
         if (ret_changed) {
                 *ret_changed = TAKE_PTR(changed);
                 *ret_n_changed = plan.n_changed;

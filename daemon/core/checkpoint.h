@@ -19,6 +19,7 @@
 #include "util/hashmap.h"
 #include "store/store.h"
 #include "store/xml-checkpoint.h"
+#include "util/error.h"
 
 typedef struct Domain Domain;
 typedef struct Checkpoint Checkpoint;
@@ -82,8 +83,9 @@ Checkpoint *checkpoint_tree_find(const CheckpointTree *t, const char *name);
 
 /* Adds def (taken, also on failure; named, its <parent> NULL or an
  * existing checkpoint) and persists it, and with make_current also the new
- * current checkpoint, in one transaction. -EEXIST for a name in use,
- * -ENOENT for an unknown parent, -EINVAL for a def without name. Nothing
+ * current checkpoint, in one transaction. -QSNAP_E_ALREADY_EXISTS for a
+ * name in use, -QSNAP_E_NO_SUCH_CHECKPOINT for an unknown parent, -EINVAL
+ * for a def without name. Nothing
  * changes in memory when the store refuses. */
 int checkpoint_tree_add(CheckpointTree *t, CheckpointDef *def, bool make_current, Checkpoint **ret);
 

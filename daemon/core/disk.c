@@ -173,7 +173,7 @@ int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
 
         if (!path || path[0] != '/') {
                 *ret_message = strprintf("'%s' is not an absolute path.", strna(path));
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         for (size_t i = 0; i < def->n_disks; i++) {
                 const ImageChain *chain = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
@@ -202,7 +202,7 @@ int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
                 return -ENOMEM;
         if (!realpath(dirname(copy), parent)) {
                 *ret_message = strprintf("The folder of %s does not exist.", path);
-                return -EXDEV;
+                return -QSNAP_E_PATH_NOT_ALLOWED;
         }
         /* The folder itself, or below a configured image root. */
         if (!strv_contains((const char *const *) dirs, parent)) {
@@ -215,12 +215,12 @@ int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
                 if (!below) {
                         *ret_message = strprintf("%s is outside the folders of domain '%s' (its disks' folders and the "
                                                  "image roots given with --image-root=).", path, def->name);
-                        return -EXDEV;
+                        return -QSNAP_E_PATH_NOT_ALLOWED;
                 }
         }
         if (lstat(path, &st) >= 0 && S_ISLNK(st.st_mode)) {
                 *ret_message = strprintf("%s is a symbolic link; qsnapd never writes through one.", path);
-                return -EXDEV;
+                return -QSNAP_E_PATH_NOT_ALLOWED;
         }
         return 0;
 }
@@ -237,7 +237,7 @@ int path_check_free_space(const char *path, char **ret_message) {
         avail = (uint64_t) sv.f_bavail * sv.f_frsize;
         if (avail < MIN_FREE_BYTES) {
                 *ret_message = strprintf("No space for %s: only %" PRIu64 " bytes free there.", path, avail);
-                return -ENOSPC;
+                return -QSNAP_E_NO_SPACE;
         }
         return 0;
 }
@@ -252,11 +252,11 @@ int path_check_writable(const char *path, char **ret_message) {
                 return -ENOMEM;
         if (strlen(path) >= PATH_MAX || (base && strlen(base + 1) > NAME_MAX)) {
                 *ret_message = strprintf("The file name %s is too long for the file system.", path);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (access(dirname(copy), W_OK) < 0) {
                 *ret_message = strprintf("Cannot create files next to %s: %m.", path);
-                return errno == ENOENT || errno == EROFS || errno == EACCES || errno == EPERM ? -EXDEV : -errno;
+                return IN_SET(errno, ENOENT, EROFS, EACCES, EPERM) ? -QSNAP_E_PATH_NOT_ALLOWED : -errno;
         }
         return 0;
 }
@@ -264,7 +264,7 @@ int path_check_writable(const char *path, char **ret_message) {
 /* After a failed write: was it the disk filling up? */
 bool path_out_of_space(const char *path) {
         _cleanup_free_ char *msg = NULL;
-        return path_check_free_space(path, &msg) == -ENOSPC;
+        return path_check_free_space(path, &msg) == -QSNAP_E_NO_SPACE;
 }
 
 int domain_check_new_file(const char *path, char **ret_message) {

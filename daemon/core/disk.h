@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "core/domain.h"
+#include "util/error.h"
 
 /* The backing chain of active file `active` (active first), from a cache:
  * headers are read once per chain, not once per property read. NULL when
@@ -30,11 +31,13 @@ void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
 
 /* Directories where qsnapd may create files for this domain: the folders
  * of every image in its disks' chains and the configured image roots.
- * -EINVAL (not absolute) or -EXDEV (elsewhere, or a symlink). */
+ * -QSNAP_E_INVALID_ARGUMENT (not absolute) or -QSNAP_E_PATH_NOT_ALLOWED
+ * (elsewhere, or a symlink). */
 int domain_path_allowed(Domain *d, const char *path, char **ret_message);
 
-/* A file qsnapd is about to create there: a name the file system takes, a
- * folder it can write (-EXDEV), and the minimum free space (-ENOSPC).
+/* A file qsnapd is about to create there: a name the file system takes
+ * (-QSNAP_E_INVALID_ARGUMENT), a folder it can write
+ * (-QSNAP_E_PATH_NOT_ALLOWED), and the minimum free space (-QSNAP_E_NO_SPACE).
  * domain_check_new_file() is both halves, in this order; callers that
  * check something in between call them one by one. */
 int domain_check_new_file(const char *path, char **ret_message);

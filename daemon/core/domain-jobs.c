@@ -19,6 +19,7 @@
 #include "core/files.h"
 #include "core/manager.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
 #include "util/util.h"
 
 void block_job_info_free(BlockJobInfo *info) {
@@ -259,6 +260,11 @@ static void job_report_end(Domain *d, Job *j) {
         log_info("Domain '%s': %s job %s on %s %s%s%s.", d->def->name, job_type_to_string(j->type), j->id,
                  strna(j->disk), job_state_to_string(j->state), j->error ? ": " : "", strempty(j->error));
         notify(d, j, JOB_EVENT_FINISHED);
+}
+
+Domain *domain_job_domain(const Job *j) {
+        const BlockJobInfo *info = j->userdata;
+        return info ? info->domain : NULL;
 }
 
 JobState domain_job_state(const Job *j) {
@@ -571,24 +577,25 @@ static void on_flushed_for_finalize(Qmp *qmp, int error, json_object *result, co
  * without the backing file at once. A QEMU that dies before its next flush
  * leaves a standalone image that lacks the pulled data (measured:
  * tests/test_blockjob_failures.py). So the node is flushed first.
- * Commit and mirror flush their target themselves. */
-static int graph_flush_then_finalize(Domain *d, Job *j) {
+ * Commit and mirror flush their target themselves. True when the flush went
+ * out (its answer finalizes); false: finalize right away. */
+static bool graph_flush_then_finalize(Domain *d, Job *j) {
         FlushCall *c;
 
         if (j->type != JOB_TYPE_PULL || !j->disk || !d->qmp)
-                return -EOPNOTSUPP;
+                return false;
         c = new0(FlushCall, 1);
         if (!c)
-                return -ENOMEM;
+                return false;
         *c = (FlushCall) { .domain = domain_ref(d), .job = job_ref(j) };
         if (qmp_cmd_flush_disk(d->qmp, j->disk, on_flushed_for_finalize, c) < 0) {
                 job_unref(j);
                 domain_unref(d);
                 free(c);
-                return -EIO;
+                return false;
         }
         d->graph_finalizing = j;
-        return 0;
+        return true;
 }
 
 static void graph_next(Domain *d) {
@@ -599,7 +606,7 @@ static void graph_next(Domain *d) {
         d->graph_tasks = t->next;
         d->graph_busy = true;
         if (t->finalize) {
-                if (graph_flush_then_finalize(d, t->job) < 0)
+                if (!graph_flush_then_finalize(d, t->job))
                         graph_finalize(d, t->job);
         } else
                 domain_resync_disks(d, t->job, graph_done, NULL);
@@ -730,7 +737,7 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
         d->jobs_attach = NULL;
 
         if (error < 0)
-                log_warning("Domain '%s': cannot list QEMU's jobs: %s", d->def->name, strerror(-error));
+                log_warning("Domain '%s': cannot list QEMU's jobs: %s", d->def->name, qsnap_strerror(error));
         JOB_TRACKER_FOREACH(j, t) {
                 job_learn_from_id(d, j);
                 log_info("Domain '%s': adopted %s job %s on %s (%s).", d->def->name, job_type_to_string(j->type), j->id,

@@ -49,6 +49,10 @@ int domain_job_journal_write_copy(Domain *d, const char *job_id, const BlockJobI
 int domain_job_journal_write_plain(Domain *d, const char *job_id);
 void domain_job_journal_remove(Domain *d, const char *job_id);
 
+/* The domain a job of ours belongs to; NULL for a job that is not ours to
+ * show (one QEMU runs for somebody else, or not yet registered). */
+Domain *domain_job_domain(const Job *j);
+
 /* The State the bus shows: an ended job stays "pending" until its chain
  * bookkeeping is done, so that nobody sees "completed" with old Disks. */
 JobState domain_job_state(const Job *j);

@@ -14,24 +14,23 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 
 #include "config.h"
 #include "core/disk.h"
 #include "core/domain-jobs.h"
+#include "core/domain-launch.h"
 #include "core/domain.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 #define QEMU_QUIT_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define ATTACH_TIMEOUT_USEC (10 * USEC_PER_SEC)
-#define QMP_FD_IN_CHILD 3
 #define REAP_POLL_USEC (50 * USEC_PER_MSEC)
 
 typedef enum DomainOpType {
@@ -70,11 +69,7 @@ static const char *const domain_state_table[_DOMAIN_STATE_MAX] = {
         [DOMAIN_CRASHED] = "crashed",
 };
 
-const char *domain_state_to_string(DomainState s) {
-        if (s < 0 || s >= _DOMAIN_STATE_MAX)
-                return NULL;
-        return domain_state_table[s];
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(domain_state, DomainState, );
 
 int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         Domain *d;
@@ -281,34 +276,6 @@ static void on_qmp_event(Qmp *qmp, const char *event, json_object *data, uint64_
                 d->shutdown_seen = true;
 }
 
-#define LOG_START_MARK "qsnapd starting: "
-
-/* What QEMU printed since our last start header, at most 2 KiB of it. */
-static int read_start_output(const char *path, char **ret) {
-        _cleanup_free_ char *tail = NULL;
-        const char *p, *nl;
-        size_t n;
-        int r;
-
-        r = read_file_tail(path, 16384, &tail);
-        if (r < 0)
-                return r;
-        p = tail;
-        for (const char *m; (m = strstr(p, LOG_START_MARK)); p = m + 1)
-                ;
-        if (p != tail && (nl = strchr(p, '\n')))
-                p = nl + 1;
-        n = strlen(p);
-        if (n > 2048) {
-                p += n - 2048;
-                n = 2048;
-        }
-        while (n > 0 && p[n - 1] == '\n')
-                n--;
-        *ret = strndup(p, n);
-        return *ret ? 0 : -ENOMEM;
-}
-
 static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
         DomainOpType op = call(d) ? call(d)->type : (DomainOpType) -1;
@@ -319,13 +286,13 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                 _cleanup_free_ char *log = NULL, *path = domain_log_path(d), *message = NULL;
 
                 if (op == DOMAIN_OP_START && path)
-                        (void) read_start_output(path, &log);
+                        (void) domain_launch_start_output(path, &log);
                 message = op == DOMAIN_OP_START
                         ? strprintf("QEMU exited while starting: %s", isempty(log) ? "(no output)" : log)
                         : strprintf("QEMU closed its monitor while qsnapd attached");
                 log_error("Domain '%s': %s", d->def->name, strna(message));
                 domain_reset(d, op == DOMAIN_OP_START ? DOMAIN_SHUTOFF : DOMAIN_CRASHED);
-                domain_op_finish(d, -EIO, message);
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         } else {
                 if (!orderly)
                         log_warning("Domain '%s': QEMU went away without shutting down.", d->def->name);
@@ -334,7 +301,7 @@ static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
                 if (op == DOMAIN_OP_STOP)
                         domain_op_finish(d, 0, NULL);
                 else if (d->op)
-                        domain_op_finish(d, -ESRCH, "QEMU went away");
+                        domain_op_finish(d, -QSNAP_E_NOT_RUNNING, "QEMU went away");
         }
         domain_unref(d);
 }
@@ -438,7 +405,7 @@ static void on_attach_ready(Qmp *qmp, int error, void *userdata) {
         if (error < 0)
                 return; /* the disconnect callback follows */
         if (qmp_cmd_query_status(qmp, on_attach_status, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send query-status");
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send query-status");
 }
 
 static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -452,7 +419,7 @@ static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         /* Keep the pid: Stop must be able to end a hung QEMU. */
         domain_load_live(d);
         domain_set_state(d, DOMAIN_CRASHED);
-        domain_op_finish(d, -ETIMEDOUT, "QEMU did not answer on its monitor");
+        domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "QEMU did not answer on its monitor");
         return 0;
 }
 
@@ -462,7 +429,7 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
         int r;
 
         if (d->op)
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         if (domain_is_managed(d)) {
                 managed_path = domain_runtime_path(d, ".qmp");
                 if (!managed_path)
@@ -505,257 +472,12 @@ int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
 
 /* ---- start ---- */
 
-/* QEMU's option parser takes ',,' for a literal ','. */
-static char *qemu_opt_escape(const char *s) {
-        size_t n = 0;
-        char *r, *p;
-
-        for (const char *c = s; *c; c++)
-                n += *c == ',' ? 2 : 1;
-        r = malloc(n + 1);
-        if (!r)
-                return NULL;
-        p = r;
-        for (const char *c = s; *c; c++) {
-                *p++ = *c;
-                if (*c == ',')
-                        *p++ = ',';
-        }
-        *p = 0;
-        return r;
-}
-
-static int json_blockdev(json_object **ret, const char *node, DiskFormat format, const char *file, bool read_only,
-                         const char *backing_node) {
-        json_object *o = json_object_new_object(), *f = json_object_new_object();
-
-        if (!o || !f) {
-                json_object_put(o);
-                json_object_put(f);
-                return -ENOMEM;
-        }
-        json_object_object_add(f, "driver", json_object_new_string("file"));
-        json_object_object_add(f, "filename", json_object_new_string(file));
-        json_object_object_add(o, "driver", json_object_new_string(disk_format_to_string(format)));
-        json_object_object_add(o, "node-name", json_object_new_string(node));
-        json_object_object_add(o, "file", f);
-        json_object_object_add(o, "read-only", json_object_new_boolean(read_only));
-        json_object_object_add(o, "discard", json_object_new_string("unmap"));
-        if (backing_node)
-                json_object_object_add(o, "backing", json_object_new_string(backing_node));
-        *ret = o;
-        return 0;
-}
-
-static int strv_extend_json(char ***argv, json_object *o) {
-        int r = strv_extend(argv, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(o);
-        return r;
-}
-
-static int domain_build_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
-        _cleanup_strv_free_ char **argv = NULL;
-        _cleanup_free_ char *name = NULL;
-        const char *emulator = def->emulator ?: d->manager->config.qemu_binary;
-        int r;
-
-        name = qemu_opt_escape(def->name);
-        if (!name)
-                return -ENOMEM;
-
-        r = strv_extend(&argv, emulator);
-        if (r < 0)
-                return r;
-#define ADD(...)                                                 \
-        do {                                                     \
-                r = strv_extendf(&argv, __VA_ARGS__);            \
-                if (r < 0)                                       \
-                        return r;                                \
-        } while (0)
-        ADD("-name");
-        ADD("guest=%s,debug-threads=on", name);
-        ADD("-uuid");
-        ADD("%s", def->uuid);
-        ADD("-S");
-        ADD("-no-user-config");
-        ADD("-nodefaults");
-        ADD("-display");
-        ADD("none");
-        ADD("-machine");
-        ADD("%s", def->machine ?: "q35");
-        ADD("-accel");
-        ADD("kvm");
-        ADD("-accel");
-        ADD("tcg");
-        ADD("-m");
-        ADD("%" PRIu64 "K", def->memory_kib);
-        ADD("-smp");
-        ADD("%u", def->vcpus);
-        ADD("-chardev");
-        ADD("socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
-        ADD("-mon");
-        ADD("chardev=qmp,mode=control");
-        if (incoming) {
-                /* migrate-incoming names the source once the monitor is up. */
-                ADD("-incoming");
-                ADD("defer");
-        }
-
-        for (size_t i = 0; i < def->n_disks; i++) {
-                const DomainDisk *disk = def->disks + i;
-                _cleanup_free_ char *node = strprintf("%s-fmt", disk->target);
-                json_object *o;
-
-                if (!node)
-                        return -ENOMEM;
-                if (disk->transient) {
-                        _cleanup_free_ char *base = strprintf("%s-base", disk->target);
-                        _cleanup_free_ char *overlay = domain_transient_path(d, disk);
-
-                        if (!base || !overlay)
-                                return -ENOMEM;
-                        r = json_blockdev(&o, base, disk->format, disk->source, true, NULL);
-                        if (r < 0)
-                                return r;
-                        ADD("-blockdev");
-                        if ((r = strv_extend_json(&argv, o)) < 0)
-                                return r;
-                        r = json_blockdev(&o, node, DISK_FORMAT_QCOW2, overlay, disk->readonly, base);
-                } else
-                        r = json_blockdev(&o, node, disk->format, disk->source, disk->readonly, NULL);
-                if (r < 0)
-                        return r;
-                ADD("-blockdev");
-                if ((r = strv_extend_json(&argv, o)) < 0)
-                        return r;
-                ADD("-device");
-                ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
-        }
-#undef ADD
-        *ret = TAKE_PTR(argv);
-        return 0;
-}
-
-static int domain_create_transient_overlays(Domain *d, const DomainDef *def, char **ret_message) {
-        for (size_t i = 0; i < def->n_disks; i++) {
-                _cleanup_free_ char *path = NULL, *output = NULL;
-                int r;
-
-                if (!def->disks[i].transient)
-                        continue;
-                path = domain_transient_path(d, def->disks + i);
-                if (!path)
-                        return -ENOMEM;
-                (void) unlink(path); /* a leftover of a crashed run is ours to replace */
-                r = image_create_overlay(path, def->disks[i].source, def->disks[i].format, &output);
-                if (r < 0) {
-                        /* As for any disk QEMU cannot open: the start failed. */
-                        *ret_message = strprintf("Cannot create the transient overlay of disk %s: %s",
-                                                 def->disks[i].target, output ?: strerror(-r));
-                        return r == -ENOMEM ? r : -EIO;
-                }
-        }
-        return 0;
-}
-
-static int bind_listening_socket(const char *path) {
-        _cleanup_close_ int fd = -EBADF;
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        (void) unlink(path);
-        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
-                return -errno;
-        if (chmod(path, 0600) < 0 || listen(fd, 4) < 0)
-                return -errno;
-        return TAKE_FD(fd);
-}
-
-_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
-        sigset_t all;
-        int null;
-
-        /* sd-event blocked the signals it handles; QEMU must get them. */
-        sigemptyset(&all);
-        (void) sigprocmask(SIG_SETMASK, &all, NULL);
-        for (int sig = 1; sig < _NSIG; sig++)
-                (void) signal(sig, SIG_DFL);
-
-        null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-            dup2(log_fd, STDERR_FILENO) < 0)
-                _exit(126);
-        if (qmp_fd == QMP_FD_IN_CHILD) {
-                if (fcntl(qmp_fd, F_SETFD, 0) < 0)
-                        _exit(126);
-        } else if (dup2(qmp_fd, QMP_FD_IN_CHILD) < 0)
-                _exit(126);
-        execv(argv[0], argv);
-        dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-}
-
-/* setsid and a double fork: QEMU is nobody's child, so it lives on when
- * qsnapd exits. The middle process reports the pid through a pipe. */
-static int spawn_qemu(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid) {
-        int pipefd[2], status;
-        pid_t child, pid = 0;
-        ssize_t n;
-
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        child = fork();
-        if (child < 0) {
-                safe_close(pipefd[0]);
-                safe_close(pipefd[1]);
-                return -errno;
-        }
-        if (child == 0) {
-                pid_t grandchild;
-
-                safe_close(pipefd[0]);
-                if (setsid() < 0)
-                        _exit(1);
-                grandchild = fork();
-                if (grandchild < 0)
-                        _exit(1);
-                if (grandchild == 0)
-                        exec_qemu(argv, log_fd, qmp_fd);
-                (void) !write(pipefd[1], &grandchild, sizeof(grandchild));
-                _exit(0);
-        }
-        safe_close(pipefd[1]);
-        n = read(pipefd[0], &pid, sizeof(pid));
-        safe_close(pipefd[0]);
-        while (waitpid(child, &status, 0) < 0 && errno == EINTR)
-                ;
-        if (n != (ssize_t) sizeof(pid) || pid <= 0)
-                return -ECHILD;
-        *ret_pid = pid;
-        return 0;
-}
-
-static int write_log_header(int fd, char **argv) {
-        _cleanup_free_ char *cmdline = strv_join(argv, " ");
-        char stamp[64];
-        time_t t = time(NULL);
-        struct tm tm;
-
-        strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-        return dprintf(fd, "%s: " LOG_START_MARK "%s\n", stamp, strna(cmdline)) < 0 ? -errno : 0;
-}
-
 static void on_start_cont(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Domain *d = userdata;
 
         if (error < 0) {
                 _cleanup_free_ char *message = strprintf("QEMU refused to run: %s", strna(desc));
-                return domain_op_finish(d, -EIO, message);
+                return domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         }
         domain_set_state(d, DOMAIN_RUNNING);
         domain_op_finish(d, 0, NULL);
@@ -768,7 +490,7 @@ static void start_run_or_pause(Domain *d) {
                 return domain_op_finish(d, 0, NULL);
         }
         if (qmp_cmd_cont(d->qmp, on_start_cont, d) < 0)
-                domain_op_finish(d, -EIO, "Failed to send cont");
+                domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send cont");
 }
 
 /* A start that cannot finish: QEMU goes, the start fails. */
@@ -788,7 +510,7 @@ static void start_incoming_fail(Domain *d, const char *why) {
         _cleanup_free_ char *message = strprintf("QEMU could not load the memory state: %s", strna(why));
 
         log_error("Domain '%s': %s", d->def->name, strna(message));
-        start_abort(d, -EIO, message);
+        start_abort(d, -QSNAP_E_QEMU_FAILED, message);
 }
 
 static int on_incoming_poll(sd_event_source *s, uint64_t usec, void *userdata);
@@ -861,7 +583,7 @@ static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
         log_error("Domain '%s': QEMU did not come up in time, killing it.", d->def->name);
-        start_abort(d, -ETIMEDOUT, "QEMU did not answer on its monitor in time");
+        start_abort(d, -QSNAP_E_QEMU_FAILED, "QEMU did not answer on its monitor in time");
         return 0;
 }
 
@@ -871,12 +593,12 @@ int domain_check_start(Domain *d, char **ret_message) {
         if (domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is already %s.", d->def->name, domain_state_to_string(d->state));
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         return 0;
 }
@@ -896,7 +618,7 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
                 *ret_message = strprintf("Nothing answers on the monitor socket %s of domain '%s' (%s); qsnapd does not "
                                          "launch an attached domain's QEMU: start it first.",
                                          d->def->monitor_path, d->def->name, strerror(-r));
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -941,14 +663,14 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 return r;
         }
 
-        r = domain_build_argv(d, live, incoming, &argv);
+        r = domain_launch_argv(d, live, incoming, &argv);
         if (r < 0)
                 return r;
         r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
         if (r < 0)
                 return r;
 
-        r = domain_create_transient_overlays(d, live, ret_message);
+        r = domain_launch_transient_overlays(d, live, ret_message);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);
@@ -962,16 +684,16 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 *ret_message = strprintf("Cannot open log %s: %m", log_path);
                 goto fail;
         }
-        (void) write_log_header(log_fd, argv);
+        (void) domain_launch_log_header(log_fd, argv);
 
-        qmp_fd = bind_listening_socket(sock);
+        qmp_fd = domain_launch_bind_socket(sock);
         if (qmp_fd < 0) {
                 r = qmp_fd;
                 *ret_message = strprintf("Cannot listen on %s: %s", sock, strerror(-r));
                 goto fail;
         }
 
-        r = spawn_qemu(argv, log_fd, qmp_fd, &pid);
+        r = domain_launch_spawn(argv, log_fd, qmp_fd, &pid);
         if (r < 0) {
                 *ret_message = strprintf("Cannot launch %s: %s", argv[0], strerror(-r));
                 goto fail;
@@ -1027,7 +749,7 @@ int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStep
         if (!domain_is_managed(d)) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
                                          "a memory state.", d->def->name);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         return domain_op_started(d, domain_start_full(d, flags, uri, sent, done, userdata, ret_message));
 }
@@ -1080,12 +802,12 @@ int domain_check_stop(Domain *d, char **ret_message) {
         if (d->snapshot_busy || (d->op && call(d)->type != DOMAIN_OP_START)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (d->state == DOMAIN_SHUTOFF) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is not running.", d->def->name);
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -1124,7 +846,7 @@ static int domain_stop_begin(Domain *d, uint64_t flags, DomainDoneFunc done, voi
                 return r;
         /* Stop wins over a Start still waiting for QEMU. */
         if (d->op)
-                domain_op_finish(d, -ECANCELED, "Stopped before it finished starting");
+                domain_op_finish(d, -QSNAP_E_OPERATION_INVALID, "Stopped before it finished starting");
 
         r = domain_op_begin(d, DOMAIN_OP_STOP, flags, done, userdata);
         if (r < 0)
@@ -1165,7 +887,7 @@ int domain_check_running(Domain *d, char **ret_message) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; its QEMU must be running.", d->def->name,
                                                  d->op && call(d)->type == DOMAIN_OP_START ? "starting" : domain_state_to_string(d->state));
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         return 0;
 }
@@ -1177,7 +899,7 @@ int domain_check_pause(Domain *d, bool pause, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         /* Already there: nothing to do, as in libvirt. */
         return d->state == (pause ? DOMAIN_PAUSED : DOMAIN_RUNNING) ? 1 : 0;
@@ -1188,7 +910,7 @@ static void on_pause_resume_reply(Qmp *qmp, int error, json_object *result, cons
 
         if (error < 0) {
                 _cleanup_free_ char *message = strprintf("QEMU: %s", strna(desc));
-                return domain_op_finish(d, -EIO, message);
+                return domain_op_finish(d, -QSNAP_E_QEMU_FAILED, message);
         }
         /* The STOP/RESUME event normally came first; do not depend on it. */
         domain_set_state(d, call(d)->type == DOMAIN_OP_PAUSE ? DOMAIN_PAUSED : DOMAIN_RUNNING);
@@ -1229,13 +951,13 @@ int domain_check_undefine(Domain *d, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (domain_is_managed(d) && domain_is_active(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is %s; stop it before undefining it.", d->def->name,
                                                  domain_state_to_string(d->state));
-                return -ESTALE;
+                return -QSNAP_E_OPERATION_INVALID;
         }
         return 0;
 }
@@ -1259,8 +981,8 @@ static void on_monitor_reply(Qmp *qmp, int error, json_object *result, const cha
         Operation *o = userdata;
         MonitorCall *c = o->plan;
 
-        if (error == -EIO)
-                return operation_finishf(o, -EIO, "QEMU: %s", strna(desc));
+        if (error == -QSNAP_E_QEMU_FAILED)
+                return operation_finishf(o, error, "QEMU: %s", strna(desc));
         if (error < 0)
                 return operation_finish(o, error, "The monitor connection went away");
         c->reply = json_object_is_type(result, json_type_string)
@@ -1301,7 +1023,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 if (!cmd || !json_object_is_type(cmd, json_type_object)) {
                         *ret_message = strprintf("Not one QMP command object (%s): %s", why, command);
                         json_object_put(cmd);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
         }
 
@@ -1323,8 +1045,10 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
         else
                 id = qmp_send_raw(d->qmp, cmd, on_monitor_reply, o);
         if (id < 0) {
-                if (id == -EINVAL)
+                if (id == -EINVAL) {
                         *ret_message = strprintf("A QMP command object needs a string member \"execute\": %s", command);
+                        id = -QSNAP_E_INVALID_ARGUMENT;
+                }
                 operation_cancel(o);
                 return (int) id;
         }

@@ -16,6 +16,7 @@
 #include "qemu/job.h"
 #include "qemu/qmp.h"
 #include "store/xml-domain.h"
+#include "util/error.h"
 
 typedef struct Manager Manager;
 typedef struct Domain Domain;
@@ -58,8 +59,9 @@ typedef enum JobEvent {
 #define DOMAIN_XML_SECURE 1ULL
 #define DOMAIN_XML_INACTIVE 2ULL
 
-/* The end of an asynchronous call: error 0, or -errno with a message for
- * the caller (may be NULL), and for QemuMonitorCommand the reply text.
+/* The end of an asynchronous call: error 0, or a QSNAP_E_* code or -errno
+ * (util/error.h) with a message for the caller (may be NULL), and for
+ * QemuMonitorCommand the reply text.
  * The calls below return < 0 (with *ret_message) when they fail at once,
  * and then never call `done`; otherwise `done` is called exactly once,
  * never from inside the call itself. */
@@ -146,8 +148,8 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
  * state of a snapshot); with DOMAIN_START_PAUSED the guest stays paused
  * afterwards. `sent` (may be NULL) is called with userdata once
  * migrate-incoming is on its way. A failed load leaves the domain shut off
- * (-EIO, QEMU's text). Only for domains qsnapd launches (-EOPNOTSUPP
- * otherwise). */
+ * (-QSNAP_E_QEMU_FAILED, QEMU's text). Only for domains qsnapd launches
+ * (-QSNAP_E_UNSUPPORTED otherwise). */
 int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
                           void *userdata, char **ret_message);
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
@@ -155,8 +157,9 @@ int domain_pause(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mess
 int domain_resume(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_monitor_command(Domain *d, const char *command, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
 
-/* -EBUSY while a lifecycle call runs, -ESTALE for a state the call cannot
- * start from; *ret_message says which. Checked before authorization, so a
+/* -QSNAP_E_BUSY while a lifecycle call runs, -QSNAP_E_OPERATION_INVALID for
+ * a state the call cannot start from, -QSNAP_E_NOT_RUNNING when it needs a
+ * QEMU; *ret_message says which. Checked before authorization, so a
  * refused call costs no polkit round trip. */
 int domain_check_start(Domain *d, char **ret_message);
 int domain_check_stop(Domain *d, char **ret_message);

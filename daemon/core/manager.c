@@ -15,6 +15,7 @@
 #include "core/domain.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "util/error.h"
 #include "util/util.h"
 
 int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
@@ -71,8 +72,15 @@ void manager_set_observer(Manager *m, const DomainObserver *o, void *userdata) {
 }
 
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what) {
+        Snapshot *previous = d->snapshots.reported_current;
+
+        if (what & DOMAIN_CHANGE_CURRENT_SNAPSHOT)
+                d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->domain_changed)
                 m->observer->domain_changed(d, what, m->observer_userdata);
+        if ((what & DOMAIN_CHANGE_CURRENT_SNAPSHOT) && previous != d->snapshots.current && m->observer &&
+            m->observer->current_snapshot_changed)
+                m->observer->current_snapshot_changed(d, previous, m->observer_userdata);
 }
 
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid) {
@@ -81,12 +89,16 @@ void manager_notify_launched(Manager *m, Domain *d, pid_t pid) {
 }
 
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s) {
+        Snapshot *previous = d->snapshots.reported_current;
+
+        d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->snapshot_added)
-                m->observer->snapshot_added(d, s, m->observer_userdata);
+                m->observer->snapshot_added(d, s, previous, m->observer_userdata);
 }
 
 void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
                                       size_t n_changed, Snapshot *previous_current) {
+        d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->snapshots_deleted)
                 m->observer->snapshots_deleted(d, names, changed, n_changed, previous_current, m->observer_userdata);
 }
@@ -257,18 +269,18 @@ int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, 
         clash = def->uuid_generated ? NULL : manager_find_domain_by_uuid(m, def->uuid);
         if (existing && clash != existing && clash) {
                 *ret_message = strprintf("UUID %s belongs to domain '%s'.", def->uuid, clash->def->name);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
         if (!existing && clash) {
                 *ret_message = strprintf("Domain '%s' already has UUID %s.", clash->def->name, def->uuid);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
         if (existing && def->uuid_generated)
                 /* Redefinition without a UUID keeps the domain's own. */
                 (void) free_and_strdup(&def->uuid, existing->def->uuid);
         if (existing && !streq(existing->def->uuid, def->uuid)) {
                 *ret_message = strprintf("Domain '%s' already exists with UUID %s.", def->name, existing->def->uuid);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
 
         r = manager_store_def(m, def);
@@ -327,7 +339,7 @@ int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **r
                         *ret_message = strprintf("Domain '%s' has %zu snapshot(s); undefining it needs the "
                                                  "SNAPSHOTS_METADATA flag, which drops their metadata (images stay).",
                                                  d->def->name, d->snapshots.n);
-                        return -ENOTEMPTY;
+                        return -QSNAP_E_HAS_SNAPSHOTS;
                 }
                 if (m->observer && m->observer->snapshots_removed)
                         m->observer->snapshots_removed(d, m->observer_userdata);
@@ -398,7 +410,7 @@ static int manager_load_one(Manager *m, const char *path) {
         if (manager_find_domain(m, def->name) || manager_find_domain_by_uuid(m, def->uuid)) {
                 log_error("Ignoring %s: domain '%s' is defined twice.", path, def->name);
                 domain_def_free(def);
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
         }
         r = domain_new(m, def, &d);
         if (r < 0) {

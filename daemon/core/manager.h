@@ -19,7 +19,13 @@ typedef struct DomainObserver {
         /* A managed QEMU was launched (pid known); the bus layer moves it
          * into a systemd scope of its own when systemd runs the show. */
         void (*domain_launched)(Domain *d, pid_t pid, void *userdata);
-        void (*snapshot_added)(Domain *d, Snapshot *s, void *userdata);
+        /* s is new; previous_current is the current snapshot the observer
+         * heard of before (s may be current now, or not). */
+        void (*snapshot_added)(Domain *d, Snapshot *s, Snapshot *previous_current, void *userdata);
+        /* The current snapshot moved (a revert): from previous (NULL: none)
+         * to d->snapshots.current. After domain_changed() with
+         * DOMAIN_CHANGE_CURRENT_SNAPSHOT, only when it really moved. */
+        void (*current_snapshot_changed)(Domain *d, Snapshot *previous, void *userdata);
         /* Before the snapshots of a domain are forgotten (Undefine). */
         void (*snapshots_removed)(Domain *d, void *userdata);
         void (*job_event)(Domain *d, Job *j, JobEvent e, void *userdata);
@@ -72,15 +78,15 @@ void manager_set_observer(Manager *m, const DomainObserver *o, void *userdata);
 int manager_load(Manager *m);
 
 /* Parses and stores a definition; an existing name is updated. On error
- * *ret_message says what was wrong (-EBADMSG/-EINVAL: bad XML, -EEXIST: UUID
- * clash). ret_created tells a new domain from an update. A new domain whose
- * QEMU runs elsewhere is attached to: then 1 is returned and attached() is
- * called (from the loop) once the attach is over, with State final and the
- * domain free for calls; 0 otherwise. */
+ * *ret_message says what was wrong (-QSNAP_E_INVALID_XML: bad XML,
+ * -QSNAP_E_ALREADY_EXISTS: UUID clash). ret_created tells a new domain from
+ * an update. A new domain whose QEMU runs elsewhere is attached to: then 1
+ * is returned and attached() is called (from the loop) once the attach is
+ * over, with State final and the domain free for calls; 0 otherwise. */
 int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, void *userdata, Domain **ret,
                           bool *ret_created, char **ret_message);
 /* With snapshots, only when drop_snapshots says their metadata goes too
- * (-ENOTEMPTY otherwise). */
+ * (-QSNAP_E_HAS_SNAPSHOTS otherwise). */
 int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message);
 
 Domain *manager_find_domain(Manager *m, const char *name);
@@ -106,7 +112,9 @@ static inline bool manager_is_busy(Manager *m) {
         return m->n_busy > 0;
 }
 
-/* Observer fan-out, used by domain.c. */
+/* Observer fan-out. The core remembers which current snapshot it reported
+ * last (SnapshotTree.reported_current), so that the observer hears what
+ * changed, not just that something did. */
 void manager_notify_changed(Manager *m, Domain *d, DomainChange what);
 void manager_notify_launched(Manager *m, Domain *d, pid_t pid);
 void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);

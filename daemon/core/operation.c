@@ -12,6 +12,7 @@
 #include "core/manager.h"
 #include "core/operation.h"
 #include "store/op-journal.h"
+#include "util/error.h"
 #include "util/util.h"
 
 typedef struct OperationUndo {
@@ -177,7 +178,7 @@ void operation_abandon(Operation *o) {
         operation_undo_clear(o);
         o->journaled = false; /* it stays */
         operation_unlock(o);
-        operation_reply(o, -ECANCELED, "qsnapd stopped before the operation ended; the next qsnapd finishes or rolls "
+        operation_reply(o, -QSNAP_E_OPERATION_INVALID, "qsnapd stopped before the operation ended; the next qsnapd finishes or rolls "
                         "it back.");
         operation_free(o);
 }
@@ -266,7 +267,7 @@ int operation_kind_register(Manager *m, const OperationKind *kind) {
         assert(kind && kind->name && kind->recover);
         for (size_t i = 0; i < m->n_operation_kinds; i++)
                 if (streq(m->operation_kinds[i]->name, kind->name))
-                        return -EEXIST;
+                        return -QSNAP_E_ALREADY_EXISTS;
         l = reallocarray(m->operation_kinds, m->n_operation_kinds + 1, sizeof(*l));
         if (!l)
                 return -ENOMEM;

@@ -145,7 +145,7 @@ void operation_undo_clear(Operation *o);
 
 /* ---- the registry of journaled kinds, for start-up recovery ---- */
 
-/* -EEXIST when a kind of that name is registered already. */
+/* -QSNAP_E_ALREADY_EXISTS when a kind of that name is registered already. */
 int operation_kind_register(Manager *m, const OperationKind *kind);
 void operation_kinds_free(Manager *m);
 

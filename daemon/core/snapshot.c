@@ -4,8 +4,12 @@
  * store first, as one transaction, and applied in memory only when that
  * worked, so the tree in memory never disagrees with the file.
  */
+#include "core/domain.h"
+#include "core/manager.h"
 #include "core/moment.h"
 #include "core/snapshot.h"
+#include "util/error.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 static const char *const snapshot_kind_table[_SNAPSHOT_KIND_MAX] = {
@@ -14,11 +18,7 @@ static const char *const snapshot_kind_table[_SNAPSHOT_KIND_MAX] = {
         [SNAPSHOT_KIND_MIXED] = "mixed",
 };
 
-const char *snapshot_kind_to_string(SnapshotKind k) {
-        if (k < 0 || k >= _SNAPSHOT_KIND_MAX)
-                return NULL;
-        return snapshot_kind_table[k];
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(snapshot_kind, SnapshotKind, );
 
 const char *snapshot_name(const Snapshot *s) {
         return s->def->name;
@@ -172,6 +172,7 @@ int snapshot_tree_load(SnapshotTree *t, const char *dir, const char *uuid, uint6
         store_entries_free(entries, n);
         if (current)
                 t->current = snapshot_tree_find(t, current);
+        t->reported_current = t->current;
         return 0;
 }
 
@@ -282,6 +283,69 @@ static const MomentOps snapshot_moment_ops = {
         .seq = ops_seq,
 };
 
+/* moment.c's plan of the removal; *ret_removed: a copy of `remove`. */
+static int tree_plan_removal(SnapshotTree *t, Snapshot *const *remove, size_t n_remove, Snapshot ***ret_removed,
+                             MomentRemoval *plan) {
+        _cleanup_free_ Snapshot **removed = new0(Snapshot *, n_remove);
+        /* moment.c wants void pointers: an array of them, not a cast one. */
+        _cleanup_free_ void **nodes = new0(void *, n_remove);
+        int r;
+
+        if (!removed || !nodes)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_remove; i++)
+                nodes[i] = removed[i] = remove[i];
+        r = moment_plan_removal(&snapshot_moment_ops, nodes, n_remove, t->current, plan);
+        if (r < 0)
+                return r;
+        *ret_removed = TAKE_PTR(removed);
+        return 0;
+}
+
+/* After the store commit, the tree in memory follows: nothing here can
+ * fail. Takes children[i] and defs[k]; frees the removed snapshots. */
+static void tree_apply_removal(SnapshotTree *t, const MomentRemoval *plan, Snapshot ***children, Snapshot **touched,
+                               SnapshotDef **defs, size_t n_touched, Snapshot **removed, size_t n_remove) {
+        for (size_t i = 0; i < plan->n_parents; i++) {
+                Snapshot *p = plan->parents[i].parent;
+
+                free(p->children);
+                p->children = TAKE_PTR(children[i]);
+                p->n_children = plan->parents[i].n;
+        }
+        for (size_t k = 0; k < n_touched; k++) {
+                Snapshot *s = touched[k];
+                SnapshotDef *old = s->def;
+
+                /* The map borrows the name: re-key before the old one goes. */
+                s->def = TAKE_PTR(defs[k]);
+                (void) hashmap_replace(t->by_name, s->def->name, s);
+                snapshot_def_free(old);
+        }
+        for (size_t m = 0; m < plan->n_moves; m++)
+                ((Snapshot *) plan->moves[m].node)->parent = plan->moves[m].parent;
+        for (size_t i = 0; i < n_remove; i++) {
+                Snapshot *s = removed[i];
+
+                hashmap_remove(t->by_name, s->def->name);
+                if (s->prev)
+                        s->prev->next = s->next;
+                else
+                        t->first = s->next;
+                if (s->next)
+                        s->next->prev = s->prev;
+                else
+                        t->last = s->prev;
+                t->n--;
+        }
+        for (size_t i = 0; i < n_remove; i++) {
+                if (t->reported_current == removed[i])
+                        t->reported_current = NULL;
+                snapshot_free(removed[i]);
+        }
+        t->current = plan->new_current;
+}
+
 /* The plan's nodes as snapshots (malloc'ed). */
 static Snapshot **snapshots_from(void *const *nodes, size_t n) {
         Snapshot **l = new0(Snapshot *, n);
@@ -302,23 +366,10 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         size_t n_touched = 0, n_ops = 0;
         int r = -ENOMEM;
 
-        removed = new0(Snapshot *, n_remove);
-        if (!removed)
+        r = tree_plan_removal(t, remove, n_remove, &removed, &plan);
+        if (r < 0)
                 goto finish;
-        /* moment.c wants void pointers: an array of them, not a cast one. */
-        {
-                void **nodes = new0(void *, n_remove);
-
-                if (!nodes)
-                        goto finish;
-                for (size_t i = 0; i < n_remove; i++)
-                        nodes[i] = removed[i] = remove[i];
-                r = moment_plan_removal(&snapshot_moment_ops, nodes, n_remove, t->current, &plan);
-                free(nodes);
-                if (r < 0)
-                        goto finish;
-                r = -ENOMEM;
-        }
+        r = -ENOMEM;
 
         touched = new0(Snapshot *, n_update + plan.n_moves + 1);
         defs = new0(SnapshotDef *, n_update + plan.n_moves + 1);
@@ -394,41 +445,7 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
         if (r < 0)
                 goto finish;
 
-        for (size_t i = 0; i < plan.n_parents; i++) {
-                Snapshot *p = plan.parents[i].parent;
-
-                free(p->children);
-                p->children = TAKE_PTR(children[i]);
-                p->n_children = plan.parents[i].n;
-        }
-        for (size_t k = 0; k < n_touched; k++) {
-                Snapshot *s = touched[k];
-                SnapshotDef *old = s->def;
-
-                /* The map borrows the name: re-key before the old one goes. */
-                s->def = TAKE_PTR(defs[k]);
-                (void) hashmap_replace(t->by_name, s->def->name, s);
-                snapshot_def_free(old);
-        }
-        for (size_t m = 0; m < plan.n_moves; m++)
-                ((Snapshot *) plan.moves[m].node)->parent = plan.moves[m].parent;
-        for (size_t i = 0; i < n_remove; i++) {
-                Snapshot *s = removed[i];
-
-                hashmap_remove(t->by_name, s->def->name);
-                if (s->prev)
-                        s->prev->next = s->next;
-                else
-                        t->first = s->next;
-                if (s->next)
-                        s->next->prev = s->prev;
-                else
-                        t->last = s->prev;
-                t->n--;
-        }
-        for (size_t i = 0; i < n_remove; i++)
-                snapshot_free(removed[i]);
-        t->current = plan.new_current;
+        tree_apply_removal(t, &plan, children, touched, defs, n_touched, removed, n_remove);
         if (ret_changed) {
                 *ret_changed = TAKE_PTR(changed);
                 *ret_n_changed = plan.n_changed;
@@ -466,7 +483,7 @@ int snapshot_tree_remove_all(SnapshotTree *t) {
         }
         hashmap_free(t->by_name);
         t->by_name = NULL;
-        t->first = t->last = t->current = NULL;
+        t->first = t->last = t->current = t->reported_current = NULL;
         t->n = 0;
         return 0;
 }
@@ -542,5 +559,57 @@ int snapshot_tree_list(const SnapshotTree *t, const Snapshot *parent, uint64_t f
                 return -ENOMEM;
         *ret = l;
         *ret_n = n;
+        return 0;
+}
+
+/* ---- REDEFINE ---- */
+
+static int redefine_check(Domain *d, const SnapshotDef *def, char **ret_message) {
+        /* A snapshot being taken picked its parent already; the tree waits. */
+        if (d->snapshot_busy)
+                return error_message(ret_message, -QSNAP_E_BUSY, "Domain '%s' is taking a snapshot; try again after it.",
+                                     d->def->name);
+        if (!def->name)
+                return error_message(ret_message, -QSNAP_E_INVALID_XML, "REDEFINE needs the snapshot's <name>.");
+        if (snapshot_tree_find(&d->snapshots, def->name))
+                return error_message(ret_message, -QSNAP_E_ALREADY_EXISTS,
+                                     "Domain '%s' has a snapshot named '%s' already.", d->def->name, def->name);
+        if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
+                return error_message(ret_message, -QSNAP_E_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
+                                     def->parent);
+        return 0;
+}
+
+int snapshot_redefine_prepare(Domain *d, const char *xml, SnapshotDef **ret, char **ret_message) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        r = snapshot_def_parse(xml, strlen(xml), SNAPSHOT_PARSE_REDEFINE, &def, &why);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return error_message(ret_message, -QSNAP_E_INVALID_XML, "Invalid snapshot XML: %s", strna(why));
+        r = redefine_check(d, def, ret_message);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(def);
+        return 0;
+}
+
+int snapshot_redefine(Domain *d, SnapshotDef *def, bool make_current, Snapshot **ret, char **ret_message) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *owned = def;
+        Snapshot *s;
+        int r;
+
+        r = redefine_check(d, def, ret_message);
+        if (r < 0)
+                return r;
+        r = snapshot_tree_add(&d->snapshots, TAKE_PTR(owned), make_current, &s);
+        if (r < 0)
+                return error_message(ret_message, r, "Cannot store the snapshot metadata.");
+        manager_notify_snapshot_added(d->manager, d, s);
+        if (ret)
+                *ret = s;
         return 0;
 }

@@ -14,6 +14,7 @@
 
 #include "store/store.h"
 #include "store/xml-snapshot.h"
+#include "util/error.h"
 #include "util/hashmap.h"
 
 typedef struct Domain Domain;
@@ -37,6 +38,7 @@ struct SnapshotTree {
         Snapshot *first, *last;
         size_t n;
         Snapshot *current;
+        Snapshot *reported_current; /* the current one as the observer last heard of it (core/manager.c) */
         Store *store; /* NULL until opened */
         uint64_t next_seq;
 };
@@ -121,6 +123,17 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
 
 /* Forgets all metadata (Undefine with SNAPSHOTS_METADATA). */
 int snapshot_tree_remove_all(SnapshotTree *t);
+
+/* CreateSnapshot with REDEFINE, which records metadata only, in two
+ * halves around authorization. _prepare() parses xml and checks it against
+ * the tree, changing nothing: -QSNAP_E_INVALID_XML ("Invalid snapshot XML:
+ * …", or no <name>), -QSNAP_E_BUSY while a snapshot is being taken,
+ * -QSNAP_E_ALREADY_EXISTS, -QSNAP_E_NO_SUCH_SNAPSHOT for an unknown parent;
+ * *ret_message says which. snapshot_redefine() checks again, adds def
+ * (taken), with make_current as the current one, and tells the observer
+ * (snapshot_added). */
+int snapshot_redefine_prepare(Domain *d, const char *xml, SnapshotDef **ret, char **ret_message);
+int snapshot_redefine(Domain *d, SnapshotDef *def, bool make_current, Snapshot **ret, char **ret_message);
 
 /* Domain.ListSnapshots (parent NULL) and Snapshot.ListChildren (parent
  * set; DESCENDANTS recurses): the matching snapshots, in creation order,

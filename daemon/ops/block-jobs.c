@@ -22,6 +22,7 @@
 #include "core/operation.h"
 #include "ops/block-jobs.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
 #include "util/util.h"
 
 /* The plan of a job start; its Operation (core/operation.h) does the
@@ -62,11 +63,11 @@ static void start_call_reply(Operation *o, int error, const char *message) {
         c->done(o->domain, error, message, error < 0 ? NULL : c->job, c->userdata);
 }
 
-#define BLOCK_JOB_KIND(n, crash) \
+#define START_CALL_KIND(n, crash) \
         { .name = n, .crash_name = crash, .free_plan = start_call_free, .reply = start_call_reply }
-static const OperationKind block_pull_kind = BLOCK_JOB_KIND("block-pull", NULL);
-static const OperationKind block_commit_kind = BLOCK_JOB_KIND("block-commit", NULL);
-static const OperationKind block_copy_kind = BLOCK_JOB_KIND("block-copy", "block-copy");
+static const OperationKind block_pull_kind = START_CALL_KIND("block-pull", NULL);
+static const OperationKind block_commit_kind = START_CALL_KIND("block-commit", NULL);
+static const OperationKind block_copy_kind = START_CALL_KIND("block-copy", "block-copy");
 
 static const OperationKind *start_call_kind(JobType type) {
         return type == JOB_TYPE_COPY ? &block_copy_kind : type == JOB_TYPE_PULL ? &block_pull_kind : &block_commit_kind;
@@ -103,7 +104,7 @@ static void on_job_started(Qmp *qmp, int error, json_object *result, const char 
         int r;
 
         if (error < 0)
-                return operation_finishf(c->op, -EIO, "QEMU refused the job: %s", strna(desc));
+                return operation_finishf(c->op, -QSNAP_E_QEMU_FAILED, "QEMU refused the job: %s", strna(desc));
         r = d->jobs ? job_tracker_add(d->jobs, c->id, c->type, c->disk, c->bandwidth, &j) : -ENOTCONN;
         if (r < 0)
                 return operation_finish(c->op, r, "Cannot track the job.");
@@ -133,7 +134,7 @@ static void on_copy_target_added(Qmp *qmp, int error, json_object *result, const
 
         free(cs);
         if (error < 0)
-                return operation_finishf(c->op, -EIO, "QEMU cannot open the destination %s: %s", c->info->copy_dest,
+                return operation_finishf(c->op, -QSNAP_E_QEMU_FAILED, "QEMU cannot open the destination %s: %s", c->info->copy_dest,
                                          strna(desc));
         if (operation_undo_push(c->op, undo_copy_target, NULL) < 0)
                 return operation_finish(c->op, -ENOMEM, "Out of memory.");
@@ -154,7 +155,7 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
         if (error < 0 || !disk || qmp_find_format_node(result, disk->source, &device) <= 0 ||
             (c->base_file && qmp_find_format_node(result, c->base_file, &base) <= 0) ||
             (c->top_file && qmp_find_format_node(result, c->top_file, &top) <= 0))
-                return operation_finish(c->op, -EIO,
+                return operation_finish(c->op, -QSNAP_E_QEMU_FAILED,
                                         "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
 
         if (c->type == JOB_TYPE_COPY) {
@@ -188,38 +189,38 @@ static int job_prepare(Domain *d, const char *disk_name, const DomainDisk **ret_
 
         if (!disk) {
                 *ret_message = strprintf("Domain '%s' has no disk '%s'.", def->name, disk_name);
-                return -ENODEV;
+                return -QSNAP_E_NO_SUCH_DISK;
         }
         if (!domain_is_active(d) || !d->qmp || !d->jobs) {
                 *ret_message = strprintf("Domain '%s' is not running; block jobs need its QEMU.", def->name);
-                return -ESRCH;
+                return -QSNAP_E_NOT_RUNNING;
         }
         /* While a job of this domain is being finalized, block-graph queries
          * can crash QEMU 7.2 (a new job needs one): wait for it. */
         if (d->graph_busy) {
                 *ret_message = strprintf("A block job of domain '%s' is finishing; try again in a moment.", def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (d->snapshot_busy || domain_disk_job(d, disk->target)) {
                 *ret_message = strprintf("Disk %s of domain '%s' is busy with another job or operation.", disk->target,
                                          def->name);
-                return -EBUSY;
+                return -QSNAP_E_BUSY;
         }
         if (disk->transient) {
                 *ret_message = strprintf("Disk %s is transient; its chain is qsnapd's own.", disk->target);
-                return -EOPNOTSUPP;
+                return -QSNAP_E_UNSUPPORTED;
         }
         chain = domain_disk_chain(d, disk->source, disk->format);
         if (!chain) {
                 *ret_message = strprintf("Cannot read the backing chain of %s.", disk->source);
-                return -EIO;
+                return -QSNAP_E_QEMU_FAILED;
         }
         *ret_disk = disk;
         *ret_chain = chain;
         return 0;
 }
 
-/* A file of the chain: its index, or -EINVAL. "" is for the caller. */
+/* A file of the chain: its index, or -QSNAP_E_INVALID_ARGUMENT. "" is for the caller. */
 static int chain_index(const ImageChain *chain, const char *file) {
         char a[PATH_MAX], b[PATH_MAX];
 
@@ -227,12 +228,12 @@ static int chain_index(const ImageChain *chain, const char *file) {
                 if (streq(chain->layers[i].path, file) ||
                     (realpath(chain->layers[i].path, a) && realpath(file, b) && streq(a, b)))
                         return (int) i;
-        return -EINVAL;
+        return -QSNAP_E_INVALID_ARGUMENT;
 }
 
 /* base/top as the caller named it: a file of the chain, or libvirt's
  * "vda[N]" (N as GetXMLDesc numbers the chain: 0 the active image, N the
- * <backingStore index='N'>). Its index, or -EINVAL with *ret_message. */
+ * <backingStore index='N'>). Its index, or -QSNAP_E_INVALID_ARGUMENT with *ret_message. */
 static int chain_lookup(const DomainDisk *disk, const ImageChain *chain, const char *name, const char *what,
                         char **ret_message) {
         const char *open = strchr(name, '[');
@@ -254,11 +255,11 @@ static int chain_lookup(const DomainDisk *disk, const ImageChain *chain, const c
                         *ret_message = strprintf("%s '%s': disk %s has %zu images, %s[0] (the active one) to %s[%zu].",
                                                  what, name, disk->target, chain->n_layers, disk->target, disk->target,
                                                  chain->n_layers - 1);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
                 if (!streq(target, disk->target) && target[0] != '/') {
                         *ret_message = strprintf("%s '%s' names another disk than %s.", what, name, disk->target);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
         }
         i = chain_index(chain, name);
@@ -270,7 +271,7 @@ static int chain_lookup(const DomainDisk *disk, const ImageChain *chain, const c
 
 /* RELATIVE: the name of chain layer `to` as seen from layer `from` (above
  * it), composed from the relative names the headers in between hold, the
- * way libvirt does; -EINVAL when one of them is absolute. */
+ * way libvirt does; -QSNAP_E_INVALID_ARGUMENT when one of them is absolute. */
 static int relative_backing_name(const ImageChain *chain, int from, int to, char **ret, char **ret_message) {
         _cleanup_free_ char *path = strdup("");
 
@@ -285,12 +286,12 @@ static int relative_backing_name(const ImageChain *chain, int from, int to, char
                 r = image_read_backing_name(chain->layers[i].path, &name);
                 if (r < 0 || !name) {
                         *ret_message = strprintf("Cannot read the backing file name of %s.", chain->layers[i].path);
-                        return r < 0 ? r : -EIO;
+                        return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
                 }
                 if (name[0] == '/') {
                         *ret_message = strprintf("RELATIVE: %s names its backing file by the absolute path %s, so "
                                                  "there is no relative name to keep.", chain->layers[i].path, name);
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
                 slash = strrchr(path, '/');
                 next = strprintf("%.*s%s", slash ? (int) (slash - path + 1) : 0, path, name);
@@ -343,7 +344,7 @@ static int start_call_send(StartCall *c) {
 
         if (qmp_cmd_query_named_block_nodes(o->domain->qmp, on_nodes_for_job, c) < 0) {
                 operation_cancel(o);
-                return -EIO;
+                return -QSNAP_E_QEMU_FAILED;
         }
         operation_started(o);
         return 0;
@@ -377,11 +378,11 @@ int block_job_rebase(Domain *d, const char *disk_name, const char *base, uint64_
                 if (flags & BLOCK_REBASE_RELATIVE) {
                         *ret_message = strdup("RELATIVE does not go with COPY: the copy's backing file is named as the "
                                               "disk's is.");
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
                 if (isempty(base)) {
                         *ret_message = strdup("BlockRebase with COPY needs the destination file as base.");
-                        return -EINVAL;
+                        return -QSNAP_E_INVALID_ARGUMENT;
                 }
                 if (flags & BLOCK_REBASE_SHALLOW)
                         copy_flags |= BLOCK_COPY_SHALLOW;
@@ -393,18 +394,18 @@ int block_job_rebase(Domain *d, const char *disk_name, const char *base, uint64_
         }
         if (flags & (BLOCK_REBASE_SHALLOW | BLOCK_REBASE_REUSE_EXT | BLOCK_REBASE_COPY_RAW)) {
                 *ret_message = strdup("SHALLOW, REUSE_EXT and COPY_RAW go only with COPY.");
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if ((flags & BLOCK_REBASE_RELATIVE) && isempty(base)) {
                 *ret_message = strdup("RELATIVE needs a base: a full pull leaves no backing file to name.");
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         r = job_prepare(d, disk_name, &disk, &chain, ret_message);
         if (r < 0)
                 return r;
         if (chain->n_layers < 2) {
                 *ret_message = strprintf("Disk %s has no backing file to pull from.", disk->target);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (isempty(base))
                 return job_begin(d, JOB_TYPE_PULL, disk, chain, NULL, NULL, NULL, bandwidth, false, done, userdata);
@@ -415,7 +416,7 @@ int block_job_rebase(Domain *d, const char *disk_name, const char *base, uint64_
         if (b < 1) {
                 *ret_message = strprintf("Base '%s' is the active image of disk %s, not one of its backing files.", base,
                                          disk->target);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (flags & BLOCK_REBASE_RELATIVE) {
                 r = relative_backing_name(chain, 0, b, &relative, ret_message);
@@ -446,7 +447,7 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
                 return t;
         if (t == 0 && !(flags & BLOCK_COMMIT_ACTIVE)) {
                 *ret_message = strprintf("Committing the active layer of disk %s needs the ACTIVE flag (4).", disk->target);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (isempty(base))
                 b = (flags & BLOCK_COMMIT_SHALLOW) ? t + 1 : (int) chain->n_layers - 1;
@@ -459,7 +460,7 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
                 *ret_message = strprintf("'%s' is not a file below '%s' in the chain of disk %s.",
                                          isempty(base) ? "(the bottom)" : base,
                                          isempty(top) ? "(the active layer)" : top, disk->target);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         /* RELATIVE: the overlay of top gets base's relative name. An active
          * commit leaves no overlay above base: nothing to keep (libvirt). */
@@ -495,44 +496,44 @@ static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size
 
         if (lstat(dest, &st) < 0) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s does not exist: %m.", dest);
-                return errno == ENOENT ? -EINVAL : -errno;
+                return errno == ENOENT ? -QSNAP_E_INVALID_ARGUMENT : -errno;
         }
         if (!S_ISREG(st.st_mode)) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s is not a regular file.", dest);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (*format < 0)
                 *format = qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW;
         if (*format == DISK_FORMAT_QCOW2 && !qcow2) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s is not a qcow2 image.", dest);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (*format == DISK_FORMAT_RAW && qcow2) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s is a qcow2 image, not raw; say "
                                          "<driver type='qcow2'/>.", dest);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         r = image_virtual_size(dest, *format, &dest_size);
         if (r < 0) {
-                *ret_message = strprintf("REUSE_EXT: cannot read the size of %s: %s.", dest, strerror(-r));
-                return -EINVAL;
+                *ret_message = strprintf("REUSE_EXT: cannot read the size of %s: %s.", dest, qsnap_strerror(r));
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (dest_size != size) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s has %" PRIu64 " bytes, the disk %" PRIu64 ".",
                                          dest, dest_size, size);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (*format != DISK_FORMAT_QCOW2)
                 return 0;
         r = image_read_backing_name(dest, &name);
         if (r < 0) {
-                *ret_message = strprintf("REUSE_EXT: cannot read the header of %s: %s.", dest, strerror(-r));
-                return -EINVAL;
+                *ret_message = strprintf("REUSE_EXT: cannot read the header of %s: %s.", dest, qsnap_strerror(r));
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (!backing && name) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s has a backing file (%s); a full copy needs a "
                                          "standalone image.", dest, name);
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (!backing)
                 return 0;
@@ -545,7 +546,7 @@ static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size
         if (!name || !realpath(resolved ?: name, a) || !realpath(backing, b) || !streq(a, b)) {
                 *ret_message = strprintf("REUSE_EXT with SHALLOW: the destination %s must stand on %s (it names %s).",
                                          dest, backing, strna(name));
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         return 0;
 }
@@ -566,7 +567,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
 
         if (flags & ~BLOCK_COPY_ALL) {
                 *ret_message = strprintf("Unknown BlockCopy flags 0x%" PRIx64 ".", (uint64_t) (flags & ~BLOCK_COPY_ALL));
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         r = job_prepare(d, disk_name, &disk, &chain, ret_message);
         if (r < 0)
@@ -585,15 +586,15 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
                              streq(resolved_layer, resolved_dest))) {
                                 *ret_message = strprintf("The destination %s is an image of disk %s of domain '%s'.",
                                                          dest, def->disks[i].target, def->name);
-                                return -EINVAL;
+                                return -QSNAP_E_INVALID_ARGUMENT;
                         }
         }
         if ((flags & BLOCK_COPY_SHALLOW) && chain->n_layers > 1)
                 backing = chain->layers[1].path;
         r = image_virtual_size(disk->source, disk->format, &size);
         if (r < 0) {
-                *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, strerror(-r));
-                return -EIO;
+                *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(r));
+                return -QSNAP_E_QEMU_FAILED;
         }
         if (flags & BLOCK_COPY_REUSE_EXT) {
                 r = check_reused_dest(dest, &format, size, backing, ret_message);
@@ -605,7 +606,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
                 if (lstat(dest, &st) >= 0) {
                         *ret_message = strprintf("The destination %s exists already; pass REUSE_EXT (2) to copy into it.",
                                                  dest);
-                        return -EEXIST;
+                        return -QSNAP_E_ALREADY_EXISTS;
                 }
                 r = domain_check_new_file(dest, ret_message);
                 if (r < 0)
@@ -614,7 +615,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         if (backing && format != DISK_FORMAT_QCOW2) {
                 *ret_message = strprintf("A shallow copy of disk %s needs a qcow2 destination to stand on %s; %s would "
                                          "be %s.", disk->target, backing, dest, disk_format_to_string(format));
-                return -EINVAL;
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
 
         c = start_call_new(d, JOB_TYPE_COPY, disk, chain, backing, NULL, bandwidth, done, userdata);
@@ -634,7 +635,8 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
                                  ret_message);
                 if (r < 0) {
                         operation_cancel(c->op);
-                        return r == -EEXIST ? -EEXIST : r == -ENOSPC ? -ENOSPC : r == -ELOOP ? -EXDEV : -EIO;
+                        /* the name taken, a link where the file goes: named; the rest is the system's */
+                        return r == -EEXIST ? -QSNAP_E_ALREADY_EXISTS : r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED : r;
                 }
                 c->info->copy_created = true;
                 r = operation_undo_push(c->op, undo_copy_dest, NULL);
@@ -647,7 +649,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         c->copy_direct = supports_direct_io(dest);
         r = domain_job_journal_write_copy(d, c->id, c->info);
         if (r < 0) {
-                *ret_message = strprintf("Cannot write the journal of the copy: %s", strerror(-r));
+                *ret_message = strprintf("Cannot write the journal of the copy: %s", qsnap_strerror(r));
                 operation_cancel(c->op);
                 return r;
         }

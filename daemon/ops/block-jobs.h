@@ -31,8 +31,8 @@
 
 typedef void (*BlockJobStartedFunc)(Domain *d, int error, const char *message, Job *j, void *userdata);
 
-/* Both check everything first (-ENODEV disk, -EINVAL base/top/flags,
- * -ESRCH not running, -EBUSY), return < 0 with *ret_message at once, or
+/* Both check everything first (util/error.h: NoSuchDisk, InvalidArgument
+ * base/top/flags, NotRunning, Busy), return < 0 with *ret_message at once, or
  * call done once QEMU accepted or refused the job. */
 int block_job_pull(Domain *d, const char *disk, uint64_t bandwidth, uint64_t flags, BlockJobStartedFunc done,
                    void *userdata, char **ret_message);
@@ -45,7 +45,8 @@ int block_job_commit(Domain *d, const char *disk, const char *base, const char *
 
 /* BlockCopy, and BlockRebase with COPY: a mirror of the disk to dest
  * (format _DISK_FORMAT_INVALID: the disk's own, or with REUSE_EXT what the
- * file is), flags BLOCK_COPY_*. -EXDEV dest not allowed, -EEXIST dest
- * exists (without REUSE_EXT), -ENOSPC, besides the errors above. */
+ * file is), flags BLOCK_COPY_*. PathNotAllowed dest not allowed,
+ * AlreadyExists dest exists (without REUSE_EXT), NoSpace, besides the
+ * errors above. */
 int block_job_copy(Domain *d, const char *disk, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
                    uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message);

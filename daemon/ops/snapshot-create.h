@@ -17,9 +17,9 @@ typedef struct SnapshotPlan SnapshotPlan;
 typedef void (*SnapshotDoneFunc)(Domain *d, int error, const char *message, Snapshot *s, void *userdata);
 
 /* Parses and checks a CreateSnapshot request against the domain as it is
- * now; touches nothing. Errors: -EBADMSG (XML), -EINVAL, -EEXIST (name),
- * -ENODEV (disk), -EXDEV (path not allowed), -ENOSPC, -EOPNOTSUPP, -EBUSY,
- * -ESTALE, each with *ret_message. */
+ * now; touches nothing. Errors (util/error.h), each with *ret_message:
+ * InvalidXML, InvalidArgument, AlreadyExists (name), NoSuchDisk,
+ * PathNotAllowed, NoSpace, Unsupported, Busy, OperationInvalid. */
 int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan **ret, char **ret_message);
 SnapshotPlan *snapshot_plan_free(SnapshotPlan *p);
 static inline void snapshot_plan_freep(SnapshotPlan **p) {

@@ -27,10 +27,11 @@
  * end; the metadata changes only when it completed). */
 typedef void (*SnapshotDeleteFunc)(Domain *d, int error, const char *message, Job *job, void *userdata);
 
-/* The dry run: 0 when Delete would be allowed now, else the -errno Delete
- * would answer with (-EBUSY, -ENOSPC, -EOPNOTSUPP, -ESTALE, -EINVAL) and
- * *ret_message saying why. *ret_bytes: what the merges need on disk
- * (0 when nothing is merged). Touches nothing. */
+/* The dry run: 0 when Delete would be allowed now, else the error Delete
+ * would answer with (util/error.h: Busy, NoSpace, Unsupported,
+ * OperationInvalid, InvalidArgument) and *ret_message saying why.
+ * *ret_bytes: what the merges need on disk (0 when nothing is merged).
+ * Touches nothing. */
 int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char **ret_message);
 
 /* Runs the same check, then deletes. < 0 at once with *ret_message, or

@@ -25,10 +25,11 @@ typedef struct RevertPlan RevertPlan;
 typedef void (*RevertDoneFunc)(Domain *d, int error, const char *message, void *userdata);
 
 /* Checks a revert of s with flags against the domain as it is now and
- * touches nothing. Errors, each with *ret_message: -EINVAL (flags),
- * -EBUSY (a lifecycle call, snapshot operation or block job), -ESTALE
- * (OperationInvalid: FORCE needed, a file missing or used by another
- * chain, …), -EOPNOTSUPP, -EXDEV (an overlay outside the allowed folders). */
+ * touches nothing. Errors (util/error.h), each with *ret_message:
+ * InvalidArgument (flags), Busy (a lifecycle call, snapshot operation or
+ * block job), OperationInvalid (FORCE needed, a file missing or used by
+ * another chain, …), Unsupported, PathNotAllowed (an overlay outside the
+ * allowed folders). */
 int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_message);
 RevertPlan *revert_plan_free(RevertPlan *p);
 static inline void revert_plan_freep(RevertPlan **p) {

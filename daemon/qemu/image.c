@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "qemu/image.h"
+#include "util/error.h"
 #include "util/util.h"
 
 #define QCOW2_MAGIC 0x514649fbU
@@ -35,7 +36,7 @@ int image_open_regular(const char *path, int flags) {
         if (stat(path, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
-                return -EXDEV;
+                return -QSNAP_E_PATH_NOT_ALLOWED;
         /* O_NONBLOCK: a FIFO swapped in meanwhile cannot block us either. */
         fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | flags);
         if (fd < 0)
@@ -43,7 +44,7 @@ int image_open_regular(const char *path, int flags) {
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
-                return -EXDEV;
+                return -QSNAP_E_PATH_NOT_ALLOWED;
         return TAKE_FD(fd);
 }
 
@@ -55,7 +56,7 @@ int image_check_regular(const char *path, const char *what, char **ret_message) 
         *ret_message = strprintf("%s %s is not a regular file (%s); qsnapd opens only regular files.", what, path,
                                  S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a folder" :
                                  S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or other special file");
-        return *ret_message ? -EXDEV : -ENOMEM;
+        return *ret_message ? -QSNAP_E_PATH_NOT_ALLOWED : -ENOMEM;
 }
 
 static int pread_exact(int fd, void *buf, size_t n, off_t offset) {
@@ -217,7 +218,7 @@ int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
                         /* Not opened (a raw base has no header), but a FIFO or
                          * a device is no image of ours either. */
                         if (stat(c.layers[c.n_layers - 1].path, &st) >= 0 && !S_ISREG(st.st_mode))
-                                return -EXDEV;
+                                return -QSNAP_E_PATH_NOT_ALLOWED;
                         break;
                 }
                 r = qcow2_read_backing(c.layers[c.n_layers - 1].path, &backing, &backing_format);
@@ -355,7 +356,7 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
         if (r < 0) {
                 if (ret_message)
                         *ret_message = strprintf("Cannot read the size of %s: %s", backing,
-                                                 r == -EXDEV ? "not a regular file" : strerror(-r));
+                                                 r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r));
                 return r;
         }
         return image_create(path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);

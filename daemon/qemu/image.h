@@ -8,17 +8,19 @@
 #pragma once
 
 #include "store/xml-domain.h"
+#include "util/error.h"
 
 /* Every file named by a definition, by snapshot metadata or by an image
  * header is opened through this: stat first (a device is never opened,
  * a FIFO never blocks), O_RDONLY|O_NONBLOCK plus `flags` (O_NOFOLLOW), and
- * fstat again. Returns the descriptor, or -EXDEV for anything that is not
- * a regular file (FIFO, device, folder, socket), or -errno. Every reader
- * below uses it, so a chain with such a file in it is an error (-EXDEV),
- * never a stall. */
+ * fstat again. Returns the descriptor, or -QSNAP_E_PATH_NOT_ALLOWED for
+ * anything that is not a regular file (FIFO, device, folder, socket), or
+ * -errno. Every reader below uses it, so a chain with such a file in it is
+ * an error (-QSNAP_E_PATH_NOT_ALLOWED), never a stall. */
 int image_open_regular(const char *path, int flags);
 
-/* -EXDEV with *ret_message "<what> <path> is not a regular file (a FIFO)…"
+/* -QSNAP_E_PATH_NOT_ALLOWED with *ret_message "<what> <path> is not a
+ * regular file (a FIFO)…"
  * when path exists and is no regular file; 0 otherwise (a missing file is
  * left to the caller's own checks). For checks before qemu-img or QEMU is
  * handed a path. */
@@ -39,7 +41,7 @@ void image_chain_done(ImageChain *c);
 /* Follows backing file names (relative ones resolve against the folder of
  * the image naming them) down to the base. At most 256 layers; a loop or a
  * missing file ends the chain with an error, a FIFO, device or folder in
- * it with -EXDEV (never a stall). */
+ * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall). */
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
 
 /* "base <- mid <- active", the way Domain.Disks shows a chain. */

@@ -2,9 +2,10 @@
 /*
  * The block job tracker: owns the Jobs of one QMP connection, their
  * lifecycle phase (active → pending → finalizing → concluded → finished),
- * the progress poll (query-jobs, only while a job runs), rate measurement
- * and progress rate limiting, the commands it sends on the owner's behalf
- * and the adoption of jobs found in QEMU after a restart. Everything is
+ * the progress poll (query-jobs, only while a job runs), QEMU's job
+ * events, and the commands it sends. Progress reports and rates are in
+ * job-progress.c, adoption after a restart in job-adopt.c, the owner's
+ * calls in job-control.c (qemu/job-internal.h joins them). Everything is
  * asynchronous. Entry points from the event loop hold a reference on the
  * tracker and the job they work on, so the owner may free either from any
  * callback; after each callback the code checks whether it can go on.
@@ -14,82 +15,12 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "qemu/job-internal.h"
 #include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/json-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
-
-#define JOB_POLL_INTERVAL_DEFAULT (150 * USEC_PER_MSEC)
-#define PROGRESS_MIN_INTERVAL (100 * USEC_PER_MSEC) /* at most 10 a second */
-#define PROGRESS_MAX_INTERVAL USEC_PER_SEC          /* at least one a second while moving */
-#define PROGRESS_STEP 0.05                          /* … or one per 5 % */
-#define RATE_TIME_CONSTANT (2 * USEC_PER_SEC)       /* smoothing of the measured rate */
-
-#define MESSAGE_GONE "QEMU went away before the job ended (its process exited or closed the monitor)"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
-
-typedef enum JobPhase {
-        PHASE_ACTIVE,     /* running, ready or paused */
-        PHASE_PENDING,    /* waiting for the owner's job_finalize() */
-        PHASE_FINALIZING, /* job-finalize or job-cancel sent */
-        PHASE_CONCLUDED,  /* concluded in QEMU: query-jobs (for its error), then job-dismiss sent */
-        PHASE_FINISHED,   /* ended and reported */
-} JobPhase;
-
-typedef enum CallKind {
-        CALL_POLL,
-        CALL_ADOPT_JOBS,
-        CALL_ADOPT_BLOCK_JOBS,
-        CALL_COMPLETE,
-        CALL_CANCEL,
-        CALL_SET_SPEED,
-        CALL_PAUSE,
-        CALL_RESUME,
-        CALL_FINALIZE,
-        CALL_FINALIZE_CANCEL,
-        CALL_CONCLUDE_QUERY,
-        CALL_DISMISS,
-} CallKind;
-
-/* One command of ours in flight. */
-typedef struct Call Call;
-struct Call {
-        JobTracker *tracker;
-        Call *next;
-        int64_t id;
-        CallKind kind;
-        Job *job;           /* a reference; NULL for polls and adoption */
-        JobDoneFunc done;
-        void *userdata;
-        uint64_t value;     /* poll: its sequence number; set-speed: the bandwidth */
-};
-
-struct JobTracker {
-        unsigned n_ref;     /* the owner's, plus one per entry point running */
-        bool freed;         /* job_tracker_free() was called: no more callbacks */
-        bool disconnected;
-
-        Qmp *qmp;
-        sd_event *event;
-        JobObserver observer;
-        void *userdata;
-        int subscription;
-
-        Job *jobs, *jobs_tail;
-        Call *calls;
-
-        sd_event_source *poll_timer;
-        uint64_t poll_interval;
-        uint64_t poll_seq;  /* polls sent so far */
-        bool poll_in_flight;
-        bool sync_wanted;   /* poll at once */
-
-        bool adopting;
-        JobAdoptFunc adopt_done;
-        void *adopt_userdata;
-        json_object *adopt_jobs, *adopt_block_jobs;
-        unsigned adopt_replies;
-        int adopt_error;
-};
 
 static const char *const job_type_table[_JOB_TYPE_MAX] = {
         [JOB_TYPE_PULL] = "pull",
@@ -112,31 +43,12 @@ static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_STATE_CANCELED] = "canceled",
 };
 
-const char *job_type_to_string(JobType t) {
-        return t >= 0 && t < _JOB_TYPE_MAX ? job_type_table[t] : NULL;
-}
-
-JobType job_type_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_TYPE_MAX; i++)
-                if (streq(job_type_table[i], s))
-                        return (JobType) i;
-        return _JOB_TYPE_INVALID;
-}
-
-const char *job_state_to_string(JobState s) {
-        return s >= 0 && s < _JOB_STATE_MAX ? job_state_table[s] : NULL;
-}
-
-JobState job_state_from_string(const char *s) {
-        for (int i = 0; s && i < _JOB_STATE_MAX; i++)
-                if (streq(job_state_table[i], s))
-                        return (JobState) i;
-        return _JOB_STATE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(job_type, JobType);
+DEFINE_STRING_TABLE_LOOKUP(job_state, JobState);
 
 /* Internal snapshot jobs are not block jobs: the block-job-* verbs do
  * not find them. */
-static bool job_type_is_block_job(JobType type) {
+bool job_type_is_block_job(JobType type) {
         switch (type) {
         case JOB_TYPE_PULL:
         case JOB_TYPE_COPY:
@@ -154,44 +66,9 @@ static bool job_type_is_block_job(JobType type) {
         return false;
 }
 
-/* QEMU's job type, for adoption; the owner corrects it from its journal.
- * Only an active commit reaches READY. */
-static JobType job_type_from_qemu(const char *type, const char *status) {
-        if (!type)
-                return _JOB_TYPE_INVALID;
-        if (streq(type, "commit"))
-                return STR_IN_SET(status, "ready", "standby") ? JOB_TYPE_ACTIVE_COMMIT : JOB_TYPE_COMMIT;
-        if (streq(type, "stream"))
-                return JOB_TYPE_PULL;
-        if (streq(type, "mirror"))
-                return JOB_TYPE_COPY;
-        if (streq(type, "backup"))
-                return JOB_TYPE_BACKUP;
-        if (streq(type, "snapshot-save"))
-                return JOB_TYPE_SNAPSHOT_CREATE;
-        if (streq(type, "snapshot-load"))
-                return JOB_TYPE_SNAPSHOT_REVERT;
-        if (streq(type, "snapshot-delete"))
-                return JOB_TYPE_SNAPSHOT_DELETE;
-        return _JOB_TYPE_INVALID;
-}
-
-static int message_set(char **ret_message, int r, const char *fmt, ...) _printf_(3, 4);
-static int message_set(char **ret_message, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_message) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_message, fmt, ap) < 0)
-                        *ret_message = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 /* ---- references ---- */
 
-static JobTracker *tracker_hold(JobTracker *t) {
+JobTracker *tracker_hold(JobTracker *t) {
         t->n_ref++;
         return t;
 }
@@ -204,7 +81,7 @@ static void tracker_release(JobTracker *t) {
         free(t);
 }
 
-static void tracker_releasep(JobTracker **t) {
+void tracker_releasep(JobTracker **t) {
         if (*t)
                 tracker_release(*t);
 }
@@ -249,14 +126,14 @@ static Job **job_list_snapshot(JobTracker *t, size_t *ret_n) {
         return l;
 }
 
-static void job_list_free(Job **l, size_t n) {
+void job_list_free(Job **l, size_t n) {
         for (size_t i = 0; l && i < n; i++)
                 job_unref(l[i]);
         free(l);
 }
 
 /* The job is still ours and not ended: work on it may go on. */
-static bool job_alive(Job *j, JobTracker *t) {
+bool job_alive(Job *j, JobTracker *t) {
         return !t->freed && j->tracker == t && j->phase != PHASE_FINISHED;
 }
 
@@ -268,7 +145,7 @@ static const JobObserver *job_observer(JobTracker *t, Job *j, void **ret_userdat
 
 /* Calls one observer callback (the offset of its member in JobObserver);
  * false when the owner freed the tracker meanwhile. */
-static bool notify_at(JobTracker *t, Job *j, size_t member) {
+bool job_notify_at(JobTracker *t, Job *j, size_t member) {
         void (*cb)(Job *j, void *userdata);
         const JobObserver *o;
         void *userdata;
@@ -281,9 +158,8 @@ static bool notify_at(JobTracker *t, Job *j, size_t member) {
                 cb(j, userdata);
         return !t->freed;
 }
-#define notify(t, j, member) notify_at(t, j, offsetof(JobObserver, member))
 
-static void tracker_link(JobTracker *t, Job *j) {
+void tracker_link(JobTracker *t, Job *j) {
         j->tracker = t;
         j->next = NULL;
         if (t->jobs_tail)
@@ -360,12 +236,12 @@ static const char *call_command(const Call *c) {
         return "?";
 }
 
-static void call_free(Call *c) {
+void tracker_call_free(Call *c) {
         job_unref(c->job);
         free(c);
 }
 
-static void tracker_unlink_call(JobTracker *t, Call *c) {
+void tracker_unlink_call(JobTracker *t, Call *c) {
         for (Call **p = &t->calls; *p; p = &(*p)->next)
                 if (*p == c) {
                         *p = c->next;
@@ -375,7 +251,7 @@ static void tracker_unlink_call(JobTracker *t, Call *c) {
 }
 
 /* Sends the command of `kind` for j (may be NULL) and remembers it. */
-static int tracker_call(JobTracker *t, CallKind kind, Job *j, uint64_t value, JobDoneFunc done, void *userdata, Call **ret) {
+int tracker_call(JobTracker *t, CallKind kind, Job *j, uint64_t value, JobDoneFunc done, void *userdata, Call **ret) {
         _cleanup_free_ Call *c = NULL;
         int64_t id = -EINVAL;
 
@@ -450,7 +326,7 @@ static bool tracker_wants_poll(JobTracker *t) {
 
 /* The poll timer runs exactly while a job runs (or a sync is wanted) and
  * no poll is in flight; the period counts from the previous reply. */
-static void tracker_update_polling(JobTracker *t) {
+void tracker_update_polling(JobTracker *t) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         int enabled = SD_EVENT_OFF, r;
 
@@ -492,135 +368,9 @@ static int on_poll_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* ---- progress ---- */
-
-static bool job_progress_dirty(Job *j) {
-        return j->cur != j->reported_cur || j->end != j->reported_end;
-}
-
-/* Moved by 5 % of End since the last report, or reached the end. */
-static bool job_progress_big_step(Job *j) {
-        double now, before, d;
-
-        if (j->end == 0)
-                return false;
-        if (j->cur >= j->end)
-                return true;
-        now = (double) j->cur / (double) j->end;
-        before = j->reported_end > 0 ? (double) j->reported_cur / (double) j->reported_end : 0.0;
-        d = now > before ? now - before : before - now;
-        return d >= PROGRESS_STEP - 1e-9;
-}
-
-static bool job_progress_emit(Job *j) {
-        JobTracker *t = j->tracker;
-
-        j->reported_cur = j->cur;
-        j->reported_end = j->end;
-        j->reported_usec = now_usec(CLOCK_MONOTONIC);
-        (void) sd_event_source_set_enabled(j->progress_timer, SD_EVENT_OFF);
-        return notify(t, j, progress) && job_alive(j, t);
-}
-
-/* Reports now what is not reported yet, rate limit or not (before a
- * state change, so that Progress reaches the end before Ready or the end). */
-static bool job_progress_flush(Job *j) {
-        return job_progress_dirty(j) ? job_progress_emit(j) : true;
-}
-
-static int on_progress_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        _cleanup_(job_unrefp) Job *j = job_ref(userdata);
-        _unused_ _cleanup_(tracker_releasep) JobTracker *t = NULL;
-
-        if (!j->tracker)
-                return 0;
-        t = tracker_hold(j->tracker);
-        (void) job_progress_flush(j);
-        return 0;
-}
-
-/* Reports a change now, or arms the timer for when the rate limit allows
- * it: 100 ms after the last report for a 5 % step, 1 s for a smaller one. */
-static bool job_progress_schedule(Job *j) {
-        uint64_t now = now_usec(CLOCK_MONOTONIC), deadline;
-        int r;
-
-        if (!job_progress_dirty(j)) {
-                (void) sd_event_source_set_enabled(j->progress_timer, SD_EVENT_OFF);
-                return true;
-        }
-        deadline = j->reported_usec + (job_progress_big_step(j) ? PROGRESS_MIN_INTERVAL : PROGRESS_MAX_INTERVAL);
-        if (j->reported_usec == 0 || now >= deadline)
-                return job_progress_emit(j);
-
-        if (!j->progress_timer)
-                r = sd_event_add_time(j->tracker->event, &j->progress_timer, CLOCK_MONOTONIC, deadline, USEC_PER_MSEC,
-                                      on_progress_timer, j);
-        else {
-                r = sd_event_source_set_time(j->progress_timer, deadline);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(j->progress_timer, SD_EVENT_ONESHOT);
-        }
-        if (r < 0) {
-                log_warning_errno(r, "Job %s: failed to arm the progress timer, reporting now: %m", j->id);
-                return job_progress_emit(j);
-        }
-        return true;
-}
-
-static void job_rate_reset(Job *j) {
-        j->sample_usec = 0;
-        j->rate_seeded = false;
-        j->rate_f = 0;
-        j->rate = j->eta = 0;
-}
-
-/* One more (time, cur) sample of a running job: the rate is smoothed
- * with a time constant of 2 s, whatever the poll period. */
-static void job_rate_sample(Job *j, uint64_t now) {
-        double inst, alpha;
-        uint64_t dt;
-
-        if (j->sample_usec == 0 || j->cur < j->sample_cur || now <= j->sample_usec) {
-                j->sample_cur = j->cur;
-                j->sample_usec = now;
-                return;
-        }
-        dt = now - j->sample_usec;
-        if (dt < USEC_PER_MSEC)
-                return;
-        inst = (double) (j->cur - j->sample_cur) * (double) USEC_PER_SEC / (double) dt;
-        j->sample_cur = j->cur;
-        j->sample_usec = now;
-
-        /* Seed with the first real movement, not with a job still starting. */
-        if (!j->rate_seeded) {
-                if (inst <= 0)
-                        return;
-                j->rate_f = inst;
-                j->rate_seeded = true;
-        } else {
-                alpha = (double) dt / (double) (RATE_TIME_CONSTANT + dt);
-                j->rate_f += alpha * (inst - j->rate_f);
-        }
-        j->rate = (uint64_t) (j->rate_f + 0.5);
-        j->eta = j->rate > 0 && j->end > j->cur ? (j->end - j->cur + j->rate - 1) / j->rate : 0;
-}
-
-/* New progress figures (from a poll when `sample`, or an event). */
-static bool job_set_progress(Job *j, uint64_t cur, uint64_t end, bool sample) {
-        bool changed = cur != j->cur || end != j->end;
-
-        j->cur = cur;
-        j->end = end;
-        if (sample && j->state == JOB_STATE_RUNNING && j->phase == PHASE_ACTIVE)
-                job_rate_sample(j, now_usec(CLOCK_MONOTONIC));
-        return changed ? job_progress_schedule(j) : true;
-}
-
 /* ---- lifecycle ---- */
 
-static JobState job_outcome(Job *j, const char **ret_error) {
+JobState job_outcome(Job *j, const char **ret_error) {
         *ret_error = NULL;
         if (j->fail_reason) {
                 *ret_error = j->fail_reason;
@@ -679,7 +429,7 @@ static void job_end_with_outcome(Job *j) {
         job_end(j, s, error);
 }
 
-static void job_dismiss(Job *j) {
+void job_dismiss(Job *j) {
         int r;
 
         r = tracker_call(j->tracker, CALL_DISMISS, j, 0, NULL, NULL, NULL);
@@ -871,6 +621,15 @@ static void on_event(Qmp *qmp, const char *event, json_object *data, uint64_t ti
 
 /* ---- replies ---- */
 
+/* QEMU's words for a failed command, or ours. */
+const char *job_call_error_message(int error, const char *desc) {
+        if (error == -QSNAP_E_QEMU_FAILED)
+                return strna(desc);
+        if (error == -ECONNRESET)
+                return MESSAGE_GONE;
+        return qsnap_strerror(error);
+}
+
 static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *result, const char *desc) {
         _cleanup_free_ QmpJobInfo *infos = NULL;
         Job **jobs;
@@ -879,7 +638,7 @@ static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *resu
 
         t->poll_in_flight = false;
         if (error < 0) {
-                log_warning("query-jobs failed: %s", error == -EIO ? desc : strerror(-error));
+                log_warning("query-jobs failed: %s", job_call_error_message(error, desc));
                 return tracker_update_polling(t);
         }
         r = qmp_parse_query_jobs_all(result, &infos, &n);
@@ -922,7 +681,7 @@ static void tracker_on_poll(JobTracker *t, Call *c, int error, json_object *resu
                 tracker_update_polling(t);
 }
 
-static Job *job_new(const char *id, JobType type, const char *disk, uint64_t bandwidth) {
+Job *job_new(const char *id, JobType type, const char *disk, uint64_t bandwidth) {
         Job *j = new0(Job, 1);
 
         if (!j)
@@ -973,142 +732,12 @@ void job_local_update(Job *j, JobState state, uint64_t cur, uint64_t end, const 
                 j->error = strdup(error);
 }
 
-static void tracker_adopt_finish(JobTracker *t) {
-        _cleanup_(json_object_putp) json_object *jobs_reply = TAKE_PTR(t->adopt_jobs),
-                                                *block_reply = TAKE_PTR(t->adopt_block_jobs);
-        _cleanup_free_ QmpJobInfo *infos = NULL;
-        _cleanup_free_ QmpBlockJobInfo *binfos = NULL;
-        JobAdoptFunc done = t->adopt_done;
-        void *userdata = t->adopt_userdata;
-        size_t n = 0, nb = 0, m = 0;
-        Job **adopted = NULL;
-        int r = t->adopt_error;
-
-        t->adopting = false;
-        t->adopt_done = NULL;
-        t->adopt_userdata = NULL;
-        t->adopt_error = 0;
-        t->adopt_replies = 0;
-
-        if (r >= 0)
-                r = qmp_parse_query_jobs_all(jobs_reply, &infos, &n);
-        /* query-block-jobs only adds the speed: do without it if it failed. */
-        if (r >= 0 && block_reply && qmp_parse_query_block_jobs(block_reply, &binfos, &nb) < 0)
-                log_warning("Cannot understand the query-block-jobs reply; bandwidths unknown.");
-        if (r >= 0) {
-                adopted = new0(Job *, n);
-                if (!adopted)
-                        r = -ENOMEM;
-        }
-
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                const QmpJobInfo *info = infos + i;
-                JobType type = job_type_from_qemu(info->type, info->status);
-                uint64_t speed = 0;
-                bool paused = true; /* no block job: trust the status */
-                Job *j;
-
-                if (job_tracker_find(t, info->id) || streq(info->status, "null"))
-                        continue;
-                if (type < 0) {
-                        log_info("Leaving QEMU job %s alone: its type %s is not one of ours.", info->id, strna(info->type));
-                        continue;
-                }
-                for (size_t k = 0; k < nb; k++)
-                        if (streq(binfos[k].id, info->id)) {
-                                speed = binfos[k].speed;
-                                paused = binfos[k].paused;
-                        }
-                j = job_new(info->id, type, NULL, speed);
-                if (!j || (info->error && free_and_strdup(&j->end_error, info->error) < 0)) {
-                        job_unref(j);
-                        r = -ENOMEM;
-                        break;
-                }
-                j->adopted = true;
-                j->auto_finalize = STR_IN_SET(info->type, "snapshot-save", "snapshot-load", "snapshot-delete");
-                j->cur = j->reported_cur = info->current;
-                j->end = j->reported_end = info->total;
-                j->add_seq = t->poll_seq;
-
-                if (streq(info->status, "pending") && !j->auto_finalize) {
-                        j->phase = PHASE_PENDING;
-                        j->state = JOB_STATE_PENDING;
-                } else if (streq(info->status, "concluded")) {
-                        const char *error;
-
-                        j->phase = PHASE_CONCLUDED;
-                        j->end_known = true;
-                        j->state = job_outcome(j, &error);
-                        if (error && free_and_strdup(&j->error, error) < 0) {
-                                job_unref(j);
-                                r = -ENOMEM;
-                                break;
-                        }
-                } else {
-                        j->qemu_paused = STR_IN_SET(info->status, "paused", "standby");
-                        j->qemu_ready = j->ready = j->ready_notified = STR_IN_SET(info->status, "ready", "standby");
-                        j->user_paused = j->qemu_paused && paused;
-                        j->state = j->qemu_paused && j->user_paused ? JOB_STATE_PAUSED
-                                 : j->qemu_ready                   ? JOB_STATE_READY
-                                                                   : JOB_STATE_RUNNING;
-                        j->status_aborting = streq(info->status, "aborting");
-                }
-
-                log_info("Adopted QEMU job %s (%s, %s).", j->id, job_type_to_string(j->type), info->status);
-                tracker_link(t, j); /* takes the reference */
-                adopted[m++] = job_ref(j);
-        }
-
-        if (r < 0)
-                log_error_errno(r, "Failed to adopt the jobs QEMU runs: %m");
-        if (done)
-                done(t, r < 0 ? r : 0, userdata);
-
-        /* The owner knows them now: finish what waits. */
-        for (size_t i = 0; i < m && !t->freed; i++) {
-                Job *j = adopted[i];
-
-                if (!job_alive(j, t))
-                        continue;
-                if (j->phase == PHASE_PENDING)
-                        (void) notify(t, j, pending);
-                else if (j->phase == PHASE_CONCLUDED)
-                        job_dismiss(j);
-        }
-        job_list_free(adopted, m);
-        if (!t->freed)
-                tracker_update_polling(t);
-}
-
-static void tracker_on_adopt_reply(JobTracker *t, Call *c, int error, json_object *result, const char *desc) {
-        if (error < 0) {
-                if (c->kind == CALL_ADOPT_JOBS) {
-                        log_error("query-jobs failed: %s", error == -EIO ? desc : strerror(-error));
-                        t->adopt_error = error;
-                }
-        } else if (c->kind == CALL_ADOPT_JOBS)
-                t->adopt_jobs = json_object_get(result);
-        else
-                t->adopt_block_jobs = json_object_get(result);
-        if (++t->adopt_replies == 2)
-                tracker_adopt_finish(t);
-}
-
-static const char *call_error_message(int error, const char *desc) {
-        if (error == -EIO)
-                return desc;
-        if (error == -ECONNRESET)
-                return MESSAGE_GONE;
-        return strerror(-error);
-}
-
 /* The reply to a job_*() call: done() after our own bookkeeping. */
 static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *desc) {
         Job *j = c->job;
 
         if (error < 0) {
-                log_warning("Job %s: %s failed: %s", j->id, call_command(c), call_error_message(error, desc));
+                log_warning("Job %s: %s failed: %s", j->id, call_command(c), job_call_error_message(error, desc));
                 if (c->kind == CALL_COMPLETE)
                         j->pivoting = false;
                 else if (c->kind == CALL_CANCEL)
@@ -1124,7 +753,7 @@ static void tracker_on_op_reply(JobTracker *t, Call *c, int error, const char *d
         }
         /* Exactly once, even when the owner freed the tracker meanwhile. */
         if (c->done)
-                c->done(j, error, error < 0 ? call_error_message(error, desc) : NULL, c->userdata);
+                c->done(j, error, error < 0 ? job_call_error_message(error, desc) : NULL, c->userdata);
 }
 
 static void tracker_on_finalize_reply(JobTracker *t, Call *c, int error, const char *desc) {
@@ -1150,7 +779,7 @@ static void tracker_on_finalize_reply(JobTracker *t, Call *c, int error, const c
 
 static void tracker_on_conclude_query(JobTracker *t, Job *j, int error, json_object *result, const char *desc) {
         QmpJobInfo info;
-        int r = -EIO;
+        int r = -EBADMSG;
 
         if (error >= 0)
                 r = qmp_parse_query_jobs(result, j->id, &info);
@@ -1158,7 +787,7 @@ static void tracker_on_conclude_query(JobTracker *t, Job *j, int error, json_obj
                 log_oom();
         else if (r <= 0) /* dismiss anyway: a concluded job is no use to anyone */
                 log_warning("Job %s: cannot learn how it ended: %s", j->id,
-                            error < 0 ? call_error_message(error, desc) : r == 0 ? "not in query-jobs" : "bad reply");
+                            error < 0 ? job_call_error_message(error, desc) : r == 0 ? "not in query-jobs" : "bad reply");
         job_dismiss(j);
 }
 
@@ -1201,11 +830,11 @@ static void on_call_reply(Qmp *qmp, int error, json_object *result, const char *
                 if (t->freed || !job_alive(c->job, t) || c->job->phase != PHASE_CONCLUDED)
                         break;
                 if (error < 0)
-                        log_warning("Job %s: job-dismiss failed: %s", c->job->id, call_error_message(error, err_desc));
+                        log_warning("Job %s: job-dismiss failed: %s", c->job->id, job_call_error_message(error, err_desc));
                 job_end_with_outcome(c->job);
                 break;
         }
-        call_free(c);
+        tracker_call_free(c);
 }
 
 /* ---- connection ---- */
@@ -1324,8 +953,8 @@ JobTracker *job_tracker_free(JobTracker *t) {
 
                 calls = c->next;
                 if (c->done)
-                        c->done(c->job, -ECANCELED, "qsnapd stopped tracking the job", c->userdata);
-                call_free(c);
+                        c->done(c->job, -QSNAP_E_OPERATION_INVALID, "qsnapd stopped tracking the job", c->userdata);
+                tracker_call_free(c);
         }
 
         t->qmp = qmp_unref(t->qmp);
@@ -1346,7 +975,7 @@ int job_tracker_add_job(JobTracker *t, const char *id, const JobSpec *spec, Job 
         if (t->disconnected || !qmp_is_connected(t->qmp))
                 return -ENOTCONN;
         if (job_tracker_find(t, id))
-                return -EEXIST;
+                return -QSNAP_E_ALREADY_EXISTS;
 
         j = job_new(id, spec->type, spec->disk, spec->bandwidth);
         if (!j)
@@ -1374,168 +1003,4 @@ int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *dis
         return job_tracker_add_job(t, id, &(JobSpec) { .type = type, .disk = disk, .bandwidth = bandwidth }, ret);
 }
 
-int job_tracker_adopt(JobTracker *t, JobAdoptFunc done, void *userdata) {
-        Call *c = NULL;
-        int r;
-
-        if (!t || t->freed)
-                return -EINVAL;
-        if (t->disconnected || !qmp_is_connected(t->qmp))
-                return -ENOTCONN;
-        if (t->adopting)
-                return -EBUSY;
-
-        r = tracker_call(t, CALL_ADOPT_JOBS, NULL, 0, NULL, NULL, &c);
-        if (r < 0)
-                return log_error_errno(r, "Failed to send query-jobs: %m");
-        r = tracker_call(t, CALL_ADOPT_BLOCK_JOBS, NULL, 0, NULL, NULL, NULL);
-        if (r < 0) {
-                (void) qmp_cancel(t->qmp, c->id);
-                tracker_unlink_call(t, c);
-                call_free(c);
-                return log_error_errno(r, "Failed to send query-block-jobs: %m");
-        }
-        t->adopting = true;
-        t->adopt_done = done;
-        t->adopt_userdata = userdata;
-        return 0;
-}
-
 /* ---- the owner's calls ---- */
-
-int job_set_disk(Job *j, const char *disk) {
-        return free_and_strdup(&j->disk, disk);
-}
-
-void job_set_type(Job *j, JobType type) {
-        if (type >= 0 && type < _JOB_TYPE_MAX)
-                j->type = type;
-}
-
-void job_set_start_time(Job *j, uint64_t realtime_usec) {
-        j->start_time = realtime_usec;
-}
-
-/* May a call act on j now? */
-static int job_check_active(Job *j, const char *verb, char **ret_message) {
-        if (j->local)
-                return message_set(ret_message, -EOPNOTSUPP, "Job '%s' is qsnapd's own %s job: it cannot be %s; it ends by itself.",
-                                   j->id, job_type_to_string(j->type), verb);
-        if (!j->tracker || j->phase == PHASE_FINISHED)
-                return message_set(ret_message, -ESTALE, "Job '%s' has ended (%s): it can no longer be %s.", j->id,
-                                   job_state_to_string(j->state), verb);
-        if (j->tracker->disconnected)
-                return message_set(ret_message, -ENOTCONN, MESSAGE_GONE);
-        if (j->phase != PHASE_ACTIVE)
-                return message_set(ret_message, -ESTALE, "Job '%s' is finishing (%s): it can no longer be %s.", j->id,
-                                   job_state_to_string(j->state), verb);
-        return 0;
-}
-
-static int job_send(Job *j, CallKind kind, uint64_t value, JobDoneFunc done, void *userdata, const char *command,
-                    char **ret_message) {
-        int r;
-
-        r = tracker_call(j->tracker, kind, j, value, done, userdata, NULL);
-        if (r == -ENOTCONN)
-                return message_set(ret_message, r, MESSAGE_GONE);
-        if (r < 0)
-                return message_set(ret_message, log_error_errno(r, "Job %s: failed to send %s: %m", j->id, command),
-                                   "Failed to send %s: %s", command, strerror(-r));
-        return 0;
-}
-
-int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
-        int r;
-
-        r = job_check_active(j, "pivoted", ret_message);
-        if (r < 0)
-                return r;
-        if (j->pivoting)
-                return message_set(ret_message, -EBUSY, "Job '%s' is pivoting already.", j->id);
-        if (j->state != JOB_STATE_READY)
-                return message_set(ret_message, -ESTALE,
-                                   "Job '%s' is not ready to pivot (it is %s): wait for its Ready signal; "
-                                   "Cur reaching End is not enough.",
-                                   j->id, job_state_to_string(j->state));
-        r = job_send(j, CALL_COMPLETE, 0, done, userdata, "job-complete", ret_message);
-        if (r < 0)
-                return r;
-        j->pivoting = true;
-        return 0;
-}
-
-int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_message) {
-        int r;
-
-        if (j->local && !pivot && j->local_abort && !job_state_is_final(j->state)) {
-                r = j->local_abort(j, j->local_abort_data);
-                if (r < 0)
-                        return message_set(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
-                return 1;
-        }
-        if (pivot)
-                return job_pivot(j, done, userdata, ret_message);
-        r = job_check_active(j, "aborted", ret_message);
-        if (r < 0)
-                return r;
-        if (j->aborting)
-                return message_set(ret_message, -EBUSY, "Job '%s' is being aborted already.", j->id);
-        r = job_send(j, CALL_CANCEL, 0, done, userdata, "block-job-cancel", ret_message);
-        if (r < 0)
-                return r;
-        j->aborting = true;
-        j->soft_cancel = j->ready && (j->type == JOB_TYPE_COPY || j->type == JOB_TYPE_ACTIVE_COMMIT);
-        return 0;
-}
-
-int job_set_speed(Job *j, uint64_t bandwidth, JobDoneFunc done, void *userdata, char **ret_message) {
-        int r;
-
-        r = job_check_active(j, "throttled", ret_message);
-        if (r < 0)
-                return r;
-        if (!job_type_is_block_job(j->type))
-                return message_set(ret_message, -EOPNOTSUPP, "A %s job has no bandwidth to set.",
-                                   job_type_to_string(j->type));
-        if (bandwidth > INT64_MAX)
-                return message_set(ret_message, -EINVAL, "Bandwidth %" PRIu64 " is out of range (at most %" PRIi64 ").",
-                                   bandwidth, INT64_MAX);
-        return job_send(j, CALL_SET_SPEED, bandwidth, done, userdata, "block-job-set-speed", ret_message);
-}
-
-int job_pause(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
-        int r;
-
-        r = job_check_active(j, "paused", ret_message);
-        if (r < 0)
-                return r;
-        if (j->user_paused)
-                return 1;
-        return job_send(j, CALL_PAUSE, 0, done, userdata, "job-pause", ret_message);
-}
-
-int job_resume(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
-        int r;
-
-        r = job_check_active(j, "resumed", ret_message);
-        if (r < 0)
-                return r;
-        if (!j->user_paused)
-                return 1;
-        return job_send(j, CALL_RESUME, 0, done, userdata, "job-resume", ret_message);
-}
-
-int job_finalize(Job *j, bool commit, const char *reason) {
-        int r;
-
-        if (!j || !j->tracker || j->phase != PHASE_PENDING || j->tracker->disconnected)
-                return -ESTALE;
-        if (!commit && reason && free_and_strdup(&j->fail_reason, reason) < 0)
-                return log_oom();
-        r = tracker_call(j->tracker, commit ? CALL_FINALIZE : CALL_FINALIZE_CANCEL, j, 0, NULL, NULL, NULL);
-        if (r < 0)
-                return log_error_errno(r, "Job %s: failed to send %s: %m", j->id, commit ? "job-finalize" : "job-cancel");
-        j->phase = PHASE_FINALIZING;
-        return 0;
-}

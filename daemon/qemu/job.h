@@ -119,7 +119,7 @@ typedef struct JobObserver {
         void (*detached)(Job *j, void *userdata);
 } JobObserver;
 
-/* Read-only outside job.c. */
+/* Read-only outside the tracker (qemu/job*.c). */
 struct Job {
         unsigned n_ref;
         JobTracker *tracker; /* NULL once finished, or once the tracker is gone */
@@ -135,7 +135,7 @@ struct Job {
         bool owned;          /* has an observer of its own: the tracker's observer never sees it */
         bool auto_finalize;  /* QEMU finalizes it by itself (snapshot-save/-load/-delete): no pending() */
         bool local;          /* run by qsnapd itself (job_new_local()), not a QEMU job */
-        int (*local_abort)(Job *j, void *data); /* local: what Abort does (NULL: -EOPNOTSUPP) */
+        int (*local_abort)(Job *j, void *data); /* local: what Abort does (NULL: -QSNAP_E_UNSUPPORTED) */
         void *local_abort_data;
         uint64_t cur, end;   /* QEMU's current-progress/total-progress; their meaning varies by job */
         uint64_t bandwidth;  /* bytes/s, 0 = unlimited */
@@ -146,7 +146,7 @@ struct Job {
 
         void *userdata;      /* the owner's */
 
-        /* private to job.c */
+        /* private to the tracker (qemu/job*.c) */
         JobObserver owner;   /* owned: its observer, and the userdata for it */
         void *owner_userdata;
         unsigned phase;
@@ -162,9 +162,9 @@ struct Job {
         Job *next;
 };
 
-/* The end of an asynchronous job_*() call: error 0, or -errno with a
- * message (QEMU's own text for -EIO; "QEMU went away before the job
- * ended …" for -ECONNRESET).
+/* The end of an asynchronous job_*() call: error 0, or a QSNAP_E_* code or
+ * -errno with a message (QEMU's own text for -QSNAP_E_QEMU_FAILED; "QEMU
+ * went away before the job ended …" for -ECONNRESET).
  * A call that returns < 0 (with *ret_message) never calls done; one that
  * returns 0 calls it exactly once, never from inside the call itself; one
  * that returns 1 had nothing to do and does not call it. done may be NULL. */
@@ -176,7 +176,7 @@ typedef void (*JobDoneFunc)(Job *j, int error, const char *message, void *userda
  * job_tracker_disconnected(). */
 int job_tracker_new(Qmp *qmp, sd_event *event, const JobObserver *o, void *userdata, JobTracker **ret);
 /* Stops everything at once: no observer or adopt callback runs any more;
- * done callbacks still outstanding get -ECANCELED. Jobs stay with whoever
+ * done callbacks still outstanding get -QSNAP_E_OPERATION_INVALID. Jobs stay with whoever
  * holds a reference, detached (j->tracker == NULL). Free the tracker before
  * closing a QMP connection to a QEMU that keeps running (a daemon exit):
  * its jobs go on there and are adopted next time. */
@@ -200,7 +200,7 @@ void job_tracker_disconnected(JobTracker *t);
  * command's success reply; right after sending it works too (QMP answers
  * in order), but then a start QEMU refuses ends the job as failed,
  * "vanished". The tracker syncs with an immediate query-jobs: events QEMU
- * sent before do not matter. -EEXIST when the id is tracked, -ENOTCONN
+ * sent before do not matter. -QSNAP_E_ALREADY_EXISTS when the id is tracked, -ENOTCONN
  * after a disconnect. *ret is borrowed (may be NULL); the tracker keeps the
  * job until it finished. */
 int job_tracker_add(JobTracker *t, const char *id, JobType type, const char *disk, uint64_t bandwidth, Job **ret);
@@ -232,7 +232,7 @@ int job_tracker_add_job(JobTracker *t, const char *id, const JobSpec *spec, Job 
  * ready, pending or concluded. Adopted jobs are the tracker observer's. done(t, 0) comes once they all exist, without state_changed
  * for them; correct j->type/disk from the journal there (job_set_*()).
  * Afterwards jobs found pending get pending(), concluded ones are dismissed
- * and get finished(). -EBUSY while an adoption is in flight. */
+ * and get finished(). -QSNAP_E_BUSY while an adoption is in flight. */
 typedef void (*JobAdoptFunc)(JobTracker *t, int error, void *userdata);
 int job_tracker_adopt(JobTracker *t, JobAdoptFunc done, void *userdata);
 
@@ -242,6 +242,13 @@ static inline Job *job_next(Job *j) {
         return j->next;
 }
 #define JOB_TRACKER_FOREACH(j, t) for (Job *j = job_tracker_first(t); j; j = job_next(j))
+
+/* The owner of an owned job lets go of it before it ended (it gave up
+ * waiting, or is being freed): no callback reaches the owner any more,
+ * and the job stays out of the tracker observer's sight. Only for
+ * auto_finalize jobs, which QEMU ends by itself (the tracker dismisses
+ * them when they conclude); idempotent. */
+void job_disown(Job *j);
 
 Job *job_ref(Job *j);
 Job *job_unref(Job *j);
@@ -254,7 +261,7 @@ static inline void job_unrefp(Job **j) {
  * or several QEMU jobs in a row), shown like the others; no tracker. The
  * owner moves it with job_local_update(); job_abort() calls local_abort
  * (and returns 1: the end follows as the owner reports it); pivot, speed,
- * pause and resume answer -EOPNOTSUPP. */
+ * pause and resume answer -QSNAP_E_UNSUPPORTED. */
 Job *job_new_local(const char *id, JobType type, const char *disk);
 /* error: NULL unless failed. */
 void job_local_update(Job *j, JobState state, uint64_t cur, uint64_t end, const char *error);
@@ -264,15 +271,20 @@ int job_set_disk(Job *j, const char *disk);
 void job_set_type(Job *j, JobType type);
 void job_set_start_time(Job *j, uint64_t realtime_usec);
 
-/* job-complete. Only in READY: reaching cur == end is not readiness (an
- * active commit's End grows with guest writes), else -ESTALE. */
+/* The controls below refuse with -QSNAP_E_OPERATION_INVALID once the job
+ * ended or is finishing, -QSNAP_E_UNSUPPORTED for a local job (but its
+ * Abort), -ENOTCONN when QEMU went away.
+ *
+ * job-complete. Only in READY: reaching cur == end is not readiness (an
+ * active commit's End grows with guest writes), else
+ * -QSNAP_E_OPERATION_INVALID; -QSNAP_E_BUSY while a pivot is under way. */
 int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message);
 /* libvirt's Abort: pivot → job_pivot(); otherwise block-job-cancel (job-cancel
  * for snapshot jobs). A READY copy/active commit then ends canceled with
  * the source kept and the copy consistent. */
 int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_message);
 /* block-job-set-speed; j->bandwidth is updated (and state_changed called)
- * before done(0). -EOPNOTSUPP for snapshot jobs. */
+ * before done(0). -QSNAP_E_UNSUPPORTED for snapshot jobs. */
 int job_set_speed(Job *j, uint64_t bandwidth, JobDoneFunc done, void *userdata, char **ret_message);
 /* job-pause / job-resume; 1 when already paused (resp. not paused). State
  * becomes paused once QEMU agreed and the job stopped (both orders occur). */
@@ -282,6 +294,6 @@ int job_resume(Job *j, JobDoneFunc done, void *userdata, char **ret_message);
 /* The owner's answer to pending(): commit → job-finalize (the job then
  * ends completed, or canceled after a soft cancel); otherwise job-cancel
  * and the job ends failed with `reason` (e.g. "Cannot save the snapshot
- * metadata: …"), or canceled when reason is NULL. -ESTALE when the job is
- * not waiting for it. */
+ * metadata: …"), or canceled when reason is NULL.
+ * -QSNAP_E_OPERATION_INVALID when the job is not waiting for it. */
 int job_finalize(Job *j, bool commit, const char *reason);

@@ -8,9 +8,8 @@
 #include "qemu/qmp-commands.h"
 #include <stdarg.h>
 
+#include "util/json-util.h"
 #include "util/util.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 int64_t qmp_cmd_query_status(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
         return qmp_send(qmp, "query-status", NULL, cb, userdata);

@@ -20,6 +20,8 @@
 #include <sys/un.h>
 
 #include "qemu/qmp.h"
+#include "util/error.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
 #define QMP_READ_CHUNK (64U * 1024U)
@@ -30,8 +32,6 @@
  * object deeper in query-block. */
 #define QMP_JSON_DEPTH 512
 #define QMP_LOG_MAX 300
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
 
 /* json_object_object_add() that always takes v, also on failure. */
 static int json_add(json_object *o, const char *key, json_object *v) {
@@ -493,7 +493,7 @@ static void qmp_dispatch_reply(Qmp *q, json_object *msg, json_object *id) {
                 if (json_object_object_get_ex(err, "desc", &v) && json_object_is_type(v, json_type_string))
                         err_desc = json_object_get_string(v);
                 if (c->cb)
-                        c->cb(q, -EIO, NULL, err_class, err_desc, c->userdata);
+                        c->cb(q, -QSNAP_E_QEMU_FAILED, NULL, err_class, err_desc, c->userdata);
         } else {
                 json_object_object_get_ex(msg, "return", &v);
                 if (c->cb)

@@ -20,8 +20,10 @@ typedef struct Qmp Qmp;
 /* Reply to one command.
  *   error == 0:           success; `result` is the "return" member (borrowed,
  *                         valid only during the call; json_object_get() to keep).
- *   error == -EIO:        QEMU answered with an "error" member; err_class is
- *                         its "class" (e.g. "GenericError"), err_desc its "desc".
+ *   error == -QSNAP_E_QEMU_FAILED:
+ *                         QEMU answered with an "error" member; err_class is
+ *                         its "class" (e.g. "GenericError"), err_desc its "desc"
+ *                         (util/error.h).
  *   error == -ECONNRESET: the connection went away before the reply came.
  * The callback is called exactly once, unless the command was cancelled. */
 typedef void (*qmp_reply_func_t)(

@@ -9,8 +9,9 @@
  */
 #pragma once
 
-#include <json-c/json.h>
 #include <stdbool.h>
+
+#include "util/json-util.h"
 
 char *op_journal_path(const char *state_dir, const char *id, const char *kind);
 int op_journal_write(const char *state_dir, const char *id, const char *kind, json_object *o);

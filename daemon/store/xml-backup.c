@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "util/string-table.h"
 #include "util/util.h"
 #include "store/xml-backup.h"
 #include "store/xml-checkpoint.h"
@@ -44,20 +45,10 @@ static const char *const backup_disk_mode_table[_BACKUP_DISK_MODE_MAX] = {
         [BACKUP_DISK_MODE_INCREMENTAL] = "incremental",
 };
 
-#define DEFINE_STRING_TABLE(name, type, table, max)                              \
-        const char *name##_to_string(type v) {                                  \
-                if (v < 0 || v >= max)                                          \
-                        return NULL;                                            \
-                return table[v];                                                \
-        }                                                                       \
-        type name##_from_string(const char *s) {                                \
-                return (type) xml_table_lookup(table, max, s);                  \
-        }
-
-DEFINE_STRING_TABLE(backup_mode, BackupMode, backup_mode_table, _BACKUP_MODE_MAX)
-DEFINE_STRING_TABLE(backup_transport, BackupTransport, backup_transport_table, _BACKUP_TRANSPORT_MAX)
-DEFINE_STRING_TABLE(backup_disk_type, BackupDiskType, backup_disk_type_table, _BACKUP_DISK_TYPE_MAX)
-DEFINE_STRING_TABLE(backup_disk_mode, BackupDiskMode, backup_disk_mode_table, _BACKUP_DISK_MODE_MAX)
+DEFINE_STRING_TABLE_LOOKUP(backup_mode, BackupMode);
+DEFINE_STRING_TABLE_LOOKUP(backup_transport, BackupTransport);
+DEFINE_STRING_TABLE_LOOKUP(backup_disk_type, BackupDiskType);
+DEFINE_STRING_TABLE_LOOKUP(backup_disk_mode, BackupDiskMode);
 
 static void backup_server_free(BackupServer *s) {
         if (!s)
@@ -81,10 +72,12 @@ static void backup_disk_done(BackupDisk *d) {
         *d = (BackupDisk) { .format = _DISK_FORMAT_INVALID };
 }
 
+static void disk_item_done(void *item) {
+        backup_disk_done(item);
+}
+
 static void backup_disks_free(BackupDisk *disks, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                backup_disk_done(&disks[i]);
-        free(disks);
+        xml_items_free(disks, n, sizeof(BackupDisk), disk_item_done);
 }
 
 BackupDef *backup_def_free(BackupDef *def) {
@@ -302,10 +295,127 @@ static int parser_path(XmlParser *p, xmlNode *n, BackupDisk *d) {
         return xml_parser_keep_children(p, n, &d->extra_path_elements);
 }
 
+/* A backup='no' disk: libvirt reads nothing else of it, and its schema has
+ * no destination for one. */
+static int parser_excluded_disk(XmlParser *p, xmlNode *n, BackupDisk *d, XmlList *extra) {
+        int r;
+
+        if (has_attribute(n, "type"))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' has backup='no' and a type=", XML_QUOTE(d->name));
+        for (xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (xml_node_is(c, "target") || xml_node_is(c, "scratch") || xml_node_is(c, "driver"))
+                        return xml_parser_error(p, -EINVAL, c, "disk '%s' has backup='no' and a <%s>", XML_QUOTE(d->name),
+                                                (const char *) c->name);
+                r = xml_parser_keep_element(p, c, 0, extra);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* type=, backupmode=, incremental=, exportname=, exportbitmap= of a disk
+ * that is backed up. */
+static int parser_disk_attributes(XmlParser *p, const xmlNode *n, BackupMode mode, BackupDisk *d) {
+        _cleanup_free_ char *type = NULL, *backupmode = NULL;
+        const char *problem;
+        int r;
+
+        r = xml_attr_get(n, "type", &type);
+        if (r < 0)
+                return r;
+        if (type) {
+                d->type = backup_disk_type_from_string(type);
+                if (d->type < 0)
+                        return xml_parser_error(p, -EINVAL, n, "disk '%s' has type '%s', expected 'file' or 'block'",
+                                                XML_QUOTE(d->name), XML_QUOTE(type));
+        }
+        r = xml_attr_get(n, "backupmode", &backupmode);
+        if (r < 0)
+                return r;
+        if (backupmode) {
+                d->mode = backup_disk_mode_from_string(backupmode);
+                if (d->mode <= BACKUP_DISK_MODE_DEFAULT)
+                        return xml_parser_error(p, -EINVAL, n,
+                                                "disk '%s' has backupmode '%s', expected 'full' or 'incremental'",
+                                                XML_QUOTE(d->name), XML_QUOTE(backupmode));
+        }
+        r = xml_attr_get(n, "incremental", &d->incremental);
+        if (r < 0)
+                return r;
+        if (d->incremental) {
+                if (d->mode == BACKUP_DISK_MODE_FULL)
+                        return xml_parser_error(p, -EINVAL, n,
+                                                "disk '%s' has backupmode='full' and incremental='%s': a full backup "
+                                                "starts from no checkpoint",
+                                                XML_QUOTE(d->name), XML_QUOTE(d->incremental));
+                r = parser_checkpoint_ref(p, n, "incremental=", d->incremental);
+                if (r < 0)
+                        return r;
+        }
+
+        r = xml_attr_get(n, "exportname", &d->export_name);
+        if (r < 0)
+                return r;
+        r = xml_attr_get(n, "exportbitmap", &d->export_bitmap);
+        if (r < 0)
+                return r;
+        if (mode == BACKUP_MODE_PUSH && (d->export_name || d->export_bitmap))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' has %s=, which only a pull mode backup exports",
+                                        XML_QUOTE(d->name), d->export_name ? "exportname" : "exportbitmap");
+        if (d->export_name && (problem = check_export_name(d->export_name)))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportname='%s' %s", XML_QUOTE(d->name),
+                                        XML_QUOTE(d->export_name), problem);
+        if (d->export_bitmap && (problem = checkpoint_bitmap_name_check(d->export_bitmap)))
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportbitmap='%s' %s", XML_QUOTE(d->name),
+                                        XML_QUOTE(d->export_bitmap), problem);
+        return 0;
+}
+
+/* <driver>, and <target> (push) or <scratch> (pull), of a disk that is
+ * backed up. */
+static int parser_disk_children(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *d, XmlList *extra) {
+        const xmlNode *seen_driver = NULL, *seen_path = NULL;
+        int r;
+
+        for (xmlNode *c = n->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, n, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+
+                if (xml_node_is(c, "driver")) {
+                        r = xml_parser_check_once(p, c, &seen_driver);
+                        if (r >= 0)
+                                r = parser_driver(p, c, mode, d);
+                } else if (xml_node_is(c, path_element(mode))) {
+                        r = xml_parser_check_once(p, c, &seen_path);
+                        if (r >= 0)
+                                r = parser_path(p, c, d);
+                } else if (xml_node_is(c, path_element(mode == BACKUP_MODE_PULL ? BACKUP_MODE_PUSH : BACKUP_MODE_PULL)))
+                        return xml_parser_error(p, -EINVAL, c, "disk '%s' has <%s>, but a %s mode backup writes to <%s>",
+                                                XML_QUOTE(d->name), (const char *) c->name, backup_mode_to_string(mode),
+                                                path_element(mode));
+                else
+                        r = xml_parser_keep_element(p, c, 0, extra);
+                if (r < 0)
+                        return r;
+        }
+
+        /* libvirt's schema: a pull mode block scratch device must be named. */
+        if (mode == BACKUP_MODE_PULL && d->type == BACKUP_DISK_TYPE_BLOCK && !d->path)
+                return xml_parser_error(p, -EINVAL, n, "disk '%s' of type 'block' needs <scratch dev=…>",
+                                        XML_QUOTE(d->name));
+        return 0;
+}
+
 static int parser_disk(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *ret) {
         _cleanup_(backup_disk_done) BackupDisk d = { .format = _DISK_FORMAT_INVALID };
-        _cleanup_free_ char *type = NULL, *backupmode = NULL;
-        const xmlNode *seen_driver = NULL, *seen_path = NULL;
         XmlList extra = { .strv = &d.extra_elements };
         const char *problem;
         int backup, r;
@@ -330,115 +440,16 @@ static int parser_disk(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *re
         if (r < 0)
                 return r;
 
-        if (!d.backup) {
-                /* libvirt reads nothing else of an excluded disk; its schema
-                 * has no destination for one. */
-                if (has_attribute(n, "type"))
-                        return xml_parser_error(p, -EINVAL, n, "disk '%s' has backup='no' and a type=",
-                                                XML_QUOTE(d.name));
-                for (xmlNode *c = n->children; c; c = c->next) {
-                        r = xml_parser_skip_node(p, n, c);
-                        if (r < 0)
-                                return r;
-                        if (r > 0)
-                                continue;
-                        if (xml_node_is(c, "target") || xml_node_is(c, "scratch") || xml_node_is(c, "driver"))
-                                return xml_parser_error(p, -EINVAL, c, "disk '%s' has backup='no' and a <%s>",
-                                                        XML_QUOTE(d.name), (const char *) c->name);
-                        r = xml_parser_keep_element(p, c, 0, &extra);
-                        if (r < 0)
-                                return r;
-                }
-                goto done;
+        if (!d.backup)
+                r = parser_excluded_disk(p, n, &d, &extra);
+        else {
+                r = parser_disk_attributes(p, n, mode, &d);
+                if (r >= 0)
+                        r = parser_disk_children(p, n, mode, &d, &extra);
         }
-
-        r = xml_attr_get(n, "type", &type);
         if (r < 0)
                 return r;
-        if (type) {
-                d.type = backup_disk_type_from_string(type);
-                if (d.type < 0)
-                        return xml_parser_error(p, -EINVAL, n, "disk '%s' has type '%s', expected 'file' or 'block'",
-                                                XML_QUOTE(d.name), XML_QUOTE(type));
-        }
-        r = xml_attr_get(n, "backupmode", &backupmode);
-        if (r < 0)
-                return r;
-        if (backupmode) {
-                d.mode = backup_disk_mode_from_string(backupmode);
-                if (d.mode <= BACKUP_DISK_MODE_DEFAULT)
-                        return xml_parser_error(p, -EINVAL, n,
-                                                "disk '%s' has backupmode '%s', expected 'full' or 'incremental'",
-                                                XML_QUOTE(d.name), XML_QUOTE(backupmode));
-        }
-        r = xml_attr_get(n, "incremental", &d.incremental);
-        if (r < 0)
-                return r;
-        if (d.incremental) {
-                if (d.mode == BACKUP_DISK_MODE_FULL)
-                        return xml_parser_error(p, -EINVAL, n,
-                                                "disk '%s' has backupmode='full' and incremental='%s': a full backup "
-                                                "starts from no checkpoint",
-                                                XML_QUOTE(d.name), XML_QUOTE(d.incremental));
-                r = parser_checkpoint_ref(p, n, "incremental=", d.incremental);
-                if (r < 0)
-                        return r;
-        }
 
-        r = xml_attr_get(n, "exportname", &d.export_name);
-        if (r < 0)
-                return r;
-        r = xml_attr_get(n, "exportbitmap", &d.export_bitmap);
-        if (r < 0)
-                return r;
-        if (mode == BACKUP_MODE_PUSH && (d.export_name || d.export_bitmap))
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' has %s=, which only a pull mode backup exports",
-                                        XML_QUOTE(d.name), d.export_name ? "exportname" : "exportbitmap");
-        if (d.export_name && (problem = check_export_name(d.export_name)))
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportname='%s' %s", XML_QUOTE(d.name),
-                                        XML_QUOTE(d.export_name), problem);
-        if (d.export_bitmap && (problem = checkpoint_bitmap_name_check(d.export_bitmap)))
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' exportbitmap='%s' %s", XML_QUOTE(d.name),
-                                        XML_QUOTE(d.export_bitmap), problem);
-
-        for (xmlNode *c = n->children; c; c = c->next) {
-                r = xml_parser_skip_node(p, n, c);
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        continue;
-
-                if (xml_node_is(c, "driver")) {
-                        r = xml_parser_check_once(p, c, &seen_driver);
-                        if (r < 0)
-                                return r;
-                        r = parser_driver(p, c, mode, &d);
-                        if (r < 0)
-                                return r;
-                } else if (xml_node_is(c, path_element(mode))) {
-                        r = xml_parser_check_once(p, c, &seen_path);
-                        if (r < 0)
-                                return r;
-                        r = parser_path(p, c, &d);
-                        if (r < 0)
-                                return r;
-                } else if (xml_node_is(c, path_element(mode == BACKUP_MODE_PULL ? BACKUP_MODE_PUSH : BACKUP_MODE_PULL))) {
-                        return xml_parser_error(p, -EINVAL, c, "disk '%s' has <%s>, but a %s mode backup writes to <%s>",
-                                                XML_QUOTE(d.name), (const char *) c->name, backup_mode_to_string(mode),
-                                                path_element(mode));
-                } else {
-                        r = xml_parser_keep_element(p, c, 0, &extra);
-                        if (r < 0)
-                                return r;
-                }
-        }
-
-        /* libvirt's schema: a pull mode block scratch device must be named. */
-        if (mode == BACKUP_MODE_PULL && d.type == BACKUP_DISK_TYPE_BLOCK && !d.path)
-                return xml_parser_error(p, -EINVAL, n, "disk '%s' of type 'block' needs <scratch dev=…>",
-                                        XML_QUOTE(d.name));
-
-done:
         *ret = d;
         d = (BackupDisk) { .format = _DISK_FORMAT_INVALID };
         return 0;
@@ -446,10 +457,6 @@ done:
 
 static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata) {
         return parser_disk(p, c, *(const BackupMode *) userdata, item);
-}
-
-static void disk_item_done(void *item) {
-        backup_disk_done(item);
 }
 
 static int parser_disks(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk **ret, size_t *ret_n) {
@@ -471,17 +478,6 @@ static int parser_backup(XmlParser *p, xmlNode *root, BackupDef **ret) {
         XmlList extra = {};
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domainbackup")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domainbackup"))
-                        return xml_parser_error(p, -EINVAL, root,
-                                                "root element <domainbackup> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domainbackup>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
-        }
 
         def = new0(BackupDef, 1);
         if (!def)
@@ -548,29 +544,19 @@ static int parser_backup(XmlParser *p, xmlNode *root, BackupDef **ret) {
         return 0;
 }
 
+static int parse_backup_document(XmlParser *p, xmlNode *root, void *userdata) {
+        return parser_backup(p, root, userdata);
+}
+
 int backup_def_parse(const char *xml, size_t size, BackupDef **ret, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
         BackupDef *def = NULL;
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
-        if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_backup(&p, xmlDocGetRootElement(p.doc), &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domainbackup", parse_backup_document, &def, ret_error);
+        if (r < 0)
                 return r;
-        }
-
         *ret = def;
         return 0;
 }
@@ -742,6 +728,10 @@ static int backup_disk_copy(const BackupDisk *s, BackupDisk *ret) {
         return 0;
 }
 
+static int disk_item_copy(const void *from, void *to) {
+        return backup_disk_copy(from, to);
+}
+
 static int backup_server_copy(const BackupServer *s, BackupServer **ret) {
         BackupServer *c;
 
@@ -782,17 +772,10 @@ int backup_def_copy(const BackupDef *def, BackupDef **ret) {
         r = backup_server_copy(def->server, &c->server);
         if (r < 0)
                 return r;
-        if (def->n_disks > 0) {
-                c->disks = new0(BackupDisk, def->n_disks);
-                if (!c->disks)
-                        return -ENOMEM;
-                for (size_t i = 0; i < def->n_disks; i++) {
-                        r = backup_disk_copy(&def->disks[i], &c->disks[i]);
-                        if (r < 0)
-                                return r;
-                        c->n_disks = i + 1;
-                }
-        }
+        r = xml_items_copy(def->disks, def->n_disks, sizeof(BackupDisk), disk_item_copy, disk_item_done,
+                           (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(c);
         return 0;
 }
@@ -813,7 +796,7 @@ static int align_disk(BackupDef *def, BackupDisk *d, const DomainDef *dom, const
                 d->mode = d->incremental || def->incremental ? BACKUP_DISK_MODE_INCREMENTAL : BACKUP_DISK_MODE_FULL;
         if (d->mode == BACKUP_DISK_MODE_INCREMENTAL && !d->incremental) {
                 if (!def->incremental)
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' has backupmode='incremental' but names no checkpoint; give it "
                                            "incremental= or the backup an <incremental>.", d->name);
                 d->incremental = strdup(def->incremental);
@@ -825,7 +808,7 @@ static int align_disk(BackupDef *def, BackupDisk *d, const DomainDef *dom, const
 
         if (!d->path) {
                 if (d->type == BACKUP_DISK_TYPE_BLOCK)
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' has type 'block' but no <%s dev=…>: a device cannot be made up.",
                                            d->name, path_element(def->mode));
                 if (def->mode == BACKUP_MODE_PUSH && defaults && defaults->suffix && dd->source)
@@ -867,10 +850,10 @@ static int align_check_unique(const BackupDef *def, const BackupDisk *disks, siz
                         if (!disks[j].backup)
                                 continue;
                         if (disks[i].path && streq_ptr(disks[i].path, disks[j].path))
-                                return xml_set_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both write %s.",
+                                return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disks '%s' and '%s' would both write %s.",
                                                    disks[i].name, disks[j].name, disks[i].path);
                         if (disks[i].export_name && streq_ptr(disks[i].export_name, disks[j].export_name))
-                                return xml_set_error(ret_error, -EINVAL, "Disks '%s' and '%s' would both be exported as '%s'.",
+                                return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disks '%s' and '%s' would both be exported as '%s'.",
                                                    disks[i].name, disks[j].name, disks[i].export_name);
                 }
         }
@@ -887,7 +870,7 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
         if (!def || !dom)
                 return -EINVAL;
         if (dom->n_disks == 0)
-                return xml_set_error(ret_error, -EOPNOTSUPP, "Domain '%s' has no disks to back up.", dom->name);
+                return xml_set_error(ret_error, -QSNAP_E_UNSUPPORTED, "Domain '%s' has no disks to back up.", dom->name);
 
         given = new0(ssize_t, dom->n_disks);
         if (!given)
@@ -898,10 +881,10 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
                 ssize_t i = find_domain_disk(dom, def->disks[k].name);
 
                 if (i < 0)
-                        return xml_set_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name,
+                        return xml_set_error(ret_error, -QSNAP_E_NO_SUCH_DISK, "Domain '%s' has no disk '%s'.", dom->name,
                                            def->disks[k].name);
                 if (given[i] >= 0)
-                        return xml_set_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the backup's <disks>.",
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disk '%s' is listed twice in the backup's <disks>.",
                                            def->disks[k].name);
                 given[i] = (ssize_t) k;
         }
@@ -937,7 +920,7 @@ int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults 
                         goto fail;
         }
         if (n_backed_up == 0) {
-                r = xml_set_error(ret_error, -EINVAL, "No disk of domain '%s' would be backed up.", dom->name);
+                r = xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "No disk of domain '%s' would be backed up.", dom->name);
                 goto fail;
         }
         r = align_check_unique(def, disks, n, ret_error);

@@ -116,8 +116,8 @@ static inline void backup_def_freep(BackupDef **d) {
  * only in pull mode, exportname/exportbitmap only in pull mode, nothing
  * but name (and backupmode) on a backup='no' disk, backupmode='full'
  * without incremental=, absolute paths, a port number, a disk once.
- * Returns -EBADMSG (not well-formed), -EINVAL (not a valid backup
- * definition) or -EFBIG, with *ret_error naming the line and the problem.
+ * Returns -QSNAP_E_INVALID_XML (not well-formed, not a valid backup
+ * definition, too big), with *ret_error naming the line and the problem.
  * *ret is untouched on failure, *ret_error on success. */
 int backup_def_parse(const char *xml, size_t size, BackupDef **ret, char **ret_error);
 
@@ -151,9 +151,10 @@ typedef struct BackupDefaults {
  * type file, <driver type='qcow2'> when absent, its target or scratch
  * path per `defaults`, and in pull mode exportname = the target and,
  * when incremental, exportbitmap = "backup-<target>". Errors, with
- * *ret_error (may be NULL) saying which: -ENODEV no such disk, -EINVAL a
- * disk listed twice, backupmode='incremental' without a checkpoint, two
- * disks with one target path, scratch path or export name, nothing left
- * to back up; -EOPNOTSUPP a domain without disks. An explicitly listed
+ * *ret_error (may be NULL) saying which: -QSNAP_E_NO_SUCH_DISK no such
+ * disk, -QSNAP_E_INVALID_ARGUMENT a disk listed twice,
+ * backupmode='incremental' without a checkpoint, two disks with one target
+ * path, scratch path or export name, nothing left to back up;
+ * -QSNAP_E_UNSUPPORTED a domain without disks. An explicitly listed
  * read-only disk is backed up (libvirt). def is unchanged on failure. */
 int backup_def_align(BackupDef *def, const DomainDef *dom, const BackupDefaults *defaults, char **ret_error);

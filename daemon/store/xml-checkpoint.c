@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "util/string-table.h"
 #include "util/util.h"
 #include "store/xml-checkpoint.h"
 #include "store/xml-util.h"
@@ -26,15 +27,7 @@ static const char *const checkpoint_type_table[_CHECKPOINT_TYPE_MAX] = {
         [CHECKPOINT_TYPE_BITMAP] = "bitmap",
 };
 
-const char *checkpoint_type_to_string(CheckpointType t) {
-        if (t < 0 || t >= _CHECKPOINT_TYPE_MAX)
-                return NULL;
-        return checkpoint_type_table[t];
-}
-
-CheckpointType checkpoint_type_from_string(const char *s) {
-        return (CheckpointType) xml_table_lookup(checkpoint_type_table, _CHECKPOINT_TYPE_MAX, s);
-}
+DEFINE_STRING_TABLE_LOOKUP(checkpoint_type, CheckpointType);
 
 static void checkpoint_disk_done(CheckpointDisk *d) {
         free(d->name);
@@ -44,10 +37,12 @@ static void checkpoint_disk_done(CheckpointDisk *d) {
         *d = (CheckpointDisk) {};
 }
 
+static void disk_item_done(void *item) {
+        checkpoint_disk_done(item);
+}
+
 static void checkpoint_disks_free(CheckpointDisk *disks, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                checkpoint_disk_done(&disks[i]);
-        free(disks);
+        xml_items_free(disks, n, sizeof(CheckpointDisk), disk_item_done);
 }
 
 CheckpointDef *checkpoint_def_free(CheckpointDef *def) {
@@ -184,10 +179,6 @@ static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata)
         return parser_disk(p, c, item);
 }
 
-static void disk_item_done(void *item) {
-        checkpoint_disk_done(item);
-}
-
 static int parser_disks(XmlParser *p, xmlNode *n, CheckpointDisk **ret, size_t *ret_n) {
         void *items = NULL;
         int r;
@@ -210,17 +201,6 @@ static int parser_checkpoint(XmlParser *p, xmlNode *root, CheckpointParseFlags f
         const char *problem;
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domaincheckpoint")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domaincheckpoint"))
-                        return xml_parser_error(p, -EINVAL, root,
-                                                "root element <domaincheckpoint> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domaincheckpoint>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
-        }
 
         def = new0(CheckpointDef, 1);
         if (!def)
@@ -314,33 +294,29 @@ static int parser_checkpoint(XmlParser *p, xmlNode *root, CheckpointParseFlags f
         return 0;
 }
 
+typedef struct CheckpointParse {
+        CheckpointParseFlags flags;
+        CheckpointDef *def;
+} CheckpointParse;
+
+static int parse_checkpoint_document(XmlParser *p, xmlNode *root, void *userdata) {
+        CheckpointParse *cp = userdata;
+        return parser_checkpoint(p, root, cp->flags, &cp->def);
+}
+
 int checkpoint_def_parse(const char *xml, size_t size, CheckpointParseFlags flags, CheckpointDef **ret,
                          char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        CheckpointDef *def = NULL;
+        CheckpointParse cp = { .flags = flags };
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
         if (flags & ~CHECKPOINT_PARSE_REDEFINE)
-                r = xml_parser_error(&p, -EINVAL, NULL, "unknown parse flags 0x%x", (unsigned) flags);
-        else if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_checkpoint(&p, xmlDocGetRootElement(p.doc), flags, &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+                return xml_set_error(ret_error, -EINVAL, "unknown parse flags 0x%x", (unsigned) flags);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domaincheckpoint", parse_checkpoint_document, &cp, ret_error);
+        if (r < 0)
                 return r;
-        }
-
-        *ret = def;
+        *ret = cp.def;
         return 0;
 }
 
@@ -459,8 +435,13 @@ static int checkpoint_disk_copy(const CheckpointDisk *s, CheckpointDisk *ret) {
         return 0;
 }
 
+static int disk_item_copy(const void *from, void *to) {
+        return checkpoint_disk_copy(from, to);
+}
+
 int checkpoint_def_copy(const CheckpointDef *def, CheckpointDef **ret) {
         _cleanup_(checkpoint_def_freep) CheckpointDef *c = NULL;
+        int r;
 
         if (!def || !ret)
                 return -EINVAL;
@@ -475,18 +456,10 @@ int checkpoint_def_copy(const CheckpointDef *def, CheckpointDef **ret) {
             xml_strdup_to(def->domain_xml, &c->domain_xml) < 0 ||
             xml_strv_copy(def->extra_elements, &c->extra_elements) < 0)
                 return -ENOMEM;
-        if (def->n_disks > 0) {
-                c->disks = new0(CheckpointDisk, def->n_disks);
-                if (!c->disks)
-                        return -ENOMEM;
-                for (size_t i = 0; i < def->n_disks; i++) {
-                        int r = checkpoint_disk_copy(&def->disks[i], &c->disks[i]);
-
-                        if (r < 0)
-                                return r;
-                        c->n_disks = i + 1;
-                }
-        }
+        r = xml_items_copy(def->disks, def->n_disks, sizeof(CheckpointDisk), disk_item_copy, disk_item_done,
+                           (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(c);
         return 0;
 }
@@ -537,9 +510,9 @@ int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_er
         if (!def || !dom)
                 return -EINVAL;
         if (!def->name)
-                return xml_set_error(ret_error, -EINVAL, "The checkpoint has no name.");
+                return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "The checkpoint has no name.");
         if (dom->n_disks == 0)
-                return xml_set_error(ret_error, -EOPNOTSUPP,
+                return xml_set_error(ret_error, -QSNAP_E_UNSUPPORTED,
                                    "Domain '%s' has no disks: a checkpoint needs at least one.", dom->name);
 
         given = new0(ssize_t, dom->n_disks);
@@ -553,16 +526,16 @@ int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_er
                 ssize_t i = find_domain_disk(dom, d->name);
 
                 if (i == -2)
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' of the checkpoint names the source of more than one disk of "
                                            "domain '%s'; name it by its target.", d->name, dom->name);
                 if (i < 0)
-                        return xml_set_error(ret_error, -ENODEV, "Domain '%s' has no disk '%s'.", dom->name, d->name);
+                        return xml_set_error(ret_error, -QSNAP_E_NO_SUCH_DISK, "Domain '%s' has no disk '%s'.", dom->name, d->name);
                 if (given[i] >= 0)
-                        return xml_set_error(ret_error, -EINVAL, "Disk '%s' is listed twice in the checkpoint's <disks>.",
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT, "Disk '%s' is listed twice in the checkpoint's <disks>.",
                                            dom->disks[i].target);
                 if (d->type == CHECKPOINT_TYPE_BITMAP && (dom->disks[i].readonly || dom->disks[i].transient))
-                        return xml_set_error(ret_error, -EINVAL,
+                        return xml_set_error(ret_error, -QSNAP_E_INVALID_ARGUMENT,
                                            "Disk '%s' is %s: it cannot track changes; give it checkpoint='no'.",
                                            dom->disks[i].target, dom->disks[i].readonly ? "read-only" : "transient");
                 given[i] = (ssize_t) k;

@@ -79,10 +79,9 @@ typedef enum CheckpointParseFlags {
 } CheckpointParseFlags;
 
 /* Parses with XML_PARSE_NONET, no entity expansion, no DTD loading, at most
- * XML_MAX_DOCUMENT_SIZE bytes. Returns -EBADMSG (not well-formed XML),
- * -EINVAL (well-formed but not a valid checkpoint, or unknown flags) or
- * -EFBIG (too big), with *ret_error set to a message naming the line and
- * the problem, e.g. "line 4: <disk name='vdb' checkpoint='no'> cannot have
+ * XML_MAX_DOCUMENT_SIZE bytes. Returns -QSNAP_E_INVALID_XML (not
+ * well-formed XML, not a valid checkpoint, too big) or -EINVAL (unknown
+ * flags), with *ret_error set to a message naming the line and the problem, e.g. "line 4: <disk name='vdb' checkpoint='no'> cannot have
  * bitmap=". *ret is untouched on failure, *ret_error on success. Names
  * follow libvirt's schema: letters, digits, '_', '-' and '.', not first. */
 int checkpoint_def_parse(const char *xml, size_t size, CheckpointParseFlags flags, CheckpointDef **ret,
@@ -124,8 +123,9 @@ const char *checkpoint_bitmap_name_check(const char *s);
  * bitmap, except read-only and transient ones ('no'); with <disks> the
  * disks not listed get 'no'. Bitmap names default to def->name, which must
  * be set. Errors, with *ret_error (may be NULL) saying which disk:
- * -ENODEV no such disk, -EINVAL a disk listed twice, a bitmap on a
- * read-only or transient disk, no name, -EOPNOTSUPP a domain without disks.
+ * -QSNAP_E_NO_SUCH_DISK no such disk, -QSNAP_E_INVALID_ARGUMENT a disk
+ * listed twice, a bitmap on a read-only or transient disk, no name,
+ * -QSNAP_E_UNSUPPORTED a domain without disks.
  * def is unchanged on failure. Checking that a disk can hold a bitmap
  * (qcow2) is the operation's: it knows the images. */
 int checkpoint_def_align(CheckpointDef *def, const DomainDef *dom, char **ret_error);

@@ -16,6 +16,7 @@
 
 #include "store/xml-domain.h"
 #include "store/xml-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 /* Depth of the elements whose unknown children we keep, for indentation. */
@@ -28,20 +29,7 @@ static const char *const disk_format_table[_DISK_FORMAT_MAX] = {
         [DISK_FORMAT_RAW] = "raw",
 };
 
-const char *disk_format_to_string(DiskFormat f) {
-        if (f < 0 || f >= _DISK_FORMAT_MAX)
-                return NULL;
-        return disk_format_table[f];
-}
-
-DiskFormat disk_format_from_string(const char *s) {
-        if (!s)
-                return _DISK_FORMAT_INVALID;
-        for (DiskFormat f = 0; f < _DISK_FORMAT_MAX; f++)
-                if (streq(disk_format_table[f], s))
-                        return f;
-        return _DISK_FORMAT_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(disk_format, DiskFormat);
 
 static void domain_disk_done(DomainDisk *d) {
         free(d->target);
@@ -57,6 +45,10 @@ static void domain_disk_done(DomainDisk *d) {
         *d = (DomainDisk) {};
 }
 
+static void disk_item_done(void *item) {
+        domain_disk_done(item);
+}
+
 DomainDef *domain_def_free(DomainDef *def) {
         if (!def)
                 return NULL;
@@ -70,9 +62,7 @@ DomainDef *domain_def_free(DomainDef *def) {
         free(def->machine);
         free(def->emulator);
         free(def->monitor_path);
-        for (size_t i = 0; i < def->n_disks; i++)
-                domain_disk_done(&def->disks[i]);
-        free(def->disks);
+        xml_items_free(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_done);
         strv_free(def->extra_domain);
         strv_free(def->extra_os);
         strv_free(def->extra_devices);
@@ -334,12 +324,59 @@ static int parser_monitor(XmlParser *p, const xmlNode *n, const xmlNode **seen, 
         return 0;
 }
 
+/* <driver name='qemu' type='qcow2|raw'/> */
+static int parser_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d) {
+        _cleanup_free_ char *name = NULL, *format = NULL;
+        int r;
+
+        r = xml_attr_get(c, "name", &name);
+        if (r < 0)
+                return r;
+        if (name && !streq(name, "qemu"))
+                return xml_parser_error(p, -EINVAL, c, "disk driver name '%s' is not supported, expected 'qemu'",
+                                        XML_QUOTE(name));
+        r = xml_attr_get(c, "type", &format);
+        if (r < 0)
+                return r;
+        if (format) {
+                d->format = disk_format_from_string(format);
+                if (d->format < 0)
+                        return xml_parser_error(p, -EINVAL, c,
+                                                "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
+                                                XML_QUOTE(format));
+        }
+        return xml_collect_attributes(c, (const char *const[]) { "name", "type", NULL }, QSNAP_XML_NAMESPACE,
+                                      &d->extra_driver_attributes);
+}
+
+/* <target dev='vda' bus='virtio'/> */
+static int parser_disk_target(XmlParser *p, const xmlNode *c, DomainDisk *d) {
+        const char *problem;
+        int r;
+
+        r = xml_attr_get(c, "dev", &d->target);
+        if (r < 0)
+                return r;
+        if (!d->target)
+                return xml_parser_error(p, -EINVAL, c, "<target> has no dev= attribute");
+        problem = check_target_dev(d->target);
+        if (problem)
+                return xml_parser_error(p, -EINVAL, c, "<target dev='%s'> %s", XML_QUOTE(d->target), problem);
+        r = xml_attr_get(c, "bus", &d->bus);
+        if (r < 0)
+                return r;
+        problem = d->bus ? check_bus(d->bus) : NULL;
+        if (problem)
+                return xml_parser_error(p, -EINVAL, c, "<target bus='%s'> %s", XML_QUOTE(d->bus), problem);
+        return xml_collect_attributes(c, (const char *const[]) { "dev", "bus", NULL }, QSNAP_XML_NAMESPACE,
+                                      &d->extra_target_attributes);
+}
+
 static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
         _cleanup_(domain_disk_done) DomainDisk d = { .format = DISK_FORMAT_QCOW2 };
         _cleanup_free_ char *type = NULL, *device = NULL;
         const xmlNode *seen_driver = NULL, *seen_source = NULL, *seen_target = NULL;
         XmlList extra = { .strv = &d.extra_elements };
-        const char *problem;
         int r;
 
         r = xml_attr_get(n, "type", &type);
@@ -367,29 +404,10 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
                         continue;
 
                 if (xml_node_is(c, "driver")) {
-                        _cleanup_free_ char *name = NULL, *format = NULL;
-
                         r = xml_parser_check_once(p, c, &seen_driver);
                         if (r < 0)
                                 return r;
-                        r = xml_attr_get(c, "name", &name);
-                        if (r < 0)
-                                return r;
-                        if (name && !streq(name, "qemu"))
-                                return xml_parser_error(p, -EINVAL, c, "disk driver name '%s' is not supported, expected 'qemu'",
-                                                        XML_QUOTE(name));
-                        r = xml_attr_get(c, "type", &format);
-                        if (r < 0)
-                                return r;
-                        if (format) {
-                                d.format = disk_format_from_string(format);
-                                if (d.format < 0)
-                                        return xml_parser_error(p, -EINVAL, c,
-                                                                "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
-                                                                XML_QUOTE(format));
-                        }
-                        r = xml_collect_attributes(c, (const char *const[]) { "name", "type", NULL }, QSNAP_XML_NAMESPACE,
-                                                   &d.extra_driver_attributes);
+                        r = parser_disk_driver(p, c, &d);
                         if (r < 0)
                                 return r;
 
@@ -409,22 +427,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
                         r = xml_parser_check_once(p, c, &seen_target);
                         if (r < 0)
                                 return r;
-                        r = xml_attr_get(c, "dev", &d.target);
-                        if (r < 0)
-                                return r;
-                        if (!d.target)
-                                return xml_parser_error(p, -EINVAL, c, "<target> has no dev= attribute");
-                        problem = check_target_dev(d.target);
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "<target dev='%s'> %s", XML_QUOTE(d.target), problem);
-                        r = xml_attr_get(c, "bus", &d.bus);
-                        if (r < 0)
-                                return r;
-                        problem = d.bus ? check_bus(d.bus) : NULL;
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "<target bus='%s'> %s", XML_QUOTE(d.bus), problem);
-                        r = xml_collect_attributes(c, (const char *const[]) { "dev", "bus", NULL }, QSNAP_XML_NAMESPACE,
-                                                   &d.extra_target_attributes);
+                        r = parser_disk_target(p, c, &d);
                         if (r < 0)
                                 return r;
 
@@ -566,25 +569,106 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
         return 0;
 }
 
-static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
-        _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        const xmlNode *seen_name = NULL, *seen_uuid = NULL, *seen_description = NULL, *seen_memory = NULL,
-                *seen_current = NULL, *seen_vcpu = NULL, *seen_os = NULL, *seen_devices = NULL,
-                *seen_monitor = NULL;
-        XmlList extra = {};
+/* Where each element was first seen: the second one is an error naming it. */
+typedef struct DomainSeen {
+        const xmlNode *name, *uuid, *description, *memory, *current, *vcpu, *os, *devices, *monitor;
+} DomainSeen;
+
+static int parser_uuid(XmlParser *p, const xmlNode *c, DomainSeen *seen, DomainDef *def) {
+        _cleanup_free_ char *text = NULL;
+        char uuid[37];
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->uuid, &text);
+        if (r < 0)
+                return r;
+        if (uuid_canonicalize(xml_strip_blank(text), uuid) < 0)
+                return xml_parser_error(p, -EINVAL, c, "<uuid> is not a valid UUID: '%s'", XML_QUOTE(text));
+        def->uuid = strdup(uuid);
+        return def->uuid ? 0 : -ENOMEM;
+}
+
+static int parser_domain_child(XmlParser *p, xmlNode *c, DomainSeen *seen, DomainDef *def, XmlList *extra) {
         const char *problem;
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domain")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domain"))
-                        return xml_parser_error(p, -EINVAL, root, "root element <domain> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domain>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
+        if (xml_node_is(c, "name")) {
+                r = xml_parser_text_once(p, c, &seen->name, &def->name);
+                if (r < 0)
+                        return r;
+                problem = check_name(def->name);
+                return problem ? xml_parser_error(p, -EINVAL, c, "%s", problem) : 0;
         }
+        if (xml_node_is(c, "uuid"))
+                return parser_uuid(p, c, seen, def);
+        if (xml_node_is(c, "description"))
+                return xml_parser_text_once(p, c, &seen->description, &def->description);
+        if (xml_node_is(c, "memory")) {
+                r = xml_parser_check_once(p, c, &seen->memory);
+                return r < 0 ? r : parser_memory(p, c, &def->memory_kib);
+        }
+        if (xml_node_is(c, "currentMemory")) {
+                r = xml_parser_check_once(p, c, &seen->current);
+                return r < 0 ? r : parser_memory(p, c, &def->current_memory_kib);
+        }
+        if (xml_node_is(c, "vcpu")) {
+                r = xml_parser_check_once(p, c, &seen->vcpu);
+                if (r >= 0)
+                        r = parser_vcpu(p, c, &def->vcpus);
+                return r < 0 ? r : xml_collect_attributes(c, (const char *const[]) { NULL }, QSNAP_XML_NAMESPACE,
+                                                          &def->extra_vcpu_attributes);
+        }
+        if (xml_node_is(c, "os")) {
+                r = xml_parser_check_once(p, c, &seen->os);
+                return r < 0 ? r : parser_os(p, c, def);
+        }
+        if (xml_node_is(c, "devices")) {
+                r = xml_parser_check_once(p, c, &seen->devices);
+                return r < 0 ? r : parser_devices(p, c, def, &seen->monitor);
+        }
+        if (node_is_monitor(c))
+                return parser_monitor(p, c, &seen->monitor, def);
+        return xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, extra);
+}
+
+/* What must be there, and the defaults of what may be left out. */
+static int parser_domain_finish(XmlParser *p, const xmlNode *root, const DomainSeen *seen, DomainDef *def) {
+        int r;
+
+        if (!seen->name)
+                return xml_parser_error(p, -EINVAL, root, "<domain> has no <name>");
+        if (!seen->memory)
+                return xml_parser_error(p, -EINVAL, root, "<domain> has no <memory>");
+        if (!seen->current)
+                def->current_memory_kib = def->memory_kib;
+        else if (def->current_memory_kib > def->memory_kib)
+                return xml_parser_error(p, -EINVAL, seen->current,
+                                        "<currentMemory> (%" PRIu64 " KiB) is larger than <memory> (%" PRIu64 " KiB)",
+                                        def->current_memory_kib, def->memory_kib);
+
+        if (!def->uuid) {
+                char uuid[37];
+
+                r = uuid_generate_string(uuid);
+                if (r < 0)
+                        return r;
+                def->uuid = strdup(uuid);
+                if (!def->uuid)
+                        return -ENOMEM;
+                def->uuid_generated = true;
+        }
+        r = free_and_strdup(&def->type, def->type ?: "kvm");
+        if (r < 0)
+                return r;
+        return free_and_strdup(&def->os_type, def->os_type ?: "hvm");
+}
+
+static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
+        _cleanup_(domain_def_freep) DomainDef *def = NULL;
+        DomainSeen seen = {};
+        XmlList extra = {};
+        const char *problem;
+        int r;
 
         def = calloc(1, sizeof(DomainDef));
         if (!def)
@@ -611,115 +695,11 @@ static int parser_domain(XmlParser *p, xmlNode *root, DomainDef **ret) {
                         return r;
                 if (r > 0)
                         continue;
-
-                if (xml_node_is(c, "name")) {
-                        r = xml_parser_text_once(p, c, &seen_name, &def->name);
-                        if (r < 0)
-                                return r;
-                        problem = check_name(def->name);
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "%s", problem);
-
-                } else if (xml_node_is(c, "uuid")) {
-                        _cleanup_free_ char *text = NULL;
-                        char uuid[37];
-
-                        r = xml_parser_text_once(p, c, &seen_uuid, &text);
-                        if (r < 0)
-                                return r;
-                        if (uuid_canonicalize(xml_strip_blank(text), uuid) < 0)
-                                return xml_parser_error(p, -EINVAL, c, "<uuid> is not a valid UUID: '%s'", XML_QUOTE(text));
-                        def->uuid = strdup(uuid);
-                        if (!def->uuid)
-                                return -ENOMEM;
-
-                } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "memory")) {
-                        r = xml_parser_check_once(p, c, &seen_memory);
-                        if (r < 0)
-                                return r;
-                        r = parser_memory(p, c, &def->memory_kib);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "currentMemory")) {
-                        r = xml_parser_check_once(p, c, &seen_current);
-                        if (r < 0)
-                                return r;
-                        r = parser_memory(p, c, &def->current_memory_kib);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "vcpu")) {
-                        r = xml_parser_check_once(p, c, &seen_vcpu);
-                        if (r < 0)
-                                return r;
-                        r = parser_vcpu(p, c, &def->vcpus);
-                        if (r < 0)
-                                return r;
-                        r = xml_collect_attributes(c, (const char *const[]) { NULL }, QSNAP_XML_NAMESPACE,
-                                                   &def->extra_vcpu_attributes);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "os")) {
-                        r = xml_parser_check_once(p, c, &seen_os);
-                        if (r < 0)
-                                return r;
-                        r = parser_os(p, c, def);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "devices")) {
-                        r = xml_parser_check_once(p, c, &seen_devices);
-                        if (r < 0)
-                                return r;
-                        r = parser_devices(p, c, def, &seen_monitor);
-                        if (r < 0)
-                                return r;
-
-                } else if (node_is_monitor(c)) {
-                        r = parser_monitor(p, c, &seen_monitor, def);
-                        if (r < 0)
-                                return r;
-
-                } else {
-                        r = xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, &extra);
-                        if (r < 0)
-                                return r;
-                }
-        }
-
-        if (!seen_name)
-                return xml_parser_error(p, -EINVAL, root, "<domain> has no <name>");
-        if (!seen_memory)
-                return xml_parser_error(p, -EINVAL, root, "<domain> has no <memory>");
-        if (!seen_current)
-                def->current_memory_kib = def->memory_kib;
-        else if (def->current_memory_kib > def->memory_kib)
-                return xml_parser_error(p, -EINVAL, seen_current,
-                                        "<currentMemory> (%" PRIu64 " KiB) is larger than <memory> (%" PRIu64 " KiB)",
-                                        def->current_memory_kib, def->memory_kib);
-
-        if (!def->uuid) {
-                char uuid[37];
-
-                r = uuid_generate_string(uuid);
+                r = parser_domain_child(p, c, &seen, def, &extra);
                 if (r < 0)
                         return r;
-                def->uuid = strdup(uuid);
-                if (!def->uuid)
-                        return -ENOMEM;
-                def->uuid_generated = true;
         }
-        r = free_and_strdup(&def->type, def->type ?: "kvm");
-        if (r < 0)
-                return r;
-        r = free_and_strdup(&def->os_type, def->os_type ?: "hvm");
+        r = parser_domain_finish(p, root, &seen, def);
         if (r < 0)
                 return r;
 
@@ -744,30 +724,25 @@ static bool uses_qemu_namespace(const xmlNode *n) {
         return false;
 }
 
+static int parse_domain_document(XmlParser *p, xmlNode *root, void *userdata) {
+        DomainDef **ret = userdata;
+        int r;
+
+        r = parser_domain(p, root, ret);
+        if (r >= 0)
+                (*ret)->qemu_passthrough = uses_qemu_namespace(root);
+        return r;
+}
+
 int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
         DomainDef *def = NULL;
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
-        if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_domain(&p, xmlDocGetRootElement(p.doc), &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domain", parse_domain_document, &def, ret_error);
+        if (r < 0)
                 return r;
-        }
-
-        def->qemu_passthrough = uses_qemu_namespace(xmlDocGetRootElement(p.doc));
         *ret = def;
         return 0;
 }
@@ -1009,6 +984,10 @@ static int domain_disk_copy(const DomainDisk *s, DomainDisk *ret) {
         return 0;
 }
 
+static int disk_item_copy(const void *from, void *to) {
+        return domain_disk_copy(from, to);
+}
+
 int domain_def_copy(const DomainDef *def, DomainDef **ret) {
         _cleanup_(domain_def_freep) DomainDef *c = NULL;
         int r;
@@ -1042,17 +1021,10 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
             xml_strv_copy(def->extra_os_attributes, &c->extra_os_attributes) < 0)
                 return -ENOMEM;
 
-        if (def->n_disks > 0) {
-                c->disks = calloc(def->n_disks, sizeof(DomainDisk));
-                if (!c->disks)
-                        return -ENOMEM;
-                for (size_t i = 0; i < def->n_disks; i++) {
-                        r = domain_disk_copy(&def->disks[i], &c->disks[i]);
-                        if (r < 0)
-                                return r;
-                        c->n_disks++;
-                }
-        }
+        r = xml_items_copy(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_copy, disk_item_done,
+                           (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(c);
         return 0;
@@ -1112,22 +1084,26 @@ static int parser_copy_dest(XmlParser *p, const xmlNode *n, char **ret_file, Dis
         return 0;
 }
 
+typedef struct CopyDest {
+        char *file;
+        DiskFormat format;
+} CopyDest;
+
+static int parse_copy_dest_document(XmlParser *p, xmlNode *root, void *userdata) {
+        CopyDest *c = userdata;
+        return parser_copy_dest(p, root, &c->file, &c->format);
+}
+
 int domain_copy_dest_parse(const char *xml, size_t size, char **ret_file, DiskFormat *ret_format, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
+        CopyDest c = {};
         int r;
 
         if (!ret_file || !ret_format || (!xml && size > 0))
                 return -EINVAL;
-        if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes", size,
-                                     XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_copy_dest(&p, xmlDocGetRootElement(p.doc), ret_file, ret_format);
-        }
-        if (r < 0 && ret_error && p.error)
-                *ret_error = TAKE_PTR(p.error);
-        return r;
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, NULL, parse_copy_dest_document, &c, ret_error);
+        if (r < 0)
+                return r;
+        *ret_file = c.file;
+        *ret_format = c.format;
+        return 0;
 }

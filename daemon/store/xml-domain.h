@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/error.h"
+
 #define QSNAP_XML_NAMESPACE "http://example.org/qsnap/1"
 #define LIBVIRT_QEMU_NAMESPACE "http://libvirt.org/schemas/domain/qemu/1.0"
 #define XML_MAX_DOCUMENT_SIZE (4U * 1024U * 1024U)
@@ -90,10 +92,10 @@ static inline void domain_def_freep(DomainDef **d) {
 }
 
 /* Parses with XML_PARSE_NONET, no entity expansion, no DTD loading, at most
- * XML_MAX_DOCUMENT_SIZE bytes. On failure returns -EINVAL (well-formed but
- * not a valid definition) or -EBADMSG (not well-formed XML), -EFBIG (too
- * big), and sets *ret_error to a message naming the line and the problem,
- * e.g. "line 3: <memory> is not a number: 'lots'". */
+ * XML_MAX_DOCUMENT_SIZE bytes. A document that is not well-formed, not a
+ * valid definition or too big is -QSNAP_E_INVALID_XML, with *ret_error set
+ * to a message naming the line and the problem, e.g. "line 3: <memory> is
+ * not a number: 'lots'". */
 int domain_def_parse(const char *xml, size_t size, DomainDef **ret, char **ret_error);
 
 typedef enum DomainFormatFlags {

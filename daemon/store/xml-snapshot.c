@@ -16,6 +16,7 @@
 
 #include "store/xml-snapshot.h"
 #include "store/xml-util.h"
+#include "util/string-table.h"
 #include "util/util.h"
 
 /* Depth of elements below <domainsnapshot>, for indentation. */
@@ -51,35 +52,9 @@ static const char *const merge_direction_table[_MERGE_MAX] = {
         [MERGE_BACKWARD] = "backward",
 };
 
-const char *snapshot_location_to_string(SnapshotLocation l) {
-        if (l < 0 || l >= _SNAPSHOT_LOCATION_MAX)
-                return NULL;
-        return snapshot_location_table[l];
-}
-
-SnapshotLocation snapshot_location_from_string(const char *s) {
-        return (SnapshotLocation) xml_table_lookup(snapshot_location_table, _SNAPSHOT_LOCATION_MAX, s);
-}
-
-const char *snapshot_state_to_string(SnapshotState s) {
-        if (s < 0 || s >= _SNAPSHOT_STATE_MAX)
-                return NULL;
-        return snapshot_state_table[s];
-}
-
-SnapshotState snapshot_state_from_string(const char *s) {
-        return (SnapshotState) xml_table_lookup(snapshot_state_table, _SNAPSHOT_STATE_MAX, s);
-}
-
-const char *merge_direction_to_string(MergeDirection m) {
-        if (m < 0 || m >= _MERGE_MAX)
-                return NULL;
-        return merge_direction_table[m];
-}
-
-MergeDirection merge_direction_from_string(const char *s) {
-        return (MergeDirection) xml_table_lookup(merge_direction_table, _MERGE_MAX, s);
-}
+DEFINE_STRING_TABLE_LOOKUP(snapshot_location, SnapshotLocation);
+DEFINE_STRING_TABLE_LOOKUP(snapshot_state, SnapshotState);
+DEFINE_STRING_TABLE_LOOKUP(merge_direction, MergeDirection);
 
 static void snapshot_disk_done(SnapshotDisk *d) {
         free(d->name);
@@ -93,10 +68,12 @@ static void snapshot_disk_done(SnapshotDisk *d) {
         *d = (SnapshotDisk) { .format = _DISK_FORMAT_INVALID };
 }
 
+static void disk_item_done(void *item) {
+        snapshot_disk_done(item);
+}
+
 static void snapshot_disks_free(SnapshotDisk *disks, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                snapshot_disk_done(&disks[i]);
-        free(disks);
+        xml_items_free(disks, n, sizeof(SnapshotDisk), disk_item_done);
 }
 
 SnapshotDef *snapshot_def_free(SnapshotDef *def) {
@@ -332,10 +309,6 @@ static int parse_disk_item(XmlParser *p, xmlNode *c, void *item, void *userdata)
         return parser_disk(p, c, item);
 }
 
-static void disk_item_done(void *item) {
-        snapshot_disk_done(item);
-}
-
 /* <disks> and <revertDisks>: a list of <disk>, each name once. */
 static int parser_disks(XmlParser *p, xmlNode *n, SnapshotDisk **ret, size_t *ret_n) {
         void *items = NULL;
@@ -385,27 +358,137 @@ static int parser_verbatim(XmlParser *p, xmlNode *n, char **ret) {
 
 /* One <domainsnapshot> element, the root of a document or a child of
  * <snapshots>. */
-static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags, SnapshotDef **ret) {
-        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
-        const xmlNode *seen_name = NULL, *seen_description = NULL, *seen_state = NULL, *seen_creation = NULL,
-                *seen_parent = NULL, *seen_memory = NULL, *seen_disks = NULL, *seen_revert = NULL, *seen_domain = NULL,
-                *seen_inactive = NULL, *seen_active = NULL;
-        bool redefine = flags & SNAPSHOT_PARSE_REDEFINE;
-        XmlList extra = {};
+/* Where each element was first seen: the second one is an error naming it. */
+typedef struct SnapshotSeen {
+        const xmlNode *name, *description, *state, *creation, *parent, *memory, *disks, *revert, *domain, *inactive,
+                *active;
+} SnapshotSeen;
+
+static int parser_state(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *text = NULL;
+        const char *value;
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->state, &text);
+        if (r < 0)
+                return r;
+        value = xml_strip_blank(text);
+        def->state = snapshot_state_from_string(value);
+        if (def->state < 0)
+                return xml_parser_error(p, -EINVAL, c,
+                                        "<state> '%s' is not a snapshot state, expected running, paused, shutoff, "
+                                        "disk-snapshot, nostate, blocked, shutdown, crashed or pmsuspended",
+                                        XML_QUOTE(value));
+        def->has_state = true;
+        return 0;
+}
+
+static int parser_creation_time(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *text = NULL;
+        const char *number;
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->creation, &text);
+        if (r < 0)
+                return r;
+        number = xml_strip_blank(text);
+        r = xml_parse_i64(number, &def->creation_time);
+        if (r == -ERANGE)
+                return xml_parser_error(p, -EINVAL, c, "<creationTime> is out of range: '%s'", XML_QUOTE(number));
+        if (r < 0)
+                return xml_parser_error(p, -EINVAL, c, "<creationTime> is not an integer: '%s'", XML_QUOTE(number));
+        def->has_creation_time = true;
+        return 0;
+}
+
+static int parser_active(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *text = NULL;
+        const char *number;
+        int64_t v;
+        int r;
+
+        r = xml_parser_text_once(p, c, &seen->active, &text);
+        if (r < 0)
+                return r;
+        number = xml_strip_blank(text);
+        if (xml_parse_i64(number, &v) < 0 || v < INT_MIN || v > INT_MAX)
+                return xml_parser_error(p, -EINVAL, c, "<active> is not a number: '%s'", XML_QUOTE(number));
+        def->active = v != 0;
+        return 0;
+}
+
+static bool is_output_element(const xmlNode *c) {
+        return xml_node_is(c, "state") || xml_node_is(c, "creationTime") || xml_node_is(c, "parent") ||
+                xml_node_is(c, "revertDisks") || xml_node_is(c, "domain") || xml_node_is(c, "inactiveDomain");
+}
+
+/* libvirt's read-only output: only a redefinition may set it. */
+static int parser_output_element(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        int r;
+
+        if (xml_node_is(c, "state"))
+                return parser_state(p, c, seen, def);
+        if (xml_node_is(c, "creationTime"))
+                return parser_creation_time(p, c, seen, def);
+        if (xml_node_is(c, "parent")) {
+                r = xml_parser_check_once(p, c, &seen->parent);
+                return r < 0 ? r : xml_parser_parent(p, c, check_name, &def->parent);
+        }
+        if (xml_node_is(c, "revertDisks")) {
+                r = xml_parser_check_once(p, c, &seen->revert);
+                return r < 0 ? r : parser_disks(p, c, &def->revert_disks, &def->n_revert_disks);
+        }
+        if (xml_node_is(c, "domain")) {
+                r = xml_parser_check_once(p, c, &seen->domain);
+                return r < 0 ? r : parser_verbatim(p, c, &def->domain_xml);
+        }
+        r = xml_parser_check_once(p, c, &seen->inactive);
+        return r < 0 ? r : parser_verbatim(p, c, &def->inactive_domain_xml);
+}
+
+static int parser_snapshot_child(XmlParser *p, xmlNode *c, bool redefine, SnapshotSeen *seen, SnapshotDef *def,
+                                 XmlList *extra) {
         const char *problem;
         int r;
 
-        if (!root)
-                return xml_parser_error(p, -EINVAL, NULL, "document has no root element");
-        if (!xml_node_is(root, "domainsnapshot")) {
-                if (root->ns && xmlStrEqual(root->name, BAD_CAST "domainsnapshot"))
-                        return xml_parser_error(p, -EINVAL, root,
-                                                "root element <domainsnapshot> is in namespace '%s', expected none",
-                                                XML_QUOTE((const char *) root->ns->href));
-                return xml_parser_error(p, -EINVAL, root, "root element is <%s%s%s>, expected <domainsnapshot>",
-                                        root->ns && root->ns->prefix ? (const char *) root->ns->prefix : "",
-                                        root->ns && root->ns->prefix ? ":" : "", XML_QUOTE((const char *) root->name));
+        if (xml_node_is(c, "name")) {
+                r = xml_parser_text_once(p, c, &seen->name, &def->name);
+                if (r < 0)
+                        return r;
+                problem = check_name(def->name);
+                return problem ? xml_parser_error(p, -EINVAL, c, "<name> %s", problem) : 0;
         }
+        if (xml_node_is(c, "description")) {
+                r = xml_parser_text_once(p, c, &seen->description, &def->description);
+                /* libvirt reads an empty description as none. */
+                if (r >= 0 && isempty(def->description))
+                        def->description = mfree(def->description);
+                return r;
+        }
+        if (xml_node_is(c, "memory")) {
+                r = xml_parser_check_once(p, c, &seen->memory);
+                return r < 0 ? r : parser_memory(p, c, def);
+        }
+        if (xml_node_is(c, "disks")) {
+                r = xml_parser_check_once(p, c, &seen->disks);
+                if (r >= 0)
+                        r = parser_disks(p, c, &def->disks, &def->n_disks);
+                def->has_disks = r >= 0;
+                return r;
+        }
+        if (xml_node_is(c, "active"))
+                return parser_active(p, c, seen, def);
+        if (is_output_element(c))
+                /* A new snapshot ignores them. */
+                return redefine ? parser_output_element(p, c, seen, def) : 0;
+        return keep_element(p, c, extra);
+}
+
+static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags, SnapshotDef **ret) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL;
+        SnapshotSeen seen = {};
+        XmlList extra = {};
+        int r;
 
         def = new0(SnapshotDef, 1);
         if (!def)
@@ -419,138 +502,13 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
                         return r;
                 if (r > 0)
                         continue;
-
-                if (xml_node_is(c, "name")) {
-                        r = xml_parser_text_once(p, c, &seen_name, &def->name);
-                        if (r < 0)
-                                return r;
-                        problem = check_name(def->name);
-                        if (problem)
-                                return xml_parser_error(p, -EINVAL, c, "<name> %s", problem);
-
-                } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
-                        if (r < 0)
-                                return r;
-                        /* libvirt reads an empty description as none. */
-                        if (isempty(def->description))
-                                def->description = mfree(def->description);
-
-                } else if (xml_node_is(c, "memory")) {
-                        r = xml_parser_check_once(p, c, &seen_memory);
-                        if (r < 0)
-                                return r;
-                        r = parser_memory(p, c, def);
-                        if (r < 0)
-                                return r;
-
-                } else if (xml_node_is(c, "disks")) {
-                        r = xml_parser_check_once(p, c, &seen_disks);
-                        if (r < 0)
-                                return r;
-                        r = parser_disks(p, c, &def->disks, &def->n_disks);
-                        if (r < 0)
-                                return r;
-                        def->has_disks = true;
-
-                } else if (xml_node_is(c, "active")) {
-                        _cleanup_free_ char *text = NULL;
-                        const char *number;
-                        int64_t v;
-
-                        r = xml_parser_text_once(p, c, &seen_active, &text);
-                        if (r < 0)
-                                return r;
-                        number = xml_strip_blank(text);
-                        if (xml_parse_i64(number, &v) < 0 || v < INT_MIN || v > INT_MAX)
-                                return xml_parser_error(p, -EINVAL, c, "<active> is not a number: '%s'", XML_QUOTE(number));
-                        def->active = v != 0;
-
-                } else if (xml_node_is(c, "state") || xml_node_is(c, "creationTime") || xml_node_is(c, "parent") ||
-                           xml_node_is(c, "revertDisks") || xml_node_is(c, "domain") ||
-                           xml_node_is(c, "inactiveDomain")) {
-                        /* Read-only output of libvirt: only a redefinition
-                         * may set them, a new snapshot ignores them. */
-                        if (!redefine)
-                                continue;
-
-                        if (xml_node_is(c, "state")) {
-                                _cleanup_free_ char *text = NULL;
-                                const char *value;
-
-                                r = xml_parser_text_once(p, c, &seen_state, &text);
-                                if (r < 0)
-                                        return r;
-                                value = xml_strip_blank(text);
-                                def->state = snapshot_state_from_string(value);
-                                if (def->state < 0)
-                                        return xml_parser_error(
-                                                        p, -EINVAL, c,
-                                                        "<state> '%s' is not a snapshot state, expected running, paused, "
-                                                        "shutoff, disk-snapshot, nostate, blocked, shutdown, crashed or "
-                                                        "pmsuspended",
-                                                        XML_QUOTE(value));
-                                def->has_state = true;
-
-                        } else if (xml_node_is(c, "creationTime")) {
-                                _cleanup_free_ char *text = NULL;
-                                const char *number;
-
-                                r = xml_parser_text_once(p, c, &seen_creation, &text);
-                                if (r < 0)
-                                        return r;
-                                number = xml_strip_blank(text);
-                                r = xml_parse_i64(number, &def->creation_time);
-                                if (r == -ERANGE)
-                                        return xml_parser_error(p, -EINVAL, c, "<creationTime> is out of range: '%s'",
-                                                                XML_QUOTE(number));
-                                if (r < 0)
-                                        return xml_parser_error(p, -EINVAL, c, "<creationTime> is not an integer: '%s'",
-                                                                XML_QUOTE(number));
-                                def->has_creation_time = true;
-
-                        } else if (xml_node_is(c, "parent")) {
-                                r = xml_parser_check_once(p, c, &seen_parent);
-                                if (r < 0)
-                                        return r;
-                                r = xml_parser_parent(p, c, check_name, &def->parent);
-                                if (r < 0)
-                                        return r;
-
-                        } else if (xml_node_is(c, "revertDisks")) {
-                                r = xml_parser_check_once(p, c, &seen_revert);
-                                if (r < 0)
-                                        return r;
-                                r = parser_disks(p, c, &def->revert_disks, &def->n_revert_disks);
-                                if (r < 0)
-                                        return r;
-
-                        } else if (xml_node_is(c, "domain")) {
-                                r = xml_parser_check_once(p, c, &seen_domain);
-                                if (r < 0)
-                                        return r;
-                                r = parser_verbatim(p, c, &def->domain_xml);
-                                if (r < 0)
-                                        return r;
-
-                        } else {
-                                r = xml_parser_check_once(p, c, &seen_inactive);
-                                if (r < 0)
-                                        return r;
-                                r = parser_verbatim(p, c, &def->inactive_domain_xml);
-                                if (r < 0)
-                                        return r;
-                        }
-
-                } else {
-                        r = keep_element(p, c, &extra);
-                        if (r < 0)
-                                return r;
-                }
+                r = parser_snapshot_child(p, c, flags & SNAPSHOT_PARSE_REDEFINE, &seen, def, &extra);
+                if (r < 0)
+                        return r;
         }
 
         if (def->has_state && state_is_offline(def->state) && location_has_state(def->memory))
-                return xml_parser_error(p, -EINVAL, seen_memory,
+                return xml_parser_error(p, -EINVAL, seen.memory,
                                         "<memory snapshot='%s'>: a snapshot in state '%s' has no memory state to save",
                                         snapshot_location_to_string(def->memory), snapshot_state_to_string(def->state));
 
@@ -558,32 +516,28 @@ static int parser_snapshot(XmlParser *p, xmlNode *root, SnapshotParseFlags flags
         return 0;
 }
 
+typedef struct SnapshotParse {
+        SnapshotParseFlags flags;
+        SnapshotDef *def;
+} SnapshotParse;
+
+static int parse_snapshot_document(XmlParser *p, xmlNode *root, void *userdata) {
+        SnapshotParse *sp = userdata;
+        return parser_snapshot(p, root, sp->flags, &sp->def);
+}
+
 int snapshot_def_parse(const char *xml, size_t size, SnapshotParseFlags flags, SnapshotDef **ret, char **ret_error) {
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        SnapshotDef *def = NULL;
+        SnapshotParse sp = { .flags = flags };
         int r;
 
         if (!ret || (!xml && size > 0))
                 return -EINVAL;
-
         if (flags & ~SNAPSHOT_PARSE_REDEFINE)
-                r = xml_parser_error(&p, -EINVAL, NULL, "unknown parse flags 0x%x", (unsigned) flags);
-        else if (size > XML_MAX_DOCUMENT_SIZE)
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %u bytes",
-                                     size, XML_MAX_DOCUMENT_SIZE);
-        else {
-                xml_parser_install_handlers(&p);
-                r = xml_parser_read(&p, xml, size);
-                if (r >= 0)
-                        r = parser_snapshot(&p, xmlDocGetRootElement(p.doc), flags, &def);
-        }
-        if (r < 0) {
-                if (ret_error && p.error)
-                        *ret_error = TAKE_PTR(p.error);
+                return xml_set_error(ret_error, -EINVAL, "unknown parse flags 0x%x", (unsigned) flags);
+        r = xml_parse_document(xml, size, XML_MAX_DOCUMENT_SIZE, "domainsnapshot", parse_snapshot_document, &sp, ret_error);
+        if (r < 0)
                 return r;
-        }
-
-        *ret = def;
+        *ret = sp.def;
         return 0;
 }
 
@@ -675,6 +629,125 @@ static int list_check(SnapshotDef *const *defs, size_t n, const char *current, L
 
 /* ---- Bulk list: parser ------------------------------------------------------ */
 
+typedef struct ListParse {
+        SnapshotDef **defs;
+        const xmlNode **nodes; /* where each def was, for error lines */
+        size_t n, allocated;
+        size_t active;         /* the one with <active>1</active>, SIZE_MAX for none */
+        char *current;
+} ListParse;
+
+static void list_parse_done(ListParse *l) {
+        snapshot_def_array_free(l->defs, l->n);
+        free(l->nodes);
+        free(l->current);
+        *l = (ListParse) {};
+}
+
+static int list_parse_snapshot(XmlParser *p, ListParse *l, xmlNode *c) {
+        int r;
+
+        if (l->n == l->allocated) {
+                size_t a = l->allocated > 0 ? l->allocated * 2 : 16;
+                SnapshotDef **k = reallocarray(l->defs, a, sizeof(SnapshotDef *));
+                const xmlNode **m;
+
+                if (!k)
+                        return -ENOMEM;
+                l->defs = k;
+                m = reallocarray(l->nodes, a, sizeof(xmlNode *));
+                if (!m)
+                        return -ENOMEM;
+                l->nodes = m;
+                l->allocated = a;
+        }
+        r = parser_snapshot(p, c, SNAPSHOT_PARSE_REDEFINE, &l->defs[l->n]);
+        if (r < 0)
+                return r;
+        l->nodes[l->n++] = c;
+
+        /* libvirt's per-snapshot files mark the current one so. */
+        if (l->defs[l->n - 1]->active > 0) {
+                if (l->active != SIZE_MAX)
+                        return xml_parser_error(p, -EINVAL, c, "more than one snapshot has <active>1</active>, "
+                                                "the first on line %ld", xmlGetLineNo(l->nodes[l->active]));
+                l->active = l->n - 1;
+        }
+        return 0;
+}
+
+/* What list_check() found wrong with the tree, as a parser error. */
+static int list_parse_check(XmlParser *p, const xmlNode *root, ListParse *l) {
+        size_t index = 0, other = 0;
+        ListProblem problem;
+        int r;
+
+        r = list_check(l->defs, l->n, l->current, &problem, &index, &other);
+        switch (problem) {
+        case LIST_OK:
+                break;
+        case LIST_NO_NAME:
+                return xml_parser_error(p, -EINVAL, l->nodes[index], "<domainsnapshot> has no <name>");
+        case LIST_DUPLICATE:
+                return xml_parser_error(p, -EINVAL, l->nodes[index], "snapshot '%s' appears more than once, first on line %ld",
+                                        XML_QUOTE(l->defs[index]->name), xmlGetLineNo(l->nodes[other]));
+        case LIST_NO_PARENT:
+                return xml_parser_error(p, -EINVAL, l->nodes[index],
+                                        "snapshot '%s' names parent '%s', which is not in the file",
+                                        XML_QUOTE(l->defs[index]->name), XML_QUOTE(l->defs[index]->parent));
+        case LIST_CYCLE:
+                return xml_parser_error(p, -EINVAL, l->nodes[index], "snapshot '%s' is its own ancestor",
+                                        XML_QUOTE(l->defs[index]->name));
+        case LIST_NO_CURRENT:
+                return xml_parser_error(p, -EINVAL, root, "<snapshots current='%s'> names no snapshot in the file",
+                                        XML_QUOTE(l->current));
+        }
+        return r;
+}
+
+static int parse_list_document(XmlParser *p, xmlNode *root, void *userdata) {
+        ListParse *l = userdata;
+        int r;
+
+        if (!root || !xml_node_is(root, "snapshots"))
+                return xml_parser_error(p, -EINVAL, root, "root element is <%s>, expected <snapshots>",
+                                        root ? XML_QUOTE((const char *) root->name) : "");
+        r = xml_attr_get(root, "current", &l->current);
+        if (r < 0)
+                return r;
+        if (l->current && check_name(l->current))
+                return xml_parser_error(p, -EINVAL, root, "<snapshots current=''> is empty");
+
+        for (xmlNode *c = root->children; c; c = c->next) {
+                r = xml_parser_skip_node(p, root, c);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (!xml_node_is(c, "domainsnapshot"))
+                        return xml_parser_error(p, -EINVAL, c, "unexpected <%s> in <snapshots>, expected <domainsnapshot>",
+                                                XML_QUOTE((const char *) c->name));
+                r = list_parse_snapshot(p, l, c);
+                if (r < 0)
+                        return r;
+        }
+
+        r = list_parse_check(p, root, l);
+        if (r < 0)
+                return r;
+        if (l->active != SIZE_MAX) {
+                const char *name = l->defs[l->active]->name;
+
+                if (l->current && !streq(l->current, name))
+                        return xml_parser_error(p, -EINVAL, l->nodes[l->active],
+                                                "snapshot '%s' has <active>1</active>, but <snapshots current='%s'>",
+                                                XML_QUOTE(name), XML_QUOTE(l->current));
+                if (!l->current && !(l->current = strdup(name)))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 int snapshot_list_parse(
                 const char *xml,
                 size_t size,
@@ -683,143 +756,20 @@ int snapshot_list_parse(
                 char **ret_current,
                 char **ret_error) {
 
-        _cleanup_(xml_parser_done) XmlParser p = {};
-        _cleanup_free_ const xmlNode **nodes = NULL;
-        _cleanup_free_ char *current = NULL;
-        SnapshotDef **defs = NULL;
-        size_t n = 0, allocated = 0, index = 0, other = 0, active = SIZE_MAX;
-        const xmlNode *root;
-        ListProblem problem;
+        _cleanup_(list_parse_done) ListParse l = { .active = SIZE_MAX };
         int r;
 
         if (!ret_defs || !ret_n || (!xml && size > 0))
                 return -EINVAL;
-
-        if (size > SNAPSHOT_LIST_MAX_SIZE) {
-                r = xml_parser_error(&p, -EFBIG, NULL, "document is %zu bytes, larger than the limit of %zu bytes", size,
-                                     SNAPSHOT_LIST_MAX_SIZE);
-                goto fail;
-        }
-        xml_parser_install_handlers(&p);
-        r = xml_parser_read(&p, xml, size);
+        r = xml_parse_document(xml, size, SNAPSHOT_LIST_MAX_SIZE, NULL, parse_list_document, &l, ret_error);
         if (r < 0)
-                goto fail;
-
-        root = xmlDocGetRootElement(p.doc);
-        if (!root || !xml_node_is(root, "snapshots")) {
-                r = xml_parser_error(&p, -EINVAL, root, "root element is <%s>, expected <snapshots>",
-                                     root ? XML_QUOTE((const char *) root->name) : "");
-                goto fail;
-        }
-        r = xml_attr_get(root, "current", &current);
-        if (r < 0)
-                goto fail;
-        if (current && check_name(current)) {
-                r = xml_parser_error(&p, -EINVAL, root, "<snapshots current=''> is empty");
-                goto fail;
-        }
-
-        for (xmlNode *c = root->children; c; c = c->next) {
-                r = xml_parser_skip_node(&p, root, c);
-                if (r < 0)
-                        goto fail;
-                if (r > 0)
-                        continue;
-                if (!xml_node_is(c, "domainsnapshot")) {
-                        r = xml_parser_error(&p, -EINVAL, c, "unexpected <%s> in <snapshots>, expected <domainsnapshot>",
-                                             XML_QUOTE((const char *) c->name));
-                        goto fail;
-                }
-                if (n == allocated) {
-                        size_t a = allocated > 0 ? allocated * 2 : 16;
-                        SnapshotDef **k = reallocarray(defs, a, sizeof(SnapshotDef *));
-                        const xmlNode **m;
-
-                        if (!k) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        defs = k;
-                        m = reallocarray(nodes, a, sizeof(xmlNode *));
-                        if (!m) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        nodes = m;
-                        allocated = a;
-                }
-                r = parser_snapshot(&p, c, SNAPSHOT_PARSE_REDEFINE, &defs[n]);
-                if (r < 0)
-                        goto fail;
-                nodes[n++] = c;
-
-                /* libvirt's per-snapshot files mark the current one so. */
-                if (defs[n - 1]->active > 0) {
-                        if (active != SIZE_MAX) {
-                                r = xml_parser_error(&p, -EINVAL, c, "more than one snapshot has <active>1</active>, "
-                                                     "the first on line %ld", xmlGetLineNo(nodes[active]));
-                                goto fail;
-                        }
-                        active = n - 1;
-                }
-        }
-
-        r = list_check(defs, n, current, &problem, &index, &other);
-        switch (problem) {
-        case LIST_OK:
-                break;
-        case LIST_NO_NAME:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "<domainsnapshot> has no <name>");
-                break;
-        case LIST_DUPLICATE:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "snapshot '%s' appears more than once, first on line %ld",
-                                     XML_QUOTE(defs[index]->name), xmlGetLineNo(nodes[other]));
-                break;
-        case LIST_NO_PARENT:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "snapshot '%s' names parent '%s', which is not in the file",
-                                     XML_QUOTE(defs[index]->name), XML_QUOTE(defs[index]->parent));
-                break;
-        case LIST_CYCLE:
-                r = xml_parser_error(&p, -EINVAL, nodes[index], "snapshot '%s' is its own ancestor",
-                                     XML_QUOTE(defs[index]->name));
-                break;
-        case LIST_NO_CURRENT:
-                r = xml_parser_error(&p, -EINVAL, root, "<snapshots current='%s'> names no snapshot in the file",
-                                     XML_QUOTE(current));
-                break;
-        }
-        if (r < 0)
-                goto fail;
-
-        if (active != SIZE_MAX) {
-                const char *name = defs[active]->name;
-
-                if (current && !streq(current, name)) {
-                        r = xml_parser_error(&p, -EINVAL, nodes[active],
-                                             "snapshot '%s' has <active>1</active>, but <snapshots current='%s'>",
-                                             XML_QUOTE(name), XML_QUOTE(current));
-                        goto fail;
-                }
-                if (!current) {
-                        current = strdup(name);
-                        if (!current) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                }
-        }
-
-        *ret_defs = n > 0 ? defs : mfree(defs);
-        *ret_n = n;
+                return r;
+        *ret_defs = l.n > 0 ? TAKE_PTR(l.defs) : NULL;
+        *ret_n = l.n;
+        l.n = 0;
         if (ret_current)
-                *ret_current = TAKE_PTR(current);
+                *ret_current = TAKE_PTR(l.current);
         return 0;
-
-fail:
-        snapshot_def_array_free(defs, n);
-        if (ret_error && p.error)
-                *ret_error = TAKE_PTR(p.error);
-        return r;
 }
 
 /* ---- Writer ---------------------------------------------------------------- */
@@ -1077,27 +1027,12 @@ static int snapshot_disk_copy(const SnapshotDisk *s, SnapshotDisk *ret) {
         return 0;
 }
 
-static int snapshot_disks_copy(const SnapshotDisk *disks, size_t n, SnapshotDisk **ret, size_t *ret_n) {
-        SnapshotDisk *c;
-        int r;
+static int disk_item_copy(const void *from, void *to) {
+        return snapshot_disk_copy(from, to);
+}
 
-        *ret = NULL;
-        *ret_n = 0;
-        if (n == 0)
-                return 0;
-        c = new0(SnapshotDisk, n);
-        if (!c)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                r = snapshot_disk_copy(&disks[i], &c[i]);
-                if (r < 0) {
-                        snapshot_disks_free(c, i);
-                        return r;
-                }
-        }
-        *ret = c;
-        *ret_n = n;
-        return 0;
+static int snapshot_disks_copy(const SnapshotDisk *disks, size_t n, SnapshotDisk **ret, size_t *ret_n) {
+        return xml_items_copy(disks, n, sizeof(SnapshotDisk), disk_item_copy, disk_item_done, (void **) ret, ret_n);
 }
 
 int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret) {

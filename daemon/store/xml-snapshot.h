@@ -125,10 +125,9 @@ typedef enum SnapshotParseFlags {
 } SnapshotParseFlags;
 
 /* Parses with XML_PARSE_NONET, no entity expansion, no DTD loading, at most
- * XML_MAX_DOCUMENT_SIZE bytes. Returns -EBADMSG (not well-formed XML),
- * -EINVAL (well-formed but not a valid snapshot, or unknown flags) or -EFBIG
- * (too big), with *ret_error set to a message naming the line and the
- * problem, e.g. "line 4: <memory snapshot='external'> needs a file=
+ * XML_MAX_DOCUMENT_SIZE bytes. Returns -QSNAP_E_INVALID_XML (not
+ * well-formed XML, not a valid snapshot, too big) or -EINVAL (unknown
+ * flags), with *ret_error set to a message naming the line and the problem, e.g. "line 4: <memory snapshot='external'> needs a file=
  * attribute". *ret is untouched on failure, *ret_error on success. */
 int snapshot_def_parse(const char *xml, size_t size, SnapshotParseFlags flags, SnapshotDef **ret, char **ret_error);
 
@@ -160,7 +159,7 @@ int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret);
  * cycle, and current (the attribute, else the one entry with <active>1,
  * NULL when neither) must name one of them. There is no size cap here: the
  * caller reads the file under its own, configurable limit (anything below
- * 2 GiB; -EFBIG above). */
+ * 2 GiB; -QSNAP_E_INVALID_XML above, as for any refused file). */
 int snapshot_list_parse(
                 const char *xml,
                 size_t size,

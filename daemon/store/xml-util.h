@@ -18,6 +18,7 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlversion.h>
 
+#include "util/error.h"
 #include "util/util.h"
 
 /* libxml2 2.12 made the structured error argument const. */
@@ -50,10 +51,6 @@ char *xml_strip_blank(char *s);
 int xml_parse_u64(const char *s, uint64_t *ret);
 /* Optional '-', decimal digits; -ERANGE outside int64_t. */
 int xml_parse_i64(const char *s, int64_t *ret);
-
-/* The index of s in table (n entries), -EINVAL when absent or NULL: the
- * body of every codec's _from_string(). */
-int xml_table_lookup(const char *const *table, int n, const char *s);
 
 /* Checks shared by parsers and writers (what we write we can read back):
  * NULL when the value is fine, else what is wrong with it. */
@@ -123,6 +120,31 @@ void xml_parser_done(XmlParser *p);
  * entities, DTD declarations or too many attributes or namespaces. The
  * caller checks the size cap before. */
 int xml_parser_read(XmlParser *p, const char *xml, size_t size);
+
+/* One document read by the same hardened parser, for code that walks the
+ * tree itself (store.c): *ret_doc is the caller's. -EINVAL with *ret_error
+ * ("line N: what") when refused, -ENOMEM. */
+int xml_read_document(const char *xml, size_t size, xmlDoc **ret_doc, char **ret_error);
+
+/* The root element is <name> in no namespace; else an error saying what it
+ * is instead. */
+int xml_parser_check_root(XmlParser *p, const xmlNode *root, const char *name);
+
+/* The skeleton of every codec's _parse(): a document above max_size is
+ * refused, any other one read by the hardened parser, its root checked to
+ * be <root_name> (unless NULL) and handed to parse() (NULL when there is
+ * none and root_name is NULL). Every refusal,
+ * the parser's or parse()'s, is -QSNAP_E_INVALID_XML with *ret_error (when
+ * ret_error is set) saying "line N: what was wrong"; running out of memory
+ * stays -ENOMEM. parse() returns 0 or a negative errno (-EINVAL for what
+ * it refuses, through xml_parser_error()). */
+int xml_parse_document(const char *xml,
+                       size_t size,
+                       size_t max_size,
+                       const char *root_name,
+                       int (*parse)(XmlParser *p, xmlNode *root, void *userdata),
+                       void *userdata,
+                       char **ret_error);
 
 /* An element of that name in no namespace. */
 bool xml_node_is(const xmlNode *n, const char *name);
@@ -246,6 +268,19 @@ void xml_w_kept_list(XmlWriter *w, int level, char *const *l);
 int xml_format_to_string(int (*write)(XmlWriter *w, const void *userdata), const void *userdata, char **ret);
 
 /* ---- Copy ------------------------------------------------------------------ */
+
+/* Arrays of items of item_size bytes (a codec's disks). _free() runs done()
+ * on each, then frees the array. _copy() makes a new array with copy(from,
+ * to) per item (to starts zeroed; on failure copy() leaves nothing behind
+ * in it); NULL and 0 for none; on failure nothing is left allocated. */
+void xml_items_free(void *items, size_t n, size_t item_size, void (*done)(void *item));
+int xml_items_copy(const void *items,
+                   size_t n,
+                   size_t item_size,
+                   int (*copy)(const void *from, void *to),
+                   void (*done)(void *item),
+                   void **ret,
+                   size_t *ret_n);
 
 /* Keeps NULL apart from an empty vector. */
 int xml_strv_copy(char *const *l, char ***ret);

@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Launching a domain's QEMU, the parts core/domain.c's Start puts
+ * together: the command line (-blockdev nodes "<target>-fmt", virtio-blk
+ * devices with id = target, QMP on an inherited listening socket), the
+ * throw-away overlays of transient disks, the monitor socket qsnapd binds
+ * itself (so it is connectable before QEMU is even exec'd), the double
+ * fork with setsid (QEMU is nobody's child and outlives qsnapd), and the
+ * log header that QEMU's output since the last start is found after. No
+ * D-Bus in here.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "config.h"
+#include "core/domain-launch.h"
+#include "core/manager.h"
+#include "qemu/image.h"
+#include "util/error.h"
+#include "util/util.h"
+
+#define QMP_FD_IN_CHILD 3
+
+#define LOG_START_MARK "qsnapd starting: "
+
+/* What QEMU printed since our last start header, at most 2 KiB of it. */
+int domain_launch_start_output(const char *path, char **ret) {
+        _cleanup_free_ char *tail = NULL;
+        const char *p, *nl;
+        size_t n;
+        int r;
+
+        r = read_file_tail(path, 16384, &tail);
+        if (r < 0)
+                return r;
+        p = tail;
+        for (const char *m; (m = strstr(p, LOG_START_MARK)); p = m + 1)
+                ;
+        if (p != tail && (nl = strchr(p, '\n')))
+                p = nl + 1;
+        n = strlen(p);
+        if (n > 2048) {
+                p += n - 2048;
+                n = 2048;
+        }
+        while (n > 0 && p[n - 1] == '\n')
+                n--;
+        *ret = strndup(p, n);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* QEMU's option parser takes ',,' for a literal ','. */
+static char *qemu_opt_escape(const char *s) {
+        size_t n = 0;
+        char *r, *p;
+
+        for (const char *c = s; *c; c++)
+                n += *c == ',' ? 2 : 1;
+        r = malloc(n + 1);
+        if (!r)
+                return NULL;
+        p = r;
+        for (const char *c = s; *c; c++) {
+                *p++ = *c;
+                if (*c == ',')
+                        *p++ = ',';
+        }
+        *p = 0;
+        return r;
+}
+
+static int json_blockdev(json_object **ret, const char *node, DiskFormat format, const char *file, bool read_only,
+                         const char *backing_node) {
+        json_object *o = json_object_new_object(), *f = json_object_new_object();
+
+        if (!o || !f) {
+                json_object_put(o);
+                json_object_put(f);
+                return -ENOMEM;
+        }
+        json_object_object_add(f, "driver", json_object_new_string("file"));
+        json_object_object_add(f, "filename", json_object_new_string(file));
+        json_object_object_add(o, "driver", json_object_new_string(disk_format_to_string(format)));
+        json_object_object_add(o, "node-name", json_object_new_string(node));
+        json_object_object_add(o, "file", f);
+        json_object_object_add(o, "read-only", json_object_new_boolean(read_only));
+        json_object_object_add(o, "discard", json_object_new_string("unmap"));
+        if (backing_node)
+                json_object_object_add(o, "backing", json_object_new_string(backing_node));
+        *ret = o;
+        return 0;
+}
+
+static int strv_extend_json(char ***argv, json_object *o) {
+        int r = strv_extend(argv, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+        return r;
+}
+
+int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *name = NULL;
+        const char *emulator = def->emulator ?: d->manager->config.qemu_binary;
+        int r;
+
+        name = qemu_opt_escape(def->name);
+        if (!name)
+                return -ENOMEM;
+
+        r = strv_extend(&argv, emulator);
+        if (r < 0)
+                return r;
+#define ADD(...)                                                 \
+        do {                                                     \
+                r = strv_extendf(&argv, __VA_ARGS__);            \
+                if (r < 0)                                       \
+                        return r;                                \
+        } while (0)
+        ADD("-name");
+        ADD("guest=%s,debug-threads=on", name);
+        ADD("-uuid");
+        ADD("%s", def->uuid);
+        ADD("-S");
+        ADD("-no-user-config");
+        ADD("-nodefaults");
+        ADD("-display");
+        ADD("none");
+        ADD("-machine");
+        ADD("%s", def->machine ?: "q35");
+        ADD("-accel");
+        ADD("kvm");
+        ADD("-accel");
+        ADD("tcg");
+        ADD("-m");
+        ADD("%" PRIu64 "K", def->memory_kib);
+        ADD("-smp");
+        ADD("%u", def->vcpus);
+        ADD("-chardev");
+        ADD("socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
+        ADD("-mon");
+        ADD("chardev=qmp,mode=control");
+        if (incoming) {
+                /* migrate-incoming names the source once the monitor is up. */
+                ADD("-incoming");
+                ADD("defer");
+        }
+
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const DomainDisk *disk = def->disks + i;
+                _cleanup_free_ char *node = strprintf("%s-fmt", disk->target);
+                json_object *o;
+
+                if (!node)
+                        return -ENOMEM;
+                if (disk->transient) {
+                        _cleanup_free_ char *base = strprintf("%s-base", disk->target);
+                        _cleanup_free_ char *overlay = domain_transient_path(d, disk);
+
+                        if (!base || !overlay)
+                                return -ENOMEM;
+                        r = json_blockdev(&o, base, disk->format, disk->source, true, NULL);
+                        if (r < 0)
+                                return r;
+                        ADD("-blockdev");
+                        if ((r = strv_extend_json(&argv, o)) < 0)
+                                return r;
+                        r = json_blockdev(&o, node, DISK_FORMAT_QCOW2, overlay, disk->readonly, base);
+                } else
+                        r = json_blockdev(&o, node, disk->format, disk->source, disk->readonly, NULL);
+                if (r < 0)
+                        return r;
+                ADD("-blockdev");
+                if ((r = strv_extend_json(&argv, o)) < 0)
+                        return r;
+                ADD("-device");
+                ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
+        }
+#undef ADD
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message) {
+        for (size_t i = 0; i < def->n_disks; i++) {
+                _cleanup_free_ char *path = NULL, *output = NULL;
+                int r;
+
+                if (!def->disks[i].transient)
+                        continue;
+                path = domain_transient_path(d, def->disks + i);
+                if (!path)
+                        return -ENOMEM;
+                (void) unlink(path); /* a leftover of a crashed run is ours to replace */
+                r = image_create_overlay(path, def->disks[i].source, def->disks[i].format, &output);
+                if (r < 0) {
+                        /* As for any disk QEMU cannot open: the start failed. */
+                        *ret_message = strprintf("Cannot create the transient overlay of disk %s: %s",
+                                                 def->disks[i].target, output ?: strerror(-r));
+                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
+                }
+        }
+        return 0;
+}
+
+int domain_launch_bind_socket(const char *path) {
+        _cleanup_close_ int fd = -EBADF;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void) unlink(path);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return -errno;
+        if (chmod(path, 0600) < 0 || listen(fd, 4) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
+_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
+        sigset_t all;
+        int null;
+
+        /* sd-event blocked the signals it handles; QEMU must get them. */
+        sigemptyset(&all);
+        (void) sigprocmask(SIG_SETMASK, &all, NULL);
+        for (int sig = 1; sig < _NSIG; sig++)
+                (void) signal(sig, SIG_DFL);
+
+        null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
+            dup2(log_fd, STDERR_FILENO) < 0)
+                _exit(126);
+        if (qmp_fd == QMP_FD_IN_CHILD) {
+                if (fcntl(qmp_fd, F_SETFD, 0) < 0)
+                        _exit(126);
+        } else if (dup2(qmp_fd, QMP_FD_IN_CHILD) < 0)
+                _exit(126);
+        execv(argv[0], argv);
+        dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+}
+
+/* setsid and a double fork: QEMU is nobody's child, so it lives on when
+ * qsnapd exits. The middle process reports the pid through a pipe. */
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid) {
+        int pipefd[2], status;
+        pid_t child, pid = 0;
+        ssize_t n;
+
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return -errno;
+        child = fork();
+        if (child < 0) {
+                safe_close(pipefd[0]);
+                safe_close(pipefd[1]);
+                return -errno;
+        }
+        if (child == 0) {
+                pid_t grandchild;
+
+                safe_close(pipefd[0]);
+                if (setsid() < 0)
+                        _exit(1);
+                grandchild = fork();
+                if (grandchild < 0)
+                        _exit(1);
+                if (grandchild == 0)
+                        exec_qemu(argv, log_fd, qmp_fd);
+                (void) !write(pipefd[1], &grandchild, sizeof(grandchild));
+                _exit(0);
+        }
+        safe_close(pipefd[1]);
+        n = read(pipefd[0], &pid, sizeof(pid));
+        safe_close(pipefd[0]);
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+                ;
+        if (n != (ssize_t) sizeof(pid) || pid <= 0)
+                return -ECHILD;
+        *ret_pid = pid;
+        return 0;
+}
+
+int domain_launch_log_header(int fd, char **argv) {
+        _cleanup_free_ char *cmdline = strv_join(argv, " ");
+        char stamp[64];
+        time_t t = time(NULL);
+        struct tm tm;
+
+        strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+        return dprintf(fd, "%s: " LOG_START_MARK "%s\n", stamp, strna(cmdline)) < 0 ? -errno : 0;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Launching a domain's QEMU (core/domain-launch.c), for core/domain.c's
+ * Start: each step on its own, so Start can undo what it did when a later
+ * one fails. No D-Bus in here.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "core/domain.h"
+
+/* QEMU's command line for def: -S, the QMP socket as fd 3, -incoming
+ * defer when incoming. */
+int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret);
+/* The throw-away overlay of each <transient/> disk of def (mode 0600). */
+int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message);
+/* A listening UNIX socket at path (replacing a stale one): its fd. */
+int domain_launch_bind_socket(const char *path);
+/* Runs argv detached (setsid, double fork) with stdout/stderr to log_fd
+ * and qmp_fd as its fd 3; *ret_pid: QEMU's pid. */
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid);
+/* The line before a start's output in the domain's log. */
+int domain_launch_log_header(int fd, char **argv);
+/* What QEMU printed since the last start header (at most 2 KiB of it). */
+int domain_launch_start_output(const char *path, char **ret);

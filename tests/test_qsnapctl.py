@@ -36,6 +36,15 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   into a pipe; Ctrl-C on the terminal aborts the job and waits for its end,
   a second Ctrl-C leaves it running; --timeout aborts.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
+- Every flag of the bus API reached by its named option: each command's
+  method call read off a bus monitor (member, flags, bandwidth in units).
+- Bash completion of partial words through a real bash; man --warnings
+  renders qsnapctl(1), qsnapd(8) and the generated org.example.Snapshot1(5),
+  which name every verb, option and bus member.
+- -H through a real sshd on 127.0.0.1 with throwaway keys.
+- polkit: denials named; --no-ask-password and no terminal get
+  InteractiveAuthorizationRequired (the prompt itself: tests/test_systemd.sh,
+  which also drives -M).
 """
 
 import fcntl

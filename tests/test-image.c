@@ -196,6 +196,29 @@ static void test_not_regular(const char *dir) {
         alarm(0);
 }
 
+/* qemu-img creates no qcow2 above 2 PiB (64 KiB clusters; QEMU's 32 MiB L1
+ * limit) and QEMU opens none: neither do we, whatever size a backing
+ * file's header claims, and nothing is left behind. */
+static void test_size_limit(const char *dir) {
+        _cleanup_free_ char *top = strprintf("%s/limit.qcow2", dir), *base = strprintf("%s/limit-base.qcow2", dir),
+                            *over = strprintf("%s/limit-over.qcow2", dir), *message = NULL;
+        const uint64_t max = 1ULL << 51;
+
+        CHECK(sh("qemu-img create -q -f qcow2 %s 2049T 2>/dev/null", top) != 0); /* qemu-img's limit, too */
+        CHECK(image_create(top, DISK_FORMAT_QCOW2, max + 1, NULL, DISK_FORMAT_QCOW2, &message) == -QSNAP_E_UNSUPPORTED);
+        CHECK_CONTAINS(message, "2 PiB");
+        CHECK(access(top, F_OK) < 0 && errno == ENOENT);
+
+        CHECK(sh("qemu-img create -q -f qcow2 %s 2P", base) == 0);
+        CHECK(sh("qemu-io -f qcow2 -c 'write -P 0xab 0 64k' %s >/dev/null", base) == 0);
+        /* the header of base claims one byte more than 2 PiB */
+        CHECK(sh("printf '\\000\\010\\000\\000\\000\\000\\000\\001' | "
+                 "dd of=%s bs=1 seek=24 conv=notrunc status=none", base) == 0);
+        message = mfree(message);
+        CHECK(image_create_overlay(over, base, DISK_FORMAT_QCOW2, &message) == -QSNAP_E_UNSUPPORTED);
+        CHECK(access(over, F_OK) < 0 && errno == ENOENT);
+}
+
 int main(void) {
         char dir[] = "/tmp/test-image.XXXXXX";
 
@@ -209,6 +232,7 @@ int main(void) {
         test_create_standalone(dir, 64ULL << 20);
         test_create_standalone(dir, 5ULL << 40); /* an L1 table of several clusters */
         test_not_regular(dir);
+        test_size_limit(dir);
         sh("rm -rf %s", dir);
         return test_summary();
 }

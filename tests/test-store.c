@@ -1587,13 +1587,17 @@ static void test_crash(void) {
 
         log_set_max_level(LOG_WARNING); /* torn tails are normal here; damage is not */
         for (unsigned round = 0; round < rounds && bad == 0; round++) {
-                uint64_t reported = k, lo, delay, t0;
+                uint64_t reported = k, lo, delay, t0, want;
                 int p[2], status;
                 StoreStats st;
                 pid_t pid;
 
-                /* Mostly 0–20 ms; now and then long enough for many compactions. */
+                /* Mostly 0–20 ms; now and then long enough for many compactions.
+                 * And never before the writer's first transaction of the
+                 * round (60 in a long one), however slowly a loaded machine
+                 * runs it (at most 30 s). */
                 delay = round % 25 == 24 ? 300 * USEC_PER_MSEC : splitmix64(&rng) % (20 * USEC_PER_MSEC + 1);
+                want = k + (round % 25 == 24 ? 60 : 1);
 
                 if (pipe2(p, O_CLOEXEC) < 0) {
                         perror("pipe2");
@@ -1624,7 +1628,8 @@ static void test_crash(void) {
                                 break;
                         }
                         n_loads++;
-                } while (now_usec(CLOCK_MONOTONIC) - t0 < delay);
+                } while (now_usec(CLOCK_MONOTONIC) - t0 < delay ||
+                         (reported < want && now_usec(CLOCK_MONOTONIC) - t0 < 30 * USEC_PER_SEC));
 
                 (void) kill(pid, SIGKILL);
                 (void) waitpid(pid, &status, 0);

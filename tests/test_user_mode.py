@@ -41,7 +41,7 @@ class UserModeTest(unittest.TestCase):
         self.spawn(['dbus-daemon', '--session', '--address=' + self.address, '--nofork', '--nopidfile'],
                    'bus.log')
         self.assertTrue(q.spin(lambda: os.path.exists(self.bus_sock), 10), 'session bus did not start')
-        self.daemon = self.spawn([q.qsnapd_binary(), '--user', '--idle-timeout=0', '--log-level=debug'],
+        self.daemon = self.spawn(q.qsnapd_command() + ['--user', '--idle-timeout=0', '--log-level=debug'],
                                  'qsnapd.log')
         self.assertTrue(q.spin(lambda: self.busctl('status', 'org.example.Snapshot1').returncode == 0, 20),
                         'qsnapd --user did not take its name:\n' + self.log('qsnapd.log'))
@@ -62,7 +62,7 @@ class UserModeTest(unittest.TestCase):
             if p.poll() is None:
                 p.terminate()
                 try:
-                    p.wait(10)
+                    p.wait(10 * q.TIMEOUT_FACTOR)
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
@@ -113,8 +113,8 @@ class UserModeTest(unittest.TestCase):
     def test_user_mode_needs_xdg_runtime_dir(self):
         env = dict(self.env)
         del env['XDG_RUNTIME_DIR']
-        r = subprocess.run(AS_NOBODY + [q.qsnapd_binary(), '--user'], env=env, capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run(AS_NOBODY + q.qsnapd_command() + ['--user'], env=env, capture_output=True, text=True,
+                           timeout=30 * q.TIMEOUT_FACTOR)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('XDG_RUNTIME_DIR', r.stderr)
 

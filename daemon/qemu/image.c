@@ -283,6 +283,11 @@ static void put_be64(uint8_t *p, uint64_t v) {
 #define QCOW2_CLUSTER_BITS 16
 #define QCOW2_CLUSTER_SIZE (1U << QCOW2_CLUSTER_BITS)
 #define QCOW2_HEADER_LENGTH 112
+/* QEMU opens no qcow2 whose L1 table exceeds 32 MiB (QCOW_MAX_L1_SIZE),
+ * and qemu-img create refuses to make one: with our 64 KiB clusters that
+ * is 2 PiB of virtual size. */
+#define QCOW2_MAX_L1_ENTRIES (32U * 1024U * 1024U / 8U)
+#define QCOW2_MAX_VIRTUAL_SIZE ((uint64_t) QCOW2_MAX_L1_ENTRIES << (2 * QCOW2_CLUSTER_BITS - 3))
 
 /* Writes an empty qcow2 v3 overlay the way `qemu-img create -f qcow2 -b
  * backing -F fmt` lays it out: header, backing format extension and
@@ -302,7 +307,7 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
         uint8_t reftable[8];
 
         if ((backing && (name_len == 0 || !fmt)) || backing_offset + name_len > QCOW2_CLUSTER_SIZE || l1_entries == 0 ||
-            n_clusters > QCOW2_CLUSTER_SIZE / 2 || l1_entries > UINT32_MAX)
+            n_clusters > QCOW2_CLUSTER_SIZE / 2 || l1_entries > QCOW2_MAX_L1_ENTRIES)
                 return -EINVAL;
 
         header = calloc(1, header_len);
@@ -369,6 +374,15 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
 
         if (format == DISK_FORMAT_RAW && backing)
                 return -EINVAL;
+        /* A backing file's header may claim any size; its L1 table would be
+         * allocated and written here, up to gigabytes, for an image QEMU
+         * refuses to open. */
+        if (format == DISK_FORMAT_QCOW2 && size > QCOW2_MAX_VIRTUAL_SIZE) {
+                if (ret_message)
+                        *ret_message = strprintf("Cannot create %s: a virtual size of %" PRIu64 " bytes is more than a "
+                                                 "qcow2 image with 64 KiB clusters holds (2 PiB)", path, size);
+                return -QSNAP_E_UNSUPPORTED;
+        }
         /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {

@@ -57,7 +57,8 @@ int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret);
 
 /* A new, empty image of `size` bytes (qcow2 standalone or on `backing`,
  * whose name goes into the header as given; or a sparse raw file), with
- * the guarantees of image_create_overlay(). */
+ * the guarantees of image_create_overlay(). A qcow2 above 2 PiB (more than
+ * QEMU opens with 64 KiB clusters) is -EOPNOTSUPP, nothing created. */
 int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
                  char **ret_message);
 

@@ -394,7 +394,7 @@ JobState job_outcome(Job *j, const char **ret_error) {
 
 /* The end: reported once, after which the tracker forgets the job. */
 static void job_end(Job *j, JobState state, const char *error) {
-        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
         JobTracker *t = j->tracker;
         int r;
 

@@ -324,6 +324,28 @@ int xml_parser_text_once(XmlParser *p, const xmlNode *n, const xmlNode **seen, c
         return xml_node_text(p, n, ret);
 }
 
+/* A namespace name as the document wrote it. Without entity substitution
+ * libxml2 keeps an ampersand in a declaration's value as the text "&#38;"
+ * in xmlNs.href (for attributes it builds entity nodes instead): escaping
+ * that again would write "&amp;#38;", a different name, which libxml2 then
+ * refuses as a URI on the next read. */
+static char *ns_href(const xmlNs *ns) {
+        const char *h = ns->href ? (const char *) ns->href : "";
+        char *s, *o;
+
+        s = o = strdup(h);
+        if (!s)
+                return NULL;
+        while (*h)
+                if (strncmp(h, "&#38;", 5) == 0) {
+                        *o++ = '&';
+                        h += 5;
+                } else
+                        *o++ = *h++;
+        *o = 0;
+        return s;
+}
+
 /* Keeps the attributes of n that are not in known (and the namespace
  * declarations they need) as name="value" text. Declarations come first so
  * that a second round trip yields the same order. */
@@ -332,11 +354,15 @@ int xml_collect_attributes(const xmlNode *n, const char *const *known, const cha
         int r;
 
         for (const xmlNs *ns = n->nsDef; ns; ns = ns->next) {
+                _cleanup_free_ char *href = NULL;
+
                 if (skip_namespace && ns->href && xmlStrEqual(ns->href, BAD_CAST skip_namespace))
                         continue;
+                href = ns_href(ns);
+                if (!href)
+                        return -ENOMEM;
                 r = xml_strv_extend_escaped_attr(&l, ns->prefix ? "xmlns" : NULL,
-                                                 ns->prefix ? (const char *) ns->prefix : "xmlns",
-                                                 ns->href ? (const char *) ns->href : "");
+                                                 ns->prefix ? (const char *) ns->prefix : "xmlns", href);
                 if (r < 0)
                         return r;
                 r = strv_extend(&prefixes, ns->prefix ? (const char *) ns->prefix : "");
@@ -347,6 +373,7 @@ int xml_collect_attributes(const xmlNode *n, const char *const *known, const cha
         /* A prefixed attribute whose prefix was declared further up needs the
          * declaration here, since only this element is written back. */
         for (const xmlAttr *a = n->properties; a; a = a->next) {
+                _cleanup_free_ char *href = NULL;
                 const char *prefix;
 
                 if (!a->ns || !a->ns->prefix)
@@ -354,7 +381,10 @@ int xml_collect_attributes(const xmlNode *n, const char *const *known, const cha
                 prefix = (const char *) a->ns->prefix;
                 if (streq(prefix, "xml") || strv_contains((const char *const *) prefixes, prefix))
                         continue;
-                r = xml_strv_extend_escaped_attr(&l, "xmlns", prefix, a->ns->href ? (const char *) a->ns->href : "");
+                href = ns_href(a->ns);
+                if (!href)
+                        return -ENOMEM;
+                r = xml_strv_extend_escaped_attr(&l, "xmlns", prefix, href);
                 if (r < 0)
                         return r;
                 r = strv_extend(&prefixes, prefix);
@@ -406,6 +436,7 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret) {
         _cleanup_(xmlFreeNodep) xmlNode *copy = NULL;
         _cleanup_(xmlBufferFreep) xmlBuffer *buf = NULL;
         char *s;
+        int r;
 
         /* xmlDocCopyNode() declares on the copy the namespaces that n uses
          * but an ancestor declares. */
@@ -417,8 +448,19 @@ int xml_dump_element(xmlDoc *doc, const xmlNode *n, int level, char **ret) {
         buf = xmlBufferCreate();
         if (!buf)
                 return -ENOMEM;
-        if (xmlNodeDump(buf, doc, copy, level, 1) < 0)
-                return -ENOMEM;
+        /* libxml2 writes non-ASCII in attribute values as character
+         * references when the document declared no encoding, and as UTF-8
+         * when it did: dump as UTF-8 always, or a document with
+         * encoding="UTF-8" would change bytes on its second round trip. */
+        {
+                const xmlChar *saved = doc->encoding;
+
+                doc->encoding = BAD_CAST "UTF-8";
+                r = xmlNodeDump(buf, doc, copy, level, 1);
+                doc->encoding = saved;
+                if (r < 0)
+                        return -ENOMEM;
+        }
 
         s = strdup((const char *) xmlBufferContent(buf));
         if (!s)

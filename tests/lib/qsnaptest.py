@@ -25,6 +25,11 @@ QsnapTestCase registers as a cleanup, so it runs when a test fails too; on
 failure the logs of qsnapd, the bus (and polkitd) and QEMU are printed first.
 Set QSNAPTEST_KEEP=1 to keep the temporary directory for a post-mortem.
 
+QSNAPD_WRAPPER="valgrind --leak-check=full …" runs every qsnapd the
+harness starts (directly or by bus activation) under that command
+(tools/valgrind.sh). Under a wrapper every harness timeout is multiplied
+by QSNAPTEST_TIMEOUT_FACTOR (default 10; 1 without a wrapper).
+
 Files outside the temporary directory (the polkit action file, the rules
 files, the qsnaptest user) are shared with any other harness running on the
 host at the same time: a shared flock on /run/lock/qsnaptest.lock is held
@@ -42,6 +47,7 @@ import os
 import pwd
 import re
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -123,6 +129,22 @@ def qsnapd_binary():
     return os.environ.get('QSNAPD_BINARY', '')
 
 
+def qsnapd_wrapper():
+    """$QSNAPD_WRAPPER split as a shell would: the command every qsnapd
+    runs under (e.g. valgrind), or []."""
+    return shlex.split(os.environ.get('QSNAPD_WRAPPER', ''))
+
+
+def qsnapd_command():
+    """The argv that starts the build tree's qsnapd (under the wrapper)."""
+    return qsnapd_wrapper() + [qsnapd_binary()]
+
+
+# A wrapper like valgrind makes qsnapd 10-50 times slower: every timeout of
+# the harness (spin(), calls, daemon start and stop) is scaled by this.
+TIMEOUT_FACTOR = float(os.environ.get('QSNAPTEST_TIMEOUT_FACTOR') or (10 if qsnapd_wrapper() else 1))
+
+
 def kvm_works():
     """True when /dev/kvm can be opened read-write (then domains use
     type='kvm', else TCG with type='qemu')."""
@@ -160,6 +182,9 @@ def check_requirements(daemon=True):
             problems.append('QSNAPD_BINARY is not set (run the test through meson test)')
         elif not os.access(binary, os.X_OK):
             problems.append('qsnapd is not built: %s does not exist or is not executable' % binary)
+        wrapper = qsnapd_wrapper()
+        if wrapper and not shutil.which(wrapper[0]):
+            problems.append('QSNAPD_WRAPPER names %s, which is not installed' % wrapper[0])
     if problems:
         raise RuntimeError('e2e requirements missing:\n  ' + '\n  '.join(problems))
 
@@ -204,7 +229,7 @@ def _proc_uid(pid):
 
 
 def _wait_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
     while True:
         left = [p for p in pids if _alive(p)]
         if not left or time.monotonic() >= deadline:
@@ -430,7 +455,7 @@ def spin(predicate, timeout):
     replies are dispatched) until predicate() returns a true value, which
     is returned; None after timeout seconds."""
     ctx = GLib.MainContext.default()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
     while True:
         while ctx.iteration(False):
             pass
@@ -460,7 +485,7 @@ class PendingCall:
         self._error = None
         self._what = what
         self._timeout = timeout
-        conn.call(dest, path, iface, method, args, reply_sig, flags, int(timeout * 1000), None,
+        conn.call(dest, path, iface, method, args, reply_sig, flags, int(timeout * TIMEOUT_FACTOR * 1000), None,
                   self._finish)
 
     def _finish(self, conn, res):
@@ -612,7 +637,7 @@ class Client:
         rs = GLib.VariantType.new(reply_sig) if reply_sig else None
         try:
             res = self.conn.call_sync(dest, path, iface, method, _as_variant(args, sig), rs, flags,
-                                      int(timeout * 1000), None)
+                                      int(timeout * TIMEOUT_FACTOR * 1000), None)
         except GLib.Error as e:
             raise _convert_error(e, what) from None
         return _unpack(res)
@@ -1068,7 +1093,7 @@ class Harness:
         self.update_activation_file()
 
     def _daemon_argv(self):
-        return [qsnapd_binary(), '--address=' + self.address, '--state-dir=' + self.state_dir,
+        return qsnapd_command() + ['--address=' + self.address, '--state-dir=' + self.state_dir,
                 '--runtime-dir=' + self.runtime_dir, '--polkit=' + ('yes' if self.polkit else 'no'),
                 '--idle-timeout=%d' % self.idle_timeout, '--log-level=' + self.log_level] + \
             (['--image-root=' + self.images_dir] if self.image_root else []) + self.daemon_args

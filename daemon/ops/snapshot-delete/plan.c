@@ -475,7 +475,20 @@ int delete_collect_victims(Snapshot *s, uint64_t flags, Snapshot ***ret, size_t 
         return 0;
 }
 
-static int check_domain(Domain *d, char **ret_message) {
+/* Whether one of the victims has data on disk `target` (its snapshot of
+ * that disk is internal or external): only those disks' jobs are in the
+ * way, locks being per disk. */
+static bool victims_cover_disk(Snapshot *const *victims, size_t n, const char *target) {
+        for (size_t i = 0; i < n; i++) {
+                const SnapshotDisk *sd = snapshot_def_find_disk(victims[i]->def, target);
+
+                if (sd && IN_SET(sd->snapshot, SNAPSHOT_LOCATION_INTERNAL, SNAPSHOT_LOCATION_EXTERNAL))
+                        return true;
+        }
+        return false;
+}
+
+static int check_domain(Domain *d, Snapshot *const *victims, size_t n_victims, char **ret_message) {
         const DomainDef *cur = domain_current_def(d);
 
         if (domain_is_busy(d))
@@ -484,7 +497,11 @@ static int check_domain(Domain *d, char **ret_message) {
         if (d->attaching)
                 return message_set(ret_message, -QSNAP_E_BUSY, "Domain '%s' is being reconnected; try again.", d->def->name);
         for (size_t i = 0; i < cur->n_disks; i++) {
-                Job *j = domain_disk_job(d, cur->disks[i].target);
+                Job *j;
+
+                if (!victims_cover_disk(victims, n_victims, cur->disks[i].target))
+                        continue;
+                j = domain_disk_job(d, cur->disks[i].target);
                 if (j)
                         return message_set(ret_message, -QSNAP_E_BUSY, "Disk %s of domain '%s' has a %s job (%s) running.",
                                            cur->disks[i].target, d->def->name, job_type_to_string(j->type), j->id);
@@ -520,10 +537,10 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
                                    (uint64_t) (flags & ~SNAPSHOT_DELETE_ALL), SNAPSHOT_DELETE_ALL);
         if ((flags & SNAPSHOT_DELETE_CHILDREN) && (flags & SNAPSHOT_DELETE_CHILDREN_ONLY))
                 return message_set(ret_message, -QSNAP_E_INVALID_ARGUMENT, "CHILDREN and CHILDREN_ONLY exclude each other.");
-        r = check_domain(d, ret_message);
+        r = delete_collect_victims(s, flags, &victims, &n);
         if (r < 0)
                 return r;
-        r = delete_collect_victims(s, flags, &victims, &n);
+        r = check_domain(d, victims, n, ret_message);
         if (r < 0)
                 return r;
         /* Each one against the disks as they are now: exact for one

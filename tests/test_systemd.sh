@@ -18,6 +18,11 @@
 #     capability bounding set, seccomp, no_new_privs; /proc mounted with
 #     hidepid=invisible) — and QEMU still runs under it: an external
 #     snapshot of the running VM and a block job (BlockPull) complete;
+#   - qsnapctl -M CONTAINER from the host (and qsnapctl inside) drives that
+#     qsnapd: list --json, domblklist, suspend/resume, a named error;
+#   - qsnapctl on a terminal in a logind session (systemd-run -p
+#     PAMName=login) starts pkttyagent, which asks for host-admin's password;
+#     a wrong one is AccessDenied; --no-ask-password asks nothing;
 #   - Stop quits QEMU and the scope goes away.
 #
 #   test_systemd.sh BUILD_ROOT SOURCE_ROOT        (as root)
@@ -237,7 +242,7 @@ case "$prefix" in
 esac
 [ -z "$(find "$TMP/stage" -mindepth 1 -maxdepth 1 ! -name usr)" ] ||
         fail "meson install put files outside /usr: $(find "$TMP/stage" -mindepth 1 -maxdepth 1 ! -name usr)"
-for f in "libexec/qsnapd" "share/dbus-1/system-services/$NAME.service" "share/dbus-1/system.d/$NAME.conf" \
+for f in "libexec/qsnapd" "bin/qsnapctl" "share/dbus-1/system-services/$NAME.service" "share/dbus-1/system.d/$NAME.conf" \
          "share/polkit-1/actions/org.example.snapshot1.policy"; do
         [ -e "$TMP/stage$prefix/$f" ] || fail "meson install did not install $prefix/$f (contents: $(cd "$TMP/stage" && find . -type f))"
 done
@@ -496,6 +501,102 @@ disks=$(bus get-property "$NAME" "$DOM_PATH" org.example.Snapshot1.Domain Disks)
         fail "Disks after the pull: $disks"
 [ "$(prop "$DOM_PATH" org.example.Snapshot1.Domain State)" = running ] || fail "the VM is not running after the job"
 log "BlockPull completed under the hardened unit"
+
+# ---- 2c. qsnapctl -M: the container's qsnapd from the host ----
+
+# sd-bus finds a container's leader in /run/systemd/machines/NAME, which
+# systemd-machined writes; nspawn runs with --register=no here, so a private
+# /run (in a mount namespace of qsnapctl's own) holds that one file.
+QSNAPCTL=$BUILD/tools/qsnapctl/qsnapctl
+[ -x "$QSNAPCTL" ] || fail "$QSNAPCTL is not built"
+qm() {
+        # shellcheck disable=SC2016
+        timeout -k 5 60 unshare --mount --propagation private sh -c \
+                'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/systemd/machines &&
+                 printf "LEADER=%s\nCLASS=container\n" "$1" >/run/systemd/machines/qsnaptest && shift && exec "$@"' \
+                sh "$LEADER" "$QSNAPCTL" -M qsnaptest "$@"
+}
+json_get() {    # json_get EXPRESSION: evaluates EXPRESSION on the JSON document j from stdin
+        /usr/bin/python3 -c 'import json, sys; j = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
+out=$(qm list --json 2>&1) || fail "qsnapctl -M qsnaptest list --json failed: $out"
+got=$(json_get '[(d["name"], d["state"], d["current_snapshot"]) for d in j]' <<<"$out") ||
+        fail "qsnapctl -M qsnaptest list --json printed no JSON: $out"
+[ "$got" = "[('$DOM_NAME', 'running', 's1')]" ] || fail "qsnapctl -M qsnaptest list --json: $got"
+out=$(qm domblklist "$DOM_NAME" 2>&1) || fail "qsnapctl -M domblklist failed: $out"
+grep -qE "^ vda +qcow2 +$IMAGES_IN/disk.s1 " <<<"$out" || fail "qsnapctl -M domblklist: $out"
+out=$(qm suspend "$DOM_NAME" 2>&1) || fail "qsnapctl -M suspend failed: $out"
+[ "$(prop "$DOM_PATH" org.example.Snapshot1.Domain State)" = paused ] || fail "qsnapctl -M suspend did not pause the VM"
+qm resume "$DOM_NAME" >/dev/null 2>&1 || fail "qsnapctl -M resume failed"
+[ "$(prop "$DOM_PATH" org.example.Snapshot1.Domain State)" = running ] || fail "qsnapctl -M resume did not resume the VM"
+out=$(qm domstate "no such domain" 2>&1)
+rc=$?
+[ "$rc" = 1 ] && grep -q "^error: NoSuchDomain (" <<<"$out" || fail "qsnapctl -M with a bad name: exit $rc, $out"
+# The installed qsnapctl inside the container, on its own system bus.
+out=$(inside qsnapctl snapshot-list "$DOM_NAME" --name 2>&1) || fail "qsnapctl inside the container failed: $out"
+[ "$out" = s1 ] || fail "qsnapctl snapshot-list inside the container: $out"
+log "qsnapctl -M qsnaptest drives the container's qsnapd (list, domblklist, suspend, resume, a named error)"
+
+# polkit's password prompt on a terminal: a user with a logind session of
+# its own (systemd-run -p PAMName=login) runs qsnapctl on a pseudo-terminal;
+# defining a domain needs host-admin (auth_admin), so qsnapctl's pkttyagent
+# asks for an administrator's password; a wrong one is refused (AccessDenied)
+# and nothing is defined.
+qemu-img create -q -f qcow2 "$TMP/shared/pk.qcow2" 64M || fail "qemu-img create failed"
+printf "<domain type='kvm'><name>pk vm</name><memory unit='MiB'>128</memory><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s/pk.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>\n" "$IMAGES_IN" >"$TMP/shared/pk.xml"
+chmod 0644 "$TMP/shared/pk.xml"
+# answer_on_tty PATTERN ANSWER CMD...: runs CMD on a pseudo-terminal of its
+# own, types ANSWER once its output matches PATTERN, prints all it wrote.
+answer_on_tty() {
+        # shellcheck disable=SC2016
+        /usr/bin/python3 -c '
+import os, re, select, subprocess, sys, time, fcntl, termios
+pattern, answer, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+master, slave = os.openpty()
+def ctty():
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=ctty, close_fds=True)
+os.close(slave)
+out, answered, answered_len, tries, end = b"", 0, 0, 0, time.monotonic() + 60
+while time.monotonic() < end:
+    r, _, _ = select.select([master], [], [], 0.2)
+    if r:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        out += data
+    # Type once the prompt is there. Behind systemd-run --pty the terminal
+    # that matters is the inner one: typed before the prompt turned its echo
+    # off, the answer comes back echoed and is flushed; then type it again
+    # (at most 5 times) until it goes unechoed and something else follows.
+    since = out[answered_len:].strip()
+    if tries < 5 and ((not answered and re.search(pattern.encode(), out)) or
+                      (answered and time.monotonic() - answered > 1 and since == answer.encode())):
+        os.write(master, answer.encode() + b"\n")
+        answered, answered_len, tries = time.monotonic(), len(out), tries + 1
+sys.stdout.write(out.decode("utf-8", "replace"))
+p.kill() if p.poll() is None else None
+sys.exit(p.wait())' "$@"
+}
+out=$(answer_on_tty 'Password: ?$' not-the-password timeout -k 5 60 \
+        nsenter -t "$LEADER" -m -u -i -n -p -C -r -w env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        systemd-run --wait --pty --quiet -p PAMName=login --uid=nobody qsnapctl define "$IMAGES_IN/pk.xml" 2>&1)
+grep -q "AUTHENTICATING FOR org.example.snapshot1.host-admin" <<<"$out" || fail "no polkit prompt on the terminal: $out"
+grep -q "Password:" <<<"$out" || fail "no password prompt: $out"
+grep -q "AUTHENTICATION FAILED" <<<"$out" || fail "the wrong password was not refused: $out"
+grep -q "error: AccessDenied (polkit did not authorize the call)" <<<"$out" || fail "qsnapctl did not say AccessDenied: $out"
+[ "$(bus call "$NAME" "$ROOT_PATH" org.example.Snapshot1.Manager ListDomains | grep -c pk_20vm)" = 0 ] ||
+        fail "the refused define defined the domain"
+out=$(answer_on_tty 'never asked' - timeout -k 5 60 \
+        nsenter -t "$LEADER" -m -u -i -n -p -C -r -w env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        systemd-run --wait --pty --quiet -p PAMName=login --uid=nobody qsnapctl define --no-ask-password "$IMAGES_IN/pk.xml" 2>&1)
+grep -q "AUTHENTICATING" <<<"$out" && fail "--no-ask-password asked: $out"
+grep -q "error: InteractiveAuthorizationRequired (" <<<"$out" || fail "--no-ask-password: $out"
+log "qsnapctl on a terminal: pkttyagent asked for the password of host-admin; a wrong one is AccessDenied; --no-ask-password asks nothing"
 
 # ---- 3. systemctl stop qsnapd.service leaves the VM running ----
 

@@ -32,7 +32,11 @@ for line in open(sys.argv[1]):
     line = line.strip()
     if not line:
         continue
-    r = json.loads(line)["result"]
+    try:
+        r = json.loads(line)["result"]
+    except (ValueError, KeyError):
+        print("unreadable line in %s: %.80s" % (sys.argv[1], line), file=sys.stderr)
+        r = "ERROR"     # counted as a failure, never dropped
     if r in ("OK", "EXPECTEDFAIL"):
         ok += 1
     else:

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qsnapctl: a virsh-like command line for qsnapd on sd-bus. This header is
+ * what the verb files share: the verb and option tables (one table drives
+ * parsing, --help, the man page check and bash completion), the parsed
+ * command line, the bus connection, and the output helpers (tables, JSON,
+ * units, errors). Exit status: 0 success, 1 the operation failed, 2 usage.
+ */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <systemd/sd-bus.h>
+
+#include "util/util.h"
+
+#define QSNAP_BUS_NAME "org.example.Snapshot1"
+#define QSNAP_ROOT_PATH "/org/example/Snapshot1"
+#define QSNAP_MANAGER_IFACE "org.example.Snapshot1.Manager"
+#define QSNAP_DOMAIN_IFACE "org.example.Snapshot1.Domain"
+#define QSNAP_SNAPSHOT_IFACE "org.example.Snapshot1.Snapshot"
+#define QSNAP_CHECKPOINT_IFACE "org.example.Snapshot1.Checkpoint"
+#define QSNAP_JOB_IFACE "org.example.BlockJob1"
+#define QSNAP_ERROR_PREFIX "org.example.Snapshot1.Error."
+
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILED = 1, /* the operation failed (the error is printed) */
+        EXIT_USAGE = 2,  /* bad command line */
+};
+
+/* What an option's value is: drives parsing checks and completion. */
+typedef enum ArgKind {
+        ARG_NONE,       /* a switch */
+        ARG_STRING,
+        ARG_DOMAIN,     /* a domain name */
+        ARG_SNAPSHOT,   /* a snapshot name of the command's domain */
+        ARG_CHECKPOINT, /* a checkpoint name of the command's domain */
+        ARG_DISK,       /* a disk target of the command's domain (or a path) */
+        ARG_FILE,
+        ARG_SIZE,       /* bytes, with units: 100M, 1.5GiB */
+        ARG_BANDWIDTH,  /* bytes per second, with units: 200MiB/s */
+        ARG_NUMBER,     /* a plain non-negative integer */
+        ARG_VERB,       /* a verb name (help) */
+} ArgKind;
+
+enum {
+        OPT_POSITIONAL = 1 << 0, /* may also be given by position, in table order */
+        OPT_REQUIRED = 1 << 1,
+        OPT_MULTI = 1 << 2,      /* may be repeated; every value is kept */
+        OPT_REST = 1 << 3,       /* positional: takes every remaining word */
+};
+
+typedef struct OptionDef {
+        const char *name; /* long name without "--" */
+        ArgKind kind;
+        unsigned flags;
+        const char *help;
+} OptionDef;
+
+typedef struct Ctx Ctx;
+
+enum {
+        VERB_JSON = 1 << 0,    /* prints data: --json is allowed */
+        VERB_NO_BUS = 1 << 1,  /* needs no connection */
+        VERB_AUTH = 1 << 2,    /* may need polkit: start the terminal agent */
+        VERB_HIDDEN = 1 << 3,  /* not listed in help */
+};
+
+typedef struct Verb {
+        const char *name;
+        const char *group;
+        const char *summary;
+        const OptionDef *options; /* terminated by { NULL } */
+        int (*run)(Ctx *c);
+        unsigned flags;
+} Verb;
+
+typedef enum Transport {
+        TRANSPORT_SYSTEM,
+        TRANSPORT_USER,
+        TRANSPORT_REMOTE,
+        TRANSPORT_MACHINE,
+        TRANSPORT_ADDRESS,
+} Transport;
+
+struct Ctx {
+        /* global options */
+        Transport transport;
+        char *host;      /* -H, -M, --address argument */
+        bool ask_password;
+        bool ask_password_set;
+        bool json;
+        bool help;
+
+        const Verb *verb;
+        char ***values;  /* per option of the verb: its values (NULL: not given) */
+        size_t n_options;
+
+        sd_bus *bus;
+        bool is_tty;     /* stdout is a terminal */
+};
+
+/* All verbs, in help order; NULL-terminated. */
+extern const Verb *const verbs[];
+extern const OptionDef global_options[];
+
+/* Parsed values. opt(): the last value given, or NULL. opt_all(): every one. */
+const char *opt(Ctx *c, const char *name);
+char **opt_all(Ctx *c, const char *name);
+bool flag(Ctx *c, const char *name);
+/* Parses a size or bandwidth option; 0 when not given. -EINVAL printed. */
+int opt_size(Ctx *c, const char *name, uint64_t *ret);
+int opt_number(Ctx *c, const char *name, uint64_t *ret);
+
+/* Errors and messages. */
+void usage_error(const char *fmt, ...) _printf_(1, 2);
+void fail(const char *fmt, ...) _printf_(1, 2);
+/* Prints a bus error as "Name (meaning): message"; returns EXIT_FAILURE. */
+int print_bus_error(const sd_bus_error *e, int r);
+const char *error_meaning(const char *short_name);
+
+/* Connection and calls (the bus is connected before run()). */
+int ctx_connect(Ctx *c);
+/* Calls a method of qsnapd; on failure prints the error and returns < 0. */
+int call(Ctx *c, sd_bus_message **ret_reply, const char *path, const char *iface, const char *member,
+         const char *types, ...);
+int get_property_string(Ctx *c, const char *path, const char *iface, const char *name, char **ret);
+int get_property_strv(Ctx *c, const char *path, const char *iface, const char *name, char ***ret);
+int domain_path(Ctx *c, const char *name, char **ret_path);
+int snapshot_path(Ctx *c, const char *domain_path, const char *name, char **ret_path);
+/* The name at the end of an object path, decoded ("my_20vm" → "my vm"). */
+char *path_last_name(const char *path);
+
+/* Properties of one object, read from a{sv} (GetAll or GetManagedObjects). */
+typedef struct Props {
+        char *path;
+        char **keys;
+        json_object *values; /* name → JSON value (strings, numbers, arrays) */
+} Props;
+Props *props_free(Props *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Props *, props_free);
+int props_read(sd_bus_message *m, Props *p); /* at an a{sv} */
+int props_get_all(Ctx *c, const char *path, const char *iface, Props **ret);
+const char *props_str(const Props *p, const char *name);
+uint64_t props_u64(const Props *p, const char *name);
+bool props_bool(const Props *p, const char *name);
+json_object *props_json(const Props *p, const char *name);
+
+/* Every object of one interface from GetManagedObjects, sorted by path. */
+int managed_objects(Ctx *c, const char *iface, const char *path_prefix, Props ***ret, size_t *ret_n);
+void props_array_free(Props **a, size_t n);
+/* The rest of m's current container (a signal's arguments) as a JSON array. */
+int read_all_values(sd_bus_message *m, json_object **ret);
+
+/* Units. */
+int parse_size(const char *s, bool bandwidth, uint64_t *ret);
+char *format_size(uint64_t bytes);           /* "1.5 GiB", "512 B" */
+char *format_rate(uint64_t bytes_per_sec);    /* "200 MiB/s" */
+char *format_duration(uint64_t seconds);      /* "1:05", "2:03:04" */
+char *format_time(uint64_t epoch);            /* virsh's "2024-01-02 10:00:00 +0000" */
+
+/* Tables, aligned, virsh's style (a leading space, a dashed rule). */
+typedef struct Table Table;
+Table *table_new(const char *first, ...) _sentinel_;
+Table *table_free(Table *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Table *, table_free);
+int table_add(Table *t, const char *first, ...); /* one cell per column; NULL = "" */
+void table_print(Table *t, FILE *f);
+
+/* JSON output: pretty-printed, one document, to stdout. */
+void json_print(json_object *o);
+json_object *json_str(const char *s); /* NULL → JSON null */
+
+/* Reads a file, or stdin for "-", whole. */
+int read_input(const char *path, char **ret);
+char *xml_escape(const char *s);
+
+/* Verb entry points. */
+int verb_list(Ctx *c);
+int verb_define(Ctx *c);
+int verb_undefine(Ctx *c);
+int verb_start(Ctx *c);
+int verb_stop(Ctx *c);
+int verb_suspend(Ctx *c);
+int verb_resume(Ctx *c);
+int verb_domstate(Ctx *c);
+int verb_dominfo(Ctx *c);
+int verb_dumpxml(Ctx *c);
+int verb_domblklist(Ctx *c);
+int verb_qemu_monitor_command(Ctx *c);
+int verb_version(Ctx *c);
+
+int verb_snapshot_create(Ctx *c);
+int verb_snapshot_create_as(Ctx *c);
+int verb_snapshot_list(Ctx *c);
+int verb_snapshot_info(Ctx *c);
+int verb_snapshot_dumpxml(Ctx *c);
+int verb_snapshot_current(Ctx *c);
+int verb_snapshot_parent(Ctx *c);
+int verb_snapshot_revert(Ctx *c);
+int verb_snapshot_delete(Ctx *c);
+int verb_snapshot_check_revert(Ctx *c);
+int verb_snapshot_check_delete(Ctx *c);
+
+int verb_blockpull(Ctx *c);
+int verb_blockrebase(Ctx *c);
+int verb_blockcommit(Ctx *c);
+int verb_blockcopy(Ctx *c);
+int verb_blockjob(Ctx *c);
+int verb_jobs(Ctx *c);
+
+int verb_monitor(Ctx *c);
+
+/* Block job waiting (verbs-job.c): follows the job at path from its
+ * signals (subscribed before the job started: job_watch_begin()). */
+typedef struct JobWatch JobWatch;
+int job_watch_begin(Ctx *c, const char *domain_path, JobWatch **ret);
+JobWatch *job_watch_free(JobWatch *w);
+DEFINE_TRIVIAL_CLEANUP_FUNC(JobWatch *, job_watch_free);
+typedef enum JobEnd {
+        JOB_END_WAIT,   /* wait until the job has ended */
+        JOB_END_READY,  /* stop waiting when it is ready (leave it mirroring) */
+        JOB_END_PIVOT,  /* pivot when ready, wait for the end */
+        JOB_END_FINISH, /* abort when ready (keep the copy), wait for the end */
+} JobEnd;
+/* Waits for the job; draws progress (verbose: also without a terminal).
+ * timeout_sec: abort after that long (0: never). label: "Block Commit".
+ * Returns an exit status. */
+int job_wait(Ctx *c, JobWatch *w, const char *job_path, const char *label, JobEnd end, bool verbose,
+             uint64_t timeout_sec, bool abort_async);

@@ -30,6 +30,12 @@ harness starts (directly or by bus activation) under that command
 (tools/valgrind.sh). Under a wrapper every harness timeout is multiplied
 by QSNAPTEST_TIMEOUT_FACTOR (default 10; 1 without a wrapper).
 
+Every D-Bus error a call of our methods answers (Client.call, call_async,
+gdbus_as) is noted: a QsnapTestCase fails when one of ours, or AccessDenied
+or InteractiveAuthorizationRequired, is not in that method's Errors: list
+in interfaces/, or when tests/errors_matrix.py names the test for an error
+it did not receive (note_error()).
+
 Files outside the temporary directory (the polkit action file, the rules
 files, the qsnaptest user) are shared with any other harness running on the
 host at the same time: a shared flock on /run/lock/qsnaptest.lock is held

@@ -53,6 +53,18 @@ typedef struct DomainDisk {
         char **extra_target_attributes;
 } DomainDisk;
 
+/* UEFI: libvirt's <os><loader readonly='yes' type='pflash'>CODE</loader>
+ * <nvram template=… format=…>VARS</nvram> (store/xml-domain-firmware.c). */
+typedef struct DomainFirmware {
+        char *loader;            /* the firmware code, absolute; NULL: QEMU's own (SeaBIOS) */
+        char *nvram;             /* the domain's variable store, absolute; NULL until DefineDomain
+                                  * picks <state>/nvram/<uuid>_VARS.fd|.qcow2 */
+        char *nvram_template;    /* template=: what a missing store is created from, absolute */
+        DiskFormat nvram_format; /* format=: raw when absent (libvirt's default); qcow2
+                                  * lets internal snapshots keep the variables too */
+        bool nvram_format_given;
+} DomainFirmware;
+
 typedef struct DomainDef {
         char *type;        /* <domain type=…>, "kvm" when absent */
         char *name;        /* any non-empty text */
@@ -76,6 +88,8 @@ typedef struct DomainDef {
 
         DomainDisk *disks;
         size_t n_disks;
+
+        DomainFirmware firmware; /* all NULL: BIOS */
 
         /* Unknown children of <domain>, <os> and <devices>, verbatim, in order. */
         char **extra_domain;

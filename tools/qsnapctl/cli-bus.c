@@ -37,6 +37,7 @@ static const struct {
         { "NotRunning", "the domain is not running" },
         { "QemuFailed", "QEMU refused or failed; its own words follow" },
         { "Unsupported", "qsnapd cannot do this" },
+        { "AgentUnresponsive", "the guest agent did not answer in time; try again, or without --quiesce" },
         { "AccessDenied", "polkit did not authorize the call" },
         { "InteractiveAuthorizationRequired",
           "authentication is needed: run on a terminal without --no-ask-password, or get a polkit rule" },

@@ -67,6 +67,7 @@ import xml.etree.ElementTree as ET
 import qsnaptest as q
 
 D = q.DOMAIN_IFACE
+C = q.CHECKPOINT_IFACE
 J = q.JOB_IFACE
 S = q.SNAPSHOT_IFACE
 MiB = 1 << 20
@@ -81,6 +82,8 @@ def setUpModule():
     q.check_requirements()
     if not QSNAPCTL or not os.access(QSNAPCTL, os.X_OK):
         raise RuntimeError('QSNAPCTL_BINARY is not set or not executable (run through meson test): %r' % QSNAPCTL)
+    # Backups copy at most 4 MiB/s a disk (qsnapd's test hook), so that backup-begin --wait draws a bar.
+    os.environ['QSNAPD_TEST_BACKUP_SPEED'] = str(4 * MiB)
     H = q.Harness()
     try:
         H.start()
@@ -247,6 +250,19 @@ class QsnapctlTest(unittest.TestCase):
     def json_of(self, *args, **kw):
         return json.loads(self.ok(*args, '--json', **kw))
 
+    def complete(self, words, typed_line=None):
+        """words: what bash splits (as typed); the last one is completed."""
+        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
+        line = typed_line if typed_line is not None else ' '.join(words)
+        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
+                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
+                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
+        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
+        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [x for x in r.stdout.split('\n') if x]
+
     def assertNamedError(self, err, name, meaning_word=None):
         """error: Name (meaning): message — never a bare D-Bus name."""
         self.assertRegex(err, r'^error: %s \([^)]+\): .+' % name, err)
@@ -295,6 +311,7 @@ class UsageTest(QsnapctlTest):
             (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
             (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
             (['backup-dumpxml'], 'missing domain'),
+            (['domjobabort'], 'missing domain'),
             (['-H'], '-H needs a value'),
             (['--address'], '--address needs a value'),
             (['start', VM, '--paused=yes'], 'takes no value'),
@@ -864,19 +881,6 @@ class MonitorTest(QsnapctlTest):
 class CompletionTest(QsnapctlTest):
     """The installed bash completion, sourced into a real bash, with
     COMP_WORDS/COMP_LINE as bash sets them for a partial word."""
-
-    def complete(self, words, typed_line=None):
-        """words: what bash splits (as typed); the last one is completed."""
-        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
-        line = typed_line if typed_line is not None else ' '.join(words)
-        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
-                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
-                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
-        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
-        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
-                           timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return [x for x in r.stdout.split('\n') if x]
 
     def test_completion(self):
         h = self.h

@@ -179,8 +179,15 @@ class PushTest(BackupTestCase):
         st = os.lstat(target)
         self.assertEqual(st.st_mode & 0o777, 0o600)
 
-        self.assert_refused(dom, E + 'Busy', 'BackupBegin', (push_xml(h.image_path('second.qcow2')), '', 0), 'sst')
+        # A second backup: Busy, and nothing of it appears (the first one's
+        # target grows meanwhile, so no whole fingerprint here).
+        qemu_jobs = [j['id'] for j in h.qmp(dom, 'query-jobs')['return']]
+        with self.assertDBusError(E + 'Busy'):
+            self.begin(dom, push_xml(h.image_path('second.qcow2')))
         self.assertFalse(os.path.exists(h.image_path('second.qcow2')))
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job])
+        self.assertEqual([j['id'] for j in h.qmp(dom, 'query-jobs')['return']], qemu_jobs)
+        self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/target").get('file'), target)
 
         self.write_b_while_running(dom, job)
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))

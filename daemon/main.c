@@ -18,6 +18,7 @@
 #include "core/operation.h"
 #include "ops/checkpoint-create.h"
 #include "ops/checkpoint-delete.h"
+#include "ops/backup.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-revert.h"
@@ -50,6 +51,7 @@ static const OperationKind *const operation_kinds[] = {
         &snapshot_revert_kind,
         &checkpoint_create_kind,
         &checkpoint_delete_kind,
+        &backup_kind,
 };
 
 typedef struct Daemon {

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "core/disk.h"
+#include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
 #include "core/domain.h"
@@ -237,6 +238,7 @@ static void domain_remove_runtime_files(Domain *d) {
                 if (p)
                         (void) unlink(p);
         }
+        domain_devices_remove_runtime_files(d, def);
         for (size_t i = 0; i < def->n_disks; i++) {
                 _cleanup_free_ char *p = NULL;
 

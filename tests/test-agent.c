@@ -232,6 +232,17 @@ static void test_timeout(void) {
         peer_answer_sync(&p, id);
         peer_expect_nothing(&p);
         expect_no_record();
+
+        /* A command sent while a probe syncs takes over that sync instead
+         * of waiting behind it. */
+        check(agent_probe(a, 0) >= 0);
+        id = peer_expect_sync(&p);
+        check(agent_send(a, "guest-info", NULL, 0, on_reply, (void *) "info") > 0);
+        peer_expect_nothing(&p);
+        peer_answer_sync(&p, id);
+        peer_expect_command(&p, "{\"execute\": \"guest-info\"}");
+        peer_say(&p, "{\"return\": {}}\n");
+        expect_record("info 0 {}");
         peer_close(&p);
 }
 

@@ -196,13 +196,15 @@ static int chardev_argv(Domain *d, const DomainChar *c, const char *id, const ch
         return add(argv, "-chardev", "socket,id=%s,path=%s,server=on,wait=off", id, esc);
 }
 
+static bool is_agent(const DomainChar *c) {
+        return c->role == DOMAIN_CHAR_CHANNEL && streq_ptr(c->name, DOMAIN_AGENT_CHANNEL_NAME);
+}
+
 /* The runtime dir's socket of a unix serial, console or channel that
- * names no <source path>: <uuid>.agent, .channel<i>, .serial<i>. */
+ * names no <source path>: <uuid>.channel<i>, .serial<i>. (The agent's is
+ * always <uuid>.agent, core/domain-launch.c's.) */
 static void char_socket_suffix(const DomainChar *c, size_t i, char buf[static 32]) {
-        if (c->role == DOMAIN_CHAR_CHANNEL && streq_ptr(c->name, DOMAIN_AGENT_CHANNEL_NAME))
-                snprintf(buf, 32, ".agent");
-        else
-                snprintf(buf, 32, "%s%zu", c->role == DOMAIN_CHAR_CHANNEL ? ".channel" : ".serial", i);
+        snprintf(buf, 32, "%s%zu", c->role == DOMAIN_CHAR_CHANNEL ? ".channel" : ".serial", i);
 }
 
 /* A <console> whose target is a serial port that a <serial> already
@@ -218,15 +220,15 @@ static bool console_is_a_serial(const DomainDevices *hw, const DomainChar *c) {
 
 static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {
         const DomainDevices *hw = &def->devices;
-        bool virtio_serial = false;
+        bool virtio_serial = def->agent_channel; /* launched with the agent's channel */
         int r;
 
         for (size_t i = 0; i < hw->n_chars; i++) {
                 const DomainChar *c = hw->chars + i;
                 char id[32], suffix[32];
 
-                if (console_is_a_serial(hw, c))
-                        continue;
+                if (console_is_a_serial(hw, c) || is_agent(c))
+                        continue; /* the agent's: core/domain-launch.c (with the controller) */
                 if (c->virtio && !virtio_serial) {
                         r = add(argv, "-device", "virtio-serial-pci,id=virtio-serial0");
                         if (r < 0)
@@ -315,14 +317,6 @@ int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **re
         return r;
 }
 
-char *domain_devices_agent_socket(Domain *d, const DomainDef *def) {
-        const DomainChar *c = domain_devices_agent_channel(&def->devices);
-
-        if (!c)
-                return NULL;
-        return c->path ? strdup(c->path) : domain_runtime_path(d, ".agent");
-}
-
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
         const DomainDevices *hw = &def->devices;
         _cleanup_strv_free_ char **paths = NULL;
@@ -336,7 +330,7 @@ void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
                 const DomainChar *c = hw->chars + i;
                 char suffix[32];
 
-                if (c->type != DOMAIN_CHAR_UNIX || c->path)
+                if (c->type != DOMAIN_CHAR_UNIX || c->path || is_agent(c))
                         continue;
                 char_socket_suffix(c, i, suffix);
                 (void) strv_push(&paths, domain_runtime_path(d, suffix));
@@ -358,7 +352,7 @@ int domain_devices_paths(const DomainDef *def, char ***ret) {
                 if (hw->cdroms[i].source)
                         r = strv_extend(&l, hw->cdroms[i].source);
         for (size_t i = 0; r >= 0 && i < hw->n_chars; i++)
-                if (hw->chars[i].path)
+                if (hw->chars[i].path && !is_agent(hw->chars + i))
                         r = strv_extend(&l, hw->chars[i].path);
         for (size_t i = 0; r >= 0 && i < hw->n_graphics; i++)
                 if (hw->graphics[i].socket)

@@ -8,7 +8,6 @@
  *
  * Runtime files, besides core/domain.c's (all under the runtime dir):
  *   <uuid>.vnc, <uuid>.spice   a graphics socket without <listen>
- *   <uuid>.agent               the guest agent's channel without <source path>
  *   <uuid>.channel<N>          any other channel without <source path>
  *   <uuid>.serial<N>           a unix serial/console without <source path>
  */
@@ -23,17 +22,11 @@
  * QEMU launch cannot do (a graphics password). */
 int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message);
 
-/* The UNIX socket of the guest agent's channel
- * (<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>):
- * its <source path>, else <runtime>/<uuid>.agent. NULL when def has no such
- * channel (or on ENOMEM: check the channel first). */
-char *domain_devices_agent_socket(Domain *d, const DomainDef *def);
-
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);
 
 /* Every file path def's devices make QEMU open or create (kernel, initrd,
- * CD-ROM images, serial/console files and sockets, channel sockets and
- * graphics sockets given in the XML), NULL-terminated, for the path gate
+ * CD-ROM images, serial/console files and sockets, channel sockets
+ * (not the agent's: always <uuid>.agent) and graphics sockets given in the XML), NULL-terminated, for the path gate
  * of manager_def_needs_host_admin(). */
 int domain_devices_paths(const DomainDef *def, char ***ret);

@@ -515,6 +515,22 @@ static int64_t agent_queue(Agent *a, char *line, uint64_t timeout_usec, agent_re
 
         if (a->fd < 0)
                 return -ENOTCONN;
+        /* A probe alone on the wire: the command takes over its sync, so
+         * that it never waits a whole timeout behind it. */
+        r = a->requests;
+        if (r && !r->next && !r->line && !r->cb && a->phase == AGENT_SYNCING && l) {
+                r->id = ++a->last_id;
+                r->line = TAKE_PTR(l);
+                r->timeout_usec = timeout_usec ?: AGENT_TIMEOUT_DEFAULT_USEC;
+                r->cb = cb;
+                r->userdata = userdata;
+                k = agent_arm_timer(a, r->timeout_usec);
+                if (k < 0) {
+                        r->cb = NULL;
+                        return k;
+                }
+                return r->id;
+        }
         r = calloc(1, sizeof(AgentRequest));
         if (!r)
                 return -ENOMEM;

@@ -153,14 +153,6 @@ int domain_devices_copy(const DomainDevices *from, DomainDevices *to) {
         return r;
 }
 
-const DomainChar *domain_devices_agent_channel(const DomainDevices *d) {
-        for (size_t i = 0; i < d->n_chars; i++)
-                if (d->chars[i].role == DOMAIN_CHAR_CHANNEL && d->chars[i].virtio &&
-                    streq_ptr(d->chars[i].name, DOMAIN_AGENT_CHANNEL_NAME))
-                        return d->chars + i;
-        return NULL;
-}
-
 /* Appends one zeroed item to *array (n items of size), returns it. */
 static void *array_grow(void *array_ptr, size_t *n, size_t size) {
         void **array = array_ptr;
@@ -399,7 +391,7 @@ static int parse_char_target(XmlParser *p, xmlNode *n, DomainChar *c) {
         case DOMAIN_CHAR_CHANNEL:
                 if (!streq_ptr(type, "virtio") || isempty(c->name))
                         return xml_parser_error(p, -EINVAL, t ?: n,
-                                                "<channel> is supported with <target type='virtio' name=…/> only");
+                                                "<channel type='unix'> is supported with <target type='virtio' name=…/> only");
                 if (strpbrk(c->name, ",=/ \t\n"))
                         return xml_parser_error(p, -EINVAL, t, "<target name='%s'> is not a channel name", XML_QUOTE(c->name));
                 c->virtio = true;
@@ -418,15 +410,16 @@ static int parse_char(XmlParser *p, xmlNode *n, DomainCharRole role, DomainDevic
         r = xml_attr_get(n, "type", &type);
         if (r < 0)
                 return r;
+        if (role == DOMAIN_CHAR_CHANNEL && !streq_ptr(type, "unix"))
+                return 0; /* spicevmc, pty, …: kept, not launched (docs/decisions.md) */
         c = array_grow(&d->chars, &d->n_chars, sizeof(DomainChar));
         if (!c)
                 return -ENOMEM;
         c->role = role;
         c->type = type ? domain_char_type_from_string(type) : _DOMAIN_CHAR_INVALID;
-        if (c->type < 0 || (role == DOMAIN_CHAR_CHANNEL && c->type != DOMAIN_CHAR_UNIX))
-                return xml_parser_error(p, -EINVAL, n, "<%s type='%s'> is not supported: %s", (const char *) n->name,
-                                        XML_QUOTE(type ?: ""),
-                                        role == DOMAIN_CHAR_CHANNEL ? "'unix'" : "'pty', 'unix' or 'file'");
+        if (c->type < 0)
+                return xml_parser_error(p, -EINVAL, n, "<%s type='%s'> is not supported: 'pty', 'unix' or 'file'",
+                                        (const char *) n->name, XML_QUOTE(type ?: ""));
         r = parse_char_source(p, n, c);
         if (r < 0)
                 return r;

@@ -130,6 +130,4 @@ DomainCharType domain_char_type_from_string(const char *s);
 const char *domain_lifecycle_to_string(DomainLifecycle l);
 DomainLifecycle domain_lifecycle_from_string(const char *s);
 
-/* The guest agent's channel (unix, virtio, org.qemu.guest_agent.0), NULL when none. */
-const DomainChar *domain_devices_agent_channel(const DomainDevices *d);
 #define DOMAIN_AGENT_CHANNEL_NAME "org.qemu.guest_agent.0"

@@ -384,6 +384,68 @@ class RestartTest(BackupTestCase):
         self.assertNotEqual(self.dprop(dom, 'State'), 'running')
 
 
+class TwoDiskTest(BackupTestCase):
+    """vda (32 MiB, pattern A) and vdb (16 MiB, 0xc1 in its first 4 MiB):
+    one job for both, Disk "", Cur/End over both."""
+
+    def make_two(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        vdb = h.create_image('vdb.qcow2', size='16M')
+        q.qemu_io_write_pattern(vdb, 0xc1, 0, 4 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', img), q.Disk('vdb', vdb)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        h.flush_live(dom, 'vdb')
+        return dom, img, vdb
+
+    def test_push_two_disks(self):
+        h = self.h
+        dom, img, vdb = self.make_two()
+        ref_a = self.reference(dom, 'ref-a.raw')
+        ref_b = self.raw_copy(vdb, 'ref-b.raw')
+        rec = h.record_signals()
+        job = self.begin(dom, "<domainbackup/>")
+        self.assertEqual(self.jprop(job, 'Disk'), '')
+        desc = self.backup_xml(dom)
+        targets = {d.get('name'): d.find('target').get('file') for d in desc.findall('disks/disk')}
+        self.assertEqual(sorted(targets), ['vda', 'vdb'])
+        self.assertEqual(self.wait_end(rec, job, timeout=60), ('completed', ''))
+        self.assertEqual(self.jprop(job, 'End'), 48 * MiB, 'End adds up both disks')
+        self.assertEqual(self.jprop(job, 'Cur'), 48 * MiB)
+        self.assert_equal_images(ref_a, targets['vda'], what='vda')
+        self.assert_equal_images(ref_b, targets['vdb'], what='vdb')
+        self.assert_no_backup_left(dom, list(targets.values()))
+
+    def test_pull_two_disks_own_socket_and_scratch(self):
+        h = self.h
+        dom, img, vdb = self.make_two()
+        ref_a = self.reference(dom, 'ref-a.raw')
+        ref_b = self.raw_copy(vdb, 'ref-b.raw')
+        socket = h.image_path('pull.sock')
+        sa, sb = h.image_path('a.scratch'), h.image_path('b.scratch')
+        xml = ("<domainbackup mode='pull'><server transport='unix' socket='%s'/><disks>"
+               "<disk name='vda' exportname='first'><scratch file='%s'/></disk>"
+               "<disk name='vdb'><scratch file='%s'/></disk></disks></domainbackup>" % (socket, sa, sb))
+        job = self.begin(dom, xml)
+        self.assertTrue(os.path.exists(sa) and os.path.exists(sb))
+        self.assertEqual(os.lstat(sa).st_mode & 0o777, 0o600)
+        desc = self.backup_xml(dom)
+        self.assertEqual(desc.find('server').get('socket'), socket)
+        self.assertEqual(desc.find("disks/disk[@name='vdb']").get('exportname'), 'vdb')
+        self.write_b_while_running(dom, job)
+        h.write_pattern_live(dom, 'vdb', B, 0, MiB)
+        out_a = self.nbd_convert(socket, 'first', h.image_path('a.raw'))
+        out_b = self.nbd_convert(socket, 'vdb', h.image_path('b.raw'))
+        for ref, out in ((ref_a, out_a), (ref_b, out_b)):
+            r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+            self.assertEqual(r.returncode, 0, '%s: %s' % (out, r.stdout))
+        h.call(job, J, 'Abort', (0,), 't')
+        for f in (socket, sa, sb):
+            self.assertFalse(os.path.exists(f), '%s left behind' % f)
+        self.assert_no_backup_left(dom, [sa, sb])
+
+
 class CrashTest(BackupTestCase):
     """qsnapd killed at each crash point of a backup (QSNAPD_TEST_CRASH_AT):
     before QEMU runs the jobs the next qsnapd rolls the backup back (no job,

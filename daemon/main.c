@@ -48,6 +48,7 @@ static const OperationKind *const operation_kinds[] = {
         &snapshot_delete_kind,
         &snapshot_revert_kind,
         &backup_kind,
+        &backup_offline_kind,
 };
 
 typedef struct Daemon {

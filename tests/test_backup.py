@@ -529,6 +529,57 @@ class CrashTest(BackupTestCase):
         self.assert_no_backup_left(dom, [target])
 
 
+class OfflineTest(BackupTestCase):
+    """A shut-off domain's push backup: qemu-img convert of each chain into
+    the target qsnapd made (throttled with the same test hook); the domain
+    cannot start meanwhile; Abort and a killed qsnapd remove the target."""
+    speed = SPEED
+
+    def test_push_shut_off(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        ref = self.raw_copy(img, 'reference.raw')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml())
+        self.assertEqual(self.jprop(job, 'Type'), 'backup')
+        target = self.default_target(dom, job)
+        with self.assertDBusError(E + 'Busy'):
+            h.call(dom, D, 'Start', (0,), 't')
+        with self.assertDBusError(E + 'Busy'):
+            self.begin(dom, push_xml(h.image_path('second.qcow2')))
+        self.assertFalse(os.path.exists(h.image_path('second.qcow2')))
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_progress(rec, job, 'offline push')
+        self.assertEqual(self.jprop(job, 'Cur'), 32 * MiB)
+        self.assert_equal_images(ref, target, what='the offline backup')
+        q.qemu_img_check(target)
+        self.assertIsNone(self.backing_of(target))
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        with self.assertDBusError(E + 'OperationInvalid'):
+            h.call(dom, D, 'BackupGetXMLDesc')
+        h.call(dom, D, 'Start', (0,), 't')
+
+    def test_abort_and_crash(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        target = h.image_path('off.qcow2')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml(target))
+        self.wait_cur(job, 1)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
+        self.assertFalse(os.path.exists(target), 'the aborted target was left behind')
+        # qsnapd killed while qemu-img copies: the next one reports it failed and removes the target
+        mark, job = h.crash_at('backup:convert', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst')
+        jobs = self.dprop(dom, 'Jobs')
+        self.assertEqual(len(jobs), 1)
+        props = h.get_all(jobs[0], J)
+        self.assertEqual(props['State'], 'failed')
+        self.assertIn('did not finish', props['Error'])
+        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
+        h.call(dom, D, 'Start', (0,), 't')
+
+
 class RefusalTest(BackupTestCase):
     def test_refusals_change_nothing(self):
         h = self.h
@@ -553,8 +604,8 @@ class RefusalTest(BackupTestCase):
         with self.assertDBusError(E + 'OperationInvalid'):
             h.call(dom, D, 'BackupGetXMLDesc')
         h.call(dom, D, 'Stop', (0,), 't')
-        self.assert_refused(dom, E + 'NotRunning', 'BackupBegin', (push_xml(new), '', 0), 'sst')
-        self.assertFalse(os.path.exists(new))
+        self.assert_refused(dom, E + 'NotRunning', 'BackupBegin', (pull_xml(), '', 0), 'sst')
+        self.assertEqual(os.listdir(h.runtime_dir) and [f for f in os.listdir(h.runtime_dir) if 'scratch' in f], [])
 
     def test_access_denied(self):
         h = self.h

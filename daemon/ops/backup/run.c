@@ -26,6 +26,7 @@
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
+#include "qemu/child.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
@@ -83,6 +84,7 @@ void backup_op_free(void *p) {
 
         if (!b)
                 return;
+        child_free(b->child);
         while (b->calls) {
                 BackupCall *c = b->calls;
 
@@ -110,7 +112,7 @@ void backup_op_reply(Operation *o, int error, const char *message) {
 }
 
 /* The first failure is the one reported. */
-static void backup_fail(BackupOp *b, int error, const char *message) {
+void backup_fail(BackupOp *b, int error, const char *message) {
         if (b->error < 0)
                 return;
         b->error = error;
@@ -118,8 +120,7 @@ static void backup_fail(BackupOp *b, int error, const char *message) {
         b->message = message ? strdup(message) : NULL;
 }
 
-static void backup_failf(BackupOp *b, int error, const char *fmt, ...) _printf_(3, 4);
-static void backup_failf(BackupOp *b, int error, const char *fmt, ...) {
+void backup_failf(BackupOp *b, int error, const char *fmt, ...) {
         _cleanup_free_ char *m = NULL;
         va_list ap;
 
@@ -214,7 +215,7 @@ const JobObserver backup_job_observer = {
 /* ---- the end ---- */
 
 /* keep_targets: the push completed; its targets are the backup. */
-static void cleanup_files(BackupOp *b, bool keep_targets) {
+void backup_remove_files(BackupOp *b, bool keep_targets) {
         BackupPlan *p = b->plan;
         bool push = p->def->mode == BACKUP_MODE_PUSH;
         struct stat st;
@@ -236,13 +237,13 @@ static void cleanup_files(BackupOp *b, bool keep_targets) {
                 (void) unlink(p->socket);
 }
 
-static void backup_finish(BackupOp *b) {
+void backup_finish(BackupOp *b) {
         Domain *d = b->domain;
         BackupPlan *p = b->plan;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         JobState state;
 
-        cleanup_files(b, b->running && b->error >= 0 && !b->aborted);
+        backup_remove_files(b, b->running && b->error >= 0 && !b->aborted);
         /* A pull ends by its Abort: that is its success. */
         if (b->error < 0)
                 state = JOB_STATE_FAILED;
@@ -474,7 +475,7 @@ static void on_transaction(BackupOp *b, size_t index, int error, json_object *re
 }
 
 /* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s) throttles each disk's copy. */
-static uint64_t backup_test_speed(void) {
+uint64_t backup_test_speed(void) {
         const char *e = getenv("QSNAPD_TEST_BACKUP_SPEED");
         return e ? strtoull(e, NULL, 10) : 0;
 }
@@ -556,7 +557,7 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                 backup_cleanup(b);
 }
 
-static int create_files(BackupOp *b, char **ret_message) {
+int backup_create_files(BackupOp *b, char **ret_message) {
         BackupPlan *p = b->plan;
         int r;
 
@@ -591,6 +592,8 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
         Operation *o;
         int r;
 
+        if (d->backup == NULL && !domain_is_active(d) && p->def->mode == BACKUP_MODE_PUSH)
+                return backup_begin_offline(d, TAKE_PTR(p), done, userdata, ret_message);
         /* polkit took its time: the domain may have moved on. */
         if (d->backup || !domain_is_active(d) || !d->qmp || !d->jobs) {
                 *ret_message = strprintf(d->backup ? "A backup of domain '%s' runs already; one at a time."
@@ -607,17 +610,17 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
                 return r;
         b->op = o;
         d->backup = o;
-        r = create_files(b, ret_message);
+        r = backup_create_files(b, ret_message);
         if (r >= 0)
                 r = backup_journal_write(b, "prepared");
         if (r < 0) {
-                cleanup_files(b, false);
+                backup_remove_files(b, false);
                 operation_cancel(o);
                 return r;
         }
         r = operation_start_deferred(o, backup_start);
         if (r < 0) {
-                cleanup_files(b, false);
+                backup_remove_files(b, false);
                 operation_cancel(o);
                 return r;
         }

@@ -67,6 +67,9 @@ typedef struct BackupOp {
         struct BackupCall *calls; /* those commands (cancelled if the operation goes first) */
         BackupStartedFunc done;
         void *userdata;
+        /* a start-up rollback: who waits for its end (core/operation.h recover) */
+        DomainDoneFunc recovered;
+        void *recovered_userdata;
         /* offline (offline.c): qemu-img convert, one disk after the other */
         struct Child *child;
         size_t index;        /* the disk being copied */

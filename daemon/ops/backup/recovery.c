@@ -190,7 +190,8 @@ static void recover_offline(Domain *d, BackupPlan *p, bool running, const char *
 }
 
 /* QEMU runs on: the backup is ours again. */
-static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd) {
+static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd, DomainDoneFunc done,
+                            void *userdata) {
         BackupOp *b = new0(BackupOp, 1);
         Operation *o;
         int r;
@@ -229,8 +230,11 @@ static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd)
         if (!running) {
                 log_info("Domain '%s': rolling back backup %s, which had not started when qsnapd stopped.",
                          d->def->name, plan->id);
+                /* Done before anyone asks: the start-up waits for the end. */
+                b->recovered = done;
+                b->recovered_userdata = userdata;
                 backup_cleanup(b);
-                return 0;
+                return 1;
         }
         for (size_t i = 0; i < plan->n_disks; i++)
                 if (!plan->disks[i].job) {
@@ -272,8 +276,7 @@ int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                 backup_plan_free(plan);
                 return 0;
         }
-        r = recover_attached(d, plan, running, nbd);
-        return r < 0 ? r : 0;
+        return recover_attached(d, plan, running, nbd, done, userdata);
 }
 
 /* qemu-img died with the qsnapd that ran it: nothing to adopt. */

@@ -238,7 +238,9 @@ void backup_remove_files(BackupOp *b, bool keep_targets) {
 }
 
 void backup_finish(BackupOp *b) {
-        Domain *d = b->domain;
+        _cleanup_(domain_unrefp) Domain *d = domain_ref(b->domain);
+        DomainDoneFunc recovered;
+        void *recovered_userdata;
         BackupPlan *p = b->plan;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         JobState state;
@@ -264,7 +266,12 @@ void backup_finish(BackupOp *b) {
                          b->error < 0 ? ": " : "", b->error < 0 ? strna(b->message) : "");
                 domain_local_job_end(d, b->job);
         }
+        recovered = b->recovered;
+        recovered_userdata = b->recovered_userdata;
         operation_finish(b->op, b->error, b->message);
+        /* The start-up recovery waited for this rollback. */
+        if (recovered)
+                recovered(d, 0, NULL, NULL, recovered_userdata);
 }
 
 static void on_node_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {

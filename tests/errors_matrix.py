@@ -207,6 +207,10 @@ MATRIX = {
         ],
     },
     'Domain.CreateSnapshot': {
+        'AgentUnresponsive': [
+            'test_quiesce.py QuiesceTest.test_agent_never_answers_the_freeze',
+            'test_quiesce.py QuiesceTest.test_no_agent_in_the_guest',
+        ],
         'InvalidArgument': [
             'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
             'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',

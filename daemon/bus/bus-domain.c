@@ -10,6 +10,7 @@
 #include "bus/bus-job.h"
 #include "bus/bus-snapshot.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
 #include "ops/block-jobs.h"
 #include "ops/snapshot-create.h"
@@ -88,6 +89,12 @@ static int property_get_managed(sd_bus *bus, const char *path, const char *inter
         return sd_bus_message_append(reply, "b", domain_is_managed(d));
 }
 
+static int property_get_agent_connected(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        return sd_bus_message_append(reply, "b", domain_agent_connected(d));
+}
+
 static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
@@ -150,7 +157,7 @@ static int property_get_jobs(sd_bus *bus, const char *path, const char *interfac
 
 void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
         _cleanup_free_ char *path = bus_domain_path(d);
-        const char *names[6];
+        const char *names[7];
         size_t n = 0;
 
         if (!path)
@@ -165,6 +172,8 @@ void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
                 names[n++] = "CurrentSnapshot";
         if (what & DOMAIN_CHANGE_JOBS)
                 names[n++] = "Jobs";
+        if (what & DOMAIN_CHANGE_AGENT)
+                names[n++] = "AgentConnected";
         names[n] = NULL;
         if (n > 0)
                 (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_DOMAIN_INTERFACE, (char **) names);
@@ -641,6 +650,7 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_PROPERTY("CurrentSnapshot", "o", property_get_current_snapshot, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Snapshots", "ao", property_get_snapshots, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Jobs", "ao", property_get_jobs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("AgentConnected", "b", property_get_agent_connected, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_start,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_stop,

@@ -103,6 +103,30 @@ static int strv_extend_json(char ***argv, json_object *o) {
         return r;
 }
 
+/* The guest agent's channel: a virtio-serial port named
+ * org.qemu.guest_agent.0 whose host side is a socket QEMU listens on in
+ * the runtime dir (<uuid>.agent), where core/domain-agent.c connects. */
+static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***argv) {
+        _cleanup_free_ char *path = NULL, *escaped = NULL;
+        int r;
+
+        if (!def->agent_channel)
+                return 0;
+        path = domain_runtime_path(d, ".agent");
+        escaped = path ? qemu_opt_escape(path) : NULL;
+        if (!escaped)
+                return -ENOMEM;
+        if ((r = strv_extend(argv, "-device")) < 0 ||
+            (r = strv_extend(argv, "virtio-serial-pci,id=virtio-serial0")) < 0 ||
+            (r = strv_extend(argv, "-chardev")) < 0 ||
+            (r = strv_extendf(argv, "socket,id=charagent,path=%s,server=on,wait=off", escaped)) < 0 ||
+            (r = strv_extend(argv, "-device")) < 0 ||
+            (r = strv_extend(argv, "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charagent,id=agent0,"
+                                   "name=org.qemu.guest_agent.0")) < 0)
+                return r;
+        return 0;
+}
+
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
@@ -181,6 +205,9 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
                 ADD("-device");
                 ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
         }
+        r = domain_launch_agent_args(d, def, &argv);
+        if (r < 0)
+                return r;
 #undef ADD
         *ret = TAKE_PTR(argv);
         return 0;

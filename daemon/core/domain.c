@@ -8,6 +8,7 @@
  *   <uuid>.qmp                        the monitor socket
  *   <uuid>.pid                        QEMU's pid
  *   <uuid>.xml                        the live definition QEMU was started with
+ *   <uuid>.agent                      the guest agent channel's socket (QEMU listens)
  *   <uuid>-<target>.transient.qcow2   throw-away overlay of a <transient/> disk
  * They outlive qsnapd, so a new qsnapd finds every VM again.
  */
@@ -18,6 +19,7 @@
 
 #include "config.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
 #include "core/domain.h"
@@ -227,7 +229,7 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
 /* ---- runtime files ---- */
 
 static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".agent" };
         const DomainDef *def = domain_current_def(d);
 
         if (!domain_is_managed(d))
@@ -253,6 +255,7 @@ static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
 
         domain_jobs_disconnected(d, true);
+        domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
         domain_remove_runtime_files(d);
         d->live = domain_def_free(d->live);
@@ -274,6 +277,7 @@ static void on_qmp_event(Qmp *qmp, const char *event, json_object *data, uint64_
                 domain_set_state(d, DOMAIN_RUNNING);
         else if (streq(event, "SHUTDOWN"))
                 d->shutdown_seen = true;
+        domain_agent_qmp_event(d, event, data);
 }
 
 static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
@@ -389,6 +393,8 @@ static void on_attach_status(Qmp *qmp, int error, json_object *result, const cha
                 break;
         }
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        if (domain_is_active(d))
+                domain_agent_attach(d);
         log_info("Domain '%s': attached to its QEMU (pid %d), %s.", d->def->name, (int) d->pid,
                  domain_state_to_string(d->state));
         /* QEMU's jobs are adopted, then an interrupted snapshot is finished
@@ -571,6 +577,7 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
 
         call(d)->timer = sd_event_source_disable_unref(call(d)->timer);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        domain_agent_attach(d);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
         if (call(d)->incoming)
@@ -1059,6 +1066,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
 void domain_disconnect(Domain *d) {
         /* Jobs go on in QEMU; the next qsnapd adopts them. */
         domain_jobs_disconnected(d, false);
+        domain_agent_detach(d, false);
         if (d->qmp)
                 qmp_close(d->qmp);
         d->qmp = qmp_unref(d->qmp);

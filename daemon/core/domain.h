@@ -39,6 +39,7 @@ typedef enum DomainChange {
         DOMAIN_CHANGE_SNAPSHOTS = 1 << 2,
         DOMAIN_CHANGE_CURRENT_SNAPSHOT = 1 << 3,
         DOMAIN_CHANGE_JOBS = 1 << 4,
+        DOMAIN_CHANGE_AGENT = 1 << 5, /* AgentConnected */
 } DomainChange;
 
 typedef enum JobEvent {
@@ -90,6 +91,7 @@ struct Domain {
 
         pid_t pid;            /* managed QEMU, 0 when unknown */
         Qmp *qmp;
+        struct Agent *agent;  /* the guest agent channel while QEMU runs (core/domain-agent.c) */
 
         Operation *op;        /* the one lifecycle call in flight, if any (core/operation.h) */
         bool snapshot_busy;   /* a snapshot operation is in flight */

@@ -31,6 +31,7 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                 .qemu_binary = strdup(config->qemu_binary),
                 .graceful_timeout_usec = config->graceful_timeout_usec,
                 .start_timeout_usec = config->start_timeout_usec,
+                .agent_timeout_usec = config->agent_timeout_usec ?: 10 * USEC_PER_SEC,
                 .metadata_read_cap = config->metadata_read_cap,
         };
         for (char **root = config->image_roots; root && *root; root++)

@@ -42,6 +42,7 @@ typedef struct ManagerConfig {
         char *qemu_binary;            /* when a domain names no <emulator> */
         uint64_t graceful_timeout_usec; /* Stop(GRACEFUL): powerdown, then quit after this */
         uint64_t start_timeout_usec;  /* QEMU must greet us within this */
+        uint64_t agent_timeout_usec;  /* the guest agent must answer within this (QUIESCE) */
         char **image_roots;           /* folders below which images may be created */
         uint64_t metadata_read_cap;   /* bytes; a larger metadata file is an error */
 } ManagerConfig;

@@ -17,8 +17,8 @@
 #include <sys/stat.h>
 
 #include "core/disk.h"
-#include "core/gate.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/block-jobs.h"

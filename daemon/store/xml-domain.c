@@ -503,6 +503,33 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
         return 0;
 }
 
+/* The guest agent's <channel>: noted, and kept verbatim like any element
+ * qsnapd does not model. Other channels are only kept. */
+static int parser_agent_channel(XmlParser *p, const xmlNode *n, DomainDef *def) {
+        _cleanup_free_ char *type = NULL, *target_type = NULL, *name = NULL;
+        int r;
+
+        r = xml_attr_get(n, "type", &type);
+        if (r < 0)
+                return r;
+        for (const xmlNode *c = n->children; c; c = c->next) {
+                if (c->type != XML_ELEMENT_NODE || !xml_node_is(c, "target"))
+                        continue;
+                if ((r = xml_attr_get(c, "type", &target_type)) < 0 || (r = xml_attr_get(c, "name", &name)) < 0)
+                        return r;
+                break;
+        }
+        if (!streq_ptr(target_type, "virtio") || !streq_ptr(name, "org.qemu.guest_agent.0"))
+                return 0;
+        if (!streq_ptr(type, "unix"))
+                return xml_parser_error(p, -EINVAL, n, "the guest agent <channel> must be type='unix', not '%s'",
+                                        XML_QUOTE(strna(type)));
+        if (def->agent_channel)
+                return xml_parser_error(p, -EINVAL, n, "a second guest agent <channel>");
+        def->agent_channel = true;
+        return 0;
+}
+
 static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNode **seen_monitor) {
         _cleanup_free_ const xmlNode **disk_nodes = NULL;
         const xmlNode *seen_emulator = NULL;
@@ -553,6 +580,11 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                         if (r < 0)
                                 return r;
                 } else {
+                        if (xml_node_is(c, "channel")) {
+                                r = parser_agent_channel(p, c, def);
+                                if (r < 0)
+                                        return r;
+                        }
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
                         if (r < 0)
                                 return r;
@@ -1003,6 +1035,7 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
         c->vcpus = def->vcpus;
         c->uuid_generated = def->uuid_generated;
         c->qemu_passthrough = def->qemu_passthrough;
+        c->agent_channel = def->agent_channel;
 
         if (xml_strdup_to(def->type, &c->type) < 0 ||
             xml_strdup_to(def->name, &c->name) < 0 ||

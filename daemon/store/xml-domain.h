@@ -68,6 +68,9 @@ typedef struct DomainDef {
         char *emulator;   /* <devices><emulator>, may be NULL */
         char *monitor_path; /* <qsnap:monitor path=…/> (any place under <domain>
                              * or <devices>): attach, do not launch. NULL = managed */
+        bool agent_channel; /* parsed only: a <channel type='unix'> whose <target type='virtio'
+                             * name='org.qemu.guest_agent.0'/> (kept verbatim in extra_devices;
+                             * qsnapd puts its socket in the runtime dir) */
         bool qemu_passthrough; /* parsed only: something in libvirt's QEMU namespace
                                 * (<qemu:commandline>, …), kept verbatim */
 

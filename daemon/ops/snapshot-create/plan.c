@@ -14,8 +14,9 @@
 
 #include "config.h"
 #include "core/disk.h"
-#include "core/gate.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-create.h"
@@ -363,14 +364,33 @@ static int plan_metadata(SnapshotPlan *p, SnapshotDef *req) {
         return 0;
 }
 
+/* QUIESCE as libvirt has it: a disk-only snapshot of a running guest
+ * whose agent freezes its filesystems. Whether the agent answers is
+ * found out by trying (AgentUnresponsive after the agent timeout). */
+static int plan_check_quiesce(Domain *d, uint64_t flags, char **ret_message) {
+        if (!(flags & SNAPSHOT_CREATE_DISK_ONLY))
+                return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT,
+                                     "QUIESCE goes only with DISK_ONLY (a memory snapshot needs no freeze).");
+        if (!domain_has_agent_channel(d))
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
+                                     "QUIESCE needs a guest agent: domain '%s' has no <channel> with "
+                                     "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
+        if (d->state != DOMAIN_RUNNING)
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
+                                     "QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
+                                     d->def->name, domain_state_to_string(d->state));
+        return 0;
+}
+
 int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan **ret, char **ret_message) {
         _cleanup_(snapshot_plan_freep) SnapshotPlan *p = NULL;
         _cleanup_(snapshot_def_freep) SnapshotDef *req = NULL;
         int r;
 
         if (flags & SNAPSHOT_CREATE_QUIESCE) {
-                *ret_message = strprintf("QUIESCE needs a guest agent channel, and domain '%s' has none.", d->def->name);
-                return -QSNAP_E_UNSUPPORTED;
+                r = plan_check_quiesce(d, flags, ret_message);
+                if (r < 0)
+                        return r;
         }
         if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);

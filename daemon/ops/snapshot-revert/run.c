@@ -26,9 +26,9 @@
 
 #include "config.h"
 #include "core/disk.h"
-#include "core/gate.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-revert.h"

@@ -276,6 +276,25 @@ class UsageTest(QsnapctlTest):
             (['snapshot-list', VM, '--tree', '--parent'], '--tree goes with'),
             (['snapshot-create-as', VM, '--diskspec', 'vda,snapshot=sideways', '--print-xml'], 'snapshot=\'sideways\''),
             (['list', '--all', '--inactive'], 'exclude each other'),
+            (['checkpoint-info', VM], 'missing checkpointname'),
+            (['checkpoint-parent', VM], 'missing checkpointname'),
+            (['checkpoint-create', VM, '--redefine'], '--redefine needs the XML'),
+            (['checkpoint-create', VM, 'c.xml', '--redefine-validate'], '--redefine-validate goes with --redefine'),
+            (['checkpoint-create-as', VM, '--diskspec', 'vda,checkpoint=maybe', '--print-xml'], "checkpoint='maybe'"),
+            (['checkpoint-create-as', VM, '--diskspec', 'vda,colour=red', '--print-xml'], "unknown item 'colour=red'"),
+            (['checkpoint-create-as', VM, '--diskspec', 'vda,checkpoint=no,bitmap=b', '--print-xml'],
+             'bitmap= goes with checkpoint=bitmap'),
+            (['checkpoint-create-as', VM, '--diskspec', ',bitmap=b', '--print-xml'], 'the first item is the disk'),
+            (['checkpoint-list', VM, '--tree', '--size'], '--tree goes with'),
+            (['checkpoint-list', VM, '--descendants'], '--descendants goes with --from'),
+            (['checkpoint-list', VM, '--from', 'c1', '--roots'], '--roots does not go with --from'),
+            (['checkpoint-dumpxml', VM, 'c1', '--json'], 'prints no data'),
+            (['checkpoint-delete', VM, 'c1', '--children=yes'], 'takes no value'),
+            (['backup-begin', VM, '-', '-'], 'only one of the two documents'),
+            (['backup-begin', VM, '--async'], '--async goes with'),
+            (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
+            (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
+            (['backup-dumpxml'], 'missing domain'),
             (['-H'], '-H needs a value'),
             (['--address'], '--address needs a value'),
             (['start', VM, '--paused=yes'], 'takes no value'),
@@ -297,10 +316,36 @@ class UsageTest(QsnapctlTest):
             else:
                 self.assertIn(name, out)
         self.assertIn('Usage: qsnapctl snapshot-list [--domain] domain', self.ok('snapshot-list', '--help'))
+        self.assertIn('Usage: qsnapctl checkpoint-info [--domain] domain [--checkpointname] checkpointname [OPTIONS]',
+                      self.ok('checkpoint-info', '--help'))
+        self.assertIn('Usage: qsnapctl backup-begin [--domain] domain [[--backupxml] backupxml] '
+                      '[[--checkpointxml] checkpointxml] [OPTIONS]', self.ok('help', 'backup-begin'))
+        for verb, opts in (('checkpoint-list', ['--tree', '--from NAME', '--descendants', '--size', '--json']),
+                           ('checkpoint-create-as', ['--diskspec NAME', '--redefine-validate', '--print-xml']),
+                           ('backup-begin', ['--reuse-external', '--wait', '--verbose', '--timeout N'])):
+            out = self.ok('help', verb)
+            for o in opts:
+                self.assertIn('  ' + o, out, verb)
+        self.assertNotIn('--json', self.ok('help', 'backup-begin'))
         self.assertRegex(self.ok('--version'), r'^qsnapctl \d+\.\d+\.\d+\n$')
         v = self.json_of('version')
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
         self.fails(2, 'help', 'no-such-verb')
+
+
+    def test_checkpoint_print_xml(self):
+        """checkpoint-create-as --print-xml: the <domaincheckpoint> its options describe, escaped, no bus call
+        needed beyond the connection (the domain need not exist)."""
+        out = self.ok('checkpoint-create-as', 'no such vm', 'mon<day>', "it's a test", '--diskspec', 'vda',
+                      '--diskspec', 'vdb,checkpoint=no', '--diskspec', 'vdc,bitmap=b,,1', '--print-xml')
+        root = ET.fromstring(out)
+        self.assertEqual(root.tag, 'domaincheckpoint')
+        self.assertEqual(root.findtext('name'), 'mon<day>')
+        self.assertEqual(root.findtext('description'), "it's a test")
+        self.assertEqual([d.attrib for d in root.findall('disks/disk')],
+                         [{'name': 'vda'}, {'name': 'vdb', 'checkpoint': 'no'},
+                          {'name': 'vdc', 'checkpoint': 'bitmap', 'bitmap': 'b,1'}])
+        self.assertEqual(ET.fromstring(self.ok('checkpoint-create-as', VM, '--print-xml')).findall('*'), [])
 
 
 # --------------------------------------------------------------------------
@@ -418,6 +463,7 @@ TREE_S1_S2_S3_S4 = ('s1\n'
                     '  +- s4\n'
                     '    \n')
 
+CHECKPOINT_LIST_FLAGS = {'roots': 1, 'topological': 2, 'leaves': 4, 'no-leaves': 8}
 LIST_FLAGS = {'roots': 1, 'metadata': 2, 'leaves': 4, 'no-leaves': 8, 'no-metadata': 16, 'inactive': 32,
               'active': 64, 'disk-only': 128, 'internal': 256, 'external': 512, 'topological': 1024}
 
@@ -1070,7 +1116,12 @@ class FlagMappingTest(QsnapctlTest):
             "<domainsnapshot><name>redef</name><creationTime>1</creationTime></domainsnapshot>"
         dest_xml, dest_xml_text = os.path.join(h.root, 'dest.xml'), \
             "<disk type='file'><source file='/nonexistent/d.qcow2'/></disk>"
-        for path, text in ((xml, xml_text), (dest_xml, dest_xml_text)):
+        # Documents qsnapd refuses (a disk the domain does not have): the calls change nothing.
+        cp_xml, cp_xml_text = os.path.join(h.root, 'cp.xml'), \
+            "<domaincheckpoint><name>cx</name><disks><disk name='vdz'/></disks></domaincheckpoint>"
+        bk_xml, bk_xml_text = os.path.join(h.root, 'bk.xml'), \
+            "<domainbackup><disks><disk name='vdz'/></disks></domainbackup>"
+        for path, text in ((xml, xml_text), (dest_xml, dest_xml_text), (cp_xml, cp_xml_text), (bk_xml, bk_xml_text)):
             with open(path, 'w') as f:
                 f.write(text)
         mon = BusMonitor(["type='method_call',destination='org.example.Snapshot1'"])
@@ -1116,6 +1167,15 @@ class FlagMappingTest(QsnapctlTest):
             (['snapshot-check-delete', V, 'o1', '--children-only'], 'CheckDelete', [4]),
             (['snapshot-list', V, '--from', 'o1', '--descendants', '--leaves', '--internal'], 'ListChildren',
              [1 | 4 | 256]),
+            (['checkpoint-create', V, cp_xml, '--redefine', '--redefine-validate', '--quiesce'], 'CreateCheckpoint',
+             [cp_xml_text, 1 | 4 | 2]),
+            (['checkpoint-create', V, cp_xml], 'CreateCheckpoint', [cp_xml_text, 0]),
+            (['checkpoint-create-as', V, 'cx', '--quiesce', '--diskspec', 'vdz'], 'CreateCheckpoint', [None, 2]),
+            (['checkpoint-create-as', V, 'cx', '--redefine', '--diskspec', 'vdz'], 'CreateCheckpoint', [None, 1]),
+            (['backup-begin', V, bk_xml, cp_xml, '--reuse-external'], 'BackupBegin', [bk_xml_text, cp_xml_text, 1]),
+            (['backup-begin', V, bk_xml], 'BackupBegin', [bk_xml_text, '', 0]),
+            (['backup-begin', V, '--checkpointxml', cp_xml], 'BackupBegin', ['<domainbackup/>', cp_xml_text, 0]),
+            (['backup-dumpxml', V], 'BackupGetXMLDesc', []),
             (['blockpull', V, 'vda', '--bandwidth', '1.5M'], 'BlockPull', ['vda', 1572864, 0]),
             (['blockpull', V, 'vda', '--base', 'vda[1]', '--keep-relative'], 'BlockRebase', ['vda', 'vda[1]', 0, 16]),
             (['blockrebase', V, 'vda', '--base', dest, '--copy', '--shallow', '--reuse-external', '--copy-raw'],
@@ -1135,13 +1195,16 @@ class FlagMappingTest(QsnapctlTest):
         for args, member, expect in cases:
             with self.subTest(args=args):
                 data = call_of(args, member)
-                if member == 'CreateSnapshot' and expect[0] is None:
+                if member in ('CreateSnapshot', 'CreateCheckpoint') and expect[0] is None:
                     expect = [data[0]] + expect[1:]
                 self.assertEqual(data[len(data) - len(expect):] if member in ('Undefine', 'Start', 'Stop')
                                  else data, expect)
         for bit, name in LIST_FLAGS.items():
             with self.subTest(flag=bit):
                 self.assertEqual(call_of(['snapshot-list', V, '--' + bit, '--name'], 'ListSnapshots'), [name])
+        for option, bit in CHECKPOINT_LIST_FLAGS.items():
+            with self.subTest(checkpoint_list=option):
+                self.assertEqual(call_of(['checkpoint-list', V, '--' + option, '--name'], 'ListCheckpoints'), [bit])
 
         # The job controls, on a throttled pull of "flag vm".
         self.ok('blockpull', F, 'vda', '--bandwidth', '1M')
@@ -1156,6 +1219,7 @@ class FlagMappingTest(QsnapctlTest):
                 self.assertEqual(call_of(args, member), expect)
         self.ok('stop', F)
         self.ok('undefine', F)
+        self.assertEqual(h.get_all(h.domain_path(V), D).get('Checkpoints', []), [], 'the refused calls changed nothing')
         self.ok('undefine', V, '--snapshots-metadata')
 
 if __name__ == '__main__':

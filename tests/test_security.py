@@ -701,12 +701,15 @@ class GateTest(AttackTestCase):
 
         def swapper():
             # sub is the folder, then the link, then the folder ...
+            # (the folder stays a little longer, so that some snapshots get
+            # through between the swaps and the race is run both ways)
             while not stop.is_set():
                 os.rename(sub, real)
                 os.rename(link, sub)
                 os.rename(sub, link)
                 os.rename(real, sub)
                 swaps[0] += 1
+                stop.wait(0.003)
 
         t = threading.Thread(target=swapper)
         t.start()

@@ -121,6 +121,24 @@ int gate_open_folder(Domain *d, const char *path, const char *what, int *ret_dir
         return 0;
 }
 
+int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, char **ret_message) {
+        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
+        struct stat st;
+        int r;
+
+        r = gate_open_folder(d, path, what, &dirfd, ret_message);
+        if (r < 0)
+                return r;
+        /* Not opened at all unless a regular file: a device's open has effects. */
+        if (fs_lstat_at(dirfd, fs_basename(path), &st) < 0 || !S_ISREG(st.st_mode))
+                return refuse(d, path, what, ret_message);
+        fd = openat(dirfd, fs_basename(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return refuse(d, path, what, ret_message);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
 int gate_check(Domain *d, const char *path, const char *what, char **ret_message) {
         return gate_open_folder(d, path, what, NULL, ret_message);
 }

@@ -33,6 +33,12 @@ int gate_check(Domain *d, const char *path, const char *what, char **ret_message
  * folder swapped for a link after the check cannot redirect the file. */
 int gate_open_folder(Domain *d, const char *path, const char *what, int *ret_dirfd, char **ret_message);
 
+/* An existing regular file inside the allowed folders, opened for reading
+ * relative to the folder the gate verified (O_NOFOLLOW|O_NONBLOCK, never a
+ * device or FIFO): what qsnapd reads itself is then the file the gate
+ * passed, whatever is swapped in meanwhile. The fd in *ret_fd. */
+int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, char **ret_message);
+
 /* Every file a snapshot's metadata names that Delete or Revert would act
  * on: the memory state file, the disks' sources (overlays) and the
  * <revertDisks> sources. At REDEFINE

@@ -327,13 +327,18 @@ char *image_chain_to_string(const ImageChain *c) {
  * length of a raw file. */
 int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
         _cleanup_close_ int fd = -EBADF;
-        struct stat st;
-        uint8_t h[32];
-        int r;
 
         fd = image_open_regular(path, 0);
         if (fd < 0)
                 return fd;
+        return image_virtual_size_fd(fd, format, ret);
+}
+
+int image_virtual_size_fd(int fd, DiskFormat format, uint64_t *ret) {
+        struct stat st;
+        uint8_t h[32];
+        int r;
+
         if (format == DISK_FORMAT_RAW) {
                 if (fstat(fd, &st) < 0)
                         return -errno;
@@ -430,12 +435,13 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
         return 0;
 }
 
-int image_create_overlay_at(int dirfd, const char *name, const char *path, const char *backing,
+int image_create_overlay_at(int dirfd, const char *name, const char *path, int backing_fd, const char *backing,
                             DiskFormat backing_format, char **ret_message) {
         uint64_t size = 0;
         int r;
 
-        r = image_virtual_size(backing, backing_format, &size);
+        r = backing_fd >= 0 ? image_virtual_size_fd(backing_fd, backing_format, &size)
+                            : image_virtual_size(backing, backing_format, &size);
         if (r < 0) {
                 if (ret_message)
                         *ret_message = strprintf("Cannot read the size of %s: %s", backing,
@@ -446,7 +452,7 @@ int image_create_overlay_at(int dirfd, const char *name, const char *path, const
 }
 
 int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
-        return image_create_overlay_at(AT_FDCWD, path, path, backing, backing_format, ret_message);
+        return image_create_overlay_at(AT_FDCWD, path, path, -EBADF, backing, backing_format, ret_message);
 }
 
 int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,

@@ -70,6 +70,8 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
 
 /* The virtual size: the qcow2 header's size field, or a raw file's length. */
 int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret);
+/* The same from a descriptor (one the path gate opened). */
+int image_virtual_size_fd(int fd, DiskFormat format, uint64_t *ret);
 
 /* A new, empty image of `size` bytes (qcow2 standalone or on `backing`,
  * whose name goes into the header as given; or a sparse raw file), with
@@ -83,7 +85,9 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
  * `path` is for messages. */
 int image_create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
                     const char *backing, DiskFormat backing_format, char **ret_message);
-int image_create_overlay_at(int dirfd, const char *name, const char *path, const char *backing,
+/* backing_fd (or -EBADF): the backing file as the gate opened it, read
+ * for its size instead of opening `backing` by name. */
+int image_create_overlay_at(int dirfd, const char *name, const char *path, int backing_fd, const char *backing,
                             DiskFormat backing_format, char **ret_message);
 
 /* The backing file name as the qcow2 header spells it (relative or not);

@@ -312,16 +312,19 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
                 _cleanup_free_ char *output = NULL;
-                _cleanup_close_ int dirfd = -EBADF;
+                _cleanup_close_ int dirfd = -EBADF, backing_fd = -EBADF;
                 int r;
 
                 if (pd->location != SNAPSHOT_LOCATION_EXTERNAL || pd->reuse)
                         continue;
-                /* The gate again, now: the file goes into the folder it checks. */
+                /* The gate again, now: the file goes into the folder it
+                 * checks, and the size comes from the image it passed. */
                 r = gate_open_folder(p->domain, pd->overlay, "The overlay", &dirfd, ret_message);
+                if (r >= 0)
+                        r = gate_open_image(p->domain, pd->disk->source, "The image", &backing_fd, ret_message);
                 if (r < 0)
                         return r;
-                r = image_create_overlay_at(dirfd, fs_basename(pd->overlay), pd->overlay, pd->disk->source,
+                r = image_create_overlay_at(dirfd, fs_basename(pd->overlay), pd->overlay, backing_fd, pd->disk->source,
                                             pd->disk->format, &output);
                 if (r < 0) {
                         if (IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM))

@@ -16,6 +16,7 @@
 #include "bus/bus-errors.h"
 #include "bus/bus-manager.h"
 #include "core/operation.h"
+#include "ops/backup.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-revert.h"
@@ -46,6 +47,7 @@ static const OperationKind *const operation_kinds[] = {
         &snapshot_create_kind,
         &snapshot_delete_kind,
         &snapshot_revert_kind,
+        &backup_kind,
 };
 
 typedef struct Daemon {

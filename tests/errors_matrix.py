@@ -312,6 +312,27 @@ MATRIX = {
         ],
         'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
+    'Domain.BackupBegin': {
+        'InvalidArgument': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'InvalidXML': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'NoSuchDisk': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'AlreadyExists': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'PathNotAllowed': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'NotRunning': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'Busy': ['test_backup.py PushTest.test_push_full_while_guest_writes'],
+        'Unsupported': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_backup.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.BackupGetXMLDesc': {
+        'OperationInvalid': [
+            'test_backup.py RefusalTest.test_refusals_change_nothing',
+            'test_backup.py PushTest.test_push_full_while_guest_writes',
+        ],
+    },
     'Domain.BlockCopy': {
         'InvalidXML': ['test_blockcopy.py FailureTest.test_refusals'],
         'InvalidArgument': ['test_blockcopy.py FailureTest.test_refusals'],

@@ -18,8 +18,10 @@ which each one can succeed (root on B, the test user on A): reads,
 DefineDomain (a redefinition), GetXMLDesc(SECURE), QemuMonitorCommand,
 Pause and Resume, SetSpeed/Pause/Resume/Pivot of the READY job,
 BlockCommit of mid, BlockRebase COPY (Abort of its job), BlockCopy,
-BlockPull, CreateSnapshot, Revert(FORCE) to s1, Delete(METADATA_ONLY),
-Start, Stop, Undefine. Calls as other users go through gdbus (the harness
+BlockPull, BackupBegin (push; Abort of its job), BackupGetXMLDesc,
+CreateSnapshot, Revert(FORCE) to s1, Delete(METADATA_ONLY), Start, Stop,
+Undefine. BackupGetXMLDesc in the refused columns is called while root
+runs a pull backup of B. Calls as other users go through gdbus (the harness
 notes their D-Bus errors for tests/errors_matrix.py); root's through Gio.
 """
 
@@ -43,9 +45,17 @@ DELEGATED = [a for a in q.ALL_ACTIONS if a != q.ACTION_HOST_ADMIN]
 # Rows called while B runs without a block job (a job holds its disk:
 # snapshot operations would be Busy), is paused, or shut off; the rest while
 # it runs with its READY job.
-PHASE = {'Domain.CreateSnapshot(DISK_ONLY)': 'no job', 'Snapshot.Delete(METADATA_ONLY)': 'no job',
+PHASE = {'Domain.BackupGetXMLDesc(a backup runs)': 'backup', 'Domain.CreateSnapshot(DISK_ONLY)': 'no job', 'Snapshot.Delete(METADATA_ONLY)': 'no job',
          'Snapshot.Revert(FORCE)': 'no job', 'Domain.Resume()': 'paused', 'Domain.Start(0)': 'shutoff',
          'Domain.Undefine(SNAPSHOTS_METADATA)': 'shutoff'}
+
+
+def backup_xml(path):
+    return ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/></disk></disks>"
+            "</domainbackup>" % path)
+
+
+PULL_BACKUP_XML = "<domainbackup mode='pull'><disks><disk name='vda'/></disks></domainbackup>"
 
 
 def dest_xml(path):
@@ -115,6 +125,9 @@ class Domain:
                 (P, D, 'BlockCommit', [('s', 'vda'), ('s', ''), ('s', self.mid), ('t', 0), ('t', 0)]),
             'Domain.BlockCopy(vda, a new qcow2)':
                 (P, D, 'BlockCopy', [('s', 'vda'), ('s', dest_xml(self.dest('copy'))), ('t', 0), ('t', 0)]),
+            'Domain.BackupBegin(push, vda, a new target)':
+                (P, D, 'BackupBegin', [('s', backup_xml(self.dest('backup'))), ('s', ''), ('t', 0)]),
+            'Domain.BackupGetXMLDesc(a backup runs)': (P, D, 'BackupGetXMLDesc', []),
             'Snapshot.GetXMLDesc(0)': (self.s1, S, 'GetXMLDesc', [('t', 0)]),
             'Snapshot.GetXMLDesc(SECURE)': (self.s1, S, 'GetXMLDesc', [('t', SECURE)]),
             'Snapshot.ListChildren(0)': (self.s1, S, 'ListChildren', [('t', 0)]),
@@ -181,8 +194,12 @@ class AuthMatrixTest(q.QsnapTestCase):
         """nobody, the test user on B, daemon and bin: every row on B, in
         the state in which the call would otherwise go ahead."""
         h = self.h
-        for phase in ('running', 'no job', 'paused', 'shutoff'):
-            if phase == 'no job':
+        backup = None
+        for phase in ('running', 'backup', 'no job', 'paused', 'shutoff'):
+            if phase == 'backup':
+                backup = h.call(B.path, D, 'BackupBegin', (PULL_BACKUP_XML, '', 0), 'sst')
+            elif phase == 'no job':
+                h.call(backup, J, 'Abort', (0,), 't')
                 h.call(B.job, J, 'Abort', (0,), 't')
             elif phase == 'paused':
                 h.call(B.path, D, 'Pause')
@@ -221,6 +238,13 @@ class AuthMatrixTest(q.QsnapTestCase):
         else:    # refused: root ends the job, so that the rest can go on
             h.call(dom.job, J, 'Abort', (0,), 't')
 
+        job = self.object_path(who, row('Domain.BackupBegin(push, vda, a new target)'))
+        if job:
+            row('Domain.BackupGetXMLDesc(a backup runs)')
+            h.call(job, J, 'Abort', (0,), 't')
+            # A small disk may be copied before the Abort arrives: then the target is the backup.
+            self.assertEqual(os.path.exists(dom.dest('backup')), h.get_property(job, J, 'State') == 'completed',
+                             'the target of a backup that ended %s' % h.get_property(job, J, 'State'))
         job = self.object_path(who, row('Domain.BlockCommit(vda, a backing file)'))
         if job:
             wait_state(h, job, 'completed')

@@ -12,6 +12,7 @@
 #include "core/disk.h"
 #include "core/domain-agent.h"
 #include "core/domain-jobs.h"
+#include "ops/backup.h"
 #include "ops/block-jobs.h"
 #include "ops/snapshot-create.h"
 #include "util/util.h"
@@ -617,6 +618,51 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
         return bus_async_call_result(m, r, message, error);
 }
 
+/* ---- backups ---- */
+
+#define ACTION_BACKUP "org.example.snapshot1.backup"
+
+static int method_backup_begin(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(backup_plan_freep) BackupPlan *plan = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *backup_xml, *checkpoint_xml;
+        Domain *d = userdata;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "sst", &backup_xml, &checkpoint_xml, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~BACKUP_BEGIN_ALL)
+                return bus_error_unknown_flags(error, "BackupBegin", flags, BACKUP_BEGIN_ALL);
+        r = backup_plan_new(d, backup_xml, checkpoint_xml, flags, &plan, &message);
+        if (r < 0) {
+                if (r == -QSNAP_E_INVALID_XML)
+                        return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid backup XML: %s", strna(message));
+                return bus_error_set_errno_message(error, r, message);
+        }
+        /* It exports or copies the disks' contents: never kept (auth_admin). */
+        r = bus_verify_polkit_async(m, ACTION_BACKUP, (const char *[]) { "domain", d->def->name, NULL },
+                                    &bus_from_manager(d->manager)->polkit, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = backup_begin(d, TAKE_PTR(plan), reply_job_started, m, &message);
+        return bus_async_call_result(m, r, message, error);
+}
+
+static int method_backup_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *xml = NULL, *message = NULL;
+        Domain *d = userdata;
+        int r;
+
+        r = backup_get_xml_desc(d, &xml, &message);
+        if (r < 0)
+                return bus_error_set_errno_message(error, r, message);
+        return sd_bus_reply_method_return(m, "s", xml);
+}
+
 /* ---- object tree ---- */
 
 static int domain_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
@@ -678,6 +724,10 @@ static const sd_bus_vtable domain_vtable[] = {
                                 SD_BUS_RESULT("o", job), method_block_commit, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockCopy", SD_BUS_ARGS("s", disk, "s", dest_xml, "t", bandwidth, "t", flags),
                                 SD_BUS_RESULT("o", job), method_block_copy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BackupBegin", SD_BUS_ARGS("s", backup_xml, "s", checkpoint_xml, "t", flags),
+                                SD_BUS_RESULT("o", job), method_backup_begin, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BackupGetXMLDesc", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", xml), method_backup_get_xml_desc,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("BlockJobEvent", SD_BUS_ARGS("o", job, "s", disk, "s", type, "s", status, "s", error), 0),
         SD_BUS_VTABLE_END
 };

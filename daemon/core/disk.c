@@ -212,7 +212,8 @@ Job *domain_disk_job(Domain *d, const char *target) {
         if (!d->jobs)
                 return NULL;
         JOB_TRACKER_FOREACH(j, d->jobs)
-                if (!j->owned && j->disk && streq(j->disk, target) && !job_state_is_final(j->state))
+                /* Owned ones too: a backup's per-disk jobs hold their disks. */
+                if (j->disk && streq(j->disk, target) && !job_state_is_final(j->state))
                         return j;
         return NULL;
 }

@@ -95,6 +95,7 @@ struct Domain {
 
         Operation *op;        /* the one lifecycle call in flight, if any (core/operation.h) */
         bool snapshot_busy;   /* a snapshot operation is in flight */
+        Operation *backup;    /* the running backup (ops/backup), one at a time */
         uint64_t node_seq;    /* for unique QEMU node names */
 
         SnapshotTree snapshots;

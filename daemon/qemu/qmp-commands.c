@@ -785,3 +785,143 @@ int qmp_find_format_node(json_object *result, const char *file, const char **ret
         }
         return 0;
 }
+
+/* ---- backups ---- */
+
+static json_object *json_bitmap_refs(const QmpBitmapRef *refs, size_t n) {
+        json_object *a = json_object_new_array();
+
+        for (size_t i = 0; a && i < n; i++) {
+                json_object *r = json_build("node", JSTR(refs[i].node), "name", JSTR(refs[i].name), NULL);
+                if (!r || json_object_array_add(a, r) < 0) {
+                        json_object_put(r);
+                        json_object_put(a);
+                        return NULL;
+                }
+        }
+        return a;
+}
+
+static json_object *json_backup_action(const QmpBackupAction *a) {
+        json_object *data = NULL;
+        const char *type = NULL;
+
+        switch (a->type) {
+        case QMP_BACKUP_BITMAP_ADD:
+                type = "block-dirty-bitmap-add";
+                data = json_build("node", JSTR(a->node), "name", JSTR(a->name),
+                                  "persistent", json_object_new_boolean(a->persistent),
+                                  "disabled", json_object_new_boolean(a->disabled), NULL);
+                break;
+        case QMP_BACKUP_BITMAP_MERGE:
+                type = "block-dirty-bitmap-merge";
+                data = json_build("node", JSTR(a->node), "target", JSTR(a->name),
+                                  "bitmaps", json_bitmap_refs(a->sources, a->n_sources), NULL);
+                break;
+        case QMP_BACKUP_BLOCKDEV_BACKUP:
+                type = "blockdev-backup";
+                data = json_build("job-id", JSTR(a->name), "device", JSTR(a->node), "target", JSTR(a->target),
+                                  "sync", JSTR(a->sync),
+                                  "auto-finalize", json_object_new_boolean(false),
+                                  "auto-dismiss", json_object_new_boolean(false), NULL);
+                if (data && (json_add_string_opt(data, "bitmap", a->bitmap) < 0 || json_add_speed(data, a->speed) < 0)) {
+                        json_object_put(data);
+                        data = NULL;
+                }
+                break;
+        }
+        if (!data)
+                return NULL;
+        return json_build("type", JSTR(type), "data", data, NULL);
+}
+
+int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, size_t n, qmp_reply_func_t cb,
+                                   void *userdata) {
+        json_object *list = json_object_new_array(), *args;
+
+        for (size_t i = 0; list && i < n; i++) {
+                json_object *a = json_backup_action(actions + i);
+                if (!a || json_object_array_add(list, a) < 0) {
+                        json_object_put(a);
+                        json_object_put(list);
+                        return -ENOMEM;
+                }
+        }
+        if (!list)
+                return -ENOMEM;
+        args = json_build("actions", list, NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "transaction", args, cb, userdata);
+}
+
+int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,
+                                          void *userdata) {
+        json_object *args = json_build("node", JSTR(node), "name", JSTR(name), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-dirty-bitmap-remove", args, cb, userdata);
+}
+
+int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *host, const char *port,
+                                 const char *tls_creds, qmp_reply_func_t cb, void *userdata) {
+        json_object *addr, *args;
+
+        /* The legacy SocketAddress form {"type", "data"} (measured). */
+        if (unix_path)
+                addr = json_build("type", JSTR("unix"), "data", json_build("path", JSTR(unix_path), NULL), NULL);
+        else if (host && port)
+                addr = json_build("type", JSTR("inet"),
+                                  "data", json_build("host", JSTR(host), "port", JSTR(port), NULL), NULL);
+        else
+                return -EINVAL;
+        args = json_build("addr", addr, NULL);
+        if (args && json_add_string_opt(args, "tls-creds", tls_creds) < 0) {
+                json_object_put(args);
+                args = NULL;
+        }
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "nbd-server-start", args, cb, userdata);
+}
+
+int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "nbd-server-stop", NULL, cb, userdata);
+}
+
+int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
+                                     qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+
+        args = json_build("type", JSTR("nbd"), "id", JSTR(id), "node-name", JSTR(node), "name", JSTR(name),
+                          "writable", json_object_new_boolean(false), NULL);
+        if (args && bitmap) {
+                const char *l[] = { bitmap };
+                json_object *a = json_string_array(l, 1);
+
+                if (!a || json_object_object_add(args, "bitmaps", a) < 0) {
+                        json_object_put(a);
+                        json_object_put(args);
+                        args = NULL;
+                }
+        }
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-export-add", args, cb, userdata);
+}
+
+int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
+                                          void *userdata) {
+        json_object *args = json_build("qom-type", JSTR("tls-creds-x509"), "id", JSTR(id), "dir", JSTR(dir),
+                                       "endpoint", JSTR("server"), "verify-peer", json_object_new_boolean(true), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "object-add", args, cb, userdata);
+}
+
+int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("id", JSTR(id), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "object-del", args, cb, userdata);
+}

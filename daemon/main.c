@@ -16,6 +16,8 @@
 #include "bus/bus-errors.h"
 #include "bus/bus-manager.h"
 #include "core/operation.h"
+#include "ops/checkpoint-create.h"
+#include "ops/checkpoint-delete.h"
 #include "ops/backup.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
@@ -47,6 +49,8 @@ static const OperationKind *const operation_kinds[] = {
         &snapshot_create_kind,
         &snapshot_delete_kind,
         &snapshot_revert_kind,
+        &checkpoint_create_kind,
+        &checkpoint_delete_kind,
         &backup_kind,
 };
 

@@ -171,7 +171,10 @@ MATRIX = {
     },
     'Domain.Undefine': {
         'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
-        'HasSnapshots': ['test_snapshots_tree.py TreeTest.test_undefine_with_snapshots'],
+        'HasSnapshots': [
+            'test_snapshots_tree.py TreeTest.test_undefine_with_snapshots',
+            'test_checkpoints.py ListTest.test_undefine_with_checkpoints',
+        ],
         'OperationInvalid': [
             'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
             'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
@@ -254,6 +257,30 @@ MATRIX = {
             'test_snapshots.py ExternalTest.test_offline_disk_only_default_name_and_no_metadata',
             'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
         ],
+    },
+    'Domain.CreateCheckpoint': {
+        'InvalidArgument': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'InvalidXML': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'AlreadyExists': [
+            'test_checkpoints.py RefusalTest.test_bad_requests_change_nothing',
+            'test_checkpoints.py DeleteTest.test_delete_flags_offline',
+        ],
+        'NoSuchDisk': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'NoSuchCheckpoint': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'Unsupported': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'OperationInvalid': ['test_checkpoints.py DeleteTest.test_missing_bitmap_shown_and_repaired'],
+        'Busy': ['test_checkpoints.py RefusalTest.test_busy_while_a_job_holds_a_disk'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_checkpoints.py RefusalTest.test_polkit_denies',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.ListCheckpoints': {
+        'InvalidArgument': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
+    },
+    'Domain.LookupCheckpoint': {
+        'NoSuchCheckpoint': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
     },
     'Domain.BlockPull': {
         'InvalidArgument': ['test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow'],
@@ -374,6 +401,26 @@ MATRIX = {
             'test_bad_input.py LookupTest.test_unknown_names_and_paths',
             'test_bad_input.py OddNamesTest.test_odd_names',
         ],
+    },
+    'Checkpoint.GetXMLDesc': {
+        'InvalidArgument': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_checkpoints.py RefusalTest.test_polkit_denies',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Checkpoint.ListChildren': {
+        'InvalidArgument': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
+    },
+    'Checkpoint.Delete': {
+        'InvalidArgument': ['test_checkpoints.py DeleteTest.test_delete_flags_offline'],
+        'Busy': ['test_checkpoints.py RefusalTest.test_busy_while_a_job_holds_a_disk'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_checkpoints.py RefusalTest.test_polkit_denies',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
     'Snapshot.GetXMLDesc': {
         'InvalidArgument': ['test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart'],

@@ -35,6 +35,11 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   percentages, each one a Progress signal's; plain lines with --verbose
   into a pipe; Ctrl-C on the terminal aborts the job and waits for its end,
   a second Ctrl-C leaves it running; --timeout aborts.
+- Backups: backup-begin --wait on a terminal draws increasing percentages
+  from the job's Progress signals and names the target, which equals the
+  disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone; a
+  pull backup prints its NBD URI, which qemu-img reads back equal to the
+  disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
 - Every flag of the bus API reached by its named option: each command's
   method call read off a bus monitor (member, flags, bandwidth in units).
@@ -67,6 +72,7 @@ import xml.etree.ElementTree as ET
 import qsnaptest as q
 
 D = q.DOMAIN_IFACE
+C = q.CHECKPOINT_IFACE
 J = q.JOB_IFACE
 S = q.SNAPSHOT_IFACE
 MiB = 1 << 20
@@ -81,6 +87,8 @@ def setUpModule():
     q.check_requirements()
     if not QSNAPCTL or not os.access(QSNAPCTL, os.X_OK):
         raise RuntimeError('QSNAPCTL_BINARY is not set or not executable (run through meson test): %r' % QSNAPCTL)
+    # Backups copy at most 4 MiB/s a disk (qsnapd's test hook), so that backup-begin --wait draws a bar.
+    os.environ['QSNAPD_TEST_BACKUP_SPEED'] = str(4 * MiB)
     H = q.Harness()
     try:
         H.start()
@@ -247,6 +255,19 @@ class QsnapctlTest(unittest.TestCase):
     def json_of(self, *args, **kw):
         return json.loads(self.ok(*args, '--json', **kw))
 
+    def complete(self, words, typed_line=None):
+        """words: what bash splits (as typed); the last one is completed."""
+        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
+        line = typed_line if typed_line is not None else ' '.join(words)
+        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
+                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
+                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
+        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
+        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [x for x in r.stdout.split('\n') if x]
+
     def assertNamedError(self, err, name, meaning_word=None):
         """error: Name (meaning): message — never a bare D-Bus name."""
         self.assertRegex(err, r'^error: %s \([^)]+\): .+' % name, err)
@@ -295,6 +316,7 @@ class UsageTest(QsnapctlTest):
             (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
             (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
             (['backup-dumpxml'], 'missing domain'),
+            (['domjobabort'], 'missing domain'),
             (['-H'], '-H needs a value'),
             (['--address'], '--address needs a value'),
             (['start', VM, '--paused=yes'], 'takes no value'),
@@ -824,6 +846,94 @@ class BlockJobTest(QsnapctlTest):
 
 # --------------------------------------------------------------------------
 
+class BackupTest(QsnapctlTest):
+    """backup-begin and backup-dumpxml on a running VM whose 32 MiB disk
+    holds 0xb1 at 0 and 0xb2 at 8 MiB; qsnapd copies at most
+    QSNAPD_TEST_BACKUP_SPEED a second (setUpModule), so a backup lasts a
+    few seconds and draws several percentages."""
+
+    def setUp(self):
+        super().setUp()
+        h = self.h
+        self.img = h.create_image('bk.qcow2', '32M')
+        q.qemu_io_write_pattern(self.img, 0xb1, 0, 4 * MiB)
+        q.qemu_io_write_pattern(self.img, 0xb2, 8 * MiB, 4 * MiB)
+        self.ok('define', '-', stdin=q.domain_xml('bk vm', [q.Disk('vda', self.img)]))
+        self.dom = h.domain_path('bk vm')
+        self.ok('start', 'bk vm')
+        self.addCleanup(lambda: (qc('stop', 'bk vm'), qc('undefine', 'bk vm')))
+
+    def assert_same_image(self, target):
+        r = q.run([q.QEMU_IMG, 'compare', '-U', self.img, target])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = q.run([q.QEMU_IMG, 'check', '-U', target])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_push_wait_bar_and_ctrl_c(self):
+        h = self.h
+        rec = h.record_signals(self.dom, J, 'Progress')
+        pty = Pty('backup-begin', 'bk vm', '--wait')
+        rc = pty.finish()
+        text = pty.text()
+        self.assertEqual(rc, 0, text)
+        # Where it went, then the bar from the Progress signals, then one final line.
+        target = re.search(r'^  vda: (/\S+)\r?$', text, re.M).group(1)
+        self.assertTrue(target.startswith(self.img + '.'), text)
+        q.spin(lambda: False, 0.3)
+        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
+        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+        self.assertGreaterEqual(len(set(drawn)), 3, text)
+        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
+        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
+        self.assertEqual(drawn[-1], 100)
+        self.assertIn('\r\x1b[KBackup: [', text)
+        self.assertRegex(text, r'\nBackup: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
+        self.assert_same_image(target)
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
+
+        # Ctrl-C aborts it: canceled, the target qsnapd made is gone.
+        dest = os.path.join(h.images_dir, 'bk-aborted.qcow2')
+        xml = ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/>"
+               "<driver type='qcow2'/></disk></disks></domainbackup>" % dest)
+        xml_file = os.path.join(h.root, 'bk-aborted.xml')
+        with open(xml_file, 'w') as f:
+            f.write(xml)
+        pty = Pty('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertTrue(pty.wait_for(r'\] +\d+ %'), pty.text())
+        self.assertTrue(os.path.exists(dest))
+        pty.ctrl_c()
+        rc = pty.finish()
+        self.assertEqual(rc, 1, pty.text())
+        self.assertIn('Backup: interrupted; the job was aborted and has ended (canceled)', pty.text())
+        self.assertFalse(os.path.exists(dest), 'an aborted backup leaves no target')
+
+    def test_pull_dumpxml_and_end(self):
+        out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r'^Backup started \(job \S+\)$')
+        uri = re.match(r'^  vda: (nbd\+unix:///vda\?socket=/\S+)$', lines[1]).group(1)
+        self.assertIn('domjobabort', lines[2])
+        root = ET.fromstring(self.ok('backup-dumpxml', 'bk vm'))
+        self.assertEqual(root.get('mode'), 'pull')
+        self.assertEqual(uri.split('socket=')[1], root.find('server').get('socket'))
+        # The export is the disk as it was at the start.
+        copy = os.path.join(self.h.root, 'pulled.raw')
+        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw', uri, copy])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', copy, self.img])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out, err = self.fails(1, 'backup-begin', 'bk vm')
+        self.assertNamedError(err, 'Busy')
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
+        out, err = self.fails(1, 'domjobabort', 'bk vm')
+        self.assertIn("Domain 'bk vm' has no running backup.", err)
+
+
+# --------------------------------------------------------------------------
+
 class MonitorTest(QsnapctlTest):
     def test_monitor_json(self):
         h = self.h
@@ -864,19 +974,6 @@ class MonitorTest(QsnapctlTest):
 class CompletionTest(QsnapctlTest):
     """The installed bash completion, sourced into a real bash, with
     COMP_WORDS/COMP_LINE as bash sets them for a partial word."""
-
-    def complete(self, words, typed_line=None):
-        """words: what bash splits (as typed); the last one is completed."""
-        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
-        line = typed_line if typed_line is not None else ' '.join(words)
-        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
-                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
-                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
-        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
-        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
-                           timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return [x for x in r.stdout.split('\n') if x]
 
     def test_completion(self):
         h = self.h

@@ -5,6 +5,7 @@
  * checks the domain can take the call, asks polkit, and only then acts;
  * lifecycle calls reply from the model's completion callback.
  */
+#include "bus/bus-checkpoint.h"
 #include "bus/bus-domain.h"
 #include "bus/bus-errors.h"
 #include "bus/bus-job.h"
@@ -128,6 +129,11 @@ static int property_get_snapshots(sd_bus *bus, const char *path, const char *int
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+static int property_get_checkpoints(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return bus_append_domain_checkpoints(reply, userdata);
+}
+
 static int property_get_current_snapshot(sd_bus *bus, const char *path, const char *interface, const char *property,
                                          sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
@@ -158,7 +164,7 @@ static int property_get_jobs(sd_bus *bus, const char *path, const char *interfac
 
 void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
         _cleanup_free_ char *path = bus_domain_path(d);
-        const char *names[7];
+        const char *names[8];
         size_t n = 0;
 
         if (!path)
@@ -175,6 +181,8 @@ void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
                 names[n++] = "Jobs";
         if (what & DOMAIN_CHANGE_AGENT)
                 names[n++] = "AgentConnected";
+        if (what & DOMAIN_CHANGE_CHECKPOINTS)
+                names[n++] = "Checkpoints";
         names[n] = NULL;
         if (n > 0)
                 (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_DOMAIN_INTERFACE, (char **) names);
@@ -305,11 +313,16 @@ static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, QSNAP_ERROR_HAS_SNAPSHOTS,
                                          "Domain '%s' has %zu snapshot(s); Undefine with flag 1 (SNAPSHOTS_METADATA) "
                                          "drops their metadata (images stay).", d->def->name, d->snapshots.n);
+        if (d->checkpoints.n > 0 && !(flags & DOMAIN_UNDEFINE_CHECKPOINTS_METADATA))
+                return sd_bus_error_setf(error, QSNAP_ERROR_HAS_SNAPSHOTS,
+                                         "Domain '%s' has %zu checkpoint(s); Undefine with flag 2 (CHECKPOINTS_METADATA) "
+                                         "drops their metadata (bitmaps stay).", d->def->name, d->checkpoints.n);
         r = verify_manage_domains(m, d, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = manager_undefine_domain(d->manager, d, flags & DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, &message);
+        r = manager_undefine_domain(d->manager, d, flags & DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+                                    flags & DOMAIN_UNDEFINE_CHECKPOINTS_METADATA, &message);
         if (r < 0)
                 return check_result(r, message, error);
         return sd_bus_reply_method_return(m, NULL);
@@ -695,6 +708,7 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_PROPERTY("Managed", "b", property_get_managed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CurrentSnapshot", "o", property_get_current_snapshot, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Snapshots", "ao", property_get_snapshots, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Checkpoints", "ao", property_get_checkpoints, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Jobs", "ao", property_get_jobs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("AgentConnected", "b", property_get_agent_connected, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_start,
@@ -715,6 +729,12 @@ static const sd_bus_vtable domain_vtable[] = {
                                 method_list_snapshots, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("LookupSnapshot", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", snapshot),
                                 method_lookup_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateCheckpoint", SD_BUS_ARGS("s", xml, "t", flags), SD_BUS_RESULT("o", checkpoint),
+                                bus_method_create_checkpoint, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListCheckpoints", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", checkpoints),
+                                bus_method_list_checkpoints, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("LookupCheckpoint", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", checkpoint),
+                                bus_method_lookup_checkpoint, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockPull", SD_BUS_ARGS("s", disk, "t", bandwidth, "t", flags), SD_BUS_RESULT("o", job),
                                 method_block_pull, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockRebase", SD_BUS_ARGS("s", disk, "s", base, "t", bandwidth, "t", flags),

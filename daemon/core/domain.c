@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-agent.h"
 #include "core/domain-jobs.h"
@@ -85,6 +86,7 @@ int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         d->state = DOMAIN_SHUTOFF;
         d->node_seq = now_usec(CLOCK_REALTIME);
         snapshot_tree_init(&d->snapshots, d);
+        checkpoint_tree_init(&d->checkpoints, d);
         *ret = d;
         return 0;
 }
@@ -101,6 +103,8 @@ Domain *domain_unref(Domain *d) {
         domain_disconnect(d);
         domain_jobs_free(d);
         snapshot_tree_done(&d->snapshots);
+        bitmaps_domain_done(d);
+        checkpoint_tree_done(&d->checkpoints);
         domain_chains_invalidate(d);
         domain_def_free(d->def);
         domain_def_free(d->live);

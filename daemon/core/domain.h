@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "core/checkpoint.h"
 #include "core/snapshot.h"
 #include "qemu/image.h"
 #include "qemu/job.h"
@@ -40,6 +41,7 @@ typedef enum DomainChange {
         DOMAIN_CHANGE_CURRENT_SNAPSHOT = 1 << 3,
         DOMAIN_CHANGE_JOBS = 1 << 4,
         DOMAIN_CHANGE_AGENT = 1 << 5, /* AgentConnected */
+        DOMAIN_CHANGE_CHECKPOINTS = 1 << 6,
 } DomainChange;
 
 typedef enum JobEvent {
@@ -99,6 +101,8 @@ struct Domain {
         uint64_t node_seq;    /* for unique QEMU node names */
 
         SnapshotTree snapshots;
+        CheckpointTree checkpoints;
+        struct BitmapsState *bitmaps; /* core/bitmaps.c: the refresh of Problems and Size */
 
         JobTracker *jobs;     /* while QMP is up */
         void *jobs_attach;    /* the adoption in flight (core/domain-jobs.c) */

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "core/domain.h"
+#include "core/bitmaps.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "util/error.h"
@@ -79,6 +80,9 @@ void manager_notify_changed(Manager *m, Domain *d, DomainChange what) {
                 d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->domain_changed)
                 m->observer->domain_changed(d, what, m->observer_userdata);
+        /* A new state or chain may have lost, or brought, bitmaps. */
+        if ((what & (DOMAIN_CHANGE_STATE | DOMAIN_CHANGE_DISKS)) && d->checkpoints.n > 0)
+                (void) bitmaps_refresh(d, NULL, NULL);
         if ((what & DOMAIN_CHANGE_CURRENT_SNAPSHOT) && previous != d->snapshots.current && m->observer &&
             m->observer->current_snapshot_changed)
                 m->observer->current_snapshot_changed(d, previous, m->observer_userdata);
@@ -107,6 +111,28 @@ void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names,
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
         if (m->observer && m->observer->job_event)
                 m->observer->job_event(d, j, e, m->observer_userdata);
+}
+
+void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current) {
+        if (m->observer && m->observer->checkpoint_added)
+                m->observer->checkpoint_added(d, c, previous_current, m->observer_userdata);
+        (void) bitmaps_refresh(d, NULL, NULL);
+}
+
+void manager_notify_checkpoints_moved(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
+                                      size_t n_changed, Checkpoint *previous_current) {
+        if (m->observer && m->observer->checkpoints_changed)
+                m->observer->checkpoints_changed(d, removed, changed, n_changed, previous_current,
+                                                 m->observer_userdata);
+}
+
+void manager_notify_checkpoints_changed(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
+                                        size_t n_changed) {
+        manager_notify_checkpoints_moved(m, d, removed, changed, n_changed, d->checkpoints.current);
+}
+
+char *manager_checkpoint_dir(Manager *m) {
+        return strprintf("%s/checkpoints", m->config.state_dir);
 }
 
 char *manager_snapshot_dir(Manager *m) {
@@ -337,7 +363,7 @@ int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, 
         return 0;
 }
 
-int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message) {
+int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, bool drop_checkpoints, char **ret_message) {
         _cleanup_free_ char *path = manager_domain_file(m, d->def->uuid);
         int r;
 
@@ -353,8 +379,23 @@ int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **r
                 if (m->observer && m->observer->snapshots_removed)
                         m->observer->snapshots_removed(d, m->observer_userdata);
         }
+        if (d->checkpoints.n > 0) {
+                if (!drop_checkpoints) {
+                        *ret_message = strprintf("Domain '%s' has %zu checkpoint(s); undefining it needs the "
+                                                 "CHECKPOINTS_METADATA flag, which drops their metadata (bitmaps stay).",
+                                                 d->def->name, d->checkpoints.n);
+                        return -QSNAP_E_HAS_SNAPSHOTS;
+                }
+                if (m->observer && m->observer->checkpoints_removed)
+                        m->observer->checkpoints_removed(d, m->observer_userdata);
+        }
         /* The metadata goes first: a domain file without metadata is a
          * consistent state, metadata without its domain is not. */
+        r = checkpoint_tree_remove_all(&d->checkpoints);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot remove the checkpoint metadata: %s", strerror(-r));
+                return r;
+        }
         r = snapshot_tree_remove_all(&d->snapshots);
         if (r < 0) {
                 *ret_message = strprintf("Cannot remove the snapshot metadata: %s", strerror(-r));
@@ -393,14 +434,22 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
 }
 
 static int manager_load_snapshots(Manager *m, Domain *d) {
-        _cleanup_free_ char *dir = manager_snapshot_dir(m), *message = NULL;
+        _cleanup_free_ char *dir = manager_snapshot_dir(m), *cdir = manager_checkpoint_dir(m), *message = NULL;
         int r;
 
-        if (!dir)
+        if (!dir || !cdir)
                 return -ENOMEM;
         r = snapshot_tree_load(&d->snapshots, dir, d->def->uuid, m->config.metadata_read_cap, &message);
         if (r < 0 && message)
                 log_error("Domain '%s': %s", d->def->name, message);
+        if (r < 0)
+                return r;
+        message = mfree(message);
+        r = checkpoint_tree_load(&d->checkpoints, cdir, d->def->uuid, m->config.metadata_read_cap, &message);
+        if (r < 0 && message)
+                log_error("Domain '%s': %s", d->def->name, message);
+        if (r >= 0 && d->checkpoints.n > 0)
+                (void) bitmaps_refresh(d, NULL, NULL);
         return r;
 }
 

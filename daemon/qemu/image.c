@@ -11,6 +11,8 @@
 #include <libgen.h>
 #include <sys/stat.h>
 
+#include <json-c/json.h>
+
 #include "config.h"
 #include "qemu/image.h"
 #include "util/error.h"
@@ -509,4 +511,112 @@ bool image_is_qcow2(const char *path) {
         uint8_t h[4];
 
         return fd >= 0 && pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;
+}
+
+/* ---- persistent dirty bitmaps, through qemu-img ---- */
+
+void image_bitmaps_free(ImageBitmap *b, size_t n) {
+        for (size_t i = 0; b && i < n; i++)
+                free(b[i].name);
+        free(b);
+}
+
+static int qemu_img_run(char *const *argv, char **ret_output, char **ret_message) {
+        _cleanup_free_ char *output = NULL;
+        size_t l;
+        int r;
+
+        r = run_command(argv, &output);
+        for (l = output ? strlen(output) : 0; l > 0 && strchr(" \t\n", output[l - 1]); l--)
+                output[l - 1] = 0;
+        if (r != 0) {
+                if (ret_message)
+                        *ret_message = strprintf("qemu-img %s failed: %s", argv[1],
+                                                 r < 0 ? strerror(-r) : strempty(output));
+                return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+        }
+        if (ret_output)
+                *ret_output = TAKE_PTR(output);
+        return 0;
+}
+
+static int parse_bitmap_flags(json_object *flags, ImageBitmap *b) {
+        if (!json_object_is_type(flags, json_type_array))
+                return 0;
+        for (size_t k = 0; k < json_object_array_length(flags); k++) {
+                const char *f = json_object_get_string(json_object_array_get_idx(flags, k));
+                if (streq(strempty(f), "auto"))
+                        b->enabled = true;
+                else if (streq(strempty(f), "in-use"))
+                        b->in_use = true;
+        }
+        return 0;
+}
+
+int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "info", (char *) "-U", (char *) "--output=json",
+                         (char *) path, NULL };
+        _cleanup_free_ char *output = NULL;
+        json_object *info, *fs = NULL, *data = NULL, *bitmaps = NULL;
+        ImageBitmap *list = NULL;
+        size_t n = 0;
+        int r;
+
+        r = qemu_img_run(argv, &output, ret_message);
+        if (r < 0)
+                return r;
+        info = json_tokener_parse(output);
+        if (!info) {
+                if (ret_message)
+                        *ret_message = strprintf("qemu-img info printed no JSON for %s.", path);
+                return -QSNAP_E_QEMU_FAILED;
+        }
+        if (json_object_object_get_ex(info, "format-specific", &fs) && json_object_object_get_ex(fs, "data", &data) &&
+            json_object_object_get_ex(data, "bitmaps", &bitmaps) && json_object_is_type(bitmaps, json_type_array)) {
+                list = new0(ImageBitmap, json_object_array_length(bitmaps) + 1);
+                for (size_t i = 0; list && i < json_object_array_length(bitmaps); i++) {
+                        json_object *b = json_object_array_get_idx(bitmaps, i), *v = NULL;
+
+                        if (!json_object_object_get_ex(b, "name", &v) || !json_object_is_type(v, json_type_string))
+                                continue;
+                        list[n].name = strdup(json_object_get_string(v));
+                        if (!list[n].name)
+                                break;
+                        if (json_object_object_get_ex(b, "granularity", &v))
+                                list[n].granularity = (uint64_t) json_object_get_int64(v);
+                        if (json_object_object_get_ex(b, "flags", &v))
+                                (void) parse_bitmap_flags(v, list + n);
+                        n++;
+                }
+        }
+        json_object_put(info);
+        if (bitmaps && json_object_is_type(bitmaps, json_type_array) && (!list || n < json_object_array_length(bitmaps))) {
+                /* Only a failed allocation skips one (a nameless entry is QEMU's bug). */
+                if (!list)
+                        return -ENOMEM;
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int image_bitmap_add(const char *path, const char *name, char **ret_message) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--add", (char *) path, (char *) name, NULL };
+        return qemu_img_run(argv, NULL, ret_message);
+}
+
+int image_bitmap_remove(const char *path, const char *name, char **ret_message) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--remove", (char *) path, (char *) name,
+                         NULL };
+        return qemu_img_run(argv, NULL, ret_message);
+}
+
+int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
+                       char **ret_message) {
+        char *with_file[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--merge", (char *) source,
+                              (char *) "-b", (char *) source_file, (char *) "-F", (char *) "qcow2", (char *) path,
+                              (char *) target, NULL };
+        char *same[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--merge", (char *) source, (char *) path,
+                         (char *) target, NULL };
+        return qemu_img_run(source_file ? with_file : same, NULL, ret_message);
 }

@@ -110,3 +110,24 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
  * -EMEDIUMTYPE when path is not a qcow2 image, -QSNAP_E_PATH_NOT_ALLOWED
  * for a json: or protocol name. */
 int image_read_backing(const char *path, char **ret_backing);
+
+/* The persistent dirty bitmaps stored in a qcow2 image, read with
+ * `qemu-img info --output=json -U` (the header's bitmap directory). */
+typedef struct ImageBitmap {
+        char *name;
+        bool enabled;   /* flag "auto" */
+        bool in_use;    /* flag "in-use": a writer held it open; on a closed image: inconsistent */
+        uint64_t granularity;
+} ImageBitmap;
+
+void image_bitmaps_free(ImageBitmap *b, size_t n);
+/* -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message when it fails. */
+int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message);
+
+/* `qemu-img bitmap <op…> <path> <name>`: op is "--add", "--remove", or
+ * "--merge" with source (a bitmap of `source_file`, NULL: of path itself).
+ * -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message. */
+int image_bitmap_add(const char *path, const char *name, char **ret_message);
+int image_bitmap_remove(const char *path, const char *name, char **ret_message);
+int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
+                       char **ret_message);

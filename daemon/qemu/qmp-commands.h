@@ -222,3 +222,57 @@ int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node,
 int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
                                           void *userdata);
 int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata);
+
+/* ---- dirty bitmaps (checkpoints) ----
+ * A transaction of bitmap actions; each is one of QEMU's
+ * block-dirty-bitmap-* transaction actions. */
+typedef enum QmpBitmapActionType {
+        QMP_BITMAP_ADD,     /* node, name, persistent, disabled, granularity (0: QEMU's) */
+        QMP_BITMAP_REMOVE,  /* node, name */
+        QMP_BITMAP_DISABLE, /* node, name */
+        QMP_BITMAP_MERGE,   /* into bitmap name on node, from sources */
+} QmpBitmapActionType;
+
+typedef struct QmpBitmapSource {
+        const char *node, *name;
+} QmpBitmapSource;
+
+typedef struct QmpBitmapAction {
+        QmpBitmapActionType type;
+        const char *node, *name;
+        bool persistent, disabled;
+        uint64_t granularity;
+        const QmpBitmapSource *sources;
+        size_t n_sources;
+} QmpBitmapAction;
+
+/* Appends the n actions to a transaction's "actions" array. */
+int qmp_bitmap_actions_append(json_object *actions, const QmpBitmapAction *a, size_t n);
+int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n, qmp_reply_func_t cb, void *userdata);
+/* One transaction of blockdev-snapshot actions (node[i] gets overlay[i])
+ * followed by the bitmap actions (for the new overlays). */
+int64_t qmp_cmd_transaction_snapshot_bitmaps(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,
+                                             const QmpBitmapAction *a, size_t n_actions, qmp_reply_func_t cb,
+                                             void *userdata);
+
+/* blockdev-reopen of a qcow2 format node with its file child and backing
+ * node (NULL: none) named, read-only or read-write. */
+int64_t qmp_cmd_blockdev_reopen(Qmp *qmp, const char *node, const char *file_node, const char *backing_node,
+                                bool read_only, qmp_reply_func_t cb, void *userdata);
+
+typedef struct QmpNodeBitmap {
+        char *name;
+        bool recording, persistent, inconsistent, busy;
+        uint64_t count, granularity;
+} QmpNodeBitmap;
+
+typedef struct QmpNode {
+        char *node, *drv, *file; /* file: as qmp_node_file() reads it */
+        bool read_only;
+        QmpNodeBitmap *bitmaps;  /* named ones only (unnamed ones are jobs') */
+        size_t n_bitmaps;
+} QmpNode;
+
+/* Every entry of a query-named-block-nodes (flat) reply. */
+int qmp_parse_named_nodes(json_object *result, QmpNode **ret, size_t *ret_n);
+void qmp_nodes_free(QmpNode *nodes, size_t n);

@@ -138,6 +138,82 @@ void moment_print_names(char *const *paths) {
         }
 }
 
+int moment_list_paths(Ctx *c, const char *dpath, const char *iface, const char *list_member, const char *from,
+                      uint64_t flags, bool descendants, bool tree, char ***ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_strv_free_ char **paths = NULL;
+        int r;
+
+        /* A tree from a snapshot or checkpoint shows all its descendants, as virsh does. */
+        if (from)
+                r = call(c, &reply, from, iface, "ListChildren", "t", flags | (descendants || tree ? LIST_DESCENDANTS : 0));
+        else
+                r = call(c, &reply, dpath, QSNAP_DOMAIN_IFACE, list_member, "t", flags);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(reply, &paths);
+        if (r >= 0 && from && tree) { /* the start first */
+                _cleanup_strv_free_ char **with_from = NULL;
+                r = strv_extend(&with_from, from);
+                for (size_t i = 0; r >= 0 && paths && paths[i]; i++)
+                        r = strv_extend(&with_from, paths[i]);
+                if (r >= 0) {
+                        strv_free(paths);
+                        paths = TAKE_PTR(with_from);
+                }
+        }
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(paths);
+        return 0;
+}
+
+int moment_info_read(Ctx *c, const char *path, const char *iface, Props **ret, size_t *ret_descendants) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_strv_free_ char **desc = NULL;
+        _cleanup_(props_freep) Props *p = NULL;
+        int r;
+
+        r = props_get_all(c, path, iface, &p);
+        if (r >= 0)
+                r = call(c, &reply, path, iface, "ListChildren", "t", (uint64_t) LIST_DESCENDANTS);
+        if (r >= 0)
+                r = sd_bus_message_read_strv(reply, &desc);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(p);
+        *ret_descendants = strv_length(desc);
+        return 0;
+}
+
+void moment_info_print_head(Ctx *c, const Props *p) {
+        printf("%-16s%s\n", "Name:", strempty(props_str(p, "Name")));
+        printf("%-16s%s\n", "Domain:", opt(c, "domain"));
+        printf("%-16s%s\n", "Current:", props_bool(p, "IsCurrent") ? "yes" : "no");
+}
+
+void moment_info_print_tree(const Props *p, size_t descendants) {
+        json_object *kids = props_json(p, "Children");
+        _cleanup_free_ char *parent = path_name_or_null(props_str(p, "Parent")),
+                            *time = format_time(props_u64(p, "CreationTime"));
+
+        printf("%-16s%s\n", "Creation Time:", strempty(time));
+        printf("%-16s%s\n", "Description:", isempty(props_str(p, "Description")) ? "-" : props_str(p, "Description"));
+        printf("%-16s%s\n", "Parent:", parent ?: "-");
+        printf("%-16s%zu\n", "Children:", kids ? json_object_array_length(kids) : 0);
+        printf("%-16s%zu\n", "Descendants:", descendants);
+}
+
+json_object *props_names_json(const Props *p, const char *name) {
+        json_object *arr = json_object_new_array(), *paths = props_json(p, name);
+
+        for (size_t i = 0; paths && i < json_object_array_length(paths); i++) {
+                _cleanup_free_ char *k = path_last_name(json_object_get_string(json_object_array_get_idx(paths, i)));
+                json_object_array_add(arr, json_str(k));
+        }
+        return arr;
+}
+
 /* ---- the tree ---- */
 
 typedef struct TreeNode {

@@ -226,6 +226,22 @@ void moment_print_deleted(const char *what, const char *name, uint64_t flags);
 /* paths (in listing order) drawn as virsh draws a tree, parents from the
  * Parent property of their objects in a. */
 void moment_tree_print(char *const *paths, Props **a, size_t n);
+/* ListChildren's flag for all descendants (1 for snapshots and checkpoints). */
+#define LIST_DESCENDANTS 1
+/* The objects a list verb shows, in order: Domain.<list_member>(flags), or
+ * with from (an object path) its ListChildren — all below it with
+ * descendants or for a tree, which also starts with from itself. */
+int moment_list_paths(Ctx *c, const char *dpath, const char *iface, const char *list_member, const char *from,
+                      uint64_t flags, bool descendants, bool tree, char ***ret);
+/* The properties of the object at path and how many descendants it has
+ * (ListChildren with DESCENDANTS). */
+int moment_info_read(Ctx *c, const char *path, const char *iface, Props **ret, size_t *ret_descendants);
+/* The info verbs' lines: Name, Domain, Current; and Creation Time,
+ * Description, Parent, Children, Descendants. */
+void moment_info_print_head(Ctx *c, const Props *p);
+void moment_info_print_tree(const Props *p, size_t descendants);
+/* The names of the objects an "ao" property lists, as a JSON array. */
+json_object *props_names_json(const Props *p, const char *name);
 /* One name per line. */
 void moment_print_names(char *const *paths);
 
@@ -265,6 +281,7 @@ int verb_checkpoint_parent(Ctx *c);
 int verb_checkpoint_delete(Ctx *c);
 int verb_backup_begin(Ctx *c);
 int verb_backup_dumpxml(Ctx *c);
+int verb_domjobabort(Ctx *c);
 
 int verb_blockpull(Ctx *c);
 int verb_blockrebase(Ctx *c);
@@ -301,6 +318,8 @@ typedef struct JobStart {
         const char *label;
         JobEnd end_mode;
         bool wait;
+        /* Called once the job runs, before the wait (may be NULL). */
+        void (*started)(Ctx *c, const char *dpath, const char *job);
 } JobStart;
 int wait_options(Ctx *c, JobStart *s, bool can_ready);
 int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret);

@@ -345,6 +345,8 @@ static const Verb verb_defs[] = {
           verb_backup_begin, VERB_AUTH },
         { "backup-dumpxml", "Backups", "the running backup's <domainbackup> XML", opts_domain, verb_backup_dumpxml,
           0 },
+        { "domjobabort", "Backups", "end the domain's backup (a pull backup ends so)", opts_domain, verb_domjobabort,
+          VERB_AUTH },
         { "blockpull", "Block jobs", "pull the backing chain into the active image", opts_blockpull,
           verb_blockpull, VERB_AUTH },
         { "blockrebase", "Block jobs", "pull onto a new base, or copy the disk (--copy)", opts_blockrebase,
@@ -368,9 +370,9 @@ const Verb *const verbs[] = {
         &verb_defs[24], &verb_defs[25], &verb_defs[26], &verb_defs[27], &verb_defs[28], &verb_defs[29],
         &verb_defs[30], &verb_defs[31], &verb_defs[32], &verb_defs[33], &verb_defs[34], &verb_defs[35],
         &verb_defs[36], &verb_defs[37], &verb_defs[38], &verb_defs[39], &verb_defs[40], &verb_defs[41],
-        &verb_defs[42], NULL
+        &verb_defs[42], &verb_defs[43], NULL
 };
-_Static_assert(ELEMENTSOF(verb_defs) == 43, "verbs[] must list every verb_defs entry");
+_Static_assert(ELEMENTSOF(verb_defs) == 44, "verbs[] must list every verb_defs entry");
 
 static const Verb *find_verb(const char *name) {
         for (size_t i = 0; verbs[i]; i++)

@@ -4,10 +4,12 @@
  * --diskspec DISK,checkpoint=bitmap|no,bitmap=NAME), checkpoint-list
  * (libvirt's filters, --from/--descendants, --tree drawn as virsh draws
  * it), checkpoint-info, checkpoint-dumpxml, checkpoint-parent and
- * checkpoint-delete. A Checkpoint object has no Children property: the
- * children are read off the Parent of the domain's other checkpoints, all
- * fetched with one GetManagedObjects.
+ * checkpoint-delete. Sizes (the bytes changed since a checkpoint) are
+ * measured when asked for: GetXMLDesc with SIZE.
  */
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
 #include "cli.h"
 
 enum {
@@ -92,53 +94,48 @@ int verb_checkpoint_create_as(Ctx *c) {
 
 /* ---- reading checkpoints ---- */
 
-/* Whether the checkpoint at path is below ancestor (direct: a child). */
-static bool is_below(Props **a, size_t n, const char *path, const char *ancestor, bool direct) {
-        const char *cur = path;
+/* The bytes changed since the checkpoint, measured now: GetXMLDesc with
+ * SIZE (the Size property is the last measurement), summed over the disks
+ * that have one (a disk whose bitmaps are unusable has none). 0 when no
+ * disk has one, 1 when measured. */
+static int measure_size(Ctx *c, const char *cpath, uint64_t *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *xml;
+        xmlDocPtr doc;
+        xmlNodePtr root;
+        bool found = false;
+        uint64_t sum = 0;
 
-        for (size_t depth = 0; depth <= n; depth++) { /* bounded: a cycle cannot hang us */
-                Props *p = props_find(a, n, cur);
-                const char *parent = p ? props_str(p, "Parent") : NULL;
-
-                if (!parent || streq(parent, "/"))
-                        return false;
-                if (streq(parent, ancestor))
-                        return true;
-                if (direct)
-                        return false;
-                cur = parent;
+        if (call(c, &reply, cpath, QSNAP_CHECKPOINT_IFACE, "GetXMLDesc", "t", (uint64_t) (CP_XML_NO_DOMAIN | CP_XML_SIZE)) < 0 ||
+            sd_bus_message_read(reply, "s", &xml) < 0)
+                return -EIO;
+        doc = xmlReadMemory(xml, (int) strlen(xml), "checkpoint.xml", NULL,
+                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        root = doc ? xmlDocGetRootElement(doc) : NULL;
+        for (xmlNodePtr n = root ? root->children : NULL; n; n = n->next) {
+                if (n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST "disks"))
+                        continue;
+                for (xmlNodePtr d = n->children; d; d = d->next) {
+                        xmlChar *size;
+                        if (d->type != XML_ELEMENT_NODE || !xmlStrEqual(d->name, BAD_CAST "disk"))
+                                continue;
+                        size = xmlGetProp(d, BAD_CAST "size");
+                        if (size) {
+                                sum += strtoull((const char *) size, NULL, 10);
+                                found = true;
+                        }
+                        xmlFree(size);
+                }
         }
-        return false;
+        xmlFreeDoc(doc);
+        *ret = sum;
+        return found;
 }
 
-static int by_creation(const void *x, const void *y) {
-        const Props *a = *(Props *const *) x, *b = *(Props *const *) y;
-        uint64_t ta = props_u64(a, "CreationTime"), tb = props_u64(b, "CreationTime");
-
-        return ta < tb ? -1 : ta > tb ? 1 : strcmp(a->path, b->path);
-}
-
-/* The names of the children of path, oldest first. */
-static json_object *children_json(Props **a, size_t n, const char *path) {
-        _cleanup_free_ Props **kids = new0(Props *, n + 1);
-        json_object *arr = json_object_new_array();
-        size_t k = 0;
-
-        if (!kids)
-                return arr;
-        for (size_t i = 0; i < n; i++)
-                if (is_below(a, n, a[i]->path, path, true))
-                        kids[k++] = a[i];
-        qsort(kids, k, sizeof(Props *), by_creation);
-        for (size_t i = 0; i < k; i++) {
-                _cleanup_free_ char *name = path_last_name(kids[i]->path);
-                json_object_array_add(arr, json_str(name));
-        }
-        return arr;
-}
-
-static json_object *checkpoint_json(const Props *p, const char *domain, Props **a, size_t n) {
-        json_object *o = json_object_new_object(), *disks = json_object_new_array(), *d = props_json(p, "Disks");
+/* size: measured (>= 0), or -1: the Size property (the last measurement). */
+static json_object *checkpoint_json(Ctx *c, const Props *p, int64_t size) {
+        json_object *o = json_object_new_object(), *disks = json_object_new_array(), *d = props_json(p, "Disks"),
+                    *problems = props_json(p, "Problems");
         _cleanup_free_ char *name = path_last_name(p->path), *parent = path_name_or_null(props_str(p, "Parent"));
 
         for (size_t i = 0; d && i < json_object_array_length(d); i++) {
@@ -148,54 +145,64 @@ static json_object *checkpoint_json(const Props *p, const char *domain, Props **
                 json_object_array_add(disks, e);
         }
         json_object_object_add(o, "name", json_str(props_str(p, "Name") ?: name));
-        json_object_object_add(o, "domain", json_str(domain));
+        json_object_object_add(o, "domain", json_str(opt(c, "domain")));
+        json_object_object_add(o, "description", json_str(strempty(props_str(p, "Description"))));
         json_object_object_add(o, "creation_time", json_object_new_uint64(props_u64(p, "CreationTime")));
         json_object_object_add(o, "parent", json_str(parent));
-        json_object_object_add(o, "children", children_json(a, n, p->path));
+        json_object_object_add(o, "children", props_names_json(p, "Children"));
+        json_object_object_add(o, "current", json_object_new_boolean(props_bool(p, "IsCurrent")));
         json_object_object_add(o, "disks", disks);
-        json_object_object_add(o, "size", props_json(p, "Size") ? json_object_new_uint64(props_u64(p, "Size")) : NULL);
+        json_object_object_add(o, "size", size >= 0 ? json_object_new_uint64((uint64_t) size)
+                                          : json_object_new_uint64(props_u64(p, "Size")));
+        json_object_object_add(o, "problems", problems ? json_object_get(problems) : json_object_new_array());
         return o;
 }
 
-/* From the listing: the checkpoints below from (all, or its children),
- * with from itself first for a tree. */
-static int keep_below(char ***paths, Props **a, size_t n, const char *from, bool all, bool with_from) {
-        _cleanup_strv_free_ char **kept = NULL;
+/* With --size: each checkpoint's size measured now, by path; else NULL. */
+static int measure_sizes(Ctx *c, char **paths, json_object **ret) {
+        json_object *sizes = NULL;
 
-        if (with_from && strv_extend(&kept, from) < 0)
-                return -ENOMEM;
-        for (size_t i = 0; *paths && (*paths)[i]; i++)
-                if (is_below(a, n, (*paths)[i], from, !all) && strv_extend(&kept, (*paths)[i]) < 0)
-                        return -ENOMEM;
-        strv_free(*paths);
-        *paths = TAKE_PTR(kept);
+        if (flag(c, "size")) {
+                sizes = json_object_new_object();
+                for (size_t i = 0; paths && paths[i]; i++) {
+                        uint64_t bytes;
+                        int r = measure_size(c, paths[i], &bytes);
+                        if (r < 0) {
+                                json_object_put(sizes);
+                                return r;
+                        }
+                        json_object_object_add(sizes, paths[i], r > 0 ? json_object_new_uint64(bytes) : NULL);
+                }
+        }
+        *ret = sizes;
         return 0;
 }
 
-static void print_table(Ctx *c, char **paths, Props **a, size_t n) {
-        bool with_parent = flag(c, "parent"), with_size = flag(c, "size");
+static void print_table(Ctx *c, char **paths, Props **a, size_t n, json_object *sizes) {
+        bool with_parent = flag(c, "parent");
         _cleanup_(table_freep) Table *t = NULL;
 
         if (with_parent)
-                t = with_size ? table_new("Name", "Creation Time", "Parent", "Size", NULL)
-                              : table_new("Name", "Creation Time", "Parent", NULL);
+                t = sizes ? table_new("Name", "Creation Time", "Parent", "Size", NULL)
+                          : table_new("Name", "Creation Time", "Parent", NULL);
         else
-                t = with_size ? table_new("Name", "Creation Time", "Size", NULL) : table_new("Name", "Creation Time", NULL);
+                t = sizes ? table_new("Name", "Creation Time", "Size", NULL) : table_new("Name", "Creation Time", NULL);
         if (!t)
                 return;
         for (size_t i = 0; paths && paths[i]; i++) {
                 Props *p = props_find(a, n, paths[i]);
-                _cleanup_free_ char *name = path_last_name(paths[i]), *time = NULL, *parent = NULL, *size = NULL;
+                json_object *size = sizes ? json_object_object_get(sizes, paths[i]) : NULL;
+                _cleanup_free_ char *name = path_last_name(paths[i]), *time = NULL, *parent = NULL, *human = NULL;
                 if (!p)
                         continue;
                 time = format_time(props_u64(p, "CreationTime"));
                 parent = path_name_or_null(props_str(p, "Parent"));
-                size = props_json(p, "Size") ? format_size(props_u64(p, "Size")) : NULL;
+                human = size ? format_size(json_object_get_uint64(size)) : NULL;
                 /* extra cells are not read: Size is the third or the fourth */
                 if (with_parent)
-                        table_add(t, props_str(p, "Name") ?: name, time, parent ?: "-", size ?: "-");
+                        table_add(t, props_str(p, "Name") ?: name, time, parent ?: "-", human ?: "-");
                 else
-                        table_add(t, props_str(p, "Name") ?: name, time, size ?: "-");
+                        table_add(t, props_str(p, "Name") ?: name, time, human ?: "-");
         }
         table_print(t, stdout);
 }
@@ -210,15 +217,13 @@ int verb_checkpoint_list(Ctx *c) {
                 { "leaves", CP_LIST_LEAVES },
                 { "no-leaves", CP_LIST_NO_LEAVES },
         };
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *dpath = NULL, *from = NULL;
         _cleanup_strv_free_ char **paths = NULL;
-        const char *domain = opt(c, "domain");
         bool tree = flag(c, "tree");
+        json_object *sizes = NULL;
         uint64_t flags = 0;
         Props **a = NULL;
         size_t n = 0;
-        int ret = EXIT_FAILED;
 
         for (size_t i = 0; i < ELEMENTSOF(map); i++)
                 if (flag(c, map[i].name))
@@ -235,22 +240,23 @@ int verb_checkpoint_list(Ctx *c) {
                 usage_error("checkpoint-list: --roots does not go with --from");
                 return EXIT_USAGE;
         }
-        if (domain_path(c, domain, &dpath) < 0 ||
+        if (domain_path(c, opt(c, "domain"), &dpath) < 0 ||
             (opt(c, "from") && checkpoint_path(c, dpath, opt(c, "from"), &from) < 0) ||
-            call(c, &reply, dpath, QSNAP_DOMAIN_IFACE, "ListCheckpoints", "t", flags) < 0 ||
-            sd_bus_message_read_strv(reply, &paths) < 0 || managed_objects(c, QSNAP_CHECKPOINT_IFACE, dpath, &a, &n) < 0)
+            moment_list_paths(c, dpath, QSNAP_CHECKPOINT_IFACE, "ListCheckpoints", from, flags, flag(c, "descendants"),
+                              tree, &paths) < 0 ||
+            managed_objects(c, QSNAP_CHECKPOINT_IFACE, dpath, &a, &n) < 0)
                 return EXIT_FAILED;
-        /* libvirt lists a checkpoint's children (DESCENDANTS: all below it)
-         * with the same filters; a tree from a checkpoint shows all of them. */
-        if (from && keep_below(&paths, a, n, from, flag(c, "descendants") || tree, tree) < 0)
-                goto finish;
-
+        if (measure_sizes(c, paths, &sizes) < 0) {
+                props_array_free(a, n);
+                return EXIT_FAILED;
+        }
         if (c->json) {
                 json_object *arr = json_object_new_array();
                 for (size_t i = 0; paths && paths[i]; i++) {
                         Props *p = props_find(a, n, paths[i]);
+                        json_object *size = sizes ? json_object_object_get(sizes, paths[i]) : NULL;
                         if (p)
-                                json_object_array_add(arr, checkpoint_json(p, domain, a, n));
+                                json_object_array_add(arr, checkpoint_json(c, p, size ? (int64_t) json_object_get_uint64(size) : -1));
                 }
                 json_print(arr);
                 json_object_put(arr);
@@ -259,74 +265,59 @@ int verb_checkpoint_list(Ctx *c) {
         else if (flag(c, "name"))
                 moment_print_names(paths);
         else
-                print_table(c, paths, a, n);
-        ret = EXIT_OK;
-finish:
+                print_table(c, paths, a, n, sizes);
+        json_object_put(sizes);
         props_array_free(a, n);
-        return ret;
+        return EXIT_OK;
 }
 
-/* The domain's path, the checkpoint's path, and every checkpoint of the domain. */
-static int resolve(Ctx *c, char **ret_dpath, char **ret_cpath, Props ***ret_a, size_t *ret_n) {
+static int resolve(Ctx *c, char **ret_dpath, char **ret_cpath) {
         if (domain_path(c, opt(c, "domain"), ret_dpath) < 0 ||
             checkpoint_path(c, *ret_dpath, opt(c, "checkpointname"), ret_cpath) < 0)
-                return -EIO;
-        if (ret_a && managed_objects(c, QSNAP_CHECKPOINT_IFACE, *ret_dpath, ret_a, ret_n) < 0)
                 return -EIO;
         return 0;
 }
 
-static void print_disks(json_object *disks) {
-        printf("%-16s", "Disks:");
-        if (json_object_array_length(disks) == 0)
-                printf("-");
-        for (size_t i = 0; i < json_object_array_length(disks); i++) {
-                json_object *d = json_object_array_get_idx(disks, i);
-                printf("%s%s (bitmap %s)", i ? ", " : "", json_object_get_string(json_object_object_get(d, "disk")),
-                       json_object_get_string(json_object_object_get(d, "bitmap")));
-        }
-        printf("\n");
-}
-
 int verb_checkpoint_info(Ctx *c) {
-        _cleanup_free_ char *dpath = NULL, *cpath = NULL, *time = NULL, *size = NULL;
-        Props **a = NULL, *p;
-        size_t n = 0, descendants = 0;
-        json_object *o, *v;
-        int ret = EXIT_FAILED;
+        _cleanup_free_ char *dpath = NULL, *cpath = NULL, *human = NULL;
+        _cleanup_(props_freep) Props *p = NULL;
+        size_t descendants;
+        uint64_t size = 0;
+        json_object *o, *disks, *problems;
+        int r;
 
-        if (resolve(c, &dpath, &cpath, &a, &n) < 0)
+        if (resolve(c, &dpath, &cpath) < 0 || moment_info_read(c, cpath, QSNAP_CHECKPOINT_IFACE, &p, &descendants) < 0)
                 return EXIT_FAILED;
-        p = props_find(a, n, cpath);
-        if (!p) {
-                fail("Checkpoint '%s' is gone (deleted meanwhile).", opt(c, "checkpointname"));
-                goto finish;
-        }
-        for (size_t i = 0; i < n; i++)
-                descendants += is_below(a, n, a[i]->path, cpath, false);
-        o = checkpoint_json(p, opt(c, "domain"), a, n);
+        r = measure_size(c, cpath, &size);
+        if (r < 0)
+                return EXIT_FAILED;
+        o = checkpoint_json(c, p, r > 0 ? (int64_t) size : -1);
+        if (r == 0) /* no disk could be measured */
+                json_object_object_add(o, "size", NULL);
         json_object_object_add(o, "descendants", json_object_new_int64((int64_t) descendants));
         if (c->json)
                 json_print(o);
         else {
-                time = format_time(props_u64(p, "CreationTime"));
-                v = json_object_object_get(o, "size");
-                size = v ? format_size(json_object_get_uint64(v)) : NULL;
-                printf("%-16s%s\n", "Name:", json_object_get_string(json_object_object_get(o, "name")));
-                printf("%-16s%s\n", "Domain:", opt(c, "domain"));
-                v = json_object_object_get(o, "parent");
-                printf("%-16s%s\n", "Parent:", v ? json_object_get_string(v) : "-");
-                printf("%-16s%zu\n", "Children:", json_object_array_length(json_object_object_get(o, "children")));
-                printf("%-16s%zu\n", "Descendants:", descendants);
-                printf("%-16s%s\n", "Creation Time:", strempty(time));
-                print_disks(json_object_object_get(o, "disks"));
-                printf("%-16s%s\n", "Size:", size ?: "-");
+                disks = json_object_object_get(o, "disks");
+                problems = json_object_object_get(o, "problems");
+                human = r > 0 ? format_size(size) : NULL;
+                moment_info_print_head(c, p);
+                moment_info_print_tree(p, descendants);
+                printf("%-16s", "Disks:");
+                for (size_t i = 0; i < json_object_array_length(disks); i++) {
+                        json_object *d = json_object_array_get_idx(disks, i);
+                        printf("%s%s (bitmap %s)", i ? ", " : "", json_object_get_string(json_object_object_get(d, "disk")),
+                               json_object_get_string(json_object_object_get(d, "bitmap")));
+                }
+                printf("%s\n", json_object_array_length(disks) ? "" : "-");
+                printf("%-16s%s\n", "Size:", human ? human : "- (no usable bitmap)");
+                printf("%-16s%s\n", "Usable:", json_object_array_length(problems) ? "no" : "yes");
+                for (size_t i = 0; i < json_object_array_length(problems); i++)
+                        printf("%-16s%s\n", i ? "" : "Problems:",
+                               json_object_get_string(json_object_array_get_idx(problems, i)));
         }
         json_object_put(o);
-        ret = EXIT_OK;
-finish:
-        props_array_free(a, n);
-        return ret;
+        return EXIT_OK;
 }
 
 int verb_checkpoint_dumpxml(Ctx *c) {
@@ -334,7 +325,7 @@ int verb_checkpoint_dumpxml(Ctx *c) {
         uint64_t flags = (flag(c, "security-info") ? CP_XML_SECURE : 0) | (flag(c, "no-domain") ? CP_XML_NO_DOMAIN : 0) |
                          (flag(c, "size") ? CP_XML_SIZE : 0);
 
-        if (resolve(c, &dpath, &cpath, NULL, NULL) < 0)
+        if (resolve(c, &dpath, &cpath) < 0)
                 return EXIT_FAILED;
         return print_object_xml(c, cpath, QSNAP_CHECKPOINT_IFACE, flags);
 }
@@ -342,7 +333,7 @@ int verb_checkpoint_dumpxml(Ctx *c) {
 int verb_checkpoint_parent(Ctx *c) {
         _cleanup_free_ char *dpath = NULL, *cpath = NULL;
 
-        if (resolve(c, &dpath, &cpath, NULL, NULL) < 0)
+        if (resolve(c, &dpath, &cpath) < 0)
                 return EXIT_FAILED;
         return moment_print_parent(c, cpath, QSNAP_CHECKPOINT_IFACE, "Checkpoint");
 }
@@ -351,7 +342,7 @@ int verb_checkpoint_delete(Ctx *c) {
         _cleanup_free_ char *dpath = NULL, *cpath = NULL;
         uint64_t flags = moment_delete_flags(c);
 
-        if (resolve(c, &dpath, &cpath, NULL, NULL) < 0 ||
+        if (resolve(c, &dpath, &cpath) < 0 ||
             call(c, NULL, cpath, QSNAP_CHECKPOINT_IFACE, "Delete", "t", flags) < 0)
                 return EXIT_FAILED;
         moment_print_deleted("checkpoint", opt(c, "checkpointname"), flags);

@@ -558,8 +558,11 @@ int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m) {
         if (!s->wait) {
                 _cleanup_free_ char *id = path_last_name(job);
                 printf("%s started (job %s)\n", s->label, strna(id));
-                return EXIT_OK;
         }
+        if (s->started)
+                s->started(c, dpath, job);
+        if (!s->wait)
+                return EXIT_OK;
         return job_wait(c, w, job, s->label, s->end_mode, flag(c, "verbose"), timeout, flag(c, "async"));
 }
 

@@ -166,13 +166,9 @@ int verb_snapshot_create_as(Ctx *c) {
 /* ---- reading snapshots ---- */
 
 static json_object *snapshot_json(const Props *p, const char *domain) {
-        json_object *o = json_object_new_object(), *children = json_object_new_array(), *kids = props_json(p, "Children");
+        json_object *o = json_object_new_object();
         _cleanup_free_ char *name = path_last_name(p->path), *parent = path_name_or_null(props_str(p, "Parent"));
 
-        for (size_t i = 0; kids && i < json_object_array_length(kids); i++) {
-                _cleanup_free_ char *k = path_last_name(json_object_get_string(json_object_array_get_idx(kids, i)));
-                json_object_array_add(children, json_str(k));
-        }
         json_object_object_add(o, "name", json_str(props_str(p, "Name") ?: name));
         json_object_object_add(o, "domain", json_str(domain));
         json_object_object_add(o, "description", json_str(strempty(props_str(p, "Description"))));
@@ -181,7 +177,7 @@ static json_object *snapshot_json(const Props *p, const char *domain) {
         json_object_object_add(o, "location", json_str(props_str(p, "Location")));
         json_object_object_add(o, "memory", json_str(props_str(p, "Memory")));
         json_object_object_add(o, "parent", json_str(parent));
-        json_object_object_add(o, "children", children);
+        json_object_object_add(o, "children", props_names_json(p, "Children"));
         json_object_object_add(o, "current", json_object_new_boolean(props_bool(p, "IsCurrent")));
         json_object_object_add(o, "metadata", json_object_new_boolean(props_bool(p, "HasMetadata")));
         return o;
@@ -233,10 +229,6 @@ static int resolve_snapshot(Ctx *c, const char *dpath, char **ret_path) {
                         return EXIT_FAILED;                                        \
         } while (0)
 
-static int read_paths(sd_bus_message *reply, char ***ret) {
-        return sd_bus_message_read_strv(reply, ret);
-}
-
 int verb_snapshot_list(Ctx *c) {
         static const struct {
                 const char *name;
@@ -247,7 +239,6 @@ int verb_snapshot_list(Ctx *c) {
                 { "active", LIST_ACTIVE },       { "disk-only", LIST_DISK_ONLY }, { "internal", LIST_INTERNAL },
                 { "external", LIST_EXTERNAL },   { "topological", LIST_TOPOLOGICAL },
         };
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *dpath = NULL, *from = NULL;
         _cleanup_strv_free_ char **paths = NULL;
         const char *domain = opt(c, "domain");
@@ -255,7 +246,7 @@ int verb_snapshot_list(Ctx *c) {
         uint64_t flags = 0;
         Props **a = NULL;
         size_t n = 0, count;
-        int r, ret = EXIT_FAILED;
+        int ret = EXIT_FAILED;
 
         for (size_t i = 0; i < ELEMENTSOF(map); i++)
                 if (flag(c, map[i].name))
@@ -289,28 +280,7 @@ int verb_snapshot_list(Ctx *c) {
                         return EXIT_FAILED;
                 }
         }
-        if (from) {
-                /* A tree from a snapshot shows all its descendants, as virsh does. */
-                r = call(c, &reply, from, QSNAP_SNAPSHOT_IFACE, "ListChildren", "t",
-                         flags | (descendants || tree ? LIST_ROOTS : 0));
-                if (r >= 0 && tree) {
-                        r = read_paths(reply, &paths);
-                        if (r >= 0)
-                                r = strv_extend(&paths, from);
-                        if (r >= 0) { /* the start first */
-                                size_t k = strv_length(paths);
-                                char *last = paths[k - 1];
-                                memmove(paths + 1, paths, (k - 1) * sizeof(char *));
-                                paths[0] = last;
-                        }
-                } else if (r >= 0)
-                        r = read_paths(reply, &paths);
-        } else {
-                r = call(c, &reply, dpath, QSNAP_DOMAIN_IFACE, "ListSnapshots", "t", flags);
-                if (r >= 0)
-                        r = read_paths(reply, &paths);
-        }
-        if (r < 0)
+        if (moment_list_paths(c, dpath, QSNAP_SNAPSHOT_IFACE, "ListSnapshots", from, flags, descendants, tree, &paths) < 0)
                 return EXIT_FAILED;
         if (managed_objects(c, QSNAP_SNAPSHOT_IFACE, dpath, &a, &n) < 0)
                 return EXIT_FAILED;
@@ -353,36 +323,24 @@ finish:
 }
 
 int verb_snapshot_info(Ctx *c) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ char *dpath = NULL, *spath = NULL, *parent = NULL, *time = NULL;
-        _cleanup_strv_free_ char **desc = NULL;
+        _cleanup_free_ char *dpath = NULL, *spath = NULL;
         _cleanup_(props_freep) Props *p = NULL;
-        json_object *o, *kids;
+        size_t descendants;
+        json_object *o;
 
         RESOLVE(c, dpath, spath);
-        if (props_get_all(c, spath, QSNAP_SNAPSHOT_IFACE, &p) < 0 ||
-            call(c, &reply, spath, QSNAP_SNAPSHOT_IFACE, "ListChildren", "t", (uint64_t) LIST_ROOTS) < 0 ||
-            read_paths(reply, &desc) < 0)
+        if (moment_info_read(c, spath, QSNAP_SNAPSHOT_IFACE, &p, &descendants) < 0)
                 return EXIT_FAILED;
         o = snapshot_json(p, opt(c, "domain"));
-        json_object_object_add(o, "descendants", json_object_new_int64((int64_t) strv_length(desc)));
+        json_object_object_add(o, "descendants", json_object_new_int64((int64_t) descendants));
         if (c->json)
                 json_print(o);
         else {
-                kids = props_json(p, "Children");
-                parent = path_name_or_null(props_str(p, "Parent"));
-                time = format_time(props_u64(p, "CreationTime"));
-                printf("%-16s%s\n", "Name:", strempty(props_str(p, "Name")));
-                printf("%-16s%s\n", "Domain:", opt(c, "domain"));
-                printf("%-16s%s\n", "Current:", props_bool(p, "IsCurrent") ? "yes" : "no");
+                moment_info_print_head(c, p);
                 printf("%-16s%s\n", "State:", strempty(props_str(p, "State")));
                 printf("%-16s%s\n", "Location:", strempty(props_str(p, "Location")));
                 printf("%-16s%s\n", "Memory:", strempty(props_str(p, "Memory")));
-                printf("%-16s%s\n", "Creation Time:", strempty(time));
-                printf("%-16s%s\n", "Description:", isempty(props_str(p, "Description")) ? "-" : props_str(p, "Description"));
-                printf("%-16s%s\n", "Parent:", parent ?: "-");
-                printf("%-16s%zu\n", "Children:", kids ? json_object_array_length(kids) : 0);
-                printf("%-16s%zu\n", "Descendants:", strv_length(desc));
+                moment_info_print_tree(p, descendants);
                 printf("%-16s%s\n", "Metadata:", props_bool(p, "HasMetadata") ? "yes" : "no");
         }
         json_object_put(o);

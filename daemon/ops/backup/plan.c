@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/disk.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
 #include "qemu/image.h"
@@ -69,11 +70,14 @@ static bool is_domain_image(Domain *d, const char *path) {
  * folder, and new (or, with REUSE_EXTERNAL, an existing regular file of
  * the right format and size that is no image of the domain). */
 static int check_file(Domain *d, BackupDiskRun *r, bool reuse, const char *what, char **ret_message) {
+        _cleanup_free_ char *label = strprintf("The %s", what);
         struct stat st;
         uint64_t size = 0;
         int q;
 
-        q = domain_path_allowed(d, r->path, ret_message);
+        if (!label)
+                return -ENOMEM;
+        q = gate_check(d, r->path, label, ret_message);
         if (q < 0)
                 return q;
         if (!reuse) {
@@ -139,7 +143,7 @@ static int plan_server(Domain *d, BackupPlan *p, char **ret_message) {
         if (p->socket_default)
                 return 0;
         /* QEMU unlinks whatever is at the path before it binds. */
-        r = domain_path_allowed(d, p->socket, ret_message);
+        r = gate_check(d, p->socket, "The socket path", ret_message);
         if (r < 0)
                 return r;
         if (lstat(p->socket, &st) >= 0) {

@@ -24,12 +24,14 @@
 
 #include "core/disk.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
 #include "qemu/child.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 /* ---- in-flight QMP calls: cancelled when the operation goes first ---- */
@@ -571,9 +573,22 @@ int backup_create_files(BackupOp *b, char **ret_message) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *dr = p->disks + i;
 
+                _cleanup_close_ int dirfd = -EBADF;
+                const char *run = b->domain->manager->config.runtime_dir;
+
                 if (dr->reuse)
                         continue;
-                r = image_create(dr->path, dr->format, dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
+                /* A caller's file: the gate again, and created in the folder
+                 * it checks (our scratch files in the runtime dir need none). */
+                if (strncmp(dr->path, run, strlen(run)) == 0 && dr->path[strlen(run)] == '/')
+                        dirfd = AT_FDCWD;
+                else {
+                        r = gate_open_folder(b->domain, dr->path, "The backup file", &dirfd, ret_message);
+                        if (r < 0)
+                                return r;
+                }
+                r = image_create_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path, dr->format,
+                                    dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
                 if (r < 0)
                         /* the name taken, a link where the file goes: named; the rest is the system's */
                         return r == -EEXIST ? -QSNAP_E_ALREADY_EXISTS : r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED

@@ -69,7 +69,7 @@ EXPECTED = [
     ('Domain.BlockRebase', 'vda, COPY', _checked()),
     ('Domain.BlockCommit', 'vda, a backing file', _checked()),
     ('Domain.BlockCopy', 'vda, a new qcow2', _checked()),
-    ('Domain.BackupBegin', 'pull, vda', _checked()),
+    ('Domain.BackupBegin', 'push, vda, a new target', _checked()),
     ('Domain.BackupGetXMLDesc', 'a backup runs', _READ),
     ('Snapshot.GetXMLDesc', '0', _READ),
     ('Snapshot.GetXMLDesc', 'SECURE', _checked()),

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "core/domain-devices.h"
 #include "core/domain-launch.h"
 #include "core/manager.h"
 #include "core/nvram.h"
@@ -185,14 +186,6 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
                 ADD("%s,pflash0=" NVRAM_CODE_NODE ",pflash1=" NVRAM_VARS_NODE, def->machine ?: "q35");
         else
                 ADD("%s", def->machine ?: "q35");
-        /* libvirt's <domain type='qemu'> is TCG; 'kvm' takes TCG when
-         * KVM is not there. */
-        if (!streq_ptr(def->type, "qemu")) {
-                ADD("-accel");
-                ADD("kvm");
-        }
-        ADD("-accel");
-        ADD("tcg");
         ADD("-m");
         ADD("%" PRIu64 "K", def->memory_kib);
         ADD("-smp");
@@ -240,6 +233,11 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)
                 r = domain_launch_firmware_args(def, &argv);
+        if (r < 0)
+                return r;
+        /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
+         * (after the agent's virtio-serial controller: consoles use it). */
+        r = domain_devices_argv(d, def, &argv, NULL);
         if (r < 0)
                 return r;
 #undef ADD

@@ -1063,6 +1063,23 @@ class BackupTest(QsnapctlTest):
         out, err = self.fails(1, 'domjobabort', 'bk vm')
         self.assertIn("Domain 'bk vm' has no running backup.", err)
 
+        # Under --wait a pull backup serves until Ctrl-C, which ends it: a success, the socket gone.
+        xml_file = os.path.join(self.h.root, 'bk-pull.xml')
+        with open(xml_file, 'w') as f:
+            f.write("<domainbackup mode='pull'/>")
+        pty = Pty('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertTrue(pty.wait_for(r'Ctrl-C, or qsnapctl domjobabort'), pty.text())
+        socket_path = re.search(r'socket=(/\S+)\r?\n', pty.text()).group(1)
+        self.assertTrue(os.path.exists(socket_path))
+        pty.ctrl_c()
+        self.assertEqual(pty.finish(), 0, pty.text())
+        self.assertIn('Backup: ending it (Ctrl-C again to leave it serving)', pty.text())
+        self.assertRegex(pty.text(), r'\nBackup: ended; nothing is served any more \(after \d+:\d\d\)\r?\n$')
+        self.assertNotIn('] ', pty.text(), 'no progress bar for a backup that serves')
+        self.assertFalse(os.path.exists(socket_path))
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
+
 
 # --------------------------------------------------------------------------
 

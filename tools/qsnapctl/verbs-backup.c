@@ -45,7 +45,7 @@ static char *nbd_uri(xmlNodePtr server, const char *export) {
 
 /* Where each disk of the running backup goes (BackupGetXMLDesc); nothing
  * when it has ended already (a short push). */
-static void print_backup_places(Ctx *c, const char *dpath, const char *job) {
+static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobStart *s) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         xmlNodePtr root, server;
@@ -79,8 +79,11 @@ static void print_backup_places(Ctx *c, const char *dpath, const char *job) {
                         where = attr(child(d, "target"), "file");
                 printf("  %s: %s\n", strna(name), strna(where));
         }
-        if (streq_ptr(mode, "pull"))
-                printf("The exports stay until the backup is ended: Ctrl-C while waiting, or qsnapctl domjobabort.\n");
+        if (streq_ptr(mode, "pull")) {
+                printf("The exports stay until the backup is ended: %s.\n",
+                       s->wait ? "Ctrl-C, or qsnapctl domjobabort" : "qsnapctl domjobabort");
+                s->end_mode = JOB_END_SERVE;
+        }
         xmlFreeDoc(doc);
 }
 

@@ -320,6 +320,7 @@ class UsageTest(QsnapctlTest):
             (['checkpoint-delete', VM, 'c1', '--children=yes'], 'takes no value'),
             (['backup-begin', VM, '-', '-'], 'only one of the two documents'),
             (['backup-begin', VM, '--async'], '--async goes with'),
+            (['backup-begin', VM, '--json', '--wait'], '--json goes without --wait'),
             (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
             (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
             (['backup-dumpxml'], 'missing domain'),
@@ -355,7 +356,8 @@ class UsageTest(QsnapctlTest):
             out = self.ok('help', verb)
             for o in opts:
                 self.assertIn('  ' + o, out, verb)
-        self.assertNotIn('--json', self.ok('help', 'backup-begin'))
+        self.assertIn('--json', self.ok('help', 'backup-begin'))
+        self.assertNotIn('--json', self.ok('help', 'backup-dumpxml'))
         self.assertRegex(self.ok('--version'), r'^qsnapctl \d+\.\d+\.\d+\n$')
         v = self.json_of('version')
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
@@ -1039,6 +1041,17 @@ class BackupTest(QsnapctlTest):
         self.assertEqual(rc, 1, pty.text())
         self.assertIn('Backup: interrupted; the job was aborted and has ended (canceled)', pty.text())
         self.assertFalse(os.path.exists(dest), 'an aborted backup leaves no target')
+
+        # --json: the job and where each disk goes; domjobabort ends it.
+        b = json.loads(self.ok('backup-begin', 'bk vm', '--json'))
+        self.assertEqual((b['mode'], [d['disk'] for d in b['disks']]), ('push', ['vda']))
+        self.assertTrue(b['job'].startswith(self.dom + '/job/') and b['id'].startswith('backup-'), b)
+        target = b['disks'][0]['target']
+        self.assertTrue(target.startswith(self.img + '.') and os.path.exists(target), b)
+        self.assertEqual(h.get_property(b['job'], J, 'Type'), 'backup')
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
+        self.assertTrue(q.spin(lambda: h.get_property(b['job'], J, 'State') == 'canceled', 30))
+        self.assertTrue(q.spin(lambda: not os.path.exists(target), 30), 'an aborted backup leaves no target')
 
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")

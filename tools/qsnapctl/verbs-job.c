@@ -574,7 +574,7 @@ int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m) {
                 sigaddset(&mask, SIGINT);
                 sigaddset(&mask, SIGTERM);
                 sigprocmask(SIG_BLOCK, &mask, NULL);
-        } else {
+        } else if (!c->json) {
                 _cleanup_free_ char *id = path_last_name(job);
                 printf("%s started (job %s)\n", s->label, strna(id));
         }

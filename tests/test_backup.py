@@ -628,8 +628,6 @@ class IncrementalTest(BackupTestCase):
         xml = ("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
                "<target file='%s'/></disk></disks></domainbackup>" % inc)
         job = self.begin(dom, xml)
-        disk = self.backup_xml(dom).find("disks/disk[@name='vda']")
-        self.assertEqual((disk.get('backupmode'), disk.get('incremental')), ('incremental', 'c1'))
         self.assertEqual(self.wait_end(rec, job), ('completed', ''))
         self.assertEqual(self.jprop(job, 'End'), 2 * MiB, 'an incremental copies the dirty bytes only')
         m = q.run([q.QEMU_IMG, 'map', '--output=json', '-U', inc])
@@ -654,6 +652,7 @@ class IncrementalTest(BackupTestCase):
         socket = desc.find('server').get('socket')
         disk = desc.find("disks/disk[@name='vda']")
         self.assertEqual(disk.get('exportbitmap'), 'backup-vda')
+        self.assertEqual((disk.get('backupmode'), disk.get('incremental')), ('incremental', 'c1'))
         h.write_pattern_live(dom, 'vda', B, 10 * MiB, MiB)    # after the point in time: in no view
         opts = ('driver=nbd,export=vda,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:backup-vda'
                 % socket)

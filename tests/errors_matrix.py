@@ -451,6 +451,7 @@ MATRIX = {
     },
     'Snapshot.CheckDelete': {
         'InvalidArgument': ['test_delete.py FlagsTest.test_flags'],
+        'LimitsExceeded': ['test_security.py NoBlockingTest.test_dry_runs_limited_per_caller'],
     },
     'Snapshot.Revert': {
         'InvalidArgument': ['test_revert.py RefusalTest.test_flags_auth_and_busy'],

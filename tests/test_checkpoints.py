@@ -95,6 +95,14 @@ class CheckpointCase(q.QsnapTestCase):
             out.setdefault(n['file'], {}).update(bms)
         return out
 
+    def active(self, dom, target):
+        return next(d[2] for d in self.h.get_property(dom, D, 'Disks') if d[0] == target)
+
+    def size(self, c):
+        """Size measured now (GetXMLDesc with SIZE waits for a measurement)."""
+        self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
+        return self.h.get_property(c, C, 'Size')
+
     def refused(self, dom, imgs, error, xml, flags=0):
         before = (self.h.get_property(dom, D, 'Checkpoints'), {p: image_bitmaps(p) for p in imgs.values()})
         with self.assertDBusError(error):
@@ -331,15 +339,19 @@ class DeleteTest(CheckpointCase):
         c1 = self.create(dom, cp_xml('c1'))
         h.write_pattern_live(dom, 'vda', 0x41, 0, MiB)
         h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        top = self.active(dom, 'vda')
+        self.assertIn('c1', self.node_bitmaps(dom)[top])
         h.call(c1, C, 'Delete', (0,), 't')
         nodes = self.node_bitmaps(dom)
         self.assertNotIn('c1', nodes.get(imgs['vda'], {}))
+        self.assertNotIn('c1', nodes.get(top, {}))
         ro = [n for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
               if n.get('file') == imgs['vda'] and n.get('drv') == 'qcow2']
         self.assertTrue(ro and all(n['ro'] for n in ro), 'the backing image is read-only again')
         h.write_pattern_live(dom, 'vda', 0x42, MiB, MiB)
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(imgs['vda']), {})
+        self.assertEqual(image_bitmaps(top), {})
         q.qemu_img_check(imgs['vda'])
 
 
@@ -445,6 +457,59 @@ class CrashTest(CheckpointCase):
                         h.call(dom, D, 'Stop', (0,), 't')
                     for p in imgs.values():
                         self.assertEqual(list(image_bitmaps(p)), ['c1'], p)
+
+
+class ChainTest(CheckpointCase):
+    """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each
+    chain operation every checkpoint is usable and its Size is exactly the
+    bytes written since it, over all layers."""
+
+    def test_external_snapshot_live(self):
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x51, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        tops = {t: self.active(dom, t) for t in imgs}
+        nodes = self.node_bitmaps(dom)
+        for t in imgs:
+            self.assertNotEqual(tops[t], imgs[t])
+            self.assertEqual(nodes[tops[t]]['c1'], (0, True), 'the overlay of %s records for c1' % t)
+        h.write_pattern_live(dom, 'vda', 0x52, 4 * MiB, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x53, 0, MiB)
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # A second checkpoint on the overlay, and a second snapshot.
+        c2 = self.create(dom, cp_xml('c2'))
+        h.write_pattern_live(dom, 'vda', 0x54, 8 * MiB, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s2</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x55, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 5 * MiB)
+        self.assertEqual(self.size(c2), 2 * MiB)
+        h.call(dom, D, 'Stop', (0,), 't')
+        top = self.active(dom, 'vda')
+        self.assertEqual(image_bitmaps(top), {'c1': ['auto'], 'c2': ['auto']})
+        self.assertEqual(image_bitmaps(tops['vda']), {'c1': ['auto'], 'c2': ['auto']})
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+        # Started again, the frozen copies still count.
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assertEqual(self.size(c1), 5 * MiB)
+        self.assertEqual(h.get_property(c2, C, 'Problems'), [])
+
+    def test_external_snapshot_offline(self):
+        h = self.h
+        dom, imgs = self.domain()
+        c1 = self.create(dom, cp_xml('c1'))
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        for t, p in imgs.items():
+            top = self.active(dom, t)
+            self.assertNotEqual(top, p)
+            self.assertEqual(image_bitmaps(top), {'c1': ['auto']})
+        h.call(dom, D, 'Start', (0,), 't')
+        h.write_pattern_live(dom, 'vda', 0x56, 0, 2 * MiB)
+        self.assertEqual(self.size(c1), 2 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
 
 
 if __name__ == '__main__':

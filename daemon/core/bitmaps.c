@@ -634,3 +634,35 @@ void bitmaps_domain_done(Domain *d) {
         free(st);
         d->bitmaps = NULL;
 }
+
+/* ---- what follows the chain ---- */
+
+int bitmap_disk_followers(const BitmapDisk *bd, char ***ret_names, uint64_t **ret_granularities, size_t *ret_n) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ uint64_t *gran = NULL;
+        size_t n = 0;
+
+        if (bd->n_layers > 0)
+                gran = new0(uint64_t, bd->layers[0].n_bitmaps);
+        for (size_t k = 0; gran && k < bd->layers[0].n_bitmaps; k++) {
+                const BitmapEntry *b = bd->layers[0].bitmaps + k;
+                _cleanup_free_ char *reason = NULL;
+                size_t depth;
+                int r;
+
+                if (strncmp(b->name, BITMAPS_SIZE_PREFIX, strlen(BITMAPS_SIZE_PREFIX)) == 0)
+                        continue;
+                r = bitmap_disk_check(bd, b->name, &depth, &reason);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (strv_extend(&names, b->name) < 0)
+                        return -ENOMEM;
+                gran[n++] = b->granularity;
+        }
+        *ret_names = TAKE_PTR(names);
+        *ret_granularities = TAKE_PTR(gran);
+        *ret_n = n;
+        return 0;
+}

@@ -89,3 +89,10 @@ typedef void (*BitmapsRefreshFunc)(Domain *d, void *userdata);
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata);
 
 void bitmaps_domain_done(Domain *d);
+
+/* The bitmaps an image put on top of this disk (an external snapshot's
+ * overlay, a revert's new overlay, a copy's target) must get so that the
+ * checkpoints stay usable: every bitmap of the top layer that is usable
+ * there (the rule above), other than qsnapd's temporary ones. *ret_names
+ * NULL when none. */
+int bitmap_disk_followers(const BitmapDisk *bd, char ***ret_names, uint64_t **ret_granularities, size_t *ret_n);

@@ -48,6 +48,7 @@ ROOTS, TOPOLOGICAL, LEAVES, NO_LEAVES = 1, 2, 4, 8
 CHILDREN, METADATA_ONLY, CHILDREN_ONLY = 1, 2, 4
 SECURE, NO_DOMAIN, SIZE = 1, 2, 4
 DISK_ONLY = 16
+FORCE = 4
 
 
 def cp_xml(name=None, disks=None, description=None):
@@ -509,6 +510,53 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Start', (0,), 't')
         h.write_pattern_live(dom, 'vda', 0x56, 0, 2 * MiB)
         self.assertEqual(self.size(c1), 2 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def test_revert_external(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x61, 0, MiB)
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x62, 4 * MiB, MiB)
+        c2 = self.create(dom, cp_xml('c2'))
+        h.call(s1, S, 'Revert', (FORCE,), 't')
+        top = self.active(dom, 'vda')
+        self.assertEqual(image_bitmaps(top), {'c1': ['auto']}, 'the new overlay carries c1 only')
+        q.wait_until(lambda: h.get_property(c2, C, 'Problems'), 10, 'c2 unusable on the new branch')
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Start', (0,), 't')
+        h.write_pattern_live(dom, 'vda', 0x63, 8 * MiB, MiB)
+        # c1: what the old layer recorded before s1, and the new branch's write.
+        self.assertEqual(self.size(c1), 2 * MiB)
+        h.call(c2, C, 'Delete', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+
+    def test_revert_internal(self):
+        h = self.h
+        # Offline: qemu-img snapshot -a refuses while enabled bitmaps exist.
+        dom, imgs = self.domain('rint', disks=('vda',))
+        c1 = self.create(dom, cp_xml('c1'))
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', 0), 'st')
+        self.assertEqual(h.get_property(s1, S, 'Location'), 'internal')
+        h.call(s1, S, 'Revert', (0,), 't')
+        q.wait_until(lambda: h.get_property(c1, C, 'Problems'), 10, 'c1 unusable after an internal revert')
+        self.assertEqual(image_bitmaps(imgs['vda']), {})
+        h.call(c1, C, 'Delete', (0,), 't')
+        # Live, with memory: snapshot-load refuses the same way.
+        dom, imgs = self.domain('rlive', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', 0), 'st')
+        self.assertEqual(h.get_property(s1, S, 'Memory'), 'internal')
+        h.write_pattern_live(dom, 'vda', 0x64, 0, MiB)
+        h.call(s1, S, 'Revert', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'State'), 'running')
+        q.wait_until(lambda: h.get_property(c1, C, 'Problems'), 10, 'c1 unusable after an internal revert')
+        self.assertNotIn('c1', self.node_bitmaps(dom).get(imgs['vda'], {}))
+        h.call(c1, C, 'Delete', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
 
 

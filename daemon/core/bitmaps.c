@@ -97,6 +97,30 @@ static int inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
         return 0;
 }
 
+static int layer_read_offline(BitmapLayer *l, char **ret_message) {
+        ImageBitmap *b = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!l->qcow2)
+                return 0;
+        r = image_read_bitmaps(l->path, &b, &n, ret_message);
+        if (r < 0)
+                return r;
+        l->bitmaps = new0(BitmapEntry, n);
+        if (!l->bitmaps) {
+                image_bitmaps_free(b, n);
+                return -ENOMEM;
+        }
+        for (size_t k = 0; k < n; k++)
+                l->bitmaps[k] = (BitmapEntry) { .name = TAKE_PTR(b[k].name), .recording = b[k].enabled,
+                                                .persistent = true, .inconsistent = b[k].in_use,
+                                                .granularity = b[k].granularity };
+        l->n_bitmaps = n;
+        image_bitmaps_free(b, n);
+        return 0;
+}
+
 int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_message) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         int r;
@@ -106,30 +130,48 @@ int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_messag
                 return r;
         for (size_t i = 0; i < inv->n_disks; i++)
                 for (size_t j = 0; j < inv->disks[i].n_layers; j++) {
-                        BitmapLayer *l = inv->disks[i].layers + j;
-                        ImageBitmap *b = NULL;
-                        size_t n = 0;
-
-                        if (!l->qcow2)
-                                continue;
-                        r = image_read_bitmaps(l->path, &b, &n, ret_message);
+                        r = layer_read_offline(inv->disks[i].layers + j, ret_message);
                         if (r < 0)
                                 return r;
-                        l->bitmaps = new0(BitmapEntry, n);
-                        if (!l->bitmaps) {
-                                image_bitmaps_free(b, n);
-                                return -ENOMEM;
-                        }
-                        for (size_t k = 0; k < n; k++)
-                                l->bitmaps[k] = (BitmapEntry) { .name = TAKE_PTR(b[k].name),
-                                                                .recording = b[k].enabled,
-                                                                .persistent = true,
-                                                                .inconsistent = b[k].in_use,
-                                                                .granularity = b[k].granularity };
-                        l->n_bitmaps = n;
-                        image_bitmaps_free(b, n);
                 }
         *ret = TAKE_PTR(inv);
+        return 0;
+}
+
+void bitmap_disk_done(BitmapDisk *bd) {
+        for (size_t j = 0; j < bd->n_layers; j++)
+                bitmap_layer_done(bd->layers + j);
+        free(bd->layers);
+        free(bd->target);
+        *bd = (BitmapDisk) {};
+}
+
+int bitmap_disk_offline(const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
+                        char **ret_message) {
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        BitmapDisk bd = {};
+        int r;
+
+        r = image_read_chain(path, format, &chain);
+        if (r < 0)
+                return r;
+        bd.target = strdup(target);
+        bd.layers = new0(BitmapLayer, chain.n_layers);
+        if (!bd.target || !bd.layers) {
+                bitmap_disk_done(&bd);
+                return -ENOMEM;
+        }
+        for (size_t j = 0; j < chain.n_layers; j++) {
+                bd.layers[j] = (BitmapLayer) { .path = strdup(chain.layers[j].path),
+                                               .qcow2 = chain.layers[j].format == DISK_FORMAT_QCOW2 };
+                bd.n_layers++;
+                r = bd.layers[j].path ? layer_read_offline(bd.layers + j, ret_message) : -ENOMEM;
+                if (r < 0) {
+                        bitmap_disk_done(&bd);
+                        return r;
+                }
+        }
+        *ret = bd;
         return 0;
 }
 

@@ -69,6 +69,12 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata);
  * inside this call for the offline case). */
 int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata);
 
+/* One chain, from the file path (of format) down, read with qemu-img: for
+ * an image that is not (yet) a disk's active one. */
+int bitmap_disk_offline(const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
+                        char **ret_message);
+void bitmap_disk_done(BitmapDisk *bd);
+
 const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *target);
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name);
 

@@ -559,6 +559,89 @@ class ChainTest(CheckpointCase):
         c1 = self.create(dom, cp_xml('c1'))
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
 
+    def job_state(self, job, *states):
+        h = self.h
+        return q.wait_until(lambda: (lambda v: v if v in states else None)(h.get_property(job, J, 'State')),
+                            60, '%s in state %s' % (job, '/'.join(states)))
+
+    def snapshot(self, dom, name):
+        return self.h.call(dom, D, 'CreateSnapshot',
+                           ('<domainsnapshot><name>%s</name></domainsnapshot>' % name, DISK_ONLY), 'st')
+
+    def test_active_commit_and_pull(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        base = imgs['vda']
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x71, 0, MiB)
+        self.snapshot(dom, 's1')
+        h.write_pattern_live(dom, 'vda', 0x72, 4 * MiB, MiB)
+        # Active commit into the base, with a write while READY.
+        job = h.call(dom, D, 'BlockCommit', ('vda', '', '', 0, 4), 'ssstt')
+        self.job_state(job, 'ready')
+        h.write_pattern_live(dom, 'vda', 0x73, 8 * MiB, MiB)
+        h.call(job, J, 'Pivot')
+        self.job_state(job, 'completed')
+        self.assertEqual(self.active(dom, 'vda'), base)
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # Pull: a new overlay, then the base streamed into it.
+        self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x74, 12 * MiB, MiB)
+        top = self.active(dom, 'vda')
+        job = h.call(dom, D, 'BlockPull', ('vda', 0, 0), 'stt')
+        self.job_state(job, 'completed')
+        self.assertEqual(self.active(dom, 'vda'), top)
+        self.assertEqual(h.get_property(dom, D, 'Disks')[0][3], top, 'the overlay stands alone')
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(top), {'c1': ['auto']})
+        q.qemu_img_check(top)
+
+    def test_commit_of_a_middle_layer(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        base = imgs['vda']
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x75, 0, MiB)
+        self.snapshot(dom, 's1')
+        mid = self.active(dom, 'vda')
+        h.write_pattern_live(dom, 'vda', 0x76, 4 * MiB, MiB)
+        self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x77, 8 * MiB, MiB)
+        job = h.call(dom, D, 'BlockCommit', ('vda', base, mid, 0, 0), 'ssstt')
+        self.job_state(job, 'completed')
+        self.assertNotIn(mid, h.get_property(dom, D, 'Disks')[0][3])
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(base), {'c1': ['auto']})
+
+    def test_copy_with_pivot(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x78, 0, MiB)
+        self.snapshot(dom, 's1')
+        h.write_pattern_live(dom, 'vda', 0x79, 4 * MiB, MiB)
+        dest = h.image_path('copy-dest.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        self.job_state(job, 'ready')
+        h.write_pattern_live(dom, 'vda', 0x7a, 8 * MiB, MiB)
+        h.call(job, J, 'Pivot')
+        self.job_state(job, 'completed')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        h.write_pattern_live(dom, 'vda', 0x7b, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+
 
 if __name__ == '__main__':
     q.main()

@@ -52,6 +52,7 @@ static const OperationKind *const operation_kinds[] = {
         &checkpoint_create_kind,
         &checkpoint_delete_kind,
         &backup_kind,
+        &backup_offline_kind,
 };
 
 typedef struct Daemon {

@@ -279,7 +279,8 @@ class PullTest(BackupTestCase):
         out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
         r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
         self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
-        self.assertGreater(self.jprop(job, 'Cur'), 0, 'the fleecing job copied nothing before the writes')
+        # Cur follows QEMU's counters at the poll's pace: the old data the writes pushed aside.
+        self.wait_cur(job, 2 * MiB)
         self.assertEqual(self.jprop(job, 'State'), 'running', 'a pull runs until Abort')
         # read-only: writing into the export fails
         r = q.run([q.QEMU_IO, '-f', 'raw', '-c', 'write -P 0xcc 0 4k', 'nbd+unix:///vda?socket=%s' % socket])
@@ -384,6 +385,68 @@ class RestartTest(BackupTestCase):
         self.assertNotEqual(self.dprop(dom, 'State'), 'running')
 
 
+class TwoDiskTest(BackupTestCase):
+    """vda (32 MiB, pattern A) and vdb (16 MiB, 0xc1 in its first 4 MiB):
+    one job for both, Disk "", Cur/End over both."""
+
+    def make_two(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        vdb = h.create_image('vdb.qcow2', size='16M')
+        q.qemu_io_write_pattern(vdb, 0xc1, 0, 4 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', img), q.Disk('vdb', vdb)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        h.flush_live(dom, 'vdb')
+        return dom, img, vdb
+
+    def test_push_two_disks(self):
+        h = self.h
+        dom, img, vdb = self.make_two()
+        ref_a = self.reference(dom, 'ref-a.raw')
+        ref_b = self.raw_copy(vdb, 'ref-b.raw')
+        rec = h.record_signals()
+        job = self.begin(dom, "<domainbackup/>")
+        self.assertEqual(self.jprop(job, 'Disk'), '')
+        desc = self.backup_xml(dom)
+        targets = {d.get('name'): d.find('target').get('file') for d in desc.findall('disks/disk')}
+        self.assertEqual(sorted(targets), ['vda', 'vdb'])
+        self.assertEqual(self.wait_end(rec, job, timeout=60), ('completed', ''))
+        self.assertEqual(self.jprop(job, 'End'), 48 * MiB, 'End adds up both disks')
+        self.assertEqual(self.jprop(job, 'Cur'), 48 * MiB)
+        self.assert_equal_images(ref_a, targets['vda'], what='vda')
+        self.assert_equal_images(ref_b, targets['vdb'], what='vdb')
+        self.assert_no_backup_left(dom, list(targets.values()))
+
+    def test_pull_two_disks_own_socket_and_scratch(self):
+        h = self.h
+        dom, img, vdb = self.make_two()
+        ref_a = self.reference(dom, 'ref-a.raw')
+        ref_b = self.raw_copy(vdb, 'ref-b.raw')
+        socket = h.image_path('pull.sock')
+        sa, sb = h.image_path('a.scratch'), h.image_path('b.scratch')
+        xml = ("<domainbackup mode='pull'><server transport='unix' socket='%s'/><disks>"
+               "<disk name='vda' exportname='first'><scratch file='%s'/></disk>"
+               "<disk name='vdb'><scratch file='%s'/></disk></disks></domainbackup>" % (socket, sa, sb))
+        job = self.begin(dom, xml)
+        self.assertTrue(os.path.exists(sa) and os.path.exists(sb))
+        self.assertEqual(os.lstat(sa).st_mode & 0o777, 0o600)
+        desc = self.backup_xml(dom)
+        self.assertEqual(desc.find('server').get('socket'), socket)
+        self.assertEqual(desc.find("disks/disk[@name='vdb']").get('exportname'), 'vdb')
+        self.write_b_while_running(dom, job)
+        h.write_pattern_live(dom, 'vdb', B, 0, MiB)
+        out_a = self.nbd_convert(socket, 'first', h.image_path('a.raw'))
+        out_b = self.nbd_convert(socket, 'vdb', h.image_path('b.raw'))
+        for ref, out in ((ref_a, out_a), (ref_b, out_b)):
+            r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+            self.assertEqual(r.returncode, 0, '%s: %s' % (out, r.stdout))
+        h.call(job, J, 'Abort', (0,), 't')
+        for f in (socket, sa, sb):
+            self.assertFalse(os.path.exists(f), '%s left behind' % f)
+        self.assert_no_backup_left(dom, [sa, sb])
+
+
 class CrashTest(BackupTestCase):
     """qsnapd killed at each crash point of a backup (QSNAPD_TEST_CRASH_AT):
     before QEMU runs the jobs the next qsnapd rolls the backup back (no job,
@@ -467,6 +530,57 @@ class CrashTest(BackupTestCase):
         self.assert_no_backup_left(dom, [target])
 
 
+class OfflineTest(BackupTestCase):
+    """A shut-off domain's push backup: qemu-img convert of each chain into
+    the target qsnapd made (throttled with the same test hook); the domain
+    cannot start meanwhile; Abort and a killed qsnapd remove the target."""
+    speed = SPEED
+
+    def test_push_shut_off(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        ref = self.raw_copy(img, 'reference.raw')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml())
+        self.assertEqual(self.jprop(job, 'Type'), 'backup')
+        target = self.default_target(dom, job)
+        with self.assertDBusError(E + 'Busy'):
+            h.call(dom, D, 'Start', (0,), 't')
+        with self.assertDBusError(E + 'Busy'):
+            self.begin(dom, push_xml(h.image_path('second.qcow2')))
+        self.assertFalse(os.path.exists(h.image_path('second.qcow2')))
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_progress(rec, job, 'offline push')
+        self.assertEqual(self.jprop(job, 'Cur'), 32 * MiB)
+        self.assert_equal_images(ref, target, what='the offline backup')
+        q.qemu_img_check(target)
+        self.assertIsNone(self.backing_of(target))
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        with self.assertDBusError(E + 'OperationInvalid'):
+            h.call(dom, D, 'BackupGetXMLDesc')
+        h.call(dom, D, 'Start', (0,), 't')
+
+    def test_abort_and_crash(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        target = h.image_path('off.qcow2')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml(target))
+        self.wait_cur(job, 1)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
+        self.assertFalse(os.path.exists(target), 'the aborted target was left behind')
+        # qsnapd killed while qemu-img copies: the next one reports it failed and removes the target
+        mark, job = h.crash_at('backup:convert', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst')
+        jobs = self.dprop(dom, 'Jobs')
+        self.assertEqual(len(jobs), 1)
+        props = h.get_all(jobs[0], J)
+        self.assertEqual(props['State'], 'failed')
+        self.assertIn('did not finish', props['Error'])
+        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
+        h.call(dom, D, 'Start', (0,), 't')
+
+
 class RefusalTest(BackupTestCase):
     def test_refusals_change_nothing(self):
         h = self.h
@@ -491,8 +605,8 @@ class RefusalTest(BackupTestCase):
         with self.assertDBusError(E + 'OperationInvalid'):
             h.call(dom, D, 'BackupGetXMLDesc')
         h.call(dom, D, 'Stop', (0,), 't')
-        self.assert_refused(dom, E + 'NotRunning', 'BackupBegin', (push_xml(new), '', 0), 'sst')
-        self.assertFalse(os.path.exists(new))
+        self.assert_refused(dom, E + 'NotRunning', 'BackupBegin', (pull_xml(), '', 0), 'sst')
+        self.assertEqual(os.listdir(h.runtime_dir) and [f for f in os.listdir(h.runtime_dir) if 'scratch' in f], [])
 
     def test_access_denied(self):
         h = self.h

@@ -35,6 +35,13 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   percentages, each one a Progress signal's; plain lines with --verbose
   into a pipe; Ctrl-C on the terminal aborts the job and waits for its end,
   a second Ctrl-C leaves it running; --timeout aborts.
+- Checkpoints: checkpoint-create (stdin, --redefine --redefine-validate of
+  an edited checkpoint-dumpxml), checkpoint-create-as (--diskspec),
+  checkpoint-list with every filter checked against ListCheckpoints, --from
+  against ListChildren, --tree drawn as virsh draws it, --parent --size
+  with the bytes written since, --json; checkpoint-info/-parent/-dumpxml
+  (--no-domain --size); checkpoint-delete (--metadata, --children) leaving
+  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
   disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone; a
@@ -846,6 +853,131 @@ class BlockJobTest(QsnapctlTest):
 
 # --------------------------------------------------------------------------
 
+class CheckpointTest(QsnapctlTest):
+    """The checkpoint verbs on a running VM: c1, 1 MiB written, c2 (from
+    standard input), 1 MiB more, c3; then c3 re-parented under c1 by
+    dumpxml, delete --metadata and create --redefine-validate, so that the
+    tree branches. Every listing is checked against the bus's own
+    ListCheckpoints/ListChildren; sizes are the bytes written since."""
+
+    def setUp(self):
+        super().setUp()
+        h = self.h
+        img = h.create_image('ckpt.qcow2', '32M')
+        self.ok('define', '-', stdin=q.domain_xml('ck vm', [q.Disk('vda', img)]))
+        self.dom = h.domain_path('ck vm')
+        self.ok('start', 'ck vm')
+        self.addCleanup(lambda: (qc('stop', 'ck vm'), qc('undefine', 'ck vm', '--checkpoints-metadata')))
+
+    def names(self, paths):
+        return [last_name(p) for p in paths]
+
+    def bus_list(self, bit):
+        return self.names(self.h.call(self.dom, D, 'ListCheckpoints', (bit,), 't'))
+
+    def test_checkpoints(self):
+        h = self.h
+        V = 'ck vm'
+        self.assertEqual(self.ok('checkpoint-create-as', V, 'c1', 'the first'), 'Domain checkpoint c1 created\n')
+        h.write_pattern_live(self.dom, 'vda', 0xc1, 0, MiB)
+        self.assertEqual(self.ok('checkpoint-create', V, '-', stdin='<domaincheckpoint><name>c2</name></domaincheckpoint>'),
+                         'Domain checkpoint c2 created\n')
+        h.write_pattern_live(self.dom, 'vda', 0xc2, 4 * MiB, MiB)
+        self.ok('checkpoint-create-as', V, '--name', 'c3', '--diskspec', 'vda,checkpoint=bitmap')
+        self.assertEqual(self.bus_list(0), ['c1', 'c2', 'c3'])
+        self.assertEqual(self.ok('checkpoint-parent', V, 'c3'), 'c2\n')
+
+        # Re-parent c3 under c1: its XML, forget its metadata (the bitmap stays), redefine it with parent c1.
+        xml = self.ok('checkpoint-dumpxml', V, 'c3')
+        root = ET.fromstring(xml)
+        self.assertEqual(root.findtext('parent/name'), 'c2')
+        self.assertIsNotNone(root.find('domain'), 'the recorded <domain> is there without --no-domain')
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c3', '--metadata'), 'Domain checkpoint c3 deleted\n')
+        self.assertEqual(self.bus_list(0), ['c1', 'c2'])
+        root.find('parent/name').text = 'c1'
+        out = self.ok('checkpoint-create', V, '--redefine', '--redefine-validate', '-',
+                      stdin=ET.tostring(root, encoding='unicode'))
+        self.assertEqual(out, 'Domain checkpoint c3 redefined\n')
+        self.assertEqual(self.ok('checkpoint-parent', V, '--checkpointname', 'c3'), 'c1\n')
+        a = ['--address', h.address]
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['checkpoint-info', 'ck\\ vm', 'c']), ['c1', 'c2', 'c3'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['checkpoint-list', 'ck\\ vm', '--from', 'c']),
+                         ['c1', 'c2', 'c3'])
+
+        # The listings, against the bus.
+        # virsh's vshTreePrint: the blank line after the last leaf keeps its indentation.
+        self.assertEqual(self.ok('checkpoint-list', V, '--tree'), 'c1\n  |\n  +- c2\n  +- c3\n    \n')
+        for option, bit in CHECKPOINT_LIST_FLAGS.items():
+            with self.subTest(option=option):
+                self.assertEqual(self.ok('checkpoint-list', V, '--' + option, '--name').splitlines(),
+                                 self.bus_list(bit))
+        self.assertEqual(self.ok('checkpoint-list', V, '--roots', '--name'), 'c1\n')
+        self.assertEqual(self.ok('checkpoint-list', V, '--leaves', '--name'), 'c2\nc3\n')
+        c1 = h.call(self.dom, D, 'LookupCheckpoint', ('c1',), 's')
+        self.assertEqual(self.ok('checkpoint-list', V, '--from', 'c1', '--name').splitlines(),
+                         self.names(h.call(c1, C, 'ListChildren', (0,), 't')))
+        self.assertEqual(self.ok('checkpoint-list', V, '--from', 'c1', '--descendants', '--tree'),
+                         self.ok('checkpoint-list', V, '--tree'))
+        table = self.ok('checkpoint-list', V, '--parent', '--size').splitlines()
+        self.assertEqual(table[0].split(), ['Name', 'Creation', 'Time', 'Parent', 'Size'])
+        self.assertRegex(table[2], r'^ c1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} +- +2(\.0)? MiB$')
+        self.assertRegex(table[3], r'^ c2 +.* c1 +1(\.0)? MiB$')
+        self.assertRegex(table[4], r'^ c3 +.* c1 +0 B$')
+
+        listing = self.json_of('checkpoint-list', V, '--size')
+        self.assertEqual([c['name'] for c in listing], ['c1', 'c2', 'c3'])
+        by = {c['name']: c for c in listing}
+        self.assertEqual(by['c1']['children'], ['c2', 'c3'])
+        self.assertEqual((by['c1']['parent'], by['c2']['parent'], by['c3']['parent']), (None, 'c1', 'c1'))
+        self.assertEqual(by['c1']['description'], 'the first')
+        self.assertEqual(by['c1']['disks'], [{'disk': 'vda', 'bitmap': 'c1'}])
+        self.assertEqual((by['c1']['size'], by['c2']['size'], by['c3']['size']), (2 * MiB, MiB, 0))
+        self.assertEqual([c['problems'] for c in listing], [[], [], []])
+        self.assertEqual([c['domain'] for c in listing], [V] * 3)
+        for c in listing:
+            self.assertIsInstance(c['creation_time'], int)
+            self.assertIsInstance(c['current'], bool)
+
+        info = self.json_of('checkpoint-info', V, 'c1')
+        self.assertEqual((info['name'], info['descendants'], info['children'], info['size']),
+                         ('c1', 2, ['c2', 'c3'], 2 * MiB))
+        text = self.ok('checkpoint-info', V, 'c1')
+        for line in ('Name:           c1', 'Domain:         ck vm', 'Parent:         -', 'Children:       2',
+                     'Descendants:    2', 'Disks:          vda (bitmap c1)', 'Usable:         yes'):
+            self.assertIn(line + '\n', text)
+        self.assertRegex(text, r'\nSize: +2(\.0)? MiB\n')
+        self.assertEqual(self.json_of('checkpoint-parent', V, 'c2'), {'name': 'c2', 'parent': 'c1'})
+        self.assertEqual(self.json_of('checkpoint-parent', V, 'c1'), {'name': 'c1', 'parent': None})
+        out, err = self.fails(1, 'checkpoint-parent', V, 'c1')
+        self.assertIn("Checkpoint 'c1' has no parent", err)
+        root = ET.fromstring(self.ok('checkpoint-dumpxml', V, 'c1', '--no-domain', '--size'))
+        self.assertIsNone(root.find('domain'))
+        self.assertEqual([(d.get('name'), d.get('size')) for d in root.findall('disks/disk')], [('vda', str(2 * MiB))])
+
+        # Failures: named, exit 1, nothing changed.
+        out, err = self.fails(1, 'checkpoint-info', V, 'nope')
+        self.assertNamedError(err, 'NoSuchCheckpoint')
+        out, err = self.fails(1, 'checkpoint-create-as', V, 'c1')
+        self.assertNamedError(err, 'AlreadyExists')
+        out, err = self.fails(1, 'checkpoint-create-as', V, 'cz', '--diskspec', 'vdz')
+        self.assertNamedError(err, 'NoSuchDisk')
+        self.assertEqual(self.bus_list(0), ['c1', 'c2', 'c3'])
+
+        # Delete: c2 (a leaf), then c1's children, then c1 with its (no longer any) children.
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c2'), 'Domain checkpoint c2 deleted\n')
+        self.assertEqual(self.json_of('checkpoint-info', V, 'c1')['children'], ['c3'])
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c1', '--children-only'),
+                         'Domain checkpoint c1 children deleted\n')
+        self.assertEqual(self.bus_list(0), ['c1'])
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c1', '--children'),
+                         'Domain checkpoint c1 and its descendants deleted\n')
+        self.assertEqual(h.get_property(self.dom, D, 'Checkpoints'), [])
+        self.assertEqual(self.json_of('checkpoint-list', V), [])
+        nodes = h.qmp(self.dom, 'query-named-block-nodes', {'flat': True})['return']
+        self.assertEqual([b.get('name') for n in nodes for b in n.get('dirty-bitmaps', []) if b.get('name')], [],
+                         'the bitmaps are gone from the images')
+
+
 class BackupTest(QsnapctlTest):
     """backup-begin and backup-dumpxml on a running VM whose 32 MiB disk
     holds 0xb1 at 0 and 0xb2 at 8 MiB; qsnapd copies at most
@@ -1209,6 +1341,7 @@ class FlagMappingTest(QsnapctlTest):
         self.ok('define', '-', stdin=q.domain_xml('off vm', [q.Disk('vda', h.create_image('off.qcow2', '64M'))]))
         self.ok('start', 'flag vm')
         self.ok('snapshot-create-as', 'off vm', 'o1')
+        self.ok('checkpoint-create-as', 'off vm', 'k1')
         xml, xml_text = os.path.join(h.root, 'flags.xml'), \
             "<domainsnapshot><name>redef</name><creationTime>1</creationTime></domainsnapshot>"
         dest_xml, dest_xml_text = os.path.join(h.root, 'dest.xml'), \
@@ -1273,6 +1406,11 @@ class FlagMappingTest(QsnapctlTest):
             (['backup-begin', V, bk_xml], 'BackupBegin', [bk_xml_text, '', 0]),
             (['backup-begin', V, '--checkpointxml', cp_xml], 'BackupBegin', ['<domainbackup/>', cp_xml_text, 0]),
             (['backup-dumpxml', V], 'BackupGetXMLDesc', []),
+            (['checkpoint-dumpxml', V, 'k1', '--security-info'], 'GetXMLDesc', [1]),
+            (['checkpoint-dumpxml', V, 'k1', '--no-domain', '--size'], 'GetXMLDesc', [2 | 4]),
+            (['checkpoint-delete', V, 'k1', '--children', '--children-only', '--metadata'], 'Delete', [7]),
+            (['checkpoint-list', V, '--from', 'k1', '--descendants', '--leaves', '--topological'], 'ListChildren',
+             [1 | 4 | 2]),
             (['blockpull', V, 'vda', '--bandwidth', '1.5M'], 'BlockPull', ['vda', 1572864, 0]),
             (['blockpull', V, 'vda', '--base', 'vda[1]', '--keep-relative'], 'BlockRebase', ['vda', 'vda[1]', 0, 16]),
             (['blockrebase', V, 'vda', '--base', dest, '--copy', '--shallow', '--reuse-external', '--copy-raw'],
@@ -1316,8 +1454,9 @@ class FlagMappingTest(QsnapctlTest):
                 self.assertEqual(call_of(args, member), expect)
         self.ok('stop', F)
         self.ok('undefine', F)
-        self.assertEqual(h.get_all(h.domain_path(V), D).get('Checkpoints', []), [], 'the refused calls changed nothing')
-        self.ok('undefine', V, '--snapshots-metadata')
+        self.assertEqual([last_name(p) for p in h.get_property(h.domain_path(V), D, 'Checkpoints')], ['k1'],
+                         'the refused calls changed nothing')
+        self.ok('undefine', V, '--snapshots-metadata', '--checkpoints-metadata')
 
 if __name__ == '__main__':
     q.main()

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "core/domain-devices.h"
 #include "core/domain-launch.h"
 #include "core/manager.h"
 #include "qemu/image.h"
@@ -157,10 +158,6 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
         ADD("none");
         ADD("-machine");
         ADD("%s", def->machine ?: "q35");
-        ADD("-accel");
-        ADD("kvm");
-        ADD("-accel");
-        ADD("tcg");
         ADD("-m");
         ADD("%" PRIu64 "K", def->memory_kib);
         ADD("-smp");
@@ -206,6 +203,11 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
                 ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
         }
         r = domain_launch_agent_args(d, def, &argv);
+        if (r < 0)
+                return r;
+        /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
+         * (after the agent's virtio-serial controller: consoles use it). */
+        r = domain_devices_argv(d, def, &argv, NULL);
         if (r < 0)
                 return r;
 #undef ADD

@@ -21,6 +21,7 @@
 #include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-agent.h"
+#include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
 #include "core/domain.h"
@@ -243,6 +244,7 @@ static void domain_remove_runtime_files(Domain *d) {
                 if (p)
                         (void) unlink(p);
         }
+        domain_devices_remove_runtime_files(d, def);
         for (size_t i = 0; i < def->n_disks; i++) {
                 _cleanup_free_ char *p = NULL;
 

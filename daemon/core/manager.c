@@ -14,6 +14,7 @@
 
 #include "core/domain.h"
 #include "core/bitmaps.h"
+#include "core/domain-devices.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "util/error.h"
@@ -215,8 +216,43 @@ static bool source_is_confined(Manager *m, const char *source, char *const *appr
         return strv_contains((const char *const *) approved_folders, folder);
 }
 
+/* The files a definition's devices make QEMU open or create (kernel,
+ * initrd, CD-ROM images, serial files, sockets) are judged as disk sources
+ * are; the approved definition's own device folders count as its disks'
+ * do. 1 with *ret_why when one is not confined. */
+static int device_paths_confined(Manager *m, const DomainDef *def, const DomainDef *approved, char ***approved_folders,
+                                 char **ret_why) {
+        _cleanup_strv_free_ char **paths = NULL, **old = NULL;
+        int r;
+
+        if (approved) {
+                r = domain_devices_paths(approved, &old);
+                if (r < 0)
+                        return r;
+                for (char **p = old; *p; p++) {
+                        char *folder = real_folder_of(*p);
+
+                        if (folder && strv_push(approved_folders, folder) < 0) {
+                                free(folder);
+                                return -ENOMEM;
+                        }
+                }
+        }
+        r = domain_devices_paths(def, &paths);
+        if (r < 0)
+                return r;
+        for (char **p = paths; *p; p++)
+                if (!source_is_confined(m, *p, *approved_folders)) {
+                        *ret_why = strprintf("the file %s that a device names is outside the image roots%s or not a "
+                                             "regular file", *p, approved ? " and the domain's own folders" : "");
+                        return *ret_why ? 1 : -ENOMEM;
+                }
+        return 0;
+}
+
 int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainDef *approved, char **ret_why) {
         _cleanup_strv_free_ char **approved_folders = NULL;
+        int r;
 
         if (def->monitor_path && !(approved && streq_ptr(approved->monitor_path, def->monitor_path))) {
                 *ret_why = strprintf("it attaches to the monitor socket %s", def->monitor_path);
@@ -239,6 +275,9 @@ int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainD
                         return -ENOMEM;
                 }
         }
+        r = device_paths_confined(m, def, approved, &approved_folders, ret_why);
+        if (r != 0)
+                return r;
         for (size_t i = 0; i < def->n_disks; i++)
                 if (!source_is_confined(m, def->disks[i].source, approved_folders)) {
                         /* Not which of the two: that would tell what lies in

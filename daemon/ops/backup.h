@@ -53,3 +53,7 @@ int backup_get_xml_desc(Domain *d, char **ret, char **ret_message);
  * with QEMU gone, reports it failed under its path and removes the files
  * it had created. */
 extern const OperationKind backup_kind;
+/* Journal kind "backup-offline": a shut-off domain's push backup (qemu-img)
+ * that qsnapd left unfinished: its targets are removed, its job reported
+ * failed under its path. */
+extern const OperationKind backup_offline_kind;

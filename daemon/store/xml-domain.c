@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "store/xml-domain.h"
+#include "store/xml-domain-internal.h"
 #include "store/xml-util.h"
 #include "util/string-table.h"
 #include "util/util.h"
@@ -63,6 +64,7 @@ DomainDef *domain_def_free(DomainDef *def) {
         free(def->emulator);
         free(def->monitor_path);
         xml_items_free(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_done);
+        domain_devices_done(&def->devices);
         strv_free(def->extra_domain);
         strv_free(def->extra_os);
         strv_free(def->extra_devices);
@@ -459,7 +461,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
         return 0;
 }
 
-static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
+static int parser_os(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen_devices, DomainDef *def) {
         const xmlNode *seen_type = NULL;
         XmlList extra = { .strv = &def->extra_os };
         const char *problem;
@@ -495,6 +497,9 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
                         if (problem)
                                 return xml_parser_error(p, -EINVAL, c, "<type machine=…> %s", problem);
                 } else {
+                        r = xml_domain_devices_parse_os_child(p, c, seen_devices, &def->devices);
+                        if (r < 0)
+                                return r;
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
                         if (r < 0)
                                 return r;
@@ -530,7 +535,9 @@ static int parser_agent_channel(XmlParser *p, const xmlNode *n, DomainDef *def) 
         return 0;
 }
 
-static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNode **seen_monitor) {
+static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNode **seen_monitor,
+                          DomainDevicesSeen *seen_devices) {
+
         _cleanup_free_ const xmlNode **disk_nodes = NULL;
         const xmlNode *seen_emulator = NULL;
         XmlList extra = { .strv = &def->extra_devices };
@@ -554,6 +561,16 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                         if (problem)
                                 return xml_parser_error(p, -EINVAL, c, "<emulator> '%s' %s", XML_QUOTE(def->emulator), problem);
 
+                } else if ((r = xml_domain_devices_parse_device(p, c, seen_devices, &def->devices)) != 0) {
+                        /* Parsed for the launch (a CD-ROM too: never one of
+                         * the disks), kept verbatim for GetXMLDesc. */
+                        if (r < 0)
+                                return r;
+                        if (xml_node_is(c, "channel") && (r = parser_agent_channel(p, c, def)) < 0)
+                                return r;
+                        r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
+                        if (r < 0)
+                                return r;
                 } else if (xml_node_is(c, "disk")) {
                         if (def->n_disks == allocated) {
                                 size_t a = allocated > 0 ? allocated * 2 : 4;
@@ -604,6 +621,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
 /* Where each element was first seen: the second one is an error naming it. */
 typedef struct DomainSeen {
         const xmlNode *name, *uuid, *description, *memory, *current, *vcpu, *os, *devices, *monitor;
+        DomainDevicesSeen hw;
 } DomainSeen;
 
 static int parser_uuid(XmlParser *p, const xmlNode *c, DomainSeen *seen, DomainDef *def) {
@@ -652,14 +670,17 @@ static int parser_domain_child(XmlParser *p, xmlNode *c, DomainSeen *seen, Domai
         }
         if (xml_node_is(c, "os")) {
                 r = xml_parser_check_once(p, c, &seen->os);
-                return r < 0 ? r : parser_os(p, c, def);
+                return r < 0 ? r : parser_os(p, c, &seen->hw, def);
         }
         if (xml_node_is(c, "devices")) {
                 r = xml_parser_check_once(p, c, &seen->devices);
-                return r < 0 ? r : parser_devices(p, c, def, &seen->monitor);
+                return r < 0 ? r : parser_devices(p, c, def, &seen->monitor, &seen->hw);
         }
         if (node_is_monitor(c))
                 return parser_monitor(p, c, &seen->monitor, def);
+        r = xml_domain_devices_parse_domain_child(p, c, &seen->hw, &def->devices);
+        if (r < 0)
+                return r;
         return xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, extra);
 }
 
@@ -1056,6 +1077,9 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
 
         r = xml_items_copy(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_copy, disk_item_done,
                            (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
+        r = domain_devices_copy(&def->devices, &c->devices);
         if (r < 0)
                 return r;
 

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/xml-domain-devices.h"
 #include "util/error.h"
 
 #define QSNAP_XML_NAMESPACE "http://example.org/qsnap/1"
@@ -76,6 +77,11 @@ typedef struct DomainDef {
 
         DomainDisk *disks;
         size_t n_disks;
+
+        /* Interfaces, graphics, serials, CD-ROMs, CPU mode, direct kernel
+         * boot, …: parsed for the launch, and kept verbatim in the extra_*
+         * lists below as well (store/xml-domain-devices.h). */
+        DomainDevices devices;
 
         /* Unknown children of <domain>, <os> and <devices>, verbatim, in order. */
         char **extra_domain;

@@ -116,7 +116,8 @@ class SerialLog:
             f.seek(self._offset)
             data = f.read()
         self._offset += len(data)
-        self.text += data.decode('utf-8', 'replace')
+        # The guest's tty writes \r\n: lines here end in \n alone.
+        self.text += data.replace(b'\r', b'').decode('utf-8', 'replace')
 
     def wait_for(self, pattern, timeout=BOOT_TIMEOUT, what=None):
         """The match object of pattern (a regex, per line) found after the

@@ -18,6 +18,7 @@
 #include "util/json-util.h"
 
 #define BACKUP_JOURNAL_KIND "backup"
+#define BACKUP_OFFLINE_JOURNAL_KIND "backup-offline"
 
 /* One backed-up disk. */
 typedef struct BackupDiskRun {
@@ -66,6 +67,13 @@ typedef struct BackupOp {
         struct BackupCall *calls; /* those commands (cancelled if the operation goes first) */
         BackupStartedFunc done;
         void *userdata;
+        /* a start-up rollback: who waits for its end (core/operation.h recover) */
+        DomainDoneFunc recovered;
+        void *recovered_userdata;
+        /* offline (offline.c): qemu-img convert, one disk after the other */
+        struct Child *child;
+        size_t index;        /* the disk being copied */
+        unsigned percent;    /* of that disk */
 } BackupOp;
 
 void backup_disk_run_done(BackupDiskRun *r);
@@ -74,6 +82,7 @@ void backup_disk_run_done(BackupDiskRun *r);
  * added, no job yet) or "running" (QEMU runs the jobs). */
 int backup_journal_write(BackupOp *b, const char *phase);
 int backup_recover(Domain *d, DomainDoneFunc done, void *userdata);
+int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata);
 
 /* run.c, for the recovery: the observer of the per-disk jobs, the end of
  * an adopted backup, the BlockJob1 that shows it. */
@@ -85,5 +94,20 @@ void backup_check_end(BackupOp *b);
 /* Everything QEMU and the files still hold of the backup goes; then the
  * operation finishes with b->error. */
 void backup_cleanup(BackupOp *b);
+/* The first failure is the one reported. */
+void backup_fail(BackupOp *b, int error, const char *message);
+void backup_failf(BackupOp *b, int error, const char *fmt, ...) _printf_(3, 4);
 /* The local job's Abort. */
 int backup_abort(Job *j, void *data);
+/* The files that are no use go, the BlockJob1 reports, the operation ends. */
+void backup_finish(BackupOp *b);
+/* run.c: the target files (push) qsnapd creates; < 0 with *ret_message. */
+int backup_create_files(BackupOp *b, char **ret_message);
+void backup_remove_files(BackupOp *b, bool keep_targets);
+
+/* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s), 0 when unset. */
+uint64_t backup_test_speed(void);
+
+/* offline.c: a shut-off domain's push backup, with qemu-img. */
+int backup_begin_offline(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *userdata, char **ret_message);
+extern const OperationKind backup_offline_kind;

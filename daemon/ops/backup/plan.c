@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/disk.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
 #include "qemu/image.h"
@@ -69,11 +70,14 @@ static bool is_domain_image(Domain *d, const char *path) {
  * folder, and new (or, with REUSE_EXTERNAL, an existing regular file of
  * the right format and size that is no image of the domain). */
 static int check_file(Domain *d, BackupDiskRun *r, bool reuse, const char *what, char **ret_message) {
+        _cleanup_free_ char *label = strprintf("The %s", what);
         struct stat st;
         uint64_t size = 0;
         int q;
 
-        q = domain_path_allowed(d, r->path, ret_message);
+        if (!label)
+                return -ENOMEM;
+        q = gate_check(d, r->path, label, ret_message);
         if (q < 0)
                 return q;
         if (!reuse) {
@@ -139,7 +143,7 @@ static int plan_server(Domain *d, BackupPlan *p, char **ret_message) {
         if (p->socket_default)
                 return 0;
         /* QEMU unlinks whatever is at the path before it binds. */
-        r = domain_path_allowed(d, p->socket, ret_message);
+        r = gate_check(d, p->socket, "The socket path", ret_message);
         if (r < 0)
                 return r;
         if (lstat(p->socket, &st) >= 0) {
@@ -210,7 +214,7 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
         return check_file(d, r, p->flags & BACKUP_BEGIN_REUSE_EXTERNAL, pull ? "scratch file" : "target", ret_message);
 }
 
-static int plan_state(Domain *d, char **ret_message) {
+static int plan_state(Domain *d, BackupMode mode, char **ret_message) {
         if (d->backup) {
                 *ret_message = strprintf("A backup of domain '%s' runs already; one at a time.", d->def->name);
                 return -QSNAP_E_BUSY;
@@ -223,8 +227,12 @@ static int plan_state(Domain *d, char **ret_message) {
                 *ret_message = strprintf("Domain '%s' crashed; stop it first.", d->def->name);
                 return -QSNAP_E_OPERATION_INVALID;
         }
+        /* Shut off: a push is copied from the images (offline.c). */
+        if (!domain_is_active(d) && mode == BACKUP_MODE_PUSH)
+                return 0;
         if (!domain_is_active(d) || !d->qmp || !d->jobs) {
-                *ret_message = strprintf("Domain '%s' is not running; backups need its QEMU.", d->def->name);
+                *ret_message = strprintf("Domain '%s' is not running; a pull backup needs its QEMU (start it, "
+                                         "paused is enough).", d->def->name);
                 return -QSNAP_E_NOT_RUNNING;
         }
         if (d->graph_busy) {
@@ -245,9 +253,6 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
                 *ret_message = strprintf("Unknown BackupBegin flags 0x%" PRIx64 ".", (uint64_t) (flags & ~BACKUP_BEGIN_ALL));
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        r = plan_state(d, ret_message);
-        if (r < 0)
-                return r;
         p = new0(BackupPlan, 1);
         if (!p)
                 return -ENOMEM;
@@ -257,6 +262,9 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         r = backup_def_parse(backup_xml, strlen(backup_xml), &p->def, ret_message);
         if (r < 0)
                 return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
+        r = plan_state(d, p->def->mode, ret_message);
+        if (r < 0)
+                return r;
         if (!isempty(checkpoint_xml)) {
                 *ret_message = strdup("checkpoint_xml: qsnapd does not create checkpoints yet; pass \"\".");
                 return -QSNAP_E_UNSUPPORTED;

@@ -161,12 +161,12 @@ static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *
 
 /* QEMU is gone: what the backup made on disk goes; a running one is
  * reported failed under its path. */
-static void recover_offline(Domain *d, BackupPlan *p, bool running) {
+static void recover_offline(Domain *d, BackupPlan *p, bool running, const char *kind) {
         struct stat st;
 
         for (size_t i = 0; i < p->n_disks; i++)
                 if (p->disks[i].created && unlink(p->disks[i].path) >= 0)
-                        log_info("Domain '%s': removed %s, left by backup %s that ended with its QEMU.", d->def->name,
+                        log_info("Domain '%s': removed %s, left by backup %s that did not finish.", d->def->name,
                                  p->disks[i].path, p->id);
         if (p->socket && lstat(p->socket, &st) >= 0 && S_ISSOCK(st.st_mode))
                 (void) unlink(p->socket);
@@ -176,17 +176,22 @@ static void recover_offline(Domain *d, BackupPlan *p, bool running) {
                 if (j && domain_local_job_add(d, j) >= 0) {
                         job_set_start_time(j, p->start_time);
                         job_local_update(j, JOB_STATE_FAILED, 0, 0,
-                                         "QEMU went away while qsnapd was not running; the backup did not finish.");
+                                         streq(kind, BACKUP_JOURNAL_KIND)
+                                                 ? "QEMU went away while qsnapd was not running; the backup did not finish."
+                                                 : "qsnapd stopped while it copied the disks; the backup did not finish.");
                         domain_local_job_end(d, j);
                 }
                 job_unref(j);
         }
-        log_warning("Domain '%s': backup %s ended with its QEMU while qsnapd was not running.", d->def->name, p->id);
-        op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_JOURNAL_KIND);
+        log_warning("Domain '%s': backup %s did not finish (%s).", d->def->name, p->id,
+                    streq(kind, BACKUP_JOURNAL_KIND) ? "its QEMU went away while qsnapd was not running"
+                                                     : "qsnapd stopped during the offline copy");
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, kind);
 }
 
 /* QEMU runs on: the backup is ours again. */
-static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd) {
+static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd, DomainDoneFunc done,
+                            void *userdata) {
         BackupOp *b = new0(BackupOp, 1);
         Operation *o;
         int r;
@@ -225,8 +230,11 @@ static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd)
         if (!running) {
                 log_info("Domain '%s': rolling back backup %s, which had not started when qsnapd stopped.",
                          d->def->name, plan->id);
+                /* Done before anyone asks: the start-up waits for the end. */
+                b->recovered = done;
+                b->recovered_userdata = userdata;
                 backup_cleanup(b);
-                return 0;
+                return 1;
         }
         for (size_t i = 0; i < plan->n_disks; i++)
                 if (!plan->disks[i].job) {
@@ -264,10 +272,33 @@ int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                 return r;
         }
         if (!d->qmp || !d->jobs) {
-                recover_offline(d, plan, running);
+                recover_offline(d, plan, running, BACKUP_JOURNAL_KIND);
                 backup_plan_free(plan);
                 return 0;
         }
-        r = recover_attached(d, plan, running, nbd);
-        return r < 0 ? r : 0;
+        return recover_attached(d, plan, running, nbd, done, userdata);
+}
+
+/* qemu-img died with the qsnapd that ran it: nothing to adopt. */
+int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
+        _cleanup_(json_object_putp) json_object *j = NULL;
+        BackupPlan *plan = NULL;
+        bool running = false, nbd = false;
+        int r;
+
+        r = op_journal_read(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND, &j);
+        if (r <= 0) {
+                if (r == -EBADMSG)
+                        op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);
+                return r;
+        }
+        r = journal_read_plan(d, j, &plan, &running, &nbd);
+        if (r < 0) {
+                log_warning_errno(r, "Domain '%s': the offline backup journal is unusable; dropped: %m", d->def->name);
+                op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);
+                return r;
+        }
+        recover_offline(d, plan, running, BACKUP_OFFLINE_JOURNAL_KIND);
+        backup_plan_free(plan);
+        return 0;
 }

@@ -24,11 +24,14 @@
 
 #include "core/disk.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
+#include "qemu/child.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 /* ---- in-flight QMP calls: cancelled when the operation goes first ---- */
@@ -83,6 +86,7 @@ void backup_op_free(void *p) {
 
         if (!b)
                 return;
+        child_free(b->child);
         while (b->calls) {
                 BackupCall *c = b->calls;
 
@@ -110,7 +114,7 @@ void backup_op_reply(Operation *o, int error, const char *message) {
 }
 
 /* The first failure is the one reported. */
-static void backup_fail(BackupOp *b, int error, const char *message) {
+void backup_fail(BackupOp *b, int error, const char *message) {
         if (b->error < 0)
                 return;
         b->error = error;
@@ -118,8 +122,7 @@ static void backup_fail(BackupOp *b, int error, const char *message) {
         b->message = message ? strdup(message) : NULL;
 }
 
-static void backup_failf(BackupOp *b, int error, const char *fmt, ...) _printf_(3, 4);
-static void backup_failf(BackupOp *b, int error, const char *fmt, ...) {
+void backup_failf(BackupOp *b, int error, const char *fmt, ...) {
         _cleanup_free_ char *m = NULL;
         va_list ap;
 
@@ -214,7 +217,7 @@ const JobObserver backup_job_observer = {
 /* ---- the end ---- */
 
 /* keep_targets: the push completed; its targets are the backup. */
-static void cleanup_files(BackupOp *b, bool keep_targets) {
+void backup_remove_files(BackupOp *b, bool keep_targets) {
         BackupPlan *p = b->plan;
         bool push = p->def->mode == BACKUP_MODE_PUSH;
         struct stat st;
@@ -236,13 +239,15 @@ static void cleanup_files(BackupOp *b, bool keep_targets) {
                 (void) unlink(p->socket);
 }
 
-static void backup_finish(BackupOp *b) {
-        Domain *d = b->domain;
+void backup_finish(BackupOp *b) {
+        _cleanup_(domain_unrefp) Domain *d = domain_ref(b->domain);
+        DomainDoneFunc recovered;
+        void *recovered_userdata;
         BackupPlan *p = b->plan;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         JobState state;
 
-        cleanup_files(b, b->running && b->error >= 0 && !b->aborted);
+        backup_remove_files(b, b->running && b->error >= 0 && !b->aborted);
         /* A pull ends by its Abort: that is its success. */
         if (b->error < 0)
                 state = JOB_STATE_FAILED;
@@ -263,7 +268,12 @@ static void backup_finish(BackupOp *b) {
                          b->error < 0 ? ": " : "", b->error < 0 ? strna(b->message) : "");
                 domain_local_job_end(d, b->job);
         }
+        recovered = b->recovered;
+        recovered_userdata = b->recovered_userdata;
         operation_finish(b->op, b->error, b->message);
+        /* The start-up recovery waited for this rollback. */
+        if (recovered)
+                recovered(d, 0, NULL, NULL, recovered_userdata);
 }
 
 static void on_node_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
@@ -474,7 +484,7 @@ static void on_transaction(BackupOp *b, size_t index, int error, json_object *re
 }
 
 /* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s) throttles each disk's copy. */
-static uint64_t backup_test_speed(void) {
+uint64_t backup_test_speed(void) {
         const char *e = getenv("QSNAPD_TEST_BACKUP_SPEED");
         return e ? strtoull(e, NULL, 10) : 0;
 }
@@ -556,16 +566,29 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                 backup_cleanup(b);
 }
 
-static int create_files(BackupOp *b, char **ret_message) {
+int backup_create_files(BackupOp *b, char **ret_message) {
         BackupPlan *p = b->plan;
         int r;
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *dr = p->disks + i;
 
+                _cleanup_close_ int dirfd = -EBADF;
+                const char *run = b->domain->manager->config.runtime_dir;
+
                 if (dr->reuse)
                         continue;
-                r = image_create(dr->path, dr->format, dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
+                /* A caller's file: the gate again, and created in the folder
+                 * it checks (our scratch files in the runtime dir need none). */
+                if (strncmp(dr->path, run, strlen(run)) == 0 && dr->path[strlen(run)] == '/')
+                        dirfd = AT_FDCWD;
+                else {
+                        r = gate_open_folder(b->domain, dr->path, "The backup file", &dirfd, ret_message);
+                        if (r < 0)
+                                return r;
+                }
+                r = image_create_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path, dr->format,
+                                    dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
                 if (r < 0)
                         /* the name taken, a link where the file goes: named; the rest is the system's */
                         return r == -EEXIST ? -QSNAP_E_ALREADY_EXISTS : r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED
@@ -591,6 +614,8 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
         Operation *o;
         int r;
 
+        if (d->backup == NULL && !domain_is_active(d) && p->def->mode == BACKUP_MODE_PUSH)
+                return backup_begin_offline(d, TAKE_PTR(p), done, userdata, ret_message);
         /* polkit took its time: the domain may have moved on. */
         if (d->backup || !domain_is_active(d) || !d->qmp || !d->jobs) {
                 *ret_message = strprintf(d->backup ? "A backup of domain '%s' runs already; one at a time."
@@ -607,17 +632,17 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
                 return r;
         b->op = o;
         d->backup = o;
-        r = create_files(b, ret_message);
+        r = backup_create_files(b, ret_message);
         if (r >= 0)
                 r = backup_journal_write(b, "prepared");
         if (r < 0) {
-                cleanup_files(b, false);
+                backup_remove_files(b, false);
                 operation_cancel(o);
                 return r;
         }
         r = operation_start_deferred(o, backup_start);
         if (r < 0) {
-                cleanup_files(b, false);
+                backup_remove_files(b, false);
                 operation_cancel(o);
                 return r;
         }

@@ -33,6 +33,7 @@
 #include "core/disk.h"
 #include "core/domain-agent.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-create.h"
@@ -41,6 +42,7 @@
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -311,11 +313,20 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
                 _cleanup_free_ char *output = NULL;
+                _cleanup_close_ int dirfd = -EBADF, backing_fd = -EBADF;
                 int r;
 
                 if (pd->location != SNAPSHOT_LOCATION_EXTERNAL || pd->reuse)
                         continue;
-                r = image_create_overlay(pd->overlay, pd->disk->source, pd->disk->format, &output);
+                /* The gate again, now: the file goes into the folder it
+                 * checks, and the size comes from the image it passed. */
+                r = gate_open_folder(p->domain, pd->overlay, "The overlay", &dirfd, ret_message);
+                if (r >= 0)
+                        r = gate_open_image(p->domain, pd->disk->source, "The image", &backing_fd, ret_message);
+                if (r < 0)
+                        return r;
+                r = image_create_overlay_at(dirfd, fs_basename(pd->overlay), pd->overlay, backing_fd, pd->disk->source,
+                                            pd->disk->format, &output);
                 if (r < 0) {
                         if (IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM))
                                 r = -QSNAP_E_PATH_NOT_ALLOWED;

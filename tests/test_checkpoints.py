@@ -642,6 +642,62 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
 
+    def wait_job_gone(self, dom):
+        q.wait_until(lambda: not [j for j in self.h.get_property(dom, D, 'Jobs')
+                                  if self.h.get_property(j, J, 'State') not in ('completed', 'failed', 'canceled')],
+                     120, 'the merge job of the delete ended')
+
+    def test_snapshot_delete_merges(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x81, 0, MiB)
+        s1 = self.snapshot(dom, 's1')
+        h.write_pattern_live(dom, 'vda', 0x82, 4 * MiB, MiB)
+        s2 = self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x83, 8 * MiB, MiB)
+        # s1 forward: its overlay (the middle layer) is committed into the base.
+        job = h.call(s1, S, 'Delete', (0,), 't')
+        if job != '/':
+            self.job_state(job, 'completed', 'failed')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+        self.assertEqual(len(h.get_property(dom, D, 'Disks')[0][3].split(' <- ')), 2)
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # s2 forward: the active layer committed into the base (active commit, pivot).
+        job = h.call(s2, S, 'Delete', (0,), 't')
+        if job != '/':
+            self.job_state(job, 'completed', 'failed')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+        self.assertEqual(self.active(dom, 'vda'), imgs['vda'])
+        h.write_pattern_live(dom, 'vda', 0x84, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def test_snapshot_delete_backward(self):
+        """Backward: the frozen file is streamed into the overlay above it,
+        which then holds the only copy: its bitmap must get the frozen
+        file's bits."""
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x85, 0, MiB)
+        back = ("<domainsnapshot><name>%s</name><disks><disk name='vda' snapshot='external'>"
+                "<on_delete merge='backward'/></disk></disks></domainsnapshot>")
+        s1 = h.call(dom, D, 'CreateSnapshot', (back % 's1', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x86, 4 * MiB, MiB)
+        self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x87, 8 * MiB, MiB)
+        job = h.call(s1, S, 'Delete', (0,), 't')
+        if job != '/':
+            self.job_state(job, 'completed', 'failed')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+        self.assertNotIn(imgs['vda'], h.get_property(dom, D, 'Disks')[0][3])
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
 
 if __name__ == '__main__':
     q.main()

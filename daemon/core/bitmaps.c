@@ -799,7 +799,14 @@ static int followers_from(const BitmapDisk *bd, size_t from, char ***ret_names, 
         return bitmap_disk_followers(&view, ret_names, ret_gran, ret_n);
 }
 
-int bitmap_actions_stream(const BitmapDisk *bd, size_t base_index, BitmapActions *ret) {
+size_t bitmap_disk_layer_index(const BitmapDisk *bd, const char *path, size_t fallback) {
+        for (size_t j = 0; path && j < bd->n_layers; j++)
+                if (streq(bd->layers[j].path, path))
+                        return j;
+        return fallback;
+}
+
+int bitmap_actions_stream(const BitmapDisk *bd, size_t top_index, size_t base_index, BitmapActions *ret) {
         _cleanup_strv_free_ char **names = NULL;
         _cleanup_free_ uint64_t *gran = NULL;
         size_t n = 0;
@@ -807,9 +814,9 @@ int bitmap_actions_stream(const BitmapDisk *bd, size_t base_index, BitmapActions
 
         r = actions_init(ret, bd);
         if (r >= 0)
-                r = followers_from(bd, 0, &names, &gran, &n);
-        for (size_t k = 0; r >= 0 && k < n; k++)
-                r = add_merge(ret, bd, bd->layers[0].node, names[k], 1, base_index);
+                r = followers_from(bd, top_index, &names, &gran, &n);
+        for (size_t k = 0; r >= 0 && top_index < bd->n_layers && k < n; k++)
+                r = add_merge(ret, bd, bd->layers[top_index].node, names[k], top_index + 1, base_index);
         if (r < 0)
                 bitmap_actions_done(ret);
         return r;

@@ -118,10 +118,12 @@ typedef struct BitmapActions {
 } BitmapActions;
 
 void bitmap_actions_done(BitmapActions *ba);
-/* Streaming layers 1 … base_index-1 into the top: per bitmap usable at the
- * top, a merge into it from each streamed layer that holds one. Before
- * block-stream. */
-int bitmap_actions_stream(const BitmapDisk *bd, size_t base_index, BitmapActions *ret);
+/* Streaming layers top_index+1 … base_index-1 into layer top_index: per
+ * bitmap usable there, a merge into it from each streamed layer that
+ * holds one. Before block-stream. */
+int bitmap_actions_stream(const BitmapDisk *bd, size_t top_index, size_t base_index, BitmapActions *ret);
+/* The layer of bd whose file is path; fallback when none. */
+size_t bitmap_disk_layer_index(const BitmapDisk *bd, const char *path, size_t fallback);
 /* Committing layers top_index … base_index-1 into base_index: per bitmap
  * usable at top_index, an add on the base when it has none, and a merge
  * into it from each committed layer. Right after block-commit started. */

@@ -137,7 +137,7 @@ static int plan_bitmaps(StartCall *c, json_object *nodes, const char *device) {
         }
         switch (c->type) {
         case JOB_TYPE_PULL:
-                r = bitmap_actions_stream(bd, base, &c->bitmaps);
+                r = bitmap_actions_stream(bd, 0, base, &c->bitmaps);
                 if (r >= 0 && c->bitmaps.n > 0 &&
                     qmp_cmd_transaction_bitmaps(d->qmp, c->bitmaps.actions, c->bitmaps.n, on_bitmaps_sent, NULL) < 0)
                         r = -QSNAP_E_QEMU_FAILED;

@@ -320,6 +320,7 @@ class UsageTest(QsnapctlTest):
             (['checkpoint-delete', VM, 'c1', '--children=yes'], 'takes no value'),
             (['backup-begin', VM, '-', '-'], 'only one of the two documents'),
             (['backup-begin', VM, '--async'], '--async goes with'),
+            (['backup-begin', VM, '--json', '--wait'], '--json goes without --wait'),
             (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
             (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
             (['backup-dumpxml'], 'missing domain'),
@@ -355,7 +356,8 @@ class UsageTest(QsnapctlTest):
             out = self.ok('help', verb)
             for o in opts:
                 self.assertIn('  ' + o, out, verb)
-        self.assertNotIn('--json', self.ok('help', 'backup-begin'))
+        self.assertIn('--json', self.ok('help', 'backup-begin'))
+        self.assertNotIn('--json', self.ok('help', 'backup-dumpxml'))
         self.assertRegex(self.ok('--version'), r'^qsnapctl \d+\.\d+\.\d+\n$')
         v = self.json_of('version')
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
@@ -1040,6 +1042,17 @@ class BackupTest(QsnapctlTest):
         self.assertIn('Backup: interrupted; the job was aborted and has ended (canceled)', pty.text())
         self.assertFalse(os.path.exists(dest), 'an aborted backup leaves no target')
 
+        # --json: the job and where each disk goes; domjobabort ends it.
+        b = json.loads(self.ok('backup-begin', 'bk vm', '--json'))
+        self.assertEqual((b['mode'], [d['disk'] for d in b['disks']]), ('push', ['vda']))
+        self.assertTrue(b['job'].startswith(self.dom + '/job/') and b['id'].startswith('backup-'), b)
+        target = b['disks'][0]['target']
+        self.assertTrue(target.startswith(self.img + '.') and os.path.exists(target), b)
+        self.assertEqual(h.get_property(b['job'], J, 'Type'), 'backup')
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
+        self.assertTrue(q.spin(lambda: h.get_property(b['job'], J, 'State') == 'canceled', 30))
+        self.assertTrue(q.spin(lambda: not os.path.exists(target), 30), 'an aborted backup leaves no target')
+
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
         lines = out.splitlines()
@@ -1062,6 +1075,23 @@ class BackupTest(QsnapctlTest):
         self.assertNamedError(err, 'OperationInvalid')
         out, err = self.fails(1, 'domjobabort', 'bk vm')
         self.assertIn("Domain 'bk vm' has no running backup.", err)
+
+        # Under --wait a pull backup serves until Ctrl-C, which ends it: a success, the socket gone.
+        xml_file = os.path.join(self.h.root, 'bk-pull.xml')
+        with open(xml_file, 'w') as f:
+            f.write("<domainbackup mode='pull'/>")
+        pty = Pty('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertTrue(pty.wait_for(r'Ctrl-C, or qsnapctl domjobabort'), pty.text())
+        socket_path = re.search(r'socket=(/\S+)\r?\n', pty.text()).group(1)
+        self.assertTrue(os.path.exists(socket_path))
+        pty.ctrl_c()
+        self.assertEqual(pty.finish(), 0, pty.text())
+        self.assertIn('Backup: ending it (Ctrl-C again to leave it serving)', pty.text())
+        self.assertRegex(pty.text(), r'\nBackup: ended; nothing is served any more \(after \d+:\d\d\)\r?\n$')
+        self.assertNotIn('] ', pty.text(), 'no progress bar for a backup that serves')
+        self.assertFalse(os.path.exists(socket_path))
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
 
 
 # --------------------------------------------------------------------------

@@ -14,7 +14,8 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   (the guest's line arrives on it), a read-only raw SATA CD-ROM whose first
   line the guest reads, CPU host-passthrough (max under TCG), boot order,
   on_poweroff/on_reboot, and the guest agent's virtio channel (qemu-ga in
-  the guest answers qsnapd's agent client: AgentConnected). GetXMLDesc writes every
+  the guest answers qsnapd's agent client: AgentConnected), and
+  <qemu:commandline> arguments (an SMBIOS serial the guest reads). GetXMLDesc writes every
   device back; the CD-ROM is not one of the Disks and no snapshot touches
   it. Internal snapshot with memory of the running guest with all these
   devices, revert to it (the guest's counter goes back and the writer goes
@@ -92,7 +93,11 @@ class RealGuestTest(SnapshotTestCase):
         cdrom = g.make_cdrom(h.image_path('cd.raw'), 'QSNAP-CDROM-MARKER-4711')
         serial1 = os.path.join(h.images_dir, 's1.sock')
         gu = self.guest('devs', devices_xml(cdrom, serial1),
-                        extra="  <cpu mode='host-passthrough'/>")
+                        extra="  <cpu mode='host-passthrough'/>\n"
+                              "  <qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n"
+                              "    <qemu:arg value='-smbios'/>\n"
+                              "    <qemu:arg value='type=1,serial=QSNAP-ARG-0815'/>\n"
+                              "  </qemu:commandline>")
         dom = gu.path
         xml = h.call(dom, D, 'GetXMLDesc', (0,), 't')
         root = ET.fromstring(xml)
@@ -112,6 +117,7 @@ class RealGuestTest(SnapshotTestCase):
         # Each device, seen from inside the guest.
         self.assertEqual(gu.boot_line('NET'), 'eth0 ' + mac, gu.boot_lines)
         self.assertEqual(gu.boot_line('CDROM'), 'QSNAP-CDROM-MARKER-4711', gu.boot_lines)
+        self.assertEqual(gu.boot_line('DMI-SERIAL'), 'QSNAP-ARG-0815', '<qemu:commandline> reached QEMU')
         self.assertRegex(gu.boot_line('AGENT') or '', r'^/dev/vport\d+p\d+$', gu.boot_lines)
         s1.settimeout(30)
         got = b''
@@ -141,7 +147,7 @@ class RealGuestTest(SnapshotTestCase):
         # GetXMLDesc has every device back; the CD-ROM is not a disk.
         for path in ('devices/interface', 'devices/graphics', 'devices/serial', 'devices/console',
                      'devices/channel', "devices/disk[@device='cdrom']", 'os/kernel', 'os/initrd', 'os/cmdline',
-                     'cpu', 'on_poweroff', 'on_reboot'):
+                     'cpu', 'on_poweroff', 'on_reboot', '{http://libvirt.org/schemas/domain/qemu/1.0}commandline'):
             self.assertIsNotNone(root.find(path), 'GetXMLDesc lost ' + path)
         self.assertEqual([d[0] for d in self.dprop(dom, 'Disks')], ['vda'])
 

@@ -23,7 +23,7 @@ The guest (see /work/shared/notes/real-guest.md for the measured recipe):
 
 Everything the tests read is a line on the serial console (ttyS0) starting
 with "QSNAP-GUEST-": BOOT, MODULE-FAILED <m>, NET <ifname> <mac>,
-CDROM <first line of /dev/sr0>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
+CDROM <first line of /dev/sr0>, DMI-SERIAL <SMBIOS system serial>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
 counter=<c> | VERIFY bad <file>, AGENT <port> | NO-AGENT, READY,
 COUNT <c> (after each round), SERIAL1 (written to ttyS1 when it exists).
 
@@ -97,6 +97,7 @@ if wait_for /dev/sr0 30; then
         say CDROM "$(dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -n 1)"
 fi
 echo "QSNAP-GUEST-SERIAL1 $(uname -r)" 2>/dev/null > /dev/ttyS1  # EIO when no second port
+say DMI-SERIAL "$(cat /sys/class/dmi/id/product_serial 2>/dev/null)"  # -smbios type=1,serial=…
 
 # The agent, on the port whose name QEMU gave it (no udev: no /dev/virtio-ports).
 agent=

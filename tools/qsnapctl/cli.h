@@ -303,6 +303,7 @@ typedef enum JobEnd {
         JOB_END_READY,  /* stop waiting when it is ready (leave it mirroring) */
         JOB_END_PIVOT,  /* pivot when ready, wait for the end */
         JOB_END_FINISH, /* abort when ready (keep the copy), wait for the end */
+        JOB_END_SERVE,  /* it serves until aborted (a pull backup): Ctrl-C or --timeout ends it, a success */
 } JobEnd;
 /* Waits for the job; draws progress (verbose: also without a terminal).
  * timeout_sec: abort after that long (0: never). label: "Block Commit".
@@ -318,8 +319,9 @@ typedef struct JobStart {
         const char *label;
         JobEnd end_mode;
         bool wait;
-        /* Called once the job runs, before the wait (may be NULL). */
-        void (*started)(Ctx *c, const char *dpath, const char *job);
+        /* Called once the job runs, before the wait (may be NULL); may
+         * change how the wait ends. */
+        void (*started)(Ctx *c, const char *dpath, const char *job, struct JobStart *s);
 } JobStart;
 int wait_options(Ctx *c, JobStart *s, bool can_ready);
 int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret);

@@ -16,6 +16,7 @@
 #include "core/bitmaps.h"
 #include "core/domain-devices.h"
 #include "core/manager.h"
+#include "core/measure.h"
 #include "core/operation.h"
 #include "util/error.h"
 #include "util/util.h"
@@ -60,6 +61,7 @@ Manager *manager_free(Manager *m) {
                 domain_unref(d);
         }
         operation_kinds_free(m);
+        measure_state_free(m);
         free(m->config.state_dir);
         free(m->config.runtime_dir);
         free(m->config.qemu_binary);

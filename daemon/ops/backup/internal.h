@@ -33,6 +33,8 @@ typedef struct BackupDiskRun {
         char *device;        /* the disk's top node in QEMU */
         char *job_id;        /* QEMU's blockdev-backup job */
         char *bitmap;        /* the temporary bitmap of an incremental (NULL: full) */
+        char *since;         /* incremental: the checkpoint's bitmap, merged over the chain into `bitmap` */
+        char **since_nodes;  /* the layers (nodes) that hold it, top first: from the bitmap inventory */
         char *export_name;   /* pull */
         bool node_added;
         Job *job;            /* owned: the job tracker drives it */

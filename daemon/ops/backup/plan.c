@@ -29,6 +29,8 @@ void backup_disk_run_done(BackupDiskRun *r) {
         free(r->device);
         free(r->job_id);
         free(r->bitmap);
+        free(r->since);
+        strv_free(r->since_nodes);
         free(r->export_name);
         if (r->job) {
                 job_disown(r->job);
@@ -153,6 +155,45 @@ static int plan_server(Domain *d, BackupPlan *p, char **ret_message) {
         return path_check_writable(p->socket, ret_message);
 }
 
+/* An incremental disk: the checkpoint exists, has a bitmap on the disk, and
+ * nothing is known to be wrong with it (the run checks the images again). */
+static int plan_incremental(Domain *d, BackupDiskRun *r, const BackupDisk *bd, bool pull, char **ret_message) {
+        Checkpoint *c = checkpoint_tree_find(&d->checkpoints, bd->incremental);
+        const CheckpointDisk *cd = NULL;
+        _cleanup_free_ char *prefix = NULL;
+
+        if (!c) {
+                *ret_message = strprintf("Domain '%s' has no checkpoint named '%s'.", d->def->name, bd->incremental);
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
+        }
+        if (!domain_is_active(d)) {
+                *ret_message = strprintf("An incremental backup of shut-off domain '%s' is not supported yet; start "
+                                         "it (paused is enough) or take a full backup.", d->def->name);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        for (size_t i = 0; i < c->def->n_disks && !cd; i++)
+                if (streq(c->def->disks[i].name, r->target) && c->def->disks[i].type == CHECKPOINT_TYPE_BITMAP)
+                        cd = c->def->disks + i;
+        if (!cd) {
+                *ret_message = strprintf("Checkpoint '%s' has no bitmap for disk %s: back it up in full.",
+                                         bd->incremental, r->target);
+                return -QSNAP_E_OPERATION_INVALID;
+        }
+        prefix = strprintf("disk %s:", r->target);
+        if (!prefix)
+                return -ENOMEM;
+        for (char **why = c->problems; why && *why; why++)
+                if (strncmp(*why, prefix, strlen(prefix)) == 0) {
+                        *ret_message = strprintf("Checkpoint '%s' cannot give an incremental backup: %s. Delete it "
+                                                 "and take a full backup.", bd->incremental, *why);
+                        return -QSNAP_E_OPERATION_INVALID;
+                }
+        r->since = strdup(cd->bitmap ?: checkpoint_name(c));
+        /* A pull exports it (libvirt's exportbitmap), a push copies by it. */
+        r->bitmap = pull && bd->export_bitmap ? strdup(bd->export_bitmap) : strprintf("backup-%s", r->target);
+        return r->since && r->bitmap ? 0 : -ENOMEM;
+}
+
 static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_message) {
         const DomainDisk *disk = domain_def_find_disk(domain_current_def(d), bd->name);
         bool pull = p->def->mode == BACKUP_MODE_PULL;
@@ -177,11 +218,6 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 *ret_message = strprintf("Disk %s is transient; its data is thrown away at shut-down.", disk->target);
                 return -QSNAP_E_UNSUPPORTED;
         }
-        if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL || bd->incremental) {
-                *ret_message = strprintf("Disk %s: incremental backups need checkpoints, which qsnapd does not "
-                                         "offer yet; take a full backup.", bd->name);
-                return -QSNAP_E_UNSUPPORTED;
-        }
         if (pull && bd->format != DISK_FORMAT_QCOW2) {
                 *ret_message = strprintf("Disk %s: a scratch file must be qcow2 (it stands on the disk).", bd->name);
                 return -QSNAP_E_INVALID_ARGUMENT;
@@ -201,6 +237,11 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
         r->job_id = strprintf("%s.%s", p->id, disk->target);
         if (!r->target || !r->source || !r->path || !r->node || !r->job_id || (pull && bd->export_name && !r->export_name))
                 return -ENOMEM;
+        if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL) {
+                q = plan_incremental(d, r, bd, pull, ret_message);
+                if (q < 0)
+                        return q;
+        }
         q = image_virtual_size(disk->source, disk->format, &r->size);
         if (q < 0) {
                 *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
@@ -269,10 +310,9 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
                 *ret_message = strdup("checkpoint_xml: qsnapd does not create checkpoints yet; pass \"\".");
                 return -QSNAP_E_UNSUPPORTED;
         }
-        if (p->def->incremental) {
-                *ret_message = strprintf("<incremental>%s</incremental>: incremental backups need checkpoints, which "
-                                         "qsnapd does not offer yet; take a full backup.", p->def->incremental);
-                return -QSNAP_E_UNSUPPORTED;
+        if (p->def->incremental && !checkpoint_tree_find(&d->checkpoints, p->def->incremental)) {
+                *ret_message = strprintf("Domain '%s' has no checkpoint named '%s'.", d->def->name, p->def->incremental);
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
         }
 
         p->id = strprintf("backup-%" PRIx64, (uint64_t) ((p->start_time / 1000) & 0xffffffffffULL));

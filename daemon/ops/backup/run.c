@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/gate.h"
@@ -284,12 +285,21 @@ static void on_node_deleted(BackupOp *b, size_t index, int error, json_object *r
                 backup_finish(b);
 }
 
+static void on_bitmap_removed(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        if (b->pending == 0)
+                backup_finish(b);
+}
+
 static void cleanup_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
 
+                /* A push's temporary bitmap is on the disk's node (a pull's goes with the scratch node). */
+                if (r->bitmap && r->device && p->def->mode == BACKUP_MODE_PUSH)
+                        (void) BACKUP_SEND(b, i, on_bitmap_removed,
+                                           qmp_cmd_block_dirty_bitmap_remove(b->domain->qmp, r->device, r->bitmap, cb, ud));
                 if (!r->node_added)
                         continue;
                 r->node_added = false;
@@ -489,25 +499,51 @@ uint64_t backup_test_speed(void) {
         return e ? strtoull(e, NULL, 10) : 0;
 }
 
+/* One transaction: per incremental disk its temporary bitmap (disabled:
+ * an enabled one cannot be exported read-only) merged from the
+ * checkpoint's bitmap in every layer that holds it; per disk its
+ * blockdev-backup (push: full, or incremental by that bitmap; pull: none,
+ * the point in time kept in the scratch node, which carries the bitmap). */
 static void send_transaction(BackupOp *b) {
         BackupPlan *p = b->plan;
-        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, p->n_disks);
+        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, 3 * p->n_disks);
+        _cleanup_free_ QmpBitmapRef *refs = NULL;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
+        size_t n = 0, n_refs = 0, k = 0;
 
-        if (!actions)
-                return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         for (size_t i = 0; i < p->n_disks; i++)
-                actions[i] = (QmpBackupAction) {
+                n_refs += strv_length(p->disks[i].since_nodes);
+        refs = new0(QmpBitmapRef, n_refs + 1);
+        if (!actions || !refs)
+                return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+                const char *holder = pull ? r->node : r->device;
+
+                if (r->bitmap && r->since) {
+                        size_t first = k;
+
+                        for (char **node = r->since_nodes; node && *node; node++)
+                                refs[k++] = (QmpBitmapRef) { .node = *node, .name = r->since };
+                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_ADD, .node = holder,
+                                                           .name = r->bitmap, .persistent = false, .disabled = true };
+                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_MERGE, .node = holder,
+                                                           .name = r->bitmap, .sources = refs + first,
+                                                           .n_sources = k - first };
+                }
+                actions[n++] = (QmpBackupAction) {
                         .type = QMP_BACKUP_BLOCKDEV_BACKUP,
-                        .name = p->disks[i].job_id,
-                        .node = p->disks[i].device,
-                        .target = p->disks[i].node,
-                        .sync = pull ? "none" : "full",
+                        .name = r->job_id,
+                        .node = r->device,
+                        .target = r->node,
+                        .sync = pull ? "none" : r->since ? "incremental" : "full",
+                        .bitmap = !pull && r->since ? r->bitmap : NULL,
                         .speed = backup_test_speed(),
                 };
+        }
         /* crash points: backup:transaction */
         operation_crash_point(b->op, "transaction");
-        if (BACKUP_SEND(b, 0, on_transaction, qmp_cmd_transaction_backup(b->domain->qmp, actions, p->n_disks, cb, ud)) < 0)
+        if (BACKUP_SEND(b, 0, on_transaction, qmp_cmd_transaction_backup(b->domain->qmp, actions, n, cb, ud)) < 0)
                 backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot send the backup transaction.");
 }
 
@@ -531,9 +567,44 @@ static bool supports_direct_io(const char *path) {
         return fd >= 0;
 }
 
+static void add_nodes(BackupOp *b);
+
+/* §6: the bitmap is in the top image and in consecutive layers below it,
+ * each persistent, recording and consistent; else no incremental. */
+static void on_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory, void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        BackupOp *b = userdata;
+        BackupPlan *p = b->plan;
+
+        b->pending--;
+        if (error < 0)
+                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, message ?: "Cannot read the disks' bitmaps.");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+                const BitmapDisk *bd = r->since ? bitmap_inventory_disk(inv, r->target) : NULL;
+                _cleanup_free_ char *reason = NULL;
+                size_t depth = 0;
+
+                if (!r->since)
+                        continue;
+                if (!bd)
+                        reason = strprintf("QEMU shows no images of disk %s", r->target);
+                else if (bitmap_disk_check(bd, r->since, &depth, &reason) < 0)
+                        return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+                if (reason) {
+                        backup_failf(b, -QSNAP_E_OPERATION_INVALID, "No incremental backup from bitmap '%s': %s. Delete "
+                                     "the checkpoint and take a full backup.", r->since, reason);
+                        return backup_cleanup(b);
+                }
+                for (size_t l = 0; l < depth; l++)
+                        if (!bd->layers[l].node || strv_extend(&r->since_nodes, bd->layers[l].node) < 0)
+                                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "QEMU shows no node for a layer.");
+        }
+        add_nodes(b);
+}
+
 static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         BackupPlan *p = b->plan;
-        bool pull = p->def->mode == BACKUP_MODE_PULL;
 
         if (error < 0)
                 return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot list QEMU's block nodes.");
@@ -549,6 +620,22 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                         return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         }
         (void) backup_journal_write(b, "prepared");
+        for (size_t i = 0; i < p->n_disks; i++)
+                if (p->disks[i].since) {
+                        /* Which layers hold each checkpoint's bitmap, and whether it is usable. */
+                        if (bitmap_inventory_live(b->domain, on_inventory, b) < 0)
+                                backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot read the disks' bitmaps.");
+                        else
+                                b->pending++;
+                        return;
+                }
+        add_nodes(b);
+}
+
+static void add_nodes(BackupOp *b) {
+        BackupPlan *p = b->plan;
+        bool pull = p->def->mode == BACKUP_MODE_PULL;
+
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
 

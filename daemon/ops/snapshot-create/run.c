@@ -755,14 +755,19 @@ static void on_migrate(Qmp *qmp, int error, json_object *result, const char *cls
 }
 
 static void plan_save_memory(SnapshotPlan *p) {
-        _cleanup_free_ char *quoted = NULL, *command = NULL;
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *quoted = NULL, *command = NULL, *why = NULL;
+        _cleanup_close_ int fd = -EBADF, dirfd = -EBADF;
+        int r;
 
-        /* Created here, 0600 and exclusive; cat only appends into our file. */
-        fd = open(p->memory_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        /* Created here, 0600 and exclusive, in the folder the gate checks
+         * now; cat only appends into our file. */
+        r = gate_open_folder(p->domain, p->memory_file, "The memory state file", &dirfd, &why);
+        if (r < 0)
+                return plan_fail(p, r, "%s", strna(why));
+        fd = fs_create_at(dirfd, fs_basename(p->memory_file), 0600);
         if (fd < 0)
-                return plan_fail(p, errno == ENOSPC ? -ENOSPC : -QSNAP_E_PATH_NOT_ALLOWED, "Cannot create memory file %s: %m",
-                                 p->memory_file);
+                return plan_fail(p, fd == -ENOSPC ? -ENOSPC : -QSNAP_E_PATH_NOT_ALLOWED, "Cannot create memory file %s: %s",
+                                 p->memory_file, strerror(-fd));
         if (operation_undo_push(p->op, undo_memory_file, NULL) < 0 || operation_undo_push(p->op, undo_stop, NULL) < 0) {
                 (void) undo_memory_file(p->op, NULL);
                 operation_undo_clear(p->op);

@@ -482,6 +482,23 @@ static int parse_video(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, Domain
         return 1;
 }
 
+int xml_domain_devices_check_targets(XmlParser *p, const xmlNode *devices, const DomainDevices *d,
+                                     const DomainDisk *disks, size_t n_disks) {
+        /* A CD-ROM's id on QEMU's command line is its target, as a disk's
+         * is: they must differ (few CD-ROMs: a scan is fine). */
+        for (size_t i = 0; i < d->n_cdroms; i++) {
+                for (size_t j = 0; j < n_disks; j++)
+                        if (streq(d->cdroms[i].target, disks[j].target))
+                                return xml_parser_error(p, -EINVAL, devices, "CD-ROM target '%s' is also a disk's",
+                                                        XML_QUOTE(d->cdroms[i].target));
+                for (size_t j = 0; j < i; j++)
+                        if (streq(d->cdroms[i].target, d->cdroms[j].target))
+                                return xml_parser_error(p, -EINVAL, devices, "CD-ROM target '%s' is used more than once",
+                                                        XML_QUOTE(d->cdroms[i].target));
+        }
+        return 0;
+}
+
 int xml_domain_devices_parse_device(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, DomainDevices *d) {
         if (xml_node_is(n, "interface"))
                 return parse_interface(p, n, d);

@@ -615,7 +615,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                 return xml_parser_error(p, -EINVAL, disk_nodes[second],
                                         "disk target '%s' is used more than once, first on line %ld",
                                         XML_QUOTE(def->disks[second].target), xmlGetLineNo(disk_nodes[first]));
-        return 0;
+        return xml_domain_devices_check_targets(p, n, &def->devices, def->disks, def->n_disks);
 }
 
 /* Where each element was first seen: the second one is an error naming it. */

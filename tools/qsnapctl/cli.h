@@ -9,6 +9,7 @@
 #pragma once
 
 #include <json-c/json.h>
+#include <libxml/tree.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -186,6 +187,13 @@ int read_input(const char *path, char **ret);
 char *xml_escape(const char *s);
 /* An XML document to stdout, ending in a newline. */
 void print_xml_text(const char *xml);
+/* Reading qsnapd's XML: parsed without network, DTD or error output (NULL
+ * when not well-formed); the first element child of n named name (n may be
+ * NULL), the next sibling element of that name, an attribute (malloc'ed). */
+xmlDocPtr xml_parse(const char *xml);
+xmlNodePtr xml_child(xmlNodePtr n, const char *name);
+xmlNodePtr xml_next(xmlNodePtr n, const char *name);
+char *xml_attr(xmlNodePtr n, const char *name);
 /* Appends printf output to *buf (NULL: starts it). */
 int strappendf(char **buf, const char *fmt, ...) _printf_(2, 3);
 

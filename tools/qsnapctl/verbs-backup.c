@@ -9,34 +9,16 @@
  * a client reads it from. domjobabort ends the domain's backup (virsh's
  * name; a pull backup ends that way).
  */
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include "cli.h"
 
 enum {
         BACKUP_BEGIN_REUSE_EXTERNAL = 1,
 };
 
-static xmlNodePtr child(xmlNodePtr n, const char *name) {
-        for (xmlNodePtr k = n ? n->children : NULL; k; k = k->next)
-                if (k->type == XML_ELEMENT_NODE && xmlStrEqual(k->name, BAD_CAST name))
-                        return k;
-        return NULL;
-}
-
-static char *attr(xmlNodePtr n, const char *name) {
-        xmlChar *v = n ? xmlGetProp(n, BAD_CAST name) : NULL;
-        char *r = v ? strdup((const char *) v) : NULL;
-
-        xmlFree(v);
-        return r;
-}
-
 /* "nbd+unix:///vda?socket=/run/x.sock" or "nbd://host:port/vda" */
 static char *nbd_uri(xmlNodePtr server, const char *export) {
-        _cleanup_free_ char *transport = attr(server, "transport"), *socket = attr(server, "socket"),
-                            *host = attr(server, "name"), *port = attr(server, "port");
+        _cleanup_free_ char *transport = xml_attr(server, "transport"), *socket = xml_attr(server, "socket"),
+                            *host = xml_attr(server, "name"), *port = xml_attr(server, "port");
 
         if (streq_ptr(transport, "unix"))
                 return strprintf("nbd+unix:///%s?socket=%s", export, strna(socket));
@@ -58,30 +40,28 @@ static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobS
         if (sd_bus_call_method(c->bus, QSNAP_BUS_NAME, dpath, QSNAP_DOMAIN_IFACE, "BackupGetXMLDesc", &error, &reply,
                                NULL) >= 0 &&
             sd_bus_message_read(reply, "s", &xml) >= 0)
-                doc = xmlReadMemory(xml, (int) strlen(xml), "backup.xml", NULL,
-                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+                doc = xml_parse(xml);
         sd_bus_error_free(&error);
         root = doc ? xmlDocGetRootElement(doc) : NULL;
-        mode = attr(root, "mode");
-        server = child(root, "server");
-        for (xmlNodePtr d = child(child(root, "disks"), "disk"); d; d = d->next) {
+        mode = xml_attr(root, "mode");
+        server = xml_child(root, "server");
+        for (xmlNodePtr d = xml_child(xml_child(root, "disks"), "disk"); d; d = xml_next(d, "disk")) {
                 _cleanup_free_ char *name = NULL, *backup = NULL, *export = NULL, *where = NULL;
                 json_object *o;
-                if (d->type != XML_ELEMENT_NODE || !xmlStrEqual(d->name, BAD_CAST "disk"))
-                        continue;
-                name = attr(d, "name");
-                backup = attr(d, "backup");
+
+                name = xml_attr(d, "name");
+                backup = xml_attr(d, "backup");
                 if (streq_ptr(backup, "no"))
                         continue;
                 o = json_object_new_object();
                 json_object_object_add(o, "disk", json_str(name));
                 if (streq_ptr(mode, "pull")) {
-                        export = attr(d, "exportname");
+                        export = xml_attr(d, "exportname");
                         where = nbd_uri(server, export ?: strna(name));
                         json_object_object_add(o, "export", json_str(export ?: name));
                         json_object_object_add(o, "uri", json_str(where));
                 } else {
-                        where = attr(child(d, "target"), "file");
+                        where = xml_attr(xml_child(d, "target"), "file");
                         json_object_object_add(o, "target", json_str(where));
                 }
                 json_object_array_add(disks, o);

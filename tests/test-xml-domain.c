@@ -212,7 +212,11 @@ static void test_libvirt_full(void) {
 
         /* Unknown children kept in order, with their content. */
         CHECK(strv_length(def->extra_domain) == 12);
-        CHECK(strv_length(def->extra_os) == 4);
+        CHECK(strv_length(def->extra_os) == 2); /* <firmware>, <boot>; <loader>, <nvram> are modelled */
+        CHECK_STREQ(def->firmware.loader, "/usr/share/edk2/ovmf/OVMF_CODE.fd");
+        CHECK_STREQ(def->firmware.nvram, "/var/lib/libvirt/qemu/nvram/fedora_VARS.fd");
+        CHECK_STREQ(def->firmware.nvram_template, "/usr/share/edk2/ovmf/OVMF_VARS.fd");
+        CHECK(def->firmware.nvram_format == DISK_FORMAT_RAW && !def->firmware.nvram_format_given);
         CHECK(strv_length(def->extra_devices) == 10);
         if (strv_length(def->extra_domain) == 12) {
                 CHECK_CONTAINS(def->extra_domain[0], "<title>Fedora &amp; friends</title>");
@@ -224,8 +228,8 @@ static void test_libvirt_full(void) {
                 CHECK_CONTAINS(def->extra_domain[11],
                                "<qemu:commandline xmlns:qemu=\"http://libvirt.org/schemas/domain/qemu/1.0\">");
         }
-        if (strv_length(def->extra_os) == 4)
-                CHECK_STREQ(def->extra_os[3], "<boot dev=\"hd\"/>");
+        if (strv_length(def->extra_os) == 2)
+                CHECK_STREQ(def->extra_os[1], "<boot dev=\"hd\"/>");
         if (strv_length(def->extra_devices) == 10) {
                 CHECK_CONTAINS(def->extra_devices[2], "<mac address=\"52:54:00:6b:3c:58\"/>");
                 CHECK_CONTAINS(def->extra_devices[6], "<graphics type=\"spice\"");
@@ -1087,6 +1091,58 @@ static void test_qemu_passthrough(void) {
         }
 }
 
+/* UEFI: <loader>/<nvram> modelled and written back; what qsnapd cannot
+ * run is refused with the reason; the guest agent channel is noted. */
+static void test_firmware_and_agent(void) {
+        static const char *const xml =
+                "<domain><name>u</name><memory>1</memory><os><type>hvm</type>\n"
+                "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n"
+                "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='qcow2'>/v/u_VARS.qcow2</nvram>\n"
+                "<boot dev='hd'/></os><devices><channel type='unix'><source mode='bind'/>"
+                "<target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices></domain>";
+        static const struct {
+                const char *xml;
+                const char *message;
+        } bad[] = {
+                { "<domain><name>u</name><memory>1</memory><os>\n<loader type='rom'>/f</loader></os></domain>",
+                  "line 2: <loader type='rom'>: qsnapd runs firmware as pflash only" },
+                { "<domain><name>u</name><memory>1</memory><os>\n<loader type='pflash'>/f</loader></os></domain>",
+                  "line 2: <loader> must be readonly='yes'" },
+                { "<domain><name>u</name><memory>1</memory><os>\n<loader readonly='yes' type='pflash'>f</loader></os>"
+                  "</domain>", "line 2: <loader> 'f'" },
+                { "<domain><name>u</name><memory>1</memory>\n<os><nvram>/v</nvram></os></domain>",
+                  "line 2: <nvram> needs a <loader type='pflash'>" },
+                { "<domain><name>u</name><memory>1</memory><os><loader readonly='yes' type='pflash'>/f</loader>\n"
+                  "<nvram format='vmdk'>/v</nvram></os></domain>", "line 2: <nvram format='vmdk'>: raw or qcow2" },
+                { "<domain><name>u</name><memory>1</memory><devices>\n<channel type='pty'>"
+                  "<target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices></domain>",
+                  "line 2: the guest agent <channel> must be type='unix'" },
+        };
+        _cleanup_(domain_def_freep) DomainDef *def = parse_ok(xml), *again = NULL, *copy = NULL;
+        _cleanup_free_ char *out = NULL, *out2 = NULL;
+
+        if (!def)
+                return;
+        CHECK_STREQ(def->firmware.loader, "/usr/share/OVMF/OVMF_CODE_4M.fd");
+        CHECK_STREQ(def->firmware.nvram, "/v/u_VARS.qcow2");
+        CHECK_STREQ(def->firmware.nvram_template, "/usr/share/OVMF/OVMF_VARS_4M.fd");
+        CHECK(def->firmware.nvram_format == DISK_FORMAT_QCOW2);
+        CHECK(def->agent_channel);
+        out = format_ok(def, 0);
+        CHECK_CONTAINS(out, "<loader readonly=\"yes\" type=\"pflash\">/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n"
+                            "    <nvram template=\"/usr/share/OVMF/OVMF_VARS_4M.fd\" format=\"qcow2\">/v/u_VARS.qcow2</nvram>\n"
+                            "    <boot dev=");
+        CHECK(strstr(out, "<boot dev=")); /* kept, after the firmware */
+        again = parse_ok(out);
+        CHECK(again && again->agent_channel && again->firmware.nvram_format == DISK_FORMAT_QCOW2);
+        out2 = again ? format_ok(again, 0) : NULL;
+        CHECK_STREQ(out, out2);
+        CHECK(domain_def_copy(def, &copy) == 0);
+        CHECK(copy && streq_ptr(copy->firmware.nvram, def->firmware.nvram) && copy->agent_channel);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                parse_fails(bad[i].xml, strlen(bad[i].xml), -QSNAP_E_INVALID_XML, 0, bad[i].message);
+}
+
 static void test_backing_chain(void) {
         _cleanup_(domain_def_freep) DomainDef *def = parse_fixture("two-disks.xml"), *back = NULL;
         _cleanup_free_ char *out = NULL, *plain = NULL, *empty = NULL;
@@ -1476,6 +1532,7 @@ int main(int argc, char **argv) {
         test_extras();
         test_secrets();
         test_qemu_passthrough();
+        test_firmware_and_agent();
         test_devices();
         test_qemu_commandline();
         test_device_errors();

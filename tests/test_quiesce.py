@@ -217,7 +217,7 @@ class QuiesceTest(QuiesceTestCase):
         disks = self.h.get_property(dom, D, 'Disks')
         self.assertNotEqual(disks[0][2], img)
         self.h.flush_live(dom, 'vda')
-        q.qemu_io_read_pattern(img, 0x5a, 0, MiB)
+        self.assertTrue(q.qemu_io_read_pattern(img, 0x5a, 0, MiB), 'the old active file holds the data written before')
         self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
 
         # Without QUIESCE, no fsfreeze, agent or not.

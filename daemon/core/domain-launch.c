@@ -22,6 +22,7 @@
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "qemu/image.h"
 #include "util/error.h"
 #include "util/util.h"
@@ -128,6 +129,30 @@ static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***arg
         return 0;
 }
 
+/* UEFI: the firmware code and the domain's variable store as the two
+ * pflash devices of the machine (-machine …,pflash0=,pflash1=). */
+static int domain_launch_firmware_args(const DomainDef *def, char ***argv) {
+        const DomainFirmware *f = def_firmware(def);
+        json_object *o;
+        int r;
+
+        if (!f)
+                return 0;
+        r = json_blockdev(&o, NVRAM_CODE_NODE, DISK_FORMAT_RAW, f->loader, true, NULL);
+        if (r >= 0)
+                r = strv_extend(argv, "-blockdev");
+        if (r >= 0)
+                r = strv_extend_json(argv, o);
+        if (r < 0)
+                return r;
+        r = json_blockdev(&o, NVRAM_VARS_NODE, f->nvram_format, f->nvram, false, NULL);
+        if (r >= 0)
+                r = strv_extend(argv, "-blockdev");
+        if (r >= 0)
+                r = strv_extend_json(argv, o);
+        return r;
+}
+
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
@@ -157,7 +182,10 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
         ADD("-display");
         ADD("none");
         ADD("-machine");
-        ADD("%s", def->machine ?: "q35");
+        if (def_firmware(def))
+                ADD("%s,pflash0=" NVRAM_CODE_NODE ",pflash1=" NVRAM_VARS_NODE, def->machine ?: "q35");
+        else
+                ADD("%s", def->machine ?: "q35");
         ADD("-m");
         ADD("%" PRIu64 "K", def->memory_kib);
         ADD("-smp");
@@ -203,6 +231,8 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
                 ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
         }
         r = domain_launch_agent_args(d, def, &argv);
+        if (r >= 0)
+                r = domain_launch_firmware_args(def, &argv);
         if (r < 0)
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …

@@ -26,6 +26,7 @@
 #include "core/domain-launch.h"
 #include "core/domain.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
@@ -684,6 +685,8 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 return r;
 
         r = domain_launch_transient_overlays(d, live, ret_message);
+        if (r >= 0)
+                r = nvram_prepare(live, ret_message);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);

@@ -30,6 +30,7 @@
 #include "core/manager.h"
 #include "core/measure.h"
 #include "core/operation.h"
+#include "core/nvram.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-delete/internal.h"
 #include "qemu/child.h"
@@ -367,6 +368,22 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         return 0;
 }
 
+/* UEFI: the copy of the variable store an external snapshot kept goes
+ * with it (only one beside the store: never a file REDEFINE'd metadata
+ * names elsewhere); an internal tag in a qcow2 store is deleted offline
+ * here, live by qmp_delete_start() (run.c). */
+static int plan_nvram(Domain *d, Snapshot *s, bool live, VictimPlan *vp) {
+        const DomainDef *cur = domain_current_def(d);
+
+        if (s->def->nvram_file && nvram_snapshot_path_ok(cur, s->def->nvram_file) &&
+            strv_extend(&vp->unlink, s->def->nvram_file) < 0)
+                return -ENOMEM;
+        if (s->def->nvram_internal && !live && def_firmware(cur) && access(cur->firmware.nvram, F_OK) >= 0)
+                return action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s),
+                                          cur->firmware.nvram, NULL);
+        return 0;
+}
+
 int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *vp, char **ret_message) {
         const DomainDef *cur = domain_current_def(d);
         bool live = domain_is_active(d);
@@ -389,6 +406,9 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                 if (strv_extend(&vp->unlink, s->def->memory_file) < 0)
                         return -ENOMEM;
         }
+        r = plan_nvram(d, s, live, vp);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < s->def->n_disks; i++) {
                 const SnapshotDisk *sd = s->def->disks + i;

@@ -44,7 +44,10 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
-  disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone; a
+  disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone;
+  --verbose into a pipe prints plain lines; an incremental since a checkpoint
+  copies only what was written since (checkpoint-list --size said so) and
+  full <- incremental equals the disk; a
   pull backup prints its NBD URI, which qemu-img reads back equal to the
   disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
@@ -995,7 +998,7 @@ class BackupTest(QsnapctlTest):
         self.ok('define', '-', stdin=q.domain_xml('bk vm', [q.Disk('vda', self.img)]))
         self.dom = h.domain_path('bk vm')
         self.ok('start', 'bk vm')
-        self.addCleanup(lambda: (qc('stop', 'bk vm'), qc('undefine', 'bk vm')))
+        self.addCleanup(lambda: (qc('stop', 'bk vm'), qc('undefine', 'bk vm', '--checkpoints-metadata')))
 
     def assert_same_image(self, target):
         r = q.run([q.QEMU_IMG, 'compare', '-U', self.img, target])
@@ -1052,6 +1055,38 @@ class BackupTest(QsnapctlTest):
         self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
         self.assertTrue(q.spin(lambda: h.get_property(b['job'], J, 'State') == 'canceled', 30))
         self.assertTrue(q.spin(lambda: not os.path.exists(target), 30), 'an aborted backup leaves no target')
+
+    def test_incremental_after_checkpoint(self):
+        """checkpoint c1, a full backup (--verbose into a pipe: plain lines), 1 MiB written, checkpoint-list
+        --size says 1 MiB, an incremental since c1 copies that 1 MiB; full <- incremental is the disk."""
+        h = self.h
+        self.ok('checkpoint-create-as', 'bk vm', 'c1')
+        rc, out, err = qc('backup-begin', 'bk vm', '--verbose')
+        self.assertEqual(rc, 0, out + err)
+        self.assertNotIn('\r', out)
+        lines = out.splitlines()
+        full = re.match(r'^  vda: (/\S+)$', lines[0]).group(1)
+        self.assertRegex(lines[-1], r'^Backup: completed \(32 MiB in \d+:\d\d\)$')
+        self.assertGreaterEqual(len(lines), 4, out)
+        for line in lines[1:-1]:
+            self.assertRegex(line, r'^Backup: \d+ % \(\d+(\.\d)? ([KM]i)?B of 32 MiB(, \d+(\.\d)? [KM]iB/s)?(, ETA \d+:\d\d)?\)$')
+        h.write_pattern_live(self.dom, 'vda', 0xbb, MiB, MiB)
+        self.assertRegex(self.ok('checkpoint-list', 'bk vm', '--size').splitlines()[2], r'^ c1 +.* 1(\.0)? MiB$')
+        inc = os.path.join(h.images_dir, 'bk-inc.qcow2')
+        xml_file = os.path.join(h.root, 'bk-inc.xml')
+        with open(xml_file, 'w') as f:
+            f.write("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
+                    "<target file='%s'/><driver type='qcow2'/></disk></disks></domainbackup>" % inc)
+        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(out.splitlines()[0], '  vda: ' + inc)
+        self.assertRegex(out.splitlines()[-1], r'^Backup: completed \(1(\.0)? MiB in \d+:\d\d\)$')
+        h.flush_live(self.dom, 'vda')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', full, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_same_image(inc)
+        out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file.replace('bk-inc', 'no-such'))
+        self.assertIn('Failed to read', err)
 
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")

@@ -108,6 +108,7 @@ done
 if [ -n "$agent" ]; then
         wait_for "$agent" 30
         qemu-ga -m virtio-serial -p "$agent" -t /run > /dev/ttyS0 2>&1 &
+        agent_pid=$!
         say AGENT "$agent"
 else
         say NO-AGENT
@@ -159,6 +160,11 @@ while true; do
         mv /mnt/counter.tmp /mnt/counter
         sync /mnt/data /mnt
         say COUNT $c
+        # qsnap.kill_agent_at=N on the kernel command line: qemu-ga is
+        # killed once the counter reaches N (tests of an agent that dies).
+        case " $(cat /proc/cmdline) " in
+        *" qsnap.kill_agent_at=$c "*) kill -9 $agent_pid; say AGENT-KILLED;;
+        esac
         usleep 200000
 done
 '''

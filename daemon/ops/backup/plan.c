@@ -47,6 +47,10 @@ BackupPlan *backup_plan_free(BackupPlan *p) {
         backup_def_free(p->def);
         free(p->id);
         free(p->socket);
+        checkpoint_def_free(p->checkpoint);
+        strv_free(p->cp_targets);
+        strv_free(p->cp_sources);
+        strv_free(p->cp_nodes);
         free(p);
         return NULL;
 }
@@ -255,6 +259,64 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
         return check_file(d, r, p->flags & BACKUP_BEGIN_REUSE_EXTERNAL, pull ? "scratch file" : "target", ret_message);
 }
 
+/* checkpoint_xml: a new checkpoint as CreateCheckpoint makes it (the same
+ * rules: default name, bitmaps named after it, qcow2 disks, parent = the
+ * current one), its bitmaps added in the backup's transaction. */
+static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret_message) {
+        const DomainDef *dom = domain_current_def(d);
+        CheckpointDef *def;
+        int r;
+
+        if (!domain_is_active(d)) {
+                *ret_message = strprintf("A checkpoint with the backup of shut-off domain '%s' is not supported yet; "
+                                         "create it with CreateCheckpoint.", d->def->name);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        r = checkpoint_def_parse(xml, strlen(xml), 0, &p->checkpoint, ret_message);
+        if (r < 0)
+                return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
+        def = p->checkpoint;
+        if (!def->name && !(def->name = strprintf("%" PRIu64, p->start_time / USEC_PER_SEC)))
+                return -ENOMEM;
+        if (checkpoint_tree_find(&d->checkpoints, def->name)) {
+                *ret_message = strprintf("Domain '%s' already has a checkpoint named '%s'.", d->def->name, def->name);
+                return -QSNAP_E_ALREADY_EXISTS;
+        }
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (def->disks[i].bitmap && !streq(def->disks[i].bitmap, def->name)) {
+                        *ret_message = strprintf("Disk %s: bitmap '%s' differs from the checkpoint's name '%s'; a new "
+                                                 "checkpoint's bitmaps are named after it.", def->disks[i].name,
+                                                 def->disks[i].bitmap, def->name);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+        r = checkpoint_def_align(def, dom, ret_message);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const DomainDisk *disk = domain_def_find_disk(dom, def->disks[i].name);
+
+                if (def->disks[i].type != CHECKPOINT_TYPE_BITMAP || !disk)
+                        continue;
+                if (disk->format != DISK_FORMAT_QCOW2) {
+                        *ret_message = strprintf("Checkpoint for disk %s unsupported for storage type raw: its image "
+                                                 "cannot hold a bitmap.", disk->target);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+                if (domain_disk_job(d, disk->target)) {
+                        *ret_message = strprintf("Disk %s of domain '%s' is busy with a job.", disk->target, d->def->name);
+                        return -QSNAP_E_BUSY;
+                }
+                if (strv_extend(&p->cp_targets, disk->target) < 0 || strv_extend(&p->cp_sources, disk->source) < 0)
+                        return -ENOMEM;
+        }
+        free(def->parent);
+        def->parent = d->checkpoints.current ? strdup(checkpoint_name(d->checkpoints.current)) : NULL;
+        def->creation_time = (int64_t) (p->start_time / USEC_PER_SEC);
+        def->has_creation_time = true;
+        def->domain_xml = mfree(def->domain_xml);
+        return domain_format_xml(d, false, true, &def->domain_xml);
+}
+
 static int plan_state(Domain *d, BackupMode mode, char **ret_message) {
         if (d->backup) {
                 *ret_message = strprintf("A backup of domain '%s' runs already; one at a time.", d->def->name);
@@ -307,8 +369,9 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         if (r < 0)
                 return r;
         if (!isempty(checkpoint_xml)) {
-                *ret_message = strdup("checkpoint_xml: qsnapd does not create checkpoints yet; pass \"\".");
-                return -QSNAP_E_UNSUPPORTED;
+                r = plan_checkpoint(d, p, checkpoint_xml, ret_message);
+                if (r < 0)
+                        return r;
         }
         if (p->def->incremental && !checkpoint_tree_find(&d->checkpoints, p->def->incremental)) {
                 *ret_message = strprintf("Domain '%s' has no checkpoint named '%s'.", d->def->name, p->def->incremental);
@@ -316,7 +379,8 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         }
 
         p->id = strprintf("backup-%" PRIx64, (uint64_t) ((p->start_time / 1000) & 0xffffffffffULL));
-        suffix = strprintf("%" PRIu64, p->start_time / USEC_PER_SEC);
+        /* libvirt: targets are named after the new checkpoint, else the start time. */
+        suffix = p->checkpoint ? strdup(p->checkpoint->name) : strprintf("%" PRIu64, p->start_time / USEC_PER_SEC);
         scratch_suffix = strprintf("%s", p->id);
         socket = strprintf("%s/%s.backup.sock", d->manager->config.runtime_dir, d->def->uuid);
         if (!p->id || !suffix || !scratch_suffix || !socket)

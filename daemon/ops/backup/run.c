@@ -240,6 +240,29 @@ void backup_remove_files(BackupOp *b, bool keep_targets) {
                 (void) unlink(p->socket);
 }
 
+/* The backup succeeds: it ran, nothing failed, and a push was not aborted
+ * (a pull ends by its Abort). */
+static bool backup_succeeds(BackupOp *b) {
+        return b->running && b->error >= 0 && !(b->aborted && b->plan->def->mode == BACKUP_MODE_PUSH);
+}
+
+/* The checkpoint's metadata, once its backup succeeded. */
+static void store_checkpoint(BackupOp *b) {
+        Domain *d = b->domain;
+        Checkpoint *previous = d->checkpoints.current, *c = NULL;
+        _cleanup_free_ char *name = strdup(b->plan->checkpoint->name);
+        int r;
+
+        r = checkpoint_tree_add(&d->checkpoints, TAKE_PTR(b->plan->checkpoint), true, &c);
+        if (r < 0) {
+                backup_failf(b, r, "The backup completed, but the metadata of checkpoint '%s' cannot be stored: %s",
+                             strna(name), qsnap_strerror(r));
+                return;
+        }
+        log_info("Domain '%s': checkpoint '%s' created with backup %s.", d->def->name, strna(name), b->plan->id);
+        manager_notify_checkpoint_added(d->manager, d, c, previous);
+}
+
 void backup_finish(BackupOp *b) {
         _cleanup_(domain_unrefp) Domain *d = domain_ref(b->domain);
         DomainDoneFunc recovered;
@@ -248,6 +271,8 @@ void backup_finish(BackupOp *b) {
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         JobState state;
 
+        if (p->checkpoint && backup_succeeds(b))
+                store_checkpoint(b);
         backup_remove_files(b, b->running && b->error >= 0 && !b->aborted);
         /* A pull ends by its Abort: that is its success. */
         if (b->error < 0)
@@ -292,6 +317,12 @@ static void on_bitmap_removed(BackupOp *b, size_t index, int error, json_object 
 
 static void cleanup_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
+
+        /* No checkpoint without its backup: its bitmaps go again. */
+        for (size_t i = 0; b->running && p->checkpoint && !backup_succeeds(b) && p->cp_nodes && p->cp_nodes[i]; i++)
+                (void) BACKUP_SEND(b, i, on_bitmap_removed,
+                                   qmp_cmd_block_dirty_bitmap_remove(b->domain->qmp, p->cp_nodes[i], p->checkpoint->name,
+                                                                     cb, ud));
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
@@ -506,7 +537,7 @@ uint64_t backup_test_speed(void) {
  * the point in time kept in the scratch node, which carries the bitmap). */
 static void send_transaction(BackupOp *b) {
         BackupPlan *p = b->plan;
-        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, 3 * p->n_disks);
+        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, 3 * p->n_disks + strv_length(p->cp_nodes));
         _cleanup_free_ QmpBitmapRef *refs = NULL;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         size_t n = 0, n_refs = 0, k = 0;
@@ -516,6 +547,10 @@ static void send_transaction(BackupOp *b) {
         refs = new0(QmpBitmapRef, n_refs + 1);
         if (!actions || !refs)
                 return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+        /* The new checkpoint: its bitmaps start recording at the backup's point in time. */
+        for (char **node = p->cp_nodes; p->checkpoint && node && *node; node++)
+                actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_ADD, .node = *node,
+                                                   .name = p->checkpoint->name, .persistent = true };
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
                 const char *holder = pull ? r->node : r->device;
@@ -600,6 +635,17 @@ static void on_inventory(Domain *d, int error, const char *message, BitmapInvent
                         if (!bd->layers[l].node || strv_extend(&r->since_nodes, bd->layers[l].node) < 0)
                                 return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "QEMU shows no node for a layer.");
         }
+        /* The new checkpoint's name must be free in every top image (§6). */
+        for (size_t i = 0; p->checkpoint && p->cp_targets && p->cp_targets[i]; i++) {
+                const BitmapDisk *bd = bitmap_inventory_disk(inv, p->cp_targets[i]);
+
+                if (bd && bd->n_layers > 0 && bitmap_layer_find(bd->layers, p->checkpoint->name)) {
+                        backup_failf(b, -QSNAP_E_ALREADY_EXISTS, "A bitmap named '%s' is already in disk %s's image %s "
+                                     "and no checkpoint claims it: CreateCheckpoint with REDEFINE adopts it, or choose "
+                                     "another name.", p->checkpoint->name, p->cp_targets[i], bd->layers[0].path);
+                        return backup_cleanup(b);
+                }
+        }
         add_nodes(b);
 }
 
@@ -619,9 +665,16 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                 if (!r->device)
                         return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         }
+        for (char **src = p->cp_sources; src && *src; src++) {
+                const char *node = NULL;
+
+                if (qmp_find_format_node(result, *src, &node) <= 0 || strv_extend(&p->cp_nodes, node) < 0)
+                        return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
+                                                    "QEMU's block graph does not show a disk's active file as qsnapd knows it.");
+        }
         (void) backup_journal_write(b, "prepared");
         for (size_t i = 0; i < p->n_disks; i++)
-                if (p->disks[i].since) {
+                if (p->disks[i].since || p->checkpoint) {
                         /* Which layers hold each checkpoint's bitmap, and whether it is usable. */
                         if (bitmap_inventory_live(b->domain, on_inventory, b) < 0)
                                 backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot read the disks' bitmaps.");

@@ -87,8 +87,9 @@ static int find_disk_index(const DomainDef *def, const char *name) {
 
 /* REUSE_EXT: the file must be a qcow2 whose backing file is the disk's
  * current active file. */
-static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
+static int check_reused_overlay(Domain *d, const PlanDisk *pd, char **ret_message) {
         _cleanup_(image_chain_done) ImageChain chain = {};
+        _cleanup_free_ char *why = NULL;
         char a[PATH_MAX], b[PATH_MAX];
         struct stat st;
 
@@ -97,7 +98,7 @@ static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
                 *ret_message = strprintf("REUSE_EXT: %s is not an existing regular file.", pd->overlay);
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        if (image_read_chain(pd->overlay, DISK_FORMAT_QCOW2, &chain) < 0 || chain.n_layers < 2 ||
+        if (gate_read_chain(d, pd->overlay, DISK_FORMAT_QCOW2, &chain, &why) < 0 || chain.n_layers < 2 ||
             !realpath(chain.layers[1].path, a) || !realpath(pd->disk->source, b) || !streq(a, b)) {
                 *ret_message = strprintf("REUSE_EXT: %s must be a qcow2 image whose backing file is %s.", pd->overlay,
                                          pd->disk->source);
@@ -195,7 +196,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
         /* REUSE_EXT allows an existing file; a missing one is made (libvirt). */
         pd->reuse = (p->flags & SNAPSHOT_CREATE_REUSE_EXT) && access(pd->overlay, F_OK) >= 0;
         if (pd->reuse) {
-                r = check_reused_overlay(pd, ret_message);
+                r = check_reused_overlay(p->domain, pd, ret_message);
                 if (r < 0)
                         return r;
         } else {

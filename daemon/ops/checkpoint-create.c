@@ -9,6 +9,7 @@
 
 #include "core/bitmaps.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/checkpoint-create.h"
@@ -24,7 +25,8 @@ struct CheckpointPlan {
         Domain *domain;
         Operation *op;
         CheckpointDef *def;
-        bool redefine, validate;
+        bool redefine, validate, quiesce;
+        bool frozen; /* guest-fsfreeze-freeze sent, no thaw yet */
         /* per bitmap disk, filled from the inventory: */
         char **targets, **paths, **nodes;
         size_t n_disks;
@@ -121,9 +123,21 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
         _cleanup_free_ char *error = NULL;
         int r;
 
-        if (flags & CHECKPOINT_CREATE_QUIESCE) {
-                *ret_message = strdup("QUIESCE needs a guest agent channel, which qsnapd does not drive yet.");
+        /* QUIESCE as for snapshots: the guest agent freezes the guest's
+         * filesystems around the transaction. */
+        if ((flags & CHECKPOINT_CREATE_QUIESCE) && (flags & CHECKPOINT_CREATE_REDEFINE)) {
+                *ret_message = strdup("QUIESCE does not go with REDEFINE (nothing is taken).");
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        if ((flags & CHECKPOINT_CREATE_QUIESCE) && !domain_has_agent_channel(d)) {
+                *ret_message = strprintf("QUIESCE needs a guest agent: domain '%s' has no <channel> with "
+                                         "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
                 return -QSNAP_E_UNSUPPORTED;
+        }
+        if ((flags & CHECKPOINT_CREATE_QUIESCE) && d->state != DOMAIN_RUNNING) {
+                *ret_message = strprintf("QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
+                                         d->def->name, domain_state_to_string(d->state));
+                return -QSNAP_E_OPERATION_INVALID;
         }
         if ((flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE) && !(flags & CHECKPOINT_CREATE_REDEFINE)) {
                 *ret_message = strdup("REDEFINE_VALIDATE (4) goes only with REDEFINE (1).");
@@ -134,6 +148,7 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
                 return -ENOMEM;
         p->redefine = flags & CHECKPOINT_CREATE_REDEFINE;
         p->validate = flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE;
+        p->quiesce = flags & CHECKPOINT_CREATE_QUIESCE;
         r = checkpoint_def_parse(xml, strlen(xml), p->redefine ? CHECKPOINT_PARSE_REDEFINE : 0, &p->def, &error);
         if (r < 0) {
                 *ret_message = strprintf("Invalid checkpoint XML: %s", strna(error));
@@ -204,6 +219,28 @@ static int undo_offline_bitmaps(Operation *o, void *data) {
         return 0;
 }
 
+/* The checkpoint failed after the freeze went out: thaw. */
+static int undo_freeze(Operation *o, void *data) {
+        CheckpointPlan *p = o->plan;
+
+        if (p->frozen) {
+                p->frozen = false;
+                (void) domain_agent_command(o->domain, "guest-fsfreeze-thaw", NULL, NULL, NULL, NULL);
+        }
+        return 0;
+}
+
+static void on_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        CheckpointPlan *p = userdata;
+
+        /* The checkpoint is taken either way (qemu-ga thaws by itself
+         * after its own timeout): said loudly. */
+        if (error < 0)
+                log_error("Domain '%s': checkpoint taken, but the guest could not be thawed: %s", d->def->name,
+                          strna(message));
+        plan_done(p, 0, NULL);
+}
+
 static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                              void *userdata) {
         CheckpointPlan *p = userdata;
@@ -211,26 +248,53 @@ static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const cha
         if (error < 0)
                 return operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s",
                                          strna(desc));
+        if (p->frozen) {
+                p->frozen = false;
+                if (domain_agent_command(p->domain, "guest-fsfreeze-thaw", NULL, on_thawed, p, NULL) >= 0)
+                        return;
+                log_error("Domain '%s': checkpoint taken, but the guest could not be thawed.", p->domain->def->name);
+        }
         plan_done(p, 0, NULL);
 }
 
+static void send_transaction(CheckpointPlan *p);
+
+static void on_frozen(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        CheckpointPlan *p = userdata;
+
+        if (error < 0)
+                return operation_finish(p->op, error, message); /* undo_freeze thaws */
+        log_info("Domain '%s': guest filesystems frozen for checkpoint '%s'.", d->def->name, p->def->name);
+        send_transaction(p);
+}
+
+static void send_transaction(CheckpointPlan *p) {
+        _cleanup_free_ QmpBitmapAction *a = new0(QmpBitmapAction, p->n_disks);
+
+        if (!a)
+                return operation_finish(p->op, -ENOMEM, NULL);
+        for (size_t i = 0; i < p->n_disks; i++)
+                a[i] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->nodes[i], .name = p->def->name,
+                                           .persistent = true };
+        if (!p->domain->qmp || qmp_cmd_transaction_bitmaps(p->domain->qmp, a, p->n_disks, on_bitmaps_added, p) < 0)
+                operation_finish(p->op, -QSNAP_E_NOT_RUNNING, "QEMU went away.");
+}
+
 static void plan_add_bitmaps(CheckpointPlan *p, bool live) {
-        _cleanup_free_ QmpBitmapAction *a = NULL;
         _cleanup_free_ char *message = NULL;
         int r;
 
-        if (live) {
-                a = new0(QmpBitmapAction, p->n_disks);
-                if (!a)
-                        return operation_finish(p->op, -ENOMEM, NULL);
-                for (size_t i = 0; i < p->n_disks; i++)
-                        a[i] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->nodes[i], .name = p->def->name,
-                                                   .persistent = true };
-                if (!p->domain->qmp ||
-                    qmp_cmd_transaction_bitmaps(p->domain->qmp, a, p->n_disks, on_bitmaps_added, p) < 0)
-                        return operation_finish(p->op, -QSNAP_E_NOT_RUNNING, "QEMU went away.");
+        if (live && p->quiesce) {
+                p->frozen = true;
+                r = operation_undo_push(p->op, undo_freeze, NULL);
+                if (r >= 0)
+                        r = domain_agent_command(p->domain, "guest-fsfreeze-freeze", NULL, on_frozen, p, &message);
+                if (r < 0)
+                        return operation_finish(p->op, r, message);
                 return;
         }
+        if (live)
+                return send_transaction(p);
         r = operation_undo_push(p->op, undo_offline_bitmaps, NULL);
         if (r < 0)
                 return operation_finish(p->op, r, NULL);
@@ -265,6 +329,9 @@ static int plan_journal(CheckpointPlan *p) {
                         json_object_object_add(e, "node", json_object_new_string(p->nodes[i]));
         }
         json_object_object_add(o, "disks", TAKE_PTR(disks));
+        /* QUIESCE: the guest may be left frozen; the recovery thaws it. */
+        if (p->quiesce)
+                json_object_object_add(o, "quiesce", json_object_new_boolean(true));
         return operation_journal_write(p->op, o);
 }
 
@@ -383,6 +450,11 @@ typedef struct Recovery {
 } Recovery;
 
 static void recovery_end(Domain *d, Recovery *rc) {
+        if (json_get_bool(rc->journal, "quiesce") && d->qmp) {
+                log_notice("Domain '%s': the interrupted checkpoint may have frozen the guest's filesystems; thawing.",
+                           d->def->name);
+                (void) domain_agent_command(d, "guest-fsfreeze-thaw", NULL, NULL, NULL, NULL);
+        }
         op_journal_remove(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND);
         if (rc->done)
                 rc->done(d, 0, NULL, NULL, rc->userdata);

@@ -259,6 +259,8 @@ MATRIX = {
         ],
     },
     'Domain.CreateCheckpoint': {
+        'AgentUnresponsive': ['test_quiesce.py CheckpointQuiesceTest.test_checkpoint_quiesce'],
+        'QemuFailed': ['test_quiesce.py CheckpointQuiesceTest.test_checkpoint_quiesce'],
         'InvalidArgument': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
         'InvalidXML': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
         'AlreadyExists': [
@@ -268,11 +270,7 @@ MATRIX = {
         'NoSuchDisk': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
         'NoSuchCheckpoint': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
         'Unsupported': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
-        'OperationInvalid': [
-            'test_checkpoints.py DeleteTest.test_missing_bitmap_shown_and_repaired',
-            'test_checkpoints.py QuiesceCheckpointTest.test_quiesce',
-        ],
-        'QemuFailed': ['test_checkpoints.py QuiesceCheckpointTest.test_quiesce'],
+        'OperationInvalid': ['test_checkpoints.py DeleteTest.test_missing_bitmap_shown_and_repaired'],
         'Busy': ['test_checkpoints.py RefusalTest.test_busy_while_a_job_holds_a_disk'],
         'AccessDenied': [
             'test_auth_matrix.py AuthMatrixTest.test_matrix',

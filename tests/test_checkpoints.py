@@ -32,7 +32,6 @@ granularity.
   whole checkpoint or none, and no bitmap without metadata.
 """
 
-import os
 import re
 import xml.etree.ElementTree as ET
 
@@ -725,46 +724,6 @@ class ChainTest(CheckpointCase):
                 self.assertEqual(h.get_property(c1, C, 'Problems'), [])
                 self.assertEqual(self.size(c1), 3 * MiB)
                 h.call(dom, D, 'Stop', (0,), 't')
-
-
-class QuiesceCheckpointTest(CheckpointCase):
-    """QUIESCE (2): the guest agent freezes the filesystems around the
-    bitmap transaction (a fake qemu-ga, as tests/test_quiesce.py)."""
-
-    harness_options = {'daemon_args': ['--agent-timeout=2']}
-
-    def test_quiesce(self):
-        import test_quiesce as tq
-        h = self.h
-        img = h.create_image('qv.qcow2', '16M')
-        text = q.domain_xml('qv', [q.Disk('vda', img)]).replace('  </devices>', tq.CHANNEL + '  </devices>')
-        dom = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (text, 0), 'st')
-        with self.assertDBusError(q.ERROR_PREFIX + 'OperationInvalid'):
-            self.create(dom, cp_xml('c1'), QUIESCE)
-        h.call(dom, D, 'Start', (0,), 't')
-        path = os.path.join(h.runtime_dir, h.get_property(dom, D, 'UUID') + '.agent')
-        fake = tq.FakeAgent(path)
-        self.addCleanup(fake.close)
-        h.restart_daemon(kill=False)
-        q.wait_until(lambda: h.get_property(dom, D, 'AgentConnected'), 15, 'AgentConnected')
-        mark = h.daemon_log_mark()
-        c1 = self.create(dom, cp_xml('c1'), QUIESCE)
-        self.assertEqual(fake.fs_commands(), ['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw'])
-        log = h.daemon_log_since(mark)
-        frozen = log.find('guest filesystems frozen')
-        transaction = log.find('"block-dirty-bitmap-add"')
-        thaw = log.find('"execute":"guest-fsfreeze-thaw"')
-        self.assertTrue(0 <= frozen < transaction < thaw, 'freeze, transaction, thaw out of order in:\n' + log)
-        self.assertIn('c1', self.node_bitmaps(dom)[img])
-        # The agent refuses the freeze: its text, a thaw, nothing changed.
-        fake.answers['guest-fsfreeze-freeze'] = {
-            'error': {'class': 'GenericError', 'desc': 'failed to freeze /mnt: Operation not supported'}}
-        with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed') as e:
-            self.create(dom, cp_xml('c2'), QUIESCE)
-        self.assertIn('failed to freeze /mnt: Operation not supported', e.exception.message)
-        fake.wait_for('guest-fsfreeze-thaw', 2)
-        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
-        self.assertNotIn('c2', self.node_bitmaps(dom)[img])
 
 
 if __name__ == '__main__':

@@ -709,6 +709,101 @@ class IncrementalTest(BackupTestCase):
         self.assertEqual(self.dprop(dom, 'Jobs'), [])
 
 
+def make_x509(folder):
+    """A CA, a server certificate for localhost and a client certificate,
+    as QEMU's tls-creds-x509 reads them: folder/server holds ca-cert.pem,
+    server-cert.pem, server-key.pem; folder/client ca-cert.pem,
+    client-cert.pem, client-key.pem."""
+    server, client = os.path.join(folder, 'server'), os.path.join(folder, 'client')
+    for d in (server, client):
+        os.makedirs(d, exist_ok=True)
+    ca_key, ca_cert = os.path.join(folder, 'ca-key.pem'), os.path.join(folder, 'ca-cert.pem')
+
+    def ossl(*args):
+        r = q.run(['openssl'] + list(args))
+        if r.returncode != 0:
+            raise RuntimeError('openssl %s: %s' % (' '.join(args), r.stderr))
+    ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', ca_key, '-out', ca_cert, '-days', '2',
+         '-subj', '/CN=qsnaptest CA', '-addext', 'basicConstraints=critical,CA:TRUE',
+         '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
+    for who, usage in (('server', 'serverAuth'), ('client', 'clientAuth')):
+        d = os.path.join(folder, who)
+        key, csr, cert = os.path.join(d, who + '-key.pem'), os.path.join(folder, who + '.csr'), \
+            os.path.join(d, who + '-cert.pem')
+        ext = os.path.join(folder, who + '.ext')
+        with open(ext, 'w') as f:
+            f.write('basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n'
+                    'extendedKeyUsage=%s\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' % usage)
+        ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost')
+        ossl('x509', '-req', '-in', csr, '-CA', ca_cert, '-CAkey', ca_key, '-CAcreateserial', '-out', cert,
+             '-days', '2', '-extfile', ext)
+        with open(ca_cert) as src, open(os.path.join(d, 'ca-cert.pem'), 'w') as dst:
+            dst.write(src.read())
+    return server, client
+
+
+class TcpTest(BackupTestCase):
+    """Pull over TCP: a port chosen when none is given (shown by
+    BackupGetXMLDesc), and with tls='yes' a tls-creds-x509 object on the
+    documented folder ($QSNAPD_NBD_TLS_DIR here): plain NBD is refused, a
+    client with a certificate of the same CA reads the point in time."""
+
+    def convert_tcp(self, port, out, tls_dir=None):
+        args = [q.QEMU_IMG, 'convert', '-O', 'raw']
+        opts = 'driver=nbd,host=localhost,port=%d,export=vda' % port
+        if tls_dir:
+            args += ['--object', 'tls-creds-x509,id=tls0,dir=%s,endpoint=client' % tls_dir]
+            opts += ',tls-creds=tls0'
+        return q.run(args + ['--image-opts', opts, out], timeout=120)
+
+    def test_pull_over_tcp(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        job = self.begin(dom, "<domainbackup mode='pull'><server transport='tcp' name='localhost'/></domainbackup>")
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('transport'), 'tcp')
+        port = int(server.get('port'))
+        self.assertGreater(port, 0)
+        self.write_b_while_running(dom, job)
+        out = h.image_path('tcp.raw')
+        r = self.convert_tcp(port, out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertNotEqual(self.convert_tcp(port, h.image_path('after.raw')).returncode, 0,
+                            'the export still serves after Abort')
+        self.assert_no_backup_left(dom, [])
+
+    def test_pull_over_tls(self):
+        h = self.h
+        server_dir, client_dir = make_x509(os.path.join(h.root, 'pki'))
+        xml = "<domainbackup mode='pull'><server transport='tcp' name='localhost' tls='yes'/></domainbackup>"
+        # without credentials in the folder: refused, nothing started
+        h.restart_daemon(kill=False, env={'QSNAPD_NBD_TLS_DIR': os.path.join(h.root, 'nothing')})
+        dom, img = self.make_domain()
+        self.assert_refused(dom, E + 'OperationInvalid', 'BackupBegin', (xml, '', 0), 'sst')
+        h.restart_daemon(kill=False, env={'QSNAPD_NBD_TLS_DIR': server_dir})
+        ref = self.reference(dom)
+        job = self.begin(dom, xml)
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('tls'), 'yes')
+        port = int(server.get('port'))
+        self.write_b_while_running(dom, job)
+        r = self.convert_tcp(port, h.image_path('plain.raw'))
+        self.assertNotEqual(r.returncode, 0, 'plain NBD read a TLS export')
+        out = h.image_path('tls.raw')
+        r = self.convert_tcp(port, out, client_dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        objects = [o['name'] for o in h.qmp(dom, 'qom-list', {'path': '/objects'})['return']]
+        self.assertEqual([o for o in objects if o.startswith('tls-')], [], 'the credentials object stayed')
+        self.assert_no_backup_left(dom, [])
+
+
 class RefusalTest(BackupTestCase):
     def test_refusals_change_nothing(self):
         h = self.h

@@ -45,7 +45,8 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
   disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone;
-  --verbose into a pipe prints plain lines; an incremental since a checkpoint
+  --verbose into a pipe prints plain lines; an existing target is
+  AlreadyExists without --reuse-external; an incremental since a checkpoint
   copies only what was written since (checkpoint-list --size said so) and
   full <- incremental equals the disk; a
   pull backup prints its NBD URI, which qemu-img reads back equal to the
@@ -1077,7 +1078,15 @@ class BackupTest(QsnapctlTest):
         with open(xml_file, 'w') as f:
             f.write("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
                     "<target file='%s'/><driver type='qcow2'/></disk></disks></domainbackup>" % inc)
-        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '--wait')
+        # The target exists: refused (nothing changes) unless --reuse-external.
+        r = q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', inc, '32M'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertNamedError(err, 'AlreadyExists')
+        running = [j for j in h.get_property(self.dom, D, 'Jobs')
+                   if h.get_property(j, J, 'State') not in ('completed', 'canceled', 'failed')]
+        self.assertEqual(running, [], 'a refused backup starts no job')
+        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '--wait', '--reuse-external')
         self.assertEqual(rc, 0, out + err)
         self.assertEqual(out.splitlines()[0], '  vda: ' + inc)
         self.assertRegex(out.splitlines()[-1], r'^Backup: completed \(1(\.0)? MiB in \d+:\d\d\)$')

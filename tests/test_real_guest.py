@@ -30,6 +30,9 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   the disk-only one (shut off; started, the guest boots, mounts and
   verifies every file, its counter from the snapshot's time), delete each
   (merges), and the final image is clean with verified files.
+- <on_poweroff>preserve</on_poweroff>: the guest powers off and the domain
+  is paused (QEMU kept, the state of the moment); <on_reboot>destroy</on_reboot>:
+  the guest reboots and the domain is shut off; the filesystem is clean.
 - <domain type='qemu'> runs under TCG (query-kvm: not enabled); the
   launch log shows -accel tcg.
 """
@@ -119,8 +122,8 @@ def devices_xml(cdrom, serial1_sock, bridge):
 
 
 class RealGuestTest(SnapshotTestCase):
-    def guest(self, name, devices='', extra=''):
-        gu = g.Guest(self.h, name, devices=devices, extra=extra)
+    def guest(self, name, devices='', **kw):
+        gu = g.Guest(self.h, name, devices=devices, **kw)
         self.addCleanup(gu.close)
         return gu
 
@@ -193,7 +196,8 @@ class RealGuestTest(SnapshotTestCase):
         self.assertEqual(h.qmp(dom, 'query-kvm')['return']['enabled'], False, "type='qemu' is TCG")
         cpu = h.qmp(dom, 'query-cpu-definitions')  # the QEMU answers; the model is in the launch line
         self.assertIn('return', cpu)
-        log = open(h.domain_log(dom)).read()
+        with open(h.domain_log(dom)) as f:
+            log = f.read()
         self.assertIn('-accel tcg', log)
         self.assertIn('-cpu max', log)
         self.assertIn('-kernel ', log)
@@ -277,6 +281,22 @@ class RealGuestTest(SnapshotTestCase):
         self.assert_image_clean(img, 'after deleting every snapshot')
         ok, out = q.qemu_img_check(img)
         self.assertTrue(ok, out)
+
+    def test_on_poweroff_and_on_reboot(self):
+        h = self.h
+        gu = self.guest('life', cmdline_extra='qsnap.then=poweroff', on_poweroff='preserve')
+        gu.start()
+        gu.serial.wait_for(r'^QSNAP-GUEST-THEN poweroff$', what='the guest powering off')
+        q.wait_until(lambda: self.dprop(gu.path, 'State') == 'paused', 60, 'on_poweroff preserve: paused')
+        self.assertEqual(h.qmp(gu.path, 'query-status')['return']['status'], 'shutdown')
+        self.stop(gu.path)
+        self.assert_image_clean(gu.disk, 'after the poweroff')
+
+        gu2 = self.guest('life2', cmdline_extra='qsnap.then=reboot', on_reboot='destroy')
+        gu2.start()
+        gu2.serial.wait_for(r'^QSNAP-GUEST-THEN reboot$', what='the guest rebooting')
+        q.wait_until(lambda: self.dprop(gu2.path, 'State') == 'shutoff', 60, 'on_reboot destroy: shut off')
+        self.assert_image_clean(gu2.disk, 'after the reboot')
 
 
 if __name__ == '__main__':

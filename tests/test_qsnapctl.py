@@ -48,9 +48,10 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   --verbose into a pipe prints plain lines; an existing target is
   AlreadyExists without --reuse-external; an incremental since a checkpoint
   copies only what was written since (checkpoint-list --size said so) and
-  full <- incremental equals the disk; a
-  pull backup prints its NBD URI, which qemu-img reads back equal to the
-  disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
+  full <- incremental equals the disk; the checkpoints made by
+  --checkpointxml and by CHECKPOINTXML on stdin are there after; a
+  pull backup prints its NBD URI (UNIX socket, or TCP with the port qsnapd
+  chose), which qemu-img reads back equal to the disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
 - Every flag of the bus API reached by its named option: each command's
   method call read off a bus monitor (member, flags, bandwidth in units).
@@ -1007,6 +1008,15 @@ class BackupTest(QsnapctlTest):
         r = q.run([q.QEMU_IMG, 'check', '-U', target])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def assert_export_is_disk(self, uri):
+        """What an NBD client reads at uri is the disk (the guest wrote nothing since the backup began)."""
+        copy = os.path.join(self.h.root, 'pulled.raw')
+        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw', uri, copy])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', copy, self.img])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        os.unlink(copy)
+
     def test_push_wait_bar_and_ctrl_c(self):
         h = self.h
         rec = h.record_signals(self.dom, J, 'Progress')
@@ -1058,15 +1068,20 @@ class BackupTest(QsnapctlTest):
         self.assertTrue(q.spin(lambda: not os.path.exists(target), 30), 'an aborted backup leaves no target')
 
     def test_incremental_after_checkpoint(self):
-        """checkpoint c1, a full backup (--verbose into a pipe: plain lines), 1 MiB written, checkpoint-list
-        --size says 1 MiB, an incremental since c1 copies that 1 MiB; full <- incremental is the disk."""
+        """A full backup that makes checkpoint c1 (--checkpointxml; --verbose into a pipe: plain lines), 1 MiB
+        written, checkpoint-list --size says 1 MiB, an incremental since c1 that makes c2 copies that 1 MiB;
+        full <- incremental is the disk."""
         h = self.h
-        self.ok('checkpoint-create-as', 'bk vm', 'c1')
-        rc, out, err = qc('backup-begin', 'bk vm', '--verbose')
+        cp_file = os.path.join(h.root, 'bk-c1.xml')
+        with open(cp_file, 'w') as f:
+            f.write('<domaincheckpoint><name>c1</name></domaincheckpoint>')
+        rc, out, err = qc('backup-begin', 'bk vm', '--checkpointxml', cp_file, '--verbose')
         self.assertEqual(rc, 0, out + err)
         self.assertNotIn('\r', out)
         lines = out.splitlines()
         full = re.match(r'^  vda: (/\S+)$', lines[0]).group(1)
+        self.assertEqual(full, self.img + '.c1', 'a push target is named after the new checkpoint')
+        self.assertEqual(self.ok('checkpoint-list', 'bk vm', '--name'), 'c1\n')
         self.assertRegex(lines[-1], r'^Backup: completed \(32 MiB in \d+:\d\d\)$')
         self.assertGreaterEqual(len(lines), 4, out)
         for line in lines[1:-1]:
@@ -1086,8 +1101,10 @@ class BackupTest(QsnapctlTest):
         running = [j for j in h.get_property(self.dom, D, 'Jobs')
                    if h.get_property(j, J, 'State') not in ('completed', 'canceled', 'failed')]
         self.assertEqual(running, [], 'a refused backup starts no job')
-        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '--wait', '--reuse-external')
+        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '-', '--wait', '--reuse-external',
+                          stdin='<domaincheckpoint><name>c2</name></domaincheckpoint>')
         self.assertEqual(rc, 0, out + err)
+        self.assertEqual(self.json_of('checkpoint-parent', 'bk vm', 'c2'), {'name': 'c2', 'parent': 'c1'})
         self.assertEqual(out.splitlines()[0], '  vda: ' + inc)
         self.assertRegex(out.splitlines()[-1], r'^Backup: completed \(1(\.0)? MiB in \d+:\d\d\)$')
         h.flush_live(self.dom, 'vda')
@@ -1106,12 +1123,7 @@ class BackupTest(QsnapctlTest):
         root = ET.fromstring(self.ok('backup-dumpxml', 'bk vm'))
         self.assertEqual(root.get('mode'), 'pull')
         self.assertEqual(uri.split('socket=')[1], root.find('server').get('socket'))
-        # The export is the disk as it was at the start.
-        copy = os.path.join(self.h.root, 'pulled.raw')
-        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw', uri, copy])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', copy, self.img])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_export_is_disk(uri)
         out, err = self.fails(1, 'backup-begin', 'bk vm')
         self.assertNamedError(err, 'Busy')
         self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
@@ -1119,6 +1131,14 @@ class BackupTest(QsnapctlTest):
         self.assertNamedError(err, 'OperationInvalid')
         out, err = self.fails(1, 'domjobabort', 'bk vm')
         self.assertIn("Domain 'bk vm' has no running backup.", err)
+
+        # Over TCP: the URI names the port qsnapd chose.
+        b = json.loads(self.ok('backup-begin', 'bk vm', '-', '--json',
+                               stdin="<domainbackup mode='pull'><server transport='tcp' name='127.0.0.1'/></domainbackup>"))
+        self.assertEqual((b['mode'], b['disks'][0]['disk'], b['disks'][0]['export']), ('pull', 'vda', 'vda'), b)
+        self.assertRegex(b['disks'][0]['uri'], r'^nbd://127\.0\.0\.1:\d+/vda$')
+        self.assert_export_is_disk(b['disks'][0]['uri'])
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
 
         # Under --wait a pull backup serves until Ctrl-C, which ends it: a success, the socket gone.
         xml_file = os.path.join(self.h.root, 'bk-pull.xml')

@@ -381,6 +381,16 @@ class UsageTest(QsnapctlTest):
         self.fails(2, 'help', 'no-such-verb')
 
 
+    def test_every_error_has_a_meaning(self):
+        """Each error name qsnapd answers (daemon/util/error.c) has a meaning in qsnapctl's table, so that
+        an error is never printed as a bare name."""
+        with open(q.source_path('daemon', 'util', 'error.c')) as f:
+            names = set(re.findall(r'\] = "([A-Z][A-Za-z]+)"', f.read()))
+        with open(q.source_path('tools', 'qsnapctl', 'cli-bus.c')) as f:
+            meanings = set(re.findall(r'\{ "([A-Z][A-Za-z]+)",', f.read()))
+        self.assertGreater(len(names), 15)
+        self.assertEqual(sorted(names - meanings), [], 'qsnapctl has no meaning for these errors')
+
     def test_checkpoint_print_xml(self):
         """checkpoint-create-as --print-xml: the <domaincheckpoint> its options describe, escaped, no bus call
         needed beyond the connection (the domain need not exist)."""

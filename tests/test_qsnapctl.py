@@ -280,6 +280,18 @@ class QsnapctlTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return [x for x in r.stdout.split('\n') if x]
 
+    def assertBarFollowsSignals(self, text, rec, label):
+        """The bar qsnapctl drew on a terminal (text) went up to 100 % through at least three values, never back,
+        each one a Progress signal recorded by rec (or the first reading) carried."""
+        q.spin(lambda: False, 0.3)
+        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
+        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+        self.assertGreaterEqual(len(set(drawn)), 3, text)
+        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
+        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
+        self.assertEqual(drawn[-1], 100)
+        self.assertIn('\r\x1b[K%s: [' % label, text)
+
     def assertNamedError(self, err, name, meaning_word=None):
         """error: Name (meaning): message — never a bare D-Bus name."""
         self.assertRegex(err, r'^error: %s \([^)]+\): .+' % name, err)
@@ -368,6 +380,16 @@ class UsageTest(QsnapctlTest):
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
         self.fails(2, 'help', 'no-such-verb')
 
+
+    def test_every_error_has_a_meaning(self):
+        """Each error name qsnapd answers (daemon/util/error.c) has a meaning in qsnapctl's table, so that
+        an error is never printed as a bare name."""
+        with open(q.source_path('daemon', 'util', 'error.c')) as f:
+            names = set(re.findall(r'\] = "([A-Z][A-Za-z]+)"', f.read()))
+        with open(q.source_path('tools', 'qsnapctl', 'cli-bus.c')) as f:
+            meanings = set(re.findall(r'\{ "([A-Z][A-Za-z]+)",', f.read()))
+        self.assertGreater(len(names), 15)
+        self.assertEqual(sorted(names - meanings), [], 'qsnapctl has no meaning for these errors')
 
     def test_checkpoint_print_xml(self):
         """checkpoint-create-as --print-xml: the <domaincheckpoint> its options describe, escaped, no bus call
@@ -705,15 +727,7 @@ class BlockJobTest(QsnapctlTest):
         rc = pty.finish()
         text = pty.text()
         self.assertEqual(rc, 0, text)
-        q.spin(lambda: False, 0.3)
-        # Every percentage drawn is one a Progress signal (or the first reading) carried.
-        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
-        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
-        self.assertGreaterEqual(len(set(drawn)), 3, text)
-        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
-        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
-        self.assertEqual(drawn[-1], 100)
-        self.assertIn('\r\x1b[KBlock Commit: [', text)
+        self.assertBarFollowsSignals(text, rec, 'Block Commit')
         self.assertRegex(text, r'\d+(\.\d)? MiB of \d+(\.\d)? MiB  \d+(\.\d)? [KM]iB/s  ETA \d+:\d\d')
         self.assertRegex(text, r'\nBlock Commit: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
         self.assertEqual(self.chain(), [self.base, self.top])
@@ -1027,14 +1041,7 @@ class BackupTest(QsnapctlTest):
         # Where it went, then the bar from the Progress signals, then one final line.
         target = re.search(r'^  vda: (/\S+)\r?$', text, re.M).group(1)
         self.assertTrue(target.startswith(self.img + '.'), text)
-        q.spin(lambda: False, 0.3)
-        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
-        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
-        self.assertGreaterEqual(len(set(drawn)), 3, text)
-        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
-        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
-        self.assertEqual(drawn[-1], 100)
-        self.assertIn('\r\x1b[KBackup: [', text)
+        self.assertBarFollowsSignals(text, rec, 'Backup')
         self.assertRegex(text, r'\nBackup: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
         self.assert_same_image(target)
         out, err = self.fails(1, 'backup-dumpxml', 'bk vm')

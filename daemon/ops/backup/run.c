@@ -192,9 +192,15 @@ static void on_disk_job_finished(Job *j, void *userdata) {
                  job_state_to_string(j->state), j->error ? ": " : "", strempty(j->error));
         if (j->state == JOB_STATE_FAILED)
                 backup_failf(b, -QSNAP_E_QEMU_FAILED, "%s", strna(j->error));
-        else if (j->state == JOB_STATE_CANCELED && !b->ending && !b->aborted)
-                backup_failf(b, -QSNAP_E_QEMU_FAILED, "The backup job of disk %s was cancelled behind qsnapd's back.",
-                             r->target);
+        else if (j->state == JOB_STATE_CANCELED && !b->ending && !b->aborted) {
+                /* QEMU cancels its jobs when it quits. */
+                if (b->domain->quit_requested || b->domain->shutdown_seen)
+                        backup_failf(b, -QSNAP_E_QEMU_FAILED, "Domain '%s' stopped before the backup of disk %s ended.",
+                                     b->domain->def->name, r->target);
+                else
+                        backup_failf(b, -QSNAP_E_QEMU_FAILED, "The backup job of disk %s was cancelled behind "
+                                     "qsnapd's back.", r->target);
+        }
         backup_progress(b);
         backup_check_end(b);
 }

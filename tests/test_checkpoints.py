@@ -698,6 +698,33 @@ class ChainTest(CheckpointCase):
         self.assertEqual(self.size(c1), 3 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
 
+    def test_snapshot_delete_offline(self):
+        """Shut off, qemu-img commit and rebase write through the images'
+        enabled bitmaps: the checkpoint stays usable, its changes kept."""
+        h = self.h
+        for merge in ('forward', 'backward'):
+            with self.subTest(merge=merge):
+                dom, imgs = self.domain('off' + merge, disks=('vda',))
+                c1 = self.create(dom, cp_xml('c1'))
+                h.call(dom, D, 'Start', (0,), 't')
+                h.write_pattern_live(dom, 'vda', 0x91, 0, MiB)
+                xml = ("<domainsnapshot><name>s1</name><disks><disk name='vda' snapshot='external'>"
+                       "<on_delete merge='%s'/></disk></disks></domainsnapshot>" % merge)
+                s1 = h.call(dom, D, 'CreateSnapshot', (xml, DISK_ONLY), 'st')
+                h.write_pattern_live(dom, 'vda', 0x92, 4 * MiB, MiB)
+                self.snapshot(dom, 's2')
+                h.write_pattern_live(dom, 'vda', 0x93, 8 * MiB, MiB)
+                h.call(dom, D, 'Stop', (0,), 't')
+                job = h.call(s1, S, 'Delete', (0,), 't')
+                if job != '/':
+                    self.job_state(job, 'completed', 'failed')
+                    self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+                self.assertEqual(len(h.get_property(dom, D, 'Disks')[0][3].split(' <- ')), 2)
+                h.call(dom, D, 'Start', (0,), 't')
+                self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+                self.assertEqual(self.size(c1), 3 * MiB)
+                h.call(dom, D, 'Stop', (0,), 't')
+
 
 if __name__ == '__main__':
     q.main()

@@ -40,8 +40,8 @@ static char *opt_escape(const char *s) {
 }
 
 static bool is_kvm(const DomainDef *def) {
-        /* libvirt's meaning: type='qemu' is TCG, type='kvm' KVM (and no
-         * silent fallback to a 50 times slower TCG: docs/decisions.md). */
+        /* type='qemu' is TCG (libvirt); type='kvm' asks for KVM and falls
+         * back to TCG where there is none (docs/decisions.md). */
         return !streq_ptr(def->type, "qemu");
 }
 
@@ -65,6 +65,10 @@ static int machine_argv(const DomainDef *def, char ***argv) {
         int r;
 
         r = add(argv, "-accel", "%s", is_kvm(def) ? "kvm" : "tcg");
+        if (r >= 0 && is_kvm(def))
+                /* The second -accel is QEMU's fallback when KVM cannot start
+                 * (no /dev/kvm: a container, a CI machine, nested virt off). */
+                r = add(argv, "-accel", "%s", "tcg");
         if (r >= 0 && hw->cpu_mode != DOMAIN_CPU_DEFAULT)
                 /* QEMU has no host-model; under TCG "host" does not exist
                  * and "max" is everything TCG can emulate. */

@@ -113,6 +113,9 @@ void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names,
 }
 
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
+        /* A copy's target gets its bitmaps before anybody hears of READY. */
+        if (IN_SET(e, JOB_EVENT_READY, JOB_EVENT_FINISHED, JOB_EVENT_REMOVED))
+                bitmaps_job_event(d, j->id, e == JOB_EVENT_READY, e != JOB_EVENT_READY);
         if (m->observer && m->observer->job_event)
                 m->observer->job_event(d, j, e, m->observer_userdata);
 }

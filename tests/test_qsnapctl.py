@@ -41,7 +41,8 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   against ListChildren, --tree drawn as virsh draws it, --parent --size
   with the bytes written since, --json; checkpoint-info/-parent/-dumpxml
   (--no-domain --size); checkpoint-delete (--metadata, --children) leaving
-  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
+  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named; a
+  bitmap removed by hand shown unusable with qsnapd's reason, and deleted.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
   disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone;
@@ -884,7 +885,7 @@ class CheckpointTest(QsnapctlTest):
     def setUp(self):
         super().setUp()
         h = self.h
-        img = h.create_image('ckpt.qcow2', '32M')
+        img = self.img = h.create_image('ckpt.qcow2', '32M')
         self.ok('define', '-', stdin=q.domain_xml('ck vm', [q.Disk('vda', img)]))
         self.dom = h.domain_path('ck vm')
         self.ok('start', 'ck vm')
@@ -997,6 +998,23 @@ class CheckpointTest(QsnapctlTest):
         nodes = h.qmp(self.dom, 'query-named-block-nodes', {'flat': True})['return']
         self.assertEqual([b.get('name') for n in nodes for b in n.get('dirty-bitmaps', []) if b.get('name')], [],
                          'the bitmaps are gone from the images')
+
+        # A bitmap removed by hand while the domain is off: shown unusable, with the reason; delete repairs.
+        self.ok('stop', V)
+        self.ok('checkpoint-create-as', V, 'k')
+        r = q.run([q.QEMU_IMG, 'bitmap', '--remove', self.img, 'k'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.ok('start', V)
+        # qsnapd finds the problem once QEMU runs, a moment after Start answered.
+        k = h.call(self.dom, D, 'LookupCheckpoint', ('k',), 's')
+        self.assertTrue(q.spin(lambda: h.get_property(k, C, 'Problems'), 30), 'the missing bitmap is never noticed')
+        info = self.json_of('checkpoint-info', V, 'k')
+        self.assertEqual((len(info['problems']), info['size']), (1, None), info)
+        text = self.ok('checkpoint-info', V, 'k')
+        self.assertIn('\nSize:           - (no usable bitmap)\nUsable:         no\nProblems:       %s\n'
+                      % info['problems'][0], text)
+        self.assertEqual(self.ok('checkpoint-delete', V, 'k'), 'Domain checkpoint k deleted\n')
+        self.assertEqual(self.json_of('checkpoint-list', V), [])
 
 
 class BackupTest(QsnapctlTest):

@@ -20,7 +20,8 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   the guest answers qsnapd's agent client: AgentConnected), and
   <qemu:commandline> arguments (an SMBIOS serial the guest reads). GetXMLDesc writes every
   device back; the CD-ROM is not one of the Disks and no snapshot touches
-  it. Internal snapshot with memory of the running guest with all these
+  it (virsh's snapshot='no' for it is accepted, snapshot='external'
+  refused). Internal snapshot with memory of the running guest with all these
   devices, revert to it (the guest's counter goes back and the writer goes
   on), delete it.
 - While the guest writes: an external disk-only snapshot (its frozen file
@@ -199,6 +200,7 @@ class RealGuestTest(SnapshotTestCase):
         with open(h.domain_log(dom)) as f:
             log = f.read()
         self.assertIn('-accel tcg', log)
+        self.assertNotIn('-accel kvm', log)
         self.assertIn('-cpu max', log)
         self.assertIn('-kernel ', log)
 
@@ -210,8 +212,15 @@ class RealGuestTest(SnapshotTestCase):
         self.assertEqual([d[0] for d in self.dprop(dom, 'Disks')], ['vda'])
 
         # Internal snapshot with memory, with all these devices.
+        # A CD-ROM is never snapshotted: virsh's snapshot='no' for it is
+        # accepted, asking for more is InvalidArgument and changes nothing.
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument') as cm:
+            self.create(dom, snap_xml('bad', disks=[('vda', 'external'), ('sda', 'external')]), DISK_ONLY)
+        self.assertIn('CD-ROM', cm.exception.message)
+        self.assertEqual(h.call(dom, D, 'ListSnapshots', (0,), 't'), [])
+        self.assertEqual(self.active(dom)['vda'], gu.disk)
         c0 = gu.wait_count((gu.count or 0) + 2)
-        i1 = self.create(dom, snap_xml('i1'), 0, timeout=120)
+        i1 = self.create(dom, snap_xml('i1', disks=[('vda', 'internal'), ('sda', 'no')]), 0, timeout=120)
         c1 = gu.wait_count(c0 + 1)
         self.assertEqual(self.props(i1)['Memory'], 'internal')
         self.assertEqual(self.props(i1)['Location'], 'internal')

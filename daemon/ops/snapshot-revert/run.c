@@ -65,6 +65,8 @@ static int intent_write(RevertPlan *p) {
         json_object_object_add(o, "restarted", json_object_new_boolean(!p->live_load));
         if (p->memory_file)
                 json_object_object_add(o, "memory_file", json_object_new_string(p->memory_file));
+        if (p->nvram_copy)
+                json_object_object_add(o, "nvram_copy", json_object_new_string(p->nvram_copy));
         for (size_t i = 0; i < p->n_disks; i++) {
                 json_object *e = json_object_new_object();
 
@@ -616,9 +618,6 @@ static void revert_offline_steps(RevertPlan *p) {
                                                            rd->overlay, strna(m));
                         }
                 }
-                r = revert_nvram(p);
-                if (r < 0)
-                        return;
                 /* crash points: revert:overlays */
                 operation_crash_point(p->op, "overlays");
         } else if (!p->memory) {
@@ -655,6 +654,10 @@ static void revert_offline_steps(RevertPlan *p) {
                         return revert_fail(p, r, "Cannot store the reverted definition of domain '%s'.",
                                            p->domain->def->name);
         }
+        /* After the switch, which a recovery finishes (it restores the
+         * store again) rather than rolls back. */
+        if (p->external && revert_nvram(p) < 0)
+                return;
 
         if (p->live_load)
                 return load_begin(p);

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QEMU's command line for a domain's devices (core/domain-devices.c, via
+ * core/domain-launch.c): each device of tests/fixtures/domain/devices.xml
+ * gives the options libvirt's meaning calls for, the accelerator follows
+ * <domain type>, the agent's channel shares its virtio-serial controller,
+ * a console that repeats a serial adds nothing, <qemu:commandline> comes
+ * last, a graphics password is refused, and the device files are the ones
+ * the host-admin gate judges. No QEMU is started.
+ */
+#include <ftw.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "core/domain-devices.h"
+#include "core/domain-launch.h"
+#include "core/manager.h"
+#include "util/error.h"
+#include "util/util.h"
+
+#include "test-check.h"
+#include "test-fixture.h"
+
+static char dir[] = "/tmp/test-domain-devices-XXXXXX";
+static Manager *manager;
+
+static bool strv_equal(char *const *a, char *const *b) {
+        if (!a || !b)
+                return a == b;
+        for (; *a && *b; a++, b++)
+                if (!streq(*a, *b))
+                        return false;
+        return !*a && !*b;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+static Domain *define(const char *xml) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = NULL;
+        bool created;
+        int r;
+
+        r = manager_define_domain(manager, xml, NULL, NULL, &d, &created, &message);
+        if (r < 0) {
+                n_failed++;
+                fprintf(stderr, "cannot define (%d): %s\n%s\n", r, strna(message), xml);
+                return NULL;
+        }
+        return d;
+}
+
+/* The launch line as one string, " "-joined. */
+static char *launch_line(Domain *d) {
+        _cleanup_strv_free_ char **argv = NULL;
+        int r = domain_launch_argv(d, d->def, false, &argv);
+
+        CHECK(r == 0);
+        return r == 0 ? strv_join(argv, " ") : NULL;
+}
+
+static void test_devices_fixture(void) {
+        _cleanup_free_ char *xml = read_fixture("devices.xml", NULL), *line = NULL, *mac = NULL;
+        _cleanup_free_ char *vnc = NULL, *agent = NULL;
+        _cleanup_strv_free_ char **paths = NULL;
+        Domain *d;
+
+        if (!(d = define(xml)))
+                return;
+        line = launch_line(d);
+        if (!line)
+                return;
+        CHECK_CONTAINS(line, " -accel tcg ");
+        CHECK_NOT_CONTAINS(line, "-accel kvm");
+        CHECK_CONTAINS(line, " -cpu max ");
+        CHECK_CONTAINS(line, " -kernel /srv/boot/vmlinuz -initrd /srv/boot/initrd.gz -append console=ttyS0 quiet ");
+        CHECK_CONTAINS(line, " -boot order=dc ");
+        CHECK_CONTAINS(line, " -action shutdown=pause -action reboot=shutdown ");
+        /* Interfaces: user (e1000), the bridge br0, the network "default". */
+        mac = strprintf("-netdev user,id=hostnet0 -device e1000,netdev=hostnet0,id=net0,mac=%s ", d->def->devices.nets[0].mac);
+        CHECK_CONTAINS(line, mac);
+        CHECK_CONTAINS(line, "-netdev bridge,id=hostnet1,br=br0 -device virtio-net-pci,netdev=hostnet1,id=net1,"
+                             "mac=52:54:00:aa:bb:cc ");
+        CHECK_CONTAINS(line, "-netdev bridge,id=hostnet2,br=default -device virtio-net-pci,netdev=hostnet2,id=net2,mac=");
+        /* Graphics: VNC on 127.0.0.1 display 5, SPICE on its socket, QXL. */
+        CHECK_CONTAINS(line, " -vnc 127.0.0.1:5 ");
+        CHECK_CONTAINS(line, " -spice unix=on,addr=/srv/run/desk.spice,disable-ticketing=on ");
+        CHECK_CONTAINS(line, " -device qxl-vga,id=video0 ");
+        /* The agent's channel and its controller once; the virtio console
+         * and the other channel on that controller; ttyS0 a file, ttyS1 a
+         * reconnecting client; the console repeating ttyS0 adds nothing. */
+        agent = strprintf("-chardev socket,id=charagent,path=%s/%s.agent,server=on,wait=off", dir, d->def->uuid);
+        CHECK_CONTAINS(line, agent);
+        CHECK(strstr(line, "virtio-serial-pci"));
+        CHECK(strstr(strstr(line, "virtio-serial-pci") + 1, "virtio-serial-pci") == NULL);
+        CHECK(strstr(line, "virtio-serial-pci") < strstr(line, "virtconsole"));
+        CHECK_CONTAINS(line, "-chardev file,id=char0,path=/srv/log/desk.ttyS0,append=on -device isa-serial,chardev=char0,"
+                             "id=serial0,index=0 ");
+        CHECK_CONTAINS(line, "-chardev socket,id=char1,path=/srv/run/desk.ttyS1,server=off,reconnect=1 -device isa-serial,"
+                             "chardev=char1,id=serial1,index=1 ");
+        CHECK_NOT_CONTAINS(line, "id=char2,");
+        CHECK_CONTAINS(line, "-chardev pty,id=char3 -device virtconsole,bus=virtio-serial0.0,chardev=char3,id=console3 ");
+        CHECK_CONTAINS(line, "-chardev socket,id=char5,path=/srv/run/desk.ch,server=on,wait=off -device virtserialport,"
+                             "bus=virtio-serial0.0,chardev=char5,id=channel5,name=org.example.other");
+        CHECK_NOT_CONTAINS(line, "com.redhat.spice.0");
+        /* CD-ROMs: read-only raw on ide-cd; an empty one on virtio-scsi. */
+        CHECK_CONTAINS(line, "-blockdev {\"driver\":\"raw\",\"node-name\":\"sda\",\"read-only\":true,\"file\":{\"driver\":"
+                             "\"file\",\"filename\":\"/srv/iso/install.iso\",\"read-only\":true}} -device ide-cd,id=sda,drive=sda ");
+        CHECK_CONTAINS(line, "-device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,id=sdb");
+        CHECK_NOT_CONTAINS(line, "id=sdb,drive");
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt");
+
+        CHECK(domain_devices_paths(d->def, &paths) >= 0);
+        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso",
+                                             "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
+                                             "/srv/run/desk.ch", "/srv/run/desk.spice", NULL }));
+        vnc = strprintf("%s/%s.vnc", dir, d->def->uuid);
+        CHECK_NOT_CONTAINS(line, vnc); /* VNC listens on an address here */
+}
+
+static void test_kvm_defaults_and_sockets(void) {
+        _cleanup_free_ char *line = NULL, *vnc = NULL, *serial = NULL;
+        Domain *d = define("<domain type='kvm'><name>k</name><memory>65536</memory>"
+                           "<cpu mode='host-passthrough'/>"
+                           "<devices><graphics type='vnc'/><serial type='unix'/><console type='pty'/>"
+                           "<interface type='user'/></devices>"
+                           "<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+                           "<qemu:arg value='-trace'/><qemu:arg value='qcow2*'/></qemu:commandline></domain>");
+
+        if (!d || !(line = launch_line(d)))
+                return;
+        /* KVM, and TCG where KVM cannot start (docs/decisions.md). */
+        CHECK_CONTAINS(line, " -accel kvm -accel tcg ");
+        CHECK_CONTAINS(line, " -cpu host ");
+        CHECK_NOT_CONTAINS(line, "-kernel");
+        CHECK_NOT_CONTAINS(line, "-action");
+        CHECK_NOT_CONTAINS(line, "virtio-serial-pci");
+        vnc = strprintf(" -vnc unix:%s/%s.vnc ", dir, d->def->uuid);
+        CHECK_CONTAINS(line, vnc);
+        CHECK_CONTAINS(line, " -device VGA,id=video0 ");
+        serial = strprintf("-chardev socket,id=char0,path=%s/%s.serial0,server=on,wait=off", dir, d->def->uuid);
+        CHECK_CONTAINS(line, serial);
+        CHECK_CONTAINS(line, "-device isa-serial,chardev=char0,id=serial0,index=0");
+        CHECK_NOT_CONTAINS(line, "char1"); /* the console is serial0 */
+        CHECK_CONTAINS(line, "-device virtio-net-pci,netdev=hostnet0,id=net0,mac=52:54:00:");
+        CHECK(strlen(line) > strlen(" -trace qcow2*") && streq(line + strlen(line) - strlen(" -trace qcow2*"), " -trace qcow2*"));
+}
+
+static void test_refusals(void) {
+        _cleanup_strv_free_ char **argv = NULL;
+        Domain *d = define("<domain type='kvm'><name>p</name><memory>65536</memory>"
+                           "<devices><graphics type='vnc' passwd='x'/></devices></domain>");
+
+        if (!d)
+                return;
+        CHECK(domain_launch_argv(d, d->def, false, &argv) == -QSNAP_E_UNSUPPORTED);
+        CHECK(!argv);
+}
+
+int main(int argc, char **argv) {
+        sd_event *event = NULL;
+        ManagerConfig config;
+        _cleanup_free_ char *state = NULL;
+
+        CHECK(argc == 2);
+        fixtures = argv[1];
+        CHECK(mkdtemp(dir) != NULL);
+        state = strprintf("%s/state", dir);
+        CHECK(state && mkdir(state, 0700) >= 0);
+        config = (ManagerConfig) {
+                .state_dir = state,
+                .runtime_dir = dir,
+                .qemu_binary = (char *) "/usr/bin/qemu-system-x86_64",
+                .start_timeout_usec = 10 * USEC_PER_SEC,
+                .graceful_timeout_usec = 10 * USEC_PER_SEC,
+                .metadata_read_cap = 1 << 20,
+        };
+        CHECK(sd_event_default(&event) >= 0);
+        CHECK(manager_new(event, &config, &manager) >= 0);
+
+        test_devices_fixture();
+        test_kvm_defaults_and_sockets();
+        test_refusals();
+
+        manager_free(manager);
+        sd_event_unref(event);
+        (void) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        return test_summary();
+}

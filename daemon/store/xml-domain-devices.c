@@ -460,8 +460,11 @@ static int parse_cdrom(XmlParser *p, xmlNode *n, DomainDevices *d) {
         if (c->bus && !STR_IN_SET(c->bus, "sata", "ide", "scsi"))
                 return xml_parser_error(p, -EINVAL, target, "a CD-ROM's <target bus='%s'> is not supported: 'sata', 'ide' or 'scsi'",
                                         XML_QUOTE(c->bus));
-        if (strlen(c->target) > 16 || strpbrk(c->target, ",=/ \t\n") || !c->target[0])
-                return xml_parser_error(p, -EINVAL, target, "<target dev='%s'> is not a device name", XML_QUOTE(c->target));
+        /* As a disk's: it is QEMU's device id and node name. */
+        if (strlen(c->target) > 16 || !(c->target[0] >= 'a' && c->target[0] <= 'z') ||
+            strspn(c->target, "abcdefghijklmnopqrstuvwxyz0123456789") != strlen(c->target))
+                return xml_parser_error(p, -EINVAL, target, "<target dev='%s'> must match [a-z][a-z0-9]*, at most 16 characters",
+                                        XML_QUOTE(c->target));
         return 1;
 }
 

@@ -41,7 +41,8 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   against ListChildren, --tree drawn as virsh draws it, --parent --size
   with the bytes written since, --json; checkpoint-info/-parent/-dumpxml
   (--no-domain --size); checkpoint-delete (--metadata, --children) leaving
-  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
+  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named; a
+  bitmap removed by hand shown unusable with qsnapd's reason, and deleted.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
   disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone;
@@ -884,7 +885,7 @@ class CheckpointTest(QsnapctlTest):
     def setUp(self):
         super().setUp()
         h = self.h
-        img = h.create_image('ckpt.qcow2', '32M')
+        img = self.img = h.create_image('ckpt.qcow2', '32M')
         self.ok('define', '-', stdin=q.domain_xml('ck vm', [q.Disk('vda', img)]))
         self.dom = h.domain_path('ck vm')
         self.ok('start', 'ck vm')
@@ -997,6 +998,23 @@ class CheckpointTest(QsnapctlTest):
         nodes = h.qmp(self.dom, 'query-named-block-nodes', {'flat': True})['return']
         self.assertEqual([b.get('name') for n in nodes for b in n.get('dirty-bitmaps', []) if b.get('name')], [],
                          'the bitmaps are gone from the images')
+
+        # A bitmap removed by hand while the domain is off: shown unusable, with the reason; delete repairs.
+        self.ok('stop', V)
+        self.ok('checkpoint-create-as', V, 'k')
+        r = q.run([q.QEMU_IMG, 'bitmap', '--remove', self.img, 'k'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.ok('start', V)
+        # qsnapd finds the problem once QEMU runs, a moment after Start answered.
+        k = h.call(self.dom, D, 'LookupCheckpoint', ('k',), 's')
+        self.assertTrue(q.spin(lambda: h.get_property(k, C, 'Problems'), 30), 'the missing bitmap is never noticed')
+        info = self.json_of('checkpoint-info', V, 'k')
+        self.assertEqual((len(info['problems']), info['size']), (1, None), info)
+        text = self.ok('checkpoint-info', V, 'k')
+        self.assertIn('\nSize:           - (no usable bitmap)\nUsable:         no\nProblems:       %s\n'
+                      % info['problems'][0], text)
+        self.assertEqual(self.ok('checkpoint-delete', V, 'k'), 'Domain checkpoint k deleted\n')
+        self.assertEqual(self.json_of('checkpoint-list', V), [])
 
 
 class BackupTest(QsnapctlTest):
@@ -1121,6 +1139,20 @@ class BackupTest(QsnapctlTest):
         out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file.replace('bk-inc', 'no-such'))
         self.assertIn('Failed to read', err)
 
+    def test_two_disks(self):
+        """A pull backup of two disks: one URI each; its job's Disk is "" and jobs shows (all)."""
+        h = self.h
+        disks = [q.Disk('vda', h.create_image('two-a.qcow2', '16M')), q.Disk('vdb', h.create_image('two-b.qcow2', '16M'))]
+        self.ok('define', '-', stdin=q.domain_xml('bk two', disks))
+        self.addCleanup(lambda: (qc('stop', 'bk two'), qc('undefine', 'bk two')))
+        self.ok('start', 'bk two')
+        b = json.loads(self.ok('backup-begin', 'bk two', '-', '--json', stdin="<domainbackup mode='pull'/>"))
+        self.assertEqual([(d['disk'], d['uri'].split('?')[0]) for d in b['disks']],
+                         [('vda', 'nbd+unix:///vda'), ('vdb', 'nbd+unix:///vdb')])
+        self.assertEqual([j['disk'] for j in self.json_of('jobs', 'bk two')], [''])
+        self.assertRegex(self.ok('jobs', 'bk two').splitlines()[2], r'^ bk two +\(all\) +backup +running ')
+        self.assertEqual(self.ok('domjobabort', 'bk two'), "Backup of domain 'bk two' ended\n")
+
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
         lines = out.splitlines()
@@ -1133,6 +1165,9 @@ class BackupTest(QsnapctlTest):
         self.assert_export_is_disk(uri)
         out, err = self.fails(1, 'backup-begin', 'bk vm')
         self.assertNamedError(err, 'Busy')
+        jobs = self.json_of('jobs', 'bk vm')
+        self.assertEqual([(j['type'], j['state'], j['disk']) for j in jobs], [('backup', 'running', 'vda')])
+        self.assertRegex(self.ok('jobs', 'bk vm').splitlines()[2], r'^ bk vm +vda +backup +running ')
         self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
         out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
         self.assertNamedError(err, 'OperationInvalid')

@@ -233,7 +233,7 @@ static int firmware_needs_host_admin(Manager *m, const DomainDef *def, const Dom
         }
         if (f->nvram_template && !nvram_firmware_path_is_system(f->nvram_template) &&
             !(was && streq_ptr(was->nvram_template, f->nvram_template))) {
-                *ret_why = strprintf("its <nvram template=…> %s is not in the system's firmware folders",
+                *ret_why = strprintf("its <nvram> template %s is not in the system's firmware folders",
                                      f->nvram_template);
                 return *ret_why ? 1 : -ENOMEM;
         }

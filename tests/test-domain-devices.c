@@ -5,7 +5,7 @@
  * gives the options libvirt's meaning calls for, the accelerator follows
  * <domain type>, the agent's channel shares its virtio-serial controller,
  * a console that repeats a serial adds nothing, <qemu:commandline> comes
- * last, a graphics password is refused, and the device files are the ones
+ * last, a graphics password goes through a 0600 file, and the device files are the ones
  * the host-admin gate judges. No QEMU is started.
  */
 #include <ftw.h>
@@ -112,9 +112,12 @@ static void test_devices_fixture(void) {
         CHECK_NOT_CONTAINS(line, "id=sdb,drive");
         CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt");
 
-        CHECK(domain_devices_paths(d->def, &paths) >= 0);
-        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso",
-                                             "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
+        CHECK(domain_devices_paths(d->def, false, &paths) >= 0);
+        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso", NULL }));
+        strv_free(paths);
+        paths = NULL;
+        CHECK(domain_devices_paths(d->def, true, &paths) >= 0);
+        CHECK(strv_equal(paths, (char *[]) { "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
                                              "/srv/run/desk.ch", "/srv/run/desk.spice", NULL }));
         vnc = strprintf("%s/%s.vnc", dir, d->def->uuid);
         CHECK_NOT_CONTAINS(line, vnc); /* VNC listens on an address here */
@@ -148,15 +151,29 @@ static void test_kvm_defaults_and_sockets(void) {
         CHECK(strlen(line) > strlen(" -trace qcow2*") && streq(line + strlen(line) - strlen(" -trace qcow2*"), " -trace qcow2*"));
 }
 
-static void test_refusals(void) {
-        _cleanup_strv_free_ char **argv = NULL;
+/* A graphics password reaches QEMU through a 0600 file, never argv. */
+static void test_passwords(void) {
+        _cleanup_free_ char *line = NULL, *file = NULL, *content = NULL, *obj = NULL;
+        struct stat st;
         Domain *d = define("<domain type='kvm'><name>p</name><memory>65536</memory>"
-                           "<devices><graphics type='vnc' passwd='x'/></devices></domain>");
+                           "<devices><graphics type='vnc' passwd='s3cret,x'/>"
+                           "<graphics type='spice' passwd='sp1ce' listen='127.0.0.1' port='5930'/></devices></domain>");
 
-        if (!d)
+        if (!d || !(line = launch_line(d)))
                 return;
-        CHECK(domain_launch_argv(d, d->def, false, &argv) == -QSNAP_E_UNSUPPORTED);
-        CHECK(!argv);
+        CHECK_NOT_CONTAINS(line, "s3cret");
+        CHECK_NOT_CONTAINS(line, "sp1ce");
+        file = strprintf("%s/%s.graphics0.secret", dir, d->def->uuid);
+        obj = strprintf("-object secret,id=graphics0-secret,file=%s,format=raw -vnc unix:%s/%s.vnc,password-secret=graphics0-secret ",
+                        file, dir, d->def->uuid);
+        CHECK_CONTAINS(line, obj);
+        CHECK_CONTAINS(line, "-spice addr=127.0.0.1,port=5930,password-secret=graphics1-secret");
+        CHECK_NOT_CONTAINS(line, "disable-ticketing");
+        CHECK(read_full_file(file, 1024, &content, NULL) >= 0);
+        CHECK_STREQ(content, "s3cret,x");
+        CHECK(stat(file, &st) >= 0 && (st.st_mode & 0777) == 0600);
+        domain_devices_remove_runtime_files(d, d->def);
+        CHECK(access(file, F_OK) < 0);
 }
 
 int main(int argc, char **argv) {
@@ -182,7 +199,7 @@ int main(int argc, char **argv) {
 
         test_devices_fixture();
         test_kvm_defaults_and_sockets();
-        test_refusals();
+        test_passwords();
 
         manager_free(manager);
         sd_event_unref(event);

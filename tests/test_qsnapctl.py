@@ -1139,6 +1139,20 @@ class BackupTest(QsnapctlTest):
         out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file.replace('bk-inc', 'no-such'))
         self.assertIn('Failed to read', err)
 
+    def test_two_disks(self):
+        """A pull backup of two disks: one URI each; its job's Disk is "" and jobs shows (all)."""
+        h = self.h
+        disks = [q.Disk('vda', h.create_image('two-a.qcow2', '16M')), q.Disk('vdb', h.create_image('two-b.qcow2', '16M'))]
+        self.ok('define', '-', stdin=q.domain_xml('bk two', disks))
+        self.addCleanup(lambda: (qc('stop', 'bk two'), qc('undefine', 'bk two')))
+        self.ok('start', 'bk two')
+        b = json.loads(self.ok('backup-begin', 'bk two', '-', '--json', stdin="<domainbackup mode='pull'/>"))
+        self.assertEqual([(d['disk'], d['uri'].split('?')[0]) for d in b['disks']],
+                         [('vda', 'nbd+unix:///vda'), ('vdb', 'nbd+unix:///vdb')])
+        self.assertEqual([j['disk'] for j in self.json_of('jobs', 'bk two')], [''])
+        self.assertRegex(self.ok('jobs', 'bk two').splitlines()[2], r'^ bk two +\(all\) +backup +running ')
+        self.assertEqual(self.ok('domjobabort', 'bk two'), "Backup of domain 'bk two' ended\n")
+
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
         lines = out.splitlines()
@@ -1151,6 +1165,9 @@ class BackupTest(QsnapctlTest):
         self.assert_export_is_disk(uri)
         out, err = self.fails(1, 'backup-begin', 'bk vm')
         self.assertNamedError(err, 'Busy')
+        jobs = self.json_of('jobs', 'bk vm')
+        self.assertEqual([(j['type'], j['state'], j['disk']) for j in jobs], [('backup', 'running', 'vda')])
+        self.assertRegex(self.ok('jobs', 'bk vm').splitlines()[2], r'^ bk vm +vda +backup +running ')
         self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
         out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
         self.assertNamedError(err, 'OperationInvalid')

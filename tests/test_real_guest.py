@@ -12,7 +12,8 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   QEMU's bridge helper; the guest sees eth0-eth2 with the MACs of
   GetXMLDesc, generated when the XML had none, and both taps are ports of
   the bridge), VNC and SPICE on
-  UNIX sockets in the runtime dir (VNC greets with RFB), ttyS0 to a file
+  UNIX sockets in the runtime dir (VNC with a passwd= asks for it, which
+  is neither on QEMU's command line nor in GetXMLDesc without SECURE), ttyS0 to a file
   (every marker the test reads comes from there), ttyS1 on a unix socket
   (the guest's line arrives on it), a read-only raw SATA CD-ROM whose first
   line the guest reads, CPU host-passthrough (max under TCG), boot order,
@@ -52,6 +53,11 @@ from test_snapshots import D, DISK_ONLY, S, SnapshotTestCase, qemu_img_snapshot_
 J = q.JOB_IFACE
 RUNNING, PAUSED, FORCE = 1, 2, 4   # Revert's
 START_PAUSED = 1
+def open_read(path):
+    with open(path) as f:
+        return f.read()
+
+
 MAC = re.compile(r'^52:54:00(:[0-9a-f]{2}){3}$')
 
 
@@ -103,7 +109,7 @@ def devices_xml(cdrom, serial1_sock, bridge):
         "      <source network='%s'/>" % bridge,
         "      <model type='virtio'/>",
         '    </interface>',
-        "    <graphics type='vnc'/>",
+        "    <graphics type='vnc' passwd='qsnap-vnc'/>",
         "    <graphics type='spice'/>",
         "    <video><model type='vga'/></video>",
         "    <serial type='unix'>",
@@ -190,6 +196,16 @@ class RealGuestTest(SnapshotTestCase):
             v.settimeout(10)
             v.connect(os.path.join(h.runtime_dir, uuid + '.vnc'))
             self.assertTrue(v.recv(12).startswith(b'RFB 003.'))
+            # RFB 3.8: the server lists its security types; with passwd=
+            # only VNC authentication (2), never None (1).
+            v.sendall(b'RFB 003.008\n')
+            n = v.recv(1)[0]
+            types = b''
+            while len(types) < n:
+                types += v.recv(n - len(types))
+            self.assertEqual(list(types), [2], 'the VNC server asks for the password')
+        self.assertNotIn('qsnap-vnc', open_read(h.domain_log(dom)), 'the password on the command line')
+        self.assertNotIn('qsnap-vnc', h.call(dom, D, 'GetXMLDesc', (0,), 't'))
         self.assertTrue(os.path.exists(os.path.join(h.runtime_dir, uuid + '.spice')))
         # qemu-ga answers on the channel: qsnapd's agent client connects
         # there (core/domain-agent.c) and says so.

@@ -384,6 +384,7 @@ typedef struct BitmapsState {
         Domain *domain;
         sd_event_source *defer;
         bool running;
+        char **measure_next, **measure; /* Sizes asked for the next refresh; what this one measures */
         RefreshWaiter *waiting, *current;
         char **changed;
         SizeProbe *probes;
@@ -437,6 +438,7 @@ static void refresh_end(BitmapsState *st) {
         RefreshWaiter *w = TAKE_PTR(st->current);
 
         probes_free(st);
+        st->measure = strv_free(st->measure);
         if (st->changed) {
                 _cleanup_free_ Checkpoint **l = new0(Checkpoint *, strv_length(st->changed));
                 size_t n = 0;
@@ -487,6 +489,8 @@ static void on_probes_counted(Qmp *qmp, int error, json_object *result, const ch
 
         if (error >= 0 && qmp_parse_named_nodes(result, &nodes, &n) >= 0) {
                 for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
+                        if (!strv_contains((const char *const *) st->measure, checkpoint_name(c)))
+                                continue;
                         c->size = 0;
                         c->has_size = false;
                         for (size_t i = 0; i < c->def->n_disks; i++)
@@ -544,7 +548,7 @@ static int probes_plan(BitmapsState *st, const BitmapInventory *inv, QmpBitmapAc
         if (!src || !a || !st->probes)
                 goto oom;
         for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
-                if (c->problems)
+                if (c->problems || !strv_contains((const char *const *) st->measure, checkpoint_name(c)))
                         continue;
                 for (size_t i = 0; i < c->def->n_disks; i++) {
                         const CheckpointDisk *cd = c->def->disks + i;
@@ -618,8 +622,9 @@ static void on_refresh_inventory(Domain *d, int error, const char *message, Bitm
                 strv_free(c->problems);
                 c->problems = problems;
         }
-        if (!inv->live || !d->qmp)
+        if (!inv->live || !d->qmp || !st->measure)
                 return refresh_end(st);
+        /* (Size of the others stays as last measured.) */
         remove_leftovers(d, inv);
         if (probes_plan(st, inv, &a, &n_a, &src) < 0 || n_a == 0) {
                 probes_free(st);
@@ -646,12 +651,24 @@ static int refresh_start(sd_event_source *s, void *userdata) {
                 return 0;
         }
         st->running = true;
+        strv_free(st->measure);
+        st->measure = TAKE_PTR(st->measure_next);
         st->current = TAKE_PTR(st->waiting);
         domain_ref(d);
         manager_busy_ref(d->manager);
         if (bitmap_inventory_get(d, on_refresh_inventory, st) < 0)
                 refresh_end(st);
         return 0;
+}
+
+int bitmaps_measure(Domain *d, const char *name, BitmapsRefreshFunc done, void *userdata) {
+        BitmapsState *st = bitmaps_state(d);
+
+        if (!st)
+                return -ENOMEM;
+        if (!strv_contains((const char *const *) st->measure_next, name) && strv_extend(&st->measure_next, name) < 0)
+                return -ENOMEM;
+        return bitmaps_refresh(d, done, userdata);
 }
 
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata) {
@@ -689,6 +706,8 @@ void bitmaps_domain_done(Domain *d) {
                 free(w);
         }
         strv_free(st->changed);
+        strv_free(st->measure);
+        strv_free(st->measure_next);
         probes_free(st);
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);

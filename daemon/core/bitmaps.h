@@ -94,6 +94,11 @@ int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, 
  * request ended. */
 typedef void (*BitmapsRefreshFunc)(Domain *d, void *userdata);
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata);
+/* The same, and (running) a new measurement of the Size of checkpoint
+ * `name`: three QMP round trips for the checkpoints asked for together,
+ * so only when asked (a read of Size, GetXMLDesc with SIZE), one
+ * checkpoint at a time, never all of them after each change. */
+int bitmaps_measure(Domain *d, const char *name, BitmapsRefreshFunc done, void *userdata);
 
 void bitmaps_domain_done(Domain *d);
 

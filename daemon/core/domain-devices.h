@@ -10,6 +10,7 @@
  *   <uuid>.vnc, <uuid>.spice   a graphics socket without <listen>
  *   <uuid>.channel<N>          any other channel without <source path>
  *   <uuid>.serial<N>           a unix serial/console without <source path>
+ *   <uuid>.graphics<N>.secret  a graphics password, for QEMU's secret object
  */
 #pragma once
 
@@ -17,16 +18,16 @@
 
 #include "core/domain.h"
 
-/* Appends to *argv what def's devices need (after the disks). Fails with
- * -QSNAP_E_UNSUPPORTED (and *ret_message, unless NULL) when def asks for something this
- * QEMU launch cannot do (a graphics password). */
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message);
+/* Appends to *argv what def's devices need (after the disks), and writes
+ * the graphics password files QEMU reads at start (0600). */
+int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv);
 
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);
 
-/* Every file path def's devices make QEMU open or create (kernel, initrd,
- * CD-ROM images, serial/console files and sockets, channel sockets
- * (not the agent's: always <uuid>.agent) and graphics sockets given in the XML), NULL-terminated, for the path gate
- * of manager_def_needs_host_admin(). */
-int domain_devices_paths(const DomainDef *def, char ***ret);
+/* The file paths def's devices make QEMU open, NULL-terminated, for the
+ * path gate of manager_def_needs_host_admin(): writable, the files QEMU
+ * writes or creates (serial/console files and sockets, channel sockets
+ * but the agent's, graphics sockets given in the XML); else the files it
+ * only reads (kernel, initrd, CD-ROM images). */
+int domain_devices_paths(const DomainDef *def, bool writable, char ***ret);

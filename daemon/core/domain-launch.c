@@ -21,7 +21,9 @@
 #include "config.h"
 #include "core/domain-launch.h"
 #include "core/manager.h"
+#include "core/qemu-files.h"
 #include "qemu/image.h"
+#include "qemu/qmp-commands.h"
 #include "util/error.h"
 #include "util/util.h"
 
@@ -75,24 +77,29 @@ static char *qemu_opt_escape(const char *s) {
         return r;
 }
 
-static int json_blockdev(json_object **ret, const char *node, DiskFormat format, const char *file, bool read_only,
+/* A format node over the file QEMU finds in fd set `set`; backing: the
+ * node below, or none ("backing": null; raw has no backing option). */
+static int json_blockdev(json_object **ret, const char *node, DiskFormat format, unsigned set, bool read_only,
                          const char *backing_node) {
         json_object *o = json_object_new_object(), *f = json_object_new_object();
+        _cleanup_free_ char *filename = qmp_fdset_path(set);
 
-        if (!o || !f) {
+        if (!o || !f || !filename) {
                 json_object_put(o);
                 json_object_put(f);
                 return -ENOMEM;
         }
         json_object_object_add(f, "driver", json_object_new_string("file"));
-        json_object_object_add(f, "filename", json_object_new_string(file));
+        json_object_object_add(f, "filename", json_object_new_string(filename));
+        /* QEMU's locks would outlive its descriptors (core/qemu-files.h). */
+        json_object_object_add(f, "locking", json_object_new_string("off"));
         json_object_object_add(o, "driver", json_object_new_string(disk_format_to_string(format)));
         json_object_object_add(o, "node-name", json_object_new_string(node));
         json_object_object_add(o, "file", f);
         json_object_object_add(o, "read-only", json_object_new_boolean(read_only));
         json_object_object_add(o, "discard", json_object_new_string("unmap"));
-        if (backing_node)
-                json_object_object_add(o, "backing", json_object_new_string(backing_node));
+        if (format == DISK_FORMAT_QCOW2)
+                json_object_object_add(o, "backing", backing_node ? json_object_new_string(backing_node) : NULL);
         *ret = o;
         return 0;
 }
@@ -103,7 +110,107 @@ static int strv_extend_json(char ***argv, json_object *o) {
         return r;
 }
 
-int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
+void launch_files_done(LaunchFiles *lf) {
+        for (size_t i = 0; i < lf->n_fds; i++)
+                safe_close(lf->fds[i]);
+        free(lf->fds);
+        for (size_t i = 0; i < lf->n_files; i++) {
+                free(lf->files[i].node);
+                free(lf->files[i].path);
+        }
+        free(lf->files);
+        *lf = (LaunchFiles) {};
+}
+
+static int launch_files_keep(LaunchFiles *lf, int *fd) {
+        int *l;
+
+        if (*fd < 0)
+                return 0;
+        l = reallocarray(lf->fds, lf->n_fds + 1, sizeof(int));
+        if (!l)
+                return -ENOMEM;
+        lf->fds = l;
+        lf->fds[lf->n_fds++] = TAKE_FD(*fd);
+        return 0;
+}
+
+static int launch_files_add(LaunchFiles *lf, const char *node, const char *path, unsigned set) {
+        QemuFile *l = reallocarray(lf->files, lf->n_files + 1, sizeof(QemuFile));
+
+        if (!l)
+                return -ENOMEM;
+        lf->files = l;
+        l[lf->n_files] = (QemuFile) { .node = strdup(node), .path = strdup(path), .fdset = set };
+        lf->n_files++;
+        return l[lf->n_files - 1].node && l[lf->n_files - 1].path ? 0 : -ENOMEM;
+}
+
+static const char *open_error(int r) {
+        return r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r);
+}
+
+/* Node k of a disk's chain (0 = the active layer): "<target>-fmt" on top,
+ * "<target>-base" under a transient overlay, "<target>-L<k>" below. */
+static char *layer_node(const DomainDisk *disk, size_t k) {
+        if (k == 0)
+                return strprintf("%s-fmt", disk->target);
+        if (k == 1 && disk->transient)
+                return strprintf("%s-base", disk->target);
+        return strprintf("%s-L%zu", disk->target, k);
+}
+
+/* Opens every image of the disk's chain (as its headers name them), puts
+ * each in an fd set of its own (-add-fd) and gives QEMU the whole chain as explicit
+ * -blockdev nodes, bottom first: QEMU follows no header itself. */
+static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, char ***argv, char **ret_message) {
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        _cleanup_free_ char *active = disk->transient ? domain_transient_path(d, disk) : strdup(disk->source);
+        DiskFormat format = disk->transient ? DISK_FORMAT_QCOW2 : disk->format;
+        int r;
+
+        if (!active)
+                return -ENOMEM;
+        r = image_read_chain(active, format, &chain);
+        if (r < 0) {
+                _cleanup_close_ int fd = image_open_regular(active, O_NOFOLLOW);
+
+                *ret_message = fd < 0 ? strprintf("Could not open '%s': %s", active, open_error(fd))
+                                      : strprintf("Could not open the backing chain of '%s': %s", active, open_error(r));
+                return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
+        }
+        for (size_t k = chain.n_layers; k > 0; k--) {
+                const ImageLayer *l = chain.layers + k - 1;
+                _cleanup_free_ char *node = layer_node(disk, k - 1), *below = k < chain.n_layers ? layer_node(disk, k) : NULL;
+                _cleanup_close_ int rw = -EBADF, ro = -EBADF;
+                unsigned set = ++lf->next_set;
+                json_object *o;
+                bool read_only;
+
+                if (!node || (k < chain.n_layers && !below))
+                        return -ENOMEM;
+                /* A transient disk's own images are never QEMU's to write. */
+                r = qemu_file_open_pair(l->path, disk->readonly || (disk->transient && k > 1), &rw, &ro);
+                if (r < 0) {
+                        *ret_message = strprintf("Could not open '%s': %s", l->path, open_error(r));
+                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
+                }
+                read_only = k > 1 || rw < 0;
+                if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
+                    (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
+                    launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 ||
+                    launch_files_add(lf, node, l->path, set) < 0)
+                        return -ENOMEM;
+                r = json_blockdev(&o, node, l->format, set, read_only, below);
+                if (r < 0)
+                        return r;
+                if (strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret, char **ret_message) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
         const char *emulator = def->emulator ?: d->manager->config.qemu_binary;
@@ -152,34 +259,11 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
         }
 
         for (size_t i = 0; i < def->n_disks; i++) {
-                const DomainDisk *disk = def->disks + i;
-                _cleanup_free_ char *node = strprintf("%s-fmt", disk->target);
-                json_object *o;
-
-                if (!node)
-                        return -ENOMEM;
-                if (disk->transient) {
-                        _cleanup_free_ char *base = strprintf("%s-base", disk->target);
-                        _cleanup_free_ char *overlay = domain_transient_path(d, disk);
-
-                        if (!base || !overlay)
-                                return -ENOMEM;
-                        r = json_blockdev(&o, base, disk->format, disk->source, true, NULL);
-                        if (r < 0)
-                                return r;
-                        ADD("-blockdev");
-                        if ((r = strv_extend_json(&argv, o)) < 0)
-                                return r;
-                        r = json_blockdev(&o, node, DISK_FORMAT_QCOW2, overlay, disk->readonly, base);
-                } else
-                        r = json_blockdev(&o, node, disk->format, disk->source, disk->readonly, NULL);
+                r = launch_add_disk(d, def->disks + i, lf, &argv, ret_message);
                 if (r < 0)
                         return r;
-                ADD("-blockdev");
-                if ((r = strv_extend_json(&argv, o)) < 0)
-                        return r;
                 ADD("-device");
-                ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
+                ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
         }
 #undef ADD
         *ret = TAKE_PTR(argv);
@@ -226,7 +310,7 @@ int domain_launch_bind_socket(const char *path) {
         return TAKE_FD(fd);
 }
 
-_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
+_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds) {
         sigset_t all;
         int null;
 
@@ -245,6 +329,10 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
                         _exit(126);
         } else if (dup2(qmp_fd, QMP_FD_IN_CHILD) < 0)
                 _exit(126);
+        /* The images' descriptors (all above QMP_FD_IN_CHILD) go to QEMU. */
+        for (size_t i = 0; i < n_fds; i++)
+                if (fcntl(fds[i], F_SETFD, 0) < 0)
+                        _exit(126);
         execv(argv[0], argv);
         dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -252,7 +340,7 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
 
 /* setsid and a double fork: QEMU is nobody's child, so it lives on when
  * qsnapd exits. The middle process reports the pid through a pipe. */
-int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid) {
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, pid_t *ret_pid) {
         int pipefd[2], status;
         pid_t child, pid = 0;
         ssize_t n;
@@ -275,7 +363,7 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid) {
                 if (grandchild < 0)
                         _exit(1);
                 if (grandchild == 0)
-                        exec_qemu(argv, log_fd, qmp_fd);
+                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds);
                 (void) !write(pipefd[1], &grandchild, sizeof(grandchild));
                 _exit(0);
         }

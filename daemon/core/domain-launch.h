@@ -10,17 +10,33 @@
 #include <sys/types.h>
 
 #include "core/domain.h"
+#include "core/qemu-files.h"
+
+/* What a launch hands QEMU: the descriptors it inherits and which node
+ * is which file (core/qemu-files.h). */
+typedef struct LaunchFiles {
+        int *fds;
+        size_t n_fds;
+        QemuFile *files;
+        size_t n_files;
+        unsigned next_set;
+} LaunchFiles;
+void launch_files_done(LaunchFiles *lf);
 
 /* QEMU's command line for def: -S, the QMP socket as fd 3, -incoming
- * defer when incoming. */
-int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret);
+ * defer when incoming, every disk's chain opened into lf (as -add-fd and
+ * explicit -blockdev nodes). -QSNAP_E_QEMU_FAILED with *ret_message
+ * ("Could not open '…': …") when an image cannot be opened. Transient
+ * overlays must exist already. */
+int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret,
+                       char **ret_message);
 /* The throw-away overlay of each <transient/> disk of def (mode 0600). */
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message);
 /* A listening UNIX socket at path (replacing a stale one): its fd. */
 int domain_launch_bind_socket(const char *path);
 /* Runs argv detached (setsid, double fork) with stdout/stderr to log_fd
  * and qmp_fd as its fd 3; *ret_pid: QEMU's pid. */
-int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid);
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, pid_t *ret_pid);
 /* The line before a start's output in the domain's log. */
 int domain_launch_log_header(int fd, char **argv);
 /* What QEMU printed since the last start header (at most 2 KiB of it). */

@@ -23,6 +23,7 @@
 #include "core/domain.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
@@ -100,6 +101,11 @@ Domain *domain_unref(Domain *d) {
         domain_jobs_free(d);
         snapshot_tree_done(&d->snapshots);
         domain_chains_invalidate(d);
+        for (size_t i = 0; i < d->n_files; i++) {
+                free(d->files[i].node);
+                free(d->files[i].path);
+        }
+        free(d->files);
         domain_def_free(d->def);
         domain_def_free(d->live);
         free(d);
@@ -255,6 +261,7 @@ static void domain_reset(Domain *d, DomainState state) {
         domain_jobs_disconnected(d, true);
         d->qmp = qmp_unref(d->qmp);
         domain_remove_runtime_files(d);
+        domain_files_clear(d);
         d->live = domain_def_free(d->live);
         d->pid = 0;
         d->shutdown_seen = d->quit_requested = false;
@@ -346,6 +353,9 @@ static void domain_load_live(Domain *d) {
                             strna(xml_path), strna(message));
         if (pid_path && read_full_file(pid_path, 64, &pid, NULL) >= 0)
                 d->pid = (pid_t) atoi(pid);
+        if (domain_files_load(d) < 0)
+                log_warning("Domain '%s': which node is which file is unknown; block jobs may not find their nodes.",
+                            d->def->name);
 }
 
 static void on_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
@@ -554,11 +564,39 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
         on_incoming_poll(NULL, 0, d);
 }
 
+#define INCOMING_FD_NAME "qsnap-incoming"
+
+int domain_send_incoming(Domain *d, const char *memory_file, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_close_ int fd = -EBADF;
+        int flags;
+
+        if (!d->qmp)
+                return -ENOTCONN;
+        fd = image_open_regular(memory_file, O_NOFOLLOW);
+        if (fd < 0)
+                return fd;
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+                return -errno;
+        if (qmp_cmd_getfd(d->qmp, INCOMING_FD_NAME, fd, NULL, NULL) < 0 ||
+            qmp_cmd_migrate_incoming_fd(d->qmp, INCOMING_FD_NAME, cb, userdata) < 0)
+                return -QSNAP_E_QEMU_FAILED;
+        return 0;
+}
+
 static void start_incoming(Domain *d) {
+        int r;
+
         log_info("Domain '%s': loading the memory state (%s).", d->def->name, call(d)->incoming);
         call(d)->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
-        if (qmp_cmd_migrate_incoming(d->qmp, call(d)->incoming, on_migrate_incoming, d) < 0)
-                return start_incoming_fail(d, "cannot send migrate-incoming");
+        r = domain_send_incoming(d, call(d)->incoming, on_migrate_incoming, d);
+        if (r < 0) {
+                _cleanup_free_ char *why = strprintf("cannot open %s: %s", call(d)->incoming,
+                                                     r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" :
+                                                     r == -QSNAP_E_QEMU_FAILED ? "cannot send migrate-incoming" :
+                                                     strerror(-r));
+                return start_incoming_fail(d, why);
+        }
         if (call(d)->incoming_sent)
                 call(d)->incoming_sent(d, call(d)->userdata);
 }
@@ -629,6 +667,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                             *logdir = NULL;
         _cleanup_(domain_def_freep) DomainDef *live = NULL;
         _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_(launch_files_done) LaunchFiles lf = {};
         _cleanup_close_ int qmp_fd = -EBADF, log_fd = -EBADF;
         char pidbuf[32];
         pid_t pid = 0;
@@ -663,14 +702,14 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 return r;
         }
 
-        r = domain_launch_argv(d, live, incoming, &argv);
-        if (r < 0)
-                return r;
         r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
         if (r < 0)
                 return r;
 
         r = domain_launch_transient_overlays(d, live, ret_message);
+        if (r < 0)
+                goto fail;
+        r = domain_launch_argv(d, live, incoming, &lf, &argv, ret_message);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);
@@ -693,13 +732,19 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 goto fail;
         }
 
-        r = domain_launch_spawn(argv, log_fd, qmp_fd, &pid);
+        r = domain_launch_spawn(argv, log_fd, qmp_fd, &lf, &pid);
         if (r < 0) {
                 *ret_message = strprintf("Cannot launch %s: %s", argv[0], strerror(-r));
                 goto fail;
         }
         qmp_fd = safe_close(qmp_fd);
         log_info("Domain '%s': launched QEMU, pid %d.", d->def->name, (int) pid);
+        domain_files_clear(d);
+        for (size_t i = 0; i < lf.n_files; i++)
+                if (domain_files_add(d, lf.files[i].node, lf.files[i].path, lf.files[i].fdset) < 0) {
+                        r = -ENOMEM;
+                        goto kill;
+                }
 
         snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int) pid);
         (void) write_file_atomic(pidfile, pidbuf, strlen(pidbuf), 0644);
@@ -744,14 +789,14 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
         return domain_op_started(d, domain_start_full(d, flags, NULL, NULL, done, userdata, ret_message));
 }
 
-int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
+int domain_start_incoming(Domain *d, uint64_t flags, const char *memory_file, DomainStepFunc sent, DomainDoneFunc done,
                           void *userdata, char **ret_message) {
         if (!domain_is_managed(d)) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
                                          "a memory state.", d->def->name);
                 return -QSNAP_E_UNSUPPORTED;
         }
-        return domain_op_started(d, domain_start_full(d, flags, uri, sent, done, userdata, ret_message));
+        return domain_op_started(d, domain_start_full(d, flags, memory_file, sent, done, userdata, ret_message));
 }
 
 /* ---- stop, pause, resume ---- */

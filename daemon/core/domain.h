@@ -108,6 +108,10 @@ struct Domain {
         ChainCacheEntry chain_cache[16];
         size_t n_chain_cache;
 
+        struct QemuFile *files; /* node → file QEMU holds by descriptor (core/qemu-files.h) */
+        size_t n_files;
+        unsigned fdset_seq;     /* the last fd set number used in this QEMU */
+
         Domain *next;
 };
 
@@ -144,13 +148,17 @@ const DomainDisk *domain_lookup_disk(const Domain *d, const char *name);
 int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
 
 int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
-/* Start with -incoming defer, then migrate-incoming from uri (the memory
- * state of a snapshot); with DOMAIN_START_PAUSED the guest stays paused
+/* Start with -incoming defer, then load the memory state of a snapshot
+ * from memory_file (domain_send_incoming()); with DOMAIN_START_PAUSED the guest stays paused
  * afterwards. `sent` (may be NULL) is called with userdata once
  * migrate-incoming is on its way. A failed load leaves the domain shut off
  * (-QSNAP_E_QEMU_FAILED, QEMU's text). Only for domains qsnapd launches
  * (-QSNAP_E_UNSUPPORTED otherwise). */
-int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
+/* migrate-incoming from memory_file, which qsnapd opens (a regular file,
+ * no symbolic link) and passes as a descriptor (getfd, "fd:"): QEMU opens
+ * nothing and runs no shell. -errno when the file cannot be opened. */
+int domain_send_incoming(Domain *d, const char *memory_file, qmp_reply_func_t cb, void *userdata);
+int domain_start_incoming(Domain *d, uint64_t flags, const char *memory_file, DomainStepFunc sent, DomainDoneFunc done,
                           void *userdata, char **ret_message);
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_pause(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);

@@ -1241,10 +1241,50 @@ class Harness:
         return os.path.join(self.images_dir, name)
 
     def qemu_pid(self, domain_path):
-        """The pid of the domain's QEMU, from qsnapd's <runtime>/<uuid>.pid."""
+        """The pid of the domain's QEMU, from qsnapd's <runtime>/<uuid>.pid
+        (or, for an attached domain, the start_foreign_qemu() on its
+        monitor socket)."""
         uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')
-        with open(os.path.join(self.runtime_dir, uuid + '.pid')) as f:
-            return int(f.read().strip())
+        try:
+            with open(os.path.join(self.runtime_dir, uuid + '.pid')) as f:
+                return int(f.read().strip())
+        except FileNotFoundError:
+            xml = self.call(domain_path, DOMAIN_IFACE, 'GetXMLDesc', (0,), 't')
+            for sock, pid in self.__dict__.get('foreign_qemu_pids', {}).items():
+                if sock in xml:
+                    return pid
+            raise
+
+    def qemu_open_files(self, domain_path):
+        """{fd: file} of every descriptor the domain's QEMU holds (the
+        kernel's word, /proc/PID/fd)."""
+        pid, files = self.qemu_pid(domain_path), {}
+        fd_dir = '/proc/%d/fd' % pid
+        for fd in os.listdir(fd_dir):
+            try:
+                files[int(fd)] = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                pass
+        return files
+
+    def qemu_file_name(self, domain_path, name, fdsets=None):
+        """The real file behind a file name QEMU reports: qsnapd hands QEMU
+        descriptors, so QEMU says /dev/fdset/N, or json:{…"file":
+        {"filename": "/dev/fdset/N"}} for a node whose backing it was given
+        explicitly. Resolved through query-fdsets and /proc/PID/fd (every
+        descriptor of a set must be the same file)."""
+        if name and name.startswith('json:'):
+            name = json.loads(name[5:]).get('file', {}).get('filename', name)
+        m = re.match(r'^/dev/fdset/([0-9]+)$', name or '')
+        if not m:
+            return name
+        if fdsets is None:
+            fdsets = self.qmp(domain_path, 'query-fdsets')['return']
+        open_files = self.qemu_open_files(domain_path)
+        files = {open_files.get(e['fd']) for s in fdsets if s['fdset-id'] == int(m.group(1)) for e in s['fds']}
+        if len(files) != 1:
+            raise AssertionError('fd set %s of %s holds %s' % (m.group(1), domain_path, files))
+        return files.pop()
 
     # ---- life cycle
     def start(self):
@@ -1793,6 +1833,7 @@ class Harness:
                                       'file': {'driver': 'file', 'filename': image}}),
              '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.__dict__.setdefault('foreign_qemu_pids', {})[socket_path] = qemu.pid
 
         def answers():
             if qemu.poll() is not None:

@@ -739,12 +739,9 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         }
         qmp_fd = safe_close(qmp_fd);
         log_info("Domain '%s': launched QEMU, pid %d.", d->def->name, (int) pid);
-        domain_files_clear(d);
-        for (size_t i = 0; i < lf.n_files; i++)
-                if (domain_files_add(d, lf.files[i].node, lf.files[i].path, lf.files[i].fdset) < 0) {
-                        r = -ENOMEM;
-                        goto kill;
-                }
+        r = domain_files_set(d, lf.files, lf.n_files);
+        if (r < 0)
+                goto kill;
 
         snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int) pid);
         (void) write_file_atomic(pidfile, pidbuf, strlen(pidbuf), 0644);

@@ -117,6 +117,16 @@ int domain_files_add(Domain *d, const char *node, const char *path, unsigned fds
         return 0;
 }
 
+int domain_files_set(Domain *d, const QemuFile *files, size_t n) {
+        domain_files_clear(d);
+        for (size_t i = 0; i < n; i++) {
+                int r = domain_files_add(d, files[i].node, files[i].path, files[i].fdset);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static void files_remove(Domain *d, QemuFile *f) {
         qemu_file_done(f);
         memmove(f, f + 1, (d->n_files - (size_t) (f - d->files) - 1) * sizeof(QemuFile));

@@ -43,6 +43,8 @@ int qemu_file_open_pair(const char *path, bool readonly, int *ret_rw, int *ret_r
 /* The map. domain_files_add() records (and saves) that node is path in
  * set fdset; an entry for the same node is replaced. */
 int domain_files_add(Domain *d, const char *node, const char *path, unsigned fdset);
+/* A freshly launched QEMU's map: exactly files. */
+int domain_files_set(Domain *d, const QemuFile *files, size_t n);
 const char *domain_files_path(Domain *d, const char *node);
 /* The node of path (the latest one added for it), NULL when none. */
 const char *domain_files_node(Domain *d, const char *path);

@@ -265,9 +265,23 @@ def _kill_pids(pids, timeout=5.0):
     return left
 
 
+def _holds_file_in(pid, text):
+    """pid has a descriptor open on a path containing text (a QEMU of ours
+    is handed its images as descriptors: its command line names none)."""
+    fd_dir = '/proc/%d/fd' % pid
+    try:
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                if text in os.readlink(os.path.join(fd_dir, fd)):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def _pids_mentioning(text, exclude=()):
-    """Processes whose command line contains text (our temp dir): the
-    by-pid equivalent of pkill -f."""
+    """Processes whose command line contains text (our temp dir), or that
+    hold a file below it open: the by-pid equivalent of pkill -f."""
     found = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -276,7 +290,7 @@ def _pids_mentioning(text, exclude=()):
         if pid == os.getpid() or pid in exclude:
             continue
         cmd = _proc_cmdline(pid)
-        if cmd and text in cmd and _alive(pid):
+        if cmd and (text in cmd or _holds_file_in(pid, text)) and _alive(pid):
             found.append(pid)
     return found
 

@@ -16,6 +16,9 @@
 #include "bus/bus-errors.h"
 #include "bus/bus-manager.h"
 #include "core/operation.h"
+#include "ops/checkpoint-create.h"
+#include "ops/checkpoint-delete.h"
+#include "ops/backup.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-revert.h"
@@ -35,6 +38,7 @@ static int arg_polkit = -1; /* -1: yes on the system bus, no on the user bus */
 static uint64_t arg_idle_timeout_usec = 30 * USEC_PER_SEC;
 static uint64_t arg_graceful_timeout_usec = 60 * USEC_PER_SEC;
 static uint64_t arg_start_timeout_usec = 30 * USEC_PER_SEC;
+static uint64_t arg_agent_timeout_usec = 10 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
 static char **arg_image_roots = NULL;
 static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
@@ -45,6 +49,10 @@ static const OperationKind *const operation_kinds[] = {
         &snapshot_create_kind,
         &snapshot_delete_kind,
         &snapshot_revert_kind,
+        &checkpoint_create_kind,
+        &checkpoint_delete_kind,
+        &backup_kind,
+        &backup_offline_kind,
 };
 
 typedef struct Daemon {
@@ -73,6 +81,9 @@ static void help(void) {
                "     --graceful-timeout=SECONDS\n"
                "                             Stop(GRACEFUL) waits this long for the guest\n"
                "                             before QEMU is told to quit (default 60)\n"
+               "     --agent-timeout=SECONDS The guest agent must answer within this (sync,\n"
+               "                             fsfreeze), else QUIESCE fails and the guest is\n"
+               "                             thawed (default 10; 0 = the default)\n"
                "     --qemu=PATH             QEMU binary for domains without <emulator>\n"
                "                             (default %s)\n"
                "     --image-root=DIR        Disks, snapshot overlays and memory files may be\n"
@@ -109,6 +120,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_POLKIT,
                 ARG_IDLE_TIMEOUT,
                 ARG_GRACEFUL_TIMEOUT,
+                ARG_AGENT_TIMEOUT,
                 ARG_QEMU,
                 ARG_LOG_LEVEL,
                 ARG_IMAGE_ROOT,
@@ -125,6 +137,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "polkit", required_argument, NULL, ARG_POLKIT },
                 { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
                 { "graceful-timeout", required_argument, NULL, ARG_GRACEFUL_TIMEOUT },
+                { "agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT },
                 { "qemu", required_argument, NULL, ARG_QEMU },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "image-root", required_argument, NULL, ARG_IMAGE_ROOT },
@@ -170,7 +183,10 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_IDLE_TIMEOUT:
                 case ARG_GRACEFUL_TIMEOUT:
-                        r = parse_seconds(optarg, c == ARG_IDLE_TIMEOUT ? &arg_idle_timeout_usec : &arg_graceful_timeout_usec);
+                case ARG_AGENT_TIMEOUT: /* 0: the default (core/manager.c) */
+                        r = parse_seconds(optarg, c == ARG_IDLE_TIMEOUT       ? &arg_idle_timeout_usec
+                                                  : c == ARG_AGENT_TIMEOUT    ? &arg_agent_timeout_usec
+                                                                              : &arg_graceful_timeout_usec);
                         if (r < 0)
                                 return log_error_errno(r, "Not a number of seconds: '%s'", optarg);
                         break;
@@ -353,6 +369,7 @@ static int run(void) {
                 .qemu_binary = arg_qemu ?: (char *) QEMU_SYSTEM_BINARY,
                 .graceful_timeout_usec = arg_graceful_timeout_usec,
                 .start_timeout_usec = arg_start_timeout_usec,
+                .agent_timeout_usec = arg_agent_timeout_usec,
                 .image_roots = arg_image_roots,
                 .metadata_read_cap = arg_metadata_read_cap,
         };

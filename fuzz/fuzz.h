@@ -27,6 +27,8 @@ int fuzz_xml_snapshot(const uint8_t *data, size_t size);
 int fuzz_store(const uint8_t *data, size_t size);
 int fuzz_qmp(const uint8_t *data, size_t size);
 int fuzz_image(const uint8_t *data, size_t size);
+int fuzz_xml_checkpoint(const uint8_t *data, size_t size);
+int fuzz_xml_backup(const uint8_t *data, size_t size);
 
 #define FUZZ_CHECK(expr)                                                                        \
         do {                                                                                    \

@@ -28,6 +28,8 @@ static const Target targets[] = {
         { "store", fuzz_store },
         { "qmp", fuzz_qmp },
         { "image", fuzz_image },
+        { "xml-checkpoint", fuzz_xml_checkpoint },
+        { "xml-backup", fuzz_xml_backup },
 };
 
 static int run_file(const Target *t, const char *path) {

@@ -171,7 +171,10 @@ MATRIX = {
     },
     'Domain.Undefine': {
         'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
-        'HasSnapshots': ['test_snapshots_tree.py TreeTest.test_undefine_with_snapshots'],
+        'HasSnapshots': [
+            'test_snapshots_tree.py TreeTest.test_undefine_with_snapshots',
+            'test_checkpoints.py ListTest.test_undefine_with_checkpoints',
+        ],
         'OperationInvalid': [
             'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
             'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
@@ -207,6 +210,10 @@ MATRIX = {
         ],
     },
     'Domain.CreateSnapshot': {
+        'AgentUnresponsive': [
+            'test_quiesce.py QuiesceTest.test_agent_never_answers_the_freeze',
+            'test_quiesce.py QuiesceTest.test_no_agent_in_the_guest',
+        ],
         'InvalidArgument': [
             'test_snapshots.py FlagsAndErrorsTest.test_bad_input_changes_nothing',
             'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
@@ -250,6 +257,30 @@ MATRIX = {
             'test_snapshots.py ExternalTest.test_offline_disk_only_default_name_and_no_metadata',
             'test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart',
         ],
+    },
+    'Domain.CreateCheckpoint': {
+        'InvalidArgument': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'InvalidXML': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'AlreadyExists': [
+            'test_checkpoints.py RefusalTest.test_bad_requests_change_nothing',
+            'test_checkpoints.py DeleteTest.test_delete_flags_offline',
+        ],
+        'NoSuchDisk': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'NoSuchCheckpoint': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'Unsupported': ['test_checkpoints.py RefusalTest.test_bad_requests_change_nothing'],
+        'OperationInvalid': ['test_checkpoints.py DeleteTest.test_missing_bitmap_shown_and_repaired'],
+        'Busy': ['test_checkpoints.py RefusalTest.test_busy_while_a_job_holds_a_disk'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_checkpoints.py RefusalTest.test_polkit_denies',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.ListCheckpoints': {
+        'InvalidArgument': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
+    },
+    'Domain.LookupCheckpoint': {
+        'NoSuchCheckpoint': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
     },
     'Domain.BlockPull': {
         'InvalidArgument': ['test_blockjobs.py RefusalTest.test_refusals_busy_and_shallow'],
@@ -308,6 +339,27 @@ MATRIX = {
         ],
         'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
+    'Domain.BackupBegin': {
+        'InvalidArgument': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'InvalidXML': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'NoSuchDisk': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'AlreadyExists': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'PathNotAllowed': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'NotRunning': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'Busy': ['test_backup.py PushTest.test_push_full_while_guest_writes'],
+        'Unsupported': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_backup.py RefusalTest.test_access_denied',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Domain.BackupGetXMLDesc': {
+        'OperationInvalid': [
+            'test_backup.py RefusalTest.test_refusals_change_nothing',
+            'test_backup.py PushTest.test_push_full_while_guest_writes',
+        ],
+    },
     'Domain.BlockCopy': {
         'InvalidXML': ['test_blockcopy.py FailureTest.test_refusals'],
         'InvalidArgument': ['test_blockcopy.py FailureTest.test_refusals'],
@@ -349,6 +401,26 @@ MATRIX = {
             'test_bad_input.py LookupTest.test_unknown_names_and_paths',
             'test_bad_input.py OddNamesTest.test_odd_names',
         ],
+    },
+    'Checkpoint.GetXMLDesc': {
+        'InvalidArgument': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_checkpoints.py RefusalTest.test_polkit_denies',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
+    'Checkpoint.ListChildren': {
+        'InvalidArgument': ['test_checkpoints.py ListTest.test_list_lookup_and_xml'],
+    },
+    'Checkpoint.Delete': {
+        'InvalidArgument': ['test_checkpoints.py DeleteTest.test_delete_flags_offline'],
+        'Busy': ['test_checkpoints.py RefusalTest.test_busy_while_a_job_holds_a_disk'],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_checkpoints.py RefusalTest.test_polkit_denies',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
     'Snapshot.GetXMLDesc': {
         'InvalidArgument': ['test_snapshots_tree.py TreeTest.test_redefine_tree_list_filters_and_restart'],

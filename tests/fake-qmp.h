@@ -90,6 +90,7 @@ static inline const char *errname(int error) {
         case EPROTO: return "-EPROTO";
         case EPIPE: return "-EPIPE";
         case ECANCELED: return "-ECANCELED";
+        case ETIMEDOUT: return "-ETIMEDOUT";
         default: return "-E?";
         }
 }

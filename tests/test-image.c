@@ -219,6 +219,42 @@ static void test_size_limit(const char *dir) {
         CHECK(access(over, F_OK) < 0 && errno == ENOENT);
 }
 
+/* Backing names QEMU takes as a protocol are never followed; the snapshot
+ * table reader agrees with qemu-img snapshot -l. */
+static void test_plain_names_and_tags(const char *dir) {
+        _cleanup_free_ char *j = strprintf("%s/json.qcow2", dir), *nbd = strprintf("%s/nbd.qcow2", dir);
+        _cleanup_free_ char *tags = strprintf("%s/tags.qcow2", dir), *backing = NULL, *message = NULL;
+        _cleanup_(image_chain_done) ImageChain chain = {};
+
+        CHECK(image_backing_name_is_plain("base.qcow2"));
+        CHECK(image_backing_name_is_plain("/srv/vm/a:b.qcow2"));
+        CHECK(image_backing_name_is_plain("sub/a:b"));
+        CHECK(!image_backing_name_is_plain("json:{}"));
+        CHECK(!image_backing_name_is_plain("nbd:localhost:10809"));
+        CHECK(!image_backing_name_is_plain("file:/etc/shadow"));
+        CHECK(!image_backing_name_is_plain(""));
+        CHECK(sh("qemu-img create -q -f qcow2 -u -b 'json:{\"driver\":\"raw\",\"file\":{\"filename\":\"/etc/shadow\"}}' "
+                 "-F raw %s 1M", j) == 0);
+        CHECK(sh("qemu-img create -q -f qcow2 -u -b nbd:localhost:10809 -F raw %s 1M", nbd) == 0);
+        CHECK(image_read_chain_filtered(j, DISK_FORMAT_QCOW2, NULL, NULL, &chain, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(message && strstr(message, "json: or protocol name"));
+        message = mfree(message);
+        image_chain_done(&chain);
+        CHECK(image_read_chain(nbd, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(image_read_backing(nbd, &backing) == -QSNAP_E_PATH_NOT_ALLOWED);
+
+        CHECK(sh("qemu-img create -q -f qcow2 %s 1M && qemu-img snapshot -c first %s && "
+                 "qemu-img snapshot -c second-and-longer %s", tags, tags, tags) == 0);
+        CHECK(image_has_internal_snapshot(tags, "first") == 1);
+        CHECK(image_has_internal_snapshot(tags, "second-and-longer") == 1);
+        CHECK(image_has_internal_snapshot(tags, "second") == 0);
+        CHECK(image_has_internal_snapshot(tags, "1") == 0); /* an id is no name */
+        CHECK(sh("qemu-img snapshot -d first %s", tags) == 0);
+        CHECK(image_has_internal_snapshot(tags, "first") == 0);
+        CHECK(image_has_internal_snapshot(nbd, "first") == 0);
+        CHECK(image_has_internal_snapshot("/dev/null", "first") == -QSNAP_E_PATH_NOT_ALLOWED);
+}
+
 int main(void) {
         char dir[] = "/tmp/test-image.XXXXXX";
 
@@ -233,6 +269,7 @@ int main(void) {
         test_create_standalone(dir, 5ULL << 40); /* an L1 table of several clusters */
         test_not_regular(dir);
         test_size_limit(dir);
+        test_plain_names_and_tags(dir);
         sh("rm -rf %s", dir);
         return test_summary();
 }

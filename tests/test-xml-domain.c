@@ -659,8 +659,8 @@ static void test_semantic_errors(void) {
                   "<disk type='network'><source protocol='nbd'/><target dev='vda'/></disk></devices></domain>",
                   2, "only disk type='file' is supported" },
                 { "<domain><name>a</name><memory>1</memory><devices>\n"
-                  "<disk type='file' device='cdrom'><source file='/a.iso'/><target dev='hdc'/></disk></devices></domain>",
-                  2, "only device='disk' is supported" },
+                  "<disk type='file' device='cdrom'><driver type='qcow2'/><source file='/a.iso'/><target dev='hdc'/></disk></devices></domain>",
+                  2, "a CD-ROM's <driver type='qcow2'> is not supported: 'raw'" },
                 { "<domain><name>a</name><memory>1</memory><devices>\n"
                   "<disk type='file' device='lun'><source file='/a'/><target dev='sda'/></disk></devices></domain>",
                   2, "device 'lun'" },
@@ -1014,7 +1014,7 @@ static void test_secrets(void) {
                        "    <graphics type='spice' autoport='yes' passwd='spice-s3cret'>\n"
                        "      <listen type='address' address='127.0.0.1'/>\n"
                        "    </graphics>\n"
-                       "    <video><model type='passwd graphics'/></video>\n"
+                       "    <shmem><model type='passwd graphics'/></shmem>\n"
                        "  </devices>\n"
                        "  <wrapper><graphics type='rdp' passwd='rdp-s3cret'/></wrapper>\n"
                        "</domain>\n");

@@ -8,8 +8,8 @@ and by one a rule answers NO. What each call answered must be exactly
 auth_matrix.EXPECTED.
 
 One harness, two domains A and B, each running with a chain on vda
-(base <- mid <- top), vdb, a disk-only snapshot s1 and a READY active
-commit of vdb. The refused columns call B in the state in which the call
+(base <- mid <- top), vdb, a disk-only snapshot s1, a checkpoint k1 and
+a READY active commit of vdb. The refused columns call B in the state in which the call
 would otherwise go ahead (running with the job for most, running without
 it for CreateSnapshot, Delete and Revert, paused for Resume, shut off for
 Start and Undefine), and B's properties, jobs and files must be as
@@ -18,8 +18,11 @@ which each one can succeed (root on B, the test user on A): reads,
 DefineDomain (a redefinition), GetXMLDesc(SECURE), QemuMonitorCommand,
 Pause and Resume, SetSpeed/Pause/Resume/Pivot of the READY job,
 BlockCommit of mid, BlockRebase COPY (Abort of its job), BlockCopy,
-BlockPull, CreateSnapshot, Revert(FORCE) to s1, Delete(METADATA_ONLY),
-Start, Stop, Undefine. Calls as other users go through gdbus (the harness
+BlockPull, BackupBegin (push; Abort of its job), BackupGetXMLDesc,
+CreateCheckpoint, Checkpoint.Delete(METADATA_ONLY) of k1, CreateSnapshot,
+Revert(FORCE) to s1, Delete(METADATA_ONLY), Start, Stop, Undefine.
+BackupGetXMLDesc in the refused columns is called while root runs a pull
+backup of B. Calls as other users go through gdbus (the harness
 notes their D-Bus errors for tests/errors_matrix.py); root's through Gio.
 """
 
@@ -33,6 +36,7 @@ from test_authorization import call_as
 D = q.DOMAIN_IFACE
 J = q.JOB_IFACE
 S = q.SNAPSHOT_IFACE
+K = q.CHECKPOINT_IFACE
 M = q.MANAGER_IFACE
 MiB = 1 << 20
 ACTIVE, COPY, DISK_ONLY, METADATA_ONLY, FORCE, SECURE, SNAPSHOTS_METADATA = 4, 8, 16, 2, 4, 1, 1
@@ -43,9 +47,18 @@ DELEGATED = [a for a in q.ALL_ACTIONS if a != q.ACTION_HOST_ADMIN]
 # Rows called while B runs without a block job (a job holds its disk:
 # snapshot operations would be Busy), is paused, or shut off; the rest while
 # it runs with its READY job.
-PHASE = {'Domain.CreateSnapshot(DISK_ONLY)': 'no job', 'Snapshot.Delete(METADATA_ONLY)': 'no job',
+PHASE = {'Domain.BackupGetXMLDesc(a backup runs)': 'backup', 'Domain.CreateSnapshot(DISK_ONLY)': 'no job',
+         'Domain.CreateCheckpoint(0)': 'no job', 'Snapshot.Delete(METADATA_ONLY)': 'no job',
          'Snapshot.Revert(FORCE)': 'no job', 'Domain.Resume()': 'paused', 'Domain.Start(0)': 'shutoff',
          'Domain.Undefine(SNAPSHOTS_METADATA)': 'shutoff'}
+
+
+def backup_xml(path):
+    return ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/></disk></disks>"
+            "</domainbackup>" % path)
+
+
+PULL_BACKUP_XML = "<domainbackup mode='pull'><disks><disk name='vda'/></disks></domainbackup>"
 
 
 def dest_xml(path):
@@ -67,6 +80,8 @@ class Domain:
         self.path = h.define_domain(name, [q.Disk('vda', self.top), q.Disk('vdb', self.btop)])
         self.s1 = h.call(self.path, D, 'CreateSnapshot',
                          ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        self.k1 = h.call(self.path, D, 'CreateCheckpoint', ('<domaincheckpoint><name>k1</name></domaincheckpoint>', 0),
+                         'st')
         self.job = None
         self.n = 0
 
@@ -115,6 +130,9 @@ class Domain:
                 (P, D, 'BlockCommit', [('s', 'vda'), ('s', ''), ('s', self.mid), ('t', 0), ('t', 0)]),
             'Domain.BlockCopy(vda, a new qcow2)':
                 (P, D, 'BlockCopy', [('s', 'vda'), ('s', dest_xml(self.dest('copy'))), ('t', 0), ('t', 0)]),
+            'Domain.BackupBegin(push, vda, a new target)':
+                (P, D, 'BackupBegin', [('s', backup_xml(self.dest('backup'))), ('s', ''), ('t', 0)]),
+            'Domain.BackupGetXMLDesc(a backup runs)': (P, D, 'BackupGetXMLDesc', []),
             'Snapshot.GetXMLDesc(0)': (self.s1, S, 'GetXMLDesc', [('t', 0)]),
             'Snapshot.GetXMLDesc(SECURE)': (self.s1, S, 'GetXMLDesc', [('t', SECURE)]),
             'Snapshot.ListChildren(0)': (self.s1, S, 'ListChildren', [('t', 0)]),
@@ -122,6 +140,14 @@ class Domain:
             'Snapshot.CheckDelete(0)': (self.s1, S, 'CheckDelete', [('t', 0)]),
             'Snapshot.Revert(FORCE)': (self.s1, S, 'Revert', [('t', FORCE)]),
             'Snapshot.CheckRevert(FORCE)': (self.s1, S, 'CheckRevert', [('t', FORCE)]),
+            'Domain.CreateCheckpoint(0)':
+                (P, D, 'CreateCheckpoint', [('s', '<domaincheckpoint><name>k2</name></domaincheckpoint>'), ('t', 0)]),
+            'Domain.ListCheckpoints(0)': (P, D, 'ListCheckpoints', [('t', 0)]),
+            'Domain.LookupCheckpoint(name)': (P, D, 'LookupCheckpoint', [('s', 'k1')]),
+            'Checkpoint.GetXMLDesc(0)': (self.k1, K, 'GetXMLDesc', [('t', 0)]),
+            'Checkpoint.GetXMLDesc(SECURE)': (self.k1, K, 'GetXMLDesc', [('t', SECURE)]),
+            'Checkpoint.ListChildren(0)': (self.k1, K, 'ListChildren', [('t', 0)]),
+            'Checkpoint.Delete(METADATA_ONLY)': (self.k1, K, 'Delete', [('t', METADATA_ONLY)]),
             'BlockJob1.Abort(0)': (self.job, J, 'Abort', [('t', 0)]),
             'BlockJob1.Pivot()': (self.job, J, 'Pivot', []),
             'BlockJob1.SetSpeed(0)': (self.job, J, 'SetSpeed', [('t', 0)]),
@@ -170,7 +196,7 @@ class AuthMatrixTest(q.QsnapTestCase):
     def observe(self, dom):
         h = self.h
         props = h.get_all(dom.path, D)
-        seen = {k: props[k] for k in ('State', 'Disks', 'Jobs', 'Snapshots', 'CurrentSnapshot')}
+        seen = {k: props[k] for k in ('State', 'Disks', 'Jobs', 'Snapshots', 'CurrentSnapshot', 'Checkpoints')}
         seen['XML'] = h.call(dom.path, D, 'GetXMLDesc', (2,), 't')
         seen['job states'] = {j: h.get_property(j, J, 'State') for j in props['Jobs']}
         seen['files'] = sorted(os.listdir(h.images_dir))
@@ -181,13 +207,21 @@ class AuthMatrixTest(q.QsnapTestCase):
         """nobody, the test user on B, daemon and bin: every row on B, in
         the state in which the call would otherwise go ahead."""
         h = self.h
-        for phase in ('running', 'no job', 'paused', 'shutoff'):
-            if phase == 'no job':
+        backup = None
+        for phase in ('running', 'backup', 'no job', 'paused', 'shutoff'):
+            if phase == 'backup':
+                backup = h.call(B.path, D, 'BackupBegin', (PULL_BACKUP_XML, '', 0), 'sst')
+            elif phase == 'no job':
+                h.call(backup, J, 'Abort', (0,), 't')
                 h.call(B.job, J, 'Abort', (0,), 't')
             elif phase == 'paused':
                 h.call(B.path, D, 'Pause')
             elif phase == 'shutoff':
                 h.call(B.path, D, 'Stop', (0,), 't')
+                # Undefine(SNAPSHOTS_METADATA) would be HasSnapshots with a
+                # checkpoint: k1's metadata goes for this phase, and comes back.
+                k1_xml = h.call(B.k1, K, 'GetXMLDesc', (SECURE,), 't')
+                h.call(B.k1, K, 'Delete', (METADATA_ONLY,), 't')
             for who in ('nobody', 'other', 'ask', 'no'):
                 before = self.observe(B)
                 for row, (path, iface, method, args) in B.calls().items():
@@ -196,6 +230,7 @@ class AuthMatrixTest(q.QsnapTestCase):
                     error, _ = self.call(who, path, iface, method, args)
                     got.setdefault(row, {})[who] = result_of(error)
                 self.assertEqual(self.observe(B), before, '%s changed domain B while it was %s' % (who, phase))
+        h.call(B.path, D, 'CreateCheckpoint', (k1_xml, 1), 'st')    # REDEFINE
 
     def allowed_column(self, who, dom, got):
         """Every row by who on dom, in an order in which each can succeed."""
@@ -211,6 +246,8 @@ class AuthMatrixTest(q.QsnapTestCase):
         for key in ('Manager.ListDomains()', 'Manager.GetDomain(name)', 'Domain.GetXMLDesc(0)',
                     'Domain.ListSnapshots(0)', 'Domain.LookupSnapshot(name)', 'Snapshot.GetXMLDesc(0)',
                     'Snapshot.ListChildren(0)', 'Snapshot.CheckDelete(0)', 'Snapshot.CheckRevert(FORCE)',
+                    'Domain.ListCheckpoints(0)', 'Domain.LookupCheckpoint(name)', 'Checkpoint.GetXMLDesc(0)',
+                    'Checkpoint.ListChildren(0)', 'Checkpoint.GetXMLDesc(SECURE)',
                     'Manager.DefineDomain(a redefinition, disks below the image root)', 'Domain.GetXMLDesc(SECURE)',
                     'Snapshot.GetXMLDesc(SECURE)', 'Domain.QemuMonitorCommand(query-status)', 'Domain.Pause()',
                     'Domain.Resume()', 'BlockJob1.SetSpeed(0)', 'BlockJob1.Pause()', 'BlockJob1.Resume()',
@@ -221,6 +258,17 @@ class AuthMatrixTest(q.QsnapTestCase):
         else:    # refused: root ends the job, so that the rest can go on
             h.call(dom.job, J, 'Abort', (0,), 't')
 
+        job = self.object_path(who, row('Domain.BackupBegin(push, vda, a new target)'))
+        if job:
+            try:
+                h.call(job, J, 'Abort', (0,), 't')
+            except q.DBusCallError as e:    # a small disk may be copied already
+                self.assertEqual(e.name, q.ERROR_PREFIX + 'OperationInvalid', str(e))
+            wait_state(h, job, 'completed', 'canceled')
+        # A pull runs until its Abort: the read sees a backup whatever the timing.
+        pull = h.call(dom.path, D, 'BackupBegin', (PULL_BACKUP_XML, '', 0), 'sst')
+        row('Domain.BackupGetXMLDesc(a backup runs)')
+        h.call(pull, J, 'Abort', (0,), 't')
         job = self.object_path(who, row('Domain.BlockCommit(vda, a backing file)'))
         if job:
             wait_state(h, job, 'completed')
@@ -235,6 +283,10 @@ class AuthMatrixTest(q.QsnapTestCase):
         job = self.object_path(who, row('Domain.BlockPull(vda)'))
         if job:
             wait_state(h, job, 'completed')
+        k2 = self.object_path(who, row('Domain.CreateCheckpoint(0)'))
+        row('Checkpoint.Delete(METADATA_ONLY)')
+        if k2:    # Undefine below drops snapshot metadata only
+            h.call(k2, K, 'Delete', (METADATA_ONLY,), 't')
         c = self.object_path(who, row('Domain.CreateSnapshot(DISK_ONLY)'))
         row('Snapshot.Revert(FORCE)')
         row('Snapshot.Delete(METADATA_ONLY)', path=c or dom.s1)

@@ -190,7 +190,7 @@ class QemuRefusesTest(ErrorsTestCase):
         holder = subprocess.Popen([q.QEMU_IO, '-f', 'qcow2', img], stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: holder.poll() is None and holder.kill())
-        q.wait_until(lambda: q.run([q.QEMU_IMG, 'info', img]).returncode != 0, 10, 'qemu-io holds the lock')
+        q.wait_until(lambda: q.run([q.QEMU_IMG, 'info', img]).returncode != 0, 60, 'qemu-io holds the lock')
         message = self.assertRefused('QemuFailed', snap, S, 'Delete', (0,), 't', dom=dom)
         self.assertIn('lock', message)
         holder.stdin.close()

@@ -68,6 +68,8 @@ class IntrospectionTest(q.QsnapTestCase):
         path = self.h.define_domain('introspect', [q.Disk('vda', img)])
         self.h.call(path, q.DOMAIN_IFACE, 'CreateSnapshot',
                     ('<domainsnapshot><name>s1</name></domainsnapshot>', 0), 'st')
+        self.h.call(path, q.DOMAIN_IFACE, 'CreateCheckpoint',
+                    ('<domaincheckpoint><name>k1</name></domaincheckpoint>', 0), 'st')
         # A job: an active commit stays READY until told, so it is there to see.
         self.h.call(path, q.DOMAIN_IFACE, 'Start', (0,), 't')
         self.h.call(path, q.DOMAIN_IFACE, 'CreateSnapshot',

@@ -28,7 +28,9 @@ DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspectio
 
 DESIGN_ERRORS = {'NoSuchDomain', 'NoSuchSnapshot', 'NoSuchCheckpoint', 'NoSuchDisk', 'NoSuchJob', 'InvalidXML',
                  'InvalidArgument', 'AlreadyExists', 'Busy', 'OperationInvalid', 'HasSnapshots', 'PathNotAllowed',
-                 'NoSpace', 'NotRunning', 'QemuFailed', 'Unsupported'}
+                 'NoSpace', 'NotRunning', 'QemuFailed', 'Unsupported',
+                 # Added since DESIGN §7, each with its reason in docs/decisions.md:
+                 'AgentUnresponsive'}  # issue #14, QUIESCE
 STANDARD_ERRORS = {'org.freedesktop.DBus.Error.AccessDenied',
                    'org.freedesktop.DBus.Error.InteractiveAuthorizationRequired',
                    'org.freedesktop.DBus.Error.LimitsExceeded',

@@ -35,6 +35,18 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   percentages, each one a Progress signal's; plain lines with --verbose
   into a pipe; Ctrl-C on the terminal aborts the job and waits for its end,
   a second Ctrl-C leaves it running; --timeout aborts.
+- Checkpoints: checkpoint-create (stdin, --redefine --redefine-validate of
+  an edited checkpoint-dumpxml), checkpoint-create-as (--diskspec),
+  checkpoint-list with every filter checked against ListCheckpoints, --from
+  against ListChildren, --tree drawn as virsh draws it, --parent --size
+  with the bytes written since, --json; checkpoint-info/-parent/-dumpxml
+  (--no-domain --size); checkpoint-delete (--metadata, --children) leaving
+  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
+- Backups: backup-begin --wait on a terminal draws increasing percentages
+  from the job's Progress signals and names the target, which equals the
+  disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone; a
+  pull backup prints its NBD URI, which qemu-img reads back equal to the
+  disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
 - Every flag of the bus API reached by its named option: each command's
   method call read off a bus monitor (member, flags, bandwidth in units).
@@ -67,6 +79,7 @@ import xml.etree.ElementTree as ET
 import qsnaptest as q
 
 D = q.DOMAIN_IFACE
+C = q.CHECKPOINT_IFACE
 J = q.JOB_IFACE
 S = q.SNAPSHOT_IFACE
 MiB = 1 << 20
@@ -81,6 +94,8 @@ def setUpModule():
     q.check_requirements()
     if not QSNAPCTL or not os.access(QSNAPCTL, os.X_OK):
         raise RuntimeError('QSNAPCTL_BINARY is not set or not executable (run through meson test): %r' % QSNAPCTL)
+    # Backups copy at most 4 MiB/s a disk (qsnapd's test hook), so that backup-begin --wait draws a bar.
+    os.environ['QSNAPD_TEST_BACKUP_SPEED'] = str(4 * MiB)
     H = q.Harness()
     try:
         H.start()
@@ -247,6 +262,19 @@ class QsnapctlTest(unittest.TestCase):
     def json_of(self, *args, **kw):
         return json.loads(self.ok(*args, '--json', **kw))
 
+    def complete(self, words, typed_line=None):
+        """words: what bash splits (as typed); the last one is completed."""
+        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
+        line = typed_line if typed_line is not None else ' '.join(words)
+        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
+                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
+                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
+        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
+        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [x for x in r.stdout.split('\n') if x]
+
     def assertNamedError(self, err, name, meaning_word=None):
         """error: Name (meaning): message — never a bare D-Bus name."""
         self.assertRegex(err, r'^error: %s \([^)]+\): .+' % name, err)
@@ -276,6 +304,26 @@ class UsageTest(QsnapctlTest):
             (['snapshot-list', VM, '--tree', '--parent'], '--tree goes with'),
             (['snapshot-create-as', VM, '--diskspec', 'vda,snapshot=sideways', '--print-xml'], 'snapshot=\'sideways\''),
             (['list', '--all', '--inactive'], 'exclude each other'),
+            (['checkpoint-info', VM], 'missing checkpointname'),
+            (['checkpoint-parent', VM], 'missing checkpointname'),
+            (['checkpoint-create', VM, '--redefine'], '--redefine needs the XML'),
+            (['checkpoint-create', VM, 'c.xml', '--redefine-validate'], '--redefine-validate goes with --redefine'),
+            (['checkpoint-create-as', VM, '--diskspec', 'vda,checkpoint=maybe', '--print-xml'], "checkpoint='maybe'"),
+            (['checkpoint-create-as', VM, '--diskspec', 'vda,colour=red', '--print-xml'], "unknown item 'colour=red'"),
+            (['checkpoint-create-as', VM, '--diskspec', 'vda,checkpoint=no,bitmap=b', '--print-xml'],
+             'bitmap= goes with checkpoint=bitmap'),
+            (['checkpoint-create-as', VM, '--diskspec', ',bitmap=b', '--print-xml'], 'the first item is the disk'),
+            (['checkpoint-list', VM, '--tree', '--size'], '--tree goes with'),
+            (['checkpoint-list', VM, '--descendants'], '--descendants goes with --from'),
+            (['checkpoint-list', VM, '--from', 'c1', '--roots'], '--roots does not go with --from'),
+            (['checkpoint-dumpxml', VM, 'c1', '--json'], 'prints no data'),
+            (['checkpoint-delete', VM, 'c1', '--children=yes'], 'takes no value'),
+            (['backup-begin', VM, '-', '-'], 'only one of the two documents'),
+            (['backup-begin', VM, '--async'], '--async goes with'),
+            (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
+            (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
+            (['backup-dumpxml'], 'missing domain'),
+            (['domjobabort'], 'missing domain'),
             (['-H'], '-H needs a value'),
             (['--address'], '--address needs a value'),
             (['start', VM, '--paused=yes'], 'takes no value'),
@@ -297,10 +345,36 @@ class UsageTest(QsnapctlTest):
             else:
                 self.assertIn(name, out)
         self.assertIn('Usage: qsnapctl snapshot-list [--domain] domain', self.ok('snapshot-list', '--help'))
+        self.assertIn('Usage: qsnapctl checkpoint-info [--domain] domain [--checkpointname] checkpointname [OPTIONS]',
+                      self.ok('checkpoint-info', '--help'))
+        self.assertIn('Usage: qsnapctl backup-begin [--domain] domain [[--backupxml] backupxml] '
+                      '[[--checkpointxml] checkpointxml] [OPTIONS]', self.ok('help', 'backup-begin'))
+        for verb, opts in (('checkpoint-list', ['--tree', '--from NAME', '--descendants', '--size', '--json']),
+                           ('checkpoint-create-as', ['--diskspec NAME', '--redefine-validate', '--print-xml']),
+                           ('backup-begin', ['--reuse-external', '--wait', '--verbose', '--timeout N'])):
+            out = self.ok('help', verb)
+            for o in opts:
+                self.assertIn('  ' + o, out, verb)
+        self.assertNotIn('--json', self.ok('help', 'backup-begin'))
         self.assertRegex(self.ok('--version'), r'^qsnapctl \d+\.\d+\.\d+\n$')
         v = self.json_of('version')
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
         self.fails(2, 'help', 'no-such-verb')
+
+
+    def test_checkpoint_print_xml(self):
+        """checkpoint-create-as --print-xml: the <domaincheckpoint> its options describe, escaped, no bus call
+        needed beyond the connection (the domain need not exist)."""
+        out = self.ok('checkpoint-create-as', 'no such vm', 'mon<day>', "it's a test", '--diskspec', 'vda',
+                      '--diskspec', 'vdb,checkpoint=no', '--diskspec', 'vdc,bitmap=b,,1', '--print-xml')
+        root = ET.fromstring(out)
+        self.assertEqual(root.tag, 'domaincheckpoint')
+        self.assertEqual(root.findtext('name'), 'mon<day>')
+        self.assertEqual(root.findtext('description'), "it's a test")
+        self.assertEqual([d.attrib for d in root.findall('disks/disk')],
+                         [{'name': 'vda'}, {'name': 'vdb', 'checkpoint': 'no'},
+                          {'name': 'vdc', 'checkpoint': 'bitmap', 'bitmap': 'b,1'}])
+        self.assertEqual(ET.fromstring(self.ok('checkpoint-create-as', VM, '--print-xml')).findall('*'), [])
 
 
 # --------------------------------------------------------------------------
@@ -418,6 +492,7 @@ TREE_S1_S2_S3_S4 = ('s1\n'
                     '  +- s4\n'
                     '    \n')
 
+CHECKPOINT_LIST_FLAGS = {'roots': 1, 'topological': 2, 'leaves': 4, 'no-leaves': 8}
 LIST_FLAGS = {'roots': 1, 'metadata': 2, 'leaves': 4, 'no-leaves': 8, 'no-metadata': 16, 'inactive': 32,
               'active': 64, 'disk-only': 128, 'internal': 256, 'external': 512, 'topological': 1024}
 
@@ -778,6 +853,219 @@ class BlockJobTest(QsnapctlTest):
 
 # --------------------------------------------------------------------------
 
+class CheckpointTest(QsnapctlTest):
+    """The checkpoint verbs on a running VM: c1, 1 MiB written, c2 (from
+    standard input), 1 MiB more, c3; then c3 re-parented under c1 by
+    dumpxml, delete --metadata and create --redefine-validate, so that the
+    tree branches. Every listing is checked against the bus's own
+    ListCheckpoints/ListChildren; sizes are the bytes written since."""
+
+    def setUp(self):
+        super().setUp()
+        h = self.h
+        img = h.create_image('ckpt.qcow2', '32M')
+        self.ok('define', '-', stdin=q.domain_xml('ck vm', [q.Disk('vda', img)]))
+        self.dom = h.domain_path('ck vm')
+        self.ok('start', 'ck vm')
+        self.addCleanup(lambda: (qc('stop', 'ck vm'), qc('undefine', 'ck vm', '--checkpoints-metadata')))
+
+    def names(self, paths):
+        return [last_name(p) for p in paths]
+
+    def bus_list(self, bit):
+        return self.names(self.h.call(self.dom, D, 'ListCheckpoints', (bit,), 't'))
+
+    def test_checkpoints(self):
+        h = self.h
+        V = 'ck vm'
+        self.assertEqual(self.ok('checkpoint-create-as', V, 'c1', 'the first'), 'Domain checkpoint c1 created\n')
+        h.write_pattern_live(self.dom, 'vda', 0xc1, 0, MiB)
+        self.assertEqual(self.ok('checkpoint-create', V, '-', stdin='<domaincheckpoint><name>c2</name></domaincheckpoint>'),
+                         'Domain checkpoint c2 created\n')
+        h.write_pattern_live(self.dom, 'vda', 0xc2, 4 * MiB, MiB)
+        self.ok('checkpoint-create-as', V, '--name', 'c3', '--diskspec', 'vda,checkpoint=bitmap')
+        self.assertEqual(self.bus_list(0), ['c1', 'c2', 'c3'])
+        self.assertEqual(self.ok('checkpoint-parent', V, 'c3'), 'c2\n')
+
+        # Re-parent c3 under c1: its XML, forget its metadata (the bitmap stays), redefine it with parent c1.
+        xml = self.ok('checkpoint-dumpxml', V, 'c3')
+        root = ET.fromstring(xml)
+        self.assertEqual(root.findtext('parent/name'), 'c2')
+        self.assertIsNotNone(root.find('domain'), 'the recorded <domain> is there without --no-domain')
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c3', '--metadata'), 'Domain checkpoint c3 deleted\n')
+        self.assertEqual(self.bus_list(0), ['c1', 'c2'])
+        root.find('parent/name').text = 'c1'
+        out = self.ok('checkpoint-create', V, '--redefine', '--redefine-validate', '-',
+                      stdin=ET.tostring(root, encoding='unicode'))
+        self.assertEqual(out, 'Domain checkpoint c3 redefined\n')
+        self.assertEqual(self.ok('checkpoint-parent', V, '--checkpointname', 'c3'), 'c1\n')
+        a = ['--address', h.address]
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['checkpoint-info', 'ck\\ vm', 'c']), ['c1', 'c2', 'c3'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['checkpoint-list', 'ck\\ vm', '--from', 'c']),
+                         ['c1', 'c2', 'c3'])
+
+        # The listings, against the bus.
+        # virsh's vshTreePrint: the blank line after the last leaf keeps its indentation.
+        self.assertEqual(self.ok('checkpoint-list', V, '--tree'), 'c1\n  |\n  +- c2\n  +- c3\n    \n')
+        for option, bit in CHECKPOINT_LIST_FLAGS.items():
+            with self.subTest(option=option):
+                self.assertEqual(self.ok('checkpoint-list', V, '--' + option, '--name').splitlines(),
+                                 self.bus_list(bit))
+        self.assertEqual(self.ok('checkpoint-list', V, '--roots', '--name'), 'c1\n')
+        self.assertEqual(self.ok('checkpoint-list', V, '--leaves', '--name'), 'c2\nc3\n')
+        c1 = h.call(self.dom, D, 'LookupCheckpoint', ('c1',), 's')
+        self.assertEqual(self.ok('checkpoint-list', V, '--from', 'c1', '--name').splitlines(),
+                         self.names(h.call(c1, C, 'ListChildren', (0,), 't')))
+        self.assertEqual(self.ok('checkpoint-list', V, '--from', 'c1', '--descendants', '--tree'),
+                         self.ok('checkpoint-list', V, '--tree'))
+        table = self.ok('checkpoint-list', V, '--parent', '--size').splitlines()
+        self.assertEqual(table[0].split(), ['Name', 'Creation', 'Time', 'Parent', 'Size'])
+        self.assertRegex(table[2], r'^ c1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} +- +2(\.0)? MiB$')
+        self.assertRegex(table[3], r'^ c2 +.* c1 +1(\.0)? MiB$')
+        self.assertRegex(table[4], r'^ c3 +.* c1 +0 B$')
+
+        listing = self.json_of('checkpoint-list', V, '--size')
+        self.assertEqual([c['name'] for c in listing], ['c1', 'c2', 'c3'])
+        by = {c['name']: c for c in listing}
+        self.assertEqual(by['c1']['children'], ['c2', 'c3'])
+        self.assertEqual((by['c1']['parent'], by['c2']['parent'], by['c3']['parent']), (None, 'c1', 'c1'))
+        self.assertEqual(by['c1']['description'], 'the first')
+        self.assertEqual(by['c1']['disks'], [{'disk': 'vda', 'bitmap': 'c1'}])
+        self.assertEqual((by['c1']['size'], by['c2']['size'], by['c3']['size']), (2 * MiB, MiB, 0))
+        self.assertEqual([c['problems'] for c in listing], [[], [], []])
+        self.assertEqual([c['domain'] for c in listing], [V] * 3)
+        for c in listing:
+            self.assertIsInstance(c['creation_time'], int)
+            self.assertIsInstance(c['current'], bool)
+
+        info = self.json_of('checkpoint-info', V, 'c1')
+        self.assertEqual((info['name'], info['descendants'], info['children'], info['size']),
+                         ('c1', 2, ['c2', 'c3'], 2 * MiB))
+        text = self.ok('checkpoint-info', V, 'c1')
+        for line in ('Name:           c1', 'Domain:         ck vm', 'Parent:         -', 'Children:       2',
+                     'Descendants:    2', 'Disks:          vda (bitmap c1)', 'Usable:         yes'):
+            self.assertIn(line + '\n', text)
+        self.assertRegex(text, r'\nSize: +2(\.0)? MiB\n')
+        self.assertEqual(self.json_of('checkpoint-parent', V, 'c2'), {'name': 'c2', 'parent': 'c1'})
+        self.assertEqual(self.json_of('checkpoint-parent', V, 'c1'), {'name': 'c1', 'parent': None})
+        out, err = self.fails(1, 'checkpoint-parent', V, 'c1')
+        self.assertIn("Checkpoint 'c1' has no parent", err)
+        root = ET.fromstring(self.ok('checkpoint-dumpxml', V, 'c1', '--no-domain', '--size'))
+        self.assertIsNone(root.find('domain'))
+        self.assertEqual([(d.get('name'), d.get('size')) for d in root.findall('disks/disk')], [('vda', str(2 * MiB))])
+
+        # Failures: named, exit 1, nothing changed.
+        out, err = self.fails(1, 'checkpoint-info', V, 'nope')
+        self.assertNamedError(err, 'NoSuchCheckpoint')
+        out, err = self.fails(1, 'checkpoint-create-as', V, 'c1')
+        self.assertNamedError(err, 'AlreadyExists')
+        out, err = self.fails(1, 'checkpoint-create-as', V, 'cz', '--diskspec', 'vdz')
+        self.assertNamedError(err, 'NoSuchDisk')
+        self.assertEqual(self.bus_list(0), ['c1', 'c2', 'c3'])
+
+        # Delete: c2 (a leaf), then c1's children, then c1 with its (no longer any) children.
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c2'), 'Domain checkpoint c2 deleted\n')
+        self.assertEqual(self.json_of('checkpoint-info', V, 'c1')['children'], ['c3'])
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c1', '--children-only'),
+                         'Domain checkpoint c1 children deleted\n')
+        self.assertEqual(self.bus_list(0), ['c1'])
+        self.assertEqual(self.ok('checkpoint-delete', V, 'c1', '--children'),
+                         'Domain checkpoint c1 and its descendants deleted\n')
+        self.assertEqual(h.get_property(self.dom, D, 'Checkpoints'), [])
+        self.assertEqual(self.json_of('checkpoint-list', V), [])
+        nodes = h.qmp(self.dom, 'query-named-block-nodes', {'flat': True})['return']
+        self.assertEqual([b.get('name') for n in nodes for b in n.get('dirty-bitmaps', []) if b.get('name')], [],
+                         'the bitmaps are gone from the images')
+
+
+class BackupTest(QsnapctlTest):
+    """backup-begin and backup-dumpxml on a running VM whose 32 MiB disk
+    holds 0xb1 at 0 and 0xb2 at 8 MiB; qsnapd copies at most
+    QSNAPD_TEST_BACKUP_SPEED a second (setUpModule), so a backup lasts a
+    few seconds and draws several percentages."""
+
+    def setUp(self):
+        super().setUp()
+        h = self.h
+        self.img = h.create_image('bk.qcow2', '32M')
+        q.qemu_io_write_pattern(self.img, 0xb1, 0, 4 * MiB)
+        q.qemu_io_write_pattern(self.img, 0xb2, 8 * MiB, 4 * MiB)
+        self.ok('define', '-', stdin=q.domain_xml('bk vm', [q.Disk('vda', self.img)]))
+        self.dom = h.domain_path('bk vm')
+        self.ok('start', 'bk vm')
+        self.addCleanup(lambda: (qc('stop', 'bk vm'), qc('undefine', 'bk vm')))
+
+    def assert_same_image(self, target):
+        r = q.run([q.QEMU_IMG, 'compare', '-U', self.img, target])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = q.run([q.QEMU_IMG, 'check', '-U', target])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_push_wait_bar_and_ctrl_c(self):
+        h = self.h
+        rec = h.record_signals(self.dom, J, 'Progress')
+        pty = Pty('backup-begin', 'bk vm', '--wait')
+        rc = pty.finish()
+        text = pty.text()
+        self.assertEqual(rc, 0, text)
+        # Where it went, then the bar from the Progress signals, then one final line.
+        target = re.search(r'^  vda: (/\S+)\r?$', text, re.M).group(1)
+        self.assertTrue(target.startswith(self.img + '.'), text)
+        q.spin(lambda: False, 0.3)
+        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
+        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+        self.assertGreaterEqual(len(set(drawn)), 3, text)
+        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
+        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
+        self.assertEqual(drawn[-1], 100)
+        self.assertIn('\r\x1b[KBackup: [', text)
+        self.assertRegex(text, r'\nBackup: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
+        self.assert_same_image(target)
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
+
+        # Ctrl-C aborts it: canceled, the target qsnapd made is gone.
+        dest = os.path.join(h.images_dir, 'bk-aborted.qcow2')
+        xml = ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/>"
+               "<driver type='qcow2'/></disk></disks></domainbackup>" % dest)
+        xml_file = os.path.join(h.root, 'bk-aborted.xml')
+        with open(xml_file, 'w') as f:
+            f.write(xml)
+        pty = Pty('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertTrue(pty.wait_for(r'\] +\d+ %'), pty.text())
+        self.assertTrue(os.path.exists(dest))
+        pty.ctrl_c()
+        rc = pty.finish()
+        self.assertEqual(rc, 1, pty.text())
+        self.assertIn('Backup: interrupted; the job was aborted and has ended (canceled)', pty.text())
+        self.assertFalse(os.path.exists(dest), 'an aborted backup leaves no target')
+
+    def test_pull_dumpxml_and_end(self):
+        out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r'^Backup started \(job \S+\)$')
+        uri = re.match(r'^  vda: (nbd\+unix:///vda\?socket=/\S+)$', lines[1]).group(1)
+        self.assertIn('domjobabort', lines[2])
+        root = ET.fromstring(self.ok('backup-dumpxml', 'bk vm'))
+        self.assertEqual(root.get('mode'), 'pull')
+        self.assertEqual(uri.split('socket=')[1], root.find('server').get('socket'))
+        # The export is the disk as it was at the start.
+        copy = os.path.join(self.h.root, 'pulled.raw')
+        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw', uri, copy])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', copy, self.img])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out, err = self.fails(1, 'backup-begin', 'bk vm')
+        self.assertNamedError(err, 'Busy')
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
+        out, err = self.fails(1, 'domjobabort', 'bk vm')
+        self.assertIn("Domain 'bk vm' has no running backup.", err)
+
+
+# --------------------------------------------------------------------------
+
 class MonitorTest(QsnapctlTest):
     def test_monitor_json(self):
         h = self.h
@@ -818,19 +1106,6 @@ class MonitorTest(QsnapctlTest):
 class CompletionTest(QsnapctlTest):
     """The installed bash completion, sourced into a real bash, with
     COMP_WORDS/COMP_LINE as bash sets them for a partial word."""
-
-    def complete(self, words, typed_line=None):
-        """words: what bash splits (as typed); the last one is completed."""
-        script = os.path.join(q.source_root(), 'tools', 'qsnapctl', 'qsnapctl.bash-completion')
-        line = typed_line if typed_line is not None else ' '.join(words)
-        prog = ('source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\nCOMP_LINE=%s\nCOMP_POINT=${#COMP_LINE}\n'
-                '_qsnapctl\nprintf "%%s\\n" "${COMPREPLY[@]}"\n'
-                % (shlex.quote(script), ' '.join(shlex.quote(w) for w in words), len(words) - 1, shlex.quote(line)))
-        env = env_for({'PATH': os.path.dirname(QSNAPCTL) + ':' + os.environ['PATH']})
-        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', prog], capture_output=True, text=True, env=env,
-                           timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return [x for x in r.stdout.split('\n') if x]
 
     def test_completion(self):
         h = self.h
@@ -1066,11 +1341,17 @@ class FlagMappingTest(QsnapctlTest):
         self.ok('define', '-', stdin=q.domain_xml('off vm', [q.Disk('vda', h.create_image('off.qcow2', '64M'))]))
         self.ok('start', 'flag vm')
         self.ok('snapshot-create-as', 'off vm', 'o1')
+        self.ok('checkpoint-create-as', 'off vm', 'k1')
         xml, xml_text = os.path.join(h.root, 'flags.xml'), \
             "<domainsnapshot><name>redef</name><creationTime>1</creationTime></domainsnapshot>"
         dest_xml, dest_xml_text = os.path.join(h.root, 'dest.xml'), \
             "<disk type='file'><source file='/nonexistent/d.qcow2'/></disk>"
-        for path, text in ((xml, xml_text), (dest_xml, dest_xml_text)):
+        # Documents qsnapd refuses (a disk the domain does not have): the calls change nothing.
+        cp_xml, cp_xml_text = os.path.join(h.root, 'cp.xml'), \
+            "<domaincheckpoint><name>cx</name><disks><disk name='vdz'/></disks></domaincheckpoint>"
+        bk_xml, bk_xml_text = os.path.join(h.root, 'bk.xml'), \
+            "<domainbackup><disks><disk name='vdz'/></disks></domainbackup>"
+        for path, text in ((xml, xml_text), (dest_xml, dest_xml_text), (cp_xml, cp_xml_text), (bk_xml, bk_xml_text)):
             with open(path, 'w') as f:
                 f.write(text)
         mon = BusMonitor(["type='method_call',destination='org.example.Snapshot1'"])
@@ -1116,6 +1397,20 @@ class FlagMappingTest(QsnapctlTest):
             (['snapshot-check-delete', V, 'o1', '--children-only'], 'CheckDelete', [4]),
             (['snapshot-list', V, '--from', 'o1', '--descendants', '--leaves', '--internal'], 'ListChildren',
              [1 | 4 | 256]),
+            (['checkpoint-create', V, cp_xml, '--redefine', '--redefine-validate', '--quiesce'], 'CreateCheckpoint',
+             [cp_xml_text, 1 | 4 | 2]),
+            (['checkpoint-create', V, cp_xml], 'CreateCheckpoint', [cp_xml_text, 0]),
+            (['checkpoint-create-as', V, 'cx', '--quiesce', '--diskspec', 'vdz'], 'CreateCheckpoint', [None, 2]),
+            (['checkpoint-create-as', V, 'cx', '--redefine', '--diskspec', 'vdz'], 'CreateCheckpoint', [None, 1]),
+            (['backup-begin', V, bk_xml, cp_xml, '--reuse-external'], 'BackupBegin', [bk_xml_text, cp_xml_text, 1]),
+            (['backup-begin', V, bk_xml], 'BackupBegin', [bk_xml_text, '', 0]),
+            (['backup-begin', V, '--checkpointxml', cp_xml], 'BackupBegin', ['<domainbackup/>', cp_xml_text, 0]),
+            (['backup-dumpxml', V], 'BackupGetXMLDesc', []),
+            (['checkpoint-dumpxml', V, 'k1', '--security-info'], 'GetXMLDesc', [1]),
+            (['checkpoint-dumpxml', V, 'k1', '--no-domain', '--size'], 'GetXMLDesc', [2 | 4]),
+            (['checkpoint-delete', V, 'k1', '--children', '--children-only', '--metadata'], 'Delete', [7]),
+            (['checkpoint-list', V, '--from', 'k1', '--descendants', '--leaves', '--topological'], 'ListChildren',
+             [1 | 4 | 2]),
             (['blockpull', V, 'vda', '--bandwidth', '1.5M'], 'BlockPull', ['vda', 1572864, 0]),
             (['blockpull', V, 'vda', '--base', 'vda[1]', '--keep-relative'], 'BlockRebase', ['vda', 'vda[1]', 0, 16]),
             (['blockrebase', V, 'vda', '--base', dest, '--copy', '--shallow', '--reuse-external', '--copy-raw'],
@@ -1135,13 +1430,16 @@ class FlagMappingTest(QsnapctlTest):
         for args, member, expect in cases:
             with self.subTest(args=args):
                 data = call_of(args, member)
-                if member == 'CreateSnapshot' and expect[0] is None:
+                if member in ('CreateSnapshot', 'CreateCheckpoint') and expect[0] is None:
                     expect = [data[0]] + expect[1:]
                 self.assertEqual(data[len(data) - len(expect):] if member in ('Undefine', 'Start', 'Stop')
                                  else data, expect)
         for bit, name in LIST_FLAGS.items():
             with self.subTest(flag=bit):
                 self.assertEqual(call_of(['snapshot-list', V, '--' + bit, '--name'], 'ListSnapshots'), [name])
+        for option, bit in CHECKPOINT_LIST_FLAGS.items():
+            with self.subTest(checkpoint_list=option):
+                self.assertEqual(call_of(['checkpoint-list', V, '--' + option, '--name'], 'ListCheckpoints'), [bit])
 
         # The job controls, on a throttled pull of "flag vm".
         self.ok('blockpull', F, 'vda', '--bandwidth', '1M')
@@ -1156,7 +1454,9 @@ class FlagMappingTest(QsnapctlTest):
                 self.assertEqual(call_of(args, member), expect)
         self.ok('stop', F)
         self.ok('undefine', F)
-        self.ok('undefine', V, '--snapshots-metadata')
+        self.assertEqual([last_name(p) for p in h.get_property(h.domain_path(V), D, 'Checkpoints')], ['k1'],
+                         'the refused calls changed nothing')
+        self.ok('undefine', V, '--snapshots-metadata', '--checkpoints-metadata')
 
 if __name__ == '__main__':
     q.main()

@@ -444,6 +444,292 @@ class OtherDomainTest(AttackTestCase):
         self.assertFinished()
 
 
+def tree_state(folder):
+    """Every name below folder with its type and, for files, checksum."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, folder)] = (stat.S_IFMT(st.st_mode),
+                                               sha256(p) if stat.S_ISREG(st.st_mode) else None)
+    return out
+
+
+def ext_snapshot_xml(name, overlay=None, memory_file=None):
+    disk = "<disk name='vda' snapshot='external'>%s</disk>" % (
+        "<source file='%s'/>" % overlay if overlay else '')
+    memory = "<memory snapshot='external' file='%s'/>" % memory_file if memory_file else ''
+    return '<domainsnapshot><name>%s</name>%s<disks>%s</disks></domainsnapshot>' % (name, memory, disk)
+
+
+class GateTest(AttackTestCase):
+    """The path gate (docs/security.md §2, §3): no file outside the domain's
+    allowed folders — the image root and its disks' folders, never one
+    learned from an image header or from snapshot metadata — whatever
+    names it. A root-only folder outside the roots plays the protected
+    folder; it must stay exactly as it was."""
+
+    def setUp(self):
+        super().setUp()
+        self.protected = os.path.join(self.h.root, 'protected')
+        os.mkdir(self.protected, 0o700)
+        q.qemu_img_create(os.path.join(self.protected, 'base.qcow2'), '16M')
+        self.protected_before = tree_state(self.protected)
+
+    def assertFinished(self):
+        self.assertEqual(tree_state(self.protected), self.protected_before, 'the protected folder changed')
+        super().assertFinished()
+
+    def snapshot_names(self):
+        return sorted(os.path.basename(p) for p in self.h.call(self.mine, D, 'ListSnapshots', (0,), 't'))
+
+    def redefine_xml(self, name, overlay, memory_file=None, recorded=None, state='shutoff'):
+        memory = "<memory snapshot='external' file='%s'/>" % memory_file if memory_file else ''
+        disks = ("<disks><disk name='vda' snapshot='external'><driver type='qcow2'/><source file='%s'/></disk>"
+                 "</disks>" % overlay)
+        recorded = recorded or q.domain_xml('mine', [q.Disk('vda', self.base)])
+        return ('<domainsnapshot><name>%s</name><state>%s</state>%s%s%s</domainsnapshot>'
+                % (name, state, memory, disks, recorded))
+
+    def test_redefine_outside_paths_refused(self):
+        h = self.h
+        secret = self.victims[2]
+        victim = self.victims[3]
+        overlay = h.create_image('inside.overlay', backing=self.base)
+        cases = {
+            'memory file outside': self.redefine_xml('m', overlay, memory_file=secret, state='running'),
+            'memory file in the protected folder': self.redefine_xml(
+                'p', overlay, memory_file=os.path.join(self.protected, 'base.qcow2'), state='running'),
+            'overlay outside': self.redefine_xml('o', victim),
+            'overlay through ..': self.redefine_xml('d', os.path.join(h.images_dir, '..', 'outside', 'victim.qcow2')),
+            'overlay in the protected folder': self.redefine_xml('q', os.path.join(self.protected, 'base.qcow2')),
+        }
+        for what, xml in cases.items():
+            for user in (USER, 'root'):
+                with self.subTest(what=what, user=user):
+                    if user == 'root':
+                        with self.assertDBusError(PATH_NOT_ALLOWED) as cm:
+                            h.call(self.mine, D, 'CreateSnapshot', (xml, 1), 'st')
+                        message = str(cm.exception)
+                    else:
+                        err, message = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', 1)])
+                        self.assertEqual(err, PATH_NOT_ALLOWED, message)
+                    self.assertIn('is not in an allowed folder', message)
+        self.assertEqual(self.snapshot_names(), [])
+        self.assertFinished()
+
+    def test_old_metadata_outside_refused_by_delete_and_revert(self):
+        """Metadata stored while its files were in an allowed folder (or
+        before the gate existed) that no longer is: Delete and Revert refuse
+        instead of unlinking or merging into them."""
+        h = self.h
+        old = os.path.join(h.root, 'old')
+        os.mkdir(old, 0o700)
+        old_base = q.qemu_img_create(os.path.join(old, 'base.qcow2'), '16M')
+        q.qemu_io_write_pattern(old_base, 0x11, 0, MiB)
+        old_overlay = q.qemu_img_create(os.path.join(old, 'overlay.qcow2'), '16M', backing=old_base)
+        q.qemu_io_write_pattern(old_overlay, 0x22, 0, MiB)
+        memory = os.path.join(old, 'memory')
+        with open(memory, 'w') as f:
+            f.write('not a memory state, a file of root\'s\n')
+        # root (host-admin) put mine's disk in `old` and recorded snapshots there ...
+        h.define_domain('mine', [q.Disk('vda', old_base)])
+        old_def = q.domain_xml('mine', [q.Disk('vda', old_base)])
+        h.call(self.mine, D, 'CreateSnapshot',
+               (self.redefine_xml('ext', old_overlay, recorded=old_def), 1), 'st')
+        h.call(self.mine, D, 'CreateSnapshot',
+               (self.redefine_xml('mem', old_overlay, memory_file=memory, recorded=old_def, state='running'), 1), 'st')
+        # ... then moved it back below the image root: `old` is allowed no more.
+        h.define_domain('mine', [q.Disk('vda', self.base)])
+        old_before = tree_state(old)
+        for snap in ('ext', 'mem'):
+            path = self.mine + '/snapshot/' + snap
+            for method in ('CheckDelete', 'CheckRevert'):
+                with self.subTest(snapshot=snap, method=method):
+                    err, out = self.as_user(path, S, method, [('t', 0)], user=NOBODY)
+                    self.assertIsNone(err, out)
+                    self.assertIn('false', out)
+                    self.assertIn('is not in an allowed folder', out)
+            for method, flags in (('Delete', 0), ('Delete', 4), ('Revert', 0), ('Revert', 4)):
+                with self.subTest(snapshot=snap, method=method, flags=flags):
+                    err, message = self.as_user(path, S, method, [('t', flags)])
+                    if method == 'Delete' and flags == 4:
+                        self.assertIsNone(err, message)    # CHILDREN_ONLY: there are none, nothing is touched
+                    else:
+                        self.assertEqual(err, PATH_NOT_ALLOWED, message)
+                        self.assertIn('is not in an allowed folder', message)
+        self.assertEqual(tree_state(old), old_before, 'a file in the old folder changed')
+        self.assertEqual(self.snapshot_names(), ['ext', 'mem'])
+        # METADATA_ONLY touches no file: allowed.
+        err, message = self.as_user(self.mine + '/snapshot/mem', S, 'Delete', [('t', 2)])
+        self.assertIsNone(err, message)
+        self.assertEqual(tree_state(old), old_before)
+        self.assertFinished()
+
+    def test_forward_merge_into_victim_refused(self):
+        """An overlay whose header names a file outside as its backing file,
+        REDEFINE'd as a snapshot's overlay: Delete never commits into it."""
+        h = self.h
+        victim = self.victims[3]
+        evil = h.image_path('evil.overlay')
+        q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-u', '-b', victim, '-F', 'qcow2', evil, '16M'],
+              check=True, timeout=30)
+        q.qemu_io_write_pattern(evil, 0x66, 0, MiB)
+        for name, recorded in (('v', q.domain_xml('mine', [q.Disk('vda', victim)])), ('f', None)):
+            with self.subTest(recorded='victim' if recorded else 'base'):
+                err, message = self.as_user(self.mine, D, 'CreateSnapshot',
+                                            [('s', self.redefine_xml(name, evil, recorded=recorded)), ('t', 1)])
+                if recorded:
+                    # the recorded <domain> names a disk outside the roots: host-admin
+                    self.assertEqual(err, ADMIN_NEEDED, message)
+                    continue
+                self.assertIsNone(err, message)
+                path = self.mine + '/snapshot/f'
+                err, out = self.as_user(path, S, 'CheckDelete', [('t', 0)])
+                self.assertIsNone(err, out)
+                self.assertIn('false', out)
+                err, message = self.as_user(path, S, 'Delete', [('t', 0)])
+                self.assertIsNotNone(err, 'Delete merged a chain that leaves the allowed folders')
+                self.assertTrue(os.path.exists(evil))
+        self.assertFinished()
+
+    def test_header_backing_into_protected_folder(self):
+        h = self.h
+        target = os.path.join(self.protected, 'base.qcow2')
+        evil = h.image_path('evil.qcow2')
+        q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-u', '-b', target, '-F', 'qcow2', evil, '16M'],
+              check=True, timeout=30)
+        err, out = self.as_user(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                                [('s', q.domain_xml('mine', [q.Disk('vda', evil)])), ('t', 0)])
+        self.assertIsNone(err, out)
+        # The chain is not followed: Disks shows the image alone.
+        disks = h.get_property(self.mine, D, 'Disks')
+        self.assertEqual([(d[0], d[3]) for d in disks], [('vda', evil)])
+        for what, xml in (('overlay in the protected folder',
+                           ext_snapshot_xml('s1', os.path.join(self.protected, 'o.qcow2'))),
+                          ('overlay next to the disk', ext_snapshot_xml('s2')),
+                          ('overlay named by the caller, next to the disk',
+                           ext_snapshot_xml('s3', h.image_path('s3.qcow2')))):
+            with self.subTest(what=what):
+                err, message = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', 16)])
+                self.assertEqual(err, PATH_NOT_ALLOWED, message)
+        self.assertEqual(self.snapshot_names(), [])
+        self.assertFalse(os.path.exists(h.image_path('evil.s2')))
+        self.assertFalse(os.path.exists(h.image_path('s3.qcow2')))
+        self.assertFinished()
+
+    def test_json_and_protocol_backing_names(self):
+        h = self.h
+        names = {
+            'vdb': 'json:{"driver":"raw","file":{"driver":"file","filename":"%s"}}' % self.victims[2],
+            'vdc': 'nbd:localhost:10809',
+            'vdd': 'file:%s' % self.victims[3],
+        }
+        disks = [q.Disk('vda', self.base)]
+        for target, name in names.items():
+            image = h.image_path('%s.qcow2' % target)
+            q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-u', '-b', name, '-F', 'raw', image, '16M'],
+                  check=True, timeout=30)
+            disks.append(q.Disk(target, image))
+        err, out = self.as_user(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                                [('s', q.domain_xml('mine', disks)), ('t', 0)])
+        self.assertIsNone(err, out)
+        chains = {d[0]: d[3] for d in h.get_property(self.mine, D, 'Disks')}
+        self.assertEqual(chains, {d.target: d.path for d in disks}, 'a json:/protocol backing was followed')
+        for target, name in names.items():
+            with self.subTest(target=target):
+                others = ''.join('<disk name="%s" snapshot="no"/>' % d.target for d in disks if d.target != target)
+                xml = ('<domainsnapshot><name>%s</name><disks><disk name="%s" snapshot="external"/>%s</disks>'
+                       '</domainsnapshot>' % (target, target, others))
+                err, message = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', 16)])
+                self.assertEqual(err, PATH_NOT_ALLOWED, message)
+                self.assertIn('json: or protocol name', message)
+                self.assertIn(name, message)
+        self.assertEqual(self.snapshot_names(), [])
+        self.assertFinished()
+
+    def test_no_oracle_before_authorization(self):
+        """The same words whether a root-only folder exists or not, for the
+        attacker and for a caller holding no right at all."""
+        h = self.h
+        os.mkdir(os.path.join(self.protected, 'exists'), 0o700)
+        self.protected_before = tree_state(self.protected)
+        texts = {}
+        for user in (USER, NOBODY):
+            for which in ('exists', 'missing'):
+                folder = os.path.join(self.protected, which)
+                for what, xml, flags in (
+                        ('overlay', ext_snapshot_xml('x', os.path.join(folder, 'o.qcow2')), 16),
+                        ('redefine', self.redefine_xml('x', os.path.join(folder, 'o.qcow2')), 1)):
+                    with self.subTest(user=user, which=which, what=what):
+                        err, message = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', flags)],
+                                                    user=user)
+                        self.assertEqual(err, PATH_NOT_ALLOWED, message)
+                        texts.setdefault((user, what), set()).add(message.replace(folder, '<F>'))
+        for key, variants in texts.items():
+            self.assertEqual(len(variants), 1, '%s: the texts differ: %s' % (key, variants))
+            self.assertIn('is not in an allowed folder', next(iter(variants)))
+        # The domain running: a memory file and BlockCopy's destination.
+        h.call(self.mine, D, 'Start', (0,), 't')
+        running = {}
+        for which in ('exists', 'missing'):
+            folder = os.path.join(self.protected, which)
+            dest = "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>" % os.path.join(folder, 'c')
+            memory = ext_snapshot_xml('x', h.image_path('x.o'), os.path.join(folder, 'm'))
+            for user, what, method, args in (
+                    (NOBODY, 'memory', 'CreateSnapshot', [('s', memory), ('t', 0)]),
+                    (USER, 'copy', 'BlockCopy', [('s', 'vda'), ('s', dest), ('t', 0), ('t', 0)])):
+                err, message = self.as_user(self.mine, D, method, args, user=user)
+                self.assertEqual(err, PATH_NOT_ALLOWED, message)
+                running.setdefault(what, set()).add(message.replace(folder, '<F>'))
+        for what, variants in running.items():
+            self.assertEqual(len(variants), 1, '%s: the texts differ: %s' % (what, variants))
+        self.assertFinished()
+
+    def test_symlink_race(self):
+        """A folder below the root swapped for a link to the protected
+        folder, in a loop, while the attacker creates snapshots into it:
+        every file qsnapd writes lands in the real folder or nowhere."""
+        h = self.h
+        sub, real, link = h.image_path('sub'), h.image_path('sub.real'), h.image_path('sub.link')
+        os.mkdir(real)
+        os.symlink(self.protected, link)
+        os.rename(real, sub)
+        stop = threading.Event()
+        swaps = [0]
+
+        def swapper():
+            # sub is the folder, then the link, then the folder ...
+            # (the folder stays a little longer, so that some snapshots get
+            # through between the swaps and the race is run both ways)
+            while not stop.is_set():
+                os.rename(sub, real)
+                os.rename(link, sub)
+                os.rename(sub, link)
+                os.rename(real, sub)
+                swaps[0] += 1
+                stop.wait(0.003)
+
+        t = threading.Thread(target=swapper)
+        t.start()
+        results = []
+        try:
+            for i in range(24):
+                xml = ext_snapshot_xml('r%d' % i, os.path.join(sub, 'o%d.qcow2' % i))
+                err, message = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', 16)])
+                results.append(err)
+                self.assertIn(err, (None, PATH_NOT_ALLOWED, q.ERROR_PREFIX + 'QemuFailed'), message)
+        finally:
+            stop.set()
+            t.join()
+        self.assertGreater(swaps[0], 10, 'the swapper did not run')
+        self.assertIn(None, results, 'no snapshot got through: the race was not run')
+        created = [n for n in os.listdir(sub) if n.endswith('.qcow2')]
+        self.assertTrue(created)
+        self.assertFinished()
+
+
 class StartupTest(q.QsnapTestCase):
     harness_options = {'daemon': False}
 

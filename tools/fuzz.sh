@@ -9,11 +9,12 @@
 # <build>/fuzz-work/<target>/corpus, a crash input to .../artifacts/.
 # Prints one line of figures per target and fails when a target crashed,
 # leaked, timed out or could not be built (clang and libclang-rt-14-dev are
-# in tools/packages.txt). Targets: xml-domain xml-snapshot store qmp image.
+# in tools/packages.txt). Targets: xml-domain xml-snapshot store qmp image
+# xml-checkpoint xml-backup.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${QSNAP_FUZZ_BUILD_DIR:-$top/build-fuzz}")
-all=(xml-domain xml-snapshot store qmp image)
+all=(xml-domain xml-snapshot store qmp image xml-checkpoint xml-backup)
 
 usage() {
         echo "usage: $0 TARGET|all SECONDS   (targets: ${all[*]})" >&2
@@ -61,7 +62,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 failed=0
-printf '%-13s %6s %10s %8s %6s %7s %7s  %s\n' target seconds execs exec/s cov ft corpus result
+printf '%-15s %6s %10s %8s %6s %7s %7s  %s\n' target seconds execs exec/s cov ft corpus result
 for t in "${targets[@]}"; do
         work=$build/fuzz-work/$t
         log=$build/fuzz-work/$t.log
@@ -86,7 +87,7 @@ for t in "${targets[@]}"; do
                 result="FAILED (exit $rc; log $log)"
                 failed=1
         fi
-        printf '%-13s %6s %10s %8s %6s %7s %7s  %s\n' "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
+        printf '%-15s %6s %10s %8s %6s %7s %7s  %s\n' "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
                 "${ft:-?}" "${corp:-?}" "$result"
         if [ $rc -ne 0 ]; then
                 grep -E 'ERROR|invariant broken|SUMMARY|Test unit written|runtime error' "$log" | head -n 20 >&2

@@ -5,12 +5,15 @@
  * checks the domain can take the call, asks polkit, and only then acts;
  * lifecycle calls reply from the model's completion callback.
  */
+#include "bus/bus-checkpoint.h"
 #include "bus/bus-domain.h"
 #include "bus/bus-errors.h"
 #include "bus/bus-job.h"
 #include "bus/bus-snapshot.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
+#include "ops/backup.h"
 #include "ops/block-jobs.h"
 #include "ops/snapshot-create.h"
 #include "util/util.h"
@@ -88,6 +91,12 @@ static int property_get_managed(sd_bus *bus, const char *path, const char *inter
         return sd_bus_message_append(reply, "b", domain_is_managed(d));
 }
 
+static int property_get_agent_connected(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        return sd_bus_message_append(reply, "b", domain_agent_connected(d));
+}
+
 static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
@@ -120,6 +129,11 @@ static int property_get_snapshots(sd_bus *bus, const char *path, const char *int
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+static int property_get_checkpoints(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return bus_append_domain_checkpoints(reply, userdata);
+}
+
 static int property_get_current_snapshot(sd_bus *bus, const char *path, const char *interface, const char *property,
                                          sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
@@ -150,7 +164,7 @@ static int property_get_jobs(sd_bus *bus, const char *path, const char *interfac
 
 void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
         _cleanup_free_ char *path = bus_domain_path(d);
-        const char *names[6];
+        const char *names[8];
         size_t n = 0;
 
         if (!path)
@@ -165,6 +179,10 @@ void bus_domain_emit_changed(Bus *b, Domain *d, DomainChange what) {
                 names[n++] = "CurrentSnapshot";
         if (what & DOMAIN_CHANGE_JOBS)
                 names[n++] = "Jobs";
+        if (what & DOMAIN_CHANGE_AGENT)
+                names[n++] = "AgentConnected";
+        if (what & DOMAIN_CHANGE_CHECKPOINTS)
+                names[n++] = "Checkpoints";
         names[n] = NULL;
         if (n > 0)
                 (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_DOMAIN_INTERFACE, (char **) names);
@@ -295,11 +313,16 @@ static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, QSNAP_ERROR_HAS_SNAPSHOTS,
                                          "Domain '%s' has %zu snapshot(s); Undefine with flag 1 (SNAPSHOTS_METADATA) "
                                          "drops their metadata (images stay).", d->def->name, d->snapshots.n);
+        if (d->checkpoints.n > 0 && !(flags & DOMAIN_UNDEFINE_CHECKPOINTS_METADATA))
+                return sd_bus_error_setf(error, QSNAP_ERROR_HAS_SNAPSHOTS,
+                                         "Domain '%s' has %zu checkpoint(s); Undefine with flag 2 (CHECKPOINTS_METADATA) "
+                                         "drops their metadata (bitmaps stay).", d->def->name, d->checkpoints.n);
         r = verify_manage_domains(m, d, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = manager_undefine_domain(d->manager, d, flags & DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, &message);
+        r = manager_undefine_domain(d->manager, d, flags & DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+                                    flags & DOMAIN_UNDEFINE_CHECKPOINTS_METADATA, &message);
         if (r < 0)
                 return check_result(r, message, error);
         return sd_bus_reply_method_return(m, NULL);
@@ -608,6 +631,51 @@ static int method_block_copy(sd_bus_message *m, void *userdata, sd_bus_error *er
         return bus_async_call_result(m, r, message, error);
 }
 
+/* ---- backups ---- */
+
+#define ACTION_BACKUP "org.example.snapshot1.backup"
+
+static int method_backup_begin(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(backup_plan_freep) BackupPlan *plan = NULL;
+        _cleanup_free_ char *message = NULL;
+        const char *backup_xml, *checkpoint_xml;
+        Domain *d = userdata;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "sst", &backup_xml, &checkpoint_xml, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~BACKUP_BEGIN_ALL)
+                return bus_error_unknown_flags(error, "BackupBegin", flags, BACKUP_BEGIN_ALL);
+        r = backup_plan_new(d, backup_xml, checkpoint_xml, flags, &plan, &message);
+        if (r < 0) {
+                if (r == -QSNAP_E_INVALID_XML)
+                        return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_XML, "Invalid backup XML: %s", strna(message));
+                return bus_error_set_errno_message(error, r, message);
+        }
+        /* It exports or copies the disks' contents: never kept (auth_admin). */
+        r = bus_verify_polkit_async(m, ACTION_BACKUP, (const char *[]) { "domain", d->def->name, NULL },
+                                    &bus_from_manager(d->manager)->polkit, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = backup_begin(d, TAKE_PTR(plan), reply_job_started, m, &message);
+        return bus_async_call_result(m, r, message, error);
+}
+
+static int method_backup_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *xml = NULL, *message = NULL;
+        Domain *d = userdata;
+        int r;
+
+        r = backup_get_xml_desc(d, &xml, &message);
+        if (r < 0)
+                return bus_error_set_errno_message(error, r, message);
+        return sd_bus_reply_method_return(m, "s", xml);
+}
+
 /* ---- object tree ---- */
 
 static int domain_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
@@ -640,7 +708,9 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_PROPERTY("Managed", "b", property_get_managed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CurrentSnapshot", "o", property_get_current_snapshot, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Snapshots", "ao", property_get_snapshots, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Checkpoints", "ao", property_get_checkpoints, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Jobs", "ao", property_get_jobs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("AgentConnected", "b", property_get_agent_connected, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_start,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_stop,
@@ -659,6 +729,12 @@ static const sd_bus_vtable domain_vtable[] = {
                                 method_list_snapshots, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("LookupSnapshot", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", snapshot),
                                 method_lookup_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateCheckpoint", SD_BUS_ARGS("s", xml, "t", flags), SD_BUS_RESULT("o", checkpoint),
+                                bus_method_create_checkpoint, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListCheckpoints", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", checkpoints),
+                                bus_method_list_checkpoints, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("LookupCheckpoint", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", checkpoint),
+                                bus_method_lookup_checkpoint, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockPull", SD_BUS_ARGS("s", disk, "t", bandwidth, "t", flags), SD_BUS_RESULT("o", job),
                                 method_block_pull, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockRebase", SD_BUS_ARGS("s", disk, "s", base, "t", bandwidth, "t", flags),
@@ -668,6 +744,10 @@ static const sd_bus_vtable domain_vtable[] = {
                                 SD_BUS_RESULT("o", job), method_block_commit, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("BlockCopy", SD_BUS_ARGS("s", disk, "s", dest_xml, "t", bandwidth, "t", flags),
                                 SD_BUS_RESULT("o", job), method_block_copy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BackupBegin", SD_BUS_ARGS("s", backup_xml, "s", checkpoint_xml, "t", flags),
+                                SD_BUS_RESULT("o", job), method_backup_begin, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("BackupGetXMLDesc", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", xml), method_backup_get_xml_desc,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("BlockJobEvent", SD_BUS_ARGS("o", job, "s", disk, "s", type, "s", status, "s", error), 0),
         SD_BUS_VTABLE_END
 };

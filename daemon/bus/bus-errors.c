@@ -35,6 +35,7 @@ const sd_bus_error_map qsnap_error_map[] = {
         SD_BUS_ERROR_MAP(QSNAP_ERROR_NOT_RUNNING, ESRCH),
         SD_BUS_ERROR_MAP(QSNAP_ERROR_QEMU_FAILED, EIO),
         SD_BUS_ERROR_MAP(QSNAP_ERROR_UNSUPPORTED, EOPNOTSUPP),
+        SD_BUS_ERROR_MAP(QSNAP_ERROR_AGENT_UNRESPONSIVE, ETIME),
         SD_BUS_ERROR_MAP_END
 };
 
@@ -74,6 +75,8 @@ const char *bus_error_name_of_code(QsnapError e) {
                 return QSNAP_ERROR_QEMU_FAILED;
         case QSNAP_E_UNSUPPORTED:
                 return QSNAP_ERROR_UNSUPPORTED;
+        case QSNAP_E_AGENT_UNRESPONSIVE:
+                return QSNAP_ERROR_AGENT_UNRESPONSIVE;
         case _QSNAP_E_MAX:
                 break;
         }

@@ -28,6 +28,7 @@
 #define QSNAP_ERROR_NOT_RUNNING QSNAP_ERROR_PREFIX "NotRunning"
 #define QSNAP_ERROR_QEMU_FAILED QSNAP_ERROR_PREFIX "QemuFailed"
 #define QSNAP_ERROR_UNSUPPORTED QSNAP_ERROR_PREFIX "Unsupported"
+#define QSNAP_ERROR_AGENT_UNRESPONSIVE QSNAP_ERROR_PREFIX "AgentUnresponsive"
 
 extern const sd_bus_error_map qsnap_error_map[];
 

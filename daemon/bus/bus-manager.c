@@ -10,6 +10,7 @@
 #include "bus/bus-errors.h"
 #include "bus/bus-job.h"
 #include "bus/bus-manager.h"
+#include "bus/bus-checkpoint.h"
 #include "bus/bus-snapshot.h"
 #include "core/domain-jobs.h"
 #include "util/util.h"
@@ -106,6 +107,19 @@ static void on_snapshots_deleted(Domain *d, char *const *names, Snapshot *const 
         bus_snapshot_emit_deleted(userdata, d, names, changed, n_changed, previous_current);
 }
 
+static void on_checkpoint_added(Domain *d, Checkpoint *c, Checkpoint *previous_current, void *userdata) {
+        bus_checkpoint_emit_added(userdata, c, previous_current);
+}
+
+static void on_checkpoints_changed(Domain *d, char *const *removed, Checkpoint *const *changed, size_t n_changed,
+                                   Checkpoint *previous_current, void *userdata) {
+        bus_checkpoint_emit_changed(userdata, d, removed, changed, n_changed, previous_current);
+}
+
+static void on_checkpoints_removed(Domain *d, void *userdata) {
+        bus_checkpoint_emit_all_removed(userdata, d);
+}
+
 static void on_job_event(Domain *d, Job *j, JobEvent e, void *userdata) {
         bus_job_emit(userdata, d, j, e);
 }
@@ -116,6 +130,9 @@ static const DomainObserver bus_observer = {
         .current_snapshot_changed = on_current_snapshot_changed,
         .snapshots_removed = on_snapshots_removed,
         .snapshots_deleted = on_snapshots_deleted,
+        .checkpoint_added = on_checkpoint_added,
+        .checkpoints_changed = on_checkpoints_changed,
+        .checkpoints_removed = on_checkpoints_removed,
         .domain_added = on_domain_added,
         .domain_removed = on_domain_removed,
         .domain_changed = on_domain_changed,
@@ -276,6 +293,8 @@ static int node_enumerator(sd_bus *bus, const char *path, void *userdata, char *
                 r = push_path(&l, bus_domain_path(d));
                 for (Snapshot *s = d->snapshots.first; r >= 0 && s; s = s->next)
                         r = push_path(&l, bus_snapshot_path(s));
+                for (Checkpoint *c = d->checkpoints.first; r >= 0 && c; c = c->next)
+                        r = push_path(&l, bus_checkpoint_path(c));
                 if (r >= 0)
                         r = domain_list_jobs(d, &jobs, &n);
                 for (size_t i = 0; r >= 0 && i < n; i++)
@@ -317,6 +336,9 @@ int bus_manager_register(Bus *b) {
         if (r < 0)
                 return r;
         r = bus_snapshot_register(b);
+        if (r < 0)
+                return r;
+        r = bus_checkpoint_register(b);
         if (r < 0)
                 return r;
         r = bus_job_register(b);

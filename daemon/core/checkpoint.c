@@ -18,6 +18,7 @@ void checkpoint_tree_init(CheckpointTree *t, Domain *owner) {
 
 static void checkpoint_free(Checkpoint *c) {
         checkpoint_def_free(c->def);
+        strv_free(c->problems);
         free(c->children);
         free(c);
 }

@@ -33,6 +33,13 @@ struct Checkpoint {
         size_t n_children;
         Checkpoint *prev, *next; /* the tree's creation-order list */
         uint64_t seq;            /* creation order, for moment.c */
+        /* What core/bitmaps.c found in the images (not stored): one
+         * sentence per disk whose bitmap chain is unusable (NULL: usable),
+         * and the bytes dirtied since, summed over disks and layers, as
+         * last measured (has_size false: never measured). */
+        char **problems;
+        uint64_t size;
+        bool has_size;
 };
 
 struct CheckpointTree {

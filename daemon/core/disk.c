@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A domain's disks, the services every operation shares: the backing
- * chain of each active file (read once, cached), Domain.Disks, the one
- * path gate (where qsnapd may create, rename or remove files for this
- * domain, and whether a new file fits there) and the per-disk lock (a job
+ * chain of each active file (read once, cached, through the path gate of
+ * core/gate.c), Domain.Disks, whether a new file fits in its folder, and
+ * the per-disk lock (a job
  * not ended holds its disk). No D-Bus in here.
  */
 #include <libgen.h>
@@ -12,6 +12,7 @@
 #include <sys/statvfs.h>
 
 #include "core/disk.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "util/util.h"
 
@@ -64,12 +65,19 @@ static ChainCacheEntry *chain_cache_find(Domain *d, const char *active) {
 
 const ImageChain *domain_disk_chain(Domain *d, const char *active, DiskFormat format) {
         ChainCacheEntry *e = chain_cache_find(d, active);
+        _cleanup_free_ char *why = NULL;
         ImageChain chain = {};
 
         if (e)
                 return &e->chain;
-        if (image_read_chain(active, format, &chain) < 0)
+
+        /* Through the gate: a chain that leaves the domain's folders or
+         * names a json:/protocol backing is not followed (Disks shows the
+         * active file alone). */
+        if (gate_read_chain(d, active, format, &chain, &why) < 0) {
+                log_debug("Domain '%s': chain of %s not read: %s", d->def->name, active, strna(why));
                 return NULL;
+        }
         e = chain_cache_add(d);
         e->active = strdup(active);
         if (!e->active) {
@@ -151,80 +159,6 @@ oom:
 
 /* ---- the path gate ---- */
 
-/* Adds the folder of `file` once (text first: chains are deep, folders few). */
-static int add_allowed_dir(char ***dirs, const char *file) {
-        const char *slash = strrchr(file, '/');
-        _cleanup_free_ char *dir = slash ? strndup(file, slash == file ? 1 : (size_t) (slash - file)) : NULL;
-
-        if (!dir)
-                return slash ? -ENOMEM : 0;
-        if (strv_contains((const char *const *) *dirs, dir))
-                return 0;
-        return strv_push(dirs, TAKE_PTR(dir));
-}
-
-int domain_path_allowed(Domain *d, const char *path, char **ret_message) {
-        _cleanup_strv_free_ char **raw = NULL, **dirs = NULL;
-        _cleanup_free_ char *copy = NULL;
-        const DomainDef *def = domain_current_def(d);
-        char parent[PATH_MAX];
-        struct stat st;
-        int r;
-
-        if (!path || path[0] != '/') {
-                *ret_message = strprintf("'%s' is not an absolute path.", strna(path));
-                return -QSNAP_E_INVALID_ARGUMENT;
-        }
-        for (size_t i = 0; i < def->n_disks; i++) {
-                const ImageChain *chain = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
-
-                r = add_allowed_dir(&raw, def->disks[i].source);
-                if (r < 0)
-                        return r;
-                for (size_t j = 1; chain && j < chain->n_layers; j++) {
-                        r = add_allowed_dir(&raw, chain->layers[j].path);
-                        if (r < 0)
-                                return r;
-                }
-        }
-        for (char **dir = raw; dir && *dir; dir++) {
-                char resolved[PATH_MAX];
-
-                /* A folder that is gone allows nothing. */
-                if (realpath(*dir, resolved) && !strv_contains((const char *const *) dirs, resolved)) {
-                        r = strv_extend(&dirs, resolved);
-                        if (r < 0)
-                                return r;
-                }
-        }
-        copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        if (!realpath(dirname(copy), parent)) {
-                *ret_message = strprintf("The folder of %s does not exist.", path);
-                return -QSNAP_E_PATH_NOT_ALLOWED;
-        }
-        /* The folder itself, or below a configured image root. */
-        if (!strv_contains((const char *const *) dirs, parent)) {
-                bool below = false;
-
-                for (char **root = d->manager->config.image_roots; root && *root && !below; root++) {
-                        size_t n = strlen(*root);
-                        below = strncmp(parent, *root, n) == 0 && (parent[n] == '/' || parent[n] == 0 || streq(*root, "/"));
-                }
-                if (!below) {
-                        *ret_message = strprintf("%s is outside the folders of domain '%s' (its disks' folders and the "
-                                                 "image roots given with --image-root=).", path, def->name);
-                        return -QSNAP_E_PATH_NOT_ALLOWED;
-                }
-        }
-        if (lstat(path, &st) >= 0 && S_ISLNK(st.st_mode)) {
-                *ret_message = strprintf("%s is a symbolic link; qsnapd never writes through one.", path);
-                return -QSNAP_E_PATH_NOT_ALLOWED;
-        }
-        return 0;
-}
-
 int path_check_free_space(const char *path, char **ret_message) {
         _cleanup_free_ char *copy = strdup(path);
         struct statvfs sv;
@@ -278,7 +212,8 @@ Job *domain_disk_job(Domain *d, const char *target) {
         if (!d->jobs)
                 return NULL;
         JOB_TRACKER_FOREACH(j, d->jobs)
-                if (!j->owned && j->disk && streq(j->disk, target) && !job_state_is_final(j->state))
+                /* Owned ones too: a backup's per-disk jobs hold their disks. */
+                if (j->disk && streq(j->disk, target) && !job_state_is_final(j->state))
                         return j;
         return NULL;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A domain's disks, the services every operation shares: backing chains
- * (cached), Domain.Disks, the one path gate for every file qsnapd creates,
- * renames or removes, and the per-disk lock. No D-Bus in here.
+ * (cached, read through core/gate.c), Domain.Disks, free-space and
+ * writability checks for new files, and the per-disk lock. No D-Bus in here.
  */
 #pragma once
 
@@ -28,12 +28,6 @@ typedef struct DomainDiskInfo {
 } DomainDiskInfo;
 int domain_get_disks(Domain *d, DomainDiskInfo **ret, size_t *ret_n);
 void domain_disk_info_free_many(DomainDiskInfo *infos, size_t n);
-
-/* Directories where qsnapd may create files for this domain: the folders
- * of every image in its disks' chains and the configured image roots.
- * -QSNAP_E_INVALID_ARGUMENT (not absolute) or -QSNAP_E_PATH_NOT_ALLOWED
- * (elsewhere, or a symlink). */
-int domain_path_allowed(Domain *d, const char *path, char **ret_message);
 
 /* A file qsnapd is about to create there: a name the file system takes
  * (-QSNAP_E_INVALID_ARGUMENT), a folder it can write

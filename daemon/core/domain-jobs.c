@@ -699,6 +699,20 @@ static void job_learn_from_id(Domain *d, Job *j) {
                 copy_journal_load(d, j, j->userdata);
 }
 
+int domain_job_claim(Domain *d, Job *j, const JobObserver *observer, void *userdata) {
+        bool shown = !j->owned;
+        int r;
+
+        r = job_claim(j, observer, userdata);
+        if (r < 0)
+                return r;
+        if (shown)
+                notify(d, j, JOB_EVENT_REMOVED);
+        block_job_info_free(j->userdata);
+        j->userdata = NULL;
+        return 0;
+}
+
 void domain_jobs_lost(Domain *d) {
         _cleanup_strv_free_ char **ids = job_journals_list(d);
 

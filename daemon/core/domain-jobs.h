@@ -69,6 +69,11 @@ int domain_local_job_add(Domain *d, Job *j);
 void domain_local_job_end(Domain *d, Job *j);
 void domain_local_job_progress(Domain *d, Job *j);
 
+/* An operation's recovery takes over a job adopted from QEMU (its journal
+ * names it): the job leaves the domain's list (REMOVED is reported) and
+ * is the operation's from now on (job_claim()). */
+int domain_job_claim(Domain *d, Job *j, const JobObserver *observer, void *userdata);
+
 /* QEMU died while no qsnapd ran: every job of ours it ran (per the job
  * journals in the runtime dir) ends failed, with its object, Completed and
  * BlockJobEvent like any other end, and its journal goes. */

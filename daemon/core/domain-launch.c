@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "core/domain-devices.h"
 #include "core/domain-launch.h"
 #include "core/manager.h"
 #include "core/qemu-files.h"
@@ -210,6 +211,30 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, c
         return 0;
 }
 
+/* The guest agent's channel: a virtio-serial port named
+ * org.qemu.guest_agent.0 whose host side is a socket QEMU listens on in
+ * the runtime dir (<uuid>.agent), where core/domain-agent.c connects. */
+static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***argv) {
+        _cleanup_free_ char *path = NULL, *escaped = NULL;
+        int r;
+
+        if (!def->agent_channel)
+                return 0;
+        path = domain_runtime_path(d, ".agent");
+        escaped = path ? qemu_opt_escape(path) : NULL;
+        if (!escaped)
+                return -ENOMEM;
+        if ((r = strv_extend(argv, "-device")) < 0 ||
+            (r = strv_extend(argv, "virtio-serial-pci,id=virtio-serial0")) < 0 ||
+            (r = strv_extend(argv, "-chardev")) < 0 ||
+            (r = strv_extendf(argv, "socket,id=charagent,path=%s,server=on,wait=off", escaped)) < 0 ||
+            (r = strv_extend(argv, "-device")) < 0 ||
+            (r = strv_extend(argv, "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charagent,id=agent0,"
+                                   "name=org.qemu.guest_agent.0")) < 0)
+                return r;
+        return 0;
+}
+
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret, char **ret_message) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
@@ -240,10 +265,6 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         ADD("none");
         ADD("-machine");
         ADD("%s", def->machine ?: "q35");
-        ADD("-accel");
-        ADD("kvm");
-        ADD("-accel");
-        ADD("tcg");
         ADD("-m");
         ADD("%" PRIu64 "K", def->memory_kib);
         ADD("-smp");
@@ -265,6 +286,14 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
                 ADD("-device");
                 ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
         }
+        r = domain_launch_agent_args(d, def, &argv);
+        if (r < 0)
+                return r;
+        /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
+         * (after the agent's virtio-serial controller: consoles use it). */
+        r = domain_devices_argv(d, def, &argv, NULL);
+        if (r < 0)
+                return r;
 #undef ADD
         *ret = TAKE_PTR(argv);
         return 0;

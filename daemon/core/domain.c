@@ -8,6 +8,7 @@
  *   <uuid>.qmp                        the monitor socket
  *   <uuid>.pid                        QEMU's pid
  *   <uuid>.xml                        the live definition QEMU was started with
+ *   <uuid>.agent                      the guest agent channel's socket (QEMU listens)
  *   <uuid>-<target>.transient.qcow2   throw-away overlay of a <transient/> disk
  * They outlive qsnapd, so a new qsnapd finds every VM again.
  */
@@ -17,7 +18,10 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "core/bitmaps.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
+#include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
 #include "core/domain.h"
@@ -84,6 +88,7 @@ int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         d->state = DOMAIN_SHUTOFF;
         d->node_seq = now_usec(CLOCK_REALTIME);
         snapshot_tree_init(&d->snapshots, d);
+        checkpoint_tree_init(&d->checkpoints, d);
         *ret = d;
         return 0;
 }
@@ -100,6 +105,8 @@ Domain *domain_unref(Domain *d) {
         domain_disconnect(d);
         domain_jobs_free(d);
         snapshot_tree_done(&d->snapshots);
+        bitmaps_domain_done(d);
+        checkpoint_tree_done(&d->checkpoints);
         domain_chains_invalidate(d);
         for (size_t i = 0; i < d->n_files; i++) {
                 free(d->files[i].node);
@@ -233,7 +240,7 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
 /* ---- runtime files ---- */
 
 static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".agent" };
         const DomainDef *def = domain_current_def(d);
 
         if (!domain_is_managed(d))
@@ -243,6 +250,7 @@ static void domain_remove_runtime_files(Domain *d) {
                 if (p)
                         (void) unlink(p);
         }
+        domain_devices_remove_runtime_files(d, def);
         for (size_t i = 0; i < def->n_disks; i++) {
                 _cleanup_free_ char *p = NULL;
 
@@ -259,6 +267,7 @@ static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
 
         domain_jobs_disconnected(d, true);
+        domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
         domain_remove_runtime_files(d);
         domain_files_clear(d);
@@ -281,6 +290,7 @@ static void on_qmp_event(Qmp *qmp, const char *event, json_object *data, uint64_
                 domain_set_state(d, DOMAIN_RUNNING);
         else if (streq(event, "SHUTDOWN"))
                 d->shutdown_seen = true;
+        domain_agent_qmp_event(d, event, data);
 }
 
 static void on_qmp_disconnect(Qmp *qmp, int error, void *userdata) {
@@ -399,6 +409,8 @@ static void on_attach_status(Qmp *qmp, int error, json_object *result, const cha
                 break;
         }
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        if (domain_is_active(d))
+                domain_agent_attach(d);
         log_info("Domain '%s': attached to its QEMU (pid %d), %s.", d->def->name, (int) d->pid,
                  domain_state_to_string(d->state));
         /* QEMU's jobs are adopted, then an interrupted snapshot is finished
@@ -609,6 +621,7 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
 
         call(d)->timer = sd_event_source_disable_unref(call(d)->timer);
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        domain_agent_attach(d);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
         if (call(d)->incoming)
@@ -1101,6 +1114,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
 void domain_disconnect(Domain *d) {
         /* Jobs go on in QEMU; the next qsnapd adopts them. */
         domain_jobs_disconnected(d, false);
+        domain_agent_detach(d, false);
         if (d->qmp)
                 qmp_close(d->qmp);
         d->qmp = qmp_unref(d->qmp);

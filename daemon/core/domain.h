@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "core/checkpoint.h"
 #include "core/snapshot.h"
 #include "qemu/image.h"
 #include "qemu/job.h"
@@ -39,6 +40,8 @@ typedef enum DomainChange {
         DOMAIN_CHANGE_SNAPSHOTS = 1 << 2,
         DOMAIN_CHANGE_CURRENT_SNAPSHOT = 1 << 3,
         DOMAIN_CHANGE_JOBS = 1 << 4,
+        DOMAIN_CHANGE_AGENT = 1 << 5, /* AgentConnected */
+        DOMAIN_CHANGE_CHECKPOINTS = 1 << 6,
 } DomainChange;
 
 typedef enum JobEvent {
@@ -90,12 +93,16 @@ struct Domain {
 
         pid_t pid;            /* managed QEMU, 0 when unknown */
         Qmp *qmp;
+        struct Agent *agent;  /* the guest agent channel while QEMU runs (core/domain-agent.c) */
 
         Operation *op;        /* the one lifecycle call in flight, if any (core/operation.h) */
         bool snapshot_busy;   /* a snapshot operation is in flight */
+        Operation *backup;    /* the running backup (ops/backup), one at a time */
         uint64_t node_seq;    /* for unique QEMU node names */
 
         SnapshotTree snapshots;
+        CheckpointTree checkpoints;
+        struct BitmapsState *bitmaps; /* core/bitmaps.c: the refresh of Problems and Size */
 
         JobTracker *jobs;     /* while QMP is up */
         void *jobs_attach;    /* the adoption in flight (core/domain-jobs.c) */

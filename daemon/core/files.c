@@ -14,6 +14,7 @@
 
 #include "core/disk.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "util/util.h"
 
@@ -114,13 +115,16 @@ ssize_t file_graph_find(const FileGraph *g, const char *file) {
         return -1;
 }
 
-static int file_graph_add_chain(FileGraph *g, const char *top, DiskFormat format) {
+static int file_graph_add_chain(Domain *d, FileGraph *g, const char *top, DiskFormat format) {
+        _cleanup_free_ char *why = NULL;
         ImageChain c = {};
         int r;
 
         if (!top || file_graph_find(g, top) >= 0 || access(top, F_OK) < 0)
                 return 0;
-        r = image_read_chain(top, format, &c);
+        /* Through the gate: a backing file outside the domain's folders is
+         * no file of ours (never merged into, rebased or removed). */
+        r = gate_read_chain(d, top, format, &c, &why);
         if (r < 0)
                 return 0; /* an unreadable file is nobody's backing */
         for (size_t i = 0; i < c.n_layers; i++) {
@@ -156,7 +160,7 @@ int file_graph_build(Domain *d, const char *target, FileGraph *g) {
         for (size_t k = 0; k < 2; k++) {
                 const DomainDisk *disk = domain_def_find_disk(defs[k], target);
                 if (disk) {
-                        r = file_graph_add_chain(g, disk->source, disk->format);
+                        r = file_graph_add_chain(d, g, disk->source, disk->format);
                         if (r < 0)
                                 return r;
                 }
@@ -165,13 +169,13 @@ int file_graph_build(Domain *d, const char *target, FileGraph *g) {
                 const SnapshotDisk *sd = snapshot_def_find_disk(s->def, target);
                 _cleanup_free_ char *src = snapshot_recorded_source(s->def, target);
 
-                if (sd && sd->source && (r = file_graph_add_chain(g, sd->source, DISK_FORMAT_QCOW2)) < 0)
+                if (sd && sd->source && (r = file_graph_add_chain(d, g, sd->source, DISK_FORMAT_QCOW2)) < 0)
                         return r;
-                if (src && (r = file_graph_add_chain(g, src, snapshot_recorded_format(s->def, target))) < 0)
+                if (src && (r = file_graph_add_chain(d, g, src, snapshot_recorded_format(s->def, target))) < 0)
                         return r;
                 for (size_t i = 0; i < s->def->n_revert_disks; i++)
                         if (streq_ptr(s->def->revert_disks[i].name, target) && s->def->revert_disks[i].source &&
-                            (r = file_graph_add_chain(g, s->def->revert_disks[i].source, DISK_FORMAT_QCOW2)) < 0)
+                            (r = file_graph_add_chain(d, g, s->def->revert_disks[i].source, DISK_FORMAT_QCOW2)) < 0)
                                 return r;
         }
         return 0;

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 
 #include "core/domain.h"
+#include "core/bitmaps.h"
+#include "core/domain-devices.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "util/error.h"
@@ -31,6 +33,7 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                 .qemu_binary = strdup(config->qemu_binary),
                 .graceful_timeout_usec = config->graceful_timeout_usec,
                 .start_timeout_usec = config->start_timeout_usec,
+                .agent_timeout_usec = config->agent_timeout_usec ?: 10 * USEC_PER_SEC,
                 .metadata_read_cap = config->metadata_read_cap,
         };
         for (char **root = config->image_roots; root && *root; root++)
@@ -78,6 +81,9 @@ void manager_notify_changed(Manager *m, Domain *d, DomainChange what) {
                 d->snapshots.reported_current = d->snapshots.current;
         if (m->observer && m->observer->domain_changed)
                 m->observer->domain_changed(d, what, m->observer_userdata);
+        /* A new state or chain may have lost, or brought, bitmaps. */
+        if ((what & (DOMAIN_CHANGE_STATE | DOMAIN_CHANGE_DISKS)) && d->checkpoints.n > 0)
+                (void) bitmaps_refresh(d, NULL, NULL);
         if ((what & DOMAIN_CHANGE_CURRENT_SNAPSHOT) && previous != d->snapshots.current && m->observer &&
             m->observer->current_snapshot_changed)
                 m->observer->current_snapshot_changed(d, previous, m->observer_userdata);
@@ -106,6 +112,28 @@ void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names,
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
         if (m->observer && m->observer->job_event)
                 m->observer->job_event(d, j, e, m->observer_userdata);
+}
+
+void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current) {
+        if (m->observer && m->observer->checkpoint_added)
+                m->observer->checkpoint_added(d, c, previous_current, m->observer_userdata);
+        (void) bitmaps_refresh(d, NULL, NULL);
+}
+
+void manager_notify_checkpoints_moved(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
+                                      size_t n_changed, Checkpoint *previous_current) {
+        if (m->observer && m->observer->checkpoints_changed)
+                m->observer->checkpoints_changed(d, removed, changed, n_changed, previous_current,
+                                                 m->observer_userdata);
+}
+
+void manager_notify_checkpoints_changed(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
+                                        size_t n_changed) {
+        manager_notify_checkpoints_moved(m, d, removed, changed, n_changed, d->checkpoints.current);
+}
+
+char *manager_checkpoint_dir(Manager *m) {
+        return strprintf("%s/checkpoints", m->config.state_dir);
 }
 
 char *manager_snapshot_dir(Manager *m) {
@@ -185,8 +213,43 @@ static bool source_is_confined(Manager *m, const char *source, char *const *appr
         return strv_contains((const char *const *) approved_folders, folder);
 }
 
+/* The files a definition's devices make QEMU open or create (kernel,
+ * initrd, CD-ROM images, serial files, sockets) are judged as disk sources
+ * are; the approved definition's own device folders count as its disks'
+ * do. 1 with *ret_why when one is not confined. */
+static int device_paths_confined(Manager *m, const DomainDef *def, const DomainDef *approved, char ***approved_folders,
+                                 char **ret_why) {
+        _cleanup_strv_free_ char **paths = NULL, **old = NULL;
+        int r;
+
+        if (approved) {
+                r = domain_devices_paths(approved, &old);
+                if (r < 0)
+                        return r;
+                for (char **p = old; *p; p++) {
+                        char *folder = real_folder_of(*p);
+
+                        if (folder && strv_push(approved_folders, folder) < 0) {
+                                free(folder);
+                                return -ENOMEM;
+                        }
+                }
+        }
+        r = domain_devices_paths(def, &paths);
+        if (r < 0)
+                return r;
+        for (char **p = paths; *p; p++)
+                if (!source_is_confined(m, *p, *approved_folders)) {
+                        *ret_why = strprintf("the file %s that a device names is outside the image roots%s or not a "
+                                             "regular file", *p, approved ? " and the domain's own folders" : "");
+                        return *ret_why ? 1 : -ENOMEM;
+                }
+        return 0;
+}
+
 int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainDef *approved, char **ret_why) {
         _cleanup_strv_free_ char **approved_folders = NULL;
+        int r;
 
         if (def->monitor_path && !(approved && streq_ptr(approved->monitor_path, def->monitor_path))) {
                 *ret_why = strprintf("it attaches to the monitor socket %s", def->monitor_path);
@@ -209,6 +272,9 @@ int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainD
                         return -ENOMEM;
                 }
         }
+        r = device_paths_confined(m, def, approved, &approved_folders, ret_why);
+        if (r != 0)
+                return r;
         for (size_t i = 0; i < def->n_disks; i++)
                 if (!source_is_confined(m, def->disks[i].source, approved_folders)) {
                         /* Not which of the two: that would tell what lies in
@@ -336,7 +402,7 @@ int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, 
         return 0;
 }
 
-int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message) {
+int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, bool drop_checkpoints, char **ret_message) {
         _cleanup_free_ char *path = manager_domain_file(m, d->def->uuid);
         int r;
 
@@ -352,8 +418,23 @@ int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **r
                 if (m->observer && m->observer->snapshots_removed)
                         m->observer->snapshots_removed(d, m->observer_userdata);
         }
+        if (d->checkpoints.n > 0) {
+                if (!drop_checkpoints) {
+                        *ret_message = strprintf("Domain '%s' has %zu checkpoint(s); undefining it needs the "
+                                                 "CHECKPOINTS_METADATA flag, which drops their metadata (bitmaps stay).",
+                                                 d->def->name, d->checkpoints.n);
+                        return -QSNAP_E_HAS_SNAPSHOTS;
+                }
+                if (m->observer && m->observer->checkpoints_removed)
+                        m->observer->checkpoints_removed(d, m->observer_userdata);
+        }
         /* The metadata goes first: a domain file without metadata is a
          * consistent state, metadata without its domain is not. */
+        r = checkpoint_tree_remove_all(&d->checkpoints);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot remove the checkpoint metadata: %s", strerror(-r));
+                return r;
+        }
         r = snapshot_tree_remove_all(&d->snapshots);
         if (r < 0) {
                 *ret_message = strprintf("Cannot remove the snapshot metadata: %s", strerror(-r));
@@ -392,14 +473,22 @@ static void on_attached(Domain *d, int error, const char *message, const char *r
 }
 
 static int manager_load_snapshots(Manager *m, Domain *d) {
-        _cleanup_free_ char *dir = manager_snapshot_dir(m), *message = NULL;
+        _cleanup_free_ char *dir = manager_snapshot_dir(m), *cdir = manager_checkpoint_dir(m), *message = NULL;
         int r;
 
-        if (!dir)
+        if (!dir || !cdir)
                 return -ENOMEM;
         r = snapshot_tree_load(&d->snapshots, dir, d->def->uuid, m->config.metadata_read_cap, &message);
         if (r < 0 && message)
                 log_error("Domain '%s': %s", d->def->name, message);
+        if (r < 0)
+                return r;
+        message = mfree(message);
+        r = checkpoint_tree_load(&d->checkpoints, cdir, d->def->uuid, m->config.metadata_read_cap, &message);
+        if (r < 0 && message)
+                log_error("Domain '%s': %s", d->def->name, message);
+        if (r >= 0 && d->checkpoints.n > 0)
+                (void) bitmaps_refresh(d, NULL, NULL);
         return r;
 }
 

@@ -34,6 +34,15 @@ typedef struct DomainObserver {
          * snapshot before. */
         void (*snapshots_deleted)(Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
                                   Snapshot *previous_current, void *userdata);
+        /* c is new (or redefined); previous_current: the current checkpoint before. */
+        void (*checkpoint_added)(Domain *d, Checkpoint *c, Checkpoint *previous_current, void *userdata);
+        /* Checkpoints were removed (names, already gone; may be NULL) and
+         * the survivors `changed` have a new Parent, Children, IsCurrent
+         * or Problems; previous_current: the current one before. */
+        void (*checkpoints_changed)(Domain *d, char *const *removed, Checkpoint *const *changed, size_t n_changed,
+                                    Checkpoint *previous_current, void *userdata);
+        /* Before the checkpoints of a domain are forgotten (Undefine). */
+        void (*checkpoints_removed)(Domain *d, void *userdata);
 } DomainObserver;
 
 typedef struct ManagerConfig {
@@ -42,6 +51,7 @@ typedef struct ManagerConfig {
         char *qemu_binary;            /* when a domain names no <emulator> */
         uint64_t graceful_timeout_usec; /* Stop(GRACEFUL): powerdown, then quit after this */
         uint64_t start_timeout_usec;  /* QEMU must greet us within this */
+        uint64_t agent_timeout_usec;  /* the guest agent must answer within this (QUIESCE) */
         char **image_roots;           /* folders below which images may be created */
         uint64_t metadata_read_cap;   /* bytes; a larger metadata file is an error */
 } ManagerConfig;
@@ -87,7 +97,7 @@ int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, 
                           bool *ret_created, char **ret_message);
 /* With snapshots, only when drop_snapshots says their metadata goes too
  * (-QSNAP_E_HAS_SNAPSHOTS otherwise). */
-int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, char **ret_message);
+int manager_undefine_domain(Manager *m, Domain *d, bool drop_snapshots, bool drop_checkpoints, char **ret_message);
 
 Domain *manager_find_domain(Manager *m, const char *name);
 
@@ -121,6 +131,14 @@ void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);
 void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
                                       size_t n_changed, Snapshot *previous_current);
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e);
+void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current);
+void manager_notify_checkpoints_changed(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
+                                        size_t n_changed);
+void manager_notify_checkpoints_moved(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
+                                      size_t n_changed, Checkpoint *previous_current);
+
+/* <state>/checkpoints: the checkpoint metadata files. */
+char *manager_checkpoint_dir(Manager *m);
 
 /* <state>/snapshots: the snapshot metadata files. */
 char *manager_snapshot_dir(Manager *m);

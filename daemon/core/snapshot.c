@@ -5,6 +5,7 @@
  * worked, so the tree in memory never disagrees with the file.
  */
 #include "core/domain.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/moment.h"
 #include "core/snapshot.h"
@@ -577,7 +578,9 @@ static int redefine_check(Domain *d, const SnapshotDef *def, char **ret_message)
         if (def->parent && !snapshot_tree_find(&d->snapshots, def->parent))
                 return error_message(ret_message, -QSNAP_E_NO_SUCH_SNAPSHOT, "The parent snapshot '%s' does not exist.",
                                      def->parent);
-        return 0;
+        /* Delete unlinks and merges what it names, Revert reads it: only
+         * files in the domain's allowed folders may be recorded. */
+        return gate_check_snapshot_def(d, def, ret_message);
 }
 
 int snapshot_redefine_prepare(Domain *d, const char *xml, SnapshotDef **ret, char **ret_message) {

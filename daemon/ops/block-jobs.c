@@ -18,12 +18,14 @@
 
 #include "core/disk.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "core/qemu-files.h"
 #include "ops/block-jobs.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 /* The plan of a job start; its Operation (core/operation.h) does the
@@ -590,7 +592,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         r = job_prepare(d, disk_name, &disk, &chain, ret_message);
         if (r < 0)
                 return r;
-        r = domain_path_allowed(d, dest, ret_message);
+        r = gate_check(d, dest, "The destination", ret_message);
         if (r < 0)
                 return r;
         /* Never a file the domain reads: QEMU would mirror an image onto itself. */
@@ -649,8 +651,13 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         }
         if (!(flags & BLOCK_COPY_REUSE_EXT)) {
                 /* Named in the header as the disk's chain names it: absolute. */
-                r = image_create(dest, format, size, backing, backing ? chain->layers[1].format : DISK_FORMAT_QCOW2,
-                                 ret_message);
+                _cleanup_close_ int dirfd = -EBADF;
+
+                /* Created in the folder the gate checks now, never through a link. */
+                r = gate_open_folder(d, dest, "The destination", &dirfd, ret_message);
+                if (r >= 0)
+                        r = image_create_at(dirfd, fs_basename(dest), dest, format, size, backing,
+                                            backing ? chain->layers[1].format : DISK_FORMAT_QCOW2, ret_message);
                 if (r < 0) {
                         operation_cancel(c->op);
                         /* the name taken, a link where the file goes: named; the rest is the system's */

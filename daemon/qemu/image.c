@@ -11,6 +11,8 @@
 #include <libgen.h>
 #include <sys/stat.h>
 
+#include <json-c/json.h>
+
 #include "config.h"
 #include "qemu/image.h"
 #include "util/error.h"
@@ -151,6 +153,12 @@ static char *resolve_relative(const char *image, const char *name) {
         return strjoin(dirname(copy), "/", name);
 }
 
+bool image_backing_name_is_plain(const char *name) {
+        /* QEMU's path_has_protocol(): a ':' before any '/' makes a protocol
+         * ("json:", "nbd:", "file:", …); an absolute name never has one. */
+        return !isempty(name) && name[strcspn(name, ":/")] != ':';
+}
+
 int image_read_backing(const char *path, char **ret_backing) {
         _cleanup_free_ char *backing = NULL;
         DiskFormat format;
@@ -163,6 +171,8 @@ int image_read_backing(const char *path, char **ret_backing) {
                 *ret_backing = NULL;
                 return 0;
         }
+        if (!image_backing_name_is_plain(backing))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
         *ret_backing = resolve_relative(path, backing);
         return *ret_backing ? 0 : -ENOMEM;
 }
@@ -186,7 +196,65 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
         return 0;
 }
 
+#define QCOW2_MAX_SNAPSHOTS 65536U
+
+int image_has_internal_snapshot(const char *path, const char *name) {
+        _cleanup_close_ int fd = -EBADF;
+        size_t name_len = strlen(name);
+        uint32_t n;
+        uint64_t at;
+        uint8_t h[72];
+        int r;
+
+        fd = image_open_regular(path, 0);
+        if (fd < 0)
+                return fd;
+        r = qcow2_read_header(fd, h, sizeof(h));
+        if (r < 0)
+                return r;
+        n = be32toh(*(uint32_t *) (h + 60));
+        at = be64toh(*(uint64_t *) (h + 64));
+        if (n > QCOW2_MAX_SNAPSHOTS)
+                return -EBADMSG;
+        /* Table entries (docs/interop/qcow2.txt): 40 fixed bytes, extra
+         * data, the id, the name, padding to 8. */
+        for (uint32_t i = 0; i < n; i++) {
+                uint8_t e[40];
+                uint16_t id_len, len;
+                uint32_t extra;
+
+                r = pread_exact(fd, e, sizeof(e), (off_t) at);
+                if (r < 0)
+                        return r;
+                id_len = be16toh(*(uint16_t *) (e + 12));
+                len = be16toh(*(uint16_t *) (e + 14));
+                extra = be32toh(*(uint32_t *) (e + 36));
+                if (extra > 1024)
+                        return -EBADMSG;
+                if (len == name_len) {
+                        _cleanup_free_ char *buf = malloc(len + 1);
+
+                        if (!buf)
+                                return -ENOMEM;
+                        r = pread_exact(fd, buf, len, (off_t) (at + 40 + extra + id_len));
+                        if (r < 0)
+                                return r;
+                        if (memcmp(buf, name, len) == 0)
+                                return 1;
+                }
+                at += (40 + extra + id_len + len + 7) & ~7ULL;
+        }
+        return 0;
+}
+
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
+        _cleanup_free_ char *message = NULL;
+
+        return image_read_chain_filtered(path, format, NULL, NULL, ret, &message);
+}
+
+int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilter filter, void *userdata,
+                              ImageChain *ret, char **ret_message) {
         _cleanup_(image_chain_done) ImageChain c = {};
         _cleanup_free_ char *current = NULL;
         int r;
@@ -226,9 +294,20 @@ int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
                         return r;
                 if (!backing)
                         break;
+                if (!image_backing_name_is_plain(backing)) {
+                        free(*ret_message);
+                        *ret_message = strprintf("The backing file name '%s' in %s is a json: or protocol name; qsnapd "
+                                                 "follows only plain file names.", backing, c.layers[c.n_layers - 1].path);
+                        return -QSNAP_E_PATH_NOT_ALLOWED;
+                }
                 current = resolve_relative(c.layers[c.n_layers - 1].path, backing);
                 if (!current)
                         return -ENOMEM;
+                if (filter) {
+                        r = filter(current, c.layers[c.n_layers - 1].path, userdata, ret_message);
+                        if (r < 0)
+                                return r;
+                }
                 format = backing_format;
         }
 
@@ -250,13 +329,18 @@ char *image_chain_to_string(const ImageChain *c) {
  * length of a raw file. */
 int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret) {
         _cleanup_close_ int fd = -EBADF;
-        struct stat st;
-        uint8_t h[32];
-        int r;
 
         fd = image_open_regular(path, 0);
         if (fd < 0)
                 return fd;
+        return image_virtual_size_fd(fd, format, ret);
+}
+
+int image_virtual_size_fd(int fd, DiskFormat format, uint64_t *ret) {
+        struct stat st;
+        uint8_t h[32];
+        int r;
+
         if (format == DISK_FORMAT_RAW) {
                 if (fstat(fd, &st) < 0)
                         return -errno;
@@ -353,22 +437,33 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
         return 0;
 }
 
-int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
+int image_create_overlay_at(int dirfd, const char *name, const char *path, int backing_fd, const char *backing,
+                            DiskFormat backing_format, char **ret_message) {
         uint64_t size = 0;
         int r;
 
-        r = image_virtual_size(backing, backing_format, &size);
+        r = backing_fd >= 0 ? image_virtual_size_fd(backing_fd, backing_format, &size)
+                            : image_virtual_size(backing, backing_format, &size);
         if (r < 0) {
                 if (ret_message)
                         *ret_message = strprintf("Cannot read the size of %s: %s", backing,
                                                  r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r));
                 return r;
         }
-        return image_create(path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);
+        return image_create_at(dirfd, name, path, DISK_FORMAT_QCOW2, size, backing, backing_format, ret_message);
+}
+
+int image_create_overlay(const char *path, const char *backing, DiskFormat backing_format, char **ret_message) {
+        return image_create_overlay_at(AT_FDCWD, path, path, -EBADF, backing, backing_format, ret_message);
 }
 
 int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
                  char **ret_message) {
+        return image_create_at(AT_FDCWD, path, path, format, size, backing, backing_format, ret_message);
+}
+
+int image_create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
+                    const char *backing, DiskFormat backing_format, char **ret_message) {
         _cleanup_close_ int fd = -EBADF;
         int r;
 
@@ -383,8 +478,9 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
                                                  "qcow2 image with 64 KiB clusters holds (2 PiB)", path, size);
                 return -QSNAP_E_UNSUPPORTED;
         }
-        /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink. */
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        /* O_EXCL refuses an existing file and O_NOFOLLOW a symlink; dirfd is
+         * the folder the path gate verified. */
+        fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
         if (fd < 0) {
                 r = -errno;
                 if (ret_message)
@@ -396,7 +492,7 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
         else
                 r = write_qcow2_overlay(fd, backing, backing_format, size);
         if (r < 0) {
-                (void) unlink(path);
+                (void) unlinkat(dirfd, name, 0);
                 if (ret_message)
                         *ret_message = strprintf("Cannot write %s: %s", path, strerror(-r));
                 return r;
@@ -415,4 +511,112 @@ bool image_is_qcow2(const char *path) {
         uint8_t h[4];
 
         return fd >= 0 && pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;
+}
+
+/* ---- persistent dirty bitmaps, through qemu-img ---- */
+
+void image_bitmaps_free(ImageBitmap *b, size_t n) {
+        for (size_t i = 0; b && i < n; i++)
+                free(b[i].name);
+        free(b);
+}
+
+static int qemu_img_run(char *const *argv, char **ret_output, char **ret_message) {
+        _cleanup_free_ char *output = NULL;
+        size_t l;
+        int r;
+
+        r = run_command(argv, &output);
+        for (l = output ? strlen(output) : 0; l > 0 && strchr(" \t\n", output[l - 1]); l--)
+                output[l - 1] = 0;
+        if (r != 0) {
+                if (ret_message)
+                        *ret_message = strprintf("qemu-img %s failed: %s", argv[1],
+                                                 r < 0 ? strerror(-r) : strempty(output));
+                return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+        }
+        if (ret_output)
+                *ret_output = TAKE_PTR(output);
+        return 0;
+}
+
+static int parse_bitmap_flags(json_object *flags, ImageBitmap *b) {
+        if (!json_object_is_type(flags, json_type_array))
+                return 0;
+        for (size_t k = 0; k < json_object_array_length(flags); k++) {
+                const char *f = json_object_get_string(json_object_array_get_idx(flags, k));
+                if (streq(strempty(f), "auto"))
+                        b->enabled = true;
+                else if (streq(strempty(f), "in-use"))
+                        b->in_use = true;
+        }
+        return 0;
+}
+
+int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "info", (char *) "-U", (char *) "--output=json",
+                         (char *) path, NULL };
+        _cleanup_free_ char *output = NULL;
+        json_object *info, *fs = NULL, *data = NULL, *bitmaps = NULL;
+        ImageBitmap *list = NULL;
+        size_t n = 0;
+        int r;
+
+        r = qemu_img_run(argv, &output, ret_message);
+        if (r < 0)
+                return r;
+        info = json_tokener_parse(output);
+        if (!info) {
+                if (ret_message)
+                        *ret_message = strprintf("qemu-img info printed no JSON for %s.", path);
+                return -QSNAP_E_QEMU_FAILED;
+        }
+        if (json_object_object_get_ex(info, "format-specific", &fs) && json_object_object_get_ex(fs, "data", &data) &&
+            json_object_object_get_ex(data, "bitmaps", &bitmaps) && json_object_is_type(bitmaps, json_type_array)) {
+                list = new0(ImageBitmap, json_object_array_length(bitmaps) + 1);
+                for (size_t i = 0; list && i < json_object_array_length(bitmaps); i++) {
+                        json_object *b = json_object_array_get_idx(bitmaps, i), *v = NULL;
+
+                        if (!json_object_object_get_ex(b, "name", &v) || !json_object_is_type(v, json_type_string))
+                                continue;
+                        list[n].name = strdup(json_object_get_string(v));
+                        if (!list[n].name)
+                                break;
+                        if (json_object_object_get_ex(b, "granularity", &v))
+                                list[n].granularity = (uint64_t) json_object_get_int64(v);
+                        if (json_object_object_get_ex(b, "flags", &v))
+                                (void) parse_bitmap_flags(v, list + n);
+                        n++;
+                }
+        }
+        json_object_put(info);
+        if (bitmaps && json_object_is_type(bitmaps, json_type_array) && (!list || n < json_object_array_length(bitmaps))) {
+                /* Only a failed allocation skips one (a nameless entry is QEMU's bug). */
+                if (!list)
+                        return -ENOMEM;
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int image_bitmap_add(const char *path, const char *name, char **ret_message) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--add", (char *) path, (char *) name, NULL };
+        return qemu_img_run(argv, NULL, ret_message);
+}
+
+int image_bitmap_remove(const char *path, const char *name, char **ret_message) {
+        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--remove", (char *) path, (char *) name,
+                         NULL };
+        return qemu_img_run(argv, NULL, ret_message);
+}
+
+int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
+                       char **ret_message) {
+        char *with_file[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--merge", (char *) source,
+                              (char *) "-b", (char *) source_file, (char *) "-F", (char *) "qcow2", (char *) path,
+                              (char *) target, NULL };
+        char *same[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--merge", (char *) source, (char *) path,
+                         (char *) target, NULL };
+        return qemu_img_run(source_file ? with_file : same, NULL, ret_message);
 }

@@ -38,11 +38,27 @@ typedef struct ImageChain {
 
 void image_chain_done(ImageChain *c);
 
+/* Whether QEMU would take a backing file name as a plain file name: not
+ * "json:…" and no protocol prefix ("nbd:…", "http:…", any "<word>:" before
+ * the first '/'), not empty. Only such names are ever followed. */
+bool image_backing_name_is_plain(const char *name);
+
+/* Asked before each backing file is opened (path made absolute; `image`
+ * names it in its header): < 0 refuses it, the chain read then fails with
+ * that error and *ret_message (may stay NULL). */
+typedef int (*ImagePathFilter)(const char *path, const char *image, void *userdata, char **ret_message);
+
 /* Follows backing file names (relative ones resolve against the folder of
  * the image naming them) down to the base. At most 256 layers; a loop or a
  * missing file ends the chain with an error, a FIFO, device or folder in
- * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall). */
+ * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall), and so does a json:
+ * or protocol backing name (never followed). */
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
+/* The same, with `filter` asked about every backing file before it is
+ * opened (core/gate.c confines chains to a domain's folders); on failure
+ * *ret_message says why when known. */
+int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilter filter, void *userdata,
+                              ImageChain *ret, char **ret_message);
 
 /* "base <- mid <- active", the way Domain.Disks shows a chain. */
 char *image_chain_to_string(const ImageChain *c);
@@ -54,6 +70,8 @@ int image_create_overlay(const char *path, const char *backing, DiskFormat backi
 
 /* The virtual size: the qcow2 header's size field, or a raw file's length. */
 int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret);
+/* The same from a descriptor (one the path gate opened). */
+int image_virtual_size_fd(int fd, DiskFormat format, uint64_t *ret);
 
 /* A new, empty image of `size` bytes (qcow2 standalone or on `backing`,
  * whose name goes into the header as given; or a sparse raw file), with
@@ -62,6 +80,16 @@ int image_virtual_size(const char *path, DiskFormat format, uint64_t *ret);
 int image_create(const char *path, DiskFormat format, uint64_t size, const char *backing, DiskFormat backing_format,
                  char **ret_message);
 
+/* Both, for `name` in folder descriptor dirfd (the one the path gate
+ * verified: a folder swapped for a link since cannot redirect them);
+ * `path` is for messages. */
+int image_create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
+                    const char *backing, DiskFormat backing_format, char **ret_message);
+/* backing_fd (or -EBADF): the backing file as the gate opened it, read
+ * for its size instead of opening `backing` by name. */
+int image_create_overlay_at(int dirfd, const char *name, const char *path, int backing_fd, const char *backing,
+                            DiskFormat backing_format, char **ret_message);
+
 /* The backing file name as the qcow2 header spells it (relative or not);
  * *ret NULL when the image has none. */
 int image_read_backing_name(const char *path, char **ret);
@@ -69,9 +97,37 @@ int image_read_backing_name(const char *path, char **ret);
 /* The file starts with the qcow2 magic (never through a symlink). */
 bool image_is_qcow2(const char *path);
 
+/* Whether the qcow2 image's snapshot table holds an internal snapshot of
+ * that name (1) or not (0), read from the file (no qemu-img: CheckRevert
+ * and Revert ask before authorization); -EMEDIUMTYPE for another format,
+ * -EBADMSG for a table that cannot be right. */
+int image_has_internal_snapshot(const char *path, const char *name);
+
 /* The number of internal snapshots in a qcow2 image's header (0 for raw). */
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
 
 /* The backing file named in a qcow2 header, made absolute (NULL: none).
- * -EMEDIUMTYPE when path is not a qcow2 image. */
+ * -EMEDIUMTYPE when path is not a qcow2 image, -QSNAP_E_PATH_NOT_ALLOWED
+ * for a json: or protocol name. */
 int image_read_backing(const char *path, char **ret_backing);
+
+/* The persistent dirty bitmaps stored in a qcow2 image, read with
+ * `qemu-img info --output=json -U` (the header's bitmap directory). */
+typedef struct ImageBitmap {
+        char *name;
+        bool enabled;   /* flag "auto" */
+        bool in_use;    /* flag "in-use": a writer held it open; on a closed image: inconsistent */
+        uint64_t granularity;
+} ImageBitmap;
+
+void image_bitmaps_free(ImageBitmap *b, size_t n);
+/* -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message when it fails. */
+int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message);
+
+/* `qemu-img bitmap <op…> <path> <name>`: op is "--add", "--remove", or
+ * "--merge" with source (a bitmap of `source_file`, NULL: of path itself).
+ * -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message. */
+int image_bitmap_add(const char *path, const char *name, char **ret_message);
+int image_bitmap_remove(const char *path, const char *name, char **ret_message);
+int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
+                       char **ret_message);

@@ -19,6 +19,15 @@ void job_disown(Job *j) {
         j->owner_userdata = NULL;
 }
 
+int job_claim(Job *j, const JobObserver *observer, void *userdata) {
+        if (!j || !observer || j->owned || j->local || !j->tracker || j->phase == PHASE_FINISHED)
+                return -QSNAP_E_OPERATION_INVALID;
+        j->owned = true;
+        j->owner = *observer;
+        j->owner_userdata = userdata;
+        return 0;
+}
+
 int job_set_disk(Job *j, const char *disk) {
         return free_and_strdup(&j->disk, disk);
 }

@@ -250,6 +250,14 @@ static inline Job *job_next(Job *j) {
  * them when they conclude); idempotent. */
 void job_disown(Job *j);
 
+/* An operation takes over a job the tracker adopted after a restart (its
+ * journal names the job): from now on the job is owned, every callback
+ * goes to observer with userdata, and the tracker's observer never sees
+ * it again. Call it from the adopt callback (job_tracker_adopt()'s done),
+ * so that a job found pending or concluded reports that to its new owner.
+ * -QSNAP_E_OPERATION_INVALID when the job ended or is owned already. */
+int job_claim(Job *j, const JobObserver *observer, void *userdata);
+
 Job *job_ref(Job *j);
 Job *job_unref(Job *j);
 static inline void job_unrefp(Job **j) {

@@ -858,3 +858,332 @@ int64_t qmp_cmd_migrate_incoming_fd(Qmp *qmp, const char *fdname, qmp_reply_func
         _cleanup_free_ char *uri = strjoin("fd:", fdname);
         return uri ? qmp_cmd_migrate_incoming(qmp, uri, cb, userdata) : -ENOMEM;
 }
+
+/* ---- backups ---- */
+
+static json_object *json_bitmap_refs(const QmpBitmapRef *refs, size_t n) {
+        json_object *a = json_object_new_array();
+
+        for (size_t i = 0; a && i < n; i++) {
+                json_object *r = json_build("node", JSTR(refs[i].node), "name", JSTR(refs[i].name), NULL);
+                if (!r || json_object_array_add(a, r) < 0) {
+                        json_object_put(r);
+                        json_object_put(a);
+                        return NULL;
+                }
+        }
+        return a;
+}
+
+static json_object *json_backup_action(const QmpBackupAction *a) {
+        json_object *data = NULL;
+        const char *type = NULL;
+
+        switch (a->type) {
+        case QMP_BACKUP_BITMAP_ADD:
+                type = "block-dirty-bitmap-add";
+                data = json_build("node", JSTR(a->node), "name", JSTR(a->name),
+                                  "persistent", json_object_new_boolean(a->persistent),
+                                  "disabled", json_object_new_boolean(a->disabled), NULL);
+                break;
+        case QMP_BACKUP_BITMAP_MERGE:
+                type = "block-dirty-bitmap-merge";
+                data = json_build("node", JSTR(a->node), "target", JSTR(a->name),
+                                  "bitmaps", json_bitmap_refs(a->sources, a->n_sources), NULL);
+                break;
+        case QMP_BACKUP_BLOCKDEV_BACKUP:
+                type = "blockdev-backup";
+                data = json_build("job-id", JSTR(a->name), "device", JSTR(a->node), "target", JSTR(a->target),
+                                  "sync", JSTR(a->sync),
+                                  "auto-finalize", json_object_new_boolean(false),
+                                  "auto-dismiss", json_object_new_boolean(false), NULL);
+                if (data && (json_add_string_opt(data, "bitmap", a->bitmap) < 0 || json_add_speed(data, a->speed) < 0)) {
+                        json_object_put(data);
+                        data = NULL;
+                }
+                break;
+        }
+        if (!data)
+                return NULL;
+        return json_build("type", JSTR(type), "data", data, NULL);
+}
+
+int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, size_t n, qmp_reply_func_t cb,
+                                   void *userdata) {
+        json_object *list = json_object_new_array(), *args;
+
+        for (size_t i = 0; list && i < n; i++) {
+                json_object *a = json_backup_action(actions + i);
+                if (!a || json_object_array_add(list, a) < 0) {
+                        json_object_put(a);
+                        json_object_put(list);
+                        return -ENOMEM;
+                }
+        }
+        if (!list)
+                return -ENOMEM;
+        args = json_build("actions", list, NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "transaction", args, cb, userdata);
+}
+
+int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,
+                                          void *userdata) {
+        json_object *args = json_build("node", JSTR(node), "name", JSTR(name), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-dirty-bitmap-remove", args, cb, userdata);
+}
+
+int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *host, const char *port,
+                                 const char *tls_creds, qmp_reply_func_t cb, void *userdata) {
+        json_object *addr, *args;
+
+        /* The legacy SocketAddress form {"type", "data"} (measured). */
+        if (unix_path)
+                addr = json_build("type", JSTR("unix"), "data", json_build("path", JSTR(unix_path), NULL), NULL);
+        else if (host && port)
+                addr = json_build("type", JSTR("inet"),
+                                  "data", json_build("host", JSTR(host), "port", JSTR(port), NULL), NULL);
+        else
+                return -EINVAL;
+        args = json_build("addr", addr, NULL);
+        if (args && json_add_string_opt(args, "tls-creds", tls_creds) < 0) {
+                json_object_put(args);
+                args = NULL;
+        }
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "nbd-server-start", args, cb, userdata);
+}
+
+int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "nbd-server-stop", NULL, cb, userdata);
+}
+
+int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
+                                     qmp_reply_func_t cb, void *userdata) {
+        json_object *args;
+
+        args = json_build("type", JSTR("nbd"), "id", JSTR(id), "node-name", JSTR(node), "name", JSTR(name),
+                          "writable", json_object_new_boolean(false), NULL);
+        if (args && bitmap) {
+                const char *l[] = { bitmap };
+                json_object *a = json_string_array(l, 1);
+
+                if (!a || json_object_object_add(args, "bitmaps", a) < 0) {
+                        json_object_put(a);
+                        json_object_put(args);
+                        args = NULL;
+                }
+        }
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "block-export-add", args, cb, userdata);
+}
+
+int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
+                                          void *userdata) {
+        json_object *args = json_build("qom-type", JSTR("tls-creds-x509"), "id", JSTR(id), "dir", JSTR(dir),
+                                       "endpoint", JSTR("server"), "verify-peer", json_object_new_boolean(true), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "object-add", args, cb, userdata);
+}
+
+int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("id", JSTR(id), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "object-del", args, cb, userdata);
+}
+
+/* ---- dirty bitmaps ---- */
+
+static json_object *bitmap_action(const QmpBitmapAction *a) {
+        json_object *data, *sources;
+
+        switch (a->type) {
+        case QMP_BITMAP_ADD:
+                data = json_build("node", JSTR(a->node), "name", JSTR(a->name), "persistent",
+                                  json_object_new_boolean(a->persistent), NULL);
+                if (data && a->disabled && json_object_object_add(data, "disabled", json_object_new_boolean(true)) < 0)
+                        return json_object_put(data), NULL;
+                if (data && a->granularity > 0 &&
+                    json_object_object_add(data, "granularity", json_object_new_int64((int64_t) a->granularity)) < 0)
+                        return json_object_put(data), NULL;
+                return json_build("type", JSTR("block-dirty-bitmap-add"), "data", data, NULL);
+        case QMP_BITMAP_REMOVE:
+        case QMP_BITMAP_DISABLE:
+                data = json_build("node", JSTR(a->node), "name", JSTR(a->name), NULL);
+                return json_build("type",
+                                  JSTR(a->type == QMP_BITMAP_REMOVE ? "block-dirty-bitmap-remove"
+                                                                    : "block-dirty-bitmap-disable"),
+                                  "data", data, NULL);
+        case QMP_BITMAP_MERGE:
+                sources = json_object_new_array();
+                for (size_t i = 0; sources && i < a->n_sources; i++) {
+                        json_object *s = json_build("node", JSTR(a->sources[i].node), "name", JSTR(a->sources[i].name),
+                                                    NULL);
+                        if (!s || json_object_array_add(sources, s) < 0) {
+                                json_object_put(s);
+                                json_object_put(sources);
+                                sources = NULL;
+                        }
+                }
+                if (!sources)
+                        return NULL;
+                data = json_build("node", JSTR(a->node), "target", JSTR(a->name), "bitmaps", sources, NULL);
+                return json_build("type", JSTR("block-dirty-bitmap-merge"), "data", data, NULL);
+        }
+        return NULL;
+}
+
+int qmp_bitmap_actions_append(json_object *actions, const QmpBitmapAction *a, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                json_object *o = bitmap_action(a + i);
+                if (!o || json_object_array_add(actions, o) < 0) {
+                        json_object_put(o);
+                        return -ENOMEM;
+                }
+        }
+        return 0;
+}
+
+int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n, qmp_reply_func_t cb, void *userdata) {
+        return qmp_cmd_transaction_snapshot_bitmaps(qmp, NULL, NULL, 0, a, n, cb, userdata);
+}
+
+int64_t qmp_cmd_transaction_snapshot_bitmaps(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,
+                                             const QmpBitmapAction *a, size_t n_actions, qmp_reply_func_t cb,
+                                             void *userdata) {
+        json_object *actions = json_object_new_array(), *args;
+
+        for (size_t i = 0; actions && i < n; i++) {
+                json_object *o = json_build("type", JSTR("blockdev-snapshot"),
+                                            "data", json_build("node", JSTR(nodes[i]), "overlay", JSTR(overlays[i]), NULL),
+                                            NULL);
+                if (!o || json_object_array_add(actions, o) < 0) {
+                        json_object_put(o);
+                        json_object_put(actions);
+                        return -ENOMEM;
+                }
+        }
+        if (!actions || qmp_bitmap_actions_append(actions, a, n_actions) < 0) {
+                json_object_put(actions);
+                return -ENOMEM;
+        }
+        args = json_build("actions", actions, NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "transaction", args, cb, userdata);
+}
+
+int64_t qmp_cmd_blockdev_reopen(Qmp *qmp, const char *node, const char *file_node, const char *backing_node,
+                                bool read_only, qmp_reply_func_t cb, void *userdata) {
+        json_object *opts, *list, *args;
+
+        opts = json_build("driver", JSTR("qcow2"), "node-name", JSTR(node), "file", JSTR(file_node),
+                          "backing", backing_node ? JSTR(backing_node) : NULL,
+                          "read-only", json_object_new_boolean(read_only), NULL);
+        list = opts ? json_object_new_array() : NULL;
+        if (!list || json_object_array_add(list, opts) < 0) {
+                json_object_put(opts);
+                json_object_put(list);
+                return -ENOMEM;
+        }
+        args = json_build("options", list, NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "blockdev-reopen", args, cb, userdata);
+}
+
+static bool json_get_bool_member(json_object *o, const char *key) {
+        json_object *v = NULL;
+        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_boolean) &&
+               json_object_get_boolean(v);
+}
+
+static uint64_t json_get_u64_member(json_object *o, const char *key) {
+        json_object *v = NULL;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+                return 0;
+        return (uint64_t) json_object_get_int64(v);
+}
+
+void qmp_nodes_free(QmpNode *nodes, size_t n) {
+        for (size_t i = 0; nodes && i < n; i++) {
+                for (size_t k = 0; k < nodes[i].n_bitmaps; k++)
+                        free(nodes[i].bitmaps[k].name);
+                free(nodes[i].bitmaps);
+                free(nodes[i].node);
+                free(nodes[i].drv);
+                free(nodes[i].file);
+        }
+        free(nodes);
+}
+
+static int parse_node_bitmaps(json_object *e, QmpNode *n) {
+        json_object *bitmaps = NULL;
+
+        if (!json_object_object_get_ex(e, "dirty-bitmaps", &bitmaps) || !json_object_is_type(bitmaps, json_type_array))
+                return 0;
+        n->bitmaps = new0(QmpNodeBitmap, json_object_array_length(bitmaps) + 1);
+        if (!n->bitmaps)
+                return -ENOMEM;
+        for (size_t k = 0; k < json_object_array_length(bitmaps); k++) {
+                json_object *b = json_object_array_get_idx(bitmaps, k);
+                QmpNodeBitmap *nb = n->bitmaps + n->n_bitmaps;
+                const char *name = NULL;
+
+                if (json_get_string(b, "name", &name) < 0 || !name)
+                        continue; /* a job's own */
+                *nb = (QmpNodeBitmap) {
+                        .name = strdup(name),
+                        .recording = json_get_bool_member(b, "recording"),
+                        .persistent = json_get_bool_member(b, "persistent"),
+                        .inconsistent = json_get_bool_member(b, "inconsistent"),
+                        .busy = json_get_bool_member(b, "busy"),
+                        .count = json_get_u64_member(b, "count"),
+                        .granularity = json_get_u64_member(b, "granularity"),
+                };
+                if (!nb->name)
+                        return -ENOMEM;
+                n->n_bitmaps++;
+        }
+        return 0;
+}
+
+int qmp_parse_named_nodes(json_object *result, QmpNode **ret, size_t *ret_n) {
+        QmpNode *nodes;
+        size_t n = 0;
+
+        if (!json_object_is_type(result, json_type_array))
+                return -EBADMSG;
+        nodes = new0(QmpNode, json_object_array_length(result) + 1);
+        if (!nodes)
+                return -ENOMEM;
+        for (size_t i = 0; i < json_object_array_length(result); i++) {
+                json_object *e = json_object_array_get_idx(result, i);
+                const char *node = NULL, *drv = NULL;
+                QmpNode *q = nodes + n;
+                int r;
+
+                if (!json_object_is_type(e, json_type_object) || json_get_string(e, "node-name", &node) < 0 ||
+                    json_get_string(e, "drv", &drv) < 0 || !node)
+                        continue;
+                q->node = strdup(node);
+                q->drv = strdup(strempty(drv));
+                q->read_only = json_get_bool_member(e, "ro");
+                n++;
+                r = qmp_node_file(e, &q->file);
+                if (r == -ENOMEM || !q->node || !q->drv || parse_node_bitmaps(e, q) < 0) {
+                        qmp_nodes_free(nodes, n);
+                        return -ENOMEM;
+                }
+        }
+        *ret = nodes;
+        *ret_n = n;
+        return 0;
+}

@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "store/xml-domain.h"
+#include "store/xml-domain-internal.h"
 #include "store/xml-util.h"
 #include "util/string-table.h"
 #include "util/util.h"
@@ -63,6 +64,7 @@ DomainDef *domain_def_free(DomainDef *def) {
         free(def->emulator);
         free(def->monitor_path);
         xml_items_free(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_done);
+        domain_devices_done(&def->devices);
         strv_free(def->extra_domain);
         strv_free(def->extra_os);
         strv_free(def->extra_devices);
@@ -459,7 +461,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
         return 0;
 }
 
-static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
+static int parser_os(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen_devices, DomainDef *def) {
         const xmlNode *seen_type = NULL;
         XmlList extra = { .strv = &def->extra_os };
         const char *problem;
@@ -495,6 +497,9 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
                         if (problem)
                                 return xml_parser_error(p, -EINVAL, c, "<type machine=…> %s", problem);
                 } else {
+                        r = xml_domain_devices_parse_os_child(p, c, seen_devices, &def->devices);
+                        if (r < 0)
+                                return r;
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
                         if (r < 0)
                                 return r;
@@ -503,7 +508,36 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDef *def) {
         return 0;
 }
 
-static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNode **seen_monitor) {
+/* The guest agent's <channel>: noted, and kept verbatim like any element
+ * qsnapd does not model. Other channels are only kept. */
+static int parser_agent_channel(XmlParser *p, const xmlNode *n, DomainDef *def) {
+        _cleanup_free_ char *type = NULL, *target_type = NULL, *name = NULL;
+        int r;
+
+        r = xml_attr_get(n, "type", &type);
+        if (r < 0)
+                return r;
+        for (const xmlNode *c = n->children; c; c = c->next) {
+                if (c->type != XML_ELEMENT_NODE || !xml_node_is(c, "target"))
+                        continue;
+                if ((r = xml_attr_get(c, "type", &target_type)) < 0 || (r = xml_attr_get(c, "name", &name)) < 0)
+                        return r;
+                break;
+        }
+        if (!streq_ptr(target_type, "virtio") || !streq_ptr(name, "org.qemu.guest_agent.0"))
+                return 0;
+        if (!streq_ptr(type, "unix"))
+                return xml_parser_error(p, -EINVAL, n, "the guest agent <channel> must be type='unix', not '%s'",
+                                        XML_QUOTE(strna(type)));
+        if (def->agent_channel)
+                return xml_parser_error(p, -EINVAL, n, "a second guest agent <channel>");
+        def->agent_channel = true;
+        return 0;
+}
+
+static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNode **seen_monitor,
+                          DomainDevicesSeen *seen_devices) {
+
         _cleanup_free_ const xmlNode **disk_nodes = NULL;
         const xmlNode *seen_emulator = NULL;
         XmlList extra = { .strv = &def->extra_devices };
@@ -527,6 +561,16 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                         if (problem)
                                 return xml_parser_error(p, -EINVAL, c, "<emulator> '%s' %s", XML_QUOTE(def->emulator), problem);
 
+                } else if ((r = xml_domain_devices_parse_device(p, c, seen_devices, &def->devices)) != 0) {
+                        /* Parsed for the launch (a CD-ROM too: never one of
+                         * the disks), kept verbatim for GetXMLDesc. */
+                        if (r < 0)
+                                return r;
+                        if (xml_node_is(c, "channel") && (r = parser_agent_channel(p, c, def)) < 0)
+                                return r;
+                        r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
+                        if (r < 0)
+                                return r;
                 } else if (xml_node_is(c, "disk")) {
                         if (def->n_disks == allocated) {
                                 size_t a = allocated > 0 ? allocated * 2 : 4;
@@ -553,6 +597,11 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                         if (r < 0)
                                 return r;
                 } else {
+                        if (xml_node_is(c, "channel")) {
+                                r = parser_agent_channel(p, c, def);
+                                if (r < 0)
+                                        return r;
+                        }
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
                         if (r < 0)
                                 return r;
@@ -572,6 +621,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
 /* Where each element was first seen: the second one is an error naming it. */
 typedef struct DomainSeen {
         const xmlNode *name, *uuid, *description, *memory, *current, *vcpu, *os, *devices, *monitor;
+        DomainDevicesSeen hw;
 } DomainSeen;
 
 static int parser_uuid(XmlParser *p, const xmlNode *c, DomainSeen *seen, DomainDef *def) {
@@ -620,14 +670,17 @@ static int parser_domain_child(XmlParser *p, xmlNode *c, DomainSeen *seen, Domai
         }
         if (xml_node_is(c, "os")) {
                 r = xml_parser_check_once(p, c, &seen->os);
-                return r < 0 ? r : parser_os(p, c, def);
+                return r < 0 ? r : parser_os(p, c, &seen->hw, def);
         }
         if (xml_node_is(c, "devices")) {
                 r = xml_parser_check_once(p, c, &seen->devices);
-                return r < 0 ? r : parser_devices(p, c, def, &seen->monitor);
+                return r < 0 ? r : parser_devices(p, c, def, &seen->monitor, &seen->hw);
         }
         if (node_is_monitor(c))
                 return parser_monitor(p, c, &seen->monitor, def);
+        r = xml_domain_devices_parse_domain_child(p, c, &seen->hw, &def->devices);
+        if (r < 0)
+                return r;
         return xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, extra);
 }
 
@@ -1003,6 +1056,7 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
         c->vcpus = def->vcpus;
         c->uuid_generated = def->uuid_generated;
         c->qemu_passthrough = def->qemu_passthrough;
+        c->agent_channel = def->agent_channel;
 
         if (xml_strdup_to(def->type, &c->type) < 0 ||
             xml_strdup_to(def->name, &c->name) < 0 ||
@@ -1023,6 +1077,9 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
 
         r = xml_items_copy(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_copy, disk_item_done,
                            (void **) &c->disks, &c->n_disks);
+        if (r < 0)
+                return r;
+        r = domain_devices_copy(&def->devices, &c->devices);
         if (r < 0)
                 return r;
 

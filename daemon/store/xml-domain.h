@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/xml-domain-devices.h"
 #include "util/error.h"
 
 #define QSNAP_XML_NAMESPACE "http://example.org/qsnap/1"
@@ -68,11 +69,19 @@ typedef struct DomainDef {
         char *emulator;   /* <devices><emulator>, may be NULL */
         char *monitor_path; /* <qsnap:monitor path=…/> (any place under <domain>
                              * or <devices>): attach, do not launch. NULL = managed */
+        bool agent_channel; /* parsed only: a <channel type='unix'> whose <target type='virtio'
+                             * name='org.qemu.guest_agent.0'/> (kept verbatim in extra_devices;
+                             * qsnapd puts its socket in the runtime dir) */
         bool qemu_passthrough; /* parsed only: something in libvirt's QEMU namespace
                                 * (<qemu:commandline>, …), kept verbatim */
 
         DomainDisk *disks;
         size_t n_disks;
+
+        /* Interfaces, graphics, serials, CD-ROMs, CPU mode, direct kernel
+         * boot, …: parsed for the launch, and kept verbatim in the extra_*
+         * lists below as well (store/xml-domain-devices.h). */
+        DomainDevices devices;
 
         /* Unknown children of <domain>, <os> and <devices>, verbatim, in order. */
         char **extra_domain;

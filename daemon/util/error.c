@@ -25,6 +25,7 @@ static const char *const qsnap_error_table[_QSNAP_E_MAX - _QSNAP_E_FIRST] = {
         [QSNAP_E_NOT_RUNNING - _QSNAP_E_FIRST] = "NotRunning",
         [QSNAP_E_QEMU_FAILED - _QSNAP_E_FIRST] = "QemuFailed",
         [QSNAP_E_UNSUPPORTED - _QSNAP_E_FIRST] = "Unsupported",
+        [QSNAP_E_AGENT_UNRESPONSIVE - _QSNAP_E_FIRST] = "AgentUnresponsive",
 };
 
 const char *qsnap_error_to_string(int r) {

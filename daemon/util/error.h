@@ -46,6 +46,7 @@ typedef enum QsnapError {
         QSNAP_E_NOT_RUNNING,
         QSNAP_E_QEMU_FAILED,       /* QEMU refused, failed, exited or did not answer; its words in the message */
         QSNAP_E_UNSUPPORTED,
+        QSNAP_E_AGENT_UNRESPONSIVE, /* the guest agent did not answer within the agent timeout */
         _QSNAP_E_MAX,
 } QsnapError;
 

@@ -37,6 +37,7 @@ static const struct {
         { "NotRunning", "the domain is not running" },
         { "QemuFailed", "QEMU refused or failed; its own words follow" },
         { "Unsupported", "qsnapd cannot do this" },
+        { "AgentUnresponsive", "the guest agent did not answer in time; try again, or without --quiesce" },
         { "AccessDenied", "polkit did not authorize the call" },
         { "InteractiveAuthorizationRequired",
           "authentication is needed: run on a terminal without --no-ask-password, or get a polkit rule" },
@@ -251,12 +252,14 @@ int get_property_strv(Ctx *c, const char *path, const char *iface, const char *n
         return sd_bus_message_read_strv(reply, ret);
 }
 
-int domain_path(Ctx *c, const char *name, char **ret_path) {
+/* A method that takes a name and answers an object path. */
+static int lookup_path(Ctx *c, const char *path, const char *iface, const char *member, const char *name,
+                       char **ret_path) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *p;
         int r;
 
-        r = call(c, &reply, QSNAP_ROOT_PATH, QSNAP_MANAGER_IFACE, "GetDomain", "s", name);
+        r = call(c, &reply, path, iface, member, "s", name);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(reply, "o", &p);
@@ -266,19 +269,30 @@ int domain_path(Ctx *c, const char *name, char **ret_path) {
         return *ret_path ? 0 : -ENOMEM;
 }
 
-int snapshot_path(Ctx *c, const char *dom_path, const char *name, char **ret_path) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        const char *p;
-        int r;
+int domain_path(Ctx *c, const char *name, char **ret_path) {
+        return lookup_path(c, QSNAP_ROOT_PATH, QSNAP_MANAGER_IFACE, "GetDomain", name, ret_path);
+}
 
-        r = call(c, &reply, dom_path, QSNAP_DOMAIN_IFACE, "LookupSnapshot", "s", name);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(reply, "o", &p);
-        if (r < 0)
-                return r;
-        *ret_path = strdup(p);
-        return *ret_path ? 0 : -ENOMEM;
+int snapshot_path(Ctx *c, const char *dom_path, const char *name, char **ret_path) {
+        return lookup_path(c, dom_path, QSNAP_DOMAIN_IFACE, "LookupSnapshot", name, ret_path);
+}
+
+int checkpoint_path(Ctx *c, const char *dom_path, const char *name, char **ret_path) {
+        return lookup_path(c, dom_path, QSNAP_DOMAIN_IFACE, "LookupCheckpoint", name, ret_path);
+}
+
+int print_object_xml(Ctx *c, const char *path, const char *iface, uint64_t flags) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *xml;
+
+        if (call(c, &reply, path, iface, "GetXMLDesc", "t", flags) < 0 || sd_bus_message_read(reply, "s", &xml) < 0)
+                return EXIT_FAILED;
+        print_xml_text(xml);
+        return EXIT_OK;
+}
+
+char *path_name_or_null(const char *path) {
+        return path && !streq(path, "/") ? path_last_name(path) : NULL;
 }
 
 char *path_last_name(const char *path) {

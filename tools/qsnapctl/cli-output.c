@@ -245,6 +245,22 @@ void json_print(json_object *o) {
                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+void json_print_fields(const char *key, json_object *value, ...) {
+        json_object *o = json_object_new_object();
+        va_list ap;
+
+        va_start(ap, value);
+        while (key) {
+                json_object_object_add(o, key, value);
+                key = va_arg(ap, const char *);
+                if (key)
+                        value = va_arg(ap, json_object *);
+        }
+        va_end(ap);
+        json_print(o);
+        json_object_put(o);
+}
+
 json_object *json_str(const char *s) {
         return s ? json_object_new_string(s) : NULL;
 }
@@ -295,6 +311,12 @@ int read_input(const char *path, char **ret) {
         return 0;
 }
 
+void print_xml_text(const char *xml) {
+        fputs(xml, stdout);
+        if (xml[0] && xml[strlen(xml) - 1] != '\n')
+                fputc('\n', stdout);
+}
+
 char *xml_escape(const char *s) {
         size_t n = 1;
         char *r, *p;
@@ -315,4 +337,93 @@ char *xml_escape(const char *s) {
                 }
         *p = '\0';
         return r;
+}
+
+int strappendf(char **buf, const char *fmt, ...) {
+        va_list ap;
+        char *add = NULL, *n;
+
+        va_start(ap, fmt);
+        if (vasprintf(&add, fmt, ap) < 0) {
+                va_end(ap);
+                return -ENOMEM;
+        }
+        va_end(ap);
+        n = strjoin(strempty(*buf), add);
+        free(add);
+        if (!n)
+                return -ENOMEM;
+        free(*buf);
+        *buf = n;
+        return 0;
+}
+
+/* ---- virsh's option lists ---- */
+
+/* "a,b=c,,d" → ["a", "b=c,d"] */
+static char **split_commas(const char *s) {
+        _cleanup_strv_free_ char **l = NULL;
+        _cleanup_free_ char *cur = malloc(strlen(s) + 1);
+        size_t n = 0;
+
+        if (!cur)
+                return NULL;
+        for (const char *p = s;; p++) {
+                if (*p == ',' && p[1] == ',') {
+                        cur[n++] = ',';
+                        p++;
+                        continue;
+                }
+                if (*p == ',' || *p == '\0') {
+                        cur[n] = '\0';
+                        if (strv_extend(&l, cur) < 0)
+                                return NULL;
+                        n = 0;
+                        if (*p == '\0')
+                                break;
+                        continue;
+                }
+                cur[n++] = *p;
+        }
+        return TAKE_PTR(l);
+}
+
+int parse_option_list(const char *option, const char *spec, const char *const *keys, const char *bare_first,
+                      char ***ret_items, const char **values) {
+        _cleanup_strv_free_ char **items = split_commas(spec);
+        size_t n_keys = strv_length((char **) keys);
+
+        if (!items)
+                return -ENOMEM;
+        for (size_t k = 0; k < n_keys; k++)
+                values[k] = NULL;
+        for (size_t i = 0; items[i]; i++) {
+                char *eq = strchr(items[i], '=');
+                const char *key = eq ? items[i] : bare_first;
+                size_t k;
+
+                if (eq)
+                        *eq = '\0';
+                for (k = 0; key && (i == 0 || eq) && k < n_keys; k++)
+                        if (streq(keys[k], key))
+                                break;
+                if (!key || (i > 0 && !eq) || k == n_keys || values[k]) {
+                        _cleanup_free_ char *expected = NULL;
+                        bool repeated = key && k < n_keys && values[k];
+
+                        for (size_t e = 0; e < n_keys; e++)
+                                if (!streq_ptr(keys[e], bare_first) &&
+                                    strappendf(&expected, "%s%s=", expected ? ", " : "", keys[e]) < 0)
+                                        return -ENOMEM;
+                        if (eq)
+                                *eq = '=';
+                        usage_error("--%s: %s item '%s' in '%s' (expected %s%s%s)", option,
+                                    repeated ? "a repeated" : "an unknown", items[i], spec, strempty(bare_first),
+                                    bare_first ? " first, then " : "", strempty(expected));
+                        return -EINVAL;
+                }
+                values[k] = eq ? eq + 1 : items[i];
+        }
+        *ret_items = TAKE_PTR(items);
+        return 0;
 }

@@ -131,8 +131,13 @@ int get_property_string(Ctx *c, const char *path, const char *iface, const char 
 int get_property_strv(Ctx *c, const char *path, const char *iface, const char *name, char ***ret);
 int domain_path(Ctx *c, const char *name, char **ret_path);
 int snapshot_path(Ctx *c, const char *domain_path, const char *name, char **ret_path);
+int checkpoint_path(Ctx *c, const char *domain_path, const char *name, char **ret_path);
+/* Prints GetXMLDesc(flags) of the object at path. Returns an exit status. */
+int print_object_xml(Ctx *c, const char *path, const char *iface, uint64_t flags);
 /* The name at the end of an object path, decoded ("my_20vm" → "my vm"). */
 char *path_last_name(const char *path);
+/* The same, but NULL for "/" (no parent, no current snapshot). */
+char *path_name_or_null(const char *path);
 
 /* Properties of one object, read from a{sv} (GetAll or GetManagedObjects). */
 typedef struct Props {
@@ -173,10 +178,72 @@ void table_print(Table *t, FILE *f);
 /* JSON output: pretty-printed, one document, to stdout. */
 void json_print(json_object *o);
 json_object *json_str(const char *s); /* NULL → JSON null */
+/* One object from key, value pairs (values taken; NULL-terminated), printed. */
+void json_print_fields(const char *key, json_object *value, ...) _sentinel_;
 
 /* Reads a file, or stdin for "-", whole. */
 int read_input(const char *path, char **ret);
 char *xml_escape(const char *s);
+/* An XML document to stdout, ending in a newline. */
+void print_xml_text(const char *xml);
+/* Appends printf output to *buf (NULL: starts it). */
+int strappendf(char **buf, const char *fmt, ...) _printf_(2, 3);
+
+/* virsh's option lists, "vda,snapshot=external,file=/a,,b" (",," is a
+ * literal comma): values[k] is the value of keys[k] (NULL-terminated), NULL
+ * when not given; a first item without '=' is the value of bare_first
+ * (NULL: not allowed). Values point into *ret_items. -EINVAL printed as a
+ * usage error naming --option. */
+int parse_option_list(const char *option, const char *spec, const char *const *keys, const char *bare_first,
+                      char ***ret_items, const char **values);
+
+/* ---- shared by the snapshot and checkpoint verbs (cli-moment.c) ---- */
+
+/* The object of paths among a (as managed_objects() returns them), or NULL. */
+Props *props_find(Props **a, size_t n, const char *path);
+/* The XML of option (a file, "-": standard input), or dflt when the option
+ * is not given; failures printed. Returns an exit status. */
+int read_xml_option(Ctx *c, const char *option, const char *dflt, char **ret);
+/* Domain.<member>(xml, flags) → o, and "Domain <what> NAME created". */
+int moment_create(Ctx *c, const char *dpath, const char *member, const char *what, const char *xml, uint64_t flags,
+                  bool redefine);
+/* The same from the XML of --xmlfile (a file, "-": standard input; none:
+ * dflt, which --redefine cannot use). */
+int moment_create_from_file(Ctx *c, const char *member, const char *what, const char *dflt, uint64_t flags,
+                            bool redefine);
+/* The -as verbs: <root> with --name, --description, extra (may be NULL)
+ * and <disks> from every --diskspec through diskspec_xml (-EINVAL: a usage
+ * error, printed); printed with --print-xml, else created. */
+int moment_create_as(Ctx *c, const char *root, const char *member, const char *what, const char *extra,
+                     int (*diskspec_xml)(const char *spec, char **buf), uint64_t flags);
+/* The Parent of the object at path: its name, or {name, parent} as JSON. */
+int moment_print_parent(Ctx *c, const char *path, const char *iface, const char *what);
+/* Delete's flags from --children, --metadata, --children-only (the same
+ * values for snapshots and checkpoints). */
+uint64_t moment_delete_flags(Ctx *c);
+/* "Domain snapshot s1 deleted" (children deleted, and its descendants …) */
+void moment_print_deleted(const char *what, const char *name, uint64_t flags);
+/* paths (in listing order) drawn as virsh draws a tree, parents from the
+ * Parent property of their objects in a. */
+void moment_tree_print(char *const *paths, Props **a, size_t n);
+/* ListChildren's flag for all descendants (1 for snapshots and checkpoints). */
+#define LIST_DESCENDANTS 1
+/* The objects a list verb shows, in order: Domain.<list_member>(flags), or
+ * with from (an object path) its ListChildren — all below it with
+ * descendants or for a tree, which also starts with from itself. */
+int moment_list_paths(Ctx *c, const char *dpath, const char *iface, const char *list_member, const char *from,
+                      uint64_t flags, bool descendants, bool tree, char ***ret);
+/* The properties of the object at path and how many descendants it has
+ * (ListChildren with DESCENDANTS). */
+int moment_info_read(Ctx *c, const char *path, const char *iface, Props **ret, size_t *ret_descendants);
+/* The info verbs' lines: Name, Domain, Current; and Creation Time,
+ * Description, Parent, Children, Descendants. */
+void moment_info_print_head(Ctx *c, const Props *p);
+void moment_info_print_tree(const Props *p, size_t descendants);
+/* The names of the objects an "ao" property lists, as a JSON array. */
+json_object *props_names_json(const Props *p, const char *name);
+/* One name per line. */
+void moment_print_names(char *const *paths);
 
 /* Verb entry points. */
 int verb_list(Ctx *c);
@@ -205,6 +272,17 @@ int verb_snapshot_delete(Ctx *c);
 int verb_snapshot_check_revert(Ctx *c);
 int verb_snapshot_check_delete(Ctx *c);
 
+int verb_checkpoint_create(Ctx *c);
+int verb_checkpoint_create_as(Ctx *c);
+int verb_checkpoint_list(Ctx *c);
+int verb_checkpoint_info(Ctx *c);
+int verb_checkpoint_dumpxml(Ctx *c);
+int verb_checkpoint_parent(Ctx *c);
+int verb_checkpoint_delete(Ctx *c);
+int verb_backup_begin(Ctx *c);
+int verb_backup_dumpxml(Ctx *c);
+int verb_domjobabort(Ctx *c);
+
 int verb_blockpull(Ctx *c);
 int verb_blockrebase(Ctx *c);
 int verb_blockcommit(Ctx *c);
@@ -231,3 +309,18 @@ typedef enum JobEnd {
  * Returns an exit status. */
 int job_wait(Ctx *c, JobWatch *w, const char *job_path, const char *label, JobEnd end, bool verbose,
              uint64_t timeout_sec, bool abort_async);
+
+/* Starting a job from a verb with the wait options (--wait, --verbose,
+ * --timeout, --async): wait_options() reads them (can_ready: the job
+ * becomes ready instead of ending), new_domain_call() prepares the
+ * domain's method call, run_job() makes it and follows the job. */
+typedef struct JobStart {
+        const char *label;
+        JobEnd end_mode;
+        bool wait;
+        /* Called once the job runs, before the wait (may be NULL). */
+        void (*started)(Ctx *c, const char *dpath, const char *job);
+} JobStart;
+int wait_options(Ctx *c, JobStart *s, bool can_ready);
+int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret);
+int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m);

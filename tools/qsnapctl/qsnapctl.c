@@ -145,7 +145,7 @@ static const OptionDef opts_snapshot_current[] = {
 #define DELETE_FLAGS                                                                               \
         { "children", ARG_NONE, 0, "also every descendant" },                                      \
         { "children-only", ARG_NONE, 0, "only the descendants" },                                  \
-        { "metadata", ARG_NONE, 0, "forget the metadata only; images and files stay" }
+        { "metadata", ARG_NONE, 0, "forget the metadata only; images, files and bitmaps stay" }
 static const OptionDef opts_snapshot_revert[] = { DOMAIN_ARG, SNAP_ARG, SNAP_CURRENT, REVERT_FLAGS, { NULL } };
 static const OptionDef opts_snapshot_delete[] = {
         DOMAIN_ARG,
@@ -158,6 +158,61 @@ static const OptionDef opts_snapshot_delete[] = {
 };
 static const OptionDef opts_snapshot_check_revert[] = { DOMAIN_ARG, SNAP_ARG, SNAP_CURRENT, REVERT_FLAGS, { NULL } };
 static const OptionDef opts_snapshot_check_delete[] = { DOMAIN_ARG, SNAP_ARG, SNAP_CURRENT, DELETE_FLAGS, { NULL } };
+
+#define CHECKPOINT_ARG { "checkpointname", ARG_CHECKPOINT, OPT_POSITIONAL | OPT_REQUIRED, "the checkpoint's name" }
+#define CHECKPOINT_CREATE_FLAGS                                                                                  \
+        { "redefine", ARG_NONE, 0, "record metadata only, for bitmaps in the images (e.g. from checkpoint-dumpxml)" }, \
+        { "redefine-validate", ARG_NONE, 0, "with --redefine: first check that the bitmaps are there and usable" },  \
+        { "quiesce", ARG_NONE, 0, "freeze the guest's file systems (needs a guest agent)" }
+static const OptionDef opts_checkpoint_create[] = {
+        DOMAIN_ARG,
+        { "xmlfile", ARG_FILE, OPT_POSITIONAL, "a <domaincheckpoint> XML file, - for standard input" },
+        CHECKPOINT_CREATE_FLAGS,
+        { NULL }
+};
+static const OptionDef opts_checkpoint_create_as[] = {
+        DOMAIN_ARG,
+        { "name", ARG_STRING, OPT_POSITIONAL, "the checkpoint's name (default: the time)" },
+        { "description", ARG_STRING, OPT_POSITIONAL, "a description" },
+        { "print-xml", ARG_NONE, 0, "print the <domaincheckpoint> XML instead of creating it" },
+        CHECKPOINT_CREATE_FLAGS,
+        { "diskspec", ARG_STRING, OPT_MULTI, "DISK[,checkpoint=bitmap|no][,bitmap=NAME]" },
+        { NULL }
+};
+static const OptionDef opts_checkpoint_list[] = {
+        DOMAIN_ARG,
+        { "parent", ARG_NONE, 0, "add a Parent column" },
+        { "roots", ARG_NONE, 0, "only checkpoints without a parent" },
+        { "leaves", ARG_NONE, 0, "only checkpoints without children" },
+        { "no-leaves", ARG_NONE, 0, "only checkpoints with children" },
+        { "topological", ARG_NONE, 0, "parents before children" },
+        { "size", ARG_NONE, 0, "add a Size column: the bytes changed since each checkpoint" },
+        { "tree", ARG_NONE, 0, "draw the tree" },
+        { "name", ARG_NONE, 0, "names only" },
+        { "from", ARG_CHECKPOINT, 0, "the children of this checkpoint" },
+        { "descendants", ARG_NONE, 0, "with --from: all descendants" },
+        { NULL }
+};
+static const OptionDef opts_checkpoint[] = { DOMAIN_ARG, CHECKPOINT_ARG, { NULL } };
+static const OptionDef opts_checkpoint_dumpxml[] = {
+        DOMAIN_ARG,
+        CHECKPOINT_ARG,
+        { "security-info", ARG_NONE, 0, "include secrets (polkit read-secure)" },
+        { "no-domain", ARG_NONE, 0, "leave out the <domain> recorded with it" },
+        { "size", ARG_NONE, 0, "add each disk's bytes changed since the checkpoint" },
+        { NULL }
+};
+static const OptionDef opts_checkpoint_delete[] = { DOMAIN_ARG, CHECKPOINT_ARG, DELETE_FLAGS, { NULL } };
+static const OptionDef opts_backup_begin[] = {
+        DOMAIN_ARG,
+        { "backupxml", ARG_FILE, OPT_POSITIONAL,
+          "a <domainbackup> XML file, - for standard input (none: a full push backup of every disk)" },
+        { "checkpointxml", ARG_FILE, OPT_POSITIONAL,
+          "a <domaincheckpoint> XML file: also create this checkpoint at the backup's point in time" },
+        { "reuse-external", ARG_NONE, 0, "the target (push) or scratch (pull) files exist already" },
+        WAIT_OPTS,
+        { NULL }
+};
 
 static const OptionDef opts_blockpull[] = {
         DOMAIN_ARG,
@@ -272,6 +327,26 @@ static const Verb verb_defs[] = {
           verb_snapshot_check_revert, VERB_JSON },
         { "snapshot-check-delete", "Snapshots", "would a delete go ahead, and the space it needs? (a dry run)",
           opts_snapshot_check_delete, verb_snapshot_check_delete, VERB_JSON },
+        { "checkpoint-create", "Checkpoints", "create a checkpoint from <domaincheckpoint> XML", opts_checkpoint_create,
+          verb_checkpoint_create, VERB_AUTH },
+        { "checkpoint-create-as", "Checkpoints", "create a checkpoint described by options", opts_checkpoint_create_as,
+          verb_checkpoint_create_as, VERB_AUTH },
+        { "checkpoint-list", "Checkpoints", "list a domain's checkpoints (--tree: the tree)", opts_checkpoint_list,
+          verb_checkpoint_list, VERB_JSON },
+        { "checkpoint-info", "Checkpoints", "a checkpoint's properties", opts_checkpoint, verb_checkpoint_info,
+          VERB_JSON },
+        { "checkpoint-dumpxml", "Checkpoints", "a checkpoint's <domaincheckpoint> XML", opts_checkpoint_dumpxml,
+          verb_checkpoint_dumpxml, VERB_AUTH },
+        { "checkpoint-parent", "Checkpoints", "a checkpoint's parent", opts_checkpoint, verb_checkpoint_parent,
+          VERB_JSON },
+        { "checkpoint-delete", "Checkpoints", "delete a checkpoint (its bitmaps)", opts_checkpoint_delete,
+          verb_checkpoint_delete, VERB_AUTH },
+        { "backup-begin", "Backups", "start a backup: push to files, or pull over NBD", opts_backup_begin,
+          verb_backup_begin, VERB_AUTH },
+        { "backup-dumpxml", "Backups", "the running backup's <domainbackup> XML", opts_domain, verb_backup_dumpxml,
+          0 },
+        { "domjobabort", "Backups", "end the domain's backup (a pull backup ends so)", opts_domain, verb_domjobabort,
+          VERB_AUTH },
         { "blockpull", "Block jobs", "pull the backing chain into the active image", opts_blockpull,
           verb_blockpull, VERB_AUTH },
         { "blockrebase", "Block jobs", "pull onto a new base, or copy the disk (--copy)", opts_blockrebase,
@@ -288,14 +363,16 @@ static const Verb verb_defs[] = {
 };
 
 const Verb *const verbs[] = {
-        &verb_defs[0],  &verb_defs[1],  &verb_defs[2],  &verb_defs[3],  &verb_defs[4],  &verb_defs[5],
-        &verb_defs[6],  &verb_defs[7],  &verb_defs[8],  &verb_defs[9],  &verb_defs[10], &verb_defs[11],
+        &verb_defs[0], &verb_defs[1], &verb_defs[2], &verb_defs[3], &verb_defs[4], &verb_defs[5],
+        &verb_defs[6], &verb_defs[7], &verb_defs[8], &verb_defs[9], &verb_defs[10], &verb_defs[11],
         &verb_defs[12], &verb_defs[13], &verb_defs[14], &verb_defs[15], &verb_defs[16], &verb_defs[17],
         &verb_defs[18], &verb_defs[19], &verb_defs[20], &verb_defs[21], &verb_defs[22], &verb_defs[23],
         &verb_defs[24], &verb_defs[25], &verb_defs[26], &verb_defs[27], &verb_defs[28], &verb_defs[29],
-        &verb_defs[30], &verb_defs[31], &verb_defs[32], &verb_defs[33], NULL
+        &verb_defs[30], &verb_defs[31], &verb_defs[32], &verb_defs[33], &verb_defs[34], &verb_defs[35],
+        &verb_defs[36], &verb_defs[37], &verb_defs[38], &verb_defs[39], &verb_defs[40], &verb_defs[41],
+        &verb_defs[42], &verb_defs[43], NULL
 };
-_Static_assert(ELEMENTSOF(verb_defs) == 34, "verbs[] must list every verb_defs entry");
+_Static_assert(ELEMENTSOF(verb_defs) == 44, "verbs[] must list every verb_defs entry");
 
 static const Verb *find_verb(const char *name) {
         for (size_t i = 0; verbs[i]; i++)

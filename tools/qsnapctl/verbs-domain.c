@@ -177,19 +177,12 @@ int verb_dominfo(Ctx *c) {
 }
 
 int verb_dumpxml(Ctx *c) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *path = NULL;
         uint64_t flags = (flag(c, "security-info") ? 1 : 0) | (flag(c, "inactive") ? 2 : 0);
-        const char *xml;
 
-        if (domain_path(c, opt(c, "domain"), &path) < 0 ||
-            call(c, &reply, path, QSNAP_DOMAIN_IFACE, "GetXMLDesc", "t", flags) < 0 ||
-            sd_bus_message_read(reply, "s", &xml) < 0)
+        if (domain_path(c, opt(c, "domain"), &path) < 0)
                 return EXIT_FAILED;
-        fputs(xml, stdout);
-        if (xml[0] && xml[strlen(xml) - 1] != '\n')
-                fputc('\n', stdout);
-        return EXIT_OK;
+        return print_object_xml(c, path, QSNAP_DOMAIN_IFACE, flags);
 }
 
 /* "base <- mid <- active" → ["base", "mid", "active"] */
@@ -280,13 +273,9 @@ int verb_version(Ctx *c) {
 
         if (get_property_string(c, QSNAP_ROOT_PATH, QSNAP_MANAGER_IFACE, "Version", &v) < 0)
                 return EXIT_FAILED;
-        if (c->json) {
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "qsnapctl", json_str(PACKAGE_VERSION));
-                json_object_object_add(o, "qsnapd", json_str(v));
-                json_print(o);
-                json_object_put(o);
-        } else
+        if (c->json)
+                json_print_fields("qsnapctl", json_str(PACKAGE_VERSION), "qsnapd", json_str(v), NULL);
+        else
                 printf("qsnapctl %s\nqsnapd %s\n", PACKAGE_VERSION, v);
         return EXIT_OK;
 }

@@ -518,13 +518,7 @@ int job_wait(Ctx *c, JobWatch *w, const char *job_path, const char *label, JobEn
 
 /* ---- starting jobs ---- */
 
-typedef struct JobStart {
-        const char *label;
-        JobEnd end_mode;
-        bool wait;
-} JobStart;
-
-static int wait_options(Ctx *c, JobStart *s, bool can_ready) {
+int wait_options(Ctx *c, JobStart *s, bool can_ready) {
         uint64_t timeout;
 
         if (opt_number(c, "timeout", &timeout) < 0)
@@ -541,7 +535,7 @@ static int wait_options(Ctx *c, JobStart *s, bool can_ready) {
 }
 
 /* Starts the job with the prepared call and, with --wait, follows it. */
-static int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m) {
+int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m) {
         _cleanup_(job_watch_freep) JobWatch *w = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -564,12 +558,15 @@ static int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m) {
         if (!s->wait) {
                 _cleanup_free_ char *id = path_last_name(job);
                 printf("%s started (job %s)\n", s->label, strna(id));
-                return EXIT_OK;
         }
+        if (s->started)
+                s->started(c, dpath, job);
+        if (!s->wait)
+                return EXIT_OK;
         return job_wait(c, w, job, s->label, s->end_mode, flag(c, "verbose"), timeout, flag(c, "async"));
 }
 
-static int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret) {
+int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret) {
         int r;
 
         if (domain_path(c, opt(c, "domain"), ret_dpath) < 0)

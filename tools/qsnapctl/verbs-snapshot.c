@@ -57,28 +57,8 @@ static uint64_t create_flags(Ctx *c) {
         return flags;
 }
 
-static int create_and_report(Ctx *c, const char *dpath, const char *xml, uint64_t flags) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ char *name = NULL;
-        const char *path;
-
-        if (call(c, &reply, dpath, QSNAP_DOMAIN_IFACE, "CreateSnapshot", "st", xml, flags) < 0 ||
-            sd_bus_message_read(reply, "o", &path) < 0)
-                return EXIT_FAILED;
-        if (streq(path, "/")) {
-                printf("Domain snapshot taken (no metadata kept)\n");
-                return EXIT_OK;
-        }
-        name = path_last_name(path);
-        printf("Domain snapshot %s %s\n", strna(name), flags & CREATE_REDEFINE ? "redefined" : "created");
-        return EXIT_OK;
-}
-
 int verb_snapshot_create(Ctx *c) {
-        _cleanup_free_ char *dpath = NULL, *xml = NULL;
-        const char *file = opt(c, "xmlfile");
         uint64_t flags = create_flags(c);
-        int r;
 
         if (flag(c, "redefine"))
                 flags |= CREATE_REDEFINE;
@@ -89,90 +69,23 @@ int verb_snapshot_create(Ctx *c) {
                 }
                 flags |= CREATE_CURRENT;
         }
-        if (file) {
-                r = read_input(file, &xml);
-                if (r < 0) {
-                        fail("Failed to read %s: %s", streq(file, "-") ? "standard input" : file, strerror(-r));
-                        return EXIT_FAILED;
-                }
-        } else if (flags & CREATE_REDEFINE) {
-                usage_error("snapshot-create: --redefine needs the XML (a file, or - for standard input)");
-                return EXIT_USAGE;
-        } else if (!(xml = strdup("<domainsnapshot/>")))
-                return EXIT_FAILED;
-        if (domain_path(c, opt(c, "domain"), &dpath) < 0)
-                return EXIT_FAILED;
-        return create_and_report(c, dpath, xml, flags);
-}
-
-/* virsh's comma lists: "a,b=c,,d" → ["a", "b=c,d"] (",," is a literal comma). */
-static char **split_commas(const char *s) {
-        _cleanup_strv_free_ char **l = NULL;
-        _cleanup_free_ char *cur = malloc(strlen(s) + 1);
-        size_t n = 0;
-
-        if (!cur)
-                return NULL;
-        for (const char *p = s;; p++) {
-                if (*p == ',' && p[1] == ',') {
-                        cur[n++] = ',';
-                        p++;
-                        continue;
-                }
-                if (*p == ',' || *p == '\0') {
-                        cur[n] = '\0';
-                        if (strv_extend(&l, cur) < 0)
-                                return NULL;
-                        n = 0;
-                        if (*p == '\0')
-                                break;
-                        continue;
-                }
-                cur[n++] = *p;
-        }
-        return TAKE_PTR(l);
-}
-
-static int append(char **buf, const char *fmt, ...) _printf_(2, 3);
-static int append(char **buf, const char *fmt, ...) {
-        va_list ap;
-        char *add = NULL, *n;
-
-        va_start(ap, fmt);
-        if (vasprintf(&add, fmt, ap) < 0) {
-                va_end(ap);
-                return -ENOMEM;
-        }
-        va_end(ap);
-        n = strjoin(strempty(*buf), add);
-        free(add);
-        if (!n)
-                return -ENOMEM;
-        free(*buf);
-        *buf = n;
-        return 0;
+        return moment_create_from_file(c, "CreateSnapshot", "snapshot", "<domainsnapshot/>", flags,
+                                       flags & CREATE_REDEFINE);
 }
 
 /* --memspec [file=]PATH[,snapshot=external|no] */
 static int memspec_xml(const char *spec, char **buf) {
-        _cleanup_strv_free_ char **items = split_commas(spec);
-        const char *file = NULL, *snapshot = NULL;
+        static const char *const keys[] = { "file", "snapshot", NULL };
+        _cleanup_strv_free_ char **items = NULL;
+        const char *v[ELEMENTSOF(keys)], *file, *snapshot;
         _cleanup_free_ char *efile = NULL;
+        int r;
 
-        if (!items)
-                return -ENOMEM;
-        for (size_t i = 0; items[i]; i++) {
-                if (strncmp(items[i], "file=", 5) == 0)
-                        file = items[i] + 5;
-                else if (strncmp(items[i], "snapshot=", 9) == 0)
-                        snapshot = items[i] + 9;
-                else if (i == 0 && !strchr(items[i], '='))
-                        file = items[i];
-                else {
-                        usage_error("--memspec: unknown item '%s' (expected [file=]PATH[,snapshot=external|no])", items[i]);
-                        return -EINVAL;
-                }
-        }
+        r = parse_option_list("memspec", spec, keys, "file", &items, v);
+        if (r < 0)
+                return r;
+        file = v[0];
+        snapshot = v[1];
         if (snapshot && !STR_IN_SET(snapshot, "external", "no", "internal")) {
                 usage_error("--memspec: snapshot='%s' is not external, internal or no", snapshot);
                 return -EINVAL;
@@ -181,38 +94,29 @@ static int memspec_xml(const char *spec, char **buf) {
                 snapshot = file ? "external" : "no";
         if (file && !(efile = xml_escape(file)))
                 return -ENOMEM;
-        return append(buf, "  <memory snapshot='%s'%s%s%s/>\n", snapshot, efile ? " file='" : "", strempty(efile),
-                      efile ? "'" : "");
+        return strappendf(buf, "  <memory snapshot='%s'%s%s%s/>\n", snapshot, efile ? " file='" : "", strempty(efile),
+                          efile ? "'" : "");
 }
 
 /* --diskspec DISK[,snapshot=TYPE][,driver=FMT][,file=PATH][,on-delete=DIR] */
 static int diskspec_xml(const char *spec, char **buf) {
-        _cleanup_strv_free_ char **items = split_commas(spec);
-        const char *snapshot = NULL, *driver = NULL, *file = NULL, *on_delete = NULL;
+        static const char *const keys[] = { "disk", "snapshot", "driver", "file", "on-delete", "stype", NULL };
+        _cleanup_strv_free_ char **items = NULL;
+        const char *v[ELEMENTSOF(keys)], *snapshot, *driver, *file, *on_delete;
         _cleanup_free_ char *ename = NULL, *efile = NULL;
         int r;
 
-        if (!items)
-                return -ENOMEM;
-        if (isempty(items[0]) || strchr(items[0], '=')) {
+        r = parse_option_list("diskspec", spec, keys, "disk", &items, v);
+        if (r < 0)
+                return r;
+        snapshot = v[1], driver = v[2], file = v[3], on_delete = v[4];
+        if (isempty(v[0])) {
                 usage_error("--diskspec '%s': the first item is the disk (vda)", spec);
                 return -EINVAL;
         }
-        for (size_t i = 1; items[i]; i++) {
-                if (strncmp(items[i], "snapshot=", 9) == 0)
-                        snapshot = items[i] + 9;
-                else if (strncmp(items[i], "driver=", 7) == 0)
-                        driver = items[i] + 7;
-                else if (strncmp(items[i], "file=", 5) == 0)
-                        file = items[i] + 5;
-                else if (strncmp(items[i], "on-delete=", 10) == 0)
-                        on_delete = items[i] + 10;
-                else if (strncmp(items[i], "stype=", 6) == 0 && streq(items[i] + 6, "file"))
-                        ;
-                else {
-                        usage_error("--diskspec: unknown item '%s' (snapshot=, driver=, file=, on-delete=)", items[i]);
-                        return -EINVAL;
-                }
+        if (v[5] && !streq(v[5], "file")) {
+                usage_error("--diskspec: stype='%s': only file disks", v[5]);
+                return -EINVAL;
         }
         if (snapshot && !STR_IN_SET(snapshot, "external", "internal", "no", "manual")) {
                 usage_error("--diskspec: snapshot='%s' is not external, internal, no or manual", snapshot);
@@ -224,79 +128,47 @@ static int diskspec_xml(const char *spec, char **buf) {
         }
         if (!snapshot && (file || driver))
                 snapshot = "external";
-        ename = xml_escape(items[0]);
+        ename = xml_escape(v[0]);
         if (!ename || (file && !(efile = xml_escape(file))))
                 return -ENOMEM;
-        r = append(buf, "    <disk name='%s'%s%s%s", ename, snapshot ? " snapshot='" : "", strempty(snapshot),
-                   snapshot ? "'" : "");
+        r = strappendf(buf, "    <disk name='%s'%s%s%s", ename, snapshot ? " snapshot='" : "", strempty(snapshot),
+                       snapshot ? "'" : "");
         if (r < 0)
                 return r;
         if (!driver && !file && !on_delete)
-                return append(buf, "/>\n");
-        r = append(buf, ">\n");
+                return strappendf(buf, "/>\n");
+        r = strappendf(buf, ">\n");
         if (r >= 0 && driver)
-                r = append(buf, "      <driver type='%s'/>\n", driver);
+                r = strappendf(buf, "      <driver type='%s'/>\n", driver);
         if (r >= 0 && efile)
-                r = append(buf, "      <source file='%s'/>\n", efile);
+                r = strappendf(buf, "      <source file='%s'/>\n", efile);
         if (r >= 0 && on_delete)
-                r = append(buf, "      <on_delete merge='%s'/>\n", on_delete);
+                r = strappendf(buf, "      <on_delete merge='%s'/>\n", on_delete);
         if (r >= 0)
-                r = append(buf, "    </disk>\n");
+                r = strappendf(buf, "    </disk>\n");
         return r;
 }
 
 int verb_snapshot_create_as(Ctx *c) {
-        _cleanup_free_ char *dpath = NULL, *xml = NULL, *ename = NULL, *edesc = NULL;
-        const char *name = opt(c, "name"), *desc = opt(c, "description"), *memspec = opt(c, "memspec");
-        char **diskspecs = opt_all(c, "diskspec");
-        uint64_t flags = create_flags(c);
+        _cleanup_free_ char *memory = NULL;
+        const char *memspec = opt(c, "memspec");
         int r;
 
-        if ((name && !(ename = xml_escape(name))) || (desc && !(edesc = xml_escape(desc))))
-                return EXIT_FAILED;
-        r = append(&xml, "<domainsnapshot>\n");
-        if (r >= 0 && ename)
-                r = append(&xml, "  <name>%s</name>\n", ename);
-        if (r >= 0 && edesc)
-                r = append(&xml, "  <description>%s</description>\n", edesc);
-        if (r >= 0 && memspec)
-                r = memspec_xml(memspec, &xml);
-        if (r >= 0 && diskspecs) {
-                r = append(&xml, "  <disks>\n");
-                for (size_t i = 0; r >= 0 && diskspecs[i]; i++)
-                        r = diskspec_xml(diskspecs[i], &xml);
-                if (r >= 0)
-                        r = append(&xml, "  </disks>\n");
-        }
-        if (r >= 0)
-                r = append(&xml, "</domainsnapshot>\n");
+        r = memspec ? memspec_xml(memspec, &memory) : 0;
         if (r == -EINVAL)
                 return EXIT_USAGE;
         if (r < 0)
                 return EXIT_FAILED;
-        if (flag(c, "print-xml")) {
-                fputs(xml, stdout);
-                return EXIT_OK;
-        }
-        if (domain_path(c, opt(c, "domain"), &dpath) < 0)
-                return EXIT_FAILED;
-        return create_and_report(c, dpath, xml, flags);
+        return moment_create_as(c, "domainsnapshot", "CreateSnapshot", "snapshot", memory, diskspec_xml,
+                                create_flags(c));
 }
 
 /* ---- reading snapshots ---- */
 
-static char *name_of(const char *path) {
-        return path && !streq(path, "/") ? path_last_name(path) : NULL;
-}
-
 static json_object *snapshot_json(const Props *p, const char *domain) {
-        json_object *o = json_object_new_object(), *children = json_object_new_array(), *kids = props_json(p, "Children");
-        _cleanup_free_ char *name = path_last_name(p->path), *parent = name_of(props_str(p, "Parent"));
+        json_object *o = json_object_new_object();
+        _cleanup_free_ char *name = path_last_name(p->path), *parent = path_name_or_null(props_str(p, "Parent"));
 
-        for (size_t i = 0; kids && i < json_object_array_length(kids); i++) {
-                _cleanup_free_ char *k = path_last_name(json_object_get_string(json_object_array_get_idx(kids, i)));
-                json_object_array_add(children, json_str(k));
-        }
         json_object_object_add(o, "name", json_str(props_str(p, "Name") ?: name));
         json_object_object_add(o, "domain", json_str(domain));
         json_object_object_add(o, "description", json_str(strempty(props_str(p, "Description"))));
@@ -305,7 +177,7 @@ static json_object *snapshot_json(const Props *p, const char *domain) {
         json_object_object_add(o, "location", json_str(props_str(p, "Location")));
         json_object_object_add(o, "memory", json_str(props_str(p, "Memory")));
         json_object_object_add(o, "parent", json_str(parent));
-        json_object_object_add(o, "children", children);
+        json_object_object_add(o, "children", props_names_json(p, "Children"));
         json_object_object_add(o, "current", json_object_new_boolean(props_bool(p, "IsCurrent")));
         json_object_object_add(o, "metadata", json_object_new_boolean(props_bool(p, "HasMetadata")));
         return o;
@@ -357,51 +229,6 @@ static int resolve_snapshot(Ctx *c, const char *dpath, char **ret_path) {
                         return EXIT_FAILED;                                        \
         } while (0)
 
-static int read_paths(sd_bus_message *reply, char ***ret) {
-        return sd_bus_message_read_strv(reply, ret);
-}
-
-static Props *find_props(Props **a, size_t n, const char *path) {
-        for (size_t i = 0; i < n; i++)
-                if (streq(a[i]->path, path))
-                        return a[i];
-        return NULL;
-}
-
-/* virsh's tree (vshTreePrint): a node, "+- " before a child, "|" under a
- * node with children, and a blank line after the last leaf of a branch. */
-typedef struct TreeNode {
-        char *name;
-        ssize_t parent; /* index in the list, -1 for a root */
-} TreeNode;
-
-static void tree_print(const TreeNode *nodes, size_t n, size_t id, ssize_t last, bool root, char *indent, size_t cap) {
-        size_t len = strlen(indent);
-        ssize_t next_last = -1;
-
-        printf("%s%s%s\n", indent, root ? "" : "+- ", nodes[id].name);
-        if (!root && len + 2 < cap) {
-                indent[len] = (ssize_t) id == last ? ' ' : '|';
-                indent[len + 1] = ' ';
-                indent[len + 2] = '\0';
-        }
-        for (size_t i = 0; i < n; i++)
-                if (nodes[i].parent == (ssize_t) id)
-                        next_last = (ssize_t) i;
-        if (next_last >= 0)
-                printf("%s  |\n", indent);
-        if (strlen(indent) + 2 < cap)
-                strcat(indent, "  ");
-        for (size_t i = 0; i < n; i++)
-                if (nodes[i].parent == (ssize_t) id)
-                        tree_print(nodes, n, i, next_last, false, indent, cap);
-        indent[strlen(indent) - 2] = '\0';
-        if (next_last < 0 && (ssize_t) id == last)
-                printf("%s\n", indent);
-        if (!root)
-                indent[len] = '\0';
-}
-
 int verb_snapshot_list(Ctx *c) {
         static const struct {
                 const char *name;
@@ -412,16 +239,14 @@ int verb_snapshot_list(Ctx *c) {
                 { "active", LIST_ACTIVE },       { "disk-only", LIST_DISK_ONLY }, { "internal", LIST_INTERNAL },
                 { "external", LIST_EXTERNAL },   { "topological", LIST_TOPOLOGICAL },
         };
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ char *dpath = NULL, *from = NULL, *indent = NULL;
+        _cleanup_free_ char *dpath = NULL, *from = NULL;
         _cleanup_strv_free_ char **paths = NULL;
         const char *domain = opt(c, "domain");
         bool tree = flag(c, "tree"), descendants = flag(c, "descendants");
         uint64_t flags = 0;
         Props **a = NULL;
         size_t n = 0, count;
-        TreeNode *nodes = NULL;
-        int r, ret = EXIT_FAILED;
+        int ret = EXIT_FAILED;
 
         for (size_t i = 0; i < ELEMENTSOF(map); i++)
                 if (flag(c, map[i].name))
@@ -455,28 +280,7 @@ int verb_snapshot_list(Ctx *c) {
                         return EXIT_FAILED;
                 }
         }
-        if (from) {
-                /* A tree from a snapshot shows all its descendants, as virsh does. */
-                r = call(c, &reply, from, QSNAP_SNAPSHOT_IFACE, "ListChildren", "t",
-                         flags | (descendants || tree ? LIST_ROOTS : 0));
-                if (r >= 0 && tree) {
-                        r = read_paths(reply, &paths);
-                        if (r >= 0)
-                                r = strv_extend(&paths, from);
-                        if (r >= 0) { /* the start first */
-                                size_t k = strv_length(paths);
-                                char *last = paths[k - 1];
-                                memmove(paths + 1, paths, (k - 1) * sizeof(char *));
-                                paths[0] = last;
-                        }
-                } else if (r >= 0)
-                        r = read_paths(reply, &paths);
-        } else {
-                r = call(c, &reply, dpath, QSNAP_DOMAIN_IFACE, "ListSnapshots", "t", flags);
-                if (r >= 0)
-                        r = read_paths(reply, &paths);
-        }
-        if (r < 0)
+        if (moment_list_paths(c, dpath, QSNAP_SNAPSHOT_IFACE, "ListSnapshots", from, flags, descendants, tree, &paths) < 0)
                 return EXIT_FAILED;
         if (managed_objects(c, QSNAP_SNAPSHOT_IFACE, dpath, &a, &n) < 0)
                 return EXIT_FAILED;
@@ -485,36 +289,16 @@ int verb_snapshot_list(Ctx *c) {
         if (c->json) {
                 json_object *arr = json_object_new_array();
                 for (size_t i = 0; i < count; i++) {
-                        Props *p = find_props(a, n, paths[i]);
+                        Props *p = props_find(a, n, paths[i]);
                         if (p)
                                 json_object_array_add(arr, snapshot_json(p, domain));
                 }
                 json_print(arr);
                 json_object_put(arr);
         } else if (tree) {
-                nodes = new0(TreeNode, count);
-                indent = malloc(4096);
-                if (!nodes || !indent)
-                        goto finish;
-                for (size_t i = 0; i < count; i++) {
-                        Props *p = find_props(a, n, paths[i]);
-                        const char *parent = p ? props_str(p, "Parent") : NULL;
-                        nodes[i].name = path_last_name(paths[i]);
-                        nodes[i].parent = -1;
-                        for (size_t k = 0; parent && k < count; k++)
-                                if (k != i && streq(paths[k], parent))
-                                        nodes[i].parent = (ssize_t) k;
-                }
-                for (size_t i = 0; i < count; i++)
-                        if (nodes[i].parent < 0) {
-                                indent[0] = '\0';
-                                tree_print(nodes, count, i, (ssize_t) i, true, indent, 4096);
-                        }
+                moment_tree_print(paths, a, n);
         } else if (flag(c, "name")) {
-                for (size_t i = 0; i < count; i++) {
-                        _cleanup_free_ char *name = path_last_name(paths[i]);
-                        printf("%s\n", strna(name));
-                }
+                moment_print_names(paths);
         } else {
                 bool with_parent = flag(c, "parent");
                 _cleanup_(table_freep) Table *t = with_parent ? table_new("Name", "Creation Time", "State", "Parent", NULL)
@@ -522,73 +306,44 @@ int verb_snapshot_list(Ctx *c) {
                 if (!t)
                         goto finish;
                 for (size_t i = 0; i < count; i++) {
-                        Props *p = find_props(a, n, paths[i]);
+                        Props *p = props_find(a, n, paths[i]);
                         _cleanup_free_ char *name = path_last_name(paths[i]), *time = NULL, *parent = NULL;
                         if (!p)
                                 continue;
                         time = format_time(props_u64(p, "CreationTime"));
-                        parent = name_of(props_str(p, "Parent"));
+                        parent = path_name_or_null(props_str(p, "Parent"));
                         table_add(t, props_str(p, "Name") ?: name, time, props_str(p, "State"), parent ?: "-");
                 }
                 table_print(t, stdout);
         }
         ret = EXIT_OK;
 finish:
-        if (nodes)
-                for (size_t i = 0; i < count; i++)
-                        free(nodes[i].name);
-        free(nodes);
         props_array_free(a, n);
         return ret;
 }
 
 int verb_snapshot_info(Ctx *c) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ char *dpath = NULL, *spath = NULL, *parent = NULL, *time = NULL;
-        _cleanup_strv_free_ char **desc = NULL;
+        _cleanup_free_ char *dpath = NULL, *spath = NULL;
         _cleanup_(props_freep) Props *p = NULL;
-        json_object *o, *kids;
+        size_t descendants;
+        json_object *o;
 
         RESOLVE(c, dpath, spath);
-        if (props_get_all(c, spath, QSNAP_SNAPSHOT_IFACE, &p) < 0 ||
-            call(c, &reply, spath, QSNAP_SNAPSHOT_IFACE, "ListChildren", "t", (uint64_t) LIST_ROOTS) < 0 ||
-            read_paths(reply, &desc) < 0)
+        if (moment_info_read(c, spath, QSNAP_SNAPSHOT_IFACE, &p, &descendants) < 0)
                 return EXIT_FAILED;
         o = snapshot_json(p, opt(c, "domain"));
-        json_object_object_add(o, "descendants", json_object_new_int64((int64_t) strv_length(desc)));
+        json_object_object_add(o, "descendants", json_object_new_int64((int64_t) descendants));
         if (c->json)
                 json_print(o);
         else {
-                kids = props_json(p, "Children");
-                parent = name_of(props_str(p, "Parent"));
-                time = format_time(props_u64(p, "CreationTime"));
-                printf("%-16s%s\n", "Name:", strempty(props_str(p, "Name")));
-                printf("%-16s%s\n", "Domain:", opt(c, "domain"));
-                printf("%-16s%s\n", "Current:", props_bool(p, "IsCurrent") ? "yes" : "no");
+                moment_info_print_head(c, p);
                 printf("%-16s%s\n", "State:", strempty(props_str(p, "State")));
                 printf("%-16s%s\n", "Location:", strempty(props_str(p, "Location")));
                 printf("%-16s%s\n", "Memory:", strempty(props_str(p, "Memory")));
-                printf("%-16s%s\n", "Creation Time:", strempty(time));
-                printf("%-16s%s\n", "Description:", isempty(props_str(p, "Description")) ? "-" : props_str(p, "Description"));
-                printf("%-16s%s\n", "Parent:", parent ?: "-");
-                printf("%-16s%zu\n", "Children:", kids ? json_object_array_length(kids) : 0);
-                printf("%-16s%zu\n", "Descendants:", strv_length(desc));
+                moment_info_print_tree(p, descendants);
                 printf("%-16s%s\n", "Metadata:", props_bool(p, "HasMetadata") ? "yes" : "no");
         }
         json_object_put(o);
-        return EXIT_OK;
-}
-
-static int print_snapshot_xml(Ctx *c, const char *spath, bool secure) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        const char *xml;
-
-        if (call(c, &reply, spath, QSNAP_SNAPSHOT_IFACE, "GetXMLDesc", "t", (uint64_t) (secure ? 1 : 0)) < 0 ||
-            sd_bus_message_read(reply, "s", &xml) < 0)
-                return EXIT_FAILED;
-        fputs(xml, stdout);
-        if (xml[0] && xml[strlen(xml) - 1] != '\n')
-                fputc('\n', stdout);
         return EXIT_OK;
 }
 
@@ -597,7 +352,7 @@ int verb_snapshot_dumpxml(Ctx *c) {
 
         if (domain_path(c, opt(c, "domain"), &dpath) < 0 || snapshot_path(c, dpath, opt(c, "snapshotname"), &spath) < 0)
                 return EXIT_FAILED;
-        return print_snapshot_xml(c, spath, flag(c, "security-info"));
+        return print_object_xml(c, spath, QSNAP_SNAPSHOT_IFACE, flag(c, "security-info") ? 1 : 0);
 }
 
 int verb_snapshot_current(Ctx *c) {
@@ -607,13 +362,9 @@ int verb_snapshot_current(Ctx *c) {
         if (domain_path(c, domain, &dpath) < 0 ||
             get_property_string(c, dpath, QSNAP_DOMAIN_IFACE, "CurrentSnapshot", &cur) < 0)
                 return EXIT_FAILED;
-        name = name_of(cur);
+        name = path_name_or_null(cur);
         if (c->json) {
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "domain", json_str(domain));
-                json_object_object_add(o, "current", json_str(name));
-                json_print(o);
-                json_object_put(o);
+                json_print_fields("domain", json_str(domain), "current", json_str(name), NULL);
                 return EXIT_OK;
         }
         if (!name) {
@@ -624,39 +375,18 @@ int verb_snapshot_current(Ctx *c) {
                 printf("%s\n", name);
                 return EXIT_OK;
         }
-        return print_snapshot_xml(c, cur, flag(c, "security-info"));
+        return print_object_xml(c, cur, QSNAP_SNAPSHOT_IFACE, flag(c, "security-info") ? 1 : 0);
 }
 
 int verb_snapshot_parent(Ctx *c) {
-        _cleanup_free_ char *dpath = NULL, *spath = NULL, *parent = NULL, *pname = NULL, *sname = NULL;
+        _cleanup_free_ char *dpath = NULL, *spath = NULL;
 
         RESOLVE(c, dpath, spath);
-        if (get_property_string(c, spath, QSNAP_SNAPSHOT_IFACE, "Parent", &parent) < 0)
-                return EXIT_FAILED;
-        pname = name_of(parent);
-        sname = path_last_name(spath);
-        if (c->json) {
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "name", json_str(sname));
-                json_object_object_add(o, "parent", json_str(pname));
-                json_print(o);
-                json_object_put(o);
-                return EXIT_OK;
-        }
-        if (!pname) {
-                fail("Snapshot '%s' has no parent (it is a root).", strna(sname));
-                return EXIT_FAILED;
-        }
-        printf("%s\n", pname);
-        return EXIT_OK;
+        return moment_print_parent(c, spath, QSNAP_SNAPSHOT_IFACE, "Snapshot");
 }
 
 static uint64_t revert_flags(Ctx *c) {
         return (flag(c, "running") ? 1 : 0) | (flag(c, "paused") ? 2 : 0) | (flag(c, "force") ? 4 : 0);
-}
-
-static uint64_t delete_flags(Ctx *c) {
-        return (flag(c, "children") ? 1 : 0) | (flag(c, "metadata") ? 2 : 0) | (flag(c, "children-only") ? 4 : 0);
 }
 
 int verb_snapshot_revert(Ctx *c) {
@@ -676,7 +406,7 @@ int verb_snapshot_delete(Ctx *c) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(job_watch_freep) JobWatch *w = NULL;
         _cleanup_free_ char *dpath = NULL, *spath = NULL, *sname = NULL;
-        uint64_t flags = delete_flags(c);
+        uint64_t flags = moment_delete_flags(c);
         const char *job;
 
         RESOLVE(c, dpath, spath);
@@ -687,8 +417,7 @@ int verb_snapshot_delete(Ctx *c) {
             sd_bus_message_read(reply, "o", &job) < 0)
                 return EXIT_FAILED;
         if (streq(job, "/")) {
-                printf("Domain snapshot %s %s\n", strna(sname),
-                       flags & 4 ? "children deleted" : flags & 1 ? "and its descendants deleted" : "deleted");
+                moment_print_deleted("snapshot", sname, flags);
                 return EXIT_OK;
         }
         if (flag(c, "async")) {
@@ -718,12 +447,8 @@ int verb_snapshot_check_revert(Ctx *c) {
                 return EXIT_FAILED;
         sname = path_last_name(spath);
         if (c->json) {
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "snapshot", json_str(sname));
-                json_object_object_add(o, "ok", json_object_new_boolean(ok));
-                json_object_object_add(o, "reason", json_str(reason));
-                json_print(o);
-                json_object_put(o);
+                json_print_fields("snapshot", json_str(sname), "ok", json_object_new_boolean(ok), "reason",
+                                  json_str(reason), NULL);
                 return ok ? EXIT_OK : EXIT_FAILED;
         }
         what = strprintf("A revert of domain '%s' to snapshot %s", opt(c, "domain"), strna(sname));
@@ -791,12 +516,12 @@ static char *humanize_numbers(const char *s) {
                         human = format_size(strtoull(num, NULL, 10));
                         if (strncmp(rest, " bytes", 6) == 0)
                                 rest += 6;
-                        if (append(&out, "%s bytes (%s)", num, strna(human)) < 0)
+                        if (strappendf(&out, "%s bytes (%s)", num, strna(human)) < 0)
                                 return NULL;
                         p = rest;
                         continue;
                 }
-                if (append(&out, "%c", *p) < 0)
+                if (strappendf(&out, "%c", *p) < 0)
                         return NULL;
                 p++;
         }
@@ -813,7 +538,7 @@ int verb_snapshot_check_delete(Ctx *c) {
         int ok, ret;
 
         RESOLVE(c, dpath, spath);
-        if (call(c, &reply, spath, QSNAP_SNAPSHOT_IFACE, "CheckDelete", "t", delete_flags(c)) < 0 ||
+        if (call(c, &reply, spath, QSNAP_SNAPSHOT_IFACE, "CheckDelete", "t", moment_delete_flags(c)) < 0 ||
             sd_bus_message_read(reply, "bst", &ok, &reason, &bytes) < 0)
                 return EXIT_FAILED;
         sname = path_last_name(spath);

@@ -39,6 +39,7 @@ struct SnapshotPlan {
         char *memory_file;
         bool was_running;     /* the guest ran when we started */
         bool stopped;         /* we paused the guest for the memory save */
+        bool frozen;          /* QUIESCE: guest-fsfreeze-freeze sent, no thaw yet */
         char *job_id;
         Job *save_job;        /* internal: the snapshot-save job, ours (owned) */
 

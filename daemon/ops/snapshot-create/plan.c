@@ -14,7 +14,9 @@
 
 #include "config.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-create.h"
@@ -102,6 +104,22 @@ static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
         return 0;
 }
 
+/* A chain whose headers lead out of the domain's folders (or name a json:
+ * or protocol backing) is refused, not snapshotted on. One that cannot be
+ * read for other reasons is left to the steps that read it. */
+static int check_chain(Domain *d, const DomainDisk *disk, char **ret_message) {
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        r = gate_read_chain(d, disk->source, disk->format, &chain, &why);
+        if (r != -QSNAP_E_PATH_NOT_ALLOWED)
+                return r == -ENOMEM ? r : 0;
+        free(*ret_message);
+        *ret_message = strprintf("Disk %s: %s", disk->target, strna(why));
+        return *ret_message ? r : -ENOMEM;
+}
+
 /* One disk's part of the plan: its location settled and checked; for an
  * external one its overlay named, allowed, new (or REUSE_EXT'd) and room
  * for it. *any is set when the disk is snapshotted at all. */
@@ -140,6 +158,9 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
                 if (r < 0)
                         return r;
         }
+        r = check_chain(p->domain, pd->disk, ret_message);
+        if (r < 0)
+                return r;
         if (pd->location == SNAPSHOT_LOCATION_INTERNAL) {
                 if (pd->disk->format != DISK_FORMAT_QCOW2) {
                         *ret_message = strprintf("Disk %s is %s; internal snapshots need qcow2.", pd->disk->target,
@@ -166,7 +187,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
                                                  p->disks[j].disk->target, pd->disk->target, pd->overlay);
                         return -QSNAP_E_INVALID_ARGUMENT;
                 }
-        r = domain_path_allowed(p->domain, pd->overlay, ret_message);
+        r = gate_check(p->domain, pd->overlay, "The overlay", ret_message);
         if (r < 0)
                 return r;
         /* REUSE_EXT allows an existing file; a missing one is made (libvirt). */
@@ -343,14 +364,33 @@ static int plan_metadata(SnapshotPlan *p, SnapshotDef *req) {
         return 0;
 }
 
+/* QUIESCE as libvirt has it: a disk-only snapshot of a running guest
+ * whose agent freezes its filesystems. Whether the agent answers is
+ * found out by trying (AgentUnresponsive after the agent timeout). */
+static int plan_check_quiesce(Domain *d, uint64_t flags, char **ret_message) {
+        if (!(flags & SNAPSHOT_CREATE_DISK_ONLY))
+                return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT,
+                                     "QUIESCE goes only with DISK_ONLY (a memory snapshot needs no freeze).");
+        if (!domain_has_agent_channel(d))
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
+                                     "QUIESCE needs a guest agent: domain '%s' has no <channel> with "
+                                     "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
+        if (d->state != DOMAIN_RUNNING)
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
+                                     "QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
+                                     d->def->name, domain_state_to_string(d->state));
+        return 0;
+}
+
 int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan **ret, char **ret_message) {
         _cleanup_(snapshot_plan_freep) SnapshotPlan *p = NULL;
         _cleanup_(snapshot_def_freep) SnapshotDef *req = NULL;
         int r;
 
         if (flags & SNAPSHOT_CREATE_QUIESCE) {
-                *ret_message = strprintf("QUIESCE needs a guest agent channel, and domain '%s' has none.", d->def->name);
-                return -QSNAP_E_UNSUPPORTED;
+                r = plan_check_quiesce(d, flags, ret_message);
+                if (r < 0)
+                        return r;
         }
         if (domain_is_busy(d)) {
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
@@ -412,7 +452,7 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
                         *ret_message = strdup("<memory snapshot='external'/> needs a file= to save the memory state to.");
                         return -QSNAP_E_INVALID_ARGUMENT;
                 }
-                r = domain_path_allowed(d, req->memory_file, ret_message);
+                r = gate_check(d, req->memory_file, "The memory state file", ret_message);
                 if (r < 0)
                         return r;
                 if (access(req->memory_file, F_OK) >= 0) {

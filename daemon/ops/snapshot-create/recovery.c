@@ -7,7 +7,10 @@
  * node; without a QEMU, the stored definition names the planned overlay;
  * or its metadata made it) and rolls it back otherwise: planned nodes
  * deleted, files made for it removed, and a guest stopped for the memory
- * save resumed. No state ever needs a person to clear it.
+ * save resumed. A guest whose filesystems a QUIESCE snapshot froze is
+ * thawed either way (the intent says "frozen" from before the freeze
+ * until the thaw), and the recovery ends when the agent answered or timed
+ * out. No state ever needs a person to clear it.
  */
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -18,6 +21,7 @@
 
 #include "config.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "core/operation.h"
@@ -127,7 +131,29 @@ static bool recovery_recorded(Recovery *rc) {
                snapshot_tree_find(&rc->domain->snapshots, def->name);
 }
 
+static void recovery_free(Recovery *rc) {
+        Domain *d = rc->domain;
+
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
+        if (rc->done)
+                rc->done(d, 0, NULL, NULL, rc->userdata);
+        json_object_put(rc->intent);
+        domain_unref(d);
+        free(rc);
+}
+
+static void on_recovery_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        if (error < 0)
+                log_error("Domain '%s': cannot thaw the guest a QUIESCE snapshot left frozen: %s", d->def->name,
+                          strna(message));
+        else
+                log_notice("Domain '%s': thawed the guest a QUIESCE snapshot left frozen (%d filesystems).",
+                           d->def->name, result ? json_object_get_int(result) : 0);
+        recovery_free(userdata);
+}
+
 static void recovery_end(Recovery *rc) {
+        _cleanup_free_ char *message = NULL;
         Domain *d = rc->domain;
 
         if ((rc->switched == rc->n_disks && rc->n_disks > 0) || recovery_recorded(rc))
@@ -137,12 +163,15 @@ static void recovery_end(Recovery *rc) {
         /* A guest stopped for the memory save runs again. */
         if (json_get_bool(rc->intent, "resume") && d->qmp && d->state == DOMAIN_PAUSED)
                 (void) qmp_cmd_cont(d->qmp, NULL, NULL);
-        op_journal_remove(d->manager->config.state_dir, d->def->uuid, INTENT_KIND);
-        if (rc->done)
-                rc->done(d, 0, NULL, NULL, rc->userdata);
-        json_object_put(rc->intent);
-        domain_unref(d);
-        free(rc);
+        /* The intent goes once the guest is thawed (recovery_free). */
+        if (json_get_bool(rc->intent, "frozen") && d->qmp) {
+                log_notice("Domain '%s': the interrupted snapshot had frozen the guest's filesystems; thawing.",
+                           d->def->name);
+                if (domain_agent_command(d, "guest-fsfreeze-thaw", NULL, on_recovery_thawed, rc, &message) >= 0)
+                        return;
+                log_error("Domain '%s': cannot thaw the guest: %s", d->def->name, strna(message));
+        }
+        recovery_free(rc);
 }
 
 typedef struct RecoveryCall {

@@ -6,6 +6,11 @@
  *             to a file, each overlay blockdev-add'ed with "backing": null,
  *             and all disks switched in ONE transaction of
  *             blockdev-snapshot actions: all or none.
+ *             With QUIESCE the guest agent freezes the guest's filesystems
+ *             right before that transaction and thaws them right after it,
+ *             or when anything fails once the freeze was sent; the intent
+ *             says "frozen" meanwhile, so a qsnapd killed then thaws the
+ *             guest at its next start.
  *   internal: a snapshot-save job (memory + every qcow2 disk), followed by
  *             the job tracker (qemu/job.c) as a job of this operation.
  * For a shut-off domain qemu-img does the work. On any failure every file
@@ -25,7 +30,9 @@
 
 #include "config.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "core/qemu-files.h"
@@ -35,6 +42,7 @@
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -55,6 +63,7 @@ typedef struct SnapshotIntent {
         const char *snapshot_xml; /* the metadata to record */
         bool metadata;            /* not NO_METADATA */
         bool resume;              /* the guest is stopped for the memory save */
+        bool frozen;              /* QUIESCE: the guest's filesystems may be frozen */
         const char *memory_file;
         const SnapshotIntentDisk *disks;
         size_t n_disks;
@@ -68,6 +77,7 @@ static int snapshot_intent_write(Operation *op, const SnapshotIntent *in) {
         json_object_object_add(o, "snapshot_xml", json_object_new_string(in->snapshot_xml));
         json_object_object_add(o, "metadata", json_object_new_boolean(in->metadata));
         json_object_object_add(o, "resume", json_object_new_boolean(in->resume));
+        json_object_object_add(o, "frozen", json_object_new_boolean(in->frozen));
         if (in->memory_file)
                 json_object_object_add(o, "memory_file", json_object_new_string(in->memory_file));
         for (size_t i = 0; i < in->n_disks; i++) {
@@ -255,9 +265,9 @@ static void plan_fail(SnapshotPlan *p, int error, const char *fmt, ...) {
         plan_finish(p, error, message);
 }
 
-/* Before anything is touched: what a restarted qsnapd needs to finish or
- * roll back this snapshot (see the recovery below). */
-static int plan_write_intent(SnapshotPlan *p) {
+/* What a restarted qsnapd needs to finish or roll back this snapshot
+ * (recovery.c), as of now. */
+static int plan_write_intent_record(SnapshotPlan *p) {
         _cleanup_free_ char *xml = NULL;
         SnapshotIntentDisk disks[p->n_disks ?: 1];
         size_t n = 0;
@@ -278,10 +288,19 @@ static int plan_write_intent(SnapshotPlan *p) {
                 .snapshot_xml = xml,
                 .metadata = !(p->flags & SNAPSHOT_CREATE_NO_METADATA),
                 .resume = p->memory == SNAPSHOT_LOCATION_EXTERNAL && p->was_running,
+                .frozen = p->frozen,
                 .memory_file = p->memory_file,
                 .disks = disks,
                 .n_disks = n,
         });
+        return r;
+}
+
+/* Before anything is touched. */
+static int plan_write_intent(SnapshotPlan *p) {
+        int r;
+
+        r = plan_write_intent_record(p);
         if (r < 0)
                 return r;
         /* crash points: create:intent */
@@ -293,11 +312,20 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
                 _cleanup_free_ char *output = NULL;
+                _cleanup_close_ int dirfd = -EBADF, backing_fd = -EBADF;
                 int r;
 
                 if (pd->location != SNAPSHOT_LOCATION_EXTERNAL || pd->reuse)
                         continue;
-                r = image_create_overlay(pd->overlay, pd->disk->source, pd->disk->format, &output);
+                /* The gate again, now: the file goes into the folder it
+                 * checks, and the size comes from the image it passed. */
+                r = gate_open_folder(p->domain, pd->overlay, "The overlay", &dirfd, ret_message);
+                if (r >= 0)
+                        r = gate_open_image(p->domain, pd->disk->source, "The image", &backing_fd, ret_message);
+                if (r < 0)
+                        return r;
+                r = image_create_overlay_at(dirfd, fs_basename(pd->overlay), pd->overlay, backing_fd, pd->disk->source,
+                                            pd->disk->format, &output);
                 if (r < 0) {
                         if (IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM))
                                 r = -QSNAP_E_PATH_NOT_ALLOWED;
@@ -409,8 +437,84 @@ static void on_resumed(Qmp *qmp, int error, json_object *result, const char *cls
         plan_finish(p, 0, NULL);
 }
 
+/* ---- live: QUIESCE ---- */
+
+static void on_undo_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        if (error < 0)
+                log_error("Domain '%s': cannot thaw the guest after a failed QUIESCE snapshot: %s", d->def->name,
+                          strna(message));
+        else
+                log_info("Domain '%s': guest thawed after a failed QUIESCE snapshot.", d->def->name);
+}
+
+/* The snapshot failed after the freeze was sent (it may have worked even
+ * when no answer came): thaw. */
+static int undo_freeze(Operation *o, void *data) {
+        SnapshotPlan *p = o->plan;
+
+        if (!p->frozen)
+                return 0;
+        p->frozen = false;
+        (void) domain_agent_command(o->domain, "guest-fsfreeze-thaw", NULL, on_undo_thawed, NULL, NULL);
+        return 0;
+}
+
+static void on_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        SnapshotPlan *p = userdata;
+
+        /* The snapshot is taken either way; a guest the agent could not
+         * thaw is said loudly (qemu-ga thaws by itself after its own
+         * timeout; fsfreeze-hook users may need to look). */
+        if (error < 0)
+                log_error("Domain '%s': snapshot taken, but the guest could not be thawed: %s", d->def->name,
+                          strna(message));
+        else
+                log_info("Domain '%s': guest thawed (%d filesystems).", d->def->name,
+                         result ? json_object_get_int(result) : 0);
+        plan_finish(p, 0, NULL);
+}
+
+static void plan_transaction(SnapshotPlan *p);
+
+static void on_frozen(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        SnapshotPlan *p = userdata;
+
+        qemu_wait_end(p);
+        if (error < 0)
+                return plan_finish(p, error, message); /* undo_freeze thaws */
+        log_info("Domain '%s': guest filesystems frozen (%d).", d->def->name, result ? json_object_get_int(result) : 0);
+        /* crash points: create:frozen */
+        operation_crash_point(p->op, "frozen");
+        plan_transaction(p);
+}
+
+/* QUIESCE: the journal says "frozen" before the freeze goes out. */
+static void plan_freeze(SnapshotPlan *p) {
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        if (!(p->flags & SNAPSHOT_CREATE_QUIESCE))
+                return plan_transaction(p);
+        p->frozen = true;
+        r = plan_write_intent_record(p);
+        if (r < 0) {
+                p->frozen = false;
+                return plan_finish(p, r, "Cannot record the freeze in the snapshot's intent.");
+        }
+        r = operation_undo_push(p->op, undo_freeze, NULL);
+        if (r < 0) {
+                p->frozen = false;
+                return plan_finish(p, r, "Out of memory.");
+        }
+        qemu_wait_begin(p);
+        r = domain_agent_command(p->domain, "guest-fsfreeze-freeze", NULL, on_frozen, p, &message);
+        if (r < 0)
+                return plan_finish(p, r, message);
+}
+
 static void on_transaction(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
+        _cleanup_free_ char *message = NULL;
 
         qemu_wait_end(p);
         if (error < 0)
@@ -420,6 +524,14 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         operation_undo_clear(p->op);
         /* crash points: create:switched */
         operation_crash_point(p->op, "switched");
+        if (p->frozen) {
+                /* The reply waits for the thaw. */
+                p->frozen = false;
+                if (domain_agent_command(p->domain, "guest-fsfreeze-thaw", NULL, on_thawed, p, &message) >= 0)
+                        return;
+                log_error("Domain '%s': snapshot taken, but the guest could not be thawed: %s", p->domain->def->name,
+                          strna(message));
+        }
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
                 /* The reply waits for the guest to run again. */
                 p->stopped = false;
@@ -469,7 +581,7 @@ static void on_overlay_added(Qmp *qmp, int error, json_object *result, const cha
         qemu_wait_end(p);
         if (p->error < 0)
                 return plan_finish(p, p->error, p->message);
-        plan_transaction(p);
+        plan_freeze(p);
 }
 
 static void plan_add_overlays(SnapshotPlan *p) {

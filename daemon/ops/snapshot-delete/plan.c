@@ -26,6 +26,7 @@
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-delete.h"
@@ -314,6 +315,10 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
                 return message_set(ret_message, -QSNAP_E_UNSUPPORTED,
                                    "Snapshot '%s' recorded no source for disk %s: nothing tells which file it froze.",
                                    snapshot_name(s), target);
+        /* F is merged into or removed: inside the allowed folders only. */
+        r = gate_check(d, f, "The frozen file", ret_message);
+        if (r < 0)
+                return r;
         if (!o || access(o, F_OK) < 0)
                 return message_set(ret_message, -QSNAP_E_OPERATION_INVALID, "Disk %s of snapshot '%s': its overlay %s is gone.", target,
                                    snapshot_name(s), strna(o));
@@ -390,6 +395,11 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
 
         if (metadata_only)
                 return 0;
+        /* Metadata stored before the gate existed may name any file: the
+         * gate again, before anything is looked at, unlinked or merged. */
+        r = gate_check_snapshot_def(d, s->def, ret_message);
+        if (r < 0)
+                return r;
         if (snapshot_memory(s) == SNAPSHOT_LOCATION_EXTERNAL && s->def->memory_file) {
                 /* Only a memory state file goes with its snapshot, never a
                  * FIFO or a device node the metadata happens to name. */
@@ -434,6 +444,9 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                         if (strv_extend(&qmp_action->targets, sd->name) < 0)
                                 return -ENOMEM;
                 } else {
+                        r = gate_check(d, file, "The image", ret_message);
+                        if (r < 0)
+                                return r;
                         if (access(file, F_OK) < 0)
                                 return message_set(ret_message, -QSNAP_E_OPERATION_INVALID, "Snapshot '%s': disk %s's file %s is gone.",
                                                    snapshot_name(s), sd->name, file);

@@ -17,6 +17,7 @@
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-revert.h"
@@ -53,31 +54,6 @@ RevertPlan *revert_plan_free(RevertPlan *p) {
 }
 
 /* ---- checks ---- */
-
-static int qemu_img_has_tag(const char *file, const char *tag) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "info", (char *) "-U", (char *) "--output=json",
-                         (char *) "-f", (char *) "qcow2", (char *) file, NULL };
-        _cleanup_(json_object_putp) json_object *info = NULL;
-        _cleanup_free_ char *output = NULL;
-        json_object *snaps;
-        int r;
-
-        r = run_command(argv, &output);
-        if (r != 0)
-                return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
-        info = json_tokener_parse(output);
-        if (!info)
-                return -EBADMSG;
-        if (!json_object_object_get_ex(info, "snapshots", &snaps) || !json_object_is_type(snaps, json_type_array))
-                return 0;
-        for (size_t i = 0; i < json_object_array_length(snaps); i++) {
-                json_object *name;
-                if (json_object_object_get_ex(json_object_array_get_idx(snaps, i), "name", &name) &&
-                    streq(json_object_get_string(name), tag))
-                        return 1;
-        }
-        return 0;
-}
 
 /* What a running QEMU cannot take over from the recorded definition; NULL
  * when nothing. */
@@ -173,13 +149,17 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
                                                  "read.", sd->name, s->def->name, rec->source, cur->source);
                         return -QSNAP_E_OPERATION_INVALID;
                 }
+                r = gate_check(p->domain, rec->source, "The image", ret_message);
+                if (r < 0)
+                        return r;
                 r = image_check_regular(rec->source, "The image", ret_message);
                 if (r < 0)
                         return r;
-                r = qemu_img_has_tag(rec->source, s->def->name);
+                /* From the header, not qemu-img: this runs before authorization. */
+                r = image_has_internal_snapshot(rec->source, s->def->name);
                 if (r <= 0) {
                         *ret_message = strprintf("Disk %s: %s holds no internal snapshot '%s'%s.", sd->name, rec->source,
-                                                 s->def->name, r < 0 ? " (qemu-img cannot read it)" : "");
+                                                 s->def->name, r < 0 ? " (its snapshot table cannot be read)" : "");
                         return -QSNAP_E_OPERATION_INVALID;
                 }
                 rd = p->disks + p->n_disks++;
@@ -208,6 +188,7 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                 const SnapshotDisk *sd = s->def->disks + i;
                 DomainDisk *rec = domain_def_find_disk(p->new_def, sd->name);
                 _cleanup_(image_chain_done) ImageChain chain = {};
+                _cleanup_free_ char *why = NULL;
                 RevertDisk *rd;
                 struct stat st;
 
@@ -225,7 +206,7 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                 if (have_record) {
                         rd->file = strdup(rec->source);
                         rd->format = rec->format;
-                } else if (sd->source && image_read_chain(sd->source, DISK_FORMAT_QCOW2, &chain) >= 0 &&
+                } else if (sd->source && gate_read_chain(d, sd->source, DISK_FORMAT_QCOW2, &chain, &why) >= 0 &&
                            chain.n_layers >= 2) {
                         /* No recorded domain: the overlay's backing file is what was frozen. */
                         rd->file = strdup(chain.layers[1].path);
@@ -237,6 +218,10 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                 }
                 if (!rd->file)
                         return -ENOMEM;
+                /* Read as the new overlay's backing: inside the allowed folders only. */
+                r = gate_check(d, rd->file, "The frozen file", ret_message);
+                if (r < 0)
+                        return r;
                 if (stat(rd->file, &st) < 0 || !S_ISREG(st.st_mode)) {
                         *ret_message = strprintf("Disk %s: %s, the file snapshot '%s' froze, is missing.", sd->name,
                                                  rd->file, s->def->name);
@@ -251,7 +236,7 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                                                          p->disks[j].target, rd->target, s->def->name, rd->file);
                                 return -QSNAP_E_OPERATION_INVALID;
                         }
-                r = domain_path_allowed(d, rd->overlay, ret_message);
+                r = gate_check(d, rd->overlay, "The overlay", ret_message);
                 if (r < 0)
                         return r;
                 if (access(rd->file, R_OK) < 0 || access(rd->overlay, F_OK) >= 0) {
@@ -327,6 +312,10 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
                                          "current one fits it; FORCE reverts with the current definition.", s->def->name);
                 return -QSNAP_E_OPERATION_INVALID;
         }
+        /* Metadata stored before the gate existed may name any file. */
+        r = gate_check_snapshot_def(d, s->def, ret_message);
+        if (r < 0)
+                return r;
 
         p = new0(RevertPlan, 1);
         if (!p)

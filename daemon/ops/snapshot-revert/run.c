@@ -28,6 +28,7 @@
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-revert.h"
@@ -36,6 +37,7 @@
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -459,9 +461,18 @@ static void revert_offline_steps(RevertPlan *p) {
         if (p->external) {
                 for (size_t i = 0; i < p->n_disks; i++) {
                         RevertDisk *rd = p->disks + i;
-                        _cleanup_free_ char *output = NULL;
+                        _cleanup_free_ char *output = NULL, *why = NULL;
+                        _cleanup_close_ int dirfd = -EBADF, backing_fd = -EBADF;
 
-                        r = image_create_overlay(rd->overlay, rd->file, rd->format, &output);
+                        /* The gate again, now: the file goes into the folder
+                         * it checks, the size from the image it passed. */
+                        r = gate_open_folder(p->domain, rd->overlay, "The overlay", &dirfd, &why);
+                        if (r >= 0)
+                                r = gate_open_image(p->domain, rd->file, "The frozen file", &backing_fd, &why);
+                        if (r < 0)
+                                return revert_fail(p, r, "%s", strna(why));
+                        r = image_create_overlay_at(dirfd, fs_basename(rd->overlay), rd->overlay, backing_fd, rd->file,
+                                                    rd->format, &output);
                         if (r < 0)
                                 return revert_fail(p, IN_SET(r, -EEXIST, -ELOOP, -EROFS, -EACCES, -EPERM)
                                                               ? -QSNAP_E_PATH_NOT_ALLOWED : r,

@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Dirty bitmap inventory, the usability rule and the refresh of each
+ * checkpoint's Problems and Size (see bitmaps.h).
+ */
+#include <inttypes.h>
+
+#include "core/bitmaps.h"
+#include "core/disk.h"
+#include "core/manager.h"
+#include "qemu/image.h"
+#include "qemu/qmp-commands.h"
+#include "util/util.h"
+
+/* ---- inventory ---- */
+
+static void bitmap_layer_done(BitmapLayer *l) {
+        for (size_t k = 0; k < l->n_bitmaps; k++)
+                free(l->bitmaps[k].name);
+        free(l->bitmaps);
+        free(l->path);
+        free(l->node);
+        free(l->file_node);
+}
+
+BitmapInventory *bitmap_inventory_free(BitmapInventory *inv) {
+        if (!inv)
+                return NULL;
+        for (size_t i = 0; i < inv->n_disks; i++) {
+                for (size_t j = 0; j < inv->disks[i].n_layers; j++)
+                        bitmap_layer_done(inv->disks[i].layers + j);
+                free(inv->disks[i].layers);
+                free(inv->disks[i].target);
+        }
+        free(inv->disks);
+        free(inv);
+        return NULL;
+}
+
+const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *target) {
+        for (size_t i = 0; inv && i < inv->n_disks; i++)
+                if (streq(inv->disks[i].target, target))
+                        return inv->disks + i;
+        return NULL;
+}
+
+const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
+        for (size_t k = 0; k < l->n_bitmaps; k++)
+                if (streq(l->bitmaps[k].name, name))
+                        return l->bitmaps + k;
+        return NULL;
+}
+
+/* The disks and their chains (files), without bitmaps yet. */
+static int inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = new0(BitmapInventory, 1);
+        const DomainDef *def = domain_current_def(d);
+
+        if (!inv)
+                return -ENOMEM;
+        inv->live = live;
+        inv->disks = new0(BitmapDisk, def->n_disks);
+        if (!inv->disks)
+                return -ENOMEM;
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const DomainDisk *disk = def->disks + i;
+                BitmapDisk *bd = inv->disks + inv->n_disks;
+                const ImageChain *chain;
+
+                if (!disk->source)
+                        continue;
+                bd->target = strdup(disk->target);
+                if (!bd->target)
+                        return -ENOMEM;
+                inv->n_disks++;
+                chain = domain_disk_chain(d, disk->source, disk->format);
+                bd->layers = new0(BitmapLayer, chain ? chain->n_layers : 1);
+                if (!bd->layers)
+                        return -ENOMEM;
+                if (!chain) { /* unreadable: the active file alone */
+                        bd->layers[0] = (BitmapLayer) { .path = strdup(disk->source),
+                                                        .qcow2 = disk->format == DISK_FORMAT_QCOW2 };
+                        bd->n_layers = 1;
+                        if (!bd->layers[0].path)
+                                return -ENOMEM;
+                        continue;
+                }
+                for (size_t j = 0; j < chain->n_layers; j++) {
+                        bd->layers[j] = (BitmapLayer) { .path = strdup(chain->layers[j].path),
+                                                        .qcow2 = chain->layers[j].format == DISK_FORMAT_QCOW2 };
+                        bd->n_layers++;
+                        if (!bd->layers[j].path)
+                                return -ENOMEM;
+                }
+        }
+        *ret = TAKE_PTR(inv);
+        return 0;
+}
+
+int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_message) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
+        int r;
+
+        r = inventory_skeleton(d, false, &inv);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < inv->n_disks; i++)
+                for (size_t j = 0; j < inv->disks[i].n_layers; j++) {
+                        BitmapLayer *l = inv->disks[i].layers + j;
+                        ImageBitmap *b = NULL;
+                        size_t n = 0;
+
+                        if (!l->qcow2)
+                                continue;
+                        r = image_read_bitmaps(l->path, &b, &n, ret_message);
+                        if (r < 0)
+                                return r;
+                        l->bitmaps = new0(BitmapEntry, n);
+                        if (!l->bitmaps) {
+                                image_bitmaps_free(b, n);
+                                return -ENOMEM;
+                        }
+                        for (size_t k = 0; k < n; k++)
+                                l->bitmaps[k] = (BitmapEntry) { .name = TAKE_PTR(b[k].name),
+                                                                .recording = b[k].enabled,
+                                                                .persistent = true,
+                                                                .inconsistent = b[k].in_use,
+                                                                .granularity = b[k].granularity };
+                        l->n_bitmaps = n;
+                        image_bitmaps_free(b, n);
+                }
+        *ret = TAKE_PTR(inv);
+        return 0;
+}
+
+/* Fills layer l from QEMU's nodes: its format node (for the top, the one
+ * the disk's device runs on: not read-only), its file child, its bitmaps. */
+static int layer_from_nodes(BitmapLayer *l, bool top, QmpNode *nodes, size_t n) {
+        QmpNode *found = NULL;
+
+        for (size_t k = 0; k < n; k++) {
+                if (!nodes[k].file || !streq(nodes[k].file, l->path) || streq(nodes[k].drv, "file"))
+                        continue;
+                if (!found || (top && found->read_only && !nodes[k].read_only))
+                        found = nodes + k;
+        }
+        if (!found)
+                return 0;
+        for (size_t k = 0; k < n; k++)
+                if (nodes[k].file && streq(nodes[k].file, l->path) && streq(nodes[k].drv, "file") &&
+                    nodes[k].read_only == found->read_only) {
+                        l->file_node = strdup(nodes[k].node);
+                        if (!l->file_node)
+                                return -ENOMEM;
+                        break;
+                }
+        l->node = strdup(found->node);
+        if (!l->node)
+                return -ENOMEM;
+        l->read_only = found->read_only;
+        l->bitmaps = new0(BitmapEntry, found->n_bitmaps);
+        if (!l->bitmaps)
+                return -ENOMEM;
+        for (size_t k = 0; k < found->n_bitmaps; k++) {
+                QmpNodeBitmap *b = found->bitmaps + k;
+                l->bitmaps[k] = (BitmapEntry) { .name = TAKE_PTR(b->name), .recording = b->recording,
+                                                .persistent = b->persistent, .inconsistent = b->inconsistent,
+                                                .count = b->count, .granularity = b->granularity };
+        }
+        l->n_bitmaps = found->n_bitmaps;
+        found->n_bitmaps = 0;
+        return 0;
+}
+
+typedef struct LiveCall {
+        Domain *domain;
+        BitmapInventoryFunc done;
+        void *userdata;
+} LiveCall;
+
+static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                           void *userdata) {
+        LiveCall *c = userdata;
+        _cleanup_(domain_unrefp) Domain *d = c->domain;
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
+        _cleanup_free_ char *message = NULL;
+        QmpNode *nodes = NULL;
+        size_t n = 0;
+        int r;
+
+        if (error < 0) {
+                message = strprintf("QEMU did not list its block nodes: %s", strna(desc));
+                r = -QSNAP_E_QEMU_FAILED;
+        } else {
+                r = qmp_parse_named_nodes(result, &nodes, &n);
+                if (r >= 0)
+                        r = inventory_skeleton(d, true, &inv);
+                for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)
+                        for (size_t j = 0; r >= 0 && j < inv->disks[i].n_layers; j++)
+                                r = layer_from_nodes(inv->disks[i].layers + j, j == 0, nodes, n);
+                qmp_nodes_free(nodes, n);
+        }
+        c->done(d, r < 0 ? r : 0, message, r < 0 ? NULL : TAKE_PTR(inv), c->userdata);
+        free(c);
+}
+
+int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata) {
+        LiveCall *c;
+
+        if (!d->qmp)
+                return -QSNAP_E_NOT_RUNNING;
+        c = new0(LiveCall, 1);
+        if (!c)
+                return -ENOMEM;
+        *c = (LiveCall) { .domain = domain_ref(d), .done = done, .userdata = userdata };
+        if (qmp_cmd_query_named_block_nodes(d->qmp, on_named_nodes, c) < 0) {
+                domain_unref(d);
+                free(c);
+                return -QSNAP_E_QEMU_FAILED;
+        }
+        return 0;
+}
+
+int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata) {
+        _cleanup_free_ char *message = NULL;
+        BitmapInventory *inv = NULL;
+        int r;
+
+        if (d->qmp && domain_is_active(d))
+                return bitmap_inventory_live(d, done, userdata);
+        if (domain_is_active(d))
+                return -QSNAP_E_NOT_RUNNING; /* no monitor: the files are QEMU's now */
+        r = bitmap_inventory_offline(d, &inv, &message);
+        done(d, r < 0 ? r : 0, message, inv, userdata);
+        return 0;
+}
+
+/* ---- the rule ---- */
+
+int bitmap_disk_check(const BitmapDisk *bd, const char *name, size_t *ret_depth, char **ret_reason) {
+        size_t depth = 0;
+        bool ended = false;
+
+        for (size_t j = 0; j < bd->n_layers; j++) {
+                const BitmapLayer *l = bd->layers + j;
+                const BitmapEntry *b = bitmap_layer_find(l, name);
+                const char *what = NULL;
+
+                if (!b) {
+                        if (j == 0) {
+                                *ret_reason = strprintf("disk %s: bitmap '%s' is missing from the active image %s "
+                                                        "(restored from elsewhere, another branch, or removed by hand)",
+                                                        bd->target, name, l->path);
+                                return *ret_reason ? 1 : -ENOMEM;
+                        }
+                        ended = true;
+                        continue;
+                }
+                if (ended) {
+                        *ret_reason = strprintf("disk %s: bitmap '%s' has a gap in the chain above %s", bd->target,
+                                                name, l->path);
+                        return *ret_reason ? 1 : -ENOMEM;
+                }
+                if (b->inconsistent)
+                        what = "is inconsistent (a writer died with the image open)";
+                else if (!b->persistent)
+                        what = "is not persistent";
+                else if (!b->recording)
+                        what = "is disabled";
+                if (what) {
+                        *ret_reason = strprintf("disk %s: bitmap '%s' in %s %s", bd->target, name, l->path, what);
+                        return *ret_reason ? 1 : -ENOMEM;
+                }
+                depth++;
+        }
+        *ret_depth = depth;
+        return 0;
+}
+
+int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+
+        for (size_t i = 0; i < c->def->n_disks; i++) {
+                const CheckpointDisk *cd = c->def->disks + i;
+                const BitmapDisk *bd;
+                char *reason = NULL;
+                size_t depth;
+                int r;
+
+                if (cd->type != CHECKPOINT_TYPE_BITMAP)
+                        continue;
+                bd = bitmap_inventory_disk(inv, cd->name);
+                if (!bd)
+                        reason = strprintf("disk %s: the domain has no such disk now", cd->name);
+                else {
+                        r = bitmap_disk_check(bd, cd->bitmap ?: c->def->name, &depth, &reason);
+                        if (r < 0)
+                                return r;
+                }
+                if (reason && strv_push(&l, reason) < 0) {
+                        free(reason);
+                        return -ENOMEM;
+                }
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* ---- the refresh of Problems and Size ---- */
+
+typedef struct RefreshWaiter {
+        BitmapsRefreshFunc done;
+        void *userdata;
+        struct RefreshWaiter *next;
+} RefreshWaiter;
+
+/* One measurement: per checkpoint, the temporary bitmaps added for it. */
+/* Checkpoints are named, not pointed to: one may be deleted meanwhile. */
+typedef struct SizeProbe {
+        char *checkpoint;
+        size_t disk; /* in its definition */
+        char *node, *name;
+} SizeProbe;
+
+typedef struct BitmapsState {
+        Domain *domain;
+        sd_event_source *defer;
+        bool running;
+        RefreshWaiter *waiting, *current;
+        char **changed;
+        SizeProbe *probes;
+        size_t n_probes;
+} BitmapsState;
+
+static int refresh_start(sd_event_source *s, void *userdata);
+
+static int refresh_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        return refresh_start(s, userdata);
+}
+
+static BitmapsState *bitmaps_state(Domain *d) {
+        if (!d->bitmaps) {
+                d->bitmaps = new0(BitmapsState, 1);
+                if (d->bitmaps)
+                        d->bitmaps->domain = d;
+        }
+        return d->bitmaps;
+}
+
+static void probes_free(BitmapsState *st) {
+        for (size_t i = 0; i < st->n_probes; i++) {
+                free(st->probes[i].checkpoint);
+                free(st->probes[i].node);
+                free(st->probes[i].name);
+        }
+        free(st->probes);
+        st->probes = NULL;
+        st->n_probes = 0;
+}
+
+static bool strv_equal(char *const *a, char *const *b) {
+        size_t i;
+
+        for (i = 0; a && b && a[i] && b[i]; i++)
+                if (!streq(a[i], b[i]))
+                        return false;
+        return (!a || !a[i]) && (!b || !b[i]);
+}
+
+static void note_changed(BitmapsState *st, Checkpoint *c) {
+        if (!strv_contains((const char *const *) st->changed, checkpoint_name(c)) &&
+            strv_extend(&st->changed, checkpoint_name(c)) < 0)
+                log_oom();
+}
+
+static void refresh_end(BitmapsState *st) {
+        Domain *d = st->domain;
+        RefreshWaiter *w = TAKE_PTR(st->current);
+
+        probes_free(st);
+        if (st->changed) {
+                _cleanup_free_ Checkpoint **l = new0(Checkpoint *, strv_length(st->changed));
+                size_t n = 0;
+
+                for (char **s = st->changed; l && *s; s++)
+                        if ((l[n] = checkpoint_tree_find(&d->checkpoints, *s)))
+                                n++;
+                if (n > 0)
+                        manager_notify_checkpoints_changed(d->manager, d, NULL, l, n);
+        }
+        st->changed = strv_free(st->changed);
+        st->running = false;
+        while (w) {
+                RefreshWaiter *next = w->next;
+                if (w->done)
+                        w->done(d, w->userdata);
+                free(w);
+                w = next;
+        }
+        if (st->waiting && !st->defer)
+                (void) sd_event_add_defer(d->manager->event, &st->defer, refresh_start, st);
+        manager_busy_unref(d->manager);
+        domain_unref(d);
+}
+
+static void on_probes_removed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                              void *userdata) {
+        refresh_end(userdata);
+}
+
+static void probes_remove(BitmapsState *st) {
+        _cleanup_free_ QmpBitmapAction *a = new0(QmpBitmapAction, st->n_probes);
+
+        if (!a || !st->domain->qmp)
+                return refresh_end(st);
+        for (size_t i = 0; i < st->n_probes; i++)
+                a[i] = (QmpBitmapAction) { .type = QMP_BITMAP_REMOVE, .node = st->probes[i].node,
+                                           .name = st->probes[i].name };
+        if (qmp_cmd_transaction_bitmaps(st->domain->qmp, a, st->n_probes, on_probes_removed, st) < 0)
+                refresh_end(st);
+}
+
+static void on_probes_counted(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                              void *userdata) {
+        BitmapsState *st = userdata;
+        QmpNode *nodes = NULL;
+        size_t n = 0;
+
+        if (error >= 0 && qmp_parse_named_nodes(result, &nodes, &n) >= 0) {
+                for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
+                        c->size = 0;
+                        c->has_size = false;
+                        for (size_t i = 0; i < c->def->n_disks; i++)
+                                c->def->disks[i].has_size = false;
+                }
+                for (size_t i = 0; i < st->n_probes; i++)
+                        for (size_t k = 0; k < n; k++) {
+                                if (!streq(nodes[k].node, st->probes[i].node))
+                                        continue;
+                                for (size_t b = 0; b < nodes[k].n_bitmaps; b++)
+                                        if (streq(nodes[k].bitmaps[b].name, st->probes[i].name)) {
+                                                Checkpoint *c = checkpoint_tree_find(&st->domain->checkpoints,
+                                                                                     st->probes[i].checkpoint);
+                                                if (!c || st->probes[i].disk >= c->def->n_disks)
+                                                        continue;
+                                                c->size += nodes[k].bitmaps[b].count;
+                                                c->has_size = true;
+                                                c->def->disks[st->probes[i].disk].size = nodes[k].bitmaps[b].count;
+                                                c->def->disks[st->probes[i].disk].has_size = true;
+                                        }
+                        }
+                qmp_nodes_free(nodes, n);
+        }
+        probes_remove(st);
+}
+
+static void on_probes_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                            void *userdata) {
+        BitmapsState *st = userdata;
+
+        if (error < 0) {
+                log_warning("Domain '%s': cannot measure the checkpoints' sizes: %s", st->domain->def->name,
+                            strna(desc));
+                probes_free(st);
+                return refresh_end(st);
+        }
+        if (qmp_cmd_query_named_block_nodes(qmp, on_probes_counted, st) < 0)
+                probes_remove(st);
+}
+
+/* The temporary bitmaps: per usable checkpoint and disk, one on the top
+ * node merged from the checkpoint's bitmap in every layer that holds it. */
+static int probes_plan(BitmapsState *st, const BitmapInventory *inv, QmpBitmapAction **ret_a, size_t *ret_n,
+                       QmpBitmapSource **ret_sources) {
+        size_t n_src = 0, n_a = 0, max = 0;
+        QmpBitmapSource *src;
+        QmpBitmapAction *a;
+
+        for (size_t i = 0; i < inv->n_disks; i++)
+                max += inv->disks[i].n_layers;
+        max *= st->domain->checkpoints.n;
+        src = new0(QmpBitmapSource, max);
+        a = new0(QmpBitmapAction, 2 * st->domain->checkpoints.n * (inv->n_disks ?: 1));
+        st->probes = new0(SizeProbe, st->domain->checkpoints.n * (inv->n_disks ?: 1));
+        if (!src || !a || !st->probes)
+                goto oom;
+        for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
+                if (c->problems)
+                        continue;
+                for (size_t i = 0; i < c->def->n_disks; i++) {
+                        const CheckpointDisk *cd = c->def->disks + i;
+                        const char *bitmap = cd->bitmap ?: c->def->name;
+                        const BitmapDisk *bd = bitmap_inventory_disk(inv, cd->name);
+                        _cleanup_free_ char *reason = NULL;
+                        SizeProbe *p = st->probes + st->n_probes;
+                        size_t depth = 0, first = n_src;
+
+                        if (cd->type != CHECKPOINT_TYPE_BITMAP || !bd || !bd->layers[0].node ||
+                            bitmap_disk_check(bd, bitmap, &depth, &reason) != 0)
+                                continue;
+                        *p = (SizeProbe) { .checkpoint = strdup(checkpoint_name(c)), .disk = i,
+                                           .node = strdup(bd->layers[0].node),
+                                           .name = strprintf(BITMAPS_SIZE_PREFIX "%" PRIu64, c->seq) };
+                        st->n_probes++;
+                        if (!p->checkpoint || !p->node || !p->name)
+                                goto oom;
+                        for (size_t j = 0; j < depth; j++)
+                                src[n_src++] = (QmpBitmapSource) { .node = bd->layers[j].node, .name = bitmap };
+                        a[n_a++] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->node, .name = p->name,
+                                                       .disabled = true,
+                                                       .granularity = bitmap_layer_find(bd->layers, bitmap)->granularity };
+                        a[n_a++] = (QmpBitmapAction) { .type = QMP_BITMAP_MERGE, .node = p->node, .name = p->name,
+                                                       .sources = src + first, .n_sources = depth };
+                }
+        }
+        *ret_a = a;
+        *ret_n = n_a;
+        *ret_sources = src;
+        return 0;
+oom:
+        free(src);
+        free(a);
+        return -ENOMEM;
+}
+
+/* Leftovers of a measurement an earlier qsnapd did not finish. */
+static void remove_leftovers(Domain *d, const BitmapInventory *inv) {
+        for (size_t i = 0; i < inv->n_disks; i++)
+                for (size_t j = 0; j < inv->disks[i].n_layers; j++) {
+                        const BitmapLayer *l = inv->disks[i].layers + j;
+                        for (size_t k = 0; l->node && k < l->n_bitmaps; k++)
+                                if (strncmp(l->bitmaps[k].name, BITMAPS_SIZE_PREFIX, strlen(BITMAPS_SIZE_PREFIX)) == 0) {
+                                        QmpBitmapAction a = { .type = QMP_BITMAP_REMOVE, .node = l->node,
+                                                              .name = l->bitmaps[k].name };
+                                        (void) qmp_cmd_transaction_bitmaps(d->qmp, &a, 1, NULL, NULL);
+                                }
+                }
+}
+
+static void on_refresh_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
+                                 void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        _cleanup_free_ QmpBitmapAction *a = NULL;
+        _cleanup_free_ QmpBitmapSource *src = NULL;
+        BitmapsState *st = userdata;
+        size_t n_a = 0;
+
+        if (error < 0) {
+                log_warning("Domain '%s': cannot check the checkpoints' bitmaps: %s", d->def->name, strna(message));
+                return refresh_end(st);
+        }
+        for (Checkpoint *c = d->checkpoints.first; c; c = c->next) {
+                char **problems = NULL;
+
+                if (bitmap_checkpoint_problems(c, inv, &problems) < 0)
+                        continue;
+                if (!strv_equal(problems, c->problems))
+                        note_changed(st, c);
+                strv_free(c->problems);
+                c->problems = problems;
+        }
+        if (!inv->live || !d->qmp)
+                return refresh_end(st);
+        remove_leftovers(d, inv);
+        if (probes_plan(st, inv, &a, &n_a, &src) < 0 || n_a == 0) {
+                probes_free(st);
+                return refresh_end(st);
+        }
+        if (qmp_cmd_transaction_bitmaps(d->qmp, a, n_a, on_probes_added, st) < 0) {
+                probes_free(st);
+                refresh_end(st);
+        }
+}
+
+static int refresh_start(sd_event_source *s, void *userdata) {
+        BitmapsState *st = userdata;
+        Domain *d = st->domain;
+
+        st->defer = sd_event_source_unref(st->defer);
+        if (st->running)
+                return 0; /* refresh_end() schedules us again */
+        /* While QEMU starts, stops or is being attached to, neither QMP
+         * nor the files (open in QEMU: "in-use") tell the truth: later. */
+        if (d->op || d->attaching) {
+                (void) sd_event_add_time_relative(d->manager->event, &st->defer, CLOCK_MONOTONIC, 200 * 1000, 0,
+                                                  refresh_retry, st);
+                return 0;
+        }
+        st->running = true;
+        st->current = TAKE_PTR(st->waiting);
+        domain_ref(d);
+        manager_busy_ref(d->manager);
+        if (bitmap_inventory_get(d, on_refresh_inventory, st) < 0)
+                refresh_end(st);
+        return 0;
+}
+
+int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata) {
+        BitmapsState *st = bitmaps_state(d);
+        RefreshWaiter *w;
+        int r;
+
+        if (!st)
+                return -ENOMEM;
+        w = new0(RefreshWaiter, 1);
+        if (!w)
+                return -ENOMEM;
+        *w = (RefreshWaiter) { .done = done, .userdata = userdata, .next = st->waiting };
+        st->waiting = w;
+        if (st->running || st->defer)
+                return 0;
+        r = sd_event_add_defer(d->manager->event, &st->defer, refresh_start, st);
+        if (r < 0) {
+                st->waiting = w->next;
+                free(w);
+                return r;
+        }
+        return 0;
+}
+
+void bitmaps_domain_done(Domain *d) {
+        BitmapsState *st = d->bitmaps;
+
+        if (!st)
+                return;
+        /* A running refresh holds a reference: we are not here then. */
+        sd_event_source_unref(st->defer);
+        for (RefreshWaiter *w = st->waiting, *next; w; w = next) {
+                next = w->next;
+                free(w);
+        }
+        strv_free(st->changed);
+        probes_free(st);
+        free(st);
+        d->bitmaps = NULL;
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A domain's guest agent: the connection to its org.qemu.guest_agent.0
+ * channel while QEMU runs (qemu/agent.h), AgentConnected, and agent
+ * commands with the manager's agent timeout whose failures come back as
+ * named errors. No D-Bus in here.
+ */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "core/domain.h"
+
+/* The end of an agent command: 0 with the agent's "return" (borrowed), or
+ *   -QSNAP_E_AGENT_UNRESPONSIVE: no answer within the agent timeout;
+ *   -QSNAP_E_QEMU_FAILED:        the agent answered an error (its text);
+ *   -QSNAP_E_NOT_RUNNING:        QEMU went away, or no channel;
+ * with a sentence for the caller. Never called from inside the send. */
+typedef void (*DomainAgentDoneFunc)(Domain *d, int error, const char *message, json_object *result, void *userdata);
+
+/* The definition in effect has the agent's channel. */
+bool domain_has_agent_channel(const Domain *d);
+/* AgentConnected. */
+bool domain_agent_connected(const Domain *d);
+
+/* QEMU is up (started, or attached to): connect to the channel's socket
+ * and probe. A failure is logged: the domain runs without its agent. */
+void domain_agent_attach(Domain *d);
+/* QEMU is gone, or qsnapd lets go: pending commands end in NotRunning.
+ * notify: tell the bus when AgentConnected changed (not while the domain
+ * goes away). */
+void domain_agent_detach(Domain *d, bool notify);
+/* Every QMP event: VSERPORT_CHANGE of the agent's port probes again (the
+ * guest opened it) or clears AgentConnected (the guest closed it). */
+void domain_agent_qmp_event(Domain *d, const char *event, json_object *data);
+
+/* Sends an agent command (args taken) with the agent timeout. < 0 with
+ * *ret_message when it cannot be sent (then `done` is never called). */
+int domain_agent_command(Domain *d, const char *command, json_object *args, DomainAgentDoneFunc done, void *userdata,
+                         char **ret_message);

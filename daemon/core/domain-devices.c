@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The QEMU options of a domain's devices besides its disks (issue #14),
+ * from the DomainDevices that store/xml-domain-devices.c parsed, appended
+ * to core/domain-launch.c's command line by one call. Device ids follow
+ * libvirt's aliases (net0, serial0, channel0, …) with the netdev/chardev
+ * behind each named host<id>/char<id>; a CD-ROM's id is its target, as a
+ * disk's is. Sockets qsnapd names itself live in the runtime dir beside
+ * the monitor socket. No D-Bus in here.
+ */
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/domain-devices.h"
+#include "core/manager.h"
+#include "util/error.h"
+#include "util/json-util.h"
+#include "util/util.h"
+
+/* QEMU's option parser takes ',,' for a literal ','. */
+static char *opt_escape(const char *s) {
+        size_t n = 0;
+        char *r, *p;
+
+        for (const char *c = s; *c; c++)
+                n += *c == ',' ? 2 : 1;
+        r = malloc(n + 1);
+        if (!r)
+                return NULL;
+        p = r;
+        for (const char *c = s; *c; c++) {
+                *p++ = *c;
+                if (*c == ',')
+                        *p++ = ',';
+        }
+        *p = 0;
+        return r;
+}
+
+static bool is_kvm(const DomainDef *def) {
+        /* libvirt's meaning: type='qemu' is TCG, type='kvm' KVM (and no
+         * silent fallback to a 50 times slower TCG: docs/decisions.md). */
+        return !streq_ptr(def->type, "qemu");
+}
+
+static int add(char ***argv, const char *opt, const char *fmt, ...) _printf_(3, 4);
+static int add(char ***argv, const char *opt, const char *fmt, ...) {
+        _cleanup_free_ char *value = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&value, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        r = strv_extend(argv, opt);
+        return r < 0 ? r : strv_extend(argv, value);
+}
+
+static int machine_argv(const DomainDef *def, char ***argv) {
+        const DomainDevices *hw = &def->devices;
+        int r;
+
+        r = add(argv, "-accel", "%s", is_kvm(def) ? "kvm" : "tcg");
+        if (r >= 0 && hw->cpu_mode != DOMAIN_CPU_DEFAULT)
+                /* QEMU has no host-model; under TCG "host" does not exist
+                 * and "max" is everything TCG can emulate. */
+                r = add(argv, "-cpu", "%s", is_kvm(def) ? "host" : "max");
+        if (r >= 0 && hw->kernel) {
+                r = add(argv, "-kernel", "%s", hw->kernel);
+                if (r >= 0 && hw->initrd)
+                        r = add(argv, "-initrd", "%s", hw->initrd);
+                if (r >= 0 && hw->cmdline)
+                        r = add(argv, "-append", "%s", hw->cmdline);
+        }
+        if (r >= 0 && hw->boot_order)
+                r = add(argv, "-boot", "order=%s", hw->boot_order);
+        if (r >= 0 && hw->on_poweroff == DOMAIN_LIFECYCLE_PRESERVE)
+                r = add(argv, "-action", "shutdown=pause");
+        if (r >= 0 && hw->on_reboot == DOMAIN_LIFECYCLE_DESTROY)
+                r = add(argv, "-action", "reboot=shutdown");
+        return r;
+}
+
+static const char *net_device(const char *model) {
+        if (!model || streq(model, "virtio"))
+                return "virtio-net-pci";
+        return model; /* e1000, e1000e, rtl8139: QEMU's device names */
+}
+
+static int nets_argv(const DomainDef *def, char ***argv) {
+        for (size_t i = 0; i < def->devices.n_nets; i++) {
+                const DomainNet *n = def->devices.nets + i;
+                int r;
+
+                if (n->type == DOMAIN_NET_USER)
+                        r = add(argv, "-netdev", "user,id=hostnet%zu", i);
+                else
+                        /* QEMU's bridge helper: /etc/qemu/bridge.conf says
+                         * which bridges may be used (docs/decisions.md). */
+                        r = add(argv, "-netdev", "bridge,id=hostnet%zu,br=%s", i, n->bridge);
+                if (r >= 0)
+                        r = add(argv, "-device", "%s,netdev=hostnet%zu,id=net%zu,mac=%s", net_device(n->model), i, i, n->mac);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* A free TCP port on addr for SPICE's autoport (VNC has to= for that). */
+static int free_port(void) {
+        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET };
+        socklen_t len = sizeof(sa);
+
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || getsockname(fd, (struct sockaddr *) &sa, &len) < 0)
+                return -errno;
+        return ntohs(sa.sin_port);
+}
+
+static int graphics_one(Domain *d, const DomainGraphics *g, char ***argv) {
+        bool vnc = g->type == DOMAIN_GRAPHICS_VNC;
+        _cleanup_free_ char *sock = NULL, *esc = NULL;
+        int port = g->port;
+
+        if (!g->address) {
+                sock = g->socket ? strdup(g->socket) : domain_runtime_path(d, vnc ? ".vnc" : ".spice");
+                esc = sock ? opt_escape(sock) : NULL;
+                if (!esc)
+                        return -ENOMEM;
+                return vnc ? add(argv, "-vnc", "unix:%s", esc)
+                           : add(argv, "-spice", "unix=on,addr=%s,disable-ticketing=on", esc);
+        }
+        esc = strchr(g->address, ':') ? strprintf("[%s]", g->address) : opt_escape(g->address);
+        if (!esc)
+                return -ENOMEM;
+        if (vnc)
+                return port < 0 ? add(argv, "-vnc", "%s:0,to=99", esc) : add(argv, "-vnc", "%s:%d", esc, port - 5900);
+        if (port < 0 && (port = free_port()) < 0)
+                return port;
+        return add(argv, "-spice", "addr=%s,port=%d,disable-ticketing=on", g->address, port);
+}
+
+static const char *video_device(const char *model) {
+        if (streq(model, "cirrus"))
+                return "cirrus-vga";
+        if (streq(model, "qxl"))
+                return "qxl-vga";
+        if (streq(model, "virtio"))
+                return "virtio-vga";
+        if (streq(model, "bochs"))
+                return "bochs-display";
+        return "VGA";
+}
+
+static int graphics_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message) {
+        const DomainDevices *hw = &def->devices;
+        const char *video = hw->video ?: (hw->n_graphics > 0 ? "vga" : NULL);
+        int r;
+
+        for (size_t i = 0; i < hw->n_graphics; i++) {
+                if (hw->graphics[i].has_passwd) {
+                        if (ret_message)
+                                *ret_message = strdup("a <graphics passwd=…> is not supported yet: leave passwd= out and use the "
+                                              "UNIX socket in the runtime dir (only root can reach it)");
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+                r = graphics_one(d, hw->graphics + i, argv);
+                if (r < 0)
+                        return r;
+        }
+        if (video && !streq(video, "none"))
+                return add(argv, "-device", "%s,id=video0", video_device(video));
+        return 0;
+}
+
+/* The chardev behind a serial, console or channel, named id. */
+static int chardev_argv(Domain *d, const DomainChar *c, const char *id, const char *default_suffix, char ***argv) {
+        _cleanup_free_ char *path = NULL, *esc = NULL;
+
+        if (c->type == DOMAIN_CHAR_PTY)
+                return add(argv, "-chardev", "pty,id=%s", id);
+        path = c->path ? strdup(c->path) : domain_runtime_path(d, default_suffix);
+        esc = path ? opt_escape(path) : NULL;
+        if (!esc)
+                return -ENOMEM;
+        if (c->type == DOMAIN_CHAR_FILE)
+                return add(argv, "-chardev", "file,id=%s,path=%s%s", id, esc, c->append ? ",append=on" : "");
+        if (c->connect)
+                return add(argv, "-chardev", "socket,id=%s,path=%s,server=off,reconnect=1", id, esc);
+        return add(argv, "-chardev", "socket,id=%s,path=%s,server=on,wait=off", id, esc);
+}
+
+static bool is_agent(const DomainChar *c) {
+        return c->role == DOMAIN_CHAR_CHANNEL && streq_ptr(c->name, DOMAIN_AGENT_CHANNEL_NAME);
+}
+
+/* The runtime dir's socket of a unix serial, console or channel that
+ * names no <source path>: <uuid>.channel<i>, .serial<i>. (The agent's is
+ * always <uuid>.agent, core/domain-launch.c's.) */
+static void char_socket_suffix(const DomainChar *c, size_t i, char buf[static 32]) {
+        snprintf(buf, 32, "%s%zu", c->role == DOMAIN_CHAR_CHANNEL ? ".channel" : ".serial", i);
+}
+
+/* A <console> whose target is a serial port that a <serial> already
+ * gives is that serial (libvirt lists the first serial twice). */
+static bool console_is_a_serial(const DomainDevices *hw, const DomainChar *c) {
+        if (c->role != DOMAIN_CHAR_CONSOLE || c->virtio)
+                return false;
+        for (size_t i = 0; i < hw->n_chars; i++)
+                if (hw->chars[i].role == DOMAIN_CHAR_SERIAL && hw->chars[i].port == c->port)
+                        return true;
+        return false;
+}
+
+static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {
+        const DomainDevices *hw = &def->devices;
+        bool virtio_serial = def->agent_channel; /* launched with the agent's channel */
+        int r;
+
+        for (size_t i = 0; i < hw->n_chars; i++) {
+                const DomainChar *c = hw->chars + i;
+                char id[32], suffix[32];
+
+                if (console_is_a_serial(hw, c) || is_agent(c))
+                        continue; /* the agent's: core/domain-launch.c (with the controller) */
+                if (c->virtio && !virtio_serial) {
+                        r = add(argv, "-device", "virtio-serial-pci,id=virtio-serial0");
+                        if (r < 0)
+                                return r;
+                        virtio_serial = true;
+                }
+                snprintf(id, sizeof(id), "char%zu", i);
+                char_socket_suffix(c, i, suffix);
+                r = chardev_argv(d, c, id, suffix, argv);
+                if (r < 0)
+                        return r;
+                if (c->role == DOMAIN_CHAR_CHANNEL)
+                        r = add(argv, "-device", "virtserialport,bus=virtio-serial0.0,chardev=%s,id=channel%zu,name=%s", id, i,
+                                c->name);
+                else if (c->virtio)
+                        r = add(argv, "-device", "virtconsole,bus=virtio-serial0.0,chardev=%s,id=console%zu", id, i);
+                else
+                        r = add(argv, "-device", "isa-serial,chardev=%s,id=serial%u,index=%u", id, c->port, c->port);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int cdroms_argv(const DomainDef *def, char ***argv) {
+        bool scsi = false;
+        int r;
+
+        for (size_t i = 0; i < def->devices.n_cdroms; i++) {
+                const DomainCdrom *c = def->devices.cdroms + i;
+                _cleanup_free_ char *drive = NULL;
+                bool on_scsi = streq_ptr(c->bus, "scsi");
+
+                if (c->source) {
+                        json_object *o = json_object_new_object(), *f = json_object_new_object();
+
+                        if (!o || !f) {
+                                json_object_put(o);
+                                json_object_put(f);
+                                return -ENOMEM;
+                        }
+                        /* Read-only raw: never written, never snapshotted. */
+                        json_object_object_add(f, "driver", json_object_new_string("file"));
+                        json_object_object_add(f, "filename", json_object_new_string(c->source));
+                        json_object_object_add(f, "read-only", json_object_new_boolean(true));
+                        json_object_object_add(o, "driver", json_object_new_string("raw"));
+                        json_object_object_add(o, "node-name", json_object_new_string_len(c->target, (int) strlen(c->target)));
+                        json_object_object_add(o, "read-only", json_object_new_boolean(true));
+                        json_object_object_add(o, "file", f);
+                        r = strv_extend(argv, "-blockdev");
+                        if (r >= 0)
+                                r = strv_extend(argv, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
+                        json_object_put(o);
+                        if (r < 0)
+                                return r;
+                        drive = strprintf(",drive=%s", c->target);
+                        if (!drive)
+                                return -ENOMEM;
+                }
+                if (on_scsi && !scsi) {
+                        r = add(argv, "-device", "virtio-scsi-pci,id=scsi0");
+                        if (r < 0)
+                                return r;
+                        scsi = true;
+                }
+                r = add(argv, "-device", "%s,id=%s%s", on_scsi ? "scsi-cd,bus=scsi0.0" : "ide-cd", c->target, strempty(drive));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message) {
+        int r;
+
+        r = machine_argv(def, argv);
+        if (r >= 0)
+                r = nets_argv(def, argv);
+        if (r >= 0)
+                r = graphics_argv(d, def, argv, ret_message);
+        if (r >= 0)
+                r = chars_argv(d, def, argv);
+        if (r >= 0)
+                r = cdroms_argv(def, argv);
+        return r;
+}
+
+void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
+        const DomainDevices *hw = &def->devices;
+        _cleanup_strv_free_ char **paths = NULL;
+
+        for (size_t i = 0; i < hw->n_graphics; i++)
+                if (!hw->graphics[i].address && !hw->graphics[i].socket)
+                        (void) strv_push(&paths, domain_runtime_path(d, hw->graphics[i].type == DOMAIN_GRAPHICS_VNC
+                                                                                ? ".vnc"
+                                                                                : ".spice"));
+        for (size_t i = 0; i < hw->n_chars; i++) {
+                const DomainChar *c = hw->chars + i;
+                char suffix[32];
+
+                if (c->type != DOMAIN_CHAR_UNIX || c->path || is_agent(c))
+                        continue;
+                char_socket_suffix(c, i, suffix);
+                (void) strv_push(&paths, domain_runtime_path(d, suffix));
+        }
+        for (char **p = paths; p && *p; p++)
+                (void) unlink(*p);
+}
+
+int domain_devices_paths(const DomainDef *def, char ***ret) {
+        const DomainDevices *hw = &def->devices;
+        _cleanup_strv_free_ char **l = NULL;
+        int r = 0;
+
+        if (hw->kernel)
+                r = strv_extend(&l, hw->kernel);
+        if (r >= 0 && hw->initrd)
+                r = strv_extend(&l, hw->initrd);
+        for (size_t i = 0; r >= 0 && i < hw->n_cdroms; i++)
+                if (hw->cdroms[i].source)
+                        r = strv_extend(&l, hw->cdroms[i].source);
+        for (size_t i = 0; r >= 0 && i < hw->n_chars; i++)
+                if (hw->chars[i].path && !is_agent(hw->chars + i))
+                        r = strv_extend(&l, hw->chars[i].path);
+        for (size_t i = 0; r >= 0 && i < hw->n_graphics; i++)
+                if (hw->graphics[i].socket)
+                        r = strv_extend(&l, hw->graphics[i].socket);
+        if (r < 0)
+                return r;
+        if (!l && !(l = calloc(1, sizeof(char *))))
+                return -ENOMEM;
+        *ret = TAKE_PTR(l);
+        return 0;
+}

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The path gate (core/gate.h): a domain's allowed folders and the one
+ * check every path goes through. Folders are compared by inode, reached
+ * without following links, so neither a link nor a ".." nor another
+ * spelling of a path leads out, and callers create files relative to the
+ * folder descriptor that was checked.
+ */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "core/gate.h"
+#include "core/manager.h"
+#include "util/fs.h"
+#include "util/util.h"
+
+/* Deep enough for any real tree; a deeper one is simply not below a root. */
+#define GATE_MAX_DEPTH 256
+
+static bool fd_is_below(int fd, int rootfd, int topfd) {
+        _cleanup_close_ int cur = -EBADF;
+
+        cur = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (cur < 0)
+                return false;
+        for (int depth = 0; depth < GATE_MAX_DEPTH; depth++) {
+                int up;
+
+                if (fs_same_inode(cur, rootfd))
+                        return true;
+                if (fs_same_inode(cur, topfd))
+                        return false;
+                up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (up < 0)
+                        return false;
+                safe_close(cur);
+                cur = up;
+        }
+        return false;
+}
+
+static bool folder_in_roots(Domain *d, int dirfd) {
+        _cleanup_close_ int top = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+        if (top < 0)
+                return false;
+        for (char **root = d->manager->config.image_roots; root && *root; root++) {
+                /* Roots are the administrator's (made real at start-up). */
+                _cleanup_close_ int rootfd = open(*root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+                if (rootfd >= 0 && fd_is_below(dirfd, rootfd, top))
+                        return true;
+        }
+        return false;
+}
+
+static bool folder_of_disks(const DomainDef *def, int dirfd) {
+        for (size_t i = 0; def && i < def->n_disks; i++) {
+                _cleanup_free_ char *folder = def->disks[i].source ? fs_dirname(def->disks[i].source) : NULL;
+                _cleanup_close_ int fd = -EBADF;
+
+                if (!folder || folder[0] != '/')
+                        continue;
+                /* The folder as the definition spells it, reached without
+                 * links: swapping one of its parents for a link moves nothing. */
+                fd = fs_open_dir_nofollow(folder);
+                if (fd >= 0 && fs_same_inode(fd, dirfd))
+                        return true;
+        }
+        return false;
+}
+
+static bool has_dotdot(const char *path) {
+        for (const char *p = path; (p = strstr(p, "..")); p += 2)
+                if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == 0))
+                        return true;
+        return false;
+}
+
+static int refuse(Domain *d, const char *path, const char *what, char **ret_message) {
+        char *text = strprintf("%s %s is not in an allowed folder of domain '%s' or does not exist (allowed: the "
+                               "--image-root= folders and the folders of its disks, reached without symbolic links).",
+                               what, path, d->def->name);
+
+        if (!text)
+                return -ENOMEM;
+        free(*ret_message);
+        *ret_message = text;
+        return -QSNAP_E_PATH_NOT_ALLOWED;
+}
+
+int gate_open_folder(Domain *d, const char *path, const char *what, int *ret_dirfd, char **ret_message) {
+        _cleanup_free_ char *folder = NULL;
+        _cleanup_close_ int dirfd = -EBADF;
+        const char *name;
+        struct stat st;
+
+        if (!path || path[0] != '/') {
+                free(*ret_message);
+                *ret_message = strprintf("%s '%s' is not an absolute path.", what, strna(path));
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        name = fs_basename(path);
+        if (isempty(name) || streq(name, ".") || has_dotdot(path))
+                return refuse(d, path, what, ret_message);
+        folder = fs_dirname(path);
+        if (!folder)
+                return -ENOMEM;
+        dirfd = fs_open_dir_nofollow(folder);
+        if (dirfd == -ENOMEM)
+                return dirfd;
+        if (dirfd < 0)
+                return refuse(d, path, what, ret_message);
+        if (!folder_of_disks(d->def, dirfd) && !folder_of_disks(d->live, dirfd) && !folder_in_roots(d, dirfd))
+                return refuse(d, path, what, ret_message);
+        /* The last component: never a link (a missing file is the caller's). */
+        if (fs_lstat_at(dirfd, name, &st) >= 0 && S_ISLNK(st.st_mode))
+                return refuse(d, path, what, ret_message);
+        if (ret_dirfd)
+                *ret_dirfd = TAKE_FD(dirfd);
+        return 0;
+}
+
+int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, char **ret_message) {
+        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
+        struct stat st;
+        int r;
+
+        r = gate_open_folder(d, path, what, &dirfd, ret_message);
+        if (r < 0)
+                return r;
+        /* Not opened at all unless a regular file: a device's open has effects. */
+        if (fs_lstat_at(dirfd, fs_basename(path), &st) < 0 || !S_ISREG(st.st_mode))
+                return refuse(d, path, what, ret_message);
+        fd = openat(dirfd, fs_basename(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return refuse(d, path, what, ret_message);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int gate_check(Domain *d, const char *path, const char *what, char **ret_message) {
+        return gate_open_folder(d, path, what, NULL, ret_message);
+}
+
+int gate_check_snapshot_def(Domain *d, const SnapshotDef *def, char **ret_message) {
+        int r;
+
+        if (def->memory_file) {
+                r = gate_check(d, def->memory_file, "The memory state file", ret_message);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < def->n_disks; i++) {
+                if (!def->disks[i].source)
+                        continue;
+                r = gate_check(d, def->disks[i].source, "The overlay", ret_message);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < def->n_revert_disks; i++) {
+                if (!def->revert_disks[i].source)
+                        continue;
+                r = gate_check(d, def->revert_disks[i].source, "The revert disk source", ret_message);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int chain_filter(const char *path, const char *image, void *userdata, char **ret_message) {
+        Domain *d = userdata;
+        _cleanup_free_ char *what = strprintf("The backing file named by %s,", image);
+
+        if (!what)
+                return -ENOMEM;
+        return gate_check(d, path, what, ret_message);
+}
+
+int gate_read_chain(Domain *d, const char *active, DiskFormat format, ImageChain *ret, char **ret_message) {
+        int r = image_read_chain_filtered(active, format, chain_filter, d, ret, ret_message);
+
+        if (r < 0 && r != -ENOMEM && !*ret_message)
+                *ret_message = strprintf("Cannot read the backing chain of %s: %s.", active, qsnap_strerror(r));
+        return r;
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The path gate: the one place that says whether qsnapd (or the qemu-img
+ * and QEMU it runs) may create, write, rename, unlink or follow a file for
+ * a domain, whatever named it — the caller (overlays, memory files, copy
+ * and rebase targets), a REDEFINE'd document (memory file, overlay
+ * sources), stored snapshot metadata, or an image header (backing names).
+ *
+ * A domain's allowed folders: the --image-root= folders and everything
+ * below them, and exactly the folders of the disk sources its definition
+ * (persistent and live) names. Never a folder learned from an image header
+ * or from snapshot metadata. A path is inside when its folder, opened from
+ * "/" without following a symbolic link in any component (openat2
+ * RESOLVE_NO_SYMLINKS, or an O_NOFOLLOW walk), is one of those folders or
+ * below a root, and its last component is no symbolic link. No D-Bus here.
+ */
+#pragma once
+
+#include "core/domain.h"
+#include "qemu/image.h"
+#include "store/xml-snapshot.h"
+
+/* 0 when `path` may be used for domain d. -QSNAP_E_INVALID_ARGUMENT for a
+ * relative path; -QSNAP_E_PATH_NOT_ALLOWED otherwise, with one neutral
+ * text — "<what> <path> is not in an allowed folder of domain '…' or does
+ * not exist …" — whichever the reason (outside, a link, a missing folder),
+ * so that a refusal (given before authorization) tells nothing about
+ * folders the caller cannot list. */
+int gate_check(Domain *d, const char *path, const char *what, char **ret_message);
+
+/* The same, and the verified folder as an O_PATH descriptor in *ret_dirfd:
+ * create relative to it (fs_create_at(), image_create_at()), so that the
+ * folder swapped for a link after the check cannot redirect the file. */
+int gate_open_folder(Domain *d, const char *path, const char *what, int *ret_dirfd, char **ret_message);
+
+/* An existing regular file inside the allowed folders, opened for reading
+ * relative to the folder the gate verified (O_NOFOLLOW|O_NONBLOCK, never a
+ * device or FIFO): what qsnapd reads itself is then the file the gate
+ * passed, whatever is swapped in meanwhile. The fd in *ret_fd. */
+int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, char **ret_message);
+
+/* Every file a snapshot's metadata names that Delete or Revert would act
+ * on: the memory state file, the disks' sources (overlays) and the
+ * <revertDisks> sources. At REDEFINE
+ * and again before Delete and Revert act (metadata stored before the gate
+ * existed is refused there, never acted on). */
+int gate_check_snapshot_def(Domain *d, const SnapshotDef *def, char **ret_message);
+
+/* The backing chain of `active` as its headers name it, every backing file
+ * through the gate (plain names only, each inside the allowed folders):
+ * a chain that leaves them is -QSNAP_E_PATH_NOT_ALLOWED, not followed.
+ * The active file itself is the caller's to check. */
+int gate_read_chain(Domain *d, const char *active, DiskFormat format, ImageChain *ret, char **ret_message);

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * BackupBegin's plan: the <domainbackup> parsed and aligned with the
+ * domain's disks (store/xml-backup.c fills libvirt's defaults), then every
+ * refusal checked before polkit is asked and before anything is touched:
+ * the domain's state, one backup at a time, busy disks, what we cannot
+ * act on, and each file through the one path gate (core/disk.c). The plan
+ * keeps the aligned definition: it is what BackupGetXMLDesc shows.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "core/disk.h"
+#include "core/gate.h"
+#include "core/manager.h"
+#include "ops/backup/internal.h"
+#include "qemu/image.h"
+#include "util/error.h"
+#include "util/util.h"
+
+#define UNIX_PATH_MAX 108
+
+void backup_disk_run_done(BackupDiskRun *r) {
+        free(r->target);
+        free(r->source);
+        free(r->path);
+        free(r->node);
+        free(r->device);
+        free(r->job_id);
+        free(r->bitmap);
+        free(r->export_name);
+        if (r->job) {
+                job_disown(r->job);
+                job_unref(r->job);
+        }
+}
+
+BackupPlan *backup_plan_free(BackupPlan *p) {
+        if (!p)
+                return NULL;
+        for (size_t i = 0; i < p->n_disks; i++)
+                backup_disk_run_done(p->disks + i);
+        free(p->disks);
+        backup_def_free(p->def);
+        free(p->id);
+        free(p->socket);
+        free(p);
+        return NULL;
+}
+
+/* A file is one of the domain's images (QEMU would write over a disk). */
+static bool is_domain_image(Domain *d, const char *path) {
+        const DomainDef *def = domain_current_def(d);
+        char a[PATH_MAX], b[PATH_MAX];
+        bool resolved = realpath(path, a);
+
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const ImageChain *ch = domain_disk_chain(d, def->disks[i].source, def->disks[i].format);
+
+                for (size_t l = 0; ch && l < ch->n_layers; l++)
+                        if (streq(ch->layers[l].path, path) ||
+                            (resolved && realpath(ch->layers[l].path, b) && streq(a, b)))
+                                return true;
+        }
+        return false;
+}
+
+/* A target (push) or scratch (pull) file named by the caller: allowed
+ * folder, and new (or, with REUSE_EXTERNAL, an existing regular file of
+ * the right format and size that is no image of the domain). */
+static int check_file(Domain *d, BackupDiskRun *r, bool reuse, const char *what, char **ret_message) {
+        _cleanup_free_ char *label = strprintf("The %s", what);
+        struct stat st;
+        uint64_t size = 0;
+        int q;
+
+        if (!label)
+                return -ENOMEM;
+        q = gate_check(d, r->path, label, ret_message);
+        if (q < 0)
+                return q;
+        if (!reuse) {
+                if (lstat(r->path, &st) >= 0) {
+                        *ret_message = strprintf("The %s %s of disk %s exists already; pass REUSE_EXTERNAL (1) to "
+                                                 "write into it.", what, r->path, r->target);
+                        return -QSNAP_E_ALREADY_EXISTS;
+                }
+                return domain_check_new_file(r->path, ret_message);
+        }
+        if (lstat(r->path, &st) < 0) {
+                *ret_message = strprintf("REUSE_EXTERNAL: the %s %s of disk %s does not exist: %m.", what, r->path,
+                                         r->target);
+                return errno == ENOENT ? -QSNAP_E_INVALID_ARGUMENT : -errno;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                *ret_message = strprintf("REUSE_EXTERNAL: the %s %s is not a regular file.", what, r->path);
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        }
+        if (is_domain_image(d, r->path)) {
+                *ret_message = strprintf("The %s %s is an image of domain '%s'.", what, r->path, d->def->name);
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        if ((r->format == DISK_FORMAT_QCOW2) != image_is_qcow2(r->path)) {
+                *ret_message = strprintf("REUSE_EXTERNAL: the %s %s is not a %s image.", what, r->path,
+                                         disk_format_to_string(r->format));
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        q = image_virtual_size(r->path, r->format, &size);
+        if (q < 0 || size != r->size) {
+                *ret_message = strprintf("REUSE_EXTERNAL: the %s %s has %" PRIu64 " bytes, disk %s %" PRIu64 ".", what,
+                                         r->path, size, r->target, r->size);
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        r->reuse = true;
+        return 0;
+}
+
+/* The pull server: a UNIX socket (ours in the runtime dir, or the
+ * caller's in an allowed folder, new); TCP is not offered yet. */
+static int plan_server(Domain *d, BackupPlan *p, char **ret_message) {
+        BackupServer *s = p->def->server;
+        struct stat st;
+        int r;
+
+        if (!s || s->transport != BACKUP_TRANSPORT_UNIX) {
+                *ret_message = strdup("Pull backups serve over a UNIX socket only (<server transport='unix' .../>, "
+                                      "the default); TCP is not supported yet.");
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (s->tls > 0) {
+                *ret_message = strdup("tls='yes' needs a TCP server, which is not supported yet.");
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (strlen(s->socket) >= UNIX_PATH_MAX) {
+                *ret_message = strprintf("The socket path %s is longer than a UNIX socket address takes (%d).",
+                                         s->socket, UNIX_PATH_MAX - 1);
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        p->socket = strdup(s->socket);
+        if (!p->socket)
+                return -ENOMEM;
+        if (p->socket_default)
+                return 0;
+        /* QEMU unlinks whatever is at the path before it binds. */
+        r = gate_check(d, p->socket, "The socket path", ret_message);
+        if (r < 0)
+                return r;
+        if (lstat(p->socket, &st) >= 0) {
+                *ret_message = strprintf("The socket path %s exists already.", p->socket);
+                return -QSNAP_E_ALREADY_EXISTS;
+        }
+        return path_check_writable(p->socket, ret_message);
+}
+
+static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_message) {
+        const DomainDisk *disk = domain_def_find_disk(domain_current_def(d), bd->name);
+        bool pull = p->def->mode == BACKUP_MODE_PULL;
+        BackupDiskRun *r = p->disks + p->n_disks;
+        int q;
+
+        if (!disk) {
+                *ret_message = strprintf("Domain '%s' has no disk '%s'.", d->def->name, bd->name);
+                return -QSNAP_E_NO_SUCH_DISK;
+        }
+        if (bd->type != BACKUP_DISK_TYPE_FILE || !bd->path) {
+                *ret_message = strprintf("Disk %s: only file %s are supported.", bd->name, pull ? "scratch files" : "targets");
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (bd->extra_path_elements || bd->extra_path_attributes) {
+                *ret_message = strprintf("Disk %s: the %s has settings qsnapd cannot apply (%s).", bd->name,
+                                         pull ? "<scratch>" : "<target>",
+                                         bd->extra_path_elements ? bd->extra_path_elements[0] : bd->extra_path_attributes[0]);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (disk->transient) {
+                *ret_message = strprintf("Disk %s is transient; its data is thrown away at shut-down.", disk->target);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL || bd->incremental) {
+                *ret_message = strprintf("Disk %s: incremental backups need checkpoints, which qsnapd does not "
+                                         "offer yet; take a full backup.", bd->name);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (pull && bd->format != DISK_FORMAT_QCOW2) {
+                *ret_message = strprintf("Disk %s: a scratch file must be qcow2 (it stands on the disk).", bd->name);
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        if (domain_disk_job(d, disk->target)) {
+                *ret_message = strprintf("Disk %s of domain '%s' is busy with a job.", disk->target, d->def->name);
+                return -QSNAP_E_BUSY;
+        }
+
+        *r = (BackupDiskRun) { .format = bd->format };
+        p->n_disks++;
+        r->target = strdup(disk->target);
+        r->source = strdup(disk->source);
+        r->path = strdup(bd->path);
+        r->export_name = pull && bd->export_name ? strdup(bd->export_name) : NULL;
+        r->node = strprintf("bk%" PRIx64 "-%s", (uint64_t) (++d->node_seq & 0xffffffffULL), disk->target);
+        r->job_id = strprintf("%s.%s", p->id, disk->target);
+        if (!r->target || !r->source || !r->path || !r->node || !r->job_id || (pull && bd->export_name && !r->export_name))
+                return -ENOMEM;
+        q = image_virtual_size(disk->source, disk->format, &r->size);
+        if (q < 0) {
+                *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
+                return -QSNAP_E_QEMU_FAILED;
+        }
+        /* Our own scratch files in the runtime dir need no gate, only a new name. */
+        if (pull && p->socket_default && strncmp(r->path, d->manager->config.runtime_dir,
+                                                 strlen(d->manager->config.runtime_dir)) == 0 &&
+            r->path[strlen(d->manager->config.runtime_dir)] == '/')
+                return 0;
+        return check_file(d, r, p->flags & BACKUP_BEGIN_REUSE_EXTERNAL, pull ? "scratch file" : "target", ret_message);
+}
+
+static int plan_state(Domain *d, BackupMode mode, char **ret_message) {
+        if (d->backup) {
+                *ret_message = strprintf("A backup of domain '%s' runs already; one at a time.", d->def->name);
+                return -QSNAP_E_BUSY;
+        }
+        if (domain_is_busy(d)) {
+                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
+                return -QSNAP_E_BUSY;
+        }
+        if (d->state == DOMAIN_CRASHED) {
+                *ret_message = strprintf("Domain '%s' crashed; stop it first.", d->def->name);
+                return -QSNAP_E_OPERATION_INVALID;
+        }
+        /* Shut off: a push is copied from the images (offline.c). */
+        if (!domain_is_active(d) && mode == BACKUP_MODE_PUSH)
+                return 0;
+        if (!domain_is_active(d) || !d->qmp || !d->jobs) {
+                *ret_message = strprintf("Domain '%s' is not running; a pull backup needs its QEMU (start it, "
+                                         "paused is enough).", d->def->name);
+                return -QSNAP_E_NOT_RUNNING;
+        }
+        if (d->graph_busy) {
+                *ret_message = strprintf("A block job of domain '%s' is finishing; try again in a moment.", d->def->name);
+                return -QSNAP_E_BUSY;
+        }
+        return 0;
+}
+
+int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xml, uint64_t flags, BackupPlan **ret,
+                    char **ret_message) {
+        _cleanup_(backup_plan_freep) BackupPlan *p = NULL;
+        _cleanup_free_ char *suffix = NULL, *scratch_suffix = NULL, *socket = NULL;
+        BackupDefaults defaults;
+        int r;
+
+        if (flags & ~BACKUP_BEGIN_ALL) {
+                *ret_message = strprintf("Unknown BackupBegin flags 0x%" PRIx64 ".", (uint64_t) (flags & ~BACKUP_BEGIN_ALL));
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        p = new0(BackupPlan, 1);
+        if (!p)
+                return -ENOMEM;
+        p->domain = d;
+        p->flags = flags;
+        p->start_time = now_usec(CLOCK_REALTIME);
+        r = backup_def_parse(backup_xml, strlen(backup_xml), &p->def, ret_message);
+        if (r < 0)
+                return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
+        r = plan_state(d, p->def->mode, ret_message);
+        if (r < 0)
+                return r;
+        if (!isempty(checkpoint_xml)) {
+                *ret_message = strdup("checkpoint_xml: qsnapd does not create checkpoints yet; pass \"\".");
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if (p->def->incremental) {
+                *ret_message = strprintf("<incremental>%s</incremental>: incremental backups need checkpoints, which "
+                                         "qsnapd does not offer yet; take a full backup.", p->def->incremental);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+
+        p->id = strprintf("backup-%" PRIx64, (uint64_t) ((p->start_time / 1000) & 0xffffffffffULL));
+        suffix = strprintf("%" PRIu64, p->start_time / USEC_PER_SEC);
+        scratch_suffix = strprintf("%s", p->id);
+        socket = strprintf("%s/%s.backup.sock", d->manager->config.runtime_dir, d->def->uuid);
+        if (!p->id || !suffix || !scratch_suffix || !socket)
+                return -ENOMEM;
+        p->socket_default = p->def->mode == BACKUP_MODE_PULL && !p->def->server;
+        defaults = (BackupDefaults) {
+                .suffix = suffix,
+                .scratch_dir = d->manager->config.runtime_dir,
+                .socket = socket,
+        };
+        /* Pull scratch files: named after the job, so never an old one's. */
+        if (p->def->mode == BACKUP_MODE_PULL)
+                defaults.suffix = scratch_suffix;
+        r = backup_def_align(p->def, domain_current_def(d), &defaults, ret_message);
+        if (r < 0)
+                return r;
+
+        p->disks = new0(BackupDiskRun, p->def->n_disks);
+        if (!p->disks)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->def->n_disks; i++) {
+                if (!p->def->disks[i].backup)
+                        continue;
+                r = plan_disk(d, p, p->def->disks + i, ret_message);
+                if (r < 0)
+                        return r;
+        }
+        if (p->def->mode == BACKUP_MODE_PULL) {
+                r = plan_server(d, p, ret_message);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+int backup_get_xml_desc(Domain *d, char **ret, char **ret_message) {
+        BackupOp *b = d->backup ? d->backup->plan : NULL;
+
+        if (!b) {
+                *ret_message = strprintf("No backup of domain '%s' runs.", d->def->name);
+                return -QSNAP_E_OPERATION_INVALID;
+        }
+        return backup_def_format(b->plan->def, ret);
+}

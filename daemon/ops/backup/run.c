@@ -1,0 +1,673 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * BackupBegin, the run: an Operation (core/operation.c) whose plan is the
+ * BackupOp. The steps: create the target (push) or scratch (pull) files,
+ * journal them, find each disk's top node, blockdev-add the new nodes,
+ * then ONE transaction of blockdev-backup actions (sync full into the
+ * target; sync none into the scratch node, which stands on the disk, for
+ * the point in time of a pull), each job tracked by the one job driver as
+ * the backup's own (owned), and a BlockJob1 of qsnapd's own ("backup")
+ * that adds up their progress. Pull mode then starts QEMU's NBD server on
+ * the socket and exports each scratch node read-only. The caller hears of
+ * the job once that stands.
+ *
+ * The end, whatever caused it (all pushes done, a failure, Abort, QEMU
+ * gone): the NBD server stops, jobs still running are cancelled, the
+ * added nodes are deleted, then files go: scratch files always, targets
+ * qsnapd created when the push did not complete. Then the BlockJob1
+ * reports (Completed with QEMU's text on failure) and the journal goes.
+ * A pull's normal end is its Abort: it then reports "completed".
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "core/disk.h"
+#include "core/domain-jobs.h"
+#include "core/gate.h"
+#include "core/manager.h"
+#include "core/qemu-files.h"
+#include "ops/backup/internal.h"
+#include "qemu/child.h"
+#include "qemu/image.h"
+#include "qemu/qmp-commands.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/util.h"
+
+/* ---- in-flight QMP calls: cancelled when the operation goes first ---- */
+
+typedef struct BackupCall {
+        BackupOp *backup;
+        size_t index;        /* the disk, for per-disk steps */
+        int64_t id;
+        void (*handler)(BackupOp *b, size_t index, int error, json_object *result, const char *desc);
+        struct BackupCall *next;
+} BackupCall;
+
+static void on_call_reply(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                          void *userdata) {
+        BackupCall *c = userdata;
+        BackupOp *b = c->backup;
+        BackupCall **p;
+
+        for (p = &b->calls; *p && *p != c; p = &(*p)->next)
+                ;
+        if (*p)
+                *p = c->next;
+        b->pending--;
+        c->handler(b, c->index, error, result, desc);
+        free(c);
+}
+
+/* Sends a command built by send(qmp, cb, userdata); the reply goes to handler. */
+#define BACKUP_SEND(b, idx, h, expr_with_cb_ud)                                                         \
+        ({                                                                                              \
+                BackupCall *_c = new0(BackupCall, 1);                                                   \
+                int64_t _id = -ENOMEM;                                                                  \
+                if (_c) {                                                                               \
+                        qmp_reply_func_t cb = on_call_reply;                                            \
+                        void *ud = _c;                                                                  \
+                        *_c = (BackupCall) { .backup = (b), .index = (idx), .handler = (h) };           \
+                        _id = (b)->domain->qmp ? (expr_with_cb_ud) : -ENOTCONN;                         \
+                        if (_id < 0)                                                                    \
+                                free(_c);                                                               \
+                        else {                                                                          \
+                                _c->id = _id;                                                           \
+                                _c->next = (b)->calls;                                                  \
+                                (b)->calls = _c;                                                        \
+                                (b)->pending++;                                                         \
+                        }                                                                               \
+                }                                                                                       \
+                _id;                                                                                    \
+        })
+
+void backup_op_free(void *p) {
+        BackupOp *b = p;
+
+        if (!b)
+                return;
+        child_free(b->child);
+        while (b->calls) {
+                BackupCall *c = b->calls;
+
+                b->calls = c->next;
+                if (b->domain->qmp)
+                        (void) qmp_cancel(b->domain->qmp, c->id);
+                free(c);
+        }
+        if (b->domain->backup == b->op)
+                b->domain->backup = NULL;
+        if (b->job) {
+                b->job->local_abort = NULL;
+                job_unref(b->job);
+        }
+        backup_plan_free(b->plan);
+        free(b->message);
+        free(b);
+}
+
+void backup_op_reply(Operation *o, int error, const char *message) {
+        BackupOp *b = o->plan;
+
+        if (b->done)
+                b->done(o->domain, error, message, error < 0 ? NULL : b->job, b->userdata);
+}
+
+/* The first failure is the one reported. */
+void backup_fail(BackupOp *b, int error, const char *message) {
+        if (b->error < 0)
+                return;
+        b->error = error;
+        free(b->message);
+        b->message = message ? strdup(message) : NULL;
+}
+
+void backup_failf(BackupOp *b, int error, const char *fmt, ...) {
+        _cleanup_free_ char *m = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        backup_fail(b, error, m);
+}
+
+/* A step failed before the backup ran: undo and tell the caller. */
+static void backup_abandon_start(BackupOp *b, int error, const char *message) {
+        backup_fail(b, error, message);
+        backup_cleanup(b);
+}
+
+/* ---- progress ---- */
+
+static void backup_progress(BackupOp *b) {
+        BackupPlan *p = b->plan;
+        uint64_t cur = 0, end = 0;
+
+        if (!b->job || job_state_is_final(b->job->state))
+                return;
+        for (size_t i = 0; i < p->n_disks; i++)
+                if (p->disks[i].job) {
+                        cur += p->disks[i].job->cur;
+                        end += p->disks[i].job->end;
+                }
+        /* Nothing known yet (QEMU's first figures come with the first poll). */
+        if (end == 0 || (cur == b->job->cur && end == b->job->end))
+                return;
+        job_local_update(b->job, JOB_STATE_RUNNING, cur, end, NULL);
+        domain_local_job_progress(b->domain, b->job);
+}
+
+static BackupDiskRun *disk_of(BackupOp *b, Job *j) {
+        for (size_t i = 0; i < b->plan->n_disks; i++)
+                if (b->plan->disks[i].job == j)
+                        return b->plan->disks + i;
+        return NULL;
+}
+
+static void on_disk_job_progress(Job *j, void *userdata) {
+        backup_progress(userdata);
+}
+
+/* A push is done with this disk: QEMU finalizes it (the copy stands). */
+static void on_disk_job_pending(Job *j, void *userdata) {
+        BackupOp *b = userdata;
+
+        /* crash points: backup:pending */
+        operation_crash_point(b->op, "pending");
+        if (job_finalize(j, !b->ending, NULL) < 0)
+                log_warning("Domain '%s': cannot finalize backup job %s.", b->domain->def->name, j->id);
+}
+
+static void on_disk_job_finished(Job *j, void *userdata) {
+        BackupOp *b = userdata;
+        BackupDiskRun *r = disk_of(b, j);
+
+        if (!r)
+                return;
+        r->ended = true;
+        log_info("Domain '%s': backup job %s of disk %s %s%s%s.", b->domain->def->name, j->id, r->target,
+                 job_state_to_string(j->state), j->error ? ": " : "", strempty(j->error));
+        if (j->state == JOB_STATE_FAILED)
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "%s", strna(j->error));
+        else if (j->state == JOB_STATE_CANCELED && !b->ending && !b->aborted)
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "The backup job of disk %s was cancelled behind qsnapd's back.",
+                             r->target);
+        backup_progress(b);
+        backup_check_end(b);
+}
+
+/* qsnapd leaves while QEMU works on: the journal stays for the next one. */
+static void on_disk_job_detached(Job *j, void *userdata) {
+        BackupOp *b = userdata;
+
+        log_info("Domain '%s': qsnapd leaves backup %s to QEMU; the next qsnapd adopts it.", b->domain->def->name,
+                 b->plan->id);
+        operation_abandon(b->op);
+}
+
+const JobObserver backup_job_observer = {
+        .progress = on_disk_job_progress,
+        .pending = on_disk_job_pending,
+        .finished = on_disk_job_finished,
+        .detached = on_disk_job_detached,
+};
+
+/* ---- the end ---- */
+
+/* keep_targets: the push completed; its targets are the backup. */
+void backup_remove_files(BackupOp *b, bool keep_targets) {
+        BackupPlan *p = b->plan;
+        bool push = p->def->mode == BACKUP_MODE_PUSH;
+        struct stat st;
+
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+
+                /* A complete push target is the backup; anything else is no use. */
+                if (!r->created || (push && keep_targets))
+                        continue;
+                if (unlink(r->path) >= 0)
+                        log_info("Domain '%s': removed %s (%s of the backup).", b->domain->def->name, r->path,
+                                 push ? "the incomplete target" : "the scratch file");
+                else if (errno != ENOENT)
+                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", b->domain->def->name, r->path);
+                r->created = false;
+        }
+        if (p->socket && lstat(p->socket, &st) >= 0 && S_ISSOCK(st.st_mode))
+                (void) unlink(p->socket);
+}
+
+void backup_finish(BackupOp *b) {
+        _cleanup_(domain_unrefp) Domain *d = domain_ref(b->domain);
+        DomainDoneFunc recovered;
+        void *recovered_userdata;
+        BackupPlan *p = b->plan;
+        bool pull = p->def->mode == BACKUP_MODE_PULL;
+        JobState state;
+
+        backup_remove_files(b, b->running && b->error >= 0 && !b->aborted);
+        /* A pull ends by its Abort: that is its success. */
+        if (b->error < 0)
+                state = JOB_STATE_FAILED;
+        else if (b->aborted && !pull)
+                state = JOB_STATE_CANCELED;
+        else
+                state = JOB_STATE_COMPLETED;
+        if (b->job) {
+                b->job->local_abort = NULL;
+                job_local_update(b->job, state, state == JOB_STATE_COMPLETED ? b->job->end : b->job->cur, b->job->end,
+                                 b->error < 0 ? strna(b->message) : NULL);
+        }
+        if (d->backup == b->op)
+                d->backup = NULL;
+        operation_journal_remove(b->op);
+        if (b->job) {
+                log_info("Domain '%s': backup %s %s%s%s.", d->def->name, p->id, job_state_to_string(state),
+                         b->error < 0 ? ": " : "", b->error < 0 ? strna(b->message) : "");
+                domain_local_job_end(d, b->job);
+        }
+        recovered = b->recovered;
+        recovered_userdata = b->recovered_userdata;
+        operation_finish(b->op, b->error, b->message);
+        /* The start-up recovery waited for this rollback. */
+        if (recovered)
+                recovered(d, 0, NULL, NULL, recovered_userdata);
+}
+
+static void on_node_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        /* QEMU let go of the node: its descriptors go too. */
+        if (error >= 0)
+                domain_files_forget(b->domain, b->plan->disks[index].node);
+        if (error < 0 && error != -ECONNRESET)
+                log_warning("Domain '%s': cannot delete backup node %s: %s", b->domain->def->name,
+                            b->plan->disks[index].node, strna(desc));
+        if (b->pending == 0)
+                backup_finish(b);
+}
+
+static void cleanup_nodes(BackupOp *b) {
+        BackupPlan *p = b->plan;
+
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+
+                if (!r->node_added)
+                        continue;
+                r->node_added = false;
+                (void) BACKUP_SEND(b, i, on_node_deleted, qmp_cmd_blockdev_del(b->domain->qmp, r->node, cb, ud));
+        }
+        if (b->pending == 0)
+                backup_finish(b);
+}
+
+/* Every job ended (or never started): the nodes go. */
+void backup_check_end(BackupOp *b) {
+        BackupPlan *p = b->plan;
+
+        for (size_t i = 0; i < p->n_disks; i++)
+                if (p->disks[i].job && !p->disks[i].ended)
+                        return;
+        if (!b->ending) {
+                /* The pushes completed by themselves. */
+                b->ending = true;
+        }
+        if (b->pending > 0)
+                return; /* the NBD stop's reply comes first */
+        cleanup_nodes(b);
+}
+
+static void cancel_jobs(BackupOp *b) {
+        BackupPlan *p = b->plan;
+
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+                _cleanup_free_ char *m = NULL;
+
+                if (!r->job || r->ended || r->job->aborting || job_state_is_final(r->job->state))
+                        continue;
+                if (r->job->state == JOB_STATE_PENDING) {
+                        /* finalize-with-cancel happens in on_disk_job_pending()'s place */
+                        if (job_finalize(r->job, false, NULL) < 0)
+                                log_debug("Domain '%s': backup job %s is finishing already.", b->domain->def->name,
+                                          r->job->id);
+                        continue;
+                }
+                if (job_abort(r->job, false, NULL, NULL, &m) < 0)
+                        log_debug("Domain '%s': cannot cancel backup job %s: %s", b->domain->def->name, r->job->id,
+                                  strna(m));
+        }
+        backup_check_end(b);
+}
+
+static void on_nbd_stopped(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        if (error < 0 && error != -ECONNRESET)
+                log_warning("Domain '%s': cannot stop the NBD server: %s", b->domain->def->name, strna(desc));
+        b->nbd_started = false;
+        cancel_jobs(b);
+}
+
+void backup_cleanup(BackupOp *b) {
+        if (b->ending && b->pending > 0)
+                return;
+        b->ending = true;
+        if (b->nbd_started && b->domain->qmp &&
+            BACKUP_SEND(b, 0, on_nbd_stopped, qmp_cmd_nbd_server_stop(b->domain->qmp, cb, ud)) >= 0)
+                return;
+        b->nbd_started = false;
+        cancel_jobs(b);
+}
+
+int backup_abort(Job *j, void *data) {
+        BackupOp *b = data;
+
+        if (b->aborted || b->ending)
+                return 0;
+        b->aborted = true;
+        log_info("Domain '%s': backup %s is aborted.", b->domain->def->name, j->id);
+        backup_cleanup(b);
+        return 0;
+}
+
+/* ---- the start ---- */
+
+int backup_local_job_new(BackupOp *b) {
+        BackupPlan *p = b->plan;
+        const char *disk = NULL;
+        size_t n = 0;
+
+        for (size_t i = 0; i < p->n_disks; i++, n++)
+                disk = p->disks[i].target;
+        b->job = job_new_local(p->id, JOB_TYPE_BACKUP, n == 1 ? disk : NULL);
+        if (!b->job)
+                return -ENOMEM;
+        job_set_start_time(b->job, p->start_time);
+        job_local_update(b->job, JOB_STATE_RUNNING, 0, 0, NULL);
+        if (domain_local_job_add(b->domain, b->job) < 0)
+                return -ENOMEM;
+        b->job->local_abort = backup_abort;
+        b->job->local_abort_data = b;
+        return 0;
+}
+
+/* The backup stands: the caller hears of its job. */
+static void backup_started(BackupOp *b) {
+        int r;
+
+        r = backup_local_job_new(b);
+        if (r < 0) {
+                backup_failf(b, r, "Cannot show the backup job: %s", qsnap_strerror(r));
+                operation_reply(b->op, b->error, b->message);
+                return backup_cleanup(b);
+        }
+        /* From here on a restarted qsnapd adopts it. */
+        (void) backup_journal_write(b, "running");
+        /* crash points: backup:running */
+        operation_crash_point(b->op, "running");
+        log_info("Domain '%s': %s backup %s of %zu disk(s) runs.", b->domain->def->name,
+                 backup_mode_to_string(b->plan->def->mode), b->plan->id, b->plan->n_disks);
+        operation_reply(b->op, 0, NULL);
+        backup_progress(b);
+        backup_check_end(b);
+}
+
+static void on_export_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        if (error < 0)
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot export disk %s: %s", b->plan->disks[index].target,
+                             strna(desc));
+        if (b->pending > 0)
+                return;
+        if (b->error < 0) {
+                operation_reply(b->op, b->error, b->message);
+                return backup_cleanup(b);
+        }
+        backup_started(b);
+}
+
+static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        BackupPlan *p = b->plan;
+
+        if (error < 0) {
+                b->nbd_started = false;
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot serve NBD on %s: %s", p->socket, strna(desc));
+                operation_reply(b->op, b->error, b->message);
+                return backup_cleanup(b);
+        }
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+
+                if (BACKUP_SEND(b, i, on_export_added,
+                                qmp_cmd_block_export_add_nbd(b->domain->qmp, r->job_id, r->node, r->export_name,
+                                                             r->bitmap, cb, ud)) < 0)
+                        backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send block-export-add.");
+        }
+        if (b->pending == 0)
+                on_export_added(b, 0, 0, NULL, NULL);
+}
+
+static void on_transaction(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        BackupPlan *p = b->plan;
+        Domain *d = b->domain;
+        int r = 0;
+
+        if (error < 0)
+                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, desc ?: "QEMU refused the backup.");
+        /* QEMU runs the jobs: from here on they are ours to follow. */
+        for (size_t i = 0; i < p->n_disks && r >= 0; i++) {
+                BackupDiskRun *dr = p->disks + i;
+
+                r = d->jobs ? job_tracker_add_job(d->jobs, dr->job_id, &(JobSpec) {
+                                      .type = JOB_TYPE_BACKUP,
+                                      .disk = dr->target,
+                                      .observer = &backup_job_observer,
+                                      .observer_userdata = b,
+                              }, &dr->job)
+                            : -ENOTCONN;
+                if (r >= 0)
+                        job_ref(dr->job);
+        }
+        if (r < 0) {
+                backup_failf(b, r, "Cannot follow the backup jobs: %s", qsnap_strerror(r));
+                operation_reply(b->op, b->error, b->message);
+                return backup_cleanup(b);
+        }
+        b->running = true;
+        if (p->def->mode == BACKUP_MODE_PUSH)
+                return backup_started(b);
+        /* Journaled first: a rollback stops the server it may have started. */
+        b->nbd_started = true;
+        (void) backup_journal_write(b, "prepared");
+        if (BACKUP_SEND(b, 0, on_nbd_started, qmp_cmd_nbd_server_start(d->qmp, p->socket, NULL, NULL, NULL, cb, ud)) < 0) {
+                b->nbd_started = false;
+                backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send nbd-server-start.");
+                operation_reply(b->op, b->error, b->message);
+                backup_cleanup(b);
+        }
+}
+
+/* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s) throttles each disk's copy. */
+uint64_t backup_test_speed(void) {
+        const char *e = getenv("QSNAPD_TEST_BACKUP_SPEED");
+        return e ? strtoull(e, NULL, 10) : 0;
+}
+
+static void send_transaction(BackupOp *b) {
+        BackupPlan *p = b->plan;
+        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, p->n_disks);
+        bool pull = p->def->mode == BACKUP_MODE_PULL;
+
+        if (!actions)
+                return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+        for (size_t i = 0; i < p->n_disks; i++)
+                actions[i] = (QmpBackupAction) {
+                        .type = QMP_BACKUP_BLOCKDEV_BACKUP,
+                        .name = p->disks[i].job_id,
+                        .node = p->disks[i].device,
+                        .target = p->disks[i].node,
+                        .sync = pull ? "none" : "full",
+                        .speed = backup_test_speed(),
+                };
+        /* crash points: backup:transaction */
+        operation_crash_point(b->op, "transaction");
+        if (BACKUP_SEND(b, 0, on_transaction, qmp_cmd_transaction_backup(b->domain->qmp, actions, p->n_disks, cb, ud)) < 0)
+                backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot send the backup transaction.");
+}
+
+static void on_node_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        BackupDiskRun *r = b->plan->disks + index;
+
+        if (error < 0) {
+                domain_files_forget(b->domain, r->node);
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot open %s: %s", r->path, strna(desc));
+        } else
+                r->node_added = true;
+        if (b->pending > 0)
+                return;
+        if (b->error < 0)
+                return backup_cleanup(b);
+        send_transaction(b);
+}
+
+/* Whether the file system under path takes O_DIRECT (tmpfs does not). */
+static bool supports_direct_io(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECT | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        return fd >= 0;
+}
+
+static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        BackupPlan *p = b->plan;
+        bool pull = p->def->mode == BACKUP_MODE_PULL;
+
+        if (error < 0)
+                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot list QEMU's block nodes.");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+                const char *device = NULL;
+
+                if (domain_find_format_node(b->domain, result, r->source, &device) <= 0)
+                        return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
+                                                    "QEMU's block graph does not show the disk's active file as qsnapd knows it.");
+                r->device = strdup(device);
+                if (!r->device)
+                        return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+        }
+        (void) backup_journal_write(b, "prepared");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                _cleanup_free_ char *filename = NULL, *message = NULL;
+                BackupDiskRun *r = p->disks + i;
+                int k;
+
+                /* QEMU gets the target by descriptor, never by name. */
+                k = domain_files_pass(b->domain, r->node, r->path, false, &filename, &message);
+                if (k < 0) {
+                        backup_fail(b, k == -ENOMEM ? k : -QSNAP_E_QEMU_FAILED, strna(message));
+                        break;
+                }
+                /* A pull's scratch node stands on the disk: reads of what
+                 * the guest did not overwrite go through to it. */
+                if (BACKUP_SEND(b, i, on_node_added,
+                                qmp_cmd_blockdev_add_copy_target(b->domain->qmp, r->node, disk_format_to_string(r->format),
+                                                                 filename, pull ? r->device : NULL,
+                                                                 !pull && supports_direct_io(r->path), cb, ud)) < 0) {
+                        domain_files_forget(b->domain, r->node);
+                        backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
+                        break;
+                }
+        }
+        if (b->pending == 0)
+                backup_cleanup(b);
+}
+
+int backup_create_files(BackupOp *b, char **ret_message) {
+        BackupPlan *p = b->plan;
+        int r;
+
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *dr = p->disks + i;
+
+                _cleanup_close_ int dirfd = -EBADF;
+                const char *run = b->domain->manager->config.runtime_dir;
+
+                if (dr->reuse)
+                        continue;
+                /* A caller's file: the gate again, and created in the folder
+                 * it checks (our scratch files in the runtime dir need none). */
+                if (strncmp(dr->path, run, strlen(run)) == 0 && dr->path[strlen(run)] == '/')
+                        dirfd = AT_FDCWD;
+                else {
+                        r = gate_open_folder(b->domain, dr->path, "The backup file", &dirfd, ret_message);
+                        if (r < 0)
+                                return r;
+                }
+                r = image_create_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path, dr->format,
+                                    dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
+                if (r < 0)
+                        /* the name taken, a link where the file goes: named; the rest is the system's */
+                        return r == -EEXIST ? -QSNAP_E_ALREADY_EXISTS : r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED
+                                             : r == -ENOSPC           ? -QSNAP_E_NO_SPACE
+                                                                      : r;
+                dr->created = true;
+        }
+        return 0;
+}
+
+static void backup_start(Operation *o) {
+        BackupOp *b = o->plan;
+
+        /* crash points: backup:prepared */
+        operation_crash_point(o, "prepared");
+        if (BACKUP_SEND(b, 0, on_block_nodes, qmp_cmd_query_named_block_nodes(b->domain->qmp, cb, ud)) < 0)
+                backup_abandon_start(b, -QSNAP_E_NOT_RUNNING, "The domain's QEMU went away.");
+}
+
+int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *userdata, char **ret_message) {
+        _cleanup_(backup_plan_freep) BackupPlan *p = plan;
+        BackupOp *b;
+        Operation *o;
+        int r;
+
+        if (d->backup == NULL && !domain_is_active(d) && p->def->mode == BACKUP_MODE_PUSH)
+                return backup_begin_offline(d, TAKE_PTR(p), done, userdata, ret_message);
+        /* polkit took its time: the domain may have moved on. */
+        if (d->backup || !domain_is_active(d) || !d->qmp || !d->jobs) {
+                *ret_message = strprintf(d->backup ? "A backup of domain '%s' runs already; one at a time."
+                                                   : "Domain '%s' is not running; backups need its QEMU.",
+                                         d->def->name);
+                return d->backup ? -QSNAP_E_BUSY : -QSNAP_E_NOT_RUNNING;
+        }
+        b = new0(BackupOp, 1);
+        if (!b)
+                return -ENOMEM;
+        *b = (BackupOp) { .plan = TAKE_PTR(p), .domain = d, .done = done, .userdata = userdata };
+        r = operation_new(d, &backup_kind, b, &o);
+        if (r < 0)
+                return r;
+        b->op = o;
+        d->backup = o;
+        r = backup_create_files(b, ret_message);
+        if (r >= 0)
+                r = backup_journal_write(b, "prepared");
+        if (r < 0) {
+                backup_remove_files(b, false);
+                operation_cancel(o);
+                return r;
+        }
+        r = operation_start_deferred(o, backup_start);
+        if (r < 0) {
+                backup_remove_files(b, false);
+                operation_cancel(o);
+                return r;
+        }
+        return 0;
+}
+
+const OperationKind backup_kind = {
+        .name = BACKUP_JOURNAL_KIND,
+        .crash_name = "backup",
+        .lock = OPERATION_LOCK_NONE,
+        .free_plan = backup_op_free,
+        .reply = backup_op_reply,
+        .recover = backup_recover,
+};

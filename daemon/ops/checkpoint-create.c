@@ -1,0 +1,480 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * CreateCheckpoint: plan, run, journal and recovery (see
+ * checkpoint-create.h). The journal records the definition and, per disk,
+ * the top image (and node) the bitmap goes to; recovery judges by the
+ * images, never by what the interrupted qsnapd believed it did.
+ */
+#include <time.h>
+
+#include "core/bitmaps.h"
+#include "core/disk.h"
+#include "core/manager.h"
+#include "core/operation.h"
+#include "ops/checkpoint-create.h"
+#include "qemu/image.h"
+#include "qemu/qmp-commands.h"
+#include "store/op-journal.h"
+#include "util/json-util.h"
+#include "util/util.h"
+
+#define JOURNAL_KIND "checkpoint-create"
+
+struct CheckpointPlan {
+        Domain *domain;
+        Operation *op;
+        CheckpointDef *def;
+        bool redefine, validate;
+        /* per bitmap disk, filled from the inventory: */
+        char **targets, **paths, **nodes;
+        size_t n_disks;
+        size_t n_added; /* offline: bitmaps added so far, for the undo */
+        Checkpoint *result;
+        CheckpointDoneFunc done;
+        void *userdata;
+};
+
+CheckpointPlan *checkpoint_plan_free(CheckpointPlan *p) {
+        if (!p)
+                return NULL;
+        checkpoint_def_free(p->def);
+        strv_free(p->targets);
+        strv_free(p->paths);
+        strv_free(p->nodes);
+        free(p);
+        return NULL;
+}
+
+static const char *disk_bitmap(const CheckpointDef *def, const CheckpointDisk *cd) {
+        return cd->bitmap ?: def->name;
+}
+
+/* ---- plan ---- */
+
+static int plan_new_checkpoint(Domain *d, CheckpointDef *def, char **ret_message) {
+        const DomainDef *dom = domain_current_def(d);
+        int r;
+
+        if (!def->name) {
+                def->name = strprintf("%lld", (long long) time(NULL));
+                if (!def->name)
+                        return -ENOMEM;
+        }
+        if (checkpoint_tree_find(&d->checkpoints, def->name)) {
+                *ret_message = strprintf("Domain '%s' already has a checkpoint named '%s'.", d->def->name, def->name);
+                return -QSNAP_E_ALREADY_EXISTS;
+        }
+        /* libvirt's qemu driver takes only bitmaps named as the checkpoint. */
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (def->disks[i].bitmap && !streq(def->disks[i].bitmap, def->name)) {
+                        *ret_message = strprintf("Disk %s: bitmap '%s' differs from the checkpoint's name '%s'; a new "
+                                                 "checkpoint's bitmaps are named after it.", def->disks[i].name,
+                                                 def->disks[i].bitmap, def->name);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+        r = checkpoint_def_align(def, dom, ret_message);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const DomainDisk *disk = domain_def_find_disk(dom, def->disks[i].name);
+
+                if (def->disks[i].type != CHECKPOINT_TYPE_BITMAP || !disk)
+                        continue;
+                if (disk->format != DISK_FORMAT_QCOW2) {
+                        *ret_message = strprintf("Checkpoint for disk %s unsupported for storage type raw: its image "
+                                                 "cannot hold a bitmap.", disk->target);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+                if (domain_disk_job(d, disk->target)) {
+                        *ret_message = strprintf("A block job runs on disk %s; create the checkpoint after it ended.",
+                                                 disk->target);
+                        return -QSNAP_E_BUSY;
+                }
+        }
+        free(def->parent);
+        def->parent = d->checkpoints.current ? strdup(checkpoint_name(d->checkpoints.current)) : NULL;
+        def->creation_time = (int64_t) time(NULL);
+        def->has_creation_time = true;
+        free(def->domain_xml);
+        def->domain_xml = NULL;
+        return domain_format_xml(d, false, true, &def->domain_xml);
+}
+
+static int plan_redefine(Domain *d, CheckpointDef *def, char **ret_message) {
+        _cleanup_(domain_def_freep) DomainDef *recorded = NULL;
+        int r;
+
+        if (def->parent && !checkpoint_tree_find(&d->checkpoints, def->parent)) {
+                *ret_message = strprintf("Domain '%s' has no checkpoint '%s' to be the parent of '%s'.", d->def->name,
+                                         def->parent, def->name);
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
+        }
+        if (def->domain_xml && domain_def_parse(def->domain_xml, strlen(def->domain_xml), &recorded, NULL) >= 0)
+                r = checkpoint_def_align(def, recorded, ret_message);
+        else
+                r = checkpoint_def_fill_bitmaps(def);
+        return r;
+}
+
+int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPlan **ret, char **ret_message) {
+        _cleanup_(checkpoint_plan_freep) CheckpointPlan *p = NULL;
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        if (flags & CHECKPOINT_CREATE_QUIESCE) {
+                *ret_message = strdup("QUIESCE needs a guest agent channel, which qsnapd does not drive yet.");
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        if ((flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE) && !(flags & CHECKPOINT_CREATE_REDEFINE)) {
+                *ret_message = strdup("REDEFINE_VALIDATE (4) goes only with REDEFINE (1).");
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        p = new0(CheckpointPlan, 1);
+        if (!p)
+                return -ENOMEM;
+        p->redefine = flags & CHECKPOINT_CREATE_REDEFINE;
+        p->validate = flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE;
+        r = checkpoint_def_parse(xml, strlen(xml), p->redefine ? CHECKPOINT_PARSE_REDEFINE : 0, &p->def, &error);
+        if (r < 0) {
+                *ret_message = strprintf("Invalid checkpoint XML: %s", strna(error));
+                return r;
+        }
+        if (domain_is_busy(d)) {
+                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
+                return -QSNAP_E_BUSY;
+        }
+        r = p->redefine ? plan_redefine(d, p->def, ret_message) : plan_new_checkpoint(d, p->def, ret_message);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+/* ---- run ---- */
+
+static void checkpoint_create_reply(Operation *o, int error, const char *message) {
+        CheckpointPlan *p = o->plan;
+
+        if (p->done)
+                p->done(o->domain, error, message, error < 0 ? NULL : p->result, p->userdata);
+}
+
+static void plan_free_op(void *p) {
+        checkpoint_plan_free(p);
+}
+
+static int plan_store(CheckpointPlan *p) {
+        Domain *d = p->domain;
+        Checkpoint *previous = d->checkpoints.current, *c = checkpoint_tree_find(&d->checkpoints, p->def->name);
+        bool make_current = !p->redefine || !d->checkpoints.current ||
+                            (p->def->parent && streq(p->def->parent, checkpoint_name(d->checkpoints.current)));
+        int r;
+
+        if (c) {
+                r = checkpoint_tree_update(&d->checkpoints, c, TAKE_PTR(p->def), make_current && !c->n_children);
+        } else
+                r = checkpoint_tree_add(&d->checkpoints, TAKE_PTR(p->def), make_current, &c);
+        if (r < 0)
+                return r;
+        p->result = c;
+        manager_notify_checkpoint_added(d->manager, d, c, previous);
+        return 0;
+}
+
+static void plan_done(CheckpointPlan *p, int error, const char *message) {
+        Operation *o = p->op;
+        int r;
+
+        if (error >= 0) {
+                /* crash points: checkpoint-create:bitmaps */
+                operation_crash_point(o, "bitmaps");
+                operation_undo_clear(o);
+                r = plan_store(p);
+                if (r < 0)
+                        return operation_finishf(o, r, "Cannot store the checkpoint's metadata: %s", qsnap_strerror(r));
+        }
+        operation_finish(o, error, message);
+}
+
+static int undo_offline_bitmaps(Operation *o, void *data) {
+        CheckpointPlan *p = o->plan;
+
+        for (size_t i = p->n_added; i > 0; i--)
+                (void) image_bitmap_remove(p->paths[i - 1], p->def->name, NULL);
+        return 0;
+}
+
+static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                             void *userdata) {
+        CheckpointPlan *p = userdata;
+
+        if (error < 0)
+                return operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s",
+                                         strna(desc));
+        plan_done(p, 0, NULL);
+}
+
+static void plan_add_bitmaps(CheckpointPlan *p, bool live) {
+        _cleanup_free_ QmpBitmapAction *a = NULL;
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        if (live) {
+                a = new0(QmpBitmapAction, p->n_disks);
+                if (!a)
+                        return operation_finish(p->op, -ENOMEM, NULL);
+                for (size_t i = 0; i < p->n_disks; i++)
+                        a[i] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->nodes[i], .name = p->def->name,
+                                                   .persistent = true };
+                if (!p->domain->qmp ||
+                    qmp_cmd_transaction_bitmaps(p->domain->qmp, a, p->n_disks, on_bitmaps_added, p) < 0)
+                        return operation_finish(p->op, -QSNAP_E_NOT_RUNNING, "QEMU went away.");
+                return;
+        }
+        r = operation_undo_push(p->op, undo_offline_bitmaps, NULL);
+        if (r < 0)
+                return operation_finish(p->op, r, NULL);
+        for (size_t i = 0; i < p->n_disks; i++) {
+                r = image_bitmap_add(p->paths[i], p->def->name, &message);
+                if (r < 0)
+                        return operation_finish(p->op, r, message);
+                p->n_added++;
+        }
+        plan_done(p, 0, NULL);
+}
+
+static int plan_journal(CheckpointPlan *p) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object(), *disks = json_object_new_array();
+        _cleanup_free_ char *xml = NULL;
+        int r;
+
+        r = checkpoint_def_format(p->def, CHECKPOINT_FORMAT_SECURE, &xml);
+        if (r < 0)
+                return r;
+        if (!o || !disks || json_object_object_add(o, "checkpoint_xml", json_object_new_string(xml)) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->n_disks; i++) {
+                json_object *e = json_object_new_object();
+                if (!e || json_object_array_add(disks, e) < 0) {
+                        json_object_put(e);
+                        return -ENOMEM;
+                }
+                json_object_object_add(e, "target", json_object_new_string(p->targets[i]));
+                json_object_object_add(e, "path", json_object_new_string(p->paths[i]));
+                if (p->nodes && p->nodes[i])
+                        json_object_object_add(e, "node", json_object_new_string(p->nodes[i]));
+        }
+        json_object_object_add(o, "disks", TAKE_PTR(disks));
+        return operation_journal_write(p->op, o);
+}
+
+/* The per-disk checks that need the images (§6), and the tops. */
+static int plan_check_images(CheckpointPlan *p, const BitmapInventory *inv, char **ret_message) {
+        const CheckpointDef *def = p->def;
+
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const CheckpointDisk *cd = def->disks + i;
+                const BitmapDisk *bd;
+                _cleanup_free_ char *reason = NULL;
+                size_t depth;
+
+                if (cd->type != CHECKPOINT_TYPE_BITMAP)
+                        continue;
+                bd = bitmap_inventory_disk(inv, cd->name);
+                if (p->redefine) {
+                        if (!p->validate)
+                                continue;
+                        if (!bd)
+                                reason = strprintf("the domain has no disk %s", cd->name);
+                        else if (bitmap_disk_check(bd, disk_bitmap(def, cd), &depth, &reason) < 0)
+                                return -ENOMEM;
+                        if (reason) {
+                                *ret_message = strprintf("Checkpoint '%s' does not match the images: %s.", def->name,
+                                                         reason);
+                                return -QSNAP_E_OPERATION_INVALID;
+                        }
+                        continue;
+                }
+                if (!bd || bd->n_layers == 0)
+                        return -QSNAP_E_NO_SUCH_DISK;
+                if (!bd->layers[0].qcow2 || (!inv->live && !image_is_qcow2(bd->layers[0].path))) {
+                        *ret_message = strprintf("Checkpoint for disk %s unsupported: its active image %s is no qcow2.",
+                                                 cd->name, bd->layers[0].path);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+                if (bitmap_layer_find(bd->layers, def->name)) {
+                        *ret_message = strprintf("A bitmap named '%s' is already in disk %s's image %s and no "
+                                                 "checkpoint claims it: CreateCheckpoint with REDEFINE adopts it, or "
+                                                 "choose another name.", def->name, cd->name, bd->layers[0].path);
+                        return -QSNAP_E_ALREADY_EXISTS;
+                }
+                if (inv->live && !bd->layers[0].node) {
+                        *ret_message = strprintf("QEMU shows no block node for %s.", bd->layers[0].path);
+                        return -QSNAP_E_QEMU_FAILED;
+                }
+                if (strv_extend(&p->targets, cd->name) < 0 || strv_extend(&p->paths, bd->layers[0].path) < 0 ||
+                    (inv->live && strv_extend(&p->nodes, bd->layers[0].node) < 0))
+                        return -ENOMEM;
+                p->n_disks++;
+        }
+        return 0;
+}
+
+static void on_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory, void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        _cleanup_free_ char *why = NULL;
+        CheckpointPlan *p = userdata;
+        int r;
+
+        if (error < 0)
+                return operation_finish(p->op, error, message);
+        r = plan_check_images(p, inv, &why);
+        if (r < 0)
+                return operation_finish(p->op, r, why);
+        if (p->redefine)
+                return plan_done(p, 0, NULL);
+        r = plan_journal(p);
+        if (r < 0)
+                return operation_finishf(p->op, r, "Cannot record the checkpoint's intent: %s", qsnap_strerror(r));
+        /* crash points: checkpoint-create:intent */
+        operation_crash_point(p->op, "intent");
+        plan_add_bitmaps(p, inv->live);
+}
+
+static void plan_start(Operation *o) {
+        CheckpointPlan *p = o->plan;
+        int r;
+
+        r = bitmap_inventory_get(p->domain, on_inventory, p);
+        if (r < 0)
+                operation_finish(o, r, "Cannot read the disks' bitmaps.");
+}
+
+int checkpoint_create(Domain *d, CheckpointPlan *plan, CheckpointDoneFunc done, void *userdata, char **ret_message) {
+        _cleanup_(checkpoint_plan_freep) CheckpointPlan *p = plan;
+        Operation *o;
+        int r;
+
+        if (domain_is_busy(d)) {
+                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
+                return -QSNAP_E_BUSY;
+        }
+        p->domain = d;
+        p->done = done;
+        p->userdata = userdata;
+        r = operation_new(d, &checkpoint_create_kind, TAKE_PTR(p), &o);
+        if (r < 0)
+                return r;
+        plan->op = o;
+        r = operation_start_deferred(o, plan_start);
+        if (r < 0) {
+                operation_cancel(o);
+                return r;
+        }
+        return 0;
+}
+
+/* ---- recovery ---- */
+
+typedef struct Recovery {
+        json_object *journal;
+        DomainDoneFunc done;
+        void *userdata;
+} Recovery;
+
+static void recovery_end(Domain *d, Recovery *rc) {
+        op_journal_remove(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND);
+        if (rc->done)
+                rc->done(d, 0, NULL, NULL, rc->userdata);
+        json_object_put(rc->journal);
+        free(rc);
+        domain_unref(d);
+}
+
+static void recovery_finish(Domain *d, Recovery *rc) {
+        _cleanup_(checkpoint_def_freep) CheckpointDef *def = NULL;
+        const char *xml = json_get_string(rc->journal, "checkpoint_xml");
+        Checkpoint *previous = d->checkpoints.current, *c;
+
+        if (xml && checkpoint_def_parse(xml, strlen(xml), CHECKPOINT_PARSE_REDEFINE, &def, NULL) >= 0 &&
+            !checkpoint_tree_find(&d->checkpoints, def->name) &&
+            (!def->parent || checkpoint_tree_find(&d->checkpoints, def->parent)) &&
+            checkpoint_tree_add(&d->checkpoints, TAKE_PTR(def), true, &c) >= 0) {
+                manager_notify_checkpoint_added(d->manager, d, c, previous);
+                log_notice("Domain '%s': finished checkpoint '%s' interrupted after its bitmaps were added.",
+                           d->def->name, checkpoint_name(c));
+        }
+}
+
+static void on_recovery_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
+                                  void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        _cleanup_(checkpoint_def_freep) CheckpointDef *def = NULL;
+        const char *xml = json_get_string(((Recovery *) userdata)->journal, "checkpoint_xml");
+        Recovery *rc = userdata;
+        json_object *disks = NULL;
+        size_t n = json_get_array(rc->journal, "disks", &disks), found = 0;
+
+        if (error < 0 || !xml || checkpoint_def_parse(xml, strlen(xml), CHECKPOINT_PARSE_REDEFINE, &def, NULL) < 0) {
+                log_warning("Domain '%s': cannot judge an interrupted checkpoint: %s", d->def->name, strna(message));
+                return recovery_end(d, rc);
+        }
+        for (size_t i = 0; i < n; i++) {
+                const BitmapDisk *bd = bitmap_inventory_disk(inv, json_get_string(json_object_array_get_idx(disks, i),
+                                                                                  "target") ?: "");
+                if (bd && bd->n_layers > 0 && bitmap_layer_find(bd->layers, def->name))
+                        found++;
+        }
+        if (n > 0 && found == n) {
+                recovery_finish(d, rc);
+                return recovery_end(d, rc);
+        }
+        /* Not everywhere: roll back, removing only what the journal planned. */
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = json_object_array_get_idx(disks, i);
+                const BitmapDisk *bd = bitmap_inventory_disk(inv, json_get_string(e, "target") ?: "");
+                const char *path = json_get_string(e, "path");
+
+                if (!bd || bd->n_layers == 0 || !path || !streq(bd->layers[0].path, path) ||
+                    !bitmap_layer_find(bd->layers, def->name))
+                        continue;
+                if (inv->live && bd->layers[0].node && d->qmp) {
+                        QmpBitmapAction a = { .type = QMP_BITMAP_REMOVE, .node = bd->layers[0].node, .name = def->name };
+                        (void) qmp_cmd_transaction_bitmaps(d->qmp, &a, 1, NULL, NULL);
+                } else
+                        (void) image_bitmap_remove(path, def->name, NULL);
+        }
+        log_notice("Domain '%s': rolled back checkpoint '%s', interrupted before all its bitmaps were added.",
+                   d->def->name, def->name);
+        recovery_end(d, rc);
+}
+
+static int checkpoint_create_recover(Domain *d, DomainDoneFunc done, void *userdata) {
+        json_object *journal = NULL;
+        Recovery *rc;
+        int r;
+
+        r = op_journal_read(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND, &journal);
+        if (r == 0 || (r < 0 && r != -EBADMSG))
+                return r;
+        rc = new0(Recovery, 1);
+        if (!rc) {
+                json_object_put(journal);
+                return -ENOMEM;
+        }
+        *rc = (Recovery) { .journal = journal ?: json_object_new_object(), .done = done, .userdata = userdata };
+        domain_ref(d);
+        r = bitmap_inventory_get(d, on_recovery_inventory, rc);
+        if (r < 0)
+                recovery_end(d, rc);
+        return 1;
+}
+
+const OperationKind checkpoint_create_kind = {
+        .name = JOURNAL_KIND,
+        .crash_name = "checkpoint-create",
+        .lock = OPERATION_LOCK_SNAPSHOT,
+        .free_plan = plan_free_op,
+        .reply = checkpoint_create_reply,
+        .recover = checkpoint_create_recover,
+};

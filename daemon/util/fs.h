@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Descriptor-relative file system helpers for the path gate: folders
+ * resolved below a folder descriptor without following any symbolic link
+ * and without leaving it, and files created relative to the verified
+ * folder. Nothing here knows what a domain is.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/stat.h>
+
+/* Opens (O_PATH|O_DIRECTORY) the folder `rel` below folder descriptor
+ * `dirfd` ("" or "." is dirfd itself). Every component must be a real
+ * folder: a symbolic link anywhere is -ELOOP, a ".." that would climb
+ * above dirfd is -EXDEV, a missing component -ENOENT, a file -ENOTDIR.
+ * openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) where the kernel has it,
+ * else a walk of openat(O_NOFOLLOW) per component that refuses "..". */
+int fs_open_dir_beneath(int dirfd, const char *rel);
+
+/* Opens (O_PATH|O_DIRECTORY) an absolute folder path without following a
+ * symbolic link in any component: -ELOOP when one is there. */
+int fs_open_dir_nofollow(const char *abs_path);
+
+/* fstatat(AT_SYMLINK_NOFOLLOW) of `name` in dirfd: 0 and *ret, or -errno. */
+int fs_lstat_at(int dirfd, const char *name, struct stat *ret);
+
+/* A new file `name` in dirfd: O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW, so
+ * never over an existing file and never through a symlink. The fd or
+ * -errno. */
+int fs_create_at(int dirfd, const char *name, mode_t mode);
+
+/* Both refer to the same inode. */
+bool fs_same_inode(int fd1, int fd2);
+
+/* The last component of an absolute path ("" for "/"), and a copy of
+ * the folder part ("/" for a file in "/"); NULL on OOM. */
+const char *fs_basename(const char *path);
+char *fs_dirname(const char *path);

@@ -1,0 +1,626 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Backups end to end (DESIGN.md section 2 BackupBegin, BackupGetXMLDesc,
+BlockJob1 of type backup; docs/checkpoints.md 2.10, 2.11, 3, 7), with the
+real qsnapd, the real polkitd and real QEMU.
+
+Every test runs one domain on a 32 MiB qcow2 disk vda holding pattern A
+(0xa1 in [0, 8 MiB), 0xa2 in [16, 20 MiB)) written with qemu-io before
+the domain starts. The reference is the guest's view at the backup's
+start, taken from the host as a raw file. While a backup runs the guest
+writes pattern B (0xb1) over parts of A; the backup must hold A, the live
+disk B. Throttled tests slow QEMU's copy with the test hook
+QSNAPD_TEST_BACKUP_SPEED (bytes/s per disk) so that the writes land while
+the job runs (checked: State running, Cur < End, before the write).
+
+- Push, full: BackupBegin returns a BlockJob1 (InterfacesAdded, Type
+  backup, Disk vda); BackupGetXMLDesc names the default target
+  (<active file>.<start time>, qcow2); a second BackupBegin is Busy and
+  changes nothing; Progress signals; Completed('completed'); the target
+  (mode 0600, standalone qcow2, qemu-img check clean) equals the reference
+  (qemu-img compare) although the guest wrote B meanwhile, and the guest
+  reads B; QEMU keeps no node on the target and no job; BackupGetXMLDesc is
+  OperationInvalid afterwards.
+- Push, Abort: canceled, the target qsnapd created is gone, no node left.
+- Push onto an 8 MiB tmpfs: Completed('failed', QEMU's "No space left on
+  device"), the partial target removed, the guest runs on.
+- Pull, full: the NBD export on the default socket (in the runtime dir)
+  converted with qemu-img while the guest writes B equals the reference;
+  BackupGetXMLDesc names socket, scratch file and export; Abort ends it
+  'completed', the scratch file and the socket are gone, no node left.
+- kill -9 of qsnapd during a throttled push: the next qsnapd shows the same
+  job path running on its first answer, the job completes, the target
+  equals the reference. During a pull: the export keeps serving while no
+  qsnapd runs and after, the job is adopted, Abort cleans up. With QEMU
+  killed too: the job is reported failed under its path and the files
+  qsnapd created are gone.
+- Refusals change nothing and create no file: InvalidXML, NoSuchDisk,
+  InvalidArgument, AlreadyExists, PathNotAllowed, Unsupported, NotRunning;
+  uid 65534 → AccessDenied.
+"""
+
+import os
+import re
+import stat
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+import qsnaptest as q
+from test_blockjobs import BlockJobTestCase, D, J, E, MiB, variant_text
+
+A1, A2, B = 0xa1, 0xa2, 0xb1
+DISK_SIZE = '32M'
+REUSE_EXTERNAL = 1
+SPEED = 2 * MiB
+
+
+def push_xml(target=None, fmt=None, disk='vda'):
+    inner = ''
+    if target:
+        inner = "<target file='%s'/>" % target
+    if fmt:
+        inner += "<driver type='%s'/>" % fmt
+    return ("<domainbackup mode='push'><disks><disk name='%s' type='file'>%s</disk></disks></domainbackup>"
+            % (disk, inner))
+
+
+def pull_xml(socket=None, scratch=None):
+    server = "<server transport='unix' socket='%s'/>" % socket if socket else ''
+    disk = "<disk name='vda' type='file'><scratch file='%s'/></disk>" % scratch if scratch else "<disk name='vda'/>"
+    return "<domainbackup mode='pull'>%s<disks>%s</disks></domainbackup>" % (server, disk)
+
+
+class BackupTestCase(BlockJobTestCase):
+    speed = 0   # QSNAPD_TEST_BACKUP_SPEED for the test's qsnapd
+
+    def setUp(self):
+        old = os.environ.get('QSNAPD_TEST_BACKUP_SPEED')
+        if self.speed:
+            os.environ['QSNAPD_TEST_BACKUP_SPEED'] = str(self.speed)
+        else:
+            os.environ.pop('QSNAPD_TEST_BACKUP_SPEED', None)
+
+        def restore():
+            if old is None:
+                os.environ.pop('QSNAPD_TEST_BACKUP_SPEED', None)
+            else:
+                os.environ['QSNAPD_TEST_BACKUP_SPEED'] = old
+        self.addCleanup(restore)
+        super().setUp()
+
+    def make_domain(self, start=True):
+        h = self.h
+        self.filler_mib = 0
+        img = h.create_image('disk.qcow2', size=DISK_SIZE)
+        q.qemu_io_write_pattern(img, A1, 0, 8 * MiB)
+        q.qemu_io_write_pattern(img, A2, 16 * MiB, 4 * MiB)
+        dom = h.define_domain('vm', [q.Disk('vda', img)])
+        if start:
+            h.call(dom, D, 'Start', (0,), 't')
+        self.img = img
+        return dom, img
+
+    def begin(self, dom, xml, checkpoint_xml='', flags=0):
+        return self.h.call(dom, D, 'BackupBegin', (xml, checkpoint_xml, flags), 'sst')
+
+    def backup_xml(self, dom):
+        return ET.fromstring(self.h.call(dom, D, 'BackupGetXMLDesc'))
+
+    def reference(self, dom, name='reference.raw'):
+        """The guest's view now, as a raw file (after a flush)."""
+        self.flush(dom)
+        return self.raw_copy(self.img, name)
+
+    def write_b_while_running(self, dom, job):
+        """Pattern B over parts of A while the job still runs."""
+        self.assertEqual(self.jprop(job, 'State'), 'running', 'the backup ended before the guest wrote')
+        self.h.write_pattern_live(dom, 'vda', B, 0, MiB)
+        self.h.write_pattern_live(dom, 'vda', B, 17 * MiB, MiB)
+        self.assertEqual(self.jprop(job, 'State'), 'running', 'the backup ended while the guest wrote')
+
+    def assert_guest_has_b(self, dom):
+        self.h.verify_pattern_live(dom, 'vda', B, 0, MiB, 'guest after the backup')
+        self.h.verify_pattern_live(dom, 'vda', B, 17 * MiB, MiB, 'guest after the backup')
+
+    def assert_equal_images(self, raw, img, fmt='qcow2', what=''):
+        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', '-F', fmt, raw, img])
+        self.assertEqual(r.returncode, 0, '%s: qemu-img compare %s %s: %s' % (what, raw, img,
+                                                                           (r.stdout + r.stderr).strip()))
+
+    def assert_no_backup_left(self, dom, files):
+        h = self.h
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job')
+        nodes = h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+        left = sorted((n['node-name'], n['file']) for n in nodes if n.get('file') in files or
+                      n['node-name'].startswith('bk'))
+        self.assertEqual(left, [], 'QEMU still has backup nodes')
+        with self.assertDBusError(E + 'OperationInvalid'):
+            h.call(dom, D, 'BackupGetXMLDesc')
+
+    def nbd_convert(self, socket, export, out):
+        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
+                   'nbd+unix:///%s?socket=%s' % (export, socket), out], timeout=120)
+        self.assertEqual(r.returncode, 0, 'qemu-img convert from NBD: %s' % r.stderr)
+        return out
+
+    def default_target(self, dom, job):
+        t = self.backup_xml(dom).find("disks/disk[@name='vda']/target")
+        return t.get('file')
+
+
+# --------------------------------------------------------------------------
+
+class PushTest(BackupTestCase):
+    speed = SPEED
+
+    def test_push_full_while_guest_writes(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        rec = q.TimedRecorder(h.client)
+        t0 = time.time()
+        job = self.begin(dom, push_xml())
+        self.assertTrue(job.startswith(dom + '/job/backup'), job)
+        added = rec.wait_for(lambda s: s.member == 'InterfacesAdded' and s.args[0] == job)
+        self.assertEqual(added.args[1][J]['Type'], 'backup')
+        self.assertEqual(added.args[1][J]['Disk'], 'vda')
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job])
+
+        desc = self.backup_xml(dom)
+        self.assertEqual(desc.get('mode'), 'push')
+        disk = desc.find("disks/disk[@name='vda']")
+        self.assertEqual(disk.get('backup'), 'yes')
+        target = disk.find('target').get('file')
+        self.assertEqual(disk.find('driver').get('type'), 'qcow2')
+        m = re.fullmatch(re.escape(img) + r'\.(\d+)', target)
+        self.assertTrue(m, 'default target %s' % target)
+        self.assertLessEqual(abs(int(m.group(1)) - t0), 5)
+        st = os.lstat(target)
+        self.assertEqual(st.st_mode & 0o777, 0o600)
+
+        # A second backup: Busy, and nothing of it appears (the first one's
+        # target grows meanwhile, so no whole fingerprint here).
+        qemu_jobs = [j['id'] for j in h.qmp(dom, 'query-jobs')['return']]
+        with self.assertDBusError(E + 'Busy'):
+            self.begin(dom, push_xml(h.image_path('second.qcow2')))
+        self.assertFalse(os.path.exists(h.image_path('second.qcow2')))
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job])
+        self.assertEqual([j['id'] for j in h.qmp(dom, 'query-jobs')['return']], qemu_jobs)
+        self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/target").get('file'), target)
+
+        self.write_b_while_running(dom, job)
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_one_end(rec, dom, job, 'backup', 'completed')
+        self.assert_progress(rec, job, 'push')
+        props = h.get_all(job, J)
+        self.assertEqual(props['Cur'], props['End'])
+        self.assertGreater(props['End'], 0)
+
+        self.assertTrue(os.path.exists(target), 'the completed target is gone')
+        self.assertIsNone(self.backing_of(target))
+        self.assert_equal_images(ref, target, what='the backup against the disk at its start')
+        q.qemu_img_check(target)
+        self.assert_guest_has_b(dom)
+        self.assert_no_backup_left(dom, [target])
+        # the backup really differs from the live disk now
+        self.flush(dom)
+        r = q.run([q.QEMU_IMG, 'compare', '-U', img, target])
+        self.assertEqual(r.returncode, 1, 'the live disk should differ from the backup: %s' % r.stdout)
+
+    def test_push_abort_removes_target(self):
+        h = self.h
+        dom, img = self.make_domain()
+        target = h.image_path('abort.qcow2')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml(target))
+        self.assertTrue(os.path.exists(target))
+        self.wait_cur(job, 1)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'canceled')
+        self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
+        self.assertFalse(os.path.exists(target), 'the aborted target was left behind')
+        self.assert_no_backup_left(dom, [target])
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        # a new backup can start
+        job2 = self.begin(dom, push_xml(target))
+        h.call(job2, J, 'Abort', (0,), 't')
+        self.assertFalse(os.path.exists(target))
+
+
+class NoSpaceTest(BackupTestCase):
+    def test_push_onto_full_tmpfs(self):
+        h = self.h
+        tiny = h.image_path('tiny')
+        os.mkdir(tiny)
+        r = q.run(['mount', '-t', 'tmpfs', '-o', 'size=8M,mode=0700', 'qsnapt-tiny', tiny])
+        self.assertEqual(r.returncode, 0, 'mount tmpfs: %s' % r.stderr)
+        self.addCleanup(lambda: q.run(['umount', '-l', tiny]))
+        h.daemon_args.append('--image-root=' + tiny)
+        h.restart_daemon(kill=False)
+        dom, img = self.make_domain()
+        target = os.path.join(tiny, 'full.qcow2')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml(target))
+        status, error = self.wait_end(rec, job, timeout=60)
+        self.assertEqual(status, 'failed')
+        self.assertIn('No space left on device', error)
+        props = self.assert_one_end(rec, dom, job, 'backup', 'failed', error)
+        self.assertEqual(props['Error'], error)
+        self.assertFalse(os.path.exists(target), 'the partial target was left behind')
+        self.assertEqual(os.listdir(tiny), [])
+        self.assert_no_backup_left(dom, [target])
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        h.verify_pattern_live(dom, 'vda', A1, 0, 8 * MiB, 'guest after the failed backup')
+
+
+class PullTest(BackupTestCase):
+    def test_pull_full_while_guest_writes(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        rec = h.record_signals()
+        job = self.begin(dom, pull_xml())
+        desc = self.backup_xml(dom)
+        self.assertEqual(desc.get('mode'), 'pull')
+        server = desc.find('server')
+        self.assertEqual(server.get('transport'), 'unix')
+        socket = server.get('socket')
+        self.assertEqual(os.path.dirname(socket), h.runtime_dir)
+        self.assertTrue(stat.S_ISSOCK(os.lstat(socket).st_mode), 'no socket at %s' % socket)
+        disk = desc.find("disks/disk[@name='vda']")
+        self.assertEqual(disk.get('exportname'), 'vda')
+        scratch = disk.find('scratch').get('file')
+        self.assertEqual(os.path.dirname(scratch), h.runtime_dir)
+        self.assertTrue(os.path.exists(scratch))
+
+        # The guest overwrites A; the export still shows A.
+        self.write_b_while_running(dom, job)
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
+        # Cur follows QEMU's counters at the poll's pace: the old data the writes pushed aside.
+        self.wait_cur(job, 2 * MiB)
+        self.assertEqual(self.jprop(job, 'State'), 'running', 'a pull runs until Abort')
+        # read-only: writing into the export fails
+        r = q.run([q.QEMU_IO, '-f', 'raw', '-c', 'write -P 0xcc 0 4k', 'nbd+unix:///vda?socket=%s' % socket])
+        self.assertNotEqual(r.returncode, 0, 'the export took a write')
+
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assertFalse(os.path.exists(scratch), 'the scratch file was left behind')
+        self.assertFalse(os.path.exists(socket), 'the socket was left behind')
+        self.assert_no_backup_left(dom, [scratch])
+        self.assert_guest_has_b(dom)
+
+
+class RestartTest(BackupTestCase):
+    speed = SPEED
+
+    def first_get_all(self, path):
+        client = self.h.new_client()
+        try:
+            return client.get_all(path, J)
+        finally:
+            client.close()
+
+    def test_kill9_during_push(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        job = self.begin(dom, push_xml())
+        target = self.default_target(dom, job)
+        self.wait_cur(job, 1)
+        before = h.get_all(job, J)
+        h.restart_daemon()
+        after = self.first_get_all(job)
+        self.assertEqual(after['State'], 'running', 'State of the adopted backup')
+        for p in ('Type', 'Disk', 'Domain', 'StartTime'):
+            self.assertEqual(after[p], before[p], 'adopted backup: %s' % p)
+        self.assertEqual(self.dprop(dom, 'Jobs'), [job])
+        self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/target").get('file'), target)
+        rec = h.record_signals()
+        self.write_b_while_running(dom, job)
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_equal_images(ref, target, what='the adopted backup against the disk at its start')
+        self.assert_guest_has_b(dom)
+        self.assert_no_backup_left(dom, [target])
+
+    def test_kill9_during_push_then_abort(self):
+        h = self.h
+        dom, img = self.make_domain()
+        job = self.begin(dom, push_xml())
+        target = self.default_target(dom, job)
+        self.wait_cur(job, 1)
+        h.restart_daemon()
+        rec = h.record_signals()
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
+        self.assertFalse(os.path.exists(target), 'the aborted target was left behind')
+        self.assert_no_backup_left(dom, [target])
+
+    def test_kill9_during_pull(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        job = self.begin(dom, pull_xml())
+        desc = self.backup_xml(dom)
+        socket = desc.find('server').get('socket')
+        scratch = desc.find("disks/disk[@name='vda']/scratch").get('file')
+        h.kill_daemon()
+        # The export serves while no qsnapd runs.
+        out = self.nbd_convert(socket, 'vda', h.image_path('while-away.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the export while qsnapd was away: %s' % r.stdout)
+        h.start_daemon()
+        self.assertEqual(self.first_get_all(job)['State'], 'running')
+        self.write_b_while_running(dom, job)
+        out = self.nbd_convert(socket, 'vda', h.image_path('after.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the export after the restart: %s' % r.stdout)
+        rec = h.record_signals()
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assertFalse(os.path.exists(scratch), 'the scratch file was left behind')
+        self.assertFalse(os.path.exists(socket), 'the socket was left behind')
+        self.assert_no_backup_left(dom, [scratch])
+
+    def test_qemu_gone_too(self):
+        h = self.h
+        dom, img = self.make_domain()
+        job = self.begin(dom, push_xml())
+        target = self.default_target(dom, job)
+        self.wait_cur(job, 1)
+        pid = h.qemu_pid(dom)
+        h.kill_daemon()
+        os.kill(pid, 9)
+        q.spin(lambda: not os.path.exists('/proc/%d' % pid) or
+               open('/proc/%d/stat' % pid).read().split(')')[1].split()[0] == 'Z', 10)
+        h.start_daemon()
+        props = self.first_get_all(job)
+        self.assertEqual(props['State'], 'failed')
+        self.assertIn('QEMU went away', props['Error'])
+        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
+        self.assertNotEqual(self.dprop(dom, 'State'), 'running')
+
+
+class TwoDiskTest(BackupTestCase):
+    """vda (32 MiB, pattern A) and vdb (16 MiB, 0xc1 in its first 4 MiB):
+    one job for both, Disk "", Cur/End over both."""
+
+    def make_two(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        vdb = h.create_image('vdb.qcow2', size='16M')
+        q.qemu_io_write_pattern(vdb, 0xc1, 0, 4 * MiB)
+        xml = q.domain_xml('vm', [q.Disk('vda', img), q.Disk('vdb', vdb)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        h.flush_live(dom, 'vdb')
+        return dom, img, vdb
+
+    def test_push_two_disks(self):
+        h = self.h
+        dom, img, vdb = self.make_two()
+        ref_a = self.reference(dom, 'ref-a.raw')
+        ref_b = self.raw_copy(vdb, 'ref-b.raw')
+        rec = h.record_signals()
+        job = self.begin(dom, "<domainbackup/>")
+        self.assertEqual(self.jprop(job, 'Disk'), '')
+        desc = self.backup_xml(dom)
+        targets = {d.get('name'): d.find('target').get('file') for d in desc.findall('disks/disk')}
+        self.assertEqual(sorted(targets), ['vda', 'vdb'])
+        self.assertEqual(self.wait_end(rec, job, timeout=60), ('completed', ''))
+        self.assertEqual(self.jprop(job, 'End'), 48 * MiB, 'End adds up both disks')
+        self.assertEqual(self.jprop(job, 'Cur'), 48 * MiB)
+        self.assert_equal_images(ref_a, targets['vda'], what='vda')
+        self.assert_equal_images(ref_b, targets['vdb'], what='vdb')
+        self.assert_no_backup_left(dom, list(targets.values()))
+
+    def test_pull_two_disks_own_socket_and_scratch(self):
+        h = self.h
+        dom, img, vdb = self.make_two()
+        ref_a = self.reference(dom, 'ref-a.raw')
+        ref_b = self.raw_copy(vdb, 'ref-b.raw')
+        socket = h.image_path('pull.sock')
+        sa, sb = h.image_path('a.scratch'), h.image_path('b.scratch')
+        xml = ("<domainbackup mode='pull'><server transport='unix' socket='%s'/><disks>"
+               "<disk name='vda' exportname='first'><scratch file='%s'/></disk>"
+               "<disk name='vdb'><scratch file='%s'/></disk></disks></domainbackup>" % (socket, sa, sb))
+        job = self.begin(dom, xml)
+        self.assertTrue(os.path.exists(sa) and os.path.exists(sb))
+        self.assertEqual(os.lstat(sa).st_mode & 0o777, 0o600)
+        desc = self.backup_xml(dom)
+        self.assertEqual(desc.find('server').get('socket'), socket)
+        self.assertEqual(desc.find("disks/disk[@name='vdb']").get('exportname'), 'vdb')
+        self.write_b_while_running(dom, job)
+        h.write_pattern_live(dom, 'vdb', B, 0, MiB)
+        out_a = self.nbd_convert(socket, 'first', h.image_path('a.raw'))
+        out_b = self.nbd_convert(socket, 'vdb', h.image_path('b.raw'))
+        for ref, out in ((ref_a, out_a), (ref_b, out_b)):
+            r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+            self.assertEqual(r.returncode, 0, '%s: %s' % (out, r.stdout))
+        h.call(job, J, 'Abort', (0,), 't')
+        for f in (socket, sa, sb):
+            self.assertFalse(os.path.exists(f), '%s left behind' % f)
+        self.assert_no_backup_left(dom, [sa, sb])
+
+
+class CrashTest(BackupTestCase):
+    """qsnapd killed at each crash point of a backup (QSNAPD_TEST_CRASH_AT):
+    before QEMU runs the jobs the next qsnapd rolls the backup back (no job,
+    no node, no file, no NBD server; a new backup starts); from "running"
+    on it adopts it under its path and the backup ends as it would have."""
+    speed = SPEED
+    ROLLED_BACK = ('backup:prepared', 'backup:transaction')
+
+    def wait_state(self, job, states, timeout=60):
+        state = q.spin(lambda: (lambda s: s if s in states else None)(self.jprop(job, 'State')), timeout)
+        self.assertIsNotNone(state, '%s did not reach %s (now %s)' % (job, states, self.jprop(job, 'State')))
+        return state
+
+    def test_crash_before_the_jobs_run_rolls_back(self):
+        h = self.h
+        dom, img = self.make_domain()
+        for point in self.ROLLED_BACK:
+            for mode in ('push', 'pull'):
+                what = '%s at %s' % (mode, point)
+                target = h.image_path('crash.qcow2')
+                scratch = h.image_path('crash.scratch')
+                socket = h.image_path('crash.sock')
+                xml = push_xml(target) if mode == 'push' else pull_xml(socket, scratch)
+                mark, outcome = h.crash_at(point, dom, D, 'BackupBegin', (xml, '', 0), 'sst')
+                self.assertIsInstance(outcome, q.DBusCallError, what)
+                self.assertEqual(self.dprop(dom, 'Jobs'), [], what)
+                for f in (target, scratch, socket):
+                    self.assertFalse(os.path.exists(f), '%s: %s left behind' % (what, f))
+                self.assert_no_backup_left(dom, [target, scratch])
+                self.assertEqual(h.qmp(dom, 'nbd-server-stop').get('error', {}).get('class'), 'GenericError',
+                                 '%s: an NBD server is still running' % what)
+                job = self.begin(dom, xml)
+                h.call(job, J, 'Abort', (0,), 't')
+                for f in (target, scratch, socket):
+                    self.assertFalse(os.path.exists(f), '%s: %s left behind by the next backup' % (what, f))
+
+    def test_crash_when_running_push_is_adopted(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        target = h.image_path('crash.qcow2')
+        mark, outcome = h.crash_at('backup:running', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst')
+        jobs = self.dprop(dom, 'Jobs')
+        self.assertEqual(len(jobs), 1, 'the adopted backup job')
+        job = jobs[0]
+        self.assertEqual(self.jprop(job, 'Type'), 'backup')
+        self.write_b_while_running(dom, job)
+        self.assertEqual(self.wait_state(job, ('completed', 'failed', 'canceled'), 120), 'completed')
+        self.assert_equal_images(ref, target, what='the adopted backup')
+        self.assert_no_backup_left(dom, [target])
+
+    def test_crash_when_running_pull_is_adopted(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        mark, outcome = h.crash_at('backup:running', dom, D, 'BackupBegin', (pull_xml(), '', 0), 'sst')
+        job = self.dprop(dom, 'Jobs')[0]
+        desc = self.backup_xml(dom)
+        socket = desc.find('server').get('socket')
+        scratch = desc.find("disks/disk[@name='vda']/scratch").get('file')
+        self.write_b_while_running(dom, job)
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the adopted export: %s' % r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.assertFalse(os.path.exists(scratch))
+        self.assert_no_backup_left(dom, [scratch])
+
+    def test_crash_when_pending_completes(self):
+        h = self.h
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': '0'})
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        target = h.image_path('crash.qcow2')
+        os.environ['QSNAPD_TEST_BACKUP_SPEED'] = '0'
+        mark, job = h.crash_at('backup:pending', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst')
+        self.assertTrue(job.startswith(dom + '/job/backup'), job)
+        self.assertEqual(self.wait_state(job, ('completed', 'failed', 'canceled')), 'completed')
+        self.assert_equal_images(ref, target, what='the backup finished by the next qsnapd')
+        self.assert_no_backup_left(dom, [target])
+
+
+class OfflineTest(BackupTestCase):
+    """A shut-off domain's push backup: qemu-img convert of each chain into
+    the target qsnapd made (throttled with the same test hook); the domain
+    cannot start meanwhile; Abort and a killed qsnapd remove the target."""
+    speed = SPEED
+
+    def test_push_shut_off(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        ref = self.raw_copy(img, 'reference.raw')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml())
+        self.assertEqual(self.jprop(job, 'Type'), 'backup')
+        target = self.default_target(dom, job)
+        with self.assertDBusError(E + 'Busy'):
+            h.call(dom, D, 'Start', (0,), 't')
+        with self.assertDBusError(E + 'Busy'):
+            self.begin(dom, push_xml(h.image_path('second.qcow2')))
+        self.assertFalse(os.path.exists(h.image_path('second.qcow2')))
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_progress(rec, job, 'offline push')
+        self.assertEqual(self.jprop(job, 'Cur'), 32 * MiB)
+        self.assert_equal_images(ref, target, what='the offline backup')
+        q.qemu_img_check(target)
+        self.assertIsNone(self.backing_of(target))
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        with self.assertDBusError(E + 'OperationInvalid'):
+            h.call(dom, D, 'BackupGetXMLDesc')
+        h.call(dom, D, 'Start', (0,), 't')
+
+    def test_abort_and_crash(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        target = h.image_path('off.qcow2')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml(target))
+        self.wait_cur(job, 1)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
+        self.assertFalse(os.path.exists(target), 'the aborted target was left behind')
+        # qsnapd killed while qemu-img copies: the next one reports it failed and removes the target
+        mark, job = h.crash_at('backup:convert', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst')
+        jobs = self.dprop(dom, 'Jobs')
+        self.assertEqual(len(jobs), 1)
+        props = h.get_all(jobs[0], J)
+        self.assertEqual(props['State'], 'failed')
+        self.assertIn('did not finish', props['Error'])
+        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
+        h.call(dom, D, 'Start', (0,), 't')
+
+
+class RefusalTest(BackupTestCase):
+    def test_refusals_change_nothing(self):
+        h = self.h
+        dom, img = self.make_domain()
+        existing = h.create_image('existing.qcow2', size=DISK_SIZE)
+        new = h.image_path('new.qcow2')
+        outside = '/var/tmp/qsnapt-backup-%d.qcow2' % os.getpid()
+        cases = [
+            (E + 'InvalidXML', (push_xml(new)[:-5], '', 0)),
+            (E + 'NoSuchDisk', (push_xml(new, disk='vdz'), '', 0)),
+            (E + 'InvalidArgument', (push_xml(new), '', 4)),
+            (E + 'AlreadyExists', (push_xml(existing), '', 0)),
+            (E + 'PathNotAllowed', (push_xml(outside), '', 0)),
+            (E + 'Unsupported', (push_xml(new), '<domaincheckpoint/>', 0)),
+            (E + 'Unsupported', ("<domainbackup><incremental>c1</incremental></domainbackup>", '', 0)),
+            (E + 'InvalidArgument', (push_xml(h.image_path('missing.qcow2')), '', REUSE_EXTERNAL)),
+        ]
+        for error, args in cases:
+            self.assert_refused(dom, error, 'BackupBegin', args, 'sst')
+        self.assertFalse(os.path.exists(new))
+        self.assertFalse(os.path.exists(outside))
+        with self.assertDBusError(E + 'OperationInvalid'):
+            h.call(dom, D, 'BackupGetXMLDesc')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_refused(dom, E + 'NotRunning', 'BackupBegin', (pull_xml(), '', 0), 'sst')
+        self.assertEqual(os.listdir(h.runtime_dir) and [f for f in os.listdir(h.runtime_dir) if 'scratch' in f], [])
+
+    def test_access_denied(self):
+        h = self.h
+        dom, img = self.make_domain()
+        target = h.image_path('denied.qcow2')
+        before = self.fingerprint(dom)
+        argv = ['--dest', q.BUS_NAME, '--object-path', dom, '--method', D + '.BackupBegin', '--timeout', '30',
+                variant_text('s', push_xml(target)), variant_text('s', ''), variant_text('t', 0)]
+        rc, out, err = h.gdbus_as(q.NOBODY_UID, 'call', *argv, timeout=40)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(q.ACCESS_DENIED, err)
+        self.assertEqual(self.fingerprint(dom), before)
+        self.assertFalse(os.path.exists(target))
+
+
+if __name__ == '__main__':
+    q.main()

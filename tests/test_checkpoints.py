@@ -1,0 +1,451 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Checkpoints end to end (DESIGN.md §2 Checkpoint, CreateCheckpoint;
+docs/checkpoints.md): the real qsnapd, the real polkitd and real QEMU on
+small qcow2 images.
+
+What each bitmap holds is read from the images and from QEMU: `qemu-img
+info` lists the persistent bitmaps of every image (shut off, or after
+QEMU quit), `query-named-block-nodes` their dirty counts while running.
+"Changes since C" is the dirty count of C's bitmaps, merged over the
+chain: Size must equal the bytes the guest wrote since C, at 64 KiB
+granularity.
+
+- create, running domain with two disks (one transaction) and shut off
+  (qemu-img bitmap): every disk's active image holds a persistent,
+  enabled bitmap named as the checkpoint; Parent, IsCurrent, Disks,
+  CreationTime, Problems, Domain.Checkpoints with InterfacesAdded and
+  PropertiesChanged; the metadata survives a restart of qsnapd.
+- Size and GetXMLDesc(SIZE): exactly the bytes written since, per disk.
+- ListCheckpoints / ListChildren with every flag, LookupCheckpoint,
+  GetXMLDesc SECURE / NO_DOMAIN / SIZE.
+- Delete: the bitmap is merged into the parent's (the parent's dirty count
+  is the union afterwards) and gone from every image, children move up;
+  CHILDREN, CHILDREN_ONLY, METADATA_ONLY (bitmaps stay); live and offline.
+- a bitmap removed by hand (qemu-img bitmap --remove): the checkpoint
+  shows the problem and Delete clears it; REDEFINE adopts an existing
+  bitmap, REDEFINE_VALIDATE refuses a missing one.
+- refused requests change nothing (images, metadata): duplicate name,
+  unknown disk, bitmap other than the name, a raw disk, bad XML, QUIESCE,
+  unknown flags, CHILDREN with CHILDREN_ONLY, a denied uid.
+- kill -9 at every crash point of create and delete: recovery leaves a
+  whole checkpoint or none, and no bitmap without metadata.
+"""
+
+import re
+import xml.etree.ElementTree as ET
+
+import qsnaptest as q
+
+D = q.DOMAIN_IFACE
+C = q.CHECKPOINT_IFACE
+S = q.SNAPSHOT_IFACE
+J = q.JOB_IFACE
+MiB = 1 << 20
+
+REDEFINE, QUIESCE, REDEFINE_VALIDATE = 1, 2, 4
+ROOTS, TOPOLOGICAL, LEAVES, NO_LEAVES = 1, 2, 4, 8
+CHILDREN, METADATA_ONLY, CHILDREN_ONLY = 1, 2, 4
+SECURE, NO_DOMAIN, SIZE = 1, 2, 4
+DISK_ONLY = 16
+
+
+def cp_xml(name=None, disks=None, description=None):
+    out = ['<domaincheckpoint>']
+    if name:
+        out.append('<name>%s</name>' % name)
+    if description:
+        out.append('<description>%s</description>' % description)
+    if disks is not None:
+        out.append('<disks>%s</disks>' % ''.join(disks))
+    out.append('</domaincheckpoint>')
+    return ''.join(out)
+
+
+def image_bitmaps(path):
+    """{name: flags} of the persistent bitmaps in one image."""
+    info = q.qemu_img_info(path)
+    found = info.get('format-specific', {}).get('data', {}).get('bitmaps', [])
+    return {b['name']: sorted(b.get('flags', [])) for b in found}
+
+
+class CheckpointCase(q.QsnapTestCase):
+    maxDiff = None
+
+    def domain(self, name='cpd', disks=('vda', 'vdb'), fmt='qcow2'):
+        imgs = {}
+        for t in disks:
+            imgs[t] = self.h.create_image('%s-%s.%s' % (name, t, fmt), '16M', fmt=fmt)
+        path = self.h.define_domain(name, [q.Disk(t, imgs[t], fmt) for t in disks])
+        return path, imgs
+
+    def create(self, dom, xml, flags=0):
+        return self.h.call(dom, D, 'CreateCheckpoint', (xml, flags), 'st')
+
+    def node_bitmaps(self, dom):
+        """{file: {bitmap name: (count, recording)}} of QEMU's format nodes."""
+        out = {}
+        reply = self.h.qmp(dom, 'query-named-block-nodes', {'flat': True})
+        for n in reply.get('return', reply) if isinstance(reply, dict) else reply:
+            if n.get('drv') == 'file':
+                continue
+            # qsnap-size-*: a Size measurement of qsnapd's, there for a moment.
+            bms = {b['name']: (b['count'], b['recording']) for b in n.get('dirty-bitmaps', [])
+                   if 'name' in b and not b['name'].startswith('qsnap-size-')}
+            out.setdefault(n['file'], {}).update(bms)
+        return out
+
+    def refused(self, dom, imgs, error, xml, flags=0):
+        before = (self.h.get_property(dom, D, 'Checkpoints'), {p: image_bitmaps(p) for p in imgs.values()})
+        with self.assertDBusError(error):
+            self.create(dom, xml, flags)
+        after = (self.h.get_property(dom, D, 'Checkpoints'), {p: image_bitmaps(p) for p in imgs.values()})
+        self.assertEqual(after, before, 'a refused CreateCheckpoint changed something')
+
+
+class CreateTest(CheckpointCase):
+
+    def test_create_offline_and_live(self):
+        h = self.h
+        dom, imgs = self.domain()
+        rec = h.record_signals()
+        # Shut off: qemu-img bitmap --add in every active image.
+        c1 = self.create(dom, cp_xml('c1', description='first'))
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        for p in imgs.values():
+            self.assertEqual(image_bitmaps(p), {'c1': ['auto']})
+        props = h.get_all(c1, C)
+        self.assertEqual(props['Name'], 'c1')
+        self.assertEqual(props['Description'], 'first')
+        self.assertEqual(props['Parent'], '/')
+        self.assertEqual(props['Disks'], [('vda', 'c1'), ('vdb', 'c1')])
+        self.assertTrue(props['IsCurrent'])
+        self.assertEqual(props['Problems'], [])
+        self.assertGreater(props['CreationTime'], 1600000000)
+        rec.wait_for_signal('InterfacesAdded')
+        rec.wait_for_property(dom, 'Checkpoints', [c1], interface=D)
+
+        # Running: one transaction for both disks.
+        h.call(dom, D, 'Start', (0,), 't')
+        h.write_pattern_live(dom, 'vda', 0x11, 0, MiB)
+        c2 = self.create(dom, cp_xml('c2', disks=["<disk name='vda'/>", "<disk name='vdb'/>"]))
+        self.assertEqual(h.get_property(c2, C, 'Parent'), c1)
+        self.assertTrue(h.get_property(c2, C, 'IsCurrent'))
+        self.assertFalse(h.get_property(c1, C, 'IsCurrent'))
+        self.assertEqual(h.get_property(c1, C, 'Children'), [c2])
+        nodes = self.node_bitmaps(dom)
+        for t, p in imgs.items():
+            self.assertEqual(set(nodes[p]), {'c1', 'c2'}, t)
+            self.assertEqual(nodes[p]['c2'], (0, True))
+        self.assertEqual(nodes[imgs['vda']]['c1'], (MiB, True))
+        self.assertEqual(nodes[imgs['vdb']]['c1'], (0, True))
+        h.call(dom, D, 'Stop', (0,), 't')
+        for p in imgs.values():
+            self.assertEqual(image_bitmaps(p), {'c1': ['auto'], 'c2': ['auto']})
+            q.qemu_img_check(p)
+
+        # The metadata survives a restart.
+        h.restart_daemon()
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1, c2])
+        self.assertTrue(h.get_property(c2, C, 'IsCurrent'))
+        self.assertEqual(h.get_property(c2, C, 'Parent'), c1)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def test_default_name_and_size(self):
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        c = self.create(dom, '<domaincheckpoint/>')
+        name = h.get_property(c, C, 'Name')
+        self.assertRegex(name, r'^\d+$')
+        h.write_pattern_live(dom, 'vda', 0x21, 0, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x22, 4 * MiB, 2 * MiB)
+        xml = h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
+        sizes = {d.get('name'): int(d.get('size')) for d in ET.fromstring(xml).find('disks')}
+        self.assertEqual(sizes, {'vda': MiB, 'vdb': 2 * MiB})
+        self.assertEqual(h.get_property(c, C, 'Size'), 3 * MiB)
+        self.assertNotIn('size=', h.call(c, C, 'GetXMLDesc', (0,), 't'))
+
+
+class ListTest(CheckpointCase):
+
+    def test_list_lookup_and_xml(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        a = self.create(dom, cp_xml('a'))
+        b = self.create(dom, cp_xml('b'))
+        # c on a: redefine a sibling of b (bitmap made by hand, adopted).
+        q.run([q.QEMU_IMG, 'bitmap', '--add', imgs['vda'], 'c'], check=True)
+        xml_b = h.call(b, C, 'GetXMLDesc', (0,), 't')
+        xml_c = xml_b.replace('<name>b</name>', '<name>c</name>').replace("bitmap='b'", "bitmap='c'")
+        xml_c = re.sub(r'<parent>\s*<name>b</name>', '<parent><name>a</name>', xml_c)
+        xml_c = xml_c.replace('<parent>\n    <name>a</name>', '<parent><name>a</name>')
+        c = self.create(dom, xml_c, REDEFINE | REDEFINE_VALIDATE)
+        self.assertEqual(h.get_property(c, C, 'Parent'), a)
+        self.assertEqual(h.call(dom, D, 'ListCheckpoints', (0,), 't'), [a, b, c])
+        self.assertEqual(h.call(dom, D, 'ListCheckpoints', (ROOTS,), 't'), [a])
+        self.assertEqual(h.call(dom, D, 'ListCheckpoints', (LEAVES,), 't'), [b, c])
+        self.assertEqual(h.call(dom, D, 'ListCheckpoints', (NO_LEAVES,), 't'), [a])
+        self.assertEqual(h.call(dom, D, 'ListCheckpoints', (LEAVES | NO_LEAVES,), 't'), [a, b, c])
+        self.assertEqual(h.call(dom, D, 'ListCheckpoints', (TOPOLOGICAL,), 't')[0], a)
+        self.assertEqual(h.call(a, C, 'ListChildren', (0,), 't'), [b, c])
+        self.assertEqual(h.call(a, C, 'ListChildren', (1,), 't'), [b, c])
+        self.assertEqual(h.call(b, C, 'ListChildren', (0,), 't'), [])
+        self.assertEqual(h.call(dom, D, 'LookupCheckpoint', ('b',), 's'), b)
+        with self.assertDBusError(q.ERROR_PREFIX + 'NoSuchCheckpoint'):
+            h.call(dom, D, 'LookupCheckpoint', ('nope',), 's')
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            h.call(dom, D, 'ListCheckpoints', (64,), 't')
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            h.call(a, C, 'ListChildren', (64,), 't')
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            h.call(a, C, 'GetXMLDesc', (8,), 't')
+
+        full = ET.fromstring(h.call(a, C, 'GetXMLDesc', (0,), 't'))
+        self.assertEqual([e.tag for e in full], ['name', 'creationTime', 'disks', 'domain'])
+        self.assertIsNotNone(ET.fromstring(h.call(a, C, 'GetXMLDesc', (SECURE,), 't')).find('domain'))
+        self.assertIsNone(ET.fromstring(h.call(a, C, 'GetXMLDesc', (NO_DOMAIN,), 't')).find('domain'))
+        self.assertEqual(ET.fromstring(h.call(b, C, 'GetXMLDesc', (0,), 't')).find('parent/name').text, 'a')
+
+    def test_undefine_with_checkpoints(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        self.create(dom, cp_xml('c1'))
+        with self.assertDBusError(q.ERROR_PREFIX + 'HasSnapshots') as e:
+            h.call(dom, D, 'Undefine', (0,), 't')
+        self.assertIn('CHECKPOINTS_METADATA', e.exception.message)
+        self.assertEqual(len(h.get_property(dom, D, 'Checkpoints')), 1)
+        h.call(dom, D, 'Undefine', (2,), 't')
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'), [])
+        # Metadata only: the bitmap stays in the image.
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+
+
+class DeleteTest(CheckpointCase):
+
+    def test_delete_live_merges_into_parent(self):
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x31, 0, MiB)
+        c2 = self.create(dom, cp_xml('c2'))
+        # c1 as libvirt < 6.0 kept it: a disabled delta up to c2, so that
+        # only the merge can give it what c2 recorded.
+        h.qmp(dom, 'block-dirty-bitmap-disable', {'node': 'vda-fmt', 'name': 'c1'})
+        h.write_pattern_live(dom, 'vda', 0x32, 4 * MiB, MiB)
+        c3 = self.create(dom, cp_xml('c3'))
+        nodes = self.node_bitmaps(dom)[imgs['vda']]
+        self.assertEqual({k: v[0] for k, v in nodes.items()}, {'c1': MiB, 'c2': MiB, 'c3': 0})
+        rec = h.record_signals()
+        h.call(c2, C, 'Delete', (0,), 't')
+        # c1 holds the union of what it and c2 recorded; c3 is c1's child now.
+        nodes = self.node_bitmaps(dom)
+        for p in imgs.values():
+            self.assertEqual(set(nodes[p]), {'c1', 'c3'})
+        self.assertEqual(nodes[imgs['vda']]['c1'], (2 * MiB, False))
+        h.qmp(dom, 'block-dirty-bitmap-enable', {'node': 'vda-fmt', 'name': 'c1'})
+        self.assertEqual(h.get_property(c3, C, 'Parent'), c1)
+        self.assertEqual(h.get_property(c1, C, 'Children'), [c3])
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1, c3])
+        rec.wait_for_signal('InterfacesRemoved')
+        rec.wait_for_property(dom, 'Checkpoints', [c1, c3], interface=D)
+        # Deleting the current one makes its parent current.
+        h.call(c3, C, 'Delete', (0,), 't')
+        self.assertTrue(h.get_property(c1, C, 'IsCurrent'))
+        h.call(dom, D, 'Stop', (0,), 't')
+        for p in imgs.values():
+            self.assertEqual(image_bitmaps(p), {'c1': ['auto']})
+            q.qemu_img_check(p)
+
+    def test_delete_flags_offline(self):
+        h = self.h
+        dom, imgs = self.domain()
+        a = self.create(dom, cp_xml('a'))
+        b = self.create(dom, cp_xml('b'))
+        self.create(dom, cp_xml('c'))
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            h.call(a, C, 'Delete', (CHILDREN | CHILDREN_ONLY,), 't')
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            h.call(a, C, 'Delete', (8,), 't')
+        h.call(b, C, 'Delete', (CHILDREN_ONLY,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [a, b])
+        for p in imgs.values():
+            self.assertEqual(set(image_bitmaps(p)), {'a', 'b'})
+        h.call(a, C, 'Delete', (CHILDREN,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [])
+        for p in imgs.values():
+            self.assertEqual(image_bitmaps(p), {})
+        # METADATA_ONLY leaves the bitmaps; a new checkpoint of that name is
+        # refused until REDEFINE adopts them.
+        d = self.create(dom, cp_xml('d'))
+        xml_d = h.call(d, C, 'GetXMLDesc', (SECURE,), 't')
+        h.call(d, C, 'Delete', (METADATA_ONLY,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [])
+        for p in imgs.values():
+            self.assertEqual(set(image_bitmaps(p)), {'d'})
+        with self.assertDBusError(q.ERROR_PREFIX + 'AlreadyExists') as e:
+            self.create(dom, cp_xml('d'))
+        self.assertIn('REDEFINE', e.exception.message)
+        d = self.create(dom, xml_d, REDEFINE | REDEFINE_VALIDATE)
+        self.assertEqual(h.get_property(d, C, 'Problems'), [])
+
+    def test_missing_bitmap_shown_and_repaired(self):
+        h = self.h
+        dom, imgs = self.domain()
+        c1 = self.create(dom, cp_xml('c1'))
+        xml1 = h.call(c1, C, 'GetXMLDesc', (SECURE,), 't')
+        q.run([q.QEMU_IMG, 'bitmap', '--remove', imgs['vdb'], 'c1'], check=True)
+        # Found when the images are looked at again (here: at the start).
+        rec = h.record_signals()
+        h.call(dom, D, 'Start', (0,), 't')
+        rec.wait_for_property(c1, 'Problems', lambda v: len(v) > 0, interface=C)
+        problems = h.get_property(c1, C, 'Problems')
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn('vdb', problems[0])
+        self.assertIn('missing', problems[0])
+        # REDEFINE_VALIDATE refuses what the images do not back.
+        h.call(c1, C, 'Delete', (METADATA_ONLY,), 't')
+        with self.assertDBusError(q.ERROR_PREFIX + 'OperationInvalid') as e:
+            self.create(dom, xml1, REDEFINE | REDEFINE_VALIDATE)
+        self.assertIn('vdb', e.exception.message)
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [])
+        # Without VALIDATE it is recorded, shown unusable, and Delete clears it.
+        c1 = self.create(dom, xml1, REDEFINE)
+        q.wait_until(lambda: h.get_property(c1, C, 'Problems'), 10, 'the problem shown again')
+        h.call(c1, C, 'Delete', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [])
+        self.assertEqual(self.node_bitmaps(dom).get(imgs['vda'], {}), {})
+        # A new checkpoint of that name works again: no "Bitmap already exists".
+        self.create(dom, cp_xml('c1'))
+        h.call(dom, D, 'Stop', (0,), 't')
+        for p in imgs.values():
+            self.assertEqual(image_bitmaps(p), {'c1': ['auto']})
+
+    def test_delete_from_a_read_only_backing_image(self):
+        """After an external snapshot the bitmap is in a backing image QEMU
+        holds read-only: Delete reopens it read-write and back."""
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x41, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.call(c1, C, 'Delete', (0,), 't')
+        nodes = self.node_bitmaps(dom)
+        self.assertNotIn('c1', nodes.get(imgs['vda'], {}))
+        ro = [n for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+              if n.get('file') == imgs['vda'] and n.get('drv') == 'qcow2']
+        self.assertTrue(ro and all(n['ro'] for n in ro), 'the backing image is read-only again')
+        h.write_pattern_live(dom, 'vda', 0x42, MiB, MiB)
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(imgs['vda']), {})
+        q.qemu_img_check(imgs['vda'])
+
+
+class RefusalTest(CheckpointCase):
+
+    def test_bad_requests_change_nothing(self):
+        h = self.h
+        dom, imgs = self.domain()
+        self.create(dom, cp_xml('c1'))
+        E = q.ERROR_PREFIX
+        self.refused(dom, imgs, E + 'AlreadyExists', cp_xml('c1'))
+        self.refused(dom, imgs, E + 'NoSuchDisk', cp_xml('c2', disks=["<disk name='vdz'/>"]))
+        self.refused(dom, imgs, E + 'Unsupported', cp_xml('c2', disks=["<disk name='vda' bitmap='other'/>"]))
+        self.refused(dom, imgs, E + 'Unsupported', cp_xml('c2'), QUIESCE)
+        self.refused(dom, imgs, E + 'InvalidXML', '<domaincheckpoint><name>c2</name>')
+        self.refused(dom, imgs, E + 'InvalidXML', '<domaincheckpoint><name>bad/name</name></domaincheckpoint>')
+        self.refused(dom, imgs, E + 'InvalidArgument', cp_xml('c2'), 8)
+        self.refused(dom, imgs, E + 'InvalidArgument', cp_xml('c2'), REDEFINE_VALIDATE)
+        self.refused(dom, imgs, E + 'InvalidXML', cp_xml('c2', disks=["<disk name='vda'/>", "<disk name='vda'/>"]))
+        redefined = ('<domaincheckpoint><name>c2</name><parent><name>nope</name></parent>'
+                     '<creationTime>1700000000</creationTime></domaincheckpoint>')
+        self.refused(dom, imgs, E + 'NoSuchCheckpoint', redefined, REDEFINE)
+        # A raw disk cannot hold a bitmap.
+        rdom, rimgs = self.domain('rawd', disks=('vda',), fmt='raw')
+        with self.assertDBusError(E + 'Unsupported') as e:
+            self.create(rdom, cp_xml('c1'))
+        self.assertIn('vda', e.exception.message)
+        self.assertEqual(h.get_property(rdom, D, 'Checkpoints'), [])
+
+    def test_busy_while_a_job_holds_a_disk(self):
+        h = self.h
+        base = h.create_image('busy-base.qcow2', '16M')
+        top = h.create_image('busy-top.qcow2', '16M', backing=base)
+        dom = h.define_domain('busy', [q.Disk('vda', top)])
+        c1 = self.create(dom, cp_xml('c1'))
+        h.call(dom, D, 'Start', (0,), 't')
+        job = h.call(dom, D, 'BlockCommit', ('vda', '', '', 0, 4), 'ssstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the commit READY')
+        with self.assertDBusError(q.ERROR_PREFIX + 'Busy'):
+            self.create(dom, cp_xml('c2'))
+        with self.assertDBusError(q.ERROR_PREFIX + 'Busy'):
+            h.call(c1, C, 'Delete', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        h.call(job, J, 'Abort', (0,), 't')
+
+    def test_polkit_denies(self):
+        from test_authorization import call_as
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        c1 = self.create(dom, cp_xml('c1'))
+        err, _ = call_as(h, q.NOBODY_UID, dom, D, 'CreateCheckpoint', [('s', cp_xml('c2')), ('t', 0)])
+        self.assertEqual(err, q.ACCESS_DENIED)
+        err, _ = call_as(h, q.NOBODY_UID, c1, C, 'Delete', [('t', 0)])
+        self.assertEqual(err, q.ACCESS_DENIED)
+        err, _ = call_as(h, q.NOBODY_UID, c1, C, 'GetXMLDesc', [('t', SECURE)])
+        self.assertEqual(err, q.ACCESS_DENIED)
+        err, _ = call_as(h, q.NOBODY_UID, c1, C, 'GetXMLDesc', [('t', 0)])
+        self.assertIsNone(err)
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+
+
+class CrashTest(CheckpointCase):
+    """kill -9 at each crash point: a whole checkpoint or none afterwards,
+    never a bitmap without metadata nor metadata without bitmaps."""
+
+    CREATE = {'checkpoint-create:intent': False, 'checkpoint-create:bitmaps': True}
+    DELETE = ('checkpoint-delete:intent', 'checkpoint-delete:bitmaps')
+
+    def test_create_crashes(self):
+        h = self.h
+        for live in (True, False):
+            for point, exists in self.CREATE.items():
+                with self.subTest(point=point, live=live):
+                    name = 'cr%d%s' % (live, point.rsplit(':', 1)[1])
+                    dom, imgs = self.domain(name)
+                    if live:
+                        h.call(dom, D, 'Start', (0,), 't')
+                    h.crash_at(point, dom, D, 'CreateCheckpoint', (cp_xml('c1'), 0), 'st')
+                    want = ['c1'] if exists else []
+                    got = [h.get_property(c, C, 'Name') for c in h.get_property(dom, D, 'Checkpoints')]
+                    self.assertEqual(got, want)
+                    if live:
+                        h.call(dom, D, 'Stop', (0,), 't')
+                    for p in imgs.values():
+                        self.assertEqual(list(image_bitmaps(p)), want, p)
+
+    def test_delete_crashes(self):
+        h = self.h
+        for live in (True, False):
+            for point in self.DELETE:
+                with self.subTest(point=point, live=live):
+                    name = 'cd%d%s' % (live, point.rsplit(':', 1)[1])
+                    dom, imgs = self.domain(name)
+                    if live:
+                        h.call(dom, D, 'Start', (0,), 't')
+                    self.create(dom, cp_xml('c1'))
+                    c2 = self.create(dom, cp_xml('c2'))
+                    h.crash_at(point, c2, C, 'Delete', (0,), 't')
+                    got = [h.get_property(c, C, 'Name') for c in h.get_property(dom, D, 'Checkpoints')]
+                    self.assertEqual(got, ['c1'])
+                    if live:
+                        h.call(dom, D, 'Stop', (0,), 't')
+                    for p in imgs.values():
+                        self.assertEqual(list(image_bitmaps(p)), ['c1'], p)
+
+
+if __name__ == '__main__':
+    q.main()

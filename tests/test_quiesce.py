@@ -1,0 +1,304 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""CreateSnapshot's QUIESCE (flag 64) and Domain.AgentConnected (issue #14).
+
+A domain with libvirt's guest agent <channel> gets a virtio-serial port
+named org.qemu.guest_agent.0 whose host side is the socket
+<runtime>/<uuid>.agent. These tests run a firmware-only guest (no OS, so
+no qemu-ga) and, where an agent must answer, put a scripted fake qemu-ga
+on that socket path in QEMU's place (qsnapd connects to the path when it
+attaches, so a restarted qsnapd talks to the fake). The fake answers the
+way the notes measured qemu-ga does: a GenericError for the 0xFF byte,
+then 0xFF + the guest-sync-delimited answer.
+
+- AgentConnected: false without a channel; false while nothing answers;
+  true once the fake answered a sync (PropertiesChanged carries it).
+- QUIESCE succeeds: the agent saw freeze then thaw, and qsnapd's log shows
+  freeze answered, then the snapshot transaction, then the thaw; the data
+  written before is in the snapshot's point in time (the old active file).
+- The agent refuses the freeze: QemuFailed with its text verbatim, a thaw
+  was sent, nothing changed (Disks, Snapshots, no overlay file).
+- The agent never answers (freeze, or the sync before it): AgentUnresponsive
+  within the agent timeout (--agent-timeout=2), guest still running, a
+  thaw attempted, nothing changed.
+- qsnapd killed at create:frozen: the next qsnapd thaws the guest at start
+  and removes the intent; the snapshot is rolled back.
+- Refusals: QUIESCE without DISK_ONLY (InvalidArgument), without a channel
+  (Unsupported), of a shut-off domain (OperationInvalid).
+- Without QUIESCE no fsfreeze is ever sent (libvirt's semantics).
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import qsnaptest as q
+
+D = q.DOMAIN_IFACE
+E = q.ERROR_PREFIX
+MiB = 1 << 20
+DISK_ONLY, QUIESCE = 16, 64
+AGENT_TIMEOUT = 2
+
+CHANNEL = """    <channel type='unix'>
+      <source mode='bind'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+"""
+
+
+class FakeAgent:
+    """A scripted qemu-ga on a UNIX socket: answers guest-sync-delimited,
+    and each other command per `answers` (command -> a JSON-able reply
+    object, or None for silence). Records the commands in order."""
+
+    def __init__(self, path):
+        self.path = path
+        self.answers = {'guest-fsfreeze-freeze': {'return': 1}, 'guest-fsfreeze-thaw': {'return': 1}}
+        self.silent_sync = False
+        self.commands = []
+        self.cond = threading.Condition()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.closing = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.closing:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn):
+        buf = b''
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if b'\xff' in data:
+                    # qemu-ga's parser reset answers the byte itself.
+                    conn.sendall(b'{"error": {"class": "GenericError", "desc": "Invalid JSON syntax"}}\n')
+                buf += data.replace(b'\xff', b'')
+                while b'\n' in buf:
+                    line, buf = buf.split(b'\n', 1)
+                    if line.strip():
+                        self._answer(conn, json.loads(line))
+
+    def _answer(self, conn, msg):
+        cmd = msg.get('execute')
+        with self.cond:
+            self.commands.append(cmd)
+            self.cond.notify_all()
+        if cmd == 'guest-sync-delimited':
+            if not self.silent_sync:
+                conn.sendall(b'\xff' + json.dumps({'return': msg['arguments']['id']}).encode() + b'\n')
+            return
+        reply = self.answers.get(cmd, {'error': {'class': 'CommandNotFound', 'desc': 'no ' + cmd}})
+        if reply is not None:
+            conn.sendall(json.dumps(reply).encode() + b'\n')
+
+    def fs_commands(self):
+        with self.cond:
+            return [c for c in self.commands if c != 'guest-sync-delimited']
+
+    def wait_for(self, cmd, count=1, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.commands.count(cmd) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError('the fake agent never got %s (got %s)' % (cmd, self.commands))
+                self.cond.wait(left)
+
+    def close(self):
+        self.closing = True
+        self.sock.close()
+
+
+class QuiesceTestCase(q.QsnapTestCase):
+    harness_options = {'daemon_args': ['--agent-timeout=%d' % AGENT_TIMEOUT]}
+
+    def define(self, name, channel=True):
+        img = self.h.create_image(name + '.qcow2')
+        text = q.domain_xml(name, [q.Disk('vda', img)])
+        if channel:
+            text = text.replace('  </devices>', CHANNEL + '  </devices>')
+        return self.h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (text, 0), 'st'), img
+
+    def start(self, dom):
+        self.h.call(dom, D, 'Start', (0,), 't')
+        self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
+
+    def agent_socket(self, dom):
+        return os.path.join(self.h.runtime_dir, self.h.get_property(dom, D, 'UUID') + '.agent')
+
+    def with_fake_agent(self, dom):
+        """The fake in QEMU's place, and a qsnapd that connected to it."""
+        path = self.agent_socket(dom)
+        self.assertTrue(os.path.exists(path), 'QEMU made no agent socket at %s' % path)
+        fake = FakeAgent(path)
+        self.addCleanup(fake.close)
+        self.h.restart_daemon(kill=False)
+        q.wait_until(lambda: self.h.get_property(dom, D, 'AgentConnected'), 15, 'AgentConnected')
+        return fake
+
+    def snapshot(self, dom, name, flags):
+        xml = "<domainsnapshot><name>%s</name></domainsnapshot>" % name
+        return self.h.call(dom, D, 'CreateSnapshot', (xml, flags), 'st', timeout=60)
+
+    def unchanged(self, dom, disks, img, name):
+        self.assertEqual(self.h.get_property(dom, D, 'Disks'), disks)
+        self.assertEqual(self.h.get_property(dom, D, 'Snapshots'), [])
+        self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
+        overlay = os.path.splitext(img)[0] + '.' + name
+        self.assertFalse(os.path.exists(overlay), 'overlay %s left behind' % overlay)
+        ops = os.path.join(self.h.state_dir, 'ops')
+        left = [f for f in (os.listdir(ops) if os.path.isdir(ops) else []) if f.endswith('.snapshot-create')]
+        self.assertEqual(left, [], 'the snapshot intent is left behind')
+
+
+class AgentConnectedTest(QuiesceTestCase):
+    def test_property(self):
+        plain, _ = self.define('plain', channel=False)
+        dom, _ = self.define('agent')
+        self.assertFalse(self.h.get_property(plain, D, 'AgentConnected'))
+        self.assertFalse(self.h.get_property(dom, D, 'AgentConnected'))
+        self.start(plain)
+        self.start(dom)
+        # The channel's socket is there, but no qemu-ga answers behind it.
+        self.assertTrue(os.path.exists(self.agent_socket(dom)))
+        self.assertFalse(os.path.exists(self.agent_socket(plain)))
+        self.assertFalse(self.h.get_property(dom, D, 'AgentConnected'))
+        rec = self.h.record_signals()
+        fake = self.with_fake_agent(dom)
+        self.assertIn('guest-sync-delimited', fake.commands)
+        self.assertTrue(self.h.new_client().get_property(dom, D, 'AgentConnected'))
+        self.assertFalse(self.h.get_property(plain, D, 'AgentConnected'))
+        rec.close()
+        # Stop: false again.
+        rec = self.h.record_signals()
+        self.h.call(dom, D, 'Stop', (0,), 't')
+        rec.wait_for_property(dom, 'AgentConnected', False)
+        self.assertFalse(self.h.get_property(dom, D, 'AgentConnected'))
+        rec.close()
+
+
+class QuiesceTest(QuiesceTestCase):
+    def test_quiesce_freezes_around_the_transaction(self):
+        dom, img = self.define('vm')
+        self.start(dom)
+        self.h.write_pattern_live(dom, 'vda', 0x5a, 0, MiB)
+        fake = self.with_fake_agent(dom)
+        mark = self.h.daemon_log_mark()
+        snap = self.snapshot(dom, 's1', DISK_ONLY | QUIESCE)
+        self.assertNotEqual(snap, '/')
+        self.assertEqual(fake.fs_commands(), ['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw'])
+        # Every command came right behind its own sync.
+        self.assertEqual(fake.commands[-4:], ['guest-sync-delimited', 'guest-fsfreeze-freeze',
+                                              'guest-sync-delimited', 'guest-fsfreeze-thaw'])
+        log = self.h.daemon_log_since(mark)
+        frozen = log.find('guest filesystems frozen')
+        transaction = log.find('"execute":"transaction"')
+        thaw = log.find('"execute":"guest-fsfreeze-thaw"')
+        self.assertTrue(0 <= frozen < transaction < thaw, 'freeze, transaction, thaw out of order in:\n' + log)
+        # The snapshot's point in time (the old active file) holds the data.
+        disks = self.h.get_property(dom, D, 'Disks')
+        self.assertNotEqual(disks[0][2], img)
+        self.h.flush_live(dom, 'vda')
+        q.qemu_io_read_pattern(img, 0x5a, 0, MiB)
+        self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
+
+        # Without QUIESCE, no fsfreeze, agent or not.
+        before = len(fake.commands)
+        self.snapshot(dom, 's2', DISK_ONLY)
+        self.assertEqual(fake.commands[before:], [])
+
+    def test_freeze_refused(self):
+        dom, img = self.define('vm')
+        self.start(dom)
+        fake = self.with_fake_agent(dom)
+        fake.answers['guest-fsfreeze-freeze'] = {
+            'error': {'class': 'GenericError', 'desc': 'failed to freeze /mnt: Operation not supported'}}
+        disks = self.h.get_property(dom, D, 'Disks')
+        with self.assertDBusError(E + 'QemuFailed') as err:
+            self.snapshot(dom, 's1', DISK_ONLY | QUIESCE)
+        self.assertIn('failed to freeze /mnt: Operation not supported', str(err.exception))
+        fake.wait_for('guest-fsfreeze-thaw')
+        self.unchanged(dom, disks, img, 's1')
+
+    def test_agent_never_answers_the_freeze(self):
+        dom, img = self.define('vm')
+        self.start(dom)
+        fake = self.with_fake_agent(dom)
+        fake.answers['guest-fsfreeze-freeze'] = None
+        disks = self.h.get_property(dom, D, 'Disks')
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive') as err:
+            self.snapshot(dom, 's1', DISK_ONLY | QUIESCE)
+        elapsed = time.monotonic() - t0
+        self.assertGreaterEqual(elapsed, AGENT_TIMEOUT - 0.2)
+        self.assertLess(elapsed, AGENT_TIMEOUT + 5)
+        self.assertIn('did not answer guest-fsfreeze-freeze', str(err.exception))
+        fake.wait_for('guest-fsfreeze-thaw')
+        self.unchanged(dom, disks, img, 's1')
+        q.wait_until(lambda: self.h.get_property(dom, D, 'AgentConnected'), 15, 'AgentConnected after the thaw')
+
+    def test_no_agent_in_the_guest(self):
+        # The real channel, nobody behind it (a guest without qemu-ga).
+        dom, img = self.define('vm')
+        self.start(dom)
+        disks = self.h.get_property(dom, D, 'Disks')
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive'):
+            self.snapshot(dom, 's1', DISK_ONLY | QUIESCE)
+        self.assertLess(time.monotonic() - t0, AGENT_TIMEOUT + 5)
+        self.unchanged(dom, disks, img, 's1')
+        self.assertFalse(self.h.get_property(dom, D, 'AgentConnected'))
+        # The guest and qsnapd go on: an ordinary snapshot works.
+        self.snapshot(dom, 's2', DISK_ONLY)
+
+    def test_crash_while_frozen_thaws_at_next_start(self):
+        dom, img = self.define('vm')
+        self.start(dom)
+        fake = self.with_fake_agent(dom)
+        disks = self.h.get_property(dom, D, 'Disks')
+        mark, outcome = self.h.crash_at('create:frozen', dom, D, 'CreateSnapshot',
+                                        ("<domainsnapshot><name>s1</name></domainsnapshot>", DISK_ONLY | QUIESCE),
+                                        'st')
+        self.assertIsInstance(outcome, q.DBusCallError)
+        # The next qsnapd thawed the guest before it took its bus name.
+        self.assertEqual(fake.fs_commands(), ['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw'])
+        self.assertIn('thawed the guest a QUIESCE snapshot left frozen', self.h.daemon_log_since(mark))
+        self.unchanged(dom, disks, img, 's1')
+
+    def test_refusals(self):
+        plain, _ = self.define('plain', channel=False)
+        dom, _ = self.define('vm')
+        with self.assertDBusError(E + 'OperationInvalid') as err:
+            self.snapshot(dom, 's1', DISK_ONLY | QUIESCE)
+        self.assertIn('running guest', str(err.exception))
+        self.start(dom)
+        self.start(plain)
+        with self.assertDBusError(E + 'InvalidArgument') as err:
+            self.snapshot(dom, 's1', QUIESCE)
+        self.assertIn('DISK_ONLY', str(err.exception))
+        with self.assertDBusError(E + 'Unsupported') as err:
+            self.snapshot(plain, 's1', DISK_ONLY | QUIESCE)
+        self.assertIn('guest agent', str(err.exception))
+        self.assertEqual(self.h.get_property(dom, D, 'Snapshots'), [])
+
+
+if __name__ == '__main__':
+    q.main()

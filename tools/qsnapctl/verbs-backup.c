@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Backup verbs: backup-begin (virsh's [BACKUPXML] [CHECKPOINTXML]
+ * --reuse-external; with --wait the backup job is followed as the block
+ * job verbs follow theirs: the bar from its Progress signals, Ctrl-C
+ * aborts it; a pull backup serves until then) and backup-dumpxml (the
+ * running backup, every file and socket filled in). Once a backup runs,
+ * backup-begin says where each disk goes: its target file, or the NBD URI
+ * a client reads it from. domjobabort ends the domain's backup (virsh's
+ * name; a pull backup ends that way).
+ */
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "cli.h"
+
+enum {
+        BACKUP_BEGIN_REUSE_EXTERNAL = 1,
+};
+
+static xmlNodePtr child(xmlNodePtr n, const char *name) {
+        for (xmlNodePtr k = n ? n->children : NULL; k; k = k->next)
+                if (k->type == XML_ELEMENT_NODE && xmlStrEqual(k->name, BAD_CAST name))
+                        return k;
+        return NULL;
+}
+
+static char *attr(xmlNodePtr n, const char *name) {
+        xmlChar *v = n ? xmlGetProp(n, BAD_CAST name) : NULL;
+        char *r = v ? strdup((const char *) v) : NULL;
+
+        xmlFree(v);
+        return r;
+}
+
+/* "nbd+unix:///vda?socket=/run/x.sock" or "nbd://host:port/vda" */
+static char *nbd_uri(xmlNodePtr server, const char *export) {
+        _cleanup_free_ char *transport = attr(server, "transport"), *socket = attr(server, "socket"),
+                            *host = attr(server, "name"), *port = attr(server, "port");
+
+        if (streq_ptr(transport, "unix"))
+                return strprintf("nbd+unix:///%s?socket=%s", export, strna(socket));
+        return strprintf("nbd://%s%s%s/%s", strna(host), port ? ":" : "", strempty(port), export);
+}
+
+/* Where each disk of the running backup goes (BackupGetXMLDesc); nothing
+ * when it has ended already (a short push). */
+static void print_backup_places(Ctx *c, const char *dpath, const char *job) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        xmlNodePtr root, server;
+        _cleanup_free_ char *mode = NULL;
+        const char *xml;
+        xmlDocPtr doc;
+
+        if (sd_bus_call_method(c->bus, QSNAP_BUS_NAME, dpath, QSNAP_DOMAIN_IFACE, "BackupGetXMLDesc", &error, &reply,
+                               NULL) < 0 ||
+            sd_bus_message_read(reply, "s", &xml) < 0) {
+                sd_bus_error_free(&error);
+                return;
+        }
+        doc = xmlReadMemory(xml, (int) strlen(xml), "backup.xml", NULL,
+                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        root = doc ? xmlDocGetRootElement(doc) : NULL;
+        mode = attr(root, "mode");
+        server = child(root, "server");
+        for (xmlNodePtr d = child(child(root, "disks"), "disk"); d; d = d->next) {
+                _cleanup_free_ char *name = NULL, *backup = NULL, *export = NULL, *where = NULL;
+                if (d->type != XML_ELEMENT_NODE || !xmlStrEqual(d->name, BAD_CAST "disk"))
+                        continue;
+                name = attr(d, "name");
+                backup = attr(d, "backup");
+                if (streq_ptr(backup, "no"))
+                        continue;
+                if (streq_ptr(mode, "pull")) {
+                        export = attr(d, "exportname");
+                        where = nbd_uri(server, export ?: strna(name));
+                } else
+                        where = attr(child(d, "target"), "file");
+                printf("  %s: %s\n", strna(name), strna(where));
+        }
+        if (streq_ptr(mode, "pull"))
+                printf("The exports stay until the backup is ended: Ctrl-C while waiting, or qsnapctl domjobabort.\n");
+        xmlFreeDoc(doc);
+}
+
+int verb_backup_begin(Ctx *c) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_free_ char *dpath = NULL, *backup_xml = NULL, *checkpoint_xml = NULL;
+        JobStart s = { .label = "Backup", .end_mode = JOB_END_WAIT, .started = print_backup_places };
+        uint64_t flags = flag(c, "reuse-external") ? BACKUP_BEGIN_REUSE_EXTERNAL : 0;
+        int r;
+
+        if (wait_options(c, &s, false) < 0)
+                return EXIT_USAGE;
+        if (streq_ptr(opt(c, "backupxml"), "-") && streq_ptr(opt(c, "checkpointxml"), "-")) {
+                usage_error("backup-begin: only one of the two documents can come from standard input");
+                return EXIT_USAGE;
+        }
+        /* libvirt's default: a full push backup of every disk, next to it. */
+        r = read_xml_option(c, "backupxml", "<domainbackup/>", &backup_xml);
+        if (r == EXIT_OK)
+                r = read_xml_option(c, "checkpointxml", "", &checkpoint_xml);
+        if (r != EXIT_OK)
+                return r;
+        if (new_domain_call(c, "BackupBegin", &dpath, &m) < 0 ||
+            sd_bus_message_append(m, "sst", backup_xml, checkpoint_xml, flags) < 0)
+                return EXIT_FAILED;
+        return run_job(c, dpath, &s, m);
+}
+
+int verb_backup_dumpxml(Ctx *c) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *dpath = NULL;
+        const char *xml;
+
+        if (domain_path(c, opt(c, "domain"), &dpath) < 0 ||
+            call(c, &reply, dpath, QSNAP_DOMAIN_IFACE, "BackupGetXMLDesc", NULL) < 0 ||
+            sd_bus_message_read(reply, "s", &xml) < 0)
+                return EXIT_FAILED;
+        print_xml_text(xml);
+        return EXIT_OK;
+}
+
+int verb_domjobabort(Ctx *c) {
+        _cleanup_free_ char *dpath = NULL;
+        Props **a = NULL;
+        size_t n = 0;
+        const char *job = NULL;
+        int ret = EXIT_FAILED;
+
+        if (domain_path(c, opt(c, "domain"), &dpath) < 0 || managed_objects(c, QSNAP_JOB_IFACE, dpath, &a, &n) < 0)
+                return EXIT_FAILED;
+        for (size_t i = 0; i < n && !job; i++)
+                if (streq_ptr(props_str(a[i], "Type"), "backup") &&
+                    !STR_IN_SET(strempty(props_str(a[i], "State")), "completed", "failed", "canceled"))
+                        job = a[i]->path;
+        if (!job)
+                fail("Domain '%s' has no running backup.", opt(c, "domain"));
+        else if (call(c, NULL, job, QSNAP_JOB_IFACE, "Abort", "t", (uint64_t) 0) >= 0) {
+                printf("Backup of domain '%s' ended\n", opt(c, "domain"));
+                ret = EXIT_OK;
+        }
+        props_array_free(a, n);
+        return ret;
+}

@@ -132,9 +132,12 @@ class BackupTestCase(BlockJobTestCase):
         h = self.h
         self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job')
         nodes = h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
-        left = sorted((n['node-name'], n['file']) for n in nodes if n.get('file') in files or
-                      n['node-name'].startswith('bk'))
+        left = sorted(n['node-name'] for n in nodes if n['node-name'].startswith('bk'))
         self.assertEqual(left, [], 'QEMU still has backup nodes')
+        # QEMU got the targets as descriptors: none of them is still open
+        # (no node, no fd set left; /proc/PID/fd says so).
+        held = sorted((fd, f) for fd, f in h.qemu_open_files(dom).items() if f in files)
+        self.assertEqual(held, [], 'QEMU still holds backup files')
         with self.assertDBusError(E + 'OperationInvalid'):
             h.call(dom, D, 'BackupGetXMLDesc')
 

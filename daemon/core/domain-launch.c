@@ -21,6 +21,7 @@
 #include "config.h"
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
@@ -172,14 +173,19 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, c
 
         if (!active)
                 return -ENOMEM;
-        r = image_read_chain(active, format, &chain);
-        if (r < 0) {
+        {
+                /* A missing or unreadable disk: QEMU's words for it, as before. */
                 _cleanup_close_ int fd = image_open_regular(active, O_NOFOLLOW);
-
-                *ret_message = fd < 0 ? strprintf("Could not open '%s': %s", active, open_error(fd))
-                                      : strprintf("Could not open the backing chain of '%s': %s", active, open_error(r));
-                return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
+                if (fd < 0) {
+                        *ret_message = strprintf("Could not open '%s': %s", active, open_error(fd));
+                        return fd == -ENOMEM ? fd : -QSNAP_E_QEMU_FAILED;
+                }
         }
+        /* The chain as its headers name it, each backing file through the
+         * path gate: one that leaves the domain's folders is not followed. */
+        r = gate_read_chain(d, active, format, &chain, ret_message);
+        if (r < 0)
+                return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
         for (size_t k = chain.n_layers; k > 0; k--) {
                 const ImageLayer *l = chain.layers + k - 1;
                 _cleanup_free_ char *node = layer_node(disk, k - 1), *below = k < chain.n_layers ? layer_node(disk, k) : NULL;
@@ -190,12 +196,12 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, c
 
                 if (!node || (k < chain.n_layers && !below))
                         return -ENOMEM;
-                /* A transient disk's own images are never QEMU's to write. */
-                r = qemu_file_open_pair(l->path, disk->readonly || (disk->transient && k > 1), &rw, &ro);
-                if (r < 0) {
-                        *ret_message = strprintf("Could not open '%s': %s", l->path, open_error(r));
-                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
-                }
+                /* A transient disk's own images are never QEMU's to write;
+                 * its throw-away overlay is qsnapd's own runtime file. */
+                r = qemu_file_open_pair(disk->transient && k == 1 ? NULL : d, l->path,
+                                        disk->readonly || (disk->transient && k > 1), &rw, &ro, ret_message);
+                if (r < 0)
+                        return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
                 read_only = k > 1 || rw < 0;
                 if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
                     (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||

@@ -7,7 +7,9 @@
  * No D-Bus in here.
  */
 #include <fcntl.h>
+#include <stdio.h>
 
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
@@ -28,23 +30,43 @@ static int fd_for_qemu(int fd) {
         return moved < 0 ? -errno : moved;
 }
 
-int qemu_file_open_pair(const char *path, bool readonly, int *ret_rw, int *ret_ro) {
+int qemu_file_open_pair(Domain *d, const char *path, bool readonly, int *ret_rw, int *ret_ro, char **ret_message) {
         _cleanup_close_ int rw = -EBADF, ro = -EBADF, fd = -EBADF;
+        char self[64];
+        int r;
 
-        fd = image_open_regular(path, O_NOFOLLOW);
-        if (fd < 0)
-                return fd;
+        /* Through the path gate (the file in a folder it verified, opened
+         * there), or for qsnapd's own runtime files the plain safe open. */
+        if (d) {
+                r = gate_open_image(d, path, "The image", &fd, ret_message);
+                if (r < 0)
+                        return r;
+        } else {
+                fd = image_open_regular(path, O_NOFOLLOW);
+                if (fd < 0) {
+                        *ret_message = strprintf("Could not open '%s': %s", path,
+                                                 fd == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-fd));
+                        return fd;
+                }
+        }
         ro = fd_for_qemu(fd);
         if (ro < 0)
                 return ro;
         if (!readonly) {
+                /* The same file again, read-write: reopened through the
+                 * descriptor, not by name, so nothing swapped in meanwhile
+                 * can be what QEMU writes. */
+                snprintf(self, sizeof(self), "/proc/self/fd/%d", ro);
                 fd = safe_close(fd);
-                fd = image_open_regular(path, O_RDWR | O_NOFOLLOW);
+                fd = open(self, O_RDWR | O_CLOEXEC | O_NOCTTY);
                 /* A file we may not write (a shared base) is QEMU's read-only. */
                 if (fd >= 0)
                         rw = fd_for_qemu(fd);
-                else if (!IN_SET(fd, -EACCES, -EROFS, -EPERM, -ETXTBSY))
-                        return fd;
+                else if (!IN_SET(errno, EACCES, EROFS, EPERM, ETXTBSY)) {
+                        r = -errno;
+                        *ret_message = strprintf("Could not open '%s': %s", path, strerror(-r));
+                        return r;
+                }
                 if (rw < 0 && fd >= 0)
                         return rw;
         }
@@ -203,6 +225,11 @@ static void on_add_fd(Qmp *qmp, int error, json_object *result, const char *cls,
                 log_warning("add-fd failed: %s", strna(desc));
 }
 
+static bool path_startswith_dir(const char *path, const char *dir) {
+        size_t n = strlen(dir);
+        return strncmp(path, dir, n) == 0 && path[n] == '/' && !strchr(path + n + 1, '/');
+}
+
 int domain_files_pass(Domain *d, const char *node, const char *path, bool readonly, char **ret_filename,
                       char **ret_message) {
         _cleanup_close_ int rw = -EBADF, ro = -EBADF;
@@ -212,12 +239,12 @@ int domain_files_pass(Domain *d, const char *node, const char *path, bool readon
 
         if (!d->qmp)
                 return -ENOTCONN;
-        r = qemu_file_open_pair(path, readonly, &rw, &ro);
-        if (r < 0) {
-                *ret_message = strprintf("Could not open '%s': %s", path,
-                                         r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r));
+        /* qsnapd's own runtime files (a pull backup's scratch file) are no
+         * domain's: they need no gate. */
+        r = qemu_file_open_pair(path_startswith_dir(path, d->manager->config.runtime_dir) ? NULL : d, path, readonly,
+                                &rw, &ro, ret_message);
+        if (r < 0)
                 return r;
-        }
         set = domain_files_new_set(d);
         filename = qmp_fdset_path(set);
         if (!filename)
@@ -296,6 +323,30 @@ int domain_node_file(Domain *d, json_object *entry, char **ret) {
         if (domain_is_managed(d))
                 return -ENOENT;
         return qmp_node_file(entry, ret);
+}
+
+static const char *files_path_of_set(Domain *d, unsigned set) {
+        for (size_t i = 0; i < d->n_files; i++)
+                if (d->files[i].fdset == set)
+                        return d->files[i].path;
+        return NULL;
+}
+
+int domain_nodes_resolve_files(Domain *d, QmpNode *nodes, size_t n) {
+        for (size_t k = 0; k < n; k++) {
+                const char *path = NULL;
+                unsigned set;
+
+                if (qmp_parse_fdset_path(nodes[k].file, &set) >= 0)
+                        path = files_path_of_set(d, set);
+                else if (!domain_is_managed(d))
+                        continue; /* QEMU opened it by that name itself */
+                free(nodes[k].file);
+                nodes[k].file = NULL;
+                if (path && !(nodes[k].file = strdup(path)))
+                        return -ENOMEM;
+        }
+        return 0;
 }
 
 int domain_find_format_node(Domain *d, json_object *nodes, const char *file, const char **ret_node) {

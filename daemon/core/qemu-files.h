@@ -27,6 +27,7 @@
 #include <stdbool.h>
 
 #include "core/domain.h"
+#include "qemu/qmp-commands.h"
 
 typedef struct QemuFile {
         char *node;     /* the format node QEMU knows the file by */
@@ -34,11 +35,13 @@ typedef struct QemuFile {
         unsigned fdset; /* the fd set holding its descriptors */
 } QemuFile;
 
-/* Opens path for QEMU: *ret_rw read-write (-EBADF when the disk is
- * read-only or the file cannot be written, a shared base), *ret_ro
- * read-only, both blocking again, close-on-exec, numbered 10 or above
- * (QEMU's child dup2()s below). Errors as image_open_regular(). */
-int qemu_file_open_pair(const char *path, bool readonly, int *ret_rw, int *ret_ro);
+/* Opens path for QEMU, through the path gate of domain d (core/gate.h;
+ * d NULL: a file of qsnapd's own runtime folder, image_open_regular()):
+ * *ret_rw read-write (-EBADF when readonly or the file cannot be written,
+ * a shared base), reopened through the read-only descriptor, not by name;
+ * *ret_ro read-only; both blocking, close-on-exec, numbered 10 or above
+ * (QEMU's child dup2()s below). On failure *ret_message says why. */
+int qemu_file_open_pair(Domain *d, const char *path, bool readonly, int *ret_rw, int *ret_ro, char **ret_message);
 
 /* The map. domain_files_add() records (and saves) that node is path in
  * set fdset; an entry for the same node is replaced. */
@@ -70,6 +73,11 @@ void domain_files_forget(Domain *d, const char *node);
 /* The file of a query-named-block-nodes entry: from the map (by node
  * name), or QEMU's name for a domain qsnapd did not launch. */
 int domain_node_file(Domain *d, json_object *entry, char **ret);
+/* Replaces each parsed node's file (qmp_parse_named_nodes(): format
+ * nodes and their protocol children alike) by the file qsnapd passed in
+ * that fd set; NULL for a name qsnapd did not give (an attached domain's
+ * own names stay). */
+int domain_nodes_resolve_files(Domain *d, QmpNode *nodes, size_t n);
 /* The format node of file among a query-named-block-nodes reply: 1 and
  * *ret_node (borrowed from the reply or the map) when found, else 0. */
 int domain_find_format_node(Domain *d, json_object *nodes, const char *file, const char **ret_node);

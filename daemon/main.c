@@ -336,6 +336,7 @@ static void daemon_done(Daemon *daemon) {
                 free(w);
         }
         polkit_registry_done(&daemon->bus.polkit);
+        measure_registry_done(&daemon->bus.measure);
         manager_free(daemon->bus.manager);
         sd_bus_flush_close_unref(daemon->bus.bus);
         sd_event_unref(daemon->event);

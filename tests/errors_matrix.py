@@ -343,6 +343,8 @@ MATRIX = {
         'InvalidArgument': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'InvalidXML': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'NoSuchDisk': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'NoSuchCheckpoint': ['test_backup.py IncrementalTest.test_unusable_checkpoint_is_refused'],
+        'OperationInvalid': ['test_backup.py IncrementalTest.test_unusable_checkpoint_is_refused'],
         'AlreadyExists': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'PathNotAllowed': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'NotRunning': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
@@ -449,6 +451,7 @@ MATRIX = {
     },
     'Snapshot.CheckDelete': {
         'InvalidArgument': ['test_delete.py FlagsTest.test_flags'],
+        'LimitsExceeded': ['test_security.py NoBlockingTest.test_dry_runs_limited_per_caller'],
     },
     'Snapshot.Revert': {
         'InvalidArgument': ['test_revert.py RefusalTest.test_flags_auth_and_busy'],

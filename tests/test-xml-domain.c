@@ -194,9 +194,29 @@ static void test_libvirt_full(void) {
         CHECK(strv_equal(def->extra_vcpu_attributes, (char *[]) { "placement=\"static\"", "current=\"2\"", NULL }));
         CHECK(strv_equal(def->extra_os_attributes, (char *[]) { "firmware=\"efi\"", NULL }));
 
+        /* The devices qsnapd launches, read from virsh's dumpxml (and kept too). */
+        CHECK(def->devices.n_nets == 1 && def->devices.nets[0].type == DOMAIN_NET_NETWORK);
+        CHECK(def->devices.n_nets == 1 && streq_ptr(def->devices.nets[0].bridge, "virbr0"));
+        CHECK(def->devices.n_nets == 1 && streq_ptr(def->devices.nets[0].mac, "52:54:00:6b:3c:58"));
+        CHECK(def->devices.n_graphics == 1 && def->devices.graphics[0].type == DOMAIN_GRAPHICS_SPICE);
+        CHECK(def->devices.n_graphics == 1 && streq_ptr(def->devices.graphics[0].address, "127.0.0.1") &&
+              def->devices.graphics[0].port == -1);
+        CHECK(def->devices.n_chars == 3); /* serial, console, the agent's channel */
+        CHECK(def->agent_channel);
+        CHECK_STREQ(def->devices.video, "virtio");
+        CHECK(def->devices.cpu_mode == DOMAIN_CPU_HOST_PASSTHROUGH);
+        CHECK_STREQ(def->devices.boot_order, "c");
+        CHECK(def->devices.on_poweroff == DOMAIN_LIFECYCLE_DESTROY && def->devices.on_reboot == DOMAIN_LIFECYCLE_RESTART);
+        CHECK(strv_equal(def->devices.qemu_args, (char *[]) { "-trace", "qcow2*", NULL }));
+        CHECK(def->devices.n_cdroms == 0 && !def->devices.kernel);
+
         /* Unknown children kept in order, with their content. */
         CHECK(strv_length(def->extra_domain) == 12);
-        CHECK(strv_length(def->extra_os) == 4);
+        CHECK(strv_length(def->extra_os) == 2); /* <firmware>, <boot>; <loader>, <nvram> are modelled */
+        CHECK_STREQ(def->firmware.loader, "/usr/share/edk2/ovmf/OVMF_CODE.fd");
+        CHECK_STREQ(def->firmware.nvram, "/var/lib/libvirt/qemu/nvram/fedora_VARS.fd");
+        CHECK_STREQ(def->firmware.nvram_template, "/usr/share/edk2/ovmf/OVMF_VARS.fd");
+        CHECK(def->firmware.nvram_format == DISK_FORMAT_RAW && !def->firmware.nvram_format_given);
         CHECK(strv_length(def->extra_devices) == 10);
         if (strv_length(def->extra_domain) == 12) {
                 CHECK_CONTAINS(def->extra_domain[0], "<title>Fedora &amp; friends</title>");
@@ -208,8 +228,8 @@ static void test_libvirt_full(void) {
                 CHECK_CONTAINS(def->extra_domain[11],
                                "<qemu:commandline xmlns:qemu=\"http://libvirt.org/schemas/domain/qemu/1.0\">");
         }
-        if (strv_length(def->extra_os) == 4)
-                CHECK_STREQ(def->extra_os[3], "<boot dev=\"hd\"/>");
+        if (strv_length(def->extra_os) == 2)
+                CHECK_STREQ(def->extra_os[1], "<boot dev=\"hd\"/>");
         if (strv_length(def->extra_devices) == 10) {
                 CHECK_CONTAINS(def->extra_devices[2], "<mac address=\"52:54:00:6b:3c:58\"/>");
                 CHECK_CONTAINS(def->extra_devices[6], "<graphics type=\"spice\"");
@@ -1071,6 +1091,58 @@ static void test_qemu_passthrough(void) {
         }
 }
 
+/* UEFI: <loader>/<nvram> modelled and written back; what qsnapd cannot
+ * run is refused with the reason; the guest agent channel is noted. */
+static void test_firmware_and_agent(void) {
+        static const char *const xml =
+                "<domain><name>u</name><memory>1</memory><os><type>hvm</type>\n"
+                "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n"
+                "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='qcow2'>/v/u_VARS.qcow2</nvram>\n"
+                "<boot dev='hd'/></os><devices><channel type='unix'><source mode='bind'/>"
+                "<target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices></domain>";
+        static const struct {
+                const char *xml;
+                const char *message;
+        } bad[] = {
+                { "<domain><name>u</name><memory>1</memory><os>\n<loader type='rom'>/f</loader></os></domain>",
+                  "line 2: <loader type='rom'>: qsnapd runs firmware as pflash only" },
+                { "<domain><name>u</name><memory>1</memory><os>\n<loader type='pflash'>/f</loader></os></domain>",
+                  "line 2: <loader> must be readonly='yes'" },
+                { "<domain><name>u</name><memory>1</memory><os>\n<loader readonly='yes' type='pflash'>f</loader></os>"
+                  "</domain>", "line 2: <loader> 'f'" },
+                { "<domain><name>u</name><memory>1</memory>\n<os><nvram>/v</nvram></os></domain>",
+                  "line 2: <nvram> needs a <loader type='pflash'>" },
+                { "<domain><name>u</name><memory>1</memory><os><loader readonly='yes' type='pflash'>/f</loader>\n"
+                  "<nvram format='vmdk'>/v</nvram></os></domain>", "line 2: <nvram format='vmdk'>: raw or qcow2" },
+                { "<domain><name>u</name><memory>1</memory><devices>\n<channel type='pty'>"
+                  "<target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices></domain>",
+                  "line 2: the guest agent <channel> must be type='unix'" },
+        };
+        _cleanup_(domain_def_freep) DomainDef *def = parse_ok(xml), *again = NULL, *copy = NULL;
+        _cleanup_free_ char *out = NULL, *out2 = NULL;
+
+        if (!def)
+                return;
+        CHECK_STREQ(def->firmware.loader, "/usr/share/OVMF/OVMF_CODE_4M.fd");
+        CHECK_STREQ(def->firmware.nvram, "/v/u_VARS.qcow2");
+        CHECK_STREQ(def->firmware.nvram_template, "/usr/share/OVMF/OVMF_VARS_4M.fd");
+        CHECK(def->firmware.nvram_format == DISK_FORMAT_QCOW2);
+        CHECK(def->agent_channel);
+        out = format_ok(def, 0);
+        CHECK_CONTAINS(out, "<loader readonly=\"yes\" type=\"pflash\">/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n"
+                            "    <nvram template=\"/usr/share/OVMF/OVMF_VARS_4M.fd\" format=\"qcow2\">/v/u_VARS.qcow2</nvram>\n"
+                            "    <boot dev=");
+        CHECK(strstr(out, "<boot dev=")); /* kept, after the firmware */
+        again = parse_ok(out);
+        CHECK(again && again->agent_channel && again->firmware.nvram_format == DISK_FORMAT_QCOW2);
+        out2 = again ? format_ok(again, 0) : NULL;
+        CHECK_STREQ(out, out2);
+        CHECK(domain_def_copy(def, &copy) == 0);
+        CHECK(copy && streq_ptr(copy->firmware.nvram, def->firmware.nvram) && copy->agent_channel);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                parse_fails(bad[i].xml, strlen(bad[i].xml), -QSNAP_E_INVALID_XML, 0, bad[i].message);
+}
+
 static void test_backing_chain(void) {
         _cleanup_(domain_def_freep) DomainDef *def = parse_fixture("two-disks.xml"), *back = NULL;
         _cleanup_free_ char *out = NULL, *plain = NULL, *empty = NULL;
@@ -1230,11 +1302,209 @@ static void test_copy_dest(void) {
 static void test_round_trip_fixtures(void) {
         static const char *const names[] = {
                 "libvirt-full.xml", "minimal.xml", "two-disks.xml", "transient-readonly.xml",
-                "monitor.xml",      "odd-name.xml",
+                "monitor.xml",      "odd-name.xml",      "devices.xml",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 check_round_trip_fixture(names[i]);
+}
+
+/* The devices of issue #14 (store/xml-domain-devices.h): each value the
+ * launch needs, as the fixture states it (libvirt's documented meaning),
+ * the elements kept verbatim in their order, a generated MAC written into
+ * the kept <interface>, a CD-ROM that is never one of the disks. */
+static void test_devices(void) {
+        _cleanup_(domain_def_freep) DomainDef *def = parse_fixture("devices.xml"), *again = NULL, *copy = NULL;
+        _cleanup_free_ char *out = NULL, *out2 = NULL, *out3 = NULL;
+        const DomainDevices *hw;
+
+        if (!def)
+                return;
+        hw = &def->devices;
+        CHECK_STREQ(def->type, "qemu");
+        CHECK(def->n_disks == 1);
+        CHECK_STREQ(def->disks[0].target, "vda");
+
+        CHECK(hw->n_cdroms == 2);
+        CHECK_STREQ(hw->cdroms[0].target, "sda");
+        CHECK_STREQ(hw->cdroms[0].bus, "sata");
+        CHECK_STREQ(hw->cdroms[0].source, "/srv/iso/install.iso");
+        CHECK_STREQ(hw->cdroms[1].target, "sdb");
+        CHECK_STREQ(hw->cdroms[1].bus, "scsi");
+        CHECK(!hw->cdroms[1].source); /* an empty drive */
+
+        CHECK(hw->n_nets == 3);
+        CHECK(hw->nets[0].type == DOMAIN_NET_USER);
+        CHECK_STREQ(hw->nets[0].model, "e1000");
+        CHECK(!hw->nets[0].bridge);
+        CHECK(hw->nets[0].mac && strncmp(hw->nets[0].mac, "52:54:00:", 9) == 0 && strlen(hw->nets[0].mac) == 17);
+        CHECK(hw->nets[1].type == DOMAIN_NET_BRIDGE);
+        CHECK_STREQ(hw->nets[1].mac, "52:54:00:aa:bb:cc");
+        CHECK_STREQ(hw->nets[1].bridge, "br0");
+        CHECK(hw->nets[2].type == DOMAIN_NET_NETWORK);
+        CHECK_STREQ(hw->nets[2].bridge, "default");
+        CHECK(hw->nets[2].mac && !streq(hw->nets[2].mac, hw->nets[0].mac));
+
+        CHECK(hw->n_graphics == 2);
+        CHECK(hw->graphics[0].type == DOMAIN_GRAPHICS_VNC);
+        CHECK_STREQ(hw->graphics[0].address, "127.0.0.1");
+        CHECK(hw->graphics[0].port == 5905);
+        CHECK(hw->graphics[1].type == DOMAIN_GRAPHICS_SPICE);
+        CHECK(!hw->graphics[1].address);
+        CHECK_STREQ(hw->graphics[1].socket, "/srv/run/desk.spice");
+        CHECK(hw->graphics[1].port == -1);
+        CHECK_STREQ(hw->video, "qxl");
+
+        /* serial, serial, console, console, channel, channel (spicevmc: kept only) */
+        CHECK(hw->n_chars == 6);
+        if (hw->n_chars == 6) {
+                CHECK(hw->chars[0].role == DOMAIN_CHAR_SERIAL && hw->chars[0].type == DOMAIN_CHAR_FILE);
+                CHECK_STREQ(hw->chars[0].path, "/srv/log/desk.ttyS0");
+                CHECK(hw->chars[0].append && hw->chars[0].port == 0);
+                CHECK(hw->chars[1].type == DOMAIN_CHAR_UNIX && hw->chars[1].connect && hw->chars[1].port == 1);
+                CHECK(hw->chars[2].role == DOMAIN_CHAR_CONSOLE && !hw->chars[2].virtio);
+                CHECK(hw->chars[3].role == DOMAIN_CHAR_CONSOLE && hw->chars[3].virtio &&
+                      hw->chars[3].type == DOMAIN_CHAR_PTY);
+                CHECK(hw->chars[4].role == DOMAIN_CHAR_CHANNEL && !hw->chars[4].path);
+                CHECK_STREQ(hw->chars[4].name, "org.qemu.guest_agent.0");
+                CHECK_STREQ(hw->chars[5].path, "/srv/run/desk.ch");
+                CHECK(!hw->chars[5].connect);
+        }
+        CHECK(def->agent_channel);
+
+        CHECK(hw->cpu_mode == DOMAIN_CPU_HOST_MODEL);
+        CHECK_STREQ(hw->kernel, "/srv/boot/vmlinuz");
+        CHECK_STREQ(hw->initrd, "/srv/boot/initrd.gz");
+        CHECK_STREQ(hw->cmdline, "console=ttyS0 quiet");
+        CHECK_STREQ(hw->boot_order, "dc");
+        CHECK(hw->on_poweroff == DOMAIN_LIFECYCLE_PRESERVE);
+        CHECK(hw->on_reboot == DOMAIN_LIFECYCLE_DESTROY);
+        CHECK(!hw->qemu_args);
+
+        /* Written back: every element, the generated MACs included, and a
+         * second round trip changes nothing (the MACs stay). */
+        out = format_ok(def, 0);
+        if (!out)
+                return;
+        CHECK_CONTAINS(out, "<domain type='qemu'>");
+        CHECK_CONTAINS(out, "    <kernel>/srv/boot/vmlinuz</kernel>\n");
+        CHECK_CONTAINS(out, "    <boot dev=\"cdrom\"/>\n    <boot dev=\"hd\"/>\n");
+        CHECK_CONTAINS(out, "  <on_poweroff>preserve</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n");
+        CHECK_CONTAINS(out, "<disk type=\"file\" device=\"cdrom\">");
+        CHECK_CONTAINS(out, "<interface type=\"user\">\n      <mac address=\"");
+        CHECK_CONTAINS(out, "<mac address=\"52:54:00:aa:bb:cc\"/>");
+        CHECK_CONTAINS(out, "<listen type=\"socket\" socket=\"/srv/run/desk.spice\"/>");
+        CHECK_CONTAINS(out, "<channel type=\"spicevmc\">");
+        CHECK_CONTAINS(out, hw->nets[0].mac);
+        CHECK_CONTAINS(out, hw->nets[2].mac);
+        again = parse_ok(out);
+        if (!again)
+                return;
+        CHECK_STREQ(again->devices.nets[0].mac, hw->nets[0].mac);
+        CHECK_STREQ(again->devices.nets[2].mac, hw->nets[2].mac);
+        out2 = format_ok(again, 0);
+        CHECK_STREQ(out2, out);
+
+        CHECK(domain_def_copy(def, &copy) == 0);
+        if (!copy)
+                return;
+        CHECK(copy->devices.n_chars == hw->n_chars && copy->devices.n_nets == hw->n_nets &&
+              copy->devices.n_cdroms == hw->n_cdroms && copy->devices.n_graphics == hw->n_graphics);
+        CHECK_STREQ(copy->devices.cdroms[0].source, "/srv/iso/install.iso");
+        CHECK_STREQ(copy->devices.boot_order, "dc");
+        out3 = format_ok(copy, 0);
+        CHECK_STREQ(out3, out);
+}
+
+/* <qemu:commandline>: the arguments in order, for the launch. */
+static void test_qemu_commandline(void) {
+        _cleanup_(domain_def_freep) DomainDef *def = parse_ok(
+                "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>q</name><memory>1</memory>\n"
+                "<qemu:commandline><qemu:arg value='-smbios'/><qemu:env name='X' value='1'/>"
+                "<qemu:arg value='type=1,serial=S'/></qemu:commandline></domain>");
+        _cleanup_(domain_def_freep) DomainDef *copy = NULL;
+
+        if (!def)
+                return;
+        CHECK(def->qemu_passthrough);
+        CHECK(strv_length(def->devices.qemu_args) == 2);
+        CHECK_STREQ(def->devices.qemu_args[0], "-smbios");
+        CHECK_STREQ(def->devices.qemu_args[1], "type=1,serial=S");
+        CHECK(domain_def_copy(def, &copy) == 0);
+        CHECK(copy && strv_length(copy->devices.qemu_args) == 2);
+        parse_fails_str("<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>q</name><memory>1</memory>"
+                        "<qemu:commandline>\n<qemu:arg/></qemu:commandline></domain>",
+                        -QSNAP_E_INVALID_XML, 2, "<qemu:arg> has no value=");
+}
+
+static void test_device_errors(void) {
+        static const struct {
+                const char *devices;
+                const char *message;
+        } cases[] = {
+                { "<interface type='direct'><source dev='eth0'/></interface>",
+                  "<interface type='direct'> is not supported: 'user', 'network' or 'bridge'" },
+                { "<interface type='bridge'/>", "<interface type='bridge'> has no <source bridge=…/>" },
+                { "<interface type='network'/>", "<interface type='network'> has no <source network=…/>" },
+                { "<interface type='bridge'><source bridge='br0,x'/></interface>", "is not a network interface name" },
+                { "<interface type='user'><mac address='01:00:5e:00:00:01'/></interface>", "is a multicast address" },
+                { "<interface type='user'><mac address='52:54:00:zz:00:01'/></interface>", "is not a MAC address" },
+                { "<interface type='user'><model type='ne2k_pci'/></interface>", "<model type='ne2k_pci'> is not supported" },
+                { "<graphics type='sdl'/>", "<graphics type='sdl'> is not supported: 'vnc' or 'spice'" },
+                { "<graphics type='vnc' port='80'/>", "<graphics port='80'> is not a valid port (VNC: 5900 or above)" },
+                { "<graphics type='vnc'><listen type='network' network='x'/></graphics>",
+                  "<listen type='network'> is not supported" },
+                { "<graphics type='vnc'><listen type='socket' socket='rel'/></graphics>", "not an absolute path" },
+                { "<video><model type='ramfb'/></video>", "<video><model type='ramfb'> is not supported" },
+                { "<video/><video/>", "<video> appears more than once" },
+                { "<serial type='tcp'><source mode='bind' host='0' service='1'/></serial>",
+                  "<serial type='tcp'> is not supported: 'pty', 'unix' or 'file'" },
+                { "<serial type='file'/>", "<serial type='file'> has no <source path=…/>" },
+                { "<serial type='file'><source path='rel'/></serial>", "not an absolute path" },
+                { "<serial type='unix'><source mode='listen' path='/a'/></serial>", "is not 'bind' or 'connect'" },
+                { "<serial type='unix'><source mode='connect'/></serial>", "<source mode='connect'> has no path=" },
+                { "<serial type='pty'><target port='4'/></serial>", "<target port='4'> is not 0 to 3" },
+                { "<serial type='pty'><target type='usb-serial'/></serial>", "<serial><target type='usb-serial'>" },
+                { "<console type='pty'><target type='sclp'/></console>", "<console><target type='sclp'>" },
+                { "<channel type='unix'><target type='guestfwd'/></channel>",
+                  "<channel type='unix'> is supported with <target type='virtio' name=…/> only" },
+                { "<channel type='unix'><target type='virtio' name='a,b'/></channel>", "is not a channel name" },
+                { "<disk type='block' device='cdrom'><target dev='sda'/></disk>",
+                  "<disk type='block' device='cdrom'> is not supported" },
+                { "<disk device='cdrom'><source file='/a.iso'/></disk>", "<disk device='cdrom'> has no <target dev=…/>" },
+                { "<disk device='cdrom'><target dev='sda' bus='virtio'/></disk>", "<target bus='virtio'> is not supported" },
+                { "<disk device='cdrom'><source file='a.iso'/><target dev='sda'/></disk>", "not an absolute path" },
+        };
+        static const struct {
+                const char *xml;
+                const char *message;
+        } others[] = {
+                { "<os><type>hvm</type><kernel>vmlinuz</kernel></os>", "<kernel> 'vmlinuz' is not an absolute path" },
+                { "<os><type>hvm</type><initrd>/a</initrd><initrd>/b</initrd></os>", "<initrd> appears more than once" },
+                { "<os><type>hvm</type><boot dev='floppy'/></os>", "<boot dev='floppy'> is not 'hd', 'cdrom', 'network' or 'fd'" },
+                { "<os><type>hvm</type><boot dev='hd'/><boot dev='hd'/></os>", "<boot dev='hd'> appears more than once" },
+                { "<on_reboot>preserve</on_reboot>", "<on_reboot>preserve</on_reboot> is not supported: 'restart' or 'destroy'" },
+                { "<on_poweroff>restart</on_poweroff>", "is not supported: 'destroy' or 'preserve'" },
+                { "<on_poweroff>rename-restart</on_poweroff>", "is not supported" },
+                { "<cpu mode='host-model'/><cpu/>", "<cpu> appears more than once" },
+                /* Reported on <devices>: a CD-ROM's id is its target, as a disk's is. */
+                { "<devices><disk><source file='/a'/><target dev='sda'/></disk><disk device='cdrom'><target dev='sda'/></disk>"
+                  "</devices>",
+                  "CD-ROM target 'sda' is also a disk's" },
+                { "<devices><disk device='cdrom'><target dev='hdc'/></disk><disk device='cdrom'><target dev='hdc'/></disk>"
+                  "</devices>",
+                  "CD-ROM target 'hdc' is used more than once" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *xml = strprintf("<domain><name>a</name><memory>1</memory><devices>\n%s</devices></domain>",
+                                                     cases[i].devices);
+                parse_fails_str(xml, -QSNAP_E_INVALID_XML, 2, cases[i].message);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(others); i++) {
+                _cleanup_free_ char *xml = strprintf("<domain><name>a</name><memory>1</memory>\n%s</domain>", others[i].xml);
+                parse_fails_str(xml, -QSNAP_E_INVALID_XML, 2, others[i].message);
+        }
 }
 
 int main(int argc, char **argv) {
@@ -1262,6 +1532,10 @@ int main(int argc, char **argv) {
         test_extras();
         test_secrets();
         test_qemu_passthrough();
+        test_firmware_and_agent();
+        test_devices();
+        test_qemu_commandline();
+        test_device_errors();
         test_backing_chain();
         test_copy();
         test_copy_dest();

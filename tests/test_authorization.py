@@ -129,6 +129,10 @@ def domain_pid(h, path):
     return h.qemu_pid(path)
 
 
+def with_devices(xml, devices='', os_children=''):
+    """A domain_xml() with more <devices> and <os> children."""
+    return xml.replace('  </devices>', devices + '\n  </devices>').replace('  </os>', os_children + '\n  </os>')
+
 class PolkitMonitor:
     """busctl monitor on our bus: every CheckAuthorization call and
     polkitd's answers to them, so a test can see which checks qsnapd sent,
@@ -710,6 +714,13 @@ class TierTest(AuthTestCase):
                                                           q.Disk('vdb', h.image_path('later.qcow2'))]))
         self.assertIsNone(err, out)
         path = h.domain_path('vm')
+        # Device files below the root: manage-domains is enough.
+        err, out = self.define_as_user(with_devices(
+            q.domain_xml('vm', [q.Disk('vda', inside)]),
+            "<disk type='file' device='cdrom'><source file='%s'/><target dev='sda'/></disk>"
+            "<serial type='file'><source path='%s'/></serial>" % (h.image_path('cd.iso'), h.image_path('ttyS0.log')),
+            os_children='<kernel>%s</kernel>' % h.image_path('vmlinuz')))
+        self.assertIsNone(err, out)
         err, out = self.define_as_user(q.domain_xml('vm', [q.Disk('vda', inside)]))
         self.assertIsNone(err, out)
         stored = observe(h)['stored definitions']
@@ -727,6 +738,17 @@ class TierTest(AuthTestCase):
             (q.domain_xml('vm', [q.Disk('vda', h.image_path('dir-out/new.qcow2'))]), 'source of disk vda'),
             (q.domain_xml('vm', [q.Disk('vda', h.image_path('fifo.qcow2'))]), 'source of disk vda'),
             (q.domain_xml('vm', [q.Disk('vda', h.image_path('../outside/vm.qcow2'))]), 'source of disk vda'),
+            # Files a device makes QEMU open or create (issue #14): the same gate.
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]), os_children='<kernel>%s</kernel>'
+                          % os.path.join(outside_dir, 'vmlinuz')), 'the file %s/vmlinuz' % outside_dir),
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                          "<disk type='file' device='cdrom'><source file='/etc/shadow'/><target dev='sda'/></disk>"),
+             'the file /etc/shadow'),
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                          "<serial type='file'><source path='/etc/cron.d/qsnap'/></serial>"), 'the file /etc/cron.d/qsnap'),
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                          "<serial type='unix'><source mode='bind' path='%s/s.sock'/></serial>" % outside_dir),
+             'the file %s/s.sock' % outside_dir),
         ]
         for xml, why in cases:
             with self.subTest(why=why):

@@ -244,7 +244,7 @@ class NoSpaceTest(BackupTestCase):
         dom, img = self.make_domain()
         target = os.path.join(tiny, 'full.qcow2')
         rec = h.record_signals()
-        job = self.begin(dom, push_xml(target))
+        job = self.begin(dom, push_xml(target), '<domaincheckpoint><name>c9</name></domaincheckpoint>')
         status, error = self.wait_end(rec, job, timeout=60)
         self.assertEqual(status, 'failed')
         self.assertIn('No space left on device', error)
@@ -253,6 +253,12 @@ class NoSpaceTest(BackupTestCase):
         self.assertFalse(os.path.exists(target), 'the partial target was left behind')
         self.assertEqual(os.listdir(tiny), [])
         self.assert_no_backup_left(dom, [target])
+        # the checkpoint of a failed backup is not created, its bitmap not left
+        with self.assertDBusError(E + 'NoSuchCheckpoint'):
+            h.call(dom, D, 'LookupCheckpoint', ('c9',), 's')
+        nodes = h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+        self.assertEqual([b for n in nodes for b in n.get('dirty-bitmaps', [])
+                          if not b.get('name', '').startswith('qsnap-size-')], [])
         self.assertEqual(self.dprop(dom, 'State'), 'running')
         h.verify_pattern_live(dom, 'vda', A1, 0, 8 * MiB, 'guest after the failed backup')
 
@@ -584,6 +590,128 @@ class OfflineTest(BackupTestCase):
         h.call(dom, D, 'Start', (0,), 't')
 
 
+def merged_ranges(entries, pred):
+    """(start, length) of the qemu-img map entries pred accepts, neighbours joined."""
+    out = []
+    for e in entries:
+        if not pred(e):
+            continue
+        if out and out[-1][0] + out[-1][1] == e['start']:
+            out[-1] = (out[-1][0], out[-1][1] + e['length'])
+        else:
+            out.append((e['start'], e['length']))
+    return out
+
+
+class IncrementalTest(BackupTestCase):
+    """Incremental backups since a checkpoint (docs/checkpoints.md 2.10,
+    2.11): the checkpoint's bitmap merged into a temporary one. After c1
+    the guest writes C (0xc3) at 4 MiB and 24 MiB (1 MiB each); the
+    incremental holds exactly those clusters, full + incremental equal the
+    disk, and a pull's export shows them as its dirty bitmap."""
+    CHANGED = [(4 * MiB, MiB), (24 * MiB, MiB)]
+
+    def checkpoint(self, dom, name='c1'):
+        return self.h.call(dom, D, 'CreateCheckpoint', ('<domaincheckpoint><name>%s</name></domaincheckpoint>' % name,
+                                                        0), 'st')
+
+    def write_c(self, dom):
+        for off, n in self.CHANGED:
+            self.h.write_pattern_live(dom, 'vda', 0xc3, off, n)
+
+    def node_bitmaps(self, dom):
+        nodes = self.h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+        # qsnap-size-*: the checkpoints' Size measurement, there for a moment
+        return sorted(b.get('name', '') for n in nodes if n.get('file') == self.img for b in n.get('dirty-bitmaps', [])
+                      if not b.get('name', '').startswith('qsnap-size-'))
+
+    def test_incremental_push(self):
+        h = self.h
+        dom, img = self.make_domain()
+        rec = h.record_signals()
+        # The full backup creates checkpoint c1 in its own transaction; its
+        # default target is named after it (libvirt).
+        job = self.begin(dom, "<domainbackup/>", '<domaincheckpoint><name>c1</name></domaincheckpoint>')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        full = img + '.c1'
+        self.assertTrue(os.path.exists(full), 'the default target named after the checkpoint')
+        c1 = h.call(dom, D, 'LookupCheckpoint', ('c1',), 's')
+        self.assertEqual(self.node_bitmaps(dom), ['c1'])
+        self.write_c(dom)
+        ref2 = self.reference(dom, 'ref2.raw')
+        inc = h.image_path('inc.qcow2')
+        xml = ("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
+               "<target file='%s'/></disk></disks></domainbackup>" % inc)
+        job = self.begin(dom, xml, '<domaincheckpoint><name>c2</name></domaincheckpoint>')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        c2 = h.call(dom, D, 'LookupCheckpoint', ('c2',), 's')
+        self.assertEqual(h.get_property(c2, q.CHECKPOINT_IFACE, 'Parent'), c1)
+        self.assertEqual(self.jprop(job, 'End'), 2 * MiB, 'an incremental copies the dirty bytes only')
+        m = q.run([q.QEMU_IMG, 'map', '--output=json', '-U', inc])
+        self.assertEqual(m.returncode, 0, m.stderr)
+        import json
+        self.assertEqual(merged_ranges(json.loads(m.stdout), lambda e: e['data']), self.CHANGED,
+                         'the incremental holds other clusters than the changed ones')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', full, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_equal_images(ref2, inc, what='full + incremental against the disk at the second point')
+        self.assertEqual(self.node_bitmaps(dom), ['c1', 'c2'], 'a temporary bitmap was left on the disk')
+        self.assert_no_backup_left(dom, [full, inc])
+
+    def test_incremental_pull(self):
+        h = self.h
+        dom, img = self.make_domain()
+        self.checkpoint(dom)
+        self.write_c(dom)
+        ref2 = self.reference(dom, 'ref2.raw')
+        job = self.begin(dom, "<domainbackup mode='pull'><incremental>c1</incremental></domainbackup>",
+                         '<domaincheckpoint><name>c2</name></domaincheckpoint>')
+        # c2's metadata comes when the pull ends well (its bitmap records already)
+        with self.assertDBusError(E + 'NoSuchCheckpoint'):
+            h.call(dom, D, 'LookupCheckpoint', ('c2',), 's')
+        desc = self.backup_xml(dom)
+        socket = desc.find('server').get('socket')
+        disk = desc.find("disks/disk[@name='vda']")
+        self.assertEqual(disk.get('exportbitmap'), 'backup-vda')
+        self.assertEqual((disk.get('backupmode'), disk.get('incremental')), ('incremental', 'c1'))
+        h.write_pattern_live(dom, 'vda', B, 10 * MiB, MiB)    # after the point in time: in no view
+        opts = ('driver=nbd,export=vda,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:backup-vda'
+                % socket)
+        m = q.run([q.QEMU_IMG, 'map', '--output=json', '--image-opts', opts])
+        self.assertEqual(m.returncode, 0, m.stderr)
+        import json
+        self.assertEqual(merged_ranges(json.loads(m.stdout), lambda e: not e['data']), self.CHANGED,
+                         'the exported dirty bitmap')
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref2, out])
+        self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        c2 = h.call(dom, D, 'LookupCheckpoint', ('c2',), 's')
+        self.assertEqual(h.get_property(c2, q.CHECKPOINT_IFACE, 'Parent'),
+                         h.call(dom, D, 'LookupCheckpoint', ('c1',), 's'))
+        self.assertEqual(self.node_bitmaps(dom), ['c1', 'c2'])
+        self.assert_no_backup_left(dom, [])
+
+    def test_unusable_checkpoint_is_refused(self):
+        h = self.h
+        dom, img = self.make_domain()
+        self.checkpoint(dom)
+        xml = "<domainbackup mode='push'><incremental>nope</incremental></domainbackup>"
+        self.assert_refused(dom, E + 'NoSuchCheckpoint', 'BackupBegin', (xml, '', 0), 'sst')
+        # The bitmap removed behind qsnapd's back: no silent full copy.
+        node = [n['node-name'] for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+                if n.get('file') == img and n['drv'] == 'qcow2'][0]
+        self.assertEqual(h.qmp(dom, 'block-dirty-bitmap-remove', {'node': node, 'name': 'c1'}), {'return': {}})
+        target = h.image_path('inc.qcow2')
+        with self.assertDBusError(E + 'OperationInvalid') as cm:
+            self.begin(dom, "<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' "
+                            "type='file'><target file='%s'/></disk></disks></domainbackup>" % target)
+        self.assertIn('missing', cm.exception.message)
+        self.assertFalse(os.path.exists(target))
+        self.assertEqual(self.dprop(dom, 'Jobs'), [])
+
+
 class RefusalTest(BackupTestCase):
     def test_refusals_change_nothing(self):
         h = self.h
@@ -597,8 +725,9 @@ class RefusalTest(BackupTestCase):
             (E + 'InvalidArgument', (push_xml(new), '', 4)),
             (E + 'AlreadyExists', (push_xml(existing), '', 0)),
             (E + 'PathNotAllowed', (push_xml(outside), '', 0)),
-            (E + 'Unsupported', (push_xml(new), '<domaincheckpoint/>', 0)),
-            (E + 'Unsupported', ("<domainbackup><incremental>c1</incremental></domainbackup>", '', 0)),
+            (E + 'InvalidXML', (push_xml(new), '<domaincheckpoint>', 0)),
+            (E + 'Unsupported', ("<domainbackup><disks><disk name='vda' type='file'><target file='%s'>"
+                                 "<encryption format='luks'/></target></disk></disks></domainbackup>" % new, '', 0)),
             (E + 'InvalidArgument', (push_xml(h.image_path('missing.qcow2')), '', REUSE_EXTERNAL)),
         ]
         for error, args in cases:

@@ -52,10 +52,16 @@ class FailureTestCase(tb.BlockJobTestCase):
         rec.wait_for_property(dom, 'State', 'crashed', timeout=10, start=mark)
 
     def tmpfs(self, name, size):
-        path = os.path.join(self.h.root, name)
+        """A tmpfs for part of a chain. A chain is followed only within the
+        domain's allowed folders (docs/security.md §3), so the tmpfs and the
+        images folder are image roots of a restarted qsnapd."""
+        h = self.h
+        path = os.path.join(h.root, name)
         stack = contextlib.ExitStack()
         stack.enter_context(q.mounted_tmpfs(path, size))
         self.addCleanup(stack.close)
+        h.daemon_args += ['--image-root=' + path, '--image-root=' + h.images_dir]
+        h.restart_daemon(kill=False)
         return path
 
     def assert_failed_once(self, rec, dom, job, jtype, what):

@@ -44,7 +44,10 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
-  disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone; a
+  disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone;
+  --verbose into a pipe prints plain lines; an incremental since a checkpoint
+  copies only what was written since (checkpoint-list --size said so) and
+  full <- incremental equals the disk; a
   pull backup prints its NBD URI, which qemu-img reads back equal to the
   disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
@@ -320,6 +323,7 @@ class UsageTest(QsnapctlTest):
             (['checkpoint-delete', VM, 'c1', '--children=yes'], 'takes no value'),
             (['backup-begin', VM, '-', '-'], 'only one of the two documents'),
             (['backup-begin', VM, '--async'], '--async goes with'),
+            (['backup-begin', VM, '--json', '--wait'], '--json goes without --wait'),
             (['backup-begin', VM, '--timeout', 'soon'], 'not a non-negative integer'),
             (['backup-begin', VM, 'b.xml', 'c.xml', 'extra'], "unexpected argument 'extra'"),
             (['backup-dumpxml'], 'missing domain'),
@@ -355,7 +359,8 @@ class UsageTest(QsnapctlTest):
             out = self.ok('help', verb)
             for o in opts:
                 self.assertIn('  ' + o, out, verb)
-        self.assertNotIn('--json', self.ok('help', 'backup-begin'))
+        self.assertIn('--json', self.ok('help', 'backup-begin'))
+        self.assertNotIn('--json', self.ok('help', 'backup-dumpxml'))
         self.assertRegex(self.ok('--version'), r'^qsnapctl \d+\.\d+\.\d+\n$')
         v = self.json_of('version')
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
@@ -993,7 +998,7 @@ class BackupTest(QsnapctlTest):
         self.ok('define', '-', stdin=q.domain_xml('bk vm', [q.Disk('vda', self.img)]))
         self.dom = h.domain_path('bk vm')
         self.ok('start', 'bk vm')
-        self.addCleanup(lambda: (qc('stop', 'bk vm'), qc('undefine', 'bk vm')))
+        self.addCleanup(lambda: (qc('stop', 'bk vm'), qc('undefine', 'bk vm', '--checkpoints-metadata')))
 
     def assert_same_image(self, target):
         r = q.run([q.QEMU_IMG, 'compare', '-U', self.img, target])
@@ -1040,6 +1045,49 @@ class BackupTest(QsnapctlTest):
         self.assertIn('Backup: interrupted; the job was aborted and has ended (canceled)', pty.text())
         self.assertFalse(os.path.exists(dest), 'an aborted backup leaves no target')
 
+        # --json: the job and where each disk goes; domjobabort ends it.
+        b = json.loads(self.ok('backup-begin', 'bk vm', '--json'))
+        self.assertEqual((b['mode'], [d['disk'] for d in b['disks']]), ('push', ['vda']))
+        self.assertTrue(b['job'].startswith(self.dom + '/job/') and b['id'].startswith('backup-'), b)
+        target = b['disks'][0]['target']
+        self.assertTrue(target.startswith(self.img + '.') and os.path.exists(target), b)
+        self.assertEqual(h.get_property(b['job'], J, 'Type'), 'backup')
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
+        self.assertTrue(q.spin(lambda: h.get_property(b['job'], J, 'State') == 'canceled', 30))
+        self.assertTrue(q.spin(lambda: not os.path.exists(target), 30), 'an aborted backup leaves no target')
+
+    def test_incremental_after_checkpoint(self):
+        """checkpoint c1, a full backup (--verbose into a pipe: plain lines), 1 MiB written, checkpoint-list
+        --size says 1 MiB, an incremental since c1 copies that 1 MiB; full <- incremental is the disk."""
+        h = self.h
+        self.ok('checkpoint-create-as', 'bk vm', 'c1')
+        rc, out, err = qc('backup-begin', 'bk vm', '--verbose')
+        self.assertEqual(rc, 0, out + err)
+        self.assertNotIn('\r', out)
+        lines = out.splitlines()
+        full = re.match(r'^  vda: (/\S+)$', lines[0]).group(1)
+        self.assertRegex(lines[-1], r'^Backup: completed \(32 MiB in \d+:\d\d\)$')
+        self.assertGreaterEqual(len(lines), 4, out)
+        for line in lines[1:-1]:
+            self.assertRegex(line, r'^Backup: \d+ % \(\d+(\.\d)? ([KM]i)?B of 32 MiB(, \d+(\.\d)? [KM]iB/s)?(, ETA \d+:\d\d)?\)$')
+        h.write_pattern_live(self.dom, 'vda', 0xbb, MiB, MiB)
+        self.assertRegex(self.ok('checkpoint-list', 'bk vm', '--size').splitlines()[2], r'^ c1 +.* 1(\.0)? MiB$')
+        inc = os.path.join(h.images_dir, 'bk-inc.qcow2')
+        xml_file = os.path.join(h.root, 'bk-inc.xml')
+        with open(xml_file, 'w') as f:
+            f.write("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
+                    "<target file='%s'/><driver type='qcow2'/></disk></disks></domainbackup>" % inc)
+        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(out.splitlines()[0], '  vda: ' + inc)
+        self.assertRegex(out.splitlines()[-1], r'^Backup: completed \(1(\.0)? MiB in \d+:\d\d\)$')
+        h.flush_live(self.dom, 'vda')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', full, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_same_image(inc)
+        out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file.replace('bk-inc', 'no-such'))
+        self.assertIn('Failed to read', err)
+
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
         lines = out.splitlines()
@@ -1062,6 +1110,23 @@ class BackupTest(QsnapctlTest):
         self.assertNamedError(err, 'OperationInvalid')
         out, err = self.fails(1, 'domjobabort', 'bk vm')
         self.assertIn("Domain 'bk vm' has no running backup.", err)
+
+        # Under --wait a pull backup serves until Ctrl-C, which ends it: a success, the socket gone.
+        xml_file = os.path.join(self.h.root, 'bk-pull.xml')
+        with open(xml_file, 'w') as f:
+            f.write("<domainbackup mode='pull'/>")
+        pty = Pty('backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertTrue(pty.wait_for(r'Ctrl-C, or qsnapctl domjobabort'), pty.text())
+        socket_path = re.search(r'socket=(/\S+)\r?\n', pty.text()).group(1)
+        self.assertTrue(os.path.exists(socket_path))
+        pty.ctrl_c()
+        self.assertEqual(pty.finish(), 0, pty.text())
+        self.assertIn('Backup: ending it (Ctrl-C again to leave it serving)', pty.text())
+        self.assertRegex(pty.text(), r'\nBackup: ended; nothing is served any more \(after \d+:\d\d\)\r?\n$')
+        self.assertNotIn('] ', pty.text(), 'no progress bar for a backup that serves')
+        self.assertFalse(os.path.exists(socket_path))
+        out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
+        self.assertNamedError(err, 'OperationInvalid')
 
 
 # --------------------------------------------------------------------------

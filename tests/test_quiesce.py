@@ -26,6 +26,19 @@ then 0xFF + the guest-sync-delimited answer.
 - Refusals: QUIESCE without DISK_ONLY (InvalidArgument), without a channel
   (Unsupported), of a shut-off domain (OperationInvalid).
 - Without QUIESCE no fsfreeze is ever sent (libvirt's semantics).
+
+On the real Linux guest (tests/guest/build-guest.py: qemu-ga in the guest,
+a writer fsync'ing checksummed files all the time):
+- QUIESCE: the snapshot's point in time (the old active file) is a clean
+  filesystem without journal replay (dumpe2fs shows no needs_recovery,
+  e2fsck -fn finds nothing, every file verifies), and the writer goes on
+  (the guest was thawed).
+- qemu-ga killed in the guest (qsnap.kill_agent_at=N): QUIESCE fails with
+  AgentUnresponsive within the agent timeout, the guest keeps writing,
+  nothing changed.
+- qsnapd killed (SIGKILL, crash point create:frozen) while the guest is
+  frozen: the guest's writer stops; the next qsnapd thaws it at start and
+  the writer resumes.
 """
 
 import json
@@ -34,6 +47,7 @@ import socket
 import threading
 import time
 
+import qsnapguest as g
 import qsnaptest as q
 
 D = q.DOMAIN_IFACE
@@ -217,7 +231,7 @@ class QuiesceTest(QuiesceTestCase):
         disks = self.h.get_property(dom, D, 'Disks')
         self.assertNotEqual(disks[0][2], img)
         self.h.flush_live(dom, 'vda')
-        q.qemu_io_read_pattern(img, 0x5a, 0, MiB)
+        self.assertTrue(q.qemu_io_read_pattern(img, 0x5a, 0, MiB), 'the old active file holds the data written before')
         self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
 
         # Without QUIESCE, no fsfreeze, agent or not.
@@ -298,6 +312,58 @@ class QuiesceTest(QuiesceTestCase):
             self.snapshot(plain, 's1', DISK_ONLY | QUIESCE)
         self.assertIn('guest agent', str(err.exception))
         self.assertEqual(self.h.get_property(dom, D, 'Snapshots'), [])
+
+
+class RealGuestTest(QuiesceTestCase):
+    def guest(self, **kw):
+        gu = g.Guest(self.h, 'rg', devices=g.agent_channel_xml(), **kw)
+        self.addCleanup(gu.close)
+        gu.start()
+        q.wait_until(lambda: self.h.get_property(gu.path, D, 'AgentConnected'), g.BOOT_TIMEOUT, 'AgentConnected')
+        gu.wait_count((gu.count or 0) + 2)
+        return gu
+
+    def test_quiesced_snapshot_is_clean_without_journal_replay(self):
+        gu = self.guest()
+        snap = self.snapshot(gu.path, 'q1', DISK_ONLY | QUIESCE)
+        self.assertNotEqual(snap, '/')
+        # Thawed: the writer goes on.
+        gu.wait_count(gu.count + 3)
+        disks = self.h.get_property(gu.path, D, 'Disks')
+        self.assertNotEqual(disks[0][2], gu.disk)
+        r = g.verify_image(gu.disk)
+        self.assertFalse(r['journal_replayed'], 'a quiesced snapshot needs no journal replay')
+        self.assertEqual(r['fsck_rc'], 0, r['fsck_output'])
+        self.assertTrue(r['files'])
+        self.assertEqual([n for n, ok in r['files'].items() if not ok], [])
+
+    def test_agent_killed_in_the_guest(self):
+        gu = self.guest(cmdline_extra='qsnap.kill_agent_at=%d' % 4)
+        gu.serial.wait_for(r'^QSNAP-GUEST-AGENT-KILLED', what='qemu-ga killed in the guest')
+        disks = self.h.get_property(gu.path, D, 'Disks')
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive'):
+            self.snapshot(gu.path, 'q1', DISK_ONLY | QUIESCE)
+        self.assertLess(time.monotonic() - t0, 2 * AGENT_TIMEOUT + 5)
+        self.unchanged(gu.path, disks, gu.disk, 'q1')
+        gu.wait_count(gu.count + 3)   # the guest keeps running and writing
+        self.assertFalse(self.h.get_property(gu.path, D, 'AgentConnected'))
+
+    def test_qsnapd_killed_while_frozen(self):
+        gu = self.guest()
+        disks = self.h.get_property(gu.path, D, 'Disks')
+        mark, outcome = self.h.crash_at('create:frozen', gu.path, D, 'CreateSnapshot',
+                                        ("<domainsnapshot><name>q1</name></domainsnapshot>", DISK_ONLY | QUIESCE),
+                                        'st', start_again=False)
+        self.assertIsInstance(outcome, q.DBusCallError)
+        # Frozen, and nobody to thaw it: the writer's sync blocks.
+        frozen_at = gu.count
+        with self.assertRaises(TimeoutError):
+            gu.wait_count(frozen_at + 3, timeout=6)
+        self.h.start_daemon()
+        self.assertIn('thawed the guest a QUIESCE snapshot left frozen', self.h.daemon_log_since(mark))
+        gu.wait_count(gu.count + 3)   # the writer resumes
+        self.unchanged(gu.path, disks, gu.disk, 'q1')
 
 
 if __name__ == '__main__':

@@ -7,14 +7,18 @@ the guest mounts and writes to all the time (a counter and checksummed
 files, each fsync'ed and renamed into place), built by
 tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
 
-- Devices: a user-mode virtio-net interface (the guest sees eth0 with the
-  MAC of GetXMLDesc, generated when the XML had none), VNC and SPICE on
+- Devices: a user-mode virtio-net interface, a bridge one and a network
+  one (on a bridge of the test's own, allowed in /etc/qemu/bridge.conf for
+  QEMU's bridge helper; the guest sees eth0-eth2 with the MACs of
+  GetXMLDesc, generated when the XML had none, and both taps are ports of
+  the bridge), VNC and SPICE on
   UNIX sockets in the runtime dir (VNC greets with RFB), ttyS0 to a file
   (every marker the test reads comes from there), ttyS1 on a unix socket
   (the guest's line arrives on it), a read-only raw SATA CD-ROM whose first
   line the guest reads, CPU host-passthrough (max under TCG), boot order,
   on_poweroff/on_reboot, and the guest agent's virtio channel (qemu-ga in
-  the guest answers qsnapd's agent client: AgentConnected). GetXMLDesc writes every
+  the guest answers qsnapd's agent client: AgentConnected), and
+  <qemu:commandline> arguments (an SMBIOS serial the guest reads). GetXMLDesc writes every
   device back; the CD-ROM is not one of the Disks and no snapshot touches
   it. Internal snapshot with memory of the running guest with all these
   devices, revert to it (the guest's counter goes back and the writer goes
@@ -30,6 +34,8 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   launch log shows -accel tcg.
 """
 
+import contextlib
+import fcntl
 import os
 import re
 import socket
@@ -45,9 +51,52 @@ START_PAUSED = 1
 MAC = re.compile(r'^52:54:00(:[0-9a-f]{2}){3}$')
 
 
-def devices_xml(cdrom, serial1_sock):
+BRIDGE_CONF = '/etc/qemu/bridge.conf'
+BRIDGE_LOCK = '/run/lock/qsnaptest-bridge.lock'
+
+
+@contextlib.contextmanager
+def test_bridge():
+    """A bridge of this run (ip link), allowed in QEMU's bridge helper ACL
+    (/etc/qemu/bridge.conf, shared: our line added and removed under a
+    lock, the file removed when we created it and nothing else is left)."""
+    name = 'qsnapt%d' % (os.getpid() % 100000)
+    line = 'allow %s\n' % name
+    q.run(['ip', 'link', 'del', name])
+    r = q.run(['ip', 'link', 'add', name, 'type', 'bridge'])
+    if r.returncode != 0:
+        raise RuntimeError('cannot create bridge %s: %s' % (name, r.stderr))
+
+    def edit(fn):
+        with open(BRIDGE_LOCK, 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            os.makedirs(os.path.dirname(BRIDGE_CONF), exist_ok=True)
+            old = open(BRIDGE_CONF).read() if os.path.exists(BRIDGE_CONF) else None
+            new = fn(old or '')
+            if new:
+                with open(BRIDGE_CONF + '.tmp', 'w') as f:
+                    f.write(new)
+                os.replace(BRIDGE_CONF + '.tmp', BRIDGE_CONF)
+            elif old is not None:
+                os.unlink(BRIDGE_CONF)
+    edit(lambda text: text + line)
+    try:
+        yield name
+    finally:
+        edit(lambda text: text.replace(line, '', 1))
+        q.run(['ip', 'link', 'del', name])
+
+
+def devices_xml(cdrom, serial1_sock, bridge):
     return '\n'.join([
         "    <interface type='user'>",
+        "      <model type='virtio'/>",
+        '    </interface>',
+        "    <interface type='bridge'>",
+        "      <source bridge='%s'/>" % bridge,
+        '    </interface>',
+        "    <interface type='network'>",
+        "      <source network='%s'/>" % bridge,
         "      <model type='virtio'/>",
         '    </interface>',
         "    <graphics type='vnc'/>",
@@ -91,13 +140,20 @@ class RealGuestTest(SnapshotTestCase):
         h = self.h
         cdrom = g.make_cdrom(h.image_path('cd.raw'), 'QSNAP-CDROM-MARKER-4711')
         serial1 = os.path.join(h.images_dir, 's1.sock')
-        gu = self.guest('devs', devices_xml(cdrom, serial1),
-                        extra="  <cpu mode='host-passthrough'/>")
+        bridge = self.enterContext(test_bridge())
+        gu = self.guest('devs', devices_xml(cdrom, serial1, bridge),
+                        extra="  <cpu mode='host-passthrough'/>\n"
+                              "  <qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n"
+                              "    <qemu:arg value='-smbios'/>\n"
+                              "    <qemu:arg value='type=1,serial=QSNAP-ARG-0815'/>\n"
+                              "  </qemu:commandline>")
         dom = gu.path
         xml = h.call(dom, D, 'GetXMLDesc', (0,), 't')
         root = ET.fromstring(xml)
-        mac = root.find('devices/interface/mac').get('address')
-        self.assertRegex(mac, MAC, 'a generated MAC is kept in the definition')
+        macs = [i.find('mac').get('address') for i in root.findall('devices/interface')]
+        for mac in macs:
+            self.assertRegex(mac, MAC, 'a generated MAC is kept in the definition')
+        self.assertEqual(len(set(macs)), 3)
 
         # Paused first: ttyS1's socket is connected before the guest writes.
         gu.follow()
@@ -110,8 +166,12 @@ class RealGuestTest(SnapshotTestCase):
         self.assertEqual(v.group(1), 'ok', v.group(0))
 
         # Each device, seen from inside the guest.
-        self.assertEqual(gu.boot_line('NET'), 'eth0 ' + mac, gu.boot_lines)
+        nets = sorted(line.split()[1:] for line in gu.boot_lines if line.startswith('QSNAP-GUEST-NET '))
+        self.assertEqual(nets, [['eth0', macs[0]], ['eth1', macs[1]], ['eth2', macs[2]]], gu.boot_lines)
+        # The bridge helper put a tap of each bridged interface on the bridge.
+        self.assertEqual(len(os.listdir('/sys/class/net/%s/brif' % bridge)), 2)
         self.assertEqual(gu.boot_line('CDROM'), 'QSNAP-CDROM-MARKER-4711', gu.boot_lines)
+        self.assertEqual(gu.boot_line('DMI-SERIAL'), 'QSNAP-ARG-0815', '<qemu:commandline> reached QEMU')
         self.assertRegex(gu.boot_line('AGENT') or '', r'^/dev/vport\d+p\d+$', gu.boot_lines)
         s1.settimeout(30)
         got = b''
@@ -141,7 +201,7 @@ class RealGuestTest(SnapshotTestCase):
         # GetXMLDesc has every device back; the CD-ROM is not a disk.
         for path in ('devices/interface', 'devices/graphics', 'devices/serial', 'devices/console',
                      'devices/channel', "devices/disk[@device='cdrom']", 'os/kernel', 'os/initrd', 'os/cmdline',
-                     'cpu', 'on_poweroff', 'on_reboot'):
+                     'cpu', 'on_poweroff', 'on_reboot', '{http://libvirt.org/schemas/domain/qemu/1.0}commandline'):
             self.assertIsNotNone(root.find(path), 'GetXMLDesc lost ' + path)
         self.assertEqual([d[0] for d in self.dprop(dom, 'Disks')], ['vda'])
 

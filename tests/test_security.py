@@ -38,6 +38,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import threading
 import time
 
@@ -727,6 +728,66 @@ class GateTest(AttackTestCase):
         self.assertIn(None, results, 'no snapshot got through: the race was not run')
         created = [n for n in os.listdir(sub) if n.endswith('.qcow2')]
         self.assertTrue(created)
+        self.assertFinished()
+
+
+class NoBlockingTest(AttackTestCase):
+    """CheckDelete (no right needed) measures what the merges take with
+    qemu-img as asynchronous children: another caller's call is answered
+    while it runs, and the dry runs of one caller are limited."""
+
+    def test_check_delete_does_not_block(self):
+        h = self.h
+        n = 20
+        for i in range(n):
+            h.call(self.mine, D, 'CreateSnapshot',
+                   ('<domainsnapshot><name>s%02d</name></domainsnapshot>' % i, 16), 'st')
+        first = self.mine + '/snapshot/s00'
+        other = h.new_client()
+        self.addCleanup(other.close)
+        # CHILDREN: every overlay of the chain is measured, one qemu-img each.
+        pending = h.call_async(first, S, 'CheckDelete', (1,), 't', timeout=120)
+        t = time.monotonic()
+        other.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains', timeout=5.0)
+        answered = time.monotonic() - t
+        self.assertFalse(pending.done(), 'CheckDelete ended before another call was answered: nothing measured '
+                         'in the background (or the chain is too short to tell)')
+        ok, reason, needed = pending.wait()
+        total = time.monotonic() - t
+        print('CheckDelete of %d overlays: another call answered after %.2f s, CheckDelete after %.2f s'
+              % (n, answered, total), file=sys.stderr)
+        self.assertTrue(ok, reason)
+        self.assertGreater(needed, 0)
+        self.assertLess(answered, 1.0, 'another caller waited %.2f s' % answered)
+        # Measured once: the same question is answered from the cache, with
+        # the same number, and Delete (before polkit) says the same.
+        t = time.monotonic()
+        self.assertEqual(h.call(first, S, 'CheckDelete', (1,), 't', timeout=30), (True, '', needed))
+        cached = time.monotonic() - t
+        print('again, from the cache: %.2f s' % cached, file=sys.stderr)
+        self.assertLess(cached, total)
+        self.assertFinished()
+
+    def test_dry_runs_limited_per_caller(self):
+        h = self.h
+        for i in range(12):
+            h.call(self.mine, D, 'CreateSnapshot',
+                   ('<domainsnapshot><name>s%02d</name></domainsnapshot>' % i, 16), 'st')
+        # Three dry runs at once from one caller: the third is refused while
+        # two measure (CHILDREN, CHILDREN_ONLY and the plain one differ in
+        # what they measure, but each notes unmeasured files).
+        calls = [h.call_async(self.mine + '/snapshot/s%02d' % k, S, 'CheckDelete', (f,), 't', timeout=60)
+                 for k, f in ((0, 1), (1, 4), (2, 0))]
+        results = []
+        for c in calls:
+            try:
+                results.append(c.wait())
+            except q.DBusCallError as e:
+                results.append(e.name)
+        self.assertEqual(results[2], 'org.freedesktop.DBus.Error.LimitsExceeded', results)
+        self.assertTrue(results[0][0] and results[1][0], results)
+        # Once they are answered, the caller may ask again.
+        self.assertTrue(h.call(self.mine + '/snapshot/s02', S, 'CheckDelete', (0,), 't')[0])
         self.assertFinished()
 
 

@@ -8,6 +8,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "bus/bus-measure.h"
 #include "bus/bus-polkit.h"
 #include "core/manager.h"
 
@@ -27,6 +28,7 @@ typedef struct Bus {
         JobWaiter *job_waiters;
         Manager *manager;
         PolkitRegistry polkit;
+        MeasureRegistry measure; /* calls waiting for qemu-img measure */
         bool use_scopes; /* move each QEMU into a transient systemd scope */
 } Bus;
 

@@ -9,6 +9,7 @@
 #include "bus/bus-job.h"
 #include "bus/bus-snapshot.h"
 #include "core/domain.h"
+#include "core/measure.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-revert.h"
 #include "util/util.h"
@@ -164,16 +165,27 @@ static int method_check_delete(sd_bus_message *m, void *userdata, sd_bus_error *
         _cleanup_free_ char *message = NULL;
         Snapshot *s = userdata;
         uint64_t flags, bytes = 0;
-        int r;
+        int r, r2;
 
         r = sd_bus_message_read(m, "t", &flags);
         if (r < 0)
                 return r;
         if (flags & ~SNAPSHOT_DELETE_ALL)
                 return bus_error_unknown_flags(error, "CheckDelete", flags, SNAPSHOT_DELETE_ALL);
+        measure_notes_reset(s->tree->domain->manager);
         r = snapshot_delete_check(s, flags, &bytes, &message);
         if (r == -ENOMEM)
                 return r;
+        /* The merges' sizes come from qemu-img measure, run as children: the
+         * call comes back when they are done (only when the answer needs
+         * them: the check passed, or failed on free space). */
+        if (r >= 0 || r == -QSNAP_E_NO_SPACE) {
+                r2 = bus_measure_first(m, s->tree->domain->manager, &bus_from_manager(s->tree->domain->manager)->measure,
+                                       error);
+                if (r2 != 0)
+                        return r2;
+        } else
+                measure_notes_reset(s->tree->domain->manager);
         return sd_bus_reply_method_return(m, "bst", r >= 0, r >= 0 ? "" : strna(message), bytes);
 }
 
@@ -205,8 +217,16 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return r;
         if (flags & ~SNAPSHOT_DELETE_ALL)
                 return bus_error_unknown_flags(error, "Delete", flags, SNAPSHOT_DELETE_ALL);
-        /* Refused calls cost no polkit round trip and say what CheckDelete says. */
+        /* Refused calls cost no polkit round trip and say what CheckDelete
+         * says; the sizes are measured first, as for CheckDelete. */
+        measure_notes_reset(d->manager);
         r = snapshot_delete_check(s, flags, NULL, &message);
+        if (r >= 0 || r == -QSNAP_E_NO_SPACE) {
+                int k = bus_measure_first(m, d->manager, &bus_from_manager(d->manager)->measure, error);
+                if (k != 0)
+                        return k;
+        } else
+                measure_notes_reset(d->manager);
         if (r < 0)
                 return bus_error_set_errno_message(error, r, message);
         r = bus_verify_polkit_async(m, ACTION_MANAGE_SNAPSHOTS, details, &bus_from_manager(d->manager)->polkit, error);

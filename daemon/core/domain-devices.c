@@ -314,6 +314,9 @@ int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **re
                 r = chars_argv(d, def, argv);
         if (r >= 0)
                 r = cdroms_argv(def, argv);
+        /* Last, as libvirt puts them: host-admin's own arguments. */
+        for (char **a = def->devices.qemu_args; r >= 0 && a && *a; a++)
+                r = strv_extend(argv, *a);
         return r;
 }
 

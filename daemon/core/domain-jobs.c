@@ -18,6 +18,7 @@
 #include "core/domain-jobs.h"
 #include "core/files.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/qemu-files.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
@@ -414,7 +415,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 name = json_object_get_string(node);
                 /* Implicit nodes ('#…') go with their parent; QEMU refuses to
                  * delete a node that is still attached, so trying is safe. */
-                if (!name || name[0] == '#')
+                if (!name || name[0] == '#' || streq(name, NVRAM_CODE_NODE) || streq(name, NVRAM_VARS_NODE))
                         continue;
                 for (size_t i = 0; live && i < live->n_disks && !in_use; i++) {
                         const ImageChain *c;

@@ -23,6 +23,7 @@
 #include "core/domain-launch.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
@@ -241,6 +242,46 @@ static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***arg
         return 0;
 }
 
+/* One image file for QEMU by descriptor (-add-fd, a set of its own) as
+ * format node `node` over /dev/fdset/N; d NULL: not through the gate (a
+ * file the host-admin-approved definition or qsnapd itself names). */
+static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char *node, const char *path,
+                           DiskFormat format, bool readonly, char **ret_message) {
+        _cleanup_close_ int rw = -EBADF, ro = -EBADF;
+        unsigned set = ++lf->next_set;
+        json_object *o;
+        bool read_only;
+        int r;
+
+        r = qemu_file_open_pair(d, path, readonly, &rw, &ro, ret_message);
+        if (r < 0)
+                return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
+        read_only = rw < 0;
+        if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
+            (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
+            launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 || launch_files_add(lf, node, path, set) < 0)
+                return -ENOMEM;
+        r = json_blockdev(&o, node, format, set, read_only, NULL);
+        if (r < 0)
+                return r;
+        return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
+}
+
+/* UEFI: the firmware code and the domain's variable store as the two
+ * pflash devices of the machine (-machine …,pflash0=,pflash1=), by
+ * descriptor like every image. */
+static int domain_launch_firmware_args(const DomainDef *def, LaunchFiles *lf, char ***argv, char **ret_message) {
+        const DomainFirmware *f = def_firmware(def);
+        int r;
+
+        if (!f)
+                return 0;
+        r = launch_add_file(NULL, lf, argv, NVRAM_CODE_NODE, f->loader, DISK_FORMAT_RAW, true, ret_message);
+        if (r < 0)
+                return r;
+        return launch_add_file(NULL, lf, argv, NVRAM_VARS_NODE, f->nvram, f->nvram_format, false, ret_message);
+}
+
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret, char **ret_message) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
@@ -270,7 +311,10 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         ADD("-display");
         ADD("none");
         ADD("-machine");
-        ADD("%s", def->machine ?: "q35");
+        if (def_firmware(def))
+                ADD("%s,pflash0=" NVRAM_CODE_NODE ",pflash1=" NVRAM_VARS_NODE, def->machine ?: "q35");
+        else
+                ADD("%s", def->machine ?: "q35");
         ADD("-m");
         ADD("%" PRIu64 "K", def->memory_kib);
         ADD("-smp");
@@ -293,6 +337,8 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
                 ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
         }
         r = domain_launch_agent_args(d, def, &argv);
+        if (r >= 0)
+                r = domain_launch_firmware_args(def, lf, &argv, ret_message);
         if (r < 0)
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …

@@ -26,6 +26,7 @@
 #include "core/domain-launch.h"
 #include "core/domain.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
@@ -720,6 +721,8 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 return r;
 
         r = domain_launch_transient_overlays(d, live, ret_message);
+        if (r >= 0)
+                r = nvram_prepare(live, ret_message);
         if (r < 0)
                 goto fail;
         r = domain_launch_argv(d, live, incoming, &lf, &argv, ret_message);

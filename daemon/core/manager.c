@@ -16,6 +16,8 @@
 #include "core/bitmaps.h"
 #include "core/domain-devices.h"
 #include "core/manager.h"
+#include "core/measure.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "util/error.h"
 #include "util/util.h"
@@ -60,6 +62,7 @@ Manager *manager_free(Manager *m) {
                 domain_unref(d);
         }
         operation_kinds_free(m);
+        measure_state_free(m);
         free(m->config.state_dir);
         free(m->config.runtime_dir);
         free(m->config.qemu_binary);
@@ -213,6 +216,35 @@ static bool source_is_confined(Manager *m, const char *source, char *const *appr
         return strv_contains((const char *const *) approved_folders, folder);
 }
 
+/* UEFI: the firmware from the system's folders, the variable store in
+ * qsnapd's own default place or where a disk could be. */
+static int firmware_needs_host_admin(Manager *m, const DomainDef *def, const DomainDef *approved, char **ret_why) {
+        const DomainFirmware *f = def_firmware(def), *was = approved ? def_firmware(approved) : NULL;
+        _cleanup_free_ char *fallback = NULL;
+
+        if (!f)
+                return 0;
+        if (!nvram_firmware_path_is_system(f->loader) && !(was && streq_ptr(was->loader, f->loader))) {
+                *ret_why = strprintf("its UEFI <loader> %s is not in the system's firmware folders", f->loader);
+                return *ret_why ? 1 : -ENOMEM;
+        }
+        if (f->nvram_template && !nvram_firmware_path_is_system(f->nvram_template) &&
+            !(was && streq_ptr(was->nvram_template, f->nvram_template))) {
+                *ret_why = strprintf("its <nvram template=…> %s is not in the system's firmware folders",
+                                     f->nvram_template);
+                return *ret_why ? 1 : -ENOMEM;
+        }
+        fallback = strprintf("%s/nvram/%s_VARS.", m->config.state_dir, strna(def->uuid));
+        if (!fallback)
+                return -ENOMEM;
+        if (f->nvram && strncmp(f->nvram, fallback, strlen(fallback)) != 0 &&
+            !(was && streq_ptr(was->nvram, f->nvram)) && !source_is_confined(m, f->nvram, NULL)) {
+                *ret_why = strdup("its UEFI variable store (<nvram>) is outside the image roots or not a regular file");
+                return *ret_why ? 1 : -ENOMEM;
+        }
+        return 0;
+}
+
 /* The files a definition's devices make QEMU open or create (kernel,
  * initrd, CD-ROM images, serial files, sockets) are judged as disk sources
  * are; the approved definition's own device folders count as its disks'
@@ -260,6 +292,9 @@ int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainD
                 *ret_why = strprintf("it names the emulator %s (the default is %s)", def->emulator, m->config.qemu_binary);
                 return *ret_why ? 1 : -ENOMEM;
         }
+        r = firmware_needs_host_admin(m, def, approved, ret_why);
+        if (r != 0)
+                return r;
         if (def->qemu_passthrough) {
                 *ret_why = strdup("it passes arguments to QEMU (libvirt's QEMU namespace, <qemu:commandline>)");
                 return *ret_why ? 1 : -ENOMEM;
@@ -357,7 +392,9 @@ int manager_define_domain(Manager *m, const char *xml, DomainDoneFunc attached, 
                 return -QSNAP_E_BUSY;
         }
 
-        r = manager_store_def(m, def);
+        r = nvram_def_fill(m, def);
+        if (r >= 0)
+                r = manager_store_def(m, def);
         if (r < 0) {
                 *ret_message = strprintf("Cannot store the definition: %s", strerror(-r));
                 return r;

@@ -72,6 +72,9 @@ typedef struct Manager {
         /* core/operation.c: what recovers which journal, in order */
         const struct OperationKind **operation_kinds;
         size_t n_operation_kinds;
+
+        /* core/measure.c: qemu-img measure answers and the current notes */
+        struct MeasureState *measure;
 } Manager;
 
 int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret);

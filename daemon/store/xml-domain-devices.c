@@ -13,6 +13,7 @@
 #include <sys/random.h>
 
 #include "store/xml-domain-internal.h"
+#include "store/xml-domain.h"
 #include "util/string-table.h"
 #include "util/util.h"
 
@@ -84,6 +85,7 @@ void domain_devices_done(DomainDevices *d) {
         free(d->initrd);
         free(d->cmdline);
         free(d->boot_order);
+        strv_free(d->qemu_args);
         *d = (DomainDevices) {};
 }
 
@@ -140,7 +142,7 @@ static int devices_copy(const DomainDevices *from, DomainDevices *to) {
         COPY_ARRAY(from, to, cdroms, n_cdroms, copy_cdrom);
         if (xml_strdup_to(from->video, &to->video) < 0 || xml_strdup_to(from->kernel, &to->kernel) < 0 ||
             xml_strdup_to(from->initrd, &to->initrd) < 0 || xml_strdup_to(from->cmdline, &to->cmdline) < 0 ||
-            xml_strdup_to(from->boot_order, &to->boot_order) < 0)
+            xml_strdup_to(from->boot_order, &to->boot_order) < 0 || xml_strv_copy(from->qemu_args, &to->qemu_args) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -480,6 +482,23 @@ static int parse_video(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, Domain
         return 1;
 }
 
+int xml_domain_devices_check_targets(XmlParser *p, const xmlNode *devices, const DomainDevices *d,
+                                     const DomainDisk *disks, size_t n_disks) {
+        /* A CD-ROM's id on QEMU's command line is its target, as a disk's
+         * is: they must differ (few CD-ROMs: a scan is fine). */
+        for (size_t i = 0; i < d->n_cdroms; i++) {
+                for (size_t j = 0; j < n_disks; j++)
+                        if (streq(d->cdroms[i].target, disks[j].target))
+                                return xml_parser_error(p, -EINVAL, devices, "CD-ROM target '%s' is also a disk's",
+                                                        XML_QUOTE(d->cdroms[i].target));
+                for (size_t j = 0; j < i; j++)
+                        if (streq(d->cdroms[i].target, d->cdroms[j].target))
+                                return xml_parser_error(p, -EINVAL, devices, "CD-ROM target '%s' is used more than once",
+                                                        XML_QUOTE(d->cdroms[i].target));
+        }
+        return 0;
+}
+
 int xml_domain_devices_parse_device(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, DomainDevices *d) {
         if (xml_node_is(n, "interface"))
                 return parse_interface(p, n, d);
@@ -522,7 +541,40 @@ static int parse_lifecycle(XmlParser *p, xmlNode *n, const xmlNode **seen, Domai
         return 1;
 }
 
+static bool in_qemu_namespace(const xmlNode *n, const char *name) {
+        return n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
+                xmlStrEqual(n->ns->href, BAD_CAST LIBVIRT_QEMU_NAMESPACE) && xmlStrEqual(n->name, BAD_CAST name);
+}
+
+/* <qemu:commandline>: each <qemu:arg value=…/> in order (<qemu:env> and
+ * the rest are kept, not used). */
+static int parse_qemu_commandline(XmlParser *p, xmlNode *n, DomainDevices *d) {
+        /* XmlList: a 4 MiB document may hold a hundred thousand arguments. */
+        XmlList args = { .strv = &d->qemu_args, .n = strv_length(d->qemu_args) };
+
+        args.allocated = args.n > 0 ? args.n + 1 : 0; /* the array holds n and the NULL */
+        for (xmlNode *c = n->children; c; c = c->next) {
+                _cleanup_free_ char *v = NULL;
+                int r;
+
+                if (!in_qemu_namespace(c, "arg"))
+                        continue;
+                r = xml_attr_get(c, "value", &v);
+                if (r < 0)
+                        return r;
+                if (!v)
+                        return xml_parser_error(p, -EINVAL, c, "<qemu:arg> has no value=");
+                r = xml_list_push(&args, v);
+                if (r < 0)
+                        return r;
+                TAKE_PTR(v);
+        }
+        return 1;
+}
+
 int xml_domain_devices_parse_domain_child(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, DomainDevices *d) {
+        if (in_qemu_namespace(n, "commandline"))
+                return parse_qemu_commandline(p, n, d);
         if (xml_node_is(n, "cpu")) {
                 _cleanup_free_ char *mode = NULL;
                 int r = xml_parser_check_once(p, n, &seen->cpu);

@@ -116,6 +116,10 @@ typedef struct DomainDevices {
         char *boot_order;  /* the <os><boot dev=…> in order as QEMU's letters (c, d, n, a) */
         DomainLifecycle on_poweroff;
         DomainLifecycle on_reboot;
+        /* <qemu:commandline><qemu:arg value=…/> (libvirt's QEMU namespace),
+         * appended to QEMU's command line as they are; defining them needs
+         * host-admin (DomainDef.qemu_passthrough). */
+        char **qemu_args;
 } DomainDevices;
 
 void domain_devices_done(DomainDevices *d);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "store/xml-domain-devices.h"
+#include "store/xml-domain.h"
 #include "store/xml-util.h"
 
 /* Where each element that may appear once was first seen. */
@@ -24,3 +25,6 @@ int xml_domain_devices_parse_os_child(XmlParser *p, xmlNode *n, DomainDevicesSee
 /* <interface>, <graphics>, <serial>, <console>, <channel>, <video> and
  * <disk device='cdrom'> under <devices>. */
 int xml_domain_devices_parse_device(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, DomainDevices *d);
+/* CD-ROM targets differ from each other and from the disks'. */
+int xml_domain_devices_check_targets(XmlParser *p, const xmlNode *devices, const DomainDevices *d,
+                                     const DomainDisk *disks, size_t n_disks);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <strings.h>
 
+#include "store/xml-domain-firmware.h"
 #include "store/xml-domain.h"
 #include "store/xml-domain-internal.h"
 #include "store/xml-util.h"
@@ -63,6 +64,7 @@ DomainDef *domain_def_free(DomainDef *def) {
         free(def->machine);
         free(def->emulator);
         free(def->monitor_path);
+        xml_domain_firmware_done(&def->firmware);
         xml_items_free(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_done);
         domain_devices_done(&def->devices);
         strv_free(def->extra_domain);
@@ -462,7 +464,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
 }
 
 static int parser_os(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen_devices, DomainDef *def) {
-        const xmlNode *seen_type = NULL;
+        const xmlNode *seen_type = NULL, *seen_loader = NULL, *seen_nvram = NULL;
         XmlList extra = { .strv = &def->extra_os };
         const char *problem;
         int r;
@@ -497,7 +499,12 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen_devices, 
                         if (problem)
                                 return xml_parser_error(p, -EINVAL, c, "<type machine=…> %s", problem);
                 } else {
-                        r = xml_domain_devices_parse_os_child(p, c, seen_devices, &def->devices);
+                        /* <loader>, <nvram>: modelled, written by the firmware codec. */
+                        r = xml_domain_firmware_parse(p, c, &seen_loader, &seen_nvram, def);
+                        if (r > 0)
+                                continue;
+                        if (r == 0)
+                                r = xml_domain_devices_parse_os_child(p, c, seen_devices, &def->devices);
                         if (r < 0)
                                 return r;
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
@@ -505,7 +512,7 @@ static int parser_os(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen_devices, 
                                 return r;
                 }
         }
-        return 0;
+        return xml_domain_firmware_check(p, n, def);
 }
 
 /* The guest agent's <channel>: noted, and kept verbatim like any element
@@ -615,7 +622,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                 return xml_parser_error(p, -EINVAL, disk_nodes[second],
                                         "disk target '%s' is used more than once, first on line %ld",
                                         XML_QUOTE(def->disks[second].target), xmlGetLineNo(disk_nodes[first]));
-        return 0;
+        return xml_domain_devices_check_targets(p, n, &def->devices, def->disks, def->n_disks);
 }
 
 /* Where each element was first seen: the second one is an error naming it. */
@@ -821,6 +828,8 @@ static int writer_check_def(const DomainDef *def) {
                 return -EINVAL;
         if (def->monitor_path && check_absolute_path(def->monitor_path))
                 return -EINVAL;
+        if (xml_domain_firmware_check_write(&def->firmware) < 0)
+                return -EINVAL;
 
         for (size_t i = 0; i < def->n_disks; i++) {
                 const DomainDisk *d = &def->disks[i];
@@ -974,7 +983,14 @@ int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret)
         xml_w_puts(&w, ">");
         xml_w_escaped(&w, def->os_type ?: "hvm", false);
         xml_w_puts(&w, "</type>\n");
-        w_kept_elements(&w, LEVEL_DEVICES_CHILD, def->extra_os, flags);
+        /* libvirt's order: <type>, <firmware>, <loader>, <nvram>, the rest. */
+        for (size_t i = 0; def->extra_os && def->extra_os[i]; i++)
+                if (strncmp(def->extra_os[i], "<firmware", 9) == 0)
+                        w_kept_elements(&w, LEVEL_DEVICES_CHILD, (char *[]) { def->extra_os[i], NULL }, flags);
+        xml_domain_firmware_write(&w, &def->firmware);
+        for (size_t i = 0; def->extra_os && def->extra_os[i]; i++)
+                if (strncmp(def->extra_os[i], "<firmware", 9) != 0)
+                        w_kept_elements(&w, LEVEL_DEVICES_CHILD, (char *[]) { def->extra_os[i], NULL }, flags);
         xml_w_puts(&w, "  </os>\n");
 
         w_kept_elements(&w, LEVEL_DOMAIN_CHILD, def->extra_domain, flags);
@@ -1075,6 +1091,9 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
             xml_strv_copy(def->extra_os_attributes, &c->extra_os_attributes) < 0)
                 return -ENOMEM;
 
+        r = xml_domain_firmware_copy(&def->firmware, &c->firmware);
+        if (r < 0)
+                return r;
         r = xml_items_copy(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_copy, disk_item_done,
                            (void **) &c->disks, &c->n_disks);
         if (r < 0)

@@ -54,6 +54,18 @@ typedef struct DomainDisk {
         char **extra_target_attributes;
 } DomainDisk;
 
+/* UEFI: libvirt's <os><loader readonly='yes' type='pflash'>CODE</loader>
+ * <nvram template=… format=…>VARS</nvram> (store/xml-domain-firmware.c). */
+typedef struct DomainFirmware {
+        char *loader;            /* the firmware code, absolute; NULL: QEMU's own (SeaBIOS) */
+        char *nvram;             /* the domain's variable store, absolute; NULL until DefineDomain
+                                  * picks <state>/nvram/<uuid>_VARS.fd|.qcow2 */
+        char *nvram_template;    /* template=: what a missing store is created from, absolute */
+        DiskFormat nvram_format; /* format=: raw when absent (libvirt's default); qcow2
+                                  * lets internal snapshots keep the variables too */
+        bool nvram_format_given;
+} DomainFirmware;
+
 typedef struct DomainDef {
         char *type;        /* <domain type=…>, "kvm" when absent */
         char *name;        /* any non-empty text */
@@ -78,6 +90,7 @@ typedef struct DomainDef {
         DomainDisk *disks;
         size_t n_disks;
 
+        DomainFirmware firmware; /* all NULL: BIOS */
         /* Interfaces, graphics, serials, CD-ROMs, CPU mode, direct kernel
          * boot, …: parsed for the launch, and kept verbatim in the extra_*
          * lists below as well (store/xml-domain-devices.h). */

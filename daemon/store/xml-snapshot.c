@@ -87,6 +87,7 @@ SnapshotDef *snapshot_def_free(SnapshotDef *def) {
         free(def->parent);
         free(def->domain_xml);
         free(def->inactive_domain_xml);
+        free(def->nvram_file);
         snapshot_disks_free(def->revert_disks, def->n_revert_disks);
         strv_free(def->extra_elements);
         free(def);
@@ -361,8 +362,33 @@ static int parser_verbatim(XmlParser *p, xmlNode *n, char **ret) {
 /* Where each element was first seen: the second one is an error naming it. */
 typedef struct SnapshotSeen {
         const xmlNode *name, *description, *state, *creation, *parent, *memory, *disks, *revert, *domain, *inactive,
-                *active;
+                *active, *nvram;
 } SnapshotSeen;
+
+#define QSNAP_SNAPSHOT_NAMESPACE "http://example.org/qsnap/1"
+
+static bool node_is_nvram(const xmlNode *n) {
+        return n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
+                xmlStrEqual(n->ns->href, BAD_CAST QSNAP_SNAPSHOT_NAMESPACE) && xmlStrEqual(n->name, BAD_CAST "nvram");
+}
+
+static int parser_nvram(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
+        _cleanup_free_ char *internal = NULL;
+        const char *problem;
+        int r;
+
+        r = xml_parser_check_once(p, c, &seen->nvram);
+        if (r < 0)
+                return r;
+        if ((r = xml_attr_get(c, "file", &def->nvram_file)) < 0 || (r = xml_attr_get(c, "internal", &internal)) < 0)
+                return r;
+        if (def->nvram_file && (problem = xml_check_absolute_path(def->nvram_file)))
+                return xml_parser_error(p, -EINVAL, c, "<qsnap:nvram file='%s'> %s", XML_QUOTE(def->nvram_file), problem);
+        if (internal && !STR_IN_SET(internal, "yes", "no"))
+                return xml_parser_error(p, -EINVAL, c, "<qsnap:nvram internal='%s'>: yes or no", XML_QUOTE(internal));
+        def->nvram_internal = streq_ptr(internal, "yes");
+        return 0;
+}
 
 static int parser_state(XmlParser *p, xmlNode *c, SnapshotSeen *seen, SnapshotDef *def) {
         _cleanup_free_ char *text = NULL;
@@ -481,6 +507,8 @@ static int parser_snapshot_child(XmlParser *p, xmlNode *c, bool redefine, Snapsh
         if (is_output_element(c))
                 /* A new snapshot ignores them. */
                 return redefine ? parser_output_element(p, c, seen, def) : 0;
+        if (node_is_nvram(c))
+                return redefine ? parser_nvram(p, c, seen, def) : 0;
         return keep_element(p, c, extra);
 }
 
@@ -827,6 +855,8 @@ static int writer_check_def(const SnapshotDef *def) {
                 return -EINVAL;
         if (xml_strv_has_blank(def->extra_elements))
                 return -EINVAL;
+        if (def->nvram_file && xml_check_absolute_path(def->nvram_file))
+                return -EINVAL;
         r = writer_check_disks(def->disks, def->n_disks);
         if (r < 0)
                 return r;
@@ -941,6 +971,14 @@ static int write_def(XmlWriter *w, const SnapshotDef *def, int base, SnapshotFor
                 xml_w_kept(w, level, def->domain_xml, "domain", secure);
         if (def->inactive_domain_xml)
                 xml_w_kept(w, level, def->inactive_domain_xml, "inactiveDomain", secure);
+        if (def->nvram_file || def->nvram_internal) {
+                xml_w_printf(w, "%*s<qsnap:nvram", level * 2, "");
+                xml_w_attr(w, "xmlns:qsnap", QSNAP_SNAPSHOT_NAMESPACE);
+                xml_w_attr(w, "file", def->nvram_file);
+                if (def->nvram_internal)
+                        xml_w_attr(w, "internal", "yes");
+                xml_w_puts(w, "/>\n");
+        }
         /* libvirt's <cookie> comes here, after the domains. */
         xml_w_kept_list(w, level, def->extra_elements);
         if (flags & SNAPSHOT_FORMAT_ACTIVE)
@@ -1052,6 +1090,7 @@ int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret) {
         c->memory = def->memory;
         c->has_disks = def->has_disks;
         c->active = def->active;
+        c->nvram_internal = def->nvram_internal;
 
         if (xml_strdup_to(def->name, &c->name) < 0 ||
             xml_strdup_to(def->description, &c->description) < 0 ||
@@ -1059,6 +1098,7 @@ int snapshot_def_copy(const SnapshotDef *def, SnapshotDef **ret) {
             xml_strdup_to(def->parent, &c->parent) < 0 ||
             xml_strdup_to(def->domain_xml, &c->domain_xml) < 0 ||
             xml_strdup_to(def->inactive_domain_xml, &c->inactive_domain_xml) < 0 ||
+            xml_strdup_to(def->nvram_file, &c->nvram_file) < 0 ||
             xml_strv_copy(def->extra_elements, &c->extra_elements) < 0)
                 return -ENOMEM;
 

@@ -105,6 +105,13 @@ typedef struct SnapshotDef {
         SnapshotDisk *revert_disks; /* libvirt 9.7+ <revertDisks> */
         size_t n_revert_disks;
         int active;                 /* <active> of libvirt's own metadata files: 1, 0, or -1 when absent */
+        /* Our extension <qsnap:nvram xmlns:qsnap='http://example.org/qsnap/1'
+         * file='…' internal='yes'/> (kept like libvirt's output elements:
+         * only a redefinition sets it): the copy of the domain's UEFI
+         * variable store taken with an external snapshot (absolute path), and
+         * whether an internal snapshot holds the store (a qcow2) too. */
+        char *nvram_file;
+        bool nvram_internal;
         char **extra_elements;      /* unknown children of <domainsnapshot> (e.g. <cookie>), verbatim */
 } SnapshotDef;
 

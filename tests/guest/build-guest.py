@@ -23,7 +23,7 @@ The guest (see /work/shared/notes/real-guest.md for the measured recipe):
 
 Everything the tests read is a line on the serial console (ttyS0) starting
 with "QSNAP-GUEST-": BOOT, MODULE-FAILED <m>, NET <ifname> <mac>,
-CDROM <first line of /dev/sr0>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
+CDROM <first line of /dev/sr0>, DMI-SERIAL <SMBIOS system serial>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
 counter=<c> | VERIFY bad <file>, AGENT <port> | NO-AGENT, READY,
 COUNT <c> (after each round), SERIAL1 (written to ttyS1 when it exists).
 
@@ -97,6 +97,7 @@ if wait_for /dev/sr0 30; then
         say CDROM "$(dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -n 1)"
 fi
 echo "QSNAP-GUEST-SERIAL1 $(uname -r)" 2>/dev/null > /dev/ttyS1  # EIO when no second port
+say DMI-SERIAL "$(cat /sys/class/dmi/id/product_serial 2>/dev/null)"  # -smbios type=1,serial=…
 
 # The agent, on the port whose name QEMU gave it (no udev: no /dev/virtio-ports).
 agent=
@@ -106,6 +107,7 @@ done
 if [ -n "$agent" ]; then
         wait_for "$agent" 30
         qemu-ga -m virtio-serial -p "$agent" -t /run > /dev/ttyS0 2>&1 &
+        agent_pid=$!
         say AGENT "$agent"
 else
         say NO-AGENT
@@ -149,6 +151,11 @@ while true; do
         mv /mnt/counter.tmp /mnt/counter
         sync /mnt/data /mnt
         say COUNT $c
+        # qsnap.kill_agent_at=N on the kernel command line: qemu-ga is
+        # killed once the counter reaches N (tests of an agent that dies).
+        case " $(cat /proc/cmdline) " in
+        *" qsnap.kill_agent_at=$c "*) kill -9 $agent_pid; say AGENT-KILLED;;
+        esac
         usleep 200000
 done
 '''

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <time.h>
 
+#include <libxml/parser.h>
+
 #include "cli.h"
 
 void usage_error(const char *fmt, ...) {
@@ -309,6 +311,34 @@ int read_input(const char *path, char **ret) {
         buf[len] = '\0';
         *ret = TAKE_PTR(buf);
         return 0;
+}
+
+xmlDocPtr xml_parse(const char *xml) {
+        return xmlReadMemory(xml, (int) strlen(xml), "qsnapd.xml", NULL,
+                             XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+}
+
+static xmlNodePtr element_from(xmlNodePtr k, const char *name) {
+        for (; k; k = k->next)
+                if (k->type == XML_ELEMENT_NODE && xmlStrEqual(k->name, BAD_CAST name))
+                        return k;
+        return NULL;
+}
+
+xmlNodePtr xml_child(xmlNodePtr n, const char *name) {
+        return n ? element_from(n->children, name) : NULL;
+}
+
+xmlNodePtr xml_next(xmlNodePtr n, const char *name) {
+        return n ? element_from(n->next, name) : NULL;
+}
+
+char *xml_attr(xmlNodePtr n, const char *name) {
+        xmlChar *v = n ? xmlGetProp(n, BAD_CAST name) : NULL;
+        char *r = v ? strdup((const char *) v) : NULL;
+
+        xmlFree(v);
+        return r;
 }
 
 void print_xml_text(const char *xml) {

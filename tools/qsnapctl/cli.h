@@ -9,6 +9,7 @@
 #pragma once
 
 #include <json-c/json.h>
+#include <libxml/tree.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -186,6 +187,13 @@ int read_input(const char *path, char **ret);
 char *xml_escape(const char *s);
 /* An XML document to stdout, ending in a newline. */
 void print_xml_text(const char *xml);
+/* Reading qsnapd's XML: parsed without network, DTD or error output (NULL
+ * when not well-formed); the first element child of n named name (n may be
+ * NULL), the next sibling element of that name, an attribute (malloc'ed). */
+xmlDocPtr xml_parse(const char *xml);
+xmlNodePtr xml_child(xmlNodePtr n, const char *name);
+xmlNodePtr xml_next(xmlNodePtr n, const char *name);
+char *xml_attr(xmlNodePtr n, const char *name);
 /* Appends printf output to *buf (NULL: starts it). */
 int strappendf(char **buf, const char *fmt, ...) _printf_(2, 3);
 
@@ -303,6 +311,7 @@ typedef enum JobEnd {
         JOB_END_READY,  /* stop waiting when it is ready (leave it mirroring) */
         JOB_END_PIVOT,  /* pivot when ready, wait for the end */
         JOB_END_FINISH, /* abort when ready (keep the copy), wait for the end */
+        JOB_END_SERVE,  /* it serves until aborted (a pull backup): Ctrl-C or --timeout ends it, a success */
 } JobEnd;
 /* Waits for the job; draws progress (verbose: also without a terminal).
  * timeout_sec: abort after that long (0: never). label: "Block Commit".
@@ -318,8 +327,9 @@ typedef struct JobStart {
         const char *label;
         JobEnd end_mode;
         bool wait;
-        /* Called once the job runs, before the wait (may be NULL). */
-        void (*started)(Ctx *c, const char *dpath, const char *job);
+        /* Called once the job runs, before the wait (may be NULL); may
+         * change how the wait ends. */
+        void (*started)(Ctx *c, const char *dpath, const char *job, struct JobStart *s);
 } JobStart;
 int wait_options(Ctx *c, JobStart *s, bool can_ready);
 int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret);

@@ -342,7 +342,7 @@ static const Verb verb_defs[] = {
         { "checkpoint-delete", "Checkpoints", "delete a checkpoint (its bitmaps)", opts_checkpoint_delete,
           verb_checkpoint_delete, VERB_AUTH },
         { "backup-begin", "Backups", "start a backup: push to files, or pull over NBD", opts_backup_begin,
-          verb_backup_begin, VERB_AUTH },
+          verb_backup_begin, VERB_JSON | VERB_AUTH },
         { "backup-dumpxml", "Backups", "the running backup's <domainbackup> XML", opts_domain, verb_backup_dumpxml,
           0 },
         { "domjobabort", "Backups", "end the domain's backup (a pull backup ends so)", opts_domain, verb_domjobabort,

@@ -9,78 +9,74 @@
  * a client reads it from. domjobabort ends the domain's backup (virsh's
  * name; a pull backup ends that way).
  */
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include "cli.h"
 
 enum {
         BACKUP_BEGIN_REUSE_EXTERNAL = 1,
 };
 
-static xmlNodePtr child(xmlNodePtr n, const char *name) {
-        for (xmlNodePtr k = n ? n->children : NULL; k; k = k->next)
-                if (k->type == XML_ELEMENT_NODE && xmlStrEqual(k->name, BAD_CAST name))
-                        return k;
-        return NULL;
-}
-
-static char *attr(xmlNodePtr n, const char *name) {
-        xmlChar *v = n ? xmlGetProp(n, BAD_CAST name) : NULL;
-        char *r = v ? strdup((const char *) v) : NULL;
-
-        xmlFree(v);
-        return r;
-}
-
 /* "nbd+unix:///vda?socket=/run/x.sock" or "nbd://host:port/vda" */
 static char *nbd_uri(xmlNodePtr server, const char *export) {
-        _cleanup_free_ char *transport = attr(server, "transport"), *socket = attr(server, "socket"),
-                            *host = attr(server, "name"), *port = attr(server, "port");
+        _cleanup_free_ char *transport = xml_attr(server, "transport"), *socket = xml_attr(server, "socket"),
+                            *host = xml_attr(server, "name"), *port = xml_attr(server, "port");
 
         if (streq_ptr(transport, "unix"))
                 return strprintf("nbd+unix:///%s?socket=%s", export, strna(socket));
         return strprintf("nbd://%s%s%s/%s", strna(host), port ? ":" : "", strempty(port), export);
 }
 
-/* Where each disk of the running backup goes (BackupGetXMLDesc); nothing
- * when it has ended already (a short push). */
-static void print_backup_places(Ctx *c, const char *dpath, const char *job) {
+/* Where each disk of the running backup goes (BackupGetXMLDesc): printed,
+ * or with --json one object {job, mode, disks: [{disk, target | export,
+ * uri}]}; mode null and no disks when it has ended already (a short push). */
+static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobStart *s) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
-        xmlNodePtr root, server;
-        _cleanup_free_ char *mode = NULL;
+        xmlNodePtr root = NULL, server;
+        _cleanup_free_ char *mode = NULL, *id = path_last_name(job);
+        json_object *disks = json_object_new_array();
         const char *xml;
-        xmlDocPtr doc;
+        xmlDocPtr doc = NULL;
 
         if (sd_bus_call_method(c->bus, QSNAP_BUS_NAME, dpath, QSNAP_DOMAIN_IFACE, "BackupGetXMLDesc", &error, &reply,
-                               NULL) < 0 ||
-            sd_bus_message_read(reply, "s", &xml) < 0) {
-                sd_bus_error_free(&error);
-                return;
-        }
-        doc = xmlReadMemory(xml, (int) strlen(xml), "backup.xml", NULL,
-                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+                               NULL) >= 0 &&
+            sd_bus_message_read(reply, "s", &xml) >= 0)
+                doc = xml_parse(xml);
+        sd_bus_error_free(&error);
         root = doc ? xmlDocGetRootElement(doc) : NULL;
-        mode = attr(root, "mode");
-        server = child(root, "server");
-        for (xmlNodePtr d = child(child(root, "disks"), "disk"); d; d = d->next) {
+        mode = xml_attr(root, "mode");
+        server = xml_child(root, "server");
+        for (xmlNodePtr d = xml_child(xml_child(root, "disks"), "disk"); d; d = xml_next(d, "disk")) {
                 _cleanup_free_ char *name = NULL, *backup = NULL, *export = NULL, *where = NULL;
-                if (d->type != XML_ELEMENT_NODE || !xmlStrEqual(d->name, BAD_CAST "disk"))
-                        continue;
-                name = attr(d, "name");
-                backup = attr(d, "backup");
+                json_object *o;
+
+                name = xml_attr(d, "name");
+                backup = xml_attr(d, "backup");
                 if (streq_ptr(backup, "no"))
                         continue;
+                o = json_object_new_object();
+                json_object_object_add(o, "disk", json_str(name));
                 if (streq_ptr(mode, "pull")) {
-                        export = attr(d, "exportname");
+                        export = xml_attr(d, "exportname");
                         where = nbd_uri(server, export ?: strna(name));
-                } else
-                        where = attr(child(d, "target"), "file");
-                printf("  %s: %s\n", strna(name), strna(where));
+                        json_object_object_add(o, "export", json_str(export ?: name));
+                        json_object_object_add(o, "uri", json_str(where));
+                } else {
+                        where = xml_attr(xml_child(d, "target"), "file");
+                        json_object_object_add(o, "target", json_str(where));
+                }
+                json_object_array_add(disks, o);
+                if (!c->json)
+                        printf("  %s: %s\n", strna(name), strna(where));
         }
+        if (c->json)
+                json_print_fields("job", json_str(job), "id", json_str(id), "mode", json_str(mode), "disks",
+                                  json_object_get(disks), NULL);
+        else if (streq_ptr(mode, "pull"))
+                printf("The exports stay until the backup is ended: %s.\n",
+                       s->wait ? "Ctrl-C, or qsnapctl domjobabort" : "qsnapctl domjobabort");
         if (streq_ptr(mode, "pull"))
-                printf("The exports stay until the backup is ended: Ctrl-C while waiting, or qsnapctl domjobabort.\n");
+                s->end_mode = JOB_END_SERVE;
+        json_object_put(disks);
         xmlFreeDoc(doc);
 }
 
@@ -93,6 +89,10 @@ int verb_backup_begin(Ctx *c) {
 
         if (wait_options(c, &s, false) < 0)
                 return EXIT_USAGE;
+        if (c->json && s.wait) {
+                usage_error("backup-begin: --json goes without --wait, --verbose and --timeout");
+                return EXIT_USAGE;
+        }
         if (streq_ptr(opt(c, "backupxml"), "-") && streq_ptr(opt(c, "checkpointxml"), "-")) {
                 usage_error("backup-begin: only one of the two documents can come from standard input");
                 return EXIT_USAGE;

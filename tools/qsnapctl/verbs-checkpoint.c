@@ -7,9 +7,6 @@
  * checkpoint-delete. Sizes (the bytes changed since a checkpoint) are
  * measured when asked for: GetXMLDesc with SIZE.
  */
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include "cli.h"
 
 enum {
@@ -109,22 +106,13 @@ static int measure_size(Ctx *c, const char *cpath, uint64_t *ret) {
         if (call(c, &reply, cpath, QSNAP_CHECKPOINT_IFACE, "GetXMLDesc", "t", (uint64_t) (CP_XML_NO_DOMAIN | CP_XML_SIZE)) < 0 ||
             sd_bus_message_read(reply, "s", &xml) < 0)
                 return -EIO;
-        doc = xmlReadMemory(xml, (int) strlen(xml), "checkpoint.xml", NULL,
-                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        doc = xml_parse(xml);
         root = doc ? xmlDocGetRootElement(doc) : NULL;
-        for (xmlNodePtr n = root ? root->children : NULL; n; n = n->next) {
-                if (n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST "disks"))
-                        continue;
-                for (xmlNodePtr d = n->children; d; d = d->next) {
-                        xmlChar *size;
-                        if (d->type != XML_ELEMENT_NODE || !xmlStrEqual(d->name, BAD_CAST "disk"))
-                                continue;
-                        size = xmlGetProp(d, BAD_CAST "size");
-                        if (size) {
-                                sum += strtoull((const char *) size, NULL, 10);
-                                found = true;
-                        }
-                        xmlFree(size);
+        for (xmlNodePtr d = xml_child(xml_child(root, "disks"), "disk"); d; d = xml_next(d, "disk")) {
+                _cleanup_free_ char *size = xml_attr(d, "size");
+                if (size) {
+                        sum += strtoull(size, NULL, 10);
+                        found = true;
                 }
         }
         xmlFreeDoc(doc);

@@ -241,7 +241,8 @@ static void draw(JobWatch *w) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         _cleanup_free_ char *text = NULL;
 
-        if (!w->have_progress)
+        /* A job that serves (a pull backup) has no end to show progress towards. */
+        if (!w->have_progress || w->end_mode == JOB_END_SERVE)
                 return;
         /* Never draw backwards (a queued older signal after a newer reading), nor the same twice. */
         if (w->drawn && w->end == w->drawn_end && w->cur <= w->drawn_cur)
@@ -331,6 +332,7 @@ static void on_ready(JobWatch *w) {
         w->ready_handled = true;
         switch (w->end_mode) {
         case JOB_END_WAIT:
+        case JOB_END_SERVE:
                 break;
         case JOB_END_READY:
                 if (w->aborting)
@@ -370,7 +372,8 @@ static void on_completed(JobWatch *w, const char *status, const char *error) {
         w->completed = true;
         free_and_strdup(&w->status, status);
         free_and_strdup(&w->error, error);
-        if (streq_ptr(status, "completed") && w->end > 0 && !(w->drawn && w->drawn_cur == w->end)) {
+        if (streq_ptr(status, "completed") && w->end_mode != JOB_END_SERVE && w->end > 0 &&
+            !(w->drawn && w->drawn_cur == w->end)) {
                 w->cur = w->end;
                 w->have_progress = true;
                 draw(w);
@@ -380,7 +383,10 @@ static void on_completed(JobWatch *w, const char *status, const char *error) {
         took = format_duration(secs);
         size = w->steps ? strprintf("%" PRIu64 " step%s", (w->end + 99) / 100, (w->end + 99) / 100 == 1 ? "" : "s")
                         : format_size(w->end);
-        if (streq_ptr(status, "completed")) {
+        if (streq_ptr(status, "completed") && w->end_mode == JOB_END_SERVE) {
+                printf("%s: ended; nothing is served any more (after %s)\n", w->label, strna(took));
+                finish(w, EXIT_OK);
+        } else if (streq_ptr(status, "completed")) {
                 if (w->pivoting)
                         printf("%s: successfully pivoted (%s in %s)\n", w->label, strna(size), strna(took));
                 else
@@ -433,6 +439,12 @@ static int on_interrupt(sd_event_source *s, const struct signalfd_siginfo *si, v
 
         w->interrupts++;
         end_bar(w);
+        if (w->interrupts == 1 && !w->completed && w->end_mode == JOB_END_SERVE) {
+                fprintf(stderr, "%s: ending it (Ctrl-C again to leave it serving)\n", w->label);
+                w->aborting = true;
+                send_abort(w);
+                return 0;
+        }
         if (w->interrupts == 1 && !w->completed) {
                 fprintf(stderr, "%s: interrupted: aborting the job and waiting for it to end (Ctrl-C again to leave it running)\n",
                         w->label);
@@ -555,12 +567,19 @@ int run_job(Ctx *c, const char *dpath, JobStart *s, sd_bus_message *m) {
         r = sd_bus_message_read(reply, "o", &job);
         if (r < 0)
                 return EXIT_FAILED;
-        if (!s->wait) {
+        if (s->wait) {
+                /* From now on Ctrl-C is the wait's: it aborts the job (job_wait() unblocks). */
+                sigset_t mask;
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGINT);
+                sigaddset(&mask, SIGTERM);
+                sigprocmask(SIG_BLOCK, &mask, NULL);
+        } else if (!c->json) {
                 _cleanup_free_ char *id = path_last_name(job);
                 printf("%s started (job %s)\n", s->label, strna(id));
         }
         if (s->started)
-                s->started(c, dpath, job);
+                s->started(c, dpath, job, s);
         if (!s->wait)
                 return EXIT_OK;
         return job_wait(c, w, job, s->label, s->end_mode, flag(c, "verbose"), timeout, flag(c, "async"));

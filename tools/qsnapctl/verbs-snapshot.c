@@ -7,8 +7,6 @@
  * runs snapshot-check-revert and snapshot-check-delete.
  */
 #include <ctype.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <sys/statvfs.h>
 
 #include "cli.h"
@@ -459,6 +457,7 @@ int verb_snapshot_check_revert(Ctx *c) {
  * its recorded <domain> ran on (the file it froze), else of its overlay. */
 static char *snapshot_space_dir(Ctx *c, const char *spath) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        xmlNodePtr root, lists[2];
         const char *xml;
         xmlDocPtr doc;
         char *dir = NULL;
@@ -466,37 +465,17 @@ static char *snapshot_space_dir(Ctx *c, const char *spath) {
         if (call(c, &reply, spath, QSNAP_SNAPSHOT_IFACE, "GetXMLDesc", "t", (uint64_t) 0) < 0 ||
             sd_bus_message_read(reply, "s", &xml) < 0)
                 return NULL;
-        doc = xmlReadMemory(xml, (int) strlen(xml), "snapshot.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-        if (!doc)
-                return NULL;
-        for (int pass = 0; pass < 2 && !dir; pass++) {
-                /* pass 0: domain/devices/disk/source; pass 1: disks/disk/source */
-                for (xmlNodePtr n = xmlDocGetRootElement(doc)->children; n && !dir; n = n->next) {
-                        if (n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST(pass == 0 ? "domain" : "disks")))
-                                continue;
-                        xmlNodePtr list = n;
-                        if (pass == 0)
-                                for (list = n->children; list; list = list->next)
-                                        if (list->type == XML_ELEMENT_NODE && xmlStrEqual(list->name, BAD_CAST "devices"))
-                                                break;
-                        for (xmlNodePtr d = list ? list->children : NULL; d && !dir; d = d->next) {
-                                if (d->type != XML_ELEMENT_NODE || !xmlStrEqual(d->name, BAD_CAST "disk"))
-                                        continue;
-                                for (xmlNodePtr s = d->children; s && !dir; s = s->next) {
-                                        xmlChar *file;
-                                        if (s->type != XML_ELEMENT_NODE || !xmlStrEqual(s->name, BAD_CAST "source"))
-                                                continue;
-                                        file = xmlGetProp(s, BAD_CAST "file");
-                                        if (file && file[0] == '/') {
-                                                char *slash = strrchr((char *) file, '/');
-                                                dir = slash == (char *) file ? strdup("/")
-                                                                             : strndup((char *) file, (size_t) (slash - (char *) file));
-                                        }
-                                        xmlFree(file);
-                                }
-                        }
+        doc = xml_parse(xml);
+        root = doc ? xmlDocGetRootElement(doc) : NULL;
+        lists[0] = xml_child(xml_child(root, "domain"), "devices");
+        lists[1] = xml_child(root, "disks");
+        for (size_t i = 0; i < ELEMENTSOF(lists) && !dir; i++)
+                for (xmlNodePtr d = xml_child(lists[i], "disk"); d && !dir; d = xml_next(d, "disk")) {
+                        _cleanup_free_ char *file = xml_attr(xml_child(d, "source"), "file");
+                        char *slash = file ? strrchr(file, '/') : NULL;
+                        if (file && file[0] == '/')
+                                dir = slash == file ? strdup("/") : strndup(file, (size_t) (slash - file));
                 }
-        }
         xmlFreeDoc(doc);
         return dir;
 }

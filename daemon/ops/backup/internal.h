@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/checkpoint.h"
 #include "core/domain.h"
 #include "core/operation.h"
 #include "ops/backup.h"
@@ -33,6 +34,8 @@ typedef struct BackupDiskRun {
         char *device;        /* the disk's top node in QEMU */
         char *job_id;        /* QEMU's blockdev-backup job */
         char *bitmap;        /* the temporary bitmap of an incremental (NULL: full) */
+        char *since;         /* incremental: the checkpoint's bitmap, merged over the chain into `bitmap` */
+        char **since_nodes;  /* the layers (nodes) that hold it, top first: from the bitmap inventory */
         char *export_name;   /* pull */
         bool node_added;
         Job *job;            /* owned: the job tracker drives it */
@@ -49,6 +52,11 @@ struct BackupPlan {
         char *socket;        /* pull over UNIX: the socket QEMU listens on */
         bool socket_default; /* in the runtime dir, chosen by us */
         uint64_t start_time; /* CLOCK_REALTIME µs */
+        /* checkpoint_xml: the checkpoint created with the backup (its bitmaps
+         * in the backup's transaction, its metadata once the backup
+         * succeeded); per bitmap disk its target, active file and top node. */
+        CheckpointDef *checkpoint;
+        char **cp_targets, **cp_sources, **cp_nodes;
 };
 
 /* The running backup: the Operation's plan. */

@@ -29,6 +29,8 @@ void backup_disk_run_done(BackupDiskRun *r) {
         free(r->device);
         free(r->job_id);
         free(r->bitmap);
+        free(r->since);
+        strv_free(r->since_nodes);
         free(r->export_name);
         if (r->job) {
                 job_disown(r->job);
@@ -45,6 +47,10 @@ BackupPlan *backup_plan_free(BackupPlan *p) {
         backup_def_free(p->def);
         free(p->id);
         free(p->socket);
+        checkpoint_def_free(p->checkpoint);
+        strv_free(p->cp_targets);
+        strv_free(p->cp_sources);
+        strv_free(p->cp_nodes);
         free(p);
         return NULL;
 }
@@ -153,6 +159,45 @@ static int plan_server(Domain *d, BackupPlan *p, char **ret_message) {
         return path_check_writable(p->socket, ret_message);
 }
 
+/* An incremental disk: the checkpoint exists, has a bitmap on the disk, and
+ * nothing is known to be wrong with it (the run checks the images again). */
+static int plan_incremental(Domain *d, BackupDiskRun *r, const BackupDisk *bd, bool pull, char **ret_message) {
+        Checkpoint *c = checkpoint_tree_find(&d->checkpoints, bd->incremental);
+        const CheckpointDisk *cd = NULL;
+        _cleanup_free_ char *prefix = NULL;
+
+        if (!c) {
+                *ret_message = strprintf("Domain '%s' has no checkpoint named '%s'.", d->def->name, bd->incremental);
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
+        }
+        if (!domain_is_active(d)) {
+                *ret_message = strprintf("An incremental backup of shut-off domain '%s' is not supported yet; start "
+                                         "it (paused is enough) or take a full backup.", d->def->name);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        for (size_t i = 0; i < c->def->n_disks && !cd; i++)
+                if (streq(c->def->disks[i].name, r->target) && c->def->disks[i].type == CHECKPOINT_TYPE_BITMAP)
+                        cd = c->def->disks + i;
+        if (!cd) {
+                *ret_message = strprintf("Checkpoint '%s' has no bitmap for disk %s: back it up in full.",
+                                         bd->incremental, r->target);
+                return -QSNAP_E_OPERATION_INVALID;
+        }
+        prefix = strprintf("disk %s:", r->target);
+        if (!prefix)
+                return -ENOMEM;
+        for (char **why = c->problems; why && *why; why++)
+                if (strncmp(*why, prefix, strlen(prefix)) == 0) {
+                        *ret_message = strprintf("Checkpoint '%s' cannot give an incremental backup: %s. Delete it "
+                                                 "and take a full backup.", bd->incremental, *why);
+                        return -QSNAP_E_OPERATION_INVALID;
+                }
+        r->since = strdup(cd->bitmap ?: checkpoint_name(c));
+        /* A pull exports it (libvirt's exportbitmap), a push copies by it. */
+        r->bitmap = pull && bd->export_bitmap ? strdup(bd->export_bitmap) : strprintf("backup-%s", r->target);
+        return r->since && r->bitmap ? 0 : -ENOMEM;
+}
+
 static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_message) {
         const DomainDisk *disk = domain_def_find_disk(domain_current_def(d), bd->name);
         bool pull = p->def->mode == BACKUP_MODE_PULL;
@@ -177,11 +222,6 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 *ret_message = strprintf("Disk %s is transient; its data is thrown away at shut-down.", disk->target);
                 return -QSNAP_E_UNSUPPORTED;
         }
-        if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL || bd->incremental) {
-                *ret_message = strprintf("Disk %s: incremental backups need checkpoints, which qsnapd does not "
-                                         "offer yet; take a full backup.", bd->name);
-                return -QSNAP_E_UNSUPPORTED;
-        }
         if (pull && bd->format != DISK_FORMAT_QCOW2) {
                 *ret_message = strprintf("Disk %s: a scratch file must be qcow2 (it stands on the disk).", bd->name);
                 return -QSNAP_E_INVALID_ARGUMENT;
@@ -201,6 +241,11 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
         r->job_id = strprintf("%s.%s", p->id, disk->target);
         if (!r->target || !r->source || !r->path || !r->node || !r->job_id || (pull && bd->export_name && !r->export_name))
                 return -ENOMEM;
+        if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL) {
+                q = plan_incremental(d, r, bd, pull, ret_message);
+                if (q < 0)
+                        return q;
+        }
         q = image_virtual_size(disk->source, disk->format, &r->size);
         if (q < 0) {
                 *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
@@ -212,6 +257,64 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
             r->path[strlen(d->manager->config.runtime_dir)] == '/')
                 return 0;
         return check_file(d, r, p->flags & BACKUP_BEGIN_REUSE_EXTERNAL, pull ? "scratch file" : "target", ret_message);
+}
+
+/* checkpoint_xml: a new checkpoint as CreateCheckpoint makes it (the same
+ * rules: default name, bitmaps named after it, qcow2 disks, parent = the
+ * current one), its bitmaps added in the backup's transaction. */
+static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret_message) {
+        const DomainDef *dom = domain_current_def(d);
+        CheckpointDef *def;
+        int r;
+
+        if (!domain_is_active(d)) {
+                *ret_message = strprintf("A checkpoint with the backup of shut-off domain '%s' is not supported yet; "
+                                         "create it with CreateCheckpoint.", d->def->name);
+                return -QSNAP_E_UNSUPPORTED;
+        }
+        r = checkpoint_def_parse(xml, strlen(xml), 0, &p->checkpoint, ret_message);
+        if (r < 0)
+                return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
+        def = p->checkpoint;
+        if (!def->name && !(def->name = strprintf("%" PRIu64, p->start_time / USEC_PER_SEC)))
+                return -ENOMEM;
+        if (checkpoint_tree_find(&d->checkpoints, def->name)) {
+                *ret_message = strprintf("Domain '%s' already has a checkpoint named '%s'.", d->def->name, def->name);
+                return -QSNAP_E_ALREADY_EXISTS;
+        }
+        for (size_t i = 0; i < def->n_disks; i++)
+                if (def->disks[i].bitmap && !streq(def->disks[i].bitmap, def->name)) {
+                        *ret_message = strprintf("Disk %s: bitmap '%s' differs from the checkpoint's name '%s'; a new "
+                                                 "checkpoint's bitmaps are named after it.", def->disks[i].name,
+                                                 def->disks[i].bitmap, def->name);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+        r = checkpoint_def_align(def, dom, ret_message);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < def->n_disks; i++) {
+                const DomainDisk *disk = domain_def_find_disk(dom, def->disks[i].name);
+
+                if (def->disks[i].type != CHECKPOINT_TYPE_BITMAP || !disk)
+                        continue;
+                if (disk->format != DISK_FORMAT_QCOW2) {
+                        *ret_message = strprintf("Checkpoint for disk %s unsupported for storage type raw: its image "
+                                                 "cannot hold a bitmap.", disk->target);
+                        return -QSNAP_E_UNSUPPORTED;
+                }
+                if (domain_disk_job(d, disk->target)) {
+                        *ret_message = strprintf("Disk %s of domain '%s' is busy with a job.", disk->target, d->def->name);
+                        return -QSNAP_E_BUSY;
+                }
+                if (strv_extend(&p->cp_targets, disk->target) < 0 || strv_extend(&p->cp_sources, disk->source) < 0)
+                        return -ENOMEM;
+        }
+        free(def->parent);
+        def->parent = d->checkpoints.current ? strdup(checkpoint_name(d->checkpoints.current)) : NULL;
+        def->creation_time = (int64_t) (p->start_time / USEC_PER_SEC);
+        def->has_creation_time = true;
+        def->domain_xml = mfree(def->domain_xml);
+        return domain_format_xml(d, false, true, &def->domain_xml);
 }
 
 static int plan_state(Domain *d, BackupMode mode, char **ret_message) {
@@ -266,17 +369,18 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         if (r < 0)
                 return r;
         if (!isempty(checkpoint_xml)) {
-                *ret_message = strdup("checkpoint_xml: qsnapd does not create checkpoints yet; pass \"\".");
-                return -QSNAP_E_UNSUPPORTED;
+                r = plan_checkpoint(d, p, checkpoint_xml, ret_message);
+                if (r < 0)
+                        return r;
         }
-        if (p->def->incremental) {
-                *ret_message = strprintf("<incremental>%s</incremental>: incremental backups need checkpoints, which "
-                                         "qsnapd does not offer yet; take a full backup.", p->def->incremental);
-                return -QSNAP_E_UNSUPPORTED;
+        if (p->def->incremental && !checkpoint_tree_find(&d->checkpoints, p->def->incremental)) {
+                *ret_message = strprintf("Domain '%s' has no checkpoint named '%s'.", d->def->name, p->def->incremental);
+                return -QSNAP_E_NO_SUCH_CHECKPOINT;
         }
 
         p->id = strprintf("backup-%" PRIx64, (uint64_t) ((p->start_time / 1000) & 0xffffffffffULL));
-        suffix = strprintf("%" PRIu64, p->start_time / USEC_PER_SEC);
+        /* libvirt: targets are named after the new checkpoint, else the start time. */
+        suffix = p->checkpoint ? strdup(p->checkpoint->name) : strprintf("%" PRIu64, p->start_time / USEC_PER_SEC);
         scratch_suffix = strprintf("%s", p->id);
         socket = strprintf("%s/%s.backup.sock", d->manager->config.runtime_dir, d->def->uuid);
         if (!p->id || !suffix || !scratch_suffix || !socket)

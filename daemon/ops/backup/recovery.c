@@ -43,6 +43,36 @@ static int add_u64(json_object *o, const char *key, uint64_t value) {
         return !v || json_object_object_add(o, key, v) < 0 ? -ENOMEM : 0;
 }
 
+static int add_strv(json_object *o, const char *key, char **l) {
+        json_object *a = json_object_new_array();
+
+        for (char **i = l; a && i && *i; i++) {
+                json_object *v = json_object_new_string(*i);
+                if (!v || json_object_array_add(a, v) < 0) {
+                        json_object_put(v);
+                        json_object_put(a);
+                        return -ENOMEM;
+                }
+        }
+        if (!a || json_object_object_add(o, key, a) < 0) {
+                json_object_put(a);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int read_strv(json_object *o, const char *key, char ***ret) {
+        json_object *a = NULL;
+        size_t n = json_get_array(o, key, &a);
+
+        for (size_t i = 0; i < n; i++) {
+                const char *v = json_object_get_string(json_object_array_get_idx(a, i));
+                if (v && strv_extend(ret, v) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 static json_object *journal_disk(const BackupDiskRun *r) {
         json_object *o = json_object_new_object();
 
@@ -76,6 +106,16 @@ int backup_journal_write(BackupOp *b, const char *phase) {
         r = backup_def_format(p->def, &xml);
         if (r < 0)
                 return r;
+        if (p->checkpoint) {
+                _cleanup_free_ char *cp = NULL;
+
+                r = checkpoint_def_format(p->checkpoint, CHECKPOINT_FORMAT_SECURE, &cp);
+                if (r < 0)
+                        return r;
+                if (add_string(o, "checkpoint_xml", cp) < 0 || add_strv(o, "checkpoint_targets", p->cp_targets) < 0 ||
+                    add_strv(o, "checkpoint_sources", p->cp_sources) < 0 || add_strv(o, "checkpoint_nodes", p->cp_nodes) < 0)
+                        return -ENOMEM;
+        }
         if (add_u64(o, "format", JOURNAL_FORMAT) < 0 || add_string(o, "phase", phase) < 0 ||
             add_string(o, "id", p->id) < 0 || add_string(o, "xml", xml) < 0 ||
             add_u64(o, "start_time", p->start_time) < 0 || add_u64(o, "flags", p->flags) < 0 ||
@@ -152,6 +192,17 @@ static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *
                         return -ENOMEM;
                 if (!dr->target || !dr->path || !dr->node || !dr->job_id)
                         return -EBADMSG;
+        }
+        if (json_get_string(j, "checkpoint_xml")) {
+                const char *cp = json_get_string(j, "checkpoint_xml");
+
+                if (checkpoint_def_parse(cp, strlen(cp), CHECKPOINT_PARSE_REDEFINE, &p->checkpoint, NULL) < 0)
+                        log_warning("Domain '%s': the checkpoint of the backup journal does not parse; it is not "
+                                    "created.", d->def->name);
+                if (read_strv(j, "checkpoint_targets", &p->cp_targets) < 0 ||
+                    read_strv(j, "checkpoint_sources", &p->cp_sources) < 0 ||
+                    read_strv(j, "checkpoint_nodes", &p->cp_nodes) < 0)
+                        return -ENOMEM;
         }
         *ret_running = streq_ptr(json_get_string(j, "phase"), "running");
         *ret_nbd = json_get_bool(j, "nbd");

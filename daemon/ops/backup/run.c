@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/gate.h"
@@ -240,6 +241,29 @@ void backup_remove_files(BackupOp *b, bool keep_targets) {
                 (void) unlink(p->socket);
 }
 
+/* The backup succeeds: it ran, nothing failed, and a push was not aborted
+ * (a pull ends by its Abort). */
+static bool backup_succeeds(BackupOp *b) {
+        return b->running && b->error >= 0 && !(b->aborted && b->plan->def->mode == BACKUP_MODE_PUSH);
+}
+
+/* The checkpoint's metadata, once its backup succeeded. */
+static void store_checkpoint(BackupOp *b) {
+        Domain *d = b->domain;
+        Checkpoint *previous = d->checkpoints.current, *c = NULL;
+        _cleanup_free_ char *name = strdup(b->plan->checkpoint->name);
+        int r;
+
+        r = checkpoint_tree_add(&d->checkpoints, TAKE_PTR(b->plan->checkpoint), true, &c);
+        if (r < 0) {
+                backup_failf(b, r, "The backup completed, but the metadata of checkpoint '%s' cannot be stored: %s",
+                             strna(name), qsnap_strerror(r));
+                return;
+        }
+        log_info("Domain '%s': checkpoint '%s' created with backup %s.", d->def->name, strna(name), b->plan->id);
+        manager_notify_checkpoint_added(d->manager, d, c, previous);
+}
+
 void backup_finish(BackupOp *b) {
         _cleanup_(domain_unrefp) Domain *d = domain_ref(b->domain);
         DomainDoneFunc recovered;
@@ -248,6 +272,8 @@ void backup_finish(BackupOp *b) {
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         JobState state;
 
+        if (p->checkpoint && backup_succeeds(b))
+                store_checkpoint(b);
         backup_remove_files(b, b->running && b->error >= 0 && !b->aborted);
         /* A pull ends by its Abort: that is its success. */
         if (b->error < 0)
@@ -288,12 +314,27 @@ static void on_node_deleted(BackupOp *b, size_t index, int error, json_object *r
                 backup_finish(b);
 }
 
+static void on_bitmap_removed(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        if (b->pending == 0)
+                backup_finish(b);
+}
+
 static void cleanup_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
+
+        /* No checkpoint without its backup: its bitmaps go again. */
+        for (size_t i = 0; b->running && p->checkpoint && !backup_succeeds(b) && p->cp_nodes && p->cp_nodes[i]; i++)
+                (void) BACKUP_SEND(b, i, on_bitmap_removed,
+                                   qmp_cmd_block_dirty_bitmap_remove(b->domain->qmp, p->cp_nodes[i], p->checkpoint->name,
+                                                                     cb, ud));
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
 
+                /* A push's temporary bitmap is on the disk's node (a pull's goes with the scratch node). */
+                if (r->bitmap && r->device && p->def->mode == BACKUP_MODE_PUSH)
+                        (void) BACKUP_SEND(b, i, on_bitmap_removed,
+                                           qmp_cmd_block_dirty_bitmap_remove(b->domain->qmp, r->device, r->bitmap, cb, ud));
                 if (!r->node_added)
                         continue;
                 r->node_added = false;
@@ -493,25 +534,55 @@ uint64_t backup_test_speed(void) {
         return e ? strtoull(e, NULL, 10) : 0;
 }
 
+/* One transaction: per incremental disk its temporary bitmap (disabled:
+ * an enabled one cannot be exported read-only) merged from the
+ * checkpoint's bitmap in every layer that holds it; per disk its
+ * blockdev-backup (push: full, or incremental by that bitmap; pull: none,
+ * the point in time kept in the scratch node, which carries the bitmap). */
 static void send_transaction(BackupOp *b) {
         BackupPlan *p = b->plan;
-        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, p->n_disks);
+        _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, 3 * p->n_disks + strv_length(p->cp_nodes));
+        _cleanup_free_ QmpBitmapRef *refs = NULL;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
+        size_t n = 0, n_refs = 0, k = 0;
 
-        if (!actions)
-                return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         for (size_t i = 0; i < p->n_disks; i++)
-                actions[i] = (QmpBackupAction) {
+                n_refs += strv_length(p->disks[i].since_nodes);
+        refs = new0(QmpBitmapRef, n_refs + 1);
+        if (!actions || !refs)
+                return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+        /* The new checkpoint: its bitmaps start recording at the backup's point in time. */
+        for (char **node = p->cp_nodes; p->checkpoint && node && *node; node++)
+                actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_ADD, .node = *node,
+                                                   .name = p->checkpoint->name, .persistent = true };
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+                const char *holder = pull ? r->node : r->device;
+
+                if (r->bitmap && r->since) {
+                        size_t first = k;
+
+                        for (char **node = r->since_nodes; node && *node; node++)
+                                refs[k++] = (QmpBitmapRef) { .node = *node, .name = r->since };
+                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_ADD, .node = holder,
+                                                           .name = r->bitmap, .persistent = false, .disabled = true };
+                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_MERGE, .node = holder,
+                                                           .name = r->bitmap, .sources = refs + first,
+                                                           .n_sources = k - first };
+                }
+                actions[n++] = (QmpBackupAction) {
                         .type = QMP_BACKUP_BLOCKDEV_BACKUP,
-                        .name = p->disks[i].job_id,
-                        .node = p->disks[i].device,
-                        .target = p->disks[i].node,
-                        .sync = pull ? "none" : "full",
+                        .name = r->job_id,
+                        .node = r->device,
+                        .target = r->node,
+                        .sync = pull ? "none" : r->since ? "incremental" : "full",
+                        .bitmap = !pull && r->since ? r->bitmap : NULL,
                         .speed = backup_test_speed(),
                 };
+        }
         /* crash points: backup:transaction */
         operation_crash_point(b->op, "transaction");
-        if (BACKUP_SEND(b, 0, on_transaction, qmp_cmd_transaction_backup(b->domain->qmp, actions, p->n_disks, cb, ud)) < 0)
+        if (BACKUP_SEND(b, 0, on_transaction, qmp_cmd_transaction_backup(b->domain->qmp, actions, n, cb, ud)) < 0)
                 backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot send the backup transaction.");
 }
 
@@ -536,9 +607,55 @@ static bool supports_direct_io(const char *path) {
         return fd >= 0;
 }
 
+static void add_nodes(BackupOp *b);
+
+/* §6: the bitmap is in the top image and in consecutive layers below it,
+ * each persistent, recording and consistent; else no incremental. */
+static void on_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory, void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        BackupOp *b = userdata;
+        BackupPlan *p = b->plan;
+
+        b->pending--;
+        if (error < 0)
+                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, message ?: "Cannot read the disks' bitmaps.");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                BackupDiskRun *r = p->disks + i;
+                const BitmapDisk *bd = r->since ? bitmap_inventory_disk(inv, r->target) : NULL;
+                _cleanup_free_ char *reason = NULL;
+                size_t depth = 0;
+
+                if (!r->since)
+                        continue;
+                if (!bd)
+                        reason = strprintf("QEMU shows no images of disk %s", r->target);
+                else if (bitmap_disk_check(bd, r->since, &depth, &reason) < 0)
+                        return backup_abandon_start(b, -ENOMEM, "Out of memory.");
+                if (reason) {
+                        backup_failf(b, -QSNAP_E_OPERATION_INVALID, "No incremental backup from bitmap '%s': %s. Delete "
+                                     "the checkpoint and take a full backup.", r->since, reason);
+                        return backup_cleanup(b);
+                }
+                for (size_t l = 0; l < depth; l++)
+                        if (!bd->layers[l].node || strv_extend(&r->since_nodes, bd->layers[l].node) < 0)
+                                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "QEMU shows no node for a layer.");
+        }
+        /* The new checkpoint's name must be free in every top image (§6). */
+        for (size_t i = 0; p->checkpoint && p->cp_targets && p->cp_targets[i]; i++) {
+                const BitmapDisk *bd = bitmap_inventory_disk(inv, p->cp_targets[i]);
+
+                if (bd && bd->n_layers > 0 && bitmap_layer_find(bd->layers, p->checkpoint->name)) {
+                        backup_failf(b, -QSNAP_E_ALREADY_EXISTS, "A bitmap named '%s' is already in disk %s's image %s "
+                                     "and no checkpoint claims it: CreateCheckpoint with REDEFINE adopts it, or choose "
+                                     "another name.", p->checkpoint->name, p->cp_targets[i], bd->layers[0].path);
+                        return backup_cleanup(b);
+                }
+        }
+        add_nodes(b);
+}
+
 static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         BackupPlan *p = b->plan;
-        bool pull = p->def->mode == BACKUP_MODE_PULL;
 
         if (error < 0)
                 return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot list QEMU's block nodes.");
@@ -553,7 +670,30 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                 if (!r->device)
                         return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         }
+        for (char **src = p->cp_sources; src && *src; src++) {
+                const char *node = NULL;
+
+                if (domain_find_format_node(b->domain, result, *src, &node) <= 0 || strv_extend(&p->cp_nodes, node) < 0)
+                        return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
+                                                    "QEMU's block graph does not show a disk's active file as qsnapd knows it.");
+        }
         (void) backup_journal_write(b, "prepared");
+        for (size_t i = 0; i < p->n_disks; i++)
+                if (p->disks[i].since || p->checkpoint) {
+                        /* Which layers hold each checkpoint's bitmap, and whether it is usable. */
+                        if (bitmap_inventory_live(b->domain, on_inventory, b) < 0)
+                                backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot read the disks' bitmaps.");
+                        else
+                                b->pending++;
+                        return;
+                }
+        add_nodes(b);
+}
+
+static void add_nodes(BackupOp *b) {
+        BackupPlan *p = b->plan;
+        bool pull = p->def->mode == BACKUP_MODE_PULL;
+
         for (size_t i = 0; i < p->n_disks; i++) {
                 _cleanup_free_ char *filename = NULL, *message = NULL;
                 BackupDiskRun *r = p->disks + i;

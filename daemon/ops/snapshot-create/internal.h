@@ -40,6 +40,8 @@ struct SnapshotPlan {
         bool was_running;     /* the guest ran when we started */
         bool stopped;         /* we paused the guest for the memory save */
         bool frozen;          /* QUIESCE: guest-fsfreeze-freeze sent, no thaw yet */
+        char *nvram_copy;     /* UEFI, external: the copy of the variable store to keep (core/nvram.h) */
+        bool nvram_internal;  /* UEFI, internal: the (qcow2) store goes into the snapshot too */
         char *job_id;
         Job *save_job;        /* internal: the snapshot-save job, ours (owned) */
 

@@ -18,6 +18,7 @@
 #include "core/domain-jobs.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-create/internal.h"
@@ -40,6 +41,7 @@ SnapshotPlan *snapshot_plan_free(SnapshotPlan *p) {
         free(p->disks);
         snapshot_def_free(p->def);
         free(p->memory_file);
+        free(p->nvram_copy);
         free(p->job_id);
         job_disown(p->save_job);
         job_unref(p->save_job);
@@ -85,8 +87,9 @@ static int find_disk_index(const DomainDef *def, const char *name) {
 
 /* REUSE_EXT: the file must be a qcow2 whose backing file is the disk's
  * current active file. */
-static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
+static int check_reused_overlay(Domain *d, const PlanDisk *pd, char **ret_message) {
         _cleanup_(image_chain_done) ImageChain chain = {};
+        _cleanup_free_ char *why = NULL;
         char a[PATH_MAX], b[PATH_MAX];
         struct stat st;
 
@@ -95,7 +98,7 @@ static int check_reused_overlay(const PlanDisk *pd, char **ret_message) {
                 *ret_message = strprintf("REUSE_EXT: %s is not an existing regular file.", pd->overlay);
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        if (image_read_chain(pd->overlay, DISK_FORMAT_QCOW2, &chain) < 0 || chain.n_layers < 2 ||
+        if (gate_read_chain(d, pd->overlay, DISK_FORMAT_QCOW2, &chain, &why) < 0 || chain.n_layers < 2 ||
             !realpath(chain.layers[1].path, a) || !realpath(pd->disk->source, b) || !streq(a, b)) {
                 *ret_message = strprintf("REUSE_EXT: %s must be a qcow2 image whose backing file is %s.", pd->overlay,
                                          pd->disk->source);
@@ -193,7 +196,7 @@ static int plan_check_disk(SnapshotPlan *p, size_t i, bool disk_only, bool *any,
         /* REUSE_EXT allows an existing file; a missing one is made (libvirt). */
         pd->reuse = (p->flags & SNAPSHOT_CREATE_REUSE_EXT) && access(pd->overlay, F_OK) >= 0;
         if (pd->reuse) {
-                r = check_reused_overlay(pd, ret_message);
+                r = check_reused_overlay(p->domain, pd, ret_message);
                 if (r < 0)
                         return r;
         } else {
@@ -364,6 +367,38 @@ static int plan_metadata(SnapshotPlan *p, SnapshotDef *req) {
         return 0;
 }
 
+/* UEFI: an internal snapshot takes the variable store along (it must be
+ * qcow2), an external one keeps a copy of it. */
+static int plan_nvram(SnapshotPlan *p, char **ret_message) {
+        const DomainDef *def = domain_current_def(p->domain);
+        bool internal = p->memory == SNAPSHOT_LOCATION_INTERNAL, external = p->memory == SNAPSHOT_LOCATION_EXTERNAL;
+        int r;
+
+        if (!def_firmware(def))
+                return 0;
+        for (size_t i = 0; i < p->n_disks; i++) {
+                internal = internal || p->disks[i].location == SNAPSHOT_LOCATION_INTERNAL;
+                external = external || p->disks[i].location == SNAPSHOT_LOCATION_EXTERNAL;
+        }
+        if (internal) {
+                r = nvram_check_internal(def, ret_message);
+                if (r < 0)
+                        return r;
+                p->nvram_internal = p->def->nvram_internal = true;
+        }
+        if (external) {
+                p->nvram_copy = nvram_snapshot_path(def, p->def->name);
+                p->def->nvram_file = p->nvram_copy ? strdup(p->nvram_copy) : NULL;
+                if (!p->def->nvram_file)
+                        return -ENOMEM;
+                if (access(p->nvram_copy, F_OK) >= 0)
+                        return error_message(ret_message, -QSNAP_E_PATH_NOT_ALLOWED,
+                                             "The copy of the UEFI variable store for this snapshot, %s, exists already.",
+                                             p->nvram_copy);
+        }
+        return 0;
+}
+
 /* QUIESCE as libvirt has it: a disk-only snapshot of a running guest
  * whose agent freezes its filesystems. Whether the agent answers is
  * found out by trying (AgentUnresponsive after the agent timeout). */
@@ -472,6 +507,9 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
         if (r < 0)
                 return r;
         r = plan_metadata(p, req);
+        if (r < 0)
+                return r;
+        r = plan_nvram(p, ret_message);
         if (r < 0)
                 return r;
 

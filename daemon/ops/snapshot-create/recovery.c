@@ -24,6 +24,7 @@
 #include "core/domain-agent.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "core/qemu-files.h"
 #include "ops/snapshot-create.h"
@@ -53,7 +54,7 @@ static json_object *intent_disk(json_object *intent, size_t i) {
 /* QEMU never switched: everything made for the snapshot goes. */
 static void recovery_roll_back(Recovery *rc) {
         Domain *d = rc->domain;
-        const char *mem = json_get_string(rc->intent, "memory_file");
+        const char *mem = json_get_string(rc->intent, "memory_file"), *nvram = json_get_string(rc->intent, "nvram_copy");
 
         for (size_t i = 0; i < rc->n_disks; i++) {
                 json_object *e = intent_disk(rc->intent, i);
@@ -76,6 +77,9 @@ static void recovery_roll_back(Recovery *rc) {
                 (void) qmp_cmd_migrate_cancel(d->qmp, NULL, NULL);
         if (mem && unlink(mem) >= 0)
                 log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
+        if (nvram && nvram_snapshot_path_ok(domain_current_def(d), nvram) && unlink(nvram) >= 0)
+                log_info("Domain '%s': removed the UEFI variable store copy %s of an interrupted snapshot.",
+                         d->def->name, nvram);
         log_notice("Domain '%s': rolled back a snapshot interrupted before the disks were switched.", d->def->name);
 }
 

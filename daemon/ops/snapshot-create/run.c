@@ -34,6 +34,7 @@
 #include "core/domain-jobs.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "core/qemu-files.h"
 #include "ops/snapshot-create.h"
@@ -64,6 +65,7 @@ typedef struct SnapshotIntent {
         bool metadata;            /* not NO_METADATA */
         bool resume;              /* the guest is stopped for the memory save */
         bool frozen;              /* QUIESCE: the guest's filesystems may be frozen */
+        const char *nvram_copy;   /* UEFI: the copy of the variable store being made */
         const char *memory_file;
         const SnapshotIntentDisk *disks;
         size_t n_disks;
@@ -80,6 +82,8 @@ static int snapshot_intent_write(Operation *op, const SnapshotIntent *in) {
         json_object_object_add(o, "frozen", json_object_new_boolean(in->frozen));
         if (in->memory_file)
                 json_object_object_add(o, "memory_file", json_object_new_string(in->memory_file));
+        if (in->nvram_copy)
+                json_object_object_add(o, "nvram_copy", json_object_new_string(in->nvram_copy));
         for (size_t i = 0; i < in->n_disks; i++) {
                 json_object *e = json_object_new_object();
 
@@ -144,6 +148,51 @@ static int undo_internal_offline(Operation *o, void *data) {
         PlanDisk *pd = data;
 
         (void) run_qemu_img_snapshot("-d", p->def->name, pd->disk->source, NULL);
+        return 0;
+}
+
+static int undo_nvram_copy(Operation *o, void *data) {
+        SnapshotPlan *p = o->plan;
+
+        if (p->nvram_copy)
+                (void) unlink(p->nvram_copy);
+        return 0;
+}
+
+static int undo_nvram_internal(Operation *o, void *data) {
+        SnapshotPlan *p = o->plan;
+        const DomainFirmware *f = def_firmware(domain_current_def(o->domain));
+
+        if (f)
+                (void) run_qemu_img_snapshot("-d", p->def->name, f->nvram, NULL);
+        return 0;
+}
+
+/* UEFI: the variable store as it is at the snapshot (external: a copy
+ * beside it; offline internal: a tag in the qcow2 store). A live internal
+ * snapshot names its pflash node in snapshot-save instead. */
+static int plan_snapshot_nvram(SnapshotPlan *p, char **ret_message) {
+        const DomainDef *def = domain_current_def(p->domain);
+        _cleanup_free_ char *output = NULL;
+        int r;
+
+        if (p->nvram_copy) {
+                r = nvram_snapshot_save(def, p->nvram_copy, ret_message);
+                if (r < 0)
+                        return r;
+                r = operation_undo_push(p->op, undo_nvram_copy, NULL);
+        } else if (p->nvram_internal && !p->live) {
+                r = run_qemu_img_snapshot("-c", p->def->name, def->firmware.nvram, &output);
+                if (r < 0)
+                        return error_message(ret_message, r, "qemu-img snapshot of the UEFI variable store %s failed: %s",
+                                             def->firmware.nvram, strna(output));
+                r = operation_undo_push(p->op, undo_nvram_internal, NULL);
+        } else
+                return 0;
+        if (r < 0) {
+                (void) (p->nvram_copy ? undo_nvram_copy : undo_nvram_internal)(p->op, NULL);
+                return r;
+        }
         return 0;
 }
 
@@ -289,6 +338,7 @@ static int plan_write_intent_record(SnapshotPlan *p) {
                 .metadata = !(p->flags & SNAPSHOT_CREATE_NO_METADATA),
                 .resume = p->memory == SNAPSHOT_LOCATION_EXTERNAL && p->was_running,
                 .frozen = p->frozen,
+                .nvram_copy = p->nvram_copy,
                 .memory_file = p->memory_file,
                 .disks = disks,
                 .n_disks = n,
@@ -361,6 +411,9 @@ static void plan_execute_offline(SnapshotPlan *p) {
         if (r < 0)
                 return plan_finish(p, r, message);
         crash_point("create:overlays");
+        r = plan_snapshot_nvram(p, &message);
+        if (r < 0)
+                return plan_finish(p, r, message);
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 PlanDisk *pd = p->disks + i;
@@ -697,13 +750,19 @@ static void on_migrate(Qmp *qmp, int error, json_object *result, const char *cls
 #define MEMORY_FD_NAME "qsnap-memory"
 
 static void plan_save_memory(SnapshotPlan *p) {
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *why = NULL;
+        _cleanup_close_ int fd = -EBADF, dirfd = -EBADF;
+        int r;
 
-        /* Created here, 0600 and exclusive; QEMU gets only the descriptor. */
-        fd = open(p->memory_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        /* Created here, 0600 and exclusive, in the folder the gate checks
+         * now; QEMU gets only the descriptor. */
+        r = gate_open_folder(p->domain, p->memory_file, "The memory state file", &dirfd, &why);
+        if (r < 0)
+                return plan_fail(p, r, "%s", strna(why));
+        fd = fs_create_at(dirfd, fs_basename(p->memory_file), 0600);
         if (fd < 0)
-                return plan_fail(p, errno == ENOSPC ? -ENOSPC : -QSNAP_E_PATH_NOT_ALLOWED, "Cannot create memory file %s: %m",
-                                 p->memory_file);
+                return plan_fail(p, fd == -ENOSPC ? -ENOSPC : -QSNAP_E_PATH_NOT_ALLOWED, "Cannot create memory file %s: %s",
+                                 p->memory_file, strerror(-fd));
         if (operation_undo_push(p->op, undo_memory_file, NULL) < 0 || operation_undo_push(p->op, undo_stop, NULL) < 0) {
                 (void) undo_memory_file(p->op, NULL);
                 operation_undo_clear(p->op);
@@ -766,7 +825,7 @@ static void on_snapshot_save(Qmp *qmp, int error, json_object *result, const cha
 }
 
 static void plan_save_internal(SnapshotPlan *p) {
-        const char *devices[p->n_disks ?: 1];
+        const char *devices[p->n_disks + 1];
         const char *vmstate = NULL;
         size_t n = 0;
 
@@ -775,6 +834,9 @@ static void plan_save_internal(SnapshotPlan *p) {
                         devices[n++] = p->disks[i].top_node;
                         vmstate = vmstate ?: p->disks[i].top_node;
                 }
+        /* UEFI: the (qcow2) variable store is snapshotted with the disks. */
+        if (p->nvram_internal && vmstate)
+                devices[n++] = NVRAM_VARS_NODE;
         if (!vmstate)
                 return plan_fail(p, -QSNAP_E_UNSUPPORTED, "An internal snapshot with memory needs at least one qcow2 disk to hold it.");
         p->job_id = strprintf("qsnap-save-%" PRIx64, now_usec(CLOCK_MONOTONIC));
@@ -808,6 +870,9 @@ static void plan_nodes_known(SnapshotPlan *p) {
         if (r < 0)
                 return plan_finish(p, r, message);
         crash_point("create:overlays");
+        r = plan_snapshot_nvram(p, &message);
+        if (r < 0)
+                return plan_finish(p, r, message);
         if (p->memory == SNAPSHOT_LOCATION_EXTERNAL)
                 return plan_save_memory(p);
         plan_add_overlays(p);

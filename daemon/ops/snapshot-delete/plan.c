@@ -28,7 +28,9 @@
 #include "core/files.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "core/measure.h"
 #include "core/operation.h"
+#include "core/nvram.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-delete/internal.h"
 #include "qemu/child.h"
@@ -158,36 +160,14 @@ static const char *format_name(DiskFormat f) {
 }
 
 /* What merging this file's own data elsewhere may take: `qemu-img
- * measure` of the file without its backing chain (-U: QEMU may hold it
- * open), or its allocated size when qemu-img cannot say. */
-static uint64_t merge_bytes(const char *file, DiskFormat format) {
-        _cleanup_(json_object_putp) json_object *spec = json_object_new_object(), *o = NULL;
-        _cleanup_free_ char *out = NULL;
-        json_object *f = json_object_new_object(), *required;
-        const char *text;
-        struct stat st;
+ * measure`'s answer when core/measure.c has it, else the file's allocated
+ * size (and the file noted, for the caller to measure asynchronously and
+ * check again: no qemu-img runs in the event loop). */
+static uint64_t merge_bytes(Domain *d, const char *file, DiskFormat format) {
+        uint64_t bytes = 0;
 
-        if (spec && f) {
-                json_object_object_add(spec, "driver", json_object_new_string(format_name(format)));
-                json_object_object_add(f, "driver", json_object_new_string("file"));
-                json_object_object_add(f, "filename", json_object_new_string(file));
-                json_object_object_add(spec, "file", TAKE_PTR(f));
-                if (format == DISK_FORMAT_QCOW2)
-                        json_object_object_add(spec, "backing", NULL);
-        }
-        json_object_put(f);
-        text = spec ? json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
-        if (text) {
-                _cleanup_free_ char *name = strjoin("json:", text);
-                char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "measure", (char *) "-U", (char *) "--output=json",
-                                 (char *) "-O", (char *) "qcow2", name, NULL };
-
-                if (name && run_command(argv, &out) == 0 && (o = json_tokener_parse(out)) &&
-                    json_object_object_get_ex(o, "required", &required))
-                        return (uint64_t) json_object_get_int64(required);
-        }
-        log_debug("qemu-img measure of %s gave no answer (%s); counting its allocated size.", file, strna(out));
-        return stat(file, &st) >= 0 ? (uint64_t) st.st_blocks * 512 : 0;
+        (void) measure_lookup(d->manager, file, format, &bytes);
+        return bytes;
 }
 
 static bool in_running(const ImageChain *c, const char *file) {
@@ -200,6 +180,7 @@ static bool in_running(const ImageChain *c, const char *file) {
 /* Where one disk's merge runs: the chain QEMU runs (NULL when QEMU does
  * not run the disk) and its active file. */
 typedef struct MergeSite {
+        Domain *domain;
         const char *target;
         const ImageChain *running;
         const char *running_top;
@@ -215,7 +196,7 @@ static int plan_forward(const MergeSite *m, const FileGraph *g, const char *o, c
         int r;
 
         /* F grows by at most what O holds. */
-        vp->bytes += merge_bytes(o, DISK_FORMAT_QCOW2);
+        vp->bytes += merge_bytes(m->domain, o, DISK_FORMAT_QCOW2);
         if (running && streq(o, running_top))
                 r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, NULL, f, o);
         else if (running && in_running(running, o))
@@ -259,7 +240,7 @@ static int plan_backward(const MergeSite *m, const FileGraph *g, const char *o, 
 
         /* Every overlay of F gets F's data and F's backing. */
         for (char *const *x = over_f; *x; x++) {
-                vp->bytes += merge_bytes(f, g->formats[fi]);
+                vp->bytes += merge_bytes(m->domain, f, g->formats[fi]);
                 if (running && in_running(running, *x))
                         r = action_add_qmp(vp, ACTION_QMP_STREAM, target, *x, isempty(backing) ? NULL : backing, f);
                 else if (isempty(backing))
@@ -378,12 +359,28 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         vp->merge = true;
         if (!vp->space_dir)
                 vp->space_dir = file_dir_of(f);
-        m = (MergeSite) { .target = target, .running = running, .running_top = running_top };
+        m = (MergeSite) { .domain = d, .target = target, .running = running, .running_top = running_top };
         r = forward ? plan_forward(&m, &g, o, f, fi, over_o, vp) : plan_backward(&m, &g, o, f, fi, backing, over_f, vp);
         if (r < 0)
                 return r;
         log_debug("Domain '%s': deleting snapshot '%s' merges disk %s %s (%s <- %s).", d->def->name, snapshot_name(s),
                   target, forward ? "forward" : "backward", f, o);
+        return 0;
+}
+
+/* UEFI: the copy of the variable store an external snapshot kept goes
+ * with it (only one beside the store: never a file REDEFINE'd metadata
+ * names elsewhere); an internal tag in a qcow2 store is deleted offline
+ * here, live by qmp_delete_start() (run.c). */
+static int plan_nvram(Domain *d, Snapshot *s, bool live, VictimPlan *vp) {
+        const DomainDef *cur = domain_current_def(d);
+
+        if (s->def->nvram_file && nvram_snapshot_path_ok(cur, s->def->nvram_file) &&
+            strv_extend(&vp->unlink, s->def->nvram_file) < 0)
+                return -ENOMEM;
+        if (s->def->nvram_internal && !live && def_firmware(cur) && access(cur->firmware.nvram, F_OK) >= 0)
+                return action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s),
+                                          cur->firmware.nvram, NULL);
         return 0;
 }
 
@@ -409,6 +406,9 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                 if (strv_extend(&vp->unlink, s->def->memory_file) < 0)
                         return -ENOMEM;
         }
+        r = plan_nvram(d, s, live, vp);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < s->def->n_disks; i++) {
                 const SnapshotDisk *sd = s->def->disks + i;

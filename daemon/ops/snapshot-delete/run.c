@@ -25,6 +25,7 @@
 #include "core/files.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "core/nvram.h"
 #include "core/qemu-files.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-delete/internal.h"
@@ -272,7 +273,15 @@ static void on_qmp_delete_started(Qmp *qmp, int error, json_object *result, cons
 
 static void qmp_delete_start(DeleteOp *op) {
         Domain *d = op->domain;
-        size_t n = strv_length(op->qmp_nodes);
+        Snapshot *s = snapshot_tree_find(&d->snapshots, op->victims[op->index]);
+        size_t n;
+
+        /* UEFI: the tag in the (qcow2) variable store goes too. */
+        if (s && s->def->nvram_internal && def_firmware(domain_current_def(d)) &&
+            !strv_contains((const char *const *) op->qmp_nodes, NVRAM_VARS_NODE) &&
+            strv_extend(&op->qmp_nodes, NVRAM_VARS_NODE) < 0)
+                return op_finish(op, -ENOMEM, "Out of memory.");
+        n = strv_length(op->qmp_nodes);
 
         free(op->step_id);
         op->step_id = strprintf("qsnap-delete-%" PRIx64, now_usec(CLOCK_MONOTONIC));

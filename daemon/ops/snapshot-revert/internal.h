@@ -39,6 +39,10 @@ struct RevertPlan {
         RevertDisk *disks;
         size_t n_disks;
         char *memory_file;
+        char *nvram_copy;    /* UEFI, external: the snapshot's copy of the variable store */
+        bool nvram_internal; /* UEFI, internal: the (qcow2) store holds the snapshot's tag */
+        char *nvram_old;     /* the store's bytes before the revert wrote it, for the undo */
+        size_t nvram_old_size;
 
         char *job_id;
         Job *load_job;       /* the snapshot-load job, ours (owned) */

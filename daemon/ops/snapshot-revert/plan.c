@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "core/disk.h"
+#include "core/nvram.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
 #include "core/gate.h"
@@ -44,6 +45,8 @@ RevertPlan *revert_plan_free(RevertPlan *p) {
         domain_def_free(p->new_def);
         domain_def_free(p->old_def);
         free(p->memory_file);
+        free(p->nvram_copy);
+        free(p->nvram_old);
         free(p->job_id);
         job_disown(p->load_job);
         job_unref(p->load_job);
@@ -269,6 +272,28 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
         return 0;
 }
 
+/* UEFI: the variable store goes back with the disks. */
+static int plan_nvram(RevertPlan *p, const Snapshot *s, char **ret_message) {
+        if (!def_firmware(p->new_def))
+                return 0;
+        if (!p->external) {
+                p->nvram_internal = s->def->nvram_internal;
+                return 0;
+        }
+        if (!s->def->nvram_file) {
+                log_warning("Domain '%s': snapshot '%s' kept no copy of the UEFI variable store; it stays as it is.",
+                            p->domain->def->name, s->def->name);
+                return 0;
+        }
+        if (!nvram_snapshot_path_ok(p->new_def, s->def->nvram_file) || access(s->def->nvram_file, R_OK) < 0)
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
+                                     "The copy of the UEFI variable store that snapshot '%s' kept, %s, is missing or "
+                                     "not beside the store %s.", s->def->name, s->def->nvram_file,
+                                     strna(p->new_def->firmware.nvram));
+        p->nvram_copy = strdup(s->def->nvram_file);
+        return p->nvram_copy ? 0 : -ENOMEM;
+}
+
 int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_message) {
         _cleanup_(revert_plan_freep) RevertPlan *p = NULL;
         Domain *d = s->tree->domain;
@@ -354,6 +379,8 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
         }
 
         r = p->external ? plan_external(p, s, have_record, ret_message) : plan_internal(p, s, now, ret_message);
+        if (r >= 0)
+                r = plan_nvram(p, s, ret_message);
         if (r < 0)
                 return r;
 

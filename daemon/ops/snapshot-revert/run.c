@@ -30,6 +30,7 @@
 #include "core/files.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "ops/snapshot-revert.h"
 #include "ops/snapshot-revert/internal.h"
@@ -354,10 +355,14 @@ static void on_snapshot_load(Qmp *qmp, int error, json_object *result, const cha
 }
 
 static void load_send(RevertPlan *p) {
-        const char *devices[p->n_disks ?: 1];
+        const char *devices[p->n_disks + 1];
+        size_t n = p->n_disks;
 
         for (size_t i = 0; i < p->n_disks; i++)
                 devices[i] = p->disks[i].node;
+        /* UEFI: the variable store's state comes back too. */
+        if (p->nvram_internal && n > 0)
+                devices[n++] = NVRAM_VARS_NODE;
         if (p->n_disks == 0)
                 return revert_fail(p, -QSNAP_E_UNSUPPORTED, "Snapshot '%s' has no disk to load its memory state from.", p->name);
         p->job_id = strprintf("qsnap-load-%" PRIx64, now_usec(CLOCK_MONOTONIC));
@@ -365,7 +370,7 @@ static void load_send(RevertPlan *p) {
                 return revert_fail(p, -ENOMEM, "Out of memory.");
         /* crash points: revert:load */
         operation_crash_point(p->op, "load");
-        if (qmp_cmd_snapshot_load(p->domain->qmp, p->job_id, p->name, devices[0], devices, p->n_disks, on_snapshot_load,
+        if (qmp_cmd_snapshot_load(p->domain->qmp, p->job_id, p->name, devices[0], devices, n, on_snapshot_load,
                                   p) < 0)
                 revert_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send snapshot-load.");
 }
@@ -454,6 +459,34 @@ static int switch_definition(RevertPlan *p) {
         return 0;
 }
 
+static int undo_nvram(Operation *o, void *data) {
+        RevertPlan *p = o->plan;
+
+        if (p->nvram_old)
+                (void) nvram_restore_bytes(p->new_def, p->nvram_old, p->nvram_old_size);
+        return 0;
+}
+
+/* UEFI, external: the snapshot's copy becomes the variable store again
+ * (QEMU is not running). < 0: failed, and the revert with it. */
+static int revert_nvram(RevertPlan *p) {
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        if (!p->nvram_copy)
+                return 0;
+        r = nvram_snapshot_restore(p->new_def, p->nvram_copy, &p->nvram_old, &p->nvram_old_size, &message);
+        if (r >= 0)
+                r = operation_undo_push(p->op, undo_nvram, NULL);
+        if (r < 0) {
+                (void) undo_nvram(p->op, NULL);
+                revert_fail(p, r, "%s", message ?: "Out of memory.");
+                return r;
+        }
+        log_info("Domain '%s': UEFI variable store restored from %s.", p->domain->def->name, p->nvram_copy);
+        return 0;
+}
+
 /* QEMU is gone (or was never there, or stays for a live load). */
 static void revert_offline_steps(RevertPlan *p) {
         int r;
@@ -485,6 +518,9 @@ static void revert_offline_steps(RevertPlan *p) {
                         log_debug("Domain '%s': overlay %s on %s for the revert.", p->domain->def->name, rd->overlay,
                                   rd->file);
                 }
+                r = revert_nvram(p);
+                if (r < 0)
+                        return;
                 /* crash points: revert:overlays */
                 operation_crash_point(p->op, "overlays");
         } else if (!p->memory) {
@@ -495,6 +531,14 @@ static void revert_offline_steps(RevertPlan *p) {
                         if (r < 0)
                                 return revert_fail(p, -QSNAP_E_QEMU_FAILED, "qemu-img snapshot -a %s %s failed: %s", p->name,
                                                    p->disks[i].file, strna(output));
+                }
+                if (p->nvram_internal) {
+                        _cleanup_free_ char *output = NULL;
+
+                        r = revert_qemu_img_apply(p->name, p->new_def->firmware.nvram, &output);
+                        if (r < 0)
+                                return revert_fail(p, -QSNAP_E_QEMU_FAILED, "qemu-img snapshot -a %s %s failed: %s",
+                                                   p->name, p->new_def->firmware.nvram, strna(output));
                 }
                 /* crash points: revert:applied */
                 operation_crash_point(p->op, "applied");

@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The UEFI variable store of a domain (core/nvram.h). The stores are small
+ * (540 KiB for OVMF_VARS_4M.fd), so copies are whole reads and writes.
+ * A copy is a byte copy also for a qcow2 store: one made from a template
+ * by qemu-img convert has every cluster allocated, so QEMU only ever
+ * rewrites data clusters in place and the metadata does not move.
+ */
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "core/manager.h"
+#include "core/nvram.h"
+#include "qemu/image.h"
+#include "util/error.h"
+#include "util/util.h"
+
+#define NVRAM_MAX_SIZE (64U * 1024U * 1024U)
+
+int nvram_def_fill(Manager *m, DomainDef *def) {
+        DomainFirmware *f = &def->firmware;
+
+        if (!f->loader || f->nvram)
+                return 0;
+        f->nvram = strprintf("%s/nvram/%s_VARS.%s", m->config.state_dir, def->uuid,
+                             f->nvram_format == DISK_FORMAT_QCOW2 ? "qcow2" : "fd");
+        return f->nvram ? 0 : -ENOMEM;
+}
+
+bool nvram_firmware_path_is_system(const char *path) {
+        static const char *const folders[] = { "/usr/share/OVMF/", "/usr/share/qemu/", "/usr/share/edk2/",
+                                               "/usr/share/edk2-ovmf/", "/usr/share/ovmf/" };
+
+        if (!path || strstr(path, "/../") || strstr(path, "/./"))
+                return false;
+        for (size_t i = 0; i < ELEMENTSOF(folders); i++)
+                if (strncmp(path, folders[i], strlen(folders[i])) == 0)
+                        return true;
+        return false;
+}
+
+/* Reads a regular file (never through a symlink) whole. */
+static int read_store(const char *path, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        if ((uint64_t) st.st_size > NVRAM_MAX_SIZE)
+                return -EFBIG;
+        buf = malloc(st.st_size ?: 1);
+        if (!buf)
+                return -ENOMEM;
+        while (n < (size_t) st.st_size) {
+                ssize_t k = read(fd, buf + n, st.st_size - n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                n += k;
+        }
+        *ret = TAKE_PTR(buf);
+        *ret_size = n;
+        return 0;
+}
+
+static int write_new(const char *path, const char *data, size_t size) {
+        _cleanup_close_ int fd = -EBADF;
+        size_t n = 0;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        while (n < size) {
+                ssize_t k = write(fd, data + n, size - n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        int r = -errno;
+                        (void) unlink(path);
+                        return r;
+                }
+                n += k;
+        }
+        if (fsync(fd) < 0) {
+                int r = -errno;
+                (void) unlink(path);
+                return r;
+        }
+        return 0;
+}
+
+int nvram_prepare(const DomainDef *def, char **ret_message) {
+        const DomainFirmware *f = def_firmware(def);
+        _cleanup_free_ char *folder = NULL, *output = NULL, *data = NULL;
+        size_t size;
+        int r;
+
+        if (!f || !f->nvram || access(f->nvram, F_OK) >= 0)
+                return 0;
+        if (!f->nvram_template)
+                return error_message(ret_message, -QSNAP_E_QEMU_FAILED,
+                                     "The UEFI variable store %s does not exist and <nvram> names no template= to "
+                                     "create it from.", f->nvram);
+        folder = strdup(f->nvram);
+        if (!folder)
+                return -ENOMEM;
+        r = mkdir_p(dirname(folder), 0700);
+        if (r < 0)
+                return error_message(ret_message, r, "Cannot create the folder of %s: %s", f->nvram, strerror(-r));
+        if (f->nvram_format == DISK_FORMAT_QCOW2) {
+                char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "convert", (char *) "-f", (char *) "raw",
+                                 (char *) "-O", (char *) "qcow2", (char *) f->nvram_template, (char *) f->nvram, NULL };
+
+                r = run_command(argv, &output);
+                if (r != 0) {
+                        (void) unlink(f->nvram);
+                        return error_message(ret_message, r < 0 ? r : -QSNAP_E_QEMU_FAILED,
+                                             "Cannot create the UEFI variable store %s from %s: %s", f->nvram,
+                                             f->nvram_template, r < 0 ? strerror(-r) : strna(output));
+                }
+                (void) chmod(f->nvram, 0600);
+        } else {
+                r = read_store(f->nvram_template, &data, &size);
+                if (r >= 0)
+                        r = write_new(f->nvram, data, size);
+                if (r < 0)
+                        return error_message(ret_message, r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED,
+                                             "Cannot create the UEFI variable store %s from %s: %s", f->nvram,
+                                             f->nvram_template, qsnap_strerror(r));
+        }
+        log_info("Created the UEFI variable store %s from %s.", f->nvram, f->nvram_template);
+        return 0;
+}
+
+int nvram_check_internal(const DomainDef *def, char **ret_message) {
+        const DomainFirmware *f = def_firmware(def);
+
+        if (!f)
+                return 0;
+        if (f->nvram_format != DISK_FORMAT_QCOW2)
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
+                                     "Domain '%s' boots UEFI with a raw variable store (%s): QEMU can take an internal "
+                                     "snapshot of it only in qcow2 (<nvram format='qcow2'>), and a snapshot without it "
+                                     "would not match its disks. Use an external snapshot (DISK_ONLY), or convert the "
+                                     "store to qcow2.", def->name, strna(f->nvram));
+        return 1;
+}
+
+char *nvram_snapshot_path(const DomainDef *def, const char *name) {
+        const DomainFirmware *f = def_firmware(def);
+        char *p;
+
+        if (!f || !f->nvram)
+                return NULL;
+        p = strprintf("%s.%s", f->nvram, name);
+        for (char *c = p ? p + strlen(f->nvram) + 1 : NULL; c && *c; c++)
+                if (*c == '/')
+                        *c = '_';
+        return p;
+}
+
+bool nvram_snapshot_path_ok(const DomainDef *def, const char *path) {
+        const DomainFirmware *f = def_firmware(def);
+        _cleanup_free_ char *a = NULL, *b = NULL;
+
+        if (!f || !f->nvram || !path || path[0] != '/' || strstr(path, "/../"))
+                return false;
+        a = strdup(f->nvram);
+        b = strdup(path);
+        return a && b && streq(dirname(a), dirname(b));
+}
+
+int nvram_snapshot_save(const DomainDef *def, const char *path, char **ret_message) {
+        const DomainFirmware *f = def_firmware(def);
+        _cleanup_free_ char *data = NULL;
+        size_t size;
+        int r;
+
+        if (!f || !f->nvram)
+                return 0;
+        r = read_store(f->nvram, &data, &size);
+        if (r >= 0)
+                r = write_new(path, data, size);
+        if (r < 0)
+                return error_message(ret_message, r == -EEXIST ? -QSNAP_E_PATH_NOT_ALLOWED : r,
+                                     "Cannot keep a copy of the UEFI variable store %s as %s: %s", f->nvram, path,
+                                     qsnap_strerror(r));
+        return 0;
+}
+
+int nvram_restore_bytes(const DomainDef *def, const char *data, size_t size) {
+        const DomainFirmware *f = def_firmware(def);
+
+        if (!f || !f->nvram)
+                return 0;
+        return write_file_atomic(f->nvram, data, size, 0600);
+}
+
+int nvram_snapshot_restore(const DomainDef *def, const char *path, char **ret_old, size_t *ret_old_size,
+                           char **ret_message) {
+        const DomainFirmware *f = def_firmware(def);
+        _cleanup_free_ char *data = NULL, *old = NULL;
+        size_t size, old_size = 0;
+        int r;
+
+        if (!f || !f->nvram)
+                return 0;
+        if (!nvram_snapshot_path_ok(def, path))
+                return error_message(ret_message, -QSNAP_E_PATH_NOT_ALLOWED,
+                                     "The snapshot's copy of the UEFI variable store, %s, is not beside the store %s.",
+                                     path, f->nvram);
+        r = read_store(path, &data, &size);
+        if (r < 0)
+                return error_message(ret_message, r, "Cannot read the snapshot's UEFI variable store %s: %s", path,
+                                     qsnap_strerror(r));
+        if (ret_old && read_store(f->nvram, &old, &old_size) < 0)
+                old = NULL;
+        r = nvram_restore_bytes(def, data, size);
+        if (r < 0)
+                return error_message(ret_message, r, "Cannot write the UEFI variable store %s: %s", f->nvram,
+                                     strerror(-r));
+        if (ret_old) {
+                *ret_old = TAKE_PTR(old);
+                *ret_old_size = old_size;
+        }
+        return 0;
+}

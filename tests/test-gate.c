@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The path gate (core/gate.c) and its descriptor helpers (util/fs.c) on a
+ * real domain (tests/test-ops.h's fixture, no QEMU): which folders are
+ * allowed (the disks' folders exactly, the image roots and below, nothing
+ * a header names), links anywhere and ".." refused, one refusal text,
+ * chains confined, json: and protocol backing names refused.
+ */
+#include <fcntl.h>
+
+#include "core/gate.h"
+#include "util/fs.h"
+/* fake-qmp.h's record check, inlined here where nothing records, makes
+ * gcc see a NULL %s argument that cannot be reached. */
+#pragma GCC diagnostic ignored "-Wformat-overflow"
+#include "test-ops.h"
+
+static bool refused_with(int r, const char *message, const char *path) {
+        return r == -QSNAP_E_PATH_NOT_ALLOWED && message && strstr(message, path) &&
+               strstr(message, "is not in an allowed folder of domain 'vm' or does not exist");
+}
+
+static void test_folders(OpsFixture *f) {
+        _cleanup_free_ char *sub = ops_path(f, "sub"), *in_sub = ops_path(f, "sub/o.qcow2"), *link = ops_path(f, "link");
+        _cleanup_free_ char *via_link = ops_path(f, "link/o.qcow2"), *outside = strprintf("%s/outside", f->dir);
+        _cleanup_free_ char *out_file = strprintf("%s/outside/o.qcow2", f->dir), *dotdot = ops_path(f, "../outside/o");
+        _cleanup_free_ char *missing = strprintf("%s/missing/o.qcow2", f->dir), *last_link = ops_path(f, "last");
+        _cleanup_free_ char *message = NULL, *plain = ops_path(f, "o.qcow2"), *text_out = NULL, *text_missing = NULL;
+        _cleanup_free_ char *made = ops_path(f, "made-here");
+        char *roots[] = { f->images, NULL };
+        struct stat st;
+        int dirfd = -EBADF, r;
+
+        check(mkdir(sub, 0700) >= 0 && mkdir(outside, 0700) >= 0);
+        check(symlink(outside, link) >= 0 && symlink(out_file, last_link) >= 0);
+
+        /* The disk's folder, exactly. */
+        check(gate_check(f->domain, plain, "The overlay", &message) == 0 && !message);
+        check(gate_open_folder(f->domain, plain, "The overlay", &dirfd, &message) == 0 && dirfd >= 0);
+        r = fs_create_at(dirfd, "made-here", 0600);
+        check(r >= 0);
+        safe_close(r);
+        check(fs_create_at(dirfd, "made-here", 0600) == -EEXIST);
+        safe_close(dirfd);
+        check(fs_lstat_at(AT_FDCWD, made, &st) == 0 && S_ISREG(st.st_mode));
+
+        /* Not below it, unless it is an image root. */
+        r = gate_check(f->domain, in_sub, "The overlay", &message);
+        check(refused_with(r, message, in_sub));
+        f->manager->config.image_roots = roots;
+        check(gate_check(f->domain, in_sub, "The overlay", &message) == 0);
+
+        /* Outside, through a link, through "..", a link as the last
+         * component, a missing folder: all the same words. */
+        r = gate_check(f->domain, out_file, "The overlay", &message);
+        check(refused_with(r, message, out_file));
+        text_out = strdup(message);
+        r = gate_check(f->domain, missing, "The overlay", &message);
+        check(refused_with(r, message, missing));
+        text_missing = strdup(message);
+        check(text_out && text_missing);
+        check(streq(strstr(text_out, " is not"), strstr(text_missing, " is not")));
+        r = gate_check(f->domain, via_link, "The overlay", &message);
+        check(refused_with(r, message, via_link));
+        r = gate_check(f->domain, dotdot, "The overlay", &message);
+        check(refused_with(r, message, dotdot));
+        r = gate_check(f->domain, last_link, "The overlay", &message);
+        check(refused_with(r, message, last_link));
+        check(gate_check(f->domain, "relative/o.qcow2", "The overlay", &message) == -QSNAP_E_INVALID_ARGUMENT);
+        f->manager->config.image_roots = NULL;
+
+        /* The descriptor helpers on their own. */
+        dirfd = open(f->images, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        check(dirfd >= 0);
+        r = fs_open_dir_beneath(dirfd, "sub");
+        check(r >= 0);
+        safe_close(r);
+        check(fs_open_dir_beneath(dirfd, "link") == -ELOOP);
+        check(fs_open_dir_beneath(dirfd, "../outside") == -EXDEV);
+        check(fs_open_dir_beneath(dirfd, "/etc") == -EXDEV);
+        check(fs_open_dir_beneath(dirfd, "vda.qcow2") == -ENOTDIR);
+        safe_close(dirfd);
+        check(fs_open_dir_nofollow(via_link) == -ELOOP || fs_open_dir_nofollow(link) == -ELOOP);
+        message = mfree(message);
+}
+
+static void test_chains(OpsFixture *f) {
+        _cleanup_free_ char *outside = strprintf("%s/outside", f->dir), *base = strprintf("%s/outside/base.qcow2", f->dir);
+        _cleanup_free_ char *top = ops_path(f, "top.qcow2"), *ok = ops_path(f, "ok.qcow2"), *j = ops_path(f, "json.qcow2");
+        _cleanup_free_ char *fifo = ops_path(f, "fifo"), *message = NULL;
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        int fd = -EBADF, r;
+
+        ops_image(base, NULL);
+        ops_image(top, base);      /* a header naming a file outside */
+        ops_image(ok, f->images_of[0]);
+        check(image_read_chain(top, DISK_FORMAT_QCOW2, &chain) == 0 && chain.n_layers == 2);
+        image_chain_done(&chain);
+        r = gate_read_chain(f->domain, top, DISK_FORMAT_QCOW2, &chain, &message);
+        check(refused_with(r, message, base));
+        check(strstr(message, top)); /* which image named it */
+        image_chain_done(&chain);
+        message = mfree(message);
+        check(gate_read_chain(f->domain, ok, DISK_FORMAT_QCOW2, &chain, &message) == 0 && chain.n_layers == 2);
+        image_chain_done(&chain);
+        /* The header's folder is not allowed for anything else either. */
+        r = gate_check(f->domain, base, "The overlay", &message);
+        check(refused_with(r, message, base));
+        message = mfree(message);
+
+        check(image_create(j, DISK_FORMAT_QCOW2, DISK_SIZE, "json:{\"driver\":\"raw\",\"file\":{\"filename\":\"/etc/shadow\"}}",
+                           DISK_FORMAT_RAW, &message) >= 0);
+        r = gate_read_chain(f->domain, j, DISK_FORMAT_QCOW2, &chain, &message);
+        check(r == -QSNAP_E_PATH_NOT_ALLOWED && message && strstr(message, "json: or protocol name"));
+        image_chain_done(&chain);
+        message = mfree(message);
+
+        /* What qsnapd reads itself: regular files only, never blocking. */
+        check(mkfifo(fifo, 0600) >= 0);
+        alarm(10);
+        r = gate_open_image(f->domain, fifo, "The image", &fd, &message);
+        check(refused_with(r, message, fifo));
+        alarm(0);
+        message = mfree(message);
+        check(gate_open_image(f->domain, ok, "The image", &fd, &message) == 0 && fd >= 0);
+        safe_close(fd);
+        (void) outside;
+}
+
+static void test_snapshot_def(OpsFixture *f) {
+        _cleanup_free_ char *message = NULL, *inside = ops_path(f, "mem"), *out = strprintf("%s/outside/mem", f->dir);
+        SnapshotDisk disk = { .name = (char *) "vda", .source = out };
+        SnapshotDef def = { .name = (char *) "s", .memory_file = inside };
+        int r;
+
+        check(gate_check_snapshot_def(f->domain, &def, &message) == 0);
+        def.disks = &disk;
+        def.n_disks = 1;
+        r = gate_check_snapshot_def(f->domain, &def, &message);
+        check(refused_with(r, message, out) && strstr(message, "The overlay"));
+        def.n_disks = 0;
+        def.memory_file = out;
+        r = gate_check_snapshot_def(f->domain, &def, &message);
+        check(refused_with(r, message, out) && strstr(message, "The memory state file"));
+        def.memory_file = NULL;
+        def.revert_disks = &disk;
+        def.n_revert_disks = 1;
+        r = gate_check_snapshot_def(f->domain, &def, &message);
+        check(refused_with(r, message, out) && strstr(message, "revert disk"));
+}
+
+int main(int argc, char *argv[]) {
+        OpsFixture f;
+
+        ops_init();
+        ops_setup(&f, 1);
+        test_folders(&f);
+        test_chains(&f);
+        test_snapshot_def(&f);
+        ops_teardown(&f);
+        ops_done();
+        printf("all path gate tests passed\n");
+        return EXIT_SUCCESS;
+}

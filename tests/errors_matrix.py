@@ -118,6 +118,7 @@ MATRIX = {
             'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',
             'test_bad_input.py QemuFailedTest.test_missing_image',
         ],
+        'PathNotAllowed': ['test_security.py GateTest.test_json_backing_name_is_not_followed'],
         'AccessDenied': [
             'test_auth_matrix.py AuthMatrixTest.test_matrix',
             'test_authorization.py GrantTest.test_domain_detail_rule_grants_one_domain',

@@ -621,9 +621,11 @@ class IncrementalTest(BackupTestCase):
 
     def node_bitmaps(self, dom):
         nodes = self.h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+        fdsets = self.h.qmp(dom, 'query-fdsets')['return']
         # qsnap-size-*: the checkpoints' Size measurement, there for a moment
-        return sorted(b.get('name', '') for n in nodes if n.get('file') == self.img for b in n.get('dirty-bitmaps', [])
-                      if not b.get('name', '').startswith('qsnap-size-'))
+        # (QEMU knows the image as /dev/fdset/N: the real file behind it)
+        return sorted(b.get('name', '') for n in nodes if self.h.qemu_file_name(dom, n.get('file'), fdsets) == self.img
+                      for b in n.get('dirty-bitmaps', []) if not b.get('name', '').startswith('qsnap-size-'))
 
     def test_incremental_push(self):
         h = self.h
@@ -700,8 +702,9 @@ class IncrementalTest(BackupTestCase):
         xml = "<domainbackup mode='push'><incremental>nope</incremental></domainbackup>"
         self.assert_refused(dom, E + 'NoSuchCheckpoint', 'BackupBegin', (xml, '', 0), 'sst')
         # The bitmap removed behind qsnapd's back: no silent full copy.
+        fdsets = h.qmp(dom, 'query-fdsets')['return']
         node = [n['node-name'] for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
-                if n.get('file') == img and n['drv'] == 'qcow2'][0]
+                if n['drv'] == 'qcow2' and h.qemu_file_name(dom, n.get('file'), fdsets) == img][0]
         self.assertEqual(h.qmp(dom, 'block-dirty-bitmap-remove', {'node': node, 'name': 'c1'}), {'return': {}})
         target = h.image_path('inc.qcow2')
         with self.assertDBusError(E + 'OperationInvalid') as cm:

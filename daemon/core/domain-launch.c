@@ -10,6 +10,8 @@
  * D-Bus in here.
  */
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -227,7 +229,7 @@ static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***arg
 
         if (!def->agent_channel)
                 return 0;
-        path = domain_runtime_path(d, ".agent");
+        path = domain_qemu_socket_path(d, ".agent");
         escaped = path ? qemu_opt_escape(path) : NULL;
         if (!escaped)
                 return -ENOMEM;
@@ -323,6 +325,12 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         ADD("socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
         ADD("-mon");
         ADD("chardev=qmp,mode=control");
+        if (d->manager->config.qemu_user) {
+                /* No exec (a monitor's migrate to exec: dies with SIGSYS), no
+                 * setuid, no obsolete calls, no scheduler or cgroup games. */
+                ADD("-sandbox");
+                ADD("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        }
         if (incoming) {
                 /* migrate-incoming names the source once the monitor is up. */
                 ADD("-incoming");
@@ -391,7 +399,98 @@ int domain_launch_bind_socket(const char *path) {
         return TAKE_FD(fd);
 }
 
-_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds) {
+int domain_launch_creds(Domain *d, QemuCreds *ret, char **ret_message) {
+        const char *user = d->manager->config.qemu_user;
+        struct passwd *pw;
+        int n = 16;
+
+        *ret = (QemuCreds) {};
+        if (!user)
+                return 0;
+        errno = 0;
+        pw = getpwnam(user);
+        if (!pw) {
+                *ret_message = strprintf("QEMU's user '%s' does not exist (qsnapd.sysusers creates it; --qemu-user= "
+                                         "names another).", user);
+                return errno == ENOMEM ? -ENOMEM : -QSNAP_E_QEMU_FAILED;
+        }
+        if (pw->pw_uid == 0) {
+                *ret_message = strprintf("QEMU's user '%s' is root: name an unprivileged one with --qemu-user=.", user);
+                return -QSNAP_E_QEMU_FAILED;
+        }
+        /* Its groups as /etc/group says (kvm for /dev/kvm). */
+        for (;;) {
+                gid_t *g = reallocarray(ret->groups, (size_t) n, sizeof(gid_t));
+                int k = n;
+
+                if (!g)
+                        return -ENOMEM;
+                ret->groups = g;
+                if (getgrouplist(pw->pw_name, pw->pw_gid, g, &k) >= 0) {
+                        ret->n_groups = k;
+                        break;
+                }
+                if (k <= n || k > 65536) {
+                        qemu_creds_done(ret);
+                        return -EINVAL;
+                }
+                n = k;
+        }
+        ret->uid = pw->pw_uid;
+        ret->gid = pw->pw_gid;
+        ret->drop = true;
+        return 0;
+}
+
+void qemu_creds_done(QemuCreds *c) {
+        free(c->groups);
+        *c = (QemuCreds) {};
+}
+
+int domain_launch_qemu_dir(Domain *d, const QemuCreds *creds) {
+        _cleanup_free_ char *dir = NULL;
+        struct stat st;
+
+        if (!creds->drop)
+                return 0;
+        dir = strprintf("%s/qemu", d->manager->config.runtime_dir);
+        if (!dir)
+                return -ENOMEM;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        /* Ours to hand over: a folder, never a link someone put there. */
+        if (lstat(dir, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        if ((st.st_uid != creds->uid || st.st_gid != creds->gid) && lchown(dir, creds->uid, creds->gid) < 0)
+                return -errno;
+        return 0;
+}
+
+/* Whom QEMU runs as, and the folders a start writes to (runtime, logs,
+ * QEMU's own socket folder). */
+int domain_launch_prepare_dirs(Domain *d, QemuCreds *creds, char **ret_message) {
+        _cleanup_free_ char *logdir = strprintf("%s/log", d->manager->config.state_dir);
+        int r;
+
+        if (!logdir)
+                return -ENOMEM;
+        r = domain_launch_creds(d, creds, ret_message);
+        if (r < 0)
+                return r;
+        r = mkdir_p(d->manager->config.runtime_dir, 0700);
+        if (r >= 0)
+                r = mkdir_p(logdir, 0700);
+        if (r >= 0)
+                r = domain_launch_qemu_dir(d, creds);
+        if (r < 0)
+                *ret_message = strprintf("Cannot create %s: %s", d->manager->config.runtime_dir, strerror(-r));
+        return r;
+}
+
+_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds,
+                                 const QemuCreds *creds) {
         sigset_t all;
         int null;
 
@@ -414,6 +513,15 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int 
         for (size_t i = 0; i < n_fds; i++)
                 if (fcntl(fds[i], F_SETFD, 0) < 0)
                         _exit(126);
+        /* QEMU's own user, here rather than -runas: with -sandbox's
+         * elevateprivileges=deny QEMU would die on its own setuid(). From
+         * root to another uid, no capability is left. */
+        if (creds && creds->drop &&
+            (setgroups((size_t) creds->n_groups, creds->groups) < 0 || setresgid(creds->gid, creds->gid, creds->gid) < 0 ||
+             setresuid(creds->uid, creds->uid, creds->uid) < 0 || getuid() != creds->uid)) {
+                dprintf(STDERR_FILENO, "qsnapd: cannot become QEMU's user: %s\n", strerror(errno));
+                _exit(126);
+        }
         execv(argv[0], argv);
         dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -421,7 +529,8 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int 
 
 /* setsid and a double fork: QEMU is nobody's child, so it lives on when
  * qsnapd exits. The middle process reports the pid through a pipe. */
-int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, pid_t *ret_pid) {
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                        pid_t *ret_pid) {
         int pipefd[2], status;
         pid_t child, pid = 0;
         ssize_t n;
@@ -444,7 +553,7 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *
                 if (grandchild < 0)
                         _exit(1);
                 if (grandchild == 0)
-                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds);
+                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds);
                 (void) !write(pipefd[1], &grandchild, sizeof(grandchild));
                 _exit(0);
         }

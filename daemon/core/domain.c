@@ -13,6 +13,8 @@
  * They outlive qsnapd, so a new qsnapd finds every VM again.
  */
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -87,6 +89,7 @@ int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         d->n_ref = 1;
         d->def = def;
         d->state = DOMAIN_SHUTOFF;
+        d->pidfd = -EBADF;
         d->node_seq = now_usec(CLOCK_REALTIME);
         snapshot_tree_init(&d->snapshots, d);
         checkpoint_tree_init(&d->checkpoints, d);
@@ -105,6 +108,7 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_jobs_free(d);
+        safe_close(d->pidfd);
         snapshot_tree_done(&d->snapshots);
         bitmaps_domain_done(d);
         checkpoint_tree_done(&d->checkpoints);
@@ -130,6 +134,12 @@ char *domain_runtime_path(Domain *d, const char *suffix) {
         return strprintf("%s/%s%s", d->manager->config.runtime_dir, d->def->uuid, suffix);
 }
 
+char *domain_qemu_socket_path(Domain *d, const char *suffix) {
+        if (!d->manager->config.qemu_user)
+                return domain_runtime_path(d, suffix);
+        return strprintf("%s/qemu/%s%s", d->manager->config.runtime_dir, d->def->uuid, suffix);
+}
+
 char *domain_log_path(Domain *d) {
         return strprintf("%s/log/%s.log", d->manager->config.state_dir, d->def->uuid);
 }
@@ -147,11 +157,16 @@ static void domain_set_state(Domain *d, DomainState s) {
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_STATE);
 }
 
-/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU. */
-static bool process_is_gone(pid_t pid) {
+/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU.
+ * A pidfd of it turns readable once it exited. */
+static bool process_is_gone(pid_t pid, int pidfd) {
         _cleanup_free_ char *path = strprintf("/proc/%d/stat", (int) pid), *stat = NULL;
         const char *p;
 
+        if (pidfd >= 0) {
+                struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+                return poll(&pfd, 1, 0) != 0;
+        }
         if (!path || read_full_file(path, 4096, &stat, NULL) < 0)
                 return true;
         p = strrchr(stat, ')');
@@ -241,8 +256,9 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
 /* ---- runtime files ---- */
 
 static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".agent" };
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
         const DomainDef *def = domain_current_def(d);
+        _cleanup_free_ char *agent = NULL;
 
         if (!domain_is_managed(d))
                 return;
@@ -251,6 +267,9 @@ static void domain_remove_runtime_files(Domain *d) {
                 if (p)
                         (void) unlink(p);
         }
+        agent = domain_qemu_socket_path(d, ".agent");
+        if (agent)
+                (void) unlink(agent);
         domain_devices_remove_runtime_files(d, def);
         for (size_t i = 0; i < def->n_disks; i++) {
                 _cleanup_free_ char *p = NULL;
@@ -274,6 +293,7 @@ static void domain_reset(Domain *d, DomainState state) {
         domain_files_clear(d);
         d->live = domain_def_free(d->live);
         d->pid = 0;
+        d->pidfd = safe_close(d->pidfd);
         d->shutdown_seen = d->quit_requested = false;
         domain_set_state(d, state);
         if (had_live)
@@ -391,6 +411,10 @@ static void on_attach_status(Qmp *qmp, int error, json_object *result, const cha
                 return domain_op_finish(d, r, "query-status answer not understood");
 
         domain_load_live(d);
+        /* Its monitor answers, so the pid file names a live QEMU of ours:
+         * hold on to it (a QEMU of another user may be hidden in /proc). */
+        if (domain_is_managed(d) && d->pid > 0 && d->pidfd < 0)
+                d->pidfd = (int) syscall(SYS_pidfd_open, d->pid, 0);
         switch (s) {
         case QMP_RUN_STATE_RUNNING:
                 domain_set_state(d, DOMAIN_RUNNING);
@@ -577,26 +601,6 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
         on_incoming_poll(NULL, 0, d);
 }
 
-#define INCOMING_FD_NAME "qsnap-incoming"
-
-int domain_send_incoming(Domain *d, const char *memory_file, qmp_reply_func_t cb, void *userdata) {
-        _cleanup_close_ int fd = -EBADF;
-        int flags;
-
-        if (!d->qmp)
-                return -ENOTCONN;
-        fd = image_open_regular(memory_file, O_NOFOLLOW);
-        if (fd < 0)
-                return fd;
-        flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
-                return -errno;
-        if (qmp_cmd_getfd(d->qmp, INCOMING_FD_NAME, fd, NULL, NULL) < 0 ||
-            qmp_cmd_migrate_incoming_fd(d->qmp, INCOMING_FD_NAME, cb, userdata) < 0)
-                return -QSNAP_E_QEMU_FAILED;
-        return 0;
-}
-
 static void start_incoming(Domain *d) {
         int r;
 
@@ -677,11 +681,11 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
 
 static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, DomainStepFunc incoming_sent,
                              DomainDoneFunc done, void *userdata, char **ret_message) {
-        _cleanup_free_ char *sock = NULL, *pidfile = NULL, *live_xml_path = NULL, *log_path = NULL, *live_xml = NULL,
-                            *logdir = NULL;
+        _cleanup_free_ char *sock = NULL, *pidfile = NULL, *live_xml_path = NULL, *log_path = NULL, *live_xml = NULL;
         _cleanup_(domain_def_freep) DomainDef *live = NULL;
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_(launch_files_done) LaunchFiles lf = {};
+        _cleanup_(qemu_creds_done) QemuCreds creds = {};
         _cleanup_close_ int qmp_fd = -EBADF, log_fd = -EBADF;
         char pidbuf[32];
         pid_t pid = 0;
@@ -704,17 +708,11 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         pidfile = domain_runtime_path(d, ".pid");
         live_xml_path = domain_runtime_path(d, ".xml");
         log_path = domain_log_path(d);
-        logdir = strprintf("%s/log", d->manager->config.state_dir);
-        if (!sock || !pidfile || !live_xml_path || !log_path || !logdir)
+        if (!sock || !pidfile || !live_xml_path || !log_path)
                 return -ENOMEM;
-
-        r = mkdir_p(d->manager->config.runtime_dir, 0700);
-        if (r >= 0)
-                r = mkdir_p(logdir, 0700);
-        if (r < 0) {
-                *ret_message = strprintf("Cannot create %s: %s", d->manager->config.runtime_dir, strerror(-r));
+        r = domain_launch_prepare_dirs(d, &creds, ret_message);
+        if (r < 0)
                 return r;
-        }
 
         r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
         if (r < 0)
@@ -748,7 +746,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 goto fail;
         }
 
-        r = domain_launch_spawn(argv, log_fd, qmp_fd, &lf, &pid);
+        r = domain_launch_spawn(argv, log_fd, qmp_fd, &lf, &creds, &pid);
         if (r < 0) {
                 *ret_message = strprintf("Cannot launch %s: %s", argv[0], strerror(-r));
                 goto fail;
@@ -765,6 +763,10 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         domain_def_free(d->live);
         d->live = TAKE_PTR(live);
         d->pid = pid;
+        /* QEMU as another user may be hidden from us in /proc (the unit's
+         * ProtectProc=invisible): this descriptor still names it. */
+        d->pidfd = safe_close(d->pidfd);
+        d->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
         manager_notify_launched(d->manager, d, pid);
 
         r = domain_op_begin(d, DOMAIN_OP_START, flags, done, userdata);
@@ -877,17 +879,20 @@ static bool qemu_pid_is_ours(Domain *d) {
 
         if (!domain_is_managed(d) || d->pid <= 0)
                 return false;
+        /* Launched by us: the pidfd says it is that process. */
+        if (d->pidfd >= 0)
+                return !process_is_gone(d->pid, d->pidfd);
         path = strprintf("/proc/%d/cmdline", (int) d->pid);
         needle = strprintf("-uuid%c%s", 0, d->def->uuid);
         if (!path || !needle || read_full_file(path, 1 << 20, &cmdline, &n) < 0)
                 return false;
-        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !process_is_gone(d->pid);
+        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !process_is_gone(d->pid, -EBADF);
 }
 
 static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
-        if (!process_is_gone(d->pid) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
+        if (!process_is_gone(d->pid, d->pidfd) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
                 (void) sd_event_source_set_time_relative(s, REAP_POLL_USEC);
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }

@@ -92,6 +92,8 @@ struct Domain {
         bool quit_requested;  /* we asked QEMU to quit */
 
         pid_t pid;            /* managed QEMU, 0 when unknown */
+        int pidfd;            /* QEMU launched by this qsnapd: its pidfd (a QEMU of
+                               * another user may be hidden in /proc), else -EBADF */
         Qmp *qmp;
         struct Agent *agent;  /* the guest agent channel while QEMU runs (core/domain-agent.c) */
 
@@ -161,10 +163,6 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
  * migrate-incoming is on its way. A failed load leaves the domain shut off
  * (-QSNAP_E_QEMU_FAILED, QEMU's text). Only for domains qsnapd launches
  * (-QSNAP_E_UNSUPPORTED otherwise). */
-/* migrate-incoming from memory_file, which qsnapd opens (a regular file,
- * no symbolic link) and passes as a descriptor (getfd, "fd:"): QEMU opens
- * nothing and runs no shell. -errno when the file cannot be opened. */
-int domain_send_incoming(Domain *d, const char *memory_file, qmp_reply_func_t cb, void *userdata);
 int domain_start_incoming(Domain *d, uint64_t flags, const char *memory_file, DomainStepFunc sent, DomainDoneFunc done,
                           void *userdata, char **ret_message);
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
@@ -209,6 +207,9 @@ int domain_save_disks(Domain *d);
 
 /* Files under the runtime and state dirs. */
 char *domain_runtime_path(Domain *d, const char *suffix);
+/* A socket QEMU itself creates (agent, graphics, consoles): in the folder
+ * its user may write (<runtime>/qemu) when it runs as one. */
+char *domain_qemu_socket_path(Domain *d, const char *suffix);
 char *domain_log_path(Domain *d);
 /* The throw-away overlay of a <transient/> disk while QEMU runs. */
 char *domain_transient_path(Domain *d, const DomainDisk *disk);

@@ -365,3 +365,25 @@ int domain_find_format_node(Domain *d, json_object *nodes, const char *file, con
         }
         return 0;
 }
+
+/* ---- memory state ---- */
+
+#define INCOMING_FD_NAME "qsnap-incoming"
+
+int domain_send_incoming(Domain *d, const char *memory_file, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_close_ int fd = -EBADF;
+        int flags;
+
+        if (!d->qmp)
+                return -ENOTCONN;
+        fd = image_open_regular(memory_file, O_NOFOLLOW);
+        if (fd < 0)
+                return fd;
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+                return -errno;
+        if (qmp_cmd_getfd(d->qmp, INCOMING_FD_NAME, fd, NULL, NULL) < 0 ||
+            qmp_cmd_migrate_incoming_fd(d->qmp, INCOMING_FD_NAME, cb, userdata) < 0)
+                return -QSNAP_E_QEMU_FAILED;
+        return 0;
+}

@@ -81,3 +81,8 @@ int domain_nodes_resolve_files(Domain *d, QmpNode *nodes, size_t n);
 /* The format node of file among a query-named-block-nodes reply: 1 and
  * *ret_node (borrowed from the reply or the map) when found, else 0. */
 int domain_find_format_node(Domain *d, json_object *nodes, const char *file, const char **ret_node);
+
+/* migrate-incoming from memory_file, which qsnapd opens (a regular file,
+ * no symbolic link) and passes as a descriptor (getfd, "fd:"): QEMU opens
+ * nothing and runs no shell. -errno when the file cannot be opened. */
+int domain_send_incoming(Domain *d, const char *memory_file, qmp_reply_func_t cb, void *userdata);

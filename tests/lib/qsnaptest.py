@@ -153,14 +153,36 @@ def qsnapd_command():
 TIMEOUT_FACTOR = float(os.environ.get('QSNAPTEST_TIMEOUT_FACTOR') or (10 if qsnapd_wrapper() else 1))
 
 
-def kvm_works():
+def kvm_works(user=None):
     """True when /dev/kvm can be opened read-write (then domains use
-    type='kvm', else TCG with type='qemu')."""
+    type='kvm', else TCG with type='qemu'); by user (a name) when given."""
+    if user:
+        return subprocess.run(['setpriv'] + _user_args(user) + ['test', '-r', '/dev/kvm', '-a', '-w', '/dev/kvm'],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     try:
         os.close(os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC))
         return True
     except OSError:
         return False
+
+
+QEMU_USER = 'qsnap-qemu'
+
+
+def ensure_qemu_user():
+    """QEMU's user as units/qsnapd.sysusers makes it (systemd-sysusers with
+    the source tree's file), when this host has none yet."""
+    try:
+        pwd.getpwnam(QEMU_USER)
+        return
+    except KeyError:
+        pass
+    conf = os.path.join(os.environ.get('QSNAPD_SOURCE_ROOT') or os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))), 'units', 'qsnapd.sysusers')
+    r = subprocess.run(['systemd-sysusers', conf], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError('systemd-sysusers %s failed: %s' % (conf, r.stderr.strip()))
+    pwd.getpwnam(QEMU_USER)
 
 
 def check_requirements(daemon=True):
@@ -1828,8 +1850,19 @@ class Harness:
         """An image under our temp dir; returns its path."""
         return qemu_img_create(self.image_path(name), size, fmt, backing, backing_fmt)
 
+    def qemu_user(self):
+        """The --qemu-user= qsnapd was started with, or None."""
+        for a in self.daemon_args:
+            if a.startswith('--qemu-user='):
+                return a.split('=', 1)[1] or None
+        return None
+
     def define_domain(self, name, disks=(), **kw):
-        """DefineDomain(domain_xml(name, disks, **kw), 0): the object path."""
+        """DefineDomain(domain_xml(name, disks, **kw), 0): the object path.
+        With --qemu-user=, KVM only when that user may open /dev/kvm."""
+        user = self.qemu_user()
+        if user and 'domain_type' not in kw:
+            kw['domain_type'] = 'kvm' if kvm_works(user) else 'qemu'
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'DefineDomain', (domain_xml(name, disks, **kw), 0), 'st')
 
     def domain_path(self, name):

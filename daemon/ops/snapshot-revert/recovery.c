@@ -17,6 +17,7 @@
 #include "core/files.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "ops/snapshot-revert.h"
 #include "ops/snapshot-revert/internal.h"
 #include "qemu/image.h"

@@ -1474,6 +1474,7 @@ static void test_device_errors(void) {
                 { "<disk device='cdrom'><source file='/a.iso'/></disk>", "<disk device='cdrom'> has no <target dev=…/>" },
                 { "<disk device='cdrom'><target dev='sda' bus='virtio'/></disk>", "<target bus='virtio'> is not supported" },
                 { "<disk device='cdrom'><source file='a.iso'/><target dev='sda'/></disk>", "not an absolute path" },
+                { "<disk device='cdrom'><target dev='sd-a'/></disk>", "<target dev='sd-a'> must match [a-z][a-z0-9]*" },
         };
         static const struct {
                 const char *xml;

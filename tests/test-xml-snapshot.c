@@ -665,6 +665,39 @@ static void test_qsnap_written(void) {
         CHECK_CONTAINS(out, "passwd=\"s3cret-vnc\"");
 }
 
+/* <qsnap:nvram file=… internal=…/>: written, read back by a redefinition
+ * (the metadata store), ignored in a new snapshot's request, checked. */
+static void test_nvram(void) {
+        _cleanup_(snapshot_def_freep) SnapshotDef *def = NULL, *back = NULL, *request = NULL, *copy = NULL;
+        _cleanup_free_ char *out = NULL, *out2 = NULL;
+
+        def = parse_ok("<domainsnapshot><name>s</name></domainsnapshot>", SNAPSHOT_PARSE_REDEFINE);
+        if (!def)
+                return;
+        def->nvram_file = strdup("/var/lib/qsnap/nvram/u_VARS.fd.s");
+        def->nvram_internal = true;
+        out = format_ok(def, 0);
+        CHECK_CONTAINS(out, "<qsnap:nvram xmlns:qsnap='http://example.org/qsnap/1' "
+                            "file='/var/lib/qsnap/nvram/u_VARS.fd.s' internal='yes'/>");
+        back = out ? parse_ok(out, SNAPSHOT_PARSE_REDEFINE) : NULL;
+        CHECK(back && streq_ptr(back->nvram_file, def->nvram_file) && back->nvram_internal);
+        CHECK(back && !back->extra_elements); /* modelled, not kept verbatim */
+        out2 = back ? format_ok(back, 0) : NULL;
+        CHECK_STREQ(out, out2);
+        CHECK(snapshot_def_copy(def, &copy) == 0);
+        CHECK(copy && streq_ptr(copy->nvram_file, def->nvram_file) && copy->nvram_internal);
+        /* A caller's new snapshot cannot name the copy. */
+        request = out ? parse_ok(out, 0) : NULL;
+        CHECK(request && !request->nvram_file && !request->nvram_internal && !request->extra_elements);
+        parse_fails_str("<domainsnapshot xmlns:q='http://example.org/qsnap/1'>\n<q:nvram file='rel'/></domainsnapshot>",
+                        SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 2, "<qsnap:nvram file='rel'>");
+        parse_fails_str("<domainsnapshot xmlns:q='http://example.org/qsnap/1'>\n<q:nvram internal='maybe'/>"
+                        "</domainsnapshot>", SNAPSHOT_PARSE_REDEFINE, -QSNAP_E_INVALID_XML, 2, "yes or no");
+        free(def->nvram_file);
+        def->nvram_file = strdup("relative");
+        CHECK(snapshot_def_format(def, 0, &(char *) { NULL }) == -EINVAL);
+}
+
 static void test_bulk(void) {
         _cleanup_free_ char *xml = read_fixture("bulk.xml", NULL), *out = NULL, *out2 = NULL, *current = NULL,
                             *current2 = NULL, *error = NULL;
@@ -1629,6 +1662,7 @@ int main(int argc, char **argv) {
         test_set_revert_disks();
         test_on_delete();
         test_qsnap_written();
+        test_nvram();
         test_bulk();
         test_bulk_errors();
         test_bulk_large();

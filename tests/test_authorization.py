@@ -721,6 +721,14 @@ class TierTest(AuthTestCase):
             "<serial type='file'><source path='%s'/></serial>" % (h.image_path('cd.iso'), h.image_path('ttyS0.log')),
             os_children='<kernel>%s</kernel>' % h.image_path('vmlinuz')))
         self.assertIsNone(err, out)
+        # UEFI from the system's OVMF, the store in qsnapd's default place
+        # or below the root: manage-domains is enough.
+        for nvram in ('', h.image_path('vm_VARS.fd')):
+            err, out = self.define_as_user(with_devices(
+                q.domain_xml('vm', [q.Disk('vda', inside)]),
+                os_children="<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
+                            "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>%s</nvram>" % nvram))
+            self.assertIsNone(err, out)
         err, out = self.define_as_user(q.domain_xml('vm', [q.Disk('vda', inside)]))
         self.assertIsNone(err, out)
         stored = observe(h)['stored definitions']
@@ -749,6 +757,16 @@ class TierTest(AuthTestCase):
             (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
                           "<serial type='unix'><source mode='bind' path='%s/s.sock'/></serial>" % outside_dir),
              'the file %s/s.sock' % outside_dir),
+            # UEFI (issue #14): firmware from elsewhere, a store outside the root.
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                          os_children="<loader readonly='yes' type='pflash'>%s/code.fd</loader>" % outside_dir),
+             'UEFI <loader> %s/code.fd' % outside_dir),
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                          os_children="<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
+                                      "<nvram template='/etc/shadow'/>"), 'template /etc/shadow'),
+            (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                          os_children="<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
+                                      "<nvram>/etc/shadow</nvram>"), 'UEFI variable store'),
         ]
         for xml, why in cases:
             with self.subTest(why=why):

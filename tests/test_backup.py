@@ -34,6 +34,26 @@ the job runs (checked: State running, Cur < End, before the write).
   qsnapd runs and after, the job is adopted, Abort cleans up. With QEMU
   killed too: the job is reported failed under its path and the files
   qsnapd created are gone.
+- Crash points (QSNAPD_TEST_CRASH_AT) before QEMU runs the jobs: the next
+  qsnapd rolls back (no job, node, file, NBD server); from "running" on it
+  adopts; at "pending" the push completes under the next qsnapd.
+- Stop of the domain during a push and a pull: failed, files removed.
+- Two disks: one job (Disk "", End over both); a pull with the caller's
+  socket, scratch files and export name; a pull of vda alongside a
+  BlockPull of vdb (vda is Busy for block jobs, vdb is not).
+- Incremental since a checkpoint (made by CreateCheckpoint or by
+  checkpoint_xml in the backup's own transaction): the incremental target
+  holds exactly the changed clusters (qemu-img map), full + incremental
+  equal the disk (qemu-img rebase -u, compare); a pull exports the changed
+  extents as qemu:dirty-bitmap:backup-vda; a missing checkpoint is
+  NoSuchCheckpoint, a bitmap removed by hand OperationInvalid; a failed
+  backup creates no checkpoint; no temporary bitmap stays.
+- Offline (shut-off domain): qemu-img push, Start Busy meanwhile, Abort
+  and a killed qsnapd remove the target (crash point backup:convert).
+- TCP: a free port chosen, shown by BackupGetXMLDesc; TLS with client
+  certificates of a CA made with openssl: plain NBD refused, the
+  certificate's client reads the point in time; missing credentials
+  OperationInvalid.
 - Refusals change nothing and create no file: InvalidXML, NoSuchDisk,
   InvalidArgument, AlreadyExists, PathNotAllowed, Unsupported, NotRunning;
   uid 65534 → AccessDenied.
@@ -375,23 +395,53 @@ class RestartTest(BackupTestCase):
         self.assertFalse(os.path.exists(socket), 'the socket was left behind')
         self.assert_no_backup_left(dom, [scratch])
 
+    def qemu_dead(self, pid):
+        def gone():
+            try:
+                with open('/proc/%d/stat' % pid) as f:
+                    return f.read().split(')')[1].split()[0] == 'Z'
+            except OSError:
+                return True
+        self.assertTrue(q.spin(gone, 10), 'QEMU %d still runs' % pid)
+
     def test_qemu_gone_too(self):
         h = self.h
         dom, img = self.make_domain()
-        job = self.begin(dom, push_xml())
-        target = self.default_target(dom, job)
-        self.wait_cur(job, 1)
-        pid = h.qemu_pid(dom)
-        h.kill_daemon()
-        os.kill(pid, 9)
-        q.spin(lambda: not os.path.exists('/proc/%d' % pid) or
-               open('/proc/%d/stat' % pid).read().split(')')[1].split()[0] == 'Z', 10)
-        h.start_daemon()
-        props = self.first_get_all(job)
-        self.assertEqual(props['State'], 'failed')
-        self.assertIn('QEMU went away', props['Error'])
-        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
-        self.assertNotEqual(self.dprop(dom, 'State'), 'running')
+        for mode in ('push', 'pull'):
+            h.call(dom, D, 'Start', (0,), 't') if self.dprop(dom, 'State') != 'running' else None
+            job = self.begin(dom, push_xml() if mode == 'push' else pull_xml())
+            desc = self.backup_xml(dom)
+            files = [e.get('file') for e in desc.iter() if e.tag in ('target', 'scratch')]
+            self.assertEqual(len(files), 1)
+            self.wait_cur(job, 1) if mode == 'push' else None
+            pid = h.qemu_pid(dom)
+            h.kill_daemon()
+            os.kill(pid, 9)
+            self.qemu_dead(pid)
+            h.start_daemon()
+            props = self.first_get_all(job)
+            self.assertEqual(props['State'], 'failed', mode)
+            self.assertIn('QEMU went away', props['Error'])
+            self.assertFalse(os.path.exists(files[0]), '%s: %s was left behind' % (mode, files[0]))
+            self.assertNotEqual(self.dprop(dom, 'State'), 'running')
+            self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'scratch' in f or f.endswith('.sock')], [])
+            h.call(dom, D, 'Stop', (0,), 't') if self.dprop(dom, 'State') != 'shutoff' else None
+
+    def test_stop_during_backup(self):
+        h = self.h
+        dom, img = self.make_domain()
+        for xml in (push_xml(), pull_xml()):
+            rec = h.record_signals()
+            job = self.begin(dom, xml)
+            files = [e.get('file') for e in self.backup_xml(dom).iter() if e.tag in ('target', 'scratch')]
+            h.call(dom, D, 'Stop', (0,), 't')
+            status, error = self.wait_end(rec, job)
+            self.assertEqual(status, 'failed')
+            self.assertTrue('stopped before the backup' in error or 'QEMU went away' in error, error)
+            self.assertFalse(os.path.exists(files[0]), '%s was left behind' % files[0])
+            with self.assertDBusError(E + 'OperationInvalid'):
+                h.call(dom, D, 'BackupGetXMLDesc')
+            h.call(dom, D, 'Start', (0,), 't')
 
 
 class TwoDiskTest(BackupTestCase):
@@ -426,6 +476,33 @@ class TwoDiskTest(BackupTestCase):
         self.assert_equal_images(ref_a, targets['vda'], what='vda')
         self.assert_equal_images(ref_b, targets['vdb'], what='vdb')
         self.assert_no_backup_left(dom, list(targets.values()))
+
+    def test_alongside_a_block_job_on_the_other_disk(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        bbase = h.create_image('b-base.qcow2', size='16M')
+        q.qemu_io_write_pattern(bbase, 0xc1, 0, 8 * MiB)
+        btop = h.create_image('b-top.qcow2', size='16M', backing=bbase)
+        xml = q.domain_xml('vm', [q.Disk('vda', img), q.Disk('vdb', btop)])
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), dom)
+        h.call(dom, D, 'Start', (0,), 't')
+        ref = self.reference(dom)
+        rec = h.record_signals()
+        pull = h.call(dom, D, 'BlockPull', ('vdb', MiB, 0), 'stt')
+        job = self.begin(dom, "<domainbackup mode='pull'><disks><disk name='vda'/></disks></domainbackup>")
+        self.assertEqual(self.jprop(pull, 'State'), 'running')
+        # the backed-up disk is Busy for block jobs, the other one is not
+        with self.assertDBusError(E + 'Busy'):
+            h.call(dom, D, 'BlockPull', ('vda', 0, 0), 'stt')
+        socket = self.backup_xml(dom).find('server').get('socket')
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        h.call(pull, J, 'SetSpeed', (0,), 't')
+        self.assertEqual(self.wait_end(rec, pull), ('completed', ''))
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.assert_no_backup_left(dom, [])
 
     def test_pull_two_disks_own_socket_and_scratch(self):
         h = self.h
@@ -713,6 +790,101 @@ class IncrementalTest(BackupTestCase):
         self.assertIn('missing', cm.exception.message)
         self.assertFalse(os.path.exists(target))
         self.assertEqual(self.dprop(dom, 'Jobs'), [])
+
+
+def make_x509(folder):
+    """A CA, a server certificate for localhost and a client certificate,
+    as QEMU's tls-creds-x509 reads them: folder/server holds ca-cert.pem,
+    server-cert.pem, server-key.pem; folder/client ca-cert.pem,
+    client-cert.pem, client-key.pem."""
+    server, client = os.path.join(folder, 'server'), os.path.join(folder, 'client')
+    for d in (server, client):
+        os.makedirs(d, exist_ok=True)
+    ca_key, ca_cert = os.path.join(folder, 'ca-key.pem'), os.path.join(folder, 'ca-cert.pem')
+
+    def ossl(*args):
+        r = q.run(['openssl'] + list(args))
+        if r.returncode != 0:
+            raise RuntimeError('openssl %s: %s' % (' '.join(args), r.stderr))
+    ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', ca_key, '-out', ca_cert, '-days', '2',
+         '-subj', '/CN=qsnaptest CA', '-addext', 'basicConstraints=critical,CA:TRUE',
+         '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
+    for who, usage in (('server', 'serverAuth'), ('client', 'clientAuth')):
+        d = os.path.join(folder, who)
+        key, csr, cert = os.path.join(d, who + '-key.pem'), os.path.join(folder, who + '.csr'), \
+            os.path.join(d, who + '-cert.pem')
+        ext = os.path.join(folder, who + '.ext')
+        with open(ext, 'w') as f:
+            f.write('basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n'
+                    'extendedKeyUsage=%s\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' % usage)
+        ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost')
+        ossl('x509', '-req', '-in', csr, '-CA', ca_cert, '-CAkey', ca_key, '-CAcreateserial', '-out', cert,
+             '-days', '2', '-extfile', ext)
+        with open(ca_cert) as src, open(os.path.join(d, 'ca-cert.pem'), 'w') as dst:
+            dst.write(src.read())
+    return server, client
+
+
+class TcpTest(BackupTestCase):
+    """Pull over TCP: a port chosen when none is given (shown by
+    BackupGetXMLDesc), and with tls='yes' a tls-creds-x509 object on the
+    documented folder ($QSNAPD_NBD_TLS_DIR here): plain NBD is refused, a
+    client with a certificate of the same CA reads the point in time."""
+
+    def convert_tcp(self, port, out, tls_dir=None):
+        args = [q.QEMU_IMG, 'convert', '-O', 'raw']
+        opts = 'driver=nbd,host=localhost,port=%d,export=vda' % port
+        if tls_dir:
+            args += ['--object', 'tls-creds-x509,id=tls0,dir=%s,endpoint=client' % tls_dir]
+            opts += ',tls-creds=tls0'
+        return q.run(args + ['--image-opts', opts, out], timeout=120)
+
+    def test_pull_over_tcp(self):
+        h = self.h
+        dom, img = self.make_domain()
+        ref = self.reference(dom)
+        job = self.begin(dom, "<domainbackup mode='pull'><server transport='tcp' name='localhost'/></domainbackup>")
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('transport'), 'tcp')
+        port = int(server.get('port'))
+        self.assertGreater(port, 0)
+        self.write_b_while_running(dom, job)
+        out = h.image_path('tcp.raw')
+        r = self.convert_tcp(port, out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertNotEqual(self.convert_tcp(port, h.image_path('after.raw')).returncode, 0,
+                            'the export still serves after Abort')
+        self.assert_no_backup_left(dom, [])
+
+    def test_pull_over_tls(self):
+        h = self.h
+        server_dir, client_dir = make_x509(os.path.join(h.root, 'pki'))
+        xml = "<domainbackup mode='pull'><server transport='tcp' name='localhost' tls='yes'/></domainbackup>"
+        # without credentials in the folder: refused, nothing started
+        h.restart_daemon(kill=False, env={'QSNAPD_NBD_TLS_DIR': os.path.join(h.root, 'nothing')})
+        dom, img = self.make_domain()
+        self.assert_refused(dom, E + 'OperationInvalid', 'BackupBegin', (xml, '', 0), 'sst')
+        h.restart_daemon(kill=False, env={'QSNAPD_NBD_TLS_DIR': server_dir})
+        ref = self.reference(dom)
+        job = self.begin(dom, xml)
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('tls'), 'yes')
+        port = int(server.get('port'))
+        self.write_b_while_running(dom, job)
+        r = self.convert_tcp(port, h.image_path('plain.raw'))
+        self.assertNotEqual(r.returncode, 0, 'plain NBD read a TLS export')
+        out = h.image_path('tls.raw')
+        r = self.convert_tcp(port, out, client_dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        objects = [o['name'] for o in h.qmp(dom, 'qom-list', {'path': '/objects'})['return']]
+        self.assertEqual([o for o in objects if o.startswith('tls-')], [], 'the credentials object stayed')
+        self.assert_no_backup_left(dom, [])
 
 
 class RefusalTest(BackupTestCase):

@@ -48,6 +48,7 @@ ROOTS, TOPOLOGICAL, LEAVES, NO_LEAVES = 1, 2, 4, 8
 CHILDREN, METADATA_ONLY, CHILDREN_ONLY = 1, 2, 4
 SECURE, NO_DOMAIN, SIZE = 1, 2, 4
 DISK_ONLY = 16
+FORCE = 4
 
 
 def cp_xml(name=None, disks=None, description=None):
@@ -96,6 +97,14 @@ class CheckpointCase(q.QsnapTestCase):
             # QEMU knows files as /dev/fdset/N: the real file behind it.
             out.setdefault(self.h.qemu_file_name(dom, n['file'], fdsets), {}).update(bms)
         return out
+
+    def active(self, dom, target):
+        return next(d[2] for d in self.h.get_property(dom, D, 'Disks') if d[0] == target)
+
+    def size(self, c):
+        """Size measured now (GetXMLDesc with SIZE waits for a measurement)."""
+        self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
+        return self.h.get_property(c, C, 'Size')
 
     def refused(self, dom, imgs, error, xml, flags=0):
         before = (self.h.get_property(dom, D, 'Checkpoints'), {p: image_bitmaps(p) for p in imgs.values()})
@@ -333,9 +342,12 @@ class DeleteTest(CheckpointCase):
         c1 = self.create(dom, cp_xml('c1'))
         h.write_pattern_live(dom, 'vda', 0x41, 0, MiB)
         h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        top = self.active(dom, 'vda')
+        self.assertIn('c1', self.node_bitmaps(dom)[top])
         h.call(c1, C, 'Delete', (0,), 't')
         nodes = self.node_bitmaps(dom)
         self.assertNotIn('c1', nodes.get(imgs['vda'], {}))
+        self.assertNotIn('c1', nodes.get(top, {}))
         fdsets = h.qmp(dom, 'query-fdsets')['return']
         ro = [n for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
               if n.get('drv') == 'qcow2' and h.qemu_file_name(dom, n.get('file'), fdsets) == imgs['vda']]
@@ -343,6 +355,7 @@ class DeleteTest(CheckpointCase):
         h.write_pattern_live(dom, 'vda', 0x42, MiB, MiB)
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(imgs['vda']), {})
+        self.assertEqual(image_bitmaps(top), {})
         q.qemu_img_check(imgs['vda'])
 
 
@@ -448,6 +461,272 @@ class CrashTest(CheckpointCase):
                         h.call(dom, D, 'Stop', (0,), 't')
                     for p in imgs.values():
                         self.assertEqual(list(image_bitmaps(p)), ['c1'], p)
+
+
+class ChainTest(CheckpointCase):
+    """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each
+    chain operation every checkpoint is usable and its Size is exactly the
+    bytes written since it, over all layers."""
+
+    def test_external_snapshot_live(self):
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x51, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        tops = {t: self.active(dom, t) for t in imgs}
+        nodes = self.node_bitmaps(dom)
+        for t in imgs:
+            self.assertNotEqual(tops[t], imgs[t])
+            self.assertEqual(nodes[tops[t]]['c1'], (0, True), 'the overlay of %s records for c1' % t)
+        h.write_pattern_live(dom, 'vda', 0x52, 4 * MiB, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x53, 0, MiB)
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # A second checkpoint on the overlay, and a second snapshot.
+        c2 = self.create(dom, cp_xml('c2'))
+        h.write_pattern_live(dom, 'vda', 0x54, 8 * MiB, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s2</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x55, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 5 * MiB)
+        self.assertEqual(self.size(c2), 2 * MiB)
+        h.call(dom, D, 'Stop', (0,), 't')
+        top = self.active(dom, 'vda')
+        self.assertEqual(image_bitmaps(top), {'c1': ['auto'], 'c2': ['auto']})
+        self.assertEqual(image_bitmaps(tops['vda']), {'c1': ['auto'], 'c2': ['auto']})
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+        # Started again, the frozen copies still count.
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assertEqual(self.size(c1), 5 * MiB)
+        self.assertEqual(h.get_property(c2, C, 'Problems'), [])
+
+    def test_external_snapshot_offline(self):
+        h = self.h
+        dom, imgs = self.domain()
+        c1 = self.create(dom, cp_xml('c1'))
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        for t, p in imgs.items():
+            top = self.active(dom, t)
+            self.assertNotEqual(top, p)
+            self.assertEqual(image_bitmaps(top), {'c1': ['auto']})
+        h.call(dom, D, 'Start', (0,), 't')
+        h.write_pattern_live(dom, 'vda', 0x56, 0, 2 * MiB)
+        self.assertEqual(self.size(c1), 2 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def test_revert_external(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x61, 0, MiB)
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x62, 4 * MiB, MiB)
+        c2 = self.create(dom, cp_xml('c2'))
+        h.call(s1, S, 'Revert', (FORCE,), 't')
+        top = self.active(dom, 'vda')
+        self.assertEqual(image_bitmaps(top), {'c1': ['auto']}, 'the new overlay carries c1 only')
+        q.wait_until(lambda: h.get_property(c2, C, 'Problems'), 10, 'c2 unusable on the new branch')
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Start', (0,), 't')
+        h.write_pattern_live(dom, 'vda', 0x63, 8 * MiB, MiB)
+        # c1: what the old layer recorded before s1, and the new branch's write.
+        self.assertEqual(self.size(c1), 2 * MiB)
+        h.call(c2, C, 'Delete', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+
+    def test_revert_internal(self):
+        h = self.h
+        # Offline: qemu-img snapshot -a refuses while enabled bitmaps exist.
+        dom, imgs = self.domain('rint', disks=('vda',))
+        c1 = self.create(dom, cp_xml('c1'))
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', 0), 'st')
+        self.assertEqual(h.get_property(s1, S, 'Location'), 'internal')
+        h.call(s1, S, 'Revert', (0,), 't')
+        q.wait_until(lambda: h.get_property(c1, C, 'Problems'), 10, 'c1 unusable after an internal revert')
+        self.assertEqual(image_bitmaps(imgs['vda']), {})
+        h.call(c1, C, 'Delete', (0,), 't')
+        # Live, with memory: snapshot-load refuses the same way.
+        dom, imgs = self.domain('rlive', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', 0), 'st')
+        self.assertEqual(h.get_property(s1, S, 'Memory'), 'internal')
+        h.write_pattern_live(dom, 'vda', 0x64, 0, MiB)
+        h.call(s1, S, 'Revert', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'State'), 'running')
+        q.wait_until(lambda: h.get_property(c1, C, 'Problems'), 10, 'c1 unusable after an internal revert')
+        self.assertNotIn('c1', self.node_bitmaps(dom).get(imgs['vda'], {}))
+        h.call(c1, C, 'Delete', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def job_state(self, job, *states):
+        h = self.h
+        return q.wait_until(lambda: (lambda v: v if v in states else None)(h.get_property(job, J, 'State')),
+                            60, '%s in state %s' % (job, '/'.join(states)))
+
+    def snapshot(self, dom, name):
+        return self.h.call(dom, D, 'CreateSnapshot',
+                           ('<domainsnapshot><name>%s</name></domainsnapshot>' % name, DISK_ONLY), 'st')
+
+    def test_active_commit_and_pull(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        base = imgs['vda']
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x71, 0, MiB)
+        self.snapshot(dom, 's1')
+        h.write_pattern_live(dom, 'vda', 0x72, 4 * MiB, MiB)
+        # Active commit into the base, with a write while READY.
+        job = h.call(dom, D, 'BlockCommit', ('vda', '', '', 0, 4), 'ssstt')
+        self.job_state(job, 'ready')
+        h.write_pattern_live(dom, 'vda', 0x73, 8 * MiB, MiB)
+        h.call(job, J, 'Pivot')
+        self.job_state(job, 'completed')
+        self.assertEqual(self.active(dom, 'vda'), base)
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # Pull: a new overlay, then the base streamed into it.
+        self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x74, 12 * MiB, MiB)
+        top = self.active(dom, 'vda')
+        job = h.call(dom, D, 'BlockPull', ('vda', 0, 0), 'stt')
+        self.job_state(job, 'completed')
+        self.assertEqual(self.active(dom, 'vda'), top)
+        self.assertEqual(h.get_property(dom, D, 'Disks')[0][3], top, 'the overlay stands alone')
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(top), {'c1': ['auto']})
+        q.qemu_img_check(top)
+
+    def test_commit_of_a_middle_layer(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        base = imgs['vda']
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x75, 0, MiB)
+        self.snapshot(dom, 's1')
+        mid = self.active(dom, 'vda')
+        h.write_pattern_live(dom, 'vda', 0x76, 4 * MiB, MiB)
+        self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x77, 8 * MiB, MiB)
+        job = h.call(dom, D, 'BlockCommit', ('vda', base, mid, 0, 0), 'ssstt')
+        self.job_state(job, 'completed')
+        self.assertNotIn(mid, h.get_property(dom, D, 'Disks')[0][3])
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(base), {'c1': ['auto']})
+
+    def test_copy_with_pivot(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x78, 0, MiB)
+        self.snapshot(dom, 's1')
+        h.write_pattern_live(dom, 'vda', 0x79, 4 * MiB, MiB)
+        dest = h.image_path('copy-dest.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        self.job_state(job, 'ready')
+        h.write_pattern_live(dom, 'vda', 0x7a, 8 * MiB, MiB)
+        h.call(job, J, 'Pivot')
+        self.job_state(job, 'completed')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        h.write_pattern_live(dom, 'vda', 0x7b, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+
+    def wait_job_gone(self, dom):
+        q.wait_until(lambda: not [j for j in self.h.get_property(dom, D, 'Jobs')
+                                  if self.h.get_property(j, J, 'State') not in ('completed', 'failed', 'canceled')],
+                     120, 'the merge job of the delete ended')
+
+    def test_snapshot_delete_merges(self):
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x81, 0, MiB)
+        s1 = self.snapshot(dom, 's1')
+        h.write_pattern_live(dom, 'vda', 0x82, 4 * MiB, MiB)
+        s2 = self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x83, 8 * MiB, MiB)
+        # s1 forward: its overlay (the middle layer) is committed into the base.
+        job = h.call(s1, S, 'Delete', (0,), 't')
+        if job != '/':
+            self.job_state(job, 'completed', 'failed')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+        self.assertEqual(len(h.get_property(dom, D, 'Disks')[0][3].split(' <- ')), 2)
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # s2 forward: the active layer committed into the base (active commit, pivot).
+        job = h.call(s2, S, 'Delete', (0,), 't')
+        if job != '/':
+            self.job_state(job, 'completed', 'failed')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+        self.assertEqual(self.active(dom, 'vda'), imgs['vda'])
+        h.write_pattern_live(dom, 'vda', 0x84, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def test_snapshot_delete_backward(self):
+        """Backward: the frozen file is streamed into the overlay above it,
+        which then holds the only copy: its bitmap must get the frozen
+        file's bits."""
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x85, 0, MiB)
+        back = ("<domainsnapshot><name>%s</name><disks><disk name='vda' snapshot='external'>"
+                "<on_delete merge='backward'/></disk></disks></domainsnapshot>")
+        s1 = h.call(dom, D, 'CreateSnapshot', (back % 's1', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x86, 4 * MiB, MiB)
+        self.snapshot(dom, 's2')
+        h.write_pattern_live(dom, 'vda', 0x87, 8 * MiB, MiB)
+        job = h.call(s1, S, 'Delete', (0,), 't')
+        if job != '/':
+            self.job_state(job, 'completed', 'failed')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+        self.assertNotIn(imgs['vda'], h.get_property(dom, D, 'Disks')[0][3])
+        self.assertEqual(self.size(c1), 3 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+
+    def test_snapshot_delete_offline(self):
+        """Shut off, qemu-img commit and rebase write through the images'
+        enabled bitmaps: the checkpoint stays usable, its changes kept."""
+        h = self.h
+        for merge in ('forward', 'backward'):
+            with self.subTest(merge=merge):
+                dom, imgs = self.domain('off' + merge, disks=('vda',))
+                c1 = self.create(dom, cp_xml('c1'))
+                h.call(dom, D, 'Start', (0,), 't')
+                h.write_pattern_live(dom, 'vda', 0x91, 0, MiB)
+                xml = ("<domainsnapshot><name>s1</name><disks><disk name='vda' snapshot='external'>"
+                       "<on_delete merge='%s'/></disk></disks></domainsnapshot>" % merge)
+                s1 = h.call(dom, D, 'CreateSnapshot', (xml, DISK_ONLY), 'st')
+                h.write_pattern_live(dom, 'vda', 0x92, 4 * MiB, MiB)
+                self.snapshot(dom, 's2')
+                h.write_pattern_live(dom, 'vda', 0x93, 8 * MiB, MiB)
+                h.call(dom, D, 'Stop', (0,), 't')
+                job = h.call(s1, S, 'Delete', (0,), 't')
+                if job != '/':
+                    self.job_state(job, 'completed', 'failed')
+                    self.assertEqual(h.get_property(job, J, 'State'), 'completed')
+                self.assertEqual(len(h.get_property(dom, D, 'Disks')[0][3].split(' <- ')), 2)
+                h.call(dom, D, 'Start', (0,), 't')
+                self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+                self.assertEqual(self.size(c1), 3 * MiB)
+                h.call(dom, D, 'Stop', (0,), 't')
 
 
 if __name__ == '__main__':

@@ -41,15 +41,18 @@ the VM as it found it (running, on its base image, no snapshots) or says so.
   against ListChildren, --tree drawn as virsh draws it, --parent --size
   with the bytes written since, --json; checkpoint-info/-parent/-dumpxml
   (--no-domain --size); checkpoint-delete (--metadata, --children) leaving
-  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named.
+  no bitmap in QEMU; NoSuchCheckpoint, AlreadyExists, NoSuchDisk named; a
+  bitmap removed by hand shown unusable with qsnapd's reason, and deleted.
 - Backups: backup-begin --wait on a terminal draws increasing percentages
   from the job's Progress signals and names the target, which equals the
   disk (qemu-img compare/check); Ctrl-C aborts it and the target is gone;
-  --verbose into a pipe prints plain lines; an incremental since a checkpoint
+  --verbose into a pipe prints plain lines; an existing target is
+  AlreadyExists without --reuse-external; an incremental since a checkpoint
   copies only what was written since (checkpoint-list --size said so) and
-  full <- incremental equals the disk; a
-  pull backup prints its NBD URI, which qemu-img reads back equal to the
-  disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
+  full <- incremental equals the disk; the checkpoints made by
+  --checkpointxml and by CHECKPOINTXML on stdin are there after; a
+  pull backup prints its NBD URI (UNIX socket, or TCP with the port qsnapd
+  chose), which qemu-img reads back equal to the disk; backup-dumpxml; Busy; domjobabort ends it; OperationInvalid after.
 - monitor --json: the signals of a start, a snapshot and a stop, as they come.
 - Every flag of the bus API reached by its named option: each command's
   method call read off a bus monitor (member, flags, bandwidth in units).
@@ -278,6 +281,18 @@ class QsnapctlTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return [x for x in r.stdout.split('\n') if x]
 
+    def assertBarFollowsSignals(self, text, rec, label):
+        """The bar qsnapctl drew on a terminal (text) went up to 100 % through at least three values, never back,
+        each one a Progress signal recorded by rec (or the first reading) carried."""
+        q.spin(lambda: False, 0.3)
+        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
+        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+        self.assertGreaterEqual(len(set(drawn)), 3, text)
+        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
+        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
+        self.assertEqual(drawn[-1], 100)
+        self.assertIn('\r\x1b[K%s: [' % label, text)
+
     def assertNamedError(self, err, name, meaning_word=None):
         """error: Name (meaning): message — never a bare D-Bus name."""
         self.assertRegex(err, r'^error: %s \([^)]+\): .+' % name, err)
@@ -366,6 +381,16 @@ class UsageTest(QsnapctlTest):
         self.assertEqual(v['qsnapctl'], v['qsnapd'])
         self.fails(2, 'help', 'no-such-verb')
 
+
+    def test_every_error_has_a_meaning(self):
+        """Each error name qsnapd answers (daemon/util/error.c) has a meaning in qsnapctl's table, so that
+        an error is never printed as a bare name."""
+        with open(q.source_path('daemon', 'util', 'error.c')) as f:
+            names = set(re.findall(r'\] = "([A-Z][A-Za-z]+)"', f.read()))
+        with open(q.source_path('tools', 'qsnapctl', 'cli-bus.c')) as f:
+            meanings = set(re.findall(r'\{ "([A-Z][A-Za-z]+)",', f.read()))
+        self.assertGreater(len(names), 15)
+        self.assertEqual(sorted(names - meanings), [], 'qsnapctl has no meaning for these errors')
 
     def test_checkpoint_print_xml(self):
         """checkpoint-create-as --print-xml: the <domaincheckpoint> its options describe, escaped, no bus call
@@ -703,15 +728,7 @@ class BlockJobTest(QsnapctlTest):
         rc = pty.finish()
         text = pty.text()
         self.assertEqual(rc, 0, text)
-        q.spin(lambda: False, 0.3)
-        # Every percentage drawn is one a Progress signal (or the first reading) carried.
-        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
-        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
-        self.assertGreaterEqual(len(set(drawn)), 3, text)
-        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
-        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
-        self.assertEqual(drawn[-1], 100)
-        self.assertIn('\r\x1b[KBlock Commit: [', text)
+        self.assertBarFollowsSignals(text, rec, 'Block Commit')
         self.assertRegex(text, r'\d+(\.\d)? MiB of \d+(\.\d)? MiB  \d+(\.\d)? [KM]iB/s  ETA \d+:\d\d')
         self.assertRegex(text, r'\nBlock Commit: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
         self.assertEqual(self.chain(), [self.base, self.top])
@@ -868,7 +885,7 @@ class CheckpointTest(QsnapctlTest):
     def setUp(self):
         super().setUp()
         h = self.h
-        img = h.create_image('ckpt.qcow2', '32M')
+        img = self.img = h.create_image('ckpt.qcow2', '32M')
         self.ok('define', '-', stdin=q.domain_xml('ck vm', [q.Disk('vda', img)]))
         self.dom = h.domain_path('ck vm')
         self.ok('start', 'ck vm')
@@ -982,6 +999,23 @@ class CheckpointTest(QsnapctlTest):
         self.assertEqual([b.get('name') for n in nodes for b in n.get('dirty-bitmaps', []) if b.get('name')], [],
                          'the bitmaps are gone from the images')
 
+        # A bitmap removed by hand while the domain is off: shown unusable, with the reason; delete repairs.
+        self.ok('stop', V)
+        self.ok('checkpoint-create-as', V, 'k')
+        r = q.run([q.QEMU_IMG, 'bitmap', '--remove', self.img, 'k'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.ok('start', V)
+        # qsnapd finds the problem once QEMU runs, a moment after Start answered.
+        k = h.call(self.dom, D, 'LookupCheckpoint', ('k',), 's')
+        self.assertTrue(q.spin(lambda: h.get_property(k, C, 'Problems'), 30), 'the missing bitmap is never noticed')
+        info = self.json_of('checkpoint-info', V, 'k')
+        self.assertEqual((len(info['problems']), info['size']), (1, None), info)
+        text = self.ok('checkpoint-info', V, 'k')
+        self.assertIn('\nSize:           - (no usable bitmap)\nUsable:         no\nProblems:       %s\n'
+                      % info['problems'][0], text)
+        self.assertEqual(self.ok('checkpoint-delete', V, 'k'), 'Domain checkpoint k deleted\n')
+        self.assertEqual(self.json_of('checkpoint-list', V), [])
+
 
 class BackupTest(QsnapctlTest):
     """backup-begin and backup-dumpxml on a running VM whose 32 MiB disk
@@ -1006,6 +1040,15 @@ class BackupTest(QsnapctlTest):
         r = q.run([q.QEMU_IMG, 'check', '-U', target])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def assert_export_is_disk(self, uri):
+        """What an NBD client reads at uri is the disk (the guest wrote nothing since the backup began)."""
+        copy = os.path.join(self.h.root, 'pulled.raw')
+        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw', uri, copy])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', copy, self.img])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        os.unlink(copy)
+
     def test_push_wait_bar_and_ctrl_c(self):
         h = self.h
         rec = h.record_signals(self.dom, J, 'Progress')
@@ -1016,14 +1059,7 @@ class BackupTest(QsnapctlTest):
         # Where it went, then the bar from the Progress signals, then one final line.
         target = re.search(r'^  vda: (/\S+)\r?$', text, re.M).group(1)
         self.assertTrue(target.startswith(self.img + '.'), text)
-        q.spin(lambda: False, 0.3)
-        drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
-        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
-        self.assertGreaterEqual(len(set(drawn)), 3, text)
-        self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
-        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
-        self.assertEqual(drawn[-1], 100)
-        self.assertIn('\r\x1b[KBackup: [', text)
+        self.assertBarFollowsSignals(text, rec, 'Backup')
         self.assertRegex(text, r'\nBackup: completed \(\d+ MiB in \d+:\d\d\)\r?\n$')
         self.assert_same_image(target)
         out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
@@ -1057,15 +1093,20 @@ class BackupTest(QsnapctlTest):
         self.assertTrue(q.spin(lambda: not os.path.exists(target), 30), 'an aborted backup leaves no target')
 
     def test_incremental_after_checkpoint(self):
-        """checkpoint c1, a full backup (--verbose into a pipe: plain lines), 1 MiB written, checkpoint-list
-        --size says 1 MiB, an incremental since c1 copies that 1 MiB; full <- incremental is the disk."""
+        """A full backup that makes checkpoint c1 (--checkpointxml; --verbose into a pipe: plain lines), 1 MiB
+        written, checkpoint-list --size says 1 MiB, an incremental since c1 that makes c2 copies that 1 MiB;
+        full <- incremental is the disk."""
         h = self.h
-        self.ok('checkpoint-create-as', 'bk vm', 'c1')
-        rc, out, err = qc('backup-begin', 'bk vm', '--verbose')
+        cp_file = os.path.join(h.root, 'bk-c1.xml')
+        with open(cp_file, 'w') as f:
+            f.write('<domaincheckpoint><name>c1</name></domaincheckpoint>')
+        rc, out, err = qc('backup-begin', 'bk vm', '--checkpointxml', cp_file, '--verbose')
         self.assertEqual(rc, 0, out + err)
         self.assertNotIn('\r', out)
         lines = out.splitlines()
         full = re.match(r'^  vda: (/\S+)$', lines[0]).group(1)
+        self.assertEqual(full, self.img + '.c1', 'a push target is named after the new checkpoint')
+        self.assertEqual(self.ok('checkpoint-list', 'bk vm', '--name'), 'c1\n')
         self.assertRegex(lines[-1], r'^Backup: completed \(32 MiB in \d+:\d\d\)$')
         self.assertGreaterEqual(len(lines), 4, out)
         for line in lines[1:-1]:
@@ -1077,8 +1118,18 @@ class BackupTest(QsnapctlTest):
         with open(xml_file, 'w') as f:
             f.write("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
                     "<target file='%s'/><driver type='qcow2'/></disk></disks></domainbackup>" % inc)
-        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '--wait')
+        # The target exists: refused (nothing changes) unless --reuse-external.
+        r = q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', inc, '32M'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file, '--wait')
+        self.assertNamedError(err, 'AlreadyExists')
+        running = [j for j in h.get_property(self.dom, D, 'Jobs')
+                   if h.get_property(j, J, 'State') not in ('completed', 'canceled', 'failed')]
+        self.assertEqual(running, [], 'a refused backup starts no job')
+        rc, out, err = qc('backup-begin', 'bk vm', xml_file, '-', '--wait', '--reuse-external',
+                          stdin='<domaincheckpoint><name>c2</name></domaincheckpoint>')
         self.assertEqual(rc, 0, out + err)
+        self.assertEqual(self.json_of('checkpoint-parent', 'bk vm', 'c2'), {'name': 'c2', 'parent': 'c1'})
         self.assertEqual(out.splitlines()[0], '  vda: ' + inc)
         self.assertRegex(out.splitlines()[-1], r'^Backup: completed \(1(\.0)? MiB in \d+:\d\d\)$')
         h.flush_live(self.dom, 'vda')
@@ -1087,6 +1138,20 @@ class BackupTest(QsnapctlTest):
         self.assert_same_image(inc)
         out, err = self.fails(1, 'backup-begin', 'bk vm', xml_file.replace('bk-inc', 'no-such'))
         self.assertIn('Failed to read', err)
+
+    def test_two_disks(self):
+        """A pull backup of two disks: one URI each; its job's Disk is "" and jobs shows (all)."""
+        h = self.h
+        disks = [q.Disk('vda', h.create_image('two-a.qcow2', '16M')), q.Disk('vdb', h.create_image('two-b.qcow2', '16M'))]
+        self.ok('define', '-', stdin=q.domain_xml('bk two', disks))
+        self.addCleanup(lambda: (qc('stop', 'bk two'), qc('undefine', 'bk two')))
+        self.ok('start', 'bk two')
+        b = json.loads(self.ok('backup-begin', 'bk two', '-', '--json', stdin="<domainbackup mode='pull'/>"))
+        self.assertEqual([(d['disk'], d['uri'].split('?')[0]) for d in b['disks']],
+                         [('vda', 'nbd+unix:///vda'), ('vdb', 'nbd+unix:///vdb')])
+        self.assertEqual([j['disk'] for j in self.json_of('jobs', 'bk two')], [''])
+        self.assertRegex(self.ok('jobs', 'bk two').splitlines()[2], r'^ bk two +\(all\) +backup +running ')
+        self.assertEqual(self.ok('domjobabort', 'bk two'), "Backup of domain 'bk two' ended\n")
 
     def test_pull_dumpxml_and_end(self):
         out = self.ok('backup-begin', 'bk vm', '-', stdin="<domainbackup mode='pull'/>")
@@ -1097,19 +1162,25 @@ class BackupTest(QsnapctlTest):
         root = ET.fromstring(self.ok('backup-dumpxml', 'bk vm'))
         self.assertEqual(root.get('mode'), 'pull')
         self.assertEqual(uri.split('socket=')[1], root.find('server').get('socket'))
-        # The export is the disk as it was at the start.
-        copy = os.path.join(self.h.root, 'pulled.raw')
-        r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw', uri, copy])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        r = q.run([q.QEMU_IMG, 'compare', '-U', '-f', 'raw', copy, self.img])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_export_is_disk(uri)
         out, err = self.fails(1, 'backup-begin', 'bk vm')
         self.assertNamedError(err, 'Busy')
+        jobs = self.json_of('jobs', 'bk vm')
+        self.assertEqual([(j['type'], j['state'], j['disk']) for j in jobs], [('backup', 'running', 'vda')])
+        self.assertRegex(self.ok('jobs', 'bk vm').splitlines()[2], r'^ bk vm +vda +backup +running ')
         self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
         out, err = self.fails(1, 'backup-dumpxml', 'bk vm')
         self.assertNamedError(err, 'OperationInvalid')
         out, err = self.fails(1, 'domjobabort', 'bk vm')
         self.assertIn("Domain 'bk vm' has no running backup.", err)
+
+        # Over TCP: the URI names the port qsnapd chose.
+        b = json.loads(self.ok('backup-begin', 'bk vm', '-', '--json',
+                               stdin="<domainbackup mode='pull'><server transport='tcp' name='127.0.0.1'/></domainbackup>"))
+        self.assertEqual((b['mode'], b['disks'][0]['disk'], b['disks'][0]['export']), ('pull', 'vda', 'vda'), b)
+        self.assertRegex(b['disks'][0]['uri'], r'^nbd://127\.0\.0\.1:\d+/vda$')
+        self.assert_export_is_disk(b['disks'][0]['uri'])
+        self.assertEqual(self.ok('domjobabort', 'bk vm'), "Backup of domain 'bk vm' ended\n")
 
         # Under --wait a pull backup serves until Ctrl-C, which ends it: a success, the socket gone.
         xml_file = os.path.join(self.h.root, 'bk-pull.xml')

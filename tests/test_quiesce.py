@@ -314,6 +314,66 @@ class QuiesceTest(QuiesceTestCase):
         self.assertEqual(self.h.get_property(dom, D, 'Snapshots'), [])
 
 
+class CheckpointQuiesceTest(QuiesceTestCase):
+    CP_QUIESCE = 2
+
+    def checkpoint(self, dom, name):
+        return self.h.call(dom, D, 'CreateCheckpoint',
+                           ('<domaincheckpoint><name>%s</name></domaincheckpoint>' % name, self.CP_QUIESCE), 'st',
+                           timeout=60)
+
+    def test_checkpoint_quiesce(self):
+        dom, img = self.define('vm')
+        self.start(dom)
+        fake = self.with_fake_agent(dom)
+        mark = self.h.daemon_log_mark()
+        self.assertNotEqual(self.checkpoint(dom, 'c1'), '/')
+        self.assertEqual(fake.fs_commands(), ['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw'])
+        log = self.h.daemon_log_since(mark)
+        frozen = log.find('← {"return": 1}')
+        transaction = log.find('"execute":"transaction"')
+        thaw = log.find('"execute":"guest-fsfreeze-thaw"')
+        self.assertTrue(0 <= frozen < transaction < thaw, 'freeze, transaction, thaw out of order in:\n' + log)
+
+        # Refused: QemuFailed with the agent's words, thawed, no bitmap.
+        fake.answers['guest-fsfreeze-freeze'] = {'error': {'class': 'GenericError', 'desc': 'fsfreeze is disabled'}}
+        with self.assertDBusError(E + 'QemuFailed') as err:
+            self.checkpoint(dom, 'c2')
+        self.assertIn('fsfreeze is disabled', str(err.exception))
+        fake.wait_for('guest-fsfreeze-thaw', 2)
+        # Silent: AgentUnresponsive within the timeout, thawed, no bitmap.
+        fake.answers['guest-fsfreeze-freeze'] = None
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive'):
+            self.checkpoint(dom, 'c3')
+        self.assertLess(time.monotonic() - t0, AGENT_TIMEOUT + 5)
+        fake.wait_for('guest-fsfreeze-thaw', 3)
+        self.assertEqual(len(self.h.get_property(dom, D, 'Checkpoints')), 1)
+        nodes = self.h.qmp(dom, 'query-block')['return']
+        bitmaps = [b['name'] for n in nodes for b in n.get('inserted', {}).get('dirty-bitmaps', [])]
+        self.assertEqual(bitmaps, ['c1'])
+
+        # qsnapd killed while the guest is frozen: the next one thaws it.
+        fake.answers['guest-fsfreeze-freeze'] = {'return': 1}
+        mark, outcome = self.h.crash_at('checkpoint-create:frozen', dom, D, 'CreateCheckpoint',
+                                        ('<domaincheckpoint><name>c4</name></domaincheckpoint>', self.CP_QUIESCE),
+                                        'st')
+        self.assertIsInstance(outcome, q.DBusCallError)
+        fake.wait_for('guest-fsfreeze-thaw', 4)
+        self.assertIn('thawed the guest a QUIESCE checkpoint left frozen', self.h.daemon_log_since(mark))
+
+    def test_refusals(self):
+        plain, _ = self.define('plain', channel=False)
+        dom, _ = self.define('vm')
+        with self.assertDBusError(E + 'OperationInvalid'):
+            self.checkpoint(dom, 'c1')
+        with self.assertDBusError(E + 'Unsupported'):
+            self.checkpoint(plain, 'c1')
+        with self.assertDBusError(E + 'InvalidArgument'):
+            self.h.call(dom, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 1 | 2),
+                        'st')
+
+
 class RealGuestTest(QuiesceTestCase):
     def guest(self, **kw):
         gu = g.Guest(self.h, 'rg', devices=g.agent_channel_xml(), **kw)

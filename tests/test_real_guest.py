@@ -12,7 +12,8 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   QEMU's bridge helper; the guest sees eth0-eth2 with the MACs of
   GetXMLDesc, generated when the XML had none, and both taps are ports of
   the bridge), VNC and SPICE on
-  UNIX sockets in the runtime dir (VNC greets with RFB), ttyS0 to a file
+  UNIX sockets in the runtime dir (VNC with a passwd= asks for it, which
+  is neither on QEMU's command line nor in GetXMLDesc without SECURE), ttyS0 to a file
   (every marker the test reads comes from there), ttyS1 on a unix socket
   (the guest's line arrives on it), a read-only raw SATA CD-ROM whose first
   line the guest reads, CPU host-passthrough (max under TCG), boot order,
@@ -20,7 +21,8 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   the guest answers qsnapd's agent client: AgentConnected), and
   <qemu:commandline> arguments (an SMBIOS serial the guest reads). GetXMLDesc writes every
   device back; the CD-ROM is not one of the Disks and no snapshot touches
-  it. Internal snapshot with memory of the running guest with all these
+  it (virsh's snapshot='no' for it is accepted, snapshot='external'
+  refused). Internal snapshot with memory of the running guest with all these
   devices, revert to it (the guest's counter goes back and the writer goes
   on), delete it.
 - While the guest writes: an external disk-only snapshot (its frozen file
@@ -30,6 +32,9 @@ tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
   the disk-only one (shut off; started, the guest boots, mounts and
   verifies every file, its counter from the snapshot's time), delete each
   (merges), and the final image is clean with verified files.
+- <on_poweroff>preserve</on_poweroff>: the guest powers off and the domain
+  is paused (QEMU kept, the state of the moment); <on_reboot>destroy</on_reboot>:
+  the guest reboots and the domain is shut off; the filesystem is clean.
 - <domain type='qemu'> runs under TCG (query-kvm: not enabled); the
   launch log shows -accel tcg.
 """
@@ -48,6 +53,11 @@ from test_snapshots import D, DISK_ONLY, S, SnapshotTestCase, qemu_img_snapshot_
 J = q.JOB_IFACE
 RUNNING, PAUSED, FORCE = 1, 2, 4   # Revert's
 START_PAUSED = 1
+def open_read(path):
+    with open(path) as f:
+        return f.read()
+
+
 MAC = re.compile(r'^52:54:00(:[0-9a-f]{2}){3}$')
 
 
@@ -99,7 +109,7 @@ def devices_xml(cdrom, serial1_sock, bridge):
         "      <source network='%s'/>" % bridge,
         "      <model type='virtio'/>",
         '    </interface>',
-        "    <graphics type='vnc'/>",
+        "    <graphics type='vnc' passwd='qsnap-vnc'/>",
         "    <graphics type='spice'/>",
         "    <video><model type='vga'/></video>",
         "    <serial type='unix'>",
@@ -119,8 +129,8 @@ def devices_xml(cdrom, serial1_sock, bridge):
 
 
 class RealGuestTest(SnapshotTestCase):
-    def guest(self, name, devices='', extra=''):
-        gu = g.Guest(self.h, name, devices=devices, extra=extra)
+    def guest(self, name, devices='', **kw):
+        gu = g.Guest(self.h, name, devices=devices, **kw)
         self.addCleanup(gu.close)
         return gu
 
@@ -186,6 +196,16 @@ class RealGuestTest(SnapshotTestCase):
             v.settimeout(10)
             v.connect(os.path.join(h.runtime_dir, uuid + '.vnc'))
             self.assertTrue(v.recv(12).startswith(b'RFB 003.'))
+            # RFB 3.8: the server lists its security types; with passwd=
+            # only VNC authentication (2), never None (1).
+            v.sendall(b'RFB 003.008\n')
+            n = v.recv(1)[0]
+            types = b''
+            while len(types) < n:
+                types += v.recv(n - len(types))
+            self.assertEqual(list(types), [2], 'the VNC server asks for the password')
+        self.assertNotIn('qsnap-vnc', open_read(h.domain_log(dom)), 'the password on the command line')
+        self.assertNotIn('qsnap-vnc', h.call(dom, D, 'GetXMLDesc', (0,), 't'))
         self.assertTrue(os.path.exists(os.path.join(h.runtime_dir, uuid + '.spice')))
         # qemu-ga answers on the channel: qsnapd's agent client connects
         # there (core/domain-agent.c) and says so.
@@ -193,8 +213,10 @@ class RealGuestTest(SnapshotTestCase):
         self.assertEqual(h.qmp(dom, 'query-kvm')['return']['enabled'], False, "type='qemu' is TCG")
         cpu = h.qmp(dom, 'query-cpu-definitions')  # the QEMU answers; the model is in the launch line
         self.assertIn('return', cpu)
-        log = open(h.domain_log(dom)).read()
+        with open(h.domain_log(dom)) as f:
+            log = f.read()
         self.assertIn('-accel tcg', log)
+        self.assertNotIn('-accel kvm', log)
         self.assertIn('-cpu max', log)
         self.assertIn('-kernel ', log)
 
@@ -206,8 +228,15 @@ class RealGuestTest(SnapshotTestCase):
         self.assertEqual([d[0] for d in self.dprop(dom, 'Disks')], ['vda'])
 
         # Internal snapshot with memory, with all these devices.
+        # A CD-ROM is never snapshotted: virsh's snapshot='no' for it is
+        # accepted, asking for more is InvalidArgument and changes nothing.
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument') as cm:
+            self.create(dom, snap_xml('bad', disks=[('vda', 'external'), ('sda', 'external')]), DISK_ONLY)
+        self.assertIn('CD-ROM', cm.exception.message)
+        self.assertEqual(h.call(dom, D, 'ListSnapshots', (0,), 't'), [])
+        self.assertEqual(self.active(dom)['vda'], gu.disk)
         c0 = gu.wait_count((gu.count or 0) + 2)
-        i1 = self.create(dom, snap_xml('i1'), 0, timeout=120)
+        i1 = self.create(dom, snap_xml('i1', disks=[('vda', 'internal'), ('sda', 'no')]), 0, timeout=120)
         c1 = gu.wait_count(c0 + 1)
         self.assertEqual(self.props(i1)['Memory'], 'internal')
         self.assertEqual(self.props(i1)['Location'], 'internal')
@@ -277,6 +306,22 @@ class RealGuestTest(SnapshotTestCase):
         self.assert_image_clean(img, 'after deleting every snapshot')
         ok, out = q.qemu_img_check(img)
         self.assertTrue(ok, out)
+
+    def test_on_poweroff_and_on_reboot(self):
+        h = self.h
+        gu = self.guest('life', cmdline_extra='qsnap.then=poweroff', on_poweroff='preserve')
+        gu.start()
+        gu.serial.wait_for(r'^QSNAP-GUEST-THEN poweroff$', what='the guest powering off')
+        q.wait_until(lambda: self.dprop(gu.path, 'State') == 'paused', 60, 'on_poweroff preserve: paused')
+        self.assertEqual(h.qmp(gu.path, 'query-status')['return']['status'], 'shutdown')
+        self.stop(gu.path)
+        self.assert_image_clean(gu.disk, 'after the poweroff')
+
+        gu2 = self.guest('life2', cmdline_extra='qsnap.then=reboot', on_reboot='destroy')
+        gu2.start()
+        gu2.serial.wait_for(r'^QSNAP-GUEST-THEN reboot$', what='the guest rebooting')
+        q.wait_until(lambda: self.dprop(gu2.path, 'State') == 'shutoff', 60, 'on_reboot destroy: shut off')
+        self.assert_image_clean(gu2.disk, 'after the reboot')
 
 
 if __name__ == '__main__':

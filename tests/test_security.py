@@ -30,6 +30,19 @@ and "theirs" is as it was.
   manage-snapshots: block-jobs alone is refused.
 - The other domain is untouchable.
 - `qsnapd --system --polkit=no` refuses to start.
+- The path gate (GateTest), with a root-only folder outside the roots as
+  the protected folder, checksummed file by file: REDEFINE naming a memory
+  file or overlay outside (refused, for root too); metadata naming files in
+  a folder no longer allowed (CheckDelete/CheckRevert say so, Delete and
+  Revert refuse, nothing there changes); a merge into a victim an overlay's
+  header names; a header backing name into the protected folder (Disks
+  shows the image alone, external snapshots refused, nothing created);
+  json:, nbd: and file: backing names; one refusal text for an existing and
+  a missing root-only folder; a folder swapped for a link in a loop while
+  snapshots are created into it.
+- No blocking (NoBlockingTest): another caller is answered while
+  CheckDelete measures a chain with qemu-img; a caller's third concurrent
+  dry run is LimitsExceeded.
 """
 
 import hashlib

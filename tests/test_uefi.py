@@ -14,7 +14,9 @@ domains are <domain type='qemu'> (TCG), as libvirt means it.
 - External snapshot (offline and live): a copy of the store beside it,
   byte-equal at the snapshot's point in time, named in the snapshot's
   metadata (<qsnap:nvram file=…/>); the store changed; Revert → the store
-  is byte-equal to the copy again; Delete → the copy is gone.
+  is byte-equal to the copy again (also when qsnapd is killed right after
+  the revert switched the definition: the recovery restores it); Delete →
+  the copy is gone.
 - Internal snapshot with a qcow2 store, live (with memory) and offline:
   the store holds the tag, Revert brings its content back (qemu-img
   compare; live, QEMU also writes the flash back from the memory state),
@@ -146,6 +148,21 @@ class ExternalTest(UefiTestCase):
         self.delete(s2)
         self.assertFalse(os.path.exists(copy2))
         self.assertTrue(os.path.exists(copy))
+
+
+    def test_revert_interrupted_after_the_switch(self):
+        # qsnapd killed right after the definition was switched, before it
+        # restored the store: the next qsnapd finishes the revert, store too.
+        dom, img, store = self.define('u')
+        self.start(dom, store)
+        self.h.call(dom, D, 'Stop', (0,), 't', timeout=60)
+        s1 = self.snapshot(dom, 's1', DISK_ONLY)
+        saved = read(store + '.s1')
+        self.scribble(store)
+        mark, outcome = self.h.crash_at('revert:switched', s1, S, 'Revert', (0,), 't')
+        self.assertIsInstance(outcome, q.DBusCallError)
+        self.assertIn('finished a revert interrupted after the definition was switched', self.h.daemon_log_since(mark))
+        self.assertEqual(read(store), saved, 'the recovery restored the snapshot\'s variable store')
 
 
 class InternalTest(UefiTestCase):

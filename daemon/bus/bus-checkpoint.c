@@ -100,7 +100,7 @@ static int property_get_size(sd_bus *bus, const char *path, const char *interfac
         Checkpoint *c = userdata;
         /* The last measurement; each read starts the next one (GetXMLDesc
          * with SIZE waits for it). */
-        (void) bitmaps_refresh(c->tree->domain, NULL, NULL);
+        (void) bitmaps_measure(c->tree->domain, checkpoint_name(c), NULL, NULL);
         return sd_bus_message_append(reply, "t", c->size);
 }
 
@@ -189,7 +189,7 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         }
         x->message = sd_bus_message_ref(m);
         x->flags = flags;
-        r = bitmaps_refresh(d, on_sizes_measured, x);
+        r = bitmaps_measure(d, x->name, on_sizes_measured, x);
         if (r < 0) {
                 sd_bus_message_unref(m);
                 free(x->name);

@@ -98,6 +98,30 @@ static int inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
         return 0;
 }
 
+static int layer_read_offline(BitmapLayer *l, char **ret_message) {
+        ImageBitmap *b = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!l->qcow2)
+                return 0;
+        r = image_read_bitmaps(l->path, &b, &n, ret_message);
+        if (r < 0)
+                return r;
+        l->bitmaps = new0(BitmapEntry, n);
+        if (!l->bitmaps) {
+                image_bitmaps_free(b, n);
+                return -ENOMEM;
+        }
+        for (size_t k = 0; k < n; k++)
+                l->bitmaps[k] = (BitmapEntry) { .name = TAKE_PTR(b[k].name), .recording = b[k].enabled,
+                                                .persistent = true, .inconsistent = b[k].in_use,
+                                                .granularity = b[k].granularity };
+        l->n_bitmaps = n;
+        image_bitmaps_free(b, n);
+        return 0;
+}
+
 int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_message) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         int r;
@@ -107,30 +131,48 @@ int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_messag
                 return r;
         for (size_t i = 0; i < inv->n_disks; i++)
                 for (size_t j = 0; j < inv->disks[i].n_layers; j++) {
-                        BitmapLayer *l = inv->disks[i].layers + j;
-                        ImageBitmap *b = NULL;
-                        size_t n = 0;
-
-                        if (!l->qcow2)
-                                continue;
-                        r = image_read_bitmaps(l->path, &b, &n, ret_message);
+                        r = layer_read_offline(inv->disks[i].layers + j, ret_message);
                         if (r < 0)
                                 return r;
-                        l->bitmaps = new0(BitmapEntry, n);
-                        if (!l->bitmaps) {
-                                image_bitmaps_free(b, n);
-                                return -ENOMEM;
-                        }
-                        for (size_t k = 0; k < n; k++)
-                                l->bitmaps[k] = (BitmapEntry) { .name = TAKE_PTR(b[k].name),
-                                                                .recording = b[k].enabled,
-                                                                .persistent = true,
-                                                                .inconsistent = b[k].in_use,
-                                                                .granularity = b[k].granularity };
-                        l->n_bitmaps = n;
-                        image_bitmaps_free(b, n);
                 }
         *ret = TAKE_PTR(inv);
+        return 0;
+}
+
+void bitmap_disk_done(BitmapDisk *bd) {
+        for (size_t j = 0; j < bd->n_layers; j++)
+                bitmap_layer_done(bd->layers + j);
+        free(bd->layers);
+        free(bd->target);
+        *bd = (BitmapDisk) {};
+}
+
+int bitmap_disk_offline(const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
+                        char **ret_message) {
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        BitmapDisk bd = {};
+        int r;
+
+        r = image_read_chain(path, format, &chain);
+        if (r < 0)
+                return r;
+        bd.target = strdup(target);
+        bd.layers = new0(BitmapLayer, chain.n_layers);
+        if (!bd.target || !bd.layers) {
+                bitmap_disk_done(&bd);
+                return -ENOMEM;
+        }
+        for (size_t j = 0; j < chain.n_layers; j++) {
+                bd.layers[j] = (BitmapLayer) { .path = strdup(chain.layers[j].path),
+                                               .qcow2 = chain.layers[j].format == DISK_FORMAT_QCOW2 };
+                bd.n_layers++;
+                r = bd.layers[j].path ? layer_read_offline(bd.layers + j, ret_message) : -ENOMEM;
+                if (r < 0) {
+                        bitmap_disk_done(&bd);
+                        return r;
+                }
+        }
+        *ret = bd;
         return 0;
 }
 
@@ -179,31 +221,41 @@ typedef struct LiveCall {
         void *userdata;
 } LiveCall;
 
+int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory **ret) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
+        QmpNode *nodes = NULL;
+        size_t n = 0;
+        int r;
+
+        r = qmp_parse_named_nodes(result, &nodes, &n);
+        /* QEMU names files /dev/fdset/N: which file that is, qsnapd knows. */
+        if (r >= 0)
+                r = domain_nodes_resolve_files(d, nodes, n);
+        if (r >= 0)
+                r = inventory_skeleton(d, true, &inv);
+        for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)
+                for (size_t j = 0; r >= 0 && j < inv->disks[i].n_layers; j++)
+                        r = layer_from_nodes(inv->disks[i].layers + j, j == 0, nodes, n);
+        qmp_nodes_free(nodes, n);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(inv);
+        return 0;
+}
+
 static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                            void *userdata) {
         LiveCall *c = userdata;
         _cleanup_(domain_unrefp) Domain *d = c->domain;
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         _cleanup_free_ char *message = NULL;
-        QmpNode *nodes = NULL;
-        size_t n = 0;
         int r;
 
         if (error < 0) {
                 message = strprintf("QEMU did not list its block nodes: %s", strna(desc));
                 r = -QSNAP_E_QEMU_FAILED;
-        } else {
-                r = qmp_parse_named_nodes(result, &nodes, &n);
-                /* QEMU names files /dev/fdset/N: which file that is, qsnapd knows. */
-                if (r >= 0)
-                        r = domain_nodes_resolve_files(d, nodes, n);
-                if (r >= 0)
-                        r = inventory_skeleton(d, true, &inv);
-                for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)
-                        for (size_t j = 0; r >= 0 && j < inv->disks[i].n_layers; j++)
-                                r = layer_from_nodes(inv->disks[i].layers + j, j == 0, nodes, n);
-                qmp_nodes_free(nodes, n);
-        }
+        } else
+                r = bitmap_inventory_from_nodes(d, result, &inv);
         c->done(d, r < 0 ? r : 0, message, r < 0 ? NULL : TAKE_PTR(inv), c->userdata);
         free(c);
 }
@@ -319,6 +371,12 @@ typedef struct RefreshWaiter {
 } RefreshWaiter;
 
 /* One measurement: per checkpoint, the temporary bitmaps added for it. */
+typedef struct ArmedCopy {
+        char *job_id;
+        BitmapActions actions;
+        struct ArmedCopy *next;
+} ArmedCopy;
+
 /* Checkpoints are named, not pointed to: one may be deleted meanwhile. */
 typedef struct SizeProbe {
         char *checkpoint;
@@ -330,10 +388,12 @@ typedef struct BitmapsState {
         Domain *domain;
         sd_event_source *defer;
         bool running;
+        char **measure_next, **measure; /* Sizes asked for the next refresh; what this one measures */
         RefreshWaiter *waiting, *current;
         char **changed;
         SizeProbe *probes;
         size_t n_probes;
+        struct ArmedCopy *armed;
 } BitmapsState;
 
 static int refresh_start(sd_event_source *s, void *userdata);
@@ -382,6 +442,7 @@ static void refresh_end(BitmapsState *st) {
         RefreshWaiter *w = TAKE_PTR(st->current);
 
         probes_free(st);
+        st->measure = strv_free(st->measure);
         if (st->changed) {
                 _cleanup_free_ Checkpoint **l = new0(Checkpoint *, strv_length(st->changed));
                 size_t n = 0;
@@ -432,6 +493,8 @@ static void on_probes_counted(Qmp *qmp, int error, json_object *result, const ch
 
         if (error >= 0 && qmp_parse_named_nodes(result, &nodes, &n) >= 0) {
                 for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
+                        if (!strv_contains((const char *const *) st->measure, checkpoint_name(c)))
+                                continue;
                         c->size = 0;
                         c->has_size = false;
                         for (size_t i = 0; i < c->def->n_disks; i++)
@@ -489,7 +552,7 @@ static int probes_plan(BitmapsState *st, const BitmapInventory *inv, QmpBitmapAc
         if (!src || !a || !st->probes)
                 goto oom;
         for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
-                if (c->problems)
+                if (c->problems || !strv_contains((const char *const *) st->measure, checkpoint_name(c)))
                         continue;
                 for (size_t i = 0; i < c->def->n_disks; i++) {
                         const CheckpointDisk *cd = c->def->disks + i;
@@ -563,8 +626,9 @@ static void on_refresh_inventory(Domain *d, int error, const char *message, Bitm
                 strv_free(c->problems);
                 c->problems = problems;
         }
-        if (!inv->live || !d->qmp)
+        if (!inv->live || !d->qmp || !st->measure)
                 return refresh_end(st);
+        /* (Size of the others stays as last measured.) */
         remove_leftovers(d, inv);
         if (probes_plan(st, inv, &a, &n_a, &src) < 0 || n_a == 0) {
                 probes_free(st);
@@ -591,12 +655,24 @@ static int refresh_start(sd_event_source *s, void *userdata) {
                 return 0;
         }
         st->running = true;
+        strv_free(st->measure);
+        st->measure = TAKE_PTR(st->measure_next);
         st->current = TAKE_PTR(st->waiting);
         domain_ref(d);
         manager_busy_ref(d->manager);
         if (bitmap_inventory_get(d, on_refresh_inventory, st) < 0)
                 refresh_end(st);
         return 0;
+}
+
+int bitmaps_measure(Domain *d, const char *name, BitmapsRefreshFunc done, void *userdata) {
+        BitmapsState *st = bitmaps_state(d);
+
+        if (!st)
+                return -ENOMEM;
+        if (!strv_contains((const char *const *) st->measure_next, name) && strv_extend(&st->measure_next, name) < 0)
+                return -ENOMEM;
+        return bitmaps_refresh(d, done, userdata);
 }
 
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata) {
@@ -634,7 +710,226 @@ void bitmaps_domain_done(Domain *d) {
                 free(w);
         }
         strv_free(st->changed);
+        strv_free(st->measure);
+        strv_free(st->measure_next);
         probes_free(st);
+        while (st->armed)
+                bitmaps_job_event(d, st->armed->job_id, false, true);
         free(st);
         d->bitmaps = NULL;
+}
+
+/* ---- what follows the chain ---- */
+
+int bitmap_disk_followers(const BitmapDisk *bd, char ***ret_names, uint64_t **ret_granularities, size_t *ret_n) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ uint64_t *gran = NULL;
+        size_t n = 0;
+
+        if (bd->n_layers > 0)
+                gran = new0(uint64_t, bd->layers[0].n_bitmaps);
+        for (size_t k = 0; gran && k < bd->layers[0].n_bitmaps; k++) {
+                const BitmapEntry *b = bd->layers[0].bitmaps + k;
+                _cleanup_free_ char *reason = NULL;
+                size_t depth;
+                int r;
+
+                if (strncmp(b->name, BITMAPS_SIZE_PREFIX, strlen(BITMAPS_SIZE_PREFIX)) == 0)
+                        continue;
+                r = bitmap_disk_check(bd, b->name, &depth, &reason);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                if (strv_extend(&names, b->name) < 0)
+                        return -ENOMEM;
+                gran[n++] = b->granularity;
+        }
+        *ret_names = TAKE_PTR(names);
+        *ret_granularities = TAKE_PTR(gran);
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- bitmap actions of the block jobs ---- */
+
+void bitmap_actions_done(BitmapActions *ba) {
+        free(ba->actions);
+        free(ba->sources);
+        strv_free(ba->strings);
+        *ba = (BitmapActions) {};
+}
+
+static const char *keep(BitmapActions *ba, const char *s) {
+        if (!s || strv_extend(&ba->strings, s) < 0)
+                return NULL;
+        return ba->strings[strv_length(ba->strings) - 1];
+}
+
+static int actions_init(BitmapActions *ba, const BitmapDisk *bd) {
+        size_t max = bd->n_layers > 0 ? bd->layers[0].n_bitmaps : 0;
+
+        *ba = (BitmapActions) {};
+        ba->actions = new0(QmpBitmapAction, 2 * max);
+        ba->max_sources = max * (bd->n_layers ?: 1);
+        ba->sources = new0(QmpBitmapSource, ba->max_sources);
+        return ba->actions && ba->sources ? 0 : -ENOMEM;
+}
+
+static int add_action(BitmapActions *ba, QmpBitmapActionType type, const char *node, const char *name,
+                      uint64_t granularity, const QmpBitmapSource *sources, size_t n_sources) {
+        QmpBitmapAction *a = ba->actions + ba->n;
+
+        *a = (QmpBitmapAction) { .type = type, .node = keep(ba, node), .name = keep(ba, name),
+                                 .persistent = type == QMP_BITMAP_ADD, .granularity = granularity,
+                                 .sources = sources, .n_sources = n_sources };
+        if (!a->node || !a->name)
+                return -ENOMEM;
+        ba->n++;
+        return 0;
+}
+
+/* A merge into `name` on `node` from the layers [from, to) of bd that hold
+ * a copy of it. */
+static int add_merge(BitmapActions *ba, const BitmapDisk *bd, const char *node, const char *name, size_t from,
+                     size_t to) {
+        QmpBitmapSource *first = ba->sources + ba->n_sources;
+        size_t n = 0;
+
+        for (size_t j = from; j < to && j < bd->n_layers; j++) {
+                if (!bd->layers[j].node || !bitmap_layer_find(bd->layers + j, name) ||
+                    ba->n_sources >= ba->max_sources)
+                        continue;
+                ba->sources[ba->n_sources++] = (QmpBitmapSource) { .node = keep(ba, bd->layers[j].node),
+                                                                   .name = keep(ba, name) };
+                n++;
+        }
+        return n == 0 ? 0 : add_action(ba, QMP_BITMAP_MERGE, node, name, 0, first, n);
+}
+
+/* The usable bitmaps of the chain bd seen from layer `from` down. */
+static int followers_from(const BitmapDisk *bd, size_t from, char ***ret_names, uint64_t **ret_gran, size_t *ret_n) {
+        BitmapDisk view = *bd;
+
+        if (from >= bd->n_layers) {
+                *ret_names = NULL;
+                *ret_gran = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        view.layers = bd->layers + from;
+        view.n_layers = bd->n_layers - from;
+        return bitmap_disk_followers(&view, ret_names, ret_gran, ret_n);
+}
+
+size_t bitmap_disk_layer_index(const BitmapDisk *bd, const char *path, size_t fallback) {
+        for (size_t j = 0; path && j < bd->n_layers; j++)
+                if (streq(bd->layers[j].path, path))
+                        return j;
+        return fallback;
+}
+
+int bitmap_actions_stream(const BitmapDisk *bd, size_t top_index, size_t base_index, BitmapActions *ret) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ uint64_t *gran = NULL;
+        size_t n = 0;
+        int r;
+
+        r = actions_init(ret, bd);
+        if (r >= 0)
+                r = followers_from(bd, top_index, &names, &gran, &n);
+        for (size_t k = 0; r >= 0 && top_index < bd->n_layers && k < n; k++)
+                r = add_merge(ret, bd, bd->layers[top_index].node, names[k], top_index + 1, base_index);
+        if (r < 0)
+                bitmap_actions_done(ret);
+        return r;
+}
+
+int bitmap_actions_commit(const BitmapDisk *bd, size_t top_index, size_t base_index, BitmapActions *ret) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ uint64_t *gran = NULL;
+        const BitmapLayer *base = base_index < bd->n_layers ? bd->layers + base_index : NULL;
+        size_t n = 0;
+        int r;
+
+        r = actions_init(ret, bd);
+        if (r >= 0)
+                r = followers_from(bd, top_index, &names, &gran, &n);
+        for (size_t k = 0; r >= 0 && base && base->node && base->qcow2 && k < n; k++) {
+                if (!bitmap_layer_find(base, names[k]))
+                        r = add_action(ret, QMP_BITMAP_ADD, base->node, names[k], gran[k], NULL, 0);
+                if (r >= 0)
+                        r = add_merge(ret, bd, base->node, names[k], top_index, base_index);
+        }
+        if (r < 0)
+                bitmap_actions_done(ret);
+        return r;
+}
+
+int bitmap_actions_copy(const BitmapDisk *bd, bool shallow, const char *target_node, BitmapActions *ret) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ uint64_t *gran = NULL;
+        size_t n = 0;
+        int r;
+
+        r = actions_init(ret, bd);
+        if (r >= 0)
+                r = followers_from(bd, 0, &names, &gran, &n);
+        for (size_t k = 0; r >= 0 && k < n; k++) {
+                r = add_action(ret, QMP_BITMAP_ADD, target_node, names[k], gran[k], NULL, 0);
+                if (r >= 0)
+                        r = add_merge(ret, bd, target_node, names[k], 0, shallow ? 1 : bd->n_layers);
+        }
+        if (r < 0)
+                bitmap_actions_done(ret);
+        return r;
+}
+
+/* ---- copies: armed at the start, sent at READY ---- */
+
+static ArmedCopy **armed_list(Domain *d) {
+        BitmapsState *st = bitmaps_state(d);
+        return st ? &st->armed : NULL;
+}
+
+int bitmaps_copy_arm(Domain *d, const char *job_id, BitmapActions *ba) {
+        ArmedCopy **l = armed_list(d), *a = new0(ArmedCopy, 1);
+
+        if (!l || !a || !(a->job_id = strdup(job_id))) {
+                free(a);
+                bitmap_actions_done(ba);
+                return -ENOMEM;
+        }
+        a->actions = *ba;
+        *ba = (BitmapActions) {};
+        a->next = *l;
+        *l = a;
+        return 0;
+}
+
+static void on_copy_bitmaps(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                            void *userdata) {
+        if (error < 0)
+                log_warning("Cannot give a copy's target the checkpoints' bitmaps: %s", strna(desc));
+}
+
+void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended) {
+        ArmedCopy **l = d->bitmaps ? &d->bitmaps->armed : NULL;
+
+        for (; l && *l; l = &(*l)->next) {
+                ArmedCopy *a = *l;
+
+                if (!streq(a->job_id, job_id))
+                        continue;
+                if (ready && a->actions.n > 0 && d->qmp)
+                        (void) qmp_cmd_transaction_bitmaps(d->qmp, a->actions.actions, a->actions.n, on_copy_bitmaps,
+                                                           NULL);
+                if (ready || ended) {
+                        *l = a->next;
+                        bitmap_actions_done(&a->actions);
+                        free(a->job_id);
+                        free(a);
+                }
+                return;
+        }
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/domain.h"
+#include "qemu/qmp-commands.h"
 
 /* The temporary bitmap a size measurement adds to a top node. */
 #define BITMAPS_SIZE_PREFIX "qsnap-size-"
@@ -69,6 +70,12 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata);
  * inside this call for the offline case). */
 int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata);
 
+/* One chain, from the file path (of format) down, read with qemu-img: for
+ * an image that is not (yet) a disk's active one. */
+int bitmap_disk_offline(const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
+                        char **ret_message);
+void bitmap_disk_done(BitmapDisk *bd);
+
 const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *target);
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name);
 
@@ -87,5 +94,53 @@ int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, 
  * request ended. */
 typedef void (*BitmapsRefreshFunc)(Domain *d, void *userdata);
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata);
+/* The same, and (running) a new measurement of the Size of checkpoint
+ * `name`: three QMP round trips for the checkpoints asked for together,
+ * so only when asked (a read of Size, GetXMLDesc with SIZE), one
+ * checkpoint at a time, never all of them after each change. */
+int bitmaps_measure(Domain *d, const char *name, BitmapsRefreshFunc done, void *userdata);
 
 void bitmaps_domain_done(Domain *d);
+
+/* The bitmaps an image put on top of this disk (an external snapshot's
+ * overlay, a revert's new overlay, a copy's target) must get so that the
+ * checkpoints stay usable: every bitmap of the top layer that is usable
+ * there (the rule above), other than qsnapd's temporary ones. *ret_names
+ * NULL when none. */
+int bitmap_disk_followers(const BitmapDisk *bd, char ***ret_names, uint64_t **ret_granularities, size_t *ret_n);
+
+/* The inventory of a query-named-block-nodes reply the caller has already. */
+int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory **ret);
+
+/* Bitmap actions for the block jobs (docs/checkpoints.md §2.6-§2.8), with
+ * their own copies of every name. */
+typedef struct BitmapActions {
+        QmpBitmapAction *actions;
+        size_t n;
+        QmpBitmapSource *sources;
+        size_t n_sources, max_sources;
+        char **strings; /* owned: what actions and sources point to */
+} BitmapActions;
+
+void bitmap_actions_done(BitmapActions *ba);
+/* Streaming layers top_index+1 … base_index-1 into layer top_index: per
+ * bitmap usable there, a merge into it from each streamed layer that
+ * holds one. Before block-stream. */
+int bitmap_actions_stream(const BitmapDisk *bd, size_t top_index, size_t base_index, BitmapActions *ret);
+/* The layer of bd whose file is path; fallback when none. */
+size_t bitmap_disk_layer_index(const BitmapDisk *bd, const char *path, size_t fallback);
+/* Committing layers top_index … base_index-1 into base_index: per bitmap
+ * usable at top_index, an add on the base when it has none, and a merge
+ * into it from each committed layer. Right after block-commit started. */
+int bitmap_actions_commit(const BitmapDisk *bd, size_t top_index, size_t base_index, BitmapActions *ret);
+/* A copy onto target_node: per bitmap usable at the top, an add on the
+ * target and a merge from the top (shallow) or every layer. At READY. */
+int bitmap_actions_copy(const BitmapDisk *bd, bool shallow, const char *target_node, BitmapActions *ret);
+
+/* A copy job's actions are sent when it is READY (bitmaps_job_event()):
+ * armed at its start (taken). */
+int bitmaps_copy_arm(Domain *d, const char *job_id, BitmapActions *ba);
+/* Called by the manager for every job event: READY sends what was armed
+ * (before anybody hears of READY, so that a Pivot comes after it), the
+ * end forgets it. */
+void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended);

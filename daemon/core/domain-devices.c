@@ -40,8 +40,8 @@ static char *opt_escape(const char *s) {
 }
 
 static bool is_kvm(const DomainDef *def) {
-        /* libvirt's meaning: type='qemu' is TCG, type='kvm' KVM (and no
-         * silent fallback to a 50 times slower TCG: docs/decisions.md). */
+        /* type='qemu' is TCG (libvirt); type='kvm' asks for KVM and falls
+         * back to TCG where there is none (docs/decisions.md). */
         return !streq_ptr(def->type, "qemu");
 }
 
@@ -65,6 +65,10 @@ static int machine_argv(const DomainDef *def, char ***argv) {
         int r;
 
         r = add(argv, "-accel", "%s", is_kvm(def) ? "kvm" : "tcg");
+        if (r >= 0 && is_kvm(def))
+                /* The second -accel is QEMU's fallback when KVM cannot start
+                 * (no /dev/kvm: a container, a CI machine, nested virt off). */
+                r = add(argv, "-accel", "%s", "tcg");
         if (r >= 0 && hw->cpu_mode != DOMAIN_CPU_DEFAULT)
                 /* QEMU has no host-model; under TCG "host" does not exist
                  * and "max" is everything TCG can emulate. */
@@ -123,27 +127,58 @@ static int free_port(void) {
         return ntohs(sa.sin_port);
 }
 
-static int graphics_one(Domain *d, const DomainGraphics *g, char ***argv) {
-        bool vnc = g->type == DOMAIN_GRAPHICS_VNC;
-        _cleanup_free_ char *sock = NULL, *esc = NULL;
-        int port = g->port;
+/* A graphics password goes to QEMU as a secret object read from a 0600
+ * file in the runtime dir (never on the command line, which every user
+ * can read in /proc): <uuid>.graphics<i>.secret. Returns its object's
+ * options into *ret_secret_opt (",password-secret=ID"). */
+static int graphics_secret(Domain *d, const DomainGraphics *g, size_t i, char ***argv, char **ret_secret_opt) {
+        _cleanup_free_ char *suffix = strprintf(".graphics%zu.secret", i), *path = NULL, *esc = NULL;
+        int r;
 
+        *ret_secret_opt = NULL;
+        if (!g->passwd)
+                return 0;
+        path = suffix ? domain_runtime_path(d, suffix) : NULL;
+        esc = path ? opt_escape(path) : NULL;
+        if (!esc)
+                return -ENOMEM;
+        r = write_file_atomic(path, g->passwd, strlen(g->passwd), 0600);
+        if (r < 0)
+                return r;
+        r = add(argv, "-object", "secret,id=graphics%zu-secret,file=%s,format=raw", i, esc);
+        if (r < 0)
+                return r;
+        *ret_secret_opt = strprintf(",password-secret=graphics%zu-secret", i);
+        return *ret_secret_opt ? 0 : -ENOMEM;
+}
+
+static int graphics_one(Domain *d, const DomainGraphics *g, size_t i, char ***argv) {
+        bool vnc = g->type == DOMAIN_GRAPHICS_VNC;
+        _cleanup_free_ char *sock = NULL, *esc = NULL, *secret = NULL;
+        const char *ticketing;
+        int port = g->port, r;
+
+        r = graphics_secret(d, g, i, argv, &secret);
+        if (r < 0)
+                return r;
+        ticketing = secret ?: ",disable-ticketing=on";
         if (!g->address) {
                 sock = g->socket ? strdup(g->socket) : domain_qemu_socket_path(d, vnc ? ".vnc" : ".spice");
                 esc = sock ? opt_escape(sock) : NULL;
                 if (!esc)
                         return -ENOMEM;
-                return vnc ? add(argv, "-vnc", "unix:%s", esc)
-                           : add(argv, "-spice", "unix=on,addr=%s,disable-ticketing=on", esc);
+                return vnc ? add(argv, "-vnc", "unix:%s%s", esc, strempty(secret))
+                           : add(argv, "-spice", "unix=on,addr=%s%s", esc, ticketing);
         }
         esc = strchr(g->address, ':') ? strprintf("[%s]", g->address) : opt_escape(g->address);
         if (!esc)
                 return -ENOMEM;
         if (vnc)
-                return port < 0 ? add(argv, "-vnc", "%s:0,to=99", esc) : add(argv, "-vnc", "%s:%d", esc, port - 5900);
+                return port < 0 ? add(argv, "-vnc", "%s:0,to=99%s", esc, strempty(secret))
+                                : add(argv, "-vnc", "%s:%d%s", esc, port - 5900, strempty(secret));
         if (port < 0 && (port = free_port()) < 0)
                 return port;
-        return add(argv, "-spice", "addr=%s,port=%d,disable-ticketing=on", g->address, port);
+        return add(argv, "-spice", "addr=%s,port=%d%s", g->address, port, ticketing);
 }
 
 static const char *video_device(const char *model) {
@@ -158,19 +193,13 @@ static const char *video_device(const char *model) {
         return "VGA";
 }
 
-static int graphics_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message) {
+static int graphics_argv(Domain *d, const DomainDef *def, char ***argv) {
         const DomainDevices *hw = &def->devices;
         const char *video = hw->video ?: (hw->n_graphics > 0 ? "vga" : NULL);
         int r;
 
         for (size_t i = 0; i < hw->n_graphics; i++) {
-                if (hw->graphics[i].has_passwd) {
-                        if (ret_message)
-                                *ret_message = strdup("a <graphics passwd=…> is not supported yet: leave passwd= out and use the "
-                                              "UNIX socket in the runtime dir (only root can reach it)");
-                        return -QSNAP_E_UNSUPPORTED;
-                }
-                r = graphics_one(d, hw->graphics + i, argv);
+                r = graphics_one(d, hw->graphics + i, i, argv);
                 if (r < 0)
                         return r;
         }
@@ -302,14 +331,14 @@ static int cdroms_argv(const DomainDef *def, char ***argv) {
         return 0;
 }
 
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message) {
+int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv) {
         int r;
 
         r = machine_argv(def, argv);
         if (r >= 0)
                 r = nets_argv(def, argv);
         if (r >= 0)
-                r = graphics_argv(d, def, argv, ret_message);
+                r = graphics_argv(d, def, argv);
         if (r >= 0)
                 r = chars_argv(d, def, argv);
         if (r >= 0)
@@ -324,6 +353,10 @@ void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
         const DomainDevices *hw = &def->devices;
         _cleanup_strv_free_ char **paths = NULL;
 
+        for (size_t i = 0; i < hw->n_graphics; i++)
+                if (hw->graphics[i].passwd)
+                        (void) strv_push(&paths, strprintf("%s/%s.graphics%zu.secret", d->manager->config.runtime_dir,
+                                                           def->uuid, i));
         for (size_t i = 0; i < hw->n_graphics; i++)
                 if (!hw->graphics[i].address && !hw->graphics[i].socket)
                         (void) strv_push(&paths, domain_qemu_socket_path(d, hw->graphics[i].type == DOMAIN_GRAPHICS_VNC

@@ -10,6 +10,7 @@
  *   <uuid>.vnc, <uuid>.spice   a graphics socket without <listen>
  *   <uuid>.channel<N>          any other channel without <source path>
  *   <uuid>.serial<N>           a unix serial/console without <source path>
+ *   <uuid>.graphics<N>.secret  a graphics password, for QEMU's secret object
  */
 #pragma once
 
@@ -17,10 +18,9 @@
 
 #include "core/domain.h"
 
-/* Appends to *argv what def's devices need (after the disks). Fails with
- * -QSNAP_E_UNSUPPORTED (and *ret_message, unless NULL) when def asks for something this
- * QEMU launch cannot do (a graphics password). */
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv, char **ret_message);
+/* Appends to *argv what def's devices need (after the disks), and writes
+ * the graphics password files QEMU reads at start (0600). */
+int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv);
 
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);

@@ -351,7 +351,7 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
          * (after the agent's virtio-serial controller: consoles use it). */
-        r = domain_devices_argv(d, def, &argv, NULL);
+        r = domain_devices_argv(d, def, &argv);
         if (r < 0)
                 return r;
 #undef ADD

@@ -116,6 +116,9 @@ void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names,
 }
 
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
+        /* A copy's target gets its bitmaps before anybody hears of READY. */
+        if (IN_SET(e, JOB_EVENT_READY, JOB_EVENT_FINISHED, JOB_EVENT_REMOVED))
+                bitmaps_job_event(d, j->id, e == JOB_EVENT_READY, e != JOB_EVENT_READY);
         if (m->observer && m->observer->job_event)
                 m->observer->job_event(d, j, e, m->observer_userdata);
 }
@@ -233,7 +236,7 @@ static int firmware_needs_host_admin(Manager *m, const DomainDef *def, const Dom
         }
         if (f->nvram_template && !nvram_firmware_path_is_system(f->nvram_template) &&
             !(was && streq_ptr(was->nvram_template, f->nvram_template))) {
-                *ret_why = strprintf("its <nvram template=…> %s is not in the system's firmware folders",
+                *ret_why = strprintf("its <nvram> template %s is not in the system's firmware folders",
                                      f->nvram_template);
                 return *ret_why ? 1 : -ENOMEM;
         }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "core/disk.h"
+#include "core/bitmaps.h"
 #include "core/domain-jobs.h"
 #include "core/gate.h"
 #include "core/manager.h"
@@ -46,6 +47,10 @@ typedef struct StartCall {
         /* copies: the target's format, the file its top stands on (shallow) */
         DiskFormat copy_format;
         bool copy_shallow, copy_write_blocking, copy_direct;
+        /* the checkpoints' bitmaps (docs/checkpoints.md §2.6, §2.8): a
+         * commit's merge into the base, sent once the job runs; a copy's
+         * target bitmaps, armed for READY */
+        BitmapActions bitmaps;
 } StartCall;
 
 static void start_call_free(void *p) {
@@ -56,6 +61,7 @@ static void start_call_free(void *p) {
         free(c->base_file);
         free(c->top_file);
         free(c->backing_name);
+        bitmap_actions_done(&c->bitmaps);
         block_job_info_free(c->info);
         free(c);
 }
@@ -99,6 +105,60 @@ static int undo_copy_target(Operation *o, void *data) {
         return 0;
 }
 
+static void on_bitmaps_sent(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                            void *userdata) {
+        if (error < 0)
+                log_warning("A block job's bitmap merge failed; checkpoints on that disk may miss changes: %s",
+                            strna(desc));
+}
+
+/* Which bitmaps follow this job, from the graph it was planned on. */
+static int plan_bitmaps(StartCall *c, json_object *nodes, const char *device) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
+        Domain *d = c->op->domain;
+        const BitmapDisk *bd;
+        size_t top = 0, base;
+        int r;
+
+        if (d->checkpoints.n == 0)
+                return 0;
+        r = bitmap_inventory_from_nodes(d, nodes, &inv);
+        if (r < 0)
+                return r;
+        bd = bitmap_inventory_disk(inv, c->disk);
+        if (!bd || bd->n_layers == 0)
+                return 0;
+        base = c->type == JOB_TYPE_PULL ? bd->n_layers : bd->n_layers - 1;
+        for (size_t j = 0; j < bd->n_layers; j++) {
+                if (c->base_file && streq(bd->layers[j].path, c->base_file))
+                        base = j;
+                if (c->top_file && streq(bd->layers[j].path, c->top_file))
+                        top = j;
+        }
+        switch (c->type) {
+        case JOB_TYPE_PULL:
+                r = bitmap_actions_stream(bd, 0, base, &c->bitmaps);
+                if (r >= 0 && c->bitmaps.n > 0 &&
+                    qmp_cmd_transaction_bitmaps(d->qmp, c->bitmaps.actions, c->bitmaps.n, on_bitmaps_sent, NULL) < 0)
+                        r = -QSNAP_E_QEMU_FAILED;
+                bitmap_actions_done(&c->bitmaps);
+                return r;
+        case JOB_TYPE_COMMIT:
+        case JOB_TYPE_ACTIVE_COMMIT:
+                return bitmap_actions_commit(bd, top, base, &c->bitmaps);
+        case JOB_TYPE_COPY:
+                return bitmap_actions_copy(bd, c->base_file != NULL, c->info->copy_node, &c->bitmaps);
+        case JOB_TYPE_BACKUP:
+        case JOB_TYPE_SNAPSHOT_DELETE:
+        case JOB_TYPE_SNAPSHOT_REVERT:
+        case JOB_TYPE_SNAPSHOT_CREATE:
+        case _JOB_TYPE_MAX:
+        case _JOB_TYPE_INVALID:
+                break;
+        }
+        return 0;
+}
+
 static void on_job_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         StartCall *c = userdata;
         Domain *d = c->op->domain;
@@ -119,6 +179,11 @@ static void on_job_started(Qmp *qmp, int error, json_object *result, const char 
         log_info("Domain '%s': started %s job %s on %s.", d->def->name, job_type_to_string(c->type), c->id, c->disk);
         manager_notify_job(d->manager, d, j, JOB_EVENT_ADDED);
         c->job = j;
+        if (c->bitmaps.n > 0 && c->type == JOB_TYPE_COPY)
+                (void) bitmaps_copy_arm(d, c->id, &c->bitmaps);
+        else if (c->bitmaps.n > 0 && qmp_cmd_transaction_bitmaps(qmp, c->bitmaps.actions, c->bitmaps.n,
+                                                                  on_bitmaps_sent, NULL) < 0)
+                log_warning("Domain '%s': cannot send the bitmap merge of job %s.", d->def->name, c->id);
         operation_finish(c->op, 0, NULL);
 }
 
@@ -166,6 +231,9 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
             (c->top_file && domain_find_format_node(d, result, c->top_file, &top) <= 0))
                 return operation_finish(c->op, -QSNAP_E_QEMU_FAILED,
                                         "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
+        /* A pull's merge goes out now, ahead of block-stream (QMP keeps the order). */
+        if (plan_bitmaps(c, result, device) < 0)
+                return operation_finish(c->op, -QSNAP_E_QEMU_FAILED, "Cannot plan the checkpoints' bitmaps.");
 
         if (c->type == JOB_TYPE_COPY) {
                 _cleanup_free_ char *filename = NULL, *message = NULL;

@@ -4,11 +4,16 @@
  * checkpoint-create.h). The journal records the definition and, per disk,
  * the top image (and node) the bitmap goes to; recovery judges by the
  * images, never by what the interrupted qsnapd believed it did.
+ * QUIESCE (a running guest with an agent channel): the guest agent
+ * freezes the filesystems right before the bitmap transaction and thaws
+ * them right after, or when it fails; the journal says "frozen" from
+ * before the freeze, and recovery thaws.
  */
 #include <time.h>
 
 #include "core/bitmaps.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/checkpoint-create.h"
@@ -25,6 +30,7 @@ struct CheckpointPlan {
         Operation *op;
         CheckpointDef *def;
         bool redefine, validate;
+        bool quiesce, frozen;  /* QUIESCE asked; the freeze was sent and no thaw yet */
         /* per bitmap disk, filled from the inventory: */
         char **targets, **paths, **nodes;
         size_t n_disks;
@@ -122,8 +128,17 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
         int r;
 
         if (flags & CHECKPOINT_CREATE_QUIESCE) {
-                *ret_message = strdup("QUIESCE needs a guest agent channel, which qsnapd does not drive yet.");
-                return -QSNAP_E_UNSUPPORTED;
+                if (flags & CHECKPOINT_CREATE_REDEFINE)
+                        return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT,
+                                             "QUIESCE and REDEFINE exclude each other (a redefinition adds no bitmap).");
+                if (!domain_has_agent_channel(d))
+                        return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
+                                             "QUIESCE needs a guest agent: domain '%s' has no <channel> with "
+                                             "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
+                if (d->state != DOMAIN_RUNNING)
+                        return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
+                                             "QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
+                                             d->def->name, domain_state_to_string(d->state));
         }
         if ((flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE) && !(flags & CHECKPOINT_CREATE_REDEFINE)) {
                 *ret_message = strdup("REDEFINE_VALIDATE (4) goes only with REDEFINE (1).");
@@ -133,6 +148,7 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
         if (!p)
                 return -ENOMEM;
         p->redefine = flags & CHECKPOINT_CREATE_REDEFINE;
+        p->quiesce = flags & CHECKPOINT_CREATE_QUIESCE;
         p->validate = flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE;
         r = checkpoint_def_parse(xml, strlen(xml), p->redefine ? CHECKPOINT_PARSE_REDEFINE : 0, &p->def, &error);
         if (r < 0) {
@@ -204,14 +220,80 @@ static int undo_offline_bitmaps(Operation *o, void *data) {
         return 0;
 }
 
+static void on_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        CheckpointPlan *p = userdata;
+
+        if (error < 0)
+                log_error("Domain '%s': checkpoint taken, but the guest could not be thawed: %s", d->def->name,
+                          strna(message));
+        plan_done(p, 0, NULL);
+}
+
 static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                              void *userdata) {
         CheckpointPlan *p = userdata;
+        _cleanup_free_ char *message = NULL;
 
         if (error < 0)
                 return operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s",
                                          strna(desc));
+        if (p->frozen) {
+                /* The reply waits for the thaw. */
+                p->frozen = false;
+                if (domain_agent_command(p->domain, "guest-fsfreeze-thaw", NULL, on_thawed, p, &message) >= 0)
+                        return;
+                log_error("Domain '%s': checkpoint taken, but the guest could not be thawed: %s", p->domain->def->name,
+                          strna(message));
+        }
         plan_done(p, 0, NULL);
+}
+
+static void on_undo_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        if (error < 0)
+                log_error("Domain '%s': cannot thaw the guest after a failed QUIESCE checkpoint: %s", d->def->name,
+                          strna(message));
+}
+
+/* The checkpoint failed after the freeze was sent: thaw. */
+static int undo_freeze(Operation *o, void *data) {
+        CheckpointPlan *p = o->plan;
+
+        if (!p->frozen)
+                return 0;
+        p->frozen = false;
+        (void) domain_agent_command(o->domain, "guest-fsfreeze-thaw", NULL, on_undo_thawed, NULL, NULL);
+        return 0;
+}
+
+static int plan_journal(CheckpointPlan *p);
+static void plan_add_bitmaps(CheckpointPlan *p, bool live);
+
+static void on_frozen(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        CheckpointPlan *p = userdata;
+
+        if (error < 0)
+                return operation_finish(p->op, error, message); /* undo_freeze thaws */
+        /* crash points: checkpoint-create:frozen */
+        operation_crash_point(p->op, "frozen");
+        plan_add_bitmaps(p, true);
+}
+
+/* QUIESCE: the journal says "frozen" before the freeze goes out. */
+static void plan_freeze(CheckpointPlan *p) {
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        p->frozen = true;
+        r = plan_journal(p);
+        if (r >= 0)
+                r = operation_undo_push(p->op, undo_freeze, NULL);
+        if (r < 0) {
+                p->frozen = false;
+                return operation_finishf(p->op, r, "Cannot record the freeze: %s", qsnap_strerror(r));
+        }
+        r = domain_agent_command(p->domain, "guest-fsfreeze-freeze", NULL, on_frozen, p, &message);
+        if (r < 0)
+                operation_finish(p->op, r, message);
 }
 
 static void plan_add_bitmaps(CheckpointPlan *p, bool live) {
@@ -265,6 +347,7 @@ static int plan_journal(CheckpointPlan *p) {
                         json_object_object_add(e, "node", json_object_new_string(p->nodes[i]));
         }
         json_object_object_add(o, "disks", TAKE_PTR(disks));
+        json_object_object_add(o, "frozen", json_object_new_boolean(p->frozen));
         return operation_journal_write(p->op, o);
 }
 
@@ -338,6 +421,13 @@ static void on_inventory(Domain *d, int error, const char *message, BitmapInvent
                 return operation_finishf(p->op, r, "Cannot record the checkpoint's intent: %s", qsnap_strerror(r));
         /* crash points: checkpoint-create:intent */
         operation_crash_point(p->op, "intent");
+        if (p->quiesce) {
+                if (!inv->live)
+                        return operation_finishf(p->op, -QSNAP_E_OPERATION_INVALID,
+                                                 "Domain '%s' stopped meanwhile: QUIESCE needs a running guest.",
+                                                 d->def->name);
+                return plan_freeze(p);
+        }
         plan_add_bitmaps(p, inv->live);
 }
 
@@ -382,13 +472,34 @@ typedef struct Recovery {
         void *userdata;
 } Recovery;
 
-static void recovery_end(Domain *d, Recovery *rc) {
+static void recovery_done(Domain *d, Recovery *rc) {
         op_journal_remove(d->manager->config.state_dir, d->def->uuid, JOURNAL_KIND);
         if (rc->done)
                 rc->done(d, 0, NULL, NULL, rc->userdata);
         json_object_put(rc->journal);
         free(rc);
         domain_unref(d);
+}
+
+static void on_recovery_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        if (error < 0)
+                log_error("Domain '%s': cannot thaw the guest a QUIESCE checkpoint left frozen: %s", d->def->name,
+                          strna(message));
+        else
+                log_notice("Domain '%s': thawed the guest a QUIESCE checkpoint left frozen.", d->def->name);
+        recovery_done(d, userdata);
+}
+
+/* A guest the interrupted checkpoint froze is thawed, whatever else. */
+static void recovery_end(Domain *d, Recovery *rc) {
+        _cleanup_free_ char *message = NULL;
+
+        if (json_get_bool(rc->journal, "frozen") && d->qmp) {
+                if (domain_agent_command(d, "guest-fsfreeze-thaw", NULL, on_recovery_thawed, rc, &message) >= 0)
+                        return;
+                log_error("Domain '%s': cannot thaw the guest: %s", d->def->name, strna(message));
+        }
+        recovery_done(d, rc);
 }
 
 static void recovery_finish(Domain *d, Recovery *rc) {

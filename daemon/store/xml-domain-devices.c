@@ -54,6 +54,10 @@ static void net_done(DomainNet *n) {
 static void graphics_done(DomainGraphics *g) {
         free(g->address);
         free(g->socket);
+        if (g->passwd) {
+                explicit_bzero(g->passwd, strlen(g->passwd));
+                free(g->passwd);
+        }
 }
 
 static void char_done(DomainChar *c) {
@@ -99,8 +103,11 @@ static int copy_net(const DomainNet *s, DomainNet *t) {
 }
 
 static int copy_graphics(const DomainGraphics *s, DomainGraphics *t) {
-        *t = (DomainGraphics) { .type = s->type, .port = s->port, .has_passwd = s->has_passwd };
-        return xml_strdup_to(s->address, &t->address) < 0 || xml_strdup_to(s->socket, &t->socket) < 0 ? -ENOMEM : 0;
+        *t = (DomainGraphics) { .type = s->type, .port = s->port };
+        return xml_strdup_to(s->address, &t->address) < 0 || xml_strdup_to(s->socket, &t->socket) < 0 ||
+                               xml_strdup_to(s->passwd, &t->passwd) < 0
+                       ? -ENOMEM
+                       : 0;
 }
 
 static int copy_char(const DomainChar *s, DomainChar *t) {
@@ -303,7 +310,7 @@ static int parse_graphics_listen(XmlParser *p, xmlNode *n, DomainGraphics *g) {
 }
 
 static int parse_graphics(XmlParser *p, xmlNode *n, DomainDevices *d) {
-        _cleanup_free_ char *type = NULL, *port = NULL, *autoport = NULL, *passwd = NULL;
+        _cleanup_free_ char *type = NULL, *port = NULL, *autoport = NULL;
         DomainGraphics *g;
         int64_t v;
         int r;
@@ -320,9 +327,8 @@ static int parse_graphics(XmlParser *p, xmlNode *n, DomainDevices *d) {
                 return xml_parser_error(p, -EINVAL, n, "<graphics type='%s'> is not supported: 'vnc' or 'spice'",
                                         XML_QUOTE(type ?: ""));
         if ((r = xml_attr_get(n, "listen", &g->address)) < 0 || (r = xml_attr_get(n, "port", &port)) < 0 ||
-            (r = xml_attr_get(n, "autoport", &autoport)) < 0 || (r = xml_attr_get(n, "passwd", &passwd)) < 0)
+            (r = xml_attr_get(n, "autoport", &autoport)) < 0 || (r = xml_attr_get(n, "passwd", &g->passwd)) < 0)
                 return r;
-        g->has_passwd = passwd != NULL;
         r = parse_graphics_listen(p, n, g);
         if (r < 0)
                 return r;
@@ -460,8 +466,11 @@ static int parse_cdrom(XmlParser *p, xmlNode *n, DomainDevices *d) {
         if (c->bus && !STR_IN_SET(c->bus, "sata", "ide", "scsi"))
                 return xml_parser_error(p, -EINVAL, target, "a CD-ROM's <target bus='%s'> is not supported: 'sata', 'ide' or 'scsi'",
                                         XML_QUOTE(c->bus));
-        if (strlen(c->target) > 16 || strpbrk(c->target, ",=/ \t\n") || !c->target[0])
-                return xml_parser_error(p, -EINVAL, target, "<target dev='%s'> is not a device name", XML_QUOTE(c->target));
+        /* As a disk's: it is QEMU's device id and node name. */
+        if (strlen(c->target) > 16 || !(c->target[0] >= 'a' && c->target[0] <= 'z') ||
+            strspn(c->target, "abcdefghijklmnopqrstuvwxyz0123456789") != strlen(c->target))
+                return xml_parser_error(p, -EINVAL, target, "<target dev='%s'> must match [a-z][a-z0-9]*, at most 16 characters",
+                                        XML_QUOTE(c->target));
         return 1;
 }
 

@@ -48,7 +48,7 @@ typedef struct DomainGraphics {
         char *address; /* listen= or <listen type='address' address=…>; NULL: a UNIX socket */
         char *socket;  /* <listen type='socket' socket=…>; NULL: in the runtime dir */
         int port;      /* port=; -1: autoport (or none given) */
-        bool has_passwd;
+        char *passwd;  /* passwd=: a secret (GetXMLDesc leaves it out without SECURE) */
 } DomainGraphics;
 
 typedef enum DomainCharType {

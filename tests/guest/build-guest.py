@@ -25,7 +25,8 @@ Everything the tests read is a line on the serial console (ttyS0) starting
 with "QSNAP-GUEST-": BOOT, MODULE-FAILED <m>, NET <ifname> <mac>,
 CDROM <first line of /dev/sr0>, DMI-SERIAL <SMBIOS system serial>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
 counter=<c> | VERIFY bad <file>, AGENT <port> | NO-AGENT, READY,
-COUNT <c> (after each round), SERIAL1 (written to ttyS1 when it exists).
+COUNT <c> (after each round), THEN poweroff|reboot (right before it does
+what qsnap.then= on its command line says, after three rounds), SERIAL1 (written to ttyS1 when it exists).
 
 A data file /mnt/data/fN is "counter <c>\\n", base64 lines, then
 "sum <sha256 of everything before this line>\\n". /mnt/counter holds the
@@ -139,7 +140,15 @@ c=$(cat /mnt/counter 2>/dev/null)
 if [ -n "$bad" ]; then say VERIFY bad$bad; else say VERIFY ok $n counter=$c; fi
 say READY
 
+# qsnap.then=poweroff|reboot on the kernel command line: after 3 rounds.
+then=$(sed -n 's/.*qsnap\.then=\([a-z]*\).*/\1/p' /proc/cmdline)
+rounds=0
 while true; do
+        if [ -n "$then" ] && [ $rounds -ge 3 ]; then
+                say THEN $then
+                $then -f
+        fi
+        rounds=$((rounds + 1))
         c=$((c + 1))
         f=/mnt/data/f$((c % 8))
         { echo "counter $c"; head -c 3000 /dev/urandom | base64; } > $f.tmp

@@ -149,7 +149,7 @@ class SerialLog:
 # ---- the domain
 
 def domain_xml(name, disk, serial_log, devices='', memory_mib=256, cmdline_extra='', domain_type='qemu',
-               extra=''):
+               extra='', on_poweroff='destroy', on_reboot='restart'):
     """<domain type='qemu'> booting the guest's kernel directly, disk as vda
     (qcow2, the guest's ext4), ttyS0 to serial_log (appended), and more
     <devices> children as text."""
@@ -168,8 +168,8 @@ def domain_xml(name, disk, serial_log, devices='', memory_mib=256, cmdline_extra
         '    <initrd>%s</initrd>' % e(os.path.join(folder, 'initrd.gz')),
         '    <cmdline>%s</cmdline>' % e(cmdline),
         '  </os>',
-        '  <on_poweroff>destroy</on_poweroff>',
-        '  <on_reboot>restart</on_reboot>',
+        '  <on_poweroff>%s</on_poweroff>' % e(on_poweroff),
+        '  <on_reboot>%s</on_reboot>' % e(on_reboot),
         '  <devices>',
         '    <emulator>%s</emulator>' % e(qsnaptest.QEMU_SYSTEM),
         "    <disk type='file' device='disk'>",

@@ -786,7 +786,9 @@ int verb_jobs(Ctx *c) {
                                             *done = steps ? strdup("-") : strprintf("%s of %s", strna(c1), strna(e1)),
                                             *r1 = rate ? format_rate(rate) : NULL,
                                             *eta1 = eta && !job_state_final(state) ? format_duration(eta) : NULL;
-                        table_add(t, json_object_get_string(json_object_object_get(o, "domain")), props_str(a[i], "Disk"),
+                        /* A job of several disks (a backup) has Disk "". */
+                        table_add(t, json_object_get_string(json_object_object_get(o, "domain")),
+                                  isempty(props_str(a[i], "Disk")) ? "(all)" : props_str(a[i], "Disk"),
                                   props_str(a[i], "Type"), state, pct, done, r1 ?: "-", eta1 ?: "-");
                 }
                 json_object_put(o);

@@ -50,6 +50,9 @@ struct BackupPlan {
         BackupDiskRun *disks;
         size_t n_disks;
         char *socket;        /* pull over UNIX: the socket QEMU listens on */
+        char *tcp_host, *tcp_port; /* pull over TCP: where QEMU listens (the port chosen when not given) */
+        char *tls_dir;       /* tls='yes': the x509 folder (ca-cert.pem, server-cert.pem, server-key.pem) */
+        char *tls_id;        /* its tls-creds-x509 object in QEMU */
         bool socket_default; /* in the runtime dir, chosen by us */
         uint64_t start_time; /* CLOCK_REALTIME µs */
         /* checkpoint_xml: the checkpoint created with the backup (its bitmaps
@@ -67,6 +70,7 @@ typedef struct BackupOp {
         Job *job;            /* the BlockJob1 (qsnapd's own, on the bus) */
         bool running;        /* QEMU runs the jobs (the journal says "running") */
         bool nbd_started;
+        bool tls_added;      /* the tls-creds-x509 object may be in QEMU: deleted at the end */
         bool aborted;        /* the user's Abort */
         bool ending;         /* the end is under way: no new steps */
         int error;
@@ -112,6 +116,11 @@ void backup_finish(BackupOp *b);
 /* run.c: the target files (push) qsnapd creates; < 0 with *ret_message. */
 int backup_create_files(BackupOp *b, char **ret_message);
 void backup_remove_files(BackupOp *b, bool keep_targets);
+
+/* The folder of the NBD server's x509 credentials: $QSNAPD_NBD_TLS_DIR, else
+ * BACKUP_NBD_TLS_DIR. */
+#define BACKUP_NBD_TLS_DIR "/etc/pki/qsnap-nbd"
+const char *backup_tls_dir(void);
 
 /* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s), 0 when unset. */
 uint64_t backup_test_speed(void);

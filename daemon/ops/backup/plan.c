@@ -7,9 +7,13 @@
  * act on, and each file through the one path gate (core/disk.c). The plan
  * keeps the aligned definition: it is what BackupGetXMLDesc shows.
  */
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netdb.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/disk.h"
 #include "core/gate.h"
@@ -47,6 +51,10 @@ BackupPlan *backup_plan_free(BackupPlan *p) {
         backup_def_free(p->def);
         free(p->id);
         free(p->socket);
+        free(p->tcp_host);
+        free(p->tcp_port);
+        free(p->tls_dir);
+        free(p->tls_id);
         checkpoint_def_free(p->checkpoint);
         strv_free(p->cp_targets);
         strv_free(p->cp_sources);
@@ -124,19 +132,92 @@ static int check_file(Domain *d, BackupDiskRun *r, bool reuse, const char *what,
 
 /* The pull server: a UNIX socket (ours in the runtime dir, or the
  * caller's in an allowed folder, new); TCP is not offered yet. */
+const char *backup_tls_dir(void) {
+        return getenv("QSNAPD_NBD_TLS_DIR") ?: BACKUP_NBD_TLS_DIR;
+}
+
+/* A free TCP port on host, for a server without port= (as libvirt picks one). */
+static int pick_port(const char *host, uint16_t *ret, char **ret_message) {
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai = NULL;
+        union {
+                struct sockaddr sa;
+                struct sockaddr_storage ss;
+        } addr;
+        socklen_t len = sizeof(addr);
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = getaddrinfo(host, "0", &hints, &ai);
+        if (r != 0) {
+                *ret_message = strprintf("The server name '%s' does not resolve: %s.", host, gai_strerror(r));
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        r = fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || getsockname(fd, &addr.sa, &len) < 0 ? -errno : 0;
+        freeaddrinfo(ai);
+        if (r < 0) {
+                *ret_message = strprintf("Cannot find a free port on %s: %s.", host, strerror(-r));
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        *ret = ntohs(addr.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &addr.ss)->sin6_port
+                                                   : ((struct sockaddr_in *) &addr.ss)->sin_port);
+        return 0;
+}
+
+/* TCP: host and port (a free one when not given; BackupGetXMLDesc shows
+ * it), and with tls='yes' the x509 folder, which must hold the server's
+ * credentials. */
+static int plan_tcp(BackupPlan *p, BackupServer *s, char **ret_message) {
+        int r;
+
+        if (s->port == 0) {
+                r = pick_port(s->name, &s->port, ret_message);
+                if (r < 0)
+                        return r;
+        }
+        p->tcp_host = strdup(s->name);
+        p->tcp_port = strprintf("%u", (unsigned) s->port);
+        if (!p->tcp_host || !p->tcp_port)
+                return -ENOMEM;
+        if (s->tls <= 0)
+                return 0;
+        p->tls_dir = strdup(backup_tls_dir());
+        p->tls_id = strprintf("tls-%s", p->id);
+        if (!p->tls_dir || !p->tls_id)
+                return -ENOMEM;
+        static const char *const files[] = { "ca-cert.pem", "server-cert.pem", "server-key.pem" };
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                const char *f = files[i];
+                _cleanup_free_ char *path = strjoin(p->tls_dir, "/", f);
+
+                if (!path)
+                        return -ENOMEM;
+                if (access(path, R_OK) < 0) {
+                        *ret_message = strprintf("tls='yes' needs the NBD server's x509 credentials in %s; %s: %m.",
+                                                 p->tls_dir, f);
+                        return -QSNAP_E_OPERATION_INVALID;
+                }
+        }
+        return 0;
+}
+
+/* The pull server: a UNIX socket (ours in the runtime dir, or the
+ * caller's in an allowed folder, new) or TCP. */
 static int plan_server(Domain *d, BackupPlan *p, char **ret_message) {
         BackupServer *s = p->def->server;
         struct stat st;
         int r;
 
-        if (!s || s->transport != BACKUP_TRANSPORT_UNIX) {
-                *ret_message = strdup("Pull backups serve over a UNIX socket only (<server transport='unix' .../>, "
-                                      "the default); TCP is not supported yet.");
-                return -QSNAP_E_UNSUPPORTED;
+        if (!s) {
+                *ret_message = strdup("A pull backup needs a <server>.");
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
+        if (s->transport == BACKUP_TRANSPORT_TCP)
+                return plan_tcp(p, s, ret_message);
         if (s->tls > 0) {
-                *ret_message = strdup("tls='yes' needs a TCP server, which is not supported yet.");
-                return -QSNAP_E_UNSUPPORTED;
+                *ret_message = strdup("tls='yes' goes with a TCP server (transport='tcp'); a UNIX socket is only as "
+                                      "open as its folder.");
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (strlen(s->socket) >= UNIX_PATH_MAX) {
                 *ret_message = strprintf("The socket path %s is longer than a UNIX socket address takes (%d).",
@@ -251,11 +332,16 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
                 return -QSNAP_E_QEMU_FAILED;
         }
-        /* Our own scratch files in the runtime dir need no gate, only a new name. */
-        if (pull && p->socket_default && strncmp(r->path, d->manager->config.runtime_dir,
-                                                 strlen(d->manager->config.runtime_dir)) == 0 &&
-            r->path[strlen(d->manager->config.runtime_dir)] == '/')
-                return 0;
+        /* Our own default scratch file (store/xml-backup.c's name for it) is in
+         * the runtime dir: no gate there, only a new name. */
+        if (pull) {
+                _cleanup_free_ char *ours = strprintf("%s/%s-%s.%s.scratch", d->manager->config.runtime_dir,
+                                                      d->def->uuid, r->target, p->id);
+                if (!ours)
+                        return -ENOMEM;
+                if (streq(ours, r->path))
+                        return 0;
+        }
         return check_file(d, r, p->flags & BACKUP_BEGIN_REUSE_EXTERNAL, pull ? "scratch file" : "target", ret_message);
 }
 

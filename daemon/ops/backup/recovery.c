@@ -119,7 +119,10 @@ int backup_journal_write(BackupOp *b, const char *phase) {
         if (add_u64(o, "format", JOURNAL_FORMAT) < 0 || add_string(o, "phase", phase) < 0 ||
             add_string(o, "id", p->id) < 0 || add_string(o, "xml", xml) < 0 ||
             add_u64(o, "start_time", p->start_time) < 0 || add_u64(o, "flags", p->flags) < 0 ||
-            add_string(o, "socket", p->socket) < 0 || add_bool(o, "nbd", b->nbd_started) < 0)
+            add_string(o, "socket", p->socket) < 0 || add_bool(o, "nbd", b->nbd_started) < 0 ||
+            add_string(o, "tcp_host", p->tcp_host) < 0 || add_string(o, "tcp_port", p->tcp_port) < 0 ||
+            add_string(o, "tls_dir", p->tls_dir) < 0 || add_string(o, "tls_id", p->tls_id) < 0 ||
+            add_bool(o, "tls", b->tls_added) < 0)
                 return -ENOMEM;
         for (size_t i = 0; i < p->n_disks; i++) {
                 json_object *d = journal_disk(p->disks + i);
@@ -165,7 +168,11 @@ static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *
         }
         p->flags = json_get_u64(j, "flags");
         p->start_time = json_get_u64(j, "start_time");
-        if (dup_or_null(json_get_string(j, "id"), &p->id) < 0 || dup_or_null(json_get_string(j, "socket"), &p->socket) < 0)
+        if (dup_or_null(json_get_string(j, "id"), &p->id) < 0 || dup_or_null(json_get_string(j, "socket"), &p->socket) < 0 ||
+            dup_or_null(json_get_string(j, "tcp_host"), &p->tcp_host) < 0 ||
+            dup_or_null(json_get_string(j, "tcp_port"), &p->tcp_port) < 0 ||
+            dup_or_null(json_get_string(j, "tls_dir"), &p->tls_dir) < 0 ||
+            dup_or_null(json_get_string(j, "tls_id"), &p->tls_id) < 0)
                 return -ENOMEM;
         n = json_get_array(j, "disks", &disks);
         p->disks = new0(BackupDiskRun, n + 1);
@@ -251,7 +258,8 @@ static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd,
                 backup_plan_free(plan);
                 return -ENOMEM;
         }
-        *b = (BackupOp) { .plan = plan, .domain = d, .running = running, .nbd_started = nbd };
+        *b = (BackupOp) { .plan = plan, .domain = d, .running = running, .nbd_started = nbd,
+                          .tls_added = nbd && plan->tls_id };
         r = operation_new(d, &backup_kind, b, &o);
         if (r < 0)
                 return r;

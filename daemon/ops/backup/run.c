@@ -193,9 +193,15 @@ static void on_disk_job_finished(Job *j, void *userdata) {
                  job_state_to_string(j->state), j->error ? ": " : "", strempty(j->error));
         if (j->state == JOB_STATE_FAILED)
                 backup_failf(b, -QSNAP_E_QEMU_FAILED, "%s", strna(j->error));
-        else if (j->state == JOB_STATE_CANCELED && !b->ending && !b->aborted)
-                backup_failf(b, -QSNAP_E_QEMU_FAILED, "The backup job of disk %s was cancelled behind qsnapd's back.",
-                             r->target);
+        else if (j->state == JOB_STATE_CANCELED && !b->ending && !b->aborted) {
+                /* QEMU cancels its jobs when it quits. */
+                if (b->domain->quit_requested || b->domain->shutdown_seen)
+                        backup_failf(b, -QSNAP_E_QEMU_FAILED, "Domain '%s' stopped before the backup of disk %s ended.",
+                                     b->domain->def->name, r->target);
+                else
+                        backup_failf(b, -QSNAP_E_QEMU_FAILED, "The backup job of disk %s was cancelled behind "
+                                     "qsnapd's back.", r->target);
+        }
         backup_progress(b);
         backup_check_end(b);
 }
@@ -383,10 +389,20 @@ static void cancel_jobs(BackupOp *b) {
         backup_check_end(b);
 }
 
+static void on_tls_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        cancel_jobs(b);
+}
+
 static void on_nbd_stopped(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         if (error < 0 && error != -ECONNRESET)
                 log_warning("Domain '%s': cannot stop the NBD server: %s", b->domain->def->name, strna(desc));
         b->nbd_started = false;
+        /* The server's credentials go with it. */
+        if (b->tls_added && b->domain->qmp) {
+                b->tls_added = false;
+                if (BACKUP_SEND(b, 0, on_tls_deleted, qmp_cmd_object_del(b->domain->qmp, b->plan->tls_id, cb, ud)) >= 0)
+                        return;
+        }
         cancel_jobs(b);
 }
 
@@ -472,7 +488,8 @@ static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *re
 
         if (error < 0) {
                 b->nbd_started = false;
-                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot serve NBD on %s: %s", p->socket, strna(desc));
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot serve NBD on %s%s%s: %s",
+                             p->socket ?: p->tcp_host, p->socket ? "" : ":", p->socket ? "" : p->tcp_port, strna(desc));
                 operation_reply(b->op, b->error, b->message);
                 return backup_cleanup(b);
         }
@@ -487,6 +504,9 @@ static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *re
         if (b->pending == 0)
                 on_export_added(b, 0, 0, NULL, NULL);
 }
+
+static void nbd_start(BackupOp *b);
+static void on_tls_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc);
 
 static void on_transaction(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         BackupPlan *p = b->plan;
@@ -519,13 +539,41 @@ static void on_transaction(BackupOp *b, size_t index, int error, json_object *re
                 return backup_started(b);
         /* Journaled first: a rollback stops the server it may have started. */
         b->nbd_started = true;
+        b->tls_added = p->tls_id != NULL;
         (void) backup_journal_write(b, "prepared");
-        if (BACKUP_SEND(b, 0, on_nbd_started, qmp_cmd_nbd_server_start(d->qmp, p->socket, NULL, NULL, NULL, cb, ud)) < 0) {
+        if (p->tls_id) {
+                if (BACKUP_SEND(b, 0, on_tls_added, qmp_cmd_object_add_tls_creds_x509(d->qmp, p->tls_id, p->tls_dir, cb, ud)) < 0) {
+                        b->nbd_started = b->tls_added = false;
+                        backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send object-add.");
+                        operation_reply(b->op, b->error, b->message);
+                        backup_cleanup(b);
+                }
+                return;
+        }
+        nbd_start(b);
+}
+
+static void nbd_start(BackupOp *b) {
+        BackupPlan *p = b->plan;
+
+        if (BACKUP_SEND(b, 0, on_nbd_started,
+                        qmp_cmd_nbd_server_start(b->domain->qmp, p->socket, p->tcp_host, p->tcp_port, p->tls_id, cb, ud)) < 0) {
                 b->nbd_started = false;
                 backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send nbd-server-start.");
                 operation_reply(b->op, b->error, b->message);
                 backup_cleanup(b);
         }
+}
+
+static void on_tls_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        if (error < 0) {
+                b->nbd_started = b->tls_added = false;
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot load the x509 credentials of %s: %s",
+                             b->plan->tls_dir, strna(desc));
+                operation_reply(b->op, b->error, b->message);
+                return backup_cleanup(b);
+        }
+        nbd_start(b);
 }
 
 /* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s) throttles each disk's copy. */

@@ -85,6 +85,13 @@ static int find_disk_index(const DomainDef *def, const char *name) {
         return -QSNAP_E_NO_SUCH_DISK;
 }
 
+static bool is_cdrom(const DomainDef *def, const char *name) {
+        for (size_t i = 0; i < def->devices.n_cdroms; i++)
+                if (streq(def->devices.cdroms[i].target, name) || streq_ptr(def->devices.cdroms[i].source, name))
+                        return true;
+        return false;
+}
+
 /* REUSE_EXT: the file must be a qcow2 whose backing file is the disk's
  * current active file. */
 static int check_reused_overlay(Domain *d, const PlanDisk *pd, char **ret_message) {
@@ -269,6 +276,16 @@ static int plan_disks(SnapshotPlan *p, const SnapshotDef *req, char **ret_messag
                 PlanDisk *pd;
                 int k = find_disk_index(def, sd->name);
 
+                if (k < 0 && is_cdrom(def, sd->name)) {
+                        /* virsh lists a CD-ROM as snapshot='no': it never is
+                         * one (docs/decisions.md, "Devices"). */
+                        if (sd->snapshot == SNAPSHOT_LOCATION_NO ||
+                            (sd->snapshot == SNAPSHOT_LOCATION_DEFAULT && !sd->source))
+                                continue;
+                        *ret_message = strprintf("Disk '%s' of domain '%s' is a CD-ROM, which is never snapshotted "
+                                                 "(use snapshot='no' or leave it out).", sd->name, def->name);
+                        return -QSNAP_E_INVALID_ARGUMENT;
+                }
                 if (k < 0) {
                         *ret_message = strprintf("Domain '%s' has no disk '%s'.", def->name, sd->name);
                         return -QSNAP_E_NO_SUCH_DISK;

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-agent.h"
 #include "core/domain-jobs.h"
@@ -398,6 +399,34 @@ static int create_overlay_files(SnapshotPlan *p, char **ret_message) {
         return 0;
 }
 
+/* The checkpoints follow (§2.5): each new overlay gets the bitmaps usable
+ * on the image below it; the overlay goes with the undo if it fails. */
+static int overlays_follow_offline(SnapshotPlan *p, char **ret_message) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
+        int r;
+
+        if (p->domain->checkpoints.n == 0)
+                return 0;
+        r = bitmap_inventory_offline(p->domain, &inv, ret_message);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < p->n_disks; i++) {
+                const BitmapDisk *bd = bitmap_inventory_disk(inv, p->disks[i].disk->target);
+                _cleanup_strv_free_ char **names = NULL;
+                _cleanup_free_ uint64_t *gran = NULL;
+                size_t n = 0;
+
+                if (p->disks[i].location != SNAPSHOT_LOCATION_EXTERNAL || !bd)
+                        continue;
+                r = bitmap_disk_followers(bd, &names, &gran, &n);
+                for (size_t k = 0; r >= 0 && k < n; k++)
+                        r = image_bitmap_add(p->disks[i].overlay, names[k], ret_message);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* A shut-off domain: qemu-img does it all, synchronously. */
 static void plan_execute_offline(SnapshotPlan *p) {
         _cleanup_free_ char *message = NULL;
@@ -411,6 +440,9 @@ static void plan_execute_offline(SnapshotPlan *p) {
         if (r < 0)
                 return plan_finish(p, r, message);
         crash_point("create:overlays");
+        r = overlays_follow_offline(p, &message);
+        if (r < 0)
+                return plan_finish(p, r, message);
         r = plan_snapshot_nvram(p, &message);
         if (r < 0)
                 return plan_finish(p, r, message);
@@ -594,18 +626,59 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         plan_finish(p, 0, NULL);
 }
 
-static void plan_transaction(SnapshotPlan *p) {
+/* The checkpoints follow (docs/checkpoints.md §2.5): each new overlay
+ * gets, in the same transaction, an enabled persistent bitmap of every
+ * name usable on the old top. */
+static void on_snapshot_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
+                                  void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        _cleanup_free_ QmpBitmapAction *a = NULL;
+        SnapshotPlan *p = userdata;
         const char *nodes[p->n_disks ?: 1], *overlays[p->n_disks ?: 1];
-        size_t n = 0;
+        char **names[p->n_disks ?: 1];
+        uint64_t *gran[p->n_disks ?: 1];
+        size_t n = 0, n_a = 0, max = 0;
 
-        for (size_t i = 0; i < p->n_disks; i++)
-                if (p->disks[i].location == SNAPSHOT_LOCATION_EXTERNAL) {
-                        nodes[n] = p->disks[i].top_node;
-                        overlays[n++] = p->disks[i].node;
-                }
+        if (error < 0)
+                return plan_fail(p, error, "Cannot read the disks' bitmaps: %s", strna(message));
+        for (size_t i = 0; i < p->n_disks; i++) {
+                const BitmapDisk *bd = inv ? bitmap_inventory_disk(inv, p->disks[i].disk->target) : NULL;
+                size_t k = 0;
+
+                names[i] = NULL;
+                gran[i] = NULL;
+                if (p->disks[i].location != SNAPSHOT_LOCATION_EXTERNAL)
+                        continue;
+                nodes[n] = p->disks[i].top_node;
+                overlays[n++] = p->disks[i].node;
+                if (bd && bitmap_disk_followers(bd, &names[i], &gran[i], &k) < 0)
+                        return plan_fail(p, -ENOMEM, "Out of memory.");
+                max += k;
+        }
+        a = new0(QmpBitmapAction, max);
+        for (size_t i = 0; a && i < p->n_disks; i++)
+                for (size_t k = 0; names[i] && names[i][k]; k++)
+                        a[n_a++] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->disks[i].node,
+                                                       .name = names[i][k], .persistent = true,
+                                                       .granularity = gran[i][k] };
         qemu_wait_begin(p);
-        if (qmp_cmd_transaction_blockdev_snapshot(p->domain->qmp, nodes, overlays, n, on_transaction, p) < 0)
+        if (!a || qmp_cmd_transaction_snapshot_bitmaps(p->domain->qmp, nodes, overlays, n, a, n_a, on_transaction,
+                                                       p) < 0)
                 plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send the snapshot transaction.");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                strv_free(names[i]);
+                free(gran[i]);
+        }
+}
+
+static void plan_transaction(SnapshotPlan *p) {
+        int r;
+
+        if (p->domain->checkpoints.n == 0)
+                return on_snapshot_inventory(p->domain, 0, NULL, NULL, p);
+        r = bitmap_inventory_live(p->domain, on_snapshot_inventory, p);
+        if (r < 0)
+                plan_fail(p, r, "Cannot ask QEMU for the disks' bitmaps.");
 }
 
 typedef struct AddCall {

@@ -20,6 +20,7 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
@@ -62,12 +63,14 @@ typedef struct DeleteOp {
         void *userdata;
         char *drop_node;       /* a QEMU merge step: the node that leaves the graph */
         bool aborted;
+        BitmapActions bitmaps; /* a commit step's bitmap merge, sent once it runs (docs/checkpoints.md §2.6) */
 } DeleteOp;
 
 static void delete_op_free(void *p) {
         DeleteOp *op = p;
 
         strv_free(op->victims);
+        bitmap_actions_done(&op->bitmaps);
         delete_victim_plan_done(&op->plan);
         child_free(op->child);
         free(op->step_id);
@@ -385,6 +388,43 @@ static const JobObserver merge_step_observer = {
         .detached = on_step_detached,
 };
 
+static void on_bitmaps_sent(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                            void *userdata) {
+        Domain *d = userdata;
+
+        if (error < 0)
+                log_warning("Domain '%s': a merge's bitmap step failed; checkpoints may miss changes: %s",
+                            d->def->name, strna(desc));
+}
+
+/* The checkpoints' bitmaps follow the merge (docs/checkpoints.md §2.6,
+ * §2.7), sent once the job runs: it has reopened the node they merge into
+ * read-write (a stream into a middle layer, a commit's base: QEMU refuses
+ * "Bitmap 'c1' is readonly" before), and the layers merged from stay in
+ * the graph until the job is finalized. */
+static int plan_step_bitmaps(DeleteOp *op, Action *a, json_object *nodes) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
+        const BitmapDisk *bd;
+        size_t top;
+        int r;
+
+        bitmap_actions_done(&op->bitmaps);
+        if (op->domain->checkpoints.n == 0)
+                return 0;
+        r = bitmap_inventory_from_nodes(op->domain, nodes, &inv);
+        if (r < 0)
+                return r;
+        bd = bitmap_inventory_disk(inv, a->target);
+        if (!bd || bd->n_layers == 0)
+                return 0;
+        top = bitmap_disk_layer_index(bd, a->top_file, 0);
+        if (a->kind == ACTION_QMP_COMMIT)
+                return bitmap_actions_commit(bd, top, bitmap_disk_layer_index(bd, a->base_file, bd->n_layers - 1),
+                                             &op->bitmaps);
+        return bitmap_actions_stream(bd, top, bitmap_disk_layer_index(bd, a->base_file, bd->n_layers),
+                                     &op->bitmaps);
+}
+
 static void on_block_started(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         DeleteOp *op = userdata;
         Action *a = op->plan.actions + op->action;
@@ -393,6 +433,10 @@ static void on_block_started(Qmp *qmp, int error, json_object *result, const cha
 
         if (error < 0)
                 return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU cannot start the merge: %s", strna(desc));
+        if (op->bitmaps.n > 0 &&
+            qmp_cmd_transaction_bitmaps(qmp, op->bitmaps.actions, op->bitmaps.n, on_bitmaps_sent, op->domain) < 0)
+                log_warning("Domain '%s': cannot send the bitmap merge of %s.", op->domain->def->name, a->what);
+        bitmap_actions_done(&op->bitmaps);
         r = op_track_step(op, op->job->id, a->target, false, &merge_step_observer);
         if (r < 0)
                 return op_finishf(op, -QSNAP_E_QEMU_FAILED, "Cannot follow the merge job: %s", qsnap_strerror(r));
@@ -422,6 +466,8 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
         }
         log_debug("Domain '%s': %s on disk %s: device %s, top %s, base %s.", op->domain->def->name, a->what, a->target,
                   device, strna(top), strna(base));
+        if (plan_step_bitmaps(op, a, result) < 0)
+                return op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot plan the checkpoints' bitmaps for the merge.");
         /* QEMU knows the base as /dev/fdset/N: the header above it gets its
          * real name (an active commit rewrites no header). */
         if (a->kind == ACTION_QMP_COMMIT)

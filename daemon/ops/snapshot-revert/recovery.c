@@ -16,6 +16,7 @@
 #include "core/domain-jobs.h"
 #include "core/files.h"
 #include "core/manager.h"
+#include "core/nvram.h"
 #include "core/operation.h"
 #include "core/qemu-files.h"
 #include "ops/snapshot-revert.h"
@@ -199,6 +200,21 @@ static void recovery_after_load(Recovery *rc) {
         recovery_stop_qemu(rc, "the snapshot load of the interrupted revert did not finish");
 }
 
+/* UEFI: the snapshot's copy of the variable store goes back (again: it
+ * is the same bytes either way) while QEMU is not running. */
+static void recovery_restore_nvram(Recovery *rc) {
+        const char *copy = json_get_string(rc->intent, "nvram_copy");
+        _cleanup_free_ char *message = NULL;
+        Domain *d = rc->domain;
+
+        if (!copy || domain_is_active(d))
+                return;
+        if (nvram_snapshot_restore(d->def, copy, NULL, NULL, &message) < 0)
+                log_error("Domain '%s': %s", d->def->name, strna(message));
+        else
+                log_info("Domain '%s': UEFI variable store restored from %s.", d->def->name, copy);
+}
+
 int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         json_object *intent = NULL, *disks = NULL;
         bool external, memory, switched = true, any = false;
@@ -255,6 +271,7 @@ int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                         return 1;
                 }
                 recovery_set_current(rc, true);
+                recovery_restore_nvram(rc);
                 log_notice("Domain '%s': finished a revert interrupted after the definition was switched (the "
                            "domain is %s).", d->def->name, domain_state_to_string(d->state));
                 rc->deadline = now_usec(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;

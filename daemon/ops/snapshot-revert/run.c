@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
@@ -64,6 +65,8 @@ static int intent_write(RevertPlan *p) {
         json_object_object_add(o, "restarted", json_object_new_boolean(!p->live_load));
         if (p->memory_file)
                 json_object_object_add(o, "memory_file", json_object_new_string(p->memory_file));
+        if (p->nvram_copy)
+                json_object_object_add(o, "nvram_copy", json_object_new_string(p->nvram_copy));
         for (size_t i = 0; i < p->n_disks; i++) {
                 json_object *e = json_object_new_object();
 
@@ -354,7 +357,7 @@ static void on_snapshot_load(Qmp *qmp, int error, json_object *result, const cha
                 log_warning_errno(r, "Domain '%s': cannot arm the load's deadline: %m", d->def->name);
 }
 
-static void load_send(RevertPlan *p) {
+static void load_send_now(RevertPlan *p) {
         const char *devices[p->n_disks + 1];
         size_t n = p->n_disks;
 
@@ -373,6 +376,93 @@ static void load_send(RevertPlan *p) {
         if (qmp_cmd_snapshot_load(p->domain->qmp, p->job_id, p->name, devices[0], devices, n, on_snapshot_load,
                                   p) < 0)
                 revert_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send snapshot-load.");
+}
+
+/* An internal revert changes data no bitmap records, and snapshot-load
+ * refuses while a disk has enabled bitmaps ("Device has active dirty
+ * bitmaps"): the bitmaps of the reverted images go first, in one
+ * transaction, and their checkpoints show as unusable (docs/checkpoints.md
+ * §2.9; Delete clears them). */
+static void on_bitmaps_dropped(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                               void *userdata) {
+        RevertPlan *p = userdata;
+
+        if (error < 0)
+                return revert_fail(p, -QSNAP_E_QEMU_FAILED, "QEMU refused to remove the disks' bitmaps: %s",
+                                   strna(desc));
+        load_send_now(p);
+}
+
+static void on_load_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
+                              void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        _cleanup_free_ QmpBitmapAction *a = NULL;
+        RevertPlan *p = userdata;
+        size_t n = 0, max = 0;
+
+        if (error < 0)
+                return revert_fail(p, error, "Cannot read the disks' bitmaps: %s", strna(message));
+        for (size_t i = 0; i < inv->n_disks; i++)
+                max += inv->disks[i].n_layers > 0 ? inv->disks[i].layers[0].n_bitmaps : 0;
+        a = new0(QmpBitmapAction, max);
+        if (!a)
+                return revert_fail(p, -ENOMEM, "Out of memory.");
+        for (size_t i = 0; i < p->n_disks; i++) {
+                const BitmapDisk *bd = bitmap_inventory_disk(inv, p->disks[i].target);
+                const BitmapLayer *top = bd && bd->n_layers > 0 ? bd->layers : NULL;
+
+                for (size_t k = 0; top && top->node && k < top->n_bitmaps; k++)
+                        if (top->bitmaps[k].recording)
+                                a[n++] = (QmpBitmapAction) { .type = QMP_BITMAP_REMOVE, .node = top->node,
+                                                             .name = top->bitmaps[k].name };
+        }
+        if (n == 0)
+                return load_send_now(p);
+        if (qmp_cmd_transaction_bitmaps(d->qmp, a, n, on_bitmaps_dropped, p) < 0)
+                revert_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send the bitmap transaction.");
+}
+
+static void load_send(RevertPlan *p) {
+        if (p->domain->checkpoints.n == 0)
+                return load_send_now(p);
+        if (bitmap_inventory_live(p->domain, on_load_inventory, p) < 0)
+                revert_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot ask QEMU for the disks' bitmaps.");
+}
+
+/* Offline, the same for qemu-img snapshot -a. */
+static int drop_enabled_bitmaps(const char *file, char **ret_message) {
+        ImageBitmap *b = NULL;
+        size_t n = 0;
+        int r;
+
+        r = image_read_bitmaps(file, &b, &n, ret_message);
+        for (size_t k = 0; r >= 0 && k < n; k++)
+                if (b[k].enabled)
+                        r = image_bitmap_remove(file, b[k].name, ret_message);
+        image_bitmaps_free(b, n);
+        return r;
+}
+
+/* An external revert's new overlay gets the bitmaps usable on the
+ * snapshot's file (§2.9): checkpoints made before the snapshot stay
+ * usable on the new branch; later ones show as missing there. */
+static int overlay_follow(RevertDisk *rd, char **ret_message) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ uint64_t *gran = NULL;
+        BitmapDisk bd = {};
+        size_t n = 0;
+        int r;
+
+        if (rd->format != DISK_FORMAT_QCOW2)
+                return 0;
+        r = bitmap_disk_offline(rd->target, rd->file, rd->format, &bd, ret_message);
+        if (r < 0)
+                return r;
+        r = bitmap_disk_followers(&bd, &names, &gran, &n);
+        bitmap_disk_done(&bd);
+        for (size_t k = 0; r >= 0 && k < n; k++)
+                r = image_bitmap_add(rd->overlay, names[k], ret_message);
+        return r;
 }
 
 typedef struct NodeCall {
@@ -517,16 +607,28 @@ static void revert_offline_steps(RevertPlan *p) {
                         }
                         log_debug("Domain '%s': overlay %s on %s for the revert.", p->domain->def->name, rd->overlay,
                                   rd->file);
+                        if (p->domain->checkpoints.n > 0) {
+                                _cleanup_free_ char *m = NULL;
+
+                                r = overlay_follow(rd, &m);
+                                if (r < 0)
+                                        return revert_fail(p, r, "Cannot give overlay %s the checkpoints' bitmaps: %s",
+                                                           rd->overlay, strna(m));
+                        }
                 }
-                r = revert_nvram(p);
-                if (r < 0)
-                        return;
                 /* crash points: revert:overlays */
                 operation_crash_point(p->op, "overlays");
         } else if (!p->memory) {
                 for (size_t i = 0; i < p->n_disks; i++) {
                         _cleanup_free_ char *output = NULL;
 
+                        if (p->domain->checkpoints.n > 0) {
+                                r = drop_enabled_bitmaps(p->disks[i].file, &output);
+                                if (r < 0)
+                                        return revert_fail(p, r, "Cannot remove the bitmaps of %s: %s",
+                                                           p->disks[i].file, strna(output));
+                                output = mfree(output);
+                        }
                         r = revert_qemu_img_apply(p->name, p->disks[i].file, &output);
                         if (r < 0)
                                 return revert_fail(p, -QSNAP_E_QEMU_FAILED, "qemu-img snapshot -a %s %s failed: %s", p->name,
@@ -550,6 +652,10 @@ static void revert_offline_steps(RevertPlan *p) {
                         return revert_fail(p, r, "Cannot store the reverted definition of domain '%s'.",
                                            p->domain->def->name);
         }
+        /* After the switch, which a recovery finishes (it restores the
+         * store again) rather than rolls back. */
+        if (p->external && revert_nvram(p) < 0)
+                return;
 
         if (p->live_load)
                 return load_begin(p);

@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Benchmark: backups through the bus (issue #12's speed targets), with the
+same-run ratios the issue asks for. Per run, on the harness's images dir,
+the page cache dropped before every timed step:
+- dd, direct: dd bs=1M iflag=direct oflag=direct of SIZE bytes (the mean
+  of one copy before and one after the backups is the run's baseline);
+- full push: a running domain on a 2 GiB qcow2 holding SIZE bytes of data
+  (pattern 0xab); BackupBegin push with checkpoint_xml c1, from the call to
+  the arrival of Completed; target ≥ 0.9 × dd direct is the goal;
+- incremental push: the guest then rewrites 1 % of the disk (20 pieces of
+  1/2000 of it, spread over the data, HMP qemu-io); BackupBegin since c1;
+  goals: End (the bytes QEMU copies) ≤ 2 % of the disk, time ≤ 0.05 × the
+  full push's time;
+- pull: a full pull backup; `qemu-img convert -O raw` from
+  nbd+unix:///vda; then the domain stops and the same convert reads a
+  `qemu-nbd -r` export of the same image; goal ≥ 0.8 × that.
+Data is checked: the full target reads the pattern, full + incremental
+equal the disk (qemu-img compare), the pulled raw equals the one from
+qemu-nbd.
+
+    sudo bench/bench_backup.py [--runs 3] [--size-mib 1024] [--build build-bench] [--out FILE]
+
+build-bench: meson setup build-bench --buildtype=debugoptimized (no sanitizers).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, '..', 'tests', 'lib'))
+sys.path.insert(0, here)
+import qsnaptest as q  # noqa: E402
+from bench_blockjobs import Bench, TimedRecorder, drop_caches, load, timed, write_data, check_data  # noqa: E402
+
+D, J = q.DOMAIN_IFACE, q.JOB_IFACE
+MiB = 1 << 20
+VIRTUAL = 2048 * MiB
+
+
+class BackupBench(Bench):
+    def wait(self, rec, job):
+        end = rec.wait_for_signal('Completed', path=job, interface=J, timeout=600)
+        if end.args[0] != 'completed':
+            raise RuntimeError('backup %s ended %r' % (job, end.args))
+
+    def run(self):
+        h = self.h
+        img = q.qemu_img_create(self.path('disk.qcow2'), '2G')
+        write_data(img, self.size)
+        name = 'bk%d' % self.n
+        dom = h.define_domain(name, [q.Disk('vda', img)])
+        h.call(dom, D, 'Start', (0,), 't')
+        res = {}
+
+        # full push, with the checkpoint of the incremental
+        full = self.path('full.qcow2')
+        rec = TimedRecorder(h.client)
+        drop_caches()
+        t0 = time.monotonic()
+        job = h.call(dom, D, 'BackupBegin', ("<domainbackup><disks><disk name='vda' type='file'><target file='%s'/>"
+                                             "</disk></disks></domainbackup>" % full,
+                                             '<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'sst')
+        self.wait(rec, job)
+        res['full'] = time.monotonic() - t0
+        res['full_sync'] = timed(['sync'])
+        check_data(full, self.size)
+
+        # 1 % rewritten, spread over the data
+        piece = VIRTUAL // 2000
+        for k in range(20):
+            h.hmp(dom, 'qemu-io -d /machine/peripheral/vda/virtio-backend "write -P 0xcd %d %d"'
+                  % (k * (self.size // 20), piece))
+        h.flush_live(dom, 'vda')
+        inc = self.path('inc.qcow2')
+        drop_caches()
+        t0 = time.monotonic()
+        job = h.call(dom, D, 'BackupBegin', ("<domainbackup><incremental>c1</incremental><disks><disk name='vda' "
+                                             "type='file'><target file='%s'/></disk></disks></domainbackup>" % inc,
+                                             '', 0), 'sst')
+        self.wait(rec, job)
+        res['inc'] = time.monotonic() - t0
+        res['inc_bytes'] = h.get_property(job, J, 'End')
+
+        # pull, then the same convert from qemu-nbd
+        job = h.call(dom, D, 'BackupBegin', ("<domainbackup mode='pull'/>", '', 0), 'sst')
+        import xml.etree.ElementTree as ET
+        socket = ET.fromstring(h.call(dom, D, 'BackupGetXMLDesc')).find('server').get('socket')
+        pulled = self.path('pulled.raw')
+        drop_caches()
+        res['pull'] = timed([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
+                             'nbd+unix:///vda?socket=%s' % socket, pulled])
+        h.call(job, J, 'Abort', (0,), 't')
+        rec.close()
+        h.call(dom, D, 'Stop', (0,), 't', timeout=120)
+        r = subprocess.run([q.QEMU_IMG, 'rebase', '-u', '-b', full, '-F', 'qcow2', inc], capture_output=True, text=True)
+        if r.returncode != 0 or subprocess.run([q.QEMU_IMG, 'compare', img, inc]).returncode != 0:
+            raise RuntimeError('full + incremental differ from the disk')
+        sock = self.path('nbd.sock')
+        nbd = subprocess.Popen(['qemu-nbd', '-r', '-f', 'qcow2', '-x', 'vda', '--socket', sock, img])
+        try:
+            if not q.spin(lambda: os.path.exists(sock), 10):
+                raise RuntimeError('qemu-nbd does not listen')
+            ref = self.path('qemu-nbd.raw')
+            drop_caches()
+            res['qemu_nbd'] = timed([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
+                                     'nbd+unix:///vda?socket=%s' % sock, ref])
+        finally:
+            nbd.terminate()
+            nbd.wait()
+        if subprocess.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', pulled, ref]).returncode != 0:
+            raise RuntimeError('the pulled data differ from the disk')
+        for f in (img, full, inc, pulled, ref):
+            os.unlink(f)
+        h.call(dom, D, 'Undefine', (2,), 't')
+        return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--runs', type=int, default=3)
+    ap.add_argument('--size-mib', type=int, default=1024)
+    ap.add_argument('--build', default=os.path.join(here, '..', 'build-bench'))
+    ap.add_argument('--out', default=None)
+    args = ap.parse_args()
+
+    os.environ.setdefault('QSNAPD_BINARY', os.path.join(os.path.abspath(args.build), 'daemon', 'qsnapd'))
+    os.environ.setdefault('QSNAPD_SOURCE_ROOT', os.path.join(here, '..'))
+    h = q.Harness(log_level='info')
+    h.start()
+    lines = []
+
+    def out(s):
+        lines.append(s)
+        print(s, flush=True)
+
+    try:
+        b = BackupBench(h, args.size_mib * MiB)
+        out('backups: %d MiB of data in a 2 GiB qcow2, %d runs, qsnapd %s, kvm: %s'
+            % (args.size_mib, args.runs, os.environ['QSNAPD_BINARY'], q.kvm_works()))
+        full_r, inc_t, inc_b, pull_r = [], [], [], []
+        for run in range(args.runs):
+            ld = load()
+            dd0 = b.dd(True)
+            res = b.run()
+            dd1 = b.dd(True)
+            dd = b.rate((dd0['time'] + dd1['time']) / 2)
+            full_rate = b.rate(res['full'])
+            full_r.append(full_rate / dd)
+            inc_t.append(res['inc'] / res['full'])
+            inc_b.append(res['inc_bytes'] / VIRTUAL)
+            pull_r.append(res['qemu_nbd'] / res['pull'])
+            out('run %d (load %s): dd direct %.0f MiB/s; full push %.2f s = %.0f MiB/s = %.2f x dd (+sync %.2f s); '
+                'incremental %.3f s = %.3f x full, %d bytes = %.2f %% of the disk; pull convert %.2f s, '
+                'qemu-nbd convert %.2f s: %.2f x'
+                % (run + 1, ld, dd, res['full'], full_rate, full_rate / dd, res['full_sync'], res['inc'],
+                   res['inc'] / res['full'], res['inc_bytes'], 100.0 * res['inc_bytes'] / VIRTUAL, res['pull'],
+                   res['qemu_nbd'], res['qemu_nbd'] / res['pull']))
+        out('medians: full push %.2f x dd direct (goal >= 0.9); incremental %.3f x the full push\'s time (goal <= '
+            '0.05), %.2f %% of the disk copied (goal <= 2 %%); pull %.2f x qemu-nbd (goal >= 0.8); load at the end %s'
+            % (statistics.median(full_r), statistics.median(inc_t), 100 * statistics.median(inc_b),
+               statistics.median(pull_r), load()))
+    finally:
+        h.stop()
+        if args.out:
+            with open(args.out, 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()

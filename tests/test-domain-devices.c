@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QEMU's command line for a domain's devices (core/domain-devices.c, via
+ * core/domain-launch.c): each device of tests/fixtures/domain/devices.xml
+ * gives the options libvirt's meaning calls for, the accelerator follows
+ * <domain type>, the agent's channel shares its virtio-serial controller,
+ * a console that repeats a serial adds nothing, <qemu:commandline> comes
+ * last, a graphics password goes through a 0600 file, and the device files are the ones
+ * the host-admin gate judges. No QEMU is started.
+ */
+#include <ftw.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "core/domain-devices.h"
+#include "core/domain-launch.h"
+#include "core/manager.h"
+#include "qemu/image.h"
+#include "util/error.h"
+#include "util/util.h"
+
+#include "test-check.h"
+#include "test-fixture.h"
+
+static char dir[] = "/tmp/test-domain-devices-XXXXXX";
+static Manager *manager;
+
+static bool strv_equal(char *const *a, char *const *b) {
+        if (!a || !b)
+                return a == b;
+        for (; *a && *b; a++, b++)
+                if (!streq(*a, *b))
+                        return false;
+        return !*a && !*b;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+static Domain *define(const char *xml) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = NULL;
+        bool created;
+        int r;
+
+        r = manager_define_domain(manager, xml, NULL, NULL, &d, &created, &message);
+        if (r < 0) {
+                n_failed++;
+                fprintf(stderr, "cannot define (%d): %s\n%s\n", r, strna(message), xml);
+                return NULL;
+        }
+        return d;
+}
+
+/* The launch line as one string, " "-joined (the disks' images opened as
+ * a launch opens them, then closed again). */
+static char *launch_line(Domain *d) {
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_(launch_files_done) LaunchFiles lf = {};
+        _cleanup_free_ char *message = NULL;
+        int r = domain_launch_argv(d, d->def, false, &lf, &argv, &message);
+
+        if (r != 0)
+                fprintf(stderr, "launch line: %d %s\n", r, strna(message));
+        CHECK(r == 0);
+        return r == 0 ? strv_join(argv, " ") : NULL;
+}
+
+static void test_devices_fixture(void) {
+        _cleanup_free_ char *fixture = read_fixture("devices.xml", NULL), *line = NULL, *mac = NULL;
+        _cleanup_free_ char *vnc = NULL, *agent = NULL, *disk = strprintf("%s/desk.qcow2", dir), *xml = NULL, *msg = NULL;
+        _cleanup_strv_free_ char **paths = NULL;
+        const char *at = fixture ? strstr(fixture, "/srv/vm/desk.qcow2") : NULL;
+        Domain *d;
+
+        /* The disk is opened at launch (qsnapd hands QEMU descriptors): a
+         * real image in our folder instead of the fixture's /srv path. */
+        CHECK(at && disk && image_create(disk, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        if (!at || !disk)
+                return;
+        xml = strprintf("%.*s%s%s", (int) (at - fixture), fixture, disk, at + strlen("/srv/vm/desk.qcow2"));
+        if (!xml || !(d = define(xml)))
+                return;
+        line = launch_line(d);
+        if (!line)
+                return;
+        CHECK_CONTAINS(line, " -accel tcg ");
+        CHECK_NOT_CONTAINS(line, "-accel kvm");
+        CHECK_CONTAINS(line, " -cpu max ");
+        CHECK_CONTAINS(line, " -kernel /srv/boot/vmlinuz -initrd /srv/boot/initrd.gz -append console=ttyS0 quiet ");
+        CHECK_CONTAINS(line, " -boot order=dc ");
+        CHECK_CONTAINS(line, " -action shutdown=pause -action reboot=shutdown ");
+        /* Interfaces: user (e1000), the bridge br0, the network "default". */
+        mac = strprintf("-netdev user,id=hostnet0 -device e1000,netdev=hostnet0,id=net0,mac=%s ", d->def->devices.nets[0].mac);
+        CHECK_CONTAINS(line, mac);
+        CHECK_CONTAINS(line, "-netdev bridge,id=hostnet1,br=br0 -device virtio-net-pci,netdev=hostnet1,id=net1,"
+                             "mac=52:54:00:aa:bb:cc ");
+        CHECK_CONTAINS(line, "-netdev bridge,id=hostnet2,br=default -device virtio-net-pci,netdev=hostnet2,id=net2,mac=");
+        /* Graphics: VNC on 127.0.0.1 display 5, SPICE on its socket, QXL. */
+        CHECK_CONTAINS(line, " -vnc 127.0.0.1:5 ");
+        CHECK_CONTAINS(line, " -spice unix=on,addr=/srv/run/desk.spice,disable-ticketing=on ");
+        CHECK_CONTAINS(line, " -device qxl-vga,id=video0 ");
+        /* The agent's channel and its controller once; the virtio console
+         * and the other channel on that controller; ttyS0 a file, ttyS1 a
+         * reconnecting client; the console repeating ttyS0 adds nothing. */
+        agent = strprintf("-chardev socket,id=charagent,path=%s/%s.agent,server=on,wait=off", dir, d->def->uuid);
+        CHECK_CONTAINS(line, agent);
+        CHECK(strstr(line, "virtio-serial-pci"));
+        CHECK(strstr(strstr(line, "virtio-serial-pci") + 1, "virtio-serial-pci") == NULL);
+        CHECK(strstr(line, "virtio-serial-pci") < strstr(line, "virtconsole"));
+        CHECK_CONTAINS(line, "-chardev file,id=char0,path=/srv/log/desk.ttyS0,append=on -device isa-serial,chardev=char0,"
+                             "id=serial0,index=0 ");
+        CHECK_CONTAINS(line, "-chardev socket,id=char1,path=/srv/run/desk.ttyS1,server=off,reconnect=1 -device isa-serial,"
+                             "chardev=char1,id=serial1,index=1 ");
+        CHECK_NOT_CONTAINS(line, "id=char2,");
+        CHECK_CONTAINS(line, "-chardev pty,id=char3 -device virtconsole,bus=virtio-serial0.0,chardev=char3,id=console3 ");
+        CHECK_CONTAINS(line, "-chardev socket,id=char5,path=/srv/run/desk.ch,server=on,wait=off -device virtserialport,"
+                             "bus=virtio-serial0.0,chardev=char5,id=channel5,name=org.example.other");
+        CHECK_NOT_CONTAINS(line, "com.redhat.spice.0");
+        /* CD-ROMs: read-only raw on ide-cd; an empty one on virtio-scsi. */
+        CHECK_CONTAINS(line, "-blockdev {\"driver\":\"raw\",\"node-name\":\"sda\",\"read-only\":true,\"file\":{\"driver\":"
+                             "\"file\",\"filename\":\"/srv/iso/install.iso\",\"read-only\":true}} -device ide-cd,id=sda,drive=sda ");
+        CHECK_CONTAINS(line, "-device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,id=sdb");
+        CHECK_NOT_CONTAINS(line, "id=sdb,drive");
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt");
+
+        CHECK(domain_devices_paths(d->def, &paths) >= 0);
+        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso",
+                                             "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
+                                             "/srv/run/desk.ch", "/srv/run/desk.spice", NULL }));
+        vnc = strprintf("%s/%s.vnc", dir, d->def->uuid);
+        CHECK_NOT_CONTAINS(line, vnc); /* VNC listens on an address here */
+}
+
+static void test_kvm_defaults_and_sockets(void) {
+        _cleanup_free_ char *line = NULL, *vnc = NULL, *serial = NULL;
+        Domain *d = define("<domain type='kvm'><name>k</name><memory>65536</memory>"
+                           "<cpu mode='host-passthrough'/>"
+                           "<devices><graphics type='vnc'/><serial type='unix'/><console type='pty'/>"
+                           "<interface type='user'/></devices>"
+                           "<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+                           "<qemu:arg value='-trace'/><qemu:arg value='qcow2*'/></qemu:commandline></domain>");
+
+        if (!d || !(line = launch_line(d)))
+                return;
+        /* KVM, and TCG where KVM cannot start (docs/decisions.md). */
+        CHECK_CONTAINS(line, " -accel kvm -accel tcg ");
+        CHECK_CONTAINS(line, " -cpu host ");
+        CHECK_NOT_CONTAINS(line, "-kernel");
+        CHECK_NOT_CONTAINS(line, "-action");
+        CHECK_NOT_CONTAINS(line, "virtio-serial-pci");
+        vnc = strprintf(" -vnc unix:%s/%s.vnc ", dir, d->def->uuid);
+        CHECK_CONTAINS(line, vnc);
+        CHECK_CONTAINS(line, " -device VGA,id=video0 ");
+        serial = strprintf("-chardev socket,id=char0,path=%s/%s.serial0,server=on,wait=off", dir, d->def->uuid);
+        CHECK_CONTAINS(line, serial);
+        CHECK_CONTAINS(line, "-device isa-serial,chardev=char0,id=serial0,index=0");
+        CHECK_NOT_CONTAINS(line, "char1"); /* the console is serial0 */
+        CHECK_CONTAINS(line, "-device virtio-net-pci,netdev=hostnet0,id=net0,mac=52:54:00:");
+        CHECK(strlen(line) > strlen(" -trace qcow2*") && streq(line + strlen(line) - strlen(" -trace qcow2*"), " -trace qcow2*"));
+}
+
+/* A graphics password reaches QEMU through a 0600 file, never argv. */
+static void test_passwords(void) {
+        _cleanup_free_ char *line = NULL, *file = NULL, *content = NULL, *obj = NULL;
+        struct stat st;
+        Domain *d = define("<domain type='kvm'><name>p</name><memory>65536</memory>"
+                           "<devices><graphics type='vnc' passwd='s3cret,x'/>"
+                           "<graphics type='spice' passwd='sp1ce' listen='127.0.0.1' port='5930'/></devices></domain>");
+
+        if (!d || !(line = launch_line(d)))
+                return;
+        CHECK_NOT_CONTAINS(line, "s3cret");
+        CHECK_NOT_CONTAINS(line, "sp1ce");
+        file = strprintf("%s/%s.graphics0.secret", dir, d->def->uuid);
+        obj = strprintf("-object secret,id=graphics0-secret,file=%s,format=raw -vnc unix:%s/%s.vnc,password-secret=graphics0-secret ",
+                        file, dir, d->def->uuid);
+        CHECK_CONTAINS(line, obj);
+        CHECK_CONTAINS(line, "-spice addr=127.0.0.1,port=5930,password-secret=graphics1-secret");
+        CHECK_NOT_CONTAINS(line, "disable-ticketing");
+        CHECK(read_full_file(file, 1024, &content, NULL) >= 0);
+        CHECK_STREQ(content, "s3cret,x");
+        CHECK(stat(file, &st) >= 0 && (st.st_mode & 0777) == 0600);
+        domain_devices_remove_runtime_files(d, d->def);
+        CHECK(access(file, F_OK) < 0);
+}
+
+int main(int argc, char **argv) {
+        sd_event *event = NULL;
+        ManagerConfig config;
+        _cleanup_free_ char *state = NULL;
+
+        CHECK(argc == 2);
+        fixtures = argv[1];
+        CHECK(mkdtemp(dir) != NULL);
+        state = strprintf("%s/state", dir);
+        CHECK(state && mkdir(state, 0700) >= 0);
+        config = (ManagerConfig) {
+                .state_dir = state,
+                .runtime_dir = dir,
+                .qemu_binary = (char *) "/usr/bin/qemu-system-x86_64",
+                .start_timeout_usec = 10 * USEC_PER_SEC,
+                .graceful_timeout_usec = 10 * USEC_PER_SEC,
+                .metadata_read_cap = 1 << 20,
+        };
+        CHECK(sd_event_default(&event) >= 0);
+        CHECK(manager_new(event, &config, &manager) >= 0);
+
+        test_devices_fixture();
+        test_kvm_defaults_and_sockets();
+        test_passwords();
+
+        manager_free(manager);
+        sd_event_unref(event);
+        (void) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        return test_summary();
+}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Helpers of fuzz.h: quiet logging, temporary folders and files, splitting
- * an input into parts. The folders the targets use are flat.
+ * an input into parts, what the XML targets check alike. The folders the targets use are flat.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "fuzz.h"
+#include "store/xml-domain.h"
+#include "util/error.h"
 #include "util/util.h"
 
 void fuzz_setup(void) {
@@ -78,4 +80,32 @@ size_t fuzz_split(const uint8_t *data, size_t size, const char *sep, const uint8
         parts[n] = p;
         sizes[n++] = end - p;
         return n;
+}
+
+void fuzz_check_xml_refusal(int r, const char *message) {
+        FUZZ_CHECK(IN_SET(r, -QSNAP_E_INVALID_XML, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
+        FUZZ_CHECK(message);
+}
+
+bool fuzz_strv_same(char **a, char **b) {
+        for (; a && *a; a++, b++)
+                if (!b || !*b || !streq(*a, *b))
+                        return false;
+        return !b || !*b;
+}
+
+DomainDef *fuzz_two_disk_domain(void) {
+        static const char xml[] =
+                "<domain type='kvm'><name>fuzz</name><uuid>6b1f3c52-8d2e-4c1a-9a57-0c4a8f1e2d3b</uuid>"
+                "<memory unit='MiB'>64</memory><vcpu>1</vcpu><devices>"
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm/a.qcow2'/>"
+                "<target dev='vda' bus='virtio'/></disk>"
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm/b.qcow2'/>"
+                "<target dev='vdb' bus='virtio'/><readonly/></disk>"
+                "</devices></domain>";
+        _cleanup_free_ char *message = NULL;
+        DomainDef *dom = NULL;
+
+        FUZZ_CHECK(domain_def_parse(xml, strlen(xml), &dom, &message) == 0);
+        return dom;
 }

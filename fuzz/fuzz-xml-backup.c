@@ -15,40 +15,19 @@
 #include "util/util.h"
 #include "store/xml-backup.h"
 
-static const char domain_xml[] =
-        "<domain type='kvm'><name>fuzz</name><uuid>6b1f3c52-8d2e-4c1a-9a57-0c4a8f1e2d3b</uuid>"
-        "<memory unit='MiB'>64</memory><vcpu>1</vcpu><devices>"
-        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm/a.qcow2'/>"
-        "<target dev='vda' bus='virtio'/></disk>"
-        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm/b.qcow2'/>"
-        "<target dev='vdb' bus='virtio'/><readonly/></disk>"
-        "</devices></domain>";
-
-static void check_refusal(int r, const char *message) {
-        FUZZ_CHECK(IN_SET(r, -QSNAP_E_INVALID_XML, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
-        FUZZ_CHECK(message);
-}
-
-static bool strv_same(char **a, char **b) {
-        for (; a && *a; a++, b++)
-                if (!b || !*b || !streq(*a, *b))
-                        return false;
-        return !b || !*b;
-}
-
 static bool same_server(const BackupServer *a, const BackupServer *b) {
         if (!a || !b)
                 return a == b;
         return a->transport == b->transport && streq_ptr(a->name, b->name) && a->port == b->port &&
                streq_ptr(a->socket, b->socket) && a->tls == b->tls &&
-               strv_same(a->extra_attributes, b->extra_attributes);
+               fuzz_strv_same(a->extra_attributes, b->extra_attributes);
 }
 
 static bool same(const BackupDef *a, const BackupDef *b) {
         if (a->mode != b->mode || !streq_ptr(a->incremental, b->incremental) ||
             !same_server(a->server, b->server) || a->n_disks != b->n_disks ||
-            !strv_same(a->extra_attributes, b->extra_attributes) ||
-            !strv_same(a->extra_elements, b->extra_elements))
+            !fuzz_strv_same(a->extra_attributes, b->extra_attributes) ||
+            !fuzz_strv_same(a->extra_elements, b->extra_elements))
                 return false;
         for (size_t i = 0; i < a->n_disks; i++) {
                 const BackupDisk *x = &a->disks[i], *y = &b->disks[i];
@@ -56,10 +35,10 @@ static bool same(const BackupDef *a, const BackupDef *b) {
                     x->mode != y->mode || !streq_ptr(x->incremental, y->incremental) ||
                     !streq_ptr(x->export_name, y->export_name) || !streq_ptr(x->export_bitmap, y->export_bitmap) ||
                     x->format != y->format || !streq_ptr(x->path, y->path) ||
-                    !strv_same(x->extra_path_elements, y->extra_path_elements) ||
-                    !strv_same(x->extra_path_attributes, y->extra_path_attributes) ||
-                    !strv_same(x->extra_attributes, y->extra_attributes) ||
-                    !strv_same(x->extra_elements, y->extra_elements))
+                    !fuzz_strv_same(x->extra_path_elements, y->extra_path_elements) ||
+                    !fuzz_strv_same(x->extra_path_attributes, y->extra_path_attributes) ||
+                    !fuzz_strv_same(x->extra_attributes, y->extra_attributes) ||
+                    !fuzz_strv_same(x->extra_elements, y->extra_elements))
                         return false;
         }
         return true;
@@ -100,11 +79,10 @@ static void check_align(const BackupDef *def) {
                 .socket = "/run/qsnapd/backup/fuzz.sock",
         };
         _cleanup_(backup_def_freep) BackupDef *copy = NULL;
-        _cleanup_(domain_def_freep) DomainDef *dom = NULL;
-        _cleanup_free_ char *message = NULL, *error = NULL;
+        _cleanup_(domain_def_freep) DomainDef *dom = fuzz_two_disk_domain();
+        _cleanup_free_ char *error = NULL;
         int r;
 
-        FUZZ_CHECK(domain_def_parse(domain_xml, strlen(domain_xml), &dom, &message) == 0);
         FUZZ_CHECK(backup_def_copy(def, &copy) == 0);
         r = backup_def_align(copy, dom, &defaults, &error);
         if (r < 0) {
@@ -136,7 +114,7 @@ FUZZ_TARGET(xml_backup) {
         fuzz_setup();
         r = backup_def_parse((const char *) data, size, &def, &message);
         if (r < 0) {
-                check_refusal(r, message);
+                fuzz_check_xml_refusal(r, message);
                 FUZZ_CHECK(!def);
                 return 0;
         }

@@ -14,40 +14,19 @@
 #include "util/util.h"
 #include "store/xml-checkpoint.h"
 
-static const char domain_xml[] =
-        "<domain type='kvm'><name>fuzz</name><uuid>6b1f3c52-8d2e-4c1a-9a57-0c4a8f1e2d3b</uuid>"
-        "<memory unit='MiB'>64</memory><vcpu>1</vcpu><devices>"
-        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm/a.qcow2'/>"
-        "<target dev='vda' bus='virtio'/></disk>"
-        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm/b.qcow2'/>"
-        "<target dev='vdb' bus='virtio'/><readonly/></disk>"
-        "</devices></domain>";
-
-static void check_refusal(int r, const char *message) {
-        FUZZ_CHECK(IN_SET(r, -QSNAP_E_INVALID_XML, -EINVAL, -EBADMSG, -EFBIG, -ENOMEM));
-        FUZZ_CHECK(message);
-}
-
-static bool strv_same(char **a, char **b) {
-        for (; a && *a; a++, b++)
-                if (!b || !*b || !streq(*a, *b))
-                        return false;
-        return !b || !*b;
-}
-
 /* Every field the store keeps. size= is output only (ignored on input), so
  * it is compared only when both sides are parsed documents. */
 static bool same(const CheckpointDef *a, const CheckpointDef *b) {
         if (!streq_ptr(a->name, b->name) || !streq_ptr(a->description, b->description) ||
             !streq_ptr(a->parent, b->parent) || a->has_creation_time != b->has_creation_time ||
             (a->has_creation_time && a->creation_time != b->creation_time) || a->n_disks != b->n_disks ||
-            !strv_same(a->extra_elements, b->extra_elements) || !!a->domain_xml != !!b->domain_xml)
+            !fuzz_strv_same(a->extra_elements, b->extra_elements) || !!a->domain_xml != !!b->domain_xml)
                 return false;
         for (size_t i = 0; i < a->n_disks; i++) {
                 const CheckpointDisk *x = &a->disks[i], *y = &b->disks[i];
                 if (!streq_ptr(x->name, y->name) || x->type != y->type || !streq_ptr(x->bitmap, y->bitmap) ||
-                    !strv_same(x->extra_attributes, y->extra_attributes) ||
-                    !strv_same(x->extra_elements, y->extra_elements))
+                    !fuzz_strv_same(x->extra_attributes, y->extra_attributes) ||
+                    !fuzz_strv_same(x->extra_elements, y->extra_elements))
                         return false;
         }
         return true;
@@ -89,11 +68,10 @@ static void check_stored_round_trip(const CheckpointDef *def) {
 
 static void check_align(const CheckpointDef *def) {
         _cleanup_(checkpoint_def_freep) CheckpointDef *copy = NULL;
-        _cleanup_(domain_def_freep) DomainDef *dom = NULL;
-        _cleanup_free_ char *message = NULL, *error = NULL;
+        _cleanup_(domain_def_freep) DomainDef *dom = fuzz_two_disk_domain();
+        _cleanup_free_ char *error = NULL;
         int r;
 
-        FUZZ_CHECK(domain_def_parse(domain_xml, strlen(domain_xml), &dom, &message) == 0);
         FUZZ_CHECK(checkpoint_def_copy(def, &copy) == 0);
         if (!copy->name)
                 FUZZ_CHECK((copy->name = strdup("fuzz-checkpoint")));
@@ -118,7 +96,7 @@ static void check_one(const uint8_t *data, size_t size, CheckpointParseFlags fla
 
         r = checkpoint_def_parse((const char *) data, size, flags, &def, &message);
         if (r < 0) {
-                check_refusal(r, message);
+                fuzz_check_xml_refusal(r, message);
                 FUZZ_CHECK(!def);
                 return;
         }

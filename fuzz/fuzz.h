@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,3 +56,11 @@ void fuzz_write_file(const char *dir, const char *name, const void *data, size_t
  * parts point into data. */
 size_t fuzz_split(const uint8_t *data, size_t size, const char *sep, const uint8_t **parts, size_t *sizes,
                   size_t max);
+
+/* The XML targets: a refusal is one of the parsers' documented errors and
+ * comes with a message; two string arrays (NULL-terminated, NULL = empty)
+ * are equal; a fixed domain of two disks, vda writable and vdb read-only,
+ * for the align functions (free with domain_def_free()). */
+void fuzz_check_xml_refusal(int r, const char *message);
+bool fuzz_strv_same(char **a, char **b);
+struct DomainDef *fuzz_two_disk_domain(void);

@@ -114,6 +114,10 @@ MATRIX = {
         ],
         'NotRunning': ['test_lifecycle.py LifecycleTest.test_attach_to_qemu_started_elsewhere'],
         'Busy': ['test_errors.py OfflineMergeTest.test_refusals_while_an_offline_merge_runs'],
+        'PathNotAllowed': [
+            'test_security.py GateTest.test_header_backing_into_protected_folder',
+            'test_security.py GateTest.test_json_and_protocol_backing_names',
+        ],
         'QemuFailed': [
             'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',
             'test_bad_input.py QemuFailedTest.test_missing_image',

@@ -125,9 +125,12 @@ static void test_devices_fixture(void) {
         CHECK_NOT_CONTAINS(line, "id=sdb,drive");
         CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt");
 
-        CHECK(domain_devices_paths(d->def, &paths) >= 0);
-        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso",
-                                             "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
+        CHECK(domain_devices_paths(d->def, false, &paths) >= 0);
+        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso", NULL }));
+        strv_free(paths);
+        paths = NULL;
+        CHECK(domain_devices_paths(d->def, true, &paths) >= 0);
+        CHECK(strv_equal(paths, (char *[]) { "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
                                              "/srv/run/desk.ch", "/srv/run/desk.spice", NULL }));
         vnc = strprintf("%s/%s.vnc", dir, d->def->uuid);
         CHECK_NOT_CONTAINS(line, vnc); /* VNC listens on an address here */

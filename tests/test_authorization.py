@@ -697,6 +697,41 @@ class TierTest(AuthTestCase):
         self.assertIn(HOST_ADMIN, message)
         self.assertIn(why, message)
 
+    def test_device_folders_do_not_widen_the_disks(self):
+        # An admin put the domain's kernel in a folder outside the roots:
+        # that folder is the domain's own for read-only device files only,
+        # never for a disk or a file QEMU writes (a serial log there could
+        # truncate the kernel).
+        h = self.h
+        h.grant([MANAGE], group=q.TEST_GROUP, domain='vm')
+        inside = h.create_image('vm.qcow2')
+        boot = os.path.join(h.root, 'boot')
+        os.mkdir(boot)
+        for f in ('vmlinuz', 'vmlinuz-old', 'initrd'):
+            open(os.path.join(boot, f), 'w').close()
+        kernel = '<kernel>%s/vmlinuz</kernel>' % boot
+        h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+               (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]), os_children=kernel), 0), 'st')
+        # Within the domain's tier: the same kernel, another one beside it, an initrd.
+        for os_children in (kernel, '<kernel>%s/vmlinuz-old</kernel><initrd>%s/initrd</initrd>' % (boot, boot)):
+            err, out = self.define_as_user(with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                                                        os_children=os_children))
+            self.assertIsNone(err, out)
+        stored = observe(h)['stored definitions']
+        for xml, why in (
+                (with_devices(q.domain_xml('vm', [q.Disk('vda', inside), q.Disk('vdb', boot + '/vmlinuz', 'raw')]),
+                              os_children=kernel), 'source of disk vdb'),
+                (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                              "<serial type='file'><source path='%s/vmlinuz'/></serial>" % boot, os_children=kernel),
+                 'the file %s/vmlinuz' % boot),
+                (with_devices(q.domain_xml('vm', [q.Disk('vda', inside)]),
+                              "<channel type='unix'><source mode='bind' path='%s/x.sock'/>"
+                              "<target type='virtio' name='x'/></channel>" % boot, os_children=kernel),
+                 'the file %s/x.sock' % boot)):
+            with self.subTest(why=why):
+                self.assertNeedsHostAdmin(xml, why)
+        self.assertEqual(observe(h)['stored definitions'], stored)
+
     def test_define_within_and_beyond_the_roots(self):
         h = self.h
         h.grant([MANAGE, SNAPSHOTS], group=q.TEST_GROUP, domain='vm')

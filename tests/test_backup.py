@@ -338,7 +338,8 @@ class RestartTest(BackupTestCase):
         h = self.h
         dom, img = self.make_domain()
         ref = self.reference(dom)
-        job = self.begin(dom, push_xml())
+        # with a checkpoint created by the backup: stored by the adopting qsnapd at the end
+        job = self.begin(dom, push_xml(), '<domaincheckpoint><name>k1</name></domaincheckpoint>')
         target = self.default_target(dom, job)
         self.wait_cur(job, 1)
         before = h.get_all(job, J)
@@ -355,6 +356,8 @@ class RestartTest(BackupTestCase):
         self.assert_equal_images(ref, target, what='the adopted backup against the disk at its start')
         self.assert_guest_has_b(dom)
         self.assert_no_backup_left(dom, [target])
+        self.assertTrue(target.endswith('.k1'), target)
+        h.call(dom, D, 'LookupCheckpoint', ('k1',), 's')
 
     def test_kill9_during_push_then_abort(self):
         h = self.h

@@ -48,8 +48,13 @@ ACTIVE = tb.ACTIVE
 
 class FailureTestCase(tb.BlockJobTestCase):
     def kill_qemu(self, dom, rec, mark=0):
-        os.kill(self.h.qemu_pid(dom), signal.SIGKILL)
+        pid = self.h.qemu_pid(dom)
+        os.kill(pid, signal.SIGKILL)
         rec.wait_for_property(dom, 'State', 'crashed', timeout=10, start=mark)
+        # qsnapd sees the monitor close, which can come before the dying
+        # QEMU has closed its images (and dropped their locks): the checks
+        # that follow open them, so wait until the process is gone.
+        q.wait_until(lambda: not q._alive(pid), 30, 'the killed QEMU %d exits' % pid)
 
     def tmpfs(self, name, size):
         """A tmpfs for part of a chain. A chain is followed only within the

@@ -22,9 +22,14 @@ granularity.
 - Delete: the bitmap is merged into the parent's (the parent's dirty count
   is the union afterwards) and gone from every image, children move up;
   CHILDREN, CHILDREN_ONLY, METADATA_ONLY (bitmaps stay); live and offline.
-- a bitmap removed by hand (qemu-img bitmap --remove): the checkpoint
-  shows the problem and Delete clears it; REDEFINE adopts an existing
-  bitmap, REDEFINE_VALIDATE refuses a missing one.
+- a bitmap removed by hand (qemu-img bitmap --remove), or left
+  inconsistent ("in-use") by a QEMU killed with the image open: the
+  checkpoint shows the problem and Delete clears it; REDEFINE adopts an
+  existing bitmap, REDEFINE_VALIDATE refuses a missing one.
+- bitmaps follow the chain: external snapshot (live, offline), revert
+  (external, internal live and offline), active commit, middle commit,
+  pull, copy with pivot, Snapshot.Delete forward, backward and offline:
+  afterwards Size is exactly the bytes written since the checkpoint.
 - refused requests change nothing (images, metadata): duplicate name,
   unknown disk, bitmap other than the name, a raw disk, bad XML, QUIESCE,
   unknown flags, CHILDREN with CHILDREN_ONLY, a denied uid.
@@ -32,7 +37,9 @@ granularity.
   whole checkpoint or none, and no bitmap without metadata.
 """
 
+import os
 import re
+import signal
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
@@ -332,6 +339,30 @@ class DeleteTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         for p in imgs.values():
             self.assertEqual(image_bitmaps(p), {'c1': ['auto']})
+
+    def test_inconsistent_bitmap_shown_and_repaired(self):
+        """QEMU killed while it held the image read-write: its bitmaps stay
+        "in-use" in the file (inconsistent); the checkpoint says so, and
+        Delete removes them (no merge: QEMU refuses to merge one)."""
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        c1 = self.create(dom, cp_xml('c1'))
+        c2 = self.create(dom, cp_xml('c2'))
+        h.call(dom, D, 'Start', (0,), 't')
+        h.write_pattern_live(dom, 'vda', 0x44, 0, MiB)
+        rec = h.record_signals()
+        os.kill(h.qemu_pid(dom), signal.SIGKILL)
+        rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
+        self.assertIn('in-use', image_bitmaps(imgs['vda'])['c2'])
+        q.wait_until(lambda: h.get_property(c2, C, 'Problems'), 10, 'c2 shown unusable')
+        self.assertIn('inconsistent', h.get_property(c2, C, 'Problems')[0])
+        h.call(c2, C, 'Delete', (0,), 't')
+        h.call(c1, C, 'Delete', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [])
+        self.assertEqual(image_bitmaps(imgs['vda']), {})
+        # A new checkpoint of an old name works: no "Bitmap already exists".
+        self.create(dom, cp_xml('c2'))
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c2': ['auto']})
 
     def test_delete_from_a_read_only_backing_image(self):
         """After an external snapshot the bitmap is in a backing image QEMU

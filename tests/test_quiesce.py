@@ -18,6 +18,8 @@ then 0xFF + the guest-sync-delimited answer.
   written before is in the snapshot's point in time (the old active file).
 - The agent refuses the freeze: QemuFailed with its text verbatim, a thaw
   was sent, nothing changed (Disks, Snapshots, no overlay file).
+- The agent hangs up during the freeze (QEMU runs on): AgentUnresponsive
+  saying it went away, nothing changed.
 - The agent never answers (freeze, or the sync before it): AgentUnresponsive
   within the agent timeout (--agent-timeout=2), guest still running, a
   thaw attempted, nothing changed.
@@ -66,7 +68,8 @@ CHANNEL = """    <channel type='unix'>
 class FakeAgent:
     """A scripted qemu-ga on a UNIX socket: answers guest-sync-delimited,
     and each other command per `answers` (command -> a JSON-able reply
-    object, or None for silence). Records the commands in order."""
+    object, None for silence, 'hang up' to close the connection). Records
+    the commands in order."""
 
     def __init__(self, path):
         self.path = path
@@ -120,7 +123,9 @@ class FakeAgent:
                 conn.sendall(b'\xff' + json.dumps({'return': msg['arguments']['id']}).encode() + b'\n')
             return
         reply = self.answers.get(cmd, {'error': {'class': 'CommandNotFound', 'desc': 'no ' + cmd}})
-        if reply is not None:
+        if reply == 'hang up':
+            conn.shutdown(socket.SHUT_RDWR)
+        elif reply is not None:
             conn.sendall(json.dumps(reply).encode() + b'\n')
 
     def fs_commands(self):
@@ -268,6 +273,20 @@ class QuiesceTest(QuiesceTestCase):
         fake.wait_for('guest-fsfreeze-thaw')
         self.unchanged(dom, disks, img, 's1')
         q.wait_until(lambda: self.h.get_property(dom, D, 'AgentConnected'), 15, 'AgentConnected after the thaw')
+
+    def test_agent_goes_away_during_the_freeze(self):
+        # The connection closes while QEMU runs on (qemu-ga died): the
+        # agent's fault, not QEMU's.
+        dom, img = self.define('vm')
+        self.start(dom)
+        fake = self.with_fake_agent(dom)
+        fake.answers['guest-fsfreeze-freeze'] = 'hang up'
+        disks = self.h.get_property(dom, D, 'Disks')
+        with self.assertDBusError(E + 'AgentUnresponsive') as err:
+            self.snapshot(dom, 's1', DISK_ONLY | QUIESCE)
+        self.assertIn('went away during guest-fsfreeze-freeze', str(err.exception))
+        self.unchanged(dom, disks, img, 's1')
+        self.assertFalse(self.h.get_property(dom, D, 'AgentConnected'))
 
     def test_no_agent_in_the_guest(self):
         # The real channel, nobody behind it (a guest without qemu-ga).

@@ -738,6 +738,11 @@ class GateTest(AttackTestCase):
             with self.subTest(what=what):
                 err, message = self.as_user(self.mine, D, 'CreateSnapshot', [('s', xml), ('t', 16)])
                 self.assertEqual(err, PATH_NOT_ALLOWED, message)
+        # Nor does QEMU get to follow it.
+        err, message = self.as_user(self.mine, D, 'Start', [('t', 0)])
+        self.assertEqual(err, PATH_NOT_ALLOWED, message)
+        self.assertIn(target, message)
+        self.assertEqual(h.get_property(self.mine, D, 'State'), 'shutoff')
         self.assertEqual(self.snapshot_names(), [])
         self.assertFalse(os.path.exists(h.image_path('evil.s2')))
         self.assertFalse(os.path.exists(h.image_path('s3.qcow2')))
@@ -770,6 +775,11 @@ class GateTest(AttackTestCase):
                 self.assertEqual(err, PATH_NOT_ALLOWED, message)
                 self.assertIn('json: or protocol name', message)
                 self.assertIn(name, message)
+        # QEMU would open /etc/shadow-like files for the guest: no start.
+        err, message = self.as_user(self.mine, D, 'Start', [('t', 0)])
+        self.assertEqual(err, PATH_NOT_ALLOWED, message)
+        self.assertIn('json: or protocol name', message)
+        self.assertEqual(h.get_property(self.mine, D, 'State'), 'shutoff')
         self.assertEqual(self.snapshot_names(), [])
         self.assertFinished()
 

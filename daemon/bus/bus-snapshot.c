@@ -292,7 +292,7 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
         Snapshot *s = userdata;
         Domain *d = s->tree->domain;
         const char *details[] = { "domain", d->def->name, NULL };
-        uint64_t flags;
+        uint64_t flags = 0;
         int r;
 
         r = read_revert_flags(m, "Revert", &flags, error);
@@ -315,7 +315,7 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
         _cleanup_(revert_plan_freep) RevertPlan *plan = NULL;
         _cleanup_free_ char *message = NULL;
         Snapshot *s = userdata;
-        uint64_t flags;
+        uint64_t flags = 0;
         int r;
 
         r = read_revert_flags(m, "CheckRevert", &flags, error);

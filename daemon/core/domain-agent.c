@@ -112,6 +112,11 @@ static void on_agent_reply(Agent *a, int error, json_object *result, const char 
                 r = error;
                 message = strprintf("The guest agent of domain '%s' refused %s: %s", d->def->name, c->command,
                                     strna(desc));
+        } else if (error < 0 && qmp_is_connected(d->qmp)) {
+                /* QEMU runs on: the guest closed the port (qemu-ga died). */
+                r = -QSNAP_E_AGENT_UNRESPONSIVE;
+                message = strprintf("The guest agent of domain '%s' went away during %s: is qemu-ga running in the "
+                                    "guest?", d->def->name, c->command);
         } else if (error < 0) {
                 r = -QSNAP_E_NOT_RUNNING;
                 message = strprintf("The guest agent channel of domain '%s' closed during %s (%s).", d->def->name,

@@ -13,7 +13,8 @@
 #include "core/domain.h"
 
 /* The end of an agent command: 0 with the agent's "return" (borrowed), or
- *   -QSNAP_E_AGENT_UNRESPONSIVE: no answer within the agent timeout;
+ *   -QSNAP_E_AGENT_UNRESPONSIVE: no answer within the agent timeout, or
+ *                                the guest closed the port meanwhile;
  *   -QSNAP_E_QEMU_FAILED:        the agent answered an error (its text);
  *   -QSNAP_E_NOT_RUNNING:        QEMU went away, or no channel;
  * with a sentence for the caller. Never called from inside the send. */

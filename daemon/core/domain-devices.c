@@ -375,24 +375,27 @@ void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
                 (void) unlink(*p);
 }
 
-int domain_devices_paths(const DomainDef *def, char ***ret) {
+int domain_devices_paths(const DomainDef *def, bool writable, char ***ret) {
         const DomainDevices *hw = &def->devices;
         _cleanup_strv_free_ char **l = NULL;
         int r = 0;
 
-        if (hw->kernel)
-                r = strv_extend(&l, hw->kernel);
-        if (r >= 0 && hw->initrd)
-                r = strv_extend(&l, hw->initrd);
-        for (size_t i = 0; r >= 0 && i < hw->n_cdroms; i++)
-                if (hw->cdroms[i].source)
-                        r = strv_extend(&l, hw->cdroms[i].source);
-        for (size_t i = 0; r >= 0 && i < hw->n_chars; i++)
-                if (hw->chars[i].path && !is_agent(hw->chars + i))
-                        r = strv_extend(&l, hw->chars[i].path);
-        for (size_t i = 0; r >= 0 && i < hw->n_graphics; i++)
-                if (hw->graphics[i].socket)
-                        r = strv_extend(&l, hw->graphics[i].socket);
+        if (!writable) {
+                if (hw->kernel)
+                        r = strv_extend(&l, hw->kernel);
+                if (r >= 0 && hw->initrd)
+                        r = strv_extend(&l, hw->initrd);
+                for (size_t i = 0; r >= 0 && i < hw->n_cdroms; i++)
+                        if (hw->cdroms[i].source)
+                                r = strv_extend(&l, hw->cdroms[i].source);
+        } else {
+                for (size_t i = 0; r >= 0 && i < hw->n_chars; i++)
+                        if (hw->chars[i].path && !is_agent(hw->chars + i))
+                                r = strv_extend(&l, hw->chars[i].path);
+                for (size_t i = 0; r >= 0 && i < hw->n_graphics; i++)
+                        if (hw->graphics[i].socket)
+                                r = strv_extend(&l, hw->graphics[i].socket);
+        }
         if (r < 0)
                 return r;
         if (!l && !(l = calloc(1, sizeof(char *))))

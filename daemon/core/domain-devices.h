@@ -25,8 +25,9 @@ int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv);
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);
 
-/* Every file path def's devices make QEMU open or create (kernel, initrd,
- * CD-ROM images, serial/console files and sockets, channel sockets
- * (not the agent's: always <uuid>.agent) and graphics sockets given in the XML), NULL-terminated, for the path gate
- * of manager_def_needs_host_admin(). */
-int domain_devices_paths(const DomainDef *def, char ***ret);
+/* The file paths def's devices make QEMU open, NULL-terminated, for the
+ * path gate of manager_def_needs_host_admin(): writable, the files QEMU
+ * writes or creates (serial/console files and sockets, channel sockets
+ * but the agent's, graphics sockets given in the XML); else the files it
+ * only reads (kernel, initrd, CD-ROM images). */
+int domain_devices_paths(const DomainDef *def, bool writable, char ***ret);

@@ -27,6 +27,7 @@
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
 #include "core/domain.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/nvram.h"
 #include "core/operation.h"
@@ -655,6 +656,24 @@ int domain_check_start(Domain *d, char **ret_message) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
                 return -QSNAP_E_BUSY;
+        }
+        /* QEMU follows the headers itself (until it gets the chain as
+         * descriptors): a chain leaving the allowed folders, or naming a
+         * json:/protocol backing, is refused, not launched. */
+        for (size_t i = 0; domain_is_managed(d) && i < d->def->n_disks; i++) {
+                const DomainDisk *disk = d->def->disks + i;
+                _cleanup_(image_chain_done) ImageChain chain = {};
+                _cleanup_free_ char *why = NULL;
+                int r;
+
+                r = gate_read_chain(d, disk->source, disk->format, &chain, &why);
+                if (r == -ENOMEM)
+                        return r;
+                if (r == -QSNAP_E_PATH_NOT_ALLOWED) {
+                        if (ret_message)
+                                *ret_message = strprintf("Disk %s: %s", disk->target, strna(why));
+                        return r;
+                }
         }
         return 0;
 }

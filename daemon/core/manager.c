@@ -251,37 +251,61 @@ static int firmware_needs_host_admin(Manager *m, const DomainDef *def, const Dom
         return 0;
 }
 
-/* The files a definition's devices make QEMU open or create (kernel,
- * initrd, CD-ROM images, serial files, sockets) are judged as disk sources
- * are; the approved definition's own device folders count as its disks'
- * do. 1 with *ret_why when one is not confined. */
-static int device_paths_confined(Manager *m, const DomainDef *def, const DomainDef *approved, char ***approved_folders,
+static int push_copies(char ***l, char *const *from) {
+        for (char *const *p = from; p && *p; p++) {
+                int r = strv_extend(l, *p);
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int push_folders_of(char ***folders, char *const *paths) {
+        for (char *const *p = paths; p && *p; p++) {
+                char *folder = real_folder_of(*p);
+
+                if (folder && strv_push(folders, folder) < 0) {
+                        free(folder);
+                        return -ENOMEM;
+                }
+        }
+        return 0;
+}
+
+/* The files a definition's devices make QEMU open or create are judged as
+ * disk sources are, against the image roots and the approved definition's
+ * folders, but in two tiers so that approving one kind of file never
+ * approves a more dangerous one: files QEMU writes or creates (serial
+ * files, sockets) may be in its disks' folders and those of its own
+ * writable device files; files QEMU only reads (kernel, initrd, CD-ROM
+ * images) in those and the folders of its read-only device files. A
+ * kernel in /boot therefore never lets a disk or a serial file go to
+ * /boot. disk_folders is not changed. 1 with *ret_why when a file is not
+ * confined. */
+static int device_paths_confined(Manager *m, const DomainDef *def, const DomainDef *approved, char *const *disk_folders,
                                  char **ret_why) {
-        _cleanup_strv_free_ char **paths = NULL, **old = NULL;
+        _cleanup_strv_free_ char **writable = NULL, **readable = NULL, **old_w = NULL, **old_r = NULL, **w = NULL,
+                                 **ro = NULL;
         int r;
 
         if (approved) {
-                r = domain_devices_paths(approved, &old);
-                if (r < 0)
+                if ((r = domain_devices_paths(approved, true, &old_w)) < 0 ||
+                    (r = domain_devices_paths(approved, false, &old_r)) < 0)
                         return r;
-                for (char **p = old; *p; p++) {
-                        char *folder = real_folder_of(*p);
-
-                        if (folder && strv_push(approved_folders, folder) < 0) {
-                                free(folder);
-                                return -ENOMEM;
-                        }
-                }
         }
-        r = domain_devices_paths(def, &paths);
-        if (r < 0)
+        if ((r = push_copies(&writable, disk_folders)) < 0 || (r = push_folders_of(&writable, old_w)) < 0 ||
+            (r = push_copies(&readable, writable)) < 0 || (r = push_folders_of(&readable, old_r)) < 0)
                 return r;
-        for (char **p = paths; *p; p++)
-                if (!source_is_confined(m, *p, *approved_folders)) {
-                        *ret_why = strprintf("the file %s that a device names is outside the image roots%s or not a "
-                                             "regular file", *p, approved ? " and the domain's own folders" : "");
-                        return *ret_why ? 1 : -ENOMEM;
-                }
+        if ((r = domain_devices_paths(def, true, &w)) < 0 || (r = domain_devices_paths(def, false, &ro)) < 0)
+                return r;
+        for (int pass = 0; pass < 2; pass++)
+                for (char **p = pass == 0 ? w : ro; *p; p++)
+                        if (!source_is_confined(m, *p, pass == 0 ? writable : readable)) {
+                                *ret_why = strprintf("the file %s that a device names is outside the image roots%s or not "
+                                                     "a regular file", *p, approved ? " and the domain's own folders" : "");
+                                return *ret_why ? 1 : -ENOMEM;
+                        }
         return 0;
 }
 
@@ -313,7 +337,7 @@ int manager_def_needs_host_admin(Manager *m, const DomainDef *def, const DomainD
                         return -ENOMEM;
                 }
         }
-        r = device_paths_confined(m, def, approved, &approved_folders, ret_why);
+        r = device_paths_confined(m, def, approved, approved_folders, ret_why);
         if (r != 0)
                 return r;
         for (size_t i = 0; i < def->n_disks; i++)

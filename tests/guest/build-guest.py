@@ -47,6 +47,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CACHE = '/var/tmp/qsnap-guest'
@@ -337,6 +338,19 @@ def build(outdir, name, version):
         os.rename(staging, outdir)
 
 
+def prune(cache, keep):
+    """Builds of other keys (an older script, kernel or qemu-ga) untouched
+    for a day go: each is about 14 MB. A younger one may still be booted
+    by a run from another checkout."""
+    for entry in os.listdir(cache):
+        path = os.path.join(cache, entry)
+        if path == keep or entry.startswith('.') or not os.path.isdir(path):
+            continue
+        if time.time() - os.path.getmtime(path) > 86400:
+            shutil.rmtree(path, ignore_errors=True)
+            log('removed the old build ' + path)
+
+
 def guest(cache):
     os.makedirs(cache, exist_ok=True)
     os.chmod(cache, 0o755)
@@ -348,6 +362,7 @@ def guest(cache):
             shutil.rmtree(outdir, ignore_errors=True)
             build(outdir, name, version)
             log('built ' + outdir)
+            prune(cache, outdir)
     return outdir
 
 

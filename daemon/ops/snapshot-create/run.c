@@ -494,14 +494,18 @@ static int on_cont_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 /* QEMU reports the migration completed a moment before it leaves
- * finish-migrate, and refuses cont until then: ask again shortly. */
+ * finish-migrate, and refuses cont ("Migration is not finalized yet")
+ * until then: ask again shortly. The refusal can also come just before
+ * QEMU moved on to postmigrate, from which cont works: ask again there
+ * too. Up to 10 s (a loaded 2-core machine has been seen to need more
+ * than the 1 s this allowed before). */
 static void on_resume_status(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
         _cleanup_free_ char *status = NULL;
         QmpRunState state;
 
-        if (error >= 0 && qmp_parse_query_status(result, &state, &status) >= 0 && streq_ptr(status, "finish-migrate") &&
-            p->cont_retries++ < 100 &&
+        if (error >= 0 && qmp_parse_query_status(result, &state, &status) >= 0 && status && STR_IN_SET(status, "finish-migrate", "postmigrate") &&
+            p->cont_retries++ < 1000 &&
             sd_event_add_time_relative(p->domain->manager->event, &p->timer, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0,
                                        on_cont_retry, p) >= 0)
                 return;

@@ -117,12 +117,12 @@ MATRIX = {
         'PathNotAllowed': [
             'test_security.py GateTest.test_header_backing_into_protected_folder',
             'test_security.py GateTest.test_json_and_protocol_backing_names',
+            'test_security.py GateTest.test_json_backing_name_is_not_followed',
         ],
         'QemuFailed': [
             'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',
             'test_bad_input.py QemuFailedTest.test_missing_image',
         ],
-        'PathNotAllowed': ['test_security.py GateTest.test_json_backing_name_is_not_followed'],
         'AccessDenied': [
             'test_auth_matrix.py AuthMatrixTest.test_matrix',
             'test_authorization.py GrantTest.test_domain_detail_rule_grants_one_domain',

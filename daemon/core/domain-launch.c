@@ -11,6 +11,7 @@
  */
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -487,6 +488,22 @@ int domain_launch_prepare_dirs(Domain *d, QemuCreds *creds, char **ret_message) 
         if (r < 0)
                 *ret_message = strprintf("Cannot create %s: %s", d->manager->config.runtime_dir, strerror(-r));
         return r;
+}
+
+/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU.
+ * A pidfd of it turns readable once it exited. */
+bool domain_launch_process_gone(pid_t pid, int pidfd) {
+        _cleanup_free_ char *path = strprintf("/proc/%d/stat", (int) pid), *stat = NULL;
+        const char *p;
+
+        if (pidfd >= 0) {
+                struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+                return poll(&pfd, 1, 0) != 0;
+        }
+        if (!path || read_full_file(path, 4096, &stat, NULL) < 0)
+                return true;
+        p = strrchr(stat, ')');
+        return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
 }
 
 _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds,

@@ -45,6 +45,11 @@ int domain_launch_qemu_dir(Domain *d, const QemuCreds *creds);
  * logs, domain_launch_qemu_dir()); *ret_message says which failed. */
 int domain_launch_prepare_dirs(Domain *d, QemuCreds *creds, char **ret_message);
 
+/* Gone or a zombie (PID 1 may take a while to reap a daemonized QEMU):
+ * through pidfd when >= 0 (a QEMU of another user may be hidden in /proc),
+ * else /proc/PID/stat. */
+bool domain_launch_process_gone(pid_t pid, int pidfd);
+
 /* QEMU's command line for def: -S, the QMP socket as fd 3, -incoming
  * defer when incoming, every disk's chain opened into lf (as -add-fd and
  * explicit -blockdev nodes). -QSNAP_E_QEMU_FAILED with *ret_message

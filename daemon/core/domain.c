@@ -13,7 +13,6 @@
  * They outlive qsnapd, so a new qsnapd finds every VM again.
  */
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/syscall.h>
 #include <signal.h>
 #include <stdio.h>
@@ -156,22 +155,6 @@ static void domain_set_state(Domain *d, DomainState s) {
                  domain_state_to_string(d->state));
         d->state = s;
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_STATE);
-}
-
-/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU.
- * A pidfd of it turns readable once it exited. */
-static bool process_is_gone(pid_t pid, int pidfd) {
-        _cleanup_free_ char *path = strprintf("/proc/%d/stat", (int) pid), *stat = NULL;
-        const char *p;
-
-        if (pidfd >= 0) {
-                struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-                return poll(&pfd, 1, 0) != 0;
-        }
-        if (!path || read_full_file(path, 4096, &stat, NULL) < 0)
-                return true;
-        p = strrchr(stat, ')');
-        return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
 }
 
 void domain_note_running(Domain *d) {
@@ -900,18 +883,18 @@ static bool qemu_pid_is_ours(Domain *d) {
                 return false;
         /* Launched by us: the pidfd says it is that process. */
         if (d->pidfd >= 0)
-                return !process_is_gone(d->pid, d->pidfd);
+                return !domain_launch_process_gone(d->pid, d->pidfd);
         path = strprintf("/proc/%d/cmdline", (int) d->pid);
         needle = strprintf("-uuid%c%s", 0, d->def->uuid);
         if (!path || !needle || read_full_file(path, 1 << 20, &cmdline, &n) < 0)
                 return false;
-        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !process_is_gone(d->pid, -EBADF);
+        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !domain_launch_process_gone(d->pid, -EBADF);
 }
 
 static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
-        if (!process_is_gone(d->pid, d->pidfd) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
+        if (!domain_launch_process_gone(d->pid, d->pidfd) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
                 (void) sd_event_source_set_time_relative(s, REAP_POLL_USEC);
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }

@@ -40,6 +40,8 @@ static uint64_t arg_graceful_timeout_usec = 60 * USEC_PER_SEC;
 static uint64_t arg_start_timeout_usec = 30 * USEC_PER_SEC;
 static uint64_t arg_agent_timeout_usec = 10 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
+static char *arg_qemu_user = NULL;
+static bool arg_qemu_user_set = false;
 static char **arg_image_roots = NULL;
 static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
 
@@ -86,6 +88,9 @@ static void help(void) {
                "                             thawed (default 10; 0 = the default)\n"
                "     --qemu=PATH             QEMU binary for domains without <emulator>\n"
                "                             (default %s)\n"
+               "     --qemu-user=NAME        QEMU runs as NAME (its groups, kvm for /dev/kvm),\n"
+               "                             sandboxed (-sandbox); default %s with --system,\n"
+               "                             qsnapd's own user otherwise; empty: qsnapd's user\n"
                "     --image-root=DIR        Disks, snapshot overlays and memory files may be\n"
                "                             below DIR (repeatable): manage-domains defines\n"
                "                             domains whose disks are there; others need\n"
@@ -94,7 +99,28 @@ static void help(void) {
                "                             Refuse snapshot metadata files larger than this\n"
                "                             (default 128 MiB, as libvirt)\n"
                "     --log-level=LEVEL       emerg…debug or 0…7 (default info)\n",
-               program_invocation_short_name, QEMU_SYSTEM_BINARY);
+               program_invocation_short_name, QEMU_SYSTEM_BINARY, QEMU_USER_DEFAULT);
+}
+
+/* --qemu-user=: empty means QEMU runs as qsnapd itself (root on the system bus). */
+static int set_qemu_user(const char *name) {
+        arg_qemu_user = mfree(arg_qemu_user);
+        if (!isempty(name) && !(arg_qemu_user = strdup(name)))
+                return -ENOMEM;
+        arg_qemu_user_set = true;
+        return 0;
+}
+
+static int parse_bytes(const char *s, uint64_t *ret) {
+        char *end;
+        uint64_t v;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || end == s || *end || v == 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
 }
 
 static int parse_seconds(const char *s, uint64_t *ret) {
@@ -122,6 +148,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_GRACEFUL_TIMEOUT,
                 ARG_AGENT_TIMEOUT,
                 ARG_QEMU,
+                ARG_QEMU_USER,
                 ARG_LOG_LEVEL,
                 ARG_IMAGE_ROOT,
                 ARG_METADATA_READ_CAP,
@@ -139,6 +166,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "graceful-timeout", required_argument, NULL, ARG_GRACEFUL_TIMEOUT },
                 { "agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT },
                 { "qemu", required_argument, NULL, ARG_QEMU },
+                { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "image-root", required_argument, NULL, ARG_IMAGE_ROOT },
                 { "metadata-read-cap", required_argument, NULL, ARG_METADATA_READ_CAP },
@@ -194,6 +222,10 @@ static int parse_argv(int argc, char *argv[]) {
                         if (free_and_strdup(&arg_qemu, optarg) < 0)
                                 return log_oom();
                         break;
+                case ARG_QEMU_USER:
+                        if (set_qemu_user(optarg) < 0)
+                                return log_oom();
+                        break;
                 case ARG_LOG_LEVEL:
                         r = log_parse_level(optarg);
                         if (r < 0)
@@ -209,15 +241,10 @@ static int parse_argv(int argc, char *argv[]) {
                                 return log_oom();
                         break;
                 }
-                case ARG_METADATA_READ_CAP: {
-                        char *end;
-
-                        errno = 0;
-                        arg_metadata_read_cap = strtoull(optarg, &end, 10);
-                        if (errno || end == optarg || *end || arg_metadata_read_cap == 0)
+                case ARG_METADATA_READ_CAP:
+                        if (parse_bytes(optarg, &arg_metadata_read_cap) < 0)
                                 return log_error_errno(EINVAL, "--metadata-read-cap= takes a positive number of bytes: %s", optarg);
                         break;
-                }
                 case '?':
                         return -EINVAL;
                 default:
@@ -368,6 +395,10 @@ static int run(void) {
                 .state_dir = arg_state_dir,
                 .runtime_dir = arg_runtime_dir,
                 .qemu_binary = arg_qemu ?: (char *) QEMU_SYSTEM_BINARY,
+                /* The system bus: QEMU as its own user unless told otherwise.
+                 * --user: as the user; --address= (tests): as asked. */
+                .qemu_user = arg_qemu_user_set ? arg_qemu_user
+                                               : arg_bus_mode == BUS_MODE_SYSTEM ? (char *) QEMU_USER_DEFAULT : NULL,
                 .graceful_timeout_usec = arg_graceful_timeout_usec,
                 .start_timeout_usec = arg_start_timeout_usec,
                 .agent_timeout_usec = arg_agent_timeout_usec,

@@ -117,6 +117,7 @@ MATRIX = {
         'PathNotAllowed': [
             'test_security.py GateTest.test_header_backing_into_protected_folder',
             'test_security.py GateTest.test_json_and_protocol_backing_names',
+            'test_security.py GateTest.test_json_backing_name_is_not_followed',
         ],
         'QemuFailed': [
             'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',

@@ -44,8 +44,9 @@ static void answer_nodes(OpsFixture *f) {
                             *nodes = strprintf("[{\"node-name\": \"vda-fmt\", \"drv\": \"qcow2\", \"file\": \"%s\"}, "
                                                "{\"node-name\": \"vda-base\", \"drv\": \"qcow2\", \"file\": \"%s\"}]",
                                                top, f->images_of[0]);
-        peer_reply(&f->peer, expect_qmp(&f->peer, "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}"),
-                   nodes);
+        peer_reply_nodes(f->domain, &f->peer,
+                         expect_qmp(&f->peer, "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}"),
+                         nodes);
 }
 
 static char *job_journal(OpsFixture *f, const char *id) {
@@ -105,9 +106,11 @@ static void test_copy_refused(void) {
         /* made before QEMU hears of it: the destination and its journal */
         check(exists(dest));
         answer_nodes(&f);
+        expect_add_fds(&f.peer, "set");
         id = expect_qmp(&f.peer, "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":\"$node\","
-                        "\"discard\":\"unmap\",\"cache\":\"$c1\",\"file\":{\"driver\":\"file\",\"filename\":\"%s\","
-                        "\"cache\":\"$c2\"},\"backing\":null}}", dest);
+                        "\"discard\":\"unmap\",\"cache\":\"$c1\",\"file\":{\"driver\":\"file\",\"filename\":\"/dev/fdset/%s\","
+                        "\"locking\":\"off\",\"cache\":\"$c2\"},\"backing\":null}}", captured("set"));
+        check(streq_ptr(domain_files_path(f.domain, captured("node")), dest));
         peer_reply(&f.peer, id, "{}");
         peer_error(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"blockdev-mirror\",\"arguments\":{\"job-id\":\"$id\","
                                        "\"device\":\"vda-fmt\",\"auto-finalize\":false,\"auto-dismiss\":false,"
@@ -126,8 +129,10 @@ static void test_copy_refused(void) {
         dest = ops_path(&f, "copy.qcow2");
         check(block_job_copy(f.domain, "vda", dest, DISK_FORMAT_QCOW2, 0, 0, on_started, NULL, &message) == 0);
         answer_nodes(&f);
+        expect_add_fds(&f.peer, "set");
         peer_error(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"blockdev-add\",\"arguments\":\"$args\"}"),
                    "Could not open 'copy.qcow2': Permission denied");
+        expect_qmp(&f.peer, "{\"execute\":\"remove-fd\",\"arguments\":{\"fdset-id\":%s}}", captured("set"));
         {
                 _cleanup_free_ char *want = strprintf("started QemuFailed QEMU cannot open the destination %s: Could not open "
                                                       "'copy.qcow2': Permission denied -", dest);

@@ -34,9 +34,18 @@ static void expect_root_node(OpsFixture *f, const char *target) {
                                         "\"/machine/peripheral/%s/virtio-backend\",\"property\":\"drive\"}}", target), ret);
 }
 
+/* The overlay goes to QEMU as descriptors (add-fd), then its node on
+ * /dev/fdset/N. `file` is what qsnapd opened: the map says so. */
 static int64_t expect_blockdev_add(OpsFixture *f, const char *node, const char *file) {
-        return expect_qmp(&f->peer, "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":\"%s\","
-                          "\"file\":{\"driver\":\"file\",\"filename\":\"%s\"},\"backing\":null}}", node, file);
+        _cleanup_free_ char *set_name = strprintf("set-%s", node);
+        int64_t id;
+
+        expect_add_fds(&f->peer, set_name);
+        id = expect_qmp(&f->peer, "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":\"%s\","
+                        "\"file\":{\"driver\":\"file\",\"filename\":\"/dev/fdset/%s\",\"locking\":\"off\"},"
+                        "\"backing\":null}}", node, captured(set_name));
+        check(streq_ptr(domain_files_path(f->domain, node), file));
+        return id;
 }
 
 static void test_external_live(void) {
@@ -124,7 +133,12 @@ static void test_blockdev_add_refused(void) {
         b = expect_blockdev_add(&f, "vdb-2", ovb);
         peer_reply(&f.peer, a, "{}");
         peer_error(&f.peer, b, "Could not open 'x': Permission denied");
-        expect_qmp(&f.peer, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"vda-1\"}}");
+        /* The refused node's descriptors go back; the other node goes, then its descriptors. */
+        expect_qmp(&f.peer, "{\"execute\":\"remove-fd\",\"arguments\":{\"fdset-id\":%s}}", captured("set-vdb-2"));
+        peer_reply(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"vda-1\"}}"),
+                   "{}");
+        expect_qmp(&f.peer, "{\"execute\":\"remove-fd\",\"arguments\":{\"fdset-id\":%s}}", captured("set-vda-1"));
+        check(!domain_files_path(f.domain, "vda-1") && !domain_files_path(f.domain, "vdb-2"));
         {
                 _cleanup_free_ char *want = strprintf("done QemuFailed QEMU cannot open overlay %s: Could not open 'x': "
                                                       "Permission denied -", ovb);

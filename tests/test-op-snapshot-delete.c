@@ -69,8 +69,9 @@ static void answer_nodes(OpsFixture *f, const char *top, const char *base) {
                                                "{\"node-name\": \"vda-file\", \"drv\": \"file\", \"file\": \"%s\"}, "
                                                "{\"node-name\": \"vda-base\", \"drv\": \"qcow2\", \"file\": \"%s\"}]",
                                                top, top, base);
-        peer_reply(&f->peer, expect_qmp(&f->peer, "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}"),
-                   nodes);
+        peer_reply_nodes(f->domain, &f->peer,
+                         expect_qmp(&f->peer, "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}"),
+                         nodes);
 }
 
 /* Delete s1 of a running vda on vda.s1: the active commit starts. */

@@ -19,6 +19,7 @@
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "ops/block-jobs.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
@@ -156,6 +157,35 @@ static int64_t expect_qmp_at(int line, Peer *p, const char *fmt, ...) {
 
 static inline void peer_reply(Peer *p, int64_t id, const char *ret) {
         peer_say(p, "{\"return\": %s, \"id\": %" PRIi64 "}\r\n", ret, id);
+}
+
+/* Replies to query-named-block-nodes with `nodes`. The format nodes in
+ * it are files qsnapd passed (core/qemu-files.h): they go into the
+ * domain's node → file map first, as a launch would have put them. */
+static inline void peer_reply_nodes(Domain *d, Peer *p, int64_t id, const char *nodes) {
+        _cleanup_(json_object_putp) json_object *l = json_tokener_parse(nodes);
+
+        check(json_object_is_type(l, json_type_array));
+        for (size_t i = 0; i < json_object_array_length(l); i++) {
+                json_object *e = json_object_array_get_idx(l, i), *node, *file, *drv;
+
+                if (json_object_object_get_ex(e, "node-name", &node) && json_object_object_get_ex(e, "file", &file) &&
+                    (!json_object_object_get_ex(e, "drv", &drv) || !streq(json_object_get_string(drv), "file")) &&
+                    !domain_files_path(d, json_object_get_string(node)))
+                        check(domain_files_add(d, json_object_get_string(node), json_object_get_string(file),
+                                               domain_files_new_set(d)) >= 0);
+        }
+        peer_reply(p, id, nodes);
+}
+
+/* The two add-fd (read-write, read-only descriptor) of a file qsnapd
+ * passes into a new fd set, answered; the set is captured as $<name>. */
+static inline void expect_add_fds(Peer *p, const char *name) {
+        for (int i = 0; i < 2; i++) {
+                int64_t id = expect_qmp(p, "{\"execute\":\"add-fd\",\"arguments\":{\"fdset-id\":\"$%s\"}}", name);
+                _cleanup_free_ char *ret = strprintf("{\"fd\": %d, \"fdset-id\": %s}", 20 + i, captured(name));
+                peer_reply(p, id, ret);
+        }
 }
 
 static inline void peer_error(Peer *p, int64_t id, const char *desc) {
@@ -341,8 +371,9 @@ static inline void ops_expect_resync(OpsFixture *f) {
                                                 def->disks[i].target), ret);
         }
         nodes = ops_nodes_json(f);
-        peer_reply(&f->peer, expect_qmp(&f->peer, "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}"),
-                   nodes);
+        peer_reply_nodes(f->domain, &f->peer,
+                         expect_qmp(&f->peer, "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}"),
+                         nodes);
 }
 
 /* QEMU runs the domain (a QEMU qsnapd started and left running: its live

@@ -152,9 +152,12 @@ class BackupTestCase(BlockJobTestCase):
         h = self.h
         self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job')
         nodes = h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
-        left = sorted((n['node-name'], n['file']) for n in nodes if n.get('file') in files or
-                      n['node-name'].startswith('bk'))
+        left = sorted(n['node-name'] for n in nodes if n['node-name'].startswith('bk'))
         self.assertEqual(left, [], 'QEMU still has backup nodes')
+        # QEMU got the targets as descriptors: none of them is still open
+        # (no node, no fd set left; /proc/PID/fd says so).
+        held = sorted((fd, f) for fd, f in h.qemu_open_files(dom).items() if f in files)
+        self.assertEqual(held, [], 'QEMU still holds backup files')
         with self.assertDBusError(E + 'OperationInvalid'):
             h.call(dom, D, 'BackupGetXMLDesc')
 
@@ -698,9 +701,11 @@ class IncrementalTest(BackupTestCase):
 
     def node_bitmaps(self, dom):
         nodes = self.h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
+        fdsets = self.h.qmp(dom, 'query-fdsets')['return']
         # qsnap-size-*: the checkpoints' Size measurement, there for a moment
-        return sorted(b.get('name', '') for n in nodes if n.get('file') == self.img for b in n.get('dirty-bitmaps', [])
-                      if not b.get('name', '').startswith('qsnap-size-'))
+        # (QEMU knows the image as /dev/fdset/N: the real file behind it)
+        return sorted(b.get('name', '') for n in nodes if self.h.qemu_file_name(dom, n.get('file'), fdsets) == self.img
+                      for b in n.get('dirty-bitmaps', []) if not b.get('name', '').startswith('qsnap-size-'))
 
     def test_incremental_push(self):
         h = self.h
@@ -777,8 +782,9 @@ class IncrementalTest(BackupTestCase):
         xml = "<domainbackup mode='push'><incremental>nope</incremental></domainbackup>"
         self.assert_refused(dom, E + 'NoSuchCheckpoint', 'BackupBegin', (xml, '', 0), 'sst')
         # The bitmap removed behind qsnapd's back: no silent full copy.
+        fdsets = h.qmp(dom, 'query-fdsets')['return']
         node = [n['node-name'] for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
-                if n.get('file') == img and n['drv'] == 'qcow2'][0]
+                if n['drv'] == 'qcow2' and h.qemu_file_name(dom, n.get('file'), fdsets) == img][0]
         self.assertEqual(h.qmp(dom, 'block-dirty-bitmap-remove', {'node': node, 'name': 'c1'}), {'return': {}})
         target = h.image_path('inc.qcow2')
         with self.assertDBusError(E + 'OperationInvalid') as cm:

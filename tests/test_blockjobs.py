@@ -278,11 +278,12 @@ class BlockJobTestCase(q.QsnapTestCase):
 
     def qemu_chain(self, dom, target='vda'):
         """The files QEMU runs target on, top first (query-block)."""
+        fdsets = self.h.qmp(dom, 'query-fdsets')['return']
         for b in self.h.qmp(dom, 'query-block')['return']:
             if b.get('qdev', '').split('/')[3:4] == [target]:
                 files, img = [], b.get('inserted', {}).get('image')
                 while img:
-                    files.append(img['filename'])
+                    files.append(self.h.qemu_file_name(dom, img['filename'], fdsets))
                     img = img.get('backing-image')
                 return files
         self.fail('QEMU has no disk %s' % target)
@@ -300,11 +301,10 @@ class BlockJobTestCase(q.QsnapTestCase):
             self.assertEqual(self.qemu_chain(dom), list(reversed(files)), '%s: QEMU query-block' % what)
 
     def assert_no_nodes_on(self, dom, files, what):
-        """No block node of QEMU still has one of files open (a node left
-        behind keeps the file's lock)."""
-        nodes = self.h.qmp(dom, 'query-named-block-nodes')['return']
-        left = sorted((n['node-name'], n['file']) for n in nodes if n.get('file') in files)
-        self.assertEqual(left, [], '%s: QEMU still has nodes open on dropped files: %s' % (what, left))
+        """QEMU holds no descriptor of files any more: no node left behind
+        (it keeps the file's lock), no fd set of it left (/proc/PID/fd)."""
+        left = sorted((fd, f) for fd, f in self.h.qemu_open_files(dom).items() if f in files)
+        self.assertEqual(left, [], '%s: QEMU still has dropped files open: %s' % (what, left))
 
     def xml_disk_chain(self, xml_text, target='vda'):
         """(source file, [backingStore files, top first]) of target."""

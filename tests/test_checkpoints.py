@@ -94,13 +94,15 @@ class CheckpointCase(q.QsnapTestCase):
         """{file: {bitmap name: (count, recording)}} of QEMU's format nodes."""
         out = {}
         reply = self.h.qmp(dom, 'query-named-block-nodes', {'flat': True})
+        fdsets = self.h.qmp(dom, 'query-fdsets')['return']
         for n in reply.get('return', reply) if isinstance(reply, dict) else reply:
             if n.get('drv') == 'file':
                 continue
             # qsnap-size-*: a Size measurement of qsnapd's, there for a moment.
             bms = {b['name']: (b['count'], b['recording']) for b in n.get('dirty-bitmaps', [])
                    if 'name' in b and not b['name'].startswith('qsnap-size-')}
-            out.setdefault(n['file'], {}).update(bms)
+            # QEMU knows files as /dev/fdset/N: the real file behind it.
+            out.setdefault(self.h.qemu_file_name(dom, n['file'], fdsets), {}).update(bms)
         return out
 
     def active(self, dom, target):
@@ -377,8 +379,9 @@ class DeleteTest(CheckpointCase):
         nodes = self.node_bitmaps(dom)
         self.assertNotIn('c1', nodes.get(imgs['vda'], {}))
         self.assertNotIn('c1', nodes.get(top, {}))
+        fdsets = h.qmp(dom, 'query-fdsets')['return']
         ro = [n for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']
-              if n.get('file') == imgs['vda'] and n.get('drv') == 'qcow2']
+              if n.get('drv') == 'qcow2' and h.qemu_file_name(dom, n.get('file'), fdsets) == imgs['vda']]
         self.assertTrue(ro and all(n['ro'] for n in ro), 'the backing image is read-only again')
         h.write_pattern_live(dom, 'vda', 0x42, MiB, MiB)
         h.call(dom, D, 'Stop', (0,), 't')

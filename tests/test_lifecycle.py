@@ -196,7 +196,19 @@ class LifecycleTest(q.QsnapTestCase):
         h.call(path, q.DOMAIN_IFACE, 'Start', (0,), 't')
         reply = h.qmp(path, 'query-block')
         self.assertEqual(reply['return'][0]['qdev'], '/machine/peripheral/vda/virtio-backend')
-        self.assertEqual(reply['return'][0]['inserted']['file'], img)
+        # QEMU opened no path: the disk is an fd set holding what qsnapd
+        # opened, one read-write and one read-only descriptor of the image.
+        name = reply['return'][0]['inserted']['file']
+        self.assertRegex(name, r'^/dev/fdset/[0-9]+$')
+        sets = h.qmp(path, 'query-fdsets')['return']
+        fds = [e['fd'] for s in sets if s['fdset-id'] == int(name.rsplit('/', 1)[1]) for e in s['fds']]
+        pid = h.qemu_pid(path)
+        modes = []
+        for fd in fds:
+            self.assertEqual(os.readlink('/proc/%d/fd/%d' % (pid, fd)), img)
+            with open('/proc/%d/fdinfo/%d' % (pid, fd)) as f:
+                modes.append(int(next(l for l in f if l.startswith('flags:')).split()[1], 8) & os.O_ACCMODE)
+        self.assertEqual(sorted(modes), sorted([os.O_RDWR, os.O_RDONLY]), sets)
         # The caller's id comes back; QEMU's errors come back as the reply.
         raw = h.call(path, q.DOMAIN_IFACE, 'QemuMonitorCommand',
                      ('{"execute":"query-status","id":"mine"}', 0), 'st')

@@ -196,6 +196,70 @@ class MonitorPassthroughTest(AttackTestCase):
         os.unlink(self.marker)
 
 
+class UnprivilegedQemuTest(AttackTestCase):
+    """QEMU as its own user (--qemu-user=, the system bus's default),
+    sandboxed, with no capability (docs/security.md §4): a guest escape or
+    the monitor passthrough gets an unprivileged process that cannot spawn
+    anything, and QEMU still opens no image itself."""
+    harness_options = {'image_root': True, 'daemon_args': ['--qemu-user=' + q.QEMU_USER]}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        q.ensure_qemu_user()
+
+    def status(self, pid):
+        with open('/proc/%d/status' % pid) as f:
+            return dict(line.rstrip('\n').split(':\t', 1) for line in f if ':\t' in line)
+
+    def test_no_qemu_of_ours_as_root(self):
+        h = self.h
+        h.call(self.mine, D, 'Start', (0,), 't')
+        pid = h.qemu_pid(self.mine)
+        pw = q.pwd.getpwnam(q.QEMU_USER)
+        st = self.status(pid)
+        self.assertEqual(st['Uid'].split(), [str(pw.pw_uid)] * 4, st['Uid'])
+        self.assertEqual(st['Gid'].split(), [str(pw.pw_gid)] * 4, st['Gid'])
+        self.assertNotIn('0', st['Groups'].split(), 'root\'s group kept')
+        for cap in ('CapInh', 'CapPrm', 'CapEff', 'CapAmb'):
+            self.assertEqual(int(st[cap], 16), 0, '%s %s' % (cap, st[cap]))
+        self.assertEqual(st['NoNewPrivs'], '1')
+        self.assertEqual(st['Seccomp'], '2', 'no seccomp filter: -sandbox is missing')
+        # ps: every QEMU of ours (it holds our files) runs as QEMU's user.
+        ours = [p for p in q._pids_mentioning(h.root) if 'qemu-system' in (q._proc_cmdline(p) or '')]
+        self.assertEqual(ours, [pid])
+        self.assertEqual([p for p in ours if os.stat('/proc/%d' % p).st_uid == 0], [], 'a QEMU of ours runs as root')
+        # It works as before: an external snapshot with memory (the memory
+        # through a descriptor, no exec:), a pull, the data where it belongs.
+        h.write_pattern_live(self.mine, 'vda', 0x5a, 0, 1 << 20)
+        h.call(self.mine, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name><memory snapshot=\'external\' '
+                                                "file='%s'/></domainsnapshot>" % h.image_path('mine.mem'), 0), 'st')
+        self.assertGreater(os.path.getsize(h.image_path('mine.mem')), 0)
+        h.write_pattern_live(self.mine, 'vda', 0x5b, 1 << 20, 1 << 20)
+        h.verify_pattern_live(self.mine, 'vda', 0x5a, 0, 1 << 20)
+        h.flush_live(self.mine, 'vda')
+        self.assertTrue(q.qemu_io_read_pattern(self.base, 0x5a, 0, 1 << 20))
+        self.assertEqual(h.qemu_pid(self.mine), pid)
+        self.assertFinished()
+
+    def test_migrate_to_exec_kills_qemu_not_the_host(self):
+        h = self.h
+        h.call(self.mine, D, 'Start', (0,), 't')
+        pid = h.qemu_pid(self.mine)
+        exec_uri = 'exec:touch %s' % self.marker
+        # root (host-admin) may pass it on; QEMU's sandbox refuses to spawn
+        # and QEMU dies of it (SIGSYS): no shell ran, qsnapd reports a crash.
+        try:
+            h.call(self.mine, D, 'QemuMonitorCommand',
+                   (json.dumps({'execute': 'migrate', 'arguments': {'uri': exec_uri}}), 0), 'st')
+        except q.DBusCallError:
+            pass    # QEMU may be gone before it answers
+        q.wait_until(lambda: h.get_property(self.mine, D, 'State') == 'crashed', 30, 'the domain is crashed')
+        self.assertFalse(q._alive(pid), 'QEMU lives on')
+        self.assertFalse(os.path.exists(self.marker), 'migrate to exec: ran a command')
+        self.assertFinished()
+
+
 class DefineBeyondTheRootsTest(AttackTestCase):
     def test_define_needs_host_admin(self):
         h = self.h
@@ -505,6 +569,52 @@ class GateTest(AttackTestCase):
         recorded = recorded or q.domain_xml('mine', [q.Disk('vda', self.base)])
         return ('<domainsnapshot><name>%s</name><state>%s</state>%s%s%s</domainsnapshot>'
                 % (name, state, memory, disks, recorded))
+
+    def test_json_backing_name_is_not_followed(self):
+        """A header whose backing name is json:{…"filename": <host file>}
+        once let the guest read that file (QEMU followed it as root). Now
+        qsnapd reads the chain through the gate and hands QEMU descriptors:
+        Start refuses it by name, QEMU never runs."""
+        h = self.h
+        secret = self.victims[2]
+        top = h.image_path('json-top.qcow2')
+        spec = 'json:' + json.dumps({'driver': 'raw', 'file': {'driver': 'file', 'filename': secret}})
+        r = q.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-u', '-b', spec, '-F', 'raw', top, '16M'])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        dom = h.define_domain('jsonb', [q.Disk('vda', top)])
+        with self.assertDBusError(q.ERROR_PREFIX + 'PathNotAllowed'):
+            h.call(dom, D, 'Start', (0,), 't')
+        self.assertEqual(h.get_property(dom, D, 'State'), 'shutoff')
+        self.assertEqual([p for p in q._pids_mentioning(h.root) if 'qemu-system' in (q._proc_cmdline(p) or '')], [])
+        self.assertFinished()
+
+    def test_qemu_reopens_the_files_qsnapd_opened(self):
+        """Once running, what a path names no longer matters to QEMU: with
+        the base swapped for a decoy under the same name, a commit into it
+        (QEMU reopens the base read-write; by name it would open the
+        decoy) writes into the file qsnapd opened at Start."""
+        h = self.h
+        base = h.create_image('swap-base.qcow2')
+        q.qemu_io_write_pattern(base, 0x61, 0, 1 << 20)
+        mid = h.create_image('swap-mid.qcow2', backing=base)
+        q.qemu_io_write_pattern(mid, 0x63, 1 << 20, 1 << 20)
+        top = h.create_image('swap-top.qcow2', backing=mid)
+        dom = h.define_domain('swap', [q.Disk('vda', top)])
+        h.call(dom, D, 'Start', (0,), 't')
+        os.rename(base, base + '.away')
+        decoy = q.qemu_img_create(base, '64M')
+        q.qemu_io_write_pattern(decoy, 0x62, 0, 1 << 20)
+        decoy_sum = sha256(decoy)
+        job = h.call(dom, D, 'BlockCommit', ('vda', base, mid, 0, 0), 'ssstt')
+        q.wait_until(lambda: h.get_property(job, q.JOB_IFACE, 'State') in ('completed', 'failed', 'canceled'), 60,
+                     'the commit ends')
+        self.assertEqual(h.get_property(job, q.JOB_IFACE, 'State'), 'completed')
+        h.verify_pattern_live(dom, 'vda', 0x61, 0, 1 << 20, 'the backing data qsnapd opened')
+        h.verify_pattern_live(dom, 'vda', 0x63, 1 << 20, 1 << 20, 'the committed data')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(sha256(decoy), decoy_sum, "QEMU wrote into the file now under the base's name")
+        self.assertTrue(q.qemu_io_read_pattern(base + '.away', 0x63, 1 << 20, 1 << 20), 'the commit missed the base')
+        self.assertFinished()
 
     def test_redefine_outside_paths_refused(self):
         h = self.h

@@ -165,11 +165,12 @@ class SnapshotTestCase(q.QsnapTestCase):
     def qemu_chains(self, dom):
         """{target: [files, top first]} from QEMU's query-block."""
         chains = {}
+        fdsets = self.h.qmp(dom, 'query-fdsets')['return']
         for b in self.h.qmp(dom, 'query-block')['return']:
             target = b['qdev'].split('/')[3]
             files, img = [], b.get('inserted', {}).get('image')
             while img:
-                files.append(img['filename'])
+                files.append(self.h.qemu_file_name(dom, img['filename'], fdsets))
                 img = img.get('backing-image')
             chains[target] = files
         return chains

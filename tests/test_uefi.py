@@ -70,7 +70,9 @@ class UefiTestCase(q.QsnapTestCase):
     def start(self, dom, store, fmt='raw'):
         self.h.call(dom, D, 'Start', (0,), 't', timeout=60)
         nodes = self.h.qmp(dom, 'query-named-block-nodes')['return']
-        files = {n['node-name']: n['file'] for n in nodes}
+        fdsets = self.h.qmp(dom, 'query-fdsets')['return']
+        # QEMU opened neither: it runs them as /dev/fdset/N, which qsnapd filled.
+        files = {n['node-name']: self.h.qemu_file_name(dom, n['file'], fdsets) for n in nodes}
         self.assertEqual(files.get('pflash1'), store, 'QEMU runs the store as pflash1')
         self.assertEqual(files.get('pflash0'), CODE)
         # OVMF writes its variables on its first boot.

@@ -8,6 +8,7 @@
 #include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/manager.h"
+#include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/util.h"
@@ -227,6 +228,9 @@ int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory 
         int r;
 
         r = qmp_parse_named_nodes(result, &nodes, &n);
+        /* QEMU names files /dev/fdset/N: which file that is, qsnapd knows. */
+        if (r >= 0)
+                r = domain_nodes_resolve_files(d, nodes, n);
         if (r >= 0)
                 r = inventory_skeleton(d, true, &inv);
         for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)

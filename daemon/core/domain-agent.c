@@ -56,7 +56,7 @@ void domain_agent_attach(Domain *d) {
 
         if (!domain_has_agent_channel(d) || d->agent)
                 return;
-        path = domain_runtime_path(d, ".agent");
+        path = domain_qemu_socket_path(d, ".agent");
         if (!path)
                 return (void) log_oom();
         r = agent_connect(d->manager->event, path, &a);

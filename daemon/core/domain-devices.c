@@ -163,7 +163,7 @@ static int graphics_one(Domain *d, const DomainGraphics *g, size_t i, char ***ar
                 return r;
         ticketing = secret ?: ",disable-ticketing=on";
         if (!g->address) {
-                sock = g->socket ? strdup(g->socket) : domain_runtime_path(d, vnc ? ".vnc" : ".spice");
+                sock = g->socket ? strdup(g->socket) : domain_qemu_socket_path(d, vnc ? ".vnc" : ".spice");
                 esc = sock ? opt_escape(sock) : NULL;
                 if (!esc)
                         return -ENOMEM;
@@ -214,7 +214,7 @@ static int chardev_argv(Domain *d, const DomainChar *c, const char *id, const ch
 
         if (c->type == DOMAIN_CHAR_PTY)
                 return add(argv, "-chardev", "pty,id=%s", id);
-        path = c->path ? strdup(c->path) : domain_runtime_path(d, default_suffix);
+        path = c->path ? strdup(c->path) : domain_qemu_socket_path(d, default_suffix);
         esc = path ? opt_escape(path) : NULL;
         if (!esc)
                 return -ENOMEM;
@@ -359,7 +359,7 @@ void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
                                                            def->uuid, i));
         for (size_t i = 0; i < hw->n_graphics; i++)
                 if (!hw->graphics[i].address && !hw->graphics[i].socket)
-                        (void) strv_push(&paths, domain_runtime_path(d, hw->graphics[i].type == DOMAIN_GRAPHICS_VNC
+                        (void) strv_push(&paths, domain_qemu_socket_path(d, hw->graphics[i].type == DOMAIN_GRAPHICS_VNC
                                                                                 ? ".vnc"
                                                                                 : ".spice"));
         for (size_t i = 0; i < hw->n_chars; i++) {
@@ -369,7 +369,7 @@ void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def) {
                 if (c->type != DOMAIN_CHAR_UNIX || c->path || is_agent(c))
                         continue;
                 char_socket_suffix(c, i, suffix);
-                (void) strv_push(&paths, domain_runtime_path(d, suffix));
+                (void) strv_push(&paths, domain_qemu_socket_path(d, suffix));
         }
         for (char **p = paths; p && *p; p++)
                 (void) unlink(*p);

@@ -19,6 +19,7 @@
 #include "core/files.h"
 #include "core/manager.h"
 #include "core/nvram.h"
+#include "core/qemu-files.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
 #include "util/util.h"
@@ -177,7 +178,7 @@ static void job_journals_sweep(Domain *d, json_object *nodes, char **ids) {
                 for (size_t k = 0; info.copy_dest && k < json_object_array_length(nodes) && !open; k++) {
                         _cleanup_free_ char *f = NULL;
 
-                        open = qmp_node_file(json_object_array_get_idx(nodes, k), &f) >= 0 && streq(f, info.copy_dest);
+                        open = domain_node_file(d, json_object_array_get_idx(nodes, k), &f) >= 0 && streq(f, info.copy_dest);
                 }
                 if (info.copy_dest && info.copy_created && !open && unlink(info.copy_dest) >= 0)
                         log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
@@ -373,7 +374,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
 
                         e = json_object_array_get_idx(result, k);
                         if (!json_object_object_get_ex(e, "node-name", &node) ||
-                            !streq(json_object_get_string(node), rs->roots[i]) || qmp_node_file(e, &f) < 0)
+                            !streq(json_object_get_string(node), rs->roots[i]) || domain_node_file(d, e, &f) < 0)
                                 continue;
                         /* A copy may have changed the format too (COPY_RAW). */
                         format = disk->format;
@@ -409,7 +410,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 const char *name;
                 bool in_use = false;
 
-                if (!json_object_object_get_ex(e, "node-name", &node) || qmp_node_file(e, &f) < 0)
+                if (!json_object_object_get_ex(e, "node-name", &node) || domain_node_file(d, e, &f) < 0)
                         continue;
                 name = json_object_get_string(node);
                 /* Implicit nodes ('#…') go with their parent; QEMU refuses to
@@ -424,7 +425,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                                 in_use = streq(c->layers[l].path, f);
                 }
                 if (!in_use)
-                        (void) qmp_cmd_blockdev_del(qmp, name, NULL, NULL);
+                        domain_node_del(d, name);
         }
 
         if (error >= 0 && rs->sweep)

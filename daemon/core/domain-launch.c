@@ -10,6 +10,9 @@
  * D-Bus in here.
  */
 #include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -21,9 +24,12 @@
 #include "config.h"
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/nvram.h"
+#include "core/qemu-files.h"
 #include "qemu/image.h"
+#include "qemu/qmp-commands.h"
 #include "util/error.h"
 #include "util/util.h"
 
@@ -77,24 +83,29 @@ static char *qemu_opt_escape(const char *s) {
         return r;
 }
 
-static int json_blockdev(json_object **ret, const char *node, DiskFormat format, const char *file, bool read_only,
+/* A format node over the file QEMU finds in fd set `set`; backing: the
+ * node below, or none ("backing": null; raw has no backing option). */
+static int json_blockdev(json_object **ret, const char *node, DiskFormat format, unsigned set, bool read_only,
                          const char *backing_node) {
         json_object *o = json_object_new_object(), *f = json_object_new_object();
+        _cleanup_free_ char *filename = qmp_fdset_path(set);
 
-        if (!o || !f) {
+        if (!o || !f || !filename) {
                 json_object_put(o);
                 json_object_put(f);
                 return -ENOMEM;
         }
         json_object_object_add(f, "driver", json_object_new_string("file"));
-        json_object_object_add(f, "filename", json_object_new_string(file));
+        json_object_object_add(f, "filename", json_object_new_string(filename));
+        /* QEMU's locks would outlive its descriptors (core/qemu-files.h). */
+        json_object_object_add(f, "locking", json_object_new_string("off"));
         json_object_object_add(o, "driver", json_object_new_string(disk_format_to_string(format)));
         json_object_object_add(o, "node-name", json_object_new_string(node));
         json_object_object_add(o, "file", f);
         json_object_object_add(o, "read-only", json_object_new_boolean(read_only));
         json_object_object_add(o, "discard", json_object_new_string("unmap"));
-        if (backing_node)
-                json_object_object_add(o, "backing", json_object_new_string(backing_node));
+        if (format == DISK_FORMAT_QCOW2)
+                json_object_object_add(o, "backing", backing_node ? json_object_new_string(backing_node) : NULL);
         *ret = o;
         return 0;
 }
@@ -103,6 +114,111 @@ static int strv_extend_json(char ***argv, json_object *o) {
         int r = strv_extend(argv, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
         return r;
+}
+
+void launch_files_done(LaunchFiles *lf) {
+        for (size_t i = 0; i < lf->n_fds; i++)
+                safe_close(lf->fds[i]);
+        free(lf->fds);
+        for (size_t i = 0; i < lf->n_files; i++) {
+                free(lf->files[i].node);
+                free(lf->files[i].path);
+        }
+        free(lf->files);
+        *lf = (LaunchFiles) {};
+}
+
+static int launch_files_keep(LaunchFiles *lf, int *fd) {
+        int *l;
+
+        if (*fd < 0)
+                return 0;
+        l = reallocarray(lf->fds, lf->n_fds + 1, sizeof(int));
+        if (!l)
+                return -ENOMEM;
+        lf->fds = l;
+        lf->fds[lf->n_fds++] = TAKE_FD(*fd);
+        return 0;
+}
+
+static int launch_files_add(LaunchFiles *lf, const char *node, const char *path, unsigned set) {
+        QemuFile *l = reallocarray(lf->files, lf->n_files + 1, sizeof(QemuFile));
+
+        if (!l)
+                return -ENOMEM;
+        lf->files = l;
+        l[lf->n_files] = (QemuFile) { .node = strdup(node), .path = strdup(path), .fdset = set };
+        lf->n_files++;
+        return l[lf->n_files - 1].node && l[lf->n_files - 1].path ? 0 : -ENOMEM;
+}
+
+static const char *open_error(int r) {
+        return r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r);
+}
+
+/* Node k of a disk's chain (0 = the active layer): "<target>-fmt" on top,
+ * "<target>-base" under a transient overlay, "<target>-L<k>" below. */
+static char *layer_node(const DomainDisk *disk, size_t k) {
+        if (k == 0)
+                return strprintf("%s-fmt", disk->target);
+        if (k == 1 && disk->transient)
+                return strprintf("%s-base", disk->target);
+        return strprintf("%s-L%zu", disk->target, k);
+}
+
+/* Opens every image of the disk's chain (as its headers name them), puts
+ * each in an fd set of its own (-add-fd) and gives QEMU the whole chain as explicit
+ * -blockdev nodes, bottom first: QEMU follows no header itself. */
+static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, char ***argv, char **ret_message) {
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        _cleanup_free_ char *active = disk->transient ? domain_transient_path(d, disk) : strdup(disk->source);
+        DiskFormat format = disk->transient ? DISK_FORMAT_QCOW2 : disk->format;
+        int r;
+
+        if (!active)
+                return -ENOMEM;
+        {
+                /* A missing or unreadable disk: QEMU's words for it, as before. */
+                _cleanup_close_ int fd = image_open_regular(active, O_NOFOLLOW);
+                if (fd < 0) {
+                        *ret_message = strprintf("Could not open '%s': %s", active, open_error(fd));
+                        return fd == -ENOMEM ? fd : -QSNAP_E_QEMU_FAILED;
+                }
+        }
+        /* The chain as its headers name it, each backing file through the
+         * path gate: one that leaves the domain's folders is not followed. */
+        r = gate_read_chain(d, active, format, &chain, ret_message);
+        if (r < 0)
+                return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
+        for (size_t k = chain.n_layers; k > 0; k--) {
+                const ImageLayer *l = chain.layers + k - 1;
+                _cleanup_free_ char *node = layer_node(disk, k - 1), *below = k < chain.n_layers ? layer_node(disk, k) : NULL;
+                _cleanup_close_ int rw = -EBADF, ro = -EBADF;
+                unsigned set = ++lf->next_set;
+                json_object *o;
+                bool read_only;
+
+                if (!node || (k < chain.n_layers && !below))
+                        return -ENOMEM;
+                /* A transient disk's own images are never QEMU's to write;
+                 * its throw-away overlay is qsnapd's own runtime file. */
+                r = qemu_file_open_pair(disk->transient && k == 1 ? NULL : d, l->path,
+                                        disk->readonly || (disk->transient && k > 1), &rw, &ro, ret_message);
+                if (r < 0)
+                        return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
+                read_only = k > 1 || rw < 0;
+                if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
+                    (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
+                    launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 ||
+                    launch_files_add(lf, node, l->path, set) < 0)
+                        return -ENOMEM;
+                r = json_blockdev(&o, node, l->format, set, read_only, below);
+                if (r < 0)
+                        return r;
+                if (strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
 }
 
 /* The guest agent's channel: a virtio-serial port named
@@ -114,7 +230,7 @@ static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***arg
 
         if (!def->agent_channel)
                 return 0;
-        path = domain_runtime_path(d, ".agent");
+        path = domain_qemu_socket_path(d, ".agent");
         escaped = path ? qemu_opt_escape(path) : NULL;
         if (!escaped)
                 return -ENOMEM;
@@ -129,31 +245,47 @@ static int domain_launch_agent_args(Domain *d, const DomainDef *def, char ***arg
         return 0;
 }
 
-/* UEFI: the firmware code and the domain's variable store as the two
- * pflash devices of the machine (-machine …,pflash0=,pflash1=). */
-static int domain_launch_firmware_args(const DomainDef *def, char ***argv) {
-        const DomainFirmware *f = def_firmware(def);
+/* One image file for QEMU by descriptor (-add-fd, a set of its own) as
+ * format node `node` over /dev/fdset/N; d NULL: not through the gate (a
+ * file the host-admin-approved definition or qsnapd itself names). */
+static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char *node, const char *path,
+                           DiskFormat format, bool readonly, char **ret_message) {
+        _cleanup_close_ int rw = -EBADF, ro = -EBADF;
+        unsigned set = ++lf->next_set;
         json_object *o;
+        bool read_only;
+        int r;
+
+        r = qemu_file_open_pair(d, path, readonly, &rw, &ro, ret_message);
+        if (r < 0)
+                return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
+        read_only = rw < 0;
+        if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
+            (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
+            launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 || launch_files_add(lf, node, path, set) < 0)
+                return -ENOMEM;
+        r = json_blockdev(&o, node, format, set, read_only, NULL);
+        if (r < 0)
+                return r;
+        return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
+}
+
+/* UEFI: the firmware code and the domain's variable store as the two
+ * pflash devices of the machine (-machine …,pflash0=,pflash1=), by
+ * descriptor like every image. */
+static int domain_launch_firmware_args(const DomainDef *def, LaunchFiles *lf, char ***argv, char **ret_message) {
+        const DomainFirmware *f = def_firmware(def);
         int r;
 
         if (!f)
                 return 0;
-        r = json_blockdev(&o, NVRAM_CODE_NODE, DISK_FORMAT_RAW, f->loader, true, NULL);
-        if (r >= 0)
-                r = strv_extend(argv, "-blockdev");
-        if (r >= 0)
-                r = strv_extend_json(argv, o);
+        r = launch_add_file(NULL, lf, argv, NVRAM_CODE_NODE, f->loader, DISK_FORMAT_RAW, true, ret_message);
         if (r < 0)
                 return r;
-        r = json_blockdev(&o, NVRAM_VARS_NODE, f->nvram_format, f->nvram, false, NULL);
-        if (r >= 0)
-                r = strv_extend(argv, "-blockdev");
-        if (r >= 0)
-                r = strv_extend_json(argv, o);
-        return r;
+        return launch_add_file(NULL, lf, argv, NVRAM_VARS_NODE, f->nvram, f->nvram_format, false, ret_message);
 }
 
-int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret) {
+int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret, char **ret_message) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
         const char *emulator = def->emulator ?: d->manager->config.qemu_binary;
@@ -194,6 +326,12 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
         ADD("socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
         ADD("-mon");
         ADD("chardev=qmp,mode=control");
+        if (d->manager->config.qemu_user) {
+                /* No exec (a monitor's migrate to exec: dies with SIGSYS), no
+                 * setuid, no obsolete calls, no scheduler or cgroup games. */
+                ADD("-sandbox");
+                ADD("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        }
         if (incoming) {
                 /* migrate-incoming names the source once the monitor is up. */
                 ADD("-incoming");
@@ -201,38 +339,15 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***r
         }
 
         for (size_t i = 0; i < def->n_disks; i++) {
-                const DomainDisk *disk = def->disks + i;
-                _cleanup_free_ char *node = strprintf("%s-fmt", disk->target);
-                json_object *o;
-
-                if (!node)
-                        return -ENOMEM;
-                if (disk->transient) {
-                        _cleanup_free_ char *base = strprintf("%s-base", disk->target);
-                        _cleanup_free_ char *overlay = domain_transient_path(d, disk);
-
-                        if (!base || !overlay)
-                                return -ENOMEM;
-                        r = json_blockdev(&o, base, disk->format, disk->source, true, NULL);
-                        if (r < 0)
-                                return r;
-                        ADD("-blockdev");
-                        if ((r = strv_extend_json(&argv, o)) < 0)
-                                return r;
-                        r = json_blockdev(&o, node, DISK_FORMAT_QCOW2, overlay, disk->readonly, base);
-                } else
-                        r = json_blockdev(&o, node, disk->format, disk->source, disk->readonly, NULL);
+                r = launch_add_disk(d, def->disks + i, lf, &argv, ret_message);
                 if (r < 0)
                         return r;
-                ADD("-blockdev");
-                if ((r = strv_extend_json(&argv, o)) < 0)
-                        return r;
                 ADD("-device");
-                ADD("virtio-blk-pci,id=%s,drive=%s", disk->target, node);
+                ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
         }
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)
-                r = domain_launch_firmware_args(def, &argv);
+                r = domain_launch_firmware_args(def, lf, &argv, ret_message);
         if (r < 0)
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
@@ -285,7 +400,114 @@ int domain_launch_bind_socket(const char *path) {
         return TAKE_FD(fd);
 }
 
-_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
+int domain_launch_creds(Domain *d, QemuCreds *ret, char **ret_message) {
+        const char *user = d->manager->config.qemu_user;
+        struct passwd *pw;
+        int n = 16;
+
+        *ret = (QemuCreds) {};
+        if (!user)
+                return 0;
+        errno = 0;
+        pw = getpwnam(user);
+        if (!pw) {
+                *ret_message = strprintf("QEMU's user '%s' does not exist (qsnapd.sysusers creates it; --qemu-user= "
+                                         "names another).", user);
+                return errno == ENOMEM ? -ENOMEM : -QSNAP_E_QEMU_FAILED;
+        }
+        if (pw->pw_uid == 0) {
+                *ret_message = strprintf("QEMU's user '%s' is root: name an unprivileged one with --qemu-user=.", user);
+                return -QSNAP_E_QEMU_FAILED;
+        }
+        /* Its groups as /etc/group says (kvm for /dev/kvm). */
+        for (;;) {
+                gid_t *g = reallocarray(ret->groups, (size_t) n, sizeof(gid_t));
+                int k = n;
+
+                if (!g)
+                        return -ENOMEM;
+                ret->groups = g;
+                if (getgrouplist(pw->pw_name, pw->pw_gid, g, &k) >= 0) {
+                        ret->n_groups = k;
+                        break;
+                }
+                if (k <= n || k > 65536) {
+                        qemu_creds_done(ret);
+                        return -EINVAL;
+                }
+                n = k;
+        }
+        ret->uid = pw->pw_uid;
+        ret->gid = pw->pw_gid;
+        ret->drop = true;
+        return 0;
+}
+
+void qemu_creds_done(QemuCreds *c) {
+        free(c->groups);
+        *c = (QemuCreds) {};
+}
+
+int domain_launch_qemu_dir(Domain *d, const QemuCreds *creds) {
+        _cleanup_free_ char *dir = NULL;
+        struct stat st;
+
+        if (!creds->drop)
+                return 0;
+        dir = strprintf("%s/qemu", d->manager->config.runtime_dir);
+        if (!dir)
+                return -ENOMEM;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        /* Ours to hand over: a folder, never a link someone put there. */
+        if (lstat(dir, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        if ((st.st_uid != creds->uid || st.st_gid != creds->gid) && lchown(dir, creds->uid, creds->gid) < 0)
+                return -errno;
+        return 0;
+}
+
+/* Whom QEMU runs as, and the folders a start writes to (runtime, logs,
+ * QEMU's own socket folder). */
+int domain_launch_prepare_dirs(Domain *d, QemuCreds *creds, char **ret_message) {
+        _cleanup_free_ char *logdir = strprintf("%s/log", d->manager->config.state_dir);
+        int r;
+
+        if (!logdir)
+                return -ENOMEM;
+        r = domain_launch_creds(d, creds, ret_message);
+        if (r < 0)
+                return r;
+        r = mkdir_p(d->manager->config.runtime_dir, 0700);
+        if (r >= 0)
+                r = mkdir_p(logdir, 0700);
+        if (r >= 0)
+                r = domain_launch_qemu_dir(d, creds);
+        if (r < 0)
+                *ret_message = strprintf("Cannot create %s: %s", d->manager->config.runtime_dir, strerror(-r));
+        return r;
+}
+
+/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU.
+ * A pidfd of it turns readable once it exited. */
+bool domain_launch_process_gone(pid_t pid, int pidfd) {
+        _cleanup_free_ char *path = strprintf("/proc/%d/stat", (int) pid), *stat = NULL;
+        const char *p;
+
+        if (pidfd >= 0) {
+                struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+                return poll(&pfd, 1, 0) != 0;
+        }
+        if (!path || read_full_file(path, 4096, &stat, NULL) < 0)
+                return true;
+        p = strrchr(stat, ')');
+        return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
+}
+
+_noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds,
+                                 const QemuCreds *creds) {
         sigset_t all;
         int null;
 
@@ -304,6 +526,19 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
                         _exit(126);
         } else if (dup2(qmp_fd, QMP_FD_IN_CHILD) < 0)
                 _exit(126);
+        /* The images' descriptors (all above QMP_FD_IN_CHILD) go to QEMU. */
+        for (size_t i = 0; i < n_fds; i++)
+                if (fcntl(fds[i], F_SETFD, 0) < 0)
+                        _exit(126);
+        /* QEMU's own user, here rather than -runas: with -sandbox's
+         * elevateprivileges=deny QEMU would die on its own setuid(). From
+         * root to another uid, no capability is left. */
+        if (creds && creds->drop &&
+            (setgroups((size_t) creds->n_groups, creds->groups) < 0 || setresgid(creds->gid, creds->gid, creds->gid) < 0 ||
+             setresuid(creds->uid, creds->uid, creds->uid) < 0 || getuid() != creds->uid)) {
+                dprintf(STDERR_FILENO, "qsnapd: cannot become QEMU's user: %s\n", strerror(errno));
+                _exit(126);
+        }
         execv(argv[0], argv);
         dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -311,7 +546,8 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd) {
 
 /* setsid and a double fork: QEMU is nobody's child, so it lives on when
  * qsnapd exits. The middle process reports the pid through a pipe. */
-int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid) {
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                        pid_t *ret_pid) {
         int pipefd[2], status;
         pid_t child, pid = 0;
         ssize_t n;
@@ -334,7 +570,7 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid) {
                 if (grandchild < 0)
                         _exit(1);
                 if (grandchild == 0)
-                        exec_qemu(argv, log_fd, qmp_fd);
+                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds);
                 (void) !write(pipefd[1], &grandchild, sizeof(grandchild));
                 _exit(0);
         }

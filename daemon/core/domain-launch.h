@@ -10,17 +10,61 @@
 #include <sys/types.h>
 
 #include "core/domain.h"
+#include "core/qemu-files.h"
+
+/* What a launch hands QEMU: the descriptors it inherits and which node
+ * is which file (core/qemu-files.h). */
+typedef struct LaunchFiles {
+        int *fds;
+        size_t n_fds;
+        QemuFile *files;
+        size_t n_files;
+        unsigned next_set;
+} LaunchFiles;
+void launch_files_done(LaunchFiles *lf);
+
+/* Whom QEMU runs as (--qemu-user=): resolved in qsnapd, applied in the
+ * child before exec (setgroups, setresgid, setresuid: no capability is
+ * left). drop false: as qsnapd. */
+typedef struct QemuCreds {
+        bool drop;
+        uid_t uid;
+        gid_t gid;
+        gid_t *groups;
+        int n_groups;
+} QemuCreds;
+/* -QSNAP_E_QEMU_FAILED with *ret_message when the user does not exist. */
+int domain_launch_creds(Domain *d, QemuCreds *ret, char **ret_message);
+void qemu_creds_done(QemuCreds *c);
+/* The folder QEMU creates its own sockets in (agent, graphics, consoles):
+ * <runtime>/qemu, owned by QEMU's user, when QEMU runs as one (qsnapd's
+ * runtime folder is root's alone); else the runtime folder. Made here. */
+int domain_launch_qemu_dir(Domain *d, const QemuCreds *creds);
+
+/* domain_launch_creds(), then the folders a start writes to (runtime,
+ * logs, domain_launch_qemu_dir()); *ret_message says which failed. */
+int domain_launch_prepare_dirs(Domain *d, QemuCreds *creds, char **ret_message);
+
+/* Gone or a zombie (PID 1 may take a while to reap a daemonized QEMU):
+ * through pidfd when >= 0 (a QEMU of another user may be hidden in /proc),
+ * else /proc/PID/stat. */
+bool domain_launch_process_gone(pid_t pid, int pidfd);
 
 /* QEMU's command line for def: -S, the QMP socket as fd 3, -incoming
- * defer when incoming. */
-int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, char ***ret);
+ * defer when incoming, every disk's chain opened into lf (as -add-fd and
+ * explicit -blockdev nodes). -QSNAP_E_QEMU_FAILED with *ret_message
+ * ("Could not open '…': …") when an image cannot be opened. Transient
+ * overlays must exist already. */
+int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret,
+                       char **ret_message);
 /* The throw-away overlay of each <transient/> disk of def (mode 0600). */
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message);
 /* A listening UNIX socket at path (replacing a stale one): its fd. */
 int domain_launch_bind_socket(const char *path);
 /* Runs argv detached (setsid, double fork) with stdout/stderr to log_fd
  * and qmp_fd as its fd 3; *ret_pid: QEMU's pid. */
-int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, pid_t *ret_pid);
+int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                        pid_t *ret_pid);
 /* The line before a start's output in the domain's log. */
 int domain_launch_log_header(int fd, char **argv);
 /* What QEMU printed since the last start header (at most 2 KiB of it). */

@@ -13,6 +13,7 @@
  * They outlive qsnapd, so a new qsnapd finds every VM again.
  */
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@
 #include "core/manager.h"
 #include "core/nvram.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
@@ -87,6 +89,7 @@ int domain_new(Manager *m, DomainDef *def, Domain **ret) {
         d->n_ref = 1;
         d->def = def;
         d->state = DOMAIN_SHUTOFF;
+        d->pidfd = -EBADF;
         d->node_seq = now_usec(CLOCK_REALTIME);
         snapshot_tree_init(&d->snapshots, d);
         checkpoint_tree_init(&d->checkpoints, d);
@@ -105,10 +108,16 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_jobs_free(d);
+        safe_close(d->pidfd);
         snapshot_tree_done(&d->snapshots);
         bitmaps_domain_done(d);
         checkpoint_tree_done(&d->checkpoints);
         domain_chains_invalidate(d);
+        for (size_t i = 0; i < d->n_files; i++) {
+                free(d->files[i].node);
+                free(d->files[i].path);
+        }
+        free(d->files);
         domain_def_free(d->def);
         domain_def_free(d->live);
         free(d);
@@ -123,6 +132,12 @@ void domain_set_def(Domain *d, DomainDef *def) {
 
 char *domain_runtime_path(Domain *d, const char *suffix) {
         return strprintf("%s/%s%s", d->manager->config.runtime_dir, d->def->uuid, suffix);
+}
+
+char *domain_qemu_socket_path(Domain *d, const char *suffix) {
+        if (!d->manager->config.qemu_user)
+                return domain_runtime_path(d, suffix);
+        return strprintf("%s/qemu/%s%s", d->manager->config.runtime_dir, d->def->uuid, suffix);
 }
 
 char *domain_log_path(Domain *d) {
@@ -140,17 +155,6 @@ static void domain_set_state(Domain *d, DomainState s) {
                  domain_state_to_string(d->state));
         d->state = s;
         manager_notify_changed(d->manager, d, DOMAIN_CHANGE_STATE);
-}
-
-/* Gone or a zombie: PID 1 may take a while to reap a daemonized QEMU. */
-static bool process_is_gone(pid_t pid) {
-        _cleanup_free_ char *path = strprintf("/proc/%d/stat", (int) pid), *stat = NULL;
-        const char *p;
-
-        if (!path || read_full_file(path, 4096, &stat, NULL) < 0)
-                return true;
-        p = strrchr(stat, ')');
-        return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
 }
 
 void domain_note_running(Domain *d) {
@@ -236,8 +240,9 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
 /* ---- runtime files ---- */
 
 static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".agent" };
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
         const DomainDef *def = domain_current_def(d);
+        _cleanup_free_ char *agent = NULL;
 
         if (!domain_is_managed(d))
                 return;
@@ -246,6 +251,9 @@ static void domain_remove_runtime_files(Domain *d) {
                 if (p)
                         (void) unlink(p);
         }
+        agent = domain_qemu_socket_path(d, ".agent");
+        if (agent)
+                (void) unlink(agent);
         domain_devices_remove_runtime_files(d, def);
         for (size_t i = 0; i < def->n_disks; i++) {
                 _cleanup_free_ char *p = NULL;
@@ -266,8 +274,10 @@ static void domain_reset(Domain *d, DomainState state) {
         domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
         domain_remove_runtime_files(d);
+        domain_files_clear(d);
         d->live = domain_def_free(d->live);
         d->pid = 0;
+        d->pidfd = safe_close(d->pidfd);
         d->shutdown_seen = d->quit_requested = false;
         domain_set_state(d, state);
         if (had_live)
@@ -358,6 +368,9 @@ static void domain_load_live(Domain *d) {
                             strna(xml_path), strna(message));
         if (pid_path && read_full_file(pid_path, 64, &pid, NULL) >= 0)
                 d->pid = (pid_t) atoi(pid);
+        if (domain_files_load(d) < 0)
+                log_warning("Domain '%s': which node is which file is unknown; block jobs may not find their nodes.",
+                            d->def->name);
 }
 
 static void on_recovered(Domain *d, int error, const char *message, const char *reply, void *userdata) {
@@ -382,6 +395,10 @@ static void on_attach_status(Qmp *qmp, int error, json_object *result, const cha
                 return domain_op_finish(d, r, "query-status answer not understood");
 
         domain_load_live(d);
+        /* Its monitor answers, so the pid file names a live QEMU of ours:
+         * hold on to it (a QEMU of another user may be hidden in /proc). */
+        if (domain_is_managed(d) && d->pid > 0 && d->pidfd < 0)
+                d->pidfd = (int) syscall(SYS_pidfd_open, d->pid, 0);
         switch (s) {
         case QMP_RUN_STATE_RUNNING:
                 domain_set_state(d, DOMAIN_RUNNING);
@@ -569,10 +586,18 @@ static void on_migrate_incoming(Qmp *qmp, int error, json_object *result, const 
 }
 
 static void start_incoming(Domain *d) {
+        int r;
+
         log_info("Domain '%s': loading the memory state (%s).", d->def->name, call(d)->incoming);
         call(d)->deadline = now_usec(CLOCK_MONOTONIC) + d->manager->config.start_timeout_usec;
-        if (qmp_cmd_migrate_incoming(d->qmp, call(d)->incoming, on_migrate_incoming, d) < 0)
-                return start_incoming_fail(d, "cannot send migrate-incoming");
+        r = domain_send_incoming(d, call(d)->incoming, on_migrate_incoming, d);
+        if (r < 0) {
+                _cleanup_free_ char *why = strprintf("cannot open %s: %s", call(d)->incoming,
+                                                     r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" :
+                                                     r == -QSNAP_E_QEMU_FAILED ? "cannot send migrate-incoming" :
+                                                     strerror(-r));
+                return start_incoming_fail(d, why);
+        }
         if (call(d)->incoming_sent)
                 call(d)->incoming_sent(d, call(d)->userdata);
 }
@@ -658,10 +683,11 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
 
 static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, DomainStepFunc incoming_sent,
                              DomainDoneFunc done, void *userdata, char **ret_message) {
-        _cleanup_free_ char *sock = NULL, *pidfile = NULL, *live_xml_path = NULL, *log_path = NULL, *live_xml = NULL,
-                            *logdir = NULL;
+        _cleanup_free_ char *sock = NULL, *pidfile = NULL, *live_xml_path = NULL, *log_path = NULL, *live_xml = NULL;
         _cleanup_(domain_def_freep) DomainDef *live = NULL;
         _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_(launch_files_done) LaunchFiles lf = {};
+        _cleanup_(qemu_creds_done) QemuCreds creds = {};
         _cleanup_close_ int qmp_fd = -EBADF, log_fd = -EBADF;
         char pidbuf[32];
         pid_t pid = 0;
@@ -684,21 +710,12 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         pidfile = domain_runtime_path(d, ".pid");
         live_xml_path = domain_runtime_path(d, ".xml");
         log_path = domain_log_path(d);
-        logdir = strprintf("%s/log", d->manager->config.state_dir);
-        if (!sock || !pidfile || !live_xml_path || !log_path || !logdir)
+        if (!sock || !pidfile || !live_xml_path || !log_path)
                 return -ENOMEM;
-
-        r = mkdir_p(d->manager->config.runtime_dir, 0700);
-        if (r >= 0)
-                r = mkdir_p(logdir, 0700);
-        if (r < 0) {
-                *ret_message = strprintf("Cannot create %s: %s", d->manager->config.runtime_dir, strerror(-r));
-                return r;
-        }
-
-        r = domain_launch_argv(d, live, incoming, &argv);
+        r = domain_launch_prepare_dirs(d, &creds, ret_message);
         if (r < 0)
                 return r;
+
         r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
         if (r < 0)
                 return r;
@@ -706,6 +723,9 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         r = domain_launch_transient_overlays(d, live, ret_message);
         if (r >= 0)
                 r = nvram_prepare(live, ret_message);
+        if (r < 0)
+                goto fail;
+        r = domain_launch_argv(d, live, incoming, &lf, &argv, ret_message);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);
@@ -728,13 +748,16 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 goto fail;
         }
 
-        r = domain_launch_spawn(argv, log_fd, qmp_fd, &pid);
+        r = domain_launch_spawn(argv, log_fd, qmp_fd, &lf, &creds, &pid);
         if (r < 0) {
                 *ret_message = strprintf("Cannot launch %s: %s", argv[0], strerror(-r));
                 goto fail;
         }
         qmp_fd = safe_close(qmp_fd);
         log_info("Domain '%s': launched QEMU, pid %d.", d->def->name, (int) pid);
+        r = domain_files_set(d, lf.files, lf.n_files);
+        if (r < 0)
+                goto kill;
 
         snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int) pid);
         (void) write_file_atomic(pidfile, pidbuf, strlen(pidbuf), 0644);
@@ -742,6 +765,10 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         domain_def_free(d->live);
         d->live = TAKE_PTR(live);
         d->pid = pid;
+        /* QEMU as another user may be hidden from us in /proc (the unit's
+         * ProtectProc=invisible): this descriptor still names it. */
+        d->pidfd = safe_close(d->pidfd);
+        d->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
         manager_notify_launched(d->manager, d, pid);
 
         r = domain_op_begin(d, DOMAIN_OP_START, flags, done, userdata);
@@ -779,14 +806,14 @@ int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata,
         return domain_op_started(d, domain_start_full(d, flags, NULL, NULL, done, userdata, ret_message));
 }
 
-int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
+int domain_start_incoming(Domain *d, uint64_t flags, const char *memory_file, DomainStepFunc sent, DomainDoneFunc done,
                           void *userdata, char **ret_message) {
         if (!domain_is_managed(d)) {
                 *ret_message = strprintf("Domain '%s' runs a QEMU started elsewhere; qsnapd cannot restart it to load "
                                          "a memory state.", d->def->name);
                 return -QSNAP_E_UNSUPPORTED;
         }
-        return domain_op_started(d, domain_start_full(d, flags, uri, sent, done, userdata, ret_message));
+        return domain_op_started(d, domain_start_full(d, flags, memory_file, sent, done, userdata, ret_message));
 }
 
 /* ---- stop, pause, resume ---- */
@@ -854,17 +881,20 @@ static bool qemu_pid_is_ours(Domain *d) {
 
         if (!domain_is_managed(d) || d->pid <= 0)
                 return false;
+        /* Launched by us: the pidfd says it is that process. */
+        if (d->pidfd >= 0)
+                return !domain_launch_process_gone(d->pid, d->pidfd);
         path = strprintf("/proc/%d/cmdline", (int) d->pid);
         needle = strprintf("-uuid%c%s", 0, d->def->uuid);
         if (!path || !needle || read_full_file(path, 1 << 20, &cmdline, &n) < 0)
                 return false;
-        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !process_is_gone(d->pid);
+        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !domain_launch_process_gone(d->pid, -EBADF);
 }
 
 static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
-        if (!process_is_gone(d->pid) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
+        if (!domain_launch_process_gone(d->pid, d->pidfd) && now_usec(CLOCK_MONOTONIC) < call(d)->deadline) {
                 (void) sd_event_source_set_time_relative(s, REAP_POLL_USEC);
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }

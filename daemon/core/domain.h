@@ -92,6 +92,8 @@ struct Domain {
         bool quit_requested;  /* we asked QEMU to quit */
 
         pid_t pid;            /* managed QEMU, 0 when unknown */
+        int pidfd;            /* QEMU launched by this qsnapd: its pidfd (a QEMU of
+                               * another user may be hidden in /proc), else -EBADF */
         Qmp *qmp;
         struct Agent *agent;  /* the guest agent channel while QEMU runs (core/domain-agent.c) */
 
@@ -114,6 +116,10 @@ struct Domain {
 
         ChainCacheEntry chain_cache[16];
         size_t n_chain_cache;
+
+        struct QemuFile *files; /* node → file QEMU holds by descriptor (core/qemu-files.h) */
+        size_t n_files;
+        unsigned fdset_seq;     /* the last fd set number used in this QEMU */
 
         Domain *next;
 };
@@ -151,13 +157,13 @@ const DomainDisk *domain_lookup_disk(const Domain *d, const char *name);
 int domain_attach(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
 
 int domain_start(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
-/* Start with -incoming defer, then migrate-incoming from uri (the memory
- * state of a snapshot); with DOMAIN_START_PAUSED the guest stays paused
+/* Start with -incoming defer, then load the memory state of a snapshot
+ * from memory_file (domain_send_incoming()); with DOMAIN_START_PAUSED the guest stays paused
  * afterwards. `sent` (may be NULL) is called with userdata once
  * migrate-incoming is on its way. A failed load leaves the domain shut off
  * (-QSNAP_E_QEMU_FAILED, QEMU's text). Only for domains qsnapd launches
  * (-QSNAP_E_UNSUPPORTED otherwise). */
-int domain_start_incoming(Domain *d, uint64_t flags, const char *uri, DomainStepFunc sent, DomainDoneFunc done,
+int domain_start_incoming(Domain *d, uint64_t flags, const char *memory_file, DomainStepFunc sent, DomainDoneFunc done,
                           void *userdata, char **ret_message);
 int domain_stop(Domain *d, uint64_t flags, DomainDoneFunc done, void *userdata, char **ret_message);
 int domain_pause(Domain *d, DomainDoneFunc done, void *userdata, char **ret_message);
@@ -201,6 +207,9 @@ int domain_save_disks(Domain *d);
 
 /* Files under the runtime and state dirs. */
 char *domain_runtime_path(Domain *d, const char *suffix);
+/* A socket QEMU itself creates (agent, graphics, consoles): in the folder
+ * its user may write (<runtime>/qemu) when it runs as one. */
+char *domain_qemu_socket_path(Domain *d, const char *suffix);
 char *domain_log_path(Domain *d);
 /* The throw-away overlay of a <transient/> disk while QEMU runs. */
 char *domain_transient_path(Domain *d, const DomainDisk *disk);

@@ -33,6 +33,7 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                 .state_dir = strdup(config->state_dir),
                 .runtime_dir = strdup(config->runtime_dir),
                 .qemu_binary = strdup(config->qemu_binary),
+                .qemu_user = config->qemu_user ? strdup(config->qemu_user) : NULL,
                 .graceful_timeout_usec = config->graceful_timeout_usec,
                 .start_timeout_usec = config->start_timeout_usec,
                 .agent_timeout_usec = config->agent_timeout_usec ?: 10 * USEC_PER_SEC,
@@ -43,7 +44,8 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                         manager_free(m);
                         return -ENOMEM;
                 }
-        if (!m->config.state_dir || !m->config.runtime_dir || !m->config.qemu_binary) {
+        if (!m->config.state_dir || !m->config.runtime_dir || !m->config.qemu_binary ||
+            (config->qemu_user && !m->config.qemu_user)) {
                 manager_free(m);
                 return -ENOMEM;
         }
@@ -66,6 +68,7 @@ Manager *manager_free(Manager *m) {
         free(m->config.state_dir);
         free(m->config.runtime_dir);
         free(m->config.qemu_binary);
+        free(m->config.qemu_user);
         strv_free(m->config.image_roots);
         sd_event_unref(m->event);
         free(m);

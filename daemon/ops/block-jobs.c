@@ -22,6 +22,7 @@
 #include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "ops/block-jobs.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
@@ -100,8 +101,7 @@ static int undo_copy_dest(Operation *o, void *data) {
 static int undo_copy_target(Operation *o, void *data) {
         StartCall *c = o->plan;
 
-        if (o->domain->qmp)
-                (void) qmp_cmd_blockdev_del(o->domain->qmp, c->info->copy_node, NULL, NULL);
+        domain_node_del(o->domain, c->info->copy_node);
         return 0;
 }
 
@@ -200,9 +200,11 @@ static void on_copy_target_added(Qmp *qmp, int error, json_object *result, const
         int64_t id;
 
         free(cs);
-        if (error < 0)
+        if (error < 0) {
+                domain_files_forget(c->op->domain, c->info->copy_node);
                 return operation_finishf(c->op, -QSNAP_E_QEMU_FAILED, "QEMU cannot open the destination %s: %s", c->info->copy_dest,
                                          strna(desc));
+        }
         if (operation_undo_push(c->op, undo_copy_target, NULL) < 0)
                 return operation_finish(c->op, -ENOMEM, "Out of memory.");
         /* "full" copies the whole chain; "top" only what the top holds, the
@@ -216,12 +218,17 @@ static void on_copy_target_added(Qmp *qmp, int error, json_object *result, const
 static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         StartCall *c = userdata;
         const char *device = NULL, *base = NULL, *top = NULL;
-        const DomainDisk *disk = domain_def_find_disk(domain_current_def(c->op->domain), c->disk);
+        Domain *d = c->op->domain;
+        const DomainDisk *disk = domain_def_find_disk(domain_current_def(d), c->disk);
+        /* QEMU knows files as /dev/fdset/N: the header gets the real name,
+         * the one RELATIVE asked for or the base's (an active commit
+         * rewrites no header). */
+        const char *backing_name = c->backing_name ?: c->base_file;
         int64_t id;
 
-        if (error < 0 || !disk || qmp_find_format_node(result, disk->source, &device) <= 0 ||
-            (c->base_file && qmp_find_format_node(result, c->base_file, &base) <= 0) ||
-            (c->top_file && qmp_find_format_node(result, c->top_file, &top) <= 0))
+        if (error < 0 || !disk || domain_find_format_node(d, result, disk->source, &device) <= 0 ||
+            (c->base_file && domain_find_format_node(d, result, c->base_file, &base) <= 0) ||
+            (c->top_file && domain_find_format_node(d, result, c->top_file, &top) <= 0))
                 return operation_finish(c->op, -QSNAP_E_QEMU_FAILED,
                                         "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
         /* A pull's merge goes out now, ahead of block-stream (QMP keeps the order). */
@@ -229,23 +236,34 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
                 return operation_finish(c->op, -QSNAP_E_QEMU_FAILED, "Cannot plan the checkpoints' bitmaps.");
 
         if (c->type == JOB_TYPE_COPY) {
+                _cleanup_free_ char *filename = NULL, *message = NULL;
                 CopyStart *cs = new0(CopyStart, 1);
+                int r;
 
                 if (!cs || !(cs->device = strdup(device))) {
                         free(cs);
                         return operation_finish(c->op, -ENOMEM, "Out of memory.");
                 }
                 cs->call = c;
+                r = domain_files_pass(d, c->info->copy_node, c->info->copy_dest, false, &filename, &message);
+                if (r < 0) {
+                        free(cs->device);
+                        free(cs);
+                        return operation_finish(c->op, r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED, message);
+                }
                 id = qmp_cmd_blockdev_add_copy_target(qmp, c->info->copy_node, disk_format_to_string(c->copy_format),
-                                                      c->info->copy_dest, base, c->copy_direct, on_copy_target_added, cs);
+                                                      filename, base, c->copy_direct, on_copy_target_added, cs);
                 if (id < 0) {
+                        domain_files_forget(d, c->info->copy_node);
                         free(cs->device);
                         free(cs);
                 }
         } else if (c->type == JOB_TYPE_PULL)
-                id = qmp_cmd_block_stream(qmp, c->id, device, base, c->backing_name, c->bandwidth, on_job_started, c);
+                id = qmp_cmd_block_stream(qmp, c->id, device, base, base ? backing_name : NULL, c->bandwidth,
+                                          on_job_started, c);
         else
-                id = qmp_cmd_block_commit(qmp, c->id, device, top, base, c->backing_name, c->bandwidth, on_job_started, c);
+                id = qmp_cmd_block_commit(qmp, c->id, device, top, base, top ? backing_name : NULL, c->bandwidth,
+                                          on_job_started, c);
         if (id < 0)
                 operation_finish(c->op, (int) id, "Cannot send the job to QEMU.");
 }

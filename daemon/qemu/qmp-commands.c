@@ -6,7 +6,9 @@
  * (-EBADMSG) but ignore members they do not know.
  */
 #include "qemu/qmp-commands.h"
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 
 #include "util/json-util.h"
 #include "util/util.h"
@@ -231,6 +233,14 @@ static json_object *json_string_array(const char *const *l, size_t n) {
         return a;
 }
 
+/* A file passed as a descriptor ("/dev/fdset/N") takes no image locks:
+ * the fd set keeps the open file QEMU locked after QEMU let go of it, and
+ * those locks would refuse QEMU's own next reopen of it. */
+static const char *file_locking(const char *filename) {
+        unsigned set;
+        return qmp_parse_fdset_path(filename, &set) >= 0 ? "off" : "auto";
+}
+
 int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, qmp_reply_func_t cb, void *userdata) {
         json_object *args;
 
@@ -238,7 +248,8 @@ int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *fil
          * trips over its own write lock (see the notes). */
         args = json_build("driver", JSTR("qcow2"),
                           "node-name", JSTR(node),
-                          "file", json_build("driver", JSTR("file"), "filename", JSTR(filename), NULL),
+                          "file", json_build("driver", JSTR("file"), "filename", JSTR(filename),
+                                             "locking", JSTR(file_locking(filename)), NULL),
                           "backing", NULL,
                           NULL);
         if (!args)
@@ -329,18 +340,6 @@ int64_t qmp_cmd_migrate_enable_events(Qmp *qmp, qmp_reply_func_t cb, void *userd
         if (!args)
                 return -ENOMEM;
         return qmp_send(qmp, "migrate-set-capabilities", args, cb, userdata);
-}
-
-int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_reply_func_t cb, void *userdata) {
-        _cleanup_free_ char *uri = strjoin("exec:", shell_command);
-        json_object *args;
-
-        if (!uri)
-                return -ENOMEM;
-        args = json_build("uri", JSTR(uri), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "migrate", args, cb, userdata);
 }
 
 int64_t qmp_cmd_migrate_incoming(Qmp *qmp, const char *uri, qmp_reply_func_t cb, void *userdata) {
@@ -546,6 +545,7 @@ int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char 
                           "cache", json_build("direct", json_object_new_boolean(direct),
                                               "no-flush", json_object_new_boolean(false), NULL),
                           "file", json_build("driver", JSTR("file"), "filename", JSTR(filename),
+                                             "locking", JSTR(file_locking(filename)),
                                              "cache", json_build("direct", json_object_new_boolean(direct),
                                                                  "no-flush", json_object_new_boolean(false), NULL),
                                              NULL),
@@ -784,6 +784,79 @@ int qmp_find_format_node(json_object *result, const char *file, const char **ret
                 }
         }
         return 0;
+}
+
+/* ---- descriptors ---- */
+
+char *qmp_fdset_path(unsigned fdset_id) {
+        return strprintf("/dev/fdset/%u", fdset_id);
+}
+
+int qmp_parse_fdset_path(const char *filename, unsigned *ret_fdset_id) {
+        static const char prefix[] = "/dev/fdset/";
+        const char *p = filename;
+        char *end;
+        unsigned long v;
+
+        if (!p || strncmp(p, prefix, strlen(prefix)) != 0)
+                return -EINVAL;
+        p += strlen(prefix);
+        if (*p < '0' || *p > '9')
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(p, &end, 10);
+        if (errno != 0 || *end || v > UINT_MAX)
+                return -EINVAL;
+        *ret_fdset_id = (unsigned) v;
+        return 0;
+}
+
+int64_t qmp_cmd_add_fd(Qmp *qmp, unsigned fdset_id, int fd, const char *opaque, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("fdset-id", json_object_new_int64(fdset_id), NULL);
+
+        if (!args || json_add_string_opt(args, "opaque", opaque) < 0) {
+                json_object_put(args);
+                return -ENOMEM;
+        }
+        return qmp_send_with_fd(qmp, "add-fd", args, fd, cb, userdata);
+}
+
+int64_t qmp_cmd_remove_fd(Qmp *qmp, unsigned fdset_id, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("fdset-id", json_object_new_int64(fdset_id), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "remove-fd", args, cb, userdata);
+}
+
+int64_t qmp_cmd_getfd(Qmp *qmp, const char *name, int fd, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("fdname", JSTR(name), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send_with_fd(qmp, "getfd", args, fd, cb, userdata);
+}
+
+int64_t qmp_cmd_closefd(Qmp *qmp, const char *name, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("fdname", JSTR(name), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "closefd", args, cb, userdata);
+}
+
+int64_t qmp_cmd_migrate_to_fd(Qmp *qmp, const char *fdname, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_free_ char *uri = strjoin("fd:", fdname);
+        json_object *args;
+
+        if (!uri)
+                return -ENOMEM;
+        args = json_build("uri", JSTR(uri), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "migrate", args, cb, userdata);
+}
+
+int64_t qmp_cmd_migrate_incoming_fd(Qmp *qmp, const char *fdname, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_free_ char *uri = strjoin("fd:", fdname);
+        return uri ? qmp_cmd_migrate_incoming(qmp, uri, cb, userdata) : -ENOMEM;
 }
 
 /* ---- backups ---- */

@@ -48,6 +48,21 @@ typedef struct QmpBlockInfo {
 int qmp_parse_query_block(json_object *result, QmpBlockInfo **ret, size_t *ret_n);
 void qmp_block_info_free_many(QmpBlockInfo *infos, size_t n);
 
+/* Descriptors instead of paths: QEMU opens no image, no memory file
+ * itself. An fd set holds an image's descriptors (read-write and
+ * read-only: QEMU takes the one whose mode fits each (re)open), and
+ * "/dev/fdset/N" is the file name that opens from set N. */
+char *qmp_fdset_path(unsigned fdset_id);
+/* N of "/dev/fdset/N"; -EINVAL for any other name. */
+int qmp_parse_fdset_path(const char *filename, unsigned *ret_fdset_id);
+/* add-fd: a copy of fd into set fdset_id (opaque: a note QEMU keeps). */
+int64_t qmp_cmd_add_fd(Qmp *qmp, unsigned fdset_id, int fd, const char *opaque, qmp_reply_func_t cb, void *userdata);
+/* remove-fd: the whole set; QEMU closes it once no node uses it. */
+int64_t qmp_cmd_remove_fd(Qmp *qmp, unsigned fdset_id, qmp_reply_func_t cb, void *userdata);
+/* getfd: a copy of fd under a name, for "fd:NAME" migration URIs. */
+int64_t qmp_cmd_getfd(Qmp *qmp, const char *name, int fd, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_closefd(Qmp *qmp, const char *name, qmp_reply_func_t cb, void *userdata);
+
 /* Block graph and external snapshots. */
 int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_blockdev_del(Qmp *qmp, const char *node, qmp_reply_func_t cb, void *userdata);
@@ -79,9 +94,10 @@ int qmp_parse_job_status_change(json_object *data, const char **ret_id, const ch
 
 /* Memory state to a file through migration. */
 int64_t qmp_cmd_migrate_enable_events(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
-int64_t qmp_cmd_migrate_to_command(Qmp *qmp, const char *shell_command, qmp_reply_func_t cb, void *userdata);
-/* A QEMU started with -incoming defer loads the state from uri
- * ("exec:cat '<file>'"). */
+/* migrate / migrate-incoming through a descriptor given with getfd. */
+int64_t qmp_cmd_migrate_to_fd(Qmp *qmp, const char *fdname, qmp_reply_func_t cb, void *userdata);
+int64_t qmp_cmd_migrate_incoming_fd(Qmp *qmp, const char *fdname, qmp_reply_func_t cb, void *userdata);
+/* A QEMU started with -incoming defer loads the state from uri. */
 int64_t qmp_cmd_migrate_incoming(Qmp *qmp, const char *uri, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_query_migrate(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 /* Stops an outgoing migration that is still running (nothing when none is). */

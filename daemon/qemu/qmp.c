@@ -51,6 +51,7 @@ struct QmpCommand {
         qmp_reply_func_t cb;
         void *userdata;
         char *line;          /* serialized, while held back until ready */
+        int fd;              /* sent with the line (SCM_RIGHTS), while held back */
         bool raw;            /* hand the whole reply to cb */
         bool internal;       /* qmp_capabilities: not cancellable by users */
         json_object *user_id; /* raw: the caller's "id", restored in the reply */
@@ -82,6 +83,10 @@ struct Qmp {
         size_t rsize, rlen, rpos, rscan; /* rscan: newline search resumes here */
         char *wbuf;
         size_t wsize, wlen, wpos;
+        /* Descriptors to attach to the byte at wbuf offset `at` (the first
+         * byte of the line of the command they go with), in order. */
+        struct QmpFdMark { size_t at; int fd; } *marks;
+        size_t n_marks;
         struct json_tokener *tok;
 
         int64_t last_id;
@@ -111,6 +116,7 @@ static void qmp_log_line(Qmp *q, const char *dir, const char *s, size_t n) {
 }
 
 static void qmp_command_free(QmpCommand *c) {
+        safe_close(c->fd);
         free(c->line);
         json_object_put(c->user_id);
         free(c);
@@ -166,6 +172,10 @@ static void qmp_shutdown(Qmp *q) {
         free(q->wbuf);
         q->wbuf = NULL;
         q->wsize = q->wlen = q->wpos = 0;
+        for (size_t i = 0; i < q->n_marks; i++)
+                safe_close(q->marks[i].fd);
+        q->marks = mfree(q->marks);
+        q->n_marks = 0;
         q->ready = false;
 }
 
@@ -276,9 +286,18 @@ static int qmp_update_io_events(Qmp *q) {
         return sd_event_source_set_io_events(q->io, EPOLLIN | (q->wpos < q->wlen ? EPOLLOUT : 0));
 }
 
-static int qmp_append_output(Qmp *q, const char *s, size_t n) {
+/* Appends a line; fd (taken, also on failure), when >= 0, travels with its first byte. */
+static int qmp_append_output(Qmp *q, const char *s, size_t n, int fd) {
+        _cleanup_close_ int owned = fd;
+
         if (q->wpos == q->wlen)
                 q->wpos = q->wlen = 0;
+        if (fd >= 0) {
+                struct QmpFdMark *m = reallocarray(q->marks, q->n_marks + 1, sizeof(*m));
+                if (!m)
+                        return -ENOMEM;
+                q->marks = m;
+        }
         if (q->wlen + n > q->wsize) {
                 size_t sz = (q->wlen + n) * 2;
                 char *p = realloc(q->wbuf, sz);
@@ -287,6 +306,8 @@ static int qmp_append_output(Qmp *q, const char *s, size_t n) {
                 q->wbuf = p;
                 q->wsize = sz;
         }
+        if (fd >= 0)
+                q->marks[q->n_marks++] = (struct QmpFdMark) { .at = q->wlen, .fd = TAKE_FD(owned) };
         memcpy(q->wbuf + q->wlen, s, n);
         q->wlen += n;
         qmp_log_line(q, "→", s, n);
@@ -301,10 +322,12 @@ static int64_t qmp_queue(
                 json_object *user_id,
                 bool raw,
                 bool internal,
+                int fd,
                 qmp_reply_func_t cb,
                 void *userdata) {
 
         _cleanup_(json_object_putp) json_object *cmd = command, *uid = user_id;
+        _cleanup_close_ int owned = fd;
         _cleanup_free_ QmpCommand *c = NULL;
         _cleanup_free_ char *line = NULL;
         const char *s;
@@ -318,6 +341,7 @@ static int64_t qmp_queue(
         c = calloc(1, sizeof(QmpCommand));
         if (!c)
                 return -ENOMEM;
+        c->fd = -EBADF;
         c->id = q->last_id + 1;
 
         if (json_add(cmd, "id", json_object_new_int64(c->id)) < 0)
@@ -328,11 +352,13 @@ static int64_t qmp_queue(
                 return -ENOMEM;
 
         if (q->ready || internal) {
-                r = qmp_append_output(q, line, strlen(line));
+                r = qmp_append_output(q, line, strlen(line), TAKE_FD(owned));
                 if (r < 0)
                         return log_error_errno(r, "%s: failed to queue command: %m", qmp_name(q));
-        } else
+        } else {
                 c->line = TAKE_PTR(line);
+                c->fd = TAKE_FD(owned);
+        }
 
         q->last_id = c->id;
         c->cb = cb;
@@ -365,7 +391,17 @@ int64_t qmp_send(Qmp *q, const char *command, json_object *args, qmp_reply_func_
                 json_object_put(args);
                 return -EINVAL;
         }
-        return qmp_queue(q, qmp_command_new(command, args), NULL, false, false, cb, userdata);
+        return qmp_queue(q, qmp_command_new(command, args), NULL, false, false, -EBADF, cb, userdata);
+}
+
+int64_t qmp_send_with_fd(Qmp *q, const char *command, json_object *args, int fd, qmp_reply_func_t cb, void *userdata) {
+        _cleanup_close_ int copy = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -EBADF;
+
+        if (!q || !command || copy < 0) {
+                json_object_put(args);
+                return copy < 0 && fd >= 0 ? -errno : -EINVAL;
+        }
+        return qmp_queue(q, qmp_command_new(command, args), NULL, false, false, TAKE_FD(copy), cb, userdata);
 }
 
 int64_t qmp_send_raw(Qmp *q, json_object *command, qmp_reply_func_t cb, void *userdata) {
@@ -380,7 +416,7 @@ int64_t qmp_send_raw(Qmp *q, json_object *command, qmp_reply_func_t cb, void *us
                 uid = json_object_get(v);
                 json_object_object_del(cmd, "id");
         }
-        return qmp_queue(q, TAKE_PTR(cmd), TAKE_PTR(uid), true, false, cb, userdata);
+        return qmp_queue(q, TAKE_PTR(cmd), TAKE_PTR(uid), true, false, -EBADF, cb, userdata);
 }
 
 int qmp_cancel(Qmp *q, int64_t id) {
@@ -450,7 +486,7 @@ static void qmp_on_capabilities(
         for (QmpCommand *c = q->commands; c; c = c->next) {
                 if (!c->line)
                         continue;
-                r = qmp_append_output(q, c->line, strlen(c->line));
+                r = qmp_append_output(q, c->line, strlen(c->line), TAKE_FD(c->fd));
                 if (r < 0) {
                         log_error_errno(r, "%s: failed to queue held commands: %m", qmp_name(q));
                         return qmp_disconnect(q, r);
@@ -538,8 +574,10 @@ static int qmp_dispatch(Qmp *q, json_object *msg) {
                 if (!json_object_object_get_ex(msg, "QMP", NULL))
                         return log_error_errno(EPROTO, "%s: expected a QMP greeting.", qmp_name(q));
                 q->greeted = true;
-                /* No arguments: we enable no capability (in particular not "oob"). */
-                r = qmp_queue(q, qmp_command_new("qmp_capabilities", NULL), NULL, false, true,
+                /* No arguments: we enable no capability (in particular not "oob":
+                 * without it QEMU reads no further until it answered, so a
+                 * descriptor reaches the command it came with). */
+                r = qmp_queue(q, qmp_command_new("qmp_capabilities", NULL), NULL, false, true, -EBADF,
                               qmp_on_capabilities, NULL);
                 return r < 0 ? (int) r : 0;
         }
@@ -634,9 +672,48 @@ static int qmp_read(Qmp *q) {
         return qmp_process_input(q);
 }
 
+/* Sends wbuf[wpos, end) where end is the next descriptor's byte or the
+ * end; a descriptor due at wpos goes with these bytes (SCM_RIGHTS). */
+static ssize_t qmp_send_chunk(Qmp *q) {
+        struct QmpFdMark *m = q->n_marks > 0 ? q->marks : NULL;
+        size_t end = q->wlen;
+        struct iovec iov;
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = {};
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t k;
+
+        if (m && m->at > q->wpos)
+                end = m->at;
+        else if (m && q->n_marks > 1)
+                end = q->marks[1].at;
+        iov = (struct iovec) { .iov_base = q->wbuf + q->wpos, .iov_len = end - q->wpos };
+        if (m && m->at == q->wpos) {
+                struct cmsghdr *cm;
+
+                mh.msg_control = control.buf;
+                mh.msg_controllen = sizeof(control.buf);
+                cm = CMSG_FIRSTHDR(&mh);
+                cm->cmsg_level = SOL_SOCKET;
+                cm->cmsg_type = SCM_RIGHTS;
+                cm->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(cm), &m->fd, sizeof(int));
+        }
+        k = sendmsg(q->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k > 0 && mh.msg_control) {
+                /* The descriptor is QEMU's now: ours goes. */
+                safe_close(m->fd);
+                memmove(q->marks, q->marks + 1, (q->n_marks - 1) * sizeof(*m));
+                q->n_marks--;
+        }
+        return k;
+}
+
 static int qmp_write(Qmp *q) {
         while (q->wpos < q->wlen) {
-                ssize_t k = send(q->fd, q->wbuf + q->wpos, q->wlen - q->wpos, MSG_DONTWAIT | MSG_NOSIGNAL);
+                ssize_t k = qmp_send_chunk(q);
                 if (k < 0) {
                         if (errno == EAGAIN || errno == EINTR)
                                 break;

@@ -74,6 +74,11 @@ bool qmp_is_connected(Qmp *qmp);
  * (-ENOTCONN when disconnected). */
 int64_t qmp_send(Qmp *qmp, const char *command, json_object *args, qmp_reply_func_t cb, void *userdata);
 
+/* As qmp_send(), with a copy of descriptor fd (the caller keeps its own)
+ * attached to the command's first byte (SCM_RIGHTS): what add-fd and
+ * getfd take. One descriptor per command, in order with the rest. */
+int64_t qmp_send_with_fd(Qmp *qmp, const char *command, json_object *args, int fd, qmp_reply_func_t cb, void *userdata);
+
 /* Sends a command object the caller built (must hold "execute"; an "id"
  * the caller put in is replaced by ours and restored in the reply object
  * handed to cb as `result`: the whole reply, {"return": …} or {"error": …},

@@ -153,14 +153,36 @@ def qsnapd_command():
 TIMEOUT_FACTOR = float(os.environ.get('QSNAPTEST_TIMEOUT_FACTOR') or (10 if qsnapd_wrapper() else 1))
 
 
-def kvm_works():
+def kvm_works(user=None):
     """True when /dev/kvm can be opened read-write (then domains use
-    type='kvm', else TCG with type='qemu')."""
+    type='kvm', else TCG with type='qemu'); by user (a name) when given."""
+    if user:
+        return subprocess.run(['setpriv'] + _user_args(user) + ['test', '-r', '/dev/kvm', '-a', '-w', '/dev/kvm'],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     try:
         os.close(os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC))
         return True
     except OSError:
         return False
+
+
+QEMU_USER = 'qsnap-qemu'
+
+
+def ensure_qemu_user():
+    """QEMU's user as units/qsnapd.sysusers makes it (systemd-sysusers with
+    the source tree's file), when this host has none yet."""
+    try:
+        pwd.getpwnam(QEMU_USER)
+        return
+    except KeyError:
+        pass
+    conf = os.path.join(os.environ.get('QSNAPD_SOURCE_ROOT') or os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))), 'units', 'qsnapd.sysusers')
+    r = subprocess.run(['systemd-sysusers', conf], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError('systemd-sysusers %s failed: %s' % (conf, r.stderr.strip()))
+    pwd.getpwnam(QEMU_USER)
 
 
 def check_requirements(daemon=True):
@@ -265,9 +287,23 @@ def _kill_pids(pids, timeout=5.0):
     return left
 
 
+def _holds_file_in(pid, text):
+    """pid has a descriptor open on a path containing text (a QEMU of ours
+    is handed its images as descriptors: its command line names none)."""
+    fd_dir = '/proc/%d/fd' % pid
+    try:
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                if text in os.readlink(os.path.join(fd_dir, fd)):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def _pids_mentioning(text, exclude=()):
-    """Processes whose command line contains text (our temp dir): the
-    by-pid equivalent of pkill -f."""
+    """Processes whose command line contains text (our temp dir), or that
+    hold a file below it open: the by-pid equivalent of pkill -f."""
     found = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -276,7 +312,7 @@ def _pids_mentioning(text, exclude=()):
         if pid == os.getpid() or pid in exclude:
             continue
         cmd = _proc_cmdline(pid)
-        if cmd and text in cmd and _alive(pid):
+        if cmd and (text in cmd or _holds_file_in(pid, text)) and _alive(pid):
             found.append(pid)
     return found
 
@@ -1241,10 +1277,50 @@ class Harness:
         return os.path.join(self.images_dir, name)
 
     def qemu_pid(self, domain_path):
-        """The pid of the domain's QEMU, from qsnapd's <runtime>/<uuid>.pid."""
+        """The pid of the domain's QEMU, from qsnapd's <runtime>/<uuid>.pid
+        (or, for an attached domain, the start_foreign_qemu() on its
+        monitor socket)."""
         uuid = self.get_property(domain_path, DOMAIN_IFACE, 'UUID')
-        with open(os.path.join(self.runtime_dir, uuid + '.pid')) as f:
-            return int(f.read().strip())
+        try:
+            with open(os.path.join(self.runtime_dir, uuid + '.pid')) as f:
+                return int(f.read().strip())
+        except FileNotFoundError:
+            xml = self.call(domain_path, DOMAIN_IFACE, 'GetXMLDesc', (0,), 't')
+            for sock, pid in self.__dict__.get('foreign_qemu_pids', {}).items():
+                if sock in xml:
+                    return pid
+            raise
+
+    def qemu_open_files(self, domain_path):
+        """{fd: file} of every descriptor the domain's QEMU holds (the
+        kernel's word, /proc/PID/fd)."""
+        pid, files = self.qemu_pid(domain_path), {}
+        fd_dir = '/proc/%d/fd' % pid
+        for fd in os.listdir(fd_dir):
+            try:
+                files[int(fd)] = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                pass
+        return files
+
+    def qemu_file_name(self, domain_path, name, fdsets=None):
+        """The real file behind a file name QEMU reports: qsnapd hands QEMU
+        descriptors, so QEMU says /dev/fdset/N, or json:{…"file":
+        {"filename": "/dev/fdset/N"}} for a node whose backing it was given
+        explicitly. Resolved through query-fdsets and /proc/PID/fd (every
+        descriptor of a set must be the same file)."""
+        if name and name.startswith('json:'):
+            name = json.loads(name[5:]).get('file', {}).get('filename', name)
+        m = re.match(r'^/dev/fdset/([0-9]+)$', name or '')
+        if not m:
+            return name
+        if fdsets is None:
+            fdsets = self.qmp(domain_path, 'query-fdsets')['return']
+        open_files = self.qemu_open_files(domain_path)
+        files = {open_files.get(e['fd']) for s in fdsets if s['fdset-id'] == int(m.group(1)) for e in s['fds']}
+        if len(files) != 1:
+            raise AssertionError('fd set %s of %s holds %s' % (m.group(1), domain_path, files))
+        return files.pop()
 
     # ---- life cycle
     def start(self):
@@ -1774,8 +1850,19 @@ class Harness:
         """An image under our temp dir; returns its path."""
         return qemu_img_create(self.image_path(name), size, fmt, backing, backing_fmt)
 
+    def qemu_user(self):
+        """The --qemu-user= qsnapd was started with, or None."""
+        for a in self.daemon_args:
+            if a.startswith('--qemu-user='):
+                return a.split('=', 1)[1] or None
+        return None
+
     def define_domain(self, name, disks=(), **kw):
-        """DefineDomain(domain_xml(name, disks, **kw), 0): the object path."""
+        """DefineDomain(domain_xml(name, disks, **kw), 0): the object path.
+        With --qemu-user=, KVM only when that user may open /dev/kvm."""
+        user = self.qemu_user()
+        if user and 'domain_type' not in kw:
+            kw['domain_type'] = 'kvm' if kvm_works(user) else 'qemu'
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'DefineDomain', (domain_xml(name, disks, **kw), 0), 'st')
 
     def domain_path(self, name):
@@ -1793,6 +1880,7 @@ class Harness:
                                       'file': {'driver': 'file', 'filename': image}}),
              '-device', 'virtio-blk-pci,id=vda,drive=vda-fmt'],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.__dict__.setdefault('foreign_qemu_pids', {})[socket_path] = qemu.pid
 
         def answers():
             if qemu.poll() is not None:

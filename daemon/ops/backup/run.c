@@ -27,6 +27,7 @@
 #include "core/domain-jobs.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "core/qemu-files.h"
 #include "ops/backup/internal.h"
 #include "qemu/child.h"
 #include "qemu/image.h"
@@ -309,6 +310,9 @@ void backup_finish(BackupOp *b) {
 }
 
 static void on_node_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        /* QEMU let go of the node: its descriptors go too. */
+        if (error >= 0)
+                domain_files_forget(b->domain, b->plan->disks[index].node);
         if (error < 0 && error != -ECONNRESET)
                 log_warning("Domain '%s': cannot delete backup node %s: %s", b->domain->def->name,
                             b->plan->disks[index].node, strna(desc));
@@ -633,9 +637,10 @@ static void send_transaction(BackupOp *b) {
 static void on_node_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         BackupDiskRun *r = b->plan->disks + index;
 
-        if (error < 0)
+        if (error < 0) {
+                domain_files_forget(b->domain, r->node);
                 backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot open %s: %s", r->path, strna(desc));
-        else
+        } else
                 r->node_added = true;
         if (b->pending > 0)
                 return;
@@ -706,7 +711,7 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                 BackupDiskRun *r = p->disks + i;
                 const char *device = NULL;
 
-                if (qmp_find_format_node(result, r->source, &device) <= 0)
+                if (domain_find_format_node(b->domain, result, r->source, &device) <= 0)
                         return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
                                                     "QEMU's block graph does not show the disk's active file as qsnapd knows it.");
                 r->device = strdup(device);
@@ -716,7 +721,7 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
         for (char **src = p->cp_sources; src && *src; src++) {
                 const char *node = NULL;
 
-                if (qmp_find_format_node(result, *src, &node) <= 0 || strv_extend(&p->cp_nodes, node) < 0)
+                if (domain_find_format_node(b->domain, result, *src, &node) <= 0 || strv_extend(&p->cp_nodes, node) < 0)
                         return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
                                                     "QEMU's block graph does not show a disk's active file as qsnapd knows it.");
         }
@@ -738,14 +743,23 @@ static void add_nodes(BackupOp *b) {
         bool pull = p->def->mode == BACKUP_MODE_PULL;
 
         for (size_t i = 0; i < p->n_disks; i++) {
+                _cleanup_free_ char *filename = NULL, *message = NULL;
                 BackupDiskRun *r = p->disks + i;
+                int k;
 
+                /* QEMU gets the target by descriptor, never by name. */
+                k = domain_files_pass(b->domain, r->node, r->path, false, &filename, &message);
+                if (k < 0) {
+                        backup_fail(b, k == -ENOMEM ? k : -QSNAP_E_QEMU_FAILED, strna(message));
+                        break;
+                }
                 /* A pull's scratch node stands on the disk: reads of what
                  * the guest did not overwrite go through to it. */
                 if (BACKUP_SEND(b, i, on_node_added,
                                 qmp_cmd_blockdev_add_copy_target(b->domain->qmp, r->node, disk_format_to_string(r->format),
-                                                                 r->path, pull ? r->device : NULL,
+                                                                 filename, pull ? r->device : NULL,
                                                                  !pull && supports_direct_io(r->path), cb, ud)) < 0) {
+                        domain_files_forget(b->domain, r->node);
                         backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
                         break;
                 }

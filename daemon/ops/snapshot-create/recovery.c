@@ -26,6 +26,7 @@
 #include "core/manager.h"
 #include "core/nvram.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-create/internal.h"
 #include "qemu/image.h"
@@ -62,8 +63,8 @@ static void recovery_roll_back(Recovery *rc) {
                 const char *target = json_get_string(e, "target");
                 const DomainDisk *disk = target ? domain_def_find_disk(d->def, target) : NULL;
 
-                if (node && d->qmp)
-                        (void) qmp_cmd_blockdev_del(d->qmp, node, NULL, NULL);
+                if (node)
+                        domain_node_del(d, node);
                 /* Never a file the stored definition already uses. */
                 if (disk && overlay && streq(disk->source, overlay))
                         continue;

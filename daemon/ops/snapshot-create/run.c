@@ -37,6 +37,7 @@
 #include "core/manager.h"
 #include "core/nvram.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-create/internal.h"
 #include "qemu/image.h"
@@ -117,8 +118,7 @@ static int undo_overlay_file(Operation *o, void *data) {
 static int undo_overlay_node(Operation *o, void *data) {
         PlanDisk *pd = data;
 
-        if (o->domain->qmp)
-                (void) qmp_cmd_blockdev_del(o->domain->qmp, pd->node, NULL, NULL);
+        domain_node_del(o->domain, pd->node);
         return 0;
 }
 
@@ -695,6 +695,7 @@ static void on_overlay_added(Qmp *qmp, int error, json_object *result, const cha
         SnapshotPlan *p = c->plan;
 
         if (error < 0) {
+                domain_files_forget(p->domain, c->disk->node);
                 if (p->error == 0) {
                         p->error = -QSNAP_E_QEMU_FAILED;
                         p->message = strprintf("QEMU cannot open overlay %s: %s", c->disk->overlay, strna(desc));
@@ -716,13 +717,25 @@ static void on_overlay_added(Qmp *qmp, int error, json_object *result, const cha
 static void plan_add_overlays(SnapshotPlan *p) {
         qemu_wait_begin(p);
         for (size_t i = 0; i < p->n_disks; i++) {
+                _cleanup_free_ char *filename = NULL, *message = NULL;
                 PlanDisk *pd = p->disks + i;
                 AddCall *c;
+                int r;
 
                 if (pd->location != SNAPSHOT_LOCATION_EXTERNAL)
                         continue;
+                /* QEMU gets the overlay by descriptor, never by name. */
+                r = domain_files_pass(p->domain, pd->node, pd->overlay, false, &filename, &message);
+                if (r < 0) {
+                        if (p->pending == 0)
+                                return plan_fail(p, r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED, "%s", strna(message));
+                        p->error = r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
+                        p->message = TAKE_PTR(message);
+                        return;
+                }
                 c = new0(AddCall, 1);
-                if (!c || qmp_cmd_blockdev_add_overlay(p->domain->qmp, pd->node, pd->overlay, on_overlay_added, c) < 0) {
+                if (!c || qmp_cmd_blockdev_add_overlay(p->domain->qmp, pd->node, filename, on_overlay_added, c) < 0) {
+                        domain_files_forget(p->domain, pd->node);
                         free(c);
                         if (p->pending == 0)
                                 return plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
@@ -811,13 +824,15 @@ static void on_migrate(Qmp *qmp, int error, json_object *result, const char *cls
                 plan_fail(p, -ENOMEM, "Cannot arm a timer.");
 }
 
+#define MEMORY_FD_NAME "qsnap-memory"
+
 static void plan_save_memory(SnapshotPlan *p) {
-        _cleanup_free_ char *quoted = NULL, *command = NULL, *why = NULL;
+        _cleanup_free_ char *why = NULL;
         _cleanup_close_ int fd = -EBADF, dirfd = -EBADF;
         int r;
 
         /* Created here, 0600 and exclusive, in the folder the gate checks
-         * now; cat only appends into our file. */
+         * now; QEMU gets only the descriptor. */
         r = gate_open_folder(p->domain, p->memory_file, "The memory state file", &dirfd, &why);
         if (r < 0)
                 return plan_fail(p, r, "%s", strna(why));
@@ -830,10 +845,6 @@ static void plan_save_memory(SnapshotPlan *p) {
                 operation_undo_clear(p->op);
                 return plan_fail(p, -ENOMEM, "Out of memory.");
         }
-        quoted = shell_quote(p->memory_file);
-        command = quoted ? strjoin("cat >> ", quoted) : NULL;
-        if (!command)
-                return plan_fail(p, -ENOMEM, "Out of memory.");
 
         (void) qmp_cmd_migrate_enable_events(p->domain->qmp, NULL, NULL);
         /* Without LIVE the guest stops first, so memory and disks match. */
@@ -841,7 +852,9 @@ static void plan_save_memory(SnapshotPlan *p) {
                 (void) qmp_cmd_stop(p->domain->qmp, NULL, NULL);
                 p->stopped = true;
         }
-        if (qmp_cmd_migrate_to_command(p->domain->qmp, command, on_migrate, p) < 0)
+        /* QEMU writes into our descriptor: it opens no file, runs no shell. */
+        if (qmp_cmd_getfd(p->domain->qmp, MEMORY_FD_NAME, fd, NULL, NULL) < 0 ||
+            qmp_cmd_migrate_to_fd(p->domain->qmp, MEMORY_FD_NAME, on_migrate, p) < 0)
                 plan_fail(p, -QSNAP_E_QEMU_FAILED, "Cannot send migrate.");
 }
 

@@ -27,6 +27,7 @@
 #include "core/manager.h"
 #include "core/operation.h"
 #include "core/nvram.h"
+#include "core/qemu-files.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-delete/internal.h"
 #include "qemu/child.h"
@@ -371,8 +372,8 @@ static void on_merge_step_finished(Job *j, void *userdata) {
         if (j->state != JOB_STATE_COMPLETED)
                 return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU's merge job failed: %s", strna(j->error));
         /* A node we added stays open after the job dropped it (notes). */
-        if (op->drop_node && op->drop_node[0] != '#' && op->domain->qmp)
-                (void) qmp_cmd_blockdev_del(op->domain->qmp, op->drop_node, NULL, NULL);
+        if (op->drop_node && op->drop_node[0] != '#')
+                domain_node_del(op->domain, op->drop_node);
         op->drop_node = mfree(op->drop_node);
         /* QEMU switched the chain: the cache must read it again. */
         domain_chains_invalidate(op->domain);
@@ -449,15 +450,16 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
         Action *a = op->plan.actions + op->action;
         const DomainDisk *disk = op->domain->live ? domain_def_find_disk(op->domain->live, a->target) : NULL;
         const char *device = NULL, *top = NULL, *base = NULL, *drop = NULL;
+        Domain *d = op->domain;
         int64_t k;
 
         if (error < 0 || !disk)
                 return op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot list QEMU's block nodes.");
-        if (qmp_find_format_node(result, a->kind == ACTION_QMP_STREAM ? a->top_file : disk->source, &device) <= 0 ||
-            (a->kind == ACTION_QMP_COMMIT && a->top_file && qmp_find_format_node(result, a->top_file, &top) <= 0) ||
-            (a->base_file && qmp_find_format_node(result, a->base_file, &base) <= 0))
+        if (domain_find_format_node(d, result, a->kind == ACTION_QMP_STREAM ? a->top_file : disk->source, &device) <= 0 ||
+            (a->kind == ACTION_QMP_COMMIT && a->top_file && domain_find_format_node(d, result, a->top_file, &top) <= 0) ||
+            (a->base_file && domain_find_format_node(d, result, a->base_file, &base) <= 0))
                 return op_finishf(op, -QSNAP_E_QEMU_FAILED, "QEMU does not run the files of disk %s as expected.", a->target);
-        if (qmp_find_format_node(result, a->drop_file, &drop) > 0) {
+        if (domain_find_format_node(d, result, a->drop_file, &drop) > 0) {
                 op->drop_node = strdup(drop);
                 if (!op->drop_node)
                         return op_finish(op, -ENOMEM, "Out of memory.");
@@ -466,10 +468,15 @@ static void on_block_nodes(Qmp *qmp, int error, json_object *result, const char 
                   device, strna(top), strna(base));
         if (plan_step_bitmaps(op, a, result) < 0)
                 return op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot plan the checkpoints' bitmaps for the merge.");
+        /* QEMU knows the base as /dev/fdset/N: the header above it gets its
+         * real name (an active commit rewrites no header). */
         if (a->kind == ACTION_QMP_COMMIT)
-                k = qmp_cmd_block_commit(qmp, op->job->id, device, top, base, NULL, delete_test_speed(), on_block_started, op);
+                k = qmp_cmd_block_commit(qmp, op->job->id, device, top, base,
+                                         top && !streq(top, device) ? a->base_file : NULL, delete_test_speed(),
+                                         on_block_started, op);
         else
-                k = qmp_cmd_block_stream(qmp, op->job->id, device, base, NULL, delete_test_speed(), on_block_started, op);
+                k = qmp_cmd_block_stream(qmp, op->job->id, device, base, base ? a->base_file : NULL,
+                                         delete_test_speed(), on_block_started, op);
         if (k < 0)
                 op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot start the merge job.");
 }

@@ -261,7 +261,7 @@ static int plan_external(RevertPlan *p, const Snapshot *s, bool have_record, cha
                                                  strna(s->def->memory_file), s->def->name);
                         return -QSNAP_E_OPERATION_INVALID;
                 }
-                /* QEMU reads it (exec:cat): a FIFO would hang the load. */
+                /* qsnapd opens it for QEMU (getfd): a FIFO is refused here, with a name. */
                 r = image_check_regular(s->def->memory_file, "The memory state file", ret_message);
                 if (r < 0)
                         return r;

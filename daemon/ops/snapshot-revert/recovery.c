@@ -18,6 +18,7 @@
 #include "core/manager.h"
 #include "core/nvram.h"
 #include "core/operation.h"
+#include "core/qemu-files.h"
 #include "ops/snapshot-revert.h"
 #include "ops/snapshot-revert/internal.h"
 #include "qemu/image.h"
@@ -125,11 +126,8 @@ static void on_recovery_migrate(Qmp *qmp, int error, json_object *result, const 
         /* Started with -incoming defer, but migrate-incoming never arrived:
          * send it now and finish the load. */
         if (status && streq(status, "none") && !rc->incoming_sent && json_get_string(rc->intent, "memory_file")) {
-                _cleanup_free_ char *quoted = shell_quote(json_get_string(rc->intent, "memory_file"));
-                _cleanup_free_ char *uri = quoted ? strjoin("exec:cat ", quoted) : NULL;
-
                 rc->incoming_sent = true;
-                if (uri && qmp_cmd_migrate_incoming(qmp, uri, NULL, NULL) >= 0) {
+                if (domain_send_incoming(rc->domain, json_get_string(rc->intent, "memory_file"), NULL, NULL) >= 0) {
                         log_notice("Domain '%s': loading the memory state the interrupted revert had not asked for yet.",
                                    rc->domain->def->name);
                         status = "setup";

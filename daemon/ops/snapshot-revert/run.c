@@ -226,7 +226,7 @@ static void on_incoming_sent(Domain *d, void *userdata) {
 }
 
 static int revert_start(RevertPlan *p, bool paused, DomainDoneFunc done) {
-        _cleanup_free_ char *message = NULL, *quoted = NULL, *uri = NULL;
+        _cleanup_free_ char *message = NULL;
         Domain *d = p->domain;
         uint64_t flags = paused ? DOMAIN_START_PAUSED : 0;
         int r;
@@ -234,9 +234,7 @@ static int revert_start(RevertPlan *p, bool paused, DomainDoneFunc done) {
         /* Our own lifecycle call: the snapshot lock is ours already. */
         operation_unlock(p->op);
         if (p->external && p->memory) {
-                quoted = shell_quote(p->memory_file);
-                uri = quoted ? strjoin("exec:cat ", quoted) : NULL;
-                r = uri ? domain_start_incoming(d, flags, uri, on_incoming_sent, done, p, &message) : -ENOMEM;
+                r = domain_start_incoming(d, flags, p->memory_file, on_incoming_sent, done, p, &message);
         } else
                 r = domain_start(d, flags, done, p, &message);
         operation_lock(p->op);

@@ -278,6 +278,12 @@ for f in passwd group shadow systemd/system dbus-1 polkit-1; do
         [ -e "etc/$f" ] || [ ! -e "/etc/$f" ] || fail "copying /etc: etc/$f is missing in the copy"
 done
 cp --remove-destination /usr/lib/os-release etc/os-release
+# QEMU's user, as a package's installation makes it from the sysusers.d
+# file meson installed (whether or not the host has it already).
+sysusers=$(find "$TMP/stage" -path '*/lib/sysusers.d/qsnapd.conf' | head -n 1)
+[ -n "$sysusers" ] || fail "meson install did not install sysusers.d/qsnapd.conf"
+systemd-sysusers --root="$PWD" "$sysusers" >"$TMP/sysusers.log" 2>&1 ||
+        { cat "$TMP/sysusers.log"; fail "systemd-sysusers $sysusers failed"; }
 # A machine id of its own (not the host's; not empty, which would mean
 # "first boot" and run systemd-firstboot).
 tr -d - </proc/sys/kernel/random/uuid >etc/machine-id
@@ -471,9 +477,20 @@ for pid in "$MAINPID1" "$QPID"; do
         grep -qx $'Seccomp:\t2' <<<"$status" || fail "pid $pid: $(grep Seccomp <<<"$status")"
         grep -qx $'NoNewPrivs:\t1' <<<"$status" || fail "pid $pid: $(grep NoNewPrivs <<<"$status")"
 done
+# On the system bus QEMU runs as its own user (--qemu-user=, default
+# qsnap-qemu from the installed sysusers.d file), with no capability left
+# and QEMU's own seccomp sandbox on top: no QEMU of ours runs as root.
+qstatus=$(inside cat "/proc/$QPID/status")
+quid=$(inside id -u qsnap-qemu) || fail "the container has no user qsnap-qemu"
+grep -qx $'Uid:\t'"$quid"$'\t'"$quid"$'\t'"$quid"$'\t'"$quid" <<<"$qstatus" ||
+        fail "QEMU pid $QPID does not run as qsnap-qemu ($quid): $(grep Uid <<<"$qstatus")"
+for cap in CapPrm CapEff CapAmb; do
+        grep -qx "$cap:"$'\t0000000000000000' <<<"$qstatus" || fail "QEMU pid $QPID keeps capabilities: $(grep "$cap" <<<"$qstatus")"
+done
+inside grep -qaF -- '-sandbox' "/proc/$QPID/cmdline" || fail "QEMU pid $QPID runs without -sandbox"
 inside grep -E ' /proc .* - proc [^ ]+ .*hidepid=(invisible|2)' "/proc/$MAINPID1/mountinfo" >/dev/null ||
         fail "qsnapd's /proc is not mounted with hidepid=invisible: $(inside grep ' /proc ' "/proc/$MAINPID1/mountinfo")"
-log "hardening applied: DevicePolicy=closed, bounding set 0x10ef on qsnapd and QEMU, seccomp, hidepid=invisible"
+log "hardening applied: DevicePolicy=closed, bounding set 0x10ef on qsnapd and QEMU, seccomp, hidepid=invisible, QEMU as qsnap-qemu ($quid) without capabilities"
 
 # An external snapshot of the running VM: overlay made, QMP transaction.
 out=$(bus call "$NAME" "$DOM_PATH" org.example.Snapshot1.Domain CreateSnapshot st \

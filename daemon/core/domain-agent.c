@@ -172,3 +172,68 @@ int domain_agent_command(Domain *d, const char *command, json_object *args, Doma
         }
         return 0;
 }
+
+typedef struct ThawCall {
+        const char *what; /* static */
+        DomainThawReason why;
+        void (*done)(Domain *d, void *userdata);
+        void *userdata;
+} ThawCall;
+
+static void on_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        ThawCall *t = userdata;
+        int n = result ? json_object_get_int(result) : 0;
+
+        switch (t->why) {
+        case DOMAIN_THAW_DONE:
+                /* The operation worked either way; a guest the agent could
+                 * not thaw is said loudly (qemu-ga thaws by itself after its
+                 * own timeout; fsfreeze-hook users may need to look). */
+                if (error < 0)
+                        log_error("Domain '%s': %s taken, but the guest could not be thawed: %s", d->def->name, t->what,
+                                  strna(message));
+                else
+                        log_info("Domain '%s': guest thawed (%d filesystems).", d->def->name, n);
+                break;
+        case DOMAIN_THAW_FAILED:
+                if (error < 0)
+                        log_error("Domain '%s': cannot thaw the guest after a failed QUIESCE %s: %s", d->def->name,
+                                  t->what, strna(message));
+                else
+                        log_info("Domain '%s': guest thawed after a failed QUIESCE %s.", d->def->name, t->what);
+                break;
+        case DOMAIN_THAW_RECOVERY:
+                if (error < 0)
+                        log_error("Domain '%s': cannot thaw the guest a QUIESCE %s left frozen: %s", d->def->name,
+                                  t->what, strna(message));
+                else
+                        log_notice("Domain '%s': thawed the guest a QUIESCE %s left frozen (%d filesystems).",
+                                   d->def->name, t->what, n);
+                break;
+        }
+        if (t->done)
+                t->done(d, t->userdata);
+        free(t);
+}
+
+int domain_agent_thaw(Domain *d, const char *what, DomainThawReason why, void (*done)(Domain *d, void *userdata),
+                      void *userdata) {
+        _cleanup_free_ char *message = NULL;
+        ThawCall *t;
+        int r;
+
+        t = new0(ThawCall, 1);
+        if (!t)
+                return log_oom();
+        *t = (ThawCall) { .what = what, .why = why, .done = done, .userdata = userdata };
+        r = domain_agent_command(d, "guest-fsfreeze-thaw", NULL, on_thawed, t, &message);
+        if (r < 0) {
+                free(t);
+                if (why == DOMAIN_THAW_DONE)
+                        log_error("Domain '%s': %s taken, but the guest could not be thawed: %s", d->def->name, what,
+                                  strna(message));
+                else
+                        log_error("Domain '%s': cannot thaw the guest: %s", d->def->name, strna(message));
+        }
+        return r;
+}

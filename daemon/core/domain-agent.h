@@ -45,3 +45,18 @@ void domain_agent_qmp_event(Domain *d, const char *event, json_object *data);
  * *ret_message when it cannot be sent (then `done` is never called). */
 int domain_agent_command(Domain *d, const char *command, json_object *args, DomainAgentDoneFunc done, void *userdata,
                          char **ret_message);
+
+/* Why a QUIESCE operation thaws the guest; each says so in the log. */
+typedef enum DomainThawReason {
+        DOMAIN_THAW_DONE,     /* the operation is done: its reply waits for the thaw */
+        DOMAIN_THAW_FAILED,   /* it failed after the freeze was sent: nobody waits */
+        DOMAIN_THAW_RECOVERY, /* a killed qsnapd's operation left the guest frozen */
+} DomainThawReason;
+
+/* Sends guest-fsfreeze-thaw for a QUIESCE `what` ("snapshot",
+ * "checkpoint") and logs how it went: the operation's outcome never
+ * depends on it. done (may be NULL) is called once the agent answered or
+ * gave up; < 0 when the thaw cannot be sent (logged), then done is never
+ * called. */
+int domain_agent_thaw(Domain *d, const char *what, DomainThawReason why, void (*done)(Domain *d, void *userdata),
+                      void *userdata);

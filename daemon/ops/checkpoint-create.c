@@ -168,19 +168,13 @@ static int undo_offline_bitmaps(Operation *o, void *data) {
         return 0;
 }
 
-static void on_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
-        CheckpointPlan *p = userdata;
-
-        if (error < 0)
-                log_error("Domain '%s': checkpoint taken, but the guest could not be thawed: %s", d->def->name,
-                          strna(message));
-        plan_done(p, 0, NULL);
+static void on_thawed(Domain *d, void *userdata) {
+        plan_done(userdata, 0, NULL);
 }
 
 static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                              void *userdata) {
         CheckpointPlan *p = userdata;
-        _cleanup_free_ char *message = NULL;
 
         if (error < 0)
                 return operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s",
@@ -188,18 +182,10 @@ static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const cha
         if (p->frozen) {
                 /* The reply waits for the thaw. */
                 p->frozen = false;
-                if (domain_agent_command(p->domain, "guest-fsfreeze-thaw", NULL, on_thawed, p, &message) >= 0)
+                if (domain_agent_thaw(p->domain, "checkpoint", DOMAIN_THAW_DONE, on_thawed, p) >= 0)
                         return;
-                log_error("Domain '%s': checkpoint taken, but the guest could not be thawed: %s", p->domain->def->name,
-                          strna(message));
         }
         plan_done(p, 0, NULL);
-}
-
-static void on_undo_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
-        if (error < 0)
-                log_error("Domain '%s': cannot thaw the guest after a failed QUIESCE checkpoint: %s", d->def->name,
-                          strna(message));
 }
 
 /* The checkpoint failed after the freeze was sent: thaw. */
@@ -209,7 +195,7 @@ static int undo_freeze(Operation *o, void *data) {
         if (!p->frozen)
                 return 0;
         p->frozen = false;
-        (void) domain_agent_command(o->domain, "guest-fsfreeze-thaw", NULL, on_undo_thawed, NULL, NULL);
+        (void) domain_agent_thaw(o->domain, "checkpoint", DOMAIN_THAW_FAILED, NULL, NULL);
         return 0;
 }
 
@@ -429,24 +415,15 @@ static void recovery_done(Domain *d, Recovery *rc) {
         domain_unref(d);
 }
 
-static void on_recovery_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
-        if (error < 0)
-                log_error("Domain '%s': cannot thaw the guest a QUIESCE checkpoint left frozen: %s", d->def->name,
-                          strna(message));
-        else
-                log_notice("Domain '%s': thawed the guest a QUIESCE checkpoint left frozen.", d->def->name);
+static void on_recovery_thawed(Domain *d, void *userdata) {
         recovery_done(d, userdata);
 }
 
 /* A guest the interrupted checkpoint froze is thawed, whatever else. */
 static void recovery_end(Domain *d, Recovery *rc) {
-        _cleanup_free_ char *message = NULL;
-
-        if (json_get_bool(rc->journal, "frozen") && d->qmp) {
-                if (domain_agent_command(d, "guest-fsfreeze-thaw", NULL, on_recovery_thawed, rc, &message) >= 0)
-                        return;
-                log_error("Domain '%s': cannot thaw the guest: %s", d->def->name, strna(message));
-        }
+        if (json_get_bool(rc->journal, "frozen") && d->qmp &&
+            domain_agent_thaw(d, "checkpoint", DOMAIN_THAW_RECOVERY, on_recovery_thawed, rc) >= 0)
+                return;
         recovery_done(d, rc);
 }
 

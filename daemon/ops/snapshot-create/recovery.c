@@ -146,18 +146,11 @@ static void recovery_free(Recovery *rc) {
         free(rc);
 }
 
-static void on_recovery_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
-        if (error < 0)
-                log_error("Domain '%s': cannot thaw the guest a QUIESCE snapshot left frozen: %s", d->def->name,
-                          strna(message));
-        else
-                log_notice("Domain '%s': thawed the guest a QUIESCE snapshot left frozen (%d filesystems).",
-                           d->def->name, result ? json_object_get_int(result) : 0);
+static void on_recovery_thawed(Domain *d, void *userdata) {
         recovery_free(userdata);
 }
 
 static void recovery_end(Recovery *rc) {
-        _cleanup_free_ char *message = NULL;
         Domain *d = rc->domain;
 
         if ((rc->switched == rc->n_disks && rc->n_disks > 0) || recovery_recorded(rc))
@@ -171,9 +164,8 @@ static void recovery_end(Recovery *rc) {
         if (json_get_bool(rc->intent, "frozen") && d->qmp) {
                 log_notice("Domain '%s': the interrupted snapshot had frozen the guest's filesystems; thawing.",
                            d->def->name);
-                if (domain_agent_command(d, "guest-fsfreeze-thaw", NULL, on_recovery_thawed, rc, &message) >= 0)
+                if (domain_agent_thaw(d, "snapshot", DOMAIN_THAW_RECOVERY, on_recovery_thawed, rc) >= 0)
                         return;
-                log_error("Domain '%s': cannot thaw the guest: %s", d->def->name, strna(message));
         }
         recovery_free(rc);
 }

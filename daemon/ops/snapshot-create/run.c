@@ -528,14 +528,6 @@ static void on_resumed(Qmp *qmp, int error, json_object *result, const char *cls
 
 /* ---- live: QUIESCE ---- */
 
-static void on_undo_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
-        if (error < 0)
-                log_error("Domain '%s': cannot thaw the guest after a failed QUIESCE snapshot: %s", d->def->name,
-                          strna(message));
-        else
-                log_info("Domain '%s': guest thawed after a failed QUIESCE snapshot.", d->def->name);
-}
-
 /* The snapshot failed after the freeze was sent (it may have worked even
  * when no answer came): thaw. */
 static int undo_freeze(Operation *o, void *data) {
@@ -544,23 +536,12 @@ static int undo_freeze(Operation *o, void *data) {
         if (!p->frozen)
                 return 0;
         p->frozen = false;
-        (void) domain_agent_command(o->domain, "guest-fsfreeze-thaw", NULL, on_undo_thawed, NULL, NULL);
+        (void) domain_agent_thaw(o->domain, "snapshot", DOMAIN_THAW_FAILED, NULL, NULL);
         return 0;
 }
 
-static void on_thawed(Domain *d, int error, const char *message, json_object *result, void *userdata) {
-        SnapshotPlan *p = userdata;
-
-        /* The snapshot is taken either way; a guest the agent could not
-         * thaw is said loudly (qemu-ga thaws by itself after its own
-         * timeout; fsfreeze-hook users may need to look). */
-        if (error < 0)
-                log_error("Domain '%s': snapshot taken, but the guest could not be thawed: %s", d->def->name,
-                          strna(message));
-        else
-                log_info("Domain '%s': guest thawed (%d filesystems).", d->def->name,
-                         result ? json_object_get_int(result) : 0);
-        plan_finish(p, 0, NULL);
+static void on_thawed(Domain *d, void *userdata) {
+        plan_finish(userdata, 0, NULL);
 }
 
 static void plan_transaction(SnapshotPlan *p);
@@ -603,7 +584,6 @@ static void plan_freeze(SnapshotPlan *p) {
 
 static void on_transaction(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         SnapshotPlan *p = userdata;
-        _cleanup_free_ char *message = NULL;
 
         qemu_wait_end(p);
         if (error < 0)
@@ -616,10 +596,8 @@ static void on_transaction(Qmp *qmp, int error, json_object *result, const char 
         if (p->frozen) {
                 /* The reply waits for the thaw. */
                 p->frozen = false;
-                if (domain_agent_command(p->domain, "guest-fsfreeze-thaw", NULL, on_thawed, p, &message) >= 0)
+                if (domain_agent_thaw(p->domain, "snapshot", DOMAIN_THAW_DONE, on_thawed, p) >= 0)
                         return;
-                log_error("Domain '%s': snapshot taken, but the guest could not be thawed: %s", p->domain->def->name,
-                          strna(message));
         }
         if (p->stopped && !(p->flags & SNAPSHOT_CREATE_HALT)) {
                 /* The reply waits for the guest to run again. */

@@ -26,6 +26,18 @@ bool domain_has_agent_channel(const Domain *d) {
         return domain_is_managed(d) && domain_current_def(d)->agent_channel;
 }
 
+int domain_agent_check_quiesce(const Domain *d, char **ret_message) {
+        if (!domain_has_agent_channel(d))
+                return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
+                                     "QUIESCE needs a guest agent: domain '%s' has no <channel> with "
+                                     "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
+        if (d->state != DOMAIN_RUNNING)
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
+                                     "QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
+                                     d->def->name, domain_state_to_string(d->state));
+        return 0;
+}
+
 bool domain_agent_connected(const Domain *d) {
         return agent_is_synced(d->agent);
 }

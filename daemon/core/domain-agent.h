@@ -22,6 +22,11 @@ typedef void (*DomainAgentDoneFunc)(Domain *d, int error, const char *message, j
 
 /* The definition in effect has the agent's channel. */
 bool domain_has_agent_channel(const Domain *d);
+/* QUIESCE's preconditions (a snapshot's or a checkpoint's): the agent's
+ * channel and a running guest; -QSNAP_E_UNSUPPORTED or
+ * -QSNAP_E_OPERATION_INVALID with *ret_message. Whether the agent answers
+ * is found out by trying. */
+int domain_agent_check_quiesce(const Domain *d, char **ret_message);
 /* AgentConnected. */
 bool domain_agent_connected(const Domain *d);
 

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/bitmaps.h"
+#include "core/checkpoint-plan.h"
 #include "core/disk.h"
 #include "core/domain-agent.h"
 #include "core/manager.h"
@@ -57,55 +58,6 @@ static const char *disk_bitmap(const CheckpointDef *def, const CheckpointDisk *c
 
 /* ---- plan ---- */
 
-static int plan_new_checkpoint(Domain *d, CheckpointDef *def, char **ret_message) {
-        const DomainDef *dom = domain_current_def(d);
-        int r;
-
-        if (!def->name) {
-                def->name = strprintf("%lld", (long long) time(NULL));
-                if (!def->name)
-                        return -ENOMEM;
-        }
-        if (checkpoint_tree_find(&d->checkpoints, def->name)) {
-                *ret_message = strprintf("Domain '%s' already has a checkpoint named '%s'.", d->def->name, def->name);
-                return -QSNAP_E_ALREADY_EXISTS;
-        }
-        /* libvirt's qemu driver takes only bitmaps named as the checkpoint. */
-        for (size_t i = 0; i < def->n_disks; i++)
-                if (def->disks[i].bitmap && !streq(def->disks[i].bitmap, def->name)) {
-                        *ret_message = strprintf("Disk %s: bitmap '%s' differs from the checkpoint's name '%s'; a new "
-                                                 "checkpoint's bitmaps are named after it.", def->disks[i].name,
-                                                 def->disks[i].bitmap, def->name);
-                        return -QSNAP_E_UNSUPPORTED;
-                }
-        r = checkpoint_def_align(def, dom, ret_message);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < def->n_disks; i++) {
-                const DomainDisk *disk = domain_def_find_disk(dom, def->disks[i].name);
-
-                if (def->disks[i].type != CHECKPOINT_TYPE_BITMAP || !disk)
-                        continue;
-                if (disk->format != DISK_FORMAT_QCOW2) {
-                        *ret_message = strprintf("Checkpoint for disk %s unsupported for storage type raw: its image "
-                                                 "cannot hold a bitmap.", disk->target);
-                        return -QSNAP_E_UNSUPPORTED;
-                }
-                if (domain_disk_job(d, disk->target)) {
-                        *ret_message = strprintf("A block job runs on disk %s; create the checkpoint after it ended.",
-                                                 disk->target);
-                        return -QSNAP_E_BUSY;
-                }
-        }
-        free(def->parent);
-        def->parent = d->checkpoints.current ? strdup(checkpoint_name(d->checkpoints.current)) : NULL;
-        def->creation_time = (int64_t) time(NULL);
-        def->has_creation_time = true;
-        free(def->domain_xml);
-        def->domain_xml = NULL;
-        return domain_format_xml(d, false, true, &def->domain_xml);
-}
-
 static int plan_redefine(Domain *d, CheckpointDef *def, char **ret_message) {
         _cleanup_(domain_def_freep) DomainDef *recorded = NULL;
         int r;
@@ -131,14 +83,9 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
                 if (flags & CHECKPOINT_CREATE_REDEFINE)
                         return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT,
                                              "QUIESCE and REDEFINE exclude each other (a redefinition adds no bitmap).");
-                if (!domain_has_agent_channel(d))
-                        return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
-                                             "QUIESCE needs a guest agent: domain '%s' has no <channel> with "
-                                             "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
-                if (d->state != DOMAIN_RUNNING)
-                        return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
-                                             "QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
-                                             d->def->name, domain_state_to_string(d->state));
+                r = domain_agent_check_quiesce(d, ret_message);
+                if (r < 0)
+                        return r;
         }
         if ((flags & CHECKPOINT_CREATE_REDEFINE_VALIDATE) && !(flags & CHECKPOINT_CREATE_REDEFINE)) {
                 *ret_message = strdup("REDEFINE_VALIDATE (4) goes only with REDEFINE (1).");
@@ -159,7 +106,8 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
                 *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
                 return -QSNAP_E_BUSY;
         }
-        r = p->redefine ? plan_redefine(d, p->def, ret_message) : plan_new_checkpoint(d, p->def, ret_message);
+        r = p->redefine ? plan_redefine(d, p->def, ret_message)
+                        : checkpoint_plan_define(d, p->def, (int64_t) time(NULL), ret_message);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(p);

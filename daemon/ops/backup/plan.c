@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/checkpoint-plan.h"
 #include "core/disk.h"
 #include "core/gate.h"
 #include "core/manager.h"
@@ -362,20 +363,7 @@ static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret
         if (r < 0)
                 return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
         def = p->checkpoint;
-        if (!def->name && !(def->name = strprintf("%" PRIu64, p->start_time / USEC_PER_SEC)))
-                return -ENOMEM;
-        if (checkpoint_tree_find(&d->checkpoints, def->name)) {
-                *ret_message = strprintf("Domain '%s' already has a checkpoint named '%s'.", d->def->name, def->name);
-                return -QSNAP_E_ALREADY_EXISTS;
-        }
-        for (size_t i = 0; i < def->n_disks; i++)
-                if (def->disks[i].bitmap && !streq(def->disks[i].bitmap, def->name)) {
-                        *ret_message = strprintf("Disk %s: bitmap '%s' differs from the checkpoint's name '%s'; a new "
-                                                 "checkpoint's bitmaps are named after it.", def->disks[i].name,
-                                                 def->disks[i].bitmap, def->name);
-                        return -QSNAP_E_UNSUPPORTED;
-                }
-        r = checkpoint_def_align(def, dom, ret_message);
+        r = checkpoint_plan_define(d, def, (int64_t) (p->start_time / USEC_PER_SEC), ret_message);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < def->n_disks; i++) {
@@ -383,24 +371,10 @@ static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret
 
                 if (def->disks[i].type != CHECKPOINT_TYPE_BITMAP || !disk)
                         continue;
-                if (disk->format != DISK_FORMAT_QCOW2) {
-                        *ret_message = strprintf("Checkpoint for disk %s unsupported for storage type raw: its image "
-                                                 "cannot hold a bitmap.", disk->target);
-                        return -QSNAP_E_UNSUPPORTED;
-                }
-                if (domain_disk_job(d, disk->target)) {
-                        *ret_message = strprintf("Disk %s of domain '%s' is busy with a job.", disk->target, d->def->name);
-                        return -QSNAP_E_BUSY;
-                }
                 if (strv_extend(&p->cp_targets, disk->target) < 0 || strv_extend(&p->cp_sources, disk->source) < 0)
                         return -ENOMEM;
         }
-        free(def->parent);
-        def->parent = d->checkpoints.current ? strdup(checkpoint_name(d->checkpoints.current)) : NULL;
-        def->creation_time = (int64_t) (p->start_time / USEC_PER_SEC);
-        def->has_creation_time = true;
-        def->domain_xml = mfree(def->domain_xml);
-        return domain_format_xml(d, false, true, &def->domain_xml);
+        return 0;
 }
 
 static int plan_state(Domain *d, BackupMode mode, char **ret_message) {

@@ -423,15 +423,7 @@ static int plan_check_quiesce(Domain *d, uint64_t flags, char **ret_message) {
         if (!(flags & SNAPSHOT_CREATE_DISK_ONLY))
                 return error_message(ret_message, -QSNAP_E_INVALID_ARGUMENT,
                                      "QUIESCE goes only with DISK_ONLY (a memory snapshot needs no freeze).");
-        if (!domain_has_agent_channel(d))
-                return error_message(ret_message, -QSNAP_E_UNSUPPORTED,
-                                     "QUIESCE needs a guest agent: domain '%s' has no <channel> with "
-                                     "<target type='virtio' name='org.qemu.guest_agent.0'/>.", d->def->name);
-        if (d->state != DOMAIN_RUNNING)
-                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
-                                     "QUIESCE needs a running guest to freeze its filesystems; domain '%s' is %s.",
-                                     d->def->name, domain_state_to_string(d->state));
-        return 0;
+        return domain_agent_check_quiesce(d, ret_message);
 }
 
 int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan **ret, char **ret_message) {

@@ -8,6 +8,7 @@
 #include "bus/bus-checkpoint.h"
 #include "bus/bus-domain.h"
 #include "bus/bus-errors.h"
+#include "bus/bus-moment.h"
 #include "core/bitmaps.h"
 #include "core/domain.h"
 #include "ops/checkpoint-create.h"
@@ -18,35 +19,60 @@
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 #define STRV_MAKE(...) ((char *[]) { __VA_ARGS__, NULL })
 
-char *bus_checkpoint_path(const Checkpoint *c) {
-        return bus_domain_child_path(c->tree->domain, "checkpoint", c->def->name);
+/* ---- what bus-moment.c needs of a checkpoint ---- */
+
+static Domain *kind_domain(const void *node) {
+        return ((const Checkpoint *) node)->tree->domain;
 }
 
-static int append_checkpoint_path(sd_bus_message *m, const Checkpoint *c) {
-        _cleanup_free_ char *p = NULL;
+static const char *kind_name(const void *node) {
+        return checkpoint_name(node);
+}
 
-        if (!c)
-                return sd_bus_message_append(m, "o", "/");
-        p = bus_checkpoint_path(c);
-        return p ? sd_bus_message_append(m, "o", p) : -ENOMEM;
+static void *kind_find(Domain *d, const char *name) {
+        return checkpoint_tree_find(&d->checkpoints, name);
+}
+
+static void *kind_first(Domain *d) {
+        return d->checkpoints.first;
+}
+
+static void *kind_next(const void *node) {
+        return ((const Checkpoint *) node)->next;
+}
+
+static int kind_list(Domain *d, const void *parent, uint64_t flags, void ***ret, size_t *ret_n) {
+        Checkpoint **list = NULL;
+        int r;
+
+        r = checkpoint_tree_list(&d->checkpoints, parent, flags, &list, ret_n);
+        if (r >= 0)
+                *ret = (void **) list;
+        return r;
+}
+
+static const BusMomentKind checkpoint_moment_kind = {
+        .kind = "checkpoint",
+        .interface = QSNAP_CHECKPOINT_INTERFACE,
+        .list_all = CHECKPOINT_LIST_ALL,
+        .domain = kind_domain,
+        .name = kind_name,
+        .find = kind_find,
+        .first = kind_first,
+        .next = kind_next,
+        .list = kind_list,
+};
+
+char *bus_checkpoint_path(const Checkpoint *c) {
+        return bus_moment_path(&checkpoint_moment_kind, c);
 }
 
 int bus_append_checkpoint_paths(sd_bus_message *m, Checkpoint *const *list, size_t n) {
-        int r;
-
-        r = sd_bus_message_open_container(m, 'a', "o");
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append_checkpoint_path(m, list[i]);
-        return r < 0 ? r : sd_bus_message_close_container(m);
+        return bus_moment_append_paths(&checkpoint_moment_kind, m, (void *const *) list, n);
 }
 
 int bus_append_domain_checkpoints(sd_bus_message *m, Domain *d) {
-        int r;
-
-        r = sd_bus_message_open_container(m, 'a', "o");
-        for (Checkpoint *c = d->checkpoints.first; r >= 0 && c; c = c->next)
-                r = append_checkpoint_path(m, c);
-        return r < 0 ? r : sd_bus_message_close_container(m);
+        return bus_moment_append_all(&checkpoint_moment_kind, m, d);
 }
 
 /* ---- properties ---- */
@@ -66,7 +92,7 @@ static int property_get_description(sd_bus *bus, const char *path, const char *i
 static int property_get_parent(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Checkpoint *c = userdata;
-        return append_checkpoint_path(reply, c->parent);
+        return bus_moment_append_path(&checkpoint_moment_kind, reply, c->parent);
 }
 
 static int property_get_children(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -275,39 +301,14 @@ int bus_method_create_checkpoint(sd_bus_message *m, void *userdata, sd_bus_error
         return bus_async_call_result(m, r, message, error);
 }
 
-static int reply_list(sd_bus_message *m, const CheckpointTree *t, const Checkpoint *parent, const char *method,
-                      sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ Checkpoint **list = NULL;
-        uint64_t flags;
-        size_t n = 0;
-        int r;
-
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        if (flags & ~CHECKPOINT_LIST_ALL)
-                return bus_error_unknown_flags(error, method, flags, CHECKPOINT_LIST_ALL);
-        r = checkpoint_tree_list(t, parent, flags, &list, &n);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_new_method_return(m, &reply);
-        if (r < 0)
-                return r;
-        r = bus_append_checkpoint_paths(reply, list, n);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
-}
-
 int bus_method_list_checkpoints(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
-        return reply_list(m, &d->checkpoints, NULL, "ListCheckpoints", error);
+        return bus_moment_reply_list(&checkpoint_moment_kind, m, d, NULL, "ListCheckpoints", error);
 }
 
 static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Checkpoint *c = userdata;
-        return reply_list(m, c->tree, c, "ListChildren", error);
+        return bus_moment_reply_list(&checkpoint_moment_kind, m, c->tree->domain, c, "ListChildren", error);
 }
 
 int bus_method_lookup_checkpoint(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -353,11 +354,7 @@ void bus_checkpoint_emit_added(Bus *b, Checkpoint *c, Checkpoint *previous_curre
 
 void bus_checkpoint_emit_changed(Bus *b, Domain *d, char *const *removed, Checkpoint *const *changed,
                                  size_t n_changed, Checkpoint *previous_current) {
-        for (char *const *n = removed; n && *n; n++) {
-                _cleanup_free_ char *path = bus_domain_child_path(d, "checkpoint", *n);
-                if (path)
-                        (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_CHECKPOINT_INTERFACE, NULL);
-        }
+        bus_moment_emit_removed(&checkpoint_moment_kind, b, d, removed);
         for (size_t i = 0; i < n_changed; i++)
                 emit_properties(b, changed[i], STRV_MAKE("Parent", "Children", "IsCurrent", "Problems"));
         if (d->checkpoints.current && previous_current != d->checkpoints.current)
@@ -367,30 +364,14 @@ void bus_checkpoint_emit_changed(Bus *b, Domain *d, char *const *removed, Checkp
 }
 
 void bus_checkpoint_emit_all_removed(Bus *b, Domain *d) {
-        for (Checkpoint *c = d->checkpoints.first; c; c = c->next) {
-                _cleanup_free_ char *path = bus_checkpoint_path(c);
-                if (path)
-                        (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_CHECKPOINT_INTERFACE, NULL);
-        }
+        bus_moment_emit_all_removed(&checkpoint_moment_kind, b, d);
 }
 
 /* ---- object tree ---- */
 
 static int checkpoint_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
                                   void **found, sd_bus_error *error) {
-        _cleanup_free_ char *name = NULL;
-        Checkpoint *c;
-        Domain *d;
-        int r;
-
-        r = bus_domain_child_decode(userdata, path, "checkpoint", &d, &name);
-        if (r <= 0)
-                return r;
-        c = checkpoint_tree_find(&d->checkpoints, name);
-        if (!c)
-                return 0;
-        *found = c;
-        return 1;
+        return bus_moment_find(&checkpoint_moment_kind, userdata, path, found);
 }
 
 static const sd_bus_vtable checkpoint_vtable[] = {

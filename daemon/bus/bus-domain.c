@@ -118,15 +118,7 @@ static int property_get_disks(sd_bus *bus, const char *path, const char *interfa
 
 static int property_get_snapshots(sd_bus *bus, const char *path, const char *interface, const char *property,
                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Domain *d = userdata;
-        int r;
-
-        r = sd_bus_message_open_container(reply, 'a', "o");
-        for (Snapshot *s = d->snapshots.first; r >= 0 && s; s = s->next) {
-                _cleanup_free_ char *p = bus_snapshot_path(s);
-                r = p ? sd_bus_message_append(reply, "o", p) : -ENOMEM;
-        }
-        return r < 0 ? r : sd_bus_message_close_container(reply);
+        return bus_append_domain_snapshots(reply, userdata);
 }
 
 static int property_get_checkpoints(sd_bus *bus, const char *path, const char *interface, const char *property,

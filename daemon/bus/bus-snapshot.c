@@ -7,6 +7,7 @@
 #include "bus/bus-domain.h"
 #include "bus/bus-errors.h"
 #include "bus/bus-job.h"
+#include "bus/bus-moment.h"
 #include "bus/bus-snapshot.h"
 #include "core/domain.h"
 #include "core/measure.h"
@@ -17,28 +18,60 @@
 #define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 
-char *bus_snapshot_path(const Snapshot *s) {
-        return bus_domain_child_path(s->tree->domain, "snapshot", s->def->name);
+/* ---- what bus-moment.c needs of a snapshot ---- */
+
+static Domain *kind_domain(const void *node) {
+        return ((const Snapshot *) node)->tree->domain;
 }
 
-static int append_snapshot_path(sd_bus_message *m, const Snapshot *s) {
-        _cleanup_free_ char *p = NULL;
+static const char *kind_name(const void *node) {
+        return snapshot_name(node);
+}
 
-        if (!s)
-                return sd_bus_message_append(m, "o", "/");
-        p = bus_snapshot_path(s);
-        if (!p)
-                return -ENOMEM;
-        return sd_bus_message_append(m, "o", p);
+static void *kind_find(Domain *d, const char *name) {
+        return snapshot_tree_find(&d->snapshots, name);
+}
+
+static void *kind_first(Domain *d) {
+        return d->snapshots.first;
+}
+
+static void *kind_next(const void *node) {
+        return ((const Snapshot *) node)->next;
+}
+
+static int kind_list(Domain *d, const void *parent, uint64_t flags, void ***ret, size_t *ret_n) {
+        Snapshot **list = NULL;
+        int r;
+
+        r = snapshot_tree_list(&d->snapshots, parent, flags, &list, ret_n);
+        if (r >= 0)
+                *ret = (void **) list;
+        return r;
+}
+
+static const BusMomentKind snapshot_moment_kind = {
+        .kind = "snapshot",
+        .interface = QSNAP_SNAPSHOT_INTERFACE,
+        .list_all = SNAPSHOT_LIST_ALL,
+        .domain = kind_domain,
+        .name = kind_name,
+        .find = kind_find,
+        .first = kind_first,
+        .next = kind_next,
+        .list = kind_list,
+};
+
+char *bus_snapshot_path(const Snapshot *s) {
+        return bus_moment_path(&snapshot_moment_kind, s);
 }
 
 int bus_append_snapshot_paths(sd_bus_message *m, Snapshot *const *list, size_t n) {
-        int r;
+        return bus_moment_append_paths(&snapshot_moment_kind, m, (void *const *) list, n);
+}
 
-        r = sd_bus_message_open_container(m, 'a', "o");
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append_snapshot_path(m, list[i]);
-        return r < 0 ? r : sd_bus_message_close_container(m);
+int bus_append_domain_snapshots(sd_bus_message *m, Domain *d) {
+        return bus_moment_append_all(&snapshot_moment_kind, m, d);
 }
 
 /* ---- properties ---- */
@@ -58,7 +91,7 @@ static int property_get_description(sd_bus *bus, const char *path, const char *i
 static int property_get_parent(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Snapshot *s = userdata;
-        return append_snapshot_path(reply, s->parent);
+        return bus_moment_append_path(&snapshot_moment_kind, reply, s->parent);
 }
 
 static int property_get_children(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -133,27 +166,7 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
 
 int bus_reply_snapshot_list(sd_bus_message *m, const SnapshotTree *t, const Snapshot *parent, const char *method,
                             sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ Snapshot **list = NULL;
-        uint64_t flags;
-        size_t n;
-        int r;
-
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        if (flags & ~SNAPSHOT_LIST_ALL)
-                return bus_error_unknown_flags(error, method, flags, SNAPSHOT_LIST_ALL);
-        r = snapshot_tree_list(t, parent, flags, &list, &n);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_new_method_return(m, &reply);
-        if (r < 0)
-                return r;
-        r = bus_append_snapshot_paths(reply, list, n);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return bus_moment_reply_list(&snapshot_moment_kind, m, t->domain, parent, method, error);
 }
 
 static int method_list_children(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -358,12 +371,7 @@ void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current) {
 
 void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *const *changed, size_t n_changed,
                                Snapshot *previous_current) {
-        for (char *const *n = names; n && *n; n++) {
-                _cleanup_free_ char *path = bus_domain_child_path(d, "snapshot", *n);
-
-                if (path)
-                        (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, NULL);
-        }
+        bus_moment_emit_removed(&snapshot_moment_kind, b, d, names);
         for (size_t i = 0; i < n_changed; i++)
                 emit_snapshot_properties2(b, changed[i], "Parent", "Children");
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
@@ -374,30 +382,14 @@ void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *
 }
 
 void bus_snapshot_emit_all_removed(Bus *b, Domain *d) {
-        for (Snapshot *s = d->snapshots.first; s; s = s->next) {
-                _cleanup_free_ char *path = bus_snapshot_path(s);
-                if (path)
-                        (void) sd_bus_emit_interfaces_removed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, NULL);
-        }
+        bus_moment_emit_all_removed(&snapshot_moment_kind, b, d);
 }
 
 /* ---- object tree ---- */
 
 static int snapshot_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                                 sd_bus_error *error) {
-        _cleanup_free_ char *name = NULL;
-        Snapshot *s;
-        Domain *d;
-        int r;
-
-        r = bus_domain_child_decode(userdata, path, "snapshot", &d, &name);
-        if (r <= 0)
-                return r;
-        s = snapshot_tree_find(&d->snapshots, name);
-        if (!s)
-                return 0;
-        *found = s;
-        return 1;
+        return bus_moment_find(&snapshot_moment_kind, userdata, path, found);
 }
 
 static const sd_bus_vtable snapshot_vtable[] = {

@@ -14,6 +14,7 @@ int bus_snapshot_register(Bus *b);
 
 /* Appends the paths of `list` as "ao". */
 int bus_append_snapshot_paths(sd_bus_message *m, Snapshot *const *list, size_t n);
+int bus_append_domain_snapshots(sd_bus_message *m, Domain *d);
 
 /* Reads the flags of ListSnapshots (parent NULL) or ListChildren and
  * replies with the matching snapshots. */

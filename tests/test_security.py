@@ -208,6 +208,13 @@ class UnprivilegedQemuTest(AttackTestCase):
         super().setUpClass()
         q.ensure_qemu_user()
 
+    def setUp(self):
+        super().setUp()
+        # QEMU's user reaches the sockets it binds under <runtime>/qemu as
+        # under /run/qsnap: through folders it may search (our temp root is
+        # mkdtemp's 0700; qsnapd gives the runtime folder search itself).
+        os.chmod(self.h.root, 0o711)
+
     def status(self, pid):
         with open('/proc/%d/status' % pid) as f:
             return dict(line.rstrip('\n').split(':\t', 1) for line in f if ':\t' in line)
@@ -239,6 +246,18 @@ class UnprivilegedQemuTest(AttackTestCase):
         h.verify_pattern_live(self.mine, 'vda', 0x5a, 0, 1 << 20)
         h.flush_live(self.mine, 'vda')
         self.assertTrue(q.qemu_io_read_pattern(self.base, 0x5a, 0, 1 << 20))
+        # A pull backup: QEMU binds its NBD socket in the folder its user
+        # owns (qsnapd's runtime folder is root's alone), the scratch file
+        # qsnapd made reaches QEMU as a descriptor; the export reads the disk.
+        job = h.call(self.mine, D, 'BackupBegin', ("<domainbackup mode='pull'><disks><disk name='vda'/></disks>"
+                                                   "</domainbackup>", '', 0), 'sst')
+        socket = re.search(r"socket='([^']+)'", h.call(self.mine, D, 'BackupGetXMLDesc')).group(1)
+        self.assertEqual(os.path.dirname(socket), os.path.join(h.runtime_dir, 'qemu'))
+        self.assertEqual(os.stat(os.path.dirname(socket)).st_uid, pw.pw_uid)
+        r = q.run([q.QEMU_IO, '-r', '-f', 'raw', '-c', 'read -P 0x5a 0 1M', 'nbd+unix:///vda?socket=%s' % socket])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn('Pattern verification failed', r.stdout)
+        h.call(job, q.JOB_IFACE, 'Abort', (0,), 't')
         self.assertEqual(h.qemu_pid(self.mine), pid)
         self.assertFinished()
 

@@ -454,6 +454,13 @@ int domain_launch_qemu_dir(Domain *d, const QemuCreds *creds) {
 
         if (!creds->drop)
                 return 0;
+        /* QEMU's user must pass through the runtime folder to reach its
+         * own: search permission, no listing (systemd's RuntimeDirectory=
+         * is 0755 anyway; nothing in it is readable by others). */
+        if (stat(d->manager->config.runtime_dir, &st) < 0)
+                return -errno;
+        if ((st.st_mode & 0011) != 0011 && chmod(d->manager->config.runtime_dir, (st.st_mode & 07777) | 0011) < 0)
+                return -errno;
         dir = strprintf("%s/qemu", d->manager->config.runtime_dir);
         if (!dir)
                 return -ENOMEM;

@@ -442,7 +442,9 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         /* libvirt: targets are named after the new checkpoint, else the start time. */
         suffix = p->checkpoint ? strdup(p->checkpoint->name) : strprintf("%" PRIu64, p->start_time / USEC_PER_SEC);
         scratch_suffix = strprintf("%s", p->id);
-        socket = strprintf("%s/%s.backup.sock", d->manager->config.runtime_dir, d->def->uuid);
+        /* QEMU binds it itself: in the folder its user may write when it
+         * runs as one (core/domain.h), the runtime folder otherwise. */
+        socket = domain_qemu_socket_path(d, ".backup.sock");
         if (!p->id || !suffix || !scratch_suffix || !socket)
                 return -ENOMEM;
         p->socket_default = p->def->mode == BACKUP_MODE_PULL && !p->def->server;

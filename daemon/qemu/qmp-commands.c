@@ -861,36 +861,15 @@ int64_t qmp_cmd_migrate_incoming_fd(Qmp *qmp, const char *fdname, qmp_reply_func
 
 /* ---- backups ---- */
 
-static json_object *json_bitmap_refs(const QmpBitmapRef *refs, size_t n) {
-        json_object *a = json_object_new_array();
-
-        for (size_t i = 0; a && i < n; i++) {
-                json_object *r = json_build("node", JSTR(refs[i].node), "name", JSTR(refs[i].name), NULL);
-                if (!r || json_object_array_add(a, r) < 0) {
-                        json_object_put(r);
-                        json_object_put(a);
-                        return NULL;
-                }
-        }
-        return a;
-}
+static json_object *bitmap_action(const QmpBitmapAction *a);
 
 static json_object *json_backup_action(const QmpBackupAction *a) {
         json_object *data = NULL;
         const char *type = NULL;
 
         switch (a->type) {
-        case QMP_BACKUP_BITMAP_ADD:
-                type = "block-dirty-bitmap-add";
-                data = json_build("node", JSTR(a->node), "name", JSTR(a->name),
-                                  "persistent", json_object_new_boolean(a->persistent),
-                                  "disabled", json_object_new_boolean(a->disabled), NULL);
-                break;
-        case QMP_BACKUP_BITMAP_MERGE:
-                type = "block-dirty-bitmap-merge";
-                data = json_build("node", JSTR(a->node), "target", JSTR(a->name),
-                                  "bitmaps", json_bitmap_refs(a->sources, a->n_sources), NULL);
-                break;
+        case QMP_BACKUP_BITMAP:
+                return bitmap_action(&a->bitmap_action);
         case QMP_BACKUP_BLOCKDEV_BACKUP:
                 type = "blockdev-backup";
                 data = json_build("job-id", JSTR(a->name), "device", JSTR(a->node), "target", JSTR(a->target),

@@ -194,52 +194,7 @@ int qmp_node_file(json_object *entry, char **ret);
  * *ret_node (borrowed) when found, 0 when not. */
 int qmp_find_format_node(json_object *result, const char *file, const char **ret_node);
 
-/* ---- backups (ops/backup) ---- */
-
-/* A bitmap by node and name, for merges. */
-typedef struct QmpBitmapRef {
-        const char *node, *name;
-} QmpBitmapRef;
-
-typedef enum QmpBackupActionType {
-        QMP_BACKUP_BITMAP_ADD,      /* block-dirty-bitmap-add {node, name, persistent, disabled} */
-        QMP_BACKUP_BITMAP_MERGE,    /* block-dirty-bitmap-merge {node, target: name, bitmaps: sources} */
-        QMP_BACKUP_BLOCKDEV_BACKUP, /* blockdev-backup {job-id: name, device: node, target, sync[, bitmap]},
-                                     * auto-finalize and auto-dismiss false */
-} QmpBackupActionType;
-
-typedef struct QmpBackupAction {
-        QmpBackupActionType type;
-        const char *node;
-        const char *name;
-        bool persistent, disabled;         /* bitmap add */
-        const QmpBitmapRef *sources;       /* bitmap merge */
-        size_t n_sources;
-        const char *target, *sync, *bitmap; /* blockdev-backup; bitmap may be NULL */
-        uint64_t speed;                     /* blockdev-backup: bytes/s, 0 = unlimited */
-} QmpBackupAction;
-
-/* One transaction of those actions: all happen, or none. */
-int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, size_t n, qmp_reply_func_t cb,
-                                   void *userdata);
-int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,
-                                          void *userdata);
-/* nbd-server-start on a UNIX socket (path) or TCP (host, port as a
- * string); tls_creds: the id of a tls-creds-x509 object, or NULL. */
-int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *host, const char *port,
-                                 const char *tls_creds, qmp_reply_func_t cb, void *userdata);
-/* Also closes every export of the server (QEMU waits for them). */
-int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
-/* A read-only NBD export `name` of node, with the dirty bitmap `bitmap`
- * (NULL: none) as its qemu:dirty-bitmap:<bitmap> meta context. */
-int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
-                                     qmp_reply_func_t cb, void *userdata);
-/* A tls-creds-x509 server object reading its certificates from dir. */
-int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
-                                          void *userdata);
-int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata);
-
-/* ---- dirty bitmaps (checkpoints) ----
+/* ---- dirty bitmaps (checkpoints, backups) ----
  * A transaction of bitmap actions; each is one of QEMU's
  * block-dirty-bitmap-* transaction actions. */
 typedef enum QmpBitmapActionType {
@@ -265,6 +220,44 @@ typedef struct QmpBitmapAction {
 /* Appends the n actions to a transaction's "actions" array. */
 int qmp_bitmap_actions_append(json_object *actions, const QmpBitmapAction *a, size_t n);
 int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n, qmp_reply_func_t cb, void *userdata);
+
+/* ---- backups (ops/backup) ---- */
+
+typedef enum QmpBackupActionType {
+        QMP_BACKUP_BITMAP,          /* one bitmap action (above): bitmap_action */
+        QMP_BACKUP_BLOCKDEV_BACKUP, /* blockdev-backup {job-id: name, device: node, target, sync[, bitmap]},
+                                     * auto-finalize and auto-dismiss false */
+} QmpBackupActionType;
+
+typedef struct QmpBackupAction {
+        QmpBackupActionType type;
+        QmpBitmapAction bitmap_action;      /* QMP_BACKUP_BITMAP */
+        const char *node;
+        const char *name;
+        const char *target, *sync, *bitmap; /* blockdev-backup; bitmap may be NULL */
+        uint64_t speed;                     /* blockdev-backup: bytes/s, 0 = unlimited */
+} QmpBackupAction;
+
+/* One transaction of those actions: all happen, or none. */
+int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, size_t n, qmp_reply_func_t cb,
+                                   void *userdata);
+int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,
+                                          void *userdata);
+/* nbd-server-start on a UNIX socket (path) or TCP (host, port as a
+ * string); tls_creds: the id of a tls-creds-x509 object, or NULL. */
+int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *host, const char *port,
+                                 const char *tls_creds, qmp_reply_func_t cb, void *userdata);
+/* Also closes every export of the server (QEMU waits for them). */
+int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+/* A read-only NBD export `name` of node, with the dirty bitmap `bitmap`
+ * (NULL: none) as its qemu:dirty-bitmap:<bitmap> meta context. */
+int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
+                                     qmp_reply_func_t cb, void *userdata);
+/* A tls-creds-x509 server object reading its certificates from dir. */
+int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
+                                          void *userdata);
+int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata);
+
 /* One transaction of blockdev-snapshot actions (node[i] gets overlay[i])
  * followed by the bitmap actions (for the new overlays). */
 int64_t qmp_cmd_transaction_snapshot_bitmaps(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,

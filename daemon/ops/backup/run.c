@@ -590,19 +590,21 @@ uint64_t backup_test_speed(void) {
 static void send_transaction(BackupOp *b) {
         BackupPlan *p = b->plan;
         _cleanup_free_ QmpBackupAction *actions = new0(QmpBackupAction, 3 * p->n_disks + strv_length(p->cp_nodes));
-        _cleanup_free_ QmpBitmapRef *refs = NULL;
+        _cleanup_free_ QmpBitmapSource *refs = NULL;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         size_t n = 0, n_refs = 0, k = 0;
 
         for (size_t i = 0; i < p->n_disks; i++)
                 n_refs += strv_length(p->disks[i].since_nodes);
-        refs = new0(QmpBitmapRef, n_refs + 1);
+        refs = new0(QmpBitmapSource, n_refs + 1);
         if (!actions || !refs)
                 return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         /* The new checkpoint: its bitmaps start recording at the backup's point in time. */
         for (char **node = p->cp_nodes; p->checkpoint && node && *node; node++)
-                actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_ADD, .node = *node,
-                                                   .name = p->checkpoint->name, .persistent = true };
+                actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP,
+                                                   .bitmap_action = { .type = QMP_BITMAP_ADD, .node = *node,
+                                                                      .name = p->checkpoint->name,
+                                                                      .persistent = true } };
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
                 const char *holder = pull ? r->node : r->device;
@@ -611,12 +613,15 @@ static void send_transaction(BackupOp *b) {
                         size_t first = k;
 
                         for (char **node = r->since_nodes; node && *node; node++)
-                                refs[k++] = (QmpBitmapRef) { .node = *node, .name = r->since };
-                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_ADD, .node = holder,
-                                                           .name = r->bitmap, .persistent = false, .disabled = true };
-                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP_MERGE, .node = holder,
-                                                           .name = r->bitmap, .sources = refs + first,
-                                                           .n_sources = k - first };
+                                refs[k++] = (QmpBitmapSource) { .node = *node, .name = r->since };
+                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP,
+                                                           .bitmap_action = { .type = QMP_BITMAP_ADD, .node = holder,
+                                                                              .name = r->bitmap, .disabled = true } };
+                        actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP,
+                                                           .bitmap_action = { .type = QMP_BITMAP_MERGE, .node = holder,
+                                                                              .name = r->bitmap,
+                                                                              .sources = refs + first,
+                                                                              .n_sources = k - first } };
                 }
                 actions[n++] = (QmpBackupAction) {
                         .type = QMP_BACKUP_BLOCKDEV_BACKUP,

@@ -10,7 +10,8 @@
 #include "core/disk.h"
 #include "util/util.h"
 
-int checkpoint_plan_define(Domain *d, CheckpointDef *def, int64_t now, char **ret_message) {
+int checkpoint_plan_define(Domain *d, CheckpointDef *def, int64_t now, char ***targets, char ***sources,
+                           char **ret_message) {
         const DomainDef *dom = domain_current_def(d);
         int r;
 
@@ -46,6 +47,9 @@ int checkpoint_plan_define(Domain *d, CheckpointDef *def, int64_t now, char **re
                                                  "after it ended.", disk->target, d->def->name);
                         return -QSNAP_E_BUSY;
                 }
+                if ((targets && strv_extend(targets, disk->target) < 0) ||
+                    (sources && strv_extend(sources, disk->source) < 0))
+                        return -ENOMEM;
         }
         free(def->parent);
         def->parent = d->checkpoints.current ? strdup(checkpoint_name(d->checkpoints.current)) : NULL;

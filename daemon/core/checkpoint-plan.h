@@ -16,10 +16,13 @@
 
 /* Completes def (parsed, not a REDEFINE) for domain d; now: the seconds
  * since the epoch that name the checkpoint when def has no name and are
- * its creationTime. 0, or a named error with *ret_message:
+ * its creationTime. targets and sources (each may be NULL) get the
+ * target and image of each disk that takes a bitmap appended. 0, or a
+ * named error with *ret_message:
  *   -QSNAP_E_ALREADY_EXISTS: d has a checkpoint of that name;
  *   -QSNAP_E_UNSUPPORTED:    a bitmap not named after the checkpoint, or a
  *                            bitmap disk whose image is not qcow2;
  *   -QSNAP_E_BUSY:           a block job runs on a bitmap disk;
  * and checkpoint_def_align()'s refusals. */
-int checkpoint_plan_define(Domain *d, CheckpointDef *def, int64_t now, char **ret_message);
+int checkpoint_plan_define(Domain *d, CheckpointDef *def, int64_t now, char ***targets, char ***sources,
+                           char **ret_message);

@@ -107,7 +107,7 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
                 return -QSNAP_E_BUSY;
         }
         r = p->redefine ? plan_redefine(d, p->def, ret_message)
-                        : checkpoint_plan_define(d, p->def, (int64_t) time(NULL), ret_message);
+                        : checkpoint_plan_define(d, p->def, (int64_t) time(NULL), NULL, NULL, ret_message);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(p);

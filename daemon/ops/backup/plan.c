@@ -350,8 +350,6 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
  * rules: default name, bitmaps named after it, qcow2 disks, parent = the
  * current one), its bitmaps added in the backup's transaction. */
 static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret_message) {
-        const DomainDef *dom = domain_current_def(d);
-        CheckpointDef *def;
         int r;
 
         if (!domain_is_active(d)) {
@@ -362,19 +360,8 @@ static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret
         r = checkpoint_def_parse(xml, strlen(xml), 0, &p->checkpoint, ret_message);
         if (r < 0)
                 return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
-        def = p->checkpoint;
-        r = checkpoint_plan_define(d, def, (int64_t) (p->start_time / USEC_PER_SEC), ret_message);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < def->n_disks; i++) {
-                const DomainDisk *disk = domain_def_find_disk(dom, def->disks[i].name);
-
-                if (def->disks[i].type != CHECKPOINT_TYPE_BITMAP || !disk)
-                        continue;
-                if (strv_extend(&p->cp_targets, disk->target) < 0 || strv_extend(&p->cp_sources, disk->source) < 0)
-                        return -ENOMEM;
-        }
-        return 0;
+        return checkpoint_plan_define(d, p->checkpoint, (int64_t) (p->start_time / USEC_PER_SEC), &p->cp_targets,
+                                      &p->cp_sources, ret_message);
 }
 
 static int plan_state(Domain *d, BackupMode mode, char **ret_message) {

@@ -347,6 +347,11 @@ MATRIX = {
         'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
     'Domain.BackupBegin': {
+        'AgentUnresponsive': [
+            'test_quiesce.py BackupQuiesceTest.test_backup_quiesce',
+            'test_quiesce.py RealGuestTest.test_quiesced_backup_is_clean_then_agent_killed',
+        ],
+        'QemuFailed': ['test_quiesce.py BackupQuiesceTest.test_backup_quiesce'],
         'InvalidArgument': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'InvalidXML': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'NoSuchDisk': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
@@ -354,12 +359,16 @@ MATRIX = {
         'OperationInvalid': [
             'test_backup.py IncrementalTest.test_unusable_checkpoint_is_refused',
             'test_backup.py TcpTest.test_pull_over_tls',
+            'test_quiesce.py BackupQuiesceTest.test_refusals',
         ],
         'AlreadyExists': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'PathNotAllowed': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'NotRunning': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
         'Busy': ['test_backup.py PushTest.test_push_full_while_guest_writes'],
-        'Unsupported': ['test_backup.py RefusalTest.test_refusals_change_nothing'],
+        'Unsupported': [
+            'test_backup.py RefusalTest.test_refusals_change_nothing',
+            'test_quiesce.py BackupQuiesceTest.test_refusals',
+        ],
         'AccessDenied': [
             'test_auth_matrix.py AuthMatrixTest.test_matrix',
             'test_backup.py RefusalTest.test_access_denied',

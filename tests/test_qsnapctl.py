@@ -1540,6 +1540,7 @@ class FlagMappingTest(QsnapctlTest):
             (['checkpoint-create-as', V, 'cx', '--redefine', '--diskspec', 'vdz'], 'CreateCheckpoint', [None, 1]),
             (['backup-begin', V, bk_xml, cp_xml, '--reuse-external'], 'BackupBegin', [bk_xml_text, cp_xml_text, 1]),
             (['backup-begin', V, bk_xml], 'BackupBegin', [bk_xml_text, '', 0]),
+            (['backup-begin', V, bk_xml, '--quiesce'], 'BackupBegin', [bk_xml_text, '', 2]),
             (['backup-begin', V, '--checkpointxml', cp_xml], 'BackupBegin', ['<domainbackup/>', cp_xml_text, 0]),
             (['backup-dumpxml', V], 'BackupGetXMLDesc', []),
             (['checkpoint-dumpxml', V, 'k1', '--security-info'], 'GetXMLDesc', [1]),

@@ -28,6 +28,12 @@ then 0xFF + the guest-sync-delimited answer.
 - Refusals: QUIESCE without DISK_ONLY (InvalidArgument), without a channel
   (Unsupported), of a shut-off domain (OperationInvalid).
 - Without QUIESCE no fsfreeze is ever sent (libvirt's semantics).
+- BackupBegin QUIESCE (flag 2, qsnapd's own): freeze, the backup's
+  transaction, thaw in that order, the push completes and equals the idle
+  disk; the agent refusing (QemuFailed, its text) or silent
+  (AgentUnresponsive within the timeout): thawed, no target, no job, no
+  journal; qsnapd killed at backup:frozen: the next one thaws and rolls
+  back; refusals: shut off (OperationInvalid), no channel (Unsupported).
 
 On the real Linux guest (tests/guest/build-guest.py: qemu-ga in the guest,
 a writer fsync'ing checksummed files all the time):
@@ -41,6 +47,9 @@ a writer fsync'ing checksummed files all the time):
 - qsnapd killed (SIGKILL, crash point create:frozen) while the guest is
   frozen: the guest's writer stops; the next qsnapd thaws it at start and
   the writer resumes.
+- One more boot: a QUIESCE push backup's target is a clean filesystem
+  without journal replay; then qemu-ga dies in the guest and the next
+  QUIESCE backup is AgentUnresponsive with nothing left behind.
 """
 
 import json
@@ -393,7 +402,101 @@ class CheckpointQuiesceTest(QuiesceTestCase):
                         'st')
 
 
-class RealGuestTest(QuiesceTestCase):
+class BackupQuiesceHelpers:
+    """BackupBegin's QUIESCE (flag 2, qsnapd's own): a push backup and its checks."""
+    BK_QUIESCE = 2
+
+    def backup(self, dom, target, flags=BK_QUIESCE):
+        xml = ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/></disk></disks>"
+               "</domainbackup>" % target)
+        return self.h.call(dom, D, 'BackupBegin', (xml, '', flags), 'sst', timeout=60)
+
+    def wait_job_end(self, job, timeout=120):
+        state = q.spin(lambda: (lambda s: s if s in ('completed', 'failed', 'cancelled') else None)(
+            self.h.get_property(job, q.JOB_IFACE, 'State')), timeout)
+        self.assertEqual(state, 'completed', 'backup job %s' % job)
+
+    def nothing_left(self, dom, target, jobs=()):
+        """No target, no new job (jobs: those there before), no QEMU job,
+        no backup, no journal; the guest runs."""
+        self.assertFalse(os.path.exists(target), 'backup target %s left behind' % target)
+        self.assertEqual(self.h.get_property(dom, D, 'Jobs'), list(jobs))
+        with self.assertDBusError(E + 'OperationInvalid'):
+            self.h.call(dom, D, 'BackupGetXMLDesc')
+        self.assertEqual(self.h.qmp(dom, 'query-jobs')['return'], [], 'QEMU still has a job')
+        self.assertEqual(self.h.get_property(dom, D, 'State'), 'running')
+        ops = os.path.join(self.h.state_dir, 'ops')
+        left = [f for f in (os.listdir(ops) if os.path.isdir(ops) else []) if f.endswith('.backup')]
+        self.assertEqual(left, [], 'the backup journal is left behind')
+
+
+class BackupQuiesceTest(BackupQuiesceHelpers, QuiesceTestCase):
+    def test_backup_quiesce(self):
+        dom, img = self.define('vm')
+        self.start(dom)
+        fake = self.with_fake_agent(dom)
+        target = self.h.image_path('b1.qcow2')
+        mark = self.h.daemon_log_mark()
+        job = self.backup(dom, target)
+        # The thaw went out on the transaction's answer (the reply does not wait for the agent's).
+        fake.wait_for('guest-fsfreeze-thaw')
+        self.assertEqual(fake.fs_commands(), ['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw'])
+        log = self.h.daemon_log_since(mark)
+        frozen = log.find('← {"return": 1}')
+        transaction = log.find('"execute":"transaction"')
+        thaw = log.find('"execute":"guest-fsfreeze-thaw"')
+        self.assertTrue(0 <= frozen < transaction < thaw, 'freeze, transaction, thaw out of order in:\n' + log)
+        self.wait_job_end(job)
+        jobs = self.h.get_property(dom, D, 'Jobs')
+        q.qemu_img_check(target)
+        r = q.run([q.QEMU_IMG, 'compare', '-U', img, target])
+        self.assertEqual(r.returncode, 0, 'the backup differs from the idle disk: %s' % r.stdout)
+
+        # Refused: QemuFailed with the agent's words, thawed, nothing left.
+        target = self.h.image_path('b2.qcow2')
+        fake.answers['guest-fsfreeze-freeze'] = {'error': {'class': 'GenericError', 'desc': 'fsfreeze is disabled'}}
+        with self.assertDBusError(E + 'QemuFailed') as err:
+            self.backup(dom, target)
+        self.assertIn('fsfreeze is disabled', str(err.exception))
+        fake.wait_for('guest-fsfreeze-thaw', 2)
+        self.nothing_left(dom, target, jobs)
+        # Silent: AgentUnresponsive within the timeout, thawed, nothing left.
+        fake.answers['guest-fsfreeze-freeze'] = None
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive'):
+            self.backup(dom, target)
+        self.assertLess(time.monotonic() - t0, AGENT_TIMEOUT + 5)
+        fake.wait_for('guest-fsfreeze-thaw', 3)
+        self.nothing_left(dom, target, jobs)
+
+        # qsnapd killed while the guest is frozen: the next one thaws it and
+        # rolls the backup back.
+        fake.answers['guest-fsfreeze-freeze'] = {'return': 1}
+        xml = ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/></disk></disks>"
+               "</domainbackup>" % target)
+        mark, outcome = self.h.crash_at('backup:frozen', dom, D, 'BackupBegin', (xml, '', self.BK_QUIESCE), 'sst')
+        self.assertIsInstance(outcome, q.DBusCallError)
+        fake.wait_for('guest-fsfreeze-thaw', 4)
+        self.assertIn('thawed the guest a QUIESCE backup left frozen', self.h.daemon_log_since(mark))
+        self.nothing_left(dom, target)
+
+    def test_refusals(self):
+        plain, _ = self.define('plain', channel=False)
+        dom, _ = self.define('vm')
+        target = self.h.image_path('b.qcow2')
+        # Offline backups cannot quiesce.
+        with self.assertDBusError(E + 'OperationInvalid'):
+            self.backup(dom, target)
+        with self.assertDBusError(E + 'Unsupported'):
+            self.backup(plain, target)
+        self.start(plain)
+        with self.assertDBusError(E + 'Unsupported'):
+            self.backup(plain, target)
+        self.assertFalse(os.path.exists(target))
+        self.assertEqual(self.h.get_property(plain, D, 'Jobs'), [])
+
+
+class RealGuestTest(BackupQuiesceHelpers, QuiesceTestCase):
     def guest(self, **kw):
         gu = g.Guest(self.h, 'rg', devices=g.agent_channel_xml(), **kw)
         self.addCleanup(gu.close)
@@ -444,6 +547,34 @@ class RealGuestTest(QuiesceTestCase):
         gu.wait_count(gu.count + 3)   # the writer resumes
         self.unchanged(gu.path, disks, gu.disk, 'q1')
 
+
+    def test_quiesced_backup_is_clean_then_agent_killed(self):
+        """One boot: a QUIESCE push backup of the writing guest is a clean
+        filesystem without journal replay; then qemu-ga dies in the guest
+        (at counter kill_at) and the next one is AgentUnresponsive with
+        nothing left behind."""
+        kill_at = 60
+        gu = self.guest(cmdline_extra='qsnap.kill_agent_at=%d' % kill_at)
+        target = self.h.image_path('rg-backup.qcow2')
+        job = self.backup(gu.path, target)
+        self.wait_job_end(job)
+        self.assertEqual(gu.serial.lines('QSNAP-GUEST-AGENT-KILLED'), [],
+                         'qemu-ga died before the backup was done: raise kill_at')
+        r = g.verify_image(target)
+        self.assertFalse(r['journal_replayed'], 'a quiesced backup needs no journal replay')
+        self.assertEqual(r['fsck_rc'], 0, r['fsck_output'])
+        self.assertTrue(r['files'])
+        self.assertEqual([n for n, ok in r['files'].items() if not ok], [])
+        os.unlink(target)
+        jobs = self.h.get_property(gu.path, D, 'Jobs')
+
+        gu.serial.wait_for(r'^QSNAP-GUEST-AGENT-KILLED', what='qemu-ga killed in the guest')
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive'):
+            self.backup(gu.path, target)
+        self.assertLess(time.monotonic() - t0, 2 * AGENT_TIMEOUT + 5)
+        self.nothing_left(gu.path, target, jobs)
+        gu.wait_count(gu.count + 3)   # the guest keeps running and writing
 
 if __name__ == '__main__':
     q.main()

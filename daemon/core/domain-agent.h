@@ -22,7 +22,7 @@ typedef void (*DomainAgentDoneFunc)(Domain *d, int error, const char *message, j
 
 /* The definition in effect has the agent's channel. */
 bool domain_has_agent_channel(const Domain *d);
-/* QUIESCE's preconditions (a snapshot's or a checkpoint's): the agent's
+/* QUIESCE's preconditions (a snapshot's, a checkpoint's or a backup's): the agent's
  * channel and a running guest; -QSNAP_E_UNSUPPORTED or
  * -QSNAP_E_OPERATION_INVALID with *ret_message. Whether the agent answers
  * is found out by trying. */
@@ -54,7 +54,7 @@ typedef enum DomainThawReason {
 } DomainThawReason;
 
 /* Sends guest-fsfreeze-thaw for a QUIESCE `what` ("snapshot",
- * "checkpoint") and logs how it went: the operation's outcome never
+ * "checkpoint", "backup") and logs how it went: the operation's outcome never
  * depends on it. done (may be NULL) is called once the agent answered or
  * gave up; < 0 when the thaw cannot be sent (logged), then done is never
  * called. */

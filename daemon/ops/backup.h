@@ -18,9 +18,12 @@
 #include "core/operation.h"
 #include "qemu/job.h"
 
-/* BackupBegin flags, libvirt's values. */
+/* BackupBegin flags: libvirt's value, and QUIESCE, our own (libvirt has
+ * none; docs/decisions.md): the guest agent freezes the filesystems around
+ * the backup's start transaction. */
 #define BACKUP_BEGIN_REUSE_EXTERNAL 1ULL
-#define BACKUP_BEGIN_ALL 1ULL
+#define BACKUP_BEGIN_QUIESCE 2ULL
+#define BACKUP_BEGIN_ALL 3ULL
 
 typedef struct BackupPlan BackupPlan;
 
@@ -30,7 +33,8 @@ typedef void (*BackupStartedFunc)(Domain *d, int error, const char *message, Job
  * now; touches nothing. Errors (util/error.h), each with *ret_message:
  * InvalidXML, InvalidArgument, NoSuchDisk, AlreadyExists (a target exists
  * without REUSE_EXTERNAL), PathNotAllowed, NoSpace, NotRunning,
- * OperationInvalid, Unsupported, Busy (a backup or a job holds the
+ * OperationInvalid (QUIESCE of a domain not running), Unsupported (QUIESCE
+ * without an agent channel), Busy (a backup or a job holds the
  * domain or a disk). */
 int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xml, uint64_t flags, BackupPlan **ret,
                     char **ret_message);

@@ -210,6 +210,7 @@ static const OptionDef opts_backup_begin[] = {
         { "checkpointxml", ARG_FILE, OPT_POSITIONAL,
           "a <domaincheckpoint> XML file: also create this checkpoint at the backup's point in time" },
         { "reuse-external", ARG_NONE, 0, "the target (push) or scratch (pull) files exist already" },
+        { "quiesce", ARG_NONE, 0, "freeze the guest's filesystems (guest agent) around the backup's start" },
         WAIT_OPTS,
         { NULL }
 };

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Backup verbs: backup-begin (virsh's [BACKUPXML] [CHECKPOINTXML]
- * --reuse-external; with --wait the backup job is followed as the block
+ * --reuse-external, and --quiesce, qsnapd's own); with --wait the backup job is followed as the block
  * job verbs follow theirs: the bar from its Progress signals, Ctrl-C
  * aborts it; a pull backup serves until then) and backup-dumpxml (the
  * running backup, every file and socket filled in). Once a backup runs,
@@ -13,6 +13,7 @@
 
 enum {
         BACKUP_BEGIN_REUSE_EXTERNAL = 1,
+        BACKUP_BEGIN_QUIESCE = 2,
 };
 
 /* "nbd+unix:///vda?socket=/run/x.sock" or "nbd://host:port/vda" */
@@ -84,7 +85,8 @@ int verb_backup_begin(Ctx *c) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_free_ char *dpath = NULL, *backup_xml = NULL, *checkpoint_xml = NULL;
         JobStart s = { .label = "Backup", .end_mode = JOB_END_WAIT, .started = print_backup_places };
-        uint64_t flags = flag(c, "reuse-external") ? BACKUP_BEGIN_REUSE_EXTERNAL : 0;
+        uint64_t flags = (flag(c, "reuse-external") ? BACKUP_BEGIN_REUSE_EXTERNAL : 0) |
+                         (flag(c, "quiesce") ? BACKUP_BEGIN_QUIESCE : 0);
         int r;
 
         if (wait_options(c, &s, false) < 0)

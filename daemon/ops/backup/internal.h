@@ -72,6 +72,7 @@ typedef struct BackupOp {
         bool nbd_started;
         bool tls_added;      /* the tls-creds-x509 object may be in QEMU: deleted at the end */
         bool aborted;        /* the user's Abort */
+        bool frozen;         /* QUIESCE: the freeze was sent (the journal says so) and no thaw yet */
         bool ending;         /* the end is under way: no new steps */
         int error;
         char *message;

@@ -17,6 +17,7 @@
 
 #include "core/checkpoint-plan.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/gate.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
@@ -402,6 +403,11 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         if (flags & ~BACKUP_BEGIN_ALL) {
                 *ret_message = strprintf("Unknown BackupBegin flags 0x%" PRIx64 ".", (uint64_t) (flags & ~BACKUP_BEGIN_ALL));
                 return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        if (flags & BACKUP_BEGIN_QUIESCE) {
+                r = domain_agent_check_quiesce(d, ret_message);
+                if (r < 0)
+                        return r;
         }
         p = new0(BackupPlan, 1);
         if (!p)

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
@@ -122,7 +123,7 @@ int backup_journal_write(BackupOp *b, const char *phase) {
             add_string(o, "socket", p->socket) < 0 || add_bool(o, "nbd", b->nbd_started) < 0 ||
             add_string(o, "tcp_host", p->tcp_host) < 0 || add_string(o, "tcp_port", p->tcp_port) < 0 ||
             add_string(o, "tls_dir", p->tls_dir) < 0 || add_string(o, "tls_id", p->tls_id) < 0 ||
-            add_bool(o, "tls", b->tls_added) < 0)
+            add_bool(o, "tls", b->tls_added) < 0 || add_bool(o, "frozen", b->frozen) < 0)
                 return -ENOMEM;
         for (size_t i = 0; i < p->n_disks; i++) {
                 json_object *d = journal_disk(p->disks + i);
@@ -324,6 +325,9 @@ int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                         op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_JOURNAL_KIND);
                 return r;
         }
+        /* A guest the interrupted QUIESCE backup froze is thawed, whatever else. */
+        if (json_get_bool(j, "frozen") && d->qmp)
+                (void) domain_agent_thaw(d, "backup", DOMAIN_THAW_RECOVERY, NULL, NULL);
         r = journal_read_plan(d, j, &plan, &running, &nbd);
         if (r < 0) {
                 log_warning_errno(r, "Domain '%s': the backup journal is unusable; dropped: %m", d->def->name);
@@ -351,6 +355,9 @@ int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                         op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);
                 return r;
         }
+        /* A guest the interrupted QUIESCE backup froze is thawed, whatever else. */
+        if (json_get_bool(j, "frozen") && d->qmp)
+                (void) domain_agent_thaw(d, "backup", DOMAIN_THAW_RECOVERY, NULL, NULL);
         r = journal_read_plan(d, j, &plan, &running, &nbd);
         if (r < 0) {
                 log_warning_errno(r, "Domain '%s': the offline backup journal is unusable; dropped: %m", d->def->name);

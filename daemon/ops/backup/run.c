@@ -17,6 +17,11 @@
  * qsnapd created when the push did not complete. Then the BlockJob1
  * reports (Completed with QEMU's text on failure) and the journal goes.
  * A pull's normal end is its Abort: it then reports "completed".
+ *
+ * QUIESCE (flag 2, a running guest with an agent channel): the journal
+ * says "frozen", guest-fsfreeze-freeze goes out, the transaction follows
+ * its answer and guest-fsfreeze-thaw the transaction's answer (or any
+ * failure once the freeze was sent); recovery thaws a guest left frozen.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,6 +29,7 @@
 
 #include "core/bitmaps.h"
 #include "core/disk.h"
+#include "core/domain-agent.h"
 #include "core/domain-jobs.h"
 #include "core/gate.h"
 #include "core/manager.h"
@@ -136,7 +142,10 @@ void backup_failf(BackupOp *b, int error, const char *fmt, ...) {
 }
 
 /* A step failed before the backup ran: undo and tell the caller. */
+static void backup_thaw(BackupOp *b, DomainThawReason why);
+
 static void backup_abandon_start(BackupOp *b, int error, const char *message) {
+        backup_thaw(b, DOMAIN_THAW_FAILED);
         backup_fail(b, error, message);
         backup_cleanup(b);
 }
@@ -508,11 +517,22 @@ static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *re
 static void nbd_start(BackupOp *b);
 static void on_tls_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc);
 
+/* QUIESCE: the transaction answered (or the start failed): thaw. The
+ * backup's outcome never depends on the thaw (domain_agent_thaw logs it). */
+static void backup_thaw(BackupOp *b, DomainThawReason why) {
+        if (!b->frozen)
+                return;
+        b->frozen = false;
+        (void) domain_agent_thaw(b->domain, "backup", why, NULL, NULL);
+        (void) backup_journal_write(b, "prepared");
+}
+
 static void on_transaction(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         BackupPlan *p = b->plan;
         Domain *d = b->domain;
         int r = 0;
 
+        backup_thaw(b, error < 0 ? DOMAIN_THAW_FAILED : DOMAIN_THAW_DONE);
         if (error < 0)
                 return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, desc ?: "QEMU refused the backup.");
         /* QEMU runs the jobs: from here on they are ours to follow. */
@@ -639,6 +659,37 @@ static void send_transaction(BackupOp *b) {
                 backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot send the backup transaction.");
 }
 
+static void on_frozen(Domain *d, int error, const char *message, json_object *result, void *userdata) {
+        BackupOp *b = userdata;
+
+        b->pending--;
+        if (error < 0)
+                return backup_abandon_start(b, error, message); /* thaws */
+        /* crash points: backup:frozen */
+        operation_crash_point(b->op, "frozen");
+        send_transaction(b);
+}
+
+/* QUIESCE: the journal says "frozen" before the freeze goes out; the
+ * transaction follows its answer. */
+static void freeze_then_transaction(BackupOp *b) {
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        if (!(b->plan->flags & BACKUP_BEGIN_QUIESCE))
+                return send_transaction(b);
+        b->frozen = true;
+        r = backup_journal_write(b, "prepared");
+        if (r < 0) {
+                b->frozen = false;
+                return backup_abandon_start(b, r, "Cannot record the freeze.");
+        }
+        r = domain_agent_command(b->domain, "guest-fsfreeze-freeze", NULL, on_frozen, b, &message);
+        if (r < 0)
+                return backup_abandon_start(b, r, message); /* thaws: it may have gone out */
+        b->pending++;
+}
+
 static void on_node_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
         BackupDiskRun *r = b->plan->disks + index;
 
@@ -651,7 +702,7 @@ static void on_node_added(BackupOp *b, size_t index, int error, json_object *res
                 return;
         if (b->error < 0)
                 return backup_cleanup(b);
-        send_transaction(b);
+        freeze_then_transaction(b);
 }
 
 /* Whether the file system under path takes O_DIRECT (tmpfs does not). */
@@ -821,6 +872,10 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
         Operation *o;
         int r;
 
+        if ((p->flags & BACKUP_BEGIN_QUIESCE) && !domain_is_active(d)) {
+                *ret_message = strprintf("Domain '%s' is not running: QUIESCE needs a running guest.", d->def->name);
+                return -QSNAP_E_OPERATION_INVALID;
+        }
         if (d->backup == NULL && !domain_is_active(d) && p->def->mode == BACKUP_MODE_PUSH)
                 return backup_begin_offline(d, TAKE_PTR(p), done, userdata, ret_message);
         /* polkit took its time: the domain may have moved on. */

@@ -302,9 +302,15 @@ class BlockJobTestCase(q.QsnapTestCase):
 
     def assert_no_nodes_on(self, dom, files, what):
         """QEMU holds no descriptor of files any more: no node left behind
-        (it keeps the file's lock), no fd set of it left (/proc/PID/fd)."""
-        left = sorted((fd, f) for fd, f in self.h.qemu_open_files(dom).items() if f in files)
-        self.assertEqual(left, [], '%s: QEMU still has dropped files open: %s' % (what, left))
+        (it keeps the file's lock), no fd set of it left (/proc/PID/fd).
+        qsnapd drops the fd sets once QEMU answered the blockdev-del of their
+        nodes, which can be just after the job's Completed signal: wait for
+        that, then a leak fails."""
+        def left():
+            return sorted((fd, f) for fd, f in self.h.qemu_open_files(dom).items() if f in files)
+
+        q.spin(lambda: not left(), 10)
+        self.assertEqual(left(), [], '%s: QEMU still has dropped files open: %s' % (what, left()))
 
     def xml_disk_chain(self, xml_text, target='vda'):
         """(source file, [backingStore files, top first]) of target."""

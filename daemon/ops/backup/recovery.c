@@ -355,9 +355,6 @@ int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                         op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);
                 return r;
         }
-        /* A guest the interrupted QUIESCE backup froze is thawed, whatever else. */
-        if (json_get_bool(j, "frozen") && d->qmp)
-                (void) domain_agent_thaw(d, "backup", DOMAIN_THAW_RECOVERY, NULL, NULL);
         r = journal_read_plan(d, j, &plan, &running, &nbd);
         if (r < 0) {
                 log_warning_errno(r, "Domain '%s': the offline backup journal is unusable; dropped: %m", d->def->name);

@@ -369,9 +369,16 @@ static void test_disconnect(void) {
         expect_record("disconnect -ECONNRESET");
         teardown(q, &p);
 
+        printf("a reply and an event meant for the previous client before the greeting are dropped\n");
+        q = setup(&p);
+        peer_say(&p, "{\"return\": \"vda-fmt\", \"id\": 5}\n");
+        peer_say(&p, "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\n");
+        handshake(q, &p);
+        teardown(q, &p);
+
         printf("something else than a greeting first\n");
         q = setup(&p);
-        peer_say(&p, "{\"return\": {}, \"id\": 1}\n");
+        peer_say(&p, "{\"hello\": {}}\n");
         expect_record("ready -EPROTO");
         expect_record("disconnect -EPROTO");
         teardown(q, &p);

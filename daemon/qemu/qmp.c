@@ -571,6 +571,15 @@ static int qmp_dispatch(Qmp *q, json_object *msg) {
         int64_t r;
 
         if (!q->greeted) {
+                /* QEMU hands output queued for a client that went away (a
+                 * reply to a command of a qsnapd that was stopped while it
+                 * waited, an event) to the next client, around its greeting:
+                 * drop it, as a reply to an id we did not send. */
+                if (json_object_object_get_ex(msg, "return", NULL) || json_object_object_get_ex(msg, "error", NULL) ||
+                    json_object_object_get_ex(msg, "event", NULL)) {
+                        log_debug("%s: dropping a message meant for the previous client.", qmp_name(q));
+                        return 0;
+                }
                 if (!json_object_object_get_ex(msg, "QMP", NULL))
                         return log_error_errno(EPROTO, "%s: expected a QMP greeting.", qmp_name(q));
                 q->greeted = true;

@@ -20,7 +20,7 @@
 #include "util/util.h"
 
 /* QEMU's option parser takes ',,' for a literal ','. */
-static char *opt_escape(const char *s) {
+char *qemu_opt_escape(const char *s) {
         size_t n = 0;
         char *r, *p;
 
@@ -139,7 +139,7 @@ static int graphics_secret(Domain *d, const DomainGraphics *g, size_t i, char **
         if (!g->passwd)
                 return 0;
         path = suffix ? domain_runtime_path(d, suffix) : NULL;
-        esc = path ? opt_escape(path) : NULL;
+        esc = path ? qemu_opt_escape(path) : NULL;
         if (!esc)
                 return -ENOMEM;
         r = write_file_atomic(path, g->passwd, strlen(g->passwd), 0600);
@@ -164,13 +164,13 @@ static int graphics_one(Domain *d, const DomainGraphics *g, size_t i, char ***ar
         ticketing = secret ?: ",disable-ticketing=on";
         if (!g->address) {
                 sock = g->socket ? strdup(g->socket) : domain_qemu_socket_path(d, vnc ? ".vnc" : ".spice");
-                esc = sock ? opt_escape(sock) : NULL;
+                esc = sock ? qemu_opt_escape(sock) : NULL;
                 if (!esc)
                         return -ENOMEM;
                 return vnc ? add(argv, "-vnc", "unix:%s%s", esc, strempty(secret))
                            : add(argv, "-spice", "unix=on,addr=%s%s", esc, ticketing);
         }
-        esc = strchr(g->address, ':') ? strprintf("[%s]", g->address) : opt_escape(g->address);
+        esc = strchr(g->address, ':') ? strprintf("[%s]", g->address) : qemu_opt_escape(g->address);
         if (!esc)
                 return -ENOMEM;
         if (vnc)
@@ -215,7 +215,7 @@ static int chardev_argv(Domain *d, const DomainChar *c, const char *id, const ch
         if (c->type == DOMAIN_CHAR_PTY)
                 return add(argv, "-chardev", "pty,id=%s", id);
         path = c->path ? strdup(c->path) : domain_qemu_socket_path(d, default_suffix);
-        esc = path ? opt_escape(path) : NULL;
+        esc = path ? qemu_opt_escape(path) : NULL;
         if (!esc)
                 return -ENOMEM;
         if (c->type == DOMAIN_CHAR_FILE)

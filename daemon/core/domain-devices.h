@@ -18,6 +18,10 @@
 
 #include "core/domain.h"
 
+/* s with every ',' doubled, as QEMU's option parser reads a literal ','
+ * (a file name or a name inside -blockdev/-chardev/-name options). */
+char *qemu_opt_escape(const char *s);
+
 /* Appends to *argv what def's devices need (after the disks), and writes
  * the graphics password files QEMU reads at start (0600). */
 int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv);

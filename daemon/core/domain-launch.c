@@ -63,26 +63,6 @@ int domain_launch_start_output(const char *path, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-/* QEMU's option parser takes ',,' for a literal ','. */
-static char *qemu_opt_escape(const char *s) {
-        size_t n = 0;
-        char *r, *p;
-
-        for (const char *c = s; *c; c++)
-                n += *c == ',' ? 2 : 1;
-        r = malloc(n + 1);
-        if (!r)
-                return NULL;
-        p = r;
-        for (const char *c = s; *c; c++) {
-                *p++ = *c;
-                if (*c == ',')
-                        *p++ = ',';
-        }
-        *p = 0;
-        return r;
-}
-
 /* A format node over the file QEMU finds in fd set `set`; backing: the
  * node below, or none ("backing": null; raw has no backing option). */
 static int json_blockdev(json_object **ret, const char *node, DiskFormat format, unsigned set, bool read_only,

@@ -57,6 +57,11 @@ bool domain_launch_process_gone(pid_t pid, int pidfd);
  * overlays must exist already. */
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret,
                        char **ret_message);
+/* The command line of a shut-off domain's paused QEMU (core/offline-qemu.h):
+ * -machine none -nodefaults -S, QMP as fd 3, -sandbox as for the domain's
+ * QEMU, every disk's chain (its images, never a transient overlay) opened
+ * read-only into lf as explicit -blockdev nodes named as when it runs. */
+int domain_launch_offline_argv(Domain *d, LaunchFiles *lf, char ***ret, char **ret_message);
 /* The throw-away overlay of each <transient/> disk of def (mode 0600). */
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message);
 /* A listening UNIX socket at path (replacing a stale one): its fd. */
@@ -65,6 +70,10 @@ int domain_launch_bind_socket(const char *path);
  * and qmp_fd as its fd 3; *ret_pid: QEMU's pid. */
 int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
                         pid_t *ret_pid);
+/* Runs argv as qsnapd's own child (no setsid, no double fork) that dies
+ * with qsnapd (PR_SET_PDEATHSIG); the caller reaps it. */
+int domain_launch_spawn_child(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                              pid_t *ret_pid);
 /* The line before a start's output in the domain's log. */
 int domain_launch_log_header(int fd, char **argv);
 /* What QEMU printed since the last start header (at most 2 KiB of it). */

@@ -95,13 +95,17 @@ static const char *net_device(const char *model) {
         return model; /* e1000, e1000e, rtl8139: QEMU's device names */
 }
 
-static int nets_argv(const DomainDef *def, char ***argv) {
+static int nets_argv(const DomainDef *def, const int *net_fds, char ***argv) {
         for (size_t i = 0; i < def->devices.n_nets; i++) {
                 const DomainNet *n = def->devices.nets + i;
                 int r;
 
                 if (n->type == DOMAIN_NET_USER)
                         r = add(argv, "-netdev", "user,id=hostnet%zu", i);
+                else if (net_fds && net_fds[i] >= 0)
+                        /* qsnapd's tap (core/domain-net.c); vhost-net would
+                         * need /dev/vhost-net opened for QEMU as well. */
+                        r = add(argv, "-netdev", "tap,id=hostnet%zu,fd=%d,vhost=off", i, net_fds[i]);
                 else
                         /* QEMU's bridge helper: /etc/qemu/bridge.conf says
                          * which bridges may be used (docs/decisions.md). */
@@ -331,12 +335,12 @@ static int cdroms_argv(const DomainDef *def, char ***argv) {
         return 0;
 }
 
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv) {
+int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, char ***argv) {
         int r;
 
         r = machine_argv(def, argv);
         if (r >= 0)
-                r = nets_argv(def, argv);
+                r = nets_argv(def, net_fds, argv);
         if (r >= 0)
                 r = graphics_argv(d, def, argv);
         if (r >= 0)

@@ -23,8 +23,11 @@
 char *qemu_opt_escape(const char *s);
 
 /* Appends to *argv what def's devices need (after the disks), and writes
- * the graphics password files QEMU reads at start (0600). */
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv);
+ * the graphics password files QEMU reads at start (0600). net_fds (NULL
+ * or one per interface, -1 for none): the tap QEMU inherits for a
+ * bridged interface (core/domain-net.h); without one QEMU's bridge
+ * helper makes it. */
+int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, char ***argv);
 
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
+#include "core/domain-net.h"
 #include "core/gate.h"
 #include "core/manager.h"
 #include "core/nvram.h"
@@ -105,6 +106,10 @@ void launch_files_done(LaunchFiles *lf) {
                 free(lf->files[i].path);
         }
         free(lf->files);
+        free(lf->net_fds);
+        for (size_t i = 0; i < lf->n_nets; i++)
+                free(lf->net_names[i]);
+        free(lf->net_names);
         *lf = (LaunchFiles) {};
 }
 
@@ -250,6 +255,37 @@ static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char 
         return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
 }
 
+/* The taps of the bridged interfaces, when qsnapd makes them
+ * (core/domain-net.h): QEMU inherits each descriptor, qsnapd's copy goes
+ * with lf after the launch. */
+static int launch_add_taps(Domain *d, const DomainDef *def, LaunchFiles *lf, char **ret_message) {
+        size_t n = def->devices.n_nets;
+
+        if (!d->manager->config.net_taps || n == 0)
+                return 0;
+        lf->net_fds = calloc(n, sizeof(int));
+        lf->net_names = calloc(n, sizeof(char *));
+        if (!lf->net_fds || !lf->net_names)
+                return -ENOMEM;
+        lf->n_nets = n;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_close_ int fd = -EBADF;
+                int r;
+
+                lf->net_fds[i] = -1;
+                if (!def->devices.nets[i].bridge)
+                        continue;
+                r = domain_net_open_tap(d, def->devices.nets + i, i, &fd, lf->net_names + i, ret_message);
+                if (r < 0)
+                        return r;
+                lf->net_fds[i] = fd;
+                r = launch_files_keep(lf, &fd);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* UEFI: the firmware code and the domain's variable store as the two
  * pflash devices of the machine (-machine …,pflash0=,pflash1=), by
  * descriptor like every image. */
@@ -328,16 +364,27 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)
                 r = domain_launch_firmware_args(def, lf, &argv, ret_message);
+        if (r >= 0)
+                r = launch_add_taps(d, def, lf, ret_message);
         if (r < 0)
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
          * (after the agent's virtio-serial controller: consoles use it). */
-        r = domain_devices_argv(d, def, &argv);
+        r = domain_devices_argv(d, def, lf->net_fds, &argv);
         if (r < 0)
                 return r;
 #undef ADD
         *ret = TAKE_PTR(argv);
         return 0;
+}
+
+int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret) {
+        int r;
+
+        for (size_t i = 0; i < lf->n_nets; i++)
+                if (lf->net_names[i] && (r = domain_def_set_live_net_target(live, i, lf->net_names[i])) < 0)
+                        return r;
+        return domain_def_format(live, DOMAIN_FORMAT_SECURE, ret);
 }
 
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message) {

@@ -20,6 +20,12 @@ typedef struct LaunchFiles {
         QemuFile *files;
         size_t n_files;
         unsigned next_set;
+        /* Per interface of the definition (n_nets of them): the tap qsnapd
+         * made for it (its descriptor is also in fds) and the tap's name;
+         * -1 and NULL for one QEMU connects itself. */
+        int *net_fds;
+        char **net_names;
+        size_t n_nets;
 } LaunchFiles;
 void launch_files_done(LaunchFiles *lf);
 
@@ -57,6 +63,9 @@ bool domain_launch_process_gone(pid_t pid, int pidfd);
  * overlays must exist already. */
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret,
                        char **ret_message);
+/* The live definition's XML once lf holds what the launch made: each
+ * tap's name in its interface's <target dev> (as libvirt's live XML). */
+int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret);
 /* The throw-away overlay of each <transient/> disk of def (mode 0600). */
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message);
 /* A listening UNIX socket at path (replacing a stale one): its fd. */

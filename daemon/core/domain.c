@@ -25,6 +25,7 @@
 #include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
+#include "core/domain-net.h"
 #include "core/domain.h"
 #include "core/gate.h"
 #include "core/manager.h"
@@ -658,7 +659,8 @@ int domain_check_start(Domain *d, char **ret_message) {
                         return r;
                 }
         }
-        return 0;
+        /* Bridged interfaces: allowed by the host's list, and present. */
+        return domain_is_managed(d) ? domain_net_check(d, d->def, ret_message) : 0;
 }
 
 /* Start of a domain whose QEMU somebody else launches: attach to it. */
@@ -716,16 +718,14 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         if (r < 0)
                 return r;
 
-        r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
-        if (r < 0)
-                return r;
-
         r = domain_launch_transient_overlays(d, live, ret_message);
         if (r >= 0)
                 r = nvram_prepare(live, ret_message);
         if (r < 0)
                 goto fail;
         r = domain_launch_argv(d, live, incoming, &lf, &argv, ret_message);
+        if (r >= 0)
+                r = domain_launch_live_xml(live, &lf, &live_xml);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);

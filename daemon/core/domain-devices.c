@@ -15,6 +15,7 @@
 
 #include "core/domain-devices.h"
 #include "core/manager.h"
+#include "qemu/qmp-commands.h"
 #include "util/error.h"
 #include "util/json-util.h"
 #include "util/util.h"
@@ -249,6 +250,68 @@ static bool console_is_a_serial(const DomainDevices *hw, const DomainChar *c) {
                 if (hw->chars[i].role == DOMAIN_CHAR_SERIAL && hw->chars[i].port == c->port)
                         return true;
         return false;
+}
+
+/* The chardev QEMU made for pty chars[i]: its own, or for a console that
+ * is a serial that serial's; -1 when none is a pty. */
+static ssize_t pty_chardev(const DomainDevices *hw, size_t i) {
+        const DomainChar *c = hw->chars + i;
+
+        if (c->type != DOMAIN_CHAR_PTY)
+                return -1;
+        if (!console_is_a_serial(hw, c))
+                return (ssize_t) i;
+        for (size_t j = 0; j < hw->n_chars; j++)
+                if (hw->chars[j].role == DOMAIN_CHAR_SERIAL && hw->chars[j].port == c->port)
+                        return hw->chars[j].type == DOMAIN_CHAR_PTY ? (ssize_t) j : -1;
+        return -1;
+}
+
+typedef struct PtyQuery {
+        Domain *d;
+        void (*then)(Domain *d);
+} PtyQuery;
+
+static void on_query_chardev(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                             void *userdata) {
+        _cleanup_free_ PtyQuery *q = userdata;
+        Domain *d = q->d;
+        bool changed = false;
+
+        if (error == -ECONNRESET)
+                return; /* the disconnect callback reports it */
+        for (size_t i = 0; error >= 0 && d->live && i < d->live->devices.n_chars; i++) {
+                ssize_t k = pty_chardev(&d->live->devices, i);
+                const char *pty;
+                char label[32];
+
+                if (k < 0)
+                        continue;
+                snprintf(label, sizeof(label), "char%zd", k);
+                pty = qmp_parse_chardev_pty(result, label);
+                if (pty && domain_def_set_live_pty(d->live, i, pty) >= 0)
+                        changed = true;
+        }
+        if (error < 0)
+                log_warning("Domain '%s': query-chardev failed: %s", d->def->name, strna(desc));
+        if (changed)
+                (void) domain_save_live(d);
+        q->then(d);
+}
+
+void domain_devices_query_ptys(Domain *d, void (*then)(Domain *d)) {
+        PtyQuery *q;
+        bool any = false;
+
+        for (size_t i = 0; d->live && i < d->live->devices.n_chars; i++)
+                any = any || pty_chardev(&d->live->devices, i) >= 0;
+        if (!any || !(q = new0(PtyQuery, 1)))
+                return then(d);
+        *q = (PtyQuery) { .d = d, .then = then };
+        if (qmp_cmd_query_chardev(d->qmp, on_query_chardev, q) < 0) {
+                free(q);
+                then(d);
+        }
 }
 
 static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {

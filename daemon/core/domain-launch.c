@@ -378,6 +378,33 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         return 0;
 }
 
+void domain_launch_remove_runtime_files(Domain *d) {
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
+        const DomainDef *def = domain_current_def(d);
+        _cleanup_free_ char *agent = NULL;
+
+        if (!domain_is_managed(d))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                _cleanup_free_ char *p = domain_runtime_path(d, suffixes[i]);
+                if (p)
+                        (void) unlink(p);
+        }
+        agent = domain_qemu_socket_path(d, ".agent");
+        if (agent)
+                (void) unlink(agent);
+        domain_devices_remove_runtime_files(d, def);
+        for (size_t i = 0; i < def->n_disks; i++) {
+                _cleanup_free_ char *p = NULL;
+
+                if (!def->disks[i].transient)
+                        continue;
+                p = domain_transient_path(d, &def->disks[i]);
+                if (p && unlink(p) >= 0)
+                        log_debug("Discarded transient overlay %s.", p);
+        }
+}
+
 int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret) {
         int r;
 

@@ -63,6 +63,9 @@ bool domain_launch_process_gone(pid_t pid, int pidfd);
  * overlays must exist already. */
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret,
                        char **ret_message);
+/* Removes what a launch left in the runtime dir (monitor socket, pid
+ * file, live XML, sockets, transient overlays) of the current definition. */
+void domain_launch_remove_runtime_files(Domain *d);
 /* The live definition's XML once lf holds what the launch made: each
  * tap's name in its interface's <target dev> (as libvirt's live XML). */
 int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret);

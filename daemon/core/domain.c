@@ -238,35 +238,6 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
         return sd_event_add_time_relative(d->manager->event, &c->timer, CLOCK_MONOTONIC, usec, 0, handler, d);
 }
 
-/* ---- runtime files ---- */
-
-static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
-        const DomainDef *def = domain_current_def(d);
-        _cleanup_free_ char *agent = NULL;
-
-        if (!domain_is_managed(d))
-                return;
-        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
-                _cleanup_free_ char *p = domain_runtime_path(d, suffixes[i]);
-                if (p)
-                        (void) unlink(p);
-        }
-        agent = domain_qemu_socket_path(d, ".agent");
-        if (agent)
-                (void) unlink(agent);
-        domain_devices_remove_runtime_files(d, def);
-        for (size_t i = 0; i < def->n_disks; i++) {
-                _cleanup_free_ char *p = NULL;
-
-                if (!def->disks[i].transient)
-                        continue;
-                p = domain_transient_path(d, &def->disks[i]);
-                if (p && unlink(p) >= 0)
-                        log_debug("Discarded transient overlay %s.", p);
-        }
-}
-
 /* QEMU is gone: forget the live state. */
 static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
@@ -274,7 +245,7 @@ static void domain_reset(Domain *d, DomainState state) {
         domain_jobs_disconnected(d, true);
         domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
-        domain_remove_runtime_files(d);
+        domain_launch_remove_runtime_files(d);
         domain_files_clear(d);
         d->live = domain_def_free(d->live);
         d->pid = 0;
@@ -603,6 +574,13 @@ static void start_incoming(Domain *d) {
                 call(d)->incoming_sent(d, call(d)->userdata);
 }
 
+static void on_start_ptys_known(Domain *d) {
+        if (call(d)->incoming)
+                return start_incoming(d);
+        /* QEMU waits in prelaunch (-S) until told to run. */
+        start_run_or_pause(d);
+}
+
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
 
@@ -614,10 +592,8 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         domain_agent_attach(d);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
-        if (call(d)->incoming)
-                return start_incoming(d);
-        /* QEMU waits in prelaunch (-S) until told to run. */
-        start_run_or_pause(d);
+        /* The ptys' paths into the live XML before Start answers. */
+        domain_devices_query_ptys(d, on_start_ptys_known);
 }
 
 static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {

@@ -536,14 +536,20 @@ static uint64_t pidfs_inode(int pidfd) {
         return (uint64_t) st.st_ino;
 }
 
-int domain_launch_record_process(Domain *d, pid_t pid, int pidfd, uint64_t start_time) {
+int domain_launch_record_process(Domain *d, pid_t pid, uint64_t start_time) {
         _cleanup_free_ char *path = domain_runtime_path(d, ".process"), *text = NULL;
+        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0), r;
+
+        if (pidfd < 0)
+                pidfd = -errno;
 
         text = strprintf("pid=%d\nstart_time=%" PRIu64 "\npidfs_inode=%" PRIu64 "\n", (int) pid, start_time,
                          pidfs_inode(pidfd));
-        if (!path || !text)
-                return -ENOMEM;
-        return write_file_atomic(path, text, strlen(text), 0600);
+        r = path && text ? write_file_atomic(path, text, strlen(text), 0600) : -ENOMEM;
+        if (r < 0)
+                log_warning_errno(r, "Domain '%s': cannot record QEMU's identity in %s (%m); a restarted qsnapd "
+                                  "will not signal it.", d->def->name, strna(path));
+        return pidfd;
 }
 
 static uint64_t record_field(const char *text, const char *key) {

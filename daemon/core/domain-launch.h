@@ -72,7 +72,7 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *
  * goes into <runtime>/<uuid>.process: its start time and, on pidfs (Linux
  * 6.9), its pidfd's inode (unique for the boot; readable where /proc hides
  * QEMU's user). */
-int domain_launch_record_process(Domain *d, pid_t pid, int pidfd, uint64_t start_time);
+int domain_launch_record_process(Domain *d, pid_t pid, uint64_t start_time); /* → QEMU's pidfd */
 /* At adoption: a pidfd of pid, only when it is the process the record
  * names (pidfs inode, else start time; without a record, a QEMU whose
  * command line names the domain's UUID); -ESRCH when not (never signalled). */

@@ -770,11 +770,9 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         domain_def_free(d->live);
         d->live = TAKE_PTR(live);
         d->pid = pid;
-        /* QEMU as another user may be hidden from us in /proc (the unit's
-         * ProtectProc=invisible): this descriptor still names it. */
+        /* A pidfd names QEMU even where /proc hides it (ProtectProc=). */
         d->pidfd = safe_close(d->pidfd);
-        d->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-        (void) domain_launch_record_process(d, pid, d->pidfd, start_time);
+        d->pidfd = domain_launch_record_process(d, pid, start_time);
         manager_notify_launched(d->manager, d, pid);
 
         r = domain_op_begin(d, DOMAIN_OP_START, flags, done, userdata);

@@ -15,9 +15,11 @@
 
 #include "config.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
 #include "qemu/child.h"
+#include "qemu/img.h"
 #include "util/error.h"
 #include "util/util.h"
 
@@ -99,21 +101,35 @@ static void offline_next(BackupOp *b) {
         {
                 const DomainDisk *disk = domain_def_find_disk(b->domain->def, r->target);
                 _cleanup_free_ char *rate = backup_test_speed() ? strprintf("%" PRIu64, backup_test_speed()) : NULL;
-                char *argv[14] = { (char *) QEMU_IMG_BINARY, (char *) "convert", (char *) "-p", (char *) "-n",
-                                   (char *) "-f", (char *) disk_format_to_string(disk ? disk->format : DISK_FORMAT_QCOW2),
+                /* By descriptor (qemu/img.h): the disk's chain as qsnapd reads
+                 * it, the target qsnapd made, both through the path gate. */
+                _cleanup_free_ char *source = img_placeholder(IMG_CHAIN, r->source, disk ? disk->format : DISK_FORMAT_QCOW2);
+                _cleanup_free_ char *target = img_placeholder(IMG_LAYER, r->path, r->format);
+                _cleanup_free_ char *message = NULL;
+                _cleanup_(img_cmd_done) ImgCmd cmd = {};
+                char *argv[12] = { (char *) QEMU_IMG_BINARY, (char *) "convert", (char *) "-p", (char *) "-n",
                                    (char *) "-O", (char *) disk_format_to_string(r->format) };
-                size_t n = 8;
+                size_t n = 6;
 
+                if (!source || !target) {
+                        backup_failf(b, -ENOMEM, "Out of memory.");
+                        return backup_finish(b);
+                }
                 if (rate) {
                         argv[n++] = (char *) "-r";
                         argv[n++] = rate;
                 }
-                argv[n++] = r->source;
-                argv[n++] = r->path;
+                argv[n++] = source;
+                argv[n++] = target;
 
+                q = gate_img_command(b->domain, argv, &cmd, &message);
+                if (q < 0) {
+                        backup_failf(b, q, "%s", message ?: "Cannot open the images for qemu-img.");
+                        return backup_finish(b);
+                }
                 /* crash points: backup:convert */
                 operation_crash_point(b->op, "convert");
-                q = child_spawn(b->domain->manager->event, argv, on_convert_output, on_convert_done, b, &b->child);
+                q = img_cmd_spawn(&cmd, b->domain->manager->event, on_convert_output, on_convert_done, b, &b->child);
         }
         if (q < 0) {
                 backup_failf(b, q, "Cannot run qemu-img: %s", qsnap_strerror(q));

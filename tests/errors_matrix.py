@@ -136,6 +136,19 @@ MATRIX = {
             'test_authorization.py InteractiveTest.test_auth_admin_needs_interaction',
         ],
     },
+    'Domain.OpenConsole': {
+        'InvalidArgument': ['test_console.py OpenConsoleTest.test_refusals_ptys_and_sockets'],
+        'NotRunning': ['test_console.py OpenConsoleTest.test_refusals_ptys_and_sockets'],
+        'Unsupported': [
+            'test_console.py OpenConsoleTest.test_refusals_ptys_and_sockets',
+            'test_console.py OpenConsoleTest.test_granted_user_reads_the_guest',
+        ],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_console.py OpenConsoleTest.test_granted_user_reads_the_guest',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
     'Domain.Stop': {
         'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
         'NotRunning': [

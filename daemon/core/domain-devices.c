@@ -252,19 +252,31 @@ static bool console_is_a_serial(const DomainDevices *hw, const DomainChar *c) {
         return false;
 }
 
-/* The chardev QEMU made for pty chars[i]: its own, or for a console that
- * is a serial that serial's; -1 when none is a pty. */
-static ssize_t pty_chardev(const DomainDevices *hw, size_t i) {
+size_t domain_devices_char_backend(const DomainDevices *hw, size_t i) {
         const DomainChar *c = hw->chars + i;
 
-        if (c->type != DOMAIN_CHAR_PTY)
-                return -1;
-        if (!console_is_a_serial(hw, c))
-                return (ssize_t) i;
-        for (size_t j = 0; j < hw->n_chars; j++)
-                if (hw->chars[j].role == DOMAIN_CHAR_SERIAL && hw->chars[j].port == c->port)
-                        return hw->chars[j].type == DOMAIN_CHAR_PTY ? (ssize_t) j : -1;
-        return -1;
+        if (console_is_a_serial(hw, c))
+                for (size_t j = 0; j < hw->n_chars; j++)
+                        if (hw->chars[j].role == DOMAIN_CHAR_SERIAL && hw->chars[j].port == c->port)
+                                return j;
+        return i;
+}
+
+char *domain_devices_char_socket(Domain *d, const DomainDevices *hw, size_t k) {
+        char suffix[32];
+
+        if (hw->chars[k].path)
+                return strdup(hw->chars[k].path);
+        char_socket_suffix(hw->chars + k, k, suffix);
+        return domain_qemu_socket_path(d, suffix);
+}
+
+/* The chardev QEMU made for pty chars[i]: its own, or for a console that
+ * is a serial that serial's; -1 when that is no pty. */
+static ssize_t pty_chardev(const DomainDevices *hw, size_t i) {
+        size_t k = domain_devices_char_backend(hw, i);
+
+        return hw->chars[i].type == DOMAIN_CHAR_PTY && hw->chars[k].type == DOMAIN_CHAR_PTY ? (ssize_t) k : -1;
 }
 
 typedef struct PtyQuery {

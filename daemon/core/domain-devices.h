@@ -36,6 +36,12 @@ int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, cha
  * connection went away. Without ptys, then(d) at once. */
 void domain_devices_query_ptys(Domain *d, void (*then)(Domain *d));
 
+/* The entry of hw->chars whose chardev (char<k>) QEMU made for chars[i]:
+ * i itself, or for a console that repeats a serial that serial's. */
+size_t domain_devices_char_backend(const DomainDevices *hw, size_t i);
+/* The socket of unix chars[k]: its <source path>, else the runtime dir's. */
+char *domain_devices_char_socket(Domain *d, const DomainDevices *hw, size_t k);
+
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);
 

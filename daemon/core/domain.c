@@ -25,6 +25,7 @@
 #include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
+#include "core/offline-qemu.h"
 #include "core/domain-net.h"
 #include "core/domain.h"
 #include "core/gate.h"
@@ -109,6 +110,7 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_jobs_free(d);
+        offline_qemu_free(d);
         safe_close(d->pidfd);
         snapshot_tree_done(&d->snapshots);
         bitmaps_domain_done(d);

@@ -372,6 +372,14 @@ int64_t qmp_cmd_query_chardev(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
         return qmp_send(qmp, "query-chardev", NULL, cb, userdata);
 }
 
+int64_t qmp_cmd_add_client(Qmp *qmp, const char *protocol, const char *fdname, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("protocol", JSTR(protocol), "fdname", JSTR(fdname), "skipauth", json_object_new_boolean(false),
+                                       "tls", json_object_new_boolean(false), NULL);
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "add_client", args, cb, userdata);
+}
+
 const char *qmp_parse_chardev_pty(json_object *result, const char *label) {
         if (!json_object_is_type(result, json_type_array))
                 return NULL;

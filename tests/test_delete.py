@@ -543,7 +543,11 @@ class CrashTest(DeleteTestCase):
         and is deleted once the domain runs again."""
         h = self.h
         dom, base = ExternalLiveTest.live_chain(self, 'ab', 3, {})
-        self.write(dom, 'vda', 0x77, 8 * MiB, 8 * MiB)
+        # 24 MiB: more than QEMU's mirror copies in one burst (16 MiB), so
+        # its throttle sleeps ~16 s before the rest, and the job cannot be
+        # READY (and pivoting by itself) when Abort comes.
+        bulk = (0x77, 8 * MiB, 24 * MiB, 3)
+        self.write(dom, 'vda', *bulk[:3])
         s3 = self.snap_path(dom, 's3')
         h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(MiB)})
 
@@ -559,7 +563,7 @@ class CrashTest(DeleteTestCase):
         ok, reason, _ = self.check_delete(s3)
         self.assertTrue(ok, reason)
         # (s3's own frozen file took part of the commit: decisions.md)
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after abort', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after abort', bulk=bulk)
         for k in range(4):
             h.verify_pattern_live(dom, 'vda', 0xA0 + k, k * MiB, LEN)
 
@@ -573,13 +577,13 @@ class CrashTest(DeleteTestCase):
         q.wait_until(lambda: self.dprop(dom, 'State') == 'crashed', 30, 'the domain whose QEMU was killed is crashed')
         self.assertIn('s3', self.names(dom))
         self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')))
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after QEMU died', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'after QEMU died', bulk=bulk)
 
         # deletable again, shut off (qemu-img) and the data is all there
         h.restart_daemon(kill=False)
         self.delete(s3)
         self.assertEqual(self.names(dom), ['s1', 's2'])
-        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'deleted after all', bulk=(0x77, 8 * MiB, 8 * MiB, 3))
+        self.assert_all(dom, {'s1': 1, 's2': 2}, 4, 'deleted after all', bulk=bulk)
         self.assert_layer(self.active(dom)['vda'], [(0x77, 8 * MiB)], [], 'the bulk')
 
 class LiveTreeTest(DeleteTestCase):

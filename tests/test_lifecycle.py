@@ -7,6 +7,8 @@ written live must be on disk afterwards."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import qsnaptest as q
@@ -145,6 +147,64 @@ class LifecycleTest(q.QsnapTestCase):
         rec.wait_for_property(path, 'State', 'crashed', start=mark)
         h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
         self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'shutoff')
+
+    def _hang_and_restart(self, path, uuid, pid, rec, decoy=None):
+        """kill -9 qsnapd, SIGSTOP its QEMU (no monitor answers: a hung
+        QEMU), optionally make the runtime state name `decoy` as if QEMU's
+        pid had been reused, restart qsnapd: the attach gives up, the
+        domain is crashed."""
+        h = self.h
+        h.kill_daemon()
+        os.kill(pid, signal.SIGSTOP)
+        if decoy is not None:
+            record = os.path.join(h.runtime_dir, uuid + '.process')
+            text = read(record)
+            self.assertIn('pid=%d\n' % pid, text)
+            with open(record, 'w') as f:
+                f.write(text.replace('pid=%d\n' % pid, 'pid=%d\n' % decoy))
+            with open(os.path.join(h.runtime_dir, uuid + '.pid'), 'w') as f:
+                f.write('%d\n' % decoy)
+        h.start_daemon()
+        rec = h.record_signals()
+        q.wait_until(lambda: h.get_property(path, q.DOMAIN_IFACE, 'State') == 'crashed', 30,
+                     'the attach to the stopped QEMU to give up')
+
+    def test_hung_qemu_after_restart_is_killed_by_stop(self):
+        """No pidfd survives a restart of qsnapd: the adoption takes one for
+        the pid of the runtime state, only when it is the process the launch
+        recorded (pidfs inode / start time), so Stop ends a hung QEMU — and
+        never a process that merely got its pid."""
+        h = self.h
+        img = h.create_image('hung.qcow2')
+        path = h.define_domain('hung', [q.Disk('vda', img)])
+        uuid = h.get_property(path, q.DOMAIN_IFACE, 'UUID')
+        rec = h.record_signals()
+        h.call(path, q.DOMAIN_IFACE, 'Start', (0,), 't')
+        pid = h.qemu_pid(path)
+        self._hang_and_restart(path, uuid, pid, rec)
+        h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
+        self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'shutoff')
+        self.assertTrue(q.spin(lambda: not os.path.exists('/proc/%d' % pid) or
+                               read('/proc/%d/stat' % pid).split(')')[1].split()[0] == 'Z', 10),
+                        'the stopped QEMU still runs after Stop')
+        self.assertTrue(*q.qemu_img_check(img))
+
+        # The pid of the runtime state now names another process (a pid
+        # reused after QEMU went), one whose command line even names the
+        # domain: Stop cleans up but signals nothing.
+        h.call(path, q.DOMAIN_IFACE, 'Start', (0,), 't')
+        pid = h.qemu_pid(path)
+        decoy = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-uuid', uuid])
+        try:
+            self._hang_and_restart(path, uuid, pid, rec, decoy=decoy.pid)
+            h.call(path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
+            self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'State'), 'shutoff')
+            self.assertIsNone(decoy.poll(), 'Stop killed a process that only had QEMU\'s pid')
+            self.assertIn('is not the QEMU qsnapd launched', read(h.daemon_log))
+        finally:
+            decoy.kill()
+            decoy.wait()
+            os.kill(pid, signal.SIGKILL)
 
     def test_transient_disk_discards_guest_writes(self):
         h = self.h

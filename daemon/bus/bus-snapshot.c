@@ -326,7 +326,7 @@ static int method_revert(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
 static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(revert_plan_freep) RevertPlan *plan = NULL;
-        _cleanup_free_ char *message = NULL;
+        _cleanup_free_ char *message = NULL, *note = NULL;
         Snapshot *s = userdata;
         uint64_t flags = 0;
         int r;
@@ -339,7 +339,11 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
                 return r;
         if (r < 0)
                 return sd_bus_reply_method_return(m, "bs", false, message ?: qsnap_strerror(r));
-        return sd_bus_reply_method_return(m, "bs", true, "");
+        /* It would go ahead: reason then names the checkpoints it leaves unusable. */
+        r = revert_plan_checkpoint_note(plan, &note);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(m, "bs", true, strempty(note));
 }
 
 void bus_snapshot_emit_is_current(Bus *b, Domain *d, Snapshot *previous) {

@@ -15,8 +15,11 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -24,6 +27,7 @@
 #include "config.h"
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
+#include "core/domain-net.h"
 #include "core/gate.h"
 #include "core/manager.h"
 #include "core/nvram.h"
@@ -105,6 +109,10 @@ void launch_files_done(LaunchFiles *lf) {
                 free(lf->files[i].path);
         }
         free(lf->files);
+        free(lf->net_fds);
+        for (size_t i = 0; i < lf->n_nets; i++)
+                free(lf->net_names[i]);
+        free(lf->net_names);
         *lf = (LaunchFiles) {};
 }
 
@@ -149,10 +157,13 @@ static char *layer_node(const DomainDisk *disk, size_t k) {
 /* Opens every image of the disk's chain (as its headers name them), puts
  * each in an fd set of its own (-add-fd) and gives QEMU the whole chain as explicit
  * -blockdev nodes, bottom first: QEMU follows no header itself. */
-static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, char ***argv, char **ret_message) {
+static int launch_add_disk(Domain *d, const DomainDisk *disk, bool offline, LaunchFiles *lf, char ***argv,
+                           char **ret_message) {
         _cleanup_(image_chain_done) ImageChain chain = {};
-        _cleanup_free_ char *active = disk->transient ? domain_transient_path(d, disk) : strdup(disk->source);
-        DiskFormat format = disk->transient ? DISK_FORMAT_QCOW2 : disk->format;
+        /* offline: the images themselves, every layer read-only (no guest, no transient overlay). */
+        bool transient = disk->transient && !offline;
+        _cleanup_free_ char *active = transient ? domain_transient_path(d, disk) : strdup(disk->source);
+        DiskFormat format = transient ? DISK_FORMAT_QCOW2 : disk->format;
         int r;
 
         if (!active)
@@ -182,11 +193,11 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, c
                         return -ENOMEM;
                 /* A transient disk's own images are never QEMU's to write;
                  * its throw-away overlay is qsnapd's own runtime file. */
-                r = qemu_file_open_pair(disk->transient && k == 1 ? NULL : d, l->path,
-                                        disk->readonly || (disk->transient && k > 1), &rw, &ro, ret_message);
+                r = qemu_file_open_pair(transient && k == 1 ? NULL : d, l->path,
+                                        offline || disk->readonly || (transient && k > 1), &rw, &ro, ret_message);
                 if (r < 0)
                         return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
-                read_only = k > 1 || rw < 0;
+                read_only = offline || k > 1 || rw < 0;
                 if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
                     (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
                     launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 ||
@@ -248,6 +259,37 @@ static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char 
         if (r < 0)
                 return r;
         return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
+}
+
+/* The taps of the bridged interfaces, when qsnapd makes them
+ * (core/domain-net.h): QEMU inherits each descriptor, qsnapd's copy goes
+ * with lf after the launch. */
+static int launch_add_taps(Domain *d, const DomainDef *def, LaunchFiles *lf, char **ret_message) {
+        size_t n = def->devices.n_nets;
+
+        if (!d->manager->config.net_taps || n == 0)
+                return 0;
+        lf->net_fds = calloc(n, sizeof(int));
+        lf->net_names = calloc(n, sizeof(char *));
+        if (!lf->net_fds || !lf->net_names)
+                return -ENOMEM;
+        lf->n_nets = n;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_close_ int fd = -EBADF;
+                int r;
+
+                lf->net_fds[i] = -1;
+                if (!def->devices.nets[i].bridge)
+                        continue;
+                r = domain_net_open_tap(d, def->devices.nets + i, i, &fd, lf->net_names + i, ret_message);
+                if (r < 0)
+                        return r;
+                lf->net_fds[i] = fd;
+                r = launch_files_keep(lf, &fd);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* UEFI: the firmware code and the domain's variable store as the two
@@ -319,7 +361,7 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         }
 
         for (size_t i = 0; i < def->n_disks; i++) {
-                r = launch_add_disk(d, def->disks + i, lf, &argv, ret_message);
+                r = launch_add_disk(d, def->disks + i, false, lf, &argv, ret_message);
                 if (r < 0)
                         return r;
                 ADD("-device");
@@ -328,16 +370,87 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)
                 r = domain_launch_firmware_args(def, lf, &argv, ret_message);
+        if (r >= 0)
+                r = launch_add_taps(d, def, lf, ret_message);
         if (r < 0)
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
          * (after the agent's virtio-serial controller: consoles use it). */
-        r = domain_devices_argv(d, def, &argv);
+        r = domain_devices_argv(d, def, lf->net_fds, &argv);
         if (r < 0)
                 return r;
 #undef ADD
         *ret = TAKE_PTR(argv);
         return 0;
+}
+
+int domain_launch_offline_argv(Domain *d, LaunchFiles *lf, char ***ret, char **ret_message) {
+        static const char *const fixed[] = { "-S", "-no-user-config", "-nodefaults", "-display", "none",
+                                             "-machine", "none", "-mon", "chardev=qmp,mode=control" };
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *name = qemu_opt_escape(d->def->name);
+        int r;
+
+        if (!name)
+                return -ENOMEM;
+        /* No machine, no devices, no guest: the block layer and QMP only. */
+        r = strv_extend(&argv, d->def->emulator ?: d->manager->config.qemu_binary);
+        if (r >= 0)
+                r = strv_extend(&argv, "-name");
+        if (r >= 0)
+                r = strv_extendf(&argv, "guest=%s-offline,debug-threads=on", name);
+        if (r >= 0)
+                r = strv_extend(&argv, "-chardev");
+        if (r >= 0)
+                r = strv_extendf(&argv, "socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(fixed); i++)
+                r = strv_extend(&argv, fixed[i]);
+        if (r >= 0 && d->manager->config.qemu_user)
+                r = strv_extend(&argv, "-sandbox");
+        if (r >= 0 && d->manager->config.qemu_user)
+                r = strv_extend(&argv, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        for (size_t i = 0; r >= 0 && i < d->def->n_disks; i++)
+                r = launch_add_disk(d, d->def->disks + i, true, lf, &argv, ret_message);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+void domain_launch_remove_runtime_files(Domain *d) {
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".process" };
+        const DomainDef *def = domain_current_def(d);
+        _cleanup_free_ char *agent = NULL;
+
+        if (!domain_is_managed(d))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                _cleanup_free_ char *p = domain_runtime_path(d, suffixes[i]);
+                if (p)
+                        (void) unlink(p);
+        }
+        agent = domain_qemu_socket_path(d, ".agent");
+        if (agent)
+                (void) unlink(agent);
+        domain_devices_remove_runtime_files(d, def);
+        for (size_t i = 0; i < def->n_disks; i++) {
+                _cleanup_free_ char *p = NULL;
+
+                if (!def->disks[i].transient)
+                        continue;
+                p = domain_transient_path(d, &def->disks[i]);
+                if (p && unlink(p) >= 0)
+                        log_debug("Discarded transient overlay %s.", p);
+        }
+}
+
+int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret) {
+        int r;
+
+        for (size_t i = 0; i < lf->n_nets; i++)
+                if (lf->net_names[i] && (r = domain_def_set_live_net_target(live, i, lf->net_names[i])) < 0)
+                        return r;
+        return domain_def_format(live, DOMAIN_FORMAT_SECURE, ret);
 }
 
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message) {
@@ -493,8 +606,120 @@ bool domain_launch_process_gone(pid_t pid, int pidfd) {
         return !p || p[1] == 0 || p[2] == 'Z' || p[2] == 'X';
 }
 
+/* ---- which process is our QEMU, also after a restart of qsnapd ---- */
+
+#define PID_FS_MAGIC 0x50494446 /* pidfs (Linux 6.9): a pidfd's inode names one process for the boot */
+
+/* Field 22 of /proc/<pid>/stat, the start time in clock ticks since boot:
+ * with the pid, it names one process (a reused pid starts later). No
+ * allocation: the launch child calls it between fork and exec. */
+static uint64_t proc_start_time(const char *stat_path) {
+        char buf[1024], *p;
+        uint64_t v = 0;
+        ssize_t n;
+        int fd, field;
+
+        fd = open(stat_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return 0;
+        n = read(fd, buf, sizeof(buf) - 1);
+        (void) close(fd);
+        if (n <= 0)
+                return 0;
+        buf[n] = 0;
+        p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+        if (!p)
+                return 0;
+        for (field = 2, p++; *p && field < 22; p++)
+                if (*p == ' ')
+                        field++;
+        for (; *p >= '0' && *p <= '9'; p++)
+                v = v * 10 + (uint64_t) (*p - '0');
+        return field == 22 ? v : 0;
+}
+
+static uint64_t pidfs_inode(int pidfd) {
+        struct statfs sf;
+        struct stat st;
+
+        if (pidfd < 0 || fstatfs(pidfd, &sf) < 0 || (uint32_t) sf.f_type != PID_FS_MAGIC || fstat(pidfd, &st) < 0)
+                return 0;
+        return (uint64_t) st.st_ino;
+}
+
+int domain_launch_record_process(Domain *d, pid_t pid, uint64_t start_time) {
+        _cleanup_free_ char *path = domain_runtime_path(d, ".process"), *text = NULL;
+        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0), r;
+
+        if (pidfd < 0)
+                pidfd = -errno;
+
+        text = strprintf("pid=%d\nstart_time=%" PRIu64 "\npidfs_inode=%" PRIu64 "\n", (int) pid, start_time,
+                         pidfs_inode(pidfd));
+        r = path && text ? write_file_atomic(path, text, strlen(text), 0600) : -ENOMEM;
+        if (r < 0)
+                log_warning_errno(r, "Domain '%s': cannot record QEMU's identity in %s (%m); a restarted qsnapd "
+                                  "will not signal it.", d->def->name, strna(path));
+        return pidfd;
+}
+
+static uint64_t record_field(const char *text, const char *key) {
+        const char *p = text ? strstr(text, key) : NULL;
+
+        return p && (p == text || p[-1] == '\n') ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+/* Legacy runtime state (no record): QEMU's command line names the domain's UUID. */
+static bool cmdline_names_domain(Domain *d, pid_t pid) {
+        _cleanup_free_ char *path = strprintf("/proc/%d/cmdline", (int) pid), *cmdline = NULL;
+        _cleanup_free_ char *needle = strprintf("-uuid%c%s", 0, d->def->uuid);
+        size_t n = 0;
+
+        return path && needle && read_full_file(path, 1 << 20, &cmdline, &n) >= 0 &&
+               memmem(cmdline, n, needle, 6 + strlen(d->def->uuid));
+}
+
+int domain_launch_adopt_process(Domain *d, pid_t pid) {
+        _cleanup_free_ char *path = domain_runtime_path(d, ".process"), *text = NULL;
+        _cleanup_free_ char *stat_path = strprintf("/proc/%d/stat", (int) pid);
+        _cleanup_close_ int pidfd = -EBADF;
+        uint64_t start_time, inode;
+        bool ours;
+
+        if (!path || !stat_path)
+                return -ENOMEM;
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0)
+                return -errno; /* gone */
+        (void) read_full_file(path, 4096, &text, NULL);
+        start_time = record_field(text, "start_time=");
+        inode = record_field(text, "pidfs_inode=");
+        /* The pidfd was taken first: what is read about pid now is about
+         * the process it names, as long as that one has not exited. */
+        if (text && (pid_t) record_field(text, "pid=") != pid)
+                ours = false;
+        else if (inode > 0 && pidfs_inode(pidfd) > 0)
+                ours = pidfs_inode(pidfd) == inode;
+        else if (start_time > 0)
+                ours = proc_start_time(stat_path) == start_time;
+        else
+                ours = !text && cmdline_names_domain(d, pid);
+        if (!ours || domain_launch_process_gone(pid, pidfd)) {
+                log_warning("Domain '%s': pid %d is not the QEMU qsnapd launched (%s); it will not be signalled.",
+                            d->def->name, (int) pid, text ? "another process by its identity" : "no record of it");
+                return -ESRCH;
+        }
+        return TAKE_FD(pidfd);
+}
+
+int domain_launch_kill(pid_t pid, int pidfd) {
+        if (pidfd >= 0)
+                return syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
+        return pid > 0 && kill(pid, SIGKILL) < 0 ? -errno : 0;
+}
+
 _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds,
-                                 const QemuCreds *creds) {
+                                 const QemuCreds *creds, pid_t parent) {
         sigset_t all;
         int null;
 
@@ -526,6 +751,9 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int 
                 dprintf(STDERR_FILENO, "qsnapd: cannot become QEMU's user: %s\n", strerror(errno));
                 _exit(126);
         }
+        /* Dies with qsnapd (after the uid change, which clears it). */
+        if (parent > 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+                _exit(126);
         execv(argv[0], argv);
         dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -533,10 +761,16 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int 
 
 /* setsid and a double fork: QEMU is nobody's child, so it lives on when
  * qsnapd exits. The middle process reports the pid through a pipe. */
+typedef struct LaunchedProcess {
+        pid_t pid;
+        uint64_t start_time;
+} LaunchedProcess;
+
 int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
-                        pid_t *ret_pid) {
+                        pid_t *ret_pid, uint64_t *ret_start_time) {
+        LaunchedProcess p = {};
         int pipefd[2], status;
-        pid_t child, pid = 0;
+        pid_t child;
         ssize_t n;
 
         if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -556,18 +790,40 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *
                 grandchild = fork();
                 if (grandchild < 0)
                         _exit(1);
-                if (grandchild == 0)
-                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds);
-                (void) !write(pipefd[1], &grandchild, sizeof(grandchild));
+                if (grandchild == 0) {
+                        /* QEMU says who it is while /proc still shows it to
+                         * us (it may run as another user, hidden, soon). */
+                        LaunchedProcess me = { .pid = getpid(), .start_time = proc_start_time("/proc/self/stat") };
+
+                        if (write(pipefd[1], &me, sizeof(me)) != (ssize_t) sizeof(me))
+                                _exit(126);
+                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds, 0);
+                }
                 _exit(0);
         }
         safe_close(pipefd[1]);
-        n = read(pipefd[0], &pid, sizeof(pid));
+        do
+                n = read(pipefd[0], &p, sizeof(p));
+        while (n < 0 && errno == EINTR);
         safe_close(pipefd[0]);
         while (waitpid(child, &status, 0) < 0 && errno == EINTR)
                 ;
-        if (n != (ssize_t) sizeof(pid) || pid <= 0)
+        if (n != (ssize_t) sizeof(p) || p.pid <= 0)
                 return -ECHILD;
+        *ret_pid = p.pid;
+        *ret_start_time = p.start_time;
+        return 0;
+}
+
+int domain_launch_spawn_child(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                              pid_t *ret_pid) {
+        pid_t parent = getpid(), pid;
+
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0)
+                exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds, parent);
         *ret_pid = pid;
         return 0;
 }

@@ -25,6 +25,8 @@
 #include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
+#include "core/offline-qemu.h"
+#include "core/domain-net.h"
 #include "core/domain.h"
 #include "core/gate.h"
 #include "core/manager.h"
@@ -108,6 +110,7 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_jobs_free(d);
+        offline_qemu_free(d);
         safe_close(d->pidfd);
         snapshot_tree_done(&d->snapshots);
         bitmaps_domain_done(d);
@@ -237,35 +240,6 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
         return sd_event_add_time_relative(d->manager->event, &c->timer, CLOCK_MONOTONIC, usec, 0, handler, d);
 }
 
-/* ---- runtime files ---- */
-
-static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml" };
-        const DomainDef *def = domain_current_def(d);
-        _cleanup_free_ char *agent = NULL;
-
-        if (!domain_is_managed(d))
-                return;
-        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
-                _cleanup_free_ char *p = domain_runtime_path(d, suffixes[i]);
-                if (p)
-                        (void) unlink(p);
-        }
-        agent = domain_qemu_socket_path(d, ".agent");
-        if (agent)
-                (void) unlink(agent);
-        domain_devices_remove_runtime_files(d, def);
-        for (size_t i = 0; i < def->n_disks; i++) {
-                _cleanup_free_ char *p = NULL;
-
-                if (!def->disks[i].transient)
-                        continue;
-                p = domain_transient_path(d, &def->disks[i]);
-                if (p && unlink(p) >= 0)
-                        log_debug("Discarded transient overlay %s.", p);
-        }
-}
-
 /* QEMU is gone: forget the live state. */
 static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
@@ -273,7 +247,7 @@ static void domain_reset(Domain *d, DomainState state) {
         domain_jobs_disconnected(d, true);
         domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
-        domain_remove_runtime_files(d);
+        domain_launch_remove_runtime_files(d);
         domain_files_clear(d);
         d->live = domain_def_free(d->live);
         d->pid = 0;
@@ -368,6 +342,10 @@ static void domain_load_live(Domain *d) {
                             strna(xml_path), strna(message));
         if (pid_path && read_full_file(pid_path, 64, &pid, NULL) >= 0)
                 d->pid = (pid_t) atoi(pid);
+        /* No pidfd survives a restart: one now, for the process the
+         * launch recorded only, so that Stop can end a hung QEMU. */
+        if (d->pid > 0 && d->pidfd < 0)
+                d->pidfd = domain_launch_adopt_process(d, d->pid);
         if (domain_files_load(d) < 0)
                 log_warning("Domain '%s': which node is which file is unknown; block jobs may not find their nodes.",
                             d->def->name);
@@ -602,6 +580,13 @@ static void start_incoming(Domain *d) {
                 call(d)->incoming_sent(d, call(d)->userdata);
 }
 
+static void on_start_ptys_known(Domain *d) {
+        if (call(d)->incoming)
+                return start_incoming(d);
+        /* QEMU waits in prelaunch (-S) until told to run. */
+        start_run_or_pause(d);
+}
+
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
 
@@ -613,10 +598,8 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         domain_agent_attach(d);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
-        if (call(d)->incoming)
-                return start_incoming(d);
-        /* QEMU waits in prelaunch (-S) until told to run. */
-        start_run_or_pause(d);
+        /* The ptys' paths into the live XML before Start answers. */
+        domain_devices_query_ptys(d, on_start_ptys_known);
 }
 
 static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -658,7 +641,8 @@ int domain_check_start(Domain *d, char **ret_message) {
                         return r;
                 }
         }
-        return 0;
+        /* Bridged interfaces: allowed by the host's list, and present. */
+        return domain_is_managed(d) ? domain_net_check(d, d->def, ret_message) : 0;
 }
 
 /* Start of a domain whose QEMU somebody else launches: attach to it. */
@@ -691,6 +675,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         _cleanup_close_ int qmp_fd = -EBADF, log_fd = -EBADF;
         char pidbuf[32];
         pid_t pid = 0;
+        uint64_t start_time = 0;
         int r;
 
         r = domain_check_start(d, ret_message);
@@ -716,16 +701,14 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         if (r < 0)
                 return r;
 
-        r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
-        if (r < 0)
-                return r;
-
         r = domain_launch_transient_overlays(d, live, ret_message);
         if (r >= 0)
                 r = nvram_prepare(live, ret_message);
         if (r < 0)
                 goto fail;
         r = domain_launch_argv(d, live, incoming, &lf, &argv, ret_message);
+        if (r >= 0)
+                r = domain_launch_live_xml(live, &lf, &live_xml);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);
@@ -748,7 +731,7 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
                 goto fail;
         }
 
-        r = domain_launch_spawn(argv, log_fd, qmp_fd, &lf, &creds, &pid);
+        r = domain_launch_spawn(argv, log_fd, qmp_fd, &lf, &creds, &pid, &start_time);
         if (r < 0) {
                 *ret_message = strprintf("Cannot launch %s: %s", argv[0], strerror(-r));
                 goto fail;
@@ -765,10 +748,9 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         domain_def_free(d->live);
         d->live = TAKE_PTR(live);
         d->pid = pid;
-        /* QEMU as another user may be hidden from us in /proc (the unit's
-         * ProtectProc=invisible): this descriptor still names it. */
+        /* A pidfd names QEMU even where /proc hides it (ProtectProc=). */
         d->pidfd = safe_close(d->pidfd);
-        d->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        d->pidfd = domain_launch_record_process(d, pid, start_time);
         manager_notify_launched(d->manager, d, pid);
 
         r = domain_op_begin(d, DOMAIN_OP_START, flags, done, userdata);
@@ -822,12 +804,18 @@ static void on_quit_reply(Qmp *qmp, int error, json_object *result, const char *
         /* Nothing: the disconnect that follows finishes the Stop. */
 }
 
+/* True when d->pid is a live process started for this domain: the pidfd
+ * taken at launch, or at adoption for the process the launch recorded. */
+static bool qemu_pid_is_ours(Domain *d) {
+        return domain_is_managed(d) && d->pid > 0 && d->pidfd >= 0 && !domain_launch_process_gone(d->pid, d->pidfd);
+}
+
 static int on_kill_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
         log_warning("Domain '%s': QEMU did not quit, killing pid %d.", d->def->name, (int) d->pid);
-        if (d->pid > 0)
-                (void) kill(d->pid, SIGKILL);
+        if (qemu_pid_is_ours(d))
+                (void) domain_launch_kill(d->pid, d->pidfd);
         if (d->qmp)
                 qmp_close(d->qmp);
         domain_reset(d, DOMAIN_SHUTOFF);
@@ -874,23 +862,6 @@ int domain_check_stop(Domain *d, char **ret_message) {
         return 0;
 }
 
-/* True when d->pid is a live process started for this domain. */
-static bool qemu_pid_is_ours(Domain *d) {
-        _cleanup_free_ char *path = NULL, *cmdline = NULL, *needle = NULL;
-        size_t n = 0;
-
-        if (!domain_is_managed(d) || d->pid <= 0)
-                return false;
-        /* Launched by us: the pidfd says it is that process. */
-        if (d->pidfd >= 0)
-                return !domain_launch_process_gone(d->pid, d->pidfd);
-        path = strprintf("/proc/%d/cmdline", (int) d->pid);
-        needle = strprintf("-uuid%c%s", 0, d->def->uuid);
-        if (!path || !needle || read_full_file(path, 1 << 20, &cmdline, &n) < 0)
-                return false;
-        return memmem(cmdline, n, needle, 6 + strlen(d->def->uuid)) != NULL && !domain_launch_process_gone(d->pid, -EBADF);
-}
-
 static int on_reap_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
@@ -922,7 +893,7 @@ static int domain_stop_begin(Domain *d, uint64_t flags, DomainDoneFunc done, voi
                  * virsh destroy would; then the runtime files go. */
                 if (qemu_pid_is_ours(d)) {
                         log_warning("Domain '%s': killing unresponsive QEMU pid %d.", d->def->name, (int) d->pid);
-                        (void) kill(d->pid, SIGKILL);
+                        (void) domain_launch_kill(d->pid, d->pidfd);
                         call(d)->deadline = now_usec(CLOCK_MONOTONIC) + QEMU_QUIT_TIMEOUT_USEC;
                         r = domain_op_arm_timer(d, REAP_POLL_USEC, on_reap_poll);
                         if (r >= 0)

@@ -37,6 +37,19 @@ static inline void revert_plan_freep(RevertPlan **p) {
                 revert_plan_free(*p);
 }
 
+/* CheckRevert's note on the checkpoints (docs/checkpoints.md §2.9): the
+ * checkpoints usable now that the revert would make unusable for
+ * incremental backups, in one sentence naming them and why ("Checkpoints
+ * 'c2', 'c3' become unusable: …; take a full backup."), or *ret NULL when
+ * it makes none unusable. Internal: every usable checkpoint with a bitmap
+ * on a reverted disk (its bitmaps are removed: the revert changes data no
+ * bitmap recorded). External: those whose bitmap was not yet in the
+ * frozen file's chain (made after the snapshot, or on another branch):
+ * the image a checkpoint's recorded <domain> names as the disk's active
+ * file is not in that chain (no record: created after the snapshot).
+ * Reads image headers only; touches nothing. */
+int revert_plan_checkpoint_note(const RevertPlan *p, char **ret);
+
 /* Carries the plan out (takes it): < 0 at once with *ret_message, or
  * `done` later, exactly once, when the domain is in its new state. */
 int snapshot_revert(RevertPlan *plan, RevertDoneFunc done, void *userdata, char **ret_message);

@@ -78,6 +78,9 @@ int job_pivot(Job *j, JobDoneFunc done, void *userdata, char **ret_message) {
                 return r;
         if (j->pivoting)
                 return error_message(ret_message, -QSNAP_E_BUSY, "Job '%s' is pivoting already.", j->id);
+        if (j->aborting)
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID, "Job '%s' is being aborted: it can no longer be pivoted.",
+                                     j->id);
         if (j->state != JOB_STATE_READY)
                 return error_message(ret_message, -QSNAP_E_OPERATION_INVALID,
                                    "Job '%s' is not ready to pivot (it is %s): wait for its Ready signal; "
@@ -95,6 +98,9 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
 
         if (j->local && !pivot && j->local_abort && !job_state_is_final(j->state)) {
                 r = j->local_abort(j, j->local_abort_data);
+                if (r == -QSNAP_E_OPERATION_INVALID)
+                        return error_message(ret_message, r, "Job '%s' is finishing (its last step switches the disk "
+                                             "to its result): it can no longer be aborted.", j->id);
                 if (r < 0)
                         return error_message(ret_message, r, "Job '%s' cannot be aborted now.", j->id);
                 return 1;
@@ -106,6 +112,12 @@ int job_abort(Job *j, bool pivot, JobDoneFunc done, void *userdata, char **ret_m
                 return r;
         if (j->aborting)
                 return error_message(ret_message, -QSNAP_E_BUSY, "Job '%s' is being aborted already.", j->id);
+        /* A cancel after job-complete does not stop QEMU's pivot (a READY
+         * mirror takes it as "complete without pivot" only before): the
+         * job would end pivoted while reported aborted. */
+        if (j->pivoting)
+                return error_message(ret_message, -QSNAP_E_OPERATION_INVALID, "Job '%s' is pivoting: it can no longer be aborted.",
+                                     j->id);
         r = job_send(j, CALL_CANCEL, 0, done, userdata, "block-job-cancel", ret_message);
         if (r < 0)
                 return r;

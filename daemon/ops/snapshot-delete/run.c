@@ -350,6 +350,9 @@ static void on_merge_step_ready(Job *j, void *userdata) {
 
         /* crash points: delete:ready */
         operation_crash_point(op->op, "ready");
+        /* Aborted: the cancel is on its way, the disk stays where it is. */
+        if (op->aborted)
+                return;
         if (job_pivot(j, NULL, NULL, &message) < 0)
                 log_debug("Domain '%s': job verb refused: %s", op->domain->def->name, strna(message));
 }
@@ -519,19 +522,33 @@ static int op_abort(Job *j, void *data) {
         DeleteOp *op = data;
         _cleanup_free_ char *message = NULL;
 
+        int r;
+
         if (op->aborted)
                 return 0;
-        op->aborted = true;
-        log_info("Domain '%s': the merge job %s is aborted.", op->domain->def->name, j->id);
         if (op->child) {
+                op->aborted = true;
+                log_info("Domain '%s': the merge job %s is aborted.", op->domain->def->name, j->id);
                 op->child = child_free(op->child);
                 op_finish(op, -ECANCELED, "The merge was aborted.");
                 return 0;
         }
-        /* The QEMU job ends canceled, and with it the delete. */
-        if (op->step && job_abort(op->step, false, NULL, NULL, &message) < 0)
-                log_debug("Domain '%s': cannot cancel the merge job: %s", op->domain->def->name, strna(message));
+        /* The QEMU job ends canceled, and with it the delete. Too late once
+         * it finishes or switches the disk to its result: the step is
+         * done on disk, so the delete goes on (the caller hears why). */
+        if (op->step) {
+                r = job_abort(op->step, false, NULL, NULL, &message);
+                if (r == -QSNAP_E_OPERATION_INVALID) {
+                        log_info("Domain '%s': the merge job %s cannot be aborted any more: %s", op->domain->def->name,
+                                 j->id, strna(message));
+                        return r;
+                }
+                if (r < 0)
+                        log_debug("Domain '%s': cannot cancel the merge job: %s", op->domain->def->name, strna(message));
+        }
         /* Between two steps (or QEMU starting one): the next one does not start. */
+        op->aborted = true;
+        log_info("Domain '%s': the merge job %s is aborted.", op->domain->def->name, j->id);
         return 0;
 }
 

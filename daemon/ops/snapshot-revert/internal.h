@@ -28,6 +28,7 @@ struct RevertPlan {
         Domain *domain;      /* borrowed: the operation holds the reference */
         Operation *op;       /* once it runs */
         char *name;          /* the snapshot's */
+        int64_t snapshot_time; /* its creationTime (0: unknown), for the checkpoints an external revert keeps */
         uint64_t flags;
         bool external;
         bool memory;         /* a memory state to load */

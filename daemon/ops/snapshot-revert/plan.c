@@ -354,6 +354,7 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
         p->name = strdup(s->def->name);
         if (!p->name)
                 return -ENOMEM;
+        p->snapshot_time = s->def->has_creation_time ? s->def->creation_time : 0;
         r = domain_def_copy(d->def, &p->old_def);
         if (r < 0)
                 return r;

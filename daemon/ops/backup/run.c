@@ -390,13 +390,13 @@ void backup_check_end(BackupOp *b) {
         for (size_t i = 0; i < p->n_disks; i++)
                 if (p->disks[i].job && !p->disks[i].ended)
                         return;
-        /* A pull's job ended by itself: its exports and snapshot-access nodes go first. */
-        if (!b->ending && (b->nbd_started || access_left(b)))
-                return backup_cleanup(b);
         if (!b->ending) {
                 /* An offline pull has no job (nothing to fleece): Abort ends it. */
                 if (p->offline && p->def->mode == BACKUP_MODE_PULL && b->error >= 0)
                         return;
+                /* A pull's job ended by itself: its exports and snapshot-access nodes go first. */
+                if (b->nbd_started || access_left(b))
+                        return backup_cleanup(b);
                 /* The pushes completed by themselves. */
                 b->ending = true;
         }
@@ -563,8 +563,9 @@ static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *re
                 BackupDiskRun *r = p->disks + i;
 
                 if (BACKUP_SEND(b, i, on_export_added,
-                                qmp_cmd_block_export_add_nbd(b->domain->qmp, r->job_id, r->access_node, r->export_name,
-                                                             r->bitmap, r->node, cb, ud)) < 0)
+                                qmp_cmd_block_export_add_nbd(b->domain->qmp, r->job_id, p->offline ? r->node : r->access_node,
+                                                             r->export_name, r->bitmap, p->offline ? NULL : r->node, cb,
+                                                             ud)) < 0)
                         backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send block-export-add.");
         }
         if (b->pending == 0)
@@ -664,7 +665,8 @@ static void on_access_added(BackupOp *b, size_t index, int error, json_object *r
 static void add_access_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
 
-        for (size_t i = 0; i < p->n_disks; i++) {
+        /* offline: the export is the disk's own node (nothing writes) */
+        for (size_t i = 0; i < p->n_disks && !p->offline; i++) {
                 BackupDiskRun *r = p->disks + i;
 
                 if (BACKUP_SEND(b, i, on_access_added,

@@ -963,42 +963,26 @@ int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
 
 int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
                                      const char *bitmap_node, qmp_reply_func_t cb, void *userdata) {
-        json_object *args;
+        json_object *args, *a = NULL;
 
-        args = json_build("type", JSTR("nbd"), "id", JSTR(id), "node-name", JSTR(node), "name", JSTR(name),
-                          "writable", json_object_new_boolean(false), NULL);
-        if (args && bitmap) {
-                const char *l[] = { bitmap };
-                json_object *a = bitmap_node ? json_object_new_array() : json_string_array(l, 1);
-
-                /* [{"node", "name"}]: a bitmap on another node than the exported one */
-                if (a && bitmap_node &&
-                    json_object_array_add(a, json_build("node", JSTR(bitmap_node), "name", JSTR(bitmap), NULL)) < 0) {
-                        json_object_put(a);
-                        a = NULL;
-                }
-
-                if (!a || json_object_object_add(args, "bitmaps", a) < 0) {
-                        json_object_put(a);
-                        json_object_put(args);
-                        args = NULL;
-                }
-        }
-        if (!args)
+        /* ["name"], or [{"node", "name"}] for a bitmap on another node than the exported one */
+        if (bitmap && !(a = json_object_new_array()))
                 return -ENOMEM;
-        return qmp_send(qmp, "block-export-add", args, cb, userdata);
+        if (a && json_object_array_add(a, bitmap_node ? json_build("node", JSTR(bitmap_node), "name", JSTR(bitmap), NULL)
+                                                      : JSTR(bitmap)) < 0) {
+                json_object_put(a);
+                return -ENOMEM;
+        }
+        args = json_build("type", JSTR("nbd"), "id", JSTR(id), "node-name", JSTR(node), "name", JSTR(name),
+                          "writable", json_object_new_boolean(false), a ? "bitmaps" : NULL, a, NULL);
+        return args ? qmp_send(qmp, "block-export-add", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_blockdev_add_snapshot_access(Qmp *qmp, const char *node, const char *filter, qmp_reply_func_t cb,
                                              void *userdata) {
-        json_object *args;
-
-        if (!node || !filter)
-                return -EINVAL;
-        args = json_build("driver", JSTR("snapshot-access"), "node-name", JSTR(node), "file", JSTR(filter), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "blockdev-add", args, cb, userdata);
+        json_object *args = json_build("driver", JSTR("snapshot-access"), "node-name", JSTR(node), "file", JSTR(filter),
+                                       NULL);
+        return args ? qmp_send(qmp, "blockdev-add", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,

@@ -934,9 +934,7 @@ int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, siz
 int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,
                                           void *userdata) {
         json_object *args = json_build("node", JSTR(node), "name", JSTR(name), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "block-dirty-bitmap-remove", args, cb, userdata);
+        return args ? qmp_send(qmp, "block-dirty-bitmap-remove", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *host, const char *port,
@@ -993,16 +991,12 @@ int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *
                                           void *userdata) {
         json_object *args = json_build("qom-type", JSTR("tls-creds-x509"), "id", JSTR(id), "dir", JSTR(dir),
                                        "endpoint", JSTR("server"), "verify-peer", json_object_new_boolean(true), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "object-add", args, cb, userdata);
+        return args ? qmp_send(qmp, "object-add", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("id", JSTR(id), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "object-del", args, cb, userdata);
+        return args ? qmp_send(qmp, "object-del", args, cb, userdata) : -ENOMEM;
 }
 
 /* ---- dirty bitmaps ---- */

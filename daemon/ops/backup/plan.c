@@ -329,6 +329,9 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
                 return -QSNAP_E_QEMU_FAILED;
         }
+        /* Shut off, a pull exports the disk itself (offline.c): no scratch file. */
+        if (pull && p->offline)
+                return 0;
         /* Our own default scratch file (store/xml-backup.c's name for it) is in
          * the runtime dir: no gate there, only a new name. */
         if (pull) {
@@ -455,6 +458,9 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
                 if (r < 0)
                         return r;
         }
+        /* ... and BackupGetXMLDesc names none. */
+        for (size_t i = 0; p->offline && p->def->mode == BACKUP_MODE_PULL && i < p->def->n_disks; i++)
+                p->def->disks[i].path = mfree(p->def->disks[i].path);
         if (p->def->mode == BACKUP_MODE_PULL) {
                 r = plan_server(d, p, ret_message);
                 if (r < 0)

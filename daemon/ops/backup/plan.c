@@ -27,11 +27,25 @@
 
 #define UNIX_PATH_MAX 108
 
+int backup_disk_run_pull_names(BackupDiskRun *r) {
+        if (!r->node || strlen(r->node) < 2)
+                return -EINVAL;
+        r->filter_node = strdup(r->node);
+        r->access_node = strdup(r->node);
+        if (!r->filter_node || !r->access_node)
+                return -ENOMEM;
+        r->filter_node[1] = 'f';
+        r->access_node[1] = 'a';
+        return 0;
+}
+
 void backup_disk_run_done(BackupDiskRun *r) {
         free(r->target);
         free(r->source);
         free(r->path);
         free(r->node);
+        free(r->filter_node);
+        free(r->access_node);
         free(r->device);
         free(r->job_id);
         free(r->bitmap);
@@ -318,6 +332,8 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
         r->node = strprintf("bk%" PRIx64 "-%s", (uint64_t) (++d->node_seq & 0xffffffffULL), disk->target);
         r->job_id = strprintf("%s.%s", p->id, disk->target);
         if (!r->target || !r->source || !r->path || !r->node || !r->job_id || (pull && bd->export_name && !r->export_name))
+                return -ENOMEM;
+        if (pull && backup_disk_run_pull_names(r) < 0)
                 return -ENOMEM;
         if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL) {
                 q = plan_incremental(d, r, bd, pull, ret_message);

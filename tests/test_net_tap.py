@@ -228,6 +228,17 @@ class NetTapTest(q.QsnapTestCase):
         self.refused(missing, 'InvalidArgument', 'br-qsnapt-no', 'does not exist')
         notbr = self.define('notbr', "    <interface type='bridge'><source bridge='lo'/></interface>")
         self.refused(notbr, 'InvalidArgument', "'lo' is not a bridge")
+        # A <target dev> naming an existing tap (someone else's, persistent)
+        # never takes it over (IFF_TUN_EXCL): QemuFailed, the tap untouched.
+        victim = 'qtv%d' % (os.getpid() % 100000)
+        r = q.run(['ip', 'tuntap', 'add', 'dev', victim, 'mode', 'tap'])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(q.run, ['ip', 'link', 'del', victim])
+        self.taps_before = taps()
+        taken = self.define('taken', self.bridged('b', target=victim))
+        self.allow('allow %s' % self.bridge)
+        self.refused(taken, 'QemuFailed', victim, 'exists')
+        self.assertIsNone(ip_link(victim).get('master'), 'the existing tap was put on the bridge')
         # The same domain starts once its bridge is allowed.
         self.allow('include %s' % os.path.join(self.tmp, 'more.conf'))
         with open(os.path.join(self.tmp, 'more.conf'), 'w') as f:

@@ -17,7 +17,8 @@ allowed are those of a bridge.conf the test names with --bridge-conf=.
 - qsnapd killed and restarted: the running QEMU keeps its taps, the live
   XML still names them; Stop removes them.
 - An internal snapshot with memory and its revert with the NIC: the tap
-  stays on the bridge.
+  stays on the bridge; an external one with memory: its revert starts a
+  new QEMU with a new tap, the old one goes.
 - A ping through the bridge: the real guest (tests/guest, TCG) on a
   bridged interface with an address from its command line answers the
   host's ping to it over the bridge (the host has an address on it).
@@ -198,6 +199,20 @@ class NetTapTest(q.QsnapTestCase):
         self.assertEqual(mac2, mac)
         self.assert_tap_on_bridge(tap2, mac)
         self.assertRegex(h.hmp(dom, 'info network'), r'hostnet0: index=0,type=tap,fd=\d+')
+        # An external snapshot with memory: its revert starts a new QEMU
+        # (incoming migration), which gets a new tap; the old one goes.
+        ext = h.call(dom, D, 'CreateSnapshot', (
+            "<domainsnapshot><name>e1</name><memory snapshot='external' file='%s'/><disks><disk name='vda' "
+            "snapshot='external'><source file='%s'/></disk></disks></domainsnapshot>"
+            % (h.image_path('e1.mem'), h.image_path('e1.qcow2')), 0), 'st', timeout=120)
+        pid = h.qemu_pid(dom)
+        h.call(ext, S, 'Revert', (0,), 't', timeout=120)
+        self.assertEqual(h.get_property(dom, D, 'State'), 'running')
+        self.assertNotEqual(h.qemu_pid(dom), pid, 'a new QEMU')
+        (_, mac3, tap3), = self.live_targets(dom)
+        self.assertEqual(mac3, mac)
+        self.assert_tap_on_bridge(tap3, mac)
+        self.assertEqual(os.listdir('/sys/class/net/%s/brif' % self.bridge), [tap3], 'the old QEMU\'s tap went')
         h.call(dom, D, 'Stop', (0,), 't')
         self.assert_no_new_taps()
 

@@ -17,7 +17,8 @@ allowed are those of a bridge.conf the test names with --bridge-conf=.
 - qsnapd killed and restarted: the running QEMU keeps its taps, the live
   XML still names them; Stop removes them.
 - An internal snapshot with memory and its revert with the NIC: the tap
-  stays on the bridge.
+  stays on the bridge; an external one with memory: its revert starts a
+  new QEMU with a new tap, the old one goes.
 - A ping through the bridge: the real guest (tests/guest, TCG) on a
   bridged interface with an address from its command line answers the
   host's ping to it over the bridge (the host has an address on it).
@@ -198,6 +199,20 @@ class NetTapTest(q.QsnapTestCase):
         self.assertEqual(mac2, mac)
         self.assert_tap_on_bridge(tap2, mac)
         self.assertRegex(h.hmp(dom, 'info network'), r'hostnet0: index=0,type=tap,fd=\d+')
+        # An external snapshot with memory: its revert starts a new QEMU
+        # (incoming migration), which gets a new tap; the old one goes.
+        ext = h.call(dom, D, 'CreateSnapshot', (
+            "<domainsnapshot><name>e1</name><memory snapshot='external' file='%s'/><disks><disk name='vda' "
+            "snapshot='external'><source file='%s'/></disk></disks></domainsnapshot>"
+            % (h.image_path('e1.mem'), h.image_path('e1.qcow2')), 0), 'st', timeout=120)
+        pid = h.qemu_pid(dom)
+        h.call(ext, S, 'Revert', (0,), 't', timeout=120)
+        self.assertEqual(h.get_property(dom, D, 'State'), 'running')
+        self.assertNotEqual(h.qemu_pid(dom), pid, 'a new QEMU')
+        (_, mac3, tap3), = self.live_targets(dom)
+        self.assertEqual(mac3, mac)
+        self.assert_tap_on_bridge(tap3, mac)
+        self.assertEqual(os.listdir('/sys/class/net/%s/brif' % self.bridge), [tap3], 'the old QEMU\'s tap went')
         h.call(dom, D, 'Stop', (0,), 't')
         self.assert_no_new_taps()
 
@@ -228,6 +243,17 @@ class NetTapTest(q.QsnapTestCase):
         self.refused(missing, 'InvalidArgument', 'br-qsnapt-no', 'does not exist')
         notbr = self.define('notbr', "    <interface type='bridge'><source bridge='lo'/></interface>")
         self.refused(notbr, 'InvalidArgument', "'lo' is not a bridge")
+        # A <target dev> naming an existing tap (someone else's, persistent)
+        # never takes it over (IFF_TUN_EXCL): QemuFailed, the tap untouched.
+        victim = 'qtv%d' % (os.getpid() % 100000)
+        r = q.run(['ip', 'tuntap', 'add', 'dev', victim, 'mode', 'tap'])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(q.run, ['ip', 'link', 'del', victim])
+        self.taps_before = taps()
+        taken = self.define('taken', self.bridged('b', target=victim))
+        self.allow('allow %s' % self.bridge)
+        self.refused(taken, 'QemuFailed', victim, 'exists')
+        self.assertIsNone(ip_link(victim).get('master'), 'the existing tap was put on the bridge')
         # The same domain starts once its bridge is allowed.
         self.allow('include %s' % os.path.join(self.tmp, 'more.conf'))
         with open(os.path.join(self.tmp, 'more.conf'), 'w') as f:

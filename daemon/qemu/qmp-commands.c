@@ -1056,6 +1056,27 @@ int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n
         return qmp_cmd_transaction_snapshot_bitmaps(qmp, NULL, NULL, 0, a, n, cb, userdata);
 }
 
+int qmp_recorded_bitmap_adds(json_object *actions, const char *node, char ***ret) {
+        char **names = NULL;
+
+        for (size_t i = 0; json_object_is_type(actions, json_type_array) && i < json_object_array_length(actions); i++) {
+                json_object *a = json_object_array_get_idx(actions, i), *type, *data, *on, *name;
+
+                if (!json_object_object_get_ex(a, "type", &type) ||
+                    !streq_ptr(json_object_get_string(type), "block-dirty-bitmap-add") ||
+                    !json_object_object_get_ex(a, "data", &data) || !json_object_object_get_ex(data, "node", &on) ||
+                    !json_object_object_get_ex(data, "name", &name) || !streq_ptr(json_object_get_string(on), node) ||
+                    !json_object_get_string(name))
+                        continue;
+                if (strv_extend(&names, json_object_get_string(name)) < 0) {
+                        strv_free(names);
+                        return -ENOMEM;
+                }
+        }
+        *ret = names;
+        return 0;
+}
+
 int64_t qmp_cmd_transaction_recorded(Qmp *qmp, json_object *actions, qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("actions", json_object_get(actions), NULL);
 

@@ -5,15 +5,20 @@
  * (roots or descendants, leaves, no leaves, topological order) and
  * planning a removal (children move to the nearest surviving ancestor,
  * the current moment moves up, each parent's children stay in creation
- * order). The trees keep their own typed nodes (snapshot.h, checkpoint.h)
- * and show them here through MomentOps; nothing here allocates a node,
- * touches a store or changes a tree: the callers apply a plan.
+ * order), and the trees' persistence: each change of a tree is one
+ * transaction of its metadata store, applied in memory only when the
+ * store took it (moment_tree_*). The trees keep their own typed nodes
+ * (snapshot.h, checkpoint.h) and show them here through MomentOps;
+ * nothing here allocates a node: the kinds link and free their own.
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "store/store.h"
+#include "util/util.h"
 
 /* How a tree's nodes look from here. All nodes of a tree are passed as
  * void * and come back as such. */
@@ -24,6 +29,23 @@ typedef struct MomentOps {
         size_t (*n_children)(const void *node);
         void *(*child)(const void *node, size_t i); /* in creation order */
         uint64_t (*seq)(const void *node); /* creation order: grows with each node added */
+
+        /* For moment_tree_*() only (a walk or a plan needs none of these). */
+        void *(*nodes_new)(void *const *nodes, size_t n); /* a malloc'ed typed copy (Snapshot **); NULL: -ENOMEM */
+        void *(*def)(const void *node);                   /* its definition (SnapshotDef, CheckpointDef) */
+        char **(*def_name)(void *def);                    /* the fields a tree reads and sets */
+        char **(*def_parent)(void *def);
+        int (*def_copy)(const void *def, void **ret);
+        int (*def_format)(const void *def, char **ret); /* as the store keeps it: secrets included */
+        void (*def_free)(void *def);
+        /* The tree in memory; none of these can fail. */
+        Store *(*store)(const void *tree);
+        void *(*current)(const void *tree);
+        void (*set_current)(void *tree, void *node);
+        void (*set_def)(void *node, void *def);
+        void (*set_parent)(void *node, void *parent);
+        void (*set_children)(void *node, void *children, size_t n); /* takes children, from nodes_new() */
+        void (*drop)(void *tree, void *node); /* a removed node: out of the name map and the list, freed */
 } MomentOps;
 
 /* The filters both kinds share; each kind maps its own flag values. */
@@ -85,3 +107,143 @@ void moment_removal_done(MomentRemoval *r);
 
 /* Whether node is in remove (as planned), for the callers' own loops. */
 bool moment_removal_removes(const MomentRemoval *r, const void *node);
+
+/* ---- persistence: one store transaction per change ---- */
+
+/* Stores def (not taken) under its name and, with make_current, as the
+ * current one. */
+int moment_tree_put(const MomentOps *ops, void *tree, void *def, bool make_current);
+
+/* Replaces the definition of node with def (taken, also on failure; same
+ * name and parent, else -EINVAL) and, with make_current, makes node
+ * current, in one transaction. Nothing changes in memory when the store
+ * refuses. */
+int moment_tree_update(const MomentOps *ops, void *tree, void *node, void *def, bool make_current);
+
+/* Persists a new current node (NULL: none). */
+int moment_tree_set_current(const MomentOps *ops, void *tree, void *node);
+
+/* Removes the n_remove (distinct) nodes and stores, in ONE transaction,
+ * everything that follows: their surviving children move to the nearest
+ * surviving ancestor (libvirt), the current node moves to its nearest
+ * surviving ancestor when removed, and each update[i] gets new_defs[i]
+ * (taken, also on failure; its name must stay; its <parent> is set
+ * here). Nothing changes in memory when the store refuses. *ret_changed
+ * (may be NULL) is the typed array (nodes_new()) of the survivors whose
+ * parent or children changed. */
+int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, size_t n_remove, void *const *update,
+                       void **new_defs, size_t n_update, void **ret_changed, size_t *ret_n_changed);
+
+/* ---- a kind's MomentOps ---- */
+
+/* The creation-order list of a tree (first, last, n) and its nodes (prev, next). */
+#define MOMENT_LIST_APPEND(tree, node)                   \
+        do {                                             \
+                (node)->prev = (tree)->last;             \
+                if ((tree)->last)                        \
+                        (tree)->last->next = (node);     \
+                else                                     \
+                        (tree)->first = (node);          \
+                (tree)->last = (node);                   \
+                (tree)->n++;                             \
+        } while (0)
+
+#define MOMENT_LIST_UNLINK(tree, node)                   \
+        do {                                             \
+                if ((node)->prev)                        \
+                        (node)->prev->next = (node)->next; \
+                else                                     \
+                        (tree)->first = (node)->next;    \
+                if ((node)->next)                        \
+                        (node)->next->prev = (node)->prev; \
+                else                                     \
+                        (tree)->last = (node)->prev;     \
+                (tree)->n--;                             \
+        } while (0)
+
+/* Defines `static const MomentOps prefix##_moment_ops` and
+ * `prefix##_nodes_from()` (a malloc'ed Node ** of a void * list) for a
+ * kind whose Node has the fields tree, def, parent, children, n_children,
+ * next and seq, whose Tree has first, current and store, and whose Def has
+ * name and parent, with prefix##_def_copy(), _format() (format_flags:
+ * what the store keeps) and _free(). drop_fn is the kind's own (MomentOps.drop). */
+#define MOMENT_GET_(fn, Ret, Type, field) \
+        static Ret fn(const void *p) {    \
+                return ((const Type *) p)->field; \
+        }
+#define MOMENT_SET_(fn, Type, field)         \
+        static void fn(void *p, void *v) {   \
+                ((Type *) p)->field = v;     \
+        }
+
+#define DEFINE_MOMENT_OPS(prefix, Node, Tree, Def, format_flags, drop_fn)                  \
+        static Node **prefix##_nodes_from(void *const *nodes, size_t n) {                 \
+                Node **l = new0(Node *, n);                                                \
+                for (size_t i = 0; l && i < n; i++)                                        \
+                        l[i] = nodes[i];                                                   \
+                return l;                                                                  \
+        }                                                                                  \
+        static void *prefix##_ops_nodes_new(void *const *nodes, size_t n) {               \
+                return prefix##_nodes_from(nodes, n);                                      \
+        }                                                                                  \
+        MOMENT_GET_(prefix##_ops_first, void *, Tree, first)                               \
+        MOMENT_GET_(prefix##_ops_store, Store *, Tree, store)                              \
+        MOMENT_GET_(prefix##_ops_current, void *, Tree, current)                           \
+        MOMENT_SET_(prefix##_ops_set_current, Tree, current)                               \
+        MOMENT_GET_(prefix##_ops_next, void *, Node, next)                                 \
+        MOMENT_GET_(prefix##_ops_parent, void *, Node, parent)                             \
+        MOMENT_GET_(prefix##_ops_n_children, size_t, Node, n_children)                     \
+        MOMENT_GET_(prefix##_ops_seq, uint64_t, Node, seq)                                 \
+        MOMENT_GET_(prefix##_ops_def, void *, Node, def)                                   \
+        MOMENT_SET_(prefix##_ops_set_def, Node, def)                                       \
+        MOMENT_SET_(prefix##_ops_set_parent, Node, parent)                                 \
+        static void *prefix##_ops_child(const void *node, size_t i) {                     \
+                return ((const Node *) node)->children[i];                                 \
+        }                                                                                  \
+        static void prefix##_ops_set_children(void *node, void *children, size_t n) {     \
+                Node *p = node;                                                            \
+                free(p->children);                                                         \
+                p->children = children;                                                    \
+                p->n_children = n;                                                         \
+        }                                                                                  \
+        static char **prefix##_ops_def_name(void *def) {                                  \
+                return &((Def *) def)->name;                                               \
+        }                                                                                  \
+        static char **prefix##_ops_def_parent(void *def) {                                \
+                return &((Def *) def)->parent;                                             \
+        }                                                                                  \
+        static int prefix##_ops_def_copy(const void *def, void **ret) {                   \
+                Def *copy = NULL;                                                          \
+                int r = prefix##_def_copy(def, &copy);                                     \
+                if (r >= 0)                                                                \
+                        *ret = copy;                                                       \
+                return r;                                                                  \
+        }                                                                                  \
+        static int prefix##_ops_def_format(const void *def, char **ret) {                 \
+                return prefix##_def_format(def, format_flags, ret);                        \
+        }                                                                                  \
+        static void prefix##_ops_def_free(void *def) {                                    \
+                prefix##_def_free(def);                                                    \
+        }                                                                                  \
+        static const MomentOps prefix##_moment_ops = {                                     \
+                .first = prefix##_ops_first,                                               \
+                .next = prefix##_ops_next,                                                 \
+                .parent = prefix##_ops_parent,                                             \
+                .n_children = prefix##_ops_n_children,                                     \
+                .child = prefix##_ops_child,                                               \
+                .seq = prefix##_ops_seq,                                                   \
+                .nodes_new = prefix##_ops_nodes_new,                                       \
+                .def = prefix##_ops_def,                                                   \
+                .def_name = prefix##_ops_def_name,                                         \
+                .def_parent = prefix##_ops_def_parent,                                     \
+                .def_copy = prefix##_ops_def_copy,                                         \
+                .def_format = prefix##_ops_def_format,                                     \
+                .def_free = prefix##_ops_def_free,                                         \
+                .store = prefix##_ops_store,                                               \
+                .current = prefix##_ops_current,                                           \
+                .set_current = prefix##_ops_set_current,                                   \
+                .set_def = prefix##_ops_set_def,                                           \
+                .set_parent = prefix##_ops_set_parent,                                     \
+                .set_children = prefix##_ops_set_children,                                 \
+                .drop = drop_fn,                                                           \
+        }

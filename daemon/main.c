@@ -15,6 +15,7 @@
 #include "config.h"
 #include "bus/bus-errors.h"
 #include "bus/bus-manager.h"
+#include "core/domain-net.h"
 #include "core/operation.h"
 #include "ops/checkpoint-create.h"
 #include "ops/checkpoint-delete.h"
@@ -42,6 +43,7 @@ static uint64_t arg_agent_timeout_usec = 10 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
 static char *arg_qemu_user = NULL;
 static bool arg_qemu_user_set = false;
+static char *arg_bridge_conf = NULL;
 static char **arg_image_roots = NULL;
 static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
 
@@ -98,8 +100,10 @@ static void help(void) {
                "     --metadata-read-cap=BYTES\n"
                "                             Refuse snapshot metadata files larger than this\n"
                "                             (default 128 MiB, as libvirt)\n"
+               "     --bridge-conf=PATH      The bridges bridged interfaces may join, in QEMU's\n"
+               "                             bridge helper's format (default %s)\n"
                "     --log-level=LEVEL       emerg…debug or 0…7 (default info)\n",
-               program_invocation_short_name, QEMU_SYSTEM_BINARY, QEMU_USER_DEFAULT);
+               program_invocation_short_name, QEMU_SYSTEM_BINARY, QEMU_USER_DEFAULT, DOMAIN_NET_BRIDGE_CONF);
 }
 
 /* --qemu-user=: empty means QEMU runs as qsnapd itself (root on the system bus). */
@@ -135,43 +139,47 @@ static int parse_seconds(const char *s, uint64_t *ret) {
         return 0;
 }
 
+/* The long options (the table outside parse_argv() keeps it short). */
+enum {
+        ARG_VERSION = 0x100,
+        ARG_SYSTEM,
+        ARG_USER,
+        ARG_ADDRESS,
+        ARG_STATE_DIR,
+        ARG_RUNTIME_DIR,
+        ARG_POLKIT,
+        ARG_IDLE_TIMEOUT,
+        ARG_GRACEFUL_TIMEOUT,
+        ARG_AGENT_TIMEOUT,
+        ARG_QEMU,
+        ARG_QEMU_USER,
+        ARG_LOG_LEVEL,
+        ARG_IMAGE_ROOT,
+        ARG_METADATA_READ_CAP,
+        ARG_BRIDGE_CONF,
+};
+static const struct option options[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, ARG_VERSION },
+        { "system", no_argument, NULL, ARG_SYSTEM },
+        { "user", no_argument, NULL, ARG_USER },
+        { "address", required_argument, NULL, ARG_ADDRESS },
+        { "state-dir", required_argument, NULL, ARG_STATE_DIR },
+        { "runtime-dir", required_argument, NULL, ARG_RUNTIME_DIR },
+        { "polkit", required_argument, NULL, ARG_POLKIT },
+        { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
+        { "graceful-timeout", required_argument, NULL, ARG_GRACEFUL_TIMEOUT },
+        { "agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT },
+        { "qemu", required_argument, NULL, ARG_QEMU },
+        { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
+        { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+        { "image-root", required_argument, NULL, ARG_IMAGE_ROOT },
+        { "metadata-read-cap", required_argument, NULL, ARG_METADATA_READ_CAP },
+        { "bridge-conf", required_argument, NULL, ARG_BRIDGE_CONF },
+        {}
+};
+
 static int parse_argv(int argc, char *argv[]) {
-        enum {
-                ARG_VERSION = 0x100,
-                ARG_SYSTEM,
-                ARG_USER,
-                ARG_ADDRESS,
-                ARG_STATE_DIR,
-                ARG_RUNTIME_DIR,
-                ARG_POLKIT,
-                ARG_IDLE_TIMEOUT,
-                ARG_GRACEFUL_TIMEOUT,
-                ARG_AGENT_TIMEOUT,
-                ARG_QEMU,
-                ARG_QEMU_USER,
-                ARG_LOG_LEVEL,
-                ARG_IMAGE_ROOT,
-                ARG_METADATA_READ_CAP,
-        };
-        static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                { "system", no_argument, NULL, ARG_SYSTEM },
-                { "user", no_argument, NULL, ARG_USER },
-                { "address", required_argument, NULL, ARG_ADDRESS },
-                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
-                { "runtime-dir", required_argument, NULL, ARG_RUNTIME_DIR },
-                { "polkit", required_argument, NULL, ARG_POLKIT },
-                { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
-                { "graceful-timeout", required_argument, NULL, ARG_GRACEFUL_TIMEOUT },
-                { "agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT },
-                { "qemu", required_argument, NULL, ARG_QEMU },
-                { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
-                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
-                { "image-root", required_argument, NULL, ARG_IMAGE_ROOT },
-                { "metadata-read-cap", required_argument, NULL, ARG_METADATA_READ_CAP },
-                {}
-        };
         int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
@@ -244,6 +252,12 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_METADATA_READ_CAP:
                         if (parse_bytes(optarg, &arg_metadata_read_cap) < 0)
                                 return log_error_errno(EINVAL, "--metadata-read-cap= takes a positive number of bytes: %s", optarg);
+                        break;
+                case ARG_BRIDGE_CONF:
+                        if (optarg[0] != '/')
+                                return log_error_errno(EINVAL, "--bridge-conf= needs an absolute path: %s", optarg);
+                        if (free_and_strdup(&arg_bridge_conf, optarg) < 0)
+                                return log_oom();
                         break;
                 case '?':
                         return -EINVAL;
@@ -404,6 +418,10 @@ static int run(void) {
                 .agent_timeout_usec = arg_agent_timeout_usec,
                 .image_roots = arg_image_roots,
                 .metadata_read_cap = arg_metadata_read_cap,
+                /* Taps need root (CAP_NET_ADMIN); --user keeps QEMU's
+                 * setuid bridge helper (docs/decisions.md). */
+                .net_taps = arg_bus_mode != BUS_MODE_USER && geteuid() == 0,
+                .bridge_conf = arg_bridge_conf,
         };
         r = mkdir_p(arg_state_dir, 0700);
         if (r >= 0)
@@ -475,6 +493,7 @@ int main(int argc, char *argv[]) {
         free(arg_state_dir);
         free(arg_runtime_dir);
         free(arg_qemu);
+        free(arg_bridge_conf);
         strv_free(arg_image_roots);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

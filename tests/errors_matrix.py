@@ -107,7 +107,10 @@ MATRIX = {
         'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
     'Domain.Start': {
-        'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
+        'InvalidArgument': [
+            'test_bad_input.py FlagsTest.test_unknown_flag_bits',
+            'test_net_tap.py NetTapTest.test_refusals',
+        ],
         'OperationInvalid': [
             'test_bad_input.py LifecycleErrorsTest.test_wrong_state',
             'test_bad_input.py LifecycleErrorsTest.test_wrong_state_messages_say_what_is_wrong',
@@ -118,6 +121,7 @@ MATRIX = {
             'test_security.py GateTest.test_header_backing_into_protected_folder',
             'test_security.py GateTest.test_json_and_protocol_backing_names',
             'test_security.py GateTest.test_json_backing_name_is_not_followed',
+            'test_net_tap.py NetTapTest.test_refusals',
         ],
         'QemuFailed': [
             'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',
@@ -131,6 +135,19 @@ MATRIX = {
             'test_auth_matrix.py AuthMatrixTest.test_matrix',
             'test_authorization.py InteractiveTest.test_auth_admin_needs_interaction',
         ],
+    },
+    'Domain.OpenConsole': {
+        'InvalidArgument': ['test_console.py OpenConsoleTest.test_refusals_ptys_and_sockets'],
+        'NotRunning': ['test_console.py OpenConsoleTest.test_refusals_ptys_and_sockets'],
+        'Unsupported': [
+            'test_console.py OpenConsoleTest.test_refusals_ptys_and_sockets',
+            'test_console.py OpenConsoleTest.test_granted_user_reads_the_guest',
+        ],
+        'AccessDenied': [
+            'test_auth_matrix.py AuthMatrixTest.test_matrix',
+            'test_console.py OpenConsoleTest.test_granted_user_reads_the_guest',
+        ],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
     'Domain.Stop': {
         'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],

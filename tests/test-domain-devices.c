@@ -14,6 +14,7 @@
 
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
+#include "core/domain-net.h"
 #include "core/manager.h"
 #include "qemu/image.h"
 #include "util/error.h"
@@ -189,6 +190,65 @@ static void test_passwords(void) {
         CHECK(access(file, F_OK) < 0);
 }
 
+/* The live definition: the tap's <target dev> into its <interface>, a
+ * pty's <source path> (and a console's tty=) into its element; the
+ * result parses again; generated tap names are not requests. */
+static void test_live_definition(void) {
+        _cleanup_(domain_def_freep) DomainDef *def = NULL, *again = NULL;
+        _cleanup_free_ char *xml = NULL, *error = NULL;
+        const char *in = "<domain><name>l</name><memory>65536</memory><devices>"
+                         "<interface type='bridge'><source bridge='br0'/><model type='virtio'/></interface>"
+                         "<interface type='bridge'><source bridge='br0'/><target dev='vnet7'/></interface>"
+                         "<interface type='bridge'><source bridge='br0'/><target dev='mytap'/></interface>"
+                         "<channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>"
+                         "<serial type='pty'><target port='0'/></serial>"
+                         "<console type='pty'><target type='serial' port='0'/></console>"
+                         "</devices></domain>";
+
+        CHECK(domain_def_parse(in, strlen(in), &def, &error) >= 0);
+        if (!def)
+                return;
+        CHECK(def->devices.n_nets == 3 && !def->devices.nets[0].target && !def->devices.nets[1].target);
+        CHECK_STREQ(def->devices.nets[2].target, "mytap");
+        CHECK(domain_def_set_live_net_target(def, 0, "qsnap3") >= 0);
+        CHECK(domain_def_set_live_net_target(def, 2, "mytap") >= 0);
+        CHECK(domain_def_set_live_net_target(def, 3, "x") == -ENOENT);
+        CHECK(def->devices.n_chars == 2);
+        CHECK(domain_def_set_live_pty(def, 0, "/dev/pts/4") >= 0);
+        CHECK(domain_def_set_live_pty(def, 1, "/dev/pts/4") >= 0);
+        CHECK(domain_def_format(def, DOMAIN_FORMAT_SECURE, &xml) >= 0);
+        if (!xml)
+                return;
+        CHECK_CONTAINS(xml, "<source bridge=\"br0\"/>\n      <target dev=\"qsnap3\"/>\n      <model type=\"virtio\"/>");
+        CHECK_CONTAINS(xml, "<target dev=\"vnet7\"/>");
+        CHECK_CONTAINS(xml, "<serial type=\"pty\">\n      <source path=\"/dev/pts/4\"/>\n      <target port=\"0\"/>");
+        CHECK_CONTAINS(xml, "<console type=\"pty\" tty=\"/dev/pts/4\">\n      <source path=\"/dev/pts/4\"/>");
+        CHECK(domain_def_parse(xml, strlen(xml), &again, &error) >= 0);
+        CHECK(again && again->devices.n_nets == 3 && !again->devices.nets[0].target);
+}
+
+/* bridge.conf read as QEMU's bridge helper reads it. */
+static void test_bridge_list(void) {
+        _cleanup_free_ char *conf = strprintf("%s/bridge.conf", dir), *more = strprintf("%s/more.conf", dir);
+        _cleanup_free_ char *text = NULL, *msg = NULL, *want = NULL;
+
+        if (!conf || !more)
+                return;
+        CHECK(domain_net_bridge_allowed(conf, "br0", &msg) == -ENOENT);
+        msg = mfree(msg);
+        text = strprintf("# comment\n\n  allow br0  \ninclude %s\ndeny br2\n", more);
+        CHECK(write_file_atomic(conf, text, strlen(text), 0600) >= 0);
+        CHECK(write_file_atomic(more, "allow all\ndeny br3\n", 20, 0600) >= 0);
+        CHECK(domain_net_bridge_allowed(conf, "br0", &msg) == 1);
+        CHECK(domain_net_bridge_allowed(conf, "br1", &msg) == 1); /* allow all, included */
+        CHECK(domain_net_bridge_allowed(conf, "br2", &msg) == 0); /* a deny wins */
+        CHECK(domain_net_bridge_allowed(conf, "br3", &msg) == 0);
+        CHECK(write_file_atomic(conf, "allow br0\npermit br1\n", 21, 0600) >= 0);
+        CHECK(domain_net_bridge_allowed(conf, "br0", &msg) == -EINVAL);
+        want = strprintf("%s line 2: unknown command 'permit'", conf);
+        CHECK_STREQ(msg, want);
+}
+
 int main(int argc, char **argv) {
         sd_event *event = NULL;
         ManagerConfig config;
@@ -213,6 +273,8 @@ int main(int argc, char **argv) {
         test_devices_fixture();
         test_kvm_defaults_and_sockets();
         test_passwords();
+        test_live_definition();
+        test_bridge_list();
 
         manager_free(manager);
         sd_event_unref(event);

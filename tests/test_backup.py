@@ -48,8 +48,16 @@ the job runs (checked: State running, Cur < End, before the write).
   extents as qemu:dirty-bitmap:backup-vda; a missing checkpoint is
   NoSuchCheckpoint, a bitmap removed by hand OperationInvalid; a failed
   backup creates no checkpoint; no temporary bitmap stays.
-- Offline (shut-off domain): qemu-img push, Start Busy meanwhile, Abort
-  and a killed qsnapd remove the target (crash point backup:convert).
+- Offline (shut-off domain), by a paused -machine none QEMU of qsnapd's
+  own: full push equals the disk; incremental push holds exactly the
+  changed clusters and full + incremental equal the disk; checkpoint_xml
+  creates the checkpoint (its bitmap added after the backup, c1's left as
+  it was); pull over a UNIX socket exports the disk's own node with the
+  dirty bitmap (qemu-img map, convert == the disk); Start is Busy
+  meanwhile, the domain stays shut off; Abort and kill -9 at every
+  backup-offline:* crash point leave no target, bitmap, checkpoint, QEMU
+  or journal (a backup that ran is shown failed under its path). A
+  shut-off domain attached through <qsnap:monitor> is NotRunning.
 - TCP: a free port chosen, shown by BackupGetXMLDesc; TLS with client
   certificates of a CA made with openssl: plain NBD refused, the
   certificate's client reads the point in time; missing credentials
@@ -619,11 +627,75 @@ class CrashTest(BackupTestCase):
         self.assert_no_backup_left(dom, [target])
 
 
+def offline_qemus(daemon_pid=None):
+    """{pid: argv} of the paused QEMUs qsnapd runs for shut-off domains
+    (-machine none, named "<domain>-offline"): the children of daemon_pid,
+    or anybody's."""
+    found = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().decode('utf-8', 'replace').split('\0')
+        except (OSError, ValueError, IndexError):
+            continue
+        if (daemon_pid in (None, ppid) and '-machine' in argv and argv[argv.index('-machine') + 1] == 'none'
+                and any(a.startswith('guest=') and ',' in a and a.split(',')[0].endswith('-offline') for a in argv)):
+            found[int(entry)] = argv
+    return found
+
+
 class OfflineTest(BackupTestCase):
-    """A shut-off domain's push backup: qemu-img convert of each chain into
-    the target qsnapd made (throttled with the same test hook); the domain
-    cannot start meanwhile; Abort and a killed qsnapd remove the target."""
+    """A shut-off domain's backup (docs/checkpoints.md 5): a paused
+    -machine none QEMU of qsnapd's own runs the same steps as for a running
+    domain with the images read-only: push full and incremental, pull
+    (the disk's own node exported, no scratch), checkpoint_xml; the
+    domain stays shut off and cannot start meanwhile; the images' bitmaps
+    are untouched; Abort and every crash point leave nothing behind."""
     speed = SPEED
+    CHANGED = [(4 * MiB, MiB), (24 * MiB, MiB)]
+    # crash point -> whether the next qsnapd shows the backup failed under
+    # its path (it ran), besides removing the target and any bitmap it added
+    CRASH_POINTS = {
+        'backup-offline:prepared': False,
+        'backup-offline:transaction': False,
+        'backup-offline:running': True,
+        'backup-offline:pending': True,
+        'backup-offline:checkpoint': True,
+    }
+
+    def assert_paused_qemu(self, what):
+        """Exactly one paused QEMU of ours, with no guest; returns its pid."""
+        found = offline_qemus(self.h.daemon_pid())
+        self.assertEqual(len(found), 1, '%s: paused QEMUs %s' % (what, found))
+        pid, argv = next(iter(found.items()))
+        self.assertIn('-S', argv)
+        self.assertNotIn('-device', argv, 'a paused QEMU with a device')
+        return pid
+
+    def assert_offline_done(self, dom, what):
+        self.assertEqual(offline_qemus(self.h.daemon_pid()), {}, '%s: the paused QEMU is still there' % what)
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff', what)
+        with self.assertDBusError(E + 'OperationInvalid'):
+            self.h.call(dom, D, 'BackupGetXMLDesc')
+        ops = os.path.join(self.h.state_dir, 'ops')
+        self.assertEqual([f for f in os.listdir(ops) if 'backup' in f] if os.path.isdir(ops) else [], [],
+                         '%s: a backup journal was left' % what)
+
+    def bitmaps(self, img):
+        info = q.qemu_img_info(img)
+        return {b['name']: sorted(b.get('flags', [])) for b in info.get('format-specific', {}).get('data', {})
+                .get('bitmaps', [])}
+
+    def write_c_and_stop(self, dom):
+        h = self.h
+        h.call(dom, D, 'Start', (0,), 't')
+        for off, n in self.CHANGED:
+            h.write_pattern_live(dom, 'vda', 0xc3, off, n)
+        h.call(dom, D, 'Stop', (0,), 't')
 
     def test_push_shut_off(self):
         h = self.h
@@ -633,6 +705,8 @@ class OfflineTest(BackupTestCase):
         job = self.begin(dom, push_xml())
         self.assertEqual(self.jprop(job, 'Type'), 'backup')
         target = self.default_target(dom, job)
+        self.assert_paused_qemu('full push')
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
         with self.assertDBusError(E + 'Busy'):
             h.call(dom, D, 'Start', (0,), 't')
         with self.assertDBusError(E + 'Busy'):
@@ -644,9 +718,74 @@ class OfflineTest(BackupTestCase):
         self.assert_equal_images(ref, target, what='the offline backup')
         q.qemu_img_check(target)
         self.assertIsNone(self.backing_of(target))
-        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
-        with self.assertDBusError(E + 'OperationInvalid'):
-            h.call(dom, D, 'BackupGetXMLDesc')
+        self.assert_offline_done(dom, 'full push')
+        h.call(dom, D, 'Start', (0,), 't')
+
+    def test_incremental_push_and_checkpoint_xml(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        rec = h.record_signals()
+        # A full backup that creates checkpoint c1 (qemu-img adds its bitmap
+        # once the backup succeeded); its default target is named after it.
+        job = self.begin(dom, "<domainbackup/>", '<domaincheckpoint><name>c1</name></domaincheckpoint>')
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        full = img + '.c1'
+        c1 = h.call(dom, D, 'LookupCheckpoint', ('c1',), 's')
+        self.assertEqual(self.bitmaps(img), {'c1': ['auto']})
+        self.assert_offline_done(dom, 'full push with c1')
+        self.write_c_and_stop(dom)
+        ref2 = self.raw_copy(img, 'ref2.raw')
+        inc = h.image_path('inc.qcow2')
+        xml = ("<domainbackup mode='push'><incremental>c1</incremental><disks><disk name='vda' type='file'>"
+               "<target file='%s'/></disk></disks></domainbackup>" % inc)
+        job = self.begin(dom, xml, '<domaincheckpoint><name>c2</name></domaincheckpoint>')
+        self.assert_paused_qemu('incremental push')
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assertEqual(self.jprop(job, 'End'), 2 * MiB, 'an incremental copies the dirty bytes only')
+        m = q.run([q.QEMU_IMG, 'map', '--output=json', '-U', inc])
+        self.assertEqual(m.returncode, 0, m.stderr)
+        import json
+        self.assertEqual(merged_ranges(json.loads(m.stdout), lambda e: e['data']), self.CHANGED,
+                         'the incremental holds other clusters than the changed ones')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', full, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_equal_images(ref2, inc, what='full + offline incremental against the disk')
+        # c1 as it was (enabled, consistent), c2 new; no temporary bitmap.
+        self.assertEqual(self.bitmaps(img), {'c1': ['auto'], 'c2': ['auto']})
+        c2 = h.call(dom, D, 'LookupCheckpoint', ('c2',), 's')
+        self.assertEqual(h.get_property(c2, q.CHECKPOINT_IFACE, 'Parent'), c1)
+        self.assertEqual(h.get_property(c1, q.CHECKPOINT_IFACE, 'Problems'), [])
+        self.assert_offline_done(dom, 'incremental push')
+
+    def test_incremental_pull(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        h.call(dom, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
+        self.write_c_and_stop(dom)
+        before = self.bitmaps(img)
+        ref2 = self.raw_copy(img, 'ref2.raw')
+        socket = h.image_path('off.sock')
+        job = self.begin(dom, "<domainbackup mode='pull'><incremental>c1</incremental><server transport='unix' "
+                              "socket='%s'/><disks><disk name='vda'/></disks></domainbackup>" % socket)
+        self.assert_paused_qemu('incremental pull')
+        self.assertEqual(self.jprop(job, 'State'), 'running')
+        with self.assertDBusError(E + 'Busy'):
+            h.call(dom, D, 'Start', (0,), 't')
+        opts = ('driver=nbd,export=vda,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:backup-vda'
+                % socket)
+        m = q.run([q.QEMU_IMG, 'map', '--output=json', '--image-opts', opts])
+        self.assertEqual(m.returncode, 0, m.stderr)
+        import json
+        self.assertEqual(merged_ranges(json.loads(m.stdout), lambda e: not e['data']), self.CHANGED,
+                         'the exported dirty bitmap')
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref2, out])
+        self.assertEqual(r.returncode, 0, 'the offline export against the disk: %s' % r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.assertFalse(os.path.exists(socket), 'the socket was left behind')
+        self.assertEqual(self.bitmaps(img), before, 'the images\' bitmaps changed')
+        self.assert_offline_done(dom, 'pull')
         h.call(dom, D, 'Start', (0,), 't')
 
     def test_abort_and_crash(self):
@@ -654,19 +793,36 @@ class OfflineTest(BackupTestCase):
         dom, img = self.make_domain(start=False)
         target = h.image_path('off.qcow2')
         rec = h.record_signals()
-        job = self.begin(dom, push_xml(target))
+        job = self.begin(dom, push_xml(target), '<domaincheckpoint><name>never</name></domaincheckpoint>')
         self.wait_cur(job, 1)
         h.call(job, J, 'Abort', (0,), 't')
         self.assertEqual(self.wait_end(rec, job), ('canceled', ''))
         self.assertFalse(os.path.exists(target), 'the aborted target was left behind')
-        # qsnapd killed while qemu-img copies: the next one reports it failed and removes the target
-        mark, job = h.crash_at('backup:convert', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst')
-        jobs = self.dprop(dom, 'Jobs')
-        self.assertEqual(len(jobs), 1)
-        props = h.get_all(jobs[0], J)
-        self.assertEqual(props['State'], 'failed')
-        self.assertIn('did not finish', props['Error'])
-        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
+        self.assertEqual(self.bitmaps(img), {}, 'an aborted backup added a bitmap')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [])
+        self.assert_offline_done(dom, 'abort')
+        # qsnapd killed at each step: its paused QEMU dies with it, the next
+        # qsnapd removes the target (and the checkpoint's bitmaps it may have
+        # added), and reports a backup that ran failed under its path.
+        os.environ['QSNAPD_TEST_BACKUP_SPEED'] = '0'    # setUp's cleanup restores it
+        for point, shown in self.CRASH_POINTS.items():
+            mark, outcome = h.crash_at(point, dom, D, 'BackupBegin',
+                                       (push_xml(target), '<domaincheckpoint><name>cx</name></domaincheckpoint>', 0),
+                                       'sst')
+            jobs = self.dprop(dom, 'Jobs')
+            if shown:
+                self.assertEqual(len(jobs), 1, point)
+                props = h.get_all(jobs[0], J)
+                self.assertEqual(props['State'], 'failed', point)
+                self.assertIn('did not finish', props['Error'], point)
+            else:
+                self.assertEqual(jobs, [], point)
+            self.assertFalse(os.path.exists(target), '%s: the incomplete target was left behind' % point)
+            self.assertEqual(self.bitmaps(img), {}, '%s: a bitmap was left' % point)
+            self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [], point)
+            # it died with the qsnapd that ran it
+            self.assertTrue(q.spin(lambda: not offline_qemus(), 10), '%s: %s' % (point, offline_qemus()))
+            self.assert_offline_done(dom, point)
         h.call(dom, D, 'Start', (0,), 't')
 
 
@@ -915,7 +1071,14 @@ class RefusalTest(BackupTestCase):
         with self.assertDBusError(E + 'OperationInvalid'):
             h.call(dom, D, 'BackupGetXMLDesc')
         h.call(dom, D, 'Stop', (0,), 't')
-        self.assert_refused(dom, E + 'NotRunning', 'BackupBegin', (pull_xml(), '', 0), 'sst')
+        # A shut-off domain whose QEMU is started elsewhere (attached through
+        # a monitor socket nobody serves): no paused QEMU of ours for it.
+        other = h.create_image('attached.qcow2', size=DISK_SIZE)
+        att = h.define_domain('att', [q.Disk('vda', other)], monitor=h.image_path('nobody.sock'))
+        self.assertEqual(self.dprop(att, 'State'), 'shutoff')
+        self.assert_refused(att, E + 'NotRunning', 'BackupBegin', (pull_xml(), '', 0), 'sst')
+        self.assert_refused(att, E + 'NotRunning', 'BackupBegin', (push_xml(new), '', 0), 'sst')
+        self.assertFalse(os.path.exists(new))
         self.assertEqual(os.listdir(h.runtime_dir) and [f for f in os.listdir(h.runtime_dir) if 'scratch' in f], [])
 
     def test_access_denied(self):

@@ -185,6 +185,43 @@ class CreateTest(CheckpointCase):
         self.assertNotIn('size=', h.call(c, C, 'GetXMLDesc', (0,), 't'))
 
 
+    def xml_sizes(self, c):
+        xml = self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
+        return {d.get('name'): int(d.get('size')) for d in ET.fromstring(xml).find('disks') if d.get('size')}
+
+    def test_size_shut_off(self):
+        # Shut off, Size is read from the images' own bitmaps (the qcow2
+        # bitmap tables), unioned over the chain: right after Stop, after an
+        # offline write, and after a restart of qsnapd.
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x23, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        # the same MiB again in the overlay (a union counts it once) and a new one
+        h.write_pattern_live(dom, 'vda', 0x24, 0, MiB)
+        h.write_pattern_live(dom, 'vda', 0x24, 4 * MiB, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x25, 2 * MiB, 2 * MiB)
+        c2 = self.create(dom, cp_xml('c2'))
+        h.write_pattern_live(dom, 'vdb', 0x26, 8 * MiB, MiB)
+        live = {'c1': self.xml_sizes(c1), 'c2': self.xml_sizes(c2)}
+        self.assertEqual(live, {'c1': {'vda': 2 * MiB, 'vdb': 3 * MiB}, 'c2': {'vda': 0, 'vdb': MiB}})
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual({'c1': self.xml_sizes(c1), 'c2': self.xml_sizes(c2)}, live, 'Size after Stop')
+        self.assertEqual(h.get_property(c1, C, 'Size'), 5 * MiB)
+        # Written while shut off (qemu-io records it in the top's enabled bitmaps).
+        q.qemu_io_write_pattern(self.active(dom, 'vda'), 0x27, 12 * MiB, MiB)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 3 * MiB, 'vdb': 3 * MiB}, 'Size after an offline write')
+        self.assertEqual(self.xml_sizes(c2), {'vda': MiB, 'vdb': MiB})
+        h.restart_daemon()
+        self.assertEqual(self.size(c1), 6 * MiB, 'Size after a restart of qsnapd')
+        self.assertEqual(self.size(c2), 2 * MiB)
+        # Started again, QEMU agrees.
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assertEqual(self.xml_sizes(c1), {'vda': 3 * MiB, 'vdb': 3 * MiB})
+
+
 class ListTest(CheckpointCase):
 
     def test_list_lookup_and_xml(self):

@@ -8,10 +8,10 @@ files, each fsync'ed and renamed into place), built by
 tests/guest/build-guest.py and driven by tests/lib/qsnapguest.py.
 
 - Devices: a user-mode virtio-net interface, a bridge one and a network
-  one (on a bridge of the test's own, allowed in /etc/qemu/bridge.conf for
-  QEMU's bridge helper; the guest sees eth0-eth2 with the MACs of
-  GetXMLDesc, generated when the XML had none, and both taps are ports of
-  the bridge), VNC and SPICE on
+  one (on a bridge of the test's own, allowed in /etc/qemu/bridge.conf,
+  the list qsnapd checks before it makes the taps; the guest sees eth0-eth2
+  with the MACs of GetXMLDesc, generated when the XML had none, and both
+  taps are ports of the bridge), VNC and SPICE on
   UNIX sockets in the runtime dir (VNC with a passwd= asks for it, which
   is neither on QEMU's command line nor in GetXMLDesc without SECURE), ttyS0 to a file
   (every marker the test reads comes from there), ttyS1 on a unix socket
@@ -178,7 +178,7 @@ class RealGuestTest(SnapshotTestCase):
         # Each device, seen from inside the guest.
         nets = sorted(line.split()[1:] for line in gu.boot_lines if line.startswith('QSNAP-GUEST-NET '))
         self.assertEqual(nets, [['eth0', macs[0]], ['eth1', macs[1]], ['eth2', macs[2]]], gu.boot_lines)
-        # The bridge helper put a tap of each bridged interface on the bridge.
+        # qsnapd put a tap of each bridged interface on the bridge.
         self.assertEqual(len(os.listdir('/sys/class/net/%s/brif' % bridge)), 2)
         self.assertEqual(gu.boot_line('CDROM'), 'QSNAP-CDROM-MARKER-4711', gu.boot_lines)
         self.assertEqual(gu.boot_line('DMI-SERIAL'), 'QSNAP-ARG-0815', '<qemu:commandline> reached QEMU')

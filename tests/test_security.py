@@ -261,6 +261,34 @@ class UnprivilegedQemuTest(AttackTestCase):
         self.assertEqual(h.qemu_pid(self.mine), pid)
         self.assertFinished()
 
+    def test_offline_backup_qemu_is_unprivileged(self):
+        # A shut-off domain's backup runs in a paused QEMU of qsnapd's own:
+        # as QEMU's user, sandboxed, images by descriptor, read-only.
+        h = self.h
+        pw = q.pwd.getpwnam(q.QEMU_USER)
+        q.qemu_io_write_pattern(self.base, 0x5c, 0, 1 << 20)
+        job = h.call(self.mine, D, 'BackupBegin', ("<domainbackup mode='pull'><disks><disk name='vda'/></disks>"
+                                                   "</domainbackup>", '', 0), 'sst')
+        daemon = h.daemon_pid()
+        pids = [p for p in q._pids_mentioning('-offline') if q._proc_stat(p) and q._proc_stat(p)[1] == daemon]
+        self.assertEqual(len(pids), 1, 'the paused QEMU: %s' % pids)
+        pid = pids[0]
+        self.assertIn('-machine none', q._proc_cmdline(pid))
+        st = self.status(pid)
+        self.assertEqual(st['Uid'].split(), [str(pw.pw_uid)] * 4, st['Uid'])
+        for cap in ('CapInh', 'CapPrm', 'CapEff', 'CapAmb'):
+            self.assertEqual(int(st[cap], 16), 0, '%s %s' % (cap, st[cap]))
+        self.assertEqual(st['Seccomp'], '2', 'no seccomp filter: -sandbox is missing')
+        self.assertEqual(h.get_property(self.mine, D, 'State'), 'shutoff')
+        socket = re.search(r"socket='([^']+)'", h.call(self.mine, D, 'BackupGetXMLDesc')).group(1)
+        self.assertEqual(os.path.dirname(socket), os.path.join(h.runtime_dir, 'qemu'))
+        r = q.run([q.QEMU_IO, '-r', '-f', 'raw', '-c', 'read -P 0x5c 0 1M', 'nbd+unix:///vda?socket=%s' % socket])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn('Pattern verification failed', r.stdout)
+        h.call(job, q.JOB_IFACE, 'Abort', (0,), 't')
+        self.assertTrue(q.spin(lambda: not q._alive(pid), 10), 'the paused QEMU outlived its backup')
+        self.assertFinished()
+
     def test_migrate_to_exec_kills_qemu_not_the_host(self):
         h = self.h
         h.call(self.mine, D, 'Start', (0,), 't')

@@ -12,6 +12,7 @@
 #include "bus/bus-snapshot.h"
 #include "core/disk.h"
 #include "core/domain-agent.h"
+#include "core/domain-console.h"
 #include "core/domain-jobs.h"
 #include "ops/backup.h"
 #include "ops/block-jobs.h"
@@ -318,6 +319,43 @@ static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return check_result(r, message, error);
         return sd_bus_reply_method_return(m, NULL);
+}
+
+static void reply_console(Domain *d, int error, const char *message, int fd, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        int r;
+
+        /* sd-bus sends a copy of fd; the model closes its own. */
+        r = error < 0 ? bus_reply_errno_message(m, error, message) : sd_bus_reply_method_return(m, "h", fd);
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a reply: %m");
+}
+
+/* OpenConsole: the device checked, then manage-domains for this domain
+ * (the same right reaches the guest's serial output anyway: it may define
+ * a serial to a file in the image roots). */
+static int method_open_console(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = userdata;
+        const char *dev = NULL;
+        uint64_t flags = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &dev);
+        if (r >= 0)
+                r = read_flags(m, "OpenConsole", 0, &flags, error);
+        if (r < 0)
+                return r;
+        r = domain_console_check(d, dev, &message);
+        if (r < 0)
+                return check_result(r, TAKE_PTR(message), error);
+        r = verify_manage_domains(m, d, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = domain_console_open(d, dev, reply_console, m, &message);
+        return bus_async_call_result(m, r, message, error);
 }
 
 static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -713,6 +751,8 @@ static const sd_bus_vtable domain_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetXMLDesc", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("s", xml), method_get_xml_desc,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("OpenConsole", SD_BUS_ARGS("s", dev, "t", flags), SD_BUS_RESULT("h", fd),
+                                method_open_console, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("QemuMonitorCommand", SD_BUS_ARGS("s", command, "t", flags), SD_BUS_RESULT("s", reply),
                                 method_qemu_monitor_command, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", xml, "t", flags), SD_BUS_RESULT("o", snapshot),

@@ -604,6 +604,85 @@ static void remove_leftovers(Domain *d, const BitmapInventory *inv) {
                 }
 }
 
+/* Shut off, per disk: the union of the bitmap over its first `depth`
+ * layers, read from the files (image_read_dirty_bitmap()), in bytes: set
+ * chunks × granularity (what QEMU's count says), at the finest granularity
+ * among the layers. */
+static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t depth, uint64_t *ret) {
+        _cleanup_free_ uint8_t *all = NULL;
+        uint64_t g0 = 0, n0 = 0, count = 0;
+
+        for (size_t j = 0; j < depth; j++) {
+                const BitmapEntry *e = bitmap_layer_find(bd->layers + j, bitmap);
+                if (e && e->granularity > 0 && (g0 == 0 || e->granularity < g0))
+                        g0 = e->granularity;
+        }
+        for (size_t j = 0; j < depth; j++) {
+                _cleanup_free_ uint8_t *bits = NULL;
+                uint64_t g = 0, n = 0;
+                int r;
+
+                r = image_read_dirty_bitmap(bd->layers[j].path, bitmap, &g, &n, &bits);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        continue;
+                if (g0 == 0 || g < g0)
+                        g0 = g; /* (the inventory and the file agree unless someone wrote meanwhile) */
+                if (!all) {
+                        n0 = n * (g / g0);
+                        all = calloc(1, (n0 + 7) / 8 + 1);
+                        if (!all)
+                                return -ENOMEM;
+                }
+                for (uint64_t i = 0; i < n; i++) {
+                        if (!(bits[i / 8] & (1U << (i % 8))))
+                                continue;
+                        for (uint64_t k = i * (g / g0); k < (i + 1) * (g / g0) && k < n0; k++)
+                                all[k / 8] |= (uint8_t) (1U << (k % 8));
+                }
+        }
+        for (uint64_t i = 0; all && i < (n0 + 7) / 8; i++)
+                count += (uint64_t) __builtin_popcount(all[i]);
+        *ret = count * g0;
+        return 0;
+}
+
+/* Shut off nothing writes: the Size of each checkpoint asked for, from the
+ * images' own bitmaps (qemu-img info has no counts). */
+static void measure_offline(BitmapsState *st, const BitmapInventory *inv) {
+        for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
+                if (!strv_contains((const char *const *) st->measure, checkpoint_name(c)))
+                        continue;
+                c->size = 0;
+                c->has_size = false;
+                for (size_t i = 0; i < c->def->n_disks; i++) {
+                        CheckpointDisk *cd = c->def->disks + i;
+                        const char *bitmap = cd->bitmap ?: c->def->name;
+                        const BitmapDisk *bd = bitmap_inventory_disk(inv, cd->name);
+                        _cleanup_free_ char *reason = NULL;
+                        size_t depth = 0;
+                        uint64_t bytes = 0;
+                        int r;
+
+                        cd->has_size = false;
+                        if (c->problems || cd->type != CHECKPOINT_TYPE_BITMAP || !bd ||
+                            bitmap_disk_check(bd, bitmap, &depth, &reason) != 0)
+                                continue;
+                        r = union_size_offline(bd, bitmap, depth, &bytes);
+                        if (r < 0) {
+                                log_warning_errno(r, "Domain '%s': cannot read bitmap '%s' of disk %s: %m",
+                                                  st->domain->def->name, bitmap, cd->name);
+                                continue;
+                        }
+                        cd->size = bytes;
+                        cd->has_size = true;
+                        c->size += bytes;
+                        c->has_size = true;
+                }
+        }
+}
+
 static void on_refresh_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
                                  void *userdata) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
@@ -626,6 +705,8 @@ static void on_refresh_inventory(Domain *d, int error, const char *message, Bitm
                 strv_free(c->problems);
                 c->problems = problems;
         }
+        if (!inv->live && st->measure)
+                measure_offline(st, inv);
         if (!inv->live || !d->qmp || !st->measure)
                 return refresh_end(st);
         /* (Size of the others stays as last measured.) */

@@ -15,6 +15,7 @@
 
 #include "core/domain-devices.h"
 #include "core/manager.h"
+#include "qemu/qmp-commands.h"
 #include "util/error.h"
 #include "util/json-util.h"
 #include "util/util.h"
@@ -95,13 +96,17 @@ static const char *net_device(const char *model) {
         return model; /* e1000, e1000e, rtl8139: QEMU's device names */
 }
 
-static int nets_argv(const DomainDef *def, char ***argv) {
+static int nets_argv(const DomainDef *def, const int *net_fds, char ***argv) {
         for (size_t i = 0; i < def->devices.n_nets; i++) {
                 const DomainNet *n = def->devices.nets + i;
                 int r;
 
                 if (n->type == DOMAIN_NET_USER)
                         r = add(argv, "-netdev", "user,id=hostnet%zu", i);
+                else if (net_fds && net_fds[i] >= 0)
+                        /* qsnapd's tap (core/domain-net.c); vhost-net would
+                         * need /dev/vhost-net opened for QEMU as well. */
+                        r = add(argv, "-netdev", "tap,id=hostnet%zu,fd=%d,vhost=off", i, net_fds[i]);
                 else
                         /* QEMU's bridge helper: /etc/qemu/bridge.conf says
                          * which bridges may be used (docs/decisions.md). */
@@ -247,6 +252,80 @@ static bool console_is_a_serial(const DomainDevices *hw, const DomainChar *c) {
         return false;
 }
 
+size_t domain_devices_char_backend(const DomainDevices *hw, size_t i) {
+        const DomainChar *c = hw->chars + i;
+
+        if (console_is_a_serial(hw, c))
+                for (size_t j = 0; j < hw->n_chars; j++)
+                        if (hw->chars[j].role == DOMAIN_CHAR_SERIAL && hw->chars[j].port == c->port)
+                                return j;
+        return i;
+}
+
+char *domain_devices_char_socket(Domain *d, const DomainDevices *hw, size_t k) {
+        char suffix[32];
+
+        if (hw->chars[k].path)
+                return strdup(hw->chars[k].path);
+        char_socket_suffix(hw->chars + k, k, suffix);
+        return domain_qemu_socket_path(d, suffix);
+}
+
+/* The chardev QEMU made for pty chars[i]: its own, or for a console that
+ * is a serial that serial's; -1 when that is no pty. */
+static ssize_t pty_chardev(const DomainDevices *hw, size_t i) {
+        size_t k = domain_devices_char_backend(hw, i);
+
+        return hw->chars[i].type == DOMAIN_CHAR_PTY && hw->chars[k].type == DOMAIN_CHAR_PTY ? (ssize_t) k : -1;
+}
+
+typedef struct PtyQuery {
+        Domain *d;
+        void (*then)(Domain *d);
+} PtyQuery;
+
+static void on_query_chardev(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                             void *userdata) {
+        _cleanup_free_ PtyQuery *q = userdata;
+        Domain *d = q->d;
+        bool changed = false;
+
+        if (error == -ECONNRESET)
+                return; /* the disconnect callback reports it */
+        for (size_t i = 0; error >= 0 && d->live && i < d->live->devices.n_chars; i++) {
+                ssize_t k = pty_chardev(&d->live->devices, i);
+                const char *pty;
+                char label[32];
+
+                if (k < 0)
+                        continue;
+                snprintf(label, sizeof(label), "char%zd", k);
+                pty = qmp_parse_chardev_pty(result, label);
+                if (pty && domain_def_set_live_pty(d->live, i, pty) >= 0)
+                        changed = true;
+        }
+        if (error < 0)
+                log_warning("Domain '%s': query-chardev failed: %s", d->def->name, strna(desc));
+        if (changed)
+                (void) domain_save_live(d);
+        q->then(d);
+}
+
+void domain_devices_query_ptys(Domain *d, void (*then)(Domain *d)) {
+        PtyQuery *q;
+        bool any = false;
+
+        for (size_t i = 0; d->live && i < d->live->devices.n_chars; i++)
+                any = any || pty_chardev(&d->live->devices, i) >= 0;
+        if (!any || !(q = new0(PtyQuery, 1)))
+                return then(d);
+        *q = (PtyQuery) { .d = d, .then = then };
+        if (qmp_cmd_query_chardev(d->qmp, on_query_chardev, q) < 0) {
+                free(q);
+                then(d);
+        }
+}
+
 static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {
         const DomainDevices *hw = &def->devices;
         bool virtio_serial = def->agent_channel; /* launched with the agent's channel */
@@ -331,12 +410,12 @@ static int cdroms_argv(const DomainDef *def, char ***argv) {
         return 0;
 }
 
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv) {
+int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, char ***argv) {
         int r;
 
         r = machine_argv(def, argv);
         if (r >= 0)
-                r = nets_argv(def, argv);
+                r = nets_argv(def, net_fds, argv);
         if (r >= 0)
                 r = graphics_argv(d, def, argv);
         if (r >= 0)

@@ -23,8 +23,24 @@
 char *qemu_opt_escape(const char *s);
 
 /* Appends to *argv what def's devices need (after the disks), and writes
- * the graphics password files QEMU reads at start (0600). */
-int domain_devices_argv(Domain *d, const DomainDef *def, char ***argv);
+ * the graphics password files QEMU reads at start (0600). net_fds (NULL
+ * or one per interface, -1 for none): the tap QEMU inherits for a
+ * bridged interface (core/domain-net.h); without one QEMU's bridge
+ * helper makes it. */
+int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, char ***argv);
+
+/* Asks the running QEMU (query-chardev) for the pty of each pty serial
+ * and console of the live definition and writes it there, as libvirt's
+ * live XML has it (<source path='/dev/pts/N'/>, a console's tty=), and
+ * saves it; then calls then(d) — also when QEMU refused, never after the
+ * connection went away. Without ptys, then(d) at once. */
+void domain_devices_query_ptys(Domain *d, void (*then)(Domain *d));
+
+/* The entry of hw->chars whose chardev (char<k>) QEMU made for chars[i]:
+ * i itself, or for a console that repeats a serial that serial's. */
+size_t domain_devices_char_backend(const DomainDevices *hw, size_t i);
+/* The socket of unix chars[k]: its <source path>, else the runtime dir's. */
+char *domain_devices_char_socket(Domain *d, const DomainDevices *hw, size_t k);
 
 /* Removes the sockets of the list above that QEMU left behind. */
 void domain_devices_remove_runtime_files(Domain *d, const DomainDef *def);

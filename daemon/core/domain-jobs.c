@@ -812,6 +812,12 @@ int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void 
         return 0;
 }
 
+int domain_jobs_attach_fresh(Domain *d) {
+        domain_graph_tasks_free(d);
+        tracker_release(d);
+        return job_tracker_new(d->qmp, d->manager->event, &job_observer, d, &d->jobs);
+}
+
 /* Lets go of the tracker; jobs still in it are QEMU's business now. */
 static void tracker_release(Domain *d) {
         /* A freed tracker calls no adopt callback: the attach in flight ends

@@ -81,6 +81,9 @@ void domain_jobs_lost(Domain *d);
 
 /* QMP is up: a tracker for it, and the jobs QEMU has adopted (done follows). */
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata);
+/* A tracker on a QEMU that has no jobs to adopt (core/offline-qemu.c's
+ * paused QEMU of a shut-off domain, started a moment ago). */
+int domain_jobs_attach_fresh(Domain *d);
 /* QEMU went away (fail what runs) or we leave it running (detach only). */
 void domain_jobs_disconnected(Domain *d, bool qemu_gone);
 void domain_jobs_free(Domain *d);

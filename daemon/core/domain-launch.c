@@ -15,6 +15,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -26,6 +27,7 @@
 #include "config.h"
 #include "core/domain-devices.h"
 #include "core/domain-launch.h"
+#include "core/domain-net.h"
 #include "core/gate.h"
 #include "core/manager.h"
 #include "core/nvram.h"
@@ -107,6 +109,10 @@ void launch_files_done(LaunchFiles *lf) {
                 free(lf->files[i].path);
         }
         free(lf->files);
+        free(lf->net_fds);
+        for (size_t i = 0; i < lf->n_nets; i++)
+                free(lf->net_names[i]);
+        free(lf->net_names);
         *lf = (LaunchFiles) {};
 }
 
@@ -151,10 +157,13 @@ static char *layer_node(const DomainDisk *disk, size_t k) {
 /* Opens every image of the disk's chain (as its headers name them), puts
  * each in an fd set of its own (-add-fd) and gives QEMU the whole chain as explicit
  * -blockdev nodes, bottom first: QEMU follows no header itself. */
-static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, char ***argv, char **ret_message) {
+static int launch_add_disk(Domain *d, const DomainDisk *disk, bool offline, LaunchFiles *lf, char ***argv,
+                           char **ret_message) {
         _cleanup_(image_chain_done) ImageChain chain = {};
-        _cleanup_free_ char *active = disk->transient ? domain_transient_path(d, disk) : strdup(disk->source);
-        DiskFormat format = disk->transient ? DISK_FORMAT_QCOW2 : disk->format;
+        /* offline: the images themselves, every layer read-only (no guest, no transient overlay). */
+        bool transient = disk->transient && !offline;
+        _cleanup_free_ char *active = transient ? domain_transient_path(d, disk) : strdup(disk->source);
+        DiskFormat format = transient ? DISK_FORMAT_QCOW2 : disk->format;
         int r;
 
         if (!active)
@@ -184,11 +193,11 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, LaunchFiles *lf, c
                         return -ENOMEM;
                 /* A transient disk's own images are never QEMU's to write;
                  * its throw-away overlay is qsnapd's own runtime file. */
-                r = qemu_file_open_pair(disk->transient && k == 1 ? NULL : d, l->path,
-                                        disk->readonly || (disk->transient && k > 1), &rw, &ro, ret_message);
+                r = qemu_file_open_pair(transient && k == 1 ? NULL : d, l->path,
+                                        offline || disk->readonly || (transient && k > 1), &rw, &ro, ret_message);
                 if (r < 0)
                         return r == -ENOMEM || r == -QSNAP_E_PATH_NOT_ALLOWED ? r : -QSNAP_E_QEMU_FAILED;
-                read_only = k > 1 || rw < 0;
+                read_only = offline || k > 1 || rw < 0;
                 if (strv_extend(argv, "-add-fd") < 0 || (rw >= 0 && strv_extendf(argv, "fd=%d,set=%u", rw, set) < 0) ||
                     (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
                     launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 ||
@@ -250,6 +259,37 @@ static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char 
         if (r < 0)
                 return r;
         return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
+}
+
+/* The taps of the bridged interfaces, when qsnapd makes them
+ * (core/domain-net.h): QEMU inherits each descriptor, qsnapd's copy goes
+ * with lf after the launch. */
+static int launch_add_taps(Domain *d, const DomainDef *def, LaunchFiles *lf, char **ret_message) {
+        size_t n = def->devices.n_nets;
+
+        if (!d->manager->config.net_taps || n == 0)
+                return 0;
+        lf->net_fds = calloc(n, sizeof(int));
+        lf->net_names = calloc(n, sizeof(char *));
+        if (!lf->net_fds || !lf->net_names)
+                return -ENOMEM;
+        lf->n_nets = n;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_close_ int fd = -EBADF;
+                int r;
+
+                lf->net_fds[i] = -1;
+                if (!def->devices.nets[i].bridge)
+                        continue;
+                r = domain_net_open_tap(d, def->devices.nets + i, i, &fd, lf->net_names + i, ret_message);
+                if (r < 0)
+                        return r;
+                lf->net_fds[i] = fd;
+                r = launch_files_keep(lf, &fd);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* UEFI: the firmware code and the domain's variable store as the two
@@ -321,7 +361,7 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         }
 
         for (size_t i = 0; i < def->n_disks; i++) {
-                r = launch_add_disk(d, def->disks + i, lf, &argv, ret_message);
+                r = launch_add_disk(d, def->disks + i, false, lf, &argv, ret_message);
                 if (r < 0)
                         return r;
                 ADD("-device");
@@ -330,16 +370,87 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)
                 r = domain_launch_firmware_args(def, lf, &argv, ret_message);
+        if (r >= 0)
+                r = launch_add_taps(d, def, lf, ret_message);
         if (r < 0)
                 return r;
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
          * (after the agent's virtio-serial controller: consoles use it). */
-        r = domain_devices_argv(d, def, &argv);
+        r = domain_devices_argv(d, def, lf->net_fds, &argv);
         if (r < 0)
                 return r;
 #undef ADD
         *ret = TAKE_PTR(argv);
         return 0;
+}
+
+int domain_launch_offline_argv(Domain *d, LaunchFiles *lf, char ***ret, char **ret_message) {
+        static const char *const fixed[] = { "-S", "-no-user-config", "-nodefaults", "-display", "none",
+                                             "-machine", "none", "-mon", "chardev=qmp,mode=control" };
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *name = qemu_opt_escape(d->def->name);
+        int r;
+
+        if (!name)
+                return -ENOMEM;
+        /* No machine, no devices, no guest: the block layer and QMP only. */
+        r = strv_extend(&argv, d->def->emulator ?: d->manager->config.qemu_binary);
+        if (r >= 0)
+                r = strv_extend(&argv, "-name");
+        if (r >= 0)
+                r = strv_extendf(&argv, "guest=%s-offline,debug-threads=on", name);
+        if (r >= 0)
+                r = strv_extend(&argv, "-chardev");
+        if (r >= 0)
+                r = strv_extendf(&argv, "socket,id=qmp,fd=%d,server=on,wait=off", QMP_FD_IN_CHILD);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(fixed); i++)
+                r = strv_extend(&argv, fixed[i]);
+        if (r >= 0 && d->manager->config.qemu_user)
+                r = strv_extend(&argv, "-sandbox");
+        if (r >= 0 && d->manager->config.qemu_user)
+                r = strv_extend(&argv, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+        for (size_t i = 0; r >= 0 && i < d->def->n_disks; i++)
+                r = launch_add_disk(d, d->def->disks + i, true, lf, &argv, ret_message);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+void domain_launch_remove_runtime_files(Domain *d) {
+        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".process" };
+        const DomainDef *def = domain_current_def(d);
+        _cleanup_free_ char *agent = NULL;
+
+        if (!domain_is_managed(d))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                _cleanup_free_ char *p = domain_runtime_path(d, suffixes[i]);
+                if (p)
+                        (void) unlink(p);
+        }
+        agent = domain_qemu_socket_path(d, ".agent");
+        if (agent)
+                (void) unlink(agent);
+        domain_devices_remove_runtime_files(d, def);
+        for (size_t i = 0; i < def->n_disks; i++) {
+                _cleanup_free_ char *p = NULL;
+
+                if (!def->disks[i].transient)
+                        continue;
+                p = domain_transient_path(d, &def->disks[i]);
+                if (p && unlink(p) >= 0)
+                        log_debug("Discarded transient overlay %s.", p);
+        }
+}
+
+int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret) {
+        int r;
+
+        for (size_t i = 0; i < lf->n_nets; i++)
+                if (lf->net_names[i] && (r = domain_def_set_live_net_target(live, i, lf->net_names[i])) < 0)
+                        return r;
+        return domain_def_format(live, DOMAIN_FORMAT_SECURE, ret);
 }
 
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message) {
@@ -608,7 +719,7 @@ int domain_launch_kill(pid_t pid, int pidfd) {
 }
 
 _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int *fds, size_t n_fds,
-                                 const QemuCreds *creds) {
+                                 const QemuCreds *creds, pid_t parent) {
         sigset_t all;
         int null;
 
@@ -640,6 +751,9 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int 
                 dprintf(STDERR_FILENO, "qsnapd: cannot become QEMU's user: %s\n", strerror(errno));
                 _exit(126);
         }
+        /* Dies with qsnapd (after the uid change, which clears it). */
+        if (parent > 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+                _exit(126);
         execv(argv[0], argv);
         dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -683,7 +797,7 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *
 
                         if (write(pipefd[1], &me, sizeof(me)) != (ssize_t) sizeof(me))
                                 _exit(126);
-                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds);
+                        exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds, 0);
                 }
                 _exit(0);
         }
@@ -698,6 +812,19 @@ int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *
                 return -ECHILD;
         *ret_pid = p.pid;
         *ret_start_time = p.start_time;
+        return 0;
+}
+
+int domain_launch_spawn_child(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                              pid_t *ret_pid) {
+        pid_t parent = getpid(), pid;
+
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0)
+                exec_qemu(argv, log_fd, qmp_fd, lf->fds, lf->n_fds, creds, parent);
+        *ret_pid = pid;
         return 0;
 }
 

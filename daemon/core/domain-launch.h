@@ -20,6 +20,12 @@ typedef struct LaunchFiles {
         QemuFile *files;
         size_t n_files;
         unsigned next_set;
+        /* Per interface of the definition (n_nets of them): the tap qsnapd
+         * made for it (its descriptor is also in fds) and the tap's name;
+         * -1 and NULL for one QEMU connects itself. */
+        int *net_fds;
+        char **net_names;
+        size_t n_nets;
 } LaunchFiles;
 void launch_files_done(LaunchFiles *lf);
 
@@ -57,6 +63,17 @@ bool domain_launch_process_gone(pid_t pid, int pidfd);
  * overlays must exist already. */
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret,
                        char **ret_message);
+/* The command line of a shut-off domain's paused QEMU (core/offline-qemu.h):
+ * -machine none -nodefaults -S, QMP as fd 3, -sandbox as for the domain's
+ * QEMU, every disk's chain (its images, never a transient overlay) opened
+ * read-only into lf as explicit -blockdev nodes named as when it runs. */
+int domain_launch_offline_argv(Domain *d, LaunchFiles *lf, char ***ret, char **ret_message);
+/* Removes what a launch left in the runtime dir (monitor socket, pid
+ * file, live XML, sockets, transient overlays) of the current definition. */
+void domain_launch_remove_runtime_files(Domain *d);
+/* The live definition's XML once lf holds what the launch made: each
+ * tap's name in its interface's <target dev> (as libvirt's live XML). */
+int domain_launch_live_xml(DomainDef *live, const LaunchFiles *lf, char **ret);
 /* The throw-away overlay of each <transient/> disk of def (mode 0600). */
 int domain_launch_transient_overlays(Domain *d, const DomainDef *def, char **ret_message);
 /* A listening UNIX socket at path (replacing a stale one): its fd. */
@@ -66,6 +83,10 @@ int domain_launch_bind_socket(const char *path);
  * time (/proc/PID/stat field 22, read by QEMU's process before exec). */
 int domain_launch_spawn(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
                         pid_t *ret_pid, uint64_t *ret_start_time);
+/* Runs argv as qsnapd's own child (no setsid, no double fork) that dies
+ * with qsnapd (PR_SET_PDEATHSIG); the caller reaps it. */
+int domain_launch_spawn_child(char **argv, int log_fd, int qmp_fd, const LaunchFiles *lf, const QemuCreds *creds,
+                              pid_t *ret_pid);
 
 /* A restarted qsnapd has no pidfd of the QEMUs it launched, and a pid
  * alone may name another process by now. At launch the process's identity

@@ -25,6 +25,8 @@
 #include "core/domain-devices.h"
 #include "core/domain-jobs.h"
 #include "core/domain-launch.h"
+#include "core/offline-qemu.h"
+#include "core/domain-net.h"
 #include "core/domain.h"
 #include "core/gate.h"
 #include "core/manager.h"
@@ -108,6 +110,7 @@ Domain *domain_unref(Domain *d) {
                 return NULL;
         domain_disconnect(d);
         domain_jobs_free(d);
+        offline_qemu_free(d);
         safe_close(d->pidfd);
         snapshot_tree_done(&d->snapshots);
         bitmaps_domain_done(d);
@@ -237,35 +240,6 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
         return sd_event_add_time_relative(d->manager->event, &c->timer, CLOCK_MONOTONIC, usec, 0, handler, d);
 }
 
-/* ---- runtime files ---- */
-
-static void domain_remove_runtime_files(Domain *d) {
-        static const char *const suffixes[] = { ".qmp", ".pid", ".xml", ".process" };
-        const DomainDef *def = domain_current_def(d);
-        _cleanup_free_ char *agent = NULL;
-
-        if (!domain_is_managed(d))
-                return;
-        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
-                _cleanup_free_ char *p = domain_runtime_path(d, suffixes[i]);
-                if (p)
-                        (void) unlink(p);
-        }
-        agent = domain_qemu_socket_path(d, ".agent");
-        if (agent)
-                (void) unlink(agent);
-        domain_devices_remove_runtime_files(d, def);
-        for (size_t i = 0; i < def->n_disks; i++) {
-                _cleanup_free_ char *p = NULL;
-
-                if (!def->disks[i].transient)
-                        continue;
-                p = domain_transient_path(d, &def->disks[i]);
-                if (p && unlink(p) >= 0)
-                        log_debug("Discarded transient overlay %s.", p);
-        }
-}
-
 /* QEMU is gone: forget the live state. */
 static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
@@ -273,7 +247,7 @@ static void domain_reset(Domain *d, DomainState state) {
         domain_jobs_disconnected(d, true);
         domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
-        domain_remove_runtime_files(d);
+        domain_launch_remove_runtime_files(d);
         domain_files_clear(d);
         d->live = domain_def_free(d->live);
         d->pid = 0;
@@ -606,6 +580,13 @@ static void start_incoming(Domain *d) {
                 call(d)->incoming_sent(d, call(d)->userdata);
 }
 
+static void on_start_ptys_known(Domain *d) {
+        if (call(d)->incoming)
+                return start_incoming(d);
+        /* QEMU waits in prelaunch (-S) until told to run. */
+        start_run_or_pause(d);
+}
+
 static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
 
@@ -617,10 +598,8 @@ static void on_start_ready(Qmp *qmp, int error, void *userdata) {
         domain_agent_attach(d);
         if (domain_jobs_attach(d, NULL, NULL) < 0)
                 log_warning("Domain '%s': cannot track its block jobs.", d->def->name);
-        if (call(d)->incoming)
-                return start_incoming(d);
-        /* QEMU waits in prelaunch (-S) until told to run. */
-        start_run_or_pause(d);
+        /* The ptys' paths into the live XML before Start answers. */
+        domain_devices_query_ptys(d, on_start_ptys_known);
 }
 
 static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -662,7 +641,8 @@ int domain_check_start(Domain *d, char **ret_message) {
                         return r;
                 }
         }
-        return 0;
+        /* Bridged interfaces: allowed by the host's list, and present. */
+        return domain_is_managed(d) ? domain_net_check(d, d->def, ret_message) : 0;
 }
 
 /* Start of a domain whose QEMU somebody else launches: attach to it. */
@@ -721,16 +701,14 @@ static int domain_start_full(Domain *d, uint64_t flags, const char *incoming, Do
         if (r < 0)
                 return r;
 
-        r = domain_def_format(live, DOMAIN_FORMAT_SECURE, &live_xml);
-        if (r < 0)
-                return r;
-
         r = domain_launch_transient_overlays(d, live, ret_message);
         if (r >= 0)
                 r = nvram_prepare(live, ret_message);
         if (r < 0)
                 goto fail;
         r = domain_launch_argv(d, live, incoming, &lf, &argv, ret_message);
+        if (r >= 0)
+                r = domain_launch_live_xml(live, &lf, &live_xml);
         if (r < 0)
                 goto fail;
         r = write_file_atomic(live_xml_path, live_xml, strlen(live_xml), 0600);

@@ -105,6 +105,7 @@ struct Domain {
         SnapshotTree snapshots;
         CheckpointTree checkpoints;
         struct BitmapsState *bitmaps; /* core/bitmaps.c: the refresh of Problems and Size */
+        struct OfflineQemu *offline_qemu; /* shut off: the paused QEMU of core/offline-qemu.c, if one runs */
 
         JobTracker *jobs;     /* while QMP is up */
         void *jobs_attach;    /* the adoption in flight (core/domain-jobs.c) */

@@ -15,6 +15,7 @@
 #include "core/domain.h"
 #include "core/bitmaps.h"
 #include "core/domain-devices.h"
+#include "core/domain-net.h"
 #include "core/manager.h"
 #include "core/measure.h"
 #include "core/nvram.h"
@@ -38,13 +39,15 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                 .start_timeout_usec = config->start_timeout_usec,
                 .agent_timeout_usec = config->agent_timeout_usec ?: 10 * USEC_PER_SEC,
                 .metadata_read_cap = config->metadata_read_cap,
+                .net_taps = config->net_taps,
+                .bridge_conf = strdup(config->bridge_conf ?: DOMAIN_NET_BRIDGE_CONF),
         };
         for (char **root = config->image_roots; root && *root; root++)
                 if (strv_extend(&m->config.image_roots, *root) < 0) {
                         manager_free(m);
                         return -ENOMEM;
                 }
-        if (!m->config.state_dir || !m->config.runtime_dir || !m->config.qemu_binary ||
+        if (!m->config.state_dir || !m->config.runtime_dir || !m->config.qemu_binary || !m->config.bridge_conf ||
             (config->qemu_user && !m->config.qemu_user)) {
                 manager_free(m);
                 return -ENOMEM;
@@ -69,6 +72,7 @@ Manager *manager_free(Manager *m) {
         free(m->config.runtime_dir);
         free(m->config.qemu_binary);
         free(m->config.qemu_user);
+        free(m->config.bridge_conf);
         strv_free(m->config.image_roots);
         sd_event_unref(m->event);
         free(m);

@@ -55,6 +55,9 @@ typedef struct ManagerConfig {
         uint64_t agent_timeout_usec;  /* the guest agent must answer within this (QUIESCE) */
         char **image_roots;           /* folders below which images may be created */
         uint64_t metadata_read_cap;   /* bytes; a larger metadata file is an error */
+        bool net_taps;                /* qsnapd makes bridged interfaces' taps (core/domain-net.h);
+                                       * false: QEMU's bridge helper does */
+        char *bridge_conf;            /* the bridges allowed for them (bridge.conf); NULL: the default */
 } ManagerConfig;
 
 typedef struct Manager {

@@ -620,3 +620,135 @@ int image_bitmap_merge(const char *path, const char *target, const char *source,
                          (char *) target, NULL };
         return qemu_img_run(source_file ? with_file : same, NULL, ret_message);
 }
+
+/* ---- the dirty bitmaps themselves, read from the file ---- */
+
+#define QCOW2_EXT_BITMAPS 0x23852875U
+#define QCOW2_BITMAP_MAX_BITS (1ULL << 34) /* 1 PiB at 64 KiB: 2 GiB of bits, more than any disk of ours */
+
+/* The bitmap directory of a qcow2 image: where it is and how big. 0 and
+ * *ret_size 0 when there is none. */
+static int qcow2_bitmap_directory(int fd, uint32_t *ret_cluster_bits, uint64_t *ret_virtual, uint64_t *ret_offset,
+                                  uint64_t *ret_size) {
+        uint8_t h[104];
+        uint32_t header_length = 72;
+        int r;
+
+        r = qcow2_read_header(fd, h, sizeof(h));
+        if (r < 0)
+                return r;
+        *ret_cluster_bits = be32toh(*(uint32_t *) (h + 20));
+        *ret_virtual = be64toh(*(uint64_t *) (h + 24));
+        *ret_size = 0;
+        if (*ret_cluster_bits < 9 || *ret_cluster_bits > 21)
+                return -EBADMSG;
+        if (be32toh(*(uint32_t *) (h + 4)) < 3)
+                return 0; /* bitmaps need version 3 */
+        header_length = be32toh(*(uint32_t *) (h + 100));
+        for (off_t at = header_length, n = 0; n < 64; n++) {
+                uint8_t e[32];
+                uint32_t type, len;
+
+                if (pread_exact(fd, e, 8, at) < 0)
+                        return 0;
+                type = be32toh(*(uint32_t *) e);
+                len = be32toh(*(uint32_t *) (e + 4));
+                if (type == 0)
+                        return 0;
+                if (type == QCOW2_EXT_BITMAPS) {
+                        if (len < 24 || pread_exact(fd, e, 24, at + 8) < 0)
+                                return -EBADMSG;
+                        *ret_size = be64toh(*(uint64_t *) (e + 8));
+                        *ret_offset = be64toh(*(uint64_t *) (e + 16));
+                        return *ret_size > (1U << 26) ? -EBADMSG : 0;
+                }
+                at += 8 + ((len + 7) & ~7U);
+        }
+        return 0;
+}
+
+int image_read_dirty_bitmap(const char *path, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
+                            uint8_t **ret_bits) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ uint8_t *dir = NULL, *bits = NULL;
+        uint64_t virtual_size, dir_offset = 0, dir_size = 0, n_bits, cluster;
+        uint32_t cluster_bits;
+        size_t name_len = strlen(name);
+        int r;
+
+        fd = image_open_regular(path, 0);
+        if (fd < 0)
+                return fd;
+        r = qcow2_bitmap_directory(fd, &cluster_bits, &virtual_size, &dir_offset, &dir_size);
+        if (r < 0 || dir_size == 0) {
+                *ret_bits = NULL;
+                return r < 0 ? r : 0;
+        }
+        cluster = 1ULL << cluster_bits;
+        dir = malloc(dir_size);
+        if (!dir)
+                return -ENOMEM;
+        r = pread_exact(fd, dir, dir_size, (off_t) dir_offset);
+        if (r < 0)
+                return r;
+        /* Entries (docs/interop/qcow2.txt): 24 fixed bytes, extra data, the
+         * name, padding to 8. */
+        for (uint64_t at = 0; at + 24 <= dir_size;) {
+                const uint8_t *e = dir + at;
+                uint64_t table_offset = be64toh(*(uint64_t *) e);
+                uint32_t table_size = be32toh(*(uint32_t *) (e + 8));
+                uint8_t gran_bits = e[17];
+                uint16_t len = be16toh(*(uint16_t *) (e + 18));
+                uint32_t extra = be32toh(*(uint32_t *) (e + 20));
+                _cleanup_free_ uint64_t *table = NULL;
+                uint64_t bits_per_cluster = cluster * 8;
+
+                if (extra > 1024 || at + 24 + extra + len > dir_size)
+                        return -EBADMSG;
+                if (len != name_len || memcmp(e + 24 + extra, name, len) != 0) {
+                        at += (24 + extra + len + 7) & ~7ULL;
+                        continue;
+                }
+                if (gran_bits < 9 || gran_bits > 31)
+                        return -EBADMSG;
+                n_bits = (virtual_size + (1ULL << gran_bits) - 1) >> gran_bits;
+                if (n_bits > QCOW2_BITMAP_MAX_BITS || (uint64_t) table_size * bits_per_cluster < n_bits ||
+                    table_size > (1U << 24))
+                        return -EBADMSG;
+                bits = calloc(1, (n_bits + 7) / 8);
+                table = new0(uint64_t, table_size + 1);
+                if (!bits || !table)
+                        return -ENOMEM;
+                r = pread_exact(fd, table, (size_t) table_size * 8, (off_t) table_offset);
+                if (r < 0)
+                        return r;
+                /* One data cluster per entry, its bits LSB first; offset 0:
+                 * all zeros, or all ones with bit 0 set. */
+                for (uint32_t k = 0; k < table_size; k++) {
+                        uint64_t v = be64toh(table[k]), off = v & 0x00fffffffffffe00ULL;
+                        uint64_t first = k * bits_per_cluster / 8, bytes = (n_bits + 7) / 8;
+                        size_t n;
+
+                        if (first >= bytes)
+                                break;
+                        n = (size_t) (cluster < bytes - first ? cluster : bytes - first);
+                        if (off == 0) {
+                                if (v & 1)
+                                        memset(bits + first, 0xff, n);
+                                continue;
+                        }
+                        r = pread_exact(fd, bits + first, n, (off_t) off);
+                        if (r < 0)
+                                return r;
+                }
+                /* Bits past the end are no chunk of the disk. */
+                if (n_bits % 8)
+                        bits[n_bits / 8] &= (uint8_t) ((1U << (n_bits % 8)) - 1);
+                *ret_granularity = 1ULL << gran_bits;
+                *ret_n_bits = n_bits;
+                *ret_bits = TAKE_PTR(bits);
+                return 1;
+        }
+        *ret_bits = NULL;
+        return 0;
+}

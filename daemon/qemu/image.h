@@ -124,6 +124,15 @@ void image_bitmaps_free(ImageBitmap *b, size_t n);
 /* -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message when it fails. */
 int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message);
 
+/* The persistent dirty bitmap `name` of a qcow2 image, read from the
+ * file itself (its bitmap directory, table and data clusters: `qemu-img
+ * info` has no counts): one bit per granularity-sized chunk of the virtual
+ * size, LSB first. 1 with *ret_bits (malloc'ed), 0 and *ret_bits NULL when
+ * the image holds no such bitmap; -EBADMSG for tables that cannot be
+ * right, -EMEDIUMTYPE for another format. */
+int image_read_dirty_bitmap(const char *path, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
+                            uint8_t **ret_bits);
+
 /* `qemu-img bitmap <op…> <path> <name>`: op is "--add", "--remove", or
  * "--merge" with source (a bitmap of `source_file`, NULL: of path itself).
  * -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message. */

@@ -368,6 +368,25 @@ int qmp_parse_query_migrate(json_object *result, const char **ret_status, const 
         return 0;
 }
 
+int64_t qmp_cmd_query_chardev(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
+        return qmp_send(qmp, "query-chardev", NULL, cb, userdata);
+}
+
+const char *qmp_parse_chardev_pty(json_object *result, const char *label) {
+        if (!json_object_is_type(result, json_type_array))
+                return NULL;
+        for (size_t i = 0; i < json_object_array_length(result); i++) {
+                json_object *e = json_object_array_get_idx(result, i);
+                const char *l, *filename;
+
+                if (json_object_is_type(e, json_type_object) && json_get_string(e, "label", &l) >= 0 &&
+                    json_get_string(e, "filename", &filename) >= 0 && streq_ptr(l, label) && filename &&
+                    strncmp(filename, "pty:", 4) == 0)
+                        return filename + 4;
+        }
+        return NULL;
+}
+
 int qmp_parse_query_jobs(json_object *result, const char *job_id, QmpJobInfo *ret) {
         if (!json_object_is_type(result, json_type_array))
                 return -EBADMSG;

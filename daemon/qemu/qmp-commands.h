@@ -105,6 +105,11 @@ int64_t qmp_cmd_migrate_cancel(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 int qmp_parse_query_migrate(json_object *result, const char **ret_status, const char **ret_error);
 int qmp_parse_migration_event(json_object *data, const char **ret_status);
 
+/* query-chardev, and the pty behind chardev `label` in its reply
+ * ("filename": "pty:/dev/pts/N" → "/dev/pts/N"); NULL when there is none. */
+int64_t qmp_cmd_query_chardev(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+const char *qmp_parse_chardev_pty(json_object *result, const char *label);
+
 int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_reply_func_t cb, void *userdata);
 /* The node name of the root of the block graph under a virtio-blk disk
  * (device id = its target name); the reply is a string. */

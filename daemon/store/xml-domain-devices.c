@@ -49,6 +49,7 @@ static void net_done(DomainNet *n) {
         free(n->mac);
         free(n->model);
         free(n->bridge);
+        free(n->target);
 }
 
 static void graphics_done(DomainGraphics *g) {
@@ -97,7 +98,7 @@ void domain_devices_done(DomainDevices *d) {
 static int copy_net(const DomainNet *s, DomainNet *t) {
         t->type = s->type;
         return xml_strdup_to(s->mac, &t->mac) < 0 || xml_strdup_to(s->model, &t->model) < 0 ||
-                               xml_strdup_to(s->bridge, &t->bridge) < 0
+                               xml_strdup_to(s->bridge, &t->bridge) < 0 || xml_strdup_to(s->target, &t->target) < 0
                        ? -ENOMEM
                        : 0;
 }
@@ -227,6 +228,23 @@ static int net_generate_mac(XmlParser *p, xmlNode *n, DomainNet *net) {
         return net->mac ? 0 : -ENOMEM;
 }
 
+/* A kernel network interface name (IFNAMSIZ - 1, no '/', ':', '%' or
+ * blank, not . or ..). */
+static bool net_name_valid(const char *s) {
+        return !isempty(s) && strlen(s) <= 15 && !strpbrk(s, "/:%, \t\n") && !streq(s, ".") && !streq(s, "..");
+}
+
+/* The names qsnapd (qsnap<N>) and libvirt (vnet<N>, …) generate: a live
+ * XML defined again gets a fresh tap, never a stale name. */
+static bool net_target_is_auto(const char *s) {
+        static const char *const prefixes[] = { "vnet", "qsnap", "macvtap", "vif" };
+
+        for (size_t i = 0; i < ELEMENTSOF(prefixes); i++)
+                if (strncmp(s, prefixes[i], strlen(prefixes[i])) == 0)
+                        return true;
+        return false;
+}
+
 static int parse_interface(XmlParser *p, xmlNode *n, DomainDevices *d) {
         _cleanup_free_ char *type = NULL, *network = NULL;
         const char *problem;
@@ -247,7 +265,8 @@ static int parse_interface(XmlParser *p, xmlNode *n, DomainDevices *d) {
         if ((r = child_attr(n, "mac", "address", &net->mac)) < 0 ||
             (r = child_attr(n, "model", "type", &net->model)) < 0 ||
             (r = child_attr(n, "source", "bridge", &net->bridge)) < 0 ||
-            (r = child_attr(n, "source", "network", &network)) < 0)
+            (r = child_attr(n, "source", "network", &network)) < 0 ||
+            (r = child_attr(n, "target", "dev", &net->target)) < 0)
                 return r;
         if (net->mac && (problem = check_mac(net->mac)))
                 return xml_parser_error(p, -EINVAL, n, "<mac address='%s'> %s", XML_QUOTE(net->mac), problem);
@@ -278,9 +297,17 @@ static int parse_interface(XmlParser *p, xmlNode *n, DomainDevices *d) {
         case _DOMAIN_NET_INVALID:
                 return -EINVAL; /* refused above */
         }
-        if (net->bridge && (strlen(net->bridge) == 0 || strlen(net->bridge) > 15 || strpbrk(net->bridge, "/, \t\n")))
+        if (net->bridge && !net_name_valid(net->bridge))
                 return xml_parser_error(p, -EINVAL, n, "bridge name '%s' is not a network interface name",
                                         XML_QUOTE(net->bridge));
+        if (net->target && net_target_is_auto(net->target)) {
+                /* libvirt's rule: names it generates are not requests. */
+                free(net->target);
+                net->target = NULL;
+        }
+        if (net->target && !net_name_valid(net->target))
+                return xml_parser_error(p, -EINVAL, n, "<target dev='%s'> is not a network interface name",
+                                        XML_QUOTE(net->target));
         return 1;
 }
 
@@ -662,4 +689,107 @@ int xml_domain_devices_parse_os_child(XmlParser *p, xmlNode *n, DomainDevicesSee
         if (xml_node_is(n, "boot"))
                 return parse_boot(p, n, d);
         return 0;
+}
+
+/* ---- the live definition: what QEMU's start made of the devices ---- */
+
+static bool kept_is_interface(const xmlNode *n) {
+        return xml_node_is(n, "interface");
+}
+
+/* The kinds parse_char() reads into chars[], in document order. */
+static bool kept_is_char(const xmlNode *n) {
+        _cleanup_free_ char *type = NULL;
+
+        if (xml_node_is(n, "serial") || xml_node_is(n, "console"))
+                return true;
+        return xml_node_is(n, "channel") && xml_attr_get(n, "type", &type) >= 0 && streq_ptr(type, "unix");
+}
+
+/* The first element child named name, else a new empty one: after the
+ * last <after> child when there is one, else first. */
+static xmlNode *child_get_or_add(xmlNode *n, const char *name, const char *after) {
+        xmlNode *c = child_named(n, name), *prev = after ? child_named(n, after) : NULL, *first = NULL;
+
+        if (c)
+                return c;
+        c = xmlNewDocNode(n->doc, NULL, BAD_CAST name, NULL);
+        if (!c)
+                return NULL;
+        for (xmlNode *k = n->children; k && !first; k = k->next)
+                if (k->type == XML_ELEMENT_NODE)
+                        first = k;
+        if (prev ? xmlAddNextSibling(prev, c) : first ? xmlAddPrevSibling(first, c) : xmlAddChild(n, c))
+                return c;
+        xmlFreeNode(c);
+        return NULL;
+}
+
+/* Rewrites the kept <devices> child that is the i-th one match() holds
+ * for: edit(root, value), then written back in place. */
+static int edit_kept_device(DomainDef *def, bool (*match)(const xmlNode *), size_t i,
+                            int (*edit)(xmlNode *root, const char *value), const char *value) {
+        for (size_t k = 0; def->extra_devices && def->extra_devices[k]; k++) {
+                _cleanup_(xml_parser_done) XmlParser p = {};
+                _cleanup_free_ char *s = NULL;
+                const char *e = def->extra_devices[k];
+                xmlNode *root;
+                int r;
+
+                xml_parser_install_handlers(&p);
+                r = xml_parser_read(&p, e, strlen(e));
+                if (r < 0)
+                        return r;
+                root = xmlDocGetRootElement(p.doc);
+                if (!root || !match(root) || i-- > 0)
+                        continue;
+                r = edit(root, value);
+                if (r >= 0)
+                        r = xml_dump_element(p.doc, root, 2 /* a <devices> child */, &s);
+                if (r < 0)
+                        return r;
+                free(def->extra_devices[k]);
+                def->extra_devices[k] = TAKE_PTR(s);
+                return 0;
+        }
+        return -ENOENT;
+}
+
+static int edit_net_target(xmlNode *n, const char *dev) {
+        xmlNode *t = child_get_or_add(n, "target", "source");
+
+        return t && xmlSetProp(t, BAD_CAST "dev", BAD_CAST dev) ? 0 : -ENOMEM;
+}
+
+static int edit_pty(xmlNode *n, const char *pty) {
+        xmlNode *s = child_get_or_add(n, "source", NULL);
+
+        if (!s || !xmlSetProp(s, BAD_CAST "path", BAD_CAST pty))
+                return -ENOMEM;
+        if (xml_node_is(n, "console") && !xmlSetProp(n, BAD_CAST "tty", BAD_CAST pty))
+                return -ENOMEM;
+        return 0;
+}
+
+int domain_def_set_live_net_target(DomainDef *def, size_t i, const char *dev) {
+        char *copy;
+        int r;
+
+        if (i >= def->devices.n_nets)
+                return -ENOENT;
+        r = edit_kept_device(def, kept_is_interface, i, edit_net_target, dev);
+        if (r < 0)
+                return r;
+        copy = strdup(dev);
+        if (!copy)
+                return -ENOMEM;
+        free(def->devices.nets[i].target);
+        def->devices.nets[i].target = copy;
+        return 0;
+}
+
+int domain_def_set_live_pty(DomainDef *def, size_t i, const char *pty) {
+        if (i >= def->devices.n_chars || def->devices.chars[i].type != DOMAIN_CHAR_PTY)
+                return -ENOENT;
+        return edit_kept_device(def, kept_is_char, i, edit_pty, pty);
 }

@@ -34,6 +34,8 @@ typedef struct DomainNet {
         char *mac;    /* <mac address=…>: generated (52:54:00:…) when absent */
         char *model;  /* <model type=…>: virtio (default), e1000, e1000e, rtl8139 */
         char *bridge; /* the bridge to attach to (network: <source bridge=…> or the network's name) */
+        char *target; /* <target dev=…>: the tap's name; NULL (or a name of the reserved
+                       * vnet…/qsnap… ranges, libvirt's rule): the kernel picks qsnap<N> */
 } DomainNet;
 
 typedef enum DomainGraphicsType {

@@ -131,6 +131,15 @@ int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret)
 /* Deep copy. */
 int domain_def_copy(const DomainDef *def, DomainDef **ret);
 
+/* The live definition (what GetXMLDesc shows while QEMU runs, as libvirt's
+ * live XML): the kept <interface> of nets[i] gets <target dev='NAME'/>
+ * (the tap qsnapd made); the kept <serial>/<console> of chars[i] gets
+ * <source path='PTY'/> (and a console tty='PTY'). The parsed structs
+ * follow. Implemented in store/xml-domain-devices.c. */
+int domain_def_set_live_net_target(DomainDef *def, size_t i, const char *dev);
+int domain_def_set_live_pty(DomainDef *def, size_t i, const char *pty);
+
+
 /* Lookup by target name. */
 DomainDisk *domain_def_find_disk(const DomainDef *def, const char *target);
 

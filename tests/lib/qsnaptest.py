@@ -1146,11 +1146,12 @@ def qemu_io_read_pattern(image, pattern, offset, length, fmt='qcow2'):
 
 
 def domain_xml(name, disks=(), uuid=None, memory_mib=128, monitor=None, emulator=QEMU_SYSTEM,
-               domain_type=None, machine=None, vcpus=1, description=None, extra=''):
+               domain_type=None, machine=None, vcpus=1, description=None, extra='', devices=''):
     """A libvirt <domain> for DefineDomain. disks: Disk tuples (or plain
     (target, path[, format[, transient[, readonly]]]) tuples). monitor: a
     QMP socket path to attach to (qsnap:monitor). domain_type: 'kvm' when
-    /dev/kvm works, else 'qemu' (TCG)."""
+    /dev/kvm works, else 'qemu' (TCG). devices: more <devices> children
+    (text); extra: more <domain> children."""
     q = xml.sax.saxutils.quoteattr
     e = xml.sax.saxutils.escape
     if domain_type is None:
@@ -1181,6 +1182,8 @@ def domain_xml(name, disks=(), uuid=None, memory_mib=128, monitor=None, emulator
         lines.append('    </disk>')
     if monitor:
         lines.append('    <qsnap:monitor path=%s/>' % q(monitor))
+    if devices:
+        lines.append(devices)
     lines.append('  </devices>')
     if extra:
         lines.append(extra)

@@ -55,6 +55,11 @@ struct BackupPlan {
         char *tls_id;        /* its tls-creds-x509 object in QEMU */
         bool socket_default; /* in the runtime dir, chosen by us */
         uint64_t start_time; /* CLOCK_REALTIME µs */
+        /* Shut off: run by a paused QEMU of its own (offline.c), whose
+         * chain is read-only: a pull exports the disk's top node itself (no
+         * scratch, no fleecing: nothing writes), the new checkpoint's
+         * bitmaps are added with qemu-img once that QEMU quit. */
+        bool offline;
         /* checkpoint_xml: the checkpoint created with the backup (its bitmaps
          * in the backup's transaction, its metadata once the backup
          * succeeded); per bitmap disk its target, active file and top node. */
@@ -83,10 +88,6 @@ typedef struct BackupOp {
         /* a start-up rollback: who waits for its end (core/operation.h recover) */
         DomainDoneFunc recovered;
         void *recovered_userdata;
-        /* offline (offline.c): qemu-img convert, one disk after the other */
-        struct Child *child;
-        size_t index;        /* the disk being copied */
-        unsigned percent;    /* of that disk */
 } BackupOp;
 
 void backup_disk_run_done(BackupDiskRun *r);
@@ -126,6 +127,16 @@ const char *backup_tls_dir(void);
 /* Test hook: $QSNAPD_TEST_BACKUP_SPEED (bytes/s), 0 when unset. */
 uint64_t backup_test_speed(void);
 
-/* offline.c: a shut-off domain's push backup, with qemu-img. */
+/* run.c: the first step once QEMU is there (the domain's own, or offline.c's). */
+void backup_start(Operation *o);
+
+/* offline.c: a shut-off domain's backup, by a paused QEMU of its own. */
 int backup_begin_offline(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *userdata, char **ret_message);
 extern const OperationKind backup_offline_kind;
+/* Whether that QEMU still runs: backup_finish() first lets it quit. */
+bool backup_offline_qemu_runs(BackupOp *b);
+/* It quits, then backup_finish() is called again. */
+void backup_offline_stop(BackupOp *b);
+/* After it quit, a successful backup's new checkpoint: its bitmaps
+ * added to the top images with qemu-img (removed again on failure). */
+int backup_offline_add_checkpoint(BackupOp *b, char **ret_message);

@@ -253,11 +253,6 @@ static int plan_incremental(Domain *d, BackupDiskRun *r, const BackupDisk *bd, b
                 *ret_message = strprintf("Domain '%s' has no checkpoint named '%s'.", d->def->name, bd->incremental);
                 return -QSNAP_E_NO_SUCH_CHECKPOINT;
         }
-        if (!domain_is_active(d)) {
-                *ret_message = strprintf("An incremental backup of shut-off domain '%s' is not supported yet; start "
-                                         "it (paused is enough) or take a full backup.", d->def->name);
-                return -QSNAP_E_UNSUPPORTED;
-        }
         for (size_t i = 0; i < c->def->n_disks && !cd; i++)
                 if (streq(c->def->disks[i].name, r->target) && c->def->disks[i].type == CHECKPOINT_TYPE_BITMAP)
                         cd = c->def->disks + i;
@@ -353,11 +348,6 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
 static int plan_checkpoint(Domain *d, BackupPlan *p, const char *xml, char **ret_message) {
         int r;
 
-        if (!domain_is_active(d)) {
-                *ret_message = strprintf("A checkpoint with the backup of shut-off domain '%s' is not supported yet; "
-                                         "create it with CreateCheckpoint.", d->def->name);
-                return -QSNAP_E_UNSUPPORTED;
-        }
         r = checkpoint_def_parse(xml, strlen(xml), 0, &p->checkpoint, ret_message);
         if (r < 0)
                 return IN_SET(r, -EINVAL, -EFBIG, -EBADMSG) ? -QSNAP_E_INVALID_XML : r;
@@ -378,12 +368,13 @@ static int plan_state(Domain *d, BackupMode mode, char **ret_message) {
                 *ret_message = strprintf("Domain '%s' crashed; stop it first.", d->def->name);
                 return -QSNAP_E_OPERATION_INVALID;
         }
-        /* Shut off: a push is copied from the images (offline.c). */
-        if (!domain_is_active(d) && mode == BACKUP_MODE_PUSH)
+        /* Shut off: a paused QEMU of its own runs it (offline.c), unless the
+         * domain's QEMU is somebody else's to start at any moment. */
+        if (d->state == DOMAIN_SHUTOFF && !d->qmp && domain_is_managed(d))
                 return 0;
         if (!domain_is_active(d) || !d->qmp || !d->jobs) {
-                *ret_message = strprintf("Domain '%s' is not running; a pull backup needs its QEMU (start it, "
-                                         "paused is enough).", d->def->name);
+                *ret_message = strprintf("Domain '%s' is not running and its QEMU is started elsewhere "
+                                         "(<qsnap:monitor>): qsnapd backs it up only while it runs.", d->def->name);
                 return -QSNAP_E_NOT_RUNNING;
         }
         if (d->graph_busy) {
@@ -421,6 +412,7 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
         r = plan_state(d, p->def->mode, ret_message);
         if (r < 0)
                 return r;
+        p->offline = !domain_is_active(d);
         if (!isempty(checkpoint_xml)) {
                 r = plan_checkpoint(d, p, checkpoint_xml, ret_message);
                 if (r < 0)

@@ -21,6 +21,7 @@
 #include "core/domain-jobs.h"
 #include "core/manager.h"
 #include "ops/backup/internal.h"
+#include "qemu/image.h"
 #include "store/op-journal.h"
 #include "util/error.h"
 #include "util/util.h"
@@ -342,7 +343,7 @@ int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         return recover_attached(d, plan, running, nbd, done, userdata);
 }
 
-/* qemu-img died with the qsnapd that ran it: nothing to adopt. */
+/* The paused QEMU died with the qsnapd that ran it: nothing to adopt. */
 int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         _cleanup_(json_object_putp) json_object *j = NULL;
         BackupPlan *plan = NULL;
@@ -360,6 +361,17 @@ int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                 log_warning_errno(r, "Domain '%s': the offline backup journal is unusable; dropped: %m", d->def->name);
                 op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);
                 return r;
+        }
+        /* It got as far as the new checkpoint's bitmaps: they go with the backup. */
+        if (streq_ptr(json_get_string(j, "phase"), "checkpoint")) {
+                running = true;
+                for (char **src = plan->cp_sources; plan->checkpoint && src && *src; src++) {
+                        _cleanup_free_ char *m = NULL;
+
+                        if (image_bitmap_remove(*src, plan->checkpoint->name, &m) >= 0)
+                                log_info("Domain '%s': removed bitmap '%s' from %s, added by backup %s that did not "
+                                         "finish.", d->def->name, plan->checkpoint->name, *src, plan->id);
+                }
         }
         recover_offline(d, plan, running, BACKUP_OFFLINE_JOURNAL_KIND);
         backup_plan_free(plan);

@@ -35,7 +35,6 @@
 #include "core/manager.h"
 #include "core/qemu-files.h"
 #include "ops/backup/internal.h"
-#include "qemu/child.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
@@ -94,7 +93,6 @@ void backup_op_free(void *p) {
 
         if (!b)
                 return;
-        child_free(b->child);
         while (b->calls) {
                 BackupCall *c = b->calls;
 
@@ -185,7 +183,7 @@ static void on_disk_job_progress(Job *j, void *userdata) {
 static void on_disk_job_pending(Job *j, void *userdata) {
         BackupOp *b = userdata;
 
-        /* crash points: backup:pending */
+        /* crash points: backup:pending backup-offline:pending */
         operation_crash_point(b->op, "pending");
         if (job_finalize(j, !b->ending, NULL) < 0)
                 log_warning("Domain '%s': cannot finalize backup job %s.", b->domain->def->name, j->id);
@@ -287,6 +285,17 @@ void backup_finish(BackupOp *b) {
         bool pull = p->def->mode == BACKUP_MODE_PULL;
         JobState state;
 
+        /* Offline: its QEMU quits first (it holds the images), then the rest. */
+        if (backup_offline_qemu_runs(b))
+                return backup_offline_stop(b);
+        if (p->checkpoint && backup_succeeds(b) && p->offline) {
+                _cleanup_free_ char *message = NULL;
+                int r = backup_offline_add_checkpoint(b, &message);
+
+                if (r < 0)
+                        backup_failf(b, r, "The backup completed, but the bitmaps of checkpoint '%s' cannot be added: %s",
+                                     p->checkpoint->name, strna(message));
+        }
         if (p->checkpoint && backup_succeeds(b))
                 store_checkpoint(b);
         backup_remove_files(b, b->running && b->error >= 0 && !b->aborted);
@@ -337,8 +346,11 @@ static void on_bitmap_removed(BackupOp *b, size_t index, int error, json_object 
 static void cleanup_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
 
-        /* No checkpoint without its backup: its bitmaps go again. */
-        for (size_t i = 0; b->running && p->checkpoint && !backup_succeeds(b) && p->cp_nodes && p->cp_nodes[i]; i++)
+        /* No checkpoint without its backup: its bitmaps go again (offline
+         * ones come only after success). */
+        for (size_t i = 0; b->running && p->checkpoint && !p->offline && !backup_succeeds(b) && p->cp_nodes &&
+                           p->cp_nodes[i];
+             i++)
                 (void) BACKUP_SEND(b, i, on_bitmap_removed,
                                    qmp_cmd_block_dirty_bitmap_remove(b->domain->qmp, p->cp_nodes[i], p->checkpoint->name,
                                                                      cb, ud));
@@ -367,6 +379,9 @@ void backup_check_end(BackupOp *b) {
                 if (p->disks[i].job && !p->disks[i].ended)
                         return;
         if (!b->ending) {
+                /* An offline pull has no job (nothing to fleece): Abort ends it. */
+                if (p->offline && p->def->mode == BACKUP_MODE_PULL && b->error >= 0)
+                        return;
                 /* The pushes completed by themselves. */
                 b->ending = true;
         }
@@ -470,7 +485,7 @@ static void backup_started(BackupOp *b) {
         }
         /* From here on a restarted qsnapd adopts it. */
         (void) backup_journal_write(b, "running");
-        /* crash points: backup:running */
+        /* crash points: backup:running backup-offline:running */
         operation_crash_point(b->op, "running");
         log_info("Domain '%s': %s backup %s of %zu disk(s) runs.", b->domain->def->name,
                  backup_mode_to_string(b->plan->def->mode), b->plan->id, b->plan->n_disks);
@@ -536,7 +551,7 @@ static void on_transaction(BackupOp *b, size_t index, int error, json_object *re
         if (error < 0)
                 return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, desc ?: "QEMU refused the backup.");
         /* QEMU runs the jobs: from here on they are ours to follow. */
-        for (size_t i = 0; i < p->n_disks && r >= 0; i++) {
+        for (size_t i = 0; i < p->n_disks && r >= 0 && !(p->offline && p->def->mode == BACKUP_MODE_PULL); i++) {
                 BackupDiskRun *dr = p->disks + i;
 
                 r = d->jobs ? job_tracker_add_job(d->jobs, dr->job_id, &(JobSpec) {
@@ -619,15 +634,18 @@ static void send_transaction(BackupOp *b) {
         refs = new0(QmpBitmapSource, n_refs + 1);
         if (!actions || !refs)
                 return backup_abandon_start(b, -ENOMEM, "Out of memory.");
-        /* The new checkpoint: its bitmaps start recording at the backup's point in time. */
-        for (char **node = p->cp_nodes; p->checkpoint && node && *node; node++)
+        /* The new checkpoint: its bitmaps start recording at the backup's
+         * point in time (offline: nothing writes; added after, with qemu-img:
+         * a persistent bitmap added to a read-only node would be lost). */
+        for (char **node = p->cp_nodes; p->checkpoint && !p->offline && node && *node; node++)
                 actions[n++] = (QmpBackupAction) { .type = QMP_BACKUP_BITMAP,
                                                    .bitmap_action = { .type = QMP_BITMAP_ADD, .node = *node,
                                                                       .name = p->checkpoint->name,
                                                                       .persistent = true } };
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
-                const char *holder = pull ? r->node : r->device;
+                /* offline pull: the export is the disk's own node */
+                const char *holder = pull && !p->offline ? r->node : r->device;
 
                 if (r->bitmap && r->since) {
                         size_t first = k;
@@ -643,6 +661,8 @@ static void send_transaction(BackupOp *b) {
                                                                               .sources = refs + first,
                                                                               .n_sources = k - first } };
                 }
+                if (pull && p->offline)
+                        continue; /* nothing writes: no point in time to keep */
                 actions[n++] = (QmpBackupAction) {
                         .type = QMP_BACKUP_BLOCKDEV_BACKUP,
                         .name = r->job_id,
@@ -653,8 +673,10 @@ static void send_transaction(BackupOp *b) {
                         .speed = backup_test_speed(),
                 };
         }
-        /* crash points: backup:transaction */
+        /* crash points: backup:transaction backup-offline:transaction */
         operation_crash_point(b->op, "transaction");
+        if (n == 0)
+                return on_transaction(b, 0, 0, NULL, NULL); /* a full offline pull: nothing to do in QEMU */
         if (BACKUP_SEND(b, 0, on_transaction, qmp_cmd_transaction_backup(b->domain->qmp, actions, n, cb, ud)) < 0)
                 backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot send the backup transaction.");
 }
@@ -771,7 +793,7 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                         return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
                                                     "QEMU's block graph does not show the disk's active file as qsnapd knows it.");
                 r->device = strdup(device);
-                if (!r->device)
+                if (!r->device || (p->offline && p->def->mode == BACKUP_MODE_PULL && free_and_strdup(&r->node, device) < 0))
                         return backup_abandon_start(b, -ENOMEM, "Out of memory.");
         }
         for (char **src = p->cp_sources; src && *src; src++) {
@@ -797,6 +819,9 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
 static void add_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
+
+        if (pull && p->offline)
+                return freeze_then_transaction(b); /* the disks' own nodes are exported */
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 _cleanup_free_ char *filename = NULL, *message = NULL;
@@ -834,7 +859,7 @@ int backup_create_files(BackupOp *b, char **ret_message) {
                 _cleanup_close_ int dirfd = -EBADF;
                 const char *run = b->domain->manager->config.runtime_dir;
 
-                if (dr->reuse)
+                if (dr->reuse || (p->offline && p->def->mode == BACKUP_MODE_PULL))
                         continue;
                 /* A caller's file: the gate again, and created in the folder
                  * it checks (our scratch files in the runtime dir need none). */
@@ -857,10 +882,10 @@ int backup_create_files(BackupOp *b, char **ret_message) {
         return 0;
 }
 
-static void backup_start(Operation *o) {
+void backup_start(Operation *o) {
         BackupOp *b = o->plan;
 
-        /* crash points: backup:prepared */
+        /* crash points: backup:prepared backup-offline:prepared */
         operation_crash_point(o, "prepared");
         if (BACKUP_SEND(b, 0, on_block_nodes, qmp_cmd_query_named_block_nodes(b->domain->qmp, cb, ud)) < 0)
                 backup_abandon_start(b, -QSNAP_E_NOT_RUNNING, "The domain's QEMU went away.");
@@ -876,7 +901,7 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
                 *ret_message = strprintf("Domain '%s' is not running: QUIESCE needs a running guest.", d->def->name);
                 return -QSNAP_E_OPERATION_INVALID;
         }
-        if (d->backup == NULL && !domain_is_active(d) && p->def->mode == BACKUP_MODE_PUSH)
+        if (p->offline)
                 return backup_begin_offline(d, TAKE_PTR(p), done, userdata, ret_message);
         /* polkit took its time: the domain may have moved on. */
         if (d->backup || !domain_is_active(d) || !d->qmp || !d->jobs) {

@@ -531,6 +531,36 @@ class CrashTest(CheckpointCase):
                         self.assertEqual(list(image_bitmaps(p)), ['c1'], p)
 
 
+    def test_copy_crash_before_the_bitmap_step(self):
+        # qsnapd killed when the copy is READY, before the target got the
+        # checkpoints' bitmaps (block-copy:bitmaps): the next one adopts the
+        # copy and sends the journaled steps; after the Pivot c1 counts
+        # exactly what was written since it, over the new image.
+        h = self.h
+        dom, imgs = self.domain('cc', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x81, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x82, 4 * MiB, MiB)
+        dest = h.image_path('cc-dest.qcow2')
+        mark, job = h.crash_at('block-copy:bitmaps', dom, D, 'BlockCopy',
+                               ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>" % dest, 0, 0),
+                               'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the adopted copy is ready')
+        h.wait_for_log(r'copy \S+ is READY: its target gets the checkpoints. bitmaps now', mark)
+        h.write_pattern_live(dom, 'vda', 0x83, 8 * MiB, MiB)
+        h.call(job, J, 'Pivot')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'completed', 60, 'the copy pivoted')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        h.write_pattern_live(dom, 'vda', 0x84, 12 * MiB, MiB)
+        self.assertEqual(self.size(c1), 4 * MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'copy-bitmaps' in f], [], 'the bitmap journal stayed')
+
+
 class ChainTest(CheckpointCase):
     """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each
     chain operation every checkpoint is usable and its Size is exactly the

@@ -253,23 +253,39 @@ class QemuKilledMidCallTest(ErrorsTestCase):
         pending = {
             'SetSpeed': h.call_async(job, J, 'SetSpeed', (2 * MiB,), 't'),
             'Pause': h.call_async(job, J, 'Pause'),
-            'Pivot': h.call_async(job, J, 'Pivot'),
             'Abort': h.call_async(job, J, 'Abort', (ABORT_ASYNC,), 't'),
             'QemuMonitorCommand': h.call_async(dom, D, 'QemuMonitorCommand', ('{"execute": "query-status"}', 0), 'st'),
             'Domain.Pause': h.call_async(dom, D, 'Pause'),
         }
-        for command in ('block-job-set-speed', 'job-pause', 'job-complete', 'block-job-cancel', 'query-status',
-                        'stop'):
+        for command in ('block-job-set-speed', 'job-pause', 'block-job-cancel', 'query-status', 'stop'):
             self.wait_queued(mark, command)
-        # One at a time: a second Pivot, Abort or Pause while the first waits.
-        self.assertIn('pivoting already', self.assertRefused('Busy', job, J, 'Pivot'))
+        # One at a time: a second Abort or Pause while the first waits; no
+        # Pivot while an Abort is on its way.
         self.assertIn('aborted already', self.assertRefused('Busy', job, J, 'Abort', (0,), 't'))
+        self.assertIn('being aborted', self.assertRefused('OperationInvalid', job, J, 'Pivot'))
         self.assertIn('busy', self.assertRefused('Busy', dom, D, 'Pause'))
         self.kill_stopped_qemu(pid)
-        for name in ('SetSpeed', 'Pause', 'Pivot', 'Abort', 'QemuMonitorCommand'):
+        for name in ('SetSpeed', 'Pause', 'Abort', 'QemuMonitorCommand'):
             with self.subTest(call=name):
                 self.assertFails(pending[name], 'NotRunning')
         self.assertFails(pending['Domain.Pause'], 'QemuFailed')
+        q.wait_until(lambda: h.get_property(dom, D, 'State') == 'crashed', 20, 'State crashed')
+        self.assertEqual(h.get_property(job, J, 'State'), 'failed')
+
+        # A Pivot waits: a second one is Busy, and no Abort comes after it
+        # (QEMU would pivot all the same).
+        h.call(dom, D, 'Start', (0,), 't')
+        job = self.ready_job(dom)
+        pid = h.qemu_pid(dom)
+        mark = h.daemon_log_mark()
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: q._alive(pid) and os.kill(pid, signal.SIGKILL))
+        pivot = h.call_async(job, J, 'Pivot')
+        self.wait_queued(mark, 'job-complete')
+        self.assertIn('pivoting already', self.assertRefused('Busy', job, J, 'Pivot'))
+        self.assertIn('pivoting', self.assertRefused('OperationInvalid', job, J, 'Abort', (0,), 't'))
+        self.kill_stopped_qemu(pid)
+        self.assertFails(pivot, 'NotRunning')
         q.wait_until(lambda: h.get_property(dom, D, 'State') == 'crashed', 20, 'State crashed')
         self.assertEqual(h.get_property(job, J, 'State'), 'failed')
 

@@ -8,9 +8,11 @@
 #include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/manager.h"
+#include "core/domain-jobs.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/json-util.h"
 #include "util/util.h"
 
 /* ---- inventory ---- */
@@ -374,6 +376,7 @@ typedef struct RefreshWaiter {
 typedef struct ArmedCopy {
         char *job_id;
         BitmapActions actions;
+        json_object *recorded; /* an adopted copy's: the journal's actions */
         struct ArmedCopy *next;
 } ArmedCopy;
 
@@ -994,6 +997,62 @@ static void on_copy_bitmaps(Qmp *qmp, int error, json_object *result, const char
                 log_warning("Cannot give a copy's target the checkpoints' bitmaps: %s", strna(desc));
 }
 
+int bitmaps_copy_journal_write(Domain *d, const char *job_id, const BitmapActions *ba) {
+        _cleanup_(json_object_putp) json_object *a = json_object_new_array();
+        _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id);
+        const char *text;
+
+        if (!a || !path || qmp_bitmap_actions_append(a, ba->actions, ba->n) < 0)
+                return -ENOMEM;
+        text = json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN);
+        return write_file_atomic(path, text, strlen(text), 0600);
+}
+
+static void on_recorded_action(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                               void *userdata) {
+        /* An add that finds its bitmap there already: the step was done before. */
+        if (error < 0)
+                log_debug("A copy target's bitmap step again: %s", strna(desc));
+}
+
+/* Each recorded action as a transaction of its own: a repeated add fails
+ * alone and the merges still run. */
+static void send_recorded(Domain *d, json_object *actions) {
+        for (size_t i = 0; d->qmp && i < json_object_array_length(actions); i++) {
+                _cleanup_(json_object_putp) json_object *one = json_object_new_array();
+
+                if (!one || json_object_array_add(one, json_object_get(json_object_array_get_idx(actions, i))) < 0 ||
+                    qmp_cmd_transaction_recorded(d->qmp, one, on_recorded_action, NULL) < 0)
+                        log_warning("Domain '%s': cannot send a copy target's bitmap step.", d->def->name);
+        }
+}
+
+void bitmaps_copy_adopted(Domain *d, const char *job_id, bool ready) {
+        _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id), *text = NULL;
+        _cleanup_(json_object_putp) json_object *actions = NULL;
+        ArmedCopy **l = armed_list(d), *a;
+
+        if (!path || read_full_file(path, 1 << 20, &text, NULL) < 0)
+                return; /* no bitmap to give its target */
+        actions = json_tokener_parse(text);
+        if (!actions || !json_object_is_type(actions, json_type_array))
+                return (void) log_warning("Domain '%s': the bitmap journal of copy %s is damaged; its target gets no "
+                                          "bitmaps.", d->def->name, job_id);
+        if (ready) {
+                log_info("Domain '%s': copy %s is READY: its target gets the checkpoints' bitmaps now.", d->def->name,
+                         job_id);
+                return send_recorded(d, actions);
+        }
+        a = new0(ArmedCopy, 1);
+        if (!l || !a || !(a->job_id = strdup(job_id))) {
+                free(a);
+                return (void) log_oom();
+        }
+        a->recorded = TAKE_PTR(actions);
+        a->next = *l;
+        *l = a;
+}
+
 void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended) {
         ArmedCopy **l = d->bitmaps ? &d->bitmaps->armed : NULL;
 
@@ -1002,12 +1061,19 @@ void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended) {
 
                 if (!streq(a->job_id, job_id))
                         continue;
-                if (ready && a->actions.n > 0 && d->qmp)
-                        (void) qmp_cmd_transaction_bitmaps(d->qmp, a->actions.actions, a->actions.n, on_copy_bitmaps,
-                                                           NULL);
+                if (ready && d->qmp) {
+                        /* crash points: block-copy:bitmaps */
+                        crash_point("block-copy:bitmaps");
+                        if (a->recorded)
+                                send_recorded(d, a->recorded);
+                        else if (a->actions.n > 0)
+                                (void) qmp_cmd_transaction_bitmaps(d->qmp, a->actions.actions, a->actions.n,
+                                                                   on_copy_bitmaps, NULL);
+                }
                 if (ready || ended) {
                         *l = a->next;
                         bitmap_actions_done(&a->actions);
+                        json_object_put(a->recorded);
                         free(a->job_id);
                         free(a);
                 }

@@ -138,8 +138,15 @@ int bitmap_actions_commit(const BitmapDisk *bd, size_t top_index, size_t base_in
 int bitmap_actions_copy(const BitmapDisk *bd, bool shallow, const char *target_node, BitmapActions *ret);
 
 /* A copy job's actions are sent when it is READY (bitmaps_job_event()):
- * armed at its start (taken). */
+ * journaled before the mirror starts (<run>/<uuid>.copy-bitmaps-<id>,
+ * removed with the job's journal), armed once it runs (taken). */
+int bitmaps_copy_journal_write(Domain *d, const char *job_id, const BitmapActions *ba);
 int bitmaps_copy_arm(Domain *d, const char *job_id, BitmapActions *ba);
+/* An adopted copy (a restarted qsnapd): its journaled actions are armed
+ * again, or, when it is READY already (qsnapd died between READY and
+ * them), sent now one by one, each idempotent (an add that finds the
+ * bitmap is fine; merges are unions). */
+void bitmaps_copy_adopted(Domain *d, const char *job_id, bool ready);
 /* Called by the manager for every job event: READY sends what was armed
  * (before anybody hears of READY, so that a Pivot comes after it), the
  * end forgets it. */

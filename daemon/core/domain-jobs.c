@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "core/disk.h"
+#include "core/bitmaps.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
 #include "core/manager.h"
@@ -119,11 +120,18 @@ int domain_job_journal_write_plain(Domain *d, const char *job_id) {
         return write_file_atomic(path, JOB_JOURNAL_PLAIN "\n", strlen(JOB_JOURNAL_PLAIN "\n"), 0600);
 }
 
+char *domain_job_bitmaps_path(Domain *d, const char *job_id) {
+        _cleanup_free_ char *suffix = strprintf(".copy-bitmaps-%s", job_id);
+        return suffix ? domain_runtime_path(d, suffix) : NULL;
+}
+
 void domain_job_journal_remove(Domain *d, const char *job_id) {
-        _cleanup_free_ char *path = job_journal_path(d, job_id);
+        _cleanup_free_ char *path = job_journal_path(d, job_id), *bitmaps = domain_job_bitmaps_path(d, job_id);
 
         if (path)
                 (void) unlink(path);
+        if (bitmaps)
+                (void) unlink(bitmaps);
 }
 
 static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
@@ -758,6 +766,10 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
                 job_learn_from_id(d, j);
                 log_info("Domain '%s': adopted %s job %s on %s (%s).", d->def->name, job_type_to_string(j->type), j->id,
                          strna(j->disk), job_state_to_string(j->state));
+                /* A copy's target gets the bitmaps its journal planned (now,
+                 * if it is READY already), before anybody can Pivot. */
+                if (j->type == JOB_TYPE_COPY && !job_state_is_final(j->state))
+                        bitmaps_copy_adopted(d, j->id, j->state == JOB_STATE_READY);
                 notify(d, j, JOB_EVENT_ADDED);
         }
         /* TRANSIENT_JOB copies do not outlive the qsnapd that started them

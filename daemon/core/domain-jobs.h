@@ -81,6 +81,10 @@ void domain_jobs_lost(Domain *d);
 
 /* QMP is up: a tracker for it, and the jobs QEMU has adopted (done follows). */
 int domain_jobs_attach(Domain *d, void (*done)(Domain *d, void *userdata), void *userdata);
+/* <run>/<uuid>.copy-bitmaps-<id>: a copy's planned bitmap actions
+ * (core/bitmaps.c), part of its job journal: removed with it. */
+char *domain_job_bitmaps_path(Domain *d, const char *job_id);
+
 /* A tracker on a QEMU that has no jobs to adopt (core/offline-qemu.c's
  * paused QEMU of a shut-off domain, started a moment ago). */
 int domain_jobs_attach_fresh(Domain *d);

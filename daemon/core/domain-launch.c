@@ -713,8 +713,12 @@ int domain_launch_adopt_process(Domain *d, pid_t pid) {
 }
 
 int domain_launch_kill(pid_t pid, int pidfd) {
-        if (pidfd >= 0)
-                return syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
+        if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) >= 0)
+                return 0;
+        /* A seccomp filter without pidfd_send_signal: by pid, which the
+         * caller found alive through the pidfd just before. */
+        if (pidfd >= 0 && !IN_SET(errno, ENOSYS, EPERM))
+                return -errno;
         return pid > 0 && kill(pid, SIGKILL) < 0 ? -errno : 0;
 }
 

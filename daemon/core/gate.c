@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "config.h"
+
 #include "core/gate.h"
 #include "core/manager.h"
 #include "util/fs.h"
@@ -183,4 +185,152 @@ int gate_read_chain(Domain *d, const char *active, DiskFormat format, ImageChain
         if (r < 0 && r != -ENOMEM && !*ret_message)
                 *ret_message = strprintf("Cannot read the backing chain of %s: %s.", active, qsnap_strerror(r));
         return r;
+}
+
+/* ---- qemu-img on descriptors (qemu/img.h) ---- */
+
+static void layers_free(ImgLayer *layers, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                safe_close(layers[i].fd);
+        free(layers);
+}
+
+int gate_open_chain(Domain *d, const char *path, DiskFormat format, bool whole, const char *what, ImgLayer **ret,
+                    size_t *ret_n, char **ret_message) {
+        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_free_ char *current = strdup(path), *label = strdup(what);
+        ImgLayer *layers = NULL;
+        size_t n = 0;
+        int r = 0;
+
+        if (!current || !label)
+                return -ENOMEM;
+        for (;;) {
+                _cleanup_free_ char *backing = NULL;
+                DiskFormat backing_format;
+                ImgLayer *l;
+                int fd;
+
+                if (n >= 256 || strv_contains((const char *const *) names, current)) {
+                        r = -ELOOP;
+                        free(*ret_message);
+                        *ret_message = strprintf("The backing chain of %s loops or is deeper than 256 files.", path);
+                        break;
+                }
+                r = gate_open_image(d, current, label, &fd, ret_message);
+                if (r < 0)
+                        break;
+                l = reallocarray(layers, n + 1, sizeof(ImgLayer));
+                if (!l || strv_extend(&names, current) < 0) {
+                        if (l)
+                                layers = l;
+                        safe_close(fd);
+                        r = -ENOMEM;
+                        break;
+                }
+                layers = l;
+                layers[n++] = (ImgLayer) { .fd = fd, .format = format };
+                if (!whole || format != DISK_FORMAT_QCOW2)
+                        break;
+                /* The header of the file just opened, not of whatever the
+                 * name leads to now. */
+                r = image_read_backing_fd(fd, &backing, &backing_format);
+                if (r < 0 || !backing)
+                        break;
+                if (!image_backing_name_is_plain(backing)) {
+                        free(*ret_message);
+                        *ret_message = strprintf("The backing file name '%s' in %s is a json: or protocol name; qsnapd "
+                                                 "follows only plain file names.", backing, current);
+                        r = -QSNAP_E_PATH_NOT_ALLOWED;
+                        break;
+                }
+                free(label);
+                label = strprintf("The backing file named by %s,", current);
+                free(current);
+                current = image_resolve_backing(names[n - 1], backing);
+                if (!current || !label) {
+                        r = -ENOMEM;
+                        break;
+                }
+                format = backing_format;
+        }
+        if (r < 0) {
+                if (r != -ENOMEM && !*ret_message)
+                        *ret_message = strprintf("Cannot read the backing chain of %s: %s.", path, qsnap_strerror(r));
+                layers_free(layers, n);
+                return r;
+        }
+        *ret = layers;
+        *ret_n = n;
+        return 0;
+}
+
+int gate_img_command(Domain *d, char *const *template, ImgCmd *ret, char **ret_message) {
+        _cleanup_(img_cmd_done) ImgCmd c = {};
+        int r;
+
+        /* template[0] is qemu-img, template[1] its subcommand */
+        if (strv_length((char **) template) < 2)
+                return -EINVAL;
+        r = img_cmd_init(&c, template[1]);
+        if (r < 0)
+                return r;
+        for (char *const *a = template + 2; *a; a++) {
+                ImgPlaceholder kind;
+                DiskFormat format;
+                const char *path;
+                ImgLayer *layers = NULL;
+                size_t n = 0;
+
+                if (img_placeholder_parse(*a, &kind, &format, &path) == 0) {
+                        r = img_cmd_add(&c, *a, NULL);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (kind == IMG_FILE) {
+                        layers = new0(ImgLayer, 1);
+                        if (!layers)
+                                return -ENOMEM;
+                        n = 1;
+                        layers[0] = (ImgLayer) { .fd = image_open_regular(path, O_NOFOLLOW), .format = format };
+                        if (layers[0].fd < 0) {
+                                r = layers[0].fd;
+                                free(layers);
+                                free(*ret_message);
+                                *ret_message = strprintf("Cannot open %s: %s.", path, qsnap_strerror(r));
+                                return r;
+                        }
+                } else {
+                        r = gate_open_chain(d, path, format, kind == IMG_CHAIN, "The image", &layers, &n, ret_message);
+                        if (r < 0)
+                                return r;
+                }
+                r = img_cmd_add_chain(&c, layers, n); /* takes the descriptors */
+                free(layers);
+                if (r < 0)
+                        return r;
+        }
+        *ret = c;
+        c = (ImgCmd) {};
+        return 0;
+}
+
+int gate_img_snapshot(Domain *d, const char *op, const char *tag, const char *file, bool own, char **ret_output) {
+        _cleanup_(img_cmd_done) ImgCmd cmd = {};
+        _cleanup_free_ char *layer = img_placeholder(own ? IMG_FILE : IMG_LAYER, file, DISK_FORMAT_QCOW2);
+        _cleanup_free_ char *message = NULL;
+        char *template[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) op, (char *) tag, layer, NULL };
+        int r;
+
+        if (!layer)
+                return -ENOMEM;
+        r = gate_img_command(d, template, &cmd, &message);
+        if (r < 0) {
+                if (ret_output)
+                        *ret_output = TAKE_PTR(message);
+                return r;
+        }
+        r = img_cmd_run(&cmd, ret_output);
+        return r == 0 ? 0 : r < 0 ? r : -QSNAP_E_QEMU_FAILED;
 }

@@ -18,6 +18,7 @@
 
 #include "core/domain.h"
 #include "qemu/image.h"
+#include "qemu/img.h"
 #include "store/xml-snapshot.h"
 
 /* 0 when `path` may be used for domain d. -QSNAP_E_INVALID_ARGUMENT for a
@@ -51,3 +52,24 @@ int gate_check_snapshot_def(Domain *d, const SnapshotDef *def, char **ret_messag
  * a chain that leaves them is -QSNAP_E_PATH_NOT_ALLOWED, not followed.
  * The active file itself is the caller's to check. */
 int gate_read_chain(Domain *d, const char *active, DiskFormat format, ImageChain *ret, char **ret_message);
+
+/* Opens `path` (and, when whole, every backing file below it) for qemu-img
+ * through the gate, each file relative to the folder the gate verified and
+ * each backing name read from the header of the descriptor just opened
+ * (plain names only, inside the allowed folders): the chain qemu-img gets
+ * is exactly the one qsnapd read. *ret: the layers, top first. `what`
+ * names path in a refusal. */
+int gate_open_chain(Domain *d, const char *path, DiskFormat format, bool whole, const char *what, ImgLayer **ret,
+                    size_t *ret_n, char **ret_message);
+
+/* A qemu-img command from a template whose image arguments are
+ * img_placeholder()s (qemu/img.h): each opened with gate_open_chain() and
+ * replaced by its json: name over /proc/self/fd/N. */
+int gate_img_command(Domain *d, char *const *template, ImgCmd *ret, char **ret_message);
+
+/* `qemu-img snapshot <op> <tag>` (-c, -a, -d) on file alone (a qcow2), by
+ * descriptor: a domain's image through the gate; own: qsnapd's UEFI
+ * variable store (O_NOFOLLOW, regular files only). Blocking: a header
+ * edit, run after authorization. 0, -QSNAP_E_QEMU_FAILED with qemu-img's
+ * output in *ret_output, or the gate's refusal (its text in *ret_output). */
+int gate_img_snapshot(Domain *d, const char *op, const char *tag, const char *file, bool own, char **ret_output);

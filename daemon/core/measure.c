@@ -4,12 +4,15 @@
  * identity, the notes of one check, and batches of `qemu-img measure`
  * children run one after the other from the event loop.
  */
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <sys/stat.h>
 
 #include "config.h"
 #include "core/measure.h"
 #include "qemu/child.h"
+#include "qemu/image.h"
+#include "qemu/img.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -167,29 +170,39 @@ MeasureBatch *measure_batch_free(MeasureBatch *b) {
         return NULL;
 }
 
+static void on_measured(Child *c, int status, const char *output, void *userdata);
+static void batch_next(MeasureBatch *b);
+
 /* `qemu-img measure` of the file alone, without its backing chain (-U:
  * QEMU may hold it open), spelled as an image-opts json: name so that the
  * header's backing name is never opened. */
-static char *measure_name(const MeasureNote *n) {
-        _cleanup_(json_object_putp) json_object *spec = json_object_new_object();
-        json_object *f = json_object_new_object();
-        const char *text;
+/* `qemu-img measure` of the file alone ("backing": null: what merging its
+ * own data takes), on the descriptor opened here (qemu/img.h): no header
+ * leads qemu-img elsewhere. *st: the file measured, for the cache. */
+static int measure_spawn(MeasureBatch *b, const MeasureNote *n) {
+        _cleanup_(img_cmd_done) ImgCmd c = {};
+        ImgLayer layer = { .fd = image_open_regular(n->path, O_NOFOLLOW), .format = n->format };
+        int r;
 
-        if (!spec || !f) {
-                json_object_put(f);
-                return NULL;
+        if (layer.fd < 0)
+                return layer.fd;
+        if (fstat(layer.fd, &b->st) < 0) {
+                r = -errno;
+                safe_close(layer.fd);
+                return r;
         }
-        json_object_object_add(spec, "driver", json_object_new_string(disk_format_to_string(n->format) ?: "qcow2"));
-        json_object_object_add(f, "driver", json_object_new_string("file"));
-        json_object_object_add(f, "filename", json_object_new_string(n->path));
-        json_object_object_add(spec, "file", f);
-        if (n->format == DISK_FORMAT_QCOW2)
-                json_object_object_add(spec, "backing", NULL);
-        text = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        return text ? strjoin("json:", text) : NULL;
+        r = img_cmd_init(&c, "measure");
+        if (r >= 0)
+                r = img_cmd_add(&c, "-U", "--output=json", "-O", "qcow2", NULL);
+        if (r >= 0)
+                r = img_cmd_add_chain(&c, &layer, 1);
+        else
+                safe_close(layer.fd);
+        if (r >= 0)
+                r = img_cmd_spawn(&c, b->manager->event, NULL, on_measured, b, &b->child);
+        return r;
 }
 
-static void batch_next(MeasureBatch *b);
 
 static void on_measured(Child *c, int status, const char *output, void *userdata) {
         MeasureBatch *b = userdata;
@@ -223,18 +236,13 @@ static void batch_next(MeasureBatch *b) {
                 _cleanup_free_ char *name = NULL;
                 int r;
 
-                if (stat(n->path, &b->st) < 0 || !S_ISREG(b->st.st_mode))
-                        continue;
-                name = measure_name(n);
-                if (name) {
-                        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "measure", (char *) "-U",
-                                         (char *) "--output=json", (char *) "-O", (char *) "qcow2", name, NULL };
-
-                        r = child_spawn(b->manager->event, argv, NULL, on_measured, b, &b->child);
-                        if (r >= 0)
-                                return;
-                        log_debug_errno(r, "Cannot run qemu-img measure: %m");
-                }
+                b->st = (struct stat) {};
+                r = measure_spawn(b, n);
+                if (r >= 0)
+                        return;
+                log_debug_errno(r, "Cannot run qemu-img measure of %s: %m", n->path);
+                if (b->st.st_ino == 0)
+                        continue; /* gone, or no regular file: nothing to count */
                 entry_store(b->manager, n->path, n->format, &b->st, (uint64_t) b->st.st_blocks * 512);
         }
         /* All measured: told from the loop, never from inside a call. */

@@ -14,6 +14,7 @@
 #include "core/manager.h"
 #include "core/nvram.h"
 #include "qemu/image.h"
+#include "qemu/img.h"
 #include "util/error.h"
 #include "util/util.h"
 
@@ -101,6 +102,44 @@ static int write_new(const char *path, const char *data, size_t size) {
         return 0;
 }
 
+/* `qemu-img convert` of the raw template into a new qcow2 store, on
+ * descriptors (qemu/img.h): the store made here first (O_EXCL, no link
+ * followed), then filled with `-n`; qemu-img opens no name itself. */
+static int convert_template(const char *template, const char *store, char **ret_output) {
+        _cleanup_(img_cmd_done) ImgCmd c = {};
+        ImgLayer src = { .fd = image_open_regular(template, O_NOFOLLOW), .format = DISK_FORMAT_RAW };
+        ImgLayer dst = { .fd = -EBADF, .format = DISK_FORMAT_QCOW2 };
+        struct stat st;
+        int r;
+
+        if (src.fd < 0 || fstat(src.fd, &st) < 0) {
+                r = src.fd < 0 ? src.fd : -errno;
+                safe_close(src.fd);
+                *ret_output = strprintf("cannot open the template: %s", r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r));
+                return r;
+        }
+        r = image_create(store, DISK_FORMAT_QCOW2, (uint64_t) st.st_size, NULL, DISK_FORMAT_RAW, ret_output);
+        if (r >= 0)
+                dst.fd = image_open_regular(store, O_NOFOLLOW);
+        if (r >= 0 && dst.fd < 0)
+                r = dst.fd;
+        if (r >= 0)
+                r = img_cmd_init(&c, "convert");
+        if (r >= 0)
+                r = img_cmd_add(&c, "-n", "-O", "qcow2", NULL);
+        if (r < 0) {
+                safe_close(src.fd);
+                safe_close(dst.fd);
+                return r;
+        }
+        r = img_cmd_add_chain(&c, &src, 1);
+        if (r >= 0)
+                r = img_cmd_add_chain(&c, &dst, 1);
+        else
+                safe_close(dst.fd);
+        return r < 0 ? r : img_cmd_run(&c, ret_output);
+}
+
 int nvram_prepare(const DomainDef *def, char **ret_message) {
         const DomainFirmware *f = def_firmware(def);
         _cleanup_free_ char *folder = NULL, *output = NULL, *data = NULL;
@@ -120,10 +159,7 @@ int nvram_prepare(const DomainDef *def, char **ret_message) {
         if (r < 0)
                 return error_message(ret_message, r, "Cannot create the folder of %s: %s", f->nvram, strerror(-r));
         if (f->nvram_format == DISK_FORMAT_QCOW2) {
-                char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "convert", (char *) "-f", (char *) "raw",
-                                 (char *) "-O", (char *) "qcow2", (char *) f->nvram_template, (char *) f->nvram, NULL };
-
-                r = run_command(argv, &output);
+                r = convert_template(f->nvram_template, f->nvram, &output);
                 if (r != 0) {
                         (void) unlink(f->nvram);
                         return error_message(ret_message, r < 0 ? r : -QSNAP_E_QEMU_FAILED,

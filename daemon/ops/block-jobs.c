@@ -147,7 +147,12 @@ static int plan_bitmaps(StartCall *c, json_object *nodes, const char *device) {
         case JOB_TYPE_ACTIVE_COMMIT:
                 return bitmap_actions_commit(bd, top, base, &c->bitmaps);
         case JOB_TYPE_COPY:
-                return bitmap_actions_copy(bd, c->base_file != NULL, c->info->copy_node, &c->bitmaps);
+                /* Journaled before the mirror starts: a restarted qsnapd gives
+                 * the target its bitmaps all the same. */
+                r = bitmap_actions_copy(bd, c->base_file != NULL, c->info->copy_node, &c->bitmaps);
+                if (r >= 0 && c->bitmaps.n > 0)
+                        r = bitmaps_copy_journal_write(d, c->id, &c->bitmaps);
+                return r;
         case JOB_TYPE_BACKUP:
         case JOB_TYPE_SNAPSHOT_DELETE:
         case JOB_TYPE_SNAPSHOT_REVERT:

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
+#include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -77,7 +79,90 @@ static int on_child_io(sd_event_source *s, int fd, uint32_t revents, void *userd
         return 0;
 }
 
+/* In the child: fds[i] becomes descriptor 3 + i, everything from 3 + n_fds
+ * up is closed at exec, output goes to stdout and stderr; then argv runs. */
+_noreturn_ static void exec_with_fds(char *const *argv, int output_fd, const int *fds, size_t n_fds) {
+        int high[CHILD_MAX_FDS], out;
+
+        if (n_fds > CHILD_MAX_FDS)
+                _exit(127);
+        /* Out of the way first (all at or above 3 + n_fds), then into place:
+         * no dup2() below can clobber a descriptor still to be moved. */
+        out = fcntl(output_fd, F_DUPFD_CLOEXEC, (int) (3 + n_fds));
+        if (out < 0)
+                _exit(127);
+        for (size_t i = 0; i < n_fds; i++)
+                if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, (int) (3 + n_fds))) < 0)
+                        _exit(127);
+        for (size_t i = 0; i < n_fds; i++)
+                if (dup2(high[i], (int) (3 + i)) < 0) /* the copy is not close-on-exec */
+                        _exit(127);
+        /* Whatever else is open (everything of ours is O_CLOEXEC anyway). */
+        (void) close_range((unsigned) (3 + n_fds), ~0U, CLOSE_RANGE_CLOEXEC);
+        exec_with_output(argv, out);
+}
+
+int child_run_fds(char *const *argv, const int *fds, size_t n_fds, char **ret_output) {
+        _cleanup_close_ int rfd = -EBADF;
+        _cleanup_free_ char *out = NULL;
+        size_t n = 0, allocated = 0;
+        int pipefd[2], status;
+        pid_t pid;
+
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0) {
+                safe_close(pipefd[0]);
+                safe_close(pipefd[1]);
+                return -errno;
+        }
+        if (pid == 0)
+                exec_with_fds(argv, pipefd[1], fds, n_fds);
+        safe_close(pipefd[1]);
+        rfd = pipefd[0];
+        for (;;) {
+                ssize_t k;
+
+                if (allocated - n < 1024) {
+                        size_t a = allocated ? allocated * 2 : 4096;
+                        char *b = n < CHILD_OUTPUT_MAX ? realloc(out, a) : NULL;
+
+                        if (!b) {
+                                char sink[4096];
+                                /* keep draining; the status still counts */
+                                while (read(rfd, sink, sizeof(sink)) > 0 || errno == EINTR)
+                                        ;
+                                break;
+                        }
+                        out = b;
+                        allocated = a;
+                }
+                k = read(rfd, out + n, allocated - n - 1);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                n += (size_t) k;
+        }
+        if (out)
+                out[n] = 0;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (ret_output)
+                *ret_output = TAKE_PTR(out);
+        if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+        return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
 int child_spawn(sd_event *e, char *const *argv, ChildOutputFunc output, ChildDoneFunc done, void *userdata, Child **ret) {
+        return child_spawn_fds(e, argv, NULL, 0, output, done, userdata, ret);
+}
+
+int child_spawn_fds(sd_event *e, char *const *argv, const int *fds, size_t n_fds, ChildOutputFunc output,
+                    ChildDoneFunc done, void *userdata, Child **ret) {
         _cleanup_(child_freep) Child *c = NULL;
         int pipefd[2], r;
         pid_t parent;
@@ -102,7 +187,7 @@ int child_spawn(sd_event *e, char *const *argv, ChildOutputFunc output, ChildDon
                  * repeats the step, never racing an orphan for the image. */
                 if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                         _exit(127);
-                exec_with_output(argv, pipefd[1]);
+                exec_with_fds(argv, pipefd[1], fds, n_fds);
         }
         safe_close(pipefd[1]);
         c->fd = pipefd[0];

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "qemu/image.h"
+#include "qemu/img.h"
 #include "util/error.h"
 #include "util/util.h"
 
@@ -79,7 +80,14 @@ static int qcow2_read_header(int fd, uint8_t *h, size_t size) {
 /* Reads the backing file name and format of one qcow2 image. *ret_backing
  * is NULL for a base image. */
 static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *ret_format) {
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_close_ int fd = image_open_regular(path, 0);
+
+        if (fd < 0)
+                return fd;
+        return image_read_backing_fd(fd, ret_backing, ret_format);
+}
+
+int image_read_backing_fd(int fd, char **ret_backing, DiskFormat *ret_format) {
         _cleanup_free_ char *name = NULL;
         uint8_t h[112];
         uint64_t offset;
@@ -87,9 +95,6 @@ static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *
         DiskFormat format = DISK_FORMAT_RAW; /* QEMU probes; raw is what it finds for a non-qcow2 */
         int r;
 
-        fd = image_open_regular(path, 0);
-        if (fd < 0)
-                return fd;
         r = qcow2_read_header(fd, h, 72);
         if (r < 0)
                 return r;
@@ -142,7 +147,7 @@ static int qcow2_read_backing(const char *path, char **ret_backing, DiskFormat *
         return 0;
 }
 
-static char *resolve_relative(const char *image, const char *name) {
+char *image_resolve_backing(const char *image, const char *name) {
         _cleanup_free_ char *copy = NULL;
 
         if (name[0] == '/')
@@ -173,7 +178,7 @@ int image_read_backing(const char *path, char **ret_backing) {
         }
         if (!image_backing_name_is_plain(backing))
                 return -QSNAP_E_PATH_NOT_ALLOWED;
-        *ret_backing = resolve_relative(path, backing);
+        *ret_backing = image_resolve_backing(path, backing);
         return *ret_backing ? 0 : -ENOMEM;
 }
 
@@ -300,7 +305,7 @@ int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilt
                                                  "follows only plain file names.", backing, c.layers[c.n_layers - 1].path);
                         return -QSNAP_E_PATH_NOT_ALLOWED;
                 }
-                current = resolve_relative(c.layers[c.n_layers - 1].path, backing);
+                current = image_resolve_backing(c.layers[c.n_layers - 1].path, backing);
                 if (!current)
                         return -ENOMEM;
                 if (filter) {
@@ -521,17 +526,33 @@ void image_bitmaps_free(ImageBitmap *b, size_t n) {
         free(b);
 }
 
-static int qemu_img_run(char *const *argv, char **ret_output, char **ret_message) {
+/* qemu-img on descriptors (qemu/img.h): the image alone, opened here
+ * (O_NOFOLLOW, regular files only), "backing": null, so that no header
+ * names another file for it; callers pass paths the path gate passed. */
+static int img_add_file(ImgCmd *c, const char *path, char **ret_message) {
+        ImgLayer layer = { .fd = image_open_regular(path, O_NOFOLLOW), .format = DISK_FORMAT_QCOW2 };
+
+        if (layer.fd < 0) {
+                if (ret_message)
+                        *ret_message = strprintf("Cannot open %s: %s", path,
+                                                 layer.fd == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file"
+                                                                                         : strerror(-layer.fd));
+                return layer.fd;
+        }
+        return img_cmd_add_chain(c, &layer, 1);
+}
+
+static int qemu_img_run(ImgCmd *c, char **ret_output, char **ret_message) {
         _cleanup_free_ char *output = NULL;
         size_t l;
         int r;
 
-        r = run_command(argv, &output);
+        r = img_cmd_run(c, &output);
         for (l = output ? strlen(output) : 0; l > 0 && strchr(" \t\n", output[l - 1]); l--)
                 output[l - 1] = 0;
         if (r != 0) {
                 if (ret_message)
-                        *ret_message = strprintf("qemu-img %s failed: %s", argv[1],
+                        *ret_message = strprintf("qemu-img %s failed: %s", c->argv[1],
                                                  r < 0 ? strerror(-r) : strempty(output));
                 return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
         }
@@ -554,15 +575,20 @@ static int parse_bitmap_flags(json_object *flags, ImageBitmap *b) {
 }
 
 int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "info", (char *) "-U", (char *) "--output=json",
-                         (char *) path, NULL };
+        _cleanup_(img_cmd_done) ImgCmd c = {};
         _cleanup_free_ char *output = NULL;
         json_object *info, *fs = NULL, *data = NULL, *bitmaps = NULL;
         ImageBitmap *list = NULL;
         size_t n = 0;
         int r;
 
-        r = qemu_img_run(argv, &output, ret_message);
+        r = img_cmd_init(&c, "info");
+        if (r >= 0)
+                r = img_cmd_add(&c, "-U", "--output=json", NULL);
+        if (r >= 0)
+                r = img_add_file(&c, path, ret_message);
+        if (r >= 0)
+                r = qemu_img_run(&c, &output, ret_message);
         if (r < 0)
                 return r;
         info = json_tokener_parse(output);
@@ -600,25 +626,42 @@ int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char 
         return 0;
 }
 
+/* `qemu-img bitmap <op> [<source> [-b <source_file> -F qcow2]] <path> <name>` */
+static int bitmap_run(const char *op, const char *source, const char *source_file, const char *path, const char *name,
+                      char **ret_message) {
+        _cleanup_(img_cmd_done) ImgCmd c = {};
+        int r;
+
+        r = img_cmd_init(&c, "bitmap");
+        if (r >= 0)
+                r = img_cmd_add(&c, op, NULL);
+        if (r >= 0 && source)
+                r = img_cmd_add(&c, source, NULL);
+        if (r >= 0 && source_file) {
+                r = img_cmd_add(&c, "-b", NULL);
+                if (r >= 0)
+                        r = img_add_file(&c, source_file, ret_message);
+                if (r >= 0)
+                        r = img_cmd_add(&c, "-F", "qcow2", NULL);
+        }
+        if (r >= 0)
+                r = img_add_file(&c, path, ret_message);
+        if (r >= 0)
+                r = img_cmd_add(&c, name, NULL);
+        return r < 0 ? r : qemu_img_run(&c, NULL, ret_message);
+}
+
 int image_bitmap_add(const char *path, const char *name, char **ret_message) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--add", (char *) path, (char *) name, NULL };
-        return qemu_img_run(argv, NULL, ret_message);
+        return bitmap_run("--add", NULL, NULL, path, name, ret_message);
 }
 
 int image_bitmap_remove(const char *path, const char *name, char **ret_message) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--remove", (char *) path, (char *) name,
-                         NULL };
-        return qemu_img_run(argv, NULL, ret_message);
+        return bitmap_run("--remove", NULL, NULL, path, name, ret_message);
 }
 
 int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
                        char **ret_message) {
-        char *with_file[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--merge", (char *) source,
-                              (char *) "-b", (char *) source_file, (char *) "-F", (char *) "qcow2", (char *) path,
-                              (char *) target, NULL };
-        char *same[] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) "--merge", (char *) source, (char *) path,
-                         (char *) target, NULL };
-        return qemu_img_run(source_file ? with_file : same, NULL, ret_message);
+        return bitmap_run("--merge", source, source_file, path, target, ret_message);
 }
 
 /* ---- the dirty bitmaps themselves, read from the file ---- */

@@ -90,6 +90,14 @@ int image_create_at(int dirfd, const char *name, const char *path, DiskFormat fo
 int image_create_overlay_at(int dirfd, const char *name, const char *path, int backing_fd, const char *backing,
                             DiskFormat backing_format, char **ret_message);
 
+/* The same from a descriptor (one the path gate opened): *ret_backing as
+ * the header spells it (NULL: none), its format (the header extension,
+ * else raw). -EMEDIUMTYPE when it is no qcow2 image. */
+int image_read_backing_fd(int fd, char **ret_backing, DiskFormat *ret_format);
+/* A backing name made absolute: a relative one is relative to the folder
+ * of the image naming it. */
+char *image_resolve_backing(const char *image, const char *name);
+
 /* The backing file name as the qcow2 header spells it (relative or not);
  * *ret NULL when the image has none. */
 int image_read_backing_name(const char *path, char **ret);

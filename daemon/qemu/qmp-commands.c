@@ -1053,6 +1053,14 @@ int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n
         return qmp_cmd_transaction_snapshot_bitmaps(qmp, NULL, NULL, 0, a, n, cb, userdata);
 }
 
+int64_t qmp_cmd_transaction_recorded(Qmp *qmp, json_object *actions, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("actions", json_object_get(actions), NULL);
+
+        if (!args)
+                return -ENOMEM;
+        return qmp_send(qmp, "transaction", args, cb, userdata);
+}
+
 int64_t qmp_cmd_transaction_snapshot_bitmaps(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,
                                              const QmpBitmapAction *a, size_t n_actions, qmp_reply_func_t cb,
                                              void *userdata) {

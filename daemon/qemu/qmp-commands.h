@@ -225,6 +225,9 @@ typedef struct QmpBitmapAction {
 /* Appends the n actions to a transaction's "actions" array. */
 int qmp_bitmap_actions_append(json_object *actions, const QmpBitmapAction *a, size_t n);
 int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n, qmp_reply_func_t cb, void *userdata);
+/* A transaction of actions recorded earlier with qmp_bitmap_actions_append()
+ * (a journal's copy; borrowed). */
+int64_t qmp_cmd_transaction_recorded(Qmp *qmp, json_object *actions, qmp_reply_func_t cb, void *userdata);
 
 /* ---- backups (ops/backup) ---- */
 

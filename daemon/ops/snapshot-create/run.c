@@ -138,17 +138,17 @@ static int undo_stop(Operation *o, void *data) {
         return 0;
 }
 
-static int run_qemu_img_snapshot(const char *op, const char *tag, const char *file, char **ret_output) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) op, (char *) tag, (char *) file, NULL };
-        int r = run_command(argv, ret_output);
-        return r == 0 ? 0 : r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+/* By descriptor (core/gate.h): a disk through the gate, own: the UEFI store. */
+static int run_qemu_img_snapshot(Domain *d, const char *op, const char *tag, const char *file, bool own,
+                                 char **ret_output) {
+        return gate_img_snapshot(d, op, tag, file, own, ret_output);
 }
 
 static int undo_internal_offline(Operation *o, void *data) {
         SnapshotPlan *p = o->plan;
         PlanDisk *pd = data;
 
-        (void) run_qemu_img_snapshot("-d", p->def->name, pd->disk->source, NULL);
+        (void) run_qemu_img_snapshot(o->domain, "-d", p->def->name, pd->disk->source, false, NULL);
         return 0;
 }
 
@@ -165,7 +165,7 @@ static int undo_nvram_internal(Operation *o, void *data) {
         const DomainFirmware *f = def_firmware(domain_current_def(o->domain));
 
         if (f)
-                (void) run_qemu_img_snapshot("-d", p->def->name, f->nvram, NULL);
+                (void) run_qemu_img_snapshot(o->domain, "-d", p->def->name, f->nvram, true, NULL);
         return 0;
 }
 
@@ -183,7 +183,7 @@ static int plan_snapshot_nvram(SnapshotPlan *p, char **ret_message) {
                         return r;
                 r = operation_undo_push(p->op, undo_nvram_copy, NULL);
         } else if (p->nvram_internal && !p->live) {
-                r = run_qemu_img_snapshot("-c", p->def->name, def->firmware.nvram, &output);
+                r = run_qemu_img_snapshot(p->domain, "-c", p->def->name, def->firmware.nvram, true, &output);
                 if (r < 0)
                         return error_message(ret_message, r, "qemu-img snapshot of the UEFI variable store %s failed: %s",
                                              def->firmware.nvram, strna(output));
@@ -453,7 +453,7 @@ static void plan_execute_offline(SnapshotPlan *p) {
 
                 if (pd->location != SNAPSHOT_LOCATION_INTERNAL)
                         continue;
-                r = run_qemu_img_snapshot("-c", p->def->name, pd->disk->source, &output);
+                r = run_qemu_img_snapshot(p->domain, "-c", p->def->name, pd->disk->source, false, &output);
                 if (r < 0) {
                         /* The ones made before this one are taken back (undo). */
                         if (path_out_of_space(pd->disk->source))

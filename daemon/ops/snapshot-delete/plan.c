@@ -35,6 +35,7 @@
 #include "ops/snapshot-delete/internal.h"
 #include "qemu/child.h"
 #include "qemu/image.h"
+#include "qemu/img.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
@@ -201,24 +202,33 @@ static int plan_forward(const MergeSite *m, const FileGraph *g, const char *o, c
                 r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, NULL, f, o);
         else if (running && in_running(running, o))
                 r = action_add_qmp(vp, ACTION_QMP_COMMIT, target, o, f, o);
-        else if (delete_test_speed() > 0) {
+        else {
+                /* O and the chain below it as qsnapd read it, by descriptor
+                 * (qemu/img.h): O's header cannot redirect the commit. */
                 _cleanup_free_ char *rate = strprintf("%" PRIu64, delete_test_speed());
-                r = rate ? action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-r", rate, "-f",
-                                              "qcow2", "-d", o, NULL)
-                         : -ENOMEM;
-        } else
-                r = action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-f", "qcow2", "-d", o,
-                                       NULL);
+                _cleanup_free_ char *chain = img_placeholder(IMG_CHAIN, o, DISK_FORMAT_QCOW2);
+
+                if (!rate || !chain)
+                        return -ENOMEM;
+                r = delete_test_speed() > 0
+                        ? action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-r", rate, "-d", chain, NULL)
+                        : action_add_command(vp, "commit", QEMU_IMG_BINARY, "commit", "-p", "-d", chain, NULL);
+        }
         if (r < 0)
                 return r;
         /* O's other overlays (branches on O) read F from now on;
          * F now reads as O did, so their content stays. The one
          * QEMU runs is re-pointed by QEMU itself. */
         for (char *const *x = over_o; *x; x++) {
+                _cleanup_free_ char *layer = NULL;
+
                 if (running && in_running(running, *x))
                         continue;
-                r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-u", "-f", "qcow2", "-F",
-                                       format_name(g->formats[fi]), "-b", f, *x, NULL);
+                /* Only the header's name changes: X alone, its backing unread. */
+                layer = img_placeholder(IMG_LAYER, *x, DISK_FORMAT_QCOW2);
+                r = layer ? action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-u", "-F",
+                                               format_name(g->formats[fi]), "-b", f, layer, NULL)
+                          : -ENOMEM;
                 if (r < 0)
                         return r;
         }
@@ -228,6 +238,28 @@ static int plan_forward(const MergeSite *m, const FileGraph *g, const char *o, c
         if (file_graph_foreign_overlays(g, o) == 0 && strv_extend(&vp->unlink, o) < 0)
                 return -ENOMEM;
         return 0;
+}
+
+/* `qemu-img rebase` of x onto backing (NULL or "": none) with the data
+ * copied, by descriptor: x's chain and the new backing's chain as qsnapd
+ * read them. The header then names the new backing's json: spec, so a
+ * second, header-only rebase writes its real name. */
+static int plan_offline_rebase(VictimPlan *vp, const char *x, const char *backing, DiskFormat backing_format) {
+        _cleanup_free_ char *chain = img_placeholder(IMG_CHAIN, x, DISK_FORMAT_QCOW2);
+        _cleanup_free_ char *layer = img_placeholder(IMG_LAYER, x, DISK_FORMAT_QCOW2);
+        _cleanup_free_ char *new_backing = isempty(backing) ? NULL : img_placeholder(IMG_CHAIN, backing, backing_format);
+        int r;
+
+        if (!chain || !layer || (!isempty(backing) && !new_backing))
+                return -ENOMEM;
+        if (isempty(backing))
+                return action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-b", "", chain, NULL);
+        r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-F", format_name(backing_format), "-b",
+                               new_backing, chain, NULL);
+        if (r < 0)
+                return r;
+        return action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-u", "-F", format_name(backing_format), "-b",
+                                  backing, layer, NULL);
 }
 
 /* Backward: every overlay of F gets F's data and F's backing, F renamed
@@ -243,13 +275,9 @@ static int plan_backward(const MergeSite *m, const FileGraph *g, const char *o, 
                 vp->bytes += merge_bytes(m->domain, f, g->formats[fi]);
                 if (running && in_running(running, *x))
                         r = action_add_qmp(vp, ACTION_QMP_STREAM, target, *x, isempty(backing) ? NULL : backing, f);
-                else if (isempty(backing))
-                        r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-f", "qcow2", "-b",
-                                               "", *x, NULL);
                 else
-                        r = action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-p", "-f", "qcow2", "-F",
-                                               format_name(g->formats[file_graph_find(g, backing)]), "-b",
-                                               backing, *x, NULL);
+                        r = plan_offline_rebase(vp, *x, backing,
+                                                isempty(backing) ? DISK_FORMAT_QCOW2 : g->formats[file_graph_find(g, backing)]);
                 if (r < 0)
                         return r;
         }
@@ -378,9 +406,14 @@ static int plan_nvram(Domain *d, Snapshot *s, bool live, VictimPlan *vp) {
         if (s->def->nvram_file && nvram_snapshot_path_ok(cur, s->def->nvram_file) &&
             strv_extend(&vp->unlink, s->def->nvram_file) < 0)
                 return -ENOMEM;
-        if (s->def->nvram_internal && !live && def_firmware(cur) && access(cur->firmware.nvram, F_OK) >= 0)
-                return action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s),
-                                          cur->firmware.nvram, NULL);
+        if (s->def->nvram_internal && !live && def_firmware(cur) && access(cur->firmware.nvram, F_OK) >= 0) {
+                /* qsnapd's own store (or a host-admin-approved one): not through the gate */
+                _cleanup_free_ char *file = img_placeholder(IMG_FILE, cur->firmware.nvram, DISK_FORMAT_QCOW2);
+
+                return file ? action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s),
+                                                 file, NULL)
+                            : -ENOMEM;
+        }
         return 0;
 }
 
@@ -413,7 +446,7 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
         for (size_t i = 0; i < s->def->n_disks; i++) {
                 const SnapshotDisk *sd = s->def->disks + i;
                 const DomainDisk *disk = domain_def_find_disk(cur, sd->name);
-                _cleanup_free_ char *file = NULL;
+                _cleanup_free_ char *file = NULL, *layer = NULL;
 
                 if (sd->snapshot == SNAPSHOT_LOCATION_EXTERNAL) {
                         r = plan_external_disk(d, s, sd, vp, ret_message);
@@ -453,8 +486,11 @@ int delete_plan_victim(Domain *d, Snapshot *s, bool metadata_only, VictimPlan *v
                         r = image_check_regular(file, "The image", ret_message);
                         if (r < 0)
                                 return r;
-                        r = action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d", snapshot_name(s), file,
-                                               NULL);
+                        /* The file alone (a tag lives in one file), by descriptor. */
+                        layer = img_placeholder(IMG_LAYER, file, DISK_FORMAT_QCOW2);
+                        r = layer ? action_add_command(vp, "snapshot", QEMU_IMG_BINARY, "snapshot", "-d",
+                                                       snapshot_name(s), layer, NULL)
+                                  : -ENOMEM;
                         if (r < 0)
                                 return r;
                 }

@@ -24,6 +24,7 @@
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "core/nvram.h"
@@ -32,6 +33,7 @@
 #include "ops/snapshot-delete/internal.h"
 #include "qemu/child.h"
 #include "qemu/image.h"
+#include "qemu/img.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/error.h"
@@ -194,7 +196,7 @@ static void on_command_done(Child *c, int status, const char *output, void *user
         /* A delete interrupted after QEMU removed the tag: nothing to do. */
         if (status != 0 && streq(a->what, "snapshot") && strstr(output, "not found")) {
                 log_info("Domain '%s': the internal snapshot was gone from %s already.", op->domain->def->name,
-                         a->argv[strv_length(a->argv) - 1]);
+                         img_arg_display(a->argv[strv_length(a->argv) - 1]));
                 status = 0;
         }
         if (status != 0) {
@@ -491,9 +493,24 @@ static void op_run_qmp_block(DeleteOp *op, Action *a) {
                 op_finish(op, -QSNAP_E_QEMU_FAILED, "Cannot send query-named-block-nodes.");
 }
 
+/* qemu-img on descriptors: every image opened now, through the gate. */
+static void op_run_command(DeleteOp *op, Action *a) {
+        _cleanup_(img_cmd_done) ImgCmd cmd = {};
+        _cleanup_free_ char *message = NULL, *cmdline = NULL;
+        int r;
+
+        r = gate_img_command(op->domain, a->argv, &cmd, &message);
+        if (r < 0)
+                return op_finish(op, r, message ?: "Cannot open the images for qemu-img.");
+        cmdline = strv_join(cmd.argv, " ");
+        log_debug("Domain '%s': running %s", op->domain->def->name, strna(cmdline));
+        r = img_cmd_spawn(&cmd, op->domain->manager->event, on_command_output, on_command_done, op, &op->child);
+        if (r < 0)
+                op_finish(op, r, "Cannot run qemu-img.");
+}
+
 static void op_run_action(DeleteOp *op) {
         Action *a;
-        int r;
 
         if (op->aborted)
                 return op_finish(op, -ECANCELED, "The merge was aborted.");
@@ -507,13 +524,7 @@ static void op_run_action(DeleteOp *op) {
                 return op_run_qmp_internal(op, a);
         if (a->kind == ACTION_QMP_COMMIT || a->kind == ACTION_QMP_STREAM)
                 return op_run_qmp_block(op, a);
-        {
-                _cleanup_free_ char *cmdline = strv_join(a->argv, " ");
-                log_debug("Domain '%s': running %s", op->domain->def->name, strna(cmdline));
-        }
-        r = child_spawn(op->domain->manager->event, a->argv, on_command_output, on_command_done, op, &op->child);
-        if (r < 0)
-                op_finish(op, r, "Cannot run qemu-img.");
+        op_run_command(op, a);
 }
 
 /* Abort of the merge job: the step at work stops (qemu-img killed, the

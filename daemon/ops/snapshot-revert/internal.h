@@ -58,7 +58,7 @@ struct RevertPlan {
 
 /* qemu-img snapshot -a <tag> <file>: the offline internal revert (run.c)
  * and its repetition at recovery (recovery.c; it is idempotent). */
-int revert_qemu_img_apply(const char *tag, const char *file, char **ret_output);
+int revert_qemu_img_apply(Domain *d, const char *tag, const char *file, bool own, char **ret_output);
 
 /* The recovery handler of the kind (recovery.c). */
 int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdata);

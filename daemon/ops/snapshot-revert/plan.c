@@ -414,8 +414,7 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
         return 0;
 }
 
-int revert_qemu_img_apply(const char *tag, const char *file, char **ret_output) {
-        char *argv[] = { (char *) QEMU_IMG_BINARY, (char *) "snapshot", (char *) "-a", (char *) tag, (char *) file, NULL };
-        int r = run_command(argv, ret_output);
-        return r == 0 ? 0 : r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+int revert_qemu_img_apply(Domain *d, const char *tag, const char *file, bool own, char **ret_output) {
+        /* By descriptor: the file alone, through the gate (core/gate.h). */
+        return gate_img_snapshot(d, "-a", tag, file, own, ret_output);
 }

@@ -312,7 +312,7 @@ int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                 const char *file = json_get_string(json_object_array_get_idx(disks, i), "file");
                 _cleanup_free_ char *output = NULL;
 
-                if (file && revert_qemu_img_apply(json_get_string(rc->intent, "snapshot"), file, &output) < 0)
+                if (file && revert_qemu_img_apply(d, json_get_string(rc->intent, "snapshot"), file, false, &output) < 0)
                         log_error("Domain '%s': qemu-img snapshot -a on %s failed: %s", d->def->name, file,
                                   strna(output));
         }

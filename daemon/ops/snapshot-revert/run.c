@@ -629,7 +629,7 @@ static void revert_offline_steps(RevertPlan *p) {
                                                            p->disks[i].file, strna(output));
                                 output = mfree(output);
                         }
-                        r = revert_qemu_img_apply(p->name, p->disks[i].file, &output);
+                        r = revert_qemu_img_apply(p->domain, p->name, p->disks[i].file, false, &output);
                         if (r < 0)
                                 return revert_fail(p, -QSNAP_E_QEMU_FAILED, "qemu-img snapshot -a %s %s failed: %s", p->name,
                                                    p->disks[i].file, strna(output));
@@ -637,7 +637,7 @@ static void revert_offline_steps(RevertPlan *p) {
                 if (p->nvram_internal) {
                         _cleanup_free_ char *output = NULL;
 
-                        r = revert_qemu_img_apply(p->name, p->new_def->firmware.nvram, &output);
+                        r = revert_qemu_img_apply(p->domain, p->name, p->new_def->firmware.nvram, true, &output);
                         if (r < 0)
                                 return revert_fail(p, -QSNAP_E_QEMU_FAILED, "qemu-img snapshot -a %s %s failed: %s",
                                                    p->name, p->new_def->firmware.nvram, strna(output));

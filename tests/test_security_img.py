@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""qemu-img on descriptors (issue #10 §3, docs/security.md §4): whatever an
+image header says and whatever is swapped into an image folder after
+qsnapd checked it, the qemu-img that qsnapd runs reaches nothing outside
+the domain's allowed folders.
+
+qsnapd reads and checks every chain before it acts, so the attacks here
+change things *after* the check, while an earlier step of the same
+operation runs (throttled with the test hooks), or put a symbolic link
+where a checked image was:
+- offline Delete (forward): while the throttled `qemu-img commit` runs, the
+  overlay that the next step re-points (`qemu-img rebase -u`) is swapped
+  for a link to a qcow2 image outside; its header must stay as it was;
+- offline push backup of two disks: while the first disk's copy runs
+  (throttled), the second disk's header is rewritten to a json: backing
+  name of a root-only file: its contents must reach no backup (the copy
+  is of the chain qsnapd opened, or the backup fails with PathNotAllowed);
+- internal snapshots shut off (create, revert, delete) and a checkpoint
+  (`qemu-img bitmap`) with the disk swapped for a link to an image
+  outside that even holds a tag of the same name.
+Every victim is checksummed before and after (AttackTestCase), and no file
+below the test's folder holds the root-only file's contents.
+"""
+
+import os
+
+import qsnaptest as q
+from test_security import AttackTestCase, ext_snapshot_xml, sha256
+
+D = q.DOMAIN_IFACE
+S = q.SNAPSHOT_IFACE
+J = q.JOB_IFACE
+PATH_NOT_ALLOWED = q.ERROR_PREFIX + 'PathNotAllowed'
+MiB = 1024 * 1024
+DISK_ONLY = 16
+
+
+class QemuImgByDescriptorTest(AttackTestCase):
+
+    def setUp(self):
+        super().setUp()
+        with open(self.victims[2], 'rb') as f:
+            self.secret = f.read().strip()
+
+    def assertFinished(self):
+        for dirpath, dirnames, filenames in os.walk(self.h.root):
+            for n in filenames:
+                p = os.path.join(dirpath, n)
+                if p == self.victims[2] or os.path.islink(p) or not os.path.isfile(p):
+                    continue
+                with open(p, 'rb') as f:
+                    self.assertNotIn(self.secret, f.read(), 'the root-only file reached %s' % p)
+        super().assertFinished()
+
+    def active(self, dom, target='vda'):
+        return {d[0]: d[2] for d in self.h.get_property(dom, D, 'Disks')}[target]
+
+    def backing(self, image):
+        return q.qemu_img_info(image).get('backing-filename')
+
+    def qemu_img_on(self, path):
+        return [p for p in q._pids_mentioning(path) if 'qemu-img' in (q._proc_cmdline(p) or '')]
+
+    def wait_job(self, job, timeout=60):
+        q.wait_until(lambda: self.h.get_property(job, J, 'State') in ('completed', 'failed', 'canceled'), timeout,
+                     'the job ends')
+        return self.h.get_property(job, J, 'State'), self.h.get_property(job, J, 'Error')
+
+    def json_secret(self):
+        return 'json:{"driver":"raw","file":{"driver":"file","filename":"%s"}}' % self.victims[2]
+
+    def test_offline_delete_forward_link_swapped_in(self):
+        h = self.h
+        victim = self.victims[3]
+        victim_backing = self.backing(victim)
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_DELETE_SPEED': str(MiB)})
+        h.call(self.mine, D, 'CreateSnapshot', (ext_snapshot_xml('s1'), DISK_ONLY), 'st')
+        o = self.active(self.mine)
+        q.qemu_io_write_pattern(o, 0x22, 0, 4 * MiB)
+        h.call(self.mine, D, 'CreateSnapshot', (ext_snapshot_xml('s2'), DISK_ONLY), 'st')
+        x = self.active(self.mine)
+        job = h.call(self.mine + '/snapshot/s1', S, 'Delete', (0,), 't')
+        q.wait_until(lambda: self.qemu_img_on(o), 10, 'the throttled qemu-img commit runs')
+        # x's header is rewritten next (rebase -u onto the base): x is now a link out.
+        os.rename(x, x + '.away')
+        os.symlink(victim, x)
+        state, error = self.wait_job(job)
+        self.assertEqual(state, 'failed', 'the rebase went through a link swapped in after the check')
+        self.assertIn('is not in an allowed folder', error)
+        self.assertEqual(self.backing(victim), victim_backing)
+        self.assertTrue(q.qemu_io_read_pattern(self.base, 0x22, 0, 4 * MiB), 'the commit missed the base')
+        self.assertFinished()
+
+    def test_offline_backup_json_header_rewritten(self):
+        h = self.h
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': str(MiB)})
+        vda = h.create_image('two-a.qcow2', '16M')
+        q.qemu_io_write_pattern(vda, 0x44, 0, 4 * MiB)
+        below = h.create_image('two-b-base.qcow2', '16M')
+        vdb = h.create_image('two-b.qcow2', '16M', backing=below)
+        dom = h.define_domain('two', [q.Disk('vda', vda), q.Disk('vdb', vdb)])
+        targets = {t: h.image_path('bk-%s.qcow2' % t) for t in ('vda', 'vdb')}
+        xml = ("<domainbackup mode='push'><disks>%s</disks></domainbackup>"
+               % ''.join("<disk name='%s' type='file'><target file='%s'/><driver type='qcow2'/></disk>" % (t, p)
+                         for t, p in targets.items()))
+        job = h.call(dom, D, 'BackupBegin', (xml, '', 0), 'sst')
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 20, "the first disk's throttled copy runs")
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-f', 'qcow2', '-F', 'raw', '-b', self.json_secret(), vdb], timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        state, error = self.wait_job(job, 120)
+        # Either the chain was opened before the rewrite (the copy is of the
+        # files qsnapd opened) or the rewrite is refused: never followed.
+        if state == 'failed':
+            self.assertIn('json: or protocol name', error)
+            self.assertFalse(os.path.exists(targets['vdb']))
+        else:
+            self.assertEqual(state, 'completed', error)
+            r = q.run([q.QEMU_IMG, 'compare', '-U', '-F', 'qcow2', below, targets['vdb']], timeout=60)
+            self.assertEqual(r.returncode, 0, 'the backup of vdb is not its chain as qsnapd read it: %s' % r.stdout)
+        self.assertFinished()
+
+    def swap_disk_for_link(self, victim):
+        os.rename(self.base, self.base + '.away')
+        os.symlink(victim, self.base)
+        self.addCleanup(lambda: (os.unlink(self.base), os.rename(self.base + '.away', self.base)))
+
+    def test_internal_snapshots_through_a_link(self):
+        """The disk swapped for a link to a qcow2 image outside that holds a
+        tag of the same name: create, revert and delete refuse, the image
+        outside keeps its tags and its bytes."""
+        h = self.h
+        victim = self.victims[3]
+        h.call(self.mine, D, 'CreateSnapshot', ('<domainsnapshot><name>i1</name></domainsnapshot>', 0), 'st')
+        q.run([q.QEMU_IMG, 'snapshot', '-c', 'i1', victim], check=True, timeout=30)
+        q.run([q.QEMU_IMG, 'snapshot', '-c', 'i2', victim], check=True, timeout=30)
+        self.sums[victim] = sha256(victim)
+        self.swap_disk_for_link(victim)
+        calls = (('create', self.mine, D, 'CreateSnapshot', ('<domainsnapshot><name>i2</name></domainsnapshot>', 0), 'st'),
+                 ('revert', self.mine + '/snapshot/i1', S, 'Revert', (0,), 't'),
+                 ('delete', self.mine + '/snapshot/i1', S, 'Delete', (0,), 't'))
+        for what, path, iface, method, args, sig in calls:
+            with self.subTest(what=what):
+                err = None
+                try:
+                    reply = h.call(path, iface, method, args, sig)
+                    if isinstance(reply, str) and '/job/' in reply:
+                        state, error = self.wait_job(reply)
+                        err = None if state == 'completed' else error
+                except q.DBusCallError as e:
+                    err = e
+                self.assertIsNotNone(err, '%s acted through the link' % what)
+                self.assertEqual(sha256(victim), self.sums[victim], '%s changed the image outside' % what)
+        self.assertFinished()
+
+    def test_checkpoint_bitmap_through_a_link(self):
+        h = self.h
+        victim = self.victims[3]
+        self.swap_disk_for_link(victim)
+        with self.assertRaises(q.DBusCallError):
+            h.call(self.mine, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
+        self.assertEqual(sha256(victim), self.sums[victim])
+        self.assertFinished()
+
+
+if __name__ == '__main__':
+    q.main()

@@ -23,7 +23,9 @@ static void checkpoint_free(Checkpoint *c) {
         free(c);
 }
 
-static void checkpoint_tree_forget(CheckpointTree *t) {
+static void checkpoint_tree_forget(void *tree) {
+        CheckpointTree *t = tree;
+
         for (Checkpoint *c = t->first, *next; c; c = next) {
                 next = c->next;
                 checkpoint_free(c);
@@ -54,116 +56,17 @@ static void checkpoint_drop(void *tree, void *node) {
         checkpoint_free(c);
 }
 
-DEFINE_MOMENT_OPS(checkpoint, Checkpoint, CheckpointTree, CheckpointDef, CHECKPOINT_FORMAT_SECURE, checkpoint_drop);
-
-/* ---- building ---- */
-
-static int add_child(Checkpoint *parent, Checkpoint *child) {
-        Checkpoint **c = reallocarray(parent->children, parent->n_children + 1, sizeof(Checkpoint *));
-
-        if (!c)
-                return -ENOMEM;
-        c[parent->n_children++] = child;
-        parent->children = c;
-        return 0;
-}
-
-/* Links def (taken on success) into the tree in memory; no I/O. */
-static int tree_link(CheckpointTree *t, CheckpointDef *def, Checkpoint **ret) {
-        Checkpoint *c, *parent = NULL;
-        int r;
-
-        if (!t->by_name) {
-                t->by_name = hashmap_new();
-                if (!t->by_name)
-                        return -ENOMEM;
-        }
-        if (def->parent) {
-                parent = checkpoint_tree_find(t, def->parent);
-                if (!parent) {
-                        log_warning("Checkpoint '%s' names parent '%s', which does not exist; it becomes a root.",
-                                    def->name, def->parent);
-                        def->parent = mfree(def->parent);
-                }
-        }
-
-        c = new0(Checkpoint, 1);
-        if (!c)
-                return -ENOMEM;
-        c->tree = t;
-        c->def = def;
-        r = hashmap_put(t->by_name, def->name, c);
-        if (r < 0) {
-                free(c);
-                return r;
-        }
-        if (parent) {
-                r = add_child(parent, c);
-                if (r < 0) {
-                        hashmap_remove(t->by_name, def->name);
-                        free(c);
-                        return r;
-                }
-                c->parent = parent;
-        }
-        c->seq = t->next_seq++;
-        MOMENT_LIST_APPEND(t, c);
-        if (ret)
-                *ret = c;
-        return 0;
-}
+DEFINE_MOMENT_OPS(checkpoint, Checkpoint, CheckpointTree, CheckpointDef, "checkpoint", "Checkpoint", "checkpoints",
+                  "domaincheckpoint", CHECKPOINT_PARSE_REDEFINE, CHECKPOINT_FORMAT_SECURE, checkpoint_drop,
+                  checkpoint_tree_forget);
 
 int checkpoint_tree_load(CheckpointTree *t, const char *dir, const char *uuid, uint64_t read_cap, char **ret_message) {
-        _cleanup_free_ char *current = NULL;
-        StoreEntry *entries = NULL;
-        size_t n = 0;
-        int r;
-
-        r = mkdir_p(dir, 0700);
-        if (r < 0)
-                return r;
-        if (!t->store) {
-                r = store_open(dir, uuid, "checkpoints", "domaincheckpoint", read_cap, &t->store);
-                if (r < 0)
-                        return r;
-        }
-        r = store_load(t->store, &entries, &n, &current, ret_message);
-        if (r < 0)
-                return r;
-
-        checkpoint_tree_forget(t);
-        /* Entries come in creation order, so parents come first. */
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *message = NULL;
-                CheckpointDef *def = NULL;
-
-                r = checkpoint_def_parse(entries[i].xml, strlen(entries[i].xml), CHECKPOINT_PARSE_REDEFINE, &def,
-                                         &message);
-                if (r < 0) {
-                        log_error("Ignoring stored checkpoint '%s' of domain %s: %s", entries[i].name, uuid,
-                                  strna(message));
-                        continue;
-                }
-                if (checkpoint_tree_find(t, def->name)) {
-                        log_error("Ignoring stored checkpoint '%s' of domain %s: the name is taken.", entries[i].name,
-                                  uuid);
-                        checkpoint_def_free(def);
-                        continue;
-                }
-                r = tree_link(t, def, NULL);
-                if (r < 0) {
-                        checkpoint_def_free(def);
-                        store_entries_free(entries, n);
-                        return r;
-                }
-        }
-        store_entries_free(entries, n);
-        t->current = checkpoint_tree_find(t, current);
-        return 0;
+        return moment_tree_load(&checkpoint_moment_ops, t, dir, uuid, read_cap, ret_message);
 }
 
 int checkpoint_tree_add(CheckpointTree *t, CheckpointDef *def, bool make_current, Checkpoint **ret) {
         _cleanup_(checkpoint_def_freep) CheckpointDef *owned = def;
+        void *c;
         int r;
 
         if (!def->name)
@@ -172,16 +75,10 @@ int checkpoint_tree_add(CheckpointTree *t, CheckpointDef *def, bool make_current
                 return -QSNAP_E_ALREADY_EXISTS;
         if (def->parent && !checkpoint_tree_find(t, def->parent))
                 return -QSNAP_E_NO_SUCH_CHECKPOINT;
-        r = moment_tree_put(&checkpoint_moment_ops, t, def, make_current);
-        if (r < 0)
-                return r;
-        r = tree_link(t, owned, ret);
-        if (r < 0)
-                return r; /* memory only: the next load has it */
-        TAKE_PTR(owned);
-        if (make_current)
-                t->current = t->last;
-        return 0;
+        r = moment_tree_add(&checkpoint_moment_ops, t, TAKE_PTR(owned), make_current, &c);
+        if (r >= 0 && ret)
+                *ret = c;
+        return r;
 }
 
 int checkpoint_tree_update(CheckpointTree *t, Checkpoint *c, CheckpointDef *def, bool make_current) {

@@ -286,6 +286,98 @@ finish:
 
 /* ---- persistence ---- */
 
+int moment_tree_link(const MomentOps *ops, void *tree, void *def, void **ret) {
+        Hashmap **map = ops->by_name(tree);
+        const char *name = *ops->def_name(def);
+        char **parent_name = ops->def_parent(def);
+        void *node, *parent = NULL;
+        int r;
+
+        if (!*map) {
+                *map = hashmap_new();
+                if (!*map)
+                        return -ENOMEM;
+        }
+        if (*parent_name) {
+                parent = hashmap_get(*map, *parent_name);
+                if (!parent) {
+                        log_warning("%s '%s' names parent '%s', which does not exist; it becomes a root.",
+                                    ops->noun_capital, name, *parent_name);
+                        *parent_name = mfree(*parent_name);
+                }
+        }
+
+        node = ops->node_new(tree, def);
+        if (!node)
+                return -ENOMEM;
+        r = hashmap_put(*map, name, node);
+        if (r >= 0 && parent) {
+                r = ops->add_child(parent, node);
+                if (r < 0)
+                        hashmap_remove(*map, name);
+        }
+        if (r < 0) {
+                free(node); /* nothing of its own yet */
+                return r;
+        }
+        if (parent)
+                ops->set_parent(node, parent);
+        ops->append(tree, node);
+        if (ret)
+                *ret = node;
+        return 0;
+}
+
+int moment_tree_load(const MomentOps *ops, void *tree, const char *dir, const char *uuid, uint64_t read_cap,
+                     char **ret_message) {
+        _cleanup_free_ char *current = NULL;
+        Store **store = ops->store(tree);
+        StoreEntry *entries = NULL;
+        size_t n = 0;
+        int r;
+
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return r;
+        if (!*store) {
+                r = store_open(dir, uuid, ops->store_kind, ops->store_root, read_cap, store);
+                if (r < 0)
+                        return r;
+        }
+        r = store_load(*store, &entries, &n, &current, ret_message);
+        if (r < 0)
+                return r;
+
+        ops->forget(tree);
+        /* Entries come in creation order, so parents come first. */
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                _cleanup_free_ char *message = NULL;
+                void *def = NULL;
+                const char *name;
+
+                if (ops->def_parse(entries[i].xml, &def, &message) < 0) {
+                        log_error("Ignoring stored %s '%s' of domain %s: %s", ops->noun, entries[i].name, uuid,
+                                  strna(message));
+                        continue;
+                }
+                name = *ops->def_name(def);
+                if (!name || hashmap_get(*ops->by_name(tree), name)) {
+                        log_error("Ignoring stored %s '%s' of domain %s: %s.", ops->noun, entries[i].name, uuid,
+                                  name ? "the name is taken" : "it has no name");
+                        ops->def_free(def);
+                        continue;
+                }
+                r = moment_tree_link(ops, tree, def, NULL);
+                if (r < 0)
+                        ops->def_free(def);
+        }
+        store_entries_free(entries, n);
+        if (r < 0)
+                return r;
+        ops->set_current(tree, current ? hashmap_get(*ops->by_name(tree), current) : NULL);
+        return 0;
+}
+
 int moment_tree_put(const MomentOps *ops, void *tree, void *def, bool make_current) {
         _cleanup_free_ char *xml = NULL;
         const char *name = *ops->def_name(def);
@@ -298,7 +390,25 @@ int moment_tree_put(const MomentOps *ops, void *tree, void *def, bool make_curre
                 return r;
         batch[0] = (StoreOp) { .type = STORE_OP_PUT, .name = name, .xml = xml };
         batch[1] = (StoreOp) { .type = STORE_OP_CURRENT, .name = name };
-        return store_commit(ops->store(tree), batch, make_current ? 2 : 1);
+        return store_commit(*ops->store(tree), batch, make_current ? 2 : 1);
+}
+
+int moment_tree_add(const MomentOps *ops, void *tree, void *def, bool make_current, void **ret) {
+        void *node;
+        int r;
+
+        r = moment_tree_put(ops, tree, def, make_current);
+        if (r >= 0)
+                r = moment_tree_link(ops, tree, def, &node);
+        if (r < 0) {
+                ops->def_free(def); /* a failed link is memory only: the next load has it */
+                return r;
+        }
+        if (make_current)
+                ops->set_current(tree, node);
+        if (ret)
+                *ret = node;
+        return 0;
 }
 
 /* Gives node its new definition def (same name). The name map borrows the
@@ -340,7 +450,7 @@ int moment_tree_set_current(const MomentOps *ops, void *tree, void *node) {
 
         if (ops->current(tree) == node)
                 return 0;
-        r = store_commit(ops->store(tree), &op, 1);
+        r = store_commit(*ops->store(tree), &op, 1);
         if (r < 0)
                 return r;
         ops->set_current(tree, node);
@@ -491,7 +601,7 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
         if (r >= 0)
                 r = removal_batch_store(ops, &plan, remove, n_remove, &b);
         if (r >= 0)
-                r = store_commit(ops->store(tree), b.ops, b.n_ops);
+                r = store_commit(*ops->store(tree), b.ops, b.n_ops);
         if (r >= 0) {
                 removal_apply(ops, tree, &plan, &b, remove, n_remove);
                 if (ret_changed) {

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "store/store.h"
+#include "util/hashmap.h"
 #include "util/util.h"
 
 /* How a tree's nodes look from here. All nodes of a tree are passed as
@@ -38,8 +39,17 @@ typedef struct MomentOps {
         int (*def_copy)(const void *def, void **ret);
         int (*def_format)(const void *def, char **ret); /* as the store keeps it: secrets included */
         void (*def_free)(void *def);
+        /* For moment_tree_link() and _load(). */
+        const char *noun, *noun_capital;     /* "snapshot", "Snapshot": for the log */
+        const char *store_kind, *store_root; /* store_open()'s "snapshots", "domainsnapshot" */
+        int (*def_parse)(const char *xml, void **ret, char **ret_message); /* a stored one (REDEFINE) */
+        void *(*node_new)(void *tree, void *def); /* zeroed but for tree and def; NULL: -ENOMEM */
+        int (*add_child)(void *parent, void *child);
+        void (*append)(void *tree, void *node); /* its seq, the end of the creation-order list */
+        void (*forget)(void *tree);             /* every node freed: an empty tree, the store kept */
+        Hashmap **(*by_name)(void *tree);
+        Store **(*store)(void *tree);
         /* The tree in memory; none of these can fail. */
-        Store *(*store)(const void *tree);
         void *(*current)(const void *tree);
         void (*set_current)(void *tree, void *node);
         void (*set_def)(void *node, void *def);
@@ -110,9 +120,26 @@ bool moment_removal_removes(const MomentRemoval *r, const void *node);
 
 /* ---- persistence: one store transaction per change ---- */
 
+/* Opens <dir>/<uuid>.xml (+ journal) once and (re)builds the tree from it.
+ * A stored definition that does not parse, or repeats a name, is skipped
+ * (logged); one whose parent is missing becomes a root (logged). */
+int moment_tree_load(const MomentOps *ops, void *tree, const char *dir, const char *uuid, uint64_t read_cap,
+                     char **ret_message);
+
+/* Links a new node for def (taken on success; named) into the tree in
+ * memory, under its <parent> (dropped, logged, when there is none of that
+ * name); no I/O. */
+int moment_tree_link(const MomentOps *ops, void *tree, void *def, void **ret);
+
 /* Stores def (not taken) under its name and, with make_current, as the
  * current one. */
 int moment_tree_put(const MomentOps *ops, void *tree, void *def, bool make_current);
+
+/* Stores def (taken, also on failure; named, its parent NULL or in the
+ * tree) and, with make_current, makes it current, in one transaction; then
+ * links its node (*ret). Nothing changes in memory when the store
+ * refuses. */
+int moment_tree_add(const MomentOps *ops, void *tree, void *def, bool make_current, void **ret);
 
 /* Replaces the definition of node with def (taken, also on failure; same
  * name and parent, else -EINVAL) and, with make_current, makes node
@@ -164,19 +191,27 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
 /* Defines `static const MomentOps prefix##_moment_ops` and
  * `prefix##_nodes_from()` (a malloc'ed Node ** of a void * list) for a
  * kind whose Node has the fields tree, def, parent, children, n_children,
- * next and seq, whose Tree has first, current and store, and whose Def has
- * name and parent, with prefix##_def_copy(), _format() (format_flags:
- * what the store keeps) and _free(). drop_fn is the kind's own (MomentOps.drop). */
+ * prev, next and seq, whose Tree has by_name, first, last, n, current,
+ * store and next_seq, and whose Def has name and parent, with
+ * prefix##_def_parse() (parse_flags: what a stored one is read with),
+ * _copy(), _format() (format_flags: what the store keeps) and _free().
+ * noun_, Noun: the log's word; store_kind_, store_root_: store_open()'s;
+ * drop_fn and forget_fn: the kind's own (MomentOps.drop, .forget). */
 #define MOMENT_GET_(fn, Ret, Type, field) \
         static Ret fn(const void *p) {    \
                 return ((const Type *) p)->field; \
+        }
+#define MOMENT_FIELD_(fn, Ret, Type, field) \
+        static Ret *fn(void *p) {           \
+                return &((Type *) p)->field; \
         }
 #define MOMENT_SET_(fn, Type, field)         \
         static void fn(void *p, void *v) {   \
                 ((Type *) p)->field = v;     \
         }
 
-#define DEFINE_MOMENT_OPS(prefix, Node, Tree, Def, format_flags, drop_fn)                  \
+#define DEFINE_MOMENT_OPS(prefix, Node, Tree, Def, noun_, Noun, store_kind_, store_root_, parse_flags, \
+                          format_flags, drop_fn, forget_fn)                                \
         static Node **prefix##_nodes_from(void *const *nodes, size_t n) {                 \
                 Node **l = new0(Node *, n);                                                \
                 for (size_t i = 0; l && i < n; i++)                                        \
@@ -187,7 +222,8 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
                 return prefix##_nodes_from(nodes, n);                                      \
         }                                                                                  \
         MOMENT_GET_(prefix##_ops_first, void *, Tree, first)                               \
-        MOMENT_GET_(prefix##_ops_store, Store *, Tree, store)                              \
+        MOMENT_FIELD_(prefix##_ops_store, Store *, Tree, store)                            \
+        MOMENT_FIELD_(prefix##_ops_by_name, Hashmap *, Tree, by_name)                      \
         MOMENT_GET_(prefix##_ops_current, void *, Tree, current)                           \
         MOMENT_SET_(prefix##_ops_set_current, Tree, current)                               \
         MOMENT_GET_(prefix##_ops_next, void *, Node, next)                                 \
@@ -225,6 +261,34 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
         static void prefix##_ops_def_free(void *def) {                                    \
                 prefix##_def_free(def);                                                    \
         }                                                                                  \
+        static int prefix##_ops_def_parse(const char *xml, void **ret, char **ret_message) { \
+                Def *def = NULL;                                                           \
+                int r = prefix##_def_parse(xml, strlen(xml), parse_flags, &def, ret_message); \
+                if (r >= 0)                                                                \
+                        *ret = def;                                                        \
+                return r;                                                                  \
+        }                                                                                  \
+        static void *prefix##_ops_node_new(void *tree, void *def) {                        \
+                Node *node = new0(Node, 1);                                                \
+                if (node)                                                                  \
+                        *node = (Node) { .tree = tree, .def = def };                       \
+                return node;                                                               \
+        }                                                                                  \
+        static int prefix##_ops_add_child(void *parent, void *child) {                     \
+                Node *p = parent, **c;                                                     \
+                c = reallocarray(p->children, p->n_children + 1, sizeof(Node *));          \
+                if (!c)                                                                    \
+                        return -ENOMEM;                                                    \
+                c[p->n_children++] = child;                                                \
+                p->children = c;                                                           \
+                return 0;                                                                  \
+        }                                                                                  \
+        static void prefix##_ops_append(void *tree, void *node) {                          \
+                Tree *t = tree;                                                            \
+                Node *n = node;                                                            \
+                n->seq = t->next_seq++;                                                    \
+                MOMENT_LIST_APPEND(t, n);                                                  \
+        }                                                                                  \
         static const MomentOps prefix##_moment_ops = {                                     \
                 .first = prefix##_ops_first,                                               \
                 .next = prefix##_ops_next,                                                 \
@@ -246,4 +310,14 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
                 .set_parent = prefix##_ops_set_parent,                                     \
                 .set_children = prefix##_ops_set_children,                                 \
                 .drop = drop_fn,                                                           \
+                .noun = noun_,                                                             \
+                .noun_capital = Noun,                                                      \
+                .store_kind = store_kind_,                                                 \
+                .store_root = store_root_,                                                 \
+                .def_parse = prefix##_ops_def_parse,                                       \
+                .node_new = prefix##_ops_node_new,                                         \
+                .add_child = prefix##_ops_add_child,                                       \
+                .append = prefix##_ops_append,                                             \
+                .forget = forget_fn,                                                       \
+                .by_name = prefix##_ops_by_name,                                           \
         }

@@ -56,12 +56,21 @@ static void snapshot_free(Snapshot *s) {
         free(s);
 }
 
-void snapshot_tree_done(SnapshotTree *t) {
+static void snapshot_tree_forget(void *tree) {
+        SnapshotTree *t = tree;
+
         for (Snapshot *s = t->first, *next; s; s = next) {
                 next = s->next;
                 snapshot_free(s);
         }
         hashmap_free(t->by_name);
+        t->by_name = NULL;
+        t->first = t->last = t->current = t->reported_current = NULL;
+        t->n = 0;
+}
+
+void snapshot_tree_done(SnapshotTree *t) {
+        snapshot_tree_forget(t);
         store_free(t->store);
         *t = (SnapshotTree) { .domain = t->domain };
 }
@@ -82,128 +91,24 @@ static void snapshot_drop(void *tree, void *node) {
         snapshot_free(s);
 }
 
-DEFINE_MOMENT_OPS(snapshot, Snapshot, SnapshotTree, SnapshotDef, SNAPSHOT_FORMAT_SECURE, snapshot_drop);
-
-static int snapshot_add_child(Snapshot *parent, Snapshot *child) {
-        Snapshot **c;
-
-        c = reallocarray(parent->children, parent->n_children + 1, sizeof(Snapshot *));
-        if (!c)
-                return -ENOMEM;
-        c[parent->n_children++] = child;
-        parent->children = c;
-        return 0;
-}
-
-/* Links a new snapshot into the tree in memory (no I/O). */
-static int snapshot_tree_link(SnapshotTree *t, SnapshotDef *def, Snapshot **ret) {
-        Snapshot *s, *parent = NULL;
-        int r;
-
-        if (!t->by_name) {
-                t->by_name = hashmap_new();
-                if (!t->by_name)
-                        return -ENOMEM;
-        }
-        if (def->parent) {
-                parent = snapshot_tree_find(t, def->parent);
-                if (!parent) {
-                        log_warning("Snapshot '%s' names parent '%s', which does not exist; it becomes a root.",
-                                    def->name, def->parent);
-                        def->parent = mfree(def->parent);
-                }
-        }
-
-        s = new0(Snapshot, 1);
-        if (!s)
-                return -ENOMEM;
-        s->tree = t;
-        s->def = def;
-        s->seq = t->next_seq++;
-        r = hashmap_put(t->by_name, def->name, s);
-        if (r < 0) {
-                free(s);
-                return r;
-        }
-        if (parent) {
-                r = snapshot_add_child(parent, s);
-                if (r < 0) {
-                        hashmap_remove(t->by_name, def->name);
-                        free(s);
-                        return r;
-                }
-                s->parent = parent;
-        }
-        MOMENT_LIST_APPEND(t, s);
-        if (ret)
-                *ret = s;
-        return 0;
-}
+DEFINE_MOMENT_OPS(snapshot, Snapshot, SnapshotTree, SnapshotDef, "snapshot", "Snapshot", "snapshots", "domainsnapshot",
+                  SNAPSHOT_PARSE_REDEFINE, SNAPSHOT_FORMAT_SECURE, snapshot_drop, snapshot_tree_forget);
 
 int snapshot_tree_load(SnapshotTree *t, const char *dir, const char *uuid, uint64_t read_cap, char **ret_message) {
-        _cleanup_free_ char *current = NULL;
-        StoreEntry *entries = NULL;
-        size_t n = 0;
-        int r;
+        int r = moment_tree_load(&snapshot_moment_ops, t, dir, uuid, read_cap, ret_message);
 
-        r = mkdir_p(dir, 0700);
-        if (r < 0)
-                return r;
-        r = store_open(dir, uuid, "snapshots", "domainsnapshot", read_cap, &t->store);
-        if (r < 0)
-                return r;
-        r = store_load(t->store, &entries, &n, &current, ret_message);
-        if (r < 0)
-                return r;
-
-        /* Entries come in creation order, so parents come first. */
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *message = NULL;
-                SnapshotDef *def = NULL;
-
-                r = snapshot_def_parse(entries[i].xml, strlen(entries[i].xml), SNAPSHOT_PARSE_REDEFINE, &def, &message);
-                if (r < 0) {
-                        log_error("Ignoring stored snapshot '%s' of domain %s: %s", entries[i].name, uuid, strna(message));
-                        continue;
-                }
-                if (!def->name || snapshot_tree_find(t, def->name)) {
-                        log_error("Ignoring stored snapshot '%s' of domain %s: no or duplicate name.", entries[i].name, uuid);
-                        snapshot_def_free(def);
-                        continue;
-                }
-                r = snapshot_tree_link(t, def, NULL);
-                if (r < 0) {
-                        snapshot_def_free(def);
-                        store_entries_free(entries, n);
-                        return r;
-                }
-        }
-        store_entries_free(entries, n);
-        if (current)
-                t->current = snapshot_tree_find(t, current);
         t->reported_current = t->current;
-        return 0;
+        return r;
 }
 
 int snapshot_tree_add(SnapshotTree *t, SnapshotDef *def, bool make_current, Snapshot **ret) {
-        Snapshot *s;
+        void *s;
         int r;
 
-        r = moment_tree_put(&snapshot_moment_ops, t, def, make_current);
-        if (r < 0) {
-                snapshot_def_free(def);
-                return r;
-        }
-        r = snapshot_tree_link(t, def, &s);
-        if (r < 0) {
-                snapshot_def_free(def);
-                return r;
-        }
-        if (make_current)
-                t->current = s;
-        if (ret)
+        r = moment_tree_add(&snapshot_moment_ops, t, def, make_current, &s);
+        if (r >= 0 && ret)
                 *ret = s;
-        return 0;
+        return r;
 }
 
 int snapshot_tree_update(SnapshotTree *t, Snapshot *s, SnapshotDef *def, bool make_current) {
@@ -233,14 +138,7 @@ int snapshot_tree_remove_all(SnapshotTree *t) {
                 r = store_remove(t->store);
         if (r < 0)
                 return r;
-        for (Snapshot *s = t->first, *next; s; s = next) {
-                next = s->next;
-                snapshot_free(s);
-        }
-        hashmap_free(t->by_name);
-        t->by_name = NULL;
-        t->first = t->last = t->current = t->reported_current = NULL;
-        t->n = 0;
+        snapshot_tree_forget(t);
         return 0;
 }
 

@@ -57,6 +57,7 @@ EXPECTED = [
     ('Domain.GetXMLDesc', '0', _READ),
     ('Domain.GetXMLDesc', 'SECURE', _checked()),
     ('Domain.OpenConsole', 'serial0', _checked()),
+    ('Domain.OpenGraphicsFD', '0', _checked()),
     # host-admin is not delegated per domain (docs/security.md): its
     # default, auth_admin for everyone, stands.
     ('Domain.QemuMonitorCommand', 'query-status', _checked(own=ASK, nobody=ASK, other=ASK)),

@@ -149,6 +149,13 @@ MATRIX = {
         ],
         'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
     },
+    'Domain.OpenGraphicsFD': {
+        'InvalidArgument': ['test_console.py GraphicsTest.test_vnc_and_spice_clients'],
+        'NotRunning': ['test_console.py GraphicsTest.test_vnc_and_spice_clients'],
+        'QemuFailed': ['test_console.py GraphicsTest.test_qemu_refuses'],
+        'AccessDenied': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+        'InteractiveAuthorizationRequired': ['test_auth_matrix.py AuthMatrixTest.test_matrix'],
+    },
     'Domain.Stop': {
         'InvalidArgument': ['test_bad_input.py FlagsTest.test_unknown_flag_bits'],
         'NotRunning': [

@@ -78,7 +78,8 @@ class Domain:
         bbase = h.create_image('%s-b-base.qcow2' % name, '16M')
         self.btop = h.create_image('%s-b-top.qcow2' % name, '16M', backing=bbase)
         self.path = h.define_domain(name, [q.Disk('vda', self.top), q.Disk('vdb', self.btop)],
-                                    devices="    <serial type='pty'><target port='0'/></serial>")
+                                    devices="    <serial type='pty'><target port='0'/></serial>\n"
+                                            "    <graphics type='vnc'/>")
         self.s1 = h.call(self.path, D, 'CreateSnapshot',
                          ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
         self.k1 = h.call(self.path, D, 'CreateCheckpoint', ('<domaincheckpoint><name>k1</name></domaincheckpoint>', 0),
@@ -119,6 +120,7 @@ class Domain:
             'Domain.GetXMLDesc(0)': (P, D, 'GetXMLDesc', [('t', 0)]),
             'Domain.GetXMLDesc(SECURE)': (P, D, 'GetXMLDesc', [('t', SECURE)]),
             'Domain.OpenConsole(serial0)': (P, D, 'OpenConsole', [('s', 'serial0'), ('t', 0)]),
+            'Domain.OpenGraphicsFD(0)': (P, D, 'OpenGraphicsFD', [('u', 0), ('t', 0)]),
             'Domain.QemuMonitorCommand(query-status)':
                 (P, D, 'QemuMonitorCommand', [('s', '{"execute": "query-status"}'), ('t', 0)]),
             'Domain.CreateSnapshot(DISK_ONLY)':
@@ -251,7 +253,7 @@ class AuthMatrixTest(q.QsnapTestCase):
                     'Domain.ListCheckpoints(0)', 'Domain.LookupCheckpoint(name)', 'Checkpoint.GetXMLDesc(0)',
                     'Checkpoint.ListChildren(0)', 'Checkpoint.GetXMLDesc(SECURE)',
                     'Manager.DefineDomain(a redefinition, disks below the image root)', 'Domain.GetXMLDesc(SECURE)',
-                    'Snapshot.GetXMLDesc(SECURE)', 'Domain.OpenConsole(serial0)',
+                    'Snapshot.GetXMLDesc(SECURE)', 'Domain.OpenConsole(serial0)', 'Domain.OpenGraphicsFD(0)',
                     'Domain.QemuMonitorCommand(query-status)', 'Domain.Pause()',
                     'Domain.Resume()', 'BlockJob1.SetSpeed(0)', 'BlockJob1.Pause()', 'BlockJob1.Resume()',
                     'BlockJob1.Pivot()'):

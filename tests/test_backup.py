@@ -56,7 +56,8 @@ the job runs (checked: State running, Cur < End, before the write).
   dirty bitmap (qemu-img map, convert == the disk); Start is Busy
   meanwhile, the domain stays shut off; Abort and kill -9 at every
   backup-offline:* crash point leave no target, bitmap, checkpoint, QEMU
-  or journal (a backup that ran is shown failed under its path). A
+  or journal (a backup that ran is shown failed under its path); its QEMU
+  killed: failed, target removed, the domain starts. A
   shut-off domain attached through <qsnap:monitor> is NotRunning.
 - TCP: a free port chosen, shown by BackupGetXMLDesc; TLS with client
   certificates of a CA made with openssl: plain NBD refused, the
@@ -786,6 +787,23 @@ class OfflineTest(BackupTestCase):
         self.assertFalse(os.path.exists(socket), 'the socket was left behind')
         self.assertEqual(self.bitmaps(img), before, 'the images\' bitmaps changed')
         self.assert_offline_done(dom, 'pull')
+        h.call(dom, D, 'Start', (0,), 't')
+
+    def test_paused_qemu_killed(self):
+        # Its QEMU dies under a push: failed with what QEMU said, the target
+        # removed, the domain shut off as before and free to start.
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        target = h.image_path('killed.qcow2')
+        rec = h.record_signals()
+        job = self.begin(dom, push_xml(target))
+        self.wait_cur(job, 1)
+        os.kill(self.assert_paused_qemu('push'), 9)
+        status, error = self.wait_end(rec, job)
+        self.assertEqual(status, 'failed')
+        self.assertIn('paused QEMU', error)
+        self.assertFalse(os.path.exists(target), 'the incomplete target was left behind')
+        self.assert_offline_done(dom, 'QEMU killed')
         h.call(dom, D, 'Start', (0,), 't')
 
     def test_abort_and_crash(self):

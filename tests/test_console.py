@@ -23,6 +23,7 @@ import os
 import select
 import socket
 import stat
+import struct
 import subprocess
 import termios
 import xml.etree.ElementTree as ET
@@ -219,6 +220,68 @@ class OpenConsoleTest(ConsoleTestCase):
                          % (out, err))
         gu.wait_boot()
         h.call(gu.path, D, 'Stop', (0,), 't')
+
+
+class GraphicsTest(ConsoleTestCase):
+    GRAPHICS = "    <graphics type='vnc' passwd='qsnap-pw'/>\n    <graphics type='spice'/>"
+
+    def open_graphics(self, dom, idx, flags=0):
+        """OpenGraphicsFD as root: a socket (ours to close)."""
+        try:
+            ret, fds = self.h.client.conn.call_with_unix_fd_list_sync(
+                q.BUS_NAME, dom, D, 'OpenGraphicsFD', GLib.Variant('(ut)', (idx, flags)), GLib.VariantType('(h)'),
+                Gio.DBusCallFlags.NONE, 30000, None, None)
+        except GLib.Error as e:
+            raise q._convert_error(e, 'OpenGraphicsFD(%d)' % idx, D, 'OpenGraphicsFD') from None
+        s = socket.socket(fileno=fds.get(ret.unpack()[0]))
+        self.addCleanup(s.close)
+        s.settimeout(10)
+        return s
+
+    def test_vnc_and_spice_clients(self):
+        h = self.h
+        dom = self.define('gfx', self.GRAPHICS)
+        with self.assertDBusError(q.ERROR_PREFIX + 'NotRunning'):
+            self.open_graphics(dom, 0)
+        h.call(dom, D, 'Start', (0,), 't')
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            self.open_graphics(dom, 2)
+        with self.assertDBusError(q.ERROR_PREFIX + 'InvalidArgument'):
+            self.open_graphics(dom, 0, 1)
+        for _ in range(2):    # each call a client of its own
+            v = self.open_graphics(dom, 0)
+            self.assertTrue(v.recv(12).startswith(b'RFB 003.'), 'the VNC server greets on the descriptor')
+            # RFB 3.8: the passwd= stands: VNC authentication (2) only.
+            v.sendall(b'RFB 003.008\n')
+            n = v.recv(1)[0]
+            types = b''
+            while len(types) < n:
+                types += v.recv(n - len(types))
+            self.assertEqual(list(types), [2])
+        self.assertGreaterEqual(len(h.qmp(dom, 'query-vnc')['return']['clients']), 2)
+        # SPICE: the server answers a link message with its own (REDQ).
+        s = self.open_graphics(dom, 1)
+        body = struct.pack('<IBIIII', 0, 1, 0, 0, 0, 18)
+        s.sendall(b'REDQ' + struct.pack('<III', 2, 2, len(body)) + body)
+        self.assertEqual(s.recv(4), b'REDQ', 'the SPICE server answers on the descriptor')
+        h.call(dom, D, 'Stop', (0,), 't')
+
+    def test_qemu_refuses(self):
+        h = self.h
+        dom = self.define('gfx', self.GRAPHICS)
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)
+        proxy.refuse('getfd', 'refused by the test: getfd')
+        with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed') as cm:
+            self.open_graphics(dom, 0)
+        self.assertIn('refused by the test: getfd', cm.exception.message)
+        proxy.allow('getfd')
+        proxy.refuse('add_client', 'refused by the test: add_client')
+        with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed') as cm:
+            self.open_graphics(dom, 0)
+        self.assertIn('refused by the test: add_client', cm.exception.message)
+        q.wait_until(lambda: 'closefd' in proxy.commands, 10, 'the unused descriptor closed in QEMU')
+        h.call(dom, D, 'Stop', (0,), 't')
 
 
 if __name__ == '__main__':

@@ -358,6 +358,32 @@ static int method_open_console(sd_bus_message *m, void *userdata, sd_bus_error *
         return bus_async_call_result(m, r, message, error);
 }
 
+/* OpenGraphicsFD: the graphics checked, then manage-domains as above;
+ * QEMU still asks a VNC password of the new client. */
+static int method_open_graphics_fd(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = userdata;
+        uint32_t idx = 0;
+        uint64_t flags = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "u", &idx);
+        if (r >= 0)
+                r = read_flags(m, "OpenGraphicsFD", 0, &flags, error);
+        if (r < 0)
+                return r;
+        r = domain_graphics_check(d, idx, &message);
+        if (r < 0)
+                return check_result(r, TAKE_PTR(message), error);
+        r = verify_manage_domains(m, d, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        sd_bus_message_ref(m);
+        r = domain_graphics_open(d, idx, reply_console, m, &message);
+        return bus_async_call_result(m, r, message, error);
+}
+
 static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_free_ char *xml = NULL;
         Domain *d = userdata;
@@ -753,6 +779,8 @@ static const sd_bus_vtable domain_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("OpenConsole", SD_BUS_ARGS("s", dev, "t", flags), SD_BUS_RESULT("h", fd),
                                 method_open_console, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("OpenGraphicsFD", SD_BUS_ARGS("u", idx, "t", flags), SD_BUS_RESULT("h", fd),
+                                method_open_graphics_fd, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("QemuMonitorCommand", SD_BUS_ARGS("s", command, "t", flags), SD_BUS_RESULT("s", reply),
                                 method_qemu_monitor_command, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CreateSnapshot", SD_BUS_ARGS("s", xml, "t", flags), SD_BUS_RESULT("o", snapshot),

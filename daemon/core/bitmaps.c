@@ -638,6 +638,12 @@ static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t d
                         if (!all)
                                 return -ENOMEM;
                 }
+                if (g == g0) {
+                        /* the usual case: the same chunks, byte by byte */
+                        for (uint64_t i = 0; i < ((n < n0 ? n : n0) + 7) / 8; i++)
+                                all[i] |= bits[i];
+                        continue;
+                }
                 for (uint64_t i = 0; i < n; i++) {
                         if (!(bits[i / 8] & (1U << (i % 8))))
                                 continue;
@@ -645,7 +651,12 @@ static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t d
                                 all[k / 8] |= (uint8_t) (1U << (k % 8));
                 }
         }
-        for (uint64_t i = 0; all && i < (n0 + 7) / 8; i++)
+        for (uint64_t i = 0; all && i + 8 <= (n0 + 7) / 8; i += 8) {
+                uint64_t w;
+                memcpy(&w, all + i, 8);
+                count += (uint64_t) __builtin_popcountll(w);
+        }
+        for (uint64_t i = ((n0 + 7) / 8) & ~7ULL; all && i < (n0 + 7) / 8; i++)
                 count += (uint64_t) __builtin_popcount(all[i]);
         *ret = count * g0;
         return 0;

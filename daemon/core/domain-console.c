@@ -217,3 +217,108 @@ int domain_console_open(Domain *d, const char *dev, DomainConsoleFunc done, void
         }
         return 0;
 }
+
+/* ---- graphics (Domain.OpenGraphicsFD) ---- */
+
+int domain_graphics_check(Domain *d, unsigned idx, char **ret_message) {
+        const DomainDef *def = domain_current_def(d);
+
+        if (!domain_is_active(d) || !d->qmp) {
+                *ret_message = strprintf("Domain '%s' is not running.", d->def->name);
+                return -QSNAP_E_NOT_RUNNING;
+        }
+        if (idx >= def->devices.n_graphics) {
+                *ret_message = strprintf("Domain '%s' has %zu <graphics> device(s): there is no graphics %u.",
+                                         d->def->name, def->devices.n_graphics, idx);
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        return 0;
+}
+
+typedef struct GraphicsOpen {
+        Domain *d;
+        int fd; /* our end */
+        char fdname[32];
+        const char *protocol;
+        DomainConsoleFunc done;
+        void *userdata;
+} GraphicsOpen;
+
+static void graphics_open_free(GraphicsOpen *o) {
+        safe_close(o->fd);
+        free(o);
+}
+
+static void graphics_fail(GraphicsOpen *o, int error, const char *step, const char *desc) {
+        _cleanup_free_ char *message = NULL;
+        Domain *d = o->d;
+
+        if (error == -ECONNRESET) {
+                message = strprintf("Domain '%s' stopped before its graphics were open.", d->def->name);
+                error = -QSNAP_E_NOT_RUNNING;
+        } else {
+                message = strprintf("QEMU refused %s: %s", step, strna(desc));
+                error = -QSNAP_E_QEMU_FAILED;
+        }
+        o->done(d, error, message, -1, o->userdata);
+        graphics_open_free(o);
+}
+
+static void on_add_client(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                          void *userdata) {
+        GraphicsOpen *o = userdata;
+
+        if (error < 0) {
+                /* QEMU keeps a named descriptor it did not use. */
+                if (error != -ECONNRESET)
+                        (void) qmp_cmd_closefd(qmp, o->fdname, NULL, NULL);
+                return graphics_fail(o, error, "add_client", desc);
+        }
+        log_info("Domain '%s': a %s client added for a caller.", o->d->def->name, o->protocol);
+        o->done(o->d, 0, NULL, o->fd, o->userdata);
+        graphics_open_free(o);
+}
+
+static void on_graphics_getfd(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                              void *userdata) {
+        GraphicsOpen *o = userdata;
+
+        if (error < 0)
+                return graphics_fail(o, error, "getfd", desc);
+        if (qmp_cmd_add_client(qmp, o->protocol, o->fdname, on_add_client, o) < 0)
+                graphics_fail(o, -ENOMEM, "add_client", "cannot send it");
+}
+
+int domain_graphics_open(Domain *d, unsigned idx, DomainConsoleFunc done, void *userdata, char **ret_message) {
+        static unsigned seq;
+        _cleanup_close_ int theirs = -EBADF;
+        GraphicsOpen *o;
+        int pair[2], r;
+
+        r = domain_graphics_check(d, idx, ret_message);
+        if (r < 0)
+                return r;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        theirs = pair[0];
+        o = new0(GraphicsOpen, 1);
+        if (!o) {
+                safe_close(pair[1]);
+                return -ENOMEM;
+        }
+        *o = (GraphicsOpen) {
+                .d = d,
+                .fd = pair[1],
+                .protocol = domain_graphics_type_to_string(domain_current_def(d)->devices.graphics[idx].type),
+                .done = done,
+                .userdata = userdata,
+        };
+        /* A name of its own: a second open must not replace the first's. */
+        snprintf(o->fdname, sizeof(o->fdname), "qsnap-graphics%u", ++seq);
+        if (qmp_cmd_getfd(d->qmp, o->fdname, theirs, on_graphics_getfd, o) < 0) {
+                graphics_open_free(o);
+                *ret_message = strprintf("Domain '%s': cannot hand QEMU the connection.", d->def->name);
+                return -QSNAP_E_NOT_RUNNING;
+        }
+        return 0;
+}

@@ -372,10 +372,14 @@ int64_t qmp_cmd_query_chardev(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
         return qmp_send(qmp, "query-chardev", NULL, cb, userdata);
 }
 
+int64_t qmp_cmd_add_client(Qmp *qmp, const char *protocol, const char *fdname, qmp_reply_func_t cb, void *userdata) {
+        json_object *args = json_build("protocol", JSTR(protocol), "fdname", JSTR(fdname), "skipauth",
+                                       json_object_new_boolean(false), NULL);
+        return args ? qmp_send(qmp, "add_client", args, cb, userdata) : -ENOMEM;
+}
+
 const char *qmp_parse_chardev_pty(json_object *result, const char *label) {
-        if (!json_object_is_type(result, json_type_array))
-                return NULL;
-        for (size_t i = 0; i < json_object_array_length(result); i++) {
+        for (size_t i = 0; json_object_is_type(result, json_type_array) && i < json_object_array_length(result); i++) {
                 json_object *e = json_object_array_get_idx(result, i);
                 const char *l, *filename;
 

@@ -108,6 +108,9 @@ int qmp_parse_migration_event(json_object *data, const char **ret_status);
 /* query-chardev, and the pty behind chardev `label` in its reply
  * ("filename": "pty:/dev/pts/N" → "/dev/pts/N"); NULL when there is none. */
 int64_t qmp_cmd_query_chardev(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
+/* add_client: the descriptor given with getfd as fdname becomes a client
+ * of QEMU's vnc or spice server (its authentication as for any client). */
+int64_t qmp_cmd_add_client(Qmp *qmp, const char *protocol, const char *fdname, qmp_reply_func_t cb, void *userdata);
 const char *qmp_parse_chardev_pty(json_object *result, const char *label);
 
 int64_t qmp_cmd_qom_get(Qmp *qmp, const char *path, const char *property, qmp_reply_func_t cb, void *userdata);

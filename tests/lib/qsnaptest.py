@@ -42,6 +42,7 @@ host at the same time: a shared flock on /run/lock/qsnaptest.lock is held
 while they are in use, and the last harness out removes them.
 """
 
+import array
 import atexit
 import collections
 import contextlib
@@ -930,7 +931,9 @@ class QmpProxy:
     a command named with refuse() is not passed on but answered as QEMU
     answers a command it refuses ({"error": {"class": "GenericError",
     "desc": ...}}, with the command's id); everything else passes both ways
-    unchanged (file descriptors do not: no memory snapshots through it).
+    unchanged, descriptors towards QEMU too (each goes with the next
+    command passed on, as qsnapd attaches it to its command's first byte;
+    a refused command's are closed).
     commands is every command qsnapd sent, in order, and refused those
     answered here."""
 
@@ -975,6 +978,13 @@ class QmpProxy:
             threading.Thread(target=self._pump_up, args=(conn, up, lock), daemon=True).start()
 
     @staticmethod
+    def _close_fds(fds):
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        fds.clear()
+
+    @staticmethod
     def _shut(*socks):
         for s in socks:
             with contextlib.suppress(OSError):
@@ -994,13 +1004,17 @@ class QmpProxy:
 
     def _pump_up(self, conn, up, lock):
         buf = b''
+        fds = []
         while True:
             try:
-                data = conn.recv(65536)
+                data, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
             except OSError:
                 break
             if not data:
                 break
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += array.array('i', payload[:len(payload) - len(payload) % 4]).tolist()
             buf += data
             while b'\n' in buf:
                 line, buf = buf.split(b'\n', 1)
@@ -1017,8 +1031,14 @@ class QmpProxy:
                             self.refused.append(command)
                 try:
                     if desc is None:
-                        up.sendall(line + b'\n')
+                        out = line + b'\n'
+                        if fds:
+                            n = up.sendmsg([out], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))])
+                            out = out[n:]
+                        self._close_fds(fds)
+                        up.sendall(out)
                         continue
+                    self._close_fds(fds)
                     reply = {'error': {'class': 'GenericError', 'desc': desc}}
                     if 'id' in msg:
                         reply['id'] = msg['id']

@@ -330,6 +330,7 @@ typedef struct JobStart {
         /* Called once the job runs, before the wait (may be NULL); may
          * change how the wait ends. */
         void (*started)(Ctx *c, const char *dpath, const char *job, struct JobStart *s);
+        const char *request;    /* the document the call sent (for started), or NULL */
 } JobStart;
 int wait_options(Ctx *c, JobStart *s, bool can_ready);
 int new_domain_call(Ctx *c, const char *member, char **ret_dpath, sd_bus_message **ret);

@@ -28,7 +28,8 @@ static char *nbd_uri(xmlNodePtr server, const char *export) {
 
 /* Where each disk of the running backup goes (BackupGetXMLDesc): printed,
  * or with --json one object {job, mode, disks: [{disk, target | export,
- * uri}]}; mode null and no disks when it has ended already (a short push). */
+ * uri}]}. A short push may have ended before the question: then the
+ * targets the request named (mode push), none where qsnapd chose them. */
 static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobStart *s) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -37,6 +38,7 @@ static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobS
         json_object *disks = json_object_new_array();
         const char *xml;
         xmlDocPtr doc = NULL;
+        bool ended = false;
 
         if (sd_bus_call_method(c->bus, QSNAP_BUS_NAME, dpath, QSNAP_DOMAIN_IFACE, "BackupGetXMLDesc", &error, &reply,
                                NULL) >= 0 &&
@@ -44,7 +46,14 @@ static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobS
                 doc = xml_parse(xml);
         sd_bus_error_free(&error);
         root = doc ? xmlDocGetRootElement(doc) : NULL;
+        if (!root && s->request) {
+                doc = xml_parse(s->request);
+                root = doc ? xmlDocGetRootElement(doc) : NULL;
+                ended = root != NULL;
+        }
         mode = xml_attr(root, "mode");
+        if (ended && !mode)
+                mode = strdup("push");
         server = xml_child(root, "server");
         for (xmlNodePtr d = xml_child(xml_child(root, "disks"), "disk"); d; d = xml_next(d, "disk")) {
                 _cleanup_free_ char *name = NULL, *backup = NULL, *export = NULL, *where = NULL;
@@ -52,7 +61,7 @@ static void print_backup_places(Ctx *c, const char *dpath, const char *job, JobS
 
                 name = xml_attr(d, "name");
                 backup = xml_attr(d, "backup");
-                if (streq_ptr(backup, "no"))
+                if (streq_ptr(backup, "no") || (ended && !xml_child(d, "target")))
                         continue;
                 o = json_object_new_object();
                 json_object_object_add(o, "disk", json_str(name));
@@ -105,6 +114,7 @@ int verb_backup_begin(Ctx *c) {
                 r = read_xml_option(c, "checkpointxml", "", &checkpoint_xml);
         if (r != EXIT_OK)
                 return r;
+        s.request = backup_xml;
         if (new_domain_call(c, "BackupBegin", &dpath, &m) < 0 ||
             sd_bus_message_append(m, "sst", backup_xml, checkpoint_xml, flags) < 0)
                 return EXIT_FAILED;

@@ -290,34 +290,19 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
                 MOMENT_LIST_APPEND(t, n);                                                  \
         }                                                                                  \
         static const MomentOps prefix##_moment_ops = {                                     \
-                .first = prefix##_ops_first,                                               \
-                .next = prefix##_ops_next,                                                 \
-                .parent = prefix##_ops_parent,                                             \
-                .n_children = prefix##_ops_n_children,                                     \
-                .child = prefix##_ops_child,                                               \
-                .seq = prefix##_ops_seq,                                                   \
-                .nodes_new = prefix##_ops_nodes_new,                                       \
-                .def = prefix##_ops_def,                                                   \
-                .def_name = prefix##_ops_def_name,                                         \
-                .def_parent = prefix##_ops_def_parent,                                     \
-                .def_copy = prefix##_ops_def_copy,                                         \
-                .def_format = prefix##_ops_def_format,                                     \
-                .def_free = prefix##_ops_def_free,                                         \
-                .store = prefix##_ops_store,                                               \
-                .current = prefix##_ops_current,                                           \
-                .set_current = prefix##_ops_set_current,                                   \
-                .set_def = prefix##_ops_set_def,                                           \
-                .set_parent = prefix##_ops_set_parent,                                     \
-                .set_children = prefix##_ops_set_children,                                 \
-                .drop = drop_fn,                                                           \
-                .noun = noun_,                                                             \
-                .noun_capital = Noun,                                                      \
-                .store_kind = store_kind_,                                                 \
-                .store_root = store_root_,                                                 \
-                .def_parse = prefix##_ops_def_parse,                                       \
-                .node_new = prefix##_ops_node_new,                                         \
-                .add_child = prefix##_ops_add_child,                                       \
-                .append = prefix##_ops_append,                                             \
-                .forget = forget_fn,                                                       \
-                .by_name = prefix##_ops_by_name,                                           \
+                .first = prefix##_ops_first, .next = prefix##_ops_next,                    \
+                .parent = prefix##_ops_parent, .n_children = prefix##_ops_n_children,      \
+                .child = prefix##_ops_child, .seq = prefix##_ops_seq,                      \
+                .nodes_new = prefix##_ops_nodes_new, .def = prefix##_ops_def,              \
+                .def_name = prefix##_ops_def_name, .def_parent = prefix##_ops_def_parent,  \
+                .def_copy = prefix##_ops_def_copy, .def_format = prefix##_ops_def_format,  \
+                .def_free = prefix##_ops_def_free, .store = prefix##_ops_store,            \
+                .current = prefix##_ops_current, .set_current = prefix##_ops_set_current,  \
+                .set_def = prefix##_ops_set_def, .set_parent = prefix##_ops_set_parent,    \
+                .set_children = prefix##_ops_set_children, .drop = drop_fn,                \
+                .noun = noun_, .noun_capital = Noun,                                       \
+                .store_kind = store_kind_, .store_root = store_root_,                      \
+                .def_parse = prefix##_ops_def_parse, .node_new = prefix##_ops_node_new,    \
+                .add_child = prefix##_ops_add_child, .append = prefix##_ops_append,        \
+                .forget = forget_fn, .by_name = prefix##_ops_by_name,                      \
         }

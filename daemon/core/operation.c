@@ -212,13 +212,8 @@ int operation_start_deferred(Operation *o, void (*start)(Operation *o)) {
         return 0;
 }
 
-int operation_begin(Domain *d,
-                    const OperationKind *kind,
-                    void *plan,
-                    Operation **ret,
-                    void (*start)(Operation *o),
-                    int (*prepare)(Operation *o, char **ret_message),
-                    char **ret_message) {
+int operation_begin(Domain *d, const OperationKind *kind, void *plan, Operation **ret, void (*start)(Operation *o),
+                    int (*prepare)(Operation *o, char **ret_message), char **ret_message) {
         Operation *o;
         int r;
 

@@ -106,13 +106,8 @@ int operation_new(Domain *d, const OperationKind *kind, void *plan, Operation **
  * When arming or prepare fails, the operation is cancelled (prepare cleans
  * up its own half-done work first) and the error returned; nobody is
  * replied to. */
-int operation_begin(Domain *d,
-                    const OperationKind *kind,
-                    void *plan,
-                    Operation **ret,
-                    void (*start)(Operation *o),
-                    int (*prepare)(Operation *o, char **ret_message),
-                    char **ret_message);
+int operation_begin(Domain *d, const OperationKind *kind, void *plan, Operation **ret, void (*start)(Operation *o),
+                    int (*prepare)(Operation *o, char **ret_message), char **ret_message);
 
 /* The call that began it returns now: replies from here on are direct. */
 void operation_started(Operation *o);

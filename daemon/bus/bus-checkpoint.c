@@ -103,11 +103,9 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "GetXMLDesc", CHECKPOINT_XML_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~CHECKPOINT_XML_ALL)
-                return bus_error_unknown_flags(error, "GetXMLDesc", flags, CHECKPOINT_XML_ALL);
         if (flags & CHECKPOINT_XML_SECURE) {
                 const char *details[] = { "domain", d->def->name, NULL };
 
@@ -153,11 +151,9 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "Delete", CHECKPOINT_DELETE_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~CHECKPOINT_DELETE_ALL)
-                return bus_error_unknown_flags(error, "Delete", flags, CHECKPOINT_DELETE_ALL);
         r = checkpoint_delete_check(c, flags, &message);
         if (r < 0)
                 return bus_error_set_errno_message(error, r, message);

@@ -55,11 +55,9 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "GetXMLDesc", SNAPSHOT_XML_SECURE, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_XML_SECURE)
-                return bus_error_unknown_flags(error, "GetXMLDesc", flags, SNAPSHOT_XML_SECURE);
         if (flags & SNAPSHOT_XML_SECURE) {
                 const char *details[] = { "domain", s->tree->domain->def->name, NULL };
 
@@ -90,11 +88,9 @@ static int method_check_delete(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags, bytes = 0;
         int r, r2;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "CheckDelete", SNAPSHOT_DELETE_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_DELETE_ALL)
-                return bus_error_unknown_flags(error, "CheckDelete", flags, SNAPSHOT_DELETE_ALL);
         measure_notes_reset(s->tree->domain->manager);
         r = snapshot_delete_check(s, flags, &bytes, &message);
         if (r == -ENOMEM)
@@ -135,11 +131,9 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "Delete", SNAPSHOT_DELETE_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_DELETE_ALL)
-                return bus_error_unknown_flags(error, "Delete", flags, SNAPSHOT_DELETE_ALL);
         /* Refused calls cost no polkit round trip and say what CheckDelete
          * says; the sizes are measured first, as for CheckDelete. */
         measure_notes_reset(d->manager);
@@ -197,11 +191,9 @@ static int read_revert_flags(sd_bus_message *m, const char *method, uint64_t *re
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, method, SNAPSHOT_REVERT_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_REVERT_ALL)
-                return bus_error_unknown_flags(error, method, flags, SNAPSHOT_REVERT_ALL);
         if ((flags & SNAPSHOT_REVERT_RUNNING) && (flags & SNAPSHOT_REVERT_PAUSED))
                 return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_ARGUMENT,
                                          "%s: RUNNING (1) and PAUSED (2) exclude each other.", method);

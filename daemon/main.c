@@ -43,6 +43,7 @@ static uint64_t arg_agent_timeout_usec = 10 * USEC_PER_SEC;
 static char *arg_qemu = NULL;
 static char *arg_qemu_user = NULL;
 static bool arg_qemu_user_set = false;
+static uint32_t arg_qemu_uid_base = 0, arg_qemu_uid_count = 0;
 static char *arg_bridge_conf = NULL;
 static char **arg_image_roots = NULL;
 static uint64_t arg_metadata_read_cap = 128ULL * 1024 * 1024;
@@ -93,6 +94,10 @@ static void help(void) {
                "     --qemu-user=NAME        QEMU runs as NAME (its groups, kvm for /dev/kvm),\n"
                "                             sandboxed (-sandbox); default %s with --system,\n"
                "                             qsnapd's own user otherwise; empty: qsnapd's user\n"
+               "     --qemu-uid-range=BASE:COUNT\n"
+               "                             Each QEMU runs as a uid of its own from this range\n"
+               "                             (with --qemu-user='s groups): one QEMU cannot\n"
+               "                             signal or trace another\n"
                "     --image-root=DIR        Disks, snapshot overlays and memory files may be\n"
                "                             below DIR (repeatable): manage-domains defines\n"
                "                             domains whose disks are there; others need\n"
@@ -153,6 +158,7 @@ enum {
         ARG_AGENT_TIMEOUT,
         ARG_QEMU,
         ARG_QEMU_USER,
+        ARG_QEMU_UID_RANGE,
         ARG_LOG_LEVEL,
         ARG_IMAGE_ROOT,
         ARG_METADATA_READ_CAP,
@@ -172,6 +178,7 @@ static const struct option options[] = {
         { "agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT },
         { "qemu", required_argument, NULL, ARG_QEMU },
         { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
+        { "qemu-uid-range", required_argument, NULL, ARG_QEMU_UID_RANGE },
         { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
         { "image-root", required_argument, NULL, ARG_IMAGE_ROOT },
         { "metadata-read-cap", required_argument, NULL, ARG_METADATA_READ_CAP },
@@ -234,6 +241,18 @@ static int parse_argv(int argc, char *argv[]) {
                         if (set_qemu_user(optarg) < 0)
                                 return log_oom();
                         break;
+                case ARG_QEMU_UID_RANGE: {
+                        unsigned long long base, count;
+                        char tail;
+
+                        /* uid 0 and (uid_t) -1 never: nor a range past them */
+                        if (sscanf(optarg, "%llu:%llu%c", &base, &count, &tail) != 2 || base == 0 || count == 0 ||
+                            count > 65536 || base + count > UINT32_MAX)
+                                return log_error_errno(-EINVAL, "Not a uid range BASE:COUNT: '%s'", optarg);
+                        arg_qemu_uid_base = (uint32_t) base;
+                        arg_qemu_uid_count = (uint32_t) count;
+                        break;
+                }
                 case ARG_LOG_LEVEL:
                         r = log_parse_level(optarg);
                         if (r < 0)
@@ -413,6 +432,8 @@ static int run(void) {
                  * --user: as the user; --address= (tests): as asked. */
                 .qemu_user = arg_qemu_user_set ? arg_qemu_user
                                                : arg_bus_mode == BUS_MODE_SYSTEM ? (char *) QEMU_USER_DEFAULT : NULL,
+                .qemu_uid_base = arg_qemu_uid_base,
+                .qemu_uid_count = arg_qemu_uid_count,
                 .graceful_timeout_usec = arg_graceful_timeout_usec,
                 .start_timeout_usec = arg_start_timeout_usec,
                 .agent_timeout_usec = arg_agent_timeout_usec,

@@ -126,6 +126,7 @@ MATRIX = {
         'QemuFailed': [
             'test_bad_input.py QemuFailedTest.test_missing_base_of_transient_disk',
             'test_bad_input.py QemuFailedTest.test_missing_image',
+            'test_security.py PerDomainUidTest.test_one_uid_per_qemu',
         ],
         'AccessDenied': [
             'test_auth_matrix.py AuthMatrixTest.test_matrix',

@@ -628,10 +628,10 @@ class CrashTest(BackupTestCase):
         self.assert_no_backup_left(dom, [target])
 
 
-def offline_qemus(daemon_pid=None):
+def offline_qemus(daemon_pid=None, root=None):
     """{pid: argv} of the paused QEMUs qsnapd runs for shut-off domains
     (-machine none, named "<domain>-offline"): the children of daemon_pid,
-    or anybody's."""
+    or those holding a file under root (ours, not a parallel run's)."""
     found = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -643,7 +643,8 @@ def offline_qemus(daemon_pid=None):
                 argv = f.read().decode('utf-8', 'replace').split('\0')
         except (OSError, ValueError, IndexError):
             continue
-        if (daemon_pid in (None, ppid) and '-machine' in argv and argv[argv.index('-machine') + 1] == 'none'
+        if (daemon_pid in (None, ppid) and (root is None or q._holds_file_in(int(entry), root))
+                and '-machine' in argv and argv[argv.index('-machine') + 1] == 'none'
                 and any(a.startswith('guest=') and ',' in a and a.split(',')[0].endswith('-offline') for a in argv)):
             found[int(entry)] = argv
     return found
@@ -770,6 +771,11 @@ class OfflineTest(BackupTestCase):
                               "socket='%s'/><disks><disk name='vda'/></disks></domainbackup>" % socket)
         self.assert_paused_qemu('incremental pull')
         self.assertEqual(self.jprop(job, 'State'), 'running')
+        # nothing writes: the disk itself is exported, no scratch file
+        desc = self.backup_xml(dom)
+        self.assertIsNone(desc.find('disks/disk/scratch'), ET.tostring(desc))
+        self.assertEqual(desc.find('server').get('socket'), socket)
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'scratch' in f], [])
         with self.assertDBusError(E + 'Busy'):
             h.call(dom, D, 'Start', (0,), 't')
         opts = ('driver=nbd,export=vda,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:backup-vda'
@@ -839,7 +845,8 @@ class OfflineTest(BackupTestCase):
             self.assertEqual(self.bitmaps(img), {}, '%s: a bitmap was left' % point)
             self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [], point)
             # it died with the qsnapd that ran it
-            self.assertTrue(q.spin(lambda: not offline_qemus(), 10), '%s: %s' % (point, offline_qemus()))
+            self.assertTrue(q.spin(lambda: not offline_qemus(root=h.root), 10),
+                            '%s: %s' % (point, offline_qemus(root=h.root)))
             self.assert_offline_done(dom, point)
         h.call(dom, D, 'Start', (0,), 't')
 

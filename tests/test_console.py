@@ -20,6 +20,7 @@
 """
 
 import os
+import re
 import select
 import socket
 import stat
@@ -219,6 +220,29 @@ class OpenConsoleTest(ConsoleTestCase):
         self.assertRegex(out, r"QSNAP-GUEST-SERIAL1 \d+\.\d+", 'the guest\'s ttyS1 line through the fd: %s %s'
                          % (out, err))
         gu.wait_boot()
+        h.call(gu.path, D, 'Stop', (0,), 't')
+
+        # qsnapctl console, as that user: the line again on the next boot,
+        # then ^] on its standard input ends it (exit 0).
+        h.call(gu.path, D, 'Start', (START_PAUSED,), 't', timeout=60)
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=h.address, LC_ALL='C')
+        ctl = subprocess.Popen(['setpriv'] + q._user_args(q.TEST_USER) +
+                               [os.environ['QSNAPCTL_BINARY'], 'console', 'gcon', 'serial1'],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.addCleanup(lambda: ctl.poll() is None and ctl.kill())
+        self.assertIn(b'Escape character is ^]', ctl.stderr.readline() + ctl.stderr.readline())
+        h.call(gu.path, D, 'Resume')
+        got = b''
+        while not re.search(rb'QSNAP-GUEST-SERIAL1 \d+\.\d+[^\n]*\n', got):
+            self.assertTrue(select.select([ctl.stdout], [], [], 120)[0], 'no line from qsnapctl console: %r' % got)
+            chunk = os.read(ctl.stdout.fileno(), 4096)
+            if not chunk:
+                ctl.kill()
+                self.fail('qsnapctl console ended: %r %r' % (got, ctl.communicate(timeout=10)[1]))
+            got += chunk
+        ctl.stdin.write(b'\x1d')
+        ctl.stdin.flush()
+        self.assertEqual(ctl.wait(30), 0, ctl.stderr.read())
         h.call(gu.path, D, 'Stop', (0,), 't')
 
 

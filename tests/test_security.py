@@ -307,6 +307,80 @@ class UnprivilegedQemuTest(AttackTestCase):
         self.assertFinished()
 
 
+class PerDomainUidTest(AttackTestCase):
+    """--qemu-uid-range=: each domain's QEMU runs as a uid of its own from
+    the range, with QEMU's user's groups (docs/security.md §4): one QEMU
+    broken into cannot signal or trace another. The uids in use survive a
+    restart of qsnapd (the runtime record), a full range refuses Start."""
+    BASE = 2001000000
+    harness_options = {'image_root': True,
+                       'daemon_args': ['--qemu-user=' + q.QEMU_USER, '--qemu-uid-range=%d:2' % BASE]}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        q.ensure_qemu_user()
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.h.root, 0o711)    # as UnprivilegedQemuTest
+
+    def uid_of(self, pid):
+        with open('/proc/%d/status' % pid) as f:
+            st = dict(line.rstrip('\n').split(':\t', 1) for line in f if ':\t' in line)
+        uids, gids = st['Uid'].split(), st['Gid'].split()
+        self.assertEqual(len(set(uids)), 1, st['Uid'])
+        self.assertEqual(gids, [str(q.pwd.getpwnam(q.QEMU_USER).pw_gid)] * 4, st['Gid'])
+        self.assertNotIn('0', st['Groups'].split())
+        self.assertEqual(st['Seccomp'], '2')
+        return int(uids[0])
+
+    def kill0_as(self, uid, pid):
+        gid = q.pwd.getpwnam(q.QEMU_USER).pw_gid
+        return q.run(['setpriv', '--reuid=%d' % uid, '--regid=%d' % gid, '--clear-groups', 'kill', '-0', str(pid)],
+                     timeout=10).returncode
+
+    def test_one_uid_per_qemu(self):
+        h = self.h
+        third = h.define_domain('third', [q.Disk('vda', h.create_image('third.qcow2'))])
+        h.call(self.mine, D, 'Start', (0,), 't')
+        h.call(self.theirs, D, 'Start', (0,), 't')
+        mine, theirs = h.qemu_pid(self.mine), h.qemu_pid(self.theirs)
+        uids = {self.uid_of(mine), self.uid_of(theirs)}
+        self.assertEqual(uids, {self.BASE, self.BASE + 1})
+        # Each reaches itself, not the other (the check can fail: its own works).
+        self.assertEqual(self.kill0_as(self.uid_of(mine), mine), 0)
+        self.assertNotEqual(self.kill0_as(self.uid_of(mine), theirs), 0, 'one QEMU\'s uid signals another')
+        self.assertNotEqual(self.kill0_as(self.uid_of(theirs), mine), 0, 'one QEMU\'s uid signals another')
+        qemu_dir = os.path.join(h.runtime_dir, 'qemu')
+        st = os.stat(qemu_dir)
+        self.assertEqual((st.st_uid, st.st_mode & 0o7777), (0, 0o1770))
+        # A pull backup: QEMU binds its NBD socket in that folder; the export reads the disk.
+        job = h.call(self.mine, D, 'BackupBegin', ("<domainbackup mode='pull'><disks><disk name='vda'/></disks>"
+                                                   "</domainbackup>", '', 0), 'sst')
+        socket = re.search(r"socket='([^']+)'", h.call(self.mine, D, 'BackupGetXMLDesc')).group(1)
+        self.assertEqual(os.path.dirname(socket), qemu_dir)
+        r = q.run([q.QEMU_IO, '-r', '-f', 'raw', '-c', 'read 0 1M', 'nbd+unix:///vda?socket=%s' % socket])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        h.call(job, q.JOB_IFACE, 'Abort', (0,), 't')
+        # The range is full, also for a restarted qsnapd.
+        for restart in (False, True):
+            if restart:
+                h.restart_daemon()
+            with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed'):
+                h.call(third, D, 'Start', (0,), 't')
+            self.assertEqual(h.get_property(third, D, 'State'), 'shutoff')
+        freed = self.uid_of(mine)
+        h.call(self.mine, D, 'Stop', (0,), 't')
+        h.call(third, D, 'Start', (0,), 't')
+        self.assertEqual(self.uid_of(h.qemu_pid(third)), freed)
+        self.assertEqual(self.uid_of(h.qemu_pid(self.theirs)), ({self.BASE, self.BASE + 1} - {freed}).pop())
+        h.call(third, D, 'Stop', (0,), 't')
+        h.call(self.theirs, D, 'Stop', (0,), 't')
+        self.theirs_before = self.theirs_state()
+        self.assertFinished()
+
+
 class DefineBeyondTheRootsTest(AttackTestCase):
     def test_define_needs_host_admin(self):
         h = self.h

@@ -92,6 +92,36 @@ class QemuImgByDescriptorTest(AttackTestCase):
         self.assertTrue(q.qemu_io_read_pattern(self.base, 0x22, 0, 4 * MiB), 'the commit missed the base')
         self.assertFinished()
 
+    def assert_real_header_names(self, dom, what):
+        """Every header of the disk's chain names the next file by its real
+        path (not /proc/self/fd/N, not json:), as qemu-img info shows it."""
+        chain = {d[0]: d[3] for d in self.h.get_property(dom, D, 'Disks')}['vda'].split(' <- ')
+        chain.reverse()    # active first
+        for upper, lower in zip(chain, chain[1:] + [None]):
+            info = q.qemu_img_info(upper)
+            self.assertEqual(info.get('backing-filename'), lower, '%s: the header of %s' % (what, upper))
+
+    def test_offline_merges_write_real_names(self):
+        """Offline commit (forward) and rebase (backward) run on descriptors
+        and still write the real file names into the headers."""
+        h = self.h
+        for k in range(1, 4):
+            q.qemu_io_write_pattern(self.active(self.mine), 0xa0 + k, k * MiB, MiB)
+            xml = ("<domainsnapshot><name>s%d</name><disks><disk name='vda' snapshot='external'>"
+                   "<on_delete merge='%s'/></disk></disks></domainsnapshot>" % (k, 'backward' if k == 3 else 'forward'))
+            h.call(self.mine, D, 'CreateSnapshot', (xml, DISK_ONLY), 'st')
+        self.assert_real_header_names(self.mine, 'before')
+        for name, how in (('s2', 'forward'), ('s3', 'backward')):
+            job = h.call(self.mine + '/snapshot/' + name, S, 'Delete', (0,), 't')
+            if job != '/':
+                self.assertEqual(self.wait_job(job), ('completed', ''))
+            self.assert_real_header_names(self.mine, 'after the %s merge of %s' % (how, name))
+        active = self.active(self.mine)
+        for k in range(1, 4):
+            self.assertTrue(q.qemu_io_read_pattern(active, 0xa0 + k, k * MiB, MiB), 'pattern %d' % k)
+        self.assertTrue(*q.qemu_img_check(active))
+        self.assertFinished()
+
     def test_offline_backup_json_header_rewritten(self):
         h = self.h
         h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': str(MiB)})

@@ -134,7 +134,7 @@ static int open_pty(Domain *d, const char *path) {
         if (d->manager->config.qemu_user) {
                 struct passwd *pw = getpwnam(d->manager->config.qemu_user);
 
-                if (!pw || st.st_uid != pw->pw_uid)
+                if (!pw || st.st_uid != (d->qemu_uid > 0 ? d->qemu_uid : pw->pw_uid))
                         return -EPERM;
         }
         if (tcgetattr(fd, &t) < 0)

@@ -493,6 +493,24 @@ int domain_launch_bind_socket(const char *path) {
         return TAKE_FD(fd);
 }
 
+/* --qemu-uid-range=: the lowest uid of the range no other domain's QEMU
+ * (running, or the paused one of an offline backup) holds; 0 when none. A
+ * restarted qsnapd knows the running ones' from their runtime records. */
+static uid_t qemu_uid_free(Domain *d) {
+        const ManagerConfig *c = &d->manager->config;
+
+        for (uint32_t i = 0; i < c->qemu_uid_count; i++) {
+                uid_t uid = (uid_t) (c->qemu_uid_base + i);
+                bool taken = false;
+
+                for (Domain *o = d->manager->domains; o && !taken; o = o->next)
+                        taken = o != d && o->qemu_uid == uid && (o->pid > 0 || o->offline_qemu);
+                if (!taken)
+                        return uid;
+        }
+        return 0;
+}
+
 int domain_launch_creds(Domain *d, QemuCreds *ret, char **ret_message) {
         const char *user = d->manager->config.qemu_user;
         struct passwd *pw;
@@ -533,6 +551,17 @@ int domain_launch_creds(Domain *d, QemuCreds *ret, char **ret_message) {
         ret->uid = pw->pw_uid;
         ret->gid = pw->pw_gid;
         ret->drop = true;
+        if (d->manager->config.qemu_uid_count > 0) {
+                uid_t uid = qemu_uid_free(d);
+
+                if (uid == 0) {
+                        qemu_creds_done(ret);
+                        *ret_message = strprintf("All %" PRIu32 " uids of --qemu-uid-range= are taken by running QEMUs.",
+                                                 d->manager->config.qemu_uid_count);
+                        return -QSNAP_E_QEMU_FAILED;
+                }
+                ret->uid = d->qemu_uid = uid;
+        }
         return 0;
 }
 
@@ -564,7 +593,16 @@ int domain_launch_qemu_dir(Domain *d, const QemuCreds *creds) {
                 return -errno;
         if (!S_ISDIR(st.st_mode))
                 return -ENOTDIR;
+        /* One uid per QEMU (--qemu-uid-range=): root's, QEMU's group may
+         * create in it, sticky: none removes or replaces another's socket
+         * (and none connects to another's: QEMU makes them 0755). */
+        if (d->manager->config.qemu_uid_count > 0)
+                return (st.st_uid != 0 || st.st_gid != creds->gid) && lchown(dir, 0, creds->gid) < 0 ? -errno
+                       : (st.st_mode & 07777) != 01770 && chmod(dir, 01770) < 0                  ? -errno
+                                                                                                   : 0;
         if ((st.st_uid != creds->uid || st.st_gid != creds->gid) && lchown(dir, creds->uid, creds->gid) < 0)
+                return -errno;
+        if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0)
                 return -errno;
         return 0;
 }
@@ -654,8 +692,8 @@ int domain_launch_record_process(Domain *d, pid_t pid, uint64_t start_time) {
         if (pidfd < 0)
                 pidfd = -errno;
 
-        text = strprintf("pid=%d\nstart_time=%" PRIu64 "\npidfs_inode=%" PRIu64 "\n", (int) pid, start_time,
-                         pidfs_inode(pidfd));
+        text = strprintf("pid=%d\nstart_time=%" PRIu64 "\npidfs_inode=%" PRIu64 "\nqemu_uid=%u\n", (int) pid, start_time,
+                         pidfs_inode(pidfd), (unsigned) d->qemu_uid);
         r = path && text ? write_file_atomic(path, text, strlen(text), 0600) : -ENOMEM;
         if (r < 0)
                 log_warning_errno(r, "Domain '%s': cannot record QEMU's identity in %s (%m); a restarted qsnapd "
@@ -692,6 +730,8 @@ int domain_launch_adopt_process(Domain *d, pid_t pid) {
         if (pidfd < 0)
                 return -errno; /* gone */
         (void) read_full_file(path, 4096, &text, NULL);
+        /* Its uid stays taken while the runtime state names the process. */
+        d->qemu_uid = (uid_t) record_field(text, "qemu_uid=");
         start_time = record_field(text, "start_time=");
         inode = record_field(text, "pidfs_inode=");
         /* The pidfd was taken first: what is read about pid now is about

@@ -94,6 +94,7 @@ struct Domain {
         pid_t pid;            /* managed QEMU, 0 when unknown */
         int pidfd;            /* QEMU launched by this qsnapd: its pidfd (a QEMU of
                                * another user may be hidden in /proc), else -EBADF */
+        uid_t qemu_uid;       /* --qemu-uid-range: the uid of its QEMU (live or offline), 0: none */
         Qmp *qmp;
         struct Agent *agent;  /* the guest agent channel while QEMU runs (core/domain-agent.c) */
 

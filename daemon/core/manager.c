@@ -35,6 +35,8 @@ int manager_new(sd_event *event, const ManagerConfig *config, Manager **ret) {
                 .runtime_dir = strdup(config->runtime_dir),
                 .qemu_binary = strdup(config->qemu_binary),
                 .qemu_user = config->qemu_user ? strdup(config->qemu_user) : NULL,
+                .qemu_uid_base = config->qemu_uid_base,
+                .qemu_uid_count = config->qemu_uid_count,
                 .graceful_timeout_usec = config->graceful_timeout_usec,
                 .start_timeout_usec = config->start_timeout_usec,
                 .agent_timeout_usec = config->agent_timeout_usec ?: 10 * USEC_PER_SEC,

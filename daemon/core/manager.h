@@ -50,6 +50,8 @@ typedef struct ManagerConfig {
         char *runtime_dir;
         char *qemu_binary;            /* when a domain names no <emulator> */
         char *qemu_user;              /* QEMU runs as this user, sandboxed; NULL: as qsnapd */
+        uint32_t qemu_uid_base;       /* with qemu_user: each QEMU its own uid from */
+        uint32_t qemu_uid_count;      /* [base, base + count) (0: all as qemu_user) */
         uint64_t graceful_timeout_usec; /* Stop(GRACEFUL): powerdown, then quit after this */
         uint64_t start_timeout_usec;  /* QEMU must greet us within this */
         uint64_t agent_timeout_usec;  /* the guest agent must answer within this (QUIESCE) */

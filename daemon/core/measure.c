@@ -181,7 +181,7 @@ static void batch_next(MeasureBatch *b);
  * leads qemu-img elsewhere. *st: the file measured, for the cache. */
 static int measure_spawn(MeasureBatch *b, const MeasureNote *n) {
         _cleanup_(img_cmd_done) ImgCmd c = {};
-        ImgLayer layer = { .fd = image_open_regular(n->path, O_NOFOLLOW), .format = n->format };
+        ImgLayer layer = { .fd = image_open_nofollow(n->path), .format = n->format };
         int r;
 
         if (layer.fd < 0)

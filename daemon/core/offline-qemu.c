@@ -95,6 +95,25 @@ static void on_disconnect(Qmp *qmp, int error, void *userdata) {
         offline_qemu_done(o);
 }
 
+/* It did not answer on its monitor in time (or did not quit): killed, the
+ * disconnect reports it. */
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Domain *d = userdata;
+        OfflineQemu *o = d->offline_qemu;
+
+        if (o && o->pid > 0) {
+                log_warning("Domain '%s': its paused QEMU did not %s, killing pid %d.", d->def->name,
+                            o->stopping ? "quit" : "answer on its monitor", (int) o->pid);
+                (void) kill(o->pid, SIGKILL);
+        }
+        return 0;
+}
+
+static int arm_timer(Domain *d, OfflineQemu *o, uint64_t usec) {
+        o->timer = sd_event_source_disable_unref(o->timer);
+        return sd_event_add_time_relative(d->manager->event, &o->timer, CLOCK_MONOTONIC, usec, 0, on_timeout, d);
+}
+
 static void on_ready(Qmp *qmp, int error, void *userdata) {
         Domain *d = userdata;
         OfflineQemu *o = d->offline_qemu;
@@ -102,6 +121,7 @@ static void on_ready(Qmp *qmp, int error, void *userdata) {
 
         if (error < 0 || !o || o->stopping)
                 return; /* the disconnect follows */
+        o->timer = sd_event_source_disable_unref(o->timer);
         r = domain_jobs_attach_fresh(d);
         if (r < 0) {
                 log_error_errno(r, "Domain '%s': cannot track the jobs of its paused QEMU: %m", d->def->name);
@@ -175,6 +195,8 @@ int offline_qemu_start(Domain *d, OfflineQemuFunc ready, OfflineQemuFunc gone, v
         qmp_set_disconnect_callback(q, on_disconnect, d);
         d->qmp = TAKE_PTR(q);
         d->offline_qemu = o;
+        if (arm_timer(d, o, d->manager->config.start_timeout_usec) < 0)
+                log_warning("Domain '%s': cannot arm the start timer of its paused QEMU.", d->def->name);
         log_info("Domain '%s': launched a paused QEMU for offline work, pid %d.", d->def->name, (int) o->pid);
         return 0;
 fail:
@@ -184,17 +206,6 @@ fail:
 
 static void on_quit_reply(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         /* Nothing: the disconnect that follows ends it. */
-}
-
-static int on_quit_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        Domain *d = userdata;
-
-        if (d->offline_qemu && d->offline_qemu->pid > 0) {
-                log_warning("Domain '%s': its paused QEMU did not quit, killing pid %d.", d->def->name,
-                            (int) d->offline_qemu->pid);
-                (void) kill(d->offline_qemu->pid, SIGKILL);
-        }
-        return 0;
 }
 
 void offline_qemu_stop(Domain *d, OfflineQemuFunc done, void *userdata) {
@@ -210,8 +221,7 @@ void offline_qemu_stop(Domain *d, OfflineQemuFunc done, void *userdata) {
         o->stop_userdata = userdata;
         if (!d->qmp || qmp_cmd_quit(d->qmp, on_quit_reply, d) < 0)
                 (void) kill(o->pid, SIGKILL);
-        if (sd_event_add_time_relative(d->manager->event, &o->timer, CLOCK_MONOTONIC, OFFLINE_QEMU_QUIT_TIMEOUT_USEC, 0,
-                                       on_quit_timeout, d) < 0)
+        if (arm_timer(d, o, OFFLINE_QEMU_QUIT_TIMEOUT_USEC) < 0)
                 log_warning("Domain '%s': cannot arm the kill timer of its paused QEMU.", d->def->name);
 }
 

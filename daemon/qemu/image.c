@@ -17,6 +17,7 @@
 #include "qemu/image.h"
 #include "qemu/img.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 #define QCOW2_MAGIC 0x514649fbU
@@ -42,6 +43,33 @@ int image_open_regular(const char *path, int flags) {
                 return -QSNAP_E_PATH_NOT_ALLOWED;
         /* O_NONBLOCK: a FIFO swapped in meanwhile cannot block us either. */
         fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | flags);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        return TAKE_FD(fd);
+}
+
+int image_open_nofollow(const char *path) {
+        _cleanup_free_ char *folder = NULL;
+        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
+        struct stat st;
+
+        if (!path || path[0] != '/')
+                return -EINVAL;
+        folder = fs_dirname(path);
+        if (!folder)
+                return -ENOMEM;
+        dirfd = fs_open_dir_nofollow(folder);
+        if (dirfd < 0)
+                return dirfd;
+        if (fstatat(dirfd, fs_basename(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return S_ISLNK(st.st_mode) ? -ELOOP : -QSNAP_E_PATH_NOT_ALLOWED;
+        fd = openat(dirfd, fs_basename(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
         if (fstat(fd, &st) < 0)
@@ -527,10 +555,10 @@ void image_bitmaps_free(ImageBitmap *b, size_t n) {
 }
 
 /* qemu-img on descriptors (qemu/img.h): the image alone, opened here
- * (O_NOFOLLOW, regular files only), "backing": null, so that no header
- * names another file for it; callers pass paths the path gate passed. */
+ * (image_open_nofollow()), "backing": null, so that no header names
+ * another file for it; callers pass paths the path gate passed. */
 static int img_add_file(ImgCmd *c, const char *path, char **ret_message) {
-        ImgLayer layer = { .fd = image_open_regular(path, O_NOFOLLOW), .format = DISK_FORMAT_QCOW2 };
+        ImgLayer layer = { .fd = image_open_nofollow(path), .format = DISK_FORMAT_QCOW2 };
 
         if (layer.fd < 0) {
                 if (ret_message)

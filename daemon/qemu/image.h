@@ -19,6 +19,13 @@
  * an error (-QSNAP_E_PATH_NOT_ALLOWED), never a stall. */
 int image_open_regular(const char *path, int flags);
 
+/* The same, for an absolute path reached without following a link in
+ * any component (the folder by fs_open_dir_nofollow(), the file with
+ * O_NOFOLLOW: -ELOOP for a link): what qemu-img is handed when no domain's
+ * path gate can open it (measure, bitmaps of files the caller's gate check
+ * passed), so that a link swapped in since leads nowhere. */
+int image_open_nofollow(const char *path);
+
 /* -QSNAP_E_PATH_NOT_ALLOWED with *ret_message "<what> <path> is not a
  * regular file (a FIFO)…"
  * when path exists and is no regular file; 0 otherwise (a missing file is

@@ -899,7 +899,8 @@ static json_object *json_backup_action(const QmpBackupAction *a) {
                                   "sync", JSTR(a->sync),
                                   "auto-finalize", json_object_new_boolean(false),
                                   "auto-dismiss", json_object_new_boolean(false), NULL);
-                if (data && (json_add_string_opt(data, "bitmap", a->bitmap) < 0 || json_add_speed(data, a->speed) < 0)) {
+                if (data && (json_add_string_opt(data, "bitmap", a->bitmap) < 0 || json_add_speed(data, a->speed) < 0 ||
+                             json_add_string_opt(data, "filter-node-name", a->filter_node) < 0)) {
                         json_object_put(data);
                         data = NULL;
                 }
@@ -933,9 +934,7 @@ int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, siz
 int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,
                                           void *userdata) {
         json_object *args = json_build("node", JSTR(node), "name", JSTR(name), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "block-dirty-bitmap-remove", args, cb, userdata);
+        return args ? qmp_send(qmp, "block-dirty-bitmap-remove", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *host, const char *port,
@@ -965,40 +964,39 @@ int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata) {
 }
 
 int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
-                                     qmp_reply_func_t cb, void *userdata) {
-        json_object *args;
+                                     const char *bitmap_node, qmp_reply_func_t cb, void *userdata) {
+        json_object *args, *a = NULL;
 
-        args = json_build("type", JSTR("nbd"), "id", JSTR(id), "node-name", JSTR(node), "name", JSTR(name),
-                          "writable", json_object_new_boolean(false), NULL);
-        if (args && bitmap) {
-                const char *l[] = { bitmap };
-                json_object *a = json_string_array(l, 1);
-
-                if (!a || json_object_object_add(args, "bitmaps", a) < 0) {
-                        json_object_put(a);
-                        json_object_put(args);
-                        args = NULL;
-                }
-        }
-        if (!args)
+        /* ["name"], or [{"node", "name"}] for a bitmap on another node than the exported one */
+        if (bitmap && !(a = json_object_new_array()))
                 return -ENOMEM;
-        return qmp_send(qmp, "block-export-add", args, cb, userdata);
+        if (a && json_object_array_add(a, bitmap_node ? json_build("node", JSTR(bitmap_node), "name", JSTR(bitmap), NULL)
+                                                      : JSTR(bitmap)) < 0) {
+                json_object_put(a);
+                return -ENOMEM;
+        }
+        args = json_build("type", JSTR("nbd"), "id", JSTR(id), "node-name", JSTR(node), "name", JSTR(name),
+                          "writable", json_object_new_boolean(false), a ? "bitmaps" : NULL, a, NULL);
+        return args ? qmp_send(qmp, "block-export-add", args, cb, userdata) : -ENOMEM;
+}
+
+int64_t qmp_cmd_blockdev_add_snapshot_access(Qmp *qmp, const char *node, const char *filter, qmp_reply_func_t cb,
+                                             void *userdata) {
+        json_object *args = json_build("driver", JSTR("snapshot-access"), "node-name", JSTR(node), "file", JSTR(filter),
+                                       NULL);
+        return args ? qmp_send(qmp, "blockdev-add", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
                                           void *userdata) {
         json_object *args = json_build("qom-type", JSTR("tls-creds-x509"), "id", JSTR(id), "dir", JSTR(dir),
                                        "endpoint", JSTR("server"), "verify-peer", json_object_new_boolean(true), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "object-add", args, cb, userdata);
+        return args ? qmp_send(qmp, "object-add", args, cb, userdata) : -ENOMEM;
 }
 
 int64_t qmp_cmd_object_del(Qmp *qmp, const char *id, qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("id", JSTR(id), NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "object-del", args, cb, userdata);
+        return args ? qmp_send(qmp, "object-del", args, cb, userdata) : -ENOMEM;
 }
 
 /* ---- dirty bitmaps ---- */

@@ -236,8 +236,8 @@ int64_t qmp_cmd_transaction_recorded(Qmp *qmp, json_object *actions, qmp_reply_f
 
 typedef enum QmpBackupActionType {
         QMP_BACKUP_BITMAP,          /* one bitmap action (above): bitmap_action */
-        QMP_BACKUP_BLOCKDEV_BACKUP, /* blockdev-backup {job-id: name, device: node, target, sync[, bitmap]},
-                                     * auto-finalize and auto-dismiss false */
+        QMP_BACKUP_BLOCKDEV_BACKUP, /* blockdev-backup {job-id: name, device: node, target, sync[, bitmap]
+                                     * [, filter-node-name: filter_node]}, auto-finalize and auto-dismiss false */
 } QmpBackupActionType;
 
 typedef struct QmpBackupAction {
@@ -246,6 +246,7 @@ typedef struct QmpBackupAction {
         const char *node;
         const char *name;
         const char *target, *sync, *bitmap; /* blockdev-backup; bitmap may be NULL */
+        const char *filter_node;            /* blockdev-backup: its copy-before-write filter's name, or NULL */
         uint64_t speed;                     /* blockdev-backup: bytes/s, 0 = unlimited */
 } QmpBackupAction;
 
@@ -261,9 +262,15 @@ int64_t qmp_cmd_nbd_server_start(Qmp *qmp, const char *unix_path, const char *ho
 /* Also closes every export of the server (QEMU waits for them). */
 int64_t qmp_cmd_nbd_server_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 /* A read-only NBD export `name` of node, with the dirty bitmap `bitmap`
- * (NULL: none) as its qemu:dirty-bitmap:<bitmap> meta context. */
+ * (NULL: none) as its qemu:dirty-bitmap:<bitmap> meta context; the bitmap
+ * is on bitmap_node ({"node", "name"}), or on node or below it when that is
+ * NULL. */
 int64_t qmp_cmd_block_export_add_nbd(Qmp *qmp, const char *id, const char *node, const char *name, const char *bitmap,
-                                     qmp_reply_func_t cb, void *userdata);
+                                     const char *bitmap_node, qmp_reply_func_t cb, void *userdata);
+/* blockdev-add {driver: snapshot-access, node-name: node, file: filter}: the
+ * point in time a copy-before-write filter keeps, read-only (QEMU 7.1+). */
+int64_t qmp_cmd_blockdev_add_snapshot_access(Qmp *qmp, const char *node, const char *filter, qmp_reply_func_t cb,
+                                             void *userdata);
 /* A tls-creds-x509 server object reading its certificates from dir. */
 int64_t qmp_cmd_object_add_tls_creds_x509(Qmp *qmp, const char *id, const char *dir, qmp_reply_func_t cb,
                                           void *userdata);

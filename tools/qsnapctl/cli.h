@@ -259,6 +259,7 @@ int verb_define(Ctx *c);
 int verb_undefine(Ctx *c);
 int verb_start(Ctx *c);
 int verb_stop(Ctx *c);
+int verb_console(Ctx *c);
 int verb_suspend(Ctx *c);
 int verb_resume(Ctx *c);
 int verb_domstate(Ctx *c);

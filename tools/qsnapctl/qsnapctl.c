@@ -59,6 +59,10 @@ static const OptionDef opts_undefine[] = {
 static const OptionDef opts_start[] = {
         DOMAIN_ARG, { "paused", ARG_NONE, 0, "start with the vCPUs stopped" }, { NULL }
 };
+static const OptionDef opts_console[] = {
+        DOMAIN_ARG, { "devname", ARG_STRING, OPT_POSITIONAL, "serialN or consoleN (default: the first console)" },
+        { NULL }
+};
 static const OptionDef opts_stop[] = {
         DOMAIN_ARG, { "graceful", ARG_NONE, 0, "ACPI power button first, then quit QEMU" }, { NULL }
 };
@@ -306,6 +310,8 @@ static const Verb verb_defs[] = {
         { "dominfo", "Domains", "a domain's properties", opts_domain, verb_dominfo, VERB_JSON },
         { "dumpxml", "Domains", "a domain's <domain> XML", opts_dumpxml, verb_dumpxml, VERB_AUTH },
         { "domblklist", "Domains", "a domain's disks with their backing chains", opts_domain, verb_domblklist, VERB_JSON },
+        { "console", "Domains", "connect this terminal to a domain's serial console (^] ends)", opts_console,
+          verb_console, VERB_AUTH },
         { "qemu-monitor-command", "Domains", "pass a QMP or HMP command to QEMU (root-equivalent)", opts_qmc,
           verb_qemu_monitor_command, VERB_AUTH },
         { "snapshot-create", "Snapshots", "take a snapshot from <domainsnapshot> XML", opts_snapshot_create,
@@ -371,9 +377,9 @@ const Verb *const verbs[] = {
         &verb_defs[24], &verb_defs[25], &verb_defs[26], &verb_defs[27], &verb_defs[28], &verb_defs[29],
         &verb_defs[30], &verb_defs[31], &verb_defs[32], &verb_defs[33], &verb_defs[34], &verb_defs[35],
         &verb_defs[36], &verb_defs[37], &verb_defs[38], &verb_defs[39], &verb_defs[40], &verb_defs[41],
-        &verb_defs[42], &verb_defs[43], NULL
+        &verb_defs[42], &verb_defs[43], &verb_defs[44], NULL
 };
-_Static_assert(ELEMENTSOF(verb_defs) == 44, "verbs[] must list every verb_defs entry");
+_Static_assert(ELEMENTSOF(verb_defs) == 45, "verbs[] must list every verb_defs entry");
 
 static const Verb *find_verb(const char *name) {
         for (size_t i = 0; verbs[i]; i++)

@@ -2,8 +2,13 @@
 /*
  * Domain verbs: list, define, undefine, start, stop (destroy, shutdown),
  * suspend, resume, domstate, dominfo, dumpxml, domblklist,
- * qemu-monitor-command, version.
+ * qemu-monitor-command, console, version.
  */
+#include <fcntl.h>
+#include <poll.h>
+#include <termios.h>
+#include <unistd.h>
+
 #include "cli.h"
 #include "config.h"
 
@@ -277,5 +282,79 @@ int verb_version(Ctx *c) {
                 json_print_fields("qsnapctl", json_str(PACKAGE_VERSION), "qsnapd", json_str(v), NULL);
         else
                 printf("qsnapctl %s\nqsnapd %s\n", PACKAGE_VERSION, v);
+        return EXIT_OK;
+}
+
+#define CONSOLE_ESCAPE 0x1d /* ^], as virsh console */
+
+/* Copies what poll found readable from `from` to `to`; 0 at EOF or ^]. */
+static ssize_t console_pump(int from, int to, bool from_user) {
+        char buf[4096];
+        ssize_t n = read(from, buf, sizeof(buf));
+        char *esc;
+
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                return 1;
+        if (n <= 0)
+                return n;
+        esc = from_user ? memchr(buf, CONSOLE_ESCAPE, (size_t) n) : NULL;
+        if (esc)
+                n = esc - buf;
+        for (ssize_t off = 0; off < n;) {
+                ssize_t w = write(to, buf + off, (size_t) (n - off));
+
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0)
+                        return -errno;
+                off += w;
+        }
+        return esc ? 0 : 1;
+}
+
+int verb_console(Ctx *c) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *name = opt(c, "domain");
+        struct termios saved, raw;
+        bool tty = isatty(STDIN_FILENO);
+        int fd, r;
+
+        if (domain_path(c, name, &path) < 0 ||
+            call(c, &reply, path, QSNAP_DOMAIN_IFACE, "OpenConsole", "st", strempty(opt(c, "devname")), (uint64_t) 0) < 0)
+                return EXIT_FAILED;
+        r = sd_bus_message_read(reply, "h", &fd);
+        /* The message owns its descriptor: a copy of our own. */
+        if (r < 0 || (fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+                fail("Failed to take the console's descriptor: %s", strerror(r < 0 ? -r : errno));
+                return EXIT_FAILED;
+        }
+        fprintf(stderr, "Connected to domain '%s'\nEscape character is ^] (Ctrl + ])\n", name);
+        if (tty && tcgetattr(STDIN_FILENO, &saved) >= 0) {
+                raw = saved;
+                cfmakeraw(&raw);
+                (void) tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+        } else
+                tty = false;
+        for (r = 1; r > 0;) {
+                struct pollfd p[2] = { { .fd = STDIN_FILENO, .events = POLLIN }, { .fd = fd, .events = POLLIN } };
+
+                if (poll(p, 2, -1) < 0) {
+                        r = errno == EINTR ? 1 : -errno;
+                        continue;
+                }
+                if (p[1].revents)
+                        r = console_pump(fd, STDOUT_FILENO, false);
+                if (r > 0 && p[0].revents)
+                        r = console_pump(STDIN_FILENO, fd, true);
+        }
+        if (tty)
+                (void) tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+        close(fd);
+        fprintf(stderr, "%s", tty ? "\r\n" : "");
+        if (r < 0) {
+                fail("The console of domain '%s' failed: %s", name, strerror(-r));
+                return EXIT_FAILED;
+        }
         return EXIT_OK;
 }

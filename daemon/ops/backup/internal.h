@@ -31,6 +31,8 @@ typedef struct BackupDiskRun {
         bool reuse;          /* REUSE_EXTERNAL: the file was there */
         uint64_t size;       /* the disk's virtual size */
         char *node;          /* the target/scratch node qsnapd adds */
+        char *filter_node;   /* pull: the job's copy-before-write filter over the disk (named by us) */
+        char *access_node;   /* pull: the snapshot-access node on that filter, which the export serves */
         char *device;        /* the disk's top node in QEMU */
         char *job_id;        /* QEMU's blockdev-backup job */
         char *bitmap;        /* the temporary bitmap of an incremental (NULL: full) */
@@ -38,6 +40,7 @@ typedef struct BackupDiskRun {
         char **since_nodes;  /* the layers (nodes) that hold it, top first: from the bitmap inventory */
         char *export_name;   /* pull */
         bool node_added;
+        bool access_added;   /* pull: the snapshot-access node may be in QEMU */
         Job *job;            /* owned: the job tracker drives it */
         bool ended;
 } BackupDiskRun;
@@ -82,6 +85,7 @@ typedef struct BackupOp {
         int error;
         char *message;
         size_t pending;      /* QMP replies the step at work waits for */
+        size_t access_pending; /* of those, the snapshot-access nodes' blockdev-del */
         struct BackupCall *calls; /* those commands (cancelled if the operation goes first) */
         BackupStartedFunc done;
         void *userdata;
@@ -91,6 +95,9 @@ typedef struct BackupOp {
 } BackupOp;
 
 void backup_disk_run_done(BackupDiskRun *r);
+/* A pull's filter and snapshot-access node names, made from r->node ("bk…"
+ * → "bf…", "ba…": the same length, so within QEMU's limit as r->node is). */
+int backup_disk_run_pull_names(BackupDiskRun *r);
 
 /* recovery.c: the journal. phase "prepared" (files made, nodes maybe
  * added, no job yet) or "running" (QEMU runs the jobs). */

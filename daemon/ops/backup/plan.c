@@ -27,11 +27,25 @@
 
 #define UNIX_PATH_MAX 108
 
+int backup_disk_run_pull_names(BackupDiskRun *r) {
+        if (!r->node || strlen(r->node) < 2)
+                return -EINVAL;
+        r->filter_node = strdup(r->node);
+        r->access_node = strdup(r->node);
+        if (!r->filter_node || !r->access_node)
+                return -ENOMEM;
+        r->filter_node[1] = 'f';
+        r->access_node[1] = 'a';
+        return 0;
+}
+
 void backup_disk_run_done(BackupDiskRun *r) {
         free(r->target);
         free(r->source);
         free(r->path);
         free(r->node);
+        free(r->filter_node);
+        free(r->access_node);
         free(r->device);
         free(r->job_id);
         free(r->bitmap);
@@ -319,6 +333,8 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
         r->job_id = strprintf("%s.%s", p->id, disk->target);
         if (!r->target || !r->source || !r->path || !r->node || !r->job_id || (pull && bd->export_name && !r->export_name))
                 return -ENOMEM;
+        if (pull && backup_disk_run_pull_names(r) < 0)
+                return -ENOMEM;
         if (bd->mode == BACKUP_DISK_MODE_INCREMENTAL) {
                 q = plan_incremental(d, r, bd, pull, ret_message);
                 if (q < 0)
@@ -329,6 +345,9 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
                 return -QSNAP_E_QEMU_FAILED;
         }
+        /* Shut off, a pull exports the disk itself (offline.c): no scratch file. */
+        if (pull && p->offline)
+                return 0;
         /* Our own default scratch file (store/xml-backup.c's name for it) is in
          * the runtime dir: no gate there, only a new name. */
         if (pull) {
@@ -455,6 +474,9 @@ int backup_plan_new(Domain *d, const char *backup_xml, const char *checkpoint_xm
                 if (r < 0)
                         return r;
         }
+        /* ... and BackupGetXMLDesc names none. */
+        for (size_t i = 0; p->offline && p->def->mode == BACKUP_MODE_PULL && i < p->def->n_disks; i++)
+                p->def->disks[i].path = mfree(p->def->disks[i].path);
         if (p->def->mode == BACKUP_MODE_PULL) {
                 r = plan_server(d, p, ret_message);
                 if (r < 0)

@@ -201,6 +201,8 @@ static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *
                         return -ENOMEM;
                 if (!dr->target || !dr->path || !dr->node || !dr->job_id)
                         return -EBADMSG;
+                if (p->def->mode == BACKUP_MODE_PULL && backup_disk_run_pull_names(dr) < 0)
+                        return -ENOMEM;
         }
         if (json_get_string(j, "checkpoint_xml")) {
                 const char *cp = json_get_string(j, "checkpoint_xml");
@@ -279,6 +281,7 @@ static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd,
                 Job *j = d->jobs ? job_tracker_find(d->jobs, dr->job_id) : NULL;
 
                 dr->node_added = true;
+                dr->access_added = plan->def->mode == BACKUP_MODE_PULL;
                 if (!j)
                         continue;
                 r = domain_job_claim(d, j, &backup_job_observer, b);

@@ -4,15 +4,20 @@
  * BackupOp. The steps: create the target (push) or scratch (pull) files,
  * journal them, find each disk's top node, blockdev-add the new nodes,
  * then ONE transaction of blockdev-backup actions (sync full into the
- * target; sync none into the scratch node, which stands on the disk, for
- * the point in time of a pull), each job tracked by the one job driver as
- * the backup's own (owned), and a BlockJob1 of qsnapd's own ("backup")
- * that adds up their progress. Pull mode then starts QEMU's NBD server on
- * the socket and exports each scratch node read-only. The caller hears of
- * the job once that stands.
+ * target; for a pull sync none into the scratch node, whose
+ * copy-before-write filter, named by us, keeps the point in time: the old
+ * data of what the guest overwrites goes to the scratch first), each job
+ * tracked by the one job driver as the backup's own (owned), and a
+ * BlockJob1 of qsnapd's own ("backup") that adds up their progress. Pull
+ * mode then adds per disk a snapshot-access node on the filter (QEMU 7.2's
+ * fleecing: reads of what the guest did not overwrite go to the disk
+ * itself, its holes show as holes), starts QEMU's NBD server on the socket
+ * and exports each snapshot-access node read-only (an incremental's bitmap
+ * is on the scratch node). The caller hears of the job once that stands.
  *
  * The end, whatever caused it (all pushes done, a failure, Abort, QEMU
- * gone): the NBD server stops, jobs still running are cancelled, the
+ * gone): the NBD server stops, the snapshot-access nodes go (before their
+ * filter's job ends), jobs still running are cancelled, the
  * added nodes are deleted, then files go: scratch files always, targets
  * qsnapd created when the push did not complete. Then the BlockJob1
  * reports (Completed with QEMU's text on failure) and the journal goes.
@@ -371,6 +376,13 @@ static void cleanup_nodes(BackupOp *b) {
                 backup_finish(b);
 }
 
+static bool access_left(BackupOp *b) {
+        for (size_t i = 0; i < b->plan->n_disks; i++)
+                if (b->plan->disks[i].access_added)
+                        return true;
+        return false;
+}
+
 /* Every job ended (or never started): the nodes go. */
 void backup_check_end(BackupOp *b) {
         BackupPlan *p = b->plan;
@@ -382,6 +394,9 @@ void backup_check_end(BackupOp *b) {
                 /* An offline pull has no job (nothing to fleece): Abort ends it. */
                 if (p->offline && p->def->mode == BACKUP_MODE_PULL && b->error >= 0)
                         return;
+                /* A pull's job ended by itself: its exports and snapshot-access nodes go first. */
+                if (b->nbd_started || access_left(b))
+                        return backup_cleanup(b);
                 /* The pushes completed by themselves. */
                 b->ending = true;
         }
@@ -413,8 +428,35 @@ static void cancel_jobs(BackupOp *b) {
         backup_check_end(b);
 }
 
+static void on_access_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        /* After a restart the node may never have been added: a harmless error. */
+        if (error < 0 && error != -ECONNRESET)
+                log_debug("Domain '%s': cannot delete snapshot-access node %s: %s", b->domain->def->name,
+                          b->plan->disks[index].access_node, strna(desc));
+        if (--b->access_pending == 0)
+                cancel_jobs(b);
+}
+
+/* No export reads them any more: the snapshot-access nodes go while their
+ * filter stands (the job's end removes it), then the jobs are cancelled. */
+static void drop_access_nodes(BackupOp *b) {
+        BackupPlan *p = b->plan;
+
+        for (size_t i = 0; i < p->n_disks && b->domain->qmp; i++) {
+                BackupDiskRun *r = p->disks + i;
+
+                if (!r->access_added)
+                        continue;
+                r->access_added = false;
+                if (BACKUP_SEND(b, i, on_access_deleted, qmp_cmd_blockdev_del(b->domain->qmp, r->access_node, cb, ud)) >= 0)
+                        b->access_pending++;
+        }
+        if (b->access_pending == 0)
+                cancel_jobs(b);
+}
+
 static void on_tls_deleted(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
-        cancel_jobs(b);
+        drop_access_nodes(b);
 }
 
 static void on_nbd_stopped(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
@@ -427,7 +469,7 @@ static void on_nbd_stopped(BackupOp *b, size_t index, int error, json_object *re
                 if (BACKUP_SEND(b, 0, on_tls_deleted, qmp_cmd_object_del(b->domain->qmp, b->plan->tls_id, cb, ud)) >= 0)
                         return;
         }
-        cancel_jobs(b);
+        drop_access_nodes(b);
 }
 
 void backup_cleanup(BackupOp *b) {
@@ -438,7 +480,7 @@ void backup_cleanup(BackupOp *b) {
             BACKUP_SEND(b, 0, on_nbd_stopped, qmp_cmd_nbd_server_stop(b->domain->qmp, cb, ud)) >= 0)
                 return;
         b->nbd_started = false;
-        cancel_jobs(b);
+        drop_access_nodes(b);
 }
 
 int backup_abort(Job *j, void *data) {
@@ -521,8 +563,9 @@ static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *re
                 BackupDiskRun *r = p->disks + i;
 
                 if (BACKUP_SEND(b, i, on_export_added,
-                                qmp_cmd_block_export_add_nbd(b->domain->qmp, r->job_id, r->node, r->export_name,
-                                                             r->bitmap, cb, ud)) < 0)
+                                qmp_cmd_block_export_add_nbd(b->domain->qmp, r->job_id, p->offline ? r->node : r->access_node,
+                                                             r->export_name, r->bitmap, p->offline ? NULL : r->node, cb,
+                                                             ud)) < 0)
                         backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send block-export-add.");
         }
         if (b->pending == 0)
@@ -530,6 +573,7 @@ static void on_nbd_started(BackupOp *b, size_t index, int error, json_object *re
 }
 
 static void nbd_start(BackupOp *b);
+static void add_access_nodes(BackupOp *b);
 static void on_tls_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc);
 
 /* QUIESCE: the transaction answered (or the start failed): thaw. The
@@ -572,6 +616,14 @@ static void on_transaction(BackupOp *b, size_t index, int error, json_object *re
         b->running = true;
         if (p->def->mode == BACKUP_MODE_PUSH)
                 return backup_started(b);
+        add_access_nodes(b);
+}
+
+/* Pull, the point in time stands: the NBD server (with its credentials). */
+static void serve(BackupOp *b) {
+        BackupPlan *p = b->plan;
+        Domain *d = b->domain;
+
         /* Journaled first: a rollback stops the server it may have started. */
         b->nbd_started = true;
         b->tls_added = p->tls_id != NULL;
@@ -586,6 +638,46 @@ static void on_transaction(BackupOp *b, size_t index, int error, json_object *re
                 return;
         }
         nbd_start(b);
+}
+
+static void access_nodes_done(BackupOp *b) {
+        if (b->error < 0) {
+                operation_reply(b->op, b->error, b->message);
+                return backup_cleanup(b);
+        }
+        serve(b);
+}
+
+static void on_access_added(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
+        BackupDiskRun *r = b->plan->disks + index;
+
+        if (error < 0)
+                backup_failf(b, -QSNAP_E_QEMU_FAILED, "QEMU cannot give access to the point in time of disk %s: %s",
+                             r->target, strna(desc));
+        else
+                r->access_added = true;
+        if (b->pending == 0)
+                access_nodes_done(b);
+}
+
+/* Pull: per disk a snapshot-access node on the job's copy-before-write
+ * filter, what the export serves. */
+static void add_access_nodes(BackupOp *b) {
+        BackupPlan *p = b->plan;
+
+        /* offline: the export is the disk's own node (nothing writes) */
+        for (size_t i = 0; i < p->n_disks && !p->offline; i++) {
+                BackupDiskRun *r = p->disks + i;
+
+                if (BACKUP_SEND(b, i, on_access_added,
+                                qmp_cmd_blockdev_add_snapshot_access(b->domain->qmp, r->access_node, r->filter_node, cb,
+                                                                     ud)) < 0) {
+                        backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
+                        break;
+                }
+        }
+        if (b->pending == 0)
+                access_nodes_done(b);
 }
 
 static void nbd_start(BackupOp *b) {
@@ -670,6 +762,7 @@ static void send_transaction(BackupOp *b) {
                         .target = r->node,
                         .sync = pull ? "none" : r->since ? "incremental" : "full",
                         .bitmap = !pull && r->since ? r->bitmap : NULL,
+                        .filter_node = pull ? r->filter_node : NULL,
                         .speed = backup_test_speed(),
                 };
         }
@@ -834,11 +927,12 @@ static void add_nodes(BackupOp *b) {
                         backup_fail(b, k == -ENOMEM ? k : -QSNAP_E_QEMU_FAILED, strna(message));
                         break;
                 }
-                /* A pull's scratch node stands on the disk: reads of what
-                 * the guest did not overwrite go through to it. */
+                /* A pull's scratch node stands alone: it holds only the old
+                 * data the guest overwrote, read through the snapshot-access
+                 * node (which reads the rest from the disk). */
                 if (BACKUP_SEND(b, i, on_node_added,
                                 qmp_cmd_blockdev_add_copy_target(b->domain->qmp, r->node, disk_format_to_string(r->format),
-                                                                 filename, pull ? r->device : NULL,
+                                                                 filename, NULL,
                                                                  !pull && supports_direct_io(r->path), cb, ud)) < 0) {
                         domain_files_forget(b->domain, r->node);
                         backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");

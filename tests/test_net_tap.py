@@ -17,7 +17,11 @@ allowed are those of a bridge.conf the test names with --bridge-conf=.
 - qsnapd killed and restarted: the running QEMU keeps its taps, the live
   XML still names them; Stop removes them.
 - An internal snapshot with memory and its revert with the NIC: the tap
-  stays on the bridge.
+  stays on the bridge; an external one with memory: its revert starts a
+  new QEMU with a new tap, the old one goes.
+- A ping through the bridge: the real guest (tests/guest, TCG) on a
+  bridged interface with an address from its command line answers the
+  host's ping to it over the bridge (the host has an address on it).
 - Refusals, before anything is made (no tap left, domain shut off): a
   bridge the list does not allow and no list at all (PathNotAllowed), a
   bridge that does not exist or is not a bridge (InvalidArgument).
@@ -30,6 +34,7 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 
+import qsnapguest as g
 import qsnaptest as q
 
 D = q.DOMAIN_IFACE
@@ -194,6 +199,20 @@ class NetTapTest(q.QsnapTestCase):
         self.assertEqual(mac2, mac)
         self.assert_tap_on_bridge(tap2, mac)
         self.assertRegex(h.hmp(dom, 'info network'), r'hostnet0: index=0,type=tap,fd=\d+')
+        # An external snapshot with memory: its revert starts a new QEMU
+        # (incoming migration), which gets a new tap; the old one goes.
+        ext = h.call(dom, D, 'CreateSnapshot', (
+            "<domainsnapshot><name>e1</name><memory snapshot='external' file='%s'/><disks><disk name='vda' "
+            "snapshot='external'><source file='%s'/></disk></disks></domainsnapshot>"
+            % (h.image_path('e1.mem'), h.image_path('e1.qcow2')), 0), 'st', timeout=120)
+        pid = h.qemu_pid(dom)
+        h.call(ext, S, 'Revert', (0,), 't', timeout=120)
+        self.assertEqual(h.get_property(dom, D, 'State'), 'running')
+        self.assertNotEqual(h.qemu_pid(dom), pid, 'a new QEMU')
+        (_, mac3, tap3), = self.live_targets(dom)
+        self.assertEqual(mac3, mac)
+        self.assert_tap_on_bridge(tap3, mac)
+        self.assertEqual(os.listdir('/sys/class/net/%s/brif' % self.bridge), [tap3], 'the old QEMU\'s tap went')
         h.call(dom, D, 'Stop', (0,), 't')
         self.assert_no_new_taps()
 
@@ -224,6 +243,17 @@ class NetTapTest(q.QsnapTestCase):
         self.refused(missing, 'InvalidArgument', 'br-qsnapt-no', 'does not exist')
         notbr = self.define('notbr', "    <interface type='bridge'><source bridge='lo'/></interface>")
         self.refused(notbr, 'InvalidArgument', "'lo' is not a bridge")
+        # A <target dev> naming an existing tap (someone else's, persistent)
+        # never takes it over (IFF_TUN_EXCL): QemuFailed, the tap untouched.
+        victim = 'qtv%d' % (os.getpid() % 100000)
+        r = q.run(['ip', 'tuntap', 'add', 'dev', victim, 'mode', 'tap'])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(q.run, ['ip', 'link', 'del', victim])
+        self.taps_before = taps()
+        taken = self.define('taken', self.bridged('b', target=victim))
+        self.allow('allow %s' % self.bridge)
+        self.refused(taken, 'QemuFailed', victim, 'exists')
+        self.assertIsNone(ip_link(victim).get('master'), 'the existing tap was put on the bridge')
         # The same domain starts once its bridge is allowed.
         self.allow('include %s' % os.path.join(self.tmp, 'more.conf'))
         with open(os.path.join(self.tmp, 'more.conf'), 'w') as f:
@@ -232,6 +262,42 @@ class NetTapTest(q.QsnapTestCase):
         self.assertEqual(len(os.listdir('/sys/class/net/%s/brif' % self.bridge)), 1)
         self.h.call(dom, D, 'Stop', (0,), 't')
         self.assert_no_new_taps()
+
+
+class PingTest(q.QsnapTestCase):
+    """Root's qsnapd (the harness's default: QEMU as qsnapd, which still
+    makes the taps itself) and the real guest."""
+
+    def test_ping_through_the_bridge(self):
+        h = self.h
+        net = 'br-qsnapp%d' % (os.getpid() % 100000)
+        sub = '10.213.%d' % (os.getpid() % 250 + 1)
+        q.run(['ip', 'link', 'del', net])
+        for argv in (['ip', 'link', 'add', net, 'type', 'bridge'], ['ip', 'addr', 'add', sub + '.1/24', 'dev', net],
+                     ['ip', 'link', 'set', net, 'up']):
+            r = q.run(argv)
+            self.assertEqual(r.returncode, 0, '%s: %s' % (argv, r.stderr))
+        self.addCleanup(q.run, ['ip', 'link', 'del', net])
+        conf = h.image_path('bridge.conf')
+        with open(conf, 'w') as f:
+            f.write('allow %s\n' % net)
+        h.stop_daemon()
+        h.daemon_args.append('--bridge-conf=' + conf)
+        h.start_daemon()
+        gu = g.Guest(h, 'pinger', devices="    <interface type='bridge'><source bridge='%s'/></interface>" % net,
+                     cmdline_extra='qsnap.ip=%s.2/24' % sub)
+        self.addCleanup(gu.close)
+        v = gu.start()
+        self.assertEqual(v.group(1), 'ok', v.group(0))
+        self.assertEqual(gu.boot_line('IP'), sub + '.2/24', gu.boot_lines)
+        tap = ET.fromstring(h.call(gu.path, q.DOMAIN_IFACE, 'GetXMLDesc', (0,), 't')).find(
+            'devices/interface/target').get('dev')
+        self.assertEqual(os.listdir('/sys/class/net/%s/brif' % net), [tap])
+        r = q.run(['ping', '-c', '3', '-W', '5', sub + '.2'], timeout=60)
+        self.assertEqual(r.returncode, 0, 'no answer through the bridge:\n' + r.stdout + r.stderr)
+        self.assertIn('3 received', r.stdout)
+        h.call(gu.path, q.DOMAIN_IFACE, 'Stop', (0,), 't')
+        q.wait_until(lambda: not os.path.exists('/sys/class/net/' + tap), 10, 'the tap gone')
 
 
 if __name__ == '__main__':

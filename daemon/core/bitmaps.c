@@ -718,6 +718,14 @@ static void on_refresh_inventory(Domain *d, int error, const char *message, Bitm
                         note_changed(st, c);
                 strv_free(c->problems);
                 c->problems = problems;
+                /* Unusable: no size (not the last one measured — shut off,
+                 * before the bitmap went). */
+                if (c->problems) {
+                        c->size = 0;
+                        c->has_size = false;
+                        for (size_t i = 0; i < c->def->n_disks; i++)
+                                c->def->disks[i].has_size = false;
+                }
         }
         if (!inv->live && st->measure)
                 measure_offline(st, inv);

@@ -257,7 +257,7 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
                         return operation_finish(c->op, r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED, message);
                 }
                 id = qmp_cmd_blockdev_add_copy_target(qmp, c->info->copy_node, disk_format_to_string(c->copy_format),
-                                                      filename, base, c->copy_direct, on_copy_target_added, cs);
+                                                      filename, base, c->copy_direct, false, on_copy_target_added, cs);
                 if (id < 0) {
                         domain_files_forget(d, c->info->copy_node);
                         free(cs->device);

@@ -551,14 +551,15 @@ int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device
 }
 
 int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
-                                         const char *backing_node, bool direct, qmp_reply_func_t cb, void *userdata) {
+                                         const char *backing_node, bool direct, bool native, qmp_reply_func_t cb,
+                                         void *userdata) {
         json_object *args;
         bool qcow2;
 
         if (!node || !format || !filename)
                 return -EINVAL;
         qcow2 = streq(format, "qcow2");
-        if (!qcow2 && backing_node)
+        if ((!qcow2 && backing_node) || (native && !direct))
                 return -EINVAL;
         /* cache.direct bypasses the host page cache: a bulk copy should not
          * evict everything else, and it measured faster here (see notes). */
@@ -568,7 +569,7 @@ int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char 
                           "cache", json_build("direct", json_object_new_boolean(direct),
                                               "no-flush", json_object_new_boolean(false), NULL),
                           "file", json_build("driver", JSTR("file"), "filename", JSTR(filename),
-                                             "locking", JSTR(file_locking(filename)),
+                                             "locking", JSTR(file_locking(filename)), "aio", JSTR(native ? "native" : "threads"),
                                              "cache", json_build("direct", json_object_new_boolean(direct),
                                                                  "no-flush", json_object_new_boolean(false), NULL),
                                              NULL),

@@ -144,9 +144,12 @@ int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device
 
 /* The target node of a copy: format "qcow2" or "raw" on a file node;
  * backing_node (qcow2 only): NULL for "backing": null, else the node it
- * stands on; direct: cache.direct (O_DIRECT) for node and file. */
+ * stands on; direct: cache.direct (O_DIRECT) for node and file; native
+ * (direct only): the file's aio=native (Linux AIO from QEMU's thread, no
+ * thread pool), else aio=threads. */
 int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
-                                         const char *backing_node, bool direct, qmp_reply_func_t cb, void *userdata);
+                                         const char *backing_node, bool direct, bool native, qmp_reply_func_t cb,
+                                         void *userdata);
 /* blockdev-mirror for BlockCopy: write_blocking = "copy-mode":
  * "write-blocking" (guest writes reach the target before they complete);
  * buf_size 0 = QEMU's default. */

@@ -26,7 +26,8 @@ with "QSNAP-GUEST-": BOOT, MODULE-FAILED <m>, NET <ifname> <mac>,
 CDROM <first line of /dev/sr0>, DMI-SERIAL <SMBIOS system serial>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
 counter=<c> | VERIFY bad <file>, AGENT <port> | NO-AGENT, READY,
 COUNT <c> (after each round), THEN poweroff|reboot (right before it does
-what qsnap.then= on its command line says, after three rounds), SERIAL1 (written to ttyS1 when it exists).
+what qsnap.then= on its command line says, after three rounds), SERIAL1 (written to ttyS1 when it exists),
+IP <addr> | IP-FAILED (eth0 up with qsnap.ip=ADDR/PREFIX from the command line).
 
 A data file /mnt/data/fN is "counter <c>\\n", base64 lines, then
 "sum <sha256 of everything before this line>\\n". /mnt/counter holds the
@@ -95,6 +96,13 @@ for n in /sys/class/net/*; do
         name=${n##*/}
         [ "$name" = lo ] || say NET "$name" "$(cat $n/address)"
 done
+# qsnap.ip=ADDR/PREFIX on the kernel command line: eth0 up with it (a
+# ping through the bridge the test gave the guest).
+addr=$(sed -n 's/.*qsnap\.ip=\([0-9./]*\).*/\1/p' /proc/cmdline)
+if [ -n "$addr" ]; then
+        ip link set lo up
+        if ip addr add "$addr" dev eth0 && ip link set eth0 up; then say IP "$addr"; else say IP-FAILED; fi
+fi
 if wait_for /dev/sr0 30; then
         say CDROM "$(dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -n 1)"
 fi

@@ -919,6 +919,7 @@ static void add_nodes(BackupOp *b) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 _cleanup_free_ char *filename = NULL, *message = NULL;
                 BackupDiskRun *r = p->disks + i;
+                bool direct;
                 int k;
 
                 /* QEMU gets the target by descriptor, never by name. */
@@ -929,11 +930,14 @@ static void add_nodes(BackupOp *b) {
                 }
                 /* A pull's scratch node stands alone: it holds only the old
                  * data the guest overwrote, read through the snapshot-access
-                 * node (which reads the rest from the disk). */
+                 * node (which reads the rest from the disk). A push target
+                 * takes O_DIRECT with aio=native where its file system can:
+                 * QEMU's thread pool cost 2-4x the CPU for the same copy
+                 * (docs/performance.md, "Backups"). */
+                direct = !pull && supports_direct_io(r->path);
                 if (BACKUP_SEND(b, i, on_node_added,
                                 qmp_cmd_blockdev_add_copy_target(b->domain->qmp, r->node, disk_format_to_string(r->format),
-                                                                 filename, NULL,
-                                                                 !pull && supports_direct_io(r->path), cb, ud)) < 0) {
+                                                                 filename, NULL, direct, direct, cb, ud)) < 0) {
                         domain_files_forget(b->domain, r->node);
                         backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
                         break;

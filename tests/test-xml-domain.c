@@ -447,7 +447,7 @@ static void test_odd_strings(void) {
                 const char *s = odd_strings[i] ?: long_name;
                 _cleanup_(domain_def_freep) DomainDef *def = parse_fixture("two-disks.xml");
                 _cleanup_(domain_def_freep) DomainDef *back = NULL;
-                _cleanup_free_ char *out = NULL, *path = NULL, *extra = NULL;
+                _cleanup_free_ char *out = NULL, *path = NULL;
 
                 if (!def)
                         return;

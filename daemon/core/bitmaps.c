@@ -718,8 +718,9 @@ static void on_refresh_inventory(Domain *d, int error, const char *message, Bitm
                         note_changed(st, c);
                 strv_free(c->problems);
                 c->problems = problems;
-                /* Asked for and unusable: no size (not the last one measured). */
-                if (c->problems && strv_contains((const char *const *) st->measure, checkpoint_name(c))) {
+                /* Unusable: no size (not the last one measured — shut off,
+                 * before the bitmap went). */
+                if (c->problems) {
                         c->size = 0;
                         c->has_size = false;
                         for (size_t i = 0; i < c->def->n_disks; i++)

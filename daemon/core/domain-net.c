@@ -233,7 +233,7 @@ int domain_net_open_tap(Domain *d, const DomainNet *n, size_t i, int *ret_fd, ch
         }
         /* TUN_EXCL: never an existing device, which may be someone else's.
          * VNET_HDR for virtio-net (QEMU offloads through it), as libvirt. */
-        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL;
+        ifr.ifr_flags = (short) (IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL); /* IFF_TUN_EXCL is 0x8000 */
         if (!n->model || streq(n->model, "virtio"))
                 ifr.ifr_flags |= IFF_VNET_HDR;
         snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", n->target ?: "qsnap%d");

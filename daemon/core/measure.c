@@ -233,7 +233,6 @@ static int on_batch_done(sd_event_source *s, void *userdata) {
 static void batch_next(MeasureBatch *b) {
         while (b->next < b->n_notes) {
                 const MeasureNote *n = b->notes + b->next++;
-                _cleanup_free_ char *name = NULL;
                 int r;
 
                 b->st = (struct stat) {};

@@ -130,9 +130,12 @@ int child_run_fds(char *const *argv, const int *fds, size_t n_fds, char **ret_ou
 
                         if (!b) {
                                 char sink[4096];
-                                /* keep draining; the status still counts */
-                                while (read(rfd, sink, sizeof(sink)) > 0 || errno == EINTR)
-                                        ;
+                                ssize_t drained;
+
+                                /* keep draining to EOF; the status still counts */
+                                do
+                                        drained = read(rfd, sink, sizeof(sink));
+                                while (drained > 0 || (drained < 0 && errno == EINTR));
                                 break;
                         }
                         out = b;

@@ -538,6 +538,11 @@ class CrashTest(CheckpointCase):
         # exactly what was written since it, over the new image.
         h = self.h
         dom, imgs = self.domain('cc', disks=('vda',))
+        q.qemu_io_write_pattern(imgs['vda'], 0x80, 2 * MiB, 4 * MiB)
+        # the disk at c1, kept aside (nothing written yet since)
+        at_c1 = h.image_path('cc-at-c1.qcow2')
+        r = q.run([q.QEMU_IMG, 'convert', '-O', 'qcow2', imgs['vda'], at_c1])
+        self.assertEqual(r.returncode, 0, r.stderr)
         h.call(dom, D, 'Start', (0,), 't')
         c1 = self.create(dom, cp_xml('c1'))
         h.write_pattern_live(dom, 'vda', 0x81, 0, MiB)
@@ -559,6 +564,19 @@ class CrashTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
         self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'copy-bitmaps' in f], [], 'the bitmap journal stayed')
+        # The incremental since c1 after all that (shut off: by the paused
+        # QEMU), restored onto a copy of the disk at c1, equals the disk.
+        inc = h.image_path('cc-inc.qcow2')
+        job = h.call(dom, D, 'BackupBegin', ("<domainbackup><incremental>c1</incremental><disks><disk name='vda' "
+                                             "type='file'><target file='%s'/></disk></disks></domainbackup>" % inc,
+                                             '', 0), 'sst')
+        q.wait_until(lambda: h.get_property(job, J, 'State') in ('completed', 'failed', 'canceled'), 60, 'the backup')
+        self.assertEqual(h.get_property(job, J, 'State'), 'completed', h.get_property(job, J, 'Error'))
+        self.assertEqual(h.get_property(job, J, 'End'), 4 * MiB, 'the incremental copies what changed since c1')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', at_c1, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'qcow2', '-F', 'qcow2', dest, inc])
+        self.assertEqual(r.returncode, 0, 'c1 + incremental against the disk: %s' % (r.stdout + r.stderr))
 
 
 class ChainTest(CheckpointCase):

@@ -38,12 +38,18 @@ static int property_get_disks(sd_bus *bus, const char *path, const char *interfa
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+/* InterfacesAdded of a new checkpoint is being sent: its Size is what is
+ * known (0 for bitmaps just added), and no reader asked for more. */
+static bool emitting_added;
+
 static int property_get_size(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Checkpoint *c = userdata;
         /* The last measurement; each read starts the next one (GetXMLDesc
-         * with SIZE waits for it). */
-        (void) bitmaps_measure(c->tree->domain, checkpoint_name(c), NULL, NULL);
+         * with SIZE waits for it). Not InterfacesAdded's read: that would
+         * cost every CreateCheckpoint four QMP round trips after it. */
+        if (!emitting_added)
+                (void) bitmaps_measure(c->tree->domain, checkpoint_name(c), NULL, NULL);
         return sd_bus_message_append(reply, "t", c->size);
 }
 
@@ -251,7 +257,9 @@ void bus_checkpoint_emit_added(Bus *b, Checkpoint *c, Checkpoint *previous_curre
 
         if (!path)
                 return (void) log_oom();
+        emitting_added = true;
         (void) sd_bus_emit_object_added(b->bus, path);
+        emitting_added = false;
         if (c->parent)
                 emit_properties(b, c->parent, STRV_MAKE("Children"));
         if (previous_current && previous_current != c && previous_current != d->checkpoints.current)

@@ -140,7 +140,7 @@ static int plan_store(CheckpointPlan *p) {
         if (r < 0)
                 return r;
         p->result = c;
-        manager_notify_checkpoint_added(d->manager, d, c, previous);
+        manager_notify_checkpoint_added(d->manager, d, c, previous, !p->redefine);
         return 0;
 }
 
@@ -424,7 +424,7 @@ static void recovery_finish(Domain *d, Recovery *rc) {
             !checkpoint_tree_find(&d->checkpoints, def->name) &&
             (!def->parent || checkpoint_tree_find(&d->checkpoints, def->parent)) &&
             checkpoint_tree_add(&d->checkpoints, TAKE_PTR(def), true, &c) >= 0) {
-                manager_notify_checkpoint_added(d->manager, d, c, previous);
+                manager_notify_checkpoint_added(d->manager, d, c, previous, false);
                 log_notice("Domain '%s': finished checkpoint '%s' interrupted after its bitmaps were added.",
                            d->def->name, checkpoint_name(c));
         }

@@ -279,7 +279,7 @@ static void store_checkpoint(BackupOp *b) {
                 return;
         }
         log_info("Domain '%s': checkpoint '%s' created with backup %s.", d->def->name, strna(name), b->plan->id);
-        manager_notify_checkpoint_added(d->manager, d, c, previous);
+        manager_notify_checkpoint_added(d->manager, d, c, previous, true);
 }
 
 void backup_finish(BackupOp *b) {

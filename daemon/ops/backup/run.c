@@ -991,11 +991,23 @@ void backup_start(Operation *o) {
                 backup_abandon_start(b, -QSNAP_E_NOT_RUNNING, "The domain's QEMU went away.");
 }
 
+/* Before the call returns: the domain's one backup, its files and journal. */
+static int backup_prepare(Operation *o, char **ret_message) {
+        BackupOp *b = o->plan;
+        int r;
+
+        b->domain->backup = o;
+        r = backup_create_files(b, ret_message);
+        if (r >= 0)
+                r = backup_journal_write(b, "prepared");
+        if (r < 0)
+                backup_remove_files(b, false);
+        return r;
+}
+
 int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *userdata, char **ret_message) {
         _cleanup_(backup_plan_freep) BackupPlan *p = plan;
         BackupOp *b;
-        Operation *o;
-        int r;
 
         if ((p->flags & BACKUP_BEGIN_QUIESCE) && !domain_is_active(d)) {
                 *ret_message = strprintf("Domain '%s' is not running: QUIESCE needs a running guest.", d->def->name);
@@ -1014,26 +1026,7 @@ int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *user
         if (!b)
                 return -ENOMEM;
         *b = (BackupOp) { .plan = TAKE_PTR(p), .domain = d, .done = done, .userdata = userdata };
-        r = operation_new(d, &backup_kind, b, &o);
-        if (r < 0)
-                return r;
-        b->op = o;
-        d->backup = o;
-        r = backup_create_files(b, ret_message);
-        if (r >= 0)
-                r = backup_journal_write(b, "prepared");
-        if (r < 0) {
-                backup_remove_files(b, false);
-                operation_cancel(o);
-                return r;
-        }
-        r = operation_start_deferred(o, backup_start);
-        if (r < 0) {
-                backup_remove_files(b, false);
-                operation_cancel(o);
-                return r;
-        }
-        return 0;
+        return operation_begin(d, &backup_kind, b, &b->op, backup_start, backup_prepare, ret_message);
 }
 
 const OperationKind backup_kind = {

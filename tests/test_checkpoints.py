@@ -113,6 +113,28 @@ class CheckpointCase(q.QsnapTestCase):
         self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
         return self.h.get_property(c, C, 'Size')
 
+    def assert_incremental(self, dom, name, size, disk='vda'):
+        """Issue #12's check after a chain operation, the domain shut off:
+        an incremental push since checkpoint `name` (by the paused QEMU,
+        from the bitmaps in the images) copies exactly `size` bytes, and
+        restored onto the disk at that checkpoint (empty: every test makes
+        its checkpoint on fresh images before writing) equals the disk."""
+        h = self.h
+        self.assertEqual(h.get_property(dom, D, 'State'), 'shutoff')
+        self._incs = getattr(self, '_incs', 0) + 1
+        inc = h.image_path('inc%d-%s.qcow2' % (self._incs, name))
+        job = h.call(dom, D, 'BackupBegin', ("<domainbackup><incremental>%s</incremental><disks><disk name='%s' "
+                                             "type='file'><target file='%s'/></disk></disks></domainbackup>"
+                                             % (name, disk, inc), '', 0), 'sst')
+        q.wait_until(lambda: h.get_property(job, J, 'State') in ('completed', 'failed', 'canceled'), 60, 'the backup')
+        self.assertEqual(h.get_property(job, J, 'State'), 'completed', h.get_property(job, J, 'Error'))
+        self.assertEqual(h.get_property(job, J, 'End'), size, 'the incremental since %s copies what changed' % name)
+        base = q.qemu_img_create(h.image_path('at%d-%s.qcow2' % (self._incs, name)), '16M')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', base, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'qcow2', '-F', 'qcow2', self.active(dom, disk), inc])
+        self.assertEqual(r.returncode, 0, '%s + incremental against the disk: %s' % (name, r.stdout + r.stderr))
+
     def refused(self, dom, imgs, error, xml, flags=0):
         before = (self.h.get_property(dom, D, 'Checkpoints'), {p: image_bitmaps(p) for p in imgs.values()})
         with self.assertDBusError(error):
@@ -312,6 +334,9 @@ class DeleteTest(CheckpointCase):
         for p in imgs.values():
             self.assertEqual(image_bitmaps(p), {'c1': ['auto']})
             q.qemu_img_check(p)
+        # c1 after the delete of the middle c2: an incremental since it
+        # has both writes.
+        self.assert_incremental(dom, 'c1', 2 * MiB)
 
     def test_delete_flags_offline(self):
         h = self.h
@@ -579,6 +604,40 @@ class CrashTest(CheckpointCase):
         self.assertEqual(r.returncode, 0, 'c1 + incremental against the disk: %s' % (r.stdout + r.stderr))
 
 
+    def test_copy_crash_between_abort_and_bitmap_removal(self):
+        # qsnapd killed after an aborted copy ended and before its target
+        # lost the bitmaps it got at READY (block-copy:unbitmap): the next
+        # one finds the target still open in QEMU, removes them, closes it
+        # and keeps the destination (an Abort's, as libvirt).
+        h = self.h
+        dom, imgs = self.domain('cu', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x85, 0, MiB)
+        dest = h.image_path('cu-dest.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the copy is ready')
+        q.wait_until(lambda: 'c1' in self.node_bitmaps(dom).get(dest, {}), 30, 'the target got c1')
+        mark, _ = h.crash_at('block-copy:unbitmap', job, J, 'Abort', (0,), 't')
+        h.wait_for_log(r'copy job \S+ ended while qsnapd was away; its destination stays', mark)
+        q.wait_until(lambda: dest not in self.node_bitmaps(dom), 30, 'the target closed')
+        self.assertEqual(image_bitmaps(dest), {}, 'the aborted copy kept our bitmaps')
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x85, 0, MiB), 'the copy has the data')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-copy' in f or 'copy-bitmaps' in f], [],
+                         'the copy journal stayed')
+        self.assertEqual(self.active(dom, 'vda'), imgs['vda'])
+        self.assertEqual(self.size(c1), MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # A later restart does not take the kept destination for a copy
+        # that never started.
+        h.restart_daemon()
+        self.assertTrue(os.path.exists(dest))
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(dest), {})
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+
+
 class ChainTest(CheckpointCase):
     """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each
     chain operation every checkpoint is usable and its Size is exactly the
@@ -616,6 +675,8 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Start', (0,), 't')
         self.assertEqual(self.size(c1), 5 * MiB)
         self.assertEqual(h.get_property(c2, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 4 * MiB)   # vdb's MiB is not in vda's
 
     def test_external_snapshot_offline(self):
         h = self.h
@@ -630,6 +691,8 @@ class ChainTest(CheckpointCase):
         h.write_pattern_live(dom, 'vda', 0x56, 0, 2 * MiB)
         self.assertEqual(self.size(c1), 2 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 2 * MiB)
 
     def test_revert_external(self):
         h = self.h
@@ -660,6 +723,8 @@ class ChainTest(CheckpointCase):
         self.assertEqual(self.size(c1), 2 * MiB)
         h.call(c2, C, 'Delete', (0,), 't')
         self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 2 * MiB)
 
     def test_revert_internal(self):
         h = self.h
@@ -734,6 +799,7 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(top), {'c1': ['auto']})
         q.qemu_img_check(top)
+        self.assert_incremental(dom, 'c1', 4 * MiB)
 
     def test_commit_of_a_middle_layer(self):
         h = self.h
@@ -754,6 +820,7 @@ class ChainTest(CheckpointCase):
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(base), {'c1': ['auto']})
+        self.assert_incremental(dom, 'c1', 3 * MiB)
 
     def test_copy_with_pivot(self):
         h = self.h
@@ -776,6 +843,37 @@ class ChainTest(CheckpointCase):
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+        self.assert_incremental(dom, 'c1', 4 * MiB)
+
+    def test_copy_aborted_leaves_a_plain_copy(self):
+        # The target got c1 at READY (§2.8); an Abort (no pivot) takes it
+        # away again: the destination is the caller's plain copy, as with
+        # libvirt, which adds the bitmaps only at the pivot.
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x7c, 0, MiB)
+        dest = h.image_path('copy-aborted.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        self.job_state(job, 'ready')
+        self.assertIn('c1', self.node_bitmaps(dom).get(dest, {}), 'the target got c1 at READY')
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(h.get_property(job, J, 'State'), 'canceled')
+        self.assertNotIn(dest, self.node_bitmaps(dom), 'the aborted copy is still open')
+        self.assertEqual(image_bitmaps(dest), {}, 'the aborted copy kept our bitmaps')
+        r = q.run([q.QEMU_IMG, 'check', dest])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x7c, 0, MiB), 'the copy has the data')
+        # The disk and its checkpoint are untouched.
+        self.assertEqual(self.active(dom, 'vda'), imgs['vda'])
+        self.assertEqual(self.size(c1), MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'copy-bitmaps' in f], [], 'the bitmap journal stayed')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+        self.assertEqual(image_bitmaps(dest), {})
 
     def wait_job_gone(self, dom):
         q.wait_until(lambda: not [j for j in self.h.get_property(dom, D, 'Jobs')
@@ -809,6 +907,8 @@ class ChainTest(CheckpointCase):
         h.write_pattern_live(dom, 'vda', 0x84, 12 * MiB, MiB)
         self.assertEqual(self.size(c1), 4 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 4 * MiB)
 
     def test_snapshot_delete_backward(self):
         """Backward: the frozen file is streamed into the overlay above it,
@@ -832,6 +932,8 @@ class ChainTest(CheckpointCase):
         self.assertNotIn(imgs['vda'], h.get_property(dom, D, 'Disks')[0][3])
         self.assertEqual(self.size(c1), 3 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 3 * MiB)
 
     def test_snapshot_delete_offline(self):
         """Shut off, qemu-img commit and rebase write through the images'
@@ -859,6 +961,7 @@ class ChainTest(CheckpointCase):
                 self.assertEqual(h.get_property(c1, C, 'Problems'), [])
                 self.assertEqual(self.size(c1), 3 * MiB)
                 h.call(dom, D, 'Stop', (0,), 't')
+                self.assert_incremental(dom, 'c1', 3 * MiB)
 
 
 if __name__ == '__main__':

@@ -336,6 +336,10 @@ class CrashTest(DeleteTestCase):
     OFFLINE_BACKWARD = (
         ('delete:intent',   AGAIN),
         ('delete:rebase',   AGAIN),    # before qemu-img rebase of the overlay onto F's backing
+        # between the data-copying rebase (the header names its -b json: spec of
+        # /proc/self/fd/N files) and the header-only one: the recovery writes the
+        # real name from the journal, then finds the merge complete
+        ('delete:rebase-name', MERGED),
         ('delete:merged',   MERGED),
         ('delete:metadata', STORED),
     )
@@ -368,12 +372,16 @@ class CrashTest(DeleteTestCase):
     def journal(self, dom):
         return os.path.join(self.h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')
 
-    def crash_and_recover(self, dom, snap, vname, point, recovery):
+    def crash_and_recover(self, dom, snap, vname, point, recovery, after_crash=None):
         """Crashes qsnapd at point in Delete of snap, starts a new one and
         waits for its recovery: the log line, and with AGAIN the delete
-        that runs again to its end."""
+        that runs again to its end. after_crash() runs while no qsnapd
+        does."""
         h = self.h
-        mark, _ = h.crash_at(point, snap, S, 'Delete', (0,), 't')
+        mark, _ = h.crash_at(point, snap, S, 'Delete', (0,), 't', start_again=after_crash is None)
+        if after_crash:
+            after_crash()
+            h.start_daemon()
         if recovery is STAYS:
             self.assertNotIn('a snapshot delete was interrupted', h.daemon_log_since(mark), point)
             self.assertFalse(os.path.exists(self.journal(dom)), point)
@@ -404,6 +412,17 @@ class CrashTest(DeleteTestCase):
                       if f.startswith(prefix + '.') and self.h.image_path(f) not in used)
         self.assertEqual(left, [], '%s: files nothing reads any more' % what)
 
+    def header_names(self, name):
+        """{file: the backing name its header holds} of domain name's
+        images, each read alone (qemu-img info follows no backing name; no
+        bus call: it would start qsnapd)."""
+        prefix = name + '.'
+        names = {}
+        for f in sorted(os.listdir(self.h.images_dir)):
+            if f.startswith(prefix):
+                names[f] = q.qemu_img_info(self.h.image_path(f)).get('backing-filename')
+        return names
+
     def run_crash(self, point, recovery, live, merge='forward', victim=2):
         h = self.h
         name = ('c%s%s%s' % (point.split(':')[1], 'l' if live else 'o', merge[0])).replace('-', '')
@@ -415,7 +434,21 @@ class CrashTest(DeleteTestCase):
         else:
             dom, base = self.offline_chain(name, 3, xml)
         victim_path = self.snap_path(dom, vname)
-        self.crash_and_recover(dom, victim_path, vname, point, recovery)
+        after_crash = None
+        if point == 'delete:rebase-name':
+            def after_crash():
+                # the window is real: the overlay's header names qemu-img's descriptors
+                spec = [n for n in self.header_names(name).values() if n and n.startswith('json:')]
+                self.assertEqual(len(spec), 1, '%s: %s' % (point, self.header_names(name)))
+                self.assertIn('/proc/self/fd/', spec[0], point)
+        mark = self.h.daemon_log_mark()
+        self.crash_and_recover(dom, victim_path, vname, point, recovery, after_crash)
+        if after_crash:
+            self.assertRegex(self.h.daemon_log_since(mark), r"wrote the backing name \S+ into \S+ \(the rebase", point)
+        # whatever the point, every header names a real file: a plain name
+        for f, n in self.header_names(name).items():
+            if n:
+                self.assertTrue(n.startswith('/') and os.path.exists(n), '%s: %s names %r' % (point, f, n))
         expected = {k: v for k, v in {'s1': 1, 's2': 2, 's3': 3}.items() if k != vname}
         if recovery is STAYS:
             self.assertEqual(self.names(dom), ['s1', 's2', 's3'], point)

@@ -19,93 +19,10 @@
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 #define STRV_MAKE(...) ((char *[]) { __VA_ARGS__, NULL })
 
-/* ---- what bus-moment.c needs of a checkpoint ---- */
+DEFINE_BUS_MOMENT_KIND(checkpoint, Checkpoint, checkpoints, "checkpoint", QSNAP_CHECKPOINT_INTERFACE,
+                       CHECKPOINT_LIST_ALL);
 
-static Domain *kind_domain(const void *node) {
-        return ((const Checkpoint *) node)->tree->domain;
-}
-
-static const char *kind_name(const void *node) {
-        return checkpoint_name(node);
-}
-
-static void *kind_find(Domain *d, const char *name) {
-        return checkpoint_tree_find(&d->checkpoints, name);
-}
-
-static void *kind_first(Domain *d) {
-        return d->checkpoints.first;
-}
-
-static void *kind_next(const void *node) {
-        return ((const Checkpoint *) node)->next;
-}
-
-static int kind_list(Domain *d, const void *parent, uint64_t flags, void ***ret, size_t *ret_n) {
-        Checkpoint **list = NULL;
-        int r;
-
-        r = checkpoint_tree_list(&d->checkpoints, parent, flags, &list, ret_n);
-        if (r >= 0)
-                *ret = (void **) list;
-        return r;
-}
-
-static const BusMomentKind checkpoint_moment_kind = {
-        .kind = "checkpoint",
-        .interface = QSNAP_CHECKPOINT_INTERFACE,
-        .list_all = CHECKPOINT_LIST_ALL,
-        .domain = kind_domain,
-        .name = kind_name,
-        .find = kind_find,
-        .first = kind_first,
-        .next = kind_next,
-        .list = kind_list,
-};
-
-char *bus_checkpoint_path(const Checkpoint *c) {
-        return bus_moment_path(&checkpoint_moment_kind, c);
-}
-
-int bus_append_checkpoint_paths(sd_bus_message *m, Checkpoint *const *list, size_t n) {
-        return bus_moment_append_paths(&checkpoint_moment_kind, m, (void *const *) list, n);
-}
-
-int bus_append_domain_checkpoints(sd_bus_message *m, Domain *d) {
-        return bus_moment_append_all(&checkpoint_moment_kind, m, d);
-}
-
-/* ---- properties ---- */
-
-static int property_get_name(sd_bus *bus, const char *path, const char *interface, const char *property,
-                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Checkpoint *c = userdata;
-        return sd_bus_message_append(reply, "s", c->def->name);
-}
-
-static int property_get_description(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Checkpoint *c = userdata;
-        return sd_bus_message_append(reply, "s", strempty(c->def->description));
-}
-
-static int property_get_parent(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Checkpoint *c = userdata;
-        return bus_moment_append_path(&checkpoint_moment_kind, reply, c->parent);
-}
-
-static int property_get_children(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Checkpoint *c = userdata;
-        return bus_append_checkpoint_paths(reply, c->children, c->n_children);
-}
-
-static int property_get_creation_time(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Checkpoint *c = userdata;
-        return sd_bus_message_append(reply, "t", (uint64_t) (c->def->creation_time > 0 ? c->def->creation_time : 0));
-}
+/* ---- properties (the ones every moment has: DEFINE_BUS_MOMENT_KIND) ---- */
 
 static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
@@ -121,19 +38,19 @@ static int property_get_disks(sd_bus *bus, const char *path, const char *interfa
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+/* InterfacesAdded of a new checkpoint is being sent: its Size is what is
+ * known (0 for bitmaps just added), and no reader asked for more. */
+static bool emitting_added;
+
 static int property_get_size(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Checkpoint *c = userdata;
         /* The last measurement; each read starts the next one (GetXMLDesc
-         * with SIZE waits for it). */
-        (void) bitmaps_measure(c->tree->domain, checkpoint_name(c), NULL, NULL);
+         * with SIZE waits for it). Not InterfacesAdded's read: that would
+         * cost every CreateCheckpoint four QMP round trips after it. */
+        if (!emitting_added)
+                (void) bitmaps_measure(c->tree->domain, checkpoint_name(c), NULL, NULL);
         return sd_bus_message_append(reply, "t", c->size);
-}
-
-static int property_get_is_current(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Checkpoint *c = userdata;
-        return sd_bus_message_append(reply, "b", c->tree->current == c);
 }
 
 static int property_get_problems(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -192,11 +109,9 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "GetXMLDesc", CHECKPOINT_XML_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~CHECKPOINT_XML_ALL)
-                return bus_error_unknown_flags(error, "GetXMLDesc", flags, CHECKPOINT_XML_ALL);
         if (flags & CHECKPOINT_XML_SECURE) {
                 const char *details[] = { "domain", d->def->name, NULL };
 
@@ -242,11 +157,9 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "Delete", CHECKPOINT_DELETE_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~CHECKPOINT_DELETE_ALL)
-                return bus_error_unknown_flags(error, "Delete", flags, CHECKPOINT_DELETE_ALL);
         r = checkpoint_delete_check(c, flags, &message);
         if (r < 0)
                 return bus_error_set_errno_message(error, r, message);
@@ -344,7 +257,9 @@ void bus_checkpoint_emit_added(Bus *b, Checkpoint *c, Checkpoint *previous_curre
 
         if (!path)
                 return (void) log_oom();
+        emitting_added = true;
         (void) sd_bus_emit_object_added(b->bus, path);
+        emitting_added = false;
         if (c->parent)
                 emit_properties(b, c->parent, STRV_MAKE("Children"));
         if (previous_current && previous_current != c && previous_current != d->checkpoints.current)
@@ -369,21 +284,16 @@ void bus_checkpoint_emit_all_removed(Bus *b, Domain *d) {
 
 /* ---- object tree ---- */
 
-static int checkpoint_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-                                  void **found, sd_bus_error *error) {
-        return bus_moment_find(&checkpoint_moment_kind, userdata, path, found);
-}
-
 static const sd_bus_vtable checkpoint_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Description", "s", property_get_description, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Parent", "o", property_get_parent, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Children", "ao", property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("CreationTime", "t", property_get_creation_time, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Name", "s", checkpoint_property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Description", "s", checkpoint_property_get_description, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Parent", "o", checkpoint_property_get_parent, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Children", "ao", checkpoint_property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CreationTime", "t", checkpoint_property_get_creation_time, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Disks", "a(ss)", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Size", "t", property_get_size, 0, 0),
-        SD_BUS_PROPERTY("IsCurrent", "b", property_get_is_current, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("IsCurrent", "b", checkpoint_property_get_is_current, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Problems", "as", property_get_problems, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("GetXMLDesc", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("s", xml), method_get_xml_desc,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

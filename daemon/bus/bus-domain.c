@@ -215,19 +215,6 @@ static int domain_call_async(sd_bus_message *m, Domain *d, domain_call_t call, u
         return bus_async_call_result(m, r, message, error);
 }
 
-static int read_flags(sd_bus_message *m, const char *method, uint64_t known, uint64_t *ret, sd_bus_error *error) {
-        uint64_t flags = 0;
-        int r;
-
-        r = sd_bus_message_read(m, "t", &flags);
-        if (r < 0)
-                return r;
-        if (flags & ~known)
-                return bus_error_unknown_flags(error, method, flags, known);
-        *ret = flags;
-        return 0;
-}
-
 static int check_result(int r, char *message, sd_bus_error *error) {
         _cleanup_free_ char *m = message;
         return r < 0 ? bus_error_set_errno_message(error, r, m) : 0;
@@ -242,7 +229,7 @@ static int lifecycle_method(sd_bus_message *m, Domain *d, const char *method, ui
         uint64_t flags = 0;
         int r;
 
-        r = read_flags(m, method, known, &flags, error);
+        r = bus_read_flags(m, method, known, &flags, error);
         if (r < 0)
                 return r;
         r = check(d, &message);
@@ -293,7 +280,7 @@ static int method_undefine(sd_bus_message *m, void *userdata, sd_bus_error *erro
         uint64_t flags = 0;
         int r;
 
-        r = read_flags(m, "Undefine", DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+        r = bus_read_flags(m, "Undefine", DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
                        &flags, error);
         if (r < 0)
                 return r;
@@ -343,7 +330,7 @@ static int method_open_console(sd_bus_message *m, void *userdata, sd_bus_error *
 
         r = sd_bus_message_read(m, "s", &dev);
         if (r >= 0)
-                r = read_flags(m, "OpenConsole", 0, &flags, error);
+                r = bus_read_flags(m, "OpenConsole", 0, &flags, error);
         if (r < 0)
                 return r;
         r = domain_console_check(d, dev, &message);
@@ -369,7 +356,7 @@ static int method_open_graphics_fd(sd_bus_message *m, void *userdata, sd_bus_err
 
         r = sd_bus_message_read(m, "u", &idx);
         if (r >= 0)
-                r = read_flags(m, "OpenGraphicsFD", 0, &flags, error);
+                r = bus_read_flags(m, "OpenGraphicsFD", 0, &flags, error);
         if (r < 0)
                 return r;
         r = domain_graphics_check(d, idx, &message);
@@ -390,7 +377,7 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags = 0;
         int r;
 
-        r = read_flags(m, "GetXMLDesc", DOMAIN_XML_SECURE | DOMAIN_XML_INACTIVE, &flags, error);
+        r = bus_read_flags(m, "GetXMLDesc", DOMAIN_XML_SECURE | DOMAIN_XML_INACTIVE, &flags, error);
         if (r < 0)
                 return r;
         if (flags & DOMAIN_XML_SECURE) {
@@ -416,7 +403,7 @@ static int method_qemu_monitor_command(sd_bus_message *m, void *userdata, sd_bus
         r = sd_bus_message_read(m, "s", &command);
         if (r < 0)
                 return r;
-        r = read_flags(m, "QemuMonitorCommand", DOMAIN_MONITOR_HMP, &flags, error);
+        r = bus_read_flags(m, "QemuMonitorCommand", DOMAIN_MONITOR_HMP, &flags, error);
         if (r < 0)
                 return r;
         if (isempty(command))

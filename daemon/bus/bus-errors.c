@@ -158,3 +158,16 @@ int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t fl
                                  "Unknown flag bits 0x%" PRIx64 " for %s (known flags: 0x%" PRIx64 ").",
                                  flags & ~known, method, known);
 }
+
+int bus_read_flags(sd_bus_message *m, const char *method, uint64_t known, uint64_t *ret, sd_bus_error *error) {
+        uint64_t flags = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~known)
+                return bus_error_unknown_flags(error, method, flags, known);
+        *ret = flags;
+        return 0;
+}

@@ -56,3 +56,5 @@ int bus_async_call_result(sd_bus_message *m, int r, const char *message, sd_bus_
 
 /* "Unknown flag bits 0x… for Method (known: 0x…)". */
 int bus_error_unknown_flags(sd_bus_error *error, const char *method, uint64_t flags, uint64_t known);
+/* A method's "t" flags argument, read next; refused as above outside known. */
+int bus_read_flags(sd_bus_message *m, const char *method, uint64_t known, uint64_t *ret, sd_bus_error *error);

@@ -164,11 +164,9 @@ static int method_abort(sd_bus_message *m, void *userdata, sd_bus_error *error) 
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "Abort", JOB_ABORT_ASYNC | JOB_ABORT_PIVOT, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~(JOB_ABORT_ASYNC | JOB_ABORT_PIVOT))
-                return bus_error_unknown_flags(error, "Abort", flags, JOB_ABORT_ASYNC | JOB_ABORT_PIVOT);
         return job_method(m, userdata, call_abort, flags, error);
 }
 

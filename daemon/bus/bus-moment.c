@@ -46,11 +46,9 @@ int bus_moment_reply_list(const BusMomentKind *k, sd_bus_message *m, Domain *d, 
         size_t n = 0;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, method, k->list_all, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~k->list_all)
-                return bus_error_unknown_flags(error, method, flags, k->list_all);
         r = k->list(d, parent, flags, &list, &n);
         if (r < 0)
                 return r;

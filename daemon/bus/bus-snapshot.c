@@ -18,87 +18,9 @@
 #define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
 
-/* ---- what bus-moment.c needs of a snapshot ---- */
+DEFINE_BUS_MOMENT_KIND(snapshot, Snapshot, snapshots, "snapshot", QSNAP_SNAPSHOT_INTERFACE, SNAPSHOT_LIST_ALL);
 
-static Domain *kind_domain(const void *node) {
-        return ((const Snapshot *) node)->tree->domain;
-}
-
-static const char *kind_name(const void *node) {
-        return snapshot_name(node);
-}
-
-static void *kind_find(Domain *d, const char *name) {
-        return snapshot_tree_find(&d->snapshots, name);
-}
-
-static void *kind_first(Domain *d) {
-        return d->snapshots.first;
-}
-
-static void *kind_next(const void *node) {
-        return ((const Snapshot *) node)->next;
-}
-
-static int kind_list(Domain *d, const void *parent, uint64_t flags, void ***ret, size_t *ret_n) {
-        Snapshot **list = NULL;
-        int r;
-
-        r = snapshot_tree_list(&d->snapshots, parent, flags, &list, ret_n);
-        if (r >= 0)
-                *ret = (void **) list;
-        return r;
-}
-
-static const BusMomentKind snapshot_moment_kind = {
-        .kind = "snapshot",
-        .interface = QSNAP_SNAPSHOT_INTERFACE,
-        .list_all = SNAPSHOT_LIST_ALL,
-        .domain = kind_domain,
-        .name = kind_name,
-        .find = kind_find,
-        .first = kind_first,
-        .next = kind_next,
-        .list = kind_list,
-};
-
-char *bus_snapshot_path(const Snapshot *s) {
-        return bus_moment_path(&snapshot_moment_kind, s);
-}
-
-int bus_append_snapshot_paths(sd_bus_message *m, Snapshot *const *list, size_t n) {
-        return bus_moment_append_paths(&snapshot_moment_kind, m, (void *const *) list, n);
-}
-
-int bus_append_domain_snapshots(sd_bus_message *m, Domain *d) {
-        return bus_moment_append_all(&snapshot_moment_kind, m, d);
-}
-
-/* ---- properties ---- */
-
-static int property_get_name(sd_bus *bus, const char *path, const char *interface, const char *property,
-                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Snapshot *s = userdata;
-        return sd_bus_message_append(reply, "s", s->def->name);
-}
-
-static int property_get_description(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Snapshot *s = userdata;
-        return sd_bus_message_append(reply, "s", strempty(s->def->description));
-}
-
-static int property_get_parent(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Snapshot *s = userdata;
-        return bus_moment_append_path(&snapshot_moment_kind, reply, s->parent);
-}
-
-static int property_get_children(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Snapshot *s = userdata;
-        return bus_append_snapshot_paths(reply, s->children, s->n_children);
-}
+/* ---- properties (the ones every moment has: DEFINE_BUS_MOMENT_KIND) ---- */
 
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
@@ -119,18 +41,6 @@ static int property_get_memory(sd_bus *bus, const char *path, const char *interf
         return sd_bus_message_append(reply, "s", snapshot_location_to_string(snapshot_memory(s)));
 }
 
-static int property_get_creation_time(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Snapshot *s = userdata;
-        return sd_bus_message_append(reply, "t", (uint64_t) (s->def->creation_time > 0 ? s->def->creation_time : 0));
-}
-
-static int property_get_is_current(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Snapshot *s = userdata;
-        return sd_bus_message_append(reply, "b", s->tree->current == s);
-}
-
 static int property_get_has_metadata(sd_bus *bus, const char *path, const char *interface, const char *property,
                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         /* Every snapshot with an object has stored metadata. */
@@ -145,11 +55,9 @@ static int method_get_xml_desc(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "GetXMLDesc", SNAPSHOT_XML_SECURE, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_XML_SECURE)
-                return bus_error_unknown_flags(error, "GetXMLDesc", flags, SNAPSHOT_XML_SECURE);
         if (flags & SNAPSHOT_XML_SECURE) {
                 const char *details[] = { "domain", s->tree->domain->def->name, NULL };
 
@@ -180,11 +88,9 @@ static int method_check_delete(sd_bus_message *m, void *userdata, sd_bus_error *
         uint64_t flags, bytes = 0;
         int r, r2;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "CheckDelete", SNAPSHOT_DELETE_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_DELETE_ALL)
-                return bus_error_unknown_flags(error, "CheckDelete", flags, SNAPSHOT_DELETE_ALL);
         measure_notes_reset(s->tree->domain->manager);
         r = snapshot_delete_check(s, flags, &bytes, &message);
         if (r == -ENOMEM)
@@ -225,11 +131,9 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, "Delete", SNAPSHOT_DELETE_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_DELETE_ALL)
-                return bus_error_unknown_flags(error, "Delete", flags, SNAPSHOT_DELETE_ALL);
         /* Refused calls cost no polkit round trip and say what CheckDelete
          * says; the sizes are measured first, as for CheckDelete. */
         measure_notes_reset(d->manager);
@@ -287,11 +191,9 @@ static int read_revert_flags(sd_bus_message *m, const char *method, uint64_t *re
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(m, "t", &flags);
+        r = bus_read_flags(m, method, SNAPSHOT_REVERT_ALL, &flags, error);
         if (r < 0)
                 return r;
-        if (flags & ~SNAPSHOT_REVERT_ALL)
-                return bus_error_unknown_flags(error, method, flags, SNAPSHOT_REVERT_ALL);
         if ((flags & SNAPSHOT_REVERT_RUNNING) && (flags & SNAPSHOT_REVERT_PAUSED))
                 return sd_bus_error_setf(error, QSNAP_ERROR_INVALID_ARGUMENT,
                                          "%s: RUNNING (1) and PAUSED (2) exclude each other.", method);
@@ -391,22 +293,17 @@ void bus_snapshot_emit_all_removed(Bus *b, Domain *d) {
 
 /* ---- object tree ---- */
 
-static int snapshot_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
-                                sd_bus_error *error) {
-        return bus_moment_find(&snapshot_moment_kind, userdata, path, found);
-}
-
 static const sd_bus_vtable snapshot_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Description", "s", property_get_description, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Parent", "o", property_get_parent, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Children", "ao", property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Name", "s", snapshot_property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Description", "s", snapshot_property_get_description, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Parent", "o", snapshot_property_get_parent, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Children", "ao", snapshot_property_get_children, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Location", "s", property_get_location, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Memory", "s", property_get_memory, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("CreationTime", "t", property_get_creation_time, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("IsCurrent", "b", property_get_is_current, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CreationTime", "t", snapshot_property_get_creation_time, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("IsCurrent", "b", snapshot_property_get_is_current, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("HasMetadata", "b", property_get_has_metadata, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("GetXMLDesc", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("s", xml), method_get_xml_desc,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

@@ -939,15 +939,22 @@ int domain_check_running(Domain *d, char **ret_message) {
         return 0;
 }
 
-int domain_check_pause(Domain *d, bool pause, char **ret_message) {
-        int r = domain_check_running(d, ret_message);
-        if (r < 0)
-                return r;
+int domain_check_idle(const Domain *d, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
                         *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
                 return -QSNAP_E_BUSY;
         }
+        return 0;
+}
+
+int domain_check_pause(Domain *d, bool pause, char **ret_message) {
+        int r = domain_check_running(d, ret_message);
+        if (r < 0)
+                return r;
+        r = domain_check_idle(d, ret_message);
+        if (r < 0)
+                return r;
         /* Already there: nothing to do, as in libvirt. */
         return d->state == (pause ? DOMAIN_PAUSED : DOMAIN_RUNNING) ? 1 : 0;
 }

@@ -181,6 +181,9 @@ int domain_check_stop(Domain *d, char **ret_message);
 /* 1: already paused (resp. running), nothing to do. */
 int domain_check_pause(Domain *d, bool pause, char **ret_message);
 int domain_check_running(Domain *d, char **ret_message);
+/* -QSNAP_E_BUSY ("Domain '…' is busy with another operation.") while an
+ * operation holds d; 0 when it is free. */
+int domain_check_idle(const Domain *d, char **ret_message);
 int domain_check_undefine(Domain *d, char **ret_message);
 
 /* The guest runs again (a cont of ours was answered): State says so now,

@@ -129,10 +129,11 @@ void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e) {
                 m->observer->job_event(d, j, e, m->observer_userdata);
 }
 
-void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current) {
+void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current, bool checked) {
         if (m->observer && m->observer->checkpoint_added)
                 m->observer->checkpoint_added(d, c, previous_current, m->observer_userdata);
-        (void) bitmaps_refresh(d, NULL, NULL);
+        if (!checked)
+                (void) bitmaps_refresh(d, NULL, NULL);
 }
 
 void manager_notify_checkpoints_moved(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,

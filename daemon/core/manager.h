@@ -140,7 +140,10 @@ void manager_notify_snapshot_added(Manager *m, Domain *d, Snapshot *s);
 void manager_notify_snapshots_deleted(Manager *m, Domain *d, char *const *names, Snapshot *const *changed,
                                       size_t n_changed, Snapshot *previous_current);
 void manager_notify_job(Manager *m, Domain *d, Job *j, JobEvent e);
-void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current);
+/* checked: the caller just read the images' bitmaps and added c's own (a
+ * CreateCheckpoint or a backup's checkpoint, not a REDEFINE or a recovery):
+ * the other checkpoints' Problems cannot have changed, so no refresh. */
+void manager_notify_checkpoint_added(Manager *m, Domain *d, Checkpoint *c, Checkpoint *previous_current, bool checked);
 void manager_notify_checkpoints_changed(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,
                                         size_t n_changed);
 void manager_notify_checkpoints_moved(Manager *m, Domain *d, char *const *removed, Checkpoint *const *changed,

@@ -283,3 +283,336 @@ finish:
         free(changed.items);
         return r;
 }
+
+/* ---- persistence ---- */
+
+int moment_tree_link(const MomentOps *ops, void *tree, void *def, void **ret) {
+        Hashmap **map = ops->by_name(tree);
+        const char *name = *ops->def_name(def);
+        char **parent_name = ops->def_parent(def);
+        void *node, *parent = NULL;
+        int r;
+
+        if (!*map) {
+                *map = hashmap_new();
+                if (!*map)
+                        return -ENOMEM;
+        }
+        if (*parent_name) {
+                parent = hashmap_get(*map, *parent_name);
+                if (!parent) {
+                        log_warning("%s '%s' names parent '%s', which does not exist; it becomes a root.",
+                                    ops->noun_capital, name, *parent_name);
+                        *parent_name = mfree(*parent_name);
+                }
+        }
+
+        node = ops->node_new(tree, def);
+        if (!node)
+                return -ENOMEM;
+        r = hashmap_put(*map, name, node);
+        if (r >= 0 && parent) {
+                r = ops->add_child(parent, node);
+                if (r < 0)
+                        hashmap_remove(*map, name);
+        }
+        if (r < 0) {
+                free(node); /* nothing of its own yet */
+                return r;
+        }
+        if (parent)
+                ops->set_parent(node, parent);
+        ops->append(tree, node);
+        if (ret)
+                *ret = node;
+        return 0;
+}
+
+int moment_tree_load(const MomentOps *ops, void *tree, const char *dir, const char *uuid, uint64_t read_cap,
+                     char **ret_message) {
+        _cleanup_free_ char *current = NULL;
+        Store **store = ops->store(tree);
+        StoreEntry *entries = NULL;
+        size_t n = 0;
+        int r;
+
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return r;
+        if (!*store) {
+                r = store_open(dir, uuid, ops->store_kind, ops->store_root, read_cap, store);
+                if (r < 0)
+                        return r;
+        }
+        r = store_load(*store, &entries, &n, &current, ret_message);
+        if (r < 0)
+                return r;
+
+        ops->forget(tree);
+        /* Entries come in creation order, so parents come first. */
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                _cleanup_free_ char *message = NULL;
+                void *def = NULL;
+                const char *name;
+
+                if (ops->def_parse(entries[i].xml, &def, &message) < 0) {
+                        log_error("Ignoring stored %s '%s' of domain %s: %s", ops->noun, entries[i].name, uuid,
+                                  strna(message));
+                        continue;
+                }
+                name = *ops->def_name(def);
+                if (!name || hashmap_get(*ops->by_name(tree), name)) {
+                        log_error("Ignoring stored %s '%s' of domain %s: %s.", ops->noun, entries[i].name, uuid,
+                                  name ? "the name is taken" : "it has no name");
+                        ops->def_free(def);
+                        continue;
+                }
+                r = moment_tree_link(ops, tree, def, NULL);
+                if (r < 0)
+                        ops->def_free(def);
+        }
+        store_entries_free(entries, n);
+        if (r < 0)
+                return r;
+        ops->set_current(tree, current ? hashmap_get(*ops->by_name(tree), current) : NULL);
+        return 0;
+}
+
+int moment_tree_put(const MomentOps *ops, void *tree, void *def, bool make_current) {
+        _cleanup_free_ char *xml = NULL;
+        const char *name = *ops->def_name(def);
+        StoreOp batch[2];
+        int r;
+
+        /* The store keeps everything, secrets included; GetXMLDesc filters. */
+        r = ops->def_format(def, &xml);
+        if (r < 0)
+                return r;
+        batch[0] = (StoreOp) { .type = STORE_OP_PUT, .name = name, .xml = xml };
+        batch[1] = (StoreOp) { .type = STORE_OP_CURRENT, .name = name };
+        return store_commit(*ops->store(tree), batch, make_current ? 2 : 1);
+}
+
+int moment_tree_add(const MomentOps *ops, void *tree, void *def, bool make_current, void **ret) {
+        void *node;
+        int r;
+
+        r = moment_tree_put(ops, tree, def, make_current);
+        if (r >= 0)
+                r = moment_tree_link(ops, tree, def, &node);
+        if (r < 0) {
+                ops->def_free(def); /* a failed link is memory only: the next load has it */
+                return r;
+        }
+        if (make_current)
+                ops->set_current(tree, node);
+        if (ret)
+                *ret = node;
+        return 0;
+}
+
+/* Gives node its new definition def (same name). The name map borrows the
+ * old definition's name string: def keeps that one, so the map needs no
+ * change (which could fail). */
+static void install_def(const MomentOps *ops, void *node, void *def) {
+        void *old = ops->def(node);
+        char *name = *ops->def_name(def);
+
+        *ops->def_name(def) = *ops->def_name(old);
+        *ops->def_name(old) = name;
+        ops->set_def(node, def);
+        ops->def_free(old);
+}
+
+int moment_tree_update(const MomentOps *ops, void *tree, void *node, void *def, bool make_current) {
+        void *old = ops->def(node);
+        int r;
+
+        if (!*ops->def_name(def) || !streq(*ops->def_name(def), *ops->def_name(old)) ||
+            !streq_ptr(*ops->def_parent(def), *ops->def_parent(old))) {
+                ops->def_free(def);
+                return -EINVAL;
+        }
+        r = moment_tree_put(ops, tree, def, make_current);
+        if (r < 0) {
+                ops->def_free(def);
+                return r;
+        }
+        install_def(ops, node, def);
+        if (make_current)
+                ops->set_current(tree, node);
+        return 0;
+}
+
+int moment_tree_set_current(const MomentOps *ops, void *tree, void *node) {
+        StoreOp op = { .type = STORE_OP_CURRENT, .name = node ? *ops->def_name(ops->def(node)) : NULL };
+        int r;
+
+        if (ops->current(tree) == node)
+                return 0;
+        r = store_commit(*ops->store(tree), &op, 1);
+        if (r < 0)
+                return r;
+        ops->set_current(tree, node);
+        return 0;
+}
+
+/* A removal's store transaction and what the tree in memory needs after
+ * it, all made before the commit: after it, nothing may fail. */
+typedef struct RemovalBatch {
+        void **touched; /* survivors updated or moved */
+        void **defs;    /* their new definitions */
+        size_t n_touched;
+        char **xmls;
+        StoreOp *ops;
+        size_t n_ops;
+        void *changed;   /* typed (nodes_new()) */
+        void **children; /* per plan->parents[i], typed */
+} RemovalBatch;
+
+static void removal_batch_done(const MomentOps *ops, const MomentRemoval *plan, RemovalBatch *b) {
+        for (size_t i = 0; b->children && i < plan->n_parents; i++)
+                free(b->children[i]);
+        free(b->children);
+        for (size_t k = 0; b->defs && k < b->n_touched; k++)
+                ops->def_free(b->defs[k]);
+        for (size_t k = 0; b->xmls && k < b->n_touched; k++)
+                free(b->xmls[k]);
+        free(b->xmls);
+        free(b->ops);
+        free(b->defs);
+        free(b->touched);
+        free(b->changed);
+}
+
+static int set_def_parent(const MomentOps *ops, void *def, void *parent) {
+        return free_and_strdup(ops->def_parent(def), parent ? *ops->def_name(ops->def(parent)) : NULL);
+}
+
+/* Per surviving node touched (updated or moved): its new definition,
+ * naming the parent the tree gives it. */
+static int removal_batch_defs(const MomentOps *ops, const MomentRemoval *plan, void *const *update, void **new_defs,
+                              size_t n_update, RemovalBatch *b) {
+        int r;
+
+        b->touched = new0(void *, n_update + plan->n_moves + 1);
+        b->defs = new0(void *, n_update + plan->n_moves + 1);
+        if (!b->touched || !b->defs)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_update; i++) {
+                b->touched[b->n_touched] = update[i];
+                b->defs[b->n_touched++] = TAKE_PTR(new_defs[i]);
+        }
+        /* Moved children: a copy of their definition, unless updated anyway,
+         * naming their new parent (libvirt). */
+        for (size_t m = 0; m < plan->n_moves; m++) {
+                void *node = plan->moves[m].node;
+                size_t k;
+
+                for (k = 0; k < b->n_touched && b->touched[k] != node; k++)
+                        ;
+                if (k == b->n_touched) {
+                        r = ops->def_copy(ops->def(node), &b->defs[k]);
+                        if (r < 0)
+                                return r;
+                        b->touched[b->n_touched++] = node;
+                }
+                if (set_def_parent(ops, b->defs[k], plan->moves[m].parent) < 0)
+                        return -ENOMEM;
+        }
+        /* Updated definitions keep the parent the tree gives them. */
+        for (size_t k = 0; k < n_update; k++) {
+                void *p = ops->parent(b->touched[k]);
+
+                if (p && moment_removal_removes(plan, p))
+                        continue; /* set above */
+                if (set_def_parent(ops, b->defs[k], p) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static int removal_batch_store(const MomentOps *ops, const MomentRemoval *plan, void *const *remove, size_t n_remove,
+                               RemovalBatch *b) {
+        int r;
+
+        b->ops = new0(StoreOp, n_remove + b->n_touched + 1);
+        b->xmls = new0(char *, b->n_touched + 1);
+        if (!b->ops || !b->xmls)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_remove; i++)
+                b->ops[b->n_ops++] = (StoreOp) { .type = STORE_OP_DELETE, .name = *ops->def_name(ops->def(remove[i])) };
+        for (size_t k = 0; k < b->n_touched; k++) {
+                const char *name = *ops->def_name(b->defs[k]);
+
+                /* An update keeps the name, and a removed node gets none. */
+                if (!streq_ptr(name, *ops->def_name(ops->def(b->touched[k]))) ||
+                    moment_removal_removes(plan, b->touched[k]))
+                        return -EINVAL;
+                r = ops->def_format(b->defs[k], &b->xmls[k]);
+                if (r < 0)
+                        return r;
+                b->ops[b->n_ops++] = (StoreOp) { .type = STORE_OP_PUT, .name = name, .xml = b->xmls[k] };
+        }
+        /* DELETE of the current entry leaves none current. */
+        if (plan->new_current)
+                b->ops[b->n_ops++] = (StoreOp) {
+                        .type = STORE_OP_CURRENT,
+                        .name = *ops->def_name(ops->def(plan->new_current)),
+                };
+
+        b->changed = ops->nodes_new(plan->changed, plan->n_changed);
+        b->children = new0(void *, plan->n_parents);
+        if (!b->changed || !b->children)
+                return -ENOMEM;
+        for (size_t i = 0; i < plan->n_parents; i++) {
+                b->children[i] = ops->nodes_new(plan->parents[i].children, plan->parents[i].n);
+                if (!b->children[i])
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+/* After the store commit, the tree in memory follows: nothing here can
+ * fail. */
+static void removal_apply(const MomentOps *ops, void *tree, const MomentRemoval *plan, RemovalBatch *b,
+                          void *const *remove, size_t n_remove) {
+        for (size_t i = 0; i < plan->n_parents; i++)
+                ops->set_children(plan->parents[i].parent, TAKE_PTR(b->children[i]), plan->parents[i].n);
+        for (size_t k = 0; k < b->n_touched; k++)
+                install_def(ops, b->touched[k], TAKE_PTR(b->defs[k]));
+        for (size_t m = 0; m < plan->n_moves; m++)
+                ops->set_parent(plan->moves[m].node, plan->moves[m].parent);
+        /* Each drop leaves the list whole, so the next may unlink. */
+        for (size_t i = 0; i < n_remove; i++)
+                ops->drop(tree, remove[i]);
+        ops->set_current(tree, plan->new_current);
+}
+
+int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, size_t n_remove, void *const *update,
+                       void **new_defs, size_t n_update, void **ret_changed, size_t *ret_n_changed) {
+        _cleanup_(moment_removal_done) MomentRemoval plan = {};
+        RemovalBatch b = {};
+        int r;
+
+        r = moment_plan_removal(ops, remove, n_remove, ops->current(tree), &plan);
+        if (r >= 0)
+                r = removal_batch_defs(ops, &plan, update, new_defs, n_update, &b);
+        if (r >= 0)
+                r = removal_batch_store(ops, &plan, remove, n_remove, &b);
+        if (r >= 0)
+                r = store_commit(*ops->store(tree), b.ops, b.n_ops);
+        if (r >= 0) {
+                removal_apply(ops, tree, &plan, &b, remove, n_remove);
+                if (ret_changed) {
+                        *ret_changed = TAKE_PTR(b.changed);
+                        *ret_n_changed = plan.n_changed;
+                }
+                r = 0;
+        }
+        removal_batch_done(ops, &plan, &b);
+        for (size_t i = 0; i < n_update; i++)
+                if (new_defs[i])
+                        ops->def_free(TAKE_PTR(new_defs[i]));
+        return r;
+}

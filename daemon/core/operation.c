@@ -212,6 +212,28 @@ int operation_start_deferred(Operation *o, void (*start)(Operation *o)) {
         return 0;
 }
 
+int operation_begin(Domain *d, const OperationKind *kind, void *plan, Operation **ret, void (*start)(Operation *o),
+                    int (*prepare)(Operation *o, char **ret_message), char **ret_message) {
+        Operation *o;
+        int r;
+
+        r = operation_new(d, kind, plan, &o);
+        if (r < 0)
+                return r;
+        if (ret)
+                *ret = o;
+        /* Armed first: start() runs from the loop, after prepare() anyway,
+         * and prepare() need not undo its work when arming fails. */
+        r = operation_start_deferred(o, start);
+        if (r >= 0 && prepare)
+                r = prepare(o, ret_message);
+        if (r < 0) {
+                operation_cancel(o);
+                return r;
+        }
+        return 0;
+}
+
 int operation_journal_write(Operation *o, json_object *record) {
         Domain *d = o->domain;
         int r;

@@ -99,6 +99,16 @@ struct Operation {
  * is replied from the event loop. */
 int operation_new(Domain *d, const OperationKind *kind, void *plan, Operation **ret);
 
+/* How a call begins a long operation: operation_new() for plan (taken,
+ * also on failure), *ret (may be NULL; usually the plan's back pointer)
+ * set, start(o) armed to run from the event loop, then prepare(o) (may be
+ * NULL), what must be done before the call returns (files, a journal).
+ * When arming or prepare fails, the operation is cancelled (prepare cleans
+ * up its own half-done work first) and the error returned; nobody is
+ * replied to. */
+int operation_begin(Domain *d, const OperationKind *kind, void *plan, Operation **ret, void (*start)(Operation *o),
+                    int (*prepare)(Operation *o, char **ret_message), char **ret_message);
+
 /* The call that began it returns now: replies from here on are direct. */
 void operation_started(Operation *o);
 /* Runs start(o) from the event loop (the call that began it returns first). */

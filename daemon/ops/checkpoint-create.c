@@ -102,10 +102,9 @@ int checkpoint_plan_new(Domain *d, const char *xml, uint64_t flags, CheckpointPl
                 *ret_message = strprintf("Invalid checkpoint XML: %s", strna(error));
                 return r;
         }
-        if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -QSNAP_E_BUSY;
-        }
+        r = domain_check_idle(d, ret_message);
+        if (r < 0)
+                return r;
         r = p->redefine ? plan_redefine(d, p->def, ret_message)
                         : checkpoint_plan_define(d, p->def, (int64_t) time(NULL), NULL, NULL, ret_message);
         if (r < 0)
@@ -141,7 +140,7 @@ static int plan_store(CheckpointPlan *p) {
         if (r < 0)
                 return r;
         p->result = c;
-        manager_notify_checkpoint_added(d->manager, d, c, previous);
+        manager_notify_checkpoint_added(d->manager, d, c, previous, !p->redefine);
         return 0;
 }
 
@@ -376,26 +375,15 @@ static void plan_start(Operation *o) {
 
 int checkpoint_create(Domain *d, CheckpointPlan *plan, CheckpointDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_(checkpoint_plan_freep) CheckpointPlan *p = plan;
-        Operation *o;
         int r;
 
-        if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -QSNAP_E_BUSY;
-        }
+        r = domain_check_idle(d, ret_message);
+        if (r < 0)
+                return r;
         p->domain = d;
         p->done = done;
         p->userdata = userdata;
-        r = operation_new(d, &checkpoint_create_kind, TAKE_PTR(p), &o);
-        if (r < 0)
-                return r;
-        plan->op = o;
-        r = operation_start_deferred(o, plan_start);
-        if (r < 0) {
-                operation_cancel(o);
-                return r;
-        }
-        return 0;
+        return operation_begin(d, &checkpoint_create_kind, TAKE_PTR(p), &plan->op, plan_start, NULL, ret_message);
 }
 
 /* ---- recovery ---- */
@@ -436,7 +424,7 @@ static void recovery_finish(Domain *d, Recovery *rc) {
             !checkpoint_tree_find(&d->checkpoints, def->name) &&
             (!def->parent || checkpoint_tree_find(&d->checkpoints, def->parent)) &&
             checkpoint_tree_add(&d->checkpoints, TAKE_PTR(def), true, &c) >= 0) {
-                manager_notify_checkpoint_added(d->manager, d, c, previous);
+                manager_notify_checkpoint_added(d->manager, d, c, previous, false);
                 log_notice("Domain '%s': finished checkpoint '%s' interrupted after its bitmaps were added.",
                            d->def->name, checkpoint_name(c));
         }

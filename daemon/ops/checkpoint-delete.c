@@ -331,15 +331,15 @@ static void delete_reply(Operation *o, int error, const char *message) {
 
 int checkpoint_delete_check(Checkpoint *c, uint64_t flags, char **ret_message) {
         Domain *d = c->tree->domain;
+        int r;
 
         if ((flags & CHECKPOINT_DELETE_CHILDREN) && (flags & CHECKPOINT_DELETE_CHILDREN_ONLY)) {
                 *ret_message = strdup("CHILDREN (1) and CHILDREN_ONLY (4) exclude each other.");
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -QSNAP_E_BUSY;
-        }
+        r = domain_check_idle(d, ret_message);
+        if (r < 0)
+                return r;
         if (flags & CHECKPOINT_DELETE_METADATA_ONLY)
                 return 0;
         for (size_t i = 0; i < c->def->n_disks; i++)

@@ -417,17 +417,11 @@ static int parser_disk_children(XmlParser *p, xmlNode *n, BackupMode mode, Backu
 static int parser_disk(XmlParser *p, xmlNode *n, BackupMode mode, BackupDisk *ret) {
         _cleanup_(backup_disk_done) BackupDisk d = { .format = _DISK_FORMAT_INVALID };
         XmlList extra = { .strv = &d.extra_elements };
-        const char *problem;
         int backup, r;
 
-        r = xml_attr_get(n, "name", &d.name);
+        r = xml_parser_disk_name(p, n, check_target, &d.name);
         if (r < 0)
                 return r;
-        if (!d.name)
-                return xml_parser_error(p, -EINVAL, n, "<disk> has no name= attribute");
-        problem = check_target(d.name);
-        if (problem)
-                return xml_parser_error(p, -EINVAL, n, "<disk name='%s'> %s", XML_QUOTE(d.name), problem);
         r = parser_yes_no(p, n, "backup", &backup);
         if (r < 0)
                 return r;

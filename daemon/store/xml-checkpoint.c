@@ -112,14 +112,9 @@ static int parser_disk(XmlParser *p, xmlNode *n, CheckpointDisk *ret) {
         uint64_t ignored;
         int r;
 
-        r = xml_attr_get(n, "name", &d.name);
+        r = xml_parser_disk_name(p, n, xml_check_disk_name, &d.name);
         if (r < 0)
                 return r;
-        if (!d.name)
-                return xml_parser_error(p, -EINVAL, n, "<disk> has no name= attribute");
-        problem = xml_check_disk_name(d.name);
-        if (problem)
-                return xml_parser_error(p, -EINVAL, n, "<disk name='%s'> %s", XML_QUOTE(d.name), problem);
 
         r = xml_attr_get(n, "checkpoint", &type);
         if (r < 0)
@@ -223,11 +218,9 @@ static int parser_checkpoint(XmlParser *p, xmlNode *root, CheckpointParseFlags f
                                 return xml_parser_error(p, -EINVAL, c, "<name> '%s' %s", XML_QUOTE(def->name), problem);
 
                 } else if (xml_node_is(c, "description")) {
-                        r = xml_parser_text_once(p, c, &seen_description, &def->description);
+                        r = xml_parser_description(p, c, &seen_description, &def->description);
                         if (r < 0)
                                 return r;
-                        if (isempty(def->description))
-                                def->description = mfree(def->description);
 
                 } else if (xml_node_is(c, "disks")) {
                         r = xml_parser_check_once(p, c, &seen_disks);
@@ -385,18 +378,8 @@ static int write_def(XmlWriter *w, const void *userdata) {
                 return r;
 
         xml_w_puts(w, "<domaincheckpoint>\n");
-        if (def->name)
-                xml_w_text_element(w, LEVEL_CHILD, "name", def->name);
-        if (!isempty(def->description))
-                xml_w_text_element(w, LEVEL_CHILD, "description", def->description);
-        if (def->parent) {
-                xml_w_printf(w, "%*s<parent>\n", LEVEL_CHILD * 2, "");
-                xml_w_text_element(w, LEVEL_CHILD + 1, "name", def->parent);
-                xml_w_printf(w, "%*s</parent>\n", LEVEL_CHILD * 2, "");
-        }
-        if (def->has_creation_time)
-                xml_w_printf(w, "%*s<creationTime>%" PRIi64 "</creationTime>\n", LEVEL_CHILD * 2, "",
-                             def->creation_time);
+        xml_w_moment_name(w, LEVEL_CHILD, def->name, def->description);
+        xml_w_moment_parent(w, LEVEL_CHILD, def->parent, def->has_creation_time, def->creation_time);
         if (def->n_disks > 0) {
                 xml_w_printf(w, "%*s<disks>\n", LEVEL_CHILD * 2, "");
                 for (size_t i = 0; i < def->n_disks; i++)

@@ -205,17 +205,11 @@ static int parser_disk(XmlParser *p, xmlNode *n, SnapshotDisk *ret) {
         _cleanup_free_ char *type = NULL;
         const xmlNode *seen_driver = NULL, *seen_source = NULL, *seen_on_delete = NULL;
         XmlList extra = { .strv = &d.extra_elements };
-        const char *problem;
         int r;
 
-        r = xml_attr_get(n, "name", &d.name);
+        r = xml_parser_disk_name(p, n, xml_check_disk_name, &d.name);
         if (r < 0)
                 return r;
-        if (!d.name)
-                return xml_parser_error(p, -EINVAL, n, "<disk> has no name= attribute");
-        problem = xml_check_disk_name(d.name);
-        if (problem)
-                return xml_parser_error(p, -EINVAL, n, "<disk name='%s'> %s", XML_QUOTE(d.name), problem);
         r = parser_location_attr(p, n, &d.snapshot);
         if (r < 0)
                 return r;
@@ -484,13 +478,8 @@ static int parser_snapshot_child(XmlParser *p, xmlNode *c, bool redefine, Snapsh
                 problem = check_name(def->name);
                 return problem ? xml_parser_error(p, -EINVAL, c, "<name> %s", problem) : 0;
         }
-        if (xml_node_is(c, "description")) {
-                r = xml_parser_text_once(p, c, &seen->description, &def->description);
-                /* libvirt reads an empty description as none. */
-                if (r >= 0 && isempty(def->description))
-                        def->description = mfree(def->description);
-                return r;
-        }
+        if (xml_node_is(c, "description"))
+                return xml_parser_description(p, c, &seen->description, &def->description);
         if (xml_node_is(c, "memory")) {
                 r = xml_parser_check_once(p, c, &seen->memory);
                 return r < 0 ? r : parser_memory(p, c, def);
@@ -944,19 +933,10 @@ static int write_def(XmlWriter *w, const SnapshotDef *def, int base, SnapshotFor
                 return r;
 
         xml_w_printf(w, "%*s<domainsnapshot>\n", base * 2, "");
-        if (def->name)
-                xml_w_text_element(w, level, "name", def->name);
-        if (!isempty(def->description))
-                xml_w_text_element(w, level, "description", def->description);
+        xml_w_moment_name(w, level, def->name, def->description);
         if (def->has_state)
                 xml_w_text_element(w, level, "state", snapshot_state_to_string(def->state));
-        if (def->parent) {
-                xml_w_printf(w, "%*s<parent>\n", level * 2, "");
-                xml_w_text_element(w, level + 1, "name", def->parent);
-                xml_w_printf(w, "%*s</parent>\n", level * 2, "");
-        }
-        if (def->has_creation_time)
-                xml_w_printf(w, "%*s<creationTime>%" PRIi64 "</creationTime>\n", level * 2, "", def->creation_time);
+        xml_w_moment_parent(w, level, def->parent, def->has_creation_time, def->creation_time);
         if (def->memory != SNAPSHOT_LOCATION_DEFAULT) {
                 xml_w_printf(w, "%*s<memory", level * 2, "");
                 xml_w_attr(w, "snapshot", snapshot_location_to_string(def->memory));

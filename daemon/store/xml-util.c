@@ -663,6 +663,34 @@ int xml_parser_path_attr(XmlParser *p, const xmlNode *n, const char *attr, char 
         return 0;
 }
 
+int xml_parser_disk_name(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret) {
+        _cleanup_free_ char *name = NULL;
+        const char *problem;
+        int r;
+
+        r = xml_attr_get(n, "name", &name);
+        if (r < 0)
+                return r;
+        if (!name)
+                return xml_parser_error(p, -EINVAL, n, "<disk> has no name= attribute");
+        problem = check ? check(name) : NULL;
+        if (problem)
+                return xml_parser_error(p, -EINVAL, n, "<disk name='%s'> %s", XML_QUOTE(name), problem);
+        *ret = TAKE_PTR(name);
+        return 0;
+}
+
+int xml_parser_description(XmlParser *p, const xmlNode *n, const xmlNode **seen, char **ret) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        r = xml_parser_text_once(p, n, seen, &text);
+        if (r < 0)
+                return r;
+        *ret = isempty(text) ? NULL : TAKE_PTR(text);
+        return 0;
+}
+
 int xml_parser_parent(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret) {
         const xmlNode *seen_name = NULL;
         _cleanup_free_ char *name = NULL;

@@ -215,6 +215,12 @@ int xml_parser_check_empty(XmlParser *p, const xmlNode *n);
 /* An attribute that must be an absolute path when present; NULL when absent. */
 int xml_parser_path_attr(XmlParser *p, const xmlNode *n, const char *attr, char **ret);
 
+/* A <disk>'s name=, which it must have; check() judges it (NULL: fine). */
+int xml_parser_disk_name(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret);
+
+/* <description> (once); libvirt reads an empty one as none (NULL). */
+int xml_parser_description(XmlParser *p, const xmlNode *n, const xmlNode **seen, char **ret);
+
 /* libvirt's <parent><name>NAME</name></parent>; check() judges NAME as
  * the document's own <name> is judged (NULL: fine). */
 int xml_parser_parent(XmlParser *p, const xmlNode *n, const char *(*check)(const char *name), char **ret);
@@ -250,6 +256,12 @@ void xml_w_extra_attributes(XmlWriter *w, char *const *l);
 void xml_w_extra_elements(XmlWriter *w, int level, char *const *l);
 /* <tag>text</tag> on its own line, `level` deep. */
 void xml_w_text_element(XmlWriter *w, int level, const char *tag, const char *text);
+
+/* The header snapshots and checkpoints share, `level` deep, each element
+ * only when set: <name>, <description>, libvirt's <parent><name>…</name>
+ * </parent>, <creationTime>. */
+void xml_w_moment_name(XmlWriter *w, int level, const char *name, const char *description);
+void xml_w_moment_parent(XmlWriter *w, int level, const char *parent, bool has_creation_time, int64_t creation_time);
 
 /* Appends prefix:name="value" (escaped) to *l. */
 int xml_strv_extend_escaped_attr(char ***l, const char *prefix, const char *name, const char *value);

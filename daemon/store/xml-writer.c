@@ -5,6 +5,7 @@
  * out unless asked for), and a memory stream to write into.
  */
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -117,6 +118,23 @@ void xml_w_text_element(XmlWriter *w, int level, const char *tag, const char *te
         xml_w_printf(w, "%*s<%s>", level * 2, "", tag);
         xml_w_escaped(w, text, false);
         xml_w_printf(w, "</%s>\n", tag);
+}
+
+void xml_w_moment_name(XmlWriter *w, int level, const char *name, const char *description) {
+        if (name)
+                xml_w_text_element(w, level, "name", name);
+        if (!isempty(description))
+                xml_w_text_element(w, level, "description", description);
+}
+
+void xml_w_moment_parent(XmlWriter *w, int level, const char *parent, bool has_creation_time, int64_t creation_time) {
+        if (parent) {
+                xml_w_printf(w, "%*s<parent>\n", level * 2, "");
+                xml_w_text_element(w, level + 1, "name", parent);
+                xml_w_printf(w, "%*s</parent>\n", level * 2, "");
+        }
+        if (has_creation_time)
+                xml_w_printf(w, "%*s<creationTime>%" PRIi64 "</creationTime>\n", level * 2, "", creation_time);
 }
 
 int xml_reindent(const char *xml, const char *root_name, int level, bool secure, char **ret) {

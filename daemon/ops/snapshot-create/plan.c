@@ -436,10 +436,9 @@ int snapshot_plan_new(Domain *d, const char *xml, uint64_t flags, SnapshotPlan *
                 if (r < 0)
                         return r;
         }
-        if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -QSNAP_E_BUSY;
-        }
+        r = domain_check_idle(d, ret_message);
+        if (r < 0)
+                return r;
         if (d->state == DOMAIN_CRASHED) {
                 *ret_message = strprintf("Domain '%s' crashed; stop it first.", d->def->name);
                 return -QSNAP_E_OPERATION_INVALID;

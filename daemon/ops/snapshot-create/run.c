@@ -998,30 +998,19 @@ static void plan_start(Operation *o) {
 
 int snapshot_create(Domain *d, SnapshotPlan *plan, SnapshotDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_(snapshot_plan_freep) SnapshotPlan *p = plan;
-        Operation *o;
         int r;
 
-        if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -QSNAP_E_BUSY;
-        }
+        r = domain_check_idle(d, ret_message);
+        if (r < 0)
+                return r;
         if (p->live != domain_is_active(d) || (p->live && !d->qmp)) {
                 *ret_message = strprintf("Domain '%s' changed state meanwhile; try again.", d->def->name);
                 return -QSNAP_E_BUSY;
         }
         p->done = done;
         p->userdata = userdata;
-        r = operation_new(d, &snapshot_create_kind, TAKE_PTR(p), &o);
-        if (r < 0)
-                return r;
-        plan->op = o;
         /* Started from the loop, so `done` is never called from in here. */
-        r = operation_start_deferred(o, plan_start);
-        if (r < 0) {
-                operation_cancel(o);
-                return r;
-        }
-        return 0;
+        return operation_begin(d, &snapshot_create_kind, TAKE_PTR(p), &plan->op, plan_start, NULL, ret_message);
 }
 
 const OperationKind snapshot_create_kind = {

@@ -200,7 +200,7 @@ static void on_command_done(Child *c, int status, const char *output, void *user
                 status = 0;
         }
         if (status != 0) {
-                op_finishf(op, -QSNAP_E_QEMU_FAILED, "qemu-img %s failed (status %d): %s", a->what, status, output);
+                op_finishf(op, -QSNAP_E_QEMU_FAILED, "qemu-img %s failed (status %d): %s", a->argv[1], status, output);
                 child_free(child);
                 return;
         }
@@ -518,7 +518,7 @@ static void op_run_action(DeleteOp *op) {
                 return op_victim_done(op);
         a = op->plan.actions + op->action;
         /* Before each step, named after it. crash points: delete:commit delete:rebase
-         * delete:snapshot delete:active-commit delete:stream delete:snapshot-delete */
+         * delete:rebase-name delete:snapshot delete:active-commit delete:stream delete:snapshot-delete */
         operation_crash_point(op->op, a->what);
         if (a->kind == ACTION_QMP_INTERNAL)
                 return op_run_qmp_internal(op, a);
@@ -643,7 +643,6 @@ static void delete_start(Operation *o) {
 int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc done, void *userdata, char **ret_message) {
         _cleanup_free_ Snapshot **victims = NULL;
         DeleteOp *op;
-        Operation *o;
         size_t n;
         int r;
 
@@ -657,26 +656,16 @@ int snapshot_delete(Domain *d, Snapshot *s, uint64_t flags, SnapshotDeleteFunc d
         if (!op)
                 return -ENOMEM;
         *op = (DeleteOp) { .domain = d, .flags = flags, .done = done, .userdata = userdata };
-        r = operation_new(d, &snapshot_delete_kind, op, &o);
-        if (r < 0)
-                return r;
-        op->op = o;
-        for (size_t i = 0; i < n; i++)
-                if (strv_extend(&op->victims, snapshot_name(victims[i])) < 0) {
-                        operation_cancel(o);
-                        return -ENOMEM;
-                }
-        if (!op->victims && !(op->victims = new0(char *, 1))) {
-                operation_cancel(o);
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = strv_extend(&op->victims, snapshot_name(victims[i]));
+        if (r >= 0 && !op->victims && !(op->victims = new0(char *, 1)))
+                r = -ENOMEM;
+        if (r < 0) {
+                delete_op_free(op);
                 return -ENOMEM;
         }
         /* Started from the loop, so `done` is never called from in here. */
-        r = operation_start_deferred(o, delete_start);
-        if (r < 0) {
-                operation_cancel(o);
-                return r;
-        }
-        return 0;
+        return operation_begin(d, &snapshot_delete_kind, op, &op->op, delete_start, NULL, ret_message);
 }
 
 const OperationKind snapshot_delete_kind = {

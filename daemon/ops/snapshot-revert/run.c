@@ -701,26 +701,15 @@ static void revert_start_op(Operation *o) {
 int snapshot_revert(RevertPlan *plan, RevertDoneFunc done, void *userdata, char **ret_message) {
         _cleanup_(revert_plan_freep) RevertPlan *p = plan;
         Domain *d = p->domain;
-        Operation *o;
         int r;
 
-        if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
-                return -QSNAP_E_BUSY;
-        }
-        p->done = done;
-        p->userdata = userdata;
-        r = operation_new(d, &snapshot_revert_kind, TAKE_PTR(p), &o);
+        r = domain_check_idle(d, ret_message);
         if (r < 0)
                 return r;
-        plan->op = o;
+        p->done = done;
+        p->userdata = userdata;
         /* Started from the loop, so `done` is never called from in here. */
-        r = operation_start_deferred(o, revert_start_op);
-        if (r < 0) {
-                operation_cancel(o);
-                return r;
-        }
-        return 0;
+        return operation_begin(d, &snapshot_revert_kind, TAKE_PTR(p), &plan->op, revert_start_op, NULL, ret_message);
 }
 
 const OperationKind snapshot_revert_kind = {

@@ -109,7 +109,7 @@ static void test_copy_refused(void) {
         expect_add_fds(&f.peer, "set");
         id = expect_qmp(&f.peer, "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":\"$node\","
                         "\"discard\":\"unmap\",\"cache\":\"$c1\",\"file\":{\"driver\":\"file\",\"filename\":\"/dev/fdset/%s\","
-                        "\"locking\":\"off\",\"cache\":\"$c2\"},\"backing\":null}}", captured("set"));
+                        "\"locking\":\"off\",\"aio\":\"threads\",\"cache\":\"$c2\"},\"backing\":null}}", captured("set"));
         check(streq_ptr(domain_files_path(f.domain, captured("node")), dest));
         peer_reply(&f.peer, id, "{}");
         peer_error(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"blockdev-mirror\",\"arguments\":{\"job-id\":\"$id\","

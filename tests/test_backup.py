@@ -1071,6 +1071,83 @@ class TcpTest(BackupTestCase):
         self.assert_no_backup_left(dom, [])
 
 
+class OfflineTcpTest(BackupTestCase):
+    """A shut-off domain pulled over TCP and over TLS (docs/checkpoints.md
+    5, 2.11): the paused -machine none QEMU serves its read-only top on a
+    port of its own (shown by BackupGetXMLDesc), with TLS on the documented
+    folder's credentials; a client reads back exactly the disk, and over
+    TLS also the dirty extents since c1; Abort stops the server, removes
+    the credentials object with that QEMU, and changes no bitmap."""
+    CHANGED = OfflineTest.CHANGED
+    convert_tcp = TcpTest.convert_tcp
+    assert_paused_qemu = OfflineTest.assert_paused_qemu
+    assert_offline_done = OfflineTest.assert_offline_done
+    bitmaps = OfflineTest.bitmaps
+    write_c_and_stop = OfflineTest.write_c_and_stop
+
+    def end_pull(self, dom, job, port, img, before, tls_dir=None):
+        h = self.h
+        pid = self.assert_paused_qemu('pull over TCP')
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.assertTrue(q.spin(lambda: not q._alive(pid), 30), 'the paused QEMU is still there')
+        self.assertNotEqual(self.convert_tcp(port, h.image_path('after.raw'), tls_dir).returncode, 0,
+                            'the export still serves after Abort')
+        self.assertEqual(self.bitmaps(img), before, 'the images\' bitmaps changed')
+        q.qemu_img_check(img)
+        self.assert_offline_done(dom, 'pull over TCP')
+        h.call(dom, D, 'Start', (0,), 't')
+
+    def test_offline_pull_over_tcp(self):
+        h = self.h
+        dom, img = self.make_domain(start=False)
+        ref = self.raw_copy(img, 'reference.raw')
+        job = self.begin(dom, "<domainbackup mode='pull'><server transport='tcp' name='localhost'/></domainbackup>")
+        self.assertEqual(self.dprop(dom, 'State'), 'shutoff')
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('transport'), 'tcp')
+        self.assertIsNone(server.get('tls'))
+        port = int(server.get('port'))
+        self.assertGreater(port, 0)
+        out = h.image_path('tcp.raw')
+        r = self.convert_tcp(port, out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the offline TCP export against the disk: %s' % r.stdout)
+        self.end_pull(dom, job, port, img, {})
+
+    def test_offline_incremental_pull_over_tls(self):
+        h = self.h
+        server_dir, client_dir = make_x509(os.path.join(h.root, 'pki'))
+        h.restart_daemon(kill=False, env={'QSNAPD_NBD_TLS_DIR': server_dir})
+        dom, img = self.make_domain(start=False)
+        h.call(dom, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
+        self.write_c_and_stop(dom)
+        before = self.bitmaps(img)
+        ref = self.raw_copy(img, 'ref2.raw')
+        job = self.begin(dom, "<domainbackup mode='pull'><incremental>c1</incremental><server transport='tcp' "
+                              "name='localhost' tls='yes'/></domainbackup>")
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('tls'), 'yes')
+        port = int(server.get('port'))
+        r = self.convert_tcp(port, h.image_path('plain.raw'))
+        self.assertNotEqual(r.returncode, 0, 'plain NBD read a TLS export')
+        out = h.image_path('tls.raw')
+        r = self.convert_tcp(port, out, client_dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the offline TLS export against the disk: %s' % r.stdout)
+        opts = ('driver=nbd,host=localhost,port=%d,export=vda,tls-creds=tls0,'
+                'x-dirty-bitmap=qemu:dirty-bitmap:backup-vda' % port)
+        m = q.run([q.QEMU_IMG, 'map', '--output=json', '--object',
+                   'tls-creds-x509,id=tls0,dir=%s,endpoint=client' % client_dir, '--image-opts', opts])
+        self.assertEqual(m.returncode, 0, m.stderr)
+        import json
+        self.assertEqual(merged_ranges(json.loads(m.stdout), lambda e: not e['data']), self.CHANGED,
+                         'the dirty extents read over TLS')
+        self.end_pull(dom, job, port, img, before, client_dir)
+
+
 class RefusalTest(BackupTestCase):
     def test_refusals_change_nothing(self):
         h = self.h

@@ -579,6 +579,40 @@ class CrashTest(CheckpointCase):
         self.assertEqual(r.returncode, 0, 'c1 + incremental against the disk: %s' % (r.stdout + r.stderr))
 
 
+    def test_copy_crash_between_abort_and_bitmap_removal(self):
+        # qsnapd killed after an aborted copy ended and before its target
+        # lost the bitmaps it got at READY (block-copy:unbitmap): the next
+        # one finds the target still open in QEMU, removes them, closes it
+        # and keeps the destination (an Abort's, as libvirt).
+        h = self.h
+        dom, imgs = self.domain('cu', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x85, 0, MiB)
+        dest = h.image_path('cu-dest.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the copy is ready')
+        q.wait_until(lambda: 'c1' in self.node_bitmaps(dom).get(dest, {}), 30, 'the target got c1')
+        mark, _ = h.crash_at('block-copy:unbitmap', job, J, 'Abort', (0,), 't')
+        h.wait_for_log(r'copy job \S+ ended while qsnapd was away; its destination stays', mark)
+        q.wait_until(lambda: dest not in self.node_bitmaps(dom), 30, 'the target closed')
+        self.assertEqual(image_bitmaps(dest), {}, 'the aborted copy kept our bitmaps')
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x85, 0, MiB), 'the copy has the data')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-copy' in f or 'copy-bitmaps' in f], [],
+                         'the copy journal stayed')
+        self.assertEqual(self.active(dom, 'vda'), imgs['vda'])
+        self.assertEqual(self.size(c1), MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        # A later restart does not take the kept destination for a copy
+        # that never started.
+        h.restart_daemon()
+        self.assertTrue(os.path.exists(dest))
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(dest), {})
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+
+
 class ChainTest(CheckpointCase):
     """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each
     chain operation every checkpoint is usable and its Size is exactly the
@@ -776,6 +810,36 @@ class ChainTest(CheckpointCase):
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+
+    def test_copy_aborted_leaves_a_plain_copy(self):
+        # The target got c1 at READY (§2.8); an Abort (no pivot) takes it
+        # away again: the destination is the caller's plain copy, as with
+        # libvirt, which adds the bitmaps only at the pivot.
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x7c, 0, MiB)
+        dest = h.image_path('copy-aborted.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        self.job_state(job, 'ready')
+        self.assertIn('c1', self.node_bitmaps(dom).get(dest, {}), 'the target got c1 at READY')
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(h.get_property(job, J, 'State'), 'canceled')
+        self.assertNotIn(dest, self.node_bitmaps(dom), 'the aborted copy is still open')
+        self.assertEqual(image_bitmaps(dest), {}, 'the aborted copy kept our bitmaps')
+        r = q.run([q.QEMU_IMG, 'check', dest])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x7c, 0, MiB), 'the copy has the data')
+        # The disk and its checkpoint are untouched.
+        self.assertEqual(self.active(dom, 'vda'), imgs['vda'])
+        self.assertEqual(self.size(c1), MiB)
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'copy-bitmaps' in f], [], 'the bitmap journal stayed')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+        self.assertEqual(image_bitmaps(dest), {})
 
     def wait_job_gone(self, dom):
         q.wait_until(lambda: not [j for j in self.h.get_property(dom, D, 'Jobs')

@@ -1099,3 +1099,50 @@ void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended) {
                 return;
         }
 }
+
+/* ---- copies that did not pivot: their target loses what we added ---- */
+
+static void on_copy_unbitmap(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                             void *userdata) {
+        if (error < 0)
+                log_warning("Cannot remove a checkpoint bitmap from an aborted copy's destination: %s", strna(desc));
+}
+
+int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node) {
+        _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id), *text = NULL;
+        _cleanup_(json_object_putp) json_object *actions = NULL;
+        _cleanup_strv_free_ char **added = NULL;
+        QmpNode *list = NULL;
+        size_t n_list = 0;
+        int removed = 0;
+
+        if (!d->qmp || !path || !target_node || read_full_file(path, 1 << 20, &text, NULL) < 0)
+                return 0; /* the copy added nothing */
+        actions = json_tokener_parse(text);
+        if (!actions || qmp_recorded_bitmap_adds(actions, target_node, &added) < 0 || !added ||
+            qmp_parse_named_nodes(nodes, &list, &n_list) < 0)
+                return 0;
+        for (size_t i = 0; i < n_list; i++) {
+                if (!streq_ptr(list[i].node, target_node))
+                        continue;
+                for (size_t k = 0; k < list[i].n_bitmaps; k++) {
+                        const char *name = list[i].bitmaps[k].name;
+
+                        if (!strv_contains((const char *const *) added, name))
+                                continue;
+                        /* crash points: block-copy:unbitmap */
+                        if (removed == 0)
+                                crash_point("block-copy:unbitmap");
+                        if (qmp_cmd_block_dirty_bitmap_remove(d->qmp, target_node, name, on_copy_unbitmap, NULL) < 0)
+                                log_warning("Domain '%s': cannot send the removal of bitmap %s from %s.",
+                                            d->def->name, name, target_node);
+                        else
+                                removed++;
+                }
+        }
+        qmp_nodes_free(list, n_list);
+        if (removed > 0)
+                log_info("Domain '%s': copy job %s did not pivot: %d checkpoint bitmap(s) we gave its destination "
+                         "removed.", d->def->name, job_id, removed);
+        return removed;
+}

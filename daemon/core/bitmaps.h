@@ -151,3 +151,10 @@ void bitmaps_copy_adopted(Domain *d, const char *job_id, bool ready);
  * (before anybody hears of READY, so that a Pivot comes after it), the
  * end forgets it. */
 void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended);
+/* A copy that ended without a pivot (Abort, failure, QEMU's cancel) or
+ * that ended while qsnapd was away: the bitmaps its journal added to
+ * target_node and that the node still has (nodes: query-named-block-nodes)
+ * are removed, before the node is closed, so that the destination is a
+ * plain copy (libvirt adds them only at the pivot). Returns how many
+ * removals went out: more than 0 means the copy had reached READY. */
+int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node);

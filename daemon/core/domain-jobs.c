@@ -362,6 +362,69 @@ static void delete_dropped_files(Domain *d, Job *j, const char *active) {
                         log_info("Domain '%s': deleted %s, committed by the job.", d->def->name, *f);
 }
 
+/* Whether a file is a layer of a disk of the running domain. */
+static bool file_in_chains(Domain *d, const char *f) {
+        DomainDef *live = d->live;
+
+        for (size_t i = 0; f && live && i < live->n_disks; i++) {
+                const ImageChain *c = domain_disk_chain(d, live->disks[i].source, live->disks[i].format);
+
+                for (size_t l = 0; c && l < c->n_layers; l++)
+                        if (streq(c->layers[l].path, f))
+                                return true;
+        }
+        return false;
+}
+
+/* The target node of a copy that ended without a pivot, if QEMU still has
+ * it open and it is no disk's layer; NULL otherwise. */
+static const char *copy_unpivoted_node(Domain *d, json_object *nodes, const char *node) {
+        for (size_t k = 0; node && k < json_object_array_length(nodes); k++) {
+                json_object *e = json_object_array_get_idx(nodes, k), *name = NULL;
+                _cleanup_free_ char *f = NULL;
+
+                if (json_object_object_get_ex(e, "node-name", &name) && streq_ptr(json_object_get_string(name), node))
+                        return domain_node_file(d, e, &f) >= 0 && !file_in_chains(d, f) ? node : NULL;
+        }
+        return NULL;
+}
+
+/* docs/checkpoints.md §2.8: the checkpoints' bitmaps a copy's target got at
+ * READY go again when the copy ends without a pivot, before its node is
+ * deleted (and the file closed). A copy that ended while qsnapd was away
+ * (killed between the end and this step) is found by its journal: QEMU
+ * still has its target open, with our bitmaps. That copy was READY and its
+ * end is unknown: its destination stays, as after an Abort (libvirt), and
+ * its journal goes here, before the sweep would judge it never started. */
+static void copies_drop_bitmaps(Domain *d, json_object *nodes, Resync *rs) {
+        Job *j = rs->job;
+        BlockJobInfo *info = j ? j->userdata : NULL;
+
+        if (j && j->type == JOB_TYPE_COPY && info)
+                (void) bitmaps_copy_drop(d, nodes, j->id, copy_unpivoted_node(d, nodes, info->copy_node));
+        for (size_t i = 0; rs->sweep && rs->sweep[i];) {
+                BlockJobInfo found = {};
+                Job stub = { .id = rs->sweep[i] };
+                bool dropped = false;
+
+                if (!domain_find_job(d, stub.id)) {
+                        copy_journal_load(d, &stub, &found);
+                        dropped = bitmaps_copy_drop(d, nodes, stub.id, copy_unpivoted_node(d, nodes, found.copy_node)) > 0;
+                }
+                free(found.copy_dest);
+                free(found.copy_node);
+                if (!dropped) {
+                        i++;
+                        continue;
+                }
+                log_info("Domain '%s': copy job %s ended while qsnapd was away; its destination stays.", d->def->name,
+                         stub.id);
+                domain_job_journal_remove(d, stub.id);
+                free(rs->sweep[i]);
+                memmove(rs->sweep + i, rs->sweep + i + 1, (strv_length(rs->sweep + i + 1) + 1) * sizeof(char *));
+        }
+}
+
 static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Resync *rs = userdata;
         Domain *d = rs->domain;
@@ -410,8 +473,11 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
         }
 
         /* Overlay nodes we added stay open after a job dropped them from the
-         * chain and keep their files locked (see the notes): let go of them. */
+         * chain and keep their files locked (see the notes): let go of them,
+         * a copy's target without the bitmaps we gave it. */
         domain_chains_invalidate(d);
+        if (error >= 0)
+                copies_drop_bitmaps(d, result, rs);
         for (size_t k = 0; error >= 0 && k < json_object_array_length(result); k++) {
                 json_object *e = json_object_array_get_idx(result, k), *node = NULL;
                 _cleanup_free_ char *f = NULL;
@@ -425,13 +491,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                  * delete a node that is still attached, so trying is safe. */
                 if (!name || name[0] == '#' || streq(name, NVRAM_CODE_NODE) || streq(name, NVRAM_VARS_NODE))
                         continue;
-                for (size_t i = 0; live && i < live->n_disks && !in_use; i++) {
-                        const ImageChain *c;
-
-                        c = domain_disk_chain(d, live->disks[i].source, live->disks[i].format);
-                        for (size_t l = 0; c && l < c->n_layers && !in_use; l++)
-                                in_use = streq(c->layers[l].path, f);
-                }
+                in_use = file_in_chains(d, f);
                 if (!in_use)
                         domain_node_del(d, name);
         }

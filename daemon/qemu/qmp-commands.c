@@ -1056,6 +1056,20 @@ int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n
         return qmp_cmd_transaction_snapshot_bitmaps(qmp, NULL, NULL, 0, a, n, cb, userdata);
 }
 
+int qmp_recorded_bitmap_adds(json_object *actions, const char *node, char ***ret) {
+        *ret = NULL;
+        for (size_t i = 0; json_object_is_type(actions, json_type_array) && i < json_object_array_length(actions); i++) {
+                json_object *a = json_object_array_get_idx(actions, i), *data = NULL;
+                const char *type = NULL, *on = NULL, *name = NULL;
+
+                if (json_get_string(a, "type", &type) >= 0 && streq_ptr(type, "block-dirty-bitmap-add") &&
+                    json_object_object_get_ex(a, "data", &data) && json_get_string(data, "node", &on) >= 0 &&
+                    json_get_string(data, "name", &name) >= 0 && name && streq_ptr(on, node) && strv_extend(ret, name) < 0)
+                        return -ENOMEM; /* the caller frees *ret */
+        }
+        return 0;
+}
+
 int64_t qmp_cmd_transaction_recorded(Qmp *qmp, json_object *actions, qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("actions", json_object_get(actions), NULL);
 
@@ -1106,19 +1120,6 @@ int64_t qmp_cmd_blockdev_reopen(Qmp *qmp, const char *node, const char *file_nod
         if (!args)
                 return -ENOMEM;
         return qmp_send(qmp, "blockdev-reopen", args, cb, userdata);
-}
-
-static bool json_get_bool_member(json_object *o, const char *key) {
-        json_object *v = NULL;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_boolean) &&
-               json_object_get_boolean(v);
-}
-
-static uint64_t json_get_u64_member(json_object *o, const char *key) {
-        json_object *v = NULL;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-                return 0;
-        return (uint64_t) json_object_get_int64(v);
 }
 
 void qmp_nodes_free(QmpNode *nodes, size_t n) {

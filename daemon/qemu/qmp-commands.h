@@ -231,6 +231,10 @@ typedef struct QmpBitmapAction {
 /* Appends the n actions to a transaction's "actions" array. */
 int qmp_bitmap_actions_append(json_object *actions, const QmpBitmapAction *a, size_t n);
 int64_t qmp_cmd_transaction_bitmaps(Qmp *qmp, const QmpBitmapAction *a, size_t n, qmp_reply_func_t cb, void *userdata);
+/* The names of the block-dirty-bitmap-add actions on node among actions
+ * recorded with qmp_bitmap_actions_append() (*ret NULL: none; freed by
+ * the caller, also on an error). */
+int qmp_recorded_bitmap_adds(json_object *actions, const char *node, char ***ret);
 /* A transaction of actions recorded earlier with qmp_bitmap_actions_append()
  * (a journal's copy; borrowed). */
 int64_t qmp_cmd_transaction_recorded(Qmp *qmp, json_object *actions, qmp_reply_func_t cb, void *userdata);

@@ -899,12 +899,14 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
         (void) backup_journal_write(b, "prepared");
         for (size_t i = 0; i < p->n_disks; i++)
                 if (p->disks[i].since || p->checkpoint) {
-                        /* Which layers hold each checkpoint's bitmap, and whether it is usable. */
-                        if (bitmap_inventory_live(b->domain, on_inventory, b) < 0)
-                                backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot read the disks' bitmaps.");
-                        else
-                                b->pending++;
-                        return;
+                        BitmapInventory *inv = NULL;
+
+                        /* Which layers hold each checkpoint's bitmap, and whether it is
+                         * usable: from the same reply (one QMP round trip less). */
+                        if (bitmap_inventory_from_nodes(b->domain, result, &inv) < 0)
+                                return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED, "Cannot read the disks' bitmaps.");
+                        b->pending++; /* on_inventory() counts it back */
+                        return on_inventory(b->domain, 0, NULL, inv, b);
                 }
         add_nodes(b);
 }

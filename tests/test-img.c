@@ -58,6 +58,22 @@ static void test_chain_name(void) {
         /* A raw layer with a layer below it: refused, every descriptor closed. */
         CHECK(img_cmd_chain_name(&c, bad, 2, &name) == -EINVAL);
         CHECK(bad[0].fd < 0 && bad[1].fd < 0 && c.n_fds == 3);
+        /* What the recovery of an interrupted rebase replaces: exactly such
+         * names, nothing else. */
+        CHECK(img_name_is_fd_chain(raw));
+        CHECK(img_name_is_fd_chain(name));
+        CHECK(!img_name_is_fd_chain(NULL));
+        CHECK(!img_name_is_fd_chain("/images/base.qcow2"));
+        CHECK(!img_name_is_fd_chain("json:{"));
+        CHECK(!img_name_is_fd_chain("json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/etc/shadow\"}}"));
+        CHECK(!img_name_is_fd_chain("json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"nbd\",\"filename\":\"/proc/self/fd/3\"}}"));
+        CHECK(!img_name_is_fd_chain("json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/3x\"}}"));
+        CHECK(!img_name_is_fd_chain("json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/3\"},"
+                                    "\"backing\":{\"driver\":\"raw\",\"file\":{\"driver\":\"file\",\"filename\":\"/x\"}}}"));
+        CHECK(!img_name_is_fd_chain("json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/3\"},"
+                                    "\"backing\":\"/x\"}"));
+        CHECK(!img_name_is_fd_chain("json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/3\"},"
+                                    "\"size\":1}"));
 }
 
 /* The child sees the descriptors handed to it as 3 and 4, nothing else. */

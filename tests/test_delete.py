@@ -336,6 +336,10 @@ class CrashTest(DeleteTestCase):
     OFFLINE_BACKWARD = (
         ('delete:intent',   AGAIN),
         ('delete:rebase',   AGAIN),    # before qemu-img rebase of the overlay onto F's backing
+        # between the data-copying rebase (the header names its -b json: spec of
+        # /proc/self/fd/N files) and the header-only one: the recovery writes the
+        # real name from the journal, then finds the merge complete
+        ('delete:rebase-name', MERGED),
         ('delete:merged',   MERGED),
         ('delete:metadata', STORED),
     )
@@ -368,12 +372,16 @@ class CrashTest(DeleteTestCase):
     def journal(self, dom):
         return os.path.join(self.h.state_dir, 'ops', self.uuid(dom) + '.snapshot-delete')
 
-    def crash_and_recover(self, dom, snap, vname, point, recovery):
+    def crash_and_recover(self, dom, snap, vname, point, recovery, after_crash=None):
         """Crashes qsnapd at point in Delete of snap, starts a new one and
         waits for its recovery: the log line, and with AGAIN the delete
-        that runs again to its end."""
+        that runs again to its end. after_crash() runs while no qsnapd
+        does."""
         h = self.h
-        mark, _ = h.crash_at(point, snap, S, 'Delete', (0,), 't')
+        mark, _ = h.crash_at(point, snap, S, 'Delete', (0,), 't', start_again=after_crash is None)
+        if after_crash:
+            after_crash()
+            h.start_daemon()
         if recovery is STAYS:
             self.assertNotIn('a snapshot delete was interrupted', h.daemon_log_since(mark), point)
             self.assertFalse(os.path.exists(self.journal(dom)), point)
@@ -404,6 +412,17 @@ class CrashTest(DeleteTestCase):
                       if f.startswith(prefix + '.') and self.h.image_path(f) not in used)
         self.assertEqual(left, [], '%s: files nothing reads any more' % what)
 
+    def header_names(self, name):
+        """{file: the backing name its header holds} of domain name's
+        images, each read alone (qemu-img info follows no backing name; no
+        bus call: it would start qsnapd)."""
+        prefix = name + '.'
+        names = {}
+        for f in sorted(os.listdir(self.h.images_dir)):
+            if f.startswith(prefix):
+                names[f] = q.qemu_img_info(self.h.image_path(f)).get('backing-filename')
+        return names
+
     def run_crash(self, point, recovery, live, merge='forward', victim=2):
         h = self.h
         name = ('c%s%s%s' % (point.split(':')[1], 'l' if live else 'o', merge[0])).replace('-', '')
@@ -415,7 +434,21 @@ class CrashTest(DeleteTestCase):
         else:
             dom, base = self.offline_chain(name, 3, xml)
         victim_path = self.snap_path(dom, vname)
-        self.crash_and_recover(dom, victim_path, vname, point, recovery)
+        after_crash = None
+        if point == 'delete:rebase-name':
+            def after_crash():
+                # the window is real: the overlay's header names qemu-img's descriptors
+                spec = [n for n in self.header_names(name).values() if n and n.startswith('json:')]
+                self.assertEqual(len(spec), 1, '%s: %s' % (point, self.header_names(name)))
+                self.assertIn('/proc/self/fd/', spec[0], point)
+        mark = self.h.daemon_log_mark()
+        self.crash_and_recover(dom, victim_path, vname, point, recovery, after_crash)
+        if after_crash:
+            self.assertRegex(self.h.daemon_log_since(mark), r"wrote the backing name \S+ into \S+ \(the rebase", point)
+        # whatever the point, every header names a real file: a plain name
+        for f, n in self.header_names(name).items():
+            if n:
+                self.assertTrue(n.startswith('/') and os.path.exists(n), '%s: %s names %r' % (point, f, n))
         expected = {k: v for k, v in {'s1': 1, 's2': 2, 's3': 3}.items() if k != vname}
         if recovery is STAYS:
             self.assertEqual(self.names(dom), ['s1', 's2', 's3'], point)
@@ -446,6 +479,52 @@ class CrashTest(DeleteTestCase):
         for point, recovery in self.OFFLINE_BACKWARD:
             with self.subTest(point=point):
                 self.run_crash(point, recovery, False, 'backward')
+
+    def test_offline_backward_two_branches(self):
+        """Backward into two overlays of F (a revert's branch beside the
+        chain), qsnapd killed after the first data-copying rebase, before
+        its header-only one: the recovery writes that overlay's real name,
+        F is still read by the other one, so the delete runs again (the
+        rebased overlay is no overlay of F any more) and ends."""
+        h = self.h
+        point = 'delete:rebase-name'
+        dom, base = self.offline_chain('cbranch', 2)
+        s1, s2 = self.snap_path(dom, 's1'), self.snap_path(dom, 's2')
+        f2 = self.frozen(s2)
+        r = h.image_path('cbranch.r.qcow2')
+        r2 = h.image_path('cbranch.r2.qcow2')
+        q.qemu_img_create(r, backing=f2)
+        q.qemu_io_write_pattern(r, 0xEE, 5 * MiB, LEN)
+        q.qemu_img_create(r2, backing=r)
+        xml = snap_xml('side', disks=[('vda', 'external', r2)], parent='s2', state='shutoff')
+        xml = xml.replace('</domainsnapshot>', "<domain type='kvm'><name>cbranch</name><memory>131072</memory>"
+                          "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                          "<source file='%s'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+                          "</domainsnapshot>" % r)
+        h.call(dom, D, 'CreateSnapshot', (xml, 1), 'st')
+        side = self.snap_path(dom, 'side')
+
+        def after_crash():
+            names = self.header_names('cbranch')
+            spec = [f for f, n in names.items() if n and n.startswith('json:')]
+            self.assertEqual(len(spec), 1, names)
+            # the other overlay of F still names F
+            self.assertEqual(sorted(n for n in names.values() if n == f2), [f2], names)
+        mark = h.daemon_log_mark()
+        self.crash_and_recover(dom, s2, 's2', point, AGAIN, after_crash)
+        self.assertRegex(h.daemon_log_since(mark), r"wrote the backing name \S+ into \S+ \(the rebase")
+        for f, n in self.header_names('cbranch').items():
+            if n:
+                self.assertTrue(n.startswith('/') and os.path.exists(n), '%s names %r' % (f, n))
+        self.assertFalse(os.path.exists(f2), 'nothing needs the frozen file any more')
+        self.assertEqual(self.names(dom), ['s1', 'side'])
+        self.assertEqual(h.get_property(side, S, 'Parent'), s1)
+        self.assert_all(dom, {'s1': 1}, 3, 'after s2')
+        self.assertEqual(self.frozen(side), r)
+        self.assert_layer(r, [(0xA0, 0), (0xA1, MiB), (0xEE, 5 * MiB)], [2 * MiB], 'branch')
+        self.assert_disk_is(r, [(0xA0, 0, LEN), (0xA1, MiB, LEN), (0xEE, 5 * MiB, LEN)], 'branch')
+        self.assertEqual(self.chain_files(r)[1:], [base])
+        self.assert_check_clean(r, r2)
 
     def test_live(self):
         for (point, merge), recovery in self.LIVE:

@@ -122,6 +122,53 @@ int img_cmd_add_chain(ImgCmd *c, ImgLayer *layers, size_t n) {
         return r < 0 ? r : strv_extend(&c->argv, name);
 }
 
+/* One layer of img_cmd_chain_name()'s spec: "driver", "file" (a "file"
+ * driver on /proc/self/fd/N) and optionally "backing" (null or the next). */
+static bool fd_layer_ok(json_object *node, unsigned depth) {
+        json_object *file = NULL, *v = NULL;
+        const char *name;
+        size_t n = 0;
+
+        if (depth > 256 || !json_object_is_type(node, json_type_object))
+                return false;
+        json_object_object_foreach(node, key, val) {
+                (void) val;
+                if (!STR_IN_SET(key, "driver", "file", "backing"))
+                        return false;
+        }
+        if (!json_object_object_get_ex(node, "driver", &v) || !json_object_is_type(v, json_type_string) ||
+            !json_object_object_get_ex(node, "file", &file) || !json_object_is_type(file, json_type_object))
+                return false;
+        json_object_object_foreach(file, fkey, fval) {
+                (void) fval;
+                if (!STR_IN_SET(fkey, "driver", "filename"))
+                        return false;
+        }
+        if (!json_object_object_get_ex(file, "driver", &v) || !json_object_is_type(v, json_type_string) ||
+            !streq(json_object_get_string(v), "file") || !json_object_object_get_ex(file, "filename", &v) ||
+            !json_object_is_type(v, json_type_string))
+                return false;
+        name = json_object_get_string(v);
+        if (strncmp(name, "/proc/self/fd/", strlen("/proc/self/fd/")) != 0)
+                return false;
+        name += strlen("/proc/self/fd/");
+        n = strspn(name, "0123456789");
+        if (n == 0 || name[n])
+                return false;
+        if (!json_object_object_get_ex(node, "backing", &v) || !v)
+                return true;
+        return fd_layer_ok(v, depth + 1);
+}
+
+bool img_name_is_fd_chain(const char *name) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+
+        if (!name || strncmp(name, "json:", strlen("json:")) != 0)
+                return false;
+        o = json_tokener_parse(name + strlen("json:"));
+        return o && fd_layer_ok(o, 0);
+}
+
 int img_cmd_run(ImgCmd *c, char **ret_output) {
         return child_run_fds(c->argv, c->fds, c->n_fds, ret_output);
 }

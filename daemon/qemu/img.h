@@ -48,6 +48,10 @@ int img_cmd_add_strv(ImgCmd *c, char *const *args);
 int img_cmd_chain_name(ImgCmd *c, ImgLayer *layers, size_t n, char **ret);
 /* The same, appended as the next argument. */
 int img_cmd_add_chain(ImgCmd *c, ImgLayer *layers, size_t n);
+/* Whether name is such a "json:{…}" name (every layer a /proc/self/fd/N
+ * file, nothing else): what a data-copying `rebase -b json:…` leaves in a
+ * header until the header-only rebase writes the real name. */
+bool img_name_is_fd_chain(const char *name);
 
 /* Runs it to its end (blocking; short header edits only): the exit
  * status, 128 + signal, or -errno; output in *ret_output. */

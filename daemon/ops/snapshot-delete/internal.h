@@ -40,6 +40,12 @@ typedef struct Action {
         char *target;         /* commit/stream: the disk */
         char *top_file, *base_file;
         char *drop_file;      /* commit/stream: the file that leaves the graph (its node is released) */
+        /* "rebase-name" (the header-only rebase after a data-copying one):
+         * top_file the overlay, base_file the real backing name it gets,
+         * base_format its format. The journal lists them: a crash between
+         * the two steps leaves the overlay's header naming the json: spec,
+         * which the recovery replaces with base_file. */
+        DiskFormat base_format;
 } Action;
 
 /* What deleting one snapshot takes. */
@@ -70,7 +76,8 @@ int delete_collect_victims(Snapshot *s, uint64_t flags, Snapshot ***ret, size_t 
 int delete_check_space(const char *dir, uint64_t bytes, char **ret_message);
 
 /* The journal: phase "merging" (the data may be anywhere between before
- * and after) or "metadata" (stored; only files are left to remove). */
+ * and after) or "metadata" (stored; only files are left to remove); the
+ * "rebase-name" steps of the plan as "names" ({file, backing, format}). */
 int delete_journal_write(Operation *op, const char *snapshot, const char *job_id, const char *phase,
                          const VictimPlan *vp);
 void delete_journal_remove(Domain *d);

@@ -243,8 +243,9 @@ static int plan_forward(const MergeSite *m, const FileGraph *g, const char *o, c
 /* `qemu-img rebase` of x onto backing (NULL or "": none) with the data
  * copied, by descriptor: x's chain and the new backing's chain as qsnapd
  * read them. The header then names the new backing's json: spec, so a
- * second, header-only rebase writes its real name. */
+ * second, header-only rebase ("rebase-name") writes its real name. */
 static int plan_offline_rebase(VictimPlan *vp, const char *x, const char *backing, DiskFormat backing_format) {
+        Action *a;
         _cleanup_free_ char *chain = img_placeholder(IMG_CHAIN, x, DISK_FORMAT_QCOW2);
         _cleanup_free_ char *layer = img_placeholder(IMG_LAYER, x, DISK_FORMAT_QCOW2);
         _cleanup_free_ char *new_backing = isempty(backing) ? NULL : img_placeholder(IMG_CHAIN, backing, backing_format);
@@ -258,8 +259,18 @@ static int plan_offline_rebase(VictimPlan *vp, const char *x, const char *backin
                                new_backing, chain, NULL);
         if (r < 0)
                 return r;
-        return action_add_command(vp, "rebase", QEMU_IMG_BINARY, "rebase", "-u", "-F", format_name(backing_format), "-b",
-                                  backing, layer, NULL);
+        /* Its own name, its own crash point: between the two, the header
+         * names the json: spec (the journal lists this step, recovery.c
+         * writes the real name then). */
+        r = action_add_command(vp, "rebase-name", QEMU_IMG_BINARY, "rebase", "-u", "-F", format_name(backing_format),
+                               "-b", backing, layer, NULL);
+        if (r < 0)
+                return r;
+        a = vp->actions + vp->n_actions - 1;
+        a->top_file = strdup(x);
+        a->base_file = strdup(backing);
+        a->base_format = backing_format;
+        return a->top_file && a->base_file ? 0 : -ENOMEM;
 }
 
 /* Backward: every overlay of F gets F's data and F's backing, F renamed
@@ -621,7 +632,7 @@ int snapshot_delete_check(Snapshot *s, uint64_t flags, uint64_t *ret_bytes, char
 int delete_journal_write(Operation *op, const char *snapshot, const char *job_id, const char *phase,
                          const VictimPlan *vp) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        json_object *renames = json_object_new_array(), *files = json_object_new_array();
+        json_object *renames = json_object_new_array(), *files = json_object_new_array(), *names;
 
         if (!o || !renames || !files) {
                 json_object_put(renames);
@@ -647,6 +658,21 @@ int delete_journal_write(Operation *op, const char *snapshot, const char *job_id
         for (char **f = vp->unlink; f && *f; f++)
                 json_object_array_add(files, json_object_new_string(*f));
         json_object_object_add(o, "unlink", files);
+        names = json_object_new_array();
+        if (!names)
+                return -ENOMEM;
+        for (size_t i = 0; i < vp->n_actions; i++) {
+                const Action *a = vp->actions + i;
+                json_object *e;
+
+                if (!streq(a->what, "rebase-name") || !(e = json_object_new_object()))
+                        continue;
+                json_object_object_add(e, "file", json_object_new_string(a->top_file));
+                json_object_object_add(e, "backing", json_object_new_string(a->base_file));
+                json_object_object_add(e, "format", json_object_new_string(format_name(a->base_format)));
+                json_object_array_add(names, e);
+        }
+        json_object_object_add(o, "names", names);
         return operation_journal_write(op, o);
 }
 

@@ -6,7 +6,10 @@
  * finishes what the journal describes — metadata stored: the files left;
  * every merge complete: the metadata, then the files — or runs the delete
  * again, every step being safe to repeat; if that is refused, the
- * snapshot stays, deletable again.
+ * snapshot stays, deletable again. First, an overlay whose data-copying
+ * rebase ended but whose header-only rebase did not (its header names the
+ * json: spec of /proc/self/fd/N files qemu-img was given) gets the real
+ * backing name the journal records for it.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,12 +22,14 @@
 #include "core/disk.h"
 #include "core/domain-jobs.h"
 #include "core/files.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-delete/internal.h"
 #include "qemu/child.h"
 #include "qemu/image.h"
+#include "qemu/img.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
 #include "util/json-util.h"
@@ -67,6 +72,69 @@ static bool file_still_used(Domain *d, const char *target, const char *file) {
                 if (streq(g.backings[i], file))
                         return true;
         return false;
+}
+
+/* One "names" entry of the journal: file's header gets the name backing
+ * when (read by descriptor, never followed) it names a json: spec of
+ * /proc/self/fd/N files, which only the interrupted data-copying rebase of
+ * this very step writes; the data were copied before qemu-img wrote it.
+ * Anything else in the header is left as it is (the step did not run, or
+ * ran to its end). false when it names the spec still. */
+static bool recovery_fix_name(Domain *d, json_object *e) {
+        _cleanup_(img_cmd_done) ImgCmd cmd = {};
+        _cleanup_free_ char *message = NULL, *current = NULL, *layer = NULL, *output = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        const char *file = json_get_string(e, "file"), *backing = json_get_string(e, "backing"),
+                   *format = json_get_string(e, "format");
+        DiskFormat current_format;
+        int r;
+
+        if (!file || isempty(backing) || !format || disk_format_from_string(format) < 0)
+                return true;
+        r = gate_open_image(d, file, "The overlay", &fd, &message);
+        if (r >= 0)
+                r = image_read_backing_fd(fd, &current, &current_format);
+        if (r < 0) {
+                /* Gone or unreadable: what reads it is checked below. */
+                log_warning("Domain '%s': cannot read the header of %s: %s", d->def->name, file,
+                            message ?: qsnap_strerror(r));
+                return true;
+        }
+        if (!current || !img_name_is_fd_chain(current))
+                return true;
+        /* The name written must pass the gate as the planned one did. */
+        r = gate_check(d, backing, "The backing file", &message);
+        layer = r >= 0 ? img_placeholder(IMG_LAYER, file, DISK_FORMAT_QCOW2) : NULL;
+        if (layer) {
+                char *template[] = { (char *) QEMU_IMG_BINARY, (char *) "rebase", (char *) "-u", (char *) "-F",
+                                     (char *) format, (char *) "-b", (char *) backing, layer, NULL };
+
+                r = gate_img_command(d, template, &cmd, &message);
+                if (r >= 0)
+                        r = img_cmd_run(&cmd, &output);
+        } else if (r >= 0)
+                r = -ENOMEM;
+        if (r != 0) {
+                log_error("Domain '%s': cannot write the backing name %s into %s after an interrupted rebase: %s",
+                          d->def->name, backing, file,
+                          message ?: output ?: r < 0 ? qsnap_strerror(r) : "qemu-img rebase -u failed");
+                return false;
+        }
+        log_notice("Domain '%s': wrote the backing name %s into %s (the rebase copying its data had ended, the "
+                   "header still named qemu-img's descriptors).", d->def->name, backing, file);
+        return true;
+}
+
+/* Every "names" entry of the journal; false when a header names the spec still. */
+static bool recovery_fix_names(Domain *d, json_object *o) {
+        json_object *names = NULL;
+        bool ok = true;
+
+        if (json_object_object_get_ex(o, "names", &names) && json_object_is_type(names, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(names); i++)
+                        if (!recovery_fix_name(d, json_object_array_get_idx(names, i)))
+                                ok = false;
+        return ok;
 }
 
 /* 1: handled (finished, rolled back or restarted), 0: try again later. */
@@ -112,6 +180,11 @@ static int recovery_step(DeleteRecovery *rc) {
         }
         if (domain_is_busy(d) || d->attaching || d->graph_busy)
                 return 0;
+
+        /* Headers first: the checks below read the chains by name (a chain
+         * that stops at a json: name would make its files look unused;
+         * while one is left, the merge does not count as complete). */
+        done = recovery_fix_names(d, o);
 
         if (json_object_object_get_ex(o, "unlink", &unl) && json_object_is_type(unl, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(unl); i++) {

@@ -200,7 +200,7 @@ static void on_command_done(Child *c, int status, const char *output, void *user
                 status = 0;
         }
         if (status != 0) {
-                op_finishf(op, -QSNAP_E_QEMU_FAILED, "qemu-img %s failed (status %d): %s", a->what, status, output);
+                op_finishf(op, -QSNAP_E_QEMU_FAILED, "qemu-img %s failed (status %d): %s", a->argv[1], status, output);
                 child_free(child);
                 return;
         }
@@ -518,7 +518,7 @@ static void op_run_action(DeleteOp *op) {
                 return op_victim_done(op);
         a = op->plan.actions + op->action;
         /* Before each step, named after it. crash points: delete:commit delete:rebase
-         * delete:snapshot delete:active-commit delete:stream delete:snapshot-delete */
+         * delete:rebase-name delete:snapshot delete:active-commit delete:stream delete:snapshot-delete */
         operation_crash_point(op->op, a->what);
         if (a->kind == ACTION_QMP_INTERNAL)
                 return op_run_qmp_internal(op, a);

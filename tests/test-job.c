@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "qemu/child.h"
 #include "qemu/job.h"
 #include "qemu/qmp-commands.h"
 #include "qemu/qmp.h"
@@ -1386,7 +1387,7 @@ static void test_real_qemu(void) {
         snprintf(cmd, sizeof(cmd), "qemu-img info -U --output=json %s/top.qcow2", dir);
         {
                 char *argv[] = { (char *) "/bin/sh", (char *) "-c", cmd, NULL };
-                check(run_command(argv, &info) == 0);
+                check(child_run_fds(argv, NULL, 0, &info) == 0);
         }
         check(!strstr(info, "backing-filename"));
         snprintf(cmd, sizeof(cmd), "qemu-io -U -r -c 'read -P 0xab 0 8M' %s/top.qcow2 | grep -q 'read 8388608'", dir);

@@ -207,7 +207,7 @@ static void test_internal_live(void) {
         }
         argv[0] = (char *) QEMU_IMG_BINARY, argv[1] = (char *) "snapshot", argv[2] = (char *) "-c";
         argv[3] = (char *) "m1", argv[4] = f.images_of[0], argv[5] = NULL;
-        check(run_command(argv, NULL) == 0);
+        check(child_run_fds(argv, NULL, 0, NULL) == 0);
 
         delete(&f, "m1", 0);
         peer_reply(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"qom-get\",\"arguments\":{\"path\":"

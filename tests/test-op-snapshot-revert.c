@@ -48,7 +48,7 @@ static void create_internal_live(OpsFixture *f, const char *name) {
         answer_jobs(&f->peer, captured("save"), "snapshot-save", "concluded", 1, 1, NULL);
         expect_dismiss(&f->peer, captured("save"));
         expect_record("created 0 -");
-        check(run_command(argv, NULL) == 0);
+        check(child_run_fds(argv, NULL, 0, NULL) == 0);
 }
 
 static void revert(OpsFixture *f, const char *name, uint64_t flags) {

@@ -24,6 +24,7 @@
 #include "ops/snapshot-create.h"
 #include "ops/snapshot-delete.h"
 #include "ops/snapshot-revert.h"
+#include "qemu/child.h"
 #include "qemu/image.h"
 #include "store/op-journal.h"
 #include "util/error.h"

@@ -113,6 +113,28 @@ class CheckpointCase(q.QsnapTestCase):
         self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
         return self.h.get_property(c, C, 'Size')
 
+    def assert_incremental(self, dom, name, size, disk='vda'):
+        """Issue #12's check after a chain operation, the domain shut off:
+        an incremental push since checkpoint `name` (by the paused QEMU,
+        from the bitmaps in the images) copies exactly `size` bytes, and
+        restored onto the disk at that checkpoint (empty: every test makes
+        its checkpoint on fresh images before writing) equals the disk."""
+        h = self.h
+        self.assertEqual(h.get_property(dom, D, 'State'), 'shutoff')
+        self._incs = getattr(self, '_incs', 0) + 1
+        inc = h.image_path('inc%d-%s.qcow2' % (self._incs, name))
+        job = h.call(dom, D, 'BackupBegin', ("<domainbackup><incremental>%s</incremental><disks><disk name='%s' "
+                                             "type='file'><target file='%s'/></disk></disks></domainbackup>"
+                                             % (name, disk, inc), '', 0), 'sst')
+        q.wait_until(lambda: h.get_property(job, J, 'State') in ('completed', 'failed', 'canceled'), 60, 'the backup')
+        self.assertEqual(h.get_property(job, J, 'State'), 'completed', h.get_property(job, J, 'Error'))
+        self.assertEqual(h.get_property(job, J, 'End'), size, 'the incremental since %s copies what changed' % name)
+        base = q.qemu_img_create(h.image_path('at%d-%s.qcow2' % (self._incs, name)), '16M')
+        r = q.run([q.QEMU_IMG, 'rebase', '-u', '-b', base, '-F', 'qcow2', inc])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'qcow2', '-F', 'qcow2', self.active(dom, disk), inc])
+        self.assertEqual(r.returncode, 0, '%s + incremental against the disk: %s' % (name, r.stdout + r.stderr))
+
     def refused(self, dom, imgs, error, xml, flags=0):
         before = (self.h.get_property(dom, D, 'Checkpoints'), {p: image_bitmaps(p) for p in imgs.values()})
         with self.assertDBusError(error):
@@ -312,6 +334,9 @@ class DeleteTest(CheckpointCase):
         for p in imgs.values():
             self.assertEqual(image_bitmaps(p), {'c1': ['auto']})
             q.qemu_img_check(p)
+        # c1 after the delete of the middle c2: an incremental since it
+        # has both writes.
+        self.assert_incremental(dom, 'c1', 2 * MiB)
 
     def test_delete_flags_offline(self):
         h = self.h
@@ -650,6 +675,8 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Start', (0,), 't')
         self.assertEqual(self.size(c1), 5 * MiB)
         self.assertEqual(h.get_property(c2, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 4 * MiB)   # vdb's MiB is not in vda's
 
     def test_external_snapshot_offline(self):
         h = self.h
@@ -664,6 +691,8 @@ class ChainTest(CheckpointCase):
         h.write_pattern_live(dom, 'vda', 0x56, 0, 2 * MiB)
         self.assertEqual(self.size(c1), 2 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 2 * MiB)
 
     def test_revert_external(self):
         h = self.h
@@ -694,6 +723,8 @@ class ChainTest(CheckpointCase):
         self.assertEqual(self.size(c1), 2 * MiB)
         h.call(c2, C, 'Delete', (0,), 't')
         self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 2 * MiB)
 
     def test_revert_internal(self):
         h = self.h
@@ -768,6 +799,7 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(top), {'c1': ['auto']})
         q.qemu_img_check(top)
+        self.assert_incremental(dom, 'c1', 4 * MiB)
 
     def test_commit_of_a_middle_layer(self):
         h = self.h
@@ -788,6 +820,7 @@ class ChainTest(CheckpointCase):
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(base), {'c1': ['auto']})
+        self.assert_incremental(dom, 'c1', 3 * MiB)
 
     def test_copy_with_pivot(self):
         h = self.h
@@ -810,6 +843,7 @@ class ChainTest(CheckpointCase):
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+        self.assert_incremental(dom, 'c1', 4 * MiB)
 
     def test_copy_aborted_leaves_a_plain_copy(self):
         # The target got c1 at READY (§2.8); an Abort (no pivot) takes it
@@ -873,6 +907,8 @@ class ChainTest(CheckpointCase):
         h.write_pattern_live(dom, 'vda', 0x84, 12 * MiB, MiB)
         self.assertEqual(self.size(c1), 4 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 4 * MiB)
 
     def test_snapshot_delete_backward(self):
         """Backward: the frozen file is streamed into the overlay above it,
@@ -896,6 +932,8 @@ class ChainTest(CheckpointCase):
         self.assertNotIn(imgs['vda'], h.get_property(dom, D, 'Disks')[0][3])
         self.assertEqual(self.size(c1), 3 * MiB)
         self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 3 * MiB)
 
     def test_snapshot_delete_offline(self):
         """Shut off, qemu-img commit and rebase write through the images'
@@ -923,6 +961,7 @@ class ChainTest(CheckpointCase):
                 self.assertEqual(h.get_property(c1, C, 'Problems'), [])
                 self.assertEqual(self.size(c1), 3 * MiB)
                 h.call(dom, D, 'Stop', (0,), 't')
+                self.assert_incremental(dom, 'c1', 3 * MiB)
 
 
 if __name__ == '__main__':

@@ -480,6 +480,52 @@ class CrashTest(DeleteTestCase):
             with self.subTest(point=point):
                 self.run_crash(point, recovery, False, 'backward')
 
+    def test_offline_backward_two_branches(self):
+        """Backward into two overlays of F (a revert's branch beside the
+        chain), qsnapd killed after the first data-copying rebase, before
+        its header-only one: the recovery writes that overlay's real name,
+        F is still read by the other one, so the delete runs again (the
+        rebased overlay is no overlay of F any more) and ends."""
+        h = self.h
+        point = 'delete:rebase-name'
+        dom, base = self.offline_chain('cbranch', 2)
+        s1, s2 = self.snap_path(dom, 's1'), self.snap_path(dom, 's2')
+        f2 = self.frozen(s2)
+        r = h.image_path('cbranch.r.qcow2')
+        r2 = h.image_path('cbranch.r2.qcow2')
+        q.qemu_img_create(r, backing=f2)
+        q.qemu_io_write_pattern(r, 0xEE, 5 * MiB, LEN)
+        q.qemu_img_create(r2, backing=r)
+        xml = snap_xml('side', disks=[('vda', 'external', r2)], parent='s2', state='shutoff')
+        xml = xml.replace('</domainsnapshot>', "<domain type='kvm'><name>cbranch</name><memory>131072</memory>"
+                          "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                          "<source file='%s'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+                          "</domainsnapshot>" % r)
+        h.call(dom, D, 'CreateSnapshot', (xml, 1), 'st')
+        side = self.snap_path(dom, 'side')
+
+        def after_crash():
+            names = self.header_names('cbranch')
+            spec = [f for f, n in names.items() if n and n.startswith('json:')]
+            self.assertEqual(len(spec), 1, names)
+            # the other overlay of F still names F
+            self.assertEqual(sorted(n for n in names.values() if n == f2), [f2], names)
+        mark = h.daemon_log_mark()
+        self.crash_and_recover(dom, s2, 's2', point, AGAIN, after_crash)
+        self.assertRegex(h.daemon_log_since(mark), r"wrote the backing name \S+ into \S+ \(the rebase")
+        for f, n in self.header_names('cbranch').items():
+            if n:
+                self.assertTrue(n.startswith('/') and os.path.exists(n), '%s names %r' % (f, n))
+        self.assertFalse(os.path.exists(f2), 'nothing needs the frozen file any more')
+        self.assertEqual(self.names(dom), ['s1', 'side'])
+        self.assertEqual(h.get_property(side, S, 'Parent'), s1)
+        self.assert_all(dom, {'s1': 1}, 3, 'after s2')
+        self.assertEqual(self.frozen(side), r)
+        self.assert_layer(r, [(0xA0, 0), (0xA1, MiB), (0xEE, 5 * MiB)], [2 * MiB], 'branch')
+        self.assert_disk_is(r, [(0xA0, 0, LEN), (0xA1, MiB, LEN), (0xEE, 5 * MiB, LEN)], 'branch')
+        self.assertEqual(self.chain_files(r)[1:], [base])
+        self.assert_check_clean(r, r2)
+
     def test_live(self):
         for (point, merge), recovery in self.LIVE:
             with self.subTest(point=point, merge=merge):

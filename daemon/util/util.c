@@ -428,59 +428,6 @@ _noreturn_ void exec_with_output(char *const *argv, int output_fd) {
         _exit(127);
 }
 
-int run_command(char *const *argv, char **ret_output) {
-        _cleanup_close_ int rfd = -EBADF;
-        _cleanup_free_ char *out = NULL;
-        size_t n = 0, allocated = 0;
-        int pipefd[2], status;
-        pid_t pid;
-
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-
-        pid = fork();
-        if (pid < 0) {
-                safe_close(pipefd[0]);
-                safe_close(pipefd[1]);
-                return -errno;
-        }
-        if (pid == 0)
-                exec_with_output(argv, pipefd[1]);
-        safe_close(pipefd[1]);
-        rfd = pipefd[0];
-
-        for (;;) {
-                ssize_t k;
-
-                if (allocated - n < 1024) {
-                        size_t a = allocated ? allocated * 2 : 4096;
-                        char *b = realloc(out, a);
-                        if (!b)
-                                break; /* keep reading nothing more; the status still counts */
-                        out = b;
-                        allocated = a;
-                }
-                k = read(rfd, out + n, allocated - n - 1);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        break;
-                n += (size_t) k;
-        }
-        if (out)
-                out[n] = 0;
-
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-
-        if (ret_output)
-                *ret_output = out ? TAKE_PTR(out) : strdup("");
-        if (WIFEXITED(status))
-                return WEXITSTATUS(status);
-        return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
 void crash_point(const char *name) {
         const char *at = getenv("QSNAPD_TEST_CRASH_AT");
 

@@ -168,10 +168,6 @@ bool uuid_is_valid(const char *s);
  * exec argv[0]; exit status 127 when that fails. */
 _noreturn_ void exec_with_output(char *const *argv, int output_fd);
 
-/* Runs argv synchronously (stdin /dev/null), collecting stdout+stderr
- * into *ret_output (may be NULL). Returns the exit status (>= 0) or -errno. */
-int run_command(char *const *argv, char **ret_output);
-
 /* Test hook for crash-safety tests: when $QSNAPD_TEST_CRASH_AT names
  * this point, qsnapd logs it and kills itself with SIGKILL, as a crash
  * or power cut would stop it there. Points are named

@@ -102,48 +102,20 @@ int checkpoint_tree_remove(CheckpointTree *t, Checkpoint *const *remove, size_t 
 }
 
 int checkpoint_tree_remove_all(CheckpointTree *t) {
-        int r = 0;
-
-        if (t->store)
-                r = store_remove(t->store);
-        if (r < 0)
-                return r;
-        checkpoint_tree_forget(t);
-        return 0;
+        return moment_tree_remove_all(&checkpoint_moment_ops, t);
 }
 
 int checkpoint_tree_list(const CheckpointTree *t, const Checkpoint *parent, uint64_t flags, Checkpoint ***ret,
                          size_t *ret_n) {
-        MomentListFlags mf = 0;
-        void **nodes = NULL;
-        Checkpoint **l = NULL;
-        size_t n = 0;
+        MomentListFlags mf = moment_list_flags(flags, CHECKPOINT_LIST_ROOTS, CHECKPOINT_LIST_TOPOLOGICAL,
+                                               CHECKPOINT_LIST_LEAVES, CHECKPOINT_LIST_NO_LEAVES);
+        void *l;
         int r;
 
         if (flags & ~CHECKPOINT_LIST_ALL)
                 return -EINVAL;
-        /* libvirt chose its checkpoint list flags to be the moment flags. */
-        if (flags & CHECKPOINT_LIST_ROOTS)
-                mf |= MOMENT_LIST_ROOTS_OR_DESCENDANTS;
-        if (flags & CHECKPOINT_LIST_TOPOLOGICAL)
-                mf |= MOMENT_LIST_TOPOLOGICAL;
-        if (flags & CHECKPOINT_LIST_LEAVES)
-                mf |= MOMENT_LIST_LEAVES;
-        if (flags & CHECKPOINT_LIST_NO_LEAVES)
-                mf |= MOMENT_LIST_NO_LEAVES;
-
-        r = moment_list(&checkpoint_moment_ops, t, parent, mf, NULL, NULL, &nodes, &n);
-        if (r < 0)
-                return r;
-        if (n > 0) {
-                l = checkpoint_nodes_from(nodes, n);
-                if (!l) {
-                        free(nodes);
-                        return -ENOMEM;
-                }
-        }
-        free(nodes);
-        *ret = l;
-        *ret_n = n;
-        return 0;
+        r = moment_tree_list(&checkpoint_moment_ops, t, parent, mf, NULL, NULL, &l, ret_n);
+        if (r >= 0)
+                *ret = l;
+        return r;
 }

@@ -138,6 +138,12 @@ int moment_list(const MomentOps *ops,
         return 0;
 }
 
+MomentListFlags moment_list_flags(uint64_t flags, uint64_t roots, uint64_t topological, uint64_t leaves,
+                                  uint64_t no_leaves) {
+        return (flags & roots ? MOMENT_LIST_ROOTS_OR_DESCENDANTS : 0) | (flags & topological ? MOMENT_LIST_TOPOLOGICAL : 0) |
+                (flags & leaves ? MOMENT_LIST_LEAVES : 0) | (flags & no_leaves ? MOMENT_LIST_NO_LEAVES : 0);
+}
+
 /* ---- removal ---- */
 
 void moment_removal_done(MomentRemoval *r) {
@@ -441,6 +447,40 @@ int moment_tree_update(const MomentOps *ops, void *tree, void *node, void *def, 
         install_def(ops, node, def);
         if (make_current)
                 ops->set_current(tree, node);
+        return 0;
+}
+
+int moment_tree_list(const MomentOps *ops, const void *tree, const void *parent, MomentListFlags flags,
+                     bool (*match)(const void *node, const void *userdata), const void *userdata, void **ret,
+                     size_t *ret_n) {
+        _cleanup_free_ void **nodes = NULL;
+        void *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = moment_list(ops, tree, parent, flags, match, userdata, &nodes, &n);
+        if (r < 0)
+                return r;
+        if (n > 0) {
+                l = ops->nodes_new(nodes, n);
+                if (!l)
+                        return -ENOMEM;
+        }
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}
+
+int moment_tree_remove_all(const MomentOps *ops, void *tree) {
+        Store *store = *ops->store(tree);
+        int r;
+
+        if (store) {
+                r = store_remove(store);
+                if (r < 0)
+                        return r;
+        }
+        ops->forget(tree);
         return 0;
 }
 

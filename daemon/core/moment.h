@@ -80,6 +80,11 @@ int moment_list(const MomentOps *ops,
                 void ***ret,
                 size_t *ret_n);
 
+/* A kind's libvirt list flags (its values of ROOTS or DESCENDANTS,
+ * TOPOLOGICAL, LEAVES, NO_LEAVES) as the moment flags. */
+MomentListFlags moment_list_flags(uint64_t flags, uint64_t roots, uint64_t topological, uint64_t leaves,
+                                  uint64_t no_leaves);
+
 typedef struct MomentMove {
         void *node;   /* a surviving child of a removed node */
         void *parent; /* its nearest surviving ancestor; NULL: it becomes a root */
@@ -147,6 +152,14 @@ int moment_tree_add(const MomentOps *ops, void *tree, void *def, bool make_curre
  * refuses. */
 int moment_tree_update(const MomentOps *ops, void *tree, void *node, void *def, bool make_current);
 
+/* moment_list() as the kind's typed array (nodes_new(); NULL when empty). */
+int moment_tree_list(const MomentOps *ops, const void *tree, const void *parent, MomentListFlags flags,
+                     bool (*match)(const void *node, const void *userdata), const void *userdata, void **ret,
+                     size_t *ret_n);
+
+/* Removes the store's file and forgets every node. */
+int moment_tree_remove_all(const MomentOps *ops, void *tree);
+
 /* Persists a new current node (NULL: none). */
 int moment_tree_set_current(const MomentOps *ops, void *tree, void *node);
 
@@ -188,11 +201,10 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
                 (tree)->n--;                             \
         } while (0)
 
-/* Defines `static const MomentOps prefix##_moment_ops` and
- * `prefix##_nodes_from()` (a malloc'ed Node ** of a void * list) for a
- * kind whose Node has the fields tree, def, parent, children, n_children,
- * prev, next and seq, whose Tree has by_name, first, last, n, current,
- * store and next_seq, and whose Def has name and parent, with
+/* Defines `static const MomentOps prefix##_moment_ops` for a kind whose
+ * Node has the fields tree, def, parent, children, n_children, prev, next
+ * and seq, whose Tree has by_name, first, last, n, current, store and
+ * next_seq, and whose Def has name and parent, with
  * prefix##_def_parse() (parse_flags: what a stored one is read with),
  * _copy(), _format() (format_flags: what the store keeps) and _free().
  * noun_, Noun: the log's word; store_kind_, store_root_: store_open()'s;
@@ -212,14 +224,11 @@ int moment_tree_remove(const MomentOps *ops, void *tree, void *const *remove, si
 
 #define DEFINE_MOMENT_OPS(prefix, Node, Tree, Def, noun_, Noun, store_kind_, store_root_, parse_flags, \
                           format_flags, drop_fn, forget_fn)                                \
-        static Node **prefix##_nodes_from(void *const *nodes, size_t n) {                 \
+        static void *prefix##_ops_nodes_new(void *const *nodes, size_t n) {               \
                 Node **l = new0(Node *, n);                                                \
                 for (size_t i = 0; l && i < n; i++)                                        \
                         l[i] = nodes[i];                                                   \
                 return l;                                                                  \
-        }                                                                                  \
-        static void *prefix##_ops_nodes_new(void *const *nodes, size_t n) {               \
-                return prefix##_nodes_from(nodes, n);                                      \
         }                                                                                  \
         MOMENT_GET_(prefix##_ops_first, void *, Tree, first)                               \
         MOMENT_FIELD_(prefix##_ops_store, Store *, Tree, store)                            \

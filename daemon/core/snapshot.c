@@ -132,14 +132,7 @@ int snapshot_tree_remove(SnapshotTree *t, Snapshot *const *remove, size_t n_remo
 }
 
 int snapshot_tree_remove_all(SnapshotTree *t) {
-        int r = 0;
-
-        if (t->store)
-                r = store_remove(t->store);
-        if (r < 0)
-                return r;
-        snapshot_tree_forget(t);
-        return 0;
+        return moment_tree_remove_all(&snapshot_moment_ops, t);
 }
 
 /* ---- listing ---- */
@@ -189,31 +182,15 @@ static bool snapshot_matches(const void *node, const void *userdata) {
 }
 
 int snapshot_tree_list(const SnapshotTree *t, const Snapshot *parent, uint64_t flags, Snapshot ***ret, size_t *ret_n) {
-        MomentListFlags mf = 0;
-        void **nodes = NULL;
-        size_t n = 0;
-        Snapshot **l;
+        MomentListFlags mf = moment_list_flags(flags, SNAPSHOT_LIST_ROOTS, SNAPSHOT_LIST_TOPOLOGICAL, SNAPSHOT_LIST_LEAVES,
+                                               SNAPSHOT_LIST_NO_LEAVES);
+        void *l;
         int r;
 
-        if (flags & SNAPSHOT_LIST_ROOTS)
-                mf |= MOMENT_LIST_ROOTS_OR_DESCENDANTS;
-        if (flags & SNAPSHOT_LIST_TOPOLOGICAL)
-                mf |= MOMENT_LIST_TOPOLOGICAL;
-        if (flags & SNAPSHOT_LIST_LEAVES)
-                mf |= MOMENT_LIST_LEAVES;
-        if (flags & SNAPSHOT_LIST_NO_LEAVES)
-                mf |= MOMENT_LIST_NO_LEAVES;
-
-        r = moment_list(&snapshot_moment_ops, t, parent, mf, snapshot_matches, &flags, &nodes, &n);
-        if (r < 0)
-                return r;
-        l = n > 0 ? snapshot_nodes_from(nodes, n) : NULL;
-        free(nodes);
-        if (n > 0 && !l)
-                return -ENOMEM;
-        *ret = l;
-        *ret_n = n;
-        return 0;
+        r = moment_tree_list(&snapshot_moment_ops, t, parent, mf, snapshot_matches, &flags, &l, ret_n);
+        if (r >= 0)
+                *ret = l;
+        return r;
 }
 
 /* ---- REDEFINE ---- */

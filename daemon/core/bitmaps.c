@@ -397,7 +397,7 @@ typedef struct BitmapsState {
         SizeProbe *probes;
         size_t n_probes;
         struct ArmedCopy *armed;
-        char **quit_files, **quit_names; /* copies QEMU's quit cancelled: cleaned once it is gone */
+        char **quit_drops; /* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone */
 } BitmapsState;
 
 static int refresh_start(sd_event_source *s, void *userdata);
@@ -819,8 +819,7 @@ void bitmaps_domain_done(Domain *d) {
         probes_free(st);
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);
-        strv_free(st->quit_files);
-        strv_free(st->quit_names);
+        strv_free(st->quit_drops);
         free(st);
         d->bitmaps = NULL;
 }
@@ -1131,53 +1130,38 @@ static void log_dropped(Domain *d, const char *job_id, int removed) {
                          "removed.", d->def->name, job_id, removed);
 }
 
-static int drop_from_file(Domain *d, const char *job_id, char **added, const char *file) {
-        ImageBitmap *b = NULL;
-        size_t n = 0;
-        int removed = 0;
-
-        if (!added || image_read_bitmaps(file, &b, &n, NULL) < 0)
-                return 0;
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *m = NULL;
-
-                if (!strv_contains((const char *const *) added, b[i].name))
-                        continue;
-                if (image_bitmap_remove(file, b[i].name, &m) < 0)
-                        log_warning("Domain '%s': cannot remove bitmap %s from %s: %s", d->def->name, b[i].name, file,
-                                    strna(m));
-                else
-                        removed++;
-        }
-        image_bitmaps_free(b, n);
-        log_dropped(d, job_id, removed);
-        return removed;
-}
-
-int bitmaps_copy_drop_file(Domain *d, const char *job_id, const char *target_node, const char *file) {
-        _cleanup_strv_free_ char **added = copy_added_names(d, job_id, target_node);
-        return drop_from_file(d, job_id, added, file);
-}
-
 void bitmaps_copy_drop_after_quit(Domain *d, const char *job_id, const char *target_node, const char *file) {
         _cleanup_strv_free_ char **added = copy_added_names(d, job_id, target_node);
         BitmapsState *st = added ? bitmaps_state(d) : NULL;
 
         for (char **n = added; st && *n; n++)
-                if (strv_extend(&st->quit_files, file) < 0 || strv_extend(&st->quit_names, *n) < 0)
+                if (strv_extend(&st->quit_drops, file) < 0 || strv_extend(&st->quit_drops, *n) < 0)
                         return (void) log_oom();
 }
 
 void bitmaps_copies_qemu_gone(Domain *d) {
-        BitmapsState *st = d->bitmaps;
-        _cleanup_strv_free_ char **files = st ? TAKE_PTR(st->quit_files) : NULL;
-        _cleanup_strv_free_ char **names = st ? TAKE_PTR(st->quit_names) : NULL;
+        _cleanup_strv_free_ char **l = d->bitmaps ? TAKE_PTR(d->bitmaps->quit_drops) : NULL;
+        int removed = 0;
 
-        for (size_t i = 0; files && files[i] && names && names[i]; i++) {
-                char *one[] = { names[i], NULL };
+        for (size_t i = 0; l && l[i] && l[i + 1]; i += 2) {
+                ImageBitmap *b = NULL;
+                size_t n = 0;
+                _cleanup_free_ char *m = NULL;
 
-                (void) drop_from_file(d, "(cancelled by QEMU's quit)", one, files[i]);
+                if (image_read_bitmaps(l[i], &b, &n, NULL) < 0)
+                        continue;
+                for (size_t k = 0; k < n; k++) {
+                        if (!streq(b[k].name, l[i + 1]))
+                                continue;
+                        if (image_bitmap_remove(l[i], l[i + 1], &m) < 0)
+                                log_warning("Domain '%s': cannot remove bitmap %s from %s: %s", d->def->name,
+                                            l[i + 1], l[i], strna(m));
+                        else
+                                removed++;
+                }
+                image_bitmaps_free(b, n);
         }
+        log_dropped(d, "(cancelled by QEMU's quit)", removed);
 }
 
 int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node) {

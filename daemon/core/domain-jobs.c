@@ -223,10 +223,9 @@ static void copy_end(Domain *d, Job *j) {
          * READY (§2.8); they go once it is gone. */
         if (j->state == JOB_STATE_CANCELED && !j->aborting && !(disk && streq(disk->source, info->copy_dest)) &&
             access(info->copy_dest, F_OK) >= 0) {
-                if (d->qmp)
-                        bitmaps_copy_drop_after_quit(d, j->id, info->copy_node, info->copy_dest);
-                else
-                        (void) bitmaps_copy_drop_file(d, j->id, info->copy_node, info->copy_dest);
+                bitmaps_copy_drop_after_quit(d, j->id, info->copy_node, info->copy_dest);
+                if (!d->qmp)
+                        bitmaps_copies_qemu_gone(d);
         }
         domain_job_journal_remove(d, j->id);
 }

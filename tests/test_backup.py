@@ -148,6 +148,18 @@ class BackupTestCase(BlockJobTestCase):
         self.h.write_pattern_live(dom, 'vda', B, 17 * MiB, MiB)
         self.assertEqual(self.jprop(job, 'State'), 'running', 'the backup ended while the guest wrote')
 
+    def unthrottle(self, dom):
+        """What had to happen while the backup runs has happened: the rest
+        of the copy at full speed, rather than waiting out SPEED over the
+        whole disk (16 s of 32 MiB at 2 MiB/s). qsnapd's backup job takes
+        no SetSpeed (Unsupported), so QEMU's own backup jobs are told
+        directly (block-job-set-speed through the monitor passthrough)."""
+        jobs = [j['id'] for j in self.h.qmp(dom, 'query-jobs')['return'] if j['type'] == 'backup']
+        self.assertTrue(jobs, 'QEMU runs no backup job to unthrottle')
+        for job_id in jobs:
+            r = self.h.qmp(dom, 'block-job-set-speed', {'device': job_id, 'speed': 0})
+            self.assertIn('return', r, 'block-job-set-speed %s: %s' % (job_id, r))
+
     def assert_guest_has_b(self, dom):
         self.h.verify_pattern_live(dom, 'vda', B, 0, MiB, 'guest after the backup')
         self.h.verify_pattern_live(dom, 'vda', B, 17 * MiB, MiB, 'guest after the backup')
@@ -222,6 +234,7 @@ class PushTest(BackupTestCase):
         self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/target").get('file'), target)
 
         self.write_b_while_running(dom, job)
+        self.unthrottle(dom)
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
         self.assert_one_end(rec, dom, job, 'backup', 'completed')
         self.assert_progress(rec, job, 'push')
@@ -258,6 +271,69 @@ class PushTest(BackupTestCase):
         job2 = self.begin(dom, push_xml(target))
         h.call(job2, J, 'Abort', (0,), 't')
         self.assertFalse(os.path.exists(target))
+
+
+class PushTargetTest(BackupTestCase):
+    """Issue #12's push targets beyond the default qcow2: <driver
+    type='raw'/>, REUSE_EXTERNAL into a file that exists (used as it is,
+    not recreated), and a target through a symlink (PathNotAllowed,
+    nothing created at either end)."""
+    speed = SPEED
+
+    def push_and_check(self, dom, xml, target, fmt, flags=0):
+        h = self.h
+        ref = self.reference(dom)
+        rec = h.record_signals()
+        job = self.begin(dom, xml, '', flags)
+        self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/driver").get('type'), fmt)
+        self.write_b_while_running(dom, job)
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_equal_images(ref, target, fmt=fmt, what='the %s backup against the disk at its start' % fmt)
+        self.assertEqual(q.qemu_img_info(target)['format'], fmt)
+        self.assert_no_backup_left(dom, [target])
+
+    def test_raw_target(self):
+        h = self.h
+        dom, img = self.make_domain()
+        target = h.image_path('full.raw')
+        self.push_and_check(dom, push_xml(target, 'raw'), target, 'raw')
+        self.assertEqual(os.stat(target).st_mode & 0o777, 0o600)
+
+    def test_reuse_external(self):
+        h = self.h
+        dom, img = self.make_domain()
+        target = h.create_image('reused.qcow2', size=DISK_SIZE)
+        q.qemu_io_write_pattern(target, 0xee, 28 * MiB, MiB)   # stale data where the disk has none
+        os.chmod(target, 0o640)
+        ino = os.stat(target).st_ino
+        self.push_and_check(dom, push_xml(target), target, 'qcow2', REUSE_EXTERNAL)
+        self.assertEqual(os.stat(target).st_ino, ino, 'REUSE_EXTERNAL recreated the target')
+        self.assertEqual(os.stat(target).st_mode & 0o777, 0o640)
+
+    def test_symlink_target_refused(self):
+        h = self.h
+        dom, img = self.make_domain()
+        behind = h.image_path('behind.qcow2')
+        link = h.image_path('link.qcow2')
+        os.symlink(behind, link)
+        for flags in (0, REUSE_EXTERNAL):
+            with self.assertDBusError(E + 'PathNotAllowed'):
+                self.begin(dom, push_xml(link), '', flags)
+            self.assertTrue(os.path.islink(link))
+            self.assertEqual(self.dprop(dom, 'Jobs'), [])
+            self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [])
+            if flags == 0:
+                self.assertFalse(os.path.exists(behind), 'a file was created through the symlink')
+                # then with a file behind the link, REUSE_EXTERNAL
+                q.qemu_img_create(behind, DISK_SIZE)
+                before = q.qemu_img_info(behind)
+        self.assertEqual(q.qemu_img_info(behind), before)
+        # the folder itself is allowed: a plain file there is taken
+        plain = h.image_path('plain.qcow2')
+        job = self.begin(dom, push_xml(plain))
+        self.assertTrue(os.path.exists(plain))
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertFalse(os.path.exists(plain))
 
 
 class NoSpaceTest(BackupTestCase):
@@ -319,6 +395,11 @@ class PullTest(BackupTestCase):
         self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
         # Cur follows QEMU's counters at the poll's pace: the old data the writes pushed aside.
         self.wait_cur(job, 2 * MiB)
+        # ... and reaches the bus as Progress signals (issue #12: the
+        # fleecing job's counters), not only as the Cur property.
+        q.wait_until(lambda: any(c >= 2 * MiB for c, e in self.progress(rec, job)), 10,
+                     'a Progress signal for the pushed-aside 2 MiB')
+        self.assert_progress(rec, job, 'pull')
         self.assertEqual(self.jprop(job, 'State'), 'running', 'a pull runs until Abort')
         # read-only: writing into the export fails
         r = q.run([q.QEMU_IO, '-f', 'raw', '-c', 'write -P 0xcc 0 4k', 'nbd+unix:///vda?socket=%s' % socket])
@@ -361,6 +442,7 @@ class RestartTest(BackupTestCase):
         self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/target").get('file'), target)
         rec = h.record_signals()
         self.write_b_while_running(dom, job)
+        self.unthrottle(dom)
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
         self.assert_equal_images(ref, target, what='the adopted backup against the disk at its start')
         self.assert_guest_has_b(dom)
@@ -592,6 +674,7 @@ class CrashTest(BackupTestCase):
         job = jobs[0]
         self.assertEqual(self.jprop(job, 'Type'), 'backup')
         self.write_b_while_running(dom, job)
+        self.unthrottle(dom)
         self.assertEqual(self.wait_state(job, ('completed', 'failed', 'canceled'), 120), 'completed')
         self.assert_equal_images(ref, target, what='the adopted backup')
         self.assert_no_backup_left(dom, [target])
@@ -729,8 +812,12 @@ class OfflineTest(BackupTestCase):
         rec = h.record_signals()
         # A full backup that creates checkpoint c1 (qemu-img adds its bitmap
         # once the backup succeeded); its default target is named after it.
+        # Nothing races it: a qsnapd that does not throttle runs it (not 16 s
+        # of 32 MiB at SPEED); the incremental below is throttled again.
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': '0'})
         job = self.begin(dom, "<domainbackup/>", '<domaincheckpoint><name>c1</name></domaincheckpoint>')
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        h.restart_daemon(kill=False)
         full = img + '.c1'
         c1 = h.call(dom, D, 'LookupCheckpoint', ('c1',), 's')
         self.assertEqual(self.bitmaps(img), {'c1': ['auto']})

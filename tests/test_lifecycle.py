@@ -164,7 +164,12 @@ class LifecycleTest(q.QsnapTestCase):
                 f.write(text.replace('pid=%d\n' % pid, 'pid=%d\n' % decoy))
             with open(os.path.join(h.runtime_dir, uuid + '.pid'), 'w') as f:
                 f.write('%d\n' % decoy)
-        h.start_daemon()
+        # The attach gives up after 2 s, not 10 (qsnapd's test hook).
+        os.environ['QSNAPD_TEST_ATTACH_TIMEOUT'] = '2'
+        try:
+            h.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_ATTACH_TIMEOUT']
         rec = h.record_signals()
         q.wait_until(lambda: h.get_property(path, q.DOMAIN_IFACE, 'State') == 'crashed', 30,
                      'the attach to the stopped QEMU to give up')

@@ -505,33 +505,10 @@ class RealGuestTest(BackupQuiesceHelpers, QuiesceTestCase):
         gu.wait_count((gu.count or 0) + 2)
         return gu
 
-    def test_quiesced_snapshot_is_clean_without_journal_replay(self):
-        gu = self.guest()
-        snap = self.snapshot(gu.path, 'q1', DISK_ONLY | QUIESCE)
-        self.assertNotEqual(snap, '/')
-        # Thawed: the writer goes on.
-        gu.wait_count(gu.count + 3)
-        disks = self.h.get_property(gu.path, D, 'Disks')
-        self.assertNotEqual(disks[0][2], gu.disk)
-        r = g.verify_image(gu.disk)
-        self.assertFalse(r['journal_replayed'], 'a quiesced snapshot needs no journal replay')
-        self.assertEqual(r['fsck_rc'], 0, r['fsck_output'])
-        self.assertTrue(r['files'])
-        self.assertEqual([n for n, ok in r['files'].items() if not ok], [])
-
-    def test_agent_killed_in_the_guest(self):
-        gu = self.guest(cmdline_extra='qsnap.kill_agent_at=%d' % 4)
-        gu.serial.wait_for(r'^QSNAP-GUEST-AGENT-KILLED', what='qemu-ga killed in the guest')
-        disks = self.h.get_property(gu.path, D, 'Disks')
-        t0 = time.monotonic()
-        with self.assertDBusError(E + 'AgentUnresponsive'):
-            self.snapshot(gu.path, 'q1', DISK_ONLY | QUIESCE)
-        self.assertLess(time.monotonic() - t0, 2 * AGENT_TIMEOUT + 5)
-        self.unchanged(gu.path, disks, gu.disk, 'q1')
-        gu.wait_count(gu.count + 3)   # the guest keeps running and writing
-        self.assertFalse(self.h.get_property(gu.path, D, 'AgentConnected'))
-
-    def test_qsnapd_killed_while_frozen(self):
+    def test_qsnapd_killed_while_frozen_then_quiesced_snapshot_is_clean(self):
+        """One boot (a boot is the cost here): qsnapd killed while the guest
+        is frozen, the next one thaws it; then a QUIESCE snapshot is a clean
+        filesystem without journal replay and the writer goes on."""
         gu = self.guest()
         disks = self.h.get_property(gu.path, D, 'Disks')
         mark, outcome = self.h.crash_at('create:frozen', gu.path, D, 'CreateSnapshot',
@@ -547,12 +524,25 @@ class RealGuestTest(BackupQuiesceHelpers, QuiesceTestCase):
         gu.wait_count(gu.count + 3)   # the writer resumes
         self.unchanged(gu.path, disks, gu.disk, 'q1')
 
+        # The agent answers again: a quiesced snapshot needs no journal replay.
+        q.wait_until(lambda: self.h.get_property(gu.path, D, 'AgentConnected'), g.BOOT_TIMEOUT, 'AgentConnected')
+        snap = self.snapshot(gu.path, 'q2', DISK_ONLY | QUIESCE)
+        self.assertNotEqual(snap, '/')
+        # Thawed: the writer goes on.
+        gu.wait_count(gu.count + 3)
+        disks = self.h.get_property(gu.path, D, 'Disks')
+        self.assertNotEqual(disks[0][2], gu.disk)
+        r = g.verify_image(gu.disk)
+        self.assertFalse(r['journal_replayed'], 'a quiesced snapshot needs no journal replay')
+        self.assertEqual(r['fsck_rc'], 0, r['fsck_output'])
+        self.assertTrue(r['files'])
+        self.assertEqual([n for n, ok in r['files'].items() if not ok], [])
 
     def test_quiesced_backup_is_clean_then_agent_killed(self):
         """One boot: a QUIESCE push backup of the writing guest is a clean
         filesystem without journal replay; then qemu-ga dies in the guest
-        (at counter kill_at) and the next one is AgentUnresponsive with
-        nothing left behind."""
+        (at counter kill_at) and the next QUIESCE snapshot and backup are
+        AgentUnresponsive with nothing changed or left behind."""
         kill_at = 60
         gu = self.guest(cmdline_extra='qsnap.kill_agent_at=%d' % kill_at)
         target = self.h.image_path('rg-backup.qcow2')
@@ -569,12 +559,23 @@ class RealGuestTest(BackupQuiesceHelpers, QuiesceTestCase):
         jobs = self.h.get_property(gu.path, D, 'Jobs')
 
         gu.serial.wait_for(r'^QSNAP-GUEST-AGENT-KILLED', what='qemu-ga killed in the guest')
+        # A QUIESCE snapshot: AgentUnresponsive within the agent timeout,
+        # nothing changed, the guest keeps writing.
+        disks = self.h.get_property(gu.path, D, 'Disks')
+        t0 = time.monotonic()
+        with self.assertDBusError(E + 'AgentUnresponsive'):
+            self.snapshot(gu.path, 'q1', DISK_ONLY | QUIESCE)
+        self.assertLess(time.monotonic() - t0, 2 * AGENT_TIMEOUT + 5)
+        self.unchanged(gu.path, disks, gu.disk, 'q1')
+        gu.wait_count(gu.count + 3)
+        # A QUIESCE backup: the same, and nothing left behind.
         t0 = time.monotonic()
         with self.assertDBusError(E + 'AgentUnresponsive'):
             self.backup(gu.path, target)
         self.assertLess(time.monotonic() - t0, 2 * AGENT_TIMEOUT + 5)
         self.nothing_left(gu.path, target, jobs)
         gu.wait_count(gu.count + 3)   # the guest keeps running and writing
+        self.assertFalse(self.h.get_property(gu.path, D, 'AgentConnected'))
 
 if __name__ == '__main__':
     q.main()

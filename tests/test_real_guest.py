@@ -309,16 +309,21 @@ class RealGuestTest(SnapshotTestCase):
 
     def test_on_poweroff_and_on_reboot(self):
         h = self.h
+        # Both guests boot at once (two TCG guests use both cores: one boot's
+        # wait instead of two); each serial log is a file of its own.
         gu = self.guest('life', cmdline_extra='qsnap.then=poweroff', on_poweroff='preserve')
-        gu.start()
+        gu2 = self.guest('life2', cmdline_extra='qsnap.then=reboot', on_reboot='destroy')
+        for one in (gu, gu2):
+            one.follow()
+            h.call(one.path, D, 'Start', (0,), 't', timeout=60)
+        gu.wait_boot()
         gu.serial.wait_for(r'^QSNAP-GUEST-THEN poweroff$', what='the guest powering off')
         q.wait_until(lambda: self.dprop(gu.path, 'State') == 'paused', 60, 'on_poweroff preserve: paused')
         self.assertEqual(h.qmp(gu.path, 'query-status')['return']['status'], 'shutdown')
         self.stop(gu.path)
         self.assert_image_clean(gu.disk, 'after the poweroff')
 
-        gu2 = self.guest('life2', cmdline_extra='qsnap.then=reboot', on_reboot='destroy')
-        gu2.start()
+        gu2.wait_boot()
         gu2.serial.wait_for(r'^QSNAP-GUEST-THEN reboot$', what='the guest rebooting')
         q.wait_until(lambda: self.dprop(gu2.path, 'State') == 'shutoff', 60, 'on_reboot destroy: shut off')
         self.assert_image_clean(gu2.disk, 'after the reboot')

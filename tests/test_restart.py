@@ -229,7 +229,12 @@ class KillTest(RestartTestCase):
         h.kill_daemon()
         os.kill(pid, signal.SIGSTOP)
         self.addCleanup(lambda: q._alive(pid) and os.kill(pid, signal.SIGCONT))
-        h.start_daemon()    # waits out qsnapd's attach timeout (10 s)
+        # Waits out qsnapd's attach timeout: 2 s, not 10 (its test hook).
+        os.environ['QSNAPD_TEST_ATTACH_TIMEOUT'] = '2'
+        try:
+            h.start_daemon()
+        finally:
+            del os.environ['QSNAPD_TEST_ATTACH_TIMEOUT']
         self.assertEqual(self.first_get(path), 'crashed')
         os.kill(pid, signal.SIGCONT)
         h.call(path, D, 'Stop', (0,), 't')

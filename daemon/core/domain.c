@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 #include "config.h"
@@ -417,11 +418,21 @@ static void on_attach_ready(Qmp *qmp, int error, void *userdata) {
                 domain_op_finish(d, -QSNAP_E_QEMU_FAILED, "Failed to send query-status");
 }
 
+/* Test hook: $QSNAPD_TEST_ATTACH_TIMEOUT (seconds, 1..10) shortens the wait for
+ * a QEMU that does not answer at attach, so that the tests of a hung QEMU do
+ * not wait out the 10 s each time. */
+static uint64_t attach_timeout_usec(void) {
+        const char *e = getenv("QSNAPD_TEST_ATTACH_TIMEOUT");
+        unsigned long long s = e ? strtoull(e, NULL, 10) : 0;
+
+        return s >= 1 && s * USEC_PER_SEC < ATTACH_TIMEOUT_USEC ? s * USEC_PER_SEC : ATTACH_TIMEOUT_USEC;
+}
+
 static int on_attach_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = userdata;
 
         log_error("Domain '%s': its QEMU did not answer on the monitor within %llus.", d->def->name,
-                  (unsigned long long) (ATTACH_TIMEOUT_USEC / USEC_PER_SEC));
+                  (unsigned long long) (attach_timeout_usec() / USEC_PER_SEC));
         if (d->qmp)
                 qmp_close(d->qmp);
         d->qmp = qmp_unref(d->qmp);
@@ -467,7 +478,7 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
                 domain_op_finish(d, 0, NULL);
                 return 1;
         }
-        r = domain_op_arm_timer(d, ATTACH_TIMEOUT_USEC, on_attach_timeout);
+        r = domain_op_arm_timer(d, attach_timeout_usec(), on_attach_timeout);
         if (r < 0) {
                 domain_op_finish(d, r, "Failed to arm a timer");
                 return 1;
@@ -654,7 +665,7 @@ static int domain_start_attached(Domain *d, DomainDoneFunc done, void *userdata,
                 return r;
         r = domain_connect_monitor(d, d->def->monitor_path, on_attach_ready);
         if (r >= 0)
-                r = domain_op_arm_timer(d, ATTACH_TIMEOUT_USEC, on_attach_timeout);
+                r = domain_op_arm_timer(d, attach_timeout_usec(), on_attach_timeout);
         if (r < 0) {
                 domain_op_abandon(d);
                 *ret_message = strprintf("Nothing answers on the monitor socket %s of domain '%s' (%s); qsnapd does not "

@@ -125,8 +125,14 @@ static int file_graph_add_chain(Domain *d, FileGraph *g, const char *top, DiskFo
         /* Through the gate: a backing file outside the domain's folders is
          * no file of ours (never merged into, rebased or removed). */
         r = gate_read_chain(d, top, format, &c, &why);
-        if (r < 0)
-                return 0; /* an unreadable file is nobody's backing */
+        if (r < 0) {
+                /* An unreadable file is nobody's backing — but what it
+                 * reads is unknown: the caller decides whether that may
+                 * matter (g->unreadable). */
+                log_debug("Cannot read the chain of %s: %s", top, why ?: qsnap_strerror(r));
+                g->unreadable = true;
+                return 0;
+        }
         for (size_t i = 0; i < c.n_layers; i++) {
                 DiskFormat *f;
 

@@ -36,6 +36,7 @@ typedef struct FileGraph {
         size_t n;
         char **foreign;       /* qcow2 files in the same folders that nothing of ours names */
         char **foreign_backings;
+        bool unreadable;      /* a file that exists had a chain the gate would not read */
 } FileGraph;
 
 void file_graph_done(FileGraph *g);

@@ -20,7 +20,9 @@ inotify and wakes up when it grows (or the timeout ends), never a fixed
 sleep.
 """
 
+import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -47,12 +49,56 @@ def _builder(*args, timeout=600):
     return r.stdout.strip()
 
 
+# What build-guest.py's cache key depends on besides its own text: the
+# kernel package apt would install (apt's lists, preferences and dpkg's
+# status) and the versions of busybox-static and qemu-guest-agent (dpkg's
+# status).
+_KEY_INPUTS = ('/var/lib/apt/lists', '/var/cache/apt/pkgcache.bin', '/var/lib/dpkg/status',
+               '/etc/apt/sources.list', '/etc/apt/sources.list.d', '/etc/apt/preferences.d')
+
+
+def _lookup_memo():
+    """(memo file, digest): build-guest.py's answer is remembered under a
+    digest of its text and of the stat of every input of its cache key, so
+    that each test file does not pay its apt-cache queries (seconds on a
+    loaded machine) to find the same folder again."""
+    cache = os.environ.get('QSNAP_GUEST_CACHE') or '/var/tmp/qsnap-guest'
+    h = hashlib.sha256()
+    with open(BUILDER, 'rb') as f:
+        h.update(f.read())
+    for path in _KEY_INPUTS:
+        try:
+            st = os.stat(path)
+            h.update(('%s %d %d %d\n' % (path, st.st_mtime_ns, st.st_ctime_ns, st.st_size)).encode())
+        except FileNotFoundError:
+            h.update(('%s none\n' % path).encode())
+    return os.path.join(cache, '.lookup'), h.hexdigest()
+
+
+def _find_folder():
+    memo, digest = _lookup_memo()
+    try:
+        with open(memo) as f:
+            have, folder = f.read().split('\n')[0].split(' ', 1)
+        if have == digest and os.path.exists(os.path.join(folder, 'manifest.json')):
+            return folder
+    except (OSError, ValueError):
+        pass
+    folder = _builder()
+    with contextlib.suppress(OSError):
+        tmp = '%s.%d' % (memo, os.getpid())
+        with open(tmp, 'w') as f:
+            f.write('%s %s\n' % (digest, folder))
+        os.rename(tmp, memo)
+    return folder
+
+
 def build():
     """The guest's folder (vmlinuz, initrd.gz, manifest.json), built once
     and cached ($QSNAP_GUEST_CACHE, default /var/tmp/qsnap-guest)."""
     global _built
     if _built is None:
-        folder = _builder()
+        folder = _find_folder()
         with open(os.path.join(folder, 'manifest.json')) as f:
             manifest = json.load(f)
         _built = (folder, manifest)

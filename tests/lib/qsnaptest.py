@@ -2034,9 +2034,21 @@ class QsnapTestCase(unittest.TestCase):
         self._problems_before = self._problem_count()
         _begin_test(self.full_test_id())
         self.addCleanup(self._check_errors)
+        self._times = [time.monotonic()]
+        self.addCleanup(self._report_time)
         self.h = Harness(**self.harness_options)
         self.addCleanup(self._stop_harness)
         self.h.start()
+        self._times.append(time.monotonic())
+
+    def _report_time(self):
+        # Where a test's seconds go (runs last: after the harness stopped):
+        # harness start, the test itself, harness stop. On stderr, so that
+        # meson's log keeps it; docs/performance.md says how to sum them.
+        now = time.monotonic()
+        t = self._times + [now] * (4 - len(self._times))
+        sys.stderr.write('qsnaptest-time %s start %.1f body %.1f stop %.1f total %.1f\n'
+                         % (self.full_test_id(), t[1] - t[0], t[2] - t[1], t[3] - t[2], now - t[0]))
 
     def _problem_count(self):
         result = getattr(getattr(self, '_outcome', None), 'result', None)
@@ -2069,6 +2081,8 @@ class QsnapTestCase(unittest.TestCase):
             raise AssertionError('errors received:\n  ' + '\n  '.join(problems))
 
     def _stop_harness(self):
+        if len(self._times) == 2:
+            self._times.append(time.monotonic())    # the test body ended
         if self._failed():
             self.h.dump_logs()
         self.h.stop()

@@ -68,6 +68,13 @@ static bool file_still_used(Domain *d, const char *target, const char *file) {
         }
         if (file_graph_build(d, target, &g) < 0)
                 return true;
+        /* A chain we cannot read may read file: it stays (a file left over
+         * is better than a chain broken by recovery). */
+        if (g.unreadable) {
+                log_warning("Domain '%s': a chain of disk %s cannot be read; %s is kept as if still used.",
+                            d->def->name, target, file);
+                return true;
+        }
         for (size_t i = 0; i < g.n; i++)
                 if (streq(g.backings[i], file))
                         return true;

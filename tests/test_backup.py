@@ -273,6 +273,69 @@ class PushTest(BackupTestCase):
         self.assertFalse(os.path.exists(target))
 
 
+class PushTargetTest(BackupTestCase):
+    """Issue #12's push targets beyond the default qcow2: <driver
+    type='raw'/>, REUSE_EXTERNAL into a file that exists (used as it is,
+    not recreated), and a target through a symlink (PathNotAllowed,
+    nothing created at either end)."""
+    speed = SPEED
+
+    def push_and_check(self, dom, xml, target, fmt, flags=0):
+        h = self.h
+        ref = self.reference(dom)
+        rec = h.record_signals()
+        job = self.begin(dom, xml, '', flags)
+        self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/driver").get('type'), fmt)
+        self.write_b_while_running(dom, job)
+        self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
+        self.assert_equal_images(ref, target, fmt=fmt, what='the %s backup against the disk at its start' % fmt)
+        self.assertEqual(q.qemu_img_info(target)['format'], fmt)
+        self.assert_no_backup_left(dom, [target])
+
+    def test_raw_target(self):
+        h = self.h
+        dom, img = self.make_domain()
+        target = h.image_path('full.raw')
+        self.push_and_check(dom, push_xml(target, 'raw'), target, 'raw')
+        self.assertEqual(os.stat(target).st_mode & 0o777, 0o600)
+
+    def test_reuse_external(self):
+        h = self.h
+        dom, img = self.make_domain()
+        target = h.create_image('reused.qcow2', size=DISK_SIZE)
+        q.qemu_io_write_pattern(target, 0xee, 28 * MiB, MiB)   # stale data where the disk has none
+        os.chmod(target, 0o640)
+        ino = os.stat(target).st_ino
+        self.push_and_check(dom, push_xml(target), target, 'qcow2', REUSE_EXTERNAL)
+        self.assertEqual(os.stat(target).st_ino, ino, 'REUSE_EXTERNAL recreated the target')
+        self.assertEqual(os.stat(target).st_mode & 0o777, 0o640)
+
+    def test_symlink_target_refused(self):
+        h = self.h
+        dom, img = self.make_domain()
+        behind = h.image_path('behind.qcow2')
+        link = h.image_path('link.qcow2')
+        os.symlink(behind, link)
+        for flags in (0, REUSE_EXTERNAL):
+            with self.assertDBusError(E + 'PathNotAllowed'):
+                self.begin(dom, push_xml(link), '', flags)
+            self.assertTrue(os.path.islink(link))
+            self.assertEqual(self.dprop(dom, 'Jobs'), [])
+            self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [])
+            if flags == 0:
+                self.assertFalse(os.path.exists(behind), 'a file was created through the symlink')
+                # then with a file behind the link, REUSE_EXTERNAL
+                q.qemu_img_create(behind, DISK_SIZE)
+                before = q.qemu_img_info(behind)
+        self.assertEqual(q.qemu_img_info(behind), before)
+        # the folder itself is allowed: a plain file there is taken
+        plain = h.image_path('plain.qcow2')
+        job = self.begin(dom, push_xml(plain))
+        self.assertTrue(os.path.exists(plain))
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertFalse(os.path.exists(plain))
+
+
 class NoSpaceTest(BackupTestCase):
     def test_push_onto_full_tmpfs(self):
         h = self.h
@@ -332,6 +395,11 @@ class PullTest(BackupTestCase):
         self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
         # Cur follows QEMU's counters at the poll's pace: the old data the writes pushed aside.
         self.wait_cur(job, 2 * MiB)
+        # ... and reaches the bus as Progress signals (issue #12: the
+        # fleecing job's counters), not only as the Cur property.
+        q.wait_until(lambda: any(c >= 2 * MiB for c, e in self.progress(rec, job)), 10,
+                     'a Progress signal for the pushed-aside 2 MiB')
+        self.assert_progress(rec, job, 'pull')
         self.assertEqual(self.jprop(job, 'State'), 'running', 'a pull runs until Abort')
         # read-only: writing into the export fails
         r = q.run([q.QEMU_IO, '-f', 'raw', '-c', 'write -P 0xcc 0 4k', 'nbd+unix:///vda?socket=%s' % socket])

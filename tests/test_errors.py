@@ -186,11 +186,19 @@ class QemuRefusesTest(ErrorsTestCase):
         q.qemu_io_write_pattern(img, 0x33, 0, MiB)
         dom = h.define_domain('held', [q.Disk('vda', img)])
         snap = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>i1</name></domainsnapshot>', 0), 'st')
-        # qemu-io keeps the image open (and write-locked) until its stdin closes.
+        # qemu-io keeps the image open (and write-locked) until its stdin
+        # closes; its answer to a read says it has opened it. (No polling
+        # with qemu-img info: its shared lock, taken at the wrong moment,
+        # makes qemu-io fail to open.)
         holder = subprocess.Popen([q.QEMU_IO, '-f', 'qcow2', img], stdin=subprocess.PIPE,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.addCleanup(lambda: holder.poll() is None and holder.kill())
-        q.wait_until(lambda: q.run([q.QEMU_IMG, 'info', img]).returncode != 0, 60, 'qemu-io holds the lock')
+        self.addCleanup(holder.stdout.close)
+        holder.stdin.write(b'read 0 512\n')
+        holder.stdin.flush()
+        answer = holder.stdout.readline().decode()
+        self.assertIn('read 512/512 bytes', answer, 'qemu-io did not open the image')
+        self.assertNotEqual(q.run([q.QEMU_IMG, 'info', img]).returncode, 0, 'qemu-io holds no lock')
         message = self.assertRefused('QemuFailed', snap, S, 'Delete', (0,), 't', dom=dom)
         self.assertIn('lock', message)
         holder.stdin.close()

@@ -287,6 +287,7 @@ class PushTargetTest(BackupTestCase):
         job = self.begin(dom, xml, '', flags)
         self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/driver").get('type'), fmt)
         self.write_b_while_running(dom, job)
+        self.unthrottle(dom)
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
         self.assert_equal_images(ref, target, fmt=fmt, what='the %s backup against the disk at its start' % fmt)
         self.assertEqual(q.qemu_img_info(target)['format'], fmt)

@@ -287,6 +287,7 @@ class PushTargetTest(BackupTestCase):
         job = self.begin(dom, xml, '', flags)
         self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/driver").get('type'), fmt)
         self.write_b_while_running(dom, job)
+        self.unthrottle(dom)
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
         self.assert_equal_images(ref, target, fmt=fmt, what='the %s backup against the disk at its start' % fmt)
         self.assertEqual(q.qemu_img_info(target)['format'], fmt)
@@ -784,6 +785,9 @@ class OfflineTest(BackupTestCase):
 
     def test_push_shut_off(self):
         h = self.h
+        # The checks below that need the backup running take well under a
+        # second; 8 MiB/s keeps it running 4 s (not 16 s at SPEED).
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': str(8 * MiB)})
         dom, img = self.make_domain(start=False)
         ref = self.raw_copy(img, 'reference.raw')
         rec = h.record_signals()

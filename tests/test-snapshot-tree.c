@@ -231,6 +231,19 @@ int main(void) {
         snapshot_tree_init(&t2, NULL);
         CHECK(snapshot_tree_load(&t2, dir, "dom", 0, NULL) >= 0);
         check_tree(&t2, "reloaded");
+        /* A second load of the same tree rebuilds it from the store (moment.c's
+         * load, shared with the checkpoints): what t stored since shows. */
+        {
+                SnapshotDef *def = NULL;
+
+                CHECK(snapshot_def_copy(snapshot_tree_find(&t, "e")->def, &def) >= 0);
+                CHECK(free_and_strdup(&def->description, "new-e") >= 0);
+                CHECK(snapshot_tree_update(&t, snapshot_tree_find(&t, "e"), def, false) >= 0);
+                CHECK(snapshot_tree_load(&t2, dir, "dom", 0, NULL) >= 0);
+                check_tree(&t2, "loaded again");
+                CHECK(streq_ptr(snapshot_tree_find(&t2, "e")->def->description, "new-e"));
+                CHECK(t2.reported_current == t2.current);
+        }
         snapshot_tree_done(&t2);
 
         /* A refused update (name changed) changes nothing. */

@@ -287,6 +287,7 @@ class PushTargetTest(BackupTestCase):
         job = self.begin(dom, xml, '', flags)
         self.assertEqual(self.backup_xml(dom).find("disks/disk[@name='vda']/driver").get('type'), fmt)
         self.write_b_while_running(dom, job)
+        self.unthrottle(dom)
         self.assertEqual(self.wait_end(rec, job, timeout=120), ('completed', ''))
         self.assert_equal_images(ref, target, fmt=fmt, what='the %s backup against the disk at its start' % fmt)
         self.assertEqual(q.qemu_img_info(target)['format'], fmt)
@@ -395,6 +396,11 @@ class PullTest(BackupTestCase):
         self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
         # Cur follows QEMU's counters at the poll's pace: the old data the writes pushed aside.
         self.wait_cur(job, 2 * MiB)
+        # ... and reaches the bus as Progress signals (issue #12: the
+        # fleecing job's counters), not only as the Cur property.
+        q.wait_until(lambda: any(c >= 2 * MiB for c, e in self.progress(rec, job)), 10,
+                     'a Progress signal for the pushed-aside 2 MiB')
+        self.assert_progress(rec, job, 'pull')
         self.assertEqual(self.jprop(job, 'State'), 'running', 'a pull runs until Abort')
         # read-only: writing into the export fails
         r = q.run([q.QEMU_IO, '-f', 'raw', '-c', 'write -P 0xcc 0 4k', 'nbd+unix:///vda?socket=%s' % socket])

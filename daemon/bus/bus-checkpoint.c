@@ -17,7 +17,6 @@
 
 #define ACTION_READ_SECURE "org.example.snapshot1.read-secure"
 #define ACTION_MANAGE_SNAPSHOTS "org.example.snapshot1.manage-snapshots"
-#define STRV_MAKE(...) ((char *[]) { __VA_ARGS__, NULL })
 
 DEFINE_BUS_MOMENT_KIND(checkpoint, Checkpoint, checkpoints, "checkpoint", QSNAP_CHECKPOINT_INTERFACE,
                        CHECKPOINT_LIST_ALL);
@@ -245,10 +244,7 @@ int bus_method_lookup_checkpoint(sd_bus_message *m, void *userdata, sd_bus_error
 /* ---- signals ---- */
 
 static void emit_properties(Bus *b, const Checkpoint *c, char **names) {
-        _cleanup_free_ char *path = bus_checkpoint_path(c);
-
-        if (path)
-                (void) sd_bus_emit_properties_changed_strv(b->bus, path, QSNAP_CHECKPOINT_INTERFACE, names);
+        bus_moment_emit_changed(&checkpoint_moment_kind, b, c, names);
 }
 
 void bus_checkpoint_emit_added(Bus *b, Checkpoint *c, Checkpoint *previous_current) {

@@ -94,3 +94,10 @@ void bus_moment_emit_all_removed(const BusMomentKind *k, Bus *b, Domain *d) {
                         (void) sd_bus_emit_interfaces_removed(b->bus, path, k->interface, NULL);
         }
 }
+
+void bus_moment_emit_changed(const BusMomentKind *k, Bus *b, const void *node, char **names) {
+        _cleanup_free_ char *path = bus_moment_path(k, node);
+
+        if (path)
+                (void) sd_bus_emit_properties_changed_strv(b->bus, path, k->interface, names);
+}

@@ -47,6 +47,8 @@ int bus_moment_find(const BusMomentKind *k, Bus *b, const char *path, void **fou
  * may be NULL), or for all of d's moments. */
 void bus_moment_emit_removed(const BusMomentKind *k, Bus *b, Domain *d, char *const *names);
 void bus_moment_emit_all_removed(const BusMomentKind *k, Bus *b, Domain *d);
+/* PropertiesChanged of node's names (NULL-terminated: STRV_MAKE()). */
+void bus_moment_emit_changed(const BusMomentKind *k, Bus *b, const void *node, char **names);
 
 /* ---- a kind's BusMomentKind and shared properties ---- */
 

@@ -157,18 +157,8 @@ static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
 /* ---- signals ---- */
 
-static void emit_snapshot_properties(Bus *b, const Snapshot *s, const char *property) {
-        _cleanup_free_ char *path = bus_snapshot_path(s);
-
-        if (path)
-                (void) sd_bus_emit_properties_changed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, property, NULL);
-}
-
-static void emit_snapshot_properties2(Bus *b, const Snapshot *s, const char *p1, const char *p2) {
-        _cleanup_free_ char *path = bus_snapshot_path(s);
-
-        if (path)
-                (void) sd_bus_emit_properties_changed(b->bus, path, QSNAP_SNAPSHOT_INTERFACE, p1, p2, NULL);
+static void emit_properties(Bus *b, const Snapshot *s, char **names) {
+        bus_moment_emit_changed(&snapshot_moment_kind, b, s, names);
 }
 
 /* ---- revert ---- */
@@ -250,14 +240,14 @@ static int method_check_revert(sd_bus_message *m, void *userdata, sd_bus_error *
 
 void bus_snapshot_emit_is_current(Bus *b, Domain *d, Snapshot *previous) {
         if (previous && previous != d->snapshots.current)
-                emit_snapshot_properties(b, previous, "IsCurrent");
+                emit_properties(b, previous, STRV_MAKE("IsCurrent"));
         if (d->snapshots.current && previous != d->snapshots.current)
-                emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
+                emit_properties(b, d->snapshots.current, STRV_MAKE("IsCurrent"));
 }
 
 static void emit_current_changed(Bus *b, Domain *d, Snapshot *previous) {
         if (previous && previous != d->snapshots.current)
-                emit_snapshot_properties(b, previous, "IsCurrent");
+                emit_properties(b, previous, STRV_MAKE("IsCurrent"));
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_CURRENT_SNAPSHOT);
 }
 
@@ -269,7 +259,7 @@ void bus_snapshot_emit_added(Bus *b, Snapshot *s, Snapshot *previous_current) {
                 return (void) log_oom();
         (void) sd_bus_emit_object_added(b->bus, path);
         if (s->parent)
-                emit_snapshot_properties(b, s->parent, "Children");
+                emit_properties(b, s->parent, STRV_MAKE("Children"));
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
                 emit_current_changed(b, d, previous_current);
@@ -279,12 +269,12 @@ void bus_snapshot_emit_deleted(Bus *b, Domain *d, char *const *names, Snapshot *
                                Snapshot *previous_current) {
         bus_moment_emit_removed(&snapshot_moment_kind, b, d, names);
         for (size_t i = 0; i < n_changed; i++)
-                emit_snapshot_properties2(b, changed[i], "Parent", "Children");
+                emit_properties(b, changed[i], STRV_MAKE("Parent", "Children"));
         bus_domain_emit_changed(b, d, DOMAIN_CHANGE_SNAPSHOTS);
         if (previous_current != d->snapshots.current)
                 emit_current_changed(b, d, previous_current);
         if (d->snapshots.current && previous_current != d->snapshots.current)
-                emit_snapshot_properties(b, d->snapshots.current, "IsCurrent");
+                emit_properties(b, d->snapshots.current, STRV_MAKE("IsCurrent"));
 }
 
 void bus_snapshot_emit_all_removed(Bus *b, Domain *d) {

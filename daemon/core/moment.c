@@ -92,13 +92,8 @@ static int walk(const MomentOps *ops, NodeList *queue, bool recurse, NodeList *o
         return r;
 }
 
-int moment_list(const MomentOps *ops,
-                const void *tree,
-                const void *parent,
-                MomentListFlags flags,
-                bool (*match)(const void *node, const void *userdata),
-                const void *userdata,
-                void ***ret,
+int moment_list(const MomentOps *ops, const void *tree, const void *parent, MomentListFlags flags,
+                bool (*match)(const void *node, const void *userdata), const void *userdata, void ***ret,
                 size_t *ret_n) {
         NodeList candidates = {}, queue = {}, out = {};
         bool rod = flags & MOMENT_LIST_ROOTS_OR_DESCENDANTS, topological = flags & MOMENT_LIST_TOPOLOGICAL;
@@ -176,10 +171,7 @@ static int compare_move_parent(const void *a, const void *b) {
         return compare_pointers(&((const MomentMove *) a)->parent, &((const MomentMove *) b)->parent);
 }
 
-int moment_plan_removal(const MomentOps *ops,
-                        void *const *remove,
-                        size_t n_remove,
-                        void *current,
+int moment_plan_removal(const MomentOps *ops, void *const *remove, size_t n_remove, void *current,
                         MomentRemoval *ret) {
         _cleanup_(moment_removal_done) MomentRemoval plan = {};
         _cleanup_free_ MomentMove *by_parent = NULL;

@@ -71,13 +71,8 @@ typedef enum MomentListFlags {
  * match() (NULL: all), in creation order or, with TOPOLOGICAL, parents
  * before children (breadth first). *ret is a malloc'ed array (NULL when
  * empty). */
-int moment_list(const MomentOps *ops,
-                const void *tree,
-                const void *parent,
-                MomentListFlags flags,
-                bool (*match)(const void *node, const void *userdata),
-                const void *userdata,
-                void ***ret,
+int moment_list(const MomentOps *ops, const void *tree, const void *parent, MomentListFlags flags,
+                bool (*match)(const void *node, const void *userdata), const void *userdata, void ***ret,
                 size_t *ret_n);
 
 /* A kind's libvirt list flags (its values of ROOTS or DESCENDANTS,
@@ -112,10 +107,7 @@ typedef struct MomentRemoval {
  * of the tree. Costs O(r log r) for r = the removed nodes, their children
  * and the children of the parents that change, whatever the tree's size.
  * -EINVAL when a node is given twice. */
-int moment_plan_removal(const MomentOps *ops,
-                        void *const *remove,
-                        size_t n_remove,
-                        void *current,
+int moment_plan_removal(const MomentOps *ops, void *const *remove, size_t n_remove, void *current,
                         MomentRemoval *ret);
 
 void moment_removal_done(MomentRemoval *r);

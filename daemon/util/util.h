@@ -41,6 +41,8 @@
                                 _f_ = true;                                         \
                 _f_;                                                                \
         })
+/* A NULL-terminated vector of the arguments, valid in the statement. */
+#define STRV_MAKE(...) ((char *[]) { __VA_ARGS__, NULL })
 #define STR_IN_SET(x, ...) strv_contains((const char *const[]) { __VA_ARGS__, NULL }, x)
 
 /* Move ownership out of a _cleanup_ variable. */

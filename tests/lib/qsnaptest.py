@@ -54,6 +54,7 @@ import os
 import pwd
 import re
 import shutil
+import select
 import shlex
 import signal
 import socket
@@ -260,12 +261,32 @@ def _proc_uid(pid):
 
 
 def _wait_gone(pids, timeout):
+    """The pids still alive after timeout seconds ([] as soon as all are
+    gone). Woken by each process's exit (a pidfd is readable once its
+    process has exited, zombie or reaped), not by a polling interval: the
+    harness waits for exits at every teardown and restart."""
     deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    while True:
-        left = [p for p in pids if _alive(p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.05)
+    fds = {}
+    for p in pids:
+        with contextlib.suppress(OSError):    # already gone, or no pidfd: _alive() decides
+            fds[p] = os.pidfd_open(p)
+
+    def gone(p):
+        if p in fds:
+            return bool(select.select([fds[p]], [], [], 0)[0])
+        return not _alive(p)
+    try:
+        while True:
+            left = [p for p in pids if not gone(p)]
+            now = time.monotonic()
+            if not left or now >= deadline:
+                return left
+            watched = [fds[p] for p in left if p in fds]
+            # Without a pidfd for one of them: look again every 50 ms.
+            select.select(watched, [], [], min(deadline - now, 0.05 if len(watched) < len(left) else 1.0))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _kill_pids(pids, timeout=5.0):

@@ -785,6 +785,9 @@ class OfflineTest(BackupTestCase):
 
     def test_push_shut_off(self):
         h = self.h
+        # The checks below that need the backup running take well under a
+        # second; 8 MiB/s keeps it running 4 s (not 16 s at SPEED).
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': str(8 * MiB)})
         dom, img = self.make_domain(start=False)
         ref = self.raw_copy(img, 'reference.raw')
         rec = h.record_signals()

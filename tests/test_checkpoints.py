@@ -54,6 +54,7 @@ REDEFINE, QUIESCE, REDEFINE_VALIDATE = 1, 2, 4
 ROOTS, TOPOLOGICAL, LEAVES, NO_LEAVES = 1, 2, 4, 8
 CHILDREN, METADATA_ONLY, CHILDREN_ONLY = 1, 2, 4
 SECURE, NO_DOMAIN, SIZE = 1, 2, 4
+REUSE_EXT = 2   # BlockCopy's flag
 DISK_ONLY = 16
 FORCE = 4
 
@@ -874,6 +875,31 @@ class ChainTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
         self.assertEqual(image_bitmaps(dest), {})
+
+    def test_copy_ended_by_qemu_quit_leaves_a_plain_copy(self):
+        # QEMU quits under a READY copy into a REUSE_EXTERNAL destination
+        # (kept: it is the caller's file): QEMU's own cancel closes the
+        # target and writes the bitmaps it got at READY into it; qsnapd
+        # removes them from the file once QEMU is gone.
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x7d, 0, MiB)
+        dest = q.qemu_img_create(h.image_path('copy-reused.qcow2'), '16M')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, REUSE_EXT), 'sstt')
+        self.job_state(job, 'ready')
+        self.assertIn('c1', self.node_bitmaps(dom).get(dest, {}), 'the target got c1 at READY')
+        mark = h.daemon_log_mark()
+        h.qmp(dom, 'quit')
+        q.wait_until(lambda: h.get_property(dom, D, 'State') == 'shutoff', 60, 'the domain shut off')
+        self.job_state(job, 'failed', 'canceled')
+        h.wait_for_log(r'checkpoint bitmap\(s\) we gave its destination removed', mark)
+        self.assertTrue(os.path.exists(dest), 'the REUSE_EXTERNAL destination was removed')
+        self.assertEqual(image_bitmaps(dest), {}, 'the copy ended by QEMU kept our bitmaps')
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+        q.qemu_img_check(dest)
 
     def wait_job_gone(self, dom):
         q.wait_until(lambda: not [j for j in self.h.get_property(dom, D, 'Jobs')

@@ -397,6 +397,7 @@ typedef struct BitmapsState {
         SizeProbe *probes;
         size_t n_probes;
         struct ArmedCopy *armed;
+        char **quit_drops; /* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone */
 } BitmapsState;
 
 static int refresh_start(sd_event_source *s, void *userdata);
@@ -818,6 +819,7 @@ void bitmaps_domain_done(Domain *d) {
         probes_free(st);
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);
+        strv_free(st->quit_drops);
         free(st);
         d->bitmaps = NULL;
 }
@@ -1108,19 +1110,67 @@ static void on_copy_unbitmap(Qmp *qmp, int error, json_object *result, const cha
                 log_warning("Cannot remove a checkpoint bitmap from an aborted copy's destination: %s", strna(desc));
 }
 
-int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node) {
+/* The bitmaps a copy's journal adds to target_node (NULL: none). */
+static char **copy_added_names(Domain *d, const char *job_id, const char *target_node) {
         _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id), *text = NULL;
         _cleanup_(json_object_putp) json_object *actions = NULL;
-        _cleanup_strv_free_ char **added = NULL;
+        char **added = NULL;
+
+        if (!path || !target_node || read_full_file(path, 1 << 20, &text, NULL) < 0)
+                return NULL; /* the copy added nothing */
+        actions = json_tokener_parse(text);
+        if (!actions || qmp_recorded_bitmap_adds(actions, target_node, &added) < 0)
+                return strv_free(added), NULL;
+        return added;
+}
+
+static void log_dropped(Domain *d, const char *job_id, int removed) {
+        if (removed > 0)
+                log_info("Domain '%s': copy job %s did not pivot: %d checkpoint bitmap(s) we gave its destination "
+                         "removed.", d->def->name, job_id, removed);
+}
+
+void bitmaps_copy_drop_after_quit(Domain *d, const char *job_id, const char *target_node, const char *file) {
+        _cleanup_strv_free_ char **added = copy_added_names(d, job_id, target_node);
+        BitmapsState *st = added ? bitmaps_state(d) : NULL;
+
+        for (char **n = added; st && *n; n++)
+                if (strv_extend(&st->quit_drops, file) < 0 || strv_extend(&st->quit_drops, *n) < 0)
+                        return (void) log_oom();
+}
+
+void bitmaps_copies_qemu_gone(Domain *d) {
+        _cleanup_strv_free_ char **l = d->bitmaps ? TAKE_PTR(d->bitmaps->quit_drops) : NULL;
+        int removed = 0;
+
+        for (size_t i = 0; l && l[i] && l[i + 1]; i += 2) {
+                ImageBitmap *b = NULL;
+                size_t n = 0;
+                _cleanup_free_ char *m = NULL;
+
+                if (image_read_bitmaps(l[i], &b, &n, NULL) < 0)
+                        continue;
+                for (size_t k = 0; k < n; k++) {
+                        if (!streq(b[k].name, l[i + 1]))
+                                continue;
+                        if (image_bitmap_remove(l[i], l[i + 1], &m) < 0)
+                                log_warning("Domain '%s': cannot remove bitmap %s from %s: %s", d->def->name,
+                                            l[i + 1], l[i], strna(m));
+                        else
+                                removed++;
+                }
+                image_bitmaps_free(b, n);
+        }
+        log_dropped(d, "(cancelled by QEMU's quit)", removed);
+}
+
+int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node) {
+        _cleanup_strv_free_ char **added = d->qmp ? copy_added_names(d, job_id, target_node) : NULL;
         QmpNode *list = NULL;
         size_t n_list = 0;
         int removed = 0;
 
-        if (!d->qmp || !path || !target_node || read_full_file(path, 1 << 20, &text, NULL) < 0)
-                return 0; /* the copy added nothing */
-        actions = json_tokener_parse(text);
-        if (!actions || qmp_recorded_bitmap_adds(actions, target_node, &added) < 0 || !added ||
-            qmp_parse_named_nodes(nodes, &list, &n_list) < 0)
+        if (!added || qmp_parse_named_nodes(nodes, &list, &n_list) < 0)
                 return 0;
         for (size_t i = 0; i < n_list; i++) {
                 if (!streq_ptr(list[i].node, target_node))
@@ -1141,8 +1191,6 @@ int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const c
                 }
         }
         qmp_nodes_free(list, n_list);
-        if (removed > 0)
-                log_info("Domain '%s': copy job %s did not pivot: %d checkpoint bitmap(s) we gave its destination "
-                         "removed.", d->def->name, job_id, removed);
+        log_dropped(d, job_id, removed);
         return removed;
 }

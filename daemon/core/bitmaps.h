@@ -158,3 +158,10 @@ void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended);
  * plain copy (libvirt adds them only at the pivot). Returns how many
  * removals went out: more than 0 means the copy had reached READY. */
 int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node);
+/* A copy QEMU's quit cancelled (a file that stays): QEMU writes the
+ * target's bitmaps at its exit, so they are removed from the file with
+ * qemu-img once QEMU is gone (bitmaps_copies_qemu_gone(), called when the
+ * domain's QEMU went away, or at once when it is; best effort: not
+ * journaled). */
+void bitmaps_copy_drop_after_quit(Domain *d, const char *job_id, const char *target_node, const char *file);
+void bitmaps_copies_qemu_gone(Domain *d);

@@ -246,6 +246,7 @@ static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
 
         domain_jobs_disconnected(d, true);
+        bitmaps_copies_qemu_gone(d);
         domain_agent_detach(d, true);
         d->qmp = qmp_unref(d->qmp);
         domain_launch_remove_runtime_files(d);

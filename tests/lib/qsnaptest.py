@@ -2065,7 +2065,7 @@ class QsnapTestCase(unittest.TestCase):
     def _report_time(self):
         # Where a test's seconds go (runs last: after the harness stopped):
         # harness start, the test itself, harness stop. On stderr, so that
-        # meson's log keeps it; docs/performance.md says how to sum them.
+        # meson's log keeps it; docs/performance.md shows how to read them.
         now = time.monotonic()
         t = self._times + [now] * (4 - len(self._times))
         sys.stderr.write('qsnaptest-time %s start %.1f body %.1f stop %.1f total %.1f\n'

@@ -61,7 +61,7 @@ static int add(char ***argv, const char *opt, const char *fmt, ...) {
         return r < 0 ? r : strv_extend(argv, value);
 }
 
-static int machine_argv(const DomainDef *def, char ***argv) {
+static int machine_argv(const DomainDef *def, const DeviceFiles *files, char ***argv) {
         const DomainDevices *hw = &def->devices;
         int r;
 
@@ -75,9 +75,11 @@ static int machine_argv(const DomainDef *def, char ***argv) {
                  * and "max" is everything TCG can emulate. */
                 r = add(argv, "-cpu", "%s", is_kvm(def) ? "host" : "max");
         if (r >= 0 && hw->kernel) {
-                r = add(argv, "-kernel", "%s", hw->kernel);
+                /* QEMU's loader re-opens the descriptor qsnapd opened and
+                 * QEMU inherited: no name it could be raced on. */
+                r = add(argv, "-kernel", "/proc/self/fd/%d", files->kernel);
                 if (r >= 0 && hw->initrd)
-                        r = add(argv, "-initrd", "%s", hw->initrd);
+                        r = add(argv, "-initrd", "/proc/self/fd/%d", files->initrd);
                 if (r >= 0 && hw->cmdline)
                         r = add(argv, "-append", "%s", hw->cmdline);
         }
@@ -214,17 +216,19 @@ static int graphics_argv(Domain *d, const DomainDef *def, char ***argv) {
 }
 
 /* The chardev behind a serial, console or channel, named id. */
-static int chardev_argv(Domain *d, const DomainChar *c, const char *id, const char *default_suffix, char ***argv) {
+static int chardev_argv(Domain *d, const DomainChar *c, const char *id, const char *default_suffix, unsigned set,
+                        char ***argv) {
         _cleanup_free_ char *path = NULL, *esc = NULL;
 
         if (c->type == DOMAIN_CHAR_PTY)
                 return add(argv, "-chardev", "pty,id=%s", id);
+        if (c->type == DOMAIN_CHAR_FILE)
+                /* qsnapd's descriptor (fd set): QEMU creates and opens nothing. */
+                return add(argv, "-chardev", "file,id=%s,path=/dev/fdset/%u%s", id, set, c->append ? ",append=on" : "");
         path = c->path ? strdup(c->path) : domain_qemu_socket_path(d, default_suffix);
         esc = path ? qemu_opt_escape(path) : NULL;
         if (!esc)
                 return -ENOMEM;
-        if (c->type == DOMAIN_CHAR_FILE)
-                return add(argv, "-chardev", "file,id=%s,path=%s%s", id, esc, c->append ? ",append=on" : "");
         if (c->connect)
                 return add(argv, "-chardev", "socket,id=%s,path=%s,server=off,reconnect=1", id, esc);
         return add(argv, "-chardev", "socket,id=%s,path=%s,server=on,wait=off", id, esc);
@@ -250,6 +254,12 @@ static bool console_is_a_serial(const DomainDevices *hw, const DomainChar *c) {
                 if (hw->chars[i].role == DOMAIN_CHAR_SERIAL && hw->chars[i].port == c->port)
                         return true;
         return false;
+}
+
+bool domain_devices_char_is_file(const DomainDevices *hw, size_t i) {
+        const DomainChar *c = hw->chars + i;
+
+        return c->type == DOMAIN_CHAR_FILE && c->path && !console_is_a_serial(hw, c) && !is_agent(c);
 }
 
 size_t domain_devices_char_backend(const DomainDevices *hw, size_t i) {
@@ -326,7 +336,7 @@ void domain_devices_query_ptys(Domain *d, void (*then)(Domain *d)) {
         }
 }
 
-static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {
+static int chars_argv(Domain *d, const DomainDef *def, const DeviceFiles *files, char ***argv) {
         const DomainDevices *hw = &def->devices;
         bool virtio_serial = def->agent_channel; /* launched with the agent's channel */
         int r;
@@ -345,7 +355,7 @@ static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {
                 }
                 snprintf(id, sizeof(id), "char%zu", i);
                 char_socket_suffix(c, i, suffix);
-                r = chardev_argv(d, c, id, suffix, argv);
+                r = chardev_argv(d, c, id, suffix, files->char_sets ? files->char_sets[i] : 0, argv);
                 if (r < 0)
                         return r;
                 if (c->role == DOMAIN_CHAR_CHANNEL)
@@ -361,7 +371,7 @@ static int chars_argv(Domain *d, const DomainDef *def, char ***argv) {
         return 0;
 }
 
-static int cdroms_argv(const DomainDef *def, char ***argv) {
+static int cdroms_argv(const DomainDef *def, const DeviceFiles *files, char ***argv) {
         bool scsi = false;
         int r;
 
@@ -370,29 +380,10 @@ static int cdroms_argv(const DomainDef *def, char ***argv) {
                 _cleanup_free_ char *drive = NULL;
                 bool on_scsi = streq_ptr(c->bus, "scsi");
 
+                /* Its image: read-only raw over qsnapd's descriptor, put on
+                 * the line by core/domain-launch.c (never written, never
+                 * snapshotted). */
                 if (c->source) {
-                        json_object *o = json_object_new_object(), *f = json_object_new_object();
-
-                        if (!o || !f) {
-                                json_object_put(o);
-                                json_object_put(f);
-                                return -ENOMEM;
-                        }
-                        /* Read-only raw: never written, never snapshotted. */
-                        json_object_object_add(f, "driver", json_object_new_string("file"));
-                        json_object_object_add(f, "filename", json_object_new_string(c->source));
-                        json_object_object_add(f, "read-only", json_object_new_boolean(true));
-                        json_object_object_add(o, "driver", json_object_new_string("raw"));
-                        json_object_object_add(o, "node-name", json_object_new_string_len(c->target, (int) strlen(c->target)));
-                        json_object_object_add(o, "read-only", json_object_new_boolean(true));
-                        json_object_object_add(o, "file", f);
-                        r = strv_extend(argv, "-blockdev");
-                        if (r >= 0)
-                                r = strv_extend(argv, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
-                        json_object_put(o);
-                        if (r < 0)
-                                return r;
                         drive = strprintf(",drive=%s", c->target);
                         if (!drive)
                                 return -ENOMEM;
@@ -410,18 +401,18 @@ static int cdroms_argv(const DomainDef *def, char ***argv) {
         return 0;
 }
 
-int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, char ***argv) {
+int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, const DeviceFiles *files, char ***argv) {
         int r;
 
-        r = machine_argv(def, argv);
+        r = machine_argv(def, files, argv);
         if (r >= 0)
                 r = nets_argv(def, net_fds, argv);
         if (r >= 0)
                 r = graphics_argv(d, def, argv);
         if (r >= 0)
-                r = chars_argv(d, def, argv);
+                r = chars_argv(d, def, files, argv);
         if (r >= 0)
-                r = cdroms_argv(def, argv);
+                r = cdroms_argv(def, files, argv);
         /* Last, as libvirt puts them: host-admin's own arguments. */
         for (char **a = def->devices.qemu_args; r >= 0 && a && *a; a++)
                 r = strv_extend(argv, *a);

@@ -26,8 +26,24 @@ char *qemu_opt_escape(const char *s);
  * the graphics password files QEMU reads at start (0600). net_fds (NULL
  * or one per interface, -1 for none): the tap QEMU inherits for a
  * bridged interface (core/domain-net.h); without one QEMU's bridge
- * helper makes it. */
-int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, char ***argv);
+ * helper makes it. files: see DeviceFiles. */
+typedef struct DeviceFiles {
+        /* The files QEMU gets by descriptor rather than by name (issue #10
+         * §3), opened by core/domain-launch.c: QEMU opens no path itself.
+         * kernel, initrd: descriptors QEMU inherits, named to it as
+         * /proc/self/fd/N (its loader re-opens its own descriptor; -1 none).
+         * A CD-ROM with a source has its -blockdev on the line already
+         * (node = its target, raw over an fd set). char_sets: per hw->chars entry, the fd set holding a file
+         * serial's or console's descriptor (0 none): -chardev file,path=
+         * /dev/fdset/N. */
+        int kernel, initrd;
+        unsigned *char_sets;
+} DeviceFiles;
+/* chars[i] is a file serial or console with a chardev of its own (a
+ * console repeating a serial is that serial's). */
+bool domain_devices_char_is_file(const DomainDevices *hw, size_t i);
+
+int domain_devices_argv(Domain *d, const DomainDef *def, const int *net_fds, const DeviceFiles *files, char ***argv);
 
 /* Asks the running QEMU (query-chardev) for the pty of each pty serial
  * and console of the live definition and writes it there, as libvirt's

@@ -261,6 +261,72 @@ static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char 
         return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
 }
 
+/* The files the devices besides disks make QEMU read or write, opened
+ * here and passed by descriptor (issue #10 §3; core/domain-devices.h's
+ * DeviceFiles): each CD-ROM image read-only in an fd set of its own under
+ * a raw -blockdev named as its target, the kernel and initrd as inherited
+ * descriptors, each file serial or console write-only in an fd set. The
+ * names are the ones the host-admin-approved definition gives; none is
+ * followed through a symbolic link (qemu_file_open_device()). */
+static int launch_add_devices(const DomainDef *def, LaunchFiles *lf, char ***argv, DeviceFiles *files,
+                              char **ret_message) {
+        const DomainDevices *hw = &def->devices;
+        int r;
+
+        *files = (DeviceFiles) { .kernel = -1, .initrd = -1 };
+        for (size_t i = 0; i < hw->n_cdroms; i++) {
+                _cleanup_close_ int fd = -EBADF;
+                unsigned set = ++lf->next_set;
+                json_object *o;
+
+                if (!hw->cdroms[i].source)
+                        continue;
+                r = qemu_file_open_device(hw->cdroms[i].source, false, &fd, ret_message);
+                if (r < 0)
+                        return r;
+                if (strv_extend(argv, "-add-fd") < 0 || strv_extendf(argv, "fd=%d,set=%u", fd, set) < 0 ||
+                    launch_files_keep(lf, &fd) < 0 ||
+                    launch_files_add(lf, hw->cdroms[i].target, hw->cdroms[i].source, set) < 0)
+                        return -ENOMEM;
+                r = json_blockdev(&o, hw->cdroms[i].target, DISK_FORMAT_RAW, set, true, NULL);
+                if (r < 0)
+                        return r;
+                if (strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0)
+                        return -ENOMEM;
+        }
+        for (int k = 0; k < 2; k++) {
+                const char *path = k == 0 ? hw->kernel : hw->initrd;
+                _cleanup_close_ int fd = -EBADF;
+
+                if (!path || !hw->kernel)
+                        continue;
+                r = qemu_file_open_device(path, false, &fd, ret_message);
+                if (r < 0)
+                        return r;
+                *(k == 0 ? &files->kernel : &files->initrd) = fd;
+                if (launch_files_keep(lf, &fd) < 0)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < hw->n_chars; i++) {
+                _cleanup_close_ int fd = -EBADF;
+                unsigned set;
+
+                if (!domain_devices_char_is_file(hw, i))
+                        continue;
+                if (!files->char_sets && !(files->char_sets = calloc(hw->n_chars, sizeof(unsigned))))
+                        return -ENOMEM;
+                r = qemu_file_open_device(hw->chars[i].path, true, &fd, ret_message);
+                if (r < 0)
+                        return r;
+                set = ++lf->next_set;
+                if (strv_extend(argv, "-add-fd") < 0 || strv_extendf(argv, "fd=%d,set=%u", fd, set) < 0 ||
+                    launch_files_keep(lf, &fd) < 0)
+                        return -ENOMEM;
+                files->char_sets[i] = set;
+        }
+        return 0;
+}
+
 /* The taps of the bridged interfaces, when qsnapd makes them
  * (core/domain-net.h): QEMU inherits each descriptor, qsnapd's copy goes
  * with lf after the launch. */
@@ -310,6 +376,7 @@ static int domain_launch_firmware_args(const DomainDef *def, LaunchFiles *lf, ch
 int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFiles *lf, char ***ret, char **ret_message) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *name = NULL;
+        DeviceFiles files = { .kernel = -1, .initrd = -1 };
         const char *emulator = def->emulator ?: d->manager->config.qemu_binary;
         int r;
 
@@ -372,11 +439,13 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
                 r = domain_launch_firmware_args(def, lf, &argv, ret_message);
         if (r >= 0)
                 r = launch_add_taps(d, def, lf, ret_message);
-        if (r < 0)
-                return r;
+        if (r >= 0)
+                r = launch_add_devices(def, lf, &argv, &files, ret_message);
         /* -accel, -cpu, -kernel, interfaces, graphics, serials, CD-ROMs, …
          * (after the agent's virtio-serial controller: consoles use it). */
-        r = domain_devices_argv(d, def, lf->net_fds, &argv);
+        if (r >= 0)
+                r = domain_devices_argv(d, def, lf->net_fds, &files, &argv);
+        free(files.char_sets);
         if (r < 0)
                 return r;
 #undef ADD

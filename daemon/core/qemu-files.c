@@ -8,12 +8,14 @@
  */
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "core/gate.h"
 #include "core/manager.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/fs.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -72,6 +74,58 @@ int qemu_file_open_pair(Domain *d, const char *path, bool readonly, int *ret_rw,
         }
         *ret_rw = TAKE_FD(rw);
         *ret_ro = TAKE_FD(ro);
+        return 0;
+}
+
+static int open_device(const char *path, bool write) {
+        _cleanup_free_ char *folder = NULL;
+        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
+        const char *name;
+        struct stat st;
+        int r;
+
+        if (!write)
+                return image_open_nofollow(path);
+        if (!path || path[0] != '/')
+                return -EINVAL;
+        folder = fs_dirname(path);
+        if (!folder)
+                return -ENOMEM;
+        name = fs_basename(path);
+        dirfd = fs_open_dir_nofollow(folder);
+        if (dirfd < 0)
+                return dirfd;
+        r = fs_lstat_at(dirfd, name, &st);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (r >= 0 && !S_ISREG(st.st_mode))
+                return S_ISLNK(st.st_mode) ? -ELOOP : -QSNAP_E_PATH_NOT_ALLOWED;
+        /* O_NONBLOCK: a FIFO swapped in after the look is not waited on. */
+        fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        return TAKE_FD(fd);
+}
+
+int qemu_file_open_device(const char *path, bool write, int *ret_fd, char **ret_message) {
+        _cleanup_close_ int fd = open_device(path, write);
+        int moved;
+
+        if (fd < 0) {
+                *ret_message = strprintf("Could not open '%s': %s", path,
+                                         fd == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file"
+                                         : fd == -ELOOP ? "a symbolic link on the way (qsnapd follows none)"
+                                                        : strerror(-fd));
+                return fd == -ENOMEM ? fd : -QSNAP_E_QEMU_FAILED;
+        }
+        moved = fd_for_qemu(fd);
+        if (moved < 0)
+                return moved;
+        *ret_fd = moved;
         return 0;
 }
 

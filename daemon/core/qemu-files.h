@@ -43,6 +43,17 @@ typedef struct QemuFile {
  * (QEMU's child dup2()s below). On failure *ret_message says why. */
 int qemu_file_open_pair(Domain *d, const char *path, bool readonly, int *ret_rw, int *ret_ro, char **ret_message);
 
+/* A device file the (host-admin-approved) definition names, opened for
+ * QEMU (issue #10 §3): its folder walked from "/" without following a
+ * symbolic link in any component, the file itself never a link and only
+ * a regular file (looked at before it is opened: no device or FIFO is
+ * ever opened). write false: read-only (CD-ROM image, kernel, initrd);
+ * true: write-only, created 0600 when missing (a file serial or console;
+ * QEMU truncates or appends through its copy as <source append> says).
+ * The descriptor is blocking, close-on-exec, numbered 10 or above. On
+ * failure *ret_message says why ("Could not open '…': …"). */
+int qemu_file_open_device(const char *path, bool write, int *ret_fd, char **ret_message);
+
 /* The map. domain_files_add() records (and saves) that node is path in
  * set fdset; an entry for the same node is replaced. */
 int domain_files_add(Domain *d, const char *node, const char *path, unsigned fdset);

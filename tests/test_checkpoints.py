@@ -901,6 +901,35 @@ class ChainTest(CheckpointCase):
         self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
         q.qemu_img_check(dest)
 
+    def test_copy_into_a_file_with_a_checkpoint_name_refused(self):
+        # A REUSE_EXT destination that has a bitmap named like a checkpoint
+        # the copy gives its target: AlreadyExists before anything starts
+        # (QEMU's add would fail at READY and, after a pivot, that stale
+        # bitmap would pass for c1); the file and its bitmap untouched.
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        self.create(dom, cp_xml('c1'))
+        dest = q.qemu_img_create(h.image_path('copy-stale.qcow2'), '16M')
+        r = q.run([q.QEMU_IMG, 'bitmap', '--add', dest, 'c1'])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with self.assertDBusError(q.ERROR_PREFIX + 'AlreadyExists'):
+            h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                         % dest, 0, REUSE_EXT), 'sstt')
+        self.assertEqual(image_bitmaps(dest), {'c1': ['auto']})
+        self.assertEqual(h.get_property(dom, D, 'Jobs'), [])
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [])
+        self.assertNotIn(dest, self.node_bitmaps(dom), 'QEMU still has the destination open')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if 'copy-bitmaps' in f or '.job-copy' in f], [])
+        # without the stale bitmap the same copy runs
+        r = q.run([q.QEMU_IMG, 'bitmap', '--remove', dest, 'c1'])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, REUSE_EXT), 'sstt')
+        self.job_state(job, 'ready')
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(image_bitmaps(dest), {})
+
     def wait_job_gone(self, dom):
         q.wait_until(lambda: not [j for j in self.h.get_property(dom, D, 'Jobs')
                                   if self.h.get_property(j, J, 'State') not in ('completed', 'failed', 'canceled')],

@@ -24,6 +24,7 @@
 #include "core/operation.h"
 #include "core/qemu-files.h"
 #include "ops/block-jobs.h"
+#include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -112,6 +113,24 @@ static void on_bitmaps_sent(Qmp *qmp, int error, json_object *result, const char
                             strna(desc));
 }
 
+/* A reused destination that has a bitmap of a name the copy gives its
+ * target: QEMU's add at READY would fail, and after a pivot that stale
+ * bitmap would pass for the checkpoint. Its name, or NULL. */
+static const char *copy_dest_name_taken(StartCall *c) {
+        ImageBitmap *b = NULL;
+        size_t n = 0;
+        const char *taken = NULL;
+
+        if (c->info->copy_created || image_read_bitmaps(c->info->copy_dest, &b, &n, NULL) < 0)
+                return NULL;
+        for (size_t k = 0; k < c->bitmaps.n && !taken; k++)
+                for (size_t i = 0; i < n && !taken; i++)
+                        if (c->bitmaps.actions[k].type == QMP_BITMAP_ADD && streq(c->bitmaps.actions[k].name, b[i].name))
+                                taken = c->bitmaps.actions[k].name;
+        image_bitmaps_free(b, n);
+        return taken;
+}
+
 /* Which bitmaps follow this job, from the graph it was planned on. */
 static int plan_bitmaps(StartCall *c, json_object *nodes, const char *device) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
@@ -150,6 +169,8 @@ static int plan_bitmaps(StartCall *c, json_object *nodes, const char *device) {
                 /* Journaled before the mirror starts: a restarted qsnapd gives
                  * the target its bitmaps all the same. */
                 r = bitmap_actions_copy(bd, c->base_file != NULL, c->info->copy_node, &c->bitmaps);
+                if (r >= 0 && c->bitmaps.n > 0 && copy_dest_name_taken(c))
+                        return -EEXIST;
                 if (r >= 0 && c->bitmaps.n > 0)
                         r = bitmaps_copy_journal_write(d, c->id, &c->bitmaps);
                 return r;
@@ -230,6 +251,7 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
          * rewrites no header). */
         const char *backing_name = c->backing_name ?: c->base_file;
         int64_t id;
+        int planned;
 
         if (error < 0 || !disk || domain_find_format_node(d, result, disk->source, &device) <= 0 ||
             (c->base_file && domain_find_format_node(d, result, c->base_file, &base) <= 0) ||
@@ -237,7 +259,13 @@ static void on_nodes_for_job(Qmp *qmp, int error, json_object *result, const cha
                 return operation_finish(c->op, -QSNAP_E_QEMU_FAILED,
                                         "QEMU's block graph does not show the disk's chain as qsnapd knows it.");
         /* A pull's merge goes out now, ahead of block-stream (QMP keeps the order). */
-        if (plan_bitmaps(c, result, device) < 0)
+        planned = plan_bitmaps(c, result, device);
+        if (planned == -EEXIST)
+                return operation_finishf(c->op, -QSNAP_E_ALREADY_EXISTS,
+                                         "The destination %s has a bitmap '%s', the name of a checkpoint of disk %s "
+                                         "that the copy gives it: remove it (qemu-img bitmap --remove) or copy into "
+                                         "another file.", c->info->copy_dest, copy_dest_name_taken(c), c->disk);
+        if (planned < 0)
                 return operation_finish(c->op, -QSNAP_E_QEMU_FAILED, "Cannot plan the checkpoints' bitmaps.");
 
         if (c->type == JOB_TYPE_COPY) {

@@ -22,11 +22,15 @@ the job runs (checked: State running, Cur < End, before the write).
   reads B; QEMU keeps no node on the target and no job; BackupGetXMLDesc is
   OperationInvalid afterwards.
 - Push, Abort: canceled, the target qsnapd created is gone, no node left.
+- Push targets: raw (<driver type='raw'/>) and REUSE_EXTERNAL (the same
+  file, mode kept) equal the reference; a target through a symlink is
+  PathNotAllowed with and without REUSE_EXTERNAL, nothing created.
 - Push onto an 8 MiB tmpfs: Completed('failed', QEMU's "No space left on
   device"), the partial target removed, the guest runs on.
 - Pull, full: the NBD export on the default socket (in the runtime dir)
   converted with qemu-img while the guest writes B equals the reference;
-  BackupGetXMLDesc names socket, scratch file and export; Abort ends it
+  BackupGetXMLDesc names socket, scratch file and export; the pushed-aside
+  bytes show as Progress signals; Abort ends it
   'completed', the scratch file and the socket are gone, no node left.
 - kill -9 of qsnapd during a throttled push: the next qsnapd shows the same
   job path running on its first answer, the job completes, the target
@@ -62,7 +66,9 @@ the job runs (checked: State running, Cur < End, before the write).
 - TCP: a free port chosen, shown by BackupGetXMLDesc; TLS with client
   certificates of a CA made with openssl: plain NBD refused, the
   certificate's client reads the point in time; missing credentials
-  OperationInvalid.
+  OperationInvalid. The same for a shut-off domain's paused QEMU: a full
+  pull over TCP and an incremental pull over TLS read back equal to the
+  disk, the dirty extents over TLS exactly the writes since c1.
 - Refusals change nothing and create no file: InvalidXML, NoSuchDisk,
   InvalidArgument, AlreadyExists, PathNotAllowed, Unsupported, NotRunning;
   uid 65534 → AccessDenied.

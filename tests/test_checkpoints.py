@@ -29,7 +29,15 @@ granularity.
 - bitmaps follow the chain: external snapshot (live, offline), revert
   (external, internal live and offline), active commit, middle commit,
   pull, copy with pivot, Snapshot.Delete forward, backward and offline:
-  afterwards Size is exactly the bytes written since the checkpoint.
+  afterwards Size is exactly the bytes written since the checkpoint, and
+  (shut off) an incremental push since it copies exactly those bytes and,
+  restored onto the disk at the checkpoint, equals the disk (also after
+  the delete of a middle checkpoint).
+- a copy that does not pivot leaves a plain copy: after Abort, after
+  QEMU's own cancel at quit (REUSE_EXT), and after a qsnapd killed
+  between the end and the removal (block-copy:unbitmap), the destination
+  has none of the bitmaps its target got at READY; a REUSE_EXT
+  destination that has a bitmap of a checkpoint's name is AlreadyExists.
 - refused requests change nothing (images, metadata): duplicate name,
   unknown disk, bitmap other than the name, a raw disk, bad XML, QUIESCE,
   unknown flags, CHILDREN with CHILDREN_ONLY, a denied uid.

@@ -14,8 +14,10 @@ The attack: each of these files, approved in the definition, is swapped
 for a symbolic link to a root-only file outside after the definition was
 made: Start is refused with QemuFailed naming the path, the outside
 files keep their checksums, no QEMU runs. Then, with the real files, the
-guest boots, sees the CD-ROM's real content, and /proc/<qemu>/cmdline
-names none of the four files (nor their folder).
+guest boots, sees the CD-ROM's real content, its append='on' console
+keeps what the file held while a second file serial without append is
+truncated (QEMU's open flags act through the descriptor), and
+/proc/<qemu>/cmdline names none of the files (nor their folder).
 """
 import hashlib
 import os
@@ -88,7 +90,12 @@ class NoPathTest(q.QsnapTestCase):
         os.chmod(victim, 0o600)
         sums = {p: sha256(p) for p in (secret, victim)}
 
-        xml = g.domain_xml('np', disk, serial, cdrom_xml(cdrom))
+        # ttyS1 to a file without append: QEMU truncates it through its copy.
+        serial1 = os.path.join(devdir, 'np.serial1')
+        with open(serial1, 'w') as f:
+            f.write('STALE\n')
+        xml = g.domain_xml('np', disk, serial, cdrom_xml(cdrom) + "\n    <serial type='file'><source path='%s'/>"
+                           "<target port='1'/></serial>" % serial1)
         xml = xml.replace(os.path.join(folder, 'vmlinuz'), kernel).replace(os.path.join(folder, 'initrd.gz'), initrd)
         self.assertIn(kernel, xml)
         dom = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st')
@@ -123,15 +130,20 @@ class NoPathTest(q.QsnapTestCase):
 
         # The real files: the guest boots from the descriptors, reads the
         # CD-ROM, writes its console into the file qsnapd opened.
+        with open(serial, 'w') as f:
+            f.write('OLD-LINE\n')
         log = g.SerialLog(serial)
         self.addCleanup(log.close)
         h.call(dom, D, 'Start', (0,), 't', timeout=60)
         log.wait_for(r'^QSNAP-GUEST-BOOT ', what='the guest kernel booting')
         m = log.wait_for(r'^QSNAP-GUEST-CDROM ?(.*)$', what='the guest reading the CD-ROM')
         self.assertEqual(m.group(1).strip(), MARKER)
+        with open(serial) as f:
+            self.assertEqual(f.readline(), 'OLD-LINE\n', "append='on' kept what was there")
+        self.assertEqual(os.path.getsize(serial1), 0, 'no append: QEMU truncated the file through its descriptor')
         pid = h.qemu_pid(dom)
         cmdline = q._proc_cmdline(pid)
-        for p in (cdrom, kernel, initrd, serial, disk, devdir, h.images_dir):
+        for p in (cdrom, kernel, initrd, serial, serial1, disk, devdir, h.images_dir):
             self.assertNotIn(p, cmdline, 'QEMU is given a name it would look up itself')
         self.assertIn('/proc/self/fd/', cmdline)
         self.assertIn('path=/dev/fdset/', cmdline)

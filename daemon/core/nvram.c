@@ -16,6 +16,7 @@
 #include "qemu/image.h"
 #include "qemu/img.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 #define NVRAM_MAX_SIZE (64U * 1024U * 1024U)
@@ -48,14 +49,14 @@ static int read_store(const char *path, char **ret, size_t *ret_size) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t n = 0;
+        int r;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -QSNAP_E_PATH_NOT_ALLOWED;
+        r = fs_fstat_regular(fd, &st);
+        if (r < 0)
+                return r;
         if ((uint64_t) st.st_size > NVRAM_MAX_SIZE)
                 return -EFBIG;
         buf = malloc(st.st_size ?: 1);

@@ -104,10 +104,9 @@ static int open_device(const char *path, bool write) {
         fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0600);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -QSNAP_E_PATH_NOT_ALLOWED;
+        r = fs_fstat_regular(fd, NULL);
+        if (r < 0)
+                return r;
         return TAKE_FD(fd);
 }
 

@@ -34,6 +34,7 @@ void image_chain_done(ImageChain *c) {
 int image_open_regular(const char *path, int flags) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
+        int r;
 
         /* stat first: opening a device node can have effects of its own
          * (a watchdog arms, a tape rewinds), and a FIFO blocks open(). */
@@ -45,10 +46,9 @@ int image_open_regular(const char *path, int flags) {
         fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | flags);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -QSNAP_E_PATH_NOT_ALLOWED;
+        r = fs_fstat_regular(fd, NULL);
+        if (r < 0)
+                return r;
         return TAKE_FD(fd);
 }
 
@@ -56,6 +56,7 @@ int image_open_nofollow(const char *path) {
         _cleanup_free_ char *folder = NULL;
         _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
         struct stat st;
+        int r;
 
         if (!path || path[0] != '/')
                 return -EINVAL;
@@ -72,10 +73,9 @@ int image_open_nofollow(const char *path) {
         fd = openat(dirfd, fs_basename(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -QSNAP_E_PATH_NOT_ALLOWED;
+        r = fs_fstat_regular(fd, NULL);
+        if (r < 0)
+                return r;
         return TAKE_FD(fd);
 }
 

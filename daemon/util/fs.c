@@ -10,6 +10,7 @@
 #include <linux/openat2.h>
 #include <sys/syscall.h>
 
+#include "util/error.h"
 #include "util/fs.h"
 #include "util/util.h"
 
@@ -116,4 +117,16 @@ char *fs_dirname(const char *path) {
         if (!slash)
                 return strdup(".");
         return strndup(path, slash == path ? 1 : (size_t) (slash - path));
+}
+
+int fs_fstat_regular(int fd, struct stat *ret) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        if (ret)
+                *ret = st;
+        return 0;
 }

@@ -30,6 +30,11 @@ int fs_lstat_at(int dirfd, const char *name, struct stat *ret);
  * -errno. */
 int fs_create_at(int dirfd, const char *name, mode_t mode);
 
+/* fstat(fd) into *ret (may be NULL): 0 for a regular file,
+ * -QSNAP_E_PATH_NOT_ALLOWED for anything else (a FIFO, a device, a
+ * folder swapped in after a check), or -errno. */
+int fs_fstat_regular(int fd, struct stat *ret);
+
 /* Both refer to the same inode. */
 bool fs_same_inode(int fd1, int fd2);
 

@@ -68,20 +68,50 @@ static char *launch_line(Domain *d) {
         return r == 0 ? strv_join(argv, " ") : NULL;
 }
 
+/* s with every `from` replaced by `to` (NULL on OOM). */
+static char *replace_all(const char *s, const char *from, const char *to) {
+        char *out = strdup(s), *at;
+
+        while (out && (at = strstr(out, from))) {
+                char *next = strprintf("%.*s%s%s", (int) (at - out), out, to, at + strlen(from));
+                free(out);
+                out = next;
+        }
+        return out;
+}
+
 static void test_devices_fixture(void) {
+        /* The files a launch opens (qsnapd hands QEMU descriptors): real
+         * ones in our folder instead of the fixture's /srv paths. */
+        static const char *const srv[] = { "/srv/vm/desk.qcow2", "/srv/boot/vmlinuz", "/srv/boot/initrd.gz",
+                                           "/srv/iso/install.iso", "/srv/log/desk.ttyS0" };
         _cleanup_free_ char *fixture = read_fixture("devices.xml", NULL), *line = NULL, *mac = NULL;
-        _cleanup_free_ char *vnc = NULL, *agent = NULL, *disk = strprintf("%s/desk.qcow2", dir), *xml = NULL, *msg = NULL;
-        _cleanup_strv_free_ char **paths = NULL;
-        const char *at = fixture ? strstr(fixture, "/srv/vm/desk.qcow2") : NULL;
+        _cleanup_free_ char *vnc = NULL, *agent = NULL, *xml = NULL, *msg = NULL;
+        _cleanup_strv_free_ char **paths = NULL, **real = NULL;
         Domain *d;
 
-        /* The disk is opened at launch (qsnapd hands QEMU descriptors): a
-         * real image in our folder instead of the fixture's /srv path. */
-        CHECK(at && disk && image_create(disk, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
-        if (!at || !disk)
+        CHECK(fixture && strstr(fixture, srv[0]));
+        if (!fixture || !strstr(fixture, srv[0]))
                 return;
-        xml = strprintf("%.*s%s%s", (int) (at - fixture), fixture, disk, at + strlen("/srv/vm/desk.qcow2"));
-        if (!xml || !(d = define(xml)))
+        xml = TAKE_PTR(fixture);
+        for (size_t i = 0; i < ELEMENTSOF(srv); i++) {
+                _cleanup_free_ char *path = strprintf("%s/fixture-%s", dir, strrchr(srv[i], '/') + 1);
+                char *next;
+
+                CHECK(path && strv_extend(&real, path) >= 0);
+                if (!path || !real)
+                        return;
+                if (i == 0)
+                        CHECK(image_create(path, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+                else if (i < ELEMENTSOF(srv) - 1) /* the serial's file is made by the launch */
+                        CHECK(write_file_atomic(path, "x", 1, 0644) >= 0);
+                next = replace_all(xml, srv[i], path);
+                free(xml);
+                xml = next;
+                if (!xml)
+                        return;
+        }
+        if (!(d = define(xml)))
                 return;
         line = launch_line(d);
         if (!line)
@@ -89,7 +119,12 @@ static void test_devices_fixture(void) {
         CHECK_CONTAINS(line, " -accel tcg ");
         CHECK_NOT_CONTAINS(line, "-accel kvm");
         CHECK_CONTAINS(line, " -cpu max ");
-        CHECK_CONTAINS(line, " -kernel /srv/boot/vmlinuz -initrd /srv/boot/initrd.gz -append console=ttyS0 quiet ");
+        /* Kernel and initrd as descriptors QEMU inherits, no path. */
+        CHECK_CONTAINS(line, " -kernel /proc/self/fd/");
+        CHECK_CONTAINS(line, " -initrd /proc/self/fd/");
+        CHECK_CONTAINS(line, " -append console=ttyS0 quiet ");
+        CHECK_NOT_CONTAINS(line, real[1]);
+        CHECK_NOT_CONTAINS(line, real[2]);
         CHECK_CONTAINS(line, " -boot order=dc ");
         CHECK_CONTAINS(line, " -action shutdown=pause -action reboot=shutdown ");
         /* Interfaces: user (e1000), the bridge br0, the network "default". */
@@ -110,8 +145,9 @@ static void test_devices_fixture(void) {
         CHECK(strstr(line, "virtio-serial-pci"));
         CHECK(strstr(strstr(line, "virtio-serial-pci") + 1, "virtio-serial-pci") == NULL);
         CHECK(strstr(line, "virtio-serial-pci") < strstr(line, "virtconsole"));
-        CHECK_CONTAINS(line, "-chardev file,id=char0,path=/srv/log/desk.ttyS0,append=on -device isa-serial,chardev=char0,"
-                             "id=serial0,index=0 ");
+        CHECK_CONTAINS(line, "-chardev file,id=char0,path=/dev/fdset/");
+        CHECK_CONTAINS(line, ",append=on -device isa-serial,chardev=char0,id=serial0,index=0 ");
+        CHECK_NOT_CONTAINS(line, real[4]);
         CHECK_CONTAINS(line, "-chardev socket,id=char1,path=/srv/run/desk.ttyS1,server=off,reconnect=1 -device isa-serial,"
                              "chardev=char1,id=serial1,index=1 ");
         CHECK_NOT_CONTAINS(line, "id=char2,");
@@ -120,18 +156,21 @@ static void test_devices_fixture(void) {
                              "bus=virtio-serial0.0,chardev=char5,id=channel5,name=org.example.other");
         CHECK_NOT_CONTAINS(line, "com.redhat.spice.0");
         /* CD-ROMs: read-only raw on ide-cd; an empty one on virtio-scsi. */
-        CHECK_CONTAINS(line, "-blockdev {\"driver\":\"raw\",\"node-name\":\"sda\",\"read-only\":true,\"file\":{\"driver\":"
-                             "\"file\",\"filename\":\"/srv/iso/install.iso\",\"read-only\":true}} -device ide-cd,id=sda,drive=sda ");
+        CHECK_CONTAINS(line, "-blockdev {\"driver\":\"raw\",\"node-name\":\"sda\",\"file\":{\"driver\":\"file\","
+                             "\"filename\":\"/dev/fdset/");
+        CHECK_CONTAINS(line, "\"read-only\":true,\"discard\":\"unmap\"} ");
+        CHECK_CONTAINS(line, " -device ide-cd,id=sda,drive=sda ");
+        CHECK_NOT_CONTAINS(line, real[3]);
         CHECK_CONTAINS(line, "-device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,id=sdb");
         CHECK_NOT_CONTAINS(line, "id=sdb,drive");
         CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt");
 
         CHECK(domain_devices_paths(d->def, false, &paths) >= 0);
-        CHECK(strv_equal(paths, (char *[]) { "/srv/boot/vmlinuz", "/srv/boot/initrd.gz", "/srv/iso/install.iso", NULL }));
+        CHECK(strv_equal(paths, (char *[]) { real[1], real[2], real[3], NULL }));
         strv_free(paths);
         paths = NULL;
         CHECK(domain_devices_paths(d->def, true, &paths) >= 0);
-        CHECK(strv_equal(paths, (char *[]) { "/srv/log/desk.ttyS0", "/srv/run/desk.ttyS1", "/srv/log/desk.ttyS0",
+        CHECK(strv_equal(paths, (char *[]) { real[4], "/srv/run/desk.ttyS1", real[4],
                                              "/srv/run/desk.ch", "/srv/run/desk.spice", NULL }));
         vnc = strprintf("%s/%s.vnc", dir, d->def->uuid);
         CHECK_NOT_CONTAINS(line, vnc); /* VNC listens on an address here */

@@ -78,36 +78,7 @@ int qemu_file_open_pair(Domain *d, const char *path, bool readonly, int *ret_rw,
 }
 
 static int open_device(const char *path, bool write) {
-        _cleanup_free_ char *folder = NULL;
-        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
-        const char *name;
-        struct stat st;
-        int r;
-
-        if (!write)
-                return image_open_nofollow(path);
-        if (!path || path[0] != '/')
-                return -EINVAL;
-        folder = fs_dirname(path);
-        if (!folder)
-                return -ENOMEM;
-        name = fs_basename(path);
-        dirfd = fs_open_dir_nofollow(folder);
-        if (dirfd < 0)
-                return dirfd;
-        r = fs_lstat_at(dirfd, name, &st);
-        if (r < 0 && r != -ENOENT)
-                return r;
-        if (r >= 0 && !S_ISREG(st.st_mode))
-                return S_ISLNK(st.st_mode) ? -ELOOP : -QSNAP_E_PATH_NOT_ALLOWED;
-        /* O_NONBLOCK: a FIFO swapped in after the look is not waited on. */
-        fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0600);
-        if (fd < 0)
-                return -errno;
-        r = fs_fstat_regular(fd, NULL);
-        if (r < 0)
-                return r;
-        return TAKE_FD(fd);
+        return write ? fs_open_nofollow(path, O_WRONLY | O_CREAT, 0600) : image_open_nofollow(path);
 }
 
 int qemu_file_open_device(const char *path, bool write, int *ret_fd, char **ret_message) {

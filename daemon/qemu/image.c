@@ -53,30 +53,7 @@ int image_open_regular(const char *path, int flags) {
 }
 
 int image_open_nofollow(const char *path) {
-        _cleanup_free_ char *folder = NULL;
-        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
-        struct stat st;
-        int r;
-
-        if (!path || path[0] != '/')
-                return -EINVAL;
-        folder = fs_dirname(path);
-        if (!folder)
-                return -ENOMEM;
-        dirfd = fs_open_dir_nofollow(folder);
-        if (dirfd < 0)
-                return dirfd;
-        if (fstatat(dirfd, fs_basename(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return S_ISLNK(st.st_mode) ? -ELOOP : -QSNAP_E_PATH_NOT_ALLOWED;
-        fd = openat(dirfd, fs_basename(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return -errno;
-        r = fs_fstat_regular(fd, NULL);
-        if (r < 0)
-                return r;
-        return TAKE_FD(fd);
+        return fs_open_nofollow(path, O_RDONLY, 0);
 }
 
 int image_check_regular(const char *path, const char *what, char **ret_message) {

@@ -130,3 +130,34 @@ int fs_fstat_regular(int fd, struct stat *ret) {
                 *ret = st;
         return 0;
 }
+
+int fs_open_nofollow(const char *path, int flags, mode_t mode) {
+        _cleanup_free_ char *folder = NULL;
+        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF;
+        const char *name;
+        struct stat st;
+        int r;
+
+        if (!path || path[0] != '/')
+                return -EINVAL;
+        folder = fs_dirname(path);
+        if (!folder)
+                return -ENOMEM;
+        name = fs_basename(path);
+        dirfd = fs_open_dir_nofollow(folder);
+        if (dirfd < 0)
+                return dirfd;
+        r = fs_lstat_at(dirfd, name, &st);
+        if (r < 0 && !(r == -ENOENT && (flags & O_CREAT)))
+                return r;
+        if (r >= 0 && !S_ISREG(st.st_mode))
+                return S_ISLNK(st.st_mode) ? -ELOOP : -QSNAP_E_PATH_NOT_ALLOWED;
+        /* O_NONBLOCK: a FIFO swapped in after the look is not waited on. */
+        fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, mode);
+        if (fd < 0)
+                return -errno;
+        r = fs_fstat_regular(fd, NULL);
+        if (r < 0)
+                return r;
+        return TAKE_FD(fd);
+}

@@ -30,6 +30,15 @@ int fs_lstat_at(int dirfd, const char *name, struct stat *ret);
  * -errno. */
 int fs_create_at(int dirfd, const char *name, mode_t mode);
 
+/* Opens the file at absolute `path` without following a symbolic link in
+ * any component: the folder by fs_open_dir_nofollow(), the name looked at
+ * first (a link is -ELOOP, anything but a regular file
+ * -QSNAP_E_PATH_NOT_ALLOWED, so no device or FIFO is ever opened), then
+ * openat() with `flags` | O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC|O_NOCTTY and
+ * checked again by descriptor. With O_CREAT a missing file is made with
+ * `mode`. The fd or a negative error. */
+int fs_open_nofollow(const char *path, int flags, mode_t mode);
+
 /* fstat(fd) into *ret (may be NULL): 0 for a regular file,
  * -QSNAP_E_PATH_NOT_ALLOWED for anything else (a FIFO, a device, a
  * folder swapped in after a check), or -errno. */

@@ -9,6 +9,7 @@
 #include "core/disk.h"
 #include "core/manager.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
@@ -611,8 +612,11 @@ static void remove_leftovers(Domain *d, const BitmapInventory *inv) {
 /* Shut off, per disk: the union of the bitmap over its first `depth`
  * layers, read from the files (image_read_dirty_bitmap()), in bytes: set
  * chunks × granularity (what QEMU's count says), at the finest granularity
- * among the layers. */
-static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t depth, uint64_t *ret) {
+ * among the layers. Each file is opened through the path gate, as every
+ * other read of a domain's image: a layer swapped for a link, or one
+ * outside the domain's folders, is refused (*ret_message), never read. */
+static int union_size_offline(Domain *d, const BitmapDisk *bd, const char *bitmap, size_t depth, uint64_t *ret,
+                              char **ret_message) {
         _cleanup_free_ uint8_t *all = NULL;
         uint64_t g0 = 0, n0 = 0, count = 0;
 
@@ -623,10 +627,14 @@ static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t d
         }
         for (size_t j = 0; j < depth; j++) {
                 _cleanup_free_ uint8_t *bits = NULL;
+                _cleanup_close_ int fd = -EBADF;
                 uint64_t g = 0, n = 0;
                 int r;
 
-                r = image_read_dirty_bitmap(bd->layers[j].path, bitmap, &g, &n, &bits);
+                r = gate_open_image(d, bd->layers[j].path, "The image", &fd, ret_message);
+                if (r < 0)
+                        return r;
+                r = image_read_dirty_bitmap(fd, bitmap, &g, &n, &bits);
                 if (r < 0)
                         return r;
                 if (r == 0)
@@ -684,10 +692,10 @@ static void measure_offline(BitmapsState *st, const BitmapInventory *inv) {
                         if (c->problems || cd->type != CHECKPOINT_TYPE_BITMAP || !bd ||
                             bitmap_disk_check(bd, bitmap, &depth, &reason) != 0)
                                 continue;
-                        r = union_size_offline(bd, bitmap, depth, &bytes);
+                        r = union_size_offline(st->domain, bd, bitmap, depth, &bytes, &reason);
                         if (r < 0) {
-                                log_warning_errno(r, "Domain '%s': cannot read bitmap '%s' of disk %s: %m",
-                                                  st->domain->def->name, bitmap, cd->name);
+                                log_warning("Domain '%s': cannot read bitmap '%s' of disk %s: %s",
+                                            st->domain->def->name, bitmap, cd->name, reason ?: qsnap_strerror(r));
                                 continue;
                         }
                         cd->size = bytes;

@@ -125,7 +125,7 @@ class QemuImgByDescriptorTest(AttackTestCase):
         active = self.active(self.mine)
         for k in range(1, 4):
             self.assertTrue(q.qemu_io_read_pattern(active, 0xa0 + k, k * MiB, MiB), 'pattern %d' % k)
-        self.assertTrue(*q.qemu_img_check(active))
+        q.qemu_img_check(active)
         self.assertFinished()
 
     def test_offline_backup_json_header_rewritten(self):
@@ -184,8 +184,11 @@ class QemuImgByDescriptorTest(AttackTestCase):
                         state, error = self.wait_job(reply)
                         err = None if state == 'completed' else error
                 except q.DBusCallError as e:
+                    self.assertEqual(e.name, PATH_NOT_ALLOWED, '%s: %s' % (what, e))
                     err = e
                 self.assertIsNotNone(err, '%s acted through the link' % what)
+                if isinstance(err, str):    # a job's error text
+                    self.assertIn('is not in an allowed folder', err, what)
                 self.assertEqual(sha256(victim), self.sums[victim], '%s changed the image outside' % what)
         self.assertFinished()
 
@@ -193,7 +196,7 @@ class QemuImgByDescriptorTest(AttackTestCase):
         h = self.h
         victim = self.victims[3]
         self.swap_disk_for_link(victim)
-        with self.assertRaises(q.DBusCallError):
+        with self.assertDBusError(PATH_NOT_ALLOWED):
             h.call(self.mine, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
         self.assertEqual(sha256(victim), self.sums[victim])
         self.assertFinished()

@@ -219,9 +219,8 @@ class SnapshotTestCase(q.QsnapTestCase):
         written with the same patterns."""
         size = q.qemu_img_info(img)['virtual-size']
         ref = self.reference(patterns, size)
-        same, out = q.qemu_img_compare(img, ref, fmt_b='raw')
-        self.assertTrue(same, '%s: %s differs from its reference %s (%s): %s'
-                        % (what, img, ref, sorted(patterns), out))
+        q.qemu_img_compare(img, ref, fmt_b='raw',
+                           what='%s: %s against its reference (%s)' % (what, img, sorted(patterns)))
 
     def assert_internal_is(self, img, tag, patterns, what=''):
         """Internal snapshot tag of img holds exactly patterns (its whole
@@ -231,17 +230,15 @@ class SnapshotTestCase(q.QsnapTestCase):
             self.assertIn(tag, qemu_img_snapshot_tags(img), '%s: %s has no tag %s' % (what, img, tag))
             q.qemu_img_internal_snapshot_copy(img, tag, out)
             ref = self.reference(patterns, os.path.getsize(out))
-            same, text = q.qemu_img_compare(out, ref, fmt_a='raw', fmt_b='raw')
-            self.assertTrue(same, '%s: snapshot %s of %s differs from its reference %s (%s): %s'
-                            % (what, tag, img, ref, sorted(patterns), text))
+            q.qemu_img_compare(out, ref, fmt_a='raw', fmt_b='raw',
+                               what='%s: snapshot %s of %s against its reference (%s)' % (what, tag, img, sorted(patterns)))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(out)
 
     def assert_check_clean(self, *images):
         for img in images:
-            ok, out = q.qemu_img_check(img, force_share=True)
-            self.assertTrue(ok, 'qemu-img check %s: %s' % (img, out))
+            q.qemu_img_check(img, force_share=True)
 
     def metadata_files(self, dom):
         d = os.path.join(self.h.state_dir, 'snapshots')

@@ -538,11 +538,14 @@ static int img_add_file(ImgCmd *c, const char *path, char **ret_message) {
         ImgLayer layer = { .fd = image_open_nofollow(path), .format = DISK_FORMAT_QCOW2 };
 
         if (layer.fd < 0) {
+                /* A link found where the gate passed a file (swapped in
+                 * since): the gate's refusal, not a bare errno. */
+                bool refused = IN_SET(layer.fd, -QSNAP_E_PATH_NOT_ALLOWED, -ELOOP);
+
                 if (ret_message)
                         *ret_message = strprintf("Cannot open %s: %s", path,
-                                                 layer.fd == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file"
-                                                                                         : strerror(-layer.fd));
-                return layer.fd;
+                                                 refused ? "not a regular file" : strerror(-layer.fd));
+                return refused ? -QSNAP_E_PATH_NOT_ALLOWED : layer.fd;
         }
         return img_cmd_add_chain(c, &layer, 1);
 }

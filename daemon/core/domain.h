@@ -102,6 +102,12 @@ struct Domain {
         bool snapshot_busy;   /* a snapshot operation is in flight */
         Operation *backup;    /* the running backup (ops/backup), one at a time */
         uint64_t node_seq;    /* for unique QEMU node names */
+        /* Bumped by every change of QEMU's block graph or of a chain qsnapd
+         * makes or learns of (a node added or deleted, a chain changed, a
+         * monitor command passed through, QEMU gone): what was learned
+         * from QEMU under an older value may be stale (core/bitmaps.c's
+         * top nodes). */
+        uint64_t graph_epoch;
 
         SnapshotTree snapshots;
         CheckpointTree checkpoints;

@@ -1060,12 +1060,13 @@ class TopsTest(CheckpointCase):
             self.assertEqual(set(nodes[p]), {'c1', 'c2', 'c3'})
         _, sent = create('c4')
         self.assertEqual(sent, ['query-named-block-nodes', 'transaction'], 'after QemuMonitorCommand')
-        # An external snapshot: new tops; c5's bitmaps go to them.
+        # An external snapshot: new tops; c5's bitmaps go to them (the
+        # nodes are read again, by c5 or by the refresh of Problems that
+        # follows a snapshot, whichever comes first: what is checked is
+        # where the bitmaps went).
         h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
-        # (the refresh of Problems that follows a snapshot reads the nodes too)
         _, sent = create('c5')
         self.assertEqual(sent[-1], 'transaction')
-        self.assertIn('query-named-block-nodes', sent, 'after a snapshot')
         _, sent = create('c6')
         self.assertEqual(sent, ['transaction'])
         nodes = self.node_bitmaps(dom)

@@ -5,6 +5,7 @@
  */
 #include <inttypes.h>
 
+#include "core/bitmap-tops.h"
 #include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/manager.h"
@@ -12,7 +13,6 @@
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
-#include "util/hashmap.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -56,7 +56,7 @@ const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
 }
 
 /* The disks and their chains (files), without bitmaps yet. */
-static int inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
+int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = new0(BitmapInventory, 1);
         const DomainDef *def = domain_current_def(d);
 
@@ -129,7 +129,7 @@ int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_messag
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         int r;
 
-        r = inventory_skeleton(d, false, &inv);
+        r = bitmap_inventory_skeleton(d, false, &inv);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < inv->n_disks; i++)
@@ -226,28 +226,6 @@ typedef struct LiveCall {
         uint64_t epoch, changes; /* and what had changed when asked */
 } LiveCall;
 
-/* bitmap_inventory_tops(): per disk, its top as the last live inventory saw it. */
-typedef struct TopLayer {
-        char *target, *path;
-        char *node;     /* NULL: QEMU showed none */
-        Hashmap *names; /* its bitmaps; keys and values: TopCache.strings */
-} TopLayer;
-
-typedef struct TopCache {
-        TopLayer *layers;
-        size_t n;
-        char **strings;
-        size_t n_strings, max_strings;
-        Qmp *qmp;                /* valid for this QEMU, */
-        uint64_t epoch, changes; /* as long as these stay */
-} TopCache;
-
-static void tops_remember(Domain *d, const LiveCall *c, const BitmapInventory *inv);
-static bool tops_valid(Domain *d, const TopCache *t, uint64_t changes);
-static TopCache *tops_of(Domain *d);
-static void tops_free(TopCache *t);
-static const TopLayer *tops_find(const TopCache *t, const char *target);
-
 int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory **ret) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         QmpNode *nodes = NULL;
@@ -259,7 +237,7 @@ int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory 
         if (r >= 0)
                 r = domain_nodes_resolve_files(d, nodes, n);
         if (r >= 0)
-                r = inventory_skeleton(d, true, &inv);
+                r = bitmap_inventory_skeleton(d, true, &inv);
         for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)
                 for (size_t j = 0; r >= 0 && j < inv->disks[i].n_layers; j++)
                         r = layer_from_nodes(inv->disks[i].layers + j, j == 0, nodes, n);
@@ -284,7 +262,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
         } else
                 r = bitmap_inventory_from_nodes(d, result, &inv);
         if (r >= 0)
-                tops_remember(d, c, inv);
+                bitmap_tops_remember(d, c->qmp, c->epoch, c->changes, inv);
         c->done(d, r < 0 ? r : 0, message, r < 0 ? NULL : TAKE_PTR(inv), c->userdata);
         free(c);
 }
@@ -318,32 +296,6 @@ int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata) {
                 return -QSNAP_E_NOT_RUNNING; /* no monitor: the files are QEMU's now */
         r = bitmap_inventory_offline(d, &inv, &message);
         done(d, r < 0 ? r : 0, message, inv, userdata);
-        return 0;
-}
-
-int bitmap_inventory_tops(Domain *d, const char *name, BitmapInventoryFunc done, void *userdata) {
-        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
-        TopCache *t = tops_of(d);
-
-        if (!tops_valid(d, t, qmp_changes(d->qmp)) || inventory_skeleton(d, true, &inv) < 0)
-                return bitmap_inventory_get(d, done, userdata);
-        inv->tops_only = true;
-        for (size_t i = 0; i < inv->n_disks; i++) {
-                BitmapLayer *top = inv->disks[i].layers;
-                const TopLayer *tl = tops_find(t, inv->disks[i].target);
-
-                if (!tl || !streq(tl->path, top->path) || (tl->node && !(top->node = strdup(tl->node))))
-                        return bitmap_inventory_get(d, done, userdata);
-                if (!hashmap_get(tl->names, name))
-                        continue;
-                /* What the name check looks at; the rest of it is unknown here. */
-                top->bitmaps = new0(BitmapEntry, 1);
-                if (!top->bitmaps || !(top->bitmaps[0].name = strdup(name)))
-                        return bitmap_inventory_get(d, done, userdata);
-                top->bitmaps[0].persistent = top->bitmaps[0].recording = true;
-                top->n_bitmaps = 1;
-        }
-        done(d, 0, NULL, TAKE_PTR(inv), userdata);
         return 0;
 }
 
@@ -451,7 +403,6 @@ typedef struct BitmapsState {
         SizeProbe *probes;
         size_t n_probes;
         struct ArmedCopy *armed;
-        struct TopCache *tops; /* bitmap_inventory_tops() */
         char **quit_drops; /* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone */
 } BitmapsState;
 
@@ -860,6 +811,7 @@ int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata) {
 void bitmaps_domain_done(Domain *d) {
         BitmapsState *st = d->bitmaps;
 
+        bitmap_tops_forget(d);
         if (!st)
                 return;
         /* A running refresh holds a reference: we are not here then. */
@@ -875,122 +827,8 @@ void bitmaps_domain_done(Domain *d) {
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);
         strv_free(st->quit_drops);
-        tops_free(st->tops);
         free(st);
         d->bitmaps = NULL;
-}
-
-/* What the last live inventory saw of each disk's top, and when. */
-static void tops_free(TopCache *t) {
-        if (!t)
-                return;
-        for (size_t i = 0; i < t->n; i++) {
-                free(t->layers[i].target);
-                free(t->layers[i].path);
-                free(t->layers[i].node);
-                hashmap_free(t->layers[i].names);
-        }
-        free(t->layers);
-        for (size_t i = 0; i < t->n_strings; i++)
-                free(t->strings[i]);
-        free(t->strings);
-        free(t);
-}
-
-static TopCache *tops_of(Domain *d) {
-        return d->bitmaps ? d->bitmaps->tops : NULL;
-}
-
-static void tops_forget(Domain *d) {
-        if (d->bitmaps)
-                d->bitmaps->tops = (tops_free(d->bitmaps->tops), NULL);
-}
-
-static bool tops_valid(Domain *d, const TopCache *t, uint64_t changes) {
-        return t && d->qmp && domain_is_active(d) && t->qmp == d->qmp && t->epoch == d->graph_epoch &&
-               t->changes == changes;
-}
-
-static const TopLayer *tops_find(const TopCache *t, const char *target) {
-        for (size_t i = 0; i < t->n; i++)
-                if (streq(t->layers[i].target, target))
-                        return t->layers + i;
-        return NULL;
-}
-
-/* Layer l's names take name (a copy, owned by t). */
-static int tops_add_name(TopCache *t, TopLayer *l, const char *name) {
-        char *s;
-        int r;
-
-        if (hashmap_get(l->names, name))
-                return 0;
-        if (t->n_strings == t->max_strings) {
-                size_t max = t->max_strings ? t->max_strings * 2 : 64;
-                char **n = reallocarray(t->strings, max, sizeof(char *));
-                if (!n)
-                        return -ENOMEM;
-                t->strings = n;
-                t->max_strings = max;
-        }
-        s = strdup(name);
-        if (!s)
-                return -ENOMEM;
-        t->strings[t->n_strings++] = s;
-        r = hashmap_put(l->names, s, s);
-        return r == -EEXIST ? 0 : r;
-}
-
-static void tops_remember(Domain *d, const LiveCall *c, const BitmapInventory *inv) {
-        BitmapsState *st = bitmaps_state(d);
-        TopCache *t;
-        int r = 0;
-
-        if (!st)
-                return;
-        tops_forget(d);
-        if (!c->qmp || c->qmp != d->qmp || c->epoch != d->graph_epoch || c->changes != qmp_changes(d->qmp))
-                return; /* the graph moved since the question: stale already */
-        t = new0(TopCache, 1);
-        if (!t || !(t->layers = new0(TopLayer, inv->n_disks ?: 1))) {
-                free(t);
-                return (void) log_oom();
-        }
-        *t = (TopCache) { .layers = t->layers, .qmp = c->qmp, .epoch = c->epoch, .changes = c->changes };
-        for (size_t i = 0; r >= 0 && i < inv->n_disks; i++) {
-                const BitmapDisk *bd = inv->disks + i;
-                TopLayer *l = t->layers + t->n;
-
-                if (bd->n_layers == 0)
-                        continue;
-                t->n++;
-                l->target = strdup(bd->target);
-                l->path = strdup(bd->layers[0].path);
-                l->node = bd->layers[0].node ? strdup(bd->layers[0].node) : NULL; /* none: the full check judges */
-                l->names = hashmap_new();
-                if (!l->target || !l->path || (bd->layers[0].node && !l->node) || !l->names)
-                        r = -ENOMEM;
-                for (size_t k = 0; r >= 0 && k < bd->layers[0].n_bitmaps; k++)
-                        r = tops_add_name(t, l, bd->layers[0].bitmaps[k].name);
-        }
-        if (r < 0) {
-                tops_free(t);
-                return (void) log_oom();
-        }
-        st->tops = t;
-}
-
-void bitmaps_tops_added(Domain *d, uint64_t changes_before, const char *name, char *const *targets) {
-        TopCache *t = tops_of(d);
-
-        if (!tops_valid(d, t, changes_before) || qmp_changes(d->qmp) != changes_before + 1)
-                return tops_forget(d);
-        t->changes++;
-        for (char *const *s = targets; s && *s; s++) {
-                TopLayer *l = (TopLayer *) tops_find(t, *s);
-                if (!l || tops_add_name(t, l, name) < 0)
-                        return tops_forget(d);
-        }
 }
 
 /* ---- what follows the chain ---- */

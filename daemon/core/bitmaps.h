@@ -73,25 +73,8 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata);
  * inside this call for the offline case). */
 int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata);
 
-/* What adding bitmap `name` to every top image needs, without the cost
- * of listing every bitmap of every node (query-named-block-nodes grows
- * with the number of checkpoints: ~95 bytes per bitmap and layer). Every
- * live inventory remembers each disk's top file, node and bitmap names;
- * while nothing could have changed them since — the same QEMU, no QMP
- * command but query-* sent (qmp_changes(), bitmaps_tops_added() counts
- * the caller's own add), no chain or node change qsnapd made or learned
- * of (Domain.graph_epoch: blockdev-add/del, a monitor command, QEMU gone)
- * and every disk's top file still the one remembered — done gets (from
- * inside this call) an inventory with tops_only set: the disks and chains
- * as usual, the top layer's node, and among its bitmaps only `name` when
- * the top holds it (nothing else: no counts, no lower layers). Otherwise
- * this is bitmap_inventory_get(). */
-int bitmap_inventory_tops(Domain *d, const char *name, BitmapInventoryFunc done, void *userdata);
-/* The caller added bitmap `name` to the top of each disk of targets with
- * the one command it sent when qmp_changes() was changes_before: the
- * remembered tops take it, or are forgotten when anything else was sent
- * meanwhile. */
-void bitmaps_tops_added(Domain *d, uint64_t changes_before, const char *name, char *const *targets);
+/* The disks and their chains (files), no bitmaps yet. */
+int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret);
 
 /* One chain, from the file path (of format) down, read with qemu-img: for
  * an image that is not (yet) a disk's active one. */

@@ -11,6 +11,7 @@
  */
 #include <time.h>
 
+#include "core/bitmap-tops.h"
 #include "core/bitmaps.h"
 #include "core/checkpoint-plan.h"
 #include "core/disk.h"

@@ -1123,20 +1123,31 @@ def mounted_tmpfs(path, size):
 
 
 def qemu_img_check(path, fmt='qcow2', force_share=False):
-    """(ok, output) of qemu-img check."""
+    """qemu-img check of path: its output, or AssertionError naming the
+    image and qemu-img's words when the image is not clean. It raises
+    rather than returning a verdict so that no caller can drop it."""
     argv = [QEMU_IMG, 'check', '-f', fmt]
     if force_share:
         argv.append('-U')
     r = run(argv + [path])
-    return r.returncode == 0, (r.stdout + r.stderr).strip()
+    out = (r.stdout + r.stderr).strip()
+    if r.returncode != 0:
+        raise AssertionError('qemu-img check %s: exit %d: %s' % (path, r.returncode, out))
+    return out
 
 
-def qemu_img_compare(a, b, force_share=True, fmt_a=None, fmt_b=None):
-    """(identical, output) of qemu-img compare (formats probed unless given)."""
+def qemu_img_compare(a, b, force_share=True, fmt_a=None, fmt_b=None, what=''):
+    """qemu-img compare of a and b (formats probed unless given): its
+    output when they read the same, AssertionError with qemu-img's words
+    (the first offset that differs) otherwise — a verdict nobody can drop."""
     argv = [QEMU_IMG, 'compare'] + (['-U'] if force_share else [])
     argv += (['-f', fmt_a] if fmt_a else []) + (['-F', fmt_b] if fmt_b else [])
     r = run(argv + [a, b])
-    return r.returncode == 0, (r.stdout + r.stderr).strip()
+    out = (r.stdout + r.stderr).strip()
+    if r.returncode != 0:
+        raise AssertionError('%sqemu-img compare %s %s: exit %d: %s'
+                             % (what + ': ' if what else '', a, b, r.returncode, out))
+    return out
 
 
 def write_reference(path, size, patterns):

@@ -646,6 +646,46 @@ class CrashTest(CheckpointCase):
         self.assertEqual(image_bitmaps(dest), {})
         self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
 
+    def test_copy_crash_after_qemu_quit_before_bitmap_removal(self):
+        # QEMU quits under a READY copy into a REUSE_EXTERNAL destination and
+        # writes the bitmaps the target got at READY into the file; qsnapd is
+        # killed after QEMU went away and before its qemu-img removed them
+        # (block-copy:unbitmap-after-quit): the removal is journaled, so the
+        # next qsnapd does it at start-up. The file keeps its data.
+        h = self.h
+        point = 'block-copy:unbitmap-after-quit'
+        dom, imgs = self.domain('cq', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x7e, 0, MiB)
+        dest = q.qemu_img_create(h.image_path('cq-reused.qcow2'), '16M')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, REUSE_EXT), 'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the copy is ready')
+        q.wait_until(lambda: 'c1' in self.node_bitmaps(dom).get(dest, {}), 30, 'the target got c1')
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_CRASH_AT': point})
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 30, 'the copy is adopted')
+        pid, qemu = h.daemon_pid(), h.qemu_pid(dom)
+        h._signaled.add(pid)
+        mark = h.daemon_log_mark()
+        h.qmp(dom, 'quit')
+        q.wait_until(lambda: not q._alive(pid), 60, 'qsnapd killed itself at %s' % point)
+        h._wait_name_gone()
+        self.assertIn('Crash point %s reached' % point, h.daemon_log_since(mark))
+        q.wait_until(lambda: not os.path.exists('/proc/%d' % qemu), 30, 'QEMU is gone')
+        self.assertIn('c1', image_bitmaps(dest), 'QEMU did not write the bitmap at its exit: nothing to test')
+        self.assertEqual(len([f for f in os.listdir(h.runtime_dir) if '.copy-unbitmap-copy-vda-' in f]), 1,
+                         'the removal is not journaled')
+        mark = h.daemon_log_mark()
+        h.start_daemon()
+        h.wait_for_log(r'checkpoint bitmap\(s\) we gave its destination removed', mark)
+        self.assertEqual(image_bitmaps(dest), {}, 'the copy ended by QEMU kept our bitmaps after the restart')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.copy-unbitmap-' in f], [],
+                         'the journaled removal stayed')
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x7e, 0, MiB), 'the copy lost its data')
+        q.qemu_img_check(dest)
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+
 
 class ChainTest(CheckpointCase):
     """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each

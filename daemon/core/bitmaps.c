@@ -397,7 +397,6 @@ typedef struct BitmapsState {
         SizeProbe *probes;
         size_t n_probes;
         struct ArmedCopy *armed;
-        char **quit_drops; /* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone */
 } BitmapsState;
 
 static int refresh_start(sd_event_source *s, void *userdata);
@@ -418,11 +417,6 @@ static BitmapsState *bitmaps_state(Domain *d) {
 ArmedCopy **bitmaps_armed_list(Domain *d) {
         BitmapsState *st = bitmaps_state(d);
         return st ? &st->armed : NULL;
-}
-
-char ***bitmaps_quit_drops(Domain *d) {
-        BitmapsState *st = bitmaps_state(d);
-        return st ? &st->quit_drops : NULL;
 }
 
 static void probes_free(BitmapsState *st) {
@@ -837,7 +831,6 @@ void bitmaps_domain_done(Domain *d) {
         probes_free(st);
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);
-        strv_free(st->quit_drops);
         free(st);
         d->bitmaps = NULL;
 }

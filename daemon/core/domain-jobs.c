@@ -235,14 +235,15 @@ static void copy_end(Domain *d, Job *j) {
         }
         /* Kept and not the disk after QEMU's own cancel (it quits): at its
          * exit QEMU writes into the file the bitmaps its target got at
-         * READY (§2.8); they go once it is gone. */
+         * READY (§2.8); they go once it is gone — journaled, before the
+         * copy's journal goes, so that a qsnapd killed meanwhile still
+         * removes them at start-up. */
         if (j->state == JOB_STATE_CANCELED && !j->aborting && !(disk && streq(disk->source, info->copy_dest)) &&
-            access(info->copy_dest, F_OK) >= 0) {
+            access(info->copy_dest, F_OK) >= 0)
                 bitmaps_copy_drop_after_quit(d, j->id, info->copy_node, info->copy_dest);
-                if (!d->qmp)
-                        bitmaps_copies_qemu_gone(d);
-        }
         domain_job_journal_remove(d, j->id);
+        if (!d->qmp)
+                bitmaps_copies_qemu_gone(d);
 }
 
 static void linger_remove(Domain *d, Job *j) {

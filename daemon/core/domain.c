@@ -457,8 +457,12 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
                 if (!managed_path)
                         return -ENOMEM;
                 path = managed_path;
-                if (access(path, F_OK) < 0)
-                        return 0; /* never started, or stopped cleanly */
+                if (access(path, F_OK) < 0) {
+                        /* never started, or stopped cleanly: no QEMU holds
+                         * a file a journaled bitmap removal is owed */
+                        bitmaps_copies_qemu_gone(d);
+                        return 0;
+                }
         }
 
         r = domain_op_begin(d, DOMAIN_OP_ATTACH, 0, done, userdata);
@@ -474,9 +478,11 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
                                           d->def->name);
                         domain_load_live(d);
                         domain_reset(d, DOMAIN_CRASHED);
-                } else
+                } else {
                         log_info("Domain '%s': nothing answers on %s (%s), shut off.", d->def->name, path,
                                  strerror(-r));
+                        bitmaps_copies_qemu_gone(d);
+                }
                 domain_op_finish(d, 0, NULL);
                 return 1;
         }

@@ -47,6 +47,9 @@ typedef struct BitmapDisk {
 
 typedef struct BitmapInventory {
         bool live;
+        /* bitmap_inventory_tops(): the disks, their chains and the top
+         * layers' nodes only, no bitmap at all */
+        bool tops_only;
         BitmapDisk *disks;
         size_t n_disks;
 } BitmapInventory;
@@ -69,6 +72,9 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata);
 /* Live when QEMU runs, else offline; done always called (maybe from
  * inside this call for the offline case). */
 int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata);
+
+/* The disks and their chains (files), no bitmaps yet. */
+int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret);
 
 /* One chain, from the file path (of format) down, read with qemu-img: for
  * an image that is not (yet) a disk's active one. */

@@ -245,6 +245,7 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
 static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
 
+        d->graph_epoch++;
         domain_jobs_disconnected(d, true);
         bitmaps_copies_qemu_gone(d);
         domain_agent_detach(d, true);
@@ -1042,6 +1043,7 @@ static void on_monitor_reply(Qmp *qmp, int error, json_object *result, const cha
         Operation *o = userdata;
         MonitorCall *c = o->plan;
 
+        o->domain->graph_epoch++; /* whatever it did is done now */
         if (error == -QSNAP_E_QEMU_FAILED)
                 return operation_finishf(o, error, "QEMU: %s", strna(desc));
         if (error < 0)
@@ -1100,6 +1102,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 return r;
         }
         log_warning("Domain '%s' tainted: monitor command passed through: %s", d->def->name, command);
+        d->graph_epoch++; /* it may change the block graph: what qsnapd learned of it is stale */
 
         if (flags & DOMAIN_MONITOR_HMP)
                 id = qmp_cmd_human_monitor_command(d->qmp, command, on_monitor_reply, o);

@@ -420,7 +420,8 @@ static const char *copy_unpivoted_node(Domain *d, json_object *nodes, const char
  * (killed between the end and this step) is found by its journal: QEMU
  * still has its target open, with our bitmaps. That copy was READY and its
  * end is unknown: its destination stays, as after an Abort (libvirt), and
- * its journal goes here, before the sweep would judge it never started. */
+ * its journal goes here (the sweep, by its started mark, would keep the
+ * destination too). */
 static void copies_drop_bitmaps(Domain *d, json_object *nodes, Resync *rs) {
         Job *j = rs->job;
         BlockJobInfo *info = j ? j->userdata : NULL;

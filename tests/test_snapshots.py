@@ -1258,5 +1258,100 @@ class DiskKindsTest(SnapshotTestCase):
         self.assert_layer(h.image_path('a.d'), [], [0])
 
 
+class CacheModeTest(SnapshotTestCase):
+    """<driver cache= io=> as libvirt means it: every node QEMU opens for
+    the disk (each layer's format node and file node) has the mode, the
+    overlay a snapshot adds too, and the layers launched after a revert;
+    a disk without cache= keeps QEMU's defaults; io='native' without
+    O_DIRECT is refused at DefineDomain."""
+
+    def cache_xml(self, name, disks):
+        """domain_xml with <driver cache= io=> per disk: disks are
+        (target, path, cache, io), None for absent."""
+        xml = q.domain_xml(name, [q.Disk(t, p) for t, p, _, _ in disks])
+        for t, p, cache, io in disks:
+            attrs = ''.join(" %s='%s'" % (k, v) for k, v in (('cache', cache), ('io', io)) if v)
+            old = '<driver name=\'qemu\' type="qcow2"/>\n      <source file="%s"/>' % p
+            self.assertIn(old, xml)
+            xml = xml.replace(old, "<driver name='qemu' type='qcow2'%s/>\n      <source file='%s'/>" % (attrs, p))
+        return xml
+
+    def node_caches(self, dom):
+        """{real file: {(drv, cache.direct, cache.no-flush)}} over every node
+        QEMU has (query-named-block-nodes: format and file nodes alike)."""
+        h = self.h
+        fdsets = h.qmp(dom, 'query-fdsets')['return']
+        out = {}
+        for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']:
+            f = h.qemu_file_name(dom, n['file'], fdsets)
+            out.setdefault(f, set()).add((n['drv'], n['cache']['direct'], n['cache']['no-flush']))
+        return out
+
+    def assert_modes(self, dom, files, direct, what):
+        """Every node of each of files: a qcow2 format node and its file
+        node, both with cache.direct == direct and no-flush off."""
+        caches = self.node_caches(dom)
+        for f in files:
+            self.assertEqual(caches.get(f), {('qcow2', direct, False), ('file', direct, False)},
+                             '%s: the nodes of %s (all: %s)' % (what, f, caches))
+
+    def test_cache_none_on_every_layer(self):
+        h = self.h
+        a, b, c = h.create_image('a.qcow2'), h.create_image('b.qcow2'), h.create_image('c.qcow2')
+        # io='native' needs O_DIRECT: refused before anything is defined.
+        with self.assertDBusError(E + 'InvalidXML') as cm:
+            h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                   (self.cache_xml('bad', [('vda', a, None, 'native')]), 0), 'st')
+        self.assertIn("io='native' needs cache='none' or cache='directsync'", cm.exception.message)
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'), [])
+
+        dom = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                     (self.cache_xml('cache', [('vda', a, 'none', 'native'), ('vdb', b, 'directsync', None),
+                                               ('vdc', c, None, None)]), 0), 'st')
+        drivers = {d.find('target').get('dev'): d.find('driver').attrib
+                   for d in ET.fromstring(h.call(dom, D, 'GetXMLDesc', (0,), 't')).iter('disk')}
+        self.assertEqual(drivers['vda'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'none', 'io': 'native'})
+        self.assertEqual(drivers['vdb'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'directsync'})
+        self.assertEqual(drivers['vdc'], {'name': 'qemu', 'type': 'qcow2'})
+        self.start(dom)
+        self.assert_modes(dom, [a, b], True, 'started')
+        self.assert_modes(dom, [c], False, 'started, no cache=')
+        # The guest sees a volatile write cache with none, none with directsync.
+        inserted = {blk['qdev'].split('/')[3]: blk['inserted']['cache']
+                    for blk in h.qmp(dom, 'query-block')['return'] if 'inserted' in blk}
+        self.assertEqual(inserted['vda'], {'writeback': True, 'direct': True, 'no-flush': False})
+        self.assertEqual(inserted['vdb'], {'writeback': False, 'direct': True, 'no-flush': False})
+        self.assertEqual(inserted['vdc'], {'writeback': True, 'direct': False, 'no-flush': False})
+
+        for t, pattern in (('vda', 0xa1), ('vdb', 0xb1), ('vdc', 0xc1)):
+            self.write(dom, t, pattern, 0)
+        s1 = self.create(dom, snap_xml('s1'), DISK_ONLY)
+        a1, b1, c1 = h.image_path('a.s1'), h.image_path('b.s1'), h.image_path('c.s1')
+        self.assertEqual(self.active(dom), {'vda': a1, 'vdb': b1, 'vdc': c1})
+        # The new overlays in their disk's mode, the layers below unchanged.
+        self.assert_modes(dom, [a, a1, b, b1], True, 'after the snapshot')
+        self.assert_modes(dom, [c, c1], False, 'after the snapshot, no cache=')
+        for t, pattern in (('vda', 0xa2), ('vdb', 0xb2), ('vdc', 0xc2)):
+            self.write(dom, t, pattern, MiB)
+        self.assert_disks_agree(dom)
+        self.stop(dom)
+        for base, top, p1, p2 in ((a, a1, 0xa1, 0xa2), (b, b1, 0xb1, 0xb2), (c, c1, 0xc1, 0xc2)):
+            self.assert_disk_is(base, [(p1, 0)], 'the frozen layer')
+            self.assert_disk_is(top, [(p1, 0), (p2, MiB)], 'the active layer')
+            self.assert_check_clean(base, top)
+
+        # A revert's new overlays, launched with the chain under them.
+        h.call(s1, S, 'Revert', (0,), 't')
+        self.start(dom)
+        active = self.active(dom)
+        self.assertEqual(active['vda'], h.image_path('a.s1-revert1'))
+        self.assert_modes(dom, [a, active['vda'], b, active['vdb']], True, 'after the revert')
+        self.assert_modes(dom, [c, active['vdc']], False, 'after the revert, no cache=')
+        self.write(dom, 'vda', 0xa3, 2 * MiB)
+        self.stop(dom)
+        self.assert_disk_is(active['vda'], [(0xa1, 0), (0xa3, 2 * MiB)], 'the reverted disk')
+        self.assert_check_clean(active['vda'])
+
+
 if __name__ == '__main__':
     q.main()

@@ -141,6 +141,15 @@ int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, 
         return 0;
 }
 
+int gate_image_size(Domain *d, const char *path, DiskFormat format, const char *what, uint64_t *ret,
+                    char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = gate_open_image(d, path, what, &fd, ret_message);
+        return r < 0 ? r : image_virtual_size_fd(fd, format, ret);
+}
+
 int gate_check(Domain *d, const char *path, const char *what, char **ret_message) {
         return gate_open_folder(d, path, what, NULL, ret_message);
 }

@@ -40,6 +40,11 @@ int gate_open_folder(Domain *d, const char *path, const char *what, int *ret_dir
  * passed, whatever is swapped in meanwhile. The fd in *ret_fd. */
 int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, char **ret_message);
 
+/* The virtual size of a domain's image (qcow2 header or raw length),
+ * read from the file gate_open_image() opened. */
+int gate_image_size(Domain *d, const char *path, DiskFormat format, const char *what, uint64_t *ret,
+                    char **ret_message);
+
 /* Every file a snapshot's metadata names that Delete or Revert would act
  * on: the memory state file, the disks' sources (overlays) and the
  * <revertDisks> sources. At REDEFINE

@@ -712,6 +712,17 @@ static int check_reused_dest(Domain *d, const char *dest, DiskFormat *format, ui
         return 0;
 }
 
+/* The disk's virtual size, from the file the path gate opens. */
+static int disk_size(Domain *d, const DomainDisk *disk, uint64_t *ret, char **ret_message) {
+        int r = gate_image_size(d, disk->source, disk->format, "The image", ret, ret_message);
+
+        if (r >= 0 || r == -QSNAP_E_PATH_NOT_ALLOWED || r == -ENOMEM)
+                return r;
+        free(*ret_message);
+        *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(r));
+        return -QSNAP_E_QEMU_FAILED;
+}
+
 int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
                    uint64_t flags, BlockJobStartedFunc done, void *userdata, char **ret_message) {
         const DomainDef *def = domain_current_def(d);
@@ -752,11 +763,9 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         }
         if ((flags & BLOCK_COPY_SHALLOW) && chain->n_layers > 1)
                 backing = chain->layers[1].path;
-        r = image_virtual_size(disk->source, disk->format, &size);
-        if (r < 0) {
-                *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(r));
-                return -QSNAP_E_QEMU_FAILED;
-        }
+        r = disk_size(d, disk, &size, ret_message);
+        if (r < 0)
+                return r;
         if (flags & BLOCK_COPY_REUSE_EXT) {
                 r = check_reused_dest(d, dest, &format, size, backing, ret_message);
                 if (r < 0)

@@ -209,16 +209,18 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
 #define QCOW2_MAX_SNAPSHOTS 65536U
 
 int image_has_internal_snapshot(const char *path, const char *name) {
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_close_ int fd = image_open_regular(path, 0);
+
+        return fd < 0 ? fd : image_has_internal_snapshot_fd(fd, name);
+}
+
+int image_has_internal_snapshot_fd(int fd, const char *name) {
         size_t name_len = strlen(name);
         uint32_t n;
         uint64_t at;
         uint8_t h[72];
         int r;
 
-        fd = image_open_regular(path, 0);
-        if (fd < 0)
-                return fd;
         r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;

@@ -129,6 +129,8 @@ bool image_is_qcow2_fd(int fd);
  * and Revert ask before authorization); -EMEDIUMTYPE for another format,
  * -EBADMSG for a table that cannot be right. */
 int image_has_internal_snapshot(const char *path, const char *name);
+/* The same on a descriptor (one the path gate opened). */
+int image_has_internal_snapshot_fd(int fd, const char *name);
 
 /* The number of internal snapshots in a qcow2 image's header (0 for raw). */
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);

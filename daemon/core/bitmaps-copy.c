@@ -5,9 +5,12 @@
  * sent at READY or again by an adopting qsnapd), and their removal when
  * the copy ends without a pivot.
  */
+#include <dirent.h>
+
 #include "core/bitmaps.h"
 #include "core/bitmaps-internal.h"
 #include "core/domain-jobs.h"
+#include "core/manager.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "util/json-util.h"
@@ -148,37 +151,103 @@ static void log_dropped(Domain *d, const char *job_id, int removed) {
                          "removed.", d->def->name, job_id, removed);
 }
 
+/* <run>/<uuid>.copy-unbitmap-<id>: {"file": …, "bitmaps": […]}, the
+ * removal a copy QEMU's quit ended still owes its destination. Written
+ * when the copy's end is accounted for (its bitmap journal goes then),
+ * removed once qemu-img has taken the bitmaps out of the file. */
+#define UNBITMAP_INFIX ".copy-unbitmap-"
+
+static char *unbitmap_path(Domain *d, const char *job_id) {
+        _cleanup_free_ char *suffix = strprintf(UNBITMAP_INFIX "%s", job_id);
+        return suffix ? domain_runtime_path(d, suffix) : NULL;
+}
+
 void bitmaps_copy_drop_after_quit(Domain *d, const char *job_id, const char *target_node, const char *file) {
         _cleanup_strv_free_ char **added = copy_added_names(d, job_id, target_node);
-        char ***drops = added ? bitmaps_quit_drops(d) : NULL;
+        _cleanup_(json_object_putp) json_object *o = added ? json_object_new_object() : NULL, *names = NULL;
+        _cleanup_free_ char *path = added ? unbitmap_path(d, job_id) : NULL;
+        const char *text;
+        int r = -ENOMEM;
+        bool ok;
 
-        for (char **n = added; drops && *n; n++)
-                if (strv_extend(drops, file) < 0 || strv_extend(drops, *n) < 0)
-                        return (void) log_oom();
+        if (!added)
+                return;
+        ok = o && path && (names = json_object_new_array());
+        for (char **n = added; ok && *n; n++)
+                ok = json_object_array_add(names, json_object_new_string(*n)) >= 0;
+        if (ok && json_object_object_add(o, "file", json_object_new_string(file)) >= 0 &&
+            json_object_object_add(o, "bitmaps", TAKE_PTR(names)) >= 0) {
+                text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+                r = write_file_atomic(path, text, strlen(text), 0600);
+        }
+        if (r < 0)
+                log_warning_errno(r, "Domain '%s': cannot journal the removal of the bitmaps copy job %s gave %s "
+                                  "(done when QEMU is gone, unless qsnapd dies first): %m", d->def->name, job_id, file);
+}
+
+/* One journaled removal: 0 when done (the file or its bitmaps gone). */
+static int unbitmap_one(Domain *d, const char *path, bool *crash_armed, int *removed) {
+        _cleanup_free_ char *text = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *file = NULL, *names = NULL;
+        ImageBitmap *b = NULL;
+        size_t n = 0;
+        int r = 0;
+
+        if (read_full_file(path, 1 << 20, &text, NULL) < 0 || !(o = json_tokener_parse(text)) ||
+            !json_object_object_get_ex(o, "file", &file) || !json_object_is_type(file, json_type_string) ||
+            !json_object_object_get_ex(o, "bitmaps", &names) || !json_object_is_type(names, json_type_array)) {
+                log_warning("Domain '%s': %s is damaged; dropped.", d->def->name, path);
+                return 0;
+        }
+        if (access(json_object_get_string(file), F_OK) < 0)
+                return 0; /* the file is gone: nothing to take out */
+        if (image_read_bitmaps(json_object_get_string(file), &b, &n, NULL) < 0)
+                return -EIO;
+        for (size_t k = 0; k < n; k++) {
+                _cleanup_free_ char *m = NULL;
+                bool ours = false;
+
+                for (size_t i = 0; i < json_object_array_length(names) && !ours; i++)
+                        ours = streq_ptr(json_object_get_string(json_object_array_get_idx(names, i)), b[k].name);
+                if (!ours)
+                        continue;
+                /* crash points: block-copy:unbitmap-after-quit */
+                if (*crash_armed)
+                        crash_point("block-copy:unbitmap-after-quit");
+                *crash_armed = false;
+                if (image_bitmap_remove(json_object_get_string(file), b[k].name, &m) < 0) {
+                        log_warning("Domain '%s': cannot remove bitmap %s from %s: %s", d->def->name, b[k].name,
+                                    json_object_get_string(file), strna(m));
+                        r = -EIO;
+                } else
+                        (*removed)++;
+        }
+        image_bitmaps_free(b, n);
+        return r;
 }
 
 void bitmaps_copies_qemu_gone(Domain *d) {
-        char ***drops = d->bitmaps ? bitmaps_quit_drops(d) : NULL;
-        _cleanup_strv_free_ char **l = drops ? TAKE_PTR(*drops) : NULL;
+        _cleanup_free_ char *prefix = strprintf("%s" UNBITMAP_INFIX, d->def->uuid);
+        _cleanup_strv_free_ char **found = NULL;
+        bool crash_armed = true;
         int removed = 0;
+        struct dirent *de;
+        DIR *dh;
 
-        for (size_t i = 0; l && l[i] && l[i + 1]; i += 2) {
-                ImageBitmap *b = NULL;
-                size_t n = 0;
-                _cleanup_free_ char *m = NULL;
+        if (!prefix || !(dh = opendir(d->manager->config.runtime_dir)))
+                return;
+        while ((de = readdir(dh)))
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 && strv_extend(&found, de->d_name) < 0)
+                        break;
+        closedir(dh);
+        for (char **f = found; f && *f; f++) {
+                _cleanup_free_ char *path = strjoin(d->manager->config.runtime_dir, "/", *f);
 
-                if (image_read_bitmaps(l[i], &b, &n, NULL) < 0)
-                        continue;
-                for (size_t k = 0; k < n; k++) {
-                        if (!streq(b[k].name, l[i + 1]))
-                                continue;
-                        if (image_bitmap_remove(l[i], l[i + 1], &m) < 0)
-                                log_warning("Domain '%s': cannot remove bitmap %s from %s: %s", d->def->name,
-                                            l[i + 1], l[i], strna(m));
-                        else
-                                removed++;
-                }
-                image_bitmaps_free(b, n);
+                /* Kept when a removal failed (QEMU still closing the file):
+                 * tried again when the domain's QEMU goes next, or at start-up. */
+                if (path && unbitmap_one(d, path, &crash_armed, &removed) >= 0)
+                        (void) unlink(path);
         }
         log_dropped(d, "(cancelled by QEMU's quit)", removed);
 }

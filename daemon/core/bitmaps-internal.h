@@ -18,5 +18,3 @@ typedef struct ArmedCopy {
 /* The domain's list of armed copies (its bitmap state made on first use);
  * NULL when out of memory. */
 ArmedCopy **bitmaps_armed_list(Domain *d);
-/* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone. */
-char ***bitmaps_quit_drops(Domain *d);

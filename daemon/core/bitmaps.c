@@ -5,6 +5,7 @@
  */
 #include <inttypes.h>
 
+#include "core/bitmap-tops.h"
 #include "core/bitmaps.h"
 #include "core/bitmaps-internal.h"
 #include "core/disk.h"
@@ -57,7 +58,7 @@ const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
 }
 
 /* The disks and their chains (files), without bitmaps yet. */
-static int inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
+int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = new0(BitmapInventory, 1);
         const DomainDef *def = domain_current_def(d);
 
@@ -130,7 +131,7 @@ int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_messag
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         int r;
 
-        r = inventory_skeleton(d, false, &inv);
+        r = bitmap_inventory_skeleton(d, false, &inv);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < inv->n_disks; i++)
@@ -223,6 +224,8 @@ typedef struct LiveCall {
         Domain *domain;
         BitmapInventoryFunc done;
         void *userdata;
+        Qmp *qmp;                /* the QEMU asked, */
+        uint64_t epoch, changes; /* and what had changed when asked */
 } LiveCall;
 
 int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory **ret) {
@@ -236,7 +239,7 @@ int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory 
         if (r >= 0)
                 r = domain_nodes_resolve_files(d, nodes, n);
         if (r >= 0)
-                r = inventory_skeleton(d, true, &inv);
+                r = bitmap_inventory_skeleton(d, true, &inv);
         for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)
                 for (size_t j = 0; r >= 0 && j < inv->disks[i].n_layers; j++)
                         r = layer_from_nodes(inv->disks[i].layers + j, j == 0, nodes, n);
@@ -260,6 +263,8 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 r = -QSNAP_E_QEMU_FAILED;
         } else
                 r = bitmap_inventory_from_nodes(d, result, &inv);
+        if (r >= 0)
+                bitmap_tops_remember(d, c->qmp, c->epoch, c->changes, inv);
         c->done(d, r < 0 ? r : 0, message, r < 0 ? NULL : TAKE_PTR(inv), c->userdata);
         free(c);
 }
@@ -272,7 +277,8 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata) {
         c = new0(LiveCall, 1);
         if (!c)
                 return -ENOMEM;
-        *c = (LiveCall) { .domain = domain_ref(d), .done = done, .userdata = userdata };
+        *c = (LiveCall) { .domain = domain_ref(d), .done = done, .userdata = userdata, .qmp = d->qmp,
+                          .epoch = d->graph_epoch, .changes = qmp_changes(d->qmp) };
         if (qmp_cmd_query_named_block_nodes(d->qmp, on_named_nodes, c) < 0) {
                 domain_unref(d);
                 free(c);
@@ -391,7 +397,6 @@ typedef struct BitmapsState {
         SizeProbe *probes;
         size_t n_probes;
         struct ArmedCopy *armed;
-        char **quit_drops; /* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone */
 } BitmapsState;
 
 static int refresh_start(sd_event_source *s, void *userdata);
@@ -412,11 +417,6 @@ static BitmapsState *bitmaps_state(Domain *d) {
 ArmedCopy **bitmaps_armed_list(Domain *d) {
         BitmapsState *st = bitmaps_state(d);
         return st ? &st->armed : NULL;
-}
-
-char ***bitmaps_quit_drops(Domain *d) {
-        BitmapsState *st = bitmaps_state(d);
-        return st ? &st->quit_drops : NULL;
 }
 
 static void probes_free(BitmapsState *st) {
@@ -816,6 +816,7 @@ int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata) {
 void bitmaps_domain_done(Domain *d) {
         BitmapsState *st = d->bitmaps;
 
+        bitmap_tops_forget(d);
         if (!st)
                 return;
         /* A running refresh holds a reference: we are not here then. */
@@ -830,7 +831,6 @@ void bitmaps_domain_done(Domain *d) {
         probes_free(st);
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);
-        strv_free(st->quit_drops);
         free(st);
         d->bitmaps = NULL;
 }

@@ -194,6 +194,17 @@ static void on_job_started(Qmp *qmp, int error, json_object *result, const char 
 
         if (error < 0)
                 return operation_finishf(c->op, -QSNAP_E_QEMU_FAILED, "QEMU refused the job: %s", strna(desc));
+        /* QEMU runs the copy: before anything else its journal says so, so
+         * that no restarted qsnapd takes it for one that never started and
+         * removes a destination that may be the only copy of the data. */
+        if (c->type == JOB_TYPE_COPY) {
+                /* crash points: block-copy:accepted */
+                operation_crash_point(c->op, "accepted");
+                r = domain_job_journal_mark_started(d, c->id, c->info);
+                if (r < 0)
+                        log_warning_errno(r, "Domain '%s': cannot mark copy job %s started in its journal (an "
+                                          "adopting qsnapd marks it): %m", d->def->name, c->id);
+        }
         r = d->jobs ? job_tracker_add(d->jobs, c->id, c->type, c->disk, c->bandwidth, &j) : -ENOTCONN;
         if (r < 0)
                 return operation_finish(c->op, r, "Cannot track the job.");

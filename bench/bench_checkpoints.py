@@ -135,7 +135,7 @@ def main():
         lat, cpu, qcpu, cps = [], [], [], []
         for i in range(args.count):
             if args.perf_from is not None and i == args.perf_from:
-                perf = subprocess.Popen(['perf', 'record', '-g', '-q', '-p', str(pid), '-o', args.perf_out],
+                perf = subprocess.Popen(['perf', 'record', '--call-graph', os.environ.get('BENCH_PERF_CALLGRAPH', 'fp'), '-q', '-p', str(pid), '-o', args.perf_out],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
             xml = '<domaincheckpoint><name>c%d</name></domaincheckpoint>' % i
@@ -166,8 +166,9 @@ def main():
             s, e = slope(v)
             out('slope %-11s %+7.2f ± %.2f µs per checkpoint (%+.1f ms over %d)'
                 % (what, s, e, s * args.count / 1e3, args.count))
-            s100, e100 = slope(v[:100])
-            out('slope %-11s %+7.2f ± %.2f µs per checkpoint over the first 100' % (what, s100, e100))
+            if args.count > 100:
+                s100, e100 = slope(v[:100])
+                out('slope %-11s %+7.2f ± %.2f µs per checkpoint over the first 100' % (what, s100, e100))
         sample_nodes(args.count)
         out('query-named-block-nodes reply (not sent by a create): '
             + ', '.join('%d checkpoints %d bytes' % x for x in nodes_size))

@@ -52,6 +52,7 @@ test needs a copy that runs for a while at 1 MiB/s.
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -653,6 +654,35 @@ class CopyRestartTest(CopyTestCase):
         self.assert_clean(dest)
         self.assert_chain(dom, [base, mid, top], 'after the restarts')
         self.assertEqual(self.stored_source(dom), top)
+
+    def test_crash_after_the_pivot_then_qemu_killed(self):
+        # qsnapd killed between a Pivot's end and its read-back
+        # (block-copy:ended), then QEMU killed too: the next qsnapd reports
+        # the copy failed (QEMU went away), but the copy had started — the
+        # destination may be all that holds the guest's writes since the
+        # Pivot — so the file it created stays.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        dest = h.image_path('pivoted.qcow2')
+        rec = h.record_signals()
+        job = self.copy(dom, dest)
+        self.wait_ready(rec, job)
+        # written while READY: the mirror puts it into the destination
+        h.write_pattern_live(dom, 'vda', 0x5a, 10 * MiB, MiB)
+        qemu = h.qemu_pid(dom)
+        # (no bus call until qsnapd starts again: it would be activated)
+        h.crash_at('block-copy:ended', job, J, 'Pivot', start_again=False)
+        os.kill(qemu, signal.SIGKILL)
+        q.wait_until(lambda: not os.path.exists('/proc/%d' % qemu), 10, 'the killed QEMU is reaped')
+        mark = h.daemon_log_mark()
+        h.start_daemon()
+        h.wait_for_log(r'copy job \S+ had started; its destination \S+ stays', mark)
+        self.assertEqual(self.jprop(job, 'State'), 'failed')
+        self.assertTrue(os.path.exists(dest), 'the destination the disk had pivoted to was removed')
+        self.assertEqual(self.journals(), [])
+        for p, off, n in self.expected_patterns() + [(0x5a, 10 * MiB, MiB)]:
+            self.assertTrue(q.qemu_io_read_pattern(dest, p, off, n), 'the pivoted copy reads 0x%02x' % p)
+        self.assert_clean(dest)
 
     def test_crash_after_qemu_accepted_the_copy(self):
         # qsnapd killed when QEMU had accepted the mirror, before the copy's

@@ -420,7 +420,8 @@ static const char *copy_unpivoted_node(Domain *d, json_object *nodes, const char
  * (killed between the end and this step) is found by its journal: QEMU
  * still has its target open, with our bitmaps. That copy was READY and its
  * end is unknown: its destination stays, as after an Abort (libvirt), and
- * its journal goes here, before the sweep would judge it never started. */
+ * its journal goes here (the sweep, by its started mark, would keep the
+ * destination too). */
 static void copies_drop_bitmaps(Domain *d, json_object *nodes, Resync *rs) {
         Job *j = rs->job;
         BlockJobInfo *info = j ? j->userdata : NULL;
@@ -817,6 +818,7 @@ void domain_jobs_lost(Domain *d) {
 
         for (char **id = ids; id && *id; id++) {
                 Job *j = domain_find_job(d, *id) ? NULL : job_new_local(*id, JOB_TYPE_PULL, NULL);
+                BlockJobInfo *info;
 
                 if (!j)
                         continue;
@@ -825,6 +827,15 @@ void domain_jobs_lost(Domain *d) {
                         continue;
                 }
                 job_learn_from_id(d, j);
+                /* A copy that started may have ended, even pivoted, before
+                 * QEMU died: its destination may hold the disk's data. Only a
+                 * copy that provably never started loses the file it created. */
+                info = j->userdata;
+                if (j->type == JOB_TYPE_COPY && info && info->copy_started && info->copy_created) {
+                        info->copy_created = false;
+                        log_warning("Domain '%s': copy job %s had started; its destination %s stays (it may hold "
+                                    "what a Pivot switched to).", d->def->name, j->id, info->copy_dest);
+                }
                 job_local_update(j, JOB_STATE_FAILED, 0, 0,
                                  "QEMU went away while qsnapd was not running; the job did not finish.");
                 log_warning("Domain '%s': %s job %s ended with its QEMU while qsnapd was not running.", d->def->name,

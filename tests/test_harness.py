@@ -379,5 +379,23 @@ class ImageHelperTest(unittest.TestCase):
                 q.qemu_img_compare(a, b, what='then')
 
 
+class ErrorNamesTest(unittest.TestCase):
+    """An unnamed failure from one of our methods (sd-bus's
+    org.freedesktop.DBus.Error.Failed or System.Error.* for a bare errno)
+    fails the test that received it, like an undocumented named error."""
+
+    def test_unnamed_errors_are_problems(self):
+        q._begin_test('test_harness.ErrorNamesTest.none')
+        try:
+            for name in ('org.freedesktop.DBus.Error.Failed', 'System.Error.ELOOP'):
+                q.note_error(q.DOMAIN_IFACE, 'CreateCheckpoint', name)
+            q.note_error(q.DOMAIN_IFACE, 'CreateCheckpoint', q.ERROR_PREFIX + 'PathNotAllowed')
+            q.note_error('org.freedesktop.DBus.Properties', 'Get', 'org.freedesktop.DBus.Error.Failed')
+        finally:
+            problems = q._end_test('test_harness.ErrorNamesTest.none')
+        self.assertEqual(len(problems), 2, problems)
+        self.assertTrue(all('answered the unnamed' in p for p in problems), problems)
+
+
 if __name__ == '__main__':
     q.main()

@@ -485,6 +485,7 @@ class HmpError(RuntimeError):
 
 OUR_INTERFACES = (MANAGER_IFACE, DOMAIN_IFACE, SNAPSHOT_IFACE, CHECKPOINT_IFACE, JOB_IFACE)
 _CHECKED_STANDARD_ERRORS = (ACCESS_DENIED, INTERACTIVE_AUTH_REQUIRED)
+GENERIC_FAILED = 'org.freedesktop.DBus.Error.Failed'
 ERRORS_SEEN_ENV = 'QSNAPTEST_ERRORS_SEEN'
 
 _errors = {'test': None, 'seen': [], 'undocumented': []}
@@ -502,7 +503,11 @@ def note_error(interface, method, name):
     if interface not in OUR_INTERFACES:
         return
     _errors['seen'].append((interface, method, name))
-    if name.startswith(ERROR_PREFIX) or name in _CHECKED_STANDARD_ERRORS:
+    if name == GENERIC_FAILED or name.startswith('System.Error.'):
+        # sd-bus's name for a bare errno or an unnamed failure: every
+        # refusal of ours must carry a named error (DESIGN §7).
+        _errors['undocumented'].append('%s.%s answered the unnamed %s' % (interface, method, name))
+    elif name.startswith(ERROR_PREFIX) or name in _CHECKED_STANDARD_ERRORS:
         documented = interface_docs.documented(interface, method)
         if documented is not None and name not in documented:
             _errors['undocumented'].append('%s.%s answered %s, which interfaces/ does not document for it'

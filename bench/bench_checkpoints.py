@@ -14,7 +14,9 @@ hundred (per tenth when N < 300) and as least-squares slopes in µs per
 checkpoint: a cost that grows with the number of checkpoints shows as a
 slope well above its noise. The size of QEMU's query-named-block-nodes
 reply is sampled along the way (through QemuMonitorCommand, outside the
-timed calls) to show what an inventory per create would cost. Then
+timed calls) to show what an inventory per create would cost; a monitor
+command makes qsnapd read the inventory again at the next create (docs/
+decisions.md), so one create in a hundred here pays for it. Then
 Delete of the newest checkpoints (merge into the parent, four disks, one
 transaction) the same way, at the end of the series and (--delete-early)
 with 10 checkpoints only.

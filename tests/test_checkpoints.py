@@ -1128,6 +1128,41 @@ class TopsTest(CheckpointCase):
         self.assertIn(self.active(dom, 'vda'), e.exception.message)
         self.assertEqual(h.get_property(dom, D, 'Checkpoints'), before)
 
+    def test_new_tops_after_a_pivot_and_an_active_commit(self):
+        """No monitor command in between: what was remembered of the old
+        tops is not used for the new ones; each new checkpoint's bitmap is
+        in the file that is the top when it was made."""
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        self.create(dom, cp_xml('c1'))
+        self.create(dom, cp_xml('c2'))  # on what c1's inventory saw
+        dest = h.image_path('tops-dest.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the copy READY')
+        h.call(job, J, 'Pivot')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'completed', 60, 'the pivot')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        self.create(dom, cp_xml('c3'))
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        overlay = self.active(dom, 'vda')
+        self.create(dom, cp_xml('c4'))
+        job = h.call(dom, D, 'BlockCommit', ('vda', '', '', 0, 4), 'ssstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the commit READY')
+        h.call(job, J, 'Pivot')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'completed', 60, 'the commit')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        self.create(dom, cp_xml('c5'))
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(set(image_bitmaps(imgs['vda'])), {'c1', 'c2'})
+        self.assertEqual(set(image_bitmaps(dest)), {'c1', 'c2', 'c3', 'c4', 'c5'})
+        self.assertEqual(set(image_bitmaps(overlay)), {'c1', 'c2', 'c3', 'c4'})
+        for c in ('c1', 'c2', 'c3', 'c4', 'c5'):
+            cp = h.call(dom, D, 'LookupCheckpoint', (c,), 's')
+            self.assertEqual(h.get_property(cp, C, 'Problems'), [], c)
+        q.qemu_img_check(dest)
+
     def test_refused_transaction_judged_again(self):
         """QEMU refusing the transaction of a create that trusted what
         qsnapd remembered: the images are looked at again (a name taken

@@ -1261,7 +1261,8 @@ class DiskKindsTest(SnapshotTestCase):
 class CacheModeTest(SnapshotTestCase):
     """<driver cache= io=> as libvirt means it: every node QEMU opens for
     the disk (each layer's format node and file node) has the mode, the
-    overlay a snapshot adds too, and the layers launched after a revert;
+    overlay a snapshot adds too, the layers launched after a revert and a
+    BlockCopy's destination;
     a disk without cache= keeps QEMU's defaults; io='native' without
     O_DIRECT is refused at DefineDomain."""
 
@@ -1287,12 +1288,12 @@ class CacheModeTest(SnapshotTestCase):
             out.setdefault(f, set()).add((n['drv'], n['cache']['direct'], n['cache']['no-flush']))
         return out
 
-    def assert_modes(self, dom, files, direct, what):
+    def assert_modes(self, dom, files, direct, what, no_flush=False):
         """Every node of each of files: a qcow2 format node and its file
-        node, both with cache.direct == direct and no-flush off."""
+        node, both with cache.direct == direct and cache.no-flush == no_flush."""
         caches = self.node_caches(dom)
         for f in files:
-            self.assertEqual(caches.get(f), {('qcow2', direct, False), ('file', direct, False)},
+            self.assertEqual(caches.get(f), {('qcow2', direct, no_flush), ('file', direct, no_flush)},
                              '%s: the nodes of %s (all: %s)' % (what, f, caches))
 
     def test_cache_none_on_every_layer(self):
@@ -1306,21 +1307,21 @@ class CacheModeTest(SnapshotTestCase):
         self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'), [])
 
         dom = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
-                     (self.cache_xml('cache', [('vda', a, 'none', 'native'), ('vdb', b, 'directsync', None),
+                     (self.cache_xml('cache', [('vda', a, 'none', 'native'), ('vdb', b, 'unsafe', None),
                                                ('vdc', c, None, None)]), 0), 'st')
         drivers = {d.find('target').get('dev'): d.find('driver').attrib
                    for d in ET.fromstring(h.call(dom, D, 'GetXMLDesc', (0,), 't')).iter('disk')}
         self.assertEqual(drivers['vda'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'none', 'io': 'native'})
-        self.assertEqual(drivers['vdb'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'directsync'})
+        self.assertEqual(drivers['vdb'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'unsafe'})
         self.assertEqual(drivers['vdc'], {'name': 'qemu', 'type': 'qcow2'})
         self.start(dom)
-        self.assert_modes(dom, [a, b], True, 'started')
+        self.assert_modes(dom, [a], True, 'started')
+        self.assert_modes(dom, [b], False, 'started, unsafe', no_flush=True)
         self.assert_modes(dom, [c], False, 'started, no cache=')
-        # The guest sees a volatile write cache with none, none with directsync.
         inserted = {blk['qdev'].split('/')[3]: blk['inserted']['cache']
                     for blk in h.qmp(dom, 'query-block')['return'] if 'inserted' in blk}
         self.assertEqual(inserted['vda'], {'writeback': True, 'direct': True, 'no-flush': False})
-        self.assertEqual(inserted['vdb'], {'writeback': False, 'direct': True, 'no-flush': False})
+        self.assertEqual(inserted['vdb'], {'writeback': True, 'direct': False, 'no-flush': True})
         self.assertEqual(inserted['vdc'], {'writeback': True, 'direct': False, 'no-flush': False})
 
         for t, pattern in (('vda', 0xa1), ('vdb', 0xb1), ('vdc', 0xc1)):
@@ -1329,7 +1330,8 @@ class CacheModeTest(SnapshotTestCase):
         a1, b1, c1 = h.image_path('a.s1'), h.image_path('b.s1'), h.image_path('c.s1')
         self.assertEqual(self.active(dom), {'vda': a1, 'vdb': b1, 'vdc': c1})
         # The new overlays in their disk's mode, the layers below unchanged.
-        self.assert_modes(dom, [a, a1, b, b1], True, 'after the snapshot')
+        self.assert_modes(dom, [a, a1], True, 'after the snapshot')
+        self.assert_modes(dom, [b, b1], False, 'after the snapshot, unsafe', no_flush=True)
         self.assert_modes(dom, [c, c1], False, 'after the snapshot, no cache=')
         for t, pattern in (('vda', 0xa2), ('vdb', 0xb2), ('vdc', 0xc2)):
             self.write(dom, t, pattern, MiB)
@@ -1345,12 +1347,30 @@ class CacheModeTest(SnapshotTestCase):
         self.start(dom)
         active = self.active(dom)
         self.assertEqual(active['vda'], h.image_path('a.s1-revert1'))
-        self.assert_modes(dom, [a, active['vda'], b, active['vdb']], True, 'after the revert')
+        self.assert_modes(dom, [a, active['vda']], True, 'after the revert')
+        self.assert_modes(dom, [b, active['vdb']], False, 'after the revert, unsafe', no_flush=True)
         self.assert_modes(dom, [c, active['vdc']], False, 'after the revert, no cache=')
         self.write(dom, 'vda', 0xa3, 2 * MiB)
+
+        # A copy's destination becomes the disk: it takes the disk's mode
+        # (unsafe: the page cache, flushes ignored), not the O_DIRECT a
+        # copy of a disk without cache= gets.
+        dest = h.image_path('b-copy.qcow2')
+        rec = h.record_signals()
+        job = h.call(dom, D, 'BlockCopy', ('vdb', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        rec.wait_for_signal('Ready', path=job, interface=q.JOB_IFACE, timeout=60)
+        self.assert_modes(dom, [dest], False, 'the copy destination of vdb, unsafe', no_flush=True)
+        h.call(job, q.JOB_IFACE, 'Pivot')
+        rec.wait_for_signal('Completed', path=job, interface=q.JOB_IFACE, timeout=60)
+        rec.close()
+        self.assertEqual(self.active(dom)['vdb'], dest)
+        self.assert_modes(dom, [dest], False, 'vdb after the pivot', no_flush=True)
+        self.write(dom, 'vdb', 0xb3, 2 * MiB)
         self.stop(dom)
         self.assert_disk_is(active['vda'], [(0xa1, 0), (0xa3, 2 * MiB)], 'the reverted disk')
-        self.assert_check_clean(active['vda'])
+        self.assert_disk_is(dest, [(0xb1, 0), (0xb3, 2 * MiB)], 'the copied disk')
+        self.assert_check_clean(active['vda'], dest)
 
 
 if __name__ == '__main__':

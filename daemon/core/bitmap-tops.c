@@ -117,7 +117,7 @@ void bitmap_tops_remember(Domain *d, Qmp *qmp, uint64_t epoch, uint64_t changes,
         d->bitmap_tops = t;
 }
 
-void bitmaps_tops_added(Domain *d, uint64_t changes_before, const char *name, char *const *targets) {
+void bitmap_tops_added(Domain *d, uint64_t changes_before, const char *name, char *const *targets) {
         TopCache *t = d->bitmap_tops;
 
         if (!tops_valid(d, t, changes_before) || qmp_changes(d->qmp) != changes_before + 1)

@@ -20,7 +20,7 @@ typedef struct TopCache TopCache;
  * with the number of checkpoints: ~95 bytes per bitmap and layer). Every
  * live inventory remembers each disk's top file, node and bitmap names;
  * while nothing could have changed them since — the same QEMU, no QMP
- * command but query-* sent (qmp_changes(), bitmaps_tops_added() counts
+ * command but query-* sent (qmp_changes(), bitmap_tops_added() counts
  * the caller's own add), no chain or node change qsnapd made or learned
  * of (Domain.graph_epoch: blockdev-add/del, a monitor command, QEMU gone)
  * and every disk's top file still the one remembered — done gets (from
@@ -33,7 +33,7 @@ int bitmap_inventory_tops(Domain *d, const char *name, BitmapInventoryFunc done,
  * the one command it sent when qmp_changes() was changes_before: the
  * remembered tops take it, or are forgotten when anything else was sent
  * meanwhile. */
-void bitmaps_tops_added(Domain *d, uint64_t changes_before, const char *name, char *const *targets);
+void bitmap_tops_added(Domain *d, uint64_t changes_before, const char *name, char *const *targets);
 /* Called by the live inventory (core/bitmaps.c) with what it found, the
  * QEMU it asked and Domain.graph_epoch and qmp_changes() when it asked. */
 void bitmap_tops_remember(Domain *d, Qmp *qmp, uint64_t epoch, uint64_t changes, const BitmapInventory *inv);

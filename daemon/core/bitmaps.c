@@ -15,6 +15,7 @@
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/hashmap.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -27,6 +28,7 @@ static void bitmap_layer_done(BitmapLayer *l) {
         free(l->path);
         free(l->node);
         free(l->file_node);
+        hashmap_free(l->index);
 }
 
 BitmapInventory *bitmap_inventory_free(BitmapInventory *inv) {
@@ -50,7 +52,24 @@ const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *
         return NULL;
 }
 
+/* The index of a filled layer's bitmaps (the first of a name, as the scan). */
+static int layer_index(BitmapLayer *l) {
+        if (l->n_bitmaps < 16)
+                return 0;
+        l->index = hashmap_new();
+        if (!l->index)
+                return -ENOMEM;
+        for (size_t k = 0; k < l->n_bitmaps; k++) {
+                int r = l->bitmaps[k].name ? hashmap_put(l->index, l->bitmaps[k].name, l->bitmaps + k) : 0;
+                if (r < 0 && r != -EEXIST)
+                        return r;
+        }
+        return 0;
+}
+
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
+        if (l->index)
+                return hashmap_get(l->index, name);
         for (size_t k = 0; k < l->n_bitmaps; k++)
                 if (streq(l->bitmaps[k].name, name))
                         return l->bitmaps + k;
@@ -132,7 +151,7 @@ static int layer_read_offline(Domain *d, BitmapLayer *l, char **ret_message) {
                                                 .granularity = b[k].granularity };
         l->n_bitmaps = n;
         image_bitmaps_free(b, n);
-        return 0;
+        return layer_index(l);
 }
 
 int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_message) {
@@ -227,7 +246,7 @@ static int layer_from_nodes(BitmapLayer *l, bool top, QmpNode *nodes, size_t n) 
         }
         l->n_bitmaps = found->n_bitmaps;
         found->n_bitmaps = 0;
-        return 0;
+        return layer_index(l);
 }
 
 typedef struct LiveCall {

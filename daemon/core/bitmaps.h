@@ -37,6 +37,9 @@ typedef struct BitmapLayer {
         bool read_only;
         BitmapEntry *bitmaps;
         size_t n_bitmaps;
+        /* name → entry when there are many (bitmap_layer_find() for every
+         * checkpoint of a refresh would be O(n²) otherwise) */
+        struct Hashmap *index;
 } BitmapLayer;
 
 typedef struct BitmapDisk {

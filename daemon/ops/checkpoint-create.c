@@ -188,7 +188,7 @@ static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const cha
         if (error < 0)
                 return operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s",
                                          strna(desc));
-        bitmaps_tops_added(p->domain, p->changes_before, p->def->name, p->targets);
+        bitmap_tops_added(p->domain, p->changes_before, p->def->name, p->targets);
         if (p->frozen) {
                 /* The reply waits for the thaw. */
                 p->frozen = false;

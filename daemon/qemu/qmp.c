@@ -315,8 +315,6 @@ static int qmp_append_output(Qmp *q, const char *s, size_t n, int fd) {
         return qmp_update_io_events(q);
 }
 
-/* Queues a command object (taken) with our id. Until the capabilities
- * reply only the internal qmp_capabilities goes out; the rest is held. */
 /* A query-* command (qmp_changes()); everything else may change QEMU's
  * state, the monitor's pass-through included. */
 static bool qmp_command_reads_only(json_object *cmd) {
@@ -332,6 +330,8 @@ uint64_t qmp_changes(const Qmp *q) {
         return q ? q->n_changes : 0;
 }
 
+/* Queues a command object (taken) with our id. Until the capabilities
+ * reply only the internal qmp_capabilities goes out; the rest is held. */
 static int64_t qmp_queue(
                 Qmp *q,
                 json_object *command,

@@ -46,6 +46,49 @@ MiB = 1 << 20
 VIRTUAL = 2048 * MiB
 
 
+def thread_cpu(pid):
+    """utime+stime in seconds per thread name (QEMU names its threads: qsnapd
+    starts it with debug-threads=on); the pool's "worker" threads summed.
+    Threads that ended in between are missing: the total is cpu()'s."""
+    res = {}
+    for tid in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/stat' % (pid, tid)) as f:
+                s = f.read()
+        except OSError:
+            continue
+        name = s[s.index('(') + 1:s.rindex(')')]
+        name = 'worker' if name.startswith('worker') else name
+        fields = s.rsplit(')', 1)[1].split()
+        res[name] = res.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    return res
+
+
+def minflt(pid):
+    """The process's minor page faults so far (all threads)."""
+    with open('/proc/%d/stat' % pid) as f:
+        return int(f.read().rsplit(')', 1)[1].split()[7])
+
+
+def read_bytes(pid):
+    """Bytes the process made the kernel read from storage so far."""
+    with open('/proc/%d/io' % pid) as f:
+        return int(next(l for l in f if l.startswith('read_bytes:')).split()[1])
+
+
+def tool_env():
+    """qemu-nbd and qemu-img as a user runs them: without the malloc
+    tunables qsnapd gives QEMU (nor one --glibc-default sets)."""
+    env = dict(os.environ)
+    env.pop('GLIBC_TUNABLES', None)
+    return env
+
+
+def thread_delta(before, after):
+    return ', '.join('%s %.2f s' % (k, after[k] - before.get(k, 0))
+                     for k in sorted(after, key=lambda k: before.get(k, 0) - after[k]) if after[k] - before.get(k, 0) >= 0.01)
+
+
 class BackupBench(Bench):
     def wait(self, rec, job):
         end = rec.wait_for_signal('Completed', path=job, interface=J, timeout=600)
@@ -100,9 +143,15 @@ class BackupBench(Bench):
         pulled = self.path('pulled.raw')
         drop_caches()
         q0 = cpu(qemu)[0]
+        t0 = thread_cpu(qemu)
+        f0 = minflt(qemu)
+        b0 = read_bytes(qemu)
         res['pull'] = timed([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
                              'nbd+unix:///vda?socket=%s' % socket, pulled])
         res['pull_cpu'] = cpu(qemu)[0] - q0
+        res['pull_threads'] = thread_delta(t0, thread_cpu(qemu))
+        res['pull_minflt'] = minflt(qemu) - f0
+        res['pull_read'] = read_bytes(qemu) - b0
         h.call(job, J, 'Abort', (0,), 't')
         rec.close()
         h.call(dom, D, 'Stop', (0,), 't', timeout=120)
@@ -110,16 +159,20 @@ class BackupBench(Bench):
         if r.returncode != 0 or subprocess.run([q.QEMU_IMG, 'compare', img, inc]).returncode != 0:
             raise RuntimeError('full + incremental differ from the disk')
         sock = self.path('nbd.sock')
-        nbd = subprocess.Popen(['qemu-nbd', '-r', '-f', 'qcow2', '-x', 'vda', '--socket', sock, img])
+        nbd = subprocess.Popen(['qemu-nbd', '-r', '-f', 'qcow2', '-x', 'vda', '--socket', sock, img], env=tool_env())
         try:
             if not q.spin(lambda: os.path.exists(sock), 10):
                 raise RuntimeError('qemu-nbd does not listen')
             ref = self.path('qemu-nbd.raw')
             drop_caches()
             q0 = cpu(nbd.pid)[0]
+            f0 = minflt(nbd.pid)
+            b0 = read_bytes(nbd.pid)
             res['qemu_nbd'] = timed([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
                                      'nbd+unix:///vda?socket=%s' % sock, ref])
             res['qemu_nbd_cpu'] = cpu(nbd.pid)[0] - q0
+            res['qemu_nbd_minflt'] = minflt(nbd.pid) - f0
+            res['qemu_nbd_read'] = read_bytes(nbd.pid) - b0
         finally:
             nbd.terminate()
             nbd.wait()
@@ -137,7 +190,12 @@ def main():
     ap.add_argument('--size-mib', type=int, default=1024)
     ap.add_argument('--build', default=os.path.join(here, '..', 'build-bench'))
     ap.add_argument('--out', default=None)
+    ap.add_argument('--glibc-default', action='store_true',
+                    help="QEMU with glibc's malloc defaults (a neutral GLIBC_TUNABLES in qsnapd's environment, "
+                    "which qsnapd then leaves to QEMU), for the before/after")
     args = ap.parse_args()
+    if args.glibc_default:
+        os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.check=0'
 
     os.environ.setdefault('QSNAPD_BINARY', os.path.join(os.path.abspath(args.build), 'daemon', 'qsnapd'))
     os.environ.setdefault('QSNAPD_SOURCE_ROOT', os.path.join(here, '..'))
@@ -151,8 +209,9 @@ def main():
 
     try:
         b = BackupBench(h, args.size_mib * MiB)
-        out('backups: %d MiB of data in a 2 GiB qcow2, %d runs, qsnapd %s, kvm: %s'
-            % (args.size_mib, args.runs, os.environ['QSNAPD_BINARY'], q.kvm_works()))
+        out('backups: %d MiB of data in a 2 GiB qcow2, %d runs, qsnapd %s, kvm: %s, QEMU\'s malloc: %s'
+            % (args.size_mib, args.runs, os.environ['QSNAPD_BINARY'], q.kvm_works(),
+               'glibc defaults' if args.glibc_default else "qsnapd's tunables"))
         full_r, inc_t, inc_b, pull_r = [], [], [], []
         for run in range(args.runs):
             ld = load()
@@ -171,6 +230,9 @@ def main():
                 % (run + 1, ld, dd, res['full'], full_rate, full_rate / dd, res['full_sync'], res['full_cpu'],
                    res['inc'], res['inc'] / res['full'], res['inc_bytes'], 100.0 * res['inc_bytes'] / VIRTUAL,
                    res['pull'], res['pull_cpu'], res['qemu_nbd'], res['qemu_nbd_cpu'], res['qemu_nbd'] / res['pull']))
+            out('  pull: QEMU threads %s; minor faults QEMU %d, qemu-nbd %d; read from storage QEMU %d MiB, '
+                'qemu-nbd %d MiB' % (res['pull_threads'], res['pull_minflt'], res['qemu_nbd_minflt'],
+                                     res['pull_read'] >> 20, res['qemu_nbd_read'] >> 20))
         out('medians: full push %.2f x dd direct (goal >= 0.9); incremental %.3f x the full push\'s time (goal <= '
             '0.05), %.2f %% of the disk copied (goal <= 2 %%); pull %.2f x qemu-nbd (goal >= 0.8); load at the end %s'
             % (statistics.median(full_r), statistics.median(inc_t), 100 * statistics.median(inc_b),

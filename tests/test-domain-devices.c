@@ -266,6 +266,68 @@ static void test_live_definition(void) {
         CHECK(again && again->devices.n_nets == 3 && !again->devices.nets[0].target);
 }
 
+/* <driver cache= io=> on the launch line as libvirt writes it:
+ * cache.direct and cache.no-flush on every layer's format and file node,
+ * aio on the file nodes, write-cache on the device; nothing of it for a
+ * disk without cache= (QEMU's defaults). */
+static void test_disk_cache(void) {
+        _cleanup_free_ char *base = strprintf("%s/cache-base.qcow2", dir), *top = strprintf("%s/cache-top.qcow2", dir);
+        _cleanup_free_ char *plain = strprintf("%s/cache-plain.qcow2", dir), *wt = strprintf("%s/cache-wt.raw", dir);
+        _cleanup_free_ char *unsafe = strprintf("%s/cache-unsafe.qcow2", dir);
+        _cleanup_free_ char *xml = NULL, *line = NULL, *msg = NULL;
+        const char *p, *vdb;
+        Domain *d;
+        int n;
+
+        if (!base || !top || !plain || !wt || !unsafe)
+                return;
+        CHECK(image_create(base, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        CHECK(image_create(top, DISK_FORMAT_QCOW2, 1 << 20, base, DISK_FORMAT_QCOW2, &msg) >= 0);
+        CHECK(image_create(plain, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        CHECK(image_create(wt, DISK_FORMAT_RAW, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        CHECK(image_create(unsafe, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        xml = strprintf("<domain><name>cache</name><memory>65536</memory><devices>"
+                        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none' io='native'/>"
+                        "<source file='%s'/><target dev='vda'/></disk>"
+                        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                        "<source file='%s'/><target dev='vdb'/></disk>"
+                        "<disk type='file' device='disk'><driver name='qemu' type='raw' cache='writethrough' io='io_uring'/>"
+                        "<source file='%s'/><target dev='vdc'/></disk>"
+                        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='unsafe'/>"
+                        "<source file='%s'/><target dev='vdd'/></disk>"
+                        "</devices></domain>",
+                        top, plain, wt, unsafe);
+        if (!xml || !(d = define(xml)) || !(line = launch_line(d)))
+                return;
+        /* vda: both layers, O_DIRECT with Linux AIO, each format and file node. */
+        CHECK_CONTAINS(line, "\"node-name\":\"vda-L1\",\"file\":{\"driver\":\"file\",\"filename\":\"/dev/fdset/");
+        CHECK_CONTAINS(line, "\"locking\":\"off\",\"cache\":{\"direct\":true,\"no-flush\":false},\"aio\":\"native\"},"
+                             "\"read-only\":true,\"discard\":\"unmap\",\"backing\":null,"
+                             "\"cache\":{\"direct\":true,\"no-flush\":false}} ");
+        CHECK_CONTAINS(line, "\"read-only\":false,\"discard\":\"unmap\",\"backing\":\"vda-L1\","
+                             "\"cache\":{\"direct\":true,\"no-flush\":false}} ");
+        for (n = 0, p = line; (p = strstr(p, "\"aio\":\"native\"")); p++)
+                n++;
+        CHECK(n == 2);
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt,write-cache=on ");
+        /* vdb: QEMU's defaults, nothing said. */
+        vdb = strstr(line, "\"node-name\":\"vdb-fmt\"");
+        CHECK(vdb);
+        if (vdb) {
+                const char *end = strstr(vdb, " -device");
+                CHECK(end && !memmem(vdb, (size_t) (end - vdb), "cache", 5) && !memmem(vdb, (size_t) (end - vdb), "aio", 3));
+        }
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vdb,drive=vdb-fmt ");
+        /* vdc: the page cache, every write through to the disk (no volatile cache for the guest). */
+        CHECK_CONTAINS(line, "\"cache\":{\"direct\":false,\"no-flush\":false},\"aio\":\"io_uring\"},"
+                             "\"read-only\":false,\"discard\":\"unmap\",\"cache\":{\"direct\":false,\"no-flush\":false}} ");
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vdc,drive=vdc-fmt,write-cache=off ");
+        /* vdd: flushes ignored. */
+        CHECK_CONTAINS(line, "\"cache\":{\"direct\":false,\"no-flush\":true}},\"read-only\":false,\"discard\":\"unmap\","
+                             "\"backing\":null,\"cache\":{\"direct\":false,\"no-flush\":true}} ");
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vdd,drive=vdd-fmt,write-cache=on");
+}
+
 /* bridge.conf read as QEMU's bridge helper reads it. */
 static void test_bridge_list(void) {
         _cleanup_free_ char *conf = strprintf("%s/bridge.conf", dir), *more = strprintf("%s/more.conf", dir);
@@ -314,6 +376,7 @@ int main(int argc, char **argv) {
         test_passwords();
         test_live_definition();
         test_bridge_list();
+        test_disk_cache();
 
         manager_free(manager);
         sd_event_unref(event);

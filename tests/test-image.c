@@ -268,27 +268,32 @@ static uint64_t count_bits(const uint8_t *bits, uint64_t n) {
 static void test_read_dirty_bitmap(const char *dir) {
         _cleanup_free_ char *img = strprintf("%s/bm.qcow2", dir), *raw = strprintf("%s/bm.raw", dir);
         _cleanup_free_ uint8_t *bits = NULL, *bits2 = NULL;
+        _cleanup_close_ int fd = -EBADF, rawfd = -EBADF;
         uint64_t g = 0, n = 0;
 
         CHECK(img && raw);
         CHECK(sh("qemu-img create -q -f qcow2 %s 8M && qemu-img bitmap --add %s b1 && "
                  "qemu-img bitmap --add -g 131072 %s b2", img, img, img) == 0);
-        CHECK(image_read_dirty_bitmap(img, "b1", &g, &n, &bits) == 1);
+        fd = open(img, O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0);
+        CHECK(image_read_dirty_bitmap(fd, "b1", &g, &n, &bits) == 1);
         CHECK(g == 65536 && n == 128 && count_bits(bits, n) == 0);
         bits = mfree(bits);
         /* 64 KiB at 0, 1 MiB at 4 MiB, the last 512 bytes (the last chunk) */
         CHECK(sh("qemu-io -f qcow2 -c 'write 0 64k' -c 'write 4M 1M' -c 'write 8388096 512' %s >/dev/null", img) == 0);
-        CHECK(image_read_dirty_bitmap(img, "b1", &g, &n, &bits) == 1);
+        CHECK(image_read_dirty_bitmap(fd, "b1", &g, &n, &bits) == 1);
         CHECK(g == 65536 && n == 128);
         CHECK(count_bits(bits, n) == 1 + 16 + 1);
         CHECK((bits[0] & 1) && !(bits[0] & 2) && bits[8] == 0xff && bits[9] == 0xff && (bits[15] & 0x80));
-        CHECK(image_read_dirty_bitmap(img, "b2", &g, &n, &bits2) == 1);
+        CHECK(image_read_dirty_bitmap(fd, "b2", &g, &n, &bits2) == 1);
         CHECK(g == 131072 && n == 64 && count_bits(bits2, n) == 1 + 8 + 1);
         bits2 = mfree(bits2);
         /* No such bitmap; another format. */
-        CHECK(image_read_dirty_bitmap(img, "b3", &g, &n, &bits2) == 0 && !bits2);
+        CHECK(image_read_dirty_bitmap(fd, "b3", &g, &n, &bits2) == 0 && !bits2);
         CHECK(sh("qemu-img create -q -f raw %s 1M", raw) == 0);
-        CHECK(image_read_dirty_bitmap(raw, "b1", &g, &n, &bits2) == -EMEDIUMTYPE);
+        rawfd = open(raw, O_RDONLY | O_CLOEXEC);
+        CHECK(rawfd >= 0);
+        CHECK(image_read_dirty_bitmap(rawfd, "b1", &g, &n, &bits2) == -EMEDIUMTYPE);
 }
 
 int main(void) {

@@ -1400,7 +1400,7 @@ static void test_real_qemu(void) {
         check(run(cmd) == 0);
         snprintf(path, sizeof(path), "%s/copy.qcow2", dir);
         smoke.done = false;
-        check(qmp_cmd_blockdev_add_overlay(q, "copy-fmt", path, on_smoke_reply, NULL) > 0);
+        check(qmp_cmd_blockdev_add_overlay(q, "copy-fmt", path, NULL, on_smoke_reply, NULL) > 0);
         run_until(&smoke.done, 10 * USEC_PER_SEC);
         check(smoke.error == 0);
         smoke.done = smoke.finished = smoke.pending = false;

@@ -161,15 +161,21 @@ static void test_routing(void) {
         Qmp *q = setup(&p);
         int64_t a, b, c;
 
-        printf("replies are routed by id, out of order; errors carry class and desc\n");
+        printf("replies are routed by id, out of order; errors carry class and desc; "
+               "qmp_changes() counts all but query-*\n");
         handshake(q, &p);
+        check(qmp_changes(q) == 0); /* qmp_capabilities changes nothing */
         a = qmp_cmd_query_status(q, on_reply, "a");
         check(peer_expect(&p, "{\"execute\":\"query-status\"}") == a);
+        check(qmp_changes(q) == 0);
         b = qmp_cmd_human_monitor_command(q, "info status", on_reply, "b");
         check(peer_expect(&p, "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"info status\"}}") == b);
+        check(qmp_changes(q) == 1); /* HMP may do anything */
         c = qmp_send(q, "blockdev-del", json_tokener_parse("{\"node-name\":\"nope\"}"), on_reply, "c");
         check(peer_expect(&p, "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"nope\"}}") == c);
         check(a < b && b < c);
+        check(qmp_changes(q) == 2);
+        check(qmp_changes(NULL) == 0);
 
         peer_say(&p, "{\"return\": \"VM status: paused\\r\\n\", \"id\": %" PRIi64 "}\n", b);
         peer_say(&p, "{\"id\": %" PRIi64 ", \"error\": {\"class\": \"GenericError\", \"desc\": "
@@ -550,6 +556,7 @@ static void test_raw(void) {
         c = qmp_send_raw(q, json_tokener_parse("{\"id\": {\"n\": [7]}, \"execute\": \"stop\", \"arguments\": {}}"),
                          on_reply_keep, &r3);
         check(a > 0 && b == a + 1 && c == b + 1);
+        check(qmp_changes(q) == 1); /* the pass-through counts as the others: only "stop" */
         check(peer_expect(&p, "{\"execute\":\"query-status\"}") == a);
         check(peer_expect(&p, "{\"execute\":\"query-foo\"}") == b);
         check(peer_expect(&p, "{\"execute\":\"stop\",\"arguments\":{}}") == c);

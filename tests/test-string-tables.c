@@ -49,6 +49,8 @@ static int job_state_from(const char *s) {
 
 static void test_tables(void) {
         CHECK_TABLE(disk_format, _DISK_FORMAT_MAX, "qcow2", "raw");
+        CHECK_TABLE(disk_cache, _DISK_CACHE_MAX, "default", "none", "writethrough", "writeback", "directsync", "unsafe");
+        CHECK_TABLE(disk_io, _DISK_IO_MAX, "default", "native", "threads", "io_uring");
         CHECK_TABLE(snapshot_location, _SNAPSHOT_LOCATION_MAX, "default", "no", "internal", "external", "manual");
         CHECK_TABLE(snapshot_state, _SNAPSHOT_STATE_MAX, "running", "paused", "shutoff", "disk-snapshot", "nostate",
                     "blocked", "shutdown", "crashed", "pmsuspended");

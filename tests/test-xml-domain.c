@@ -104,7 +104,7 @@ static bool disk_equal(const DomainDisk *a, const DomainDisk *b) {
                 return false;
 
         return streq_ptr(a->target, b->target) && streq_ptr(a->bus, b->bus) && a->format == b->format &&
-                streq_ptr(a->source, b->source) && a->readonly == b->readonly && a->transient == b->transient &&
+                a->cache == b->cache && a->io == b->io && streq_ptr(a->source, b->source) && a->readonly == b->readonly && a->transient == b->transient &&
                 strv_equal(a->backing_chain, b->backing_chain) &&
                 strv_equal(a->extra_elements, b->extra_elements) &&
                 strv_equal(a->extra_attributes, b->extra_attributes) &&
@@ -247,8 +247,8 @@ static void test_libvirt_full(void) {
                 CHECK(!vda->readonly && !vda->transient);
                 CHECK(!vda->backing_chain); /* <backingStore> in input is ignored */
                 CHECK(strv_equal(vda->extra_attributes, (char *[]) { "snapshot=\"external\"", NULL }));
-                CHECK(strv_equal(vda->extra_driver_attributes,
-                                 (char *[]) { "cache=\"none\"", "io=\"native\"", "discard=\"unmap\"", NULL }));
+                CHECK(vda->cache == DISK_CACHE_NONE && vda->io == DISK_IO_NATIVE);
+                CHECK(strv_equal(vda->extra_driver_attributes, (char *[]) { "discard=\"unmap\"", NULL }));
                 CHECK(strv_equal(vda->extra_source_attributes, (char *[]) { "index=\"2\"", NULL }));
                 CHECK(strv_length(vda->extra_elements) == 3);
                 if (strv_length(vda->extra_elements) == 3)
@@ -690,6 +690,25 @@ static void test_semantic_errors(void) {
                 { "<domain><name>a</name><memory>1</memory><devices><disk>\n"
                   "<driver name='qemu' type='vmdk'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
                   2, "disk driver type 'vmdk' is not supported" },
+                { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
+                  "<driver name='qemu' cache='fast'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+                  2, "disk driver cache 'fast' is not supported" },
+                { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
+                  "<driver name='qemu' cache='None'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+                  2, "disk driver cache 'None' is not supported" },
+                { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
+                  "<driver name='qemu' io='posix'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+                  2, "disk driver io 'posix' is not supported" },
+                /* QEMU would refuse it at start: aio=native needs O_DIRECT. */
+                { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
+                  "<driver name='qemu' io='native'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+                  2, "io='native' needs cache='none' or cache='directsync'" },
+                { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
+                  "<driver name='qemu' cache='writeback' io='native'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+                  2, "not cache='writeback'" },
+                { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
+                  "<driver io='native' cache='unsafe'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+                  2, "not cache='unsafe'" },
                 { "<domain><name>a</name><memory>1</memory><devices>\n<disk>"
                   "<target dev='vda'/></disk></devices></domain>",
                   2, "<disk> has no <source file=" },
@@ -1261,6 +1280,63 @@ static void check_copy_dest_bad(const char *xml, int expected, const char *needl
                 CHECK_CONTAINS(error, needle);
 }
 
+/* <driver cache= io=>: every libvirt value read, written back in place,
+ * mapped as libvirt maps it; cache='default' and io='default' read as
+ * absent (libvirt writes nothing for them either). */
+static void test_disk_cache(void) {
+        static const struct {
+                const char *cache, *io;
+                DiskCache want_cache;
+                DiskIo want_io;
+                bool flags, write_cache, direct, no_flush;
+        } cases[] = {
+                { NULL, NULL, DISK_CACHE_DEFAULT, DISK_IO_DEFAULT, false, false, false, false },
+                { "default", "default", DISK_CACHE_DEFAULT, DISK_IO_DEFAULT, false, false, false, false },
+                { "none", NULL, DISK_CACHE_NONE, DISK_IO_DEFAULT, true, true, true, false },
+                { "none", "native", DISK_CACHE_NONE, DISK_IO_NATIVE, true, true, true, false },
+                { "directsync", "native", DISK_CACHE_DIRECTSYNC, DISK_IO_NATIVE, true, false, true, false },
+                { "writethrough", "threads", DISK_CACHE_WRITETHROUGH, DISK_IO_THREADS, true, false, false, false },
+                { "writeback", "io_uring", DISK_CACHE_WRITEBACK, DISK_IO_IO_URING, true, true, false, false },
+                { "unsafe", NULL, DISK_CACHE_UNSAFE, DISK_IO_DEFAULT, true, true, false, true },
+                { NULL, "threads", DISK_CACHE_DEFAULT, DISK_IO_THREADS, false, false, false, false },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(domain_def_freep) DomainDef *def = NULL;
+                _cleanup_free_ char *xml = NULL, *out = NULL, *want = NULL;
+                bool write_cache = false, direct = false, no_flush = false;
+
+                xml = strprintf("<domain><name>c</name><memory>1</memory><devices><disk type='file' device='disk'>"
+                                "<driver name='qemu' type='qcow2'%s%s%s%s%s%s discard='unmap'/><source file='/a'/>"
+                                "<target dev='vda'/></disk></devices></domain>",
+                                cases[i].cache ? " cache='" : "", strempty(cases[i].cache), cases[i].cache ? "'" : "",
+                                cases[i].io ? " io='" : "", strempty(cases[i].io), cases[i].io ? "'" : "");
+                def = parse_ok(xml);
+                if (!def || def->n_disks != 1)
+                        continue;
+                CHECK(def->disks[0].cache == cases[i].want_cache);
+                CHECK(def->disks[0].io == cases[i].want_io);
+                CHECK(strv_equal(def->disks[0].extra_driver_attributes, (char *[]) { "discard=\"unmap\"", NULL }));
+                CHECK(disk_cache_flags(def->disks[0].cache, &write_cache, &direct, &no_flush) == cases[i].flags);
+                CHECK(write_cache == cases[i].write_cache && direct == cases[i].direct && no_flush == cases[i].no_flush);
+
+                out = check_round_trip(def);
+                want = strprintf("<driver name='qemu' type='qcow2'%s%s%s%s%s%s discard=\"unmap\"/>",
+                                 cases[i].want_cache ? " cache='" : "",
+                                 cases[i].want_cache ? disk_cache_to_string(cases[i].want_cache) : "",
+                                 cases[i].want_cache ? "'" : "", cases[i].want_io ? " io='" : "",
+                                 cases[i].want_io ? disk_io_to_string(cases[i].want_io) : "",
+                                 cases[i].want_io ? "'" : "");
+                CHECK_CONTAINS(out, want);
+        }
+        /* Out of range: no flags, nothing touched. */
+        {
+                bool w = true;
+                CHECK(!disk_cache_flags(_DISK_CACHE_MAX, &w, NULL, NULL) && w);
+                CHECK(!disk_cache_flags(_DISK_CACHE_INVALID, NULL, NULL, NULL));
+        }
+}
+
 static void test_copy_dest(void) {
         _cleanup_free_ char *file = NULL, *file2 = NULL, *error = NULL;
         DiskFormat format = _DISK_FORMAT_INVALID;
@@ -1540,6 +1616,7 @@ int main(int argc, char **argv) {
         test_backing_chain();
         test_copy();
         test_copy_dest();
+        test_disk_cache();
         test_round_trip_fixtures();
 
         return test_summary();

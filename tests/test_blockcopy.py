@@ -40,7 +40,10 @@ test needs a copy that runs for a while at 1 MiB/s.
   a copy, READY, Pivot works; a TRANSIENT_JOB copy is cancelled by the next
   qsnapd instead and its destination removed; qsnapd killed after creating
   the destination but before QEMU had the job (crash point): the next one
-  removes the destination and the copy's journal.
+  removes the destination and the copy's journal; killed after QEMU
+  accepted the job but before the journal said so, the next one adopts
+  the copy and marks it started; killed between a copy's end (Abort at
+  READY) and its read-back: the destination stays over two restarts.
 - Refusals change nothing, create no file: NoSuchDisk, InvalidXML (the
   line named), InvalidArgument, PathNotAllowed, AlreadyExists, NotRunning,
   Busy; uid 65534 → AccessDenied.
@@ -49,6 +52,7 @@ test needs a copy that runs for a while at 1 MiB/s.
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -617,6 +621,99 @@ class CopyRestartTest(CopyTestCase):
         job = self.copy(dom, dest)
         self.wait_ready(rec, job)
         h.call(job, J, 'Abort', (0,), 't')
+
+    def journals(self):
+        return [f for f in os.listdir(self.h.runtime_dir) if '.job-' in f]
+
+    def test_crash_between_the_end_and_the_read_back(self):
+        # qsnapd killed after a copy aborted at READY left QEMU (dismissed)
+        # and before its end was accounted for (block-copy:ended), with no
+        # checkpoint (the target got no bitmaps): the copy's journal says it
+        # started, so no later qsnapd takes it for one that never did — the
+        # destination it created stays, as after any Abort, over restarts.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        dest = h.image_path('ended.qcow2')
+        self.flush(dom)
+        expected_view = self.raw_copy(top, 'expected.raw')
+        rec = h.record_signals()
+        job = self.copy(dom, dest)
+        self.wait_ready(rec, job)
+        mark, outcome = h.crash_at('block-copy:ended', job, J, 'Abort', (0,), 't')
+        self.assertIsInstance(outcome, q.DBusCallError)
+        h.wait_for_log(r'copy job \S+ ended while qsnapd was away; its destination \S+ stays', mark)
+        q.wait_until(lambda: self.journals() == [], 10, 'the journal of the ended copy goes')
+        self.assertTrue(os.path.exists(dest), 'the aborted READY copy was removed')
+        self.assert_no_nodes_on(dom, [dest], 'after the restart')
+        self.assertEqual(h.qmp(dom, 'query-jobs')['return'], [])
+        # A second restart does not take it for a copy that never started.
+        h.restart_daemon()
+        self.assertEqual(self.dprop(dom, 'Jobs'), [])
+        self.assertTrue(os.path.exists(dest), 'a second restart removed the aborted READY copy')
+        self.assert_same_view(expected_view, dest, 'the copy kept over two restarts')
+        self.assert_clean(dest)
+        self.assert_chain(dom, [base, mid, top], 'after the restarts')
+        self.assertEqual(self.stored_source(dom), top)
+
+    def test_crash_after_the_pivot_then_qemu_killed(self):
+        # qsnapd killed between a Pivot's end and its read-back
+        # (block-copy:ended), then QEMU killed too: the next qsnapd reports
+        # the copy failed (QEMU went away), but the copy had started — the
+        # destination may be all that holds the guest's writes since the
+        # Pivot — so the file it created stays.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        dest = h.image_path('pivoted.qcow2')
+        rec = h.record_signals()
+        job = self.copy(dom, dest)
+        self.wait_ready(rec, job)
+        # written while READY: the mirror puts it into the destination
+        h.write_pattern_live(dom, 'vda', 0x5a, 10 * MiB, MiB)
+        qemu = h.qemu_pid(dom)
+        # (no bus call until qsnapd starts again: it would be activated)
+        h.crash_at('block-copy:ended', job, J, 'Pivot', start_again=False)
+        os.kill(qemu, signal.SIGKILL)
+        q.wait_until(lambda: not os.path.exists('/proc/%d' % qemu), 10, 'the killed QEMU is reaped')
+        mark = h.daemon_log_mark()
+        h.start_daemon()
+        h.wait_for_log(r'copy job \S+ had started; its destination \S+ stays', mark)
+        self.assertEqual(self.jprop(job, 'State'), 'failed')
+        self.assertTrue(os.path.exists(dest), 'the destination the disk had pivoted to was removed')
+        self.assertEqual(self.journals(), [])
+        for p, off, n in self.expected_patterns() + [(0x5a, 10 * MiB, MiB)]:
+            self.assertTrue(q.qemu_io_read_pattern(dest, p, off, n), 'the pivoted copy reads 0x%02x' % p)
+        self.assert_clean(dest)
+
+    def test_crash_after_qemu_accepted_the_copy(self):
+        # qsnapd killed when QEMU had accepted the mirror, before the copy's
+        # journal said so (block-copy:accepted): the next qsnapd adopts the
+        # copy and marks it started; killed again between the copy's end and
+        # its read-back, the one after keeps the destination.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        dest = h.image_path('accepted.qcow2')
+        self.flush(dom)
+        expected_view = self.raw_copy(top, 'expected.raw')
+        mark, outcome = h.crash_at('block-copy:accepted', dom, D, 'BlockCopy', ('vda', dest_xml(dest), 0, 0), 'sstt')
+        self.assertIsInstance(outcome, q.DBusCallError)
+        self.assertEqual(outcome.name, 'org.freedesktop.DBus.Error.NoReply', outcome)
+        jobs = self.dprop(dom, 'Jobs')
+        self.assertEqual(len(jobs), 1, 'the copy QEMU runs was not adopted')
+        job = jobs[0]
+        self.assertTrue(path_id(job).startswith('copy-vda-'), job)
+        self.assertTrue(os.path.exists(dest))
+        journal = self.journals()
+        self.assertEqual(len(journal), 1)
+        with open(os.path.join(h.runtime_dir, journal[0])) as f:
+            self.assertEqual(f.readline().split()[-1], '1', 'the adopting qsnapd did not mark the copy started')
+        q.wait_until(lambda: self.jprop(job, 'State') == 'ready', 30, 'the adopted copy is ready')
+        h.crash_at('block-copy:ended', job, J, 'Abort', (0,), 't')
+        q.wait_until(lambda: self.journals() == [], 10, 'the journal of the ended copy goes')
+        h.restart_daemon()
+        self.assertTrue(os.path.exists(dest), 'the adopted, aborted READY copy was removed')
+        self.assert_same_view(expected_view, dest, 'the adopted copy')
+        self.assert_clean(dest)
+        self.assert_chain(dom, [base, mid, top], 'after the restarts')
 
     def test_kill9_transient_job_is_cancelled(self):
         h = self.h

@@ -646,6 +646,46 @@ class CrashTest(CheckpointCase):
         self.assertEqual(image_bitmaps(dest), {})
         self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
 
+    def test_copy_crash_after_qemu_quit_before_bitmap_removal(self):
+        # QEMU quits under a READY copy into a REUSE_EXTERNAL destination and
+        # writes the bitmaps the target got at READY into the file; qsnapd is
+        # killed after QEMU went away and before its qemu-img removed them
+        # (block-copy:unbitmap-after-quit): the removal is journaled, so the
+        # next qsnapd does it at start-up. The file keeps its data.
+        h = self.h
+        point = 'block-copy:unbitmap-after-quit'
+        dom, imgs = self.domain('cq', disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x7e, 0, MiB)
+        dest = q.qemu_img_create(h.image_path('cq-reused.qcow2'), '16M')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, REUSE_EXT), 'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the copy is ready')
+        q.wait_until(lambda: 'c1' in self.node_bitmaps(dom).get(dest, {}), 30, 'the target got c1')
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_CRASH_AT': point})
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 30, 'the copy is adopted')
+        pid, qemu = h.daemon_pid(), h.qemu_pid(dom)
+        h._signaled.add(pid)
+        mark = h.daemon_log_mark()
+        h.qmp(dom, 'quit')
+        q.wait_until(lambda: not q._alive(pid), 60, 'qsnapd killed itself at %s' % point)
+        h._wait_name_gone()
+        self.assertIn('Crash point %s reached' % point, h.daemon_log_since(mark))
+        q.wait_until(lambda: not os.path.exists('/proc/%d' % qemu), 30, 'QEMU is gone')
+        self.assertIn('c1', image_bitmaps(dest), 'QEMU did not write the bitmap at its exit: nothing to test')
+        self.assertEqual(len([f for f in os.listdir(h.runtime_dir) if '.copy-unbitmap-copy-vda-' in f]), 1,
+                         'the removal is not journaled')
+        mark = h.daemon_log_mark()
+        h.start_daemon()
+        h.wait_for_log(r'checkpoint bitmap\(s\) we gave its destination removed', mark)
+        self.assertEqual(image_bitmaps(dest), {}, 'the copy ended by QEMU kept our bitmaps after the restart')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.copy-unbitmap-' in f], [],
+                         'the journaled removal stayed')
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x7e, 0, MiB), 'the copy lost its data')
+        q.qemu_img_check(dest)
+        self.assertEqual(image_bitmaps(imgs['vda']), {'c1': ['auto']})
+
 
 class ChainTest(CheckpointCase):
     """Bitmaps follow the chain (docs/checkpoints.md §2.5-§2.9): after each
@@ -1025,6 +1065,135 @@ class ChainTest(CheckpointCase):
                 self.assertEqual(self.size(c1), 3 * MiB)
                 h.call(dom, D, 'Stop', (0,), 't')
                 self.assert_incremental(dom, 'c1', 3 * MiB)
+
+
+class TopsTest(CheckpointCase):
+    """A new checkpoint on a running domain asks QEMU for every bitmap of
+    every node (query-named-block-nodes, whose reply grows with the number
+    of checkpoints) only when the graph may have changed since qsnapd last
+    saw it; otherwise it sends the one transaction (issue #12: a cost flat
+    in the number of checkpoints). What qsnapd sends is seen by a QmpProxy
+    between it and the real QEMU."""
+
+    def sent_by(self, proxy, fn):
+        n = len(proxy.commands)
+        out = fn()
+        return out, [c for c in proxy.commands[n:] if c != 'query-block-jobs']
+
+    def test_inventory_only_after_a_change(self):
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)  # a new qsnapd: it has seen nothing yet
+
+        def create(name):
+            return self.sent_by(proxy, lambda: self.create(dom, cp_xml(name)))
+
+        _, sent = create('c1')
+        self.assertEqual(sent, ['query-named-block-nodes', 'transaction'])
+        _, sent = create('c2')
+        self.assertEqual(sent, ['transaction'], 'nothing changed since c1: no inventory')
+        _, sent = create('c3')
+        self.assertEqual(sent, ['transaction'])
+        nodes = self.node_bitmaps(dom)  # a monitor command: anything may have changed
+        for p in imgs.values():
+            self.assertEqual(set(nodes[p]), {'c1', 'c2', 'c3'})
+        _, sent = create('c4')
+        self.assertEqual(sent, ['query-named-block-nodes', 'transaction'], 'after QemuMonitorCommand')
+        # An external snapshot: new tops; c5's bitmaps go to them (the
+        # nodes are read again, by c5 or by the refresh of Problems that
+        # follows a snapshot, whichever comes first: what is checked is
+        # where the bitmaps went).
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        _, sent = create('c5')
+        self.assertEqual(sent[-1], 'transaction')
+        _, sent = create('c6')
+        self.assertEqual(sent, ['transaction'])
+        nodes = self.node_bitmaps(dom)
+        for t, p in imgs.items():
+            top = self.active(dom, t)
+            self.assertNotEqual(top, p)
+            self.assertEqual(set(nodes[top]), {'c1', 'c2', 'c3', 'c4', 'c5', 'c6'}, t)
+            self.assertEqual(set(nodes[p]), {'c1', 'c2', 'c3', 'c4'}, t)
+            self.assertTrue(all(nodes[top][b][1] for b in nodes[top]), 'every bitmap of the top records')
+        # A name a top image holds without a checkpoint, known from what
+        # qsnapd remembered: AlreadyExists naming the image, judged on a
+        # fresh inventory; nothing changes.
+        self.create(dom, cp_xml('c7'))
+        h.call(h.call(dom, D, 'LookupCheckpoint', ('c7',), 's'), C, 'Delete', (METADATA_ONLY,), 't')
+        before = h.get_property(dom, D, 'Checkpoints')
+        with self.assertDBusError(q.ERROR_PREFIX + 'AlreadyExists') as e:
+            self.create(dom, cp_xml('c7'))
+        self.assertIn('REDEFINE', e.exception.message)
+        self.assertIn(self.active(dom, 'vda'), e.exception.message)
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), before)
+
+    def test_new_tops_after_a_pivot_and_an_active_commit(self):
+        """No monitor command in between: what was remembered of the old
+        tops is not used for the new ones; each new checkpoint's bitmap is
+        in the file that is the top when it was made."""
+        h = self.h
+        dom, imgs = self.domain(disks=('vda',))
+        h.call(dom, D, 'Start', (0,), 't')
+        self.create(dom, cp_xml('c1'))
+        self.create(dom, cp_xml('c2'))  # on what c1's inventory saw
+        dest = h.image_path('tops-dest.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the copy READY')
+        h.call(job, J, 'Pivot')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'completed', 60, 'the pivot')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        self.create(dom, cp_xml('c3'))
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        overlay = self.active(dom, 'vda')
+        self.create(dom, cp_xml('c4'))
+        job = h.call(dom, D, 'BlockCommit', ('vda', '', '', 0, 4), 'ssstt')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'ready', 60, 'the commit READY')
+        h.call(job, J, 'Pivot')
+        q.wait_until(lambda: h.get_property(job, J, 'State') == 'completed', 60, 'the commit')
+        self.assertEqual(self.active(dom, 'vda'), dest)
+        self.create(dom, cp_xml('c5'))
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(set(image_bitmaps(imgs['vda'])), {'c1', 'c2'})
+        self.assertEqual(set(image_bitmaps(dest)), {'c1', 'c2', 'c3', 'c4', 'c5'})
+        self.assertEqual(set(image_bitmaps(overlay)), {'c1', 'c2', 'c3', 'c4'})
+        for c in ('c1', 'c2', 'c3', 'c4', 'c5'):
+            cp = h.call(dom, D, 'LookupCheckpoint', (c,), 's')
+            self.assertEqual(h.get_property(cp, C, 'Problems'), [], c)
+        q.qemu_img_check(dest)
+
+    def test_refused_transaction_judged_again(self):
+        """QEMU refusing the transaction of a create that trusted what
+        qsnapd remembered: the images are looked at again (a name taken
+        there would be AlreadyExists); when they are fine, QEMU's own text
+        as QemuFailed; nothing changed, and the next create works."""
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)
+        c1 = self.create(dom, cp_xml('c1'))
+        proxy.refuse('transaction', 'refused by the test: transaction')
+
+        def refused():
+            with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed') as e:
+                self.create(dom, cp_xml('c2'))
+            return e.exception.message
+        message, sent = self.sent_by(proxy, refused)
+        proxy.allow('transaction')
+        self.assertEqual(sent, ['transaction', 'query-named-block-nodes'],
+                         'the transaction first (no inventory), the inventory after its refusal')
+        self.assertIn('refused by the test: transaction', message)
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        nodes = self.node_bitmaps(dom)
+        for p in imgs.values():
+            self.assertEqual(set(nodes[p]), {'c1'})
+        c2 = self.create(dom, cp_xml('c2'))
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1, c2])
+        self.assertEqual(h.get_property(c2, C, 'Parent'), c1)
+        h.call(dom, D, 'Stop', (0,), 't')
+        for p in imgs.values():
+            self.assertEqual(set(image_bitmaps(p)), {'c1', 'c2'})
 
 
 if __name__ == '__main__':

@@ -346,5 +346,56 @@ class TeardownTest(unittest.TestCase):
         self.assertEqual(q._pids_mentioning(root), [])
 
 
+class ImageHelperTest(unittest.TestCase):
+    """The harness's image verdicts fail loudly: qemu_img_check raises on
+    an image qemu-img check finds broken, so a caller that ignores its
+    return value still fails (issue #11: no check that cannot fail)."""
+
+    def test_check_raises_on_a_corrupt_image(self):
+        with tempfile.TemporaryDirectory() as d:
+            img = os.path.join(d, 'a.qcow2')
+            subprocess.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', img, '4M'], check=True)
+            subprocess.run([q.QEMU_IO, '-c', 'write -P 0x5a 0 1M', img], check=True, stdout=subprocess.DEVNULL)
+            self.assertIn('No errors', q.qemu_img_check(img))
+            # Zero the refcount table's first entry (its offset is the
+            # big-endian u64 at byte 48 of the header): every cluster's
+            # refcount reads 0 while the clusters are in use.
+            with open(img, 'r+b') as f:
+                f.seek(48)
+                table = int.from_bytes(f.read(8), 'big')
+                f.seek(table)
+                f.write(bytes(8))
+            with self.assertRaisesRegex(AssertionError, 'qemu-img check %s: exit [1-9]' % re.escape(img)):
+                q.qemu_img_check(img)
+
+    def test_compare_raises_on_different_images(self):
+        with tempfile.TemporaryDirectory() as d:
+            a, b = os.path.join(d, 'a.qcow2'), os.path.join(d, 'b.qcow2')
+            for img in (a, b):
+                subprocess.run([q.QEMU_IMG, 'create', '-q', '-f', 'qcow2', img, '4M'], check=True)
+            self.assertIn('identical', q.qemu_img_compare(a, b))
+            subprocess.run([q.QEMU_IO, '-c', 'write -P 0x5a 1M 4k', b], check=True, stdout=subprocess.DEVNULL)
+            with self.assertRaisesRegex(AssertionError, r'^then: qemu-img compare .*: exit 1: .*offset 1048576'):
+                q.qemu_img_compare(a, b, what='then')
+
+
+class ErrorNamesTest(unittest.TestCase):
+    """An unnamed failure from one of our methods (sd-bus's
+    org.freedesktop.DBus.Error.Failed or System.Error.* for a bare errno)
+    fails the test that received it, like an undocumented named error."""
+
+    def test_unnamed_errors_are_problems(self):
+        q._begin_test('test_harness.ErrorNamesTest.none')
+        try:
+            for name in ('org.freedesktop.DBus.Error.Failed', 'System.Error.ELOOP'):
+                q.note_error(q.DOMAIN_IFACE, 'CreateCheckpoint', name)
+            q.note_error(q.DOMAIN_IFACE, 'CreateCheckpoint', q.ERROR_PREFIX + 'PathNotAllowed')
+            q.note_error('org.freedesktop.DBus.Properties', 'Get', 'org.freedesktop.DBus.Error.Failed')
+        finally:
+            problems = q._end_test('test_harness.ErrorNamesTest.none')
+        self.assertEqual(len(problems), 2, problems)
+        self.assertTrue(all('answered the unnamed' in p for p in problems), problems)
+
+
 if __name__ == '__main__':
     q.main()

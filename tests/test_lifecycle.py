@@ -53,7 +53,7 @@ class LifecycleTest(q.QsnapTestCase):
         pid = int(read(os.path.join(h.runtime_dir, uuid + '.pid')))
         self.assertIn('qemu-system', read('/proc/%d/cmdline' % pid))
         # glibc's malloc keeps QEMU's bounce buffers (docs/performance.md,
-        # the pull's third round): qsnapd's environment has no GLIBC_TUNABLES.
+        # "The pull"): qsnapd's environment has no GLIBC_TUNABLES.
         self.assertNotIn('GLIBC_TUNABLES', os.environ)
         # (glibc's parser, reading them, puts a NUL in place of each ':')
         with open('/proc/%d/environ' % pid, 'rb') as f:
@@ -83,7 +83,7 @@ class LifecycleTest(q.QsnapTestCase):
 
         # The guest's write reached the image.
         self.assertTrue(q.qemu_io_read_pattern(img, 0xa1, 0, 1 << 20))
-        self.assertTrue(*q.qemu_img_check(img))
+        q.qemu_img_check(img)
 
         h.call(path, q.DOMAIN_IFACE, 'Undefine', (0,), 't')
         rec.wait_for_signal('InterfacesRemoved', path=q.MANAGER_PATH)
@@ -199,7 +199,7 @@ class LifecycleTest(q.QsnapTestCase):
         self.assertTrue(q.spin(lambda: not os.path.exists('/proc/%d' % pid) or
                                read('/proc/%d/stat' % pid).split(')')[1].split()[0] == 'Z', 10),
                         'the stopped QEMU still runs after Stop')
-        self.assertTrue(*q.qemu_img_check(img))
+        q.qemu_img_check(img)
 
         # The pid of the runtime state now names another process (a pid
         # reused after QEMU went), one whose command line even names the
@@ -244,7 +244,7 @@ class LifecycleTest(q.QsnapTestCase):
         self.assertTrue(q.qemu_io_read_pattern(base, 0x11, 0, 1 << 20), 'guest writes reached a transient image')
         self.assertTrue(q.qemu_io_read_pattern(other, 0x33, 0, 1 << 20))
         self.assertEqual(h.get_property(path, q.DOMAIN_IFACE, 'Disks')[0], ('vda', 'qcow2', base, base))
-        self.assertTrue(*q.qemu_img_check(base))
+        q.qemu_img_check(base)
 
     def test_readonly_disk_refuses_writes(self):
         h = self.h

@@ -284,12 +284,16 @@ class QsnapctlTest(unittest.TestCase):
     def assertBarFollowsSignals(self, text, rec, label):
         """The bar qsnapctl drew on a terminal (text) went up to 100 % through at least three values, never back,
         each one a Progress signal recorded by rec (or the first reading) carried."""
-        q.spin(lambda: False, 0.3)
         drawn = [int(p) for p in re.findall(r'\] +(\d+) %', text)]
-        signalled = {0} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+
+        def signalled():
+            return {0, 100} | {int(r.args[0] * 100 // r.args[1]) for r in rec.records if r.args[1]}
+        # The test's own recorder may get the last signals after qsnapctl
+        # drew them: wait until it has every value drawn (or give up).
+        q.spin(lambda: set(drawn) <= signalled(), 5)
         self.assertGreaterEqual(len(set(drawn)), 3, text)
         self.assertEqual(drawn, sorted(drawn), 'the bar never goes back: %s' % drawn)
-        self.assertTrue(set(drawn) <= signalled | {100}, 'drawn %s, signalled %s' % (drawn, sorted(signalled)))
+        self.assertTrue(set(drawn) <= signalled(), 'drawn %s, signalled %s' % (drawn, sorted(signalled())))
         self.assertEqual(drawn[-1], 100)
         self.assertIn('\r\x1b[K%s: [' % label, text)
 
@@ -671,8 +675,7 @@ class SnapshotTest(QsnapctlTest):
         _, err = self.fails(1, 'undefine', 'snap vm')
         self.assertNamedError(err, 'HasSnapshots')
         self.ok('undefine', 'snap vm', '--snapshots-metadata')
-        ok, outp = q.qemu_img_check(active)
-        self.assertTrue(ok, outp)
+        q.qemu_img_check(active)
 
     def json_of_rc(self, rc, *args):
         out, err = self.fails(rc, *args, '--json')
@@ -849,7 +852,7 @@ class BlockJobTest(QsnapctlTest):
         out = self.ok('blockcopy', 'job vm', 'vda', copy1, '--finish', '--verbose')
         self.assertRegex(out.splitlines()[-1], r'^Block Copy: finished; the disk stays as it was')
         self.assertEqual(self.chain()[-1], active)
-        self.assertTrue(q.qemu_img_compare(active, copy1)[0])
+        q.qemu_img_compare(active, copy1)
         out = self.ok('blockcopy', 'job vm', 'vda', '--dest', copy2, '--format', 'raw', '--pivot')
         self.assertRegex(out, r'^Block Copy: successfully pivoted')
         self.assertEqual(h.get_property(self.dom, D, 'Disks')[0][:3], ('vda', 'raw', copy2))

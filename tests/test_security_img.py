@@ -18,7 +18,11 @@ where a checked image was:
   is of the chain qsnapd opened, or the backup fails with PathNotAllowed);
 - internal snapshots shut off (create, revert, delete) and a checkpoint
   (`qemu-img bitmap`) with the disk swapped for a link to an image
-  outside that even holds a tag of the same name.
+  outside that even holds a tag of the same name;
+- the Size of a shut-off domain's checkpoint (read from the images' own
+  bitmap tables) with the disk swapped for a link to a root-only qcow2
+  outside that holds a bitmap of the checkpoint's name: not read (its
+  atime stays, the Size is not its count).
 Every victim is checksummed before and after (AttackTestCase), and no file
 below the test's folder holds the root-only file's contents.
 """
@@ -31,9 +35,11 @@ from test_security import AttackTestCase, ext_snapshot_xml, sha256
 D = q.DOMAIN_IFACE
 S = q.SNAPSHOT_IFACE
 J = q.JOB_IFACE
+C = q.CHECKPOINT_IFACE
 PATH_NOT_ALLOWED = q.ERROR_PREFIX + 'PathNotAllowed'
 MiB = 1024 * 1024
 DISK_ONLY = 16
+SIZE = 4   # Checkpoint.GetXMLDesc
 
 
 class QemuImgByDescriptorTest(AttackTestCase):
@@ -119,7 +125,7 @@ class QemuImgByDescriptorTest(AttackTestCase):
         active = self.active(self.mine)
         for k in range(1, 4):
             self.assertTrue(q.qemu_io_read_pattern(active, 0xa0 + k, k * MiB, MiB), 'pattern %d' % k)
-        self.assertTrue(*q.qemu_img_check(active))
+        q.qemu_img_check(active)
         self.assertFinished()
 
     def test_offline_backup_json_header_rewritten(self):
@@ -178,8 +184,11 @@ class QemuImgByDescriptorTest(AttackTestCase):
                         state, error = self.wait_job(reply)
                         err = None if state == 'completed' else error
                 except q.DBusCallError as e:
+                    self.assertEqual(e.name, PATH_NOT_ALLOWED, '%s: %s' % (what, e))
                     err = e
                 self.assertIsNotNone(err, '%s acted through the link' % what)
+                if isinstance(err, str):    # a job's error text
+                    self.assertIn('is not in an allowed folder', err, what)
                 self.assertEqual(sha256(victim), self.sums[victim], '%s changed the image outside' % what)
         self.assertFinished()
 
@@ -187,9 +196,33 @@ class QemuImgByDescriptorTest(AttackTestCase):
         h = self.h
         victim = self.victims[3]
         self.swap_disk_for_link(victim)
-        with self.assertRaises(q.DBusCallError):
+        with self.assertDBusError(PATH_NOT_ALLOWED):
             h.call(self.mine, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
         self.assertEqual(sha256(victim), self.sums[victim])
+        self.assertFinished()
+
+    def test_checkpoint_size_offline_through_a_link(self):
+        h = self.h
+        c1 = h.call(self.mine, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0),
+                    'st')
+        q.qemu_io_write_pattern(self.base, 0x31, 0, MiB)
+        h.call(c1, C, 'GetXMLDesc', (SIZE,), 't')
+        self.assertEqual(h.get_property(c1, C, 'Size'), MiB, 'Size before the swap')
+        # Root-only, outside the allowed folders, with a bitmap c1 of 3 MiB.
+        secret = q.qemu_img_create(os.path.join(self.outside, 'secret-bitmap.qcow2'), '64M')
+        q.run([q.QEMU_IMG, 'bitmap', '--add', secret, 'c1'], check=True, timeout=30)
+        q.qemu_io_write_pattern(secret, 0x66, 8 * MiB, 3 * MiB)
+        os.chmod(secret, 0o600)
+        self.sums[secret] = sha256(secret)
+        st = os.stat(secret)
+        os.utime(secret, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))   # relatime: a read moves it
+        atime = os.stat(secret).st_atime_ns
+        self.swap_disk_for_link(secret)
+        mark = h.daemon_log_mark()
+        h.call(c1, C, 'GetXMLDesc', (SIZE,), 't')
+        self.assertNotEqual(h.get_property(c1, C, 'Size'), 3 * MiB, 'Size counted the bitmap of the file outside')
+        self.assertEqual(os.stat(secret).st_atime_ns, atime, 'qsnapd read the root-only file through the link')
+        self.assertNotIn('secret-bitmap', h.daemon_log_since(mark))
         self.assertFinished()
 
 

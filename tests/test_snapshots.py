@@ -219,9 +219,8 @@ class SnapshotTestCase(q.QsnapTestCase):
         written with the same patterns."""
         size = q.qemu_img_info(img)['virtual-size']
         ref = self.reference(patterns, size)
-        same, out = q.qemu_img_compare(img, ref, fmt_b='raw')
-        self.assertTrue(same, '%s: %s differs from its reference %s (%s): %s'
-                        % (what, img, ref, sorted(patterns), out))
+        q.qemu_img_compare(img, ref, fmt_b='raw',
+                           what='%s: %s against its reference (%s)' % (what, img, sorted(patterns)))
 
     def assert_internal_is(self, img, tag, patterns, what=''):
         """Internal snapshot tag of img holds exactly patterns (its whole
@@ -231,17 +230,15 @@ class SnapshotTestCase(q.QsnapTestCase):
             self.assertIn(tag, qemu_img_snapshot_tags(img), '%s: %s has no tag %s' % (what, img, tag))
             q.qemu_img_internal_snapshot_copy(img, tag, out)
             ref = self.reference(patterns, os.path.getsize(out))
-            same, text = q.qemu_img_compare(out, ref, fmt_a='raw', fmt_b='raw')
-            self.assertTrue(same, '%s: snapshot %s of %s differs from its reference %s (%s): %s'
-                            % (what, tag, img, ref, sorted(patterns), text))
+            q.qemu_img_compare(out, ref, fmt_a='raw', fmt_b='raw',
+                               what='%s: snapshot %s of %s against its reference (%s)' % (what, tag, img, sorted(patterns)))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(out)
 
     def assert_check_clean(self, *images):
         for img in images:
-            ok, out = q.qemu_img_check(img, force_share=True)
-            self.assertTrue(ok, 'qemu-img check %s: %s' % (img, out))
+            q.qemu_img_check(img, force_share=True)
 
     def metadata_files(self, dom):
         d = os.path.join(self.h.state_dir, 'snapshots')
@@ -1259,6 +1256,121 @@ class DiskKindsTest(SnapshotTestCase):
         self.stop(dom)
         self.assert_layer(h.image_path('a.p'), [(0x42, 0)], [])
         self.assert_layer(h.image_path('a.d'), [], [0])
+
+
+class CacheModeTest(SnapshotTestCase):
+    """<driver cache= io=> as libvirt means it: every node QEMU opens for
+    the disk (each layer's format node and file node) has the mode, the
+    overlay a snapshot adds too, the layers launched after a revert and a
+    BlockCopy's destination;
+    a disk without cache= keeps QEMU's defaults; io='native' without
+    O_DIRECT is refused at DefineDomain."""
+
+    def cache_xml(self, name, disks):
+        """domain_xml with <driver cache= io=> per disk: disks are
+        (target, path, cache, io), None for absent."""
+        xml = q.domain_xml(name, [q.Disk(t, p) for t, p, _, _ in disks])
+        for t, p, cache, io in disks:
+            attrs = ''.join(" %s='%s'" % (k, v) for k, v in (('cache', cache), ('io', io)) if v)
+            old = '<driver name=\'qemu\' type="qcow2"/>\n      <source file="%s"/>' % p
+            self.assertIn(old, xml)
+            xml = xml.replace(old, "<driver name='qemu' type='qcow2'%s/>\n      <source file='%s'/>" % (attrs, p))
+        return xml
+
+    def node_caches(self, dom):
+        """{real file: {(drv, cache.direct, cache.no-flush)}} over every node
+        QEMU has (query-named-block-nodes: format and file nodes alike)."""
+        h = self.h
+        fdsets = h.qmp(dom, 'query-fdsets')['return']
+        out = {}
+        for n in h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']:
+            f = h.qemu_file_name(dom, n['file'], fdsets)
+            out.setdefault(f, set()).add((n['drv'], n['cache']['direct'], n['cache']['no-flush']))
+        return out
+
+    def assert_modes(self, dom, files, direct, what, no_flush=False):
+        """Every node of each of files: a qcow2 format node and its file
+        node, both with cache.direct == direct and cache.no-flush == no_flush."""
+        caches = self.node_caches(dom)
+        for f in files:
+            self.assertEqual(caches.get(f), {('qcow2', direct, no_flush), ('file', direct, no_flush)},
+                             '%s: the nodes of %s (all: %s)' % (what, f, caches))
+
+    def test_cache_none_on_every_layer(self):
+        h = self.h
+        a, b, c = h.create_image('a.qcow2'), h.create_image('b.qcow2'), h.create_image('c.qcow2')
+        # io='native' needs O_DIRECT: refused before anything is defined.
+        with self.assertDBusError(E + 'InvalidXML') as cm:
+            h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                   (self.cache_xml('bad', [('vda', a, None, 'native')]), 0), 'st')
+        self.assertIn("io='native' needs cache='none' or cache='directsync'", cm.exception.message)
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'ListDomains'), [])
+
+        dom = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain',
+                     (self.cache_xml('cache', [('vda', a, 'none', 'native'), ('vdb', b, 'unsafe', None),
+                                               ('vdc', c, None, None)]), 0), 'st')
+        drivers = {d.find('target').get('dev'): d.find('driver').attrib
+                   for d in ET.fromstring(h.call(dom, D, 'GetXMLDesc', (0,), 't')).iter('disk')}
+        self.assertEqual(drivers['vda'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'none', 'io': 'native'})
+        self.assertEqual(drivers['vdb'], {'name': 'qemu', 'type': 'qcow2', 'cache': 'unsafe'})
+        self.assertEqual(drivers['vdc'], {'name': 'qemu', 'type': 'qcow2'})
+        self.start(dom)
+        self.assert_modes(dom, [a], True, 'started')
+        self.assert_modes(dom, [b], False, 'started, unsafe', no_flush=True)
+        self.assert_modes(dom, [c], False, 'started, no cache=')
+        inserted = {blk['qdev'].split('/')[3]: blk['inserted']['cache']
+                    for blk in h.qmp(dom, 'query-block')['return'] if 'inserted' in blk}
+        self.assertEqual(inserted['vda'], {'writeback': True, 'direct': True, 'no-flush': False})
+        self.assertEqual(inserted['vdb'], {'writeback': True, 'direct': False, 'no-flush': True})
+        self.assertEqual(inserted['vdc'], {'writeback': True, 'direct': False, 'no-flush': False})
+
+        for t, pattern in (('vda', 0xa1), ('vdb', 0xb1), ('vdc', 0xc1)):
+            self.write(dom, t, pattern, 0)
+        s1 = self.create(dom, snap_xml('s1'), DISK_ONLY)
+        a1, b1, c1 = h.image_path('a.s1'), h.image_path('b.s1'), h.image_path('c.s1')
+        self.assertEqual(self.active(dom), {'vda': a1, 'vdb': b1, 'vdc': c1})
+        # The new overlays in their disk's mode, the layers below unchanged.
+        self.assert_modes(dom, [a, a1], True, 'after the snapshot')
+        self.assert_modes(dom, [b, b1], False, 'after the snapshot, unsafe', no_flush=True)
+        self.assert_modes(dom, [c, c1], False, 'after the snapshot, no cache=')
+        for t, pattern in (('vda', 0xa2), ('vdb', 0xb2), ('vdc', 0xc2)):
+            self.write(dom, t, pattern, MiB)
+        self.assert_disks_agree(dom)
+        self.stop(dom)
+        for base, top, p1, p2 in ((a, a1, 0xa1, 0xa2), (b, b1, 0xb1, 0xb2), (c, c1, 0xc1, 0xc2)):
+            self.assert_disk_is(base, [(p1, 0)], 'the frozen layer')
+            self.assert_disk_is(top, [(p1, 0), (p2, MiB)], 'the active layer')
+            self.assert_check_clean(base, top)
+
+        # A revert's new overlays, launched with the chain under them.
+        h.call(s1, S, 'Revert', (0,), 't')
+        self.start(dom)
+        active = self.active(dom)
+        self.assertEqual(active['vda'], h.image_path('a.s1-revert1'))
+        self.assert_modes(dom, [a, active['vda']], True, 'after the revert')
+        self.assert_modes(dom, [b, active['vdb']], False, 'after the revert, unsafe', no_flush=True)
+        self.assert_modes(dom, [c, active['vdc']], False, 'after the revert, no cache=')
+        self.write(dom, 'vda', 0xa3, 2 * MiB)
+
+        # A copy's destination becomes the disk: it takes the disk's mode
+        # (unsafe: the page cache, flushes ignored), not the O_DIRECT a
+        # copy of a disk without cache= gets.
+        dest = h.image_path('b-copy.qcow2')
+        rec = h.record_signals()
+        job = h.call(dom, D, 'BlockCopy', ('vdb', "<disk type='file'><source file='%s'/><driver type='qcow2'/></disk>"
+                                           % dest, 0, 0), 'sstt')
+        rec.wait_for_signal('Ready', path=job, interface=q.JOB_IFACE, timeout=60)
+        self.assert_modes(dom, [dest], False, 'the copy destination of vdb, unsafe', no_flush=True)
+        h.call(job, q.JOB_IFACE, 'Pivot')
+        rec.wait_for_signal('Completed', path=job, interface=q.JOB_IFACE, timeout=60)
+        rec.close()
+        self.assertEqual(self.active(dom)['vdb'], dest)
+        self.assert_modes(dom, [dest], False, 'vdb after the pivot', no_flush=True)
+        self.write(dom, 'vdb', 0xb3, 2 * MiB)
+        self.stop(dom)
+        self.assert_disk_is(active['vda'], [(0xa1, 0), (0xa3, 2 * MiB)], 'the reverted disk')
+        self.assert_disk_is(dest, [(0xb1, 0), (0xb3, 2 * MiB)], 'the copied disk')
+        self.assert_check_clean(active['vda'], dest)
 
 
 if __name__ == '__main__':

@@ -29,12 +29,23 @@ int bus_moment_append_paths(const BusMomentKind *k, sd_bus_message *m, void *con
         return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
+/* Every moment of d (the Snapshots/Checkpoints property, sent whole with
+ * each change): the domain's part of the paths is encoded once. */
 int bus_moment_append_all(const BusMomentKind *k, sd_bus_message *m, Domain *d) {
+        _cleanup_free_ char *domain_path = bus_domain_path(d), *prefix = NULL;
         int r;
 
+        prefix = domain_path ? strjoin(domain_path, "/", k->kind) : NULL;
+        if (!prefix)
+                return -ENOMEM;
         r = sd_bus_message_open_container(m, 'a', "o");
-        for (void *node = k->first(d); r >= 0 && node; node = k->next(node))
-                r = bus_moment_append_path(k, m, node);
+        for (void *node = k->first(d); r >= 0 && node; node = k->next(node)) {
+                _cleanup_free_ char *p = NULL;
+
+                r = sd_bus_path_encode(prefix, k->name(node), &p);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(m, 'o', p);
+        }
         return r < 0 ? r : sd_bus_message_close_container(m);
 }
 

@@ -5,13 +5,17 @@
  */
 #include <inttypes.h>
 
+#include "core/bitmap-tops.h"
 #include "core/bitmaps.h"
+#include "core/bitmaps-internal.h"
 #include "core/disk.h"
 #include "core/manager.h"
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/qemu-files.h"
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
+#include "util/hashmap.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -24,6 +28,7 @@ static void bitmap_layer_done(BitmapLayer *l) {
         free(l->path);
         free(l->node);
         free(l->file_node);
+        hashmap_free(l->index);
 }
 
 BitmapInventory *bitmap_inventory_free(BitmapInventory *inv) {
@@ -47,7 +52,24 @@ const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *
         return NULL;
 }
 
+/* The index of a filled layer's bitmaps (the first of a name, as the scan). */
+static int layer_index(BitmapLayer *l) {
+        if (l->n_bitmaps < 16)
+                return 0;
+        l->index = hashmap_new();
+        if (!l->index)
+                return -ENOMEM;
+        for (size_t k = 0; k < l->n_bitmaps; k++) {
+                int r = l->bitmaps[k].name ? hashmap_put(l->index, l->bitmaps[k].name, l->bitmaps + k) : 0;
+                if (r < 0 && r != -EEXIST)
+                        return r;
+        }
+        return 0;
+}
+
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
+        if (l->index)
+                return hashmap_get(l->index, name);
         for (size_t k = 0; k < l->n_bitmaps; k++)
                 if (streq(l->bitmaps[k].name, name))
                         return l->bitmaps + k;
@@ -55,7 +77,7 @@ const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
 }
 
 /* The disks and their chains (files), without bitmaps yet. */
-static int inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
+int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = new0(BitmapInventory, 1);
         const DomainDef *def = domain_current_def(d);
 
@@ -121,14 +143,14 @@ static int layer_read_offline(BitmapLayer *l, char **ret_message) {
                                                 .granularity = b[k].granularity };
         l->n_bitmaps = n;
         image_bitmaps_free(b, n);
-        return 0;
+        return layer_index(l);
 }
 
 int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_message) {
         _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = NULL;
         int r;
 
-        r = inventory_skeleton(d, false, &inv);
+        r = bitmap_inventory_skeleton(d, false, &inv);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < inv->n_disks; i++)
@@ -214,13 +236,15 @@ static int layer_from_nodes(BitmapLayer *l, bool top, QmpNode *nodes, size_t n) 
         }
         l->n_bitmaps = found->n_bitmaps;
         found->n_bitmaps = 0;
-        return 0;
+        return layer_index(l);
 }
 
 typedef struct LiveCall {
         Domain *domain;
         BitmapInventoryFunc done;
         void *userdata;
+        Qmp *qmp;                /* the QEMU asked, */
+        uint64_t epoch, changes; /* and what had changed when asked */
 } LiveCall;
 
 int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory **ret) {
@@ -234,7 +258,7 @@ int bitmap_inventory_from_nodes(Domain *d, json_object *result, BitmapInventory 
         if (r >= 0)
                 r = domain_nodes_resolve_files(d, nodes, n);
         if (r >= 0)
-                r = inventory_skeleton(d, true, &inv);
+                r = bitmap_inventory_skeleton(d, true, &inv);
         for (size_t i = 0; r >= 0 && i < inv->n_disks; i++)
                 for (size_t j = 0; r >= 0 && j < inv->disks[i].n_layers; j++)
                         r = layer_from_nodes(inv->disks[i].layers + j, j == 0, nodes, n);
@@ -258,6 +282,8 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
                 r = -QSNAP_E_QEMU_FAILED;
         } else
                 r = bitmap_inventory_from_nodes(d, result, &inv);
+        if (r >= 0)
+                bitmap_tops_remember(d, c->qmp, c->epoch, c->changes, inv);
         c->done(d, r < 0 ? r : 0, message, r < 0 ? NULL : TAKE_PTR(inv), c->userdata);
         free(c);
 }
@@ -270,7 +296,8 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata) {
         c = new0(LiveCall, 1);
         if (!c)
                 return -ENOMEM;
-        *c = (LiveCall) { .domain = domain_ref(d), .done = done, .userdata = userdata };
+        *c = (LiveCall) { .domain = domain_ref(d), .done = done, .userdata = userdata, .qmp = d->qmp,
+                          .epoch = d->graph_epoch, .changes = qmp_changes(d->qmp) };
         if (qmp_cmd_query_named_block_nodes(d->qmp, on_named_nodes, c) < 0) {
                 domain_unref(d);
                 free(c);
@@ -372,14 +399,6 @@ typedef struct RefreshWaiter {
         struct RefreshWaiter *next;
 } RefreshWaiter;
 
-/* One measurement: per checkpoint, the temporary bitmaps added for it. */
-typedef struct ArmedCopy {
-        char *job_id;
-        BitmapActions actions;
-        json_object *recorded; /* an adopted copy's: the journal's actions */
-        struct ArmedCopy *next;
-} ArmedCopy;
-
 /* Checkpoints are named, not pointed to: one may be deleted meanwhile. */
 typedef struct SizeProbe {
         char *checkpoint;
@@ -397,7 +416,6 @@ typedef struct BitmapsState {
         SizeProbe *probes;
         size_t n_probes;
         struct ArmedCopy *armed;
-        char **quit_drops; /* file, bitmap, …: of copies QEMU's quit cancelled, removed once it is gone */
 } BitmapsState;
 
 static int refresh_start(sd_event_source *s, void *userdata);
@@ -413,6 +431,11 @@ static BitmapsState *bitmaps_state(Domain *d) {
                         d->bitmaps->domain = d;
         }
         return d->bitmaps;
+}
+
+ArmedCopy **bitmaps_armed_list(Domain *d) {
+        BitmapsState *st = bitmaps_state(d);
+        return st ? &st->armed : NULL;
 }
 
 static void probes_free(BitmapsState *st) {
@@ -611,8 +634,11 @@ static void remove_leftovers(Domain *d, const BitmapInventory *inv) {
 /* Shut off, per disk: the union of the bitmap over its first `depth`
  * layers, read from the files (image_read_dirty_bitmap()), in bytes: set
  * chunks × granularity (what QEMU's count says), at the finest granularity
- * among the layers. */
-static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t depth, uint64_t *ret) {
+ * among the layers. Each file is opened through the path gate, as every
+ * other read of a domain's image: a layer swapped for a link, or one
+ * outside the domain's folders, is refused (*ret_message), never read. */
+static int union_size_offline(Domain *d, const BitmapDisk *bd, const char *bitmap, size_t depth, uint64_t *ret,
+                              char **ret_message) {
         _cleanup_free_ uint8_t *all = NULL;
         uint64_t g0 = 0, n0 = 0, count = 0;
 
@@ -623,10 +649,14 @@ static int union_size_offline(const BitmapDisk *bd, const char *bitmap, size_t d
         }
         for (size_t j = 0; j < depth; j++) {
                 _cleanup_free_ uint8_t *bits = NULL;
+                _cleanup_close_ int fd = -EBADF;
                 uint64_t g = 0, n = 0;
                 int r;
 
-                r = image_read_dirty_bitmap(bd->layers[j].path, bitmap, &g, &n, &bits);
+                r = gate_open_image(d, bd->layers[j].path, "The image", &fd, ret_message);
+                if (r < 0)
+                        return r;
+                r = image_read_dirty_bitmap(fd, bitmap, &g, &n, &bits);
                 if (r < 0)
                         return r;
                 if (r == 0)
@@ -684,10 +714,10 @@ static void measure_offline(BitmapsState *st, const BitmapInventory *inv) {
                         if (c->problems || cd->type != CHECKPOINT_TYPE_BITMAP || !bd ||
                             bitmap_disk_check(bd, bitmap, &depth, &reason) != 0)
                                 continue;
-                        r = union_size_offline(bd, bitmap, depth, &bytes);
+                        r = union_size_offline(st->domain, bd, bitmap, depth, &bytes, &reason);
                         if (r < 0) {
-                                log_warning_errno(r, "Domain '%s': cannot read bitmap '%s' of disk %s: %m",
-                                                  st->domain->def->name, bitmap, cd->name);
+                                log_warning("Domain '%s': cannot read bitmap '%s' of disk %s: %s",
+                                            st->domain->def->name, bitmap, cd->name, reason ?: qsnap_strerror(r));
                                 continue;
                         }
                         cd->size = bytes;
@@ -805,6 +835,7 @@ int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata) {
 void bitmaps_domain_done(Domain *d) {
         BitmapsState *st = d->bitmaps;
 
+        bitmap_tops_forget(d);
         if (!st)
                 return;
         /* A running refresh holds a reference: we are not here then. */
@@ -819,7 +850,6 @@ void bitmaps_domain_done(Domain *d) {
         probes_free(st);
         while (st->armed)
                 bitmaps_job_event(d, st->armed->job_id, false, true);
-        strv_free(st->quit_drops);
         free(st);
         d->bitmaps = NULL;
 }
@@ -988,209 +1018,4 @@ int bitmap_actions_copy(const BitmapDisk *bd, bool shallow, const char *target_n
         if (r < 0)
                 bitmap_actions_done(ret);
         return r;
-}
-
-/* ---- copies: armed at the start, sent at READY ---- */
-
-static ArmedCopy **armed_list(Domain *d) {
-        BitmapsState *st = bitmaps_state(d);
-        return st ? &st->armed : NULL;
-}
-
-int bitmaps_copy_arm(Domain *d, const char *job_id, BitmapActions *ba) {
-        ArmedCopy **l = armed_list(d), *a = new0(ArmedCopy, 1);
-
-        if (!l || !a || !(a->job_id = strdup(job_id))) {
-                free(a);
-                bitmap_actions_done(ba);
-                return -ENOMEM;
-        }
-        a->actions = *ba;
-        *ba = (BitmapActions) {};
-        a->next = *l;
-        *l = a;
-        return 0;
-}
-
-static void on_copy_bitmaps(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
-                            void *userdata) {
-        if (error < 0)
-                log_warning("Cannot give a copy's target the checkpoints' bitmaps: %s", strna(desc));
-}
-
-int bitmaps_copy_journal_write(Domain *d, const char *job_id, const BitmapActions *ba) {
-        _cleanup_(json_object_putp) json_object *a = json_object_new_array();
-        _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id);
-        const char *text;
-
-        if (!a || !path || qmp_bitmap_actions_append(a, ba->actions, ba->n) < 0)
-                return -ENOMEM;
-        text = json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN);
-        return write_file_atomic(path, text, strlen(text), 0600);
-}
-
-static void on_recorded_action(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
-                               void *userdata) {
-        /* An add that finds its bitmap there already: the step was done before. */
-        if (error < 0)
-                log_debug("A copy target's bitmap step again: %s", strna(desc));
-}
-
-/* Each recorded action as a transaction of its own: a repeated add fails
- * alone and the merges still run. */
-static void send_recorded(Domain *d, json_object *actions) {
-        for (size_t i = 0; d->qmp && i < json_object_array_length(actions); i++) {
-                _cleanup_(json_object_putp) json_object *one = json_object_new_array();
-
-                if (!one || json_object_array_add(one, json_object_get(json_object_array_get_idx(actions, i))) < 0 ||
-                    qmp_cmd_transaction_recorded(d->qmp, one, on_recorded_action, NULL) < 0)
-                        log_warning("Domain '%s': cannot send a copy target's bitmap step.", d->def->name);
-        }
-}
-
-void bitmaps_copy_adopted(Domain *d, const char *job_id, bool ready) {
-        _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id), *text = NULL;
-        _cleanup_(json_object_putp) json_object *actions = NULL;
-        ArmedCopy **l = armed_list(d), *a;
-
-        if (!path || read_full_file(path, 1 << 20, &text, NULL) < 0)
-                return; /* no bitmap to give its target */
-        actions = json_tokener_parse(text);
-        if (!actions || !json_object_is_type(actions, json_type_array))
-                return (void) log_warning("Domain '%s': the bitmap journal of copy %s is damaged; its target gets no "
-                                          "bitmaps.", d->def->name, job_id);
-        if (ready) {
-                log_info("Domain '%s': copy %s is READY: its target gets the checkpoints' bitmaps now.", d->def->name,
-                         job_id);
-                return send_recorded(d, actions);
-        }
-        a = new0(ArmedCopy, 1);
-        if (!l || !a || !(a->job_id = strdup(job_id))) {
-                free(a);
-                return (void) log_oom();
-        }
-        a->recorded = TAKE_PTR(actions);
-        a->next = *l;
-        *l = a;
-}
-
-void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended) {
-        ArmedCopy **l = d->bitmaps ? &d->bitmaps->armed : NULL;
-
-        for (; l && *l; l = &(*l)->next) {
-                ArmedCopy *a = *l;
-
-                if (!streq(a->job_id, job_id))
-                        continue;
-                if (ready && d->qmp) {
-                        /* crash points: block-copy:bitmaps */
-                        crash_point("block-copy:bitmaps");
-                        if (a->recorded)
-                                send_recorded(d, a->recorded);
-                        else if (a->actions.n > 0)
-                                (void) qmp_cmd_transaction_bitmaps(d->qmp, a->actions.actions, a->actions.n,
-                                                                   on_copy_bitmaps, NULL);
-                }
-                if (ready || ended) {
-                        *l = a->next;
-                        bitmap_actions_done(&a->actions);
-                        json_object_put(a->recorded);
-                        free(a->job_id);
-                        free(a);
-                }
-                return;
-        }
-}
-
-/* ---- copies that did not pivot: their target loses what we added ---- */
-
-static void on_copy_unbitmap(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
-                             void *userdata) {
-        if (error < 0)
-                log_warning("Cannot remove a checkpoint bitmap from an aborted copy's destination: %s", strna(desc));
-}
-
-/* The bitmaps a copy's journal adds to target_node (NULL: none). */
-static char **copy_added_names(Domain *d, const char *job_id, const char *target_node) {
-        _cleanup_free_ char *path = domain_job_bitmaps_path(d, job_id), *text = NULL;
-        _cleanup_(json_object_putp) json_object *actions = NULL;
-        char **added = NULL;
-
-        if (!path || !target_node || read_full_file(path, 1 << 20, &text, NULL) < 0)
-                return NULL; /* the copy added nothing */
-        actions = json_tokener_parse(text);
-        if (!actions || qmp_recorded_bitmap_adds(actions, target_node, &added) < 0)
-                return strv_free(added), NULL;
-        return added;
-}
-
-static void log_dropped(Domain *d, const char *job_id, int removed) {
-        if (removed > 0)
-                log_info("Domain '%s': copy job %s did not pivot: %d checkpoint bitmap(s) we gave its destination "
-                         "removed.", d->def->name, job_id, removed);
-}
-
-void bitmaps_copy_drop_after_quit(Domain *d, const char *job_id, const char *target_node, const char *file) {
-        _cleanup_strv_free_ char **added = copy_added_names(d, job_id, target_node);
-        BitmapsState *st = added ? bitmaps_state(d) : NULL;
-
-        for (char **n = added; st && *n; n++)
-                if (strv_extend(&st->quit_drops, file) < 0 || strv_extend(&st->quit_drops, *n) < 0)
-                        return (void) log_oom();
-}
-
-void bitmaps_copies_qemu_gone(Domain *d) {
-        _cleanup_strv_free_ char **l = d->bitmaps ? TAKE_PTR(d->bitmaps->quit_drops) : NULL;
-        int removed = 0;
-
-        for (size_t i = 0; l && l[i] && l[i + 1]; i += 2) {
-                ImageBitmap *b = NULL;
-                size_t n = 0;
-                _cleanup_free_ char *m = NULL;
-
-                if (image_read_bitmaps(l[i], &b, &n, NULL) < 0)
-                        continue;
-                for (size_t k = 0; k < n; k++) {
-                        if (!streq(b[k].name, l[i + 1]))
-                                continue;
-                        if (image_bitmap_remove(l[i], l[i + 1], &m) < 0)
-                                log_warning("Domain '%s': cannot remove bitmap %s from %s: %s", d->def->name,
-                                            l[i + 1], l[i], strna(m));
-                        else
-                                removed++;
-                }
-                image_bitmaps_free(b, n);
-        }
-        log_dropped(d, "(cancelled by QEMU's quit)", removed);
-}
-
-int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node) {
-        _cleanup_strv_free_ char **added = d->qmp ? copy_added_names(d, job_id, target_node) : NULL;
-        QmpNode *list = NULL;
-        size_t n_list = 0;
-        int removed = 0;
-
-        if (!added || qmp_parse_named_nodes(nodes, &list, &n_list) < 0)
-                return 0;
-        for (size_t i = 0; i < n_list; i++) {
-                if (!streq_ptr(list[i].node, target_node))
-                        continue;
-                for (size_t k = 0; k < list[i].n_bitmaps; k++) {
-                        const char *name = list[i].bitmaps[k].name;
-
-                        if (!strv_contains((const char *const *) added, name))
-                                continue;
-                        /* crash points: block-copy:unbitmap */
-                        if (removed == 0)
-                                crash_point("block-copy:unbitmap");
-                        if (qmp_cmd_block_dirty_bitmap_remove(d->qmp, target_node, name, on_copy_unbitmap, NULL) < 0)
-                                log_warning("Domain '%s': cannot send the removal of bitmap %s from %s.",
-                                            d->def->name, name, target_node);
-                        else
-                                removed++;
-                }
-        }
-        qmp_nodes_free(list, n_list);
-        log_dropped(d, job_id, removed);
-        return removed;
 }

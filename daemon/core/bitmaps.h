@@ -37,6 +37,9 @@ typedef struct BitmapLayer {
         bool read_only;
         BitmapEntry *bitmaps;
         size_t n_bitmaps;
+        /* name → entry when there are many (bitmap_layer_find() for every
+         * checkpoint of a refresh would be O(n²) otherwise) */
+        struct Hashmap *index;
 } BitmapLayer;
 
 typedef struct BitmapDisk {
@@ -47,6 +50,9 @@ typedef struct BitmapDisk {
 
 typedef struct BitmapInventory {
         bool live;
+        /* bitmap_inventory_tops(): the disks, their chains and the top
+         * layers' nodes only, no bitmap at all */
+        bool tops_only;
         BitmapDisk *disks;
         size_t n_disks;
 } BitmapInventory;
@@ -69,6 +75,9 @@ int bitmap_inventory_live(Domain *d, BitmapInventoryFunc done, void *userdata);
 /* Live when QEMU runs, else offline; done always called (maybe from
  * inside this call for the offline case). */
 int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata);
+
+/* The disks and their chains (files), no bitmaps yet. */
+int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret);
 
 /* One chain, from the file path (of format) down, read with qemu-img: for
  * an image that is not (yet) a disk's active one. */
@@ -160,8 +169,12 @@ void bitmaps_job_event(Domain *d, const char *job_id, bool ready, bool ended);
 int bitmaps_copy_drop(Domain *d, json_object *nodes, const char *job_id, const char *target_node);
 /* A copy QEMU's quit cancelled (a file that stays): QEMU writes the
  * target's bitmaps at its exit, so they are removed from the file with
- * qemu-img once QEMU is gone (bitmaps_copies_qemu_gone(), called when the
- * domain's QEMU went away, or at once when it is; best effort: not
- * journaled). */
+ * qemu-img once QEMU is gone. The removal is journaled
+ * (<run>/<uuid>.copy-unbitmap-<id>: the file and the names the copy's
+ * bitmap journal added) before the copy's journal goes;
+ * bitmaps_copies_qemu_gone() — called when the domain's QEMU went away, at
+ * a copy's end when it is gone already, and at start-up when the domain
+ * has no QEMU — does every journaled removal and drops each journal once
+ * done (one whose qemu-img failed stays for the next time). */
 void bitmaps_copy_drop_after_quit(Domain *d, const char *job_id, const char *target_node, const char *file);
 void bitmaps_copies_qemu_gone(Domain *d);

@@ -93,6 +93,7 @@ void domain_chain_add_overlay(Domain *d, const char *below, const char *overlay)
         ChainCacheEntry *old = chain_cache_find(d, below), *e;
         ImageChain chain;
 
+        d->graph_epoch++;
         /* Without the chain below cached, the next lookup reads it. */
         if (!old || chain_cache_find(d, overlay) || image_chain_copy_with_top(&old->chain, overlay, &chain) < 0)
                 return;
@@ -107,6 +108,7 @@ void domain_chain_add_overlay(Domain *d, const char *below, const char *overlay)
 }
 
 void domain_chains_invalidate(Domain *d) {
+        d->graph_epoch++;
         for (size_t i = 0; i < d->n_chain_cache; i++) {
                 free(d->chain_cache[i].active);
                 image_chain_done(&d->chain_cache[i].chain);

@@ -91,9 +91,12 @@ typedef struct Resync {
  * One small file per job of ours while it runs, removed when its end is
  * accounted for: a qsnapd that finds QEMU gone at start-up reports those
  * jobs failed instead of losing them. A copy's says
- * "qsnap-copy <created> <transient> <node>\n<dest>" and is written before
- * the mirror starts, so that a restarted qsnapd knows the destination of
- * an adopted copy; any other job's says "qsnap-job". */
+ * "qsnap-copy <created> <transient> <node> <started>\n<dest>" and is
+ * written before the mirror starts (started 0), so that a restarted qsnapd
+ * knows the destination of an adopted copy, and again with started 1 once
+ * QEMU accepted the mirror; any other job's says "qsnap-job". A copy
+ * journal without the started field (an older qsnapd's) counts as
+ * started: nothing proves it never was. */
 
 static char *job_journal_path(Domain *d, const char *job_id) {
         _cleanup_free_ char *suffix = strprintf(".job-%s", job_id);
@@ -103,11 +106,16 @@ static char *job_journal_path(Domain *d, const char *job_id) {
 int domain_job_journal_write_copy(Domain *d, const char *job_id, const BlockJobInfo *info) {
         _cleanup_free_ char *path = job_journal_path(d, job_id), *text = NULL;
 
-        text = strprintf("qsnap-copy %d %d %s\n%s", info->copy_created, info->transient, info->copy_node,
-                         info->copy_dest);
+        text = strprintf("qsnap-copy %d %d %s %d\n%s", info->copy_created, info->transient, info->copy_node,
+                         info->copy_started, info->copy_dest);
         if (!path || !text)
                 return -ENOMEM;
         return write_file_atomic(path, text, strlen(text), 0600);
+}
+
+int domain_job_journal_mark_started(Domain *d, const char *job_id, BlockJobInfo *info) {
+        info->copy_started = true;
+        return domain_job_journal_write_copy(d, job_id, info);
 }
 
 #define JOB_JOURNAL_PLAIN "qsnap-job"
@@ -137,7 +145,7 @@ void domain_job_journal_remove(Domain *d, const char *job_id) {
 static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
         _cleanup_free_ char *path = job_journal_path(d, j->id), *text = NULL;
         char node[64], *nl;
-        int created, transient;
+        int created, transient, started = 1, n;
 
         if (!path || read_full_file(path, 64 * 1024, &text, NULL) < 0)
                 return (void) log_warning("Domain '%s': copy job %s has no journal; its destination is unknown.",
@@ -145,10 +153,14 @@ static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
         if (strncmp(text, JOB_JOURNAL_PLAIN, strlen(JOB_JOURNAL_PLAIN)) == 0)
                 return; /* not a copy's */
         nl = strchr(text, '\n');
-        if (!nl || sscanf(text, "qsnap-copy %d %d %63s", &created, &transient, node) != 3 || nl[1] != '/')
+        if (nl)
+                *nl = 0;
+        n = nl ? sscanf(text, "qsnap-copy %d %d %63s %d", &created, &transient, node, &started) : 0;
+        if (n < 3 || nl[1] != '/')
                 return (void) log_warning("Domain '%s': the journal of copy job %s is damaged.", d->def->name, j->id);
         info->copy_created = created;
         info->transient = transient;
+        info->copy_started = started != 0;
         (void) free_and_strdup(&info->copy_node, node);
         (void) free_and_strdup(&info->copy_dest, nl + 1);
 }
@@ -170,29 +182,32 @@ static char **job_journals_list(Domain *d) {
         return l;
 }
 
-/* Journals an earlier qsnapd left for copies QEMU does not run: it was
- * killed after creating the destination and before the mirror started.
- * Their destination goes unless a node of QEMU's has it open. `nodes`:
- * query-named-block-nodes; `ids`: from job_journals_list() at attach. */
-static void job_journals_sweep(Domain *d, json_object *nodes, char **ids) {
+static bool file_in_chains(Domain *d, const char *f);
+
+/* Journals an earlier qsnapd left for copies QEMU does not run (`ids`:
+ * from job_journals_list() at attach). Without the started mark the copy
+ * provably never started (killed after creating the destination and
+ * before QEMU accepted the mirror): a destination it created goes (its
+ * node, if QEMU had opened it, was let go of just before). With the mark
+ * the copy ran and ended while qsnapd was away — finished, aborted after
+ * READY, pivoted: its end is unknown, so its destination stays (as after
+ * an Abort), whatever QEMU has open. Either way the journal goes. */
+static void job_journals_sweep(Domain *d, char **ids) {
         for (char **id = ids; id && *id; id++) {
                 BlockJobInfo info = {};
                 Job stub = { .id = *id };
-                bool open = false;
 
                 if (domain_find_job(d, *id))
                         continue;
                 copy_journal_load(d, &stub, &info);
-                for (size_t k = 0; info.copy_dest && k < json_object_array_length(nodes) && !open; k++) {
-                        _cleanup_free_ char *f = NULL;
-
-                        open = domain_node_file(d, json_object_array_get_idx(nodes, k), &f) >= 0 && streq(f, info.copy_dest);
-                }
-                if (info.copy_dest && info.copy_created && !open && unlink(info.copy_dest) >= 0)
+                if (info.copy_dest && info.copy_started)
+                        log_info("Domain '%s': copy job %s ended while qsnapd was away; its destination %s stays.",
+                                 d->def->name, *id, info.copy_dest);
+                else if (info.copy_dest && info.copy_created && !file_in_chains(d, info.copy_dest) &&
+                         unlink(info.copy_dest) >= 0)
                         log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
                                  d->def->name, info.copy_dest, *id);
-                if (!open)
-                        domain_job_journal_remove(d, *id);
+                domain_job_journal_remove(d, *id);
                 free(info.copy_dest);
                 free(info.copy_node);
         }
@@ -220,14 +235,15 @@ static void copy_end(Domain *d, Job *j) {
         }
         /* Kept and not the disk after QEMU's own cancel (it quits): at its
          * exit QEMU writes into the file the bitmaps its target got at
-         * READY (§2.8); they go once it is gone. */
+         * READY (§2.8); they go once it is gone — journaled, before the
+         * copy's journal goes, so that a qsnapd killed meanwhile still
+         * removes them at start-up. */
         if (j->state == JOB_STATE_CANCELED && !j->aborting && !(disk && streq(disk->source, info->copy_dest)) &&
-            access(info->copy_dest, F_OK) >= 0) {
+            access(info->copy_dest, F_OK) >= 0)
                 bitmaps_copy_drop_after_quit(d, j->id, info->copy_node, info->copy_dest);
-                if (!d->qmp)
-                        bitmaps_copies_qemu_gone(d);
-        }
         domain_job_journal_remove(d, j->id);
+        if (!d->qmp)
+                bitmaps_copies_qemu_gone(d);
 }
 
 static void linger_remove(Domain *d, Job *j) {
@@ -404,7 +420,8 @@ static const char *copy_unpivoted_node(Domain *d, json_object *nodes, const char
  * (killed between the end and this step) is found by its journal: QEMU
  * still has its target open, with our bitmaps. That copy was READY and its
  * end is unknown: its destination stays, as after an Abort (libvirt), and
- * its journal goes here, before the sweep would judge it never started. */
+ * its journal goes here (the sweep, by its started mark, would keep the
+ * destination too). */
 static void copies_drop_bitmaps(Domain *d, json_object *nodes, Resync *rs) {
         Job *j = rs->job;
         BlockJobInfo *info = j ? j->userdata : NULL;
@@ -506,7 +523,7 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
         }
 
         if (error >= 0 && rs->sweep)
-                job_journals_sweep(d, result, rs->sweep);
+                job_journals_sweep(d, rs->sweep);
 
         if (changed)
                 (void) domain_save_disks(d);
@@ -713,6 +730,11 @@ static void on_job_pending(Job *j, void *userdata) {
 static void on_job_finished(Job *j, void *userdata) {
         Domain *d = userdata;
 
+        /* A copy gone from QEMU (dismissed), its end not yet accounted for:
+         * the journal is all a restarted qsnapd has of it. */
+        if (j->type == JOB_TYPE_COPY)
+                crash_point("block-copy:ended");
+
         if (!j->userdata) {
                 BlockJobInfo *info = new0(BlockJobInfo, 1);
                 if (info)
@@ -796,6 +818,7 @@ void domain_jobs_lost(Domain *d) {
 
         for (char **id = ids; id && *id; id++) {
                 Job *j = domain_find_job(d, *id) ? NULL : job_new_local(*id, JOB_TYPE_PULL, NULL);
+                BlockJobInfo *info;
 
                 if (!j)
                         continue;
@@ -804,6 +827,15 @@ void domain_jobs_lost(Domain *d) {
                         continue;
                 }
                 job_learn_from_id(d, j);
+                /* A copy that started may have ended, even pivoted, before
+                 * QEMU died: its destination may hold the disk's data. Only a
+                 * copy that provably never started loses the file it created. */
+                info = j->userdata;
+                if (j->type == JOB_TYPE_COPY && info && info->copy_started && info->copy_created) {
+                        info->copy_created = false;
+                        log_warning("Domain '%s': copy job %s had started; its destination %s stays (it may hold "
+                                    "what a Pivot switched to).", d->def->name, j->id, info->copy_dest);
+                }
                 job_local_update(j, JOB_STATE_FAILED, 0, 0,
                                  "QEMU went away while qsnapd was not running; the job did not finish.");
                 log_warning("Domain '%s': %s job %s ended with its QEMU while qsnapd was not running.", d->def->name,
@@ -839,6 +871,13 @@ static void on_adopted(JobTracker *t, int error, void *userdata) {
                  * if it is READY already), before anybody can Pivot. */
                 if (j->type == JOB_TYPE_COPY && !job_state_is_final(j->state))
                         bitmaps_copy_adopted(d, j->id, j->state == JOB_STATE_READY);
+                /* QEMU has it: it started, whatever the journal says (the
+                 * last qsnapd died between QEMU's yes and the mark). */
+                if (j->type == JOB_TYPE_COPY && j->userdata && ((BlockJobInfo *) j->userdata)->copy_dest &&
+                    !((BlockJobInfo *) j->userdata)->copy_started &&
+                    domain_job_journal_mark_started(d, j->id, j->userdata) < 0)
+                        log_warning("Domain '%s': cannot mark copy job %s started in its journal.", d->def->name,
+                                    j->id);
                 notify(d, j, JOB_EVENT_ADDED);
         }
         /* TRANSIENT_JOB copies do not outlive the qsnapd that started them

@@ -25,6 +25,7 @@ typedef struct BlockJobInfo {
         char *copy_dest;    /* the destination file */
         char *copy_node;    /* its node name in QEMU */
         bool copy_created;  /* qsnapd created it (no REUSE_EXT): removed when the copy fails */
+        bool copy_started;  /* QEMU accepted the mirror (journaled: the start-up sweep keeps the file) */
         bool transient;     /* TRANSIENT_JOB: abandoned, not adopted, by a restarted qsnapd */
         bool abandoned;     /* a transient copy a restarted qsnapd cancels: its file goes too */
         bool end_reported;  /* the chain bookkeeping is done and the end was announced */
@@ -46,6 +47,10 @@ void block_job_info_free(BlockJobInfo *info);
  * starts and removed when its end is accounted for: a copy's names its
  * destination (written before the mirror starts), any other's is plain. */
 int domain_job_journal_write_copy(Domain *d, const char *job_id, const BlockJobInfo *info);
+/* The copy's journal gets its "started" mark (info->copy_started set):
+ * written the moment QEMU accepted the mirror, or by the qsnapd that
+ * adopts it. Only a copy whose journal lacks it provably never started. */
+int domain_job_journal_mark_started(Domain *d, const char *job_id, BlockJobInfo *info);
 int domain_job_journal_write_plain(Domain *d, const char *job_id);
 void domain_job_journal_remove(Domain *d, const char *job_id);
 

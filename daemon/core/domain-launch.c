@@ -46,7 +46,7 @@
  * qemu-img convert (several in flight) went to fresh mmaps or to a heap
  * top trimmed after each burst, so every page of every request was
  * faulted in and zeroed again: 262,000 minor faults and about 0.3-0.6 s
- * of CPU per GiB pulled (docs/performance.md, "Third round"). A
+ * of CPU per GiB pulled (docs/performance.md, "The pull"). A
  * GLIBC_TUNABLES in qsnapd's own environment is left to QEMU as it is. */
 #define QEMU_GLIBC_TUNABLES "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
 
@@ -79,11 +79,13 @@ int domain_launch_start_output(const char *path, char **ret) {
 }
 
 /* A format node over the file QEMU finds in fd set `set`; backing: the
- * node below, or none ("backing": null; raw has no backing option). */
+ * node below, or none ("backing": null; raw has no backing option); cache:
+ * the disk's mode (<driver cache= io=>) on both nodes, NULL for QEMU's. */
 static int json_blockdev(json_object **ret, const char *node, DiskFormat format, unsigned set, bool read_only,
-                         const char *backing_node) {
+                         const char *backing_node, const QmpCache *cache) {
         json_object *o = json_object_new_object(), *f = json_object_new_object();
         _cleanup_free_ char *filename = qmp_fdset_path(set);
+        int r;
 
         if (!o || !f || !filename) {
                 json_object_put(o);
@@ -101,6 +103,10 @@ static int json_blockdev(json_object **ret, const char *node, DiskFormat format,
         json_object_object_add(o, "discard", json_object_new_string("unmap"));
         if (format == DISK_FORMAT_QCOW2)
                 json_object_object_add(o, "backing", backing_node ? json_object_new_string(backing_node) : NULL);
+        if (cache && (r = qmp_cache_apply(cache, o, f)) < 0) {
+                json_object_put(o);
+                return r;
+        }
         *ret = o;
         return 0;
 }
@@ -175,6 +181,8 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, bool offline, Laun
         bool transient = disk->transient && !offline;
         _cleanup_free_ char *active = transient ? domain_transient_path(d, disk) : strdup(disk->source);
         DiskFormat format = transient ? DISK_FORMAT_QCOW2 : disk->format;
+        /* Every layer in the disk's cache mode, as libvirt opens them. */
+        QmpCache cache = qmp_cache_of(disk->cache, disk->io);
         int r;
 
         if (!active)
@@ -214,7 +222,7 @@ static int launch_add_disk(Domain *d, const DomainDisk *disk, bool offline, Laun
                     launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 ||
                     launch_files_add(lf, node, l->path, set) < 0)
                         return -ENOMEM;
-                r = json_blockdev(&o, node, l->format, set, read_only, below);
+                r = json_blockdev(&o, node, l->format, set, read_only, below, &cache);
                 if (r < 0)
                         return r;
                 if (strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0)
@@ -266,7 +274,7 @@ static int launch_add_file(Domain *d, LaunchFiles *lf, char ***argv, const char 
             (rw >= 0 && strv_extend(argv, "-add-fd") < 0) || strv_extendf(argv, "fd=%d,set=%u", ro, set) < 0 ||
             launch_files_keep(lf, &rw) < 0 || launch_files_keep(lf, &ro) < 0 || launch_files_add(lf, node, path, set) < 0)
                 return -ENOMEM;
-        r = json_blockdev(&o, node, format, set, read_only, NULL);
+        r = json_blockdev(&o, node, format, set, read_only, NULL, NULL);
         if (r < 0)
                 return r;
         return strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0 ? -ENOMEM : 0;
@@ -299,7 +307,7 @@ static int launch_add_devices(const DomainDef *def, LaunchFiles *lf, char ***arg
                     launch_files_keep(lf, &fd) < 0 ||
                     launch_files_add(lf, hw->cdroms[i].target, hw->cdroms[i].source, set) < 0)
                         return -ENOMEM;
-                r = json_blockdev(&o, hw->cdroms[i].target, DISK_FORMAT_RAW, set, true, NULL);
+                r = json_blockdev(&o, hw->cdroms[i].target, DISK_FORMAT_RAW, set, true, NULL, NULL);
                 if (r < 0)
                         return r;
                 if (strv_extend(argv, "-blockdev") < 0 || strv_extend_json(argv, o) < 0)
@@ -439,11 +447,19 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
         }
 
         for (size_t i = 0; i < def->n_disks; i++) {
+                bool write_cache;
+
                 r = launch_add_disk(d, def->disks + i, false, lf, &argv, ret_message);
                 if (r < 0)
                         return r;
                 ADD("-device");
-                ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
+                /* The guest sees a volatile write cache or none, as libvirt
+                 * tells it for every cache= but the default (QEMU's: on). */
+                if (disk_cache_flags(def->disks[i].cache, &write_cache, NULL, NULL))
+                        ADD("virtio-blk-pci,id=%s,drive=%s-fmt,write-cache=%s", def->disks[i].target,
+                            def->disks[i].target, write_cache ? "on" : "off");
+                else
+                        ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
         }
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)

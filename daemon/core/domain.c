@@ -245,6 +245,7 @@ static int domain_op_arm_timer(Domain *d, uint64_t usec, sd_event_time_handler_t
 static void domain_reset(Domain *d, DomainState state) {
         bool had_live = d->live;
 
+        d->graph_epoch++;
         domain_jobs_disconnected(d, true);
         bitmaps_copies_qemu_gone(d);
         domain_agent_detach(d, true);
@@ -456,8 +457,12 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
                 if (!managed_path)
                         return -ENOMEM;
                 path = managed_path;
-                if (access(path, F_OK) < 0)
-                        return 0; /* never started, or stopped cleanly */
+                if (access(path, F_OK) < 0) {
+                        /* never started, or stopped cleanly: no QEMU holds
+                         * a file a journaled bitmap removal is owed */
+                        bitmaps_copies_qemu_gone(d);
+                        return 0;
+                }
         }
 
         r = domain_op_begin(d, DOMAIN_OP_ATTACH, 0, done, userdata);
@@ -473,9 +478,11 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
                                           d->def->name);
                         domain_load_live(d);
                         domain_reset(d, DOMAIN_CRASHED);
-                } else
+                } else {
                         log_info("Domain '%s': nothing answers on %s (%s), shut off.", d->def->name, path,
                                  strerror(-r));
+                        bitmaps_copies_qemu_gone(d);
+                }
                 domain_op_finish(d, 0, NULL);
                 return 1;
         }
@@ -1036,6 +1043,7 @@ static void on_monitor_reply(Qmp *qmp, int error, json_object *result, const cha
         Operation *o = userdata;
         MonitorCall *c = o->plan;
 
+        o->domain->graph_epoch++; /* whatever it did is done now */
         if (error == -QSNAP_E_QEMU_FAILED)
                 return operation_finishf(o, error, "QEMU: %s", strna(desc));
         if (error < 0)
@@ -1094,6 +1102,7 @@ int domain_monitor_command(Domain *d, const char *command, uint64_t flags, Domai
                 return r;
         }
         log_warning("Domain '%s' tainted: monitor command passed through: %s", d->def->name, command);
+        d->graph_epoch++; /* it may change the block graph: what qsnapd learned of it is stale */
 
         if (flags & DOMAIN_MONITOR_HMP)
                 id = qmp_cmd_human_monitor_command(d->qmp, command, on_monitor_reply, o);

@@ -102,10 +102,17 @@ struct Domain {
         bool snapshot_busy;   /* a snapshot operation is in flight */
         Operation *backup;    /* the running backup (ops/backup), one at a time */
         uint64_t node_seq;    /* for unique QEMU node names */
+        /* Bumped by every change of QEMU's block graph or of a chain qsnapd
+         * makes or learns of (a node added or deleted, a chain changed, a
+         * monitor command passed through, QEMU gone): what was learned
+         * from QEMU under an older value may be stale (core/bitmaps.c's
+         * top nodes). */
+        uint64_t graph_epoch;
 
         SnapshotTree snapshots;
         CheckpointTree checkpoints;
         struct BitmapsState *bitmaps; /* core/bitmaps.c: the refresh of Problems and Size */
+        struct TopCache *bitmap_tops; /* core/bitmap-tops.c: the tops the last live inventory saw */
         struct OfflineQemu *offline_qemu; /* shut off: the paused QEMU of core/offline-qemu.c, if one runs */
 
         JobTracker *jobs;     /* while QMP is up */

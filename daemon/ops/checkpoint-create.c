@@ -11,6 +11,7 @@
  */
 #include <time.h>
 
+#include "core/bitmap-tops.h"
 #include "core/bitmaps.h"
 #include "core/checkpoint-plan.h"
 #include "core/disk.h"
@@ -36,6 +37,9 @@ struct CheckpointPlan {
         char **targets, **paths, **nodes;
         size_t n_disks;
         size_t n_added; /* offline: bitmaps added so far, for the undo */
+        bool tops_only;           /* judged on bitmap_inventory_tops(): a refusal is judged again */
+        uint64_t changes_before;  /* qmp_changes() right before the transaction */
+        char *refusal;            /* QEMU's text, while it is judged again */
         Checkpoint *result;
         CheckpointDoneFunc done;
         void *userdata;
@@ -48,6 +52,7 @@ CheckpointPlan *checkpoint_plan_free(CheckpointPlan *p) {
         strv_free(p->targets);
         strv_free(p->paths);
         strv_free(p->nodes);
+        free(p->refusal);
         free(p);
         return NULL;
 }
@@ -171,13 +176,18 @@ static void on_thawed(Domain *d, void *userdata) {
         plan_done(userdata, 0, NULL);
 }
 
+static void plan_judge_again(CheckpointPlan *p, const char *refusal);
+
 static void on_bitmaps_added(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                              void *userdata) {
         CheckpointPlan *p = userdata;
 
+        if (error == -QSNAP_E_QEMU_FAILED && p->tops_only)
+                return plan_judge_again(p, desc); /* with every bitmap QEMU has: the named error */
         if (error < 0)
                 return operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s",
                                          strna(desc));
+        bitmap_tops_added(p->domain, p->changes_before, p->def->name, p->targets);
         if (p->frozen) {
                 /* The reply waits for the thaw. */
                 p->frozen = false;
@@ -241,6 +251,7 @@ static void plan_add_bitmaps(CheckpointPlan *p, bool live) {
                 for (size_t i = 0; i < p->n_disks; i++)
                         a[i] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->nodes[i], .name = p->def->name,
                                                    .persistent = true };
+                p->changes_before = qmp_changes(p->domain->qmp);
                 if (!p->domain->qmp ||
                     qmp_cmd_transaction_bitmaps(p->domain->qmp, a, p->n_disks, on_bitmaps_added, p) < 0)
                         return operation_finish(p->op, -QSNAP_E_NOT_RUNNING, "QEMU went away.");
@@ -344,7 +355,10 @@ static void on_inventory(Domain *d, int error, const char *message, BitmapInvent
 
         if (error < 0)
                 return operation_finish(p->op, error, message);
+        p->tops_only = inv->tops_only;
         r = plan_check_images(p, inv, &why);
+        if (r < 0 && inv->tops_only)
+                return plan_judge_again(p, NULL);
         if (r < 0)
                 return operation_finish(p->op, r, why);
         if (p->redefine)
@@ -364,11 +378,52 @@ static void on_inventory(Domain *d, int error, const char *message, BitmapInvent
         plan_add_bitmaps(p, inv->live);
 }
 
+/* What was judged on the top nodes alone (bitmap_inventory_tops()) and
+ * refused, by the check or by QEMU (refusal: its text), is judged again
+ * on every bitmap QEMU lists, as without the shortcut: the refusal is
+ * then the named one (AlreadyExists naming the image, no node for a
+ * file, …), or QEMU's own when that check passes. Nothing was changed:
+ * the transaction is all or nothing. */
+static void on_inventory_again(Domain *d, int error, const char *message, BitmapInventory *inventory,
+                               void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        _cleanup_free_ char *why = NULL;
+        CheckpointPlan *p = userdata;
+        int r;
+
+        if (error < 0)
+                return operation_finish(p->op, error, message);
+        if (!p->refusal)
+                return on_inventory(d, 0, NULL, TAKE_PTR(inv), p); /* the check refused: all over again */
+        r = plan_check_images(p, inv, &why);
+        if (r < 0)
+                return operation_finish(p->op, r, why);
+        operation_finishf(p->op, -QSNAP_E_QEMU_FAILED, "QEMU refused to add the bitmaps: %s", p->refusal);
+}
+
+static void plan_judge_again(CheckpointPlan *p, const char *refusal) {
+        int r;
+
+        p->targets = strv_free(p->targets);
+        p->paths = strv_free(p->paths);
+        p->nodes = strv_free(p->nodes);
+        p->n_disks = 0;
+        p->tops_only = false;
+        p->refusal = refusal ? strdup(refusal) : NULL;
+        if (refusal && !p->refusal)
+                return operation_finish(p->op, -ENOMEM, NULL);
+        r = bitmap_inventory_get(p->domain, on_inventory_again, p);
+        if (r < 0)
+                operation_finish(p->op, r, "Cannot read the disks' bitmaps.");
+}
+
 static void plan_start(Operation *o) {
         CheckpointPlan *p = o->plan;
         int r;
 
-        r = bitmap_inventory_get(p->domain, on_inventory, p);
+        /* REDEFINE_VALIDATE looks at every layer; a new checkpoint, at the tops. */
+        r = p->redefine ? bitmap_inventory_get(p->domain, on_inventory, p)
+                        : bitmap_inventory_tops(p->domain, p->def->name, on_inventory, p);
         if (r < 0)
                 operation_finish(o, r, "Cannot read the disks' bitmaps.");
 }

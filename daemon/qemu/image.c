@@ -538,11 +538,14 @@ static int img_add_file(ImgCmd *c, const char *path, char **ret_message) {
         ImgLayer layer = { .fd = image_open_nofollow(path), .format = DISK_FORMAT_QCOW2 };
 
         if (layer.fd < 0) {
+                /* A link found where the gate passed a file (swapped in
+                 * since): the gate's refusal, not a bare errno. */
+                bool refused = IN_SET(layer.fd, -QSNAP_E_PATH_NOT_ALLOWED, -ELOOP);
+
                 if (ret_message)
                         *ret_message = strprintf("Cannot open %s: %s", path,
-                                                 layer.fd == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file"
-                                                                                         : strerror(-layer.fd));
-                return layer.fd;
+                                                 refused ? "not a regular file" : strerror(-layer.fd));
+                return refused ? -QSNAP_E_PATH_NOT_ALLOWED : layer.fd;
         }
         return img_cmd_add_chain(c, &layer, 1);
 }
@@ -715,18 +718,14 @@ static int qcow2_bitmap_directory(int fd, uint32_t *ret_cluster_bits, uint64_t *
         return 0;
 }
 
-int image_read_dirty_bitmap(const char *path, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
+int image_read_dirty_bitmap(int fd, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
                             uint8_t **ret_bits) {
-        _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ uint8_t *dir = NULL, *bits = NULL;
         uint64_t virtual_size, dir_offset = 0, dir_size = 0, n_bits, cluster;
         uint32_t cluster_bits;
         size_t name_len = strlen(name);
         int r;
 
-        fd = image_open_regular(path, 0);
-        if (fd < 0)
-                return fd;
         r = qcow2_bitmap_directory(fd, &cluster_bits, &virtual_size, &dir_offset, &dir_size);
         if (r < 0 || dir_size == 0) {
                 *ret_bits = NULL;

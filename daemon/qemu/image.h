@@ -141,11 +141,13 @@ int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char 
 
 /* The persistent dirty bitmap `name` of a qcow2 image, read from the
  * file itself (its bitmap directory, table and data clusters: `qemu-img
- * info` has no counts): one bit per granularity-sized chunk of the virtual
- * size, LSB first. 1 with *ret_bits (malloc'ed), 0 and *ret_bits NULL when
- * the image holds no such bitmap; -EBADMSG for tables that cannot be
- * right, -EMEDIUMTYPE for another format. */
-int image_read_dirty_bitmap(const char *path, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
+ * info` has no counts) on the descriptor the caller opened (a domain's
+ * image: through the path gate, gate_open_image()): one bit per
+ * granularity-sized chunk of the virtual size, LSB first. 1 with *ret_bits
+ * (malloc'ed), 0 and *ret_bits NULL when the image holds no such bitmap;
+ * -EBADMSG for tables that cannot be right, -EMEDIUMTYPE for another
+ * format. */
+int image_read_dirty_bitmap(int fd, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
                             uint8_t **ret_bits);
 
 /* `qemu-img bitmap <op…> <path> <name>`: op is "--add", "--remove", or

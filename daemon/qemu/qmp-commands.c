@@ -233,30 +233,6 @@ static json_object *json_string_array(const char *const *l, size_t n) {
         return a;
 }
 
-/* A file passed as a descriptor ("/dev/fdset/N") takes no image locks:
- * the fd set keeps the open file QEMU locked after QEMU let go of it, and
- * those locks would refuse QEMU's own next reopen of it. */
-static const char *file_locking(const char *filename) {
-        unsigned set;
-        return qmp_parse_fdset_path(filename, &set) >= 0 ? "off" : "auto";
-}
-
-int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, qmp_reply_func_t cb, void *userdata) {
-        json_object *args;
-
-        /* "backing": null, or QEMU opens the backing file a second time and
-         * trips over its own write lock (see the notes). */
-        args = json_build("driver", JSTR("qcow2"),
-                          "node-name", JSTR(node),
-                          "file", json_build("driver", JSTR("file"), "filename", JSTR(filename),
-                                             "locking", JSTR(file_locking(filename)), NULL),
-                          "backing", NULL,
-                          NULL);
-        if (!args)
-                return -ENOMEM;
-        return qmp_send(qmp, "blockdev-add", args, cb, userdata);
-}
-
 int64_t qmp_cmd_blockdev_del(Qmp *qmp, const char *node, qmp_reply_func_t cb, void *userdata) {
         json_object *args = json_build("node-name", JSTR(node), NULL);
         if (!args)
@@ -548,41 +524,6 @@ int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device
         if (!args || json_add_string_opt(args, "target", target) < 0 || json_add_string_opt(args, "sync", sync) < 0)
                 return -ENOMEM;
         return qmp_send(qmp, "blockdev-mirror", TAKE_PTR(args), cb, userdata);
-}
-
-int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
-                                         const char *backing_node, bool direct, bool native, qmp_reply_func_t cb,
-                                         void *userdata) {
-        json_object *args;
-        bool qcow2;
-
-        if (!node || !format || !filename)
-                return -EINVAL;
-        qcow2 = streq(format, "qcow2");
-        if ((!qcow2 && backing_node) || (native && !direct))
-                return -EINVAL;
-        /* cache.direct bypasses the host page cache: a bulk copy should not
-         * evict everything else, and it measured faster here (see notes). */
-        args = json_build("driver", JSTR(format),
-                          "node-name", JSTR(node),
-                          "discard", JSTR("unmap"),
-                          "cache", json_build("direct", json_object_new_boolean(direct),
-                                              "no-flush", json_object_new_boolean(false), NULL),
-                          "file", json_build("driver", JSTR("file"), "filename", JSTR(filename),
-                                             "locking", JSTR(file_locking(filename)), "aio", JSTR(native ? "native" : "threads"),
-                                             "cache", json_build("direct", json_object_new_boolean(direct),
-                                                                 "no-flush", json_object_new_boolean(false), NULL),
-                                             NULL),
-                          NULL);
-        if (!args)
-                return -ENOMEM;
-        /* qcow2: "backing": null (a full copy stands alone), or the node
-         * the source's top stands on (a shallow copy shares it). */
-        if (qcow2 && json_object_object_add(args, "backing", backing_node ? JSTR(backing_node) : NULL) < 0) {
-                json_object_put(args);
-                return -ENOMEM;
-        }
-        return qmp_send(qmp, "blockdev-add", args, cb, userdata);
 }
 
 int64_t qmp_cmd_blockdev_mirror_copy(Qmp *qmp, const char *job_id, const char *device, const char *target,

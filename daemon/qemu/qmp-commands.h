@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "qemu/qmp.h"
+#include "store/xml-domain.h"
 
 int64_t qmp_cmd_query_status(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_stop(Qmp *qmp, qmp_reply_func_t cb, void *userdata);
@@ -63,8 +64,26 @@ int64_t qmp_cmd_remove_fd(Qmp *qmp, unsigned fdset_id, qmp_reply_func_t cb, void
 int64_t qmp_cmd_getfd(Qmp *qmp, const char *name, int fd, qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_closefd(Qmp *qmp, const char *name, qmp_reply_func_t cb, void *userdata);
 
+/* The cache mode of the nodes QEMU opens for a disk (<driver cache= io=>,
+ * libvirt's mapping): given: cache.direct and cache.no-flush go on the
+ * format node and on its file node; aio: the file node's, NULL for QEMU's
+ * default (threads). All zero: QEMU's defaults, nothing sent. */
+typedef struct QmpCache {
+        bool given;
+        bool direct;
+        bool no_flush;
+        const char *aio;
+} QmpCache;
+
+QmpCache qmp_cache_of(DiskCache cache, DiskIo io);
+/* Adds c to a format node's options and its file node's (either NULL:
+ * not that one). -EINVAL for aio=native without direct (QEMU refuses it). */
+int qmp_cache_apply(const QmpCache *c, json_object *format_node, json_object *file_node);
+
 /* Block graph and external snapshots. */
-int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, qmp_reply_func_t cb, void *userdata);
+/* A new qcow2 overlay (no backing yet) in the disk's cache mode. */
+int64_t qmp_cmd_blockdev_add_overlay(Qmp *qmp, const char *node, const char *filename, const QmpCache *cache,
+                                     qmp_reply_func_t cb, void *userdata);
 int64_t qmp_cmd_blockdev_del(Qmp *qmp, const char *node, qmp_reply_func_t cb, void *userdata);
 /* One transaction of blockdev-snapshot actions: node[i] gets overlay[i]. */
 int64_t qmp_cmd_transaction_blockdev_snapshot(Qmp *qmp, const char *const *nodes, const char *const *overlays, size_t n,
@@ -144,12 +163,13 @@ int64_t qmp_cmd_blockdev_mirror(Qmp *qmp, const char *job_id, const char *device
 
 /* The target node of a copy: format "qcow2" or "raw" on a file node;
  * backing_node (qcow2 only): NULL for "backing": null, else the node it
- * stands on; direct: cache.direct (O_DIRECT) for node and file; native
- * (direct only): the file's aio=native (Linux AIO from QEMU's thread, no
- * thread pool), else aio=threads. */
+ * stands on; cache: for node and file (qmp_cache_apply(); aio=native, Linux
+ * AIO from QEMU's thread, needs direct); preallocate: QEMU's preallocate
+ * filter between the format node and the file, which extends the file
+ * ahead of the writes in big steps (and trims it back when the node goes). */
 int64_t qmp_cmd_blockdev_add_copy_target(Qmp *qmp, const char *node, const char *format, const char *filename,
-                                         const char *backing_node, bool direct, bool native, qmp_reply_func_t cb,
-                                         void *userdata);
+                                         const char *backing_node, const QmpCache *cache, bool preallocate,
+                                         qmp_reply_func_t cb, void *userdata);
 /* blockdev-mirror for BlockCopy: write_blocking = "copy-mode":
  * "write-blocking" (guest writes reach the target before they complete);
  * buf_size 0 = QEMU's default. */

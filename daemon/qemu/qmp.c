@@ -90,6 +90,7 @@ struct Qmp {
         struct json_tokener *tok;
 
         int64_t last_id;
+        uint64_t n_changes; /* qmp_changes() */
         QmpCommand *commands, *commands_tail;
 
         int last_subscription_id;
@@ -314,6 +315,21 @@ static int qmp_append_output(Qmp *q, const char *s, size_t n, int fd) {
         return qmp_update_io_events(q);
 }
 
+/* A query-* command (qmp_changes()); everything else may change QEMU's
+ * state, the monitor's pass-through included. */
+static bool qmp_command_reads_only(json_object *cmd) {
+        json_object *v;
+        const char *name;
+
+        if (!json_object_object_get_ex(cmd, "execute", &v) || !(name = json_object_get_string(v)))
+                return false;
+        return strncmp(name, "query-", 6) == 0 || streq(name, "qmp_capabilities");
+}
+
+uint64_t qmp_changes(const Qmp *q) {
+        return q ? q->n_changes : 0;
+}
+
 /* Queues a command object (taken) with our id. Until the capabilities
  * reply only the internal qmp_capabilities goes out; the rest is held. */
 static int64_t qmp_queue(
@@ -361,6 +377,8 @@ static int64_t qmp_queue(
         }
 
         q->last_id = c->id;
+        if (!qmp_command_reads_only(cmd))
+                q->n_changes++;
         c->cb = cb;
         c->userdata = userdata;
         c->raw = raw;

@@ -69,6 +69,12 @@ int qmp_set_description(Qmp *qmp, const char *description);
 bool qmp_is_ready(Qmp *qmp);
 bool qmp_is_connected(Qmp *qmp);
 
+/* How many commands other than query-* (which only read) were queued on
+ * this connection so far: when it did not move, QEMU's block graph and
+ * its bitmaps are as they were, except for what its jobs do on their own
+ * (core/bitmaps.c's top nodes rely on it). */
+uint64_t qmp_changes(const Qmp *qmp);
+
 /* Queues {"execute": command, "arguments": args, "id": N}. Takes ownership
  * of args (may be NULL) even on failure. Returns the id (> 0) or -errno
  * (-ENOTCONN when disconnected). */

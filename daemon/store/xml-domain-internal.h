@@ -28,3 +28,8 @@ int xml_domain_devices_parse_device(XmlParser *p, xmlNode *n, DomainDevicesSeen 
 /* CD-ROM targets differ from each other and from the disks'. */
 int xml_domain_devices_check_targets(XmlParser *p, const xmlNode *devices, const DomainDevices *d,
                                      const DomainDisk *disks, size_t n_disks);
+
+/* <driver cache= io=> of a <disk> into d->cache and d->io
+ * (xml-domain-disk.c); io='native' needs O_DIRECT (cache none or
+ * directsync), as QEMU does. */
+int xml_domain_parse_disk_cache(XmlParser *p, const xmlNode *c, DomainDisk *d);

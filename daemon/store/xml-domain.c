@@ -349,8 +349,11 @@ static int parser_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d) {
                                                 "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
                                                 XML_QUOTE(format));
         }
-        return xml_collect_attributes(c, (const char *const[]) { "name", "type", NULL }, QSNAP_XML_NAMESPACE,
-                                      &d->extra_driver_attributes);
+        r = xml_domain_parse_disk_cache(p, c, d);
+        if (r < 0)
+                return r;
+        return xml_collect_attributes(c, (const char *const[]) { "name", "type", "cache", "io", NULL },
+                                      QSNAP_XML_NAMESPACE, &d->extra_driver_attributes);
 }
 
 /* <target dev='vda' bus='virtio'/> */
@@ -897,6 +900,10 @@ static void w_disk(XmlWriter *w, const DomainDisk *d, DomainFormatFlags flags) {
         xml_w_puts(w, ">\n");
 
         xml_w_printf(w, "%*s<driver name='qemu' type='%s'", level, "", disk_format_to_string(d->format));
+        if (d->cache != DISK_CACHE_DEFAULT)
+                xml_w_attr(w, "cache", disk_cache_to_string(d->cache));
+        if (d->io != DISK_IO_DEFAULT)
+                xml_w_attr(w, "io", disk_io_to_string(d->io));
         xml_w_extra_attributes(w, d->extra_driver_attributes);
         xml_w_puts(w, "/>\n");
 
@@ -1024,6 +1031,8 @@ int domain_def_format(const DomainDef *def, DomainFormatFlags flags, char **ret)
 static int domain_disk_copy(const DomainDisk *s, DomainDisk *ret) {
         _cleanup_(domain_disk_done) DomainDisk d = {
                 .format = s->format,
+                .cache = s->cache,
+                .io = s->io,
                 .readonly = s->readonly,
                 .transient = s->transient,
         };

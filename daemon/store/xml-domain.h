@@ -29,10 +29,46 @@ typedef enum DiskFormat {
 const char *disk_format_to_string(DiskFormat f);
 DiskFormat disk_format_from_string(const char *s);
 
+/* <driver cache=…>, libvirt's names; DEFAULT: absent (QEMU's own mode,
+ * and cache='default' reads as absent, as in libvirt). */
+typedef enum DiskCache {
+        DISK_CACHE_DEFAULT,
+        DISK_CACHE_NONE,
+        DISK_CACHE_WRITETHROUGH,
+        DISK_CACHE_WRITEBACK,
+        DISK_CACHE_DIRECTSYNC,
+        DISK_CACHE_UNSAFE,
+        _DISK_CACHE_MAX,
+        _DISK_CACHE_INVALID = -EINVAL,
+} DiskCache;
+
+const char *disk_cache_to_string(DiskCache c);
+DiskCache disk_cache_from_string(const char *s);
+
+/* libvirt's qemuDomainDiskCachemodeFlags(): what a cache mode sets on the
+ * nodes (cache.direct, cache.no-flush) and the device (write-cache); false
+ * for DEFAULT, which sets none of them. */
+bool disk_cache_flags(DiskCache c, bool *ret_write_cache, bool *ret_direct, bool *ret_no_flush);
+
+/* <driver io=…>: the file node's aio; DEFAULT: absent (QEMU's threads). */
+typedef enum DiskIo {
+        DISK_IO_DEFAULT,
+        DISK_IO_NATIVE,
+        DISK_IO_THREADS,
+        DISK_IO_IO_URING,
+        _DISK_IO_MAX,
+        _DISK_IO_INVALID = -EINVAL,
+} DiskIo;
+
+const char *disk_io_to_string(DiskIo io);
+DiskIo disk_io_from_string(const char *s);
+
 typedef struct DomainDisk {
         char *target;    /* <target dev='vda'/>: [a-z][a-z0-9]*, at most 16 chars */
         char *bus;       /* <target bus=…/>, "virtio" when absent */
         DiskFormat format; /* <driver name='qemu' type='qcow2|raw'/>, qcow2 when absent */
+        DiskCache cache;   /* <driver cache=…/>: every node of the disk, the ones qsnapd adds later too */
+        DiskIo io;         /* <driver io=…/>; native only with cache none or directsync (O_DIRECT) */
         char *source;    /* <source file=…/>: an absolute path */
         bool readonly;   /* <readonly/> */
         bool transient;  /* <transient/> */
@@ -47,8 +83,8 @@ typedef struct DomainDisk {
          * attributes as name="value" text). */
         char **extra_elements;
         char **extra_attributes;
-        /* Unknown attributes of <driver>, <source> and <target> (cache='none',
-         * io=, discard=, index=, rotation_rate=…), same form. */
+        /* Unknown attributes of <driver>, <source> and <target> (discard=,
+         * index=, rotation_rate=…), same form. */
         char **extra_driver_attributes;
         char **extra_source_attributes;
         char **extra_target_attributes;

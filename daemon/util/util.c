@@ -283,7 +283,7 @@ static int fsync_directory_of(const char *path) {
         return 0;
 }
 
-int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode) {
+static int write_file_renamed(const char *path, const void *data, size_t size, mode_t mode, bool durable) {
         _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int fd = -EBADF;
         const char *p = data;
@@ -308,7 +308,7 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
                 p += n;
                 size -= (size_t) n;
         }
-        if (fsync(fd) < 0) {
+        if (durable && fsync(fd) < 0) {
                 r = -errno;
                 goto fail;
         }
@@ -317,11 +317,19 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
                 r = -errno;
                 goto fail;
         }
-        return fsync_directory_of(path);
+        return durable ? fsync_directory_of(path) : 0;
 
 fail:
         (void) unlink(tmp);
         return r;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode) {
+        return write_file_renamed(path, data, size, mode, true);
+}
+
+int write_file_replace(const char *path, const void *data, size_t size, mode_t mode) {
+        return write_file_renamed(path, data, size, mode, false);
 }
 
 int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size) {

@@ -152,6 +152,11 @@ int mkdir_p(const char *path, mode_t mode);
 /* Crash-safe replace: temp file in the same folder, fsync, rename, fsync
  * the folder. A reader sees the old or the new whole file. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
+/* The same without the two fsyncs: a reader (a restarted qsnapd) still sees
+ * the old or the new whole file, but a crash of the host may lose the
+ * change. For the runtime folder only, whose files die with the host
+ * (tmpfs, and the QEMUs they describe die with it too). */
+int write_file_replace(const char *path, const void *data, size_t size, mode_t mode);
 /* Reads a whole file; -EFBIG when larger than max_size. Adds a NUL. */
 int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size);
 /* Last max bytes of a file, for quoting a log in an error. */

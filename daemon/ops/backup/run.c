@@ -921,6 +921,7 @@ static void add_nodes(BackupOp *b) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 _cleanup_free_ char *filename = NULL, *message = NULL;
                 BackupDiskRun *r = p->disks + i;
+                QmpCache cache;
                 bool direct;
                 int k;
 
@@ -934,12 +935,15 @@ static void add_nodes(BackupOp *b) {
                  * data the guest overwrote, read through the snapshot-access
                  * node (which reads the rest from the disk). A push target
                  * takes O_DIRECT with aio=native where its file system can:
-                 * QEMU's thread pool cost 2-4x the CPU for the same copy
-                 * (docs/performance.md, "Backups"). */
+                 * QEMU's thread pool cost 2-4x the CPU for the same copy;
+                 * and QEMU's preallocate filter under it, so that the
+                 * O_DIRECT writes do not extend the file one request at a
+                 * time (docs/performance.md, "Backups"). */
                 direct = !pull && supports_direct_io(r->path);
+                cache = (QmpCache) { .given = true, .direct = direct, .aio = direct ? "native" : NULL };
                 if (BACKUP_SEND(b, i, on_node_added,
                                 qmp_cmd_blockdev_add_copy_target(b->domain->qmp, r->node, disk_format_to_string(r->format),
-                                                                 filename, NULL, direct, direct, cb, ud)) < 0) {
+                                                                 filename, NULL, &cache, !pull, cb, ud)) < 0) {
                         domain_files_forget(b->domain, r->node);
                         backup_fail(b, -QSNAP_E_QEMU_FAILED, "Cannot send blockdev-add.");
                         break;

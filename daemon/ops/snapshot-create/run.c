@@ -697,6 +697,7 @@ static void plan_add_overlays(SnapshotPlan *p) {
         for (size_t i = 0; i < p->n_disks; i++) {
                 _cleanup_free_ char *filename = NULL, *message = NULL;
                 PlanDisk *pd = p->disks + i;
+                QmpCache cache;
                 AddCall *c;
                 int r;
 
@@ -711,8 +712,10 @@ static void plan_add_overlays(SnapshotPlan *p) {
                         p->message = TAKE_PTR(message);
                         return;
                 }
+                /* The new top in the disk's cache mode, like every layer under it. */
+                cache = qmp_cache_of(pd->disk->cache, pd->disk->io);
                 c = new0(AddCall, 1);
-                if (!c || qmp_cmd_blockdev_add_overlay(p->domain->qmp, pd->node, filename, on_overlay_added, c) < 0) {
+                if (!c || qmp_cmd_blockdev_add_overlay(p->domain->qmp, pd->node, filename, &cache, on_overlay_added, c) < 0) {
                         domain_files_forget(p->domain, pd->node);
                         free(c);
                         if (p->pending == 0)

@@ -55,6 +55,49 @@ MiB = 1 << 20
 VIRTUAL = 2048 * MiB
 
 
+def thread_cpu(pid):
+    """utime+stime in seconds per thread name (QEMU names its threads: qsnapd
+    starts it with debug-threads=on); the pool's "worker" threads summed.
+    Threads that ended in between are missing: the total is cpu()'s."""
+    res = {}
+    for tid in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/stat' % (pid, tid)) as f:
+                s = f.read()
+        except OSError:
+            continue
+        name = s[s.index('(') + 1:s.rindex(')')]
+        name = 'worker' if name.startswith('worker') else name
+        fields = s.rsplit(')', 1)[1].split()
+        res[name] = res.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    return res
+
+
+def minflt(pid):
+    """The process's minor page faults so far (all threads)."""
+    with open('/proc/%d/stat' % pid) as f:
+        return int(f.read().rsplit(')', 1)[1].split()[7])
+
+
+def read_bytes(pid):
+    """Bytes the process made the kernel read from storage so far."""
+    with open('/proc/%d/io' % pid) as f:
+        return int(next(line for line in f if line.startswith('read_bytes:')).split()[1])
+
+
+def tool_env():
+    """qemu-nbd as a user runs it: without the malloc tunables qsnapd gives
+    QEMU (nor the neutral one --glibc-default sets)."""
+    env = dict(os.environ)
+    env.pop('GLIBC_TUNABLES', None)
+    return env
+
+
+def thread_delta(before, after):
+    return ', '.join('%s %.2f s' % (k, after[k] - before.get(k, 0))
+                     for k in sorted(after, key=lambda k: before.get(k, 0) - after[k]) if after[k] - before.get(k, 0) >= 0.01)
+
+
 class BackupBench(Bench):
     def wait(self, rec, job):
         end = rec.wait_for_signal('Completed', path=job, interface=J, timeout=600)
@@ -126,24 +169,31 @@ class BackupBench(Bench):
         pulled = self.path('pulled.raw')
         drop_caches()
         q0 = cpu(qemu)[0]
+        t0, f0, b0 = thread_cpu(qemu), minflt(qemu), read_bytes(qemu)
         res['pull'] = timed([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
                              'nbd+unix:///vda?socket=%s' % socket, pulled])
         res['pull_cpu'] = cpu(qemu)[0] - q0
+        res['pull_threads'] = thread_delta(t0, thread_cpu(qemu))
+        res['pull_minflt'] = minflt(qemu) - f0
+        res['pull_read'] = read_bytes(qemu) - b0
         h.call(job, J, 'Abort', (0,), 't')
         rec.close()
         h.call(dom, D, 'Stop', (0,), 't', timeout=120)
         self.check_incremental(img, full, inc)
         sock = self.path('nbd.sock')
-        nbd = subprocess.Popen(['qemu-nbd', '-r', '-f', 'qcow2', '-x', 'vda', '--socket', sock, img])
+        nbd = subprocess.Popen(['qemu-nbd', '-r', '-f', 'qcow2', '-x', 'vda', '--socket', sock, img], env=tool_env())
         try:
             if not q.spin(lambda: os.path.exists(sock), 10):
                 raise RuntimeError('qemu-nbd does not listen')
             ref = self.path('qemu-nbd.raw')
             drop_caches()
             q0 = cpu(nbd.pid)[0]
+            f0, b0 = minflt(nbd.pid), read_bytes(nbd.pid)
             res['qemu_nbd'] = timed([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
                                      'nbd+unix:///vda?socket=%s' % sock, ref])
             res['qemu_nbd_cpu'] = cpu(nbd.pid)[0] - q0
+            res['qemu_nbd_minflt'] = minflt(nbd.pid) - f0
+            res['qemu_nbd_read'] = read_bytes(nbd.pid) - b0
         finally:
             nbd.terminate()
             nbd.wait()
@@ -183,8 +233,13 @@ def main():
     ap.add_argument('--cache', default='none,default',
                     help="comma-separated disk cache modes to compare, alternating per run (none, default, ...)")
     ap.add_argument('--no-pull', action='store_true', help='push only')
+    ap.add_argument('--glibc-default', action='store_true',
+                    help="QEMU with glibc's malloc defaults (a neutral GLIBC_TUNABLES in qsnapd's environment, "
+                    "which qsnapd then leaves to QEMU), for the before/after")
     ap.add_argument('--out', default=None)
     args = ap.parse_args()
+    if args.glibc_default:
+        os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.check=0'
 
     os.environ.setdefault('QSNAPD_BINARY', os.path.join(os.path.abspath(args.build), 'daemon', 'qsnapd'))
     os.environ.setdefault('QSNAPD_SOURCE_ROOT', os.path.join(here, '..'))
@@ -200,8 +255,9 @@ def main():
     pull = not args.no_pull
     try:
         b = BackupBench(h, args.size_mib * MiB)
-        out('backups: %d MiB of data in a 2 GiB qcow2, %d runs, disk cache %s (alternating), qsnapd %s, kvm: %s'
-            % (args.size_mib, args.runs, ' / '.join(caches), os.environ['QSNAPD_BINARY'], q.kvm_works()))
+        out('backups: %d MiB of data in a 2 GiB qcow2, %d runs, disk cache %s (alternating), qsnapd %s, kvm: %s, '
+            'QEMU\'s malloc: %s' % (args.size_mib, args.runs, ' / '.join(caches), os.environ['QSNAPD_BINARY'],
+                                    q.kvm_works(), 'glibc defaults' if args.glibc_default else "qsnapd's tunables"))
         stats = {c: {'full': [], 'full_cpu': [], 'inc': [], 'inc_bytes': [], 'pull': []} for c in caches}
         for run in range(args.runs):
             dd0 = b.dd(True)
@@ -231,6 +287,10 @@ def main():
                              '%.2f x' % (res['pull'], res['pull_cpu'], res['qemu_nbd'], res['qemu_nbd_cpu'],
                                          res['qemu_nbd'] / res['pull']))
                 out(line)
+                if pull:
+                    out('  pull: QEMU threads %s; minor faults QEMU %d, qemu-nbd %d; read from storage QEMU %d MiB, '
+                        'qemu-nbd %d MiB' % (res['pull_threads'], res['pull_minflt'], res['qemu_nbd_minflt'],
+                                             res['pull_read'] >> 20, res['qemu_nbd_read'] >> 20))
         for c in caches:
             st = stats[c]
             out('medians, cache=%s: full push %.2f x dd direct (goal >= 0.9; each run: %s; QEMU CPU median %.2f s); '

@@ -39,6 +39,17 @@
 
 #define QMP_FD_IN_CHILD 3
 
+/* glibc's malloc in QEMU: blocks under 32 MiB come from its heap, and up
+ * to 64 MiB of free heap is kept. QEMU allocates a bounce buffer for each
+ * NBD request (up to 32 MiB) and each block-copy chunk and frees it at
+ * the end; with glibc's defaults the 2 MiB buffers of a reader like
+ * qemu-img convert (several in flight) went to fresh mmaps or to a heap
+ * top trimmed after each burst, so every page of every request was
+ * faulted in and zeroed again: 262,000 minor faults and about 0.3-0.6 s
+ * of CPU per GiB pulled (docs/performance.md, "The pull"). A
+ * GLIBC_TUNABLES in qsnapd's own environment is left to QEMU as it is. */
+#define QEMU_GLIBC_TUNABLES "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
+
 #define LOG_START_MARK "qsnapd starting: "
 
 /* What QEMU printed since our last start header, at most 2 KiB of it. */
@@ -882,6 +893,9 @@ _noreturn_ static void exec_qemu(char **argv, int log_fd, int qmp_fd, const int 
         }
         /* Dies with qsnapd (after the uid change, which clears it). */
         if (parent > 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+                _exit(126);
+        /* qsnapd runs one thread: its forked child may allocate. */
+        if (setenv("GLIBC_TUNABLES", QEMU_GLIBC_TUNABLES, false) < 0)
                 _exit(126);
         execv(argv[0], argv);
         dprintf(STDERR_FILENO, "qsnapd: cannot execute %s: %s\n", argv[0], strerror(errno));

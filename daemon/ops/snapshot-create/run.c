@@ -420,7 +420,7 @@ static int overlays_follow_offline(SnapshotPlan *p, char **ret_message) {
                         continue;
                 r = bitmap_disk_followers(bd, &names, &gran, &n);
                 for (size_t k = 0; r >= 0 && k < n; k++)
-                        r = image_bitmap_add(p->disks[i].overlay, names[k], ret_message);
+                        r = gate_img_bitmap(p->domain, "--add", NULL, p->disks[i].overlay, names[k], ret_message);
                 if (r < 0)
                         return r;
         }

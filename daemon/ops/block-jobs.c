@@ -410,21 +410,28 @@ static int chain_lookup(const DomainDisk *disk, const ImageChain *chain, const c
 /* RELATIVE: the name of chain layer `to` as seen from layer `from` (above
  * it), composed from the relative names the headers in between hold, the
  * way libvirt does; -QSNAP_E_INVALID_ARGUMENT when one of them is absolute. */
-static int relative_backing_name(const ImageChain *chain, int from, int to, char **ret, char **ret_message) {
+static int relative_backing_name(Domain *d, const ImageChain *chain, int from, int to, char **ret,
+                                 char **ret_message) {
         _cleanup_free_ char *path = strdup("");
 
         if (!path)
                 return -ENOMEM;
         for (int i = from; i < to; i++) {
-                _cleanup_free_ char *name = NULL;
+                _cleanup_free_ char *name = NULL, *why = NULL;
+                _cleanup_close_ int fd = -EBADF;
+                DiskFormat format;
                 const char *slash;
                 char *next;
                 int r;
 
-                r = image_read_backing_name(chain->layers[i].path, &name);
+                /* The header of the file the path gate opens. */
+                r = gate_open_image(d, chain->layers[i].path, "The image", &fd, &why);
+                if (r >= 0)
+                        r = image_read_backing_fd(fd, &name, &format);
                 if (r < 0 || !name) {
-                        *ret_message = strprintf("Cannot read the backing file name of %s.", chain->layers[i].path);
-                        return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+                        *ret_message = strprintf("Cannot read the backing file name of %s%s%s", chain->layers[i].path,
+                                                 why ? ": " : ".", strempty(why));
+                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
                 }
                 if (name[0] == '/') {
                         *ret_message = strprintf("RELATIVE: %s names its backing file by the absolute path %s, so "
@@ -557,7 +564,7 @@ int block_job_rebase(Domain *d, const char *disk_name, const char *base, uint64_
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (flags & BLOCK_REBASE_RELATIVE) {
-                r = relative_backing_name(chain, 0, b, &relative, ret_message);
+                r = relative_backing_name(d, chain, 0, b, &relative, ret_message);
                 if (r < 0)
                         return r;
         }
@@ -603,7 +610,7 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
         /* RELATIVE: the overlay of top gets base's relative name. An active
          * commit leaves no overlay above base: nothing to keep (libvirt). */
         if ((flags & BLOCK_COMMIT_RELATIVE) && t > 0) {
-                r = relative_backing_name(chain, t - 1, b, &relative, ret_message);
+                r = relative_backing_name(d, chain, t - 1, b, &relative, ret_message);
                 if (r < 0)
                         return r;
         }

@@ -189,8 +189,6 @@ int image_read_backing(const char *path, char **ret_backing) {
 
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret) {
         _cleanup_close_ int fd = -EBADF;
-        uint8_t h[72];
-        int r;
 
         if (format != DISK_FORMAT_QCOW2) {
                 *ret = 0;
@@ -199,6 +197,13 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
         fd = image_open_regular(path, 0);
         if (fd < 0)
                 return fd;
+        return image_count_internal_snapshots_fd(fd, ret);
+}
+
+int image_count_internal_snapshots_fd(int fd, uint32_t *ret) {
+        uint8_t h[72];
+        int r;
+
         r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;

@@ -134,6 +134,8 @@ int image_has_internal_snapshot_fd(int fd, const char *name);
 
 /* The number of internal snapshots in a qcow2 image's header (0 for raw). */
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
+/* The same of a qcow2 image on a descriptor (one the path gate opened). */
+int image_count_internal_snapshots_fd(int fd, uint32_t *ret);
 
 /* The backing file named in a qcow2 header, made absolute (NULL: none).
  * -EMEDIUMTYPE when path is not a qcow2 image, -QSNAP_E_PATH_NOT_ALLOWED

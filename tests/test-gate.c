@@ -129,6 +129,38 @@ static void test_chains(OpsFixture *f) {
         (void) outside;
 }
 
+/* The active file of a chain goes through the gate too: a link to an
+ * image (even one in the same folder) is not read, a file outside the
+ * allowed folders neither; a missing one stays -ENOENT, a FIFO is refused
+ * without being opened. */
+static void test_chain_tops(OpsFixture *f) {
+        _cleanup_free_ char *out_top = strprintf("%s/outside/top-out.qcow2", f->dir), *link = ops_path(f, "top-link");
+        _cleanup_free_ char *missing = ops_path(f, "no-such.qcow2"), *fifo = ops_path(f, "top-fifo");
+        _cleanup_free_ char *message = NULL;
+        _cleanup_(image_chain_done) ImageChain chain = {};
+        int r;
+
+        ops_image(out_top, NULL);
+        check(symlink(f->images_of[0], link) >= 0);
+        r = gate_read_chain(f->domain, link, DISK_FORMAT_QCOW2, &chain, &message);
+        check(refused_with(r, message, link));
+        message = mfree(message);
+        r = gate_read_chain(f->domain, out_top, DISK_FORMAT_QCOW2, &chain, &message);
+        check(refused_with(r, message, out_top));
+        message = mfree(message);
+        r = gate_read_chain(f->domain, missing, DISK_FORMAT_QCOW2, &chain, &message);
+        check(r == -ENOENT);
+        message = mfree(message);
+        check(mkfifo(fifo, 0600) >= 0);
+        alarm(10);
+        check(gate_read_chain(f->domain, fifo, DISK_FORMAT_QCOW2, &chain, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
+        alarm(0);
+        message = mfree(message);
+        /* The disk itself reads as before. */
+        check(gate_read_chain(f->domain, f->images_of[0], DISK_FORMAT_QCOW2, &chain, &message) == 0 &&
+              chain.n_layers >= 1);
+}
+
 static void test_snapshot_def(OpsFixture *f) {
         _cleanup_free_ char *message = NULL, *inside = ops_path(f, "mem"), *out = strprintf("%s/outside/mem", f->dir);
         SnapshotDisk disk = { .name = (char *) "vda", .source = out };
@@ -158,6 +190,7 @@ int main(int argc, char *argv[]) {
         ops_setup(&f, 1);
         test_folders(&f);
         test_chains(&f);
+        test_chain_tops(&f);
         test_snapshot_def(&f);
         ops_teardown(&f);
         ops_done();

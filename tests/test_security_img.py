@@ -192,13 +192,93 @@ class QemuImgByDescriptorTest(AttackTestCase):
                 self.assertEqual(sha256(victim), self.sums[victim], '%s changed the image outside' % what)
         self.assertFinished()
 
+    def root_only_with_bitmap(self, name, bitmap, size='64M'):
+        """A root-only qcow2 outside the allowed folders holding a bitmap
+        (3 MiB dirty), checksummed, its atime put before its mtime (relatime:
+        any read moves it). Returns (path, atime)."""
+        secret = q.qemu_img_create(os.path.join(self.outside, name), size)
+        q.run([q.QEMU_IMG, 'bitmap', '--add', secret, bitmap], check=True, timeout=30)
+        q.qemu_io_write_pattern(secret, 0x66, 8 * MiB, 3 * MiB)
+        os.chmod(secret, 0o600)
+        self.sums[secret] = sha256(secret)
+        st = os.stat(secret)
+        os.utime(secret, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))
+        return secret, os.stat(secret).st_atime_ns
+
+    def assertUnread(self, secret, atime):
+        self.assertEqual(os.stat(secret).st_atime_ns, atime, 'qsnapd read the root-only file %s' % secret)
+        self.assertEqual(sha256(secret), self.sums[secret], '%s changed' % secret)
+
     def test_checkpoint_bitmap_through_a_link(self):
+        """The offline bitmap listing (qemu-img info) of a disk swapped for a
+        link to a root-only qcow2 outside that holds bitmaps: refused by the
+        path gate (its one text), the file outside not even opened."""
         h = self.h
-        victim = self.victims[3]
-        self.swap_disk_for_link(victim)
-        with self.assertDBusError(PATH_NOT_ALLOWED):
+        secret, atime = self.root_only_with_bitmap('secret-listing.qcow2', 'theirs')
+        self.swap_disk_for_link(secret)
+        with self.assertDBusError(PATH_NOT_ALLOWED) as cm:
             h.call(self.mine, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
-        self.assertEqual(sha256(victim), self.sums[victim])
+        self.assertIn('is not in an allowed folder of domain', str(cm.exception))
+        self.assertUnread(secret, atime)
+        self.assertFinished()
+
+    def test_disks_chain_through_a_link(self):
+        """The chain behind Domain.Disks (and every plan, and Start) is read
+        from files the path gate opens, the active one included: a disk
+        swapped for a link to a root-only qcow2 outside is not read at all
+        (Disks shows the image alone), and Start refuses it."""
+        h = self.h
+        below = q.qemu_img_create(os.path.join(self.outside, 'secret-below.qcow2'), '64M')
+        secret, atime = self.root_only_with_bitmap('secret-top.qcow2', 'theirs')
+        q.run([q.QEMU_IMG, 'rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', below, secret], check=True, timeout=30)
+        self.sums[secret] = sha256(secret)
+        st = os.stat(secret)
+        os.utime(secret, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))
+        atime = os.stat(secret).st_atime_ns
+        self.swap_disk_for_link(secret)
+        h.restart_daemon(kill=False)    # nothing remembered of the chain
+        disks = {d[0]: d for d in h.get_property(self.mine, D, 'Disks')}
+        self.assertEqual(disks['vda'][3], self.base, 'Disks shows a chain read through the link')
+        with self.assertDBusError(PATH_NOT_ALLOWED) as cm:
+            h.call(self.mine, D, 'Start', (0,), 't')
+        self.assertIn('is not in an allowed folder of domain', str(cm.exception))
+        self.assertUnread(secret, atime)
+        self.assertFinished()
+
+    def test_revert_frozen_chain_leaving_the_folders(self):
+        """An external Revert gives the new overlay the bitmaps of the frozen
+        file's chain (bitmap_disk_offline()): with the frozen file's header
+        rewritten to name a root-only qcow2 outside (holding a bitmap of the
+        checkpoint's name), that chain is read through the path gate: the
+        Revert is refused with its text, nothing of it stays, and the file
+        outside is never read."""
+        h = self.h
+        h.call(self.mine, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
+        h.call(self.mine, D, 'CreateSnapshot', (ext_snapshot_xml('s1'), DISK_ONLY), 'st')
+        overlay = self.active(self.mine)
+        self.assertNotEqual(overlay, self.base)
+        secret, atime = self.root_only_with_bitmap('secret-frozen.qcow2', 'c1')
+        # The frozen file (the disk's base, in the image root) now names it.
+        q.run([q.QEMU_IMG, 'rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', secret, self.base], check=True,
+              timeout=30)
+        base_sum = sha256(self.base)
+        before = set(os.listdir(os.path.dirname(self.base)))
+        err = None
+        try:
+            reply = h.call(self.mine + '/snapshot/s1', S, 'Revert', (0,), 't')
+            if isinstance(reply, str) and '/job/' in reply:
+                state, error = self.wait_job(reply)
+                err = None if state == 'completed' else error
+        except q.DBusCallError as e:
+            self.assertEqual(e.name, PATH_NOT_ALLOWED, str(e))
+            err = str(e)
+        self.assertIsNotNone(err, 'the revert followed the frozen header out of the allowed folders')
+        self.assertIn('is not in an allowed folder of domain', err)
+        self.assertIn(secret, err)
+        self.assertUnread(secret, atime)
+        self.assertEqual(sha256(self.base), base_sum, 'the frozen file changed')
+        self.assertEqual(set(os.listdir(os.path.dirname(self.base))), before, 'the refused revert left a file')
+        self.assertEqual(self.active(self.mine), overlay)
         self.assertFinished()
 
     def test_checkpoint_size_offline_through_a_link(self):

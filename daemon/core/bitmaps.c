@@ -122,14 +122,22 @@ int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret) {
         return 0;
 }
 
-static int layer_read_offline(BitmapLayer *l, char **ret_message) {
+/* One layer's bitmaps from its file, opened through the path gate like
+ * every other read of a domain's image: a layer swapped for a link, or one
+ * outside the domain's folders, is refused with the gate's text, never
+ * handed to qemu-img. */
+static int layer_read_offline(Domain *d, BitmapLayer *l, char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
         ImageBitmap *b = NULL;
         size_t n = 0;
         int r;
 
         if (!l->qcow2)
                 return 0;
-        r = image_read_bitmaps(l->path, &b, &n, ret_message);
+        r = gate_open_image(d, l->path, "The image", &fd, ret_message);
+        if (r < 0)
+                return r;
+        r = image_read_bitmaps_fd(fd, l->path, &b, &n, ret_message);
         if (r < 0)
                 return r;
         l->bitmaps = new0(BitmapEntry, n);
@@ -155,7 +163,7 @@ int bitmap_inventory_offline(Domain *d, BitmapInventory **ret, char **ret_messag
                 return r;
         for (size_t i = 0; i < inv->n_disks; i++)
                 for (size_t j = 0; j < inv->disks[i].n_layers; j++) {
-                        r = layer_read_offline(inv->disks[i].layers + j, ret_message);
+                        r = layer_read_offline(d, inv->disks[i].layers + j, ret_message);
                         if (r < 0)
                                 return r;
                 }
@@ -171,13 +179,15 @@ void bitmap_disk_done(BitmapDisk *bd) {
         *bd = (BitmapDisk) {};
 }
 
-int bitmap_disk_offline(const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
+int bitmap_disk_offline(Domain *d, const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
                         char **ret_message) {
         _cleanup_(image_chain_done) ImageChain chain = {};
         BitmapDisk bd = {};
         int r;
 
-        r = image_read_chain(path, format, &chain);
+        /* The chain through the gate (backing names inside the allowed
+         * folders, plain names only), each layer then opened by it too. */
+        r = gate_read_chain(d, path, format, &chain, ret_message);
         if (r < 0)
                 return r;
         bd.target = strdup(target);
@@ -190,7 +200,7 @@ int bitmap_disk_offline(const char *target, const char *path, DiskFormat format,
                 bd.layers[j] = (BitmapLayer) { .path = strdup(chain.layers[j].path),
                                                .qcow2 = chain.layers[j].format == DISK_FORMAT_QCOW2 };
                 bd.n_layers++;
-                r = bd.layers[j].path ? layer_read_offline(bd.layers + j, ret_message) : -ENOMEM;
+                r = bd.layers[j].path ? layer_read_offline(d, bd.layers + j, ret_message) : -ENOMEM;
                 if (r < 0) {
                         bitmap_disk_done(&bd);
                         return r;

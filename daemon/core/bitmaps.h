@@ -80,8 +80,10 @@ int bitmap_inventory_get(Domain *d, BitmapInventoryFunc done, void *userdata);
 int bitmap_inventory_skeleton(Domain *d, bool live, BitmapInventory **ret);
 
 /* One chain, from the file path (of format) down, read with qemu-img: for
- * an image that is not (yet) a disk's active one. */
-int bitmap_disk_offline(const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
+ * an image that is not (yet) a disk's active one. Every file through d's
+ * path gate (gate_read_chain(), gate_open_image()): -QSNAP_E_PATH_NOT_ALLOWED
+ * with the gate's text for a file outside its folders or a link. */
+int bitmap_disk_offline(Domain *d, const char *target, const char *path, DiskFormat format, BitmapDisk *ret,
                         char **ret_message);
 void bitmap_disk_done(BitmapDisk *bd);
 

@@ -398,14 +398,17 @@ fail:
 int snapshot_metadata_rename_files(Domain *d, const char *target, char *const *from, const char *into) {
         _cleanup_free_ char *message = NULL;
         _cleanup_free_ FileRename *renames = NULL;
+        _cleanup_close_ int fd = -EBADF;
         size_t n = strv_length(from);
         DiskFormat format = DISK_FORMAT_QCOW2;
         int r;
 
         if (n == 0 || d->snapshots.n == 0)
                 return 0;
-        if (!image_is_qcow2(into))
+        /* The magic of the file the path gate opens (unreadable: raw). */
+        if (gate_open_image(d, into, "The image", &fd, &message) < 0 || !image_is_qcow2_fd(fd))
                 format = DISK_FORMAT_RAW;
+        message = mfree(message);
         renames = new0(FileRename, n);
         if (!renames)
                 return log_oom();

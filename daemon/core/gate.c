@@ -141,6 +141,15 @@ int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, 
         return 0;
 }
 
+int gate_image_size(Domain *d, const char *path, DiskFormat format, const char *what, uint64_t *ret,
+                    char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = gate_open_image(d, path, what, &fd, ret_message);
+        return r < 0 ? r : image_virtual_size_fd(fd, format, ret);
+}
+
 int gate_check(Domain *d, const char *path, const char *what, char **ret_message) {
         return gate_open_folder(d, path, what, NULL, ret_message);
 }
@@ -170,17 +179,60 @@ int gate_check_snapshot_def(Domain *d, const SnapshotDef *def, char **ret_messag
         return 0;
 }
 
-static int chain_filter(const char *path, const char *image, void *userdata, char **ret_message) {
+/* qsnapd's own throw-away overlay of a transient disk (runtime dir). */
+static bool is_transient_overlay(Domain *d, const char *path) {
+        const DomainDef *def = d->live ?: d->def;
+
+        for (size_t i = 0; def && i < def->n_disks; i++) {
+                _cleanup_free_ char *own = def->disks[i].transient ? domain_transient_path(d, def->disks + i) : NULL;
+
+                if (own && streq(own, path))
+                        return true;
+        }
+        return false;
+}
+
+/* One file of a chain, opened relative to the folder the gate verified:
+ * the top (image NULL) and every backing file alike, so that neither a
+ * disk swapped for a link nor a header naming a file outside is read. A
+ * missing file is -ENOENT (the callers say "missing"), anything but a
+ * regular file -QSNAP_E_PATH_NOT_ALLOWED (never opened). */
+static int chain_open(const char *path, const char *image, void *userdata, char **ret_message) {
         Domain *d = userdata;
-        _cleanup_free_ char *what = strprintf("The backing file named by %s,", image);
+        _cleanup_free_ char *what = image ? strprintf("The backing file named by %s,", image) : strdup("The image");
+        _cleanup_close_ int dirfd = -EBADF;
+        struct stat st;
+        int fd, r;
 
         if (!what)
                 return -ENOMEM;
-        return gate_check(d, path, what, ret_message);
+        if (!image && is_transient_overlay(d, path))
+                return fs_open_nofollow(path, O_RDONLY, 0);
+        /* A missing top is missing, as it always was (the definition or
+         * gate-checked metadata named it, no oracle). */
+        if (!image && lstat(path, &st) < 0)
+                return -errno;
+        r = gate_open_folder(d, path, what, &dirfd, ret_message);
+        if (r < 0)
+                return r;
+        r = fs_lstat_at(dirfd, fs_basename(path), &st);
+        if (r < 0)
+                return r;
+        if (!S_ISREG(st.st_mode))
+                return -QSNAP_E_PATH_NOT_ALLOWED;
+        fd = openat(dirfd, fs_basename(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        r = fs_fstat_regular(fd, NULL);
+        if (r < 0) {
+                safe_close(fd);
+                return r;
+        }
+        return fd;
 }
 
 int gate_read_chain(Domain *d, const char *active, DiskFormat format, ImageChain *ret, char **ret_message) {
-        int r = image_read_chain_filtered(active, format, chain_filter, d, ret, ret_message);
+        int r = image_read_chain_opened(active, format, chain_open, d, ret, ret_message);
 
         if (r < 0 && r != -ENOMEM && !*ret_message)
                 *ret_message = strprintf("Cannot read the backing chain of %s: %s.", active, qsnap_strerror(r));

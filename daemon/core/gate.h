@@ -40,6 +40,11 @@ int gate_open_folder(Domain *d, const char *path, const char *what, int *ret_dir
  * passed, whatever is swapped in meanwhile. The fd in *ret_fd. */
 int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, char **ret_message);
 
+/* The virtual size of a domain's image (qcow2 header or raw length),
+ * read from the file gate_open_image() opened. */
+int gate_image_size(Domain *d, const char *path, DiskFormat format, const char *what, uint64_t *ret,
+                    char **ret_message);
+
 /* Every file a snapshot's metadata names that Delete or Revert would act
  * on: the memory state file, the disks' sources (overlays) and the
  * <revertDisks> sources. At REDEFINE
@@ -47,10 +52,13 @@ int gate_open_image(Domain *d, const char *path, const char *what, int *ret_fd, 
  * existed is refused there, never acted on). */
 int gate_check_snapshot_def(Domain *d, const SnapshotDef *def, char **ret_message);
 
-/* The backing chain of `active` as its headers name it, every backing file
- * through the gate (plain names only, each inside the allowed folders):
- * a chain that leaves them is -QSNAP_E_PATH_NOT_ALLOWED, not followed.
- * The active file itself is the caller's to check. */
+/* The backing chain of `active` as its headers name it, every file opened
+ * through the gate and its header read from that descriptor (plain names
+ * only, each inside the allowed folders, no link): a chain that leaves
+ * them is -QSNAP_E_PATH_NOT_ALLOWED, not followed. The active file too
+ * (a disk swapped for a link is not read), unless it is qsnapd's own
+ * transient overlay (runtime dir, opened without links); a missing one is
+ * -ENOENT, as a missing backing file in an allowed folder. */
 int gate_read_chain(Domain *d, const char *active, DiskFormat format, ImageChain *ret, char **ret_message);
 
 /* Opens `path` (and, when whole, every backing file below it) for qemu-img

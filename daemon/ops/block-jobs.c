@@ -118,11 +118,16 @@ static void on_bitmaps_sent(Qmp *qmp, int error, json_object *result, const char
  * target: QEMU's add at READY would fail, and after a pivot that stale
  * bitmap would pass for the checkpoint. Its name, or NULL. */
 static const char *copy_dest_name_taken(StartCall *c) {
+        _cleanup_free_ char *why = NULL;
+        _cleanup_close_ int fd = -EBADF;
         ImageBitmap *b = NULL;
         size_t n = 0;
         const char *taken = NULL;
 
-        if (c->info->copy_created || image_read_bitmaps(c->info->copy_dest, &b, &n, NULL) < 0)
+        /* The destination as the gate opens it (the caller named it). */
+        if (c->info->copy_created ||
+            gate_open_image(c->op->domain, c->info->copy_dest, "The destination", &fd, &why) < 0 ||
+            image_read_bitmaps_fd(fd, c->info->copy_dest, &b, &n, NULL) < 0)
                 return NULL;
         for (size_t k = 0; k < c->bitmaps.n && !taken; k++)
                 for (size_t i = 0; i < n && !taken; i++)
@@ -405,21 +410,28 @@ static int chain_lookup(const DomainDisk *disk, const ImageChain *chain, const c
 /* RELATIVE: the name of chain layer `to` as seen from layer `from` (above
  * it), composed from the relative names the headers in between hold, the
  * way libvirt does; -QSNAP_E_INVALID_ARGUMENT when one of them is absolute. */
-static int relative_backing_name(const ImageChain *chain, int from, int to, char **ret, char **ret_message) {
+static int relative_backing_name(Domain *d, const ImageChain *chain, int from, int to, char **ret,
+                                 char **ret_message) {
         _cleanup_free_ char *path = strdup("");
 
         if (!path)
                 return -ENOMEM;
         for (int i = from; i < to; i++) {
-                _cleanup_free_ char *name = NULL;
+                _cleanup_free_ char *name = NULL, *why = NULL;
+                _cleanup_close_ int fd = -EBADF;
+                DiskFormat format;
                 const char *slash;
                 char *next;
                 int r;
 
-                r = image_read_backing_name(chain->layers[i].path, &name);
+                /* The header of the file the path gate opens. */
+                r = gate_open_image(d, chain->layers[i].path, "The image", &fd, &why);
+                if (r >= 0)
+                        r = image_read_backing_fd(fd, &name, &format);
                 if (r < 0 || !name) {
-                        *ret_message = strprintf("Cannot read the backing file name of %s.", chain->layers[i].path);
-                        return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+                        *ret_message = strprintf("Cannot read the backing file name of %s%s%s", chain->layers[i].path,
+                                                 why ? ": " : ".", strempty(why));
+                        return r == -ENOMEM ? r : -QSNAP_E_QEMU_FAILED;
                 }
                 if (name[0] == '/') {
                         *ret_message = strprintf("RELATIVE: %s names its backing file by the absolute path %s, so "
@@ -552,7 +564,7 @@ int block_job_rebase(Domain *d, const char *disk_name, const char *base, uint64_
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (flags & BLOCK_REBASE_RELATIVE) {
-                r = relative_backing_name(chain, 0, b, &relative, ret_message);
+                r = relative_backing_name(d, chain, 0, b, &relative, ret_message);
                 if (r < 0)
                         return r;
         }
@@ -598,7 +610,7 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
         /* RELATIVE: the overlay of top gets base's relative name. An active
          * commit leaves no overlay above base: nothing to keep (libvirt). */
         if ((flags & BLOCK_COMMIT_RELATIVE) && t > 0) {
-                r = relative_backing_name(chain, t - 1, b, &relative, ret_message);
+                r = relative_backing_name(d, chain, t - 1, b, &relative, ret_message);
                 if (r < 0)
                         return r;
         }
@@ -630,13 +642,15 @@ static QmpCache copy_cache(const DomainDisk *disk, const char *dest) {
 /* REUSE_EXT: the file is there, of the right kind and size; a qcow2 one
  * stands on what the copy expects (nothing, or the source's backing file
  * when shallow). *format is resolved when unknown (probed: qcow2 magic). */
-static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size, const char *backing,
+static int check_reused_dest(Domain *d, const char *dest, DiskFormat *format, uint64_t size, const char *backing,
                              char **ret_message) {
         _cleanup_free_ char *name = NULL, *copy = NULL, *resolved = NULL;
-        bool qcow2 = image_is_qcow2(dest);
+        _cleanup_close_ int fd = -EBADF;
+        DiskFormat backing_format;
         char a[PATH_MAX], b[PATH_MAX];
         uint64_t dest_size = 0;
         struct stat st;
+        bool qcow2;
         int r;
 
         if (lstat(dest, &st) < 0) {
@@ -646,6 +660,20 @@ static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size
         if (!S_ISREG(st.st_mode)) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s is not a regular file.", dest);
                 return -QSNAP_E_INVALID_ARGUMENT;
+        }
+        /* Every header read from the file the gate opens (in an allowed
+         * folder, no link), not from whatever the name leads to. */
+        r = gate_open_image(d, dest, "The destination", &fd, ret_message);
+        if (r < 0)
+                return r;
+        qcow2 = image_is_qcow2_fd(fd);
+        if (qcow2) {
+                r = image_read_backing_fd(fd, &name, &backing_format);
+                if (r < 0) {
+                        *ret_message = strprintf("REUSE_EXT: cannot read the header of %s: %s.", dest,
+                                                 qsnap_strerror(r));
+                        return -QSNAP_E_INVALID_ARGUMENT;
+                }
         }
         if (*format < 0)
                 *format = qcow2 ? DISK_FORMAT_QCOW2 : DISK_FORMAT_RAW;
@@ -658,7 +686,7 @@ static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size
                                          "<driver type='qcow2'/>.", dest);
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        r = image_virtual_size(dest, *format, &dest_size);
+        r = image_virtual_size_fd(fd, *format, &dest_size);
         if (r < 0) {
                 *ret_message = strprintf("REUSE_EXT: cannot read the size of %s: %s.", dest, qsnap_strerror(r));
                 return -QSNAP_E_INVALID_ARGUMENT;
@@ -670,11 +698,6 @@ static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size
         }
         if (*format != DISK_FORMAT_QCOW2)
                 return 0;
-        r = image_read_backing_name(dest, &name);
-        if (r < 0) {
-                *ret_message = strprintf("REUSE_EXT: cannot read the header of %s: %s.", dest, qsnap_strerror(r));
-                return -QSNAP_E_INVALID_ARGUMENT;
-        }
         if (!backing && name) {
                 *ret_message = strprintf("REUSE_EXT: the destination %s has a backing file (%s); a full copy needs a "
                                          "standalone image.", dest, name);
@@ -694,6 +717,17 @@ static int check_reused_dest(const char *dest, DiskFormat *format, uint64_t size
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
         return 0;
+}
+
+/* The disk's virtual size, from the file the path gate opens. */
+static int disk_size(Domain *d, const DomainDisk *disk, uint64_t *ret, char **ret_message) {
+        int r = gate_image_size(d, disk->source, disk->format, "The image", ret, ret_message);
+
+        if (r >= 0 || r == -QSNAP_E_PATH_NOT_ALLOWED || r == -ENOMEM)
+                return r;
+        free(*ret_message);
+        *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(r));
+        return -QSNAP_E_QEMU_FAILED;
 }
 
 int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskFormat dest_format, uint64_t bandwidth,
@@ -736,13 +770,11 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         }
         if ((flags & BLOCK_COPY_SHALLOW) && chain->n_layers > 1)
                 backing = chain->layers[1].path;
-        r = image_virtual_size(disk->source, disk->format, &size);
-        if (r < 0) {
-                *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(r));
-                return -QSNAP_E_QEMU_FAILED;
-        }
+        r = disk_size(d, disk, &size, ret_message);
+        if (r < 0)
+                return r;
         if (flags & BLOCK_COPY_REUSE_EXT) {
-                r = check_reused_dest(dest, &format, size, backing, ret_message);
+                r = check_reused_dest(d, dest, &format, size, backing, ret_message);
                 if (r < 0)
                         return r;
         } else {

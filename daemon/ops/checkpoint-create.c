@@ -16,6 +16,7 @@
 #include "core/checkpoint-plan.h"
 #include "core/disk.h"
 #include "core/domain-agent.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/checkpoint-create.h"
@@ -295,6 +296,15 @@ static int plan_journal(CheckpointPlan *p) {
         return operation_journal_write(p->op, o);
 }
 
+/* Shut off: the magic of the file the path gate opens (a top swapped for
+ * a link, or outside the domain's folders, counts as no qcow2). */
+static bool top_is_qcow2(Domain *d, const char *path) {
+        _cleanup_free_ char *why = NULL;
+        _cleanup_close_ int fd = -EBADF;
+
+        return gate_open_image(d, path, "The image", &fd, &why) >= 0 && image_is_qcow2_fd(fd);
+}
+
 /* The per-disk checks that need the images (§6), and the tops. */
 static int plan_check_images(CheckpointPlan *p, const BitmapInventory *inv, char **ret_message) {
         const CheckpointDef *def = p->def;
@@ -324,7 +334,7 @@ static int plan_check_images(CheckpointPlan *p, const BitmapInventory *inv, char
                 }
                 if (!bd || bd->n_layers == 0)
                         return -QSNAP_E_NO_SUCH_DISK;
-                if (!bd->layers[0].qcow2 || (!inv->live && !image_is_qcow2(bd->layers[0].path))) {
+                if (!bd->layers[0].qcow2 || (!inv->live && !top_is_qcow2(p->domain, bd->layers[0].path))) {
                         *ret_message = strprintf("Checkpoint for disk %s unsupported: its active image %s is no qcow2.",
                                                  cd->name, bd->layers[0].path);
                         return -QSNAP_E_UNSUPPORTED;

@@ -189,8 +189,6 @@ int image_read_backing(const char *path, char **ret_backing) {
 
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret) {
         _cleanup_close_ int fd = -EBADF;
-        uint8_t h[72];
-        int r;
 
         if (format != DISK_FORMAT_QCOW2) {
                 *ret = 0;
@@ -199,6 +197,13 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
         fd = image_open_regular(path, 0);
         if (fd < 0)
                 return fd;
+        return image_count_internal_snapshots_fd(fd, ret);
+}
+
+int image_count_internal_snapshots_fd(int fd, uint32_t *ret) {
+        uint8_t h[72];
+        int r;
+
         r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;
@@ -209,16 +214,18 @@ int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t
 #define QCOW2_MAX_SNAPSHOTS 65536U
 
 int image_has_internal_snapshot(const char *path, const char *name) {
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_close_ int fd = image_open_regular(path, 0);
+
+        return fd < 0 ? fd : image_has_internal_snapshot_fd(fd, name);
+}
+
+int image_has_internal_snapshot_fd(int fd, const char *name) {
         size_t name_len = strlen(name);
         uint32_t n;
         uint64_t at;
         uint8_t h[72];
         int r;
 
-        fd = image_open_regular(path, 0);
-        if (fd < 0)
-                return fd;
         r = qcow2_read_header(fd, h, sizeof(h));
         if (r < 0)
                 return r;
@@ -261,6 +268,63 @@ int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
         _cleanup_free_ char *message = NULL;
 
         return image_read_chain_filtered(path, format, NULL, NULL, ret, &message);
+}
+
+int image_read_chain_opened(const char *path, DiskFormat format, ImageOpenFunc open_file, void *userdata,
+                            ImageChain *ret, char **ret_message) {
+        _cleanup_(image_chain_done) ImageChain c = {};
+        _cleanup_free_ char *current = NULL;
+        int r;
+
+        current = strdup(path);
+        if (!current)
+                return -ENOMEM;
+
+        for (;;) {
+                _cleanup_free_ char *backing = NULL;
+                _cleanup_close_ int fd = -EBADF;
+                DiskFormat backing_format;
+                const char *image = c.n_layers > 0 ? c.layers[c.n_layers - 1].path : NULL;
+                ImageLayer *l;
+
+                if (c.n_layers >= IMAGE_CHAIN_MAX)
+                        return -ELOOP;
+                for (size_t i = 0; i < c.n_layers; i++)
+                        if (streq(c.layers[i].path, current))
+                                return -ELOOP;
+                /* Opened by the caller's function (the path gate), the
+                 * header read from that descriptor, never by name. */
+                fd = open_file(current, image, userdata, ret_message);
+                if (fd < 0)
+                        return fd;
+
+                l = reallocarray(c.layers, c.n_layers + 1, sizeof(ImageLayer));
+                if (!l)
+                        return -ENOMEM;
+                c.layers = l;
+                c.layers[c.n_layers++] = (ImageLayer) { .path = TAKE_PTR(current), .format = format };
+                if (format != DISK_FORMAT_QCOW2)
+                        break;
+                r = image_read_backing_fd(fd, &backing, &backing_format);
+                if (r < 0)
+                        return r;
+                if (!backing)
+                        break;
+                if (!image_backing_name_is_plain(backing)) {
+                        free(*ret_message);
+                        *ret_message = strprintf("The backing file name '%s' in %s is a json: or protocol name; qsnapd "
+                                                 "follows only plain file names.", backing, c.layers[c.n_layers - 1].path);
+                        return -QSNAP_E_PATH_NOT_ALLOWED;
+                }
+                current = image_resolve_backing(c.layers[c.n_layers - 1].path, backing);
+                if (!current)
+                        return -ENOMEM;
+                format = backing_format;
+        }
+
+        *ret = c;
+        c = (ImageChain) {};
+        return 0;
 }
 
 int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilter filter, void *userdata,
@@ -518,9 +582,14 @@ int image_read_backing_name(const char *path, char **ret) {
 
 bool image_is_qcow2(const char *path) {
         _cleanup_close_ int fd = image_open_regular(path, O_NOFOLLOW);
+
+        return fd >= 0 && image_is_qcow2_fd(fd);
+}
+
+bool image_is_qcow2_fd(int fd) {
         uint8_t h[4];
 
-        return fd >= 0 && pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;
+        return pread_exact(fd, h, sizeof(h), 0) == 0 && be32toh(*(uint32_t *) h) == QCOW2_MAGIC;
 }
 
 /* ---- persistent dirty bitmaps, through qemu-img ---- */
@@ -583,6 +652,10 @@ static int parse_bitmap_flags(json_object *flags, ImageBitmap *b) {
 }
 
 int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message) {
+        return image_read_bitmaps_fd(-EBADF, path, ret, ret_n, ret_message);
+}
+
+int image_read_bitmaps_fd(int fd, const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message) {
         _cleanup_(img_cmd_done) ImgCmd c = {};
         _cleanup_free_ char *output = NULL;
         json_object *info, *fs = NULL, *data = NULL, *bitmaps = NULL;
@@ -593,7 +666,13 @@ int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char 
         r = img_cmd_init(&c, "info");
         if (r >= 0)
                 r = img_cmd_add(&c, "-U", "--output=json", NULL);
-        if (r >= 0)
+        if (r >= 0 && fd >= 0) {
+                /* The caller's descriptor (the gate opened it): qemu-img
+                 * gets a duplicate, the image alone. */
+                ImgLayer layer = { .fd = fcntl(fd, F_DUPFD_CLOEXEC, 3), .format = DISK_FORMAT_QCOW2 };
+
+                r = layer.fd < 0 ? -errno : img_cmd_add_chain(&c, &layer, 1);
+        } else if (r >= 0)
                 r = img_add_file(&c, path, ret_message);
         if (r >= 0)
                 r = qemu_img_run(&c, &output, ret_message);

@@ -67,6 +67,16 @@ int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
 int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilter filter, void *userdata,
                               ImageChain *ret, char **ret_message);
 
+/* Opens one file of a chain for reading (the path gate: core/gate.c):
+ * `image` names the file whose header named it, NULL for the top. The
+ * descriptor, or < 0 (then *ret_message may say why). */
+typedef int (*ImageOpenFunc)(const char *path, const char *image, void *userdata, char **ret_message);
+/* The same walk with every file, the top included, opened by `open_file`
+ * and each header read from the descriptor it returned (a raw layer is
+ * opened too, its header not read). */
+int image_read_chain_opened(const char *path, DiskFormat format, ImageOpenFunc open_file, void *userdata,
+                            ImageChain *ret, char **ret_message);
+
 /* "base <- mid <- active", the way Domain.Disks shows a chain. */
 char *image_chain_to_string(const ImageChain *c);
 
@@ -111,15 +121,21 @@ int image_read_backing_name(const char *path, char **ret);
 
 /* The file starts with the qcow2 magic (never through a symlink). */
 bool image_is_qcow2(const char *path);
+/* The same on a descriptor (one the path gate opened). */
+bool image_is_qcow2_fd(int fd);
 
 /* Whether the qcow2 image's snapshot table holds an internal snapshot of
  * that name (1) or not (0), read from the file (no qemu-img: CheckRevert
  * and Revert ask before authorization); -EMEDIUMTYPE for another format,
  * -EBADMSG for a table that cannot be right. */
 int image_has_internal_snapshot(const char *path, const char *name);
+/* The same on a descriptor (one the path gate opened). */
+int image_has_internal_snapshot_fd(int fd, const char *name);
 
 /* The number of internal snapshots in a qcow2 image's header (0 for raw). */
 int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
+/* The same of a qcow2 image on a descriptor (one the path gate opened). */
+int image_count_internal_snapshots_fd(int fd, uint32_t *ret);
 
 /* The backing file named in a qcow2 header, made absolute (NULL: none).
  * -EMEDIUMTYPE when path is not a qcow2 image, -QSNAP_E_PATH_NOT_ALLOWED
@@ -138,6 +154,10 @@ typedef struct ImageBitmap {
 void image_bitmaps_free(ImageBitmap *b, size_t n);
 /* -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message when it fails. */
 int image_read_bitmaps(const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message);
+/* The same on a descriptor the caller opened (a domain's image: through
+ * the path gate, gate_open_image(); qemu-img gets a duplicate); `path` is
+ * for messages only. */
+int image_read_bitmaps_fd(int fd, const char *path, ImageBitmap **ret, size_t *ret_n, char **ret_message);
 
 /* The persistent dirty bitmap `name` of a qcow2 image, read from the
  * file itself (its bitmap directory, table and data clusters: `qemu-img

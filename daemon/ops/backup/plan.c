@@ -101,6 +101,7 @@ static bool is_domain_image(Domain *d, const char *path) {
  * the right format and size that is no image of the domain). */
 static int check_file(Domain *d, BackupDiskRun *r, bool reuse, const char *what, char **ret_message) {
         _cleanup_free_ char *label = strprintf("The %s", what);
+        _cleanup_close_ int fd = -EBADF;
         struct stat st;
         uint64_t size = 0;
         int q;
@@ -131,12 +132,16 @@ static int check_file(Domain *d, BackupDiskRun *r, bool reuse, const char *what,
                 *ret_message = strprintf("The %s %s is an image of domain '%s'.", what, r->path, d->def->name);
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        if ((r->format == DISK_FORMAT_QCOW2) != image_is_qcow2(r->path)) {
+        /* Its header from the file the gate opens, not by name. */
+        q = gate_open_image(d, r->path, label, &fd, ret_message);
+        if (q < 0)
+                return q;
+        if ((r->format == DISK_FORMAT_QCOW2) != image_is_qcow2_fd(fd)) {
                 *ret_message = strprintf("REUSE_EXTERNAL: the %s %s is not a %s image.", what, r->path,
                                          disk_format_to_string(r->format));
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
-        q = image_virtual_size(r->path, r->format, &size);
+        q = image_virtual_size_fd(fd, r->format, &size);
         if (q < 0 || size != r->size) {
                 *ret_message = strprintf("REUSE_EXTERNAL: the %s %s has %" PRIu64 " bytes, disk %s %" PRIu64 ".", what,
                                          r->path, size, r->target, r->size);
@@ -340,8 +345,11 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 if (q < 0)
                         return q;
         }
-        q = image_virtual_size(disk->source, disk->format, &r->size);
+        q = gate_image_size(d, disk->source, disk->format, "The image", &r->size, ret_message);
+        if (q == -QSNAP_E_PATH_NOT_ALLOWED || q == -ENOMEM)
+                return q;
         if (q < 0) {
+                free(*ret_message);
                 *ret_message = strprintf("Cannot read the size of %s: %s.", disk->source, qsnap_strerror(q));
                 return -QSNAP_E_QEMU_FAILED;
         }

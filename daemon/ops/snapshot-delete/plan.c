@@ -147,9 +147,14 @@ int delete_rename_add(VictimPlan *vp, const char *target, const char *from, cons
         return r->target && r->from && r->to ? 0 : -ENOMEM;
 }
 
-static uint32_t internal_count(const char *file, DiskFormat format) {
+/* From the file the path gate opens (0 when it cannot be read, as before). */
+static uint32_t internal_count(Domain *d, const char *file, DiskFormat format) {
+        _cleanup_free_ char *why = NULL;
+        _cleanup_close_ int fd = -EBADF;
         uint32_t n = 0;
-        (void) image_count_internal_snapshots(file, format, &n);
+
+        if (format == DISK_FORMAT_QCOW2 && gate_open_image(d, file, "The image", &fd, &why) >= 0)
+                (void) image_count_internal_snapshots_fd(fd, &n);
         return n;
 }
 
@@ -298,7 +303,7 @@ static int plan_backward(const MergeSite *m, const FileGraph *g, const char *o, 
         if (r < 0)
                 return r;
         /* Files nothing of ours names may still read F: it stays then. */
-        if (internal_count(f, g->formats[fi]) == 0 && file_graph_foreign_overlays(g, f) == 0 &&
+        if (internal_count(m->domain, f, g->formats[fi]) == 0 && file_graph_foreign_overlays(g, f) == 0 &&
             strv_extend(&vp->unlink, f) < 0)
                 return -ENOMEM;
         return 0;
@@ -378,12 +383,12 @@ static int plan_external_disk(Domain *d, Snapshot *s, const SnapshotDisk *sd, Vi
         else if (strv_length(over_f) + file_graph_foreign_overlays(&g, f) != 1)
                 why_not_forward = why_f = strprintf("%zu files are based on %s (forward needs %s to be the only one)",
                                                     strv_length(over_f) + file_graph_foreign_overlays(&g, f), f, o);
-        else if (internal_count(o, DISK_FORMAT_QCOW2) > 0)
+        else if (internal_count(d, o, DISK_FORMAT_QCOW2) > 0)
                 why_not_forward = why_f = strprintf("%s holds internal snapshots", o);
         /* Backward: F into every overlay, which must hold no internal
          * snapshots (their view would lose F's data). */
         for (char **x = over_f; *x && !why_not_backward; x++)
-                if (internal_count(*x, DISK_FORMAT_QCOW2) > 0)
+                if (internal_count(d, *x, DISK_FORMAT_QCOW2) > 0)
                         why_not_backward = why_b = strprintf("%s holds internal snapshots", *x);
         if (!why_not_backward && !isempty(backing) && g.formats[file_graph_find(&g, backing)] != DISK_FORMAT_QCOW2 &&
             g.formats[file_graph_find(&g, backing)] != DISK_FORMAT_RAW)

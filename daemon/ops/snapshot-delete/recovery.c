@@ -231,7 +231,9 @@ static int recovery_step(DeleteRecovery *rc) {
                 for (size_t i = 0; i < vp.n_renames; i++) {
                         ImageChain c = {};
                         /* The file that takes over keeps its own format. */
-                        if (image_read_chain(vp.renames[i].to, DISK_FORMAT_QCOW2, &c) >= 0 && c.n_layers > 0)
+                        _cleanup_free_ char *why = NULL;
+
+                        if (gate_read_chain(d, vp.renames[i].to, DISK_FORMAT_QCOW2, &c, &why) >= 0 && c.n_layers > 0)
                                 vp.renames[i].to_format = c.layers[0].format;
                         image_chain_done(&c);
                 }

@@ -133,6 +133,7 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
         for (size_t i = 0; i < s->def->n_disks; i++) {
                 const SnapshotDisk *sd = s->def->disks + i;
                 const DomainDisk *rec = domain_def_find_disk(p->new_def, sd->name), *cur;
+                _cleanup_close_ int fd = -EBADF;
                 RevertDisk *rd;
                 int r;
 
@@ -158,8 +159,13 @@ static int plan_internal(RevertPlan *p, const Snapshot *s, const DomainDef *now,
                 r = image_check_regular(rec->source, "The image", ret_message);
                 if (r < 0)
                         return r;
-                /* From the header, not qemu-img: this runs before authorization. */
-                r = image_has_internal_snapshot(rec->source, s->def->name);
+                /* From the header, not qemu-img: this runs before
+                 * authorization; of the file the gate opens. */
+                r = gate_open_image(p->domain, rec->source, "The image", &fd, ret_message);
+                if (r < 0)
+                        return r;
+                r = image_has_internal_snapshot_fd(fd, s->def->name);
+                fd = safe_close(fd);
                 if (r <= 0) {
                         *ret_message = strprintf("Disk %s: %s holds no internal snapshot '%s'%s.", sd->name, rec->source,
                                                  s->def->name, r < 0 ? " (its snapshot table cannot be read)" : "");

@@ -430,12 +430,17 @@ static void load_send(RevertPlan *p) {
 }
 
 /* Offline, the same for qemu-img snapshot -a. */
-static int drop_enabled_bitmaps(const char *file, char **ret_message) {
+static int drop_enabled_bitmaps(Domain *d, const char *file, char **ret_message) {
+        _cleanup_close_ int fd = -EBADF;
         ImageBitmap *b = NULL;
         size_t n = 0;
         int r;
 
-        r = image_read_bitmaps(file, &b, &n, ret_message);
+        /* Listed from the file the gate opens, as every read of an image. */
+        r = gate_open_image(d, file, "The image", &fd, ret_message);
+        if (r < 0)
+                return r;
+        r = image_read_bitmaps_fd(fd, file, &b, &n, ret_message);
         for (size_t k = 0; r >= 0 && k < n; k++)
                 if (b[k].enabled)
                         r = image_bitmap_remove(file, b[k].name, ret_message);
@@ -446,7 +451,7 @@ static int drop_enabled_bitmaps(const char *file, char **ret_message) {
 /* An external revert's new overlay gets the bitmaps usable on the
  * snapshot's file (§2.9): checkpoints made before the snapshot stay
  * usable on the new branch; later ones show as missing there. */
-static int overlay_follow(RevertDisk *rd, char **ret_message) {
+static int overlay_follow(Domain *d, RevertDisk *rd, char **ret_message) {
         _cleanup_strv_free_ char **names = NULL;
         _cleanup_free_ uint64_t *gran = NULL;
         BitmapDisk bd = {};
@@ -455,7 +460,7 @@ static int overlay_follow(RevertDisk *rd, char **ret_message) {
 
         if (rd->format != DISK_FORMAT_QCOW2)
                 return 0;
-        r = bitmap_disk_offline(rd->target, rd->file, rd->format, &bd, ret_message);
+        r = bitmap_disk_offline(d, rd->target, rd->file, rd->format, &bd, ret_message);
         if (r < 0)
                 return r;
         r = bitmap_disk_followers(&bd, &names, &gran, &n);
@@ -610,7 +615,7 @@ static void revert_offline_steps(RevertPlan *p) {
                         if (p->domain->checkpoints.n > 0) {
                                 _cleanup_free_ char *m = NULL;
 
-                                r = overlay_follow(rd, &m);
+                                r = overlay_follow(p->domain, rd, &m);
                                 if (r < 0)
                                         return revert_fail(p, r, "Cannot give overlay %s the checkpoints' bitmaps: %s",
                                                            rd->overlay, strna(m));
@@ -623,7 +628,7 @@ static void revert_offline_steps(RevertPlan *p) {
                         _cleanup_free_ char *output = NULL;
 
                         if (p->domain->checkpoints.n > 0) {
-                                r = drop_enabled_bitmaps(p->disks[i].file, &output);
+                                r = drop_enabled_bitmaps(p->domain, p->disks[i].file, &output);
                                 if (r < 0)
                                         return revert_fail(p, r, "Cannot remove the bitmaps of %s: %s",
                                                            p->disks[i].file, strna(output));

@@ -20,6 +20,10 @@ Also printed: the CPU time (utime+stime, all threads) QEMU spent in the
 full push and in serving the pull, and qemu-nbd in serving its convert: a
 figure the other tenants of a loaded 2-core machine move less than the
 wall times.
+For the pull also: QEMU's CPU per thread (worker = its I/O thread pool),
+the minor page faults and the bytes read from storage of QEMU and of
+qemu-nbd. --glibc-default runs QEMU with glibc's malloc defaults instead
+of the tunables qsnapd gives it (docs/decisions.md), for a before/after.
 Data is checked: the full target reads the pattern, full + incremental
 equal the disk (qemu-img compare), the pulled raw equals the one from
 qemu-nbd.
@@ -32,7 +36,7 @@ and each configuration gets its own lines and medians. --no-pull leaves
 the pull out (a push series is then about twice as many runs per minute).
 
     sudo bench/bench_backup.py [--runs 5] [--size-mib 1024] [--build build-bench] [--cache none,default]
-                               [--no-pull] [--out FILE]
+                               [--no-pull] [--glibc-default] [--out FILE]
 
 build-bench: meson setup build-bench --buildtype=debugoptimized (no sanitizers).
 """

@@ -96,7 +96,7 @@ static void test_chains(OpsFixture *f) {
         ops_image(base, NULL);
         ops_image(top, base);      /* a header naming a file outside */
         ops_image(ok, f->images_of[0]);
-        check(image_read_chain(top, DISK_FORMAT_QCOW2, &chain) == 0 && chain.n_layers == 2);
+        check(image_read_chain(top, DISK_FORMAT_QCOW2, &chain, NULL) == 0 && chain.n_layers == 2);
         image_chain_done(&chain);
         r = gate_read_chain(f->domain, top, DISK_FORMAT_QCOW2, &chain, &message);
         check(refused_with(r, message, base));

@@ -83,7 +83,7 @@ static void test_overlay_like_qemu_img(const char *dir, const char *base_fmt, co
         CHECK(sh("qemu-io -r -f qcow2 -c 'read -P 0xa5 64k 64k' %s | grep -q 'read 65536/65536'", ours) == 0);
         CHECK(sh("qemu-img check -q %s", ours) == 0);
 
-        CHECK(image_read_chain(ours, DISK_FORMAT_QCOW2, &chain) == 0);
+        CHECK(image_read_chain(ours, DISK_FORMAT_QCOW2, &chain, NULL) == 0);
         CHECK(chain.n_layers == 2 && streq(chain.layers[1].path, base) && chain.layers[1].format == f);
         /* Never over an existing file. */
         CHECK(image_create_overlay(ours, base, f, NULL) == -EEXIST);
@@ -99,7 +99,7 @@ static void test_chain_agrees_with_qemu_img(const char *dir) {
         /* A relative backing name resolves against the image's folder. */
         CHECK(sh("cd %s && qemu-img create -q -f qcow2 -b c0.qcow2 -F qcow2 c1.qcow2", dir) == 0);
         CHECK(image_create_overlay(c, b, DISK_FORMAT_QCOW2, NULL) == 0);
-        CHECK(image_read_chain(c, DISK_FORMAT_QCOW2, &chain) == 0);
+        CHECK(image_read_chain(c, DISK_FORMAT_QCOW2, &chain, NULL) == 0);
         CHECK(chain.n_layers == 3);
         text = image_chain_to_string(&chain);
         expected = strprintf("%s <- %s <- %s", a, b, c);
@@ -110,7 +110,7 @@ static void test_chain_agrees_with_qemu_img(const char *dir) {
         link = strprintf("%s/loop.qcow2", dir);
         CHECK(sh("qemu-img create -q -f qcow2 %s 1M && qemu-img rebase -u -f qcow2 -b %s -F qcow2 %s", link, link, link) == 0);
         image_chain_done(&chain);
-        CHECK(image_read_chain(link, DISK_FORMAT_QCOW2, &chain) == -ELOOP);
+        CHECK(image_read_chain(link, DISK_FORMAT_QCOW2, &chain, NULL) == -ELOOP);
 }
 
 /* BlockCopy's destinations: a standalone qcow2 like `qemu-img create -f
@@ -155,7 +155,6 @@ static void test_not_regular(const char *dir) {
         _cleanup_(image_chain_done) ImageChain chain = {};
         const char *specials[] = { fifo, "/dev/null", "/dev/zero", dir };
         uint64_t size = 0;
-        uint32_t n = 0;
 
         CHECK(mkfifo(fifo, 0600) == 0);
         alarm(10);
@@ -164,21 +163,20 @@ static void test_not_regular(const char *dir) {
         CHECK(sh("qemu-img create -q -f qcow2 -u -b /dev/null -F raw %s 1M", on_null) == 0);
         CHECK(sh("qemu-img create -q -f qcow2 -u -b %s -F raw %s 1M", dir, on_dir) == 0);
 
-        CHECK(image_read_chain(top, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(image_read_chain(top, DISK_FORMAT_QCOW2, &chain, NULL) == -QSNAP_E_PATH_NOT_ALLOWED);
         image_chain_done(&chain);
-        CHECK(image_read_chain(on_null, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(image_read_chain(on_null, DISK_FORMAT_QCOW2, &chain, NULL) == -QSNAP_E_PATH_NOT_ALLOWED);
         image_chain_done(&chain);
-        CHECK(image_read_chain(on_dir, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(image_read_chain(on_dir, DISK_FORMAT_QCOW2, &chain, NULL) == -QSNAP_E_PATH_NOT_ALLOWED);
         image_chain_done(&chain);
         /* The header naming the FIFO is itself fine to read. */
         CHECK(image_read_backing_name(top, &name) == 0 && name && streq(name, fifo));
         for (size_t i = 0; i < ELEMENTSOF(specials); i++) {
-                CHECK(image_read_chain(specials[i], DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+                CHECK(image_read_chain(specials[i], DISK_FORMAT_QCOW2, &chain, NULL) == -QSNAP_E_PATH_NOT_ALLOWED);
                 image_chain_done(&chain);
                 CHECK(image_virtual_size(specials[i], DISK_FORMAT_QCOW2, &size) == -QSNAP_E_PATH_NOT_ALLOWED);
                 CHECK(image_virtual_size(specials[i], DISK_FORMAT_RAW, &size) == -QSNAP_E_PATH_NOT_ALLOWED);
-                CHECK(image_count_internal_snapshots(specials[i], DISK_FORMAT_QCOW2, &n) == -QSNAP_E_PATH_NOT_ALLOWED);
-                CHECK(!image_is_qcow2(specials[i]));
+                                CHECK(!image_is_qcow2(specials[i]));
                 CHECK(image_open_regular(specials[i], 0) == -QSNAP_E_PATH_NOT_ALLOWED);
                 CHECK(image_create_overlay(top, specials[i], DISK_FORMAT_RAW, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
                 CHECK(message && strstr(message, "not a regular file"));
@@ -219,6 +217,13 @@ static void test_size_limit(const char *dir) {
         CHECK(access(over, F_OK) < 0 && errno == ENOENT);
 }
 
+/* What CheckRevert asks of a file the gate opened, here opened without links. */
+static int has_tag(const char *path, const char *name) {
+        _cleanup_close_ int fd = image_open_regular(path, O_NOFOLLOW);
+
+        return fd < 0 ? fd : image_has_internal_snapshot_fd(fd, name);
+}
+
 /* Backing names QEMU takes as a protocol are never followed; the snapshot
  * table reader agrees with qemu-img snapshot -l. */
 static void test_plain_names_and_tags(const char *dir) {
@@ -236,23 +241,23 @@ static void test_plain_names_and_tags(const char *dir) {
         CHECK(sh("qemu-img create -q -f qcow2 -u -b 'json:{\"driver\":\"raw\",\"file\":{\"filename\":\"/etc/shadow\"}}' "
                  "-F raw %s 1M", j) == 0);
         CHECK(sh("qemu-img create -q -f qcow2 -u -b nbd:localhost:10809 -F raw %s 1M", nbd) == 0);
-        CHECK(image_read_chain_filtered(j, DISK_FORMAT_QCOW2, NULL, NULL, &chain, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(image_read_chain(j, DISK_FORMAT_QCOW2, &chain, &message) == -QSNAP_E_PATH_NOT_ALLOWED);
         CHECK(message && strstr(message, "json: or protocol name"));
         message = mfree(message);
         image_chain_done(&chain);
-        CHECK(image_read_chain(nbd, DISK_FORMAT_QCOW2, &chain) == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(image_read_chain(nbd, DISK_FORMAT_QCOW2, &chain, NULL) == -QSNAP_E_PATH_NOT_ALLOWED);
         CHECK(image_read_backing(nbd, &backing) == -QSNAP_E_PATH_NOT_ALLOWED);
 
         CHECK(sh("qemu-img create -q -f qcow2 %s 1M && qemu-img snapshot -c first %s && "
                  "qemu-img snapshot -c second-and-longer %s", tags, tags, tags) == 0);
-        CHECK(image_has_internal_snapshot(tags, "first") == 1);
-        CHECK(image_has_internal_snapshot(tags, "second-and-longer") == 1);
-        CHECK(image_has_internal_snapshot(tags, "second") == 0);
-        CHECK(image_has_internal_snapshot(tags, "1") == 0); /* an id is no name */
+        CHECK(has_tag(tags, "first") == 1);
+        CHECK(has_tag(tags, "second-and-longer") == 1);
+        CHECK(has_tag(tags, "second") == 0);
+        CHECK(has_tag(tags, "1") == 0); /* an id is no name */
         CHECK(sh("qemu-img snapshot -d first %s", tags) == 0);
-        CHECK(image_has_internal_snapshot(tags, "first") == 0);
-        CHECK(image_has_internal_snapshot(nbd, "first") == 0);
-        CHECK(image_has_internal_snapshot("/dev/null", "first") == -QSNAP_E_PATH_NOT_ALLOWED);
+        CHECK(has_tag(tags, "first") == 0);
+        CHECK(has_tag(nbd, "first") == 0);
+        CHECK(has_tag("/dev/null", "first") == -QSNAP_E_PATH_NOT_ALLOWED);
 }
 
 static uint64_t count_bits(const uint8_t *bits, uint64_t n) {

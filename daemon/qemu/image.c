@@ -187,19 +187,6 @@ int image_read_backing(const char *path, char **ret_backing) {
         return *ret_backing ? 0 : -ENOMEM;
 }
 
-int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret) {
-        _cleanup_close_ int fd = -EBADF;
-
-        if (format != DISK_FORMAT_QCOW2) {
-                *ret = 0;
-                return 0;
-        }
-        fd = image_open_regular(path, 0);
-        if (fd < 0)
-                return fd;
-        return image_count_internal_snapshots_fd(fd, ret);
-}
-
 int image_count_internal_snapshots_fd(int fd, uint32_t *ret) {
         uint8_t h[72];
         int r;
@@ -212,12 +199,6 @@ int image_count_internal_snapshots_fd(int fd, uint32_t *ret) {
 }
 
 #define QCOW2_MAX_SNAPSHOTS 65536U
-
-int image_has_internal_snapshot(const char *path, const char *name) {
-        _cleanup_close_ int fd = image_open_regular(path, 0);
-
-        return fd < 0 ? fd : image_has_internal_snapshot_fd(fd, name);
-}
 
 int image_has_internal_snapshot_fd(int fd, const char *name) {
         size_t name_len = strlen(name);
@@ -264,10 +245,17 @@ int image_has_internal_snapshot_fd(int fd, const char *name) {
         return 0;
 }
 
-int image_read_chain(const char *path, DiskFormat format, ImageChain *ret) {
-        _cleanup_free_ char *message = NULL;
+static int open_no_link(const char *path, const char *image, void *userdata, char **ret_message) {
+        return image_open_regular(path, O_NOFOLLOW);
+}
 
-        return image_read_chain_filtered(path, format, NULL, NULL, ret, &message);
+int image_read_chain(const char *path, DiskFormat format, ImageChain *ret, char **ret_message) {
+        _cleanup_free_ char *message = NULL;
+        int r = image_read_chain_opened(path, format, open_no_link, NULL, ret, &message);
+
+        if (ret_message)
+                *ret_message = TAKE_PTR(message);
+        return r;
 }
 
 int image_read_chain_opened(const char *path, DiskFormat format, ImageOpenFunc open_file, void *userdata,
@@ -319,69 +307,6 @@ int image_read_chain_opened(const char *path, DiskFormat format, ImageOpenFunc o
                 current = image_resolve_backing(c.layers[c.n_layers - 1].path, backing);
                 if (!current)
                         return -ENOMEM;
-                format = backing_format;
-        }
-
-        *ret = c;
-        c = (ImageChain) {};
-        return 0;
-}
-
-int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilter filter, void *userdata,
-                              ImageChain *ret, char **ret_message) {
-        _cleanup_(image_chain_done) ImageChain c = {};
-        _cleanup_free_ char *current = NULL;
-        int r;
-
-        current = strdup(path);
-        if (!current)
-                return -ENOMEM;
-
-        for (;;) {
-                _cleanup_free_ char *backing = NULL;
-                DiskFormat backing_format;
-                ImageLayer *l;
-
-                if (c.n_layers >= IMAGE_CHAIN_MAX)
-                        return -ELOOP;
-                for (size_t i = 0; i < c.n_layers; i++)
-                        if (streq(c.layers[i].path, current))
-                                return -ELOOP;
-
-                l = reallocarray(c.layers, c.n_layers + 1, sizeof(ImageLayer));
-                if (!l)
-                        return -ENOMEM;
-                c.layers = l;
-                c.layers[c.n_layers++] = (ImageLayer) { .path = TAKE_PTR(current), .format = format };
-
-                if (format != DISK_FORMAT_QCOW2) {
-                        struct stat st;
-
-                        /* Not opened (a raw base has no header), but a FIFO or
-                         * a device is no image of ours either. */
-                        if (stat(c.layers[c.n_layers - 1].path, &st) >= 0 && !S_ISREG(st.st_mode))
-                                return -QSNAP_E_PATH_NOT_ALLOWED;
-                        break;
-                }
-                r = qcow2_read_backing(c.layers[c.n_layers - 1].path, &backing, &backing_format);
-                if (r < 0)
-                        return r;
-                if (!backing)
-                        break;
-                if (!image_backing_name_is_plain(backing)) {
-                        free(*ret_message);
-                        *ret_message = strprintf("The backing file name '%s' in %s is a json: or protocol name; qsnapd "
-                                                 "follows only plain file names.", backing, c.layers[c.n_layers - 1].path);
-                        return -QSNAP_E_PATH_NOT_ALLOWED;
-                }
-                current = image_resolve_backing(c.layers[c.n_layers - 1].path, backing);
-                if (!current)
-                        return -ENOMEM;
-                if (filter) {
-                        r = filter(current, c.layers[c.n_layers - 1].path, userdata, ret_message);
-                        if (r < 0)
-                                return r;
-                }
                 format = backing_format;
         }
 

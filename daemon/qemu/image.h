@@ -50,23 +50,6 @@ void image_chain_done(ImageChain *c);
  * the first '/'), not empty. Only such names are ever followed. */
 bool image_backing_name_is_plain(const char *name);
 
-/* Asked before each backing file is opened (path made absolute; `image`
- * names it in its header): < 0 refuses it, the chain read then fails with
- * that error and *ret_message (may stay NULL). */
-typedef int (*ImagePathFilter)(const char *path, const char *image, void *userdata, char **ret_message);
-
-/* Follows backing file names (relative ones resolve against the folder of
- * the image naming them) down to the base. At most 256 layers; a loop or a
- * missing file ends the chain with an error, a FIFO, device or folder in
- * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall), and so does a json:
- * or protocol backing name (never followed). */
-int image_read_chain(const char *path, DiskFormat format, ImageChain *ret);
-/* The same, with `filter` asked about every backing file before it is
- * opened (core/gate.c confines chains to a domain's folders); on failure
- * *ret_message says why when known. */
-int image_read_chain_filtered(const char *path, DiskFormat format, ImagePathFilter filter, void *userdata,
-                              ImageChain *ret, char **ret_message);
-
 /* Opens one file of a chain for reading (the path gate: core/gate.c):
  * `image` names the file whose header named it, NULL for the top. The
  * descriptor, or < 0 (then *ret_message may say why). */
@@ -76,6 +59,13 @@ typedef int (*ImageOpenFunc)(const char *path, const char *image, void *userdata
  * opened too, its header not read). */
 int image_read_chain_opened(const char *path, DiskFormat format, ImageOpenFunc open_file, void *userdata,
                             ImageChain *ret, char **ret_message);
+/* The walk with each file opened without following a link
+ * (image_open_regular(O_NOFOLLOW)): at most 256 layers; a loop, a link or
+ * a missing file ends the chain with an error, a FIFO, device or folder in
+ * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall), and so does a json:
+ * or protocol backing name (never followed). For tests and tools; qsnapd
+ * reads a domain's chains through the path gate (core/gate.c). */
+int image_read_chain(const char *path, DiskFormat format, ImageChain *ret, char **ret_message);
 
 /* "base <- mid <- active", the way Domain.Disks shows a chain. */
 char *image_chain_to_string(const ImageChain *c);
@@ -127,14 +117,12 @@ bool image_is_qcow2_fd(int fd);
 /* Whether the qcow2 image's snapshot table holds an internal snapshot of
  * that name (1) or not (0), read from the file (no qemu-img: CheckRevert
  * and Revert ask before authorization); -EMEDIUMTYPE for another format,
- * -EBADMSG for a table that cannot be right. */
-int image_has_internal_snapshot(const char *path, const char *name);
-/* The same on a descriptor (one the path gate opened). */
+ * -EBADMSG for a table that cannot be right. The image on a descriptor
+ * (one the path gate opened). */
 int image_has_internal_snapshot_fd(int fd, const char *name);
 
-/* The number of internal snapshots in a qcow2 image's header (0 for raw). */
-int image_count_internal_snapshots(const char *path, DiskFormat format, uint32_t *ret);
-/* The same of a qcow2 image on a descriptor (one the path gate opened). */
+/* The number of internal snapshots in the header of a qcow2 image on a
+ * descriptor (one the path gate opened). */
 int image_count_internal_snapshots_fd(int fd, uint32_t *ret);
 
 /* The backing file named in a qcow2 header, made absolute (NULL: none).

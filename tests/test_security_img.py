@@ -22,7 +22,14 @@ where a checked image was:
 - the Size of a shut-off domain's checkpoint (read from the images' own
   bitmap tables) with the disk swapped for a link to a root-only qcow2
   outside that holds a bitmap of the checkpoint's name: not read (its
-  atime stays, the Size is not its count).
+  atime stays, the Size is not its count);
+- every other read of an image through the path gate (docs/security.md
+  §3 "Every image read"), each against a root-only qcow2 outside whose
+  atime and sha256 must stay: the offline bitmap listing (CreateCheckpoint
+  on a disk swapped for a link: the gate's text), the chain behind Disks
+  and Start (the active file a link: not read), and an external Revert's
+  frozen chain (its bitmaps for the new overlay) whose file's header names
+  that qcow2, or whose backing file is swapped for a link to it.
 Every victim is checksummed before and after (AttackTestCase), and no file
 below the test's folder holds the root-only file's contents.
 """
@@ -245,6 +252,45 @@ class QemuImgByDescriptorTest(AttackTestCase):
         self.assertUnread(secret, atime)
         self.assertFinished()
 
+    def revert_refused(self, snapshot_path):
+        """Revert (no flags) must fail with the path gate's text: a D-Bus
+        error or a failed job. Returns the text."""
+        err = None
+        try:
+            reply = self.h.call(snapshot_path, S, 'Revert', (0,), 't')
+            if isinstance(reply, str) and '/job/' in reply:
+                state, error = self.wait_job(reply)
+                err = None if state == 'completed' else error
+        except q.DBusCallError as e:
+            self.assertEqual(e.name, PATH_NOT_ALLOWED, str(e))
+            err = str(e)
+        self.assertIsNotNone(err, 'the revert read the frozen chain through a file outside')
+        self.assertIn('is not in an allowed folder of domain', err)
+        return err
+
+    def test_revert_frozen_backing_swapped_for_a_link(self):
+        """The same read with a link: the frozen file's own backing file
+        (below it, in the image root) swapped for a link to a root-only qcow2
+        outside. The Revert is refused, the file outside never read."""
+        h = self.h
+        b0 = h.create_image('deep-b0.qcow2', '64M')
+        b1 = h.create_image('deep-b1.qcow2', '64M', backing=b0)
+        dom = h.define_domain('deep', [q.Disk('vda', b1)])
+        h.call(dom, D, 'CreateCheckpoint', ('<domaincheckpoint><name>c1</name></domaincheckpoint>', 0), 'st')
+        h.call(dom, D, 'CreateSnapshot', (ext_snapshot_xml('s1'), DISK_ONLY), 'st')
+        overlay = self.active(dom)
+        secret, atime = self.root_only_with_bitmap('secret-deep.qcow2', 'c1')
+        os.rename(b0, b0 + '.away')
+        os.symlink(secret, b0)
+        self.addCleanup(lambda: (os.unlink(b0), os.rename(b0 + '.away', b0)))
+        before = set(os.listdir(os.path.dirname(b1)))
+        err = self.revert_refused(dom + '/snapshot/s1')
+        self.assertIn(b0, err)
+        self.assertUnread(secret, atime)
+        self.assertEqual(set(os.listdir(os.path.dirname(b1))), before, 'the refused revert left a file')
+        self.assertEqual(self.active(dom), overlay)
+        self.assertFinished()
+
     def test_revert_frozen_chain_leaving_the_folders(self):
         """An external Revert gives the new overlay the bitmaps of the frozen
         file's chain (bitmap_disk_offline()): with the frozen file's header
@@ -263,17 +309,7 @@ class QemuImgByDescriptorTest(AttackTestCase):
               timeout=30)
         base_sum = sha256(self.base)
         before = set(os.listdir(os.path.dirname(self.base)))
-        err = None
-        try:
-            reply = h.call(self.mine + '/snapshot/s1', S, 'Revert', (0,), 't')
-            if isinstance(reply, str) and '/job/' in reply:
-                state, error = self.wait_job(reply)
-                err = None if state == 'completed' else error
-        except q.DBusCallError as e:
-            self.assertEqual(e.name, PATH_NOT_ALLOWED, str(e))
-            err = str(e)
-        self.assertIsNotNone(err, 'the revert followed the frozen header out of the allowed folders')
-        self.assertIn('is not in an allowed folder of domain', err)
+        err = self.revert_refused(self.mine + '/snapshot/s1')
         self.assertIn(secret, err)
         self.assertUnread(secret, atime)
         self.assertEqual(sha256(self.base), base_sum, 'the frozen file changed')

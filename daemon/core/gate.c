@@ -386,3 +386,34 @@ int gate_img_snapshot(Domain *d, const char *op, const char *tag, const char *fi
         r = img_cmd_run(&cmd, ret_output);
         return r == 0 ? 0 : r < 0 ? r : -QSNAP_E_QEMU_FAILED;
 }
+
+int gate_img_bitmap(Domain *d, const char *op, const char *source, const char *file, const char *name,
+                    char **ret_message) {
+        _cleanup_(img_cmd_done) ImgCmd cmd = {};
+        _cleanup_free_ char *layer = img_placeholder(IMG_LAYER, file, DISK_FORMAT_QCOW2);
+        _cleanup_free_ char *message = NULL, *output = NULL;
+        char *template[7] = { (char *) QEMU_IMG_BINARY, (char *) "bitmap", (char *) op };
+        size_t n = 3, l;
+        int r;
+
+        if (!layer)
+                return -ENOMEM;
+        if (source)
+                template[n++] = (char *) source;
+        template[n++] = layer;
+        template[n++] = (char *) name;
+        r = gate_img_command(d, template, &cmd, &message);
+        if (r < 0) {
+                if (ret_message)
+                        *ret_message = TAKE_PTR(message);
+                return r;
+        }
+        r = img_cmd_run(&cmd, &output);
+        if (r == 0)
+                return 0;
+        for (l = output ? strlen(output) : 0; l > 0 && strchr(" \t\n", output[l - 1]); l--)
+                output[l - 1] = 0;
+        if (ret_message)
+                *ret_message = strprintf("qemu-img bitmap failed: %s", r < 0 ? strerror(-r) : strempty(output));
+        return r < 0 ? r : -QSNAP_E_QEMU_FAILED;
+}

@@ -81,3 +81,12 @@ int gate_img_command(Domain *d, char *const *template, ImgCmd *ret, char **ret_m
  * edit, run after authorization. 0, -QSNAP_E_QEMU_FAILED with qemu-img's
  * output in *ret_output, or the gate's refusal (its text in *ret_output). */
 int gate_img_snapshot(Domain *d, const char *op, const char *tag, const char *file, bool own, char **ret_output);
+
+/* `qemu-img bitmap <op> [<source>] <file> <name>` (op "--add", "--remove",
+ * or "--merge" with a source bitmap of the same file) on a domain's qcow2
+ * image, the file opened through the gate (alone, "backing": null). 0,
+ * -QSNAP_E_QEMU_FAILED with "qemu-img bitmap failed: <its output>" in
+ * *ret_message (may be NULL), or the gate's refusal and text. Blocking: a
+ * header edit, after authorization. */
+int gate_img_bitmap(Domain *d, const char *op, const char *source, const char *file, const char *name,
+                    char **ret_message);

@@ -169,7 +169,7 @@ static int undo_offline_bitmaps(Operation *o, void *data) {
         CheckpointPlan *p = o->plan;
 
         for (size_t i = p->n_added; i > 0; i--)
-                (void) image_bitmap_remove(p->paths[i - 1], p->def->name, NULL);
+                (void) gate_img_bitmap(p->domain, "--remove", NULL, p->paths[i - 1], p->def->name, NULL);
         return 0;
 }
 
@@ -262,7 +262,7 @@ static void plan_add_bitmaps(CheckpointPlan *p, bool live) {
         if (r < 0)
                 return operation_finish(p->op, r, NULL);
         for (size_t i = 0; i < p->n_disks; i++) {
-                r = image_bitmap_add(p->paths[i], p->def->name, &message);
+                r = gate_img_bitmap(p->domain, "--add", NULL, p->paths[i], p->def->name, &message);
                 if (r < 0)
                         return operation_finish(p->op, r, message);
                 p->n_added++;

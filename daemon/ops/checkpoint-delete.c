@@ -6,6 +6,7 @@
  */
 #include "core/bitmaps.h"
 #include "core/disk.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/operation.h"
 #include "ops/checkpoint-delete.h"
@@ -233,9 +234,9 @@ static void work_run_offline(Work *w) {
                 int r = 0;
 
                 if (s->merge_into)
-                        r = image_bitmap_merge(s->path, s->merge_into, s->bitmap, NULL, &message);
+                        r = gate_img_bitmap(w->domain, "--merge", s->bitmap, s->path, s->merge_into, &message);
                 if (r >= 0)
-                        r = image_bitmap_remove(s->path, s->bitmap, &message);
+                        r = gate_img_bitmap(w->domain, "--remove", NULL, s->path, s->bitmap, &message);
                 if (r < 0)
                         work_fail(w, r, message);
         }

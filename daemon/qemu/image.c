@@ -738,17 +738,8 @@ static int bitmap_run(const char *op, const char *source, const char *source_fil
         return r < 0 ? r : qemu_img_run(&c, NULL, ret_message);
 }
 
-int image_bitmap_add(const char *path, const char *name, char **ret_message) {
-        return bitmap_run("--add", NULL, NULL, path, name, ret_message);
-}
-
 int image_bitmap_remove(const char *path, const char *name, char **ret_message) {
         return bitmap_run("--remove", NULL, NULL, path, name, ret_message);
-}
-
-int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
-                       char **ret_message) {
-        return bitmap_run("--merge", source, source_file, path, target, ret_message);
 }
 
 /* ---- the dirty bitmaps themselves, read from the file ---- */

@@ -170,10 +170,9 @@ int image_read_bitmaps_fd(int fd, const char *path, ImageBitmap **ret, size_t *r
 int image_read_dirty_bitmap(int fd, const char *name, uint64_t *ret_granularity, uint64_t *ret_n_bits,
                             uint8_t **ret_bits);
 
-/* `qemu-img bitmap <op…> <path> <name>`: op is "--add", "--remove", or
- * "--merge" with source (a bitmap of `source_file`, NULL: of path itself).
- * -QSNAP_E_QEMU_FAILED with qemu-img's text in *ret_message. */
-int image_bitmap_add(const char *path, const char *name, char **ret_message);
+/* `qemu-img bitmap --remove <path> <name>` on the file alone, opened here
+ * without a link in any component: for the start-up recoveries, whose
+ * file a journal names (a domain's image is edited through the path gate:
+ * gate_img_bitmap()). -QSNAP_E_QEMU_FAILED with qemu-img's text in
+ * *ret_message. */
 int image_bitmap_remove(const char *path, const char *name, char **ret_message);
-int image_bitmap_merge(const char *path, const char *target, const char *source, const char *source_file,
-                       char **ret_message);

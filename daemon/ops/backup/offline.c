@@ -15,6 +15,7 @@
  * ran failed under its path. Why a paused QEMU: docs/decisions.md.
  */
 #include "core/domain-jobs.h"
+#include "core/gate.h"
 #include "core/manager.h"
 #include "core/offline-qemu.h"
 #include "ops/backup/internal.h"
@@ -62,7 +63,7 @@ int backup_offline_add_checkpoint(BackupOp *b, char **ret_message) {
         if (r < 0)
                 return r;
         for (char **src = p->cp_sources; src && *src; src++, added++) {
-                r = image_bitmap_add(*src, p->checkpoint->name, ret_message);
+                r = gate_img_bitmap(b->domain, "--add", NULL, *src, p->checkpoint->name, ret_message);
                 if (r < 0)
                         break;
         }
@@ -74,7 +75,7 @@ int backup_offline_add_checkpoint(BackupOp *b, char **ret_message) {
         for (size_t i = 0; i < added; i++) {
                 _cleanup_free_ char *m = NULL;
 
-                if (image_bitmap_remove(p->cp_sources[i], p->checkpoint->name, &m) < 0)
+                if (gate_img_bitmap(b->domain, "--remove", NULL, p->cp_sources[i], p->checkpoint->name, &m) < 0)
                         log_warning("Domain '%s': cannot remove bitmap '%s' from %s again: %s", b->domain->def->name,
                                     p->checkpoint->name, p->cp_sources[i], strna(m));
         }

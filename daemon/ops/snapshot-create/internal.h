@@ -56,6 +56,7 @@ struct SnapshotPlan {
         int64_t migrate_query; /* the query-migrate in flight, 0: none */
         Snapshot *snapshot;   /* the result */
         unsigned cont_retries;
+        bool resuming;        /* failed: the guest's cont is out, the caller hears after it */
         sd_event_source *timer;
 };
 

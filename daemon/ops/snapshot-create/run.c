@@ -254,11 +254,28 @@ static void plan_switch_disks(SnapshotPlan *p) {
         }
 }
 
+/* A failed snapshot's cont is answered: the guest runs (or will not), the
+ * caller hears now. */
+static void on_failed_resumed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
+                              void *userdata) {
+        SnapshotPlan *p = userdata;
+
+        if (error >= 0)
+                domain_note_running(p->domain);
+        else
+                log_warning("Domain '%s': the guest did not resume after the failed snapshot: %s", p->domain->def->name,
+                            strna(desc));
+        p->resuming = false;
+        operation_finish(p->op, p->error, p->message);
+}
+
 static void plan_finish(SnapshotPlan *p, int error, const char *message) {
         Operation *o = p->op;
         Domain *d = p->domain;
         int r;
 
+        if (p->resuming)
+                return; /* failing already: on_failed_resumed() ends it */
         if (p->subscription > 0 && d->qmp)
                 (void) qmp_unsubscribe(d->qmp, p->subscription);
         p->subscription = 0;
@@ -267,6 +284,18 @@ static void plan_finish(SnapshotPlan *p, int error, const char *message) {
         if (error < 0) {
                 /* What was made goes again (the operation's undo stack). */
                 log_warning("Domain '%s': snapshot '%s' failed: %s", d->def->name, p->def->name, strna(message));
+                /* A guest we paused runs again before the caller hears, as
+                 * after a success (undo_stop()'s cont alone raced the reply:
+                 * State could still say paused). */
+                if (p->stopped && d->qmp && (message == p->message || free_and_strdup(&p->message, message) >= 0)) {
+                        p->error = error;
+                        p->stopped = false;
+                        p->resuming = true;
+                        if (qmp_cmd_cont(d->qmp, on_failed_resumed, p) >= 0)
+                                return;
+                        p->stopped = true;
+                        p->resuming = false;
+                }
                 return operation_finish(o, error, message);
         }
 
@@ -420,7 +449,7 @@ static int overlays_follow_offline(SnapshotPlan *p, char **ret_message) {
                         continue;
                 r = bitmap_disk_followers(bd, &names, &gran, &n);
                 for (size_t k = 0; r >= 0 && k < n; k++)
-                        r = image_bitmap_add(p->disks[i].overlay, names[k], ret_message);
+                        r = gate_img_bitmap(p->domain, "--add", NULL, p->disks[i].overlay, names[k], ret_message);
                 if (r < 0)
                         return r;
         }

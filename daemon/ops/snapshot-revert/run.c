@@ -443,7 +443,7 @@ static int drop_enabled_bitmaps(Domain *d, const char *file, char **ret_message)
         r = image_read_bitmaps_fd(fd, file, &b, &n, ret_message);
         for (size_t k = 0; r >= 0 && k < n; k++)
                 if (b[k].enabled)
-                        r = image_bitmap_remove(file, b[k].name, ret_message);
+                        r = gate_img_bitmap(d, "--remove", NULL, file, b[k].name, ret_message);
         image_bitmaps_free(b, n);
         return r;
 }
@@ -466,7 +466,7 @@ static int overlay_follow(Domain *d, RevertDisk *rd, char **ret_message) {
         r = bitmap_disk_followers(&bd, &names, &gran, &n);
         bitmap_disk_done(&bd);
         for (size_t k = 0; r >= 0 && k < n; k++)
-                r = image_bitmap_add(rd->overlay, names[k], ret_message);
+                r = gate_img_bitmap(d, "--add", NULL, rd->overlay, names[k], ret_message);
         return r;
 }
 

@@ -14,8 +14,6 @@
  * its backing file and the same virtual size, which QEMU can open (at
  * most 2 PiB); a larger one is refused as unsupported, with a message.
  */
-#include <fcntl.h>
-
 #include "fuzz.h"
 #include "qemu/image.h"
 #include "util/error.h"
@@ -72,7 +70,7 @@ FUZZ_TARGET(image) {
                 r = image_virtual_size(first, f, &vsize);
                 FUZZ_CHECK(r <= 0);
                 if (f == DISK_FORMAT_QCOW2) {
-                        _cleanup_close_ int fd = image_open_regular(first, O_NOFOLLOW);
+                        _cleanup_close_ int fd = image_open_nofollow(first);
 
                         if (fd >= 0) {
                                 r = image_count_internal_snapshots_fd(fd, &n_snapshots);

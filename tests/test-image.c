@@ -219,7 +219,7 @@ static void test_size_limit(const char *dir) {
 
 /* What CheckRevert asks of a file the gate opened, here opened without links. */
 static int has_tag(const char *path, const char *name) {
-        _cleanup_close_ int fd = image_open_regular(path, O_NOFOLLOW);
+        _cleanup_close_ int fd = image_open_nofollow(path);
 
         return fd < 0 ? fd : image_has_internal_snapshot_fd(fd, name);
 }

@@ -246,7 +246,7 @@ int image_has_internal_snapshot_fd(int fd, const char *name) {
 }
 
 static int open_no_link(const char *path, const char *image, void *userdata, char **ret_message) {
-        return image_open_regular(path, O_NOFOLLOW);
+        return image_open_nofollow(path);
 }
 
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret, char **ret_message) {

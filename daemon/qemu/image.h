@@ -59,11 +59,11 @@ typedef int (*ImageOpenFunc)(const char *path, const char *image, void *userdata
  * opened too, its header not read). */
 int image_read_chain_opened(const char *path, DiskFormat format, ImageOpenFunc open_file, void *userdata,
                             ImageChain *ret, char **ret_message);
-/* The walk with each file opened without following a link
- * (image_open_regular(O_NOFOLLOW)): at most 256 layers; a loop, a link or
- * a missing file ends the chain with an error, a FIFO, device or folder in
- * it with -QSNAP_E_PATH_NOT_ALLOWED (never a stall), and so does a json:
- * or protocol backing name (never followed). For tests and tools; qsnapd
+/* The walk with each file opened by image_open_nofollow() (no link in the
+ * file's path at all): at most 256 layers; a loop, a link or a missing
+ * file ends the chain with an error, a FIFO, device or folder in it with
+ * -QSNAP_E_PATH_NOT_ALLOWED (never a stall), and so does a json: or
+ * protocol backing name (never followed). For tests and tools; qsnapd
  * reads a domain's chains through the path gate (core/gate.c). */
 int image_read_chain(const char *path, DiskFormat format, ImageChain *ret, char **ret_message);
 

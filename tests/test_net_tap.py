@@ -64,17 +64,13 @@ def fds_to(pid, target):
     return n
 
 
-class NetTapTest(q.QsnapTestCase):
+class NetTapTest(q.UnprivilegedQemu, q.QsnapTestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix='qsnap-bridgeconf-')
         self.bridge_conf = os.path.join(self.tmp, 'bridge.conf')
         self.harness_options = {'image_root': True,
                                 'daemon_args': ['--qemu-user=' + q.QEMU_USER, '--bridge-conf=' + self.bridge_conf]}
-        q.ensure_qemu_user()
         super().setUp()
-        # QEMU's user reaches its socket folder through ours (see
-        # test_security.py's UnprivilegedQemuTest).
-        os.chmod(self.h.root, 0o711)
         self.bridge = self.make_bridge('br-qsnapt%d' % (os.getpid() % 100000))
         self.taps_before = taps()
 

@@ -49,20 +49,8 @@ def cdrom_xml(path):
         '    </disk>'])
 
 
-class NoPathTest(q.QsnapTestCase):
+class NoPathTest(q.UnprivilegedQemu, q.QsnapTestCase):
     harness_options = {'image_root': True, 'daemon_args': ['--qemu-user=' + q.QEMU_USER]}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        q.ensure_qemu_user()
-
-    def setUp(self):
-        super().setUp()
-        # QEMU's user reaches its socket folder under the runtime dir
-        # through our temp root (mkdtemp's 0700); the images folder below
-        # stays root's alone: QEMU never looks a file up there.
-        os.chmod(self.h.root, 0o711)
 
     def test_device_files_by_descriptor(self):
         h = self.h
@@ -102,31 +90,19 @@ class NoPathTest(q.QsnapTestCase):
 
         # Approved by name; then each name turned into a link to outside.
         for path, target in ((cdrom, secret), (kernel, secret), (initrd, secret), (serial, victim)):
-            real = path + '.real'
-            os.rename(path, real)
-            os.symlink(target, path)
-            try:
+            with q.swapped_for_link(path, target):
                 with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed') as cm:
                     h.call(dom, D, 'Start', (0,), 't', timeout=60)
                 self.assertIn(path, cm.exception.message)
                 self.assertEqual(h.get_property(dom, D, 'State'), 'shutoff')
-            finally:
-                os.unlink(path)
-                os.rename(real, path)
             for p, s in sums.items():
                 self.assertEqual(sha256(p), s, '%s changed (%s swapped)' % (p, path))
         # A folder on the way swapped for a link: the same.
         # (The same files, found through the link, are still refused.)
-        moved = devdir + '.real'
-        os.rename(devdir, moved)
-        os.symlink(moved, devdir)
-        try:
+        with q.swapped_for_link(devdir, devdir + '.real'):
             with self.assertDBusError(q.ERROR_PREFIX + 'QemuFailed') as cm:
                 h.call(dom, D, 'Start', (0,), 't', timeout=60)
             self.assertIn(devdir, cm.exception.message)
-        finally:
-            os.unlink(devdir)
-            os.rename(moved, devdir)
 
         # The real files: the guest boots from the descriptors, reads the
         # CD-ROM, writes its console into the file qsnapd opened.

@@ -198,24 +198,12 @@ class MonitorPassthroughTest(AttackTestCase):
         os.unlink(self.marker)
 
 
-class UnprivilegedQemuTest(AttackTestCase):
+class UnprivilegedQemuTest(q.UnprivilegedQemu, AttackTestCase):
     """QEMU as its own user (--qemu-user=, the system bus's default),
     sandboxed, with no capability (docs/security.md §4): a guest escape or
     the monitor passthrough gets an unprivileged process that cannot spawn
     anything, and QEMU still opens no image itself."""
     harness_options = {'image_root': True, 'daemon_args': ['--qemu-user=' + q.QEMU_USER]}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        q.ensure_qemu_user()
-
-    def setUp(self):
-        super().setUp()
-        # QEMU's user reaches the sockets it binds under <runtime>/qemu as
-        # under /run/qsnap: through folders it may search (our temp root is
-        # mkdtemp's 0700; qsnapd gives the runtime folder search itself).
-        os.chmod(self.h.root, 0o711)
 
     def status(self, pid):
         with open('/proc/%d/status' % pid) as f:
@@ -309,7 +297,7 @@ class UnprivilegedQemuTest(AttackTestCase):
         self.assertFinished()
 
 
-class PerDomainUidTest(AttackTestCase):
+class PerDomainUidTest(q.UnprivilegedQemu, AttackTestCase):
     """--qemu-uid-range=: each domain's QEMU runs as a uid of its own from
     the range, with QEMU's user's groups (docs/security.md §4): one QEMU
     broken into cannot signal or trace another. The uids in use survive a
@@ -317,15 +305,6 @@ class PerDomainUidTest(AttackTestCase):
     BASE = 2001000000
     harness_options = {'image_root': True,
                        'daemon_args': ['--qemu-user=' + q.QEMU_USER, '--qemu-uid-range=%d:2' % BASE]}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        q.ensure_qemu_user()
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.h.root, 0o711)    # as UnprivilegedQemuTest
 
     def uid_of(self, pid):
         with open('/proc/%d/status' % pid) as f:

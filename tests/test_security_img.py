@@ -164,9 +164,7 @@ class QemuImgByDescriptorTest(AttackTestCase):
         self.assertFinished()
 
     def swap_disk_for_link(self, victim):
-        os.rename(self.base, self.base + '.away')
-        os.symlink(victim, self.base)
-        self.addCleanup(lambda: (os.unlink(self.base), os.rename(self.base + '.away', self.base)))
+        self.enterContext(q.swapped_for_link(self.base, victim, '.away'))
 
     def test_internal_snapshots_through_a_link(self):
         """The disk swapped for a link to a qcow2 image outside that holds a
@@ -280,9 +278,7 @@ class QemuImgByDescriptorTest(AttackTestCase):
         h.call(dom, D, 'CreateSnapshot', (ext_snapshot_xml('s1'), DISK_ONLY), 'st')
         overlay = self.active(dom)
         secret, atime = self.root_only_with_bitmap('secret-deep.qcow2', 'c1')
-        os.rename(b0, b0 + '.away')
-        os.symlink(secret, b0)
-        self.addCleanup(lambda: (os.unlink(b0), os.rename(b0 + '.away', b0)))
+        self.enterContext(q.swapped_for_link(b0, secret, '.away'))
         before = set(os.listdir(os.path.dirname(b1)))
         err = self.revert_refused(dom + '/snapshot/s1')
         self.assertIn(b0, err)

@@ -1127,6 +1127,23 @@ def mounted_tmpfs(path, size):
         subprocess.run(['umount', '-l', path], check=False)
 
 
+@contextlib.contextmanager
+def swapped_for_link(path, target, suffix='.real'):
+    """path (a file or a folder) moved aside to path + suffix and a symbolic
+    link to target put in its place, for the with-block (or the test, with
+    TestCase.enterContext); the original is back afterwards. Yields the
+    moved path."""
+    moved = path + suffix
+    os.rename(path, moved)
+    try:
+        os.symlink(target, path)
+        yield moved
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.rename(moved, path)
+
+
 def qemu_img_check(path, fmt='qcow2', force_share=False):
     """qemu-img check of path: its output, or AssertionError naming the
     image and qemu-img's words when the image is not clean. It raises
@@ -2052,6 +2069,23 @@ class Harness:
         if self._read_pattern_live(domain_path, target, pattern, offset, length, timeout):
             raise AssertionError('%s%s of %s reads 0x%02x at %d+%d, which it must not'
                                  % (what + ': ' if what else '', target, domain_path, pattern, offset, length))
+
+
+class UnprivilegedQemu:
+    """Mixin, listed before the TestCase base, for tests whose qsnapd runs
+    QEMU as QEMU_USER (--qemu-user= in harness_options): the user exists,
+    and QEMU's user reaches the sockets it binds under the runtime dir
+    through our temp root (mkdtemp's 0700 made 0711: search only); the
+    images folder below stays root's alone."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        ensure_qemu_user()
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.h.root, 0o711)
 
 
 class QsnapTestCase(unittest.TestCase):

@@ -1120,6 +1120,23 @@ class TcpTest(BackupTestCase):
             opts += ',tls-creds=tls0'
         return q.run(args + ['--image-opts', opts, out], timeout=120)
 
+    def assert_tls_export(self, dom, ref, client_dir, what):
+        """The running backup's export is TLS-only: BackupGetXMLDesc shows
+        tls='yes' and its port, plain NBD cannot read it, a client with the
+        credentials reads exactly ref. Returns the port."""
+        h = self.h
+        server = self.backup_xml(dom).find('server')
+        self.assertEqual(server.get('tls'), 'yes')
+        port = int(server.get('port'))
+        r = self.convert_tcp(port, h.image_path('plain.raw'))
+        self.assertNotEqual(r.returncode, 0, 'plain NBD read a TLS export')
+        out = h.image_path('tls.raw')
+        r = self.convert_tcp(port, out, client_dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, '%s: %s' % (what, r.stdout))
+        return port
+
     def test_pull_over_tcp(self):
         h = self.h
         dom, img = self.make_domain()
@@ -1151,17 +1168,8 @@ class TcpTest(BackupTestCase):
         h.restart_daemon(kill=False, env={'QSNAPD_NBD_TLS_DIR': server_dir})
         ref = self.reference(dom)
         job = self.begin(dom, xml)
-        server = self.backup_xml(dom).find('server')
-        self.assertEqual(server.get('tls'), 'yes')
-        port = int(server.get('port'))
         self.write_b_while_running(dom, job)
-        r = self.convert_tcp(port, h.image_path('plain.raw'))
-        self.assertNotEqual(r.returncode, 0, 'plain NBD read a TLS export')
-        out = h.image_path('tls.raw')
-        r = self.convert_tcp(port, out, client_dir)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
-        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assert_tls_export(dom, ref, client_dir, 'the TLS export against the disk at the start')
         h.call(job, J, 'Abort', (0,), 't')
         objects = [o['name'] for o in h.qmp(dom, 'qom-list', {'path': '/objects'})['return']]
         self.assertEqual([o for o in objects if o.startswith('tls-')], [], 'the credentials object stayed')
@@ -1177,6 +1185,7 @@ class OfflineTcpTest(BackupTestCase):
     the credentials object with that QEMU, and changes no bitmap."""
     CHANGED = OfflineTest.CHANGED
     convert_tcp = TcpTest.convert_tcp
+    assert_tls_export = TcpTest.assert_tls_export
     assert_paused_qemu = OfflineTest.assert_paused_qemu
     assert_offline_done = OfflineTest.assert_offline_done
     bitmaps = OfflineTest.bitmaps
@@ -1224,16 +1233,7 @@ class OfflineTcpTest(BackupTestCase):
         ref = self.raw_copy(img, 'ref2.raw')
         job = self.begin(dom, "<domainbackup mode='pull'><incremental>c1</incremental><server transport='tcp' "
                               "name='localhost' tls='yes'/></domainbackup>")
-        server = self.backup_xml(dom).find('server')
-        self.assertEqual(server.get('tls'), 'yes')
-        port = int(server.get('port'))
-        r = self.convert_tcp(port, h.image_path('plain.raw'))
-        self.assertNotEqual(r.returncode, 0, 'plain NBD read a TLS export')
-        out = h.image_path('tls.raw')
-        r = self.convert_tcp(port, out, client_dir)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
-        self.assertEqual(r.returncode, 0, 'the offline TLS export against the disk: %s' % r.stdout)
+        port = self.assert_tls_export(dom, ref, client_dir, 'the offline TLS export against the disk')
         opts = ('driver=nbd,host=localhost,port=%d,export=vda,tls-creds=tls0,'
                 'x-dirty-bitmap=qemu:dirty-bitmap:backup-vda' % port)
         m = q.run([q.QEMU_IMG, 'map', '--output=json', '--object',

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import select
-import struct
 import subprocess
 import xml.sax.saxutils
 

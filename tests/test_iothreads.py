@@ -17,16 +17,20 @@ qemu-io) and checks the data live and from the host afterwards:
 - block jobs on vda: BlockCommit ACTIVE with a guest write while READY and
   Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable.
 - backups of vda: a full push creating checkpoint c1, an incremental push
-  since c1 (full + incremental == the disk at its start), a pull over NBD
-  (qemu-img convert == the disk at backup start, a guest write afterwards
-  not in it), CreateCheckpoint and Delete.
+  since c1 (full + incremental == the disk at its start), CreateCheckpoint
+  and Delete. A pull over NBD of vda is refused (Unsupported, nothing
+  changed, the guest runs on) before QEMU 9.0: QEMU 7.2 aborts when a
+  client of an export in an I/O thread disconnects (measured; with 9.0 the
+  pull runs and is checked like vdb's). vdb, in the main loop of the same
+  QEMU, is pulled over NBD: qemu-img convert == the disk at backup start,
+  a guest write afterwards not in it.
 """
 
 import os
 import xml.etree.ElementTree as ET
 
 import qsnaptest as q
-from test_backup import BackupTestCase, push_xml, pull_xml
+from test_backup import BackupTestCase, pull_xml
 from test_blockjobs import D, J, MiB
 from test_blockcopy import dest_xml
 
@@ -141,6 +145,7 @@ class IothreadTest(BackupTestCase):
         self.assert_in_iothread(dom, 'after Revert')
         ra, rb = self.active_files(dom)['vda'], self.active_files(dom)['vdb']
         self.assertEqual(self.qemu_chain(dom), [ra, a])
+        self.assertEqual(self.qemu_chain(dom, 'vdb'), [rb, b])
         self.live(dom, 'vda', [(0xa1, 0)], [MiB, 2 * MiB, 3 * MiB], 'vda after revert to s1')
         self.live(dom, 'vdb', [(0xb1, 0)], [MiB], 'vdb after revert to s1')
         self.write(dom, 'vda', 0xa5, 4 * MiB)
@@ -213,6 +218,7 @@ class IothreadTest(BackupTestCase):
     def test_backups_and_checkpoints(self):
         h = self.h
         dom, a, b = self.make()
+        self.dom = dom
         self.write(dom, 'vda', 0xa1, 0)
         self.write(dom, 'vda', 0xa2, 16 * MiB)
         rec = h.record_signals()
@@ -238,16 +244,23 @@ class IothreadTest(BackupTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assert_equal_images(ref2, inc, what='full + incremental')
 
-        # Pull over NBD; the guest writes after the point in time.
-        ref3 = self.reference(dom, 'ref3.raw')
-        job = self.begin(dom, pull_xml())
-        socket = self.backup_xml(dom).find('server').get('socket')
-        self.write(dom, 'vda', 0xd4, 0)
-        out = self.nbd_convert(socket, 'vda', h.image_path('pulled.raw'))
-        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref3, out])
-        self.assertEqual(r.returncode, 0, 'the export against the disk at backup start: %s' % r.stdout)
-        h.call(job, J, 'Abort', (0,), 't')
-        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        # A pull of vda: QEMU 7.2 aborts when a client of an NBD export in an
+        # iothread hangs up (docs/decisions.md), so it is refused, and
+        # nothing changes; QEMU runs on.
+        if not self.qemu_at_least(9, 0):
+            before = (self.fingerprint(dom), self.node_bitmaps(dom), sorted(os.listdir(h.runtime_dir)))
+            with self.assertDBusError(q.ERROR_PREFIX + 'Unsupported') as cm:
+                self.begin(dom, pull_xml())
+            self.assertIn('I/O thread 1', str(cm.exception))
+            self.assertEqual((self.fingerprint(dom), self.node_bitmaps(dom), sorted(os.listdir(h.runtime_dir))), before)
+            self.assertEqual(self.dprop(dom, 'State'), 'running')
+            self.write(dom, 'vda', 0xd4, 0)
+        else:
+            self.pull_and_compare(dom, 'vda', a, 0xd4)
+        # vdb, in the main loop of the same QEMU: pulled over NBD, equal to
+        # the disk at backup start, a later guest write not in it.
+        self.write(dom, 'vdb', 0xb1, 0)
+        self.pull_and_compare(dom, 'vdb', b, 0xb2)
         self.live(dom, 'vda', [(0xd4, 0), (0xa2, 16 * MiB), (0xc3, 4 * MiB)], [], 'guest after the pull')
 
         # A checkpoint of its own, then deletes (bitmaps merged or dropped in the iothread).
@@ -262,6 +275,29 @@ class IothreadTest(BackupTestCase):
         self.flush_all(dom)
         q.qemu_img_check(a, force_share=True)
         rec.close()
+
+    def qemu_at_least(self, major, minor):
+        v = self.h.qmp(self.dom, 'query-version')['return']['qemu']
+        return (v['major'], v['minor']) >= (major, minor)
+
+    def pull_and_compare(self, dom, target, img, later):
+        """A full pull of target: the export read over NBD equals the disk
+        at backup start; the guest's write of pattern later afterwards is
+        not in it; Abort ends it completed."""
+        h = self.h
+        h.flush_live(dom, target)
+        ref = self.raw_copy(img, 'ref-%s.raw' % target)
+        xml = "<domainbackup mode='pull'><disks><disk name='%s'/></disks></domainbackup>" % target
+        job = self.begin(dom, xml)
+        socket = self.backup_xml(dom).find('server').get('socket')
+        self.write(dom, target, later, 0)
+        out = self.nbd_convert(socket, target, h.image_path('pulled-%s.raw' % target))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref, out])
+        self.assertEqual(r.returncode, 0, 'the export of %s against the disk at backup start: %s' % (target, r.stdout))
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.live(dom, target, [(later, 0)], [], '%s after its pull' % target)
 
     def node_bitmaps(self, dom):
         nodes = self.h.qmp(dom, 'query-named-block-nodes', {'flat': True})['return']

@@ -14,6 +14,9 @@ qemu-io) and checks the data live and from the host afterwards:
   leaf s2 (active commit + pivot), a revert to s1 with FORCE|RUNNING (a new
   QEMU, vda again in iothread1), the delete of s1 (merge): each view holds
   exactly its patterns, qemu-img check is clean.
+- snapshots with memory: internal (snapshot-save), a live revert
+  (snapshot-load into the same QEMU), its delete; external with memory and
+  its revert (a new QEMU loading the memory file, vda in iothread1 again).
 - block jobs on vda: BlockCommit ACTIVE with a guest write while READY and
   Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable.
 - backups of vda: a full push creating checkpoint c1, an incremental push
@@ -161,6 +164,52 @@ class IothreadTest(BackupTestCase):
         for f in sorted(os.listdir(h.images_dir)):
             if '.qcow2' in f or '.s' in f:
                 q.qemu_img_check(h.image_path(f), force_share=True)
+
+    # ------------------------------------------------------------------
+    def test_snapshots_with_memory(self):
+        h = self.h
+        dom, a, b = self.make()
+        self.write(dom, 'vda', 0xa1, 0)
+        self.write(dom, 'vdb', 0xb1, 0)
+
+        # Internal with memory (snapshot-save with vda's node in the
+        # iothread), a live snapshot-load into the same QEMU, its delete.
+        i1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>i1</name></domainsnapshot>', 0), 'st',
+                    timeout=90)
+        self.assertEqual(h.get_property(i1, S, 'Memory'), 'internal')
+        self.write(dom, 'vda', 0xa2, 0)
+        self.write(dom, 'vda', 0xa3, MiB)
+        pid = h.qemu_pid(dom)
+        h.call(i1, S, 'Revert', (0,), 't', timeout=90)
+        self.assertEqual(h.qemu_pid(dom), pid, 'an internal revert loads into the same QEMU')
+        self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
+        self.live(dom, 'vda', [(0xa1, 0)], [MiB], 'vda after reverting to i1')
+        self.live(dom, 'vdb', [(0xb1, 0)], [], 'vdb after reverting to i1')
+        self.delete_snapshot(i1)
+        for img in (a, b):
+            r = q.run([q.QEMU_IMG, 'snapshot', '-U', '-l', img])
+            self.assertNotIn('i1', r.stdout, 'the tag of i1 is left in %s' % img)
+
+        # External with memory: the disks switched in postmigrate; its
+        # revert starts a new QEMU from the memory file, vda in iothread1.
+        mem = h.image_path('f1.mem')
+        xml = "<domainsnapshot><name>f1</name><memory snapshot='external' file='%s'/></domainsnapshot>" % mem
+        f1 = h.call(dom, D, 'CreateSnapshot', (xml, 0), 'st', timeout=90)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assertEqual(self.active_files(dom), {'vda': h.image_path('a.f1'), 'vdb': h.image_path('b.f1')})
+        self.write(dom, 'vda', 0xa4, 2 * MiB)
+        self.write(dom, 'vdb', 0xb4, 2 * MiB)
+        h.call(f1, S, 'Revert', (0,), 't', timeout=90)
+        self.assertNotEqual(h.qemu_pid(dom), pid)
+        self.assertEqual(h.qmp(dom, 'query-status')['return']['status'], 'running')
+        self.assertEqual(h.qmp(dom, 'query-migrate')['return'].get('status'), 'completed')
+        self.assert_in_iothread(dom, 'after reverting to f1')
+        self.live(dom, 'vda', [(0xa1, 0)], [MiB, 2 * MiB], 'vda after reverting to f1')
+        self.live(dom, 'vdb', [(0xb1, 0)], [2 * MiB], 'vdb after reverting to f1')
+        self.flush_all(dom)
+        self.host(self.active_files(dom)['vda'], [(0xa1, 0)], [MiB, 2 * MiB], 'vda after reverting to f1')
+        for f in (a, b, h.image_path('a.f1'), h.image_path('b.f1')):
+            q.qemu_img_check(f, force_share=True)
 
     # ------------------------------------------------------------------
     def test_block_jobs(self):

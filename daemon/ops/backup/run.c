@@ -764,6 +764,7 @@ static void send_transaction(BackupOp *b) {
                         .bitmap = !pull && r->since ? r->bitmap : NULL,
                         .filter_node = pull ? r->filter_node : NULL,
                         .speed = backup_test_speed(),
+                        .bulk = !pull,
                 };
         }
         /* crash points: backup:transaction backup-offline:transaction */

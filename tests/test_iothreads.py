@@ -21,12 +21,13 @@ qemu-io) and checks the data live and from the host afterwards:
   Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable.
 - backups of vda: a full push creating checkpoint c1, an incremental push
   since c1 (full + incremental == the disk at its start), CreateCheckpoint
-  and Delete. A pull over NBD of vda is refused (Unsupported, nothing
-  changed, the guest runs on) before QEMU 9.0: QEMU 7.2 aborts when a
-  client of an export in an I/O thread disconnects (measured; with 9.0 the
-  pull runs and is checked like vdb's). vdb, in the main loop of the same
-  QEMU, is pulled over NBD: qemu-img convert == the disk at backup start,
-  a guest write afterwards not in it.
+  and Delete; shut off, an offline pull of vda (a paused QEMU without I/O
+  threads) reads back equal. A live pull over NBD of vda is refused
+  (Unsupported, nothing changed, the guest runs on) before QEMU 9.0: QEMU
+  7.2 aborts when a client of an export in an I/O thread disconnects
+  (measured; with 9.0 the pull runs and is checked like vdb's). vdb, in the
+  main loop of the same QEMU, is pulled over NBD: qemu-img convert == the
+  disk at backup start, a guest write afterwards not in it.
 """
 
 import os
@@ -324,6 +325,20 @@ class IothreadTest(BackupTestCase):
         self.flush_all(dom)
         q.qemu_img_check(a, force_share=True)
         rec.close()
+
+        # Shut off, vda's pull runs in a paused QEMU without devices or I/O
+        # threads: allowed, and its export equals the disk.
+        h.call(dom, D, 'Stop', (0,), 't')
+        ref4 = self.raw_copy(a, 'ref4.raw')
+        job = self.begin(dom, "<domainbackup mode='pull'><disks><disk name='vda'/></disks></domainbackup>")
+        socket = self.backup_xml(dom).find('server').get('socket')
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled-off.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref4, out])
+        self.assertEqual(r.returncode, 0, 'the offline export against the disk: %s' % r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assert_in_iothread(dom, 'started again')
 
     def qemu_at_least(self, major, minor):
         v = self.h.qmp(self.dom, 'query-version')['return']['qemu']

@@ -77,7 +77,6 @@ the job runs (checked: State running, Cur < End, before the write).
 import os
 import re
 import stat
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 

@@ -764,6 +764,7 @@ static void send_transaction(BackupOp *b) {
                         .bitmap = !pull && r->since ? r->bitmap : NULL,
                         .filter_node = pull ? r->filter_node : NULL,
                         .speed = backup_test_speed(),
+                        .bulk = !pull,
                 };
         }
         /* crash points: backup:transaction backup-offline:transaction */
@@ -974,8 +975,8 @@ int backup_create_files(BackupOp *b, char **ret_message) {
                         if (r < 0)
                                 return r;
                 }
-                r = image_create_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path, dr->format,
-                                    dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
+                r = image_create_target_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path,
+                                           dr->format, dr->size, ret_message);
                 if (r < 0)
                         /* the name taken, a link where the file goes: named; the rest is the system's */
                         return r == -EEXIST ? -QSNAP_E_ALREADY_EXISTS : r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED

@@ -18,7 +18,8 @@ qemu-io) and checks the data live and from the host afterwards:
   (snapshot-load into the same QEMU), its delete; external with memory and
   its revert (a new QEMU loading the memory file, vda in iothread1 again).
 - block jobs on vda: BlockCommit ACTIVE with a guest write while READY and
-  Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable.
+  Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable;
+  after kill -9 of qsnapd the next one re-attaches (same QEMU) and copies.
 - backups of vda: a full push creating checkpoint c1, an incremental push
   since c1 (full + incremental == the disk at its start), CreateCheckpoint
   and Delete; shut off, an offline pull of vda (a paused QEMU without I/O
@@ -263,6 +264,23 @@ class IothreadTest(BackupTestCase):
         self.assert_in_iothread(dom, 'after the jobs')
         for img in (dest, mid, base, b):
             q.qemu_img_check(img, force_share=True)
+
+        # kill -9 of qsnapd: the next one re-attaches to the same QEMU, and
+        # jobs on vda work on.
+        pid = h.qemu_pid(dom)
+        h.restart_daemon(kill=True)
+        self.assertEqual(h.qemu_pid(dom), pid)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_in_iothread(dom, 'after a restart of qsnapd')
+        dest2 = h.image_path('copy2.qcow2')
+        rec = h.record_signals()
+        job = h.call(dom, D, 'BlockCopy', ('vda', dest_xml(dest2), 0, 0), 'sstt')
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=60)
+        h.call(job, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job, 60), ('completed', ''))
+        rec.close()
+        self.assertEqual(self.qemu_chain(dom), [dest2])
+        self.live(dom, 'vda', want, [6 * MiB], 'after a copy by the restarted qsnapd')
 
     # ------------------------------------------------------------------
     def test_backups_and_checkpoints(self):

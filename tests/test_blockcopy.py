@@ -816,7 +816,8 @@ class CopyRestartTest(CopyTestCase):
         journal = self.journals()
         self.assertEqual(len(journal), 1)
         with open(os.path.join(h.runtime_dir, journal[0])) as f:
-            self.assertEqual(f.readline().split()[-1], '1', 'the adopting qsnapd did not mark the copy started')
+            # "qsnap-copy <created> <transient> <node> <started> <format> <pivoted>"
+            self.assertEqual(f.readline().split()[4], '1', 'the adopting qsnapd did not mark the copy started')
         q.wait_until(lambda: self.jprop(job, 'State') == 'ready', 30, 'the adopted copy is ready')
         h.crash_at('block-copy:ended', job, J, 'Abort', (0,), 't')
         q.wait_until(lambda: self.journals() == [], 10, 'the journal of the ended copy goes')

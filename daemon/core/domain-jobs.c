@@ -86,6 +86,7 @@ typedef struct Resync {
         size_t pending;
         void (*done)(Domain *d, void *userdata);
         void *userdata;
+        bool read_back;    /* QEMU named the job's disk's node: the read-back is the truth */
 } Resync;
 
 /* ---- the job journal: <run>/<uuid>.job-<id> ----
@@ -376,10 +377,80 @@ void domain_local_job_end(Domain *d, Job *j) {
         job_report_end(d, j);
 }
 
+/* The journal's pivoted mark: QEMU had switched the disk to the job's
+ * target and went away before the disks were read back (while no qsnapd
+ * ran, or right after the pivot). The stored definition takes the new
+ * active file (its header names the rest of the chain: a SHALLOW copy's
+ * the old backing file, a full copy's none, an active commit's base what
+ * lay below it), as the read-back would have; the old active file stays
+ * (older than the pivot, it may still be wanted). Only while the stored
+ * definition names what QEMU ran (the live one). */
+static int job_pivot_recover(Domain *d, Job *j, BlockJobInfo *info, char **ret_message) {
+        const char *file = j->type == JOB_TYPE_COPY ? info->copy_dest : info->commit_base;
+        DiskFormat format = j->type == JOB_TYPE_COPY ? info->copy_format : info->commit_base_format;
+        DomainDisk *stored = j->disk ? domain_def_find_disk(d->def, j->disk) : NULL;
+        DomainDisk *live = j->disk && d->live ? domain_def_find_disk(d->live, j->disk) : NULL;
+        _cleanup_free_ char *old = NULL, *copy = NULL;
+        DiskFormat old_format;
+        int r;
+
+        if (!file || format < 0 || !stored) {
+                *ret_message = strprintf("QEMU went away after disk %s pivoted, before qsnapd read the disks back; "
+                                         "the job's journal does not say what the disk became.", strna(j->disk));
+                return -EBADMSG;
+        }
+        if (live && !streq(live->source, stored->source)) {
+                *ret_message = strprintf("QEMU went away after disk %s pivoted to %s, before qsnapd read the disks "
+                                         "back; the stored definition was changed meanwhile (it names %s) and stays.",
+                                         j->disk, file, stored->source);
+                return -ESTALE;
+        }
+        if (streq(stored->source, file) && stored->format == format)
+                return 0;
+        copy = strdup(file);
+        if (!copy || (live && free_and_strdup(&live->source, file) < 0))
+                return -ENOMEM;
+        old = TAKE_PTR(stored->source);
+        old_format = stored->format;
+        stored->source = TAKE_PTR(copy);
+        stored->format = format;
+        r = domain_save(d);
+        if (r < 0) {
+                free(stored->source);
+                stored->source = TAKE_PTR(old);
+                stored->format = old_format;
+                *ret_message = strprintf("QEMU went away after disk %s pivoted to %s, before qsnapd read the disks "
+                                         "back; cannot store that: %s", j->disk, file, qsnap_strerror(r));
+                return r;
+        }
+        if (live) {
+                live->format = format;
+                (void) domain_save_live(d);
+        }
+        domain_chains_invalidate(d);
+        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        log_warning("Domain '%s': %s job %s had pivoted before QEMU went away: disk %s is now %s (%s); the old "
+                    "active file %s stays on disk (its data is older than the pivot).", d->def->name,
+                    job_type_to_string(j->type), j->id, j->disk, file, disk_format_to_string(format), old);
+        return 0;
+}
+
+/* A pivoted job whose disks were not read back (QEMU went away right
+ * after the pivot): its mark says what the disk became. */
+static void pivot_without_read_back(Domain *d, Job *j) {
+        BlockJobInfo *info = j->userdata;
+        _cleanup_free_ char *m = NULL;
+
+        if (info && info->pivoted && j->state == JOB_STATE_COMPLETED && job_pivot_recover(d, j, info, &m) < 0)
+                log_warning("Domain '%s': %s", d->def->name, strna(m));
+}
+
 static void resync_end(Resync *rs) {
         Domain *d = rs->domain;
 
         domain_chains_invalidate(d);
+        if (rs->job && !rs->read_back)
+                pivot_without_read_back(d, rs->job);
         if (rs->job) {
                 job_report_end(d, rs->job);
                 job_unref(rs->job);
@@ -503,6 +574,8 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
 
                 if (!rs->roots[i])
                         continue;
+                if (rs->job && streq_ptr(rs->job->disk, disk->target))
+                        rs->read_back = true;
                 /* The file under the root node is the disk's active file. */
                 for (size_t k = 0; k < json_object_array_length(result); k++) {
                         json_object *node = NULL, *drv = NULL;
@@ -878,59 +951,6 @@ int domain_job_claim(Domain *d, Job *j, const JobObserver *observer, void *userd
                 notify(d, j, JOB_EVENT_REMOVED);
         block_job_info_free(j->userdata);
         j->userdata = NULL;
-        return 0;
-}
-
-/* The journal's pivoted mark: QEMU had switched the disk to the job's
- * target and died before any qsnapd read the disks back. The stored
- * definition takes the new active file (its header names the rest of the
- * chain: a SHALLOW copy's the old backing file, a full copy's none, an
- * active commit's base what lay below it), as the read-back would have;
- * the old active file stays (older than the pivot, it may still be wanted).
- * Only while the stored definition names what QEMU ran (the live one). */
-static int job_pivot_recover(Domain *d, Job *j, BlockJobInfo *info, char **ret_message) {
-        const char *file = j->type == JOB_TYPE_COPY ? info->copy_dest : info->commit_base;
-        DiskFormat format = j->type == JOB_TYPE_COPY ? info->copy_format : info->commit_base_format;
-        DomainDisk *stored = j->disk ? domain_def_find_disk(d->def, j->disk) : NULL;
-        const DomainDisk *live = j->disk && d->live ? domain_def_find_disk(d->live, j->disk) : NULL;
-        _cleanup_free_ char *old = NULL, *copy = NULL;
-        DiskFormat old_format;
-        int r;
-
-        if (!file || format < 0 || !stored) {
-                *ret_message = strprintf("QEMU went away while qsnapd was not running, after the pivot of disk %s; "
-                                         "the journal does not say what the disk became.", strna(j->disk));
-                return -EBADMSG;
-        }
-        if (live && !streq(live->source, stored->source)) {
-                *ret_message = strprintf("QEMU went away while qsnapd was not running, after disk %s pivoted to %s; "
-                                         "the stored definition was changed meanwhile (it names %s) and stays.",
-                                         j->disk, file, stored->source);
-                return -ESTALE;
-        }
-        if (streq(stored->source, file) && stored->format == format)
-                return 0;
-        copy = strdup(file);
-        if (!copy)
-                return -ENOMEM;
-        old = TAKE_PTR(stored->source);
-        old_format = stored->format;
-        stored->source = TAKE_PTR(copy);
-        stored->format = format;
-        r = domain_save(d);
-        if (r < 0) {
-                free(stored->source);
-                stored->source = TAKE_PTR(old);
-                stored->format = old_format;
-                *ret_message = strprintf("QEMU went away while qsnapd was not running, after disk %s pivoted to %s; "
-                                         "cannot store that: %s", j->disk, file, qsnap_strerror(r));
-                return r;
-        }
-        domain_chains_invalidate(d);
-        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
-        log_warning("Domain '%s': %s job %s had pivoted before QEMU went away: disk %s is now %s (%s); the old "
-                    "active file %s stays on disk (its data is older than the pivot).", d->def->name,
-                    job_type_to_string(j->type), j->id, j->disk, file, disk_format_to_string(format), old);
         return 0;
 }
 

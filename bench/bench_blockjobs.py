@@ -85,6 +85,28 @@ def check_data(img, size):
 
 
 class TimedRecorder(q.TimedRecorder):
+    def wait_arrival(self, member, path=None, interface=None, timeout=10.0):
+        """(the first matching signal, when it arrived): the main context
+        blocks in its poll until the bus connection's thread hands a
+        message over (q.spin() looks every 10 ms, which put up to 10 ms on
+        a measured time: half of that on average)."""
+        ctx = q.GLib.MainContext.default()
+        deadline = time.monotonic() + timeout
+        wake = q.GLib.timeout_add(100, lambda: True)  # to look at the deadline
+        try:
+            while True:
+                while ctx.iteration(False):
+                    pass
+                for s, t in zip(self.records, self.times):
+                    if s.member == member and (path is None or s.path == path) \
+                            and (interface is None or s.interface == interface):
+                        return s, t
+                if time.monotonic() >= deadline:
+                    raise AssertionError('no %s signal within %.1f s' % (member, timeout))
+                ctx.iteration(True)
+        finally:
+            q.GLib.source_remove(wake)
+
     def first_state(self, path, state):
         for s, t in zip(self.records, self.times):
             if s.path == path and s.member == 'PropertiesChanged' and s.args[1].get('State') == state:

@@ -38,7 +38,6 @@ import datetime
 import os
 import platform
 import random
-import statistics
 import sys
 import threading
 import time

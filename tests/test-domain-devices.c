@@ -350,6 +350,39 @@ static void test_bridge_list(void) {
         CHECK_STREQ(msg, want);
 }
 
+/* I/O threads: one -object per id (libvirt's iothread<K> names, the ids
+ * <iothreadids> gives then the lowest unused up to <iothreads>), before
+ * the disks; a disk with iothread= names its thread on the device, the
+ * other disk stays in the main loop. */
+static void test_iothreads(void) {
+        _cleanup_free_ char *a = strprintf("%s/io-a.qcow2", dir), *b = strprintf("%s/io-b.qcow2", dir);
+        _cleanup_free_ char *xml = NULL, *line = NULL, *msg = NULL;
+        const char *objects, *first_disk;
+        Domain *d;
+
+        if (!a || !b)
+                return;
+        CHECK(image_create(a, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        CHECK(image_create(b, DISK_FORMAT_QCOW2, 1 << 20, NULL, DISK_FORMAT_QCOW2, &msg) >= 0);
+        xml = strprintf("<domain><name>io</name><memory>65536</memory><iothreads>3</iothreads>"
+                        "<iothreadids><iothread id='5'/></iothreadids><devices>"
+                        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none' iothread='5'/>"
+                        "<source file='%s'/><target dev='vda' bus='virtio'/></disk>"
+                        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                        "<source file='%s'/><target dev='vdb'/></disk>"
+                        "</devices></domain>", a, b);
+        if (!xml || !(d = define(xml)) || !(line = launch_line(d)))
+                return;
+        objects = strstr(line, "-object iothread,id=iothread5 -object iothread,id=iothread1 "
+                               "-object iothread,id=iothread2 ");
+        first_disk = strstr(line, "virtio-blk-pci");
+        CHECK(objects && first_disk && objects < first_disk);
+        CHECK(!strstr(line, "iothread3"));
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vda,drive=vda-fmt,write-cache=on,iothread=iothread5 ");
+        CHECK_CONTAINS(line, "-device virtio-blk-pci,id=vdb,drive=vdb-fmt ");
+        CHECK(!strstr(line, "id=vdb,drive=vdb-fmt,iothread"));
+}
+
 int main(int argc, char **argv) {
         sd_event *event = NULL;
         ManagerConfig config;
@@ -377,6 +410,7 @@ int main(int argc, char **argv) {
         test_live_definition();
         test_bridge_list();
         test_disk_cache();
+        test_iothreads();
 
         manager_free(manager);
         sd_event_unref(event);

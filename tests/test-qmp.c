@@ -783,6 +783,46 @@ static void on_smoke_disconnect(Qmp *q, int error, void *userdata) {
         *(bool *) userdata = true;
 }
 
+/* A push's blockdev-backup, with x-perf from a QEMU that has it (6.0+). */
+static void expect_backup(const char *greeting, const char *perf) {
+        const QmpBackupAction push = { .type = QMP_BACKUP_BLOCKDEV_BACKUP, .name = "j", .node = "vda", .target = "t",
+                                       .sync = "full", .bulk = true };
+        const QmpBackupAction pull = { .type = QMP_BACKUP_BLOCKDEV_BACKUP, .name = "k", .node = "vdb", .target = "s",
+                                       .sync = "none", .filter_node = "f" };
+        _cleanup_free_ char *want = NULL;
+        int64_t caps, id;
+        Peer p;
+        Qmp *q = setup(&p);
+
+        check(!qmp_version_at_least(q, 0, 1));
+        peer_say(&p, "%s", greeting);
+        caps = peer_expect(&p, "{\"execute\":\"qmp_capabilities\"}");
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\r\n", caps);
+        expect_record("ready 0");
+        id = qmp_cmd_transaction_backup(q, (QmpBackupAction[]) { push, pull }, 2, on_reply, "t");
+        want = strprintf("{\"execute\":\"transaction\",\"arguments\":{\"actions\":["
+                         "{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":\"j\",\"device\":\"vda\","
+                         "\"target\":\"t\",\"sync\":\"full\",\"auto-finalize\":false,\"auto-dismiss\":false%s}},"
+                         "{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":\"k\",\"device\":\"vdb\","
+                         "\"target\":\"s\",\"sync\":\"none\",\"auto-finalize\":false,\"auto-dismiss\":false,"
+                         "\"filter-node-name\":\"f\"}}]}}",
+                         perf);
+        check(want);
+        check(peer_expect(&p, want) == id);
+        peer_say(&p, "{\"return\": {}, \"id\": %" PRIi64 "}\r\n", id);
+        expect_record("t 0 {}");
+        teardown(q, &p);
+}
+
+static void test_backup_perf(void) {
+        printf("a push copies in 8 requests of 8 MiB where QEMU has x-perf (6.0+), a pull's job never\n");
+        expect_backup(GREETING, ",\"x-perf\":{\"max-workers\":8,\"max-chunk\":8388608}");
+        expect_backup("{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 5}, "
+                      "\"package\": \"\"}, \"capabilities\": []}}\r\n",
+                      "");
+        expect_backup("{\"QMP\": {\"capabilities\": []}}\r\n", "");
+}
+
 static void test_real_qemu(void) {
         static const char *const disks[] = { "-blockdev", "driver=null-co,node-name=null0,size=1048576", "-device",
                                              "virtio-blk-pci,drive=null0,id=vd0", NULL };
@@ -869,6 +909,7 @@ int main(int argc, char *argv[]) {
         test_connect();
         test_parsers();
         test_node_files();
+        test_backup_perf();
         test_real_qemu();
 
         expect_no_record();

@@ -74,10 +74,10 @@ the job runs (checked: State running, Cur < End, before the write).
   uid 65534 → AccessDenied.
 """
 
+import json
 import os
 import re
 import stat
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 
@@ -187,6 +187,15 @@ class BackupTestCase(BlockJobTestCase):
         self.assertEqual(held, [], 'QEMU still holds backup files')
         with self.assertDBusError(E + 'OperationInvalid'):
             h.call(dom, D, 'BackupGetXMLDesc')
+
+    def qemu_dead(self, pid):
+        def gone():
+            try:
+                with open('/proc/%d/stat' % pid) as f:
+                    return f.read().split(')')[1].split()[0] == 'Z'
+            except OSError:
+                return True
+        self.assertTrue(q.spin(gone, 10), 'QEMU %d still runs' % pid)
 
     def nbd_convert(self, socket, export, out):
         r = q.run([q.QEMU_IMG, 'convert', '-f', 'raw', '-O', 'raw',
@@ -496,15 +505,6 @@ class RestartTest(BackupTestCase):
         self.assertFalse(os.path.exists(socket), 'the socket was left behind')
         self.assert_no_backup_left(dom, [scratch])
 
-    def qemu_dead(self, pid):
-        def gone():
-            try:
-                with open('/proc/%d/stat' % pid) as f:
-                    return f.read().split(')')[1].split()[0] == 'Z'
-            except OSError:
-                return True
-        self.assertTrue(q.spin(gone, 10), 'QEMU %d still runs' % pid)
-
     def test_qemu_gone_too(self):
         h = self.h
         dom, img = self.make_domain()
@@ -703,6 +703,32 @@ class CrashTest(BackupTestCase):
         self.assertEqual(self.jprop(job, 'State'), 'completed')
         self.assertFalse(os.path.exists(scratch))
         self.assert_no_backup_left(dom, [scratch])
+
+    def test_crash_before_the_reply_with_qemu_gone_leaves_nothing(self):
+        """A live push's journal says "transaction" until after the reply
+        (docs/decisions.md, Restart): qsnapd killed before the reply, with
+        QEMU gone too, leaves no job (its caller never heard of one) and no
+        file. With QEMU there, the same point is adopted
+        (test_crash_when_running_push_is_adopted)."""
+        h = self.h
+        dom, img = self.make_domain()
+        uuid = self.dprop(dom, 'UUID')
+        target = h.image_path('crash.qcow2')
+        mark, outcome = h.crash_at('backup:running', dom, D, 'BackupBegin', (push_xml(target), '', 0), 'sst',
+                                   start_again=False)
+        self.assertIsInstance(outcome, q.DBusCallError)
+        with open(os.path.join(h.state_dir, 'ops', uuid + '.backup')) as f:
+            self.assertEqual(json.load(f)['phase'], 'transaction')
+        self.assertTrue(os.path.exists(target))
+        with open(os.path.join(h.runtime_dir, uuid + '.pid')) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 9)
+        self.qemu_dead(pid)
+        h.start_daemon()
+        self.assertEqual(self.dprop(dom, 'Jobs'), [])
+        self.assertFalse(os.path.exists(target), 'the target was left behind')
+        self.assertFalse(os.path.exists(os.path.join(h.state_dir, 'ops', uuid + '.backup')), 'the journal stayed')
+        self.assertNotEqual(self.dprop(dom, 'State'), 'running')
 
     def test_crash_when_pending_completes(self):
         h = self.h

@@ -177,7 +177,6 @@ class LifecycleTest(q.QsnapTestCase):
             h.start_daemon()
         finally:
             del os.environ['QSNAPD_TEST_ATTACH_TIMEOUT']
-        rec = h.record_signals()
         q.wait_until(lambda: h.get_property(path, q.DOMAIN_IFACE, 'State') == 'crashed', 30,
                      'the attach to the stopped QEMU to give up')
 

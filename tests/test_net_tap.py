@@ -29,7 +29,6 @@ allowed are those of a bridge.conf the test names with --bridge-conf=.
 
 import json
 import os
-import re
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET

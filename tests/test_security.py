@@ -56,7 +56,7 @@ import threading
 import time
 
 import qsnaptest as q
-from test_authorization import PolkitMonitor, call_as, observe, variant_text
+from test_authorization import PolkitMonitor, call_as, observe
 
 USER = q.TEST_USER
 NOBODY = q.NOBODY_UID

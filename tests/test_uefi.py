@@ -27,7 +27,6 @@ domains are <domain type='qemu'> (TCG), as libvirt means it.
 
 import filecmp
 import os
-import shutil
 import subprocess
 
 import qsnaptest as q

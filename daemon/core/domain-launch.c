@@ -446,20 +446,29 @@ int domain_launch_argv(Domain *d, const DomainDef *def, bool incoming, LaunchFil
                 ADD("defer");
         }
 
+        /* libvirt's names: a disk's iothread='K' is -object iothread,id=iothreadK. */
+        for (size_t i = 0; i < def->n_iothread_ids; i++) {
+                ADD("-object");
+                ADD("iothread,id=iothread%u", def->iothread_ids[i]);
+        }
         for (size_t i = 0; i < def->n_disks; i++) {
+                const DomainDisk *disk = def->disks + i;
+                char iothread[32] = "";
                 bool write_cache;
 
-                r = launch_add_disk(d, def->disks + i, false, lf, &argv, ret_message);
+                r = launch_add_disk(d, disk, false, lf, &argv, ret_message);
                 if (r < 0)
                         return r;
+                if (disk->iothread > 0)
+                        snprintf(iothread, sizeof iothread, ",iothread=iothread%u", disk->iothread);
                 ADD("-device");
                 /* The guest sees a volatile write cache or none, as libvirt
                  * tells it for every cache= but the default (QEMU's: on). */
-                if (disk_cache_flags(def->disks[i].cache, &write_cache, NULL, NULL))
-                        ADD("virtio-blk-pci,id=%s,drive=%s-fmt,write-cache=%s", def->disks[i].target,
-                            def->disks[i].target, write_cache ? "on" : "off");
+                if (disk_cache_flags(disk->cache, &write_cache, NULL, NULL))
+                        ADD("virtio-blk-pci,id=%s,drive=%s-fmt,write-cache=%s%s", disk->target, disk->target,
+                            write_cache ? "on" : "off", iothread);
                 else
-                        ADD("virtio-blk-pci,id=%s,drive=%s-fmt", def->disks[i].target, def->disks[i].target);
+                        ADD("virtio-blk-pci,id=%s,drive=%s-fmt%s", disk->target, disk->target, iothread);
         }
         r = domain_launch_agent_args(d, def, &argv);
         if (r >= 0)

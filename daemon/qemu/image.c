@@ -378,7 +378,7 @@ static void put_be64(uint8_t *p, uint64_t v) {
  * refcount block in cluster 2, the (all-zero) L1 table from cluster 3.
  * qemu-img would open the whole backing chain to learn the size, which
  * grows with the chain's depth; this reads only the backing file's header. */
-static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_format, uint64_t size) {
+static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_format, uint64_t size, bool sync) {
         const char *fmt = backing ? disk_format_to_string(backing_format) : NULL;
         size_t name_len = backing ? strlen(backing) : 0, fmt_len = fmt ? strlen(fmt) : 0;
         size_t ext_len = fmt ? 8 + ((fmt_len + 7) & ~7U) : 0;
@@ -431,7 +431,7 @@ static int write_qcow2_overlay(int fd, const char *backing, DiskFormat backing_f
             pwrite(fd, refblock, n_clusters * 2, 2 * QCOW2_CLUSTER_SIZE) != (ssize_t) (n_clusters * 2) ||
             pwrite(fd, l1, l1_entries * 8, 3 * QCOW2_CLUSTER_SIZE) != (ssize_t) (l1_entries * 8))
                 return errno > 0 ? -errno : -EIO;
-        if (fdatasync(fd) < 0)
+        if (sync && fdatasync(fd) < 0)
                 return -errno;
         return 0;
 }
@@ -461,8 +461,8 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
         return image_create_at(AT_FDCWD, path, path, format, size, backing, backing_format, ret_message);
 }
 
-int image_create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
-                    const char *backing, DiskFormat backing_format, char **ret_message) {
+static int create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
+                     const char *backing, DiskFormat backing_format, bool sync, char **ret_message) {
         _cleanup_close_ int fd = -EBADF;
         int r;
 
@@ -489,7 +489,7 @@ int image_create_at(int dirfd, const char *name, const char *path, DiskFormat fo
         if (format == DISK_FORMAT_RAW)
                 r = ftruncate(fd, (off_t) size) < 0 ? -errno : 0; /* sparse: the copy writes what it needs */
         else
-                r = write_qcow2_overlay(fd, backing, backing_format, size);
+                r = write_qcow2_overlay(fd, backing, backing_format, size, sync);
         if (r < 0) {
                 (void) unlinkat(dirfd, name, 0);
                 if (ret_message)
@@ -497,6 +497,16 @@ int image_create_at(int dirfd, const char *name, const char *path, DiskFormat fo
                 return r;
         }
         return 0;
+}
+
+int image_create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
+                    const char *backing, DiskFormat backing_format, char **ret_message) {
+        return create_at(dirfd, name, path, format, size, backing, backing_format, true, ret_message);
+}
+
+int image_create_target_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
+                           char **ret_message) {
+        return create_at(dirfd, name, path, format, size, NULL, DISK_FORMAT_QCOW2, false, ret_message);
 }
 
 int image_read_backing_name(const char *path, char **ret) {

@@ -92,6 +92,12 @@ int image_create(const char *path, DiskFormat format, uint64_t size, const char 
  * `path` is for messages. */
 int image_create_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
                     const char *backing, DiskFormat backing_format, char **ret_message);
+/* A standalone image that QEMU fills and then closes, which flushes it
+ * (a backup's target or scratch file): the same without the fdatasync()
+ * of its header; until QEMU's flush it is no use anyway, and whoever
+ * created it removes it when the host went down first. */
+int image_create_target_at(int dirfd, const char *name, const char *path, DiskFormat format, uint64_t size,
+                           char **ret_message);
 /* backing_fd (or -EBADF): the backing file as the gate opened it, read
  * for its size instead of opening `backing` by name. */
 int image_create_overlay_at(int dirfd, const char *name, const char *path, int backing_fd, const char *backing,

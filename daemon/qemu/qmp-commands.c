@@ -828,7 +828,20 @@ int64_t qmp_cmd_migrate_incoming_fd(Qmp *qmp, const char *fdname, qmp_reply_func
 
 static json_object *bitmap_action(const QmpBitmapAction *a);
 
-static json_object *json_backup_action(const QmpBackupAction *a) {
+/* x-perf (QEMU 6.0+, unstable): for a bulk copy, 8 requests of up to
+ * 8 MiB in flight instead of 64 of 1 MiB (docs/decisions.md). */
+static int json_add_bulk_perf(json_object *o) {
+        json_object *perf = json_build("max-workers", json_object_new_int(8), "max-chunk",
+                                       json_object_new_int64(8 << 20), NULL);
+
+        if (!perf || json_object_object_add(o, "x-perf", perf) < 0) {
+                json_object_put(perf);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static json_object *json_backup_action(const QmpBackupAction *a, bool has_perf) {
         json_object *data = NULL;
         const char *type = NULL;
 
@@ -842,7 +855,8 @@ static json_object *json_backup_action(const QmpBackupAction *a) {
                                   "auto-finalize", json_object_new_boolean(false),
                                   "auto-dismiss", json_object_new_boolean(false), NULL);
                 if (data && (json_add_string_opt(data, "bitmap", a->bitmap) < 0 || json_add_speed(data, a->speed) < 0 ||
-                             json_add_string_opt(data, "filter-node-name", a->filter_node) < 0)) {
+                             json_add_string_opt(data, "filter-node-name", a->filter_node) < 0 ||
+                             (a->bulk && has_perf && json_add_bulk_perf(data) < 0))) {
                         json_object_put(data);
                         data = NULL;
                 }
@@ -858,7 +872,7 @@ int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, siz
         json_object *list = json_object_new_array(), *args;
 
         for (size_t i = 0; list && i < n; i++) {
-                json_object *a = json_backup_action(actions + i);
+                json_object *a = json_backup_action(actions + i, qmp_version_at_least(qmp, 6, 0));
                 if (!a || json_object_array_add(list, a) < 0) {
                         json_object_put(a);
                         json_object_put(list);

@@ -275,9 +275,13 @@ typedef struct QmpBackupAction {
         const char *target, *sync, *bitmap; /* blockdev-backup; bitmap may be NULL */
         const char *filter_node;            /* blockdev-backup: its copy-before-write filter's name, or NULL */
         uint64_t speed;                     /* blockdev-backup: bytes/s, 0 = unlimited */
+        bool bulk;                          /* blockdev-backup: a bulk copy (push), in few large requests */
 } QmpBackupAction;
 
-/* One transaction of those actions: all happen, or none. */
+/* One transaction of those actions: all happen, or none. A bulk
+ * blockdev-backup gets "x-perf": {"max-workers": 8, "max-chunk": 8 MiB}
+ * from a QEMU 6.0 or newer (QEMU's default, 64 requests of 1 MiB in
+ * flight, copies 10-30 % slower: docs/performance.md, "Backups"). */
 int64_t qmp_cmd_transaction_backup(Qmp *qmp, const QmpBackupAction *actions, size_t n, qmp_reply_func_t cb,
                                    void *userdata);
 int64_t qmp_cmd_block_dirty_bitmap_remove(Qmp *qmp, const char *node, const char *name, qmp_reply_func_t cb,

@@ -78,6 +78,7 @@ struct Qmp {
 
         bool greeted;
         bool ready;
+        unsigned version_major, version_minor; /* from the greeting; 0.0: not told */
 
         char *rbuf;
         size_t rsize, rlen, rpos, rscan; /* rscan: newline search resumes here */
@@ -584,6 +585,24 @@ static void qmp_dispatch_event(Qmp *q, json_object *msg, const char *event) {
         qmp_subscriptions_sweep(q);
 }
 
+/* {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, …}, …}, …}} */
+static void qmp_parse_greeting_version(Qmp *q, json_object *greeting) {
+        json_object *o = greeting, *major, *minor;
+
+        if (json_object_object_get_ex(o, "QMP", &o) && json_object_object_get_ex(o, "version", &o) &&
+            json_object_object_get_ex(o, "qemu", &o) &&
+            json_object_object_get_ex(o, "major", &major) && json_object_is_type(major, json_type_int) &&
+            json_object_object_get_ex(o, "minor", &minor) && json_object_is_type(minor, json_type_int) &&
+            json_object_get_int(major) >= 0 && json_object_get_int(minor) >= 0) {
+                q->version_major = (unsigned) json_object_get_int(major);
+                q->version_minor = (unsigned) json_object_get_int(minor);
+        }
+}
+
+bool qmp_version_at_least(const Qmp *q, unsigned major, unsigned minor) {
+        return q->version_major > major || (q->version_major == major && q->version_minor >= minor);
+}
+
 static int qmp_dispatch(Qmp *q, json_object *msg) {
         json_object *v, *id = NULL;
         int64_t r;
@@ -601,6 +620,7 @@ static int qmp_dispatch(Qmp *q, json_object *msg) {
                 if (!json_object_object_get_ex(msg, "QMP", NULL))
                         return log_error_errno(EPROTO, "%s: expected a QMP greeting.", qmp_name(q));
                 q->greeted = true;
+                qmp_parse_greeting_version(q, msg);
                 /* No arguments: we enable no capability (in particular not "oob":
                  * without it QEMU reads no further until it answered, so a
                  * descriptor reaches the command it came with). */

@@ -67,6 +67,9 @@ void qmp_set_disconnect_callback(Qmp *qmp, qmp_disconnect_func_t cb, void *userd
 int qmp_set_description(Qmp *qmp, const char *description);
 
 bool qmp_is_ready(Qmp *qmp);
+/* The QEMU on the other end is major.minor or newer, by its greeting
+ * (false before the greeting, or when it named no version). */
+bool qmp_version_at_least(const Qmp *qmp, unsigned major, unsigned minor);
 bool qmp_is_connected(Qmp *qmp);
 
 /* How many commands other than query-* (which only read) were queued on

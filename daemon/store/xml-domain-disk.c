@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * A disk's cache mode in the <domain> codec (private to it, beside
- * xml-domain.c): libvirt's <driver cache= io=> values, read and checked,
- * and libvirt's meaning of each cache mode for QEMU's nodes and device.
+ * A disk's <driver> in the <domain> codec (private to it, beside
+ * xml-domain.c): the format, libvirt's cache= io= values, read and
+ * checked, libvirt's meaning of each cache mode for QEMU's nodes and
+ * device, and iothread= (xml-domain-iothreads.c checks it).
  */
 #include "store/xml-domain-internal.h"
 #include "util/string-table.h"
@@ -60,7 +61,7 @@ bool disk_cache_flags(DiskCache c, bool *ret_write_cache, bool *ret_direct, bool
         return true;
 }
 
-int xml_domain_parse_disk_cache(XmlParser *p, const xmlNode *c, DomainDisk *d) {
+static int parse_disk_cache(XmlParser *p, const xmlNode *c, DomainDisk *d) {
         _cleanup_free_ char *cache = NULL, *io = NULL;
         bool direct = false;
         int r;
@@ -89,4 +90,34 @@ int xml_domain_parse_disk_cache(XmlParser *p, const xmlNode *c, DomainDisk *d) {
                                         "(Linux native AIO works on O_DIRECT files only), not cache='%s'",
                                         disk_cache_to_string(d->cache));
         return 0;
+}
+
+/* <driver name='qemu' type='qcow2|raw'/> */
+int xml_domain_parse_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d) {
+        _cleanup_free_ char *name = NULL, *format = NULL;
+        int r;
+
+        r = xml_attr_get(c, "name", &name);
+        if (r < 0)
+                return r;
+        if (name && !streq(name, "qemu"))
+                return xml_parser_error(p, -EINVAL, c, "disk driver name '%s' is not supported, expected 'qemu'",
+                                        XML_QUOTE(name));
+        r = xml_attr_get(c, "type", &format);
+        if (r < 0)
+                return r;
+        if (format) {
+                d->format = disk_format_from_string(format);
+                if (d->format < 0)
+                        return xml_parser_error(p, -EINVAL, c,
+                                                "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
+                                                XML_QUOTE(format));
+        }
+        r = parse_disk_cache(p, c, d);
+        if (r >= 0)
+                r = xml_domain_parse_disk_iothread(p, c, d);
+        if (r < 0)
+                return r;
+        return xml_collect_attributes(c, (const char *const[]) { "name", "type", "cache", "io", "iothread", NULL },
+                                      QSNAP_XML_NAMESPACE, &d->extra_driver_attributes);
 }

@@ -16,6 +16,8 @@
 /* Where each element that may appear once was first seen. */
 typedef struct DomainDevicesSeen {
         const xmlNode *cpu, *on_poweroff, *on_reboot, *kernel, *initrd, *cmdline, *video;
+        const xmlNode *iothreads, *iothreadids;
+        unsigned iothreads_count; /* <iothreads>N</iothreads>, 0 when absent */
 } DomainDevicesSeen;
 
 /* <cpu>, <on_poweroff>, <on_reboot> under <domain>. */
@@ -29,7 +31,19 @@ int xml_domain_devices_parse_device(XmlParser *p, xmlNode *n, DomainDevicesSeen 
 int xml_domain_devices_check_targets(XmlParser *p, const xmlNode *devices, const DomainDevices *d,
                                      const DomainDisk *disks, size_t n_disks);
 
-/* <driver cache= io=> of a <disk> into d->cache and d->io
+/* A <disk>'s <driver name='qemu' type= cache= io= iothread=>
  * (xml-domain-disk.c); io='native' needs O_DIRECT (cache none or
- * directsync), as QEMU does. */
-int xml_domain_parse_disk_cache(XmlParser *p, const xmlNode *c, DomainDisk *d);
+ * directsync), as QEMU does; other attributes are kept. */
+int xml_domain_parse_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d);
+
+/* I/O threads (xml-domain-iothreads.c). <iothreads>, <iothreadids> under
+ * <domain> (1: parsed, keep it verbatim), and the refusals of <cputune>'s
+ * I/O thread pinning and of <defaultiothread>; 0 for any other element. */
+int xml_domain_iothreads_parse_domain_child(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, DomainDef *def);
+/* A <controller> with <driver iothread=…> (virtio-scsi's) is refused. */
+int xml_domain_iothreads_check_controller(XmlParser *p, const xmlNode *n);
+/* <driver iothread='K'> of a disk into d->iothread. */
+int xml_domain_parse_disk_iothread(XmlParser *p, const xmlNode *c, DomainDisk *d);
+/* After the whole document: the ids the count implies, and each disk's
+ * iothread= names one of them on a virtio disk. */
+int xml_domain_iothreads_finish(XmlParser *p, const xmlNode *root, const DomainDevicesSeen *seen, DomainDef *def);

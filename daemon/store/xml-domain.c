@@ -66,6 +66,7 @@ DomainDef *domain_def_free(DomainDef *def) {
         free(def->monitor_path);
         xml_domain_firmware_done(&def->firmware);
         xml_items_free(def->disks, def->n_disks, sizeof(DomainDisk), disk_item_done);
+        free(def->iothread_ids);
         domain_devices_done(&def->devices);
         strv_free(def->extra_domain);
         strv_free(def->extra_os);
@@ -328,34 +329,6 @@ static int parser_monitor(XmlParser *p, const xmlNode *n, const xmlNode **seen, 
         return 0;
 }
 
-/* <driver name='qemu' type='qcow2|raw'/> */
-static int parser_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d) {
-        _cleanup_free_ char *name = NULL, *format = NULL;
-        int r;
-
-        r = xml_attr_get(c, "name", &name);
-        if (r < 0)
-                return r;
-        if (name && !streq(name, "qemu"))
-                return xml_parser_error(p, -EINVAL, c, "disk driver name '%s' is not supported, expected 'qemu'",
-                                        XML_QUOTE(name));
-        r = xml_attr_get(c, "type", &format);
-        if (r < 0)
-                return r;
-        if (format) {
-                d->format = disk_format_from_string(format);
-                if (d->format < 0)
-                        return xml_parser_error(p, -EINVAL, c,
-                                                "disk driver type '%s' is not supported, expected 'qcow2' or 'raw'",
-                                                XML_QUOTE(format));
-        }
-        r = xml_domain_parse_disk_cache(p, c, d);
-        if (r < 0)
-                return r;
-        return xml_collect_attributes(c, (const char *const[]) { "name", "type", "cache", "io", NULL },
-                                      QSNAP_XML_NAMESPACE, &d->extra_driver_attributes);
-}
-
 /* <target dev='vda' bus='virtio'/> */
 static int parser_disk_target(XmlParser *p, const xmlNode *c, DomainDisk *d) {
         const char *problem;
@@ -414,7 +387,7 @@ static int parser_disk(XmlParser *p, xmlNode *n, DomainDisk *ret) {
                         r = xml_parser_check_once(p, c, &seen_driver);
                         if (r < 0)
                                 return r;
-                        r = parser_disk_driver(p, c, &d);
+                        r = xml_domain_parse_disk_driver(p, c, &d);
                         if (r < 0)
                                 return r;
 
@@ -607,11 +580,10 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                         if (r < 0)
                                 return r;
                 } else {
-                        if (xml_node_is(c, "channel")) {
-                                r = parser_agent_channel(p, c, def);
-                                if (r < 0)
-                                        return r;
-                        }
+                        if (xml_node_is(c, "channel") && (r = parser_agent_channel(p, c, def)) < 0)
+                                return r;
+                        if (xml_node_is(c, "controller") && (r = xml_domain_iothreads_check_controller(p, c)) < 0)
+                                return r;
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
                         if (r < 0)
                                 return r;
@@ -688,7 +660,9 @@ static int parser_domain_child(XmlParser *p, xmlNode *c, DomainSeen *seen, Domai
         }
         if (node_is_monitor(c))
                 return parser_monitor(p, c, &seen->monitor, def);
-        r = xml_domain_devices_parse_domain_child(p, c, &seen->hw, &def->devices);
+        r = xml_domain_iothreads_parse_domain_child(p, c, &seen->hw, def);
+        if (r == 0)
+                r = xml_domain_devices_parse_domain_child(p, c, &seen->hw, &def->devices);
         if (r < 0)
                 return r;
         return xml_parser_keep_element(p, c, LEVEL_DOMAIN_CHILD, extra);
@@ -720,7 +694,9 @@ static int parser_domain_finish(XmlParser *p, const xmlNode *root, const DomainS
                         return -ENOMEM;
                 def->uuid_generated = true;
         }
-        r = free_and_strdup(&def->type, def->type ?: "kvm");
+        r = xml_domain_iothreads_finish(p, root, &seen->hw, def);
+        if (r >= 0)
+                r = free_and_strdup(&def->type, def->type ?: "kvm");
         if (r < 0)
                 return r;
         return free_and_strdup(&def->os_type, def->os_type ?: "hvm");
@@ -904,6 +880,8 @@ static void w_disk(XmlWriter *w, const DomainDisk *d, DomainFormatFlags flags) {
                 xml_w_attr(w, "cache", disk_cache_to_string(d->cache));
         if (d->io != DISK_IO_DEFAULT)
                 xml_w_attr(w, "io", disk_io_to_string(d->io));
+        if (d->iothread > 0)
+                xml_w_printf(w, " iothread='%u'", d->iothread);
         xml_w_extra_attributes(w, d->extra_driver_attributes);
         xml_w_puts(w, "/>\n");
 
@@ -1033,6 +1011,7 @@ static int domain_disk_copy(const DomainDisk *s, DomainDisk *ret) {
                 .format = s->format,
                 .cache = s->cache,
                 .io = s->io,
+                .iothread = s->iothread,
                 .readonly = s->readonly,
                 .transient = s->transient,
         };
@@ -1100,6 +1079,13 @@ int domain_def_copy(const DomainDef *def, DomainDef **ret) {
             xml_strv_copy(def->extra_os_attributes, &c->extra_os_attributes) < 0)
                 return -ENOMEM;
 
+        if (def->n_iothread_ids > 0) {
+                c->iothread_ids = calloc(def->n_iothread_ids, sizeof(unsigned));
+                if (!c->iothread_ids)
+                        return -ENOMEM;
+                memcpy(c->iothread_ids, def->iothread_ids, def->n_iothread_ids * sizeof(unsigned));
+                c->n_iothread_ids = def->n_iothread_ids;
+        }
         r = xml_domain_firmware_copy(&def->firmware, &c->firmware);
         if (r < 0)
                 return r;

@@ -18,6 +18,9 @@
 #define QSNAP_XML_NAMESPACE "http://example.org/qsnap/1"
 #define LIBVIRT_QEMU_NAMESPACE "http://libvirt.org/schemas/domain/qemu/1.0"
 #define XML_MAX_DOCUMENT_SIZE (4U * 1024U * 1024U)
+/* qsnapd's cap on a domain's I/O threads (libvirt has none; QEMU makes a
+ * thread and an event loop for each). */
+#define DOMAIN_IOTHREADS_MAX 256U
 
 typedef enum DiskFormat {
         DISK_FORMAT_QCOW2,
@@ -69,6 +72,8 @@ typedef struct DomainDisk {
         DiskFormat format; /* <driver name='qemu' type='qcow2|raw'/>, qcow2 when absent */
         DiskCache cache;   /* <driver cache=…/>: every node of the disk, the ones qsnapd adds later too */
         DiskIo io;         /* <driver io=…/>; native only with cache none or directsync (O_DIRECT) */
+        unsigned iothread; /* <driver iothread='K'/>: runs in I/O thread K of DomainDef.iothread_ids
+                            * (virtio only); 0: QEMU's main loop */
         char *source;    /* <source file=…/>: an absolute path */
         bool readonly;   /* <readonly/> */
         bool transient;  /* <transient/> */
@@ -125,6 +130,13 @@ typedef struct DomainDef {
 
         DomainDisk *disks;
         size_t n_disks;
+
+        /* The I/O threads <iothreads>/<iothreadids> define (libvirt's ids:
+         * those given, then the lowest unused up to the count), launched as
+         * -object iothread,id=iothread<K>; both elements are kept verbatim
+         * in extra_domain. At most DOMAIN_IOTHREADS_MAX. */
+        unsigned *iothread_ids;
+        size_t n_iothread_ids;
 
         DomainFirmware firmware; /* all NULL: BIOS */
         /* Interfaces, graphics, serials, CD-ROMs, CPU mode, direct kernel

@@ -23,11 +23,12 @@ The guest (see /work/shared/notes/real-guest.md for the measured recipe):
 
 Everything the tests read is a line on the serial console (ttyS0) starting
 with "QSNAP-GUEST-": BOOT, MODULE-FAILED <m>, NET <ifname> <mac>,
-CDROM <first line of /dev/sr0>, DMI-SERIAL <SMBIOS system serial>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
+CDROM <first line of /dev/sr0> (with qsnap.cdrom=1), DMI-SERIAL <SMBIOS system serial>, NO-DISK, MOUNT-FAILED, VERIFY ok <n>
 counter=<c> | VERIFY bad <file>, AGENT <port> | NO-AGENT, READY,
 COUNT <c> (after each round), THEN poweroff|reboot (right before it does
 what qsnap.then= on its command line says, after three rounds), SERIAL1 (written to ttyS1 when it exists),
-IP <addr> | IP-FAILED (eth0 up with qsnap.ip=ADDR/PREFIX from the command line).
+IP <addr> | IP-FAILED (eth0 up with qsnap.ip=ADDR/PREFIX from the command line),
+AGENT-KILLED (with qsnap.kill_agent=thaw: qemu-ga killed after its first thaw).
 
 A data file /mnt/data/fN is "counter <c>\\n", base64 lines, then
 "sum <sha256 of everything before this line>\\n". /mnt/counter holds the
@@ -110,9 +111,14 @@ if [ -n "$addr" ]; then
         ip link set lo up
         if ip addr add "$addr" dev eth0 && ip link set eth0 up; then say IP "$addr"; else say IP-FAILED; fi
 fi
-if wait_for /dev/sr0 30; then
-        say CDROM "$(dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -n 1)"
-fi
+# qsnap.cdrom=1 on the kernel command line: a CD-ROM is there (waited for;
+# 3 s saved on every boot without one).
+case " $(cat /proc/cmdline) " in
+*" qsnap.cdrom=1 "*)
+        if wait_for /dev/sr0 30; then
+                say CDROM "$(dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -n 1)"
+        fi;;
+esac
 echo "QSNAP-GUEST-SERIAL1 $(uname -r)" 2>/dev/null > /dev/ttyS1  # EIO when no second port
 say DMI-SERIAL "$(cat /sys/class/dmi/id/product_serial 2>/dev/null)"  # -smbios type=1,serial=…
 
@@ -123,7 +129,10 @@ for p in /sys/class/virtio-ports/*; do
 done
 if [ -n "$agent" ]; then
         wait_for "$agent" 30
-        qemu-ga -m virtio-serial -p "$agent" -t /run > /dev/ttyS0 2>&1 &
+        # Its fsfreeze hook marks the first thaw (qsnap.kill_agent=thaw).
+        printf '#!/bin/sh\n[ "$1" != thaw ] || touch /run/qsnap-thawed\n' > /run/fsfreeze-hook
+        chmod 755 /run/fsfreeze-hook
+        qemu-ga -m virtio-serial -p "$agent" -t /run --fsfreeze-hook=/run/fsfreeze-hook > /dev/ttyS0 2>&1 &
         agent_pid=$!
         say AGENT "$agent"
 else
@@ -176,10 +185,16 @@ while true; do
         mv /mnt/counter.tmp /mnt/counter
         sync /mnt/data /mnt
         say COUNT $c
-        # qsnap.kill_agent_at=N on the kernel command line: qemu-ga is
-        # killed once the counter reaches N (tests of an agent that dies).
+        # qsnap.kill_agent=thaw on the kernel command line: qemu-ga is
+        # killed in the first round after its first thaw was done (tests
+        # of an agent that dies: the quiesced operation before is whole).
         case " $(cat /proc/cmdline) " in
-        *" qsnap.kill_agent_at=$c "*) kill -9 $agent_pid; say AGENT-KILLED;;
+        *" qsnap.kill_agent=thaw "*)
+                if [ -n "$agent_pid" ] && [ -e /run/qsnap-thawed ]; then
+                        kill -9 $agent_pid
+                        agent_pid=
+                        say AGENT-KILLED
+                fi;;
         esac
         usleep 200000
 done

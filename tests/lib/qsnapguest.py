@@ -27,7 +27,6 @@ import json
 import os
 import re
 import select
-import struct
 import subprocess
 import xml.sax.saxutils
 
@@ -203,6 +202,8 @@ def domain_xml(name, disk, serial_log, devices='', memory_mib=256, cmdline_extra
     q = xml.sax.saxutils.quoteattr
     e = xml.sax.saxutils.escape
     cmdline = manifest['cmdline'] + ((' ' + cmdline_extra) if cmdline_extra else '')
+    if "device='cdrom'" in devices:
+        cmdline += ' qsnap.cdrom=1'   # the guest waits for /dev/sr0 only then
     return '\n'.join([
         '<domain type=%s>' % q(domain_type),
         '  <name>%s</name>' % e(name),

@@ -100,8 +100,12 @@ void backup_disk_run_done(BackupDiskRun *r);
 int backup_disk_run_pull_names(BackupDiskRun *r);
 
 /* recovery.c: the journal. phase "prepared" (files made, nodes maybe
- * added, no job yet) or "running" (QEMU runs the jobs). */
+ * added, no job yet), "transaction" (a live push: the same, but the
+ * transaction may have gone out, and whether QEMU has the backup's jobs
+ * tells whether it did) or "running" (QEMU runs the jobs). */
 int backup_journal_write(BackupOp *b, const char *phase);
+/* The phase from the journal's first write until the backup runs. */
+const char *backup_start_phase(BackupOp *b);
 int backup_recover(Domain *d, DomainDoneFunc done, void *userdata);
 int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata);
 

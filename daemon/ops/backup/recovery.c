@@ -4,13 +4,18 @@
  * qsnapd does with it. The journal holds the aligned <domainbackup>, the
  * job id (the BlockJob1's path), per disk the file, whether qsnapd
  * created it, the node and the QEMU job, whether the NBD server is ours,
- * and the phase: "prepared" (files made, no job yet) or "running".
+ * and the phase: "prepared" (files made, no job yet), "transaction" (a
+ * live push whose transaction may have gone out) or "running".
  *
  * Recovery, QEMU attached (after its jobs were adopted): a running backup
  * is taken over — the adopted per-disk jobs become the backup's again, the
  * BlockJob1 reappears under its old path and start time, a push goes on
  * to its end, a pull keeps serving until Abort; a prepared one is rolled
- * back (jobs cancelled, nodes deleted, files removed). QEMU gone: the files
+ * back (jobs cancelled, nodes deleted, files removed). A push at
+ * "transaction" is running when QEMU has its jobs (QEMU's transaction
+ * starts all or none, and qsnapd dismisses them), else rolled back: the
+ * journal's last write before the reply, which thus costs one fsync
+ * instead of two (docs/performance.md). QEMU gone: the files
  * qsnapd created are removed (a push target is incomplete, a scratch file
  * is no use) and a running backup is reported failed under its path.
  */
@@ -90,6 +95,10 @@ static json_object *journal_disk(const BackupDiskRun *r) {
         return o;
 }
 
+const char *backup_start_phase(BackupOp *b) {
+        return b->plan->def->mode == BACKUP_MODE_PUSH && !b->plan->offline ? "transaction" : "prepared";
+}
+
 int backup_journal_write(BackupOp *b, const char *phase) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
         _cleanup_free_ char *xml = NULL;
@@ -150,7 +159,8 @@ static int dup_or_null(const char *s, char **ret) {
 }
 
 /* The plan as the journal describes it. */
-static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *ret_running, bool *ret_nbd) {
+static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *ret_running, bool *ret_maybe_running,
+                             bool *ret_nbd) {
         _cleanup_(backup_plan_freep) BackupPlan *p = new0(BackupPlan, 1);
         _cleanup_free_ char *error = NULL;
         const char *xml = json_get_string(j, "xml");
@@ -216,6 +226,7 @@ static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *
                         return -ENOMEM;
         }
         *ret_running = streq_ptr(json_get_string(j, "phase"), "running");
+        *ret_maybe_running = streq_ptr(json_get_string(j, "phase"), "transaction") && p->def->mode == BACKUP_MODE_PUSH;
         *ret_nbd = json_get_bool(j, "nbd");
         *ret = TAKE_PTR(p);
         return 0;
@@ -252,12 +263,17 @@ static void recover_offline(Domain *d, BackupPlan *p, bool running, const char *
 }
 
 /* QEMU runs on: the backup is ours again. */
-static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd, DomainDoneFunc done,
-                            void *userdata) {
-        BackupOp *b = new0(BackupOp, 1);
+static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool maybe_running, bool nbd,
+                            DomainDoneFunc done, void *userdata) {
+        BackupOp *b;
         Operation *o;
         int r;
 
+        /* The transaction went through when QEMU has the jobs (all of them:
+         * one missing fails the backup below, as for "running"). */
+        for (size_t i = 0; maybe_running && !running && i < plan->n_disks; i++)
+                running = job_tracker_find(d->jobs, plan->disks[i].job_id) != NULL;
+        b = new0(BackupOp, 1);
         if (!b) {
                 backup_plan_free(plan);
                 return -ENOMEM;
@@ -320,7 +336,7 @@ static int recover_attached(Domain *d, BackupPlan *plan, bool running, bool nbd,
 int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         _cleanup_(json_object_putp) json_object *j = NULL;
         BackupPlan *plan = NULL;
-        bool running = false, nbd = false;
+        bool running = false, maybe_running = false, nbd = false;
         int r;
 
         r = op_journal_read(d->manager->config.state_dir, d->def->uuid, BACKUP_JOURNAL_KIND, &j);
@@ -332,7 +348,7 @@ int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         /* A guest the interrupted QUIESCE backup froze is thawed, whatever else. */
         if (json_get_bool(j, "frozen") && d->qmp)
                 (void) domain_agent_thaw(d, "backup", DOMAIN_THAW_RECOVERY, NULL, NULL);
-        r = journal_read_plan(d, j, &plan, &running, &nbd);
+        r = journal_read_plan(d, j, &plan, &running, &maybe_running, &nbd);
         if (r < 0) {
                 log_warning_errno(r, "Domain '%s': the backup journal is unusable; dropped: %m", d->def->name);
                 op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_JOURNAL_KIND);
@@ -343,14 +359,14 @@ int backup_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                 backup_plan_free(plan);
                 return 0;
         }
-        return recover_attached(d, plan, running, nbd, done, userdata);
+        return recover_attached(d, plan, running, maybe_running, nbd, done, userdata);
 }
 
 /* The paused QEMU died with the qsnapd that ran it: nothing to adopt. */
 int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
         _cleanup_(json_object_putp) json_object *j = NULL;
         BackupPlan *plan = NULL;
-        bool running = false, nbd = false;
+        bool running = false, maybe_running = false, nbd = false;
         int r;
 
         r = op_journal_read(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND, &j);
@@ -359,7 +375,7 @@ int backup_offline_recover(Domain *d, DomainDoneFunc done, void *userdata) {
                         op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);
                 return r;
         }
-        r = journal_read_plan(d, j, &plan, &running, &nbd);
+        r = journal_read_plan(d, j, &plan, &running, &maybe_running, &nbd);
         if (r < 0) {
                 log_warning_errno(r, "Domain '%s': the offline backup journal is unusable; dropped: %m", d->def->name);
                 op_journal_remove(d->manager->config.state_dir, d->def->uuid, BACKUP_OFFLINE_JOURNAL_KIND);

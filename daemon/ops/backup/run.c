@@ -525,13 +525,22 @@ static void backup_started(BackupOp *b) {
                 operation_reply(b->op, b->error, b->message);
                 return backup_cleanup(b);
         }
-        /* From here on a restarted qsnapd adopts it. */
-        (void) backup_journal_write(b, "running");
+        /* From here on a restarted qsnapd adopts it. A live push's journal
+         * says so already: its jobs in QEMU tell a restarted qsnapd that the
+         * transaction went through ("transaction", recovery.c); "running"
+         * follows the reply, while QEMU copies, for the one case QEMU's jobs
+         * cannot tell: QEMU gone too, when the backup is reported failed
+         * under its path. A pull's exports and an offline backup's QEMU
+         * leave no such trace: "running" comes first. */
+        if (streq(backup_start_phase(b), "prepared"))
+                (void) backup_journal_write(b, "running");
         /* crash points: backup:running backup-offline:running */
         operation_crash_point(b->op, "running");
         log_info("Domain '%s': %s backup %s of %zu disk(s) runs.", b->domain->def->name,
                  backup_mode_to_string(b->plan->def->mode), b->plan->id, b->plan->n_disks);
         operation_reply(b->op, 0, NULL);
+        if (!streq(backup_start_phase(b), "prepared"))
+                (void) backup_journal_write(b, "running");
         backup_progress(b);
         backup_check_end(b);
 }
@@ -583,7 +592,7 @@ static void backup_thaw(BackupOp *b, DomainThawReason why) {
                 return;
         b->frozen = false;
         (void) domain_agent_thaw(b->domain, "backup", why, NULL, NULL);
-        (void) backup_journal_write(b, "prepared");
+        (void) backup_journal_write(b, backup_start_phase(b));
 }
 
 static void on_transaction(BackupOp *b, size_t index, int error, json_object *result, const char *desc) {
@@ -764,6 +773,7 @@ static void send_transaction(BackupOp *b) {
                         .bitmap = !pull && r->since ? r->bitmap : NULL,
                         .filter_node = pull ? r->filter_node : NULL,
                         .speed = backup_test_speed(),
+                        .bulk = !pull,
                 };
         }
         /* crash points: backup:transaction backup-offline:transaction */
@@ -794,7 +804,7 @@ static void freeze_then_transaction(BackupOp *b) {
         if (!(b->plan->flags & BACKUP_BEGIN_QUIESCE))
                 return send_transaction(b);
         b->frozen = true;
-        r = backup_journal_write(b, "prepared");
+        r = backup_journal_write(b, backup_start_phase(b));
         if (r < 0) {
                 b->frozen = false;
                 return backup_abandon_start(b, r, "Cannot record the freeze.");
@@ -896,7 +906,6 @@ static void on_block_nodes(BackupOp *b, size_t index, int error, json_object *re
                         return backup_abandon_start(b, -QSNAP_E_QEMU_FAILED,
                                                     "QEMU's block graph does not show a disk's active file as qsnapd knows it.");
         }
-        (void) backup_journal_write(b, "prepared");
         for (size_t i = 0; i < p->n_disks; i++)
                 if (p->disks[i].since || p->checkpoint) {
                         BitmapInventory *inv = NULL;
@@ -915,6 +924,28 @@ static void add_nodes(BackupOp *b) {
         BackupPlan *p = b->plan;
         bool pull = p->def->mode == BACKUP_MODE_PULL;
 
+        /* The files, then the journal that names them with everything the
+         * rollback needs (the nodes to delete, the disks' nodes that get a
+         * temporary bitmap, the new checkpoint's nodes): one write, before
+         * QEMU holds anything of the backup. Offline, both happened before
+         * its QEMU started (offline.c), which dies with qsnapd. */
+        if (!p->offline) {
+                _cleanup_free_ char *message = NULL;
+                int r;
+
+                r = backup_create_files(b, &message);
+                if (r >= 0) {
+                        r = backup_journal_write(b, backup_start_phase(b));
+                        if (r < 0)
+                                message = strprintf("Cannot write the backup's journal: %s", qsnap_strerror(r));
+                }
+                if (r < 0) {
+                        backup_fail(b, r, message);
+                        return backup_cleanup(b);
+                }
+        }
+        /* crash points: backup:prepared backup-offline:prepared */
+        operation_crash_point(b->op, "prepared");
         if (pull && p->offline)
                 return freeze_then_transaction(b); /* the disks' own nodes are exported */
 
@@ -974,8 +1005,8 @@ int backup_create_files(BackupOp *b, char **ret_message) {
                         if (r < 0)
                                 return r;
                 }
-                r = image_create_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path, dr->format,
-                                    dr->size, NULL, DISK_FORMAT_QCOW2, ret_message);
+                r = image_create_target_at(dirfd, dirfd == AT_FDCWD ? dr->path : fs_basename(dr->path), dr->path,
+                                           dr->format, dr->size, ret_message);
                 if (r < 0)
                         /* the name taken, a link where the file goes: named; the rest is the system's */
                         return r == -EEXIST ? -QSNAP_E_ALREADY_EXISTS : r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED
@@ -989,24 +1020,17 @@ int backup_create_files(BackupOp *b, char **ret_message) {
 void backup_start(Operation *o) {
         BackupOp *b = o->plan;
 
-        /* crash points: backup:prepared backup-offline:prepared */
-        operation_crash_point(o, "prepared");
         if (BACKUP_SEND(b, 0, on_block_nodes, qmp_cmd_query_named_block_nodes(b->domain->qmp, cb, ud)) < 0)
                 backup_abandon_start(b, -QSNAP_E_NOT_RUNNING, "The domain's QEMU went away.");
 }
 
-/* Before the call returns: the domain's one backup, its files and journal. */
+/* Before the call returns: the domain's one backup. Its files and journal
+ * follow QEMU's block graph (add_nodes()). */
 static int backup_prepare(Operation *o, char **ret_message) {
         BackupOp *b = o->plan;
-        int r;
 
         b->domain->backup = o;
-        r = backup_create_files(b, ret_message);
-        if (r >= 0)
-                r = backup_journal_write(b, "prepared");
-        if (r < 0)
-                backup_remove_files(b, false);
-        return r;
+        return 0;
 }
 
 int backup_begin(Domain *d, BackupPlan *plan, BackupStartedFunc done, void *userdata, char **ret_message) {

@@ -59,7 +59,6 @@ test needs a copy that runs for a while at 1 MiB/s.
 import json
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import time

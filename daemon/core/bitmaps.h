@@ -37,8 +37,9 @@ typedef struct BitmapLayer {
         bool read_only;
         BitmapEntry *bitmaps;
         size_t n_bitmaps;
-        /* name → entry when there are many (bitmap_layer_find() for every
-         * checkpoint of a refresh would be O(n²) otherwise) */
+        size_t max_bitmaps; /* allocated (bitmap_layer_add()); 0: n_bitmaps */
+        /* name → position when there are many (bitmap_layer_find() for
+         * every checkpoint of a refresh would be O(n²) otherwise) */
         struct Hashmap *index;
 } BitmapLayer;
 
@@ -89,6 +90,13 @@ void bitmap_disk_done(BitmapDisk *bd);
 
 const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *target);
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name);
+/* An entry more (its name copied), or one less (the first of that name;
+ * the last entry takes its place): for an inventory kept up to date by
+ * what qsnapd itself did (core/bitmap-tops.h). */
+int bitmap_layer_add(BitmapLayer *l, const BitmapEntry *e);
+void bitmap_layer_drop(BitmapLayer *l, const char *name);
+/* A deep copy, every count 0 (they were the moment's). */
+int bitmap_inventory_copy(const BitmapInventory *inv, BitmapInventory **ret);
 
 /* 0 when bitmap `name` is usable on the disk, with *ret_depth the number
  * of layers from the top that hold it; 1 when not, with *ret_reason (one

@@ -615,6 +615,12 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
                 if (b < 0)
                         return b;
         }
+        if (isempty(base) && t + 1 >= (int) chain->n_layers) {
+                *ret_message = strprintf("Disk %s has no backing file below %s: there is nothing to commit%s.",
+                                         disk->target, isempty(top) ? "its active layer" : top,
+                                         isempty(top) ? " (take a disk-only snapshot first)" : "");
+                return -QSNAP_E_INVALID_ARGUMENT;
+        }
         if (b <= t || b >= (int) chain->n_layers) {
                 *ret_message = strprintf("'%s' is not a file below '%s' in the chain of disk %s.",
                                          isempty(base) ? "(the bottom)" : base,

@@ -18,22 +18,28 @@ qemu-io) and checks the data live and from the host afterwards:
   (snapshot-load into the same QEMU), its delete; external with memory and
   its revert (a new QEMU loading the memory file, vda in iothread1 again).
 - block jobs on vda: BlockCommit ACTIVE with a guest write while READY and
-  Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable.
+  Pivot, BlockPull, BlockCopy with Pivot; vdb untouched and readable;
+  after kill -9 of qsnapd the next one re-attaches (same QEMU) and copies.
 - backups of vda: a full push creating checkpoint c1, an incremental push
   since c1 (full + incremental == the disk at its start), CreateCheckpoint
-  and Delete. A pull over NBD of vda is refused (Unsupported, nothing
-  changed, the guest runs on) before QEMU 9.0: QEMU 7.2 aborts when a
-  client of an export in an I/O thread disconnects (measured; with 9.0 the
-  pull runs and is checked like vdb's). vdb, in the main loop of the same
-  QEMU, is pulled over NBD: qemu-img convert == the disk at backup start,
-  a guest write afterwards not in it.
+  and Delete; shut off, an offline pull of vda (a paused QEMU without I/O
+  threads) reads back equal. A live pull over NBD of vda is refused
+  (Unsupported, nothing changed, the guest runs on) before QEMU 9.0: QEMU
+  7.2 aborts when a client of an export in an I/O thread disconnects
+  (measured; with 9.0 the pull runs and is checked like vdb's). vdb, in the
+  main loop of the same QEMU, is pulled over NBD: qemu-img convert == the
+  disk at backup start, a guest write afterwards not in it.
+- a real Linux guest writing through vda's iothread (RealGuestTest): a
+  disk-only snapshot, a push backup, the snapshot's delete and a copy with
+  pivot while it writes; each image a clean ext4 whose files verify.
 """
 
 import os
 import xml.etree.ElementTree as ET
 
+import qsnapguest as g
 import qsnaptest as q
-from test_backup import BackupTestCase, pull_xml
+from test_backup import BackupTestCase, pull_xml, push_xml
 from test_blockjobs import D, J, MiB
 from test_blockcopy import dest_xml
 
@@ -263,6 +269,23 @@ class IothreadTest(BackupTestCase):
         for img in (dest, mid, base, b):
             q.qemu_img_check(img, force_share=True)
 
+        # kill -9 of qsnapd: the next one re-attaches to the same QEMU, and
+        # jobs on vda work on.
+        pid = h.qemu_pid(dom)
+        h.restart_daemon(kill=True)
+        self.assertEqual(h.qemu_pid(dom), pid)
+        self.assertEqual(self.dprop(dom, 'State'), 'running')
+        self.assert_in_iothread(dom, 'after a restart of qsnapd')
+        dest2 = h.image_path('copy2.qcow2')
+        rec = h.record_signals()
+        job = h.call(dom, D, 'BlockCopy', ('vda', dest_xml(dest2), 0, 0), 'sstt')
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=60)
+        h.call(job, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job, 60), ('completed', ''))
+        rec.close()
+        self.assertEqual(self.qemu_chain(dom), [dest2])
+        self.live(dom, 'vda', want, [6 * MiB], 'after a copy by the restarted qsnapd')
+
     # ------------------------------------------------------------------
     def test_backups_and_checkpoints(self):
         h = self.h
@@ -325,6 +348,20 @@ class IothreadTest(BackupTestCase):
         q.qemu_img_check(a, force_share=True)
         rec.close()
 
+        # Shut off, vda's pull runs in a paused QEMU without devices or I/O
+        # threads: allowed, and its export equals the disk.
+        h.call(dom, D, 'Stop', (0,), 't')
+        ref4 = self.raw_copy(a, 'ref4.raw')
+        job = self.begin(dom, "<domainbackup mode='pull'><disks><disk name='vda'/></disks></domainbackup>")
+        socket = self.backup_xml(dom).find('server').get('socket')
+        out = self.nbd_convert(socket, 'vda', h.image_path('pulled-off.raw'))
+        r = q.run([q.QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw', ref4, out])
+        self.assertEqual(r.returncode, 0, 'the offline export against the disk: %s' % r.stdout)
+        h.call(job, J, 'Abort', (0,), 't')
+        self.assertEqual(self.jprop(job, 'State'), 'completed')
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assert_in_iothread(dom, 'started again')
+
     def qemu_at_least(self, major, minor):
         v = self.h.qmp(self.dom, 'query-version')['return']['qemu']
         return (v['major'], v['minor']) >= (major, minor)
@@ -353,6 +390,71 @@ class IothreadTest(BackupTestCase):
         fdsets = self.h.qmp(dom, 'query-fdsets')['return']
         return sorted(bm.get('name', '') for n in nodes if self.h.qemu_file_name(dom, n.get('file'), fdsets) == self.img
                       for bm in n.get('dirty-bitmaps', []) if not bm.get('name', '').startswith('qsnap-size-'))
+
+
+class RealGuestTest(BackupTestCase):
+    """The real Linux guest (tests/lib/qsnapguest.py, TCG) on an ext4 vda in
+    iothread 1, writing checksummed files all the time, so its I/O goes
+    through virtio-blk's dataplane in that thread while qsnapd works: an
+    external disk-only snapshot (the frozen file a clean fs), a full push
+    backup (a clean fs of its time), the snapshot's delete (active commit +
+    pivot) and a BlockCopy with Pivot; after Stop the copy is clean and
+    every file verifies."""
+
+    def assert_image_clean(self, image, what, counter_range=None):
+        r = g.verify_image(image)
+        self.assertEqual(r['fsck_rc'], 0, '%s: e2fsck -fn:\n%s' % (what, r['fsck_output']))
+        self.assertTrue(r['files'], '%s: no data files' % what)
+        self.assertEqual([n for n, ok in r['files'].items() if not ok], [], '%s: files whose checksum fails' % what)
+        if counter_range:
+            lo, hi = counter_range
+            self.assertTrue(lo <= r['counter'] <= hi, '%s: counter %s not in [%d, %d]' % (what, r['counter'], lo, hi))
+
+    def test_guest_writes_through_the_iothread(self):
+        h = self.h
+        gu = g.Guest(h, 'rg', extra='  <iothreads>1</iothreads>')
+        self.addCleanup(gu.close)
+        xml = gu.xml.replace("<driver name='qemu' type='qcow2'/>", "<driver name='qemu' type='qcow2' iothread='1'/>", 1)
+        self.assertNotEqual(xml, gu.xml)
+        self.assertEqual(h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (xml, 0), 'st'), gu.path)
+        dom, base = gu.path, gu.disk
+        v = gu.start()
+        self.assertEqual(v.group(1), 'ok', v.group(0))
+        r = h.qmp(dom, 'qom-get', {'path': '/machine/peripheral/vda/virtio-backend', 'property': 'iothread'})
+        self.assertEqual(r.get('return'), '/objects/iothread1', r)
+
+        lo = gu.wait_count((gu.count or 0) + 2)
+        s1 = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st',
+                    timeout=120)
+        hi = gu.wait_count(lo + 1)
+        self.assert_image_clean(base, 'frozen by s1', (lo, hi))
+
+        rec = h.record_signals()
+        lo = gu.wait_count(gu.count + 1)
+        full = h.image_path('rg-full.qcow2')
+        job = self.begin(dom, push_xml(full))
+        self.assertEqual(self.wait_end(rec, job, 120), ('completed', ''))
+        hi = gu.wait_count(gu.count + 1)
+        self.assert_image_clean(full, 'the push backup', (lo, hi))
+
+        path = h.call(s1, S, 'Delete', (0,), 't', timeout=120)
+        if path != '/':
+            self.assertEqual(self.wait_end(rec, path, 120), ('completed', ''))
+        self.assertEqual(self.disks(dom)['vda'][0], base)
+        gu.wait_count(gu.count + 2)
+
+        dest = h.image_path('rg-copy.qcow2')
+        job = h.call(dom, D, 'BlockCopy', ('vda', dest_xml(dest), 0, 0), 'sstt')
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=120)
+        gu.wait_count(gu.count + 1)
+        h.call(job, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job, 120), ('completed', ''))
+        rec.close()
+        last = gu.wait_count(gu.count + 2)
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(self.disks(dom)['vda'][0], dest)
+        self.assert_image_clean(dest, 'the copy after Stop', (last, last + 1000))
+        q.qemu_img_check(dest)
 
 
 if __name__ == '__main__':

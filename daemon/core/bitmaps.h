@@ -106,7 +106,8 @@ int bitmap_disk_check(const BitmapDisk *bd, const char *name, size_t *ret_depth,
 /* The problems of checkpoint c against inv (NULL strv when usable). */
 int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, char ***ret);
 
-/* Re-reads the images and sets every checkpoint's problems (and, live,
+/* Re-reads the images (live: the remembered inventory while it holds,
+ * core/bitmap-tops.h) and sets every checkpoint's problems (and, live,
  * size) soon; checkpoints whose problems changed are reported with
  * manager_notify_checkpoints_changed(). Coalesced; cheap to call often.
  * done (may be NULL) is called once the refresh that includes this
@@ -114,9 +115,11 @@ int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, 
 typedef void (*BitmapsRefreshFunc)(Domain *d, void *userdata);
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata);
 /* The same, and (running) a new measurement of the Size of checkpoint
- * `name`: three QMP round trips for the checkpoints asked for together,
- * so only when asked (a read of Size, GetXMLDesc with SIZE), one
- * checkpoint at a time, never all of them after each change. */
+ * `name`: one listing of every node for the checkpoints asked for
+ * together (with a transaction before and after it adding and removing
+ * temporary bitmaps where a bitmap spans several layers), so only when
+ * asked (a read of Size, GetXMLDesc with SIZE), one checkpoint at a time,
+ * never all of them after each change. */
 int bitmaps_measure(Domain *d, const char *name, BitmapsRefreshFunc done, void *userdata);
 
 void bitmaps_domain_done(Domain *d);

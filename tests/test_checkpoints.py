@@ -1263,6 +1263,37 @@ class TopsTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         self.assert_incremental(dom, 'c1', 3 * MiB)
 
+    def test_size_with_one_disk_in_two_layers(self):
+        """A snapshot of vda only: c1's bitmap spans two layers on vda
+        (a temporary bitmap merged over them) and is in vdb's top alone
+        (its own count read): one measurement does both, and removes only
+        the temporary bitmap — c1's own stays, usable, and keeps
+        recording."""
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x61, 0, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x62, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ("<domainsnapshot><name>s1</name><disks><disk name='vda' snapshot='external'/>"
+                                          "<disk name='vdb' snapshot='no'/></disks></domainsnapshot>", DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x63, 2 * MiB, MiB)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 2 * MiB, 'vdb': MiB})
+        sizes, sent = self.sent_by(proxy, lambda: self.xml_sizes(c1))
+        self.assertEqual(sent, ['transaction', 'query-named-block-nodes', 'transaction'])
+        self.assertEqual(sizes, {'vda': 2 * MiB, 'vdb': MiB})
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        nodes = self.node_bitmaps(dom)
+        self.assertEqual(set(nodes[imgs['vdb']]), {'c1'}, 'the own bitmap read is not removed')
+        self.assertNotEqual(self.active(dom, 'vda'), imgs['vda'])
+        self.assertEqual(set(nodes[self.active(dom, 'vda')]), {'c1'})
+        h.write_pattern_live(dom, 'vdb', 0x64, 4 * MiB, MiB)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 2 * MiB, 'vdb': 2 * MiB})
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 2 * MiB, disk='vdb')
+        self.assert_incremental(dom, 'c1', 2 * MiB, disk='vda')
+
 
 if __name__ == '__main__':
     q.main()

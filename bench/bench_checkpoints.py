@@ -21,6 +21,15 @@ Delete of the newest checkpoints (merge into the parent, four disks, one
 transaction) the same way, at the end of the series and (--delete-early)
 with 10 checkpoints only.
 
+At 1, 100 and 1000 checkpoints (those the series reaches, and its end)
+the series stops for the costs that grew with the number of bitmaps in
+the images: a Size read (GetXMLDesc with SIZE, which waits for the
+measurement a Get of Size starts), Delete of a middle checkpoint (two
+more created, the first of them deleted: it has a parent and a child,
+its bitmaps merge into the parent's) and of a leaf (the second), five
+times each; their qsnapd CPU counts until qsnapd is idle again (a
+Delete's Problems refresh runs after its reply).
+
     sudo bench/bench_checkpoints.py [--count 100] [--build build] [--out FILE]
         [--perf-from K --perf-out perf.data]
 
@@ -67,6 +76,18 @@ def wait_idle(pid, timeout=60.0):
         if cpu_ns(pid) - c0 < 0.05 * 0.5e9:
             break
     return time.monotonic() - t0
+
+
+def cpu_settled(pid, c0):
+    """qsnapd's CPU since c0 once it stopped using any (work it does
+    after a reply, like a refresh, counts too), in s."""
+    last = cpu_ns(pid)
+    while True:
+        time.sleep(0.03)
+        now = cpu_ns(pid)
+        if now == last:
+            return (now - c0) / 1e9
+        last = now
 
 
 def ms(values):
@@ -134,6 +155,41 @@ def main():
                                 ('{"execute":"query-named-block-nodes"}', 0), 'st')
             nodes_size.append((i, len(reply)))
 
+        costs = []  # (checkpoints, what, latencies, qsnapd CPUs, QEMU CPUs)
+        extra = []
+
+        def timed(what, n, f, setup=lambda: None):
+            lat_, cpu_, qcpu_ = [], [], []
+            for _ in range(5):
+                arg = setup()
+                c0, qc0, t0 = cpu_ns(pid), cpu_ns(qpid), time.monotonic()
+                f(arg)
+                lat_.append(time.monotonic() - t0)
+                cpu_.append(cpu_settled(pid, c0))
+                qcpu_.append((cpu_ns(qpid) - qc0) / 1e9)
+            costs.append((n, what, lat_, cpu_, qcpu_))
+
+        def make_two():
+            """Two more checkpoints (untimed); the first, now between its
+            parent and the second, is returned."""
+            made = []
+            for _ in range(2):
+                xml = '<domaincheckpoint><name>x%d</name></domaincheckpoint>' % len(extra)
+                extra.append(client.call(path, q.DOMAIN_IFACE, 'CreateCheckpoint', (xml, 0), 'st'))
+                made.append(extra[-1])
+            return made[0]
+
+        def measure_costs(n):
+            """Size, middle and leaf Delete with n checkpoints in the series."""
+            leaves = []
+            wait_settled = lambda: cpu_settled(pid, 0)  # noqa: E731
+            timed('Size (GetXMLDesc SIZE)', n,
+                  lambda _: client.call(cps[-1], q.CHECKPOINT_IFACE, 'GetXMLDesc', (4,), 't'), wait_settled)
+            timed('Delete middle', n, lambda c: client.call(c, q.CHECKPOINT_IFACE, 'Delete', (0,), 't'),
+                  lambda: (make_two(), leaves.append(extra[-1]), wait_settled())[0])
+            timed('Delete leaf', n, lambda c: client.call(c, q.CHECKPOINT_IFACE, 'Delete', (0,), 't'),
+                  lambda: (leaves.pop(), wait_settled())[0])
+
         lat, cpu, qcpu, cps = [], [], [], []
         for i in range(args.count):
             if args.perf_from is not None and i == args.perf_from:
@@ -146,6 +202,8 @@ def main():
             lat.append(time.monotonic() - t0)
             cpu.append((cpu_ns(pid) - c0) / 1e9)
             qcpu.append((cpu_ns(qpid) - qc0) / 1e9)
+            if i + 1 in (1, 100, 1000, args.count):
+                measure_costs(i + 1)
             if i + 1 in samples and i + 1 != args.count:
                 sample_nodes(i + 1)
         if perf:
@@ -174,6 +232,12 @@ def main():
         sample_nodes(args.count)
         out('query-named-block-nodes reply (not sent by a create): '
             + ', '.join('%d checkpoints %d bytes' % x for x in nodes_size))
+        out('%-11s %-24s %10s %10s %12s %12s' % ('checkpoints', 'call (5 each)', 'latency', 'max',
+                                                'qsnapd CPU', 'QEMU CPU'))
+        for n, what, lat_, cpu_, qcpu_ in costs:
+            out('%-11d %-24s %7.2f ms %7.2f ms %9.2f ms %9.2f ms'
+                % (n, what, statistics.median(lat_) * 1e3, max(lat_) * 1e3, statistics.median(cpu_) * 1e3,
+                   statistics.median(qcpu_) * 1e3))
         dl, dcpu = [], []
         for c in reversed(cps[-10:]):
             c0, t0 = cpu_ns(pid), time.monotonic()

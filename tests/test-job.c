@@ -98,6 +98,13 @@ static void on_pending(Job *j, void *userdata) {
                 check(job_finalize(j, false, "Cannot save the snapshot metadata: No space left on device") == 0);
 }
 
+/* Before the dismiss: QEMU still lists the job, and it has not ended for us. */
+static void on_pivoted(Job *j, void *userdata) {
+        record("pivoted %s %s", j->id,
+               j->tracker && job_tracker_find(j->tracker, j->id) == j && !job_state_is_final(j->state) ? "listed"
+                                                                                                 : "gone");
+}
+
 static void on_finished(Job *j, void *userdata) {
         check(!j->tracker);
         check(j->rate == 0 && j->eta == 0 && !j->ready);
@@ -119,6 +126,7 @@ static const JobObserver observer = {
         .state_changed = on_state_changed,
         .ready = on_ready,
         .pending = on_pending,
+        .pivoted = on_pivoted,
         .finished = on_finished,
 };
 
@@ -394,8 +402,41 @@ static void test_active_commit_pivot(void) {
         peer_status(&f.peer, "ac0", "concluded");
         peer_reply(&f.peer, id, "{}");
         expect_dismiss(&f, "ac0");
+        expect_record("pivoted ac0 listed"); /* QEMU switched the disk: before the dismiss */
         expect_record("state ac0 completed");
         expect_record("finished ac0 completed -");
+        peer_expect_nothing(&f.peer);
+        teardown(&f);
+}
+
+static void test_pivot_failed_is_no_pivot(void) {
+        Fixture f;
+        Job *j;
+        int64_t id;
+
+        printf("a pivoted copy that ends with an error: failed, no pivoted()\n");
+        setup(&f, LONG_POLL);
+        j = add_job(&f, "m9", JOB_TYPE_COPY, "mirror", 0, MiB);
+        peer_ready(&f.peer, "m9", "mirror", MiB);
+        expect_record("state m9 ready ready");
+        expect_record("ready m9");
+        check(job_pivot(j, on_done, NULL, NULL) == 0);
+        peer_reply(&f.peer, peer_expect(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"m9\"}}"), "{}");
+        expect_record("done m9 0 -");
+        pending_action = PENDING_FINALIZE;
+        peer_status(&f.peer, "m9", "pending");
+        expect_record("state m9 pending");
+        expect_record("pending m9 pivoting");
+        id = peer_expect(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"m9\"}}");
+        answer_poll(&f, "m9", "mirror", "pending", MiB, MiB);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED",
+                   "{\"device\": \"m9\", \"len\": 1048576, \"offset\": 1048576, \"speed\": 0, \"type\": \"mirror\", "
+                   "\"error\": \"Input/output error\"}");
+        peer_status(&f.peer, "m9", "concluded");
+        peer_reply(&f.peer, id, "{}");
+        expect_dismiss(&f, "m9");
+        expect_record("state m9 failed error=Input/output error");
+        expect_record("finished m9 failed Input/output error");
         peer_expect_nothing(&f.peer);
         teardown(&f);
 }
@@ -677,6 +718,7 @@ static void test_abort(void) {
         peer_status(&f.peer, "m4", "concluded");
         peer_reply(&f.peer, id, "{}");
         expect_dismiss(&f, "m4");
+        expect_record("pivoted m4 listed");
         expect_record("state m4 completed");
         expect_record("finished m4 completed -");
         teardown(&f);
@@ -1439,6 +1481,7 @@ int main(int argc, char *argv[]) {
         test_strings();
         test_commit_lifecycle();
         test_active_commit_pivot();
+        test_pivot_failed_is_no_pivot();
         test_pivot_refused_by_qemu();
         test_failure();
         test_abort();

@@ -7,7 +7,9 @@
  * and what a refused start leaves: nothing — for a copy the target node
  * deleted, the destination and its journal removed, in reverse order of
  * making them. The reply comes from QEMU's answer, never from inside the
- * call.
+ * call. An active commit's journal names its base; after a Pivot its
+ * "pivoted" mark is on disk before job-dismiss goes out, and a QEMU that
+ * dies before the read-back leaves the base stored as the disk.
  */
 #include "core/disk.h"
 #include "test-ops.h"
@@ -143,10 +145,78 @@ static void test_copy_refused(void) {
         ops_teardown(&f);
 }
 
+static char *read_journal(OpsFixture *f, const char *id) {
+        _cleanup_free_ char *path = job_journal(f, id);
+        char *text = NULL;
+
+        return path && read_full_file(path, 4096, &text, NULL) >= 0 ? text : NULL;
+}
+
+static void test_active_commit_pivot_mark(void) {
+        _cleanup_free_ char *message = NULL, *text = NULL, *want = NULL, *ready = NULL, *completed = NULL, *top = NULL;
+        OpsFixture f;
+        int64_t finalize;
+        Job *j;
+
+        printf("active commit: its journal names the base; pivoted mark written before job-dismiss; QEMU gone "
+               "before the read-back: the mark makes base the disk\n");
+        setup_chain(&f);
+        top = ops_path(&f, "vda.s1");
+        check(block_job_commit(f.domain, "vda", "", "", 0, BLOCK_COMMIT_ACTIVE, on_started, NULL, &message) == 0);
+        answer_nodes(&f);
+        peer_reply(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"block-commit\",\"arguments\":\"$args\"}"), "{}");
+        expect_record("started 0 - active-commit");
+        answer_jobs(&f.peer, started_id, "commit", "running", 0, DISK_SIZE, NULL);
+        want = strprintf("qsnap-job qcow2 0\n%s", f.images_of[0]);
+        text = read_journal(&f, started_id);
+        check(streq_ptr(text, want));
+
+        j = domain_find_job(f.domain, started_id);
+        check(j);
+        peer_status(&f.peer, started_id, "ready");
+        ready = strprintf("{\"device\": \"%s\", \"len\": %d, \"offset\": %d, \"speed\": 0, \"type\": \"commit\"}",
+                          started_id, (int) DISK_SIZE, (int) DISK_SIZE);
+        peer_event(&f.peer, "BLOCK_JOB_READY", ready);
+        drain();
+        check(j->state == JOB_STATE_READY);
+        check(job_pivot(j, NULL, NULL, &message) == 0);
+        peer_reply(&f.peer, expect_qmp(&f.peer, "{\"execute\":\"job-complete\",\"arguments\":{\"id\":\"%s\"}}",
+                                       started_id), "{}");
+        peer_status(&f.peer, started_id, "waiting");
+        peer_status(&f.peer, started_id, "pending");
+        finalize = expect_qmp(&f.peer, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"%s\"}}", started_id);
+        answer_jobs(&f.peer, started_id, "commit", "pending", DISK_SIZE, DISK_SIZE, NULL);
+        free(text);
+        text = read_journal(&f, started_id);
+        check(streq_ptr(text, want)); /* not before QEMU ended the job */
+        completed = strprintf("{\"device\": \"%s\", \"len\": %d, \"offset\": %d, \"speed\": 0, \"type\": \"commit\"}",
+                              started_id, (int) DISK_SIZE, (int) DISK_SIZE);
+        peer_event(&f.peer, "BLOCK_JOB_COMPLETED", completed);
+        peer_status(&f.peer, started_id, "concluded");
+        peer_reply(&f.peer, finalize, "{}");
+        /* job-dismiss goes out with the mark on disk already */
+        expect_qmp(&f.peer, "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"%s\"}}", started_id);
+        free(text);
+        free(want);
+        text = read_journal(&f, started_id);
+        want = strprintf("qsnap-job qcow2 1\n%s", f.images_of[0]);
+        check(streq_ptr(text, want));
+        check(streq(ops_source(&f, "vda"), top)); /* nothing read back yet */
+        /* QEMU dies before it answers: no read-back */
+        ops_qemu_exits(&f);
+        check(streq(ops_source(&f, "vda"), f.images_of[0]));
+        check(access(top, F_OK) >= 0); /* the old active file stays */
+        free(text);
+        text = read_journal(&f, started_id);
+        check(!text);
+        ops_teardown(&f);
+}
+
 int main(int argc, char *argv[]) {
         ops_init();
         test_pull();
         test_copy_refused();
+        test_active_commit_pivot_mark();
         free(started_id);
         ops_done();
         printf("all block job operation tests passed\n");

@@ -1440,6 +1440,17 @@ static void test_iothreads(void) {
                 CHECK(domain_def_parse(xml, strlen(xml), &def, &error) == -QSNAP_E_INVALID_XML);
                 CHECK_CONTAINS(error, "line 2: <controller><driver iothread=…> is not supported");
         }
+        /* A CD-ROM (parsed as a device, never one of the disks) neither. */
+        {
+                _cleanup_(domain_def_freep) DomainDef *def = NULL;
+                _cleanup_free_ char *error = NULL;
+                const char *xml = "<domain><name>io</name><memory>1</memory><iothreads>1</iothreads><devices>"
+                                  "<disk type='file' device='cdrom'>\n<driver name='qemu' type='raw' iothread='1'/>"
+                                  "<target dev='sda' bus='sata'/></disk></devices></domain>";
+
+                CHECK(domain_def_parse(xml, strlen(xml), &def, &error) == -QSNAP_E_INVALID_XML);
+                CHECK_CONTAINS(error, "line 2: <disk><driver iothread=…> is not supported");
+        }
 }
 
 static void test_copy_dest(void) {

@@ -22,6 +22,10 @@ tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
   Disks, and every pattern reads back. For a pull this needs qsnapd's flush
   before job-finalize: without it QEMU 7.2 left top standalone but without
   the pulled data (its L2 tables were still in QEMU's memory).
+- A copy pivoted, then QEMU killed by the hook right after qsnapd asked it
+  for the disks: the journal's pivoted mark makes the destination the
+  stored disk (the copy completed, the old top kept), and the domain
+  starts on it with every write.
 - ENOSPC: a commit whose base lives on a tiny tmpfs, with more data in mid
   than fits: Completed('failed', QEMU's "No space left on device"), the
   chain as before, every pattern readable through QEMU and from the host,
@@ -34,6 +38,7 @@ tests/test_blockjobs.py (base <- mid <- top, 64 MiB qcow2 each, 0x11 /
 
 import contextlib
 import os
+import re
 import signal
 
 import qsnaptest as q
@@ -249,6 +254,41 @@ class QemuKilledWhileFinishingTest(FailureTestCase):
         self.assertIsNotNone(h.daemon_pid(), 'qsnapd is gone')
         h.call(dom, D, 'Start', (0,), 't')
         self.assert_guest_reads(dom, self.expected_patterns(), 'after the restart')
+        h.call(dom, D, 'Stop', (0,), 't')
+
+    def test_qemu_killed_after_a_pivot_before_the_read_back(self):
+        # A copy pivoted (QEMU switched the disk, the journal has the
+        # pivoted mark), then QEMU killed right after qsnapd asked it for
+        # the disks: the read-back gets nothing, the mark says what the
+        # disk became — stored, the copy completed, the old top kept.
+        h = self.h
+        mark = self.start_with_kill_point('job-resync')
+        dom, base, mid, top = self.make_chain()
+        dest = h.image_path('pivoted.qcow2')
+        qemu = h.qemu_pid(dom)
+        rec = h.record_signals()
+        job = h.call(dom, D, 'BlockCopy', ('vda', "<disk type='file'><source file='%s'/><driver type='qcow2'/>"
+                                                  "</disk>" % dest, 0, 0), 'sstt')
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=30)
+        h.write_pattern_live(dom, 'vda', 0x5a, 10 * MiB, MiB)     # while READY: mirrored into dest
+        h.call(job, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job, timeout=20), ('completed', ''))
+        rec.wait_for_property(dom, 'State', 'crashed', timeout=10)
+        h.wait_for_log(r'Kill point job-resync reached: killing QEMU', mark)
+        h.wait_for_log(r'copy job \S+ had pivoted before QEMU went away: disk vda is now %s \(qcow2\); the old '
+                       r'active file %s stays' % (re.escape(dest), re.escape(top)), mark)
+        self.assert_one_end(rec, dom, job, 'copy', 'completed', '')
+        self.assertEqual(self.stored_source(dom), dest, 'the stored definition after the pivot')
+        self.assertEqual(self.disks(dom)['vda'], (dest, dest))
+        self.assertTrue(os.path.exists(top), 'the old top was removed')
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'the journal stayed')
+        written = self.expected_patterns() + [(0x5a, 10 * MiB, MiB)]
+        q.wait_until(lambda: not q._alive(qemu), 30, 'the killed QEMU exits')
+        self.assert_clean(dest)
+        self.assert_reads(dest, written, 'the pivoted copy')
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assert_chain(dom, [dest], 'started after the pivot')
+        self.assert_guest_reads(dom, written, 'started after the pivot')
         h.call(dom, D, 'Stop', (0,), 't')
 
     def reference_view(self):

@@ -55,7 +55,11 @@ be clean.
   and the job ends with Completed and the chain bookkeeping done; the same
   with an active commit that was READY (adopted as active-commit, READY,
   Abort(PIVOT) pivots); a pull that ended while no qsnapd ran (waiting in
-  QEMU) is finished by the next one and reported completed, once.
+  QEMU) is finished by the next one and reported completed, once; qsnapd
+  killed right after a pivoted active commit's "pivoted" mark, a guest
+  write into base on QEMU's own monitor, QEMU killed: the next qsnapd
+  stores base as the disk, reports the commit completed, keeps the old
+  files, and the started domain reads every write.
 - Stop during a job: the job ends (failed or canceled, once), the chain
   stays; after the next Start jobs work again.
 - Two disks: a pull on vdb starts while one runs on vda (only vda is Busy);
@@ -66,6 +70,7 @@ be clean.
 import contextlib
 import os
 import re
+import signal
 import time
 import xml.etree.ElementTree as ET
 
@@ -335,6 +340,51 @@ class BlockJobTestCase(q.QsnapTestCase):
 
     def flush(self, dom):
         self.h.flush_live(dom, 'vda')
+
+    # ---- while no qsnapd runs (QEMU's monitor socket is free then)
+    def qemu_alone(self, dom):
+        """What a test needs to talk to dom's QEMU itself once qsnapd is
+        dead (taken while it lives: any bus call would activate a new one):
+        (QEMU's pid, its monitor socket, the domain's log)."""
+        uuid = self.dprop(dom, 'UUID')
+        return (self.h.qemu_pid(dom), os.path.join(self.h.runtime_dir, uuid + '.qmp'),
+                os.path.join(self.h.state_dir, 'log', uuid + '.log'))
+
+    def qemu_alone_jobs(self, alone):
+        qmp = q.QmpSocket(alone[1])
+        try:
+            return {j['id']: j['status'] for j in qmp.command('query-jobs')}
+        finally:
+            qmp.close()
+
+    def write_pattern_qemu_alone(self, alone, pattern, offset, length, target='vda'):
+        """write_pattern_live() through QEMU's own monitor socket, while no
+        qsnapd runs: HMP qemu-io on the guest's disk (whatever node QEMU runs
+        it on now), its verdict from the domain's log, then a flush."""
+        _, sock, log = alone
+        start = os.path.getsize(log)
+        dev = '/machine/peripheral/%s/virtio-backend' % target
+        qmp = q.QmpSocket(sock)
+        try:
+            out = qmp.command('human-monitor-command', {
+                'command-line': 'qemu-io -d %s "write -P 0x%02x %d %d"' % (dev, pattern, offset, length)})
+            self.assertEqual(out.strip(), '', 'HMP qemu-io write')
+
+            def written():
+                with open(log, errors='replace') as f:
+                    f.seek(start)
+                    text = f.read()
+                return text if re.search(r'wrote \d+/\d+ bytes at offset %d|write failed' % offset, text) else None
+            text = q.wait_until(written, 30, 'qemu-io wrote 0x%02x at %d' % (pattern, offset))
+            self.assertIn('wrote %d/%d bytes at offset %d' % (length, length, offset), text)
+            out = qmp.command('human-monitor-command', {'command-line': 'qemu-io -d %s "flush"' % dev})
+            self.assertEqual(out.strip(), '', 'HMP qemu-io flush')
+        finally:
+            qmp.close()
+
+    def kill_qemu_alone(self, alone):
+        os.kill(alone[0], signal.SIGKILL)
+        q.wait_until(lambda: not os.path.exists('/proc/%d' % alone[0]), 10, 'the killed QEMU is reaped')
 
     def expected_patterns(self):
         pats = [(P_BASE, OFF_BASE, PLEN), (P_MID, OFF_MID, PLEN), (P_TOP, OFF_TOP, PLEN)]
@@ -1024,6 +1074,44 @@ class RestartTest(BlockJobTestCase):
         self.assert_chain(dom, [base], 'after the adopted pivot')
         self.assertEqual(self.stored_source(dom), base, 'the stored definition after the adopted pivot')
         self.assert_reads(base, self.expected_patterns(), 'after the adopted pivot')
+
+    def test_crash_at_the_pivot_mark_then_qemu_killed(self):
+        # qsnapd killed right after QEMU ended a pivoted active commit and
+        # the journal said so (block-commit:pivoted: QEMU still lists the
+        # job, concluded), the guest writes into base, then QEMU is killed
+        # too: the next qsnapd stores base as the disk (the old top stays
+        # on disk) and reports the commit completed.
+        h = self.h
+        dom, base, mid, top = self.make_chain()
+        rec = h.record_signals()
+        job = self.commit(dom, '', '', flags=ACTIVE)
+        rec.wait_for_signal('Ready', path=job, interface=J, timeout=30)
+        h.write_pattern_live(dom, 'vda', 0x55, 3 * MiB, MiB)     # while READY
+        alone = self.qemu_alone(dom)
+        h.crash_at('block-commit:pivoted', job, J, 'Pivot', start_again=False)
+        self.assertEqual(self.qemu_alone_jobs(alone), {path_decode(job.rsplit('/', 1)[1]): 'concluded'},
+                         'the crash point is after the end in QEMU, before the dismiss')
+        self.write_pattern_qemu_alone(alone, 0x5b, 20 * MiB, MiB)  # after the pivot: into base
+        self.kill_qemu_alone(alone)
+        mark = h.daemon_log_mark()
+        h.start_daemon()
+        h.wait_for_log(r'active-commit job \S+ had pivoted before QEMU went away: disk vda is now %s \(qcow2\); '
+                       r'the old active file %s stays' % (re.escape(base), re.escape(top)), mark)
+        self.assertEqual((self.jprop(job, 'State'), self.jprop(job, 'Error')), ('completed', ''))
+        self.assertEqual([s.args for s in self.completed_signals(rec, job)], [('completed', '')])
+        self.assertEqual(self.stored_source(dom), base, 'the stored definition after the recovered pivot')
+        self.assertEqual(self.disks(dom)['vda'], (base, base))
+        self.assertEqual(self.xml_disk_chain(h.call(dom, D, 'GetXMLDesc', (0,), 't')), (base, []))
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'the journal stayed')
+        self.assertTrue(os.path.exists(top) and os.path.exists(mid), 'the old files are the user\'s to remove')
+        written = self.expected_patterns() + [(0x55, 3 * MiB, MiB), (0x5b, 20 * MiB, MiB)]
+        self.assert_clean(base)
+        self.assert_reads(base, written, 'base after the recovered pivot')
+        h.call(dom, D, 'Start', (0,), 't')
+        self.assert_chain(dom, [base], 'started after the recovered pivot')
+        self.assert_guest_reads(dom, written, 'started after the recovered pivot')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_clean(base)
 
 
 if __name__ == '__main__':

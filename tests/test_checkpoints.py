@@ -122,6 +122,12 @@ class CheckpointCase(q.QsnapTestCase):
         self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
         return self.h.get_property(c, C, 'Size')
 
+    def xml_sizes(self, c):
+        """Per disk, Size measured now (GetXMLDesc with SIZE waits for the
+        measurement; a Get of Size would start another after its reply)."""
+        xml = self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
+        return {d.get('name'): int(d.get('size')) for d in ET.fromstring(xml).find('disks') if d.get('size')}
+
     def assert_incremental(self, dom, name, size, disk='vda'):
         """Issue #12's check after a chain operation, the domain shut off:
         an incremental push since checkpoint `name` (by the paused QEMU,
@@ -215,10 +221,6 @@ class CreateTest(CheckpointCase):
         self.assertEqual(h.get_property(c, C, 'Size'), 3 * MiB)
         self.assertNotIn('size=', h.call(c, C, 'GetXMLDesc', (0,), 't'))
 
-
-    def xml_sizes(self, c):
-        xml = self.h.call(c, C, 'GetXMLDesc', (SIZE,), 't')
-        return {d.get('name'): int(d.get('size')) for d in ET.fromstring(xml).find('disks') if d.get('size')}
 
     def test_size_shut_off(self):
         # Shut off, Size is read from the images' own bitmaps (the qcow2
@@ -1194,6 +1196,103 @@ class TopsTest(CheckpointCase):
         h.call(dom, D, 'Stop', (0,), 't')
         for p in imgs.values():
             self.assertEqual(set(image_bitmaps(p)), {'c1', 'c2'})
+
+    def test_delete_and_size_on_what_was_remembered(self):
+        """Delete and Size use what qsnapd remembers of every layer (as a
+        create does the tops): a Delete sends its transaction (with the
+        reopens of a backing image around it) and nothing else, the
+        Problems refresh after it nothing; a Size one listing for QEMU's
+        counts — the checkpoint's own count where only the top holds its
+        bitmap, temporary bitmaps merged over the layers otherwise. What
+        the shortcuts give is checked: each Size is the bytes written
+        since the checkpoint, a deleted name is free again at once, and
+        the incremental since the parent a middle checkpoint was merged
+        into restores the disk."""
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x51, 0, MiB)
+        c2 = self.create(dom, cp_xml('c2'))
+        h.write_pattern_live(dom, 'vda', 0x52, 4 * MiB, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x53, 0, MiB)
+        c3 = self.create(dom, cp_xml('c3'))  # (a monitor command before: it lists)
+        c4 = self.create(dom, cp_xml('c4'))
+        sizes, sent = self.sent_by(proxy, lambda: self.xml_sizes(c2))
+        self.assertEqual(sent, ['query-named-block-nodes'], 'c2 only in the tops: its own counts')
+        self.assertEqual(sizes, {'vda': MiB, 'vdb': MiB})
+        # The middle c2 merged into c1, the leaf c4, then c1's Size: one
+        # listing in all (the two Problems refreshes read nothing).
+        sizes, sent = self.sent_by(proxy, lambda: (h.call(c2, C, 'Delete', (0,), 't'),
+                                                   h.call(c4, C, 'Delete', (0,), 't'), self.xml_sizes(c1))[2])
+        self.assertEqual(sent, ['transaction', 'transaction', 'query-named-block-nodes'])
+        self.assertEqual(sizes, {'vda': 2 * MiB, 'vdb': MiB}, 'c1 after c2 merged into it: every write since c1')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1, c3])
+        self.assertEqual(h.get_property(c3, C, 'Parent'), c1)
+        for c in (c1, c3):
+            self.assertEqual(h.get_property(c, C, 'Problems'), [])
+        nodes = self.node_bitmaps(dom)
+        for p in imgs.values():
+            self.assertEqual(set(nodes[p]), {'c1', 'c3'})
+        # (a monitor command again: c2 lists, then nothing but transactions)
+        c2 = self.create(dom, cp_xml('c2'))
+        _, sent = self.sent_by(proxy, lambda: h.call(c2, C, 'Delete', (0,), 't'))
+        self.assertEqual(sent, ['transaction'])
+        _, sent = self.sent_by(proxy, lambda: self.create(dom, cp_xml('c2')))
+        self.assertEqual(sent, ['transaction'], 'a deleted name is free again, known without a listing')
+        # After an external snapshot the bitmaps are in two layers: Size
+        # merges them into temporary ones; the remembered layers hold
+        # again once those are removed.
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x54, 8 * MiB, MiB)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 3 * MiB, 'vdb': MiB})
+        sizes, sent = self.sent_by(proxy, lambda: self.xml_sizes(c1))
+        self.assertEqual(sent, ['transaction', 'query-named-block-nodes', 'transaction'])
+        self.assertEqual(sizes, {'vda': 3 * MiB, 'vdb': MiB})
+        # c3 from both layers of both disks: the backing images reopened
+        # read-write and back around the transaction, no listing before or after.
+        _, sent = self.sent_by(proxy, lambda: (h.call(c3, C, 'Delete', (0,), 't'), self.xml_sizes(c1)))
+        self.assertEqual(sent, ['blockdev-reopen'] * 2 + ['transaction'] + ['blockdev-reopen'] * 2 +
+                         ['transaction', 'query-named-block-nodes', 'transaction'])
+        nodes = self.node_bitmaps(dom)
+        for t, p in imgs.items():
+            self.assertEqual(set(nodes[p]), {'c1', 'c2'}, t)
+            self.assertEqual(set(nodes[self.active(dom, t)]), {'c1', 'c2'}, t)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 3 * MiB, 'vdb': MiB})
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 3 * MiB)
+
+    def test_size_with_one_disk_in_two_layers(self):
+        """A snapshot of vda only: c1's bitmap spans two layers on vda
+        (a temporary bitmap merged over them) and is in vdb's top alone
+        (its own count read): one measurement does both, and removes only
+        the temporary bitmap — c1's own stays, usable, and keeps
+        recording."""
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x61, 0, MiB)
+        h.write_pattern_live(dom, 'vdb', 0x62, 0, MiB)
+        h.call(dom, D, 'CreateSnapshot', ("<domainsnapshot><name>s1</name><disks><disk name='vda' snapshot='external'/>"
+                                          "<disk name='vdb' snapshot='no'/></disks></domainsnapshot>", DISK_ONLY), 'st')
+        h.write_pattern_live(dom, 'vda', 0x63, 2 * MiB, MiB)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 2 * MiB, 'vdb': MiB})
+        sizes, sent = self.sent_by(proxy, lambda: self.xml_sizes(c1))
+        self.assertEqual(sent, ['transaction', 'query-named-block-nodes', 'transaction'])
+        self.assertEqual(sizes, {'vda': 2 * MiB, 'vdb': MiB})
+        self.assertEqual(h.get_property(c1, C, 'Problems'), [])
+        nodes = self.node_bitmaps(dom)
+        self.assertEqual(set(nodes[imgs['vdb']]), {'c1'}, 'the own bitmap read is not removed')
+        self.assertNotEqual(self.active(dom, 'vda'), imgs['vda'])
+        self.assertEqual(set(nodes[self.active(dom, 'vda')]), {'c1'})
+        h.write_pattern_live(dom, 'vdb', 0x64, 4 * MiB, MiB)
+        self.assertEqual(self.xml_sizes(c1), {'vda': 2 * MiB, 'vdb': 2 * MiB})
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assert_incremental(dom, 'c1', 2 * MiB, disk='vdb')
+        self.assert_incremental(dom, 'c1', 2 * MiB, disk='vda')
 
 
 if __name__ == '__main__':

@@ -512,6 +512,17 @@ class DomainTest(QsnapctlTest):
         rc, out, err = qc('list', address=False, env=env_for({'DBUS_SYSTEM_BUS_ADDRESS': 'unix:path=/nonexistent/bus'}))
         self.assertEqual(rc, 1)
         self.assertIn('error: Failed to connect to the system bus', err)
+        # qsnapd's messages name the bus flags; qsnapctl says which option each is.
+        img = self.h.create_image('hint.qcow2', '64M')
+        self.ok('define', '-', stdin=q.domain_xml('hint vm', [q.Disk('vda', img)]))
+        self.ok('snapshot-create-as', 'hint vm', 'h1')
+        _, err = self.fails(1, 'undefine', 'hint vm')
+        self.assertNamedError(err, 'HasSnapshots')
+        self.assertIn('SNAPSHOTS_METADATA', err)
+        self.assertTrue(err.endswith('\nhint: in qsnapctl, SNAPSHOTS_METADATA is --snapshots-metadata.\n'), err)
+        self.ok('undefine', 'hint vm', '--snapshots-metadata')
+        _, err = self.fails(1, 'dumpxml', 'hint vm')
+        self.assertNotIn('hint:', err)
 
 
 
@@ -1279,6 +1290,17 @@ class CompletionTest(QsnapctlTest):
         self.ok('undefine', 'comp vm', '--snapshots-metadata')
 
 
+def page_source(path):
+    with open(path) as f:
+        return f.read()
+
+
+def qsnapd_help():
+    r = subprocess.run([os.environ['QSNAPD_BINARY'], '--help'], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 class ManPageTest(QsnapctlTest):
     """man renders each page without a warning; qsnapctl(1) names every verb
     and option qsnapctl knows, org.example.Snapshot1(5) every member of
@@ -1291,6 +1313,36 @@ class ManPageTest(QsnapctlTest):
         self.assertEqual(r.stderr, '', 'man warns about %s' % path)
         self.assertGreater(len(r.stdout), 1000)
         return r.stdout
+
+    def test_qsnapd_help_and_page_agree(self):
+        """Every option of qsnapd --help is described in qsnapd(8), and
+        every option qsnapd(8) describes is in --help."""
+        page = re.sub(r'\\f[BIRP]', '', page_source(q.source_path('docs', 'qsnapd.8')).replace('\\-', '-'))
+        described = set()
+        for head in re.findall(r'\n\.TP\n([^\n]*)', page):
+            described |= set(re.findall(r'(--[a-z][a-z-]*)', head))
+        helped = set(re.findall(r'^\s+(?:-h )?(--[a-z][a-z-]*)', qsnapd_help(), re.M))
+        self.assertGreater(len(helped), 15)
+        self.assertEqual(helped - described, set(), 'options of qsnapd --help missing from qsnapd(8)')
+        self.assertEqual(described - helped, set(), 'options in qsnapd(8) that qsnapd --help lacks')
+
+    def test_readme_commands(self):
+        """Each qsnapctl command README.md shows names a verb qsnapctl has
+        and options that verb takes."""
+        verbs = [l.split()[0] for l in self.ok('--help').split('\n') if re.match(r'^  [a-z]', l)]
+        global_opts = set(re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]))
+        shown = 0
+        for line in page_source(q.source_path('README.md')).split('\n'):
+            m = re.match(r'^ {4}qsnapctl ((?:-\S+ \S+ )*)([a-z][a-z-]*)(.*)', line)
+            if not m:
+                continue
+            shown += 1
+            verb = m.group(2)
+            self.assertIn(verb, verbs, 'README.md: %s' % line)
+            known = set(re.findall(r'^  (--[a-z-]+)', self.ok('help', verb), re.M)) | global_opts
+            for opt in re.findall(r'(?:^| )(--[a-z][a-z-]*)', m.group(3).split('#')[0]):
+                self.assertIn(opt, known, 'README.md: %s' % line)
+        self.assertGreater(shown, 10)
 
     def test_pages(self):
         page1 = q.source_path('docs', 'qsnapctl.1')
@@ -1311,6 +1363,45 @@ class ManPageTest(QsnapctlTest):
                 self.assertTrue(opt in src, 'qsnapctl(1) lacks %s of %s' % (opt, verb))
         for opt in re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]):
             self.assertTrue(opt in src, 'qsnapctl(1) lacks %s' % opt)
+
+        # Each verb's own paragraph (synopsis and text) names every option
+        # of its help but the named arguments (given by position) and --json.
+        paragraphs = {}
+        for m in re.finditer(r'\n\.TP\n([^\n]*)\n(.*?)(?=\n\.(?:TP|SH|PP)\b)', src, re.S):
+            if re.match(r'^[a-z][a-z-]+( |$)', m.group(1)):
+                for part in re.split(r', (?=[a-z])', m.group(1)):
+                    paragraphs[part.split()[0]] = m.group(1) + '\n' + m.group(2)
+        for verb in verbs:
+            if verb in ('destroy', 'shutdown'):     # described under stop
+                self.assertRegex(paragraphs['stop'], r'\b%s DOMAIN\b' % verb)
+                continue
+            self.assertIn(verb, paragraphs, 'qsnapctl(1) has no paragraph for %s' % verb)
+            for opt in set(re.findall(r'^  (--[a-z-]+)', self.ok('help', verb), re.M)) - {
+                    '--domain', '--path', '--snapshotname', '--checkpointname', '--json'}:
+                self.assertRegex(paragraphs[verb], re.escape(opt) + r'(?![a-z-])',
+                                 'the paragraph of %s in qsnapctl(1) lacks %s' % (verb, opt))
+
+        # The reverse: every verb the page describes, and every option in
+        # the synopsis of a verb, is one qsnapctl knows for that verb.
+        global_opts = set(re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]))
+        for m in re.finditer(r'\n\.TP\n([^\n]*)', page_source(page1)):
+            head = re.sub(r'\\f[BIRP]', '', m.group(1).replace('\\-', '-'))
+            if not re.match(r'^[a-z][a-z-]+( |$)', head):
+                continue
+            for part in re.split(r', (?=[a-z])', head):
+                verb = part.split()[0]
+                self.assertIn(verb, verbs, 'qsnapctl(1) describes %s, which qsnapctl --help lacks' % verb)
+                known = set(re.findall(r'^  (--[a-z-]+)', self.ok('help', verb), re.M)) | global_opts
+                for opt in re.findall(r'(--[a-z][a-z-]*)', part):
+                    self.assertIn(opt, known, 'qsnapctl(1) gives %s %s, which qsnapctl help %s lacks' % (verb, opt, verb))
+
+        # The bash completion offers exactly the verbs of --help, and for
+        # each verb every option its help names.
+        self.assertEqual(sorted(self.complete(['qsnapctl', ''])), sorted(verbs))
+        for verb in verbs:
+            opts = set(re.findall(r'^  (--[a-z-]+)', self.ok('help', verb), re.M))
+            offered = set(self.complete(['qsnapctl', '--address', self.h.address, verb, '--']))
+            self.assertEqual(opts - offered, set(), 'completion of %s lacks options' % verb)
 
         for path in glob.glob(q.source_path('interfaces', '*.xml')):
             root = ET.parse(path).getroot()

@@ -52,15 +52,16 @@ const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *
         return NULL;
 }
 
-/* The index of a filled layer's bitmaps (the first of a name, as the scan). */
+/* The index of a filled layer's bitmaps (the first of a name, as the scan):
+ * name → position + 1, so that the entries may move (bitmap_layer_add()). */
 static int layer_index(BitmapLayer *l) {
-        if (l->n_bitmaps < 16)
+        if (l->n_bitmaps < 16 || l->index)
                 return 0;
         l->index = hashmap_new();
         if (!l->index)
                 return -ENOMEM;
         for (size_t k = 0; k < l->n_bitmaps; k++) {
-                int r = l->bitmaps[k].name ? hashmap_put(l->index, l->bitmaps[k].name, l->bitmaps + k) : 0;
+                int r = l->bitmaps[k].name ? hashmap_put(l->index, l->bitmaps[k].name, (void *) (uintptr_t) (k + 1)) : 0;
                 if (r < 0 && r != -EEXIST)
                         return r;
         }
@@ -68,12 +69,104 @@ static int layer_index(BitmapLayer *l) {
 }
 
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name) {
-        if (l->index)
-                return hashmap_get(l->index, name);
+        if (l->index) {
+                uintptr_t k = (uintptr_t) hashmap_get(l->index, name);
+                return k > 0 ? l->bitmaps + k - 1 : NULL;
+        }
         for (size_t k = 0; k < l->n_bitmaps; k++)
                 if (streq(l->bitmaps[k].name, name))
                         return l->bitmaps + k;
         return NULL;
+}
+
+int bitmap_layer_add(BitmapLayer *l, const BitmapEntry *e) {
+        BitmapEntry *b;
+
+        if (l->n_bitmaps >= l->max_bitmaps) {
+                size_t max = (l->n_bitmaps ?: 4) * 2;
+                b = reallocarray(l->bitmaps, max, sizeof(BitmapEntry));
+                if (!b)
+                        return -ENOMEM;
+                l->bitmaps = b;
+                l->max_bitmaps = max;
+        }
+        b = l->bitmaps + l->n_bitmaps;
+        *b = *e;
+        b->name = strdup(e->name);
+        if (!b->name)
+                return -ENOMEM;
+        l->n_bitmaps++;
+        if (!l->index)
+                return layer_index(l);
+        if (hashmap_put(l->index, b->name, (void *) (uintptr_t) l->n_bitmaps) == -ENOMEM) {
+                l->n_bitmaps--;
+                free(b->name);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void bitmap_layer_drop(BitmapLayer *l, const char *name) {
+        const BitmapEntry *e = bitmap_layer_find(l, name);
+        size_t k, last;
+
+        if (!e)
+                return;
+        k = (size_t) (e - l->bitmaps);
+        last = l->n_bitmaps - 1;
+        if (l->index)
+                (void) hashmap_remove(l->index, name);
+        free(l->bitmaps[k].name);
+        if (k != last) {
+                /* The last one takes its place (the order means nothing). */
+                l->bitmaps[k] = l->bitmaps[last];
+                if (l->index)
+                        (void) hashmap_replace(l->index, l->bitmaps[k].name, (void *) (uintptr_t) (k + 1));
+        }
+        l->n_bitmaps = last;
+}
+
+int bitmap_inventory_copy(const BitmapInventory *inv, BitmapInventory **ret) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *c = new0(BitmapInventory, 1);
+
+        if (!c || !(c->disks = new0(BitmapDisk, inv->n_disks ?: 1)))
+                return -ENOMEM;
+        c->live = inv->live;
+        c->tops_only = inv->tops_only;
+        for (size_t i = 0; i < inv->n_disks; i++) {
+                const BitmapDisk *from = inv->disks + i;
+                BitmapDisk *to = c->disks + c->n_disks++;
+
+                to->target = strdup(from->target);
+                to->layers = new0(BitmapLayer, from->n_layers ?: 1);
+                if (!to->target || !to->layers)
+                        return -ENOMEM;
+                for (size_t j = 0; j < from->n_layers; j++) {
+                        const BitmapLayer *fl = from->layers + j;
+                        BitmapLayer *tl = to->layers + to->n_layers++;
+
+                        *tl = (BitmapLayer) { .path = strdup(fl->path), .qcow2 = fl->qcow2,
+                                              .node = fl->node ? strdup(fl->node) : NULL,
+                                              .file_node = fl->file_node ? strdup(fl->file_node) : NULL,
+                                              .read_only = fl->read_only,
+                                              .bitmaps = new0(BitmapEntry, fl->n_bitmaps ?: 1),
+                                              .max_bitmaps = fl->n_bitmaps ?: 1 };
+                        if (!tl->path || (fl->node && !tl->node) || (fl->file_node && !tl->file_node) || !tl->bitmaps)
+                                return -ENOMEM;
+                        for (size_t k = 0; k < fl->n_bitmaps; k++) {
+                                tl->bitmaps[k] = fl->bitmaps[k];
+                                tl->bitmaps[k].count = 0; /* a moment's figure, not the copy's */
+                                tl->bitmaps[k].name = strdup(fl->bitmaps[k].name);
+                                if (!tl->bitmaps[k].name)
+                                        return -ENOMEM;
+                                tl->n_bitmaps++;
+                        }
+                        if (layer_index(tl) < 0)
+                                return -ENOMEM;
+                }
+        }
+        *ret = TAKE_PTR(c);
+        return 0;
 }
 
 /* The disks and their chains (files), without bitmaps yet. */
@@ -414,6 +507,7 @@ typedef struct SizeProbe {
         char *checkpoint;
         size_t disk; /* in its definition */
         char *node, *name;
+        bool own; /* the checkpoint's own bitmap (in the top layer only): read, not added nor removed */
 } SizeProbe;
 
 typedef struct BitmapsState {
@@ -425,6 +519,7 @@ typedef struct BitmapsState {
         char **changed;
         SizeProbe *probes;
         size_t n_probes;
+        uint64_t changes_before; /* qmp_changes() before the probes were added */
         struct ArmedCopy *armed;
 } BitmapsState;
 
@@ -507,28 +602,35 @@ static void refresh_end(BitmapsState *st) {
 
 static void on_probes_removed(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                               void *userdata) {
-        refresh_end(userdata);
+        BitmapsState *st = userdata;
+
+        /* Added and removed: the remembered inventory holds again. */
+        if (error < 0)
+                bitmap_tops_forget(st->domain);
+        else
+                (void) bitmap_tops_own(st->domain, st->changes_before, 2);
+        refresh_end(st);
 }
 
 static void probes_remove(BitmapsState *st) {
         _cleanup_free_ QmpBitmapAction *a = new0(QmpBitmapAction, st->n_probes);
+        size_t n = 0;
 
         if (!a || !st->domain->qmp)
                 return refresh_end(st);
         for (size_t i = 0; i < st->n_probes; i++)
-                a[i] = (QmpBitmapAction) { .type = QMP_BITMAP_REMOVE, .node = st->probes[i].node,
-                                           .name = st->probes[i].name };
-        if (qmp_cmd_transaction_bitmaps(st->domain->qmp, a, st->n_probes, on_probes_removed, st) < 0)
+                if (!st->probes[i].own)
+                        a[n++] = (QmpBitmapAction) { .type = QMP_BITMAP_REMOVE, .node = st->probes[i].node,
+                                                     .name = st->probes[i].name };
+        if (n == 0 || qmp_cmd_transaction_bitmaps(st->domain->qmp, a, n, on_probes_removed, st) < 0)
                 refresh_end(st);
 }
 
 static void on_probes_counted(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
                               void *userdata) {
         BitmapsState *st = userdata;
-        QmpNode *nodes = NULL;
-        size_t n = 0;
 
-        if (error >= 0 && qmp_parse_named_nodes(result, &nodes, &n) >= 0) {
+        if (error >= 0) {
                 for (Checkpoint *c = st->domain->checkpoints.first; c; c = c->next) {
                         if (!strv_contains((const char *const *) st->measure, checkpoint_name(c)))
                                 continue;
@@ -537,23 +639,20 @@ static void on_probes_counted(Qmp *qmp, int error, json_object *result, const ch
                         for (size_t i = 0; i < c->def->n_disks; i++)
                                 c->def->disks[i].has_size = false;
                 }
-                for (size_t i = 0; i < st->n_probes; i++)
-                        for (size_t k = 0; k < n; k++) {
-                                if (!streq(nodes[k].node, st->probes[i].node))
-                                        continue;
-                                for (size_t b = 0; b < nodes[k].n_bitmaps; b++)
-                                        if (streq(nodes[k].bitmaps[b].name, st->probes[i].name)) {
-                                                Checkpoint *c = checkpoint_tree_find(&st->domain->checkpoints,
-                                                                                     st->probes[i].checkpoint);
-                                                if (!c || st->probes[i].disk >= c->def->n_disks)
-                                                        continue;
-                                                c->size += nodes[k].bitmaps[b].count;
-                                                c->has_size = true;
-                                                c->def->disks[st->probes[i].disk].size = nodes[k].bitmaps[b].count;
-                                                c->def->disks[st->probes[i].disk].has_size = true;
-                                        }
-                        }
-                qmp_nodes_free(nodes, n);
+                /* Only the probes' counts are looked up: nothing of the
+                 * reply (every bitmap of every node) is copied. */
+                for (size_t i = 0; i < st->n_probes; i++) {
+                        Checkpoint *c = checkpoint_tree_find(&st->domain->checkpoints, st->probes[i].checkpoint);
+                        uint64_t count;
+
+                        if (!c || st->probes[i].disk >= c->def->n_disks ||
+                            qmp_named_nodes_bitmap_count(result, st->probes[i].node, st->probes[i].name, &count) < 0)
+                                continue;
+                        c->size += count;
+                        c->has_size = true;
+                        c->def->disks[st->probes[i].disk].size = count;
+                        c->def->disks[st->probes[i].disk].has_size = true;
+                }
         }
         probes_remove(st);
 }
@@ -565,6 +664,7 @@ static void on_probes_added(Qmp *qmp, int error, json_object *result, const char
         if (error < 0) {
                 log_warning("Domain '%s': cannot measure the checkpoints' sizes: %s", st->domain->def->name,
                             strna(desc));
+                (void) bitmap_tops_own(st->domain, st->changes_before, 1); /* refused whole: nothing changed */
                 probes_free(st);
                 return refresh_end(st);
         }
@@ -573,7 +673,9 @@ static void on_probes_added(Qmp *qmp, int error, json_object *result, const char
 }
 
 /* The temporary bitmaps: per usable checkpoint and disk, one on the top
- * node merged from the checkpoint's bitmap in every layer that holds it. */
+ * node merged from the checkpoint's bitmap in every layer that holds it;
+ * none where only the top holds it (no snapshot since): its own count is
+ * the union then. */
 static int probes_plan(BitmapsState *st, const BitmapInventory *inv, QmpBitmapAction **ret_a, size_t *ret_n,
                        QmpBitmapSource **ret_sources) {
         size_t n_src = 0, n_a = 0, max = 0;
@@ -603,11 +705,14 @@ static int probes_plan(BitmapsState *st, const BitmapInventory *inv, QmpBitmapAc
                             bitmap_disk_check(bd, bitmap, &depth, &reason) != 0)
                                 continue;
                         *p = (SizeProbe) { .checkpoint = strdup(checkpoint_name(c)), .disk = i,
-                                           .node = strdup(bd->layers[0].node),
-                                           .name = strprintf(BITMAPS_SIZE_PREFIX "%" PRIu64, c->seq) };
+                                           .node = strdup(bd->layers[0].node), .own = depth == 1,
+                                           .name = depth == 1 ? strdup(bitmap)
+                                                              : strprintf(BITMAPS_SIZE_PREFIX "%" PRIu64, c->seq) };
                         st->n_probes++;
                         if (!p->checkpoint || !p->node || !p->name)
                                 goto oom;
+                        if (p->own)
+                                continue;
                         for (size_t j = 0; j < depth; j++)
                                 src[n_src++] = (QmpBitmapSource) { .node = bd->layers[j].node, .name = bitmap };
                         a[n_a++] = (QmpBitmapAction) { .type = QMP_BITMAP_ADD, .node = p->node, .name = p->name,
@@ -738,18 +843,14 @@ static void measure_offline(BitmapsState *st, const BitmapInventory *inv) {
         }
 }
 
-static void on_refresh_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
-                                 void *userdata) {
-        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+/* Problems from inv, then (live) the Sizes asked for. inv may be the
+ * remembered one (borrowed): it is not used after a command went out. */
+static void refresh_with(BitmapsState *st, const BitmapInventory *inv) {
         _cleanup_free_ QmpBitmapAction *a = NULL;
         _cleanup_free_ QmpBitmapSource *src = NULL;
-        BitmapsState *st = userdata;
+        Domain *d = st->domain;
         size_t n_a = 0;
 
-        if (error < 0) {
-                log_warning("Domain '%s': cannot check the checkpoints' bitmaps: %s", d->def->name, strna(message));
-                return refresh_end(st);
-        }
         for (Checkpoint *c = d->checkpoints.first; c; c = c->next) {
                 char **problems = NULL;
 
@@ -774,19 +875,40 @@ static void on_refresh_inventory(Domain *d, int error, const char *message, Bitm
                 return refresh_end(st);
         /* (Size of the others stays as last measured.) */
         remove_leftovers(d, inv);
-        if (probes_plan(st, inv, &a, &n_a, &src) < 0 || n_a == 0) {
+        if (probes_plan(st, inv, &a, &n_a, &src) < 0 || st->n_probes == 0) {
                 probes_free(st);
                 return refresh_end(st);
         }
+        if (n_a == 0) { /* every count is a checkpoint's own: one listing */
+                if (qmp_cmd_query_named_block_nodes(d->qmp, on_probes_counted, st) < 0) {
+                        probes_free(st);
+                        refresh_end(st);
+                }
+                return;
+        }
+        st->changes_before = qmp_changes(d->qmp);
         if (qmp_cmd_transaction_bitmaps(d->qmp, a, n_a, on_probes_added, st) < 0) {
                 probes_free(st);
                 refresh_end(st);
         }
 }
 
+static void on_refresh_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory,
+                                 void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        BitmapsState *st = userdata;
+
+        if (error < 0) {
+                log_warning("Domain '%s': cannot check the checkpoints' bitmaps: %s", d->def->name, strna(message));
+                return refresh_end(st);
+        }
+        refresh_with(st, inv);
+}
+
 static int refresh_start(sd_event_source *s, void *userdata) {
         BitmapsState *st = userdata;
         Domain *d = st->domain;
+        const BitmapInventory *known;
 
         st->defer = sd_event_source_unref(st->defer);
         if (st->running)
@@ -804,7 +926,12 @@ static int refresh_start(sd_event_source *s, void *userdata) {
         st->current = TAKE_PTR(st->waiting);
         domain_ref(d);
         manager_busy_ref(d->manager);
-        if (bitmap_inventory_get(d, on_refresh_inventory, st) < 0)
+        /* Nothing changed since the last listing but what qsnapd did and
+         * accounted for: that one, as it is now (no listing). */
+        known = d->qmp && domain_is_active(d) ? bitmap_inventory_remembered(d) : NULL;
+        if (known)
+                refresh_with(st, known);
+        else if (bitmap_inventory_get(d, on_refresh_inventory, st) < 0)
                 refresh_end(st);
         return 0;
 }

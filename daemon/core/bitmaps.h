@@ -37,8 +37,9 @@ typedef struct BitmapLayer {
         bool read_only;
         BitmapEntry *bitmaps;
         size_t n_bitmaps;
-        /* name → entry when there are many (bitmap_layer_find() for every
-         * checkpoint of a refresh would be O(n²) otherwise) */
+        size_t max_bitmaps; /* allocated (bitmap_layer_add()); 0: n_bitmaps */
+        /* name → position when there are many (bitmap_layer_find() for
+         * every checkpoint of a refresh would be O(n²) otherwise) */
         struct Hashmap *index;
 } BitmapLayer;
 
@@ -89,6 +90,13 @@ void bitmap_disk_done(BitmapDisk *bd);
 
 const BitmapDisk *bitmap_inventory_disk(const BitmapInventory *inv, const char *target);
 const BitmapEntry *bitmap_layer_find(const BitmapLayer *l, const char *name);
+/* An entry more (its name copied), or one less (the first of that name;
+ * the last entry takes its place): for an inventory kept up to date by
+ * what qsnapd itself did (core/bitmap-tops.h). */
+int bitmap_layer_add(BitmapLayer *l, const BitmapEntry *e);
+void bitmap_layer_drop(BitmapLayer *l, const char *name);
+/* A deep copy, every count 0 (they were the moment's). */
+int bitmap_inventory_copy(const BitmapInventory *inv, BitmapInventory **ret);
 
 /* 0 when bitmap `name` is usable on the disk, with *ret_depth the number
  * of layers from the top that hold it; 1 when not, with *ret_reason (one
@@ -98,7 +106,8 @@ int bitmap_disk_check(const BitmapDisk *bd, const char *name, size_t *ret_depth,
 /* The problems of checkpoint c against inv (NULL strv when usable). */
 int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, char ***ret);
 
-/* Re-reads the images and sets every checkpoint's problems (and, live,
+/* Re-reads the images (live: the remembered inventory while it holds,
+ * core/bitmap-tops.h) and sets every checkpoint's problems (and, live,
  * size) soon; checkpoints whose problems changed are reported with
  * manager_notify_checkpoints_changed(). Coalesced; cheap to call often.
  * done (may be NULL) is called once the refresh that includes this
@@ -106,9 +115,11 @@ int bitmap_checkpoint_problems(const Checkpoint *c, const BitmapInventory *inv, 
 typedef void (*BitmapsRefreshFunc)(Domain *d, void *userdata);
 int bitmaps_refresh(Domain *d, BitmapsRefreshFunc done, void *userdata);
 /* The same, and (running) a new measurement of the Size of checkpoint
- * `name`: three QMP round trips for the checkpoints asked for together,
- * so only when asked (a read of Size, GetXMLDesc with SIZE), one
- * checkpoint at a time, never all of them after each change. */
+ * `name`: one listing of every node for the checkpoints asked for
+ * together (with a transaction before and after it adding and removing
+ * temporary bitmaps where a bitmap spans several layers), so only when
+ * asked (a read of Size, GetXMLDesc with SIZE), one checkpoint at a time,
+ * never all of them after each change. */
 int bitmaps_measure(Domain *d, const char *name, BitmapsRefreshFunc done, void *userdata);
 
 void bitmaps_domain_done(Domain *d);

@@ -31,6 +31,7 @@ void block_job_info_free(BlockJobInfo *info) {
         strv_free(info->old_chain);
         free(info->copy_dest);
         free(info->copy_node);
+        free(info->commit_base);
         sd_event_source_disable_unref(info->linger);
         free(info);
 }
@@ -85,18 +86,22 @@ typedef struct Resync {
         size_t pending;
         void (*done)(Domain *d, void *userdata);
         void *userdata;
+        bool read_back;    /* QEMU named the job's disk's node: the read-back is the truth */
 } Resync;
 
 /* ---- the job journal: <run>/<uuid>.job-<id> ----
  * One small file per job of ours while it runs, removed when its end is
  * accounted for: a qsnapd that finds QEMU gone at start-up reports those
  * jobs failed instead of losing them. A copy's says
- * "qsnap-copy <created> <transient> <node> <started>\n<dest>" and is
- * written before the mirror starts (started 0), so that a restarted qsnapd
- * knows the destination of an adopted copy, and again with started 1 once
- * QEMU accepted the mirror; any other job's says "qsnap-job". A copy
- * journal without the started field (an older qsnapd's) counts as
- * started: nothing proves it never was. */
+ * "qsnap-copy <created> <transient> <node> <started> <format> <pivoted>\n<dest>"
+ * and is written before the mirror starts (started 0), so that a restarted
+ * qsnapd knows the destination of an adopted copy, again with started 1
+ * once QEMU accepted the mirror, and with pivoted 1 once the copy ended
+ * well after a Pivot (QEMU switched the disk). An active commit's says
+ * "qsnap-job <base format> <pivoted>\n<base>"; any other job's says
+ * "qsnap-job". A copy journal without the started field (an older
+ * qsnapd's) counts as started: nothing proves it never was; one without
+ * the pivoted field never pivoted. */
 
 static char *job_journal_path(Domain *d, const char *job_id) {
         _cleanup_free_ char *suffix = strprintf(".job-%s", job_id);
@@ -106,8 +111,9 @@ static char *job_journal_path(Domain *d, const char *job_id) {
 int domain_job_journal_write_copy(Domain *d, const char *job_id, const BlockJobInfo *info) {
         _cleanup_free_ char *path = job_journal_path(d, job_id), *text = NULL;
 
-        text = strprintf("qsnap-copy %d %d %s %d\n%s", info->copy_created, info->transient, info->copy_node,
-                         info->copy_started, info->copy_dest);
+        text = strprintf("qsnap-copy %d %d %s %d %s %d\n%s", info->copy_created, info->transient, info->copy_node,
+                         info->copy_started, strna(disk_format_to_string(info->copy_format)), info->pivoted,
+                         info->copy_dest);
         if (!path || !text)
                 return -ENOMEM;
         return write_file_atomic(path, text, strlen(text), 0600);
@@ -128,6 +134,24 @@ int domain_job_journal_write_plain(Domain *d, const char *job_id) {
         return write_file_atomic(path, JOB_JOURNAL_PLAIN "\n", strlen(JOB_JOURNAL_PLAIN "\n"), 0600);
 }
 
+int domain_job_journal_write_commit(Domain *d, const char *job_id, const BlockJobInfo *info) {
+        _cleanup_free_ char *path = job_journal_path(d, job_id), *text = NULL;
+
+        if (!info->commit_base)
+                return domain_job_journal_write_plain(d, job_id);
+        text = strprintf(JOB_JOURNAL_PLAIN " %s %d\n%s", strna(disk_format_to_string(info->commit_base_format)),
+                         info->pivoted, info->commit_base);
+        if (!path || !text)
+                return -ENOMEM;
+        return write_file_atomic(path, text, strlen(text), 0600);
+}
+
+int domain_job_journal_mark_pivoted(Domain *d, const char *job_id, JobType type, BlockJobInfo *info) {
+        info->pivoted = true;
+        return type == JOB_TYPE_COPY ? domain_job_journal_write_copy(d, job_id, info)
+                                     : domain_job_journal_write_commit(d, job_id, info);
+}
+
 char *domain_job_bitmaps_path(Domain *d, const char *job_id) {
         _cleanup_free_ char *suffix = strprintf(".copy-bitmaps-%s", job_id);
         return suffix ? domain_runtime_path(d, suffix) : NULL;
@@ -142,25 +166,48 @@ void domain_job_journal_remove(Domain *d, const char *job_id) {
                 (void) unlink(bitmaps);
 }
 
-static void copy_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
-        _cleanup_free_ char *path = job_journal_path(d, j->id), *text = NULL;
-        char node[64], *nl;
-        int created, transient, started = 1, n;
+/* An active commit's journal: its base and the pivoted mark. */
+static void commit_journal_load(Domain *d, Job *j, char *text, BlockJobInfo *info) {
+        char format[16], *nl = strchr(text, '\n');
+        int pivoted = 0;
 
-        if (!path || read_full_file(path, 64 * 1024, &text, NULL) < 0)
-                return (void) log_warning("Domain '%s': copy job %s has no journal; its destination is unknown.",
-                                          d->def->name, j->id);
+        if (!nl)
+                return;
+        *nl = 0;
+        if (sscanf(text, JOB_JOURNAL_PLAIN " %15s %d", format, &pivoted) < 2)
+                return; /* a plain one: nothing to learn */
+        if (nl[1] != '/' || disk_format_from_string(format) < 0)
+                return (void) log_warning("Domain '%s': the journal of job %s is damaged.", d->def->name, j->id);
+        info->commit_base_format = disk_format_from_string(format);
+        info->pivoted = pivoted != 0;
+        (void) free_and_strdup(&info->commit_base, nl + 1);
+}
+
+static void job_journal_load(Domain *d, Job *j, BlockJobInfo *info) {
+        _cleanup_free_ char *path = job_journal_path(d, j->id), *text = NULL;
+        char node[64], format[16], *nl;
+        int created, transient, started = 1, pivoted = 0, n;
+
+        if (!path || read_full_file(path, 64 * 1024, &text, NULL) < 0) {
+                if (j->type == JOB_TYPE_COPY)
+                        log_warning("Domain '%s': copy job %s has no journal; its destination is unknown.",
+                                    d->def->name, j->id);
+                return;
+        }
         if (strncmp(text, JOB_JOURNAL_PLAIN, strlen(JOB_JOURNAL_PLAIN)) == 0)
-                return; /* not a copy's */
+                return commit_journal_load(d, j, text, info); /* not a copy's */
         nl = strchr(text, '\n');
         if (nl)
                 *nl = 0;
-        n = nl ? sscanf(text, "qsnap-copy %d %d %63s %d", &created, &transient, node, &started) : 0;
+        n = nl ? sscanf(text, "qsnap-copy %d %d %63s %d %15s %d", &created, &transient, node, &started, format,
+                        &pivoted) : 0;
         if (n < 3 || nl[1] != '/')
                 return (void) log_warning("Domain '%s': the journal of copy job %s is damaged.", d->def->name, j->id);
         info->copy_created = created;
         info->transient = transient;
         info->copy_started = started != 0;
+        info->copy_format = n >= 5 ? disk_format_from_string(format) : _DISK_FORMAT_INVALID;
+        info->pivoted = n >= 6 && pivoted != 0 && info->copy_format >= 0;
         (void) free_and_strdup(&info->copy_node, node);
         (void) free_and_strdup(&info->copy_dest, nl + 1);
 }
@@ -184,14 +231,6 @@ static char **job_journals_list(Domain *d) {
 
 static bool file_in_chains(Domain *d, const char *f);
 
-/* Journals an earlier qsnapd left for copies QEMU does not run (`ids`:
- * from job_journals_list() at attach). Without the started mark the copy
- * provably never started (killed after creating the destination and
- * before QEMU accepted the mirror): a destination it created goes (its
- * node, if QEMU had opened it, was let go of just before). With the mark
- * the copy ran and ended while qsnapd was away — finished, aborted after
- * READY, pivoted: its end is unknown, so its destination stays (as after
- * an Abort), whatever QEMU has open. Either way the journal goes. */
 static void job_journals_sweep(Domain *d, char **ids) {
         for (char **id = ids; id && *id; id++) {
                 BlockJobInfo info = {};
@@ -199,7 +238,7 @@ static void job_journals_sweep(Domain *d, char **ids) {
 
                 if (domain_find_job(d, *id))
                         continue;
-                copy_journal_load(d, &stub, &info);
+                job_journal_load(d, &stub, &info);
                 if (info.copy_dest && info.copy_started)
                         log_info("Domain '%s': copy job %s ended while qsnapd was away; its destination %s stays.",
                                  d->def->name, *id, info.copy_dest);
@@ -210,6 +249,7 @@ static void job_journals_sweep(Domain *d, char **ids) {
                 domain_job_journal_remove(d, *id);
                 free(info.copy_dest);
                 free(info.copy_node);
+                free(info.commit_base);
         }
 }
 
@@ -337,10 +377,80 @@ void domain_local_job_end(Domain *d, Job *j) {
         job_report_end(d, j);
 }
 
+/* The journal's pivoted mark: QEMU had switched the disk to the job's
+ * target and went away before the disks were read back (while no qsnapd
+ * ran, or right after the pivot). The stored definition takes the new
+ * active file (its header names the rest of the chain: a SHALLOW copy's
+ * the old backing file, a full copy's none, an active commit's base what
+ * lay below it), as the read-back would have; the old active file stays
+ * (older than the pivot, it may still be wanted). Only while the stored
+ * definition names what QEMU ran (the live one). */
+static int job_pivot_recover(Domain *d, Job *j, BlockJobInfo *info, char **ret_message) {
+        const char *file = j->type == JOB_TYPE_COPY ? info->copy_dest : info->commit_base;
+        DiskFormat format = j->type == JOB_TYPE_COPY ? info->copy_format : info->commit_base_format;
+        DomainDisk *stored = j->disk ? domain_def_find_disk(d->def, j->disk) : NULL;
+        DomainDisk *live = j->disk && d->live ? domain_def_find_disk(d->live, j->disk) : NULL;
+        _cleanup_free_ char *old = NULL, *copy = NULL;
+        DiskFormat old_format;
+        int r;
+
+        if (!file || format < 0 || !stored) {
+                *ret_message = strprintf("QEMU went away after disk %s pivoted, before qsnapd read the disks back; "
+                                         "the job's journal does not say what the disk became.", strna(j->disk));
+                return -EBADMSG;
+        }
+        if (live && !streq(live->source, stored->source)) {
+                *ret_message = strprintf("QEMU went away after disk %s pivoted to %s, before qsnapd read the disks "
+                                         "back; the stored definition was changed meanwhile (it names %s) and stays.",
+                                         j->disk, file, stored->source);
+                return -ESTALE;
+        }
+        if (streq(stored->source, file) && stored->format == format)
+                return 0;
+        copy = strdup(file);
+        if (!copy || (live && free_and_strdup(&live->source, file) < 0))
+                return -ENOMEM;
+        old = TAKE_PTR(stored->source);
+        old_format = stored->format;
+        stored->source = TAKE_PTR(copy);
+        stored->format = format;
+        r = domain_save(d);
+        if (r < 0) {
+                free(stored->source);
+                stored->source = TAKE_PTR(old);
+                stored->format = old_format;
+                *ret_message = strprintf("QEMU went away after disk %s pivoted to %s, before qsnapd read the disks "
+                                         "back; cannot store that: %s", j->disk, file, qsnap_strerror(r));
+                return r;
+        }
+        if (live) {
+                live->format = format;
+                (void) domain_save_live(d);
+        }
+        domain_chains_invalidate(d);
+        manager_notify_changed(d->manager, d, DOMAIN_CHANGE_DISKS);
+        log_warning("Domain '%s': %s job %s had pivoted before QEMU went away: disk %s is now %s (%s); the old "
+                    "active file %s stays on disk (its data is older than the pivot).", d->def->name,
+                    job_type_to_string(j->type), j->id, j->disk, file, disk_format_to_string(format), old);
+        return 0;
+}
+
+/* A pivoted job whose disks were not read back (QEMU went away right
+ * after the pivot): its mark says what the disk became. */
+static void pivot_without_read_back(Domain *d, Job *j) {
+        BlockJobInfo *info = j->userdata;
+        _cleanup_free_ char *m = NULL;
+
+        if (info && info->pivoted && j->state == JOB_STATE_COMPLETED && job_pivot_recover(d, j, info, &m) < 0)
+                log_warning("Domain '%s': %s", d->def->name, strna(m));
+}
+
 static void resync_end(Resync *rs) {
         Domain *d = rs->domain;
 
         domain_chains_invalidate(d);
+        if (rs->job && !rs->read_back)
+                pivot_without_read_back(d, rs->job);
         if (rs->job) {
                 job_report_end(d, rs->job);
                 job_unref(rs->job);
@@ -434,11 +544,12 @@ static void copies_drop_bitmaps(Domain *d, json_object *nodes, Resync *rs) {
                 bool dropped = false;
 
                 if (!domain_find_job(d, stub.id)) {
-                        copy_journal_load(d, &stub, &found);
+                        job_journal_load(d, &stub, &found);
                         dropped = bitmaps_copy_drop(d, nodes, stub.id, copy_unpivoted_node(d, nodes, found.copy_node)) > 0;
                 }
                 free(found.copy_dest);
                 free(found.copy_node);
+                free(found.commit_base);
                 if (!dropped) {
                         i++;
                         continue;
@@ -463,6 +574,8 @@ static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char 
 
                 if (!rs->roots[i])
                         continue;
+                if (rs->job && streq_ptr(rs->job->disk, disk->target))
+                        rs->read_back = true;
                 /* The file under the root node is the disk's active file. */
                 for (size_t k = 0; k < json_object_array_length(result); k++) {
                         json_object *node = NULL, *drv = NULL;
@@ -724,7 +837,34 @@ void domain_graph_tasks_free(Domain *d) {
 }
 
 static void on_job_pending(Job *j, void *userdata) {
+        /* A Pivot's copy waits for job-finalize: QEMU has not switched the
+         * disk yet and the journal has no pivoted mark (docs/decisions.md:
+         * the window a restarted qsnapd cannot judge starts here). */
+        if (j->type == JOB_TYPE_COPY && j->pivoting)
+                crash_point("block-copy:pivot-pending");
         graph_enqueue(userdata, j, true);
+}
+
+/* QEMU switched the disk (job-finalize of a pivoted copy or active
+ * commit went well) and still lists the job: before it forgets it and
+ * before the disks are read back, the journal says so, so that a qsnapd
+ * that finds QEMU gone later stores the switch instead of leaving the
+ * definition on a file the guest no longer writes to. */
+static void on_job_pivoted(Job *j, void *userdata) {
+        Domain *d = userdata;
+        BlockJobInfo *info = j->userdata;
+        int r;
+
+        if (!info || !(j->type == JOB_TYPE_COPY ? info->copy_dest != NULL
+                                                : j->type == JOB_TYPE_ACTIVE_COMMIT && info->commit_base))
+                return;
+        r = domain_job_journal_mark_pivoted(d, j->id, j->type, info);
+        if (r < 0)
+                log_warning_errno(r, "Domain '%s': cannot mark job %s pivoted in its journal (if QEMU dies before "
+                                  "the disks are read back, the definition keeps the old file): %m",
+                                  d->def->name, j->id);
+        /* crash points: block-copy:pivoted block-commit:pivoted */
+        crash_point(j->type == JOB_TYPE_COPY ? "block-copy:pivoted" : "block-commit:pivoted");
 }
 
 static void on_job_finished(Job *j, void *userdata) {
@@ -756,6 +896,7 @@ static const JobObserver job_observer = {
         .state_changed = on_job_state_changed,
         .ready = on_job_ready,
         .pending = on_job_pending,
+        .pivoted = on_job_pivoted,
         .finished = on_job_finished,
 };
 
@@ -795,8 +936,8 @@ static void job_learn_from_id(Domain *d, Job *j) {
                         info->domain = d;
                 j->userdata = info;
         }
-        if (j->type == JOB_TYPE_COPY && j->userdata)
-                copy_journal_load(d, j, j->userdata);
+        if (IN_SET(j->type, JOB_TYPE_COPY, JOB_TYPE_ACTIVE_COMMIT) && j->userdata)
+                job_journal_load(d, j, j->userdata);
 }
 
 int domain_job_claim(Domain *d, Job *j, const JobObserver *observer, void *userdata) {
@@ -819,6 +960,7 @@ void domain_jobs_lost(Domain *d) {
         for (char **id = ids; id && *id; id++) {
                 Job *j = domain_find_job(d, *id) ? NULL : job_new_local(*id, JOB_TYPE_PULL, NULL);
                 BlockJobInfo *info;
+                int r;
 
                 if (!j)
                         continue;
@@ -831,6 +973,19 @@ void domain_jobs_lost(Domain *d) {
                  * QEMU died: its destination may hold the disk's data. Only a
                  * copy that provably never started loses the file it created. */
                 info = j->userdata;
+                if (info && info->pivoted) {
+                        _cleanup_free_ char *m = NULL;
+
+                        /* Nothing of the new chain goes: it is the disk. */
+                        info->copy_created = false;
+                        r = job_pivot_recover(d, j, info, &m);
+                        if (r < 0)
+                                log_warning("Domain '%s': %s", d->def->name, strna(m));
+                        job_local_update(j, r < 0 ? JOB_STATE_FAILED : JOB_STATE_COMPLETED, 0, 0, r < 0 ? (m ?: "QEMU went away while qsnapd was not running, after the pivot.") : NULL);
+                        domain_local_job_end(d, j);
+                        job_unref(j);
+                        continue;
+                }
                 if (j->type == JOB_TYPE_COPY && info && info->copy_started && info->copy_created) {
                         info->copy_created = false;
                         log_warning("Domain '%s': copy job %s had started; its destination %s stays (it may hold "

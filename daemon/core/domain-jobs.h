@@ -26,7 +26,15 @@ typedef struct BlockJobInfo {
         char *copy_node;    /* its node name in QEMU */
         bool copy_created;  /* qsnapd created it (no REUSE_EXT): removed when the copy fails */
         bool copy_started;  /* QEMU accepted the mirror (journaled: the start-up sweep keeps the file) */
+        DiskFormat copy_format; /* the destination's: the disk's format after a pivot */
         bool transient;     /* TRANSIENT_JOB: abandoned, not adopted, by a restarted qsnapd */
+        /* An active commit: its base, the disk's active file after the
+         * pivot (journaled with the job). */
+        char *commit_base;
+        DiskFormat commit_base_format;
+        /* QEMU switched the disk to the copy's destination / the commit's
+         * base (journaled: a qsnapd that finds QEMU gone stores the switch). */
+        bool pivoted;
         bool abandoned;     /* a transient copy a restarted qsnapd cancels: its file goes too */
         bool end_reported;  /* the chain bookkeeping is done and the end was announced */
         sd_event_source *linger;
@@ -52,6 +60,12 @@ int domain_job_journal_write_copy(Domain *d, const char *job_id, const BlockJobI
  * adopts it. Only a copy whose journal lacks it provably never started. */
 int domain_job_journal_mark_started(Domain *d, const char *job_id, BlockJobInfo *info);
 int domain_job_journal_write_plain(Domain *d, const char *job_id);
+/* An active commit's journal names its base (the pivot's target). */
+int domain_job_journal_write_commit(Domain *d, const char *job_id, const BlockJobInfo *info);
+/* The "pivoted" mark (info->pivoted set) of a copy's or an active commit's
+ * journal: written when the job ended well after a Pivot, before QEMU
+ * forgets the job and before the disks are read back. */
+int domain_job_journal_mark_pivoted(Domain *d, const char *job_id, JobType type, BlockJobInfo *info);
 void domain_job_journal_remove(Domain *d, const char *job_id);
 
 /* The domain a job of ours belongs to; NULL for a job that is not ours to
@@ -81,7 +95,9 @@ int domain_job_claim(Domain *d, Job *j, const JobObserver *observer, void *userd
 
 /* QEMU died while no qsnapd ran: every job of ours it ran (per the job
  * journals in the runtime dir) ends failed, with its object, Completed and
- * BlockJobEvent like any other end, and its journal goes. */
+ * BlockJobEvent like any other end, and its journal goes — except a copy
+ * or active commit whose journal has the "pivoted" mark: the stored
+ * definition takes the new active file and the job ends completed. */
 void domain_jobs_lost(Domain *d);
 
 /* QMP is up: a tracker for it, and the jobs QEMU has adopted (done follows). */

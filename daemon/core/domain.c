@@ -471,12 +471,14 @@ static int domain_attach_begin(Domain *d, DomainDoneFunc done, void *userdata, c
         r = domain_connect_monitor(d, path, on_attach_ready);
         if (r < 0) {
                 /* The socket is there but nobody listens: QEMU died while we
-                 * were away. An attached domain is simply off. */
+                 * were away. An attached domain is simply off. The live
+                 * definition first: a job's recovery compares it with the
+                 * stored one. */
+                domain_load_live(d);
                 domain_jobs_lost(d);
                 if (domain_is_managed(d)) {
                         log_warning_errno(r, "Domain '%s': QEMU vanished while qsnapd was not running (%m).",
                                           d->def->name);
-                        domain_load_live(d);
                         domain_reset(d, DOMAIN_CRASHED);
                 } else {
                         log_info("Domain '%s': nothing answers on %s (%s), shut off.", d->def->name, path,

@@ -112,7 +112,7 @@ struct Domain {
         SnapshotTree snapshots;
         CheckpointTree checkpoints;
         struct BitmapsState *bitmaps; /* core/bitmaps.c: the refresh of Problems and Size */
-        struct TopCache *bitmap_tops; /* core/bitmap-tops.c: the tops the last live inventory saw */
+        struct TopCache *bitmap_tops; /* core/bitmap-tops.c: what the last live inventory saw */
         struct OfflineQemu *offline_qemu; /* shut off: the paused QEMU of core/offline-qemu.c, if one runs */
 
         JobTracker *jobs;     /* while QMP is up */

@@ -216,7 +216,11 @@ static void on_job_started(Qmp *qmp, int error, json_object *result, const char 
         /* QEMU runs it: from here on it is the domain's job glue's. */
         operation_undo_clear(c->op);
         j->userdata = TAKE_PTR(c->info);
-        if (c->type != JOB_TYPE_COPY && (r = domain_job_journal_write_plain(d, c->id)) < 0)
+        if (c->type == JOB_TYPE_ACTIVE_COMMIT)
+                r = domain_job_journal_write_commit(d, c->id, j->userdata);
+        else if (c->type != JOB_TYPE_COPY)
+                r = domain_job_journal_write_plain(d, c->id);
+        if (c->type != JOB_TYPE_COPY && r < 0)
                 log_warning_errno(r, "Domain '%s': cannot write the journal of job %s (if QEMU and qsnapd both die "
                                   "now, its end goes unreported): %m", d->def->name, c->id);
         log_info("Domain '%s': started %s job %s on %s.", d->def->name, job_type_to_string(c->type), c->id, c->disk);
@@ -503,6 +507,16 @@ static int job_begin(Domain *d, JobType type, const DomainDisk *disk, const Imag
         if (!c)
                 return -ENOMEM;
         c->info->delete_files = delete_files;
+        /* An active commit's journal names its base: the disk after the pivot. */
+        for (size_t i = 0; type == JOB_TYPE_ACTIVE_COMMIT && i < chain->n_layers && !c->info->commit_base; i++)
+                if (streq(chain->layers[i].path, base_file)) {
+                        c->info->commit_base_format = chain->layers[i].format;
+                        c->info->commit_base = strdup(base_file);
+                        if (!c->info->commit_base) {
+                                operation_cancel(c->op);
+                                return -ENOMEM;
+                        }
+                }
         if (backing_name && !(c->backing_name = strdup(backing_name))) {
                 operation_cancel(c->op);
                 return -ENOMEM;
@@ -600,6 +614,12 @@ int block_job_commit(Domain *d, const char *disk_name, const char *base, const c
                 b = chain_lookup(disk, chain, base, "Base", ret_message);
                 if (b < 0)
                         return b;
+        }
+        if (isempty(base) && t + 1 >= (int) chain->n_layers) {
+                *ret_message = strprintf("Disk %s has no backing file below %s: there is nothing to commit%s.",
+                                         disk->target, isempty(top) ? "its active layer" : top,
+                                         isempty(top) ? " (take a disk-only snapshot first)" : "");
+                return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (b <= t || b >= (int) chain->n_layers) {
                 *ret_message = strprintf("'%s' is not a file below '%s' in the chain of disk %s.",
@@ -798,7 +818,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
         c = start_call_new(d, JOB_TYPE_COPY, disk, chain, backing, NULL, bandwidth, done, userdata);
         if (!c)
                 return -ENOMEM;
-        c->copy_format = format;
+        c->copy_format = c->info->copy_format = format;
         c->copy_write_blocking = flags & BLOCK_COPY_SYNCHRONOUS_WRITES;
         c->info->transient = flags & BLOCK_COPY_TRANSIENT_JOB;
         c->info->copy_dest = strdup(dest);

@@ -4,6 +4,7 @@
  * and for the recovery, which simply does it again: merges are unions and
  * removing what is gone is skipped), the metadata. See checkpoint-delete.h.
  */
+#include "core/bitmap-tops.h"
 #include "core/bitmaps.h"
 #include "core/disk.h"
 #include "core/gate.h"
@@ -38,6 +39,11 @@ struct Work {
         int error;
         char *message;
         bool transaction_sent;
+        /* live: what the remembered inventory (core/bitmap-tops.h) needs to
+         * stay valid after the work — qmp_changes() when it was planned, the
+         * commands sent since, whether every read-only layer is again */
+        bool live, reopen_failed;
+        uint64_t changes_before, n_sent;
         WorkDoneFunc done;
         void *userdata;
 };
@@ -113,7 +119,29 @@ static int work_add_steps(Work *w, Checkpoint *c, const BitmapInventory *inv) {
         return 0;
 }
 
+/* The copies removed are gone from the remembered inventory too (the
+ * merges change no name or flag), so that neither the Problems refresh
+ * after the delete nor the next operation lists every bitmap again. */
+static void work_remembered_update(Work *w) {
+        BitmapInventory *inv;
+
+        if (w->error < 0 || w->reopen_failed) {
+                bitmap_tops_forget(w->domain);
+                return;
+        }
+        inv = bitmap_tops_own(w->domain, w->changes_before, w->n_sent);
+        for (size_t i = 0; inv && i < w->n_steps; i++)
+                for (size_t k = 0; k < inv->n_disks; k++)
+                        for (size_t j = 0; j < inv->disks[k].n_layers; j++) {
+                                BitmapLayer *l = inv->disks[k].layers + j;
+                                if (streq_ptr(l->node, w->steps[i].node))
+                                        bitmap_layer_drop(l, w->steps[i].bitmap);
+                        }
+}
+
 static void work_end(Work *w) {
+        if (w->live)
+                work_remembered_update(w);
         w->done(w, w->error, w->message);
 }
 
@@ -129,9 +157,11 @@ static void on_reopened_back(Qmp *qmp, int error, json_object *result, const cha
                              void *userdata) {
         Work *w = userdata;
 
-        if (error < 0)
+        if (error < 0) {
                 log_warning("Domain '%s': cannot make a backing image read-only again: %s", w->domain->def->name,
                             strna(desc));
+                w->reopen_failed = true;
+        }
         if (--w->pending == 0)
                 work_end(w);
 }
@@ -148,8 +178,11 @@ static void work_reopen_back(Work *w) {
                 if (!s->read_only || !first || !s->file_node)
                         continue;
                 if (qmp_cmd_blockdev_reopen(w->domain->qmp, s->node, s->file_node, s->backing_node, true,
-                                            on_reopened_back, w) >= 0)
+                                            on_reopened_back, w) >= 0) {
                         w->pending++;
+                        w->n_sent++;
+                } else
+                        w->reopen_failed = true;
         }
         if (w->pending == 0)
                 work_end(w);
@@ -186,6 +219,7 @@ static void work_transaction(Work *w) {
                 work_fail(w, -QSNAP_E_QEMU_FAILED, strdup("Cannot send the bitmap transaction."));
                 return work_reopen_back(w);
         }
+        w->n_sent++;
 }
 
 static void on_reopened(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc,
@@ -219,6 +253,7 @@ static void work_run_live(Work *w) {
                         continue;
                 }
                 w->pending++;
+                w->n_sent++;
         }
         if (w->pending > 0)
                 return;
@@ -243,14 +278,13 @@ static void work_run_offline(Work *w) {
         work_end(w);
 }
 
-static void on_work_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory, void *userdata) {
-        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
-        Work *w = userdata;
+/* The steps from inv (maybe the remembered one, borrowed: used before
+ * anything is sent), then the work. */
+static void work_plan(Work *w, const BitmapInventory *inv) {
+        Domain *d = w->domain;
 
-        if (error < 0) {
-                work_fail(w, error, message ? strdup(message) : NULL);
-                return work_end(w);
-        }
+        w->live = inv->live && d->qmp;
+        w->changes_before = qmp_changes(d->qmp);
         for (char **n = w->names; *n; n++) {
                 Checkpoint *c = checkpoint_tree_find(&d->checkpoints, *n);
                 if (c && work_add_steps(w, c, inv) < 0) {
@@ -264,7 +298,19 @@ static void on_work_inventory(Domain *d, int error, const char *message, BitmapI
                 work_run_offline(w);
 }
 
+static void on_work_inventory(Domain *d, int error, const char *message, BitmapInventory *inventory, void *userdata) {
+        _cleanup_(bitmap_inventory_freep) BitmapInventory *inv = inventory;
+        Work *w = userdata;
+
+        if (error < 0) {
+                work_fail(w, error, message ? strdup(message) : NULL);
+                return work_end(w);
+        }
+        work_plan(w, inv);
+}
+
 static int work_start(Domain *d, char **names, WorkDoneFunc done, void *userdata) {
+        const BitmapInventory *known;
         Work *w = new0(Work, 1);
         int r;
 
@@ -276,6 +322,13 @@ static int work_start(Domain *d, char **names, WorkDoneFunc done, void *userdata
                 return -ENOMEM;
         }
         *w = (Work) { .domain = domain_ref(d), .names = names, .done = done, .userdata = userdata };
+        /* Nothing changed since the last listing but what qsnapd did and
+         * accounted for: no listing (core/bitmap-tops.h). */
+        known = d->qmp && domain_is_active(d) ? bitmap_inventory_remembered(d) : NULL;
+        if (known) {
+                work_plan(w, known);
+                return 0;
+        }
         r = bitmap_inventory_get(d, on_work_inventory, w);
         if (r < 0)
                 work_free(w);

@@ -429,9 +429,24 @@ static void job_end_with_outcome(Job *j) {
         job_end(j, s, error);
 }
 
+/* A pivoted job that ended well switched the disk in QEMU: the owner hears
+ * it once, before the dismiss (pivoted()). False when the owner freed the
+ * tracker meanwhile or the job went. */
+static bool job_note_pivot(Job *j) {
+        JobTracker *t = j->tracker;
+        const char *error;
+
+        if (!j->pivoting || j->pivot_noted || job_outcome(j, &error) != JOB_STATE_COMPLETED)
+                return true;
+        j->pivot_noted = true;
+        return notify(t, j, pivoted) && job_alive(j, t);
+}
+
 void job_dismiss(Job *j) {
         int r;
 
+        if (!job_note_pivot(j))
+                return;
         r = tracker_call(j->tracker, CALL_DISMISS, j, 0, NULL, NULL, NULL);
         if (r < 0) {
                 log_warning_errno(r, "Job %s: failed to send job-dismiss: %m", j->id);
@@ -862,9 +877,10 @@ static void tracker_connection_lost(JobTracker *t) {
                         continue;
                 /* A job seen ending before QEMU went ends as it did:
                  * the images on disk were changed (or not) already. */
-                if (j->phase >= PHASE_FINALIZING && j->end_known)
-                        job_end_with_outcome(j);
-                else
+                if (j->phase >= PHASE_FINALIZING && j->end_known) {
+                        if (job_note_pivot(j))
+                                job_end_with_outcome(j);
+                } else
                         job_end(j, JOB_STATE_FAILED, MESSAGE_GONE);
         }
         job_list_free(jobs, m);

@@ -34,7 +34,7 @@
  * The end: BLOCK_JOB_CANCELLED seen → canceled; an error (BLOCK_JOB_COMPLETED
  * "error", query-jobs "error") → failed with QEMU's text verbatim, except
  * strerror(ECANCELED), which is how query-jobs words a cancel → canceled;
- * otherwise completed. A copy or active commit that was READY when the owner
+ * otherwise completed (after a pivot: pivoted() first, then the dismiss). A copy or active commit that was READY when the owner
  * aborted it without pivot ends with BLOCK_JOB_COMPLETED in QEMU (the source
  * stays, the copy is consistent): we report canceled, as libvirt does, so
  * that "completed" always means the chain changed as the job intended.
@@ -106,6 +106,13 @@ typedef struct JobObserver {
          * ended it), then call job_finalize(). After state_changed. Also
          * for jobs found waiting by job_tracker_adopt(). */
         void (*pending)(Job *j, void *userdata);
+        /* A job the owner pivoted (job_pivot(): a copy, an active commit)
+         * concluded in QEMU without error: QEMU has switched the disk to
+         * the job's target (in job-finalize). Called once, before
+         * job-dismiss goes out and before finished(), so that the owner can
+         * journal the switch while QEMU still lists the job. Not for
+         * adopted jobs (whether the last qsnapd pivoted is unknown). */
+        void (*pivoted)(Job *j, void *userdata);
         /* The job ended and QEMU forgot it (dismissed): j->state is
          * completed, failed or canceled, j->error QEMU's text on failure.
          * The tracker let go of it before this call (job_tracker_find()
@@ -150,7 +157,8 @@ struct Job {
         JobObserver owner;   /* owned: its observer, and the userdata for it */
         void *owner_userdata;
         unsigned phase;
-        bool soft_cancel, cancelled_seen, completed_seen, end_known, status_aborting, ready_notified, rate_seeded;
+        bool soft_cancel, cancelled_seen, completed_seen, end_known, status_aborting, ready_notified, rate_seeded,
+             pivot_noted;
         bool user_paused, qemu_paused, qemu_ready; /* State is computed from these */
         char *end_error;     /* from BLOCK_JOB_COMPLETED / query-jobs, kept for the end */
         char *fail_reason;   /* job_finalize(j, false, reason) */

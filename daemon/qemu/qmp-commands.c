@@ -1120,6 +1120,32 @@ static int parse_node_bitmaps(json_object *e, QmpNode *n) {
         return 0;
 }
 
+int qmp_named_nodes_bitmap_count(json_object *result, const char *node, const char *name, uint64_t *ret) {
+        if (!json_object_is_type(result, json_type_array))
+                return -EBADMSG;
+        for (size_t i = 0; i < json_object_array_length(result); i++) {
+                json_object *e = json_object_array_get_idx(result, i), *bitmaps = NULL;
+                const char *n = NULL;
+
+                if (!json_object_is_type(e, json_type_object) || json_get_string(e, "node-name", &n) < 0 ||
+                    !streq_ptr(n, node))
+                        continue;
+                if (!json_object_object_get_ex(e, "dirty-bitmaps", &bitmaps) ||
+                    !json_object_is_type(bitmaps, json_type_array))
+                        return -ENOENT;
+                for (size_t k = 0; k < json_object_array_length(bitmaps); k++) {
+                        json_object *b = json_object_array_get_idx(bitmaps, k);
+
+                        if (json_get_string(b, "name", &n) < 0 || !streq_ptr(n, name))
+                                continue;
+                        *ret = json_get_u64_member(b, "count");
+                        return 0;
+                }
+                return -ENOENT;
+        }
+        return -ENOENT;
+}
+
 int qmp_parse_named_nodes(json_object *result, QmpNode **ret, size_t *ret_n) {
         QmpNode *nodes;
         size_t n = 0;

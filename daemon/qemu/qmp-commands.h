@@ -333,4 +333,8 @@ typedef struct QmpNode {
 
 /* Every entry of a query-named-block-nodes (flat) reply. */
 int qmp_parse_named_nodes(json_object *result, QmpNode **ret, size_t *ret_n);
+/* The count of bitmap `name` on node `node` in a query-named-block-nodes
+ * reply, looked up in place (nothing else of the reply is copied):
+ * -ENOENT when the node or its bitmap is not there. */
+int qmp_named_nodes_bitmap_count(json_object *result, const char *node, const char *name, uint64_t *ret);
 void qmp_nodes_free(QmpNode *nodes, size_t n);

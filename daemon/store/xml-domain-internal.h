@@ -40,8 +40,9 @@ int xml_domain_parse_disk_driver(XmlParser *p, const xmlNode *c, DomainDisk *d);
  * <domain> (1: parsed, keep it verbatim), and the refusals of <cputune>'s
  * I/O thread pinning and of <defaultiothread>; 0 for any other element. */
 int xml_domain_iothreads_parse_domain_child(XmlParser *p, xmlNode *n, DomainDevicesSeen *seen, DomainDef *def);
-/* A <controller> with <driver iothread=…> (virtio-scsi's) is refused. */
-int xml_domain_iothreads_check_controller(XmlParser *p, const xmlNode *n);
+/* Any device but a modelled <disk device='disk'> (a virtio-scsi
+ * <controller>, a CD-ROM, …) with <driver iothread=…> is refused. */
+int xml_domain_iothreads_check_device(XmlParser *p, const xmlNode *n);
 /* <driver iothread='K'> of a disk into d->iothread. */
 int xml_domain_parse_disk_iothread(XmlParser *p, const xmlNode *c, DomainDisk *d);
 /* After the whole document: the ids the count implies, and each disk's

@@ -9,7 +9,8 @@
  * refused with the reason, not ignored: pinning and scheduling of I/O
  * threads (<cputune><iothreadpin|iothreadsched>), thread pools and polling
  * (<iothread thread_pool_*=…>, <poll>), <defaultiothread>, and a
- * controller's (virtio-scsi's) or a non-virtio disk's iothread=.
+ * controller's (virtio-scsi's), a CD-ROM's or a non-virtio disk's
+ * iothread=.
  */
 #include <inttypes.h>
 
@@ -118,12 +119,13 @@ int xml_domain_iothreads_parse_domain_child(XmlParser *p, xmlNode *n, DomainDevi
         return 0;
 }
 
-int xml_domain_iothreads_check_controller(XmlParser *p, const xmlNode *n) {
+int xml_domain_iothreads_check_device(XmlParser *p, const xmlNode *n) {
         for (const xmlNode *c = n->children; c; c = c->next)
                 if (c->type == XML_ELEMENT_NODE && xml_node_is(c, "driver") && xmlHasProp(c, BAD_CAST "iothread"))
                         return xml_parser_error(p, -EINVAL, c,
-                                                "<controller><driver iothread=…> is not supported: only virtio "
-                                                "disks (<target bus='virtio'>) run in an I/O thread");
+                                                "<%s><driver iothread=…> is not supported: only virtio disks "
+                                                "(<disk device='disk'> with <target bus='virtio'>) run in an I/O "
+                                                "thread", (const char *) n->name);
         return 0;
 }
 

@@ -547,7 +547,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                 } else if ((r = xml_domain_devices_parse_device(p, c, seen_devices, &def->devices)) != 0) {
                         /* Parsed for the launch (a CD-ROM too: never one of
                          * the disks), kept verbatim for GetXMLDesc. */
-                        if (r < 0)
+                        if (r < 0 || (r = xml_domain_iothreads_check_device(p, c)) < 0)
                                 return r;
                         if (xml_node_is(c, "channel") && (r = parser_agent_channel(p, c, def)) < 0)
                                 return r;
@@ -582,7 +582,7 @@ static int parser_devices(XmlParser *p, xmlNode *n, DomainDef *def, const xmlNod
                 } else {
                         if (xml_node_is(c, "channel") && (r = parser_agent_channel(p, c, def)) < 0)
                                 return r;
-                        if (xml_node_is(c, "controller") && (r = xml_domain_iothreads_check_controller(p, c)) < 0)
+                        if ((r = xml_domain_iothreads_check_device(p, c)) < 0)
                                 return r;
                         r = xml_parser_keep_element(p, c, LEVEL_DEVICES_CHILD, &extra);
                         if (r < 0)

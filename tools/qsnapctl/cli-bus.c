@@ -6,6 +6,7 @@
  * error's meaning, and properties turned into JSON values (one reader for
  * GetAll, GetManagedObjects and PropertiesChanged).
  */
+#include <ctype.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -60,6 +61,67 @@ const char *error_meaning(const char *short_name) {
         return NULL;
 }
 
+/* qsnapd's messages name the bus API's flags (it serves busctl and GUIs
+ * too): say which qsnapctl option each one named is. */
+static const struct {
+        const char *flag;
+        const char *option;
+} flag_options[] = {
+        { "FORCE", "--force" },
+        { "RUNNING", "--running" },
+        { "PAUSED", "--paused" },
+        { "GRACEFUL", "--graceful" },
+        { "SNAPSHOTS_METADATA", "--snapshots-metadata" },
+        { "CHECKPOINTS_METADATA", "--checkpoints-metadata" },
+        { "DISK_ONLY", "--disk-only" },
+        { "NO_METADATA", "--no-metadata" },
+        { "HALT", "--halt" },
+        { "REDEFINE", "--redefine" },
+        { "REDEFINE_VALIDATE", "--redefine-validate" },
+        { "VALIDATE", "--validate" },
+        { "CURRENT", "--current" },
+        { "QUIESCE", "--quiesce" },
+        { "REUSE_EXT", "--reuse-external" },
+        { "REUSE_EXTERNAL", "--reuse-external" },
+        { "CHILDREN", "--children" },
+        { "CHILDREN_ONLY", "--children-only" },
+        { "METADATA_ONLY", "--metadata" },
+        { "ACTIVE", "--active" },
+        { "SHALLOW", "--shallow" },
+        { "RELATIVE", "--keep-relative" },
+        { "COPY", "--copy" },
+        { "COPY_RAW", "--copy-raw" },
+        { "TRANSIENT_JOB", "--transient-job" },
+        { "PIVOT", "--pivot" },
+};
+
+static bool names_flag(const char *message, const char *flag) {
+        size_t n = strlen(flag);
+
+        for (const char *p = strstr(message, flag); p; p = strstr(p + 1, flag)) {
+                bool before = p > message && (isupper((unsigned char) p[-1]) || p[-1] == '_');
+                bool after = isupper((unsigned char) p[n]) || p[n] == '_';
+
+                if (!before && !after)
+                        return true;
+        }
+        return false;
+}
+
+static void print_flag_hint(const char *message) {
+        bool any = false;
+
+        for (size_t i = 0; i < ELEMENTSOF(flag_options); i++) {
+                if (!names_flag(message, flag_options[i].flag))
+                        continue;
+                fprintf(stderr, "%s%s is %s", any ? ", " : "hint: in qsnapctl, ", flag_options[i].flag,
+                        flag_options[i].option);
+                any = true;
+        }
+        if (any)
+                fputs(".\n", stderr);
+}
+
 int print_bus_error(const sd_bus_error *e, int r) {
         const char *name = e && e->name ? e->name : NULL, *s, *meaning;
         const char *message = e && e->message && e->message[0] ? e->message : NULL;
@@ -79,6 +141,8 @@ int print_bus_error(const sd_bus_error *e, int r) {
                 fprintf(stderr, "error: %s: %s\n", s, meaning);
         else
                 fprintf(stderr, "error: %s: %s\n", s, message ?: strerror(abs(r)));
+        if (message)
+                print_flag_hint(message);
         return EXIT_FAILED;
 }
 

@@ -319,6 +319,16 @@ static int plan_disk(Domain *d, BackupPlan *p, const BackupDisk *bd, char **ret_
                 *ret_message = strprintf("Disk %s is transient; its data is thrown away at shut-down.", disk->target);
                 return -QSNAP_E_UNSUPPORTED;
         }
+        /* Measured: QEMU 7.2.22 (its stable fix of CVE-2024-7409) aborts on
+         * "nbd_blockdev_client_closed: Assertion `qemu_in_main_thread() &&
+         * nbd_server'" once a client of an export in an I/O thread hangs up;
+         * QEMU 9.0 closes NBD clients in the main loop. */
+        if (pull && !p->offline && disk->iothread > 0 && (!d->qmp || !qmp_version_at_least(d->qmp, 9, 0))) {
+                *ret_message = strprintf("Disk %s runs in I/O thread %u: before 9.0 QEMU aborts when a client of an "
+                                         "NBD export in an I/O thread disconnects, so a pull backup would kill the "
+                                         "guest; back it up with a push backup.", disk->target, disk->iothread);
+                return -QSNAP_E_UNSUPPORTED;
+        }
         if (pull && bd->format != DISK_FORMAT_QCOW2) {
                 *ret_message = strprintf("Disk %s: a scratch file must be qcow2 (it stands on the disk).", bd->name);
                 return -QSNAP_E_INVALID_ARGUMENT;

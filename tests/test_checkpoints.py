@@ -1294,6 +1294,35 @@ class TopsTest(CheckpointCase):
         self.assert_incremental(dom, 'c1', 2 * MiB, disk='vdb')
         self.assert_incremental(dom, 'c1', 2 * MiB, disk='vda')
 
+    def test_refused_size_forgets_what_was_remembered(self):
+        """A Size measurement whose transaction QEMU refuses forgets what
+        qsnapd remembered (docs/decisions.md: anything but a sender's own
+        accounted commands — a refused transaction among them — forgets
+        it): the next Delete lists the nodes again before its transaction
+        instead of planning from it."""
+        h = self.h
+        dom, imgs = self.domain()
+        h.call(dom, D, 'Start', (0,), 't')
+        proxy = h.proxy_monitor(dom)
+        c1 = self.create(dom, cp_xml('c1'))
+        h.write_pattern_live(dom, 'vda', 0x71, 0, MiB)
+        # c1 in two layers: a Size merges it into a temporary bitmap (a transaction).
+        h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY), 'st')
+        c2 = self.create(dom, cp_xml('c2'))
+        _, sent = self.sent_by(proxy, lambda: self.xml_sizes(c1))
+        self.assertEqual(sent, ['transaction', 'query-named-block-nodes', 'transaction'], 'remembered: no listing')
+        proxy.refuse('transaction', 'refused by the test')
+        _, sent = self.sent_by(proxy, lambda: self.xml_sizes(c1))
+        proxy.allow('transaction')
+        self.assertEqual(sent, ['transaction'])
+        self.assertEqual(proxy.refused, ['transaction'])
+        _, sent = self.sent_by(proxy, lambda: h.call(c2, C, 'Delete', (0,), 't'))
+        self.assertEqual(sent, ['query-named-block-nodes', 'transaction'], 'after a refused transaction: listed again')
+        self.assertEqual(h.get_property(dom, D, 'Checkpoints'), [c1])
+        nodes = self.node_bitmaps(dom)
+        for t in imgs:
+            self.assertEqual(set(nodes[self.active(dom, t)]), {'c1'}, t)
+
 
 if __name__ == '__main__':
     q.main()

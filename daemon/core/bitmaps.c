@@ -664,7 +664,10 @@ static void on_probes_added(Qmp *qmp, int error, json_object *result, const char
         if (error < 0) {
                 log_warning("Domain '%s': cannot measure the checkpoints' sizes: %s", st->domain->def->name,
                             strna(desc));
-                (void) bitmap_tops_own(st->domain, st->changes_before, 1); /* refused whole: nothing changed */
+                /* Refused whole, so nothing changed; but a refusal is also
+                 * what a remembered inventory gone wrong would earn: the next
+                 * reader lists again (docs/decisions.md). */
+                bitmap_tops_forget(st->domain);
                 probes_free(st);
                 return refresh_end(st);
         }

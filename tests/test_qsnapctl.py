@@ -520,6 +520,10 @@ class DomainTest(QsnapctlTest):
         self.assertNamedError(err, 'HasSnapshots')
         self.assertIn('SNAPSHOTS_METADATA', err)
         self.assertTrue(err.endswith('\nhint: in qsnapctl, SNAPSHOTS_METADATA is --snapshots-metadata.\n'), err)
+        # ... but not an option the command line gives already.
+        _, err = self.fails(1, 'snapshot-create-as', 'hint vm', 'h2', '--disk-only', '--quiesce')
+        self.assertIn('QUIESCE', err)
+        self.assertNotIn('hint:', err)
         self.ok('undefine', 'hint vm', '--snapshots-metadata')
         _, err = self.fails(1, 'dumpxml', 'hint vm')
         self.assertNotIn('hint:', err)

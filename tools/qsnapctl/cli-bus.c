@@ -108,11 +108,25 @@ static bool names_flag(const char *message, const char *flag) {
         return false;
 }
 
+static char **hint_argv = NULL;
+
+void error_hints_set_command_line(char **argv) {
+        hint_argv = argv;
+}
+
+/* An option the command line has already: its hint would say nothing. */
+static bool given(const char *option) {
+        for (char **a = hint_argv; a && *a; a++)
+                if (streq(*a, option))
+                        return true;
+        return false;
+}
+
 static void print_flag_hint(const char *message) {
         bool any = false;
 
         for (size_t i = 0; i < ELEMENTSOF(flag_options); i++) {
-                if (!names_flag(message, flag_options[i].flag))
+                if (!names_flag(message, flag_options[i].flag) || given(flag_options[i].option))
                         continue;
                 fprintf(stderr, "%s%s is %s", any ? ", " : "hint: in qsnapctl, ", flag_options[i].flag,
                         flag_options[i].option);

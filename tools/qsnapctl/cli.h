@@ -122,6 +122,9 @@ void fail(const char *fmt, ...) _printf_(1, 2);
 /* Prints a bus error as "Name (meaning): message"; returns EXIT_FAILURE. */
 int print_bus_error(const sd_bus_error *e, int r);
 const char *error_meaning(const char *short_name);
+/* print_bus_error() names the qsnapctl option of each bus flag a message
+ * names, but not the ones this command line (NULL-terminated) gives. */
+void error_hints_set_command_line(char **argv);
 
 /* Connection and calls (the bus is connected before run()). */
 int ctx_connect(Ctx *c);

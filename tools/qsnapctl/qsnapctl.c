@@ -995,6 +995,7 @@ int main(int argc, char **argv) {
 
         setlocale(LC_ALL, "");
         setvbuf(stdout, NULL, _IOLBF, 0);
+        error_hints_set_command_line(argv);
         if (argc >= 2 && streq(argv[1], "__complete"))
                 return run_complete(argc - 2, argv + 2);
 

@@ -847,7 +847,10 @@ static void measure_offline(BitmapsState *st, const BitmapInventory *inv) {
 }
 
 /* Problems from inv, then (live) the Sizes asked for. inv may be the
- * remembered one (borrowed): it is not used after a command went out. */
+ * remembered one (borrowed): nothing frees it before this returns, but
+ * once remove_leftovers() sent a command it is no longer valid (its
+ * qmp_changes() moved; the probes plan from it all the same: a leftover
+ * gone changes nothing they use). */
 static void refresh_with(BitmapsState *st, const BitmapInventory *inv) {
         _cleanup_free_ QmpBitmapAction *a = NULL;
         _cleanup_free_ QmpBitmapSource *src = NULL;

@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# README.md's "A busctl walk-through", run as printed: its indented lines are
-# the script, on the private bus README's "Without installing" starts (its
+# README.md's "A busctl walk-through", run as printed: its indented lines
+# (busctl, and gdbus with --system made --address=) are the script, on the private bus README's "Without installing" starts (its
 # lines run too, on this build tree; each busctl gets --address=, as the
 # README says) with real QEMU; /var/lib/images becomes a folder of this test. Where the README reads a job's Ready or State, a
 # person would have seen its signal first: the test waits for that signal
@@ -65,6 +65,7 @@ wait_signal() {
 {
         echo 'set -euo pipefail'
         echo "busctl() { command busctl --address=$addr \"\$@\"; }"
+        echo "gdbus() { local a=(); for x in \"\$@\"; do if [ \"\$x\" = --system ]; then a+=(--address $addr); else a+=(\"\$x\"); fi; done; command gdbus \"\${a[@]}\"; }"
         echo "monitor_2s() { timeout 2 busctl --address=$addr monitor \"\$@\" || [ \$? = 124 ]; }"
         declare -f wait_signal
         echo 'fail() { echo "FAIL: $*"; exit 1; }'

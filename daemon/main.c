@@ -279,6 +279,7 @@ static int parse_argv(int argc, char *argv[]) {
                                 return log_oom();
                         break;
                 case '?':
+                        log_error("Try '%s --help'.", program_invocation_short_name);
                         return -EINVAL;
                 default:
                         assert(false);
@@ -350,7 +351,11 @@ static int open_bus(sd_bus **ret) {
                 break;
         }
         if (r < 0)
-                return log_error_errno(r, "Failed to connect to the bus: %m");
+                return log_error_errno(r, "Failed to connect to the bus (%s): %m",
+                                       arg_bus_mode == BUS_MODE_SYSTEM ? "the system bus; is dbus running?"
+                                       : arg_bus_mode == BUS_MODE_USER ? "the session bus: $DBUS_SESSION_BUS_ADDRESS "
+                                                                         "or $XDG_RUNTIME_DIR/bus"
+                                                                       : arg_address);
         *ret = TAKE_PTR(bus);
         return 0;
 }

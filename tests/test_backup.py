@@ -40,7 +40,10 @@ the job runs (checked: State running, Cur < End, before the write).
   qsnapd created are gone.
 - Crash points (QSNAPD_TEST_CRASH_AT) before QEMU runs the jobs: the next
   qsnapd rolls back (no job, node, file, NBD server); from "running" on it
-  adopts; at "pending" the push completes under the next qsnapd.
+  adopts (a push's journal still says "transaction" there: QEMU's jobs
+  tell); at "pending" the push completes under the next qsnapd. Killed at
+  "running" with QEMU killed too: no job (the caller had no reply), no
+  file, no journal.
 - Stop of the domain during a push and a pull: failed, files removed.
 - Two disks: one job (Disk "", End over both); a pull with the caller's
   socket, scratch files and export name; a pull of vda alongside a

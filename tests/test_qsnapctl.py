@@ -512,6 +512,7 @@ class DomainTest(QsnapctlTest):
         rc, out, err = qc('list', address=False, env=env_for({'DBUS_SYSTEM_BUS_ADDRESS': 'unix:path=/nonexistent/bus'}))
         self.assertEqual(rc, 1)
         self.assertIn('error: Failed to connect to the system bus', err)
+        self.assertIn('\nhint: is the D-Bus system bus running', err, 'what to look at')
         # qsnapd's messages name the bus flags; qsnapctl says which option each is.
         img = self.h.create_image('hint.qcow2', '64M')
         self.ok('define', '-', stdin=q.domain_xml('hint vm', [q.Disk('vda', img)]))

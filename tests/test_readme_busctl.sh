@@ -1,10 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# README.md's "A busctl walk-through", run as printed: its indented lines are
-# the script, on a private bus (each busctl gets --address=, as the README
-# says) with qsnapd from this build and real QEMU; /var/lib/images becomes a
-# folder of this test. Where the README reads a job's Ready or State, a
+# README.md's "A busctl walk-through", run as printed: its indented lines
+# (busctl, and gdbus with --system made --address=) are the script, on the private bus README's "Without installing" starts (its
+# lines run too, on this build tree; each busctl gets --address=, as the
+# README says) with real QEMU; /var/lib/images becomes a folder of this test. Where the README reads a job's Ready or State, a
 # person would have seen its signal first: the test waits for that signal
 # (Ready, Completed) in a bus monitor started before the first call. Every
 # call must succeed (set -e), the "# →" replies shown must be what busctl
@@ -26,20 +26,27 @@ cleanup() {
                 kill "$daemon_pid"; wait "$daemon_pid"
         fi
         [ -n "$bus_pid" ] && kill "$bus_pid"
+        for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done   # whatever README's start left
         rm -rf "$t"
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$t/out" ] && { echo "---- the walk-through printed:"; cat "$t/out"; }; exit 1; }
 
 mkdir "$t/images"
-dbus-daemon --session --address="$addr" --nofork --nopidfile >/dev/null 2>&1 &
-bus_pid=$!
-for _ in $(seq 100); do [ -S "$t/bus" ] && break; sleep 0.1; done
-"$qsnapd" --address="$addr" --polkit=no --idle-timeout=0 --state-dir="$t/state" --runtime-dir="$t/run" 2>"$t/qsnapd.log" &
-daemon_pid=$!
-for _ in $(seq 100); do
-        command busctl --address="$addr" status org.example.Snapshot1 >/dev/null 2>&1 && break; sleep 0.1
-done
+# The bus and qsnapd started as README.md's "Without installing" shows it,
+# its /tmp/qs being ours and build/ this build tree; the test only waits
+# for the bus socket and for qsnapd's name where a person would look.
+build=$(dirname "$(dirname "$qsnapd")")
+awk '/^Without installing/ {on = 1; next} /^## / {on = 0} on && /^    / {print substr($0, 5)}' "$src/README.md" \
+        | sed "s|/tmp/qs|$t|g; s|build/|$build/|g" >"$t/start.sh"
+grep -q 'dbus-daemon' "$t/start.sh" && grep -q 'qsnapd ' "$t/start.sh" || fail "README.md shows no private bus to start"
+sed -i "/qsnapd /i for _ in \$(seq 100); do [ -S $t/bus ] \&\& break; sleep 0.1; done" "$t/start.sh"
+sed -i "/^$(printf '%s' "$build" | sed 's|/|\\/|g')\/tools\/qsnapctl/i for _ in \$(seq 100); do command busctl --address=$addr status org.example.Snapshot1 >/dev/null 2>\&1 \&\& break; sleep 0.1; done" "$t/start.sh"
+source "$t/start.sh" >"$t/start.out" 2>"$t/start.err" || fail "README.md's start failed: $(cat "$t/start.err")"
+mapfile -t pids < <(jobs -p)
+bus_pid=${pids[0]:-} daemon_pid=${pids[1]:-}
+[ -n "$daemon_pid" ] || fail "README.md's start left no qsnapd running: $(cat "$t/start.err")"
+grep -q 'Name *State' "$t/start.out" || fail "qsnapctl list --all printed: $(cat "$t/start.out" "$t/start.err")"
 command busctl --address="$addr" monitor org.example.Snapshot1 >"$t/monitor" 2>&1 &
 mon_pid=$!
 for _ in $(seq 100); do [ -s "$t/monitor" ] && break; sleep 0.1; done
@@ -58,6 +65,7 @@ wait_signal() {
 {
         echo 'set -euo pipefail'
         echo "busctl() { command busctl --address=$addr \"\$@\"; }"
+        echo "gdbus() { local a=(); for x in \"\$@\"; do if [ \"\$x\" = --system ]; then a+=(--address $addr); else a+=(\"\$x\"); fi; done; command gdbus \"\${a[@]}\"; }"
         echo "monitor_2s() { timeout 2 busctl --address=$addr monitor \"\$@\" || [ \$? = 124 ]; }"
         declare -f wait_signal
         echo 'fail() { echo "FAIL: $*"; exit 1; }'

@@ -238,7 +238,9 @@ int operation_journal_write(Operation *o, json_object *record) {
         Domain *d = o->domain;
         int r;
 
+        log_debug("Domain '%s': writing the journal of %s.", d->def->name, o->kind->name);
         r = op_journal_write(d->manager->config.state_dir, d->def->uuid, o->kind->name, record);
+        log_debug("Domain '%s': the journal of %s is written.", d->def->name, o->kind->name);
         if (r < 0)
                 return log_error_errno(r, "Domain '%s': cannot write the journal of %s: %m", d->def->name, o->kind->name);
         o->journaled = true;
@@ -251,6 +253,7 @@ void operation_journal_remove(Operation *o) {
         if (!o->journaled)
                 return;
         op_journal_remove(d->manager->config.state_dir, d->def->uuid, o->kind->name);
+        log_debug("Domain '%s': the journal of %s is removed.", d->def->name, o->kind->name);
         o->journaled = false;
 }
 

@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "util/error.h"
 #include "util/util.h"
@@ -155,6 +156,7 @@ char *strv_join(char *const *l, const char *sep) {
 
 static int log_max_level = LOG_INFO;
 static int log_use_prefix = -1; /* -1: not decided yet */
+static int log_use_time = -1;   /* $QSNAPD_LOG_MONOTONIC: each line stamped (-1: not read yet) */
 
 void log_set_max_level(int level) {
         log_max_level = level;
@@ -215,7 +217,7 @@ int log_internal(int level, int error, const char *file, int line, const char *f
                 [LOG_INFO] = "info",       [LOG_DEBUG] = "debug",
         };
         int saved = errno;
-        char buf[2048], format[1024];
+        char buf[2048], format[1024], stamp[40] = "";
         va_list ap;
 
         if (error < 0)
@@ -227,6 +229,16 @@ int log_internal(int level, int error, const char *file, int line, const char *f
          * terminal reads words. */
         if (log_use_prefix < 0)
                 log_use_prefix = getenv("JOURNAL_STREAM") || !isatty(STDERR_FILENO);
+        /* For timelines (bench/trace_backup.py): CLOCK_MONOTONIC, which a
+         * client on the same host reads too. */
+        if (log_use_time < 0)
+                log_use_time = !!getenv("QSNAPD_LOG_MONOTONIC");
+        if (log_use_time) {
+                struct timespec ts;
+
+                if (clock_gettime(CLOCK_MONOTONIC, &ts) >= 0)
+                        snprintf(stamp, sizeof(stamp), "[%lld.%06ld] ", (long long) ts.tv_sec, ts.tv_nsec / 1000L);
+        }
 
         errno = error;
         va_start(ap, fmt);
@@ -237,11 +249,11 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         va_end(ap);
 
         if (log_use_prefix)
-                fprintf(stderr, "<%i>%s\n", level, buf);
+                fprintf(stderr, "<%i>%s%s\n", level, stamp, buf);
         else if (level == LOG_DEBUG)
-                fprintf(stderr, "qsnapd: debug: %s (%s:%i %s)\n", buf, file, line, func);
+                fprintf(stderr, "qsnapd: %sdebug: %s (%s:%i %s)\n", stamp, buf, file, line, func);
         else
-                fprintf(stderr, "qsnapd: %s: %s\n", words[level & 7], buf);
+                fprintf(stderr, "qsnapd: %s%s: %s\n", stamp, words[level & 7], buf);
 
         errno = saved;
         return -error;

@@ -213,6 +213,24 @@ static void polkit_agent_open(void) {
 
 /* ---- connection ---- */
 
+/* What to look at when the bus cannot be reached. */
+static const char *connect_hint(Transport t) {
+        switch (t) {
+        case TRANSPORT_SYSTEM:
+                return "is the D-Bus system bus running (systemctl status dbus)? For your own qsnapd use --user, "
+                       "for one on a private bus --address=.";
+        case TRANSPORT_USER:
+                return "no session bus here ($DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus): run qsnapctl "
+                       "--user inside your login session, or give --address=.";
+        case TRANSPORT_REMOTE:
+                return "ssh to the host, and systemd-stdio-bridge on it, must work (ssh HOST systemd-stdio-bridge).";
+        case TRANSPORT_MACHINE:
+                return "is the container running and registered (machinectl list)?";
+        default:
+                return "is a bus listening at that address (dbus-daemon --address=...)?";
+        }
+}
+
 int ctx_connect(Ctx *c) {
         const char *what = "the system bus";
         int r;
@@ -248,6 +266,7 @@ int ctx_connect(Ctx *c) {
         }
         if (r < 0) {
                 fail("Failed to connect to %s: %s", what, strerror(-r));
+                fprintf(stderr, "hint: %s\n", connect_hint(c->transport));
                 return r;
         }
         (void) sd_bus_set_allow_interactive_authorization(c->bus, c->ask_password);

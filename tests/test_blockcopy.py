@@ -275,6 +275,39 @@ class CopyTest(CopyTestCase):
         h.call(job2, J, 'Abort', (0,), 't')
 
 
+class AttachedTest(CopyTestCase):
+    def test_copy_pivot_on_an_attached_domain(self):
+        # A domain whose QEMU qsnapd did not launch (<qsnap:monitor>): after
+        # Pivot the disks are read back from that running QEMU, as for a
+        # launched one — Disks and the stored definition name the
+        # destination before Completed — and nothing claims QEMU went away
+        # (the journal's pivoted mark is for a QEMU that did).
+        h = self.h
+        img = h.create_image('att.qcow2')
+        q.qemu_io_write_pattern(img, 0x11, 0, MiB)
+        sock = os.path.join(h.images_dir, 'att.qmp')
+        qemu = h.start_foreign_qemu(img, sock)
+        self.addCleanup(lambda: (qemu.kill(), qemu.wait()))
+        dom = h.define_domain('att', [q.Disk('vda', img)], monitor=sock)
+        self.assertFalse(h.get_property(dom, D, 'Managed'))
+        dest = h.image_path('att-copy.qcow2')
+        rec = h.record_signals()
+        job = self.copy(dom, dest)
+        self.wait_ready(rec, job)
+        mark = h.daemon_log_mark()
+        h.call(job, J, 'Pivot')
+        self.assertEqual(self.wait_end(rec, job), ('completed', ''))
+        self.assertEqual(self.disks(dom)['vda'][0], dest, 'Disks after the pivot')
+        self.assertEqual(self.stored_source(dom), dest, 'the stored definition after the pivot')
+        log = h.daemon_log_since(mark)
+        self.assertIn("disk vda is now %s (qcow2; was %s)" % (dest, img), log, 'read back from QEMU')
+        self.assertNotIn('went away', log)
+        self.assertEqual([f for f in os.listdir(h.runtime_dir) if '.job-' in f], [], 'the journal stayed')
+        h.call(dom, D, 'Stop', (0,), 't')
+        self.assertEqual(qemu.wait(timeout=20), 0)
+        self.assertTrue(q.qemu_io_read_pattern(dest, 0x11, 0, MiB), 'the copy holds the disk')
+
+
 class StopTest(CopyTestCase):
     def test_stop_during_copy(self):
         # The guest's QEMU quits under a running copy: the job ends (QEMU

@@ -82,7 +82,11 @@ typedef struct Resync {
         Domain *domain;
         char **sweep;      /* copy journals to sweep (adoption) */
         Job *job;          /* reported finished when done; may be NULL */
-        char **roots;      /* per disk of the live definition: its root node */
+        /* Per disk of the definition QEMU runs (the live one; an attached
+         * domain's stored one): its target and its root node (NULL: not
+         * learned). By target: the definition may be replaced meanwhile. */
+        char **targets, **roots;
+        size_t n_roots;
         size_t pending;
         void (*done)(Domain *d, void *userdata);
         void *userdata;
@@ -458,7 +462,12 @@ static void resync_end(Resync *rs) {
         if (rs->done)
                 rs->done(d, rs->userdata);
         manager_busy_unref(d->manager);
-        strv_free(rs->roots);
+        for (size_t i = 0; i < rs->n_roots; i++) {
+                free(rs->targets[i]);
+                free(rs->roots[i]); /* (a hole where a lookup failed: not a strv) */
+        }
+        free(rs->targets);
+        free(rs->roots);
         strv_free(rs->sweep);
         domain_unref(d);
         free(rs);
@@ -562,17 +571,26 @@ static void copies_drop_bitmaps(Domain *d, json_object *nodes, Resync *rs) {
         }
 }
 
+/* The definition QEMU runs, which a read-back updates: the live one; an
+ * attached domain's QEMU (not launched by qsnapd: no live definition)
+ * runs its stored one. NULL: none to read back. */
+static DomainDef *resync_def(Domain *d) {
+        if (d->live)
+                return d->live;
+        return d->qmp && !domain_is_managed(d) ? d->def : NULL;
+}
+
 static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Resync *rs = userdata;
         Domain *d = rs->domain;
-        DomainDef *live = d->live;
+        DomainDef *live = resync_def(d);
         bool changed = false;
 
-        for (size_t i = 0; error >= 0 && live && i < live->n_disks; i++) {
-                DomainDisk *disk = live->disks + i;
+        for (size_t i = 0; error >= 0 && live && i < rs->n_roots; i++) {
+                DomainDisk *disk = rs->roots[i] ? domain_def_find_disk(live, rs->targets[i]) : NULL;
                 json_object *e;
 
-                if (!rs->roots[i])
+                if (!disk)
                         continue;
                 if (rs->job && streq_ptr(rs->job->disk, disk->target))
                         rs->read_back = true;
@@ -668,11 +686,18 @@ static void on_resync_root(Qmp *qmp, int error, json_object *result, const char 
 /* Reads the disks back from QEMU, then reports job (if any) as finished. */
 static void domain_resync_disks_sweep(Domain *d, Job *job, void (*done)(Domain *d, void *userdata), void *userdata,
                                      char **sweep) {
+        const DomainDef *def = resync_def(d);
         Resync *rs = new0(Resync, 1);
-        size_t n = d->live ? d->live->n_disks : 0;
+        size_t n = def ? def->n_disks : 0;
+        char **targets = new0(char *, n + 1), **roots = new0(char *, n + 1);
 
-        if (!rs || !(rs->roots = new0(char *, n + 1))) {
+        for (size_t i = 0; targets && i < n; i++)
+                if (!(targets[i] = strdup(def->disks[i].target)))
+                        targets = strv_free(targets);
+        if (!rs || !targets || !roots) {
                 free(rs);
+                strv_free(targets);
+                free(roots);
                 strv_free(sweep);
                 log_oom();
                 if (job)
@@ -681,13 +706,13 @@ static void domain_resync_disks_sweep(Domain *d, Job *job, void (*done)(Domain *
                         done(d, userdata);
                 return;
         }
-        *rs = (Resync) { .domain = domain_ref(d), .job = job ? job_ref(job) : NULL, .roots = rs->roots, .done = done,
-                         .userdata = userdata, .sweep = sweep };
+        *rs = (Resync) { .domain = domain_ref(d), .job = job ? job_ref(job) : NULL, .targets = targets,
+                         .roots = roots, .n_roots = n, .done = done, .userdata = userdata, .sweep = sweep };
         manager_busy_ref(d->manager);
         for (size_t i = 0; d->qmp && i < n; i++) {
                 RootCall *c = new0(RootCall, 1);
 
-                if (!c || qmp_cmd_disk_root_node(d->qmp, d->live->disks[i].target, on_resync_root, c) < 0) {
+                if (!c || qmp_cmd_disk_root_node(d->qmp, targets[i], on_resync_root, c) < 0) {
                         free(c);
                         continue;
                 }

@@ -326,6 +326,7 @@ class UsageTest(QsnapctlTest):
             (['snapshot-list', VM, '--tree', '--parent'], '--tree goes with'),
             (['snapshot-create-as', VM, '--diskspec', 'vda,snapshot=sideways', '--print-xml'], 'snapshot=\'sideways\''),
             (['list', '--all', '--inactive'], 'exclude each other'),
+            (['list', '--name', '--uuid'], '--name and --uuid exclude each other'),
             (['checkpoint-info', VM], 'missing checkpointname'),
             (['checkpoint-parent', VM], 'missing checkpointname'),
             (['checkpoint-create', VM, '--redefine'], '--redefine needs the XML'),

@@ -112,6 +112,8 @@ extern const OptionDef global_options[];
 const char *opt(Ctx *c, const char *name);
 char **opt_all(Ctx *c, const char *name);
 bool flag(Ctx *c, const char *name);
+/* False, with a usage error, when both options are given. */
+bool flags_exclusive(Ctx *c, const char *a, const char *b);
 /* Parses a size or bandwidth option; 0 when not given. -EINVAL printed. */
 int opt_size(Ctx *c, const char *name, uint64_t *ret);
 int opt_number(Ctx *c, const char *name, uint64_t *ret);

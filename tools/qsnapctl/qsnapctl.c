@@ -426,6 +426,13 @@ bool flag(Ctx *c, const char *name) {
         return opt(c, name) != NULL;
 }
 
+bool flags_exclusive(Ctx *c, const char *a, const char *b) {
+        if (!flag(c, a) || !flag(c, b))
+                return true;
+        usage_error("%s: --%s and --%s exclude each other", c->verb->name, a, b);
+        return false;
+}
+
 int opt_size(Ctx *c, const char *name, uint64_t *ret) {
         const char *v = opt(c, name);
         int r;

@@ -40,6 +40,8 @@ int verb_list(Ctx *c) {
                 usage_error("list: --all and --inactive exclude each other");
                 return EXIT_USAGE;
         }
+        if (!flags_exclusive(c, "name", "uuid"))
+                return EXIT_USAGE;
         r = managed_objects(c, QSNAP_DOMAIN_IFACE, NULL, &a, &n);
         if (r < 0)
                 return EXIT_FAILED;

@@ -580,6 +580,14 @@ static DomainDef *resync_def(Domain *d) {
         return d->qmp && !domain_is_managed(d) ? d->def : NULL;
 }
 
+/* Whether disk `target` is read back: every disk of the live definition;
+ * of an attached domain only a job's own (what qsnapd changed: the other
+ * disks stay as the host admin defined them, whatever names QEMU was
+ * given for their files). */
+static bool resync_wants(Domain *d, Job *job, const char *target) {
+        return d->live || (job && streq_ptr(job->disk, target));
+}
+
 static void on_named_nodes(Qmp *qmp, int error, json_object *result, const char *cls, const char *desc, void *userdata) {
         Resync *rs = userdata;
         Domain *d = rs->domain;
@@ -691,9 +699,13 @@ static void domain_resync_disks_sweep(Domain *d, Job *job, void (*done)(Domain *
         size_t n = def ? def->n_disks : 0;
         char **targets = new0(char *, n + 1), **roots = new0(char *, n + 1);
 
-        for (size_t i = 0; targets && i < n; i++)
-                if (!(targets[i] = strdup(def->disks[i].target)))
+        for (size_t i = 0, k = 0; targets && i < n; i++) {
+                if (!resync_wants(d, job, def->disks[i].target))
+                        continue;
+                if (!(targets[k++] = strdup(def->disks[i].target)))
                         targets = strv_free(targets);
+        }
+        n = strv_length(targets);
         if (!rs || !targets || !roots) {
                 free(rs);
                 strv_free(targets);

@@ -1334,12 +1334,17 @@ class ManPageTest(QsnapctlTest):
         self.assertEqual(described - helped, set(), 'options in qsnapd(8) that qsnapd --help lacks')
 
     def test_readme_commands(self):
-        """Each qsnapctl command README.md shows names a verb qsnapctl has
-        and options that verb takes."""
+        """Each qsnapctl command README.md and the EXAMPLES of qsnapctl(1)
+        show names a verb qsnapctl has and options that verb takes."""
         verbs = [l.split()[0] for l in self.ok('--help').split('\n') if re.match(r'^  [a-z]', l)]
         global_opts = set(re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]))
+        man = page_source(q.source_path('docs', 'qsnapctl.1')).replace('\\-', '-')
+        examples = man.split('.SH EXAMPLES')[1].split('.SH ')[0]
+        lines = page_source(q.source_path('README.md')).split('\n')
+        lines += ['    ' + c.strip() for l in examples.split('\n') for c in l.split('&&') if c.strip().startswith('qsnapctl ')]
+        self.assertIn('    qsnapctl -H admin@host2 jobs --json', lines)
         shown = 0
-        for line in page_source(q.source_path('README.md')).split('\n'):
+        for line in lines:
             m = re.match(r'^ {4}qsnapctl ((?:-\S+ \S+ )*)([a-z][a-z-]*)(.*)', line)
             if not m:
                 continue

@@ -1282,6 +1282,7 @@ class CompletionTest(QsnapctlTest):
                          ['other'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['blockpull', 'comp\\ vm', 'vd']), ['vda', 'vdb'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['blockcommit', 'comp\\ vm', 'vda', '--piv']), ['--pivot'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['blockcopy', 'comp\\ vm', 'vda', '--format', '']), ['qcow2', 'raw'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['snapshot-list', 'comp\\ vm', '--js']), ['--json'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['start', 'comp\\ vm', '--js']), [],
                          '--json only where a verb prints data')

@@ -1282,6 +1282,7 @@ class CompletionTest(QsnapctlTest):
                          ['other'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['blockpull', 'comp\\ vm', 'vd']), ['vda', 'vdb'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['blockcommit', 'comp\\ vm', 'vda', '--piv']), ['--pivot'])
+        self.assertEqual(self.complete(['qsnapctl'] + a + ['blockcopy', 'comp\\ vm', 'vda', '--format', '']), ['qcow2', 'raw'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['snapshot-list', 'comp\\ vm', '--js']), ['--json'])
         self.assertEqual(self.complete(['qsnapctl'] + a + ['start', 'comp\\ vm', '--js']), [],
                          '--json only where a verb prints data')
@@ -1333,12 +1334,17 @@ class ManPageTest(QsnapctlTest):
         self.assertEqual(described - helped, set(), 'options in qsnapd(8) that qsnapd --help lacks')
 
     def test_readme_commands(self):
-        """Each qsnapctl command README.md shows names a verb qsnapctl has
-        and options that verb takes."""
+        """Each qsnapctl command README.md and the EXAMPLES of qsnapctl(1)
+        show names a verb qsnapctl has and options that verb takes."""
         verbs = [l.split()[0] for l in self.ok('--help').split('\n') if re.match(r'^  [a-z]', l)]
         global_opts = set(re.findall(r'(--[a-z-]+)', self.ok('--help').split('Domains:')[0]))
+        man = page_source(q.source_path('docs', 'qsnapctl.1')).replace('\\-', '-')
+        examples = man.split('.SH EXAMPLES')[1].split('.SH ')[0]
+        lines = page_source(q.source_path('README.md')).split('\n')
+        lines += ['    ' + c.strip() for l in examples.split('\n') for c in l.split('&&') if c.strip().startswith('qsnapctl ')]
+        self.assertIn('    qsnapctl -H admin@host2 jobs --json', lines)
         shown = 0
-        for line in page_source(q.source_path('README.md')).split('\n'):
+        for line in lines:
             m = re.match(r'^ {4}qsnapctl ((?:-\S+ \S+ )*)([a-z][a-z-]*)(.*)', line)
             if not m:
                 continue

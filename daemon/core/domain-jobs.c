@@ -1017,7 +1017,9 @@ void domain_jobs_lost(Domain *d) {
                         r = job_pivot_recover(d, j, info, &m);
                         if (r < 0)
                                 log_warning("Domain '%s': %s", d->def->name, strna(m));
-                        job_local_update(j, r < 0 ? JOB_STATE_FAILED : JOB_STATE_COMPLETED, 0, 0, r < 0 ? (m ?: "QEMU went away while qsnapd was not running, after the pivot.") : NULL);
+                        job_local_update(j, r < 0 ? JOB_STATE_FAILED : JOB_STATE_COMPLETED, 0, 0,
+                                         r < 0 ? (m ?: "QEMU went away while qsnapd was not running, after the pivot.")
+                                               : NULL);
                         domain_local_job_end(d, j);
                         job_unref(j);
                         continue;

@@ -240,9 +240,9 @@ int operation_journal_write(Operation *o, json_object *record) {
 
         log_debug("Domain '%s': writing the journal of %s.", d->def->name, o->kind->name);
         r = op_journal_write(d->manager->config.state_dir, d->def->uuid, o->kind->name, record);
-        log_debug("Domain '%s': the journal of %s is written.", d->def->name, o->kind->name);
         if (r < 0)
                 return log_error_errno(r, "Domain '%s': cannot write the journal of %s: %m", d->def->name, o->kind->name);
+        log_debug("Domain '%s': the journal of %s is written.", d->def->name, o->kind->name);
         o->journaled = true;
         return 0;
 }

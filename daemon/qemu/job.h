@@ -34,9 +34,10 @@
  * The end: BLOCK_JOB_CANCELLED seen → canceled; an error (BLOCK_JOB_COMPLETED
  * "error", query-jobs "error") → failed with QEMU's text verbatim, except
  * strerror(ECANCELED), which is how query-jobs words a cancel → canceled;
- * otherwise completed (after a pivot: pivoted() first, then the dismiss). A copy or active commit that was READY when the owner
- * aborted it without pivot ends with BLOCK_JOB_COMPLETED in QEMU (the source
- * stays, the copy is consistent): we report canceled, as libvirt does, so
+ * otherwise completed (after a pivot: pivoted() first, then the dismiss).
+ * A copy or active commit that was READY when the owner aborted it
+ * without pivot ends with BLOCK_JOB_COMPLETED in QEMU (the source stays,
+ * the copy is consistent): we report canceled, as libvirt does, so
  * that "completed" always means the chain changed as the job intended.
  */
 #pragma once

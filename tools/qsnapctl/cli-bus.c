@@ -226,9 +226,10 @@ static const char *connect_hint(Transport t) {
                 return "ssh to the host, and systemd-stdio-bridge on it, must work (ssh HOST systemd-stdio-bridge).";
         case TRANSPORT_MACHINE:
                 return "is the container running and registered (machinectl list)?";
-        default:
-                return "is a bus listening at that address (dbus-daemon --address=...)?";
+        case TRANSPORT_ADDRESS:
+                break;
         }
+        return "is a bus listening at that address (dbus-daemon --address=...)?";
 }
 
 int ctx_connect(Ctx *c) {

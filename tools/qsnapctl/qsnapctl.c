@@ -973,6 +973,11 @@ static int run_complete(int argc, char **argv) {
                 }
                 if (!target)
                         goto done;
+                if (streq(target->name, "format")) { /* blockcopy's two formats */
+                        complete_print(cur, "qcow2");
+                        complete_print(cur, "raw");
+                        goto done;
+                }
                 switch (target->kind) {
                 case ARG_FILE:
                         printf("__files__\n");

@@ -505,7 +505,10 @@ MATRIX = {
             'test_revert.py ExternalTest.test_branched_tree',
             'test_revert.py InternalTest.test_internal_below_an_external_overlay_is_refused',
         ],
-        'PathNotAllowed': ['test_security.py FifoTest.test_fifo_and_device_in_metadata'],
+        'PathNotAllowed': [
+            'test_security.py FifoTest.test_fifo_and_device_in_metadata',
+            'test_security_img.py LinkFreeRemovalTest.test_uefi_store_copy_through_a_link',
+        ],
         'Unsupported': [
             'test_revert.py RefusalTest.test_attached_domain',
             'test_revert.py RefusalTest.test_flags_auth_and_busy',

@@ -6,6 +6,7 @@
  * a header names), links anywhere and ".." refused, one refusal text,
  * chains confined, json: and protocol backing names refused.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -148,6 +149,45 @@ static void test_unlink(OpsFixture *f) {
         }
 }
 
+static bool holds(const char *path, const char *text) {
+        _cleanup_free_ char *data = NULL;
+        size_t size;
+
+        return read_full_file(path, 1024, &data, &size) >= 0 && size == strlen(text) && memcmp(data, text, size) == 0;
+}
+
+/* fs_write_file_atomic_nofollow(): the UEFI store written back by Revert,
+ * never through a folder swapped for a link; a link as the name is
+ * replaced, not followed. */
+static void test_write_atomic(OpsFixture *f) {
+        _cleanup_free_ char *w = ops_path(f, "w"), *store = ops_path(f, "w/VARS.fd"), *victims = strprintf("%s/wv", f->dir);
+        _cleanup_free_ char *victim = strprintf("%s/wv/VARS.fd", f->dir), *mid = ops_path(f, "wmid");
+        _cleanup_free_ char *via_mid = ops_path(f, "wmid/VARS.fd"), *last = ops_path(f, "w/last");
+        DIR *dh;
+        int n = 0;
+
+        check(w && store && victims && victim && mid && via_mid && last);
+        check(mkdir(w, 0700) >= 0 && mkdir(victims, 0700) >= 0 && symlink(victims, mid) >= 0);
+        check(write_file_atomic(victim, "victim", 6, 0600) >= 0 && symlink(victim, last) >= 0);
+
+        check(fs_write_file_atomic_nofollow(store, "one", 3, 0600) == 0 && holds(store, "one"));
+        check(fs_write_file_atomic_nofollow(store, "two!", 4, 0600) == 0 && holds(store, "two!"));
+        check(fs_write_file_atomic_nofollow(via_mid, "evil", 4, 0600) == -ELOOP);
+        check(fs_write_file_atomic_nofollow(last, "mine", 4, 0600) == 0 && exists_as(last, S_IFREG) && holds(last, "mine"));
+        check(holds(victim, "victim"));
+        check(fs_write_file_atomic_nofollow("relative", "x", 1, 0600) == -EINVAL);
+        /* nothing else in the victims' folder, no temporary file left in ours */
+        check((dh = opendir(victims)));
+        for (struct dirent *de; (de = readdir(dh));)
+                n += !streq(de->d_name, ".") && !streq(de->d_name, "..");
+        closedir(dh);
+        check(n == 1);
+        check((dh = opendir(w)));
+        for (struct dirent *de; (de = readdir(dh));)
+                check(!strstr(de->d_name, ".tmp-"));
+        closedir(dh);
+}
+
 static void test_chains(OpsFixture *f) {
         _cleanup_free_ char *outside = strprintf("%s/outside", f->dir), *base = strprintf("%s/outside/base.qcow2", f->dir);
         _cleanup_free_ char *top = ops_path(f, "top.qcow2"), *ok = ops_path(f, "ok.qcow2"), *j = ops_path(f, "json.qcow2");
@@ -252,6 +292,7 @@ int main(int argc, char *argv[]) {
         ops_setup(&f, 1);
         test_folders(&f);
         test_unlink(&f);
+        test_write_atomic(&f);
         test_chains(&f);
         test_chain_tops(&f);
         test_snapshot_def(&f);

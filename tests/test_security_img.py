@@ -51,6 +51,8 @@ J = q.JOB_IFACE
 C = q.CHECKPOINT_IFACE
 PATH_NOT_ALLOWED = q.ERROR_PREFIX + 'PathNotAllowed'
 MiB = 1024 * 1024
+CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
+VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
 DISK_ONLY = 16
 SIZE = 4   # Checkpoint.GetXMLDesc
 
@@ -435,6 +437,46 @@ class LinkFreeRemovalTest(AttackTestCase):
         self.assertLeft(victim, moved, name, mark)
         self.assertEqual(h.call(self.mine, D, 'ListSnapshots', (0,), 't'), [])
         self.assertEqual(self.h.get_property(self.mine, D, 'Disks')[0][2], self.base)
+        self.assertFinished()
+
+    def test_uefi_store_copy_through_a_link(self):
+        """A domain's UEFI store in a folder below the image root, an
+        external snapshot's copy of it beside it; then the folder is
+        swapped for a link to a root-only folder holding files of both
+        names. Revert writes the store back and Delete removes the copy:
+        neither reads, writes or removes anything through the link."""
+        h = self.h
+        store = os.path.join(self.sub, 'VARS.fd')
+        with open(VARS, 'rb') as src, open(store, 'wb') as dst:
+            dst.write(src.read())
+        os.chmod(store, 0o600)
+        img = h.create_image('u.qcow2')
+        text = q.domain_xml('u', [q.Disk('vda', img)], domain_type='qemu').replace(
+            '  </os>', "    <loader readonly='yes' type='pflash'>%s</loader>\n    <nvram>%s</nvram>\n  </os>"
+            % (CODE, store))
+        dom = h.call(q.MANAGER_PATH, q.MANAGER_IFACE, 'DefineDomain', (text, 0), 'st')
+        snap = h.call(dom, D, 'CreateSnapshot', ('<domainsnapshot><name>s1</name></domainsnapshot>', DISK_ONLY),
+                      'st', timeout=120)
+        self.assertTrue(os.path.isfile(store + '.s1'), 'no copy of the store beside it')
+        victims = [self.plant_victim('VARS.fd'), self.plant_victim('VARS.fd.s1')]
+        moved = self.swap_folder()
+        mark = h.daemon_log_mark()
+        with self.assertRaises(q.DBusCallError) as e:
+            h.call(snap, S, 'Revert', (0,), 't', timeout=120)
+        self.assertEqual(e.exception.name, PATH_NOT_ALLOWED, str(e.exception))
+        self.assertIn('a symbolic link on the way', str(e.exception))
+        job = h.call(snap, S, 'Delete', (0,), 't', timeout=120)
+        if job != '/':
+            q.wait_until(lambda: h.get_property(job, J, 'State') in ('completed', 'failed', 'canceled'), 120,
+                         'the delete ends')
+            self.assertEqual(h.get_property(job, J, 'State'), 'completed', h.get_property(job, J, 'Error'))
+        self.assertEqual(h.call(dom, D, 'ListSnapshots', (0,), 't'), [])
+        for v in victims:
+            with open(v) as f:
+                self.assertEqual(f.read(), "root's file, not qsnapd's\n", '%s changed' % v)
+        self.assertEqual(sorted(os.listdir(self.protected)), ['VARS.fd', 'VARS.fd.s1'])
+        self.assertTrue(os.path.isfile(os.path.join(moved, 'VARS.fd.s1')), 'the copy is not left in the renamed folder')
+        h.wait_for_log(r'Left %s in place: its path goes through a symbolic link' % re.escape(store + '.s1'), mark)
         self.assertFinished()
 
 

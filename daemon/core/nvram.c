@@ -43,7 +43,7 @@ bool nvram_firmware_path_is_system(const char *path) {
         return false;
 }
 
-/* Reads a regular file (never through a symlink) whole. */
+/* Reads a regular file whole, never through a symlink in any component. */
 static int read_store(const char *path, char **ret, size_t *ret_size) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
@@ -51,9 +51,9 @@ static int read_store(const char *path, char **ret, size_t *ret_size) {
         size_t n = 0;
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        fd = fs_open_nofollow(path, O_RDONLY, 0);
         if (fd < 0)
-                return -errno;
+                return fd;
         r = fs_fstat_regular(fd, &st);
         if (r < 0)
                 return r;
@@ -81,9 +81,10 @@ static int write_new(const char *path, const char *data, size_t size) {
         _cleanup_close_ int fd = -EBADF;
         size_t n = 0;
 
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        /* No link in any component: the store's folder may be a caller's. */
+        fd = fs_open_nofollow(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
         if (fd < 0)
-                return -errno;
+                return fd;
         while (n < size) {
                 ssize_t k = write(fd, data + n, size - n);
                 if (k < 0 && errno == EINTR)
@@ -231,7 +232,7 @@ int nvram_snapshot_save(const DomainDef *def, const char *path, char **ret_messa
         if (r >= 0)
                 r = write_new(path, data, size);
         if (r < 0)
-                return error_message(ret_message, r == -EEXIST ? -QSNAP_E_PATH_NOT_ALLOWED : r,
+                return error_message(ret_message, r == -EEXIST || r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED : r,
                                      "Cannot keep a copy of the UEFI variable store %s as %s: %s", f->nvram, path,
                                      qsnap_strerror(r));
         return 0;
@@ -242,7 +243,7 @@ int nvram_restore_bytes(const DomainDef *def, const char *data, size_t size) {
 
         if (!f || !f->nvram)
                 return 0;
-        return write_file_atomic(f->nvram, data, size, 0600);
+        return fs_write_file_atomic_nofollow(f->nvram, data, size, 0600);
 }
 
 int nvram_snapshot_restore(const DomainDef *def, const char *path, char **ret_old, size_t *ret_old_size,
@@ -259,15 +260,17 @@ int nvram_snapshot_restore(const DomainDef *def, const char *path, char **ret_ol
                                      "The snapshot's copy of the UEFI variable store, %s, is not beside the store %s.",
                                      path, f->nvram);
         r = read_store(path, &data, &size);
-        if (r < 0)
-                return error_message(ret_message, r, "Cannot read the snapshot's UEFI variable store %s: %s", path,
-                                     qsnap_strerror(r));
+        if (r < 0) /* a link on the way: named (the folder was swapped for one since the snapshot) */
+                return error_message(ret_message, r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED : r,
+                                     "Cannot read the snapshot's UEFI variable store %s: %s", path,
+                                     r == -ELOOP ? "a symbolic link on the way" : qsnap_strerror(r));
         if (ret_old && read_store(f->nvram, &old, &old_size) < 0)
                 old = NULL;
         r = nvram_restore_bytes(def, data, size);
         if (r < 0)
-                return error_message(ret_message, r, "Cannot write the UEFI variable store %s: %s", f->nvram,
-                                     strerror(-r));
+                return error_message(ret_message, r == -ELOOP ? -QSNAP_E_PATH_NOT_ALLOWED : r,
+                                     "Cannot write the UEFI variable store %s: %s", f->nvram,
+                                     r == -ELOOP ? "a symbolic link on the way" : strerror(-r));
         if (ret_old) {
                 *ret_old = TAKE_PTR(old);
                 *ret_old_size = old_size;

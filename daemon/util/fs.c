@@ -8,6 +8,7 @@
  */
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 
 #include "util/error.h"
@@ -195,4 +196,52 @@ int fs_unlink_nofollow(const char *path, mode_t type) {
                                   : r == -EPERM ? "it is not the kind of file qsnapd made there"
                                                 : qsnap_strerror(r));
         return r;
+}
+
+int fs_write_file_atomic_nofollow(const char *path, const void *data, size_t size, mode_t mode) {
+        _cleanup_free_ char *folder = NULL, *tmp = NULL;
+        _cleanup_close_ int dirfd = -EBADF, fd = -EBADF, sync_fd = -EBADF;
+        const char *name, *p = data;
+        int r = 0;
+
+        if (!path || path[0] != '/')
+                return -EINVAL;
+        name = fs_basename(path);
+        if (isempty(name) || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        folder = fs_dirname(path);
+        tmp = strprintf("%s.tmp-%d", name, (int) getpid());
+        if (!folder || !tmp)
+                return -ENOMEM;
+        dirfd = fs_open_dir_nofollow(folder);
+        if (dirfd < 0)
+                return dirfd;
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, mode);
+        if (fd < 0)
+                return -errno;
+        while (r >= 0 && size > 0) {
+                ssize_t n = write(fd, p, size);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        r = -errno;
+                else {
+                        p += n;
+                        size -= (size_t) n;
+                }
+        }
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(dirfd, tmp, 0);
+                return r;
+        }
+        /* The folder's descriptor is O_PATH: a readable one for fsync. */
+        sync_fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (sync_fd < 0 || fsync(sync_fd) < 0)
+                return -errno;
+        return 0;
 }

@@ -53,6 +53,14 @@ int fs_open_nofollow(const char *path, int flags, mode_t mode);
  * left and why. 0 when removed, else the negative error. */
 int fs_unlink_nofollow(const char *path, mode_t type);
 
+/* Replaces the file at absolute `path` crash-safely (a temporary file
+ * beside it, fsync, rename, fsync of the folder), all relative to its
+ * folder opened by fs_open_dir_nofollow(): no component may be a link
+ * (-ELOOP), and a folder swapped for one meanwhile redirects nothing. A
+ * link as the last component is replaced itself, never followed. 0 or a
+ * negative error; the temporary file never stays. */
+int fs_write_file_atomic_nofollow(const char *path, const void *data, size_t size, mode_t mode);
+
 /* fstat(fd) into *ret (may be NULL): 0 for a regular file,
  * -QSNAP_E_PATH_NOT_ALLOWED for anything else (a FIFO, a device, a
  * folder swapped in after a check), or -errno. */

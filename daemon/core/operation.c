@@ -371,3 +371,10 @@ void operation_recover_attached(Domain *d, DomainDoneFunc done, void *userdata) 
         *c = (RecoveryChain) { .domain = domain_ref(d), .done = done, .userdata = userdata };
         recovery_chain_next(c);
 }
+
+char *operation_busy_message(const Domain *d) {
+        if (d->op)
+                return strprintf("Domain '%s' is busy (%s in progress); try again when it has ended.", d->def->name,
+                                 d->op->kind->name);
+        return strprintf("Domain '%s' is busy with another operation; try again when it has ended.", d->def->name);
+}

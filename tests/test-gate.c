@@ -7,6 +7,8 @@
  * chains confined, json: and protocol backing names refused.
  */
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "core/gate.h"
 #include "util/fs.h"
@@ -84,6 +86,66 @@ static void test_folders(OpsFixture *f) {
         safe_close(dirfd);
         check(fs_open_dir_nofollow(via_link) == -ELOOP || fs_open_dir_nofollow(link) == -ELOOP);
         message = mfree(message);
+}
+
+static bool exists_as(const char *path, mode_t type) {
+        struct stat st;
+
+        return lstat(path, &st) >= 0 && (st.st_mode & S_IFMT) == type;
+}
+
+/* fs_unlink_nofollow(): a file qsnapd made in a caller's folder is removed
+ * only through a path without a link; a link in the middle or at the end
+ * removes nothing (the victim stays, and so does the link). */
+static void test_unlink(OpsFixture *f) {
+        _cleanup_free_ char *u = ops_path(f, "u"), *plain = ops_path(f, "u/x"), *victims = strprintf("%s/victims", f->dir);
+        _cleanup_free_ char *victim = strprintf("%s/victims/x", f->dir), *mid = ops_path(f, "mid");
+        _cleanup_free_ char *via_mid = ops_path(f, "mid/x"), *last = ops_path(f, "u/last"), *sock = ops_path(f, "u/s");
+        _cleanup_free_ char *deeper = ops_path(f, "u/d"), *via_deeper = ops_path(f, "u/d/victims/x");
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd;
+
+        check(u && plain && victims && victim && mid && via_mid && last && sock && deeper && via_deeper);
+        check(mkdir(u, 0700) >= 0 && mkdir(victims, 0700) >= 0);
+        check(write_file_atomic(victim, "victim", 6, 0600) >= 0);
+        check(symlink(victims, mid) >= 0 && symlink(victim, last) >= 0 && symlink(f->dir, deeper) >= 0);
+
+        /* No link: removed. */
+        check(write_file_atomic(plain, "ours", 4, 0600) >= 0);
+        check(fs_unlink_nofollow(plain, S_IFREG) == 0 && !exists_as(plain, S_IFREG));
+        check(fs_unlink_nofollow(plain, S_IFREG) == -ENOENT);
+
+        /* A link in the middle (the folder swapped for one), or further up. */
+        check(fs_unlink_nofollow(via_mid, S_IFREG) == -ELOOP);
+        check(fs_unlink_nofollow(via_deeper, S_IFREG) == -ELOOP);
+        check(exists_as(victim, S_IFREG) && exists_as(mid, S_IFLNK));
+
+        /* A link as the last component: not ours, left, and its target too. */
+        check(fs_unlink_nofollow(last, S_IFREG) == -ELOOP);
+        check(exists_as(last, S_IFLNK) && exists_as(victim, S_IFREG));
+
+        /* Not what was made there: a folder, a file where a socket was. */
+        check(fs_unlink_nofollow(deeper, S_IFREG) == -ELOOP);
+        check(fs_unlink_nofollow(u, S_IFREG) == -EISDIR && exists_as(u, S_IFDIR));
+        check(write_file_atomic(plain, "ours", 4, 0600) >= 0);
+        check(fs_unlink_nofollow(plain, S_IFSOCK) == -EPERM && exists_as(plain, S_IFREG));
+
+        /* A socket, as a backup's NBD socket. */
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        check(fd >= 0 && strlen(sock) < sizeof(sa.sun_path));
+        strcpy(sa.sun_path, sock);
+        check(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) >= 0);
+        safe_close(fd);
+        check(fs_unlink_nofollow(sock, S_IFSOCK) == 0 && !exists_as(sock, S_IFSOCK));
+
+        check(fs_unlink_nofollow("relative/x", S_IFREG) == -EINVAL);
+        check(fs_unlink_nofollow(NULL, S_IFREG) == -EINVAL);
+        {
+                _cleanup_free_ char *text = NULL;
+                size_t size;
+
+                check(read_full_file(victim, 64, &text, &size) >= 0 && size == 6 && memcmp(text, "victim", 6) == 0);
+        }
 }
 
 static void test_chains(OpsFixture *f) {
@@ -189,6 +251,7 @@ int main(int argc, char *argv[]) {
         ops_init();
         ops_setup(&f, 1);
         test_folders(&f);
+        test_unlink(&f);
         test_chains(&f);
         test_chain_tops(&f);
         test_snapshot_def(&f);

@@ -29,15 +29,21 @@ where a checked image was:
   on a disk swapped for a link: the gate's text), the chain behind Disks
   and Start (the active file a link: not read), and an external Revert's
   frozen chain (its bitmaps for the new overlay) whose file's header names
-  that qcow2, or whose backing file is swapped for a link to it.
+  that qcow2, or whose backing file is swapped for a link to it;
+- files qsnapd made and removes (LinkFreeRemovalTest): an aborted push
+  backup's target and an interrupted snapshot's overlay, their folder
+  swapped for a link to a root-only folder holding a file of the same
+  name: that file stays, nothing is removed through the link.
 Every victim is checksummed before and after (AttackTestCase), and no file
 below the test's folder holds the root-only file's contents.
 """
 
 import os
+import re
 
 import qsnaptest as q
-from test_security import AttackTestCase, ext_snapshot_xml, sha256
+from test_authorization import call_as
+from test_security import USER, AttackTestCase, ext_snapshot_xml, sha256
 
 D = q.DOMAIN_IFACE
 S = q.SNAPSHOT_IFACE
@@ -335,6 +341,100 @@ class QemuImgByDescriptorTest(AttackTestCase):
         self.assertNotEqual(h.get_property(c1, C, 'Size'), 3 * MiB, 'Size counted the bitmap of the file outside')
         self.assertEqual(os.stat(secret).st_atime_ns, atime, 'qsnapd read the root-only file through the link')
         self.assertNotIn('secret-bitmap', h.daemon_log_since(mark))
+        self.assertFinished()
+
+
+class LinkFreeRemovalTest(AttackTestCase):
+    """docs/security.md §3 "Removal": a file qsnapd made in a folder the
+    caller may write in is removed only through a path without a symbolic
+    link. Between the file's creation and its removal the folder holding
+    it is renamed aside and a link to a root-only folder put in its place
+    (what the folder's owner could do), the root-only folder holding a
+    file of the same name: the removal must leave that file (content
+    checked), remove nothing, leave qsnapd's file in the renamed folder and
+    say so in the log."""
+
+    def setUp(self):
+        super().setUp()
+        self.sub = self.h.image_path('sub')
+        os.mkdir(self.sub, 0o755)
+        self.protected = os.path.join(self.h.root, 'protected-folder')
+        os.mkdir(self.protected, 0o700)
+
+    def plant_victim(self, name):
+        victim = os.path.join(self.protected, name)
+        with open(victim, 'w') as f:
+            f.write("root's file, not qsnapd's\n")
+        os.chmod(victim, 0o600)
+        self.victims.append(victim)
+        self.sums[victim] = sha256(victim)
+        return victim
+
+    def swap_folder(self):
+        """sub renamed aside, a link to the root-only folder in its place:
+        the renamed folder."""
+        moved = self.sub + '.away'
+        os.rename(self.sub, moved)
+        os.symlink(self.protected, self.sub)
+        return moved
+
+    def assertLeft(self, victim, moved, name, mark):
+        self.assertTrue(os.path.exists(victim), '%s was removed through the link' % victim)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "root's file, not qsnapd's\n")
+        self.assertEqual(sorted(os.listdir(self.protected)), [name], 'the root-only folder changed')
+        self.assertTrue(os.path.isfile(os.path.join(moved, name)), "qsnapd's file is not left in the renamed folder")
+        self.h.wait_for_log(r'Left %s in place: its path goes through a symbolic link'
+                            % re.escape(os.path.join(self.sub, name)), mark)
+
+    def test_push_target_after_abort(self):
+        """A push backup (the per-domain caller's, throttled so that it
+        runs) aborted after its target's folder became a link: the target
+        is not removed through it."""
+        h = self.h
+        h.grant([q.ACTION_BACKUP], user=USER, domain='mine')
+        h.restart_daemon(kill=False, env={'QSNAPD_TEST_BACKUP_SPEED': str(MiB)})
+        q.qemu_io_write_pattern(self.base, 0x5a, 0, 16 * MiB)
+        name = 'shadow'
+        target = os.path.join(self.sub, name)
+        xml = ("<domainbackup mode='push'><disks><disk name='vda' type='file'><target file='%s'/>"
+               "<driver type='qcow2'/></disk></disks></domainbackup>" % target)
+        err, out = call_as(h, USER, self.mine, D, 'BackupBegin', [('s', xml), ('s', ''), ('t', 0)])
+        self.assertIsNone(err, out)
+        job = re.search(r"'(/[^']*)'", out).group(1)
+        q.wait_until(lambda: h.get_property(job, J, 'Cur') > 0, 30, 'the throttled copy runs')
+        self.assertTrue(os.path.isfile(target))
+        victim = self.plant_victim(name)
+        moved = self.swap_folder()
+        mark = h.daemon_log_mark()
+        err, out = call_as(h, USER, job, J, 'Abort', [('t', 0)])
+        self.assertIsNone(err, out)
+        q.wait_until(lambda: h.get_property(job, J, 'State') in ('completed', 'failed', 'canceled'), 60,
+                     'the job ends')
+        self.assertEqual(h.get_property(job, J, 'State'), 'canceled')
+        q.wait_until(lambda: 'Left ' in h.daemon_log_since(mark) or not os.path.exists(victim), 30,
+                     'the aborted target is dealt with')
+        self.assertLeft(victim, moved, name, mark)
+        self.assertFinished()
+
+    def test_interrupted_snapshot_overlay(self):
+        """qsnapd killed after it made a snapshot's overlay (create:overlays)
+        and the overlay's folder swapped for a link before the next qsnapd
+        rolls the snapshot back: the overlay is not removed through it."""
+        h = self.h
+        name = 'passwd'
+        overlay = os.path.join(self.sub, name)
+        h.crash_at('create:overlays', self.mine, D, 'CreateSnapshot', (ext_snapshot_xml('s1', overlay), DISK_ONLY),
+                   'st', start_again=False)
+        self.assertTrue(os.path.isfile(overlay))
+        victim = self.plant_victim(name)
+        moved = self.swap_folder()
+        mark = h.daemon_log_mark()
+        h.start_daemon()
+        h.wait_for_log(r'rolled back a snapshot interrupted', mark)
+        self.assertLeft(victim, moved, name, mark)
+        self.assertEqual(h.call(self.mine, D, 'ListSnapshots', (0,), 't'), [])
+        self.assertEqual(self.h.get_property(self.mine, D, 'Disks')[0][2], self.base)
         self.assertFinished()
 
 

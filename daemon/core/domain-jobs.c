@@ -23,6 +23,7 @@
 #include "core/qemu-files.h"
 #include "qemu/qmp-commands.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 void block_job_info_free(BlockJobInfo *info) {
@@ -247,7 +248,7 @@ static void job_journals_sweep(Domain *d, char **ids) {
                         log_info("Domain '%s': copy job %s ended while qsnapd was away; its destination %s stays.",
                                  d->def->name, *id, info.copy_dest);
                 else if (info.copy_dest && info.copy_created && !file_in_chains(d, info.copy_dest) &&
-                         unlink(info.copy_dest) >= 0)
+                         fs_unlink_nofollow(info.copy_dest, S_IFREG) >= 0)
                         log_info("Domain '%s': removed %s, the destination of copy job %s that never started.",
                                  d->def->name, info.copy_dest, *id);
                 domain_job_journal_remove(d, *id);
@@ -271,11 +272,9 @@ static void copy_end(Domain *d, Job *j) {
         if (info->copy_created &&
             (j->state == JOB_STATE_FAILED || info->abandoned || (j->state == JOB_STATE_CANCELED && !j->aborting)) &&
             !(disk && streq(disk->source, info->copy_dest))) {
-                if (unlink(info->copy_dest) >= 0)
+                if (fs_unlink_nofollow(info->copy_dest, S_IFREG) >= 0) /* a refusal is logged */
                         log_info("Domain '%s': removed %s, the destination of the %s copy job %s.", d->def->name,
                                  info->copy_dest, job_state_to_string(j->state), j->id);
-                else if (errno != ENOENT)
-                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, info->copy_dest);
         }
         /* Kept and not the disk after QEMU's own cancel (it quits): at its
          * exit QEMU writes into the file the bitmaps its target got at
@@ -502,7 +501,7 @@ static void delete_dropped_files(Domain *d, Job *j, const char *active) {
         if (into && snapshot_metadata_rename_files(d, j->disk, dropped, into) < 0)
                 return; /* logged; the files stay rather than leave names of nothing */
         for (char **f = dropped; f && *f; f++)
-                if (unlink(*f) >= 0)
+                if (fs_unlink_nofollow(*f, S_IFREG) >= 0)
                         log_info("Domain '%s': deleted %s, committed by the job.", d->def->name, *f);
 }
 

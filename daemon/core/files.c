@@ -16,6 +16,7 @@
 #include "core/files.h"
 #include "core/gate.h"
 #include "core/manager.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 /* ---- what the metadata records ---- */
@@ -449,9 +450,7 @@ void domain_remove_unreferenced_files(Domain *d, char *const *files) {
                         log_info("Domain '%s': keeping %s, still in use.", d->def->name, *f);
                         continue;
                 }
-                if (unlink(*f) < 0 && errno != ENOENT)
-                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", d->def->name, *f);
-                else
+                if (fs_unlink_nofollow(*f, S_IFREG) >= 0) /* a refusal is logged */
                         log_info("Domain '%s': removed %s.", d->def->name, *f);
         }
 }

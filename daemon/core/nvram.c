@@ -90,14 +90,14 @@ static int write_new(const char *path, const char *data, size_t size) {
                         continue;
                 if (k < 0) {
                         int r = -errno;
-                        (void) unlink(path);
+                        (void) fs_unlink_nofollow(path, S_IFREG);
                         return r;
                 }
                 n += k;
         }
         if (fsync(fd) < 0) {
                 int r = -errno;
-                (void) unlink(path);
+                (void) fs_unlink_nofollow(path, S_IFREG);
                 return r;
         }
         return 0;
@@ -162,7 +162,7 @@ int nvram_prepare(const DomainDef *def, char **ret_message) {
         if (f->nvram_format == DISK_FORMAT_QCOW2) {
                 r = convert_template(f->nvram_template, f->nvram, &output);
                 if (r != 0) {
-                        (void) unlink(f->nvram);
+                        (void) fs_unlink_nofollow(f->nvram, S_IFREG);
                         return error_message(ret_message, r < 0 ? r : -QSNAP_E_QEMU_FAILED,
                                              "Cannot create the UEFI variable store %s from %s: %s", f->nvram,
                                              f->nvram_template, r < 0 ? strerror(-r) : strna(output));

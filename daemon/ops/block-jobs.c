@@ -96,7 +96,7 @@ static int undo_copy_journal(Operation *o, void *data) {
 static int undo_copy_dest(Operation *o, void *data) {
         StartCall *c = o->plan;
 
-        (void) unlink(c->info->copy_dest);
+        (void) fs_unlink_nofollow(c->info->copy_dest, S_IFREG);
         return 0;
 }
 
@@ -843,7 +843,7 @@ int block_job_copy(Domain *d, const char *disk_name, const char *dest, DiskForma
                 c->info->copy_created = true;
                 r = operation_undo_push(c->op, undo_copy_dest, NULL);
                 if (r < 0) {
-                        (void) unlink(dest);
+                        (void) fs_unlink_nofollow(dest, S_IFREG);
                         operation_cancel(c->op);
                         return r;
                 }

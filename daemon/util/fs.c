@@ -161,3 +161,38 @@ int fs_open_nofollow(const char *path, int flags, mode_t mode) {
                 return r;
         return TAKE_FD(fd);
 }
+
+int fs_unlink_nofollow(const char *path, mode_t type) {
+        _cleanup_free_ char *folder = NULL;
+        _cleanup_close_ int dirfd = -EBADF;
+        const char *name;
+        struct stat st;
+        int r;
+
+        if (!path || path[0] != '/')
+                return -EINVAL;
+        name = fs_basename(path);
+        if (isempty(name) || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        folder = fs_dirname(path);
+        if (!folder)
+                return -ENOMEM;
+        r = dirfd = fs_open_dir_nofollow(folder);
+        if (r >= 0)
+                r = fs_lstat_at(dirfd, name, &st);
+        if (r >= 0 && S_ISLNK(st.st_mode))
+                r = -ELOOP;
+        else if (r >= 0 && (st.st_mode & S_IFMT) != (type & S_IFMT))
+                r = S_ISDIR(st.st_mode) ? -EISDIR : -EPERM;
+        /* A link swapped in for the name after the look is what unlinkat()
+         * removes, not its target; the folder is the descriptor's. */
+        if (r >= 0 && unlinkat(dirfd, name, 0) < 0)
+                r = -errno;
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Left %s in place: %s.", path,
+                                  r == -ELOOP  ? "its path goes through a symbolic link, and qsnapd removes a file "
+                                                 "only through a path without one"
+                                  : r == -EPERM ? "it is not the kind of file qsnapd made there"
+                                                : qsnap_strerror(r));
+        return r;
+}

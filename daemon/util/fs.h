@@ -39,6 +39,20 @@ int fs_create_at(int dirfd, const char *name, mode_t mode);
  * `mode`. The fd or a negative error. */
 int fs_open_nofollow(const char *path, int flags, mode_t mode);
 
+/* Removes the file at absolute `path` (a file qsnapd made in a folder a
+ * caller may write in) without following a symbolic link in any
+ * component: its folder opened by fs_open_dir_nofollow() (the same walk
+ * as every other path of the gate), the name looked at there, then
+ * unlinkat() relative to that descriptor — a folder swapped for a link
+ * after the file was made cannot redirect the removal to another folder.
+ * `type` is what the file must be (S_IFREG, S_IFSOCK). Nothing is removed
+ * when a component is a link (-ELOOP; the last one too: a link there is
+ * not ours, and is left), when the name is a folder (-EISDIR) or of
+ * another type (-EPERM), or when the walk fails (its error). Every refusal
+ * but a missing file (-ENOENT) is logged as a warning naming the file
+ * left and why. 0 when removed, else the negative error. */
+int fs_unlink_nofollow(const char *path, mode_t type);
+
 /* fstat(fd) into *ret (may be NULL): 0 for a regular file,
  * -QSNAP_E_PATH_NOT_ALLOWED for anything else (a FIFO, a device, a
  * folder swapped in after a check), or -errno. */

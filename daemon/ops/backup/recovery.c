@@ -29,6 +29,7 @@
 #include "qemu/image.h"
 #include "store/op-journal.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/util.h"
 
 #define JOURNAL_FORMAT 1
@@ -235,14 +236,13 @@ static int journal_read_plan(Domain *d, json_object *j, BackupPlan **ret, bool *
 /* QEMU is gone: what the backup made on disk goes; a running one is
  * reported failed under its path. */
 static void recover_offline(Domain *d, BackupPlan *p, bool running, const char *kind) {
-        struct stat st;
 
         for (size_t i = 0; i < p->n_disks; i++)
-                if (p->disks[i].created && unlink(p->disks[i].path) >= 0)
+                if (p->disks[i].created && fs_unlink_nofollow(p->disks[i].path, S_IFREG) >= 0)
                         log_info("Domain '%s': removed %s, left by backup %s that did not finish.", d->def->name,
                                  p->disks[i].path, p->id);
-        if (p->socket && lstat(p->socket, &st) >= 0 && S_ISSOCK(st.st_mode))
-                (void) unlink(p->socket);
+        if (p->socket)
+                (void) fs_unlink_nofollow(p->socket, S_IFSOCK);
         if (running) {
                 Job *j = job_new_local(p->id, JOB_TYPE_BACKUP, p->n_disks == 1 ? p->disks[0].target : NULL);
 

@@ -240,7 +240,6 @@ const JobObserver backup_job_observer = {
 void backup_remove_files(BackupOp *b, bool keep_targets) {
         BackupPlan *p = b->plan;
         bool push = p->def->mode == BACKUP_MODE_PUSH;
-        struct stat st;
 
         for (size_t i = 0; i < p->n_disks; i++) {
                 BackupDiskRun *r = p->disks + i;
@@ -248,15 +247,14 @@ void backup_remove_files(BackupOp *b, bool keep_targets) {
                 /* A complete push target is the backup; anything else is no use. */
                 if (!r->created || (push && keep_targets))
                         continue;
-                if (unlink(r->path) >= 0)
+                /* never through a link (a caller may swap the folder meanwhile); refusals logged */
+                if (fs_unlink_nofollow(r->path, S_IFREG) >= 0)
                         log_info("Domain '%s': removed %s (%s of the backup).", b->domain->def->name, r->path,
                                  push ? "the incomplete target" : "the scratch file");
-                else if (errno != ENOENT)
-                        log_warning_errno(errno, "Domain '%s': cannot remove %s: %m", b->domain->def->name, r->path);
                 r->created = false;
         }
-        if (p->socket && lstat(p->socket, &st) >= 0 && S_ISSOCK(st.st_mode))
-                (void) unlink(p->socket);
+        if (p->socket)
+                (void) fs_unlink_nofollow(p->socket, S_IFSOCK);
 }
 
 /* The backup succeeds: it ran, nothing failed, and a push was not aborted

@@ -32,6 +32,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/fs.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -68,16 +69,16 @@ static void recovery_roll_back(Recovery *rc) {
                 /* Never a file the stored definition already uses. */
                 if (disk && overlay && streq(disk->source, overlay))
                         continue;
-                if (overlay && json_get_bool(e, "created") && unlink(overlay) >= 0)
+                if (overlay && json_get_bool(e, "created") && fs_unlink_nofollow(overlay, S_IFREG) >= 0)
                         log_info("Domain '%s': removed overlay %s of an interrupted snapshot.", d->def->name, overlay);
         }
         /* QEMU may still be saving the memory: stop that, or it would pause
          * the guest (postmigrate) once done, into a file that is gone. */
         if (mem && d->qmp)
                 (void) qmp_cmd_migrate_cancel(d->qmp, NULL, NULL);
-        if (mem && unlink(mem) >= 0)
+        if (mem && fs_unlink_nofollow(mem, S_IFREG) >= 0)
                 log_info("Domain '%s': removed memory file %s of an interrupted snapshot.", d->def->name, mem);
-        if (nvram && nvram_snapshot_path_ok(domain_current_def(d), nvram) && unlink(nvram) >= 0)
+        if (nvram && nvram_snapshot_path_ok(domain_current_def(d), nvram) && fs_unlink_nofollow(nvram, S_IFREG) >= 0)
                 log_info("Domain '%s': removed the UEFI variable store copy %s of an interrupted snapshot.",
                          d->def->name, nvram);
         log_notice("Domain '%s': rolled back a snapshot interrupted before the disks were switched.", d->def->name);

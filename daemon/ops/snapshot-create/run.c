@@ -110,7 +110,7 @@ static int snapshot_intent_write(Operation *op, const SnapshotIntent *in) {
 static int undo_overlay_file(Operation *o, void *data) {
         PlanDisk *pd = data;
 
-        if (unlink(pd->overlay) >= 0)
+        if (fs_unlink_nofollow(pd->overlay, S_IFREG) >= 0)
                 log_debug("Removed overlay %s of the failed snapshot.", pd->overlay);
         return 0;
 }
@@ -125,7 +125,7 @@ static int undo_overlay_node(Operation *o, void *data) {
 static int undo_memory_file(Operation *o, void *data) {
         SnapshotPlan *p = o->plan;
 
-        (void) unlink(p->memory_file);
+        (void) fs_unlink_nofollow(p->memory_file, S_IFREG);
         return 0;
 }
 
@@ -156,7 +156,7 @@ static int undo_nvram_copy(Operation *o, void *data) {
         SnapshotPlan *p = o->plan;
 
         if (p->nvram_copy)
-                (void) unlink(p->nvram_copy);
+                (void) fs_unlink_nofollow(p->nvram_copy, S_IFREG);
         return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "qemu/image.h"
 #include "qemu/qmp-commands.h"
 #include "store/op-journal.h"
+#include "util/fs.h"
 #include "util/json-util.h"
 #include "util/util.h"
 
@@ -260,7 +261,7 @@ int snapshot_revert_recover(Domain *d, DomainDoneFunc done, void *userdata) {
 
                                 for (size_t k = 0; overlay && k < d->def->n_disks; k++)
                                         used = used || streq(d->def->disks[k].source, overlay);
-                                if (overlay && !used && unlink(overlay) >= 0)
+                                if (overlay && !used && fs_unlink_nofollow(overlay, S_IFREG) >= 0)
                                         log_info("Domain '%s': removed overlay %s of the interrupted revert.",
                                                  d->def->name, overlay);
                         }

@@ -100,7 +100,7 @@ static void revert_plan_free_op(void *p) {
 static int undo_overlay(Operation *o, void *data) {
         RevertDisk *rd = data;
 
-        if (unlink(rd->overlay) >= 0)
+        if (fs_unlink_nofollow(rd->overlay, S_IFREG) >= 0)
                 log_debug("Removed overlay %s of the failed revert.", rd->overlay);
         return 0;
 }

@@ -641,7 +641,7 @@ int domain_check_start(Domain *d, char **ret_message) {
         }
         if (domain_is_busy(d)) {
                 if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
+                        *ret_message = operation_busy_message(d);
                 return -QSNAP_E_BUSY;
         }
         /* QEMU follows the headers itself (until it gets the chain as
@@ -872,7 +872,7 @@ static void on_powerdown_reply(Qmp *qmp, int error, json_object *result, const c
 int domain_check_stop(Domain *d, char **ret_message) {
         if (d->snapshot_busy || (d->op && call(d)->type != DOMAIN_OP_START)) {
                 if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
+                        *ret_message = operation_busy_message(d);
                 return -QSNAP_E_BUSY;
         }
         if (d->state == DOMAIN_SHUTOFF) {
@@ -952,7 +952,7 @@ int domain_check_running(Domain *d, char **ret_message) {
 int domain_check_idle(const Domain *d, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
+                        *ret_message = operation_busy_message(d);
                 return -QSNAP_E_BUSY;
         }
         return 0;
@@ -1014,7 +1014,7 @@ int domain_resume(Domain *d, DomainDoneFunc done, void *userdata, char **ret_mes
 int domain_check_undefine(Domain *d, char **ret_message) {
         if (domain_is_busy(d)) {
                 if (ret_message)
-                        *ret_message = strprintf("Domain '%s' is busy with another lifecycle call.", d->def->name);
+                        *ret_message = operation_busy_message(d);
                 return -QSNAP_E_BUSY;
         }
         if (domain_is_managed(d) && domain_is_active(d)) {

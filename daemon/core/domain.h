@@ -100,6 +100,7 @@ struct Domain {
 
         Operation *op;        /* the one lifecycle call in flight, if any (core/operation.h) */
         bool snapshot_busy;   /* a snapshot operation is in flight */
+        const char *snapshot_busy_kind; /* its kind's name, for Busy's message */
         Operation *backup;    /* the running backup (ops/backup), one at a time */
         uint64_t node_seq;    /* for unique QEMU node names */
         /* Bumped by every change of QEMU's block graph or of a chain qsnapd
@@ -188,7 +189,7 @@ int domain_check_stop(Domain *d, char **ret_message);
 /* 1: already paused (resp. running), nothing to do. */
 int domain_check_pause(Domain *d, bool pause, char **ret_message);
 int domain_check_running(Domain *d, char **ret_message);
-/* -QSNAP_E_BUSY ("Domain '…' is busy with another operation.") while an
+/* -QSNAP_E_BUSY ("Domain '…' is busy (KIND in progress); …", operation_busy_message()) while an
  * operation holds d; 0 when it is free. */
 int domain_check_idle(const Domain *d, char **ret_message);
 int domain_check_undefine(Domain *d, char **ret_message);

@@ -35,6 +35,7 @@ void operation_lock(Operation *o) {
         case OPERATION_LOCK_SNAPSHOT:
                 assert(!d->snapshot_busy);
                 d->snapshot_busy = true;
+                d->snapshot_busy_kind = o->kind->name;
                 break;
         }
         o->locked = true;
@@ -54,6 +55,7 @@ void operation_unlock(Operation *o) {
                 break;
         case OPERATION_LOCK_SNAPSHOT:
                 d->snapshot_busy = false;
+                d->snapshot_busy_kind = NULL;
                 break;
         }
         o->locked = false;
@@ -370,4 +372,13 @@ void operation_recover_attached(Domain *d, DomainDoneFunc done, void *userdata) 
         }
         *c = (RecoveryChain) { .domain = domain_ref(d), .done = done, .userdata = userdata };
         recovery_chain_next(c);
+}
+
+char *operation_busy_message(const Domain *d) {
+        const char *kind = d->op ? d->op->kind->name : d->snapshot_busy ? d->snapshot_busy_kind : NULL;
+
+        if (kind)
+                return strprintf("Domain '%s' is busy (%s in progress); try again when it has ended.", d->def->name,
+                                 kind);
+        return strprintf("Domain '%s' is busy with another operation; try again when it has ended.", d->def->name);
 }

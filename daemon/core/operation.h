@@ -157,6 +157,10 @@ void operation_undo_clear(Operation *o);
 
 /* -QSNAP_E_ALREADY_EXISTS when a kind of that name is registered already. */
 int operation_kind_register(Manager *m, const OperationKind *kind);
+
+/* Busy's message for a domain: it names the operation that holds it (what
+ * the caller waits for), or says "another operation". */
+char *operation_busy_message(const Domain *d);
 void operation_kinds_free(Manager *m);
 
 /* QEMU is attached and its jobs adopted: the deferred kinds are armed

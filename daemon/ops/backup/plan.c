@@ -398,7 +398,7 @@ static int plan_state(Domain *d, BackupMode mode, char **ret_message) {
                 return -QSNAP_E_BUSY;
         }
         if (domain_is_busy(d)) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation.", d->def->name);
+                *ret_message = operation_busy_message(d);
                 return -QSNAP_E_BUSY;
         }
         if (d->state == DOMAIN_CRASHED) {

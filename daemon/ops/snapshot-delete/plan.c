@@ -556,9 +556,10 @@ static bool victims_cover_disk(Snapshot *const *victims, size_t n, const char *t
 static int check_domain(Domain *d, Snapshot *const *victims, size_t n_victims, char **ret_message) {
         const DomainDef *cur = domain_current_def(d);
 
-        if (domain_is_busy(d))
-                return message_set(ret_message, -QSNAP_E_BUSY, "Domain '%s' is busy with another operation; try again after it.",
-                                   d->def->name);
+        if (domain_is_busy(d)) {
+                _cleanup_free_ char *busy = operation_busy_message(d);
+                return message_set(ret_message, -QSNAP_E_BUSY, "%s", strna(busy));
+        }
         if (d->attaching)
                 return message_set(ret_message, -QSNAP_E_BUSY, "Domain '%s' is being reconnected; try again.", d->def->name);
         for (size_t i = 0; i < cur->n_disks; i++) {

@@ -318,7 +318,7 @@ int revert_plan_new(Snapshot *s, uint64_t flags, RevertPlan **ret, char **ret_me
                 return -QSNAP_E_INVALID_ARGUMENT;
         }
         if (domain_is_busy(d) || d->graph_busy) {
-                *ret_message = strprintf("Domain '%s' is busy with another operation; try again after it.", d->def->name);
+                *ret_message = operation_busy_message(d);
                 return -QSNAP_E_BUSY;
         }
         for (size_t i = 0; i < now->n_disks; i++) {

@@ -827,7 +827,7 @@ class BlockJobTest(QsnapctlTest):
 
     def test_blockjob_jobs_copy_rebase(self):
         h = self.h
-        o1 = self.overlay('c1.qcow2', filler_mib=16)
+        o1 = self.overlay('c1.qcow2', filler_mib=48)  # 24 s at 2 MiB/s: still running through the checks below, under load too
         out = self.ok('blockcommit', 'job vm', 'vda', '--active', '--bandwidth', '1M')
         self.assertRegex(out, r'^Active Block Commit started \(job active\.commit-vda-[0-9a-f]+\)\n$')
         job = self.job_path()

@@ -168,6 +168,7 @@ class InternalTest(UefiTestCase):
     def test_internal_with_qcow2_store(self):
         dom, img, store = self.define('u', fmt='qcow2')
         self.start(dom, store, fmt='qcow2')
+        self.assertEqual(os.stat(store).st_mode & 0o777, 0o600, 'the qcow2 store is made 0600')
         s1 = self.snapshot(dom, 'i1')   # internal, with memory
         self.assertEqual(internal_tags(store), ['i1'])
         self.assertEqual(internal_tags(img), ['i1'])

@@ -111,6 +111,8 @@ static int convert_template(const char *template, const char *store, char **ret_
         _cleanup_(img_cmd_done) ImgCmd c = {};
         ImgLayer src = { .fd = image_open_regular(template, O_NOFOLLOW), .format = DISK_FORMAT_RAW };
         ImgLayer dst = { .fd = -EBADF, .format = DISK_FORMAT_QCOW2 };
+        _cleanup_free_ char *folder = NULL;
+        _cleanup_close_ int dirfd = -EBADF;
         struct stat st;
         int r;
 
@@ -120,9 +122,16 @@ static int convert_template(const char *template, const char *store, char **ret_
                 *ret_output = strprintf("cannot open the template: %s", r == -QSNAP_E_PATH_NOT_ALLOWED ? "not a regular file" : strerror(-r));
                 return r;
         }
-        r = image_create(store, DISK_FORMAT_QCOW2, (uint64_t) st.st_size, NULL, DISK_FORMAT_RAW, ret_output);
+        /* Made (0600) and opened in the store's folder reached without a
+         * link: the folder may be a caller's, swapped for a link meanwhile. */
+        folder = fs_dirname(store);
+        dirfd = folder ? fs_open_dir_nofollow(folder) : -ENOMEM;
+        r = dirfd < 0 ? dirfd : 0;
         if (r >= 0)
-                dst.fd = image_open_regular(store, O_NOFOLLOW);
+                r = image_create_at(dirfd, fs_basename(store), store, DISK_FORMAT_QCOW2, (uint64_t) st.st_size, NULL,
+                                    DISK_FORMAT_RAW, ret_output);
+        if (r >= 0)
+                dst.fd = fs_open_nofollow(store, O_RDONLY, 0);
         if (r >= 0 && dst.fd < 0)
                 r = dst.fd;
         if (r >= 0)
@@ -168,7 +177,6 @@ int nvram_prepare(const DomainDef *def, char **ret_message) {
                                              "Cannot create the UEFI variable store %s from %s: %s", f->nvram,
                                              f->nvram_template, r < 0 ? strerror(-r) : strna(output));
                 }
-                (void) chmod(f->nvram, 0600);
         } else {
                 r = read_store(f->nvram_template, &data, &size);
                 if (r >= 0)

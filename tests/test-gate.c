@@ -149,6 +149,32 @@ static void test_unlink(OpsFixture *f) {
         }
 }
 
+/* fs_mkdir_p_nofollow(): the UEFI store's folder made below a caller's
+ * folder, never through one swapped for a link. */
+static void test_mkdir_p(OpsFixture *f) {
+        _cleanup_free_ char *deep = ops_path(f, "m/a/b"), *elsewhere = strprintf("%s/elsewhere", f->dir);
+        _cleanup_free_ char *link = ops_path(f, "m/l"), *via_link = ops_path(f, "m/l/new/deeper");
+        _cleanup_free_ char *made_there = strprintf("%s/elsewhere/new", f->dir), *file = ops_path(f, "m/f");
+        _cleanup_free_ char *via_file = ops_path(f, "m/f/x"), *up = ops_path(f, "m/../m/x");
+        struct stat st;
+
+        check(deep && elsewhere && link && via_link && made_there && file && via_file && up);
+        check(fs_mkdir_p_nofollow(deep, 0700) == 0 && stat(deep, &st) >= 0 && S_ISDIR(st.st_mode));
+        check((st.st_mode & 07777) == 0700);
+        check(fs_mkdir_p_nofollow(deep, 0700) == 0); /* there already */
+
+        /* A link on the way: nothing made where it points. */
+        check(mkdir(elsewhere, 0700) >= 0 && symlink(elsewhere, link) >= 0);
+        check(fs_mkdir_p_nofollow(via_link, 0700) == -ELOOP);
+        check(lstat(made_there, &st) < 0 && errno == ENOENT);
+        check(fs_mkdir_p_nofollow(link, 0700) == -ELOOP);
+
+        check(write_file_atomic(file, "x", 1, 0600) >= 0);
+        check(fs_mkdir_p_nofollow(via_file, 0700) == -ENOTDIR);
+        check(fs_mkdir_p_nofollow(up, 0700) == -EINVAL);
+        check(fs_mkdir_p_nofollow("relative", 0700) == -EINVAL);
+}
+
 static bool holds(const char *path, const char *text) {
         _cleanup_free_ char *data = NULL;
         size_t size;
@@ -292,6 +318,7 @@ int main(int argc, char *argv[]) {
         ops_setup(&f, 1);
         test_folders(&f);
         test_unlink(&f);
+        test_mkdir_p(&f);
         test_write_atomic(&f);
         test_chains(&f);
         test_chain_tops(&f);

@@ -166,7 +166,7 @@ int nvram_prepare(const DomainDef *def, char **ret_message) {
         folder = strdup(f->nvram);
         if (!folder)
                 return -ENOMEM;
-        r = mkdir_p(dirname(folder), 0700);
+        r = fs_mkdir_p_nofollow(dirname(folder), 0700);
         if (r < 0)
                 return error_message(ret_message, r, "Cannot create the folder of %s: %s", f->nvram, strerror(-r));
         if (f->nvram_format == DISK_FORMAT_QCOW2) {

@@ -198,6 +198,41 @@ int fs_unlink_nofollow(const char *path, mode_t type) {
         return r;
 }
 
+int fs_mkdir_p_nofollow(const char *abs_path, mode_t mode) {
+        _cleanup_free_ char *copy = NULL;
+        _cleanup_close_ int dirfd = -EBADF;
+        char *save = NULL;
+
+        if (!abs_path || abs_path[0] != '/')
+                return -EINVAL;
+        copy = strdup(abs_path);
+        if (!copy)
+                return -ENOMEM;
+        dirfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+                return -errno;
+        for (char *name = strtok_r(copy, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
+                int fd;
+
+                if (streq(name, ".."))
+                        return -EINVAL;
+                if (mkdirat(dirfd, name, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                /* A link there (mkdirat's EEXIST, or swapped in since):
+                 * O_DIRECTORY|O_NOFOLLOW says ENOTDIR, as for a file. */
+                fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0) {
+                        struct stat st;
+                        int r = -errno;
+
+                        return r == -ENOTDIR && fs_lstat_at(dirfd, name, &st) >= 0 && S_ISLNK(st.st_mode) ? -ELOOP : r;
+                }
+                safe_close(dirfd);
+                dirfd = fd;
+        }
+        return 0;
+}
+
 int fs_write_file_atomic_nofollow(const char *path, const void *data, size_t size, mode_t mode) {
         _cleanup_free_ char *folder = NULL, *tmp = NULL;
         _cleanup_close_ int dirfd = -EBADF, fd = -EBADF, sync_fd = -EBADF;

@@ -52,6 +52,11 @@ int fs_open_nofollow(const char *path, int flags, mode_t mode);
  * but a missing file (-ENOENT) is logged as a warning naming the file
  * left and why. 0 when removed, else the negative error. */
 int fs_unlink_nofollow(const char *path, mode_t type);
+/* mkdir -p of an absolute folder, each component made (mode) or entered
+ * relative to its parent's descriptor, never through a symbolic link
+ * (-ELOOP where one is on the way, -ENOTDIR at a file): a caller cannot make
+ * qsnapd create folders elsewhere by swapping one for a link. */
+int fs_mkdir_p_nofollow(const char *abs_path, mode_t mode);
 
 /* Replaces the file at absolute `path` crash-safely (a temporary file
  * beside it, fsync, rename, fsync of the folder), all relative to its

@@ -163,6 +163,21 @@ int fs_open_nofollow(const char *path, int flags, mode_t mode) {
         return TAKE_FD(fd);
 }
 
+int fs_split_file_path(const char *path, char **ret_folder, const char **ret_name) {
+        const char *name;
+
+        if (!path || path[0] != '/')
+                return -EINVAL;
+        name = fs_basename(path);
+        if (isempty(name) || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        *ret_folder = fs_dirname(path);
+        if (!*ret_folder)
+                return -ENOMEM;
+        *ret_name = name;
+        return 0;
+}
+
 int fs_unlink_nofollow(const char *path, mode_t type) {
         _cleanup_free_ char *folder = NULL;
         _cleanup_close_ int dirfd = -EBADF;
@@ -170,14 +185,9 @@ int fs_unlink_nofollow(const char *path, mode_t type) {
         struct stat st;
         int r;
 
-        if (!path || path[0] != '/')
-                return -EINVAL;
-        name = fs_basename(path);
-        if (isempty(name) || streq(name, ".") || streq(name, ".."))
-                return -EINVAL;
-        folder = fs_dirname(path);
-        if (!folder)
-                return -ENOMEM;
+        r = fs_split_file_path(path, &folder, &name);
+        if (r < 0)
+                return r;
         r = dirfd = fs_open_dir_nofollow(folder);
         if (r >= 0)
                 r = fs_lstat_at(dirfd, name, &st);
@@ -237,16 +247,13 @@ int fs_write_file_atomic_nofollow(const char *path, const void *data, size_t siz
         _cleanup_free_ char *folder = NULL, *tmp = NULL;
         _cleanup_close_ int dirfd = -EBADF, fd = -EBADF, sync_fd = -EBADF;
         const char *name, *p = data;
-        int r = 0;
+        int r;
 
-        if (!path || path[0] != '/')
-                return -EINVAL;
-        name = fs_basename(path);
-        if (isempty(name) || streq(name, ".") || streq(name, ".."))
-                return -EINVAL;
-        folder = fs_dirname(path);
+        r = fs_split_file_path(path, &folder, &name);
+        if (r < 0)
+                return r;
         tmp = strprintf("%s.tmp-%d", name, (int) getpid());
-        if (!folder || !tmp)
+        if (!tmp)
                 return -ENOMEM;
         dirfd = fs_open_dir_nofollow(folder);
         if (dirfd < 0)

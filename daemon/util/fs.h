@@ -52,6 +52,10 @@ int fs_open_nofollow(const char *path, int flags, mode_t mode);
  * but a missing file (-ENOENT) is logged as a warning naming the file
  * left and why. 0 when removed, else the negative error. */
 int fs_unlink_nofollow(const char *path, mode_t type);
+/* An absolute path naming a file, split: its folder (allocated) and its
+ * last component (inside path). -EINVAL when path is not absolute or the
+ * last component is empty, "." or "..". */
+int fs_split_file_path(const char *path, char **ret_folder, const char **ret_name);
 /* mkdir -p of an absolute folder, each component made (mode) or entered
  * relative to its parent's descriptor, never through a symbolic link
  * (-ELOOP where one is on the way, -ENOTDIR at a file): a caller cannot make
